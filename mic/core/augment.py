@@ -1,0 +1,123 @@
+"""MIC's strong augmentation: colour jitter then Gaussian blur, coins drawn per image per call.
+
+The image operations are kornia's (the same functions its ColorJitter uses); the random draws
+are ours, made with one ``torch.rand`` on the image's device, so that nothing synchronises
+with the host and a seeded ``torch.Generator`` reproduces a call exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from kornia.enhance import (
+    adjust_brightness_accumulative,
+    adjust_contrast_with_mean_subtraction,
+    adjust_hue,
+    adjust_saturation_with_gray_subtraction,
+)
+from kornia.filters import gaussian_blur2d
+from torch import Tensor, nn
+
+from mic.core.errors import ConfigError
+
+
+def blur_kernel_size(side: int, ratio: float = 0.1) -> int:
+    """Odd kernel of about ``ratio`` of the image side (the published rule), at least 3."""
+    k = math.ceil(ratio * side)
+    k = k if k % 2 == 1 else k - 1
+    return max(k, 3)
+
+
+class Normalization(nn.Module):
+    """Maps between normalised tensors and images in [0, 1] (identity when mean is None)."""
+
+    def __init__(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+        super().__init__()
+        if (mean is None) != (std is None):
+            raise ConfigError("give both mean and std of the input normalisation, or neither")
+        self.enabled = mean is not None
+        shape = (1, -1, 1, 1)
+        self.register_buffer("mean", torch.tensor(mean or [0.0]).view(shape), persistent=False)
+        self.register_buffer("std", torch.tensor(std or [1.0]).view(shape), persistent=False)
+
+    def to_unit(self, x: Tensor) -> Tensor:
+        if not self.enabled:
+            return x
+        return x * self.std.to(x) + self.mean.to(x)
+
+    def from_unit(self, x: Tensor) -> Tensor:
+        if not self.enabled:
+            return x
+        return (x - self.mean.to(x)) / self.std.to(x)
+
+
+class StrongAugmentation(nn.Module):
+    """Colour jitter (brightness, contrast, saturation, hue) with probability ``jitter_p``,
+    then Gaussian blur with probability ``blur_p``; each image gets its own coins and factors.
+
+    Args:
+        jitter_p: probability that an image is colour-jittered (published 0.8).
+        strength: jitter strength s: brightness, contrast and saturation factors are drawn
+            from U(1 - s, 1 + s), the hue shift from U(-s, s) turns (published 0.2).
+        blur_p: probability that an image is blurred (published 0.5).
+        blur_sigma: the range of the blur's sigma (published U(0.15, 1.15)).
+        blur_kernel_ratio: kernel side as a share of the image height, made odd.
+        mean, std: the normalisation of the input; jitter acts on [0, 1] images, so
+            normalised input is mapped to [0, 1] and back. None: the input is in [0, 1].
+
+    The four adjustments run in a fixed order (brightness, contrast, saturation, hue); kornia
+    and torchvision shuffle the order per call, which would need a host-side draw.
+    """
+
+    def __init__(
+        self,
+        jitter_p: float = 0.8,
+        strength: float = 0.2,
+        blur_p: float = 0.5,
+        blur_sigma: Sequence[float] = (0.15, 1.15),
+        blur_kernel_ratio: float = 0.1,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        for name, p in (("jitter_p", jitter_p), ("blur_p", blur_p)):
+            if not 0.0 <= p <= 1.0:
+                raise ConfigError(f"augmentation {name} must be a probability in [0, 1], got {p}")
+        if not 0.0 <= strength < 1.0:
+            raise ConfigError(f"augmentation strength must lie in [0, 1), got {strength}")
+        self.jitter_p = float(jitter_p)
+        self.strength = float(strength)
+        self.blur_p = float(blur_p)
+        self.blur_sigma = (float(blur_sigma[0]), float(blur_sigma[1]))
+        self.blur_kernel_ratio = float(blur_kernel_ratio)
+        self.normalization = Normalization(mean, std)
+
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        x = self.normalization.to_unit(images)
+        x = torch.cat([self.augment_unit(x[:, :3], generator), x[:, 3:]], dim=1)
+        return self.normalization.from_unit(x)
+
+    def augment_unit(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Augment RGB images in [0, 1]."""
+        n = x.shape[0]
+        u = torch.rand(n, 7, generator=generator, device=x.device, dtype=torch.float32)
+        s = self.strength
+        jitter = (u[:, 0] < self.jitter_p).view(-1, 1, 1, 1)
+        brightness, contrast, saturation = (1 - s + 2 * s * u[:, i] for i in (1, 2, 3))
+        hue_turns = s * (2 * u[:, 4] - 1)
+        j = x.clamp(0.0, 1.0)
+        j = adjust_brightness_accumulative(j, brightness)
+        j = adjust_contrast_with_mean_subtraction(j, contrast)
+        if x.shape[1] == 3:
+            j = adjust_saturation_with_gray_subtraction(j, saturation)
+            j = adjust_hue(j, hue_turns * 2 * math.pi)
+        x = torch.where(jitter, j.clamp(0.0, 1.0).to(x.dtype), x)
+
+        lo, hi = self.blur_sigma
+        sigma = (lo + (hi - lo) * u[:, 5]).to(x.dtype)
+        k = blur_kernel_size(x.shape[-2], self.blur_kernel_ratio)
+        blurred = gaussian_blur2d(x, (k, k), torch.stack([sigma, sigma], dim=1))
+        blur = (u[:, 6] < self.blur_p).view(-1, 1, 1, 1)
+        return torch.where(blur, blurred, x)

@@ -1,0 +1,100 @@
+"""Batches and iterators shared by every task."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import default_collate
+
+from mic.core.errors import DatasetError
+
+
+def split_sample(sample: Any) -> tuple[Any, Any]:
+    """A sample (or batch) is an image or an ``(image, target)`` pair."""
+    if isinstance(sample, (tuple, list)) and len(sample) == 2:
+        return sample[0], sample[1]
+    return sample, None
+
+
+def collate_pairs(samples: list[Any]) -> tuple[Any, Any]:
+    """Collate images and targets separately; targets are None for unlabelled data."""
+    pairs = [split_sample(s) for s in samples]
+    images = default_collate([p[0] for p in pairs])
+    targets = [p[1] for p in pairs]
+    if all(t is None for t in targets):
+        return images, None
+    if any(t is None for t in targets):
+        raise DatasetError("a batch mixes labelled and unlabelled samples; a dataset must be one or the other")
+    return images, default_collate(targets)
+
+
+def move_to(obj: Any, device: torch.device | str, non_blocking: bool = True) -> Any:
+    """Move every tensor inside nested tuples, lists and dicts to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=non_blocking)
+    if isinstance(obj, Mapping):
+        return type(obj)({k: move_to(v, device, non_blocking) for k, v in obj.items()})
+    if isinstance(obj, tuple):
+        return tuple(move_to(v, device, non_blocking) for v in obj)
+    if isinstance(obj, list):
+        return [move_to(v, device, non_blocking) for v in obj]
+    return obj
+
+
+class Forever(Iterator[Any]):
+    """Cycle over a data loader without end, one epoch after another.
+
+    Calls ``sampler.set_epoch(epoch)`` when the loader's sampler has it (distributed
+    samplers), so every epoch is shuffled anew. Raises a clear error for an empty loader.
+    """
+
+    def __init__(self, loader: Iterable[Any], name: str = "data") -> None:
+        self.loader = loader
+        self.name = name
+        self.epoch = 0
+        self._it: Iterator[Any] | None = None
+
+    def __next__(self) -> Any:
+        if self._it is None:
+            self._start_epoch()
+        try:
+            return next(self._it)  # type: ignore[arg-type]
+        except StopIteration:
+            self.epoch += 1
+            self._start_epoch()
+            try:
+                return next(self._it)  # type: ignore[arg-type]
+            except StopIteration:
+                raise DatasetError(
+                    f"the {self.name} loader yields no batch: the dataset is empty, or smaller "
+                    "than one batch with drop_last=True; add data or lower the batch size"
+                ) from None
+
+    def _start_epoch(self) -> None:
+        sampler = getattr(self.loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.epoch)
+        self._it = iter(self.loader)
+
+
+def dataset_classes(dataset: Any) -> int | None:
+    """The number of classes a dataset declares (``num_classes`` or ``classes``), if any."""
+    n = getattr(dataset, "num_classes", None)
+    if n is None and isinstance(getattr(dataset, "classes", None), Sequence):
+        n = len(dataset.classes)
+    return n
+
+
+def check_num_classes(num_classes: int, datasets: Mapping[str, Any]) -> None:
+    """Raise when a dataset declares a class count different from the task's."""
+    declared = {name: dataset_classes(ds) for name, ds in datasets.items() if ds is not None}
+    wrong = {name: n for name, n in declared.items() if n is not None and n != num_classes}
+    if wrong:
+        listing = ", ".join(f"{name} has {n}" for name, n in declared.items() if n is not None)
+        raise DatasetError(
+            f"class counts disagree: the task/model predicts {num_classes} classes but {listing}. "
+            "Source and target must share one label space: fix the datasets or set "
+            "dataset.num_classes to match."
+        )

@@ -1,0 +1,89 @@
+"""Scoring a model through its Task, and AdaBN re-estimation of BatchNorm statistics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from itertools import islice
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mic.core.data import move_to, split_sample
+from mic.core.task import Task
+
+
+def to_python(value: Any) -> Any:
+    """Tensors (and nests of them) to floats and lists, for JSON and printing."""
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, dict):
+        return {k: to_python(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_python(v) for v in value]
+    return value
+
+
+@torch.no_grad()
+def evaluate(task: Task, model: nn.Module, loader: Iterable[Any], device: Any = None) -> dict[str, Any]:
+    """The task's metrics of ``model`` (in eval mode) on a labelled loader."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    metric = task.metric()
+    if isinstance(metric, nn.Module):
+        metric = metric.to(device)
+    try:
+        for batch in loader:
+            images, targets = split_sample(batch)
+            if targets is None:
+                raise ValueError("evaluation needs a labelled loader of (images, targets)")
+            prediction = task.predict(model, move_to(images, device))
+            metric.update(prediction, move_to(targets, device))
+        return to_python(metric.compute())
+    finally:
+        model.train(was_training)
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, _BatchNorm) for m in model.modules())
+
+
+@contextmanager
+@torch.no_grad()
+def recalibrated_batchnorm(
+    model: nn.Module, loader: Iterable[Any], batches: int, device: Any = None
+) -> Iterator[nn.Module]:
+    """AdaBN: inside the block, BatchNorm layers use statistics re-estimated on ``batches``
+    batches of ``loader`` (the target); afterwards every buffer is restored.
+
+    Only BatchNorm layers run in train mode during the re-estimation (dropout stays off), and
+    the statistics are a cumulative average over the batches (momentum None).
+    """
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    if not norms or batches <= 0:
+        yield model
+        return
+    device = device or next(model.parameters()).device
+    modes = {m: m.training for m in model.modules()}
+    saved = [(m, m.momentum, [b.clone() for b in m.buffers()]) for m in norms]
+    try:
+        model.eval()
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        for batch in islice(loader, batches):
+            images, _ = split_sample(batch)
+            model(move_to(images, device))
+        model.eval()
+        yield model
+    finally:
+        for m, momentum, buffers in saved:
+            for b, old in zip(m.buffers(), buffers, strict=True):
+                b.copy_(old)
+            m.momentum = momentum
+        for m, training in modes.items():
+            m.training = training

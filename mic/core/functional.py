@@ -1,0 +1,21 @@
+"""Loss functions that more than one task uses."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def weighted_cross_entropy(
+    logits: Tensor, targets: Tensor, weights: Tensor | None = None, ignore_index: int = -100
+) -> Tensor:
+    """Cross-entropy per element times its weight, averaged over all elements.
+
+    ``logits`` is N x C (x ...), ``targets`` N (x ...) and ``weights`` broadcastable to the
+    targets. Ignored elements contribute 0 but still count in the mean (the published
+    convention, mmseg's ``weight_reduce_loss`` with reduction 'mean').
+    """
+    loss = F.cross_entropy(logits.float(), targets, reduction="none", ignore_index=ignore_index)
+    if weights is not None:
+        loss = loss * weights
+    return loss.mean()

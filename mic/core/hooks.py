@@ -1,0 +1,211 @@
+"""Hooks of the adaptation loop: progress bar, metric logs, evaluation, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from mic.core.checkpoint import save_checkpoint
+from mic.core.evaluation import evaluate, has_batchnorm, recalibrated_batchnorm
+from mic.core.loop import AdaptationLoop, Hook
+
+if TYPE_CHECKING:
+    from mic.core.task import Task
+
+
+def losses_to_floats(losses: dict[str, Tensor]) -> dict[str, float]:
+    """One host synchronisation for all losses of an iteration."""
+    if not losses:
+        return {}
+    values = torch.stack([v.detach().float().reshape(()) for v in losses.values()]).tolist()
+    return dict(zip(losses.keys(), values, strict=True))
+
+
+def _due(step: int, interval: int, last: int) -> bool:
+    return step == last or (interval > 0 and step % interval == 0)
+
+
+class ProgressBar(Hook):
+    """A tqdm bar with ETA and the live losses (refreshed every ``interval`` iterations)."""
+
+    def __init__(self, interval: int = 10, enabled: bool = True) -> None:
+        self.interval = max(1, interval)
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def before_run(self, loop: AdaptationLoop) -> None:
+        self.bar = tqdm(
+            total=loop.iterations, initial=loop.step, disable=not self.enabled,
+            desc="adapting", dynamic_ncols=True, unit="it",
+        )
+
+    def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
+        self.bar.update(1)
+        if _due(loop.step, self.interval, loop.iterations):
+            post = {k: f"{v:.3f}" for k, v in losses_to_floats(losses).items()}
+            self.bar.set_postfix(post, refresh=False)
+
+    def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
+        if "summary" in record:
+            tqdm.write(record["summary"])
+
+    def after_run(self, loop: AdaptationLoop) -> None:
+        self.bar.close()
+
+
+class MetricsLogger(Hook):
+    """Losses, learning rate and speed every ``interval`` iterations, plus every record
+    emitted by other hooks, to ``metrics.jsonl`` (one JSON object per line, flushed at once)
+    and to TensorBoard under ``tensorboard/``."""
+
+    def __init__(self, run_dir: str | Path, interval: int = 20, tensorboard: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.interval = max(1, interval)
+        self.tensorboard = tensorboard
+        self.writer: Any = None
+        self._file: Any = None
+        self._t0 = 0.0
+        self._step0 = 0
+
+    def before_run(self, loop: AdaptationLoop) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        if self.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=loop.step)
+        self._t0, self._step0 = time.perf_counter(), loop.step
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.writer.add_scalar(key, value, record["step"])
+            self.writer.flush()
+
+    def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
+        if not _due(loop.step, self.interval, loop.iterations):
+            return
+        now = time.perf_counter()
+        seconds = (now - self._t0) / max(1, loop.step - self._step0)
+        self._t0, self._step0 = now, loop.step
+        record = {"step": loop.step, "lr": loop.lr(), "time/iteration_s": seconds}
+        record.update({f"loss/{k}": v for k, v in losses_to_floats(losses).items()})
+        self.write(record)
+
+    def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
+        self.write({k: v for k, v in record.items() if k != "summary"})
+
+    def after_run(self, loop: AdaptationLoop) -> None:
+        if self._file is not None:
+            self._file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Evaluation(Hook):
+    """Scores the student and the teacher on a labelled target loader every ``interval``
+    iterations, at the end, and at the iterations listed in ``at``.
+
+    BatchNorm protocol: with ``adabn_batches > 0`` (and a model with BatchNorm), every
+    evaluated model first re-estimates its BatchNorm statistics on that many batches of
+    ``adabn_loader`` (target training images), and the training statistics are restored
+    afterwards; this stops the source, mixed and masked batches that the student's running
+    statistics mix from deciding the score. The records say which protocol was used.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        loader: Iterable[Any],
+        interval: int = 0,
+        models: Sequence[str] = ("student", "teacher"),
+        adabn_loader: Iterable[Any] | None = None,
+        adabn_batches: int = 0,
+        at: Sequence[int] = (),
+    ) -> None:
+        unknown = set(models) - {"student", "teacher"}
+        if unknown:
+            from mic.core.errors import ConfigError
+
+            raise ConfigError(f"eval.models may list 'student' and 'teacher', not {sorted(unknown)}")
+        self.task = task
+        self.loader = loader
+        self.interval = interval
+        self.models = tuple(models)
+        self.adabn_loader = adabn_loader
+        self.adabn_batches = adabn_batches if adabn_loader is not None else 0
+        self.at = set(at)
+        self.history: list[dict[str, Any]] = []
+
+    def protocol(self, model: torch.nn.Module) -> str:
+        if self.adabn_batches > 0 and has_batchnorm(model):
+            return f"adabn:{self.adabn_batches}"
+        return "train-statistics" if has_batchnorm(model) else "plain"
+
+    def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
+        if _due(loop.step, self.interval, loop.iterations) or loop.step in self.at:
+            self.run(loop)
+
+    def run(self, loop: AdaptationLoop) -> dict[str, Any]:
+        record: dict[str, Any] = {"step": loop.step}
+        lines = []
+        for name in self.models:
+            if name == "teacher" and loop.teacher is None:
+                continue
+            model = loop.student if name == "student" else loop.teacher.model  # type: ignore[union-attr]
+            with recalibrated_batchnorm(model, self.adabn_loader or (), self.adabn_batches, loop.device):
+                scores = evaluate(self.task, model, self.loader, loop.device)
+            record[f"eval/{name}/protocol"] = self.protocol(model)
+            record.update({f"eval/{name}/{k}": v for k, v in scores.items()})
+            primary = scores.get(self.task.primary_metric)
+            if isinstance(primary, float):
+                lines.append(f"{name} {self.task.primary_metric} {100 * primary:.2f}")
+        record["summary"] = f"[iteration {loop.step}] target " + ", ".join(lines)
+        self.history.append(record)
+        loop.emit(record)
+        return record
+
+
+class Checkpointer(Hook):
+    """Saves the loop's full state every ``interval`` iterations and at the end, keeping the
+    last ``keep`` files, plus ``best.pt`` whenever ``best_metric`` improves."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        interval: int = 0,
+        keep: int = 1,
+        best_metric: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self.interval = interval
+        self.keep = max(1, keep)
+        self.best_metric = best_metric
+        self.best: float | None = None
+        self.extra = extra or {}
+
+    def state(self, loop: AdaptationLoop) -> dict[str, Any]:
+        return {**loop.state_dict(), "best": self.best, **self.extra}
+
+    def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
+        if _due(loop.step, self.interval, loop.iterations):
+            save_checkpoint(self.state(loop), self.directory / f"iter_{loop.step:08d}.pt")
+            for old in sorted(self.directory.glob("iter_*.pt"))[: -self.keep]:
+                old.unlink()
+
+    def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
+        value = record.get(self.best_metric) if self.best_metric else None
+        if isinstance(value, float) and (self.best is None or value > self.best):
+            self.best = value
+            save_checkpoint(self.state(loop), self.directory / "best.pt")

@@ -1,0 +1,70 @@
+"""Maskers: turn a target image batch into a masked (and strongly augmented) one, on device."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mic.core.augment import StrongAugmentation
+from mic.core.errors import ConfigError
+
+
+class Masker(nn.Module, ABC):
+    """Withholds part of each image; the student must infer it from the context."""
+
+    @abstractmethod
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The masked batch, same shape, dtype and device as ``images``."""
+
+
+class BlockMasker(Masker):
+    """MIC's block mask: each ``block_size`` block is withheld with probability ``ratio``.
+
+    Noise of shape B x 1 x round(H / b) x round(W / b) is drawn on the images' device; a block
+    is kept where noise > ratio; the grid is upsampled to H x W (nearest) and multiplies the
+    image, so withheld pixels become ``fill`` (0 on a normalised image: the dataset mean).
+    The strong augmentation (if any) runs first, on the whole image.
+
+    Args:
+        block_size: side of a mask block in pixels (published: 32 at 512 crops, 64 at 1024
+            crops and for 224 px ViT classification, 32 for detection).
+        ratio: probability that a block is withheld (published 0.7; 0.5 for detection).
+        augmentation: the strong augmentation applied before masking; None switches it off.
+        fill: per-channel value of withheld pixels; None means 0. Give the mean colour when
+            images are not normalised (e.g. torchvision detection models take [0, 1] images).
+    """
+
+    def __init__(
+        self,
+        block_size: int = 64,
+        ratio: float = 0.7,
+        augmentation: StrongAugmentation | None = None,
+        fill: list[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if int(block_size) < 1:
+            raise ConfigError(f"masker block_size must be a positive number of pixels, got {block_size}")
+        if not 0.0 <= ratio <= 1.0:
+            raise ConfigError(f"masker ratio must be a probability in [0, 1], got {ratio}")
+        self.block_size = int(block_size)
+        self.ratio = float(ratio)
+        self.augmentation = augmentation
+        fill_t = torch.tensor(fill if fill is not None else [0.0], dtype=torch.float32)
+        self.register_buffer("fill", fill_t.view(1, -1, 1, 1), persistent=False)
+
+    def mask(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The binary keep-mask, B x 1 x H x W in the images' dtype (1 = kept)."""
+        b, _, h, w = images.shape
+        grid = (max(1, round(h / self.block_size)), max(1, round(w / self.block_size)))
+        noise = torch.rand(b, 1, *grid, generator=generator, device=images.device)
+        keep = (noise > self.ratio).to(images.dtype)
+        return F.interpolate(keep, size=(h, w), mode="nearest")
+
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if self.augmentation is not None:
+            images = self.augmentation(images, generator)
+        keep = self.mask(images, generator)
+        return images * keep + self.fill.to(images) * (1 - keep)

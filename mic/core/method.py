@@ -1,0 +1,62 @@
+"""A UDA method: a named set of loss terms (and the modules they own)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from torch import nn
+
+from mic.core.augment import StrongAugmentation
+from mic.core.errors import ConfigError
+from mic.core.terms import LossTerm, SelfTraining, SourceSupervision
+
+
+class UDAMethod(nn.Module):
+    """An ordered set of named loss terms; the loop runs them in this order, one backward each.
+
+    Terms given as None are left out, so a config can switch one off with ``null``.
+    """
+
+    def __init__(self, terms: Mapping[str, LossTerm | None]) -> None:
+        super().__init__()
+        kept = {name: term for name, term in terms.items() if term is not None}
+        for name, term in kept.items():
+            if not isinstance(term, LossTerm):
+                raise ConfigError(
+                    f"method term '{name}' is a {type(term).__name__}, not a LossTerm; "
+                    "check its _target_ in the method config"
+                )
+        if not kept:
+            raise ConfigError("a method needs at least one loss term (method.terms is empty)")
+        self.terms = nn.ModuleDict(kept)
+
+    def __iter__(self) -> Iterator[tuple[str, LossTerm]]:
+        return iter(self.terms.items())
+
+    @property
+    def uses_pseudo_labels(self) -> bool:
+        return any(t.uses_pseudo_labels for t in self.terms.values())
+
+    def with_terms(self, **terms: LossTerm | None) -> UDAMethod:
+        """A new method with ``terms`` added (or replaced, or removed when None)."""
+        return UDAMethod({**dict(self.terms.items()), **terms})
+
+
+def source_only() -> UDAMethod:
+    """Supervised training on the source alone (the lower bound every method must beat)."""
+    return UDAMethod({"source": SourceSupervision()})
+
+
+def mean_teacher(
+    augmentation: StrongAugmentation | None = None,
+    weighting: str = "quality",
+    tau: float = 0.968,
+    weight: float = 1.0,
+) -> UDAMethod:
+    """Source supervision plus self-training on the target against an EMA teacher."""
+    return UDAMethod(
+        {
+            "source": SourceSupervision(),
+            "self_training": SelfTraining(augmentation, weighting, tau, weight),  # type: ignore[arg-type]
+        }
+    )

@@ -1,0 +1,109 @@
+"""Optimiser parameter groups and learning-rate schedules."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from mic.core.errors import ConfigError
+
+
+def param_groups(
+    modules: Mapping[str, nn.Module],
+    lr: float,
+    lr_mult: Mapping[str, float] | None = None,
+    weight_decay: float | None = None,
+    no_weight_decay: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """Parameter groups with per-prefix learning-rate multipliers and weight-decay exemptions.
+
+    Args:
+        modules: named modules to optimise, e.g. ``{"model": student, "method": method}``;
+            parameters are named ``"<key>.<parameter name>"``.
+        lr: the base learning rate.
+        lr_mult: multipliers by name prefix, e.g. ``{"model.backbone": 0.1}`` (SDAT) or
+            ``{"model.decode_head": 10}`` (DAFormer); the longest matching prefix wins.
+        weight_decay: the base weight decay (None: the optimiser's default).
+        no_weight_decay: parameters whose name contains one of these substrings get no
+            weight decay (e.g. ``["norm", "pos_block"]``).
+    """
+    lr_mult = dict(lr_mult or {})
+    named = [
+        (f"{key}.{name}", p)
+        for key, module in modules.items()
+        for name, p in module.named_parameters()
+        if p.requires_grad
+    ]
+    known = {n for n, _ in named}
+    for prefix in lr_mult:
+        if not any(n == prefix or n.startswith(prefix + ".") for n in known):
+            raise ConfigError(
+                f"optimizer lr_mult prefix '{prefix}' matches no trainable parameter; "
+                f"parameter names start with: {sorted({n.split('.')[0] + '.' + n.split('.')[1] for n in known})}"
+            )
+    groups: dict[tuple[float, bool], dict[str, Any]] = {}
+    for name, p in named:
+        matches = [k for k in lr_mult if name == k or name.startswith(k + ".")]
+        mult = lr_mult[max(matches, key=len)] if matches else 1.0
+        decay = not any(s in name for s in no_weight_decay)
+        group = groups.setdefault((mult, decay), {"params": [], "lr": lr * mult, "lr_mult": mult})
+        if weight_decay is not None:
+            group["weight_decay"] = weight_decay if decay else 0.0
+        elif not decay:
+            group["weight_decay"] = 0.0
+        group["params"].append(p)
+    return list(groups.values())
+
+
+class WarmupPoly:
+    """Linear warm-up then polynomial decay (mmseg's schedule, used by DAFormer and HRDA).
+
+    factor(t) = (1 - t / max_iters) ^ power * (1 - min_ratio) + min_ratio, and during the
+    first ``warmup_iters`` iterations it is multiplied by
+    1 - (1 - t / warmup_iters) * (1 - warmup_ratio).
+    """
+
+    def __init__(
+        self,
+        max_iters: int,
+        warmup_iters: int = 0,
+        power: float = 1.0,
+        warmup_ratio: float = 1e-6,
+        min_ratio: float = 0.0,
+    ) -> None:
+        if max_iters < 1 or warmup_iters < 0:
+            raise ConfigError("scheduler max_iters must be >= 1 and warmup_iters >= 0")
+        self.max_iters, self.warmup_iters = int(max_iters), int(warmup_iters)
+        self.power, self.warmup_ratio, self.min_ratio = power, warmup_ratio, min_ratio
+
+    def __call__(self, t: int) -> float:
+        progress = min(t, self.max_iters) / self.max_iters
+        factor = (1 - progress) ** self.power * (1 - self.min_ratio) + self.min_ratio
+        if t < self.warmup_iters:
+            factor *= 1 - (1 - t / self.warmup_iters) * (1 - self.warmup_ratio)
+        return factor
+
+
+class InverseDecay:
+    """SDAT's (and DANN's) schedule: factor(t) = (1 + gamma * t) ^ (-power)."""
+
+    def __init__(self, gamma: float = 0.001, power: float = 0.75) -> None:
+        self.gamma, self.power = gamma, power
+
+    def __call__(self, t: int) -> float:
+        return (1 + self.gamma * t) ** (-self.power)
+
+
+class Constant:
+    """factor(t) = 1."""
+
+    def __call__(self, t: int) -> float:
+        return 1.0
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, schedule: Any) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-iteration scheduler that scales every group's initial lr by ``schedule(t)``."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

@@ -1,0 +1,129 @@
+"""Teachers: frozen copies of the student that predict pseudo-labels on target images."""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mic.core.errors import ConfigError
+from mic.core.task import Task
+
+BufferPolicy = Literal["own", "ema", "copy"]
+NormMode = Literal["batch", "running"]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel / DataParallel wrapper (or the module)."""
+    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+
+
+class Teacher(nn.Module, ABC):
+    """A frozen model that predicts on target images; never trained, never wrapped in DDP."""
+
+    model: nn.Module
+
+    @abstractmethod
+    def update(self, student: nn.Module, step: int) -> None:
+        """Follow the student after the optimiser step that preceded iteration ``step``."""
+
+    def prepare_for_prediction(self) -> None:
+        """Put the model in the mode it predicts in (dropout and drop-path off)."""
+        self.model.eval()
+
+    @torch.no_grad()
+    def predict(self, task: Task, images: Any) -> Any:
+        """The task's prediction of the teacher on ``images``, without gradients."""
+        self.prepare_for_prediction()
+        return task.predict(self.model, images)
+
+    def train(self, mode: bool = True) -> Teacher:
+        # The teacher's mode is set by prepare_for_prediction alone; student.train() calls
+        # that reach it through a parent module must not switch its dropout back on.
+        return self
+
+
+class EMATeacher(Teacher):
+    """Exponential moving average of the student's weights (the mean teacher).
+
+    Step 0 copies the student (parameters and buffers). At step t > 0, with
+    ``a = min(1 - 1 / (t + 1), alpha)``, every floating-point parameter becomes
+    ``a * teacher + (1 - a) * student`` (one fused ``foreach`` lerp over all tensors).
+
+    Args:
+        model: the student to copy; the teacher holds a deep copy without gradients.
+        alpha: the EMA decay (published: 0.999 segmentation, 0.9 classification and detection).
+        buffers: what happens to buffers (BatchNorm running statistics) after step 0:
+            ``"own"``  the teacher keeps its own buffers; with ``norm="batch"`` its BatchNorm
+                       statistics then track only the target batches it predicts on (the
+                       published classification and segmentation teachers update parameters only);
+            ``"ema"``  floating-point buffers are averaged like parameters, integer ones copied;
+            ``"copy"`` buffers are copied from the student at each update.
+        norm: how BatchNorm layers normalise when the teacher predicts: ``"batch"`` with the
+            statistics of the batch being predicted (the published teachers run in train mode;
+            with ``buffers="own"`` this also updates the teacher's running statistics), or
+            ``"running"`` with the teacher's running statistics (eval mode).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        alpha: float = 0.999,
+        buffers: BufferPolicy = "own",
+        norm: NormMode = "batch",
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"teacher.alpha must lie in [0, 1], got {alpha}")
+        if buffers not in ("own", "ema", "copy"):
+            raise ConfigError(f"teacher.buffers must be 'own', 'ema' or 'copy', got {buffers!r}")
+        if norm not in ("batch", "running"):
+            raise ConfigError(f"teacher.norm must be 'batch' or 'running', got {norm!r}")
+        self.alpha = float(alpha)
+        self.buffers = buffers
+        self.norm = norm
+        self.model = copy.deepcopy(unwrap(model))
+        self.model.requires_grad_(False)
+        self._norm_layers = [m for m in self.model.modules() if isinstance(m, _BatchNorm)]
+
+    def decay(self, step: int) -> float:
+        """The EMA coefficient ``a`` used at ``step`` (> 0)."""
+        return min(1.0 - 1.0 / (step + 1), self.alpha)
+
+    @torch.no_grad()
+    def update(self, student: nn.Module, step: int) -> None:
+        student = unwrap(student)
+        if step == 0:
+            self.model.load_state_dict(student.state_dict())
+            return
+        weight = 1.0 - self.decay(step)
+        t_params, s_params = _floating_pairs(self.model.parameters(), student.parameters())
+        torch._foreach_lerp_(t_params, s_params, weight)
+        if self.buffers == "own":
+            return
+        t_bufs, s_bufs = list(self.model.buffers()), list(student.buffers())
+        if self.buffers == "copy":
+            torch._foreach_copy_(t_bufs, s_bufs)
+            return
+        t_float, s_float = _floating_pairs(t_bufs, s_bufs)
+        if t_float:
+            torch._foreach_lerp_(t_float, s_float, weight)
+        t_int = [t for t in t_bufs if not t.is_floating_point()]
+        s_int = [s for s in s_bufs if not s.is_floating_point()]
+        if t_int:
+            torch._foreach_copy_(t_int, s_int)
+
+    def prepare_for_prediction(self) -> None:
+        self.model.eval()
+        if self.norm == "batch":
+            for m in self._norm_layers:
+                m.train()
+
+
+def _floating_pairs(teacher: Any, student: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    pairs = [(t, s) for t, s in zip(teacher, student, strict=True) if t.is_floating_point()]
+    return [t for t, _ in pairs], [s.detach() for _, s in pairs]

@@ -1,0 +1,139 @@
+"""Loss terms: the pieces a UDA method is made of, and the consistency losses (MIC)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from mic.core.augment import StrongAugmentation
+from mic.core.masking import Masker
+from mic.core.task import PseudoLabels, Task
+from mic.core.weighting import PseudoLabelWeighting, WeightingMode
+
+if TYPE_CHECKING:
+    from mic.core.loop import IterationContext
+
+
+class LossTerm(nn.Module, ABC):
+    """One loss branch of a UDA method; the loop calls ``backward`` on each term on its own.
+
+    A term owns the modules it trains (e.g. a domain discriminator): they are its submodules,
+    so the optimiser and checkpoints find them through the method.
+
+    Class attributes:
+        uses_target: the term needs target images (skipped before ``adaptation_start``).
+        uses_pseudo_labels: the term needs the teacher's pseudo-labels (the loop then needs
+            a teacher).
+    """
+
+    uses_target: bool = True
+    uses_pseudo_labels: bool = False
+
+    def __init__(self, weight: float = 1.0) -> None:
+        super().__init__()
+        self.weight = float(weight)
+
+    @abstractmethod
+    def forward(self, ctx: IterationContext) -> Tensor | dict[str, Tensor]:
+        """The weighted loss of this iteration (or named parts of it, each back-propagated
+        together and logged on its own)."""
+
+
+class SourceSupervision(LossTerm):
+    """The Task's supervised loss on labelled source images."""
+
+    uses_target = False
+
+    def forward(self, ctx: IterationContext) -> Tensor:
+        return self.weight * ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets)
+
+
+class ConsistencyLoss(LossTerm):
+    """The student, on a transformed target image, must predict the teacher's pseudo-labels.
+
+    ``loss`` = weight x Task loss of the student on ``transform(images)`` against the pseudo-
+    labels, weighted per element by ``weighting``. Subclasses choose the transform.
+    """
+
+    uses_pseudo_labels = True
+
+    def __init__(
+        self, weighting: WeightingMode = "quality", tau: float = 0.968, weight: float = 1.0
+    ) -> None:
+        super().__init__(weight)
+        self.weighting = PseudoLabelWeighting(weighting, tau)
+
+    @abstractmethod
+    def transform(self, images: Any, generator: torch.Generator | None = None) -> Any:
+        """What the student sees instead of the teacher's view of the target."""
+
+    def inputs(self, ctx: IterationContext) -> tuple[Any, PseudoLabels]:
+        """The images and pseudo-labels of this iteration (override to mix in others)."""
+        return ctx.target_images, ctx.pseudo_labels
+
+    def loss(
+        self,
+        student: nn.Module,
+        task: Task,
+        images: Any,
+        pseudo: PseudoLabels,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        weights = self.weighting(pseudo)
+        transformed = self.transform(images, generator)
+        return self.weight * task.loss(student, transformed, pseudo.labels, weights)
+
+    def forward(self, ctx: IterationContext) -> Tensor:
+        images, pseudo = self.inputs(ctx)
+        return self.loss(ctx.student, ctx.task, images, pseudo, ctx.generator)
+
+
+class MaskedImageConsistency(ConsistencyLoss):
+    """MIC: consistency between the teacher on the full target and the student on the masked
+    (and strongly augmented) target.
+
+    Args:
+        masker: withholds image regions (``BlockMasker`` is MIC's).
+        weighting: ``"quality"`` (published for segmentation), ``"prob"`` (published for ViT
+            classification) or ``"none"`` (published for ResNet classification).
+        tau: the confidence threshold of the quality weight.
+        weight: lambda, the loss weight (published 1).
+    """
+
+    def __init__(
+        self,
+        masker: Masker,
+        weighting: WeightingMode = "quality",
+        tau: float = 0.968,
+        weight: float = 1.0,
+    ) -> None:
+        super().__init__(weighting, tau, weight)
+        self.masker = masker
+
+    def transform(self, images: Any, generator: torch.Generator | None = None) -> Any:
+        return self.masker(images, generator)
+
+
+class SelfTraining(ConsistencyLoss):
+    """Mean-teacher self-training: the student on the (strongly augmented) target against the
+    teacher's pseudo-labels, weighted by their quality.
+
+    Args:
+        augmentation: applied to the target before the student sees it; None: none.
+    """
+
+    def __init__(
+        self,
+        augmentation: StrongAugmentation | None = None,
+        weighting: WeightingMode = "quality",
+        tau: float = 0.968,
+        weight: float = 1.0,
+    ) -> None:
+        super().__init__(weighting, tau, weight)
+        self.augmentation = augmentation
+
+    def transform(self, images: Any, generator: torch.Generator | None = None) -> Any:
+        return images if self.augmentation is None else self.augmentation(images, generator)
