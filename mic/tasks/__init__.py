@@ -1,0 +1,1 @@
+"""One subpackage per task, each implementing mic.core.Task plus its own models and methods."""

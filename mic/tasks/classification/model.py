@@ -1,0 +1,62 @@
+"""The classifier of the published recipe: backbone + bottleneck + linear head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from mic.backbones import create_backbone
+
+
+class Classifier(nn.Module):
+    """A timm backbone (pooled features), a bottleneck (Linear + BatchNorm1d + ReLU, 256 wide
+    as published) and a linear head.
+
+    Submodules are named ``backbone``, ``bottleneck`` and ``head`` so that optimiser configs
+    can give them their own learning rates (SDAT: backbone x 0.1).
+
+    Args:
+        backbone: a timm model name (see ``mic.backbones.create_backbone``) or a module whose
+            forward returns pooled features and which has ``num_features``.
+        num_classes: the number of classes.
+        bottleneck_dim: the bottleneck width (0: no bottleneck).
+        pretrained: load the backbone's pretrained weights.
+        **backbone_kwargs: passed to ``create_backbone``.
+    """
+
+    def __init__(
+        self,
+        backbone: str | nn.Module,
+        num_classes: int,
+        bottleneck_dim: int = 256,
+        pretrained: bool = False,
+        **backbone_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if isinstance(backbone, str):
+            backbone = create_backbone(backbone, pretrained=pretrained, **backbone_kwargs)
+        self.backbone = backbone
+        width = int(backbone.num_features)
+        if bottleneck_dim > 0:
+            self.bottleneck: nn.Module = nn.Sequential(
+                nn.Linear(width, bottleneck_dim), nn.BatchNorm1d(bottleneck_dim), nn.ReLU()
+            )
+            width = bottleneck_dim
+        else:
+            self.bottleneck = nn.Identity()
+        self.num_features = width
+        self.num_classes = int(num_classes)
+        self.head = nn.Linear(width, self.num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Bottleneck features (what adversarial heads and MCC look at)."""
+        return self.bottleneck(self.backbone(x))
+
+    def forward_with_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits and bottleneck features from one forward pass."""
+        f = self.forward_features(x)
+        return self.head(f), f
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.forward_features(x))

@@ -1,0 +1,76 @@
+"""The classification Task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from mic.core import DatasetError, PseudoLabels, Task, weighted_cross_entropy
+from mic.core.task import probabilities
+
+
+class ClassificationMetrics(MetricCollection):
+    """Overall accuracy, mean class accuracy (the VisDA-2017 convention: the mean over the
+    classes present in the targets of their per-class accuracy) and per-class accuracy."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(
+            {
+                "accuracy": MulticlassAccuracy(num_classes, average="micro"),
+                "mean_class_accuracy": MulticlassAccuracy(num_classes, average="macro"),
+                "per_class_accuracy": MulticlassAccuracy(num_classes, average="none"),
+            },
+            compute_groups=True,
+        )
+
+
+class ClassificationTask(Task):
+    """Image classification: weighted cross-entropy, softmax predictions, argmax
+    pseudo-labels with the max probability as confidence.
+
+    Args:
+        num_classes: the number of classes.
+        primary_metric: ``"accuracy"`` (Office-Home, Office-31) or ``"mean_class_accuracy"``
+            (VisDA-2017); both are always logged.
+    """
+
+    def __init__(self, num_classes: int, primary_metric: str = "accuracy") -> None:
+        if int(num_classes) < 2:
+            raise DatasetError(f"classification needs at least 2 classes, got num_classes={num_classes}")
+        if primary_metric not in ("accuracy", "mean_class_accuracy"):
+            raise DatasetError(
+                f"task.primary_metric must be 'accuracy' or 'mean_class_accuracy', got {primary_metric!r}"
+            )
+        self.num_classes = int(num_classes)
+        self.primary_metric = primary_metric
+
+    def loss(self, model: nn.Module, images: Tensor, targets: Tensor, weights: Tensor | None = None) -> Tensor:
+        return weighted_cross_entropy(model(images), targets, weights)
+
+    def predict(self, model: nn.Module, images: Tensor) -> Tensor:
+        return probabilities(model(images))
+
+    def pseudo_label(self, prediction: Tensor) -> PseudoLabels:
+        confidence, labels = prediction.max(dim=1)
+        return PseudoLabels(labels=labels, confidence=confidence)
+
+    def metric(self) -> ClassificationMetrics:
+        return ClassificationMetrics(self.num_classes)
+
+    def check_targets(self, targets: Any) -> None:
+        if not isinstance(targets, Tensor) or targets.dtype in (torch.float16, torch.float32, torch.float64):
+            raise DatasetError(
+                f"classification targets must be integer class indices, got {type(targets).__name__}"
+                + (f" of dtype {targets.dtype}" if isinstance(targets, Tensor) else "")
+            )
+        bad = targets[(targets < 0) | (targets >= self.num_classes)]
+        if bad.numel():
+            raise DatasetError(
+                f"label {int(bad[0])} is outside the class range [0, {self.num_classes - 1}]: "
+                f"the dataset has more classes than task.num_classes={self.num_classes}, or a "
+                "label is corrupt; fix the labels or set dataset.num_classes"
+            )
