@@ -1,0 +1,67 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mic.core import DatasetError
+from mic.tasks.classification import ClassificationTask, Classifier
+
+
+def test_loss_is_weighted_cross_entropy():
+    task = ClassificationTask(4)
+    model = Classifier("tiny_cnn", 4, bottleneck_dim=8).eval()
+    x, y = torch.randn(5, 3, 8, 8), torch.tensor([0, 1, 2, 3, 0])
+    w = torch.tensor([1.0, 0.5, 0.0, 2.0, 1.0])
+    logits = model(x)
+    torch.testing.assert_close(task.loss(model, x, y), F.cross_entropy(logits, y))
+    want = (F.cross_entropy(logits, y, reduction="none") * w).mean()
+    torch.testing.assert_close(task.loss(model, x, y, w), want)
+
+
+def test_predict_and_pseudo_label():
+    task = ClassificationTask(3)
+    probs = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]])
+    pseudo = task.pseudo_label(probs)
+    assert pseudo.labels.tolist() == [1, 0]
+    torch.testing.assert_close(pseudo.confidence, torch.tensor([0.7, 0.5]))
+    model = Classifier("tiny_cnn", 3, bottleneck_dim=8).eval()
+    p = task.predict(model, torch.randn(2, 3, 8, 8))
+    torch.testing.assert_close(p.sum(1), torch.ones(2))
+
+
+def test_metrics_accuracy_mean_class_and_per_class():
+    task = ClassificationTask(3)
+    metric = task.metric()
+    # class 0: 3 of 4 right; class 1: 0 of 1; class 2: 1 of 1
+    targets = torch.tensor([0, 0, 0, 0, 1, 2])
+    preds = torch.tensor([0, 0, 0, 1, 0, 2])
+    metric.update(F.one_hot(preds, 3).float(), targets)
+    scores = metric.compute()
+    assert scores["accuracy"].item() == pytest.approx(4 / 6)
+    assert scores["mean_class_accuracy"].item() == pytest.approx((0.75 + 0 + 1) / 3)
+    assert scores["per_class_accuracy"].tolist() == pytest.approx([0.75, 0.0, 1.0])
+
+
+def test_collate_rejects_labels_outside_the_class_range():
+    task = ClassificationTask(3)
+    samples = [(torch.zeros(3, 2, 2), 1), (torch.zeros(3, 2, 2), 7)]
+    with pytest.raises(DatasetError, match=r"label 7 is outside the class range \[0, 2\]"):
+        task.collate(samples)
+    with pytest.raises(DatasetError, match="integer class indices"):
+        task.collate([(torch.zeros(3, 2, 2), 0.5)])
+    images = task.collate([torch.zeros(3, 2, 2)] * 2)
+    assert images.shape == (2, 3, 2, 2)
+
+
+def test_classifier_exposes_features_and_named_parts():
+    model = Classifier("tiny_cnn", 5, bottleneck_dim=16)
+    logits, feats = model.forward_with_features(torch.randn(2, 3, 8, 8))
+    assert logits.shape == (2, 5) and feats.shape == (2, 16)
+    assert {n for n, _ in model.named_children()} == {"backbone", "bottleneck", "head"}
+    assert Classifier("tiny_cnn", 5, bottleneck_dim=0)(torch.randn(2, 3, 8, 8)).shape == (2, 5)
+
+
+def test_bad_task_settings():
+    with pytest.raises(DatasetError):
+        ClassificationTask(1)
+    with pytest.raises(DatasetError):
+        ClassificationTask(3, primary_metric="f1")

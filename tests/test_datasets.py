@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mic.core import DatasetError, check_num_classes
+from mic.datasets import DigitsDomain, ImageFolder, UnlabeledImageFolder, classification_transform
+
+
+def _png(path, value=128, size=(12, 10)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size[1], size[0], 3), value, np.uint8)).save(path)
+
+
+@pytest.fixture
+def class_tree(tmp_path):
+    root = tmp_path / "src"
+    for c, n in (("bike", 2), ("car", 3), ("dog", 1)):
+        for i in range(n):
+            _png(root / c / f"{i}.png", value=40 * i)
+    return root
+
+
+def test_image_folder_reads_class_per_folder(class_tree):
+    ds = ImageFolder(class_tree, transform=classification_transform(False, size=8, resize=8))
+    assert ds.classes == ["bike", "car", "dog"] and ds.num_classes == 3
+    assert len(ds) == 6 and ds.targets == [0, 0, 1, 1, 1, 2]
+    x, y = ds[2]
+    assert x.shape == (3, 8, 8) and y == 1
+
+
+def test_image_folder_uses_a_given_class_order_and_allows_missing_classes(class_tree):
+    ds = ImageFolder(class_tree, classes=["dog", "car", "bike", "zebra"], allow_empty_classes=True)
+    assert ds.num_classes == 4
+    assert {p.parent.name: y for p, y in ds.samples} == {"dog": 0, "car": 1, "bike": 2}
+
+
+def test_unlabelled_folder_reads_every_image_recursively(tmp_path):
+    _png(tmp_path / "a.jpg")
+    _png(tmp_path / "sub" / "deeper" / "b.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    ds = UnlabeledImageFolder(tmp_path, transform=classification_transform(True, size=8, resize=8))
+    assert len(ds) == 2
+    assert isinstance(ds[1], torch.Tensor) and ds[1].shape == (3, 8, 8)
+    assert len(UnlabeledImageFolder(tmp_path, recursive=False)) == 1
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        UnlabeledImageFolder(tmp_path / "nope")
+    with pytest.raises(DatasetError, match="does not exist"):
+        ImageFolder(tmp_path / "nope")
+
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(DatasetError, match="no images found"):
+        UnlabeledImageFolder(tmp_path)
+    with pytest.raises(DatasetError, match="it is empty"):
+        ImageFolder(tmp_path)
+
+
+def test_wrong_layout_flat_images_for_class_per_folder(tmp_path):
+    _png(tmp_path / "a.png")
+    _png(tmp_path / "b.png")
+    with pytest.raises(DatasetError, match="found 2 images directly in it but no class sub-folders"):
+        ImageFolder(tmp_path)
+
+
+def test_empty_class_folder_and_unknown_class(class_tree):
+    (class_tree / "empty").mkdir()
+    with pytest.raises(DatasetError, match=r"without images.*\['empty'\]"):
+        ImageFolder(class_tree)
+    with pytest.raises(DatasetError, match="not in the class list"):
+        ImageFolder(class_tree, classes=["bike", "car"])
+
+
+def test_unreadable_image_names_the_file(tmp_path):
+    _png(tmp_path / "ok.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG garbage")
+    ds = UnlabeledImageFolder(tmp_path)
+    with pytest.raises(DatasetError, match=r"cannot read image '.*broken.png'"):
+        [ds[i] for i in range(len(ds))]
+
+
+def test_class_count_mismatch_between_domains(class_tree, tmp_path):
+    for c in ("bike", "car"):
+        _png(tmp_path / "tgt" / c / "0.png")
+    data = {"source": ImageFolder(class_tree), "test": ImageFolder(tmp_path / "tgt")}
+    with pytest.raises(DatasetError, match="class counts disagree.*source has 3, test has 2"):
+        check_num_classes(3, data)
+
+
+def test_digits_domains_are_disjoint_stratified_and_shifted():
+    src = DigitsDomain("source", "train")
+    tgt_train = DigitsDomain("target", "train", labelled=False)
+    tgt_test = DigitsDomain("target", "test")
+    assert src.images.shape[1:] == (3, 32, 32)
+    assert len(src) + len(DigitsDomain("source", "test")) + len(tgt_train) + len(tgt_test) == 1797
+    assert torch.bincount(src.targets).min() >= 40  # every class, balanced
+    assert isinstance(tgt_train[0], torch.Tensor)
+    image, label = tgt_test[0]
+    assert image.shape == (3, 32, 32) and 0 <= int(label) < 10
+    # the target carries photo texture: colour varies across channels, the source does not
+    assert (src.images[:, 0] - src.images[:, 1]).abs().max() == 0
+    assert (tgt_test.images[:, 0] - tgt_test.images[:, 1]).abs().mean() > 0.02
+    assert torch.equal(DigitsDomain("target", "test").images, tgt_test.images)  # fixed seed
+
+
+def test_digits_split_indices_do_not_overlap():
+    from mic.datasets.digits import _split
+
+    parts = _split(0)
+    all_idx = np.concatenate(list(parts.values()))
+    assert len(np.unique(all_idx)) == len(all_idx) == 1797
+
+
+def test_digits_bad_arguments():
+    from mic.core import ConfigError
+
+    with pytest.raises(ConfigError):
+        DigitsDomain("mnist")
+    with pytest.raises(ConfigError):
+        DigitsDomain("target", beta=2.0)

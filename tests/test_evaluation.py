@@ -1,0 +1,66 @@
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from mic.core import CheckpointError, evaluate, load_checkpoint, recalibrated_batchnorm, save_checkpoint
+from mic.tasks.classification import ClassificationTask
+
+from .helpers import tiny_model
+
+
+def test_evaluate_scores_through_the_task_and_restores_mode():
+    model = tiny_model().train()
+    x = torch.randn(12, 3, 8, 8)
+    with torch.no_grad():
+        y = model.eval()(x).argmax(1)
+    model.train()
+    loader = DataLoader(TensorDataset(x, y), batch_size=5)
+    scores = evaluate(ClassificationTask(3), model, loader)
+    assert scores["accuracy"] == pytest.approx(1.0)
+    assert model.training
+
+
+def test_recalibrated_batchnorm_uses_target_statistics_and_restores_buffers():
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    target = [torch.randn(16, 3, 8, 8) * 3 + 2 for _ in range(3)]
+    with recalibrated_batchnorm(model, target, batches=3) as m:
+        bn = m.backbone.stages[0][1]
+        assert not bn.training
+        mean = torch.cat(target).mean((0, 2, 3))
+        conv = m.backbone.stages[0][0]
+        want = conv(torch.cat(target)).mean((0, 2, 3))
+        torch.testing.assert_close(bn.running_mean, want, rtol=1e-4, atol=1e-4)
+        assert mean.shape[0] == 3
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert model.training
+
+
+def test_checkpoint_round_trip_and_foreign_files(tmp_path):
+    path = save_checkpoint({"step": 3, "w": torch.ones(2)}, tmp_path / "a.pt")
+    state = load_checkpoint(path)
+    assert state["step"] == 3 and torch.equal(state["w"], torch.ones(2))
+    assert not list(tmp_path.glob(".*.tmp"))
+    torch.save({"w": torch.ones(1)}, tmp_path / "plain.pt")
+    with pytest.raises(CheckpointError, match="not a mic checkpoint"):
+        load_checkpoint(tmp_path / "plain.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(tmp_path / "junk.pt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_interrupted_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
+    path = save_checkpoint({"step": 1}, tmp_path / "c.pt")
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"step": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert not list(tmp_path.glob(".*.tmp"))

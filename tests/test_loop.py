@@ -1,0 +1,187 @@
+import json
+
+import pytest
+import torch
+
+from mic.core import (
+    AdaptationLoop,
+    BlockMasker,
+    Checkpointer,
+    ConfigError,
+    DatasetError,
+    EMATeacher,
+    Evaluation,
+    Forever,
+    MaskedImageConsistency,
+    MetricsLogger,
+    StrongAugmentation,
+    load_checkpoint,
+    mean_teacher,
+    source_only,
+)
+from mic.core.loop import IterationContext
+
+from .helpers import tiny_loaders, tiny_model
+
+
+def _mic():
+    aug = StrongAugmentation(mean=[0.5] * 3, std=[0.5] * 3)
+    return MaskedImageConsistency(BlockMasker(block_size=2, ratio=0.7, augmentation=aug))
+
+
+METHODS = {
+    "source_only": lambda: source_only(),
+    "source_only+mic": lambda: source_only().with_terms(mic=_mic()),
+    "mean_teacher": lambda: mean_teacher(StrongAugmentation()),
+    "mean_teacher+mic": lambda: mean_teacher(StrongAugmentation()).with_terms(mic=_mic()),
+}
+
+
+def make_loop(method, iterations=3, lr=0.01, seed=0, hooks=(), **kwargs):
+    task, source, target, test = tiny_loaders(seed=seed)
+    student = tiny_model(seed=seed)
+    teacher = EMATeacher(student, alpha=0.9) if method.uses_pseudo_labels else None
+    params = list(student.parameters()) + list(method.parameters())
+    opt = torch.optim.SGD(params, lr=lr)
+    loop = AdaptationLoop(
+        task, student, method, opt, source, target, iterations,
+        teacher=teacher, hooks=hooks, seed=seed, **kwargs,
+    )
+    return loop, test
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_method_with_and_without_mic_trains(name):
+    loop, _ = make_loop(METHODS[name](), iterations=3)
+    before = [p.clone() for p in loop.student.parameters()]
+    losses = None
+    while loop.step < loop.iterations:
+        losses = loop.train_step()
+        loop.step += 1
+    assert set(losses) == set(dict(loop.method.terms.items()))
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, loop.student.parameters()))
+    if loop.teacher is not None:
+        t = list(loop.teacher.model.parameters())
+        assert any(not torch.equal(a, b) for a, b in zip(t, loop.student.parameters()))
+
+
+def test_backward_per_branch_accumulates_the_gradient_of_the_sum():
+    method = mean_teacher(StrongAugmentation()).with_terms(mic=_mic())
+    loop, _ = make_loop(method, lr=0.0)
+    loop.train_step()
+    per_branch = [p.grad.clone() for p in loop.student.parameters()]
+
+    ref, _ = make_loop(mean_teacher(StrongAugmentation()).with_terms(mic=_mic()), lr=0.0)
+    ref.teacher.update(ref.student, 0)
+    ctx = IterationContext(ref, 0, next(ref.source), next(ref.target))
+    total = sum(term(ctx) for _, term in ref.method)
+    total.backward()
+    for a, p in zip(per_branch, ref.student.parameters()):
+        torch.testing.assert_close(a, p.grad)
+
+
+def test_teacher_predicts_once_per_iteration_and_terms_share_it():
+    method = mean_teacher(StrongAugmentation()).with_terms(mic=_mic())
+    loop, _ = make_loop(method)
+    calls = []
+    original = loop.task.predict
+    loop.task.predict = lambda model, images: calls.append(1) or original(model, images)
+    loop.train_step()
+    assert len(calls) == 1
+
+
+def test_teacher_update_happens_first_from_the_previous_step_weights():
+    loop, _ = make_loop(mean_teacher(), lr=0.1)
+    s0 = [p.clone() for p in loop.student.parameters()]
+    loop.train_step()
+    loop.step = 1
+    t0 = [p.clone() for p in loop.teacher.model.parameters()]
+    for a, b in zip(t0, s0):
+        torch.testing.assert_close(a, b)  # step 0 copied the initial student
+    s1 = [p.clone() for p in loop.student.parameters()]
+    loop.train_step()
+    for t, a, b in zip(loop.teacher.model.parameters(), s0, s1):
+        torch.testing.assert_close(t, 0.5 * a + 0.5 * b)  # a = min(1 - 1/2, 0.9)
+
+
+def test_adaptation_start_runs_source_terms_only_before_it():
+    loop, _ = make_loop(mean_teacher().with_terms(mic=_mic()), iterations=4, adaptation_start=2)
+    seen = []
+    while loop.step < loop.iterations:
+        seen.append(sorted(loop.train_step()))
+        loop.step += 1
+    assert seen[:2] == [["source"], ["source"]]
+    assert seen[2] == ["mic", "self_training", "source"]
+
+
+def test_pseudo_labels_without_teacher_is_a_config_error():
+    task, source, target, _ = tiny_loaders()
+    student = tiny_model()
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    with pytest.raises(ConfigError, match="teacher"):
+        AdaptationLoop(task, student, mean_teacher(), opt, source, target, 2)
+
+
+@pytest.mark.parametrize("kwargs", [{"iterations": 0}, {"adaptation_start": 9}])
+def test_bad_loop_settings(kwargs):
+    kwargs = {"iterations": 3, **kwargs}
+    with pytest.raises(ConfigError):
+        make_loop(source_only(), **kwargs)
+
+
+def test_forever_cycles_epochs_and_reports_empty_loaders():
+    class Sampler(list):
+        epochs = []
+
+        def set_epoch(self, e):
+            self.epochs.append(e)
+
+    class Loader:
+        sampler = Sampler()
+
+        def __iter__(self):
+            return iter([1, 2])
+
+    it = Forever(Loader(), "source")
+    assert [next(it) for _ in range(5)] == [1, 2, 1, 2, 1]
+    assert Loader.sampler.epochs == [0, 1, 2]
+    with pytest.raises(DatasetError, match="target loader yields no batch"):
+        next(Forever([], "target"))
+
+
+def test_state_dict_round_trip_continues_identically():
+    a, _ = make_loop(mean_teacher().with_terms(mic=_mic()), iterations=4)
+    for _ in range(2):
+        a.train_step()
+        a.step += 1
+    state = a.state_dict()
+    b, _ = make_loop(mean_teacher().with_terms(mic=_mic()), iterations=4, seed=0)
+    b.load_state_dict(state)
+    assert b.step == 2
+    for x, y in zip(a.student.state_dict().values(), b.student.state_dict().values()):
+        assert torch.equal(x, y)
+    assert torch.equal(a.generator.get_state(), b.generator.get_state())
+
+
+def test_hooks_log_evaluate_and_checkpoint(tmp_path):
+    task, _, _, test = tiny_loaders()
+    evaluation = Evaluation(task, test, interval=2, models=["student", "teacher"])
+    hooks = [
+        evaluation,
+        MetricsLogger(tmp_path, interval=1, tensorboard=True),
+        Checkpointer(tmp_path / "ckpt", interval=2, keep=1, best_metric="eval/student/accuracy"),
+    ]
+    loop, _ = make_loop(mean_teacher().with_terms(mic=_mic()), iterations=5, hooks=hooks)
+    loop.run()
+    assert [r["step"] for r in evaluation.history] == [2, 4, 5]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    loss_steps = [r["step"] for r in records if "loss/mic" in r]
+    assert loss_steps == [1, 2, 3, 4, 5]
+    evals = [r for r in records if "eval/teacher/accuracy" in r]
+    assert len(evals) == 3 and 0.0 <= evals[-1]["eval/student/accuracy"] <= 1.0
+    assert any((tmp_path / "tensorboard").iterdir())
+    assert sorted(p.name for p in (tmp_path / "ckpt").glob("iter_*.pt")) == ["iter_00000005.pt"]
+    state = load_checkpoint(tmp_path / "ckpt" / "iter_00000005.pt")
+    assert state["step"] == 5 and "teacher" in state and "optimizer" in state
+    assert (tmp_path / "ckpt" / "best.pt").exists()

@@ -1,0 +1,130 @@
+import pytest
+import torch
+
+from mic.core import BlockMasker, ConfigError, StrongAugmentation
+from mic.core.augment import blur_kernel_size
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_mask_is_constant_on_each_block():
+    masker = BlockMasker(block_size=4, ratio=0.5)
+    out = masker(torch.ones(6, 3, 16, 24), _gen())
+    blocks = out.unfold(2, 4, 4).unfold(3, 4, 4)  # B, C, 4, 6, 4, 4
+    flat = blocks.reshape(*blocks.shape[:4], -1)
+    assert torch.all(flat.amax(-1) == flat.amin(-1))
+    assert torch.all(out[:, 0] == out[:, 1])  # one mask for all channels
+    assert set(out.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_share_of_withheld_blocks_is_about_ratio():
+    for ratio in (0.3, 0.7):
+        masker = BlockMasker(block_size=2, ratio=ratio)
+        keep = masker.mask(torch.zeros(64, 3, 32, 32), _gen(1))
+        withheld = 1 - keep.mean().item()  # 64 x 256 = 16384 independent blocks
+        assert withheld == pytest.approx(ratio, abs=0.02)
+
+
+def test_grid_uses_rounded_block_counts_and_keeps_shape():
+    masker = BlockMasker(block_size=32, ratio=0.5)
+    x = torch.ones(2, 3, 100, 70)  # round(100/32)=3, round(70/32)=2
+    keep = masker.mask(x, _gen())
+    assert keep.shape == (2, 1, 100, 70)
+    assert masker(x, _gen()).shape == x.shape
+
+
+def test_withheld_pixels_are_zero_on_normalised_images_and_fill_otherwise():
+    x = torch.full((4, 3, 8, 8), 5.0)
+    out = BlockMasker(block_size=2, ratio=0.5)(x, _gen())
+    assert set(out.unique().tolist()) == {0.0, 5.0}
+    fill = [0.1, 0.2, 0.3]
+    out = BlockMasker(block_size=2, ratio=0.5, fill=fill)(x, _gen())
+    for c, v in enumerate(fill):
+        values = out[:, c].unique()
+        assert len(values) == 2 and values[1] == 5.0
+        assert values[0].item() == pytest.approx(v)
+
+
+def test_each_image_gets_its_own_mask_and_each_call_a_new_one():
+    masker = BlockMasker(block_size=2, ratio=0.7)
+    g = _gen()
+    a = masker.mask(torch.zeros(8, 3, 16, 16), g)
+    b = masker.mask(torch.zeros(8, 3, 16, 16), g)
+    assert len({tuple(m.flatten().tolist()) for m in a}) == 8
+    assert not torch.equal(a, b)
+
+
+def test_seeded_generator_reproduces_masking_and_augmentation():
+    aug = StrongAugmentation(mean=[0.5] * 3, std=[0.5] * 3)
+    masker = BlockMasker(block_size=4, ratio=0.7, augmentation=aug)
+    x = torch.rand(8, 3, 16, 16) * 2 - 1
+    assert torch.equal(masker(x, _gen(3)), masker(x, _gen(3)))
+    assert not torch.equal(masker(x, _gen(3)), masker(x, _gen(4)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_device_and_dtype_are_kept(dtype):
+    aug = StrongAugmentation(mean=[0.5] * 3, std=[0.5] * 3)
+    masker = BlockMasker(block_size=4, ratio=0.7, augmentation=aug)
+    x = torch.rand(4, 3, 16, 16, dtype=dtype)
+    out = masker(x, _gen())
+    assert out.dtype == dtype and out.device == x.device and out.shape == x.shape
+
+
+def test_augmentation_coins_are_drawn_per_image():
+    # with jitter only, about jitter_p of the images change, and not all-or-none per batch
+    aug = StrongAugmentation(jitter_p=0.5, blur_p=0.0)
+    x = torch.rand(400, 3, 8, 8) * 0.8 + 0.1
+    out = aug(x, _gen())
+    changed = (out - x).abs().flatten(1).amax(1) > 1e-6
+    assert 0.4 < changed.float().mean().item() < 0.6
+    blur = StrongAugmentation(jitter_p=0.0, blur_p=0.5)
+    changed = (blur(x, _gen(1)) - x).abs().flatten(1).amax(1) > 1e-6
+    assert 0.4 < changed.float().mean().item() < 0.6
+
+
+def test_augmentation_off_is_identity_and_jitter_acts_on_unit_range():
+    x = torch.rand(8, 3, 8, 8) * 2 - 1  # normalised with mean 0.5, std 0.5
+    off = StrongAugmentation(jitter_p=0.0, blur_p=0.0, mean=[0.5] * 3, std=[0.5] * 3)
+    torch.testing.assert_close(off(x, _gen()), x)
+    on = StrongAugmentation(jitter_p=1.0, blur_p=0.0, mean=[0.5] * 3, std=[0.5] * 3)
+    y = on(x, _gen())
+    assert y.min() >= -1 - 1e-5 and y.max() <= 1 + 1e-5  # [0, 1] mapped back
+    assert not torch.allclose(y, x)
+
+
+def test_jitter_factors_stay_within_strength():
+    # brightness only: a constant grey image scales by a factor in [1 - s, 1 + s]
+    aug = StrongAugmentation(jitter_p=1.0, strength=0.2, blur_p=0.0)
+    x = torch.full((200, 3, 4, 4), 0.5)
+    ratio = aug(x, _gen())[:, 0, 0, 0] / 0.5
+    assert ratio.min() >= 0.8 - 1e-4 and ratio.max() <= 1.2 + 1e-4
+    assert ratio.max() - ratio.min() > 0.2
+
+
+def test_blur_kernel_is_odd_and_about_a_tenth_of_the_side():
+    assert blur_kernel_size(512) == 51
+    assert blur_kernel_size(224) == 23
+    assert blur_kernel_size(32) == 3
+    assert all(blur_kernel_size(s) % 2 == 1 for s in range(1, 300))
+
+
+def test_masker_without_augmentation_option():
+    x = torch.rand(2, 3, 8, 8)
+    masker = BlockMasker(block_size=8, ratio=0.0)  # nothing withheld, no augmentation
+    assert torch.equal(masker(x, _gen()), x)
+
+
+@pytest.mark.parametrize("kwargs", [{"block_size": 0}, {"ratio": 1.5}])
+def test_bad_masker_settings(kwargs):
+    with pytest.raises(ConfigError):
+        BlockMasker(**kwargs)
+
+
+def test_bad_augmentation_settings():
+    with pytest.raises(ConfigError):
+        StrongAugmentation(jitter_p=2.0)
+    with pytest.raises(ConfigError):
+        StrongAugmentation(mean=[0.5, 0.5, 0.5])

@@ -1,0 +1,68 @@
+import pytest
+import torch
+from torch import nn
+
+from mic.core import ConfigError, InverseDecay, WarmupPoly, lr_scheduler, param_groups
+
+from .helpers import tiny_model
+
+
+def test_lr_multipliers_by_longest_prefix_and_weight_decay_exemptions():
+    model = tiny_model()
+    head = nn.Linear(2, 2)
+    groups = param_groups(
+        {"model": model, "method": head},
+        lr=0.01,
+        lr_mult={"model.backbone": 0.1, "model": 1.0, "method": 10.0},
+        weight_decay=1e-3,
+        no_weight_decay=["bias"],
+    )
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    for name, p in model.backbone.named_parameters():
+        g = by_param[id(p)]
+        assert g["lr"] == pytest.approx(0.001)
+        assert g["weight_decay"] == (0.0 if "bias" in name else 1e-3)
+    assert by_param[id(model.head.weight)]["lr"] == pytest.approx(0.01)
+    assert by_param[id(head.weight)]["lr"] == pytest.approx(0.1)
+    total = sum(len(g["params"]) for g in groups)
+    assert total == len(list(model.parameters())) + 2
+
+
+def test_unknown_prefix_is_a_config_error():
+    with pytest.raises(ConfigError, match="matches no trainable parameter"):
+        param_groups({"model": tiny_model()}, lr=0.1, lr_mult={"model.decoder": 10})
+
+
+def test_frozen_parameters_are_left_out():
+    model = tiny_model()
+    model.backbone.requires_grad_(False)
+    groups = param_groups({"model": model}, lr=0.1)
+    n = sum(len(g["params"]) for g in groups)
+    assert n == len([p for p in model.parameters() if p.requires_grad])
+
+
+def test_warmup_poly_matches_hand_computation():
+    s = WarmupPoly(max_iters=100, warmup_iters=10, power=1.0, warmup_ratio=1e-6)
+    assert s(0) == pytest.approx(1e-6)
+    assert s(5) == pytest.approx((1 - 0.05) * (1 - 0.5 * (1 - 1e-6)))
+    assert s(10) == pytest.approx(0.9)
+    assert s(50) == pytest.approx(0.5)
+    assert s(100) == pytest.approx(0.0)
+    assert WarmupPoly(100, power=0.9)(50) == pytest.approx(0.5**0.9)
+
+
+def test_inverse_decay_is_sdat_schedule():
+    s = InverseDecay(gamma=0.001, power=0.75)
+    assert s(0) == 1.0
+    assert s(1000) == pytest.approx(2**-0.75)
+
+
+def test_scheduler_scales_every_group_from_its_own_lr():
+    w1, w2 = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [w1], "lr": 0.1}, {"params": [w2], "lr": 1.0}])
+    sched = lr_scheduler(opt, InverseDecay())
+    for _ in range(1000):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 2**-0.75)
+    assert opt.param_groups[1]["lr"] == pytest.approx(2**-0.75)

@@ -1,0 +1,136 @@
+import pytest
+import torch
+from torch import nn
+
+from mic.core import ConfigError, EMATeacher
+
+from .helpers import tiny_model
+
+
+def _bn_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Dropout(0.5), nn.Linear(6, 2))
+
+
+def _perturb(model: nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g))
+        for b in model.buffers():
+            if b.is_floating_point():
+                b.add_(torch.rand(b.shape, generator=g))
+            else:
+                b.add_(3)
+
+
+def test_step_zero_copies_parameters_and_buffers():
+    student = _bn_net()
+    teacher = EMATeacher(student, alpha=0.9)
+    _perturb(student, 1)
+    teacher.update(student, 0)
+    for (k, t), s in zip(teacher.model.state_dict().items(), student.state_dict().values()):
+        assert torch.equal(t, s), k
+
+
+@pytest.mark.parametrize("step,alpha", [(1, 0.9), (3, 0.9), (9, 0.9), (50, 0.9), (2, 0.999), (5000, 0.999)])
+def test_ema_formula_matches_hand_computation(step, alpha):
+    student = _bn_net()
+    teacher = EMATeacher(student, alpha=alpha)
+    _perturb(student, step)
+    before = [p.clone() for p in teacher.model.parameters()]
+    teacher.update(student, step)
+    a = min(1 - 1 / (step + 1), alpha)
+    assert teacher.decay(step) == pytest.approx(a)
+    for t, t0, s in zip(teacher.model.parameters(), before, student.parameters()):
+        torch.testing.assert_close(t, a * t0 + (1 - a) * s)
+
+
+def test_warm_up_follows_the_student_closely_at_first():
+    # a = 1 - 1/(t+1) < alpha early on: at step 1 the teacher is the plain mean of both
+    student = _bn_net()
+    teacher = EMATeacher(student, alpha=0.999)
+    t0 = [p.clone() for p in teacher.model.parameters()]
+    _perturb(student, 7)
+    teacher.update(student, 1)
+    for t, a, b in zip(teacher.model.parameters(), t0, student.parameters()):
+        torch.testing.assert_close(t, (a + b) / 2)
+
+
+def _buffers_after(policy: str):
+    student = _bn_net()
+    teacher = EMATeacher(student, alpha=0.9, buffers=policy)
+    old = {k: v.clone() for k, v in teacher.model.named_buffers()}
+    _perturb(student, 3)
+    teacher.update(student, 4)
+    return old, dict(teacher.model.named_buffers()), dict(student.named_buffers())
+
+
+def test_buffer_policy_own_keeps_teacher_buffers():
+    old, new, _ = _buffers_after("own")
+    for k in old:
+        assert torch.equal(old[k], new[k])
+
+
+def test_buffer_policy_copy_takes_student_buffers():
+    _, new, student = _buffers_after("copy")
+    for k in new:
+        assert torch.equal(new[k], student[k])
+
+
+def test_buffer_policy_ema_averages_float_and_copies_integer_buffers():
+    old, new, student = _buffers_after("ema")
+    a = min(1 - 1 / 5, 0.9)
+    torch.testing.assert_close(new["1.running_mean"], a * old["1.running_mean"] + (1 - a) * student["1.running_mean"])
+    assert torch.equal(new["1.num_batches_tracked"], student["1.num_batches_tracked"])
+
+
+def test_prediction_has_no_gradients_and_no_dropout():
+    from mic.tasks.classification import ClassificationTask
+
+    student = _bn_net()
+    teacher = EMATeacher(student, alpha=0.9, norm="running")
+    x = torch.randn(8, 4)
+    task = ClassificationTask(2)
+    p1, p2 = teacher.predict(task, x), teacher.predict(task, x)
+    assert not p1.requires_grad
+    assert torch.equal(p1, p2)  # dropout off
+    assert all(not p.requires_grad for p in teacher.parameters())
+    teacher.train()  # a parent's .train() must not switch dropout back on
+    assert torch.equal(teacher.predict(task, x), p1)
+
+
+def test_norm_batch_uses_batch_statistics_and_running_uses_buffers():
+    from mic.tasks.classification import ClassificationTask
+
+    task = ClassificationTask(2)
+    x = torch.randn(16, 4) * 5 + 3
+    student = _bn_net()
+    running = EMATeacher(student, norm="running")
+    batch = EMATeacher(student, norm="batch")
+    ref = student.eval()(x).softmax(1)
+    torch.testing.assert_close(running.predict(task, x), ref)
+    assert not torch.allclose(batch.predict(task, x), ref)
+    bn = batch.model[1]
+    assert bn.num_batches_tracked.item() == 1  # "own" buffers track the target batches
+    assert batch.model[2].training is False  # dropout still off
+
+
+def test_update_unwraps_a_ddp_like_wrapper():
+    class Wrapper(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.module = m
+
+    student = tiny_model()
+    teacher = EMATeacher(student, alpha=0.9)
+    _perturb(student, 2)
+    teacher.update(Wrapper(student), 0)
+    for t, s in zip(teacher.model.parameters(), student.parameters()):
+        assert torch.equal(t, s)
+
+
+@pytest.mark.parametrize("kwargs", [{"alpha": 1.5}, {"buffers": "bogus"}, {"norm": "bogus"}])
+def test_bad_settings_raise_config_errors(kwargs):
+    with pytest.raises(ConfigError):
+        EMATeacher(_bn_net(), **kwargs)

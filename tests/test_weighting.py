@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from mic.core import ConfigError, PseudoLabels, PseudoLabelWeighting
+
+
+def _pseudo(conf, valid=None):
+    conf = torch.tensor(conf)
+    return PseudoLabels(labels=torch.zeros_like(conf, dtype=torch.long), confidence=conf, valid=valid)
+
+
+def test_quality_is_share_of_confident_elements_as_a_tensor():
+    pseudo = _pseudo([[0.99, 0.5], [0.97, 0.968]])
+    w = PseudoLabelWeighting("quality", tau=0.968)(pseudo)
+    assert isinstance(w, torch.Tensor) and w.shape == (2, 2)
+    torch.testing.assert_close(w, torch.full((2, 2), 0.75))
+
+
+def test_prob_mode_uses_each_confidence_and_none_mode_ones():
+    pseudo = _pseudo([0.2, 0.9, 0.6])
+    torch.testing.assert_close(PseudoLabelWeighting("prob")(pseudo), torch.tensor([0.2, 0.9, 0.6]))
+    torch.testing.assert_close(PseudoLabelWeighting("none")(pseudo), torch.ones(3))
+
+
+def test_invalid_elements_weigh_zero_but_count_in_quality():
+    valid = torch.tensor([1, 1, 0, 0])
+    pseudo = _pseudo([0.99, 0.99, 0.99, 0.1], valid=valid)
+    w = PseudoLabelWeighting("quality", tau=0.9)(pseudo)
+    torch.testing.assert_close(w, torch.tensor([0.75, 0.75, 0.0, 0.0]))
+
+
+def test_lists_of_tensors_are_weighted_jointly():
+    # e.g. detection: one confidence tensor per image, of different lengths
+    conf = [torch.tensor([0.99, 0.1]), torch.tensor([]), torch.tensor([0.95, 0.97, 0.99])]
+    pseudo = PseudoLabels(labels=None, confidence=conf)
+    w = PseudoLabelWeighting("quality", tau=0.96)(pseudo)
+    assert [t.shape for t in w] == [c.shape for c in conf]
+    torch.testing.assert_close(torch.cat(w), torch.full((5,), 3 / 5))
+
+
+def test_quality_of_nothing_is_zero():
+    w = PseudoLabelWeighting("quality")
+    assert w.quality(torch.tensor([])).item() == 0.0
+
+
+def test_unknown_mode_is_a_config_error():
+    with pytest.raises(ConfigError, match="weighting"):
+        PseudoLabelWeighting("confidence")
