@@ -32,7 +32,9 @@ class DigitAttributes(mic.Task):
     num_classes = 3
     primary_metric = "accuracy"
 
-    def loss(self, model: nn.Module, images: Tensor, targets: Tensor, weights: Tensor | None = None) -> Tensor:
+    def loss(
+        self, model: nn.Module, images: Tensor, targets: Tensor, weights: Tensor | None = None
+    ) -> Tensor:
         loss = F.binary_cross_entropy_with_logits(model(images).float(), targets, reduction="none")
         return (loss if weights is None else loss * weights).mean()
 
@@ -41,7 +43,9 @@ class DigitAttributes(mic.Task):
 
     def pseudo_label(self, prediction: Tensor) -> mic.PseudoLabels:
         labels = (prediction > 0.5).float()
-        return mic.PseudoLabels(labels, confidence=torch.where(labels > 0, prediction, 1 - prediction))
+        return mic.PseudoLabels(
+            labels, confidence=torch.where(labels > 0, prediction, 1 - prediction)
+        )
 
     def metric(self) -> MultilabelAccuracy:
         return _Accuracy(num_labels=3)
@@ -72,8 +76,16 @@ def main(iterations: int, device: str) -> float:
     )
     evaluation = mic.Evaluation(task, test, interval=100, adabn_loader=target, adabn_batches=10)
     loop = mic.AdaptationLoop(
-        task, student, method, torch.optim.Adam(student.parameters(), lr=1e-3), source, target,
-        iterations, teacher=mic.EMATeacher(student, alpha=0.9), hooks=[evaluation], device=device,
+        task,
+        student,
+        method,
+        torch.optim.Adam(student.parameters(), lr=1e-3),
+        source,
+        target,
+        iterations,
+        teacher=mic.EMATeacher(student, alpha=0.9),
+        hooks=[evaluation],
+        device=device,
     )
     loop.run()
     accuracy = evaluation.history[-1]["eval/teacher/accuracy"]

@@ -1,6 +1,6 @@
 """MIC from plain Python, no Hydra: mean teacher + MIC on the bundled digits benchmark.
 
-    python examples/plain_python.py --iterations 300
+python examples/plain_python.py --iterations 300
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ def main(iterations: int, device: str) -> float:
     torch.manual_seed(0)
     task = ClassificationTask(num_classes=10)
     norm = {"mean": [0.5] * 3, "std": [0.5] * 3}  # how DigitsDomain normalises
-    source = DataLoader(DigitsDomain("source", "train"), 64, shuffle=True, drop_last=True, collate_fn=task.collate)
+    source = DataLoader(
+        DigitsDomain("source", "train"), 64, shuffle=True, drop_last=True, collate_fn=task.collate
+    )
     target_set = DigitsDomain("target", "train", labelled=False)
     target = DataLoader(target_set, 64, shuffle=True, drop_last=True, collate_fn=task.collate)
     test = DataLoader(DigitsDomain("target", "test"), 256, collate_fn=task.collate)
@@ -35,8 +37,16 @@ def main(iterations: int, device: str) -> float:
     optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
     evaluation = mic.Evaluation(task, test, interval=100, adabn_loader=target, adabn_batches=10)
     loop = mic.AdaptationLoop(
-        task, student, method, optimizer, source, target, iterations,
-        teacher=teacher, hooks=[mic.ProgressBar(), evaluation], device=device,
+        task,
+        student,
+        method,
+        optimizer,
+        source,
+        target,
+        iterations,
+        teacher=teacher,
+        hooks=[mic.ProgressBar(), evaluation],
+        device=device,
     )
     loop.run()
     accuracy = evaluation.history[-1]["eval/teacher/accuracy"]

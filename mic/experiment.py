@@ -109,8 +109,12 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
     check_num_classes(task.num_classes, data)
     ld = cfg.loader
     workers = int(ld.num_workers)
-    source = make_loader(data["source"], ld.source_batch_size, task, True, workers, cfg.seed, "source")
-    target = make_loader(data["target"], ld.target_batch_size, task, True, workers, cfg.seed + 1, "target")
+    source = make_loader(
+        data["source"], ld.source_batch_size, task, True, workers, cfg.seed, "source"
+    )
+    target = make_loader(
+        data["target"], ld.target_batch_size, task, True, workers, cfg.seed + 1, "target"
+    )
     test = make_loader(data["test"], ld.test_batch_size, task, False, workers, 0, "test")
     adabn = make_loader(data["target"], ld.target_batch_size, task, True, workers, 12345, "target")
 
@@ -207,7 +211,8 @@ def format_summary(summary: dict[str, Any]) -> str:
             for name, v in s.items()
             if name not in ("step", "protocol")
         )
-        lines.append(f"target {summary['metric']} {label.replace('_', ' ')} (iteration {s['step']}): {scores}")
+        when = f"{label.replace('_', ' ')} (iteration {s['step']})"
+        lines.append(f"target {summary['metric']} {when}: {scores}")
     return "\n".join(lines)
 
 

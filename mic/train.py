@@ -1,9 +1,9 @@
 """``mic-train`` / ``python -m mic.train``: train from the Hydra config in conf/.
 
-    mic-train                                   # MIC on the bundled digits benchmark
-    mic-train method=source_only mic=none       # a baseline
-    mic-train experiment=digits_oracle          # a whole experiment
-    mic-train -m seed=0,1,2                     # a sweep
+mic-train                                   # MIC on the bundled digits benchmark
+mic-train method=source_only mic=none       # a baseline
+mic-train experiment=digits_oracle          # a whole experiment
+mic-train -m seed=0,1,2                     # a sweep
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ def user_error(exc: BaseException) -> str | None:
             return text
         if isinstance(seen, InstantiationException) and not isinstance(seen.__cause__, MicError):
             cause = seen.__cause__
-            if isinstance(cause, (TypeError, ValueError, ImportError, AttributeError)) or cause is None:
+            if (
+                isinstance(cause, (TypeError, ValueError, ImportError, AttributeError))
+                or cause is None
+            ):
                 return f"cannot build an object from the config: {seen}"
         seen = seen.__cause__ or seen.__context__
     return None

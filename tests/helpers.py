@@ -21,12 +21,20 @@ def tiny_loaders(n: int = 16, size: int = 8, batch: int = 4, seed: int = 0):
     ys = torch.randint(0, NUM_CLASSES, (n,), generator=g)
     xt = torch.randn(n, 3, size, size, generator=g) + 0.5
     source = DataLoader(
-        TensorDataset(xs, ys), batch_size=batch, shuffle=True, drop_last=True,
-        collate_fn=task.collate, generator=torch.Generator().manual_seed(seed),
+        TensorDataset(xs, ys),
+        batch_size=batch,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=task.collate,
+        generator=torch.Generator().manual_seed(seed),
     )
     target = DataLoader(
-        list(xt), batch_size=batch, shuffle=True, drop_last=True,
-        collate_fn=task.collate, generator=torch.Generator().manual_seed(seed + 1),
+        list(xt),
+        batch_size=batch,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=task.collate,
+        generator=torch.Generator().manual_seed(seed + 1),
     )
     test = DataLoader(TensorDataset(xt, ys), batch_size=8, collate_fn=task.collate)
     return task, source, target, test

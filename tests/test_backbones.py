@@ -25,7 +25,7 @@ def test_features_only_gives_a_pyramid(name):
 
 
 def test_unknown_name_suggests_close_names():
-    with pytest.raises(ConfigError, match="unknown backbone 'resnet5'.*resnet50"):
+    with pytest.raises(ConfigError, match=r"unknown backbone 'resnet5'.*resnet50"):
         create_backbone("resnet5")
 
 
@@ -36,7 +36,9 @@ def test_pretrained_without_known_weights_is_a_clear_error():
 
 def test_pretrained_weights_that_cannot_be_loaded_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="could not load the pretrained weights"):
-        create_backbone("resnet18", pretrained=True, pretrained_cfg_overlay={"file": str(tmp_path / "x.pth")})
+        create_backbone(
+            "resnet18", pretrained=True, pretrained_cfg_overlay={"file": str(tmp_path / "x.pth")}
+        )
 
 
 def test_pretrained_from_a_local_file_loads_it(tmp_path):
@@ -46,6 +48,8 @@ def test_pretrained_from_a_local_file_loads_it(tmp_path):
     full = timm.create_model("resnet18")
     full.load_state_dict({**full.state_dict(), **ref.state_dict()})
     torch.save(full.state_dict(), tmp_path / "w.pth")
-    loaded = create_backbone("resnet18", pretrained=True, pretrained_cfg_overlay={"file": str(tmp_path / "w.pth")})
+    loaded = create_backbone(
+        "resnet18", pretrained=True, pretrained_cfg_overlay={"file": str(tmp_path / "w.pth")}
+    )
     for a, b in zip(ref.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(a, b)

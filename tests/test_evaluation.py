@@ -2,7 +2,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from mic.core import CheckpointError, evaluate, load_checkpoint, recalibrated_batchnorm, save_checkpoint
+from mic.core import (
+    CheckpointError,
+    evaluate,
+    load_checkpoint,
+    recalibrated_batchnorm,
+    save_checkpoint,
+)
 from mic.tasks.classification import ClassificationTask
 
 from .helpers import tiny_model

@@ -1,4 +1,5 @@
 import json
+from typing import ClassVar
 
 import pytest
 import torch
@@ -44,8 +45,17 @@ def make_loop(method, iterations=3, lr=0.01, seed=0, hooks=(), **kwargs):
     params = list(student.parameters()) + list(method.parameters())
     opt = torch.optim.SGD(params, lr=lr)
     loop = AdaptationLoop(
-        task, student, method, opt, source, target, iterations,
-        teacher=teacher, hooks=hooks, seed=seed, **kwargs,
+        task,
+        student,
+        method,
+        opt,
+        source,
+        target,
+        iterations,
+        teacher=teacher,
+        hooks=hooks,
+        seed=seed,
+        **kwargs,
     )
     return loop, test
 
@@ -132,7 +142,7 @@ def test_bad_loop_settings(kwargs):
 
 def test_forever_cycles_epochs_and_reports_empty_loaders():
     class Sampler(list):
-        epochs = []
+        epochs: ClassVar[list[int]] = []
 
         def set_epoch(self, e):
             self.epochs.append(e)

@@ -13,7 +13,9 @@ from .helpers import tiny_model
 def reference_mic(model, images, labels, confidence, *, block, ratio, tau, mode, lam, seed):
     """MIC written out: block mask from the same noise, weighted cross-entropy, times lambda."""
     b, _, h, w = images.shape
-    noise = torch.rand(b, 1, round(h / block), round(w / block), generator=torch.Generator().manual_seed(seed))
+    noise = torch.rand(
+        b, 1, round(h / block), round(w / block), generator=torch.Generator().manual_seed(seed)
+    )
     keep = (noise > ratio).float()
     keep = keep.repeat_interleave(block, 2).repeat_interleave(block, 3)
     logits = model(images * keep)
@@ -36,9 +38,13 @@ def test_mic_loss_equals_reference(mode, lam):
     probs = torch.softmax(torch.randn(6, 3) * 3, 1)
     confidence, labels = probs.max(1)
     pseudo = PseudoLabels(labels=labels, confidence=confidence)
-    mic = MaskedImageConsistency(BlockMasker(block_size=2, ratio=0.7), weighting=mode, tau=0.6, weight=lam)
+    mic = MaskedImageConsistency(
+        BlockMasker(block_size=2, ratio=0.7), weighting=mode, tau=0.6, weight=lam
+    )
     got = mic.loss(model, ClassificationTask(3), images, pseudo, torch.Generator().manual_seed(5))
-    want = reference_mic(model, images, labels, confidence, block=2, ratio=0.7, tau=0.6, mode=mode, lam=lam, seed=5)
+    want = reference_mic(
+        model, images, labels, confidence, block=2, ratio=0.7, tau=0.6, mode=mode, lam=lam, seed=5
+    )
     torch.testing.assert_close(got, want)
 
 
@@ -62,7 +68,9 @@ def test_weighted_cross_entropy_matches_torch_for_unit_weights():
     from mic.core import weighted_cross_entropy
 
     logits, targets = torch.randn(5, 4), torch.tensor([0, 3, 1, 1, 2])
-    torch.testing.assert_close(weighted_cross_entropy(logits, targets), F.cross_entropy(logits, targets))
+    torch.testing.assert_close(
+        weighted_cross_entropy(logits, targets), F.cross_entropy(logits, targets)
+    )
     w = torch.tensor([1.0, 0.0, 2.0, 0.5, 1.0])
     manual = (F.cross_entropy(logits, targets, reduction="none") * w).mean()
     torch.testing.assert_close(weighted_cross_entropy(logits, targets, w), manual)

@@ -33,7 +33,9 @@ def test_step_zero_copies_parameters_and_buffers():
         assert torch.equal(t, s), k
 
 
-@pytest.mark.parametrize("step,alpha", [(1, 0.9), (3, 0.9), (9, 0.9), (50, 0.9), (2, 0.999), (5000, 0.999)])
+@pytest.mark.parametrize(
+    "step,alpha", [(1, 0.9), (3, 0.9), (9, 0.9), (50, 0.9), (2, 0.999), (5000, 0.999)]
+)
 def test_ema_formula_matches_hand_computation(step, alpha):
     student = _bn_net()
     teacher = EMATeacher(student, alpha=alpha)
@@ -81,7 +83,9 @@ def test_buffer_policy_copy_takes_student_buffers():
 def test_buffer_policy_ema_averages_float_and_copies_integer_buffers():
     old, new, student = _buffers_after("ema")
     a = min(1 - 1 / 5, 0.9)
-    torch.testing.assert_close(new["1.running_mean"], a * old["1.running_mean"] + (1 - a) * student["1.running_mean"])
+    torch.testing.assert_close(
+        new["1.running_mean"], a * old["1.running_mean"] + (1 - a) * student["1.running_mean"]
+    )
     assert torch.equal(new["1.num_batches_tracked"], student["1.num_batches_tracked"])
 
 

@@ -6,7 +6,9 @@ from mic.core import ConfigError, PseudoLabels, PseudoLabelWeighting
 
 def _pseudo(conf, valid=None):
     conf = torch.tensor(conf)
-    return PseudoLabels(labels=torch.zeros_like(conf, dtype=torch.long), confidence=conf, valid=valid)
+    return PseudoLabels(
+        labels=torch.zeros_like(conf, dtype=torch.long), confidence=conf, valid=valid
+    )
 
 
 def test_quality_is_share_of_confident_elements_as_a_tensor():

@@ -8,10 +8,9 @@ from typing import Any
 import timm
 from torch import nn
 
-from mic.core.errors import ConfigError
-
 # our small models register themselves in timm's registry on import
 from mic.backbones import small as _small  # noqa: F401
+from mic.core.errors import ConfigError
 
 
 def _has_weights(name: str, overlay: dict[str, Any] | None) -> bool:
@@ -79,7 +78,8 @@ def create_backbone(
         if pretrained:
             raise ConfigError(
                 f"could not load the pretrained weights of backbone '{name}' "
-                f"({e.__class__.__name__}: {e or 'file not found'}). Without internet, download them once into the "
+                f"({e.__class__.__name__}: {e or 'file not found'}). Without internet, "
+                "download them once into the "
                 "timm / Hugging Face cache (then set HF_HUB_OFFLINE=1), or pass "
                 "pretrained_cfg_overlay={file: /path/to/weights.pth}; or use pretrained=false."
             ) from e

@@ -3,6 +3,7 @@ that they are created by name like any timm model."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -34,7 +35,7 @@ class SmallCNN(nn.Module):
     ) -> None:
         super().__init__()
         chans = (in_chans, *widths)
-        self.stages = nn.Sequential(*(_block(a, b) for a, b in zip(chans, chans[1:])))
+        self.stages = nn.Sequential(*(_block(a, b) for a, b in pairwise(chans)))
         self.num_features = widths[-1]
         self.drop = nn.Dropout(drop_rate)
         self.head: nn.Module = nn.Identity()

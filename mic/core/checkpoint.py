@@ -42,7 +42,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for foreign or corrupt files
         raise CheckpointError(
-            f"cannot read checkpoint '{path}': it is corrupt or not a mic checkpoint ({e.__class__.__name__})"
+            f"cannot read checkpoint '{path}': it is corrupt or not a mic checkpoint "
+            f"({e.__class__.__name__})"
         ) from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(

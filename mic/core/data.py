@@ -26,7 +26,9 @@ def collate_pairs(samples: list[Any]) -> tuple[Any, Any]:
     if all(t is None for t in targets):
         return images, None
     if any(t is None for t in targets):
-        raise DatasetError("a batch mixes labelled and unlabelled samples; a dataset must be one or the other")
+        raise DatasetError(
+            "a batch mixes labelled and unlabelled samples; a dataset must be one or the other"
+        )
     return images, default_collate(targets)
 
 

@@ -27,7 +27,9 @@ def to_python(value: Any) -> Any:
 
 
 @torch.no_grad()
-def evaluate(task: Task, model: nn.Module, loader: Iterable[Any], device: Any = None) -> dict[str, Any]:
+def evaluate(
+    task: Task, model: nn.Module, loader: Iterable[Any], device: Any = None
+) -> dict[str, Any]:
     """The task's metrics of ``model`` (in eval mode) on a labelled loader."""
     device = device or next(model.parameters()).device
     was_training = model.training

@@ -42,8 +42,12 @@ class ProgressBar(Hook):
 
     def before_run(self, loop: AdaptationLoop) -> None:
         self.bar = tqdm(
-            total=loop.iterations, initial=loop.step, disable=not self.enabled,
-            desc="adapting", dynamic_ncols=True, unit="it",
+            total=loop.iterations,
+            initial=loop.step,
+            disable=not self.enabled,
+            desc="adapting",
+            dynamic_ncols=True,
+            unit="it",
         )
 
     def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
@@ -88,7 +92,11 @@ class MetricsLogger(Hook):
         self._file.flush()
         if self.writer is not None:
             for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                if (
+                    key != "step"
+                    and isinstance(value, (int, float))
+                    and not isinstance(value, bool)
+                ):
                     self.writer.add_scalar(key, value, record["step"])
             self.writer.flush()
 
@@ -137,7 +145,9 @@ class Evaluation(Hook):
         if unknown:
             from mic.core.errors import ConfigError
 
-            raise ConfigError(f"eval.models may list 'student' and 'teacher', not {sorted(unknown)}")
+            raise ConfigError(
+                f"eval.models may list 'student' and 'teacher', not {sorted(unknown)}"
+            )
         self.task = task
         self.loader = loader
         self.interval = interval
@@ -163,7 +173,9 @@ class Evaluation(Hook):
             if name == "teacher" and loop.teacher is None:
                 continue
             model = loop.student if name == "student" else loop.teacher.model  # type: ignore[union-attr]
-            with recalibrated_batchnorm(model, self.adabn_loader or (), self.adabn_batches, loop.device):
+            with recalibrated_batchnorm(
+                model, self.adabn_loader or (), self.adabn_batches, loop.device
+            ):
                 scores = evaluate(self.task, model, self.loader, loop.device)
             record[f"eval/{name}/protocol"] = self.protocol(model)
             record.update({f"eval/{name}/{k}": v for k, v in scores.items()})

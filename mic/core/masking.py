@@ -46,7 +46,9 @@ class BlockMasker(Masker):
     ) -> None:
         super().__init__()
         if int(block_size) < 1:
-            raise ConfigError(f"masker block_size must be a positive number of pixels, got {block_size}")
+            raise ConfigError(
+                f"masker block_size must be a positive number of pixels, got {block_size}"
+            )
         if not 0.0 <= ratio <= 1.0:
             raise ConfigError(f"masker ratio must be a probability in [0, 1], got {ratio}")
         self.block_size = int(block_size)

@@ -42,7 +42,7 @@ def param_groups(
         if not any(n == prefix or n.startswith(prefix + ".") for n in known):
             raise ConfigError(
                 f"optimizer lr_mult prefix '{prefix}' matches no trainable parameter; "
-                f"parameter names start with: {sorted({n.split('.')[0] + '.' + n.split('.')[1] for n in known})}"
+                f"parameter names start with: {sorted({'.'.join(n.split('.')[:2]) for n in known})}"
             )
     groups: dict[tuple[float, bool], dict[str, Any]] = {}
     for name, p in named:
@@ -104,6 +104,8 @@ class Constant:
         return 1.0
 
 
-def lr_scheduler(optimizer: torch.optim.Optimizer, schedule: Any) -> torch.optim.lr_scheduler.LambdaLR:
+def lr_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: Any
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-iteration scheduler that scales every group's initial lr by ``schedule(t)``."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

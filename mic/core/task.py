@@ -73,7 +73,7 @@ class Task(ABC):
     def metric(self) -> Metric:
         """A fresh metric accumulator for ``predict`` outputs against ground truth."""
 
-    def check_targets(self, targets: Any) -> None:
+    def check_targets(self, targets: Any) -> None:  # noqa: B027 (optional, no-op by default)
         """Raise ``DatasetError`` for targets this task cannot train on (called on CPU
         batches by ``collate``, before they reach the model)."""
 

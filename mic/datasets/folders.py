@@ -59,7 +59,10 @@ class UnlabeledImageFolder:
     """
 
     def __init__(
-        self, root: str | Path, transform: Callable[[Any], Any] | None = None, recursive: bool = True
+        self,
+        root: str | Path,
+        transform: Callable[[Any], Any] | None = None,
+        recursive: bool = True,
     ) -> None:
         self.root = check_folder(root, "image")
         self.transform = transform
@@ -100,7 +103,9 @@ class ImageFolder:
     ) -> None:
         self.root = check_folder(root, "class-per-folder")
         self.transform = transform
-        folders = sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        folders = sorted(
+            d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")
+        )
         if not folders:
             loose = [p.name for p in self.root.iterdir() if p.is_file() and is_image(p)]
             layout = (

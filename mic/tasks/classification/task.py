@@ -40,15 +40,20 @@ class ClassificationTask(Task):
 
     def __init__(self, num_classes: int, primary_metric: str = "accuracy") -> None:
         if int(num_classes) < 2:
-            raise DatasetError(f"classification needs at least 2 classes, got num_classes={num_classes}")
+            raise DatasetError(
+                f"classification needs at least 2 classes, got num_classes={num_classes}"
+            )
         if primary_metric not in ("accuracy", "mean_class_accuracy"):
             raise DatasetError(
-                f"task.primary_metric must be 'accuracy' or 'mean_class_accuracy', got {primary_metric!r}"
+                "task.primary_metric must be 'accuracy' or 'mean_class_accuracy', "
+                f"got {primary_metric!r}"
             )
         self.num_classes = int(num_classes)
         self.primary_metric = primary_metric
 
-    def loss(self, model: nn.Module, images: Tensor, targets: Tensor, weights: Tensor | None = None) -> Tensor:
+    def loss(
+        self, model: nn.Module, images: Tensor, targets: Tensor, weights: Tensor | None = None
+    ) -> Tensor:
         return weighted_cross_entropy(model(images), targets, weights)
 
     def predict(self, model: nn.Module, images: Tensor) -> Tensor:
@@ -62,9 +67,14 @@ class ClassificationTask(Task):
         return ClassificationMetrics(self.num_classes)
 
     def check_targets(self, targets: Any) -> None:
-        if not isinstance(targets, Tensor) or targets.dtype in (torch.float16, torch.float32, torch.float64):
+        if not isinstance(targets, Tensor) or targets.dtype in (
+            torch.float16,
+            torch.float32,
+            torch.float64,
+        ):
             raise DatasetError(
-                f"classification targets must be integer class indices, got {type(targets).__name__}"
+                "classification targets must be integer class indices, "
+                f"got {type(targets).__name__}"
                 + (f" of dtype {targets.dtype}" if isinstance(targets, Tensor) else "")
             )
         bad = targets[(targets < 0) | (targets >= self.num_classes)]
