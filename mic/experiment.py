@@ -163,6 +163,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
                 best_metric=f"eval/{first}/{task.primary_metric}",
             )
         )
+    hooks.extend(task.report_hooks(run_dir, test))
     loop = AdaptationLoop(
         task,
         student,

@@ -95,6 +95,9 @@ class StrongAugmentation(nn.Module):
         self.normalization = Normalization(mean, std)
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Augment a B x C x H x W batch (or a list of C x H x W images of different sizes)."""
+        if isinstance(images, (list, tuple)):
+            return [self.forward(x.unsqueeze(0), generator)[0] for x in images]
         x = self.normalization.to_unit(images)
         x = torch.cat([self.augment_unit(x[:, :3], generator), x[:, 3:]], dim=1)
         return self.normalization.from_unit(x)

@@ -32,6 +32,14 @@ def collate_pairs(samples: list[Any]) -> tuple[Any, Any]:
     return images, default_collate(targets)
 
 
+def select_images(batch: Any, keep: Sequence[bool]) -> Any:
+    """The images (or per-image labels) of ``batch`` whose ``keep`` flag is true: rows of a
+    tensor, items of a list."""
+    if isinstance(batch, torch.Tensor):
+        return batch[torch.tensor(list(keep), dtype=torch.bool, device=batch.device)]
+    return [item for item, k in zip(batch, keep, strict=True) if k]
+
+
 def move_to(obj: Any, device: torch.device | str, non_blocking: bool = True) -> Any:
     """Move every tensor inside nested tuples, lists and dicts to ``device``."""
     if isinstance(obj, torch.Tensor):

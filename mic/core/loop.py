@@ -21,6 +21,8 @@ class IterationContext:
     The teacher predicts on the target at most once per iteration, the first time a term
     asks for ``pseudo_labels``; every later term reuses that prediction. ``shared`` is a
     scratch dict for terms of one method that reuse each other's intermediate results.
+    ``adapting`` is False before the loop's ``adaptation_start``: a term that is active then
+    (``uses_target = False``) may still add target-dependent parts once it turns True.
     """
 
     def __init__(
@@ -31,6 +33,7 @@ class IterationContext:
         target: Any,
     ) -> None:
         self.step = step
+        self.adapting = step >= loop.adaptation_start
         self.task: Task = loop.task
         self.student: nn.Module = loop.student
         self.teacher: Teacher | None = loop.teacher

@@ -17,7 +17,8 @@ class Masker(nn.Module, ABC):
 
     @abstractmethod
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """The masked batch, same shape, dtype and device as ``images``."""
+        """The masked batch, same shape, dtype and device as ``images``. Maskers also take a
+        list of C x H x W images of different sizes and return a list."""
 
 
 class BlockMasker(Masker):
@@ -66,6 +67,8 @@ class BlockMasker(Masker):
         return F.interpolate(keep, size=(h, w), mode="nearest")
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if isinstance(images, (list, tuple)):  # images of different sizes: one at a time
+            return [self.forward(x.unsqueeze(0), generator)[0] for x in images]
         if self.augmentation is not None:
             images = self.augmentation(images, generator)
         keep = self.mask(images, generator)

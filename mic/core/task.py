@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
-from mic.core.data import collate_pairs
+from mic.core.data import collate_pairs, select_images
+
+if TYPE_CHECKING:
+    from mic.core.loop import Hook
 
 
 @dataclass
@@ -23,11 +28,28 @@ class PseudoLabels:
             weights the Task's ``loss`` accepts (a tensor, or a list of tensors, one per image).
         valid: optional mask of the elements allowed to carry weight (e.g. image margins that
             the published recipe never trusts); same layout as ``confidence``.
+        keep: optional, one flag per image: whether the image takes part in consistency
+            losses at all (e.g. images in which the teacher found no object are dropped).
+            None: every image does. Images left out are removed, with their labels, before
+            the student's view of them is made.
     """
 
     labels: Any
     confidence: Tensor | list[Tensor]
     valid: Tensor | list[Tensor] | None = None
+    keep: Tensor | Sequence[bool] | None = None
+
+    def kept(self, images: Any) -> tuple[Any, PseudoLabels]:
+        """``images`` and these pseudo-labels without the images that ``keep`` leaves out."""
+        if self.keep is None:
+            return images, self
+        keep = self.keep.tolist() if isinstance(self.keep, Tensor) else list(self.keep)
+        if all(keep):
+            return images, PseudoLabels(self.labels, self.confidence, self.valid)
+        pick = lambda x: None if x is None else select_images(x, keep)  # noqa: E731
+        return pick(images), PseudoLabels(
+            pick(self.labels), pick(self.confidence), pick(self.valid)
+        )
 
 
 class Metric(Protocol):
@@ -57,7 +79,10 @@ class Task(ABC):
         """Supervised loss of ``model`` on ``images`` against (pseudo-)``targets``.
 
         ``weights`` is None (all elements weigh 1) or per-element weights in the layout of
-        ``PseudoLabels.confidence``. Returns a scalar tensor that can be back-propagated.
+        ``PseudoLabels.confidence``. Returns a scalar tensor that can be back-propagated, or,
+        for a loss made of several parts (e.g. the classification and box-regression losses
+        of a two-stage model), a dict of named scalar parts: loss terms sum them, each scaled
+        by the term's ``part_weights`` (see ``mic.core.terms.sum_parts``).
         """
 
     @abstractmethod
@@ -87,6 +112,11 @@ class Task(ABC):
     def count(self, images: Any) -> int:
         """Number of images in a batch (for logging and throughput)."""
         return len(images)
+
+    def report_hooks(self, run_dir: Path | None, test: Iterable[Any] | None) -> list[Hook]:
+        """Task-specific reporting hooks for a run (e.g. drawings of predictions on a few test
+        images at each evaluation); ``run_dir`` is None when nothing is written to disk."""
+        return []
 
 
 def probabilities(logits: Tensor) -> Tensor:

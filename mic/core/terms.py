@@ -3,18 +3,45 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from mic.core.augment import StrongAugmentation
+from mic.core.errors import ConfigError
 from mic.core.masking import Masker
 from mic.core.task import PseudoLabels, Task
 from mic.core.weighting import PseudoLabelWeighting, WeightingMode
 
 if TYPE_CHECKING:
     from mic.core.loop import IterationContext
+
+
+def sum_parts(
+    loss: Tensor | Mapping[str, Tensor], part_weights: Mapping[str, float] | None
+) -> Tensor:
+    """A Task loss as one scalar: the loss itself, or the sum of its named parts, each scaled by
+    ``part_weights[name]`` (missing names weigh 1; weight 0 leaves a part out entirely)."""
+    if not isinstance(loss, Mapping):
+        if part_weights:
+            raise ConfigError(
+                f"part_weights {dict(part_weights)} were given but the task's loss has no "
+                "named parts; remove part_weights"
+            )
+        return loss
+    weights = dict(part_weights or {})
+    unknown = sorted(set(weights) - set(loss))
+    if unknown:
+        raise ConfigError(
+            f"part_weights name {unknown}, which the task's loss does not have; its parts are "
+            f"{sorted(loss)}"
+        )
+    parts = [weights.get(k, 1.0) * v for k, v in loss.items() if weights.get(k, 1.0) != 0]
+    if not parts:
+        return next(iter(loss.values())).new_zeros(())
+    return torch.stack([p.reshape(()) for p in parts]).sum()
 
 
 class LossTerm(nn.Module, ABC):
@@ -43,28 +70,45 @@ class LossTerm(nn.Module, ABC):
 
 
 class SourceSupervision(LossTerm):
-    """The Task's supervised loss on labelled source images."""
+    """The Task's supervised loss on labelled source images.
+
+    Args:
+        weight: the loss weight.
+        part_weights: for a Task whose loss has named parts, a multiplier per part.
+    """
 
     uses_target = False
 
+    def __init__(self, weight: float = 1.0, part_weights: Mapping[str, float] | None = None):
+        super().__init__(weight)
+        self.part_weights = dict(part_weights or {})
+
     def forward(self, ctx: IterationContext) -> Tensor:
-        return self.weight * ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets)
+        loss = ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets)
+        return self.weight * sum_parts(loss, self.part_weights)
 
 
 class ConsistencyLoss(LossTerm):
     """The student, on a transformed target image, must predict the teacher's pseudo-labels.
 
     ``loss`` = weight x Task loss of the student on ``transform(images)`` against the pseudo-
-    labels, weighted per element by ``weighting``. Subclasses choose the transform.
+    labels, weighted per element by ``weighting``. Images that the pseudo-labels' ``keep``
+    leaves out are removed first (no image left: the loss is 0). ``part_weights`` scales the
+    named parts of a Task loss that has them. Subclasses choose the transform.
     """
 
     uses_pseudo_labels = True
 
     def __init__(
-        self, weighting: WeightingMode = "quality", tau: float = 0.968, weight: float = 1.0
+        self,
+        weighting: WeightingMode = "quality",
+        tau: float = 0.968,
+        weight: float = 1.0,
+        part_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(weight)
         self.weighting = PseudoLabelWeighting(weighting, tau)
+        self.part_weights = dict(part_weights or {})
 
     @abstractmethod
     def transform(self, images: Any, generator: torch.Generator | None = None) -> Any:
@@ -82,9 +126,13 @@ class ConsistencyLoss(LossTerm):
         pseudo: PseudoLabels,
         generator: torch.Generator | None = None,
     ) -> Tensor:
+        images, pseudo = pseudo.kept(images)
+        if task.count(images) == 0:
+            return next(student.parameters()).new_zeros(())
         weights = self.weighting(pseudo)
         transformed = self.transform(images, generator)
-        return self.weight * task.loss(student, transformed, pseudo.labels, weights)
+        loss = task.loss(student, transformed, pseudo.labels, weights)
+        return self.weight * sum_parts(loss, self.part_weights)
 
     def forward(self, ctx: IterationContext) -> Tensor:
         images, pseudo = self.inputs(ctx)
@@ -101,6 +149,8 @@ class MaskedImageConsistency(ConsistencyLoss):
             classification) or ``"none"`` (published for ResNet classification).
         tau: the confidence threshold of the quality weight.
         weight: lambda, the loss weight (published 1).
+        part_weights: a multiplier per named part of the Task's loss (e.g. 0 for the
+            box-regression parts, as published for the masked branch of a two-stage model).
     """
 
     def __init__(
@@ -109,8 +159,9 @@ class MaskedImageConsistency(ConsistencyLoss):
         weighting: WeightingMode = "quality",
         tau: float = 0.968,
         weight: float = 1.0,
+        part_weights: Mapping[str, float] | None = None,
     ) -> None:
-        super().__init__(weighting, tau, weight)
+        super().__init__(weighting, tau, weight, part_weights)
         self.masker = masker
 
     def transform(self, images: Any, generator: torch.Generator | None = None) -> Any:
@@ -131,8 +182,9 @@ class SelfTraining(ConsistencyLoss):
         weighting: WeightingMode = "quality",
         tau: float = 0.968,
         weight: float = 1.0,
+        part_weights: Mapping[str, float] | None = None,
     ) -> None:
-        super().__init__(weighting, tau, weight)
+        super().__init__(weighting, tau, weight, part_weights)
         self.augmentation = augmentation
 
     def transform(self, images: Any, generator: torch.Generator | None = None) -> Any:
