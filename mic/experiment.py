@@ -137,6 +137,8 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         no_weight_decay=list(cfg.no_weight_decay),
     )
     optimizer = instantiate(opt_cfg)(groups)
+    if cfg.method.get("sam"):  # a method trained with sharpness-aware minimisation (SDAT)
+        optimizer = instantiate(cfg.method.sam)(optimizer)
     scheduler = lr_scheduler(optimizer, instantiate(cfg.scheduler))
 
     hooks: list[Any] = [ProgressBar(int(cfg.log.interval), bool(cfg.log.progress))]

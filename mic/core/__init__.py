@@ -10,7 +10,7 @@ from mic.core.hooks import Checkpointer, Evaluation, MetricsLogger, ProgressBar
 from mic.core.loop import AdaptationLoop, Hook, IterationContext
 from mic.core.masking import BlockMasker, Masker
 from mic.core.method import UDAMethod, mean_teacher, source_only
-from mic.core.optim import Constant, InverseDecay, WarmupPoly, lr_scheduler, param_groups
+from mic.core.optim import SAM, Constant, InverseDecay, WarmupPoly, lr_scheduler, param_groups
 from mic.core.task import Metric, PseudoLabels, Task
 from mic.core.teacher import EMATeacher, Teacher
 from mic.core.terms import (
@@ -23,6 +23,7 @@ from mic.core.terms import (
 from mic.core.weighting import PseudoLabelWeighting
 
 __all__ = [
+    "SAM",
     "AdaptationLoop",
     "BlockMasker",
     "CheckpointError",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from mic.core.data import Forever, move_to, split_sample
 from mic.core.errors import ConfigError
 from mic.core.method import UDAMethod
+from mic.core.optim import SAM
 from mic.core.task import PseudoLabels, Task
 from mic.core.teacher import Teacher
 
@@ -23,6 +24,12 @@ class IterationContext:
     scratch dict for terms of one method that reuse each other's intermediate results.
     ``adapting`` is False before the loop's ``adaptation_start``: a term that is active then
     (``uses_target = False``) may still add target-dependent parts once it turns True.
+
+    With sharpness-aware minimisation (a ``SAM`` optimiser) an iteration has two passes;
+    ``sam_pass`` is ``"first"`` or ``"second"`` (None without SAM). ``shared`` is emptied
+    between the passes, since what it holds was computed with the weights of the first pass;
+    ``memo`` keeps what does not depend on the student (e.g. a masked image) for the whole
+    iteration, so both passes see the same random draws.
     """
 
     def __init__(
@@ -33,7 +40,9 @@ class IterationContext:
         target: Any,
     ) -> None:
         self.step = step
+        self.adaptation_start = loop.adaptation_start
         self.adapting = step >= loop.adaptation_start
+        self.sam_pass: str | None = None
         self.task: Task = loop.task
         self.student: nn.Module = loop.student
         self.teacher: Teacher | None = loop.teacher
@@ -41,7 +50,20 @@ class IterationContext:
         self.source_images, self.source_targets = split_sample(source)
         self.target_images, _ = split_sample(target)
         self.shared: dict[str, Any] = {}
+        self._memo: dict[Any, Any] = {}
         self._pseudo: PseudoLabels | None = None
+
+    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()`` the first time ``key`` is asked for in this iteration, then the same
+        value (for inputs that must not change between SAM's two passes)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def begin_pass(self, sam_pass: str) -> None:
+        """Start SAM's ``"first"`` or ``"second"`` pass (``shared`` starts empty)."""
+        self.sam_pass = sam_pass
+        self.shared = {}
 
     @property
     def pseudo_labels(self) -> PseudoLabels:
@@ -78,7 +100,13 @@ class AdaptationLoop:
     on its own, so only one branch's activations are alive at a time; the teacher's
     pseudo-labels are computed once, when the first term needs them, and shared; (4) one
     optimiser step on the accumulated gradients and one scheduler step; (5) the hooks run
-    (logging, evaluation, checkpoints).
+    (logging, evaluation, checkpoints). Terms of one ``backward_group`` share a forward pass
+    and are back-propagated together.
+
+    With a ``SAM`` optimiser, (3) runs twice: first the terms with ``sam_first_pass``, whose
+    gradient sets the perturbation ``SAM.first_step`` applies, then every term at the
+    perturbed weights; (4) restores the weights and steps with the second pass's gradients.
+    The logged losses are the second pass's.
 
     Args:
         task: the Task through which every model is trained and scored.
@@ -173,15 +201,37 @@ class AdaptationLoop:
         target = move_to(next(self.target), self.device)
         ctx = IterationContext(self, step, source, target)
         self.optimizer.zero_grad(set_to_none=True)
+        terms = self.active_terms(step)
+        if isinstance(self.optimizer, SAM):
+            ctx.begin_pass("first")
+            self.backward_terms(ctx, [(n, t) for n, t in terms if t.sam_first_pass])
+            self.optimizer.first_step(zero_grad=True)
+            ctx.begin_pass("second")
+        losses = self.backward_terms(ctx, terms)
+        self.optimizer_step()
+        return losses
+
+    def backward_terms(self, ctx: IterationContext, terms: list[tuple[str, Any]]) -> dict:
+        """Compute ``terms`` in order and back-propagate each on its own, except that terms
+        of one ``backward_group`` (which share a forward pass through ``ctx.shared``) are
+        back-propagated together, once the last of them has run. Returns the detached
+        losses."""
+        last = {t.backward_group: i for i, (_, t) in enumerate(terms) if t.backward_group}
+        pending: dict[str, list[Any]] = {}
         losses = {}
-        for name, term in self.active_terms(step):
+        for i, (name, term) in enumerate(terms):
             out = term(ctx)
             parts = out if isinstance(out, dict) else {name: out}
+            losses.update({k: v.detach() for k, v in parts.items()})
             total = sum(parts.values())
+            group = term.backward_group
+            if group:
+                pending.setdefault(group, []).append(total)
+                if i < last[group]:
+                    continue
+                total = sum(pending.pop(group))
             if isinstance(total, Tensor) and total.requires_grad:
                 total.backward()
-            losses.update({k: v.detach() for k, v in parts.items()})
-        self.optimizer_step()
         return losses
 
     def optimizer_step(self) -> None:

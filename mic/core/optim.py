@@ -109,3 +109,101 @@ def lr_scheduler(
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-iteration scheduler that scales every group's initial lr by ``schedule(t)``."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+class SAM(torch.optim.Optimizer):
+    """Sharpness-aware minimisation (Foret et al., ICLR 2021) around a base optimiser.
+
+    An iteration has two passes. The first-pass loss is back-propagated and ``first_step``
+    moves every parameter that received a gradient to ``w + e(w)``, with
+    ``e(w) = rho * g / ||g||`` (``||g||`` over all those parameters together; with
+    ``adaptive``, ASAM's ``e(w) = rho * w^2 * g / ||w * g||``), then clears the gradients. The
+    second-pass loss is back-propagated at the perturbed weights, and ``step`` (the same as
+    ``second_step``) puts every parameter back to ``w`` and lets the base optimiser step with
+    the second pass's gradients. Parameters without a gradient in the first pass (e.g. a
+    discriminator that only the second pass uses) are not perturbed. ``AdaptationLoop`` runs
+    the two passes itself when its optimiser is a SAM (see ``LossTerm.sam_first_pass``).
+
+    The parameter groups, the state and the ``state_dict`` are the base optimiser's, so a
+    learning-rate scheduler built on the SAM schedules the base optimiser, and checkpoints
+    hold its momentum buffers.
+
+    Args:
+        base: the optimiser that takes the actual step (SDAT: SGD with Nesterov momentum).
+        rho: the radius of the perturbation (SDAT: 0.02).
+        adaptive: scale the perturbation per parameter by its magnitude (ASAM).
+        eps: added to the gradient norm before dividing by it.
+    """
+
+    def __init__(
+        self, base: torch.optim.Optimizer, rho: float = 0.05, adaptive: bool = False, eps=1e-12
+    ) -> None:
+        if rho < 0:
+            raise ConfigError(f"SAM rho must be non-negative, got {rho}")
+        if not isinstance(base, torch.optim.Optimizer):
+            raise ConfigError(f"SAM wraps a torch optimizer, got {type(base).__name__}")
+        # copies of the group dicts, so that Optimizer.__init__ leaves the base's untouched
+        super().__init__([dict(g) for g in base.param_groups], {})
+        self.base = base
+        self.param_groups = base.param_groups
+        self.state = base.state
+        self.defaults = base.defaults
+        self.rho, self.adaptive, self.eps = float(rho), bool(adaptive), float(eps)
+        self._perturbation: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @property
+    def perturbed(self) -> bool:
+        """Whether the weights are at ``w + e(w)`` (between ``first_step`` and ``step``)."""
+        return bool(self._perturbation)
+
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = True) -> None:
+        """Move to ``w + e(w)`` along the current gradients."""
+        if self._perturbation:
+            raise RuntimeError("SAM.first_step called twice without a step in between")
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if params:
+            grads = [p.grad * p.abs() if self.adaptive else p.grad for p in params]
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            scale = self.rho / (norm + self.eps)
+            for p, g in zip(params, grads, strict=True):
+                e = (g * p.abs() if self.adaptive else g) * scale.to(p)
+                p.add_(e)
+                self._perturbation.append((p, e))
+        if zero_grad:
+            self.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False) -> None:
+        """Back to ``w``, then the base optimiser's step with the current gradients."""
+        for p, e in self._perturbation:
+            p.sub_(e)
+        self._perturbation = []
+        self.base.step()
+        if zero_grad:
+            self.zero_grad(set_to_none=True)
+
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        """``second_step``; with a ``closure`` (which must recompute the loss and call
+        backward), the whole SAM update from the gradients already present."""
+        loss = None
+        if closure is not None:
+            self.first_step(zero_grad=True)
+            with torch.enable_grad():
+                loss = closure()
+        self.second_step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.base.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.base.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.base.load_state_dict(state_dict)
+        self.param_groups = self.base.param_groups
+        self.state = self.base.state
+
+    def __repr__(self) -> str:
+        return f"SAM(rho={self.rho}, adaptive={self.adaptive}, base={self.base!r})"

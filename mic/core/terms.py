@@ -54,10 +54,18 @@ class LossTerm(nn.Module, ABC):
         uses_target: the term needs target images (skipped before ``adaptation_start``).
         uses_pseudo_labels: the term needs the teacher's pseudo-labels (the loop then needs
             a teacher).
+        sam_first_pass: with sharpness-aware minimisation (a ``SAM`` optimiser), the term
+            also takes part in the first pass, whose gradient sets the perturbation (SDAT
+            leaves the adversarial terms out of it). Every term takes part in the second.
+        backward_group: terms with the same group name share one forward pass (through
+            ``ctx.shared``) and are back-propagated together, after the last of them; None:
+            the term is back-propagated on its own.
     """
 
     uses_target: bool = True
     uses_pseudo_labels: bool = False
+    sam_first_pass: bool = True
+    backward_group: str | None = None
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
@@ -95,6 +103,10 @@ class ConsistencyLoss(LossTerm):
     labels, weighted per element by ``weighting``. Images that the pseudo-labels' ``keep``
     leaves out are removed first (no image left: the loss is 0). ``part_weights`` scales the
     named parts of a Task loss that has them. Subclasses choose the transform.
+
+    Inside the loop the inputs and their transform are drawn once per iteration, so both
+    passes of sharpness-aware minimisation see the same images; ``second_pass_weighting``
+    (None: ``weighting``) is the weighting of SAM's second pass.
     """
 
     uses_pseudo_labels = True
@@ -105,10 +117,16 @@ class ConsistencyLoss(LossTerm):
         tau: float = 0.968,
         weight: float = 1.0,
         part_weights: Mapping[str, float] | None = None,
+        second_pass_weighting: WeightingMode | None = None,
     ) -> None:
         super().__init__(weight)
         self.weighting = PseudoLabelWeighting(weighting, tau)
         self.part_weights = dict(part_weights or {})
+        self.second_pass_weighting = (
+            None
+            if second_pass_weighting is None
+            else PseudoLabelWeighting(second_pass_weighting, tau)
+        )
 
     @abstractmethod
     def transform(self, images: Any, generator: torch.Generator | None = None) -> Any:
@@ -125,18 +143,25 @@ class ConsistencyLoss(LossTerm):
         images: Any,
         pseudo: PseudoLabels,
         generator: torch.Generator | None = None,
+        ctx: IterationContext | None = None,
     ) -> Tensor:
         images, pseudo = pseudo.kept(images)
         if task.count(images) == 0:
             return next(student.parameters()).new_zeros(())
-        weights = self.weighting(pseudo)
-        transformed = self.transform(images, generator)
+        weighting = self.weighting
+        if ctx is not None and ctx.sam_pass == "second" and self.second_pass_weighting:
+            weighting = self.second_pass_weighting
+        weights = weighting(pseudo)
+        if ctx is None:
+            transformed = self.transform(images, generator)
+        else:
+            transformed = ctx.memo((self, "transform"), lambda: self.transform(images, generator))
         loss = task.loss(student, transformed, pseudo.labels, weights)
         return self.weight * sum_parts(loss, self.part_weights)
 
     def forward(self, ctx: IterationContext) -> Tensor:
-        images, pseudo = self.inputs(ctx)
-        return self.loss(ctx.student, ctx.task, images, pseudo, ctx.generator)
+        images, pseudo = ctx.memo((self, "inputs"), lambda: self.inputs(ctx))
+        return self.loss(ctx.student, ctx.task, images, pseudo, ctx.generator, ctx)
 
 
 class MaskedImageConsistency(ConsistencyLoss):
@@ -151,6 +176,9 @@ class MaskedImageConsistency(ConsistencyLoss):
         weight: lambda, the loss weight (published 1).
         part_weights: a multiplier per named part of the Task's loss (e.g. 0 for the
             box-regression parts, as published for the masked branch of a two-stage model).
+        second_pass_weighting: the weighting in the second pass of sharpness-aware
+            minimisation (None: ``weighting``; the published SDAT + MIC code uses ``"none"``
+            there, see docs/classification.md).
     """
 
     def __init__(
@@ -160,8 +188,9 @@ class MaskedImageConsistency(ConsistencyLoss):
         tau: float = 0.968,
         weight: float = 1.0,
         part_weights: Mapping[str, float] | None = None,
+        second_pass_weighting: WeightingMode | None = None,
     ) -> None:
-        super().__init__(weighting, tau, weight, part_weights)
+        super().__init__(weighting, tau, weight, part_weights, second_pass_weighting)
         self.masker = masker
 
     def transform(self, images: Any, generator: torch.Generator | None = None) -> Any:
