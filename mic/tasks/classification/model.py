@@ -58,5 +58,9 @@ class Classifier(nn.Module):
         f = self.forward_features(x)
         return self.head(f), f
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits; with ``return_features``, logits and bottleneck features (a keyword that
+        passes through DistributedDataParallel)."""
+        if return_features:
+            return self.forward_with_features(x)
         return self.head(self.forward_features(x))

@@ -1,0 +1,346 @@
+"""Feature-alignment base methods for classification: DANN, CDAN (+E), MCC and SDAT's parts.
+
+Each method is a ``LossTerm`` that owns its modules (a domain discriminator, a fixed random
+map). All of them, and ``JointSourceSupervision``, read one forward pass of the student over
+the source and target batches together (``joint_forward``), as the published code does: the
+BatchNorm layer of the bottleneck normalises both domains in one batch, and the terms share
+that pass and are back-propagated together (``backward_group``). SDAT is CDAN + MCC trained
+with sharpness-aware minimisation (``mic.core.SAM``); the adversarial terms stay out of SAM's
+first pass, so the perturbation follows the classification losses (``sam_first_pass``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mic.core import ConfigError, IterationContext, LossTerm, weighted_cross_entropy
+from mic.core.teacher import unwrap
+
+#: the backward group (and ``ctx.shared`` key) of the terms that share the joint forward pass
+JOINT = "classification.joint_forward"
+
+
+# ------------------------------------------------------------------------- gradient reversal
+class _ReverseGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, coefficient: float) -> Tensor:
+        ctx.coefficient = coefficient
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return -ctx.coefficient * grad, None
+
+
+def reverse_gradient(x: Tensor, coefficient: float = 1.0) -> Tensor:
+    """The identity forward; backward multiplies the gradient by ``-coefficient``."""
+    return _ReverseGradient.apply(x, float(coefficient))
+
+
+class WarmStartCoefficient:
+    """The gradient-reversal coefficient's schedule of DANN (Ganin et al., 2016):
+    ``lo + (hi - lo) * (2 / (1 + exp(-alpha * i / max_iters)) - 1)`` at adaptation
+    iteration ``i``: 0 at the start, rising towards ``hi``.
+
+    Ganin et al. use alpha = 10 with ``max_iters`` the length of training; the published
+    CDAN, SDAT and MIC code (and TLlib's DANN) use alpha = 1, max_iters = 1000 (the default
+    here), which reaches 0.46 after 1000 iterations and 0.99 after 5300.
+    """
+
+    def __init__(
+        self, alpha: float = 1.0, max_iters: int = 1000, lo: float = 0.0, hi: float = 1.0
+    ) -> None:
+        if max_iters < 1:
+            raise ConfigError(f"coefficient max_iters must be >= 1, got {max_iters}")
+        self.alpha, self.max_iters, self.lo, self.hi = float(alpha), int(max_iters), lo, hi
+
+    def __call__(self, i: int) -> float:
+        ramp = 2.0 / (1.0 + math.exp(-self.alpha * max(i, 0) / self.max_iters)) - 1.0
+        return self.lo + (self.hi - self.lo) * ramp
+
+    def __repr__(self) -> str:
+        return (
+            f"WarmStartCoefficient(alpha={self.alpha}, max_iters={self.max_iters}, "
+            f"lo={self.lo}, hi={self.hi})"
+        )
+
+
+# ----------------------------------------------------------------------------- modules
+class DomainDiscriminator(nn.Sequential):
+    """Two hidden layers (Linear, BatchNorm, ReLU; or Linear, ReLU, Dropout 0.5 without batch
+    norm) and one output logit: source (1) or target (0). The published discriminators end in
+    a sigmoid; the losses here take the logit (the same loss, computed stably)."""
+
+    def __init__(self, in_features: int, hidden_dim: int = 1024, batch_norm: bool = True):
+        def block(cin: int) -> list[nn.Module]:
+            if batch_norm:
+                return [nn.Linear(cin, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU()]
+            return [nn.Linear(cin, hidden_dim), nn.ReLU(), nn.Dropout(0.5)]
+
+        super().__init__(*block(in_features), *block(hidden_dim), nn.Linear(hidden_dim, 1))
+        self.in_features = int(in_features)
+
+
+class MultilinearMap(nn.Module):
+    """CDAN's conditioning ``T(f, g) = g (x) f``: the outer product of class probabilities
+    (B x C) and features (B x F), flattened to B x (C * F)."""
+
+    def __init__(self, features_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.output_dim = int(features_dim) * int(num_classes)
+
+    def forward(self, f: Tensor, g: Tensor) -> Tensor:
+        return torch.bmm(g.unsqueeze(2), f.unsqueeze(1)).flatten(1)
+
+
+class RandomizedMultilinearMap(nn.Module):
+    """CDAN's randomised map for many classes: ``(f R_f) * (g R_g) / sqrt(d)`` with Gaussian
+    matrices R_f (F x d) and R_g (C x d) drawn once from ``seed`` and kept (in checkpoints
+    too) for the whole training."""
+
+    def __init__(
+        self, features_dim: int, num_classes: int, output_dim: int = 1024, seed: int = 0
+    ) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("rf", torch.randn(features_dim, output_dim, generator=g))
+        self.register_buffer("rg", torch.randn(num_classes, output_dim, generator=g))
+        self.output_dim = int(output_dim)
+
+    def forward(self, f: Tensor, g: Tensor) -> Tensor:
+        return (f @ self.rf.to(f)) * (g @ self.rg.to(g)) / math.sqrt(self.output_dim)
+
+
+# ----------------------------------------------------------------------- loss functions
+def entropy(p: Tensor) -> Tensor:
+    """Shannon entropy (nats) of each row of probabilities (0 log 0 = 0)."""
+    return torch.special.entr(p).sum(dim=1)
+
+
+def entropy_weights(p: Tensor) -> Tensor:
+    """CDAN+E's and MCC's example weights ``1 + exp(-H(p))``, scaled to sum to the batch
+    size (confident predictions count more)."""
+    w = 1.0 + torch.exp(-entropy(p))
+    return w * (len(w) / w.sum())
+
+
+def minimum_class_confusion(logits: Tensor, temperature: float = 2.0) -> Tensor:
+    """MCC (Jin et al., 2020) on target logits (B x C).
+
+    Probabilities ``P = softmax(logits / T)``; the class confusion matrix
+    ``C = P^T diag(w) P`` with ``w = entropy_weights(P)`` (not differentiated); each row of
+    C divided by its sum; the loss is the sum of the off-diagonal entries over the number of
+    classes.
+    """
+    p = torch.softmax(logits.float() / temperature, dim=1)
+    w = entropy_weights(p).detach()
+    confusion = (p * w.unsqueeze(1)).t() @ p
+    confusion = confusion / confusion.sum(dim=1, keepdim=True)
+    return (confusion.sum() - confusion.trace()) / p.shape[1]
+
+
+def domain_loss(logits: Tensor, source: bool, weights: Tensor | None = None) -> Tensor:
+    """Binary cross-entropy of discriminator logits against one domain label, averaged."""
+    label = torch.full_like(logits, 1.0 if source else 0.0)
+    w = None if weights is None else weights.view_as(logits)
+    return F.binary_cross_entropy_with_logits(logits, label, weight=w)
+
+
+# ------------------------------------------------------------------- the joint forward
+@dataclass
+class JointOutputs:
+    """The student's logits and bottleneck features on the source and target batches."""
+
+    source_logits: Tensor
+    source_features: Tensor
+    target_logits: Tensor
+    target_features: Tensor
+
+
+def joint_forward(ctx: IterationContext) -> JointOutputs:
+    """One forward pass of the student over ``cat(source, target)``, computed once per
+    iteration (and pass) and shared through ``ctx.shared``."""
+    out = ctx.shared.get(JOINT)
+    if out is None:
+        model = unwrap(ctx.student)
+        if not hasattr(model, "forward_with_features"):
+            raise ConfigError(
+                f"the alignment methods need the model's features, but {type(model).__name__} "
+                "has no forward_with_features; use mic.tasks.classification.Classifier"
+            )
+        n = len(ctx.source_images)
+        x = torch.cat([ctx.source_images, ctx.target_images])
+        logits, features = ctx.student(x, return_features=True)
+        out = JointOutputs(logits[:n], features[:n], logits[n:], features[n:])
+        ctx.shared[JOINT] = out
+    return out
+
+
+# -------------------------------------------------------------------------- loss terms
+class JointSourceSupervision(LossTerm):
+    """Cross-entropy on the labelled source, read from the joint forward pass once the target
+    terms are active (before ``adaptation_start``: a forward pass over the source alone).
+    The source term of every alignment method here."""
+
+    uses_target = False
+    backward_group = JOINT
+
+    def forward(self, ctx: IterationContext) -> Tensor:
+        if not ctx.adapting:
+            return self.weight * ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets)
+        logits = joint_forward(ctx).source_logits
+        return self.weight * weighted_cross_entropy(logits, ctx.source_targets)
+
+
+class _Adversarial(LossTerm):
+    """A discriminator trained through gradient reversal, on the joint forward pass."""
+
+    backward_group = JOINT
+    sam_first_pass = False
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_dim: int = 1024,
+        batch_norm: bool = True,
+        coefficient: WarmStartCoefficient | None = None,
+        weight: float = 1.0,
+    ) -> None:
+        super().__init__(weight)
+        self.discriminator = DomainDiscriminator(in_features, hidden_dim, batch_norm)
+        self.coefficient = coefficient if coefficient is not None else WarmStartCoefficient()
+
+    def reversal(self, ctx: IterationContext) -> float:
+        """The gradient-reversal coefficient at this iteration (counted from the start of
+        adaptation)."""
+        return self.coefficient(ctx.step - ctx.adaptation_start)
+
+    def discriminate(self, h: Tensor, ctx: IterationContext) -> Tensor:
+        if h.shape[1] != self.discriminator.in_features:
+            raise ConfigError(
+                f"{type(self).__name__}: the discriminator takes {self.discriminator.in_features}"
+                f" inputs but gets {h.shape[1]}; set the term's features_dim to the model's "
+                "feature width (model.bottleneck_dim, or the backbone's width without one)"
+            )
+        return self.discriminator(reverse_gradient(h, self.reversal(ctx)))
+
+
+class DomainAdversarial(_Adversarial):
+    """DANN (Ganin et al., 2016): a domain discriminator on the bottleneck features; the
+    gradient reversal makes the features domain-invariant.
+
+    loss = weight x (BCE(D(f_s), source) + BCE(D(f_t), target)) / 2
+
+    Args:
+        features_dim: the feature width (the bottleneck's, 256 as published).
+        hidden_dim: the discriminator's hidden width (published 1024).
+        batch_norm: BatchNorm in the discriminator (published), else dropout.
+        coefficient: the gradient-reversal schedule (default ``WarmStartCoefficient()``).
+        weight: the loss weight (published trade-off 1).
+    """
+
+    def __init__(
+        self,
+        features_dim: int,
+        hidden_dim: int = 1024,
+        batch_norm: bool = True,
+        coefficient: WarmStartCoefficient | None = None,
+        weight: float = 1.0,
+    ) -> None:
+        super().__init__(features_dim, hidden_dim, batch_norm, coefficient, weight)
+
+    def forward(self, ctx: IterationContext) -> Tensor:
+        out = joint_forward(ctx)
+        d = self.discriminate(torch.cat([out.source_features, out.target_features]), ctx)
+        d_s, d_t = d.float().split([len(out.source_features), len(out.target_features)])
+        return self.weight * 0.5 * (domain_loss(d_s, True) + domain_loss(d_t, False))
+
+
+class ConditionalDomainAdversarial(_Adversarial):
+    """CDAN (Long et al., 2018): the discriminator sees the features conditioned on the class
+    prediction, ``T(f, g)`` with ``g = softmax(logits)`` (not differentiated), so the
+    alignment is class-aware. CDAN+E weights each example by ``entropy_weights(g)``.
+
+    loss = weight x mean over source and target of w_i BCE(D(T(f_i, g_i)), domain_i)
+
+    Args:
+        features_dim: the feature width (the bottleneck's, 256 as published).
+        num_classes: the number of classes.
+        entropy_conditioning: CDAN+E's entropy weighting.
+        randomized: use ``RandomizedMultilinearMap`` (of ``randomized_dim`` outputs) instead
+            of the full multilinear map of features_dim x num_classes outputs; the CDAN
+            paper's choice when that product exceeds 4096. The published SDAT and MIC
+            recipes use the full map (False).
+        randomized_dim: the randomised map's output width (published 1024).
+        seed: draws the randomised map's matrices.
+        hidden_dim, batch_norm, coefficient, weight: as ``DomainAdversarial``.
+    """
+
+    def __init__(
+        self,
+        features_dim: int,
+        num_classes: int,
+        entropy_conditioning: bool = False,
+        randomized: bool = False,
+        randomized_dim: int = 1024,
+        hidden_dim: int = 1024,
+        batch_norm: bool = True,
+        coefficient: WarmStartCoefficient | None = None,
+        weight: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        conditioning: nn.Module = (
+            RandomizedMultilinearMap(features_dim, num_classes, randomized_dim, seed)
+            if randomized
+            else MultilinearMap(features_dim, num_classes)
+        )
+        super().__init__(conditioning.output_dim, hidden_dim, batch_norm, coefficient, weight)
+        self.conditioning = conditioning
+        self.entropy_conditioning = bool(entropy_conditioning)
+        self.num_classes = int(num_classes)
+
+    def forward(self, ctx: IterationContext) -> Tensor:
+        out = joint_forward(ctx)
+        f = torch.cat([out.source_features, out.target_features])
+        logits = torch.cat([out.source_logits, out.target_logits])
+        if logits.shape[1] != self.num_classes:
+            raise ConfigError(
+                f"CDAN was built for {self.num_classes} classes but the model predicts "
+                f"{logits.shape[1]}; set its num_classes to the dataset's"
+            )
+        g = torch.softmax(logits.float(), dim=1).detach().to(f.dtype)
+        d = self.discriminate(self.conditioning(f, g), ctx).float()
+        n_s = len(out.source_features)
+        labels = torch.cat([torch.ones(n_s, 1), torch.zeros(len(f) - n_s, 1)]).to(d)
+        weights = entropy_weights(g.float()).unsqueeze(1) if self.entropy_conditioning else None
+        loss = F.binary_cross_entropy_with_logits(d, labels, weight=weights)
+        return self.weight * loss
+
+
+class MinimumClassConfusion(LossTerm):
+    """MCC (Jin et al., 2020) on the target predictions of the joint forward pass; see
+    ``minimum_class_confusion``.
+
+    Args:
+        temperature: the softmax temperature (published 2.0; 3.0 for SDAT + MIC with
+            ResNet-101 on VisDA-2017).
+        weight: the loss weight (published trade-off 1).
+    """
+
+    backward_group = JOINT
+
+    def __init__(self, temperature: float = 2.0, weight: float = 1.0) -> None:
+        super().__init__(weight)
+        if temperature <= 0:
+            raise ConfigError(f"MCC temperature must be positive, got {temperature}")
+        self.temperature = float(temperature)
+
+    def forward(self, ctx: IterationContext) -> Tensor:
+        logits = joint_forward(ctx).target_logits
+        return self.weight * minimum_class_confusion(logits, self.temperature)
