@@ -18,17 +18,23 @@ def classification_transform(
     flip: bool = True,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    square: bool = False,
 ) -> T.Compose:
     """Resize, crop, (flip,) to tensor, normalise.
 
     Training: resize the shorter side to ``resize``, then ``crop`` = ``"random_resized"``
     (RandomResizedCrop to ``size``), ``"random"`` (RandomCrop) or ``"center"``; optional
     horizontal flip. Evaluation: resize, centre crop to ``size``.
+
+    ``square``: resize to ``resize`` x ``resize`` first, aspect ratio not kept, in every mode
+    (random resized crops are then taken from that square): the published classification
+    code's pre-processing (SDAT, MIC: 256 x 256, then 224 px crops).
     """
-    steps: list[object] = [T.Resize(resize)]
+    steps: list[object] = [T.Resize((resize, resize) if square else resize)]
     if train:
         if crop == "random_resized":
-            steps = [T.RandomResizedCrop(size)]
+            # without ``square`` the crop is taken from the whole image, not resized first
+            steps = [*steps, T.RandomResizedCrop(size)] if square else [T.RandomResizedCrop(size)]
         elif crop == "random":
             steps.append(T.RandomCrop(size))
         elif crop == "center":

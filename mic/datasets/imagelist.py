@@ -1,0 +1,94 @@
+"""A reader for image lists: text files of ``<relative/path> <class index>`` lines."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mic.core.errors import DatasetError
+from mic.datasets.folders import load_image
+
+
+def read_image_list(list_file: Path, base: Path) -> list[tuple[Path, int]]:
+    """``(path, label)`` pairs of a list file; a path may contain spaces (the label is the
+    last field); relative paths are taken from ``base``."""
+    samples = []
+    with open(list_file, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) < 2 or not fields[-1].lstrip("-").isdigit():
+                raise DatasetError(
+                    f"{list_file}, line {number}: expected '<image path> <class index>', "
+                    f"got {line.strip()!r}"
+                )
+            path = Path(line.rstrip("\n").rsplit(maxsplit=1)[0].strip())
+            samples.append((path if path.is_absolute() else base / path, int(fields[-1])))
+    return samples
+
+
+class ImageList:
+    """Labelled images listed in a text file, one ``<path> <class index>`` per line.
+
+    Samples are ``(transform(image), label)``, or ``transform(image)`` with
+    ``labelled=False`` (a target training set). A missing list, an empty list, a bad line, a
+    label outside the class list, and a first or last image that does not exist (a wrong
+    root) are reported when the dataset is built; an unreadable image when it is loaded.
+
+    Args:
+        list_file: the list.
+        root: the folder that relative paths start from (default: the list's folder).
+        classes: the class names in index order.
+        transform: applied to each PIL image.
+        labelled: return labels.
+    """
+
+    def __init__(
+        self,
+        list_file: str | os.PathLike[str],
+        classes: Sequence[str],
+        root: str | os.PathLike[str] | None = None,
+        transform: Callable[[Any], Any] | None = None,
+        labelled: bool = True,
+    ) -> None:
+        self.list_file = Path(os.path.expanduser(str(list_file)))
+        if not self.list_file.is_file():
+            raise DatasetError(f"image list '{self.list_file}' does not exist")
+        self.root = (
+            Path(os.path.expanduser(str(root))) if root is not None else self.list_file.parent
+        )
+        self.classes = list(classes)
+        self.transform = transform
+        self.labelled = labelled
+        self.samples = read_image_list(self.list_file, self.root)
+        if not self.samples:
+            raise DatasetError(f"image list '{self.list_file}' lists no image")
+        bad = [y for _, y in self.samples if not 0 <= y < len(self.classes)]
+        if bad:
+            raise DatasetError(
+                f"image list '{self.list_file}' has label {bad[0]}, outside the "
+                f"{len(self.classes)} classes [0, {len(self.classes) - 1}]"
+            )
+        for path, _ in (self.samples[0], self.samples[-1]):
+            if not path.is_file():
+                raise DatasetError(
+                    f"image '{path}' listed in '{self.list_file}' does not exist; relative "
+                    f"paths are taken from '{self.root}': check the dataset root"
+                )
+        self.targets = [y for _, y in self.samples]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Any:
+        path, label = self.samples[index]
+        img = load_image(path)
+        img = self.transform(img) if self.transform else img
+        return (img, label) if self.labelled else img

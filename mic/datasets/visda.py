@@ -1,0 +1,84 @@
+"""VisDA-2017 classification (Peng et al., 2017): 12 classes, synthetic renderings -> real
+photos, read from the dataset's image lists."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mic.core.errors import DatasetError
+from mic.datasets.folders import check_folder
+from mic.datasets.imagelist import ImageList
+
+VISDA_CLASSES = (
+    "aeroplane",
+    "bicycle",
+    "bus",
+    "car",
+    "horse",
+    "knife",
+    "motorcycle",
+    "person",
+    "plant",
+    "skateboard",
+    "train",
+    "truck",
+)
+#: domain name -> the split that holds it
+VISDA_SPLITS = {"synthetic": "train", "real": "validation"}
+
+
+class VisDA2017(ImageList):
+    """One domain of VisDA-2017: ``"synthetic"`` (the ``train`` split, the source) or
+    ``"real"`` (the ``validation`` split: the target, unlabelled for training and labelled for
+    testing, as in every published result).
+
+    Two layouts are found under ``root``:
+
+    - the released one: ``train/image_list.txt`` and ``validation/image_list.txt``, with
+      lines ``aeroplane/src_1_02691156_10151f.png 0`` relative to the list's folder;
+    - the published code's: ``image_list/train.txt`` and ``image_list/validation.txt``, with
+      lines ``train/aeroplane/src_1_02691156_10151f.png 0`` relative to ``root``.
+
+    Args:
+        root: the dataset folder.
+        domain: ``"synthetic"`` or ``"real"`` (or the split names ``"train"``,
+            ``"validation"``).
+        transform: applied to each PIL image.
+        labelled: return labels (False for the target training set).
+        list_file: a list of your own instead (paths relative to ``root``).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        domain: str = "synthetic",
+        transform: Callable[[Any], Any] | None = None,
+        labelled: bool = True,
+        list_file: str | os.PathLike[str] | None = None,
+    ) -> None:
+        root_path = check_folder(root, "VisDA-2017")
+        if list_file is not None:
+            super().__init__(list_file, VISDA_CLASSES, root_path, transform, labelled)
+            return
+        split = VISDA_SPLITS.get(domain.lower(), domain.lower())
+        if split not in VISDA_SPLITS.values():
+            raise DatasetError(
+                f"VisDA-2017 domain must be 'synthetic' or 'real' (or the split 'train' or "
+                f"'validation'), got {domain!r}"
+            )
+        released = root_path / split / "image_list.txt"
+        published = root_path / "image_list" / f"{split}.txt"
+        if released.is_file():
+            super().__init__(released, VISDA_CLASSES, released.parent, transform, labelled)
+        elif published.is_file():
+            super().__init__(published, VISDA_CLASSES, root_path, transform, labelled)
+        else:
+            raise DatasetError(
+                f"no VisDA-2017 image list for '{split}' under '{root_path}': expected "
+                f"'{Path(split) / 'image_list.txt'}' (the released layout) or "
+                f"'{Path('image_list') / (split + '.txt')}' (the published code's)"
+            )
+        self.domain = domain

@@ -1,0 +1,201 @@
+"""VisDA-2017, Office-Home and Office-31 readers on tiny trees written here in each dataset's
+layout, the published pre-processing, and the dataset configs end to end."""
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from PIL import Image
+
+from mic.core import DatasetError
+from mic.datasets import (
+    ImageList,
+    Office31,
+    OfficeHome,
+    VisDA2017,
+    classification_transform,
+    domain_pair,
+)
+from mic.datasets.office import OFFICE31_CLASSES, OFFICE_HOME_CLASSES
+from mic.datasets.visda import VISDA_CLASSES
+from mic.experiment import load_config, run_experiment
+
+
+def _png(path, value=100, size=(12, 10)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size[1], size[0], 3), value, np.uint8)).save(path)
+
+
+def _visda(root, layout="released", per_class=1):
+    """A VisDA-2017 tree: every class in train/ (synthetic) and validation/ (real)."""
+    for split, prefix in (("train", "src"), ("validation", "real")):
+        lines = []
+        for label, name in enumerate(VISDA_CLASSES):
+            for i in range(per_class):
+                rel = f"{name}/{prefix}_{i} {label:02d}.png"  # a space in the file name
+                _png(root / split / rel, value=20 * label)
+                path = rel if layout == "released" else f"{split}/{rel}"
+                lines.append(f"{path} {label}")
+        listing = root / split / "image_list.txt"
+        if layout == "published":
+            listing = root / "image_list" / f"{split}.txt"
+        listing.parent.mkdir(parents=True, exist_ok=True)
+        listing.write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("layout", ["released", "published"])
+def test_visda_reads_both_list_layouts(tmp_path, layout):
+    root = _visda(tmp_path, layout)
+    tf = classification_transform(False, size=8, resize=10, square=True)
+    source = VisDA2017(root, "synthetic", transform=tf)
+    assert len(source) == 12 and source.num_classes == 12 and source.targets == list(range(12))
+    x, y = source[3]
+    assert x.shape == (3, 8, 8) and y == 3
+    target = VisDA2017(root, "real", transform=tf, labelled=False)
+    assert isinstance(target[0], torch.Tensor)
+    assert all("real_" in p.name for p, _ in target.samples)
+    assert len(VisDA2017(root, "validation")) == 12
+
+
+def test_visda_errors_name_the_problem(tmp_path):
+    root = _visda(tmp_path)
+    with pytest.raises(DatasetError, match="'synthetic' or 'real'"):
+        VisDA2017(root, "clipart")
+    with pytest.raises(DatasetError, match="no VisDA-2017 image list"):
+        VisDA2017(tmp_path / "train", "real")
+    listing = root / "train" / "image_list.txt"
+    listing.write_text("aeroplane/src_0 00.png 12\n")
+    with pytest.raises(DatasetError, match="label 12, outside the 12 classes"):
+        VisDA2017(root, "synthetic")
+    listing.write_text("aeroplane/src_0 00.png\n")
+    with pytest.raises(DatasetError, match="line 1: expected '<image path> <class index>'"):
+        VisDA2017(root, "synthetic")
+    listing.write_text("aeroplane/missing.png 0\n")
+    with pytest.raises(DatasetError, match="does not exist; relative paths are taken from"):
+        VisDA2017(root, "synthetic")
+    with pytest.raises(DatasetError, match="does not exist"):
+        ImageList(tmp_path / "nope.txt", VISDA_CLASSES)
+
+
+def _office_home(root, domains=("Art", "Real World"), classes=OFFICE_HOME_CLASSES):
+    for d in domains:
+        for i, c in enumerate(classes):
+            _png(root / d / c / f"{c}_1.jpg", value=i)
+    return root
+
+
+def test_office_home_folders_with_the_published_class_order(tmp_path):
+    root = _office_home(tmp_path)
+    art = OfficeHome(root, "Ar")
+    assert art.num_classes == 65 and len(art) == 65
+    labels = {p.parent.name: y for p, y in art.data.samples}
+    assert labels["Drill"] == 0 and labels["Alarm_Clock"] == 33 and labels["Marker"] == 64
+    real = OfficeHome(root, "Rw", labelled=False)  # the release's "Real World" folder
+    assert real.folder.name == "Real World" and not isinstance(real[0], tuple)
+    assert OfficeHome(root, "Art").domain == "Ar"
+    with pytest.raises(DatasetError, match=r"domains Ar \(Art\), Cl"):
+        OfficeHome(root, "Sketch")
+    with pytest.raises(DatasetError, match="domain Cl: no folder"):
+        OfficeHome(root, "Cl")
+
+
+def test_office_home_subset_needs_allow_empty_classes(tmp_path):
+    root = _office_home(tmp_path, ("Clipart",), OFFICE_HOME_CLASSES[:3])
+    with pytest.raises(DatasetError, match="class folders without images"):
+        OfficeHome(root, "Cl")
+    assert len(OfficeHome(root, "Cl", allow_empty_classes=True)) == 3
+    (root / "Clipart" / "Unicorn").mkdir()
+    _png(root / "Clipart" / "Unicorn" / "u.jpg")
+    with pytest.raises(DatasetError, match="not in the class list"):
+        OfficeHome(root, "Cl", allow_empty_classes=True)
+
+
+def test_office31_both_layouts(tmp_path):
+    for c in OFFICE31_CLASSES:
+        _png(tmp_path / "amazon" / "images" / c / "frame_0001.jpg")  # the release's layout
+        _png(tmp_path / "webcam" / c / "frame_0001.jpg")
+    amazon = Office31(tmp_path, "A")
+    assert amazon.num_classes == 31 and len(amazon) == 31 and amazon.folder.name == "images"
+    assert (
+        amazon.data.class_to_idx["back_pack"] == 0 and amazon.data.class_to_idx["trash_can"] == 30
+    )
+    assert len(Office31(tmp_path, "webcam")) == 31
+    with pytest.raises(DatasetError, match="domain D: no folder"):
+        Office31(tmp_path, "D")
+
+
+def test_domain_pair():
+    assert domain_pair("Ar2Cl", "source") == "Ar" and domain_pair("Ar2Cl", "target") == "Cl"
+    for bad in ("ArCl", "2Cl", "Ar2Cl2Pr"):
+        with pytest.raises(DatasetError):
+            domain_pair(bad, "source")
+
+
+def test_published_preprocessing_resizes_to_a_square_first():
+    image = Image.fromarray(np.arange(20 * 40 * 3, dtype=np.uint8).reshape(20, 40, 3))
+    test = classification_transform(
+        False, size=8, resize=10, square=True, mean=[0] * 3, std=[1] * 3
+    )
+    want = np.asarray(image.resize((10, 10), Image.BILINEAR))[1:9, 1:9] / 255.0
+    torch.testing.assert_close(
+        test(image), torch.tensor(want, dtype=torch.float32).permute(2, 0, 1)
+    )
+    train = classification_transform(True, size=8, resize=10, crop="random_resized", square=True)
+    assert train.transforms[0].size == (10, 10)
+    assert type(train.transforms[1]).__name__ == "RandomResizedCrop"
+    assert type(train.transforms[2]).__name__ == "RandomHorizontalFlip"
+    assert train(image).shape == (3, 8, 8)
+    kept = classification_transform(False, size=8, resize=10)  # aspect kept: shorter side
+    assert kept.transforms[0].size == 10
+
+
+SMALL = ["dataset.size=8", "dataset.resize=10"]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "pair", "n"), [("officehome", "Ar2Rw", 65), ("office31", "A2W", 31)]
+)
+def test_office_dataset_configs_build_source_target_and_test(tmp_path, dataset, pair, n):
+    if dataset == "officehome":
+        _office_home(tmp_path)
+    else:
+        for d in ("amazon", "webcam"):
+            for c in OFFICE31_CLASSES:
+                _png(tmp_path / d / "images" / c / "1.jpg")
+    cfg = load_config(
+        [f"dataset={dataset}", f"dataset.root={tmp_path}", f"dataset.pair={pair}", *SMALL]
+    )
+    source, target, test = (instantiate(cfg.dataset[k]) for k in ("source", "target", "test"))
+    assert (
+        source.domain == pair.split("2")[0] and target.domain == test.domain == pair.split("2")[1]
+    )
+    assert source.num_classes == n and cfg.task.primary_metric == "accuracy"
+    assert not isinstance(target[0], tuple) and test[0][0].shape == (3, 8, 8)
+
+
+def test_visda_experiment_runs_and_scores_mean_class_accuracy(tmp_path):
+    root = _visda(tmp_path / "visda", per_class=2)
+    cfg = load_config(
+        [
+            "dataset=visda2017",
+            f"dataset.root={root}",
+            *SMALL,
+            "method=sdat",
+            "model=small_cnn",
+            "iterations=2",
+            "adaptation_start=0",
+            "eval.interval=0",
+            "eval.adabn_batches=0",
+            "loader.source_batch_size=8",
+            "loader.target_batch_size=8",
+            "log.progress=false",
+            "log.tensorboard=false",
+            "device=cpu",
+        ]
+    )
+    summary = run_experiment(cfg, tmp_path / "run")
+    assert summary["metric"] == "mean_class_accuracy"
+    assert 0.0 <= summary["after_adaptation"]["student"] <= 1.0
+    records = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert "eval/student/accuracy" in records and "loss/cdan" in records and "loss/mic" in records
