@@ -1,0 +1,179 @@
+"""The published SDAT + MIC experiment configs resolve to the published hyperparameters
+(MIC's classification code, cls/experiments.py, on top of SDAT's run_visda.sh and
+run_office_home.sh)."""
+
+import itertools
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from mic.core import SAM, param_groups
+from mic.experiment import build_method, load_config
+from mic.tasks.classification import (
+    Classifier,
+    ConditionalDomainAdversarial,
+    JointSourceSupervision,
+    MinimumClassConfusion,
+)
+
+COMMON = {
+    # SDAT: SGD, Nesterov momentum 0.9, weight decay 1e-3, lr 0.002, (1 + 0.001 t)^-0.75,
+    # backbone lr x 0.1, bottleneck 256, SAM rho 0.02, CDAN without entropy conditioning or
+    # randomised map, discriminator 1024 wide, trade-off 1, gradient-reversal warm start
+    "optimizer._target_": "torch.optim.SGD",
+    "optimizer.lr": 0.002,
+    "optimizer.momentum": 0.9,
+    "optimizer.nesterov": True,
+    "optimizer.weight_decay": 0.001,
+    "scheduler._target_": "mic.core.InverseDecay",
+    "scheduler.gamma": 0.001,
+    "scheduler.power": 0.75,
+    "lr_mult": {"model.backbone": 0.1},
+    "no_weight_decay": [],
+    "model.bottleneck_dim": 256,
+    "model.pretrained": True,
+    "adaptation_start": 0,
+    "method.sam.rho": 0.02,
+    "method.sam.adaptive": False,
+    "method.terms.cdan.entropy_conditioning": False,
+    "method.terms.cdan.randomized": False,
+    "method.terms.cdan.hidden_dim": 1024,
+    "method.terms.cdan.weight": 1.0,
+    "method.terms.cdan.features_dim": 256,
+    "method.terms.cdan.coefficient.alpha": 1.0,
+    "method.terms.cdan.coefficient.max_iters": 1000,
+    "method.terms.mcc.weight": 1.0,
+    # MIC: EMA alpha 0.9, block 64, ratio 0.7, colour jitter (p 0.8, s 0.2), blur (p 0.5),
+    # lambda 1
+    "teacher.alpha": 0.9,
+    "method.terms.mic.weight": 1.0,
+    "method.terms.mic.masker.block_size": 64,
+    "method.terms.mic.masker.ratio": 0.7,
+    "method.terms.mic.masker.augmentation.jitter_p": 0.8,
+    "method.terms.mic.masker.augmentation.strength": 0.2,
+    "method.terms.mic.masker.augmentation.blur_p": 0.5,
+    "method.terms.mic.masker.augmentation.mean": [0.485, 0.456, 0.406],
+    "method.terms.mic.masker.augmentation.std": [0.229, 0.224, 0.225],
+    # pre-processing: 256 x 256, 224 crops, flip, ImageNet normalisation
+    "dataset.resize": 256,
+    "dataset.size": 224,
+    "dataset.source.transform.square": True,
+    "dataset.source.transform.flip": True,
+    "dataset.test.transform.train": False,
+    "dataset.mean": [0.485, 0.456, 0.406],
+    "dataset.std": [0.229, 0.224, 0.225],
+    "eval.adabn_batches": 0,
+}
+
+PUBLISHED = {
+    "visda2017_sdat_mic_vit": {
+        **COMMON,
+        "model.backbone": "vit_base_patch16_224.augreg_in21k_ft_in1k",
+        "iterations": 15000,  # --epochs 15, 1000 iterations each
+        "seed": 0,
+        "loader.source_batch_size": 32,
+        "loader.target_batch_size": 32,
+        "method.terms.mcc.temperature": 2.0,
+        "method.terms.mic.weighting": "prob",
+        "method.terms.mic.second_pass_weighting": "none",
+        "dataset.name": "visda2017",
+        "dataset.train_crop": "center",  # --train-resizing cen.crop
+        "dataset.num_classes": 12,
+        "task.primary_metric": "mean_class_accuracy",  # --per-class-eval
+    },
+    "visda2017_sdat_mic_resnet101": {
+        **COMMON,
+        "model.backbone": "resnet101.tv_in1k",
+        "iterations": 30000,
+        "seed": 2,
+        "loader.source_batch_size": 32,
+        "loader.target_batch_size": 32,
+        "method.terms.mcc.temperature": 3.0,
+        "method.terms.mic.weighting": "none",
+        "method.terms.mic.second_pass_weighting": None,
+        "dataset.name": "visda2017",
+        "dataset.train_crop": "center",
+        "dataset.num_classes": 12,
+        "task.primary_metric": "mean_class_accuracy",
+    },
+    "officehome_sdat_mic_vit": {
+        **COMMON,
+        "model.backbone": "vit_base_patch16_224.augreg_in21k_ft_in1k",
+        "iterations": 30000,  # --epochs 30
+        "seed": 0,
+        "loader.source_batch_size": 24,  # -b 24
+        "loader.target_batch_size": 24,
+        "method.terms.mcc.temperature": 2.0,
+        "method.terms.mic.weighting": "prob",
+        "method.terms.mic.second_pass_weighting": "none",
+        "dataset.name": "officehome",
+        "dataset.train_crop": "random_resized",  # --train-resizing default
+        "dataset.num_classes": 65,
+        "task.primary_metric": "accuracy",
+    },
+}
+
+
+def _resolved(experiment):
+    cfg = load_config([f"experiment={experiment}", "dataset.root=/data"])
+    return cfg, OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+
+
+@pytest.mark.parametrize("experiment", list(PUBLISHED))
+def test_experiment_resolves_to_the_published_values(experiment):
+    cfg, resolved = _resolved(experiment)
+    got = {key: OmegaConf.select(resolved, key) for key in PUBLISHED[experiment]}
+    got = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in got.items()}
+    assert got == PUBLISHED[experiment]
+    assert list(cfg.method.terms) == ["source", "cdan", "mcc", "mic"]
+
+
+@pytest.mark.parametrize("experiment", list(PUBLISHED))
+def test_experiment_builds_sdat_with_sam_around_sgd_and_the_backbone_at_a_tenth(experiment):
+    cfg, _ = _resolved(experiment)
+    method = build_method(cfg)
+    terms = dict(method.terms.items())
+    assert isinstance(terms["source"], JointSourceSupervision)
+    assert isinstance(terms["cdan"], ConditionalDomainAdversarial)
+    assert terms["cdan"].discriminator.in_features == 256 * cfg.dataset.num_classes
+    assert not terms["cdan"].sam_first_pass and terms["mic"].sam_first_pass
+    assert isinstance(terms["mcc"], MinimumClassConfusion)
+    model = Classifier("tiny_cnn", cfg.dataset.num_classes, bottleneck_dim=256)
+    groups = param_groups(
+        {"model": model, "method": method},
+        lr=cfg.optimizer.lr,
+        lr_mult=OmegaConf.to_container(cfg.lr_mult),
+        weight_decay=cfg.optimizer.weight_decay,
+    )
+    optimizer = instantiate(cfg.method.sam)(instantiate(cfg.optimizer)(groups))
+    assert isinstance(optimizer, SAM) and optimizer.rho == 0.02
+    assert isinstance(optimizer.base, torch.optim.SGD)
+    lrs = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert lrs[id(next(model.backbone.parameters()))] == pytest.approx(0.0002)
+    assert lrs[id(model.head.weight)] == pytest.approx(0.002)
+    assert lrs[id(next(terms["cdan"].parameters()))] == pytest.approx(0.002)
+    assert all(g["weight_decay"] == 0.001 and g["nesterov"] for g in optimizer.param_groups)
+    assert instantiate(cfg.scheduler)(1000) == pytest.approx(2**-0.75)
+
+
+def test_office_home_multirun_covers_the_12_transfer_tasks():
+    with initialize_config_module("mic.conf", version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=["experiment=officehome_sdat_mic_vit", "dataset.root=/data"],
+            return_hydra_config=True,
+        )
+    pairs = cfg.hydra.sweeper.params["dataset.pair"].split(",")
+    domains = ["Ar", "Cl", "Pr", "Rw"]
+    assert sorted(pairs) == sorted(f"{s}2{t}" for s, t in itertools.permutations(domains, 2))
+    for pair in pairs:
+        c = load_config(
+            ["experiment=officehome_sdat_mic_vit", "dataset.root=/r", f"dataset.pair={pair}"]
+        )
+        assert instantiate(c.dataset.source.domain) == pair[:2]
+        assert (
+            instantiate(c.dataset.target.domain) == instantiate(c.dataset.test.domain) == pair[3:]
+        )
