@@ -1,0 +1,391 @@
+"""Readers of the segmentation datasets in their published on-disk layouts.
+
+Each sample is ``transform(image, label)`` (labelled) or ``transform(image)`` (unlabelled),
+with labels mapped to the 19 Cityscapes training ids (255 = ignored). Layouts (``root`` is
+the folder the release unpacks into):
+
+GTA5                   images/00001.png, labels/00001.png (palette PNGs of Cityscapes label
+                       ids; or labels/00001_labelTrainIds.png after DAFormer's conversion)
+SYNTHIA RAND-CITYSCAPES RGB/0000000.png, GT/LABELS/0000000.png (16-bit RGB, class id in red)
+Cityscapes             leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png,
+                       gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
+                       (or _gtFine_labelTrainIds.png from cityscapesScripts)
+ACDC                   rgb_anon/<condition>/<split>/<sequence>/<name>_rgb_anon.png,
+                       gt/<condition>/<split>/<sequence>/<name>_gt_labelTrainIds.png
+                       (also the flattened rgb_anon/<split>/... used by the published code)
+Dark Zurich            rgb_anon/<split>/<condition>/<sequence>/<name>_rgb_anon.png,
+                       gt/<split>/<condition>/<sequence>/<name>_gt_labelTrainIds.png
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from mic.core.errors import ConfigError, DatasetError
+from mic.datasets.folders import check_folder, load_image
+from mic.datasets.segmentation.labels import (
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_IDS,
+    CITYSCAPES_TRAIN_IDS,
+    IGNORE_INDEX,
+    SYNTHIA_IDS,
+    LabelMap,
+)
+from mic.datasets.segmentation.png import read_png
+
+Transform = Callable[..., Any]
+
+
+def read_label(path: Path) -> np.ndarray:
+    """The ids stored in an 8-bit label PNG (palette indices for palette images)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode not in ("L", "P", "I", "I;16", "1"):
+                raise DatasetError(
+                    f"label file '{path}' is a {img.mode} image; a label map must be a "
+                    "single-channel (grey or palette) PNG of class ids"
+                )
+            return np.asarray(img)
+    except (OSError, ValueError) as e:
+        if isinstance(e, DatasetError):
+            raise
+        raise DatasetError(f"cannot read label file '{path}' ({e}); remove or replace it") from e
+
+
+class SegmentationDataset:
+    """Pairs of image and label files (or images alone) with a label mapping.
+
+    Args:
+        samples: ``(image_file, label_file or None)`` pairs.
+        label_map: maps stored ids to training ids.
+        transform: a ``SegmentationTransform`` (or any callable of ``(image, label)``).
+        labelled: return labels (False: images only, e.g. target training images).
+        classes: the class names (training-id order).
+        root: the dataset folder (rare-class statistics are cached there).
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[tuple[Path, Path | None]],
+        label_map: LabelMap = CITYSCAPES_TRAIN_IDS,
+        transform: Transform | None = None,
+        labelled: bool = True,
+        classes: Sequence[str] = CITYSCAPES_CLASSES,
+        root: str | Path | None = None,
+    ) -> None:
+        if not samples:
+            raise DatasetError(f"no images found{f' in {root}' if root else ''}")
+        if labelled:
+            missing = [str(lab) for _, lab in samples if lab is None or not Path(lab).is_file()]
+            if missing:
+                raise DatasetError(
+                    f"{len(missing)} of {len(samples)} label files are missing, e.g. "
+                    f"'{missing[0]}'; every image needs its label file (or use labelled=false "
+                    "for unlabelled target images)"
+                )
+        self.samples = [(Path(i), Path(lab) if lab is not None else None) for i, lab in samples]
+        self.label_map = label_map
+        self.transform = transform
+        self.labelled = labelled
+        self.classes = list(classes)
+        self.root = Path(root) if root is not None else None
+        self.ignore_index = IGNORE_INDEX
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def read_label_ids(self, path: Path) -> np.ndarray:
+        """The ids stored in one label file (override for other encodings)."""
+        return read_label(path)
+
+    def load_label(self, index: int, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The label of sample ``index`` in training ids, at full resolution; ``size``
+        (width, height) is the image's, checked against the label's."""
+        image_file, label_file = self.samples[index]
+        label = self.label_map(self.read_label_ids(label_file), label_file)  # type: ignore[arg-type]
+        if size is not None and (label.shape[1], label.shape[0]) != size:
+            raise DatasetError(
+                f"image '{image_file}' is {size[0]} x {size[1]} but its label '{label_file}' is "
+                f"{label.shape[1]} x {label.shape[0]}; image and label must have one size"
+            )
+        return label
+
+    def class_pixel_counts(self, index: int) -> np.ndarray:
+        """Pixels of each class in sample ``index`` at full resolution (rare class sampling)."""
+        label = self.load_label(index)
+        counts = np.bincount(label.ravel(), minlength=256)
+        return counts[: self.num_classes]
+
+    def __getitem__(self, index: int) -> Any:
+        image_file, _ = self.samples[index]
+        image = load_image(image_file)
+        if not self.labelled:
+            return self.transform(image) if self.transform else image
+        label = self.load_label(index, image.size)
+        if self.transform is None:
+            return image, label
+        return self.transform(image, label)
+
+
+def _pairs(
+    images: list[Path], label_of: Callable[[Path], Path], labelled: bool
+) -> list[tuple[Path, Path | None]]:
+    return [(p, label_of(p) if labelled else None) for p in images]
+
+
+def _glob(folder: Path, pattern: str, what: str) -> list[Path]:
+    files = sorted(folder.glob(pattern))
+    if not files:
+        raise DatasetError(f"no {what} found in '{folder}' (looked for {pattern})")
+    return files
+
+
+def _label_format(label_format: str, choices: Sequence[str]) -> str:
+    if label_format not in choices:
+        raise ConfigError(f"label_format must be one of {list(choices)}, got {label_format!r}")
+    return label_format
+
+
+class GTA5(SegmentationDataset):
+    """GTA5 (Richter et al. 2016): 24,966 frames, 1914 x 1052, labels in Cityscapes ids.
+
+    Args:
+        root: the folder holding ``images/`` and ``labels/``.
+        label_format: ``"ids"`` (the released palette PNGs, mapped here) or ``"trainids"``
+            (``<name>_labelTrainIds.png`` written by DAFormer's conversion script).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        transform: Transform | None = None,
+        labelled: bool = True,
+        label_format: str = "ids",
+    ) -> None:
+        root = check_folder(root, "GTA5")
+        fmt = _label_format(label_format, ("ids", "trainids"))
+        images = [p for p in _glob(root / "images", "*.png", "GTA5 images")]
+        suffix = ".png" if fmt == "ids" else "_labelTrainIds.png"
+        samples = _pairs(images, lambda p: root / "labels" / (p.stem + suffix), labelled)
+        label_map = CITYSCAPES_IDS if fmt == "ids" else CITYSCAPES_TRAIN_IDS
+        super().__init__(samples, label_map, transform, labelled, root=root)
+
+
+class SynthiaRandCityscapes(SegmentationDataset):
+    """SYNTHIA RAND-CITYSCAPES: 9,400 frames, 1280 x 760, 16-bit labels mapped to the 19
+    Cityscapes training ids (terrain, truck and train never occur: the 16- and 13-class
+    protocols leave them out).
+
+    Args:
+        root: the folder holding ``RGB/`` and ``GT/LABELS/``.
+        label_format: ``"ids"`` (the released 16-bit PNGs) or ``"trainids"``
+            (``GT/LABELS/<name>_labelTrainIds.png`` from DAFormer's conversion script).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        transform: Transform | None = None,
+        labelled: bool = True,
+        label_format: str = "ids",
+    ) -> None:
+        root = check_folder(root, "SYNTHIA")
+        self.label_format = _label_format(label_format, ("ids", "trainids"))
+        images = _glob(root / "RGB", "*.png", "SYNTHIA images")
+        suffix = ".png" if self.label_format == "ids" else "_labelTrainIds.png"
+        samples = _pairs(images, lambda p: root / "GT" / "LABELS" / (p.stem + suffix), labelled)
+        label_map = SYNTHIA_IDS if self.label_format == "ids" else CITYSCAPES_TRAIN_IDS
+        super().__init__(samples, label_map, transform, labelled, root=root)
+
+    def read_label_ids(self, path: Path) -> np.ndarray:
+        if self.label_format == "trainids":
+            return read_label(path)
+        ids = read_png(path)
+        if ids.ndim != 3 or ids.dtype != np.uint16:
+            raise DatasetError(
+                f"SYNTHIA label '{path}' is not a 16-bit colour PNG (got {ids.dtype} with shape "
+                f"{ids.shape}); the release stores the class id in the red channel of a 16-bit "
+                "PNG; for converted labels use label_format=trainids"
+            )
+        return ids[..., 0]
+
+
+class Cityscapes(SegmentationDataset):
+    """Cityscapes (fine annotations): 2975 train / 500 val images, 2048 x 1024.
+
+    Args:
+        root: the folder holding ``leftImg8bit/`` and ``gtFine/``.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        label_format: ``"labelTrainIds"`` (from cityscapesScripts' createTrainIdLabelImgs)
+            or ``"labelIds"`` (as released, mapped here).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        transform: Transform | None = None,
+        labelled: bool = True,
+        label_format: str = "labelTrainIds",
+    ) -> None:
+        root = check_folder(root, "Cityscapes")
+        fmt = _label_format(label_format, ("labelTrainIds", "labelIds"))
+        folder = check_folder(root / "leftImg8bit" / split, f"Cityscapes {split} image")
+        images = _glob(folder, "*/*_leftImg8bit.png", "Cityscapes images")
+
+        def label_of(p: Path) -> Path:
+            stem = p.name[: -len("_leftImg8bit.png")]
+            return root / "gtFine" / split / p.parent.name / f"{stem}_gtFine_{fmt}.png"
+
+        label_map = CITYSCAPES_TRAIN_IDS if fmt == "labelTrainIds" else CITYSCAPES_IDS
+        super().__init__(
+            _pairs(images, label_of, labelled), label_map, transform, labelled, root=root
+        )
+
+
+def _anon_label_of(
+    root: Path, image_root: Path, label_root: Path, fmt: str
+) -> Callable[[Path], Path]:
+    def label_of(p: Path) -> Path:
+        stem = p.name[: -len("_rgb_anon.png")]
+        return label_root / p.parent.relative_to(image_root) / f"{stem}_gt_{fmt}.png"
+
+    return label_of
+
+
+class ACDC(SegmentationDataset):
+    """ACDC (adverse conditions): fog, night, rain and snow, 1920 x 1080.
+
+    Args:
+        root: the folder holding ``rgb_anon/`` and ``gt/``.
+        split: ``"train"``, ``"val"`` or ``"test"`` (test labels are withheld).
+        conditions: which conditions to read (published: all four).
+        label_format: ``"labelTrainIds"`` or ``"labelIds"``.
+
+    Reads the released layout ``rgb_anon/<condition>/<split>/<sequence>/``; when that is
+    absent it reads the flattened ``rgb_anon/<split>/<sequence>/`` the published code uses.
+    """
+
+    CONDITIONS = ("fog", "night", "rain", "snow")
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        transform: Transform | None = None,
+        labelled: bool = True,
+        conditions: Sequence[str] = CONDITIONS,
+        label_format: str = "labelTrainIds",
+    ) -> None:
+        root = check_folder(root, "ACDC")
+        fmt = _label_format(label_format, ("labelTrainIds", "labelIds"))
+        unknown = set(conditions) - set(self.CONDITIONS)
+        if unknown:
+            raise ConfigError(f"ACDC conditions are {list(self.CONDITIONS)}, got {sorted(unknown)}")
+        samples: list[tuple[Path, Path | None]] = []
+        released = [root / "rgb_anon" / c / split for c in conditions]
+        if any(f.is_dir() for f in released):
+            for cond in conditions:
+                folder = check_folder(root / "rgb_anon" / cond / split, f"ACDC {cond} {split}")
+                label_of = _anon_label_of(root, folder, root / "gt" / cond / split, fmt)
+                images = _glob(folder, "*/*_rgb_anon.png", f"ACDC {cond} images")
+                samples += _pairs(images, label_of, labelled)
+        else:
+            folder = check_folder(root / "rgb_anon" / split, f"ACDC {split} image")
+            label_of = _anon_label_of(root, folder, root / "gt" / split, fmt)
+            samples = _pairs(_glob(folder, "**/*_rgb_anon.png", "ACDC images"), label_of, labelled)
+        label_map = CITYSCAPES_TRAIN_IDS if fmt == "labelTrainIds" else CITYSCAPES_IDS
+        super().__init__(samples, label_map, transform, labelled, root=root)
+
+
+class DarkZurich(SegmentationDataset):
+    """Dark Zurich: 2416 unlabelled night training images and 50 labelled night validation
+    images, 1920 x 1080.
+
+    Args:
+        root: the folder holding ``rgb_anon/`` and ``gt/``.
+        split: ``"train"`` (unlabelled), ``"val"`` or ``"test"``.
+        condition: ``"night"`` (the target domain), ``"twilight"`` or ``"day"``.
+        label_format: ``"labelTrainIds"`` or ``"labelIds"``.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        transform: Transform | None = None,
+        labelled: bool = False,
+        condition: str = "night",
+        label_format: str = "labelTrainIds",
+    ) -> None:
+        root = check_folder(root, "Dark Zurich")
+        fmt = _label_format(label_format, ("labelTrainIds", "labelIds"))
+        if split == "train" and labelled:
+            raise ConfigError(
+                "Dark Zurich's training split has no labels: use labelled=false (the labelled "
+                "split is val)"
+            )
+        folder = check_folder(root / "rgb_anon" / split / condition, f"Dark Zurich {split}")
+        label_of = _anon_label_of(root, folder, root / "gt" / split / condition, fmt)
+        images = _glob(folder, "*/*_rgb_anon.png", "Dark Zurich images")
+        label_map = CITYSCAPES_TRAIN_IDS if fmt == "labelTrainIds" else CITYSCAPES_IDS
+        super().__init__(
+            _pairs(images, label_of, labelled), label_map, transform, labelled, root=root
+        )
+
+
+class SegmentationFolder(SegmentationDataset):
+    """Your own data: images in one folder (searched recursively) and, for a labelled set,
+    label PNGs of the same relative path and stem plus ``label_suffix`` in another.
+
+    Args:
+        images: the image folder.
+        labels: the label folder (None: unlabelled, e.g. target training images).
+        label_suffix: appended to an image's stem to name its label file.
+        num_classes: the labels hold training ids 0..num_classes-1 and 255.
+        classes: class names (default: Cityscapes' when num_classes is 19, else numbers).
+    """
+
+    def __init__(
+        self,
+        images: str | Path,
+        labels: str | Path | None = None,
+        transform: Transform | None = None,
+        label_suffix: str = ".png",
+        num_classes: int = 19,
+        classes: Sequence[str] | None = None,
+    ) -> None:
+        from mic.datasets.folders import list_images
+
+        image_root = check_folder(images, "image")
+        files = list_images(image_root)
+        label_root = check_folder(labels, "label") if labels is not None else None
+
+        def label_of(p: Path) -> Path:
+            rel = p.relative_to(image_root)
+            return label_root / rel.parent / (p.stem + label_suffix)  # type: ignore[operator]
+
+        if classes is None:
+            classes = (
+                CITYSCAPES_CLASSES if num_classes == 19 else [str(i) for i in range(num_classes)]
+            )
+        if len(classes) != num_classes:
+            raise ConfigError(f"{len(classes)} class names given for num_classes={num_classes}")
+        super().__init__(
+            _pairs(files, label_of, label_root is not None),
+            LabelMap.train_ids(num_classes),
+            transform,
+            labelled=label_root is not None,
+            classes=classes,
+            root=image_root,
+        )

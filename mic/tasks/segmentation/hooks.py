@@ -1,0 +1,125 @@
+"""What a user sees of a segmentation run: the per-class IoU table in the log and colour-coded
+predictions beside the input at every evaluation."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from mic.core.data import split_sample
+from mic.core.loop import AdaptationLoop, Hook
+from mic.datasets.segmentation.labels import colorize
+
+log = logging.getLogger("mic")
+
+
+def format_iou_table(
+    names: Sequence[str], ious: dict[str, Sequence[float]], eval_classes: Sequence[int] | None
+) -> str:
+    """A text table: one row per class, one column of IoU (%) per model; classes outside the
+    protocol are marked with '-'."""
+    models = list(ious)
+    width = max(len(n) for n in names) + 2
+    lines = ["class".ljust(width) + "".join(f"{m:>10}" for m in models)]
+    for c, name in enumerate(names):
+        used = eval_classes is None or c in eval_classes
+        cells = []
+        for m in models:
+            v = ious[m][c] if c < len(ious[m]) else float("nan")
+            cells.append(
+                f"{'-' if not used or v is None or math.isnan(v) else f'{100 * v:.2f}':>10}"
+            )
+        lines.append(name.ljust(width) + "".join(cells))
+    return "\n".join(lines)
+
+
+class ClassIoUTable(Hook):
+    """Writes the per-class IoU of every evaluated model as a table to the console and to the
+    ``mic`` logger (Hydra puts that in the run's log file)."""
+
+    def __init__(self, names: Sequence[str], eval_classes: Sequence[int] | None = None) -> None:
+        self.names = list(names)
+        self.eval_classes = eval_classes
+
+    def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
+        ious = {
+            key.split("/")[1]: value
+            for key, value in record.items()
+            if key.startswith("eval/") and key.endswith("/per_class_iou")
+        }
+        if not ious:
+            return
+        table = format_iou_table(self.names, ious, self.eval_classes)
+        text = f"per-class IoU (%) at iteration {record.get('step')}:\n{table}"
+        if logging.getLogger().handlers:  # e.g. Hydra's console and run-log handlers
+            log.info(text)
+        else:
+            tqdm.write(text)
+
+
+def to_rgb(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """A normalised C x H x W tensor back to H x W x 3 uint8."""
+    m = torch.tensor(list(mean)).view(-1, 1, 1)
+    s = torch.tensor(list(std)).view(-1, 1, 1)
+    x = (image.detach().float().cpu()[:3] * s + m).clamp(0, 1)
+    return (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+class PredictionImages(Hook):
+    """At every evaluation, draws the first ``count`` test images as ``input | prediction |
+    label`` (classes in the palette colours, ignored pixels black) into
+    ``<directory>/iter_<step>/<index>_<model>.png``.
+
+    The normalisation is read from the test dataset (``mean``/``std``), ImageNet's otherwise.
+    """
+
+    def __init__(self, task: Any, dataset: Any, directory: str | Path, count: int = 4) -> None:
+        from mic.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+        self.task = task
+        self.dataset = dataset
+        self.directory = Path(directory)
+        self.count = min(int(count), len(dataset))
+        self.mean = getattr(dataset, "mean", IMAGENET_MEAN)
+        self.std = getattr(dataset, "std", IMAGENET_STD)
+
+    @torch.no_grad()
+    def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
+        if not any(k.startswith("eval/") for k in record):
+            return
+        models = {"student": loop.student}
+        if loop.teacher is not None:
+            models["teacher"] = loop.teacher.model
+        folder = self.directory / f"iter_{int(record.get('step', loop.step)):08d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        palette = self.task.palette
+        for i in range(self.count):
+            image, label = split_sample(self.dataset[i])
+            rgb = to_rgb(image, self.mean, self.std)
+            for name, model in models.items():
+                was_training = model.training
+                model.eval()
+                try:
+                    probs = self.task.predict(model, image[None].to(loop.device))
+                finally:
+                    model.train(was_training)
+                pred = probs.argmax(1)[0].cpu().numpy()
+                panels = [rgb, colorize(pred, palette)]
+                if label is not None:
+                    lab = np.asarray(label)
+                    if lab.shape != pred.shape:
+                        lab = np.asarray(
+                            Image.fromarray(lab.astype(np.uint8)).resize(
+                                pred.shape[::-1], Image.NEAREST
+                            )
+                        )
+                    panels.append(colorize(lab, palette))
+                Image.fromarray(np.concatenate(panels, axis=1)).save(folder / f"{i:02d}_{name}.png")

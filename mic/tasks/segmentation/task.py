@@ -1,0 +1,287 @@
+"""The semantic segmentation Task: per-pixel weighted cross-entropy, whole-image or sliding-
+window inference, argmax pseudo-labels with per-pixel confidence and zero-weight margins,
+and confusion-matrix mIoU."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import Metric
+from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+from mic.core import ConfigError, DatasetError, PseudoLabels, Task, weighted_cross_entropy
+from mic.datasets.segmentation.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, PROTOCOLS
+
+
+def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
+    """Bilinear resize (align_corners=False, as DAFormer) to ``size`` when it differs."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+class SegmentationMetrics(Metric):
+    """Confusion matrix over all evaluated pixels (255 ignored), summed over the data set.
+
+    ``compute()`` gives ``miou`` (the mean IoU over ``eval_classes``, classes that never
+    occur in labels or predictions left out, as mmseg does), ``per_class_iou`` (all
+    classes, NaN where undefined), ``accuracy`` (pixel accuracy) and, for 19-class label
+    spaces, ``miou_cityscapes19``, ``miou_synthia16`` and ``miou_synthia13``.
+    Predictions (class scores or labels) at another size than the labels are resized to it.
+    """
+
+    full_state_update = False
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int = 255,
+        eval_classes: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_classes = int(num_classes)
+        self.ignore_index = ignore_index
+        self.eval_classes = list(eval_classes) if eval_classes is not None else None
+        self.add_state(
+            "confmat", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum"
+        )
+
+    def update(self, prediction: Tensor, targets: Tensor) -> None:
+        if prediction.ndim == targets.ndim + 1:
+            prediction = resize_logits(prediction.float(), targets.shape[-2:]).argmax(1)
+        elif prediction.shape[-2:] != targets.shape[-2:]:
+            prediction = F.interpolate(
+                prediction[:, None].float(), size=targets.shape[-2:], mode="nearest"
+            )[:, 0].long()
+        self.confmat += multiclass_confusion_matrix(
+            prediction.reshape(-1),
+            targets.reshape(-1),
+            self.num_classes,
+            ignore_index=self.ignore_index,
+            validate_args=False,
+        )
+
+    def compute(self) -> dict[str, Tensor]:
+        cm = self.confmat.double()
+        tp = cm.diag()
+        union = cm.sum(0) + cm.sum(1) - tp
+        iou = torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
+        out = {
+            "miou": _nanmean(iou, self.eval_classes),
+            "per_class_iou": iou.float(),
+            "accuracy": (tp.sum() / cm.sum().clamp_min(1)).float(),
+        }
+        if self.num_classes == 19:
+            out.update({f"miou_{name}": _nanmean(iou, idx) for name, idx in PROTOCOLS.items()})
+        return out
+
+
+def _nanmean(values: Tensor, index: Sequence[int] | None) -> Tensor:
+    v = values if index is None else values[list(index)]
+    return v.nanmean().float() if (~v.isnan()).any() else v.new_zeros(()).float()
+
+
+class SegmentationTask(Task):
+    """Semantic segmentation.
+
+    Args:
+        num_classes: classes the model predicts.
+        ignore_index: label of pixels without a class (255).
+        protocol: which classes ``miou`` averages: ``"all"``, ``"cityscapes19"``,
+            ``"synthia16"``, ``"synthia13"`` (the last three for the 19 Cityscapes classes),
+            or a list of class indices.
+        inference: ``"whole"`` (one forward per image, DAFormer) or ``"slide"`` (windows of
+            ``crop_size`` every ``stride`` pixels, logits averaged where they overlap, HRDA).
+        crop_size, stride: the sliding windows (height, width).
+        flip: also predict on the mirrored image and average the class probabilities.
+        pseudo_label_margins: ``(top, bottom, left, right)`` pixels of every target image
+            whose pseudo-labels weigh 0 (DAFormer: 15 rows at the top and 120 at the bottom
+            of Cityscapes crops, where rectification artefacts and the ego car sit).
+        classes: class names (the per-class IoU table, visualisations).
+        palette: one RGB colour per class for visualisations (Cityscapes' by default).
+        visualize: how many test images are drawn (input, prediction, label) at every
+            evaluation into ``<run>/predictions/`` (0: none).
+    """
+
+    primary_metric = "miou"
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int = 255,
+        protocol: str | Sequence[int] = "all",
+        inference: str = "whole",
+        crop_size: Sequence[int] | None = None,
+        stride: Sequence[int] | None = None,
+        flip: bool = False,
+        pseudo_label_margins: Sequence[int] = (0, 0, 0, 0),
+        classes: Sequence[str] | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
+        visualize: int = 4,
+    ) -> None:
+        if int(num_classes) < 2:
+            raise ConfigError(f"segmentation needs at least 2 classes, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.ignore_index = int(ignore_index)
+        if isinstance(protocol, str):
+            if protocol == "all":
+                self.eval_classes = None
+            elif protocol in PROTOCOLS:
+                if self.num_classes != 19:
+                    raise ConfigError(
+                        f"protocol '{protocol}' is defined on the 19 Cityscapes classes, but the "
+                        f"task has {self.num_classes}; use protocol=all"
+                    )
+                self.eval_classes = list(PROTOCOLS[protocol])
+            else:
+                raise ConfigError(
+                    f"task.protocol must be 'all', {sorted(PROTOCOLS)} or a list of classes, "
+                    f"got {protocol!r}"
+                )
+        else:
+            self.eval_classes = [int(c) for c in protocol]
+            if any(not 0 <= c < self.num_classes for c in self.eval_classes):
+                raise ConfigError(
+                    f"task.protocol lists classes outside [0, {self.num_classes - 1}]"
+                )
+        if inference not in ("whole", "slide"):
+            raise ConfigError(f"task.inference must be 'whole' or 'slide', got {inference!r}")
+        if inference == "slide" and (crop_size is None or stride is None):
+            raise ConfigError("sliding-window inference needs task.crop_size and task.stride")
+        self.inference = inference
+        self.crop_size = tuple(int(s) for s in crop_size) if crop_size is not None else None
+        self.stride = tuple(int(s) for s in stride) if stride is not None else None
+        self.flip = bool(flip)
+        margins = tuple(int(m) for m in pseudo_label_margins)
+        if len(margins) != 4 or min(margins) < 0:
+            raise ConfigError(
+                "task.pseudo_label_margins must be four non-negative pixel counts "
+                f"(top, bottom, left, right), got {list(pseudo_label_margins)}"
+            )
+        self.margins = margins
+        if classes is None:
+            classes = CITYSCAPES_CLASSES if self.num_classes == 19 else None
+        self.classes = (
+            list(classes) if classes is not None else [str(i) for i in range(self.num_classes)]
+        )
+        if len(self.classes) != self.num_classes:
+            raise ConfigError(f"{len(self.classes)} class names for {self.num_classes} classes")
+        self.palette = [tuple(c) for c in (palette or CITYSCAPES_PALETTE)]
+        self.visualize = int(visualize)
+
+    # ------------------------------------------------------------------------- training
+    def check_logits(self, logits: Tensor) -> None:
+        if logits.shape[1] != self.num_classes:
+            raise ConfigError(
+                f"the model predicts {logits.shape[1]} classes but the task (dataset) has "
+                f"{self.num_classes}; set model.num_classes to ${{dataset.num_classes}}"
+            )
+
+    def loss_from_logits(
+        self, logits: Tensor, targets: Tensor, weights: Tensor | None = None
+    ) -> Tensor:
+        """Weighted cross-entropy of logits (upsampled to the labels' size) against labels."""
+        self.check_logits(logits)
+        logits = resize_logits(logits, targets.shape[-2:])
+        return weighted_cross_entropy(logits, targets, weights, ignore_index=self.ignore_index)
+
+    def loss(
+        self, model: nn.Module, images: Tensor, targets: Tensor, weights: Tensor | None = None
+    ) -> Tensor:
+        return self.loss_from_logits(model(images), targets, weights)
+
+    # ------------------------------------------------------------------------- inference
+    def logits(self, model: nn.Module, images: Tensor) -> Tensor:
+        """Class scores at the images' resolution (whole image or sliding windows)."""
+        if self.inference == "whole":
+            out = model(images)
+            self.check_logits(out)
+            return resize_logits(out.float(), images.shape[-2:])
+        return self.slide_logits(model, images)
+
+    def slide_logits(self, model: nn.Module, images: Tensor) -> Tensor:
+        b, _, h, w = images.shape
+        ch, cw = self.crop_size  # type: ignore[misc]
+        sh, sw = self.stride  # type: ignore[misc]
+        rows = max(h - ch + sh - 1, 0) // sh + 1
+        cols = max(w - cw + sw - 1, 0) // sw + 1
+        total = images.new_zeros((b, self.num_classes, h, w), dtype=torch.float32)
+        count = images.new_zeros((1, 1, h, w), dtype=torch.float32)
+        for r in range(rows):
+            for c in range(cols):
+                y1, x1 = min(r * sh, max(h - ch, 0)), min(c * sw, max(w - cw, 0))
+                y2, x2 = min(y1 + ch, h), min(x1 + cw, w)
+                out = model(images[:, :, y1:y2, x1:x2])
+                self.check_logits(out)
+                total[:, :, y1:y2, x1:x2] += resize_logits(out.float(), (y2 - y1, x2 - x1))
+                count[:, :, y1:y2, x1:x2] += 1
+        return total / count
+
+    def predict(self, model: nn.Module, images: Tensor) -> Tensor:
+        """Class probabilities, B x C x H x W in float32 (averaged with the mirrored
+        image's when ``flip``)."""
+        probs = torch.softmax(self.logits(model, images), dim=1)
+        if self.flip:
+            flipped = torch.softmax(self.logits(model, images.flip(-1)), dim=1).flip(-1)
+            probs = (probs + flipped) / 2
+        return probs
+
+    def margin_mask(self, shape: Sequence[int], device: Any) -> Tensor | None:
+        """B x H x W, False in the margins whose pseudo-labels are never trusted."""
+        top, bottom, left, right = self.margins
+        if not any(self.margins):
+            return None
+        b, h, w = shape
+        valid = torch.ones((b, h, w), dtype=torch.bool, device=device)
+        valid[:, :top] = False
+        if bottom:
+            valid[:, h - bottom :] = False
+        valid[:, :, :left] = False
+        if right:
+            valid[:, :, w - right :] = False
+        return valid
+
+    def pseudo_label(self, prediction: Tensor) -> PseudoLabels:
+        confidence, labels = prediction.max(dim=1)
+        valid = self.margin_mask(labels.shape, labels.device)
+        return PseudoLabels(labels=labels, confidence=confidence, valid=valid)
+
+    # ------------------------------------------------------------------------- scoring
+    def metric(self) -> SegmentationMetrics:
+        return SegmentationMetrics(self.num_classes, self.ignore_index, self.eval_classes)
+
+    def check_targets(self, targets: Any) -> None:
+        if not isinstance(targets, Tensor) or targets.is_floating_point() or targets.ndim != 3:
+            raise DatasetError(
+                "segmentation targets must be B x H x W integer label maps, got "
+                + (
+                    f"a {targets.dtype} tensor of shape {tuple(targets.shape)}"
+                    if isinstance(targets, Tensor)
+                    else type(targets).__name__
+                )
+            )
+        bad = (targets >= self.num_classes) & (targets != self.ignore_index) | (targets < 0)
+        if bad.any():
+            value = int(targets[bad][0])
+            raise DatasetError(
+                f"label {value} is outside the classes [0, {self.num_classes - 1}] (and "
+                f"{self.ignore_index} = ignored): the dataset has more classes than "
+                f"task.num_classes={self.num_classes}, or its ids are not mapped to training ids"
+            )
+
+    def report_hooks(self, run_dir: Path | None, test: Any) -> list[Any]:
+        """The per-class IoU table in the log and, with a run folder, colour-coded
+        predictions of the first ``visualize`` test images at every evaluation."""
+        from mic.tasks.segmentation.hooks import ClassIoUTable, PredictionImages
+
+        hooks: list[Any] = [ClassIoUTable(self.classes, self.eval_classes)]
+        dataset = getattr(test, "dataset", test)
+        if run_dir is not None and self.visualize > 0 and dataset is not None:
+            folder = Path(run_dir) / "predictions"
+            hooks.append(PredictionImages(self, dataset, folder, self.visualize))
+        return hooks

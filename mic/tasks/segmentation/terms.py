@@ -1,0 +1,289 @@
+"""DAFormer's self-training terms (DACS with ClassMix, the ImageNet feature distance) and
+MIC's choice of masked images, as loss terms of the generic loop."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mic.core import (
+    ConfigError,
+    LossTerm,
+    MaskedImageConsistency,
+    Masker,
+    PseudoLabelWeighting,
+    StrongAugmentation,
+)
+from mic.core.teacher import unwrap
+from mic.datasets.segmentation.labels import CITYSCAPES_THING_CLASSES
+
+if TYPE_CHECKING:
+    from mic.core.loop import IterationContext
+
+
+def class_mix_masks(
+    labels: Tensor,
+    num_classes: int,
+    generator: torch.Generator | None = None,
+    classes_from: Literal["image", "batch"] = "image",
+    ignore_index: int = 255,
+) -> Tensor:
+    """ClassMix masks, B x H x W bool: for each image, half of the classes (rounded up) are
+    drawn at random and their pixels pasted.
+
+    ``classes_from="image"`` draws among the classes of each image itself (ClassMix as
+    described); ``"batch"`` draws, for each image, among the classes of the whole batch, as
+    the published DACS code does (a drawn class missing from the image pastes nothing).
+    Ignored pixels are never pasted. All on the labels' device, without host sync.
+    """
+    b = labels.shape[0]
+    flat = labels.reshape(b, -1)
+    index = torch.where((flat >= 0) & (flat < num_classes), flat, num_classes)
+    present = torch.zeros(b, num_classes + 1, dtype=torch.bool, device=labels.device)
+    present.scatter_(1, index, True)
+    present = present[:, :num_classes]
+    if classes_from == "batch":
+        present = present.any(0, keepdim=True).expand(b, -1)
+    elif classes_from != "image":
+        raise ConfigError(f"classes_from must be 'image' or 'batch', got {classes_from!r}")
+    n = present.sum(1, keepdim=True)
+    scores = torch.rand(b, num_classes, generator=generator, device=labels.device)
+    scores = scores.masked_fill(~present, 2.0)
+    rank = scores.argsort(1).argsort(1)
+    chosen = present & (rank < (n + 1) // 2)
+    chosen = torch.cat([chosen, chosen.new_zeros(b, 1)], dim=1)  # the ignore column
+    return chosen.gather(1, index).reshape(labels.shape)
+
+
+class ClassMix(LossTerm):
+    """DACS: the student on source/target mixes against mixed labels.
+
+    For each target image, half of the classes of its paired source image (rounded up) are
+    cut out of the source and pasted onto the target; the mixed label is the source truth
+    inside (weight 1) and the teacher's pseudo-label outside (weight ``weighting``: the
+    quality q as published, 0 in the task's pseudo-label margins). The mix is then strongly
+    augmented (colour jitter, blur) before the student sees it.
+
+    Args:
+        augmentation: the strong augmentation of the mixed images (None: none).
+        weighting, tau: pseudo-label weights (see ``PseudoLabelWeighting``).
+        classes_from: ``"image"`` (default) or ``"batch"`` (the published code), see
+            ``class_mix_masks``.
+        weight: the loss weight.
+    """
+
+    uses_pseudo_labels = True
+
+    def __init__(
+        self,
+        augmentation: StrongAugmentation | None = None,
+        weighting: str = "quality",
+        tau: float = 0.968,
+        classes_from: Literal["image", "batch"] = "image",
+        weight: float = 1.0,
+    ) -> None:
+        super().__init__(weight)
+        if classes_from not in ("image", "batch"):
+            raise ConfigError(f"classes_from must be 'image' or 'batch', got {classes_from!r}")
+        self.augmentation = augmentation
+        self.weighting = PseudoLabelWeighting(weighting, tau)  # type: ignore[arg-type]
+        self.classes_from = classes_from
+
+    def mix(self, ctx: IterationContext) -> tuple[Tensor, Tensor, Tensor]:
+        """The mixed images, labels and per-pixel weights of this iteration."""
+        source, labels = ctx.source_images, ctx.source_targets
+        target = ctx.target_images
+        if source.shape != target.shape:
+            raise ConfigError(
+                f"ClassMix pastes each source crop onto one target crop, so source and target "
+                f"batches must have one shape; got {tuple(source.shape)} and "
+                f"{tuple(target.shape)} (set equal batch sizes and crop sizes)"
+            )
+        pseudo = ctx.pseudo_labels
+        weights = self.weighting(pseudo)
+        ignore = getattr(ctx.task, "ignore_index", 255)
+        mask = class_mix_masks(
+            labels, ctx.task.num_classes, ctx.generator, self.classes_from, ignore
+        )
+        images = torch.where(mask[:, None], source, target)
+        mixed_labels = torch.where(mask, labels, pseudo.labels)
+        mixed_weights = torch.where(mask, torch.ones_like(weights), weights)  # type: ignore[arg-type]
+        if self.augmentation is not None:
+            images = self.augmentation(images, ctx.generator)
+        ctx.shared["class_mix"] = (images, mixed_labels, mixed_weights)
+        return images, mixed_labels, mixed_weights
+
+    def forward(self, ctx: IterationContext) -> Tensor:
+        images, labels, weights = self.mix(ctx)
+        return self.weight * ctx.task.loss(ctx.student, images, labels, weights)
+
+
+def majority_labels(
+    labels: Tensor, size: Sequence[int], num_classes: int, min_ratio: float, ignore_index: int = 255
+) -> Tensor:
+    """Labels of the cells of a ``size`` grid over B x H x W labels: a cell takes its majority
+    class where that covers at least ``min_ratio`` of it, else ``ignore_index``."""
+    _b, h, w = labels.shape
+    factor = max(1, h // size[0]), max(1, w // size[1])
+    index = torch.where((labels >= 0) & (labels < num_classes), labels, num_classes)
+    one_hot = F.one_hot(index, num_classes + 1).permute(0, 3, 1, 2).float()
+    ratio = F.avg_pool2d(one_hot, kernel_size=factor, stride=factor)
+    share, cls = ratio.max(1)
+    cls = torch.where((share >= min_ratio) & (cls < num_classes), cls, ignore_index)
+    if tuple(cls.shape[-2:]) != tuple(size):
+        cls = F.interpolate(cls[:, None].float(), size=tuple(size), mode="nearest")[:, 0].long()
+    return cls
+
+
+class FeatureDistance(nn.Module):
+    """DAFormer's ImageNet feature distance: the L2 distance between the student's deepest
+    encoder features and those of a frozen copy of the initial encoder (the ImageNet weights),
+    averaged over the feature cells whose majority source class (covering >= ``min_ratio``
+    of the cell) is one of ``classes``.
+
+    The frozen copy is taken from the student the first time the loss runs (iteration 0,
+    before any update) and travels with checkpoints. An empty mask gives 0.
+    """
+
+    def __init__(
+        self,
+        weight: float = 0.005,
+        classes: Sequence[int] | None = CITYSCAPES_THING_CLASSES,
+        min_ratio: float = 0.75,
+    ) -> None:
+        super().__init__()
+        self.weight = float(weight)
+        self.classes = list(classes) if classes is not None else None
+        self.min_ratio = float(min_ratio)
+        self._initial: list[nn.Module] = []  # not a submodule: never trained or moved by .to
+        self._pending: dict[str, Tensor] | None = None
+
+    def initial_encoder(self, student: nn.Module) -> nn.Module:
+        if not self._initial:
+            model = unwrap(student)
+            encoder = getattr(model, "encoder", model)
+            frozen = copy.deepcopy(encoder).requires_grad_(False).eval()
+            if self._pending is not None:
+                frozen.load_state_dict(self._pending)
+                self._pending = None
+            self._initial.append(frozen)
+        return self._initial[0]
+
+    def get_extra_state(self) -> Any:
+        if self._initial:
+            return {k: v.detach().clone() for k, v in self._initial[0].state_dict().items()}
+        return self._pending or {}
+
+    def set_extra_state(self, state: Any) -> None:
+        self._pending = dict(state) if state else None
+        if self._initial and self._pending is not None:
+            self._initial[0].load_state_dict(self._pending)
+            self._pending = None
+
+    def forward(
+        self, student: nn.Module, images: Tensor, features: Tensor, labels: Tensor, num_classes: int
+    ) -> Tensor:
+        encoder = self.initial_encoder(student)
+        with torch.no_grad():
+            encoder.eval()
+            out = encoder(images)
+            reference = (out[-1] if isinstance(out, (list, tuple)) else out).detach()
+        distance = torch.norm(features.float() - reference.float(), p=2, dim=1)
+        if self.classes is None:
+            return self.weight * distance.mean()
+        cells = majority_labels(labels, distance.shape[-2:], num_classes, self.min_ratio)
+        mask = torch.isin(cells, torch.tensor(self.classes, device=cells.device)).float()
+        return self.weight * (distance * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+class SourceWithFeatureDistance(LossTerm):
+    """The source cross-entropy and, from the same forward pass, DAFormer's ImageNet feature
+    distance (logged as ``source`` and ``feature_distance``, back-propagated together).
+
+    Needs a model with ``forward_features`` and ``decode`` (every ``Segmenter``).
+
+    Args:
+        feature_distance: the ``FeatureDistance`` (None: the source loss alone).
+        weight: the weight of the source cross-entropy.
+    """
+
+    uses_target = False
+
+    def __init__(
+        self, feature_distance: FeatureDistance | None = None, weight: float = 1.0
+    ) -> None:
+        super().__init__(weight)
+        self.feature_distance = feature_distance
+
+    def forward(self, ctx: IterationContext) -> dict[str, Tensor]:
+        model = unwrap(ctx.student)
+        if not hasattr(model, "forward_features"):
+            raise ConfigError(
+                "the feature distance needs a model with forward_features() and decode() "
+                "(mic.tasks.segmentation models have them)"
+            )
+        features = model.forward_features(ctx.source_images)
+        logits = model.decode(features)
+        parts = {"source": self.weight * ctx.task.loss_from_logits(logits, ctx.source_targets)}  # type: ignore[attr-defined]
+        if self.feature_distance is not None:
+            parts["feature_distance"] = self.feature_distance(
+                ctx.student,
+                ctx.source_images,
+                features[-1],
+                ctx.source_targets,
+                ctx.task.num_classes,
+            )
+        return parts
+
+
+class SegmentationMIC(MaskedImageConsistency):
+    """MIC with the published choice of which images are masked.
+
+    Args:
+        masker: the block masker (its augmentation: published on for the target-only mode
+            ``separatetrgaug``, off for the source + target mode ``separate``).
+        images: ``"target"``: the whole target batch against its pseudo-labels (published for
+            GTA and SYNTHIA); ``"source+target"``: the first source image with its labels
+            (weight 1) and the first target image with its pseudo-labels (published for
+            Cityscapes -> ACDC and -> Dark Zurich).
+        weighting, tau, weight: as in ``MaskedImageConsistency``.
+    """
+
+    def __init__(
+        self,
+        masker: Masker,
+        images: Literal["target", "source+target"] = "target",
+        weighting: str = "quality",
+        tau: float = 0.968,
+        weight: float = 1.0,
+    ) -> None:
+        super().__init__(masker, weighting, tau, weight)  # type: ignore[arg-type]
+        if images not in ("target", "source+target"):
+            raise ConfigError(f"MIC images must be 'target' or 'source+target', got {images!r}")
+        self.images = images
+
+    def forward(self, ctx: IterationContext) -> Tensor:
+        if self.images == "target":
+            return super().forward(ctx)
+        pseudo = ctx.pseudo_labels
+        weights = self.weighting(pseudo)  # q of the whole target batch, as published
+        images = torch.cat([ctx.source_images[:1], ctx.target_images[:1]])
+        labels = torch.cat([ctx.source_targets[:1], pseudo.labels[:1]])
+        pixel_weights = torch.cat([torch.ones_like(weights[:1]), weights[:1]])  # type: ignore[index]
+        masked = self.transform(images, ctx.generator)
+        return self.weight * ctx.task.loss(ctx.student, masked, labels, pixel_weights)
+
+
+__all__ = [
+    "ClassMix",
+    "FeatureDistance",
+    "SegmentationMIC",
+    "SourceWithFeatureDistance",
+    "class_mix_masks",
+    "majority_labels",
+]

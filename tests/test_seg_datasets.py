@@ -1,0 +1,236 @@
+"""Segmentation readers on tiny trees written in the published layouts, their errors, the
+transforms, rare class sampling and the bundled street scenes."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mic.core import DatasetError
+from mic.datasets import UnlabeledImageFolder
+from mic.datasets.segmentation import (
+    ACDC,
+    GTA5,
+    Cityscapes,
+    DarkZurich,
+    RareClassSampling,
+    SegmentationFolder,
+    SegmentationTransform,
+    StreetScenes,
+    SynthiaRandCityscapes,
+    rescale_size,
+)
+from mic.datasets.segmentation.png import read_png, write_png
+from mic.datasets.segmentation.sampling import STATS_FILE
+
+W, H = 8, 6
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one thread is faster, and immune to a busy machine's other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _image(path, size=(W, H), value=90):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size[1], size[0], 3), value, np.uint8)).save(path)
+
+
+def _label(path, array, palette=False):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(np.asarray(array, np.uint8), mode="L")
+    if palette:  # GTA5's labels are palette images whose indices are Cityscapes ids
+        img = img.convert("P")
+        img.putpalette([v for i in range(256) for v in (i, 255 - i, i // 2)])
+    img.save(path)
+
+
+def _ids(road=7, car=26):
+    """A label in Cityscapes ids: road left, car right, one unlabelled (0) pixel."""
+    a = np.full((H, W), road, np.uint8)
+    a[:, W // 2 :] = car
+    a[0, 0] = 0
+    return a
+
+
+def test_png_decoder_reads_16_bit_colour_with_every_filter(tmp_path):
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 65535, (5, 7, 3)).astype(np.uint16)
+    write_png(tmp_path / "x.png", a, filters=(0, 1, 2, 3, 4))
+    assert np.array_equal(read_png(tmp_path / "x.png"), a)
+
+
+def test_gta5_maps_cityscapes_ids_from_palette_labels(tmp_path):
+    for name in ("00001", "00002"):
+        _image(tmp_path / "images" / f"{name}.png")
+        _label(tmp_path / "labels" / f"{name}.png", _ids(), palette=True)
+    ds = GTA5(tmp_path)
+    assert len(ds) == 2 and ds.num_classes == 19
+    image, label = ds[0]
+    assert image.size == (W, H)
+    assert label[0, 0] == 255 and label[1, 0] == 0 and label[1, -1] == 13  # road 0, car 13
+    assert ds.class_pixel_counts(0)[[0, 13]].tolist() == [H * W // 2 - 1, H * W // 2]
+    # DAFormer's converted layout
+    _label(tmp_path / "labels" / "00001_labelTrainIds.png", np.full((H, W), 18, np.uint8))
+    _label(tmp_path / "labels" / "00002_labelTrainIds.png", np.full((H, W), 255, np.uint8))
+    assert GTA5(tmp_path, label_format="trainids")[0][1].max() == 18
+
+
+def test_synthia_reads_16_bit_labels_from_the_red_channel(tmp_path):
+    _image(tmp_path / "RGB" / "0000000.png")
+    label = np.zeros((H, W, 3), np.uint16)
+    label[..., 0] = 3  # road
+    label[:, :2, 0] = 8  # car
+    label[0, 0, 0] = 22  # lane marking: ignored, as published
+    label[..., 1] = 1234  # instance ids in green
+    (tmp_path / "GT" / "LABELS").mkdir(parents=True)
+    write_png(tmp_path / "GT" / "LABELS" / "0000000.png", label, filters=(1, 4))
+    _, y = SynthiaRandCityscapes(tmp_path)[0]
+    assert y[0, 0] == 255 and y[1, 0] == 13 and y[1, -1] == 0
+    # an 8-bit label in the 16-bit release layout is refused with a hint
+    _label(tmp_path / "GT" / "LABELS" / "0000000.png", np.zeros((H, W)))
+    with pytest.raises(DatasetError, match="not a 16-bit colour PNG"):
+        SynthiaRandCityscapes(tmp_path)[0]
+
+
+def _cityscapes(root, split="val", fmt="labelIds"):
+    for city, frame in (("frankfurt", "000000_000294"), ("lindau", "000001_000019")):
+        _image(root / "leftImg8bit" / split / city / f"{city}_{frame}_leftImg8bit.png")
+        lab = _ids() if fmt == "labelIds" else np.where(_ids() == 7, 0, 13).astype(np.uint8)
+        _label(root / "gtFine" / split / city / f"{city}_{frame}_gtFine_{fmt}.png", lab)
+
+
+def test_cityscapes_label_ids_and_train_ids(tmp_path):
+    _cityscapes(tmp_path, "val", "labelIds")
+    _cityscapes(tmp_path, "val", "labelTrainIds")
+    a = Cityscapes(tmp_path, "val", label_format="labelIds")
+    b = Cityscapes(tmp_path, "val", label_format="labelTrainIds")
+    assert len(a) == 2
+    assert np.array_equal(a[0][1][1:], b[0][1][1:])
+    # unlabelled target images need no label files
+    _image(tmp_path / "leftImg8bit" / "train" / "aachen" / "aachen_000000_000019_leftImg8bit.png")
+    assert isinstance(Cityscapes(tmp_path, "train", labelled=False)[0], Image.Image)
+
+
+def test_acdc_released_and_flattened_layouts(tmp_path):
+    for cond in ("fog", "night"):
+        name = "GOPR0475_frame_000041"
+        _image(tmp_path / "rgb_anon" / cond / "val" / "GOPR0475" / f"{name}_rgb_anon.png")
+        _label(
+            tmp_path / "gt" / cond / "val" / "GOPR0475" / f"{name}_gt_labelTrainIds.png",
+            np.zeros((H, W)),
+        )
+    ds = ACDC(tmp_path, "val", conditions=("fog", "night"))
+    assert len(ds) == 2 and ds[1][1].max() == 0
+    flat = tmp_path / "flat"
+    _image(flat / "rgb_anon" / "val" / "GOPR0475" / "GOPR0475_frame_000041_rgb_anon.png")
+    _label(
+        flat / "gt" / "val" / "GOPR0475" / "GOPR0475_frame_000041_gt_labelTrainIds.png",
+        np.zeros((H, W)),
+    )
+    assert len(ACDC(flat, "val")) == 1
+
+
+def test_dark_zurich_unlabelled_train_and_labelled_val(tmp_path):
+    _image(
+        tmp_path
+        / "rgb_anon"
+        / "train"
+        / "night"
+        / "GOPR0351"
+        / "GOPR0351_frame_000159_rgb_anon.png"
+    )
+    _image(
+        tmp_path / "rgb_anon" / "val" / "night" / "GOPR0356" / "GOPR0356_frame_000321_rgb_anon.png"
+    )
+    _label(
+        tmp_path / "gt" / "val" / "night" / "GOPR0356" / "GOPR0356_frame_000321_gt_labelIds.png",
+        _ids(),
+    )
+    assert len(DarkZurich(tmp_path, "train")) == 1
+    _, y = DarkZurich(tmp_path, "val", labelled=True, label_format="labelIds")[0]
+    assert y[1, 0] == 0 and y[1, -1] == 13
+
+
+def test_bad_input_errors(tmp_path):
+    _image(tmp_path / "images" / "00001.png")
+    bad = _ids()
+    bad[2, 2] = 40  # not a Cityscapes id
+    _label(tmp_path / "labels" / "00001.png", bad)
+    with pytest.raises(DatasetError, match=r"ids \[40\] outside the Cityscapes label-id mapping"):
+        GTA5(tmp_path)[0]
+    _label(tmp_path / "labels" / "00001.png", np.zeros((H + 1, W)))
+    with pytest.raises(DatasetError, match=r"is 8 x 6 but its label .* is 8 x 7"):
+        GTA5(tmp_path)[0]
+    _image(tmp_path / "images" / "00002.png")
+    with pytest.raises(DatasetError, match="1 of 2 label files are missing"):
+        GTA5(tmp_path)
+    with pytest.raises(DatasetError, match="does not exist"):
+        Cityscapes(tmp_path / "nowhere")
+
+
+def test_transform_resize_crop_pad_and_flip():
+    assert rescale_size(1914, 1052, (1280, 720)) == (1280, 704)
+    assert rescale_size(2048, 1024, (1024, 512)) == (1024, 512)
+    image = Image.fromarray(np.full((6, 8, 3), 255, np.uint8))
+    label = np.zeros((6, 8), np.uint8)
+    x, y = SegmentationTransform(crop_size=(10, 12), mean=[0.5] * 3, std=[0.5] * 3)(image, label)
+    assert x.shape == (3, 10, 12) and y.shape == (10, 12)
+    assert (y[6:] == 255).all() and (y[:, 8:] == 255).all() and (y[:6, :8] == 0).all()
+    assert (x[:, 6:] == 0).all() and (x[:, :6, :8] == 1).all()  # padding is the mean colour
+    lr = np.zeros((4, 4), np.uint8)
+    lr[:, 2:] = 1
+    flips = {
+        SegmentationTransform(flip=True)(Image.new("RGB", (4, 4)), lr)[1][0, 0].item()
+        for _ in range(20)
+    }
+    assert flips == {0, 1}
+    # test transform: image resized, label kept at full resolution
+    x, y = SegmentationTransform(scale=(4, 2), keep_label_size=True)(
+        Image.new("RGB", (8, 4)), lr.repeat(2, 1)
+    )
+    assert x.shape == (3, 2, 4) and y.shape == (4, 8)
+
+
+def test_folders_with_a_segmentation_transform(tmp_path):
+    _image(tmp_path / "img" / "a" / "1.jpg")
+    _label(tmp_path / "lbl" / "a" / "1_mask.png", np.ones((H, W)))
+    ds = SegmentationFolder(
+        tmp_path / "img", tmp_path / "lbl", SegmentationTransform(), "_mask.png", 3
+    )
+    x, y = ds[0]
+    assert x.shape == (3, H, W) and y.dtype == torch.int64 and ds.classes == ["0", "1", "2"]
+    target = UnlabeledImageFolder(
+        tmp_path / "img", transform=SegmentationTransform(crop_size=(4, 4))
+    )
+    assert target[0].shape == (3, 4, 4)
+
+
+def test_rare_class_sampling_statistics_are_cached_and_rare_classes_drawn(tmp_path):
+    for i in range(6):
+        _image(tmp_path / "images" / f"{i:05d}.png")
+        lab = np.full((H, W), 7, np.uint8)  # road everywhere
+        if i == 5:
+            lab[:, :3] = 33  # bicycle in one image only
+        _label(tmp_path / "labels" / f"{i:05d}.png", lab)
+    ds = GTA5(tmp_path, transform=SegmentationTransform())
+    rcs = RareClassSampling(ds, temperature=0.01, min_pixels=5, min_crop_ratio=0.5)
+    assert (tmp_path / STATS_FILE).is_file()
+    assert rcs.classes == [0, 18] and float(rcs.probabilities[1]) > 0.99
+    torch.manual_seed(0)
+    assert sum(int((rcs[0][1] == 18).any()) for _ in range(10)) >= 9
+    # a second construction reads the cache instead of the labels
+    ds.class_pixel_counts = None
+    assert RareClassSampling(ds, min_pixels=5).classes == [0, 18]
+
+
+def test_street_scenes_are_reproducible_and_confusable():
+    a = StreetScenes("target", "test", count=6)
+    b = StreetScenes("target", "test", count=6)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert a.num_classes == 8 and set(a.labels.unique().tolist()) <= set(range(8))
+    assert len(StreetScenes("source", "train", count=4, labelled=False)[0].shape) == 3

@@ -1,0 +1,154 @@
+"""The segmentation Task: loss, pseudo-labels with margins, inference, mIoU protocols."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mic.core import ConfigError, DatasetError, PseudoLabelWeighting
+from mic.tasks.segmentation import SegmentationMetrics, SegmentationTask
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one thread is faster, and immune to a busy machine's other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Fixed(nn.Module):
+    """Returns given logits (ignores the images)."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+        self.p = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return self.logits + self.p
+
+
+def test_loss_ignores_255_counts_it_in_the_mean_and_weights_pixels():
+    task = SegmentationTask(3)
+    logits = torch.randn(1, 3, 2, 2)
+    targets = torch.tensor([[[0, 1], [2, 255]]])
+    per_pixel = torch.nn.functional.cross_entropy(
+        logits, targets, ignore_index=255, reduction="none"
+    )
+    assert torch.allclose(task.loss(Fixed(logits), None, targets), per_pixel.sum() / 4)
+    w = torch.tensor([[[1.0, 0.0], [0.5, 1.0]]])
+    expected = (per_pixel * w).sum() / 4
+    assert torch.allclose(task.loss(Fixed(logits), None, targets, w), expected)
+
+
+def test_loss_upsamples_low_resolution_logits_and_checks_the_class_count():
+    task = SegmentationTask(3)
+    logits = torch.randn(2, 3, 4, 4)
+    targets = torch.randint(0, 3, (2, 16, 16))
+    assert task.loss(Fixed(logits), None, targets).isfinite()
+    with pytest.raises(ConfigError, match="the model predicts 5 classes"):
+        task.loss(Fixed(torch.randn(2, 5, 4, 4)), None, targets)
+
+
+def test_pseudo_labels_argmax_confidence_and_zero_weight_margins():
+    task = SegmentationTask(3, pseudo_label_margins=(1, 2, 0, 1))
+    probs = torch.softmax(torch.randn(2, 3, 6, 5) * 3, dim=1)
+    pseudo = task.pseudo_label(probs)
+    assert torch.equal(pseudo.labels, probs.argmax(1))
+    assert torch.equal(pseudo.confidence, probs.max(1).values)
+    valid = pseudo.valid
+    assert not valid[:, 0].any() and not valid[:, -2:].any() and not valid[:, :, -1].any()
+    assert valid[:, 1:4, :4].all()
+    weights = PseudoLabelWeighting("quality", tau=0.0)(pseudo)
+    assert torch.equal(weights, valid.float())  # q = 1, margins 0
+
+
+def test_slide_inference_equals_whole_for_a_pointwise_model_and_flip_averages():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 1)
+    x = torch.randn(2, 3, 13, 17)
+    whole = SegmentationTask(4).predict(conv, x)
+    slide = SegmentationTask(4, inference="slide", crop_size=(8, 8), stride=(5, 6)).predict(conv, x)
+    assert torch.allclose(whole, slide, atol=1e-6)
+
+    class LeftRight(nn.Module):  # class 1 sure on the left half, undecided on the right
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], 2, *x.shape[-2:])
+            out[:, 1, :, : x.shape[-1] // 2] = 10.0
+            return out
+
+    flipped = SegmentationTask(2, flip=True).predict(LeftRight(), torch.zeros(1, 3, 2, 4))
+    # every pixel is sure (p = 1) in one view and undecided (p = 0.5) in the other
+    assert torch.allclose(flipped[:, 1], torch.full_like(flipped[:, 1], 0.75), atol=1e-4)
+
+
+def test_metric_confusion_matrix_iou_protocols_and_resize():
+    m = SegmentationMetrics(3, eval_classes=None)
+    target = torch.tensor([[[0, 0, 1, 1], [2, 2, 255, 255]]])
+    pred = torch.tensor([[[0, 1, 1, 1], [2, 0, 0, 2]]])
+    m.update(pred, target)
+    out = m.compute()
+    # class 0: tp 1, fp 1 (at (1,1)), fn 1 -> 1/3; class 1: tp 2, fp 1 -> 2/3;
+    # class 2: tp 1, fn 1 -> 1/2
+    assert torch.allclose(out["per_class_iou"], torch.tensor([1 / 3, 2 / 3, 1 / 2]))
+    assert math.isclose(float(out["miou"]), (1 / 3 + 2 / 3 + 1 / 2) / 3, rel_tol=1e-6)
+    assert math.isclose(float(out["accuracy"]), 4 / 6, rel_tol=1e-6)
+
+    # class probabilities at half the label resolution are upsampled
+    m2 = SegmentationMetrics(2)
+    probs = torch.zeros(1, 2, 2, 2)
+    probs[:, 1] = 1
+    m2.update(probs, torch.ones(1, 4, 4, dtype=torch.long))
+    assert float(m2.compute()["miou"]) == 1.0  # class 0 absent everywhere: left out
+
+    m19 = SegmentationMetrics(19, eval_classes=[0, 1])
+    t = torch.arange(19).view(1, 1, 19)
+    p = t.clone()
+    p[..., 9] = 0  # terrain predicted as road: terrain IoU 0, road IoU 1/2
+    m19.update(p, t)
+    r = m19.compute()
+    assert math.isclose(float(r["miou"]), (0.5 + 1) / 2, rel_tol=1e-6)
+    assert math.isclose(
+        float(r["miou_synthia16"]), (0.5 + 15) / 16, rel_tol=1e-6
+    )  # terrain is not among the 16
+    assert math.isclose(float(r["miou_synthia13"]), (0.5 + 12) / 13, rel_tol=1e-6)
+    assert math.isclose(float(r["miou_cityscapes19"]), (0.5 + 17) / 19, rel_tol=1e-6)
+
+
+def test_protocol_names_and_errors():
+    assert SegmentationTask(19, protocol="synthia13").eval_classes == [
+        0,
+        1,
+        2,
+        6,
+        7,
+        8,
+        10,
+        11,
+        12,
+        13,
+        15,
+        17,
+        18,
+    ]
+    with pytest.raises(ConfigError, match="19 Cityscapes classes"):
+        SegmentationTask(8, protocol="synthia16")
+    with pytest.raises(ConfigError, match=r"needs task\.crop_size"):
+        SegmentationTask(8, inference="slide")
+    with pytest.raises(ConfigError, match="pseudo_label_margins"):
+        SegmentationTask(8, pseudo_label_margins=(1, 2))
+
+
+def test_collate_rejects_labels_outside_the_classes():
+    task = SegmentationTask(3)
+    ok = [(torch.zeros(3, 2, 2), torch.tensor([[0, 2], [255, 1]]))] * 2
+    _images, labels = task.collate(ok)
+    assert labels.shape == (2, 2, 2)
+    bad = [(torch.zeros(3, 2, 2), torch.tensor([[0, 3], [255, 1]]))]
+    with pytest.raises(DatasetError, match="label 3 is outside the classes"):
+        task.collate(bad)
+    with pytest.raises(DatasetError, match="integer label maps"):
+        task.collate([(torch.zeros(3, 2, 2), torch.zeros(2, 2))])

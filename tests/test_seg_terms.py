@@ -1,0 +1,177 @@
+"""DACS ClassMix, the ImageNet feature distance, MIC's masked images, and the loop with them."""
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import mic
+from mic.core import AdaptationLoop, EMATeacher, StrongAugmentation, UDAMethod
+from mic.core.loop import IterationContext
+from mic.datasets.segmentation import StreetScenes
+from mic.tasks.segmentation import (
+    ClassMix,
+    FeatureDistance,
+    SegmentationMIC,
+    SegmentationTask,
+    SmallUNet,
+    SourceWithFeatureDistance,
+    class_mix_masks,
+    majority_labels,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one thread is faster, and immune to a busy machine's other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+WIDTHS = (4, 8, 8)
+
+
+def test_class_mix_pastes_half_of_each_images_classes_rounded_up():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.tensor([[[0, 1, 2], [3, 4, 255]], [[5, 5, 5], [6, 6, 255]]])
+    for _ in range(20):
+        mask = class_mix_masks(labels, 8, g)
+        assert not mask[labels == 255].any()
+        pasted0 = labels[0][mask[0]].unique()
+        assert len(pasted0) == 3  # ceil(5 / 2) of {0..4}
+        assert len(labels[1][mask[1]].unique()) == 1  # ceil(2 / 2) of {5, 6}
+        for b in range(2):  # whole classes are pasted
+            for c in labels[b][mask[b]].unique():
+                assert mask[b][labels[b] == c].all()
+    batch = class_mix_masks(labels, 8, torch.Generator().manual_seed(1), "batch")
+    assert batch.shape == labels.shape
+
+
+def _context(task, source, target, labels, teacher_logits):
+    class Loop:
+        pass
+
+    loop = Loop()
+    loop.task, loop.student, loop.generator, loop.adaptation_start = task, None, None, 0
+    loop.teacher = None
+    ctx = IterationContext(loop, 0, (source, labels), target)
+    probs = torch.softmax(teacher_logits, 1)
+    ctx._pseudo = task.pseudo_label(probs)
+    return ctx
+
+
+def test_class_mix_labels_and_weights_follow_the_mask():
+    task = SegmentationTask(3, pseudo_label_margins=(1, 0, 0, 0))
+    source, target = torch.ones(2, 3, 4, 4), -torch.ones(2, 3, 4, 4)
+    labels = torch.zeros(2, 4, 4, dtype=torch.long)
+    labels[:, 2:] = 1
+    teacher = torch.zeros(2, 3, 4, 4)
+    teacher[:, 2] = 10.0  # confident class 2 everywhere: q = 1
+    ctx = _context(task, source, target, labels, teacher)
+    images, mixed, weights = ClassMix(augmentation=None).mix(ctx)
+    inside = images[:, 0] > 0
+    assert inside.any()
+    assert torch.equal(mixed[inside], labels[inside]) and (mixed[~inside] == 2).all()
+    assert (weights[inside] == 1).all()
+    assert (weights[:, 0][~inside[:, 0]] == 0).all()  # the top margin
+    assert (weights[:, 1:][~inside[:, 1:]] == 1).all()
+
+
+def test_majority_labels_and_feature_distance_masks_thing_cells():
+    labels = torch.zeros(1, 4, 4, dtype=torch.long)
+    labels[:, :2, :2] = 5
+    labels[:, 2:, 2:] = 255
+    labels[:, 0, 2] = 5  # a 1/4 minority in its cell
+    cells = majority_labels(labels, (2, 2), 8, 0.75)
+    assert cells.tolist() == [[[5, 0], [0, 255]]]
+    fd = FeatureDistance(weight=1.0, classes=[5])
+    student = SmallUNet(8, WIDTHS).eval()
+    images = torch.randn(1, 3, 8, 8)
+    labels = labels.repeat_interleave(2, 1).repeat_interleave(2, 2)  # 2 x 2 features of 8 x 8
+    features = student.forward_features(images)[-1].detach()
+    assert float(fd(student, images, features, labels, 8)) == 0.0  # unchanged from the copy
+    assert float(fd(student, images, features + 1, labels, 8)) > 0
+    assert float(FeatureDistance(classes=[6])(student, images, features + 1, labels, 8)) == 0.0
+    # the frozen copy travels with the state dict
+    state = fd.state_dict()
+    other = FeatureDistance(weight=1.0, classes=[5])
+    other.load_state_dict(state)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    assert float(other(student, images, features, labels, 8)) == 0.0
+
+
+def test_source_and_target_masking_weights_the_source_image_one():
+    task = SegmentationTask(3)
+    masker = mic.BlockMasker(block_size=2, ratio=0.0)
+    term = SegmentationMIC(masker, images="source+target")
+    source, target = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    labels = torch.ones(2, 4, 4, dtype=torch.long)
+    teacher = torch.zeros(2, 3, 4, 4)  # undecided: q = 0
+    ctx = _context(task, source, target, labels, teacher)
+    seen = {}
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            seen["images"] = x
+            return torch.zeros(x.shape[0], 3, 4, 4) + self.w
+
+    ctx.student = Spy()
+    loss = term(ctx)
+    assert torch.equal(seen["images"], torch.cat([source[:1], target[:1]]))
+    assert torch.isclose(loss, torch.log(torch.tensor(3.0)) / 2)  # only the source half counts
+
+
+def _streets_loop(method, iterations=2):
+    task = SegmentationTask(8, classes=StreetScenes.classes)
+    src = StreetScenes("source", "train", count=8, size=32)
+    tgt = StreetScenes("target", "train", count=8, size=32, labelled=False)
+
+    def loader(ds):
+        return DataLoader(ds, 4, shuffle=True, drop_last=True, collate_fn=task.collate)
+
+    torch.manual_seed(0)
+    student = SmallUNet(8, WIDTHS)
+    opt = torch.optim.AdamW(list(student.parameters()) + list(method.parameters()), 1e-3)
+    teacher = EMATeacher(student, 0.99) if method.uses_pseudo_labels else None
+    return AdaptationLoop(
+        task, student, method, opt, loader(src), loader(tgt), iterations, teacher=teacher
+    )
+
+
+def test_daformer_with_mic_trains_in_the_generic_loop_and_resumes():
+    aug = StrongAugmentation(mean=StreetScenes.mean, std=StreetScenes.std)
+    method = UDAMethod(
+        {
+            "source": SourceWithFeatureDistance(FeatureDistance(classes=[5, 6, 7])),
+            "mix": ClassMix(aug),
+            "mic": SegmentationMIC(mic.BlockMasker(8, 0.7, aug)),
+        }
+    )
+    loop = _streets_loop(method)
+    before = [p.clone() for p in loop.student.parameters()]
+    losses = loop.train_step()
+    loop.step += 1
+    assert set(losses) == {"source", "feature_distance", "mix", "mic"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, loop.student.parameters()))
+    state = loop.state_dict()
+    assert any(k.endswith("_extra_state") for k in state["method"])
+    again = _streets_loop(
+        UDAMethod({"source": SourceWithFeatureDistance(FeatureDistance(classes=[5, 6, 7]))})
+    )
+    again.method.load_state_dict(
+        {k: v for k, v in state["method"].items() if k.startswith("terms.source")}
+    )
+    frozen = again.method.terms["source"].feature_distance.initial_encoder(again.student)
+    original = loop.method.terms["source"].feature_distance.initial_encoder(loop.student)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(frozen.state_dict().values(), original.state_dict().values())
+    )
