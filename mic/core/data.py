@@ -54,39 +54,65 @@ def move_to(obj: Any, device: torch.device | str, non_blocking: bool = True) -> 
 
 
 class Forever(Iterator[Any]):
-    """Cycle over a data loader without end, one epoch after another.
+    """Cycle over a data loader without end, one epoch after another, knowing its position.
 
-    Calls ``sampler.set_epoch(epoch)`` when the loader's sampler has it (distributed
-    samplers), so every epoch is shuffled anew. Raises a clear error for an empty loader.
+    At each epoch start it calls ``sampler.set_epoch(epoch)`` when the sampler has it, and
+    re-seeds the loader's generator from ``(its initial seed, epoch)`` so that the seeds of
+    worker processes do not depend on when the epoch started. ``state_dict`` holds the epoch
+    and the number of batches consumed in it; after ``load_state_dict`` the next batch is the
+    one that would have come next (the sampler starts part-way when it has ``set_start``, as
+    ``ResumableSampler`` does; otherwise the consumed batches are drawn again and dropped).
+    Raises a clear error for an empty loader.
     """
 
     def __init__(self, loader: Iterable[Any], name: str = "data") -> None:
         self.loader = loader
         self.name = name
         self.epoch = 0
+        self.batches = 0
+        generator = getattr(loader, "generator", None)
+        self._seed = generator.initial_seed() if isinstance(generator, torch.Generator) else None
         self._it: Iterator[Any] | None = None
 
     def __next__(self) -> Any:
         if self._it is None:
             self._start_epoch()
         try:
-            return next(self._it)  # type: ignore[arg-type]
+            batch = next(self._it)  # type: ignore[arg-type]
         except StopIteration:
-            self.epoch += 1
+            self.epoch, self.batches = self.epoch + 1, 0
             self._start_epoch()
             try:
-                return next(self._it)  # type: ignore[arg-type]
+                batch = next(self._it)  # type: ignore[arg-type]
             except StopIteration:
                 raise DatasetError(
                     f"the {self.name} loader yields no batch: the dataset is empty, or smaller "
                     "than one batch with drop_last=True; add data or lower the batch size"
                 ) from None
+        self.batches += 1
+        return batch
 
     def _start_epoch(self) -> None:
         sampler = getattr(self.loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(self.epoch)
+        if self._seed is not None:
+            self.loader.generator.manual_seed(self._seed + 7919 * self.epoch)  # type: ignore[attr-defined]
+        skip = self.batches
+        batch_size = getattr(self.loader, "batch_size", None)
+        if skip and hasattr(sampler, "set_start") and batch_size:
+            sampler.set_start(skip * batch_size)
+            skip = 0
         self._it = iter(self.loader)
+        for _ in range(skip):
+            next(self._it)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batches": self.batches}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.epoch, self.batches = int(state["epoch"]), int(state["batches"])
+        self._it = None
 
 
 def dataset_classes(dataset: Any) -> int | None:
