@@ -3,6 +3,9 @@
     python benchmarks/digits.py                                  # the core rows, 5 seeds
     python benchmarks/digits.py --methods mean_teacher mean_teacher_mic --seeds 0 1 2 3 4 5 6 7
     python benchmarks/digits.py --device cuda --jobs 8           # parallel runs on one GPU
+    python benchmarks/digits.py --methods dann dann_mic cdan cdan_mic mcc mcc_mic sdat sdat_mic \
+        --seeds 0 1 2 --out benchmarks/results/digits_alignment.md \
+        --include benchmarks/results/digits.json             # the alignment family
 
 Every run is ``mic-train`` at its defaults (1000 iterations, the first 200 on the source
 alone, Adam 1e-3, batch 64 + 64) plus the method's overrides and the seed. Scores: target test
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -31,9 +35,22 @@ METHODS: dict[str, list[str]] = {
     "mean_teacher": ["method=mean_teacher", "mic=none"],
     "mean_teacher_mic": ["method=mean_teacher", "mic=block"],
     "oracle": ["experiment=digits_oracle"],
+    # the feature-alignment family (mic/tasks/classification/alignment.py)
+    "dann": ["method=dann", "mic=none"],
+    "dann_mic": ["method=dann", "mic=block"],
+    "cdan": ["method=cdan", "mic=none"],
+    "cdan_mic": ["method=cdan", "mic=block"],
+    "mcc": ["method=mcc", "mic=none"],
+    "mcc_mic": ["method=mcc", "mic=block"],
+    "sdat": ["method=sdat", "mic=none"],
+    "sdat_mic": ["method=sdat", "mic=block"],
 }
 #: pairs whose per-seed difference is reported (with MIC minus without)
-PAIRS = [("source_only_mic", "source_only"), ("mean_teacher_mic", "mean_teacher")]
+PAIRS = [
+    ("source_only_mic", "source_only"),
+    ("mean_teacher_mic", "mean_teacher"),
+    *((f"{m}_mic", m) for m in ("dann", "cdan", "mcc", "sdat")),
+]
 CORE = ["source_only", "source_only_mic", "mean_teacher", "mean_teacher_mic", "oracle"]
 
 
@@ -82,7 +99,9 @@ def _fmt(values: list[float]) -> str:
     return f"{mean:.2f} ± {std:.2f}"
 
 
-def write_table(rows: list[dict], path: Path, command: str, methods: list[str]) -> None:
+def write_table(
+    rows: list[dict], path: Path, command: str, methods: list[str], note: str = ""
+) -> None:
     by = {}
     for r in rows:
         by.setdefault(r["method"], {})[r["seed"]] = r
@@ -94,6 +113,7 @@ def write_table(rows: list[dict], path: Path, command: str, methods: list[str]) 
         "",
         f"Command: `{command}`",
         "",
+        *([note, ""] if note else []),
         "| method | seeds | student | teacher | s / iteration | device |",
         "|---|---|---|---|---|---|",
     ]
@@ -123,9 +143,7 @@ def write_table(rows: list[dict], path: Path, command: str, methods: list[str]) 
             ]
             if d:
                 wins = sum(x > 0 for x in d)
-                diffs.append(
-                    f"| {a} - {b} | {who} | {len(d)} | {_fmt(d)} | {wins} / {len(d)} |"
-                )
+                diffs.append(f"| {a} - {b} | {who} | {len(d)} | {_fmt(d)} | {wins} / {len(d)} |")
     if diffs:
         lines += [
             "",
@@ -139,14 +157,28 @@ def write_table(rows: list[dict], path: Path, command: str, methods: list[str]) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--methods", nargs="+", default=CORE, choices=sorted(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "digits.md"))
     parser.add_argument("--fresh", action="store_true", help="ignore cached runs")
-    parser.add_argument("overrides", nargs="*", help="extra mic-train overrides for every run")
+    parser.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        help="another run's cache (.json) whose rows are added to the table, not to the cache "
+        "(repeatable)",
+    )
+    parser.add_argument("--note", default="", help="a paragraph written under the command")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="extra mic-train overrides for every run (before the options, or after --)",
+    )
     args = parser.parse_args()
 
     out = Path(args.out)
@@ -157,7 +189,9 @@ def main() -> None:
     rows = [r for r in rows if (r["method"], r["seed"]) not in set(todo)]
     threads = max(1, (os.cpu_count() or 2) // args.jobs)
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(run_one, m, s, args.device, threads, args.overrides) for m, s in todo]
+        futures = [
+            pool.submit(run_one, m, s, args.device, threads, args.overrides) for m, s in todo
+        ]
         for f in futures:
             r = f.result()
             rows.append(r)
@@ -168,9 +202,12 @@ def main() -> None:
                 flush=True,
             )
             cache.write_text(json.dumps(rows, indent=1))
-    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
-    command = "python benchmarks/" + Path(sys.argv[0]).name + " " + " ".join(sys.argv[1:])
-    write_table(rows, out, command.strip(), methods)
+    included = [r for path in args.include for r in json.loads(Path(path).read_text())]
+    included = [r for r in included if r["method"] not in {x["method"] for x in rows}]
+    table = included + rows
+    methods = [m for m in METHODS if any(r["method"] == m for r in table)]
+    command = "python benchmarks/" + Path(sys.argv[0]).name + " " + shlex.join(sys.argv[1:])
+    write_table(table, out, command.strip(), methods, args.note)
     print(out.read_text())
 
 
