@@ -1,0 +1,24 @@
+"""Detection datasets: the bundled shapes benchmark (no download) and readers for COCO json,
+Pascal VOC and Cityscapes / Foggy Cityscapes."""
+
+from mic.datasets.detection.readers import (
+    CITYSCAPES_CLASSES,
+    VOC_CLASSES,
+    CityscapesDetection,
+    CocoDetection,
+    DetectionDataset,
+    VOCDetection,
+    to_tensor,
+)
+from mic.datasets.detection.shapes import ShapesDetection
+
+__all__ = [
+    "CITYSCAPES_CLASSES",
+    "VOC_CLASSES",
+    "CityscapesDetection",
+    "CocoDetection",
+    "DetectionDataset",
+    "ShapesDetection",
+    "VOCDetection",
+    "to_tensor",
+]

@@ -1,0 +1,363 @@
+"""Readers for detection data in their published layouts: COCO json, Pascal VOC, Cityscapes
+(with Foggy Cityscapes images). Samples are ``(image, target)``: the image a 3 x H x W float
+tensor in [0, 1] (the detector resizes and normalises it), the target a dict of ``boxes``
+(N x 4, x1 y1 x2 y2 pixels) and ``labels`` (N, 0-based class ids); ``labelled=False`` gives the
+image alone. For any folder of unlabelled target images use
+``mic.datasets.UnlabeledImageFolder`` with ``transform=torchvision.transforms.ToTensor()``.
+
+Every annotation is checked when it is read, and a bad one names its file: degenerate boxes,
+boxes outside the image, unknown classes. An image without objects is a valid sample.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+from torchvision.transforms.functional import pil_to_tensor
+
+from mic.core.errors import DatasetError
+from mic.datasets.folders import check_folder, load_image
+from mic.tasks.detection.targets import check_target, make_target
+
+Target = dict[str, Tensor]
+
+VOC_CLASSES = [
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+]  # fmt: skip
+#: the 8 Cityscapes instance classes of the Cityscapes -> Foggy Cityscapes benchmark
+CITYSCAPES_CLASSES = ["person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"]
+#: their label ids in Cityscapes' ``*_instanceIds.png`` (instance id = label id * 1000 + n)
+CITYSCAPES_LABEL_IDS = [24, 25, 26, 27, 28, 31, 32, 33]
+
+
+def to_tensor(image: Any) -> Tensor:
+    """A PIL image as a 3 x H x W float tensor in [0, 1]."""
+    return pil_to_tensor(image).float().div_(255.0)
+
+
+def hflip(image: Tensor, target: Target) -> tuple[Tensor, Target]:
+    """Mirror an image and its boxes left-right."""
+    w = image.shape[-1]
+    boxes = target["boxes"].clone()
+    boxes[:, [0, 2]] = w - target["boxes"][:, [2, 0]]
+    return image.flip(-1), {**target, "boxes": boxes}
+
+
+def _read_text(path: Path, what: str) -> str:
+    if not path.is_file():
+        raise DatasetError(f"{what} '{path}' does not exist; check the dataset paths")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise DatasetError(f"{what} '{path}' is empty; re-export or remove it")
+    return text
+
+
+class DetectionDataset:
+    """Common behaviour of the readers: image loading, checks, optional flip, unlabelled use.
+
+    Subclasses fill ``self.files`` (image paths) and implement ``target(index)``.
+    """
+
+    classes: list[str]
+    files: list[Path]
+
+    def __init__(self, labelled: bool = True, flip: bool = False) -> None:
+        self.labelled = labelled
+        self.flip = flip
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def target(self, index: int) -> Target:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Tensor | tuple[Tensor, Target]:
+        image = to_tensor(load_image(self.files[index]))
+        if not self.labelled:
+            return image.flip(-1) if self.flip and random.random() < 0.5 else image
+        target = self.target(index)
+        check_target(
+            target, self.num_classes, (image.shape[-2], image.shape[-1]), f"'{self.files[index]}'"
+        )
+        if self.flip and random.random() < 0.5:
+            image, target = hflip(image, target)
+        return image, target
+
+
+# ------------------------------------------------------------------------------------ COCO
+class CocoDetection(DetectionDataset):
+    """Images and a COCO-style json (``images``, ``annotations`` with ``bbox`` = x y w h,
+    ``categories``).
+
+    Args:
+        images: the image folder (``file_name`` is relative to it).
+        annotations: the json file.
+        classes: category names to use, in class-id order (default: every category, sorted
+            by category id); annotations of other categories are left out.
+        labelled: give targets; False for unlabelled target training.
+        flip: random horizontal flips (training).
+        skip_crowd: leave out ``iscrowd`` annotations.
+    """
+
+    def __init__(
+        self,
+        images: str | Path,
+        annotations: str | Path,
+        classes: Sequence[str] | None = None,
+        labelled: bool = True,
+        flip: bool = False,
+        skip_crowd: bool = True,
+    ) -> None:
+        super().__init__(labelled, flip)
+        self.root = check_folder(images, "image")
+        path = Path(annotations)
+        try:
+            data = json.loads(_read_text(path, "annotation file"))
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"annotation file '{path}' is not valid json ({e})") from e
+        if not isinstance(data, dict) or not data.get("images"):
+            raise DatasetError(
+                f"annotation file '{path}' lists no images (a COCO json needs 'images', "
+                "'annotations' and 'categories')"
+            )
+        categories = sorted(data.get("categories") or [], key=lambda c: c["id"])
+        if not categories:
+            raise DatasetError(f"annotation file '{path}' has no 'categories'")
+        names = {c["id"]: c["name"] for c in categories}
+        self.classes = list(classes) if classes is not None else [c["name"] for c in categories]
+        unknown = sorted(set(self.classes) - set(names.values()))
+        if unknown:
+            raise DatasetError(
+                f"classes {unknown} are not categories of '{path}'; it has {sorted(names.values())}"
+            )
+        index = {name: i for i, name in enumerate(self.classes)}
+        images = sorted(data["images"], key=lambda im: im["id"])
+        self.files = [self.root / im["file_name"] for im in images]
+        sizes = {im["id"]: (im.get("height"), im.get("width")) for im in images}
+        boxes: dict[int, list[list[float]]] = {im["id"]: [] for im in images}
+        labels: dict[int, list[int]] = {im["id"]: [] for im in images}
+        for ann in data.get("annotations") or []:
+            where = f"annotation {ann.get('id')} of '{path}'"
+            if ann.get("image_id") not in boxes:
+                raise DatasetError(f"{where} refers to image id {ann.get('image_id')}, not listed")
+            if ann.get("category_id") not in names:
+                raise DatasetError(
+                    f"{where} has category_id {ann.get('category_id')}, not among the "
+                    f"categories {sorted(names)}"
+                )
+            if skip_crowd and ann.get("iscrowd"):
+                continue
+            name = names[ann["category_id"]]
+            if name not in index:
+                continue
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            boxes[ann["image_id"]].append([x, y, x + w, y + h])
+            labels[ann["image_id"]].append(index[name])
+        self.targets = []
+        for im in images:
+            target = make_target(boxes[im["id"]], labels[im["id"]])
+            h, w = sizes[im["id"]]
+            size = (int(h), int(w)) if h and w else None
+            check_target(target, self.num_classes, size, f"image '{im['file_name']}' in '{path}'")
+            self.targets.append(target)
+
+    def target(self, index: int) -> Target:
+        return self.targets[index]
+
+
+# ------------------------------------------------------------------------------------- VOC
+def parse_voc_xml(
+    path: Path, classes: Sequence[str], keep_difficult: bool = False
+) -> tuple[Target, tuple[int, int] | None]:
+    """The target of one Pascal VOC annotation file and the image size it states."""
+    try:
+        root = ET.fromstring(_read_text(path, "annotation file"))
+    except ET.ParseError as e:
+        raise DatasetError(f"annotation file '{path}' is not valid XML ({e})") from e
+    index = {c: i for i, c in enumerate(classes)}
+    boxes, labels = [], []
+    for obj in root.iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        if name not in index:
+            raise DatasetError(
+                f"annotation file '{path}' has an object of class '{name}', not in the class "
+                f"list {list(classes)}"
+            )
+        if not keep_difficult and (obj.findtext("difficult") or "0").strip() == "1":
+            continue
+        bb = obj.find("bndbox")
+        if bb is None:
+            raise DatasetError(f"annotation file '{path}' has an object without <bndbox>")
+        try:
+            x1, y1, x2, y2 = (
+                float(bb.findtext(k) or "nan") for k in ("xmin", "ymin", "xmax", "ymax")
+            )
+        except ValueError as e:
+            raise DatasetError(f"annotation file '{path}' has a non-numeric box ({e})") from e
+        boxes.append([x1 - 1, y1 - 1, x2, y2])  # VOC pixel indices are 1-based, inclusive
+        labels.append(index[name])
+    size = root.find("size")
+    hw = None
+    if size is not None and size.findtext("height") and size.findtext("width"):
+        hw = (int(float(size.findtext("height"))), int(float(size.findtext("width"))))  # type: ignore[arg-type]
+    return make_target(boxes, labels), hw
+
+
+class VOCDetection(DetectionDataset):
+    """Pascal VOC layout: ``root/JPEGImages/<id>.jpg``, ``root/Annotations/<id>.xml`` and
+    ``root/ImageSets/Main/<split>.txt`` (``root`` is e.g. ``VOCdevkit/VOC2007``).
+
+    Args:
+        root: the VOC year folder.
+        split: the image-set file name (``train``, ``val``, ``trainval``, ``test``).
+        classes: class names in id order (default: the 20 VOC classes).
+        keep_difficult: also train on objects marked difficult.
+        labelled, flip: as for every reader.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "trainval",
+        classes: Sequence[str] | None = None,
+        keep_difficult: bool = False,
+        labelled: bool = True,
+        flip: bool = False,
+    ) -> None:
+        super().__init__(labelled, flip)
+        self.root = check_folder(root, "VOC")
+        self.classes = list(classes) if classes is not None else list(VOC_CLASSES)
+        ids = [
+            line.split()[0]
+            for line in _read_text(
+                self.root / "ImageSets" / "Main" / f"{split}.txt", "split file"
+            ).splitlines()
+            if line.strip()
+        ]
+        self.files = []
+        self.annotations = []
+        for i in ids:
+            image = self.root / "JPEGImages" / f"{i}.jpg"
+            if not image.exists():
+                matches = sorted((self.root / "JPEGImages").glob(f"{i}.*"))
+                if not matches:
+                    raise DatasetError(f"image '{image}' of split '{split}' does not exist")
+                image = matches[0]
+            self.files.append(image)
+            self.annotations.append(self.root / "Annotations" / f"{i}.xml")
+        self.keep_difficult = keep_difficult
+        self.targets: list[Target] = []
+        for path in self.annotations:  # read and check every file now, naming a bad one
+            target, size = parse_voc_xml(path, self.classes, keep_difficult)
+            check_target(target, self.num_classes, size, f"'{path}'")
+            self.targets.append(target)
+
+    def target(self, index: int) -> Target:
+        return self.targets[index]
+
+
+# ------------------------------------------------------------------------------ Cityscapes
+@lru_cache(maxsize=4096)
+def _instance_boxes(path: str, min_pixels: int) -> tuple[tuple[float, ...], ...]:
+    ids = np.asarray(load_image(path, mode="I"), dtype=np.int64)
+    out = []
+    for inst in np.unique(ids[ids >= 1000]):
+        label = int(inst) // 1000
+        if label not in CITYSCAPES_LABEL_IDS:
+            continue
+        ys, xs = np.nonzero(ids == inst)
+        if len(ys) < min_pixels:
+            continue
+        out.append(
+            (
+                float(xs.min()),
+                float(ys.min()),
+                float(xs.max() + 1),
+                float(ys.max() + 1),
+                float(CITYSCAPES_LABEL_IDS.index(label)),
+            )
+        )
+    return tuple(out)
+
+
+class CityscapesDetection(DetectionDataset):
+    """Cityscapes for detection: boxes of the 8 instance classes (person, rider, car, truck,
+    bus, train, motorcycle, bicycle) from the gtFine ``*_instanceIds.png`` files; images from
+    ``leftImg8bit`` (clear) or from Foggy Cityscapes' ``leftImg8bit_foggy`` at fog density
+    ``beta``.
+
+    Layout: ``root/leftImg8bit/<split>/<city>/<name>_leftImg8bit.png``,
+    ``root/gtFine/<split>/<city>/<name>_gtFine_instanceIds.png`` and, for fog,
+    ``foggy_root/<split>/<city>/<name>_leftImg8bit_foggy_beta_<beta>.png`` (``foggy_root``
+    defaults to ``root/leftImg8bit_foggy``).
+
+    Args:
+        root: the Cityscapes folder.
+        split: ``train``, ``val`` or ``test``.
+        foggy: read the foggy images.
+        beta: the fog density (0.005, 0.01 or 0.02; published 0.02).
+        foggy_root: where the foggy images are, if not under ``root``.
+        min_pixels: instances with fewer pixels are left out (tiny fragments).
+        labelled: give targets (needs gtFine); False: images only, no gtFine needed.
+        flip: random horizontal flips (training).
+    """
+
+    classes = CITYSCAPES_CLASSES
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        foggy: bool = False,
+        beta: float = 0.02,
+        foggy_root: str | Path | None = None,
+        min_pixels: int = 10,
+        labelled: bool = True,
+        flip: bool = False,
+    ) -> None:
+        super().__init__(labelled, flip)
+        self.root = check_folder(root, "Cityscapes")
+        self.min_pixels = int(min_pixels)
+        if foggy:
+            base = Path(foggy_root) if foggy_root is not None else self.root / "leftImg8bit_foggy"
+            folder = check_folder(base / split, "Foggy Cityscapes image")
+            suffix = f"_leftImg8bit_foggy_beta_{beta}.png"
+            if beta not in (0.005, 0.01, 0.02):
+                raise DatasetError(
+                    f"Foggy Cityscapes comes at beta 0.005, 0.01 and 0.02, got beta={beta}"
+                )
+        else:
+            folder = check_folder(self.root / "leftImg8bit" / split, "Cityscapes image")
+            suffix = "_leftImg8bit.png"
+        self.files = sorted(folder.glob(f"*/*{suffix}"))
+        if not self.files:
+            raise DatasetError(f"no '*{suffix}' images found in the city folders of '{folder}'")
+        self.names = [(f.parent.name, f.name[: -len(suffix)]) for f in self.files]
+        if labelled:
+            gt = check_folder(self.root / "gtFine" / split, "Cityscapes gtFine")
+            self.instance_files = [
+                gt / city / f"{name}_gtFine_instanceIds.png" for city, name in self.names
+            ]
+            missing = [p for p in self.instance_files if not p.exists()]
+            if missing:
+                raise DatasetError(
+                    f"{len(missing)} images have no instance annotation, e.g. '{missing[0]}'"
+                )
+
+    def target(self, index: int) -> Target:
+        rows = _instance_boxes(str(self.instance_files[index]), self.min_pixels)
+        return make_target([r[:4] for r in rows], [int(r[4]) for r in rows])

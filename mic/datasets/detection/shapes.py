@@ -1,0 +1,203 @@
+"""The bundled detection benchmark: procedurally generated street-like scenes of shapes, clear
+(source) -> foggy, textured and noisy (target). No download; every image is generated from
+its index and a fixed seed, so any split is reproducible and costs no memory.
+
+A scene: a sky above a horizon and a ground plane below it; 1 to 6 objects of 4 classes
+(disc, square, triangle, cross) in random colours stand on the ground, nearer ones (lower in
+the image) larger, as in a street scene. Each pixel has a depth (objects the depth of their
+foot point; the ground from the camera geometry; the sky far away).
+
+Target domain, after Foggy Cityscapes: fog by the standard optical model
+``I = J * t + A * (1 - t)``, ``t = exp(-beta * depth)``, with a grey airlight ``A`` (depth in
+metres, up to about 150; ``beta = 0.02`` by default, the middle of Foggy Cityscapes' three
+densities), plus a texture on the ground and the sky (low-frequency blotches and stripes) and
+Gaussian pixel noise.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mic.core.errors import ConfigError
+
+CLASSES = ["disc", "square", "triangle", "cross"]
+#: default number of images per split
+SPLIT_SIZES = {"train": 1000, "test": 200}
+_SPLIT_CODES = {("source", "train"): 0, ("source", "test"): 1, ("target", "train"): 2}
+_SPLIT_CODES[("target", "test")] = 3
+
+
+def _disc(yy: np.ndarray, xx: np.ndarray, cx: float, cy: float, r: float) -> np.ndarray:
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+
+
+def _shape_mask(
+    kind: int, yy: np.ndarray, xx: np.ndarray, box: tuple[float, float, float, float]
+) -> np.ndarray:
+    x1, y1, x2, y2 = box
+    cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
+    inside = (xx >= x1) & (xx < x2) & (yy >= y1) & (yy < y2)
+    if kind == 0:  # disc
+        return _disc(yy + 0.5, xx + 0.5, cx, cy, w / 2)
+    if kind == 1:  # square
+        return inside
+    if kind == 2:  # triangle, apex up
+        rel = (yy + 0.5 - y1) / max(h, 1e-6)
+        return inside & (np.abs(xx + 0.5 - cx) <= rel * w / 2)
+    bar = max(w / 3.2, 1.0)  # cross
+    return inside & ((np.abs(xx + 0.5 - cx) <= bar / 2) | (np.abs(yy + 0.5 - cy) <= bar / 2))
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """Low-frequency noise in [0, 1]: a coarse random grid, bilinearly upsampled."""
+    coarse = torch.from_numpy(rng.random((1, 1, cells, cells)).astype(np.float32))
+    fine = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic")
+    return fine[0, 0].clamp(0, 1).numpy()
+
+
+def make_scene(
+    rng: np.random.Generator,
+    size: int = 128,
+    target: bool = False,
+    beta: float = 0.02,
+    airlight: float = 0.8,
+    noise: float = 0.04,
+    texture: float = 0.35,
+    max_objects: int = 6,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One scene: an H x W x 3 image in [0, 1], boxes (N x 4, x1 y1 x2 y2) and class ids."""
+    s = size
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
+    horizon = s * rng.uniform(0.3, 0.42)
+    # depth: the ground plane seen by a camera 1.5 m high; the sky 150 m away
+    below = np.maximum(yy - horizon, 0.5)
+    depth = np.where(yy > horizon, np.clip(1.5 * s / below, 2.0, 150.0), 150.0).astype(np.float32)
+
+    sky = np.array([0.55, 0.7, 0.9]) + rng.uniform(-0.08, 0.08, 3)
+    ground = np.array([0.45, 0.45, 0.42]) + rng.uniform(-0.1, 0.1, 3)
+    shade = (yy / s)[..., None]
+    img = np.where(
+        (yy > horizon)[..., None], ground * (0.8 + 0.3 * shade), sky * (1.05 - 0.3 * shade)
+    )
+    if target:  # texture: blotches and stripes on sky and ground
+        blotch = _smooth_noise(rng, s, int(rng.integers(4, 9)))
+        angle, freq = rng.uniform(0, np.pi), rng.uniform(0.15, 0.45)
+        stripes = 0.5 + 0.5 * np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)))
+        tint = rng.uniform(0.2, 0.9, 3)
+        pattern = (0.6 * blotch + 0.4 * stripes)[..., None] * tint
+        img = (1 - texture) * img + texture * pattern
+
+    boxes, labels = [], []
+    n = int(rng.integers(1, max_objects + 1))
+    for _ in range(20 * n):
+        if len(boxes) == n:
+            break
+        foot = rng.uniform(horizon + 4, s - 1)
+        near = (foot - horizon) / (s - horizon)  # 0 at the horizon, 1 at the bottom
+        side = (0.08 + 0.3 * near) * s * rng.uniform(0.8, 1.2)
+        x1 = rng.uniform(0, s - side)
+        box = (x1, foot - side, x1 + side, foot)
+        if box[1] < 0:
+            continue
+        if any(_iou(box, b) > 0.2 for b in boxes):
+            continue
+        boxes.append(box)
+        labels.append(int(rng.integers(len(CLASSES))))
+    # paint far objects first so that near ones occlude them
+    order = sorted(range(len(boxes)), key=lambda i: boxes[i][3])
+    for i in order:
+        mask = _shape_mask(labels[i], yy, xx, boxes[i])
+        colour = rng.uniform(0.05, 1.0, 3)
+        colour[rng.integers(3)] = rng.uniform(0.0, 0.25)  # saturated, not grey
+        img = np.where(mask[..., None], colour, img)
+        depth = np.where(mask, depth[min(int(boxes[i][3]), s - 1), 0], depth)
+
+    if target:
+        t = np.exp(-beta * depth)[..., None]
+        img = img * t + airlight * (1 - t)
+        img = img + rng.normal(0.0, noise, img.shape)
+    img = np.clip(img, 0.0, 1.0).astype(np.float32)
+    # tight boxes around the visible pixels of each shape (triangles and discs are not
+    # squares), as an annotator would draw them
+    out_boxes = []
+    for b, k in zip(boxes, labels, strict=True):
+        mask = _shape_mask(k, yy, xx, b)
+        ys, xs = np.nonzero(mask)
+        out_boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    return (
+        img,
+        np.array(out_boxes, np.float32).reshape(-1, 4),
+        np.array(labels, np.int64),
+    )
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class ShapesDetection:
+    """One split of one domain of the bundled detection benchmark (map-style dataset).
+
+    Samples are ``(image, target)`` with the image a 3 x size x size tensor in [0, 1] and the
+    target a dict of ``boxes`` and ``labels`` (0-based), or the image alone when
+    ``labelled=False``.
+
+    Args:
+        domain: ``"source"`` (clear) or ``"target"`` (fog, texture, noise).
+        split: ``"train"`` or ``"test"``.
+        labelled: give targets (False: unlabelled target training images).
+        size: image side in pixels.
+        length: images in the split (default 1000 train, 200 test).
+        beta: fog density of the target (published Foggy Cityscapes: 0.005, 0.01, 0.02).
+        seed: the benchmark's seed (fixed for a benchmark; not the training seed).
+    """
+
+    classes = CLASSES
+    num_classes = len(CLASSES)
+
+    def __init__(
+        self,
+        domain: Literal["source", "target"] = "source",
+        split: Literal["train", "test"] = "train",
+        labelled: bool = True,
+        size: int = 128,
+        length: int | None = None,
+        beta: float = 0.02,
+        seed: int = 0,
+    ) -> None:
+        if domain not in ("source", "target"):
+            raise ConfigError(f"shapes domain must be 'source' or 'target', got {domain!r}")
+        if split not in ("train", "test"):
+            raise ConfigError(f"shapes split must be 'train' or 'test', got {split!r}")
+        if size < 32:
+            raise ConfigError(f"shapes images must be at least 32 px, got size={size}")
+        if beta < 0:
+            raise ConfigError(f"fog density beta must be >= 0, got {beta}")
+        self.domain, self.split, self.labelled = domain, split, labelled
+        self.size, self.beta, self.seed = int(size), float(beta), int(seed)
+        self.length = int(length if length is not None else SPLIT_SIZES[split])
+
+    def __len__(self) -> int:
+        return self.length
+
+    def scene(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        rng = np.random.default_rng([self.seed, _SPLIT_CODES[(self.domain, self.split)], index])
+        img, boxes, labels = make_scene(
+            rng, self.size, target=self.domain == "target", beta=self.beta
+        )
+        image = torch.from_numpy(img).permute(2, 0, 1).contiguous()
+        return image, {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels)}
+
+    def __getitem__(self, index: int) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+        image, target = self.scene(index)
+        return (image, target) if self.labelled else image

@@ -1,0 +1,28 @@
+"""Object detection: Faster R-CNN (torchvision) with per-box loss weights, the detection Task,
+adversarial alignment (DA-Faster / SADA), and reports."""
+
+from mic.tasks.detection.adversarial import (
+    DomainAdversarial,
+    ImageDomainClassifier,
+    InstanceDomainClassifier,
+    reverse_gradient,
+    scale_gradient,
+)
+from mic.tasks.detection.model import BOX_REGRESSION_PARTS, LOSS_PARTS, FasterRCNN
+from mic.tasks.detection.targets import check_target, make_target
+from mic.tasks.detection.task import DetectionMetrics, DetectionTask
+
+__all__ = [
+    "BOX_REGRESSION_PARTS",
+    "LOSS_PARTS",
+    "DetectionMetrics",
+    "DetectionTask",
+    "DomainAdversarial",
+    "FasterRCNN",
+    "ImageDomainClassifier",
+    "InstanceDomainClassifier",
+    "check_target",
+    "make_target",
+    "reverse_gradient",
+    "scale_gradient",
+]

@@ -1,0 +1,473 @@
+"""Faster R-CNN with FPN on torchvision's parts, with the seams that adaptation needs.
+
+torchvision computes a detector's losses inside its heads and knows no per-box weights. The
+two heads here are torchvision's with their loss computation re-done so that:
+
+- each target box may carry a weight (``target["weights"]``, one per box): anchors and
+  proposals matched to a box weigh that box's weight, background samples weigh the mean
+  weight of their image's boxes (1 when no weights are given);
+- a training-mode forward without targets is allowed: it computes proposals and ROI features
+  but no loss (what feature alignment on unlabelled target images needs);
+- the FPN features and the ROI features of the sampled proposals can be captured for
+  alignment losses (``FasterRCNN.capture``).
+
+Class ids are 0-based for the user (``num_classes`` foreground classes); torchvision's
+background class 0 stays inside the model.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import (
+    mobilenet_backbone,
+    resnet_fpn_backbone,
+)
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.rpn import (
+    RegionProposalNetwork,
+    RPNHead,
+    concat_box_prediction_layers,
+)
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from mic.backbones import create_backbone
+from mic.core.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: the loss parts of the detector, as ``DetectionTask.loss`` names them
+LOSS_PARTS = ("rpn_objectness", "rpn_box", "roi_classifier", "roi_box")
+#: the box-regression parts (off for pseudo-labels in the published masked branch)
+BOX_REGRESSION_PARTS = ("rpn_box", "roi_box")
+
+
+# ---------------------------------------------------------------------------------- matching
+def match_boxes(matcher: Any, gt_boxes: Tensor, candidates: Tensor) -> Tensor | None:
+    """The index of the matched target box per candidate (anchor or proposal), with the
+    matcher's negative codes for background (-1) and in-between (-2); None without boxes."""
+    if gt_boxes.numel() == 0:
+        return None
+    return matcher(torchvision.ops.box_iou(gt_boxes, candidates))
+
+
+def sample_weights(target: dict[str, Tensor], matched: Tensor | None, foreground: Tensor) -> Tensor:
+    """Per-sample weights from the per-box ``target["weights"]``: a foreground sample weighs
+    its box's weight, any other sample the mean weight of the image's boxes."""
+    n = foreground.shape[0]
+    weights = target.get("weights")
+    if weights is None or weights.numel() == 0 or matched is None:
+        return foreground.new_ones(n, dtype=torch.float32)
+    weights = weights.to(torch.float32)
+    background = weights.mean().expand(n)
+    return torch.where(foreground, weights[matched.clamp(min=0)], background)
+
+
+def weighted_mean(loss: Tensor, weights: Tensor | None, count: int | None = None) -> Tensor:
+    loss = loss if weights is None else loss * weights
+    return loss.sum() / max(1, loss.numel() if count is None else count)
+
+
+# ------------------------------------------------------------------------------------- heads
+class WeightedRPN(RegionProposalNetwork):
+    """torchvision's RPN with per-box weights on its losses and an optional-target training
+    forward. Losses: ``rpn_objectness`` (binary cross-entropy over the sampled anchors, each
+    weighted) and ``rpn_box`` (smooth L1 over the positive anchors, weighted, divided by the
+    number of sampled anchors, as torchvision does)."""
+
+    def forward(  # type: ignore[override]
+        self,
+        images: Any,
+        features: dict[str, Tensor],
+        targets: list[dict[str, Tensor]] | None = None,
+    ) -> tuple[list[Tensor], dict[str, Tensor]]:
+        maps = list(features.values())
+        objectness, deltas = self.head(maps)
+        anchors = self.anchor_generator(images, maps)
+        per_level = [o[0].numel() for o in objectness]
+        objectness, deltas = concat_box_prediction_layers(objectness, deltas)
+        # proposals do not back-propagate into the box deltas (as in torchvision)
+        proposals = self.box_coder.decode(deltas.detach(), anchors).view(len(anchors), -1, 4)
+        boxes, _ = self.filter_proposals(proposals, objectness, images.image_sizes, per_level)
+        losses: dict[str, Tensor] = {}
+        if self.training and targets is not None:
+            losses = self.losses(anchors, objectness, deltas, targets)
+        return boxes, losses
+
+    def losses(
+        self,
+        anchors: list[Tensor],
+        objectness: Tensor,
+        deltas: Tensor,
+        targets: list[dict[str, Tensor]],
+    ) -> dict[str, Tensor]:
+        labels, matched_boxes, weights = [], [], []
+        for anchors_i, target in zip(anchors, targets, strict=True):
+            matched = match_boxes(self.proposal_matcher, target["boxes"], anchors_i)
+            if matched is None:  # an image without objects: every anchor is background
+                label = anchors_i.new_zeros(anchors_i.shape[0])
+                boxes = torch.zeros_like(anchors_i)
+            else:
+                label = (matched >= 0).to(torch.float32)
+                label[matched == self.proposal_matcher.BETWEEN_THRESHOLDS] = -1.0
+                boxes = target["boxes"][matched.clamp(min=0)]
+            labels.append(label)
+            matched_boxes.append(boxes)
+            weights.append(sample_weights(target, matched, label > 0))
+        regression_targets = self.box_coder.encode(matched_boxes, anchors)
+        positive, negative = self.fg_bg_sampler(labels)
+        positive, negative = torch.cat(positive).bool(), torch.cat(negative).bool()
+        sampled = torch.where(positive | negative)[0]
+        pos = torch.where(positive)[0]
+        labels_all, weights_all = torch.cat(labels), torch.cat(weights)
+        regression_all = torch.cat(regression_targets)
+        bce = F.binary_cross_entropy_with_logits(
+            objectness.flatten()[sampled], labels_all[sampled], reduction="none"
+        )
+        box = F.smooth_l1_loss(deltas[pos], regression_all[pos], beta=1 / 9, reduction="none")
+        return {
+            "rpn_objectness": weighted_mean(bce, weights_all[sampled]),
+            "rpn_box": weighted_mean(box.sum(1), weights_all[pos], sampled.numel()),
+        }
+
+
+class WeightedRoIHeads(RoIHeads):
+    """torchvision's box ROI heads with per-box weights on their losses, an optional-target
+    training forward, and capture of the ROI features of the sampled proposals. Losses:
+    ``roi_classifier`` (cross-entropy over the sampled proposals, weighted) and ``roi_box``
+    (smooth L1 over the foreground proposals, weighted, divided by the number of samples).
+
+    Args:
+        unlabelled_samples: proposals per image whose ROI features a training forward
+            without targets computes (a random subset, as for labelled images).
+    """
+
+    def __init__(self, *args: Any, unlabelled_samples: int = 512, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unlabelled_samples = int(unlabelled_samples)
+        self.captured: Capture | None = None
+
+    def forward(  # type: ignore[override]
+        self,
+        features: dict[str, Tensor],
+        proposals: list[Tensor],
+        image_shapes: list[tuple[int, int]],
+        targets: list[dict[str, Tensor]] | None = None,
+    ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
+        labels = weights = regression_targets = None
+        if self.training and targets is not None:
+            proposals, matched, labels, regression_targets = self.select_training_samples(
+                proposals, targets
+            )
+            weights = [
+                sample_weights(t, m if t["boxes"].numel() else None, lab > 0)
+                for t, m, lab in zip(targets, matched, labels, strict=True)
+            ]
+        elif self.training:
+            proposals = [
+                p[torch.randperm(len(p), device=p.device)[: self.unlabelled_samples]]
+                for p in proposals
+            ]
+        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+        class_logits, box_regression = self.box_predictor(box_features)
+        if self.captured is not None:
+            self.captured.proposals = proposals
+            self.captured.roi_features = box_features
+            self.captured.roi_levels = self.box_roi_pool.map_levels(proposals)  # type: ignore[misc]
+        if not self.training:
+            boxes, scores, classes = self.postprocess_detections(
+                class_logits, box_regression, proposals, image_shapes
+            )
+            result = [
+                {"boxes": b, "labels": c, "scores": s}
+                for b, s, c in zip(boxes, scores, classes, strict=True)
+            ]
+            return result, {}
+        if labels is None or weights is None or regression_targets is None:
+            return [], {}
+        return [], self.losses(class_logits, box_regression, labels, regression_targets, weights)
+
+    def losses(
+        self,
+        class_logits: Tensor,
+        box_regression: Tensor,
+        labels: list[Tensor],
+        regression_targets: list[Tensor],
+        weights: list[Tensor],
+    ) -> dict[str, Tensor]:
+        labels_all, weights_all = torch.cat(labels), torch.cat(weights)
+        regression_all = torch.cat(regression_targets)
+        ce = F.cross_entropy(class_logits, labels_all, reduction="none")
+        fg = torch.where(labels_all > 0)[0]
+        deltas = box_regression.reshape(len(labels_all), -1, 4)[fg, labels_all[fg]]
+        box = F.smooth_l1_loss(deltas, regression_all[fg], beta=1 / 9, reduction="none")
+        return {
+            "roi_classifier": weighted_mean(ce, weights_all),
+            "roi_box": weighted_mean(box.sum(1), weights_all[fg], len(labels_all)),
+        }
+
+
+@dataclass
+class Capture:
+    """What a captured forward leaves for alignment losses: the FPN feature maps (name ->
+    B x C x h x w), the proposals whose ROI features were computed (per image, in the
+    resized image's coordinates), their ROI features (N x D, images in order) and the FPN
+    level each was pooled from; ``image_sizes`` are the resized images' (H, W)."""
+
+    features: dict[str, Tensor] = field(default_factory=dict)
+    image_sizes: list[tuple[int, int]] = field(default_factory=list)
+    proposals: list[Tensor] = field(default_factory=list)
+    roi_features: Tensor | None = None
+    roi_levels: Tensor | None = None
+
+
+# ---------------------------------------------------------------------------------- backbones
+def _norm_layer(norm: str, pretrained: bool) -> type[nn.Module]:
+    if norm == "auto":
+        norm = "frozen" if pretrained else "batch"
+    if norm == "frozen":
+        return FrozenBatchNorm2d
+    if norm == "batch":
+        return nn.BatchNorm2d
+    raise ConfigError(f"model.norm must be 'auto', 'frozen' or 'batch', got {norm!r}")
+
+
+class TimmFPN(nn.Module):
+    """A timm feature extractor (``features_only``) followed by a feature pyramid network with
+    a max-pooled extra level; returns an ordered dict of maps with ``out_channels`` each."""
+
+    def __init__(
+        self,
+        name: str,
+        pretrained: bool,
+        out_channels: int,
+        out_indices: Sequence[int] = (1, 2, 3, 4),
+        frozen_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.body = create_backbone(
+            name, pretrained=pretrained, features_only=True, out_indices=tuple(out_indices)
+        )
+        if frozen_norm:
+            from timm.layers import freeze_batch_norm_2d
+
+            self.body = freeze_batch_norm_2d(self.body)
+        channels = self.body.feature_info.channels()
+        self.fpn = FeaturePyramidNetwork(channels, out_channels, extra_blocks=LastLevelMaxPool())
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        maps = OrderedDict((str(i), f) for i, f in enumerate(self.body(x)))
+        return self.fpn(maps)
+
+
+def build_backbone(
+    name: str,
+    pretrained: bool,
+    fpn_channels: int,
+    norm: str = "auto",
+    trainable_layers: int | None = None,
+) -> tuple[nn.Module, list[str]]:
+    """A backbone with FPN and the names of its maps that ROI pooling uses.
+
+    ``resnet18`` ... ``resnet152``, ``resnext*``, ``wide_resnet*``: torchvision's ResNet-FPN;
+    ``mobilenet_v3_large`` / ``mobilenet_v3_small``: torchvision's MobileNetV3-FPN (both with
+    256 FPN channels, as torchvision builds them); any other name: a timm model through
+    ``mic.backbones.create_backbone`` with an FPN of ``fpn_channels``.
+    """
+    norm_layer = _norm_layer(norm, pretrained)
+    tv_resnet = name.startswith(("resnet", "resnext", "wide_resnet")) and name in dir(
+        torchvision.models.resnet
+    )
+    tv_mobile = name in ("mobilenet_v3_large", "mobilenet_v3_small")
+    if (tv_resnet or tv_mobile) and fpn_channels != 256:
+        raise ConfigError(
+            f"torchvision's {name} FPN has 256 channels; set model.fpn_channels=256 (or pick "
+            "a timm backbone for another width)"
+        )
+    weights = None
+    if pretrained and (tv_resnet or tv_mobile):
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+    if tv_resnet:
+        layers = (3 if pretrained else 5) if trainable_layers is None else trainable_layers
+        body = resnet_fpn_backbone(
+            backbone_name=name, weights=weights, norm_layer=norm_layer, trainable_layers=layers
+        )
+        return body, ["0", "1", "2", "3"]
+    if tv_mobile:
+        layers = (3 if pretrained else 6) if trainable_layers is None else trainable_layers
+        body = mobilenet_backbone(
+            backbone_name=name,
+            weights=weights,
+            fpn=True,
+            norm_layer=norm_layer,
+            trainable_layers=layers,
+        )
+        return body, ["0", "1"]
+    fpn = TimmFPN(name, pretrained, fpn_channels, frozen_norm=norm_layer is FrozenBatchNorm2d)
+    return fpn, ["0", "1", "2", "3"]
+
+
+# ---------------------------------------------------------------------------------- detector
+class FasterRCNN(nn.Module):
+    """Faster R-CNN with FPN (torchvision's parts, mic's loss seams).
+
+    Input: images in [0, 1], a B x 3 x H x W batch or a list of 3 x H x W images; targets: a
+    list of dicts with ``boxes`` (N x 4, x1 y1 x2 y2 in pixels), ``labels`` (N, 0-based class
+    ids) and optionally ``weights`` (N). Training mode returns the dict of named losses
+    (``LOSS_PARTS``; empty without targets); eval mode returns per-image dicts of ``boxes``,
+    ``labels`` (0-based) and ``scores`` in the input's pixel coordinates.
+
+    Args:
+        backbone: ``resnet50`` (published), ``mobilenet_v3_large``, or any timm name.
+        num_classes: foreground classes.
+        pretrained: ImageNet weights for the backbone (needs them in the local cache).
+        fpn_channels: FPN width (256 for torchvision's backbones).
+        representation_size: width of the two-layer box head (1024 published).
+        norm: ``auto`` (frozen BatchNorm with pretrained weights, trainable BatchNorm from
+            scratch: frozen statistics of a random network make training diverge), ``frozen``
+            or ``batch``.
+        trainable_layers: backbone stages that train (torchvision's meaning; None: 3 with
+            pretrained weights, all without).
+        min_size, max_size: torchvision's resize of the shorter / longer side (published
+            800 / 1600 for Cityscapes).
+        image_mean, image_std: normalisation inside the model (images come in [0, 1]).
+        anchor_sizes: the anchor sizes of each FPN level (a number or a list per level), each
+            at every aspect ratio.
+        rpn_*, box_*: torchvision's Faster R-CNN settings of the same names.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        num_classes: int = 8,
+        pretrained: bool = False,
+        fpn_channels: int = 256,
+        representation_size: int = 1024,
+        norm: str = "auto",
+        trainable_layers: int | None = None,
+        min_size: int = 800,
+        max_size: int = 1333,
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
+        anchor_sizes: Sequence[int | Sequence[int]] = (32, 64, 128, 256, 512),
+        aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+        rpn_pre_nms_top_n_train: int = 2000,
+        rpn_post_nms_top_n_train: int = 2000,
+        rpn_pre_nms_top_n_test: int = 1000,
+        rpn_post_nms_top_n_test: int = 1000,
+        rpn_batch_size_per_image: int = 256,
+        rpn_nms_thresh: float = 0.7,
+        box_batch_size_per_image: int = 512,
+        box_score_thresh: float = 0.05,
+        box_nms_thresh: float = 0.5,
+        box_detections_per_img: int = 100,
+    ) -> None:
+        super().__init__()
+        if int(num_classes) < 1:
+            raise ConfigError(f"detection needs at least 1 class, got num_classes={num_classes}")
+        self.num_classes = int(num_classes)
+        self.fpn_channels = int(fpn_channels)
+        self.representation_size = int(representation_size)
+        self.image_mean = [float(v) for v in image_mean]
+        self.image_std = [float(v) for v in image_std]
+        self.backbone, pooled = build_backbone(
+            backbone, pretrained, self.fpn_channels, norm, trainable_layers
+        )
+        with torch.no_grad():
+            self.backbone.eval()
+            probe = self.backbone(torch.zeros(1, 3, 64, 64))
+            self.backbone.train()
+        levels = len(probe)
+        if len(anchor_sizes) != levels:
+            # one size per level; a pyramid with another number of levels spreads them
+            raise ConfigError(
+                f"model.anchor_sizes has {len(anchor_sizes)} sizes but backbone '{backbone}' "
+                f"gives {levels} feature levels; give one anchor size per level"
+            )
+        sizes = tuple(
+            (int(s),) if isinstance(s, (int, float)) else tuple(int(v) for v in s)
+            for s in anchor_sizes
+        )
+        anchors = AnchorGenerator(sizes, (tuple(float(a) for a in aspect_ratios),) * levels)
+        self.rpn = WeightedRPN(
+            anchors,
+            RPNHead(self.fpn_channels, anchors.num_anchors_per_location()[0]),
+            fg_iou_thresh=0.7,
+            bg_iou_thresh=0.3,
+            batch_size_per_image=rpn_batch_size_per_image,
+            positive_fraction=0.5,
+            pre_nms_top_n={"training": rpn_pre_nms_top_n_train, "testing": rpn_pre_nms_top_n_test},
+            post_nms_top_n={
+                "training": rpn_post_nms_top_n_train,
+                "testing": rpn_post_nms_top_n_test,
+            },
+            nms_thresh=rpn_nms_thresh,
+        )
+        pool = MultiScaleRoIAlign(pooled, output_size=7, sampling_ratio=2)
+        self.roi_heads = WeightedRoIHeads(
+            pool,
+            TwoMLPHead(self.fpn_channels * 7 * 7, self.representation_size),
+            FastRCNNPredictor(self.representation_size, self.num_classes + 1),
+            fg_iou_thresh=0.5,
+            bg_iou_thresh=0.5,
+            batch_size_per_image=box_batch_size_per_image,
+            positive_fraction=0.25,
+            bbox_reg_weights=None,
+            score_thresh=box_score_thresh,
+            nms_thresh=box_nms_thresh,
+            detections_per_img=box_detections_per_img,
+            unlabelled_samples=box_batch_size_per_image,
+        )
+        self.transform = GeneralizedRCNNTransform(
+            min_size, max_size, self.image_mean, self.image_std
+        )
+        self.feature_levels = levels
+        self.roi_levels = len(pooled)
+        self._capture: Capture | None = None
+
+    @contextmanager
+    def capture(self) -> Iterator[Capture]:
+        """Within the block, forward passes record their FPN and ROI features (the last
+        forward's are kept) for alignment losses."""
+        captured = Capture()
+        self._capture = self.roi_heads.captured = captured
+        try:
+            yield captured
+        finally:
+            self._capture = self.roi_heads.captured = None
+
+    def forward(
+        self, images: Tensor | Sequence[Tensor], targets: Sequence[dict[str, Tensor]] | None = None
+    ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        inner = None
+        if targets is not None:  # torchvision's class 0 is the background
+            inner = [{**t, "labels": t["labels"].to(torch.int64) + 1} for t in targets]
+        batch, inner = self.transform(list(images), inner)
+        features = self.backbone(batch.tensors)
+        if self._capture is not None:
+            self._capture.features = features
+            self._capture.image_sizes = list(batch.image_sizes)
+        proposals, rpn_losses = self.rpn(batch, features, inner if self.training else None)
+        detections, roi_losses = self.roi_heads(
+            features, proposals, batch.image_sizes, inner if self.training else None
+        )
+        if self.training:
+            return {**rpn_losses, **roi_losses}
+        detections = self.transform.postprocess(detections, batch.image_sizes, sizes)
+        return [{**d, "labels": d["labels"] - 1} for d in detections]

@@ -1,0 +1,119 @@
+"""Detection targets: the format, its checks (with messages that say what to fix) and batching.
+
+A target is a dict with ``boxes`` (N x 4 float, x1 y1 x2 y2 in pixels of the image as the model
+gets it) and ``labels`` (N int64, 0-based class ids); an image without objects has N = 0 and
+is a valid (background) sample. Other keys (e.g. ``weights``) pass through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mic.core.data import split_sample
+from mic.core.errors import DatasetError
+
+#: how far (pixels) a box may reach beyond the image border before it counts as outside
+BORDER_TOLERANCE = 1.0
+
+
+def make_target(boxes: Any, labels: Any) -> dict[str, Tensor]:
+    """A target from anything array-like (an empty list gives an image without objects)."""
+    b = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    return {"boxes": b, "labels": torch.as_tensor(labels, dtype=torch.int64).reshape(-1)}
+
+
+def check_target(
+    target: Any,
+    num_classes: int,
+    size: tuple[int, int] | None = None,
+    where: str = "a target",
+) -> None:
+    """Raise ``DatasetError`` for a target the detector cannot train on: wrong format,
+    degenerate boxes (zero or negative width or height), boxes outside the image (more than
+    ``BORDER_TOLERANCE`` px), class ids out of range. ``size`` is the image's (H, W)."""
+    if not isinstance(target, dict) or "boxes" not in target or "labels" not in target:
+        raise DatasetError(
+            f"{where} must be a dict with 'boxes' (N x 4, x1 y1 x2 y2 pixels) and 'labels' "
+            f"(N class ids), got {type(target).__name__}"
+            + (f" with keys {sorted(target)}" if isinstance(target, dict) else "")
+        )
+    boxes, labels = target["boxes"], target["labels"]
+    if not isinstance(boxes, Tensor) or boxes.ndim != 2 or boxes.shape[-1] != 4:
+        shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+        raise DatasetError(f"{where}: 'boxes' must be an N x 4 tensor, got {shape}")
+    if not boxes.is_floating_point():
+        raise DatasetError(f"{where}: 'boxes' must be floating point, got {boxes.dtype}")
+    if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.ndim != 1:
+        raise DatasetError(
+            f"{where}: 'labels' must be a 1-d tensor of integer class ids, got "
+            + (f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, Tensor) else "")
+            + ("" if isinstance(labels, Tensor) else type(labels).__name__)
+        )
+    if len(labels) != len(boxes):
+        raise DatasetError(f"{where} has {len(boxes)} boxes but {len(labels)} labels")
+    if len(boxes) == 0:
+        return
+    if not torch.isfinite(boxes).all():
+        raise DatasetError(f"{where} has a box with a non-finite coordinate: {_first(boxes)}")
+    degenerate = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    if degenerate.any():
+        raise DatasetError(
+            f"{where} has a degenerate box {_first(boxes[degenerate])} (x1 y1 x2 y2): width and "
+            "height must be positive; fix or drop the annotation (boxes are x1 y1 x2 y2, not "
+            "x y w h)"
+        )
+    if size is not None:
+        h, w = size
+        t = BORDER_TOLERANCE
+        outside = (
+            (boxes[:, 0] < -t) | (boxes[:, 1] < -t) | (boxes[:, 2] > w + t) | (boxes[:, 3] > h + t)
+        )
+        if outside.any():
+            raise DatasetError(
+                f"{where} has a box {_first(boxes[outside])} outside the {w} x {h} (W x H) image; "
+                "fix the annotation, or resize boxes together with the image"
+            )
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.numel():
+        raise DatasetError(
+            f"{where} has class id {int(bad[0])}, outside [0, {num_classes - 1}]: the data has "
+            f"more classes than task.num_classes={num_classes}, or the ids are 1-based (class "
+            "ids are 0-based, background is not a class); fix the labels or num_classes"
+        )
+
+
+def _first(boxes: Tensor) -> list[float]:
+    return [round(float(v), 2) for v in boxes[0]]
+
+
+def image_size(image: Any) -> tuple[int, int]:
+    return int(image.shape[-2]), int(image.shape[-1])
+
+
+def batch_images(images: Sequence[Tensor]) -> Tensor | list[Tensor]:
+    """One B x C x H x W tensor when every image has the same size, else the list."""
+    images = list(images)
+    if images and all(x.shape == images[0].shape for x in images):
+        return torch.stack(images)
+    return images
+
+
+def collate(samples: list[Any], num_classes: int) -> Any:
+    """Images (a tensor, or a list when sizes differ) and targets (a list of dicts, checked
+    against their image); unlabelled samples give the images alone."""
+    pairs = [split_sample(s) for s in samples]
+    images = batch_images([p[0] for p in pairs])
+    targets = [p[1] for p in pairs]
+    if all(t is None for t in targets):
+        return images
+    if any(t is None for t in targets):
+        raise DatasetError(
+            "a batch mixes labelled and unlabelled samples; a dataset must be one or the other"
+        )
+    for i, (image, target) in enumerate(zip(images, targets, strict=True)):
+        check_target(target, num_classes, image_size(image), f"the target of batch item {i}")
+    return images, targets

@@ -1,0 +1,150 @@
+"""The detection Task: losses computed inside the detector, per-box weights, pseudo-boxes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+from torchmetrics.detection import MeanAveragePrecision
+
+from mic.core import ConfigError, DatasetError, PseudoLabels, Task
+from mic.tasks.detection.model import LOSS_PARTS
+from mic.tasks.detection.targets import check_target, collate
+
+Detections = list[dict[str, Tensor]]
+
+
+class DetectionMetrics(MeanAveragePrecision):
+    """COCO-style box AP through torchmetrics (pycocotools underneath), reported as:
+
+    ``map_50`` (mAP at IoU 0.5, the Cityscapes -> Foggy Cityscapes number), ``map`` (COCO AP,
+    IoU 0.5:0.95), ``ap50_per_class`` and ``ap_per_class`` (one entry per class id; NaN for a
+    class without ground truth in the evaluated set).
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(
+            box_format="xyxy",
+            iou_type="bbox",
+            class_metrics=True,
+            extended_summary=True,
+            backend="pycocotools",
+        )
+        self.num_classes = int(num_classes)
+
+    def compute(self) -> dict[str, Any]:  # type: ignore[override]
+        out = super().compute()
+        ap50 = [float("nan")] * self.num_classes
+        ap = [float("nan")] * self.num_classes
+        # precision: IoU thresholds x recall thresholds x classes x areas x max detections
+        precision = out["precision"]
+        classes = out["classes"].reshape(-1).tolist()
+        per_class_ap = out["map_per_class"].reshape(-1).tolist()
+        for k, c in enumerate(classes):
+            if not 0 <= int(c) < self.num_classes:
+                continue
+            p = precision[0, :, k, 0, -1]
+            p = p[p > -1]
+            ap50[int(c)] = float(p.mean()) if p.numel() else float("nan")
+            ap[int(c)] = per_class_ap[k] if per_class_ap[k] >= 0 else float("nan")
+        return {
+            "map_50": float(out["map_50"]),
+            "map": float(out["map"]),
+            "ap50_per_class": ap50,
+            "ap_per_class": ap,
+        }
+
+
+class DetectionTask(Task):
+    """Object detection with a ``FasterRCNN`` (or any model with its interface).
+
+    - ``loss``: the detector's four named losses (``rpn_objectness``, ``rpn_box``,
+      ``roi_classifier``, ``roi_box``); per-box weights go into the targets as ``weights``,
+      where the detector's heads apply them to the samples matched to each box.
+    - ``predict``: post-processed boxes (eval mode).
+    - ``pseudo_label``: boxes with score >= ``score_threshold`` become pseudo-boxes, their
+      scores the confidence; images without a pseudo-box are left out of consistency terms.
+
+    Args:
+        num_classes: foreground classes (class ids 0 .. num_classes - 1).
+        score_threshold: the pseudo-label score threshold (published 0.8).
+        class_names: names for reports (default: the ids).
+        primary_metric: ``map_50`` (published) or ``map`` (COCO AP).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        score_threshold: float = 0.8,
+        class_names: Sequence[str] | None = None,
+        primary_metric: str = "map_50",
+    ) -> None:
+        if int(num_classes) < 1:
+            raise DatasetError(f"detection needs at least 1 class, got num_classes={num_classes}")
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ConfigError(f"task.score_threshold must lie in [0, 1], got {score_threshold}")
+        if primary_metric not in ("map_50", "map"):
+            raise ConfigError(
+                f"task.primary_metric must be 'map_50' or 'map', got {primary_metric!r}"
+            )
+        self.num_classes = int(num_classes)
+        self.score_threshold = float(score_threshold)
+        names = list(class_names) if class_names else [str(i) for i in range(self.num_classes)]
+        if len(names) != self.num_classes:
+            raise DatasetError(
+                f"class counts disagree: the class names (task.class_names, from the dataset) "
+                f"list {len(names)} classes but num_classes={self.num_classes}"
+            )
+        self.class_names = names
+        self.primary_metric = primary_metric
+
+    def loss(
+        self,
+        model: nn.Module,
+        images: Tensor | list[Tensor],
+        targets: list[dict[str, Tensor]],
+        weights: list[Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        if weights is not None:
+            targets = [{**t, "weights": w} for t, w in zip(targets, weights, strict=True)]
+        losses = model(images, targets)
+        missing = [k for k in LOSS_PARTS if k not in losses]
+        if missing:
+            raise RuntimeError(
+                f"the detector returned losses {sorted(losses)} without {missing}: is it in "
+                "training mode, and a mic.tasks.detection.FasterRCNN?"
+            )
+        return {k: losses[k] for k in LOSS_PARTS}
+
+    def predict(self, model: nn.Module, images: Tensor | list[Tensor]) -> Detections:
+        return model(images)
+
+    def pseudo_label(self, prediction: Detections) -> PseudoLabels:
+        labels, confidence = [], []
+        for p in prediction:
+            keep = p["scores"] >= self.score_threshold
+            labels.append({"boxes": p["boxes"][keep].detach(), "labels": p["labels"][keep]})
+            confidence.append(p["scores"][keep].detach())
+        return PseudoLabels(labels, confidence, keep=[len(c) > 0 for c in confidence])
+
+    def metric(self) -> DetectionMetrics:
+        return DetectionMetrics(self.num_classes)
+
+    def check_targets(self, targets: Any) -> None:
+        if not isinstance(targets, (list, tuple)):
+            raise DatasetError(
+                f"detection targets must be a list of dicts (one per image), got "
+                f"{type(targets).__name__}"
+            )
+        for i, t in enumerate(targets):
+            check_target(t, self.num_classes, where=f"the target of batch item {i}")
+
+    def collate(self, samples: list[Any]) -> Any:
+        return collate(samples, self.num_classes)
+
+    def report_hooks(self, run_dir: Path | None, test: Iterable[Any] | None) -> list[Any]:
+        from mic.tasks.detection.report import DetectionReport
+
+        return [DetectionReport(self, test, run_dir)] if test is not None else []

@@ -1,0 +1,192 @@
+"""The detection Task: pseudo-box filtering, dropping of images without pseudo-boxes, per-box
+weighting through MIC, the masked branch's loss switches, colour jitter on [0, 1] images,
+metrics, and clear errors for bad targets."""
+
+import math
+import re
+
+import pytest
+import torch
+
+import mic
+from mic.core import DatasetError, PseudoLabels
+from mic.datasets.detection import ShapesDetection
+from mic.tasks.detection import BOX_REGRESSION_PARTS, make_target
+from mic.tasks.detection.model import IMAGENET_MEAN
+from tests.det_helpers import NUM_CLASSES, tiny_batch, tiny_detector
+from tests.det_helpers import task as det_task
+
+
+def _prediction(scores, labels=None):
+    n = len(scores)
+    boxes = torch.tensor([[2.0 + i, 2, 20 + i, 20] for i in range(n)]).reshape(-1, 4)
+    return {
+        "boxes": boxes,
+        "scores": torch.tensor(scores, dtype=torch.float32),
+        "labels": torch.tensor(labels if labels is not None else [0] * n),
+    }
+
+
+def test_pseudo_boxes_keep_scores_at_or_above_the_threshold():
+    task = det_task()
+    pseudo = task.pseudo_label([_prediction([0.95, 0.8, 0.79, 0.3], [2, 1, 0, 0])])
+    assert pseudo.labels[0]["labels"].tolist() == [2, 1]
+    assert torch.allclose(pseudo.confidence[0], torch.tensor([0.95, 0.8]))
+    assert pseudo.labels[0]["boxes"].shape == (2, 4)
+    assert pseudo.keep == [True]
+    lenient = mic.tasks.detection.DetectionTask(NUM_CLASSES, score_threshold=0.5)
+    assert len(lenient.pseudo_label([_prediction([0.95, 0.8, 0.79, 0.3])]).confidence[0]) == 3
+
+
+def test_images_without_pseudo_boxes_are_dropped_with_their_sizes():
+    task = det_task()
+    pseudo = task.pseudo_label([_prediction([0.9]), _prediction([0.5]), _prediction([])])
+    assert pseudo.keep == [True, False, False]
+    images = [torch.rand(3, 40, 64), torch.rand(3, 64, 48), torch.rand(3, 32, 32)]
+    kept_images, kept = pseudo.kept(images)
+    assert [tuple(x.shape[-2:]) for x in kept_images] == [(40, 64)]
+    assert len(kept.labels) == len(kept.confidence) == 1
+
+
+class _Recording(torch.nn.Module):
+    """Wraps a detector and records what the masked branch hands it."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.calls = []
+
+    def forward(self, images, targets=None):
+        self.calls.append((images, targets))
+        return self.inner(images, targets)
+
+
+def _mic(**kwargs):
+    masker = mic.BlockMasker(16, 0.5, mic.StrongAugmentation(), fill=list(IMAGENET_MEAN))
+    kwargs.setdefault("part_weights", dict.fromkeys(BOX_REGRESSION_PARTS, 0.0))
+    return mic.MaskedImageConsistency(masker, weighting=kwargs.pop("weighting", "none"), **kwargs)
+
+
+def _pseudo(scores_per_image):
+    return det_task().pseudo_label([_prediction(s, [1] * len(s)) for s in scores_per_image])
+
+
+def test_masked_branch_sees_only_images_with_pseudo_boxes_and_their_confidence():
+    model = _Recording(tiny_detector())
+    images, _ = tiny_batch()
+    term = _mic(weighting="prob")
+    term.loss(model, det_task(), images, _pseudo([[0.9, 0.85], [0.1]]))
+    seen_images, seen_targets = model.calls[-1]
+    assert seen_images.shape[0] == 1  # the second image has no pseudo-box
+    assert torch.allclose(seen_targets[0]["weights"], torch.tensor([0.9, 0.85]))
+    # weighting "none": every pseudo-box weighs 1 (lambda alone)
+    _mic().loss(model, det_task(), images, _pseudo([[0.9, 0.85], [0.1]]))
+    assert torch.equal(model.calls[-1][1][0]["weights"], torch.ones(2))
+    # no image with a pseudo-box: no forward pass and a zero loss
+    model.calls.clear()
+    assert _mic().loss(model, det_task(), images, _pseudo([[0.1], []])).item() == 0.0
+    assert not model.calls
+
+
+def _grads_after(term, seed=0):
+    model = tiny_detector(seed)
+    images, _ = tiny_batch()
+    torch.manual_seed(seed)
+    loss = term.loss(model, det_task(), images, _pseudo([[0.9, 0.85], [0.95]]))
+    loss.backward()
+    rpn_box = model.rpn.head.bbox_pred.weight.grad
+    roi_box = model.roi_heads.box_predictor.bbox_pred.weight.grad
+    cls = model.roi_heads.box_predictor.cls_score.weight.grad
+    return rpn_box, roi_box, cls, loss
+
+
+def test_box_regression_of_the_masked_branch_is_off_by_default_and_can_be_switched_on():
+    rpn_box, roi_box, cls, _ = _grads_after(_mic())
+    assert rpn_box is None and roi_box is None  # not even in the graph
+    assert cls is not None and cls.abs().sum() > 0
+    rpn_box, roi_box, cls, _ = _grads_after(_mic(part_weights={}))
+    assert rpn_box is not None and rpn_box.abs().sum() > 0
+    assert roi_box is not None
+
+
+def test_lambda_scales_every_part_of_the_masked_loss():
+    _, _, _, one = _grads_after(_mic(weight=1.0))
+    _, _, _, half = _grads_after(_mic(weight=0.5))
+    assert torch.allclose(half, 0.5 * one, atol=1e-6)
+
+
+def test_colour_jitter_acts_on_unit_images_and_keeps_them_recognisable():
+    # a detection image in [0, 1] (no normalisation): jitter must neither clamp it to black /
+    # white (what jittering a 0-255 image as if it were [0, 1] does) nor move it far
+    g = torch.Generator().manual_seed(0)
+    scenes = ShapesDetection("source", "test", size=64)
+    images = torch.stack([scenes[i][0] for i in range(8)])
+    aug = mic.StrongAugmentation(jitter_p=1.0, blur_p=0.0)  # mean / std None: [0, 1] input
+    out = aug(images, g)
+    assert out.min() >= 0 and out.max() <= 1
+
+    def saturated(x):
+        return ((x <= 0.0) | (x >= 1.0)).float().mean()
+
+    assert saturated(out) < saturated(images) + 0.02
+    # strength 0.2 moves a pixel by a fraction of the range, and keeps its structure
+    assert (out - images).abs().mean() < 0.2
+    for a, b in zip(out, images, strict=True):
+        corr = torch.corrcoef(torch.stack([a.mean(0).flatten(), b.mean(0).flatten()]))[0, 1]
+        assert corr > 0.8
+    # the same jitter applied to a 0-255 image as if it were [0, 1] clamps it flat
+    broken = aug(images * 255, g)
+    assert broken.flatten(1).std(1).max() < 0.25 * images.flatten(1).std(1).min()
+
+
+def test_metrics_perfect_and_per_class():
+    task = det_task()
+    metric = task.metric()
+    target = make_target([[0, 0, 10, 10], [20, 20, 40, 40]], [0, 2])
+    perfect = {**target, "scores": torch.tensor([0.9, 0.8])}
+    metric.update([perfect], [target])
+    out = metric.compute()
+    assert out["map_50"] == pytest.approx(1.0) and out["map"] == pytest.approx(1.0)
+    assert out["ap50_per_class"][0] == pytest.approx(1.0)
+    assert math.isnan(out["ap50_per_class"][1])  # no ground truth of class 1
+    wrong = task.metric()
+    wrong.update([{**perfect, "labels": torch.tensor([1, 1])}], [target])
+    assert wrong.compute()["map_50"] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (make_target([[10, 10, 10, 20]], [0]), "degenerate box"),
+        (make_target([[10, 30, 20, 20]], [0]), "degenerate box"),
+        (make_target([[10, 10, 80, 20]], [0]), "outside the 64 x 64"),
+        (make_target([[-5, 10, 20, 20]], [0]), "outside the 64 x 64"),
+        (make_target([[1, 1, 20, 20]], [3]), "class id 3, outside [0, 2]"),
+        (make_target([[1, 1, 20, 20]], [-1]), "class id -1"),
+        ({"boxes": torch.zeros(2, 4), "labels": torch.zeros(1, dtype=torch.long)}, "2 boxes"),
+        ({"boxes": [[1, 1, 2, 2]], "labels": torch.zeros(1, dtype=torch.long)}, "N x 4 tensor"),
+        ({"labels": torch.zeros(1)}, "must be a dict with 'boxes'"),
+    ],
+)
+def test_bad_targets_are_clear_errors(target, message):
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        det_task().collate([(torch.rand(3, 64, 64), target)])
+
+
+def test_an_image_without_objects_is_valid_and_sizes_may_differ():
+    images, targets = det_task().collate(
+        [(torch.rand(3, 64, 64), make_target([], [])), (torch.rand(3, 32, 48), targets_one())]
+    )
+    assert isinstance(images, list) and len(targets) == 2
+    same = det_task().collate([torch.rand(3, 8, 8), torch.rand(3, 8, 8)])
+    assert isinstance(same, torch.Tensor) and same.shape == (2, 3, 8, 8)
+
+
+def targets_one():
+    return make_target([[1, 1, 20, 20]], [1])
+
+
+def test_mismatched_class_names_are_an_error():
+    with pytest.raises(DatasetError, match="list 2 classes"):
+        mic.tasks.detection.DetectionTask(3, class_names=["a", "b"])
+    assert isinstance(PseudoLabels, type)
