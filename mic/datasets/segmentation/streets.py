@@ -70,8 +70,8 @@ _REAL_COLOURS = np.array(
 _PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "brick", "grass", "gravel")
 
 
-@lru_cache(maxsize=1)
-def _textures() -> tuple[np.ndarray, ...]:
+@lru_cache(maxsize=2)
+def _textures(side: int = 128) -> tuple[np.ndarray, ...]:
     """Grey-level photos (mean 1) whose crops texture the target's regions."""
     import skimage.data
     from skimage.color import rgb2gray
@@ -81,7 +81,7 @@ def _textures() -> tuple[np.ndarray, ...]:
     for name in _PHOTOS:
         img = getattr(skimage.data, name)()
         img = rgb2gray(img) if img.ndim == 3 else img.astype(np.float32) / 255.0
-        img = rescale(img.astype(np.float32), 128 / min(img.shape), anti_aliasing=True)
+        img = rescale(img.astype(np.float32), side / min(img.shape), anti_aliasing=True)
         out.append((img / max(float(img.mean()), 1e-3)).astype(np.float32))
     return tuple(out)
 
@@ -166,7 +166,7 @@ def _render(
     colours = 0.5 * _SOURCE_COLOURS + 0.5 * _REAL_COLOURS
     colours = colours + rng.normal(0, 0.04, colours.shape).astype(np.float32)
     colours[POLE] = colours[PERSON] + rng.normal(0, 0.03, 3).astype(np.float32)
-    textures = _textures()
+    textures = _textures(max(128, 2 * max(h, w)))
     tex = np.empty((8, h, w), np.float32)
     for c in range(8):
         t = textures[rng.integers(len(textures))]

@@ -1,0 +1,370 @@
+"""Segmentation UDA methods on the bundled street-scene benchmark, over seeds; speed and memory.
+
+    python benchmarks/segmentation.py                              # full length (GPU-sized)
+    python benchmarks/segmentation.py --device cuda --jobs 6       # parallel runs on one GPU
+    python benchmarks/segmentation.py --cpu-budget --jobs 2        # the reduced CPU run
+    python benchmarks/segmentation.py --memory-only                # only the memory rows
+
+Every run is ``mic-train experiment=streets`` (a small full-resolution U-Net from scratch,
+AdamW 6e-4, warm-up + poly, EMA 0.99, batch 8 + 8 at 64 px, 3000 iterations) with the
+method's overrides and the seed. Scores: target test mIoU over the 8 classes and the IoU of
+the look-alike classes (road / sidewalk, person / pole), of the student and the EMA teacher,
+after AdaBN re-estimation of BatchNorm statistics on 10 target training batches. Paired
+differences compare runs of one seed (same data order, same initial weights).
+
+Memory: the peak memory of one training iteration of DAFormer (MiT-B0 encoder + fusion
+decoder, batch 2 + 2, 512 px crops; 256 px on a CPU) with and without MIC, each in a fresh
+process. On CUDA it
+is ``torch.cuda.max_memory_allocated``; on a CPU it is the growth of the process's peak
+resident set over three iterations (what the allocator holds; a coarser measure).
+
+Results are cached per (method, seed, settings) in segmentation.json beside the markdown
+table, so runs can be added in several invocations; the table is rewritten from the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+METHODS: dict[str, list[str]] = {
+    "source_only": ["method=source_only", "mic=none"],
+    "dacs": ["method=dacs", "mic=none"],
+    "dacs_mic": ["method=dacs", "mic=segmentation"],
+    "daformer": ["method=daformer", "mic=none"],
+    "daformer_mic": ["method=daformer", "mic=segmentation"],
+}
+LABELS = {
+    "source_only": "source only",
+    "dacs": "DACS",
+    "dacs_mic": "DACS + MIC",
+    "daformer": "DAFormer (DACS + RCS + FD)",
+    "daformer_mic": "DAFormer + MIC",
+}
+PAIRS = [("dacs_mic", "dacs"), ("daformer_mic", "daformer"), ("daformer", "dacs")]
+CONFUSABLE = ["road", "sidewalk", "person", "pole"]
+#: the reduced schedule that fits a 2-core CPU in under an hour
+CPU_BUDGET = [
+    "iterations=1000",
+    "loader.source_batch_size=4",
+    "loader.target_batch_size=4",
+    "model.widths=[8,16,24,32,48]",
+]
+MEMORY = [
+    "experiment=streets",
+    "model=daformer_mitb5",
+    "model.encoder=mit_b0",
+    "model.pretrained=false",
+    "dataset.train_count=8",
+    "dataset.test_count=2",
+    "dataset.mic_block_size=32",
+    "loader.source_batch_size=2",
+    "loader.target_batch_size=2",
+    "loader.test_batch_size=1",
+    "eval.adabn_batches=0",
+    "log.progress=false",
+    "log.tensorboard=false",
+]
+
+
+def run_one(method: str, seed: int, device: str, threads: int, extra: list[str]) -> dict:
+    import logging
+
+    import torch
+
+    from mic.experiment import build_experiment, load_config
+
+    logging.basicConfig(level=logging.WARNING)  # the per-class tables stay out of the way
+    torch.set_num_threads(threads)
+    overrides = [
+        "experiment=streets",
+        *METHODS[method],
+        f"seed={seed}",
+        f"device={device}",
+        "log.progress=false",
+        "log.tensorboard=false",
+        "eval.interval=0",
+        *extra,
+    ]
+    exp = build_experiment(load_config(overrides))
+    loop = exp.loop
+    train_time = 0.0
+    step = loop.train_step
+
+    def timed_step():  # training time alone, evaluation excluded
+        nonlocal train_time
+        if loop.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = step()
+        if loop.device.type == "cuda":
+            torch.cuda.synchronize()
+        train_time += time.perf_counter() - t0
+        return out
+
+    loop.train_step = timed_step
+    loop.run()
+    final = exp.evaluation.history[-1]
+    classes = list(exp.task.classes)
+    out = {
+        "method": method,
+        "seed": seed,
+        "seconds_per_iteration": train_time / loop.iterations,
+        "device": torch.cuda.get_device_name() if loop.device.type == "cuda" else "cpu",
+        "iterations": loop.iterations,
+        "overrides": [*METHODS[method], *extra],
+    }
+    for model in ("student", "teacher"):
+        out[f"{model}_miou"] = final.get(f"eval/{model}/miou")
+        ious = final.get(f"eval/{model}/per_class_iou") or []
+        out[f"{model}_iou"] = dict(zip(classes, ious))
+    return out
+
+
+def memory_one(method: str, device: str, size: int = 512, iterations: int = 3) -> dict:
+    """Peak memory of ``iterations`` training iterations in this (fresh) process."""
+    import resource
+
+    import torch
+
+    from mic.experiment import build_experiment, load_config
+
+    torch.set_num_threads(1 if device == "cpu" else max(1, os.cpu_count() or 1))
+    overrides = [
+        *MEMORY,
+        *METHODS[method],
+        f"device={device}",
+        f"iterations={iterations}",
+        f"dataset.size={size}",
+    ]
+    exp = build_experiment(load_config(overrides))
+    loop = exp.loop
+    cuda = loop.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    t0 = time.perf_counter()
+    for _ in range(iterations):
+        loop.train_step()
+        loop.step += 1
+    if cuda:
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return {
+        "method": method,
+        "peak_bytes": peak,
+        "seconds_per_iteration": (time.perf_counter() - t0) / iterations,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "measure": "cuda max_memory_allocated" if cuda else "growth of peak RSS",
+        "crop": size,
+    }
+
+
+def _key(method: str, seed: int, extra: list[str]) -> str:
+    return json.dumps([method, seed, sorted(extra)])
+
+
+def _stats(values: list[float]) -> str:
+    values = [v for v in values if v is not None and v == v]
+    if not values:
+        return "-"
+    mean = 100 * statistics.mean(values)
+    std = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.1f} ± {std:.1f}"
+
+
+def write_table(
+    runs: list[dict], memory: list[dict], path: Path, extra: list[str], note: str
+) -> None:
+    lines = [
+        "# Segmentation: the bundled street-scene benchmark",
+        "",
+        "Written by `benchmarks/segmentation.py` (see its docstring for the protocol).",
+        "",
+        note,
+        "",
+        f"Overrides on top of `experiment=streets`: `{' '.join(extra) or '(none)'}`.",
+        "",
+        "## Target test mIoU (%) and the look-alike classes' IoU (teacher), mean ± std",
+        "",
+        "| method | seeds | student mIoU | teacher mIoU | "
+        + " | ".join(CONFUSABLE)
+        + " | s / iteration |",
+        "|---|---|---|---|" + "---|" * len(CONFUSABLE) + "---|",
+    ]
+    for method in METHODS:
+        rs = [r for r in runs if r["method"] == method]
+        if not rs:
+            continue
+        cells = [_stats([r["teacher_iou"].get(c) for r in rs]) for c in CONFUSABLE]
+        speed = statistics.mean(r["seconds_per_iteration"] for r in rs)
+        lines.append(
+            f"| {LABELS[method]} | {len(rs)} | {_stats([r['student_miou'] for r in rs])} | "
+            f"{_stats([r['teacher_miou'] for r in rs])} | {' | '.join(cells)} | {speed:.3f} "
+            f"({rs[0]['device']}) |"
+        )
+    lines += [
+        "",
+        "## Paired differences (points of teacher mIoU, same seed)",
+        "",
+        "| comparison | seeds | per seed | mean ± std | better in |",
+        "|---|---|---|---|---|",
+    ]
+    for a, b in PAIRS:
+        by_seed = {r["seed"]: r for r in runs if r["method"] == b}
+        diffs = [
+            (r["seed"], 100 * (r["teacher_miou"] - by_seed[r["seed"]]["teacher_miou"]))
+            for r in sorted(runs, key=lambda r: r["seed"])
+            if r["method"] == a and r["seed"] in by_seed
+        ]
+        if not diffs:
+            continue
+        d = [x for _, x in diffs]
+        std = statistics.stdev(d) if len(d) > 1 else 0.0
+        per = ", ".join(f"{x:+.1f}" for _, x in diffs)
+        wins = sum(x > 0 for x in d)
+        lines.append(
+            f"| {LABELS[a]} − {LABELS[b]} | {len(d)} | {per} | {statistics.mean(d):+.1f} ± "
+            f"{std:.1f} | {wins} of {len(d)} |"
+        )
+    if memory:
+        by = {m["method"]: m for m in memory}
+        lines += [
+            "",
+            "## Peak memory of one iteration (DAFormer MiT-B0, batch 2 + 2)",
+            "",
+            "| method | crop | peak | s / iteration | device | measure |",
+            "|---|---|---|---|---|---|",
+        ]
+        for m in memory:
+            lines.append(
+                f"| {LABELS[m['method']]} | {m.get('crop', 512)} px | "
+                f"{m['peak_bytes'] / 2**20:.0f} MiB | {m['seconds_per_iteration']:.2f} | "
+                f"{m['device']} | {m['measure']} |"
+            )
+        if "daformer" in by and "daformer_mic" in by and by["daformer"]["peak_bytes"] > 0:
+            ratio = by["daformer_mic"]["peak_bytes"] / by["daformer"]["peak_bytes"]
+            lines += ["", f"MIC / DAFormer peak memory: **{ratio:.2f}x** (goal <= 1.15x)."]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    p.add_argument(
+        "--seeds-extra",
+        nargs="+",
+        type=int,
+        default=None,
+        help="seeds for source_only and the DAFormer rows (default: --seeds)",
+    )
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads per run (0: 1 on a CPU, where a busy machine makes more threads "
+        "spin instead of work; cores / jobs on a GPU machine)",
+    )
+    p.add_argument("--cpu-budget", action="store_true", help="the reduced CPU schedule")
+    p.add_argument("--override", nargs="*", default=[], help="extra mic-train overrides")
+    p.add_argument("--memory-only", action="store_true")
+    p.add_argument(
+        "--memory-size",
+        type=int,
+        default=0,
+        help="crop side of the memory rows (0: 512, 256 on a CPU)",
+    )
+    p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--note", default="", help="a paragraph for the results file")
+    p.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "segmentation.md"
+    )
+    args = p.parse_args()
+    extra = [*(CPU_BUDGET if args.cpu_budget else []), *args.override]
+    cache_file = args.out.with_suffix(".json")
+    cache = (
+        json.loads(cache_file.read_text()) if cache_file.exists() else {"runs": {}, "memory": {}}
+    )
+    threads = args.threads or (
+        1 if args.device == "cpu" else max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    )
+
+    if not args.memory_only:
+        todo = []
+        for method in args.methods:
+            seeds = args.seeds
+            if args.seeds_extra is not None and method in (
+                "source_only",
+                "daformer",
+                "daformer_mic",
+            ):
+                seeds = args.seeds_extra
+            todo += [(method, s) for s in seeds if _key(method, s, extra) not in cache["runs"]]
+        print(f"{len(todo)} runs to do, {args.jobs} at a time, {threads} threads each", flush=True)
+        ctx = get_context("spawn")
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
+            futures = {
+                pool.submit(run_one, m, s, args.device, threads, extra): (m, s) for m, s in todo
+            }
+            for future in futures:
+                m, s = futures[future]
+                r = future.result()
+                cache["runs"][_key(m, s, extra)] = r
+                cache_file.write_text(json.dumps(cache, indent=1))
+                print(
+                    f"{m} seed {s}: teacher mIoU {100 * r['teacher_miou']:.1f}, "
+                    f"{r['seconds_per_iteration']:.3f} s/it",
+                    flush=True,
+                )
+    if not args.no_memory:
+        for method in ("daformer", "daformer_mic"):
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--_memory",
+                    method,
+                    "--device",
+                    args.device,
+                    "--size",
+                    str(args.memory_size or (256 if args.device == "cpu" else 512)),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            cache["memory"][f"{method}:{args.device}"] = json.loads(
+                out.stdout.strip().splitlines()[-1]
+            )
+            cache_file.write_text(json.dumps(cache, indent=1))
+    runs = [r for k, r in cache["runs"].items() if sorted(json.loads(k)[2]) == sorted(extra)]
+    memory = [m for k, m in cache["memory"].items() if k.endswith(f":{args.device}")]
+    write_table(runs, memory, args.out, extra, args.note)
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--_memory":
+        device = sys.argv[sys.argv.index("--device") + 1] if "--device" in sys.argv else "cpu"
+        size = int(sys.argv[sys.argv.index("--size") + 1]) if "--size" in sys.argv else 512
+        print(json.dumps(memory_one(sys.argv[2], device, size)))
+    else:
+        main()
