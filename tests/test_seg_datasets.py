@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mic.core import DatasetError
+from mic.core import ConfigError, DatasetError
 from mic.datasets import UnlabeledImageFolder
 from mic.datasets.segmentation import (
     ACDC,
@@ -189,6 +189,8 @@ def test_transform_resize_crop_pad_and_flip():
         for _ in range(20)
     }
     assert flips == {0, 1}
+    with pytest.raises(ConfigError, match="cannot be combined with crop_size"):
+        SegmentationTransform(crop_size=(4, 4), keep_label_size=True)
     # test transform: image resized, label kept at full resolution
     x, y = SegmentationTransform(scale=(4, 2), keep_label_size=True)(
         Image.new("RGB", (8, 4)), lr.repeat(2, 1)

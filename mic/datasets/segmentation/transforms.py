@@ -59,6 +59,11 @@ class SegmentationTransform:
             raise ConfigError(f"transform scale must be two positive sides, got {scale}")
         if crop_size is not None and (len(crop_size) != 2 or min(crop_size) <= 0):
             raise ConfigError(f"crop_size must be (height, width) > 0, got {crop_size}")
+        if keep_label_size and crop_size is not None:
+            raise ConfigError(
+                "keep_label_size (evaluation at full label resolution) cannot be combined with "
+                "crop_size: a crop needs image and label of one size"
+            )
         if not 0.0 < cat_max_ratio <= 1.0:
             raise ConfigError(f"cat_max_ratio must lie in (0, 1], got {cat_max_ratio}")
         self.scale = tuple(int(s) for s in scale) if scale is not None else None
