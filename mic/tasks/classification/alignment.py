@@ -317,7 +317,7 @@ class ConditionalDomainAdversarial(_Adversarial):
         g = torch.softmax(logits.float(), dim=1).detach().to(f.dtype)
         d = self.discriminate(self.conditioning(f, g), ctx).float()
         n_s = len(out.source_features)
-        labels = torch.cat([torch.ones(n_s, 1), torch.zeros(len(f) - n_s, 1)]).to(d)
+        labels = torch.cat([d.new_ones(n_s, 1), d.new_zeros(len(f) - n_s, 1)])
         weights = entropy_weights(g.float()).unsqueeze(1) if self.entropy_conditioning else None
         loss = F.binary_cross_entropy_with_logits(d, labels, weight=weights)
         return self.weight * loss
