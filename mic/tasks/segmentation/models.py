@@ -164,8 +164,8 @@ class PyramidEncoder(nn.Module):
 class Segmenter(nn.Module):
     """An encoder (image -> list of feature maps) and a decode head (features -> logits).
 
-    ``forward_features`` and ``decode`` let a loss reuse one forward for the logits and the
-    features (DAFormer's source loss and feature distance).
+    ``forward(x, return_features=True)`` gives the logits and the features of one forward
+    pass (DAFormer's source loss and feature distance).
     """
 
     def __init__(self, encoder: nn.Module, decode_head: nn.Module, num_classes: int) -> None:
@@ -180,8 +180,14 @@ class Segmenter(nn.Module):
     def decode(self, features: Sequence[Tensor]) -> Tensor:
         return self.decode_head(features)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.decode(self.forward_features(x))
+    def forward(
+        self, x: Tensor, return_features: bool = False
+    ) -> Tensor | tuple[Tensor, list[Tensor]]:
+        """Logits; with ``return_features`` also the encoder's feature maps (through the
+        module's own forward, so that a DistributedDataParallel wrapper sees the call)."""
+        features = self.forward_features(x)
+        logits = self.decode(features)
+        return (logits, features) if return_features else logits
 
 
 def DAFormer(

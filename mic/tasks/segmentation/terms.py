@@ -4,6 +4,7 @@ MIC's choice of masked images, as loss terms of the generic loop."""
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -205,7 +206,8 @@ class SourceWithFeatureDistance(LossTerm):
     """The source cross-entropy and, from the same forward pass, DAFormer's ImageNet feature
     distance (logged as ``source`` and ``feature_distance``, back-propagated together).
 
-    Needs a model with ``forward_features`` and ``decode`` (every ``Segmenter``).
+    Needs a model whose ``forward(x, return_features=True)`` returns the logits and the
+    encoder's feature maps (every ``Segmenter``).
 
     Args:
         feature_distance: the ``FeatureDistance`` (None: the source loss alone).
@@ -221,14 +223,12 @@ class SourceWithFeatureDistance(LossTerm):
         self.feature_distance = feature_distance
 
     def forward(self, ctx: IterationContext) -> dict[str, Tensor]:
-        model = unwrap(ctx.student)
-        if not hasattr(model, "forward_features"):
+        if "return_features" not in inspect.signature(unwrap(ctx.student).forward).parameters:
             raise ConfigError(
-                "the feature distance needs a model with forward_features() and decode() "
-                "(mic.tasks.segmentation models have them)"
+                "the feature distance needs a model whose forward takes return_features=True "
+                "(every mic.tasks.segmentation model does)"
             )
-        features = model.forward_features(ctx.source_images)
-        logits = model.decode(features)
+        logits, features = ctx.student(ctx.source_images, return_features=True)
         parts = {"source": self.weight * ctx.task.loss_from_logits(logits, ctx.source_targets)}  # type: ignore[attr-defined]
         if self.feature_distance is not None:
             parts["feature_distance"] = self.feature_distance(
