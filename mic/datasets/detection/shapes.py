@@ -11,7 +11,7 @@ Target domain, after Foggy Cityscapes: fog by the standard optical model
 ``I = J * t + A * (1 - t)``, ``t = exp(-beta * depth)``, with a grey airlight ``A`` (depth in
 metres, up to about 150; ``beta = 0.02`` by default, the middle of Foggy Cityscapes' three
 densities), plus a texture on the ground and the sky (low-frequency blotches and stripes) and
-Gaussian pixel noise.
+Gaussian pixel noise. The texture also modulates the objects' paint.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ def make_scene(
     target: bool = False,
     beta: float = 0.02,
     airlight: float = 0.8,
-    noise: float = 0.04,
-    texture: float = 0.35,
+    noise: float = 0.05,
+    texture: float = 0.4,
     max_objects: int = 6,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One scene: an H x W x 3 image in [0, 1], boxes (N x 4, x1 y1 x2 y2) and class ids."""
@@ -83,20 +83,20 @@ def make_scene(
     img = np.where(
         (yy > horizon)[..., None], ground * (0.8 + 0.3 * shade), sky * (1.05 - 0.3 * shade)
     )
-    if target:  # texture: blotches and stripes on sky and ground
+    if target:  # texture: blotches and stripes on sky and ground, and on the objects
         blotch = _smooth_noise(rng, s, int(rng.integers(4, 9)))
         angle, freq = rng.uniform(0, np.pi), rng.uniform(0.15, 0.45)
         stripes = 0.5 + 0.5 * np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)))
+        grain = (0.6 * blotch + 0.4 * stripes)[..., None]
         tint = rng.uniform(0.2, 0.9, 3)
-        pattern = (0.6 * blotch + 0.4 * stripes)[..., None] * tint
-        img = (1 - texture) * img + texture * pattern
+        img = (1 - texture) * img + texture * grain * tint
 
     boxes, labels = [], []
     n = int(rng.integers(1, max_objects + 1))
     for _ in range(20 * n):
         if len(boxes) == n:
             break
-        foot = rng.uniform(horizon + 4, s - 1)
+        foot = rng.uniform(horizon + 2, s - 1)
         near = (foot - horizon) / (s - horizon)  # 0 at the horizon, 1 at the bottom
         side = (0.08 + 0.3 * near) * s * rng.uniform(0.8, 1.2)
         x1 = rng.uniform(0, s - side)
@@ -113,7 +113,8 @@ def make_scene(
         mask = _shape_mask(labels[i], yy, xx, boxes[i])
         colour = rng.uniform(0.05, 1.0, 3)
         colour[rng.integers(3)] = rng.uniform(0.0, 0.25)  # saturated, not grey
-        img = np.where(mask[..., None], colour, img)
+        paint = colour * (1 - texture + texture * 2 * grain) if target else colour
+        img = np.where(mask[..., None], paint, img)
         depth = np.where(mask, depth[min(int(boxes[i][3]), s - 1), 0], depth)
 
     if target:
