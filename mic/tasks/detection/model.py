@@ -302,6 +302,14 @@ def build_backbone(
     weights = None
     if pretrained and (tv_resnet or tv_mobile):
         weights = torchvision.models.get_model_weights(name).DEFAULT
+        try:  # torchvision would download them on first use; say what to do without internet
+            weights.get_state_dict(progress=False, check_hash=True)
+        except Exception as e:
+            raise ConfigError(
+                f"could not load torchvision's pretrained {name} weights ({e.__class__.__name__}: "
+                f"{e}). Without internet, put '{weights.url.rsplit('/', 1)[-1]}' into "
+                f"{torch.hub.get_dir()}/checkpoints, or use model.pretrained=false"
+            ) from e
     if tv_resnet:
         layers = (3 if pretrained else 5) if trainable_layers is None else trainable_layers
         body = resnet_fpn_backbone(
