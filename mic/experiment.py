@@ -4,6 +4,7 @@ command line: ``run_experiment(load_config(["method=source_only"]), "runs/x")``.
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader
 from mic.core import (
     AdaptationLoop,
     Checkpointer,
+    CheckpointError,
     ConfigError,
     DatasetError,
     Evaluation,
@@ -28,9 +30,13 @@ from mic.core import (
     Task,
     UDAMethod,
     check_num_classes,
+    load_checkpoint,
     lr_scheduler,
     param_groups,
 )
+from mic.core.checkpoint import latest_checkpoint
+from mic.core.distributed import DistributedInfo, check_batch_size, info, init_distributed
+from mic.core.sampling import ResumableSampler, SeededDataset
 
 
 def load_config(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
@@ -47,31 +53,53 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, group: DistributedInfo | None = None) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu or auto")
+    if device.type == "cuda" and group is not None and group.enabled:
+        device = torch.device("cuda", group.local_rank)
     return device
 
 
 def make_loader(
-    dataset: Any, batch_size: int, task: Task, train: bool, workers: int, seed: int, name: str
+    dataset: Any,
+    batch_size: int,
+    task: Task,
+    train: bool,
+    workers: int,
+    seed: int,
+    name: str,
+    group: DistributedInfo | None = None,
 ) -> DataLoader:
-    """A loader that batches through the task; training loaders shuffle and drop the last
-    incomplete batch (BatchNorm needs full batches)."""
-    if train and len(dataset) < batch_size:
+    """A loader that batches through the task.
+
+    Training loaders draw from a ``ResumableSampler`` (a new permutation every epoch, this
+    process's share under ``torchrun``, resumable mid-epoch) and drop the last incomplete
+    batch (BatchNorm needs full batches); every sample's random transforms are seeded by its
+    position (``SeededDataset``), so a resumed run loads exactly the same batches.
+    """
+    group = group or DistributedInfo()
+    if train and len(dataset) // group.world_size < batch_size:
         raise DatasetError(
             f"the {name} dataset holds {len(dataset)} samples, fewer than one batch of "
-            f"{batch_size}; add data or lower the batch size (loader.*_batch_size)"
+            f"{batch_size}{' per process' if group.enabled else ''}; add data or lower the "
+            "batch size (loader.*_batch_size)"
         )
     generator = torch.Generator()
     generator.manual_seed(seed)
+    sampler = None
+    if train:
+        sampler = ResumableSampler(
+            len(dataset), True, seed, group.rank, group.world_size, with_seeds=True
+        )
+        dataset = SeededDataset(dataset)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train,
+        sampler=sampler,
         drop_last=train,
         num_workers=workers,
         collate_fn=task.collate,
@@ -92,6 +120,7 @@ class Experiment:
     loop: AdaptationLoop
     evaluation: Evaluation
     run_dir: Path | None
+    resumed_from: Path | None = None
 
 
 def build_method(cfg: DictConfig) -> UDAMethod:
@@ -101,22 +130,37 @@ def build_method(cfg: DictConfig) -> UDAMethod:
 
 def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     """Instantiate task, data, model, method, teacher, optimiser, schedule, hooks and loop."""
+    group = init_distributed(str(cfg.device))
     seed_everything(int(cfg.seed))
-    device = resolve_device(str(cfg.device))
+    device = resolve_device(str(cfg.device), group)
+    if cfg.get("deterministic"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
     task: Task = instantiate(cfg.task)
 
     data = {k: instantiate(cfg.dataset[k]) for k in ("source", "target", "test")}
     check_num_classes(task.num_classes, data)
     ld = cfg.loader
     workers = int(ld.num_workers)
+    n = group.world_size
     source = make_loader(
-        data["source"], ld.source_batch_size, task, True, workers, cfg.seed, "source"
+        data["source"],
+        check_batch_size(int(ld.source_batch_size), n, "source"),
+        task,
+        True,
+        workers,
+        cfg.seed,
+        "source",
+        group,
     )
+    target_batch = check_batch_size(int(ld.target_batch_size), n, "target")
     target = make_loader(
-        data["target"], ld.target_batch_size, task, True, workers, cfg.seed + 1, "target"
+        data["target"], target_batch, task, True, workers, cfg.seed + 1, "target", group
     )
     test = make_loader(data["test"], ld.test_batch_size, task, False, workers, 0, "test")
-    adabn = make_loader(data["target"], ld.target_batch_size, task, True, workers, 12345, "target")
+    # the same target batches at every evaluation, for AdaBN
+    adabn = make_loader(data["target"], target_batch, task, True, workers, 12345, "target")
 
     student: nn.Module = instantiate(cfg.model)
     model_classes = getattr(student, "num_classes", task.num_classes)
@@ -127,6 +171,8 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         )
     method = build_method(cfg)
     teacher = instantiate(cfg.teacher, model=student) if method.uses_pseudo_labels else None
+    if cfg.get("compile"):
+        student.compile()  # in place: parameter names and the teacher's copy are unchanged
 
     opt_cfg = cfg.optimizer
     groups = param_groups(
@@ -153,18 +199,19 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         at=[start] if start > 0 else [],
     )
     hooks.append(evaluation)
+    checkpointer = None
     if run_dir is not None:
         run_dir = Path(run_dir)
+        check_writable(run_dir)
         hooks.append(MetricsLogger(run_dir, int(cfg.log.interval), bool(cfg.log.tensorboard)))
         first = next(iter(cfg.eval.models), "student")
-        hooks.append(
-            Checkpointer(
-                run_dir / "checkpoints",
-                interval=int(cfg.checkpoint.interval),
-                keep=int(cfg.checkpoint.keep),
-                best_metric=f"eval/{first}/{task.primary_metric}",
-            )
+        checkpointer = Checkpointer(
+            run_dir / "checkpoints",
+            interval=int(cfg.checkpoint.interval),
+            keep=int(cfg.checkpoint.keep),
+            best_metric=f"eval/{first}/{task.primary_metric}",
         )
+        hooks.append(checkpointer)
     hooks.extend(task.report_hooks(run_dir, test))
     loop = AdaptationLoop(
         task,
@@ -181,8 +228,68 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         adaptation_start=start,
         seed=int(cfg.seed),
         max_grad_norm=cfg.max_grad_norm,
+        precision=str(cfg.get("precision", "fp32")),
+        accumulate=int(cfg.get("accumulate", 1)),
+        nan_policy=str(cfg.get("nan_policy", "skip")),
+        channels_last=bool(cfg.get("channels_last", False)),
     )
-    return Experiment(cfg, task, student, method, loop, evaluation, run_dir)
+    resume_from = find_resume_checkpoint(cfg.get("resume"), run_dir)
+    if resume_from is not None:
+        resume(loop, resume_from, checkpointer)
+    return Experiment(cfg, task, student, method, loop, evaluation, run_dir, resume_from)
+
+
+def check_writable(run_dir: Path) -> None:
+    """Fail before training when the run folder cannot be written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(
+            f"the run folder '{run_dir}' cannot be written ({e.strerror or e}); choose another "
+            "with hydra.run.dir=... (or free disk space)"
+        ) from e
+
+
+def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
+    """``resume``: None (start afresh), ``auto`` (the newest readable checkpoint of this run
+    folder, if any), a checkpoint file, or a run folder (its newest checkpoint)."""
+    if resume in (None, "", False):
+        return None
+    if str(resume) == "auto":
+        if run_dir is None:
+            raise ConfigError("resume=auto needs a run folder to look in (hydra.run.dir=...)")
+        return latest_checkpoint(run_dir / "checkpoints")
+    path = Path(str(resume))
+    if path.is_dir():
+        found = latest_checkpoint(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
+        if found is None:
+            raise CheckpointError(f"resume={path}: no readable checkpoint (iter_*.pt) in it")
+        return found
+    if not path.exists():
+        raise CheckpointError(f"resume={path}: no such checkpoint file or run folder")
+    return path
+
+
+def resume(loop: AdaptationLoop, path: Path, checkpointer: Checkpointer | None = None) -> None:
+    """Load a checkpoint into the loop (and the checkpointer's best score)."""
+    state = load_checkpoint(path, map_location=loop.device)
+    try:
+        loop.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint '{path}' does not fit this experiment ({str(e).splitlines()[0]}); "
+            "resume with the config the checkpoint was trained with"
+        ) from e
+    if loop.step > loop.iterations:
+        raise CheckpointError(
+            f"checkpoint '{path}' is at iteration {loop.step}, past iterations={loop.iterations}"
+        )
+    if checkpointer is not None:
+        checkpointer.best = state.get("best")
+    print(f"resuming from {path} at iteration {loop.step}")
 
 
 def summarize(exp: Experiment) -> dict[str, Any]:
@@ -222,11 +329,11 @@ def format_summary(summary: dict[str, Any]) -> str:
 def run_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     """Build, train, and return (and, with a run folder, save) the summary."""
     exp = build_experiment(cfg, run_dir)
-    if exp.run_dir is not None:
-        exp.run_dir.mkdir(parents=True, exist_ok=True)
+    main = info().is_main
+    if exp.run_dir is not None and main:
         (exp.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     exp.loop.run()
     summary = summarize(exp)
-    if exp.run_dir is not None:
+    if exp.run_dir is not None and main:
         (exp.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -4,17 +4,22 @@ mic-train                                   # MIC on the bundled digits benchmar
 mic-train method=source_only mic=none       # a baseline
 mic-train experiment=digits_oracle          # a whole experiment
 mic-train -m seed=0,1,2                     # a sweep
+torchrun --nproc_per_node=4 -m mic.train    # data parallel on 4 GPUs
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+from datetime import datetime
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mic.core.errors import MicError
+from mic.core.loop import TrainingInterrupted
 from mic.experiment import format_summary, run_experiment
 
 
@@ -47,6 +52,14 @@ def _main(cfg: DictConfig) -> None:
     run_dir = HydraConfig.get().runtime.output_dir
     try:
         summary = run_experiment(cfg, run_dir)
+    except TrainingInterrupted as e:
+        print(
+            f"mic: {e}; its checkpoint is in {run_dir}/checkpoints. Continue with the same "
+            f"command plus: hydra.run.dir={run_dir} resume=auto",
+            file=sys.stderr,
+        )
+        code = getattr(signal.Signals, e.reason, None)
+        sys.exit(128 + int(code) if code is not None else 1)
     except Exception as e:
         message = user_error(e)
         if message is None:
@@ -57,7 +70,23 @@ def _main(cfg: DictConfig) -> None:
     print(f"run folder: {run_dir}")
 
 
+def _join_torchrun() -> None:
+    """Under torchrun, start the process group before Hydra, so that every process writes into
+    the run folder of rank 0 (same time stamp) and only rank 0 writes Hydra's own files."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    from mic.core.distributed import broadcast_object, init_distributed
+
+    on_cpu = "device=cpu" in sys.argv[1:]
+    group = init_distributed("cpu" if on_cpu else "auto")
+    stamp = broadcast_object(datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
+    os.environ.setdefault("MIC_RUN_STAMP", stamp)
+    if not group.is_main:
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+
+
 def main() -> None:
+    _join_torchrun()
     _main()
 
 

@@ -66,3 +66,32 @@ def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
     set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     got = (torch.rand(3), np.random.rand(2), random.random())
     assert torch.equal(want[0], got[0]) and np.array_equal(want[1], got[1]) and want[2] == got[2]
+
+
+class _Noisy:
+    """A dataset whose items are random draws (like random crops)."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return torch.rand(()) + 10 * i
+
+
+def test_seeded_dataset_makes_random_transforms_a_function_of_the_position():
+    from mic.core.sampling import SeededDataset
+
+    def batches(workers):
+        sampler = ResumableSampler(8, seed=5, with_seeds=True)
+        loader = DataLoader(
+            SeededDataset(_Noisy()), batch_size=4, sampler=sampler, num_workers=workers,
+            generator=torch.Generator().manual_seed(0),
+        )
+        return torch.cat([b for b in loader])
+
+    a, b = batches(0), batches(0)
+    assert torch.equal(a, b)
+    assert torch.equal(a, batches(2))  # the same draws whichever process loads a sample
+    before = torch.get_rng_state()
+    batches(0)
+    assert torch.equal(before, torch.get_rng_state())  # the global generator is untouched

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from mic.core.errors import CheckpointError
+from mic.core.teacher import unwrap
 
 #: marks a file as one of ours, with the format version
 FORMAT = "mic-checkpoint-v1"
@@ -20,17 +21,52 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
     then renamed over ``path``, so a crash never leaves a half-written checkpoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _atomic_write({"format": FORMAT, **state}, path)
+    return path
+
+
+def save_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
+    """A weights-only file for inference: ``model.load_state_dict(torch.load(path))``."""
+    path = Path(path)
+    _atomic_write(unwrap(model).state_dict(), path)
+    return path
+
+
+def _atomic_write(obj: Any, path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise CheckpointError(
+            f"cannot write to the checkpoint folder '{path.parent}' ({e.strerror or e}); make "
+            "it writable or point the run folder elsewhere (hydra.run.dir=...)"
+        ) from e
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
+            torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(
+            f"could not write checkpoint '{path}' ({e.strerror or e}); the previous checkpoint "
+            "is intact. Free disk space (or lower checkpoint.keep) and resume with resume=auto"
+        ) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
+    """The newest readable ``iter_*.pt`` in ``directory`` (unreadable ones are skipped)."""
+    for path in sorted(Path(directory).glob("iter_*.pt"), reverse=True):
+        try:
+            load_checkpoint(path)
+        except CheckpointError:
+            continue
+        return path
+    return None
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:

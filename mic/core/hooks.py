@@ -12,7 +12,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mic.core.checkpoint import save_checkpoint
+from mic.core.checkpoint import save_checkpoint, save_weights
+from mic.core.distributed import all_reduce_mean, broadcast_object, info
 from mic.core.evaluation import evaluate, has_batchnorm, recalibrated_batchnorm
 from mic.core.loop import AdaptationLoop, Hook
 
@@ -21,11 +22,22 @@ if TYPE_CHECKING:
 
 
 def losses_to_floats(losses: dict[str, Tensor]) -> dict[str, float]:
-    """One host synchronisation for all losses of an iteration."""
+    """One host synchronisation for all losses of an iteration; under ``torchrun`` the mean
+    over processes (so every process must call it at the same iterations)."""
     if not losses:
         return {}
-    values = torch.stack([v.detach().float().reshape(()) for v in losses.values()]).tolist()
+    values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
+    if info().enabled:
+        values = all_reduce_mean(values.cpu() if values.device.type == "cpu" else values)
+    values = values.tolist()
     return dict(zip(losses.keys(), values, strict=True))
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 0
 
 
 def _due(step: int, interval: int, last: int) -> bool:
@@ -44,7 +56,7 @@ class ProgressBar(Hook):
         self.bar = tqdm(
             total=loop.iterations,
             initial=loop.step,
-            disable=not self.enabled,
+            disable=not self.enabled or not info().is_main,
             desc="adapting",
             dynamic_ncols=True,
             unit="it",
@@ -57,7 +69,7 @@ class ProgressBar(Hook):
             self.bar.set_postfix(post, refresh=False)
 
     def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
-        if "summary" in record:
+        if "summary" in record and info().is_main:
             tqdm.write(record["summary"])
 
     def after_run(self, loop: AdaptationLoop) -> None:
@@ -79,15 +91,23 @@ class MetricsLogger(Hook):
         self._step0 = 0
 
     def before_run(self, loop: AdaptationLoop) -> None:
+        self._t0, self._step0 = time.perf_counter(), loop.step
+        if not info().is_main:
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        path = self.run_dir / "metrics.jsonl"
+        if loop.step > 0 and path.exists():  # resumed: forget what came after the checkpoint
+            kept = [x for x in path.read_text().splitlines() if _step_of(x) <= loop.step]
+            path.write_text("".join(x + "\n" for x in kept))
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115
         if self.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=loop.step)
-        self._t0, self._step0 = time.perf_counter(), loop.step
 
     def write(self, record: dict[str, Any]) -> None:
+        if self._file is None:  # not the main process
+            return
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         if self.writer is not None:
@@ -106,7 +126,12 @@ class MetricsLogger(Hook):
         now = time.perf_counter()
         seconds = (now - self._t0) / max(1, loop.step - self._step0)
         self._t0, self._step0 = now, loop.step
-        record = {"step": loop.step, "lr": loop.lr(), "time/iteration_s": seconds}
+        record = {
+            "step": loop.step,
+            "lr": loop.lr(),
+            "time/iteration_s": seconds,
+            "skipped_steps": loop.skipped_steps,
+        }
         record.update({f"loss/{k}": v for k, v in losses_to_floats(losses).items()})
         self.write(record)
 
@@ -167,6 +192,13 @@ class Evaluation(Hook):
             self.run(loop)
 
     def run(self, loop: AdaptationLoop) -> dict[str, Any]:
+        """Score on the main process; every process receives the same record."""
+        record = broadcast_object(self.score(loop) if info().is_main else None)
+        self.history.append(record)
+        loop.emit(record)
+        return record
+
+    def score(self, loop: AdaptationLoop) -> dict[str, Any]:
         record: dict[str, Any] = {"step": loop.step}
         lines = []
         for name in self.models:
@@ -183,14 +215,18 @@ class Evaluation(Hook):
             if isinstance(primary, float):
                 lines.append(f"{name} {self.task.primary_metric} {100 * primary:.2f}")
         record["summary"] = f"[iteration {loop.step}] target " + ", ".join(lines)
-        self.history.append(record)
-        loop.emit(record)
         return record
 
 
 class Checkpointer(Hook):
-    """Saves the loop's full state every ``interval`` iterations and at the end, keeping the
-    last ``keep`` files, plus ``best.pt`` whenever ``best_metric`` improves."""
+    """Saves the loop's full state every ``interval`` iterations, at the end and when the run
+    is interrupted, keeping the last ``keep`` files (``iter_<step>.pt``), plus ``best.pt``
+    whenever ``best_metric`` improves. At the end it also exports weights-only files for
+    inference (``student.pt``, ``teacher.pt``: a model's ``state_dict``).
+
+    Under ``torchrun`` every process takes part in gathering the state (random generators
+    of every rank); the main process writes.
+    """
 
     def __init__(
         self,
@@ -206,18 +242,37 @@ class Checkpointer(Hook):
         self.best_metric = best_metric
         self.best: float | None = None
         self.extra = extra or {}
+        self._saved_step = -1
 
     def state(self, loop: AdaptationLoop) -> dict[str, Any]:
         return {**loop.state_dict(), "best": self.best, **self.extra}
 
-    def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
-        if _due(loop.step, self.interval, loop.iterations):
-            save_checkpoint(self.state(loop), self.directory / f"iter_{loop.step:08d}.pt")
+    def save(self, loop: AdaptationLoop) -> Path:
+        state = self.state(loop)
+        path = self.directory / f"iter_{loop.step:08d}.pt"
+        if info().is_main:
+            save_checkpoint(state, path)
             for old in sorted(self.directory.glob("iter_*.pt"))[: -self.keep]:
                 old.unlink()
+        self._saved_step = loop.step
+        return path
+
+    def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
+        if self.interval > 0 and loop.step % self.interval == 0:
+            self.save(loop)
 
     def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
         value = record.get(self.best_metric) if self.best_metric else None
         if isinstance(value, float) and (self.best is None or value > self.best):
             self.best = value
-            save_checkpoint(self.state(loop), self.directory / "best.pt")
+            state = self.state(loop)
+            if info().is_main:
+                save_checkpoint(state, self.directory / "best.pt")
+
+    def after_run(self, loop: AdaptationLoop) -> None:
+        if loop.step != self._saved_step and loop.step > 0:
+            self.save(loop)
+        if loop.interrupted_by is None and info().is_main:
+            save_weights(loop.student, self.directory / "student.pt")
+            if loop.teacher is not None:
+                save_weights(loop.teacher.model, self.directory / "teacher.pt")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -9,11 +11,19 @@ import torch
 from torch import Tensor, nn
 
 from mic.core.data import Forever, move_to, split_sample
-from mic.core.errors import ConfigError
+from mic.core.distributed import (
+    all_reduce_gradients,
+    all_reduce_mean,
+    broadcast_state,
+    gather_objects,
+    info,
+)
+from mic.core.errors import CheckpointError, ConfigError, MicError
 from mic.core.method import UDAMethod
 from mic.core.optim import SAM
+from mic.core.rng import rng_state, set_rng_state
 from mic.core.task import PseudoLabels, Task
-from mic.core.teacher import Teacher
+from mic.core.teacher import Teacher, unwrap
 
 
 class IterationContext:
@@ -108,6 +118,19 @@ class AdaptationLoop:
     perturbed weights; (4) restores the weights and steps with the second pass's gradients.
     The logged losses are the second pass's.
 
+    With ``accumulate > 1``, (2) and (3) run for that many micro-batches (each loss divided
+    by their number) before the one optimiser step. Under ``torchrun`` the gradients are
+    averaged across processes before (4) (see ``mic.core.distributed``).
+
+    Numerical faults: with ``nan_policy="skip"`` (default) an iteration whose loss or
+    gradients hold NaN or Inf takes no optimiser step (the student, and so the teacher that
+    follows it, stay as they were; counted in ``skipped_steps`` and logged); ``"stop"`` raises
+    ``NumericalError`` naming the branch and iteration; ``"ignore"`` checks nothing (and
+    saves the one host synchronisation per iteration that the check costs).
+
+    SIGTERM and SIGINT (when ``run`` is called from the main thread) finish the current
+    iteration, let the hooks run (the checkpointer saves), and raise ``TrainingInterrupted``.
+
     Args:
         task: the Task through which every model is trained and scored.
         student: the model being adapted.
@@ -124,6 +147,11 @@ class AdaptationLoop:
             (a source-only warm-up; 0 = adapt from the first iteration, as published).
         seed: seeds the generator that maskers and augmentations draw from.
         max_grad_norm: clip the global gradient norm to this value (None: no clipping).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``: every branch's forward (and the
+            teacher's) runs under ``torch.autocast`` in that type; fp16 adds a GradScaler.
+        accumulate: micro-batches per optimiser step (gradient accumulation).
+        nan_policy: ``"skip"``, ``"stop"`` or ``"ignore"`` (see above).
+        channels_last: keep the student and the images in channels-last memory format.
     """
 
     def __init__(
@@ -143,6 +171,10 @@ class AdaptationLoop:
         adaptation_start: int = 0,
         seed: int = 0,
         max_grad_norm: float | None = None,
+        precision: str = "fp32",
+        accumulate: int = 1,
+        nan_policy: str = "skip",
+        channels_last: bool = False,
     ) -> None:
         if iterations < 1:
             raise ConfigError(f"iterations must be at least 1, got {iterations}")
@@ -155,9 +187,23 @@ class AdaptationLoop:
                 "the method uses pseudo-labels but no teacher was given: pass "
                 "teacher=EMATeacher(student, alpha) (or set teacher in the config)"
             )
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        if precision == "fp16" and isinstance(optimizer, SAM):
+            raise ConfigError(
+                "precision=fp16 cannot be combined with a SAM optimiser (its loss scaling "
+                "would have to unscale twice per iteration); use precision=bf16"
+            )
+        if int(accumulate) < 1:
+            raise ConfigError(f"accumulate must be at least 1, got {accumulate}")
+        if nan_policy not in ("skip", "stop", "ignore"):
+            raise ConfigError(f"nan_policy must be 'skip', 'stop' or 'ignore', got {nan_policy!r}")
         self.task = task
         self.device = torch.device(device) if device is not None else _device_of(student)
         self.student = student.to(self.device)
+        self.channels_last = channels_last
+        if channels_last:
+            self.student = self.student.to(memory_format=torch.channels_last)
         self.method = method.to(self.device)
         self.teacher = teacher.to(self.device) if teacher is not None else None
         self.optimizer = optimizer
@@ -168,27 +214,75 @@ class AdaptationLoop:
         self.adaptation_start = int(adaptation_start)
         self.hooks = list(hooks)
         self.max_grad_norm = max_grad_norm
+        self.precision = precision
+        self.accumulate = int(accumulate)
+        self.nan_policy = nan_policy
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
         #: number of completed iterations (the index of the next one)
         self.step = 0
+        #: iterations whose optimiser step was skipped for NaN / Inf
+        self.skipped_steps = 0
+        #: the signal that stopped the run (None while it runs or after it finished)
+        self.interrupted_by: str | None = None
+        self._stop_signal: str | None = None
 
     # ----------------------------------------------------------------------------- running
     def run(self) -> None:
         """Train from ``self.step`` to ``self.iterations``."""
-        for hook in self.hooks:
-            hook.before_run(self)
-        while self.step < self.iterations:
-            losses = self.train_step()
-            self.step += 1
+        broadcast_state(self.student)
+        broadcast_state(self.method)
+        restore = self._catch_signals()
+        try:
             for hook in self.hooks:
-                hook.after_step(self, losses)
-        for hook in self.hooks:
-            hook.after_run(self)
+                hook.before_run(self)
+            while self.step < self.iterations and not self._should_stop():
+                losses = self.train_step()
+                self.step += 1
+                for hook in self.hooks:
+                    hook.after_step(self, losses)
+            self.interrupted_by = self._stop_signal
+            for hook in self.hooks:
+                hook.after_run(self)
+        finally:
+            restore()
+        if self.interrupted_by is not None:
+            raise TrainingInterrupted(self.interrupted_by, self.step)
+
+    def request_stop(self, reason: str = "a stop request") -> None:
+        """Finish the current iteration, then stop (what SIGTERM / SIGINT do)."""
+        self._stop_signal = reason
+
+    def _should_stop(self) -> bool:
+        flag = torch.tensor([1.0 if self._stop_signal else 0.0], device=self._comm_device())
+        if all_reduce_mean(flag).item() > 0 and self._stop_signal is None:
+            self._stop_signal = "a stop request on another process"
+        return self._stop_signal is not None
+
+    def _catch_signals(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, lambda signum, _: self.request_stop(signal.Signals(signum).name))
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
 
     def active_terms(self, step: int) -> list[tuple[str, Any]]:
         adapting = step >= self.adaptation_start
         return [(n, t) for n, t in self.method if adapting or not t.uses_target]
+
+    def context(self, step: int) -> IterationContext:
+        """Draw the next source and target batches and wrap them for the loss terms."""
+        source = self._to_device(next(self.source))
+        target = self._to_device(next(self.target))
+        return IterationContext(self, step, source, target)
 
     def train_step(self) -> dict[str, Tensor]:
         """One iteration; returns the detached loss of every term (and named part)."""
@@ -197,18 +291,31 @@ class AdaptationLoop:
         self.method.train()
         if self.teacher is not None:
             self.teacher.update(self.student, step)
-        source = move_to(next(self.source), self.device)
-        target = move_to(next(self.target), self.device)
-        ctx = IterationContext(self, step, source, target)
+        contexts = [self.context(step) for _ in range(self.accumulate)]
         self.optimizer.zero_grad(set_to_none=True)
         terms = self.active_terms(step)
-        if isinstance(self.optimizer, SAM):
-            ctx.begin_pass("first")
-            self.backward_terms(ctx, [(n, t) for n, t in terms if t.sam_first_pass])
+        sam = isinstance(self.optimizer, SAM)
+        if sam:
+            first = [(n, t) for n, t in terms if t.sam_first_pass]
+            for ctx in contexts:
+                ctx.begin_pass("first")
+                self.backward_terms(ctx, first)
+            all_reduce_gradients(self._params())
             self.optimizer.first_step(zero_grad=True)
-            ctx.begin_pass("second")
-        losses = self.backward_terms(ctx, terms)
-        self.optimizer_step()
+            for ctx in contexts:
+                ctx.begin_pass("second")
+        per_micro = [self.backward_terms(ctx, terms) for ctx in contexts]
+        losses = {k: torch.stack([m[k] for m in per_micro]).mean() for k in per_micro[0]}
+        all_reduce_gradients(self._params())
+        if self._numerics_ok(losses, step):
+            self.optimizer_step()
+        else:
+            if sam:
+                self.optimizer.restore()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+            if self.scheduler is not None:
+                self.scheduler.step()
         return losses
 
     def backward_terms(self, ctx: IterationContext, terms: list[tuple[str, Any]]) -> dict:
@@ -220,9 +327,10 @@ class AdaptationLoop:
         pending: dict[str, list[Any]] = {}
         losses = {}
         for i, (name, term) in enumerate(terms):
-            out = term(ctx)
+            with self.autocast():
+                out = term(ctx)
             parts = out if isinstance(out, dict) else {name: out}
-            losses.update({k: v.detach() for k, v in parts.items()})
+            losses.update({k: v.detach().float() for k, v in parts.items()})
             total = sum(parts.values())
             group = term.backward_group
             if group:
@@ -231,17 +339,65 @@ class AdaptationLoop:
                     continue
                 total = sum(pending.pop(group))
             if isinstance(total, Tensor) and total.requires_grad:
-                total.backward()
+                self.scaler.scale(total / self.accumulate).backward()
         return losses
+
+    def autocast(self) -> torch.autocast:
+        """The mixed-precision context every branch's forward runs in."""
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     def optimizer_step(self) -> None:
         """Clip (optionally), step the optimiser and the scheduler."""
         if self.max_grad_norm is not None:
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
-        self.optimizer.step()
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self._params(), self.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         if self.scheduler is not None:
             self.scheduler.step()
+
+    def _numerics_ok(self, losses: dict[str, Tensor], step: int) -> bool:
+        """False (or NumericalError) when a loss, or a gradient, is NaN or Inf. One host
+        synchronisation; with fp16 the GradScaler handles overflowing gradients itself."""
+        if self.nan_policy == "ignore":
+            return True
+        names = list(losses)
+        flags = [~torch.isfinite(v).all() for v in losses.values()]
+        grads = [p.grad for p in self._params() if p.grad is not None]
+        if grads and not self.scaler.is_enabled():
+            names.append("gradients")
+            flags.append(~torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+        if not flags:
+            return True
+        bad = all_reduce_mean(torch.stack(flags).float().to(self._comm_device())).tolist()
+        faulty = [n for n, b in zip(names, bad, strict=True) if b > 0]
+        if not faulty:
+            return True
+        if self.nan_policy == "stop":
+            raise NumericalError(
+                f"the loss '{faulty[0]}' is NaN or Inf at iteration {step} (also: "
+                f"{faulty[1:] or 'nothing else'}); no update was made. Lower the learning "
+                "rate, clip gradients (max_grad_norm), use precision=fp32, or set "
+                "nan_policy=skip to skip such iterations"
+            )
+        return False
+
+    def _params(self) -> list[nn.Parameter]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def _comm_device(self) -> torch.device:
+        # NCCL reduces CUDA tensors only; gloo reduces CPU tensors
+        return self.device if info().enabled and self.device.type == "cuda" else torch.device("cpu")
+
+    def _to_device(self, batch: Any) -> Any:
+        batch = move_to(batch, self.device)
+        if self.channels_last:
+            images, targets = split_sample(batch)
+            if isinstance(images, Tensor) and images.dim() == 4:
+                images = images.contiguous(memory_format=torch.channels_last)
+                batch = images if targets is None else (images, targets)
+        return batch
 
     def emit(self, record: dict[str, Any]) -> None:
         """Hand a record (e.g. evaluation results) to every hook."""
@@ -250,12 +406,19 @@ class AdaptationLoop:
 
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
+        """Everything the next iteration depends on (RNG states of every process included:
+        call it on every process under ``torchrun``, it gathers them)."""
         state: dict[str, Any] = {
             "step": self.step,
-            "student": self.student.state_dict(),
+            "student": unwrap(self.student).state_dict(),
             "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
+            "source": self.source.state_dict(),
+            "target": self.target.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "skipped_steps": self.skipped_steps,
+            "rng": gather_objects(rng_state()),
         }
         if self.teacher is not None:
             state["teacher"] = self.teacher.state_dict()
@@ -264,7 +427,7 @@ class AdaptationLoop:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.student.load_state_dict(state["student"])
+        unwrap(self.student).load_state_dict(state["student"])
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
@@ -272,11 +435,41 @@ class AdaptationLoop:
             self.teacher.load_state_dict(state["teacher"])
         if self.scheduler is not None and "scheduler" in state:
             self.scheduler.load_state_dict(state["scheduler"])
+        for name in ("source", "target"):
+            if name in state:
+                getattr(self, name).load_state_dict(state[name])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        rngs = state.get("rng")
+        if rngs:
+            rank = info().rank
+            if rank >= len(rngs):
+                raise CheckpointError(
+                    f"the checkpoint holds the random states of {len(rngs)} processes, this is "
+                    f"process {rank}: resume with the same number of processes"
+                )
+            set_rng_state(rngs[rank])
         self.step = int(state["step"])
 
     def lr(self) -> float:
         """The learning rate of the first parameter group."""
         return float(self.optimizer.param_groups[0]["lr"])
+
+
+PRECISIONS = {"fp32", "bf16", "fp16"}
+
+
+class TrainingInterrupted(MicError):
+    """The run stopped early on a signal (after saving through its hooks)."""
+
+    def __init__(self, reason: str, step: int) -> None:
+        super().__init__(f"stopped by {reason} after iteration {step}")
+        self.reason, self.step = reason, step
+
+
+class NumericalError(MicError, FloatingPointError):
+    """A loss or gradient became NaN or Inf and ``nan_policy`` is ``"stop"``."""
 
 
 def _device_of(model: nn.Module) -> torch.device:

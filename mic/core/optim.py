@@ -176,12 +176,17 @@ class SAM(torch.optim.Optimizer):
     @torch.no_grad()
     def second_step(self, zero_grad: bool = False) -> None:
         """Back to ``w``, then the base optimiser's step with the current gradients."""
-        for p, e in self._perturbation:
-            p.sub_(e)
-        self._perturbation = []
+        self.restore()
         self.base.step()
         if zero_grad:
             self.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Back to ``w`` without a step (an iteration that is skipped)."""
+        for p, e in self._perturbation:
+            p.sub_(e)
+        self._perturbation = []
 
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
         """``second_step``; with a ``closure`` (which must recompute the loss and call

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
+from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
@@ -19,15 +22,27 @@ class ResumableSampler(Sampler[int]):
     out, a different part every epoch when shuffling), so ranks always agree on the number of
     batches.
 
+    With ``with_seeds``, it yields ``(index, seed)`` pairs instead of indices, the seed a
+    function of ``(seed, epoch, position)``; wrap the dataset in ``SeededDataset`` and every
+    sample's random transforms (crops, flips, rare class draws) are drawn from that seed, the
+    same whichever process or worker loads it and whenever.
+
     Args:
         length: the dataset's length.
         shuffle: a new permutation every epoch; False: dataset order.
-        seed: fixes the permutations.
+        seed: fixes the permutations (and the per-sample seeds).
         rank, world_size: this process's share under data parallelism.
+        with_seeds: yield ``(index, per-sample seed)`` pairs for a ``SeededDataset``.
     """
 
     def __init__(
-        self, length: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1
+        self,
+        length: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        with_seeds: bool = False,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ConfigError(f"sampler rank {rank} is outside [0, world_size={world_size})")
@@ -35,6 +50,7 @@ class ResumableSampler(Sampler[int]):
         self.shuffle = shuffle
         self.seed = int(seed)
         self.rank, self.world_size = rank, world_size
+        self.with_seeds = with_seeds
         self.epoch = 0
         self.start = 0
 
@@ -55,9 +71,46 @@ class ResumableSampler(Sampler[int]):
         usable = self.length // self.world_size * self.world_size
         return order[self.rank : usable : self.world_size]
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[Any]:
         start, self.start = self.start, 0
-        return iter(self.indices()[start:])
+        indices = self.indices()[start:]
+        if not self.with_seeds:
+            return iter(indices)
+        base = (self.seed * 1_000_003 + self.epoch) * 1_000_033
+        return iter(
+            (i, (base + (start + n) * self.world_size + self.rank) % 2**63)
+            for n, i in enumerate(indices)
+        )
 
     def __len__(self) -> int:
         return max(0, self.length // self.world_size - self.start)
+
+
+class SeededDataset:
+    """Loads item ``index`` of ``dataset`` with Python's, NumPy's and torch's generators
+    seeded by the seed paired with it (``ResumableSampler(with_seeds=True)``), restoring the
+    generators afterwards; other attributes are the dataset's."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        py, npy = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(py)
+                np.random.set_state(npy)

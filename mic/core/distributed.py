@@ -1,0 +1,146 @@
+"""Data parallelism across processes started by ``torchrun``.
+
+Every rank holds a full student, teacher and method; each draws its own share of the source
+and target batches (``ResumableSampler`` with its rank); after all loss branches of an
+iteration have been back-propagated, the gradients of every trainable parameter are averaged
+across ranks in one coalesced all-reduce, then every rank takes the same optimiser step. This
+is the gradient averaging of ``DistributedDataParallel``, done once per iteration after the
+last branch rather than inside each backward: the loop calls backward once per loss branch,
+and loss terms may call any method of the student (not only ``forward``), which a DDP wrapper
+would not see. The teacher is never synchronised: it follows the (identical) student on every
+rank. BatchNorm layers normalise with their rank's share of the batch, and each rank keeps
+its own running statistics: evaluation and checkpoints (rank 0 only) use rank 0's, and a
+resumed run starts every rank from them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from mic.core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistributedInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str = "auto", backend: str | None = None) -> DistributedInfo:
+    """Join the process group that ``torchrun`` describes in the environment (RANK,
+    WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT); a single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistributedInfo()
+    rank = int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"))
+    return DistributedInfo(rank, local, world)
+
+
+def info() -> DistributedInfo:
+    """The current process's place in the group (a single process when none is set up)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return DistributedInfo()
+    return DistributedInfo(
+        dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size()
+    )
+
+
+def broadcast_state(module: nn.Module, src: int = 0) -> None:
+    """Make every rank's parameters and buffers equal to rank ``src``'s."""
+    if not info().enabled:
+        return
+    for t in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(t.data, src)
+
+
+def all_reduce_gradients(params: Iterable[nn.Parameter]) -> None:
+    """Average gradients across ranks, one all-reduce per device and dtype.
+
+    A trainable parameter without a gradient on this rank takes part with zeros, so that ranks
+    whose branches touched different parameters (an image without pseudo-labels, say) still
+    agree on the buffer they reduce.
+    """
+    group = info()
+    if not group.enabled:
+        return
+    buckets: dict[tuple[torch.device, torch.dtype], list[nn.Parameter]] = {}
+    for p in params:
+        if p.requires_grad:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            buckets.setdefault((p.grad.device, p.grad.dtype), []).append(p)
+    for ps in buckets.values():
+        flat = torch.cat([p.grad.reshape(-1) for p in ps])
+        dist.all_reduce(flat)
+        flat /= group.world_size
+        offset = 0
+        for p in ps:
+            n = p.grad.numel()
+            p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+            offset += n
+
+
+def all_reduce_mean(values: Tensor) -> Tensor:
+    """The mean of ``values`` over ranks (``values`` itself in a single process)."""
+    group = info()
+    if not group.enabled:
+        return values
+    out = values.detach().clone()
+    dist.all_reduce(out)
+    return out / group.world_size
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` in one process)."""
+    group = info()
+    if not group.enabled:
+        return [obj]
+    out: list[Any] = [None] * group.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (``obj`` itself in one process)."""
+    if not info().enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src)
+    return box[0]
+
+
+def barrier() -> None:
+    if info().enabled:
+        dist.barrier()
+
+
+def check_batch_size(global_batch: int, world_size: int, name: str) -> int:
+    """The per-rank batch size of a global batch."""
+    if global_batch % world_size:
+        raise ConfigError(
+            f"loader.{name}_batch_size={global_batch} does not divide among {world_size} "
+            "processes; give a global batch size that is a multiple of the process count"
+        )
+    return global_batch // world_size

@@ -1,0 +1,94 @@
+"""Runs that survive: SIGKILL then resume gives bitwise the weights of an uninterrupted run;
+SIGTERM saves and exits cleanly."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+COMMON = [
+    "checkpoint.interval=1",
+    "checkpoint.keep=2",
+    "eval.interval=0",
+    "log.progress=false",
+    "log.tensorboard=false",
+    "deterministic=true",
+    "device=cpu",
+]
+TASKS = {
+    "classification": [
+        "iterations=14",
+        "adaptation_start=4",
+        "loader.source_batch_size=16",
+        "loader.target_batch_size=16",
+    ],
+}
+
+
+def _cmd(args, run_dir):
+    return [sys.executable, "-m", "mic.train", *COMMON, *args, f"hydra.run.dir={run_dir}"]
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _wait_for(path_glob: str, folder: Path, proc, count: int, timeout: float = 240):
+    start = time.time()
+    while time.time() - start < timeout:
+        if len(list(folder.glob(path_glob))) >= count or proc.poll() is not None:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"no {path_glob} in {folder}")
+
+
+def _weights(run_dir: Path, name: str):
+    return torch.load(run_dir / "checkpoints" / name, weights_only=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", list(TASKS))
+def test_sigkill_then_resume_equals_an_uninterrupted_run(task, tmp_path):
+    args = TASKS[task]
+    ref = tmp_path / "reference"
+    done = subprocess.run(_cmd(args, ref), capture_output=True, text=True, env=_env(), timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_cmd(args, run), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+    _wait_for("checkpoints/iter_*.pt", run, proc, count=2)  # somewhere in iterations 2..n
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run / "checkpoints" / "student.pt").exists()  # it did not finish
+
+    resumed = subprocess.run(
+        _cmd([*args, "resume=auto"], run), capture_output=True, text=True, env=_env(), timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stdout
+    for name in ("student.pt", "teacher.pt"):
+        a, b = _weights(ref, name), _weights(run, name)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{name}: {k} differs"
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+    args = [*TASKS["classification"], "iterations=100000"]
+    proc = subprocess.Popen(_cmd(args, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    _wait_for("checkpoints/iter_*.pt", tmp_path, proc, count=1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "stopped by SIGTERM after iteration" in err and "resume=auto" in err
+    assert "Traceback" not in err
+    step = int(err.split("after iteration ")[1].split(";")[0])
+    state = torch.load(tmp_path / "checkpoints" / f"iter_{step:08d}.pt", weights_only=True)
+    assert state["step"] == step
