@@ -186,6 +186,7 @@ def main() -> None:
     cache = out.with_suffix(".json")
     rows = [] if args.fresh or not cache.exists() else json.loads(cache.read_text())
     todo = [(m, s) for m in args.methods for s in args.seeds]
+    started = time.perf_counter()
     rows = [r for r in rows if (r["method"], r["seed"]) not in set(todo)]
     threads = max(1, (os.cpu_count() or 2) // args.jobs)
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
@@ -207,7 +208,16 @@ def main() -> None:
     table = included + rows
     methods = [m for m in METHODS if any(r["method"] == m for r in table)]
     command = "python benchmarks/" + Path(sys.argv[0]).name + " " + shlex.join(sys.argv[1:])
-    write_table(table, out, command.strip(), methods, args.note)
+    wall = (time.perf_counter() - started) / 60
+    machine = args.device if args.device != "cpu" else f"{os.cpu_count()} CPU cores"
+    timing = (
+        f"Wall time: {wall:.0f} min for {len(todo)} runs, {args.jobs} at a time "
+        f"({threads} threads each), on {machine}; load average at the end "
+        f"{os.getloadavg()[0]:.1f}."
+    )
+    write_table(
+        table, out, command.strip(), methods, "\n\n".join(filter(None, [args.note, timing]))
+    )
     print(out.read_text())
 
 
