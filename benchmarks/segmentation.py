@@ -191,19 +191,22 @@ def _stats(values: list[float]) -> str:
     return f"{mean:.1f} ± {std:.1f}"
 
 
-def write_table(
-    runs: list[dict], memory: list[dict], path: Path, extra: list[str], note: str
-) -> None:
+def _effective(extra: list[str]) -> list[str]:
+    """Overrides with later values of a key replacing earlier ones (as Hydra applies them)."""
+    out: dict[str, str] = {}
+    for o in extra:
+        out[o.split("=", 1)[0]] = o
+    return list(out.values())
+
+
+def _section(runs: list[dict], extra: list[str]) -> list[str]:
+    iterations = runs[0].get("iterations", "?")
     lines = [
-        "# Segmentation: the bundled street-scene benchmark",
+        f"## Schedule: {iterations} iterations",
         "",
-        "Written by `benchmarks/segmentation.py` (see its docstring for the protocol).",
+        f"Overrides on top of `experiment=streets`: `{' '.join(_effective(extra)) or '(none)'}`.",
         "",
-        note,
-        "",
-        f"Overrides on top of `experiment=streets`: `{' '.join(extra) or '(none)'}`.",
-        "",
-        "## Target test mIoU (%) and the look-alike classes' IoU, mean ± std over seeds",
+        "### Target test mIoU (%) and the look-alike classes' IoU, mean ± std over seeds",
         "",
         "Per-class IoU of the EMA teacher (of the student for source only, which has none).",
         "",
@@ -227,7 +230,7 @@ def write_table(
         )
     lines += [
         "",
-        "## Paired differences (points of teacher mIoU, same seed)",
+        "### Paired differences (points of teacher mIoU, same seed)",
         "",
         "| comparison | seeds | per seed | mean ± std | better in |",
         "|---|---|---|---|---|",
@@ -249,10 +252,28 @@ def write_table(
             f"| {LABELS[a]} − {LABELS[b]} | {len(d)} | {per} | {statistics.mean(d):+.1f} ± "
             f"{std:.1f} | {wins} of {len(d)} |"
         )
+    return [*lines, ""]
+
+
+def write_table(cache: dict, device: str, path: Path, note: str) -> None:
+    """The results file: one section per schedule found in the cache, then the memory rows."""
+    lines = [
+        "# Segmentation: the bundled street-scene benchmark",
+        "",
+        "Written by `benchmarks/segmentation.py` (see its docstring for the protocol).",
+        "",
+    ]
+    if note:
+        lines += [note, ""]
+    groups: dict[str, list[dict]] = {}
+    for key, run in cache["runs"].items():
+        groups.setdefault(json.dumps(json.loads(key)[2]), []).append(run)
+    for settings, runs in sorted(groups.items(), key=lambda g: g[1][0].get("iterations", 0)):
+        lines += _section(runs, json.loads(settings))
+    memory = [m for k, m in cache["memory"].items() if k.endswith(f":{device}")]
     if memory:
         by = {m["method"]: m for m in memory}
         lines += [
-            "",
             "## Peak memory of one iteration (DAFormer MiT-B0, batch 2 + 2)",
             "",
             "| method | crop | peak | s / iteration | device | measure |",
@@ -267,7 +288,7 @@ def write_table(
         if "daformer" in by and "daformer_mic" in by and by["daformer"]["peak_bytes"] > 0:
             ratio = by["daformer_mic"]["peak_bytes"] / by["daformer"]["peak_bytes"]
             lines += ["", f"MIC / DAFormer peak memory: **{ratio:.2f}x** (goal <= 1.15x)."]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines).rstrip("\n") + "\n")
 
 
 def main() -> None:
@@ -302,11 +323,13 @@ def main() -> None:
         help="crop side of the memory rows (0: 512, 128 on a CPU)",
     )
     p.add_argument("--no-memory", action="store_true")
-    p.add_argument("--note", default="", help="a paragraph for the results file")
+    p.add_argument("--note", default="", help="a paragraph (or @file) for the results file")
     p.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "segmentation.md"
     )
     args = p.parse_args()
+    if args.note.startswith("@"):
+        args.note = Path(args.note[1:]).read_text().strip()
     extra = [*(CPU_BUDGET if args.cpu_budget else []), *args.override]
     cache_file = args.out.with_suffix(".json")
     cache = (
@@ -364,9 +387,7 @@ def main() -> None:
                 out.stdout.strip().splitlines()[-1]
             )
             cache_file.write_text(json.dumps(cache, indent=1))
-    runs = [r for k, r in cache["runs"].items() if sorted(json.loads(k)[2]) == sorted(extra)]
-    memory = [m for k, m in cache["memory"].items() if k.endswith(f":{args.device}")]
-    write_table(runs, memory, args.out, extra, args.note)
+    write_table(cache, args.device, args.out, args.note)
     print(args.out.read_text())
 
 
