@@ -60,7 +60,9 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(task, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen(_cmd(args, run), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+    proc = subprocess.Popen(
+        _cmd(args, run), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env()
+    )
     _wait_for("checkpoints/iter_*.pt", run, proc, count=2)  # somewhere in iterations 2..n
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -82,10 +84,12 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(task, tmp_path):
 @pytest.mark.slow
 def test_sigterm_saves_and_exits_cleanly(tmp_path):
     args = [*TASKS["classification"], "iterations=100000"]
-    proc = subprocess.Popen(_cmd(args, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.Popen(
+        _cmd(args, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+    )
     _wait_for("checkpoints/iter_*.pt", tmp_path, proc, count=1)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "stopped by SIGTERM after iteration" in err and "resume=auto" in err
     assert "Traceback" not in err

@@ -30,13 +30,18 @@ def to_python(value: Any) -> Any:
 def evaluate(
     task: Task, model: nn.Module, loader: Iterable[Any], device: Any = None
 ) -> dict[str, Any]:
-    """The task's metrics of ``model`` (in eval mode) on a labelled loader."""
+    """The task's metrics of ``model`` (in eval mode) on a labelled loader, computed in this
+    process alone (under ``torchrun`` the main process scores)."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     metric = task.metric()
     if isinstance(metric, nn.Module):
         metric = metric.to(device)
+        for m in metric.modules():  # scored on one process: torchmetrics must not wait for others
+            if hasattr(m, "sync_on_compute"):
+                m.sync_on_compute = False
+                m._to_sync = False  # what compute() reads; set from sync_on_compute at init
     try:
         for batch in loader:
             images, targets = split_sample(batch)

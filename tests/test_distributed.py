@@ -1,0 +1,88 @@
+"""Data parallelism on the CPU (gloo): two processes give the weights of one process with the
+same global batch."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from mic.tasks.classification import Classifier
+
+
+class NoNormCNN(nn.Module):
+    """A classifier without BatchNorm: per-process batch statistics would make 2 x B/2 differ
+    from 1 x B by design, not by a fault."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.num_classes = num_classes
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.num_features = 16
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def no_norm_classifier(num_classes: int) -> Classifier:
+    return Classifier(NoNormCNN(), num_classes, bottleneck_dim=0)
+
+
+ARGS = [
+    "iterations=6",
+    "adaptation_start=2",
+    "eval.interval=0",
+    "eval.models=[student]",
+    "log.progress=false",
+    "log.tensorboard=false",
+    "device=cpu",
+    "loader.source_batch_size=16",
+    "loader.target_batch_size=16",
+    "model._target_=tests.test_distributed.no_norm_classifier",
+    "~model.backbone",
+    "~model.bottleneck_dim",
+    "~model.pretrained",
+    "mic=none",
+    "method.terms.self_training.augmentation=null",
+    "method.terms.self_training.weighting=none",
+    "optimizer.lr=0.01",
+]
+
+
+def _run(prefix, run_dir):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [*prefix, "-m", "mic.train", *ARGS, f"hydra.run.dir={run_dir}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return torch.load(run_dir / "checkpoints" / "student.pt", weights_only=True)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    one = _run([sys.executable], tmp_path / "one")
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29533",
+    ]
+    two = _run(torchrun, tmp_path / "two")
+    assert one.keys() == two.keys()
+    changed = False
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-6)
+    initial = no_norm_classifier(10).state_dict()
+    changed = any(not torch.equal(initial[k], one[k]) for k in one)
+    assert changed  # training moved the weights
+    assert not list((tmp_path / "two").glob("*/.hydra")), "only one run folder"
