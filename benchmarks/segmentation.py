@@ -199,8 +199,10 @@ def _effective(extra: list[str]) -> list[str]:
     return list(out.values())
 
 
-def _section(runs: list[dict], extra: list[str]) -> list[str]:
+def _section(runs: list[dict]) -> list[str]:
     iterations = runs[0].get("iterations", "?")
+    first = runs[0]
+    extra = first["overrides"][len(METHODS[first["method"]]) :]  # in the order applied
     lines = [
         f"## Schedule: {iterations} iterations",
         "",
@@ -268,8 +270,8 @@ def write_table(cache: dict, device: str, path: Path, note: str) -> None:
     groups: dict[str, list[dict]] = {}
     for key, run in cache["runs"].items():
         groups.setdefault(json.dumps(json.loads(key)[2]), []).append(run)
-    for settings, runs in sorted(groups.items(), key=lambda g: g[1][0].get("iterations", 0)):
-        lines += _section(runs, json.loads(settings))
+    for _, runs in sorted(groups.items(), key=lambda g: g[1][0].get("iterations", 0)):
+        lines += _section(runs)
     memory = [m for k, m in cache["memory"].items() if k.endswith(f":{device}")]
     if memory:
         by = {m["method"]: m for m in memory}
