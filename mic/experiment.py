@@ -234,6 +234,11 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         channels_last=bool(cfg.get("channels_last", False)),
     )
     resume_from = find_resume_checkpoint(cfg.get("resume"), run_dir)
+    if resume_from is None and run_dir is not None and list(run_dir.glob("checkpoints/iter_*.pt")):
+        raise ConfigError(
+            f"the run folder '{run_dir}' already holds a run (checkpoints/iter_*.pt); continue "
+            "it with resume=auto, or start a new run in another folder (hydra.run.dir=...)"
+        )
     if resume_from is not None:
         resume(loop, resume_from, checkpointer)
     return Experiment(cfg, task, student, method, loop, evaluation, run_dir, resume_from)
@@ -331,7 +336,8 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[s
     exp = build_experiment(cfg, run_dir)
     main = info().is_main
     if exp.run_dir is not None and main:
-        (exp.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        config = exp.run_dir / ("config_resumed.yaml" if exp.resumed_from else "config.yaml")
+        config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     exp.loop.run()
     summary = summarize(exp)
     if exp.run_dir is not None and main:

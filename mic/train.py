@@ -24,27 +24,37 @@ from mic.experiment import format_summary, run_experiment
 
 
 def user_error(exc: BaseException) -> str | None:
-    """The one-paragraph message of a user error (MicError, or a config that cannot be
-    instantiated), looking through the wrappers of Hydra and of DataLoader workers."""
-    from hydra.errors import InstantiationException
+    """The one-paragraph message of a user error (MicError, a config that cannot be composed or
+    instantiated), looking through the wrappers of Hydra and of DataLoader workers; None for
+    anything else (a bug, which keeps its traceback)."""
+    from hydra.errors import HydraException, InstantiationException
+    from omegaconf.errors import OmegaConfBaseException
 
     seen: BaseException | None = exc
     while seen is not None:
+        if isinstance(seen, (OmegaConfBaseException, HydraException)) and not isinstance(
+            seen, InstantiationException
+        ):  # a key that does not exist, a value that is missing or of the wrong type
+            return _one_paragraph(str(seen))
         if isinstance(seen, MicError):
             text = str(seen)
             marker = f"{type(seen).__name__}: "
             if "Original Traceback" in text and marker in text:  # re-raised from a worker
                 text = text.rpartition(marker)[2].strip()
-            return text
+            return _one_paragraph(text)
         if isinstance(seen, InstantiationException) and not isinstance(seen.__cause__, MicError):
             cause = seen.__cause__
             if (
                 isinstance(cause, (TypeError, ValueError, ImportError, AttributeError))
                 or cause is None
             ):
-                return f"cannot build an object from the config: {seen}"
+                return _one_paragraph(f"cannot build an object from the config: {seen}")
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _one_paragraph(text: str) -> str:
+    return " ".join(text.split())
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mic.conf", config_name="config")

@@ -28,6 +28,15 @@ def test_lr_multipliers_by_longest_prefix_and_weight_decay_exemptions():
     assert total == len(list(model.parameters())) + 2
 
 
+def test_nested_multipliers_read_as_dotted_prefixes():
+    model = tiny_model()
+    nested = param_groups({"model": model}, lr=1.0, lr_mult={"model": {"backbone": 0.1}})
+    dotted = param_groups({"model": model}, lr=1.0, lr_mult={"model.backbone": 0.1})
+    assert [(g["lr"], len(g["params"])) for g in nested] == [
+        (g["lr"], len(g["params"])) for g in dotted
+    ]
+
+
 def test_unknown_prefix_is_a_config_error():
     with pytest.raises(ConfigError, match="matches no trainable parameter"):
         param_groups({"model": tiny_model()}, lr=0.1, lr_mult={"model.decoder": 10})

@@ -27,6 +27,15 @@ TASKS = {
         "loader.source_batch_size=16",
         "loader.target_batch_size=16",
     ],
+    "segmentation": [
+        "experiment=streets",
+        "iterations=10",
+        "dataset.train_count=16",
+        "dataset.test_count=4",
+        "loader.source_batch_size=4",
+        "loader.target_batch_size=4",
+        "eval.adabn_batches=1",
+    ],
 }
 
 

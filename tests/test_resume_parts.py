@@ -84,7 +84,10 @@ def test_seeded_dataset_makes_random_transforms_a_function_of_the_position():
     def batches(workers):
         sampler = ResumableSampler(8, seed=5, with_seeds=True)
         loader = DataLoader(
-            SeededDataset(_Noisy()), batch_size=4, sampler=sampler, num_workers=workers,
+            SeededDataset(_Noisy()),
+            batch_size=4,
+            sampler=sampler,
+            num_workers=workers,
             generator=torch.Generator().manual_seed(0),
         )
         return torch.cat([b for b in loader])

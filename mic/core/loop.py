@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -314,8 +315,10 @@ class AdaptationLoop:
                 self.optimizer.restore()
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped_steps += 1
-            if self.scheduler is not None:
-                self.scheduler.step()
+            if self.scheduler is not None:  # the schedule follows the iteration, stepped or not
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`")
+                    self.scheduler.step()
         return losses
 
     def backward_terms(self, ctx: IterationContext, terms: list[tuple[str, Any]]) -> dict:

@@ -26,11 +26,12 @@ def param_groups(
         lr: the base learning rate.
         lr_mult: multipliers by name prefix, e.g. ``{"model.backbone": 0.1}`` (SDAT) or
             ``{"model.decode_head": 10}`` (DAFormer); the longest matching prefix wins.
+            Nested mappings (``{"model": {"backbone": 0.1}}``) are read the same way.
         weight_decay: the base weight decay (None: the optimiser's default).
         no_weight_decay: parameters whose name contains one of these substrings get no
             weight decay (e.g. ``["norm", "pos_block"]``).
     """
-    lr_mult = dict(lr_mult or {})
+    lr_mult = _flatten(lr_mult or {})
     named = [
         (f"{key}.{name}", p)
         for key, module in modules.items()
@@ -56,6 +57,19 @@ def param_groups(
             group["weight_decay"] = 0.0
         group["params"].append(p)
     return list(groups.values())
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """``{"model": {"backbone": 0.1}}`` (what ``lr_mult.model.backbone=0.1`` on the command
+    line gives) -> ``{"model.backbone": 0.1}``."""
+    flat: dict[str, float] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = float(value)
+    return flat
 
 
 class WarmupPoly:

@@ -1,0 +1,94 @@
+"""Mixed precision on the CPU: bf16 autocast trains every task for a few steps; fp16 loss
+scaling and gradient accumulation behave as documented."""
+
+import pytest
+import torch
+
+from mic.experiment import build_experiment, load_config
+
+TINY = [
+    "eval.interval=0",
+    "eval.adabn_batches=1",
+    "log.progress=false",
+    "device=cpu",
+    "adaptation_start=0",
+]
+TASKS = {
+    "classification": ["iterations=3", "loader.source_batch_size=8", "loader.target_batch_size=8"],
+    "segmentation": [
+        "experiment=streets",
+        "iterations=3",
+        "dataset.train_count=8",
+        "dataset.test_count=4",
+        "loader.source_batch_size=4",
+        "loader.target_batch_size=4",
+    ],
+    "detection": [
+        "experiment=det_shapes",
+        "iterations=3",
+        "dataset.source.length=4",
+        "dataset.target.length=4",
+        "dataset.test.length=2",
+        "loader.source_batch_size=2",
+        "loader.target_batch_size=2",
+    ],
+}
+
+
+def _steps(exp, n):
+    loop = exp.loop
+    out = []
+    for _ in range(n):
+        out.append(loop.train_step())
+        loop.step += 1
+    return out
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_bf16_autocast_trains_every_task(task):
+    exp = build_experiment(load_config([*TINY, *TASKS[task], "precision=bf16"]))
+    before = [p.detach().clone() for p in exp.student.parameters()]
+    losses = _steps(exp, 2)
+    assert all(torch.isfinite(v) for step in losses for v in step.values())
+    assert exp.loop.skipped_steps == 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, exp.student.parameters()))
+    with exp.loop.autocast():
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled(
+            "cpu"
+        )
+    assert all(p.dtype == torch.float32 for p in exp.student.parameters())  # master weights
+
+
+def test_fp16_uses_a_loss_scaler_and_accumulation_averages_micro_batches():
+    exp = build_experiment(
+        load_config([*TINY, *TASKS["classification"], "precision=fp16", "accumulate=2"])
+    )
+    assert exp.loop.scaler.is_enabled()
+    draws = []
+    original = exp.loop.context
+    exp.loop.context = lambda step: draws.append(step) or original(step)
+    _steps(exp, 1)
+    assert draws == [0, 0]  # two micro-batches for one optimiser step
+    assert exp.loop.source.batches == 2
+
+
+def test_nan_is_skipped_or_stops_with_the_branch_name():
+    from mic.core.loop import NumericalError
+
+    for policy in ("skip", "stop"):
+        exp = build_experiment(
+            load_config([*TINY, *TASKS["classification"], f"nan_policy={policy}"])
+        )
+        term = exp.method.terms["mic"]
+        forward = term.forward
+        term.forward = lambda ctx, f=forward: f(ctx) * float("nan")
+        before = [p.detach().clone() for p in exp.student.parameters()]
+        if policy == "stop":
+            with pytest.raises(NumericalError, match="the loss 'mic' is NaN or Inf at iteration 0"):
+                _steps(exp, 1)
+            continue
+        _steps(exp, 2)
+        assert exp.loop.skipped_steps == 2
+        assert all(torch.equal(a, b) for a, b in zip(before, exp.student.parameters()))
+        teacher = dict(exp.loop.teacher.model.named_parameters())
+        assert all(torch.isfinite(p).all() for p in teacher.values())
