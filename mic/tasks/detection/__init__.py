@@ -9,6 +9,8 @@ from mic.tasks.detection.adversarial import (
     scale_gradient,
 )
 from mic.tasks.detection.model import BOX_REGRESSION_PARTS, LOSS_PARTS, FasterRCNN
+from mic.tasks.detection.report import DetectionReport
+from mic.tasks.detection.schedule import WarmupMultiStep
 from mic.tasks.detection.targets import check_target, make_target
 from mic.tasks.detection.task import DetectionMetrics, DetectionTask
 
@@ -16,11 +18,13 @@ __all__ = [
     "BOX_REGRESSION_PARTS",
     "LOSS_PARTS",
     "DetectionMetrics",
+    "DetectionReport",
     "DetectionTask",
     "DomainAdversarial",
     "FasterRCNN",
     "ImageDomainClassifier",
     "InstanceDomainClassifier",
+    "WarmupMultiStep",
     "check_target",
     "make_target",
     "reverse_gradient",
