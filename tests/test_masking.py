@@ -104,6 +104,20 @@ def test_jitter_factors_stay_within_strength():
     assert ratio.max() - ratio.min() > 0.2
 
 
+@pytest.mark.parametrize(
+    "shape,k", [((3, 3, 32, 40), 3), ((2, 1, 64, 64), 7), ((1, 3, 224, 224), 23)]
+)
+def test_blur_equals_kornia_with_one_sigma_per_image(shape, k):
+    from kornia.filters import gaussian_blur2d
+
+    from mic.core.augment import gaussian_blur
+
+    x = torch.rand(shape, dtype=torch.float64)
+    sigma = torch.linspace(0.15, 1.15, shape[0], dtype=torch.float64)
+    want = gaussian_blur2d(x, (k, k), torch.stack([sigma, sigma], 1), border_type="reflect")
+    torch.testing.assert_close(gaussian_blur(x, sigma, k), want)
+
+
 def test_blur_kernel_is_odd_and_about_a_tenth_of_the_side():
     assert blur_kernel_size(512) == 51
     assert blur_kernel_size(224) == 23

@@ -1,8 +1,11 @@
 """MIC's strong augmentation: colour jitter then Gaussian blur, coins drawn per image per call.
 
-The image operations are kornia's (the same functions its ColorJitter uses); the random draws
-are ours, made with one ``torch.rand`` on the image's device, so that nothing synchronises
-with the host and a seeded ``torch.Generator`` reproduces a call exactly.
+The colour operations are kornia's (the same functions its ColorJitter uses); the random
+draws are ours, made with one ``torch.rand`` on the image's device, so that nothing
+synchronises with the host and a seeded ``torch.Generator`` reproduces a call exactly. The
+blur is a separable convolution with one sigma per image: kornia's ``gaussian_blur2d`` checks
+its sigmas on the host, which would synchronise every call (``tests/test_masking.py`` checks
+that both give the same image).
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from kornia.enhance import (
     adjust_hue,
     adjust_saturation_with_gray_subtraction,
 )
-from kornia.filters import gaussian_blur2d
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from mic.core.errors import ConfigError
 
@@ -28,6 +31,22 @@ def blur_kernel_size(side: int, ratio: float = 0.1) -> int:
     k = math.ceil(ratio * side)
     k = k if k % 2 == 1 else k - 1
     return max(k, 3)
+
+
+def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
+    """Blur each image of a B x C x H x W batch with its own ``sigma`` (B,), a separable
+    ``kernel_size`` x ``kernel_size`` Gaussian and reflected borders, without leaving the
+    device."""
+    b, c, h, w = x.shape
+    half = kernel_size // 2
+    offsets = torch.arange(kernel_size, device=x.device, dtype=x.dtype) - half
+    kernel = torch.exp(-(offsets[None] ** 2) / (2 * sigma.to(x.dtype)[:, None] ** 2))
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (B*C) x k
+    mode = "reflect" if half < min(h, w) else "replicate"
+    y = F.pad(x.reshape(1, b * c, h, w), (half, half, half, half), mode=mode)
+    y = F.conv2d(y, kernel.view(b * c, 1, 1, kernel_size), groups=b * c)
+    y = F.conv2d(y, kernel.view(b * c, 1, kernel_size, 1), groups=b * c)
+    return y.view(b, c, h, w)
 
 
 class Normalization(nn.Module):
@@ -121,6 +140,6 @@ class StrongAugmentation(nn.Module):
         lo, hi = self.blur_sigma
         sigma = (lo + (hi - lo) * u[:, 5]).to(x.dtype)
         k = blur_kernel_size(x.shape[-2], self.blur_kernel_ratio)
-        blurred = gaussian_blur2d(x, (k, k), torch.stack([sigma, sigma], dim=1))
+        blurred = gaussian_blur(x, sigma, k)
         blur = (u[:, 6] < self.blur_p).view(-1, 1, 1, 1)
         return torch.where(blur, blurred, x)
