@@ -3,20 +3,12 @@
 import json
 
 import pytest
-import torch
 from omegaconf import OmegaConf
 
 from mic.experiment import load_config, run_experiment
 from mic.train import user_error
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is faster, and immune to a busy machine's other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 THINGS = [6, 7, 11, 12, 13, 14, 15, 16, 17, 18]

@@ -26,13 +26,7 @@ from mic.datasets.segmentation.sampling import STATS_FILE
 W, H = 8, 6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is faster, and immune to a busy machine's other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _image(path, size=(W, H), value=90):

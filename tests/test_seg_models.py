@@ -7,14 +7,7 @@ import torch
 from mic.core import ConfigError, param_groups
 from mic.tasks.segmentation import DAFormer, DeepLabV2, SmallUNet, SmpModel
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is faster, and immune to a busy machine's other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_daformer_mit_encoder_fusion_decoder_and_published_param_groups():

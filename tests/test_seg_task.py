@@ -9,14 +9,7 @@ from torch import nn
 from mic.core import ConfigError, DatasetError, PseudoLabelWeighting
 from mic.tasks.segmentation import SegmentationMetrics, SegmentationTask
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is faster, and immune to a busy machine's other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Fixed(nn.Module):
