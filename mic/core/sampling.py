@@ -87,9 +87,14 @@ class ResumableSampler(Sampler[int]):
 
 
 class SeededDataset:
-    """Loads item ``index`` of ``dataset`` with Python's, NumPy's and torch's generators
-    seeded by the seed paired with it (``ResumableSampler(with_seeds=True)``), restoring the
-    generators afterwards; other attributes are the dataset's."""
+    """Loads item ``index`` of ``dataset`` with torch's, NumPy's and Python's global generators
+    seeded by the seed paired with it (``ResumableSampler(with_seeds=True)``); other
+    attributes are the dataset's.
+
+    torch's generator is restored afterwards. NumPy's and Python's are left seeded by the
+    last sample loaded (restoring them costs more than loading a small image); they stay a
+    function of the position in the sample sequence, so runs remain repeatable.
+    """
 
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
@@ -104,13 +109,9 @@ class SeededDataset:
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
-        py, npy = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            # the CPU generator alone: torch.manual_seed would also queue every CUDA device's
+            torch.default_generator.manual_seed(seed)
             random.seed(seed)
             np.random.seed(seed % 2**32)
-            try:
-                return self.dataset[index]
-            finally:
-                random.setstate(py)
-                np.random.set_state(npy)
+            return self.dataset[index]
