@@ -1,6 +1,6 @@
 """mAP@0.5 and speed of detection UDA methods on the bundled shapes benchmark, over seeds.
 
-    python benchmarks/detection.py --jobs 2                          # 5 rows x 3 seeds
+    python benchmarks/detection.py --jobs 2                          # 6 rows x 3 seeds
     python benchmarks/detection.py --table-only --speed 20           # speed, one after another
     python benchmarks/detection.py --device cuda --jobs 6            # parallel runs on a GPU
     python benchmarks/detection.py --warmup 3000 --iterations 2000   # a longer schedule
@@ -38,18 +38,27 @@ METHODS: dict[str, list[str]] = {
     # source only, plus an EMA of the student (alpha 0.9) scored like the methods' teachers:
     # what weight averaging alone adds to the teacher columns
     "source_only_ema": ["method=source_only", "mic=none"],
+    "mean_teacher": ["method=mean_teacher", "mic=none"],
     "sada": ["method=sada", "mic=none"],
     "sada_mic": ["method=sada", "mic=block"],
     "mean_teacher_mic": ["method=mean_teacher", "mic=block"],
 }
 PAIRS = [
     ("sada_mic", "sada"),
+    ("mean_teacher_mic", "mean_teacher"),
     ("sada", "source_only"),
     ("mean_teacher_mic", "source_only"),
     ("sada_mic", "source_only_ema"),
     ("mean_teacher_mic", "source_only_ema"),
 ]
-DEFAULT_METHODS = ["source_only", "source_only_ema", "sada", "sada_mic", "mean_teacher_mic"]
+DEFAULT_METHODS = [
+    "source_only",
+    "source_only_ema",
+    "mean_teacher",
+    "sada",
+    "sada_mic",
+    "mean_teacher_mic",
+]
 CLASSES = ["disc", "square", "triangle", "cross"]
 
 
