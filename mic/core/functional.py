@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -19,3 +22,25 @@ def weighted_cross_entropy(
     if weights is not None:
         loss = loss * weights
     return loss.mean()
+
+
+class _ScaleGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, factor: float) -> Tensor:
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return grad * ctx.factor, None
+
+
+def scale_gradient(x: Tensor, factor: float) -> Tensor:
+    """The identity forward; backward multiplies the gradient by ``factor``."""
+    return _ScaleGradient.apply(x, float(factor))
+
+
+def reverse_gradient(x: Tensor, coefficient: float = 1.0) -> Tensor:
+    """Gradient reversal (adversarial domain alignment): the identity forward; backward
+    multiplies the gradient by ``-coefficient``."""
+    return scale_gradient(x, -float(coefficient))

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mic.core import ConfigError, IterationContext, LossTerm, weighted_cross_entropy
+from mic.core.functional import reverse_gradient
 from mic.core.teacher import unwrap
 
 #: the backward group (and ``ctx.shared`` key) of the terms that share the joint forward pass
@@ -27,22 +27,6 @@ JOINT = "classification.joint_forward"
 
 
 # ------------------------------------------------------------------------- gradient reversal
-class _ReverseGradient(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, coefficient: float) -> Tensor:
-        ctx.coefficient = coefficient
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return -ctx.coefficient * grad, None
-
-
-def reverse_gradient(x: Tensor, coefficient: float = 1.0) -> Tensor:
-    """The identity forward; backward multiplies the gradient by ``-coefficient``."""
-    return _ReverseGradient.apply(x, float(coefficient))
-
-
 class WarmStartCoefficient:
     """The gradient-reversal coefficient's schedule of DANN (Ganin et al., 2016):
     ``lo + (hi - lo) * (2 / (1 + exp(-alpha * i / max_iters)) - 1)`` at adaptation

@@ -24,40 +24,20 @@ after upsampling every level's logits to the finest level.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mic.core import ConfigError, LossTerm
+from mic.core.functional import reverse_gradient, scale_gradient
 from mic.core.teacher import unwrap
 from mic.core.terms import sum_parts
 
 if TYPE_CHECKING:
     from mic.core.loop import IterationContext
     from mic.tasks.detection.model import Capture
-
-
-class _ScaleGradient(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, factor: float) -> Tensor:
-        ctx.factor = factor
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return grad * ctx.factor, None
-
-
-def scale_gradient(x: Tensor, factor: float) -> Tensor:
-    """Identity forward; the gradient is multiplied by ``factor`` on the way back."""
-    return _ScaleGradient.apply(x, float(factor))
-
-
-def reverse_gradient(x: Tensor, weight: float) -> Tensor:
-    """Gradient reversal: identity forward, gradient times ``-weight`` on the way back."""
-    return scale_gradient(x, -float(weight))
 
 
 class ImageDomainClassifier(nn.Module):
