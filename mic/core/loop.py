@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import warnings
@@ -317,7 +318,8 @@ class AdaptationLoop:
             self.skipped_steps += 1
             if self.scheduler is not None:  # the schedule follows the iteration, stepped or not
                 with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`")
+                    message = re.escape("Detected call of `lr_scheduler.step()`")
+                    warnings.filterwarnings("ignore", message)
                     self.scheduler.step()
         return losses
 
