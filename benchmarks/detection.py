@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -31,6 +30,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
+
+from common import device_name, mean_std, paired_differences, time_training
 
 #: method name -> mic-train overrides (on top of experiment=det_shapes)
 METHODS: dict[str, list[str]] = {
@@ -73,27 +74,6 @@ def _overrides(seed: int, device: str, extra: list[str]) -> list[str]:
     ]
 
 
-def _timed(loop) -> list[float]:  # type: ignore[no-untyped-def]
-    """Wrap ``loop.train_step`` so that training time alone is summed."""
-    import torch
-
-    spent = [0.0]
-    step = loop.train_step
-
-    def timed():  # type: ignore[no-untyped-def]
-        if loop.device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = step()
-        if loop.device.type == "cuda":
-            torch.cuda.synchronize()
-        spent[0] += time.perf_counter() - t0
-        return out
-
-    loop.train_step = timed
-    return spent
-
-
 def warmup(seed: int, steps: int, device: str, threads: int, extra: list[str], path: str) -> dict:
     """Source-only training for ``steps`` iterations; saves the student, scores it."""
     import torch
@@ -114,7 +94,7 @@ def warmup(seed: int, steps: int, device: str, threads: int, extra: list[str], p
     ]
     cfg = load_config(overrides)
     exp = build_experiment(cfg)
-    spent = _timed(exp.loop)
+    spent = time_training(exp.loop)
     exp.loop.run()
     torch.save(exp.student.state_dict(), path)
     final = exp.evaluation.history[-1]
@@ -153,14 +133,14 @@ def run_one(
     exp.student.load_state_dict(torch.load(start, map_location=exp.loop.device))
     if method == "source_only_ema":
         exp.loop.teacher = instantiate(cfg.teacher, model=exp.student).to(exp.loop.device)
-    spent = _timed(exp.loop)
+    spent = time_training(exp.loop)
     exp.loop.run()
     final = exp.evaluation.history[-1]
     row = {
         "method": method,
         "seed": seed,
         "seconds_per_iteration": spent[0] / steps,
-        "device": torch.cuda.get_device_name() if exp.loop.device.type == "cuda" else "cpu",
+        "device": device_name(exp.loop),
         "overrides": [*METHODS[method], *extra],
     }
     for who in ("student", "teacher"):
@@ -193,21 +173,12 @@ def speed(
         for _ in range(3):
             exp.loop.train_step()
             exp.loop.step += 1
-        spent = _timed(exp.loop)
+        spent = time_training(exp.loop)
         for _ in range(steps):
             exp.loop.train_step()
             exp.loop.step += 1
         out[method] = spent[0] / steps
     return out
-
-
-def _fmt(values: list[float]) -> str:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return "-"
-    mean = 100 * statistics.mean(values)
-    std = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.1f} ± {std:.1f}"
 
 
 def write_table(
@@ -248,7 +219,8 @@ def write_table(
     if warm:
         lines.append(
             f"| source model at the start (after the warm-up) | {len(warm)} "
-            f"| {_fmt([w['map_50'] for w in warm])} | {_fmt([w['map'] for w in warm])} | - | - "
+            f"| {mean_std([w['map_50'] for w in warm])} "
+            f"| {mean_std([w['map'] for w in warm])} | - | - "
             f"| {statistics.mean(w['seconds_per_iteration'] for w in warm):.3f} | - |"
         )
     for m in methods:
@@ -258,7 +230,7 @@ def write_table(
         spi = statistics.mean(r["seconds_per_iteration"] for r in runs)
         devices = ", ".join(sorted({r["device"] for r in runs}))
         cells = [
-            _fmt([r[k] for r in runs])
+            mean_std([r[k] for r in runs])
             for k in ("student", "student_coco", "teacher", "teacher_coco")
         ]
         lines.append(f"| {m} | {len(runs)} | " + " | ".join(cells) + f" | {spi:.3f} | {devices} |")
@@ -266,21 +238,11 @@ def write_table(
         lines += [
             "",
             "The domain gap: the source model after the warm-up scores "
-            f"{_fmt([w['source_map_50'] for w in warm])} mAP@0.5 on the source test split "
-            f"(200 clear scenes) and {_fmt([w['map_50'] for w in warm])} on the target test split.",
+            f"{mean_std([w['source_map_50'] for w in warm])} mAP@0.5 on the source test split "
+            f"(200 clear scenes) and {mean_std([w['map_50'] for w in warm])} on the target test "
+            "split.",
         ]
-    diffs = []
-    for a, b in PAIRS:
-        seeds = sorted(set(by.get(a, {})) & set(by.get(b, {})))
-        for who in ("student", "teacher"):
-            d = [
-                by[a][s][who] - by[b][s][who]
-                for s in seeds
-                if by[a][s][who] is not None and by[b][s][who] is not None
-            ]
-            if d:
-                wins = sum(x > 0 for x in d)
-                diffs.append(f"| {a} - {b} | {who} | {len(d)} | {_fmt(d)} | {wins} / {len(d)} |")
+    diffs = paired_differences(by, PAIRS)
     if diffs:
         lines += [
             "",
@@ -305,7 +267,9 @@ def write_table(
     for m in methods:
         runs = [r for r in by.get(m, {}).values() if r.get("student_per_class")]
         if runs:
-            cells = [_fmt([r["student_per_class"][c] for r in runs]) for c in range(len(CLASSES))]
+            cells = [
+                mean_std([r["student_per_class"][c] for r in runs]) for c in range(len(CLASSES))
+            ]
             per_class.append(f"| {m} | " + " | ".join(cells) + " |")
     if per_class:
         lines += [

@@ -28,6 +28,8 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
+from common import device_name, mean_std, paired_differences, time_training
+
 #: method name -> mic-train overrides
 METHODS: dict[str, list[str]] = {
     "source_only": ["method=source_only", "mic=none"],
@@ -63,21 +65,7 @@ def run_one(method: str, seed: int, device: str, threads: int, extra: list[str])
     overrides = [*METHODS[method], f"seed={seed}", f"device={device}", "log.progress=false", *extra]
     exp = build_experiment(load_config(overrides))
     loop = exp.loop
-    train_time = 0.0
-    step = loop.train_step
-
-    def timed_step():  # training time alone, evaluation excluded
-        nonlocal train_time
-        if loop.device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = step()
-        if loop.device.type == "cuda":
-            torch.cuda.synchronize()
-        train_time += time.perf_counter() - t0
-        return out
-
-    loop.train_step = timed_step
+    spent = time_training(loop)
     loop.run()
     final = exp.evaluation.history[-1]
     return {
@@ -85,18 +73,14 @@ def run_one(method: str, seed: int, device: str, threads: int, extra: list[str])
         "seed": seed,
         "student": final["eval/student/accuracy"],
         "teacher": final.get("eval/teacher/accuracy"),
-        "seconds_per_iteration": train_time / loop.iterations,
-        "device": torch.cuda.get_device_name() if loop.device.type == "cuda" else "cpu",
+        "seconds_per_iteration": spent[0] / loop.iterations,
+        "device": device_name(loop),
         "overrides": [*METHODS[method], *extra],
     }
 
 
 def _fmt(values: list[float]) -> str:
-    if not values:
-        return "-"
-    mean = 100 * statistics.mean(values)
-    std = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.2f} ± {std:.2f}"
+    return mean_std(values, digits=2)
 
 
 def write_table(
@@ -128,22 +112,7 @@ def write_table(
             f"| {m} | {len(runs)} | {_fmt([r['student'] for r in runs])} | {_fmt(teacher)} "
             f"| {spi:.4f} | {devices} |"
         )
-    diffs = []
-    for a, b in PAIRS:
-        if a not in methods or b not in methods:
-            continue
-        seeds = sorted(set(by.get(a, {})) & set(by.get(b, {})))
-        if not seeds:
-            continue
-        for who in ("student", "teacher"):
-            d = [
-                by[a][s][who] - by[b][s][who]
-                for s in seeds
-                if by[a][s][who] is not None and by[b][s][who] is not None
-            ]
-            if d:
-                wins = sum(x > 0 for x in d)
-                diffs.append(f"| {a} - {b} | {who} | {len(d)} | {_fmt(d)} | {wins} / {len(d)} |")
+    diffs = paired_differences(by, PAIRS, digits=2)
     if diffs:
         lines += [
             "",

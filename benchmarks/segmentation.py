@@ -35,6 +35,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
+from common import device_name, mean_std, time_training
+
 METHODS: dict[str, list[str]] = {
     "source_only": ["method=source_only", "mic=none"],
     "dacs": ["method=dacs", "mic=none"],
@@ -101,29 +103,15 @@ def run_one(method: str, seed: int, device: str, threads: int, extra: list[str])
     ]
     exp = build_experiment(load_config(overrides))
     loop = exp.loop
-    train_time = 0.0
-    step = loop.train_step
-
-    def timed_step():  # training time alone, evaluation excluded
-        nonlocal train_time
-        if loop.device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = step()
-        if loop.device.type == "cuda":
-            torch.cuda.synchronize()
-        train_time += time.perf_counter() - t0
-        return out
-
-    loop.train_step = timed_step
+    spent = time_training(loop)
     loop.run()
     final = exp.evaluation.history[-1]
     classes = list(exp.task.classes)
     out = {
         "method": method,
         "seed": seed,
-        "seconds_per_iteration": train_time / loop.iterations,
-        "device": torch.cuda.get_device_name() if loop.device.type == "cuda" else "cpu",
+        "seconds_per_iteration": spent[0] / loop.iterations,
+        "device": device_name(loop),
         "iterations": loop.iterations,
         "overrides": [*METHODS[method], *extra],
     }
@@ -155,7 +143,7 @@ def memory_one(method: str, device: str, size: int = 512, iterations: int = 3) -
     cuda = loop.device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memorymean_std()
         base = torch.cuda.memory_allocated()
     else:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -180,15 +168,6 @@ def memory_one(method: str, device: str, size: int = 512, iterations: int = 3) -
 
 def _key(method: str, seed: int, extra: list[str]) -> str:
     return json.dumps([method, seed, sorted(extra)])
-
-
-def _stats(values: list[float]) -> str:
-    values = [v for v in values if v is not None and v == v]
-    if not values:
-        return "-"
-    mean = 100 * statistics.mean(values)
-    std = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.1f} ± {std:.1f}"
 
 
 def _effective(extra: list[str]) -> list[str]:
@@ -222,12 +201,13 @@ def _section(runs: list[dict]) -> list[str]:
         if not rs:
             continue
         cells = [
-            _stats([(r["teacher_iou"] or r["student_iou"]).get(c) for r in rs]) for c in CONFUSABLE
+            mean_std([(r["teacher_iou"] or r["student_iou"]).get(c) for r in rs])
+            for c in CONFUSABLE
         ]
         speed = statistics.mean(r["seconds_per_iteration"] for r in rs)
         lines.append(
-            f"| {LABELS[method]} | {len(rs)} | {_stats([r['student_miou'] for r in rs])} | "
-            f"{_stats([r['teacher_miou'] for r in rs])} | {' | '.join(cells)} | {speed:.3f} "
+            f"| {LABELS[method]} | {len(rs)} | {mean_std([r['student_miou'] for r in rs])} | "
+            f"{mean_std([r['teacher_miou'] for r in rs])} | {' | '.join(cells)} | {speed:.3f} "
             f"({rs[0]['device']}) |"
         )
     lines += [
