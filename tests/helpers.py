@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 from mic.tasks.classification import ClassificationTask, Classifier
@@ -38,3 +42,17 @@ def tiny_loaders(n: int = 16, size: int = 8, batch: int = 4, seed: int = 0):
     )
     test = DataLoader(TensorDataset(xt, ys), batch_size=8, collate_fn=task.collate)
     return task, source, target, test
+
+
+def write_png(path: Path, value: int = 128, size: tuple[int, int] = (10, 10)) -> None:
+    """A flat RGB PNG of ``size`` (width, height), its folders made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size[1], size[0], 3), value, np.uint8)).save(path)
+
+
+def class_folders(root: Path, classes, n: int = 2) -> Path:
+    """``root/<class>/<i>.png``: ``n`` images per class, as image-folder datasets read."""
+    for c in classes:
+        for i in range(n):
+            write_png(root / c / f"{i}.png", 30 * i)
+    return root

@@ -8,14 +8,13 @@ import errno
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from mic.core.distributed import check_batch_size
 from mic.experiment import load_config, run_experiment
 from mic.train import user_error
+from tests.helpers import class_folders, write_png
 
 TINY = [
     "iterations=4",
@@ -31,25 +30,13 @@ TINY = [
 DOCS = Path(__file__).parent.parent / "docs" / "errors.md"
 
 
-def _png(path, value=100):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((10, 10, 3), value, np.uint8)).save(path)
-
-
-def _tree(root, classes, n=2):
-    for c in classes:
-        for i in range(n):
-            _png(root / c / f"{i}.png", 30 * i)
-    return root
-
-
 def _folders(tmp, source=None, target=None, test=None):
     return [
         "dataset=folders",
         "dataset.num_classes=3",
-        f"dataset.root_source={source or _tree(tmp / 'src', ['a', 'b', 'c'])}",
-        f"dataset.root_target={target or _tree(tmp / 'tgt', ['x'])}",
-        f"dataset.root_test={test or _tree(tmp / 'tst', ['a', 'b', 'c'])}",
+        f"dataset.root_source={source or class_folders(tmp / 'src', ['a', 'b', 'c'])}",
+        f"dataset.root_target={target or class_folders(tmp / 'tgt', ['x'])}",
+        f"dataset.root_test={test or class_folders(tmp / 'tst', ['a', 'b', 'c'])}",
         "dataset.size=8",
         "loader.source_batch_size=2",
         "loader.target_batch_size=2",
@@ -57,14 +44,14 @@ def _folders(tmp, source=None, target=None, test=None):
 
 
 def _unreadable(tmp):
-    tgt = _tree(tmp / "bad_tgt", ["x"], n=3)
+    tgt = class_folders(tmp / "bad_tgt", ["x"], n=3)
     (tgt / "x" / "broken.png").write_bytes(b"garbage")
     return [*_folders(tmp, target=tgt), "loader.num_workers=1"]
 
 
 def _flat(tmp):
     for i in range(2):
-        _png(tmp / "flat" / f"{i}.png")
+        write_png(tmp / "flat" / f"{i}.png")
     return _folders(tmp, source=tmp / "flat")
 
 
@@ -223,7 +210,7 @@ CASES = [
     (
         "data-class-counts",
         "source and target with different class counts",
-        lambda t, r: _folders(t, test=_tree(t / "tst2", ["a", "b"])),
+        lambda t, r: _folders(t, test=class_folders(t / "tst2", ["a", "b"])),
         "class counts disagree",
     ),
     (

@@ -5,12 +5,11 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from mic.experiment import load_config, run_experiment
 from mic.train import user_error
+from tests.helpers import class_folders, write_png
 
 TINY = [
     "iterations=4",
@@ -68,16 +67,6 @@ def test_cli_user_error_exits_cleanly_without_traceback(tmp_path):
 
 
 # ---------------------------------------------------------------- bad input, in-process
-def _png(path, value=100):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((10, 10, 3), value, np.uint8)).save(path)
-
-
-def _tree(root, classes, n=2):
-    for c in classes:
-        for i in range(n):
-            _png(root / c / f"{i}.png", 30 * i)
-    return root
 
 
 def _error(overrides):
@@ -90,9 +79,9 @@ def _error(overrides):
 
 
 def _folders(tmp_path, source=None, target=None, test=None, n=3):
-    src = source or _tree(tmp_path / "src", ["a", "b", "c"])
-    tgt = target or _tree(tmp_path / "tgt", ["x"])
-    tst = test or _tree(tmp_path / "tst", ["a", "b", "c"])
+    src = source or class_folders(tmp_path / "src", ["a", "b", "c"])
+    tgt = target or class_folders(tmp_path / "tgt", ["x"])
+    tst = test or class_folders(tmp_path / "tst", ["a", "b", "c"])
     return [
         "dataset=folders",
         f"dataset.num_classes={n}",
@@ -118,13 +107,13 @@ def test_empty_dataset_folder(tmp_path):
 
 def test_wrong_layout(tmp_path):
     flat = tmp_path / "flat"
-    _png(flat / "1.png")
-    _png(flat / "2.png")
+    write_png(flat / "1.png")
+    write_png(flat / "2.png")
     assert "no class sub-folders" in _error(_folders(tmp_path, source=flat))
 
 
 def test_unreadable_image_through_a_worker(tmp_path):
-    tgt = _tree(tmp_path / "tgt", ["x"], n=3)
+    tgt = class_folders(tmp_path / "tgt", ["x"], n=3)
     (tgt / "x" / "broken.png").write_bytes(b"garbage")
     msg = _error([*_folders(tmp_path, target=tgt), "loader.num_workers=1"])
     assert msg.startswith("cannot read image") and "broken.png" in msg
@@ -133,7 +122,7 @@ def test_unreadable_image_through_a_worker(tmp_path):
 
 def test_more_class_folders_than_classes(tmp_path):
     # a source with 4 class folders while the task has 3 classes
-    src = _tree(tmp_path / "src4", ["a", "b", "c", "d"])
+    src = class_folders(tmp_path / "src4", ["a", "b", "c", "d"])
     msg = _error(_folders(tmp_path, source=src))
     assert "class counts disagree" in msg and "source has 4" in msg
 
@@ -157,7 +146,7 @@ def test_unknown_backbone():
 
 
 def test_source_and_target_with_different_class_counts(tmp_path):
-    tst = _tree(tmp_path / "tst2", ["a", "b"])
+    tst = class_folders(tmp_path / "tst2", ["a", "b"])
     msg = _error(_folders(tmp_path, test=tst))
     assert "class counts disagree" in msg and "test has 2" in msg
 

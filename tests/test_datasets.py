@@ -1,15 +1,14 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from mic.core import DatasetError, check_num_classes
 from mic.datasets import DigitsDomain, ImageFolder, UnlabeledImageFolder, classification_transform
+from tests.helpers import write_png
 
 
 def _png(path, value=128, size=(12, 10)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((size[1], size[0], 3), value, np.uint8)).save(path)
+    write_png(path, value, size)
 
 
 @pytest.fixture
