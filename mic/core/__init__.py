@@ -2,7 +2,7 @@
 
 from mic.core.augment import Normalization, StrongAugmentation
 from mic.core.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
-from mic.core.data import Forever, check_num_classes, collate_pairs, move_to
+from mic.core.data import DatasetWrapper, Forever, check_num_classes, collate_pairs, move_to
 from mic.core.errors import CheckpointError, ConfigError, DatasetError, MicError
 from mic.core.evaluation import evaluate, recalibrated_batchnorm
 from mic.core.functional import weighted_cross_entropy
@@ -39,6 +39,7 @@ __all__ = [
     "ConsistencyLoss",
     "Constant",
     "DatasetError",
+    "DatasetWrapper",
     "EMATeacher",
     "Evaluation",
     "Forever",

@@ -53,6 +53,23 @@ def move_to(obj: Any, device: torch.device | str, non_blocking: bool = True) -> 
     return obj
 
 
+class DatasetWrapper:
+    """A dataset that changes how items of ``self.dataset`` are drawn or loaded; its length
+    and every other attribute (``num_classes``, ``classes``, ``labelled``...) are the wrapped
+    dataset's."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
 class Forever(Iterator[Any]):
     """Cycle over a data loader without end, one epoch after another, knowing its position.
 

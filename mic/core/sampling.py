@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from mic.core.data import DatasetWrapper
 from mic.core.errors import ConfigError
 
 
@@ -86,7 +87,7 @@ class ResumableSampler(Sampler[int]):
         return max(0, self.length // self.world_size - self.start)
 
 
-class SeededDataset:
+class SeededDataset(DatasetWrapper):
     """Loads item ``index`` of ``dataset`` with torch's, NumPy's and Python's global generators
     seeded by the seed paired with it (``ResumableSampler(with_seeds=True)``); other
     attributes are the dataset's.
@@ -95,17 +96,6 @@ class SeededDataset:
     last sample loaded (restoring them costs more than loading a small image); they stay a
     function of the position in the sample sequence, so runs remain repeatable.
     """
-
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key

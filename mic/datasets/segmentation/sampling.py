@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mic.core.data import DatasetWrapper
 from mic.core.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def class_statistics(dataset: Any, cache: str | Path | bool | None = True) -> np
     return counts
 
 
-class RareClassSampling:
+class RareClassSampling(DatasetWrapper):
     """Wraps a labelled source dataset whose ``__getitem__`` draws a random crop; every
     ``__getitem__`` ignores its index and draws a rare-class sample instead.
 
@@ -107,7 +108,7 @@ class RareClassSampling:
             raise ConfigError(f"rare class sampling temperature must be > 0, got {temperature}")
         if not getattr(dataset, "labelled", True):
             raise ConfigError("rare class sampling needs a labelled dataset")
-        self.dataset = dataset
+        super().__init__(dataset)
         self.min_pixels = int(min_pixels)
         self.min_crop_ratio = float(min_crop_ratio)
         self.temperature = float(temperature)
@@ -137,18 +138,6 @@ class RareClassSampling:
         self.classes = [int(c) for c in present[keep.numpy()]]
         self.probabilities = (probs[keep] / probs[keep].sum()).float()
         self.samples_with_class = {c: qualified[c] for c in self.classes}
-
-    @property
-    def num_classes(self) -> int:
-        return self.dataset.num_classes
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
 
     def __getitem__(self, index: int) -> Any:
         c = self.classes[int(torch.multinomial(self.probabilities, 1).item())]
