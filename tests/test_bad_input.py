@@ -126,7 +126,7 @@ CASES = [
     (
         "config-lr-mult",
         "a learning-rate multiplier for no parameter",
-        lambda t, r: ["+lr_mult.model.decoder=10"],
+        lambda t, r: ["lr_mult={model.decoder: 10}"],
         "matches no trainable parameter",
     ),
     (
