@@ -41,3 +41,39 @@ def test_the_docs_show_commands_of_every_task():
 @pytest.mark.parametrize("overrides", [o for _, o in COMMANDS], ids=[c for c, _ in COMMANDS])
 def test_documented_command_composes(overrides):
     load_config(overrides)
+
+
+def documented_python() -> list[tuple[str, str]]:
+    blocks = []
+    for md in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for i, code in enumerate(re.findall(r"```python\n(.*?)```", md.read_text(), re.S)):
+            blocks.append((f"{md.name}#{i}", code))
+    return blocks
+
+
+@pytest.mark.parametrize(
+    "code", [c for _, c in documented_python()], ids=[n for n, _ in documented_python()]
+)
+def test_documented_python_uses_names_that_exist(code):
+    """Snippets parse, and every ``from mic... import name`` and ``mic.name`` they use exists."""
+    import ast
+    import importlib
+
+    import mic
+
+    tree = ast.parse(code)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "mic":
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                assert hasattr(module, alias.name), f"{node.module} has no {alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "mic":
+                    importlib.import_module(alias.name)
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "mic"
+        ):
+            assert hasattr(mic, node.attr), f"mic has no {node.attr}"
