@@ -56,3 +56,39 @@ def class_folders(root: Path, classes, n: int = 2) -> Path:
         for i in range(n):
             write_png(root / c / f"{i}.png", 30 * i)
     return root
+
+
+def folder_overrides(
+    tmp: Path, source=None, target=None, test=None, num_classes: int = 3
+) -> list[str]:
+    """``dataset=folders`` overrides on tiny class folders written under ``tmp`` (classes
+    a, b, c), any of the three roots replaced by the one given."""
+    source = source or class_folders(tmp / "src", ["a", "b", "c"])
+    target = target or class_folders(tmp / "tgt", ["x"])
+    test = test or class_folders(tmp / "tst", ["a", "b", "c"])
+    return [
+        "dataset=folders",
+        f"dataset.num_classes={num_classes}",
+        f"dataset.root_source={source}",
+        f"dataset.root_target={target}",
+        f"dataset.root_test={test}",
+        "dataset.size=8",
+        "model=small_cnn",
+        "loader.source_batch_size=2",
+        "loader.target_batch_size=2",
+    ]
+
+
+def user_error_of(overrides: list[str]) -> str:
+    """The one-paragraph message that ``mic-train`` would print for this run's failure;
+    fails the test if the run succeeds or fails with something that is not a user error."""
+    import pytest
+
+    from mic.experiment import load_config, run_experiment
+    from mic.train import user_error
+
+    with pytest.raises(Exception) as info:
+        run_experiment(load_config(overrides))
+    message = user_error(info.value)
+    assert message is not None, f"not a user error: {info.value!r}"
+    return message

@@ -14,7 +14,7 @@ import torch
 from mic.core.distributed import check_batch_size
 from mic.experiment import load_config, run_experiment
 from mic.train import user_error
-from tests.helpers import class_folders, write_png
+from tests.helpers import class_folders, folder_overrides, write_png
 
 TINY = [
     "iterations=4",
@@ -30,34 +30,21 @@ TINY = [
 DOCS = Path(__file__).parent.parent / "docs" / "errors.md"
 
 
-def _folders(tmp, source=None, target=None, test=None):
-    return [
-        "dataset=folders",
-        "dataset.num_classes=3",
-        f"dataset.root_source={source or class_folders(tmp / 'src', ['a', 'b', 'c'])}",
-        f"dataset.root_target={target or class_folders(tmp / 'tgt', ['x'])}",
-        f"dataset.root_test={test or class_folders(tmp / 'tst', ['a', 'b', 'c'])}",
-        "dataset.size=8",
-        "loader.source_batch_size=2",
-        "loader.target_batch_size=2",
-    ]
-
-
 def _unreadable(tmp):
     tgt = class_folders(tmp / "bad_tgt", ["x"], n=3)
     (tgt / "x" / "broken.png").write_bytes(b"garbage")
-    return [*_folders(tmp, target=tgt), "loader.num_workers=1"]
+    return [*folder_overrides(tmp, target=tgt), "loader.num_workers=1"]
 
 
 def _flat(tmp):
     for i in range(2):
         write_png(tmp / "flat" / f"{i}.png")
-    return _folders(tmp, source=tmp / "flat")
+    return folder_overrides(tmp, source=tmp / "flat")
 
 
 def _empty(tmp):
     (tmp / "empty").mkdir()
-    return _folders(tmp, target=tmp / "empty")
+    return folder_overrides(tmp, target=tmp / "empty")
 
 
 def _write(tmp, name, data: bytes):
@@ -185,7 +172,7 @@ CASES = [
     (
         "data-missing-folder",
         "a dataset folder that does not exist",
-        lambda t, r: _folders(t, target=t / "nowhere"),
+        lambda t, r: folder_overrides(t, target=t / "nowhere"),
         "does not exist",
     ),
     ("data-empty-folder", "an empty image folder", lambda t, r: _empty(t), "no images found"),
@@ -210,13 +197,13 @@ CASES = [
     (
         "data-class-counts",
         "source and target with different class counts",
-        lambda t, r: _folders(t, test=class_folders(t / "tst2", ["a", "b"])),
+        lambda t, r: folder_overrides(t, test=class_folders(t / "tst2", ["a", "b"])),
         "class counts disagree",
     ),
     (
         "data-batch-size",
         "a batch larger than the dataset",
-        lambda t, r: [*_folders(t), "loader.source_batch_size=50"],
+        lambda t, r: [*folder_overrides(t), "loader.source_batch_size=50"],
         "fewer than one batch of 50",
     ),
     # ------------------------------------------------------------------ checkpoint

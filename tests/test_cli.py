@@ -5,11 +5,7 @@ import os
 import subprocess
 import sys
 
-import pytest
-
-from mic.experiment import load_config, run_experiment
-from mic.train import user_error
-from tests.helpers import class_folders, write_png
+from tests.helpers import class_folders, folder_overrides, user_error_of, write_png
 
 TINY = [
     "iterations=4",
@@ -70,52 +66,30 @@ def test_cli_user_error_exits_cleanly_without_traceback(tmp_path):
 
 
 def _error(overrides):
-    cfg = load_config([*TINY, *overrides])
-    with pytest.raises(Exception) as info:
-        run_experiment(cfg)
-    message = user_error(info.value)
-    assert message is not None, f"not a user error: {info.value!r}"
-    return message
-
-
-def _folders(tmp_path, source=None, target=None, test=None, n=3):
-    src = source or class_folders(tmp_path / "src", ["a", "b", "c"])
-    tgt = target or class_folders(tmp_path / "tgt", ["x"])
-    tst = test or class_folders(tmp_path / "tst", ["a", "b", "c"])
-    return [
-        "dataset=folders",
-        f"dataset.num_classes={n}",
-        f"dataset.root_source={src}",
-        f"dataset.root_target={tgt}",
-        f"dataset.root_test={tst}",
-        "dataset.size=8",
-        "model=small_cnn",
-        "loader.source_batch_size=2",
-        "loader.target_batch_size=2",
-    ]
+    return user_error_of([*TINY, *overrides])
 
 
 def test_missing_dataset_folder(tmp_path):
-    msg = _error(_folders(tmp_path, target=tmp_path / "does_not_exist"))
+    msg = _error(folder_overrides(tmp_path, target=tmp_path / "does_not_exist"))
     assert "does_not_exist' does not exist" in msg
 
 
 def test_empty_dataset_folder(tmp_path):
     (tmp_path / "empty").mkdir()
-    assert "no images found" in _error(_folders(tmp_path, target=tmp_path / "empty"))
+    assert "no images found" in _error(folder_overrides(tmp_path, target=tmp_path / "empty"))
 
 
 def test_wrong_layout(tmp_path):
     flat = tmp_path / "flat"
     write_png(flat / "1.png")
     write_png(flat / "2.png")
-    assert "no class sub-folders" in _error(_folders(tmp_path, source=flat))
+    assert "no class sub-folders" in _error(folder_overrides(tmp_path, source=flat))
 
 
 def test_unreadable_image_through_a_worker(tmp_path):
     tgt = class_folders(tmp_path / "tgt", ["x"], n=3)
     (tgt / "x" / "broken.png").write_bytes(b"garbage")
-    msg = _error([*_folders(tmp_path, target=tgt), "loader.num_workers=1"])
+    msg = _error([*folder_overrides(tmp_path, target=tgt), "loader.num_workers=1"])
     assert msg.startswith("cannot read image") and "broken.png" in msg
     assert "Traceback" not in msg
 
@@ -123,7 +97,7 @@ def test_unreadable_image_through_a_worker(tmp_path):
 def test_more_class_folders_than_classes(tmp_path):
     # a source with 4 class folders while the task has 3 classes
     src = class_folders(tmp_path / "src4", ["a", "b", "c", "d"])
-    msg = _error(_folders(tmp_path, source=src))
+    msg = _error(folder_overrides(tmp_path, source=src))
     assert "class counts disagree" in msg and "source has 4" in msg
 
 
@@ -147,7 +121,7 @@ def test_unknown_backbone():
 
 def test_source_and_target_with_different_class_counts(tmp_path):
     tst = class_folders(tmp_path / "tst2", ["a", "b"])
-    msg = _error(_folders(tmp_path, test=tst))
+    msg = _error(folder_overrides(tmp_path, test=tst))
     assert "class counts disagree" in msg and "test has 2" in msg
 
 
@@ -156,7 +130,7 @@ def test_model_and_task_class_counts_disagree():
 
 
 def test_batch_larger_than_dataset(tmp_path):
-    msg = _error([*_folders(tmp_path), "loader.source_batch_size=50"])
+    msg = _error([*folder_overrides(tmp_path), "loader.source_batch_size=50"])
     assert "fewer than one batch of 50" in msg
 
 

@@ -8,8 +8,8 @@ import torch
 
 from mic.experiment import build_experiment, load_config, run_experiment
 from mic.tasks.detection import DomainAdversarial
-from mic.train import user_error
 from tests.det_helpers import TINY_DET
+from tests.helpers import user_error_of
 
 METHODS = {
     "source_only": ["method=source_only"],
@@ -68,11 +68,7 @@ def test_run_folder_has_overlays_and_the_per_class_ap_table(tmp_path):
 
 
 def _error(overrides):
-    with pytest.raises(Exception) as info:
-        run_experiment(load_config([*TINY_DET, *overrides]))
-    message = user_error(info.value)
-    assert message is not None, f"not a user error: {info.value!r}"
-    return message
+    return user_error_of([*TINY_DET, *overrides])
 
 
 def test_mismatched_class_counts_are_clear():
