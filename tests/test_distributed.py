@@ -86,3 +86,35 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     changed = any(not torch.equal(initial[k], one[k]) for k in one)
     assert changed  # training moved the weights
     assert not list((tmp_path / "two").glob("*/.hydra")), "only one run folder"
+
+
+def _reduce_worker(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from mic.core.distributed import all_reduce_gradients
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    both, first_only, neither = (nn.Parameter(torch.zeros(3)) for _ in range(3))
+    both.grad = torch.full((3,), float(rank + 1))  # 1 and 2: mean 1.5
+    if rank == 0:
+        first_only.grad = torch.full((3,), 4.0)  # 4 and nothing: mean 2
+    all_reduce_gradients([both, first_only, neither])
+    torch.save(
+        {"both": both.grad, "first_only": first_only.grad, "neither": neither.grad},
+        f"{out_dir}/rank{rank}.pt",
+    )
+    dist.destroy_process_group()
+
+
+def test_gradient_all_reduce_averages_and_leaves_untouched_parameters_without_gradient(tmp_path):
+    """A parameter no rank computed a gradient for keeps ``grad = None`` (so the optimiser
+    skips it, weight decay included, as in one process); one that some rank touched gets the
+    mean over ranks, zeros standing in where it was not touched."""
+    torch.multiprocessing.spawn(
+        _reduce_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True
+    )
+    for rank in (0, 1):
+        grads = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        torch.testing.assert_close(grads["both"], torch.full((3,), 1.5))
+        torch.testing.assert_close(grads["first_only"], torch.full((3,), 2.0))
+        assert grads["neither"] is None

@@ -80,26 +80,35 @@ def all_reduce_gradients(params: Iterable[nn.Parameter]) -> None:
 
     A trainable parameter without a gradient on this rank takes part with zeros, so that ranks
     whose branches touched different parameters (an image without pseudo-labels, say) still
-    agree on the buffer they reduce.
+    agree on the buffer they reduce. One flag per parameter travels in the same all-reduce:
+    where no rank had a gradient, the gradient goes back to ``None``, so that the optimiser
+    skips the parameter (no weight decay, no momentum) as it does in a single process. Only a
+    rank that lacked some gradient reads the flags (one host synchronisation then).
     """
     group = info()
     if not group.enabled:
         return
-    buckets: dict[tuple[torch.device, torch.dtype], list[nn.Parameter]] = {}
+    buckets: dict[tuple[torch.device, torch.dtype], list[tuple[nn.Parameter, bool]]] = {}
     for p in params:
         if p.requires_grad:
-            if p.grad is None:
+            had = p.grad is not None
+            if not had:
                 p.grad = torch.zeros_like(p)
-            buckets.setdefault((p.grad.device, p.grad.dtype), []).append(p)
-    for ps in buckets.values():
-        flat = torch.cat([p.grad.reshape(-1) for p in ps])
+            buckets.setdefault((p.grad.device, p.grad.dtype), []).append((p, had))
+    for (device, dtype), entries in buckets.items():
+        flags = torch.tensor([float(had) for _, had in entries], device=device, dtype=dtype)
+        flat = torch.cat([*(p.grad.reshape(-1) for p, _ in entries), flags])
         dist.all_reduce(flat)
-        flat /= group.world_size
         offset = 0
-        for p in ps:
+        for p, _ in entries:
             n = p.grad.numel()
-            p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+            p.grad.copy_(flat[offset : offset + n].view_as(p.grad)).div_(group.world_size)
             offset += n
+        if not all(had for _, had in entries):
+            anywhere = flat[offset:].tolist()
+            for (p, had), count in zip(entries, anywhere):
+                if not had and count == 0:
+                    p.grad = None
 
 
 def all_reduce_mean(values: Tensor) -> Tensor:
