@@ -143,7 +143,7 @@ def memory_one(method: str, device: str, size: int = 512, iterations: int = 3) -
     cuda = loop.device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
-        torch.cuda.reset_peak_memorymean_std()
+        torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
