@@ -10,21 +10,49 @@ import pytest
 from mic.experiment import load_config
 
 ROOT = Path(__file__).parents[1]
-FENCE = re.compile(r"```(?:bash|sh|console)?\n(.*?)```", re.S)
+# a fenced block: its language and its text (fences at the start of a line only, so that a
+# closing fence is never taken for an opening one)
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+
+
+def first_of_sweeps(overrides: list[str]) -> list[str]:
+    """A multirun's overrides with each sweep (``seed=0,1,2``) reduced to its first value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    out = []
+    for text, parsed in zip(overrides, OverridesParser.create().parse_overrides(overrides)):
+        if parsed.is_sweep_override():
+            text = f"{parsed.get_key_element()}={next(iter(parsed.sweep_string_iterator()))}"
+        out.append(text)
+    return out
+
+
+def command_blocks() -> list[tuple[str, str]]:
+    """(file name, text) of the shell blocks of README.md and docs/, and of the comments of
+    conf/ (whose examples are shell lines after ``#``)."""
+    blocks = []
+    for md in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for language, block in FENCE.findall(md.read_text()):
+            if language in ("", "bash", "sh", "console"):
+                blocks.append((md.name, block))
+    for yaml in sorted((ROOT / "conf").rglob("*.yaml")):
+        comments = [line.split("#", 1)[1] for line in yaml.read_text().splitlines() if "#" in line]
+        blocks.append((str(yaml.relative_to(ROOT)), "\n".join(comments)))
+    return blocks
 
 
 def documented_commands() -> list[tuple[str, list[str]]]:
     found = []
-    for md in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        for block in FENCE.findall(md.read_text()):
-            for line in block.replace("\\\n", " ").splitlines():
-                line = line.split(" #")[0].strip()
-                if "mic-train" not in line:
-                    continue
-                words = shlex.split(line[line.index("mic-train") :])[1:]
-                # hydra.* options steer the launcher (run folder, search path), not mic's config
-                overrides = [w for w in words if "=" in w and not w.startswith("hydra.")]
-                found.append((f"{md.name}: {line}", overrides))
+    for name, block in command_blocks():
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #")[0].strip()
+            entry = next((e for e in ("mic-train ", "-m mic.train") if e in line + " "), None)
+            if entry is None:
+                continue
+            words = shlex.split(line[line.index(entry.strip()) + len(entry.strip()) :])
+            # hydra.* options steer the launcher (run folder, search path), not mic's config
+            overrides = [w for w in words if "=" in w and not w.startswith("hydra.")]
+            found.append((f"{name}: {line}", first_of_sweeps(overrides)))
     return found
 
 
@@ -46,8 +74,8 @@ def test_documented_command_composes(overrides):
 def documented_python() -> list[tuple[str, str]]:
     blocks = []
     for md in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        for i, code in enumerate(re.findall(r"```python\n(.*?)```", md.read_text(), re.S)):
-            blocks.append((f"{md.name}#{i}", code))
+        python = [code for language, code in FENCE.findall(md.read_text()) if language == "python"]
+        blocks += [(f"{md.name}#{i}", code) for i, code in enumerate(python)]
     return blocks
 
 
