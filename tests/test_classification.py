@@ -41,6 +41,20 @@ def test_metrics_accuracy_mean_class_and_per_class():
     assert scores["per_class_accuracy"].tolist() == pytest.approx([0.75, 0.0, 1.0])
 
 
+def test_mean_class_accuracy_leaves_out_classes_absent_from_the_targets():
+    """Even when something was predicted as the absent class: the mean is over the classes
+    the test set holds, and the absent class's accuracy is undefined (NaN)."""
+    metric = ClassificationTask(3).metric()
+    targets = torch.tensor([0, 1, 1, 1])  # class 2 absent
+    preds = torch.tensor([0, 1, 2, 1])  # ... yet predicted once
+    metric.update(F.one_hot(preds, 3).float(), targets)
+    scores = metric.compute()
+    assert scores["accuracy"].item() == pytest.approx(3 / 4)
+    assert scores["mean_class_accuracy"].item() == pytest.approx((1 + 2 / 3) / 2)
+    per_class = scores["per_class_accuracy"]
+    assert per_class[:2].tolist() == pytest.approx([1.0, 2 / 3]) and per_class[2].isnan()
+
+
 def test_collate_rejects_labels_outside_the_class_range():
     task = ClassificationTask(3)
     samples = [(torch.zeros(3, 2, 2), 1), (torch.zeros(3, 2, 2), 7)]
@@ -48,6 +62,11 @@ def test_collate_rejects_labels_outside_the_class_range():
         task.collate(samples)
     with pytest.raises(DatasetError, match="integer class indices"):
         task.collate([(torch.zeros(3, 2, 2), 0.5)])
+    for bad in (torch.eye(3)[:2].long(), torch.tensor([1, 0], dtype=torch.bfloat16)):
+        with pytest.raises(DatasetError, match="integer class indices"):
+            task.check_targets(bad)  # one-hot rows, or a float type
+    with pytest.raises(DatasetError, match="integer class indices"):
+        task.check_targets(torch.tensor([True, False]))
     images = task.collate([torch.zeros(3, 2, 2)] * 2)
     assert images.shape == (2, 3, 2, 2)
 

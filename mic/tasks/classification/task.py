@@ -6,26 +6,28 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassStatScores
 
 from mic.core import DatasetError, PseudoLabels, Task, weighted_cross_entropy
 from mic.core.task import probabilities
 
 
-class ClassificationMetrics(MetricCollection):
+class ClassificationMetrics(MulticlassStatScores):
     """Overall accuracy, mean class accuracy (the VisDA-2017 convention: the mean over the
-    classes present in the targets of their per-class accuracy) and per-class accuracy."""
+    classes present in the targets of their per-class accuracy) and per-class accuracy (NaN
+    for a class absent from the targets), from one per-class count of hits and misses."""
 
     def __init__(self, num_classes: int) -> None:
-        super().__init__(
-            {
-                "accuracy": MulticlassAccuracy(num_classes, average="micro"),
-                "mean_class_accuracy": MulticlassAccuracy(num_classes, average="macro"),
-                "per_class_accuracy": MulticlassAccuracy(num_classes, average="none"),
-            },
-            compute_groups=True,
-        )
+        super().__init__(num_classes, average=None)
+
+    def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
+        hits, _, _, _, support = super().compute().unbind(-1)
+        per_class = hits / support  # 0 / 0 = NaN where the class is absent
+        return {
+            "accuracy": hits.sum() / support.sum(),
+            "mean_class_accuracy": per_class.nanmean(),
+            "per_class_accuracy": per_class,
+        }
 
 
 class ClassificationTask(Task):
@@ -67,15 +69,20 @@ class ClassificationTask(Task):
         return ClassificationMetrics(self.num_classes)
 
     def check_targets(self, targets: Any) -> None:
-        if not isinstance(targets, Tensor) or targets.dtype in (
-            torch.float16,
-            torch.float32,
-            torch.float64,
+        if (
+            not isinstance(targets, Tensor)
+            or targets.is_floating_point()
+            or targets.dtype == torch.bool
+            or targets.ndim != 1
         ):
             raise DatasetError(
                 "classification targets must be integer class indices, "
                 f"got {type(targets).__name__}"
-                + (f" of dtype {targets.dtype}" if isinstance(targets, Tensor) else "")
+                + (
+                    f" of dtype {targets.dtype} and shape {tuple(targets.shape)}"
+                    if isinstance(targets, Tensor)
+                    else ""
+                )
             )
         bad = targets[(targets < 0) | (targets >= self.num_classes)]
         if bad.numel():
