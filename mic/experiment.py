@@ -212,7 +212,8 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
             best_metric=f"eval/{first}/{task.primary_metric}",
         )
         hooks.append(checkpointer)
-    hooks.extend(task.report_hooks(run_dir, test))
+    if info().is_main:  # images and tables are written once, by the process that evaluates
+        hooks.extend(task.report_hooks(run_dir, test))
     loop = AdaptationLoop(
         task,
         student,
@@ -248,7 +249,7 @@ def check_writable(run_dir: Path) -> None:
     """Fail before training when the run folder cannot be written."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
+        probe = run_dir / f".write_test_{os.getpid()}"  # one per process: ranks share the folder
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:

@@ -131,6 +131,8 @@ def test_protocol_names_and_errors():
         SegmentationTask(8, protocol="synthia16")
     with pytest.raises(ConfigError, match=r"needs task\.crop_size"):
         SegmentationTask(8, inference="slide")
+    with pytest.raises(ConfigError, match="leaves pixels no window covers"):
+        SegmentationTask(8, inference="slide", crop_size=(4, 4), stride=(8, 4))
     with pytest.raises(ConfigError, match="pseudo_label_margins"):
         SegmentationTask(8, pseudo_label_margins=(1, 2))
 

@@ -156,6 +156,15 @@ class SegmentationTask(Task):
         self.inference = inference
         self.crop_size = tuple(int(s) for s in crop_size) if crop_size is not None else None
         self.stride = tuple(int(s) for s in stride) if stride is not None else None
+        if (
+            self.crop_size
+            and self.stride
+            and any(s > c or s < 1 for s, c in zip(self.stride, self.crop_size))
+        ):
+            raise ConfigError(
+                f"task.stride {list(self.stride)} must be between 1 and task.crop_size "
+                f"{list(self.crop_size)}: a larger stride leaves pixels no window covers"
+            )
         self.flip = bool(flip)
         margins = tuple(int(m) for m in pseudo_label_margins)
         if len(margins) != 4 or min(margins) < 0:
