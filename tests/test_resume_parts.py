@@ -98,3 +98,15 @@ def test_seeded_dataset_makes_random_transforms_a_function_of_the_position():
     before = torch.get_rng_state()
     batches(0)
     assert torch.equal(before, torch.get_rng_state())  # the global generator is untouched
+
+
+def test_latest_checkpoint_skips_truncated_and_foreign_files(tmp_path):
+    from mic.core import latest_checkpoint, save_checkpoint
+
+    state = {"step": 1, "w": torch.randn(64, 64)}
+    good = save_checkpoint(state, tmp_path / "iter_00000001.pt")
+    data = good.read_bytes()
+    (tmp_path / "iter_00000002.pt").write_bytes(data[: len(data) // 2])  # a crash mid-copy
+    torch.save({"w": torch.zeros(1)}, tmp_path / "iter_00000003.pt")  # not ours: no marker
+    assert latest_checkpoint(tmp_path) == good
+    assert latest_checkpoint(tmp_path / "empty") is None

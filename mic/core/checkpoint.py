@@ -20,7 +20,6 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
     """Write ``state`` to ``path``: a temporary file in the same folder, flushed and fsynced,
     then renamed over ``path``, so a crash never leaves a half-written checkpoint."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write({"format": FORMAT, **state}, path)
     return path
 
@@ -59,23 +58,27 @@ def _atomic_write(obj: Any, path: Path) -> None:
 
 
 def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
-    """The newest readable ``iter_*.pt`` in ``directory`` (unreadable ones are skipped)."""
+    """The newest readable ``iter_*.pt`` in ``directory`` (unreadable ones are skipped). Files
+    are opened memory-mapped: their structure is checked without reading every tensor."""
     for path in sorted(Path(directory).glob("iter_*.pt"), reverse=True):
         try:
-            load_checkpoint(path)
+            load_checkpoint(path, mmap=True)
         except CheckpointError:
             continue
         return path
     return None
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by ``save_checkpoint`` (tensors and plain types only)."""
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: Any = "cpu", mmap: bool = False
+) -> dict[str, Any]:
+    """Read a checkpoint written by ``save_checkpoint`` (tensors and plain types only);
+    ``mmap=True`` maps tensor data from the file instead of reading it (``torch.load``)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # torch raises several types for foreign or corrupt files
         raise CheckpointError(
             f"cannot read checkpoint '{path}': it is corrupt or not a mic checkpoint "
