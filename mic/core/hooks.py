@@ -13,24 +13,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mic.core.checkpoint import save_checkpoint, save_weights
-from mic.core.distributed import all_reduce_mean, broadcast_object, info
+from mic.core.distributed import broadcast_object, info
 from mic.core.evaluation import evaluate, has_batchnorm, recalibrated_batchnorm
 from mic.core.loop import AdaptationLoop, Hook
 
 if TYPE_CHECKING:
     from mic.core.task import Task
-
-
-def losses_to_floats(losses: dict[str, Tensor]) -> dict[str, float]:
-    """One host synchronisation for all losses of an iteration; under ``torchrun`` the mean
-    over processes (so every process must call it at the same iterations)."""
-    if not losses:
-        return {}
-    values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
-    if info().enabled:
-        values = all_reduce_mean(values.cpu() if values.device.type == "cpu" else values)
-    values = values.tolist()
-    return dict(zip(losses.keys(), values, strict=True))
 
 
 def _step_of(line: str) -> int:
@@ -64,8 +52,9 @@ class ProgressBar(Hook):
 
     def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
         self.bar.update(1)
-        if _due(loop.step, self.interval, loop.iterations):
-            post = {k: f"{v:.3f}" for k, v in losses_to_floats(losses).items()}
+        # enabled, not main: every process must ask for the losses at the same iterations
+        if self.enabled and _due(loop.step, self.interval, loop.iterations):
+            post = {k: f"{v:.3f}" for k, v in loop.loss_floats(losses).items()}
             self.bar.set_postfix(post, refresh=False)
 
     def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
@@ -132,7 +121,7 @@ class MetricsLogger(Hook):
             "time/iteration_s": seconds,
             "skipped_steps": loop.skipped_steps,
         }
-        record.update({f"loss/{k}": v for k, v in losses_to_floats(losses).items()})
+        record.update({f"loss/{k}": v for k, v in loop.loss_floats(losses).items()})
         self.write(record)
 
     def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:

@@ -229,6 +229,7 @@ class AdaptationLoop:
         #: the signal that stopped the run (None while it runs or after it finished)
         self.interrupted_by: str | None = None
         self._stop_signal: str | None = None
+        self._loss_floats: tuple[int, dict[str, float]] | None = None
 
     # ----------------------------------------------------------------------------- running
     def run(self) -> None:
@@ -251,6 +252,16 @@ class AdaptationLoop:
             restore()
         if self.interrupted_by is not None:
             raise TrainingInterrupted(self.interrupted_by, self.step)
+
+    def loss_floats(self, losses: dict[str, Tensor]) -> dict[str, float]:
+        """The losses of the iteration just run as floats, under ``torchrun`` their mean over
+        processes (every process must ask at the same iterations): one host synchronisation
+        and one all-reduce per iteration, however many hooks ask."""
+        if self._loss_floats is None or self._loss_floats[0] != self.step:
+            values = [v.float().reshape(()) for v in losses.values()]
+            floats = all_reduce_mean(torch.stack(values)).tolist() if values else []
+            self._loss_floats = (self.step, dict(zip(losses, floats, strict=True)))
+        return self._loss_floats[1]
 
     def request_stop(self, reason: str = "a stop request") -> None:
         """Finish the current iteration, then stop (what SIGTERM / SIGINT do)."""
