@@ -118,8 +118,10 @@ class StrongAugmentation(nn.Module):
         if isinstance(images, (list, tuple)):
             return [self.forward(x.unsqueeze(0), generator)[0] for x in images]
         x = self.normalization.to_unit(images)
-        x = torch.cat([self.augment_unit(x[:, :3], generator), x[:, 3:]], dim=1)
-        return self.normalization.from_unit(x)
+        rgb = self.augment_unit(x[:, :3], generator)
+        if x.shape[1] > 3:  # extra channels (depth, say) pass through unchanged
+            rgb = torch.cat([rgb, x[:, 3:]], dim=1)
+        return self.normalization.from_unit(rgb)
 
     def augment_unit(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Augment RGB images in [0, 1]."""

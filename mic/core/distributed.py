@@ -140,11 +140,6 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
-def barrier() -> None:
-    if info().enabled:
-        dist.barrier()
-
-
 def check_batch_size(global_batch: int, world_size: int, name: str) -> int:
     """The per-rank batch size of a global batch."""
     if global_batch % world_size:
