@@ -132,10 +132,6 @@ class ConsistencyLoss(LossTerm):
     def transform(self, images: Any, generator: torch.Generator | None = None) -> Any:
         """What the student sees instead of the teacher's view of the target."""
 
-    def inputs(self, ctx: IterationContext) -> tuple[Any, PseudoLabels]:
-        """The images and pseudo-labels of this iteration (override to mix in others)."""
-        return ctx.target_images, ctx.pseudo_labels
-
     def loss(
         self,
         student: nn.Module,
@@ -160,8 +156,9 @@ class ConsistencyLoss(LossTerm):
         return self.weight * sum_parts(loss, self.part_weights)
 
     def forward(self, ctx: IterationContext) -> Tensor:
-        images, pseudo = ctx.memo((self, "inputs"), lambda: self.inputs(ctx))
-        return self.loss(ctx.student, ctx.task, images, pseudo, ctx.generator, ctx)
+        return self.loss(
+            ctx.student, ctx.task, ctx.target_images, ctx.pseudo_labels, ctx.generator, ctx
+        )
 
 
 class MaskedImageConsistency(ConsistencyLoss):

@@ -116,11 +116,11 @@ class ClassMix(LossTerm):
         mixed_weights = torch.where(mask, torch.ones_like(weights), weights)  # type: ignore[arg-type]
         if self.augmentation is not None:
             images = self.augmentation(images, ctx.generator)
-        ctx.shared["class_mix"] = (images, mixed_labels, mixed_weights)
         return images, mixed_labels, mixed_weights
 
     def forward(self, ctx: IterationContext) -> Tensor:
-        images, labels, weights = self.mix(ctx)
+        # drawn once per iteration: SAM's two passes see the same mix
+        images, labels, weights = ctx.memo((self, "mix"), lambda: self.mix(ctx))
         return self.weight * ctx.task.loss(ctx.student, images, labels, weights)
 
 
@@ -275,7 +275,7 @@ class SegmentationMIC(MaskedImageConsistency):
         images = torch.cat([ctx.source_images[:1], ctx.target_images[:1]])
         labels = torch.cat([ctx.source_targets[:1], pseudo.labels[:1]])
         pixel_weights = torch.cat([torch.ones_like(weights[:1]), weights[:1]])  # type: ignore[index]
-        masked = self.transform(images, ctx.generator)
+        masked = ctx.memo((self, "transform"), lambda: self.transform(images, ctx.generator))
         return self.weight * ctx.task.loss(ctx.student, masked, labels, pixel_weights)
 
 
