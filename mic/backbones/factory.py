@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 import timm
@@ -10,7 +9,7 @@ from torch import nn
 
 # our small models register themselves in timm's registry on import
 from mic.backbones import small as _small  # noqa: F401
-from mic.core.errors import ConfigError
+from mic.core.errors import ConfigError, did_you_mean
 
 
 def _has_weights(name: str, overlay: dict[str, Any] | None) -> bool:
@@ -27,10 +26,9 @@ def check_backbone_name(name: str) -> None:
     """Raise a ConfigError that suggests close names when timm does not know ``name``."""
     if timm.is_model(name.split(".")[0]):
         return
-    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise ConfigError(
-        f"unknown backbone '{name}': timm has no model of that name.{hint} "
+        f"unknown backbone '{name}': timm has no model of that name."
+        f"{did_you_mean(name, timm.list_models())} "
         "List the names with timm.list_models('pattern*')."
     )
 

@@ -4,6 +4,17 @@ The command line prints these as one paragraph without a traceback; anything els
 and keeps its traceback.
 """
 
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` Did you mean: a, b?`` with the known names closest to ``name`` (empty if none)."""
+    close = difflib.get_close_matches(name, list(known), n=5, cutoff=0.6)
+    return f" Did you mean: {', '.join(close)}?" if close else ""
+
 
 class MicError(Exception):
     """Base class of the errors a user can act on."""

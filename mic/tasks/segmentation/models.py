@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mic.core.errors import ConfigError
+from mic.core.errors import ConfigError, did_you_mean
 
 
 def create_encoder(
@@ -32,36 +32,43 @@ def create_encoder(
     feature maps (input resolution first) and whose ``out_channels`` lists their widths."""
     import segmentation_models_pytorch as smp
 
-    if name.startswith("tu-"):
-        from mic.backbones import check_backbone_name
-
-        check_backbone_name(name[3:])
-        weights: Any = True if pretrained else None
-    else:
-        known = smp.encoders.get_encoder_names()
-        if name not in known:
-            import difflib
-
-            close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            raise ConfigError(
-                f"unknown encoder '{name}'.{hint} Use one of smp's encoders "
-                "(segmentation_models_pytorch.encoders.get_encoder_names()) or any timm model "
-                "as 'tu-<timm name>'"
-            )
-        weights = "imagenet" if pretrained else None
+    weights = encoder_weights(name, pretrained)
     try:
         return smp.encoders.get_encoder(
             name, in_channels=3, depth=depth, weights=weights, output_stride=output_stride, **kwargs
         )
     except Exception as e:
         if pretrained:
-            raise ConfigError(
-                f"could not load the pretrained weights of encoder '{name}' "
-                f"({e.__class__.__name__}: {e}). Without internet, download them once into the "
-                "Hugging Face cache (then set HF_HUB_OFFLINE=1), or use pretrained=false"
-            ) from e
+            raise _weights_error(name, e) from e
         raise
+
+
+def encoder_weights(name: str, pretrained: bool) -> Any:
+    """smp's ``encoder_weights`` for encoder ``name`` (smp's own or ``tu-<timm name>``), after
+    a clear error for a name neither knows; building nothing."""
+    import segmentation_models_pytorch as smp
+
+    if name.startswith("tu-"):
+        from mic.backbones import check_backbone_name
+
+        check_backbone_name(name[3:])
+        return True if pretrained else None
+    known = smp.encoders.get_encoder_names()
+    if name not in known:
+        raise ConfigError(
+            f"unknown encoder '{name}'.{did_you_mean(name, known)} Use one of smp's encoders "
+            "(segmentation_models_pytorch.encoders.get_encoder_names()) or any timm model "
+            "as 'tu-<timm name>'"
+        )
+    return "imagenet" if pretrained else None
+
+
+def _weights_error(name: str, error: Exception) -> ConfigError:
+    return ConfigError(
+        f"could not load the pretrained weights of encoder '{name}' "
+        f"({error.__class__.__name__}: {error}). Without internet, download them once into the "
+        "Hugging Face cache (then set HF_HUB_OFFLINE=1), or use pretrained=false"
+    )
 
 
 def _conv_bn_relu(
@@ -263,10 +270,7 @@ def SmpModel(
         raise ConfigError(
             f"unknown smp architecture '{arch}'; choose one of {sorted(archs.values())}"
         )
-    create_encoder(encoder, False)  # the clear error for unknown names, without weights
-    weights: Any = None
-    if pretrained:
-        weights = True if encoder.startswith("tu-") else "imagenet"
+    weights = encoder_weights(encoder, pretrained)
     try:
         model = smp.create_model(
             archs[arch.lower()],
@@ -277,10 +281,7 @@ def SmpModel(
         )
     except Exception as e:
         if pretrained:
-            raise ConfigError(
-                f"could not load the pretrained weights of encoder '{encoder}' ({e}); without "
-                "internet use pretrained=false or fill the Hugging Face cache first"
-            ) from e
+            raise _weights_error(encoder, e) from e
         raise
     return Segmenter(
         model.encoder, SmpDecodeHead(model.decoder, model.segmentation_head), num_classes
