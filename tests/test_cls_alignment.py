@@ -263,3 +263,12 @@ def test_every_method_with_and_without_mic_runs_loop_steps(name, mic):
     for name_, term in method:
         if hasattr(term, "discriminator"):  # the discriminator is trained too
             assert all(p.grad is not None for p in term.discriminator.parameters()), name_
+
+
+def test_a_model_without_features_is_a_clear_config_error():
+    from mic.core.terms import require_features
+
+    require_features(tiny_model(), "DANN")  # Classifier: forward(x, return_features=...)
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(NUM_CLASSES))
+    with pytest.raises(ConfigError, match=r"DANN needs the model.s features.*Sequential"):
+        require_features(plain, "DANN")

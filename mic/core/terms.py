@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -13,6 +15,7 @@ from mic.core.augment import StrongAugmentation
 from mic.core.errors import ConfigError
 from mic.core.masking import Masker
 from mic.core.task import PseudoLabels, Task
+from mic.core.teacher import unwrap
 from mic.core.weighting import PseudoLabelWeighting, WeightingMode
 
 if TYPE_CHECKING:
@@ -42,6 +45,24 @@ def sum_parts(
     if not parts:
         return next(iter(loss.values())).new_zeros(())
     return torch.stack([p.reshape(()) for p in parts]).sum()
+
+
+@functools.cache
+def _forward_takes_return_features(model_type: type) -> bool:
+    return "return_features" in inspect.signature(model_type.forward).parameters
+
+
+def require_features(model: nn.Module, needed_by: str) -> None:
+    """Raise a ConfigError unless ``model(x, return_features=True)`` is supported (it returns
+    the logits and the features that ``needed_by`` reads); checked once per model class."""
+    model = unwrap(model)
+    if not _forward_takes_return_features(type(model)):
+        raise ConfigError(
+            f"{needed_by} needs the model's features, but the forward of "
+            f"{type(model).__name__} takes no return_features; use one of mic's models "
+            "(mic.tasks.classification.Classifier, the mic.tasks.segmentation models) or add "
+            "forward(x, return_features=False) returning (logits, features) when it is True"
+        )
 
 
 class LossTerm(nn.Module, ABC):

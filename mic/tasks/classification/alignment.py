@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from mic.core import ConfigError, IterationContext, LossTerm, weighted_cross_entropy
 from mic.core.functional import reverse_gradient
-from mic.core.teacher import unwrap
+from mic.core.terms import require_features
 
 #: the backward group (and ``ctx.shared`` key) of the terms that share the joint forward pass
 JOINT = "classification.joint_forward"
@@ -152,12 +152,7 @@ def joint_forward(ctx: IterationContext) -> JointOutputs:
     iteration (and pass) and shared through ``ctx.shared``."""
     out = ctx.shared.get(JOINT)
     if out is None:
-        model = unwrap(ctx.student)
-        if not hasattr(model, "forward_with_features"):
-            raise ConfigError(
-                f"the alignment methods need the model's features, but {type(model).__name__} "
-                "has no forward_with_features; use mic.tasks.classification.Classifier"
-            )
+        require_features(ctx.student, "the alignment methods")
         n = len(ctx.source_images)
         x = torch.cat([ctx.source_images, ctx.target_images])
         logits, features = ctx.student(x, return_features=True)

@@ -4,7 +4,6 @@ MIC's choice of masked images, as loss terms of the generic loop."""
 from __future__ import annotations
 
 import copy
-import inspect
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -21,6 +20,7 @@ from mic.core import (
     StrongAugmentation,
 )
 from mic.core.teacher import unwrap
+from mic.core.terms import require_features
 from mic.datasets.segmentation.labels import CITYSCAPES_THING_CLASSES
 
 if TYPE_CHECKING:
@@ -223,11 +223,7 @@ class SourceWithFeatureDistance(LossTerm):
         self.feature_distance = feature_distance
 
     def forward(self, ctx: IterationContext) -> dict[str, Tensor]:
-        if "return_features" not in inspect.signature(unwrap(ctx.student).forward).parameters:
-            raise ConfigError(
-                "the feature distance needs a model whose forward takes return_features=True "
-                "(every mic.tasks.segmentation model does)"
-            )
+        require_features(ctx.student, "the source term with feature distance")
         logits, features = ctx.student(ctx.source_images, return_features=True)
         parts = {"source": self.weight * ctx.task.loss_from_logits(logits, ctx.source_targets)}  # type: ignore[attr-defined]
         if self.feature_distance is not None:
