@@ -12,7 +12,7 @@ memory from a fixed seed, no download.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -41,11 +41,18 @@ def _photos(side: int = 160) -> tuple[np.ndarray, ...]:
 
 
 @lru_cache(maxsize=1)
-def _split(seed: int) -> dict[tuple[str, str], np.ndarray]:
+def _digits() -> Any:
+    """scikit-learn's 1797 digits, loaded once per process."""
     from sklearn.datasets import load_digits
+
+    return load_digits()
+
+
+@lru_cache(maxsize=1)
+def _split(seed: int) -> dict[tuple[str, str], np.ndarray]:
     from sklearn.model_selection import train_test_split
 
-    y = load_digits().target
+    y = _digits().target
     idx = np.arange(len(y))
     src, tgt = train_test_split(idx, test_size=0.5, stratify=y, random_state=seed)
     out = {}
@@ -59,9 +66,7 @@ def make_digits(
     domain: str, split: str, beta: float = 0.3, size: int = 32, seed: int = 0
 ) -> tuple[Tensor, Tensor]:
     """Images in [0, 1] (N x 3 x size x size) and labels of one domain's split."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
+    digits = _digits()
     index = _split(seed)[(domain, split)]
     x = torch.from_numpy(digits.images[index].astype(np.float32) / 16.0)[:, None]
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
@@ -94,6 +99,8 @@ class DigitsDomain:
 
     classes = CLASSES
     num_classes = 10
+    #: the normalisation applied when ``normalize`` (conf/dataset/digits.yaml repeats it)
+    mean, std = MEAN, STD
 
     def __init__(
         self,
@@ -114,7 +121,7 @@ class DigitsDomain:
         self.domain, self.split, self.labelled = domain, split, labelled
         images, self.targets = make_digits(domain, split, beta, size, seed)
         if normalize:
-            images = (images - 0.5) / 0.5
+            images = (images - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
         self.images = images
 
     def __len__(self) -> int:

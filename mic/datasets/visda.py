@@ -60,25 +60,25 @@ class VisDA2017(ImageList):
         list_file: str | os.PathLike[str] | None = None,
     ) -> None:
         root_path = check_folder(root, "VisDA-2017")
+        base = root_path
         if list_file is not None:
-            super().__init__(list_file, VISDA_CLASSES, root_path, transform, labelled)
-            return
-        split = VISDA_SPLITS.get(domain.lower(), domain.lower())
-        if split not in VISDA_SPLITS.values():
-            raise DatasetError(
-                f"VisDA-2017 domain must be 'synthetic' or 'real' (or the split 'train' or "
-                f"'validation'), got {domain!r}"
-            )
-        released = root_path / split / "image_list.txt"
-        published = root_path / "image_list" / f"{split}.txt"
-        if released.is_file():
-            super().__init__(released, VISDA_CLASSES, released.parent, transform, labelled)
-        elif published.is_file():
-            super().__init__(published, VISDA_CLASSES, root_path, transform, labelled)
+            image_list = Path(list_file)
         else:
-            raise DatasetError(
-                f"no VisDA-2017 image list for '{split}' under '{root_path}': expected "
-                f"'{Path(split) / 'image_list.txt'}' (the released layout) or "
-                f"'{Path('image_list') / (split + '.txt')}' (the published code's)"
-            )
+            split = VISDA_SPLITS.get(domain.lower(), domain.lower())
+            if split not in VISDA_SPLITS.values():
+                raise DatasetError(
+                    f"VisDA-2017 domain must be 'synthetic' or 'real' (or the split 'train' or "
+                    f"'validation'), got {domain!r}"
+                )
+            released = root_path / split / "image_list.txt"
+            image_list = root_path / "image_list" / f"{split}.txt"  # the published code's
+            if released.is_file():
+                image_list, base = released, released.parent
+            elif not image_list.is_file():
+                raise DatasetError(
+                    f"no VisDA-2017 image list for '{split}' under '{root_path}': expected "
+                    f"'{Path(split) / 'image_list.txt'}' (the released layout) or "
+                    f"'{Path('image_list') / (split + '.txt')}' (the published code's)"
+                )
+        super().__init__(image_list, VISDA_CLASSES, base, transform, labelled)
         self.domain = domain

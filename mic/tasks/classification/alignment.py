@@ -18,7 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mic.core import ConfigError, IterationContext, LossTerm, weighted_cross_entropy
+from mic.core import (
+    ConfigError,
+    IterationContext,
+    LossTerm,
+    SourceSupervision,
+    weighted_cross_entropy,
+)
 from mic.core.functional import reverse_gradient
 from mic.core.terms import require_features
 
@@ -129,11 +135,10 @@ def minimum_class_confusion(logits: Tensor, temperature: float = 2.0) -> Tensor:
     return (confusion.sum() - confusion.trace()) / p.shape[1]
 
 
-def domain_loss(logits: Tensor, source: bool, weights: Tensor | None = None) -> Tensor:
+def domain_loss(logits: Tensor, source: bool) -> Tensor:
     """Binary cross-entropy of discriminator logits against one domain label, averaged."""
     label = torch.full_like(logits, 1.0 if source else 0.0)
-    w = None if weights is None else weights.view_as(logits)
-    return F.binary_cross_entropy_with_logits(logits, label, weight=w)
+    return F.binary_cross_entropy_with_logits(logits, label)
 
 
 # ------------------------------------------------------------------- the joint forward
@@ -162,17 +167,16 @@ def joint_forward(ctx: IterationContext) -> JointOutputs:
 
 
 # -------------------------------------------------------------------------- loss terms
-class JointSourceSupervision(LossTerm):
+class JointSourceSupervision(SourceSupervision):
     """Cross-entropy on the labelled source, read from the joint forward pass once the target
-    terms are active (before ``adaptation_start``: a forward pass over the source alone).
-    The source term of every alignment method here."""
+    terms are active (before ``adaptation_start``: ``SourceSupervision``, a forward pass over
+    the source alone). The source term of every alignment method here."""
 
-    uses_target = False
     backward_group = JOINT
 
     def forward(self, ctx: IterationContext) -> Tensor:
         if not ctx.adapting:
-            return self.weight * ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets)
+            return super().forward(ctx)
         logits = joint_forward(ctx).source_logits
         return self.weight * weighted_cross_entropy(logits, ctx.source_targets)
 

@@ -46,9 +46,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from mic.backbones import create_backbone
 from mic.core.errors import ConfigError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from mic.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 #: the loss parts of the detector, as ``DetectionTask.loss`` names them
 LOSS_PARTS = ("rpn_objectness", "rpn_box", "roi_classifier", "roi_box")
