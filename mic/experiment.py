@@ -178,7 +178,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
     groups = param_groups(
         {"model": student, "method": method},
         lr=float(opt_cfg.lr),
-        lr_mult=OmegaConf.to_container(cfg.lr_mult) if cfg.lr_mult else {},  # type: ignore[arg-type]
+        lr_mult=cfg.lr_mult,
         weight_decay=opt_cfg.get("weight_decay"),
         no_weight_decay=list(cfg.no_weight_decay),
     )
