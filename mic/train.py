@@ -87,6 +87,8 @@ def _join_torchrun() -> None:
         return
     from mic.core.distributed import broadcast_object, init_distributed
 
+    # the config is not composed yet: a device=cpu on the command line spares each process a
+    # CUDA context (either way the group reduces CPU and CUDA tensors)
     on_cpu = "device=cpu" in sys.argv[1:]
     group = init_distributed("cpu" if on_cpu else "auto")
     stamp = broadcast_object(datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))

@@ -50,11 +50,12 @@ def init_distributed(device: str = "auto", backend: str | None = None) -> Distri
         return DistributedInfo()
     rank = int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device != "cpu" and torch.cuda.is_available()
-    if use_cuda:
+    if device != "cpu" and torch.cuda.is_available():
         torch.cuda.set_device(local)
     if not dist.is_initialized():
-        dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"))
+        # with CUDA present, both: NCCL reduces CUDA tensors, gloo CPU ones (a CPU run)
+        default = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend or default)
     return DistributedInfo(rank, local, world)
 
 
