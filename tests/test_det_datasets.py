@@ -161,6 +161,14 @@ def test_voc_errors(tmp_path, xml, message):
         VOCDetection(root, "train")
 
 
+def test_voc_size_0_means_unstated_and_boxes_are_checked_against_the_image(tmp_path):
+    root = _voc(tmp_path, {"000001": _voc_xml([("dog", (1, 2, 10, 12), 0)], w=0, h=0)})
+    assert VOCDetection(root, "train")[0][1]["boxes"].tolist() == [[0, 1, 10, 12]]
+    root = _voc(tmp_path / "far", {"000001": _voc_xml([("dog", (1, 1, 50, 5), 0)], w=0, h=0)})
+    with pytest.raises(DatasetError, match="outside the 30 x 20"):
+        VOCDetection(root, "train")[0]
+
+
 def test_voc_missing_split(tmp_path):
     root = _voc(tmp_path, {"000001": _voc_xml([])})
     with pytest.raises(DatasetError, match=r"split file.*does not exist"):

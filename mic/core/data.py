@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -18,10 +18,15 @@ def split_sample(sample: Any) -> tuple[Any, Any]:
     return sample, None
 
 
-def collate_pairs(samples: list[Any]) -> tuple[Any, Any]:
-    """Collate images and targets separately; targets are None for unlabelled data."""
+def collate_pairs(
+    samples: list[Any],
+    batch_images: Callable[[list[Any]], Any] = default_collate,
+    batch_targets: Callable[[list[Any]], Any] = default_collate,
+) -> tuple[Any, Any]:
+    """Collate images and targets separately (each by its own function); targets are None for
+    unlabelled data."""
     pairs = [split_sample(s) for s in samples]
-    images = default_collate([p[0] for p in pairs])
+    images = batch_images([p[0] for p in pairs])
     targets = [p[1] for p in pairs]
     if all(t is None for t in targets):
         return images, None
@@ -29,7 +34,7 @@ def collate_pairs(samples: list[Any]) -> tuple[Any, Any]:
         raise DatasetError(
             "a batch mixes labelled and unlabelled samples; a dataset must be one or the other"
         )
-    return images, default_collate(targets)
+    return images, batch_targets(targets)
 
 
 def select_images(batch: Any, keep: Sequence[bool]) -> Any:

@@ -24,8 +24,8 @@ from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor
 
 from mic.core.errors import DatasetError
+from mic.datasets.detection.targets import check_target, make_target
 from mic.datasets.folders import check_folder, load_image
-from mic.tasks.detection.targets import check_target, make_target
 
 Target = dict[str, Tensor]
 
@@ -62,14 +62,26 @@ def _read_text(path: Path, what: str) -> str:
     return text
 
 
+def _stated_size(height: Any, width: Any) -> tuple[int, int] | None:
+    """The (H, W) an annotation file states; None when it states none (missing or 0, as some
+    exporters write), so that boxes are then checked against the image itself."""
+    try:
+        h, w = int(float(height)), int(float(width))
+    except (TypeError, ValueError):
+        return None
+    return (h, w) if h > 0 and w > 0 else None
+
+
 class DetectionDataset:
     """Common behaviour of the readers: image loading, checks, optional flip, unlabelled use.
 
-    Subclasses fill ``self.files`` (image paths) and implement ``target(index)``.
+    Subclasses fill ``self.files`` (image paths) and ``self.targets`` (one per file, read and
+    checked up front), or override ``target(index)`` to read targets lazily.
     """
 
     classes: list[str]
     files: list[Path]
+    targets: list[Target]
 
     def __init__(self, labelled: bool = True, flip: bool = False) -> None:
         self.labelled = labelled
@@ -83,7 +95,7 @@ class DetectionDataset:
         return len(self.files)
 
     def target(self, index: int) -> Target:
-        raise NotImplementedError
+        return self.targets[index]
 
     def __getitem__(self, index: int) -> Tensor | tuple[Tensor, Target]:
         image = to_tensor(load_image(self.files[index]))
@@ -170,13 +182,9 @@ class CocoDetection(DetectionDataset):
         self.targets = []
         for im in images:
             target = make_target(boxes[im["id"]], labels[im["id"]])
-            h, w = sizes[im["id"]]
-            size = (int(h), int(w)) if h and w else None
+            size = _stated_size(*sizes[im["id"]])
             check_target(target, self.num_classes, size, f"image '{im['file_name']}' in '{path}'")
             self.targets.append(target)
-
-    def target(self, index: int) -> Target:
-        return self.targets[index]
 
 
 # ------------------------------------------------------------------------------------- VOC
@@ -211,9 +219,7 @@ def parse_voc_xml(
         boxes.append([x1 - 1, y1 - 1, x2, y2])  # VOC pixel indices are 1-based, inclusive
         labels.append(index[name])
     size = root.find("size")
-    hw = None
-    if size is not None and size.findtext("height") and size.findtext("width"):
-        hw = (int(float(size.findtext("height"))), int(float(size.findtext("width"))))  # type: ignore[arg-type]
+    hw = None if size is None else _stated_size(size.findtext("height"), size.findtext("width"))
     return make_target(boxes, labels), hw
 
 
@@ -249,7 +255,7 @@ class VOCDetection(DetectionDataset):
             if line.strip()
         ]
         self.files = []
-        self.annotations = []
+        annotations = []
         for i in ids:
             image = self.root / "JPEGImages" / f"{i}.jpg"
             if not image.exists():
@@ -258,39 +264,33 @@ class VOCDetection(DetectionDataset):
                     raise DatasetError(f"image '{image}' of split '{split}' does not exist")
                 image = matches[0]
             self.files.append(image)
-            self.annotations.append(self.root / "Annotations" / f"{i}.xml")
-        self.keep_difficult = keep_difficult
-        self.targets: list[Target] = []
-        for path in self.annotations:  # read and check every file now, naming a bad one
+            annotations.append(self.root / "Annotations" / f"{i}.xml")
+        self.targets = []
+        for path in annotations:  # read and check every file now, naming a bad one
             target, size = parse_voc_xml(path, self.classes, keep_difficult)
             check_target(target, self.num_classes, size, f"'{path}'")
             self.targets.append(target)
-
-    def target(self, index: int) -> Target:
-        return self.targets[index]
 
 
 # ------------------------------------------------------------------------------ Cityscapes
 @lru_cache(maxsize=4096)
 def _instance_boxes(path: str, min_pixels: int) -> tuple[tuple[float, ...], ...]:
+    """(x1, y1, x2, y2, class) of each instance of the 8 classes with at least ``min_pixels``
+    pixels, from one pass over the instance-id image (not one pass per instance)."""
+    from scipy.ndimage import find_objects
+
     ids = np.asarray(load_image(path, mode="I"), dtype=np.int64)
+    instances = np.where(ids >= 1000, ids, 0)  # below 1000: a class without instances
+    pixels = np.bincount(instances.ravel())
+    extents = find_objects(instances)  # extents[i - 1]: the bounding slices of value i
     out = []
-    for inst in np.unique(ids[ids >= 1000]):
+    for inst in np.flatnonzero(pixels[1000:]) + 1000:
         label = int(inst) // 1000
-        if label not in CITYSCAPES_LABEL_IDS:
+        if label not in CITYSCAPES_LABEL_IDS or pixels[inst] < min_pixels:
             continue
-        ys, xs = np.nonzero(ids == inst)
-        if len(ys) < min_pixels:
-            continue
-        out.append(
-            (
-                float(xs.min()),
-                float(ys.min()),
-                float(xs.max() + 1),
-                float(ys.max() + 1),
-                float(CITYSCAPES_LABEL_IDS.index(label)),
-            )
-        )
+        ys, xs = extents[inst - 1]
+        box = (float(xs.start), float(ys.start), float(xs.stop), float(ys.stop))
+        out.append((*box, float(CITYSCAPES_LABEL_IDS.index(label))))
     return tuple(out)
 
 

@@ -10,8 +10,9 @@ from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
 
 from mic.core import ConfigError, DatasetError, PseudoLabels, Task
+from mic.core.data import collate_pairs
+from mic.datasets.detection.targets import batch_images, check_target, image_size
 from mic.tasks.detection.model import LOSS_PARTS
-from mic.tasks.detection.targets import check_target, collate
 
 Detections = list[dict[str, Tensor]]
 
@@ -132,17 +133,26 @@ class DetectionTask(Task):
     def metric(self) -> DetectionMetrics:
         return DetectionMetrics(self.num_classes)
 
-    def check_targets(self, targets: Any) -> None:
+    def check_targets(self, targets: Any, images: Any = None) -> None:
+        """Each target's format, classes and boxes (against its image's size when the
+        images are given)."""
         if not isinstance(targets, (list, tuple)):
             raise DatasetError(
                 f"detection targets must be a list of dicts (one per image), got "
                 f"{type(targets).__name__}"
             )
         for i, t in enumerate(targets):
-            check_target(t, self.num_classes, where=f"the target of batch item {i}")
+            size = None if images is None else image_size(images[i])
+            check_target(t, self.num_classes, size, f"the target of batch item {i}")
 
     def collate(self, samples: list[Any]) -> Any:
-        return collate(samples, self.num_classes)
+        """Images (a tensor, or a list when sizes differ) and targets (a list of dicts,
+        checked against their image); unlabelled samples give the images alone."""
+        images, targets = collate_pairs(samples, batch_images, list)
+        if targets is None:
+            return images
+        self.check_targets(targets, images)
+        return images, targets
 
     def report_hooks(self, run_dir: Path | None, test: Iterable[Any] | None) -> list[Any]:
         from mic.tasks.detection.report import DetectionReport

@@ -1,4 +1,5 @@
-"""Detection targets: the format, its checks (with messages that say what to fix) and batching.
+"""Detection targets: the format, its checks (with messages that say what to fix) and batching
+of their images (shared by the dataset readers and the detection task).
 
 A target is a dict with ``boxes`` (N x 4 float, x1 y1 x2 y2 in pixels of the image as the model
 gets it) and ``labels`` (N int64, 0-based class ids); an image without objects has N = 0 and
@@ -13,7 +14,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mic.core.data import split_sample
 from mic.core.errors import DatasetError
 
 #: how far (pixels) a box may reach beyond the image border before it counts as outside
@@ -100,20 +100,3 @@ def batch_images(images: Sequence[Tensor]) -> Tensor | list[Tensor]:
     if images and all(x.shape == images[0].shape for x in images):
         return torch.stack(images)
     return images
-
-
-def collate(samples: list[Any], num_classes: int) -> Any:
-    """Images (a tensor, or a list when sizes differ) and targets (a list of dicts, checked
-    against their image); unlabelled samples give the images alone."""
-    pairs = [split_sample(s) for s in samples]
-    images = batch_images([p[0] for p in pairs])
-    targets = [p[1] for p in pairs]
-    if all(t is None for t in targets):
-        return images
-    if any(t is None for t in targets):
-        raise DatasetError(
-            "a batch mixes labelled and unlabelled samples; a dataset must be one or the other"
-        )
-    for i, (image, target) in enumerate(zip(images, targets, strict=True)):
-        check_target(target, num_classes, image_size(image), f"the target of batch item {i}")
-    return images, targets
