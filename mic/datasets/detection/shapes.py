@@ -109,8 +109,9 @@ def make_scene(
         labels.append(int(rng.integers(len(CLASSES))))
     # paint far objects first so that near ones occlude them
     order = sorted(range(len(boxes)), key=lambda i: boxes[i][3])
+    masks = {i: _shape_mask(labels[i], yy, xx, boxes[i]) for i in order}
     for i in order:
-        mask = _shape_mask(labels[i], yy, xx, boxes[i])
+        mask = masks[i]
         colour = rng.uniform(0.05, 1.0, 3)
         colour[rng.integers(3)] = rng.uniform(0.0, 0.25)  # saturated, not grey
         paint = colour * (1 - texture + texture * 2 * grain) if target else colour
@@ -125,9 +126,8 @@ def make_scene(
     # tight boxes around the visible pixels of each shape (triangles and discs are not
     # squares), as an annotator would draw them
     out_boxes = []
-    for b, k in zip(boxes, labels, strict=True):
-        mask = _shape_mask(k, yy, xx, b)
-        ys, xs = np.nonzero(mask)
+    for i in range(len(boxes)):
+        ys, xs = np.nonzero(masks[i])
         out_boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
     return (
         img,

@@ -442,8 +442,6 @@ class FasterRCNN(nn.Module):
         self.transform = GeneralizedRCNNTransform(
             min_size, max_size, self.image_mean, self.image_std
         )
-        self.feature_levels = levels
-        self.roi_levels = len(pooled)
         self._capture: Capture | None = None
 
     @contextmanager
