@@ -126,15 +126,18 @@ class SegmentationDataset:
         counts = np.bincount(label.ravel(), minlength=256)
         return counts[: self.num_classes]
 
-    def __getitem__(self, index: int) -> Any:
+    def load(self, index: int) -> Any:
+        """Sample ``index`` as read from disk, before ``transform``: the image, or the image
+        and its label in training ids."""
         image_file, _ = self.samples[index]
         image = load_image(image_file)
-        if not self.labelled:
-            return self.transform(image) if self.transform else image
-        label = self.load_label(index, image.size)
+        return (image, self.load_label(index, image.size)) if self.labelled else image
+
+    def __getitem__(self, index: int) -> Any:
+        sample = self.load(index)
         if self.transform is None:
-            return image, label
-        return self.transform(image, label)
+            return sample
+        return self.transform(*sample) if self.labelled else self.transform(sample)
 
 
 def _pairs(

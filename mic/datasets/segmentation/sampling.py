@@ -9,6 +9,7 @@ computed once and cached beside the dataset.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -143,13 +144,20 @@ class RareClassSampling(DatasetWrapper):
         c = self.classes[int(torch.multinomial(self.probabilities, 1).item())]
         files = self.samples_with_class[c]
         i = int(files[int(torch.randint(len(files), ()).item())])
-        sample = self.dataset[i]
+        # re-crops transform the image read once (a dataset without ``load`` is re-read)
+        load = getattr(self.dataset, "load", None)
+        transform = getattr(self.dataset, "transform", None)
+        if load is not None and transform is not None:
+            redraw = functools.partial(transform, *load(i))
+        else:
+            redraw = functools.partial(self.dataset.__getitem__, i)
+        sample = redraw()
         for _ in range(10):
             if self.min_crop_ratio <= 0:
                 break
             if int((sample[1] == c).sum()) > self.min_pixels * self.min_crop_ratio:
                 break
-            sample = self.dataset[i]
+            sample = redraw()
         return sample
 
 

@@ -98,15 +98,19 @@ class SegmentationTransform:
                 image = image.resize(size, Image.BILINEAR)
                 if label is not None and not self.keep_label_size:
                     label = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST))
-        x = torch.from_numpy(np.array(image, np.float32, copy=True)).permute(2, 0, 1) / 255.0
+        pixels = np.asarray(image)  # H x W x 3 uint8
+        if self.crop_size is not None:  # crop first: only the crop is converted
+            ch, cw = self.crop_size
+            top, left = self.crop_box(pixels.shape[0], pixels.shape[1], label)
+            pixels = pixels[top : top + ch, left : left + cw]
+            label = label[top : top + ch, left : left + cw] if label is not None else None
+        x = torch.from_numpy(np.array(pixels, np.float32)).permute(2, 0, 1) / 255.0
         x = (x - self.mean) / self.std
         y = torch.from_numpy(np.array(label, np.int64)) if label is not None else None
         if self.crop_size is not None:
-            top, left = self.crop_box(x.shape[1], x.shape[2], label)
-            ch, cw = self.crop_size
-            x = _pad(x[:, top : top + ch, left : left + cw], ch, cw, 0.0)
+            x = _pad(x, ch, cw, 0.0)
             if y is not None:
-                y = _pad(y[top : top + ch, left : left + cw], ch, cw, self.ignore_index)
+                y = _pad(y, ch, cw, self.ignore_index)
         if self.flip and bool(torch.rand(()) < 0.5):
             x = x.flip(-1)
             y = y.flip(-1) if y is not None else None
