@@ -159,6 +159,25 @@ def _label_format(label_format: str, choices: Sequence[str]) -> str:
     return label_format
 
 
+def _cityscapes_format(label_format: str) -> tuple[str, LabelMap]:
+    """A Cityscapes-style label format (``labelTrainIds`` or ``labelIds``) and its map."""
+    maps = {"labelTrainIds": CITYSCAPES_TRAIN_IDS, "labelIds": CITYSCAPES_IDS}
+    return _label_format(label_format, list(maps)), maps[label_format]
+
+
+def _anon_samples(
+    image_root: Path, label_root: Path, fmt: str, pattern: str, labelled: bool, what: str
+) -> list[tuple[Path, Path | None]]:
+    """ACDC / Dark Zurich pairs: ``<image_root>/<rel>/<stem>_rgb_anon.png`` with the label
+    ``<label_root>/<rel>/<stem>_gt_<fmt>.png``."""
+
+    def label_of(p: Path) -> Path:
+        stem = p.name[: -len("_rgb_anon.png")]
+        return label_root / p.parent.relative_to(image_root) / f"{stem}_gt_{fmt}.png"
+
+    return _pairs(_glob(image_root, pattern, what), label_of, labelled)
+
+
 class GTA5(SegmentationDataset):
     """GTA5 (Richter et al. 2016): 24,966 frames, 1914 x 1052, labels in Cityscapes ids.
 
@@ -177,7 +196,7 @@ class GTA5(SegmentationDataset):
     ) -> None:
         root = check_folder(root, "GTA5")
         fmt = _label_format(label_format, ("ids", "trainids"))
-        images = [p for p in _glob(root / "images", "*.png", "GTA5 images")]
+        images = _glob(root / "images", "*.png", "GTA5 images")
         suffix = ".png" if fmt == "ids" else "_labelTrainIds.png"
         samples = _pairs(images, lambda p: root / "labels" / (p.stem + suffix), labelled)
         label_map = CITYSCAPES_IDS if fmt == "ids" else CITYSCAPES_TRAIN_IDS
@@ -242,7 +261,7 @@ class Cityscapes(SegmentationDataset):
         label_format: str = "labelTrainIds",
     ) -> None:
         root = check_folder(root, "Cityscapes")
-        fmt = _label_format(label_format, ("labelTrainIds", "labelIds"))
+        fmt, label_map = _cityscapes_format(label_format)
         folder = check_folder(root / "leftImg8bit" / split, f"Cityscapes {split} image")
         images = _glob(folder, "*/*_leftImg8bit.png", "Cityscapes images")
 
@@ -250,20 +269,9 @@ class Cityscapes(SegmentationDataset):
             stem = p.name[: -len("_leftImg8bit.png")]
             return root / "gtFine" / split / p.parent.name / f"{stem}_gtFine_{fmt}.png"
 
-        label_map = CITYSCAPES_TRAIN_IDS if fmt == "labelTrainIds" else CITYSCAPES_IDS
         super().__init__(
             _pairs(images, label_of, labelled), label_map, transform, labelled, root=root
         )
-
-
-def _anon_label_of(
-    root: Path, image_root: Path, label_root: Path, fmt: str
-) -> Callable[[Path], Path]:
-    def label_of(p: Path) -> Path:
-        stem = p.name[: -len("_rgb_anon.png")]
-        return label_root / p.parent.relative_to(image_root) / f"{stem}_gt_{fmt}.png"
-
-    return label_of
 
 
 class ACDC(SegmentationDataset):
@@ -291,7 +299,7 @@ class ACDC(SegmentationDataset):
         label_format: str = "labelTrainIds",
     ) -> None:
         root = check_folder(root, "ACDC")
-        fmt = _label_format(label_format, ("labelTrainIds", "labelIds"))
+        fmt, label_map = _cityscapes_format(label_format)
         unknown = set(conditions) - set(self.CONDITIONS)
         if unknown:
             raise ConfigError(f"ACDC conditions are {list(self.CONDITIONS)}, got {sorted(unknown)}")
@@ -300,14 +308,14 @@ class ACDC(SegmentationDataset):
         if any(f.is_dir() for f in released):
             for cond in conditions:
                 folder = check_folder(root / "rgb_anon" / cond / split, f"ACDC {cond} {split}")
-                label_of = _anon_label_of(root, folder, root / "gt" / cond / split, fmt)
-                images = _glob(folder, "*/*_rgb_anon.png", f"ACDC {cond} images")
-                samples += _pairs(images, label_of, labelled)
+                gt = root / "gt" / cond / split
+                samples += _anon_samples(
+                    folder, gt, fmt, "*/*_rgb_anon.png", labelled, f"ACDC {cond} images"
+                )
         else:
             folder = check_folder(root / "rgb_anon" / split, f"ACDC {split} image")
-            label_of = _anon_label_of(root, folder, root / "gt" / split, fmt)
-            samples = _pairs(_glob(folder, "**/*_rgb_anon.png", "ACDC images"), label_of, labelled)
-        label_map = CITYSCAPES_TRAIN_IDS if fmt == "labelTrainIds" else CITYSCAPES_IDS
+            gt = root / "gt" / split
+            samples = _anon_samples(folder, gt, fmt, "**/*_rgb_anon.png", labelled, "ACDC images")
         super().__init__(samples, label_map, transform, labelled, root=root)
 
 
@@ -332,19 +340,16 @@ class DarkZurich(SegmentationDataset):
         label_format: str = "labelTrainIds",
     ) -> None:
         root = check_folder(root, "Dark Zurich")
-        fmt = _label_format(label_format, ("labelTrainIds", "labelIds"))
+        fmt, label_map = _cityscapes_format(label_format)
         if split == "train" and labelled:
             raise ConfigError(
                 "Dark Zurich's training split has no labels: use labelled=false (the labelled "
                 "split is val)"
             )
         folder = check_folder(root / "rgb_anon" / split / condition, f"Dark Zurich {split}")
-        label_of = _anon_label_of(root, folder, root / "gt" / split / condition, fmt)
-        images = _glob(folder, "*/*_rgb_anon.png", "Dark Zurich images")
-        label_map = CITYSCAPES_TRAIN_IDS if fmt == "labelTrainIds" else CITYSCAPES_IDS
-        super().__init__(
-            _pairs(images, label_of, labelled), label_map, transform, labelled, root=root
-        )
+        gt = root / "gt" / split / condition
+        samples = _anon_samples(folder, gt, fmt, "*/*_rgb_anon.png", labelled, "Dark Zurich images")
+        super().__init__(samples, label_map, transform, labelled, root=root)
 
 
 class SegmentationFolder(SegmentationDataset):
