@@ -37,6 +37,8 @@ from pathlib import Path
 
 from common import device_name, mean_std, time_training
 
+from mic.datasets.segmentation.streets import CONFUSABLE
+
 METHODS: dict[str, list[str]] = {
     "source_only": ["method=source_only", "mic=none"],
     "dacs": ["method=dacs", "mic=none"],
@@ -52,7 +54,6 @@ LABELS = {
     "daformer_mic": "DAFormer + MIC",
 }
 PAIRS = [("dacs_mic", "dacs"), ("daformer_mic", "daformer"), ("daformer", "dacs")]
-CONFUSABLE = ["road", "sidewalk", "person", "pole"]
 #: the reduced schedule that fits a shared 2-core CPU in under an hour: 32 px scenes, batch
 #: 4 + 4, a narrower U-Net, 900 iterations (the full run is 64 px, 8 + 8, 3000 iterations)
 CPU_BUDGET = [

@@ -41,7 +41,8 @@ def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 
 def _unfilter_row(kind: int, row: np.ndarray, prior: np.ndarray, bpp: int) -> np.ndarray:
-    """Undo one row's PNG filter (``row`` and ``prior`` as int32 byte arrays)."""
+    """Undo one row's None, Sub or Up filter (``row`` and ``prior`` as int32 byte arrays);
+    images with Average or Paeth rows go through ``_unfilter_wavefront``."""
     if kind == 0:
         return row
     if kind == 2:
@@ -49,20 +50,6 @@ def _unfilter_row(kind: int, row: np.ndarray, prior: np.ndarray, bpp: int) -> np
     if kind == 1:  # Sub: a running sum over the bytes of the same sample position
         lanes = row.reshape(-1, bpp)
         return (np.cumsum(lanes, axis=0) & 0xFF).reshape(-1)
-    out = row.copy()
-    if kind == 3:  # Average
-        for i in range(0, len(out), bpp):
-            left = out[i - bpp : i] if i else 0
-            out[i : i + bpp] = (row[i : i + bpp] + ((left + prior[i : i + bpp]) >> 1)) & 0xFF
-        return out
-    if kind == 4:  # Paeth
-        zero = np.zeros(bpp, np.int32)
-        for i in range(0, len(out), bpp):
-            left = out[i - bpp : i] if i else zero
-            up_left = prior[i - bpp : i] if i else zero
-            pred = _paeth(left, prior[i : i + bpp], up_left)
-            out[i : i + bpp] = (row[i : i + bpp] + pred) & 0xFF
-        return out
     raise ValueError(f"unknown PNG filter type {kind}")
 
 
