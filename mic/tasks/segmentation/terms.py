@@ -160,6 +160,10 @@ class FeatureDistance(nn.Module):
         super().__init__()
         self.weight = float(weight)
         self.classes = list(classes) if classes is not None else None
+        # on the loss's device with the method, not copied there every iteration
+        self.register_buffer(
+            "class_ids", torch.tensor(self.classes or [], dtype=torch.long), persistent=False
+        )
         self.min_ratio = float(min_ratio)
         self._initial: list[nn.Module] = []  # not a submodule: never trained or moved by .to
         self._pending: dict[str, Tensor] | None = None
@@ -198,7 +202,7 @@ class FeatureDistance(nn.Module):
         if self.classes is None:
             return self.weight * distance.mean()
         cells = majority_labels(labels, distance.shape[-2:], num_classes, self.min_ratio)
-        mask = torch.isin(cells, torch.tensor(self.classes, device=cells.device)).float()
+        mask = torch.isin(cells, self.class_ids.to(cells.device)).float()
         return self.weight * (distance * mask).sum() / mask.sum().clamp_min(1.0)
 
 
