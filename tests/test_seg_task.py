@@ -147,3 +147,21 @@ def test_collate_rejects_labels_outside_the_classes():
         task.collate(bad)
     with pytest.raises(DatasetError, match="integer label maps"):
         task.collate([(torch.zeros(3, 2, 2), torch.zeros(2, 2))])
+
+
+def test_prediction_images_undo_the_normalisation_of_the_dataset_transform(tmp_path):
+    """A reader has no mean/std of its own: they are read from its transform."""
+    from mic.datasets.segmentation.transforms import SegmentationTransform
+    from mic.tasks.segmentation.hooks import PredictionImages, to_rgb
+
+    transform = SegmentationTransform(mean=(0.5, 0.4, 0.3), std=(0.1, 0.2, 0.25))
+
+    class Reader(list):
+        pass
+
+    dataset = Reader()
+    dataset.transform = transform
+    hook = PredictionImages(SegmentationTask(3), dataset, tmp_path, count=0)
+    grey = torch.full((3, 2, 2), 0.6)  # in [0, 1]
+    normalised = (grey - transform.mean) / transform.std
+    assert (to_rgb(normalised, hook.normalization) == round(0.6 * 255)).all()

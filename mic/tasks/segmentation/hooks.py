@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from mic.core.augment import Normalization
 from mic.core.data import split_sample
 from mic.core.loop import AdaptationLoop, Hook
 from mic.datasets.segmentation.labels import colorize
@@ -65,11 +66,9 @@ class ClassIoUTable(Hook):
             tqdm.write(text)
 
 
-def to_rgb(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+def to_rgb(image: torch.Tensor, normalization: Normalization) -> np.ndarray:
     """A normalised C x H x W tensor back to H x W x 3 uint8."""
-    m = torch.tensor(list(mean)).view(-1, 1, 1)
-    s = torch.tensor(list(std)).view(-1, 1, 1)
-    x = (image.detach().float().cpu()[:3] * s + m).clamp(0, 1)
+    x = normalization.to_unit(image.detach().float().cpu()[None, :3])[0].clamp(0, 1)
     return (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
@@ -78,7 +77,8 @@ class PredictionImages(Hook):
     label`` (classes in the palette colours, ignored pixels black) into
     ``<directory>/iter_<step>/<index>_<model>.png``.
 
-    The normalisation is read from the test dataset (``mean``/``std``), ImageNet's otherwise.
+    The normalisation is read from the test dataset (``mean``/``std``), else from its
+    ``transform``, else ImageNet's.
     """
 
     def __init__(self, task: Any, dataset: Any, directory: str | Path, count: int = 4) -> None:
@@ -88,8 +88,11 @@ class PredictionImages(Hook):
         self.dataset = dataset
         self.directory = Path(directory)
         self.count = min(int(count), len(dataset))
-        self.mean = getattr(dataset, "mean", IMAGENET_MEAN)
-        self.std = getattr(dataset, "std", IMAGENET_STD)
+        source = dataset if hasattr(dataset, "mean") else getattr(dataset, "transform", None)
+        mean, std = getattr(source, "mean", IMAGENET_MEAN), getattr(source, "std", IMAGENET_STD)
+        self.normalization = Normalization(
+            torch.as_tensor(mean).flatten().tolist(), torch.as_tensor(std).flatten().tolist()
+        )
 
     @torch.no_grad()
     def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
@@ -103,7 +106,7 @@ class PredictionImages(Hook):
         palette = self.task.palette
         for i in range(self.count):
             image, label = split_sample(self.dataset[i])
-            rgb = to_rgb(image, self.mean, self.std)
+            rgb = to_rgb(image, self.normalization)
             for name, model in models.items():
                 was_training = model.training
                 model.eval()
