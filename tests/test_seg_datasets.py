@@ -216,12 +216,13 @@ def test_rare_class_sampling_statistics_are_cached_and_rare_classes_drawn(tmp_pa
     ds = GTA5(tmp_path, transform=SegmentationTransform())
     rcs = RareClassSampling(ds, temperature=0.01, min_pixels=5, min_crop_ratio=0.5)
     assert (tmp_path / STATS_FILE).is_file()
-    assert rcs.classes == [0, 18] and float(rcs.probabilities[1]) > 0.99
+    assert rcs.sampled_classes == [0, 18] and float(rcs.probabilities[1]) > 0.99
+    assert rcs.classes == ds.classes  # the wrapped dataset's names
     torch.manual_seed(0)
     assert sum(int((rcs[0][1] == 18).any()) for _ in range(10)) >= 9
     # a second construction reads the cache instead of the labels
     ds.class_pixel_counts = None
-    assert RareClassSampling(ds, min_pixels=5).classes == [0, 18]
+    assert RareClassSampling(ds, min_pixels=5).sampled_classes == [0, 18]
 
 
 def test_street_scenes_are_reproducible_and_confusable():

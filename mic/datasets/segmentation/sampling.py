@@ -136,12 +136,13 @@ class RareClassSampling(DatasetWrapper):
         probs = torch.softmax((1 - freq) / self.temperature, dim=0)
         keep = torch.tensor([c in kept for c in present])
         probs = probs * keep
-        self.classes = [int(c) for c in present[keep.numpy()]]
+        #: the classes drawn from (``classes`` stays the wrapped dataset's names)
+        self.sampled_classes = [int(c) for c in present[keep.numpy()]]
         self.probabilities = (probs[keep] / probs[keep].sum()).float()
-        self.samples_with_class = {c: qualified[c] for c in self.classes}
+        self.samples_with_class = {c: qualified[c] for c in self.sampled_classes}
 
     def __getitem__(self, index: int) -> Any:
-        c = self.classes[int(torch.multinomial(self.probabilities, 1).item())]
+        c = self.sampled_classes[int(torch.multinomial(self.probabilities, 1).item())]
         files = self.samples_with_class[c]
         i = int(files[int(torch.randint(len(files), ()).item())])
         # re-crops transform the image read once (a dataset without ``load`` is re-read)

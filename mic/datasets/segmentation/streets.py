@@ -86,8 +86,8 @@ def _textures(side: int = 128) -> tuple[np.ndarray, ...]:
     return tuple(out)
 
 
-def _layout(rng: np.random.Generator, size: int) -> tuple[np.ndarray, dict[str, float]]:
-    """The label map of one scene and its geometry."""
+def _layout(rng: np.random.Generator, size: int) -> np.ndarray:
+    """The label map of one scene."""
     h = w = size
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     horizon = rng.uniform(0.34, 0.47) * h
@@ -149,7 +149,7 @@ def _layout(rng: np.random.Generator, size: int) -> tuple[np.ndarray, dict[str, 
             height, width = 16 + 30 * s, 1.0 + 1.0 * s
             post = (np.abs(x - px) < width / 2) & (y <= row) & (y > row - height)
             label[post] = POLE
-    return label, {"horizon": horizon, "vx": vx}
+    return label
 
 
 def _render(
@@ -207,7 +207,7 @@ def make_streets(
     images = np.empty((count, size, size, 3), np.float32)
     labels = np.empty((count, size, size), np.uint8)
     for i in range(count):
-        labels[i], _ = _layout(rng, size)
+        labels[i] = _layout(rng, size)
         images[i] = _render(labels[i], domain, rng, source_lookalike)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     return x, torch.from_numpy(labels.astype(np.int64))
