@@ -54,8 +54,10 @@ def evaluate(
         model.train(was_training)
 
 
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, _BatchNorm) for m in model.modules())
+def tracked_batchnorms(model: nn.Module) -> list[_BatchNorm]:
+    """The BatchNorm layers that evaluate with running statistics (the ones AdaBN
+    re-estimates; a layer without ``track_running_stats`` always uses the batch's)."""
+    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
 
 
 @contextmanager
@@ -69,7 +71,7 @@ def recalibrated_batchnorm(
     Only BatchNorm layers run in train mode during the re-estimation (dropout stays off), and
     the statistics are a cumulative average over the batches (momentum None).
     """
-    norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    norms = tracked_batchnorms(model)
     if not norms or batches <= 0:
         yield model
         return

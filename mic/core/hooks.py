@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from mic.core.checkpoint import save_checkpoint, save_weights
 from mic.core.distributed import broadcast_object, info
-from mic.core.evaluation import evaluate, has_batchnorm, recalibrated_batchnorm
+from mic.core.evaluation import evaluate, recalibrated_batchnorm, tracked_batchnorms
 from mic.core.loop import AdaptationLoop, Hook
 
 if TYPE_CHECKING:
@@ -172,9 +172,10 @@ class Evaluation(Hook):
         self.history: list[dict[str, Any]] = []
 
     def protocol(self, model: torch.nn.Module) -> str:
-        if self.adabn_batches > 0 and has_batchnorm(model):
-            return f"adabn:{self.adabn_batches}"
-        return "train-statistics" if has_batchnorm(model) else "plain"
+        """How ``model``'s BatchNorm layers were scored (the ones with running statistics)."""
+        if not tracked_batchnorms(model):
+            return "plain"
+        return f"adabn:{self.adabn_batches}" if self.adabn_batches > 0 else "train-statistics"
 
     def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
         if _due(loop.step, self.interval, loop.iterations) or loop.step in self.at:
