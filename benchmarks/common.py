@@ -32,6 +32,13 @@ def time_training(loop: Any) -> list[float]:
     return spent
 
 
+def train_steps(loop: Any, n: int) -> None:
+    """``n`` iterations of ``loop`` without its hooks (no evaluation, logs or checkpoints)."""
+    for _ in range(n):
+        loop.train_step()
+        loop.step += 1
+
+
 def device_name(loop: Any) -> str:
     import torch
 

@@ -30,8 +30,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
-from common import device_name, mean_std, paired_differences, time_training
+from common import device_name, mean_std, paired_differences, time_training, train_steps
 
 #: method name -> mic-train overrides (on top of experiment=det_shapes)
 METHODS: dict[str, list[str]] = {
@@ -112,13 +113,26 @@ def warmup(seed: int, steps: int, device: str, threads: int, extra: list[str], p
     }
 
 
-def run_one(
-    method: str, seed: int, steps: int, device: str, threads: int, extra: list[str], start: str
-) -> dict:
+def from_warmup(method: str, overrides: list[str], start: str) -> Any:
+    """The experiment of ``overrides`` with the warm-up model's weights (and, for
+    ``source_only_ema``, an EMA teacher of the student, which source-only training lacks)."""
     import torch
     from hydra.utils import instantiate
 
     from mic.experiment import build_experiment, load_config
+
+    cfg = load_config(overrides)
+    exp = build_experiment(cfg)
+    exp.student.load_state_dict(torch.load(start, map_location=exp.loop.device))
+    if method == "source_only_ema":
+        exp.loop.teacher = instantiate(cfg.teacher, model=exp.student).to(exp.loop.device)
+    return exp
+
+
+def run_one(
+    method: str, seed: int, steps: int, device: str, threads: int, extra: list[str], start: str
+) -> dict:
+    import torch
 
     torch.set_num_threads(threads)
     overrides = [
@@ -128,11 +142,7 @@ def run_one(
         "adaptation_start=0",
         "eval.interval=0",
     ]
-    cfg = load_config(overrides)
-    exp = build_experiment(cfg)
-    exp.student.load_state_dict(torch.load(start, map_location=exp.loop.device))
-    if method == "source_only_ema":
-        exp.loop.teacher = instantiate(cfg.teacher, model=exp.student).to(exp.loop.device)
+    exp = from_warmup(method, overrides, start)
     spent = time_training(exp.loop)
     exp.loop.run()
     final = exp.evaluation.history[-1]
@@ -157,26 +167,17 @@ def speed(
     under the same load), from the warm-up model (so that the teacher finds pseudo-boxes and
     the masked branch runs), after 3 untimed iterations."""
     import torch
-    from hydra.utils import instantiate
-
-    from mic.experiment import build_experiment, load_config
 
     torch.set_num_threads(threads)
     out = {}
     for method in methods:
         overrides = [*_overrides(0, device, extra), *METHODS[method], "eval.interval=0"]
-        cfg = load_config([*overrides, f"iterations={steps + 3}", "adaptation_start=0"])
-        exp = build_experiment(cfg)
-        exp.student.load_state_dict(torch.load(start, map_location=exp.loop.device))
-        if method == "source_only_ema":
-            exp.loop.teacher = instantiate(cfg.teacher, model=exp.student).to(exp.loop.device)
-        for _ in range(3):
-            exp.loop.train_step()
-            exp.loop.step += 1
+        exp = from_warmup(
+            method, [*overrides, f"iterations={steps + 3}", "adaptation_start=0"], start
+        )
+        train_steps(exp.loop, 3)
         spent = time_training(exp.loop)
-        for _ in range(steps):
-            exp.loop.train_step()
-            exp.loop.step += 1
+        train_steps(exp.loop, steps)
         out[method] = spent[0] / steps
     return out
 

@@ -35,7 +35,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
-from common import device_name, mean_std, time_training
+from common import device_name, mean_std, time_training, train_steps
 
 from mic.datasets.segmentation.streets import CONFUSABLE
 
@@ -149,9 +149,7 @@ def memory_one(method: str, device: str, size: int = 512, iterations: int = 3) -
     else:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     t0 = time.perf_counter()
-    for _ in range(iterations):
-        loop.train_step()
-        loop.step += 1
+    train_steps(loop, iterations)
     if cuda:
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - base

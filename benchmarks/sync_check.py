@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 import torch
+from common import train_steps
 
 import mic
 from mic.experiment import build_experiment, load_config
@@ -50,15 +51,11 @@ def check_iteration(device: torch.device) -> None:
     overrides = ["device=cuda", "log.progress=false", "adaptation_start=0", "nan_policy=ignore"]
     exp = build_experiment(load_config(overrides))
     loop = exp.loop
-    for _ in range(3):  # warm-up: lazy initialisations may synchronise once
-        loop.train_step()
-        loop.step += 1
+    train_steps(loop, 3)  # warm-up: lazy initialisations may synchronise once
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for _ in range(3):
-            loop.train_step()
-            loop.step += 1
+        train_steps(loop, 3)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     print("a whole mean teacher + MIC iteration (data on the GPU already aside): no sync")
@@ -71,17 +68,13 @@ def speed() -> None:
         "mean_teacher_mic": [],
     }
     for name, overrides in rows.items():
-        common = ["device=cuda", "log.progress=false", "adaptation_start=0"]
-        exp = build_experiment(load_config([*overrides, *common]))
+        shared = ["device=cuda", "log.progress=false", "adaptation_start=0"]
+        exp = build_experiment(load_config([*overrides, *shared]))
         loop = exp.loop
-        for _ in range(20):
-            loop.train_step()
-            loop.step += 1
+        train_steps(loop, 20)
         torch.cuda.synchronize()
         t = time.perf_counter()
-        for _ in range(200):
-            loop.train_step()
-            loop.step += 1
+        train_steps(loop, 200)
         torch.cuda.synchronize()
         ms = 1000 * (time.perf_counter() - t) / 200
         print(f"{name:<18} {ms:.2f} ms / iteration on {torch.cuda.get_device_name()}")
