@@ -76,6 +76,30 @@ def test_coco_reader(tmp_path):
     assert batch_images.shape == (2, 3, 20, 30) and len(batch_targets) == 2
 
 
+def test_crowd_and_difficult_objects_can_be_kept_for_evaluation_to_ignore(tmp_path):
+    images, ann = _coco(tmp_path)
+    target = CocoDetection(images, ann, ignore_crowd=True)[0][1]
+    assert target["boxes"].tolist() == [[2, 3, 12, 8], [0, 0, 30, 20], [1, 1, 3, 3]]
+    assert target["iscrowd"].tolist() == [0, 0, 1]
+    assert "iscrowd" not in CocoDetection(images, ann)[0][1]  # training: left out, no flags
+    xml = _voc_xml([("dog", (1, 2, 10, 12), 0), ("cat", (5, 5, 30, 20), 1)])
+    target = VOCDetection(_voc(tmp_path, {"000001": xml}), "train", ignore_difficult=True)[0][1]
+    assert target["labels"].tolist() == [11, 7] and target["iscrowd"].tolist() == [0, 1]
+    # the metric ignores a flagged object: missing it is no miss (flags dropped: it is one)
+    from mic.tasks.detection import DetectionTask
+
+    found = {
+        "boxes": target["boxes"][:1],
+        "scores": torch.tensor([0.9]),
+        "labels": target["labels"][:1],
+    }
+    unflagged = {k: v for k, v in target.items() if k != "iscrowd"}
+    for truth, expected in ((target, 1.0), (unflagged, 0.5)):
+        metric = DetectionTask(20).metric()
+        metric.update([found], [truth])
+        assert metric.compute()["map_50"] == pytest.approx(expected)
+
+
 def test_coco_errors(tmp_path):
     images, ann = _coco(tmp_path)
     ann.write_text("")

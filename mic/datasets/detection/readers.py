@@ -123,6 +123,8 @@ class CocoDetection(DetectionDataset):
         labelled: give targets; False for unlabelled target training.
         flip: random horizontal flips (training).
         skip_crowd: leave out ``iscrowd`` annotations.
+        ignore_crowd: keep them, flagged ``iscrowd`` so that evaluation ignores them (COCO's
+            protocol; for test sets, where it takes precedence over ``skip_crowd``).
     """
 
     def __init__(
@@ -133,6 +135,7 @@ class CocoDetection(DetectionDataset):
         labelled: bool = True,
         flip: bool = False,
         skip_crowd: bool = True,
+        ignore_crowd: bool = False,
     ) -> None:
         super().__init__(labelled, flip)
         self.root = check_folder(images, "image")
@@ -162,6 +165,7 @@ class CocoDetection(DetectionDataset):
         sizes = {im["id"]: (im.get("height"), im.get("width")) for im in images}
         boxes: dict[int, list[list[float]]] = {im["id"]: [] for im in images}
         labels: dict[int, list[int]] = {im["id"]: [] for im in images}
+        crowds: dict[int, list[int]] = {im["id"]: [] for im in images}
         for ann in data.get("annotations") or []:
             where = f"annotation {ann.get('id')} of '{path}'"
             if ann.get("image_id") not in boxes:
@@ -171,7 +175,8 @@ class CocoDetection(DetectionDataset):
                     f"{where} has category_id {ann.get('category_id')}, not among the "
                     f"categories {sorted(names)}"
                 )
-            if skip_crowd and ann.get("iscrowd"):
+            crowd = int(bool(ann.get("iscrowd")))
+            if crowd and skip_crowd and not ignore_crowd:
                 continue
             name = names[ann["category_id"]]
             if name not in index:
@@ -179,9 +184,11 @@ class CocoDetection(DetectionDataset):
             x, y, w, h = (float(v) for v in ann["bbox"])
             boxes[ann["image_id"]].append([x, y, x + w, y + h])
             labels[ann["image_id"]].append(index[name])
+            crowds[ann["image_id"]].append(crowd)
         self.targets = []
         for im in images:
-            target = make_target(boxes[im["id"]], labels[im["id"]])
+            flags = crowds[im["id"]] if ignore_crowd else None
+            target = make_target(boxes[im["id"]], labels[im["id"]], flags)
             size = _stated_size(*sizes[im["id"]])
             check_target(target, self.num_classes, size, f"image '{im['file_name']}' in '{path}'")
             self.targets.append(target)
@@ -189,15 +196,17 @@ class CocoDetection(DetectionDataset):
 
 # ------------------------------------------------------------------------------------- VOC
 def parse_voc_xml(
-    path: Path, classes: Sequence[str], keep_difficult: bool = False
+    path: Path, classes: Sequence[str], keep_difficult: bool = False, ignore_difficult: bool = False
 ) -> tuple[Target, tuple[int, int] | None]:
-    """The target of one Pascal VOC annotation file and the image size it states."""
+    """The target of one Pascal VOC annotation file and the image size it states. Difficult
+    objects are left out, kept (``keep_difficult``) or kept flagged ``iscrowd`` so that
+    evaluation ignores them (``ignore_difficult``, VOC's protocol)."""
     try:
         root = ET.fromstring(_read_text(path, "annotation file"))
     except ET.ParseError as e:
         raise DatasetError(f"annotation file '{path}' is not valid XML ({e})") from e
     index = {c: i for i, c in enumerate(classes)}
-    boxes, labels = [], []
+    boxes, labels, difficult = [], [], []
     for obj in root.iter("object"):
         name = (obj.findtext("name") or "").strip()
         if name not in index:
@@ -205,7 +214,8 @@ def parse_voc_xml(
                 f"annotation file '{path}' has an object of class '{name}', not in the class "
                 f"list {list(classes)}"
             )
-        if not keep_difficult and (obj.findtext("difficult") or "0").strip() == "1":
+        hard = int((obj.findtext("difficult") or "0").strip() == "1")
+        if hard and not (keep_difficult or ignore_difficult):
             continue
         bb = obj.find("bndbox")
         if bb is None:
@@ -218,9 +228,10 @@ def parse_voc_xml(
             raise DatasetError(f"annotation file '{path}' has a non-numeric box ({e})") from e
         boxes.append([x1 - 1, y1 - 1, x2, y2])  # VOC pixel indices are 1-based, inclusive
         labels.append(index[name])
+        difficult.append(hard)
     size = root.find("size")
     hw = None if size is None else _stated_size(size.findtext("height"), size.findtext("width"))
-    return make_target(boxes, labels), hw
+    return make_target(boxes, labels, difficult if ignore_difficult else None), hw
 
 
 class VOCDetection(DetectionDataset):
@@ -232,6 +243,8 @@ class VOCDetection(DetectionDataset):
         split: the image-set file name (``train``, ``val``, ``trainval``, ``test``).
         classes: class names in id order (default: the 20 VOC classes).
         keep_difficult: also train on objects marked difficult.
+        ignore_difficult: keep them flagged ``iscrowd``, so that evaluation ignores them
+            (VOC's protocol; for test sets).
         labelled, flip: as for every reader.
     """
 
@@ -243,6 +256,7 @@ class VOCDetection(DetectionDataset):
         keep_difficult: bool = False,
         labelled: bool = True,
         flip: bool = False,
+        ignore_difficult: bool = False,
     ) -> None:
         super().__init__(labelled, flip)
         self.root = check_folder(root, "VOC")
@@ -267,7 +281,7 @@ class VOCDetection(DetectionDataset):
             annotations.append(self.root / "Annotations" / f"{i}.xml")
         self.targets = []
         for path in annotations:  # read and check every file now, naming a bad one
-            target, size = parse_voc_xml(path, self.classes, keep_difficult)
+            target, size = parse_voc_xml(path, self.classes, keep_difficult, ignore_difficult)
             check_target(target, self.num_classes, size, f"'{path}'")
             self.targets.append(target)
 

@@ -20,10 +20,15 @@ from mic.core.errors import DatasetError
 BORDER_TOLERANCE = 1.0
 
 
-def make_target(boxes: Any, labels: Any) -> dict[str, Tensor]:
-    """A target from anything array-like (an empty list gives an image without objects)."""
+def make_target(boxes: Any, labels: Any, iscrowd: Any = None) -> dict[str, Tensor]:
+    """A target from anything array-like (an empty list gives an image without objects);
+    ``iscrowd`` (0/1 per box) marks boxes that evaluation ignores: a detection on one is
+    neither a hit nor a false positive (COCO crowds, VOC difficult objects)."""
     b = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-    return {"boxes": b, "labels": torch.as_tensor(labels, dtype=torch.int64).reshape(-1)}
+    target = {"boxes": b, "labels": torch.as_tensor(labels, dtype=torch.int64).reshape(-1)}
+    if iscrowd is not None:
+        target["iscrowd"] = torch.as_tensor(iscrowd, dtype=torch.int64).reshape(-1)
+    return target
 
 
 def check_target(
