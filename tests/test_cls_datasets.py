@@ -89,7 +89,7 @@ def test_office_home_folders_with_the_published_class_order(tmp_path):
     root = _office_home(tmp_path)
     art = OfficeHome(root, "Ar")
     assert art.num_classes == 65 and len(art) == 65
-    labels = {p.parent.name: y for p, y in art.data.samples}
+    labels = {p.parent.name: y for p, y in art.samples}
     assert labels["Drill"] == 0 and labels["Alarm_Clock"] == 33 and labels["Marker"] == 64
     real = OfficeHome(root, "Rw", labelled=False)  # the release's "Real World" folder
     assert real.folder.name == "Real World" and not isinstance(real[0], tuple)
@@ -117,9 +117,7 @@ def test_office31_both_layouts(tmp_path):
         _png(tmp_path / "webcam" / c / "frame_0001.jpg")
     amazon = Office31(tmp_path, "A")
     assert amazon.num_classes == 31 and len(amazon) == 31 and amazon.folder.name == "images"
-    assert (
-        amazon.data.class_to_idx["back_pack"] == 0 and amazon.data.class_to_idx["trash_can"] == 30
-    )
+    assert amazon.class_to_idx["back_pack"] == 0 and amazon.class_to_idx["trash_can"] == 30
     assert len(Office31(tmp_path, "webcam")) == 31
     with pytest.raises(DatasetError, match="domain D: no folder"):
         Office31(tmp_path, "D")

@@ -81,7 +81,41 @@ class UnlabeledImageFolder:
         return self.transform(img) if self.transform else img
 
 
-class ImageFolder:
+class LabelledImages:
+    """Labelled image files: ``samples`` of ``(path, class index)``, each loaded as a PIL image
+    and passed through ``transform``. Samples are ``(image, label)``, or the image alone with
+    ``labelled=False`` (a target training set). The readers of class-per-folder trees and of
+    image lists fill it.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[tuple[Path, int]],
+        classes: Sequence[str],
+        transform: Callable[[Any], Any] | None = None,
+        labelled: bool = True,
+    ) -> None:
+        self.samples = list(samples)
+        self.classes = list(classes)
+        self.transform = transform
+        self.labelled = labelled
+        self.targets = [label for _, label in self.samples]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Any:
+        path, label = self.samples[index]
+        img = load_image(path)
+        img = self.transform(img) if self.transform else img
+        return (img, label) if self.labelled else img
+
+
+class ImageFolder(LabelledImages):
     """Labelled images in one sub-folder per class (``root/<class>/<image>``); class indices
     follow the sorted folder names, or the order of ``classes`` when given (so that source and
     target share one mapping even when a domain lacks a class). Samples are
@@ -92,6 +126,7 @@ class ImageFolder:
         transform: applied to each PIL image.
         classes: the class names in index order (default: the sorted sub-folder names).
         allow_empty_classes: accept a class folder without images (e.g. a small test split).
+        labelled: return labels (False: the images alone).
     """
 
     def __init__(
@@ -100,9 +135,9 @@ class ImageFolder:
         transform: Callable[[Any], Any] | None = None,
         classes: Sequence[str] | None = None,
         allow_empty_classes: bool = False,
+        labelled: bool = True,
     ) -> None:
         self.root = check_folder(root, "class-per-folder")
-        self.transform = transform
         folders = sorted(
             d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")
         )
@@ -117,38 +152,26 @@ class ImageFolder:
                 f"'{self.root}' must hold one sub-folder per class (root/<class>/<image>), but "
                 f"{layout}. For unlabelled images use UnlabeledImageFolder."
             )
-        self.classes = list(classes) if classes is not None else folders
-        unknown = sorted(set(folders) - set(self.classes))
+        classes = list(classes) if classes is not None else folders
+        unknown = sorted(set(folders) - set(classes))
         if unknown:
             raise DatasetError(
                 f"'{self.root}' has folders {unknown} that are not in the class list "
-                f"{self.classes}; source and target must share the same classes"
+                f"{classes}; source and target must share the same classes"
             )
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-        self.samples: list[tuple[Path, int]] = []
+        self.class_to_idx = {c: i for i, c in enumerate(classes)}
+        samples: list[tuple[Path, int]] = []
         empty = []
-        for c in self.classes:
+        for c in classes:
             files = list_images(self.root / c) if (self.root / c).is_dir() else []
             if not files:
                 empty.append(c)
-            self.samples.extend((f, self.class_to_idx[c]) for f in files)
-        if not self.samples:
+            samples.extend((f, self.class_to_idx[c]) for f in files)
+        if not samples:
             raise DatasetError(f"no images found in the class folders of '{self.root}'")
         if empty and not allow_empty_classes:
             raise DatasetError(
                 f"class folders without images in '{self.root}': {empty}; add images, or pass "
                 "allow_empty_classes=true"
             )
-        self.targets = [label for _, label in self.samples]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        path, label = self.samples[index]
-        img = load_image(path)
-        return (self.transform(img) if self.transform else img), label
+        super().__init__(samples, classes, transform, labelled)

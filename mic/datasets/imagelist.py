@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mic.core.errors import DatasetError
-from mic.datasets.folders import load_image
+from mic.datasets.folders import LabelledImages
 
 
 def read_image_list(list_file: Path, base: Path) -> list[tuple[Path, int]]:
@@ -30,7 +30,7 @@ def read_image_list(list_file: Path, base: Path) -> list[tuple[Path, int]]:
     return samples
 
 
-class ImageList:
+class ImageList(LabelledImages):
     """Labelled images listed in a text file, one ``<path> <class index>`` per line.
 
     Samples are ``(transform(image), label)``, or ``transform(image)`` with
@@ -60,35 +60,19 @@ class ImageList:
         self.root = (
             Path(os.path.expanduser(str(root))) if root is not None else self.list_file.parent
         )
-        self.classes = list(classes)
-        self.transform = transform
-        self.labelled = labelled
-        self.samples = read_image_list(self.list_file, self.root)
-        if not self.samples:
+        samples = read_image_list(self.list_file, self.root)
+        if not samples:
             raise DatasetError(f"image list '{self.list_file}' lists no image")
-        bad = [y for _, y in self.samples if not 0 <= y < len(self.classes)]
+        bad = [y for _, y in samples if not 0 <= y < len(classes)]
         if bad:
             raise DatasetError(
                 f"image list '{self.list_file}' has label {bad[0]}, outside the "
-                f"{len(self.classes)} classes [0, {len(self.classes) - 1}]"
+                f"{len(classes)} classes [0, {len(classes) - 1}]"
             )
-        for path, _ in (self.samples[0], self.samples[-1]):
+        for path, _ in (samples[0], samples[-1]):
             if not path.is_file():
                 raise DatasetError(
                     f"image '{path}' listed in '{self.list_file}' does not exist; relative "
                     f"paths are taken from '{self.root}': check the dataset root"
                 )
-        self.targets = [y for _, y in self.samples]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> Any:
-        path, label = self.samples[index]
-        img = load_image(path)
-        img = self.transform(img) if self.transform else img
-        return (img, label) if self.labelled else img
+        super().__init__(samples, classes, transform, labelled)

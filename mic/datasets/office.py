@@ -53,8 +53,9 @@ def domain_pair(pair: str, side: str) -> str:
     return parts[0] if side == "source" else parts[1]
 
 
-class _DomainFolder:
-    """One domain of a multi-domain class-per-folder dataset, with a fixed class order."""
+class _DomainFolder(ImageFolder):
+    """One domain of a multi-domain class-per-folder dataset, with a fixed class order
+    (``root`` is the dataset's folder, ``folder`` the domain's class-per-folder tree)."""
 
     name = ""
     classes: Sequence[str] = ()
@@ -68,13 +69,11 @@ class _DomainFolder:
         labelled: bool = True,
         allow_empty_classes: bool = False,
     ) -> None:
-        self.root = check_folder(root, self.name)
+        dataset_root = check_folder(root, self.name)
         self.domain = self.short_name(domain)
-        self.folder = self.find_domain(self.root, self.domain)
-        self.labelled = labelled
-        self.data = ImageFolder(self.folder, transform, self.classes, allow_empty_classes)
-        self.classes = list(self.classes)
-        self.targets = self.data.targets
+        self.folder = self.find_domain(dataset_root, self.domain)
+        super().__init__(self.folder, transform, self.classes, allow_empty_classes, labelled)
+        self.root = dataset_root
 
     @classmethod
     def short_name(cls, domain: str) -> str:
@@ -94,17 +93,6 @@ class _DomainFolder:
     def class_root(self, folder: Path) -> Path:
         """The folder holding the class folders of a domain."""
         return folder
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int) -> Any:
-        image, label = self.data[index]
-        return (image, label) if self.labelled else image
 
 
 class OfficeHome(_DomainFolder):
