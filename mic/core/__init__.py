@@ -16,7 +16,15 @@ from mic.core.loop import (
 )
 from mic.core.masking import BlockMasker, Masker
 from mic.core.method import UDAMethod, mean_teacher, source_only
-from mic.core.optim import SAM, Constant, InverseDecay, WarmupPoly, lr_scheduler, param_groups
+from mic.core.optim import (
+    SAM,
+    Constant,
+    InverseDecay,
+    WarmupMultiStep,
+    WarmupPoly,
+    lr_scheduler,
+    param_groups,
+)
 from mic.core.sampling import ResumableSampler, SeededDataset
 from mic.core.task import Metric, PseudoLabels, Task
 from mic.core.teacher import EMATeacher, Teacher
@@ -66,6 +74,7 @@ __all__ = [
     "Teacher",
     "TrainingInterrupted",
     "UDAMethod",
+    "WarmupMultiStep",
     "WarmupPoly",
     "check_num_classes",
     "collate_pairs",

@@ -1,6 +1,7 @@
 """Object detection: Faster R-CNN (torchvision) with per-box loss weights, the detection Task,
 adversarial alignment (DA-Faster / SADA), and reports."""
 
+from mic.core.optim import WarmupMultiStep  # its schedule, kept importable here
 from mic.datasets.detection.targets import check_target, make_target
 from mic.tasks.detection.adversarial import (
     DomainAdversarial,
@@ -11,7 +12,6 @@ from mic.tasks.detection.adversarial import (
 )
 from mic.tasks.detection.model import BOX_REGRESSION_PARTS, LOSS_PARTS, FasterRCNN
 from mic.tasks.detection.report import DetectionReport
-from mic.tasks.detection.schedule import WarmupMultiStep
 from mic.tasks.detection.task import DetectionMetrics, DetectionTask
 
 __all__ = [
