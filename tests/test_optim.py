@@ -75,3 +75,12 @@ def test_scheduler_scales_every_group_from_its_own_lr():
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 2**-0.75)
     assert opt.param_groups[1]["lr"] == pytest.approx(2**-0.75)
+
+
+def test_warmup_multistep_against_a_hand_computation():
+    from mic.core import WarmupMultiStep
+
+    f = WarmupMultiStep(steps=(10, 20), gamma=0.1, warmup_iters=4, warmup_factor=0.25)
+    assert f(0) == pytest.approx(0.25)
+    assert f(2) == pytest.approx(0.25 * 0.5 + 0.5)  # half way through the warm-up
+    assert [f(t) for t in (4, 9, 10, 19, 20)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
