@@ -225,6 +225,24 @@ def test_rare_class_sampling_statistics_are_cached_and_rare_classes_drawn(tmp_pa
     assert RareClassSampling(ds, min_pixels=5).sampled_classes == [0, 18]
 
 
+def test_rare_class_sampling_reads_a_sample_once_however_often_it_re_crops(tmp_path):
+    for i in range(2):
+        _image(tmp_path / "images" / f"{i:05d}.png")
+        lab = np.full((H, W), 7, np.uint8)
+        lab[:2, :2] = 33  # 4 bicycle pixels: few crops hold enough of them
+        _label(tmp_path / "labels" / f"{i:05d}.png", lab)
+    ds = GTA5(tmp_path, transform=SegmentationTransform(crop_size=(3, 3)))
+    rcs = RareClassSampling(ds, temperature=1.0, min_pixels=3, min_crop_ratio=1.0, cache=False)
+    loads, crops = [], []
+    load, transform = ds.load, ds.transform
+    ds.load = lambda i: loads.append(i) or load(i)
+    ds.transform = lambda *sample: crops.append(1) or transform(*sample)
+    torch.manual_seed(0)
+    for _ in range(5):
+        rcs[0]
+    assert len(loads) == 5 and len(crops) > 5  # re-crops, but one read per sample
+
+
 def test_street_scenes_are_reproducible_and_confusable():
     a = StreetScenes("target", "test", count=6)
     b = StreetScenes("target", "test", count=6)
