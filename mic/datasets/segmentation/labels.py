@@ -178,6 +178,11 @@ class LabelMap:
         return out.astype(np.uint8)
 
 
+def default_class_names(num_classes: int) -> list[str]:
+    """Cityscapes' names for 19 classes (the usual target), the class indices otherwise."""
+    return list(CITYSCAPES_CLASSES) if num_classes == 19 else [str(i) for i in range(num_classes)]
+
+
 def _ranges(ids: list[int]) -> str:
     if ids and ids == list(range(ids[0], ids[-1] + 1)):
         return f"{ids[0]}..{ids[-1]}"

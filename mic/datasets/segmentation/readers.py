@@ -35,6 +35,7 @@ from mic.datasets.segmentation.labels import (
     IGNORE_INDEX,
     SYNTHIA_IDS,
     LabelMap,
+    default_class_names,
 )
 from mic.datasets.segmentation.png import read_png
 
@@ -384,9 +385,7 @@ class SegmentationFolder(SegmentationDataset):
             return label_root / rel.parent / (p.stem + label_suffix)  # type: ignore[operator]
 
         if classes is None:
-            classes = (
-                CITYSCAPES_CLASSES if num_classes == 19 else [str(i) for i in range(num_classes)]
-            )
+            classes = default_class_names(num_classes)
         if len(classes) != num_classes:
             raise ConfigError(f"{len(classes)} class names given for num_classes={num_classes}")
         super().__init__(

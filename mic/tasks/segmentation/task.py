@@ -15,7 +15,11 @@ from torchmetrics import Metric
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from mic.core import ConfigError, DatasetError, PseudoLabels, Task, weighted_cross_entropy
-from mic.datasets.segmentation.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, PROTOCOLS
+from mic.datasets.segmentation.labels import (
+    CITYSCAPES_PALETTE,
+    PROTOCOLS,
+    default_class_names,
+)
 
 
 def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
@@ -173,10 +177,8 @@ class SegmentationTask(Task):
                 f"(top, bottom, left, right), got {list(pseudo_label_margins)}"
             )
         self.margins = margins
-        if classes is None:
-            classes = CITYSCAPES_CLASSES if self.num_classes == 19 else None
         self.classes = (
-            list(classes) if classes is not None else [str(i) for i in range(self.num_classes)]
+            list(classes) if classes is not None else default_class_names(self.num_classes)
         )
         if len(self.classes) != self.num_classes:
             raise ConfigError(f"{len(self.classes)} class names for {self.num_classes} classes")
