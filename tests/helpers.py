@@ -10,6 +10,17 @@ from torch.utils.data import DataLoader, TensorDataset
 from mic.tasks.classification import ClassificationTask, Classifier
 
 NUM_CLASSES = 3
+#: a default mic-train run cut to a few CPU seconds (the digits benchmark, 4 iterations)
+TINY_RUN = [
+    "iterations=4",
+    "adaptation_start=0",
+    "eval.interval=0",
+    "eval.adabn_batches=1",
+    "loader.source_batch_size=16",
+    "loader.target_batch_size=16",
+    "log.progress=false",
+    "device=cpu",
+]
 
 
 def tiny_model(num_classes: int = NUM_CLASSES, seed: int = 0) -> Classifier:

@@ -14,19 +14,9 @@ import torch
 from mic.core.distributed import check_batch_size
 from mic.experiment import load_config, run_experiment
 from mic.train import user_error
-from tests.helpers import class_folders, folder_overrides, write_png
+from tests.helpers import TINY_RUN, class_folders, folder_overrides, write_png
 
-TINY = [
-    "iterations=4",
-    "adaptation_start=0",
-    "eval.interval=0",
-    "eval.adabn_batches=1",
-    "loader.source_batch_size=16",
-    "loader.target_batch_size=16",
-    "log.progress=false",
-    "log.tensorboard=false",
-    "device=cpu",
-]
+TINY = [*TINY_RUN, "log.tensorboard=false"]
 DOCS = Path(__file__).parent.parent / "docs" / "errors.md"
 
 

@@ -5,19 +5,9 @@ import os
 import subprocess
 import sys
 
-from tests.helpers import class_folders, folder_overrides, user_error_of, write_png
+from tests.helpers import TINY_RUN, class_folders, folder_overrides, user_error_of, write_png
 
-TINY = [
-    "iterations=4",
-    "adaptation_start=0",
-    "eval.interval=0",
-    "eval.adabn_batches=1",
-    "loader.source_batch_size=16",
-    "loader.target_batch_size=16",
-    "log.interval=2",
-    "log.progress=false",
-    "device=cpu",
-]
+TINY = [*TINY_RUN, "log.interval=2"]
 
 
 def _cli(*args, cwd=None):
