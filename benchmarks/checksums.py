@@ -1,0 +1,115 @@
+"""Final-weight checksums of short seeded CPU runs: the proof that a refactor changed nothing.
+
+Each case is a ``mic-train`` config cut to a few dozen deterministic CPU iterations. The
+checksum is a SHA-256 over the student's, the teacher's and the method's state (every tensor's
+name, dtype, shape and bytes, in name order). Record them before a change that must not alter
+behaviour and check them after:
+
+    python -m benchmarks.checksums --record    # writes benchmarks/results/checksums.json
+    python -m benchmarks.checksums             # compares, exit status 1 on any difference
+    python -m benchmarks.checksums --only digits_mean_teacher_mic
+
+A change that is meant to alter the random draws (or anything else a run computes) records new
+checksums in the same commit and says so in its message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "checksums.json"
+
+COMMON = ["device=cpu", "deterministic=true", "log.progress=false", "eval.interval=0", "seed=3"]
+DIGITS = ["iterations=30", "adaptation_start=10", "loader.source_batch_size=16"]
+DIGITS += ["loader.target_batch_size=16", "eval.adabn_batches=0"]
+STREETS = ["experiment=streets", "iterations=16", "dataset.train_count=64"]
+STREETS += ["dataset.test_count=8", "loader.source_batch_size=4", "loader.target_batch_size=4"]
+STREETS += ["eval.adabn_batches=0", "scheduler.warmup_iters=4"]
+SHAPES = ["experiment=det_shapes", "iterations=16", "adaptation_start=6"]
+SHAPES += ["dataset.source.length=32", "dataset.target.length=32", "dataset.test.length=4"]
+SHAPES += ["eval.adabn_batches=0"]
+
+#: name -> overrides on top of COMMON
+CASES: dict[str, list[str]] = {
+    "digits_mean_teacher_mic": DIGITS,
+    "digits_sdat_mic": [*DIGITS, "method=sdat"],
+    "digits_dann_mic": [*DIGITS, "method=dann"],
+    "digits_mean_teacher_mic_accumulate2": [*DIGITS, "accumulate=2"],
+    "streets_dacs_mic": STREETS,
+    "streets_daformer_mic": [*STREETS, "method=daformer"],
+    "streets_dacs_mic_source_target": [*STREETS, "mic=segmentation_source_target"],
+    "det_shapes_sada_mic": SHAPES,
+    "det_shapes_mean_teacher_mic": [*SHAPES, "method=mean_teacher"],
+}
+
+
+def state_checksum(states: dict[str, dict]) -> str:
+    """SHA-256 over named state dicts: each tensor's key, dtype, shape and bytes."""
+    import torch
+
+    digest = hashlib.sha256()
+    for owner in sorted(states):
+        for key in sorted(states[owner]):
+            value = states[owner][key]
+            if not isinstance(value, torch.Tensor):
+                continue
+            t = value.detach().cpu().contiguous()
+            digest.update(f"{owner}.{key}:{t.dtype}:{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def run_case(name: str) -> str:
+    """Run one case (in this process) and return its checksum."""
+    from mic.experiment import build_experiment, load_config
+
+    cfg = load_config([*COMMON, *CASES[name]])
+    with contextlib.redirect_stdout(io.StringIO()):  # evaluation summaries and tables
+        exp = build_experiment(cfg, None)
+        exp.loop.run()
+    states = {"student": exp.student.state_dict(), "method": exp.method.state_dict()}
+    if exp.loop.teacher is not None:
+        states["teacher"] = exp.loop.teacher.model.state_dict()
+    return state_checksum(states)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--record", action="store_true", help="write the checksums file")
+    parser.add_argument("--only", nargs="*", default=None, help="cases to run (default: all)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    names = args.only or list(CASES)
+    recorded = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    found: dict[str, str] = {}
+    failed = []
+    for name in names:
+        t0 = time.perf_counter()
+        found[name] = run_case(name)
+        want = recorded.get(name)
+        status = "recorded" if args.record else ("same" if want == found[name] else "DIFFERS")
+        if not args.record and want != found[name]:
+            failed.append(name)
+        print(f"{name:36s} {found[name][:16]}  {status}  ({time.perf_counter() - t0:.1f} s)")
+    if args.record:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps({**recorded, **found}, indent=2, sort_keys=True) + "\n")
+        print(f"written: {RESULTS}")
+        return 0
+    if failed:
+        print(f"{len(failed)} of {len(names)} cases differ: {', '.join(failed)}")
+        return 1
+    print(f"all {len(names)} cases match {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
