@@ -80,7 +80,7 @@ def warmup(seed: int, steps: int, device: str, threads: int, extra: list[str], p
     import torch
     from hydra.utils import instantiate
 
-    from mic.core import evaluate, recalibrated_batchnorm
+    from mic import evaluate, recalibrated_batchnorm
     from mic.experiment import build_experiment, load_config, make_loader
 
     torch.set_num_threads(threads)

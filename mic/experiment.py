@@ -20,23 +20,30 @@ from torch.utils.data import DataLoader
 
 from mic.core import (
     AdaptationLoop,
-    Checkpointer,
     CheckpointError,
     ConfigError,
     DatasetError,
-    Evaluation,
-    MetricsLogger,
-    ProgressBar,
     Task,
     UDAMethod,
-    check_num_classes,
+)
+from mic.training import (
+    Checkpointer,
+    Evaluation,
+    MetricsLogger,
+    ProcessGroup,
+    ProcessInfo,
+    ProgressBar,
+    ResumableSampler,
+    SeededDataset,
+    init_distributed,
+    latest_checkpoint,
     load_checkpoint,
     lr_scheduler,
     param_groups,
+    per_process_batch_size,
+    process_info,
+    set_rng_state,
 )
-from mic.core.checkpoint import latest_checkpoint
-from mic.core.distributed import DistributedInfo, check_batch_size, info, init_distributed
-from mic.core.sampling import ResumableSampler, SeededDataset
 
 
 def load_config(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
@@ -53,7 +60,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str, group: DistributedInfo | None = None) -> torch.device:
+def resolve_device(name: str, group: ProcessInfo | None = None) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
@@ -72,7 +79,7 @@ def make_loader(
     workers: int,
     seed: int,
     name: str,
-    group: DistributedInfo | None = None,
+    group: ProcessInfo | None = None,
 ) -> DataLoader:
     """A loader that batches through the task.
 
@@ -81,7 +88,7 @@ def make_loader(
     batch (BatchNorm needs full batches); every sample's random transforms are seeded by its
     position (``SeededDataset``), so a resumed run loads exactly the same batches.
     """
-    group = group or DistributedInfo()
+    group = group or ProcessInfo()
     if train and len(dataset) // group.world_size < batch_size:
         raise DatasetError(
             f"the {name} dataset holds {len(dataset)} samples, fewer than one batch of "
@@ -140,13 +147,13 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
     task: Task = instantiate(cfg.task)
 
     data = {k: instantiate(cfg.dataset[k]) for k in ("source", "target", "test")}
-    check_num_classes(task.num_classes, data)
+    task.check_datasets(data)
     ld = cfg.loader
     workers = int(ld.num_workers)
     n = group.world_size
     source = make_loader(
         data["source"],
-        check_batch_size(int(ld.source_batch_size), n, "source"),
+        per_process_batch_size(int(ld.source_batch_size), n, "source"),
         task,
         True,
         workers,
@@ -154,7 +161,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         "source",
         group,
     )
-    target_batch = check_batch_size(int(ld.target_batch_size), n, "target")
+    target_batch = per_process_batch_size(int(ld.target_batch_size), n, "target")
     target = make_loader(
         data["target"], target_batch, task, True, workers, cfg.seed + 1, "target", group
     )
@@ -183,8 +190,8 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         no_weight_decay=list(cfg.no_weight_decay),
     )
     optimizer = instantiate(opt_cfg)(groups)
-    if cfg.method.get("sam"):  # a method trained with sharpness-aware minimisation (SDAT)
-        optimizer = instantiate(cfg.method.sam)(optimizer)
+    # a method with its own step, e.g. SDAT's sharpness-aware minimisation
+    step_strategy = instantiate(cfg.method.step) if cfg.method.get("step") else None
     scheduler = lr_scheduler(optimizer, instantiate(cfg.scheduler))
 
     hooks: list[Any] = [ProgressBar(int(cfg.log.interval), bool(cfg.log.progress))]
@@ -212,7 +219,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
             best_metric=f"eval/{first}/{task.primary_metric}",
         )
         hooks.append(checkpointer)
-    if info().is_main:  # images and tables are written once, by the process that evaluates
+    if process_info().is_main:  # images and tables are written once, by the process that evaluates
         hooks.extend(task.report_hooks(run_dir, test))
     loop = AdaptationLoop(
         task,
@@ -233,6 +240,8 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         accumulate=int(cfg.get("accumulate", 1)),
         nan_policy=str(cfg.get("nan_policy", "skip")),
         channels_last=bool(cfg.get("channels_last", False)),
+        step_strategy=step_strategy,
+        collective=ProcessGroup(device) if group.enabled else None,
     )
     resume_from = find_resume_checkpoint(cfg.get("resume"), run_dir)
     if resume_from is None and run_dir is not None and list(run_dir.glob("checkpoints/iter_*.pt")):
@@ -289,6 +298,15 @@ def resume(loop: AdaptationLoop, path: Path, checkpointer: Checkpointer | None =
             f"checkpoint '{path}' does not fit this experiment ({str(e).splitlines()[0]}); "
             "resume with the config the checkpoint was trained with"
         ) from e
+    rngs = state.get("rng")
+    if rngs:
+        rank = process_info().rank
+        if rank >= len(rngs):
+            raise CheckpointError(
+                f"the checkpoint holds the random states of {len(rngs)} processes, this is "
+                f"process {rank}: resume with the same number of processes"
+            )
+        set_rng_state(rngs[rank])
     if loop.step > loop.iterations:
         raise CheckpointError(
             f"checkpoint '{path}' is at iteration {loop.step}, past iterations={loop.iterations}"
@@ -335,7 +353,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 def run_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     """Build, train, and return (and, with a run folder, save) the summary."""
     exp = build_experiment(cfg, run_dir)
-    main = info().is_main
+    main = process_info().is_main
     if exp.run_dir is not None and main:
         config = exp.run_dir / ("config_resumed.yaml" if exp.resumed_from else "config.yaml")
         config.write_text(OmegaConf.to_yaml(cfg, resolve=True))

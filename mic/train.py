@@ -18,8 +18,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from mic.core import TrainingInterrupted
 from mic.core.errors import MicError
-from mic.core.loop import TrainingInterrupted
 from mic.experiment import format_summary, run_experiment
 
 
@@ -85,7 +85,7 @@ def _join_torchrun() -> None:
     the run folder of rank 0 (same time stamp) and only rank 0 writes Hydra's own files."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return
-    from mic.core.distributed import broadcast_object, init_distributed
+    from mic.training.distributed import broadcast_object, init_distributed
 
     # the config is not composed yet: a device=cpu on the command line spares each process a
     # CUDA context (either way the group reduces CPU and CUDA tensors)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from mic import ConfigError
 from mic.backbones import create_backbone
-from mic.core import ConfigError
 
 # small members of the families the tasks use (ResNet, ViT, MiT-like, our CNNs)
 NAMES = ["tiny_cnn", "small_cnn", "resnet18", "vit_tiny_patch16_224", "efficientnet_b0"]

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mic.core.distributed import check_batch_size
 from mic.experiment import load_config, run_experiment
 from mic.train import user_error
+from mic.training import per_process_batch_size
 from tests.helpers import TINY_RUN, class_folders, folder_overrides, write_png
 
 TINY = [*TINY_RUN, "log.tensorboard=false"]
@@ -98,7 +98,7 @@ CASES = [
         "config-fp16-sam",
         "fp16 with SDAT's SAM",
         lambda t, r: ["method=sdat", "precision=fp16"],
-        "cannot be combined with a SAM",
+        "cannot be combined with sharpness-aware minimisation",
     ),
     (
         "config-lr-mult",
@@ -313,7 +313,7 @@ def test_a_new_run_into_a_folder_that_holds_one(existing_run):
 def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch, existing_run):
     import shutil
 
-    import mic.core.checkpoint as ckpt
+    import mic.training.checkpoint as ckpt
 
     run = tmp_path / "run"
     shutil.copytree(existing_run, run)
@@ -333,7 +333,7 @@ def test_global_batch_that_does_not_divide_among_processes():
     from mic.core import ConfigError
 
     with pytest.raises(ConfigError, match="does not divide among 3 processes"):
-        check_batch_size(16, 3, "source")
+        per_process_batch_size(16, 3, "source")
 
 
 def test_every_case_is_documented():

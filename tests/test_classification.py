@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mic.core import DatasetError
+from mic import DatasetError
 from mic.tasks.classification import ClassificationTask, Classifier
 
 

@@ -8,34 +8,34 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from mic.core import SAM, AdaptationLoop, ConfigError, EMATeacher
+from mic import AdaptationLoop, ConfigError, EMATeacher
+from mic.core import IterationContext
 from mic.experiment import build_method, load_config
 from mic.tasks.classification import (
     ConditionalDomainAdversarial,
     DomainAdversarial,
+    GradientReversalRamp,
     JointSourceSupervision,
     MinimumClassConfusion,
     MultilinearMap,
     RandomizedMultilinearMap,
-    WarmStartCoefficient,
+    SharpnessAwareMinimization,
     entropy_weights,
     minimum_class_confusion,
     reverse_gradient,
 )
-from mic.tasks.classification.alignment import JOINT, JointOutputs
+from mic.tasks.classification.alignment import JointOutputs, joint_forward
 
 from .helpers import NUM_CLASSES, tiny_loaders, tiny_model
 
 
-class Ctx:
-    """The parts of an IterationContext that the alignment terms read."""
+class Ctx(IterationContext):
+    """An IterationContext whose joint forward pass gave ``outputs``."""
 
     def __init__(self, outputs=None, step=0, adaptation_start=0, student=None, task=None):
-        self.shared = {} if outputs is None else {JOINT: outputs}
-        self.step, self.adaptation_start = step, adaptation_start
-        self.adapting = step >= adaptation_start
-        self.student, self.task = student, task
-        self.sam_pass = None
+        super().__init__(step, task, student, None, None, adaptation_start=adaptation_start)
+        if outputs is not None:
+            self._shared[joint_forward] = outputs
 
 
 def _outputs(b=4, f=5, c=3, seed=0, grad=True):
@@ -56,13 +56,13 @@ def test_gradient_reversal_is_identity_forward_and_minus_coefficient_backward(co
 
 
 def test_warm_start_coefficient_schedule():
-    c = WarmStartCoefficient()  # published: alpha 1, max_iters 1000
+    c = GradientReversalRamp()  # published: alpha 1, max_iters 1000
     assert c(0) == 0.0
     assert c(1000) == pytest.approx(2 / (1 + math.exp(-1)) - 1)
     assert c(10**6) == pytest.approx(1.0)
-    ganin = WarmStartCoefficient(alpha=10, max_iters=100)
+    ganin = GradientReversalRamp(alpha=10, max_iters=100)
     assert ganin(50) == pytest.approx(2 / (1 + math.exp(-5)) - 1)
-    scaled = WarmStartCoefficient(alpha=10, max_iters=100, lo=0.1, hi=0.5)
+    scaled = GradientReversalRamp(alpha=10, max_iters=100, lo=0.1, hi=0.5)
     assert scaled(0) == pytest.approx(0.1)
     assert scaled(10**6) == pytest.approx(0.5)
     assert [c(i) for i in (1, 10, 100)] == sorted(c(i) for i in (1, 10, 100))
@@ -209,13 +209,13 @@ def test_joint_source_supervision_uses_one_forward_once_adapting():
     ctx = Ctx(student=model, task=task, step=0, adaptation_start=1)
     ctx.source_images, ctx.source_targets, ctx.target_images = xs, ys, xt
     torch.testing.assert_close(term(ctx), F.cross_entropy(model(xs), ys))
-    assert JOINT not in ctx.shared  # before adaptation: the source alone
+    assert joint_forward not in ctx._shared  # before adaptation: the source alone
     ctx.adapting = True
     loss = term(ctx)
-    out = ctx.shared[JOINT]
+    out = joint_forward(ctx)
     assert out.target_logits.shape == (len(xt), NUM_CLASSES)
     torch.testing.assert_close(loss, F.cross_entropy(out.source_logits, ys))
-    assert ctx.shared[JOINT] is out  # later terms reuse it
+    assert ctx._shared[joint_forward] is out  # computed once, later terms reuse it
 
 
 # ------------------------------------------------------- every method through the loop
@@ -244,11 +244,20 @@ def test_every_method_with_and_without_mic_runs_loop_steps(name, mic):
     teacher = EMATeacher(student, alpha=0.9) if method.uses_pseudo_labels else None
     params = list(student.parameters()) + list(method.parameters())
     optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9)
-    if cfg.method.get("sam"):
-        optimizer = instantiate(cfg.method.sam)(optimizer)
-        assert isinstance(optimizer, SAM) and optimizer.rho == 0.02
+    strategy = instantiate(cfg.method.step) if cfg.method.get("step") else None
+    if strategy is not None:
+        assert isinstance(strategy, SharpnessAwareMinimization) and strategy.rho == 0.02
     loop = AdaptationLoop(
-        task, student, method, optimizer, source, target, 3, teacher=teacher, adaptation_start=1
+        task,
+        student,
+        method,
+        optimizer,
+        source,
+        target,
+        3,
+        teacher=teacher,
+        adaptation_start=1,
+        step_strategy=strategy,
     )
     before = [p.clone() for p in loop.student.parameters()]
     seen = []
@@ -266,7 +275,7 @@ def test_every_method_with_and_without_mic_runs_loop_steps(name, mic):
 
 
 def test_a_model_without_features_is_a_clear_config_error():
-    from mic.core.terms import require_features
+    from mic.tasks.common import require_features
 
     require_features(tiny_model(), "DANN")  # Classifier: forward(x, return_features=...)
     plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(NUM_CLASSES))

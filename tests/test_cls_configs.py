@@ -10,13 +10,14 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mic.core import SAM, param_groups
+from mic import param_groups
 from mic.experiment import build_method, load_config
 from mic.tasks.classification import (
     Classifier,
     ConditionalDomainAdversarial,
     JointSourceSupervision,
     MinimumClassConfusion,
+    SharpnessAwareMinimization,
 )
 
 COMMON = {
@@ -28,7 +29,7 @@ COMMON = {
     "optimizer.momentum": 0.9,
     "optimizer.nesterov": True,
     "optimizer.weight_decay": 0.001,
-    "scheduler._target_": "mic.core.InverseDecay",
+    "scheduler._target_": "mic.InverseDecay",
     "scheduler.gamma": 0.001,
     "scheduler.power": 0.75,
     "lr_mult": {"model.backbone": 0.1},
@@ -36,8 +37,8 @@ COMMON = {
     "model.bottleneck_dim": 256,
     "model.pretrained": True,
     "adaptation_start": 0,
-    "method.sam.rho": 0.02,
-    "method.sam.adaptive": False,
+    "method.step.rho": 0.02,
+    "method.step.adaptive": False,
     "method.terms.cdan.entropy_conditioning": False,
     "method.terms.cdan.randomized": False,
     "method.terms.cdan.hidden_dim": 1024,
@@ -78,7 +79,7 @@ PUBLISHED = {
         "loader.target_batch_size": 32,
         "method.terms.mcc.temperature": 2.0,
         "method.terms.mic.weighting": "prob",
-        "method.terms.mic.second_pass_weighting": "none",
+        "method.step.second_pass_weighting": "none",
         "dataset.name": "visda2017",
         "dataset.train_crop": "center",  # --train-resizing cen.crop
         "dataset.num_classes": 12,
@@ -93,7 +94,7 @@ PUBLISHED = {
         "loader.target_batch_size": 32,
         "method.terms.mcc.temperature": 3.0,
         "method.terms.mic.weighting": "none",
-        "method.terms.mic.second_pass_weighting": None,
+        "method.step.second_pass_weighting": None,
         "dataset.name": "visda2017",
         "dataset.train_crop": "center",
         "dataset.num_classes": 12,
@@ -108,7 +109,7 @@ PUBLISHED = {
         "loader.target_batch_size": 24,
         "method.terms.mcc.temperature": 2.0,
         "method.terms.mic.weighting": "prob",
-        "method.terms.mic.second_pass_weighting": "none",
+        "method.step.second_pass_weighting": "none",
         "dataset.name": "officehome",
         "dataset.train_crop": "random_resized",  # --train-resizing default
         "dataset.num_classes": 65,
@@ -132,14 +133,16 @@ def test_experiment_resolves_to_the_published_values(experiment):
 
 
 @pytest.mark.parametrize("experiment", list(PUBLISHED))
-def test_experiment_builds_sdat_with_sam_around_sgd_and_the_backbone_at_a_tenth(experiment):
+def test_experiment_builds_sdat_with_sam_and_sgd_and_the_backbone_at_a_tenth(experiment):
     cfg, _ = _resolved(experiment)
     method = build_method(cfg)
     terms = dict(method.terms.items())
     assert isinstance(terms["source"], JointSourceSupervision)
     assert isinstance(terms["cdan"], ConditionalDomainAdversarial)
     assert terms["cdan"].discriminator.in_features == 256 * cfg.dataset.num_classes
-    assert not terms["cdan"].sam_first_pass and terms["mic"].sam_first_pass
+    step = instantiate(cfg.method.step)
+    assert isinstance(step, SharpnessAwareMinimization) and step.rho == 0.02
+    assert step.first_pass_skips == ("cdan",)  # the perturbation follows the other losses
     assert isinstance(terms["mcc"], MinimumClassConfusion)
     model = Classifier("tiny_cnn", cfg.dataset.num_classes, bottleneck_dim=256)
     groups = param_groups(
@@ -148,9 +151,8 @@ def test_experiment_builds_sdat_with_sam_around_sgd_and_the_backbone_at_a_tenth(
         lr_mult=OmegaConf.to_container(cfg.lr_mult),
         weight_decay=cfg.optimizer.weight_decay,
     )
-    optimizer = instantiate(cfg.method.sam)(instantiate(cfg.optimizer)(groups))
-    assert isinstance(optimizer, SAM) and optimizer.rho == 0.02
-    assert isinstance(optimizer.base, torch.optim.SGD)
+    optimizer = instantiate(cfg.optimizer)(groups)
+    assert isinstance(optimizer, torch.optim.SGD)
     lrs = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
     assert lrs[id(next(model.backbone.parameters()))] == pytest.approx(0.0002)
     assert lrs[id(model.head.weight)] == pytest.approx(0.002)

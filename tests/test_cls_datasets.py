@@ -7,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from mic.core import DatasetError
+from mic import DatasetError
 from mic.datasets import (
     ImageList,
     Office31,

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from mic.core import DatasetError, check_num_classes
+from mic import DatasetError, check_num_classes
 from mic.datasets import DigitsDomain, ImageFolder, UnlabeledImageFolder, classification_transform
 from tests.helpers import write_png
 

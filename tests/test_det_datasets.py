@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import ToTensor
 
-from mic.core import DatasetError
+from mic import DatasetError
 from mic.datasets import UnlabeledImageFolder
 from mic.datasets.detection import (
     CityscapesDetection,

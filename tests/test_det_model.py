@@ -4,7 +4,7 @@ targets, captured features, 0-based classes, and gradient reversal."""
 import pytest
 import torch
 
-from mic.core import ConfigError
+from mic import ConfigError
 from mic.tasks.detection import (
     BOX_REGRESSION_PARTS,
     LOSS_PARTS,

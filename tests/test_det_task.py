@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mic
-from mic.core import DatasetError, PseudoLabels
+from mic import DatasetError, PseudoLabels
 from mic.datasets.detection import ShapesDetection
 from mic.tasks.detection import BOX_REGRESSION_PARTS, make_target
 from mic.tasks.detection.model import IMAGENET_MEAN

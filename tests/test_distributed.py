@@ -91,7 +91,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
 def _reduce_worker(rank: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
 
-    from mic.core.distributed import all_reduce_gradients
+    from mic.training.distributed import all_reduce_gradients
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     both, first_only, neither = (nn.Parameter(torch.zeros(3)) for _ in range(3))

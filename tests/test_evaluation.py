@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from mic.core import (
+from mic import (
     CheckpointError,
     evaluate,
     load_checkpoint,

@@ -4,15 +4,15 @@ from typing import ClassVar
 import pytest
 import torch
 
-from mic.core import (
+from mic import (
     AdaptationLoop,
     BlockMasker,
     Checkpointer,
     ConfigError,
     DatasetError,
     EMATeacher,
+    EndlessLoader,
     Evaluation,
-    Forever,
     MaskedImageConsistency,
     MetricsLogger,
     StrongAugmentation,
@@ -20,7 +20,6 @@ from mic.core import (
     mean_teacher,
     source_only,
 )
-from mic.core.loop import IterationContext
 
 from .helpers import tiny_loaders, tiny_model
 
@@ -84,7 +83,7 @@ def test_backward_per_branch_accumulates_the_gradient_of_the_sum():
 
     ref, _ = make_loop(mean_teacher(StrongAugmentation()).with_terms(mic=_mic()), lr=0.0)
     ref.teacher.update(ref.student, 0)
-    ctx = IterationContext(ref, 0, next(ref.source), next(ref.target))
+    ctx = ref.context(0)
     total = sum(term(ctx) for _, term in ref.method)
     total.backward()
     for a, p in zip(per_branch, ref.student.parameters()):
@@ -153,11 +152,11 @@ def test_forever_cycles_epochs_and_reports_empty_loaders():
         def __iter__(self):
             return iter([1, 2])
 
-    it = Forever(Loader(), "source")
+    it = EndlessLoader(Loader(), "source")
     assert [next(it) for _ in range(5)] == [1, 2, 1, 2, 1]
     assert Loader.sampler.epochs == [0, 1, 2]
     with pytest.raises(DatasetError, match="target loader yields no batch"):
-        next(Forever([], "target"))
+        next(EndlessLoader([], "target"))
 
 
 def test_state_dict_round_trip_continues_identically():

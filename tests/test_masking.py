@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from mic.core import BlockMasker, ConfigError, StrongAugmentation
-from mic.core.augment import blur_kernel_size
+from mic import BlockMasker, ConfigError, StrongAugmentation
+from mic.augmentation import blur_kernel_size
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -110,7 +110,7 @@ def test_jitter_factors_stay_within_strength():
 def test_blur_equals_kornia_with_one_sigma_per_image(shape, k):
     from kornia.filters import gaussian_blur2d
 
-    from mic.core.augment import gaussian_blur
+    from mic.augmentation import gaussian_blur
 
     x = torch.rand(shape, dtype=torch.float64)
     sigma = torch.linspace(0.15, 1.15, shape[0], dtype=torch.float64)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mic.core import BlockMasker, MaskedImageConsistency, PseudoLabels
+from mic import BlockMasker, MaskedImageConsistency, PseudoLabels
 from mic.tasks.classification import ClassificationTask
 
 from .helpers import tiny_model
@@ -65,7 +65,7 @@ def test_mic_gradient_flows_to_the_student_only_through_the_masked_view():
 
 
 def test_weighted_cross_entropy_matches_torch_for_unit_weights():
-    from mic.core import weighted_cross_entropy
+    from mic.functional import weighted_cross_entropy
 
     logits, targets = torch.randn(5, 4), torch.tensor([0, 3, 1, 1, 2])
     torch.testing.assert_close(

@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from mic.core import ConfigError, InverseDecay, WarmupPoly, lr_scheduler, param_groups
+from mic import ConfigError
+from mic.training import InverseDecay, WarmupPoly, lr_scheduler, param_groups
 
 from .helpers import tiny_model
 
@@ -78,7 +79,7 @@ def test_scheduler_scales_every_group_from_its_own_lr():
 
 
 def test_warmup_multistep_against_a_hand_computation():
-    from mic.core import WarmupMultiStep
+    from mic.training import WarmupMultiStep
 
     f = WarmupMultiStep(steps=(10, 20), gamma=0.1, warmup_iters=4, warmup_factor=0.25)
     assert f(0) == pytest.approx(0.25)

@@ -6,9 +6,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mic.core import Forever
-from mic.core.rng import rng_state, set_rng_state
-from mic.core.sampling import ResumableSampler
+from mic import EndlessLoader
+from mic.training import ResumableSampler, rng_state, set_rng_state
 
 
 def _loader(sampler=None, shuffle=False):
@@ -27,23 +26,23 @@ def _take(it, n):
 
 
 def test_forever_resumes_at_the_same_batch_with_a_resumable_sampler():
-    a = Forever(_loader(ResumableSampler(10, seed=1)))
+    a = EndlessLoader(_loader(ResumableSampler(10, seed=1)))
     first = _take(a, 5)  # 3 batches per epoch: ends inside the second epoch
     state = a.state_dict()
     assert state == {"epoch": 1, "batches": 2}
     rest = _take(a, 4)
-    b = Forever(_loader(ResumableSampler(10, seed=1)))
+    b = EndlessLoader(_loader(ResumableSampler(10, seed=1)))
     b.load_state_dict(state)
     assert _take(b, 4) == rest
     assert first[:2] != first[3:5]  # each epoch is reshuffled
 
 
 def test_forever_resumes_with_a_plain_shuffling_loader_by_replaying():
-    a = Forever(_loader(shuffle=True))
+    a = EndlessLoader(_loader(shuffle=True))
     _take(a, 4)
     state = a.state_dict()
     rest = _take(a, 5)
-    b = Forever(_loader(shuffle=True))
+    b = EndlessLoader(_loader(shuffle=True))
     b.load_state_dict(state)
     assert _take(b, 5) == rest
 
@@ -79,7 +78,7 @@ class _Noisy:
 
 
 def test_seeded_dataset_makes_random_transforms_a_function_of_the_position():
-    from mic.core.sampling import SeededDataset
+    from mic.training import SeededDataset
 
     def batches(workers):
         sampler = ResumableSampler(8, seed=5, with_seeds=True)
@@ -101,7 +100,7 @@ def test_seeded_dataset_makes_random_transforms_a_function_of_the_position():
 
 
 def test_latest_checkpoint_skips_truncated_and_foreign_files(tmp_path):
-    from mic.core import latest_checkpoint, save_checkpoint
+    from mic.training import latest_checkpoint, save_checkpoint
 
     state = {"step": 1, "w": torch.randn(64, 64)}
     good = save_checkpoint(state, tmp_path / "iter_00000001.pt")

@@ -1,13 +1,13 @@
 """Sharpness-aware minimisation in the generic loop: SAM against a hand-written two-pass update,
 which terms take part in the first pass, the same random draws in both passes, and terms that
-share one forward pass (backward groups)."""
+share one forward pass (``SharedForward``)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mic.core import (
+from mic import (
     SAM,
     AdaptationLoop,
     BlockMasker,
@@ -16,10 +16,12 @@ from mic.core import (
     InverseDecay,
     LossTerm,
     MaskedImageConsistency,
+    SharedForward,
     SourceSupervision,
     UDAMethod,
     lr_scheduler,
 )
+from mic.tasks.classification import SharpnessAwareMinimization
 
 from .helpers import NUM_CLASSES, tiny_loaders
 
@@ -128,9 +130,7 @@ class Linear(nn.Module):
 
 
 class Critic(LossTerm):
-    """A term that owns a parameter and is left out of SAM's first pass (like an adversary)."""
-
-    sam_first_pass = False
+    """A term that owns a parameter (left out of SAM's first pass, like an adversary)."""
 
     def __init__(self):
         super().__init__()
@@ -147,7 +147,8 @@ def test_loop_with_sam_equals_hand_written_two_passes_and_skips_terms_in_the_fir
     method = UDAMethod({"source": SourceSupervision(), "critic": critic})
     params = [*student.parameters(), critic.v]
     w = [p.detach().clone().requires_grad_() for p in params]
-    loop = AdaptationLoop(task, student, method, SAM(_sgd(params), RHO), source, target, 2)
+    sam = SharpnessAwareMinimization(RHO, first_pass_skips=["critic"])
+    loop = AdaptationLoop(task, student, method, _sgd(params), source, target, 2, step_strategy=sam)
     losses = loop.train_step()
     assert set(losses) == {"source", "critic"}
 
@@ -178,61 +179,101 @@ class CountingMasker(BlockMasker):
         return out
 
 
-def test_mic_sees_one_masked_image_per_iteration_and_its_second_pass_weighting():
+def test_mic_sees_the_same_masked_image_in_both_passes_and_its_second_pass_weighting():
     task, source, target, _ = tiny_loaders()
     student = Linear()
     masker = CountingMasker()
-    mic = MaskedImageConsistency(masker, weighting="prob", second_pass_weighting="none")
+    mic = MaskedImageConsistency(masker, weighting="prob")
     method = UDAMethod({"source": SourceSupervision(), "mic": mic})
     weights = []
     original = task.loss
     task.loss = lambda m, x, y, w=None: weights.append(w) or original(m, x, y, w)
-    opt = SAM(torch.optim.SGD(student.parameters(), lr=0.1), RHO)
+    sam = SharpnessAwareMinimization(RHO, second_pass_weighting="none")
     loop = AdaptationLoop(
-        task, student, method, opt, source, target, 2, teacher=EMATeacher(student, 0.9)
+        task,
+        student,
+        method,
+        torch.optim.SGD(student.parameters(), lr=0.1),
+        source,
+        target,
+        2,
+        teacher=EMATeacher(student, 0.9),
+        step_strategy=sam,
     )
     loop.train_step()
-    assert len(masker.outputs) == 1  # drawn once, used in both passes
+    first, second = masker.outputs
+    torch.testing.assert_close(first, second)  # the same draws in both passes
     mic_weights = [w for w in weights if w is not None]
     assert len(mic_weights) == 2
-    first, second = mic_weights
-    assert (first < 1).all()  # the teacher's confidence
-    torch.testing.assert_close(second, torch.ones_like(second))
+    assert (mic_weights[0] < 1).all()  # the teacher's confidence
+    torch.testing.assert_close(mic_weights[1], torch.ones_like(mic_weights[1]))
+    assert mic.weighting.mode == "prob"  # the term's own weighting is back
     loop.step = 1
     loop.train_step()
-    assert len(masker.outputs) == 2
+    assert len(masker.outputs) == 4
+    assert not torch.equal(masker.outputs[2], first)  # a new draw in the next iteration
 
 
-# -------------------------------------------------------------------- backward groups
-class SharedForward(LossTerm):
-    """Terms that read one forward pass of the student, stored in ctx.shared."""
+def test_sam_refuses_fp16_and_names_it_cannot_skip():
+    task, source, target, _ = tiny_loaders()
+    student = Linear()
+    method = UDAMethod({"source": SourceSupervision()})
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    with pytest.raises(ConfigError, match="fp16"):
+        AdaptationLoop(
+            task, student, method, opt, source, target, 1, precision="fp16",
+            step_strategy=SharpnessAwareMinimization(RHO),
+        )  # fmt: skip
+    with pytest.raises(ConfigError, match="cdan"):
+        AdaptationLoop(
+            task, student, method, opt, source, target, 1,
+            step_strategy=SharpnessAwareMinimization(RHO, first_pass_skips=["cdan"]),
+        )  # fmt: skip
 
-    backward_group = "shared"
+
+# ------------------------------------------------------------------- shared forward passes
+FORWARDS = []
+
+
+@SharedForward
+def target_forward(ctx):
+    FORWARDS.append(ctx.step)
+    return ctx.student(ctx.target_images)
+
+
+class ReadsTargetForward(LossTerm):
+    """A term that reads the shared forward pass of the student on the target."""
+
+    shared_forward = target_forward
 
     def __init__(self, scale):
         super().__init__()
         self.scale = scale
 
     def forward(self, ctx):
-        if "out" not in ctx.shared:
-            ctx.shared["out"] = ctx.student(ctx.target_images)
-            ctx.shared["forwards"] = ctx.shared.get("forwards", 0) + 1
-        return self.scale * ctx.shared["out"].pow(2).mean()
+        return self.scale * target_forward(ctx).pow(2).mean()
 
 
-def test_terms_of_a_backward_group_share_one_forward_and_backward():
+def test_terms_of_a_shared_forward_run_together_with_one_forward_and_one_backward():
     task, source, target, xs, ys, xt = fixed_batches()
     student = Linear()
-    method = UDAMethod(
-        {"a": SharedForward(1.0), "source": SourceSupervision(), "b": SharedForward(2.0)}
-    )
+    order = []
+    a, b = ReadsTargetForward(1.0), ReadsTargetForward(2.0)
+    for name, term in (("a", a), ("b", b)):
+        term.register_forward_hook(lambda *_, name=name: order.append(name))
+    source_term = SourceSupervision()
+    source_term.register_forward_hook(lambda *_: order.append("source"))
+    method = UDAMethod({"a": a, "source": source_term, "b": b})
     loop = AdaptationLoop(
         task, student, method, torch.optim.SGD(student.parameters(), 0.0), source, target, 1
     )
+    FORWARDS.clear()
     losses = loop.train_step()  # would fail on a second backward through the shared graph
     assert set(losses) == {"a", "source", "b"}
+    assert FORWARDS == [0]  # one forward pass for both terms
+    assert order == ["a", "b", "source"]  # b runs with a, at a's place
     grads = [p.grad.clone() for p in student.parameters()]
     student.zero_grad()
     (F.cross_entropy(student(xs), ys) + 3.0 * student(xt).pow(2).mean()).backward()
-    for a, p in zip(grads, student.parameters()):
-        torch.testing.assert_close(a, p.grad)
+    for g, p in zip(grads, student.parameters()):
+        torch.testing.assert_close(g, p.grad)

@@ -74,7 +74,7 @@ def test_published_hyperparameters(experiment, dataset, images, margins, protoco
     assert c["method"]["name"] == "daformer" and c["dataset"]["source"]["enabled"] is True
     rcs = c["dataset"]["source"]
     assert (rcs["temperature"], rcs["min_pixels"], rcs["min_crop_ratio"]) == (0.01, 3000, 0.5)
-    fd = terms["source"]["feature_distance"]
+    fd = terms["feature_distance"]
     assert (fd["weight"], fd["classes"], fd["min_ratio"]) == (0.005, THINGS, 0.75)
     mix = terms["mix"]
     assert (mix["weighting"], mix["tau"]) == ("quality", 0.968)

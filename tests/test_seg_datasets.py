@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mic.core import ConfigError, DatasetError
+from mic import ConfigError, DatasetError
 from mic.datasets import UnlabeledImageFolder
 from mic.datasets.segmentation import (
     ACDC,

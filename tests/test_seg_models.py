@@ -4,7 +4,7 @@ published optimiser groups."""
 import pytest
 import torch
 
-from mic.core import ConfigError, param_groups
+from mic import ConfigError, param_groups
 from mic.tasks.segmentation import DAFormer, DeepLabV2, SmallUNet, SmpModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")

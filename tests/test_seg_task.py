@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mic.core import ConfigError, DatasetError, PseudoLabelWeighting
+from mic import ConfigError, DatasetError, PseudoLabelWeighting
 from mic.tasks.segmentation import SegmentationMetrics, SegmentationTask
 
 pytestmark = pytest.mark.usefixtures("one_thread")

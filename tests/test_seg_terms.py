@@ -5,16 +5,23 @@ import torch
 from torch.utils.data import DataLoader
 
 import mic
-from mic.core import AdaptationLoop, EMATeacher, StrongAugmentation, UDAMethod
-from mic.core.loop import IterationContext
+from mic import (
+    AdaptationLoop,
+    EMATeacher,
+    IterationContext,
+    MaskedImageConsistency,
+    PseudoLabels,
+    StrongAugmentation,
+    UDAMethod,
+)
 from mic.datasets.segmentation import StreetScenes
 from mic.tasks.segmentation import (
     ClassMix,
     FeatureDistance,
     SegmentationMIC,
     SegmentationTask,
+    SharedSourceSupervision,
     SmallUNet,
-    SourceWithFeatureDistance,
     class_mix_masks,
     majority_labels,
 )
@@ -41,14 +48,8 @@ def test_class_mix_pastes_half_of_each_images_classes_rounded_up():
     assert batch.shape == labels.shape
 
 
-def _context(task, source, target, labels, teacher_logits):
-    class Loop:
-        pass
-
-    loop = Loop()
-    loop.task, loop.student, loop.generator, loop.adaptation_start = task, None, None, 0
-    loop.teacher = None
-    ctx = IterationContext(loop, 0, (source, labels), target)
+def _context(task, source, target, labels, teacher_logits, student=None, generator=None):
+    ctx = IterationContext(0, task, student, (source, labels), target, generator=generator)
     probs = torch.softmax(teacher_logits, 1)
     ctx._pseudo = task.pseudo_label(probs)
     return ctx
@@ -83,9 +84,12 @@ def test_majority_labels_and_feature_distance_masks_thing_cells():
     images = torch.randn(1, 3, 8, 8)
     labels = labels.repeat_interleave(2, 1).repeat_interleave(2, 2)  # 2 x 2 features of 8 x 8
     features = student.forward_features(images)[-1].detach()
-    assert float(fd(student, images, features, labels, 8)) == 0.0  # unchanged from the copy
-    assert float(fd(student, images, features + 1, labels, 8)) > 0
-    assert float(FeatureDistance(classes=[6])(student, images, features + 1, labels, 8)) == 0.0
+    assert float(fd.distance(student, images, features, labels, 8)) == 0.0  # as the copy
+    assert float(fd.distance(student, images, features + 1, labels, 8)) > 0
+    assert (
+        float(FeatureDistance(classes=[6]).distance(student, images, features + 1, labels, 8))
+        == 0.0
+    )
     # the frozen copy travels with the state dict
     state = fd.state_dict()
     other = FeatureDistance(weight=1.0, classes=[5])
@@ -93,7 +97,7 @@ def test_majority_labels_and_feature_distance_masks_thing_cells():
     with torch.no_grad():
         for p in student.parameters():
             p.add_(1.0)
-    assert float(other(student, images, features, labels, 8)) == 0.0
+    assert float(other.distance(student, images, features, labels, 8)) == 0.0
 
 
 def test_source_and_target_masking_weights_the_source_image_one():
@@ -121,6 +125,51 @@ def test_source_and_target_masking_weights_the_source_image_one():
     assert torch.isclose(loss, torch.log(torch.tensor(3.0)) / 2)  # only the source half counts
 
 
+class Spy(torch.nn.Module):
+    """A model that records the images it sees and predicts 3 classes from them."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 1)
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x)
+        return self.conv(x)
+
+
+def test_segmentation_mic_is_the_core_consistency_loss_in_both_modes():
+    task = SegmentationTask(3, pseudo_label_margins=(1, 0, 0, 0))
+    g = torch.Generator().manual_seed(0)
+    source, target = torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 3, 8, 8, generator=g)
+    labels = torch.randint(0, 3, (2, 8, 8), generator=g)
+    teacher = 4 * torch.randn(2, 3, 8, 8, generator=g)
+    aug = StrongAugmentation(mean=[0.5] * 3, std=[0.25] * 3)
+    student = Spy()
+
+    def run(term, seed=1):
+        ctx = _context(task, source, target, labels, teacher, student, torch.Generator())
+        ctx.generator.manual_seed(seed)
+        return term(ctx), ctx
+
+    # the target mode is MaskedImageConsistency itself
+    masker = mic.BlockMasker(2, 0.7, aug)
+    seg, _ = run(SegmentationMIC(masker, images="target"))
+    core, _ = run(MaskedImageConsistency(masker))
+    assert torch.equal(seg, core) and torch.equal(student.seen[0], student.seen[1])
+    # the source + target mode builds its inputs and calls ConsistencyLoss.loss
+    term = SegmentationMIC(masker, images="source+target", weight=0.5)
+    seg, ctx = run(term)
+    pseudo = ctx.pseudo_labels
+    q = term.weighting(pseudo)
+    images = torch.cat([source[:1], target[:1]])
+    both = PseudoLabels(torch.cat([labels[:1], pseudo.labels[:1]]), torch.ones(2, 8, 8))
+    weights = torch.cat([torch.ones_like(q[:1]), q[:1]])
+    g = torch.Generator().manual_seed(1)
+    assert torch.equal(seg, term.loss(student, task, images, both, g, weights))
+    assert (weights[1, 0] == 0).all() and (weights[0] == 1).all()  # the target's top margin
+
+
 def _streets_loop(method, iterations=2):
     task = SegmentationTask(8, classes=StreetScenes.classes)
     src = StreetScenes("source", "train", count=8, size=32)
@@ -142,9 +191,10 @@ def test_daformer_with_mic_trains_in_the_generic_loop_and_resumes():
     aug = StrongAugmentation(mean=StreetScenes.mean, std=StreetScenes.std)
     method = UDAMethod(
         {
-            "source": SourceWithFeatureDistance(FeatureDistance(classes=[5, 6, 7])),
+            "source": SharedSourceSupervision(),
             "mix": ClassMix(aug),
             "mic": SegmentationMIC(mic.BlockMasker(8, 0.7, aug)),
+            "feature_distance": FeatureDistance(classes=[5, 6, 7]),
         }
     )
     loop = _streets_loop(method)
@@ -156,14 +206,12 @@ def test_daformer_with_mic_trains_in_the_generic_loop_and_resumes():
     assert any(not torch.equal(a, b) for a, b in zip(before, loop.student.parameters()))
     state = loop.state_dict()
     assert any(k.endswith("_extra_state") for k in state["method"])
-    again = _streets_loop(
-        UDAMethod({"source": SourceWithFeatureDistance(FeatureDistance(classes=[5, 6, 7]))})
-    )
+    again = _streets_loop(UDAMethod({"feature_distance": FeatureDistance(classes=[5, 6, 7])}))
     again.method.load_state_dict(
-        {k: v for k, v in state["method"].items() if k.startswith("terms.source")}
+        {k: v for k, v in state["method"].items() if k.startswith("terms.feature_distance")}
     )
-    frozen = again.method.terms["source"].feature_distance.initial_encoder(again.student)
-    original = loop.method.terms["source"].feature_distance.initial_encoder(loop.student)
+    frozen = again.method.terms["feature_distance"].initial_encoder(again.student)
+    original = loop.method.terms["feature_distance"].initial_encoder(loop.student)
     assert all(
         torch.equal(a, b)
         for a, b in zip(frozen.state_dict().values(), original.state_dict().values())

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from mic.core import ConfigError, EMATeacher
+from mic import ConfigError, EMATeacher
 
 from .helpers import tiny_model
 

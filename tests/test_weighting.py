@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mic.core import ConfigError, PseudoLabels, PseudoLabelWeighting
+from mic import ConfigError, PseudoLabels, PseudoLabelWeighting
 
 
 def _pseudo(conf, valid=None):

@@ -10,97 +10,78 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
-from mic.core.data import Forever, move_to, split_sample
-from mic.core.distributed import (
-    all_reduce_gradients,
-    all_reduce_mean,
-    broadcast_state,
-    gather_objects,
-    info,
-)
-from mic.core.errors import CheckpointError, ConfigError, MicError
+from mic.core.batch import EndlessLoader, move_to, split_sample
+from mic.core.context import IterationContext
+from mic.core.errors import ConfigError, MicError
 from mic.core.method import UDAMethod
-from mic.core.optim import SAM
-from mic.core.rng import rng_state, set_rng_state
-from mic.core.task import PseudoLabels, Task
+from mic.core.task import Task
 from mic.core.teacher import Teacher, unwrap
+from mic.core.terms import LossTerm
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+NAN_POLICIES = ("skip", "stop", "ignore")
 
 
-class IterationContext:
-    """What the loss terms of one iteration share: batches, models, and the pseudo-labels.
+class Collective:
+    """How the processes of a data-parallel run talk to each other (the loop's only view of
+    them). This default is a single process, where every operation is the identity;
+    ``mic.training.ProcessGroup`` is the ``torchrun`` implementation."""
 
-    The teacher predicts on the target at most once per iteration, the first time a term
-    asks for ``pseudo_labels``; every later term reuses that prediction. ``shared`` is a
-    scratch dict for terms of one method that reuse each other's intermediate results.
-    ``adapting`` is False before the loop's ``adaptation_start``: a term that is active then
-    (``uses_target = False``) may still add target-dependent parts once it turns True.
+    rank: int = 0
+    world_size: int = 1
 
-    With sharpness-aware minimisation (a ``SAM`` optimiser) an iteration has two passes;
-    ``sam_pass`` is ``"first"`` or ``"second"`` (None without SAM). ``shared`` is emptied
-    between the passes, since what it holds was computed with the weights of the first pass;
-    ``memo`` keeps what does not depend on the student (e.g. a masked image) for the whole
-    iteration, so both passes see the same random draws.
+    def broadcast_module(self, module: nn.Module) -> None:
+        """Make every process's parameters and buffers equal to process 0's."""
+
+    def average_gradients(self, params: Sequence[nn.Parameter]) -> None:
+        """Average the gradients of ``params`` over processes."""
+
+    def mean(self, values: Tensor) -> Tensor:
+        """The mean of ``values`` (a float tensor) over processes."""
+        return values
+
+
+class StepStrategy:
+    """How an iteration's gradients become an optimiser step: by default one pass (every
+    active term of every micro-batch back-propagated, then one ``finish_step``). A method that
+    needs more (sharpness-aware minimisation's two passes) brings its own subclass.
     """
 
-    def __init__(
+    def check(self, loop: AdaptationLoop) -> None:
+        """Raise ``ConfigError`` when the loop's settings do not suit this strategy."""
+
+    def __call__(
         self,
         loop: AdaptationLoop,
-        step: int,
-        source: Any,
-        target: Any,
-    ) -> None:
-        self.step = step
-        self.adaptation_start = loop.adaptation_start
-        self.adapting = step >= loop.adaptation_start
-        self.sam_pass: str | None = None
-        self.task: Task = loop.task
-        self.student: nn.Module = loop.student
-        self.teacher: Teacher | None = loop.teacher
-        self.generator: torch.Generator | None = loop.generator
-        self.source_images, self.source_targets = split_sample(source)
-        self.target_images, _ = split_sample(target)
-        self.shared: dict[str, Any] = {}
-        self._memo: dict[Any, Any] = {}
-        self._pseudo: PseudoLabels | None = None
-
-    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
-        """``compute()`` the first time ``key`` is asked for in this iteration, then the same
-        value (for inputs that must not change between SAM's two passes)."""
-        if key not in self._memo:
-            self._memo[key] = compute()
-        return self._memo[key]
-
-    def begin_pass(self, sam_pass: str) -> None:
-        """Start SAM's ``"first"`` or ``"second"`` pass (``shared`` starts empty)."""
-        self.sam_pass = sam_pass
-        self.shared = {}
-
-    @property
-    def pseudo_labels(self) -> PseudoLabels:
-        if self._pseudo is None:
-            if self.teacher is None:
-                raise ConfigError("a loss term asked for pseudo-labels but the loop has no teacher")
-            prediction = self.teacher.predict(self.task, self.target_images)
-            self._pseudo = self.task.pseudo_label(prediction)
-        return self._pseudo
+        contexts: list[IterationContext],
+        terms: list[tuple[str, LossTerm]],
+    ) -> dict[str, Tensor]:
+        """Run one iteration's passes and its step; return the detached loss of every term
+        (and named part), averaged over micro-batches."""
+        losses = loop.backward(contexts, terms)
+        loop.finish_step(losses)
+        return losses
 
 
 class Hook:
-    """Called by the loop around training; override what you need."""
+    """Called by the loop around training (logging, evaluation, checkpoints ...); override
+    what you need."""
 
     def before_run(self, loop: AdaptationLoop) -> None:
-        pass
+        """Before the first iteration of ``run`` (``loop.step`` may be > 0 after a resume)."""
 
     def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
-        """After iteration ``loop.step - 1`` (``loop.step`` iterations are done)."""
+        """After iteration ``loop.step - 1`` (``loop.step`` iterations are done), with its
+        detached losses (on the device: ``loop.loss_floats`` reads them once)."""
 
     def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
         """A record (e.g. evaluation results) that some hook emitted with ``loop.emit``."""
 
     def after_run(self, loop: AdaptationLoop) -> None:
-        pass
+        """After the last iteration, or after a stop request (``loop.interrupted_by``)."""
 
 
 class AdaptationLoop:
@@ -108,30 +89,20 @@ class AdaptationLoop:
 
     Per iteration: (1) the teacher follows the student (EMA update from the weights of the
     previous optimiser step); (2) one source and one target batch are drawn from loaders that
-    never run dry; (3) every loss term of the method is computed in order and back-propagated
-    on its own, so only one branch's activations are alive at a time; the teacher's
-    pseudo-labels are computed once, when the first term needs them, and shared; (4) one
-    optimiser step on the accumulated gradients and one scheduler step; (5) the hooks run
-    (logging, evaluation, checkpoints). Terms of one ``backward_group`` share a forward pass
-    and are back-propagated together.
+    never run dry (``accumulate`` of each with gradient accumulation); (3) the step strategy
+    computes every active loss term in order and back-propagates each on its own, so that one
+    branch's activations are alive at a time (terms that read one ``SharedForward`` run
+    together and share one backward); the teacher's pseudo-labels are computed once, when the
+    first term reads them; (4) one optimiser step (gradients averaged over processes first)
+    and one scheduler step; (5) the hooks run (logging, evaluation, checkpoints).
 
-    With a ``SAM`` optimiser, (3) runs twice: first the terms with ``sam_first_pass``, whose
-    gradient sets the perturbation ``SAM.first_step`` applies, then every term at the
-    perturbed weights; (4) restores the weights and steps with the second pass's gradients.
-    The logged losses are the second pass's.
-
-    With ``accumulate > 1``, (2) and (3) run for that many micro-batches (each loss divided
-    by their number) before the one optimiser step. Under ``torchrun`` the gradients are
-    averaged across processes before (4) (see ``mic.core.distributed``).
-
-    Numerical faults: with ``nan_policy="skip"`` (default) an iteration whose loss or
-    gradients hold NaN or Inf takes no optimiser step (the student, and so the teacher that
-    follows it, stay as they were; counted in ``skipped_steps`` and logged); ``"stop"`` raises
-    ``NumericalError`` naming the branch and iteration; ``"ignore"`` checks nothing (and
-    saves the one host synchronisation per iteration that the check costs).
+    Numerical faults: with ``nan_policy="skip"`` an iteration whose losses or gradients hold
+    NaN or Inf takes no optimiser step (counted in ``skipped_steps``); ``"stop"`` raises
+    ``NumericalError`` naming the branch and iteration; ``"ignore"`` checks nothing (and saves
+    the check's one host synchronisation per iteration).
 
     SIGTERM and SIGINT (when ``run`` is called from the main thread) finish the current
-    iteration, let the hooks run (the checkpointer saves), and raise ``TrainingInterrupted``.
+    iteration, let the hooks run (a checkpointer saves), and raise ``TrainingInterrupted``.
 
     Args:
         task: the Task through which every model is trained and scored.
@@ -140,20 +111,26 @@ class AdaptationLoop:
         optimizer: optimises the student's and the method's parameters.
         source: loader of labelled source batches ``(images, targets)``.
         target: loader of target batches (images, or ``(images, anything)``: labels unused).
-        iterations: total number of iterations.
+        iterations: total number of iterations (>= 1).
         teacher: the teacher (required when a term uses pseudo-labels).
         scheduler: a learning-rate scheduler stepped once per iteration.
-        hooks: logging, evaluation, checkpointing, ...
+        hooks: logging, evaluation, checkpointing ...
         device: where models and batches live (default: the student's device).
-        adaptation_start: terms that use target data are skipped before this iteration
-            (a source-only warm-up; 0 = adapt from the first iteration, as published).
+        adaptation_start: terms that use target data are skipped before this iteration (a
+            source-only warm-up; 0 = adapt from the first iteration, as published).
         seed: seeds the generator that maskers and augmentations draw from.
         max_grad_norm: clip the global gradient norm to this value (None: no clipping).
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``: every branch's forward (and the
             teacher's) runs under ``torch.autocast`` in that type; fp16 adds a GradScaler.
-        accumulate: micro-batches per optimiser step (gradient accumulation).
+        accumulate: micro-batches per optimiser step (gradient accumulation, >= 1).
         nan_policy: ``"skip"``, ``"stop"`` or ``"ignore"`` (see above).
         channels_last: keep the student and the images in channels-last memory format.
+        step_strategy: how gradients become a step (default ``StepStrategy()``: one pass).
+        collective: the processes of a data-parallel run (default: this process alone).
+
+    Raises:
+        ConfigError: a setting out of range, pseudo-labels without a teacher, or a
+            ``torchrun`` process group without a ``collective`` to average over it.
     """
 
     def __init__(
@@ -177,6 +154,8 @@ class AdaptationLoop:
         accumulate: int = 1,
         nan_policy: str = "skip",
         channels_last: bool = False,
+        step_strategy: StepStrategy | None = None,
+        collective: Collective | None = None,
     ) -> None:
         if iterations < 1:
             raise ConfigError(f"iterations must be at least 1, got {iterations}")
@@ -190,16 +169,17 @@ class AdaptationLoop:
                 "teacher=EMATeacher(student, alpha) (or set teacher in the config)"
             )
         if precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-        if precision == "fp16" and isinstance(optimizer, SAM):
-            raise ConfigError(
-                "precision=fp16 cannot be combined with a SAM optimiser (its loss scaling "
-                "would have to unscale twice per iteration); use precision=bf16"
-            )
+            raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
         if int(accumulate) < 1:
             raise ConfigError(f"accumulate must be at least 1, got {accumulate}")
-        if nan_policy not in ("skip", "stop", "ignore"):
-            raise ConfigError(f"nan_policy must be 'skip', 'stop' or 'ignore', got {nan_policy!r}")
+        if nan_policy not in NAN_POLICIES:
+            raise ConfigError(f"nan_policy must be one of {list(NAN_POLICIES)}, got {nan_policy!r}")
+        collective = collective or Collective()
+        if collective.world_size == 1 and dist.is_initialized() and dist.get_world_size() > 1:
+            raise ConfigError(
+                "a torchrun process group is set up but the loop would train each process "
+                "alone; pass collective=mic.training.ProcessGroup()"
+            )
         self.task = task
         self.device = torch.device(device) if device is not None else _device_of(student)
         self.student = student.to(self.device)
@@ -210,8 +190,8 @@ class AdaptationLoop:
         self.teacher = teacher.to(self.device) if teacher is not None else None
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.source = Forever(source, "source")
-        self.target = Forever(target, "target")
+        self.source = EndlessLoader(source, "source")
+        self.target = EndlessLoader(target, "target")
         self.iterations = int(iterations)
         self.adaptation_start = int(adaptation_start)
         self.hooks = list(hooks)
@@ -219,6 +199,9 @@ class AdaptationLoop:
         self.precision = precision
         self.accumulate = int(accumulate)
         self.nan_policy = nan_policy
+        self.collective = collective
+        self.step_strategy = step_strategy or StepStrategy()
+        self.step_strategy.check(self)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
@@ -233,9 +216,13 @@ class AdaptationLoop:
 
     # ----------------------------------------------------------------------------- running
     def run(self) -> None:
-        """Train from ``self.step`` to ``self.iterations``."""
-        broadcast_state(self.student)
-        broadcast_state(self.method)
+        """Train from ``self.step`` to ``self.iterations``.
+
+        Raises:
+            TrainingInterrupted: a stop request (SIGTERM, SIGINT) ended the run early.
+        """
+        self.collective.broadcast_module(self.student)
+        self.collective.broadcast_module(self.method)
         restore = self._catch_signals()
         try:
             for hook in self.hooks:
@@ -253,23 +240,131 @@ class AdaptationLoop:
         if self.interrupted_by is not None:
             raise TrainingInterrupted(self.interrupted_by, self.step)
 
+    def train_step(self) -> dict[str, Tensor]:
+        """One iteration; returns the detached loss of every term (and named part)."""
+        step = self.step
+        self.student.train()
+        self.method.train()
+        if self.teacher is not None:
+            self.teacher.update(self.student, step)
+        contexts = [self.context(step) for _ in range(self.accumulate)]
+        self.optimizer.zero_grad(set_to_none=True)
+        return self.step_strategy(self, contexts, self.active_terms(step))
+
+    def active_terms(self, step: int) -> list[tuple[str, LossTerm]]:
+        """The terms that run at ``step`` (those using target data from ``adaptation_start``)."""
+        adapting = step >= self.adaptation_start
+        return [(n, t) for n, t in self.method if adapting or not t.uses_target]
+
+    def context(self, step: int) -> IterationContext:
+        """Draw the next source and target batches and wrap them for the loss terms."""
+        source = self._to_device(next(self.source))
+        target = self._to_device(next(self.target))
+        return IterationContext(
+            step,
+            self.task,
+            self.student,
+            source,
+            target,
+            self.teacher,
+            self.generator,
+            self.adaptation_start,
+        )
+
+    def backward(
+        self, contexts: list[IterationContext], terms: list[tuple[str, LossTerm]]
+    ) -> dict[str, Tensor]:
+        """``backward_terms`` for every micro-batch; the losses averaged over them."""
+        per_micro = [self.backward_terms(ctx, terms) for ctx in contexts]
+        return {k: torch.stack([m[k] for m in per_micro]).mean() for k in per_micro[0]}
+
+    def backward_terms(
+        self, ctx: IterationContext, terms: list[tuple[str, LossTerm]]
+    ) -> dict[str, Tensor]:
+        """Compute ``terms`` in order and back-propagate each on its own; terms that read one
+        ``SharedForward`` run together, at the place of the first of them, and their summed
+        losses are back-propagated once. Returns the detached losses, by name.
+
+        Raises:
+            ConfigError: two terms report a loss under the same name.
+        """
+        losses: dict[str, Tensor] = {}
+        for branch in _branches(terms):
+            parts: list[Tensor] = []
+            for name, term in branch:
+                with self.autocast():
+                    out = term(ctx)
+                named = out if isinstance(out, dict) else {name: out}
+                clash = sorted(set(named) & set(losses))
+                if clash:
+                    raise ConfigError(f"two loss terms report a loss named {clash}; rename one")
+                losses.update({k: v.detach().float() for k, v in named.items()})
+                parts.extend(named.values())
+            total = sum(parts)
+            if isinstance(total, Tensor) and total.requires_grad:
+                self.scaler.scale(total / self.accumulate).backward()
+        return losses
+
+    def finish_step(
+        self, losses: dict[str, Tensor], restore: Callable[[], None] | None = None
+    ) -> None:
+        """Average the gradients over processes and call ``restore`` (e.g. to put perturbed
+        weights back); then step (clip, optimiser, scheduler) when ``losses`` and the
+        gradients are finite, or skip the step under ``nan_policy``."""
+        self.collective.average_gradients(self.parameters())
+        if restore is not None:
+            restore()
+        if self._numerics_ok(losses, self.step):
+            self.optimizer_step()
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        if self.scheduler is not None:  # the schedule follows the iteration, stepped or not
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler"))
+                self.scheduler.step()
+
+    def optimizer_step(self) -> None:
+        """Clip (optionally), step the optimiser and the scheduler."""
+        if self.max_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.parameters(), self.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    def autocast(self) -> torch.autocast:
+        """The mixed-precision context every branch's forward runs in."""
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
     def loss_floats(self, losses: dict[str, Tensor]) -> dict[str, float]:
-        """The losses of the iteration just run as floats, under ``torchrun`` their mean over
-        processes (every process must ask at the same iterations): one host synchronisation
-        and one all-reduce per iteration, however many hooks ask."""
+        """The losses of the iteration just run as floats, averaged over processes (every
+        process must ask at the same iterations): one host synchronisation and one collective
+        per iteration, however many hooks ask."""
         if self._loss_floats is None or self._loss_floats[0] != self.step:
             values = [v.float().reshape(()) for v in losses.values()]
-            floats = all_reduce_mean(torch.stack(values)).tolist() if values else []
+            floats = self.collective.mean(torch.stack(values)).tolist() if values else []
             self._loss_floats = (self.step, dict(zip(losses, floats, strict=True)))
         return self._loss_floats[1]
+
+    def emit(self, record: dict[str, Any]) -> None:
+        """Hand a record (e.g. evaluation results) to every hook's ``on_record``."""
+        for hook in self.hooks:
+            hook.on_record(self, record)
 
     def request_stop(self, reason: str = "a stop request") -> None:
         """Finish the current iteration, then stop (what SIGTERM / SIGINT do)."""
         self._stop_signal = reason
 
+    def lr(self) -> float:
+        """The learning rate of the first parameter group."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
     def _should_stop(self) -> bool:
-        flag = torch.tensor([1.0 if self._stop_signal else 0.0], device=self._comm_device())
-        if all_reduce_mean(flag).item() > 0 and self._stop_signal is None:
+        flag = torch.tensor([1.0 if self._stop_signal else 0.0])
+        if self.collective.mean(flag).item() > 0 and self._stop_signal is None:
             self._stop_signal = "a stop request on another process"
         return self._stop_signal is not None
 
@@ -287,92 +382,6 @@ class AdaptationLoop:
 
         return restore
 
-    def active_terms(self, step: int) -> list[tuple[str, Any]]:
-        adapting = step >= self.adaptation_start
-        return [(n, t) for n, t in self.method if adapting or not t.uses_target]
-
-    def context(self, step: int) -> IterationContext:
-        """Draw the next source and target batches and wrap them for the loss terms."""
-        source = self._to_device(next(self.source))
-        target = self._to_device(next(self.target))
-        return IterationContext(self, step, source, target)
-
-    def train_step(self) -> dict[str, Tensor]:
-        """One iteration; returns the detached loss of every term (and named part)."""
-        step = self.step
-        self.student.train()
-        self.method.train()
-        if self.teacher is not None:
-            self.teacher.update(self.student, step)
-        contexts = [self.context(step) for _ in range(self.accumulate)]
-        self.optimizer.zero_grad(set_to_none=True)
-        terms = self.active_terms(step)
-        sam = isinstance(self.optimizer, SAM)
-        if sam:
-            first = [(n, t) for n, t in terms if t.sam_first_pass]
-            for ctx in contexts:
-                ctx.begin_pass("first")
-                self.backward_terms(ctx, first)
-            all_reduce_gradients(self._params())
-            self.optimizer.first_step(zero_grad=True)
-            for ctx in contexts:
-                ctx.begin_pass("second")
-        per_micro = [self.backward_terms(ctx, terms) for ctx in contexts]
-        losses = {k: torch.stack([m[k] for m in per_micro]).mean() for k in per_micro[0]}
-        all_reduce_gradients(self._params())
-        if self._numerics_ok(losses, step):
-            self.optimizer_step()
-        else:
-            if sam:
-                self.optimizer.restore()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.skipped_steps += 1
-            if self.scheduler is not None:  # the schedule follows the iteration, stepped or not
-                with warnings.catch_warnings():
-                    message = re.escape("Detected call of `lr_scheduler.step()`")
-                    warnings.filterwarnings("ignore", message)
-                    self.scheduler.step()
-        return losses
-
-    def backward_terms(self, ctx: IterationContext, terms: list[tuple[str, Any]]) -> dict:
-        """Compute ``terms`` in order and back-propagate each on its own, except that terms
-        of one ``backward_group`` (which share a forward pass through ``ctx.shared``) are
-        back-propagated together, once the last of them has run. Returns the detached
-        losses."""
-        last = {t.backward_group: i for i, (_, t) in enumerate(terms) if t.backward_group}
-        pending: dict[str, list[Any]] = {}
-        losses = {}
-        for i, (name, term) in enumerate(terms):
-            with self.autocast():
-                out = term(ctx)
-            parts = out if isinstance(out, dict) else {name: out}
-            losses.update({k: v.detach().float() for k, v in parts.items()})
-            total = sum(parts.values())
-            group = term.backward_group
-            if group:
-                pending.setdefault(group, []).append(total)
-                if i < last[group]:
-                    continue
-                total = sum(pending.pop(group))
-            if isinstance(total, Tensor) and total.requires_grad:
-                self.scaler.scale(total / self.accumulate).backward()
-        return losses
-
-    def autocast(self) -> torch.autocast:
-        """The mixed-precision context every branch's forward runs in."""
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
-
-    def optimizer_step(self) -> None:
-        """Clip (optionally), step the optimiser and the scheduler."""
-        if self.max_grad_norm is not None:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self._params(), self.max_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        if self.scheduler is not None:
-            self.scheduler.step()
-
     def _numerics_ok(self, losses: dict[str, Tensor], step: int) -> bool:
         """False (or NumericalError) when a loss, or a gradient, is NaN or Inf. One host
         synchronisation; with fp16 the GradScaler handles overflowing gradients itself."""
@@ -380,13 +389,13 @@ class AdaptationLoop:
             return True
         names = list(losses)
         flags = [~torch.isfinite(v).all() for v in losses.values()]
-        grads = [p.grad for p in self._params() if p.grad is not None]
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
         if grads and not self.scaler.is_enabled():
             names.append("gradients")
             flags.append(~torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
         if not flags:
             return True
-        bad = all_reduce_mean(torch.stack(flags).float().to(self._comm_device())).tolist()
+        bad = self.collective.mean(torch.stack(flags).float()).tolist()
         faulty = [n for n, b in zip(names, bad, strict=True) if b > 0]
         if not faulty:
             return True
@@ -399,12 +408,9 @@ class AdaptationLoop:
             )
         return False
 
-    def _params(self) -> list[nn.Parameter]:
+    def parameters(self) -> list[nn.Parameter]:
+        """The parameters the optimiser updates."""
         return [p for g in self.optimizer.param_groups for p in g["params"]]
-
-    def _comm_device(self) -> torch.device:
-        # NCCL reduces CUDA tensors only; gloo reduces CPU tensors
-        return self.device if info().enabled and self.device.type == "cuda" else torch.device("cpu")
 
     def _to_device(self, batch: Any) -> Any:
         batch = move_to(batch, self.device)
@@ -415,15 +421,10 @@ class AdaptationLoop:
                 batch = images if targets is None else (images, targets)
         return batch
 
-    def emit(self, record: dict[str, Any]) -> None:
-        """Hand a record (e.g. evaluation results) to every hook."""
-        for hook in self.hooks:
-            hook.on_record(self, record)
-
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        """Everything the next iteration depends on (RNG states of every process included:
-        call it on every process under ``torchrun``, it gathers them)."""
+        """Everything the next iteration depends on, except the global random generators
+        (``mic.training.Checkpointer`` adds those of every process)."""
         state: dict[str, Any] = {
             "step": self.step,
             "student": unwrap(self.student).state_dict(),
@@ -434,7 +435,6 @@ class AdaptationLoop:
             "target": self.target.state_dict(),
             "scaler": self.scaler.state_dict(),
             "skipped_steps": self.skipped_steps,
-            "rng": gather_objects(rng_state()),
         }
         if self.teacher is not None:
             state["teacher"] = self.teacher.state_dict()
@@ -443,6 +443,7 @@ class AdaptationLoop:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
         unwrap(self.student).load_state_dict(state["student"])
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -457,23 +458,23 @@ class AdaptationLoop:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
-        rngs = state.get("rng")
-        if rngs:
-            rank = info().rank
-            if rank >= len(rngs):
-                raise CheckpointError(
-                    f"the checkpoint holds the random states of {len(rngs)} processes, this is "
-                    f"process {rank}: resume with the same number of processes"
-                )
-            set_rng_state(rngs[rank])
         self.step = int(state["step"])
 
-    def lr(self) -> float:
-        """The learning rate of the first parameter group."""
-        return float(self.optimizer.param_groups[0]["lr"])
 
-
-PRECISIONS = {"fp32", "bf16", "fp16"}
+def _branches(terms: list[tuple[str, LossTerm]]) -> list[list[tuple[str, LossTerm]]]:
+    """The terms grouped into back-propagation branches: each term alone, except that the
+    terms reading one ``SharedForward`` form one branch at the place of the first of them."""
+    branches: list[list[tuple[str, LossTerm]]] = []
+    by_forward: dict[Any, list[tuple[str, LossTerm]]] = {}
+    for name, term in terms:
+        shared = term.shared_forward
+        if shared is not None and shared in by_forward:
+            by_forward[shared].append((name, term))
+            continue
+        branches.append([(name, term)])
+        if shared is not None:
+            by_forward[shared] = branches[-1]
+    return branches
 
 
 class TrainingInterrupted(MicError):

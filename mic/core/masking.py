@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mic.core.augment import StrongAugmentation
 from mic.core.errors import ConfigError
+
+#: an image transform drawing from a generator, e.g. ``mic.StrongAugmentation``
+Augmentation = Callable[[Tensor, torch.Generator | None], Tensor]
 
 
 class Masker(nn.Module, ABC):
@@ -17,8 +20,15 @@ class Masker(nn.Module, ABC):
 
     @abstractmethod
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """The masked batch, same shape, dtype and device as ``images``. Maskers also take a
-        list of C x H x W images of different sizes and return a list."""
+        """The masked batch.
+
+        Args:
+            images: B x C x H x W float (or a list of C x H x W images of different sizes).
+            generator: the random stream to draw from, on the images' device.
+
+        Returns:
+            The same shape, dtype and device as ``images`` (a list for a list).
+        """
 
 
 class BlockMasker(Masker):
@@ -33,16 +43,20 @@ class BlockMasker(Masker):
         block_size: side of a mask block in pixels (published: 32 at 512 crops, 64 at 1024
             crops and for 224 px ViT classification, 32 for detection).
         ratio: probability that a block is withheld (published 0.7; 0.5 for detection).
-        augmentation: the strong augmentation applied before masking; None switches it off.
+        augmentation: the strong augmentation applied before masking (``mic.StrongAugmentation``
+            as published); None switches it off.
         fill: per-channel value of withheld pixels; None means 0. Give the mean colour when
             images are not normalised (e.g. torchvision detection models take [0, 1] images).
+
+    Raises:
+        ConfigError: a block size below 1 or a ratio outside [0, 1].
     """
 
     def __init__(
         self,
         block_size: int = 64,
         ratio: float = 0.7,
-        augmentation: StrongAugmentation | None = None,
+        augmentation: Augmentation | None = None,
         fill: list[float] | None = None,
     ) -> None:
         super().__init__()

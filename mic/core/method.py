@@ -6,15 +6,21 @@ from collections.abc import Iterator, Mapping
 
 from torch import nn
 
-from mic.core.augment import StrongAugmentation
 from mic.core.errors import ConfigError
+from mic.core.masking import Augmentation
 from mic.core.terms import LossTerm, SelfTraining, SourceSupervision
+from mic.core.weighting import QUALITY_THRESHOLD, WeightingMode
 
 
 class UDAMethod(nn.Module):
-    """An ordered set of named loss terms; the loop runs them in this order, one backward each.
+    """An ordered set of named loss terms; the loop runs them in this order, one backward each
+    (terms that read one ``SharedForward`` run together, at the place of the first of them).
 
-    Terms given as None are left out, so a config can switch one off with ``null``.
+    Args:
+        terms: name -> term; None leaves a term out (a config switches one off with ``null``).
+
+    Raises:
+        ConfigError: a term is not a ``LossTerm``, or no term is left.
     """
 
     def __init__(self, terms: Mapping[str, LossTerm | None]) -> None:
@@ -48,15 +54,16 @@ def source_only() -> UDAMethod:
 
 
 def mean_teacher(
-    augmentation: StrongAugmentation | None = None,
-    weighting: str = "quality",
-    tau: float = 0.968,
+    augmentation: Augmentation | None = None,
+    weighting: WeightingMode = "quality",
+    tau: float = QUALITY_THRESHOLD,
     weight: float = 1.0,
 ) -> UDAMethod:
-    """Source supervision plus self-training on the target against an EMA teacher."""
+    """Source supervision plus self-training on the target against an EMA teacher (terms
+    ``source`` and ``self_training``); see ``SelfTraining`` for the arguments."""
     return UDAMethod(
         {
             "source": SourceSupervision(),
-            "self_training": SelfTraining(augmentation, weighting, tau, weight),  # type: ignore[arg-type]
+            "self_training": SelfTraining(augmentation, weighting, tau, weight),
         }
     )

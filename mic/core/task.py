@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-import torch
 from torch import Tensor, nn
 
-from mic.core.data import collate_pairs, select_images
-
-if TYPE_CHECKING:
-    from mic.core.loop import Hook
+from mic.core.batch import collate_pairs, select_images
+from mic.core.errors import DatasetError
 
 
 @dataclass
@@ -22,16 +19,14 @@ class PseudoLabels:
     """A teacher's prediction turned into training targets.
 
     Attributes:
-        labels: the targets in the form the Task's ``loss`` accepts (a class-index tensor for
-            classification and segmentation, a list of box dicts for detection).
-        confidence: the teacher's confidence per labelled element, the same layout as the
-            weights the Task's ``loss`` accepts (a tensor, or a list of tensors, one per image).
-        valid: optional mask of the elements allowed to carry weight (e.g. image margins that
-            the published recipe never trusts); same layout as ``confidence``.
-        keep: optional, one flag per image: whether the image takes part in consistency
-            losses at all (e.g. images in which the teacher found no object are dropped).
-            None: every image does. Images left out are removed, with their labels, before
-            the student's view of them is made.
+        labels: targets in the form the Task's ``loss`` accepts (B class indices for
+            classification, B x H x W for segmentation, a list of box dicts for detection).
+        confidence: the teacher's confidence per labelled element, float, in the layout of the
+            weights ``loss`` accepts (a tensor, or one tensor per image).
+        valid: optional bool mask, same layout: elements allowed to carry weight (image
+            margins the published recipe never trusts are False).
+        keep: optional, one flag per image: whether the image takes part in consistency losses
+            (detection drops images without a pseudo-box). None: every image does.
     """
 
     labels: Any
@@ -39,21 +34,45 @@ class PseudoLabels:
     valid: Tensor | list[Tensor] | None = None
     keep: Tensor | Sequence[bool] | None = None
 
-    def kept(self, images: Any) -> tuple[Any, PseudoLabels]:
-        """``images`` and these pseudo-labels without the images that ``keep`` leaves out."""
+    def kept(self, *per_image: Any) -> tuple[Any, ...]:
+        """``per_image`` batches (images, weights ...) and these pseudo-labels, without the
+        images that ``keep`` leaves out: ``(*per_image, pseudo_labels)``."""
         if self.keep is None:
-            return images, self
+            return (*per_image, self)
         keep = self.keep.tolist() if isinstance(self.keep, Tensor) else list(self.keep)
         if all(keep):
-            return images, PseudoLabels(self.labels, self.confidence, self.valid)
+            return (*per_image, PseudoLabels(self.labels, self.confidence, self.valid))
         pick = lambda x: None if x is None else select_images(x, keep)  # noqa: E731
-        return pick(images), PseudoLabels(
-            pick(self.labels), pick(self.confidence), pick(self.valid)
+        rest = PseudoLabels(pick(self.labels), pick(self.confidence), pick(self.valid))
+        return (*(pick(x) for x in per_image), rest)
+
+
+def check_num_classes(num_classes: int, datasets: Mapping[str, Any]) -> None:
+    """Raise ``DatasetError`` when a dataset declares (``num_classes``, or a sequence
+    ``classes``) a class count other than ``num_classes``, naming every dataset's count."""
+    declared = {}
+    for name, dataset in datasets.items():
+        n = getattr(dataset, "num_classes", None)
+        classes = getattr(dataset, "classes", None)
+        if n is None and isinstance(classes, Sequence) and not isinstance(classes, str):
+            n = len(classes)
+        if n is not None:
+            declared[name] = n
+    if any(n != num_classes for n in declared.values()):
+        listing = ", ".join(f"{name} has {n}" for name, n in declared.items())
+        raise DatasetError(
+            f"class counts disagree: the task/model predicts {num_classes} classes but {listing}. "
+            "Source and target must share one label space: fix the datasets or set "
+            "dataset.num_classes to match."
         )
 
 
 class Metric(Protocol):
-    """What ``Task.metric`` returns; a torchmetrics ``Metric`` satisfies it."""
+    """What ``Task.metric`` returns (a torchmetrics ``Metric`` satisfies it).
+
+    ``compute()`` returns a dict of named scores (one of them ``Task.primary_metric``), or a
+    single scalar (a float or a 0-d tensor), which is then recorded as the primary metric.
+    """
 
     def update(self, prediction: Any, targets: Any) -> None: ...
 
@@ -65,60 +84,72 @@ class Metric(Protocol):
 class Task(ABC):
     """What a task must say for the generic adaptation loop to train and score it.
 
-    The loop, the teacher and every loss term only ever talk to a model through a Task, so a
-    new task is one subclass of this.
+    The loop, the teacher and every loss term talk to a model only through a Task, so a new
+    task is one subclass of this (see docs/new_task.md).
+
+    Attributes:
+        num_classes: the number of classes the model predicts.
+        primary_metric: the key of ``metric().compute()`` that ranks checkpoints and ends up
+            in summaries.
     """
 
-    #: number of classes the model predicts
     num_classes: int
-    #: the key of ``metric().compute()`` that ranks checkpoints and ends up in summaries
     primary_metric: str = "accuracy"
 
     @abstractmethod
-    def loss(self, model: nn.Module, images: Any, targets: Any, weights: Any = None) -> Tensor:
-        """Supervised loss of ``model`` on ``images`` against (pseudo-)``targets``.
+    def loss(self, model: nn.Module, images: Any, targets: Any, weights: Any = None) -> Any:
+        """The supervised loss of ``model`` on ``images`` against (pseudo-)``targets``.
 
-        ``weights`` is None (all elements weigh 1) or per-element weights in the layout of
-        ``PseudoLabels.confidence``. Returns a scalar tensor that can be back-propagated, or,
-        for a loss made of several parts (e.g. the classification and box-regression losses
-        of a two-stage model), a dict of named scalar parts: loss terms sum them, each scaled
-        by the term's ``part_weights`` (see ``mic.core.terms.sum_parts``).
+        Args:
+            model: the model in training mode.
+            images: a batch (e.g. B x C x H x W float, normalised).
+            targets: labels or pseudo-labels (``PseudoLabels.labels``'s form).
+            weights: None (every element weighs 1) or per-element float weights in the
+                layout of ``PseudoLabels.confidence``.
+
+        Returns:
+            A scalar tensor that can be back-propagated, or a dict of named scalar parts
+            (e.g. a detector's classification and box-regression losses), which loss terms
+            sum, each part scaled by the term's ``part_weights``.
         """
 
     @abstractmethod
     def predict(self, model: nn.Module, images: Any) -> Any:
         """The model's prediction for ``images`` in the form ``pseudo_label`` and the metric
-        take (e.g. class probabilities). Called under ``torch.no_grad``."""
+        take (e.g. B x C class probabilities, float32). Called under ``torch.no_grad``."""
 
     @abstractmethod
     def pseudo_label(self, prediction: Any) -> PseudoLabels:
-        """Turn a teacher prediction into pseudo-labels with per-element confidence."""
+        """A teacher prediction turned into pseudo-labels with per-element confidence."""
 
     @abstractmethod
     def metric(self) -> Metric:
-        """A fresh metric accumulator for ``predict`` outputs against ground truth."""
+        """A fresh accumulator of ``predict`` outputs against ground truth."""
 
     def check_targets(self, targets: Any) -> None:  # noqa: B027 (optional, no-op by default)
-        """Raise ``DatasetError`` for targets this task cannot train on (called on CPU
-        batches by ``collate``, before they reach the model)."""
+        """Raise ``DatasetError`` for targets this task cannot train on (``collate`` calls it
+        on CPU batches, before they reach the model)."""
+
+    def check_datasets(self, datasets: Mapping[str, Any]) -> None:
+        """Raise ``DatasetError`` when the named datasets (``source``, ``target``, ``test``;
+        None entries skipped) cannot serve this task. By default their declared class counts
+        must equal ``num_classes`` (``check_num_classes``); a task whose targets derive from
+        another label space overrides this."""
+        check_num_classes(self.num_classes, datasets)
 
     def collate(self, samples: list[Any]) -> Any:
-        """Batch a list of dataset samples; a sample is an image or ``(image, target)``."""
+        """Batch dataset samples (each an image or ``(image, target)``): stacked images, and
+        stacked targets checked by ``check_targets``."""
         images, targets = collate_pairs(samples)
         if targets is not None:
             self.check_targets(targets)
         return images if targets is None else (images, targets)
 
     def count(self, images: Any) -> int:
-        """Number of images in a batch (for logging and throughput)."""
+        """The number of images in a batch."""
         return len(images)
 
-    def report_hooks(self, run_dir: Path | None, test: Iterable[Any] | None) -> list[Hook]:
-        """Task-specific reporting hooks for a run (e.g. drawings of predictions on a few test
-        images at each evaluation); ``run_dir`` is None when nothing is written to disk."""
+    def report_hooks(self, run_dir: Path | None, test: Iterable[Any] | None) -> list[Any]:
+        """Task-specific ``Hook``s of a run (e.g. drawings of predictions on a few test images
+        at each evaluation); ``run_dir`` is None when nothing is written to disk."""
         return []
-
-
-def probabilities(logits: Tensor) -> Tensor:
-    """Softmax over the class dimension in float32 (stable under mixed precision)."""
-    return torch.softmax(logits.float(), dim=1)

@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from mic.core.augment import StrongAugmentation
+from mic.core.context import IterationContext, SharedForward
 from mic.core.errors import ConfigError
-from mic.core.masking import Masker
+from mic.core.masking import Augmentation, Masker
 from mic.core.task import PseudoLabels, Task
-from mic.core.teacher import unwrap
-from mic.core.weighting import PseudoLabelWeighting, WeightingMode
-
-if TYPE_CHECKING:
-    from mic.core.loop import IterationContext
+from mic.core.weighting import QUALITY_THRESHOLD, PseudoLabelWeighting, WeightingMode
 
 
 def sum_parts(
     loss: Tensor | Mapping[str, Tensor], part_weights: Mapping[str, float] | None
 ) -> Tensor:
     """A Task loss as one scalar: the loss itself, or the sum of its named parts, each scaled by
-    ``part_weights[name]`` (missing names weigh 1; weight 0 leaves a part out entirely)."""
+    ``part_weights[name]`` (missing names weigh 1; weight 0 leaves a part out entirely).
+
+    Raises:
+        ConfigError: ``part_weights`` names a part the loss does not have (or the loss has
+            no parts at all).
+    """
     if not isinstance(loss, Mapping):
         if part_weights:
             raise ConfigError(
@@ -47,46 +46,27 @@ def sum_parts(
     return torch.stack([p.reshape(()) for p in parts]).sum()
 
 
-@functools.cache
-def _forward_takes_return_features(model_type: type) -> bool:
-    return "return_features" in inspect.signature(model_type.forward).parameters
-
-
-def require_features(model: nn.Module, needed_by: str) -> None:
-    """Raise a ConfigError unless ``model(x, return_features=True)`` is supported (it returns
-    the logits and the features that ``needed_by`` reads); checked once per model class."""
-    model = unwrap(model)
-    if not _forward_takes_return_features(type(model)):
-        raise ConfigError(
-            f"{needed_by} needs the model's features, but the forward of "
-            f"{type(model).__name__} takes no return_features; use one of mic's models "
-            "(mic.tasks.classification.Classifier, the mic.tasks.segmentation models) or add "
-            "forward(x, return_features=False) returning (logits, features) when it is True"
-        )
-
-
 class LossTerm(nn.Module, ABC):
-    """One loss branch of a UDA method; the loop calls ``backward`` on each term on its own.
+    """One loss branch of a UDA method; the loop back-propagates each term on its own.
 
     A term owns the modules it trains (e.g. a domain discriminator): they are its submodules,
     so the optimiser and checkpoints find them through the method.
 
     Class attributes:
-        uses_target: the term needs target images (skipped before ``adaptation_start``).
-        uses_pseudo_labels: the term needs the teacher's pseudo-labels (the loop then needs
-            a teacher).
-        sam_first_pass: with sharpness-aware minimisation (a ``SAM`` optimiser), the term
-            also takes part in the first pass, whose gradient sets the perturbation (SDAT
-            leaves the adversarial terms out of it). Every term takes part in the second.
-        backward_group: terms with the same group name share one forward pass (through
-            ``ctx.shared``) and are back-propagated together, after the last of them; None:
-            the term is back-propagated on its own.
+        uses_target: the term needs target images (the loop skips it before
+            ``adaptation_start``).
+        uses_pseudo_labels: the term reads the teacher's pseudo-labels (the loop then needs a
+            teacher).
+        shared_forward: the ``SharedForward`` this term reads, if any; the terms that read
+            one are run one after another and back-propagated together.
+
+    Args:
+        weight: the loss weight.
     """
 
     uses_target: bool = True
     uses_pseudo_labels: bool = False
-    sam_first_pass: bool = True
-    backward_group: str | None = None
+    shared_forward: SharedForward | None = None
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
@@ -94,15 +74,15 @@ class LossTerm(nn.Module, ABC):
 
     @abstractmethod
     def forward(self, ctx: IterationContext) -> Tensor | dict[str, Tensor]:
-        """The weighted loss of this iteration (or named parts of it, each back-propagated
-        together and logged on its own)."""
+        """This iteration's weighted loss, a scalar tensor; or named parts of it (a dict),
+        back-propagated together and logged one by one."""
 
 
 class SourceSupervision(LossTerm):
-    """The Task's supervised loss on labelled source images.
+    """The Task's supervised loss on the labelled source batch.
 
     Args:
-        weight: the loss weight.
+        weight: the loss weight (published 1).
         part_weights: for a Task whose loss has named parts, a multiplier per part.
     """
 
@@ -118,16 +98,18 @@ class SourceSupervision(LossTerm):
 
 
 class ConsistencyLoss(LossTerm):
-    """The student, on a transformed target image, must predict the teacher's pseudo-labels.
+    """The student, on a transformed view of the target, must predict the teacher's
+    pseudo-labels; subclasses choose the view (``transform``).
 
-    ``loss`` = weight x Task loss of the student on ``transform(images)`` against the pseudo-
-    labels, weighted per element by ``weighting``. Images that the pseudo-labels' ``keep``
-    leaves out are removed first (no image left: the loss is 0). ``part_weights`` scales the
-    named parts of a Task loss that has them. Subclasses choose the transform.
+    loss = weight x sum over parts of part_weight x Task loss of the student on
+    ``transform(images)`` against the pseudo-labels, each element weighted by ``weighting``.
+    Images that the pseudo-labels' ``keep`` leaves out are removed first (none left: 0).
 
-    Inside the loop the inputs and their transform are drawn once per iteration, so both
-    passes of sharpness-aware minimisation see the same images; ``second_pass_weighting``
-    (None: ``weighting``) is the weighting of SAM's second pass.
+    Args:
+        weighting: ``"quality"``, ``"prob"`` or ``"none"`` (see ``PseudoLabelWeighting``).
+        tau: the quality weight's threshold (``QUALITY_THRESHOLD``, published 0.968).
+        weight: the loss weight, lambda (published 1).
+        part_weights: a multiplier per named part of the Task's loss.
     """
 
     uses_pseudo_labels = True
@@ -135,19 +117,13 @@ class ConsistencyLoss(LossTerm):
     def __init__(
         self,
         weighting: WeightingMode = "quality",
-        tau: float = 0.968,
+        tau: float = QUALITY_THRESHOLD,
         weight: float = 1.0,
         part_weights: Mapping[str, float] | None = None,
-        second_pass_weighting: WeightingMode | None = None,
     ) -> None:
         super().__init__(weight)
         self.weighting = PseudoLabelWeighting(weighting, tau)
         self.part_weights = dict(part_weights or {})
-        self.second_pass_weighting = (
-            None
-            if second_pass_weighting is None
-            else PseudoLabelWeighting(second_pass_weighting, tau)
-        )
 
     @abstractmethod
     def transform(self, images: Any, generator: torch.Generator | None = None) -> Any:
@@ -160,55 +136,58 @@ class ConsistencyLoss(LossTerm):
         images: Any,
         pseudo: PseudoLabels,
         generator: torch.Generator | None = None,
-        ctx: IterationContext | None = None,
+        weights: Any = None,
     ) -> Tensor:
-        images, pseudo = pseudo.kept(images)
+        """The weighted consistency loss on ``images`` against ``pseudo``.
+
+        Args:
+            student: the model being trained.
+            task: the Task whose ``loss`` is used.
+            images: the teacher's view (e.g. B x C x H x W float).
+            pseudo: the teacher's pseudo-labels for ``images``.
+            generator: the random stream ``transform`` draws from.
+            weights: per-element weights in the layout of ``pseudo.confidence`` that replace
+                ``weighting(pseudo)`` (e.g. for inputs that mix labelled source images,
+                weight 1, with pseudo-labelled target ones); None: ``weighting(pseudo)``.
+
+        Returns:
+            A scalar tensor.
+        """
+        images, weights, pseudo = pseudo.kept(images, weights)
         if task.count(images) == 0:
             return next(student.parameters()).new_zeros(())
-        weighting = self.weighting
-        if ctx is not None and ctx.sam_pass == "second" and self.second_pass_weighting:
-            weighting = self.second_pass_weighting
-        weights = weighting(pseudo)
-        if ctx is None:
-            transformed = self.transform(images, generator)
-        else:
-            transformed = ctx.memo((self, "transform"), lambda: self.transform(images, generator))
-        loss = task.loss(student, transformed, pseudo.labels, weights)
+        if weights is None:
+            weights = self.weighting(pseudo)
+        loss = task.loss(student, self.transform(images, generator), pseudo.labels, weights)
         return self.weight * sum_parts(loss, self.part_weights)
 
     def forward(self, ctx: IterationContext) -> Tensor:
-        return self.loss(
-            ctx.student, ctx.task, ctx.target_images, ctx.pseudo_labels, ctx.generator, ctx
-        )
+        return self.loss(ctx.student, ctx.task, ctx.target_images, ctx.pseudo_labels, ctx.generator)
 
 
 class MaskedImageConsistency(ConsistencyLoss):
-    """MIC: consistency between the teacher on the full target and the student on the masked
-    (and strongly augmented) target.
+    """MIC: the student on the masked (and strongly augmented) target must predict what the
+    teacher predicted on the full target.
 
     Args:
         masker: withholds image regions (``BlockMasker`` is MIC's).
         weighting: ``"quality"`` (published for segmentation), ``"prob"`` (published for ViT
-            classification) or ``"none"`` (published for ResNet classification).
-        tau: the confidence threshold of the quality weight.
+            classification) or ``"none"`` (published for ResNet classification and detection).
+        tau: the quality weight's threshold (published 0.968).
         weight: lambda, the loss weight (published 1).
         part_weights: a multiplier per named part of the Task's loss (e.g. 0 for the
-            box-regression parts, as published for the masked branch of a two-stage model).
-        second_pass_weighting: the weighting in the second pass of sharpness-aware
-            minimisation (None: ``weighting``; the published SDAT + MIC code uses ``"none"``
-            there, see docs/classification.md).
+            box-regression parts, as published for the masked branch of a two-stage detector).
     """
 
     def __init__(
         self,
         masker: Masker,
         weighting: WeightingMode = "quality",
-        tau: float = 0.968,
+        tau: float = QUALITY_THRESHOLD,
         weight: float = 1.0,
         part_weights: Mapping[str, float] | None = None,
-        second_pass_weighting: WeightingMode | None = None,
     ) -> None:
-        super().__init__(weighting, tau, weight, part_weights, second_pass_weighting)
+        super().__init__(weighting, tau, weight, part_weights)
         self.masker = masker
 
     def transform(self, images: Any, generator: torch.Generator | None = None) -> Any:
@@ -217,17 +196,19 @@ class MaskedImageConsistency(ConsistencyLoss):
 
 class SelfTraining(ConsistencyLoss):
     """Mean-teacher self-training: the student on the (strongly augmented) target against the
-    teacher's pseudo-labels, weighted by their quality.
+    teacher's pseudo-labels.
 
     Args:
-        augmentation: applied to the target before the student sees it; None: none.
+        augmentation: applied to the target before the student sees it (``mic.
+            StrongAugmentation``); None: none.
+        weighting, tau, weight, part_weights: as in ``ConsistencyLoss``.
     """
 
     def __init__(
         self,
-        augmentation: StrongAugmentation | None = None,
+        augmentation: Augmentation | None = None,
         weighting: WeightingMode = "quality",
-        tau: float = 0.968,
+        tau: float = QUALITY_THRESHOLD,
         weight: float = 1.0,
         part_weights: Mapping[str, float] | None = None,
     ) -> None:

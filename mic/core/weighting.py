@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -11,46 +12,65 @@ from mic.core.errors import ConfigError
 from mic.core.task import PseudoLabels
 
 WeightingMode = Literal["quality", "prob", "none"]
-_MODES = ("quality", "prob", "none")
+WEIGHTING_MODES = ("quality", "prob", "none")
+
+#: tau, the teacher confidence at or above which a pseudo-label counts as reliable in the
+#: quality weight (DACS, DAFormer, HRDA and MIC's published ``pseudo_threshold``)
+QUALITY_THRESHOLD = 0.968
 
 
 def _flat(x: Tensor | list[Tensor]) -> Tensor:
     return torch.cat([t.reshape(-1) for t in x]) if isinstance(x, (list, tuple)) else x.reshape(-1)
 
 
-def _map(fn, *xs):  # type: ignore[no-untyped-def]
+def _map(fn: Callable[..., Tensor], *xs: Any) -> Any:
     if isinstance(xs[0], (list, tuple)):
         return [fn(*parts) for parts in zip(*xs, strict=True)]
     return fn(*xs)
 
 
 class PseudoLabelWeighting:
-    """Per-element weights for pseudo-labels.
+    """Per-element weights of pseudo-labels.
 
     Modes:
         ``"quality"``: every element weighs q = (elements with confidence >= tau) / (all
-            elements), one scalar per batch, kept as a tensor (no host synchronisation);
-        ``"prob"``: every element weighs its own teacher confidence;
-        ``"none"``: every element weighs 1.
+            elements), one scalar per batch, kept as a tensor (no host synchronisation); the
+            published segmentation weighting;
+        ``"prob"``: every element weighs its own teacher confidence (published for MIC on
+            ViT classification);
+        ``"none"``: every element weighs 1 (published for ResNet classification and the
+            masked branch of detection).
+
     Elements outside ``PseudoLabels.valid`` weigh 0 in every mode (q counts all elements, as
     published).
+
+    Args:
+        mode: one of the modes above.
+        tau: the quality weight's confidence threshold, in [0, 1] (``QUALITY_THRESHOLD``).
+
+    Raises:
+        ConfigError: an unknown mode, or tau outside [0, 1].
     """
 
-    def __init__(self, mode: WeightingMode = "quality", tau: float = 0.968) -> None:
-        if mode not in _MODES:
-            raise ConfigError(f"pseudo-label weighting must be one of {_MODES}, got {mode!r}")
+    def __init__(self, mode: WeightingMode = "quality", tau: float = QUALITY_THRESHOLD) -> None:
+        if mode not in WEIGHTING_MODES:
+            raise ConfigError(
+                f"pseudo-label weighting must be one of {WEIGHTING_MODES}, got {mode!r}"
+            )
         if not 0.0 <= tau <= 1.0:
             raise ConfigError(f"pseudo-label threshold tau must lie in [0, 1], got {tau}")
         self.mode = mode
         self.tau = float(tau)
 
     def quality(self, confidence: Tensor | list[Tensor]) -> Tensor:
+        """q: the share of elements with confidence >= tau, a float 0-d tensor (0 for none)."""
         flat = _flat(confidence)
         if flat.numel() == 0:
             return flat.new_zeros(())
         return (flat >= self.tau).float().mean()
 
     def __call__(self, pseudo: PseudoLabels) -> Tensor | list[Tensor]:
+        """The weights, in the layout (and dtype) of ``pseudo.confidence``."""
         conf = pseudo.confidence
         if self.mode == "quality":
             q = self.quality(conf)

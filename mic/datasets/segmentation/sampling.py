@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mic.core.data import DatasetWrapper
 from mic.core.errors import ConfigError, DatasetError
+from mic.training.sampling import DatasetWrapper
 
 log = logging.getLogger(__name__)
 

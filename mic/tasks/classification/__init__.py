@@ -1,36 +1,40 @@
-"""Image classification: the Task, the classifier, and its base methods."""
+"""Image classification: the Task, the classifier, and its base methods (DANN, CDAN, MCC, and
+SDAT's sharpness-aware minimisation)."""
 
 from mic.tasks.classification.alignment import (
     ConditionalDomainAdversarial,
     DomainAdversarial,
     DomainDiscriminator,
+    GradientReversalRamp,
     JointOutputs,
     JointSourceSupervision,
     MinimumClassConfusion,
     MultilinearMap,
     RandomizedMultilinearMap,
-    WarmStartCoefficient,
     entropy_weights,
     joint_forward,
     minimum_class_confusion,
     reverse_gradient,
 )
 from mic.tasks.classification.model import Classifier
+from mic.tasks.classification.sam import SAM, SharpnessAwareMinimization
 from mic.tasks.classification.task import ClassificationMetrics, ClassificationTask
 
 __all__ = [
+    "SAM",
     "ClassificationMetrics",
     "ClassificationTask",
     "Classifier",
     "ConditionalDomainAdversarial",
     "DomainAdversarial",
     "DomainDiscriminator",
+    "GradientReversalRamp",
     "JointOutputs",
     "JointSourceSupervision",
     "MinimumClassConfusion",
     "MultilinearMap",
     "RandomizedMultilinearMap",
-    "WarmStartCoefficient",
+    "SharpnessAwareMinimization",
     "entropy_weights",
     "joint_forward",
     "minimum_class_confusion",

@@ -2,11 +2,10 @@
 
 Each method is a ``LossTerm`` that owns its modules (a domain discriminator, a fixed random
 map). All of them, and ``JointSourceSupervision``, read one forward pass of the student over
-the source and target batches together (``joint_forward``), as the published code does: the
-BatchNorm layer of the bottleneck normalises both domains in one batch, and the terms share
-that pass and are back-propagated together (``backward_group``). SDAT is CDAN + MCC trained
-with sharpness-aware minimisation (``mic.core.SAM``); the adversarial terms stay out of SAM's
-first pass, so the perturbation follows the classification losses (``sam_first_pass``).
+the source and target batches together (``joint_forward``, a ``SharedForward``), as the
+published code does: the BatchNorm layer of the bottleneck normalises both domains in one
+batch, and the terms are back-propagated together. SDAT is CDAN + MCC trained with
+sharpness-aware minimisation (``SharpnessAwareMinimization``, in ``sam.py``).
 """
 
 from __future__ import annotations
@@ -18,22 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mic.core import (
-    ConfigError,
-    IterationContext,
-    LossTerm,
-    SourceSupervision,
-    weighted_cross_entropy,
-)
-from mic.core.functional import reverse_gradient
-from mic.core.terms import require_features
-
-#: the backward group (and ``ctx.shared`` key) of the terms that share the joint forward pass
-JOINT = "classification.joint_forward"
+from mic.core import ConfigError, IterationContext, LossTerm, SharedForward, SourceSupervision
+from mic.functional import reverse_gradient, weighted_cross_entropy
+from mic.tasks.common import require_features
 
 
 # ------------------------------------------------------------------------- gradient reversal
-class WarmStartCoefficient:
+class GradientReversalRamp:
     """The gradient-reversal coefficient's schedule of DANN (Ganin et al., 2016):
     ``lo + (hi - lo) * (2 / (1 + exp(-alpha * i / max_iters)) - 1)`` at adaptation
     iteration ``i``: 0 at the start, rising towards ``hi``.
@@ -56,7 +46,7 @@ class WarmStartCoefficient:
 
     def __repr__(self) -> str:
         return (
-            f"WarmStartCoefficient(alpha={self.alpha}, max_iters={self.max_iters}, "
+            f"GradientReversalRamp(alpha={self.alpha}, max_iters={self.max_iters}, "
             f"lo={self.lo}, hi={self.hi})"
         )
 
@@ -152,18 +142,15 @@ class JointOutputs:
     target_features: Tensor
 
 
+@SharedForward
 def joint_forward(ctx: IterationContext) -> JointOutputs:
-    """One forward pass of the student over ``cat(source, target)``, computed once per
-    iteration (and pass) and shared through ``ctx.shared``."""
-    out = ctx.shared.get(JOINT)
-    if out is None:
-        require_features(ctx.student, "the alignment methods")
-        n = len(ctx.source_images)
-        x = torch.cat([ctx.source_images, ctx.target_images])
-        logits, features = ctx.student(x, return_features=True)
-        out = JointOutputs(logits[:n], features[:n], logits[n:], features[n:])
-        ctx.shared[JOINT] = out
-    return out
+    """One forward pass of the student over ``cat(source, target)`` (computed once per
+    iteration; the terms that read it are back-propagated together)."""
+    require_features(ctx.student, "the alignment methods")
+    n = len(ctx.source_images)
+    x = torch.cat([ctx.source_images, ctx.target_images])
+    logits, features = ctx.student(x, return_features=True)
+    return JointOutputs(logits[:n], features[:n], logits[n:], features[n:])
 
 
 # -------------------------------------------------------------------------- loss terms
@@ -172,7 +159,7 @@ class JointSourceSupervision(SourceSupervision):
     terms are active (before ``adaptation_start``: ``SourceSupervision``, a forward pass over
     the source alone). The source term of every alignment method here."""
 
-    backward_group = JOINT
+    shared_forward = joint_forward
 
     def forward(self, ctx: IterationContext) -> Tensor:
         if not ctx.adapting:
@@ -184,20 +171,19 @@ class JointSourceSupervision(SourceSupervision):
 class _Adversarial(LossTerm):
     """A discriminator trained through gradient reversal, on the joint forward pass."""
 
-    backward_group = JOINT
-    sam_first_pass = False
+    shared_forward = joint_forward
 
     def __init__(
         self,
         in_features: int,
         hidden_dim: int = 1024,
         batch_norm: bool = True,
-        coefficient: WarmStartCoefficient | None = None,
+        coefficient: GradientReversalRamp | None = None,
         weight: float = 1.0,
     ) -> None:
         super().__init__(weight)
         self.discriminator = DomainDiscriminator(in_features, hidden_dim, batch_norm)
-        self.coefficient = coefficient if coefficient is not None else WarmStartCoefficient()
+        self.coefficient = coefficient if coefficient is not None else GradientReversalRamp()
 
     def reversal(self, ctx: IterationContext) -> float:
         """The gradient-reversal coefficient at this iteration (counted from the start of
@@ -224,7 +210,7 @@ class DomainAdversarial(_Adversarial):
         features_dim: the feature width (the bottleneck's, 256 as published).
         hidden_dim: the discriminator's hidden width (published 1024).
         batch_norm: BatchNorm in the discriminator (published), else dropout.
-        coefficient: the gradient-reversal schedule (default ``WarmStartCoefficient()``).
+        coefficient: the gradient-reversal schedule (default ``GradientReversalRamp()``).
         weight: the loss weight (published trade-off 1).
     """
 
@@ -233,7 +219,7 @@ class DomainAdversarial(_Adversarial):
         features_dim: int,
         hidden_dim: int = 1024,
         batch_norm: bool = True,
-        coefficient: WarmStartCoefficient | None = None,
+        coefficient: GradientReversalRamp | None = None,
         weight: float = 1.0,
     ) -> None:
         super().__init__(features_dim, hidden_dim, batch_norm, coefficient, weight)
@@ -274,7 +260,7 @@ class ConditionalDomainAdversarial(_Adversarial):
         randomized_dim: int = 1024,
         hidden_dim: int = 1024,
         batch_norm: bool = True,
-        coefficient: WarmStartCoefficient | None = None,
+        coefficient: GradientReversalRamp | None = None,
         weight: float = 1.0,
         seed: int = 0,
     ) -> None:
@@ -316,7 +302,7 @@ class MinimumClassConfusion(LossTerm):
         weight: the loss weight (published trade-off 1).
     """
 
-    backward_group = JOINT
+    shared_forward = joint_forward
 
     def __init__(self, temperature: float = 2.0, weight: float = 1.0) -> None:
         super().__init__(weight)

@@ -8,8 +8,13 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassStatScores
 
-from mic.core import DatasetError, PseudoLabels, Task, weighted_cross_entropy
-from mic.core.task import probabilities
+from mic.core import DatasetError, PseudoLabels, Task
+from mic.functional import weighted_cross_entropy
+
+
+def probabilities(logits: Tensor) -> Tensor:
+    """Softmax over the class dimension (B x C) in float32 (stable under mixed precision)."""
+    return torch.softmax(logits.float(), dim=1)
 
 
 class ClassificationMetrics(MulticlassStatScores):

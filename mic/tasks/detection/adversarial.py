@@ -24,19 +24,19 @@ after upsampling every level's logits to the finest level.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mic.core import ConfigError, LossTerm
-from mic.core.functional import reverse_gradient, scale_gradient
+from mic.core import ConfigError, IterationContext, LossTerm, SharedForward
 from mic.core.teacher import unwrap
 from mic.core.terms import sum_parts
+from mic.functional import reverse_gradient, scale_gradient
 
 if TYPE_CHECKING:
-    from mic.core.loop import IterationContext
     from mic.tasks.detection.model import Capture
 
 
@@ -120,15 +120,50 @@ class InstanceDomainClassifier(nn.Module):
         return out
 
 
-class DomainAdversarial(LossTerm):
-    """DA-Faster / SADA alignment as one loss term, with the source supervision it rides on.
+@SharedForward
+def source_forward(ctx: IterationContext) -> tuple[dict[str, Tensor], Capture]:
+    """The detector's losses on the labelled source batch, with its FPN and ROI features
+    captured (read by ``SharedSourceSupervision`` and ``DomainAdversarial``, back-propagated
+    together, source and target in one graph as published)."""
+    model = unwrap(ctx.student)
+    if not hasattr(model, "capture"):
+        raise ConfigError(
+            "the domain-adversarial terms need a mic.tasks.detection.FasterRCNN student (they "
+            f"read the detector's features), got {type(model).__name__}"
+        )
+    with model.capture() as captured:
+        losses = ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets)
+    return losses, captured
 
-    One forward of the student on the labelled source batch gives the detection losses and
-    the source features; from ``adaptation_start`` on, one forward on the target batch (in
-    training mode, without targets) gives the target features, and the domain classifiers'
-    losses are added. Parts: ``source`` (the detection losses), ``adv_image``,
-    ``adv_instance``, ``adv_consistency``; all are back-propagated together (source and target
-    in one graph, as published).
+
+class SharedSourceSupervision(LossTerm):
+    """The detection losses on the labelled source batch from ``source_forward``, the pass
+    whose features ``DomainAdversarial`` aligns (use core's ``SourceSupervision`` without it).
+
+    Args:
+        weight: the loss weight.
+        part_weights: multipliers of the detection loss parts.
+    """
+
+    uses_target = False
+    shared_forward = source_forward
+
+    def __init__(self, weight: float = 1.0, part_weights: Mapping[str, float] | None = None):
+        super().__init__(weight)
+        self.part_weights = dict(part_weights or {})
+
+    def forward(self, ctx: IterationContext) -> Tensor:
+        losses, _ = source_forward(ctx)
+        return self.weight * sum_parts(losses, self.part_weights)
+
+
+class DomainAdversarial(LossTerm):
+    """DA-Faster / SADA alignment: image- and instance-level domain classifiers on the
+    features of the source pass (``source_forward``) and of one training-mode forward of the
+    student on the target batch (without targets).
+
+    Parts: ``adv_image``, ``adv_instance``, ``adv_consistency``, each the mean of its source
+    and target losses; back-propagated together with the source loss.
 
     Args:
         channels: the detector's FPN width (``model.fpn_channels``).
@@ -142,11 +177,12 @@ class DomainAdversarial(LossTerm):
             ``roi_features``, i.e. the published 512 and 1024 for a 256-channel FPN and a
             1024-wide box head).
         per_level: scale-aware classifiers, one per level (SADA), or one shared (DA-Faster).
-        source_weight: weight of the source detection losses.
-        part_weights: multipliers of the detection loss parts on the source.
+
+    Raises:
+        ConfigError: a negative weight.
     """
 
-    uses_target = False  # the source part trains from the first iteration
+    shared_forward = source_forward
 
     def __init__(
         self,
@@ -160,10 +196,8 @@ class DomainAdversarial(LossTerm):
         image_hidden: int | None = None,
         instance_hidden: int | None = None,
         per_level: bool = True,
-        source_weight: float = 1.0,
-        part_weights: dict[str, float] | None = None,
     ) -> None:
-        super().__init__(source_weight)
+        super().__init__()
         for name, w in (
             ("image_weight", image_weight),
             ("instance_weight", instance_weight),
@@ -174,7 +208,6 @@ class DomainAdversarial(LossTerm):
         self.image_weight = float(image_weight)
         self.instance_weight = float(instance_weight)
         self.consistency_weight = float(consistency_weight)
-        self.part_weights = dict(part_weights or {})
         self.image_classifier = ImageDomainClassifier(
             channels, image_levels, image_hidden or 2 * channels, per_level
         )
@@ -184,21 +217,14 @@ class DomainAdversarial(LossTerm):
 
     def forward(self, ctx: IterationContext) -> dict[str, Tensor]:
         model = unwrap(ctx.student)
-        if not hasattr(model, "capture"):
-            raise ConfigError(
-                "DomainAdversarial needs a mic.tasks.detection.FasterRCNN student (it reads the "
-                f"detector's features), got {type(model).__name__}"
-            )
-        with model.capture() as source:
-            loss = ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets)
-        out = {"source": self.weight * sum_parts(loss, self.part_weights)}
-        if not ctx.adapting:
-            return out
+        _, source = source_forward(ctx)
         with model.capture() as target:
             ctx.student(ctx.target_images)
         parts = [self.domain_losses(model, c, float(d)) for c, d in ((source, 1), (target, 0))]
-        out["adv_image"] = 0.5 * (parts[0][0] + parts[1][0])
-        out["adv_instance"] = 0.5 * (parts[0][1] + parts[1][1])
+        out = {
+            "adv_image": 0.5 * (parts[0][0] + parts[1][0]),
+            "adv_instance": 0.5 * (parts[0][1] + parts[1][1]),
+        }
         if self.consistency_weight > 0:
             out["adv_consistency"] = 0.5 * (parts[0][2] + parts[1][2])
         return out

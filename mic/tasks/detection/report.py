@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 
-from mic.core.data import move_to, split_sample
+from mic.core.batch import move_to, split_sample
 from mic.core.loop import AdaptationLoop, Hook
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
 
 from mic.core import ConfigError, DatasetError, PseudoLabels, Task
-from mic.core.data import collate_pairs
+from mic.core.batch import collate_pairs
 from mic.datasets.detection.targets import batch_images, check_target, image_size
 from mic.tasks.detection.model import LOSS_PARTS
 

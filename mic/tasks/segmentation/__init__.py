@@ -17,9 +17,10 @@ from mic.tasks.segmentation.terms import (
     ClassMix,
     FeatureDistance,
     SegmentationMIC,
-    SourceWithFeatureDistance,
+    SharedSourceSupervision,
     class_mix_masks,
     majority_labels,
+    source_forward,
 )
 
 __all__ = [
@@ -35,11 +36,12 @@ __all__ = [
     "SegmentationMetrics",
     "SegmentationTask",
     "Segmenter",
+    "SharedSourceSupervision",
     "SmallUNet",
     "SmpModel",
-    "SourceWithFeatureDistance",
     "class_mix_masks",
     "create_encoder",
     "format_iou_table",
     "majority_labels",
+    "source_forward",
 ]

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from mic.core.augment import Normalization
-from mic.core.data import split_sample
+from mic.augmentation import Normalization
+from mic.core.batch import split_sample
 from mic.core.loop import AdaptationLoop, Hook
 from mic.datasets.segmentation.labels import colorize
 

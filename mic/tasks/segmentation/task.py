@@ -14,12 +14,13 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from mic.core import ConfigError, DatasetError, PseudoLabels, Task, weighted_cross_entropy
+from mic.core import ConfigError, DatasetError, PseudoLabels, Task
 from mic.datasets.segmentation.labels import (
     CITYSCAPES_PALETTE,
     PROTOCOLS,
     default_class_names,
 )
+from mic.functional import weighted_cross_entropy
 
 
 def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:

@@ -1,30 +1,33 @@
-"""DAFormer's self-training terms (DACS with ClassMix, the ImageNet feature distance) and
-MIC's choice of masked images, as loss terms of the generic loop."""
+"""DAFormer's self-training terms (DACS with ClassMix, the ImageNet feature distance on the
+source forward pass that the source loss shares) and MIC's choice of masked images, as loss
+terms of the generic loop."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mic.core import (
+    QUALITY_THRESHOLD,
     ConfigError,
+    IterationContext,
     LossTerm,
     MaskedImageConsistency,
     Masker,
+    PseudoLabels,
     PseudoLabelWeighting,
-    StrongAugmentation,
+    SharedForward,
 )
+from mic.core.masking import Augmentation
 from mic.core.teacher import unwrap
-from mic.core.terms import require_features
+from mic.core.weighting import WeightingMode
 from mic.datasets.segmentation.labels import CITYSCAPES_THING_CLASSES
-
-if TYPE_CHECKING:
-    from mic.core.loop import IterationContext
+from mic.tasks.common import require_features
 
 
 def class_mix_masks(
@@ -82,9 +85,9 @@ class ClassMix(LossTerm):
 
     def __init__(
         self,
-        augmentation: StrongAugmentation | None = None,
-        weighting: str = "quality",
-        tau: float = 0.968,
+        augmentation: Augmentation | None = None,
+        weighting: WeightingMode = "quality",
+        tau: float = QUALITY_THRESHOLD,
         classes_from: Literal["image", "batch"] = "image",
         weight: float = 1.0,
     ) -> None:
@@ -92,7 +95,7 @@ class ClassMix(LossTerm):
         if classes_from not in ("image", "batch"):
             raise ConfigError(f"classes_from must be 'image' or 'batch', got {classes_from!r}")
         self.augmentation = augmentation
-        self.weighting = PseudoLabelWeighting(weighting, tau)  # type: ignore[arg-type]
+        self.weighting = PseudoLabelWeighting(weighting, tau)
         self.classes_from = classes_from
 
     def mix(self, ctx: IterationContext) -> tuple[Tensor, Tensor, Tensor]:
@@ -119,8 +122,7 @@ class ClassMix(LossTerm):
         return images, mixed_labels, mixed_weights
 
     def forward(self, ctx: IterationContext) -> Tensor:
-        # drawn once per iteration: SAM's two passes see the same mix
-        images, labels, weights = ctx.memo((self, "mix"), lambda: self.mix(ctx))
+        images, labels, weights = self.mix(ctx)
         return self.weight * ctx.task.loss(ctx.student, images, labels, weights)
 
 
@@ -141,15 +143,51 @@ def majority_labels(
     return cls
 
 
-class FeatureDistance(nn.Module):
+@SharedForward
+def source_forward(ctx: IterationContext) -> tuple[Tensor, list[Tensor]]:
+    """One student pass over the source batch: logits and the encoder's feature maps (read by
+    ``SharedSourceSupervision`` and ``FeatureDistance``, back-propagated together)."""
+    require_features(ctx.student, "the feature distance")
+    return ctx.student(ctx.source_images, return_features=True)
+
+
+class SharedSourceSupervision(LossTerm):
+    """The source cross-entropy from ``source_forward``, the source pass that
+    ``FeatureDistance`` also reads (use core's ``SourceSupervision`` without it).
+
+    Needs a model whose ``forward(x, return_features=True)`` returns the logits and the
+    encoder's feature maps (every ``Segmenter``).
+
+    Args:
+        weight: the loss weight.
+    """
+
+    uses_target = False
+    shared_forward = source_forward
+
+    def forward(self, ctx: IterationContext) -> Tensor:
+        logits, _ = source_forward(ctx)
+        return self.weight * ctx.task.loss_from_logits(logits, ctx.source_targets)  # type: ignore[attr-defined]
+
+
+class FeatureDistance(LossTerm):
     """DAFormer's ImageNet feature distance: the L2 distance between the student's deepest
-    encoder features and those of a frozen copy of the initial encoder (the ImageNet weights),
-    averaged over the feature cells whose majority source class (covering >= ``min_ratio``
-    of the cell) is one of ``classes``.
+    encoder features (of ``source_forward``) and those of a frozen copy of the initial encoder
+    (the ImageNet weights), averaged over the feature cells whose majority source class
+    (covering >= ``min_ratio`` of the cell) is one of ``classes``.
 
     The frozen copy is taken from the student the first time the loss runs (iteration 0,
     before any update) and travels with checkpoints. An empty mask gives 0.
+
+    Args:
+        weight: the loss weight (published 0.005).
+        classes: the class ids whose cells count (published: Cityscapes' "thing" classes);
+            None: every cell.
+        min_ratio: the share of a cell its majority class must cover (published 0.75).
     """
+
+    uses_target = False
+    shared_forward = source_forward
 
     def __init__(
         self,
@@ -157,8 +195,7 @@ class FeatureDistance(nn.Module):
         classes: Sequence[int] | None = CITYSCAPES_THING_CLASSES,
         min_ratio: float = 0.75,
     ) -> None:
-        super().__init__()
-        self.weight = float(weight)
+        super().__init__(weight)
         self.classes = list(classes) if classes is not None else None
         # on the loss's device with the method, not copied there every iteration
         self.register_buffer(
@@ -169,6 +206,7 @@ class FeatureDistance(nn.Module):
         self._pending: dict[str, Tensor] | None = None
 
     def initial_encoder(self, student: nn.Module) -> nn.Module:
+        """The frozen copy of the student's encoder (taken on the first call)."""
         if not self._initial:
             model = unwrap(student)
             encoder = getattr(model, "encoder", model)
@@ -190,9 +228,17 @@ class FeatureDistance(nn.Module):
             self._initial[0].load_state_dict(self._pending)
             self._pending = None
 
-    def forward(
+    def forward(self, ctx: IterationContext) -> Tensor:
+        _, features = source_forward(ctx)
+        return self.distance(
+            ctx.student, ctx.source_images, features[-1], ctx.source_targets, ctx.task.num_classes
+        )
+
+    def distance(
         self, student: nn.Module, images: Tensor, features: Tensor, labels: Tensor, num_classes: int
     ) -> Tensor:
+        """The weighted distance of ``features`` (B x C x h x w, the student's deepest) to the
+        frozen encoder's on ``images`` (B x 3 x H x W), over the cells of ``labels`` (B x H x W)."""
         encoder = self.initial_encoder(student)
         with torch.no_grad():
             encoder.eval()
@@ -206,41 +252,6 @@ class FeatureDistance(nn.Module):
         return self.weight * (distance * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-class SourceWithFeatureDistance(LossTerm):
-    """The source cross-entropy and, from the same forward pass, DAFormer's ImageNet feature
-    distance (logged as ``source`` and ``feature_distance``, back-propagated together).
-
-    Needs a model whose ``forward(x, return_features=True)`` returns the logits and the
-    encoder's feature maps (every ``Segmenter``).
-
-    Args:
-        feature_distance: the ``FeatureDistance`` (None: the source loss alone).
-        weight: the weight of the source cross-entropy.
-    """
-
-    uses_target = False
-
-    def __init__(
-        self, feature_distance: FeatureDistance | None = None, weight: float = 1.0
-    ) -> None:
-        super().__init__(weight)
-        self.feature_distance = feature_distance
-
-    def forward(self, ctx: IterationContext) -> dict[str, Tensor]:
-        require_features(ctx.student, "the source term with feature distance")
-        logits, features = ctx.student(ctx.source_images, return_features=True)
-        parts = {"source": self.weight * ctx.task.loss_from_logits(logits, ctx.source_targets)}  # type: ignore[attr-defined]
-        if self.feature_distance is not None:
-            parts["feature_distance"] = self.feature_distance(
-                ctx.student,
-                ctx.source_images,
-                features[-1],
-                ctx.source_targets,
-                ctx.task.num_classes,
-            )
-        return parts
-
-
 class SegmentationMIC(MaskedImageConsistency):
     """MIC with the published choice of which images are masked.
 
@@ -248,9 +259,10 @@ class SegmentationMIC(MaskedImageConsistency):
         masker: the block masker (its augmentation: published on for the target-only mode
             ``separatetrgaug``, off for the source + target mode ``separate``).
         images: ``"target"``: the whole target batch against its pseudo-labels (published for
-            GTA and SYNTHIA); ``"source+target"``: the first source image with its labels
-            (weight 1) and the first target image with its pseudo-labels (published for
-            Cityscapes -> ACDC and -> Dark Zurich).
+            GTA and SYNTHIA), exactly ``MaskedImageConsistency``; ``"source+target"``: the
+            first source image with its labels (weight 1) and the first target image with its
+            pseudo-labels (published for Cityscapes -> ACDC and -> Dark Zurich), through the
+            same ``ConsistencyLoss.loss``.
         weighting, tau, weight: as in ``MaskedImageConsistency``.
     """
 
@@ -258,11 +270,11 @@ class SegmentationMIC(MaskedImageConsistency):
         self,
         masker: Masker,
         images: Literal["target", "source+target"] = "target",
-        weighting: str = "quality",
-        tau: float = 0.968,
+        weighting: WeightingMode = "quality",
+        tau: float = QUALITY_THRESHOLD,
         weight: float = 1.0,
     ) -> None:
-        super().__init__(masker, weighting, tau, weight)  # type: ignore[arg-type]
+        super().__init__(masker, weighting, tau, weight)
         if images not in ("target", "source+target"):
             raise ConfigError(f"MIC images must be 'target' or 'source+target', got {images!r}")
         self.images = images
@@ -275,15 +287,16 @@ class SegmentationMIC(MaskedImageConsistency):
         images = torch.cat([ctx.source_images[:1], ctx.target_images[:1]])
         labels = torch.cat([ctx.source_targets[:1], pseudo.labels[:1]])
         pixel_weights = torch.cat([torch.ones_like(weights[:1]), weights[:1]])  # type: ignore[index]
-        masked = ctx.memo((self, "transform"), lambda: self.transform(images, ctx.generator))
-        return self.weight * ctx.task.loss(ctx.student, masked, labels, pixel_weights)
+        mixed = PseudoLabels(labels, confidence=pixel_weights)
+        return self.loss(ctx.student, ctx.task, images, mixed, ctx.generator, pixel_weights)
 
 
 __all__ = [
     "ClassMix",
     "FeatureDistance",
     "SegmentationMIC",
-    "SourceWithFeatureDistance",
+    "SharedSourceSupervision",
     "class_mix_masks",
     "majority_labels",
+    "source_forward",
 ]

@@ -1,4 +1,5 @@
-"""Data parallelism across processes started by ``torchrun``.
+"""Data parallelism across processes started by ``torchrun`` (``ProcessGroup``, the loop's
+``Collective`` for them).
 
 Every rank holds a full student, teacher and method; each draws its own share of the source
 and target batches (``ResumableSampler`` with its rank); after all loss branches of an
@@ -25,10 +26,13 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from mic.core.errors import ConfigError
+from mic.core.loop import Collective
 
 
 @dataclass(frozen=True)
-class DistributedInfo:
+class ProcessInfo:
+    """This process's place in a data-parallel run (rank 0 of 1 without ``torchrun``)."""
+
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
@@ -42,12 +46,12 @@ class DistributedInfo:
         return self.rank == 0
 
 
-def init_distributed(device: str = "auto", backend: str | None = None) -> DistributedInfo:
+def init_distributed(device: str = "auto", backend: str | None = None) -> ProcessInfo:
     """Join the process group that ``torchrun`` describes in the environment (RANK,
     WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT); a single process otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return DistributedInfo()
+        return ProcessInfo()
     rank = int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device != "cpu" and torch.cuda.is_available():
@@ -56,21 +60,21 @@ def init_distributed(device: str = "auto", backend: str | None = None) -> Distri
         # with CUDA present, both: NCCL reduces CUDA tensors, gloo CPU ones (a CPU run)
         default = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend or default)
-    return DistributedInfo(rank, local, world)
+    return ProcessInfo(rank, local, world)
 
 
-def info() -> DistributedInfo:
+def process_info() -> ProcessInfo:
     """The current process's place in the group (a single process when none is set up)."""
     if not (dist.is_available() and dist.is_initialized()):
-        return DistributedInfo()
-    return DistributedInfo(
+        return ProcessInfo()
+    return ProcessInfo(
         dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size()
     )
 
 
 def broadcast_state(module: nn.Module, src: int = 0) -> None:
     """Make every rank's parameters and buffers equal to rank ``src``'s."""
-    if not info().enabled:
+    if not process_info().enabled:
         return
     for t in [*module.parameters(), *module.buffers()]:
         dist.broadcast(t.data, src)
@@ -86,7 +90,7 @@ def all_reduce_gradients(params: Iterable[nn.Parameter]) -> None:
     skips the parameter (no weight decay, no momentum) as it does in a single process. Only a
     rank that lacked some gradient reads the flags (one host synchronisation then).
     """
-    group = info()
+    group = process_info()
     if not group.enabled:
         return
     buckets: dict[tuple[torch.device, torch.dtype], list[tuple[nn.Parameter, bool]]] = {}
@@ -114,7 +118,7 @@ def all_reduce_gradients(params: Iterable[nn.Parameter]) -> None:
 
 def all_reduce_mean(values: Tensor) -> Tensor:
     """The mean of ``values`` over ranks (``values`` itself in a single process)."""
-    group = info()
+    group = process_info()
     if not group.enabled:
         return values
     out = values.detach().clone()
@@ -124,7 +128,7 @@ def all_reduce_mean(values: Tensor) -> Tensor:
 
 def gather_objects(obj: Any) -> list[Any]:
     """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` in one process)."""
-    group = info()
+    group = process_info()
     if not group.enabled:
         return [obj]
     out: list[Any] = [None] * group.world_size
@@ -134,18 +138,50 @@ def gather_objects(obj: Any) -> list[Any]:
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """Rank ``src``'s ``obj`` on every rank (``obj`` itself in one process)."""
-    if not info().enabled:
+    if not process_info().enabled:
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src)
     return box[0]
 
 
-def check_batch_size(global_batch: int, world_size: int, name: str) -> int:
-    """The per-rank batch size of a global batch."""
+def per_process_batch_size(global_batch: int, world_size: int, name: str) -> int:
+    """The batch size of each of ``world_size`` processes for a global batch size.
+
+    Raises:
+        ConfigError: the global batch does not divide among the processes.
+    """
     if global_batch % world_size:
         raise ConfigError(
             f"loader.{name}_batch_size={global_batch} does not divide among {world_size} "
             "processes; give a global batch size that is a multiple of the process count"
         )
     return global_batch // world_size
+
+
+class ProcessGroup(Collective):
+    """The ``Collective`` of the process group ``torchrun`` set up (``init_distributed``).
+
+    CPU tensors are reduced through gloo; with NCCL (CUDA runs) small host-side values such as
+    stop flags travel on ``device``.
+
+    Args:
+        device: the device of this process's model (NCCL reduces tensors on it).
+    """
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        group = process_info()
+        self.rank, self.world_size = group.rank, group.world_size
+        self.device = torch.device(device)
+
+    def broadcast_module(self, module: nn.Module) -> None:
+        broadcast_state(module)
+
+    def average_gradients(self, params: Iterable[nn.Parameter]) -> None:
+        all_reduce_gradients(params)
+
+    def mean(self, values: Tensor) -> Tensor:
+        if self.world_size == 1:
+            return values
+        comm = self.device if self.device.type == "cuda" else torch.device("cpu")
+        return all_reduce_mean(values.to(comm)).to(values.device)

@@ -12,10 +12,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mic.core.checkpoint import save_checkpoint, save_weights
-from mic.core.distributed import broadcast_object, info
-from mic.core.evaluation import evaluate, recalibrated_batchnorm, tracked_batchnorms
+from mic.core.errors import ConfigError
 from mic.core.loop import AdaptationLoop, Hook
+from mic.training.checkpoint import save_checkpoint, save_weights
+from mic.training.distributed import broadcast_object, gather_objects, process_info
+from mic.training.evaluation import evaluate, recalibrated_batchnorm, tracked_batchnorms
+from mic.training.rng import rng_state
 
 if TYPE_CHECKING:
     from mic.core.task import Task
@@ -44,7 +46,7 @@ class ProgressBar(Hook):
         self.bar = tqdm(
             total=loop.iterations,
             initial=loop.step,
-            disable=not self.enabled or not info().is_main,
+            disable=not self.enabled or not process_info().is_main,
             desc="adapting",
             dynamic_ncols=True,
             unit="it",
@@ -58,7 +60,7 @@ class ProgressBar(Hook):
             self.bar.set_postfix(post, refresh=False)
 
     def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
-        if "summary" in record and info().is_main:
+        if "summary" in record and process_info().is_main:
             tqdm.write(record["summary"])
 
     def after_run(self, loop: AdaptationLoop) -> None:
@@ -81,7 +83,7 @@ class MetricsLogger(Hook):
 
     def before_run(self, loop: AdaptationLoop) -> None:
         self._t0, self._step0 = time.perf_counter(), loop.step
-        if not info().is_main:
+        if not process_info().is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "metrics.jsonl"
@@ -157,8 +159,6 @@ class Evaluation(Hook):
     ) -> None:
         unknown = set(models) - {"student", "teacher"}
         if unknown:
-            from mic.core.errors import ConfigError
-
             raise ConfigError(
                 f"eval.models may list 'student' and 'teacher', not {sorted(unknown)}"
             )
@@ -183,7 +183,7 @@ class Evaluation(Hook):
 
     def run(self, loop: AdaptationLoop) -> dict[str, Any]:
         """Score on the main process; every process receives the same record."""
-        record = broadcast_object(self.score(loop) if info().is_main else None)
+        record = broadcast_object(self.score(loop) if process_info().is_main else None)
         self.history.append(record)
         loop.emit(record)
         return record
@@ -214,8 +214,9 @@ class Checkpointer(Hook):
     whenever ``best_metric`` improves. At the end it also exports weights-only files for
     inference (``student.pt``, ``teacher.pt``: a model's ``state_dict``).
 
-    Under ``torchrun`` every process takes part in gathering the state (random generators
-    of every rank); the main process writes.
+    The state is the loop's plus the global random generators of every process (Python's,
+    NumPy's, torch's): under ``torchrun`` every process takes part in gathering them; the
+    main process writes.
     """
 
     def __init__(
@@ -235,12 +236,13 @@ class Checkpointer(Hook):
         self._saved_step = -1
 
     def state(self, loop: AdaptationLoop) -> dict[str, Any]:
-        return {**loop.state_dict(), "best": self.best, **self.extra}
+        rng = gather_objects(rng_state())
+        return {**loop.state_dict(), "rng": rng, "best": self.best, **self.extra}
 
     def save(self, loop: AdaptationLoop) -> Path:
         state = self.state(loop)
         path = self.directory / f"iter_{loop.step:08d}.pt"
-        if info().is_main:
+        if process_info().is_main:
             save_checkpoint(state, path)
             for old in sorted(self.directory.glob("iter_*.pt"))[: -self.keep]:
                 old.unlink()
@@ -256,13 +258,13 @@ class Checkpointer(Hook):
         if isinstance(value, float) and (self.best is None or value > self.best):
             self.best = value
             state = self.state(loop)
-            if info().is_main:
+            if process_info().is_main:
                 save_checkpoint(state, self.directory / "best.pt")
 
     def after_run(self, loop: AdaptationLoop) -> None:
         if loop.step != self._saved_step and loop.step > 0:
             self.save(loop)
-        if loop.interrupted_by is None and info().is_main:
+        if loop.interrupted_by is None and process_info().is_main:
             save_weights(loop.student, self.directory / "student.pt")
             if loop.teacher is not None:
                 save_weights(loop.teacher.model, self.directory / "teacher.pt")

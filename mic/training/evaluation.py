@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mic.core.data import move_to, split_sample
+from mic.core.batch import move_to, split_sample
+from mic.core.errors import DatasetError
 from mic.core.task import Task
 
 
@@ -31,7 +32,15 @@ def evaluate(
     task: Task, model: nn.Module, loader: Iterable[Any], device: Any = None
 ) -> dict[str, Any]:
     """The task's metrics of ``model`` (in eval mode) on a labelled loader, computed in this
-    process alone (under ``torchrun`` the main process scores)."""
+    process alone (under ``torchrun`` the main process scores).
+
+    Returns:
+        The metric's named scores as floats and lists; a metric whose ``compute`` gives one
+        scalar is recorded under ``task.primary_metric``.
+
+    Raises:
+        DatasetError: the loader yields unlabelled batches.
+    """
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -46,10 +55,14 @@ def evaluate(
         for batch in loader:
             images, targets = split_sample(batch)
             if targets is None:
-                raise ValueError("evaluation needs a labelled loader of (images, targets)")
+                raise DatasetError(
+                    "evaluation needs labelled batches (images, targets); the test set is "
+                    "unlabelled"
+                )
             prediction = task.predict(model, move_to(images, device))
             metric.update(prediction, move_to(targets, device))
-        return to_python(metric.compute())
+        scores = to_python(metric.compute())
+        return scores if isinstance(scores, dict) else {task.primary_metric: scores}
     finally:
         model.train(was_training)
 

@@ -1,4 +1,6 @@
-"""A sampler whose position can be saved and restored, so a resumed run sees the same batches."""
+"""Sampling for exact resume: a sampler whose position can be saved and restored, datasets that
+draw each sample's randomness from a seed paired with its index, and the base of dataset
+wrappers."""
 
 from __future__ import annotations
 
@@ -10,8 +12,24 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from mic.core.data import DatasetWrapper
 from mic.core.errors import ConfigError
+
+
+class DatasetWrapper:
+    """A dataset that changes how items of ``self.dataset`` are drawn or loaded; its length
+    and every other attribute (``num_classes``, ``classes``, ``labelled``...) are the wrapped
+    dataset's."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
 
 
 class ResumableSampler(Sampler[int]):

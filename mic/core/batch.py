@@ -1,4 +1,4 @@
-"""Batches and iterators shared by every task."""
+"""What a batch is to the loop: images or ``(images, targets)``, on a device, drawn without end."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from mic.core.errors import DatasetError
 
 
 def split_sample(sample: Any) -> tuple[Any, Any]:
-    """A sample (or batch) is an image or an ``(image, target)`` pair."""
+    """``(images, targets)`` of a sample or batch: a pair is split, anything else is images
+    without targets (``targets`` None)."""
     if isinstance(sample, (tuple, list)) and len(sample) == 2:
         return sample[0], sample[1]
     return sample, None
@@ -23,8 +24,14 @@ def collate_pairs(
     batch_images: Callable[[list[Any]], Any] = default_collate,
     batch_targets: Callable[[list[Any]], Any] = default_collate,
 ) -> tuple[Any, Any]:
-    """Collate images and targets separately (each by its own function); targets are None for
-    unlabelled data."""
+    """Batch images and targets, each by its own function.
+
+    Returns:
+        ``(images, targets)``; ``targets`` is None when no sample has one (unlabelled data).
+
+    Raises:
+        DatasetError: some samples have targets and others not.
+    """
     pairs = [split_sample(s) for s in samples]
     images = batch_images([p[0] for p in pairs])
     targets = [p[1] for p in pairs]
@@ -46,7 +53,7 @@ def select_images(batch: Any, keep: Sequence[bool]) -> Any:
 
 
 def move_to(obj: Any, device: torch.device | str, non_blocking: bool = True) -> Any:
-    """Move every tensor inside nested tuples, lists and dicts to ``device``."""
+    """Every tensor inside nested tuples, lists and dicts, moved to ``device``."""
     if isinstance(obj, torch.Tensor):
         return obj.to(device, non_blocking=non_blocking)
     if isinstance(obj, Mapping):
@@ -58,33 +65,23 @@ def move_to(obj: Any, device: torch.device | str, non_blocking: bool = True) -> 
     return obj
 
 
-class DatasetWrapper:
-    """A dataset that changes how items of ``self.dataset`` are drawn or loaded; its length
-    and every other attribute (``num_classes``, ``classes``, ``labelled``...) are the wrapped
-    dataset's."""
+class EndlessLoader(Iterator[Any]):
+    """A data loader cycled epoch after epoch, knowing its position for exact resume.
 
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
+    At each epoch start it calls ``sampler.set_epoch(epoch)`` when the loader's sampler has
+    it, and re-seeds the loader's generator from ``(its initial seed, epoch)`` so that the
+    seeds of worker processes do not depend on when the epoch started. ``state_dict`` is the
+    epoch and the number of batches drawn in it; after ``load_state_dict`` the next batch is
+    the one that would have come next (the sampler starts part-way when it has
+    ``set_start``, as ``mic.training.ResumableSampler`` does; otherwise the drawn batches are
+    drawn again and dropped).
 
-    def __len__(self) -> int:
-        return len(self.dataset)
+    Args:
+        loader: any iterable of batches (a ``DataLoader``, a list of batches).
+        name: how errors call it (``"source"``, ``"target"``).
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "dataset":  # not set yet (unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
-
-class Forever(Iterator[Any]):
-    """Cycle over a data loader without end, one epoch after another, knowing its position.
-
-    At each epoch start it calls ``sampler.set_epoch(epoch)`` when the sampler has it, and
-    re-seeds the loader's generator from ``(its initial seed, epoch)`` so that the seeds of
-    worker processes do not depend on when the epoch started. ``state_dict`` holds the epoch
-    and the number of batches consumed in it; after ``load_state_dict`` the next batch is the
-    one that would have come next (the sampler starts part-way when it has ``set_start``, as
-    ``ResumableSampler`` does; otherwise the consumed batches are drawn again and dropped).
-    Raises a clear error for an empty loader.
+    Raises:
+        DatasetError: (from ``next``) the loader yields no batch at all.
     """
 
     def __init__(self, loader: Iterable[Any], name: str = "data") -> None:
@@ -135,24 +132,3 @@ class Forever(Iterator[Any]):
     def load_state_dict(self, state: Mapping[str, int]) -> None:
         self.epoch, self.batches = int(state["epoch"]), int(state["batches"])
         self._it = None
-
-
-def dataset_classes(dataset: Any) -> int | None:
-    """The number of classes a dataset declares (``num_classes`` or ``classes``), if any."""
-    n = getattr(dataset, "num_classes", None)
-    if n is None and isinstance(getattr(dataset, "classes", None), Sequence):
-        n = len(dataset.classes)
-    return n
-
-
-def check_num_classes(num_classes: int, datasets: Mapping[str, Any]) -> None:
-    """Raise when a dataset declares a class count different from the task's."""
-    declared = {name: dataset_classes(ds) for name, ds in datasets.items() if ds is not None}
-    wrong = {name: n for name, n in declared.items() if n is not None and n != num_classes}
-    if wrong:
-        listing = ", ".join(f"{name} has {n}" for name, n in declared.items() if n is not None)
-        raise DatasetError(
-            f"class counts disagree: the task/model predicts {num_classes} classes but {listing}. "
-            "Source and target must share one label space: fix the datasets or set "
-            "dataset.num_classes to match."
-        )

@@ -1,0 +1,59 @@
+"""The machinery that runs the adaptation loop: optimiser parameter groups and schedules,
+checkpoints, data parallelism, resumable sampling, random-generator state, evaluation, and
+the hooks that log, evaluate and checkpoint. It depends on ``mic.core``; the loop reaches it
+only through its narrow interfaces (``Hook``, ``Collective``)."""
+
+from mic.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    save_weights,
+)
+from mic.training.distributed import (
+    ProcessGroup,
+    ProcessInfo,
+    init_distributed,
+    per_process_batch_size,
+    process_info,
+)
+from mic.training.evaluation import evaluate, recalibrated_batchnorm
+from mic.training.hooks import Checkpointer, Evaluation, MetricsLogger, ProgressBar
+from mic.training.optim import (
+    Constant,
+    InverseDecay,
+    WarmupMultiStep,
+    WarmupPoly,
+    lr_scheduler,
+    param_groups,
+)
+from mic.training.rng import rng_state, set_rng_state
+from mic.training.sampling import DatasetWrapper, ResumableSampler, SeededDataset
+
+__all__ = [
+    "Checkpointer",
+    "Constant",
+    "DatasetWrapper",
+    "Evaluation",
+    "InverseDecay",
+    "MetricsLogger",
+    "ProcessGroup",
+    "ProcessInfo",
+    "ProgressBar",
+    "ResumableSampler",
+    "SeededDataset",
+    "WarmupMultiStep",
+    "WarmupPoly",
+    "evaluate",
+    "init_distributed",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "lr_scheduler",
+    "param_groups",
+    "per_process_batch_size",
+    "process_info",
+    "recalibrated_batchnorm",
+    "rng_state",
+    "save_checkpoint",
+    "save_weights",
+    "set_rng_state",
+]
