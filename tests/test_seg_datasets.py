@@ -2,6 +2,7 @@
 transforms, rare class sampling and the bundled street scenes."""
 
 import numpy as np
+import png
 import pytest
 import torch
 from PIL import Image
@@ -20,8 +21,9 @@ from mic.datasets.segmentation import (
     SynthiaRandCityscapes,
     rescale_size,
 )
-from mic.datasets.segmentation.png import read_png, write_png
+from mic.datasets.segmentation.readers import read_png_unchanged
 from mic.datasets.segmentation.sampling import STATS_FILE
+from tests.png_helpers import write_raw_png
 
 W, H = 8, 6
 
@@ -51,11 +53,48 @@ def _ids(road=7, car=26):
     return a
 
 
-def test_png_decoder_reads_16_bit_colour_with_every_filter(tmp_path):
+def _same(a, b):
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+
+
+def test_png_reader_reads_16_bit_colour_with_every_filter(tmp_path):
     rng = np.random.default_rng(0)
     a = rng.integers(0, 65535, (5, 7, 3)).astype(np.uint16)
-    write_png(tmp_path / "x.png", a, filters=(0, 1, 2, 3, 4))
-    assert np.array_equal(read_png(tmp_path / "x.png"), a)
+    write_raw_png(tmp_path / "x.png", a, filters=(0, 1, 2, 3, 4))
+    assert _same(read_png_unchanged(tmp_path / "x.png"), a)
+
+
+def test_png_reader_keeps_every_16_bit_sample(tmp_path):
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 65536, (9, 13, 3)).astype(np.uint16)
+    grey = rng.integers(0, 65536, (9, 13)).astype(np.uint16)
+    # written by libraries: pypng (plain and Adam7-interlaced), Pillow (16-bit grey)
+    for name, interlace in (("pypng.png", False), ("adam7.png", True)):
+        with open(tmp_path / name, "wb") as f:
+            png.Writer(13, 9, greyscale=False, bitdepth=16, interlace=interlace).write(
+                f, rgb.reshape(9, -1)
+            )
+        assert _same(read_png_unchanged(tmp_path / name), rgb)
+    Image.fromarray(grey).save(tmp_path / "pillow.png")
+    assert _same(read_png_unchanged(tmp_path / "pillow.png"), grey)
+    # written by the test writer: Paeth and Average rows, the IDAT data over several chunks
+    write_raw_png(tmp_path / "paeth.png", rgb, filters=(4, 3, 4, 1, 2), idat_chunks=5)
+    assert _same(read_png_unchanged(tmp_path / "paeth.png"), rgb)
+    write_raw_png(tmp_path / "grey.png", grey, filters=(4,), idat_chunks=3)
+    assert _same(read_png_unchanged(tmp_path / "grey.png"), grey)
+    # 8-bit files keep their 8 bits (the SYNTHIA reader refuses them by dtype)
+    write_raw_png(tmp_path / "eight.png", (rgb >> 8).astype(np.uint8), filters=(4,))
+    assert _same(read_png_unchanged(tmp_path / "eight.png"), (rgb >> 8).astype(np.uint8))
+
+
+@pytest.mark.parametrize("cut", [0, 8, 40, -20])
+def test_png_reader_names_a_truncated_file(tmp_path, cut):
+    a = np.random.default_rng(2).integers(0, 65536, (6, 8, 3)).astype(np.uint16)
+    write_raw_png(tmp_path / "ok.png", a)
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "bad.png").write_bytes(data[:cut])
+    with pytest.raises(DatasetError, match=r"cannot read PNG file '.*bad\.png' \(.+\); remove"):
+        read_png_unchanged(tmp_path / "bad.png")
 
 
 def test_gta5_maps_cityscapes_ids_from_palette_labels(tmp_path):
@@ -82,7 +121,7 @@ def test_synthia_reads_16_bit_labels_from_the_red_channel(tmp_path):
     label[0, 0, 0] = 22  # lane marking: ignored, as published
     label[..., 1] = 1234  # instance ids in green
     (tmp_path / "GT" / "LABELS").mkdir(parents=True)
-    write_png(tmp_path / "GT" / "LABELS" / "0000000.png", label, filters=(1, 4))
+    write_raw_png(tmp_path / "GT" / "LABELS" / "0000000.png", label, filters=(1, 4))
     _, y = SynthiaRandCityscapes(tmp_path)[0]
     assert y[0, 0] == 255 and y[1, 0] == 13 and y[1, -1] == 0
     # an 8-bit label in the 16-bit release layout is refused with a hint

@@ -19,12 +19,14 @@ Dark Zurich            rgb_anon/<split>/<condition>/<sequence>/<name>_rgb_anon.p
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+from torchvision.io import ImageReadMode, decode_png, read_file
 
 from mic.core.errors import ConfigError, DatasetError
 from mic.datasets.folders import check_folder, load_image
@@ -37,7 +39,6 @@ from mic.datasets.segmentation.labels import (
     LabelMap,
     default_class_names,
 )
-from mic.datasets.segmentation.png import read_png
 
 Transform = Callable[..., Any]
 
@@ -57,6 +58,21 @@ def read_label(path: Path) -> np.ndarray:
         if isinstance(e, DatasetError):
             raise
         raise DatasetError(f"cannot read label file '{path}' ({e}); remove or replace it") from e
+
+
+def read_png_unchanged(path: Path) -> np.ndarray:
+    """The samples of a PNG at their stored depth: H x W (grey) or H x W x C (RGB(A) order),
+    uint8 or uint16. Pillow truncates 16-bit colour PNGs (SYNTHIA's labels) to 8 bits;
+    torchvision's libpng decoder keeps all 16."""
+    try:
+        samples = decode_png(read_file(str(path)), ImageReadMode.UNCHANGED)
+    except RuntimeError as e:  # torchvision prefixes "<function>, <file>.cpp:<line>, "
+        reason = re.sub(r"^.*?\.cpp:\d+, ", "", str(e))
+        raise DatasetError(
+            f"cannot read PNG file '{path}' ({reason}); remove or replace the file"
+        ) from e
+    array = samples.permute(1, 2, 0).numpy()
+    return array[..., 0] if array.shape[2] == 1 else array
 
 
 class SegmentationDataset:
@@ -233,7 +249,7 @@ class SynthiaRandCityscapes(SegmentationDataset):
     def read_label_ids(self, path: Path) -> np.ndarray:
         if self.label_format == "trainids":
             return read_label(path)
-        ids = read_png(path)
+        ids = read_png_unchanged(path)
         if ids.ndim != 3 or ids.dtype != np.uint16:
             raise DatasetError(
                 f"SYNTHIA label '{path}' is not a 16-bit colour PNG (got {ids.dtype} with shape "
