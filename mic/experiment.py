@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,8 +132,20 @@ class Experiment:
 
 
 def build_method(cfg: DictConfig) -> UDAMethod:
-    terms = cfg.method.get("terms") or {}
-    return UDAMethod({name: instantiate(term) if term else None for name, term in terms.items()})
+    """The method's terms, in config order. A term whose node has settings but no
+    ``_target_`` was switched off (``mic=none`` under an experiment that tunes MIC): it is
+    left out, with a warning."""
+    terms = {}
+    for name, term in (cfg.method.get("terms") or {}).items():
+        if term and OmegaConf.is_dict(term) and "_target_" not in term:
+            warnings.warn(
+                f"method.terms.{name} has settings ({', '.join(term)}) but no _target_, so no "
+                "term is built from them (switched off, e.g. by mic=none)",
+                stacklevel=2,
+            )
+            term = None
+        terms[name] = instantiate(term) if term else None
+    return UDAMethod(terms)
 
 
 def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:

@@ -98,6 +98,10 @@ def _join_torchrun() -> None:
 
 
 def main() -> None:
+    # as under ``python -m mic.train``: a _target_ may name a module of the current folder
+    # (a task of your own in one file beside its config)
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     _join_torchrun()
     _main()
 

@@ -179,3 +179,16 @@ def test_office_home_multirun_covers_the_12_transfer_tasks():
         assert (
             instantiate(c.dataset.target.domain) == instantiate(c.dataset.test.domain) == pair[3:]
         )
+
+
+def test_the_published_experiments_without_mic_are_sdat_alone():
+    for experiment in PUBLISHED:
+        cfg = load_config([f"experiment={experiment}", "dataset.root=/data", "mic=none"])
+        assert list(build_method(cfg).terms) == ["source", "cdan", "mcc"]
+
+
+def test_settings_of_a_term_switched_off_are_left_out_with_a_warning():
+    cfg = load_config(["mic=none", "+method.terms.mic.weight=2.0"])
+    with pytest.warns(UserWarning, match=r"method.terms.mic has settings \(weight\)"):
+        terms = build_method(cfg).terms
+    assert list(terms) == ["source", "self_training"]

@@ -1,9 +1,14 @@
 """The examples run, and the example task behaves as a Task must."""
 
 import importlib.util
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
+
+from tests.helpers import TINY_RUN
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -38,3 +43,30 @@ def test_new_task_pseudo_labels_and_weighted_loss():
     assert task.loss(model, x, y).item() > 0.0
     # digit 8: even, greater than 4, has a loop
     assert module.attributes(torch.tensor([8, 1])).tolist() == [[1, 1, 1], [0, 0, 0]]
+
+
+def test_new_task_example_runs_through_mic_train_with_its_config(tmp_path):
+    """The example task, in one file, through the console script with the config beside it:
+    ``cd examples && mic-train --config-dir . experiment=new_task``."""
+    mic_train = Path(sys.executable).parent / "mic-train"
+    run = tmp_path / "run"
+    out = subprocess.run(
+        [
+            str(mic_train),
+            "--config-dir",
+            ".",
+            "experiment=new_task",
+            *TINY_RUN,
+            f"hydra.run.dir={run}",
+        ],
+        cwd=EXAMPLES,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "new_task.DigitAttributes" in (run / "config.yaml").read_text()
+    summary = json.loads((run / "summary.json").read_text())
+    assert 0.0 <= summary["after_adaptation"]["teacher"] <= 1.0
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval/teacher/accuracy" in r for r in records)  # the scalar metric, named
