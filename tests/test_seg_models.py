@@ -3,9 +3,10 @@ published optimiser groups."""
 
 import pytest
 import torch
+from torch import nn
 
 from mic import ConfigError, param_groups
-from mic.tasks.segmentation import DAFormer, DeepLabV2, SmallUNet, SmpModel
+from mic.tasks.segmentation import DAFormer, DeepLabV2, Segmenter, SmallUNet, SmpModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,3 +63,45 @@ def test_unknown_names_are_clear_errors():
 
 def test_small_unet_keeps_full_resolution():
     assert SmallUNet(8)(torch.randn(2, 3, 64, 64)).shape == (2, 8, 64, 64)
+
+
+ARCHITECTURES = {
+    # name: (build, output stride)
+    "daformer": (lambda: DAFormer(3, "mit_b0", pretrained=False, embed_dim=16), 4),
+    "deeplabv2": (lambda: DeepLabV2(3, encoder="resnet18", pretrained=False), 8),
+    "smp_unet": (
+        lambda: SmpModel(3, "Unet", "resnet18", decoder_channels=(16, 16, 16, 16, 16)),
+        1,
+    ),
+    "small_unet": (lambda: SmallUNet(3, widths=(4, 8, 8)), 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_every_architecture_is_a_segmenter_module(name):
+    build, stride = ARCHITECTURES[name]
+    torch.manual_seed(0)
+    model = build().eval()
+    assert isinstance(model, Segmenter) and issubclass(type(model), nn.Module)
+    assert type(model).__name__ != "Segmenter"  # a model class of its own
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits = model(x)
+        both = model(x, return_features=True)
+    assert logits.shape == (2, 3, 64 // stride, 64 // stride)
+    assert isinstance(both, tuple) and len(both) == 2
+    again, features = both
+    assert torch.equal(again, logits)
+    assert isinstance(features, list) and features
+    assert all(isinstance(f, torch.Tensor) and f.dim() == 4 and len(f) == 2 for f in features)
+    names = [n for n, _ in model.named_parameters()]
+    assert names and all(n.startswith(("encoder.", "decode_head.")) for n in names)
+    assert any(n.startswith("decode_head.") for n in names)
+
+
+def test_model_names_import_from_the_task_package_and_the_models_package():
+    import mic.tasks.segmentation as seg
+    from mic.tasks.segmentation import models
+
+    assert set(models.__all__) <= set(seg.__all__)
+    assert all(getattr(seg, name) is getattr(models, name) for name in models.__all__)

@@ -1,4 +1,4 @@
-"""Semantic segmentation: the Task, DAFormer / DeepLabV2 / smp models, DAFormer's
+"""Semantic segmentation: the Task, DAFormer / DeepLabV2 / smp / small U-Net models, DAFormer's
 self-training terms (DACS ClassMix, ImageNet feature distance) and MIC's masked images."""
 
 from mic.tasks.segmentation.hooks import ClassIoUTable, PredictionImages, format_iou_table
@@ -7,10 +7,16 @@ from mic.tasks.segmentation.models import (
     DAFormerHead,
     DeepLabV2,
     DeepLabV2Head,
+    PyramidEncoder,
     Segmenter,
+    SeparableConv,
     SmallUNet,
+    SmallUNetEncoder,
+    SmallUNetHead,
+    SmpDecodeHead,
     SmpModel,
     create_encoder,
+    encoder_weights,
 )
 from mic.tasks.segmentation.task import SegmentationMetrics, SegmentationTask
 from mic.tasks.segmentation.terms import (
@@ -32,15 +38,21 @@ __all__ = [
     "DeepLabV2Head",
     "FeatureDistance",
     "PredictionImages",
+    "PyramidEncoder",
     "SegmentationMIC",
     "SegmentationMetrics",
     "SegmentationTask",
     "Segmenter",
+    "SeparableConv",
     "SharedSourceSupervision",
     "SmallUNet",
+    "SmallUNetEncoder",
+    "SmallUNetHead",
+    "SmpDecodeHead",
     "SmpModel",
     "class_mix_masks",
     "create_encoder",
+    "encoder_weights",
     "format_iou_table",
     "majority_labels",
     "source_forward",

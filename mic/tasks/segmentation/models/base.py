@@ -1,0 +1,216 @@
+"""What every segmentation model shares: ``Segmenter`` (an ``encoder`` and a ``decode_head``),
+encoders by name, the feature-level selection and the conv helpers of the decode heads.
+
+The submodule names matter: optimiser configs give ``model.decode_head`` its x10 learning
+rate, and the ImageNet feature distance compares ``forward_features(x)[-1]`` (the encoder's
+deepest features) with a frozen copy of the initial ``encoder``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from mic.core.errors import ConfigError, did_you_mean
+
+
+def create_encoder(
+    name: str,
+    pretrained: bool = False,
+    depth: int = 5,
+    output_stride: int = 32,
+    **kwargs: Any,
+) -> nn.Module:
+    """Create a segmentation_models_pytorch (smp) encoder by name.
+
+    Args:
+        name: smp's own encoder (``mit_b0`` ... ``mit_b5``, ``resnet101``, ...; see
+            ``segmentation_models_pytorch.encoders.get_encoder_names()``) or any timm model
+            as ``tu-<timm name>``.
+        pretrained: load the ImageNet weights (smp's ``"imagenet"``, or timm's default
+            pretrained tag for ``tu-`` encoders).
+        depth: the number of downsampling stages (smp's ``depth``; 5 gives strides 2 to 32).
+        output_stride: 32, or 16 / 8 to replace the last strides by dilations (smp's
+            ``output_stride``).
+        **kwargs: passed to ``segmentation_models_pytorch.encoders.get_encoder``.
+
+    Returns:
+        smp's encoder: its forward maps an image (B, 3, H, W) to a list of ``depth + 1``
+        feature maps (B, C_i, H / 2**i, W / 2**i), the input itself first (strides capped at
+        ``output_stride``); its ``out_channels`` lists the widths C_i (0 for a level the
+        encoder does not produce, such as the stride-2 level of MiT).
+
+    Raises:
+        ConfigError: ``name`` is neither smp's nor a timm model's, or, with ``pretrained``,
+            the weights cannot be loaded (e.g. offline without a cached copy).
+    """
+    import segmentation_models_pytorch as smp
+
+    weights = encoder_weights(name, pretrained)
+    try:
+        return smp.encoders.get_encoder(
+            name, in_channels=3, depth=depth, weights=weights, output_stride=output_stride, **kwargs
+        )
+    except Exception as e:
+        if pretrained:
+            raise _weights_error(name, e) from e
+        raise
+
+
+def encoder_weights(name: str, pretrained: bool) -> Any:
+    """smp's ``encoder_weights`` argument for encoder ``name``, building nothing.
+
+    Args:
+        name: smp's own encoder name or ``tu-<timm name>``.
+        pretrained: whether ImageNet weights are wanted.
+
+    Returns:
+        ``"imagenet"`` for smp's encoders and ``True`` for ``tu-`` ones when ``pretrained``,
+        else ``None``.
+
+    Raises:
+        ConfigError: neither smp nor timm knows ``name`` (with the nearest known names).
+    """
+    import segmentation_models_pytorch as smp
+
+    if name.startswith("tu-"):
+        from mic.backbones import check_backbone_name
+
+        check_backbone_name(name[3:])
+        return True if pretrained else None
+    known = smp.encoders.get_encoder_names()
+    if name not in known:
+        raise ConfigError(
+            f"unknown encoder '{name}'.{did_you_mean(name, known)} Use one of smp's encoders "
+            "(segmentation_models_pytorch.encoders.get_encoder_names()) or any timm model "
+            "as 'tu-<timm name>'"
+        )
+    return "imagenet" if pretrained else None
+
+
+def _weights_error(name: str, error: Exception) -> ConfigError:
+    return ConfigError(
+        f"could not load the pretrained weights of encoder '{name}' "
+        f"({error.__class__.__name__}: {error}). Without internet, download them once into the "
+        "Hugging Face cache (then set HF_HUB_OFFLINE=1), or use pretrained=false"
+    )
+
+
+def _conv_bn_relu(
+    cin: int, cout: int, kernel: int = 1, dilation: int = 1, groups: int = 1
+) -> nn.Sequential:
+    """A bias-free (dilated) conv with 'same' padding (Kaiming-normal, fan-out), BN, ReLU."""
+    pad = dilation * (kernel // 2)
+    conv = nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, groups=groups, bias=False)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class SeparableConv(nn.Sequential):
+    """Depthwise 3 x 3 (dilated) conv + BN + ReLU, then pointwise 1 x 1 conv + BN + ReLU.
+
+    Args:
+        cin: input channels.
+        cout: output channels.
+        dilation: the depthwise conv's dilation (its padding keeps H and W).
+    """
+
+    def __init__(self, cin: int, cout: int, dilation: int) -> None:
+        super().__init__(
+            _conv_bn_relu(cin, cin, 3, dilation, groups=cin), _conv_bn_relu(cin, cout, 1)
+        )
+
+
+class PyramidEncoder(nn.Module):
+    """An smp encoder whose forward returns only some of its feature levels.
+
+    Args:
+        encoder: an smp encoder (see ``create_encoder``), kept as ``self.encoder``.
+        levels: indices into the encoder's list of feature maps (index 0 is the input itself,
+            index i has stride 2**i).
+    """
+
+    def __init__(self, encoder: nn.Module, levels: Sequence[int]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.levels = list(levels)
+        self.out_channels = [encoder.out_channels[i] for i in self.levels]
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """The selected levels of the encoder's features.
+
+        Args:
+            x: images (B, 3, H, W).
+
+        Returns:
+            the selected feature maps, (B, out_channels[k], H_k, W_k) each, finest first.
+        """
+        features = self.encoder(x)
+        return [features[i] for i in self.levels]
+
+
+class Segmenter(nn.Module):
+    """An encoder (image -> list of feature maps) and a decode head (features -> logits).
+
+    Every mic segmentation model is a ``Segmenter``; ``DAFormer``, ``DeepLabV2``,
+    ``SmpModel`` and ``SmallUNet`` only build the two parts. Logits come at the decode head's
+    resolution (its output stride); the Task upsamples them to the labels.
+
+    Args:
+        encoder: maps images (B, 3, H, W) to a sequence of feature maps (B, C_i, H_i, W_i),
+            kept as ``self.encoder`` (state_dict keys ``encoder.*``).
+        decode_head: maps that sequence to logits (B, num_classes, h, w), kept as
+            ``self.decode_head`` (state_dict keys ``decode_head.*``).
+        num_classes: the number of classes (``self.num_classes``).
+    """
+
+    def __init__(self, encoder: nn.Module, decode_head: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decode_head = decode_head
+        self.num_classes = int(num_classes)
+
+    def forward_features(self, x: Tensor) -> list[Tensor]:
+        """The encoder's feature maps.
+
+        Args:
+            x: images (B, 3, H, W), float.
+
+        Returns:
+            the encoder's feature maps, (B, C_i, H_i, W_i) each, finest first.
+        """
+        return list(self.encoder(x))
+
+    def decode(self, features: Sequence[Tensor]) -> Tensor:
+        """The decode head's logits.
+
+        Args:
+            features: the encoder's feature maps (``forward_features``).
+
+        Returns:
+            logits (B, num_classes, h, w) at the decode head's resolution.
+        """
+        return self.decode_head(features)
+
+    def forward(
+        self, x: Tensor, return_features: bool = False
+    ) -> Tensor | tuple[Tensor, list[Tensor]]:
+        """Logits, and with ``return_features`` the features of the same forward pass.
+
+        The features come through the module's own forward so that a DistributedDataParallel
+        wrapper sees the call (DAFormer's source loss and feature distance read them).
+
+        Args:
+            x: images (B, 3, H, W), float (the dtype of the parameters).
+            return_features: also return the encoder's feature maps.
+
+        Returns:
+            logits (B, num_classes, h, w), float, where (h, w) is (H, W) divided by the
+            model's output stride; with ``return_features``, ``(logits, features)``, features
+            a list of (B, C_i, H_i, W_i) tensors as from ``forward_features``.
+        """
+        features = self.forward_features(x)
+        logits = self.decode(features)
+        return (logits, features) if return_features else logits

@@ -1,0 +1,111 @@
+"""Any segmentation_models_pytorch (smp) architecture as a ``Segmenter``: smp's encoder as the
+``encoder``, its decoder and segmentation head as the ``decode_head``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from mic.core.errors import ConfigError
+from mic.tasks.segmentation.models.base import Segmenter, _weights_error, encoder_weights
+
+#: smp's architectures, by their smp (``smp.create_model``) names.
+_ARCHS = (
+    "Unet",
+    "UnetPlusPlus",
+    "MAnet",
+    "Linknet",
+    "FPN",
+    "PSPNet",
+    "DeepLabV3",
+    "DeepLabV3Plus",
+    "PAN",
+    "UPerNet",
+    "Segformer",
+    "DPT",
+)
+
+
+class SmpDecodeHead(nn.Module):
+    """An smp model's decoder and segmentation head, as one decode head.
+
+    Args:
+        decoder: the smp model's ``decoder`` (kept under the same name).
+        segmentation_head: the smp model's ``segmentation_head`` (kept under the same name).
+    """
+
+    def __init__(self, decoder: nn.Module, segmentation_head: nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self.segmentation_head = segmentation_head
+
+    def forward(self, features: Sequence[Tensor]) -> Tensor:
+        """Decode and classify.
+
+        Args:
+            features: the smp encoder's feature maps, the input itself first.
+
+        Returns:
+            logits (B, num_classes, H, W), at the input's resolution for smp's heads.
+        """
+        return self.segmentation_head(self.decoder(list(features)))
+
+
+class SmpModel(Segmenter):
+    """Any segmentation_models_pytorch architecture (``Unet``, ``FPN``, ``DeepLabV3Plus``,
+    ``Segformer``, ...) with any of its encoders or a timm model as ``tu-<name>``.
+
+    smp builds the whole model; mic keeps its ``encoder`` and wraps its ``decoder`` and
+    ``segmentation_head`` into an ``SmpDecodeHead`` (state_dict keys ``encoder.*``,
+    ``decode_head.decoder.*``, ``decode_head.segmentation_head.*``; smp's optional
+    classification head is dropped).
+
+    Full resolution: smp's segmentation heads upsample to the input, so ``forward`` gives
+    logits (B, num_classes, H, W) (H and W divisible by the encoder's output stride, 32 by
+    default). The features are smp's encoder's list, the input itself first.
+
+    Args:
+        num_classes: the number of classes (smp's ``classes``).
+        arch: the architecture's smp name, case-insensitive (``Unet`` by default).
+        encoder: smp's encoder name or ``tu-<timm name>`` (``resnet34``, smp's default).
+        pretrained: load the encoder's ImageNet weights (off by default).
+        **kwargs: passed to ``segmentation_models_pytorch.create_model`` (e.g.
+            ``decoder_channels``, ``encoder_depth``).
+
+    Raises:
+        ConfigError: unknown architecture or encoder name, or pretrained weights that cannot
+            be loaded.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        arch: str = "Unet",
+        encoder: str = "resnet34",
+        pretrained: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        import segmentation_models_pytorch as smp
+
+        archs = {a.lower(): a for a in _ARCHS}
+        if arch.lower() not in archs:
+            raise ConfigError(
+                f"unknown smp architecture '{arch}'; choose one of {sorted(archs.values())}"
+            )
+        weights = encoder_weights(encoder, pretrained)
+        try:
+            model = smp.create_model(
+                archs[arch.lower()],
+                encoder_name=encoder,
+                encoder_weights=weights,
+                classes=num_classes,
+                **kwargs,
+            )
+        except Exception as e:
+            if pretrained:
+                raise _weights_error(encoder, e) from e
+            raise
+        head = SmpDecodeHead(model.decoder, model.segmentation_head)
+        super().__init__(model.encoder, head, num_classes)
