@@ -1,8 +1,8 @@
 """MIC's strong augmentation: colour jitter then Gaussian blur, coins drawn per image per call.
 
 The colour operations are kornia's (the same functions its ColorJitter uses); the random
-draws are ours, made with one ``torch.rand`` on the image's device, so that nothing
-synchronises with the host and a seeded ``torch.Generator`` reproduces a call exactly. The
+draws are ours, made with one ``torch.rand`` on the image's device from the term's random
+stream, so that nothing synchronises with the host and every draw is reproducible. The
 blur is a separable convolution with one sigma per image: kornia's ``gaussian_blur2d`` checks
 its sigmas on the host, which would synchronise every call (``tests/test_masking.py`` checks
 that both give the same image).
@@ -23,6 +23,7 @@ from kornia.enhance import (
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from mic.core.context import Random, per_sample, uniform
 from mic.core.errors import ConfigError
 
 
@@ -113,20 +114,21 @@ class StrongAugmentation(nn.Module):
         self.blur_kernel_ratio = float(blur_kernel_ratio)
         self.normalization = Normalization(mean, std)
 
-    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Augment a B x C x H x W batch (or a list of C x H x W images of different sizes)."""
+    def forward(self, images: Tensor, rng: Random = None) -> Tensor:
+        """Augment a B x C x H x W float batch (or a list of C x H x W images of different
+        sizes), drawing from ``rng`` (a term's ``RandomStream`` in the loop)."""
         if isinstance(images, (list, tuple)):
-            return [self.forward(x.unsqueeze(0), generator)[0] for x in images]
+            streams = per_sample(rng, len(images))
+            return [self.forward(x.unsqueeze(0), r)[0] for x, r in zip(images, streams)]
         x = self.normalization.to_unit(images)
-        rgb = self.augment_unit(x[:, :3], generator)
+        rgb = self.augment_unit(x[:, :3], rng)
         if x.shape[1] > 3:  # extra channels (depth, say) pass through unchanged
             rgb = torch.cat([rgb, x[:, 3:]], dim=1)
         return self.normalization.from_unit(rgb)
 
-    def augment_unit(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Augment RGB images in [0, 1]."""
-        n = x.shape[0]
-        u = torch.rand(n, 7, generator=generator, device=x.device, dtype=torch.float32)
+    def augment_unit(self, x: Tensor, rng: Random = None) -> Tensor:
+        """Augment B x 3 x H x W RGB images in [0, 1]."""
+        u = uniform(rng, x.shape[0], 7, device=x.device)
         s = self.strength
         jitter = (u[:, 0] < self.jitter_p).view(-1, 1, 1, 1)
         brightness, contrast, saturation = (1 - s + 2 * s * u[:, i] for i in (1, 2, 3))

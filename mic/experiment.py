@@ -151,7 +151,9 @@ def build_method(cfg: DictConfig) -> UDAMethod:
 def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     """Instantiate task, data, model, method, teacher, optimiser, schedule, hooks and loop."""
     group = init_distributed(str(cfg.device))
-    seed_everything(int(cfg.seed))
+    # each process draws its own model-internal randomness (dropout, detection's sampling);
+    # the loss terms' draws come from streams keyed to each sample's place in the global batch
+    seed_everything(int(cfg.seed) + 1_000_003 * group.rank)
     device = resolve_device(str(cfg.device), group)
     if cfg.get("deterministic"):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -249,6 +251,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         adaptation_start=start,
         seed=int(cfg.seed),
         max_grad_norm=cfg.max_grad_norm,
+        max_skipped=float(cfg.get("max_skipped", 0.1)),
         precision=str(cfg.get("precision", "fp32")),
         accumulate=int(cfg.get("accumulate", 1)),
         nan_policy=str(cfg.get("nan_policy", "skip")),

@@ -170,7 +170,12 @@ def test_state_dict_round_trip_continues_identically():
     assert b.step == 2
     for x, y in zip(a.student.state_dict().values(), b.student.state_dict().values()):
         assert torch.equal(x, y)
-    assert torch.equal(a.generator.get_state(), b.generator.get_state())
+    for loop in (a, b):  # the same batches and the same masks: the streams need no state
+        for _ in range(2):
+            loop.train_step()
+            loop.step += 1
+    for x, y in zip(a.student.state_dict().values(), b.student.state_dict().values()):
+        assert torch.equal(x, y)
 
 
 def test_hooks_log_evaluate_and_checkpoint(tmp_path):

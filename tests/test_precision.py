@@ -68,7 +68,7 @@ def test_fp16_uses_a_loss_scaler_and_accumulation_averages_micro_batches():
     assert exp.loop.scaler.is_enabled()
     draws = []
     original = exp.loop.context
-    exp.loop.context = lambda step: draws.append(step) or original(step)
+    exp.loop.context = lambda step, micro=0: draws.append(step) or original(step, micro)
     _steps(exp, 1)
     assert draws == [0, 0]  # two micro-batches for one optimiser step
     assert exp.loop.source.batches == 2
@@ -86,7 +86,7 @@ def test_nan_is_skipped_or_stops_with_the_branch_name():
         term.forward = lambda ctx, f=forward: f(ctx) * float("nan")
         before = [p.detach().clone() for p in exp.student.parameters()]
         if policy == "stop":
-            with pytest.raises(NumericalError, match="the loss 'mic' is NaN or Inf at iteration 0"):
+            with pytest.raises(NumericalError, match="the loss 'mic' is NaN or Inf at iteration 1"):
                 _steps(exp, 1)
             continue
         with warnings.catch_warnings():  # a skipped step must not warn about the scheduler

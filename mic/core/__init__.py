@@ -6,7 +6,7 @@ Read in this order: ``task`` (what a task says), ``teacher``, ``masking``, ``wei
 """
 
 from mic.core.batch import EndlessLoader, collate_pairs, move_to, split_sample
-from mic.core.context import IterationContext, SharedForward
+from mic.core.context import IterationContext, RandomStream, SharedForward
 from mic.core.errors import CheckpointError, ConfigError, DatasetError, MicError
 from mic.core.loop import (
     AdaptationLoop,
@@ -50,6 +50,7 @@ __all__ = [
     "NumericalError",
     "PseudoLabelWeighting",
     "PseudoLabels",
+    "RandomStream",
     "SelfTraining",
     "SharedForward",
     "SourceSupervision",

@@ -27,8 +27,8 @@ NAN_POLICIES = ("skip", "stop", "ignore")
 
 class Collective:
     """How the processes of a data-parallel run talk to each other (the loop's only view of
-    them). This default is a single process, where every operation is the identity;
-    ``mic.training.ProcessGroup`` is the ``torchrun`` implementation."""
+    them). This default is one process, where every operation is the identity;
+    ``mic.training.ProcessGroup`` implements it for ``torchrun``."""
 
     rank: int = 0
     world_size: int = 1
@@ -45,10 +45,9 @@ class Collective:
 
 
 class StepStrategy:
-    """How an iteration's gradients become an optimiser step: by default one pass (every
-    active term of every micro-batch back-propagated, then one ``finish_step``). A method that
-    needs more (sharpness-aware minimisation's two passes) brings its own subclass.
-    """
+    """How an iteration's gradients become an optimiser step. This default makes one pass:
+    every active term of every micro-batch back-propagated, then ``finish_step``. A method
+    that needs more (sharpness-aware minimisation's two passes) brings its own subclass."""
 
     def check(self, loop: AdaptationLoop) -> None:
         """Raise ``ConfigError`` when the loop's settings do not suit this strategy."""
@@ -59,23 +58,22 @@ class StepStrategy:
         contexts: list[IterationContext],
         terms: list[tuple[str, LossTerm]],
     ) -> dict[str, Tensor]:
-        """Run one iteration's passes and its step; return the detached loss of every term
-        (and named part), averaged over micro-batches."""
+        """Run one iteration's passes and its step; return the detached losses by name,
+        averaged over micro-batches."""
         losses = loop.backward(contexts, terms)
         loop.finish_step(losses)
         return losses
 
 
 class Hook:
-    """Called by the loop around training (logging, evaluation, checkpoints ...); override
-    what you need."""
+    """Called by the loop around training (logging, evaluation, checkpoints ...)."""
 
     def before_run(self, loop: AdaptationLoop) -> None:
-        """Before the first iteration of ``run`` (``loop.step`` may be > 0 after a resume)."""
+        """Before the first iteration of ``run`` (``loop.step`` > 0 after a resume)."""
 
     def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
-        """After iteration ``loop.step - 1`` (``loop.step`` iterations are done), with its
-        detached losses (on the device: ``loop.loss_floats`` reads them once)."""
+        """After iteration ``loop.step - 1``, with its detached losses on the device
+        (``loop.loss_floats`` reads them with one host synchronisation)."""
 
     def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
         """A record (e.g. evaluation results) that some hook emitted with ``loop.emit``."""
@@ -87,19 +85,22 @@ class Hook:
 class AdaptationLoop:
     """Iteration-based UDA training, the same for every task.
 
-    Per iteration: (1) the teacher follows the student (EMA update from the weights of the
-    previous optimiser step); (2) one source and one target batch are drawn from loaders that
-    never run dry (``accumulate`` of each with gradient accumulation); (3) the step strategy
-    computes every active loss term in order and back-propagates each on its own, so that one
-    branch's activations are alive at a time (terms that read one ``SharedForward`` run
-    together and share one backward); the teacher's pseudo-labels are computed once, when the
-    first term reads them; (4) one optimiser step (gradients averaged over processes first)
-    and one scheduler step; (5) the hooks run (logging, evaluation, checkpoints).
+    Per iteration: (1) the teacher follows the student (the EMA update from the weights of
+    the previous optimiser step); (2) one source and one target batch are drawn from loaders
+    that never run dry (``accumulate`` of each with gradient accumulation); (3) the step
+    strategy computes every active loss term in order and back-propagates each on its own, so
+    that one branch's activations are alive at a time (terms reading one ``SharedForward``
+    run together and share one backward); the teacher predicts once, when a term first reads
+    the pseudo-labels, and each term draws from its own ``RandomStream``; (4) one optimiser
+    step on the gradients averaged over processes, and one scheduler step; (5) the hooks run.
 
-    Numerical faults: with ``nan_policy="skip"`` an iteration whose losses or gradients hold
-    NaN or Inf takes no optimiser step (counted in ``skipped_steps``); ``"stop"`` raises
-    ``NumericalError`` naming the branch and iteration; ``"ignore"`` checks nothing (and saves
-    the check's one host synchronisation per iteration).
+    Numerical faults, checked with one host synchronisation per iteration: under
+    ``nan_policy="skip"`` an iteration whose losses or gradients hold NaN or Inf changes
+    nothing (no optimiser step, BatchNorm statistics restored, no teacher update after it;
+    only the schedule advances), and more than ``max_skipped`` of the iterations run so far
+    skipped (counting from 5) raises ``NumericalError``; ``"stop"`` raises it at once;
+    ``"ignore"`` checks nothing. Weights made NaN or Inf by an optimiser step always raise it,
+    and the teacher never averages in a non-finite value.
 
     SIGTERM and SIGINT (when ``run`` is called from the main thread) finish the current
     iteration, let the hooks run (a checkpointer saves), and raise ``TrainingInterrupted``.
@@ -110,20 +111,22 @@ class AdaptationLoop:
         method: the UDA method (its loss terms and the modules they own).
         optimizer: optimises the student's and the method's parameters.
         source: loader of labelled source batches ``(images, targets)``.
-        target: loader of target batches (images, or ``(images, anything)``: labels unused).
+        target: loader of target batches (images, or ``(images, anything)``).
         iterations: total number of iterations (>= 1).
         teacher: the teacher (required when a term uses pseudo-labels).
         scheduler: a learning-rate scheduler stepped once per iteration.
-        hooks: logging, evaluation, checkpointing ...
+        hooks: logging, evaluation, checkpoints ...
         device: where models and batches live (default: the student's device).
         adaptation_start: terms that use target data are skipped before this iteration (a
-            source-only warm-up; 0 = adapt from the first iteration, as published).
-        seed: seeds the generator that maskers and augmentations draw from.
+            source-only warm-up; 0, as published, adapts from the first iteration).
+        seed: the seed of every term's random stream.
         max_grad_norm: clip the global gradient norm to this value (None: no clipping).
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``: every branch's forward (and the
-            teacher's) runs under ``torch.autocast`` in that type; fp16 adds a GradScaler.
+            teacher's) runs under ``torch.autocast`` in that type; fp16 adds a GradScaler,
+            which handles overflowing gradients itself.
         accumulate: micro-batches per optimiser step (gradient accumulation, >= 1).
         nan_policy: ``"skip"``, ``"stop"`` or ``"ignore"`` (see above).
+        max_skipped: the share of skipped iterations past which ``"skip"`` stops, in [0, 1].
         channels_last: keep the student and the images in channels-last memory format.
         step_strategy: how gradients become a step (default ``StepStrategy()``: one pass).
         collective: the processes of a data-parallel run (default: this process alone).
@@ -153,33 +156,36 @@ class AdaptationLoop:
         precision: str = "fp32",
         accumulate: int = 1,
         nan_policy: str = "skip",
+        max_skipped: float = 0.1,
         channels_last: bool = False,
         step_strategy: StepStrategy | None = None,
         collective: Collective | None = None,
     ) -> None:
-        if iterations < 1:
-            raise ConfigError(f"iterations must be at least 1, got {iterations}")
-        if not 0 <= adaptation_start <= iterations:
-            raise ConfigError(
-                f"adaptation_start must lie in [0, iterations={iterations}], got {adaptation_start}"
-            )
-        if method.uses_pseudo_labels and teacher is None:
-            raise ConfigError(
+        checks = [
+            (iterations >= 1, f"iterations must be at least 1, got {iterations}"),
+            (
+                0 <= adaptation_start <= iterations,
+                f"adaptation_start must lie in [0, iterations={iterations}], "
+                f"got {adaptation_start}",
+            ),
+            (
+                teacher is not None or not method.uses_pseudo_labels,
                 "the method uses pseudo-labels but no teacher was given: pass "
-                "teacher=EMATeacher(student, alpha) (or set teacher in the config)"
-            )
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-        if int(accumulate) < 1:
-            raise ConfigError(f"accumulate must be at least 1, got {accumulate}")
-        if nan_policy not in NAN_POLICIES:
-            raise ConfigError(f"nan_policy must be one of {list(NAN_POLICIES)}, got {nan_policy!r}")
+                "teacher=EMATeacher(student, alpha) (or set teacher in the config)",
+            ),
+            (precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {precision!r}"),
+            (int(accumulate) >= 1, f"accumulate must be at least 1, got {accumulate}"),
+            (nan_policy in NAN_POLICIES, f"nan_policy must be one of {NAN_POLICIES}"),
+            (0 <= max_skipped <= 1, f"max_skipped must lie in [0, 1], got {max_skipped}"),
+        ]
         collective = collective or Collective()
-        if collective.world_size == 1 and dist.is_initialized() and dist.get_world_size() > 1:
-            raise ConfigError(
-                "a torchrun process group is set up but the loop would train each process "
-                "alone; pass collective=mic.training.ProcessGroup()"
-            )
+        alone = "a torchrun process group is set up but the loop would train each process "
+        alone += "alone; pass collective=mic.training.ProcessGroup()"
+        if dist.is_initialized() and dist.get_world_size() > collective.world_size:
+            checks.append((False, alone))
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
         self.task = task
         self.device = torch.device(device) if device is not None else _device_of(student)
         self.student = student.to(self.device)
@@ -188,23 +194,21 @@ class AdaptationLoop:
             self.student = self.student.to(memory_format=torch.channels_last)
         self.method = method.to(self.device)
         self.teacher = teacher.to(self.device) if teacher is not None else None
-        self.optimizer = optimizer
-        self.scheduler = scheduler
+        self.optimizer, self.scheduler = optimizer, scheduler
         self.source = EndlessLoader(source, "source")
         self.target = EndlessLoader(target, "target")
-        self.iterations = int(iterations)
-        self.adaptation_start = int(adaptation_start)
+        self.iterations, self.adaptation_start = int(iterations), int(adaptation_start)
         self.hooks = list(hooks)
-        self.max_grad_norm = max_grad_norm
-        self.precision = precision
-        self.accumulate = int(accumulate)
-        self.nan_policy = nan_policy
+        self.seed, self.max_grad_norm, self.precision = int(seed), max_grad_norm, precision
+        self.accumulate, self.nan_policy, self.max_skipped = (
+            int(accumulate),
+            nan_policy,
+            max_skipped,
+        )
         self.collective = collective
         self.step_strategy = step_strategy or StepStrategy()
         self.step_strategy.check(self)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(seed)
         #: number of completed iterations (the index of the next one)
         self.step = 0
         #: iterations whose optimiser step was skipped for NaN / Inf
@@ -212,6 +216,8 @@ class AdaptationLoop:
         #: the signal that stopped the run (None while it runs or after it finished)
         self.interrupted_by: str | None = None
         self._stop_signal: str | None = None
+        self._stepped = True  # whether the last iteration took its optimiser step
+        self._snapshot: list[Tensor] = []
         self._loss_floats: tuple[int, dict[str, float]] | None = None
 
     # ----------------------------------------------------------------------------- running
@@ -220,6 +226,7 @@ class AdaptationLoop:
 
         Raises:
             TrainingInterrupted: a stop request (SIGTERM, SIGINT) ended the run early.
+            NumericalError: see the class documentation.
         """
         self.collective.broadcast_module(self.student)
         self.collective.broadcast_module(self.method)
@@ -227,7 +234,7 @@ class AdaptationLoop:
         try:
             for hook in self.hooks:
                 hook.before_run(self)
-            while self.step < self.iterations and not self._should_stop():
+            while self.step < self.iterations and self._stop_signal is None:
                 losses = self.train_step()
                 self.step += 1
                 for hook in self.hooks:
@@ -245,9 +252,11 @@ class AdaptationLoop:
         step = self.step
         self.student.train()
         self.method.train()
-        if self.teacher is not None:
+        if self.teacher is not None and (step == 0 or self._stepped):
             self.teacher.update(self.student, step)
-        contexts = [self.context(step) for _ in range(self.accumulate)]
+        if self.nan_policy == "skip":  # a skipped step restores the BatchNorm statistics
+            self._snapshot_buffers()
+        contexts = [self.context(step, micro) for micro in range(self.accumulate)]
         self.optimizer.zero_grad(set_to_none=True)
         return self.step_strategy(self, contexts, self.active_terms(step))
 
@@ -256,20 +265,16 @@ class AdaptationLoop:
         adapting = step >= self.adaptation_start
         return [(n, t) for n, t in self.method if adapting or not t.uses_target]
 
-    def context(self, step: int) -> IterationContext:
+    def context(self, step: int, micro: int = 0) -> IterationContext:
         """Draw the next source and target batches and wrap them for the loss terms."""
         source = self._to_device(next(self.source))
         target = self._to_device(next(self.target))
+        c = self.collective
+        layout = (self.seed, c.rank, c.world_size, micro, self.accumulate)
         return IterationContext(
-            step,
-            self.task,
-            self.student,
-            source,
-            target,
-            self.teacher,
-            self.generator,
-            self.adaptation_start,
-        )
+            step, self.task, self.student, source, target, self.teacher, self.adaptation_start,
+            *layout,
+        )  # fmt: skip
 
     def backward(
         self, contexts: list[IterationContext], terms: list[tuple[str, LossTerm]]
@@ -281,9 +286,9 @@ class AdaptationLoop:
     def backward_terms(
         self, ctx: IterationContext, terms: list[tuple[str, LossTerm]]
     ) -> dict[str, Tensor]:
-        """Compute ``terms`` in order and back-propagate each on its own; terms that read one
-        ``SharedForward`` run together, at the place of the first of them, and their summed
-        losses are back-propagated once. Returns the detached losses, by name.
+        """Compute ``terms`` in order and back-propagate each on its own; the terms reading
+        one ``SharedForward`` run together, at the place of the first of them, and their
+        summed losses are back-propagated once. Returns the detached losses by name.
 
         Raises:
             ConfigError: two terms report a loss under the same name.
@@ -292,11 +297,12 @@ class AdaptationLoop:
         for branch in _branches(terms):
             parts: list[Tensor] = []
             for name, term in branch:
+                ctx.term = name
                 with self.autocast():
                     out = term(ctx)
                 named = out if isinstance(out, dict) else {name: out}
-                clash = sorted(set(named) & set(losses))
-                if clash:
+                if set(named) & set(losses):
+                    clash = sorted(set(named) & set(losses))
                     raise ConfigError(f"two loss terms report a loss named {clash}; rename one")
                 losses.update({k: v.detach().float() for k, v in named.items()})
                 parts.extend(named.values())
@@ -309,20 +315,34 @@ class AdaptationLoop:
         self, losses: dict[str, Tensor], restore: Callable[[], None] | None = None
     ) -> None:
         """Average the gradients over processes and call ``restore`` (e.g. to put perturbed
-        weights back); then step (clip, optimiser, scheduler) when ``losses`` and the
-        gradients are finite, or skip the step under ``nan_policy``."""
+        weights back); then step (clip, optimiser, scheduler) if the numerics are sound, or
+        skip the step under ``nan_policy``.
+
+        Raises:
+            NumericalError: see the class documentation.
+        """
         self.collective.average_gradients(self.parameters())
         if restore is not None:
             restore()
-        if self._numerics_ok(losses, self.step):
+        self._stepped = self._check(losses)
+        if self._stepped:
             self.optimizer_step()
             return
         self.optimizer.zero_grad(set_to_none=True)
+        if self._snapshot:
+            torch._foreach_copy_(self._buffers(), self._snapshot)
         self.skipped_steps += 1
         if self.scheduler is not None:  # the schedule follows the iteration, stepped or not
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler"))
                 self.scheduler.step()
+        if self.skipped_steps >= 5 and self.skipped_steps > self.max_skipped * (self.step + 1):
+            raise NumericalError(
+                f"{self.skipped_steps} of the first {self.step + 1} iterations had NaN or Inf "
+                f"losses or gradients and were skipped, more than max_skipped="
+                f"{self.max_skipped}; lower the learning rate, clip gradients (max_grad_norm) "
+                "or use precision=fp32"
+            )
 
     def optimizer_step(self) -> None:
         """Clip (optionally), step the optimiser and the scheduler."""
@@ -362,11 +382,54 @@ class AdaptationLoop:
         """The learning rate of the first parameter group."""
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def _should_stop(self) -> bool:
-        flag = torch.tensor([1.0 if self._stop_signal else 0.0])
-        if self.collective.mean(flag).item() > 0 and self._stop_signal is None:
-            self._stop_signal = "a stop request on another process"
-        return self._stop_signal is not None
+    def parameters(self) -> list[nn.Parameter]:
+        """The parameters the optimiser updates."""
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def _check(self, losses: dict[str, Tensor]) -> bool:
+        """Whether the numerics allow this iteration's step, with the stop requests of every
+        process: one collective and one host synchronisation (none alone without checks)."""
+        stop = float(self._stop_signal is not None)
+        if self.nan_policy == "ignore":
+            if self.collective.world_size > 1 and self.collective.mean(torch.tensor([stop])) > 0:
+                self._stop_signal = self._stop_signal or "a stop request on another process"
+            return True
+        params = self.parameters()
+        grads = [p.grad for p in params if p.grad is not None]
+        named = {n: ~torch.isfinite(v).all() for n, v in losses.items()}
+        named["weights"] = ~torch.isfinite(torch.stack(torch._foreach_norm(params))).all()
+        if grads and not self.scaler.is_enabled():
+            named["gradients"] = ~torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
+        flags = torch.stack([torch.full((), stop, device=self.device), *named.values()])
+        bad = self.collective.mean(flags.float()).tolist()
+        if bad[0] > 0:
+            self._stop_signal = self._stop_signal or "a stop request on another process"
+        faulty = [n for n, b in zip(named, bad[1:], strict=True) if b > 0]
+        if "weights" in faulty:
+            raise NumericalError(
+                f"the optimiser step of iteration {self.step} made weights NaN or Inf; no "
+                "checkpoint holds them. Lower the learning rate or clip gradients "
+                "(max_grad_norm)"
+            )
+        if faulty and self.nan_policy == "stop":
+            raise NumericalError(
+                f"the loss '{faulty[0]}' is NaN or Inf at iteration {self.step + 1} (also: "
+                f"{faulty[1:] or 'nothing else'}); no update was made. Lower the learning "
+                "rate, clip gradients (max_grad_norm), use precision=fp32, or set "
+                "nan_policy=skip to skip such iterations"
+            )
+        return not faulty
+
+    def _buffers(self) -> list[Tensor]:
+        models = (unwrap(self.student), self.method, self.teacher)
+        return [b for m in models if m is not None for b in m.buffers()]
+
+    def _snapshot_buffers(self) -> None:
+        buffers = self._buffers()
+        if len(self._snapshot) != len(buffers):
+            self._snapshot = [b.clone() for b in buffers]
+        elif buffers:
+            torch._foreach_copy_(self._snapshot, buffers)
 
     def _catch_signals(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():
@@ -381,36 +444,6 @@ class AdaptationLoop:
                 signal.signal(sig, handler)
 
         return restore
-
-    def _numerics_ok(self, losses: dict[str, Tensor], step: int) -> bool:
-        """False (or NumericalError) when a loss, or a gradient, is NaN or Inf. One host
-        synchronisation; with fp16 the GradScaler handles overflowing gradients itself."""
-        if self.nan_policy == "ignore":
-            return True
-        names = list(losses)
-        flags = [~torch.isfinite(v).all() for v in losses.values()]
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if grads and not self.scaler.is_enabled():
-            names.append("gradients")
-            flags.append(~torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
-        if not flags:
-            return True
-        bad = self.collective.mean(torch.stack(flags).float()).tolist()
-        faulty = [n for n, b in zip(names, bad, strict=True) if b > 0]
-        if not faulty:
-            return True
-        if self.nan_policy == "stop":
-            raise NumericalError(
-                f"the loss '{faulty[0]}' is NaN or Inf at iteration {step} (also: "
-                f"{faulty[1:] or 'nothing else'}); no update was made. Lower the learning "
-                "rate, clip gradients (max_grad_norm), use precision=fp32, or set "
-                "nan_policy=skip to skip such iterations"
-            )
-        return False
-
-    def parameters(self) -> list[nn.Parameter]:
-        """The parameters the optimiser updates."""
-        return [p for g in self.optimizer.param_groups for p in g["params"]]
 
     def _to_device(self, batch: Any) -> Any:
         batch = move_to(batch, self.device)
@@ -430,11 +463,11 @@ class AdaptationLoop:
             "student": unwrap(self.student).state_dict(),
             "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
             "source": self.source.state_dict(),
             "target": self.target.state_dict(),
             "scaler": self.scaler.state_dict(),
             "skipped_steps": self.skipped_steps,
+            "stepped": self._stepped,
         }
         if self.teacher is not None:
             state["teacher"] = self.teacher.state_dict()
@@ -447,7 +480,6 @@ class AdaptationLoop:
         unwrap(self.student).load_state_dict(state["student"])
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
         if self.teacher is not None and "teacher" in state:
             self.teacher.load_state_dict(state["teacher"])
         if self.scheduler is not None and "scheduler" in state:
@@ -458,6 +490,7 @@ class AdaptationLoop:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        self._stepped = bool(state.get("stepped", True))
         self.step = int(state["step"])
 
 
@@ -486,7 +519,7 @@ class TrainingInterrupted(MicError):
 
 
 class NumericalError(MicError, FloatingPointError):
-    """A loss or gradient became NaN or Inf and ``nan_policy`` is ``"stop"``."""
+    """NaN or Inf that ``nan_policy`` does not skip (or too many skipped iterations)."""
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -9,22 +9,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mic.core.context import Random, per_sample, uniform
 from mic.core.errors import ConfigError
 
-#: an image transform drawing from a generator, e.g. ``mic.StrongAugmentation``
-Augmentation = Callable[[Tensor, torch.Generator | None], Tensor]
+#: an image transform drawing from a random stream, e.g. ``mic.StrongAugmentation``
+Augmentation = Callable[[Tensor, Random], Tensor]
 
 
 class Masker(nn.Module, ABC):
     """Withholds part of each image; the student must infer it from the context."""
 
     @abstractmethod
-    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def forward(self, images: Tensor, rng: Random = None) -> Tensor:
         """The masked batch.
 
         Args:
             images: B x C x H x W float (or a list of C x H x W images of different sizes).
-            generator: the random stream to draw from, on the images' device.
+            rng: what to draw from (the term's ``RandomStream`` in the loop).
 
         Returns:
             The same shape, dtype and device as ``images`` (a list for a list).
@@ -72,18 +73,18 @@ class BlockMasker(Masker):
         fill_t = torch.tensor(fill if fill is not None else [0.0], dtype=torch.float32)
         self.register_buffer("fill", fill_t.view(1, -1, 1, 1), persistent=False)
 
-    def mask(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def mask(self, images: Tensor, rng: Random = None) -> Tensor:
         """The binary keep-mask, B x 1 x H x W in the images' dtype (1 = kept)."""
         b, _, h, w = images.shape
         grid = (max(1, round(h / self.block_size)), max(1, round(w / self.block_size)))
-        noise = torch.rand(b, 1, *grid, generator=generator, device=images.device)
-        keep = (noise > self.ratio).to(images.dtype)
+        keep = (uniform(rng, b, 1, *grid, device=images.device) > self.ratio).to(images.dtype)
         return F.interpolate(keep, size=(h, w), mode="nearest")
 
-    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def forward(self, images: Tensor, rng: Random = None) -> Tensor:
         if isinstance(images, (list, tuple)):  # images of different sizes: one at a time
-            return [self.forward(x.unsqueeze(0), generator)[0] for x in images]
+            streams = per_sample(rng, len(images))
+            return [self.forward(x.unsqueeze(0), r)[0] for x, r in zip(images, streams)]
         if self.augmentation is not None:
-            images = self.augmentation(images, generator)
-        keep = self.mask(images, generator)
+            images = self.augmentation(images, rng)
+        keep = self.mask(images, rng)
         return images * keep + self.fill.to(images) * (1 - keep)

@@ -53,8 +53,9 @@ class EMATeacher(Teacher):
     """Exponential moving average of the student's weights (the mean teacher).
 
     Step 0 copies the student (parameters and buffers). At step t > 0, with
-    ``a = min(1 - 1 / (t + 1), alpha)``, every floating-point parameter becomes
-    ``a * teacher + (1 - a) * student`` (one fused ``foreach`` lerp over all tensors).
+    ``a = min(1 - 1 / (t + 1), alpha)`` (published), every floating-point parameter becomes
+    ``a * teacher + (1 - a) * student`` (one fused ``foreach`` lerp over all tensors); where a
+    student value is NaN or Inf the teacher keeps its own.
 
     Args:
         model: the student to copy; the teacher holds a deep copy without gradients.
@@ -86,7 +87,7 @@ class EMATeacher(Teacher):
         if norm not in ("batch", "running"):
             raise ConfigError(f"teacher.norm must be 'batch' or 'running', got {norm!r}")
         self.alpha = float(alpha)
-        self.buffers = buffers
+        self.buffer_policy = buffers
         self.norm = norm
         self.model = copy.deepcopy(unwrap(model))
         self.model.requires_grad_(False)
@@ -104,16 +105,16 @@ class EMATeacher(Teacher):
             return
         weight = 1.0 - self.decay(step)
         t_params, s_params = _floating_pairs(self.model.parameters(), student.parameters())
-        torch._foreach_lerp_(t_params, s_params, weight)
-        if self.buffers == "own":
+        torch._foreach_lerp_(t_params, _finite(s_params, t_params), weight)
+        if self.buffer_policy == "own":
             return
         t_bufs, s_bufs = list(self.model.buffers()), list(student.buffers())
-        if self.buffers == "copy":
+        if self.buffer_policy == "copy":
             torch._foreach_copy_(t_bufs, s_bufs)
             return
         t_float, s_float = _floating_pairs(t_bufs, s_bufs)
         if t_float:
-            torch._foreach_lerp_(t_float, s_float, weight)
+            torch._foreach_lerp_(t_float, _finite(s_float, t_float), weight)
         t_int = [t for t in t_bufs if not t.is_floating_point()]
         s_int = [s for s in s_bufs if not s.is_floating_point()]
         if t_int:
@@ -124,6 +125,10 @@ class EMATeacher(Teacher):
         if self.norm == "batch":
             for m in self._norm_layers:
                 m.train()
+
+
+def _finite(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [torch.where(torch.isfinite(s), s, t) for s, t in zip(student, teacher, strict=True)]
 
 
 def _floating_pairs(teacher: Any, student: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

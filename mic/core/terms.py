@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mic.core.context import IterationContext, SharedForward
+from mic.core.context import IterationContext, Random, SharedForward
 from mic.core.errors import ConfigError
 from mic.core.masking import Augmentation, Masker
 from mic.core.task import PseudoLabels, Task
@@ -103,7 +103,8 @@ class ConsistencyLoss(LossTerm):
 
     loss = weight x sum over parts of part_weight x Task loss of the student on
     ``transform(images)`` against the pseudo-labels, each element weighted by ``weighting``.
-    Images that the pseudo-labels' ``keep`` leaves out are removed first (none left: 0).
+    Images that the pseudo-labels' ``keep`` leaves out are dropped after the transform (so
+    each image's draws do not depend on which others are kept); none left: 0.
 
     Args:
         weighting: ``"quality"``, ``"prob"`` or ``"none"`` (see ``PseudoLabelWeighting``).
@@ -126,7 +127,7 @@ class ConsistencyLoss(LossTerm):
         self.part_weights = dict(part_weights or {})
 
     @abstractmethod
-    def transform(self, images: Any, generator: torch.Generator | None = None) -> Any:
+    def transform(self, images: Any, rng: Random = None) -> Any:
         """What the student sees instead of the teacher's view of the target."""
 
     def loss(
@@ -135,7 +136,7 @@ class ConsistencyLoss(LossTerm):
         task: Task,
         images: Any,
         pseudo: PseudoLabels,
-        generator: torch.Generator | None = None,
+        rng: Random = None,
         weights: Any = None,
     ) -> Tensor:
         """The weighted consistency loss on ``images`` against ``pseudo``.
@@ -145,7 +146,7 @@ class ConsistencyLoss(LossTerm):
             task: the Task whose ``loss`` is used.
             images: the teacher's view (e.g. B x C x H x W float).
             pseudo: the teacher's pseudo-labels for ``images``.
-            generator: the random stream ``transform`` draws from.
+            rng: what ``transform`` draws from (the term's ``RandomStream`` in the loop).
             weights: per-element weights in the layout of ``pseudo.confidence`` that replace
                 ``weighting(pseudo)`` (e.g. for inputs that mix labelled source images,
                 weight 1, with pseudo-labelled target ones); None: ``weighting(pseudo)``.
@@ -153,16 +154,16 @@ class ConsistencyLoss(LossTerm):
         Returns:
             A scalar tensor.
         """
-        images, weights, pseudo = pseudo.kept(images, weights)
-        if task.count(images) == 0:
+        views, weights, pseudo = pseudo.kept(self.transform(images, rng), weights)
+        if task.count(views) == 0:
             return next(student.parameters()).new_zeros(())
         if weights is None:
             weights = self.weighting(pseudo)
-        loss = task.loss(student, self.transform(images, generator), pseudo.labels, weights)
+        loss = task.loss(student, views, pseudo.labels, weights)
         return self.weight * sum_parts(loss, self.part_weights)
 
     def forward(self, ctx: IterationContext) -> Tensor:
-        return self.loss(ctx.student, ctx.task, ctx.target_images, ctx.pseudo_labels, ctx.generator)
+        return self.loss(ctx.student, ctx.task, ctx.target_images, ctx.pseudo_labels, ctx.rng)
 
 
 class MaskedImageConsistency(ConsistencyLoss):
@@ -190,8 +191,8 @@ class MaskedImageConsistency(ConsistencyLoss):
         super().__init__(weighting, tau, weight, part_weights)
         self.masker = masker
 
-    def transform(self, images: Any, generator: torch.Generator | None = None) -> Any:
-        return self.masker(images, generator)
+    def transform(self, images: Any, rng: Random = None) -> Any:
+        return self.masker(images, rng)
 
 
 class SelfTraining(ConsistencyLoss):
@@ -215,5 +216,5 @@ class SelfTraining(ConsistencyLoss):
         super().__init__(weighting, tau, weight, part_weights)
         self.augmentation = augmentation
 
-    def transform(self, images: Any, generator: torch.Generator | None = None) -> Any:
-        return images if self.augmentation is None else self.augmentation(images, generator)
+    def transform(self, images: Any, rng: Random = None) -> Any:
+        return images if self.augmentation is None else self.augmentation(images, rng)

@@ -135,7 +135,7 @@ class SharpnessAwareMinimization(StepStrategy):
     First pass: the active terms except ``first_pass_skips`` are computed and back-propagated
     (for every micro-batch; gradients averaged over processes); ``SAM.first_step`` moves the
     weights to ``w + e(w)``. Second pass: every active term at the perturbed weights, with the
-    same random draws (the loop's generator is rewound) and the same pseudo-labels (the
+    same random draws (each term's stream starts over) and the same pseudo-labels (the
     teacher predicts once per iteration); then the weights go back to ``w`` and the loop's
     optimiser steps with the second pass's gradients. The logged losses are the second pass's.
 
@@ -197,13 +197,11 @@ class SharpnessAwareMinimization(StepStrategy):
         if self.sam is None or self.sam.base is not loop.optimizer:
             self.check(loop)  # a strategy moved to another loop
         sam: SAM = self.sam  # type: ignore[assignment]
-        draws = loop.generator.get_state()
         loop.backward(contexts, [(n, t) for n, t in terms if n not in self.first_pass_skips])
         loop.collective.average_gradients(loop.parameters())
         sam.first_step(zero_grad=True)
-        for ctx in contexts:
-            ctx.forget_shared()  # computed at the unperturbed weights
-        loop.generator.set_state(draws)  # the second pass draws the same masks and mixes
+        for ctx in contexts:  # forward passes anew, the same masks and mixes drawn again
+            ctx.restart()
         with self._second_pass_weighting(terms):
             losses = loop.backward(contexts, terms)
         loop.finish_step(losses, restore=sam.restore)

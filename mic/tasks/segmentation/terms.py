@@ -23,6 +23,7 @@ from mic.core import (
     PseudoLabelWeighting,
     SharedForward,
 )
+from mic.core.context import Random, uniform
 from mic.core.masking import Augmentation
 from mic.core.teacher import unwrap
 from mic.core.weighting import WeightingMode
@@ -33,7 +34,7 @@ from mic.tasks.common import require_features
 def class_mix_masks(
     labels: Tensor,
     num_classes: int,
-    generator: torch.Generator | None = None,
+    rng: Random = None,
     classes_from: Literal["image", "batch"] = "image",
     ignore_index: int = 255,
 ) -> Tensor:
@@ -56,7 +57,7 @@ def class_mix_masks(
     elif classes_from != "image":
         raise ConfigError(f"classes_from must be 'image' or 'batch', got {classes_from!r}")
     n = present.sum(1, keepdim=True)
-    scores = torch.rand(b, num_classes, generator=generator, device=labels.device)
+    scores = uniform(rng, b, num_classes, device=labels.device)
     scores = scores.masked_fill(~present, 2.0)
     rank = scores.argsort(1).argsort(1)
     chosen = present & (rank < (n + 1) // 2)
@@ -111,14 +112,12 @@ class ClassMix(LossTerm):
         pseudo = ctx.pseudo_labels
         weights = self.weighting(pseudo)
         ignore = getattr(ctx.task, "ignore_index", 255)
-        mask = class_mix_masks(
-            labels, ctx.task.num_classes, ctx.generator, self.classes_from, ignore
-        )
+        mask = class_mix_masks(labels, ctx.task.num_classes, ctx.rng, self.classes_from, ignore)
         images = torch.where(mask[:, None], source, target)
         mixed_labels = torch.where(mask, labels, pseudo.labels)
         mixed_weights = torch.where(mask, torch.ones_like(weights), weights)  # type: ignore[arg-type]
         if self.augmentation is not None:
-            images = self.augmentation(images, ctx.generator)
+            images = self.augmentation(images, ctx.rng)
         return images, mixed_labels, mixed_weights
 
     def forward(self, ctx: IterationContext) -> Tensor:
@@ -288,7 +287,7 @@ class SegmentationMIC(MaskedImageConsistency):
         labels = torch.cat([ctx.source_targets[:1], pseudo.labels[:1]])
         pixel_weights = torch.cat([torch.ones_like(weights[:1]), weights[:1]])  # type: ignore[index]
         mixed = PseudoLabels(labels, confidence=pixel_weights)
-        return self.loss(ctx.student, ctx.task, images, mixed, ctx.generator, pixel_weights)
+        return self.loss(ctx.student, ctx.task, images, mixed, ctx.rng, pixel_weights)
 
 
 __all__ = [

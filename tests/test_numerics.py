@@ -1,0 +1,117 @@
+"""NaN and Inf: a skipped step changes nothing (weights, BatchNorm statistics, optimiser state,
+teacher), the teacher never averages in a non-finite value, weights made non-finite by a step
+stop the run, and too many skipped steps stop it."""
+
+import pytest
+import torch
+
+from mic import AdaptationLoop, EMATeacher, LossTerm, NumericalError, UDAMethod, mean_teacher
+
+from .helpers import tiny_loaders, tiny_model
+
+
+class Poisoned(LossTerm):
+    """The source loss, NaN at the iterations listed in ``bad``."""
+
+    uses_target = False
+
+    def __init__(self, bad=()):
+        super().__init__()
+        self.bad = set(bad)
+
+    def forward(self, ctx):
+        loss = ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets)
+        return loss * float("nan") if ctx.step in self.bad else loss
+
+
+def _loop(method, iterations=6, **kwargs):
+    task, source, target, _ = tiny_loaders()
+    student = tiny_model()
+    opt = torch.optim.Adam(list(student.parameters()) + list(method.parameters()), 1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (1 + t))
+    teacher = EMATeacher(student, 0.9)  # predicts in batch mode: its BatchNorm statistics move
+    return AdaptationLoop(
+        task,
+        student,
+        method,
+        opt,
+        source,
+        target,
+        iterations,
+        teacher=teacher,
+        scheduler=scheduler,
+        **kwargs,
+    )
+
+
+def _state(loop):
+    """Everything a skipped step must leave as it was (optimiser state included)."""
+    return {
+        "student": {k: v.clone() for k, v in loop.student.state_dict().items()},
+        "teacher": {k: v.clone() for k, v in loop.teacher.model.state_dict().items()},
+        "optimizer": repr(loop.optimizer.state_dict()["state"]),
+    }
+
+
+def _same(a, b):
+    assert a["optimizer"] == b["optimizer"]
+    for part in ("student", "teacher"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} changed"
+
+
+def test_a_skipped_step_changes_nothing_and_the_teacher_waits_for_the_next_step():
+    method = mean_teacher().with_terms(source=Poisoned(bad={2}))
+    loop = _loop(method)
+    for _ in range(2):
+        loop.train_step()
+        loop.step += 1
+    before = {}
+    update = loop.teacher.update  # the update that step 1 earned runs first; then the snapshot
+    loop.teacher.update = lambda *a: update(*a) or before.update(_state(loop))
+    lr = loop.lr()
+    losses = loop.train_step()  # iteration 2: NaN
+    loop.teacher.update = update
+    loop.step += 1
+    assert not torch.isfinite(losses["source"]) and loop.skipped_steps == 1
+    _same(before, _state(loop))  # BatchNorm statistics of student and teacher included
+    assert loop.lr() < lr  # only the schedule follows the iteration
+    # the next iteration: no teacher update from the unchanged student before a step is taken
+    teacher = {k: v.clone() for k, v in loop.teacher.model.named_parameters()}
+    loop.train_step()
+    loop.step += 1
+    after = dict(loop.teacher.model.named_parameters())
+    assert all(torch.equal(teacher[k], after[k]) for k in teacher)
+    loop.train_step()  # and the one after follows the student again
+    assert any(not torch.equal(teacher[k], after[k]) for k in teacher)
+
+
+def test_weights_made_non_finite_by_a_step_stop_the_run_and_never_reach_the_teacher():
+    loop = _loop(mean_teacher(), nan_policy="skip")
+    loop.train_step()
+    loop.step += 1
+    with torch.no_grad():  # what an exploding step leaves behind
+        next(loop.student.parameters()).fill_(float("inf"))
+    with pytest.raises(NumericalError, match="optimiser step of iteration 1 made weights NaN"):
+        loop.train_step()
+    assert all(torch.isfinite(p).all() for p in loop.teacher.model.parameters())
+
+
+def test_too_many_skipped_steps_stop_the_run():
+    loop = _loop(mean_teacher().with_terms(source=Poisoned(bad=range(100))), iterations=20)
+    with pytest.raises(NumericalError, match=r"5 of the first 5 iterations .* max_skipped=0.1"):
+        loop.run()
+    assert loop.skipped_steps == 5
+    lenient = _loop(
+        mean_teacher().with_terms(source=Poisoned(bad={0, 3, 6, 9, 12})),
+        iterations=20,
+        max_skipped=0.4,
+    )
+    lenient.run()  # 5 of 13 at the fifth skip: under 0.4 x 13
+    assert lenient.skipped_steps == 5
+
+
+def test_stop_policy_names_the_branch_in_the_console_numbering():
+    loop = _loop(UDAMethod({"source": Poisoned(bad={0})}), nan_policy="stop")
+    with pytest.raises(NumericalError, match="the loss 'source' is NaN or Inf at iteration 1"):
+        loop.train_step()

@@ -1,0 +1,146 @@
+"""Each loss term draws from its own random stream, keyed to each sample's place in the global
+batch: adding MIC leaves the base method's draws unchanged (paired comparisons), and processes
+or micro-batches that share a batch draw what one process draws for all of it."""
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import mic
+from mic import AdaptationLoop, EMATeacher, RandomStream, StrongAugmentation, UDAMethod
+from mic.core.context import stream_seed
+from mic.datasets import DigitsDomain
+from mic.datasets.segmentation import StreetScenes
+from mic.tasks.classification import ClassificationTask, Classifier
+from mic.tasks.segmentation import ClassMix, SegmentationMIC, SegmentationTask, SmallUNet
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize(("world", "micros"), [(1, 1), (2, 1), (1, 3), (2, 2)])
+def test_processes_and_micro_batches_draw_the_rows_of_one_process(world, micros):
+    n = 3  # samples per process and micro-batch
+    one = RandomStream(seed=7)  # one process, the whole batch, three calls
+    whole = torch.cat([one.rand(n * world * micros, 2, 5) for _ in range(3)])
+    rows = {}
+    for rank in range(world):
+        for micro in range(micros):
+            stream = RandomStream(7, rank, world, micro, micros)
+            for call in range(3):
+                draws = stream.rand(n, 2, 5)
+                for i in range(n):  # ResumableSampler's order: sample i of rank r is i * W + r
+                    rows[call * n * world * micros + (micro * n + i) * world + rank] = draws[i]
+    assert sorted(rows) == list(range(len(whole)))
+    assert torch.equal(torch.stack([rows[k] for k in sorted(rows)]), whole)
+
+
+def test_per_sample_streams_follow_the_global_index_and_differ_between_samples():
+    a = RandomStream(5, rank=1, world_size=2).for_sample(2, 4)
+    b = RandomStream(5).for_sample(5, 8)  # sample 2 of rank 1 is sample 5 of one process
+    assert torch.equal(a.rand(1, 9), b.rand(1, 9))
+    c = RandomStream(5).for_sample(4, 8)
+    assert not torch.equal(RandomStream(5).for_sample(5, 8).rand(1, 9), c.rand(1, 9))
+    assert stream_seed(0, "mic", 3) != stream_seed(0, "mix", 3) != stream_seed(0, "mic", 4)
+
+
+class Recorder:
+    """Wraps a module's forward and keeps what it returned."""
+
+    def __init__(self, module):
+        self.outputs = []
+        forward = module.forward
+        module.forward = lambda *a, **k: self.outputs.append(forward(*a, **k)) or self.outputs[-1]
+
+
+def _digits_loop(method, student_seed=0):
+    task = ClassificationTask(10)
+    kw = {"batch_size": 16, "shuffle": True, "drop_last": True, "collate_fn": task.collate}
+    source = DataLoader(
+        DigitsDomain("source", "train"), generator=torch.Generator().manual_seed(0), **kw
+    )
+    target = DataLoader(
+        DigitsDomain("target", "train", labelled=False),
+        generator=torch.Generator().manual_seed(1),
+        **kw,
+    )
+    torch.manual_seed(student_seed)
+    student = Classifier("tiny_cnn", 10, bottleneck_dim=8)
+    opt = torch.optim.Adam(student.parameters(), 1e-3)
+    teacher = EMATeacher(student, 0.9)
+    return AdaptationLoop(task, student, method, opt, source, target, 6, teacher=teacher, seed=3)
+
+
+def _run(loop):
+    while loop.step < loop.iterations:
+        loop.train_step()
+        loop.step += 1
+
+
+def test_adding_mic_leaves_the_mean_teachers_augmented_images_unchanged():
+    norm = {"mean": [0.5] * 3, "std": [0.5] * 3}
+    seen = []
+    for with_mic in (False, True):
+        augmentation = StrongAugmentation(**norm)
+        recorder = Recorder(augmentation)
+        method = mic.mean_teacher(augmentation)
+        if with_mic:
+            masker = mic.BlockMasker(4, 0.7, StrongAugmentation(**norm))
+            method = method.with_terms(mic=mic.MaskedImageConsistency(masker))
+        _run(_digits_loop(method))
+        seen.append(recorder.outputs)
+    assert len(seen[0]) == len(seen[1]) == 6
+    for a, b in zip(*seen):
+        assert torch.equal(a, b)
+
+
+def test_adding_mic_leaves_dacs_mixed_images_unchanged():
+    task = SegmentationTask(8, classes=StreetScenes.classes)
+    mean, std = StreetScenes.mean, StreetScenes.std
+    kw = {"batch_size": 4, "shuffle": True, "drop_last": True, "collate_fn": task.collate}
+    mixes = []
+    for with_mic in (False, True):
+        mix = ClassMix(StrongAugmentation(mean=mean, std=std))
+        recorder = Recorder(mix.augmentation)
+        terms = {"source": mic.SourceSupervision(), "mix": mix}
+        if with_mic:
+            masker = mic.BlockMasker(8, 0.7, StrongAugmentation(mean=mean, std=std))
+            terms["mic"] = SegmentationMIC(masker)
+        src = StreetScenes("source", "train", count=8, size=32)
+        tgt = StreetScenes("target", "train", count=8, size=32, labelled=False)
+        torch.manual_seed(0)
+        student = SmallUNet(8, (4, 8, 8))
+        loop = AdaptationLoop(
+            task,
+            student,
+            UDAMethod(terms),
+            torch.optim.AdamW(student.parameters(), 1e-3),
+            DataLoader(src, generator=torch.Generator().manual_seed(0), **kw),
+            DataLoader(tgt, generator=torch.Generator().manual_seed(1), **kw),
+            5,
+            teacher=EMATeacher(student, 0.99),
+            seed=1,
+        )
+        _run(loop)
+        mixes.append(recorder.outputs)
+    assert len(mixes[0]) == len(mixes[1]) == 5
+    for a, b in zip(*mixes):
+        assert torch.equal(a, b)  # the same classes pasted, the same jitter and blur
+
+
+def test_a_term_draws_the_same_whatever_its_place_and_others_draw_differently():
+    norm = {"mean": [0.5] * 3, "std": [0.5] * 3}
+    outputs = {}
+    for order in (("self_training", "mic"), ("mic", "self_training")):
+        aug = StrongAugmentation(**norm)
+        masker = mic.BlockMasker(4, 0.7, StrongAugmentation(**norm))
+        recorders = {"self_training": Recorder(aug), "mic": Recorder(masker)}
+        terms = {
+            "self_training": mic.SelfTraining(aug),
+            "mic": mic.MaskedImageConsistency(masker),
+        }
+        method = UDAMethod({"source": mic.SourceSupervision(), **{k: terms[k] for k in order}})
+        loop = _digits_loop(method)
+        loop.train_step()
+        outputs[order] = {k: r.outputs[0] for k, r in recorders.items()}
+    a, b = outputs.values()
+    assert torch.equal(a["mic"], b["mic"]) and torch.equal(a["self_training"], b["self_training"])
