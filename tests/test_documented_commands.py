@@ -52,6 +52,11 @@ def documented_commands() -> list[tuple[str, list[str]]]:
             words = shlex.split(line[line.index(entry.strip()) + len(entry.strip()) :])
             # hydra.* options steer the launcher (run folder, search path), not mic's config
             overrides = [w for w in words if "=" in w and not w.startswith("hydra.")]
+            if "--config-dir" in words:  # a folder on the search path, e.g. `cd examples && ...`
+                folder = words[words.index("--config-dir") + 1]
+                cd = re.search(r"cd (\S+) &&", line)
+                path = (ROOT / (cd.group(1) if cd else ".") / folder).resolve()
+                overrides.append(f"hydra.searchpath=[file://{path}]")
             found.append((f"{name}: {line}", first_of_sweeps(overrides)))
     return found
 

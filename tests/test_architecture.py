@@ -1,0 +1,89 @@
+"""The shape of the library (README.md, "The pieces"): mic.core imports nothing else of mic and
+reads top to bottom without an import cycle, type-only imports included; the machinery depends
+on core only; no task imports another; core names no task."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+MIC = Path(__file__).parents[1] / "mic"
+
+
+def imports(path: Path) -> set[str]:
+    """Every mic module a file imports (inside ``if TYPE_CHECKING:`` too)."""
+    tree = ast.parse(path.read_text())
+    package = ".".join(path.relative_to(MIC.parent).with_suffix("").parts[:-1])
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+                base = f"{base}.{node.module}" if node.module else base
+            found.add(base)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name == "mic" or name.startswith("mic.")}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(MIC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def files(folder: str) -> list[Path]:
+    return sorted((MIC / folder).rglob("*.py")) if folder else sorted(MIC.glob("*.py"))
+
+
+def test_core_imports_nothing_else_of_mic_and_has_no_cycle():
+    graph = {}
+    for path in files("core"):
+        deps = imports(path)
+        outside = sorted(d for d in deps if not d.startswith("mic.core"))
+        assert not outside, f"{path.name} imports {outside}"
+        if path.name != "__init__.py":
+            graph[module_name(path)] = {d for d in deps if d != "mic.core"}
+    order = []  # a topological order exists iff there is no cycle
+    while graph:
+        ready = sorted(m for m, deps in graph.items() if not deps & set(graph))
+        assert ready, f"import cycle among {sorted(graph)}"
+        order += ready
+        for m in ready:
+            del graph[m]
+    assert order.index("mic.core.task") < order.index("mic.core.loop")
+
+
+@pytest.mark.parametrize("folder", ["training", ""])
+def test_the_machinery_depends_on_core_only(folder):
+    allowed = ("mic.core", "mic.training", "mic.augmentation", "mic.functional")
+    for path in files(folder):
+        if folder == "" and path.name not in ("augmentation.py", "functional.py"):
+            continue
+        bad = sorted(d for d in imports(path) if not d.startswith(allowed))
+        assert not bad, f"{path.relative_to(MIC)} imports {bad}"
+
+
+def test_no_task_imports_another():
+    tasks = ("classification", "segmentation", "detection")
+    for task in tasks:
+        for path in files(f"tasks/{task}"):
+            others = [f"mic.tasks.{t}" for t in tasks if t != task]
+            bad = sorted(d for d in imports(path) if d.startswith(tuple(others)))
+            assert not bad, f"{path.relative_to(MIC)} imports {bad}"
+
+
+def test_core_names_no_task_in_its_code():
+    for path in files("core"):
+        tree = ast.parse(path.read_text())
+        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        strings = [
+            n.value
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        ]
+        for word in ("segmentation", "detection", "classification", "SAM", "sam"):
+            assert word not in names, f"{path.name} uses the name {word}"
+        code_strings = [s for s in strings if "\n" not in s]  # docstrings may explain
+        assert not any("mic.tasks" in s for s in code_strings), path.name
