@@ -44,7 +44,12 @@ class DigitAttributes(mic.Task):
     primary_metric = "accuracy"
 
     def loss(
-        self, model: nn.Module, images: Tensor, targets: Tensor, weights: Tensor | None = None
+        self,
+        model: nn.Module,
+        images: Tensor,
+        targets: Tensor,
+        weights: Tensor | None = None,
+        rng: mic.core.context.Random = None,
     ) -> Tensor:
         loss = F.binary_cross_entropy_with_logits(model(images).float(), targets, reduction="none")
         return (loss if weights is None else loss * weights).mean()

@@ -18,7 +18,7 @@ class PartsTask(mic.Task):
     def __init__(self):
         self.seen = []
 
-    def loss(self, model, images, targets, weights=None):
+    def loss(self, model, images, targets, weights=None, rng=None):
         self.seen.append((images, targets, weights))
         out = model(images).mean((1, 2, 3))
         w = 1.0 if weights is None else weights

@@ -187,7 +187,7 @@ def test_mic_sees_the_same_masked_image_in_both_passes_and_its_second_pass_weigh
     method = UDAMethod({"source": SourceSupervision(), "mic": mic})
     weights = []
     original = task.loss
-    task.loss = lambda m, x, y, w=None: weights.append(w) or original(m, x, y, w)
+    task.loss = lambda m, x, y, w=None, rng=None: weights.append(w) or original(m, x, y, w)
     sam = SharpnessAwareMinimization(RHO, second_pass_weighting="none")
     loop = AdaptationLoop(
         task,

@@ -97,7 +97,9 @@ class Task(ABC):
     primary_metric: str = "accuracy"
 
     @abstractmethod
-    def loss(self, model: nn.Module, images: Any, targets: Any, weights: Any = None) -> Any:
+    def loss(
+        self, model: nn.Module, images: Any, targets: Any, weights: Any = None, rng: Any = None
+    ) -> Any:
         """The supervised loss of ``model`` on ``images`` against (pseudo-)``targets``.
 
         Args:
@@ -106,6 +108,9 @@ class Task(ABC):
             targets: labels or pseudo-labels (``PseudoLabels.labels``'s form).
             weights: None (every element weighs 1) or per-element float weights in the
                 layout of ``PseudoLabels.confidence``.
+            rng: the calling term's ``RandomStream``, for a loss that draws (e.g. a crop):
+                draw from it, never from a global generator, so that the draws stay paired
+                and keyed to each sample's place in the global batch.
 
         Returns:
             A scalar tensor that can be back-propagated, or a dict of named scalar parts

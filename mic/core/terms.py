@@ -93,7 +93,7 @@ class SourceSupervision(LossTerm):
         self.part_weights = dict(part_weights or {})
 
     def forward(self, ctx: IterationContext) -> Tensor:
-        loss = ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets)
+        loss = ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets, rng=ctx.rng)
         return self.weight * sum_parts(loss, self.part_weights)
 
 
@@ -159,7 +159,7 @@ class ConsistencyLoss(LossTerm):
             return next(student.parameters()).new_zeros(())
         if weights is None:
             weights = self.weighting(pseudo)
-        loss = task.loss(student, views, pseudo.labels, weights)
+        loss = task.loss(student, views, pseudo.labels, weights, rng=rng)
         return self.weight * sum_parts(loss, self.part_weights)
 
     def forward(self, ctx: IterationContext) -> Tensor:

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassStatScores
 
 from mic.core import DatasetError, PseudoLabels, Task
+from mic.core.context import Random
 from mic.functional import weighted_cross_entropy
 
 
@@ -59,7 +60,12 @@ class ClassificationTask(Task):
         self.primary_metric = primary_metric
 
     def loss(
-        self, model: nn.Module, images: Tensor, targets: Tensor, weights: Tensor | None = None
+        self,
+        model: nn.Module,
+        images: Tensor,
+        targets: Tensor,
+        weights: Tensor | None = None,
+        rng: Random = None,
     ) -> Tensor:
         return weighted_cross_entropy(model(images), targets, weights)
 

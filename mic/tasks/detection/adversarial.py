@@ -132,7 +132,7 @@ def source_forward(ctx: IterationContext) -> tuple[dict[str, Tensor], Capture]:
             f"read the detector's features), got {type(model).__name__}"
         )
     with model.capture() as captured:
-        losses = ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets)
+        losses = ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets, rng=ctx.rng)
     return losses, captured
 
 

@@ -11,6 +11,7 @@ from torchmetrics.detection import MeanAveragePrecision
 
 from mic.core import ConfigError, DatasetError, PseudoLabels, Task
 from mic.core.batch import collate_pairs
+from mic.core.context import Random
 from mic.datasets.detection.targets import batch_images, check_target, image_size
 from mic.tasks.detection.model import LOSS_PARTS
 
@@ -107,6 +108,7 @@ class DetectionTask(Task):
         images: Tensor | list[Tensor],
         targets: list[dict[str, Tensor]],
         weights: list[Tensor] | None = None,
+        rng: Random = None,
     ) -> dict[str, Tensor]:
         if weights is not None:
             targets = [{**t, "weights": w} for t, w in zip(targets, weights, strict=True)]

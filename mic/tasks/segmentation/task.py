@@ -15,6 +15,7 @@ from torchmetrics import Metric
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from mic.core import ConfigError, DatasetError, PseudoLabels, Task
+from mic.core.context import Random
 from mic.datasets.segmentation.labels import (
     CITYSCAPES_PALETTE,
     PROTOCOLS,
@@ -203,7 +204,12 @@ class SegmentationTask(Task):
         return weighted_cross_entropy(logits, targets, weights, ignore_index=self.ignore_index)
 
     def loss(
-        self, model: nn.Module, images: Tensor, targets: Tensor, weights: Tensor | None = None
+        self,
+        model: nn.Module,
+        images: Tensor,
+        targets: Tensor,
+        weights: Tensor | None = None,
+        rng: Random = None,
     ) -> Tensor:
         return self.loss_from_logits(model(images), targets, weights)
 

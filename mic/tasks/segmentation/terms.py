@@ -122,7 +122,7 @@ class ClassMix(LossTerm):
 
     def forward(self, ctx: IterationContext) -> Tensor:
         images, labels, weights = self.mix(ctx)
-        return self.weight * ctx.task.loss(ctx.student, images, labels, weights)
+        return self.weight * ctx.task.loss(ctx.student, images, labels, weights, rng=ctx.rng)
 
 
 def majority_labels(
