@@ -8,25 +8,26 @@ from pathlib import Path
 from typing import Any
 
 from mic.core.errors import DatasetError
+from mic.datasets.files import read_text
 from mic.datasets.folders import LabelledImages
 
 
 def read_image_list(list_file: Path, base: Path) -> list[tuple[Path, int]]:
     """``(path, label)`` pairs of a list file; a path may contain spaces (the label is the
-    last field); relative paths are taken from ``base``."""
+    last field); relative paths are taken from ``base``. Read as editors save text: with or
+    without a byte-order mark, any line ends, blanks around fields and blank lines ignored."""
     samples = []
-    with open(list_file, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) < 2 or not fields[-1].lstrip("-").isdigit():
-                raise DatasetError(
-                    f"{list_file}, line {number}: expected '<image path> <class index>', "
-                    f"got {line.strip()!r}"
-                )
-            path = Path(line.rstrip("\n").rsplit(maxsplit=1)[0].strip())
-            samples.append((path if path.is_absolute() else base / path, int(fields[-1])))
+    for number, line in enumerate(read_text(list_file, "image list").split("\n"), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) < 2 or not fields[-1].lstrip("-").isdigit():
+            raise DatasetError(
+                f"{list_file}, line {number}: expected '<image path> <class index>', "
+                f"got {line.strip()!r}"
+            )
+        path = Path(line.strip().rsplit(maxsplit=1)[0].strip())
+        samples.append((path if path.is_absolute() else base / path, int(fields[-1])))
     return samples
 
 
