@@ -79,7 +79,9 @@ def test_wrong_layout(tmp_path):
 def test_unreadable_image_through_a_worker(tmp_path):
     tgt = class_folders(tmp_path / "tgt", ["x"], n=3)
     (tgt / "x" / "broken.png").write_bytes(b"garbage")
-    msg = _error([*folder_overrides(tmp_path, target=tgt), "loader.num_workers=1"])
+    # without the check before training, which would find it first
+    overrides = [*folder_overrides(tmp_path, target=tgt), "loader.num_workers=1"]
+    msg = _error([*overrides, "preflight=false"])
     assert msg.startswith("cannot read image") and "broken.png" in msg
     assert "Traceback" not in msg
 
