@@ -167,7 +167,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         data = {k: instantiate(cfg.dataset[k]) for k in ("source", "target", "test")}
     task.check_datasets(data)
     if preflight:
-        check_datasets(data, Path(run_dir) / "data_problems.txt" if run_dir else None)
+        check_datasets(data, Path(run_dir) / "data_problems.txt" if run_dir else None, cfg.dataset)
     ld = cfg.loader
     workers = int(ld.num_workers)
     n = group.world_size

@@ -129,30 +129,57 @@ def format_problems(
         files = "; ".join(p.describe() for p in group[:n])
         more = f"; and {len(group) - n} more" if len(group) > n else ""
         fixes = dict.fromkeys(_name_reader(p.fix, reader) for p in group if p.fix)
-        parts.append(f"{kind} ({len(group)}): {files}{more}." + "".join(f" {f}" for f in fixes))
+        head = f"{kind[:1].upper()}{kind[1:]} ({len(group)})"
+        parts.append(f"{head}: {files}{more}." + "".join(f" {f}" for f in fixes))
     return " ".join(parts), listed
 
 
 def _name_reader(fix: str, reader: str) -> str:
-    """``{reader}.option=value`` as a config override (``reader`` a config key such as
-    ``dataset.source``), or as ``option=value (an argument of GTA5)`` (a class name)."""
+    """``{reader}.option=value`` as a command-line override (``reader`` a config key such as
+    ``dataset.source``; ``++`` sets a key whether or not the config names it), or as
+    ``option=value (an argument of GTA5)`` (``reader`` a class name)."""
     if reader.startswith("dataset"):
-        return fix.replace("{reader}", reader)
+        return fix.replace("{reader}", f"++{reader}")
     value = r"(?:'[^']*'|[\w\-]+(?:\.[\w\-]+)*)"
     return re.sub(r"\{reader\}\.(\w+=" + value + ")", rf"\1 (an argument of {reader})", fix)
 
 
-def reader_key(role: str, dataset: Any) -> tuple[str, str]:
+def reader_key(role: str, dataset: Any, node: Any = None) -> tuple[str, str]:
     """The config key of the reader inside ``dataset`` (``dataset.source.dataset`` under a
-    wrapper such as rare class sampling) and the reader's class name."""
+    wrapper such as rare class sampling) and the reader's class name.
+
+    Args:
+        role: ``source``, ``target`` or ``test``.
+        dataset: the dataset built for it.
+        node: its config node, if any: the key follows the nested ``dataset`` nodes down to
+            the one whose ``_target_`` names the reader's class (a wrapper's config may build
+            the reader alone, as ``rare_class_sampling`` does when switched off).
+    """
     key = f"dataset.{role}"
     while isinstance(dataset, DatasetWrapper):
         dataset, key = dataset.dataset, f"{key}.dataset"
-    return key, type(dataset).__name__
+    name = type(dataset).__name__
+    if node is not None:
+        key = f"dataset.{role}"
+        while _target_name(node) not in (name, None) and _child(node) is not None:
+            node, key = _child(node), f"{key}.dataset"
+    return key, name
+
+
+def _target_name(node: Any) -> str | None:
+    target = node.get("_target_") if hasattr(node, "get") else None
+    return str(target).rsplit(".", 1)[-1] if target else None
+
+
+def _child(node: Any) -> Any:
+    child = node.get("dataset") if hasattr(node, "get") else None
+    return child if hasattr(child, "get") else None
 
 
 def check_datasets(
-    datasets: Mapping[str, Any], listing: str | os.PathLike[str] | None = None
+    datasets: Mapping[str, Any],
+    listing: str | os.PathLike[str] | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> None:
     """Run ``preflight()`` of every dataset that has one (``training`` for all but
     ``test``), log the warnings and raise one ``DatasetError`` for all the problems.
@@ -160,6 +187,8 @@ def check_datasets(
     Args:
         datasets: role (``source``, ``target``, ``test``) -> dataset; None entries skipped.
         listing: where the whole list is written when it is longer than the message's.
+        config: the ``dataset`` config they were built from, so that the fixes name the
+            reader's keys (``dataset.source.dataset.label_size_mismatch=resize``).
 
     Raises:
         DatasetError: every problem found, grouped by dataset and kind.
@@ -170,7 +199,7 @@ def check_datasets(
         check = getattr(dataset, "preflight", None)
         if dataset is None or not callable(check):
             continue
-        key, name = reader_key(role, dataset)
+        key, name = reader_key(role, dataset, config.get(role) if config is not None else None)
         problems = list(dict.fromkeys(check(training=role != "test")))  # duplicates once
         for p in problems:
             if p.warning:
@@ -208,7 +237,8 @@ def header_problem(path: Path, error: DatasetError, what: str = "image") -> Prob
             str(path),
             fix="Check the dataset paths (and the file list or annotation file that names them).",
         )
-    reason = str(error.__cause__ or error)
+    cause = error.__cause__ or error
+    reason = f"{type(cause).__name__}: {cause}"
     return Problem(f"unreadable {what} files", str(path), reason, "Remove or replace them.")
 
 
@@ -267,12 +297,13 @@ def class_presence(
     files: int,
     expected_absent: Iterable[int] = (),
     label_mapping: bool = False,
+    warn_absent: bool = True,
 ) -> list[Problem]:
-    """Classes declared but absent from the source labels.
+    """Classes declared but absent from the labels.
 
-    Fewer than two classes occurring is an error (nothing to learn to tell apart: typically
-    binary masks saved as 0/255, whose 255 is the ignore value); other absent classes are a
-    warning, when every label file was read.
+    Fewer than two classes occurring is an error (nothing to learn or score: typically binary
+    masks saved as 0/255, whose 255 is the ignore value); other absent classes are a warning
+    (``warn_absent``, for training sets), when every label file was read.
 
     Args:
         pixels: (C,) pixels of each class over the label files read.
@@ -281,6 +312,7 @@ def class_presence(
         files_read, files: label files read, of how many.
         expected_absent: classes the dataset is known to lack (SYNTHIA: terrain, truck, train).
         label_mapping: the reader takes ``label_mapping`` (stored value -> class).
+        warn_absent: warn of absent classes (a training set; a test set may lack some).
     """
     present = [int(c) for c in np.flatnonzero(pixels)]
     absent = [c for c in range(len(classes)) if c not in present]
@@ -293,9 +325,10 @@ def class_presence(
         if label_mapping:
             fix = (
                 "Binary masks saved as 0/255 put the foreground on 255, the ignore value: read "
-                "it as class 1 with {reader}.label_mapping='{255: 1}' (or save the masks as "
-                "0/1); otherwise check num_classes and the labels (training ids 0..C-1, 255 "
-                "ignored)."
+                "it as class 1 with {reader}.label_mapping='{255: 1}' (with dataset=seg_folders, "
+                "dataset.label_mapping='{255: 1}' sets it for source and test), or save the "
+                "masks as 0/1; otherwise check num_classes and the labels (training ids "
+                "0..C-1, 255 ignored)."
             )
         return [
             Problem(
@@ -307,7 +340,7 @@ def class_presence(
             )
         ]
     unexpected = [c for c in absent if c not in set(expected_absent)]
-    if unexpected and files_read == files:
+    if unexpected and files_read == files and warn_absent:
         return [
             Problem(
                 "label sets in which declared classes never occur",

@@ -179,10 +179,13 @@ class LabelMap:
             out = self.lut[ids]
             if not out.size or int(out.min()) >= 0:
                 return out.astype(np.uint8)
-        raise DatasetError(
-            f"label file '{file}' holds {self.check(ids)}; is it the right label format (label "
-            "ids vs. training ids) or a corrupt file?"
+        reason = self.check(ids)
+        error = DatasetError(
+            f"label file '{file}' holds {reason}; is it the right label format (label ids vs. "
+            "training ids) or a corrupt file?"
         )
+        error.reason = reason  # type: ignore[attr-defined]  (for lists of problems)
+        raise error
 
 
 def default_class_names(num_classes: int) -> list[str]:

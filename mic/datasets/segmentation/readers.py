@@ -123,6 +123,8 @@ class SegmentationDataset:
     expected_absent: tuple[int, ...] = ()
     #: the reader takes ``label_mapping`` (stored value -> class), named in messages
     takes_label_mapping = False
+    #: the argument that makes the reader read images alone, named in messages
+    unlabelled_option = "labelled=false"
 
     def __init__(
         self,
@@ -168,8 +170,8 @@ class SegmentationDataset:
         if not missing:
             return []
         fix = (
-            "Every image needs its label file (or set {reader}.labelled=false for unlabelled "
-            "target images)."
+            "Every image needs its label file (or set {reader}."
+            f"{self.unlabelled_option} for unlabelled target images)."
         )
         first = missing[0][1]
         there = self.label_near_miss(first) if first is not None else None
@@ -276,6 +278,11 @@ class SegmentationDataset:
             problems += self._label_values(training, label_sample, {p.file for p in problems})
         return problems
 
+    def label_folder(self) -> Path:
+        """The folder of the label files, named in messages about them as a whole."""
+        label_root = getattr(self, "label_root", None)
+        return Path(label_root or self.root or self.samples[0][1].parent)  # type: ignore[union-attr]
+
     def _what(self) -> str:
         return f"{type(self).__name__} {'pairs' if self.labelled else 'images'}"
 
@@ -300,21 +307,23 @@ class SegmentationDataset:
                         "label files with ids outside the mapping",
                         str(label_file),
                         reason,
-                        f"Is it the right label format ({self.label_map.name} ids are read)?",
+                        "Is it the right label format? They are read as "
+                        f"{self.label_map.name} ids.",
                     )
                 )
                 continue
             pixels += np.bincount(self.label_map(ids).ravel(), minlength=256)
             read += 1
-        if training and read and not problems:
+        if read and not problems:
             problems += class_presence(
                 pixels[: self.num_classes],
                 self.classes,
-                str(self.root or self.samples[0][1].parent),  # type: ignore[union-attr]
+                str(self.label_folder()),
                 read,
                 len(self),
                 self.expected_absent,
                 self.takes_label_mapping,
+                warn_absent=training,
             )
         return problems
 
@@ -629,6 +638,7 @@ class SegmentationFolder(SegmentationDataset):
     """
 
     takes_label_mapping = True
+    unlabelled_option = "labels=null"
 
     def __init__(
         self,

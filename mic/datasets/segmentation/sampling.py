@@ -123,7 +123,7 @@ def class_statistics(
                 Problem(
                     "label files that rare class sampling's statistics cannot use",
                     str(label),
-                    str(e).replace(f"label file '{label}' holds ", ""),
+                    getattr(e, "reason", None) or str(e),
                     "Is it the right label format? Fix or replace them.",
                 )
             )
@@ -185,7 +185,7 @@ class RareClassSampling(DatasetWrapper):
             + class_presence(
                 total,
                 list(getattr(dataset, "classes", None) or map(str, range(counts.shape[1]))),
-                str(getattr(dataset, "root", "") or ""),
+                str(dataset.label_folder() if hasattr(dataset, "label_folder") else ""),
                 len(dataset),
                 len(dataset),
                 getattr(dataset, "expected_absent", ()),
