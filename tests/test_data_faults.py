@@ -279,7 +279,9 @@ def test_binary_masks_saved_as_0_255_are_found_and_read_with_label_mapping(tmp_p
     root = seg_tree(tmp_path / "seg", n=3, right=255)
     ds = SegmentationFolder(root / "img", root / "lbl", num_classes=2)
     (problem,) = ds.preflight()
-    assert "class 1 of num_classes=2 never occurs" in problem.detail
+    assert (
+        "only class 0 occurs in the 3 label files read; class 1 of num_classes=2" in problem.detail
+    )
     assert "label_mapping='{255: 1}'" in problem.fix
     mapped = SegmentationFolder(root / "img", root / "lbl", num_classes=2, label_mapping={255: 1})
     assert mapped.preflight() == []

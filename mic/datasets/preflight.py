@@ -320,7 +320,7 @@ def class_presence(
         f", evenly spread over {files}" if files_read < files else ""
     )
     if len(classes) >= 2 and len(present) < 2:
-        occurs = _names(present, classes) if present else "no class"
+        occurs = _names(present, classes)
         fix = "Check num_classes and the labels (training ids 0..C-1, 255 ignored)."
         if label_mapping:
             fix = (
@@ -334,8 +334,8 @@ def class_presence(
             Problem(
                 "label sets in which fewer than two classes occur",
                 where,
-                f"{occurs} in the {read}; class {_names(absent, classes)} of "
-                f"num_classes={len(classes)} never occurs",
+                f"{'only class ' + occurs if present else 'no class'} occurs in the {read}; "
+                f"class {_names(absent, classes)} of num_classes={len(classes)} never does",
                 fix,
             )
         ]

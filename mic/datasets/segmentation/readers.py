@@ -35,6 +35,7 @@ from mic.datasets.files import (
     is_hidden_name,
     list_images,
     load_image,
+    path_order,
     read_header,
     visible,
 )
@@ -93,6 +94,10 @@ def read_png_unchanged(path: Path) -> np.ndarray:
     return array[..., 0] if array.shape[2] == 1 else array
 
 
+def _path(path: str | Path) -> Path:
+    return path if isinstance(path, Path) else Path(path)
+
+
 class SegmentationDataset:
     """Pairs of image and label files (or images alone) with a label mapping.
 
@@ -143,7 +148,7 @@ class SegmentationDataset:
             raise ConfigError(
                 f"label_size_mismatch must be 'error' or 'resize', got {label_size_mismatch!r}"
             )
-        self.samples = [(Path(i), Path(lab) if lab is not None else None) for i, lab in samples]
+        self.samples = [(_path(i), _path(lab) if lab is not None else None) for i, lab in samples]
         self.label_map = label_map
         self.transform = transform
         self.labelled = labelled
@@ -335,7 +340,7 @@ def _pairs(
 
 
 def _glob(folder: Path, pattern: str, what: str) -> list[Path]:
-    files = visible(sorted(folder.glob(pattern)), folder)
+    files = visible(sorted(folder.glob(pattern), key=path_order), folder)
     if not files:
         raise DatasetError(f"no {what} found in '{folder}' (looked for {pattern})")
     return files
