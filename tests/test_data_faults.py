@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -262,7 +263,9 @@ def test_missing_labels_name_the_option_that_reads_the_files_there(tmp_path):
         Cityscapes(city, "val")
     assert "_gtFine_labelIds.png' are there" in str(info.value)
     assert "labelled=false" not in str(info.value)
-    assert len(Cityscapes(city, "val", label_format="labelIds")) == 1
+    released = Cityscapes(city, "val", label_format="labelIds")
+    assert len(released) == 1
+    assert len(pickle.loads(pickle.dumps(released))) == 1  # for DataLoader workers
     gta = tmp_path / "gta"
     write_png(gta / "images" / "00001.png")
     write_label(gta / "labels" / "00001.png", np.full((10, 10), 7))

@@ -37,7 +37,9 @@ class ImageList(LabelledImages):
     Samples are ``(transform(image), label)``, or ``transform(image)`` with
     ``labelled=False`` (a target training set). A missing list, an empty list, a bad line, a
     label outside the class list, and a first or last image that does not exist (a wrong
-    root) are reported when the dataset is built; an unreadable image when it is loaded.
+    root) are reported when the dataset is built; every listed image that is missing or
+    unreadable by ``preflight()`` (the data check before training), or when it is loaded.
+    The list is read as editors save it (``read_image_list``).
 
     Args:
         list_file: the list.

@@ -112,10 +112,10 @@ class SegmentationDataset:
             (naming both files), or is ``"resize"``d to the image with nearest neighbour
             (the remedy of the published pipelines, which resize image and label to one
             scale; a few GTA5 frames need it).
-        label_formats: the other label formats of the reader (option, e.g.
-            ``"label_format=labelIds"`` -> the label file of that format, given this
-            format's), so that missing label files name the option that reads the files
-            that are there.
+        label_formats: the other label formats of the reader: option (e.g.
+            ``"label_format=labelIds"``) -> (the ending of this format's label file names,
+            that format's: ``"_gtFine_labelTrainIds.png"``, ``"_gtFine_labelIds.png"``), so
+            that missing label files name the option that reads the files that are there.
 
     Raises:
         DatasetError: images without their label file (inside
@@ -140,7 +140,7 @@ class SegmentationDataset:
         classes: Sequence[str] = CITYSCAPES_CLASSES,
         root: str | Path | None = None,
         label_size_mismatch: str = "error",
-        label_formats: Mapping[str, Callable[[Path], Path]] | None = None,
+        label_formats: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         if not samples:
             raise DatasetError(f"no images found{f' in {root}' if root else ''}")
@@ -188,9 +188,11 @@ class SegmentationDataset:
     def label_near_miss(self, label: Path) -> tuple[str, Path] | None:
         """``(option, file)``: the option that would read ``file``, a label of the same image
         in another format that exists where ``label`` does not."""
-        for option, other in self.label_formats.items():
-            candidate = other(label)
-            if candidate != label and candidate.is_file():
+        for option, (ending, other) in self.label_formats.items():
+            if not label.name.endswith(ending):
+                continue
+            candidate = label.with_name(label.name[: -len(ending)] + other)
+            if candidate.is_file():
                 return option, candidate
         return None
 
@@ -358,20 +360,11 @@ def _cityscapes_format(label_format: str) -> tuple[str, LabelMap]:
     return _label_format(label_format, list(maps)), maps[label_format]
 
 
-def _renamed(old: str, new: str) -> Callable[[Path], Path]:
-    """The label file of another format: the name's ending ``old`` replaced by ``new``."""
-
-    def other(path: Path) -> Path:
-        return path.with_name(path.name[: -len(old)] + new) if path.name.endswith(old) else path
-
-    return other
-
-
-def _other_formats(fmt: str, endings: Mapping[str, str]) -> dict[str, Callable[[Path], Path]]:
-    """``label_format=<other>`` -> its label file, for every format but ``fmt`` (``endings``:
-    format -> the ending of its label file names)."""
+def _other_formats(fmt: str, endings: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """``label_format=<other>`` -> (``fmt``'s ending, the other's), for every format but
+    ``fmt`` (``endings``: format -> the ending of its label file names)."""
     return {
-        f"label_format={other}": _renamed(endings[fmt], ending)
+        f"label_format={other}": (endings[fmt], ending)
         for other, ending in endings.items()
         if other != fmt
     }
