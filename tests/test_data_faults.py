@@ -414,3 +414,31 @@ def test_images_as_users_bring_them_train(tmp_path):
     )
     assert summary["after_adaptation"]["step"] == 2
     assert torch.isfinite(torch.tensor(summary["after_adaptation"]["student"]))
+
+
+def test_classes_absent_from_the_source_labels_are_a_warning(tmp_path, caplog):
+    root = seg_tree(tmp_path / "seg", n=3)  # classes 0 and 1 of 3
+    ds = SegmentationFolder(root / "img", root / "lbl", num_classes=3)
+    with caplog.at_level("WARNING", logger="mic.datasets.preflight"):
+        check_datasets({"source": ds, "test": ds})
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and warnings[0].startswith("dataset.source: Label sets in which")
+    assert "class 2 in none of the 3 label files read" in warnings[0]
+    # read through rare class sampling's statistics: every file, the same finding
+    (problem,) = [p for p in RareClassSampling(ds, min_pixels=5).preflight() if p.warning]
+    assert "class 2 in none of the 3 label files read" in problem.detail
+
+
+def test_classes_a_dataset_is_known_to_lack_are_no_warning(tmp_path):
+    from mic.datasets.segmentation import SynthiaRandCityscapes
+
+    root = tmp_path / "synthia"
+    write_png(root / "RGB" / "0000000.png", size=(8, 6))
+    label = root / "GT" / "LABELS" / "0000000_labelTrainIds.png"
+    present = [c for c in range(19) if c not in (9, 14, 16)]  # SYNTHIA has no terrain, truck, train
+    write_label(label, np.resize(np.array(present, np.uint8), (6, 8)))
+    assert SynthiaRandCityscapes(root, label_format="trainids").preflight() == []
+    present.remove(10)
+    write_label(label, np.resize(np.array(present, np.uint8), (6, 8)))
+    (warning,) = SynthiaRandCityscapes(root, label_format="trainids").preflight()
+    assert warning.warning and warning.detail.startswith("class 10 (sky) in none of the 1")

@@ -87,18 +87,17 @@ def collecting_problems(enabled: bool = True) -> Iterator[None]:
 
 
 def keep_or_raise(problems: list[Problem], reader: str) -> list[Problem]:
-    """Problems a reader found while being built: returned, for it to keep for
-    ``preflight()``, inside ``collecting_problems()``; else raised (errors) or logged
-    (warnings) now. ``reader`` names it in the message."""
+    """Problems a reader found while being built, for it to keep for ``preflight()``:
+    inside ``collecting_problems()`` all of them; else errors are raised and warnings logged
+    now (and kept). ``reader`` names it in the message."""
     if not problems or _COLLECTING.get():
         return list(problems)
     errors = [p for p in problems if not p.warning]
-    for p in problems:
-        if p.warning:
-            log.warning("%s: %s", reader, format_problems([p], reader, LISTED)[0])
     if errors:
         raise DatasetError(format_problems(errors, reader, LISTED)[0])
-    return []
+    for p in problems:
+        log.warning("%s: %s", reader, format_problems([p], reader, LISTED)[0])
+    return list(problems)
 
 
 def progress(items: Sequence[T] | Iterable[T], total: int, what: str) -> Iterable[T]:
