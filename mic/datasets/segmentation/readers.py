@@ -370,6 +370,17 @@ def _other_formats(fmt: str, endings: Mapping[str, str]) -> dict[str, tuple[str,
     }
 
 
+def _options(
+    root: Path, label_size_mismatch: str, fmt: str, endings: Mapping[str, str]
+) -> dict[str, Any]:
+    """The keyword arguments every reader of a published layout passes on."""
+    return {
+        "root": root,
+        "label_size_mismatch": label_size_mismatch,
+        "label_formats": _other_formats(fmt, endings),
+    }
+
+
 def _cityscapes_endings(prefix: str) -> dict[str, str]:
     return {f: f"{prefix}{f}.png" for f in ("labelTrainIds", "labelIds")}
 
@@ -416,15 +427,8 @@ class GTA5(SegmentationDataset):
         suffix = _CONVERTED_ENDINGS[fmt]
         samples = _pairs(images, lambda p: root / "labels" / (p.stem + suffix), labelled)
         label_map = CITYSCAPES_IDS if fmt == "ids" else CITYSCAPES_TRAIN_IDS
-        super().__init__(
-            samples,
-            label_map,
-            transform,
-            labelled,
-            root=root,
-            label_size_mismatch=label_size_mismatch,
-            label_formats=_other_formats(fmt, _CONVERTED_ENDINGS),
-        )
+        options = _options(root, label_size_mismatch, fmt, _CONVERTED_ENDINGS)
+        super().__init__(samples, label_map, transform, labelled, **options)
 
 
 class SynthiaRandCityscapes(SegmentationDataset):
@@ -457,15 +461,8 @@ class SynthiaRandCityscapes(SegmentationDataset):
         suffix = _CONVERTED_ENDINGS[self.label_format]
         samples = _pairs(images, lambda p: root / "GT" / "LABELS" / (p.stem + suffix), labelled)
         label_map = SYNTHIA_IDS if self.label_format == "ids" else CITYSCAPES_TRAIN_IDS
-        super().__init__(
-            samples,
-            label_map,
-            transform,
-            labelled,
-            root=root,
-            label_size_mismatch=label_size_mismatch,
-            label_formats=_other_formats(self.label_format, _CONVERTED_ENDINGS),
-        )
+        options = _options(root, label_size_mismatch, self.label_format, _CONVERTED_ENDINGS)
+        super().__init__(samples, label_map, transform, labelled, **options)
 
     def read_label_ids(self, path: Path) -> np.ndarray:
         if self.label_format == "trainids":
@@ -509,14 +506,9 @@ class Cityscapes(SegmentationDataset):
             stem = p.name[: -len("_leftImg8bit.png")]
             return root / "gtFine" / split / p.parent.name / f"{stem}_gtFine_{fmt}.png"
 
+        options = _options(root, label_size_mismatch, fmt, _cityscapes_endings("_gtFine_"))
         super().__init__(
-            _pairs(images, label_of, labelled),
-            label_map,
-            transform,
-            labelled,
-            root=root,
-            label_size_mismatch=label_size_mismatch,
-            label_formats=_other_formats(fmt, _cityscapes_endings("_gtFine_")),
+            _pairs(images, label_of, labelled), label_map, transform, labelled, **options
         )
 
 
@@ -564,15 +556,8 @@ class ACDC(SegmentationDataset):
             folder = check_folder(root / "rgb_anon" / split, f"ACDC {split} image")
             gt = root / "gt" / split
             samples = _anon_samples(folder, gt, fmt, "**/*_rgb_anon.png", labelled, "ACDC images")
-        super().__init__(
-            samples,
-            label_map,
-            transform,
-            labelled,
-            root=root,
-            label_size_mismatch=label_size_mismatch,
-            label_formats=_other_formats(fmt, _cityscapes_endings("_gt_")),
-        )
+        options = _options(root, label_size_mismatch, fmt, _cityscapes_endings("_gt_"))
+        super().__init__(samples, label_map, transform, labelled, **options)
 
 
 class DarkZurich(SegmentationDataset):
@@ -607,15 +592,8 @@ class DarkZurich(SegmentationDataset):
         folder = check_folder(root / "rgb_anon" / split / condition, f"Dark Zurich {split}")
         gt = root / "gt" / split / condition
         samples = _anon_samples(folder, gt, fmt, "*/*_rgb_anon.png", labelled, "Dark Zurich images")
-        super().__init__(
-            samples,
-            label_map,
-            transform,
-            labelled,
-            root=root,
-            label_size_mismatch=label_size_mismatch,
-            label_formats=_other_formats(fmt, _cityscapes_endings("_gt_")),
-        )
+        options = _options(root, label_size_mismatch, fmt, _cityscapes_endings("_gt_"))
+        super().__init__(samples, label_map, transform, labelled, **options)
 
 
 class SegmentationFolder(SegmentationDataset):
