@@ -27,6 +27,26 @@ def to_python(value: Any) -> Any:
     return value
 
 
+def fresh_metric(task: Task, device: Any) -> Any:
+    """``task.metric()`` on ``device``, computed in this process alone (a torchmetrics metric
+    does not wait for the other processes of a ``torchrun`` group)."""
+    metric = task.metric()
+    if isinstance(metric, nn.Module):
+        metric = metric.to(device)
+        for m in metric.modules():
+            if hasattr(m, "sync_on_compute"):
+                m.sync_on_compute = False
+                m._to_sync = False  # what compute() reads; set from sync_on_compute at init
+    return metric
+
+
+def primary_score(task: Task, computed: Any) -> float:
+    """The primary metric of what a task metric's ``compute()`` returned (a dict of named
+    scores, or one scalar), as a float."""
+    value = computed[task.primary_metric] if isinstance(computed, dict) else computed
+    return float(to_python(value))
+
+
 @torch.no_grad()
 def evaluate(
     task: Task, model: nn.Module, loader: Iterable[Any], device: Any = None
@@ -44,13 +64,7 @@ def evaluate(
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    metric = task.metric()
-    if isinstance(metric, nn.Module):
-        metric = metric.to(device)
-        for m in metric.modules():  # scored on one process: torchmetrics must not wait for others
-            if hasattr(m, "sync_on_compute"):
-                m.sync_on_compute = False
-                m._to_sync = False  # what compute() reads; set from sync_on_compute at init
+    metric = fresh_metric(task, device)
     try:
         for batch in loader:
             images, targets = split_sample(batch)
