@@ -300,6 +300,44 @@ def test_model_selection_replays_to_the_same_picks():
     assert picks["accuracy"]["step"] == 30
 
 
+def test_evaluation_with_validators_alone_for_targets_without_labels(tmp_path, one_thread):
+    from mic import EMATeacher, Evaluation, mean_teacher
+    from mic.core import AdaptationLoop
+
+    task, source, target, _ = tiny_loaders()
+    student = tiny_model()
+    batches = list(target)  # the same batches at every evaluation
+    validation = LabelFreeValidation(["im", "masked_agreement"], batches, batches=2)
+    evaluation = Evaluation(task, None, interval=2, validation=validation)
+    checkpointer = Checkpointer(tmp_path, best_metric="validator/student/im")
+    loop = AdaptationLoop(
+        task,
+        student,
+        mean_teacher(),
+        torch.optim.SGD(student.parameters(), lr=0.01),
+        source,
+        target,
+        4,
+        teacher=EMATeacher(student, alpha=0.9),
+        hooks=[evaluation, checkpointer],
+    )
+    loop.run()
+    record = evaluation.history[-1]
+    assert not any(k.startswith("eval/") and k.endswith("accuracy") for k in record)
+    assert {"validator/student/im", "validator/teacher/masked_agreement"} <= set(record)
+    picks = checkpointer.selection.picks("student", "accuracy")
+    scores = [r["validator/student/im"] for r in evaluation.history]
+    assert picks["im"]["step"] == [2, 4][scores.index(max(scores))]
+    assert picks["im"]["accuracy"] is None  # no labels: no true metric to show beside
+
+
+def test_evaluation_needs_labels_or_validators():
+    with pytest.raises(ConfigError, match="labelled loader, label-free validators or both"):
+        from mic import Evaluation
+
+        Evaluation(ClassificationTask(2), None)
+
+
 # ---------------------------------------------------------------- through mic-train
 TINY = [*TINY_RUN, "log.tensorboard=false"]
 
