@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +106,17 @@ def user_error_of(overrides: list[str]) -> str:
     message = user_error(info.value)
     assert message is not None, f"not a user error: {info.value!r}"
     return message
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m mic.train *args`` in a subprocess, as a user runs it (Hydra's short
+    errors), its output captured."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "mic.train", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )

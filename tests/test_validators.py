@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -38,6 +35,7 @@ from mic.training import (
 )
 from mic.training.validators import TargetOutputs
 from tests.helpers import TINY_RUN, tiny_loaders, tiny_model, user_error_of
+from tests.helpers import run_cli as _cli
 
 P = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.25, 0.75]])
 
@@ -358,17 +356,6 @@ def test_validators_change_nothing_in_training(tmp_path):
         "entropy", "im", "snd", "bnm", "masked_agreement", "accuracy", "last"
     }  # fmt: skip
     assert set(without["selection"]["student"]) == {"accuracy", "last"}
-
-
-def _cli(*args):
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", "mic.train", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
 
 
 def test_cli_best_by_a_validator_end_to_end(tmp_path):

@@ -28,7 +28,8 @@ from mic.core.context import RandomStream, stream_seed
 from mic.core.errors import ConfigError
 from mic.core.masking import BlockMasker, Masker
 from mic.core.task import PseudoLabels, Task
-from mic.training.evaluation import fresh_metric, primary_score, tracked_batchnorms
+from mic.core.teacher import unwrap
+from mic.training.evaluation import fresh_metric, primary_score, restored
 from mic.training.rng import rng_state, set_rng_state
 
 
@@ -287,30 +288,20 @@ def preserved_rng() -> Iterator[None]:
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """The model in eval mode inside the block, its previous mode restored after."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
+    """The model in eval mode inside the block, its previous modes restored after."""
+    with restored(model):
+        model.eval()
         yield model
-    finally:
-        for m, training in modes.items():
-            m.training = training
 
 
 @contextmanager
 def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
     """Inside the block, BatchNorm layers normalise with the statistics of the batch they
     see, as in a training forward; their running statistics are left as they were."""
-    saved = [(m, m.training, [b.clone() for b in m.buffers()]) for m in tracked_batchnorms(model)]
-    try:
-        for m, _, _ in saved:
+    with restored(model) as norms:
+        for m in norms:
             m.train()
         yield model
-    finally:
-        for m, training, buffers in saved:
-            for b, old in zip(m.buffers(), buffers, strict=True):
-                b.copy_(old)
-            m.train(training)
 
 
 class LabelFreeValidation:
@@ -399,6 +390,7 @@ class LabelFreeValidation:
         self, task: Task, model: nn.Module, device: torch.device | None = None
     ) -> list[PseudoLabels]:
         """The pseudo-labels of ``model`` (in eval mode) on each scored batch."""
+        model = unwrap(model)  # scored in one process: no data-parallel wrapper
         with preserved_rng(), eval_mode(model):
             return [task.pseudo_label(task.predict(model, x)) for _, x in self._images(device)]
 
@@ -422,6 +414,7 @@ class LabelFreeValidation:
         Returns:
             ``{validator name: score}``, floats (NaN where undefined).
         """
+        model = unwrap(model)  # scored in one process: no data-parallel wrapper
         device = device or next(model.parameters()).device
         probabilities = any(v.needs_probabilities for v in self.validators)
         masked = any(v.needs_masked for v in self.validators)
