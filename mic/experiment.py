@@ -155,6 +155,12 @@ def build_method(cfg: DictConfig) -> UDAMethod:
     return UDAMethod(terms)
 
 
+def validator_names(cfg: DictConfig) -> list[str]:
+    """``eval.validators`` as a list (one name alone is a list of one; null: none)."""
+    names = cfg.eval.get("validators") or []
+    return [str(names)] if isinstance(names, str) else [str(n) for n in names]
+
+
 def best_metric_key(cfg: DictConfig, task: Task) -> str:
     """The evaluation record key that ``best.pt`` follows: ``checkpoint.best_by`` (a
     validator of ``eval.validators``, or null / the primary metric for the labelled target
@@ -173,7 +179,7 @@ def best_metric_key(cfg: DictConfig, task: Task) -> str:
             f"{', '.join(VALIDATORS)}, or null (or {task.primary_metric!r}) for the labelled "
             "target metric"
         )
-    computed = list(cfg.eval.get("validators") or [])
+    computed = validator_names(cfg)
     if by not in computed:
         raise ConfigError(
             f"checkpoint.best_by={by} but eval.validators={computed} does not compute it; "
@@ -187,7 +193,7 @@ def build_validation(cfg: DictConfig, method: UDAMethod, loader: Any) -> LabelFr
     ``masked_agreement`` masks with the method's MIC masker, or, for a method without one, a
     ``BlockMasker`` of ``dataset.mic_block_size`` px and ratio 0.7 (published), filled with
     ``model.image_mean`` where the model normalises inside. None when the list is empty."""
-    names = list(cfg.eval.get("validators") or [])
+    names = validator_names(cfg)
     if not names:
         return None
     masker = next(
@@ -224,7 +230,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     task: Task = instantiate(cfg.task)
-    make_validators(cfg.eval.get("validators") or [])  # config errors before any data is read
+    make_validators(validator_names(cfg))  # config errors before any data is read
     best_metric = best_metric_key(cfg, task)
 
     data = {k: instantiate(cfg.dataset[k]) for k in ("source", "target", "test")}
