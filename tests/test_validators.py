@@ -358,6 +358,25 @@ def test_validators_change_nothing_in_training(tmp_path):
     assert set(without["selection"]["student"]) == {"accuracy", "last"}
 
 
+def test_a_resumed_run_keeps_the_record_of_before(tmp_path):
+    from mic.training import save_checkpoint
+
+    run = tmp_path / "run"
+    run_experiment(load_config([*TINY, "iterations=2", "checkpoint.best_by=entropy"]), run)
+    path = run / "checkpoints" / "iter_00000002.pt"
+    state = load_checkpoint(path)
+    key = "validator/student/entropy"
+    assert state["selection"]["best"][key]["step"] == 2
+    state["selection"]["best"][key]["score"] = 1e9  # a mark no later evaluation beats
+    save_checkpoint({k: v for k, v in state.items() if k != "format"}, path)
+    overrides = [*TINY, "iterations=4", "checkpoint.best_by=entropy", "resume=auto"]
+    summary = run_experiment(load_config(overrides), run)
+    assert summary["selection"]["student"]["entropy"]["step"] == 2
+    assert summary["selection"]["student"]["entropy"]["score"] == 1e9
+    assert summary["selection"]["student"]["last"]["step"] == 4
+    assert summary["best_checkpoint"]["step"] == 2
+
+
 def test_cli_best_by_a_validator_end_to_end(tmp_path):
     run = tmp_path / "run"
     out = _cli(
