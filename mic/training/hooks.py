@@ -223,7 +223,8 @@ class Evaluation(Hook):
         record: dict[str, Any] = {"step": loop.step}
         lines = []
         references = None
-        if self.validation and self.validation.needs_reference and loop.teacher is not None:
+        validation = self.validation
+        if validation is not None and validation.needs_reference and loop.teacher is not None:
             with self.recalibrated(loop.teacher.model, loop):
                 references = self.validation.references(self.task, loop.teacher.model, loop.device)
         for name in self.models:
