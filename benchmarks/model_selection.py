@@ -450,7 +450,9 @@ def main() -> None:
             f"{os.cpu_count()}-core CPU, one thread; settings {json.dumps(SETTINGS)}"
         )
     state["notes"] = [*args.note] or state.get("notes", [])
-    notes = ["Commands:", "", *(f"- {c}" for c in state["calls"]), "", *state["notes"]]
+    notes = ["Commands:", "", *(f"- {c}" for c in state["calls"])]
+    for paragraph in state["notes"]:
+        notes += ["", paragraph]
     summary = write_table({**state, "notes": notes}, out)
     state["summary"] = summary
     cache.write_text(json.dumps(state, indent=1))
