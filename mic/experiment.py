@@ -22,8 +22,10 @@ from torch.utils.data import DataLoader
 
 from mic.core import (
     AdaptationLoop,
+    BlockMasker,
     ConfigError,
     DatasetError,
+    Masker,
     Task,
     UDAMethod,
 )
@@ -31,9 +33,12 @@ from mic.datasets.preflight import check_datasets, collecting_problems
 from mic.resume import find_resume_checkpoint, resume
 from mic.schema import check_config
 from mic.training import (
+    VALIDATORS,
     Checkpointer,
     Evaluation,
+    LabelFreeValidation,
     MetricsLogger,
+    ModelSelection,
     ProcessGroup,
     ProcessInfo,
     ProgressBar,
@@ -41,6 +46,7 @@ from mic.training import (
     SeededDataset,
     init_distributed,
     lr_scheduler,
+    make_validators,
     param_groups,
     per_process_batch_size,
     process_info,
@@ -136,6 +142,7 @@ class Experiment:
     evaluation: Evaluation
     run_dir: Path | None
     resumed_from: Path | None = None
+    checkpointer: Checkpointer | None = None
 
 
 def build_method(cfg: DictConfig) -> UDAMethod:
@@ -155,6 +162,69 @@ def build_method(cfg: DictConfig) -> UDAMethod:
     return UDAMethod(terms)
 
 
+def validator_names(cfg: DictConfig) -> list[str]:
+    """``eval.validators`` as a list (one name alone is a list of one; null: none)."""
+    names = cfg.eval.get("validators") or []
+    return [str(names)] if isinstance(names, str) else [str(n) for n in names]
+
+
+def best_metric_key(cfg: DictConfig, task: Task) -> str:
+    """The evaluation record key that ``best.pt`` follows: ``checkpoint.best_by`` (a
+    validator of ``eval.validators``, or null / the primary metric for the labelled target
+    metric) of the first model of ``eval.models``.
+
+    Raises:
+        ConfigError: ``best_by`` names no validator, or one that ``eval.validators`` leaves out.
+    """
+    model = next(iter(cfg.eval.models), "student")
+    by = cfg.checkpoint.get("best_by")
+    if by in (None, "", task.primary_metric):
+        return f"eval/{model}/{task.primary_metric}"
+    if by not in VALIDATORS:
+        raise ConfigError(
+            f"checkpoint.best_by={by!r} names no validator; choose one of "
+            f"{', '.join(VALIDATORS)}, or null (or {task.primary_metric!r}) for the labelled "
+            "target metric"
+        )
+    computed = validator_names(cfg)
+    if by not in computed:
+        raise ConfigError(
+            f"checkpoint.best_by={by} but eval.validators={computed} does not compute it; "
+            f"add it there (eval.validators=[{', '.join([*computed, by])}])"
+        )
+    return f"validator/{model}/{by}"
+
+
+def build_validation(cfg: DictConfig, method: UDAMethod, loader: Any) -> LabelFreeValidation | None:
+    """The label-free validators of ``eval.validators`` on ``loader``'s first batches;
+    ``masked_agreement`` masks with the method's MIC masker, or, for a method without one, a
+    ``BlockMasker`` of ``dataset.mic_block_size`` px and ratio 0.7 (published), filled with
+    ``model.image_mean`` where the model normalises inside. None when the list is empty."""
+    names = validator_names(cfg)
+    if not names:
+        return None
+    masker = next(
+        (t.masker for _, t in method if isinstance(getattr(t, "masker", None), Masker)), None
+    )
+    if masker is None:
+        fill = OmegaConf.select(cfg, "model.image_mean", default=None)
+        masker = BlockMasker(
+            int(OmegaConf.select(cfg, "dataset.mic_block_size", default=64)),
+            0.7,
+            fill=None if fill is None else [float(v) for v in fill],
+        )
+    v = cfg.eval.get("validation") or {}
+    samples = v.get("samples_per_image", 256)
+    return LabelFreeValidation(
+        names,
+        loader,
+        batches=int(v.get("batches", 4)),
+        samples_per_image=None if samples is None else int(samples),
+        masker=masker,
+        seed=int(v.get("seed", 0)),
+    )
+
+
 def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     """Instantiate task, data, model, method, teacher, optimiser, schedule, hooks and loop."""
     check_config(cfg)
@@ -168,6 +238,8 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     task: Task = instantiate(cfg.task)
+    make_validators(validator_names(cfg))  # config errors before any data is read
+    best_metric = best_metric_key(cfg, task)
 
     preflight = bool(cfg.get("preflight", True))
     with collecting_problems(preflight):  # reported together by check_datasets
@@ -232,6 +304,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         adabn_loader=adabn,
         adabn_batches=int(cfg.eval.adabn_batches),
         at=[start] if start > 0 else [],
+        validation=build_validation(cfg, method, adabn),
     )
     hooks.append(evaluation)
     checkpointer = None
@@ -239,12 +312,11 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         run_dir = Path(run_dir)
         check_writable(run_dir)
         hooks.append(MetricsLogger(run_dir, int(cfg.log.interval), bool(cfg.log.tensorboard)))
-        first = next(iter(cfg.eval.models), "student")
         checkpointer = Checkpointer(
             run_dir / "checkpoints",
             interval=int(cfg.checkpoint.interval),
             keep=int(cfg.checkpoint.keep),
-            best_metric=f"eval/{first}/{task.primary_metric}",
+            best_metric=best_metric,
             extra={"config": OmegaConf.to_container(cfg, resolve=True)},
             stateful={"evaluation": evaluation},
         )
@@ -282,7 +354,9 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         )
     if resume_from is not None:
         resume(loop, resume_from, cfg, checkpointer)
-    return Experiment(cfg, task, student, method, loop, evaluation, run_dir, resume_from)
+    return Experiment(
+        cfg, task, student, method, loop, evaluation, run_dir, resume_from, checkpointer
+    )
 
 
 def check_batch_norm(student: nn.Module, method: UDAMethod, batch: int, loader: Any) -> None:
@@ -344,7 +418,9 @@ def check_writable(run_dir: Path, create: bool = True) -> None:
 
 
 def summarize(exp: Experiment) -> dict[str, Any]:
-    """Target scores before adaptation (at ``adaptation_start``, if > 0) and at the end."""
+    """Target scores before adaptation (at ``adaptation_start``, if > 0) and at the end, and
+    which evaluation each label-free validator (and the labelled metric, the best possible)
+    would pick, per evaluated model, with the labelled metric there (``selection``)."""
     metric = exp.task.primary_metric
     history = exp.evaluation.history
     loop = exp.loop
@@ -363,7 +439,43 @@ def summarize(exp: Experiment) -> dict[str, Any]:
                 **{k.split("/")[1]: v for k, v in r.items() if k.endswith(f"/{metric}")},
                 "protocol": {k.split("/")[1]: v for k, v in r.items() if k.endswith("/protocol")},
             }
+    if exp.checkpointer is not None:  # its record survives a resume
+        selection = exp.checkpointer.selection
+    else:
+        selection = ModelSelection()
+        for record in history:
+            selection.update(record)
+    models = [m for m in exp.cfg.eval.models if m in selection.last]
+    summary["selection"] = {m: selection.picks(m, metric) for m in models}
+    if exp.checkpointer is not None and exp.checkpointer.best_metric:
+        key = exp.checkpointer.best_metric
+        entry = selection.best.get(key)
+        summary["best_checkpoint"] = {
+            "by": key,
+            "step": entry["step"] if entry else None,
+            "path": str(exp.checkpointer.directory / "best.pt") if entry else None,
+        }
     return summary
+
+
+def format_selection(summary: dict[str, Any]) -> list[str]:
+    """Console lines: for the first evaluated model, the iteration each validator picks and
+    the labelled target metric there, beside the best possible and the last evaluation."""
+    metric = summary["metric"]
+    picks = next(iter(summary.get("selection", {}).items()), None)
+    if picks is None or len(picks[1]) <= 2:  # no validators: nothing to compare
+        return []
+    model, rows = picks
+    lines = [f"checkpoint picks for the {model} (target {metric} at the picked iteration):"]
+    for name, pick in rows.items():
+        label = {metric: f"{metric} (target labels: the best possible)"}.get(name, name)
+        value = pick.get(metric)
+        shown = "-" if value is None else f"{100 * value:.2f}%"
+        lines.append(f"  {label:<46} iteration {pick['step']:>6}: {shown}")
+    best = summary.get("best_checkpoint")
+    if best and best["step"] is not None:
+        lines.append(f"best.pt chosen by {best['by']} (iteration {best['step']}): {best['path']}")
+    return lines
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -387,7 +499,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"iterations ({100 * share:.1f}%) had NaN or Inf losses or gradients and took no "
             "optimiser step (nan_policy=skip)"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + format_selection(summary))
 
 
 def run_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:

@@ -198,7 +198,7 @@ def resume(
             f"checkpoint '{path}' is at iteration {loop.step}, past iterations={loop.iterations}"
         )
     if checkpointer is not None:
-        checkpointer.restore(state)
+        checkpointer.load_state_dict(state)
     print(f"resuming from {path} at iteration {loop.step}")
 
 

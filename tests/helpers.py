@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +159,17 @@ def seg_folder_overrides(tmp: Path, num_classes: int = 2, right: int = 1, **root
         "eval.interval=0",
         "eval.adabn_batches=0",
     ]
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m mic.train *args`` in a subprocess, as a user runs it (Hydra's short
+    errors), its output captured."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "mic.train", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )

@@ -317,6 +317,30 @@ CASES = [
         "pseudo-label weighting must be one of",
     ),
     (
+        "config-validator",
+        "an unknown label-free validator",
+        lambda t, r: ["eval.validators=[entropy,accuracy]"],
+        "unknown validator 'accuracy'",
+    ),
+    (
+        "config-best-by",
+        "checkpoint selection by a validator that does not exist",
+        lambda t, r: ["checkpoint.best_by=accurracy"],
+        "names no validator",
+    ),
+    (
+        "config-best-by-not-computed",
+        "checkpoint selection by a validator that is not computed",
+        lambda t, r: ["eval.validators=[entropy]", "checkpoint.best_by=snd"],
+        "does not compute it",
+    ),
+    (
+        "config-validation-batches",
+        "label-free validation on no target batch",
+        lambda t, r: ["eval.validation.batches=0"],
+        "at least 1 target batch",
+    ),
+    (
         "segmentation-config-mask",
         "segmentation: a zero mask block",
         lambda t, r: ["experiment=streets", "iterations=2", "method.terms.mic.masker.block_size=0"],

@@ -1,25 +1,11 @@
 """The command line end to end, and the clear errors it gives for bad input."""
 
 import json
-import os
-import subprocess
-import sys
 
 from tests.helpers import TINY_RUN
+from tests.helpers import run_cli as _cli
 
 TINY = [*TINY_RUN, "log.interval=2"]
-
-
-def _cli(*args, cwd=None):
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", "mic.train", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-    )
 
 
 def test_cli_runs_end_to_end_and_fills_the_run_folder(tmp_path):
