@@ -473,5 +473,27 @@ class FasterRCNN(nn.Module):
         )
         if self.training:
             return {**rpn_losses, **roi_losses}
-        detections = self.transform.postprocess(detections, batch.image_sizes, sizes)
+        return self.postprocess(detections, batch.image_sizes, sizes)
+
+    def postprocess(
+        self,
+        detections: list[dict[str, Tensor]],
+        image_sizes: Sequence[tuple[int, int]],
+        original_sizes: Sequence[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        """torchvision's raw detections (``boxes`` in the resized images, ``labels`` with
+        background 0, ``scores``) as mic's: ``boxes`` in the original images' pixels,
+        ``labels`` 0-based."""
+        detections = self.transform.postprocess(detections, list(image_sizes), list(original_sizes))
         return [{**d, "labels": d["labels"] - 1} for d in detections]
+
+    def pool_regions(
+        self,
+        maps: dict[str, Tensor],
+        proposals: Sequence[Tensor],
+        image_sizes: Sequence[tuple[int, int]],
+    ) -> Tensor:
+        """The box head's ROI pooling of ``maps`` (named as the FPN's) over ``proposals``
+        (per image, N_i x 4 in the resized image's pixels): N x C x 7 x 7 (torchvision's
+        ``MultiScaleRoIAlign``)."""
+        return self.roi_heads.box_roi_pool(maps, list(proposals), list(image_sizes))
