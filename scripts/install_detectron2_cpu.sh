@@ -22,16 +22,19 @@ SDIST="pb1-detectron2==0.6"
 SHA256="5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 PYTHON="${PYTHON:-python}"
 
-if [[ "${1:-}" != "--force" ]] && "$PYTHON" -c "import detectron2.modeling" 2>/dev/null; then
-    "$PYTHON" - <<'PY'
+if [[ "${1:-}" != "--force" ]] && "$PYTHON" - 2>/dev/null <<'PY'
 import importlib.util
+import sys
 
-import detectron2
-
+try:
+    import detectron2.modeling
+except ImportError:
+    sys.exit(1)
 compiled = importlib.util.find_spec("detectron2._C") is not None
 kind = "compiled, with its C++/CUDA ops" if compiled else "pure Python, without its C++ ops"
 print(f"detectron2 {detectron2.__version__} is already installed ({kind}); nothing to do")
 PY
+then
     exit 0
 fi
 

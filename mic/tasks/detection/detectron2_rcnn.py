@@ -290,7 +290,11 @@ class Detectron2RCNN(nn.Module):
         try:
             cfg.merge_from_list(flat + _flatten(opts))
         except (KeyError, ValueError, AssertionError) as e:
-            raise ConfigError(f"model.opts: {e}") from e
+            reason = e.args[0] if e.args else e
+            raise ConfigError(
+                f"model.opts: {reason} (the keys and types of detectron2's config: "
+                "detectron2.config.get_cfg())"
+            ) from e
         kinds = (model.META_ARCHITECTURE, model.PROPOSAL_GENERATOR.NAME, model.ROI_HEADS.NAME)
         if kinds != ("GeneralizedRCNN", "RPN", "StandardROIHeads"):
             raise ConfigError(
