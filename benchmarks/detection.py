@@ -225,6 +225,12 @@ def speed(
     return out
 
 
+def _header(title: str, description: str, calls: list[str], note: str) -> list[str]:
+    """A results file's title, what it measures, the commands that made it and a note."""
+    commands = [f"- {c}" for c in calls]
+    return [f"# {title}", "", description, "", "Commands (wall time):", "", *commands, "", note, ""]
+
+
 def write_table(
     rows: list[dict],
     warm: list[dict],
@@ -238,18 +244,14 @@ def write_table(
     for r in rows:
         by.setdefault(r["method"], {})[r["seed"]] = r
     lines = [
-        "# Detection benchmark: clear shapes scenes -> fog, texture and noise",
-        "",
-        "mAP@0.5 (COCO AP in the second column of each model) on the labelled target test split",
-        "(200 images, 128 px), points, mean ± std over seeds; AdaBN evaluation; seconds per",
-        "training iteration (evaluation excluded).",
-        "",
-        "Commands (wall time):",
-        "",
-        *(f"- {c}" for c in calls),
-        "",
-        note,
-        "",
+        *_header(
+            "Detection benchmark: clear shapes scenes -> fog, texture and noise",
+            "mAP@0.5 (COCO AP in the second column of each model) on the labelled target test "
+            "split (200 images, 128 px), points, mean ± std over seeds; AdaBN evaluation; "
+            "seconds per training iteration (evaluation excluded).",
+            calls,
+            note,
+        ),
         "Reading the table: the teacher columns (the EMA of the student) include what weight",
         "averaging alone adds; `source_only_ema` (source training with the same EMA, no pseudo-",
         "labels) measures it, so compare teachers with its teacher and students with students.",
@@ -351,22 +353,19 @@ def write_backend_table(
         backend = r.get("backend", "torchvision")
         scores.setdefault(backend, {}).setdefault(r["method"], {})[r["seed"]] = r
     lines = [
-        "# Detection benchmark: the torchvision and detectron2 backends side by side",
-        "",
-        "Faster R-CNN with the same sizes on both backends (timm's RegNetX-200MF with trainable",
-        "BatchNorm, a 64-channel FPN, a 256-wide box head, few proposals, from scratch):",
-        "`model=faster_rcnn_small` (torchvision's parts) and `model=d2_faster_rcnn_small`",
-        "(detectron2's `GeneralizedRCNN`, RPN, ROI heads and FPN). mAP@0.5 and COCO AP on the",
-        "labelled target test split (200 foggy, textured, noisy scenes at 128 px), points, mean ±",
-        "std over seeds; AdaBN evaluation; seconds per training iteration (evaluation excluded).",
-        "The same seed gives both backends the same data order, not the same initial weights.",
-        "",
-        "Commands (wall time):",
-        "",
-        *(f"- {c}" for c in calls),
-        "",
-        note,
-        "",
+        *_header(
+            "Detection benchmark: the torchvision and detectron2 backends side by side",
+            "Faster R-CNN with the same sizes on both backends (timm's RegNetX-200MF with "
+            "trainable BatchNorm, a 64-channel FPN, a 256-wide box head, few proposals, from "
+            "scratch): `model=faster_rcnn_small` (torchvision's parts) and "
+            "`model=d2_faster_rcnn_small` (detectron2's `GeneralizedRCNN`, RPN, ROI heads "
+            "and FPN). mAP@0.5 and COCO AP on the labelled target test split (200 foggy, "
+            "textured, noisy scenes at 128 px), points, mean ± std over seeds; AdaBN "
+            "evaluation; seconds per training iteration (evaluation excluded). The same seed "
+            "gives both backends the same data order, not the same initial weights.",
+            calls,
+            note,
+        ),
         "| backend | method | seeds | student mAP@0.5 | student AP | teacher mAP@0.5 | teacher AP "
         "| s / iteration |",
         "|---|---|---|---|---|---|---|---|",

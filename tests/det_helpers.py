@@ -66,24 +66,26 @@ def tiny_det(backend: str = "torchvision") -> list[str]:
     return [*TINY_DET, f"model={MODELS[backend]}"]
 
 
+#: a tiny detector's input size, anchors and proposal counts (either backend)
+TINY_SIZES = dict(
+    min_size=SIZE,
+    max_size=SIZE,
+    anchor_sizes=[8, 16, 32, 64, 128],
+    rpn_pre_nms_top_n_train=50,
+    rpn_post_nms_top_n_train=20,
+    rpn_pre_nms_top_n_test=50,
+    rpn_post_nms_top_n_test=20,
+    box_batch_size_per_image=16,
+)
+
+
 def tiny_detector(
     seed: int = 0, num_classes: int = NUM_CLASSES, backend: str = "torchvision"
 ) -> FasterRCNN | Detectron2RCNN:
     need(backend)
     torch.manual_seed(seed)
     kwargs = dict(
-        num_classes=num_classes,
-        norm="batch",
-        fpn_channels=16,
-        representation_size=32,
-        min_size=SIZE,
-        max_size=SIZE,
-        anchor_sizes=[8, 16, 32, 64, 128],
-        rpn_pre_nms_top_n_train=50,
-        rpn_post_nms_top_n_train=20,
-        rpn_pre_nms_top_n_test=50,
-        rpn_post_nms_top_n_test=20,
-        box_batch_size_per_image=16,
+        num_classes=num_classes, norm="batch", fpn_channels=16, representation_size=32, **TINY_SIZES
     )
     if backend == "detectron2":
         return Detectron2RCNN(backbone="test_efficientnet", **kwargs)

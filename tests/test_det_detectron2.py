@@ -20,19 +20,9 @@ from omegaconf import OmegaConf
 from mic import ConfigError
 from mic.experiment import load_config
 from mic.tasks.detection import LOSS_PARTS, Detectron2RCNN, detectron2_build
-from tests.det_helpers import TINY_DET, need, tiny_batch
+from tests.det_helpers import TINY_DET, TINY_SIZES, need, tiny_batch
 
 ROOT = Path(__file__).parents[1]
-SMALL = dict(
-    min_size=64,
-    max_size=64,
-    anchor_sizes=[8, 16, 32, 64, 128],
-    rpn_pre_nms_top_n_train=50,
-    rpn_post_nms_top_n_train=20,
-    rpn_pre_nms_top_n_test=50,
-    rpn_post_nms_top_n_test=20,
-    box_batch_size_per_image=16,
-)
 R18 = {"MODEL.RESNETS.DEPTH": 18, "MODEL.RESNETS.RES2_OUT_CHANNELS": 64}
 
 
@@ -60,7 +50,7 @@ def test_unit_weights_give_detectron2s_own_losses(kwargs):
     from detectron2.utils.events import EventStorage
 
     torch.manual_seed(0)
-    model = Detectron2RCNN(num_classes=3, **SMALL, **kwargs).train()
+    model = Detectron2RCNN(num_classes=3, **TINY_SIZES, **kwargs).train()
     cfg, shapes = model.cfg, model.rcnn.backbone.output_shape()
     stock = GeneralizedRCNN(
         backbone=copy.deepcopy(model.rcnn.backbone),
@@ -133,6 +123,8 @@ def test_the_zoo_r50_fpn_builds_loads_detectron2_weights_and_predicts(tmp_path):
         ({"norm": "group"}, "model.norm must be"),
         ({"trainable_layers": 7}, "trainable_layers must lie in [0, 5]"),
         ({"num_classes": 0}, "at least 1 class"),
+        ({"anchor_sizes": [8, 16]}, "anchor_sizes has 2 sizes but the RPN reads 5"),
+        ({"pretrained": True, "opts": {**R18, "MODEL.WEIGHTS": ""}}, "names no MODEL.WEIGHTS"),
         ({"weights": "/nowhere/model_final.pkl"}, "could not load the detectron2 weights"),
     ],
 )
@@ -244,3 +236,22 @@ def test_choosing_detectron2_without_it_gives_one_paragraph_with_install_steps(t
         "model=faster_rcnn_r50",
     ):
         assert fragment in errors[0]
+
+
+@pytest.mark.usefixtures("detectron2")
+def test_a_detectron2_yaml_file_of_ones_own_works_as_the_config(tmp_path):
+    from detectron2 import model_zoo
+
+    base = Path(model_zoo.__file__).parent / "configs" / "Base-RCNN-FPN.yaml"
+    own = tmp_path / "r18.yaml"
+    own.write_text(
+        f"_BASE_: {base}\nMODEL:\n  RESNETS:\n    DEPTH: 18\n    RES2_OUT_CHANNELS: 64\n"
+    )
+    model = Detectron2RCNN(config=str(own), num_classes=2, fpn_channels=32)
+    assert model.cfg.MODEL.RESNETS.DEPTH == 18 and model.fpn_channels == 32
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("MODEL:\n  RESNET:\n    DEPTH: 18\n")
+    with pytest.raises(
+        ConfigError, match=re.escape("cannot be read: Non-existent config key: MODEL.RESNET")
+    ):
+        Detectron2RCNN(config=str(bad), num_classes=2)

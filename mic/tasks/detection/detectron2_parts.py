@@ -35,9 +35,8 @@ from detectron2.structures import Boxes, Instances, pairwise_iou
 from fvcore.nn import giou_loss, smooth_l1_loss
 from torch import Tensor
 
-from mic.backbones import create_backbone
 from mic.core.errors import ConfigError
-from mic.tasks.detection.model import Capture, sample_weights
+from mic.tasks.detection.model import Capture, sample_weights, timm_features
 
 
 def _box_weights(instances: Instances, matched: Tensor | None, foreground: Tensor) -> Tensor:
@@ -271,8 +270,8 @@ class WeightedROIHeads(StandardROIHeads):
 
 
 class TimmBottomUp(Backbone):
-    """A timm feature extractor (``features_only``, through ``mic.backbones``) as the
-    bottom-up of detectron2's FPN: maps ``res2`` .. ``res5`` at strides 4 .. 32."""
+    """A timm feature extractor (``timm_features``) as the bottom-up of detectron2's FPN: maps
+    ``res2`` .. ``res5`` at strides 4 .. 32."""
 
     def __init__(
         self,
@@ -282,13 +281,7 @@ class TimmBottomUp(Backbone):
         frozen_norm: bool = False,
     ) -> None:
         super().__init__()
-        self.body = create_backbone(
-            name, pretrained=pretrained, features_only=True, out_indices=tuple(out_indices)
-        )
-        if frozen_norm:
-            from timm.layers import freeze_batch_norm_2d
-
-            self.body = freeze_batch_norm_2d(self.body)
+        self.body = timm_features(name, pretrained, out_indices, frozen_norm)
         info = self.body.feature_info
         strides, channels = info.reduction(), info.channels()
         self._out_features = [f"res{i + 2}" for i in range(len(strides))]

@@ -232,7 +232,11 @@ class Detectron2RCNN(nn.Module):
         from mic.tasks.detection.detectron2_parts import WeightedROIHeads, WeightedRPN, timm_fpn
 
         cfg = get_cfg()
-        cfg.merge_from_file(config_file(config))
+        try:
+            cfg.merge_from_file(config_file(config))
+        except (KeyError, ValueError, AssertionError, OSError) as e:
+            reason = e.args[0] if e.args else e
+            raise ConfigError(f"model.config={config!r} cannot be read: {reason}") from e
         if norm not in ("auto", *_NORMS):
             raise ConfigError(
                 f"model.norm must be 'auto', 'frozen', 'batch', 'FrozenBN', 'BN', 'GN' or "
@@ -300,6 +304,17 @@ class Detectron2RCNN(nn.Module):
             raise ConfigError(
                 f"the detectron2 backend builds Faster R-CNN (GeneralizedRCNN, RPN, "
                 f"StandardROIHeads); model.config={config!r} gives {', '.join(kinds)}"
+            )
+        levels, sizes = len(model.RPN.IN_FEATURES), len(model.ANCHOR_GENERATOR.SIZES)
+        if sizes not in (1, levels):
+            raise ConfigError(
+                f"model.anchor_sizes has {sizes} sizes but the RPN reads {levels} feature levels "
+                f"({', '.join(model.RPN.IN_FEATURES)}); give one anchor size per level"
+            )
+        if pretrained and backbone is None and not (weights or model.WEIGHTS):
+            raise ConfigError(
+                f"model.pretrained=true but model.config={config!r} names no MODEL.WEIGHTS; "
+                "give the weights with model.weights=..."
             )
         cfg.freeze()
         self.cfg = cfg

@@ -244,6 +244,21 @@ def _norm_layer(norm: str, pretrained: bool) -> type[nn.Module]:
     raise ConfigError(f"model.norm must be 'auto', 'frozen' or 'batch', got {norm!r}")
 
 
+def timm_features(
+    name: str, pretrained: bool, out_indices: Sequence[int], frozen_norm: bool
+) -> nn.Module:
+    """A timm feature extractor (``features_only``, through ``mic.backbones``), its BatchNorm
+    frozen on request; ``feature_info`` gives the maps' channels and strides."""
+    body = create_backbone(
+        name, pretrained=pretrained, features_only=True, out_indices=tuple(out_indices)
+    )
+    if frozen_norm:
+        from timm.layers import freeze_batch_norm_2d
+
+        body = freeze_batch_norm_2d(body)
+    return body
+
+
 class TimmFPN(nn.Module):
     """A timm feature extractor (``features_only``) followed by a feature pyramid network with
     a max-pooled extra level; returns an ordered dict of maps with ``out_channels`` each."""
@@ -257,13 +272,7 @@ class TimmFPN(nn.Module):
         frozen_norm: bool = False,
     ) -> None:
         super().__init__()
-        self.body = create_backbone(
-            name, pretrained=pretrained, features_only=True, out_indices=tuple(out_indices)
-        )
-        if frozen_norm:
-            from timm.layers import freeze_batch_norm_2d
-
-            self.body = freeze_batch_norm_2d(self.body)
+        self.body = timm_features(name, pretrained, out_indices, frozen_norm)
         channels = self.body.feature_info.channels()
         self.fpn = FeaturePyramidNetwork(channels, out_channels, extra_blocks=LastLevelMaxPool())
         self.out_channels = out_channels
