@@ -255,3 +255,15 @@ def test_a_detectron2_yaml_file_of_ones_own_works_as_the_config(tmp_path):
         ConfigError, match=re.escape("cannot be read: Non-existent config key: MODEL.RESNET")
     ):
         Detectron2RCNN(config=str(bad), num_classes=2)
+
+
+@pytest.mark.usefixtures("detectron2")
+def test_a_detectron2_that_cannot_be_imported_is_told_apart_from_a_missing_one(monkeypatch):
+    monkeypatch.setitem(sys.modules, "detectron2.modeling", None)
+    with pytest.raises(ConfigError, match=r"detectron2 0\.6 is installed but cannot be imported"):
+        Detectron2RCNN(num_classes=2)
+    assert detectron2_build() is not None
+    monkeypatch.setitem(sys.modules, "detectron2", None)
+    with pytest.raises(ConfigError, match=re.escape("bash scripts/install_detectron2_cpu.sh")):
+        Detectron2RCNN(num_classes=2)
+    assert detectron2_build() is None

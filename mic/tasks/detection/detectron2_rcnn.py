@@ -59,33 +59,37 @@ def detectron2_build() -> str | None:
     from source), ``"python"`` (without them, as ``scripts/install_detectron2_cpu.sh``
     installs it), or None (not installed)."""
     try:
-        _import_detectron2()
+        import detectron2  # noqa: F401
     except ImportError:
         return None
     return "compiled" if importlib.util.find_spec("detectron2._C") is not None else "python"
 
 
-def _import_detectron2() -> Any:
+def require_detectron2() -> str:
+    """Import detectron2 and mic's parts on it; the build (see ``detectron2_build``), logged
+    once per process.
+
+    Raises:
+        ConfigError: detectron2 is not installed (one paragraph with the install steps), or is
+            installed but cannot be imported.
+    """
+    try:
+        import detectron2
+    except ImportError as e:
+        raise ConfigError(f"{INSTALL_DETECTRON2} (import detectron2: {e})") from e
     with warnings.catch_warnings():  # detectron2 0.6 scripts a few functions at import
         warnings.filterwarnings("ignore", ".*torch.jit.script.*", FutureWarning)
         warnings.filterwarnings("ignore", ".*torch.jit.script.*", DeprecationWarning)
-        import detectron2.modeling
-
+        try:
+            import detectron2.modeling
+        except ImportError as e:
+            raise ConfigError(
+                f"detectron2 {getattr(detectron2, '__version__', '')} is installed but cannot be "
+                f"imported ({e.__class__.__name__}: {e}); reinstall it (docs/detection.md, 'The "
+                "detectron2 backend')"
+            ) from e
         import mic.tasks.detection.detectron2_parts  # noqa: F401
-    return detectron2
-
-
-def require_detectron2() -> str:
-    """The build (see ``detectron2_build``), logged once per process.
-
-    Raises:
-        ConfigError: detectron2 is not installed (one paragraph with the install steps).
-    """
-    try:
-        detectron2 = _import_detectron2()
-    except ImportError as e:
-        raise ConfigError(f"{INSTALL_DETECTRON2} (import detectron2: {e})") from e
-    build = "compiled" if importlib.util.find_spec("detectron2._C") is not None else "python"
+    build = detectron2_build()
     if not getattr(require_detectron2, "said", False):
         require_detectron2.said = True  # type: ignore[attr-defined]
         if build == "compiled":
@@ -97,7 +101,7 @@ def require_detectron2() -> str:
                 "convolution and rotated boxes are missing",
                 detectron2.__version__,
             )
-    return build
+    return build or "python"
 
 
 def _flatten(opts: Mapping[str, Any] | Sequence[Any] | None, prefix: str = "") -> list[Any]:
