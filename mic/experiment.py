@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,12 +22,13 @@ from torch.utils.data import DataLoader
 
 from mic.core import (
     AdaptationLoop,
-    CheckpointError,
     ConfigError,
     DatasetError,
     Task,
     UDAMethod,
 )
+from mic.resume import find_resume_checkpoint, resume
+from mic.schema import check_config
 from mic.training import (
     Checkpointer,
     Evaluation,
@@ -37,13 +39,10 @@ from mic.training import (
     ResumableSampler,
     SeededDataset,
     init_distributed,
-    latest_checkpoint,
-    load_checkpoint,
     lr_scheduler,
     param_groups,
     per_process_batch_size,
     process_info,
-    set_rng_state,
 )
 
 
@@ -67,6 +66,13 @@ def resolve_device(name: str, group: ProcessInfo | None = None) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device={name} but this machine has {torch.cuda.device_count()} CUDA devices "
+            "(cuda:0 ...); use device=cuda or one of those"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={name} but MPS is not available here; use device=cpu or auto")
     if device.type == "cuda" and group is not None and group.enabled:
         device = torch.device("cuda", group.local_rank)
     return device
@@ -150,6 +156,7 @@ def build_method(cfg: DictConfig) -> UDAMethod:
 
 def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     """Instantiate task, data, model, method, teacher, optimiser, schedule, hooks and loop."""
+    check_config(cfg)
     group = init_distributed(str(cfg.device))
     # each process draws its own model-internal randomness (dropout, detection's sampling);
     # the loss terms' draws come from streams keyed to each sample's place in the global batch
@@ -192,6 +199,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
             "set model.num_classes to ${dataset.num_classes}"
         )
     method = build_method(cfg)
+    check_batch_norm(student, method, min(source.batch_size, target_batch), ld)
     teacher = instantiate(cfg.teacher, model=student) if method.uses_pseudo_labels else None
     if cfg.get("compile"):
         student.compile()  # in place: parameter names and the teacher's copy are unchanged
@@ -232,6 +240,8 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
             interval=int(cfg.checkpoint.interval),
             keep=int(cfg.checkpoint.keep),
             best_metric=f"eval/{first}/{task.primary_metric}",
+            extra={"config": OmegaConf.to_container(cfg, resolve=True)},
+            stateful={"evaluation": evaluation},
         )
         hooks.append(checkpointer)
     if process_info().is_main:  # images and tables are written once, by the process that evaluates
@@ -266,77 +276,78 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
             "it with resume=auto, or start a new run in another folder (hydra.run.dir=...)"
         )
     if resume_from is not None:
-        resume(loop, resume_from, checkpointer)
+        resume(loop, resume_from, cfg, checkpointer)
     return Experiment(cfg, task, student, method, loop, evaluation, run_dir, resume_from)
 
 
-def check_writable(run_dir: Path) -> None:
-    """Fail before training when the run folder cannot be written."""
+def check_batch_norm(student: nn.Module, method: UDAMethod, batch: int, loader: Any) -> None:
+    """Raise a ConfigError when a BatchNorm1d layer would train on batches of one sample."""
+    layers = [
+        f"{owner}.{name}"
+        for owner, module in (("model", student), ("method", method))
+        for name, m in module.named_modules()
+        if isinstance(m, nn.BatchNorm1d)
+    ]
+    if layers and batch < 2:
+        raise ConfigError(
+            f"the batches hold 1 sample per process (loader.source_batch_size="
+            f"{loader.source_batch_size}, loader.target_batch_size={loader.target_batch_size}), "
+            f"but the BatchNorm1d layers ({', '.join(layers[:3])}) cannot train on one sample; "
+            "use batches of at least 2 per process, or a model without them "
+            "(model.bottleneck_dim=0)"
+        )
+
+
+#: the least free space a run folder's disk must have when a run starts
+MIN_FREE_BYTES = 64 * 2**20
+
+
+def check_writable(run_dir: Path, create: bool = True) -> None:
+    """Fail before training when the run folder cannot be written: it lies below a file, its
+    nearest existing folder refuses a write, or its disk has less than ``MIN_FREE_BYTES``
+    free. With ``create``, the folder is made.
+
+    Raises:
+        ConfigError: one of the above, naming the folder.
+    """
+    existing = Path(run_dir).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    advice = "choose another with hydra.run.dir=..."
+    if not existing.is_dir():
+        raise ConfigError(
+            f"the run folder '{run_dir}' lies below '{existing}', which is a file, not a "
+            f"folder; {advice}"
+        )
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write_test_{os.getpid()}"  # one per process: ranks share the folder
+        if create:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            existing = run_dir
+        probe = existing / f".write_test_{os.getpid()}"  # one per process: ranks share it
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
         raise ConfigError(
-            f"the run folder '{run_dir}' cannot be written ({e.strerror or e}); choose another "
-            "with hydra.run.dir=... (or free disk space)"
+            f"the run folder '{run_dir}' cannot be written ({e.strerror or e}); {advice}"
         ) from e
-
-
-def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
-    """``resume``: None (start afresh), ``auto`` (the newest readable checkpoint of this run
-    folder, if any), a checkpoint file, or a run folder (its newest checkpoint)."""
-    if resume in (None, "", False):
-        return None
-    if str(resume) == "auto":
-        if run_dir is None:
-            raise ConfigError("resume=auto needs a run folder to look in (hydra.run.dir=...)")
-        return latest_checkpoint(run_dir / "checkpoints")
-    path = Path(str(resume))
-    if path.is_dir():
-        found = latest_checkpoint(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
-        if found is None:
-            raise CheckpointError(f"resume={path}: no readable checkpoint (iter_*.pt) in it")
-        return found
-    if not path.exists():
-        raise CheckpointError(f"resume={path}: no such checkpoint file or run folder")
-    return path
-
-
-def resume(loop: AdaptationLoop, path: Path, checkpointer: Checkpointer | None = None) -> None:
-    """Load a checkpoint into the loop (and the checkpointer's best score)."""
-    state = load_checkpoint(path, map_location=loop.device)
-    try:
-        loop.load_state_dict(state)
-    except (RuntimeError, KeyError, ValueError) as e:
-        raise CheckpointError(
-            f"checkpoint '{path}' does not fit this experiment ({str(e).splitlines()[0]}); "
-            "resume with the config the checkpoint was trained with"
-        ) from e
-    rngs = state.get("rng")
-    if rngs:
-        rank = process_info().rank
-        if rank >= len(rngs):
-            raise CheckpointError(
-                f"the checkpoint holds the random states of {len(rngs)} processes, this is "
-                f"process {rank}: resume with the same number of processes"
-            )
-        set_rng_state(rngs[rank])
-    if loop.step > loop.iterations:
-        raise CheckpointError(
-            f"checkpoint '{path}' is at iteration {loop.step}, past iterations={loop.iterations}"
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        raise ConfigError(
+            f"the disk of the run folder '{run_dir}' has {free / 2**20:.0f} MiB free, too little "
+            f"for logs and checkpoints; free some space or {advice}"
         )
-    if checkpointer is not None:
-        checkpointer.best = state.get("best")
-    print(f"resuming from {path} at iteration {loop.step}")
 
 
 def summarize(exp: Experiment) -> dict[str, Any]:
     """Target scores before adaptation (at ``adaptation_start``, if > 0) and at the end."""
     metric = exp.task.primary_metric
     history = exp.evaluation.history
-    summary: dict[str, Any] = {"metric": metric, "iterations": exp.loop.iterations}
+    loop = exp.loop
+    summary: dict[str, Any] = {
+        "metric": metric,
+        "iterations": loop.iterations,
+        "skipped_steps": loop.skipped_steps,  # NaN / Inf iterations without an optimiser step
+    }
     start = exp.loop.adaptation_start
     before = [r for r in history if r["step"] == start and start > 0]
     for label, records in (("before_adaptation", before), ("after_adaptation", history[-1:])):
@@ -363,6 +374,14 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
         when = f"{label.replace('_', ' ')} (iteration {s['step']})"
         lines.append(f"target {summary['metric']} {when}: {scores}")
+    skipped = summary.get("skipped_steps", 0)
+    if skipped:
+        share = skipped / max(1, summary["iterations"])
+        lines.append(
+            f"{'warning: ' if share > 0.02 else ''}{skipped} of {summary['iterations']} "
+            f"iterations ({100 * share:.1f}%) had NaN or Inf losses or gradients and took no "
+            "optimiser step (nan_policy=skip)"
+        )
     return "\n".join(lines)
 
 
@@ -373,7 +392,17 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[s
     if exp.run_dir is not None and main:
         config = exp.run_dir / ("config_resumed.yaml" if exp.resumed_from else "config.yaml")
         config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    exp.loop.run()
+    try:
+        exp.loop.run()
+    except DatasetError as e:
+        if exp.run_dir is None or exp.loop.step == 0:
+            raise
+        raise DatasetError(
+            f"{str(e).rstrip('. ')}. The run saved its state before iteration "
+            f"{exp.loop.step + 1} in "
+            f"{exp.run_dir}/checkpoints: once the file is fixed, continue with the same command "
+            f"plus: hydra.run.dir={exp.run_dir} resume=auto"
+        ) from e
     summary = summarize(exp)
     if exp.run_dir is not None and main:
         (exp.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -87,7 +87,7 @@ class MetricsLogger(Hook):
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "metrics.jsonl"
-        if loop.step > 0 and path.exists():  # resumed: forget what came after the checkpoint
+        if path.exists():  # resumed or restarted: forget what came after the checkpoint
             kept = [x for x in path.read_text().splitlines() if _step_of(x) <= loop.step]
             path.write_text("".join(x + "\n" for x in kept))
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115
@@ -171,6 +171,13 @@ class Evaluation(Hook):
         self.at = set(at)
         self.history: list[dict[str, Any]] = []
 
+    def state_dict(self) -> dict[str, Any]:
+        """The evaluation records so far (plain types), for checkpoints."""
+        return {"history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = list(state.get("history", []))
+
     def protocol(self, model: torch.nn.Module) -> str:
         """How ``model``'s BatchNorm layers were scored (the ones with running statistics)."""
         if not tracked_batchnorms(model):
@@ -214,9 +221,19 @@ class Checkpointer(Hook):
     whenever ``best_metric`` improves. At the end it also exports weights-only files for
     inference (``student.pt``, ``teacher.pt``: a model's ``state_dict``).
 
-    The state is the loop's plus the global random generators of every process (Python's,
-    NumPy's, torch's): under ``torchrun`` every process takes part in gathering them; the
-    main process writes.
+    The state is the loop's, the global random generators of every process (Python's,
+    NumPy's, torch's: under ``torchrun`` every process takes part in gathering them; the main
+    process writes), and the state of the ``stateful`` hooks (e.g. the evaluation history).
+    Temporary files that a crash during a save left behind are removed when a run starts.
+
+    Args:
+        directory: the checkpoint folder.
+        interval: save every this many iterations (0: only at the end and on interruption).
+        keep: how many ``iter_*.pt`` files to keep (>= 1).
+        best_metric: the record key whose improvement saves ``best.pt`` (None: never).
+        extra: plain values stored in every checkpoint.
+        stateful: name -> object with ``state_dict()`` / ``load_state_dict()`` (plain types)
+            whose state travels in checkpoints (``restore`` puts it back).
     """
 
     def __init__(
@@ -226,18 +243,35 @@ class Checkpointer(Hook):
         keep: int = 1,
         best_metric: str | None = None,
         extra: dict[str, Any] | None = None,
+        stateful: dict[str, Any] | None = None,
     ) -> None:
+        if keep < 1:
+            raise ConfigError(f"checkpoint.keep must be at least 1, got {keep}")
         self.directory = Path(directory)
         self.interval = interval
-        self.keep = max(1, keep)
+        self.keep = keep
         self.best_metric = best_metric
         self.best: float | None = None
         self.extra = extra or {}
+        self.stateful = dict(stateful or {})
         self._saved_step = -1
 
     def state(self, loop: AdaptationLoop) -> dict[str, Any]:
         rng = gather_objects(rng_state())
-        return {**loop.state_dict(), "rng": rng, "best": self.best, **self.extra}
+        hooks = {name: obj.state_dict() for name, obj in self.stateful.items()}
+        return {**loop.state_dict(), "rng": rng, "best": self.best, "hooks": hooks, **self.extra}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put back the best score and the stateful hooks' state of a checkpoint."""
+        self.best = state.get("best")
+        for name, obj in self.stateful.items():
+            if name in state.get("hooks", {}):
+                obj.load_state_dict(state["hooks"][name])
+
+    def before_run(self, loop: AdaptationLoop) -> None:
+        if process_info().is_main and self.directory.is_dir():
+            for leftover in self.directory.glob(".*.tmp"):  # a save a crash interrupted
+                leftover.unlink(missing_ok=True)
 
     def save(self, loop: AdaptationLoop) -> Path:
         state = self.state(loop)
