@@ -27,6 +27,7 @@ from mic.core import (
     Task,
     UDAMethod,
 )
+from mic.datasets.preflight import check_datasets, collecting_problems
 from mic.resume import find_resume_checkpoint, resume
 from mic.schema import check_config
 from mic.training import (
@@ -168,8 +169,12 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         torch.backends.cudnn.benchmark = False
     task: Task = instantiate(cfg.task)
 
-    data = {k: instantiate(cfg.dataset[k]) for k in ("source", "target", "test")}
+    preflight = bool(cfg.get("preflight", True))
+    with collecting_problems(preflight):  # reported together by check_datasets
+        data = {k: instantiate(cfg.dataset[k]) for k in ("source", "target", "test")}
     task.check_datasets(data)
+    if preflight:
+        check_datasets(data, Path(run_dir) / "data_problems.txt" if run_dir else None, cfg.dataset)
     ld = cfg.loader
     workers = int(ld.num_workers)
     n = group.world_size

@@ -19,7 +19,16 @@ from mic.experiment import load_config, run_experiment
 from mic.training import per_process_batch_size
 from tests.cli import run_mic_train
 from tests.det_helpers import TINY_DET
-from tests.helpers import TINY_RUN, class_folders, folder_overrides, write_png
+from tests.helpers import (
+    TINY_RUN,
+    class_folders,
+    folder_overrides,
+    seg_folder_overrides,
+    seg_tree,
+    two_class_label,
+    write_label,
+    write_png,
+)
 
 ROOT = Path(__file__).parent.parent
 TINY = [*TINY_RUN, "log.tensorboard=false"]
@@ -29,7 +38,8 @@ DOCS = ROOT / "docs" / "errors.md"
 def _unreadable(tmp):
     tgt = class_folders(tmp / "bad_tgt", ["x"], n=3)
     (tgt / "x" / "broken.png").write_bytes(b"garbage")
-    return [*folder_overrides(tmp, target=tgt), "loader.num_workers=1"]
+    # without the check before training: found when the worker loads it
+    return [*folder_overrides(tmp, target=tgt), "loader.num_workers=1", "preflight=false"]
 
 
 def _flat(tmp):
@@ -41,6 +51,80 @@ def _flat(tmp):
 def _empty(tmp):
     (tmp / "empty").mkdir()
     return folder_overrides(tmp, target=tmp / "empty")
+
+
+def _broken_target(tmp):
+    tgt = class_folders(tmp / "bad_tgt", ["x"], n=3)
+    (tgt / "x" / "broken.png").write_bytes(b"garbage")
+    return folder_overrides(tmp, target=tgt)
+
+
+def _label_size(tmp):
+    src = seg_tree(tmp / "src")
+    write_label(src / "lbl" / "1.png", two_class_label((20, 10)))
+    return seg_folder_overrides(tmp, source=src)
+
+
+def _missing_label(tmp):
+    src = seg_tree(tmp / "src")
+    (src / "lbl" / "2.png").unlink()
+    return seg_folder_overrides(tmp, source=src)
+
+
+def _rcs_label_ids(tmp):
+    src = seg_tree(tmp / "src")
+    write_label(src / "lbl" / "3.png", two_class_label(right=5))
+    return [
+        *seg_folder_overrides(tmp, source=src),
+        "method=daformer",
+        "++dataset.source.min_pixels=8",
+    ]
+
+
+def _cityscapes_label_ids(tmp):
+    """GTA5 -> Cityscapes where Cityscapes holds only the released *_gtFine_labelIds.png."""
+    gta = tmp / "gta"
+    write_png(gta / "images" / "00001.png", size=(16, 12))
+    write_label(gta / "labels" / "00001.png", two_class_label(right=26) + 7)  # road, car
+    city = tmp / "cityscapes"
+    name = "aachen_000000_000019"
+    for split in ("train", "val"):
+        write_png(city / "leftImg8bit" / split / "aachen" / f"{name}_leftImg8bit.png")
+    write_label(
+        city / "gtFine" / "val" / "aachen" / f"{name}_gtFine_labelIds.png",
+        7 + 0 * two_class_label((10, 10)),
+    )
+    return [
+        "experiment=streets",
+        "dataset=gta2cityscapes",
+        f"dataset.root_source={gta}",
+        f"dataset.root_target={city}",
+    ]
+
+
+def _coco_size(tmp):
+    """A COCO json whose stated image size is not the file's."""
+    import json
+
+    for name in ("src", "tst"):
+        write_png(tmp / name / "a.png", size=(30, 20))
+        data = {
+            "images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 20}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}],
+            "categories": [{"id": 1, "name": "car"}],
+        }
+        (tmp / f"{name}.json").write_text(json.dumps(data))
+    class_folders(tmp / "tgt", ["x"])
+    return [
+        "experiment=det_shapes",
+        "dataset=det_coco",
+        "dataset.num_classes=1",
+        f"dataset.source_images={tmp / 'src'}",
+        f"dataset.source_annotations={tmp / 'src.json'}",
+        f"dataset.target_images={tmp / 'tgt'}",
+        f"dataset.test_images={tmp / 'tst'}",
+        f"dataset.test_annotations={tmp / 'tst.json'}",
+    ]
 
 
 def _write(tmp, name, data: bytes):
@@ -274,6 +358,48 @@ CASES = [
         "an image file that cannot be read (in a worker)",
         lambda t, r: _unreadable(t),
         "cannot read image",
+    ),
+    (
+        "data-preflight-unreadable-image",
+        "an image file that cannot be read (found before training)",
+        lambda t, r: _broken_target(t),
+        "Unreadable image files (1): '",
+    ),
+    (
+        "data-label-size",
+        "segmentation: a label whose size differs from its image (GTA5's known quirk)",
+        lambda t, r: _label_size(t),
+        "set ++dataset.source.dataset.label_size_mismatch=resize",
+    ),
+    (
+        "data-missing-label",
+        "segmentation: an image without its label file",
+        lambda t, r: _missing_label(t),
+        "Missing label files (1):",
+    ),
+    (
+        "data-label-format",
+        "segmentation: Cityscapes with only the released *_gtFine_labelIds.png",
+        lambda t, r: _cityscapes_label_ids(t),
+        "set ++dataset.test.label_format=labelIds to read them",
+    ),
+    (
+        "data-binary-masks",
+        "segmentation: binary masks saved as 0/255 with num_classes=2",
+        lambda t, r: seg_folder_overrides(t, right=255),
+        "label_mapping='{255: 1}'",
+    ),
+    (
+        "data-rare-class-statistics",
+        "segmentation: rare class sampling's statistics meet a label id outside the classes",
+        lambda t, r: _rcs_label_ids(t),
+        "Label files that rare class sampling's statistics cannot use (1)",
+    ),
+    (
+        "data-stated-image-size",
+        "detection: a COCO json whose stated width / height is not the image file's",
+        lambda t, r: _coco_size(t),
+        "Images whose size differs from the annotation's (1)",
     ),
     (
         "data-label-range",
