@@ -54,6 +54,19 @@ def mean_std(values: list[float | None], digits: int = 1, scale: float = 100.0) 
     return f"{statistics.mean(kept):.{digits}f} ± {std:.{digits}f}"
 
 
+def interval95(values: list[float], digits: int = 1, scale: float = 100.0) -> str:
+    """``[low, high]``: the 95 % confidence interval of the mean of the scaled values
+    (Student's t with n - 1 degrees of freedom); ``-`` for fewer than two values."""
+    from scipy.stats import t
+
+    kept = [scale * v for v in values if v is not None and not math.isnan(v)]
+    if len(kept) < 2:
+        return "-"
+    half = t.ppf(0.975, len(kept) - 1) * statistics.stdev(kept) / math.sqrt(len(kept))
+    mean = statistics.mean(kept)
+    return f"[{mean - half:.{digits}f}, {mean + half:.{digits}f}]"
+
+
 def paired_differences(
     by: dict[str, dict[int, dict]],
     pairs: list[tuple[str, str]],

@@ -18,6 +18,7 @@ import torch
 from mic.experiment import load_config, run_experiment
 from mic.training import per_process_batch_size
 from tests.cli import run_mic_train
+from tests.det_helpers import TINY_DET
 from tests.helpers import (
     TINY_RUN,
     class_folders,
@@ -522,6 +523,12 @@ CASES = [
         lambda t, r: ["device=cuda"],
         "CUDA is not available",
     ),
+    (
+        "env-no-detectron2",
+        "the detectron2 backend (`model=d2_faster_rcnn_small`) where detectron2 is not installed",
+        lambda t, r: [*TINY_DET, "model=d2_faster_rcnn_small"],
+        "needs detectron2, which this Python environment does not have",
+    ),
 ]
 
 
@@ -532,6 +539,7 @@ ENVIRONMENT = {
     "env-read-only-run-folder": (lambda t, run: run, "read-only:{run}"),
     "env-full-disk": (lambda t, run: run, "full-disk"),
     "env-disk-fills-while-saving": (lambda t, run: run, "save-fails"),
+    "env-no-detectron2": (lambda t, run: t / "fresh", "no-detectron2"),
 }
 
 

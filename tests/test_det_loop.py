@@ -1,5 +1,6 @@
-"""Every detection method with and without MIC runs a few loop steps from its config; the run
-folder gets box overlays and the per-class AP table; config-level errors are clear."""
+"""Every detection method with and without MIC runs a few loop steps from its config, on both
+backends (torchvision, detectron2); the run folder gets box overlays and the per-class AP table;
+config-level errors are clear."""
 
 import json
 
@@ -7,9 +8,12 @@ import pytest
 import torch
 
 from mic.experiment import build_experiment, load_config, run_experiment
-from mic.tasks.detection import DomainAdversarial
-from tests.det_helpers import TINY_DET
+from mic.tasks.detection import Detectron2RCNN, DomainAdversarial, FasterRCNN
+from tests.det_helpers import BACKENDS, TINY_DET, tiny_det
 from tests.helpers import user_error_of
+
+backends = pytest.mark.parametrize("backend", BACKENDS)
+MODEL_CLASS = {"torchvision": FasterRCNN, "detectron2": Detectron2RCNN}
 
 METHODS = {
     "source_only": ["method=source_only"],
@@ -18,18 +22,22 @@ METHODS = {
 }
 
 
+@backends
 @pytest.mark.parametrize("mic", ["block", "none"])
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_method_with_and_without_mic_runs(method, mic):
+def test_every_method_with_and_without_mic_runs(method, mic, backend):
     # threshold 0: the untrained teacher's boxes become pseudo-boxes, so the masked branch runs
     overrides = [*METHODS[method], f"mic={mic}", "eval.models=[student]", "task.score_threshold=0"]
-    exp = build_experiment(load_config([*TINY_DET, *overrides]))
+    exp = build_experiment(load_config([*tiny_det(backend), *overrides]))
+    assert type(exp.student) is MODEL_CLASS[backend]
     names = [n for n, _ in exp.method]
     assert ("mic" in names) == (mic == "block")
-    losses = exp.loop.train_step()
-    assert all(torch.isfinite(v) for v in losses.values()), losses
-    for name in ("mic", "self_training"):
-        assert name not in names or losses[name] > 0
+    for _ in range(2):
+        losses = exp.loop.train_step()
+        exp.loop.step += 1
+        assert all(torch.isfinite(v) for v in losses.values()), losses
+        for name in ("mic", "self_training"):
+            assert name not in names or losses[name] > 0
     if method == "sada":
         assert {"source", "adv_image", "adv_instance", "adv_consistency"} <= set(losses)
     if mic == "block":
@@ -41,8 +49,9 @@ def test_every_method_with_and_without_mic_runs(method, mic):
         assert term.masker.augmentation.normalization.enabled is False  # [0, 1] images
 
 
-def test_adversarial_term_trains_the_source_before_adaptation_starts():
-    cfg = load_config([*TINY_DET, "method=sada", "mic=none", "adaptation_start=1"])
+@backends
+def test_adversarial_term_trains_the_source_before_adaptation_starts(backend):
+    cfg = load_config([*tiny_det(backend), "method=sada", "mic=none", "adaptation_start=1"])
     exp = build_experiment(cfg)
     assert isinstance(exp.method.terms["adversarial"], DomainAdversarial)
     first = exp.loop.train_step()
@@ -52,8 +61,9 @@ def test_adversarial_term_trains_the_source_before_adaptation_starts():
     assert {"adv_image", "adv_instance", "adv_consistency"} <= set(second)
 
 
-def test_run_folder_has_overlays_and_the_per_class_ap_table(tmp_path):
-    cfg = load_config([*TINY_DET, "method=mean_teacher", "mic=block"])
+@backends
+def test_run_folder_has_overlays_and_the_per_class_ap_table(tmp_path, backend):
+    cfg = load_config([*tiny_det(backend), "method=mean_teacher", "mic=block"])
     summary = run_experiment(cfg, tmp_path)
     assert summary["metric"] == "map_50"
     assert {"student", "teacher"} <= set(summary["after_adaptation"])

@@ -1,20 +1,25 @@
-"""The detector's seams: per-box weights on the RPN and ROI losses, training forwards without
-targets, captured features, 0-based classes, and gradient reversal."""
+"""The detector's seams, on both backends (torchvision's FasterRCNN, detectron2's
+Detectron2RCNN): per-box weights on the RPN and ROI losses, training forwards without targets,
+captured features, 0-based classes, and gradient reversal."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mic import ConfigError
 from mic.tasks.detection import (
     BOX_REGRESSION_PARTS,
     LOSS_PARTS,
+    DomainAdversarial,
     FasterRCNN,
     reverse_gradient,
     scale_gradient,
 )
 from mic.tasks.detection.model import sample_weights
-from tests.det_helpers import NUM_CLASSES, tiny_batch, tiny_detector
+from tests.det_helpers import BACKENDS, NUM_CLASSES, head_weights, tiny_batch, tiny_detector
 from tests.det_helpers import task as det_task
+
+backends = pytest.mark.parametrize("backend", BACKENDS)
 
 
 def _losses(model, images, targets, weights=None, seed=0):
@@ -22,19 +27,21 @@ def _losses(model, images, targets, weights=None, seed=0):
     return det_task().loss(model, images, targets, weights)
 
 
-def test_loss_has_the_four_named_parts_and_back_propagates():
-    model = tiny_detector()
+@backends
+def test_loss_has_the_four_named_parts_and_back_propagates(backend):
+    model = tiny_detector(backend=backend)
     images, targets = tiny_batch()
     losses = _losses(model, images, targets)
     assert tuple(losses) == LOSS_PARTS
     assert all(torch.isfinite(v) and v.requires_grad for v in losses.values())
     sum(losses.values()).backward()
-    assert model.rpn.head.cls_logits.weight.grad is not None
-    assert model.roi_heads.box_predictor.cls_score.weight.grad is not None
+    for name, weight in head_weights(model).items():
+        assert weight.grad is not None and weight.grad.abs().sum() > 0, name
 
 
-def test_unit_weights_change_nothing_and_a_common_factor_scales_every_part():
-    model = tiny_detector()
+@backends
+def test_unit_weights_change_nothing_and_a_common_factor_scales_every_part(backend):
+    model = tiny_detector(backend=backend)
     images, targets = tiny_batch()
     plain = _losses(model, images, targets)
     ones = _losses(model, images, targets, [torch.ones(len(t["boxes"])) for t in targets])
@@ -59,8 +66,9 @@ def test_weights_act_per_box_on_the_samples_matched_to_it():
     assert torch.equal(sample_weights(empty, None, torch.zeros(3, dtype=torch.bool)), torch.ones(3))
 
 
-def test_zero_weight_on_one_image_removes_its_samples_from_the_losses():
-    model = tiny_detector()
+@backends
+def test_zero_weight_on_one_image_removes_its_samples_from_the_losses(backend):
+    model = tiny_detector(backend=backend)
     images, targets = tiny_batch()
     plain = _losses(model, images, targets)
     zero = _losses(model, images, targets, [torch.tensor([1.0, 1.0]), torch.tensor([0.0])])
@@ -68,6 +76,22 @@ def test_zero_weight_on_one_image_removes_its_samples_from_the_losses():
     for k in LOSS_PARTS:
         assert zero[k] <= plain[k]
     assert zero["roi_classifier"] < plain["roi_classifier"]
+    assert zero["rpn_objectness"] < plain["rpn_objectness"]
+
+
+@backends
+def test_a_box_weight_reaches_the_samples_matched_to_that_box(backend):
+    # one image, two boxes: only the weight of box 1 changes, so only its samples (and, through
+    # the mean, the background's) change; with box 1's weight 0 and box 0's 2 the background
+    # still weighs 1
+    model = tiny_detector(backend=backend)
+    images, targets = tiny_batch(n=1)
+    plain = _losses(model, images, targets)
+    shifted = _losses(model, images, targets, [torch.tensor([2.0, 0.0])])
+    assert not torch.allclose(shifted["roi_classifier"], plain["roi_classifier"])
+    assert not torch.allclose(shifted["rpn_box"], plain["rpn_box"])
+    swapped = _losses(model, images, targets, [torch.tensor([0.0, 2.0])])
+    assert not torch.allclose(shifted["rpn_box"], swapped["rpn_box"])
 
 
 @pytest.mark.parametrize(
@@ -87,8 +111,9 @@ def test_backbones_build_and_predict(backbone, kwargs):
     assert "FrozenBatchNorm2d" not in norms  # from scratch: trainable BatchNorm
 
 
-def test_images_without_objects_are_valid_training_samples():
-    model = tiny_detector()
+@backends
+def test_images_without_objects_are_valid_training_samples(backend):
+    model = tiny_detector(backend=backend)
     images, _ = tiny_batch()
     empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}] * 2
     losses = _losses(model, images, empty)
@@ -96,30 +121,72 @@ def test_images_without_objects_are_valid_training_samples():
     assert losses["rpn_objectness"] > 0 and losses["roi_classifier"] > 0
 
 
-def test_training_forward_without_targets_captures_features_and_computes_no_loss():
-    model = tiny_detector().train()
+@backends
+def test_training_forward_without_targets_captures_features_and_computes_no_loss(backend):
+    model = tiny_detector(backend=backend).train()
     images, _ = tiny_batch()
     with model.capture() as captured:
         out = model(images)
     assert out == {}
-    assert list(captured.features) == ["0", "1", "2", "3", "pool"]
-    assert captured.roi_features.shape == (sum(len(p) for p in captured.proposals), 32)
-    assert captured.roi_levels.shape == (captured.roi_features.shape[0],)
+    names = {"torchvision": ["0", "1", "2", "3", "pool"], "detectron2": ["p2", "p3", "p4", "p5"]}
+    assert list(captured.features)[:4] == names[backend][:4] and len(captured.features) == 5
+    assert [f.shape[1] for f in captured.features.values()] == [model.fpn_channels] * 5
+    rois = captured.roi_features
+    assert rois.shape == (sum(len(p) for p in captured.proposals), model.representation_size)
+    assert captured.roi_levels.shape == (rois.shape[0],)
+    assert int(captured.roi_levels.min()) >= 0 and int(captured.roi_levels.max()) < 4
     assert captured.image_sizes == [(64, 64), (64, 64)]
-    assert model._capture is None and model.roi_heads.captured is None
+    assert all(len(p) <= 16 for p in captured.proposals)  # a subset, as for labelled images
+    pooled = model.pool_regions(captured.features, captured.proposals, captured.image_sizes)
+    assert pooled.shape == (rois.shape[0], model.fpn_channels, 7, 7)
+    with model.capture() as earlier:
+        pass
+    model(images)  # outside the block nothing is recorded, by the model or its heads
+    assert earlier.roi_features is None and not earlier.features and not earlier.proposals
 
 
-def test_eval_predicts_0_based_classes_in_input_pixels():
-    model = tiny_detector().eval()
+@backends
+def test_domain_classifiers_reverse_and_scale_the_gradient_into_the_detector(backend):
+    model = tiny_detector(backend=backend).train()
+    images, _ = tiny_batch()
+    term = DomainAdversarial(channels=16, roi_features=32, image_weight=0.025).eval()  # no dropout
+    with model.capture() as captured:
+        model(images)
+    maps, rois = list(captured.features.values()), captured.roi_features
+    for x in (*maps, rois):
+        x.retain_grad()
+    image, instance, _ = term.domain_losses(model, captured, 1.0)
+    image.backward(retain_graph=True)
+    reached = [x.grad.clone() for x in maps]
+    # the classifiers' own gradient of the same losses, without the reversal layer (the
+    # gradient of a map includes what reaches it through the maps computed from it)
+    logits = term.image_classifier(maps)
+    loss = torch.stack([F.binary_cross_entropy_with_logits(z, torch.ones_like(z)) for z in logits])
+    grads = torch.autograd.grad(loss.mean(), maps, retain_graph=True)
+    for r, g in zip(reached, grads, strict=True):
+        assert g.abs().sum() > 0
+        assert torch.allclose(r, -0.025 * g, rtol=1e-4, atol=1e-12)
+    instance.backward(retain_graph=True)
+    reached = rois.grad.clone()
+    z = term.instance_classifier(rois, captured.roi_levels)
+    (g,) = torch.autograd.grad(F.binary_cross_entropy_with_logits(z, torch.ones_like(z)), rois)
+    assert g.abs().sum() > 0
+    assert torch.allclose(reached, -0.1 * g, rtol=1e-4, atol=1e-12)
+
+
+@backends
+def test_eval_predicts_0_based_classes_in_input_pixels(backend):
+    model = tiny_detector(backend=backend).eval()
     images = [torch.rand(3, 64, 64), torch.rand(3, 48, 80)]  # sizes differ: a list
     with torch.no_grad():
         out = model(images)
     assert len(out) == 2
     for d, img in zip(out, images, strict=True):
         assert set(d) == {"boxes", "labels", "scores"}
-        if len(d["labels"]):
-            assert d["labels"].min() >= 0 and d["labels"].max() < NUM_CLASSES
-            assert d["boxes"][:, 2].max() <= img.shape[-1] + 1e-3
+        assert len(d["labels"]) > 0  # an untrained detector scores everything above 0.05
+        assert d["labels"].min() >= 0 and d["labels"].max() < NUM_CLASSES
+        assert d["boxes"][:, 2].max() <= img.shape[-1] + 1e-3
+        assert d["boxes"][:, 3].max() <= img.shape[-2] + 1e-3
 
 
 def test_box_regression_parts_are_named():

@@ -13,8 +13,10 @@ from mic import DatasetError, PseudoLabels
 from mic.datasets.detection import ShapesDetection
 from mic.tasks.detection import BOX_REGRESSION_PARTS, make_target
 from mic.tasks.detection.model import IMAGENET_MEAN
-from tests.det_helpers import NUM_CLASSES, tiny_batch, tiny_detector
+from tests.det_helpers import BACKENDS, NUM_CLASSES, head_weights, need, tiny_batch, tiny_detector
 from tests.det_helpers import task as det_task
+
+backends = pytest.mark.parametrize("backend", BACKENDS)
 
 
 def _prediction(scores, labels=None):
@@ -71,8 +73,9 @@ def _pseudo(scores_per_image):
     return det_task().pseudo_label([_prediction(s, [1] * len(s)) for s in scores_per_image])
 
 
-def test_masked_branch_sees_only_images_with_pseudo_boxes_and_their_confidence():
-    model = _Recording(tiny_detector())
+@backends
+def test_masked_branch_sees_only_images_with_pseudo_boxes_and_their_confidence(backend):
+    model = _Recording(tiny_detector(backend=backend))
     images, _ = tiny_batch()
     term = _mic(weighting="prob")
     term.loss(model, det_task(), images, _pseudo([[0.9, 0.85], [0.1]]))
@@ -88,30 +91,30 @@ def test_masked_branch_sees_only_images_with_pseudo_boxes_and_their_confidence()
     assert not model.calls
 
 
-def _grads_after(term, seed=0):
-    model = tiny_detector(seed)
+def _grads_after(term, backend, seed=0):
+    model = tiny_detector(seed, backend=backend)
     images, _ = tiny_batch()
     torch.manual_seed(seed)
     loss = term.loss(model, det_task(), images, _pseudo([[0.9, 0.85], [0.95]]))
     loss.backward()
-    rpn_box = model.rpn.head.bbox_pred.weight.grad
-    roi_box = model.roi_heads.box_predictor.bbox_pred.weight.grad
-    cls = model.roi_heads.box_predictor.cls_score.weight.grad
-    return rpn_box, roi_box, cls, loss
+    grads = {k: w.grad for k, w in head_weights(model).items()}
+    return grads["rpn_box"], grads["roi_box"], grads["roi_classifier"], loss
 
 
-def test_box_regression_of_the_masked_branch_is_off_by_default_and_can_be_switched_on():
-    rpn_box, roi_box, cls, _ = _grads_after(_mic())
+@backends
+def test_box_regression_of_the_masked_branch_is_off_by_default_and_can_be_switched_on(backend):
+    rpn_box, roi_box, cls, _ = _grads_after(_mic(), backend)
     assert rpn_box is None and roi_box is None  # not even in the graph
     assert cls is not None and cls.abs().sum() > 0
-    rpn_box, roi_box, cls, _ = _grads_after(_mic(part_weights={}))
+    rpn_box, roi_box, cls, _ = _grads_after(_mic(part_weights={}), backend)
     assert rpn_box is not None and rpn_box.abs().sum() > 0
     assert roi_box is not None
 
 
-def test_lambda_scales_every_part_of_the_masked_loss():
-    _, _, _, one = _grads_after(_mic(weight=1.0))
-    _, _, _, half = _grads_after(_mic(weight=0.5))
+@backends
+def test_lambda_scales_every_part_of_the_masked_loss(backend):
+    _, _, _, one = _grads_after(_mic(weight=1.0), backend)
+    _, _, _, half = _grads_after(_mic(weight=0.5), backend)
     assert torch.allclose(half, 0.5 * one, atol=1e-6)
 
 
@@ -204,3 +207,55 @@ def test_reports_name_the_classes_as_the_test_dataset_does():
     given = DetectionTask(2, class_names=["a", "b"])
     given.report_hooks(None, Named())
     assert given.class_names == ["a", "b"]  # names given in the config win
+
+
+def test_one_batch_gives_the_same_pseudo_boxes_whichever_backend_predicted():
+    """The teacher's raw detections, in each backend's own form (torchvision: dicts in the
+    resized image with background class 0; detectron2: ``Instances`` in the resized image with
+    0-based classes), go through the model's post-processing, the teacher and the Task's
+    pseudo-labelling: the same pseudo-boxes either way."""
+    need("detectron2")
+    from detectron2.structures import Boxes, Instances
+
+    from mic.tasks.detection import Detectron2RCNN, FasterRCNN
+
+    # two 64 x 96 images; both models resize them to 128 x 192
+    boxes = [torch.tensor([[2.0, 4, 20, 30], [30, 10, 60, 50], [5, 5, 9, 9]]), torch.zeros(0, 4)]
+    scores = [torch.tensor([0.95, 0.8, 0.5]), torch.zeros(0)]
+    labels = [torch.tensor([2, 0, 1]), torch.zeros(0, dtype=torch.int64)]
+    raw = {
+        "torchvision": [
+            {"boxes": 2 * b, "labels": c + 1, "scores": s}
+            for b, c, s in zip(boxes, labels, scores, strict=True)
+        ],
+        "detectron2": [
+            Instances((128, 192), pred_boxes=Boxes(2 * b), scores=s, pred_classes=c)
+            for b, c, s in zip(boxes, labels, scores, strict=True)
+        ],
+    }
+    sizes = dict(min_size=128, max_size=192, fpn_channels=16, representation_size=32)
+    anchors = [8, 16, 32, 64, 128]
+    models = {
+        "torchvision": FasterRCNN("test_efficientnet", 3, anchor_sizes=anchors, **sizes),
+        "detectron2": Detectron2RCNN(
+            num_classes=3, backbone="test_efficientnet", anchor_sizes=anchors, **sizes
+        ),
+    }
+    # the ROI heads of each backend answer with the raw detections above
+    models["torchvision"].roi_heads.forward = lambda *a, **k: (raw["torchvision"], {})
+    models["detectron2"].rcnn.roi_heads.forward = lambda *a, **k: (raw["detectron2"], {})
+    images = torch.rand(2, 3, 64, 96)
+    pseudo = {}
+    for backend, model in models.items():
+        teacher = mic.EMATeacher(model, alpha=0.9)
+        pseudo[backend] = det_task().pseudo_label(teacher.predict(det_task(), images))
+    tv, d2 = pseudo["torchvision"], pseudo["detectron2"]
+    assert tv.keep == d2.keep == [True, False]
+    for a, b in zip(tv.labels, d2.labels, strict=True):
+        assert torch.equal(a["labels"], b["labels"])
+        assert torch.allclose(a["boxes"], b["boxes"])
+    for a, b in zip(tv.confidence, d2.confidence, strict=True):
+        assert torch.equal(a, b)
+    # scores >= 0.8, boxes back in the input's pixels, classes 0-based
+    assert torch.allclose(d2.labels[0]["boxes"], boxes[0][:2])
+    assert d2.labels[0]["labels"].tolist() == [2, 0]

@@ -3,7 +3,8 @@
 
 - ``read-only:<folder>``: every write below the folder fails as on a read-only mount;
 - ``full-disk``: the disk reports 1 MiB free;
-- ``save-fails``: ``torch.save`` fails as torch's writer does when the disk fills.
+- ``save-fails``: ``torch.save`` fails as torch's writer does when the disk fills;
+- ``no-detectron2``: ``import detectron2`` fails, as where it is not installed.
 """
 
 import builtins
@@ -59,3 +60,8 @@ elif FAULT == "save-fails":
         )
 
     torch.save = _save
+
+elif FAULT == "no-detectron2":
+    import sys
+
+    sys.modules["detectron2"] = None  # type: ignore[assignment]

@@ -1,5 +1,6 @@
-"""Object detection: Faster R-CNN (torchvision) with per-box loss weights, the detection Task,
-adversarial alignment (DA-Faster / SADA), and reports."""
+"""Object detection: Faster R-CNN with per-box loss weights on torchvision (``FasterRCNN``) or
+detectron2 (``Detectron2RCNN``, an optional dependency imported only when such a model is
+built), the detection Task, adversarial alignment (DA-Faster / SADA), and reports."""
 
 from mic.datasets.detection.targets import check_target, make_target
 from mic.tasks.detection.adversarial import (
@@ -11,6 +12,7 @@ from mic.tasks.detection.adversarial import (
     scale_gradient,
     source_forward,
 )
+from mic.tasks.detection.detectron2_rcnn import Detectron2RCNN, detectron2_build
 from mic.tasks.detection.model import BOX_REGRESSION_PARTS, LOSS_PARTS, FasterRCNN
 from mic.tasks.detection.report import DetectionReport
 from mic.tasks.detection.task import DetectionMetrics, DetectionTask
@@ -22,6 +24,7 @@ __all__ = [
     "DetectionMetrics",
     "DetectionReport",
     "DetectionTask",
+    "Detectron2RCNN",
     "DomainAdversarial",
     "FasterRCNN",
     "ImageDomainClassifier",
@@ -29,6 +32,7 @@ __all__ = [
     "SharedSourceSupervision",
     "WarmupMultiStep",
     "check_target",
+    "detectron2_build",
     "make_target",
     "reverse_gradient",
     "scale_gradient",

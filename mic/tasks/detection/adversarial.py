@@ -128,8 +128,9 @@ def source_forward(ctx: IterationContext) -> tuple[dict[str, Tensor], Capture]:
     model = unwrap(ctx.student)
     if not hasattr(model, "capture"):
         raise ConfigError(
-            "the domain-adversarial terms need a mic.tasks.detection.FasterRCNN student (they "
-            f"read the detector's features), got {type(model).__name__}"
+            "the domain-adversarial terms need a mic.tasks.detection.FasterRCNN or "
+            "Detectron2RCNN student (they read the detector's features), got "
+            f"{type(model).__name__}"
         )
     with model.capture() as captured:
         losses = ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets, rng=ctx.rng)
@@ -250,7 +251,7 @@ class DomainAdversarial(LossTerm):
         scale = self.consistency_weight
         probs = self.image_classifier([scale_gradient(x, scale * self.image_weight) for x in maps])
         prob_maps = {k: p.sigmoid() for k, p in zip(names, probs, strict=True)}
-        pooled = model.roi_heads.box_roi_pool(prob_maps, captured.proposals, captured.image_sizes)
+        pooled = model.pool_regions(prob_maps, captured.proposals, captured.image_sizes)
         region = pooled.mean(dim=(1, 2, 3))
         inst = self.instance_classifier(scale_gradient(rois, scale * self.instance_weight), levels)
         return image, instance, F.l1_loss(region, inst.sigmoid())

@@ -244,6 +244,21 @@ def _norm_layer(norm: str, pretrained: bool) -> type[nn.Module]:
     raise ConfigError(f"model.norm must be 'auto', 'frozen' or 'batch', got {norm!r}")
 
 
+def timm_features(
+    name: str, pretrained: bool, out_indices: Sequence[int], frozen_norm: bool
+) -> nn.Module:
+    """A timm feature extractor (``features_only``, through ``mic.backbones``), its BatchNorm
+    frozen on request; ``feature_info`` gives the maps' channels and strides."""
+    body = create_backbone(
+        name, pretrained=pretrained, features_only=True, out_indices=tuple(out_indices)
+    )
+    if frozen_norm:
+        from timm.layers import freeze_batch_norm_2d
+
+        body = freeze_batch_norm_2d(body)
+    return body
+
+
 class TimmFPN(nn.Module):
     """A timm feature extractor (``features_only``) followed by a feature pyramid network with
     a max-pooled extra level; returns an ordered dict of maps with ``out_channels`` each."""
@@ -257,13 +272,7 @@ class TimmFPN(nn.Module):
         frozen_norm: bool = False,
     ) -> None:
         super().__init__()
-        self.body = create_backbone(
-            name, pretrained=pretrained, features_only=True, out_indices=tuple(out_indices)
-        )
-        if frozen_norm:
-            from timm.layers import freeze_batch_norm_2d
-
-            self.body = freeze_batch_norm_2d(self.body)
+        self.body = timm_features(name, pretrained, out_indices, frozen_norm)
         channels = self.body.feature_info.channels()
         self.fpn = FeaturePyramidNetwork(channels, out_channels, extra_blocks=LastLevelMaxPool())
         self.out_channels = out_channels
@@ -473,5 +482,27 @@ class FasterRCNN(nn.Module):
         )
         if self.training:
             return {**rpn_losses, **roi_losses}
-        detections = self.transform.postprocess(detections, batch.image_sizes, sizes)
+        return self.postprocess(detections, batch.image_sizes, sizes)
+
+    def postprocess(
+        self,
+        detections: list[dict[str, Tensor]],
+        image_sizes: Sequence[tuple[int, int]],
+        original_sizes: Sequence[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        """torchvision's raw detections (``boxes`` in the resized images, ``labels`` with
+        background 0, ``scores``) as mic's: ``boxes`` in the original images' pixels,
+        ``labels`` 0-based."""
+        detections = self.transform.postprocess(detections, list(image_sizes), list(original_sizes))
         return [{**d, "labels": d["labels"] - 1} for d in detections]
+
+    def pool_regions(
+        self,
+        maps: dict[str, Tensor],
+        proposals: Sequence[Tensor],
+        image_sizes: Sequence[tuple[int, int]],
+    ) -> Tensor:
+        """The box head's ROI pooling of ``maps`` (named as the FPN's) over ``proposals``
+        (per image, N_i x 4 in the resized image's pixels): N x C x 7 x 7 (torchvision's
+        ``MultiScaleRoIAlign``)."""
+        return self.roi_heads.box_roi_pool(maps, list(proposals), list(image_sizes))

@@ -61,7 +61,8 @@ class DetectionMetrics(MeanAveragePrecision):
 
 
 class DetectionTask(Task):
-    """Object detection with a ``FasterRCNN`` (or any model with its interface).
+    """Object detection with a ``FasterRCNN`` or ``Detectron2RCNN`` (or any model with their
+    interface).
 
     - ``loss``: the detector's four named losses (``rpn_objectness``, ``rpn_box``,
       ``roi_classifier``, ``roi_box``); per-box weights go into the targets as ``weights``,
@@ -118,7 +119,7 @@ class DetectionTask(Task):
         if missing:
             raise RuntimeError(
                 f"the detector returned losses {sorted(losses)} without {missing}: is it in "
-                "training mode, and a mic.tasks.detection.FasterRCNN?"
+                "training mode, and a mic.tasks.detection.FasterRCNN or Detectron2RCNN?"
             )
         return {k: losses[k] for k in LOSS_PARTS}
 

@@ -1,0 +1,475 @@
+"""Faster R-CNN on detectron2, behind the same interface as mic's torchvision ``FasterRCNN``.
+
+The detector is a detectron2 ``GeneralizedRCNN`` built from a detectron2 config (a model-zoo
+name or a YAML file) plus mic's overrides (classes, input size, norm, head sizes), with
+detectron2's backbone (ResNet-FPN) or any timm backbone under detectron2's FPN. Its RPN and
+ROI heads are detectron2's with their losses re-done for per-box weights
+(``mic.tasks.detection.detectron2_parts``). So the Task, the loop, the teacher, MIC and the
+adversarial terms drive it unchanged:
+
+- images in [0, 1] (B x 3 x H x W or a list), resized inside (shorter side ``min_size``, longer
+  at most ``max_size``) and normalised inside with the config's pixel mean and std;
+- training mode returns the named losses (``LOSS_PARTS``; empty without targets), eval mode
+  per-image dicts of ``boxes``, ``labels`` (0-based) and ``scores`` in input pixels (detectron2's
+  ``Instances``, rescaled by ``detector_postprocess``);
+- ``capture()`` records the FPN maps, the proposals, their ROI features and levels.
+
+detectron2 is an optional dependency: this module imports it only when a model is built.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mic.core.errors import ConfigError
+from mic.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+from mic.tasks.detection.model import Capture
+
+log = logging.getLogger(__name__)
+
+#: the paragraph a missing detectron2 gives
+INSTALL_DETECTRON2 = (
+    "the detectron2 backend (mic.tasks.detection.Detectron2RCNN, model=d2_faster_rcnn_*) needs "
+    "detectron2, which this Python environment does not have. detectron2 publishes no wheels. "
+    "On a CPU: pip install -e '.[detectron2]' and then bash scripts/install_detectron2_cpu.sh "
+    "(detectron2 0.6 as pure Python; Faster R-CNN takes ROIAlign and NMS from torchvision). On "
+    "a GPU machine, build it with its CUDA ops against the installed torch: pip install "
+    "--no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git' "
+    "(docs/detection.md, 'detectron2 on a GPU'). Or use the torchvision backend "
+    "(model=faster_rcnn_r50 or faster_rcnn_small)."
+)
+
+#: mic's norm names and detectron2's (``MODEL.RESNETS.NORM``)
+_NORMS = {"frozen": "FrozenBN", "batch": "BN", "FrozenBN": "FrozenBN", "BN": "BN", "GN": "GN"}
+_NORMS["SyncBN"] = "SyncBN"
+
+
+def detectron2_build() -> str | None:
+    """Which detectron2 this environment has: ``"compiled"`` (with its C++/CUDA ops, built
+    from source), ``"python"`` (without them, as ``scripts/install_detectron2_cpu.sh``
+    installs it), or None (not installed)."""
+    try:
+        import detectron2  # noqa: F401
+    except ImportError:
+        return None
+    return "compiled" if importlib.util.find_spec("detectron2._C") is not None else "python"
+
+
+def require_detectron2() -> str:
+    """Import detectron2 and mic's parts on it; the build (see ``detectron2_build``), logged
+    once per process.
+
+    Raises:
+        ConfigError: detectron2 is not installed (one paragraph with the install steps), or is
+            installed but cannot be imported.
+    """
+    try:
+        import detectron2
+    except ImportError as e:
+        raise ConfigError(f"{INSTALL_DETECTRON2} (import detectron2: {e})") from e
+    with warnings.catch_warnings():  # detectron2 0.6 scripts a few functions at import
+        warnings.filterwarnings("ignore", ".*torch.jit.script.*", FutureWarning)
+        warnings.filterwarnings("ignore", ".*torch.jit.script.*", DeprecationWarning)
+        try:
+            import detectron2.modeling
+        except ImportError as e:
+            raise ConfigError(
+                f"detectron2 {getattr(detectron2, '__version__', '')} is installed but cannot be "
+                f"imported ({e.__class__.__name__}: {e}); reinstall it (docs/detection.md, 'The "
+                "detectron2 backend')"
+            ) from e
+        import mic.tasks.detection.detectron2_parts  # noqa: F401
+    build = detectron2_build()
+    if not getattr(require_detectron2, "said", False):
+        require_detectron2.said = True  # type: ignore[attr-defined]
+        if build == "compiled":
+            log.info("detectron2 %s, compiled with its C++/CUDA ops", detectron2.__version__)
+        else:
+            log.info(
+                "detectron2 %s without its C++/CUDA ops (scripts/install_detectron2_cpu.sh): "
+                "Faster R-CNN runs, with ROIAlign and NMS from torchvision; deformable "
+                "convolution and rotated boxes are missing",
+                detectron2.__version__,
+            )
+    return build or "python"
+
+
+def _flatten(opts: Mapping[str, Any] | Sequence[Any] | None, prefix: str = "") -> list[Any]:
+    """detectron2's ``merge_from_list`` form of ``opts``: a flat ``[KEY, value, ...]`` list,
+    or a mapping (dotted keys or nested, as Hydra gives them)."""
+    if opts is None:
+        return []
+    if not isinstance(opts, Mapping):
+        return [_plain(v) for v in opts]
+    flat: list[Any] = []
+    for key, value in opts.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat += _flatten(value, f"{name}.")
+        else:
+            flat += [name, _plain(value)]
+    return flat
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        return value
+    return [_plain(v) for v in value]
+
+
+def config_file(config: str) -> str:
+    """A detectron2 config: a YAML file, or a model-zoo name such as
+    ``COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml`` (found in detectron2's package)."""
+    if Path(config).is_file():
+        return str(config)
+    from detectron2 import model_zoo
+
+    zoo = Path(model_zoo.__file__).parent / "configs"
+    if (zoo / config).is_file():
+        return str(zoo / config)
+    near = sorted(p.relative_to(zoo).as_posix() for p in zoo.glob("*/faster_rcnn_*.yaml"))
+    raise ConfigError(
+        f"model.config={config!r} is neither a file nor a detectron2 model-zoo config; "
+        f"Faster R-CNN configs of the zoo: {', '.join(near)}"
+    )
+
+
+class Detectron2RCNN(nn.Module):
+    """Faster R-CNN on detectron2's parts (``GeneralizedRCNN``, ``RPN``, ``StandardROIHeads``,
+    ``FPN``, its config system), with the interface of ``mic.tasks.detection.FasterRCNN``.
+
+    Input: images in [0, 1], a B x 3 x H x W batch or a list of 3 x H x W images; targets: a
+    list of dicts with ``boxes`` (N x 4, x1 y1 x2 y2 in pixels), ``labels`` (N, 0-based class
+    ids) and optionally ``weights`` (N). Training mode returns the dict of named losses
+    (``rpn_objectness``, ``rpn_box``, ``roi_classifier``, ``roi_box``: detectron2's
+    ``loss_rpn_cls``, ``loss_rpn_loc``, ``loss_cls``, ``loss_box_reg``; empty without targets);
+    eval mode returns per-image dicts of ``boxes``, ``labels`` (0-based) and ``scores`` in the
+    input's pixel coordinates.
+
+    Every argument left None keeps the detectron2 config's value.
+
+    Args:
+        config: a detectron2 model-zoo name (default: Faster R-CNN R50-FPN, as published for
+            SADA) or a YAML path; a Faster R-CNN (``GeneralizedRCNN`` with ``RPN`` and
+            ``StandardROIHeads``); masks and keypoints are switched off.
+        num_classes: foreground classes (``MODEL.ROI_HEADS.NUM_CLASSES``).
+        backbone: None: the config's (detectron2's ResNet, ``MODEL.RESNETS.DEPTH``); a timm
+            name: that model (``mic.backbones``) under detectron2's FPN.
+        pretrained: ImageNet weights for the backbone: the config's ``MODEL.WEIGHTS``
+            (detectron2's MSRA ResNet for the zoo's configs) or timm's.
+        weights: a detectron2 checkpoint loaded into the whole model (a path, a URL or a
+            ``detectron2://`` name; classes that differ are left out); overrides
+            ``pretrained``'s ``MODEL.WEIGHTS``.
+        norm: ``auto`` (frozen BatchNorm with pretrained weights, trainable BatchNorm
+            without: frozen statistics of a random network make training diverge),
+            ``frozen`` / ``FrozenBN``, ``batch`` / ``BN``, ``GN``, ``SyncBN``
+            (``MODEL.RESNETS.NORM``; a timm backbone is frozen or not).
+        trainable_layers: ResNet stages that train, torchvision's meaning (5 - ``FREEZE_AT``;
+            None: the config's with pretrained weights, all without).
+        fpn_channels: ``MODEL.FPN.OUT_CHANNELS``.
+        representation_size: ``MODEL.ROI_BOX_HEAD.FC_DIM``.
+        min_size, max_size: the resize of the shorter / longer side, in training and in eval
+            (``INPUT.MIN_SIZE_TEST`` / ``INPUT.MAX_SIZE_TEST``; published 800 / 1600 for
+            Cityscapes).
+        image_mean, image_std: normalisation inside the model, RGB in [0, 1] units (None: the
+            config's ``MODEL.PIXEL_MEAN`` / ``PIXEL_STD``; ImageNet's for a timm backbone).
+        anchor_sizes: per FPN level, a size or a list (``MODEL.ANCHOR_GENERATOR.SIZES``).
+        aspect_ratios: ``MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS``.
+        rpn_*, box_*: the settings of mic's ``FasterRCNN`` of the same names
+            (``MODEL.RPN.*_NMS_TOPK_*``, ``BATCH_SIZE_PER_IMAGE``, ``NMS_THRESH``;
+            ``MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE``, ``SCORE_THRESH_TEST``,
+            ``NMS_THRESH_TEST``; ``TEST.DETECTIONS_PER_IMAGE``).
+        opts: any other detectron2 config keys, applied last: a mapping
+            (``{"MODEL.RESNETS.DEPTH": 18}`` or nested) or a flat ``[KEY, value, ...]`` list.
+
+    Raises:
+        ConfigError: detectron2 is missing, an unknown config or config key, a config that is
+            no Faster R-CNN, weights that cannot be loaded.
+    """
+
+    def __init__(
+        self,
+        config: str = "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml",
+        num_classes: int = 8,
+        backbone: str | None = None,
+        pretrained: bool = False,
+        weights: str | None = None,
+        norm: str = "auto",
+        trainable_layers: int | None = None,
+        fpn_channels: int | None = None,
+        representation_size: int | None = None,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        image_mean: Sequence[float] | None = None,
+        image_std: Sequence[float] | None = None,
+        anchor_sizes: Sequence[int | Sequence[int]] | None = None,
+        aspect_ratios: Sequence[float] | None = None,
+        rpn_pre_nms_top_n_train: int | None = None,
+        rpn_post_nms_top_n_train: int | None = None,
+        rpn_pre_nms_top_n_test: int | None = None,
+        rpn_post_nms_top_n_test: int | None = None,
+        rpn_batch_size_per_image: int | None = None,
+        rpn_nms_thresh: float | None = None,
+        box_batch_size_per_image: int | None = None,
+        box_score_thresh: float | None = None,
+        box_nms_thresh: float | None = None,
+        box_detections_per_img: int | None = None,
+        opts: Mapping[str, Any] | Sequence[Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if int(num_classes) < 1:
+            raise ConfigError(f"detection needs at least 1 class, got num_classes={num_classes}")
+        self.build = require_detectron2()
+        from detectron2.config import get_cfg
+        from detectron2.modeling import GeneralizedRCNN, build_backbone
+
+        from mic.tasks.detection.detectron2_parts import WeightedROIHeads, WeightedRPN, timm_fpn
+
+        cfg = get_cfg()
+        try:
+            cfg.merge_from_file(config_file(config))
+        except (KeyError, ValueError, AssertionError, OSError) as e:
+            reason = e.args[0] if e.args else e
+            raise ConfigError(f"model.config={config!r} cannot be read: {reason}") from e
+        if norm not in ("auto", *_NORMS):
+            raise ConfigError(
+                f"model.norm must be 'auto', 'frozen', 'batch', 'FrozenBN', 'BN', 'GN' or "
+                f"'SyncBN', got {norm!r}"
+            )
+        initialised = bool(pretrained or weights)
+        model = cfg.MODEL
+        model.DEVICE = "cpu"  # the loop moves the model
+        model.MASK_ON = model.KEYPOINT_ON = False
+        model.ROI_HEADS.NUM_CLASSES = int(num_classes)
+        model.RESNETS.NORM = _NORMS[norm] if norm != "auto" else "FrozenBN" if initialised else "BN"
+        if trainable_layers is not None:
+            if not 0 <= int(trainable_layers) <= 5:
+                raise ConfigError(
+                    f"model.trainable_layers must lie in [0, 5], got {trainable_layers}"
+                )
+            model.BACKBONE.FREEZE_AT = 5 - int(trainable_layers)
+        elif not initialised:
+            model.BACKBONE.FREEZE_AT = 0
+        if backbone is not None:  # timm's normalisation, in RGB
+            cfg.INPUT.FORMAT = "RGB"
+            model.PIXEL_MEAN = [255 * v for v in IMAGENET_MEAN]
+            model.PIXEL_STD = [255 * v for v in IMAGENET_STD]
+        rgb = cfg.INPUT.FORMAT == "RGB"
+        for key, value in (("PIXEL_MEAN", image_mean), ("PIXEL_STD", image_std)):
+            if value is not None:
+                pixels = [255 * float(v) for v in value]
+                model[key] = pixels if rgb else pixels[::-1]
+        counts = {
+            "MODEL.FPN.OUT_CHANNELS": fpn_channels,
+            "MODEL.ROI_BOX_HEAD.FC_DIM": representation_size,
+            "INPUT.MIN_SIZE_TEST": min_size,
+            "INPUT.MAX_SIZE_TEST": max_size,
+            "MODEL.RPN.PRE_NMS_TOPK_TRAIN": rpn_pre_nms_top_n_train,
+            "MODEL.RPN.POST_NMS_TOPK_TRAIN": rpn_post_nms_top_n_train,
+            "MODEL.RPN.PRE_NMS_TOPK_TEST": rpn_pre_nms_top_n_test,
+            "MODEL.RPN.POST_NMS_TOPK_TEST": rpn_post_nms_top_n_test,
+            "MODEL.RPN.BATCH_SIZE_PER_IMAGE": rpn_batch_size_per_image,
+            "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": box_batch_size_per_image,
+            "TEST.DETECTIONS_PER_IMAGE": box_detections_per_img,
+        }
+        fractions = {
+            "MODEL.RPN.NMS_THRESH": rpn_nms_thresh,
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST": box_score_thresh,
+            "MODEL.ROI_HEADS.NMS_THRESH_TEST": box_nms_thresh,
+        }
+        flat = [x for k, v in counts.items() if v is not None for x in (k, int(v))]
+        flat += [x for k, v in fractions.items() if v is not None for x in (k, float(v))]
+        if anchor_sizes is not None:
+            sizes = [[s] if isinstance(s, (int, float)) else list(s) for s in anchor_sizes]
+            flat += ["MODEL.ANCHOR_GENERATOR.SIZES", [[int(v) for v in s] for s in sizes]]
+        if aspect_ratios is not None:
+            ratios = [[float(a) for a in aspect_ratios]]
+            flat += ["MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", ratios]
+        try:
+            cfg.merge_from_list(flat + _flatten(opts))
+        except (KeyError, ValueError, AssertionError) as e:
+            reason = e.args[0] if e.args else e
+            raise ConfigError(
+                f"model.opts: {reason} (the keys and types of detectron2's config: "
+                "detectron2.config.get_cfg())"
+            ) from e
+        kinds = (model.META_ARCHITECTURE, model.PROPOSAL_GENERATOR.NAME, model.ROI_HEADS.NAME)
+        if kinds != ("GeneralizedRCNN", "RPN", "StandardROIHeads"):
+            raise ConfigError(
+                f"the detectron2 backend builds Faster R-CNN (GeneralizedRCNN, RPN, "
+                f"StandardROIHeads); model.config={config!r} gives {', '.join(kinds)}"
+            )
+        levels, sizes = len(model.RPN.IN_FEATURES), len(model.ANCHOR_GENERATOR.SIZES)
+        if sizes not in (1, levels):
+            raise ConfigError(
+                f"model.anchor_sizes has {sizes} sizes but the RPN reads {levels} feature levels "
+                f"({', '.join(model.RPN.IN_FEATURES)}); give one anchor size per level"
+            )
+        if pretrained and backbone is None and not (weights or model.WEIGHTS):
+            raise ConfigError(
+                f"model.pretrained=true but model.config={config!r} names no MODEL.WEIGHTS; "
+                "give the weights with model.weights=..."
+            )
+        cfg.freeze()
+        self.cfg = cfg
+        self.num_classes = int(num_classes)
+        if backbone is None:
+            body = build_backbone(cfg)
+        else:
+            frozen = model.RESNETS.NORM == "FrozenBN"
+            fpn = model.FPN
+            body = timm_fpn(
+                backbone, bool(pretrained), frozen, fpn.OUT_CHANNELS, fpn.NORM, fpn.FUSE_TYPE
+            )
+        shapes = body.output_shape()
+        self.rcnn = GeneralizedRCNN(
+            backbone=body,
+            proposal_generator=WeightedRPN(cfg, shapes),
+            roi_heads=WeightedROIHeads(cfg, shapes),
+            pixel_mean=model.PIXEL_MEAN,
+            pixel_std=model.PIXEL_STD,
+            input_format=cfg.INPUT.FORMAT,
+        )
+        self.fpn_channels = int(next(iter(shapes.values())).channels)
+        self.representation_size = int(self.rcnn.roi_heads.box_head.output_shape.channels)
+        mean, std = list(model.PIXEL_MEAN), list(model.PIXEL_STD)
+        if not rgb:
+            mean, std = mean[::-1], std[::-1]
+        self.image_mean = [v / 255 for v in mean]
+        self.image_std = [v / 255 for v in std]
+        self.min_size, self.max_size = int(cfg.INPUT.MIN_SIZE_TEST), int(cfg.INPUT.MAX_SIZE_TEST)
+        checkpoint = weights or (model.WEIGHTS if pretrained and backbone is None else None)
+        if checkpoint:
+            self.load_detectron2(checkpoint)
+        self._capture: Capture | None = None
+
+    def load_detectron2(self, checkpoint: str) -> None:
+        """Load a detectron2 checkpoint (path, URL or ``detectron2://`` name) into the model
+        with detectron2's ``DetectionCheckpointer``; parameters whose shape differs (another
+        number of classes) are left as they are.
+
+        Raises:
+            ConfigError: the file cannot be found, fetched or read.
+        """
+        from detectron2.checkpoint import DetectionCheckpointer
+
+        try:
+            DetectionCheckpointer(self.rcnn).load(checkpoint)
+        except Exception as e:
+            raise ConfigError(
+                f"could not load the detectron2 weights {checkpoint!r} ({e.__class__.__name__}: "
+                f"{e}). Without internet, fetch the file elsewhere (detectron2:// stands for "
+                "https://dl.fbaipublicfiles.com/detectron2/) and set model.weights to its "
+                "path, or use model.pretrained=false"
+            ) from e
+
+    # ------------------------------------------------------------------------------ seams
+    @contextmanager
+    def capture(self) -> Iterator[Capture]:
+        """Within the block, forward passes record their FPN and ROI features (the last
+        forward's are kept) for alignment losses."""
+        captured = Capture()
+        self._capture = self.rcnn.roi_heads.captured = captured
+        try:
+            yield captured
+        finally:
+            self._capture = self.rcnn.roi_heads.captured = None
+
+    def pool_regions(
+        self,
+        maps: Mapping[str, Tensor],
+        proposals: Sequence[Tensor],
+        image_sizes: Sequence[tuple[int, int]],
+    ) -> Tensor:
+        """The box head's ROI pooling of ``maps`` (named as the FPN's) over ``proposals``
+        (per image, N_i x 4 in the resized image's pixels): N x C x 7 x 7 (detectron2's
+        ``ROIPooler``)."""
+        from detectron2.structures import Boxes
+
+        heads = self.rcnn.roi_heads
+        return heads.box_pooler(
+            [maps[f] for f in heads.box_in_features], [Boxes(p) for p in proposals]
+        )
+
+    # ---------------------------------------------------------------------------- forward
+    def resize(self, image: Tensor) -> Tensor:
+        """Shorter side to ``min_size``, longer at most ``max_size`` (bilinear; detectron2's
+        ``ResizeShortestEdge`` rule)."""
+        from detectron2.data.transforms import ResizeShortestEdge
+
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        size = ResizeShortestEdge.get_output_shape(h, w, self.min_size, self.max_size)
+        if size == (h, w):
+            return image
+        return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+
+    def forward(
+        self, images: Tensor | Sequence[Tensor], targets: Sequence[dict[str, Tensor]] | None = None
+    ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        from detectron2.utils.events import EventStorage
+
+        sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        resized = [self.resize(img) for img in images]
+        rgb = self.cfg.INPUT.FORMAT == "RGB"
+        batch = self.rcnn.preprocess_image(
+            [{"image": 255 * (x if rgb else x.flip(0))} for x in resized]
+        )
+        gt = None
+        if self.training and targets is not None:
+            gt = [self._instances(t, s, x) for t, s, x in zip(targets, sizes, resized, strict=True)]
+        # detectron2's ROI sampling logs its counts to an event storage
+        with EventStorage(0) if self.training else nullcontext():
+            features = self.rcnn.backbone(batch.tensor)
+            if self._capture is not None:
+                self._capture.features = features
+                self._capture.image_sizes = list(batch.image_sizes)
+            proposals, rpn = self.rcnn.proposal_generator(batch, features, gt)
+            detections, roi = self.rcnn.roi_heads(batch, features, proposals, gt)
+        if self.training:
+            if gt is None:
+                return {}
+            return {
+                "rpn_objectness": rpn["loss_rpn_cls"],
+                "rpn_box": rpn["loss_rpn_loc"],
+                "roi_classifier": roi["loss_cls"],
+                "roi_box": roi["loss_box_reg"],
+            }
+        return self.postprocess(detections, sizes)
+
+    def _instances(self, target: dict[str, Tensor], size: tuple[int, int], image: Tensor) -> Any:
+        from detectron2.structures import Boxes, Instances
+
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        scale = torch.tensor([w / size[1], h / size[0]] * 2, device=target["boxes"].device)
+        instances = Instances((h, w))
+        instances.gt_boxes = Boxes(target["boxes"].to(torch.float32) * scale)
+        instances.gt_classes = target["labels"].to(torch.int64)
+        if target.get("weights") is not None:
+            instances.gt_weights = target["weights"].to(torch.float32)
+        return instances
+
+    @staticmethod
+    def postprocess(
+        instances: Sequence[Any], original_sizes: Sequence[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
+        """detectron2's raw detections (``Instances`` with ``pred_boxes``, ``scores``,
+        ``pred_classes`` in the resized image) as mic's: dicts of ``boxes`` (in the original
+        image's pixels, through detectron2's ``detector_postprocess``), ``labels`` (0-based)
+        and ``scores``."""
+        from detectron2.modeling.postprocessing import detector_postprocess
+
+        out = []
+        for inst, (h, w) in zip(instances, original_sizes, strict=True):
+            r = detector_postprocess(inst, h, w)
+            out.append({"boxes": r.pred_boxes.tensor, "labels": r.pred_classes, "scores": r.scores})
+        return out
