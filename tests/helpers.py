@@ -68,7 +68,7 @@ def class_folders(root: Path, classes, n: int = 2) -> Path:
     """``root/<class>/<i>.png``: ``n`` images per class, as image-folder datasets read."""
     for c in classes:
         for i in range(n):
-            write_png(root / c / f"{i}.png", 30 * i)
+            write_png(root / c / f"{i}.png", 30 * i % 256)
     return root
 
 

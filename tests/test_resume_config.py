@@ -1,0 +1,71 @@
+"""Resuming with a changed config, after a bad file, and what a resumed run records."""
+
+import json
+
+import torch
+
+from mic.experiment import build_experiment, load_config, run_experiment
+from tests.cli import run_mic_train
+from tests.helpers import TINY_RUN, class_folders, folder_overrides
+
+TINY = [*TINY_RUN, "log.tensorboard=false", "optimizer=sgd", "optimizer.lr=0.001"]
+
+
+def test_an_allowed_learning_rate_change_applies_from_the_resumed_iteration(tmp_path):
+    run_experiment(load_config([*TINY, "iterations=2", "checkpoint.interval=1"]), tmp_path)
+    changed = ["iterations=4", "resume=auto", "optimizer.lr=0.01"]
+    exp = build_experiment(
+        load_config([*TINY, *changed, "resume_allow_changes=[optimizer.lr]"]), tmp_path
+    )
+    assert exp.loop.step == 2
+    assert exp.loop.lr() == 0.01  # not the checkpoint's 0.001
+    assert exp.loop.scheduler.base_lrs == [0.01] * len(exp.loop.optimizer.param_groups)
+    momentum = exp.loop.optimizer.state_dict()["state"]
+    assert momentum  # the optimiser's state still comes from the checkpoint
+    exp.loop.run()
+    assert exp.loop.step == 4
+
+
+def test_a_bad_file_met_mid_run_saves_first_and_resume_continues_once_it_is_fixed(tmp_path):
+    tgt = class_folders(tmp_path / "tgt", ["x"], n=40)
+    broken = tgt / "x" / "7.png"
+    good = broken.read_bytes()
+    broken.write_bytes(b"garbage")
+    run = tmp_path / "run"
+    args = [
+        *TINY_RUN,
+        *folder_overrides(tmp_path, target=tgt),
+        "preflight=false",  # met mid-run, not before: the case this test is about
+        "iterations=12",
+        "loader.target_batch_size=4",
+        "loader.source_batch_size=4",
+        f"hydra.run.dir={run}",
+    ]
+    first = run_mic_train(args)
+    assert first.returncode == 2, first.stderr[-2000:]
+    assert "cannot read image" in first.stderr and "resume=auto" in first.stderr
+    saved = sorted(run.glob("checkpoints/iter_*.pt"))
+    assert saved, "the state before the bad batch must be saved"
+    step = torch.load(saved[-1], weights_only=True)["step"]
+    broken.write_bytes(good)
+    second = run_mic_train([*args, "resume=auto"])
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert f"resuming from {saved[-1]} at iteration {step}" in second.stdout
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["after_adaptation"]["step"] == 12
+
+
+def test_a_resumed_run_keeps_its_evaluation_history_and_a_restart_its_log_clean(tmp_path):
+    base = [*TINY, "adaptation_start=2", "checkpoint.interval=1", "log.interval=1"]
+    run_experiment(load_config([*base, "iterations=3"]), tmp_path)
+    summary = run_experiment(load_config([*base, "iterations=4", "resume=auto"]), tmp_path)
+    assert summary["before_adaptation"]["step"] == 2  # the evaluation of the first part
+    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps)  # no step logged twice after the resume
+    # a run restarted before its first checkpoint starts its log afresh
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "metrics.jsonl").write_text('{"step": 3, "lr": 0.1}\n')
+    run_experiment(load_config([*TINY, "iterations=2", "log.interval=1"]), fresh)
+    steps = [json.loads(x)["step"] for x in (fresh / "metrics.jsonl").read_text().splitlines()]
+    assert 3 not in steps and steps == sorted(steps)
