@@ -32,7 +32,14 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from common import device_name, mean_std, paired_differences, time_training, train_steps
+from common import (
+    device_name,
+    mean_std,
+    paired_differences,
+    start_from,
+    time_training,
+    train_steps,
+)
 
 #: method name -> mic-train overrides (on top of experiment=det_shapes)
 METHODS: dict[str, list[str]] = {
@@ -116,16 +123,11 @@ def warmup(seed: int, steps: int, device: str, threads: int, extra: list[str], p
 def from_warmup(method: str, overrides: list[str], start: str) -> Any:
     """The experiment of ``overrides`` with the warm-up model's weights (and, for
     ``source_only_ema``, an EMA teacher of the student, which source-only training lacks)."""
-    import torch
     from hydra.utils import instantiate
 
-    from mic.experiment import build_experiment, load_config
-
-    cfg = load_config(overrides)
-    exp = build_experiment(cfg)
-    exp.student.load_state_dict(torch.load(start, map_location=exp.loop.device))
+    exp = start_from(overrides, start)
     if method == "source_only_ema":
-        exp.loop.teacher = instantiate(cfg.teacher, model=exp.student).to(exp.loop.device)
+        exp.loop.teacher = instantiate(exp.cfg.teacher, model=exp.student).to(exp.loop.device)
     return exp
 
 

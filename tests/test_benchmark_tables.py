@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
-from common import mean_std, paired_differences
+from common import interval95, mean_std, paired_differences
 
 
 def test_mean_std_scales_and_drops_missing_values():
@@ -25,3 +25,9 @@ def test_paired_differences_use_the_seeds_both_methods_scored():
         "| mic - base | student | 2 | 2.5 ± 10.6 | 1 / 2 |",
         "| mic - base | teacher | 1 | -10.0 ± 0.0 | 0 / 1 |",
     ]
+
+
+def test_interval95_is_students_t_around_the_mean():
+    # mean 2, std 1, n = 3: half-width t(0.975, 2) x 1 / sqrt(3) = 4.303 / 1.732 = 2.484
+    assert interval95([0.01, 0.02, 0.03]) == "[-0.5, +4.5]"
+    assert interval95([0.05]) == "-"
