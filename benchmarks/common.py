@@ -33,6 +33,14 @@ def time_training(loop: Any) -> list[float]:
     return spent
 
 
+def run_timed(exp: Any) -> tuple[dict, float]:
+    """Train the experiment ``exp`` to its end: its last evaluation record and the seconds per
+    training iteration (evaluation excluded)."""
+    spent = time_training(exp.loop)
+    exp.loop.run()
+    return exp.evaluation.history[-1], spent[0] / exp.loop.iterations
+
+
 def train_steps(loop: Any, n: int) -> None:
     """``n`` iterations of ``loop`` without its hooks (no evaluation, logs or checkpoints)."""
     for _ in range(n):

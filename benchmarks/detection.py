@@ -36,6 +36,7 @@ from common import (
     device_name,
     mean_std,
     paired_differences,
+    run_timed,
     start_from,
     time_training,
     train_steps,
@@ -145,13 +146,11 @@ def run_one(
         "eval.interval=0",
     ]
     exp = from_warmup(method, overrides, start)
-    spent = time_training(exp.loop)
-    exp.loop.run()
-    final = exp.evaluation.history[-1]
+    final, seconds = run_timed(exp)
     row = {
         "method": method,
         "seed": seed,
-        "seconds_per_iteration": spent[0] / steps,
+        "seconds_per_iteration": seconds,
         "device": device_name(exp.loop),
         "overrides": [*METHODS[method], *extra],
     }

@@ -22,12 +22,13 @@ Scores: mIoU over the 8 classes and the look-alike classes' IoU on the 500 targe
 scenes, after AdaBN (10 target batches), of the student and the EMA teacher; paired
 differences over seeds with a 95 % interval (Student's t).
 
-Cost, each row in a fresh process, one after another, at one crop: DAFormer (MiT-B0, random
-weights) at ``--crop`` px, batch 2 + 2, and HRDA around it (detail crop half the side):
-peak memory of 3 iterations of HRDA and of HRDA + MIC (CUDA: max allocated; CPU: growth of the
-peak resident set), and seconds per iteration of HRDA + MIC and of DAFormer + MIC (the mean of
-iterations 2-4). ``--published``: MiT-B5, 1024 px crops, 512 px detail crops, bf16 (a GPU),
-with the projected hours of 40k iterations.
+Cost, each row in a fresh process, the three methods one after another, ``--repeats`` times,
+at one crop: DAFormer (MiT-B0, random weights) at ``--crop`` px, batch 2 + 2, DAFormer's
+self-training, and HRDA around it (detail crop half the side): peak memory of 3 iterations of
+HRDA and of HRDA + MIC (CUDA: max allocated; CPU: the peak resident set above the start), and
+seconds per iteration of HRDA + MIC and of DAFormer + MIC (the mean of iterations 2-4); the
+table gives medians over the repeats. ``--published``: MiT-B5, 1024 px crops, 512 px detail
+crops, bf16 (a GPU), with the projected hours of 40k iterations.
 
 Runs are cached in hrda.json beside the results table (rewritten from the cache).
 """
@@ -42,9 +43,9 @@ import sys
 import time
 from pathlib import Path
 
-from common import interval95, mean_std, peak_memory, start_from, time_training, train_steps
+from common import interval95, mean_std, peak_memory, run_timed, start_from, train_steps
 
-from mic.datasets.segmentation.streets import CONFUSABLE
+from mic.datasets.segmentation.streets import CLASSES, CONFUSABLE
 
 #: the bundled scenes at 64 px, batch 4 + 4, a narrower U-Net: CPU-sized
 COMMON = [
@@ -85,22 +86,21 @@ def warmup(seed: int, steps: int, device: str, path: str) -> dict:
         f"seed={seed}",
         f"device={device}",
     ]
-    exp = start_from(overrides)
-    spent = time_training(exp.loop)
-    exp.loop.run()
     import torch
 
+    exp = start_from(overrides)
+    final, seconds = run_timed(exp)
     torch.save(exp.student.state_dict(), path)
-    final = exp.evaluation.history[-1]
     return {
         "seed": seed,
+        "steps": steps,
         "miou": final["eval/student/miou"],
-        "iou": dict(zip(exp.task.classes, final["eval/student/per_class_iou"])),
-        "seconds_per_iteration": spent[0] / steps,
+        "iou": dict(zip(CLASSES, final["eval/student/per_class_iou"])),
+        "seconds_per_iteration": seconds,
     }
 
 
-def run_one(method: str, seed: int, steps: int, device: str, start: str) -> dict:
+def run_one(method: str, seed: int, steps: int, device: str, start: str, warmup_steps: int) -> dict:
     overrides = [
         *METHODS[method],
         *COMMON,
@@ -109,20 +109,18 @@ def run_one(method: str, seed: int, steps: int, device: str, start: str) -> dict
         f"seed={seed}",
         f"device={device}",
     ]
-    exp = start_from(overrides, start, strict=False)
-    spent = time_training(exp.loop)
-    exp.loop.run()
-    final = exp.evaluation.history[-1]
+    final, seconds = run_timed(start_from(overrides, start, strict=False))
     row = {
         "method": method,
         "seed": seed,
         "iterations": steps,
-        "seconds_per_iteration": spent[0] / steps,
+        "warmup": warmup_steps,
+        "seconds_per_iteration": seconds,
         "overrides": overrides[:-2],
     }
     for who in ("student", "teacher"):
         row[f"{who}_miou"] = final.get(f"eval/{who}/miou")
-        row[f"{who}_iou"] = dict(zip(exp.task.classes, final.get(f"eval/{who}/per_class_iou")))
+        row[f"{who}_iou"] = dict(zip(CLASSES, final.get(f"eval/{who}/per_class_iou")))
     return row
 
 
@@ -182,104 +180,118 @@ def _rows(runs: list[dict], method: str) -> list[dict]:
     return sorted((r for r in runs if r["method"] == method), key=lambda r: r["seed"])
 
 
+def _accuracy(runs: list[dict], warm: list[dict], warmup_steps: int, steps: int) -> list[str]:
+    """The accuracy section of one schedule: the rows and the paired differences."""
+    lines = [
+        f"## Accuracy: {warmup_steps} source-only warm-up iterations per seed, then {steps} "
+        "iterations of each method",
+        "",
+        f"Overrides of every run: `{' '.join(COMMON)}` and the U-Net widths {WIDTHS}.",
+        "",
+        "Target test mIoU (%) and the look-alike classes' IoU (of the EMA teacher), "
+        "mean ± std over seeds.",
+        "",
+        "| method | seeds | student mIoU | teacher mIoU | "
+        + " | ".join(CONFUSABLE)
+        + " | s / iteration |",
+        "|---|---|---|---|" + "---|" * len(CONFUSABLE) + "---|",
+    ]
+    if warm:
+        cells = [mean_std([w["iou"].get(c) for w in warm]) for c in CONFUSABLE]
+        lines.append(
+            f"| source-only start (warm-up) | {len(warm)} | "
+            f"{mean_std([w['miou'] for w in warm])} | - | {' | '.join(cells)} | "
+            f"{statistics.mean(w['seconds_per_iteration'] for w in warm):.3f} |"
+        )
+    for method in METHODS:
+        rs = _rows(runs, method)
+        if not rs:
+            continue
+        cells = [mean_std([r["teacher_iou"].get(c) for r in rs]) for c in CONFUSABLE]
+        speed = statistics.mean(r["seconds_per_iteration"] for r in rs)
+        lines.append(
+            f"| {LABELS[method]} | {len(rs)} | {mean_std([r['student_miou'] for r in rs])} "
+            f"| {mean_std([r['teacher_miou'] for r in rs])} | {' | '.join(cells)} "
+            f"| {speed:.3f} |"
+        )
+    lines += [
+        "",
+        "Paired differences of teacher mIoU (same seed), points:",
+        "",
+        "| comparison | seeds | per seed | mean ± std | 95 % interval | first ahead in |",
+        "|---|---|---|---|---|---|",
+    ]
+    for a, b in PAIRS:
+        base = {r["seed"]: r for r in _rows(runs, b)}
+        d = [
+            r["teacher_miou"] - base[r["seed"]]["teacher_miou"]
+            for r in _rows(runs, a)
+            if r["seed"] in base
+        ]
+        if not d:
+            continue
+        per = ", ".join(f"{100 * x:+.1f}" for x in d)
+        lines.append(
+            f"| {LABELS[a]} − {LABELS[b]} | {len(d)} | {per} | {mean_std(d)} | "
+            f"{interval95(d)} | {sum(x > 0 for x in d)} of {len(d)} |"
+        )
+    return [*lines, ""]
+
+
 def write_table(cache: dict, path: Path, note: str) -> None:
     lines = ["# HRDA + MIC on the bundled street scenes, and what HRDA costs", ""]
     lines += ["Written by `benchmarks/hrda.py` (see its docstring for the protocol).", ""]
     if note:
         lines += [note, ""]
-    runs, warm = list(cache["runs"].values()), list(cache["warmup"].values())
-    if runs:
-        steps = runs[0]["iterations"]
-        lines += [
-            f"## Accuracy: {cache.get('warmup_steps', '?')} source-only warm-up iterations "
-            f"per seed, then {steps} iterations of each method",
-            "",
-            f"Overrides of every run: `{' '.join(COMMON)}` and the U-Net widths {WIDTHS}.",
-            "",
-            "Target test mIoU (%) and the look-alike classes' IoU (of the EMA teacher), "
-            "mean ± std over seeds.",
-            "",
-            "| method | seeds | student mIoU | teacher mIoU | "
-            + " | ".join(CONFUSABLE)
-            + " | s / iteration |",
-            "|---|---|---|---|" + "---|" * len(CONFUSABLE) + "---|",
-        ]
-        if warm:
-            cells = [mean_std([w["iou"].get(c) for w in warm]) for c in CONFUSABLE]
-            lines.append(
-                f"| source-only start (warm-up) | {len(warm)} | "
-                f"{mean_std([w['miou'] for w in warm])} | - | {' | '.join(cells)} | "
-                f"{statistics.mean(w['seconds_per_iteration'] for w in warm):.3f} |"
-            )
-        for method in METHODS:
-            rs = _rows(runs, method)
-            if not rs:
-                continue
-            cells = [mean_std([r["teacher_iou"].get(c) for r in rs]) for c in CONFUSABLE]
-            speed = statistics.mean(r["seconds_per_iteration"] for r in rs)
-            lines.append(
-                f"| {LABELS[method]} | {len(rs)} | {mean_std([r['student_miou'] for r in rs])} "
-                f"| {mean_std([r['teacher_miou'] for r in rs])} | {' | '.join(cells)} "
-                f"| {speed:.3f} |"
-            )
-        lines += [
-            "",
-            "Paired differences of teacher mIoU (same seed), points:",
-            "",
-            "| comparison | seeds | per seed | mean ± std | 95 % interval | first ahead in |",
-            "|---|---|---|---|---|---|",
-        ]
-        for a, b in PAIRS:
-            base = {r["seed"]: r for r in _rows(runs, b)}
-            d = [
-                r["teacher_miou"] - base[r["seed"]]["teacher_miou"]
-                for r in _rows(runs, a)
-                if r["seed"] in base
-            ]
-            if not d:
-                continue
-            per = ", ".join(f"{100 * x:+.1f}" for x in d)
-            lines.append(
-                f"| {LABELS[a]} − {LABELS[b]} | {len(d)} | {per} | {mean_std(d)} | "
-                f"{interval95(d)} | {sum(x > 0 for x in d)} of {len(d)} |"
-            )
-        lines.append("")
+    runs = list(cache["runs"].values())
+    for warmup_steps, steps in sorted({(r["warmup"], r["iterations"]) for r in runs}):
+        rows = [r for r in runs if (r["warmup"], r["iterations"]) == (warmup_steps, steps)]
+        warm = [w for w in cache["warmup"].values() if w["steps"] == warmup_steps]
+        lines += _accuracy(rows, warm, warmup_steps, steps)
     for published in (False, True):
         cost = [c for c in cache["cost"].values() if c["published"] == published]
         if not cost:
             continue
-        by = {c["method"]: c for c in cost}
         crop = cost[0]["crop"]
+        by = {m: [c for c in cost if c["method"] == m] for m in METHODS}
+        peak = {m: statistics.median(c["peak_bytes"] for c in cs) for m, cs in by.items() if cs}
+        spi = {
+            m: statistics.median(c["seconds_per_iteration"] for c in cs)
+            for m, cs in by.items()
+            if cs
+        }
         title = "the published sizes" if published else f"{crop} px crops"
         lines += [
             f"## Cost at {title} (DAFormer {'MiT-B5' if published else 'MiT-B0'}, batch "
             f"2 + 2, HRDA detail crop {crop // 2} px)",
             "",
-            "| method | peak memory | s / iteration | device | measure |",
-            "|---|---|---|---|---|",
+            "Each row: the median over repeats (fresh processes, the methods interleaved), the "
+            "range in brackets.",
+            "",
+            "| method | repeats | peak memory (MiB) | s / iteration | device | measure |",
+            "|---|---|---|---|---|---|",
         ]
-        for method in METHODS:
-            if method in by:
-                c = by[method]
-                lines.append(
-                    f"| {LABELS[method]} | {c['peak_bytes'] / 2**20:.0f} MiB | "
-                    f"{c['seconds_per_iteration']:.2f} | {c['device']} | {c['measure']} |"
-                )
-        lines.append("")
-        if "hrda" in by and "hrda_mic" in by and by["hrda"]["peak_bytes"] > 0:
-            ratio = by["hrda_mic"]["peak_bytes"] / by["hrda"]["peak_bytes"]
-            lines.append(f"HRDA + MIC / HRDA peak memory: **{ratio:.2f}x** (goal <= 1.15x).")
-        if "daformer_mic" in by and "hrda_mic" in by:
-            ratio = (
-                by["hrda_mic"]["seconds_per_iteration"]
-                / by["daformer_mic"]["seconds_per_iteration"]
-            )
-            lines.append(f"HRDA + MIC / DAFormer + MIC seconds per iteration: **{ratio:.2f}x**.")
-        if published and "hrda_mic" in by:
-            s = by["hrda_mic"]["seconds_per_iteration"]
+        for m, cs in by.items():
+            if not cs:
+                continue
+            mib = [c["peak_bytes"] / 2**20 for c in cs]
+            sec = [c["seconds_per_iteration"] for c in cs]
             lines.append(
-                f"HRDA + MIC: {1 / s:.2f} iterations per second, {40000 * s / 3600:.1f} hours "
-                "for the published 40k iterations."
+                f"| {LABELS[m]} | {len(cs)} | {peak[m] / 2**20:.0f} [{min(mib):.0f}, "
+                f"{max(mib):.0f}] | {spi[m]:.2f} [{min(sec):.2f}, {max(sec):.2f}] | "
+                f"{cs[0]['device']} | {cs[0]['measure']} |"
+            )
+        lines.append("")
+        if peak.get("hrda", 0) > 0 and "hrda_mic" in peak:
+            ratio = peak["hrda_mic"] / peak["hrda"]
+            lines.append(f"HRDA + MIC / HRDA peak memory: **{ratio:.2f}x** (goal <= 1.15x).")
+        if "daformer_mic" in spi and "hrda_mic" in spi:
+            ratio = spi["hrda_mic"] / spi["daformer_mic"]
+            lines.append(f"HRDA + MIC / DAFormer + MIC seconds per iteration: **{ratio:.2f}x**.")
+        if published and "hrda_mic" in spi:
+            lines.append(
+                f"HRDA + MIC: {1 / spi['hrda_mic']:.2f} iterations per second, "
+                f"{40000 * spi['hrda_mic'] / 3600:.1f} hours for the published 40k iterations."
             )
         lines.append("")
     path.write_text("\n".join(lines).rstrip("\n") + "\n")
@@ -296,6 +308,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--crop", type=int, default=128, help="crop side of the cost rows")
     p.add_argument("--published", action="store_true", help="cost rows at the published sizes")
+    p.add_argument("--repeats", type=int, default=3, help="repeats of the cost rows")
     p.add_argument("--cost-only", action="store_true")
     p.add_argument("--no-cost", action="store_true")
     p.add_argument("--work", type=Path, default=Path("/tmp/mic_hrda_benchmark"))
@@ -317,12 +330,12 @@ def main() -> None:
     torch.set_num_threads(1 if args.device == "cpu" else 8)
     if not args.cost_only:
         args.work.mkdir(parents=True, exist_ok=True)
-        cache["warmup_steps"] = args.warmup
         for seed in args.seeds:
             start = args.work / f"warmup_seed{seed}_{args.warmup}.pt"
-            if not start.exists() or str(seed) not in cache["warmup"]:
+            warm_key = f"{seed}:{args.warmup}"
+            if not start.exists() or warm_key not in cache["warmup"]:
                 t0 = time.time()
-                cache["warmup"][str(seed)] = warmup(seed, args.warmup, args.device, str(start))
+                cache["warmup"][warm_key] = warmup(seed, args.warmup, args.device, str(start))
                 print(f"warm-up seed {seed}: {time.time() - t0:.0f} s", flush=True)
                 save()
             for method in args.methods:
@@ -330,7 +343,7 @@ def main() -> None:
                 if key in cache["runs"]:
                     continue
                 t0 = time.time()
-                row = run_one(method, seed, args.iterations, args.device, str(start))
+                row = run_one(method, seed, args.iterations, args.device, str(start), args.warmup)
                 cache["runs"][key] = row
                 save()
                 print(
@@ -340,18 +353,21 @@ def main() -> None:
                 )
     if not args.no_cost:
         crop = 1024 if args.published else args.crop
-        for method in ("hrda", "hrda_mic", "daformer_mic"):
-            command = [sys.executable, __file__, "--_cost", method, args.device, str(crop)]
-            out = subprocess.run(
-                [*command, *(["published"] if args.published else [])],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            row = json.loads(out.stdout.strip().splitlines()[-1])
-            cache["cost"][f"{method}:{crop}:{args.device}:{args.published}"] = row
-            save()
-            print(f"cost {method}: {row}", flush=True)
+        for repeat in range(args.repeats):
+            for method in ("hrda", "hrda_mic", "daformer_mic"):
+                key = f"{method}:{crop}:{args.device}:{args.published}:{repeat}"
+                if key in cache["cost"]:
+                    continue
+                command = [sys.executable, __file__, "--_cost", method, args.device, str(crop)]
+                out = subprocess.run(
+                    [*command, *(["published"] if args.published else [])],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                cache["cost"][key] = json.loads(out.stdout.strip().splitlines()[-1])
+                save()
+                print(f"cost {key}: {cache['cost'][key]}", flush=True)
     write_table(cache, args.out, args.note)
     print(args.out.read_text())
 

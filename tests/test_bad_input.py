@@ -43,6 +43,15 @@ def _write(tmp, name, data: bytes):
     return path
 
 
+#: a few tiny street scenes for the segmentation cases that fail in the first iteration
+SCENES = [
+    "dataset.size=32",
+    "dataset.train_count=8",
+    "dataset.test_count=2",
+    "loader.source_batch_size=2",
+    "loader.target_batch_size=2",
+]
+
 # (id, what is wrong, overrides(tmp, run) -> list, a fragment of the message)
 CASES = [
     # ------------------------------------------------------------------ config
@@ -141,6 +150,24 @@ CASES = [
         "segmentation: a zero mask block",
         lambda t, r: ["experiment=streets", "iterations=2", "method.terms.mic.masker.block_size=0"],
         "block_size must be a positive",
+    ),
+    (
+        "segmentation-hrda-plain-task",
+        "segmentation: an HRDA model with the plain segmentation task",
+        lambda t, r: ["experiment=streets", *SCENES, "model=hrda_small_unet"],
+        "set task=segmentation_hrda",
+    ),
+    (
+        "segmentation-hrda-plain-model",
+        "segmentation: HRDA's task with a single-scale model",
+        lambda t, r: ["experiment=streets", *SCENES, "task=segmentation_hrda"],
+        "HRDASegmentationTask trains HRDA models",
+    ),
+    (
+        "segmentation-hrda-large-crop",
+        "segmentation: an HRDA detail crop larger than the training crop",
+        lambda t, r: ["experiment=streets_hrda", *SCENES, "model.detail_crop=[64,64]"],
+        "larger than the training images",
     ),
     (
         "detection-config-classes",
@@ -252,6 +279,11 @@ def _assert_intact(folder: Path, before: dict[str, str]) -> None:
     assert {k: after.get(k) for k in before} == before
 
 
+def _new_run(args: list[str]) -> bool:
+    """Whether a case starts a new run (another dataset) rather than resuming the existing one."""
+    return "dataset=folders" in args or SCENES[0] in args
+
+
 def _snapshot(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -287,7 +319,7 @@ def test_bad_input_gives_one_clear_paragraph_and_leaves_the_run_folder_intact(
     before = _snapshot(existing_run)
     checkpoint = existing_run / "checkpoints" / "iter_00000002.pt"
     args = overrides(tmp_path, checkpoint)
-    if "dataset=folders" in args:  # another dataset: a new run, which must leave no checkpoint
+    if _new_run(args):  # another dataset: a new run, which must leave no checkpoint
         fresh = tmp_path / "fresh"
         message = message_of(args, fresh, resume="null")
         assert not list(fresh.glob("checkpoints/*.pt"))
@@ -354,7 +386,7 @@ if __name__ == "__main__":  # print docs/errors.md's table
             tmp = root / f"case{i}"
             tmp.mkdir()
             args = overrides(tmp, run / "checkpoints" / "iter_00000002.pt")
-            fresh = "dataset=folders" in args
+            fresh = _new_run(args)
             text = message_of(args, tmp / "fresh" if fresh else run, "null" if fresh else "auto")
             text = text.replace(d, "/tmp/x").replace("|", "\\|")
             print(f"| `{name}` | {what} | {text} |")

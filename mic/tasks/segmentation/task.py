@@ -220,7 +220,17 @@ class SegmentationTask(Task):
 
         Returns:
             logits (B, C, h, w), or ``(logits, features)``.
+
+        Raises:
+            ConfigError: the model is an ``HRDA`` (it trains through ``HRDASegmentationTask``,
+                which draws its detail crops).
         """
+        if isinstance(unwrap(model), HRDA):
+            raise ConfigError(
+                "the model is HRDA, which trains with its detail crops through "
+                "HRDASegmentationTask: set task=segmentation_hrda (or build "
+                "HRDASegmentationTask in Python)"
+            )
         return model(images, return_features=True) if return_features else model(images)
 
     def loss(

@@ -199,7 +199,9 @@ class HRDA(Segmenter):
             raise ConfigError(f"model.crop_divisible must be at least 1, got {crop_divisible}")
         super().__init__(segmenter.encoder, segmenter.decode_head, segmenter.num_classes)
         outputs = self.num_classes if classwise_attention else 1
-        self.scale_attention = attention_head or segmenter.scale_attention_head(outputs)
+        if attention_head is None:
+            attention_head = segmenter.scale_attention_head(outputs)
+        self.scale_attention = attention_head
         self.context_scale = float(context_scale)
         self.detail_crop = crop
         self.detail_stride = stride
