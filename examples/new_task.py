@@ -66,6 +66,12 @@ class DigitAttributes(mic.Task):
     def metric(self) -> MultilabelAccuracy:
         return MultilabelAccuracy(num_labels=3)  # one scalar: recorded as "accuracy"
 
+    def class_probabilities(self, prediction: Tensor, samples_per_image=None, rng=None) -> Tensor:
+        """For mic's label-free validators (docs/model_selection.md): each attribute of each
+        image as a two-class distribution [1 - p, p], (B * 3) x 2."""
+        p = prediction.reshape(-1, 1)
+        return torch.cat([1 - p, p], dim=1)
+
     def collate(self, samples: list) -> object:
         batch = super().collate(samples)
         return (batch[0], attributes(batch[1])) if isinstance(batch, tuple) else batch

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,29 +22,34 @@ from torch.utils.data import DataLoader
 
 from mic.core import (
     AdaptationLoop,
-    CheckpointError,
+    BlockMasker,
     ConfigError,
     DatasetError,
+    Masker,
     Task,
     UDAMethod,
 )
+from mic.datasets.preflight import check_datasets, collecting_problems
+from mic.resume import find_resume_checkpoint, resume
+from mic.schema import check_config
 from mic.training import (
+    VALIDATORS,
     Checkpointer,
     Evaluation,
+    LabelFreeValidation,
     MetricsLogger,
+    ModelSelection,
     ProcessGroup,
     ProcessInfo,
     ProgressBar,
     ResumableSampler,
     SeededDataset,
     init_distributed,
-    latest_checkpoint,
-    load_checkpoint,
     lr_scheduler,
+    make_validators,
     param_groups,
     per_process_batch_size,
     process_info,
-    set_rng_state,
 )
 
 
@@ -67,6 +73,13 @@ def resolve_device(name: str, group: ProcessInfo | None = None) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device={name} but this machine has {torch.cuda.device_count()} CUDA devices "
+            "(cuda:0 ...); use device=cuda or one of those"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={name} but MPS is not available here; use device=cpu or auto")
     if device.type == "cuda" and group is not None and group.enabled:
         device = torch.device("cuda", group.local_rank)
     return device
@@ -129,6 +142,7 @@ class Experiment:
     evaluation: Evaluation
     run_dir: Path | None
     resumed_from: Path | None = None
+    checkpointer: Checkpointer | None = None
 
 
 def build_method(cfg: DictConfig) -> UDAMethod:
@@ -148,8 +162,72 @@ def build_method(cfg: DictConfig) -> UDAMethod:
     return UDAMethod(terms)
 
 
+def validator_names(cfg: DictConfig) -> list[str]:
+    """``eval.validators`` as a list (one name alone is a list of one; null: none)."""
+    names = cfg.eval.get("validators") or []
+    return [str(names)] if isinstance(names, str) else [str(n) for n in names]
+
+
+def best_metric_key(cfg: DictConfig, task: Task) -> str:
+    """The evaluation record key that ``best.pt`` follows: ``checkpoint.best_by`` (a
+    validator of ``eval.validators``, or null / the primary metric for the labelled target
+    metric) of the first model of ``eval.models``.
+
+    Raises:
+        ConfigError: ``best_by`` names no validator, or one that ``eval.validators`` leaves out.
+    """
+    model = next(iter(cfg.eval.models), "student")
+    by = cfg.checkpoint.get("best_by")
+    if by in (None, "", task.primary_metric):
+        return f"eval/{model}/{task.primary_metric}"
+    if by not in VALIDATORS:
+        raise ConfigError(
+            f"checkpoint.best_by={by!r} names no validator; choose one of "
+            f"{', '.join(VALIDATORS)}, or null (or {task.primary_metric!r}) for the labelled "
+            "target metric"
+        )
+    computed = validator_names(cfg)
+    if by not in computed:
+        raise ConfigError(
+            f"checkpoint.best_by={by} but eval.validators={computed} does not compute it; "
+            f"add it there (eval.validators=[{', '.join([*computed, by])}])"
+        )
+    return f"validator/{model}/{by}"
+
+
+def build_validation(cfg: DictConfig, method: UDAMethod, loader: Any) -> LabelFreeValidation | None:
+    """The label-free validators of ``eval.validators`` on ``loader``'s first batches;
+    ``masked_agreement`` masks with the method's MIC masker, or, for a method without one, a
+    ``BlockMasker`` of ``dataset.mic_block_size`` px and ratio 0.7 (published), filled with
+    ``model.image_mean`` where the model normalises inside. None when the list is empty."""
+    names = validator_names(cfg)
+    if not names:
+        return None
+    masker = next(
+        (t.masker for _, t in method if isinstance(getattr(t, "masker", None), Masker)), None
+    )
+    if masker is None:
+        fill = OmegaConf.select(cfg, "model.image_mean", default=None)
+        masker = BlockMasker(
+            int(OmegaConf.select(cfg, "dataset.mic_block_size", default=64)),
+            0.7,
+            fill=None if fill is None else [float(v) for v in fill],
+        )
+    v = cfg.eval.get("validation") or {}
+    samples = v.get("samples_per_image", 256)
+    return LabelFreeValidation(
+        names,
+        loader,
+        batches=int(v.get("batches", 4)),
+        samples_per_image=None if samples is None else int(samples),
+        masker=masker,
+        seed=int(v.get("seed", 0)),
+    )
+
+
 def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     """Instantiate task, data, model, method, teacher, optimiser, schedule, hooks and loop."""
+    check_config(cfg)
     group = init_distributed(str(cfg.device))
     # each process draws its own model-internal randomness (dropout, detection's sampling);
     # the loss terms' draws come from streams keyed to each sample's place in the global batch
@@ -160,9 +238,15 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     task: Task = instantiate(cfg.task)
+    make_validators(validator_names(cfg))  # config errors before any data is read
+    best_metric = best_metric_key(cfg, task)
 
-    data = {k: instantiate(cfg.dataset[k]) for k in ("source", "target", "test")}
+    preflight = bool(cfg.get("preflight", True))
+    with collecting_problems(preflight):  # reported together by check_datasets
+        data = {k: instantiate(cfg.dataset[k]) for k in ("source", "target", "test")}
     task.check_datasets(data)
+    if preflight:
+        check_datasets(data, Path(run_dir) / "data_problems.txt" if run_dir else None, cfg.dataset)
     ld = cfg.loader
     workers = int(ld.num_workers)
     n = group.world_size
@@ -192,6 +276,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
             "set model.num_classes to ${dataset.num_classes}"
         )
     method = build_method(cfg)
+    check_batch_norm(student, method, min(source.batch_size, target_batch), ld)
     teacher = instantiate(cfg.teacher, model=student) if method.uses_pseudo_labels else None
     if cfg.get("compile"):
         student.compile()  # in place: parameter names and the teacher's copy are unchanged
@@ -219,6 +304,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         adabn_loader=adabn,
         adabn_batches=int(cfg.eval.adabn_batches),
         at=[start] if start > 0 else [],
+        validation=build_validation(cfg, method, adabn),
     )
     hooks.append(evaluation)
     checkpointer = None
@@ -226,12 +312,13 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         run_dir = Path(run_dir)
         check_writable(run_dir)
         hooks.append(MetricsLogger(run_dir, int(cfg.log.interval), bool(cfg.log.tensorboard)))
-        first = next(iter(cfg.eval.models), "student")
         checkpointer = Checkpointer(
             run_dir / "checkpoints",
             interval=int(cfg.checkpoint.interval),
             keep=int(cfg.checkpoint.keep),
-            best_metric=f"eval/{first}/{task.primary_metric}",
+            best_metric=best_metric,
+            extra={"config": OmegaConf.to_container(cfg, resolve=True)},
+            stateful={"evaluation": evaluation},
         )
         hooks.append(checkpointer)
     if process_info().is_main:  # images and tables are written once, by the process that evaluates
@@ -266,77 +353,82 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
             "it with resume=auto, or start a new run in another folder (hydra.run.dir=...)"
         )
     if resume_from is not None:
-        resume(loop, resume_from, checkpointer)
-    return Experiment(cfg, task, student, method, loop, evaluation, run_dir, resume_from)
+        resume(loop, resume_from, cfg, checkpointer)
+    return Experiment(
+        cfg, task, student, method, loop, evaluation, run_dir, resume_from, checkpointer
+    )
 
 
-def check_writable(run_dir: Path) -> None:
-    """Fail before training when the run folder cannot be written."""
+def check_batch_norm(student: nn.Module, method: UDAMethod, batch: int, loader: Any) -> None:
+    """Raise a ConfigError when a BatchNorm1d layer would train on batches of one sample."""
+    layers = [
+        f"{owner}.{name}"
+        for owner, module in (("model", student), ("method", method))
+        for name, m in module.named_modules()
+        if isinstance(m, nn.BatchNorm1d)
+    ]
+    if layers and batch < 2:
+        raise ConfigError(
+            f"the batches hold 1 sample per process (loader.source_batch_size="
+            f"{loader.source_batch_size}, loader.target_batch_size={loader.target_batch_size}), "
+            f"but the BatchNorm1d layers ({', '.join(layers[:3])}) cannot train on one sample; "
+            "use batches of at least 2 per process, or a model without them "
+            "(model.bottleneck_dim=0)"
+        )
+
+
+#: the least free space a run folder's disk must have when a run starts
+MIN_FREE_BYTES = 64 * 2**20
+
+
+def check_writable(run_dir: Path, create: bool = True) -> None:
+    """Fail before training when the run folder cannot be written: it lies below a file, its
+    nearest existing folder refuses a write, or its disk has less than ``MIN_FREE_BYTES``
+    free. With ``create``, the folder is made.
+
+    Raises:
+        ConfigError: one of the above, naming the folder.
+    """
+    existing = Path(run_dir).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    advice = "choose another with hydra.run.dir=..."
+    if not existing.is_dir():
+        raise ConfigError(
+            f"the run folder '{run_dir}' lies below '{existing}', which is a file, not a "
+            f"folder; {advice}"
+        )
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write_test_{os.getpid()}"  # one per process: ranks share the folder
+        if create:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            existing = run_dir
+        probe = existing / f".write_test_{os.getpid()}"  # one per process: ranks share it
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
         raise ConfigError(
-            f"the run folder '{run_dir}' cannot be written ({e.strerror or e}); choose another "
-            "with hydra.run.dir=... (or free disk space)"
+            f"the run folder '{run_dir}' cannot be written ({e.strerror or e}); {advice}"
         ) from e
-
-
-def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
-    """``resume``: None (start afresh), ``auto`` (the newest readable checkpoint of this run
-    folder, if any), a checkpoint file, or a run folder (its newest checkpoint)."""
-    if resume in (None, "", False):
-        return None
-    if str(resume) == "auto":
-        if run_dir is None:
-            raise ConfigError("resume=auto needs a run folder to look in (hydra.run.dir=...)")
-        return latest_checkpoint(run_dir / "checkpoints")
-    path = Path(str(resume))
-    if path.is_dir():
-        found = latest_checkpoint(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
-        if found is None:
-            raise CheckpointError(f"resume={path}: no readable checkpoint (iter_*.pt) in it")
-        return found
-    if not path.exists():
-        raise CheckpointError(f"resume={path}: no such checkpoint file or run folder")
-    return path
-
-
-def resume(loop: AdaptationLoop, path: Path, checkpointer: Checkpointer | None = None) -> None:
-    """Load a checkpoint into the loop (and the checkpointer's best score)."""
-    state = load_checkpoint(path, map_location=loop.device)
-    try:
-        loop.load_state_dict(state)
-    except (RuntimeError, KeyError, ValueError) as e:
-        raise CheckpointError(
-            f"checkpoint '{path}' does not fit this experiment ({str(e).splitlines()[0]}); "
-            "resume with the config the checkpoint was trained with"
-        ) from e
-    rngs = state.get("rng")
-    if rngs:
-        rank = process_info().rank
-        if rank >= len(rngs):
-            raise CheckpointError(
-                f"the checkpoint holds the random states of {len(rngs)} processes, this is "
-                f"process {rank}: resume with the same number of processes"
-            )
-        set_rng_state(rngs[rank])
-    if loop.step > loop.iterations:
-        raise CheckpointError(
-            f"checkpoint '{path}' is at iteration {loop.step}, past iterations={loop.iterations}"
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        raise ConfigError(
+            f"the disk of the run folder '{run_dir}' has {free / 2**20:.0f} MiB free, too little "
+            f"for logs and checkpoints; free some space or {advice}"
         )
-    if checkpointer is not None:
-        checkpointer.best = state.get("best")
-    print(f"resuming from {path} at iteration {loop.step}")
 
 
 def summarize(exp: Experiment) -> dict[str, Any]:
-    """Target scores before adaptation (at ``adaptation_start``, if > 0) and at the end."""
+    """Target scores before adaptation (at ``adaptation_start``, if > 0) and at the end, and
+    which evaluation each label-free validator (and the labelled metric, the best possible)
+    would pick, per evaluated model, with the labelled metric there (``selection``)."""
     metric = exp.task.primary_metric
     history = exp.evaluation.history
-    summary: dict[str, Any] = {"metric": metric, "iterations": exp.loop.iterations}
+    loop = exp.loop
+    summary: dict[str, Any] = {
+        "metric": metric,
+        "iterations": loop.iterations,
+        "skipped_steps": loop.skipped_steps,  # NaN / Inf iterations without an optimiser step
+    }
     start = exp.loop.adaptation_start
     before = [r for r in history if r["step"] == start and start > 0]
     for label, records in (("before_adaptation", before), ("after_adaptation", history[-1:])):
@@ -347,7 +439,43 @@ def summarize(exp: Experiment) -> dict[str, Any]:
                 **{k.split("/")[1]: v for k, v in r.items() if k.endswith(f"/{metric}")},
                 "protocol": {k.split("/")[1]: v for k, v in r.items() if k.endswith("/protocol")},
             }
+    if exp.checkpointer is not None:  # its record survives a resume
+        selection = exp.checkpointer.selection
+    else:
+        selection = ModelSelection()
+        for record in history:
+            selection.update(record)
+    models = [m for m in exp.cfg.eval.models if m in selection.last]
+    summary["selection"] = {m: selection.picks(m, metric) for m in models}
+    if exp.checkpointer is not None and exp.checkpointer.best_metric:
+        key = exp.checkpointer.best_metric
+        entry = selection.best.get(key)
+        summary["best_checkpoint"] = {
+            "by": key,
+            "step": entry["step"] if entry else None,
+            "path": str(exp.checkpointer.directory / "best.pt") if entry else None,
+        }
     return summary
+
+
+def format_selection(summary: dict[str, Any]) -> list[str]:
+    """Console lines: for the first evaluated model, the iteration each validator picks and
+    the labelled target metric there, beside the best possible and the last evaluation."""
+    metric = summary["metric"]
+    picks = next(iter(summary.get("selection", {}).items()), None)
+    if picks is None or len(picks[1]) <= 2:  # no validators: nothing to compare
+        return []
+    model, rows = picks
+    lines = [f"checkpoint picks for the {model} (target {metric} at the picked iteration):"]
+    for name, pick in rows.items():
+        label = {metric: f"{metric} (target labels: the best possible)"}.get(name, name)
+        value = pick.get(metric)
+        shown = "-" if value is None else f"{100 * value:.2f}%"
+        lines.append(f"  {label:<46} iteration {pick['step']:>6}: {shown}")
+    best = summary.get("best_checkpoint")
+    if best and best["step"] is not None:
+        lines.append(f"best.pt chosen by {best['by']} (iteration {best['step']}): {best['path']}")
+    return lines
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -363,7 +491,15 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
         when = f"{label.replace('_', ' ')} (iteration {s['step']})"
         lines.append(f"target {summary['metric']} {when}: {scores}")
-    return "\n".join(lines)
+    skipped = summary.get("skipped_steps", 0)
+    if skipped:
+        share = skipped / max(1, summary["iterations"])
+        lines.append(
+            f"{'warning: ' if share > 0.02 else ''}{skipped} of {summary['iterations']} "
+            f"iterations ({100 * share:.1f}%) had NaN or Inf losses or gradients and took no "
+            "optimiser step (nan_policy=skip)"
+        )
+    return "\n".join(lines + format_selection(summary))
 
 
 def run_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
@@ -373,7 +509,17 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[s
     if exp.run_dir is not None and main:
         config = exp.run_dir / ("config_resumed.yaml" if exp.resumed_from else "config.yaml")
         config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    exp.loop.run()
+    try:
+        exp.loop.run()
+    except DatasetError as e:
+        if exp.run_dir is None or exp.loop.step == 0:
+            raise
+        raise DatasetError(
+            f"{str(e).rstrip('. ')}. The run saved its state before iteration "
+            f"{exp.loop.step + 1} in "
+            f"{exp.run_dir}/checkpoints: once the file is fixed, continue with the same command "
+            f"plus: hydra.run.dir={exp.run_dir} resume=auto"
+        ) from e
     summary = summarize(exp)
     if exp.run_dir is not None and main:
         (exp.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from datetime import datetime
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -20,7 +21,8 @@ from omegaconf import DictConfig
 
 from mic.core import TrainingInterrupted
 from mic.core.errors import MicError
-from mic.experiment import format_summary, run_experiment
+from mic.experiment import check_writable, format_summary, run_experiment
+from mic.training import process_info
 
 
 def user_error(exc: BaseException) -> str | None:
@@ -76,8 +78,9 @@ def _main(cfg: DictConfig) -> None:
             raise
         print(f"mic: error: {message}", file=sys.stderr)
         sys.exit(2)
-    print(format_summary(summary))
-    print(f"run folder: {run_dir}")
+    if process_info().is_main:
+        print(format_summary(summary))
+        print(f"run folder: {run_dir}")
 
 
 def _join_torchrun() -> None:
@@ -97,12 +100,27 @@ def _join_torchrun() -> None:
         sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
 
 
+def run_folder(argv: list[str]) -> Path:
+    """The run folder (or, for ``-m``, the sweep folder) a command line asks for: its
+    ``hydra.run.dir`` / ``hydra.sweep.dir``, else the folder below which the default lies."""
+    sweep = "-m" in argv or "--multirun" in argv
+    key = "hydra.sweep.dir=" if sweep else "hydra.run.dir="
+    given = [a[len(key) :] for a in argv if a.startswith(key)]
+    return Path(given[-1]) if given else Path("runs")
+
+
 def main() -> None:
     # as under ``python -m mic.train``: a _target_ may name a module of the current folder
     # (a task of your own in one file beside its config)
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
-    _join_torchrun()
+    try:
+        _join_torchrun()
+        # before Hydra sets up its logging in the folder: one paragraph, not its traceback
+        check_writable(run_folder(sys.argv[1:]), create=False)
+    except MicError as e:
+        print(f"mic: error: {_one_paragraph(str(e))}", file=sys.stderr)
+        sys.exit(2)
     _main()
 
 

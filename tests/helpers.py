@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +106,70 @@ def user_error_of(overrides: list[str]) -> str:
     message = user_error(info.value)
     assert message is not None, f"not a user error: {info.value!r}"
     return message
+
+
+def write_label(path: Path, array) -> Path:
+    """A single-channel 8-bit label PNG of ``array`` (H x W class ids), its folders made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array, np.uint8), mode="L").save(path)
+    return path
+
+
+def two_class_label(size: tuple[int, int] = (16, 12), right: int = 1) -> np.ndarray:
+    """A H x W label: class 0 on the left half, ``right`` on the right half."""
+    label = np.zeros((size[1], size[0]), np.uint8)
+    label[:, size[0] // 2 :] = right
+    return label
+
+
+def seg_tree(root: Path, n: int = 4, labels: bool = True, size=(16, 12), right: int = 1) -> Path:
+    """``root/img/<i>.png`` (random RGB) and, with ``labels``, ``root/lbl/<i>.png`` (two
+    classes, the right half ``right``): images and labels in separate folders."""
+    rng = np.random.default_rng(len(str(root)))
+    for i in range(n):
+        path = root / "img" / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+        if labels:
+            write_label(root / "lbl" / f"{i}.png", two_class_label(size, right))
+    return root
+
+
+def seg_folder_overrides(tmp: Path, num_classes: int = 2, right: int = 1, **roots) -> list[str]:
+    """A few-iteration ``mic-train experiment=streets dataset=seg_folders`` run on trees
+    written under ``tmp`` (``source``, ``target``, ``test``: any replaced by the one given)."""
+    src = roots.get("source") or seg_tree(tmp / "src", right=right)
+    tgt = roots.get("target") or seg_tree(tmp / "tgt", labels=False)
+    tst = roots.get("test") or seg_tree(tmp / "tst", n=2, right=right)
+    return [
+        "experiment=streets",
+        "dataset=seg_folders",
+        f"dataset.num_classes={num_classes}",
+        f"dataset.source_images={src / 'img'}",
+        f"dataset.source_labels={src / 'lbl'}",
+        f"dataset.target_images={tgt / 'img'}",
+        f"dataset.test_images={tst / 'img'}",
+        f"dataset.test_labels={tst / 'lbl'}",
+        "dataset.crop_size=[8,8]",
+        "method.terms.mic.masker.block_size=4",
+        "iterations=2",
+        "loader.source_batch_size=2",
+        "loader.target_batch_size=2",
+        "loader.test_batch_size=2",
+        "eval.interval=0",
+        "eval.adabn_batches=0",
+    ]
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m mic.train *args`` in a subprocess, as a user runs it (Hydra's short
+    errors), its output captured."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "mic.train", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )

@@ -257,7 +257,7 @@ def test_cityscapes_missing_annotation(tmp_path):
     root = _cityscapes(tmp_path)
     for f in (root / "gtFine" / "val").rglob("*.png"):
         f.unlink()
-    with pytest.raises(DatasetError, match="no instance annotation"):
+    with pytest.raises(DatasetError, match="Missing instance annotation files"):
         CityscapesDetection(root, "val")
 
 

@@ -29,12 +29,24 @@ def test_forever_resumes_at_the_same_batch_with_a_resumable_sampler():
     a = EndlessLoader(_loader(ResumableSampler(10, seed=1)))
     first = _take(a, 5)  # 3 batches per epoch: ends inside the second epoch
     state = a.state_dict()
-    assert state == {"epoch": 1, "batches": 2}
+    assert state == {"epoch": 1, "batches": 2, "samples": 6}
     rest = _take(a, 4)
     b = EndlessLoader(_loader(ResumableSampler(10, seed=1)))
     b.load_state_dict(state)
     assert _take(b, 4) == rest
     assert first[:2] != first[3:5]  # each epoch is reshuffled
+
+
+def test_a_resumed_loader_with_another_batch_size_continues_at_the_next_sample():
+    a = EndlessLoader(_loader(ResumableSampler(10, seed=1)))
+    _take(a, 4)  # the second epoch's first batch: 3 of its 9 samples drawn
+    order = ResumableSampler(10, seed=1)
+    order.set_epoch(1)
+    b = EndlessLoader(
+        DataLoader(list(range(10)), batch_size=2, sampler=ResumableSampler(10, seed=1))
+    )
+    b.load_state_dict(a.state_dict())
+    assert _take(b, 3) == [order.indices()[3:5], order.indices()[5:7], order.indices()[7:9]]
 
 
 def test_forever_resumes_with_a_plain_shuffling_loader_by_replaying():

@@ -30,10 +30,20 @@ def collate_pairs(
         ``(images, targets)``; ``targets`` is None when no sample has one (unlabelled data).
 
     Raises:
-        DatasetError: some samples have targets and others not.
+        DatasetError: images of different sizes in a batch, or some samples with targets and
+            others without.
     """
     pairs = [split_sample(s) for s in samples]
-    images = batch_images([p[0] for p in pairs])
+    try:
+        images = batch_images([p[0] for p in pairs])
+    except RuntimeError:
+        shapes = sorted({tuple(getattr(p[0], "shape", ())) for p in pairs})
+        if len(shapes) < 2:
+            raise
+        raise DatasetError(
+            f"one batch holds images of different sizes {shapes}; give the dataset a transform "
+            "that resizes or crops every image to one size"
+        ) from None
     targets = [p[1] for p in pairs]
     if all(t is None for t in targets):
         return images, None
@@ -71,10 +81,10 @@ class EndlessLoader(Iterator[Any]):
     At each epoch start it calls ``sampler.set_epoch(epoch)`` when the loader's sampler has
     it, and re-seeds the loader's generator from ``(its initial seed, epoch)`` so that the
     seeds of worker processes do not depend on when the epoch started. ``state_dict`` is the
-    epoch and the number of batches drawn in it; after ``load_state_dict`` the next batch is
-    the one that would have come next (the sampler starts part-way when it has
-    ``set_start``, as ``mic.training.ResumableSampler`` does; otherwise the drawn batches are
-    drawn again and dropped).
+    epoch and the batches and samples drawn in it; after ``load_state_dict`` the next batch
+    starts at the next sample (the sampler starts part-way when it has ``set_start``, as
+    ``mic.training.ResumableSampler`` does, also after a change of batch size; otherwise the
+    drawn batches are drawn again and dropped).
 
     Args:
         loader: any iterable of batches (a ``DataLoader``, a list of batches).
@@ -87,8 +97,7 @@ class EndlessLoader(Iterator[Any]):
     def __init__(self, loader: Iterable[Any], name: str = "data") -> None:
         self.loader = loader
         self.name = name
-        self.epoch = 0
-        self.batches = 0
+        self.epoch = self.batches = self.samples = 0
         generator = getattr(loader, "generator", None)
         self._seed = generator.initial_seed() if isinstance(generator, torch.Generator) else None
         self._it: Iterator[Any] | None = None
@@ -99,7 +108,7 @@ class EndlessLoader(Iterator[Any]):
         try:
             batch = next(self._it)  # type: ignore[arg-type]
         except StopIteration:
-            self.epoch, self.batches = self.epoch + 1, 0
+            self.epoch, self.batches, self.samples = self.epoch + 1, 0, 0
             self._start_epoch()
             try:
                 batch = next(self._it)  # type: ignore[arg-type]
@@ -109,6 +118,7 @@ class EndlessLoader(Iterator[Any]):
                     "than one batch with drop_last=True; add data or lower the batch size"
                 ) from None
         self.batches += 1
+        self.samples += getattr(self.loader, "batch_size", None) or 0
         return batch
 
     def _start_epoch(self) -> None:
@@ -118,17 +128,17 @@ class EndlessLoader(Iterator[Any]):
         if self._seed is not None:
             self.loader.generator.manual_seed(self._seed + 7919 * self.epoch)  # type: ignore[attr-defined]
         skip = self.batches
-        batch_size = getattr(self.loader, "batch_size", None)
-        if skip and hasattr(sampler, "set_start") and batch_size:
-            sampler.set_start(skip * batch_size)
+        if skip and self.samples and hasattr(sampler, "set_start"):
+            sampler.set_start(self.samples)
             skip = 0
         self._it = iter(self.loader)
         for _ in range(skip):
             next(self._it)
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "batches": self.batches}
+        return {"epoch": self.epoch, "batches": self.batches, "samples": self.samples}
 
     def load_state_dict(self, state: Mapping[str, int]) -> None:
         self.epoch, self.batches = int(state["epoch"]), int(state["batches"])
+        self.samples = int(state.get("samples", 0))
         self._it = None

@@ -128,6 +128,8 @@ class IterationContext:
         seed: the run's seed, from which every term's stream is derived.
         rank, world_size, micro, micro_batches: this micro-batch's place in the step's global
             batch (see ``RandomStream``).
+        mean: the mean of a tensor over the data-parallel processes (None: one process), for
+            statistics of the whole batch such as the quality weight.
 
     Attributes:
         adapting: ``step >= adaptation_start``; a term active before that (one with
@@ -148,8 +150,10 @@ class IterationContext:
         world_size: int = 1,
         micro: int = 0,
         micro_batches: int = 1,
+        mean: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         self.step = step
+        self.mean = mean
         self.task = task
         self.student = student
         self.teacher = teacher

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from mic.core.batch import EndlessLoader, move_to, split_sample
 from mic.core.context import IterationContext
-from mic.core.errors import ConfigError, MicError
+from mic.core.errors import ConfigError, DatasetError, MicError
 from mic.core.method import UDAMethod
 from mic.core.task import Task
 from mic.core.teacher import Teacher, unwrap
@@ -94,16 +94,12 @@ class AdaptationLoop:
     the pseudo-labels, and each term draws from its own ``RandomStream``; (4) one optimiser
     step on the gradients averaged over processes, and one scheduler step; (5) the hooks run.
 
-    Numerical faults, checked with one host synchronisation per iteration: under
-    ``nan_policy="skip"`` an iteration whose losses or gradients hold NaN or Inf changes
-    nothing (no optimiser step, BatchNorm statistics restored, no teacher update after it;
-    only the schedule advances), and more than ``max_skipped`` of the iterations run so far
-    skipped (counting from 5) raises ``NumericalError``; ``"stop"`` raises it at once;
-    ``"ignore"`` checks nothing. Weights made NaN or Inf by an optimiser step always raise it,
-    and the teacher never averages in a non-finite value.
-
-    SIGTERM and SIGINT (when ``run`` is called from the main thread) finish the current
-    iteration, let the hooks run (a checkpointer saves), and raise ``TrainingInterrupted``.
+    Numerical faults (one host synchronisation per iteration, docs/training.md): under
+    ``nan_policy="skip"`` an iteration with NaN or Inf losses or gradients changes nothing
+    but the schedule, and more than ``max_skipped`` of them (from the fifth) raise
+    ``NumericalError``; ``"stop"`` raises it at once; ``"ignore"`` checks nothing. Weights
+    made non-finite by a step always raise it. SIGTERM and SIGINT (``run`` called from the
+    main thread) finish the iteration, let the hooks save, and raise ``TrainingInterrupted``.
 
     Args:
         task: the Task through which every model is trained and scored.
@@ -227,6 +223,8 @@ class AdaptationLoop:
         Raises:
             TrainingInterrupted: a stop request (SIGTERM, SIGINT) ended the run early.
             NumericalError: see the class documentation.
+            DatasetError: a batch could not be loaded; the hooks ran first (a checkpointer
+                saves the state before that iteration, ``interrupted_by`` says why).
         """
         self.collective.broadcast_module(self.student)
         self.collective.broadcast_module(self.method)
@@ -235,7 +233,13 @@ class AdaptationLoop:
             for hook in self.hooks:
                 hook.before_run(self)
             while self.step < self.iterations and self._stop_signal is None:
-                losses = self.train_step()
+                try:
+                    losses = self.train_step()
+                except DatasetError:  # a bad file met mid-run: save (hooks), then report it
+                    self.interrupted_by = "a data error"
+                    for hook in self.hooks:
+                        hook.after_run(self)
+                    raise
                 self.step += 1
                 for hook in self.hooks:
                     hook.after_step(self, losses)
@@ -250,13 +254,19 @@ class AdaptationLoop:
     def train_step(self) -> dict[str, Tensor]:
         """One iteration; returns the detached loss of every term (and named part)."""
         step = self.step
+        positions = self.source.state_dict(), self.target.state_dict()
+        try:  # the batches first: a bad file leaves the loop as it was before the iteration
+            contexts = [self.context(step, micro) for micro in range(self.accumulate)]
+        except DatasetError:
+            self.source.load_state_dict(positions[0])
+            self.target.load_state_dict(positions[1])
+            raise
         self.student.train()
         self.method.train()
         if self.teacher is not None and (step == 0 or self._stepped):
             self.teacher.update(self.student, step)
         if self.nan_policy == "skip":  # a skipped step restores the BatchNorm statistics
             self._snapshot_buffers()
-        contexts = [self.context(step, micro) for micro in range(self.accumulate)]
         self.optimizer.zero_grad(set_to_none=True)
         return self.step_strategy(self, contexts, self.active_terms(step))
 
@@ -273,7 +283,7 @@ class AdaptationLoop:
         layout = (self.seed, c.rank, c.world_size, micro, self.accumulate)
         return IterationContext(
             step, self.task, self.student, source, target, self.teacher, self.adaptation_start,
-            *layout,
+            *layout, mean=c.mean if c.world_size > 1 else None,
         )  # fmt: skip
 
     def backward(

@@ -143,9 +143,19 @@ class Task(ABC):
         check_num_classes(self.num_classes, datasets)
 
     def collate(self, samples: list[Any]) -> Any:
-        """Batch dataset samples (each an image or ``(image, target)``): stacked images, and
-        stacked targets checked by ``check_targets``."""
+        """Batch dataset samples (each an image or ``(image, target)``): stacked float images,
+        and stacked targets checked by ``check_targets``.
+
+        Raises:
+            DatasetError: images that are not float, of different sizes, or bad targets.
+        """
         images, targets = collate_pairs(samples)
+        if isinstance(images, Tensor) and not images.is_floating_point():
+            raise DatasetError(
+                f"the dataset yields {images.dtype} images, but models take float images; "
+                "convert them in its transform (e.g. torchvision's ToTensor, or "
+                "v2.ToDtype(torch.float32, scale=True) then Normalize)"
+            )
         if targets is not None:
             self.check_targets(targets)
         return images if targets is None else (images, targets)

@@ -163,7 +163,9 @@ class ConsistencyLoss(LossTerm):
         return self.weight * sum_parts(loss, self.part_weights)
 
     def forward(self, ctx: IterationContext) -> Tensor:
-        return self.loss(ctx.student, ctx.task, ctx.target_images, ctx.pseudo_labels, ctx.rng)
+        pseudo = ctx.pseudo_labels
+        weights = self.weighting(pseudo, ctx.mean)  # q of the whole batch, every process
+        return self.loss(ctx.student, ctx.task, ctx.target_images, pseudo, ctx.rng, weights)
 
 
 class MaskedImageConsistency(ConsistencyLoss):

@@ -14,6 +14,9 @@ from mic.core.task import PseudoLabels
 WeightingMode = Literal["quality", "prob", "none"]
 WEIGHTING_MODES = ("quality", "prob", "none")
 
+#: the mean of a tensor over data-parallel processes (``Collective.mean``)
+Reduce = Callable[[Tensor], Tensor]
+
 #: tau, the teacher confidence at or above which a pseudo-label counts as reliable in the
 #: quality weight (DACS, DAFormer, HRDA and MIC's published ``pseudo_threshold``)
 QUALITY_THRESHOLD = 0.968
@@ -62,18 +65,25 @@ class PseudoLabelWeighting:
         self.mode = mode
         self.tau = float(tau)
 
-    def quality(self, confidence: Tensor | list[Tensor]) -> Tensor:
-        """q: the share of elements with confidence >= tau, a float 0-d tensor (0 for none)."""
+    def quality(self, confidence: Tensor | list[Tensor], mean: Reduce | None = None) -> Tensor:
+        """q: the share of elements with confidence >= tau, a float 0-d tensor (0 for none);
+        with ``mean`` (the mean over data-parallel processes), the share in the global batch."""
         flat = _flat(confidence)
+        if mean is not None:  # sums over processes: the share in the whole batch
+            counts = mean(
+                torch.stack([(flat >= self.tau).float().sum(), flat.new_tensor(flat.numel())])
+            )
+            return counts[0] / counts[1].clamp_min(1.0)
         if flat.numel() == 0:
             return flat.new_zeros(())
         return (flat >= self.tau).float().mean()
 
-    def __call__(self, pseudo: PseudoLabels) -> Tensor | list[Tensor]:
-        """The weights, in the layout (and dtype) of ``pseudo.confidence``."""
+    def __call__(self, pseudo: PseudoLabels, mean: Reduce | None = None) -> Tensor | list[Tensor]:
+        """The weights, in the layout (and dtype) of ``pseudo.confidence``; ``mean`` makes q
+        the global batch's under data parallelism (``IterationContext.mean``)."""
         conf = pseudo.confidence
         if self.mode == "quality":
-            q = self.quality(conf)
+            q = self.quality(conf, mean)
             weights = _map(lambda c: q.expand_as(c).to(c.dtype), conf)
         elif self.mode == "prob":
             weights = _map(lambda c: c.detach(), conf)

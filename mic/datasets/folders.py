@@ -2,50 +2,31 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
 from mic.core.errors import DatasetError
+from mic.datasets.files import (
+    IMAGE_EXTENSIONS,
+    check_folder,
+    is_hidden_name,
+    is_image,
+    list_images,
+    load_image,
+)
+from mic.datasets.preflight import Problem, check_images
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-
-
-def is_image(path: str | Path) -> bool:
-    return str(path).lower().endswith(IMAGE_EXTENSIONS)
-
-
-def check_folder(root: str | Path, what: str = "dataset") -> Path:
-    """The folder as a Path; a clear error when it is missing or not a folder."""
-    path = Path(os.path.expanduser(str(root)))
-    if not path.exists():
-        raise DatasetError(
-            f"{what} folder '{path}' does not exist; check the path in the dataset config "
-            "(relative paths are taken from the directory you run in)"
-        )
-    if not path.is_dir():
-        raise DatasetError(f"{what} path '{path}' is a file, not a folder")
-    return path
-
-
-def load_image(path: str | Path, mode: str = "RGB") -> Image.Image:
-    """Open an image file fully (so a truncated file fails here, naming the file)."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert(mode)
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise DatasetError(
-            f"cannot read image '{path}' ({e.__class__.__name__}: {e}); remove or replace the file"
-        ) from e
-
-
-def list_images(root: Path, recursive: bool = True) -> list[Path]:
-    pattern = "**/*" if recursive else "*"
-    return sorted(p for p in root.glob(pattern) if p.is_file() and is_image(p))
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageFolder",
+    "LabelledImages",
+    "UnlabeledImageFolder",
+    "check_folder",
+    "is_image",
+    "list_images",
+    "load_image",
+]
 
 
 class UnlabeledImageFolder:
@@ -79,6 +60,11 @@ class UnlabeledImageFolder:
     def __getitem__(self, index: int) -> Any:
         img = load_image(self.files[index])
         return self.transform(img) if self.transform else img
+
+    def preflight(self, training: bool = True) -> list[Problem]:
+        """Every image's header readable and its mode convertible to RGB (see
+        ``mic.datasets.preflight``)."""
+        return check_images(self.files, f"images in {self.root}")
 
 
 class LabelledImages:
@@ -114,6 +100,27 @@ class LabelledImages:
         img = self.transform(img) if self.transform else img
         return (img, label) if self.labelled else img
 
+    def preflight(self, training: bool = True) -> list[Problem]:
+        """Every image present, its header readable and its mode convertible to RGB; for a
+        labelled training set, a warning for classes without any image (see
+        ``mic.datasets.preflight``)."""
+        files = [path for path, _ in self.samples]
+        problems = check_images(files, f"{len(files)} images")
+        absent = sorted(set(range(self.num_classes)) - set(self.targets))
+        if training and self.labelled and absent:
+            names = ", ".join(f"{c} ({self.classes[c]})" for c in absent)
+            problems.append(
+                Problem(
+                    "class lists with classes that no image has",
+                    str(getattr(self, "root", files[0].parent)),
+                    f"class {names}",
+                    "A model cannot learn them from the source; if that is not meant, check the "
+                    "images and the class list.",
+                    warning=True,
+                )
+            )
+        return problems
+
 
 class ImageFolder(LabelledImages):
     """Labelled images in one sub-folder per class (``root/<class>/<image>``); class indices
@@ -139,10 +146,10 @@ class ImageFolder(LabelledImages):
     ) -> None:
         self.root = check_folder(root, "class-per-folder")
         folders = sorted(
-            d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")
+            d.name for d in self.root.iterdir() if d.is_dir() and not is_hidden_name(d.name)
         )
         if not folders:
-            loose = [p.name for p in self.root.iterdir() if p.is_file() and is_image(p)]
+            loose = list_images(self.root, recursive=False)
             layout = (
                 f"found {len(loose)} images directly in it but no class sub-folders"
                 if loose

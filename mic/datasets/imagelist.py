@@ -8,25 +8,26 @@ from pathlib import Path
 from typing import Any
 
 from mic.core.errors import DatasetError
+from mic.datasets.files import read_text
 from mic.datasets.folders import LabelledImages
 
 
 def read_image_list(list_file: Path, base: Path) -> list[tuple[Path, int]]:
     """``(path, label)`` pairs of a list file; a path may contain spaces (the label is the
-    last field); relative paths are taken from ``base``."""
+    last field); relative paths are taken from ``base``. Read as editors save text: with or
+    without a byte-order mark, any line ends, blanks around fields and blank lines ignored."""
     samples = []
-    with open(list_file, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) < 2 or not fields[-1].lstrip("-").isdigit():
-                raise DatasetError(
-                    f"{list_file}, line {number}: expected '<image path> <class index>', "
-                    f"got {line.strip()!r}"
-                )
-            path = Path(line.rstrip("\n").rsplit(maxsplit=1)[0].strip())
-            samples.append((path if path.is_absolute() else base / path, int(fields[-1])))
+    for number, line in enumerate(read_text(list_file, "image list").split("\n"), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) < 2 or not fields[-1].lstrip("-").isdigit():
+            raise DatasetError(
+                f"{list_file}, line {number}: expected '<image path> <class index>', "
+                f"got {line.strip()!r}"
+            )
+        path = Path(line.strip().rsplit(maxsplit=1)[0].strip())
+        samples.append((path if path.is_absolute() else base / path, int(fields[-1])))
     return samples
 
 
@@ -36,7 +37,9 @@ class ImageList(LabelledImages):
     Samples are ``(transform(image), label)``, or ``transform(image)`` with
     ``labelled=False`` (a target training set). A missing list, an empty list, a bad line, a
     label outside the class list, and a first or last image that does not exist (a wrong
-    root) are reported when the dataset is built; an unreadable image when it is loaded.
+    root) are reported when the dataset is built; every listed image that is missing or
+    unreadable by ``preflight()`` (the data check before training), or when it is loaded.
+    The list is read as editors save it (``read_image_list``).
 
     Args:
         list_file: the list.

@@ -1,7 +1,8 @@
 """The machinery that runs the adaptation loop: optimiser parameter groups and schedules,
-checkpoints, data parallelism, resumable sampling, random-generator state, evaluation, and
-the hooks that log, evaluate and checkpoint. It depends on ``mic.core``; the loop reaches it
-only through its narrow interfaces (``Hook``, ``Collective``)."""
+checkpoints, data parallelism, resumable sampling, random-generator state, evaluation,
+label-free validators for model selection, and the hooks that log, evaluate and
+checkpoint. It depends on ``mic.core``; the loop reaches it only through its narrow
+interfaces (``Hook``, ``Collective``)."""
 
 from mic.training.checkpoint import (
     latest_checkpoint,
@@ -28,19 +29,40 @@ from mic.training.optim import (
 )
 from mic.training.rng import rng_state, set_rng_state
 from mic.training.sampling import DatasetWrapper, ResumableSampler, SeededDataset
+from mic.training.validators import (
+    VALIDATORS,
+    BatchNuclearNorm,
+    Entropy,
+    InformationMaximization,
+    LabelFreeValidation,
+    MaskedAgreement,
+    ModelSelection,
+    SoftNeighborhoodDensity,
+    Validator,
+    make_validators,
+)
 
 __all__ = [
+    "VALIDATORS",
+    "BatchNuclearNorm",
     "Checkpointer",
     "Constant",
     "DatasetWrapper",
+    "Entropy",
     "Evaluation",
+    "InformationMaximization",
     "InverseDecay",
+    "LabelFreeValidation",
+    "MaskedAgreement",
     "MetricsLogger",
+    "ModelSelection",
     "ProcessGroup",
     "ProcessInfo",
     "ProgressBar",
     "ResumableSampler",
     "SeededDataset",
+    "SoftNeighborhoodDensity",
+    "Validator",
     "WarmupMultiStep",
     "WarmupPoly",
     "evaluate",
@@ -48,6 +70,7 @@ __all__ = [
     "latest_checkpoint",
     "load_checkpoint",
     "lr_scheduler",
+    "make_validators",
     "param_groups",
     "per_process_batch_size",
     "process_info",

@@ -31,6 +31,12 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(obj: Any, path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,12 +51,14 @@ def _atomic_write(obj: Any, path: Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # as a plain open() would (mkstemp makes it 0600)
         os.replace(tmp, path)
-    except OSError as e:
+    except Exception as e:  # torch's writer raises RuntimeError for a full disk
         Path(tmp).unlink(missing_ok=True)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
         raise CheckpointError(
-            f"could not write checkpoint '{path}' ({e.strerror or e}); the previous checkpoint "
-            "is intact. Free disk space (or lower checkpoint.keep) and resume with resume=auto"
+            f"could not write checkpoint '{path}' ({reason}); the previous checkpoint is "
+            "intact. Free disk space (or lower checkpoint.keep) and resume with resume=auto"
         ) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

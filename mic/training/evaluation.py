@@ -27,6 +27,26 @@ def to_python(value: Any) -> Any:
     return value
 
 
+def fresh_metric(task: Task, device: Any) -> Any:
+    """``task.metric()`` on ``device``, computed in this process alone (a torchmetrics metric
+    does not wait for the other processes of a ``torchrun`` group)."""
+    metric = task.metric()
+    if isinstance(metric, nn.Module):
+        metric = metric.to(device)
+        for m in metric.modules():
+            if hasattr(m, "sync_on_compute"):
+                m.sync_on_compute = False
+                m._to_sync = False  # what compute() reads; set from sync_on_compute at init
+    return metric
+
+
+def primary_score(task: Task, computed: Any) -> float:
+    """The primary metric of what a task metric's ``compute()`` returned (a dict of named
+    scores, or one scalar), as a float."""
+    value = computed[task.primary_metric] if isinstance(computed, dict) else computed
+    return float(to_python(value))
+
+
 @torch.no_grad()
 def evaluate(
     task: Task, model: nn.Module, loader: Iterable[Any], device: Any = None
@@ -44,13 +64,7 @@ def evaluate(
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    metric = task.metric()
-    if isinstance(metric, nn.Module):
-        metric = metric.to(device)
-        for m in metric.modules():  # scored on one process: torchmetrics must not wait for others
-            if hasattr(m, "sync_on_compute"):
-                m.sync_on_compute = False
-                m._to_sync = False  # what compute() reads; set from sync_on_compute at init
+    metric = fresh_metric(task, device)
     try:
         for batch in loader:
             images, targets = split_sample(batch)
@@ -75,6 +89,25 @@ def tracked_batchnorms(model: nn.Module) -> list[_BatchNorm]:
 
 @contextmanager
 @torch.no_grad()
+def restored(model: nn.Module) -> Iterator[list[_BatchNorm]]:
+    """Inside the block, the modes of ``model``'s modules and the buffers and momentum of its
+    tracked BatchNorm layers (yielded) may change; afterwards they are as before."""
+    norms = tracked_batchnorms(model)
+    modes = {m: m.training for m in model.modules()}
+    saved = [(m, m.momentum, [b.clone() for b in m.buffers()]) for m in norms]
+    try:
+        yield norms
+    finally:
+        for m, momentum, buffers in saved:
+            for b, old in zip(m.buffers(), buffers, strict=True):
+                b.copy_(old)
+            m.momentum = momentum
+        for m, training in modes.items():
+            m.training = training
+
+
+@contextmanager
+@torch.no_grad()
 def recalibrated_batchnorm(
     model: nn.Module, loader: Iterable[Any], batches: int, device: Any = None
 ) -> Iterator[nn.Module]:
@@ -84,14 +117,11 @@ def recalibrated_batchnorm(
     Only BatchNorm layers run in train mode during the re-estimation (dropout stays off), and
     the statistics are a cumulative average over the batches (momentum None).
     """
-    norms = tracked_batchnorms(model)
-    if not norms or batches <= 0:
+    if not tracked_batchnorms(model) or batches <= 0:
         yield model
         return
     device = device or next(model.parameters()).device
-    modes = {m: m.training for m in model.modules()}
-    saved = [(m, m.momentum, [b.clone() for b in m.buffers()]) for m in norms]
-    try:
+    with restored(model) as norms:
         model.eval()
         for m in norms:
             m.reset_running_stats()
@@ -102,10 +132,3 @@ def recalibrated_batchnorm(
             model(move_to(images, device))
         model.eval()
         yield model
-    finally:
-        for m, momentum, buffers in saved:
-            for b, old in zip(m.buffers(), buffers, strict=True):
-                b.copy_(old)
-            m.momentum = momentum
-        for m, training in modes.items():
-            m.training = training

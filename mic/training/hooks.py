@@ -18,6 +18,7 @@ from mic.training.checkpoint import save_checkpoint, save_weights
 from mic.training.distributed import broadcast_object, gather_objects, process_info
 from mic.training.evaluation import evaluate, recalibrated_batchnorm, tracked_batchnorms
 from mic.training.rng import rng_state
+from mic.training.validators import LabelFreeValidation, ModelSelection
 
 if TYPE_CHECKING:
     from mic.core.task import Task
@@ -87,7 +88,7 @@ class MetricsLogger(Hook):
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "metrics.jsonl"
-        if loop.step > 0 and path.exists():  # resumed: forget what came after the checkpoint
+        if path.exists():  # resumed or restarted: forget what came after the checkpoint
             kept = [x for x in path.read_text().splitlines() if _step_of(x) <= loop.step]
             path.write_text("".join(x + "\n" for x in kept))
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115
@@ -138,24 +139,43 @@ class MetricsLogger(Hook):
 
 class Evaluation(Hook):
     """Scores the student and the teacher on a labelled target loader every ``interval``
-    iterations, at the end, and at the iterations listed in ``at``.
+    iterations, at the end, and at the iterations listed in ``at``; with ``validation``, also
+    by label-free validators on unlabelled target batches (records ``validator/<model>/<name>``
+    beside the labelled ``eval/<model>/<metric>``).
 
     BatchNorm protocol: with ``adabn_batches > 0`` (and a model with BatchNorm), every
     evaluated model first re-estimates its BatchNorm statistics on that many batches of
     ``adabn_loader`` (target training images), and the training statistics are restored
     afterwards; this stops the source, mixed and masked batches that the student's running
-    statistics mix from deciding the score. The records say which protocol was used.
+    statistics mix from deciding the score. The records say which protocol was used. The
+    validators score each model under the same protocol; the reference pseudo-labels of
+    ``masked_agreement`` are the teacher's (under its own protocol), or each model's own in a
+    run without a teacher.
+
+    Args:
+        task: the task every model is scored through.
+        loader: labelled target batches (None: no labelled scores, validators alone).
+        interval: evaluate every this many iterations (0: only at the end and at ``at``).
+        models: which models are scored: ``student``, ``teacher``.
+        adabn_loader, adabn_batches: the AdaBN protocol (see above).
+        at: further iterations to evaluate at.
+        validation: the label-free validators (``mic.training.validators``).
+
+    Raises:
+        ConfigError: an unknown model name, neither labels nor validators to score with, or
+            validators the task cannot feed.
     """
 
     def __init__(
         self,
         task: Task,
-        loader: Iterable[Any],
+        loader: Iterable[Any] | None,
         interval: int = 0,
         models: Sequence[str] = ("student", "teacher"),
         adabn_loader: Iterable[Any] | None = None,
         adabn_batches: int = 0,
         at: Sequence[int] = (),
+        validation: LabelFreeValidation | None = None,
     ) -> None:
         unknown = set(models) - {"student", "teacher"}
         if unknown:
@@ -169,7 +189,19 @@ class Evaluation(Hook):
         self.adabn_loader = adabn_loader
         self.adabn_batches = adabn_batches if adabn_loader is not None else 0
         self.at = set(at)
+        if loader is None and validation is None:
+            raise ConfigError("evaluation needs a labelled loader, label-free validators or both")
+        if validation is not None:
+            validation.check(task)
+        self.validation = validation
         self.history: list[dict[str, Any]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        """The evaluation records so far (plain types), for checkpoints."""
+        return {"history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = list(state.get("history", []))
 
     def protocol(self, model: torch.nn.Module) -> str:
         """How ``model``'s BatchNorm layers were scored (the ones with running statistics)."""
@@ -188,23 +220,37 @@ class Evaluation(Hook):
         loop.emit(record)
         return record
 
+    def recalibrated(self, model: torch.nn.Module, loop: AdaptationLoop) -> Any:
+        """The context in which ``model`` is scored (AdaBN, see the class documentation)."""
+        return recalibrated_batchnorm(
+            model, self.adabn_loader or (), self.adabn_batches, loop.device
+        )
+
     def score(self, loop: AdaptationLoop) -> dict[str, Any]:
         record: dict[str, Any] = {"step": loop.step}
         lines = []
+        references = None
+        validation = self.validation
+        if validation is not None and validation.needs_reference and loop.teacher is not None:
+            with self.recalibrated(loop.teacher.model, loop):
+                references = self.validation.references(self.task, loop.teacher.model, loop.device)
         for name in self.models:
             if name == "teacher" and loop.teacher is None:
                 continue
             model = loop.student if name == "student" else loop.teacher.model  # type: ignore[union-attr]
-            with recalibrated_batchnorm(
-                model, self.adabn_loader or (), self.adabn_batches, loop.device
-            ):
-                scores = evaluate(self.task, model, self.loader, loop.device)
+            scores: dict[str, Any] = {}
+            with self.recalibrated(model, loop):
+                if self.loader is not None:
+                    scores = evaluate(self.task, model, self.loader, loop.device)
+                if self.validation is not None:
+                    found = self.validation.score(self.task, model, loop.device, references)
+                    record.update({f"validator/{name}/{k}": v for k, v in found.items()})
             record[f"eval/{name}/protocol"] = self.protocol(model)
             record.update({f"eval/{name}/{k}": v for k, v in scores.items()})
             primary = scores.get(self.task.primary_metric)
             if isinstance(primary, float):
                 lines.append(f"{name} {self.task.primary_metric} {100 * primary:.2f}")
-        record["summary"] = f"[iteration {loop.step}] target " + ", ".join(lines)
+        record["summary"] = f"[iteration {loop.step}] target " + (", ".join(lines) or "(no labels)")
         return record
 
 
@@ -214,9 +260,25 @@ class Checkpointer(Hook):
     whenever ``best_metric`` improves. At the end it also exports weights-only files for
     inference (``student.pt``, ``teacher.pt``: a model's ``state_dict``).
 
-    The state is the loop's plus the global random generators of every process (Python's,
-    NumPy's, torch's): under ``torchrun`` every process takes part in gathering them; the
-    main process writes.
+    ``best_metric`` is a key of the evaluation records: a labelled score
+    (``eval/student/accuracy``) or a label-free validator's (``validator/student/snd``);
+    higher is better, NaN never counts. ``selection`` (a ``ModelSelection``) records which
+    evaluation every score would pick.
+
+    The state is the loop's, the global random generators of every process (Python's,
+    NumPy's, torch's: under ``torchrun`` every process takes part in gathering them; the main
+    process writes), the selection record, and the state of the ``stateful`` hooks (e.g. the
+    evaluation history); ``load_state_dict`` puts the last two back on resume. Temporary files
+    that a crash during a save left behind are removed when a run starts.
+
+    Args:
+        directory: the checkpoint folder.
+        interval: save every this many iterations (0: only at the end and on interruption).
+        keep: how many ``iter_*.pt`` files to keep (>= 1).
+        best_metric: the record key whose improvement saves ``best.pt`` (None: never).
+        extra: plain values stored in every checkpoint.
+        stateful: name -> object with ``state_dict()`` / ``load_state_dict()`` (plain types)
+            whose state travels in checkpoints.
     """
 
     def __init__(
@@ -226,18 +288,54 @@ class Checkpointer(Hook):
         keep: int = 1,
         best_metric: str | None = None,
         extra: dict[str, Any] | None = None,
+        stateful: dict[str, Any] | None = None,
     ) -> None:
+        if keep < 1:
+            raise ConfigError(f"checkpoint.keep must be at least 1, got {keep}")
         self.directory = Path(directory)
         self.interval = interval
-        self.keep = max(1, keep)
+        self.keep = keep
         self.best_metric = best_metric
-        self.best: float | None = None
+        self.selection = ModelSelection()
         self.extra = extra or {}
+        self.stateful = dict(stateful or {})
         self._saved_step = -1
+
+    @property
+    def best(self) -> float | None:
+        """The best value of ``best_metric`` so far (None before the first finite one)."""
+        return self.selection.score(self.best_metric) if self.best_metric else None
 
     def state(self, loop: AdaptationLoop) -> dict[str, Any]:
         rng = gather_objects(rng_state())
-        return {**loop.state_dict(), "rng": rng, "best": self.best, **self.extra}
+        selection = self.selection.state_dict()
+        hooks = {name: obj.state_dict() for name, obj in self.stateful.items()}
+        return {
+            **loop.state_dict(),
+            "rng": rng,
+            "selection": selection,
+            "hooks": hooks,
+            **self.extra,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the selection record and the stateful hooks from a checkpoint's state (a
+        checkpoint written before the record existed holds only the best value of
+        ``best_metric``)."""
+        if "selection" in state:
+            self.selection.load_state_dict(state["selection"])
+        elif isinstance(state.get("best"), float) and self.best_metric:
+            self.selection.load_state_dict(
+                {"best": {self.best_metric: {"step": -1, "score": state["best"], "metrics": {}}}}
+            )
+        for name, obj in self.stateful.items():
+            if name in state.get("hooks", {}):
+                obj.load_state_dict(state["hooks"][name])
+
+    def before_run(self, loop: AdaptationLoop) -> None:
+        if process_info().is_main and self.directory.is_dir():
+            for leftover in self.directory.glob(".*.tmp"):  # a save a crash interrupted
+                leftover.unlink(missing_ok=True)
 
     def save(self, loop: AdaptationLoop) -> Path:
         state = self.state(loop)
@@ -254,9 +352,7 @@ class Checkpointer(Hook):
             self.save(loop)
 
     def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
-        value = record.get(self.best_metric) if self.best_metric else None
-        if isinstance(value, float) and (self.best is None or value > self.best):
-            self.best = value
+        if self.best_metric in self.selection.update(record):
             state = self.state(loop)
             if process_info().is_main:
                 save_checkpoint(state, self.directory / "best.pt")

@@ -16,6 +16,7 @@ import random
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from functools import lru_cache
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from mic.core.errors import DatasetError
 from mic.datasets.detection.targets import check_target, make_target
-from mic.datasets.folders import check_folder, load_image
+from mic.datasets.files import check_folder, load_image, read_header, read_text, visible
+from mic.datasets.preflight import Problem, check_image, header_problem, keep_or_raise, progress
 
 Target = dict[str, Tensor]
 
@@ -54,9 +56,7 @@ def hflip(image: Tensor, target: Target) -> tuple[Tensor, Target]:
 
 
 def _read_text(path: Path, what: str) -> str:
-    if not path.is_file():
-        raise DatasetError(f"{what} '{path}' does not exist; check the dataset paths")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = read_text(path, what)  # a byte-order mark, CRLF line ends
     if not text.strip():
         raise DatasetError(f"{what} '{path}' is empty; re-export or remove it")
     return text
@@ -76,16 +76,30 @@ class DetectionDataset:
     """Common behaviour of the readers: image loading, checks, optional flip, unlabelled use.
 
     Subclasses fill ``self.files`` (image paths) and ``self.targets`` (one per file, read and
-    checked up front), or override ``target(index)`` to read targets lazily.
+    checked up front), or override ``target(index)`` to read targets lazily; and
+    ``self.stated_sizes``, the (H, W) that the annotations state for each image (None: not
+    stated), checked against the image files by ``preflight()``.
+
+    Args:
+        labelled: give targets; False: images only.
+        flip: random horizontal flips (training).
+        apply_exif_orientation: turn each image as its EXIF orientation tag says (what
+            viewers show and annotation tools draw boxes on; photos from phones carry it);
+            False: the stored pixels, for boxes drawn on them.
     """
 
     classes: list[str]
     files: list[Path]
     targets: list[Target]
+    stated_sizes: list[tuple[int, int] | None] = []  # noqa: RUF012 (replaced, never mutated)
+    found_problems: list[Problem] = []  # noqa: RUF012
 
-    def __init__(self, labelled: bool = True, flip: bool = False) -> None:
+    def __init__(
+        self, labelled: bool = True, flip: bool = False, apply_exif_orientation: bool = True
+    ) -> None:
         self.labelled = labelled
         self.flip = flip
+        self.apply_exif_orientation = apply_exif_orientation
 
     @property
     def num_classes(self) -> int:
@@ -98,7 +112,7 @@ class DetectionDataset:
         return self.targets[index]
 
     def __getitem__(self, index: int) -> Tensor | tuple[Tensor, Target]:
-        image = to_tensor(load_image(self.files[index]))
+        image = to_tensor(load_image(self.files[index], "RGB", self.apply_exif_orientation))
         if not self.labelled:
             return image.flip(-1) if self.flip and random.random() < 0.5 else image
         target = self.target(index)
@@ -108,6 +122,82 @@ class DetectionDataset:
         if self.flip and random.random() < 0.5:
             image, target = hflip(image, target)
         return image, target
+
+    def preflight(self, training: bool = True) -> list[Problem]:
+        """The data check before training (see ``mic.datasets.preflight``): every image
+        present, its header readable and its mode usable; the size its annotation states
+        against the file's (after the EXIF orientation); boxes inside the image; in a
+        labelled training set, a warning for classes without any box.
+
+        Returns:
+            The problems found, each naming its file.
+        """
+        problems = list(self.found_problems)
+        eager = self.labelled and len(getattr(self, "targets", ())) == len(self.files)
+        stated = self.stated_sizes if len(self.stated_sizes) == len(self.files) else None
+        for i in progress(range(len(self.files)), len(self.files), type(self).__name__):
+            path = self.files[i]
+            header = check_image(path, problems, self.apply_exif_orientation)
+            if header is None:
+                continue
+            size = (header.height, header.width)
+            if stated is not None and stated[i] is not None and stated[i] != size:
+                problems.append(self._size_problem(path, stated[i], header))  # type: ignore[arg-type]
+            elif eager:
+                try:
+                    check_target(self.targets[i], self.num_classes, size, f"'{path}'")
+                except DatasetError as e:
+                    problems.append(Problem("images with boxes outside them", str(path), str(e)))
+            problems += self.check_labels(i, header)
+        if training and eager:
+            counts = np.bincount(
+                np.concatenate([t["labels"].numpy() for t in self.targets] + [np.zeros(0, int)]),
+                minlength=self.num_classes,
+            )
+            absent = [i for i in range(self.num_classes) if counts[i] == 0]
+            if absent:
+                names = ", ".join(f"{c} ({self.classes[c]})" for c in absent)
+                problems.append(
+                    Problem(
+                        "annotation sets in which declared classes have no box",
+                        str(getattr(self, "root", "")),
+                        f"class {names}",
+                        "A model cannot learn them from the source; if that is not meant, "
+                        "check the annotations and the class list.",
+                        warning=True,
+                    )
+                )
+        return problems
+
+    def check_labels(self, index: int, header: Any) -> list[Problem]:
+        """Problems of the annotation files of image ``index`` (header: the image's)."""
+        return []
+
+    def _size_problem(self, path: Path, stated: tuple[int, int], header: Any) -> Problem:
+        h, w = stated
+        applied = self.apply_exif_orientation and header.orientation != 1
+        detail = f"stated {w} x {h}, the file is {header.width} x {header.height}" + (
+            f" after its EXIF orientation {header.orientation}" if applied else ""
+        )
+        fix = "Fix the stated sizes (or replace the images): boxes are checked against them."
+        if header.orientation in (5, 6, 7, 8):  # a quarter turn: the other reading fits
+            stored = header.stored_size
+            if self.apply_exif_orientation and (w, h) == stored:
+                fix = (
+                    "The annotations state the size of the stored pixels, before the EXIF "
+                    "orientation: if their boxes were drawn on the stored pixels, set "
+                    "{reader}.apply_exif_orientation=false; else fix the stated sizes."
+                )
+            elif not self.apply_exif_orientation and (w, h) == (stored[1], stored[0]):
+                fix = (
+                    "The annotations state the size of the upright image, after the EXIF "
+                    "orientation: set {reader}.apply_exif_orientation=true."
+                )
+        return Problem("images whose size differs from the annotation's", str(path), detail, fix)
+
+
+def _annotation_problem(file: Path, error: DatasetError) -> Problem:
+    return Problem("images with annotations the detector cannot train on", str(file), str(error))
 
 
 # ------------------------------------------------------------------------------------ COCO
@@ -125,6 +215,13 @@ class CocoDetection(DetectionDataset):
         skip_crowd: leave out ``iscrowd`` annotations.
         ignore_crowd: keep them, flagged ``iscrowd`` so that evaluation ignores them (COCO's
             protocol; for test sets, where it takes precedence over ``skip_crowd``).
+        apply_exif_orientation: turn images as their EXIF orientation says (see
+            ``DetectionDataset``); the json's ``width`` / ``height`` are checked against
+            the turned image by ``preflight()``.
+
+    Raises:
+        DatasetError: a json that cannot be read, or boxes the detector cannot train on (all
+            of them; inside ``collecting_problems()`` kept for ``preflight()``).
     """
 
     def __init__(
@@ -136,8 +233,9 @@ class CocoDetection(DetectionDataset):
         flip: bool = False,
         skip_crowd: bool = True,
         ignore_crowd: bool = False,
+        apply_exif_orientation: bool = True,
     ) -> None:
-        super().__init__(labelled, flip)
+        super().__init__(labelled, flip, apply_exif_orientation)
         self.root = check_folder(images, "image")
         path = Path(annotations)
         try:
@@ -185,13 +283,18 @@ class CocoDetection(DetectionDataset):
             boxes[ann["image_id"]].append([x, y, x + w, y + h])
             labels[ann["image_id"]].append(index[name])
             crowds[ann["image_id"]].append(crowd)
-        self.targets = []
-        for im in images:
+        self.targets, self.stated_sizes, problems = [], [], []
+        for im, file in zip(images, self.files):
             flags = crowds[im["id"]] if ignore_crowd else None
             target = make_target(boxes[im["id"]], labels[im["id"]], flags)
             size = _stated_size(*sizes[im["id"]])
-            check_target(target, self.num_classes, size, f"image '{im['file_name']}' in '{path}'")
+            try:
+                check_target(target, self.num_classes, size, f"its annotation in '{path.name}'")
+            except DatasetError as e:
+                problems.append(_annotation_problem(file, e))
             self.targets.append(target)
+            self.stated_sizes.append(size)
+        self.found_problems = keep_or_raise(problems, type(self).__name__)
 
 
 # ------------------------------------------------------------------------------------- VOC
@@ -245,7 +348,12 @@ class VOCDetection(DetectionDataset):
         keep_difficult: also train on objects marked difficult.
         ignore_difficult: keep them flagged ``iscrowd``, so that evaluation ignores them
             (VOC's protocol; for test sets).
-        labelled, flip: as for every reader.
+        labelled, flip, apply_exif_orientation: as for every reader (``DetectionDataset``).
+
+    Raises:
+        DatasetError: a missing split file; missing images, annotation files that cannot be
+            read and boxes the detector cannot train on (all of them; inside
+            ``collecting_problems()`` kept for ``preflight()``).
     """
 
     def __init__(
@@ -257,8 +365,9 @@ class VOCDetection(DetectionDataset):
         labelled: bool = True,
         flip: bool = False,
         ignore_difficult: bool = False,
+        apply_exif_orientation: bool = True,
     ) -> None:
-        super().__init__(labelled, flip)
+        super().__init__(labelled, flip, apply_exif_orientation)
         self.root = check_folder(root, "VOC")
         self.classes = list(classes) if classes is not None else list(VOC_CLASSES)
         ids = [
@@ -270,20 +379,38 @@ class VOCDetection(DetectionDataset):
         ]
         self.files = []
         annotations = []
+        problems = []
         for i in ids:
             image = self.root / "JPEGImages" / f"{i}.jpg"
             if not image.exists():
-                matches = sorted((self.root / "JPEGImages").glob(f"{i}.*"))
+                folder = self.root / "JPEGImages"
+                matches = visible(sorted(folder.glob(f"{glob_escape(i)}.*")), folder)
                 if not matches:
-                    raise DatasetError(f"image '{image}' of split '{split}' does not exist")
-                image = matches[0]
+                    problems.append(
+                        Problem(
+                            "missing image files",
+                            str(image),
+                            f"listed in split '{split}'",
+                            "Check the dataset root and the split file.",
+                        )
+                    )
+                image = matches[0] if matches else image
             self.files.append(image)
             annotations.append(self.root / "Annotations" / f"{i}.xml")
-        self.targets = []
-        for path in annotations:  # read and check every file now, naming a bad one
-            target, size = parse_voc_xml(path, self.classes, keep_difficult, ignore_difficult)
-            check_target(target, self.num_classes, size, f"'{path}'")
+        self.targets, self.stated_sizes = [], []
+        for path in annotations:  # read and check every file now, naming each bad one
+            try:
+                target, size = parse_voc_xml(path, self.classes, keep_difficult, ignore_difficult)
+            except DatasetError as e:
+                problems.append(Problem("annotation files that cannot be read", str(path), str(e)))
+                target, size = make_target([], []), None
+            try:
+                check_target(target, self.num_classes, size, "its boxes")
+            except DatasetError as e:
+                problems.append(_annotation_problem(path, e))
             self.targets.append(target)
+            self.stated_sizes.append(size)
+        self.found_problems = keep_or_raise(problems, type(self).__name__)
 
 
 # ------------------------------------------------------------------------------ Cityscapes
@@ -357,7 +484,7 @@ class CityscapesDetection(DetectionDataset):
         else:
             folder = check_folder(self.root / "leftImg8bit" / split, "Cityscapes image")
             suffix = "_leftImg8bit.png"
-        self.files = sorted(folder.glob(f"*/*{suffix}"))
+        self.files = visible(sorted(folder.glob(f"*/*{suffix}")), folder)
         if not self.files:
             raise DatasetError(f"no '*{suffix}' images found in the city folders of '{folder}'")
         self.names = [(f.parent.name, f.name[: -len(suffix)]) for f in self.files]
@@ -367,10 +494,40 @@ class CityscapesDetection(DetectionDataset):
                 gt / city / f"{name}_gtFine_instanceIds.png" for city, name in self.names
             ]
             missing = [p for p in self.instance_files if not p.exists()]
-            if missing:
-                raise DatasetError(
-                    f"{len(missing)} images have no instance annotation, e.g. '{missing[0]}'"
-                )
+            self.found_problems = keep_or_raise(
+                [
+                    Problem(
+                        "missing instance annotation files",
+                        str(p),
+                        fix="Every image needs its gtFine instanceIds file (or set "
+                        "{reader}.labelled=false for unlabelled target images).",
+                    )
+                    for p in missing
+                ],
+                type(self).__name__,
+            )
+
+    def check_labels(self, index: int, header: Any) -> list[Problem]:
+        """The instance-id file present and of its image's size."""
+        if not self.labelled:
+            return []
+        path = self.instance_files[index]
+        if not path.exists():  # reported with the missing files
+            return []
+        try:
+            label = read_header(path, apply_exif_orientation=False)
+        except DatasetError as e:
+            return [header_problem(path, e, "instance annotation")]
+        if label.size == header.size:
+            return []
+        return [
+            Problem(
+                "instance annotations whose size differs from their image",
+                str(path),
+                f"{label.width} x {label.height}, its image {header.width} x {header.height}",
+                "Replace them with the gtFine files of these images.",
+            )
+        ]
 
     def target(self, index: int) -> Target:
         rows = _instance_boxes(str(self.instance_files[index]), self.min_pixels)

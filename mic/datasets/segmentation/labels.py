@@ -160,22 +160,32 @@ class LabelMap:
         """Files that already hold training ids 0..num_classes-1 (and 255)."""
         return cls({i: i for i in range(num_classes)}, name=f"training-id (0..{num_classes - 1})")
 
+    def check(self, ids: np.ndarray) -> str | None:
+        """None when every id in ``ids`` is known to the mapping, else what is wrong."""
+        if ids.dtype.kind not in "iu":
+            return f"{ids.dtype} values, not integer ids"
+        if ids.size and int(ids.max()) >= len(self.lut):
+            bad = np.unique(ids[ids >= len(self.lut)])[:8]
+        elif ids.size and int(self.lut[ids].min()) < 0:
+            bad = np.unique(ids[self.lut[ids] < 0])[:8]
+        else:
+            return None
+        return (
+            f"ids {bad.tolist()} outside the {self.name} mapping (known ids: {_ranges(self.known)})"
+        )
+
     def __call__(self, ids: np.ndarray, file: object = "") -> np.ndarray:
-        if ids.dtype.kind not in "iu" or (ids.size and int(ids.max()) >= len(self.lut)):
-            bad = np.unique(ids[ids >= len(self.lut)])[:8] if ids.dtype.kind in "iu" else []
-            raise DatasetError(
-                f"label file '{file}' holds ids {list(map(int, bad))} outside the {self.name} "
-                f"mapping (known ids: {_ranges(self.known)}); is it the right label format?"
-            )
-        out = self.lut[ids]
-        if out.size and int(out.min()) < 0:
-            bad = np.unique(ids[out < 0])[:8]
-            raise DatasetError(
-                f"label file '{file}' holds ids {bad.tolist()} outside the {self.name} mapping "
-                f"(known ids: {_ranges(self.known)}); is it the right label format "
-                "(label ids vs. training ids) or a corrupt file?"
-            )
-        return out.astype(np.uint8)
+        if ids.dtype.kind in "iu" and (not ids.size or int(ids.max()) < len(self.lut)):
+            out = self.lut[ids]
+            if not out.size or int(out.min()) >= 0:
+                return out.astype(np.uint8)
+        reason = self.check(ids)
+        error = DatasetError(
+            f"label file '{file}' holds {reason}; is it the right label format (label ids vs. "
+            "training ids) or a corrupt file?"
+        )
+        error.reason = reason  # type: ignore[attr-defined]  (for lists of problems)
+        raise error
 
 
 def default_class_names(num_classes: int) -> list[str]:

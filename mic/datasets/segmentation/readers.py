@@ -20,7 +20,8 @@ Dark Zurich            rgb_anon/<split>/<condition>/<sequence>/<name>_rgb_anon.p
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,25 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_png, read_file
 
 from mic.core.errors import ConfigError, DatasetError
-from mic.datasets.folders import check_folder, load_image
+from mic.datasets.files import (
+    check_folder,
+    is_hidden_name,
+    list_images,
+    load_image,
+    path_order,
+    read_header,
+    visible,
+)
+from mic.datasets.preflight import (
+    LABEL_SAMPLE,
+    Problem,
+    check_image,
+    class_presence,
+    header_problem,
+    keep_or_raise,
+    progress,
+    sample_indices,
+)
 from mic.datasets.segmentation.labels import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_IDS,
@@ -75,6 +94,10 @@ def read_png_unchanged(path: Path) -> np.ndarray:
     return array[..., 0] if array.shape[2] == 1 else array
 
 
+def _path(path: str | Path) -> Path:
+    return path if isinstance(path, Path) else Path(path)
+
+
 class SegmentationDataset:
     """Pairs of image and label files (or images alone) with a label mapping.
 
@@ -85,7 +108,28 @@ class SegmentationDataset:
         labelled: return labels (False: images only, e.g. target training images).
         classes: the class names (training-id order).
         root: the dataset folder (rare-class statistics are cached there).
+        label_size_mismatch: a label whose size differs from its image is an ``"error"``
+            (naming both files), or is ``"resize"``d to the image with nearest neighbour
+            (the remedy of the published pipelines, which resize image and label to one
+            scale; a few GTA5 frames need it).
+        label_formats: the other label formats of the reader: option (e.g.
+            ``"label_format=labelIds"``) -> (the ending of this format's label file names,
+            that format's: ``"_gtFine_labelTrainIds.png"``, ``"_gtFine_labelIds.png"``), so
+            that missing label files name the option that reads the files that are there.
+
+    Raises:
+        DatasetError: images without their label file (inside
+            ``mic.datasets.preflight.collecting_problems()``: kept for ``preflight()``).
     """
+
+    #: Pillow modes a label file may have (single channel: grey, palette, 16-bit)
+    label_modes: tuple[str, ...] = ("L", "P", "I", "I;16", "I;16B", "I;16L", "1")
+    #: classes the dataset is known to lack (no warning when they never occur)
+    expected_absent: tuple[int, ...] = ()
+    #: the reader takes ``label_mapping`` (stored value -> class), named in messages
+    takes_label_mapping = False
+    #: the argument that makes the reader read images alone, named in messages
+    unlabelled_option = "labelled=false"
 
     def __init__(
         self,
@@ -95,24 +139,25 @@ class SegmentationDataset:
         labelled: bool = True,
         classes: Sequence[str] = CITYSCAPES_CLASSES,
         root: str | Path | None = None,
+        label_size_mismatch: str = "error",
+        label_formats: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         if not samples:
             raise DatasetError(f"no images found{f' in {root}' if root else ''}")
-        if labelled:
-            missing = [str(lab) for _, lab in samples if lab is None or not Path(lab).is_file()]
-            if missing:
-                raise DatasetError(
-                    f"{len(missing)} of {len(samples)} label files are missing, e.g. "
-                    f"'{missing[0]}'; every image needs its label file (or use labelled=false "
-                    "for unlabelled target images)"
-                )
-        self.samples = [(Path(i), Path(lab) if lab is not None else None) for i, lab in samples]
+        if label_size_mismatch not in ("error", "resize"):
+            raise ConfigError(
+                f"label_size_mismatch must be 'error' or 'resize', got {label_size_mismatch!r}"
+            )
+        self.samples = [(_path(i), _path(lab) if lab is not None else None) for i, lab in samples]
         self.label_map = label_map
         self.transform = transform
         self.labelled = labelled
         self.classes = list(classes)
         self.root = Path(root) if root is not None else None
         self.ignore_index = IGNORE_INDEX
+        self.label_size_mismatch = label_size_mismatch
+        self.label_formats = dict(label_formats or {})
+        self.found_problems = keep_or_raise(self.missing_labels(), type(self).__name__)
 
     @property
     def num_classes(self) -> int:
@@ -121,19 +166,54 @@ class SegmentationDataset:
     def __len__(self) -> int:
         return len(self.samples)
 
+    def missing_labels(self) -> list[Problem]:
+        """Images without their label file; the fix names the option that reads the label
+        files that are there, when another format's are."""
+        if not self.labelled:
+            return []
+        missing = [(i, lab) for i, lab in self.samples if lab is None or not lab.is_file()]
+        if not missing:
+            return []
+        fix = (
+            "Every image needs its label file (or set {reader}."
+            f"{self.unlabelled_option} for unlabelled target images)."
+        )
+        first = missing[0][1]
+        there = self.label_near_miss(first) if first is not None else None
+        if there is not None:
+            option, found = there
+            fix = f"The files '{found}' are there: set {{reader}}.{option} to read them."
+        return [Problem("missing label files", str(lab), "", fix) for _, lab in missing]
+
+    def label_near_miss(self, label: Path) -> tuple[str, Path] | None:
+        """``(option, file)``: the option that would read ``file``, a label of the same image
+        in another format that exists where ``label`` does not."""
+        for option, (ending, other) in self.label_formats.items():
+            if not label.name.endswith(ending):
+                continue
+            candidate = label.with_name(label.name[: -len(ending)] + other)
+            if candidate.is_file():
+                return option, candidate
+        return None
+
     def read_label_ids(self, path: Path) -> np.ndarray:
         """The ids stored in one label file (override for other encodings)."""
         return read_label(path)
 
     def load_label(self, index: int, size: tuple[int, int] | None = None) -> np.ndarray:
         """The label of sample ``index`` in training ids, at full resolution; ``size``
-        (width, height) is the image's, checked against the label's."""
+        (width, height) is the image's, checked against the label's (or the label resized
+        to it, with ``label_size_mismatch="resize"``)."""
         image_file, label_file = self.samples[index]
         label = self.label_map(self.read_label_ids(label_file), label_file)  # type: ignore[arg-type]
         if size is not None and (label.shape[1], label.shape[0]) != size:
+            if self.label_size_mismatch == "resize":
+                return np.asarray(Image.fromarray(label).resize(size, Image.NEAREST))
             raise DatasetError(
                 f"image '{image_file}' is {size[0]} x {size[1]} but its label '{label_file}' is "
-                f"{label.shape[1]} x {label.shape[0]}; image and label must have one size"
+                f"{label.shape[1]} x {label.shape[0]}; image and label must have one size (or "
+                f"set label_size_mismatch=resize on the {type(self).__name__} reader: the label "
+                "is then resized to its image with nearest neighbour)"
             )
         return label
 
@@ -156,6 +236,104 @@ class SegmentationDataset:
             return sample
         return self.transform(*sample) if self.labelled else self.transform(sample)
 
+    def preflight(self, training: bool = True, label_sample: int = LABEL_SAMPLE) -> list[Problem]:
+        """The data check before training (see ``mic.datasets.preflight``): images without
+        labels; from the headers of every image and label file, that each is readable, of a
+        usable mode, and that image and label have one size; the values of ``label_sample``
+        label files evenly spread over the set (ids outside the mapping; in a training set,
+        fewer than two classes occurring, and, when every file was read, classes that never
+        occur).
+
+        Returns:
+            The problems found, each naming its file.
+        """
+        problems = list(self.found_problems)
+        missing = {p.file for p in problems}
+        labels = self.labelled
+        for image_file, label_file in progress(self.samples, len(self), self._what()):
+            image = check_image(image_file, problems)
+            if not labels or label_file is None or str(label_file) in missing:
+                continue
+            try:
+                label = read_header(label_file, apply_exif_orientation=False)
+            except DatasetError as e:
+                problems.append(header_problem(label_file, e, "label"))
+                continue
+            if label.mode not in self.label_modes:
+                problems.append(
+                    Problem(
+                        "label files of the wrong mode",
+                        str(label_file),
+                        f"{label.mode}, not one of {', '.join(self.label_modes)}",
+                        "A label file of this reader holds one class id per pixel; is it the "
+                        "right file (or a colour rendering of the labels)?",
+                    )
+                )
+            mismatch = image is not None and label.size != image.size
+            if mismatch and self.label_size_mismatch == "error":
+                problems.append(
+                    Problem(
+                        "labels whose size differs from their image",
+                        str(label_file),
+                        f"{label.width} x {label.height}, its image '{image_file}' "
+                        f"{image.width} x {image.height}",  # type: ignore[union-attr]
+                        "To resize each such label to its image with nearest neighbour (the "
+                        "published pipelines' remedy), set {reader}.label_size_mismatch=resize.",
+                    )
+                )
+        if labels and label_sample > 0:
+            problems += self._label_values(training, label_sample, {p.file for p in problems})
+        return problems
+
+    def label_folder(self) -> Path:
+        """The folder of the label files, named in messages about them as a whole."""
+        label_root = getattr(self, "label_root", None)
+        return Path(label_root or self.root or self.samples[0][1].parent)  # type: ignore[union-attr]
+
+    def _what(self) -> str:
+        return f"{type(self).__name__} {'pairs' if self.labelled else 'images'}"
+
+    def _label_values(self, training: bool, k: int, bad: set[str]) -> list[Problem]:
+        """Ids outside the mapping in ``k`` label files evenly spread; class presence."""
+        problems = []
+        pixels = np.zeros(256, np.int64)
+        read = 0
+        for i in sample_indices(len(self), k):
+            label_file = self.samples[i][1]
+            if str(label_file) in bad:
+                continue
+            try:
+                ids = self.read_label_ids(label_file)  # type: ignore[arg-type]
+            except DatasetError as e:
+                problems.append(Problem("unreadable label files", str(label_file), str(e)))
+                continue
+            reason = self.label_map.check(ids)
+            if reason is not None:
+                problems.append(
+                    Problem(
+                        "label files with ids outside the mapping",
+                        str(label_file),
+                        reason,
+                        "Is it the right label format? They are read as "
+                        f"{self.label_map.name} ids.",
+                    )
+                )
+                continue
+            pixels += np.bincount(self.label_map(ids).ravel(), minlength=256)
+            read += 1
+        if read and not problems:
+            problems += class_presence(
+                pixels[: self.num_classes],
+                self.classes,
+                str(self.label_folder()),
+                read,
+                len(self),
+                self.expected_absent,
+                self.takes_label_mapping,
+                warn_absent=training,
+            )
+        return problems
+
 
 def _pairs(
     images: list[Path], label_of: Callable[[Path], Path], labelled: bool
@@ -164,7 +342,7 @@ def _pairs(
 
 
 def _glob(folder: Path, pattern: str, what: str) -> list[Path]:
-    files = sorted(folder.glob(pattern))
+    files = visible(sorted(folder.glob(pattern), key=path_order), folder)
     if not files:
         raise DatasetError(f"no {what} found in '{folder}' (looked for {pattern})")
     return files
@@ -180,6 +358,35 @@ def _cityscapes_format(label_format: str) -> tuple[str, LabelMap]:
     """A Cityscapes-style label format (``labelTrainIds`` or ``labelIds``) and its map."""
     maps = {"labelTrainIds": CITYSCAPES_TRAIN_IDS, "labelIds": CITYSCAPES_IDS}
     return _label_format(label_format, list(maps)), maps[label_format]
+
+
+def _other_formats(fmt: str, endings: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """``label_format=<other>`` -> (``fmt``'s ending, the other's), for every format but
+    ``fmt`` (``endings``: format -> the ending of its label file names)."""
+    return {
+        f"label_format={other}": (endings[fmt], ending)
+        for other, ending in endings.items()
+        if other != fmt
+    }
+
+
+def _options(
+    root: Path, label_size_mismatch: str, fmt: str, endings: Mapping[str, str]
+) -> dict[str, Any]:
+    """The keyword arguments every reader of a published layout passes on."""
+    return {
+        "root": root,
+        "label_size_mismatch": label_size_mismatch,
+        "label_formats": _other_formats(fmt, endings),
+    }
+
+
+def _cityscapes_endings(prefix: str) -> dict[str, str]:
+    return {f: f"{prefix}{f}.png" for f in ("labelTrainIds", "labelIds")}
+
+
+#: GTA5's and SYNTHIA's label formats: as released, and DAFormer's converted training ids
+_CONVERTED_ENDINGS = {"ids": ".png", "trainids": "_labelTrainIds.png"}
 
 
 def _anon_samples(
@@ -202,6 +409,8 @@ class GTA5(SegmentationDataset):
         root: the folder holding ``images/`` and ``labels/``.
         label_format: ``"ids"`` (the released palette PNGs, mapped here) or ``"trainids"``
             (``<name>_labelTrainIds.png`` written by DAFormer's conversion script).
+        label_size_mismatch: ``"error"`` or ``"resize"`` (see ``SegmentationDataset``; a few
+            GTA5 frames have labels of another size than their image).
     """
 
     def __init__(
@@ -210,14 +419,16 @@ class GTA5(SegmentationDataset):
         transform: Transform | None = None,
         labelled: bool = True,
         label_format: str = "ids",
+        label_size_mismatch: str = "error",
     ) -> None:
         root = check_folder(root, "GTA5")
         fmt = _label_format(label_format, ("ids", "trainids"))
         images = _glob(root / "images", "*.png", "GTA5 images")
-        suffix = ".png" if fmt == "ids" else "_labelTrainIds.png"
+        suffix = _CONVERTED_ENDINGS[fmt]
         samples = _pairs(images, lambda p: root / "labels" / (p.stem + suffix), labelled)
         label_map = CITYSCAPES_IDS if fmt == "ids" else CITYSCAPES_TRAIN_IDS
-        super().__init__(samples, label_map, transform, labelled, root=root)
+        options = _options(root, label_size_mismatch, fmt, _CONVERTED_ENDINGS)
+        super().__init__(samples, label_map, transform, labelled, **options)
 
 
 class SynthiaRandCityscapes(SegmentationDataset):
@@ -229,7 +440,10 @@ class SynthiaRandCityscapes(SegmentationDataset):
         root: the folder holding ``RGB/`` and ``GT/LABELS/``.
         label_format: ``"ids"`` (the released 16-bit PNGs) or ``"trainids"``
             (``GT/LABELS/<name>_labelTrainIds.png`` from DAFormer's conversion script).
+        label_size_mismatch: ``"error"`` or ``"resize"`` (see ``SegmentationDataset``).
     """
+
+    expected_absent = (9, 14, 16)  # terrain, truck, train
 
     def __init__(
         self,
@@ -237,14 +451,18 @@ class SynthiaRandCityscapes(SegmentationDataset):
         transform: Transform | None = None,
         labelled: bool = True,
         label_format: str = "ids",
+        label_size_mismatch: str = "error",
     ) -> None:
         root = check_folder(root, "SYNTHIA")
         self.label_format = _label_format(label_format, ("ids", "trainids"))
+        if self.label_format == "ids":  # 16-bit colour, which Pillow's header calls RGB
+            self.label_modes = ("RGB", "RGBA")
         images = _glob(root / "RGB", "*.png", "SYNTHIA images")
-        suffix = ".png" if self.label_format == "ids" else "_labelTrainIds.png"
+        suffix = _CONVERTED_ENDINGS[self.label_format]
         samples = _pairs(images, lambda p: root / "GT" / "LABELS" / (p.stem + suffix), labelled)
         label_map = SYNTHIA_IDS if self.label_format == "ids" else CITYSCAPES_TRAIN_IDS
-        super().__init__(samples, label_map, transform, labelled, root=root)
+        options = _options(root, label_size_mismatch, self.label_format, _CONVERTED_ENDINGS)
+        super().__init__(samples, label_map, transform, labelled, **options)
 
     def read_label_ids(self, path: Path) -> np.ndarray:
         if self.label_format == "trainids":
@@ -267,6 +485,7 @@ class Cityscapes(SegmentationDataset):
         split: ``"train"``, ``"val"`` or ``"test"``.
         label_format: ``"labelTrainIds"`` (from cityscapesScripts' createTrainIdLabelImgs)
             or ``"labelIds"`` (as released, mapped here).
+        label_size_mismatch: ``"error"`` or ``"resize"`` (see ``SegmentationDataset``).
     """
 
     def __init__(
@@ -276,6 +495,7 @@ class Cityscapes(SegmentationDataset):
         transform: Transform | None = None,
         labelled: bool = True,
         label_format: str = "labelTrainIds",
+        label_size_mismatch: str = "error",
     ) -> None:
         root = check_folder(root, "Cityscapes")
         fmt, label_map = _cityscapes_format(label_format)
@@ -286,8 +506,9 @@ class Cityscapes(SegmentationDataset):
             stem = p.name[: -len("_leftImg8bit.png")]
             return root / "gtFine" / split / p.parent.name / f"{stem}_gtFine_{fmt}.png"
 
+        options = _options(root, label_size_mismatch, fmt, _cityscapes_endings("_gtFine_"))
         super().__init__(
-            _pairs(images, label_of, labelled), label_map, transform, labelled, root=root
+            _pairs(images, label_of, labelled), label_map, transform, labelled, **options
         )
 
 
@@ -299,6 +520,7 @@ class ACDC(SegmentationDataset):
         split: ``"train"``, ``"val"`` or ``"test"`` (test labels are withheld).
         conditions: which conditions to read (published: all four).
         label_format: ``"labelTrainIds"`` or ``"labelIds"``.
+        label_size_mismatch: ``"error"`` or ``"resize"`` (see ``SegmentationDataset``).
 
     Reads the released layout ``rgb_anon/<condition>/<split>/<sequence>/``; when that is
     absent it reads the flattened ``rgb_anon/<split>/<sequence>/`` the published code uses.
@@ -314,6 +536,7 @@ class ACDC(SegmentationDataset):
         labelled: bool = True,
         conditions: Sequence[str] = CONDITIONS,
         label_format: str = "labelTrainIds",
+        label_size_mismatch: str = "error",
     ) -> None:
         root = check_folder(root, "ACDC")
         fmt, label_map = _cityscapes_format(label_format)
@@ -333,7 +556,8 @@ class ACDC(SegmentationDataset):
             folder = check_folder(root / "rgb_anon" / split, f"ACDC {split} image")
             gt = root / "gt" / split
             samples = _anon_samples(folder, gt, fmt, "**/*_rgb_anon.png", labelled, "ACDC images")
-        super().__init__(samples, label_map, transform, labelled, root=root)
+        options = _options(root, label_size_mismatch, fmt, _cityscapes_endings("_gt_"))
+        super().__init__(samples, label_map, transform, labelled, **options)
 
 
 class DarkZurich(SegmentationDataset):
@@ -345,6 +569,7 @@ class DarkZurich(SegmentationDataset):
         split: ``"train"`` (unlabelled), ``"val"`` or ``"test"``.
         condition: ``"night"`` (the target domain), ``"twilight"`` or ``"day"``.
         label_format: ``"labelTrainIds"`` or ``"labelIds"``.
+        label_size_mismatch: ``"error"`` or ``"resize"`` (see ``SegmentationDataset``).
     """
 
     def __init__(
@@ -355,6 +580,7 @@ class DarkZurich(SegmentationDataset):
         labelled: bool = False,
         condition: str = "night",
         label_format: str = "labelTrainIds",
+        label_size_mismatch: str = "error",
     ) -> None:
         root = check_folder(root, "Dark Zurich")
         fmt, label_map = _cityscapes_format(label_format)
@@ -366,20 +592,29 @@ class DarkZurich(SegmentationDataset):
         folder = check_folder(root / "rgb_anon" / split / condition, f"Dark Zurich {split}")
         gt = root / "gt" / split / condition
         samples = _anon_samples(folder, gt, fmt, "*/*_rgb_anon.png", labelled, "Dark Zurich images")
-        super().__init__(samples, label_map, transform, labelled, root=root)
+        options = _options(root, label_size_mismatch, fmt, _cityscapes_endings("_gt_"))
+        super().__init__(samples, label_map, transform, labelled, **options)
 
 
 class SegmentationFolder(SegmentationDataset):
-    """Your own data: images in one folder (searched recursively) and, for a labelled set,
-    label PNGs of the same relative path and stem plus ``label_suffix`` in another.
+    """Your own data: images in one folder (searched recursively, hidden files and folders
+    left out) and, for a labelled set, label PNGs of the same relative path and stem plus
+    ``label_suffix`` in another (or the same) folder.
 
     Args:
         images: the image folder.
         labels: the label folder (None: unlabelled, e.g. target training images).
         label_suffix: appended to an image's stem to name its label file.
-        num_classes: the labels hold training ids 0..num_classes-1 and 255.
+        num_classes: the labels hold training ids 0..num_classes-1 and 255 (ignored).
         classes: class names (default: Cityscapes' when num_classes is 19, else numbers).
+        label_mapping: stored value -> training id, for values that are not training ids
+            already, e.g. ``{255: 1}`` for binary masks saved as 0/255 (255 is otherwise the
+            ignore value).
+        label_size_mismatch: ``"error"`` or ``"resize"`` (see ``SegmentationDataset``).
     """
+
+    takes_label_mapping = True
+    unlabelled_option = "labels=null"
 
     def __init__(
         self,
@@ -389,12 +624,14 @@ class SegmentationFolder(SegmentationDataset):
         label_suffix: str = ".png",
         num_classes: int = 19,
         classes: Sequence[str] | None = None,
+        label_mapping: Mapping[int, int] | None = None,
+        label_size_mismatch: str = "error",
     ) -> None:
-        from mic.datasets.folders import list_images
-
         image_root = check_folder(images, "image")
         files = list_images(image_root)
         label_root = check_folder(labels, "label") if labels is not None else None
+        self.label_root = label_root
+        self.label_suffix = label_suffix
 
         def label_of(p: Path) -> Path:
             rel = p.relative_to(image_root)
@@ -404,11 +641,37 @@ class SegmentationFolder(SegmentationDataset):
             classes = default_class_names(num_classes)
         if len(classes) != num_classes:
             raise ConfigError(f"{len(classes)} class names given for num_classes={num_classes}")
+        mapping = {i: i for i in range(num_classes)}
+        for stored, train_id in (label_mapping or {}).items():
+            if not (0 <= int(train_id) < num_classes or int(train_id) == IGNORE_INDEX):
+                raise ConfigError(
+                    f"label_mapping maps {stored} to {train_id}, which is neither a class of "
+                    f"num_classes={num_classes} nor the ignore value {IGNORE_INDEX}"
+                )
+            if not 0 <= int(stored) < 1 << 16:
+                raise ConfigError(f"label_mapping's stored value {stored} is not in 0..65535")
+            mapping[int(stored)] = int(train_id)
+        name = f"training-id (0..{num_classes - 1})"
+        name += " with label_mapping" if label_mapping else ""
         super().__init__(
             _pairs(files, label_of, label_root is not None),
-            LabelMap.train_ids(num_classes),
+            LabelMap(mapping, name=name),
             transform,
             labelled=label_root is not None,
             classes=classes,
             root=image_root,
+            label_size_mismatch=label_size_mismatch,
         )
+
+    def label_near_miss(self, label: Path) -> tuple[str, Path] | None:
+        """A file of the label's stem with another ending (``label_suffix``)."""
+        if not label.name.endswith(self.label_suffix) or not label.parent.is_dir():
+            return None
+        stem = label.name[: -len(self.label_suffix)]
+        if not stem:
+            return None
+        for other in sorted(label.parent.glob(f"{glob_escape(stem)}*")):
+            suffix = other.name[len(stem) :]
+            if suffix[:1] in "._-" and other.is_file() and not is_hidden_name(other.name):
+                return f"label_suffix={suffix}", other
+        return None

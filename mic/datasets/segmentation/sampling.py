@@ -21,6 +21,13 @@ import numpy as np
 import torch
 
 from mic.core.errors import ConfigError, DatasetError
+from mic.datasets.preflight import (
+    Problem,
+    class_presence,
+    format_problems,
+    keep_or_raise,
+    progress,
+)
 from mic.training.sampling import DatasetWrapper
 
 log = logging.getLogger(__name__)
@@ -29,30 +36,63 @@ STATS_FILE = "mic_class_stats.json"
 
 
 def _fingerprint(dataset: Any) -> str:
-    """Identifies the label files and their mapping, so a stale cache is recomputed."""
+    """Identifies the content of the label files (each one's path relative to the dataset
+    folder, size and modification time) and their mapping, so that a stale cache is
+    recomputed: after a label file was added, removed, renamed or rewritten in place, or
+    the mapping or class count changed. Works for every layout (labels inside the dataset
+    folder or anywhere else)."""
     h = hashlib.sha1()
     root = getattr(dataset, "root", None)
+    base = os.path.abspath(root) if root is not None else None
     for _, label in dataset.samples:
-        name = str(Path(label).relative_to(root)) if root else str(label)
-        h.update(name.encode())
+        path = os.path.abspath(label)
+        name = os.path.relpath(path, base) if base is not None else path
+        try:
+            st = os.stat(path)
+            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        h.update(f"{name}\0{stamp}\n".encode())
     h.update(np.asarray(dataset.label_map.lut).tobytes())
+    h.update(str(dataset.num_classes).encode())
     return h.hexdigest()
 
 
-def class_statistics(dataset: Any, cache: str | Path | bool | None = True) -> np.ndarray:
-    """N x C array: pixels of each class in each sample at full resolution.
-
-    ``cache``: True caches in ``<dataset.root>/mic_class_stats.json`` (or, when that folder is
-    read-only, under ``$XDG_CACHE_HOME/mic``); a path caches there; False/None never caches.
-    """
-    path: Path | None = None
+def _cache_path(dataset: Any, cache: str | Path | bool | None) -> Path | None:
     if cache is True and getattr(dataset, "root", None) is not None:
         path = Path(dataset.root) / STATS_FILE
         if not os.access(dataset.root, os.W_OK) and not path.exists():
             base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-            path = base / "mic" / f"{hashlib.sha1(str(dataset.root).encode()).hexdigest()}.json"
-    elif isinstance(cache, (str, Path)):
-        path = Path(cache)
+            key = hashlib.sha1(str(Path(dataset.root).resolve()).encode()).hexdigest()
+            path = base / "mic" / f"{key}.json"
+        return path
+    if isinstance(cache, (str, Path)) and not isinstance(cache, bool):
+        return Path(cache)
+    return None
+
+
+def class_statistics(
+    dataset: Any,
+    cache: str | Path | bool | None = True,
+    problems: list[Problem] | None = None,
+) -> np.ndarray:
+    """N x C array: pixels of each class in each sample at full resolution.
+
+    Args:
+        dataset: a labelled ``SegmentationDataset`` (``samples``, ``label_map``,
+            ``class_pixel_counts``).
+        cache: True caches in ``<dataset.root>/mic_class_stats.json`` (or, when that folder
+            is read-only, under ``$XDG_CACHE_HOME/mic``); a path caches there; False/None
+            never caches. The cache is keyed on each label file's relative path, size and
+            modification time, the id mapping and the class count.
+        problems: given, a label file that cannot be read or holds ids outside the mapping is
+            appended to it (its row stays 0, and nothing is cached) and the pass goes on; a
+            missing label file is left to the reader's check of pairs.
+
+    Raises:
+        DatasetError: without ``problems``, at the first label file that cannot be used.
+    """
+    path = _cache_path(dataset, cache)
     key = _fingerprint(dataset) if path is not None else ""
     if path is not None and path.is_file():
         try:
@@ -63,11 +103,34 @@ def class_statistics(dataset: Any, cache: str | Path | bool | None = True) -> np
             pass
         log.info("class statistics in %s are stale; recomputing", path)
     log.info("computing per-image class statistics of %d label files (once)", len(dataset))
-    counts = np.stack([dataset.class_pixel_counts(i) for i in range(len(dataset))]).astype(np.int64)
-    if path is not None:
+    counts = np.zeros((len(dataset), dataset.num_classes), np.int64)
+    failed = 0
+    what = f"{len(dataset)} label files (class statistics)"
+    samples = getattr(dataset, "samples", None)
+    for i in progress(range(len(dataset)), len(dataset), what):
+        if problems is None:
+            counts[i] = dataset.class_pixel_counts(i)
+            continue
+        label = samples[i][1] if samples is not None else f"sample {i}"
+        if samples is not None and (label is None or not Path(label).is_file()):
+            failed += 1
+            continue
+        try:
+            counts[i] = dataset.class_pixel_counts(i)
+        except DatasetError as e:
+            failed += 1
+            problems.append(
+                Problem(
+                    "label files that rare class sampling's statistics cannot use",
+                    str(label),
+                    getattr(e, "reason", None) or str(e),
+                    "Is it the right label format? Fix or replace them.",
+                )
+            )
+    if path is not None and not failed:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
             payload = {
                 "fingerprint": key,
                 "num_classes": dataset.num_classes,
@@ -113,9 +176,26 @@ class RareClassSampling(DatasetWrapper):
         self.min_pixels = int(min_pixels)
         self.min_crop_ratio = float(min_crop_ratio)
         self.temperature = float(temperature)
-        counts = class_statistics(dataset, cache)
+        found: list[Problem] = []
+        counts = class_statistics(dataset, cache, found)
         total = counts.sum(0)
+        #: what the statistics pass found in every label file, for ``preflight()``
+        self.found_problems = keep_or_raise(
+            found
+            + class_presence(
+                total,
+                list(getattr(dataset, "classes", None) or map(str, range(counts.shape[1]))),
+                str(dataset.label_folder() if hasattr(dataset, "label_folder") else ""),
+                len(dataset),
+                len(dataset),
+                getattr(dataset, "expected_absent", ()),
+                getattr(dataset, "takes_label_mapping", False),
+            ),
+            type(dataset).__name__,
+        )
         if total.sum() == 0:
+            if self.found_problems:  # nothing to sample from: the problems say why, now
+                raise DatasetError(format_problems(self.found_problems, type(dataset).__name__)[0])
             raise DatasetError("rare class sampling found no labelled pixel in the source labels")
         present = np.flatnonzero(total > 0)
         qualified = {int(c): np.flatnonzero(counts[:, c] > self.min_pixels) for c in present}
@@ -140,6 +220,14 @@ class RareClassSampling(DatasetWrapper):
         self.sampled_classes = [int(c) for c in present[keep.numpy()]]
         self.probabilities = (probs[keep] / probs[keep].sum()).float()
         self.samples_with_class = {c: qualified[c] for c in self.sampled_classes}
+
+    def preflight(self, training: bool = True) -> list[Problem]:
+        """The wrapped reader's check (its label values are not sampled again: the
+        statistics pass read every label file) and what that pass found: label files it could
+        not use, classes that never occur (see ``mic.datasets.preflight``)."""
+        check = getattr(self.dataset, "preflight", None)
+        inner = check(training=training, label_sample=0) if callable(check) else []
+        return [*inner, *self.found_problems]
 
     def __getitem__(self, index: int) -> Any:
         c = self.sampled_classes[int(torch.multinomial(self.probabilities, 1).item())]

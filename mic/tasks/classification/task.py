@@ -76,6 +76,14 @@ class ClassificationTask(Task):
         confidence, labels = prediction.max(dim=1)
         return PseudoLabels(labels=labels, confidence=confidence)
 
+    def class_probabilities(
+        self, prediction: Tensor, samples_per_image: int | None = None, rng: Random = None
+    ) -> Tensor:
+        """What the label-free validators read (``mic.training.validators``): one row of
+        class probabilities per image, B x C float32 (``samples_per_image`` and ``rng`` are
+        for tasks with many elements per image)."""
+        return prediction.float()
+
     def metric(self) -> ClassificationMetrics:
         return ClassificationMetrics(self.num_classes)
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
 
@@ -131,6 +132,29 @@ class DetectionTask(Task):
             labels.append({"boxes": p["boxes"][keep].detach(), "labels": p["labels"][keep]})
             confidence.append(p["scores"][keep].detach())
         return PseudoLabels(labels, confidence, keep=[len(c) > 0 for c in confidence])
+
+    def class_probabilities(
+        self, prediction: Detections, samples_per_image: int | None = None, rng: Random = None
+    ) -> Tensor:
+        """What the label-free validators read (``mic.training.validators``): one row per
+        detected box over the classes and the background, the box's score on its class and
+        1 - score on the background (post-processed boxes keep no other class
+        probabilities); at most ``samples_per_image`` top-scoring boxes per image (None: all).
+
+        Returns:
+            N x (num_classes + 1) float32, N the number of boxes kept (0 without any).
+        """
+        rows = []
+        for p in prediction:
+            scores, labels = p["scores"].float(), p["labels"]
+            if samples_per_image is not None:
+                top = scores.argsort(descending=True)[:samples_per_image]
+                scores, labels = scores[top], labels[top]
+            row = scores.new_zeros(len(scores), self.num_classes + 1)
+            row[torch.arange(len(scores), device=row.device), labels] = scores
+            row[:, -1] = 1 - scores
+            rows.append(row)
+        return torch.cat(rows) if rows else torch.zeros(0, self.num_classes + 1)
 
     def metric(self) -> DetectionMetrics:
         return DetectionMetrics(self.num_classes)

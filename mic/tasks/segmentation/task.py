@@ -16,7 +16,7 @@ from torchmetrics import Metric
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from mic.core import ConfigError, DatasetError, PseudoLabels, Task
-from mic.core.context import Random
+from mic.core.context import Random, uniform
 from mic.core.teacher import unwrap
 from mic.datasets.segmentation.labels import (
     CITYSCAPES_PALETTE,
@@ -298,6 +298,29 @@ class SegmentationTask(Task):
         confidence, labels = prediction.max(dim=1)
         valid = self.margin_mask(labels.shape, labels.device)
         return PseudoLabels(labels=labels, confidence=confidence, valid=valid)
+
+    def class_probabilities(
+        self, prediction: Tensor, samples_per_image: int | None = None, rng: Random = None
+    ) -> Tensor:
+        """What the label-free validators read (``mic.training.validators``): the class
+        probabilities of ``samples_per_image`` pixels per image, drawn uniformly (with
+        replacement) from ``rng``, or of every pixel (None).
+
+        Args:
+            prediction: B x C x H x W probabilities (``predict``'s).
+            samples_per_image: pixels per image; None: all.
+            rng: what the pixel positions are drawn from.
+
+        Returns:
+            (B * samples_per_image) x C float32, rows in image order.
+        """
+        b, c, h, w = prediction.shape
+        flat = prediction.float().flatten(2)  # B x C x HW
+        if samples_per_image is None:
+            return flat.transpose(1, 2).reshape(-1, c)
+        where = uniform(rng, b, samples_per_image, device=prediction.device) * (h * w)
+        where = where.long().clamp_(max=h * w - 1)
+        return flat.gather(2, where[:, None].expand(b, c, -1)).transpose(1, 2).reshape(-1, c)
 
     # ------------------------------------------------------------------------- scoring
     def metric(self) -> SegmentationMetrics:

@@ -114,7 +114,7 @@ class ClassMix(LossTerm):
                 f"{tuple(target.shape)} (set equal batch sizes and crop sizes)"
             )
         pseudo = ctx.pseudo_labels
-        weights = self.weighting(pseudo)
+        weights = self.weighting(pseudo, ctx.mean)
         ignore = getattr(ctx.task, "ignore_index", 255)
         mask = class_mix_masks(labels, ctx.task.num_classes, ctx.rng, self.classes_from, ignore)
         images = torch.where(mask[:, None], source, target)
@@ -316,7 +316,7 @@ class SegmentationMIC(MaskedImageConsistency):
         if self.images == "target":
             return super().forward(ctx)
         pseudo = ctx.pseudo_labels
-        weights = self.weighting(pseudo)  # q of the whole target batch, as published
+        weights = self.weighting(pseudo, ctx.mean)  # q of the whole target batch, as published
         images = torch.cat([ctx.source_images[:1], ctx.target_images[:1]])
         labels = torch.cat([ctx.source_targets[:1], pseudo.labels[:1]])
         pixel_weights = torch.cat([torch.ones_like(weights[:1]), weights[:1]])  # type: ignore[index]

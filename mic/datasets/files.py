@@ -1,0 +1,242 @@
+"""Files as users bring them: image listing that skips hidden files, image loading that
+converts every image mode to 8-bit RGB (or refuses it, naming the file) and applies the EXIF
+orientation, image sizes read from file headers, and text files as editors save them.
+
+Shared by every reader in ``mic.datasets``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mic.core.errors import DatasetError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+#: the EXIF tag that says how the stored pixels are turned to show the image upright
+EXIF_ORIENTATION = 0x0112
+#: folders that archivers and tools write beside the data (macOS zips' resource forks)
+HIDDEN_FOLDERS = ("__MACOSX",)
+#: image modes that load as RGB: converted by Pillow, or scaled to 8 bits here (16- and 32-bit
+#: greyscale, float greyscale in [0, 1])
+RGB_CONVERTIBLE = frozenset(
+    {"1", "L", "P", "PA", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB"}
+    | {"HSV", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
+)
+
+
+def is_image(path: str | Path) -> bool:
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def is_hidden_name(name: str) -> bool:
+    """Hidden files and folders (``.name``: ``.ipynb_checkpoints``, ``.DS_Store``, macOS's
+    AppleDouble ``._name.png``) and archivers' side folders (``__MACOSX``)."""
+    return name.startswith(".") or name in HIDDEN_FOLDERS
+
+
+def is_hidden(path: str | Path, root: str | Path | None = None) -> bool:
+    """Whether ``path`` or one of its folders below ``root`` is hidden (``is_hidden_name``)."""
+    path = Path(path)
+    parts = path.relative_to(root).parts if root is not None else (path.name,)
+    return any(is_hidden_name(p) for p in parts)
+
+
+def path_order(path: Path) -> list[str]:
+    """A sort key giving pathlib's order of paths (part by part), without its slow compare."""
+    return str(path).split(os.sep)
+
+
+def visible(paths: list[Path], root: Path) -> list[Path]:
+    """``paths`` (found under ``root``, e.g. by its ``glob``) without the hidden ones."""
+    start = len(str(root).rstrip(os.sep)) + 1  # string slices: pathlib's parsing is slow
+    return [p for p in paths if not any(map(is_hidden_name, str(p)[start:].split(os.sep)))]
+
+
+def check_folder(root: str | Path, what: str = "dataset") -> Path:
+    """The folder as a Path; a clear error when it is missing or not a folder."""
+    path = Path(os.path.expanduser(str(root)))
+    if not path.exists():
+        raise DatasetError(
+            f"{what} folder '{path}' does not exist; check the path in the dataset config "
+            "(relative paths are taken from the directory you run in)"
+        )
+    if not path.is_dir():
+        raise DatasetError(f"{what} path '{path}' is a file, not a folder")
+    return path
+
+
+def list_images(root: Path, recursive: bool = True) -> list[Path]:
+    """The image files under ``root`` (sorted), hidden files and folders left out."""
+    if not recursive:
+        return sorted(
+            p for p in root.iterdir() if p.is_file() and is_image(p) and not is_hidden_name(p.name)
+        )
+    found = []
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = [d for d in dirs if not is_hidden_name(d)]  # never walk into them
+        found += [Path(folder, f) for f in files if is_image(f) and not is_hidden_name(f)]
+    return sorted(found, key=path_order)
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1..8; 1: upright) known from the header, without decoding."""
+    if img.format == "PNG" and "exif" not in img.info:
+        return 1  # a PNG's getexif() would decode the whole image to look past its pixels
+    try:
+        value = int(img.getexif().get(EXIF_ORIENTATION, 1))
+    except (TypeError, ValueError, OSError, SyntaxError):  # a malformed EXIF block
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def to_rgb(img: Image.Image, path: str | Path = "") -> Image.Image:
+    """An 8-bit RGB copy of a loaded image of any mode in ``RGB_CONVERTIBLE``.
+
+    16-bit greyscale (``I;16*``, and ``I`` with values in 0..65535, as Pillow opens 16-bit
+    PNGs and TIFFs) is scaled to 8 bits (v * 255 / 65535, rounded), where Pillow's own
+    conversion saturates to white; float greyscale (``F``) in [0, 1] is scaled by 255; alpha
+    is dropped; palette, CMYK, YCbCr, LAB and HSV images convert with Pillow.
+
+    Raises:
+        DatasetError: for ``I`` outside 0..65535, ``F`` outside [0, 1], or a mode Pillow
+            cannot convert, naming the file.
+    """
+    mode = img.mode
+    if mode == "RGB":
+        return img.copy()
+    if mode.startswith("I") or mode == "F":
+        values = np.asarray(img)
+        lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if mode == "F":
+            if lo < 0 or hi > 1 or not np.isfinite(values).all():
+                raise DatasetError(
+                    f"image '{path}' holds floating-point values in [{lo:g}, {hi:g}]; mic reads "
+                    "float images with values in [0, 1]: save it as an 8- or 16-bit image"
+                )
+            grey = np.rint(values * 255.0)
+        else:
+            if lo < 0 or hi > 65535:
+                raise DatasetError(
+                    f"image '{path}' is a {mode} image with values in [{lo:g}, {hi:g}]; mic "
+                    "reads integer images as 16-bit (0..65535): save it as an 8- or 16-bit image"
+                )
+            grey = (values.astype(np.uint32) * 255 + 32767) // 65535
+        return Image.fromarray(grey.astype(np.uint8), "L").convert("RGB")
+    try:
+        if mode == "La":  # premultiplied: Pillow converts it to LA, not to L or RGB
+            img = img.convert("LA")
+        return img.convert("RGB")
+    except ValueError as e:
+        raise DatasetError(
+            f"image '{path}' is a {mode} image, which cannot be converted to RGB ({e}); save it "
+            "as an 8-bit RGB or greyscale image"
+        ) from e
+
+
+def load_image(
+    path: str | Path, mode: str = "RGB", apply_exif_orientation: bool = True
+) -> Image.Image:
+    """Open an image file fully (so a truncated file fails here, naming the file).
+
+    Args:
+        path: the file.
+        mode: ``"RGB"`` (every mode converted as ``to_rgb`` says) or another Pillow mode
+            (e.g. ``"I"`` for instance-id maps), converted by Pillow.
+        apply_exif_orientation: turn the pixels as the EXIF orientation tag says (what image
+            viewers show, and what annotation tools draw boxes on; PIL's
+            ``ImageOps.exif_transpose``); False: the stored pixels.
+
+    Raises:
+        DatasetError: an unreadable file, or a mode that cannot be converted.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if apply_exif_orientation and _orientation(img) != 1:
+                img = ImageOps.exif_transpose(img)
+            return to_rgb(img, path) if mode == "RGB" else img.convert(mode)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        if isinstance(e, DatasetError):
+            raise
+        raise DatasetError(
+            f"cannot read image '{path}' ({e.__class__.__name__}: {e}); remove or replace the file"
+        ) from e
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header says, read without decoding its pixels."""
+
+    width: int  #: as loaded: after the EXIF orientation, when it is applied
+    height: int
+    mode: str  #: Pillow's mode of the stored pixels
+    stored_size: tuple[int, int]  #: (width, height) of the stored pixels
+    orientation: int  #: the EXIF orientation (1: upright)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+
+def read_header(path: str | Path, apply_exif_orientation: bool = True) -> ImageHeader:
+    """Size, mode and EXIF orientation of an image from its header (Pillow reads the size
+    without decoding the pixels: tens of microseconds a file).
+
+    Raises:
+        DatasetError: the file is missing or is not an image Pillow can identify.
+    """
+    try:
+        with Image.open(path) as img:
+            stored = img.size
+            orientation = _orientation(img)
+            mode = img.mode
+    except FileNotFoundError as e:
+        raise DatasetError(f"image '{path}' does not exist") from e
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise DatasetError(
+            f"cannot read image '{path}' ({e.__class__.__name__}: {e}); remove or replace the file"
+        ) from e
+    turned = apply_exif_orientation and orientation in (5, 6, 7, 8)  # a quarter turn
+    w, h = (stored[1], stored[0]) if turned else stored
+    return ImageHeader(w, h, mode, stored, orientation)
+
+
+_BOMS = (
+    (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+
+
+def read_text(path: str | Path, what: str = "text file") -> str:
+    """A text file as editors save it: UTF-8, with or without a byte-order mark (UTF-16 and
+    UTF-32 with one, as some Windows editors save), any line ends (``\\n``, ``\\r\\n``,
+    ``\\r``; all become ``\\n``).
+
+    Raises:
+        DatasetError: the file is missing or is not text in one of these encodings.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{what} '{path}' does not exist; check the dataset paths")
+    data = path.read_bytes()
+    encoding = "utf-8"
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            data, encoding = data[len(bom) :], name
+            break
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise DatasetError(
+            f"{what} '{path}' is not {encoding.upper()} text (byte {e.start}: {e.reason}); save "
+            "it as UTF-8"
+        ) from e
+    return text.replace("\r\n", "\n").replace("\r", "\n")

@@ -1,0 +1,353 @@
+"""The data check before training: one pass over what can be checked cheaply, with every
+problem reported at once, so that a bad file stops a run before its first iteration rather
+than hours into it.
+
+Readers implement ``preflight(training=True) -> list[Problem]``: files present, pairs complete,
+image (and label) sizes and modes from file headers, values of a sample of label files, the
+checks of annotation files, classes declared but absent from the source labels. Dataset
+wrappers forward it (``RareClassSampling`` adds what its statistics pass found in every label
+file). ``check_datasets`` runs it on a run's datasets and raises one ``DatasetError`` that
+lists the problems (the first ``LISTED`` with their files, and how many more) and, once per
+kind, what to do; warnings (e.g. a class that never occurs) are logged.
+
+Problems that a reader finds while it is being built (e.g. missing label files) stop its
+construction, unless it is built inside ``collecting_problems()``: then they wait for its
+``preflight()``, to be reported with all the others (what ``mic-train`` does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from tqdm import tqdm
+
+from mic.core.errors import DatasetError
+from mic.datasets.files import RGB_CONVERTIBLE, ImageHeader, read_header
+from mic.training.sampling import DatasetWrapper
+
+log = logging.getLogger(__name__)
+
+#: problems listed with their file in the message (the rest are counted)
+LISTED = 20
+#: file counts from which the check shows a progress bar (on a terminal)
+PROGRESS_FROM = 1000
+#: label files whose values are read when no statistics pass reads them all (evenly spread)
+LABEL_SAMPLE = 100
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem with one file.
+
+    Args:
+        kind: what is wrong, as a plural noun shared by every problem of the kind
+            (``"labels whose size differs from their image"``); problems are grouped by it.
+        file: the file (or folder) at fault.
+        detail: what is wrong with this file.
+        fix: what to do, said once per kind; ``{reader}`` stands for the reader's config key
+            (``dataset.source.dataset``), or its class name outside a config.
+        warning: reported, but training goes on.
+    """
+
+    kind: str
+    file: str
+    detail: str = ""
+    fix: str = ""
+    warning: bool = False
+
+    def describe(self) -> str:
+        return f"'{self.file}'" + (f" ({self.detail})" if self.detail else "")
+
+
+_COLLECTING: ContextVar[bool] = ContextVar("mic_collecting_dataset_problems", default=False)
+
+
+@contextlib.contextmanager
+def collecting_problems(enabled: bool = True) -> Iterator[None]:
+    """Readers built inside keep the problems they find for their ``preflight()`` instead of
+    raising them at once (``enabled=False``: they raise, as outside)."""
+    token = _COLLECTING.set(enabled)
+    try:
+        yield
+    finally:
+        _COLLECTING.reset(token)
+
+
+def keep_or_raise(problems: list[Problem], reader: str) -> list[Problem]:
+    """Problems a reader found while being built, for it to keep for ``preflight()``:
+    inside ``collecting_problems()`` all of them; else errors are raised and warnings logged
+    now (and kept). ``reader`` names it in the message."""
+    if not problems or _COLLECTING.get():
+        return list(problems)
+    errors = [p for p in problems if not p.warning]
+    if errors:
+        raise DatasetError(format_problems(errors, reader, LISTED)[0])
+    for p in problems:
+        log.warning("%s: %s", reader, format_problems([p], reader, LISTED)[0])
+    return list(problems)
+
+
+def progress(items: Sequence[T] | Iterable[T], total: int, what: str) -> Iterable[T]:
+    """``items`` under a tqdm progress bar on a terminal, from ``PROGRESS_FROM`` files."""
+    return tqdm(
+        items,
+        total=total,
+        desc=f"checking {what}",
+        unit="file",
+        disable=None if total >= PROGRESS_FROM else True,
+        leave=False,
+        file=sys.stderr,
+    )
+
+
+def format_problems(
+    problems: Sequence[Problem], reader: str, budget: int = LISTED
+) -> tuple[str, int]:
+    """One paragraph: per kind, the count, the first files (``budget`` over all kinds, at
+    least one per kind) and the fix; and how many files it listed."""
+    groups: dict[str, list[Problem]] = {}
+    for p in problems:
+        groups.setdefault(p.kind, []).append(p)
+    parts, listed = [], 0
+    for kind, group in groups.items():
+        n = max(1, min(len(group), budget - listed))
+        listed += n
+        files = "; ".join(p.describe() for p in group[:n])
+        more = f"; and {len(group) - n} more" if len(group) > n else ""
+        fixes = dict.fromkeys(_name_reader(p.fix, reader) for p in group if p.fix)
+        head = f"{kind[:1].upper()}{kind[1:]} ({len(group)})"
+        parts.append(f"{head}: {files}{more}." + "".join(f" {f}" for f in fixes))
+    return " ".join(parts), listed
+
+
+def _name_reader(fix: str, reader: str) -> str:
+    """``{reader}.option=value`` as a command-line override (``reader`` a config key such as
+    ``dataset.source``; ``++`` sets a key whether or not the config names it), or as
+    ``option=value (an argument of GTA5)`` (``reader`` a class name)."""
+    if reader.startswith("dataset"):
+        return fix.replace("{reader}", f"++{reader}")
+    value = r"(?:'[^']*'|[\w\-]+(?:\.[\w\-]+)*)"
+    return re.sub(r"\{reader\}\.(\w+=" + value + ")", rf"\1 (an argument of {reader})", fix)
+
+
+def reader_key(role: str, dataset: Any, node: Any = None) -> tuple[str, str]:
+    """The config key of the reader inside ``dataset`` (``dataset.source.dataset`` under a
+    wrapper such as rare class sampling) and the reader's class name.
+
+    Args:
+        role: ``source``, ``target`` or ``test``.
+        dataset: the dataset built for it.
+        node: its config node, if any: the key follows the nested ``dataset`` nodes down to
+            the one whose ``_target_`` names the reader's class (a wrapper's config may build
+            the reader alone, as ``rare_class_sampling`` does when switched off).
+    """
+    key = f"dataset.{role}"
+    while isinstance(dataset, DatasetWrapper):
+        dataset, key = dataset.dataset, f"{key}.dataset"
+    name = type(dataset).__name__
+    if node is not None:
+        key = f"dataset.{role}"
+        while _target_name(node) not in (name, None) and _child(node) is not None:
+            node, key = _child(node), f"{key}.dataset"
+    return key, name
+
+
+def _target_name(node: Any) -> str | None:
+    target = node.get("_target_") if hasattr(node, "get") else None
+    return str(target).rsplit(".", 1)[-1] if target else None
+
+
+def _child(node: Any) -> Any:
+    child = node.get("dataset") if hasattr(node, "get") else None
+    return child if hasattr(child, "get") else None
+
+
+def check_datasets(
+    datasets: Mapping[str, Any],
+    listing: str | os.PathLike[str] | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> None:
+    """Run ``preflight()`` of every dataset that has one (``training`` for all but
+    ``test``), log the warnings and raise one ``DatasetError`` for all the problems.
+
+    Args:
+        datasets: role (``source``, ``target``, ``test``) -> dataset; None entries skipped.
+        listing: where the whole list is written when it is longer than the message's.
+        config: the ``dataset`` config they were built from, so that the fixes name the
+            reader's keys (``dataset.source.dataset.label_size_mismatch=resize``).
+
+    Raises:
+        DatasetError: every problem found, grouped by dataset and kind.
+    """
+    start = time.perf_counter()
+    sections, problems_found, listed = [], [], 0
+    for role, dataset in datasets.items():
+        check = getattr(dataset, "preflight", None)
+        if dataset is None or not callable(check):
+            continue
+        key, name = reader_key(role, dataset, config.get(role) if config is not None else None)
+        problems = list(dict.fromkeys(check(training=role != "test")))  # duplicates once
+        for p in problems:
+            if p.warning:
+                log.warning("%s: %s", key, format_problems([p], key)[0])
+        errors = [p for p in problems if not p.warning]
+        if errors:
+            text, n = format_problems(errors, key, max(1, LISTED - listed))
+            listed += n
+            sections.append(f"{key} ({name}): {text}")
+            problems_found += [(key, p) for p in errors]
+    log.info("checked the data before training in %.1f s", time.perf_counter() - start)
+    if not sections:
+        return
+    count = len(problems_found)
+    message = (
+        f"the data check before training found {count} problem{'s' * (count != 1)}. "
+        + " ".join(sections)
+    )
+    if count > listed and listing is not None and os.environ.get("RANK", "0") == "0":
+        path = Path(listing)
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lines = [f"{key}\t{p.kind}\t{p.file}\t{p.detail}" for key, p in problems_found]
+            path.write_text("\n".join(lines) + "\n")
+            message += f" The whole list: '{path}'."
+    raise DatasetError(message)
+
+
+# ------------------------------------------------------------------ checks readers share
+def header_problem(path: Path, error: DatasetError, what: str = "image") -> Problem:
+    """The problem of a file whose header cannot be read (missing or not an image)."""
+    if isinstance(error.__cause__, FileNotFoundError):
+        return Problem(
+            f"missing {what} files",
+            str(path),
+            fix="Check the dataset paths (and the file list or annotation file that names them).",
+        )
+    cause = error.__cause__ or error
+    reason = f"{type(cause).__name__}: {cause}"
+    return Problem(f"unreadable {what} files", str(path), reason, "Remove or replace them.")
+
+
+def mode_problem(path: Path, header: ImageHeader) -> Problem | None:
+    """A problem when an image's mode cannot be read as RGB."""
+    if header.mode in RGB_CONVERTIBLE:
+        return None
+    return Problem(
+        "images of a mode that cannot be converted to RGB",
+        str(path),
+        header.mode,
+        "Save them as 8-bit RGB or greyscale images.",
+    )
+
+
+def check_image(
+    path: Path, problems: list[Problem], apply_exif_orientation: bool = True
+) -> ImageHeader | None:
+    """The header of an image to be loaded as RGB, or None with its problem appended."""
+    try:
+        header = read_header(path, apply_exif_orientation)
+    except DatasetError as e:
+        problems.append(header_problem(path, e))
+        return None
+    bad_mode = mode_problem(path, header)
+    if bad_mode is not None:
+        problems.append(bad_mode)
+    return header
+
+
+def check_images(files: Sequence[Path], what: str) -> list[Problem]:
+    """Every file present, its header readable, its mode convertible to RGB."""
+    problems: list[Problem] = []
+    for path in progress(files, len(files), what):
+        check_image(path, problems)
+    return problems
+
+
+def sample_indices(n: int, k: int = LABEL_SAMPLE) -> list[int]:
+    """``k`` indices evenly spread over ``range(n)`` (all of them when ``n <= k``)."""
+    if n <= k:
+        return list(range(n))
+    return sorted(set(np.linspace(0, n - 1, k).round().astype(int).tolist()))
+
+
+def _names(ids: Iterable[int], classes: Sequence[str]) -> str:
+    named = [f"{i} ({classes[i]})" if classes[i] != str(i) else str(i) for i in ids]
+    return ", ".join(named)
+
+
+def class_presence(
+    pixels: np.ndarray,
+    classes: Sequence[str],
+    where: str,
+    files_read: int,
+    files: int,
+    expected_absent: Iterable[int] = (),
+    label_mapping: bool = False,
+    warn_absent: bool = True,
+) -> list[Problem]:
+    """Classes declared but absent from the labels.
+
+    Fewer than two classes occurring is an error (nothing to learn or score: typically binary
+    masks saved as 0/255, whose 255 is the ignore value); other absent classes are a warning
+    (``warn_absent``, for training sets), when every label file was read.
+
+    Args:
+        pixels: (C,) pixels of each class over the label files read.
+        classes: the C class names.
+        where: the labels' folder, for the message.
+        files_read, files: label files read, of how many.
+        expected_absent: classes the dataset is known to lack (SYNTHIA: terrain, truck, train).
+        label_mapping: the reader takes ``label_mapping`` (stored value -> class).
+        warn_absent: warn of absent classes (a training set; a test set may lack some).
+    """
+    present = [int(c) for c in np.flatnonzero(pixels)]
+    absent = [c for c in range(len(classes)) if c not in present]
+    read = f"{files_read} label files read" + (
+        f", evenly spread over {files}" if files_read < files else ""
+    )
+    if len(classes) >= 2 and len(present) < 2:
+        occurs = _names(present, classes)
+        fix = "Check num_classes and the labels (training ids 0..C-1, 255 ignored)."
+        if label_mapping:
+            fix = (
+                "Binary masks saved as 0/255 put the foreground on 255, the ignore value: read "
+                "it as class 1 with {reader}.label_mapping='{255: 1}' (with dataset=seg_folders, "
+                "dataset.label_mapping='{255: 1}' sets it for source and test), or save the "
+                "masks as 0/1; otherwise check num_classes and the labels (training ids "
+                "0..C-1, 255 ignored)."
+            )
+        return [
+            Problem(
+                "label sets in which fewer than two classes occur",
+                where,
+                f"{'only class ' + occurs if present else 'no class'} occurs in the {read}; "
+                f"class {_names(absent, classes)} of num_classes={len(classes)} never does",
+                fix,
+            )
+        ]
+    unexpected = [c for c in absent if c not in set(expected_absent)]
+    if unexpected and files_read == files and warn_absent:
+        return [
+            Problem(
+                "label sets in which declared classes never occur",
+                where,
+                f"class {_names(unexpected, classes)} in none of the {read}",
+                "A model cannot learn them from the source and scores 0 on them; if that is not "
+                "meant, check the labels and num_classes.",
+                warning=True,
+            )
+        ]
+    return []

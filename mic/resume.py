@@ -1,0 +1,221 @@
+"""Resuming a run: which checkpoint, whether the new config may continue it, and loading it.
+
+A checkpoint records the resolved config it was trained with. Resuming with a config that
+differs in a key whose change breaks exact resume or would be silently ignored (the optimiser,
+the schedule, batch sizes, the model, the method, the seed, the data, the process count) stops
+with a message naming each key, unless the key is listed in ``resume_allow_changes``; the
+listed changes then take effect from the resumed iteration (the optimiser's and the schedule's
+new values replace the checkpoint's), and ``config_resumed.yaml`` records what runs.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mic.core import AdaptationLoop, CheckpointError, ConfigError
+from mic.training import (
+    Checkpointer,
+    latest_checkpoint,
+    load_checkpoint,
+    process_info,
+    set_rng_state,
+)
+
+#: keys that may change on resume without asking: they do not touch the training itself
+FREE_TO_CHANGE = (
+    "resume",
+    "resume_allow_changes",
+    "iterations",
+    "device",
+    "log.",
+    "eval.",
+    "checkpoint.",
+    "loader.num_workers",
+    "loader.test_batch_size",
+    "compile",
+    "deterministic",
+    "channels_last",
+    "nan_policy",
+    "max_skipped",
+    "preflight",
+    "dataset.test.",
+)
+#: the name under which a change of the number of processes is allowed
+PROCESSES = "processes"
+
+
+def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
+    """The checkpoint to resume from.
+
+    Args:
+        resume: None (start afresh), ``auto`` (the newest readable checkpoint of the run
+            folder, if any), a checkpoint file, or a run folder (its newest checkpoint).
+        run_dir: this run's folder.
+
+    Raises:
+        ConfigError: ``auto`` without a run folder.
+        CheckpointError: no such file, no readable checkpoint in a given folder, or only
+            unreadable ones in the run folder.
+    """
+    if resume in (None, "", False):
+        return None
+    if str(resume) == "auto":
+        if run_dir is None:
+            raise ConfigError("resume=auto needs a run folder to look in (hydra.run.dir=...)")
+        found = latest_checkpoint(run_dir / "checkpoints")
+        unreadable = sorted(p.name for p in run_dir.glob("checkpoints/iter_*.pt"))
+        if found is None and unreadable:
+            raise CheckpointError(
+                f"resume=auto: no checkpoint of the run folder '{run_dir}' can be read "
+                f"({', '.join(unreadable)}: corrupt or cut off). Delete them to start this run "
+                "afresh in the folder, or resume from a good file with resume=<path>"
+            )
+        return found
+    path = Path(str(resume))
+    if path.is_dir():
+        found = latest_checkpoint(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
+        if found is None:
+            raise CheckpointError(f"resume={path}: no readable checkpoint (iter_*.pt) in it")
+        return found
+    if not path.exists():
+        raise CheckpointError(f"resume={path}: no such checkpoint file or run folder")
+    return path
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix.rstrip("."): tree} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}{key}."))
+    return out
+
+
+def _free(key: str) -> bool:
+    last = key.rsplit(".", 1)[-1]
+    return "root" in last or any(key == f or key.startswith(f) for f in FREE_TO_CHANGE)
+
+
+def config_changes(
+    old: dict[str, Any], new: dict[str, Any], processes: tuple[int, int]
+) -> dict[str, tuple[Any, Any]]:
+    """The keys (and ``PROCESSES``) whose values differ between the checkpoint's resolved
+    config and the new one, except those free to change: key -> (old, new)."""
+    a, b = flatten(old), flatten(new)
+    changes = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+    changes = {k: v for k, v in changes.items() if not _free(k)}
+    if processes[0] != processes[1]:
+        changes[PROCESSES] = processes
+    return changes
+
+
+def _allowed(key: str, allow: list[str]) -> bool:
+    return any(key == a or key.startswith(f"{a}.") for a in allow)
+
+
+def check_resume_config(
+    saved: dict[str, Any] | None, cfg: DictConfig, processes: tuple[int, int]
+) -> dict[str, tuple[Any, Any]]:
+    """The allowed changes between a checkpoint's config and ``cfg``.
+
+    Raises:
+        ConfigError: a change that ``cfg.resume_allow_changes`` does not list, naming each
+            key with its old and new value and how to continue on purpose.
+    """
+    if saved is None:  # a checkpoint from before configs were recorded
+        return {}
+    new = OmegaConf.to_container(cfg, resolve=True)
+    changes = config_changes(saved, new, processes)  # type: ignore[arg-type]
+    allow = [str(a) for a in cfg.get("resume_allow_changes") or []]
+    refused = {k: v for k, v in changes.items() if not _allowed(k, allow)}
+    if refused:
+        short = lambda v: repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."  # noqa: E731
+        listing = "; ".join(f"{k}: {short(a)} -> {short(b)}" for k, (a, b) in refused.items())
+        keys = ",".join(refused)
+        raise ConfigError(
+            f"the config differs from the checkpoint's in what the run trains with ({listing}). "
+            "Exact resume needs the checkpoint's values; to continue with the new ones on "
+            f"purpose, add resume_allow_changes=[{keys}] (they apply from the resumed "
+            "iteration), or start a new run in another folder"
+        )
+    return changes
+
+
+def resume(
+    loop: AdaptationLoop,
+    path: Path,
+    cfg: DictConfig | None = None,
+    checkpointer: Checkpointer | None = None,
+) -> None:
+    """Load a checkpoint into the loop (and the checkpointer's best score and hooks).
+
+    With ``cfg``, the checkpoint's recorded config is compared with it first
+    (``check_resume_config``), and allowed changes of the optimiser's or the schedule's values
+    replace the checkpoint's.
+
+    Raises:
+        ConfigError: a change of config not allowed.
+        CheckpointError: the checkpoint does not fit the experiment, holds fewer processes'
+            random states than this run has (without the change allowed), or lies past the
+            last iteration.
+    """
+    state = load_checkpoint(path, map_location=loop.device)
+    rngs = state.get("rng") or []
+    world = process_info().world_size
+    changes = {}
+    if cfg is not None:
+        changes = check_resume_config(state.get("config"), cfg, (len(rngs) or world, world))
+    fresh_groups = [
+        {k: v for k, v in g.items() if k != "params"} for g in loop.optimizer.param_groups
+    ]
+    fresh_lambdas = [copy.deepcopy(vars(f)) for f in _lambdas(loop)]
+    try:
+        loop.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint '{path}' does not fit this experiment ({str(e).splitlines()[0]}); "
+            "resume with the config the checkpoint was trained with"
+        ) from e
+    if any(
+        k.startswith(("optimizer.", "lr_mult", "no_weight_decay", "scheduler.")) for k in changes
+    ):
+        _apply_new_schedule(loop, fresh_groups, fresh_lambdas)
+    if rngs:
+        rank = process_info().rank
+        if rank >= len(rngs) and PROCESSES not in changes:
+            raise CheckpointError(
+                f"the checkpoint holds the random states of {len(rngs)} processes, this is "
+                f"process {rank}: resume with the same number of processes"
+            )
+        set_rng_state(rngs[rank % len(rngs)])
+    if loop.step > loop.iterations:
+        raise CheckpointError(
+            f"checkpoint '{path}' is at iteration {loop.step}, past iterations={loop.iterations}"
+        )
+    if checkpointer is not None:
+        checkpointer.load_state_dict(state)
+    print(f"resuming from {path} at iteration {loop.step}")
+
+
+def _lambdas(loop: AdaptationLoop) -> list[Any]:
+    return [f for f in getattr(loop.scheduler, "lr_lambdas", []) if hasattr(f, "__dict__")]
+
+
+def _apply_new_schedule(loop: AdaptationLoop, groups: list[dict], lambdas: list[dict]) -> None:
+    """The new config's optimiser values and schedule, at the resumed iteration."""
+    for group, fresh in zip(loop.optimizer.param_groups, groups, strict=True):
+        group.update(fresh)
+    for f, attributes in zip(_lambdas(loop), lambdas, strict=True):
+        vars(f).update(attributes)
+    scheduler = loop.scheduler
+    if scheduler is None:
+        return
+    scheduler.base_lrs = [g["initial_lr"] for g in loop.optimizer.param_groups]
+    factors = getattr(scheduler, "lr_lambdas", [])
+    for group, base, f in zip(loop.optimizer.param_groups, scheduler.base_lrs, factors):
+        group["lr"] = base * f(scheduler.last_epoch)

@@ -1,0 +1,143 @@
+"""The schema of ``mic-train``'s root config: every key's type and range, checked in one layer
+before anything is built (pydantic), so that a bad value is one message naming its key.
+
+The config groups' own objects (task, dataset, model, method terms) check their arguments when
+they are built, with the same kind of message; the keys here are the ones the experiment reads
+itself.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Literal
+
+from omegaconf import DictConfig, OmegaConf
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from mic.core import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class TeacherSchema(_Section):
+    alpha: float = Field(ge=0.0, le=1.0)
+    buffers: Literal["own", "ema", "copy"] = "own"
+    norm: Literal["batch", "running"] = "batch"
+
+
+class LoaderSchema(_Section):
+    source_batch_size: int = Field(ge=1)
+    target_batch_size: int = Field(ge=1)
+    test_batch_size: int = Field(ge=1)
+    num_workers: int = Field(ge=0)
+
+
+class EvalSchema(_Section):
+    interval: int = Field(ge=0)
+    models: list[Literal["student", "teacher"]] = Field(min_length=1)
+    adabn_batches: int = Field(ge=0)
+
+
+class LogSchema(_Section):
+    interval: int = Field(ge=1)
+    tensorboard: bool
+    progress: bool
+
+
+class CheckpointSchema(_Section):
+    interval: int = Field(ge=0)
+    keep: int = Field(ge=1)
+
+
+class OptimizerSchema(_Section):
+    #: a learning rate above 10 is no setting of these optimisers but a typo (1e3 for 1e-3)
+    lr: float = Field(gt=0.0, le=10.0)
+    weight_decay: float | None = Field(default=None, ge=0.0)
+    momentum: float | None = Field(default=None, ge=0.0, lt=1.0)
+
+    @field_validator("lr", "weight_decay", "momentum")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+
+class RootSchema(_Section):
+    seed: int = Field(ge=0)
+    device: str
+    iterations: int = Field(ge=1)
+    adaptation_start: int = Field(ge=0)
+    pseudo_label_threshold: float = Field(ge=0.0, le=1.0)
+    max_grad_norm: float | None = Field(default=None, gt=0.0)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    accumulate: int = Field(default=1, ge=1)
+    nan_policy: Literal["skip", "stop", "ignore"] = "skip"
+    max_skipped: float = Field(default=0.1, ge=0.0, le=1.0)
+    channels_last: bool = False
+    compile: bool = False
+    deterministic: bool = False
+    resume: str | None = None
+    resume_allow_changes: list[str] = []
+    preflight: bool = True
+    lr_mult: dict[str, Any] | None = None
+    no_weight_decay: list[str] = []
+    teacher: TeacherSchema
+    loader: LoaderSchema
+    eval: EvalSchema
+    log: LogSchema
+    checkpoint: CheckpointSchema
+    optimizer: OptimizerSchema
+
+    @field_validator("device")
+    @classmethod
+    def _a_device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError("must be auto, cpu, cuda, cuda:<index> or mps")
+        return value
+
+    @field_validator("adaptation_start")
+    @classmethod
+    def _within_the_run(cls, value: int, info: ValidationInfo) -> int:
+        iterations = info.data.get("iterations")
+        if iterations is not None and value > iterations:
+            raise ValueError(f"must lie in [0, iterations={iterations}]")
+        return value
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Check the root keys of a composed config.
+
+    Raises:
+        ConfigError: one paragraph naming every key whose value has the wrong type or lies
+            out of range, with what was given.
+    """
+    data = {}
+    for key in RootSchema.model_fields:
+        if key in cfg:
+            value = cfg[key]  # interpolations resolved
+            data[key] = (
+                OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+            )
+    try:
+        RootSchema.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for error in e.errors():
+            key = ".".join(str(p) for p in error["loc"]) or "config"
+            message = error["msg"].replace("Value error, ", "")
+            problems.append(f"{key}: {message} (got {error.get('input')!r})")
+        raise ConfigError(
+            f"{len(problems)} config value{'s are' if len(problems) > 1 else ' is'} not "
+            f"valid: {'; '.join(problems)}"
+        ) from None

@@ -1,0 +1,517 @@
+"""Label-free validators: scores of a model on unlabelled target images that stand in for the
+target metric when choosing checkpoints and hyperparameters without target labels, and the
+record of which evaluation each score would pick.
+
+Every validator's score is "higher is better". The probability validators (``entropy``,
+``im``, ``snd``, ``bnm``) read N x K class probabilities through the task's
+``class_probabilities(prediction, samples_per_image, rng)`` (one row per image for
+classification, per sampled pixel for segmentation, per detected box for detection);
+``masked_agreement`` reads nothing beyond the ``Task`` contract. docs/model_selection.md says
+how far each can be trusted.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from mic.core.batch import move_to, split_sample
+from mic.core.context import RandomStream, stream_seed
+from mic.core.errors import ConfigError
+from mic.core.masking import BlockMasker, Masker
+from mic.core.task import PseudoLabels, Task
+from mic.core.teacher import unwrap
+from mic.training.evaluation import fresh_metric, primary_score, restored
+from mic.training.rng import rng_state, set_rng_state
+
+
+def entropy(p: Tensor) -> Tensor:
+    """Shannon entropy in nats of each row of probabilities (..., K): -sum_k p_k log p_k,
+    with 0 log 0 = 0."""
+    return -torch.special.xlogy(p, p).sum(-1)
+
+
+@dataclass
+class TargetOutputs:
+    """What validators read about one batch of target images.
+
+    Attributes:
+        task: the task the model is scored through.
+        probabilities: N x K float32 class probabilities, rows summing to 1 (None when no
+            validator reads them).
+        masked: the model's prediction on the masked images (``Task.predict``'s form), or None.
+        reference: the reference model's pseudo-labels of the unmasked images, or None.
+    """
+
+    task: Task
+    probabilities: Tensor | None = None
+    masked: Any = None
+    reference: PseudoLabels | None = None
+
+
+class Validator(ABC):
+    """A label-free score of a model on unlabelled target batches; higher is better.
+
+    At each evaluation: ``start(task, device)``, ``update(outputs)`` for every batch, then
+    ``compute()``.
+    """
+
+    #: the name in configs (``eval.validators``, ``checkpoint.best_by``) and records
+    name: ClassVar[str]
+    #: whether ``update`` reads ``TargetOutputs.probabilities``
+    needs_probabilities: ClassVar[bool] = False
+    #: whether ``update`` reads ``TargetOutputs.masked`` and ``reference``
+    needs_masked: ClassVar[bool] = False
+
+    def start(self, task: Task, device: torch.device) -> None:  # noqa: B027 (optional)
+        """Forget the previous evaluation."""
+
+    @abstractmethod
+    def update(self, outputs: TargetOutputs) -> None:
+        """Take one batch's outputs."""
+
+    @abstractmethod
+    def compute(self) -> float:
+        """The score of the batches seen since ``start`` (NaN when it is undefined, e.g. a
+        detector that found no box)."""
+
+
+class ProbabilityValidator(Validator):
+    """A validator whose score is one formula of the class probabilities of every scored
+    element at once (``score``)."""
+
+    needs_probabilities = True
+
+    def __init__(self) -> None:
+        self._rows: list[Tensor] = []
+
+    def start(self, task: Task, device: torch.device) -> None:
+        self._rows = []
+
+    def update(self, outputs: TargetOutputs) -> None:
+        if outputs.probabilities is not None:
+            self._rows.append(outputs.probabilities.float())
+
+    def compute(self) -> float:
+        rows = torch.cat(self._rows) if self._rows else torch.zeros(0, 1)
+        return float(self.score(rows)) if len(rows) > 1 else math.nan
+
+    @abstractmethod
+    def score(self, p: Tensor) -> Tensor:
+        """The formula on N x K probabilities (N >= 2); a 0-d tensor."""
+
+
+class Entropy(ProbabilityValidator):
+    """Prediction entropy: score = -(1/N) sum_i H(p_i), H(p) = -sum_k p_k log p_k (nats).
+
+    Confident predictions score high. Source: Morerio, Cavazza and Murino, "Minimal-entropy
+    correlation alignment for unsupervised deep domain adaptation", ICLR 2018 (the target
+    entropy as the criterion for choosing hyperparameters); pytorch-adapt's
+    ``EntropyValidator`` computes the same.
+    """
+
+    name = "entropy"
+
+    def score(self, p: Tensor) -> Tensor:
+        return -entropy(p).mean()
+
+
+class InformationMaximization(ProbabilityValidator):
+    """Information maximisation (IM): score = H(p_mean) - (1/N) sum_i H(p_i), with p_mean
+    the mean of the N rows: confident elements (low entropy each) whose classes are spread
+    evenly (high entropy of the mean prediction) score high.
+
+    Source: Gomes, Krause and Perona, "Discriminative clustering by regularized information
+    maximization", NeurIPS 2010 (the objective); as a validator, Musgrave, Belongie and Lim,
+    "Benchmarking validation methods for unsupervised domain adaptation", 2022
+    (pytorch-adapt's ``IMValidator``, the sum of its entropy and diversity validators).
+    """
+
+    name = "im"
+
+    def score(self, p: Tensor) -> Tensor:
+        return entropy(p.mean(0)) - entropy(p).mean()
+
+
+class SoftNeighborhoodDensity(ProbabilityValidator):
+    """Soft neighbourhood density (SND): with q_i = p_i / ||p_i|| and the cosine similarities
+    s_ij = q_i . q_j to every other element j != i, a_i = softmax_j(s_ij / T) and
+    score = (1/N) sum_i H(a_i): elements whose predictions have many close neighbours (dense
+    clusters) score high.
+
+    The N x N similarities are computed ``chunk`` rows at a time. Source: Saito, Kim,
+    Teterwak, Sclaroff, Darrell and Saenko, "Tune it the right way: unsupervised validation
+    of domain adaptation via soft neighborhood density", ICCV 2021 (on softmax outputs, as
+    pytorch-adapt's ``SNDValidator``).
+
+    Args:
+        temperature: T (published 0.05).
+        chunk: rows of the similarity matrix computed at once (memory: chunk x N floats).
+    """
+
+    name = "snd"
+
+    def __init__(self, temperature: float = 0.05, chunk: int = 1024) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ConfigError(f"the SND temperature must be positive, got {temperature}")
+        self.temperature = float(temperature)
+        self.chunk = max(1, int(chunk))
+
+    def score(self, p: Tensor) -> Tensor:
+        q = torch.nn.functional.normalize(p.float(), dim=1)
+        total = q.new_zeros(())
+        for first in range(0, len(q), self.chunk):
+            sim = q[first : first + self.chunk] @ q.T
+            rows = torch.arange(len(sim), device=q.device)
+            sim[rows, rows + first] = -math.inf  # no element is its own neighbour
+            total = total + entropy(torch.softmax(sim / self.temperature, dim=1)).sum()
+        return total / len(q)
+
+
+class BatchNuclearNorm(ProbabilityValidator):
+    """Batch nuclear-norm (BNM): score = ||P||_* / N, the sum of the singular values of the
+    N x K matrix P of probabilities, divided by N. It grows when predictions are confident
+    and spread over many classes (the rank of P approaches K).
+
+    Source: Cui, Wang, Zhuo, Li, Huang and Tian, "Towards discriminability and diversity:
+    batch nuclear-norm maximization under label insufficient situations", CVPR 2020; as a
+    validator over all scored target data at once, pytorch-adapt's ``BNMValidator``.
+    """
+
+    name = "bnm"
+
+    def score(self, p: Tensor) -> Tensor:
+        return torch.linalg.matrix_norm(p.double(), ord="nuc") / len(p)
+
+
+class MaskedAgreement(Validator):
+    """Teacher-student agreement on the masked target (MIC's criterion): the task's primary
+    metric of the model's prediction on the masked target images, scored against the
+    reference's pseudo-labels of the unmasked images as if they were the ground truth.
+
+    Classification: the share of images whose masked prediction has the pseudo-label's class
+    (accuracy; mean class accuracy for a task ranked by it). Segmentation: the mIoU of the
+    masked prediction against the pseudo-label map. Detection: the mAP@0.5 of the boxes
+    predicted on the masked image against the pseudo-boxes (score >= the task's
+    ``score_threshold``); images without a pseudo-box are left out (``PseudoLabels.keep``).
+    The reference is the run's EMA teacher, whose pseudo-labels MIC trains on; without one,
+    the scored model itself (then it is the model's consistency under masking). BatchNorm
+    layers normalise the masked batch with its own statistics, as MIC's training forward
+    does (statistics of unmasked images would misjudge a batch that is mostly fill).
+
+    Source: the consistency loss of Hoyer, Dai, Wang and Van Gool, "MIC: Masked image
+    consistency for context-enhanced domain adaptation", CVPR 2023, turned into a score;
+    this library's criterion, not a published validator.
+    """
+
+    name = "masked_agreement"
+    needs_masked = True
+
+    def __init__(self) -> None:
+        self._task: Task | None = None
+        self._metric: Any = None
+        self._count = 0
+
+    def start(self, task: Task, device: torch.device) -> None:
+        self._task, self._metric, self._count = task, fresh_metric(task, device), 0
+
+    def update(self, outputs: TargetOutputs) -> None:
+        if outputs.reference is None or self._task is None:
+            return
+        masked, reference = outputs.reference.kept(outputs.masked)
+        n = self._task.count(masked)
+        if n:
+            self._metric.update(masked, reference.labels)
+            self._count += n
+
+    def compute(self) -> float:
+        if not self._count or self._task is None:
+            return math.nan
+        return primary_score(self._task, self._metric.compute())
+
+
+#: every validator by its config name
+VALIDATORS: dict[str, type[Validator]] = {
+    v.name: v
+    for v in (
+        Entropy,
+        InformationMaximization,
+        SoftNeighborhoodDensity,
+        BatchNuclearNorm,
+        MaskedAgreement,
+    )
+}
+
+
+def make_validators(names: Iterable[str | Validator]) -> list[Validator]:
+    """Validators from their names (``VALIDATORS``' keys; objects pass through).
+
+    Raises:
+        ConfigError: an unknown name (the message lists the known ones), or one given twice.
+    """
+    out: list[Validator] = []
+    for v in names:
+        if isinstance(v, str):
+            if v not in VALIDATORS:
+                raise ConfigError(
+                    f"unknown validator {v!r} in eval.validators; the known validators are "
+                    f"{', '.join(VALIDATORS)}"
+                )
+            v = VALIDATORS[v]()
+        out.append(v)
+    seen = [v.name for v in out]
+    twice = sorted({n for n in seen if seen.count(n) > 1})
+    if twice:
+        raise ConfigError(f"eval.validators lists {twice} more than once")
+    return out
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Inside the block, draws from Python's, NumPy's and torch's global generators (e.g. a
+    seeded dataset that re-seeds them per sample) leave them as they were."""
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in eval mode inside the block, its previous modes restored after."""
+    with restored(model):
+        model.eval()
+        yield model
+
+
+@contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block, BatchNorm layers normalise with the statistics of the batch they
+    see, as in a training forward; their running statistics are left as they were."""
+    with restored(model) as norms:
+        for m in norms:
+            m.train()
+        yield model
+
+
+class LabelFreeValidation:
+    """Validators computed on a fixed subset of unlabelled target batches.
+
+    The first ``batches`` batches of ``loader`` are scored at every evaluation: give a loader
+    that yields the same batches each time it is iterated (``mic-train`` passes the target
+    training set with a fixed sampler seed, the batches AdaBN reads). The masks of
+    ``masked_agreement`` and the pixels drawn for segmentation come from
+    ``RandomStream(stream_seed(seed, "validation", what, batch))``: the same at every
+    evaluation. The global random generators are left as they were, so adding validators
+    changes nothing in training.
+
+    Args:
+        validators: ``Validator`` objects or names (``VALIDATORS``).
+        loader: target batches (images, or ``(images, anything)``; labels are not read).
+        batches: how many batches are scored (>= 1).
+        samples_per_image: elements per image for tasks that predict many (segmentation:
+            pixels drawn uniformly; detection: the top-scoring boxes); None: all.
+        masker: what ``masked_agreement`` masks the target with (``mic-train``: the run's MIC
+            masker, with its strong augmentation; default ``BlockMasker(64, 0.7)``, MIC's
+            published block and ratio, without augmentation).
+        seed: the seed of the masks and pixel draws.
+
+    Raises:
+        ConfigError: ``batches`` or ``samples_per_image`` below 1, or an unknown validator.
+    """
+
+    def __init__(
+        self,
+        validators: Sequence[Validator | str],
+        loader: Iterable[Any],
+        batches: int = 4,
+        samples_per_image: int | None = 256,
+        masker: Masker | None = None,
+        seed: int = 0,
+    ) -> None:
+        if int(batches) < 1:
+            raise ConfigError(
+                f"label-free validation needs at least 1 target batch "
+                f"(eval.validation.batches), got {batches}"
+            )
+        if samples_per_image is not None and int(samples_per_image) < 1:
+            raise ConfigError(
+                "eval.validation.samples_per_image must be at least 1 (or null: every pixel "
+                f"or box), got {samples_per_image}"
+            )
+        self.validators = make_validators(validators)
+        self.loader = loader
+        self.batches = int(batches)
+        self.samples_per_image = None if samples_per_image is None else int(samples_per_image)
+        self.masker = masker if masker is not None else BlockMasker(64, 0.7)
+        self.seed = int(seed)
+
+    @property
+    def names(self) -> list[str]:
+        return [v.name for v in self.validators]
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether a validator compares with a reference model's pseudo-labels."""
+        return any(v.needs_masked for v in self.validators)
+
+    def check(self, task: Task) -> None:
+        """Raise ``ConfigError`` when ``task`` cannot give what the validators read."""
+        needing = [v.name for v in self.validators if v.needs_probabilities]
+        if needing and not callable(getattr(task, "class_probabilities", None)):
+            raise ConfigError(
+                f"the validators {needing} read class probabilities, which "
+                f"{type(task).__name__} does not give: add a method class_probabilities("
+                "prediction, samples_per_image, rng) returning N x K probabilities "
+                "(docs/model_selection.md), or keep only masked_agreement "
+                "(eval.validators=[masked_agreement])"
+            )
+
+    def _stream(self, what: str, batch: int) -> RandomStream:
+        return RandomStream(stream_seed(self.seed, "validation", what, batch))
+
+    def _images(self, device: torch.device | None) -> Iterator[tuple[int, Any]]:
+        for i, batch in enumerate(islice(self.loader, self.batches)):
+            images, _ = split_sample(batch)
+            yield i, move_to(images, device) if device is not None else images
+
+    @torch.no_grad()
+    def references(
+        self, task: Task, model: nn.Module, device: torch.device | None = None
+    ) -> list[PseudoLabels]:
+        """The pseudo-labels of ``model`` (in eval mode) on each scored batch."""
+        model = unwrap(model)  # scored in one process: no data-parallel wrapper
+        with preserved_rng(), eval_mode(model):
+            return [task.pseudo_label(task.predict(model, x)) for _, x in self._images(device)]
+
+    @torch.no_grad()
+    def score(
+        self,
+        task: Task,
+        model: nn.Module,
+        device: torch.device | None = None,
+        references: Sequence[PseudoLabels] | None = None,
+    ) -> dict[str, float]:
+        """Every validator's score of ``model`` (in eval mode, BatchNorm as the caller set it).
+
+        Args:
+            task: the task the model predicts through.
+            model: the scored model.
+            device: where the batches go (default: the model's).
+            references: pseudo-labels of a reference model per batch (``references``); None:
+                ``model``'s own.
+
+        Returns:
+            ``{validator name: score}``, floats (NaN where undefined).
+        """
+        model = unwrap(model)  # scored in one process: no data-parallel wrapper
+        device = device or next(model.parameters()).device
+        probabilities = any(v.needs_probabilities for v in self.validators)
+        masked = any(v.needs_masked for v in self.validators)
+        with preserved_rng(), eval_mode(model):
+            for v in self.validators:
+                v.start(task, device)
+            for i, images in self._images(device):
+                prediction = task.predict(model, images)
+                out = TargetOutputs(task)
+                if probabilities:
+                    out.probabilities = task.class_probabilities(  # type: ignore[attr-defined]
+                        prediction, self.samples_per_image, self._stream("samples", i)
+                    )
+                if masked:
+                    view = self.masker(images, self._stream("mask", i))
+                    with batch_statistics(model):  # as the masked batch is seen in training
+                        out.masked = task.predict(model, view)
+                    out.reference = (
+                        references[i] if references is not None else task.pseudo_label(prediction)
+                    )
+                for v in self.validators:
+                    v.update(out)
+            return {v.name: v.compute() for v in self.validators}
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, float) and math.isfinite(value)
+
+
+class ModelSelection:
+    """Which evaluation each score would pick.
+
+    For every score of the evaluation records, label-free (``validator/<model>/<name>``) or
+    labelled (``eval/<model>/<metric>``), the best so far (the highest; NaN never counts),
+    with its step and the labelled target metrics of the same model at that step; and each
+    model's last evaluation. ``Checkpointer`` keeps one, saves ``best.pt`` when its
+    ``best_metric`` improves, and carries its state in every checkpoint, so a resumed run
+    keeps the record.
+    """
+
+    def __init__(self) -> None:
+        self.best: dict[str, dict[str, Any]] = {}
+        self.last: dict[str, dict[str, Any]] = {}
+
+    @staticmethod
+    def _metrics(record: Mapping[str, Any], model: str) -> dict[str, float]:
+        prefix = f"eval/{model}/"
+        return {
+            k[len(prefix) :]: v for k, v in record.items() if k.startswith(prefix) and _finite(v)
+        }
+
+    def update(self, record: Mapping[str, Any]) -> list[str]:
+        """Take an evaluation record; returns the keys whose best improved."""
+        step = int(record.get("step", -1))
+        improved = []
+        models = set()
+        for key, value in record.items():
+            parts = key.split("/")
+            if len(parts) != 3 or parts[0] not in ("eval", "validator") or not _finite(value):
+                continue
+            models.add(parts[1])
+            if key not in self.best or value > self.best[key]["score"]:
+                metrics = self._metrics(record, parts[1])
+                self.best[key] = {"step": step, "score": value, "metrics": metrics}
+                improved.append(key)
+        for model in models:
+            self.last[model] = {"step": step, "metrics": self._metrics(record, model)}
+        return improved
+
+    def score(self, key: str) -> float | None:
+        """The best score of ``key`` so far (None: never finite)."""
+        entry = self.best.get(key)
+        return None if entry is None else entry["score"]
+
+    def picks(self, model: str, metric: str) -> dict[str, dict[str, Any]]:
+        """For ``model``: each validator's pick, the pick of the labelled ``metric`` (the
+        best possible) and the last evaluation, each as ``{"step", "score", metric}`` (the
+        labelled metric at that step, when it was measured)."""
+        out: dict[str, dict[str, Any]] = {}
+        keys = [k for k in self.best if k.startswith(f"validator/{model}/")]
+        keys.append(f"eval/{model}/{metric}")
+        for key in keys:
+            entry = self.best.get(key)
+            if entry is not None:
+                out[key.split("/")[2]] = {
+                    "step": entry["step"],
+                    "score": entry["score"],
+                    metric: entry["metrics"].get(metric),
+                }
+        if model in self.last:
+            last = self.last[model]
+            out["last"] = {"step": last["step"], metric: last["metrics"].get(metric)}
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "last": self.last}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best = dict(state.get("best", {}))
+        self.last = dict(state.get("last", {}))

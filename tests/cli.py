@@ -1,0 +1,95 @@
+"""``mic-train`` in a process of its own, for tests that meet the command line as a user does.
+
+Each call runs ``mic.train.main()`` (what the ``mic-train`` console script runs) in a new
+process with its own argv, environment, working folder, stdout and stderr, and returns its
+exit status and output. The processes are forked from a server that imported torch, timm,
+Hydra and mic once (``multiprocessing``'s forkserver), so that a case costs its own work and
+not seconds of imports; a few tests in tests/test_cli.py run the real console script.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+FAULTS = Path(__file__).parent / "faults"  # sitecustomize.py: environment faults
+
+_PRELOAD = [
+    "torch",
+    "torchvision",
+    "timm",
+    "torchmetrics",
+    "hydra",
+    "mic.train",
+    "mic.tasks.classification",
+    "mic.tasks.segmentation",
+    "mic.tasks.detection",
+    "mic.datasets",
+]
+_context = None
+
+
+def _forkserver():
+    global _context
+    if _context is None:
+        _context = multiprocessing.get_context("forkserver")
+        _context.set_forkserver_preload(_PRELOAD)
+    return _context
+
+
+def _child(args: list[str], env: dict[str, str], cwd: str, out: str, err: str) -> None:
+    """Runs in the forked process: the environment, the faults, then mic-train's main."""
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    for fd, path in ((1, out), (2, err)):
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(handle, fd)
+        os.close(handle)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    if cwd not in sys.path:  # as the console script: _target_ modules of the working folder
+        sys.path.insert(0, cwd)
+    if env.get("MIC_TEST_FAULT"):
+        sys.path.insert(0, str(FAULTS))
+        import sitecustomize  # noqa: F401 (the fault named in MIC_TEST_FAULT)
+    import torch
+
+    torch.set_num_threads(1)
+    sys.argv = ["mic-train", *args]
+    from mic.train import main
+
+    main()
+
+
+def run_mic_train(
+    args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """``mic-train *args`` in a process of its own; its status, stdout and stderr."""
+    environment = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1", **(env or {})}
+    with tempfile.TemporaryDirectory() as d:
+        out, err = Path(d) / "out", Path(d) / "err"
+        process = _forkserver().Process(
+            target=_child, args=(list(args), environment, str(cwd), str(out), str(err))
+        )
+        process.start()
+        process.join(timeout)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        code = process.exitcode if process.exitcode is not None else -9
+        return subprocess.CompletedProcess(
+            ["mic-train", *args], code, out.read_text(), err.read_text()
+        )
+
+
+def run_many(calls: list[dict], workers: int = 2) -> list[subprocess.CompletedProcess]:
+    """``run_mic_train(**call)`` for every call, ``workers`` at a time."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda call: run_mic_train(**call), calls))

@@ -1,0 +1,61 @@
+"""Environment faults for tests that run ``mic-train`` in a subprocess, chosen by
+``MIC_TEST_FAULT`` (this folder is put on the subprocess's PYTHONPATH):
+
+- ``read-only:<folder>``: every write below the folder fails as on a read-only mount;
+- ``full-disk``: the disk reports 1 MiB free;
+- ``save-fails``: ``torch.save`` fails as torch's writer does when the disk fills.
+"""
+
+import builtins
+import errno
+import io
+import os
+
+FAULT = os.environ.get("MIC_TEST_FAULT", "")
+
+if FAULT.startswith("read-only:"):
+    folder = os.path.abspath(FAULT.split(":", 1)[1])
+
+    def _refuse(path):
+        try:
+            inside = os.path.abspath(os.fspath(path)).startswith(folder)
+        except TypeError:
+            return
+        if inside:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    def _guard(function, writes):
+        def guarded(path, *args, **kwargs):
+            if writes(args, kwargs):
+                _refuse(path)
+            return function(path, *args, **kwargs)
+
+        return guarded
+
+    def _opens_for_writing(args, kwargs):
+        mode = args[0] if args else kwargs.get("mode", "r")
+        flags = mode if isinstance(mode, int) else 0
+        if isinstance(mode, str):
+            return any(c in mode for c in "wax+")
+        return bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+
+    builtins.open = io.open = _guard(builtins.open, _opens_for_writing)
+    os.open = _guard(os.open, lambda args, kwargs: _opens_for_writing(args[:1], kwargs))
+    os.mkdir = _guard(os.mkdir, lambda args, kwargs: True)
+
+elif FAULT == "full-disk":
+    import shutil
+
+    _usage = shutil.disk_usage
+    shutil.disk_usage = lambda path: _usage(path)._replace(free=2**20)
+
+elif FAULT == "save-fails":
+    import torch
+
+    def _save(*args, **kwargs):
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing "
+            "file data/0: file write failed"
+        )
+
+    torch.save = _save

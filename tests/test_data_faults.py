@@ -1,0 +1,444 @@
+"""Data as users bring it, on tiny inputs written here: image modes, hidden files, text files
+from editors, EXIF orientation, labels of another size or format, binary masks saved as 0/255,
+rare class statistics of labels in another folder, and the check before training
+(``preflight``) that reports every problem at once, through ``mic-train`` in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mic import DatasetError
+from mic.datasets import ImageFolder, ImageList, UnlabeledImageFolder, load_image
+from mic.datasets.detection import CocoDetection, VOCDetection
+from mic.datasets.files import read_header
+from mic.datasets.preflight import LISTED, check_datasets, collecting_problems
+from mic.datasets.segmentation import (
+    GTA5,
+    Cityscapes,
+    RareClassSampling,
+    SegmentationFolder,
+    SegmentationTransform,
+)
+from mic.datasets.segmentation.sampling import STATS_FILE
+from mic.experiment import load_config, run_experiment
+from tests.helpers import (
+    TINY_RUN,
+    class_folders,
+    folder_overrides,
+    seg_folder_overrides,
+    seg_tree,
+    two_class_label,
+    write_label,
+    write_png,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        "  # a resource fork's header
+
+
+def _hidden_files(folder):
+    """What macOS, Jupyter and zip tools leave beside images: none of it is a sample."""
+    (folder / "._0.png").write_bytes(APPLEDOUBLE)
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    write_png(folder / ".ipynb_checkpoints" / "0-checkpoint.png")
+    (folder / "__MACOSX").mkdir(exist_ok=True)
+    (folder / "__MACOSX" / "._1.png").write_bytes(APPLEDOUBLE)
+
+
+# ----------------------------------------------------------------------------- image modes
+def _save(path, array, mode=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode).save(path) if mode else Image.fromarray(array).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "grey"),
+    [  # (file, how it is written, the 8-bit grey value it must load as)
+        ("i16.png", lambda p: _save(p, np.full((4, 5), 30000, np.uint16)), 117),
+        ("i16.tif", lambda p: _save(p, np.full((4, 5), 65535, np.uint16)), 255),
+        ("i32.tif", lambda p: _save(p, np.full((4, 5), 257 * 40, np.int32)), 40),
+        ("f.tif", lambda p: _save(p, np.full((4, 5), 0.5, np.float32)), 128),
+        ("la.png", lambda p: _save(p, np.full((4, 5, 2), (90, 7), np.uint8), "LA"), 90),
+        ("bw.png", lambda p: Image.new("1", (5, 4), 1).save(p), 255),
+        ("p.png", lambda p: Image.new("L", (5, 4), 70).convert("P").save(p), 70),
+        ("cmyk.tif", lambda p: Image.new("CMYK", (5, 4), (0, 0, 0, 155)).save(p), 100),
+        ("rgba.png", lambda p: _save(p, np.full((4, 5, 4), (60, 60, 60, 0), np.uint8)), 60),
+    ],
+)
+def test_every_image_mode_loads_as_8_bit_rgb(tmp_path, name, make, grey):
+    path = tmp_path / name
+    make(path)
+    image = load_image(path)
+    assert image.mode == "RGB" and image.size == (5, 4)
+    assert np.abs(np.asarray(image).astype(int) - grey).max() <= 1, np.asarray(image)[0, 0]
+
+
+def test_16_bit_greyscale_keeps_its_contrast(tmp_path):
+    ramp = (np.arange(20, dtype=np.uint16) * 3000).reshape(4, 5)
+    pixels = np.asarray(load_image(_save(tmp_path / "ramp.png", ramp)))[..., 0]
+    assert len(np.unique(pixels)) == 20  # Pillow's own conversion: 255 everywhere
+    assert pixels.min() == 0 and pixels.max() == round(57000 * 255 / 65535)
+
+
+def test_images_whose_values_cannot_be_read_as_8_bit_are_refused(tmp_path):
+    with pytest.raises(DatasetError, match=r"f\.tif' holds floating-point values in \[3, 3\]"):
+        load_image(_save(tmp_path / "f.tif", np.full((2, 2), 3.0, np.float32)))
+    with pytest.raises(DatasetError, match=r"i\.tif' is a I image with values in \[-5, -5\]"):
+        load_image(_save(tmp_path / "i.tif", np.full((2, 2), -5, np.int32)))
+
+
+# ---------------------------------------------------------------------------- hidden files
+def test_hidden_files_and_folders_are_never_samples(tmp_path):
+    classes = class_folders(tmp_path / "cls", ["a", "b"])
+    _hidden_files(classes / "a")
+    _hidden_files(classes)
+    assert len(ImageFolder(classes)) == 4 and ImageFolder(classes).classes == ["a", "b"]
+    assert len(UnlabeledImageFolder(classes)) == 4
+    seg = seg_tree(tmp_path / "seg", n=2)
+    _hidden_files(seg / "img")
+    assert len(SegmentationFolder(seg / "img", seg / "lbl", num_classes=2)) == 2
+    gta = tmp_path / "gta"
+    write_png(gta / "images" / "00001.png")
+    write_label(gta / "labels" / "00001.png", np.full((10, 10), 7))
+    (gta / "images" / "._00001.png").write_bytes(APPLEDOUBLE)
+    assert [p.name for p, _ in GTA5(gta).samples] == ["00001.png"]
+    city = tmp_path / "cityscapes"
+    name = "aachen_000000_000019"
+    write_png(city / "leftImg8bit" / "val" / "aachen" / f"{name}_leftImg8bit.png")
+    (city / "leftImg8bit" / "val" / "aachen" / f"._{name}_leftImg8bit.png").write_bytes(APPLEDOUBLE)
+    assert len(Cityscapes(city, "val", labelled=False)) == 1
+
+
+# ------------------------------------------------------------------------------ text files
+def test_image_lists_read_as_editors_save_them(tmp_path):
+    for c in ("a", "b"):
+        write_png(tmp_path / "train" / c / "x 1.png")  # a space in the name
+    lines = ["a/x 1.png 0  ", "", "b/x 1.png\t1 "]
+    encodings = {
+        "bom_crlf.txt": b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n",
+        "utf16.txt": "\r\n".join(lines).encode("utf-16"),  # Notepad's "Unicode"
+        "cr.txt": "\r".join(lines).encode(),
+    }
+    for name, data in encodings.items():
+        (tmp_path / "train" / name).write_bytes(data)
+        ds = ImageList(tmp_path / "train" / name, ["a", "b"])
+        assert [(p.relative_to(tmp_path).as_posix(), y) for p, y in ds.samples] == [
+            ("train/a/x 1.png", 0),
+            ("train/b/x 1.png", 1),
+        ], name
+    (tmp_path / "bad.txt").write_bytes(b"a/x.png 0\n\xff\xfe\xfa 1\n")
+    with pytest.raises(DatasetError, match="is not UTF-8 text"):
+        ImageList(tmp_path / "bad.txt", ["a", "b"])
+
+
+def test_annotation_files_with_a_byte_order_mark(tmp_path):
+    voc = tmp_path / "voc"
+    write_png(voc / "JPEGImages" / "000001.jpg", size=(30, 20))
+    (voc / "ImageSets" / "Main").mkdir(parents=True)
+    (voc / "ImageSets" / "Main" / "train.txt").write_bytes(b"\xef\xbb\xbf000001\r\n")
+    xml = (
+        '<?xml version="1.0" encoding="utf-8"?>\r\n<annotation><size><width>30</width>'
+        "<height>20</height></size><object><name>car</name><bndbox><xmin>2</xmin><ymin>3"
+        "</ymin><xmax>12</xmax><ymax>8</ymax></bndbox></object></annotation>\r\n"
+    )
+    (voc / "Annotations").mkdir()
+    (voc / "Annotations" / "000001.xml").write_bytes(b"\xef\xbb\xbf" + xml.encode())
+    assert VOCDetection(voc, "train", classes=["car"]).targets[0]["boxes"].tolist() == [
+        [1, 2, 12, 8]
+    ]
+    write_png(tmp_path / "coco" / "a.png", size=(30, 20))
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 30, "height": 20}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}],
+        "categories": [{"id": 1, "name": "car"}],
+    }
+    (tmp_path / "ann.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(data).encode())
+    assert len(CocoDetection(tmp_path / "coco", tmp_path / "ann.json")) == 1
+
+
+# -------------------------------------------------------------------------- EXIF orientation
+def _phone_photo(path, upright: np.ndarray, orientation: int = 6) -> None:
+    """A JPEG whose stored pixels are ``upright`` turned a quarter left, with the EXIF tag
+    that turns them back (6: rotate 90 degrees clockwise to show), as phones save them."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)
+    stored.save(path, exif=exif, quality=95)
+
+
+def _coco_photo(tmp_path, stated=(20, 30), bbox=(2, 20, 6, 8)):
+    """An upright 20 x 30 (W x H) photo with a white patch at x 2..8, y 20..28, drawn on the
+    upright image; the json states ``stated`` (W, H) and one box ``bbox`` (x y w h)."""
+    upright = np.zeros((30, 20, 3), np.uint8)
+    upright[20:28, 2:8] = 255
+    _phone_photo(tmp_path / "images" / "phone.jpg", upright)
+    data = {
+        "images": [{"id": 1, "file_name": "phone.jpg", "width": stated[0], "height": stated[1]}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": list(bbox)}],
+        "categories": [{"id": 1, "name": "sign"}],
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    return tmp_path / "images", tmp_path / "ann.json"
+
+
+def test_exif_orientation_puts_boxes_on_the_right_pixels(tmp_path):
+    images, ann = _coco_photo(tmp_path)
+    header = read_header(images / "phone.jpg")
+    assert header.size == (20, 30) and header.stored_size == (30, 20)
+    ds = CocoDetection(images, ann)
+    image, target = ds[0]
+    assert image.shape == (3, 30, 20)
+    x1, y1, x2, y2 = (int(v) for v in target["boxes"][0])
+    inside = image[:, y1 + 1 : y2 - 1, x1 + 1 : x2 - 1]
+    assert inside.mean() > 0.9 and image.mean() < 0.15  # the box holds the white patch
+    assert ds.preflight() == []
+    # read as stored, the box falls outside the image, and the check says which option reads it
+    stored = CocoDetection(images, ann, apply_exif_orientation=False)
+    (problem,) = stored.preflight()
+    assert problem.file.endswith("phone.jpg") and "stated 20 x 30" in problem.detail
+    assert "apply_exif_orientation=true" in problem.fix
+
+
+def test_stated_size_of_the_stored_pixels_is_named(tmp_path):
+    images, ann = _coco_photo(tmp_path, stated=(30, 20), bbox=(1, 1, 4, 4))
+    with pytest.raises(DatasetError) as info:
+        check_datasets({"source": CocoDetection(images, ann)})
+    message = str(info.value)
+    assert "Images whose size differs from the annotation's (1)" in message
+    assert (
+        "phone.jpg' (stated 30 x 20, the file is 20 x 30 after its EXIF orientation 6)" in message
+    )
+    assert "++dataset.source.apply_exif_orientation=false" in message
+
+
+# ------------------------------------------------------------------- segmentation labels
+def test_label_of_another_size_is_found_from_headers_and_resized_on_request(tmp_path):
+    root = seg_tree(tmp_path / "seg", n=3)
+    write_label(root / "lbl" / "1.png", two_class_label((20, 10)))
+    ds = SegmentationFolder(root / "img", root / "lbl", num_classes=2)
+    (problem,) = ds.preflight()
+    assert problem.kind == "labels whose size differs from their image"
+    assert problem.file.endswith("1.png") and problem.detail.startswith("20 x 10, its image")
+    assert "label_size_mismatch=resize" in problem.fix
+    fixed = SegmentationFolder(
+        root / "img", root / "lbl", num_classes=2, label_size_mismatch="resize"
+    )
+    assert fixed.preflight() == []
+    _, label = fixed.load(1)
+    assert label.shape == (12, 16) and set(np.unique(label)) == {0, 1}
+    x, y = SegmentationFolder(
+        root / "img",
+        root / "lbl",
+        SegmentationTransform(crop_size=(8, 8)),
+        num_classes=2,
+        label_size_mismatch="resize",
+    )[1]
+    assert x.shape == (3, 8, 8) and y.shape == (8, 8)
+
+
+def _cityscapes_label_ids_only(root):
+    name = "aachen_000000_000019"
+    write_png(root / "leftImg8bit" / "val" / "aachen" / f"{name}_leftImg8bit.png", size=(8, 6))
+    label_ids = np.full((6, 8), 7, np.uint8)  # road
+    label_ids[:, 4:] = 26  # car
+    write_label(root / "gtFine" / "val" / "aachen" / f"{name}_gtFine_labelIds.png", label_ids)
+    return root
+
+
+def test_missing_labels_name_the_option_that_reads_the_files_there(tmp_path):
+    city = _cityscapes_label_ids_only(tmp_path / "cityscapes")
+    with pytest.raises(DatasetError, match="label_format=labelIds") as info:
+        Cityscapes(city, "val")
+    assert "_gtFine_labelIds.png' are there" in str(info.value)
+    assert "labelled=false" not in str(info.value)
+    released = Cityscapes(city, "val", label_format="labelIds")
+    assert len(released) == 1
+    assert len(pickle.loads(pickle.dumps(released))) == 1  # for DataLoader workers
+    gta = tmp_path / "gta"
+    write_png(gta / "images" / "00001.png")
+    write_label(gta / "labels" / "00001.png", np.full((10, 10), 7))
+    with pytest.raises(DatasetError, match="label_format=ids"):
+        GTA5(gta, label_format="trainids")
+    seg = seg_tree(tmp_path / "seg", n=2)
+    for path in (seg / "lbl").glob("*.png"):
+        path.rename(path.with_name(path.stem + "_mask.png"))
+    with pytest.raises(DatasetError, match=r"label_suffix=_mask\.png"):
+        SegmentationFolder(seg / "img", seg / "lbl", num_classes=2)
+
+
+def test_binary_masks_saved_as_0_255_are_found_and_read_with_label_mapping(tmp_path):
+    root = seg_tree(tmp_path / "seg", n=3, right=255)
+    ds = SegmentationFolder(root / "img", root / "lbl", num_classes=2)
+    (problem,) = ds.preflight()
+    assert (
+        "only class 0 occurs in the 3 label files read; class 1 of num_classes=2" in problem.detail
+    )
+    assert "label_mapping='{255: 1}'" in problem.fix
+    mapped = SegmentationFolder(root / "img", root / "lbl", num_classes=2, label_mapping={255: 1})
+    assert mapped.preflight() == []
+    assert set(np.unique(mapped.load(0)[1])) == {0, 1}
+
+
+def test_rare_class_sampling_with_labels_in_another_folder_and_a_cache_keyed_on_content(
+    tmp_path,
+):
+    root = seg_tree(tmp_path / "seg", n=3)  # images in img/, labels in lbl/
+    ds = SegmentationFolder(root / "img", root / "lbl", num_classes=3)
+    rcs = RareClassSampling(ds, min_pixels=5)
+    assert (root / "img" / STATS_FILE).is_file()
+    assert rcs.sampled_classes == [0, 1]
+    # a label rewritten in place (same name, same file size): its new counts are read
+    label = root / "lbl" / "2.png"
+    before = label.stat()
+    write_label(label, two_class_label(right=2))
+    os.utime(label, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    assert RareClassSampling(ds, min_pixels=5).sampled_classes == [0, 1, 2]
+    # unchanged files: the cache is read, not the labels
+    ds.class_pixel_counts = None
+    assert RareClassSampling(ds, min_pixels=5).sampled_classes == [0, 1, 2]
+
+
+def test_rare_class_statistics_name_every_label_file_they_cannot_use(tmp_path):
+    root = seg_tree(tmp_path / "seg", n=4)
+    for i in (1, 3):
+        write_label(root / "lbl" / f"{i}.png", two_class_label(right=7))  # 7 >= num_classes
+    ds = SegmentationFolder(root / "img", root / "lbl", num_classes=2)
+    with pytest.raises(DatasetError) as info:
+        RareClassSampling(ds, min_pixels=5, cache=False)
+    message = str(info.value)
+    assert "Label files that rare class sampling's statistics cannot use (2)" in message
+    assert "1.png" in message and "3.png" in message and "ids [7]" in message
+    with collecting_problems():  # kept for the check before training
+        rcs = RareClassSampling(ds, min_pixels=5, cache=True)
+    assert sorted(p.file[-5:] for p in rcs.preflight()) == ["1.png", "3.png"]
+    assert not (root / "img" / STATS_FILE).exists()  # incomplete statistics are not cached
+
+
+# ------------------------------------------------------------ the check before training
+def test_every_problem_at_once_with_a_listing_cap(tmp_path):
+    root = seg_tree(tmp_path / "seg", n=LISTED + 5)
+    for i in range(LISTED + 3):
+        write_label(root / "lbl" / f"{i}.png", two_class_label((20, 10)))
+    (root / "lbl" / f"{LISTED + 4}.png").unlink()
+    with collecting_problems():
+        source = SegmentationFolder(root / "img", root / "lbl", num_classes=2)
+    listing = tmp_path / "run" / "data_problems.txt"
+    with pytest.raises(DatasetError) as info:
+        check_datasets({"source": source}, listing)
+    message = str(info.value)
+    assert message.startswith(f"the data check before training found {LISTED + 4} problems")
+    assert "Missing label files (1)" in message
+    assert f"Labels whose size differs from their image ({LISTED + 3})" in message
+    assert "; and 4 more." in message and f"The whole list: '{listing}'" in message
+    assert len(listing.read_text().splitlines()) == LISTED + 4
+
+
+def _cli(*args):
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "mic.train", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_mic_train_reports_every_problem_before_the_first_iteration(tmp_path):
+    src = seg_tree(tmp_path / "src", n=6)
+    write_label(src / "lbl" / "1.png", two_class_label((20, 10)))  # GTA5's quirk
+    (src / "lbl" / "2.png").unlink()  # a pair incomplete
+    (src / "img" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    write_label(src / "lbl" / "4.png", two_class_label(right=9))  # an id outside 0..1
+    tgt = seg_tree(tmp_path / "tgt", labels=False)
+    _hidden_files(tgt / "img")  # skipped, not problems
+    run = tmp_path / "run"
+    overrides = seg_folder_overrides(tmp_path, source=src, target=tgt)
+    out = _cli(*TINY_RUN, *overrides, f"hydra.run.dir={run}")
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    message = out.stderr.split("mic: error: ", 1)[1]
+    assert message.startswith("the data check before training found 4 problems")
+    for fragment in (
+        "Labels whose size differs from their image (1): '",
+        "++dataset.source.dataset.label_size_mismatch=resize",
+        "Missing label files (1)",
+        "Unreadable image files (1)",
+        "Label files with ids outside the mapping (1)",
+    ):
+        assert fragment in message
+    assert not (run / "checkpoints").exists()
+    # the fixes the message names make the run go through
+    os.replace(tgt / "img" / "0.png", src / "img" / "3.png")
+    write_label(src / "lbl" / "2.png", two_class_label())
+    write_label(src / "lbl" / "4.png", two_class_label())
+    summary = run_experiment(
+        load_config(
+            [
+                *TINY_RUN,
+                *overrides,
+                "++dataset.source.dataset.label_size_mismatch=resize",
+                "log.tensorboard=false",
+            ]
+        ),
+        tmp_path / "run2",
+    )
+    assert summary["after_adaptation"]["step"] == 2
+
+
+def test_images_as_users_bring_them_train(tmp_path):
+    """Hidden files, 16-bit, palette, CMYK and phone photos in the folders of a run: it trains."""
+    src = class_folders(tmp_path / "src", ["a", "b", "c"])
+    _save(src / "a" / "16bit.png", np.full((10, 10), 40000, np.uint16))
+    Image.new("L", (10, 10), 70).convert("P").save(src / "b" / "palette.png")
+    Image.new("CMYK", (10, 10), (0, 50, 0, 0)).save(src / "c" / "cmyk.jpg")
+    _phone_photo(src / "c" / "phone.jpg", np.full((12, 10, 3), 90, np.uint8))
+    _hidden_files(src / "a")
+    tgt = class_folders(tmp_path / "tgt", ["x"], n=4)
+    _hidden_files(tgt)
+    overrides = [*TINY_RUN, *folder_overrides(tmp_path, source=src, target=tgt)]
+    summary = run_experiment(
+        load_config([*overrides, "iterations=2", "log.tensorboard=false"]), tmp_path / "run"
+    )
+    assert summary["after_adaptation"]["step"] == 2
+    assert torch.isfinite(torch.tensor(summary["after_adaptation"]["student"]))
+
+
+def test_classes_absent_from_the_source_labels_are_a_warning(tmp_path, caplog):
+    root = seg_tree(tmp_path / "seg", n=3)  # classes 0 and 1 of 3
+    ds = SegmentationFolder(root / "img", root / "lbl", num_classes=3)
+    with caplog.at_level("WARNING", logger="mic.datasets.preflight"):
+        check_datasets({"source": ds, "test": ds})
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and warnings[0].startswith("dataset.source: Label sets in which")
+    assert "class 2 in none of the 3 label files read" in warnings[0]
+    # read through rare class sampling's statistics: every file, the same finding
+    (problem,) = [p for p in RareClassSampling(ds, min_pixels=5).preflight() if p.warning]
+    assert "class 2 in none of the 3 label files read" in problem.detail
+
+
+def test_classes_a_dataset_is_known_to_lack_are_no_warning(tmp_path):
+    from mic.datasets.segmentation import SynthiaRandCityscapes
+
+    root = tmp_path / "synthia"
+    write_png(root / "RGB" / "0000000.png", size=(8, 6))
+    label = root / "GT" / "LABELS" / "0000000_labelTrainIds.png"
+    present = [c for c in range(19) if c not in (9, 14, 16)]  # SYNTHIA has no terrain, truck, train
+    write_label(label, np.resize(np.array(present, np.uint8), (6, 8)))
+    assert SynthiaRandCityscapes(root, label_format="trainids").preflight() == []
+    present.remove(10)
+    write_label(label, np.resize(np.array(present, np.uint8), (6, 8)))
+    (warning,) = SynthiaRandCityscapes(root, label_format="trainids").preflight()
+    assert warning.warning and warning.detail.startswith("class 10 (sky) in none of the 1")

@@ -1,0 +1,415 @@
+"""Label-free validators: each formula against a hand computation (and against pytorch-adapt
+where it is installed), the tasks' class probabilities, checkpoint selection on scripted
+scores, the selection record across a resume, and ``checkpoint.best_by`` end to end.
+
+pytorch-adapt pins torchmetrics 0.9, which would replace this library's torchmetrics 1.x, so
+it is no dependency; to run the comparison, install it beside without its dependencies:
+``pip install --no-deps pytorch-adapt==0.0.83 pytorch-metric-learning==1.6.3``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from mic import BlockMasker, PseudoLabels
+from mic.core import ConfigError
+from mic.experiment import load_config, run_experiment
+from mic.tasks.classification import ClassificationTask
+from mic.tasks.detection import DetectionTask
+from mic.tasks.segmentation import SegmentationTask
+from mic.training import (
+    BatchNuclearNorm,
+    Checkpointer,
+    Entropy,
+    InformationMaximization,
+    LabelFreeValidation,
+    MaskedAgreement,
+    ModelSelection,
+    SoftNeighborhoodDensity,
+    load_checkpoint,
+    make_validators,
+)
+from mic.training.validators import TargetOutputs
+from tests.helpers import TINY_RUN, tiny_loaders, tiny_model, user_error_of
+from tests.helpers import run_cli as _cli
+
+P = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.25, 0.75]])
+
+
+def h(*p: float) -> float:
+    """Entropy in nats, by hand."""
+    return -sum(x * math.log(x) for x in p if x > 0)
+
+
+# ---------------------------------------------------------------- formulas, by hand
+def test_entropy_is_minus_the_mean_entropy_of_the_rows():
+    expected = -(h(1, 0) + h(0.5, 0.5) + h(0.25, 0.75)) / 3
+    assert Entropy().score(P).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_information_maximization_is_entropy_of_the_mean_minus_mean_entropy():
+    mean = ((1 + 0.5 + 0.25) / 3, (0 + 0.5 + 0.75) / 3)
+    expected = h(*mean) - (h(1, 0) + h(0.5, 0.5) + h(0.25, 0.75)) / 3
+    assert InformationMaximization().score(P).item() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 1024])
+def test_soft_neighborhood_density_by_hand(chunk):
+    t = 0.05
+    q = [[x / math.hypot(*row) for x in row] for row in P.tolist()]
+    total = 0.0
+    for i in range(3):
+        sims = [sum(a * b for a, b in zip(q[i], q[j])) / t for j in range(3) if j != i]
+        z = sum(math.exp(s) for s in sims)
+        total += h(*(math.exp(s) / z for s in sims))
+    score = SoftNeighborhoodDensity(temperature=t, chunk=chunk).score(P).item()
+    assert score == pytest.approx(total / 3, abs=1e-5)
+
+
+def test_batch_nuclear_norm_by_hand():
+    # P^T P = [[2, 0], [0, 1]]: singular values sqrt(2) and 1
+    p = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    assert BatchNuclearNorm().score(p).item() == pytest.approx((math.sqrt(2) + 1) / 3)
+    # all rows alike: rank 1, the norm of one column of ones times the row's norm, over N
+    same = torch.tensor([[0.6, 0.4]] * 4)
+    expected = math.sqrt(4) * math.hypot(0.6, 0.4) / 4
+    assert BatchNuclearNorm().score(same).item() == pytest.approx(expected)
+
+
+def test_probability_validators_accumulate_batches_and_need_two_elements():
+    v = InformationMaximization()
+    v.start(ClassificationTask(2), torch.device("cpu"))
+    assert math.isnan(v.compute())
+    task = ClassificationTask(2)
+    v.update(TargetOutputs(task, probabilities=P[:1]))
+    assert math.isnan(v.compute())  # one element: no neighbourhood, no spread
+    v.update(TargetOutputs(task, probabilities=P[1:]))
+    assert v.compute() == pytest.approx(InformationMaximization().score(P).item(), abs=1e-6)
+
+
+def test_masked_agreement_is_the_task_metric_against_the_pseudo_labels():
+    task = ClassificationTask(3)
+    v = MaskedAgreement()
+    v.start(task, torch.device("cpu"))
+    masked = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
+    reference = PseudoLabels(torch.tensor([0, 1, 0]), torch.ones(3))
+    v.update(TargetOutputs(task, masked=masked, reference=reference))
+    assert v.compute() == pytest.approx(2 / 3)
+
+
+def test_masked_agreement_for_detection_leaves_out_images_without_pseudo_boxes():
+    task = DetectionTask(2)
+    v = MaskedAgreement()
+    v.start(task, torch.device("cpu"))
+    box = torch.tensor([[10.0, 10.0, 30.0, 30.0]])
+    found = {"boxes": box, "labels": torch.tensor([1]), "scores": torch.tensor([0.9])}
+    astray = {"boxes": box + 20, "labels": torch.tensor([0]), "scores": torch.tensor([0.9])}
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}
+    reference = PseudoLabels(
+        [{"boxes": box, "labels": torch.tensor([1])}, empty],
+        [torch.ones(1), torch.ones(0)],
+        keep=[True, False],
+    )
+    v.update(TargetOutputs(task, masked=[found, astray], reference=reference))
+    assert v.compute() == pytest.approx(1.0)  # the second image (no pseudo-box) is left out
+    v.start(task, torch.device("cpu"))
+    v.update(
+        TargetOutputs(
+            task, masked=[astray], reference=PseudoLabels([empty], [torch.ones(0)], keep=[False])
+        )
+    )
+    assert math.isnan(v.compute())
+
+
+def test_pytorch_adapt_gives_the_same_scores():
+    validators = pytest.importorskip("pytorch_adapt.validators")
+    logits = torch.randn(200, 6, generator=torch.Generator().manual_seed(0)) * 3
+    p = logits.softmax(1)
+    pairs = [
+        (Entropy(), validators.EntropyValidator(), {"logits": logits}),
+        (InformationMaximization(), validators.IMValidator(), {"logits": logits}),
+        (SoftNeighborhoodDensity(chunk=64), validators.SNDValidator(), {"preds": p}),
+        (BatchNuclearNorm(), validators.BNMValidator(), {"logits": logits}),
+    ]
+    for ours, theirs, data in pairs:
+        assert ours.score(p).item() == pytest.approx(theirs(target_train=data), abs=1e-5)
+
+
+def test_unknown_validator_names_the_known_ones():
+    with pytest.raises(ConfigError, match="entropy, im, snd, bnm, masked_agreement"):
+        make_validators(["entropy", "accuracy"])
+
+
+# ---------------------------------------------------------------- what tasks give validators
+def test_segmentation_class_probabilities_sample_the_same_pixels_each_time():
+    from mic import RandomStream
+
+    task = SegmentationTask(3)
+    probs = torch.rand(2, 3, 4, 5).softmax(1)
+    rows = task.class_probabilities(probs, 7, RandomStream(1))
+    assert rows.shape == (14, 3)
+    assert torch.equal(rows, task.class_probabilities(probs, 7, RandomStream(1)))
+    every = task.class_probabilities(probs, None)
+    assert every.shape == (40, 3)
+    # every sampled row is the probability vector of a pixel of its own image
+    for i in range(2):
+        pixels = probs[i].flatten(1).T
+        for row in rows[7 * i : 7 * (i + 1)]:
+            assert (pixels == row).all(1).any()
+
+
+def test_detection_class_probabilities_are_score_and_background_per_box():
+    task = DetectionTask(2)
+    boxes = torch.tensor([[0.0, 0, 5, 5], [1, 1, 6, 6], [2, 2, 7, 7]])
+    prediction = [
+        {
+            "boxes": boxes,
+            "labels": torch.tensor([1, 0, 1]),
+            "scores": torch.tensor([0.5, 0.9, 0.2]),
+        },
+        {
+            "boxes": torch.zeros(0, 4),
+            "labels": torch.zeros(0, dtype=torch.long),
+            "scores": torch.zeros(0),
+        },
+    ]
+    rows = task.class_probabilities(prediction, 2)
+    expected = torch.tensor([[0.9, 0.0, 0.1], [0.0, 0.5, 0.5]])  # the two top-scoring boxes
+    assert torch.allclose(rows, expected)
+    assert task.class_probabilities(prediction[1:], 2).shape == (0, 3)
+
+
+class _Attributes(ClassificationTask):
+    """A task of its own (several binary attributes): no class probabilities to give."""
+
+    class_probabilities = None
+
+
+def test_a_task_without_class_probabilities_is_a_config_error():
+    validation = LabelFreeValidation(["entropy", "masked_agreement"], [])
+    with pytest.raises(ConfigError, match=r"class_probabilities.*masked_agreement"):
+        validation.check(_Attributes(3))
+    LabelFreeValidation(["masked_agreement"], []).check(_Attributes(3))
+
+
+def test_validation_is_reproducible_and_leaves_the_model_and_generators_alone(one_thread):
+    task, _, target, _ = tiny_loaders()
+    model = tiny_model()
+    batches = list(target)
+    validation = LabelFreeValidation(
+        ["entropy", "snd", "masked_agreement"], batches, batches=2, masker=BlockMasker(2, 0.5)
+    )
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(5)
+    first = validation.score(task, model)
+    drawn_after = torch.rand(1)
+    torch.manual_seed(5)
+    assert validation.score(task, model) == first
+    assert torch.equal(torch.rand(1), drawn_after)  # the global generator was left alone
+    assert model.training  # the mode is restored
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert all(math.isfinite(v) for v in first.values())
+    # against another model's pseudo-labels (the teacher's, in a run)
+    other = tiny_model(seed=1)
+    references = validation.references(task, other)
+    assert validation.score(task, model, references=references) != first
+
+
+# ---------------------------------------------------------------- selection
+class _Loop:
+    """What a Checkpointer reads of a loop when it saves."""
+
+    def __init__(self) -> None:
+        self.step = 0
+
+    def state_dict(self) -> dict:
+        return {"step": self.step}
+
+
+def _records(key: str, scores: list[float], metrics: list[float]) -> list[dict]:
+    return [
+        {"step": 10 * (i + 1), key: s, "eval/student/accuracy": m}
+        for i, (s, m) in enumerate(zip(scores, metrics))
+    ]
+
+
+def _feed(checkpointer: Checkpointer, loop: _Loop, records: list[dict]) -> list[int]:
+    """Hand the records to the checkpointer; the steps at which it wrote best.pt."""
+    written = []
+    best = checkpointer.directory / "best.pt"
+    for record in records:  # each at its own step: best.pt holds that step once written
+        loop.step = record["step"]
+        checkpointer.on_record(loop, record)
+        if best.exists() and load_checkpoint(best)["step"] == loop.step:
+            written.append(loop.step)
+    return written
+
+
+def test_best_checkpoint_follows_the_validator_on_scripted_scores(tmp_path):
+    key = "validator/student/snd"
+    scores = [0.2, 0.5, float("nan"), 0.4, 0.7, 0.7, 0.1]
+    metrics = [0.50, 0.60, 0.90, 0.80, 0.70, 0.65, 0.95]
+    checkpointer = Checkpointer(tmp_path, best_metric=key)
+    loop = _Loop()
+    # a new best at steps 10, 20 and 50; NaN and ties never count
+    assert _feed(checkpointer, loop, _records(key, scores, metrics)) == [10, 20, 50]
+    assert checkpointer.best == 0.7
+    picks = checkpointer.selection.picks("student", "accuracy")
+    assert picks["snd"] == {"step": 50, "score": 0.7, "accuracy": 0.70}
+    assert picks["accuracy"]["step"] == 70  # the best possible, by the labels
+    assert picks["last"] == {"step": 70, "accuracy": 0.95}
+
+
+def test_resume_keeps_the_best_so_far_record(tmp_path):
+    key = "validator/student/entropy"
+    records = _records(key, [0.3, 0.9, 0.5, 0.95], [0.1, 0.2, 0.3, 0.4])
+    first, rest = records[:2], records[2:]
+    before = Checkpointer(tmp_path, best_metric=key)
+    loop = _Loop()
+    _feed(before, loop, first)
+    state = before.state(loop)  # what a checkpoint holds
+    after = Checkpointer(tmp_path, best_metric=key)
+    after.load_state_dict(load_checkpoint(before.save(loop)))
+    assert after.selection.state_dict() == state["selection"]
+    # 0.5 does not beat the 0.9 of before the resume; 0.95 does
+    assert _feed(after, loop, rest) == [40]
+    assert after.selection.picks("student", "accuracy")["entropy"]["step"] == 40
+
+
+def test_a_checkpoint_without_a_selection_record_keeps_its_best_value(tmp_path):
+    checkpointer = Checkpointer(tmp_path, best_metric="eval/student/accuracy")
+    checkpointer.load_state_dict({"best": 0.8})
+    assert checkpointer.best == 0.8
+    assert _feed(checkpointer, _Loop(), [{"step": 5, "eval/student/accuracy": 0.7}]) == []
+
+
+def test_model_selection_replays_to_the_same_picks():
+    records = _records("validator/teacher/bnm", [0.1, 0.3, 0.2], [0.5, 0.4, 0.6])
+    records = [{k.replace("student", "teacher"): v for k, v in r.items()} for r in records]
+    selection = ModelSelection()
+    for r in records:
+        selection.update(r)
+    picks = selection.picks("teacher", "accuracy")
+    assert picks["bnm"]["step"] == 20 and picks["bnm"]["accuracy"] == 0.4
+    assert picks["accuracy"]["step"] == 30
+
+
+def test_evaluation_with_validators_alone_for_targets_without_labels(tmp_path, one_thread):
+    from mic import EMATeacher, Evaluation, mean_teacher
+    from mic.core import AdaptationLoop
+
+    task, source, target, _ = tiny_loaders()
+    student = tiny_model()
+    batches = list(target)  # the same batches at every evaluation
+    validation = LabelFreeValidation(["im", "masked_agreement"], batches, batches=2)
+    evaluation = Evaluation(task, None, interval=2, validation=validation)
+    checkpointer = Checkpointer(tmp_path, best_metric="validator/student/im")
+    loop = AdaptationLoop(
+        task,
+        student,
+        mean_teacher(),
+        torch.optim.SGD(student.parameters(), lr=0.01),
+        source,
+        target,
+        4,
+        teacher=EMATeacher(student, alpha=0.9),
+        hooks=[evaluation, checkpointer],
+    )
+    loop.run()
+    record = evaluation.history[-1]
+    assert not any(k.startswith("eval/") and k.endswith("accuracy") for k in record)
+    assert {"validator/student/im", "validator/teacher/masked_agreement"} <= set(record)
+    picks = checkpointer.selection.picks("student", "accuracy")
+    scores = [r["validator/student/im"] for r in evaluation.history]
+    assert picks["im"]["step"] == [2, 4][scores.index(max(scores))]
+    assert picks["im"]["accuracy"] is None  # no labels: no true metric to show beside
+
+
+def test_evaluation_needs_labels_or_validators():
+    with pytest.raises(ConfigError, match="labelled loader, label-free validators or both"):
+        from mic import Evaluation
+
+        Evaluation(ClassificationTask(2), None)
+
+
+# ---------------------------------------------------------------- through mic-train
+TINY = [*TINY_RUN, "log.tensorboard=false"]
+
+
+def test_validators_change_nothing_in_training(tmp_path):
+    def final_weights(extra):
+        summary = run_experiment(
+            load_config([*TINY, "eval.interval=2", *extra]), tmp_path / extra[0]
+        )
+        state = torch.load(tmp_path / extra[0] / "checkpoints" / "student.pt")
+        return summary, state
+
+    with_v, weights = final_weights(["eval.validators=[entropy,im,snd,bnm,masked_agreement]"])
+    without, weights_without = final_weights(["eval.validators=[]"])
+    assert all(torch.equal(weights[k], weights_without[k]) for k in weights)
+    assert with_v["after_adaptation"] == without["after_adaptation"]
+    assert set(with_v["selection"]["student"]) == {
+        "entropy", "im", "snd", "bnm", "masked_agreement", "accuracy", "last"
+    }  # fmt: skip
+    assert set(without["selection"]["student"]) == {"accuracy", "last"}
+
+
+def test_a_resumed_run_keeps_the_record_of_before(tmp_path):
+    from mic.training import save_checkpoint
+
+    run = tmp_path / "run"
+    run_experiment(load_config([*TINY, "iterations=2", "checkpoint.best_by=entropy"]), run)
+    path = run / "checkpoints" / "iter_00000002.pt"
+    state = load_checkpoint(path)
+    key = "validator/student/entropy"
+    assert state["selection"]["best"][key]["step"] == 2
+    state["selection"]["best"][key]["score"] = 1e9  # a mark no later evaluation beats
+    save_checkpoint({k: v for k, v in state.items() if k != "format"}, path)
+    overrides = [*TINY, "iterations=4", "checkpoint.best_by=entropy", "resume=auto"]
+    summary = run_experiment(load_config(overrides), run)
+    assert summary["selection"]["student"]["entropy"]["step"] == 2
+    assert summary["selection"]["student"]["entropy"]["score"] == 1e9
+    assert summary["selection"]["student"]["last"]["step"] == 4
+    assert summary["best_checkpoint"]["step"] == 2
+
+
+def test_cli_best_by_a_validator_end_to_end(tmp_path):
+    run = tmp_path / "run"
+    out = _cli(
+        *TINY, "iterations=6", "eval.interval=2", "checkpoint.best_by=snd", f"hydra.run.dir={run}"
+    )
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    evaluations = [r for r in records if "validator/student/snd" in r]
+    assert [r["step"] for r in evaluations] == [2, 4, 6]
+    assert all("eval/student/accuracy" in r for r in evaluations)  # the true metric beside
+    best = max(evaluations, key=lambda r: r["validator/student/snd"])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_checkpoint"]["by"] == "validator/student/snd"
+    assert summary["best_checkpoint"]["step"] == best["step"]
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["step"] == best["step"]
+    pick = summary["selection"]["student"]["snd"]
+    assert pick == {
+        "step": best["step"],
+        "score": best["validator/student/snd"],
+        "accuracy": best["eval/student/accuracy"],
+    }
+    assert "checkpoint picks for the student" in out.stdout
+    assert f"best.pt chosen by validator/student/snd (iteration {best['step']})" in out.stdout
+
+
+def test_cli_unknown_validator_is_one_clear_message(tmp_path):
+    out = _cli(*TINY, "checkpoint.best_by=accurracy", f"hydra.run.dir={tmp_path}")
+    assert out.returncode == 2
+    assert "checkpoint.best_by='accurracy' names no validator" in out.stderr
+    assert "entropy, im, snd, bnm, masked_agreement" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_best_by_a_validator_that_is_not_computed():
+    message = user_error_of([*TINY, "eval.validators=[entropy]", "checkpoint.best_by=snd"])
+    assert "does not compute it" in message and "eval.validators=[entropy, snd]" in message
