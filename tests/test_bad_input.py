@@ -470,6 +470,12 @@ CASES = [
         "one batch holds images of different sizes",
     ),
     (
+        "config-feature-distance-classes",
+        "DAFormer's feature distance on a 2-class dataset without thing classes",
+        lambda t, r: [*seg_folder_overrides(t), "method=daformer", "dataset.source.min_pixels=4"],
+        "outside the task's 2 classes",
+    ),
+    (
         "data-class-counts",
         "source and target with different class counts",
         lambda t, r: folder_overrides(t, test=class_folders(t / "tst2", ["a", "b"])),

@@ -190,3 +190,17 @@ def test_mismatched_class_names_are_an_error():
     with pytest.raises(DatasetError, match="list 2 classes"):
         mic.tasks.detection.DetectionTask(3, class_names=["a", "b"])
     assert isinstance(PseudoLabels, type)
+
+
+def test_reports_name_the_classes_as_the_test_dataset_does():
+    from mic.tasks.detection import DetectionTask
+
+    class Named(list):
+        classes = ("cat", "dog")
+
+    task = DetectionTask(2)
+    task.report_hooks(None, Named())
+    assert task.class_names == ["cat", "dog"]
+    given = DetectionTask(2, class_names=["a", "b"])
+    given.report_hooks(None, Named())
+    assert given.class_names == ["a", "b"]  # names given in the config win

@@ -181,6 +181,12 @@ class DetectionTask(Task):
         return images, targets
 
     def report_hooks(self, run_dir: Path | None, test: Iterable[Any] | None) -> list[Any]:
+        """Box drawings and the per-class AP table at each evaluation, the classes named as
+        the test dataset names them (a COCO json's categories) unless names were given."""
         from mic.tasks.detection.report import DetectionReport
 
+        named = getattr(getattr(test, "dataset", test), "classes", None)
+        default = [str(i) for i in range(self.num_classes)]
+        if self.class_names == default and named is not None and len(named) == self.num_classes:
+            self.class_names = [str(n) for n in named]
         return [DetectionReport(self, test, run_dir)] if test is not None else []

@@ -350,8 +350,13 @@ class SegmentationTask(Task):
         predictions of the first ``visualize`` test images at every evaluation."""
         from mic.tasks.segmentation.hooks import ClassIoUTable, PredictionImages
 
-        hooks: list[Any] = [ClassIoUTable(self.classes, self.eval_classes)]
         dataset = getattr(test, "dataset", test)
+        named = getattr(dataset, "classes", None) or []  # the test dataset's, unless given
+        if self.classes == default_class_names(self.num_classes) and len(named) == len(
+            self.classes
+        ):
+            self.classes = [str(n) for n in named]
+        hooks: list[Any] = [ClassIoUTable(self.classes, self.eval_classes)]
         if run_dir is not None and self.visualize > 0 and dataset is not None:
             folder = Path(run_dir) / "predictions"
             hooks.append(PredictionImages(self, dataset, folder, self.visualize))

@@ -240,6 +240,13 @@ class FeatureDistance(LossTerm):
             self._pending = None
 
     def forward(self, ctx: IterationContext) -> Tensor:
+        outside = [c for c in self.classes or [] if not 0 <= c < ctx.task.num_classes]
+        if outside:
+            raise ConfigError(
+                f"the feature distance's classes {self.classes} include {outside}, outside the "
+                f"task's {ctx.task.num_classes} classes (its default is Cityscapes' thing "
+                "classes): set dataset.thing_classes to your dataset's thing class ids"
+            )
         _, features = source_forward(ctx)
         return self.distance(
             ctx.student, ctx.source_images, features[-1], ctx.source_targets, ctx.task.num_classes
