@@ -1,5 +1,6 @@
-"""What the benchmark scripts share: timing training alone, mean ± std cells, paired
-differences over seeds, and the name of the device a row ran on."""
+"""What the benchmark scripts share: timing training alone, peak memory of a few iterations,
+starting a run from saved weights, mean ± std cells, 95 % intervals, paired differences over
+seeds, and the name of the device a row ran on."""
 
 from __future__ import annotations
 
@@ -32,11 +33,99 @@ def time_training(loop: Any) -> list[float]:
     return spent
 
 
+def run_timed(exp: Any) -> tuple[dict, float]:
+    """Train the experiment ``exp`` to its end: its last evaluation record and the seconds per
+    training iteration (evaluation excluded)."""
+    spent = time_training(exp.loop)
+    exp.loop.run()
+    return exp.evaluation.history[-1], spent[0] / exp.loop.iterations
+
+
 def train_steps(loop: Any, n: int) -> None:
     """``n`` iterations of ``loop`` without its hooks (no evaluation, logs or checkpoints)."""
     for _ in range(n):
         loop.train_step()
         loop.step += 1
+
+
+def peak_memory(overrides: list[str], iterations: int = 3) -> dict:
+    """Peak memory of ``iterations`` training iterations of the experiment of ``overrides``,
+    built in this process (call it in a fresh process per row). On CUDA:
+    ``torch.cuda.max_memory_allocated`` above what was allocated before the first iteration.
+    On a CPU: the peak resident set during the iterations above the resident set before them
+    (Linux: the peak is reset through ``/proc/self/clear_refs`` first, so that building the
+    experiment does not hide it; elsewhere the growth of the lifetime peak); what the
+    allocator holds, a coarser measure than CUDA's."""
+    import torch
+
+    from mic.experiment import build_experiment, load_config
+
+    exp = build_experiment(load_config([*overrides, f"iterations={iterations}"]))
+    loop = exp.loop
+    cuda = loop.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        reset = _reset_peak_rss()
+        base = _rss("VmRSS") if reset else _lifetime_peak_rss()
+    t0 = time.perf_counter()
+    train_steps(loop, iterations)
+    if cuda:
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+        measure = "cuda max_memory_allocated"
+    else:
+        peak = (_rss("VmHWM") if reset else _lifetime_peak_rss()) - base
+        measure = "peak RSS above the start" if reset else "growth of peak RSS"
+    return {
+        "peak_bytes": peak,
+        "seconds_per_iteration": (time.perf_counter() - t0) / iterations,
+        "device": device_name(loop),
+        "measure": measure,
+    }
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss(field: str) -> int:
+    """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) of this process, in bytes."""
+    with open("/proc/self/status") as f:
+        line = next(x for x in f if x.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+
+
+def _lifetime_peak_rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def start_from(overrides: list[str], weights: str | None = None, strict: bool = True) -> Any:
+    """The experiment of ``overrides`` (built as ``mic-train`` builds it) with its student's
+    weights replaced by those saved in ``weights`` (a state dict), before the first iteration,
+    so that the teacher and the feature distance's frozen copy start from them too.
+    ``strict=False`` lets a wrapper start from its wrapped model's weights (HRDA from a
+    single-scale model's: its scale-attention head keeps its initial weights)."""
+    import torch
+
+    from mic.experiment import build_experiment, load_config
+
+    exp = build_experiment(load_config(overrides))
+    if weights is not None:
+        state = torch.load(weights, map_location=exp.loop.device, weights_only=True)
+        result = exp.student.load_state_dict(state, strict=strict)
+        if result.unexpected_keys:
+            raise KeyError(f"weights {weights} hold keys the model lacks: {result.unexpected_keys}")
+    return exp
 
 
 def device_name(loop: Any) -> str:

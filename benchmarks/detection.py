@@ -46,6 +46,8 @@ from common import (
     interval95,
     mean_std,
     paired_differences,
+    run_timed,
+    start_from,
     time_training,
     train_steps,
 )
@@ -140,16 +142,11 @@ def warmup(
 def from_warmup(method: str, overrides: list[str], start: str) -> Any:
     """The experiment of ``overrides`` with the warm-up model's weights (and, for
     ``source_only_ema``, an EMA teacher of the student, which source-only training lacks)."""
-    import torch
     from hydra.utils import instantiate
 
-    from mic.experiment import build_experiment, load_config
-
-    cfg = load_config(overrides)
-    exp = build_experiment(cfg)
-    exp.student.load_state_dict(torch.load(start, map_location=exp.loop.device))
+    exp = start_from(overrides, start)
     if method == "source_only_ema":
-        exp.loop.teacher = instantiate(cfg.teacher, model=exp.student).to(exp.loop.device)
+        exp.loop.teacher = instantiate(exp.cfg.teacher, model=exp.student).to(exp.loop.device)
     return exp
 
 
@@ -174,14 +171,12 @@ def run_one(
         "eval.interval=0",
     ]
     exp = from_warmup(method, overrides, start)
-    spent = time_training(exp.loop)
-    exp.loop.run()
-    final = exp.evaluation.history[-1]
+    final, seconds = run_timed(exp)
     row = {
         "method": method,
         "seed": seed,
         "backend": backend,
-        "seconds_per_iteration": spent[0] / steps,
+        "seconds_per_iteration": seconds,
         "device": device_name(exp.loop),
         "overrides": [*METHODS[method], *extra],
     }

@@ -30,12 +30,11 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
-from common import device_name, mean_std, time_training, train_steps
+from common import device_name, mean_std, peak_memory, time_training
 
 from mic.datasets.segmentation.streets import CONFUSABLE
 
@@ -125,44 +124,11 @@ def run_one(method: str, seed: int, device: str, threads: int, extra: list[str])
 
 def memory_one(method: str, device: str, size: int = 512, iterations: int = 3) -> dict:
     """Peak memory of ``iterations`` training iterations in this (fresh) process."""
-    import resource
-
     import torch
 
-    from mic.experiment import build_experiment, load_config
-
     torch.set_num_threads(1 if device == "cpu" else max(1, os.cpu_count() or 1))
-    overrides = [
-        *MEMORY,
-        *METHODS[method],
-        f"device={device}",
-        f"iterations={iterations}",
-        f"dataset.size={size}",
-    ]
-    exp = build_experiment(load_config(overrides))
-    loop = exp.loop
-    cuda = loop.device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    t0 = time.perf_counter()
-    train_steps(loop, iterations)
-    if cuda:
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    return {
-        "method": method,
-        "peak_bytes": peak,
-        "seconds_per_iteration": (time.perf_counter() - t0) / iterations,
-        "device": torch.cuda.get_device_name() if cuda else "cpu",
-        "measure": "cuda max_memory_allocated" if cuda else "growth of peak RSS",
-        "crop": size,
-    }
+    overrides = [*MEMORY, *METHODS[method], f"device={device}", f"dataset.size={size}"]
+    return {"method": method, **peak_memory(overrides, iterations), "crop": size}
 
 
 def _key(method: str, seed: int, extra: list[str]) -> str:

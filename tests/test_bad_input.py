@@ -158,6 +158,15 @@ def two_sizes(**kwargs):
     return [ds[i] if i % 2 else pad(ds[i], (0, 1)) for i in range(len(ds))]
 
 
+#: a few tiny street scenes for the segmentation cases that fail in the first iteration
+SCENES = [
+    "dataset.size=32",
+    "dataset.train_count=8",
+    "dataset.test_count=2",
+    "loader.source_batch_size=2",
+    "loader.target_batch_size=2",
+]
+
 # (id, what is wrong, overrides(tmp, run) -> list, a fragment of the message)
 CASES = [
     # ------------------------------------------------------------------ config
@@ -346,6 +355,24 @@ CASES = [
         "segmentation: a zero mask block",
         lambda t, r: ["experiment=streets", "iterations=2", "method.terms.mic.masker.block_size=0"],
         "block_size must be a positive",
+    ),
+    (
+        "segmentation-hrda-plain-task",
+        "segmentation: an HRDA model with the plain segmentation task",
+        lambda t, r: ["experiment=streets", *SCENES, "model=hrda_small_unet"],
+        "set task=segmentation_hrda",
+    ),
+    (
+        "segmentation-hrda-plain-model",
+        "segmentation: HRDA's task with a single-scale model",
+        lambda t, r: ["experiment=streets", *SCENES, "task=segmentation_hrda"],
+        "HRDASegmentationTask trains HRDA models",
+    ),
+    (
+        "segmentation-hrda-large-crop",
+        "segmentation: an HRDA detail crop larger than the training crop",
+        lambda t, r: ["experiment=streets_hrda", *SCENES, "model.detail_crop=[64,64]"],
+        "larger than the training images",
     ),
     (
         "detection-config-classes",

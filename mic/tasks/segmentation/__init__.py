@@ -1,12 +1,15 @@
-"""Semantic segmentation: the Task, DAFormer / DeepLabV2 / smp / small U-Net models, DAFormer's
-self-training terms (DACS ClassMix, ImageNet feature distance) and MIC's masked images."""
+"""Semantic segmentation: the Task, DAFormer / DeepLabV2 / smp / small U-Net models, HRDA's
+multi-resolution wrapper and task, DAFormer's self-training terms (DACS ClassMix, ImageNet
+feature distance) and MIC's masked images."""
 
 from mic.tasks.segmentation.hooks import ClassIoUTable, PredictionImages, format_iou_table
 from mic.tasks.segmentation.models import (
+    HRDA,
     DAFormer,
     DAFormerHead,
     DeepLabV2,
     DeepLabV2Head,
+    HRDAOutput,
     PyramidEncoder,
     Segmenter,
     SeparableConv,
@@ -16,9 +19,15 @@ from mic.tasks.segmentation.models import (
     SmpDecodeHead,
     SmpModel,
     create_encoder,
+    crop_per_image,
+    detail_crop_boxes,
     encoder_weights,
 )
-from mic.tasks.segmentation.task import SegmentationMetrics, SegmentationTask
+from mic.tasks.segmentation.task import (
+    HRDASegmentationTask,
+    SegmentationMetrics,
+    SegmentationTask,
+)
 from mic.tasks.segmentation.terms import (
     ClassMix,
     FeatureDistance,
@@ -30,6 +39,7 @@ from mic.tasks.segmentation.terms import (
 )
 
 __all__ = [
+    "HRDA",
     "ClassIoUTable",
     "ClassMix",
     "DAFormer",
@@ -37,6 +47,8 @@ __all__ = [
     "DeepLabV2",
     "DeepLabV2Head",
     "FeatureDistance",
+    "HRDAOutput",
+    "HRDASegmentationTask",
     "PredictionImages",
     "PyramidEncoder",
     "SegmentationMIC",
@@ -52,6 +64,8 @@ __all__ = [
     "SmpModel",
     "class_mix_masks",
     "create_encoder",
+    "crop_per_image",
+    "detail_crop_boxes",
     "encoder_weights",
     "format_iou_table",
     "majority_labels",

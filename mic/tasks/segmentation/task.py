@@ -1,6 +1,7 @@
 """The semantic segmentation Task: per-pixel weighted cross-entropy, whole-image or sliding-
 window inference, argmax pseudo-labels with per-pixel confidence and zero-weight margins,
-and confusion-matrix mIoU."""
+and confusion-matrix mIoU; and HRDA's variant, whose loss draws a detail crop and weighs the
+fused and detail predictions."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from mic.core import ConfigError, DatasetError, PseudoLabels, Task
 from mic.core.context import Random, uniform
+from mic.core.teacher import unwrap
 from mic.datasets.segmentation.labels import (
     CITYSCAPES_PALETTE,
     PROTOCOLS,
     default_class_names,
 )
 from mic.functional import weighted_cross_entropy
+from mic.tasks.segmentation.models.hrda import HRDA, HRDAOutput, crop_per_image, detail_crop_boxes
 
 
 def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
@@ -203,6 +206,33 @@ class SegmentationTask(Task):
         logits = resize_logits(logits, targets.shape[-2:])
         return weighted_cross_entropy(logits, targets, weights, ignore_index=self.ignore_index)
 
+    def forward_train(
+        self, model: nn.Module, images: Tensor, rng: Random = None, return_features: bool = False
+    ) -> Any:
+        """The model's training forward pass, whose output ``loss_from_logits`` scores.
+
+        Args:
+            model: the model in training mode.
+            images: (B, 3, H, W) float.
+            rng: the calling term's random stream (unused here; HRDA draws its crops from it).
+            return_features: also return the encoder's features (``model(x,
+                return_features=True)``).
+
+        Returns:
+            logits (B, C, h, w), or ``(logits, features)``.
+
+        Raises:
+            ConfigError: the model is an ``HRDA`` (it trains through ``HRDASegmentationTask``,
+                which draws its detail crops).
+        """
+        if isinstance(unwrap(model), HRDA):
+            raise ConfigError(
+                "the model is HRDA, which trains with its detail crops through "
+                "HRDASegmentationTask: set task=segmentation_hrda (or build "
+                "HRDASegmentationTask in Python)"
+            )
+        return model(images, return_features=True) if return_features else model(images)
+
     def loss(
         self,
         model: nn.Module,
@@ -210,8 +240,8 @@ class SegmentationTask(Task):
         targets: Tensor,
         weights: Tensor | None = None,
         rng: Random = None,
-    ) -> Tensor:
-        return self.loss_from_logits(model(images), targets, weights)
+    ) -> Any:
+        return self.loss_from_logits(self.forward_train(model, images, rng), targets, weights)
 
     # ------------------------------------------------------------------------- inference
     def logits(self, model: nn.Module, images: Tensor) -> Tensor:
@@ -331,3 +361,90 @@ class SegmentationTask(Task):
             folder = Path(run_dir) / "predictions"
             hooks.append(PredictionImages(self, dataset, folder, self.visualize))
         return hooks
+
+
+class HRDASegmentationTask(SegmentationTask):
+    """Semantic segmentation with an ``HRDA`` model (Hoyer et al., ECCV 2022).
+
+    ``loss`` draws one detail crop per image from the calling term's random stream
+    (``detail_crop_boxes``: offsets on the model's ``crop_divisible`` grid), runs the model on
+    the context and the detail crop, and returns the named parts
+
+    - ``fused``: (1 - lambda_d - lambda_c) x cross-entropy of the fused logits against the
+      labels;
+    - ``detail``: lambda_d x cross-entropy of the detail logits against the labels (and
+      weights) cropped like the image (left out when lambda_d = 0);
+    - ``context``: lambda_c x cross-entropy of the context logits (left out when lambda_c = 0,
+      as published; the published code scores them after multiplying by 1 - attention),
+
+    which loss terms sum (MIC's lambda scales each; see ``SegmentationMIC.unscaled_parts``).
+    ``predict`` is the model's multi-resolution inference, whole or in sliding windows of
+    ``crop_size`` (published: 1024 x 1024 every 512 px at test time; the 1024 x 1024 training
+    crops that the teacher pseudo-labels are one window).
+
+    Args:
+        num_classes: classes the model predicts.
+        detail_loss_weight: lambda_d (published ``hr_loss_weight=0.1``).
+        context_loss_weight: lambda_c (published ``lr_loss_weight=0``).
+        **kwargs: ``SegmentationTask``'s (inference, crop_size, stride, margins, ...).
+
+    Raises:
+        ConfigError: weights outside [0, 1] or summing to more than 1.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        detail_loss_weight: float = 0.1,
+        context_loss_weight: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_classes, **kwargs)
+        wd, wc = float(detail_loss_weight), float(context_loss_weight)
+        if min(wd, wc) < 0 or wd + wc > 1:
+            raise ConfigError(
+                f"task.detail_loss_weight ({wd}) and task.context_loss_weight ({wc}) must be "
+                "non-negative and sum to at most 1 (the fused loss weighs the rest)"
+            )
+        self.detail_loss_weight, self.context_loss_weight = wd, wc
+
+    def forward_train(
+        self, model: nn.Module, images: Tensor, rng: Random = None, return_features: bool = False
+    ) -> Any:
+        """HRDA's training pass with one random detail crop per image, drawn from ``rng``.
+
+        Returns:
+            an ``HRDAOutput``, or ``(output, context features)``.
+
+        Raises:
+            ConfigError: the model is not an ``HRDA``.
+        """
+        hrda = unwrap(model)
+        if not isinstance(hrda, HRDA):
+            raise ConfigError(
+                f"HRDASegmentationTask trains HRDA models, got {type(hrda).__name__}; wrap the "
+                "model (model=hrda_daformer_mitb5, or HRDA(segmenter)) or use task=segmentation"
+            )
+        boxes = detail_crop_boxes(
+            rng, images.shape[0], images.shape[-2:], hrda.detail_crop, hrda.crop_divisible
+        )
+        return model(images, crop_box=boxes, return_features=return_features)
+
+    def loss_from_logits(  # type: ignore[override]
+        self, logits: HRDAOutput | Tensor, targets: Tensor, weights: Tensor | None = None
+    ) -> Tensor | dict[str, Tensor]:
+        """The named parts of HRDA's loss for an ``HRDAOutput`` (plain logits: the weighted
+        cross-entropy, as ``SegmentationTask``)."""
+        if not isinstance(logits, HRDAOutput):
+            return super().loss_from_logits(logits, targets, weights)
+        out, wd, wc = logits, self.detail_loss_weight, self.context_loss_weight
+        parts = {"fused": (1 - wd - wc) * super().loss_from_logits(out.fused, targets, weights)}
+        if wd > 0:
+            crop = crop_per_image(targets, out.crop_box)
+            if weights is not None:
+                weights = torch.broadcast_to(weights, targets.shape)
+            crop_weights = None if weights is None else crop_per_image(weights, out.crop_box)
+            parts["detail"] = wd * super().loss_from_logits(out.detail, crop, crop_weights)
+        if wc > 0:
+            parts["context"] = wc * super().loss_from_logits(out.context, targets, weights)
+        return parts

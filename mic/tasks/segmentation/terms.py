@@ -1,6 +1,9 @@
 """DAFormer's self-training terms (DACS with ClassMix, the ImageNet feature distance on the
 source forward pass that the source loss shares) and MIC's choice of masked images, as loss
-terms of the generic loop."""
+terms of the generic loop. Each goes through the Task (``loss``, ``forward_train``), so with
+``HRDASegmentationTask`` every term trains HRDA on its crops: ClassMix and MIC on the mixed or
+masked 1024 px crop (context and a detail crop of it), the feature distance on the context
+features."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from mic.core import (
 from mic.core.context import Random, uniform
 from mic.core.masking import Augmentation
 from mic.core.teacher import unwrap
+from mic.core.terms import sum_parts
 from mic.core.weighting import WeightingMode
 from mic.datasets.segmentation.labels import CITYSCAPES_THING_CLASSES
 from mic.tasks.common import require_features
@@ -122,7 +126,8 @@ class ClassMix(LossTerm):
 
     def forward(self, ctx: IterationContext) -> Tensor:
         images, labels, weights = self.mix(ctx)
-        return self.weight * ctx.task.loss(ctx.student, images, labels, weights, rng=ctx.rng)
+        loss = ctx.task.loss(ctx.student, images, labels, weights, rng=ctx.rng)
+        return self.weight * sum_parts(loss, None)
 
 
 def majority_labels(
@@ -143,11 +148,15 @@ def majority_labels(
 
 
 @SharedForward
-def source_forward(ctx: IterationContext) -> tuple[Tensor, list[Tensor]]:
-    """One student pass over the source batch: logits and the encoder's feature maps (read by
-    ``SharedSourceSupervision`` and ``FeatureDistance``, back-propagated together)."""
+def source_forward(ctx: IterationContext) -> tuple[Any, list[Tensor]]:
+    """One student pass over the source batch (the Task's ``forward_train``, drawing from the
+    running term's stream): its output (logits; HRDA: an ``HRDAOutput``) and the encoder's
+    feature maps (HRDA: of the context image), read by ``SharedSourceSupervision`` and
+    ``FeatureDistance`` and back-propagated together."""
     require_features(ctx.student, "the feature distance")
-    return ctx.student(ctx.source_images, return_features=True)
+    return ctx.task.forward_train(  # type: ignore[attr-defined]
+        ctx.student, ctx.source_images, ctx.rng, return_features=True
+    )
 
 
 class SharedSourceSupervision(LossTerm):
@@ -166,14 +175,17 @@ class SharedSourceSupervision(LossTerm):
 
     def forward(self, ctx: IterationContext) -> Tensor:
         logits, _ = source_forward(ctx)
-        return self.weight * ctx.task.loss_from_logits(logits, ctx.source_targets)  # type: ignore[attr-defined]
+        loss = ctx.task.loss_from_logits(logits, ctx.source_targets)  # type: ignore[attr-defined]
+        return self.weight * sum_parts(loss, None)
 
 
 class FeatureDistance(LossTerm):
     """DAFormer's ImageNet feature distance: the L2 distance between the student's deepest
     encoder features (of ``source_forward``) and those of a frozen copy of the initial encoder
     (the ImageNet weights), averaged over the feature cells whose majority source class
-    (covering >= ``min_ratio`` of the cell) is one of ``classes``.
+    (covering >= ``min_ratio`` of the cell) is one of ``classes``. The frozen encoder sees the
+    model's ``feature_input`` of the source images (HRDA: the context image, as published with
+    ``feature_scale=0.5``); the cells' classes come from the full-resolution labels.
 
     The frozen copy is taken from the student the first time the loss runs (iteration 0,
     before any update) and travels with checkpoints. An empty mask gives 0.
@@ -244,11 +256,13 @@ class FeatureDistance(LossTerm):
         self, student: nn.Module, images: Tensor, features: Tensor, labels: Tensor, num_classes: int
     ) -> Tensor:
         """The weighted distance of ``features`` (B x C x h x w, the student's deepest) to the
-        frozen encoder's on ``images`` (B x 3 x H x W), over the cells of ``labels`` (B x H x W)."""
+        frozen encoder's on ``images`` (B x 3 x H x W, passed through the student's
+        ``feature_input`` if it has one), over the cells of ``labels`` (B x H x W)."""
         encoder = self.initial_encoder(student)
+        feature_input = getattr(unwrap(student), "feature_input", None)
         with torch.no_grad():
             encoder.eval()
-            out = encoder(images)
+            out = encoder(feature_input(images) if feature_input is not None else images)
             reference = (out[-1] if isinstance(out, (list, tuple)) else out).detach()
         distance = torch.norm(features.float() - reference.float(), p=2, dim=1)
         if self.classes is None:
@@ -269,7 +283,16 @@ class SegmentationMIC(MaskedImageConsistency):
             first source image with its labels (weight 1) and the first target image with its
             pseudo-labels (published for Cityscapes -> ACDC and -> Dark Zurich), through the
             same ``ConsistencyLoss.loss``.
-        weighting, tau, weight: as in ``MaskedImageConsistency``.
+        weighting, tau, weight: as in ``MaskedImageConsistency`` (``weight`` is lambda).
+        unscaled_parts: named parts of the Task's loss that lambda leaves unscaled (default
+            none: lambda scales the whole masked loss). ``["detail"]`` reproduces the
+            published HRDA + MIC code, which multiplies only the fused part by lambda
+            (``masked_loss['decode.loss_seg'] *= self.mask_lambda``); the two agree at the
+            published lambda = 1.
+
+    Raises:
+        ConfigError: an unknown ``images`` mode, or ``unscaled_parts`` with lambda = 0
+            (switch MIC off with ``mic=none`` instead).
     """
 
     def __init__(
@@ -279,11 +302,22 @@ class SegmentationMIC(MaskedImageConsistency):
         weighting: WeightingMode = "quality",
         tau: float = QUALITY_THRESHOLD,
         weight: float = 1.0,
+        unscaled_parts: Sequence[str] = (),
     ) -> None:
-        super().__init__(masker, weighting, tau, weight)
+        unscaled = list(unscaled_parts)
+        if unscaled and float(weight) == 0:
+            raise ConfigError(
+                f"MIC's lambda (weight) is 0 but unscaled_parts {unscaled} would still train "
+                "on the masked images; switch MIC off with mic=none, or set unscaled_parts=[]"
+            )
+        # ConsistencyLoss scales every part by lambda; a part lambda leaves alone is weighted
+        # 1 / lambda before that
+        part_weights = {name: 1.0 / float(weight) for name in unscaled}
+        super().__init__(masker, weighting, tau, weight, part_weights)
         if images not in ("target", "source+target"):
             raise ConfigError(f"MIC images must be 'target' or 'source+target', got {images!r}")
         self.images = images
+        self.unscaled_parts = unscaled
 
     def forward(self, ctx: IterationContext) -> Tensor:
         if self.images == "target":

@@ -5,6 +5,8 @@ giving a feature pyramid and a ``decode_head`` giving logits):
 - ``DeepLabV2`` (``deeplabv2``): dilated ResNet-101 + ASPP classifier, output stride 8.
 - ``SmpModel`` (``smp``): any segmentation_models_pytorch architecture, full resolution.
 - ``SmallUNet`` (``small_unet``): the bundled benchmark's small U-Net, full resolution.
+- ``HRDA`` (``hrda``): any of them at two resolutions (a context crop and a detail crop
+  fused by a learned scale attention), with multi-resolution inference.
 
 ``base`` holds ``Segmenter``, encoders by name (``create_encoder``) and the shared parts.
 Every model's ``forward(x, return_features=False)`` returns logits at its output stride (the
@@ -20,14 +22,22 @@ from mic.tasks.segmentation.models.base import (
 )
 from mic.tasks.segmentation.models.daformer import DAFormer, DAFormerHead
 from mic.tasks.segmentation.models.deeplabv2 import DeepLabV2, DeepLabV2Head
+from mic.tasks.segmentation.models.hrda import (
+    HRDA,
+    HRDAOutput,
+    crop_per_image,
+    detail_crop_boxes,
+)
 from mic.tasks.segmentation.models.small_unet import SmallUNet, SmallUNetEncoder, SmallUNetHead
 from mic.tasks.segmentation.models.smp import SmpDecodeHead, SmpModel
 
 __all__ = [
+    "HRDA",
     "DAFormer",
     "DAFormerHead",
     "DeepLabV2",
     "DeepLabV2Head",
+    "HRDAOutput",
     "PyramidEncoder",
     "Segmenter",
     "SeparableConv",
@@ -37,5 +47,7 @@ __all__ = [
     "SmpDecodeHead",
     "SmpModel",
     "create_encoder",
+    "crop_per_image",
+    "detail_crop_boxes",
     "encoder_weights",
 ]

@@ -194,6 +194,38 @@ class Segmenter(nn.Module):
         """
         return self.decode_head(features)
 
+    def feature_input(self, x: Tensor) -> Tensor:
+        """The images whose encoder features ``forward(x, return_features=True)`` returns
+        (here ``x`` itself; HRDA: its context image). The ImageNet feature distance feeds them
+        to its frozen encoder.
+
+        Args:
+            x: images (B, 3, H, W).
+
+        Returns:
+            images (B, 3, H', W').
+        """
+        return x
+
+    def scale_attention_head(self, num_outputs: int) -> nn.Module:
+        """The head HRDA learns its scale attention with, on this model's features.
+
+        Args:
+            num_outputs: attention channels (the classes, or 1 for one shared attention).
+
+        Returns:
+            a module mapping ``forward_features(x)`` to (B, num_outputs, h, w) at the decode
+            head's resolution.
+
+        Raises:
+            ConfigError: this architecture has none (give ``HRDA`` an ``attention_head``).
+        """
+        raise ConfigError(
+            f"{type(self).__name__} defines no scale-attention head for HRDA; pass "
+            "HRDA(..., attention_head=<a module mapping the encoder's features to "
+            "(B, num_classes, h, w)>) or use DAFormer, DeepLabV2, SmpModel or SmallUNet"
+        )
+
     def forward(
         self, x: Tensor, return_features: bool = False
     ) -> Tensor | tuple[Tensor, list[Tensor]]:

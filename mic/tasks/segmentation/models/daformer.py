@@ -11,11 +11,13 @@ defaults are the published mmseg configs' (github.com/lhoyer/DAFormer,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mic.core.errors import ConfigError
 from mic.tasks.segmentation.models.base import (
     PyramidEncoder,
     Segmenter,
@@ -41,6 +43,13 @@ class DAFormerHead(nn.Module):
         dilations: one fusion branch per dilation, 1 meaning a 1 x 1 conv ((1, 6, 12, 18), as
             published).
         dropout: the ``Dropout2d`` probability before the classifier (0.1, as published).
+        fusion: ``"aspp"`` (the branches above and the 3 x 3 reduction, as published for the
+            segmentation head) or ``"conv"`` (one 1 x 1 conv + BN + ReLU, ``dilations``
+            unused: the fusion of HRDA's scale-attention head, published
+            ``fusion_cfg=dict(type='conv', kernel_size=1)``).
+
+    Raises:
+        ConfigError: an unknown ``fusion``.
     """
 
     def __init__(
@@ -50,15 +59,24 @@ class DAFormerHead(nn.Module):
         embed_dim: int = 256,
         dilations: Sequence[int] = (1, 6, 12, 18),
         dropout: float = 0.1,
+        fusion: Literal["aspp", "conv"] = "aspp",
     ) -> None:
         super().__init__()
+        if fusion not in ("aspp", "conv"):
+            raise ConfigError(f"DAFormerHead fusion must be 'aspp' or 'conv', got {fusion!r}")
         self.embed = nn.ModuleList(nn.Conv2d(c, embed_dim, 1) for c in in_channels)
         fused = embed_dim * len(in_channels)
+        if fusion == "conv":
+            dilations = (1,)
         self.branches = nn.ModuleList(
             _conv_bn_relu(fused, embed_dim, 1) if d == 1 else SeparableConv(fused, embed_dim, d)
             for d in dilations
         )
-        self.bottleneck = _conv_bn_relu(embed_dim * len(dilations), embed_dim, 3)
+        self.bottleneck = (
+            _conv_bn_relu(embed_dim * len(dilations), embed_dim, 3)
+            if fusion == "aspp"
+            else nn.Identity()
+        )
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(embed_dim, num_classes, 1)
         nn.init.normal_(self.classifier.weight, 0, 0.01)
@@ -120,3 +138,20 @@ class DAFormer(Segmenter):
         enc = PyramidEncoder(base, levels)
         head = DAFormerHead(enc.out_channels, num_classes, embed_dim, dilations, dropout)
         super().__init__(enc, head, num_classes)
+        self.embed_dim, self.dropout = embed_dim, dropout
+
+    def scale_attention_head(self, num_outputs: int) -> nn.Module:
+        """HRDA's scale-attention head for DAFormer: a ``DAFormerHead`` of the same width and
+        dropout with the 1 x 1 conv fusion (published ``attention_embed_dim=256``, the ASPP
+        fusion replaced by ``type='conv', kernel_size=1``).
+
+        Args:
+            num_outputs: attention channels (the classes, or 1 for one shared attention).
+
+        Returns:
+            a head mapping this encoder's features to (B, num_outputs, H / 4, W / 4).
+        """
+        channels = self.encoder.out_channels
+        return DAFormerHead(
+            channels, num_outputs, self.embed_dim, dropout=self.dropout, fusion="conv"
+        )

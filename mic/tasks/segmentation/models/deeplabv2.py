@@ -80,3 +80,16 @@ class DeepLabV2(Segmenter):
         enc = PyramidEncoder(base, [len(base.out_channels) - 1])
         head = DeepLabV2Head(enc.out_channels[-1], num_classes, dilations)
         super().__init__(enc, head, num_classes)
+        self.dilations = tuple(dilations)
+
+    def scale_attention_head(self, num_outputs: int) -> nn.Module:
+        """HRDA's scale-attention head for DeepLabV2: the ASPP classifier with the same
+        dilations and ``num_outputs`` outputs (published: the ``DLV2Head`` config itself).
+
+        Args:
+            num_outputs: attention channels (the classes, or 1 for one shared attention).
+
+        Returns:
+            a head mapping this encoder's features to (B, num_outputs, H / 8, W / 8).
+        """
+        return DeepLabV2Head(self.encoder.out_channels[-1], num_outputs, self.dilations)

@@ -134,3 +134,17 @@ class SmallUNet(Segmenter):
         encoder = SmallUNetEncoder(widths)
         head = SmallUNetHead(widths, num_classes)
         super().__init__(encoder, head, num_classes)
+        self.widths = tuple(widths)
+
+    def scale_attention_head(self, num_outputs: int) -> nn.Module:
+        """A scale-attention head for HRDA: a second U-Net decoder (``SmallUNetHead``) with
+        ``num_outputs`` outputs, as HRDA takes its attention head from the segmentation
+        head's architecture.
+
+        Args:
+            num_outputs: attention channels (the classes, or 1 for one shared attention).
+
+        Returns:
+            a head mapping this encoder's features to (B, num_outputs, H, W).
+        """
+        return SmallUNetHead(self.widths, num_outputs)

@@ -109,3 +109,20 @@ class SmpModel(Segmenter):
             raise
         head = SmpDecodeHead(model.decoder, model.segmentation_head)
         super().__init__(model.encoder, head, num_classes)
+        self._build = {"arch": archs[arch.lower()], "encoder_name": encoder, **kwargs}
+
+    def scale_attention_head(self, num_outputs: int) -> nn.Module:
+        """A scale-attention head for HRDA: a freshly initialised decoder and segmentation
+        head of the same smp architecture with ``num_outputs`` outputs (HRDA takes its
+        attention head from the segmentation head's architecture).
+
+        Args:
+            num_outputs: attention channels (the classes, or 1 for one shared attention).
+
+        Returns:
+            an ``SmpDecodeHead`` mapping this encoder's features to (B, num_outputs, H, W).
+        """
+        import segmentation_models_pytorch as smp
+
+        model = smp.create_model(encoder_weights=None, classes=num_outputs, **self._build)
+        return SmpDecodeHead(model.decoder, model.segmentation_head)
