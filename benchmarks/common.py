@@ -1,5 +1,5 @@
-"""What the benchmark scripts share: timing training alone, mean ± std cells, paired
-differences over seeds, and the name of the device a row ran on."""
+"""What the benchmark scripts share: timing training alone, mean ± std cells, 95 % intervals,
+paired differences over seeds, and the name of the device a row ran on."""
 
 from __future__ import annotations
 
@@ -54,15 +54,31 @@ def mean_std(values: list[float | None], digits: int = 1, scale: float = 100.0) 
     return f"{statistics.mean(kept):.{digits}f} ± {std:.{digits}f}"
 
 
+def interval95(values: list[float | None], digits: int = 1, scale: float = 100.0) -> str:
+    """``[lo, hi]``: the 95 % interval of the mean of the scaled values (Student's t with
+    n - 1 degrees of freedom), missing and NaN ones left out; ``-`` for fewer than two."""
+    from scipy import stats
+
+    kept = [scale * v for v in values if v is not None and not math.isnan(v)]
+    if len(kept) < 2:
+        return "-"
+    half = stats.t.ppf(0.975, len(kept) - 1) * statistics.stdev(kept) / math.sqrt(len(kept))
+    mean = statistics.mean(kept)
+    return f"[{mean - half:.{digits}f}, {mean + half:.{digits}f}]"
+
+
 def paired_differences(
     by: dict[str, dict[int, dict]],
     pairs: list[tuple[str, str]],
     models: tuple[str, ...] = ("student", "teacher"),
     digits: int = 1,
+    interval: bool = False,
 ) -> list[str]:
     """Table rows ``| a - b | model | seeds | mean ± std | wins |`` of the per-seed
     difference of each score in ``models`` between methods ``a`` and ``b`` (rows of ``by``
-    are ``method -> seed -> run``), over the seeds both ran and both scored."""
+    are ``method -> seed -> run``), over the seeds both ran and both scored; with
+    ``interval``, the 95 % interval of the mean difference (``interval95``) before the
+    wins."""
     lines = []
     for a, b in pairs:
         seeds = sorted(set(by.get(a, {})) & set(by.get(b, {})))
@@ -74,7 +90,9 @@ def paired_differences(
             ]
             if d:
                 wins = sum(x > 0 for x in d)
+                ci = f" {interval95(d, digits)} |" if interval else ""
                 lines.append(
-                    f"| {a} - {b} | {who} | {len(d)} | {mean_std(d, digits)} | {wins} / {len(d)} |"
+                    f"| {a} - {b} | {who} | {len(d)} | {mean_std(d, digits)} |{ci} "
+                    f"{wins} / {len(d)} |"
                 )
     return lines

@@ -1,11 +1,12 @@
-"""The arithmetic behind the benchmark tables: mean ± std cells and paired differences."""
+"""The arithmetic behind the benchmark tables: mean ± std cells, 95 % intervals and paired
+differences."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
-from common import mean_std, paired_differences
+from common import interval95, mean_std, paired_differences
 
 
 def test_mean_std_scales_and_drops_missing_values():
@@ -24,4 +25,17 @@ def test_paired_differences_use_the_seeds_both_methods_scored():
     assert rows == [
         "| mic - base | student | 2 | 2.5 ± 10.6 | 1 / 2 |",
         "| mic - base | teacher | 1 | -10.0 ± 0.0 | 0 / 1 |",
+    ]
+
+
+def test_interval95_is_students_t_interval_of_the_mean():
+    # mean 60, std 10 (n = 3): half-width t(0.975, 2) x 10 / sqrt(3) = 4.303 x 5.774 = 24.84
+    assert interval95([0.5, 0.6, 0.7]) == "[35.2, 84.8]"
+    assert interval95([0.5, None]) == "-"
+    by = {
+        "a": {0: {"student": 0.9}, 1: {"student": 0.8}},
+        "b": {0: {"student": 0.8}, 1: {"student": 0.8}},
+    }
+    assert paired_differences(by, [("a", "b")], ("student",), interval=True) == [
+        "| a - b | student | 2 | 5.0 ± 7.1 | [-58.5, 68.5] | 1 / 2 |"
     ]
