@@ -201,6 +201,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads per run (default: cores / jobs)"
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "digits.md"))
     parser.add_argument("--fresh", action="store_true", help="ignore cached runs")
     parser.add_argument(
@@ -227,7 +230,7 @@ def main() -> None:
     todo = [(m, s) for s in args.seeds for m in chosen]  # seed by seed: pairs complete early
     started = time.perf_counter()
     rows = [r for r in rows if (r["method"], r["seed"]) not in set(todo)]
-    threads = max(1, (os.cpu_count() or 2) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
         futures = [
             pool.submit(run_one, m, s, args.device, threads, args.overrides) for m, s in todo
