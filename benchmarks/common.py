@@ -143,15 +143,15 @@ def mean_std(values: list[float | None], digits: int = 1, scale: float = 100.0) 
     return f"{statistics.mean(kept):.{digits}f} ± {std:.{digits}f}"
 
 
-def interval95(values: list[float], digits: int = 1, scale: float = 100.0) -> str:
-    """``[low, high]``: the 95 % confidence interval of the mean of the scaled values
-    (Student's t with n - 1 degrees of freedom); ``-`` for fewer than two values."""
-    from scipy.stats import t
+def interval95(values: list[float | None], digits: int = 1, scale: float = 100.0) -> str:
+    """``[lo, hi]``: the 95 % interval of the mean of the scaled values (Student's t with
+    n - 1 degrees of freedom), missing and NaN ones left out; ``-`` for fewer than two."""
+    from scipy import stats
 
     kept = [scale * v for v in values if v is not None and not math.isnan(v)]
     if len(kept) < 2:
         return "-"
-    half = t.ppf(0.975, len(kept) - 1) * statistics.stdev(kept) / math.sqrt(len(kept))
+    half = stats.t.ppf(0.975, len(kept) - 1) * statistics.stdev(kept) / math.sqrt(len(kept))
     mean = statistics.mean(kept)
     return f"[{mean - half:.{digits}f}, {mean + half:.{digits}f}]"
 
@@ -161,10 +161,13 @@ def paired_differences(
     pairs: list[tuple[str, str]],
     models: tuple[str, ...] = ("student", "teacher"),
     digits: int = 1,
+    interval: bool = False,
 ) -> list[str]:
     """Table rows ``| a - b | model | seeds | mean ± std | wins |`` of the per-seed
     difference of each score in ``models`` between methods ``a`` and ``b`` (rows of ``by``
-    are ``method -> seed -> run``), over the seeds both ran and both scored."""
+    are ``method -> seed -> run``), over the seeds both ran and both scored; with
+    ``interval``, the 95 % interval of the mean difference (``interval95``) before the
+    wins."""
     lines = []
     for a, b in pairs:
         seeds = sorted(set(by.get(a, {})) & set(by.get(b, {})))
@@ -176,7 +179,9 @@ def paired_differences(
             ]
             if d:
                 wins = sum(x > 0 for x in d)
+                ci = f" {interval95(d, digits)} |" if interval else ""
                 lines.append(
-                    f"| {a} - {b} | {who} | {len(d)} | {mean_std(d, digits)} | {wins} / {len(d)} |"
+                    f"| {a} - {b} | {who} | {len(d)} | {mean_std(d, digits)} |{ci} "
+                    f"{wins} / {len(d)} |"
                 )
     return lines

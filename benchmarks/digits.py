@@ -6,6 +6,14 @@
     python benchmarks/digits.py --methods dann dann_mic cdan cdan_mic mcc mcc_mic sdat sdat_mic \
         --seeds 0 1 2 --out benchmarks/results/digits_alignment.md \
         --include benchmarks/results/digits.json             # the alignment family
+    python benchmarks/digits.py --variants dann --seeds 0 1 2 \
+        --out benchmarks/results/digits_normalisation.md     # DANN's per-domain normalisation
+
+``--variants`` adds, for each alignment method named, every variant of how BatchNorm sees the
+two domains, with and without MIC: ``<method>_<joint|separate>[_<bn|dropout>][_mic]``, the
+student's forward pass over source and target together (joint, published) or one per domain
+(separate), and the domain discriminator with BatchNorm (published) or without (dropout 0.5).
+Each variant is compared, paired by seed, with the method's published choice.
 
 Every run is ``mic-train`` at its defaults (1000 iterations, the first 200 on the source
 alone, Adam 1e-3, batch 64 + 64) plus the method's overrides and the seed. Scores: target test
@@ -28,7 +36,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-from common import device_name, mean_std, paired_differences, time_training
+from common import device_name, interval95, mean_std, paired_differences, time_training
 
 #: method name -> mic-train overrides
 METHODS: dict[str, list[str]] = {
@@ -47,11 +55,50 @@ METHODS: dict[str, list[str]] = {
     "sdat": ["method=sdat", "mic=none"],
     "sdat_mic": ["method=sdat", "mic=block"],
 }
+#: alignment method -> the name of its adversarial term (None: no discriminator)
+ADVERSARIAL = {"dann": "dann", "cdan": "cdan", "mcc": None, "sdat": "cdan"}
+#: how the student sees the two domains (``forward_pass`` of the alignment terms)
+FORWARD_PASSES = ("joint", "separate")
+#: the discriminator's normalisation: BatchNorm (published) or none (dropout 0.5)
+DISCRIMINATORS = {"bn": "true", "dropout": "false"}
+#: the published choice of each alignment method, the reference of the variant comparison
+PUBLISHED_VARIANT = {m: f"{m}_joint" + ("_bn" if ADVERSARIAL[m] else "") for m in ADVERSARIAL}
+
+
+def _alignment_variants() -> dict[str, list[str]]:
+    """``<method>_<forward pass>[_<discriminator>][_mic]`` -> overrides, each setting every
+    choice explicitly (independent of the method configs' defaults)."""
+    variants = {}
+    for m, adversarial in ADVERSARIAL.items():
+        for fp in FORWARD_PASSES:
+            discriminators = DISCRIMINATORS.items() if adversarial else [(None, None)]
+            for disc, batch_norm in discriminators:
+                name = f"{m}_{fp}" + (f"_{disc}" if disc else "")
+                base = [f"method={m}", f"method.forward_pass={fp}"]
+                if adversarial:
+                    base.append(f"method.terms.{adversarial}.batch_norm={batch_norm}")
+                variants[name] = [*base, "mic=none"]
+                variants[f"{name}_mic"] = [*base, "mic=block"]
+    return variants
+
+
+#: the alignment family's variants of per-domain normalisation (see ``write_table``)
+VARIANTS = _alignment_variants()
+METHODS.update(VARIANTS)
+
 #: pairs whose per-seed difference is reported (with MIC minus without)
 PAIRS = [
     ("source_only_mic", "source_only"),
     ("mean_teacher_mic", "mean_teacher"),
     *((f"{m}_mic", m) for m in ("dann", "cdan", "mcc", "sdat")),
+    *((v, v[: -len("_mic")]) for v in VARIANTS if v.endswith("_mic")),
+]
+#: each variant against its method's published choice, with and without MIC
+VARIANT_PAIRS = [
+    (v + mic, PUBLISHED_VARIANT[v.split("_")[0]] + mic)
+    for v in VARIANTS
+    if not v.endswith("_mic") and v != PUBLISHED_VARIANT[v.split("_")[0]]
+    for mic in ("", "_mic")
 ]
 CORE = ["source_only", "source_only_mic", "mean_teacher", "mean_teacher_mic", "oracle"]
 
@@ -98,29 +145,43 @@ def write_table(
         f"Command: `{command}`",
         "",
         *([note, ""] if note else []),
-        "| method | seeds | student | teacher | s / iteration | device |",
-        "|---|---|---|---|---|---|",
+        "| method | seeds | student | student 95 % interval | teacher | teacher 95 % interval "
+        "| s / iteration | device |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m in methods:
         runs = list(by.get(m, {}).values())
         if not runs:
             continue
+        student = [r["student"] for r in runs]
         teacher = [r["teacher"] for r in runs if r["teacher"] is not None]
         spi = statistics.mean(r["seconds_per_iteration"] for r in runs)
         devices = ", ".join(sorted({r["device"] for r in runs}))
         lines.append(
-            f"| {m} | {len(runs)} | {_fmt([r['student'] for r in runs])} | {_fmt(teacher)} "
-            f"| {spi:.4f} | {devices} |"
+            f"| {m} | {len(runs)} | {_fmt(student)} | {interval95(student, 2)} | {_fmt(teacher)} "
+            f"| {interval95(teacher, 2)} | {spi:.4f} | {devices} |"
         )
-    diffs = paired_differences(by, PAIRS, digits=2)
+    diffs = paired_differences(by, PAIRS, digits=2, interval=True)
     if diffs:
         lines += [
             "",
-            "Paired differences (same seed: same initialisation and data order), points:",
+            "Paired differences (same seed: same initialisation and data order), points, with",
+            "the 95 % interval of the mean difference:",
             "",
-            "| pair | model | seeds | difference | seeds where MIC is ahead |",
-            "|---|---|---|---|---|",
+            "| pair | model | seeds | difference | 95 % interval | seeds where MIC is ahead |",
+            "|---|---|---|---|---|---|",
             *diffs,
+        ]
+    variant_diffs = paired_differences(by, VARIANT_PAIRS, digits=2, interval=True)
+    if variant_diffs:
+        lines += [
+            "",
+            "Each variant against its method's published choice (joint forward pass, BatchNorm",
+            "discriminator), paired by seed, points:",
+            "",
+            "| pair | model | seeds | difference | 95 % interval | seeds where it is ahead |",
+            "|---|---|---|---|---|---|",
+            *variant_diffs,
         ]
     path.write_text("\n".join(lines) + "\n")
 
@@ -129,10 +190,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--methods", nargs="+", default=CORE, choices=sorted(METHODS))
+    parser.add_argument("--methods", nargs="+", default=None, choices=sorted(METHODS))
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=[],
+        choices=sorted(ADVERSARIAL),
+        help="add every normalisation variant of these alignment methods (see above)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads per run (default: cores / jobs)"
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "digits.md"))
     parser.add_argument("--fresh", action="store_true", help="ignore cached runs")
     parser.add_argument(
@@ -154,10 +225,12 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     cache = out.with_suffix(".json")
     rows = [] if args.fresh or not cache.exists() else json.loads(cache.read_text())
-    todo = [(m, s) for m in args.methods for s in args.seeds]
+    chosen = list(args.methods or ([] if args.variants else CORE))
+    chosen += [v for v in VARIANTS if v.split("_")[0] in args.variants and v not in chosen]
+    todo = [(m, s) for s in args.seeds for m in chosen]  # seed by seed: pairs complete early
     started = time.perf_counter()
     rows = [r for r in rows if (r["method"], r["seed"]) not in set(todo)]
-    threads = max(1, (os.cpu_count() or 2) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
         futures = [
             pool.submit(run_one, m, s, args.device, threads, args.overrides) for m, s in todo

@@ -100,7 +100,8 @@ def make_loader(
     Training loaders draw from a ``ResumableSampler`` (a new permutation every epoch, this
     process's share under ``torchrun``, resumable mid-epoch) and drop the last incomplete
     batch (BatchNorm needs full batches); every sample's random transforms are seeded by its
-    position (``SeededDataset``), so a resumed run loads exactly the same batches.
+    position (``SeededDataset``, left out for a dataset that declares it draws nothing), so a
+    resumed run loads exactly the same batches.
     """
     group = group or ProcessInfo()
     if train and len(dataset) // group.world_size < batch_size:
@@ -113,10 +114,12 @@ def make_loader(
     generator.manual_seed(seed)
     sampler = None
     if train:
+        seeded = SeededDataset(dataset)
+        with_seeds = bool(seeded.generators)
         sampler = ResumableSampler(
-            len(dataset), True, seed, group.rank, group.world_size, with_seeds=True
+            len(dataset), True, seed, group.rank, group.world_size, with_seeds=with_seeds
         )
-        dataset = SeededDataset(dataset)
+        dataset = seeded if with_seeds else dataset
     return DataLoader(
         dataset,
         batch_size=batch_size,

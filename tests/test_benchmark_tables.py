@@ -1,4 +1,5 @@
-"""The arithmetic behind the benchmark tables: mean ± std cells and paired differences."""
+"""The arithmetic behind the benchmark tables: mean ± std cells, 95 % intervals and paired
+differences."""
 
 import sys
 from pathlib import Path
@@ -28,6 +29,13 @@ def test_paired_differences_use_the_seeds_both_methods_scored():
 
 
 def test_interval95_is_students_t_interval_of_the_mean():
-    # mean 2, std 1, n 3: half width t(0.975, 2) * 1 / sqrt(3) = 4.303 / 1.732 = 2.484
-    assert interval95([1.0, 2.0, 3.0], scale=1.0, digits=3) == "[-0.484, 4.484]"
-    assert interval95([0.5, None], scale=1.0) == "-"
+    # mean 60, std 10 (n = 3): half-width t(0.975, 2) x 10 / sqrt(3) = 4.303 x 5.774 = 24.84
+    assert interval95([0.5, 0.6, 0.7]) == "[35.2, 84.8]"
+    assert interval95([0.5, None]) == "-"
+    by = {
+        "a": {0: {"student": 0.9}, 1: {"student": 0.8}},
+        "b": {0: {"student": 0.8}, 1: {"student": 0.8}},
+    }
+    assert paired_differences(by, [("a", "b")], ("student",), interval=True) == [
+        "| a - b | student | 2 | 5.0 ± 7.1 | [-58.5, 68.5] | 1 / 2 |"
+    ]

@@ -24,7 +24,7 @@ from mic.tasks.classification import (
     minimum_class_confusion,
     reverse_gradient,
 )
-from mic.tasks.classification.alignment import JointOutputs, joint_forward
+from mic.tasks.classification.alignment import JointOutputs, joint_forward, separate_forward
 
 from .helpers import NUM_CLASSES, tiny_loaders, tiny_model
 
@@ -218,15 +218,70 @@ def test_joint_source_supervision_uses_one_forward_once_adapting():
     assert ctx._shared[joint_forward] is out  # computed once, later terms reuse it
 
 
+def _batches():
+    task, source, target, _ = tiny_loaders()
+    xs, ys = next(iter(source))
+    return task, xs, ys, next(iter(target)) * 3 + 1  # a target far from the source
+
+
+def test_separate_forward_normalises_each_domain_with_its_own_batch_statistics():
+    task, xs, ys, xt = _batches()
+    model = tiny_model().train()
+    calls = []
+    model.register_forward_hook(lambda m, args, out: calls.append(len(args[0])))
+    ctx = Ctx(student=model, task=task)
+    ctx.source_images, ctx.source_targets, ctx.target_images = xs, ys, xt
+    out = separate_forward(ctx)
+    assert separate_forward(ctx) is out and calls == [len(xs), len(xt)]  # once per iteration
+    with torch.no_grad():
+        for x, logits, features in (
+            (xs, out.source_logits, out.source_features),
+            (xt, out.target_logits, out.target_features),
+        ):
+            want_logits, want_features = model(x, return_features=True)
+            torch.testing.assert_close(logits, want_logits)
+            torch.testing.assert_close(features, want_features)
+        joint = joint_forward(ctx)  # one batch of both domains: other statistics
+    assert not torch.allclose(joint.target_logits, out.target_logits, atol=1e-3)
+
+
+@pytest.mark.parametrize("forward_pass", ["joint", "separate"])
+def test_every_term_reads_the_forward_pass_it_is_given(forward_pass):
+    shared = {"joint": joint_forward, "separate": separate_forward}[forward_pass]
+    terms = [
+        JointSourceSupervision(forward_pass=forward_pass),
+        DomainAdversarial(features_dim=8, hidden_dim=16, forward_pass=forward_pass),
+        ConditionalDomainAdversarial(8, NUM_CLASSES, hidden_dim=16, forward_pass=forward_pass),
+        MinimumClassConfusion(forward_pass=forward_pass),
+    ]
+    task, xs, ys, xt = _batches()
+    ctx = Ctx(student=tiny_model().train(), task=task)
+    ctx.source_images, ctx.source_targets, ctx.target_images = xs, ys, xt
+    for term in terms:
+        assert term.shared_forward is shared and term.forward_pass == forward_pass
+        assert torch.isfinite(term(ctx))
+    assert list(ctx._shared) == [shared]  # one pass (or pair of passes) for all of them
+    mcc = MinimumClassConfusion(forward_pass=forward_pass)(ctx)
+    torch.testing.assert_close(mcc, minimum_class_confusion(shared(ctx).target_logits))
+
+
+def test_an_unknown_forward_pass_is_a_config_error_naming_the_choices():
+    with pytest.raises(ConfigError, match=r"DomainAdversarial: forward_pass must be 'joint'"):
+        DomainAdversarial(features_dim=8, forward_pass="split")
+    with pytest.raises(ConfigError, match="or 'separate'"):
+        MinimumClassConfusion(forward_pass="per_domain")
+
+
 # ------------------------------------------------------- every method through the loop
 METHODS = ["dann", "cdan", "cdan_e", "mcc", "sdat"]
 
 
-def _method(name, mic):
+def _method(name, mic, forward_pass="joint"):
     cfg = load_config(
         [
             f"method={name}",
             f"mic={mic}",
+            f"method.forward_pass={forward_pass}",
             "model.bottleneck_dim=8",
             f"dataset.num_classes={NUM_CLASSES}",
             *(["method.terms.mic.masker.block_size=2"] if mic == "block" else []),
@@ -235,10 +290,13 @@ def _method(name, mic):
     return cfg, build_method(cfg)
 
 
+@pytest.mark.parametrize("forward_pass", ["joint", "separate"])
 @pytest.mark.parametrize("mic", ["block", "none"])
 @pytest.mark.parametrize("name", METHODS)
-def test_every_method_with_and_without_mic_runs_loop_steps(name, mic):
-    cfg, method = _method(name, mic)
+def test_every_method_with_and_without_mic_runs_loop_steps(name, mic, forward_pass):
+    cfg, method = _method(name, mic, forward_pass)
+    shared = {t.shared_forward for _, t in method if t.shared_forward is not None}
+    assert shared == {separate_forward if forward_pass == "separate" else joint_forward}
     task, source, target, _ = tiny_loaders()
     student = tiny_model()
     teacher = EMATeacher(student, alpha=0.9) if method.uses_pseudo_labels else None

@@ -18,6 +18,7 @@ from mic.tasks.classification import (
     JointSourceSupervision,
     MinimumClassConfusion,
     SharpnessAwareMinimization,
+    joint_forward,
 )
 
 COMMON = {
@@ -46,7 +47,14 @@ COMMON = {
     "method.terms.cdan.features_dim": 256,
     "method.terms.cdan.coefficient.alpha": 1.0,
     "method.terms.cdan.coefficient.max_iters": 1000,
+    "method.terms.cdan.batch_norm": True,  # TLlib's DomainDiscriminator, batch_norm=True
     "method.terms.mcc.weight": 1.0,
+    # one forward pass over cat(source, target): cdan_mcc_sdat*.py (the BatchNorm of the
+    # bottleneck sees both domains in one batch)
+    "method.forward_pass": "joint",
+    "method.terms.source.forward_pass": "joint",
+    "method.terms.cdan.forward_pass": "joint",
+    "method.terms.mcc.forward_pass": "joint",
     # MIC: EMA alpha 0.9, block 64, ratio 0.7, colour jitter (p 0.8, s 0.2), blur (p 0.5),
     # lambda 1
     "teacher.alpha": 0.9,
@@ -144,6 +152,8 @@ def test_experiment_builds_sdat_with_sam_and_sgd_and_the_backbone_at_a_tenth(exp
     assert isinstance(step, SharpnessAwareMinimization) and step.rho == 0.02
     assert step.first_pass_skips == ("cdan",)  # the perturbation follows the other losses
     assert isinstance(terms["mcc"], MinimumClassConfusion)
+    assert {t.shared_forward for t in terms.values() if t.shared_forward} == {joint_forward}
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in terms["cdan"].discriminator)
     model = Classifier("tiny_cnn", cfg.dataset.num_classes, bottleneck_dim=256)
     groups = param_groups(
         {"model": model, "method": method},

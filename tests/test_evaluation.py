@@ -4,12 +4,15 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mic import (
     CheckpointError,
+    DatasetError,
     evaluate,
     load_checkpoint,
     recalibrated_batchnorm,
     save_checkpoint,
 )
 from mic.tasks.classification import ClassificationTask
+from mic.training import ResumableSampler
+from mic.training.evaluation import cycled
 
 from .helpers import tiny_model
 
@@ -41,6 +44,34 @@ def test_recalibrated_batchnorm_uses_target_statistics_and_restores_buffers():
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert model.training
+
+
+def test_adabn_on_more_batches_than_the_loader_holds_passes_over_it_again():
+    model = tiny_model()
+    target = [torch.randn(16, 3, 8, 8) * (1 + i) + i for i in range(3)]
+    with recalibrated_batchnorm(model, target, batches=5) as m:
+        conv, bn = m.backbone.stages[0][0], m.backbone.stages[0][1]
+        seen = [*target, *target[:2]]  # a plain list has no sampler: the same order again
+        # the cumulative average over the 5 batches (momentum None), not over the 3 there are
+        want = torch.stack([conv(x).mean((0, 2, 3)) for x in seen]).mean(0)
+        torch.testing.assert_close(bn.running_mean, want, rtol=1e-4, atol=1e-4)
+        assert int(bn.num_batches_tracked) == 5
+
+
+def test_a_further_pass_over_a_resumable_loader_draws_a_new_order_and_restores_its_epoch():
+    sampler = ResumableSampler(12, shuffle=True, seed=3)
+    loader = DataLoader(list(range(12)), batch_size=4, sampler=sampler)
+    epoch0 = [b.tolist() for b in loader]
+    sampler.set_epoch(1)
+    epoch1 = [b.tolist() for b in loader]
+    sampler.set_epoch(0)
+    assert epoch0 != epoch1
+    got = [b.tolist() for b in cycled(loader, 5)]
+    assert got == epoch0 + epoch1[:2]
+    assert sampler.epoch == 0  # the validators read the same first batches afterwards
+    assert [b.tolist() for b in cycled(loader, 2)] == epoch0[:2]
+    with pytest.raises(DatasetError, match="adabn_batches=0"):
+        list(cycled([], 1))
 
 
 def test_checkpoint_round_trip_and_foreign_files(tmp_path):

@@ -3,10 +3,11 @@
 import random
 
 import numpy as np
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from mic import EndlessLoader
+from mic import ConfigError, EndlessLoader
 from mic.training import ResumableSampler, rng_state, set_rng_state
 
 
@@ -109,6 +110,76 @@ def test_seeded_dataset_makes_random_transforms_a_function_of_the_position():
     before = torch.get_rng_state()
     batches(0)
     assert torch.equal(before, torch.get_rng_state())  # the global generator is untouched
+
+
+class _Drawing:
+    """Items drawn from torch's, NumPy's and Python's global generators (like albumentations
+    or a reader's flip), with the sources it declares."""
+
+    def __init__(self, random_sources=None):
+        if random_sources is not None:
+            self.random_sources = random_sources
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return torch.tensor([float(torch.rand(())), np.random.rand(), random.random()])
+
+
+def _seeded_batches(dataset, workers=0):
+    from mic.training import SeededDataset
+
+    sampler = ResumableSampler(8, seed=5, with_seeds=True)
+    loader = DataLoader(SeededDataset(dataset), batch_size=4, sampler=sampler, num_workers=workers)
+    return torch.cat([b for b in loader])
+
+
+def test_seeded_dataset_seeds_every_generator_of_an_undeclared_dataset():
+    a = _seeded_batches(_Drawing())
+    random.seed(99), np.random.seed(99), torch.manual_seed(99)  # whatever came before
+    assert torch.equal(a, _seeded_batches(_Drawing()))
+    assert torch.equal(a, _seeded_batches(_Drawing(), workers=2))
+    assert len(set(a[:, 1].tolist())) == 8 and len(set(a[:, 2].tolist())) == 8
+
+
+def test_seeded_dataset_seeds_only_the_generators_a_dataset_declares():
+    from mic.training import SeededDataset
+
+    declared = _seeded_batches(_Drawing(("torch",)))
+    assert torch.equal(declared[:, 0], _seeded_batches(_Drawing())[:, 0])  # torch's: the same
+    torch_only = SeededDataset(_Drawing(("torch",)))
+    random.seed(7)
+    first = torch_only[(0, 123)]
+    random.seed(8)
+    second = torch_only[(0, 123)]
+    # torch's generator seeded by the sample's seed, Python's left as it was
+    assert first[0] == second[0] and first[2] != second[2]
+    assert SeededDataset(_Drawing(), generators=["python"]).generators == ("python",)
+    with pytest.raises(ConfigError, match=r"random_sources names \['cuda'\]"):
+        SeededDataset(_Drawing(("torch", "cuda")))
+
+
+def test_bundled_benchmarks_declare_what_their_samples_draw():
+    from mic.datasets import DigitsDomain
+    from mic.datasets.segmentation import RareClassSampling, StreetScenes
+    from mic.training import SeededDataset
+
+    digits = SeededDataset(DigitsDomain("target", "train", labelled=False))
+    assert digits.generators == ()
+    before = torch.get_rng_state()
+    assert torch.equal(digits[(3, 11)], digits.dataset[3])
+    assert torch.equal(before, torch.get_rng_state())
+    streets = StreetScenes("source", "train", count=16, size=32, flip=True)
+    assert SeededDataset(streets).generators == ("torch",)  # the flip
+    flips = {
+        bool(torch.equal(SeededDataset(streets)[(0, s)][0], streets.images[0])) for s in range(8)
+    }
+    assert flips == {True, False}  # the seed decides the flip
+    rcs = RareClassSampling(streets, min_pixels=1, min_crop_ratio=0, cache=False)
+    assert SeededDataset(rcs).generators == ("torch",)
+    rcs.dataset = _Drawing()  # a wrapped dataset that declares nothing: all three
+    assert SeededDataset(rcs).generators == ("torch", "numpy", "python")
 
 
 def test_latest_checkpoint_skips_truncated_and_foreign_files(tmp_path):

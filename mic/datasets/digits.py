@@ -99,6 +99,8 @@ class DigitsDomain:
 
     classes = CLASSES
     num_classes = 10
+    #: a sample draws nothing at random: ``SeededDataset`` seeds no generator for it
+    random_sources = ()
     #: the normalisation applied when ``normalize`` (conf/dataset/digits.yaml repeats it)
     mean, std = MEAN, STD
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from itertools import islice
 from typing import Any
 
 import torch
@@ -106,6 +105,42 @@ def restored(model: nn.Module) -> Iterator[list[_BatchNorm]]:
             m.training = training
 
 
+def cycled(loader: Iterable[Any], batches: int) -> Iterator[Any]:
+    """``batches`` batches of ``loader``, passing over it again as often as that takes.
+
+    A loader whose sampler has ``epoch`` and ``set_epoch`` (``ResumableSampler``, torch's
+    ``DistributedSampler``) is shuffled anew for each further pass (epoch + 1, + 2, ...), so a
+    loader of 7 batches asked for 10 gives its 7 and 3 of another order, not the first 3
+    again; the sampler's epoch is put back afterwards.
+
+    Raises:
+        DatasetError: the loader yields no batch at all.
+    """
+    sampler = getattr(loader, "sampler", None)
+    epoch = getattr(sampler, "epoch", None)
+    reshuffle = isinstance(epoch, int) and callable(getattr(sampler, "set_epoch", None))
+    n = passes = 0
+    try:
+        while n < batches:
+            if reshuffle:
+                sampler.set_epoch(epoch + passes)  # type: ignore[union-attr]
+            before = n
+            for batch in loader:
+                yield batch
+                n += 1
+                if n == batches:
+                    return
+            if n == before:
+                raise DatasetError(
+                    "the target loader of the AdaBN re-estimation yields no batch; give it "
+                    "at least one full batch of target images, or set eval.adabn_batches=0"
+                )
+            passes += 1
+    finally:
+        if reshuffle:
+            sampler.set_epoch(epoch)  # type: ignore[union-attr]
+
+
 @contextmanager
 @torch.no_grad()
 def recalibrated_batchnorm(
@@ -115,7 +150,12 @@ def recalibrated_batchnorm(
     batches of ``loader`` (the target); afterwards every buffer is restored.
 
     Only BatchNorm layers run in train mode during the re-estimation (dropout stays off), and
-    the statistics are a cumulative average over the batches (momentum None).
+    the statistics are a cumulative average over the batches (momentum None). A loader
+    shorter than ``batches`` is passed over again, in a new order where its sampler allows
+    (``cycled``), so the average always covers ``batches`` batches.
+
+    Raises:
+        DatasetError: the loader yields no batch.
     """
     if not tracked_batchnorms(model) or batches <= 0:
         yield model
@@ -127,7 +167,7 @@ def recalibrated_batchnorm(
             m.reset_running_stats()
             m.momentum = None
             m.train()
-        for batch in islice(loader, batches):
+        for batch in cycled(loader, batches):
             images, _ = split_sample(batch)
             model(move_to(images, device))
         model.eval()

@@ -163,6 +163,8 @@ class ShapesDetection:
 
     classes = CLASSES
     num_classes = len(CLASSES)
+    #: a scene is a function of its index (its own generator): ``SeededDataset`` seeds nothing
+    random_sources = ()
 
     def __init__(
         self,

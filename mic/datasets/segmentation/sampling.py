@@ -28,7 +28,7 @@ from mic.datasets.preflight import (
     keep_or_raise,
     progress,
 )
-from mic.training.sampling import DatasetWrapper
+from mic.training.sampling import GENERATORS, DatasetWrapper
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +228,13 @@ class RareClassSampling(DatasetWrapper):
         check = getattr(self.dataset, "preflight", None)
         inner = check(training=training, label_sample=0) if callable(check) else []
         return [*inner, *self.found_problems]
+
+    @property
+    def random_sources(self) -> tuple[str, ...]:
+        """What ``SeededDataset`` seeds: torch's generator (the class and image draws here)
+        and whatever the wrapped dataset draws from."""
+        inner = getattr(self.dataset, "random_sources", GENERATORS)
+        return tuple(g for g in GENERATORS if g == "torch" or g in inner)
 
     def __getitem__(self, index: int) -> Any:
         c = self.sampled_classes[int(torch.multinomial(self.probabilities, 1).item())]

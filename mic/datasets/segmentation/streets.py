@@ -232,6 +232,8 @@ class StreetScenes:
     palette = PALETTE
     mean = MEAN
     std = STD
+    #: the global generators a sample draws from (its flip): what ``SeededDataset`` seeds
+    random_sources = ("torch",)
 
     def __init__(
         self,

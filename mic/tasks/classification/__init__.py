@@ -2,6 +2,7 @@
 SDAT's sharpness-aware minimisation)."""
 
 from mic.tasks.classification.alignment import (
+    FORWARD_PASSES,
     ConditionalDomainAdversarial,
     DomainAdversarial,
     DomainDiscriminator,
@@ -15,12 +16,14 @@ from mic.tasks.classification.alignment import (
     joint_forward,
     minimum_class_confusion,
     reverse_gradient,
+    separate_forward,
 )
 from mic.tasks.classification.model import Classifier
 from mic.tasks.classification.sam import SAM, SharpnessAwareMinimization
 from mic.tasks.classification.task import ClassificationMetrics, ClassificationTask
 
 __all__ = [
+    "FORWARD_PASSES",
     "SAM",
     "ClassificationMetrics",
     "ClassificationTask",
@@ -39,4 +42,5 @@ __all__ = [
     "joint_forward",
     "minimum_class_confusion",
     "reverse_gradient",
+    "separate_forward",
 ]

@@ -1,17 +1,21 @@
 """Feature-alignment base methods for classification: DANN, CDAN (+E), MCC and SDAT's parts.
 
 Each method is a ``LossTerm`` that owns its modules (a domain discriminator, a fixed random
-map). All of them, and ``JointSourceSupervision``, read one forward pass of the student over
-the source and target batches together (``joint_forward``, a ``SharedForward``), as the
-published code does: the BatchNorm layer of the bottleneck normalises both domains in one
-batch, and the terms are back-propagated together. SDAT is CDAN + MCC trained with
-sharpness-aware minimisation (``SharpnessAwareMinimization``, in ``sam.py``).
+map). All of them, and ``JointSourceSupervision``, read the student's outputs on the source and
+target batches from one ``SharedForward``, chosen by ``forward_pass``: ``"joint"``, one pass
+over both batches together (``joint_forward``, the published code: the BatchNorm layers
+normalise both domains in one batch), or ``"separate"``, one pass per domain
+(``separate_forward``: each domain normalised with its own batch statistics). The terms reading
+one pass are back-propagated together. SDAT is CDAN + MCC trained with sharpness-aware
+minimisation (``SharpnessAwareMinimization``, in ``sam.py``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -145,7 +149,9 @@ class JointOutputs:
 @SharedForward
 def joint_forward(ctx: IterationContext) -> JointOutputs:
     """One forward pass of the student over ``cat(source, target)`` (computed once per
-    iteration; the terms that read it are back-propagated together)."""
+    iteration; the terms that read it are back-propagated together): BatchNorm layers
+    normalise the two domains with the statistics of the joint batch, as the published
+    DANN / CDAN / MCC / SDAT code (TLlib) does."""
     require_features(ctx.student, "the alignment methods")
     n = len(ctx.source_images)
     x = torch.cat([ctx.source_images, ctx.target_images])
@@ -153,25 +159,73 @@ def joint_forward(ctx: IterationContext) -> JointOutputs:
     return JointOutputs(logits[:n], features[:n], logits[n:], features[n:])
 
 
+@SharedForward
+def separate_forward(ctx: IterationContext) -> JointOutputs:
+    """Two forward passes of the student, one over the source batch and one over the target
+    batch (computed once per iteration; the terms that read them are back-propagated
+    together): BatchNorm layers normalise each domain with its own batch statistics, as
+    pytorch-adapt's adapters do. The running statistics follow the two batches in turn."""
+    require_features(ctx.student, "the alignment methods")
+    source_logits, source_features = ctx.student(ctx.source_images, return_features=True)
+    target_logits, target_features = ctx.student(ctx.target_images, return_features=True)
+    return JointOutputs(source_logits, source_features, target_logits, target_features)
+
+
+#: ``forward_pass`` -> the shared forward the alignment terms read
+FORWARD_PASSES: dict[str, SharedForward] = {"joint": joint_forward, "separate": separate_forward}
+ForwardPass = Literal["joint", "separate"]
+
+
+def forward_pass_of(name: str, term: str) -> SharedForward:
+    """The ``SharedForward`` named ``name`` (see ``FORWARD_PASSES``).
+
+    Raises:
+        ConfigError: an unknown name.
+    """
+    if name not in FORWARD_PASSES:
+        raise ConfigError(
+            f"{term}: forward_pass must be 'joint' (one student pass over source and target "
+            f"together) or 'separate' (one per domain), got {name!r}"
+        )
+    return FORWARD_PASSES[name]
+
+
 # -------------------------------------------------------------------------- loss terms
 class JointSourceSupervision(SourceSupervision):
-    """Cross-entropy on the labelled source, read from the joint forward pass once the target
-    terms are active (before ``adaptation_start``: ``SourceSupervision``, a forward pass over
-    the source alone). The source term of every alignment method here."""
+    """Cross-entropy on the labelled source, read from the forward pass that the alignment
+    terms share once they are active (before ``adaptation_start``: ``SourceSupervision``, a
+    forward pass over the source alone). The source term of every alignment method here.
 
-    shared_forward = joint_forward
+    Args:
+        weight: the loss weight (published 1).
+        part_weights: as ``SourceSupervision`` (before ``adaptation_start``).
+        forward_pass: ``"joint"`` (``joint_forward``, published) or ``"separate"``
+            (``separate_forward``); the same as the method's other terms.
+    """
+
+    shared_forward: SharedForward = joint_forward
+
+    def __init__(
+        self,
+        weight: float = 1.0,
+        part_weights: Mapping[str, float] | None = None,
+        forward_pass: ForwardPass = "joint",
+    ) -> None:
+        super().__init__(weight, part_weights)
+        self.shared_forward = forward_pass_of(forward_pass, type(self).__name__)
+        self.forward_pass = forward_pass
 
     def forward(self, ctx: IterationContext) -> Tensor:
         if not ctx.adapting:
             return super().forward(ctx)
-        logits = joint_forward(ctx).source_logits
+        logits = self.shared_forward(ctx).source_logits
         return self.weight * weighted_cross_entropy(logits, ctx.source_targets)
 
 
 class _Adversarial(LossTerm):
-    """A discriminator trained through gradient reversal, on the joint forward pass."""
+    """A discriminator trained through gradient reversal, on the shared forward pass."""
 
-    shared_forward = joint_forward
+    shared_forward: SharedForward = joint_forward
 
     def __init__(
         self,
@@ -180,10 +234,13 @@ class _Adversarial(LossTerm):
         batch_norm: bool = True,
         coefficient: GradientReversalRamp | None = None,
         weight: float = 1.0,
+        forward_pass: ForwardPass = "joint",
     ) -> None:
         super().__init__(weight)
         self.discriminator = DomainDiscriminator(in_features, hidden_dim, batch_norm)
         self.coefficient = coefficient if coefficient is not None else GradientReversalRamp()
+        self.shared_forward = forward_pass_of(forward_pass, type(self).__name__)
+        self.forward_pass = forward_pass
 
     def reversal(self, ctx: IterationContext) -> float:
         """The gradient-reversal coefficient at this iteration (counted from the start of
@@ -212,6 +269,7 @@ class DomainAdversarial(_Adversarial):
         batch_norm: BatchNorm in the discriminator (published), else dropout.
         coefficient: the gradient-reversal schedule (default ``GradientReversalRamp()``).
         weight: the loss weight (published trade-off 1).
+        forward_pass: ``"joint"`` (published) or ``"separate"`` (see ``FORWARD_PASSES``).
     """
 
     def __init__(
@@ -221,11 +279,12 @@ class DomainAdversarial(_Adversarial):
         batch_norm: bool = True,
         coefficient: GradientReversalRamp | None = None,
         weight: float = 1.0,
+        forward_pass: ForwardPass = "joint",
     ) -> None:
-        super().__init__(features_dim, hidden_dim, batch_norm, coefficient, weight)
+        super().__init__(features_dim, hidden_dim, batch_norm, coefficient, weight, forward_pass)
 
     def forward(self, ctx: IterationContext) -> Tensor:
-        out = joint_forward(ctx)
+        out = self.shared_forward(ctx)
         d = self.discriminate(torch.cat([out.source_features, out.target_features]), ctx)
         d_s, d_t = d.float().split([len(out.source_features), len(out.target_features)])
         return self.weight * 0.5 * (domain_loss(d_s, True) + domain_loss(d_t, False))
@@ -248,7 +307,7 @@ class ConditionalDomainAdversarial(_Adversarial):
             recipes use the full map (False).
         randomized_dim: the randomised map's output width (published 1024).
         seed: draws the randomised map's matrices.
-        hidden_dim, batch_norm, coefficient, weight: as ``DomainAdversarial``.
+        hidden_dim, batch_norm, coefficient, weight, forward_pass: as ``DomainAdversarial``.
     """
 
     def __init__(
@@ -263,19 +322,22 @@ class ConditionalDomainAdversarial(_Adversarial):
         coefficient: GradientReversalRamp | None = None,
         weight: float = 1.0,
         seed: int = 0,
+        forward_pass: ForwardPass = "joint",
     ) -> None:
         conditioning: nn.Module = (
             RandomizedMultilinearMap(features_dim, num_classes, randomized_dim, seed)
             if randomized
             else MultilinearMap(features_dim, num_classes)
         )
-        super().__init__(conditioning.output_dim, hidden_dim, batch_norm, coefficient, weight)
+        super().__init__(
+            conditioning.output_dim, hidden_dim, batch_norm, coefficient, weight, forward_pass
+        )
         self.conditioning = conditioning
         self.entropy_conditioning = bool(entropy_conditioning)
         self.num_classes = int(num_classes)
 
     def forward(self, ctx: IterationContext) -> Tensor:
-        out = joint_forward(ctx)
+        out = self.shared_forward(ctx)
         f = torch.cat([out.source_features, out.target_features])
         logits = torch.cat([out.source_logits, out.target_logits])
         if logits.shape[1] != self.num_classes:
@@ -293,23 +355,28 @@ class ConditionalDomainAdversarial(_Adversarial):
 
 
 class MinimumClassConfusion(LossTerm):
-    """MCC (Jin et al., 2020) on the target predictions of the joint forward pass; see
+    """MCC (Jin et al., 2020) on the target predictions of the shared forward pass; see
     ``minimum_class_confusion``.
 
     Args:
         temperature: the softmax temperature (published 2.0; 3.0 for SDAT + MIC with
             ResNet-101 on VisDA-2017).
         weight: the loss weight (published trade-off 1).
+        forward_pass: ``"joint"`` (published) or ``"separate"`` (see ``FORWARD_PASSES``).
     """
 
-    shared_forward = joint_forward
+    shared_forward: SharedForward = joint_forward
 
-    def __init__(self, temperature: float = 2.0, weight: float = 1.0) -> None:
+    def __init__(
+        self, temperature: float = 2.0, weight: float = 1.0, forward_pass: ForwardPass = "joint"
+    ) -> None:
         super().__init__(weight)
         if temperature <= 0:
             raise ConfigError(f"MCC temperature must be positive, got {temperature}")
         self.temperature = float(temperature)
+        self.shared_forward = forward_pass_of(forward_pass, type(self).__name__)
+        self.forward_pass = forward_pass
 
     def forward(self, ctx: IterationContext) -> Tensor:
-        logits = joint_forward(ctx).target_logits
+        logits = self.shared_forward(ctx).target_logits
         return self.weight * minimum_class_confusion(logits, self.temperature)
