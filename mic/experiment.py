@@ -45,6 +45,7 @@ from mic.training import (
     ResumableSampler,
     SeededDataset,
     init_distributed,
+    load_initial_weights,
     lr_scheduler,
     make_validators,
     param_groups,
@@ -275,8 +276,12 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
             f"the model predicts {model_classes} classes but the task has {task.num_classes}; "
             "set model.num_classes to ${dataset.num_classes}"
         )
+    resume_from = find_resume_checkpoint(cfg.get("resume"), run_dir)
+    if cfg.get("init_from") and resume_from is None:  # a resumed run loads its own weights
+        load_initial_weights(student, str(cfg.init_from))
     method = build_method(cfg)
     check_batch_norm(student, method, min(source.batch_size, target_batch), ld)
+    # the teacher starts as a copy of the (initialised) student
     teacher = instantiate(cfg.teacher, model=student) if method.uses_pseudo_labels else None
     if cfg.get("compile"):
         student.compile()  # in place: parameter names and the teacher's copy are unchanged
@@ -346,7 +351,6 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         step_strategy=step_strategy,
         collective=ProcessGroup(device) if group.enabled else None,
     )
-    resume_from = find_resume_checkpoint(cfg.get("resume"), run_dir)
     if resume_from is None and run_dir is not None and list(run_dir.glob("checkpoints/iter_*.pt")):
         raise ConfigError(
             f"the run folder '{run_dir}' already holds a run (checkpoints/iter_*.pt); continue "
