@@ -59,5 +59,5 @@ def test_a_file_without_weights_is_refused(tmp_path):
     torch.save({"step": 3}, path)
     with pytest.raises(ConfigError, match="holds no model weights"):
         initial_weights(path)
-    with pytest.raises(ConfigError, match="holds no student.pt"):
+    with pytest.raises(ConfigError, match=r"holds no student\.pt"):
         initial_weights(tmp_path)

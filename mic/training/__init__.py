@@ -7,8 +7,8 @@ interfaces (``Hook``, ``Collective``)."""
 from mic.training.checkpoint import (
     initial_weights,
     latest_checkpoint,
-    load_initial_weights,
     load_checkpoint,
+    load_initial_weights,
     save_checkpoint,
     save_weights,
 )

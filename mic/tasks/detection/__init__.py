@@ -1,5 +1,6 @@
 """Object detection: Faster R-CNN (torchvision) with per-box loss weights, the detection Task,
-adversarial alignment (DA-Faster / SADA), and reports."""
+adversarial alignment (DA-Faster / SADA), MIC's masked branch with its published weightings,
+and reports."""
 
 from mic.datasets.detection.targets import check_target, make_target
 from mic.tasks.detection.adversarial import (
@@ -14,11 +15,14 @@ from mic.tasks.detection.adversarial import (
 from mic.tasks.detection.model import BOX_REGRESSION_PARTS, LOSS_PARTS, FasterRCNN
 from mic.tasks.detection.report import DetectionReport
 from mic.tasks.detection.task import DetectionMetrics, DetectionTask
+from mic.tasks.detection.terms import DETECTION_WEIGHTINGS, DetectionMIC, pseudo_box_statistics
 from mic.training.optim import WarmupMultiStep  # its schedule, kept importable here
 
 __all__ = [
     "BOX_REGRESSION_PARTS",
+    "DETECTION_WEIGHTINGS",
     "LOSS_PARTS",
+    "DetectionMIC",
     "DetectionMetrics",
     "DetectionReport",
     "DetectionTask",
@@ -30,6 +34,7 @@ __all__ = [
     "WarmupMultiStep",
     "check_target",
     "make_target",
+    "pseudo_box_statistics",
     "reverse_gradient",
     "scale_gradient",
     "source_forward",
