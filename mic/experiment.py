@@ -45,6 +45,7 @@ from mic.training import (
     ResumableSampler,
     SeededDataset,
     init_distributed,
+    load_initial_weights,
     lr_scheduler,
     make_validators,
     param_groups,
@@ -231,6 +232,7 @@ def build_validation(cfg: DictConfig, method: UDAMethod, loader: Any) -> LabelFr
 def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     """Instantiate task, data, model, method, teacher, optimiser, schedule, hooks and loop."""
     check_config(cfg)
+    run_dir = Path(run_dir) if run_dir is not None else None
     group = init_distributed(str(cfg.device))
     # each process draws its own model-internal randomness (dropout, detection's sampling);
     # the loss terms' draws come from streams keyed to each sample's place in the global batch
@@ -278,8 +280,12 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
             f"the model predicts {model_classes} classes but the task has {task.num_classes}; "
             "set model.num_classes to ${dataset.num_classes}"
         )
+    resume_from = find_resume_checkpoint(cfg.get("resume"), run_dir)
+    if cfg.get("init_from") and resume_from is None:  # a resumed run loads its own weights
+        load_initial_weights(student, str(cfg.init_from))
     method = build_method(cfg)
     check_batch_norm(student, method, min(source.batch_size, target_batch), ld)
+    # the teacher starts as a copy of the (initialised) student
     teacher = instantiate(cfg.teacher, model=student) if method.uses_pseudo_labels else None
     if cfg.get("compile"):
         student.compile()  # in place: parameter names and the teacher's copy are unchanged
@@ -312,7 +318,6 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
     hooks.append(evaluation)
     checkpointer = None
     if run_dir is not None:
-        run_dir = Path(run_dir)
         check_writable(run_dir)
         hooks.append(MetricsLogger(run_dir, int(cfg.log.interval), bool(cfg.log.tensorboard)))
         checkpointer = Checkpointer(
@@ -349,7 +354,6 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         step_strategy=step_strategy,
         collective=ProcessGroup(device) if group.enabled else None,
     )
-    resume_from = find_resume_checkpoint(cfg.get("resume"), run_dir)
     if resume_from is None and run_dir is not None and list(run_dir.glob("checkpoints/iter_*.pt")):
         raise ConfigError(
             f"the run folder '{run_dir}' already holds a run (checkpoints/iter_*.pt); continue "

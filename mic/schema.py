@@ -89,6 +89,7 @@ class RootSchema(_Section):
     deterministic: bool = False
     resume: str | None = None
     resume_allow_changes: list[str] = []
+    init_from: str | None = None
     preflight: bool = True
     lr_mult: dict[str, Any] | None = None
     no_weight_decay: list[str] = []

@@ -514,6 +514,18 @@ CASES = [
         "differs from the checkpoint's in what the run trains with (model.bottleneck_dim",
     ),
     (
+        "init-missing",
+        "start from weights (init_from) that do not exist",
+        lambda t, r: [f"init_from={t / 'none.pt'}"],
+        "init_from: '",
+    ),
+    (
+        "init-other-model",
+        "start from the weights of another model",
+        lambda t, r: [f"init_from={r}", "model.bottleneck_dim=32"],
+        "do not fit the model (",
+    ),
+    (
         "checkpoint-empty-folder",
         "resume from a folder without checkpoints",
         lambda t, r: [f"resume={t}"],
@@ -601,7 +613,8 @@ def run_case(case, root: Path, existing: Path) -> dict:
     run = tmp / "run"
     shutil.copytree(existing, run)
     args = overrides(tmp, run / "checkpoints" / "iter_00000002.pt")
-    fresh = any(a.startswith("dataset") for a in args)  # other data: a run of its own
+    # other data or other starting weights: a run of its own
+    fresh = any(a.startswith(("dataset", "init_from")) for a in args)
     if name in ENVIRONMENT:
         where, fault = ENVIRONMENT[name]
         run_dir = where(tmp, run)

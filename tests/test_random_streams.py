@@ -144,3 +144,66 @@ def test_a_term_draws_the_same_whatever_its_place_and_others_draw_differently():
         outputs[order] = {k: r.outputs[0] for k, r in recorders.items()}
     a, b = outputs.values()
     assert torch.equal(a["mic"], b["mic"]) and torch.equal(a["self_training"], b["self_training"])
+
+
+def _detection_loop(terms, with_mic: bool):
+    from mic.datasets.detection import ShapesDetection
+    from mic.tasks.detection import DetectionMIC, DetectionTask
+    from tests.det_helpers import SIZE, tiny_detector
+
+    # threshold 0: the untrained teacher's boxes become pseudo-boxes, so MIC's branch runs
+    task = DetectionTask(4, score_threshold=0.0)
+    kw = {"batch_size": 2, "shuffle": True, "drop_last": True, "collate_fn": task.collate}
+    src = ShapesDetection("source", "train", size=SIZE, length=8)
+    tgt = ShapesDetection("target", "train", labelled=False, size=SIZE, length=8)
+    student = tiny_detector(0, num_classes=4)
+    if with_mic:  # lambda 0: MIC's gradient is zero, only its draws could change the run
+        masker = mic.BlockMasker(8, 0.5, StrongAugmentation(), fill=student.image_mean)
+        terms = {**terms, "mic": DetectionMIC(masker, weight=0.0)}
+    method = UDAMethod(terms)
+    params = [*student.parameters(), *method.parameters()]
+    return AdaptationLoop(
+        task,
+        student,
+        method,
+        torch.optim.SGD(params, 0.01, momentum=0.9),
+        DataLoader(src, generator=torch.Generator().manual_seed(0), **kw),
+        DataLoader(tgt, generator=torch.Generator().manual_seed(1), **kw),
+        4,
+        teacher=EMATeacher(student, 0.9),
+        seed=2,
+    )
+
+
+@pytest.mark.parametrize("base", ["mean_teacher", "sada"])
+def test_adding_mic_leaves_the_detection_base_methods_draws_unchanged(base):
+    from mic.tasks.detection import DomainAdversarial, SharedSourceSupervision
+
+    runs = []
+    for with_mic in (False, True):
+        torch.manual_seed(0)  # the global generators: the same start in both runs
+        if base == "mean_teacher":
+            augmentation = StrongAugmentation()
+            recorder = Recorder(augmentation)
+            no_box = {"rpn_box": 0.0, "roi_box": 0.0}
+            terms = {
+                "source": mic.SourceSupervision(),
+                "self_training": mic.SelfTraining(augmentation, "none", part_weights=no_box),
+            }
+        else:
+            recorder = None
+            terms = {
+                "source": SharedSourceSupervision(),
+                "adversarial": DomainAdversarial(16, 32, image_levels=5, instance_levels=4),
+            }
+        loop = _detection_loop(terms, with_mic)
+        _run(loop)
+        runs.append((loop, recorder))
+    (a, rec_a), (b, rec_b) = runs
+    if rec_a is not None:  # the mean teacher's augmented targets
+        assert len(rec_a.outputs) == len(rec_b.outputs) == 4
+        assert all(torch.equal(x, y) for x, y in zip(rec_a.outputs, rec_b.outputs))
+    # the detector's sampling drew the same in both runs: the same weights after 4 steps
+    for (name, p), q in zip(a.student.named_parameters(), b.student.parameters()):
+        assert torch.equal(p, q), name
+    assert b.method.terms["mic"].statistics["boxes"] > 0  # the masked branch did run

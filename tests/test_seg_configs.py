@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from mic.experiment import load_config, run_experiment
@@ -265,3 +266,25 @@ def test_model_and_dataset_class_counts_disagree():
     with pytest.raises(Exception) as info:
         run_experiment(load_config([*TINY, "model.num_classes=5"]))
     assert "the model predicts 5 classes" in user_error(info.value)
+
+
+@pytest.mark.parametrize(("tau", "q"), [(0.0, 1.0), (1.0, 0.0)])
+def test_dacs_and_mic_log_the_quality_weight_and_the_mic_loss(tmp_path, tau, q):
+    overrides = [*TINY, "log.interval=1", f"pseudo_label_threshold={tau}"]
+    run_experiment(load_config(overrides), tmp_path)
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "loss/mic" in r]
+    assert [r["step"] for r in logged] == [1, 2, 3]
+    for r in logged:
+        assert r["mic/q"] == r["mix/q"] == q  # every pixel is >= 0, none is >= 1
+        assert 1 / 8 < r["mic/confidence"] == r["mix/confidence"] <= 1
+
+
+def test_quality_statistics_by_hand():
+    from mic import PseudoLabelWeighting
+    from mic.tasks.common import quality_statistics
+
+    confidence = torch.tensor([[0.5, 0.97], [0.99, 0.2]])
+    stats = quality_statistics(confidence, PseudoLabelWeighting("quality", 0.968))
+    assert stats["q"].item() == pytest.approx(0.5)
+    assert stats["confidence"].item() == pytest.approx(0.665)

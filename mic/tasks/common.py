@@ -1,13 +1,13 @@
-"""What more than one task needs of its models."""
+"""What more than one task needs: checks of its models, statistics of pseudo-labels for logs."""
 
 from __future__ import annotations
 
 import functools
 import inspect
 
-from torch import nn
+from torch import Tensor, nn
 
-from mic.core import ConfigError
+from mic.core import ConfigError, PseudoLabelWeighting
 from mic.core.teacher import unwrap
 
 
@@ -31,3 +31,16 @@ def require_features(model: nn.Module, needed_by: str) -> None:
             "(mic.tasks.classification.Classifier, the mic.tasks.segmentation models) or add "
             "forward(x, return_features=False) returning (logits, features) when it is True"
         )
+
+
+def quality_statistics(confidence: Tensor, weighting: PseudoLabelWeighting) -> dict[str, Tensor]:
+    """What a pixel- or sample-wise consistency term reports for logs (its ``statistics``,
+    logged as ``<term>/<name>`` by ``mic.training.MetricsLogger``): ``q``, the share of
+    pseudo-labelled elements whose teacher confidence is >= tau (the quality weight), and
+    ``confidence``, their mean teacher confidence; detached 0-d float tensors on the
+    confidence's device (no host synchronisation)."""
+    confidence = confidence.detach().float()
+    return {
+        "q": weighting.quality(confidence),
+        "confidence": confidence.mean() if confidence.numel() else confidence.new_zeros(()),
+    }

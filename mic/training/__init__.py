@@ -5,8 +5,10 @@ checkpoint. It depends on ``mic.core``; the loop reaches it only through its nar
 interfaces (``Hook``, ``Collective``)."""
 
 from mic.training.checkpoint import (
+    initial_weights,
     latest_checkpoint,
     load_checkpoint,
+    load_initial_weights,
     save_checkpoint,
     save_weights,
 )
@@ -67,8 +69,10 @@ __all__ = [
     "WarmupPoly",
     "evaluate",
     "init_distributed",
+    "initial_weights",
     "latest_checkpoint",
     "load_checkpoint",
+    "load_initial_weights",
     "lr_scheduler",
     "make_validators",
     "param_groups",

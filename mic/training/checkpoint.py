@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from mic.core.errors import CheckpointError
+from mic.core.errors import CheckpointError, ConfigError
 from mic.core.teacher import unwrap
 
 #: marks a file as one of ours, with the format version
@@ -96,5 +96,109 @@ def load_checkpoint(
         raise CheckpointError(
             f"'{path}' is not a mic checkpoint (no '{FORMAT}' marker); "
             "to load plain model weights use model.load_state_dict(torch.load(path))"
+        )
+    return state
+
+
+def initial_weights(path: str | os.PathLike[str], key: str = "init_from") -> dict[str, Any]:
+    """The model weights that a run starts from (``init_from``): the student of a mic
+    checkpoint (``iter_*.pt``, ``best.pt``), a weights-only file (``student.pt``,
+    ``teacher.pt``, any ``state_dict`` saved with ``torch.save``), or a run folder (its
+    ``checkpoints/student.pt``, else its newest checkpoint).
+
+    Args:
+        path: the file or run folder.
+        key: the config key that named it (for messages).
+
+    Returns:
+        A ``state_dict`` (parameter and buffer name -> tensor), on the CPU.
+
+    Raises:
+        ConfigError: no such file or folder, a folder without weights, or a file that holds
+            no weights.
+    """
+    return _read_weights(_weights_file(Path(path), key), key)
+
+
+def load_initial_weights(
+    model: torch.nn.Module, path: str | os.PathLike[str], key: str = "init_from"
+) -> Path:
+    """Load ``initial_weights(path)`` into ``model``, strictly: every parameter and buffer,
+    each of the same shape.
+
+    Returns:
+        The file read (``path`` itself, or the file chosen in a run folder).
+
+    Raises:
+        ConfigError: see ``initial_weights``; or weights that do not fit the model (names
+            missing or left over, shapes that differ), listed in the message.
+    """
+    file = _weights_file(Path(path), key)
+    state = _read_weights(file, key)
+    own = unwrap(model).state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        problems = []
+        for label, names in (
+            ("missing from the file", missing),
+            ("in the file but not the model", unexpected),
+            ("of another shape (file vs model)", shapes),
+        ):
+            if names:
+                more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+                problems.append(f"{len(names)} {label}: {', '.join(names[:3])}{more}")
+        raise ConfigError(
+            f"{key}: the weights in '{file}' do not fit the model ({'; '.join(problems)}). "
+            "They must come from the same model config (model=..., model.* and "
+            "dataset.num_classes) as this run"
+        )
+    unwrap(model).load_state_dict(state)
+    return file
+
+
+def _weights_file(path: Path, key: str) -> Path:
+    if path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        if (folder / "student.pt").is_file():
+            return folder / "student.pt"
+        found = latest_checkpoint(folder)
+        if found is None:
+            raise ConfigError(
+                f"{key}: the folder '{folder}' holds no student.pt and no readable iter_*.pt; "
+                "give a weights file or a checkpoint"
+            )
+        return found
+    if not path.is_file():
+        raise ConfigError(
+            f"{key}: '{path}' does not exist; give a mic checkpoint (iter_*.pt, best.pt), a "
+            "weights file (student.pt, or a state_dict saved with torch.save) or a run folder"
+        )
+    return path
+
+
+def _read_weights(file: Path, key: str) -> dict[str, Any]:
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for foreign or corrupt files
+        raise ConfigError(
+            f"{key}: cannot read '{file}' ({e.__class__.__name__}): it is corrupt or not a "
+            "file of model weights"
+        ) from e
+    if isinstance(state, dict) and state.get("format") == FORMAT:
+        state = state.get("student")
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(v, torch.Tensor) for v in state.values())
+    ):
+        raise ConfigError(
+            f"{key}: '{file}' holds no model weights (a state_dict of tensors, or a mic "
+            "checkpoint with a student)"
         )
     return state

@@ -35,6 +35,35 @@ def _due(step: int, interval: int, last: int) -> bool:
     return step == last or (interval > 0 and step % interval == 0)
 
 
+def term_statistics(loop: AdaptationLoop) -> dict[str, Tensor]:
+    """What the loss terms that ran in the last iteration report besides their losses, as
+    ``<term>/<name>`` -> detached 0-d tensor on the device.
+
+    A term reports by keeping a dict ``statistics`` (name -> detached 0-d tensor) that its
+    forward sets (e.g. MIC's quality weight ``q``): for logs only, never back-propagated, and
+    read with the losses in one host synchronisation (``iteration_floats``).
+    """
+    out: dict[str, Tensor] = {}
+    for name, term in loop.active_terms(loop.step - 1):
+        stats = getattr(term, "statistics", None) or {}
+        out.update({f"{name}/{k}": v.detach() for k, v in stats.items()})
+    return out
+
+
+def iteration_floats(
+    loop: AdaptationLoop, losses: dict[str, Tensor]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The last iteration's losses and term statistics (``term_statistics``) as floats,
+    averaged over processes: one host synchronisation (``loop.loss_floats``, cached for the
+    iteration, so every hook that asks shares it)."""
+    stats = term_statistics(loop)
+    floats = loop.loss_floats({**losses, **stats})
+    return (
+        {k: v for k, v in floats.items() if k not in stats},
+        {k: v for k, v in floats.items() if k in stats},
+    )
+
+
 class ProgressBar(Hook):
     """A tqdm bar with ETA and the live losses (refreshed every ``interval`` iterations)."""
 
@@ -57,7 +86,8 @@ class ProgressBar(Hook):
         self.bar.update(1)
         # enabled, not main: every process must ask for the losses at the same iterations
         if self.enabled and _due(loop.step, self.interval, loop.iterations):
-            post = {k: f"{v:.3f}" for k, v in loop.loss_floats(losses).items()}
+            values, stats = iteration_floats(loop, losses)
+            post = {k: f"{v:.3f}" for k, v in {**values, **stats}.items()}
             self.bar.set_postfix(post, refresh=False)
 
     def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
@@ -69,7 +99,8 @@ class ProgressBar(Hook):
 
 
 class MetricsLogger(Hook):
-    """Losses, learning rate and speed every ``interval`` iterations, plus every record
+    """Losses (``loss/<name>``), the loss terms' statistics (``<term>/<name>``, see
+    ``term_statistics``), learning rate and speed every ``interval`` iterations, plus every record
     emitted by other hooks, to ``metrics.jsonl`` (one JSON object per line, flushed at once)
     and to TensorBoard under ``tensorboard/``."""
 
@@ -124,7 +155,9 @@ class MetricsLogger(Hook):
             "time/iteration_s": seconds,
             "skipped_steps": loop.skipped_steps,
         }
-        record.update({f"loss/{k}": v for k, v in loop.loss_floats(losses).items()})
+        values, stats = iteration_floats(loop, losses)
+        record.update({f"loss/{k}": v for k, v in values.items()})
+        record.update(stats)
         self.write(record)
 
     def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:

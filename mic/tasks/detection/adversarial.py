@@ -35,6 +35,7 @@ from mic.core import ConfigError, IterationContext, LossTerm, SharedForward
 from mic.core.teacher import unwrap
 from mic.core.terms import sum_parts
 from mic.functional import reverse_gradient, scale_gradient
+from mic.tasks.detection.model import images_device, sampling_from
 
 if TYPE_CHECKING:
     from mic.tasks.detection.model import Capture
@@ -219,7 +220,7 @@ class DomainAdversarial(LossTerm):
     def forward(self, ctx: IterationContext) -> dict[str, Tensor]:
         model = unwrap(ctx.student)
         _, source = source_forward(ctx)
-        with model.capture() as target:
+        with model.capture() as target, sampling_from(ctx.rng, images_device(ctx.target_images)):
             ctx.student(ctx.target_images)
         parts = [self.domain_losses(model, c, float(d)) for c, d in ((source, 1), (target, 0))]
         out = {

@@ -45,6 +45,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from mic.backbones import create_backbone
+from mic.core.context import Random, RandomStream, stream_seed
 from mic.core.errors import ConfigError
 from mic.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -52,6 +53,34 @@ from mic.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 LOSS_PARTS = ("rpn_objectness", "rpn_box", "roi_classifier", "roi_box")
 #: the box-regression parts (off for pseudo-labels in the published masked branch)
 BOX_REGRESSION_PARTS = ("rpn_box", "roi_box")
+
+
+# ---------------------------------------------------------------------------------- sampling
+def images_device(images: Tensor | Sequence[Tensor]) -> torch.device:
+    """The device of a batch of images (a tensor, or a list of images of different sizes)."""
+    return images.device if isinstance(images, Tensor) else images[0].device
+
+
+@contextmanager
+def sampling_from(rng: Random, device: torch.device | str) -> Iterator[None]:
+    """Within the block, the detector's own random draws (the RPN's and the ROI heads'
+    positive / negative sampling, the proposals sampled without targets) come from torch's
+    global generators of the CPU and ``device`` reseeded from the term's stream ``rng``; the
+    generators are restored afterwards. So each loss term's sampling is fixed by (seed, term,
+    iteration, process), whatever other terms drew before it: adding MIC leaves the base
+    method's draws unchanged. ``rng`` a ``torch.Generator`` or None: the global generators
+    as they are."""
+    if not isinstance(rng, RandomStream):
+        yield
+        return
+    device = torch.device(device)
+    seed = stream_seed(rng.seed, "sampling", rng.rank, rng.micro)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type=device.type):
+        torch.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            torch.cuda.default_generators[device.index or 0].manual_seed(seed)
+        yield
 
 
 # ---------------------------------------------------------------------------------- matching
@@ -85,7 +114,11 @@ class WeightedRPN(RegionProposalNetwork):
     """torchvision's RPN with per-box weights on its losses and an optional-target training
     forward. Losses: ``rpn_objectness`` (binary cross-entropy over the sampled anchors, each
     weighted) and ``rpn_box`` (smooth L1 over the positive anchors, weighted, divided by the
-    number of sampled anchors, as torchvision does)."""
+    number of sampled anchors, as torchvision does). With ``confidence_weighted`` (see
+    ``FasterRCNN.student_confidence_weights``) each sampled anchor's weight is also
+    multiplied by its own objectness probability, detached."""
+
+    confidence_weighted: bool = False
 
     def forward(  # type: ignore[override]
         self,
@@ -133,12 +166,14 @@ class WeightedRPN(RegionProposalNetwork):
         pos = torch.where(positive)[0]
         labels_all, weights_all = torch.cat(labels), torch.cat(weights)
         regression_all = torch.cat(regression_targets)
-        bce = F.binary_cross_entropy_with_logits(
-            objectness.flatten()[sampled], labels_all[sampled], reduction="none"
-        )
+        logits = objectness.flatten()[sampled]
+        bce = F.binary_cross_entropy_with_logits(logits, labels_all[sampled], reduction="none")
         box = F.smooth_l1_loss(deltas[pos], regression_all[pos], beta=1 / 9, reduction="none")
+        sample_weight = weights_all[sampled]
+        if self.confidence_weighted:
+            sample_weight = sample_weight * logits.detach().float().sigmoid()
         return {
-            "rpn_objectness": weighted_mean(bce, weights_all[sampled]),
+            "rpn_objectness": weighted_mean(bce, sample_weight),
             "rpn_box": weighted_mean(box.sum(1), weights_all[pos], sampled.numel()),
         }
 
@@ -149,10 +184,16 @@ class WeightedRoIHeads(RoIHeads):
     ``roi_classifier`` (cross-entropy over the sampled proposals, weighted) and ``roi_box``
     (smooth L1 over the foreground proposals, weighted, divided by the number of samples).
 
+    With ``confidence_weighted`` (see ``FasterRCNN.student_confidence_weights``) each
+    sampled proposal's classification weight is also multiplied by the head's own highest
+    class probability on it (background included), detached.
+
     Args:
         unlabelled_samples: proposals per image whose ROI features a training forward
             without targets computes (a random subset, as for labelled images).
     """
+
+    confidence_weighted: bool = False
 
     def __init__(self, *args: Any, unlabelled_samples: int = 512, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -213,8 +254,12 @@ class WeightedRoIHeads(RoIHeads):
         fg = torch.where(labels_all > 0)[0]
         deltas = box_regression.reshape(len(labels_all), -1, 4)[fg, labels_all[fg]]
         box = F.smooth_l1_loss(deltas, regression_all[fg], beta=1 / 9, reduction="none")
+        class_weights = weights_all
+        if self.confidence_weighted:
+            confidence = class_logits.detach().float().softmax(1).amax(1)
+            class_weights = class_weights * confidence
         return {
-            "roi_classifier": weighted_mean(ce, weights_all),
+            "roi_classifier": weighted_mean(ce, class_weights),
             "roi_box": weighted_mean(box.sum(1), weights_all[fg], len(labels_all)),
         }
 
@@ -463,6 +508,25 @@ class FasterRCNN(nn.Module):
             yield captured
         finally:
             self._capture = self.roi_heads.captured = None
+
+    @contextmanager
+    def student_confidence_weights(self) -> Iterator[None]:
+        """Within the block, training losses weight each sample by the model's own confidence
+        on it, on top of its box's weight: a sampled anchor by its objectness probability
+        (``rpn_objectness``), a sampled proposal by its highest class probability
+        (``roi_classifier``), both detached. This is the published masked branch's
+        ``PSEUDO_LABEL_WEIGHT='prob'`` of MIC's detection code, where the student's own
+        confidence weighs the pseudo-labelled samples; the published RPN weight is not
+        detached (its gradient then also pushes on the objectness through the weight), ours
+        is. The box-regression losses are unchanged."""
+        heads = (self.rpn, self.roi_heads)
+        for head in heads:
+            head.confidence_weighted = True
+        try:
+            yield
+        finally:
+            for head in heads:
+                head.confidence_weighted = False
 
     def forward(
         self, images: Tensor | Sequence[Tensor], targets: Sequence[dict[str, Tensor]] | None = None

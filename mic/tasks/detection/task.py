@@ -14,7 +14,7 @@ from mic.core import ConfigError, DatasetError, PseudoLabels, Task
 from mic.core.batch import collate_pairs
 from mic.core.context import Random
 from mic.datasets.detection.targets import batch_images, check_target, image_size
-from mic.tasks.detection.model import LOSS_PARTS
+from mic.tasks.detection.model import LOSS_PARTS, images_device, sampling_from
 
 Detections = list[dict[str, Tensor]]
 
@@ -114,7 +114,8 @@ class DetectionTask(Task):
     ) -> dict[str, Tensor]:
         if weights is not None:
             targets = [{**t, "weights": w} for t, w in zip(targets, weights, strict=True)]
-        losses = model(images, targets)
+        with sampling_from(rng, images_device(images)):
+            losses = model(images, targets)
         missing = [k for k in LOSS_PARTS if k not in losses]
         if missing:
             raise RuntimeError(

@@ -32,7 +32,7 @@ from mic.core.teacher import unwrap
 from mic.core.terms import sum_parts
 from mic.core.weighting import WeightingMode
 from mic.datasets.segmentation.labels import CITYSCAPES_THING_CLASSES
-from mic.tasks.common import require_features
+from mic.tasks.common import quality_statistics, require_features
 
 
 def class_mix_masks(
@@ -102,6 +102,8 @@ class ClassMix(LossTerm):
         self.augmentation = augmentation
         self.weighting = PseudoLabelWeighting(weighting, tau)
         self.classes_from = classes_from
+        #: the last call's quality weight ``q`` and mean confidence, for logs
+        self.statistics: dict[str, Tensor] = {}
 
     def mix(self, ctx: IterationContext) -> tuple[Tensor, Tensor, Tensor]:
         """The mixed images, labels and per-pixel weights of this iteration."""
@@ -115,6 +117,7 @@ class ClassMix(LossTerm):
             )
         pseudo = ctx.pseudo_labels
         weights = self.weighting(pseudo, ctx.mean)
+        self.statistics = quality_statistics(pseudo.confidence, self.weighting)
         ignore = getattr(ctx.task, "ignore_index", 255)
         mask = class_mix_masks(labels, ctx.task.num_classes, ctx.rng, self.classes_from, ignore)
         images = torch.where(mask[:, None], source, target)
@@ -318,11 +321,14 @@ class SegmentationMIC(MaskedImageConsistency):
             raise ConfigError(f"MIC images must be 'target' or 'source+target', got {images!r}")
         self.images = images
         self.unscaled_parts = unscaled
+        #: the last call's quality weight ``q`` and mean confidence, for logs
+        self.statistics: dict[str, Tensor] = {}
 
     def forward(self, ctx: IterationContext) -> Tensor:
+        pseudo = ctx.pseudo_labels
+        self.statistics = quality_statistics(pseudo.confidence, self.weighting)
         if self.images == "target":
             return super().forward(ctx)
-        pseudo = ctx.pseudo_labels
         weights = self.weighting(pseudo, ctx.mean)  # q of the whole target batch, as published
         images = torch.cat([ctx.source_images[:1], ctx.target_images[:1]])
         labels = torch.cat([ctx.source_targets[:1], pseudo.labels[:1]])

@@ -1,0 +1,102 @@
+"""MIC's masked branch for detection, with the published weightings of the masked losses and
+the statistics a reader needs to see when it acts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import nullcontext
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from mic.core import (
+    QUALITY_THRESHOLD,
+    ConfigError,
+    IterationContext,
+    MaskedImageConsistency,
+    Masker,
+    PseudoLabels,
+)
+from mic.core.teacher import unwrap
+from mic.core.weighting import WEIGHTING_MODES
+
+#: the masked branch's weightings: the core's (per pseudo-box) and the student's own confidence
+DETECTION_WEIGHTINGS = (*WEIGHTING_MODES, "student")
+
+
+def pseudo_box_statistics(pseudo: PseudoLabels, device: torch.device) -> dict[str, Tensor]:
+    """For logs: ``boxes``, pseudo-boxes per target image; ``images``, the share of target
+    images with at least one (those the masked branch trains on); ``score``, the pseudo-boxes'
+    mean teacher score. Detached 0-d float tensors on ``device``, made without a host
+    synchronisation (the counts are known to the host)."""
+    confidence = [c.detach().float() for c in pseudo.confidence]
+    images = max(1, len(confidence))
+    boxes = sum(len(c) for c in confidence)
+    zero = torch.zeros((), device=device)
+    kept = sum(len(c) > 0 for c in confidence)
+    return {
+        "boxes": zero.new_full((), boxes / images),
+        "images": zero.new_full((), kept / images),
+        "score": torch.cat(confidence).mean() if boxes else zero,
+    }
+
+
+class DetectionMIC(MaskedImageConsistency):
+    """MIC for detection: the student on the masked target against the teacher's pseudo-boxes
+    (score >= ``task.score_threshold``), images without any left out.
+
+    Weightings of the masked losses:
+        ``"none"``: every pseudo-box weighs 1 (the published default);
+        ``"prob"``: each pseudo-box weighs its teacher score (the anchors and proposals
+            matched to it that weight, background samples its image's mean);
+        ``"quality"``: every pseudo-box weighs the share of pseudo-boxes with score >= tau;
+        ``"student"``: each sampled anchor and proposal weighs the student's own confidence
+            on it (``FasterRCNN.student_confidence_weights``): the published masked branch's
+            ``PSEUDO_LABEL_WEIGHT='prob'`` (there, the RPN weight is not detached; here it is).
+
+    ``statistics`` (logged as ``mic/<name>``): see ``pseudo_box_statistics``.
+
+    Args:
+        masker: the block masker (published 32 px blocks, ratio 0.5).
+        weighting: one of the weightings above.
+        tau: the quality weighting's threshold.
+        weight: lambda (published 1).
+        part_weights: a multiplier per detection loss part (published: the box-regression
+            parts 0).
+
+    Raises:
+        ConfigError: an unknown weighting.
+    """
+
+    def __init__(
+        self,
+        masker: Masker,
+        weighting: Literal["none", "prob", "quality", "student"] = "none",
+        tau: float = QUALITY_THRESHOLD,
+        weight: float = 1.0,
+        part_weights: Mapping[str, float] | None = None,
+    ) -> None:
+        if weighting not in DETECTION_WEIGHTINGS:
+            raise ConfigError(
+                f"detection MIC weighting must be one of {DETECTION_WEIGHTINGS}, got {weighting!r}"
+            )
+        self.student_weighted = weighting == "student"
+        super().__init__(
+            masker, "none" if self.student_weighted else weighting, tau, weight, part_weights
+        )
+        self.statistics: dict[str, Tensor] = {}
+
+    def forward(self, ctx: IterationContext) -> Tensor:
+        pseudo = ctx.pseudo_labels
+        device = next(ctx.student.parameters()).device
+        self.statistics = pseudo_box_statistics(pseudo, device)
+        model: Any = unwrap(ctx.student)
+        if self.student_weighted and not hasattr(model, "student_confidence_weights"):
+            raise ConfigError(
+                "method.terms.mic.weighting=student needs a mic.tasks.detection.FasterRCNN "
+                f"student (it weights the detector's own samples), got {type(model).__name__}"
+            )
+        weighted = model.student_confidence_weights() if self.student_weighted else nullcontext()
+        with weighted:
+            return super().forward(ctx)

@@ -1,0 +1,93 @@
+"""MIC's masked branch for detection: the published weightings (teacher score per pseudo-box,
+the student's own confidence per sample) and the statistics it logs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mic
+from mic.core import ConfigError, PseudoLabels, RandomStream
+from mic.experiment import load_config, run_experiment
+from mic.tasks.detection import DetectionMIC, pseudo_box_statistics
+from mic.tasks.detection.model import sampling_from
+from tests.det_helpers import TINY_DET, tiny_batch, tiny_detector
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_roi_classifier_weights_each_proposal_by_its_own_detached_confidence():
+    heads = tiny_detector().roi_heads
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 4, generator=g, requires_grad=True)
+    boxes = torch.randn(6, 16, generator=g)
+    labels = [torch.tensor([1, 0, 2]), torch.tensor([0, 3, 0])]
+    regression = [torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)]
+    weights = [torch.tensor([1.0, 0.5, 1.0]), torch.tensor([1.0, 1.0, 0.2])]
+    heads.confidence_weighted = True
+    loss = heads.losses(logits, boxes, labels, regression, weights)["roi_classifier"]
+    confidence = logits.detach().softmax(1).amax(1)
+    expected = F.cross_entropy(logits, torch.cat(labels), reduction="none") * confidence
+    expected = (expected * torch.cat(weights)).mean()
+    assert torch.allclose(loss, expected)
+    (grad,) = torch.autograd.grad(loss, logits)
+    (want,) = torch.autograd.grad(expected, logits)
+    assert torch.allclose(grad, want)  # the confidence is a constant, not trained
+
+
+def test_student_confidence_lowers_the_classification_losses_alone():
+    model = tiny_detector()
+    model.train()
+    images, targets = tiny_batch()
+    losses = []
+    for weighted in (False, True):
+        with sampling_from(RandomStream(4), "cpu"):  # the same samples both times
+            if weighted:
+                with model.student_confidence_weights():
+                    losses.append(model(images, targets))
+            else:
+                losses.append(model(images, targets))
+    plain, weighted = losses
+    for part in ("rpn_objectness", "roi_classifier"):  # confidences < 1
+        assert 0 < weighted[part] < plain[part]
+    for part in ("rpn_box", "roi_box"):
+        assert torch.equal(weighted[part], plain[part])
+    assert not model.rpn.confidence_weighted and not model.roi_heads.confidence_weighted
+
+
+def test_pseudo_box_statistics():
+    pseudo = PseudoLabels(
+        labels=[{}, {}, {}, {}],
+        confidence=[torch.tensor([0.9, 0.8]), torch.zeros(0), torch.tensor([1.0]), torch.zeros(0)],
+    )
+    stats = pseudo_box_statistics(pseudo, torch.device("cpu"))
+    assert stats["boxes"].item() == pytest.approx(0.75)
+    assert stats["images"].item() == pytest.approx(0.5)
+    assert stats["score"].item() == pytest.approx(0.9)
+    empty = pseudo_box_statistics(PseudoLabels([{}], [torch.zeros(0)]), torch.device("cpu"))
+    assert empty["boxes"].item() == empty["images"].item() == empty["score"].item() == 0
+
+
+def test_unknown_weighting_is_refused():
+    with pytest.raises(ConfigError, match="student"):
+        DetectionMIC(mic.BlockMasker(8), weighting="teacher_score")
+
+
+@pytest.mark.parametrize("weighting", ["prob", "student"])
+def test_the_masked_branch_logs_its_pseudo_boxes_and_loss(tmp_path, weighting):
+    overrides = [
+        *TINY_DET,
+        "method=mean_teacher",
+        "task.score_threshold=0.0",  # an untrained teacher's boxes count, so the branch runs
+        "log.interval=1",
+        f"method.terms.mic.weighting={weighting}",
+    ]
+    run_experiment(load_config(overrides), tmp_path)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in lines if "loss/mic" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    for r in steps:
+        assert r["mic/boxes"] > 0 and r["mic/images"] == 1.0 and 0 < r["mic/score"] <= 1

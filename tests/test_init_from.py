@@ -1,0 +1,63 @@
+"""``init_from``: a run starts from given model weights (a weights file, a mic checkpoint or a
+run folder), the teacher from a copy of them; weights of another model are refused (through
+``mic-train`` in tests/test_bad_input.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mic.core import ConfigError
+from mic.experiment import build_experiment, load_config, run_experiment
+from mic.training import initial_weights, load_checkpoint
+from tests.helpers import TINY_RUN
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+TINY = [*TINY_RUN, "log.tensorboard=false", "eval.adabn_batches=0"]
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("init") / "source"
+    run_experiment(load_config([*TINY, "method=source_only", "mic=none", "seed=5"]), folder)
+    return folder
+
+
+def _equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("which", ["folder", "weights", "checkpoint"])
+def test_student_and_teacher_start_from_the_given_weights(source_run, which):
+    path = {
+        "folder": source_run,
+        "weights": source_run / "checkpoints" / "student.pt",
+        "checkpoint": source_run / "checkpoints" / "iter_00000004.pt",
+    }[which]
+    saved = torch.load(source_run / "checkpoints" / "student.pt", weights_only=True)
+    if which == "checkpoint":
+        assert _equal(load_checkpoint(path)["student"], saved)
+    exp = build_experiment(load_config([*TINY, f"init_from={path}"]))
+    assert _equal(exp.student.state_dict(), saved)
+    exp.loop.teacher.update(exp.student, 0)  # what iteration 0 does
+    assert _equal(exp.loop.teacher.model.state_dict(), saved)
+    fresh = build_experiment(load_config(TINY))  # the same seed without init_from differs
+    assert not _equal(fresh.student.state_dict(), saved)
+
+
+def test_a_resumed_run_keeps_its_own_weights(source_run, tmp_path):
+    run = tmp_path / "run"
+    overrides = [*TINY, f"init_from={source_run}", "checkpoint.interval=2"]
+    run_experiment(load_config(overrides), run)
+    last = load_checkpoint(run / "checkpoints" / "iter_00000004.pt")["student"]
+    exp = build_experiment(load_config([*overrides, "resume=auto", "iterations=6"]), run)
+    assert _equal(exp.student.state_dict(), last)
+
+
+def test_a_file_without_weights_is_refused(tmp_path):
+    path = tmp_path / "x.pt"
+    torch.save({"step": 3}, path)
+    with pytest.raises(ConfigError, match="holds no model weights"):
+        initial_weights(path)
+    with pytest.raises(ConfigError, match=r"holds no student\.pt"):
+        initial_weights(tmp_path)
