@@ -111,10 +111,12 @@ def test_bad_arguments_are_config_errors():
         ContextStreets(domain="real")
 
 
-def test_mic_train_runs_the_context_experiment(tmp_path):
+@pytest.mark.parametrize("model", ["small_unet", "context_unet"])
+def test_mic_train_runs_the_context_experiment(tmp_path, model):
     out = run_mic_train(
         [
             "experiment=streets_context",
+            f"model={model}",
             "iterations=2",
             "dataset.train_count=8",
             "dataset.test_count=4",
