@@ -28,7 +28,6 @@ crops of the photos scikit-image ships, and adds a lighting gradient, blur and n
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
 
 import numpy as np
 import torch
@@ -41,15 +40,14 @@ from mic.datasets.segmentation.streets import (
     BUILDING,
     CAR,
     CLASSES,
-    MEAN,
     PERSON,
     POLE,
     ROAD,
     SIDEWALK,
     SKY,
-    STD,
     VEGETATION,
     StreetScenes,
+    _camera,
     _textures,
 )
 
@@ -170,17 +168,7 @@ def render_context(
         tex[where] = _texture(rng, h, w, 0.2)[where]
     kerb = parts == 1
     image[kerb] = _KERB
-    image = image * tex[..., None]
-    yy, xx = np.mgrid[0:h, 0:w]
-    gx, gy = rng.uniform(-0.35, 0.35, 2)
-    light = 1 + gx * (xx / w - 0.5) + gy * (yy / h - 0.5)
-    image = image * light[..., None].astype(np.float32)
-    from scipy.ndimage import gaussian_filter
-
-    sigma = rng.uniform(0.3, 0.7)
-    image = gaussian_filter(image, sigma=(sigma, sigma, 0))
-    image = image + rng.normal(0, 0.03, image.shape).astype(np.float32)
-    return np.clip(image, 0, 1)
+    return _camera(image * tex[..., None], rng, max_blur=0.7)
 
 
 @lru_cache(maxsize=8)
@@ -228,32 +216,17 @@ class ContextStreets(StreetScenes):
         ConfigError: an unknown domain or split, or a size below 32 px.
     """
 
-    def __init__(
-        self,
-        domain: Literal["source", "target"] = "source",
-        split: Literal["train", "test"] = "train",
-        labelled: bool = True,
-        count: int | None = None,
-        size: int = 64,
-        flip: bool = False,
-        source_lookalike: float = 0.5,
-        seed: int = 0,
-    ) -> None:
-        if domain not in ("source", "target"):
-            raise ConfigError(f"streets domain must be 'source' or 'target', got {domain!r}")
-        if split not in ("train", "test"):
-            raise ConfigError(f"streets split must be 'train' or 'test', got {split!r}")
+    def _generate(
+        self, domain: str, split: str, count: int, size: int, seed: int, source_lookalike: float
+    ) -> tuple[Tensor, Tensor]:
+        """Images in [0, 1] (N, 3, size, size) and labels (N, size, size) of the split; its
+        part ids kept as ``self.parts``."""
         if size < 32:
             raise ConfigError(
                 f"context street scenes need images of at least 32 px (dataset.size), got "
                 f"size={size}; use 64, the benchmark's default"
             )
-        count = count if count is not None else (2000 if split == "train" else 500)
-        self.labelled, self.flip = labelled, flip
-        images, self.labels, self.parts = make_context_streets(
+        images, labels, self.parts = make_context_streets(
             domain, split, count, size, seed, source_lookalike
         )
-        mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(STD).view(1, 3, 1, 1)
-        self.images = (images - mean) / std
-        self.ignore_index = 255
+        return images, labels
