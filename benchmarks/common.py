@@ -143,17 +143,27 @@ def mean_std(values: list[float | None], digits: int = 1, scale: float = 100.0) 
     return f"{statistics.mean(kept):.{digits}f} ± {std:.{digits}f}"
 
 
-def interval95(values: list[float | None], digits: int = 1, scale: float = 100.0) -> str:
-    """``[lo, hi]``: the 95 % interval of the mean of the scaled values (Student's t with
-    n - 1 degrees of freedom), missing and NaN ones left out; ``-`` for fewer than two."""
+def interval95_bounds(
+    values: list[float | None], scale: float = 100.0
+) -> tuple[float, float] | None:
+    """``(lo, hi)``: the 95 % interval of the mean of the scaled values (Student's t with
+    n - 1 degrees of freedom), missing and NaN ones left out; None for fewer than two."""
     from scipy import stats
 
     kept = [scale * v for v in values if v is not None and not math.isnan(v)]
     if len(kept) < 2:
-        return "-"
+        return None
     half = stats.t.ppf(0.975, len(kept) - 1) * statistics.stdev(kept) / math.sqrt(len(kept))
     mean = statistics.mean(kept)
-    return f"[{mean - half:.{digits}f}, {mean + half:.{digits}f}]"
+    return mean - half, mean + half
+
+
+def interval95(values: list[float | None], digits: int = 1, scale: float = 100.0) -> str:
+    """``[lo, hi]`` of ``interval95_bounds``, ``-`` for fewer than two values."""
+    bounds = interval95_bounds(values, scale)
+    if bounds is None:
+        return "-"
+    return f"[{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
 
 
 def paired_differences(
