@@ -192,7 +192,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="rewrite table and plot from the cached runs, no training",
     )
-    p.add_argument("--fresh", action="store_true", help="run the chosen runs again")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="run the chosen runs again (detection's warm-up models in --work are kept)",
+    )
     args = p.parse_args(argv)
     if args.out.suffix in (".md", ".json", ".png"):
         args.out = args.out.with_suffix("")
@@ -287,7 +291,7 @@ def train(args: argparse.Namespace, state: dict) -> int:
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
         starts: dict[int, str] = {}
         warm: dict[int, Future] = {}
-        settings = args.settings.get("detection")
+        settings = args.settings.get("detection")  # detection's warm-ups
         for task, _, seed, _ in todo:
             if task != "detection" or seed in starts:
                 continue
@@ -296,28 +300,20 @@ def train(args: argparse.Namespace, state: dict) -> int:
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 warm[seed] = pool.submit(warm_up, seed, settings, args.device, threads, str(path))
+
+        def submit(task: str, m: str, seed: int, key: str) -> tuple[str, str, Future]:
+            start = starts.get(seed) if task == "detection" else None
+            chosen = args.settings[task]
+            return task, key, pool.submit(run, task, m, seed, chosen, args.device, threads, start)
+
+        # the other tasks' runs queue behind the warm-ups, detection's wait for them
+        futures = [submit(*job) for job in todo if job[0] != "detection"]
         for seed, future in warm.items():
             w = future.result()
             state["warmups"][run_key("detection", "warmup", seed, settings)] = w
             save()
             print(f"detection warm-up seed {seed}: mAP@0.5 {100 * w['map_50']:.1f}", flush=True)
-        futures = [
-            (
-                task,
-                key,
-                pool.submit(
-                    run,
-                    task,
-                    m,
-                    seed,
-                    args.settings[task],
-                    args.device,
-                    threads,
-                    starts.get(seed) if task == "detection" else None,
-                ),
-            )
-            for task, m, seed, key in todo
-        ]
+        futures += [submit(*job) for job in todo if job[0] == "detection"]
         for task, key, future in futures:
             row = future.result()
             state["runs"][key] = {"task": task, **row}
@@ -448,13 +444,11 @@ def summarise(
             d = _paired(a, b, who)
             if d:
                 pair["models"][who] = d
-        flat = {
-            name: {s: r["per_class"] for s, r in side.items()}
-            for name, side in (("a", a), ("b", b))
-        }
-        classes = list(dict.fromkeys(c for side in flat.values() for r in side.values() for c in r))
+        mic_classes = {seed: r["per_class"] for seed, r in a.items()}
+        base_classes = {seed: r["per_class"] for seed, r in b.items()}
+        classes = dict.fromkeys(c for r in [*a.values(), *b.values()] for c in r["per_class"])
         for c in classes:
-            d = _paired(flat["a"], flat["b"], c)
+            d = _paired(mic_classes, base_classes, c)
             if d:
                 pair["per_class"][c] = d
         both = sorted(set(a) & set(b))
