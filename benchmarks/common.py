@@ -4,7 +4,9 @@ seeds, and the name of the device a row ran on."""
 
 from __future__ import annotations
 
+import argparse
 import math
+import os
 import statistics
 import time
 from typing import Any
@@ -126,6 +128,27 @@ def start_from(overrides: list[str], weights: str | None = None, strict: bool = 
         if result.unexpected_keys:
             raise KeyError(f"weights {weights} hold keys the model lacks: {result.unexpected_keys}")
     return exp
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """``--device``, ``--jobs`` (runs in parallel processes) and ``--threads`` (torch threads
+    per run, 0: ``threads_per_run``'s choice)."""
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads per run (0: 1 on a CPU, where a busy machine makes more threads "
+        "spin instead of work; cores / jobs on a GPU machine)",
+    )
+
+
+def threads_per_run(device: str, jobs: int, threads: int = 0) -> int:
+    """``threads`` if set, else 1 on a CPU and the cores shared out over ``jobs`` otherwise."""
+    if threads:
+        return threads
+    return 1 if device == "cpu" else max(1, (os.cpu_count() or 1) // max(1, jobs))
 
 
 def device_name(loop: Any) -> str:

@@ -47,7 +47,13 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from common import interval95_bounds, mean_std, paired_differences
+from common import (
+    add_device_options,
+    interval95_bounds,
+    mean_std,
+    paired_differences,
+    threads_per_run,
+)
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = ("student", "teacher")
@@ -165,14 +171,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--methods", nargs="+", default=None, help="only these methods of the chosen tasks"
     )
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="(default: the mode's)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch threads per run (0: 1 on a CPU, cores / jobs on a GPU machine)",
-    )
+    add_device_options(p)
     p.add_argument(
         "--out",
         type=Path,
@@ -191,6 +190,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="from_cache",
         action="store_true",
         help="rewrite table and plot from the cached runs, no training",
+    )
+    p.add_argument(
+        "--note",
+        default=None,
+        help="a paragraph for the table of this mode (or @file); replaces the previous one",
     )
     p.add_argument(
         "--fresh",
@@ -217,12 +221,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------- running
-
-
-def _threads(device: str, jobs: int, threads: int) -> int:
-    if threads:
-        return threads
-    return 1 if device == "cpu" else max(1, (os.cpu_count() or 1) // jobs)
 
 
 def run(
@@ -277,7 +275,7 @@ def train(args: argparse.Namespace, state: dict) -> int:
     """Runs the ``missing_runs`` of ``args`` (detection's warm-ups first), saving ``state``
     after each; returns how many ran."""
     cache = args.out.with_suffix(".json")
-    threads = _threads(args.device, args.jobs, args.threads)
+    threads = threads_per_run(args.device, args.jobs, args.threads)
     todo = missing_runs(args, state)
     print(f"{len(todo)} runs to do, {args.jobs} at a time, {threads} thread(s) each", flush=True)
     if not todo:
@@ -467,6 +465,12 @@ def summarise(
     return {"mode": mode, "tasks": tasks}
 
 
+def _identical(pair: dict) -> bool:
+    """Whether every paired difference of ``summarise``'s ``pair`` is exactly zero."""
+    found = [*pair["models"].values(), *pair["per_class"].values()]
+    return bool(found) and all(x == 0 for d in found for x in d["per_seed"])
+
+
 def _cell(d: dict | None, digits: int) -> str:
     return "-" if d is None else f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}"
 
@@ -501,6 +505,9 @@ def markdown(table: dict, state: dict) -> str:
             for c in calls
         ]
         lines.append("")
+    note = state.get("notes", {}).get(mode)
+    if note:
+        lines += [note, ""]
     if mode == "quick":
         lines += [
             "Quick mode: tiny schedules and 2-3 seeds, to show that every task runs end to end "
@@ -511,7 +518,7 @@ def markdown(table: dict, state: dict) -> str:
     lines += [
         "## Summary",
         "",
-        "| task | score | base | base | + MIC | MIC − base (paired) | 95 % interval | "
+        "| task | score | base method | base | + MIC | MIC − base (paired) | 95 % interval | "
         "seeds where MIC is ahead |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -566,6 +573,14 @@ def markdown(table: dict, state: dict) -> str:
             ]
             if t["pair"]["command"]:
                 lines += ["", f"Rerun the pair: `{t['pair']['command']}`"]
+            if _identical(t["pair"]):
+                lines += [
+                    "",
+                    "MIC and its base scored identically in every seed, for every model and "
+                    "class: on this schedule MIC's term left the weights unchanged (its loss is "
+                    "weighted by the share of confident teacher predictions, which can stay at "
+                    "zero early in training) and the shared terms drew the same random numbers.",
+                ]
         classes = list(t["pair"]["per_class"])
         rows = paired_differences(by_class, pairs, tuple(classes), spec.digits, interval=True)
         if rows:
@@ -644,10 +659,10 @@ def plot(table: dict, path: Path) -> None:
         bottom.errorbar(xs, means, yerr=[low, high], fmt="o", capsize=4, color="tab:blue")
         bottom.axhline(0, color="black", linewidth=0.8)
         bottom.set_xticks(xs, list(diffs))
-        bottom.tick_params(axis="x", labelrotation=30)
-        bottom.set_ylabel("MIC − base, points (95 % interval)")
+        plt.setp(bottom.get_xticklabels(), rotation=30, ha="right")
+        bottom.set_ylabel("difference, points (95 % interval)")
         n = next(iter(diffs.values()))["n"] if diffs else 0
-        bottom.set_title(f"paired by seed ({n} pairs)")
+        bottom.set_title(f"MIC − base, {who}, paired by seed ({n} pairs)")
     fig.suptitle(f"MIC against its base, paired by seed ({table['mode']} mode)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -684,7 +699,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         n = train(args, state)
         if n:
-            threads = _threads(args.device, args.jobs, args.threads)
+            threads = threads_per_run(args.device, args.jobs, args.threads)
             machine = args.device if args.device != "cpu" else f"{os.cpu_count()} CPU cores"
             words = sys.argv[1:] if argv is None else argv
             state["calls"].append(
@@ -702,6 +717,9 @@ def main(argv: list[str] | None = None) -> None:
                     "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 }
             )
+    if args.note is not None:
+        note = Path(args.note[1:]).read_text() if args.note.startswith("@") else args.note
+        state.setdefault("notes", {})[args.mode] = note.strip()
     # the table covers every task of the mode (runs cached earlier included)
     write(state, schedules(args.mode) | args.settings, args.mode, args.out)
     print(args.out.with_suffix(".md").read_text())

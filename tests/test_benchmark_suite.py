@@ -196,3 +196,14 @@ def test_unknown_task_or_method_is_a_clear_error(capsys):
     err = capsys.readouterr().err
     assert "--methods dacs: not a method of the tasks classification" in err
     assert "mean_teacher mean_teacher_mic" in err
+
+
+def test_identical_arms_are_pointed_out():
+    state = _state()
+    for key, row in state["runs"].items():
+        if row["task"] == "segmentation" and row["method"] == "dacs_mic":
+            base = state["runs"][key.replace("dacs_mic", "dacs")]
+            row.update({k: base[k] for k in ("student_miou", "teacher_miou", "teacher_iou")})
+    md = suite.markdown(suite.summarise(state, QUICK, "quick"), state)
+    assert md.count("scored identically in every seed") == 1  # the street scenes alone
+    assert "| dacs_mic - dacs | teacher | 2 | 0.0 ± 0.0 | [0.0, 0.0] | 0 / 2 |" in md
