@@ -26,7 +26,8 @@ detection with a 1000-iteration warm-up and 500 iterations per arm with 4 seeds 
 
 Every finished run is cached in the JSON file beside the table, keyed by (task, method, seed,
 settings), so a rerun only adds the runs it lacks, and ``--from-cache`` rewrites the table
-(markdown and JSON) and the plot (PNG, matplotlib from the ``bench`` extra) without training.
+(markdown and JSON; every mode with cached runs, the full one first) and the plot (PNG, of the
+chosen mode; matplotlib from the ``bench`` extra) without training.
 """
 
 from __future__ import annotations
@@ -670,13 +671,26 @@ def plot(table: dict, path: Path) -> None:
 
 
 def write(state: dict, settings: dict[str, dict[str, Any]], mode: str, out: Path) -> dict:
-    """Writes OUT.md and OUT.json (the table under ``tables[mode]``, beside the cached runs)
-    and OUT.png; returns the table."""
-    table = summarise(state, settings, mode, out)
-    state.setdefault("tables", {})[mode] = table
+    """Writes OUT.md (the table of every mode the cache holds runs of, the full one first),
+    OUT.json (the tables under ``tables``, beside the cached runs) and OUT.png (the plot of
+    ``mode``); returns the table of ``mode``.
+
+    Raises:
+        SystemExit: the cache holds no run of ``mode``'s schedules.
+    """
+    tables = {
+        m: summarise(state, settings if m == mode else schedules(m), m, out)
+        for m in ("full", "quick")
+    }
+    table = tables[mode]
+    if not table["tasks"]:
+        raise SystemExit(f"{out.with_suffix('.json')} holds no runs of --{mode}: run it first")
+    state["tables"] = {m: t for m, t in tables.items() if t["tasks"]}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(state, indent=1))
-    out.with_suffix(".md").write_text(markdown(table, state))
+    out.with_suffix(".md").write_text(
+        "\n".join(markdown(t, state) for t in state["tables"].values())
+    )
     plot(table, out.with_suffix(".png"))
     return table
 

@@ -130,7 +130,16 @@ def test_from_cache_writes_table_json_and_plot_without_training(tmp_path, monkey
     saved = json.loads(out.with_suffix(".json").read_text())
     assert set(saved["tables"]["quick"]["tasks"]) == {"classification", "segmentation", "detection"}
     assert len(saved["runs"]) == len(_state()["runs"])  # the cache is kept beside the table
-    assert "## segmentation" in out.with_suffix(".md").read_text()
+    md = out.with_suffix(".md").read_text()
+    assert "## segmentation" in md
+    # the one full-schedule run has a table of its own, after which comes the quick one
+    assert md.index("(full mode)") < md.index("(quick mode)")
+    assert set(saved["tables"]["full"]["tasks"]) == {"classification"}
+    quick_only = _state()
+    quick_only["runs"] = {k: r for k, r in quick_only["runs"].items() if r["seed"] != 7}
+    out.with_suffix(".json").write_text(json.dumps(quick_only))
+    with pytest.raises(SystemExit, match="holds no runs of --full"):
+        suite.main(["--from-cache", "--full", "--out", str(out)])
 
 
 def test_from_cache_without_runs_is_a_clear_error(tmp_path):
