@@ -535,8 +535,10 @@ def markdown(table: dict, state: dict) -> str:
     for task, t in table["tasks"].items():
         spec = TASKS[task]
         lines += ["", f"## {task}: {t['benchmark']}", ""]
-        extra = " ".join(t["settings"]["overrides"]) or "(none)"
-        schedule = f"Runs of `{t['script']}` with the overrides `{extra}`"
+        extra = " ".join(t["settings"]["overrides"])
+        schedule = f"Runs of `{t['script']}` " + (
+            f"with the overrides `{extra}`" if extra else "at its defaults"
+        )
         if task == "detection":
             schedule += (
                 f", each arm from the seed's source-only model after {t['settings']['warmup']} "
