@@ -4,6 +4,8 @@
     python benchmarks/segmentation.py --device cuda --jobs 6       # parallel runs on one GPU
     python benchmarks/segmentation.py --cpu-budget --jobs 2        # the reduced CPU run
     python benchmarks/segmentation.py --memory-only                # only the memory rows
+    python benchmarks/segmentation.py --experiment streets_context --out \
+        benchmarks/results/streets_context.md ...                  # the context scenes
 
 Every run is ``mic-train experiment=streets`` (a small full-resolution U-Net from scratch,
 AdamW 6e-4, warm-up + poly, EMA 0.99, batch 8 + 8 at 64 px, 3000 iterations) with the
@@ -89,7 +91,14 @@ MEMORY = [
 ]
 
 
-def run_one(method: str, seed: int, device: str, threads: int, extra: list[str]) -> dict:
+def run_one(
+    method: str,
+    seed: int,
+    device: str,
+    threads: int,
+    extra: list[str],
+    experiment: str = "streets",
+) -> dict:
     import logging
 
     import torch
@@ -99,7 +108,7 @@ def run_one(method: str, seed: int, device: str, threads: int, extra: list[str])
     logging.basicConfig(level=logging.WARNING)  # the per-class tables stay out of the way
     torch.set_num_threads(threads)
     overrides = [
-        "experiment=streets",
+        f"experiment={experiment}",
         *METHODS[method],
         f"seed={seed}",
         f"device={device}",
@@ -117,6 +126,7 @@ def run_one(method: str, seed: int, device: str, threads: int, extra: list[str])
     out = {
         "method": method,
         "seed": seed,
+        "experiment": experiment,
         "seconds_per_iteration": spent[0] / loop.iterations,
         "device": device_name(loop),
         "iterations": loop.iterations,
@@ -138,8 +148,9 @@ def memory_one(method: str, device: str, size: int = 512, iterations: int = 3) -
     return {"method": method, **peak_memory(overrides, iterations), "crop": size}
 
 
-def _key(method: str, seed: int, extra: list[str]) -> str:
-    return json.dumps([method, seed, sorted(extra)])
+def _key(method: str, seed: int, extra: list[str], experiment: str = "streets") -> str:
+    key = [method, seed, sorted(extra)]
+    return json.dumps(key if experiment == "streets" else [*key, experiment])
 
 
 def _effective(extra: list[str]) -> list[str]:
@@ -157,7 +168,8 @@ def _section(runs: list[dict]) -> list[str]:
     lines = [
         f"## Schedule: {iterations} iterations",
         "",
-        f"Overrides on top of `experiment=streets`: `{' '.join(_effective(extra)) or '(none)'}`.",
+        f"Overrides on top of `experiment={first.get('experiment', 'streets')}`: "
+        f"`{' '.join(_effective(extra)) or '(none)'}`.",
         "",
         "### Target test mIoU (%) and the look-alike classes' IoU, mean ± std over seeds",
         "",
@@ -209,10 +221,19 @@ def _section(runs: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
-def write_table(cache: dict, device: str, path: Path, note: str) -> None:
+#: the results file's title per experiment
+TITLES = {
+    "streets": "the bundled street-scene benchmark",
+    "streets_context": "the context street-scene benchmark",
+}
+
+
+def write_table(
+    cache: dict, device: str, path: Path, note: str, experiment: str = "streets"
+) -> None:
     """The results file: one section per schedule found in the cache, then the memory rows."""
     lines = [
-        "# Segmentation: the bundled street-scene benchmark",
+        f"# Segmentation: {TITLES.get(experiment, f'experiment={experiment}')}",
         "",
         "Written by `benchmarks/segmentation.py` (see its docstring for the protocol).",
         "",
@@ -259,6 +280,11 @@ def main() -> None:
         help="seeds for source_only and the DAFormer rows (default: --seeds)",
     )
     add_device_options(p)
+    p.add_argument(
+        "--experiment",
+        default="streets",
+        help="the mic-train experiment every run starts from (streets, streets_context)",
+    )
     p.add_argument("--cpu-budget", action="store_true", help="the reduced CPU schedule")
     p.add_argument("--override", nargs="*", default=[], help="extra mic-train overrides")
     p.add_argument("--memory-only", action="store_true")
@@ -293,17 +319,22 @@ def main() -> None:
                 "daformer_mic",
             ):
                 seeds = args.seeds_extra
-            todo += [(method, s) for s in seeds if _key(method, s, extra) not in cache["runs"]]
+            todo += [
+                (method, s)
+                for s in seeds
+                if _key(method, s, extra, args.experiment) not in cache["runs"]
+            ]
         print(f"{len(todo)} runs to do, {args.jobs} at a time, {threads} threads each", flush=True)
         ctx = get_context("spawn")
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
             futures = {
-                pool.submit(run_one, m, s, args.device, threads, extra): (m, s) for m, s in todo
+                pool.submit(run_one, m, s, args.device, threads, extra, args.experiment): (m, s)
+                for m, s in todo
             }
             for future in as_completed(futures):
                 m, s = futures[future]
                 r = future.result()
-                cache["runs"][_key(m, s, extra)] = r
+                cache["runs"][_key(m, s, extra, args.experiment)] = r
                 cache_file.write_text(json.dumps(cache, indent=1))
                 score = r["teacher_miou"] if r["teacher_miou"] is not None else r["student_miou"]
                 print(
@@ -331,7 +362,7 @@ def main() -> None:
                 out.stdout.strip().splitlines()[-1]
             )
             cache_file.write_text(json.dumps(cache, indent=1))
-    write_table(cache, args.device, args.out, args.note)
+    write_table(cache, args.device, args.out, args.note, args.experiment)
     print(args.out.read_text())
 
 

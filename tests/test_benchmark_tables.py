@@ -39,3 +39,31 @@ def test_interval95_is_students_t_interval_of_the_mean():
     assert paired_differences(by, [("a", "b")], ("student",), interval=True) == [
         "| a - b | student | 2 | 5.0 ± 7.1 | [-58.5, 68.5] | 1 / 2 |"
     ]
+
+
+def test_segmentation_table_names_its_experiment_and_keeps_the_streets_cache_keys(tmp_path):
+    import segmentation
+
+    assert segmentation._key("dacs", 0, ["a=1"]) == '["dacs", 0, ["a=1"]]'  # cached runs stay
+    ctx = segmentation._key("dacs", 0, ["a=1"], "streets_context")
+    assert ctx != segmentation._key("dacs", 0, ["a=1"])
+    iou = dict.fromkeys(("road", "sidewalk", "person", "pole"), 0.5)
+    run = {
+        "method": "source_only",
+        "seed": 0,
+        "experiment": "streets_context",
+        "seconds_per_iteration": 0.1,
+        "device": "cpu",
+        "iterations": 10,
+        "overrides": ["method=source_only", "mic=none", "model=context_unet"],
+        "student_miou": 0.5,
+        "teacher_miou": None,
+        "student_iou": iou,
+        "teacher_iou": {},
+    }
+    path = tmp_path / "t.md"
+    segmentation.write_table({"runs": {ctx: run}, "memory": {}}, "cpu", path, "", run["experiment"])
+    text = path.read_text()
+    assert text.startswith("# Segmentation: the context street-scene benchmark")
+    assert "on top of `experiment=streets_context`: `model=context_unet`" in text
+    assert "| source only | 1 | 50.0 ± 0.0 | - | 50.0 ± 0.0 |" in text

@@ -19,6 +19,7 @@ from mic.tasks.classification import (
     MinimumClassConfusion,
     SharpnessAwareMinimization,
     joint_forward,
+    separate_forward,
 )
 
 COMMON = {
@@ -202,3 +203,27 @@ def test_settings_of_a_term_switched_off_are_left_out_with_a_warning():
     with pytest.warns(UserWarning, match=r"method.terms.mic has settings \(weight\)"):
         terms = build_method(cfg).terms
     assert list(terms) == ["source", "self_training"]
+
+
+@pytest.mark.parametrize(
+    ("method", "passes", "discriminator_batch_norm"),
+    [
+        ("dann", separate_forward, False),  # ahead on digits (digits_normalisation.md)
+        ("cdan", separate_forward, True),
+        ("cdan_e", separate_forward, True),
+        ("mcc", separate_forward, None),
+        ("sdat", joint_forward, True),  # the published SDAT code
+    ],
+)
+def test_alignment_method_configs_choose_how_batchnorm_sees_the_domains(
+    method, passes, discriminator_batch_norm
+):
+    built = dict(build_method(load_config([f"method={method}", "mic=none"])))
+    assert {t.shared_forward for t in built.values()} == {passes}
+    discriminators = [t.discriminator for t in built.values() if hasattr(t, "discriminator")]
+    has_batch_norm = [
+        any(isinstance(m, torch.nn.BatchNorm1d) for m in d.modules()) for d in discriminators
+    ]
+    assert has_batch_norm == (
+        [] if discriminator_batch_norm is None else [discriminator_batch_norm]
+    )

@@ -6,7 +6,15 @@ import torch
 from torch import nn
 
 from mic import ConfigError, param_groups
-from mic.tasks.segmentation import DAFormer, DeepLabV2, Segmenter, SmallUNet, SmpModel
+from mic.tasks.segmentation import (
+    HRDA,
+    ContextUNet,
+    DAFormer,
+    DeepLabV2,
+    Segmenter,
+    SmallUNet,
+    SmpModel,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -65,6 +73,42 @@ def test_small_unet_keeps_full_resolution():
     assert SmallUNet(8)(torch.randn(2, 3, 64, 64)).shape == (2, 8, 64, 64)
 
 
+def _input_pixels_seen(model: nn.Module, size: int, row: int, col: int) -> torch.Tensor:
+    """(size, size) bool: the input pixels that output pixel (row, col)'s first logit
+    depends on (a nonzero gradient), in eval mode."""
+    torch.manual_seed(0)
+    model.eval()
+    x = torch.randn(1, 3, size, size, requires_grad=True)
+    model(x)[0, 0, row, col].backward()
+    return x.grad.abs().sum(1)[0] > 0
+
+
+def test_context_unet_sees_the_whole_image_where_the_small_unet_does_not():
+    widths = (4, 8, 8, 8, 8)  # five stages, as the benchmark's models
+    small = _input_pixels_seen(SmallUNet(3, widths=widths), 256, 10, 10)
+    context = _input_pixels_seen(ContextUNet(3, widths=widths), 256, 10, 10)
+    assert context.all()
+    assert not small[-1, -1] and small.float().mean() < 0.5  # 191 px at most
+    unet = SmallUNet(8, widths=(8, 16, 32, 48, 64))
+    model = ContextUNet(8)  # the config's widths: about the small U-Net's size
+    count = [sum(p.numel() for p in m.parameters()) for m in (unet, model)]
+    assert count[0] < count[1] < 1.3 * count[0]
+
+
+def test_context_unet_at_other_sizes_in_hrda_and_its_errors():
+    model = ContextUNet(5, widths=(4, 8, 8, 8, 8), heads=2)
+    for side in (32, 96):  # the position embedding resized to 2 x 2 and 6 x 6 maps
+        assert model(torch.randn(2, 3, side, side)).shape == (2, 5, side, side)
+    hrda = HRDA(model, detail_crop=(16, 16)).eval()  # its attention head: a context head
+    assert type(hrda.scale_attention).__name__ == "ContextUNetHead"
+    with torch.no_grad():
+        assert hrda(torch.randn(2, 3, 32, 32)).shape == (2, 5, 32, 32)
+    with pytest.raises(ConfigError, match=r"divisible by model\.heads"):
+        ContextUNet(3, widths=(4, 6), heads=4)
+    with pytest.raises(ConfigError, match="no pretrained weights"):
+        ContextUNet(3, pretrained=True)
+
+
 ARCHITECTURES = {
     # name: (build, output stride)
     "daformer": (lambda: DAFormer(3, "mit_b0", pretrained=False, embed_dim=16), 4),
@@ -74,6 +118,7 @@ ARCHITECTURES = {
         1,
     ),
     "small_unet": (lambda: SmallUNet(3, widths=(4, 8, 8)), 1),
+    "context_unet": (lambda: ContextUNet(3, widths=(4, 8, 8), heads=2), 1),
 }
 
 

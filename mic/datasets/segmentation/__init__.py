@@ -1,6 +1,7 @@
 """Segmentation datasets: readers of GTA5, SYNTHIA, Cityscapes, ACDC and Dark Zurich in their
 published layouts, any folder of images, rare class sampling, and the bundled street scenes."""
 
+from mic.datasets.segmentation.context_streets import ContextStreets
 from mic.datasets.segmentation.labels import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_PALETTE,
@@ -36,6 +37,7 @@ __all__ = [
     "IGNORE_INDEX",
     "PROTOCOLS",
     "Cityscapes",
+    "ContextStreets",
     "DarkZurich",
     "LabelMap",
     "RareClassSampling",

@@ -181,12 +181,20 @@ def _render(
     flip = rng.uniform(size=tiles.max() + 1) < 0.5
     appearance[(label == SIDEWALK) & flip[tiles]] = ROAD
     image = colours[appearance] * tex[appearance, yy, xx][..., None]
+    return _camera(image, rng, max_blur=0.9)
+
+
+def _camera(image: np.ndarray, rng: np.random.Generator, max_blur: float) -> np.ndarray:
+    """What the target's camera adds to an H x W x 3 image: a linear lighting gradient, a
+    Gaussian blur (sigma drawn from [0.3, max_blur] px) and noise; clipped to [0, 1]."""
+    from scipy.ndimage import gaussian_filter
+
+    h, w = image.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
     gx, gy = rng.uniform(-0.35, 0.35, 2)
     light = 1 + gx * (xx / w - 0.5) + gy * (yy / h - 0.5)
     image = image * light[..., None].astype(np.float32)
-    from scipy.ndimage import gaussian_filter
-
-    sigma = rng.uniform(0.3, 0.9)
+    sigma = rng.uniform(0.3, max_blur)
     image = gaussian_filter(image, sigma=(sigma, sigma, 0))
     image = image + rng.normal(0, 0.03, image.shape).astype(np.float32)
     return np.clip(image, 0, 1)
@@ -252,11 +260,17 @@ class StreetScenes:
             raise ConfigError(f"streets split must be 'train' or 'test', got {split!r}")
         count = count if count is not None else (2000 if split == "train" else 500)
         self.labelled, self.flip = labelled, flip
-        images, self.labels = make_streets(domain, split, count, size, seed, source_lookalike)
+        images, self.labels = self._generate(domain, split, count, size, seed, source_lookalike)
         mean = torch.tensor(MEAN).view(1, 3, 1, 1)
         std = torch.tensor(STD).view(1, 3, 1, 1)
         self.images = (images - mean) / std
         self.ignore_index = 255
+
+    def _generate(
+        self, domain: str, split: str, count: int, size: int, seed: int, source_lookalike: float
+    ) -> tuple[Tensor, Tensor]:
+        """Images in [0, 1] (N, 3, size, size) and labels (N, size, size) of the split."""
+        return make_streets(domain, split, count, size, seed, source_lookalike)
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -1,14 +1,17 @@
-"""Semantic segmentation: the Task, DAFormer / DeepLabV2 / smp / small U-Net models, HRDA's
-multi-resolution wrapper and task, DAFormer's self-training terms (DACS ClassMix, ImageNet
-feature distance) and MIC's masked images."""
+"""Semantic segmentation: the Task, DAFormer / DeepLabV2 / smp / small U-Net (with or without
+a global-context branch) models, HRDA's multi-resolution wrapper and task, DAFormer's
+self-training terms (DACS ClassMix, ImageNet feature distance) and MIC's masked images."""
 
 from mic.tasks.segmentation.hooks import ClassIoUTable, PredictionImages, format_iou_table
 from mic.tasks.segmentation.models import (
     HRDA,
+    ContextUNet,
+    ContextUNetHead,
     DAFormer,
     DAFormerHead,
     DeepLabV2,
     DeepLabV2Head,
+    GlobalContext,
     HRDAOutput,
     PyramidEncoder,
     Segmenter,
@@ -42,11 +45,14 @@ __all__ = [
     "HRDA",
     "ClassIoUTable",
     "ClassMix",
+    "ContextUNet",
+    "ContextUNetHead",
     "DAFormer",
     "DAFormerHead",
     "DeepLabV2",
     "DeepLabV2Head",
     "FeatureDistance",
+    "GlobalContext",
     "HRDAOutput",
     "HRDASegmentationTask",
     "PredictionImages",

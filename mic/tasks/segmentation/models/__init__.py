@@ -5,6 +5,8 @@ giving a feature pyramid and a ``decode_head`` giving logits):
 - ``DeepLabV2`` (``deeplabv2``): dilated ResNet-101 + ASPP classifier, output stride 8.
 - ``SmpModel`` (``smp``): any segmentation_models_pytorch architecture, full resolution.
 - ``SmallUNet`` (``small_unet``): the bundled benchmark's small U-Net, full resolution.
+- ``ContextUNet`` (``context_unet``): that U-Net with a global-context branch (self-attention
+  and image pooling on its deepest map): every output pixel sees the whole image.
 - ``HRDA`` (``hrda``): any of them at two resolutions (a context crop and a detail crop
   fused by a learned scale attention), with multi-resolution inference.
 
@@ -20,6 +22,7 @@ from mic.tasks.segmentation.models.base import (
     create_encoder,
     encoder_weights,
 )
+from mic.tasks.segmentation.models.context_unet import ContextUNet, ContextUNetHead, GlobalContext
 from mic.tasks.segmentation.models.daformer import DAFormer, DAFormerHead
 from mic.tasks.segmentation.models.deeplabv2 import DeepLabV2, DeepLabV2Head
 from mic.tasks.segmentation.models.hrda import (
@@ -33,10 +36,13 @@ from mic.tasks.segmentation.models.smp import SmpDecodeHead, SmpModel
 
 __all__ = [
     "HRDA",
+    "ContextUNet",
+    "ContextUNetHead",
     "DAFormer",
     "DAFormerHead",
     "DeepLabV2",
     "DeepLabV2Head",
+    "GlobalContext",
     "HRDAOutput",
     "PyramidEncoder",
     "Segmenter",
