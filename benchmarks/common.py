@@ -4,7 +4,9 @@ seeds, and the name of the device a row ran on."""
 
 from __future__ import annotations
 
+import argparse
 import math
+import os
 import statistics
 import time
 from typing import Any
@@ -128,6 +130,27 @@ def start_from(overrides: list[str], weights: str | None = None, strict: bool = 
     return exp
 
 
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """``--device``, ``--jobs`` (runs in parallel processes) and ``--threads`` (torch threads
+    per run, 0: ``threads_per_run``'s choice)."""
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads per run (0: 1 on a CPU, where a busy machine makes more threads "
+        "spin instead of work; cores / jobs on a GPU machine)",
+    )
+
+
+def threads_per_run(device: str, jobs: int, threads: int = 0) -> int:
+    """``threads`` if set, else 1 on a CPU and the cores shared out over ``jobs`` otherwise."""
+    if threads:
+        return threads
+    return 1 if device == "cpu" else max(1, (os.cpu_count() or 1) // max(1, jobs))
+
+
 def device_name(loop: Any) -> str:
     import torch
 
@@ -143,17 +166,27 @@ def mean_std(values: list[float | None], digits: int = 1, scale: float = 100.0) 
     return f"{statistics.mean(kept):.{digits}f} ± {std:.{digits}f}"
 
 
-def interval95(values: list[float | None], digits: int = 1, scale: float = 100.0) -> str:
-    """``[lo, hi]``: the 95 % interval of the mean of the scaled values (Student's t with
-    n - 1 degrees of freedom), missing and NaN ones left out; ``-`` for fewer than two."""
+def interval95_bounds(
+    values: list[float | None], scale: float = 100.0
+) -> tuple[float, float] | None:
+    """``(lo, hi)``: the 95 % interval of the mean of the scaled values (Student's t with
+    n - 1 degrees of freedom), missing and NaN ones left out; None for fewer than two."""
     from scipy import stats
 
     kept = [scale * v for v in values if v is not None and not math.isnan(v)]
     if len(kept) < 2:
-        return "-"
+        return None
     half = stats.t.ppf(0.975, len(kept) - 1) * statistics.stdev(kept) / math.sqrt(len(kept))
     mean = statistics.mean(kept)
-    return f"[{mean - half:.{digits}f}, {mean + half:.{digits}f}]"
+    return mean - half, mean + half
+
+
+def interval95(values: list[float | None], digits: int = 1, scale: float = 100.0) -> str:
+    """``[lo, hi]`` of ``interval95_bounds``, ``-`` for fewer than two values."""
+    bounds = interval95_bounds(values, scale)
+    if bounds is None:
+        return "-"
+    return f"[{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
 
 
 def paired_differences(

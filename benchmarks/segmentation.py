@@ -36,7 +36,14 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
-from common import device_name, mean_std, peak_memory, time_training
+from common import (
+    add_device_options,
+    device_name,
+    mean_std,
+    peak_memory,
+    threads_per_run,
+    time_training,
+)
 
 from mic.datasets.segmentation.streets import CONFUSABLE
 
@@ -272,15 +279,7 @@ def main() -> None:
         default=None,
         help="seeds for source_only and the DAFormer rows (default: --seeds)",
     )
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch threads per run (0: 1 on a CPU, where a busy machine makes more threads "
-        "spin instead of work; cores / jobs on a GPU machine)",
-    )
+    add_device_options(p)
     p.add_argument(
         "--experiment",
         default="streets",
@@ -308,9 +307,7 @@ def main() -> None:
     cache = (
         json.loads(cache_file.read_text()) if cache_file.exists() else {"runs": {}, "memory": {}}
     )
-    threads = args.threads or (
-        1 if args.device == "cpu" else max(1, (os.cpu_count() or 1) // max(1, args.jobs))
-    )
+    threads = threads_per_run(args.device, args.jobs, args.threads)
 
     if not args.memory_only:
         todo = []

@@ -1,0 +1,745 @@
+"""One suite over the three bundled benchmarks: MIC against its base, paired by seed.
+
+    python -m benchmarks                            # --quick: a few minutes on 2 CPU cores
+    python -m benchmarks --full --jobs 2            # about an hour on 2 CPU cores
+    python -m benchmarks --full --device cuda --jobs 8
+    python -m benchmarks --tasks classification --seeds 0 1 2 3
+    python -m benchmarks --from-cache               # table and plot again, no training
+
+Each task compares one base method with the same method plus MIC, every seed run by both
+(same seed: same initial weights, data order and random streams of the shared terms). The runs
+are those of the task's own script, imported, with its method table:
+
+- classification (``digits.py``): ``mean_teacher`` against ``mean_teacher_mic`` on the bundled
+  digits; score: target test accuracy of the EMA teacher (and of the student), AdaBN.
+- segmentation (``segmentation.py``): ``dacs`` against ``dacs_mic`` on the bundled street
+  scenes (``experiment=streets``) at the reduced CPU schedule of segmentation.py (32 px, batch
+  4 + 4, a narrower U-Net); score: target test mIoU of the EMA teacher, and per-class IoU.
+- detection (``detection.py``): ``sada`` against ``sada_mic`` on the bundled fog shapes, both
+  from the same source-only warm-up model of the seed; score: target test mAP@0.5 of the
+  student (SADA has no teacher), and per-class AP@0.5.
+
+``--quick`` (default) shortens every schedule to tiny iteration counts and 2-3 seeds: it shows
+that the suite runs end to end, not MIC's effect. ``--full`` runs digits at mic-train's
+defaults with 10 seeds, the street scenes at segmentation.py's CPU schedule with 5 seeds and
+detection with a 1000-iteration warm-up and 500 iterations per arm with 4 seeds (``SCHEDULES``).
+
+Every finished run is cached in the JSON file beside the table, keyed by (task, method, seed,
+settings), so a rerun only adds the runs it lacks, and ``--from-cache`` rewrites the table
+(markdown and JSON; every mode with cached runs, the full one first) and the plot (PNG, of the
+chosen mode; matplotlib from the ``bench`` extra) without training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from common import (
+    add_device_options,
+    interval95_bounds,
+    mean_std,
+    paired_differences,
+    threads_per_run,
+)
+
+RESULTS = Path(__file__).parent / "results"
+MODELS = ("student", "teacher")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One bundled benchmark of the suite.
+
+    Args:
+        script: the benchmark script (module in benchmarks/) whose ``run_one`` runs a method.
+        benchmark: what the benchmark is, in words.
+        metric: the score, in words.
+        base: the base method (a key of the script's ``METHODS``).
+        mic: the base method with MIC.
+        model: the model whose score the summary, the plot and the per-class rows use.
+        digits: decimals of the table's cells.
+    """
+
+    script: str
+    benchmark: str
+    metric: str
+    base: str
+    mic: str
+    model: str
+    digits: int = 1
+
+
+TASKS: dict[str, Task] = {
+    "classification": Task(
+        "digits",
+        "digits: scikit-learn digits -> digits on scikit-image photos",
+        "target test accuracy (%)",
+        "mean_teacher",
+        "mean_teacher_mic",
+        "teacher",
+        2,
+    ),
+    "segmentation": Task(
+        "segmentation",
+        "street scenes: synthetic -> 'real' (experiment=streets)",
+        "target test mIoU (%)",
+        "dacs",
+        "dacs_mic",
+        "teacher",
+    ),
+    "detection": Task(
+        "detection",
+        "fog shapes: clear scenes -> fog, texture and noise (experiment=det_shapes)",
+        "target test mAP@0.5 (%)",
+        "sada",
+        "sada_mic",
+        "student",
+    ),
+}
+
+
+def schedules(mode: str) -> dict[str, dict[str, Any]]:
+    """Task -> the settings of ``mode`` (``quick`` or ``full``): ``seeds``, ``overrides``
+    (mic-train overrides on top of the script's own) and, for detection, the ``warmup`` and
+    ``iterations`` of detection.py."""
+    from segmentation import CPU_BUDGET
+
+    if mode not in ("quick", "full"):
+        raise ValueError(f"mode must be 'quick' or 'full', not {mode!r}")
+    quick = mode == "quick"
+    streets = [o for o in CPU_BUDGET if not o.startswith("iterations=")]
+    return {
+        "classification": {
+            "seeds": [0, 1, 2] if quick else list(range(10)),
+            # full: mic-train's digits defaults (1000 iterations, 200 on the source alone)
+            "overrides": ["iterations=150", "adaptation_start=50"] if quick else [],
+        },
+        "segmentation": {
+            "seeds": [0, 1] if quick else list(range(5)),
+            # full: segmentation.py --cpu-budget (900 iterations)
+            "overrides": [*streets, "iterations=150" if quick else "iterations=900"],
+        },
+        "detection": {
+            "seeds": [0, 1] if quick else list(range(4)),
+            "warmup": 150 if quick else 1000,
+            "iterations": 60 if quick else 500,
+            "overrides": ["dataset.test.length=100"] if quick else [],
+        },
+    }
+
+
+def settings_key(settings: dict[str, Any]) -> str:
+    """What identifies a run's schedule in the cache: the settings without the seeds."""
+    return json.dumps({k: v for k, v in settings.items() if k != "seeds"}, sort_keys=True)
+
+
+def run_key(task: str, method: str, seed: int, settings: dict[str, Any]) -> str:
+    return json.dumps([task, method, seed, settings_key(settings)])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The suite's options; ``args.settings`` is task -> settings of the chosen mode and tasks
+    (``--seeds`` replacing each task's seeds)."""
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--quick", dest="mode", action="store_const", const="quick", help="(default) minutes"
+    )
+    mode.add_argument(
+        "--full", dest="mode", action="store_const", const="full", help="about an hour"
+    )
+    p.set_defaults(mode="quick")
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    p.add_argument(
+        "--methods", nargs="+", default=None, help="only these methods of the chosen tasks"
+    )
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="(default: the mode's)")
+    add_device_options(p)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS / "suite",
+        help="writes OUT.md, OUT.json (table and cached runs) and OUT.png",
+    )
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "mic_suite",
+        help="where detection's warm-up models are kept",
+    )
+    p.add_argument(
+        "--from-cache",
+        "--table-only",
+        dest="from_cache",
+        action="store_true",
+        help="rewrite table and plot from the cached runs, no training",
+    )
+    p.add_argument(
+        "--note",
+        default=None,
+        help="a paragraph for the table of this mode (or @file); replaces the previous one",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="run the chosen runs again (detection's warm-up models in --work are kept)",
+    )
+    args = p.parse_args(argv)
+    if args.out.suffix in (".md", ".json", ".png"):
+        args.out = args.out.with_suffix("")
+    known = {m for t in args.tasks for m in (TASKS[t].base, TASKS[t].mic)}
+    unknown = sorted(set(args.methods or []) - known)
+    if unknown:
+        p.error(
+            f"--methods {' '.join(unknown)}: not a method of the tasks {' '.join(args.tasks)}; "
+            f"choose from {' '.join(sorted(known))}"
+        )
+    if args.jobs < 1:
+        p.error("--jobs must be at least 1")
+    every = schedules(args.mode)
+    args.settings = {t: every[t] for t in args.tasks}
+    if args.seeds is not None:
+        args.settings = {t: {**s, "seeds": list(args.seeds)} for t, s in args.settings.items()}
+    return args
+
+
+# ---------------------------------------------------------------------------- running
+
+
+def run(
+    task: str,
+    method: str,
+    seed: int,
+    settings: dict[str, Any],
+    device: str,
+    threads: int,
+    start: str | None = None,
+) -> dict:
+    """One run of ``method`` on ``task`` by its script's ``run_one`` (in this process)."""
+    import importlib
+
+    script = importlib.import_module(TASKS[task].script)
+    extra = list(settings["overrides"])
+    if task == "detection":
+        return script.run_one(method, seed, settings["iterations"], device, threads, extra, start)
+    return script.run_one(method, seed, device, threads, extra)
+
+
+def warm_up(seed: int, settings: dict[str, Any], device: str, threads: int, path: str) -> dict:
+    """Detection's source-only model of ``seed`` (detection.py's ``warmup``), saved at ``path``."""
+    import detection
+
+    return detection.warmup(
+        seed, settings["warmup"], device, threads, list(settings["overrides"]), path, "torchvision"
+    )
+
+
+def _warmup_path(work: Path, seed: int, settings: dict[str, Any]) -> Path:
+    tag = hashlib.sha1(settings_key(settings).encode()).hexdigest()[:10]
+    return work / f"detection_warmup_seed{seed}_{tag}.pt"
+
+
+def missing_runs(args: argparse.Namespace, state: dict) -> list[tuple[str, str, int, str]]:
+    """(task, method, seed, cache key) of every run of ``args`` that ``state`` lacks (every
+    run with ``--fresh``), seed by seed so that pairs complete early."""
+    todo = []
+    for task, settings in args.settings.items():
+        spec = TASKS[task]
+        methods = [m for m in (spec.base, spec.mic) if not args.methods or m in args.methods]
+        for seed in settings["seeds"]:
+            for m in methods:
+                key = run_key(task, m, seed, settings)
+                if args.fresh or key not in state["runs"]:
+                    todo.append((task, m, seed, key))
+    return todo
+
+
+def train(args: argparse.Namespace, state: dict) -> int:
+    """Runs the ``missing_runs`` of ``args`` (detection's warm-ups first), saving ``state``
+    after each; returns how many ran."""
+    cache = args.out.with_suffix(".json")
+    threads = threads_per_run(args.device, args.jobs, args.threads)
+    todo = missing_runs(args, state)
+    print(f"{len(todo)} runs to do, {args.jobs} at a time, {threads} thread(s) each", flush=True)
+    if not todo:
+        return 0
+    t0 = time.perf_counter()
+
+    def save() -> None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(state, indent=1))
+
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+        starts: dict[int, str] = {}
+        warm: dict[int, Future] = {}
+        settings = args.settings.get("detection")  # detection's warm-ups
+        for task, _, seed, _ in todo:
+            if task != "detection" or seed in starts:
+                continue
+            path = _warmup_path(args.work, seed, settings)
+            starts[seed] = str(path)
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                warm[seed] = pool.submit(warm_up, seed, settings, args.device, threads, str(path))
+
+        def submit(task: str, m: str, seed: int, key: str) -> tuple[str, str, Future]:
+            start = starts.get(seed) if task == "detection" else None
+            chosen = args.settings[task]
+            return task, key, pool.submit(run, task, m, seed, chosen, args.device, threads, start)
+
+        # the other tasks' runs queue behind the warm-ups, detection's wait for them
+        futures = [submit(*job) for job in todo if job[0] != "detection"]
+        for seed, future in warm.items():
+            w = future.result()
+            state["warmups"][run_key("detection", "warmup", seed, settings)] = w
+            save()
+            print(f"detection warm-up seed {seed}: mAP@0.5 {100 * w['map_50']:.1f}", flush=True)
+        futures += [submit(*job) for job in todo if job[0] == "detection"]
+        for task, key, future in futures:
+            row = future.result()
+            state["runs"][key] = {"task": task, **row}
+            save()
+            s = scores(task, row)
+            print(
+                f"{task} {row['method']} seed {row['seed']}: "
+                + ", ".join(f"{who} {100 * v:.2f}" for who, v in s.items() if v is not None)
+                + f" ({row['seconds_per_iteration']:.3f} s/it, {time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
+    return len(todo)
+
+
+# ---------------------------------------------------------------------------- the table
+
+
+def scores(task: str, row: dict) -> dict[str, float | None]:
+    """The student's and the teacher's score (a fraction) of a script's run row."""
+    if task == "segmentation":
+        return {"student": row.get("student_miou"), "teacher": row.get("teacher_miou")}
+    return {"student": row.get("student"), "teacher": row.get("teacher")}
+
+
+def per_class(task: str, row: dict, model: str) -> dict[str, float]:
+    """Class -> score (a fraction) of ``model`` in a run row: per-class IoU for segmentation,
+    AP@0.5 per class for detection (detection.py's ``CLASSES`` order), none for digits;
+    missing and NaN scores left out."""
+    if task == "segmentation":
+        found = dict(row.get(f"{model}_iou") or {})
+    elif task == "detection":
+        from detection import CLASSES
+
+        found = dict(zip(CLASSES, row.get(f"{model}_per_class") or []))
+    else:
+        found = {}
+    return {c: v for c, v in found.items() if v is not None and not math.isnan(v)}
+
+
+def _matching(cached: dict[str, dict], task: str, settings: dict[str, Any]) -> list[dict]:
+    """The cached entries (key -> row) of ``task`` run with ``settings`` (any seeds)."""
+    wanted = settings_key(settings)
+    return [r for k, r in cached.items() if json.loads(k)[0] == task and json.loads(k)[3] == wanted]
+
+
+def _by_method(state: dict, task: str, settings: dict[str, Any]) -> dict[str, dict[int, dict]]:
+    """Method -> seed -> the scores of the cached runs of ``task`` with ``settings``: both
+    models' scores, the task model's per-class scores, seconds per iteration, device."""
+    by: dict[str, dict[int, dict]] = {}
+    for r in _matching(state["runs"], task, settings):
+        by.setdefault(r["method"], {})[r["seed"]] = {
+            **scores(task, r),
+            "per_class": per_class(task, r, TASKS[task].model),
+            "seconds_per_iteration": r.get("seconds_per_iteration"),
+            "device": r.get("device"),
+        }
+    return by
+
+
+def _describe(values: list[float | None]) -> dict | None:
+    kept = [100 * v for v in values if v is not None and not math.isnan(v)]
+    if not kept:
+        return None
+    std = statistics.stdev(kept) if len(kept) > 1 else 0.0
+    return {"n": len(kept), "mean": statistics.mean(kept), "std": std, "values": kept}
+
+
+def _paired(a: dict[int, dict], b: dict[int, dict], field: str) -> dict | None:
+    """Per-seed ``a - b`` of ``field`` (points) over the seeds both scored: the differences,
+    mean, std, the 95 % interval of the mean (None below two seeds) and the seeds ahead."""
+    seeds = [
+        s
+        for s in sorted(set(a) & set(b))
+        if a[s].get(field) is not None and b[s].get(field) is not None
+    ]
+    if not seeds:
+        return None
+    d = [a[s][field] - b[s][field] for s in seeds]
+    bounds = interval95_bounds(d)
+    return {
+        "seeds": seeds,
+        "per_seed": [100 * x for x in d],
+        "n": len(d),
+        "mean": 100 * statistics.mean(d),
+        "std": 100 * statistics.stdev(d) if len(d) > 1 else 0.0,
+        "ci95": list(bounds) if bounds else None,
+        "mic_ahead": sum(x > 0 for x in d),
+    }
+
+
+def _command(mode: str, task: str, methods: list[str], seeds: list[int], out: Path) -> str:
+    words = ["python", "-m", "benchmarks", f"--{mode}", "--tasks", task, "--methods", *methods]
+    words += ["--seeds", *map(str, seeds), "--fresh"]
+    if out != RESULTS / "suite":
+        words += ["--out", str(out)]
+    return shlex.join(words)
+
+
+def summarise(
+    state: dict, settings: dict[str, dict[str, Any]], mode: str, out: Path = RESULTS / "suite"
+) -> dict:
+    """The results table as data: per task (of ``settings``), each method's scores over the
+    cached seeds of that schedule, the paired MIC - base differences of both models and, for
+    the task's model, per class; each entry with the command that reruns it."""
+    tasks = {}
+    for task, s in settings.items():
+        spec = TASKS[task]
+        by = _by_method(state, task, s)
+        if not by:
+            continue
+        methods = {}
+        for m in (spec.base, spec.mic):
+            runs = by.get(m, {})
+            if not runs:
+                continue
+            seeds = sorted(runs)
+            spi = [runs[x]["seconds_per_iteration"] for x in seeds]
+            methods[m] = {
+                "seeds": seeds,
+                **{who: _describe([runs[x][who] for x in seeds]) for who in MODELS},
+                "seconds_per_iteration": statistics.mean(v for v in spi if v is not None),
+                "devices": sorted({str(runs[x]["device"]) for x in seeds}),
+                "command": _command(mode, task, [m], seeds, out),
+            }
+        pair = {"mic": spec.mic, "base": spec.base, "models": {}, "per_class": {}}
+        a, b = by.get(spec.mic, {}), by.get(spec.base, {})
+        for who in MODELS:
+            d = _paired(a, b, who)
+            if d:
+                pair["models"][who] = d
+        mic_classes = {seed: r["per_class"] for seed, r in a.items()}
+        base_classes = {seed: r["per_class"] for seed, r in b.items()}
+        classes = dict.fromkeys(c for r in [*a.values(), *b.values()] for c in r["per_class"])
+        for c in classes:
+            d = _paired(mic_classes, base_classes, c)
+            if d:
+                pair["per_class"][c] = d
+        both = sorted(set(a) & set(b))
+        pair["command"] = _command(mode, task, [spec.base, spec.mic], both, out) if both else None
+        warm = _matching(state.get("warmups", {}), task, s)
+        tasks[task] = {
+            "benchmark": spec.benchmark,
+            "metric": spec.metric,
+            "model": spec.model,
+            "script": f"benchmarks/{spec.script}.py",
+            "settings": {k: v for k, v in s.items() if k != "seeds"},
+            "methods": methods,
+            "pair": pair,
+            "warmup": _describe([w.get("map_50") for w in warm]) if warm else None,
+        }
+    return {"mode": mode, "tasks": tasks}
+
+
+def _identical(pair: dict) -> bool:
+    """Whether every paired difference of ``summarise``'s ``pair`` is exactly zero."""
+    found = [*pair["models"].values(), *pair["per_class"].values()]
+    return bool(found) and all(x == 0 for d in found for x in d["per_seed"])
+
+
+def _cell(d: dict | None, digits: int) -> str:
+    return "-" if d is None else f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}"
+
+
+def _diff_cells(d: dict | None, digits: int) -> str:
+    if d is None:
+        return "- | - | -"
+    ci = "-" if d["ci95"] is None else f"[{d['ci95'][0]:+.{digits}f}, {d['ci95'][1]:+.{digits}f}]"
+    return f"{d['mean']:+.{digits}f} ± {d['std']:.{digits}f} | {ci} | {d['mic_ahead']} / {d['n']}"
+
+
+def markdown(table: dict, state: dict) -> str:
+    """suite.md from ``summarise``'s table and the cached runs (the paired rows through
+    common.paired_differences, with 95 % intervals)."""
+    mode = table["mode"]
+    lines = [
+        f"# MIC against its base on the three bundled benchmarks ({mode} mode)",
+        "",
+        "Written by `python -m benchmarks` (benchmarks/suite.py; its docstring gives the "
+        "protocol). Scores in points, mean ± std over seeds; paired differences are MIC minus "
+        "its base over the seeds both ran (same seed: same initial weights, data order and "
+        "random streams of the shared terms), with the 95 % interval of the mean difference "
+        "(Student's t) and the count of seeds where MIC is ahead.",
+        "",
+    ]
+    calls = [c for c in state.get("calls", []) if c.get("mode") == mode]
+    if calls:
+        lines += ["Commands (wall time, machine):", ""]
+        lines += [
+            f"- `{c['command']}`: {c['minutes']:.1f} min for {c['runs']} runs, {c['jobs']} at a "
+            f"time, {c['threads']} thread(s) each, on {c['machine']} ({c['finished']})"
+            for c in calls
+        ]
+        lines.append("")
+    note = state.get("notes", {}).get(mode)
+    if note:
+        lines += [note, ""]
+    if mode == "quick":
+        lines += [
+            "Quick mode: tiny schedules and 2-3 seeds, to show that every task runs end to end "
+            "and how the table is read; these figures do not measure MIC's effect (use "
+            "`--full`).",
+            "",
+        ]
+    lines += [
+        "## Summary",
+        "",
+        "| task | score | base method | base | + MIC | MIC − base (paired) | 95 % interval | "
+        "seeds where MIC is ahead |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for task, t in table["tasks"].items():
+        spec = TASKS[task]
+        who = t["model"]
+        base, mic = t["methods"].get(spec.base, {}), t["methods"].get(spec.mic, {})
+        lines.append(
+            f"| {task} | {t['metric']}, {who} | {spec.base} | {_cell(base.get(who), spec.digits)} "
+            f"| {_cell(mic.get(who), spec.digits)} "
+            f"| {_diff_cells(t['pair']['models'].get(who), spec.digits)} |"
+        )
+    for task, t in table["tasks"].items():
+        spec = TASKS[task]
+        lines += ["", f"## {task}: {t['benchmark']}", ""]
+        extra = " ".join(t["settings"]["overrides"])
+        schedule = f"Runs of `{t['script']}` " + (
+            f"with the overrides `{extra}`" if extra else "at its defaults"
+        )
+        if task == "detection":
+            schedule += (
+                f", each arm from the seed's source-only model after {t['settings']['warmup']} "
+                f"warm-up iterations, then {t['settings']['iterations']} iterations"
+            )
+        lines += [schedule + f"; score: {t['metric']}.", ""]
+        if t["warmup"]:
+            lines += [
+                f"Source model after the warm-up: {_cell(t['warmup'], spec.digits)} "
+                f"({t['warmup']['n']} seeds).",
+                "",
+            ]
+        lines += [
+            "| method | seeds | student | teacher | s / iteration | device | rerun |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for m, e in t["methods"].items():
+            lines.append(
+                f"| {m} | {len(e['seeds'])} | {_cell(e['student'], spec.digits)} "
+                f"| {_cell(e['teacher'], spec.digits)} | {e['seconds_per_iteration']:.3f} "
+                f"| {', '.join(e['devices'])} | `{e['command']}` |"
+            )
+        by = _by_method(state, task, t["settings"])
+        by_class = {m: {s: r["per_class"] for s, r in runs.items()} for m, runs in by.items()}
+        pairs = [(spec.mic, spec.base)]
+        rows = paired_differences(by, pairs, MODELS, spec.digits, interval=True)
+        if rows:
+            lines += [
+                "",
+                "Paired differences, points (same seed):",
+                "",
+                "| pair | model | seeds | difference | 95 % interval | seeds where MIC is ahead |",
+                "|---|---|---|---|---|---|",
+                *rows,
+            ]
+            if t["pair"]["command"]:
+                lines += ["", f"Rerun the pair: `{t['pair']['command']}`"]
+            if _identical(t["pair"]):
+                lines += [
+                    "",
+                    "MIC and its base scored identically in every seed, for every model and "
+                    "class: on this schedule MIC's term left the weights unchanged (its loss is "
+                    "weighted by the share of confident teacher predictions, which can stay at "
+                    "zero early in training) and the shared terms drew the same random numbers.",
+                ]
+        classes = list(t["pair"]["per_class"])
+        rows = paired_differences(by_class, pairs, tuple(classes), spec.digits, interval=True)
+        if rows:
+            what = "IoU" if task == "segmentation" else "AP@0.5"
+            lines += [
+                "",
+                f"Per class: {what} of the {spec.model}, paired differences, points:",
+                "",
+                "| pair | class | seeds | difference | 95 % interval | seeds where MIC is ahead |",
+                "|---|---|---|---|---|---|",
+                *rows,
+            ]
+            means = {
+                m: {c: mean_std([r.get(c) for r in by_class.get(m, {}).values()]) for c in classes}
+                for m in (spec.base, spec.mic)
+            }
+            lines += [
+                "",
+                f"Per class: {what} of the {spec.model}, mean ± std:",
+                "",
+                "| method | " + " | ".join(classes) + " |",
+                "|---|" + "---|" * len(classes),
+                *(f"| {m} | " + " | ".join(means[m].values()) + " |" for m in means),
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: dict, path: Path) -> None:
+    """suite.png: per task, the two methods' mean score with the std over seeds as error
+    bars (top) and the paired MIC - base differences, overall and per class, with their
+    95 % intervals (bottom).
+
+    Raises:
+        SystemExit: matplotlib (the ``bench`` extra) is not installed.
+    """
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise SystemExit(
+            f"{path} needs matplotlib, which is in the bench extra: pip install -e '.[bench]' "
+            "(the table is written; run `python -m benchmarks --from-cache` for the plot)."
+        ) from e
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(table["tasks"].items())
+    fig, axes = plt.subplots(2, len(tasks), figsize=(4.6 * len(tasks), 7.5), squeeze=False)
+    for k, (task, t) in enumerate(tasks):
+        who = t["model"]
+        top, bottom = axes[0][k], axes[1][k]
+        names = list(t["methods"])
+        cells = [t["methods"][m][who] for m in names]
+        top.bar(
+            range(len(names)),
+            [c["mean"] if c else 0.0 for c in cells],
+            yerr=[c["std"] if c else 0.0 for c in cells],
+            capsize=4,
+            color=["tab:gray", "tab:blue"][: len(names)],
+        )
+        top.set_xticks(
+            range(len(names)), [f"{m}\n({c['n'] if c else 0} seeds)" for m, c in zip(names, cells)]
+        )
+        top.set_ylabel(f"{t['metric']}, {who}")
+        top.set_title(task)
+        found = [c["mean"] - c["std"] for c in cells if c]
+        if found:
+            top.set_ylim(max(0.0, min(found) - 5), None)
+        diffs = {}
+        if who in t["pair"]["models"]:
+            diffs["overall"] = t["pair"]["models"][who]
+        diffs.update(t["pair"]["per_class"])
+        xs = list(range(len(diffs)))
+        means = [d["mean"] for d in diffs.values()]
+        low = [d["mean"] - d["ci95"][0] if d["ci95"] else 0.0 for d in diffs.values()]
+        high = [d["ci95"][1] - d["mean"] if d["ci95"] else 0.0 for d in diffs.values()]
+        bottom.errorbar(xs, means, yerr=[low, high], fmt="o", capsize=4, color="tab:blue")
+        bottom.axhline(0, color="black", linewidth=0.8)
+        bottom.set_xticks(xs, list(diffs))
+        plt.setp(bottom.get_xticklabels(), rotation=30, ha="right")
+        bottom.set_ylabel("difference, points (95 % interval)")
+        n = next(iter(diffs.values()))["n"] if diffs else 0
+        bottom.set_title(f"MIC − base, {who}, paired by seed ({n} pairs)")
+    fig.suptitle(f"MIC against its base, paired by seed ({table['mode']} mode)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write(state: dict, settings: dict[str, dict[str, Any]], mode: str, out: Path) -> dict:
+    """Writes OUT.md (the table of every mode the cache holds runs of, the full one first),
+    OUT.json (the tables under ``tables``, beside the cached runs) and OUT.png (the plot of
+    ``mode``); returns the table of ``mode``.
+
+    Raises:
+        SystemExit: the cache holds no run of ``mode``'s schedules.
+    """
+    tables = {
+        m: summarise(state, settings if m == mode else schedules(m), m, out)
+        for m in ("full", "quick")
+    }
+    table = tables[mode]
+    if not table["tasks"]:
+        raise SystemExit(f"{out.with_suffix('.json')} holds no runs of --{mode}: run it first")
+    state["tables"] = {m: t for m, t in tables.items() if t["tasks"]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(state, indent=1))
+    out.with_suffix(".md").write_text(
+        "\n".join(markdown(t, state) for t in state["tables"].values())
+    )
+    plot(table, out.with_suffix(".png"))
+    return table
+
+
+def load(out: Path) -> dict:
+    cache = out.with_suffix(".json")
+    state = json.loads(cache.read_text()) if cache.exists() else {}
+    for key in ("runs", "warmups"):
+        state.setdefault(key, {})
+    state.setdefault("calls", [])
+    return state
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    state = load(args.out)
+    if args.from_cache and not state["runs"]:
+        raise SystemExit(f"{args.out.with_suffix('.json')} holds no runs: run the suite first")
+    if not args.from_cache:
+        t0 = time.perf_counter()
+        n = train(args, state)
+        if n:
+            threads = threads_per_run(args.device, args.jobs, args.threads)
+            machine = args.device if args.device != "cpu" else f"{os.cpu_count()} CPU cores"
+            words = sys.argv[1:] if argv is None else argv
+            state["calls"].append(
+                {
+                    "command": "OMP_NUM_THREADS="
+                    + os.environ.get("OMP_NUM_THREADS", "unset")
+                    + " python -m benchmarks "
+                    + shlex.join(words),
+                    "mode": args.mode,
+                    "minutes": (time.perf_counter() - t0) / 60,
+                    "runs": n,
+                    "jobs": args.jobs,
+                    "threads": threads,
+                    "machine": f"{machine}, load average {os.getloadavg()[0]:.1f} at the end",
+                    "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                }
+            )
+    if args.note is not None:
+        note = Path(args.note[1:]).read_text() if args.note.startswith("@") else args.note
+        state.setdefault("notes", {})[args.mode] = note.strip()
+    # the table covers every task of the mode (runs cached earlier included)
+    write(state, schedules(args.mode) | args.settings, args.mode, args.out)
+    print(args.out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""The benchmark suite (``python -m benchmarks``): its table and plot from cached runs, its
+options and the settings of each mode; no training."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import suite  # noqa: E402
+
+QUICK = suite.schedules("quick")
+
+
+def _state() -> dict:
+    """Cached rows in each script's own format: digits (3 seeds, no per-class scores), street
+    scenes (2 seeds, per-class IoU dicts), fog shapes (2 seeds, AP per class, SADA without a
+    teacher)."""
+    runs = {}
+
+    def add(task, method, seed, row):
+        base = {"method": method, "seed": seed, "seconds_per_iteration": 0.1, "device": "cpu"}
+        runs[suite.run_key(task, method, seed, QUICK[task])] = {"task": task, **base, **row}
+
+    for seed, (mt, mic) in enumerate([(0.90, 0.93), (0.92, 0.91), (0.91, 0.95)]):
+        add("classification", "mean_teacher", seed, {"student": mt - 0.01, "teacher": mt})
+        add("classification", "mean_teacher_mic", seed, {"student": mic, "teacher": mic})
+    seg = {
+        "dacs": [(0.60, {"road": 0.80, "pole": 0.10}), (0.50, {"road": 0.70, "pole": 0.20})],
+        "dacs_mic": [(0.62, {"road": 0.85, "pole": 0.05}), (0.49, {"road": 0.75, "pole": 0.30})],
+    }
+    for method, rows in seg.items():
+        for seed, (miou, iou) in enumerate(rows):
+            row = {"student_miou": miou, "teacher_miou": miou, "student_iou": iou}
+            add("segmentation", method, seed, {**row, "teacher_iou": iou})
+    for seed in (0, 1):
+        add(
+            "detection",
+            "sada",
+            seed,
+            {"student": 0.80, "teacher": None, "student_per_class": [0.9, 0.8, 0.7, 0.6]},
+        )
+        add(
+            "detection",
+            "sada_mic",
+            seed,
+            {
+                "student": 0.79 + 0.02 * seed,
+                "teacher": 0.8,
+                "student_per_class": [1.0, 0.8, 0.7, 0.5],
+            },
+        )
+    # a run of another schedule (the full one) must stay out of the quick table
+    runs[
+        suite.run_key(
+            "classification", "mean_teacher", 7, suite.schedules("full")["classification"]
+        )
+    ] = {
+        "task": "classification",
+        "method": "mean_teacher",
+        "seed": 7,
+        "student": 0.1,
+        "teacher": 0.1,
+        "seconds_per_iteration": 0.1,
+        "device": "cpu",
+    }
+    return {"runs": runs, "warmups": {}, "calls": []}
+
+
+def test_paired_differences_intervals_and_wins_from_cached_rows():
+    table = suite.summarise(_state(), QUICK, "quick")
+    digits = table["tasks"]["classification"]
+    assert digits["methods"]["mean_teacher"]["seeds"] == [0, 1, 2]  # seed 7 is the full schedule
+    assert digits["methods"]["mean_teacher"]["teacher"]["mean"] == pytest.approx(91.0)
+    d = digits["pair"]["models"]["teacher"]
+    # per seed +3, -1, +4 points: mean 2, std sqrt(7); t(0.975, 2) = 4.303: half-width 6.57
+    assert d["per_seed"] == pytest.approx([3.0, -1.0, 4.0])
+    assert d["mean"] == pytest.approx(2.0)
+    assert d["std"] == pytest.approx(7**0.5)
+    assert d["ci95"] == pytest.approx([2 - 6.5724, 2 + 6.5724], abs=1e-3)
+    assert (d["mic_ahead"], d["n"]) == (2, 3)
+    assert digits["pair"]["per_class"] == {}  # digits report no per-class scores
+
+    seg = table["tasks"]["segmentation"]["pair"]
+    assert seg["per_class"]["road"]["per_seed"] == pytest.approx([5.0, 5.0])
+    assert seg["per_class"]["road"]["mic_ahead"] == 2
+    assert seg["per_class"]["pole"]["per_seed"] == pytest.approx([-5.0, 10.0])
+    assert seg["per_class"]["pole"]["mic_ahead"] == 1
+
+    det = table["tasks"]["detection"]["pair"]
+    assert list(det["models"]) == ["student"]  # SADA has no teacher: no teacher pair
+    assert det["models"]["student"]["per_seed"] == pytest.approx([-1.0, 1.0])
+    assert list(det["per_class"]) == ["disc", "square", "triangle", "cross"]
+    assert det["per_class"]["disc"]["mean"] == pytest.approx(10.0)
+    assert det["per_class"]["cross"]["mic_ahead"] == 0
+
+
+def test_markdown_rows_carry_intervals_wins_per_class_and_rerun_commands():
+    state = _state()
+    md = suite.markdown(suite.summarise(state, QUICK, "quick"), state)
+    assert (
+        "| classification | target test accuracy (%), teacher | mean_teacher | 91.00 ± 1.00" in md
+    )
+    assert "| +2.00 ± 2.65 | [-4.57, +8.57] | 2 / 3 |" in md
+    assert (
+        "| mean_teacher_mic - mean_teacher | teacher | 3 | 2.00 ± 2.65 | [-4.57, 8.57] | 2 / 3 |"
+        in md
+    )
+    assert "| dacs_mic - dacs | road | 2 | 5.0 ± 0.0 | [5.0, 5.0] | 2 / 2 |" in md
+    assert "| sada_mic - sada | cross | 2 |" in md
+    assert (
+        "`python -m benchmarks --quick --tasks detection --methods sada --seeds 0 1 --fresh`" in md
+    )
+    assert (
+        "Rerun the pair: `python -m benchmarks --quick --tasks segmentation --methods dacs dacs_mic"
+        in md
+    )
+
+
+def test_from_cache_writes_table_json_and_plot_without_training(tmp_path, monkeypatch):
+    out = tmp_path / "suite"
+    out.with_suffix(".json").write_text(json.dumps(_state()))
+    monkeypatch.setattr(suite, "train", lambda *a: pytest.fail("--from-cache must not train"))
+    suite.main(["--from-cache", "--out", str(out)])
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert set(saved["tables"]["quick"]["tasks"]) == {"classification", "segmentation", "detection"}
+    assert len(saved["runs"]) == len(_state()["runs"])  # the cache is kept beside the table
+    md = out.with_suffix(".md").read_text()
+    assert "## segmentation" in md
+    # the one full-schedule run has a table of its own, after which comes the quick one
+    assert md.index("(full mode)") < md.index("(quick mode)")
+    assert set(saved["tables"]["full"]["tasks"]) == {"classification"}
+    quick_only = _state()
+    quick_only["runs"] = {k: r for k, r in quick_only["runs"].items() if r["seed"] != 7}
+    out.with_suffix(".json").write_text(json.dumps(quick_only))
+    with pytest.raises(SystemExit, match="holds no runs of --full"):
+        suite.main(["--from-cache", "--full", "--out", str(out)])
+
+
+def test_from_cache_without_runs_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="holds no runs"):
+        suite.main(["--from-cache", "--out", str(tmp_path / "suite")])
+
+
+def test_missing_matplotlib_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    table = suite.summarise(_state(), QUICK, "quick")
+    with pytest.raises(SystemExit, match=r"pip install -e '\.\[bench\]'"):
+        suite.plot(table, tmp_path / "suite.png")
+
+
+def test_modes_map_to_settings_and_options_override_them(tmp_path):
+    args = suite.parse_args([])
+    assert args.mode == "quick" and args.tasks == list(suite.TASKS)
+    assert args.settings["classification"]["seeds"] == [0, 1, 2]
+    assert "iterations=150" in args.settings["classification"]["overrides"]
+    assert args.out == ROOT / "benchmarks" / "results" / "suite"
+
+    full = suite.parse_args(["--full", "--tasks", "classification", "detection"])
+    assert list(full.settings) == ["classification", "detection"]
+    assert full.settings["classification"] == {"seeds": list(range(10)), "overrides": []}
+    assert full.settings["detection"]["warmup"] > QUICK["detection"]["warmup"]
+    assert suite.settings_key(full.settings["detection"]) != suite.settings_key(QUICK["detection"])
+
+    args = suite.parse_args(["--seeds", "4", "5", "--out", str(tmp_path / "x.md")])
+    assert all(s["seeds"] == [4, 5] for s in args.settings.values())
+    assert args.out == tmp_path / "x"
+    with pytest.raises(SystemExit):
+        suite.parse_args(["--quick", "--full"])
+
+
+def test_cached_runs_are_not_run_again():
+    state = _state()
+    args = suite.parse_args(["--tasks", "classification", "--seeds", "0", "1", "2", "3"])
+    todo = suite.missing_runs(args, state)
+    assert [(t, m, s) for t, m, s, _ in todo] == [
+        ("classification", "mean_teacher", 3),
+        ("classification", "mean_teacher_mic", 3),
+    ]
+    args = suite.parse_args(["--tasks", "classification", "--methods", "mean_teacher", "--fresh"])
+    assert [(m, s) for _, m, s, _ in suite.missing_runs(args, state)] == [
+        ("mean_teacher", 0),
+        ("mean_teacher", 1),
+        ("mean_teacher", 2),
+    ]
+
+
+def test_unknown_task_or_method_is_a_clear_error(capsys):
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--tasks", "classification", "streets"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    assert "invalid choice: 'streets'" in out.stderr
+    assert "classification" in out.stderr and "detection" in out.stderr
+    with pytest.raises(SystemExit):
+        suite.parse_args(["--tasks", "classification", "--methods", "dacs"])
+    err = capsys.readouterr().err
+    assert "--methods dacs: not a method of the tasks classification" in err
+    assert "mean_teacher mean_teacher_mic" in err
+
+
+def test_identical_arms_are_pointed_out():
+    state = _state()
+    for key, row in state["runs"].items():
+        if row["task"] == "segmentation" and row["method"] == "dacs_mic":
+            base = state["runs"][key.replace("dacs_mic", "dacs")]
+            row.update({k: base[k] for k in ("student_miou", "teacher_miou", "teacher_iou")})
+    md = suite.markdown(suite.summarise(state, QUICK, "quick"), state)
+    assert md.count("scored identically in every seed") == 1  # the street scenes alone
+    assert "| dacs_mic - dacs | teacher | 2 | 0.0 ± 0.0 | [0.0, 0.0] | 0 / 2 |" in md
