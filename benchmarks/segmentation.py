@@ -41,6 +41,8 @@ from common import (
     device_name,
     mean_std,
     peak_memory,
+    run_timed,
+    start_from,
     threads_per_run,
     time_training,
 )
@@ -91,6 +93,48 @@ MEMORY = [
 ]
 
 
+def _overrides(experiment: str, seed: int, device: str) -> list[str]:
+    return [
+        f"experiment={experiment}",
+        f"seed={seed}",
+        f"device={device}",
+        "log.progress=false",
+        "log.tensorboard=false",
+        "eval.interval=0",
+    ]
+
+
+def warmup(
+    seed: int, steps: int, device: str, threads: int, extra: list[str], path: str, experiment: str
+) -> dict:
+    """Source-only training of ``experiment``'s model for ``steps`` iterations (the source stage
+    of a warm start); saves the student's weights at ``path`` and scores them on the target
+    test split (after AdaBN)."""
+    import logging
+
+    import torch
+
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(threads)
+    overrides = [
+        *_overrides(experiment, seed, device),
+        *METHODS["source_only"],
+        *extra,
+        f"iterations={steps}",
+        "eval.models=[student]",
+    ]
+    exp = start_from(overrides)
+    final, seconds = run_timed(exp)
+    torch.save(exp.student.state_dict(), path)
+    return {
+        "seed": seed,
+        "steps": steps,
+        "miou": final["eval/student/miou"],
+        "iou": dict(zip(exp.task.classes, final["eval/student/per_class_iou"])),
+        "seconds_per_iteration": seconds,
+    }
+
+
 def run_one(
     method: str,
     seed: int,
@@ -98,26 +142,18 @@ def run_one(
     threads: int,
     extra: list[str],
     experiment: str = "streets",
+    start: str | None = None,
 ) -> dict:
+    """One run of ``method``: ``mic-train experiment=<experiment>`` with the method's and the
+    ``extra`` overrides, from the weights saved at ``start`` (a ``warmup``) if given."""
     import logging
 
     import torch
 
-    from mic.experiment import build_experiment, load_config
-
     logging.basicConfig(level=logging.WARNING)  # the per-class tables stay out of the way
     torch.set_num_threads(threads)
-    overrides = [
-        f"experiment={experiment}",
-        *METHODS[method],
-        f"seed={seed}",
-        f"device={device}",
-        "log.progress=false",
-        "log.tensorboard=false",
-        "eval.interval=0",
-        *extra,
-    ]
-    exp = build_experiment(load_config(overrides))
+    overrides = [*_overrides(experiment, seed, device), *METHODS[method], *extra]
+    exp = start_from(overrides, start)
     loop = exp.loop
     spent = time_training(loop)
     loop.run()

@@ -1,4 +1,4 @@
-"""One suite over the three bundled benchmarks: MIC against its base, paired by seed.
+"""One suite over the bundled benchmarks: MIC against its base, paired by seed.
 
     python -m benchmarks                            # --quick: a few minutes on 2 CPU cores
     python -m benchmarks --full --jobs 2            # about an hour on 2 CPU cores
@@ -18,11 +18,18 @@ are those of the task's own script, imported, with its method table:
 - detection (``detection.py``): ``sada`` against ``sada_mic`` on the bundled fog shapes, both
   from the same source-only warm-up model of the seed; score: target test mAP@0.5 of the
   student (SADA has no teacher), and per-class AP@0.5.
+- context (``segmentation.py``): ``dacs`` against ``dacs_mic`` on the context street scenes
+  (``experiment=streets_context``: look-alike classes told apart on the target by their
+  surroundings at the scale of several MIC blocks), both from the same source-only model of
+  the seed, at the experiment's own recipe; score: target test mIoU of the EMA teacher, and
+  per-class IoU.
 
 ``--quick`` (default) shortens every schedule to tiny iteration counts and 2-3 seeds: it shows
 that the suite runs end to end, not MIC's effect. ``--full`` runs digits at mic-train's
 defaults with 10 seeds, the street scenes at segmentation.py's CPU schedule with 5 seeds and
-detection with a 1000-iteration warm-up and 500 iterations per arm with 4 seeds (``SCHEDULES``).
+detection with a 1000-iteration warm-up and 500 iterations per arm with 4 seeds, and the
+context scenes with a 2000-iteration source stage and 300 iterations per arm with 10 seeds
+(``schedules``).
 
 Every finished run is cached in the JSON file beside the table, keyed by (task, method, seed,
 settings), so a rerun only adds the runs it lacks, and ``--from-cache`` rewrites the table
@@ -72,6 +79,8 @@ class Task:
         mic: the base method with MIC.
         model: the model whose score the summary, the plot and the per-class rows use.
         digits: decimals of the table's cells.
+        experiment: the ``experiment=`` config the script runs (segmentation.py only; None:
+            the script's own).
     """
 
     script: str
@@ -81,6 +90,7 @@ class Task:
     mic: str
     model: str
     digits: int = 1
+    experiment: str | None = None
 
 
 TASKS: dict[str, Task] = {
@@ -109,13 +119,31 @@ TASKS: dict[str, Task] = {
         "sada_mic",
         "student",
     ),
+    "context": Task(
+        "segmentation",
+        "context street scenes: road / sidewalk and person / pole told apart on the target by "
+        "their surroundings alone (experiment=streets_context)",
+        "target test mIoU (%)",
+        "dacs",
+        "dacs_mic",
+        "teacher",
+        experiment="streets_context",
+    ),
 }
+#: the source stage of a warm start on the context scenes (conf/experiment/streets_context.yaml),
+#: with rare class sampling: person and pole are thin and rare (about 1.6 % of the pixels each)
+CONTEXT_SOURCE_STAGE = [
+    "optimizer.lr=6e-4",
+    "scheduler.warmup_iters=150",
+    "+method.rare_class_sampling=true",
+]
 
 
 def schedules(mode: str) -> dict[str, dict[str, Any]]:
     """Task -> the settings of ``mode`` (``quick`` or ``full``): ``seeds``, ``overrides``
-    (mic-train overrides on top of the script's own) and, for detection, the ``warmup`` and
-    ``iterations`` of detection.py."""
+    (mic-train overrides on top of the script's own) and, for the tasks that start from a
+    source-only model, its ``warmup`` iterations, the ``iterations`` of each arm and (context)
+    the ``warmup_overrides`` of the source stage."""
     from segmentation import CPU_BUDGET
 
     if mode not in ("quick", "full"):
@@ -138,6 +166,14 @@ def schedules(mode: str) -> dict[str, dict[str, Any]]:
             "warmup": 150 if quick else 1000,
             "iterations": 60 if quick else 500,
             "overrides": ["dataset.test.length=100"] if quick else [],
+        },
+        "context": {
+            "seeds": [0, 1] if quick else list(range(10)),
+            # full: the experiment's recipe, a 2000-iteration source stage, 300 of each arm
+            "warmup": 100 if quick else 2000,
+            "iterations": 30 if quick else 300,
+            "warmup_overrides": CONTEXT_SOURCE_STAGE,
+            "overrides": ["dataset.test_count=100"] if quick else [],
         },
     }
 
@@ -183,7 +219,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--work",
         type=Path,
         default=Path(tempfile.gettempdir()) / "mic_suite",
-        help="where detection's warm-up models are kept",
+        help="where the source-only (warm-up) models are kept",
     )
     p.add_argument(
         "--from-cache",
@@ -200,7 +236,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--fresh",
         action="store_true",
-        help="run the chosen runs again (detection's warm-up models in --work are kept)",
+        help="run the chosen runs again (the warm-up models in --work are kept)",
     )
     args = p.parse_args(argv)
     if args.out.suffix in (".md", ".json", ".png"):
@@ -233,28 +269,45 @@ def run(
     threads: int,
     start: str | None = None,
 ) -> dict:
-    """One run of ``method`` on ``task`` by its script's ``run_one`` (in this process)."""
+    """One run of ``method`` on ``task`` by its script's ``run_one`` (in this process), from
+    the source-only model saved at ``start`` for the tasks with a ``warmup``."""
     import importlib
 
-    script = importlib.import_module(TASKS[task].script)
+    spec = TASKS[task]
+    script = importlib.import_module(spec.script)
     extra = list(settings["overrides"])
     if task == "detection":
         return script.run_one(method, seed, settings["iterations"], device, threads, extra, start)
-    return script.run_one(method, seed, device, threads, extra)
+    if "iterations" in settings:
+        extra.append(f"iterations={settings['iterations']}")
+    return script.run_one(method, seed, device, threads, extra, spec.experiment or "streets", start)
 
 
-def warm_up(seed: int, settings: dict[str, Any], device: str, threads: int, path: str) -> dict:
-    """Detection's source-only model of ``seed`` (detection.py's ``warmup``), saved at ``path``."""
-    import detection
+def warm_up(
+    task: str, seed: int, settings: dict[str, Any], device: str, threads: int, path: str
+) -> dict:
+    """The source-only model of ``seed`` (the script's ``warmup``), saved at ``path``."""
+    extra = [*settings.get("warmup_overrides", []), *settings["overrides"]]
+    if task == "detection":
+        import detection
 
-    return detection.warmup(
-        seed, settings["warmup"], device, threads, list(settings["overrides"]), path, "torchvision"
-    )
+        return detection.warmup(
+            seed, settings["warmup"], device, threads, extra, path, "torchvision"
+        )
+    import segmentation
+
+    experiment = TASKS[task].experiment or "streets"
+    return segmentation.warmup(seed, settings["warmup"], device, threads, extra, path, experiment)
 
 
-def _warmup_path(work: Path, seed: int, settings: dict[str, Any]) -> Path:
+def warmup_score(row: dict) -> float | None:
+    """The source-only model's score (a fraction) in a warm-up row: mAP@0.5 or mIoU."""
+    return row.get("map_50", row.get("miou"))
+
+
+def _warmup_path(work: Path, task: str, seed: int, settings: dict[str, Any]) -> Path:
     tag = hashlib.sha1(settings_key(settings).encode()).hexdigest()[:10]
-    return work / f"detection_warmup_seed{seed}_{tag}.pt"
+    return work / f"{task}_warmup_seed{seed}_{tag}.pt"
 
 
 def missing_runs(args: argparse.Namespace, state: dict) -> list[tuple[str, str, int, str]]:
@@ -273,8 +326,8 @@ def missing_runs(args: argparse.Namespace, state: dict) -> list[tuple[str, str, 
 
 
 def train(args: argparse.Namespace, state: dict) -> int:
-    """Runs the ``missing_runs`` of ``args`` (detection's warm-ups first), saving ``state``
-    after each; returns how many ran."""
+    """Runs the ``missing_runs`` of ``args`` (the warm-ups first), saving ``state`` after
+    each; returns how many ran."""
     cache = args.out.with_suffix(".json")
     threads = threads_per_run(args.device, args.jobs, args.threads)
     todo = missing_runs(args, state)
@@ -288,31 +341,33 @@ def train(args: argparse.Namespace, state: dict) -> int:
         cache.write_text(json.dumps(state, indent=1))
 
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-        starts: dict[int, str] = {}
-        warm: dict[int, Future] = {}
-        settings = args.settings.get("detection")  # detection's warm-ups
+        starts: dict[tuple[str, int], str] = {}
+        warm: dict[tuple[str, int], Future] = {}
         for task, _, seed, _ in todo:
-            if task != "detection" or seed in starts:
+            settings = args.settings[task]
+            if "warmup" not in settings or (task, seed) in starts:
                 continue
-            path = _warmup_path(args.work, seed, settings)
-            starts[seed] = str(path)
+            path = _warmup_path(args.work, task, seed, settings)
+            starts[task, seed] = str(path)
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
-                warm[seed] = pool.submit(warm_up, seed, settings, args.device, threads, str(path))
+                warm[task, seed] = pool.submit(
+                    warm_up, task, seed, settings, args.device, threads, str(path)
+                )
 
         def submit(task: str, m: str, seed: int, key: str) -> tuple[str, str, Future]:
-            start = starts.get(seed) if task == "detection" else None
             chosen = args.settings[task]
+            start = starts.get((task, seed))
             return task, key, pool.submit(run, task, m, seed, chosen, args.device, threads, start)
 
-        # the other tasks' runs queue behind the warm-ups, detection's wait for them
-        futures = [submit(*job) for job in todo if job[0] != "detection"]
-        for seed, future in warm.items():
+        # the other tasks' runs queue behind the warm-ups, the warm-started ones wait for them
+        futures = [submit(*job) for job in todo if (job[0], job[2]) not in starts]
+        for (task, seed), future in warm.items():
             w = future.result()
-            state["warmups"][run_key("detection", "warmup", seed, settings)] = w
+            state["warmups"][run_key(task, "warmup", seed, args.settings[task])] = w
             save()
-            print(f"detection warm-up seed {seed}: mAP@0.5 {100 * w['map_50']:.1f}", flush=True)
-        futures += [submit(*job) for job in todo if job[0] == "detection"]
+            print(f"{task} warm-up seed {seed}: {100 * warmup_score(w):.1f}", flush=True)
+        futures += [submit(*job) for job in todo if (job[0], job[2]) in starts]
         for task, key, future in futures:
             row = future.result()
             state["runs"][key] = {"task": task, **row}
@@ -332,7 +387,7 @@ def train(args: argparse.Namespace, state: dict) -> int:
 
 def scores(task: str, row: dict) -> dict[str, float | None]:
     """The student's and the teacher's score (a fraction) of a script's run row."""
-    if task == "segmentation":
+    if TASKS[task].script == "segmentation":
         return {"student": row.get("student_miou"), "teacher": row.get("teacher_miou")}
     return {"student": row.get("student"), "teacher": row.get("teacher")}
 
@@ -341,7 +396,7 @@ def per_class(task: str, row: dict, model: str) -> dict[str, float]:
     """Class -> score (a fraction) of ``model`` in a run row: per-class IoU for segmentation,
     AP@0.5 per class for detection (detection.py's ``CLASSES`` order), none for digits;
     missing and NaN scores left out."""
-    if task == "segmentation":
+    if TASKS[task].script == "segmentation":
         found = dict(row.get(f"{model}_iou") or {})
     elif task == "detection":
         from detection import CLASSES
@@ -461,7 +516,7 @@ def summarise(
             "settings": {k: v for k, v in s.items() if k != "seeds"},
             "methods": methods,
             "pair": pair,
-            "warmup": _describe([w.get("map_50") for w in warm]) if warm else None,
+            "warmup": _describe([warmup_score(w) for w in warm]) if warm else None,
         }
     return {"mode": mode, "tasks": tasks}
 
@@ -488,7 +543,7 @@ def markdown(table: dict, state: dict) -> str:
     common.paired_differences, with 95 % intervals)."""
     mode = table["mode"]
     lines = [
-        f"# MIC against its base on the three bundled benchmarks ({mode} mode)",
+        f"# MIC against its base on the bundled benchmarks ({mode} mode)",
         "",
         "Written by `python -m benchmarks` (benchmarks/suite.py; its docstring gives the "
         "protocol). Scores in points, mean ± std over seeds; paired differences are MIC minus "
@@ -539,7 +594,7 @@ def markdown(table: dict, state: dict) -> str:
         schedule = f"Runs of `{t['script']}` " + (
             f"with the overrides `{extra}`" if extra else "at its defaults"
         )
-        if task == "detection":
+        if "warmup" in t["settings"]:
             schedule += (
                 f", each arm from the seed's source-only model after {t['settings']['warmup']} "
                 f"warm-up iterations, then {t['settings']['iterations']} iterations"
@@ -587,7 +642,7 @@ def markdown(table: dict, state: dict) -> str:
         classes = list(t["pair"]["per_class"])
         rows = paired_differences(by_class, pairs, tuple(classes), spec.digits, interval=True)
         if rows:
-            what = "IoU" if task == "segmentation" else "AP@0.5"
+            what = "IoU" if spec.script == "segmentation" else "AP@0.5"
             lines += [
                 "",
                 f"Per class: {what} of the {spec.model}, paired differences, points:",

@@ -216,3 +216,48 @@ def test_identical_arms_are_pointed_out():
     md = suite.markdown(suite.summarise(state, QUICK, "quick"), state)
     assert md.count("scored identically in every seed") == 1  # the street scenes alone
     assert "| dacs_mic - dacs | teacher | 2 | 0.0 ± 0.0 | [0.0, 0.0] | 0 / 2 |" in md
+
+
+def test_warm_started_context_task_reports_its_source_model_and_pairs(tmp_path):
+    """The context scenes: both arms of a seed from one source-only model, whose score (mIoU of
+    the warm-up row) the table reports beside the paired rows."""
+    settings = QUICK["context"]
+    assert settings["warmup"] > 0 and settings["iterations"] > 0
+    state = {"runs": {}, "warmups": {}, "calls": []}
+    for seed, (dacs, mic) in enumerate([(0.70, 0.72), (0.60, 0.61)]):
+        for method, miou in (("dacs", dacs), ("dacs_mic", mic)):
+            row = {"method": method, "seed": seed, "seconds_per_iteration": 0.2, "device": "cpu"}
+            iou = {"road": miou, "person": miou / 2}
+            state["runs"][suite.run_key("context", method, seed, settings)] = {
+                "task": "context",
+                **row,
+                "student_miou": miou,
+                "teacher_miou": miou,
+                "student_iou": iou,
+                "teacher_iou": iou,
+            }
+        warm = {"seed": seed, "steps": settings["warmup"], "miou": 0.5 + 0.1 * seed}
+        state["warmups"][suite.run_key("context", "warmup", seed, settings)] = warm
+    table = suite.summarise(state, {"context": settings}, "quick")
+    context = table["tasks"]["context"]
+    assert context["warmup"]["mean"] == pytest.approx(55.0)
+    assert context["pair"]["models"]["teacher"]["per_seed"] == pytest.approx([2.0, 1.0])
+    assert context["pair"]["per_class"]["person"]["per_seed"] == pytest.approx([1.0, 0.5])
+    md = suite.markdown(table, state)
+    assert "## context: context street scenes" in md
+    assert f"source-only model after {settings['warmup']} warm-up iterations" in md
+    assert "Source model after the warm-up: 55.0 ± 7.1 (2 seeds)." in md
+    assert "| dacs_mic - dacs | person | 2 |" in md
+    # each (task, seed) has its own source model file
+    paths = {suite._warmup_path(tmp_path, t, 0, QUICK[t]) for t in ("context", "detection")}
+    assert len(paths) == 2
+
+
+def test_context_runs_wait_for_their_warm_up():
+    args = suite.parse_args(["--tasks", "context", "--seeds", "3"])
+    todo = suite.missing_runs(args, {"runs": {}, "warmups": {}})
+    assert [(t, m, s) for t, m, s, _ in todo] == [
+        ("context", "dacs", 3),
+        ("context", "dacs_mic", 3),
+    ]
+    assert "streets_context" in suite.TASKS["context"].benchmark
