@@ -92,6 +92,18 @@ class Task:
     digits: int = 1
     experiment: str | None = None
 
+    @property
+    def equal_time(self) -> str:
+        """The base method given MIC's extra compute: the base with the schedule's
+        ``equal_time`` overrides (more iterations, for the wall time of the MIC run)."""
+        return f"{self.base}_equal_time"
+
+    def methods(self, settings: dict[str, Any]) -> tuple[str, ...]:
+        """The methods run with ``settings``: base, base + MIC and, where the schedule
+        has ``equal_time`` overrides, the base given MIC's wall time."""
+        extra = (self.equal_time,) if settings.get("equal_time") else ()
+        return (self.base, self.mic, *extra)
+
 
 TASKS: dict[str, Task] = {
     "classification": Task(
@@ -155,6 +167,14 @@ def schedules(mode: str) -> dict[str, dict[str, Any]]:
             "seeds": [0, 1, 2] if quick else list(range(10)),
             # full: mic-train's digits defaults (1000 iterations, 200 on the source alone)
             "overrides": ["iterations=150", "adaptation_start=50"] if quick else [],
+            # the base given MIC's wall time: a MIC iteration took 1.56x a mean-teacher one
+            # in the full runs (0.108 against 0.069 s), so the base's whole schedule is
+            # stretched by 1.56 (the table reports the wall-time ratio that resulted)
+            "equal_time": (
+                ["iterations=234", "adaptation_start=78"]
+                if quick
+                else ["iterations=1560", "adaptation_start=312"]
+            ),
         },
         "segmentation": {
             "seeds": [0, 1] if quick else list(range(5)),
@@ -179,12 +199,17 @@ def schedules(mode: str) -> dict[str, dict[str, Any]]:
 
 
 def settings_key(settings: dict[str, Any]) -> str:
-    """What identifies a run's schedule in the cache: the settings without the seeds."""
-    return json.dumps({k: v for k, v in settings.items() if k != "seeds"}, sort_keys=True)
+    """What identifies a run's schedule in the cache: the settings without the seeds and the
+    equal-time overrides (which only the equal-time runs' keys hold)."""
+    kept = {k: v for k, v in settings.items() if k not in ("seeds", "equal_time")}
+    return json.dumps(kept, sort_keys=True)
 
 
 def run_key(task: str, method: str, seed: int, settings: dict[str, Any]) -> str:
-    return json.dumps([task, method, seed, settings_key(settings)])
+    key: list[Any] = [task, method, seed, settings_key(settings)]
+    if method == TASKS[task].equal_time:
+        key.append(settings["equal_time"])
+    return json.dumps(key)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -241,7 +266,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.out.suffix in (".md", ".json", ".png"):
         args.out = args.out.with_suffix("")
-    known = {m for t in args.tasks for m in (TASKS[t].base, TASKS[t].mic)}
+    every = schedules(args.mode)
+    known = {m for t in args.tasks for m in TASKS[t].methods(every[t])}
     unknown = sorted(set(args.methods or []) - known)
     if unknown:
         p.error(
@@ -250,7 +276,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
-    every = schedules(args.mode)
     args.settings = {t: every[t] for t in args.tasks}
     if args.seeds is not None:
         args.settings = {t: {**s, "seeds": list(args.seeds)} for t, s in args.settings.items()}
@@ -276,6 +301,10 @@ def run(
     spec = TASKS[task]
     script = importlib.import_module(spec.script)
     extra = list(settings["overrides"])
+    if method == spec.equal_time:
+        longer = {**settings, "overrides": [*extra, *settings["equal_time"]], "equal_time": None}
+        row = run(task, spec.base, seed, longer, device, threads, start)
+        return {**row, "method": method}
     if task == "detection":
         return script.run_one(method, seed, settings["iterations"], device, threads, extra, start)
     if "iterations" in settings:
@@ -316,7 +345,7 @@ def missing_runs(args: argparse.Namespace, state: dict) -> list[tuple[str, str, 
     todo = []
     for task, settings in args.settings.items():
         spec = TASKS[task]
-        methods = [m for m in (spec.base, spec.mic) if not args.methods or m in args.methods]
+        methods = [m for m in spec.methods(settings) if not args.methods or m in args.methods]
         for seed in settings["seeds"]:
             for m in methods:
                 key = run_key(task, m, seed, settings)
@@ -408,9 +437,15 @@ def per_class(task: str, row: dict, model: str) -> dict[str, float]:
 
 
 def _matching(cached: dict[str, dict], task: str, settings: dict[str, Any]) -> list[dict]:
-    """The cached entries (key -> row) of ``task`` run with ``settings`` (any seeds)."""
+    """The cached entries (key -> row) of ``task`` run with ``settings`` (any seeds; equal-time
+    runs only with the schedule's ``equal_time`` overrides)."""
     wanted = settings_key(settings)
-    return [r for k, r in cached.items() if json.loads(k)[0] == task and json.loads(k)[3] == wanted]
+    found = []
+    for k, r in cached.items():
+        key = json.loads(k)
+        if key[0] == task and key[3] == wanted and key[4:] in ([], [settings.get("equal_time")]):
+            found.append(r)
+    return found
 
 
 def _by_method(state: dict, task: str, settings: dict[str, Any]) -> dict[str, dict[int, dict]]:
@@ -422,9 +457,26 @@ def _by_method(state: dict, task: str, settings: dict[str, Any]) -> dict[str, di
             **scores(task, r),
             "per_class": per_class(task, r, TASKS[task].model),
             "seconds_per_iteration": r.get("seconds_per_iteration"),
+            "seconds": _seconds(r),
             "device": r.get("device"),
         }
     return by
+
+
+def _seconds(row: dict) -> float | None:
+    """A run's training time: seconds per iteration x its iterations (the last
+    ``iterations=`` of its overrides, else the row's ``iterations``, else conf/config.yaml's)."""
+    spi = row.get("seconds_per_iteration")
+    told = [o.split("=", 1)[1] for o in row.get("overrides", []) if o.startswith("iterations=")]
+    if told:
+        n = int(told[-1])
+    elif row.get("iterations"):
+        n = int(row["iterations"])
+    else:
+        from omegaconf import OmegaConf
+
+        n = int(OmegaConf.load(Path(__file__).parents[1] / "conf" / "config.yaml").iterations)
+    return None if spi is None else spi * n
 
 
 def _describe(values: list[float | None]) -> dict | None:
@@ -479,7 +531,7 @@ def summarise(
         if not by:
             continue
         methods = {}
-        for m in (spec.base, spec.mic):
+        for m in spec.methods(s):
             runs = by.get(m, {})
             if not runs:
                 continue
@@ -507,6 +559,15 @@ def summarise(
                 pair["per_class"][c] = d
         both = sorted(set(a) & set(b))
         pair["command"] = _command(mode, task, [spec.base, spec.mic], both, out) if both else None
+        c = by.get(spec.equal_time, {})
+        if c:
+            pair["equal_time"] = {
+                "method": spec.equal_time,
+                "overrides": s["equal_time"],
+                "models": {w: d for w in MODELS if (d := _paired(a, c, w))},
+                # the equal-time base's training time over MIC's, per seed both ran
+                "time_ratio": [c[x]["seconds"] / a[x]["seconds"] for x in sorted(set(a) & set(c))],
+            }
         warm = _matching(state.get("warmups", {}), task, s)
         tasks[task] = {
             "benchmark": spec.benchmark,
@@ -581,12 +642,16 @@ def markdown(table: dict, state: dict) -> str:
     for task, t in table["tasks"].items():
         spec = TASKS[task]
         who = t["model"]
-        base, mic = t["methods"].get(spec.base, {}), t["methods"].get(spec.mic, {})
-        lines.append(
-            f"| {task} | {t['metric']}, {who} | {spec.base} | {_cell(base.get(who), spec.digits)} "
-            f"| {_cell(mic.get(who), spec.digits)} "
-            f"| {_diff_cells(t['pair']['models'].get(who), spec.digits)} |"
-        )
+        mic = t["methods"].get(spec.mic, {})
+        compared = [(spec.base, t["pair"]["models"].get(who))]
+        if "equal_time" in t["pair"]:
+            compared.append((spec.equal_time, t["pair"]["equal_time"]["models"].get(who)))
+        for name, diff in compared:
+            base = t["methods"].get(name, {})
+            lines.append(
+                f"| {task} | {t['metric']}, {who} | {name} | {_cell(base.get(who), spec.digits)} "
+                f"| {_cell(mic.get(who), spec.digits)} | {_diff_cells(diff, spec.digits)} |"
+            )
     for task, t in table["tasks"].items():
         spec = TASKS[task]
         lines += ["", f"## {task}: {t['benchmark']}", ""]
@@ -619,7 +684,14 @@ def markdown(table: dict, state: dict) -> str:
         by = _by_method(state, task, t["settings"])
         by_class = {m: {s: r["per_class"] for s, r in runs.items()} for m, runs in by.items()}
         pairs = [(spec.mic, spec.base)]
-        rows = paired_differences(by, pairs, MODELS, spec.digits, interval=True)
+        equal = t["pair"].get("equal_time")
+        rows = paired_differences(
+            by,
+            [*pairs, *([(spec.mic, spec.equal_time)] if equal else [])],
+            MODELS,
+            spec.digits,
+            True,
+        )
         if rows:
             lines += [
                 "",
@@ -631,6 +703,15 @@ def markdown(table: dict, state: dict) -> str:
             ]
             if t["pair"]["command"]:
                 lines += ["", f"Rerun the pair: `{t['pair']['command']}`"]
+            if equal:
+                r = equal["time_ratio"]
+                lines += [
+                    "",
+                    f"`{spec.equal_time}` is `{spec.base}` with `{' '.join(equal['overrides'])}`: "
+                    "its schedule stretched so that it trains about as long as MIC does "
+                    f"(its training time over MIC's: {statistics.mean(r):.2f}x, "
+                    f"{min(r):.2f}x to {max(r):.2f}x over {len(r)} seeds).",
+                ]
             if _identical(t["pair"]):
                 lines += [
                     "",
@@ -696,7 +777,7 @@ def plot(table: dict, path: Path) -> None:
             [c["mean"] if c else 0.0 for c in cells],
             yerr=[c["std"] if c else 0.0 for c in cells],
             capsize=4,
-            color=["tab:gray", "tab:blue"][: len(names)],
+            color=["tab:gray", "tab:blue", "tab:olive"][: len(names)],
         )
         top.set_xticks(
             range(len(names)), [f"{m}\n({c['n'] if c else 0} seeds)" for m, c in zip(names, cells)]

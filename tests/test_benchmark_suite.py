@@ -163,7 +163,8 @@ def test_modes_map_to_settings_and_options_override_them(tmp_path):
 
     full = suite.parse_args(["--full", "--tasks", "classification", "detection"])
     assert list(full.settings) == ["classification", "detection"]
-    assert full.settings["classification"] == {"seeds": list(range(10)), "overrides": []}
+    assert full.settings["classification"]["seeds"] == list(range(10))
+    assert full.settings["classification"]["overrides"] == []
     assert full.settings["detection"]["warmup"] > QUICK["detection"]["warmup"]
     assert suite.settings_key(full.settings["detection"]) != suite.settings_key(QUICK["detection"])
 
@@ -178,9 +179,14 @@ def test_cached_runs_are_not_run_again():
     state = _state()
     args = suite.parse_args(["--tasks", "classification", "--seeds", "0", "1", "2", "3"])
     todo = suite.missing_runs(args, state)
+    # the digits' equal-time base has no cached run yet: every seed of it is to do
     assert [(t, m, s) for t, m, s, _ in todo] == [
+        ("classification", "mean_teacher_equal_time", 0),
+        ("classification", "mean_teacher_equal_time", 1),
+        ("classification", "mean_teacher_equal_time", 2),
         ("classification", "mean_teacher", 3),
         ("classification", "mean_teacher_mic", 3),
+        ("classification", "mean_teacher_equal_time", 3),
     ]
     args = suite.parse_args(["--tasks", "classification", "--methods", "mean_teacher", "--fresh"])
     assert [(m, s) for _, m, s, _ in suite.missing_runs(args, state)] == [
@@ -204,7 +210,7 @@ def test_unknown_task_or_method_is_a_clear_error(capsys):
         suite.parse_args(["--tasks", "classification", "--methods", "dacs"])
     err = capsys.readouterr().err
     assert "--methods dacs: not a method of the tasks classification" in err
-    assert "mean_teacher mean_teacher_mic" in err
+    assert "mean_teacher mean_teacher_equal_time mean_teacher_mic" in err
 
 
 def test_identical_arms_are_pointed_out():
@@ -261,3 +267,52 @@ def test_context_runs_wait_for_their_warm_up():
         ("context", "dacs_mic", 3),
     ]
     assert "streets_context" in suite.TASKS["context"].benchmark
+
+
+def test_equal_time_base_is_paired_with_mic_and_its_training_time_reported():
+    """The base given MIC's wall time: a third method whose runs are keyed by its overrides,
+    paired with MIC like the base, with the ratio of training times (seconds per iteration x
+    iterations) in the table."""
+    settings = QUICK["classification"]
+    assert settings["equal_time"]
+    state = _state()
+    name = suite.TASKS["classification"].equal_time
+    for seed, score in enumerate([0.92, 0.90, 0.93]):
+        row = {
+            "task": "classification",
+            "method": name,
+            "seed": seed,
+            "student": score,
+            "teacher": score,
+            "seconds_per_iteration": 0.05,
+            "device": "cpu",
+            "overrides": [*settings["overrides"], *settings["equal_time"]],
+        }
+        state["runs"][suite.run_key("classification", name, seed, settings)] = row
+    # MIC's runs: 0.1 s per iteration over the quick schedule's iterations
+    for row in state["runs"].values():
+        if row["method"] == "mean_teacher_mic":
+            row["overrides"] = list(settings["overrides"])
+    table = suite.summarise(state, QUICK, "quick")
+    equal = table["tasks"]["classification"]["pair"]["equal_time"]
+    # MIC 93, 91, 95 against 92, 90, 93
+    assert equal["models"]["teacher"]["per_seed"] == pytest.approx([1.0, 1.0, 2.0])
+    iterations = next(int(o[11:]) for o in settings["equal_time"] if o.startswith("iterations="))
+    base = next(int(o[11:]) for o in settings["overrides"] if o.startswith("iterations="))
+    assert equal["time_ratio"] == pytest.approx([0.5 * iterations / base] * 3)
+    md = suite.markdown(table, state)
+    assert f"| classification | target test accuracy (%), teacher | {name} | 91.67" in md
+    assert f"| mean_teacher_mic - {name} | teacher | 3 | 1.33 ± 0.58 |" in md
+    assert f"`{name}` is `mean_teacher` with `{' '.join(settings['equal_time'])}`" in md
+    # other equal-time overrides: other runs, not matched to this schedule
+    other = {**settings, "equal_time": ["iterations=999"]}
+    assert suite.run_key("classification", name, 0, other) != suite.run_key(
+        "classification", name, 0, settings
+    )
+    changed = {k: r for k, r in state["runs"].items() if r["method"] != name}
+    for r in state["runs"].values():
+        if r["method"] == name:
+            changed[suite.run_key("classification", name, r["seed"], other)] = r
+    state["runs"] = changed
+    again = suite.summarise(state, QUICK, "quick")["tasks"]["classification"]
+    assert "equal_time" not in again["pair"] and name not in again["methods"]
