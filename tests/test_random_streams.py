@@ -146,7 +146,7 @@ def test_a_term_draws_the_same_whatever_its_place_and_others_draw_differently():
     assert torch.equal(a["mic"], b["mic"]) and torch.equal(a["self_training"], b["self_training"])
 
 
-def _detection_loop(terms, with_mic: bool):
+def _detection_loop(terms, with_mic: bool, backend: str = "torchvision"):
     from mic.datasets.detection import ShapesDetection
     from mic.tasks.detection import DetectionMIC, DetectionTask
     from tests.det_helpers import SIZE, tiny_detector
@@ -156,7 +156,7 @@ def _detection_loop(terms, with_mic: bool):
     kw = {"batch_size": 2, "shuffle": True, "drop_last": True, "collate_fn": task.collate}
     src = ShapesDetection("source", "train", size=SIZE, length=8)
     tgt = ShapesDetection("target", "train", labelled=False, size=SIZE, length=8)
-    student = tiny_detector(0, num_classes=4)
+    student = tiny_detector(0, num_classes=4, backend=backend)
     if with_mic:  # lambda 0: MIC's gradient is zero, only its draws could change the run
         masker = mic.BlockMasker(8, 0.5, StrongAugmentation(), fill=student.image_mean)
         terms = {**terms, "mic": DetectionMIC(masker, weight=0.0)}
@@ -175,8 +175,9 @@ def _detection_loop(terms, with_mic: bool):
     )
 
 
+@pytest.mark.parametrize("backend", ["torchvision", "detectron2"])
 @pytest.mark.parametrize("base", ["mean_teacher", "sada"])
-def test_adding_mic_leaves_the_detection_base_methods_draws_unchanged(base):
+def test_adding_mic_leaves_the_detection_base_methods_draws_unchanged(base, backend):
     from mic.tasks.detection import DomainAdversarial, SharedSourceSupervision
 
     runs = []
@@ -196,7 +197,7 @@ def test_adding_mic_leaves_the_detection_base_methods_draws_unchanged(base):
                 "source": SharedSourceSupervision(),
                 "adversarial": DomainAdversarial(16, 32, image_levels=5, instance_levels=4),
             }
-        loop = _detection_loop(terms, with_mic)
+        loop = _detection_loop(terms, with_mic, backend)
         _run(loop)
         runs.append((loop, recorder))
     (a, rec_a), (b, rec_b) = runs
