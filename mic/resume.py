@@ -21,6 +21,7 @@ from mic.training import (
     Checkpointer,
     latest_checkpoint,
     load_checkpoint,
+    load_loop_state,
     process_info,
     set_rng_state,
 )
@@ -175,7 +176,7 @@ def resume(
     ]
     fresh_lambdas = [copy.deepcopy(vars(f)) for f in _lambdas(loop)]
     try:
-        loop.load_state_dict(state)
+        load_loop_state(loop, state)
     except (RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(
             f"checkpoint '{path}' does not fit this experiment ({str(e).splitlines()[0]}); "

@@ -8,14 +8,7 @@ Read in this order: ``task`` (what a task says), ``teacher``, ``masking``, ``wei
 from mic.core.batch import EndlessLoader, collate_pairs, move_to, split_sample
 from mic.core.context import IterationContext, RandomStream, SharedForward
 from mic.core.errors import CheckpointError, ConfigError, DatasetError, MicError
-from mic.core.loop import (
-    AdaptationLoop,
-    Collective,
-    Hook,
-    NumericalError,
-    StepStrategy,
-    TrainingInterrupted,
-)
+from mic.core.loop import AdaptationLoop, Collective, Guard, Hook, StepStrategy
 from mic.core.masking import BlockMasker, Masker
 from mic.core.method import UDAMethod, mean_teacher, source_only
 from mic.core.task import Metric, PseudoLabels, Task, check_num_classes
@@ -40,6 +33,7 @@ __all__ = [
     "DatasetError",
     "EMATeacher",
     "EndlessLoader",
+    "Guard",
     "Hook",
     "IterationContext",
     "LossTerm",
@@ -47,7 +41,6 @@ __all__ = [
     "Masker",
     "Metric",
     "MicError",
-    "NumericalError",
     "PseudoLabelWeighting",
     "PseudoLabels",
     "RandomStream",
@@ -57,7 +50,6 @@ __all__ = [
     "StepStrategy",
     "Task",
     "Teacher",
-    "TrainingInterrupted",
     "UDAMethod",
     "check_num_classes",
     "collate_pairs",

@@ -9,6 +9,8 @@ from mic.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     load_initial_weights,
+    load_loop_state,
+    loop_state,
     save_checkpoint,
     save_weights,
 )
@@ -20,6 +22,7 @@ from mic.training.distributed import (
     process_info,
 )
 from mic.training.evaluation import evaluate, recalibrated_batchnorm
+from mic.training.guard import NumericalError, TrainingGuard, TrainingInterrupted
 from mic.training.hooks import Checkpointer, Evaluation, MetricsLogger, ProgressBar
 from mic.training.optim import (
     Constant,
@@ -58,12 +61,15 @@ __all__ = [
     "MaskedAgreement",
     "MetricsLogger",
     "ModelSelection",
+    "NumericalError",
     "ProcessGroup",
     "ProcessInfo",
     "ProgressBar",
     "ResumableSampler",
     "SeededDataset",
     "SoftNeighborhoodDensity",
+    "TrainingGuard",
+    "TrainingInterrupted",
     "Validator",
     "WarmupMultiStep",
     "WarmupPoly",
@@ -73,6 +79,8 @@ __all__ = [
     "latest_checkpoint",
     "load_checkpoint",
     "load_initial_weights",
+    "load_loop_state",
+    "loop_state",
     "lr_scheduler",
     "make_validators",
     "param_groups",
