@@ -15,15 +15,15 @@ from mic.core.context import IterationContext
 from mic.core.errors import ConfigError, DatasetError
 from mic.core.method import UDAMethod
 from mic.core.task import Task
-from mic.core.teacher import Teacher, unwrap
+from mic.core.teacher import Teacher
 from mic.core.terms import LossTerm
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class Collective:
-    """The processes of a data-parallel run; this default is one process (identities).
-    ``mic.training.ProcessGroup`` implements it for ``torchrun``."""
+    """The processes of a data-parallel run; this default is one process
+    (``mic.training.ProcessGroup`` is ``torchrun``'s)."""
 
     rank: int = 0
     world_size: int = 1
@@ -40,9 +40,8 @@ class Collective:
 
 
 class StepStrategy:
-    """How an iteration's gradients become an optimiser step. This default back-propagates
-    every active term of every micro-batch once, then calls ``finish_step``; SDAT's two passes
-    are a subclass."""
+    """How an iteration's gradients become an optimiser step; this default makes one pass
+    (SDAT's two passes are a subclass)."""
 
     def check(self, loop: AdaptationLoop) -> None:
         """Raise ``ConfigError`` when the loop's settings do not suit this strategy."""
@@ -76,8 +75,8 @@ class Hook:
 
 
 class Guard:
-    """What watches a run for stop requests and numerical faults. This default watches nothing
-    and allows every step; ``mic.training.TrainingGuard`` is ``mic-train``'s."""
+    """What watches a run for stop requests and numerical faults; this default watches nothing
+    (``mic.training.TrainingGuard`` is ``mic-train``'s)."""
 
     def running(self, loop: AdaptationLoop) -> contextlib.AbstractContextManager[Any]:
         """The context ``run`` trains in (e.g. one that catches SIGTERM)."""
@@ -87,21 +86,16 @@ class Guard:
         """Before an iteration's passes (e.g. snapshot what a skipped step restores)."""
 
     def allow_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> bool:
-        """Whether the iteration's averaged gradients may be stepped; a guard that returns
-        False has undone the iteration itself (``loop.skipped_steps`` counts it)."""
+        """Whether the iteration's averaged gradients may be stepped (False: the guard has
+        undone the iteration and counted it in ``loop.skipped_steps``)."""
         return True
 
 
 class AdaptationLoop:
-    """Iteration-based UDA training, the same for every task.
-
-    Per iteration: (1) the teacher follows the student (EMA of the last optimiser step's
-    weights); (2) the next source and target batches (``accumulate`` of each); (3) the step
-    strategy back-propagates every active term on its own, so one branch's activations are
-    alive at a time (terms reading one ``SharedForward`` share one backward); the teacher
-    predicts once, when a term first reads the pseudo-labels; each term draws from its own
-    ``RandomStream``; (4) gradients averaged over processes, ``guard`` consulted, one
-    optimiser and one scheduler step; (5) the hooks.
+    """Iteration-based UDA training, the same for every task. Per iteration: the teacher's
+    update; the next source and target batches; each active term (or ``SharedForward`` group)
+    computed and back-propagated on its own; gradients averaged over processes; if the guard
+    allows, one optimiser step; one scheduler step; the hooks.
 
     Args:
         task: the Task through which every model is trained and scored.
@@ -115,17 +109,13 @@ class AdaptationLoop:
         scheduler: a learning-rate scheduler stepped once per iteration.
         hooks: logging, evaluation, checkpoints ...
         device: where models and batches live (default: the student's device).
-        adaptation_start: iteration from which terms that use target data run (default 0, as
-            published; later gives a source-only warm-up).
+        adaptation_start: first iteration of the terms that use target data (published 0).
         seed: the seed of every term's random stream.
         max_grad_norm: clip the global gradient norm to this value (None: no clipping).
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``, the ``torch.autocast`` type of every
-            forward (fp16 adds a GradScaler).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; fp16 adds a GradScaler).
         accumulate: micro-batches per optimiser step (gradient accumulation, >= 1).
         channels_last: keep the student and the images in channels-last memory format.
-        step_strategy: how gradients become a step (default: ``StepStrategy()``).
-        collective: the processes of a data-parallel run (default: this process alone).
-        guard: stop requests and numerical faults (default: ``Guard()``, which checks nothing).
+        step_strategy, collective, guard: the seams above (default: their base classes).
 
     Raises:
         ConfigError: a setting out of range, pseudo-labels without a teacher, or a
@@ -214,9 +204,8 @@ class AdaptationLoop:
         """Train from ``self.step`` to ``self.iterations``, or until a stop request.
 
         Raises:
-            DatasetError: a batch could not be loaded; the hooks ran first (a checkpointer
-                saves the state before that iteration, ``interrupted_by`` says why).
-            MicError: what the guard raises (``TrainingInterrupted``, ``NumericalError``).
+            DatasetError: a batch could not be loaded (after the hooks' ``after_run``).
+            MicError: what the guard raises.
         """
         self.collective.broadcast_module(self.student)
         self.collective.broadcast_module(self.method)
@@ -262,7 +251,7 @@ class AdaptationLoop:
         return [(n, t) for n, t in self.method if adapting or not t.uses_target]
 
     def context(self, step: int, micro: int = 0) -> IterationContext:
-        """Draw the next source and target batches, on the device, for the loss terms."""
+        """The next source and target batches, on the device, for the loss terms."""
         source, target = self._to_device(next(self.source)), self._to_device(next(self.target))
         c = self.collective
         layout = (self.seed, c.rank, c.world_size, micro, self.accumulate)
@@ -308,8 +297,8 @@ class AdaptationLoop:
     def finish_step(
         self, losses: dict[str, Tensor], restore: Callable[[], None] | None = None
     ) -> None:
-        """Average the gradients over processes, call ``restore`` (e.g. to put perturbed
-        weights back), then step (clip, optimiser, scheduler) if the guard allows it."""
+        """Average the gradients, call ``restore`` (e.g. to undo a perturbation), and step
+        (clip, optimiser, scheduler) if the guard allows it."""
         self.collective.average_gradients(self.parameters())
         if restore is not None:
             restore()
@@ -345,11 +334,6 @@ class AdaptationLoop:
     def parameters(self) -> list[nn.Parameter]:
         """The parameters the optimiser updates."""
         return [p for g in self.optimizer.param_groups for p in g["params"]]
-
-    def buffers(self) -> list[Tensor]:
-        """The buffers (e.g. BatchNorm statistics) of the student, the method and the teacher."""
-        models = (unwrap(self.student), self.method, self.teacher)
-        return [b for m in models if m is not None for b in m.buffers()]
 
     def _to_device(self, batch: Any) -> Any:
         batch = move_to(batch, self.device)

@@ -13,8 +13,7 @@ from mic.core.weighting import QUALITY_THRESHOLD, WeightingMode
 
 
 class UDAMethod(nn.Module):
-    """An ordered set of named loss terms; the loop runs them in this order, one backward each
-    (terms that read one ``SharedForward`` run together, at the place of the first of them).
+    """An ordered set of named loss terms, run by the loop in this order.
 
     Args:
         terms: name -> term; None leaves a term out (a config switches one off with ``null``).
@@ -59,8 +58,8 @@ def mean_teacher(
     tau: float = QUALITY_THRESHOLD,
     weight: float = 1.0,
 ) -> UDAMethod:
-    """Source supervision plus self-training on the target against an EMA teacher (terms
-    ``source`` and ``self_training``); see ``SelfTraining`` for the arguments."""
+    """Terms ``source`` (``SourceSupervision``) and ``self_training`` (``SelfTraining``, which
+    takes the arguments)."""
     return UDAMethod(
         {
             "source": SourceSupervision(),

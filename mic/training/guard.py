@@ -15,6 +15,7 @@ from torch import Tensor
 
 from mic.core.errors import ConfigError, MicError
 from mic.core.loop import AdaptationLoop, Guard
+from mic.core.teacher import unwrap
 
 NanPolicy = Literal["skip", "stop", "ignore"]
 NAN_POLICIES = ("skip", "stop", "ignore")
@@ -81,7 +82,7 @@ class TrainingGuard(Guard):
     def before_step(self, loop: AdaptationLoop) -> None:
         if self.nan_policy != "skip":
             return
-        buffers = loop.buffers()
+        buffers = _buffers(loop)
         if len(self._snapshot) != len(buffers):
             self._snapshot = [b.clone() for b in buffers]
         elif buffers:
@@ -98,7 +99,7 @@ class TrainingGuard(Guard):
             return True
         loop.optimizer.zero_grad(set_to_none=True)
         if self._snapshot:
-            torch._foreach_copy_(loop.buffers(), self._snapshot)
+            torch._foreach_copy_(_buffers(loop), self._snapshot)
         loop.skipped_steps += 1
         if loop.scheduler is not None:  # the schedule follows the iteration, stepped or not
             with warnings.catch_warnings():
@@ -147,3 +148,9 @@ class TrainingGuard(Guard):
                 "nan_policy=skip to skip such iterations"
             )
         return faulty
+
+
+def _buffers(loop: AdaptationLoop) -> list[Tensor]:
+    """The buffers (BatchNorm statistics ...) of the student, the method and the teacher."""
+    models = (unwrap(loop.student), loop.method, loop.teacher)
+    return [b for m in models if m is not None for b in m.buffers()]
