@@ -9,6 +9,10 @@ import pytest
 
 MIC = Path(__file__).parents[1] / "mic"
 
+#: the most lines mic/core/*.py may hold together: the contract and the loop, read in one
+#: sitting; machinery that would grow it belongs in mic.training
+CORE_MAX_LINES = 1500
+
 
 def imports(path: Path) -> set[str]:
     """Every mic module a file imports (inside ``if TYPE_CHECKING:`` too)."""
@@ -71,6 +75,11 @@ def test_no_task_imports_another():
             others = [f"mic.tasks.{t}" for t in tasks if t != task]
             bad = sorted(d for d in imports(path) if d.startswith(tuple(others)))
             assert not bad, f"{path.relative_to(MIC)} imports {bad}"
+
+
+def test_core_stays_readable_in_one_sitting():
+    lines = sum(len(path.read_text().splitlines()) for path in MIC.joinpath("core").glob("*.py"))
+    assert lines <= CORE_MAX_LINES, f"mic/core holds {lines} lines, over {CORE_MAX_LINES}"
 
 
 def test_core_names_no_task_in_its_code():
