@@ -7,9 +7,7 @@ from collections.abc import Iterator, Mapping
 from torch import nn
 
 from mic.core.errors import ConfigError
-from mic.core.masking import Augmentation
-from mic.core.terms import LossTerm, SelfTraining, SourceSupervision
-from mic.core.weighting import QUALITY_THRESHOLD, WeightingMode
+from mic.core.terms import LossTerm
 
 
 class UDAMethod(nn.Module):
@@ -45,24 +43,3 @@ class UDAMethod(nn.Module):
     def with_terms(self, **terms: LossTerm | None) -> UDAMethod:
         """A new method with ``terms`` added (or replaced, or removed when None)."""
         return UDAMethod({**dict(self.terms.items()), **terms})
-
-
-def source_only() -> UDAMethod:
-    """Supervised training on the source alone (the lower bound every method must beat)."""
-    return UDAMethod({"source": SourceSupervision()})
-
-
-def mean_teacher(
-    augmentation: Augmentation | None = None,
-    weighting: WeightingMode = "quality",
-    tau: float = QUALITY_THRESHOLD,
-    weight: float = 1.0,
-) -> UDAMethod:
-    """Terms ``source`` (``SourceSupervision``) and ``self_training`` (``SelfTraining``, which
-    takes the arguments)."""
-    return UDAMethod(
-        {
-            "source": SourceSupervision(),
-            "self_training": SelfTraining(augmentation, weighting, tau, weight),
-        }
-    )

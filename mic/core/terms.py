@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from mic.core.context import IterationContext, Random, SharedForward
 from mic.core.errors import ConfigError
-from mic.core.masking import Augmentation, Masker
+from mic.core.masking import Masker
 from mic.core.task import PseudoLabels, Task
 from mic.core.weighting import QUALITY_THRESHOLD, PseudoLabelWeighting, WeightingMode
 
@@ -70,25 +70,6 @@ class LossTerm(nn.Module, ABC):
     @abstractmethod
     def forward(self, ctx: IterationContext) -> Tensor | dict[str, Tensor]:
         """The weighted loss, a scalar tensor, or a dict of named parts (logged one by one)."""
-
-
-class SourceSupervision(LossTerm):
-    """The Task's supervised loss on the labelled source batch.
-
-    Args:
-        weight: the loss weight (published 1).
-        part_weights: a multiplier per named part of the Task's loss (``sum_parts``).
-    """
-
-    uses_target = False
-
-    def __init__(self, weight: float = 1.0, part_weights: Mapping[str, float] | None = None):
-        super().__init__(weight)
-        self.part_weights = dict(part_weights or {})
-
-    def forward(self, ctx: IterationContext) -> Tensor:
-        loss = ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets, rng=ctx.rng)
-        return self.weight * sum_parts(loss, self.part_weights)
 
 
 class ConsistencyLoss(LossTerm):
@@ -181,27 +162,3 @@ class MaskedImageConsistency(ConsistencyLoss):
 
     def transform(self, images: Any, rng: Random = None) -> Any:
         return self.masker(images, rng)
-
-
-class SelfTraining(ConsistencyLoss):
-    """Mean-teacher self-training: the student on the (strongly augmented) target against the
-    teacher's pseudo-labels.
-
-    Args:
-        augmentation: applied to the target first (e.g. ``mic.StrongAugmentation``); None: none.
-        weighting, tau, weight, part_weights: as in ``ConsistencyLoss``.
-    """
-
-    def __init__(
-        self,
-        augmentation: Augmentation | None = None,
-        weighting: WeightingMode = "quality",
-        tau: float = QUALITY_THRESHOLD,
-        weight: float = 1.0,
-        part_weights: Mapping[str, float] | None = None,
-    ) -> None:
-        super().__init__(weighting, tau, weight, part_weights)
-        self.augmentation = augmentation
-
-    def transform(self, images: Any, rng: Random = None) -> Any:
-        return images if self.augmentation is None else self.augmentation(images, rng)
