@@ -21,7 +21,6 @@ from mic.training import (
     Checkpointer,
     latest_checkpoint,
     load_checkpoint,
-    load_loop_state,
     process_info,
     set_rng_state,
 )
@@ -176,7 +175,7 @@ def resume(
     ]
     fresh_lambdas = [copy.deepcopy(vars(f)) for f in _lambdas(loop)]
     try:
-        load_loop_state(loop, state)
+        loop.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(
             f"checkpoint '{path}' does not fit this experiment ({str(e).splitlines()[0]}); "

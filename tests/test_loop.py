@@ -17,8 +17,6 @@ from mic import (
     MetricsLogger,
     StrongAugmentation,
     load_checkpoint,
-    load_loop_state,
-    loop_state,
     mean_teacher,
     source_only,
 )
@@ -166,9 +164,9 @@ def test_state_dict_round_trip_continues_identically():
     for _ in range(2):
         a.train_step()
         a.step += 1
-    state = loop_state(a)
+    state = a.state_dict()
     b, _ = make_loop(mean_teacher().with_terms(mic=_mic()), iterations=4, seed=0)
-    load_loop_state(b, state)
+    b.load_state_dict(state)
     assert b.step == 2
     for x, y in zip(a.student.state_dict().values(), b.student.state_dict().values()):
         assert torch.equal(x, y)

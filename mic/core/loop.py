@@ -15,7 +15,7 @@ from mic.core.context import IterationContext
 from mic.core.errors import ConfigError, DatasetError
 from mic.core.method import UDAMethod
 from mic.core.task import Task
-from mic.core.teacher import Teacher
+from mic.core.teacher import Teacher, unwrap
 from mic.core.terms import LossTerm
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -334,6 +334,44 @@ class AdaptationLoop:
     def parameters(self) -> list[nn.Parameter]:
         """The parameters the optimiser updates."""
         return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the loop's next iteration depends on, except the global random generators
+        (``mic.training.Checkpointer`` adds those of every process)."""
+        state: dict[str, Any] = {
+            "step": self.step,
+            "student": unwrap(self.student).state_dict(),
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "source": self.source.state_dict(),
+            "target": self.target.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "skipped_steps": self.skipped_steps,
+            "stepped": self.stepped,
+        }
+        if self.teacher is not None:
+            state["teacher"] = self.teacher.state_dict()
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
+        unwrap(self.student).load_state_dict(state["student"])
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.teacher is not None and "teacher" in state:
+            self.teacher.load_state_dict(state["teacher"])
+        if self.scheduler is not None and "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
+        for name in ("source", "target"):
+            if name in state:
+                getattr(self, name).load_state_dict(state[name])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.stepped = bool(state.get("stepped", True))
+        self.step = int(state["step"])
 
     def _to_device(self, batch: Any) -> Any:
         batch = move_to(batch, self.device)

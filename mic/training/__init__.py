@@ -9,8 +9,6 @@ from mic.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     load_initial_weights,
-    load_loop_state,
-    loop_state,
     save_checkpoint,
     save_weights,
 )
@@ -79,8 +77,6 @@ __all__ = [
     "latest_checkpoint",
     "load_checkpoint",
     "load_initial_weights",
-    "load_loop_state",
-    "loop_state",
     "lr_scheduler",
     "make_validators",
     "param_groups",

@@ -10,7 +10,6 @@ from typing import Any
 import torch
 
 from mic.core.errors import CheckpointError, ConfigError
-from mic.core.loop import AdaptationLoop
 from mic.core.teacher import unwrap
 
 #: marks a file as one of ours, with the format version
@@ -30,46 +29,6 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     _atomic_write(unwrap(model).state_dict(), path)
     return path
-
-
-def loop_state(loop: AdaptationLoop) -> dict[str, Any]:
-    """Everything the loop's next iteration depends on, except the global random generators
-    (``Checkpointer`` adds those of every process)."""
-    state: dict[str, Any] = {
-        "step": loop.step,
-        "student": unwrap(loop.student).state_dict(),
-        "method": loop.method.state_dict(),
-        "optimizer": loop.optimizer.state_dict(),
-        "source": loop.source.state_dict(),
-        "target": loop.target.state_dict(),
-        "scaler": loop.scaler.state_dict(),
-        "skipped_steps": loop.skipped_steps,
-        "stepped": loop.stepped,
-    }
-    if loop.teacher is not None:
-        state["teacher"] = loop.teacher.state_dict()
-    if loop.scheduler is not None:
-        state["scheduler"] = loop.scheduler.state_dict()
-    return state
-
-
-def load_loop_state(loop: AdaptationLoop, state: dict[str, Any]) -> None:
-    """Restore what ``loop_state`` returned."""
-    unwrap(loop.student).load_state_dict(state["student"])
-    loop.method.load_state_dict(state["method"])
-    loop.optimizer.load_state_dict(state["optimizer"])
-    if loop.teacher is not None and "teacher" in state:
-        loop.teacher.load_state_dict(state["teacher"])
-    if loop.scheduler is not None and "scheduler" in state:
-        loop.scheduler.load_state_dict(state["scheduler"])
-    for name in ("source", "target"):
-        if name in state:
-            getattr(loop, name).load_state_dict(state[name])
-    if state.get("scaler"):
-        loop.scaler.load_state_dict(state["scaler"])
-    loop.skipped_steps = int(state.get("skipped_steps", 0))
-    loop.stepped = bool(state.get("stepped", True))
-    loop.step = int(state["step"])
 
 
 def _umask() -> int:

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from mic.core.errors import ConfigError
 from mic.core.loop import AdaptationLoop, Hook
-from mic.training.checkpoint import loop_state, save_checkpoint, save_weights
+from mic.training.checkpoint import save_checkpoint, save_weights
 from mic.training.distributed import broadcast_object, gather_objects, process_info
 from mic.training.evaluation import evaluate, recalibrated_batchnorm, tracked_batchnorms
 from mic.training.rng import rng_state
@@ -358,7 +358,7 @@ class Checkpointer(Hook):
         selection = self.selection.state_dict()
         hooks = {name: obj.state_dict() for name, obj in self.stateful.items()}
         return {
-            **loop_state(loop),
+            **loop.state_dict(),
             "rng": rng,
             "selection": selection,
             "hooks": hooks,
