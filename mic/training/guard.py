@@ -42,8 +42,8 @@ class TrainingGuard(Guard):
     Under ``"skip"`` an iteration with non-finite losses or gradients changes nothing but the
     schedule (weights, optimiser state, every BatchNorm buffer stay as they were), and more
     than ``max_skipped`` such iterations (from the fifth) raise ``NumericalError``; ``"stop"``
-    raises it at the first; ``"ignore"`` checks nothing. Weights made non-finite by a step
-    always raise it.
+    raises it at the first; ``"ignore"`` checks nothing. Under both checking policies, weights
+    made non-finite by a step raise it.
 
     Args:
         nan_policy: ``"skip"`` (default), ``"stop"`` or ``"ignore"``.
