@@ -9,9 +9,8 @@ import pytest
 
 MIC = Path(__file__).parents[1] / "mic"
 
-#: the most lines mic/core/*.py may hold together: the contract and the loop, read in one
-#: sitting; machinery that would grow it belongs in mic.training
-CORE_MAX_LINES = 1500
+#: mic/core/*.py's line budget (its size when set): growth there belongs in mic.training or a task
+CORE_MAX_LINES = 1460
 
 
 def imports(path: Path) -> set[str]:
