@@ -47,6 +47,7 @@ def main(iterations: int, device: str) -> float:
         teacher=teacher,
         hooks=[mic.ProgressBar(), evaluation],
         device=device,
+        guard=mic.TrainingGuard(),  # mic-train's NaN / Inf policy and stop signals
     )
     loop.run()
     accuracy = evaluation.history[-1]["eval/teacher/accuracy"]

@@ -44,6 +44,7 @@ from mic.training import (
     ProgressBar,
     ResumableSampler,
     SeededDataset,
+    TrainingGuard,
     init_distributed,
     load_initial_weights,
     lr_scheduler,
@@ -346,13 +347,12 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         adaptation_start=start,
         seed=int(cfg.seed),
         max_grad_norm=cfg.max_grad_norm,
-        max_skipped=float(cfg.get("max_skipped", 0.1)),
         precision=str(cfg.get("precision", "fp32")),
         accumulate=int(cfg.get("accumulate", 1)),
-        nan_policy=str(cfg.get("nan_policy", "skip")),
         channels_last=bool(cfg.get("channels_last", False)),
         step_strategy=step_strategy,
         collective=ProcessGroup(device) if group.enabled else None,
+        guard=TrainingGuard(str(cfg.get("nan_policy", "skip")), float(cfg.get("max_skipped", 0.1))),
     )
     if resume_from is None and run_dir is not None and list(run_dir.glob("checkpoints/iter_*.pt")):
         raise ConfigError(

@@ -19,10 +19,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from mic.core import TrainingInterrupted
 from mic.core.errors import MicError
 from mic.experiment import check_writable, format_summary, run_experiment
-from mic.training import process_info
+from mic.training import TrainingInterrupted, process_info
 
 
 def user_error(exc: BaseException) -> str | None:

@@ -5,7 +5,15 @@ stop the run, and too many skipped steps stop it."""
 import pytest
 import torch
 
-from mic import AdaptationLoop, EMATeacher, LossTerm, NumericalError, UDAMethod, mean_teacher
+from mic import (
+    AdaptationLoop,
+    EMATeacher,
+    LossTerm,
+    NumericalError,
+    TrainingGuard,
+    UDAMethod,
+    mean_teacher,
+)
 
 from .helpers import tiny_loaders, tiny_model
 
@@ -40,7 +48,7 @@ def _loop(method, iterations=6, **kwargs):
         iterations,
         teacher=teacher,
         scheduler=scheduler,
-        **kwargs,
+        guard=TrainingGuard(**kwargs),
     )
 
 

@@ -75,7 +75,7 @@ def test_fp16_uses_a_loss_scaler_and_accumulation_averages_micro_batches():
 
 
 def test_nan_is_skipped_or_stops_with_the_branch_name():
-    from mic.core import NumericalError
+    from mic.training import NumericalError
 
     for policy in ("skip", "stop"):
         exp = build_experiment(

@@ -8,25 +8,12 @@ Read in this order: ``task`` (what a task says), ``teacher``, ``masking``, ``wei
 from mic.core.batch import EndlessLoader, collate_pairs, move_to, split_sample
 from mic.core.context import IterationContext, RandomStream, SharedForward
 from mic.core.errors import CheckpointError, ConfigError, DatasetError, MicError
-from mic.core.loop import (
-    AdaptationLoop,
-    Collective,
-    Hook,
-    NumericalError,
-    StepStrategy,
-    TrainingInterrupted,
-)
+from mic.core.loop import AdaptationLoop, Collective, Guard, Hook, StepStrategy
 from mic.core.masking import BlockMasker, Masker
-from mic.core.method import UDAMethod, mean_teacher, source_only
+from mic.core.method import UDAMethod
 from mic.core.task import Metric, PseudoLabels, Task, check_num_classes
 from mic.core.teacher import EMATeacher, Teacher
-from mic.core.terms import (
-    ConsistencyLoss,
-    LossTerm,
-    MaskedImageConsistency,
-    SelfTraining,
-    SourceSupervision,
-)
+from mic.core.terms import ConsistencyLoss, LossTerm, MaskedImageConsistency
 from mic.core.weighting import QUALITY_THRESHOLD, PseudoLabelWeighting
 
 __all__ = [
@@ -40,6 +27,7 @@ __all__ = [
     "DatasetError",
     "EMATeacher",
     "EndlessLoader",
+    "Guard",
     "Hook",
     "IterationContext",
     "LossTerm",
@@ -47,22 +35,16 @@ __all__ = [
     "Masker",
     "Metric",
     "MicError",
-    "NumericalError",
     "PseudoLabelWeighting",
     "PseudoLabels",
     "RandomStream",
-    "SelfTraining",
     "SharedForward",
-    "SourceSupervision",
     "StepStrategy",
     "Task",
     "Teacher",
-    "TrainingInterrupted",
     "UDAMethod",
     "check_num_classes",
     "collate_pairs",
-    "mean_teacher",
     "move_to",
-    "source_only",
     "split_sample",
 ]

@@ -12,8 +12,7 @@ from mic.core.errors import DatasetError
 
 
 def split_sample(sample: Any) -> tuple[Any, Any]:
-    """``(images, targets)`` of a sample or batch: a pair is split, anything else is images
-    without targets (``targets`` None)."""
+    """``(images, targets)`` of a sample or batch (a non-pair is images, targets None)."""
     if isinstance(sample, (tuple, list)) and len(sample) == 2:
         return sample[0], sample[1]
     return sample, None
@@ -24,14 +23,10 @@ def collate_pairs(
     batch_images: Callable[[list[Any]], Any] = default_collate,
     batch_targets: Callable[[list[Any]], Any] = default_collate,
 ) -> tuple[Any, Any]:
-    """Batch images and targets, each by its own function.
-
-    Returns:
-        ``(images, targets)``; ``targets`` is None when no sample has one (unlabelled data).
+    """``(images, targets)``, each batched by its function; targets None when no sample has one.
 
     Raises:
-        DatasetError: images of different sizes in a batch, or some samples with targets and
-            others without.
+        DatasetError: images of different sizes, or labelled and unlabelled samples mixed.
     """
     pairs = [split_sample(s) for s in samples]
     try:
@@ -55,8 +50,7 @@ def collate_pairs(
 
 
 def select_images(batch: Any, keep: Sequence[bool]) -> Any:
-    """The images (or per-image labels) of ``batch`` whose ``keep`` flag is true: rows of a
-    tensor, items of a list."""
+    """The rows (tensor) or items (list) of ``batch`` whose ``keep`` flag is true."""
     if isinstance(batch, torch.Tensor):
         return batch[torch.tensor(list(keep), dtype=torch.bool, device=batch.device)]
     return [item for item, k in zip(batch, keep, strict=True) if k]
@@ -78,13 +72,11 @@ def move_to(obj: Any, device: torch.device | str, non_blocking: bool = True) -> 
 class EndlessLoader(Iterator[Any]):
     """A data loader cycled epoch after epoch, knowing its position for exact resume.
 
-    At each epoch start it calls ``sampler.set_epoch(epoch)`` when the loader's sampler has
-    it, and re-seeds the loader's generator from ``(its initial seed, epoch)`` so that the
-    seeds of worker processes do not depend on when the epoch started. ``state_dict`` is the
-    epoch and the batches and samples drawn in it; after ``load_state_dict`` the next batch
-    starts at the next sample (the sampler starts part-way when it has ``set_start``, as
-    ``mic.training.ResumableSampler`` does, also after a change of batch size; otherwise the
-    drawn batches are drawn again and dropped).
+    Each epoch calls ``sampler.set_epoch(epoch)`` if present and re-seeds the loader's
+    generator from (initial seed, epoch), so worker seeds do not depend on when it started.
+    ``state_dict`` is the epoch and the batches and samples drawn in it; after a resume the next
+    batch starts at the next sample (through ``sampler.set_start``, as in
+    ``mic.training.ResumableSampler``; otherwise by drawing and dropping batches).
 
     Args:
         loader: any iterable of batches (a ``DataLoader``, a list of batches).

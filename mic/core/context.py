@@ -1,5 +1,5 @@
-"""What the loss terms of one iteration share: the batches, the models, the teacher's
-pseudo-labels, forward passes that several terms read, and each term's random stream."""
+"""What the loss terms of one iteration share: batches, models, pseudo-labels, shared forward
+passes and each term's random stream."""
 
 from __future__ import annotations
 
@@ -18,26 +18,22 @@ from mic.core.teacher import Teacher
 
 
 def stream_seed(*key: object) -> int:
-    """A 63-bit seed derived from ``key`` (e.g. seed, term name, iteration), the same on every
-    process and in every run."""
+    """A 63-bit seed derived from ``key`` (e.g. seed, term, iteration), the same everywhere."""
     digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
 
 
 class RandomStream:
-    """The random draws of one loss term in one iteration (a masker's blocks, an augmentation's
-    coins, ClassMix's classes), keyed to each sample's place in the global batch.
+    """The random draws of one loss term in one iteration (mask blocks, augmentation coins,
+    ClassMix classes), keyed to each sample's place in the optimiser step's global batch.
 
-    The loop seeds each term's stream from (seed, term name, iteration): adding or removing a
-    term leaves every other term's draws unchanged (paired comparisons), a resumed run draws
-    what the uninterrupted one drew, and a step that runs the terms twice (SAM) draws the same
-    twice. ``rand(n, ...)`` draws for the whole batch of the optimiser step (n x world_size x
-    micro_batches samples) and returns this process's n rows, in the order in which
-    ``mic.training.ResumableSampler`` deals samples to processes: N processes with B / N
-    samples each, or A accumulated micro-batches of B / A, draw what one process draws for B.
+    Seeded from (seed, term, iteration), a term's draws do not change when other terms are
+    added or removed (paired comparisons), after a resume, or when a step runs the terms twice
+    (SAM). N processes with B / N samples, or A micro-batches of B / A, draw what one process
+    draws for B (in ``mic.training.ResumableSampler``'s order of dealing samples).
 
     Args:
-        seed: the stream's seed (see ``stream_seed``).
+        seed: the stream's seed (``stream_seed``).
         rank, world_size: this process's place among the data-parallel processes.
         micro, micro_batches: this micro-batch's place among the step's micro-batches.
     """
@@ -50,8 +46,8 @@ class RandomStream:
         self._generators: dict[torch.device, torch.Generator] = {}
 
     def rand(self, n: int, *shape: int, device: torch.device | str | None = None) -> Tensor:
-        """Uniform [0, 1) float32 draws of shape (n, *shape) on ``device``, one row per sample
-        of this micro-batch (every process and micro-batch must ask for the same n)."""
+        """(n, *shape) uniform [0, 1) float32 draws on ``device``, one row per sample of this
+        micro-batch (every process and micro-batch must ask for the same n)."""
         device = torch.device(device or "cpu")
         if device not in self._generators:
             self._generators[device] = torch.Generator(device).manual_seed(self.seed)
@@ -61,14 +57,12 @@ class RandomStream:
         return draws[first : first + n * self.world_size : self.world_size]
 
     def for_sample(self, i: int, n: int) -> RandomStream:
-        """The stream of sample ``i`` of this micro-batch's ``n`` alone (for images of
-        different sizes, transformed one at a time)."""
+        """The stream of sample ``i`` of ``n`` alone (images transformed one at a time)."""
         index = (self.micro * n + i) * self.world_size + self.rank
         return RandomStream(stream_seed(self.seed, index))
 
 
-#: what maskers and augmentations draw from: a term's stream, a torch generator, or None
-#: (torch's global generator, e.g. a direct call in research code)
+#: what maskers and augmentations draw from: a stream, a generator, or None (torch's global one)
 Random = RandomStream | torch.Generator | None
 
 
@@ -87,13 +81,9 @@ def per_sample(rng: Random, n: int) -> list[Random]:
 
 
 class SharedForward:
-    """A forward pass of the student that several loss terms read, computed once per iteration.
-
-    Decorate a function ``ctx -> outputs``; calling the decorated object with an
-    ``IterationContext`` runs the function the first time in that iteration and returns the
-    same outputs after. Terms that read it set ``shared_forward`` to it: the loop then runs
-    them one after another, at the place of the first of them, and back-propagates the sum of
-    their losses once, so the pass's activations are freed after one backward.
+    """A forward pass ``ctx -> outputs`` that several loss terms read, computed once per
+    iteration (a decorator). Terms that read it name it as ``shared_forward``: the loop runs
+    them together and back-propagates their summed losses once.
 
     Example::
 
@@ -111,29 +101,24 @@ class SharedForward:
 
 
 class IterationContext:
-    """One iteration's (one micro-batch's) inputs, as every loss term sees them.
-
-    The teacher predicts on the target at most once, the first time a term reads
-    ``pseudo_labels``; later terms reuse that prediction. ``rng`` is the random stream of the
-    term that is running (the loop sets ``term`` before calling each).
+    """One micro-batch of one iteration, as every loss term sees it.
 
     Args:
         step: the iteration (0-based).
         task: the Task every model is trained and scored through.
-        student: the model being adapted (possibly wrapped for data parallelism).
+        student: the model being adapted (possibly wrapped in DDP).
         source: the labelled source batch ``(images, targets)``, on the device.
         target: the target batch (images, or ``(images, anything)``: labels are not read).
         teacher: the teacher (None: no term may read ``pseudo_labels``).
         adaptation_start: the first iteration of terms that use target data.
-        seed: the run's seed, from which every term's stream is derived.
-        rank, world_size, micro, micro_batches: this micro-batch's place in the step's global
-            batch (see ``RandomStream``).
-        mean: the mean of a tensor over the data-parallel processes (None: one process), for
-            statistics of the whole batch such as the quality weight.
+        seed, rank, world_size, micro, micro_batches: as in ``RandomStream``.
+        mean: the mean of a tensor over processes (None: one process), for statistics of
+            the global batch such as the quality weight.
 
     Attributes:
-        adapting: ``step >= adaptation_start``; a term active before that (one with
-            ``uses_target = False``) may add target-dependent parts once it is True.
+        adapting: ``step >= adaptation_start`` (when a term with ``uses_target = False`` may
+            add target-dependent parts).
+        term: the running term's name (set by the loop); ``rng`` is its stream.
     """
 
     def __init__(
@@ -152,13 +137,9 @@ class IterationContext:
         micro_batches: int = 1,
         mean: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
-        self.step = step
+        self.step, self.task, self.student, self.teacher = step, task, student, teacher
         self.mean = mean
-        self.task = task
-        self.student = student
-        self.teacher = teacher
-        self.adaptation_start = adaptation_start
-        self.adapting = step >= adaptation_start
+        self.adaptation_start, self.adapting = adaptation_start, step >= adaptation_start
         self.source_images, self.source_targets = split_sample(source)
         self.target_images, _ = split_sample(target)
         self.term = ""
@@ -169,17 +150,16 @@ class IterationContext:
 
     @property
     def rng(self) -> RandomStream:
-        """The random stream of the running term, seeded from (seed, term, iteration)."""
+        """The running term's ``RandomStream``."""
         if self.term not in self._streams:
             seed, *layout = self._layout
-            self._streams[self.term] = RandomStream(
-                stream_seed(seed, self.term, self.step), *layout
-            )
+            stream = RandomStream(stream_seed(seed, self.term, self.step), *layout)
+            self._streams[self.term] = stream
         return self._streams[self.term]
 
     @property
     def pseudo_labels(self) -> PseudoLabels:
-        """The teacher's pseudo-labels of the target batch (predicted once, then reused).
+        """The teacher's pseudo-labels of the target batch, predicted on first use.
 
         Raises:
             ConfigError: there is no teacher.
@@ -198,7 +178,6 @@ class IterationContext:
         return self._shared[forward]
 
     def restart(self) -> None:
-        """Start the terms over (for a step strategy that runs them again at other weights):
-        the shared forward passes are dropped and the random streams rewound; the
-        pseudo-labels are kept."""
+        """Drop the shared forward passes and rewind the streams, keeping the pseudo-labels
+        (for a step strategy that runs the terms again at other weights)."""
         self._shared, self._streams = {}, {}

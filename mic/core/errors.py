@@ -1,19 +1,6 @@
-"""Errors that mean "the user must change something", with a message that says what.
-
-The command line prints these as one paragraph without a traceback; anything else is a bug
-and keeps its traceback.
-"""
+"""Errors a user can act on: ``mic-train`` prints them as one paragraph, without a traceback."""
 
 from __future__ import annotations
-
-import difflib
-from collections.abc import Iterable
-
-
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """`` Did you mean: a, b?`` with the known names closest to ``name`` (empty if none)."""
-    close = difflib.get_close_matches(name, list(known), n=5, cutoff=0.6)
-    return f" Did you mean: {', '.join(close)}?" if close else ""
 
 
 class MicError(Exception):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import re
-import signal
-import threading
-import warnings
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -15,20 +12,18 @@ from torch import Tensor, nn
 
 from mic.core.batch import EndlessLoader, move_to, split_sample
 from mic.core.context import IterationContext
-from mic.core.errors import ConfigError, DatasetError, MicError
+from mic.core.errors import ConfigError, DatasetError
 from mic.core.method import UDAMethod
 from mic.core.task import Task
 from mic.core.teacher import Teacher, unwrap
 from mic.core.terms import LossTerm
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-NAN_POLICIES = ("skip", "stop", "ignore")
 
 
 class Collective:
-    """How the processes of a data-parallel run talk to each other (the loop's only view of
-    them). This default is one process, where every operation is the identity;
-    ``mic.training.ProcessGroup`` implements it for ``torchrun``."""
+    """The processes of a data-parallel run; this default is one process
+    (``mic.training.ProcessGroup`` is ``torchrun``'s)."""
 
     rank: int = 0
     world_size: int = 1
@@ -40,14 +35,13 @@ class Collective:
         """Average the gradients of ``params`` over processes."""
 
     def mean(self, values: Tensor) -> Tensor:
-        """The mean of ``values`` (a float tensor) over processes."""
+        """The mean of a float tensor over processes."""
         return values
 
 
 class StepStrategy:
-    """How an iteration's gradients become an optimiser step. This default makes one pass:
-    every active term of every micro-batch back-propagated, then ``finish_step``. A method
-    that needs more (sharpness-aware minimisation's two passes) brings its own subclass."""
+    """How an iteration's gradients become an optimiser step; this default makes one pass
+    (SDAT's two passes are a subclass)."""
 
     def check(self, loop: AdaptationLoop) -> None:
         """Raise ``ConfigError`` when the loop's settings do not suit this strategy."""
@@ -58,8 +52,7 @@ class StepStrategy:
         contexts: list[IterationContext],
         terms: list[tuple[str, LossTerm]],
     ) -> dict[str, Tensor]:
-        """Run one iteration's passes and its step; return the detached losses by name,
-        averaged over micro-batches."""
+        """Run the iteration; return the detached losses by name, averaged over micro-batches."""
         losses = loop.backward(contexts, terms)
         loop.finish_step(losses)
         return losses
@@ -72,34 +65,37 @@ class Hook:
         """Before the first iteration of ``run`` (``loop.step`` > 0 after a resume)."""
 
     def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
-        """After iteration ``loop.step - 1``, with its detached losses on the device
-        (``loop.loss_floats`` reads them with one host synchronisation)."""
+        """After iteration ``loop.step - 1``, with its detached losses on the device."""
 
     def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
-        """A record (e.g. evaluation results) that some hook emitted with ``loop.emit``."""
+        """A record (e.g. evaluation results) that a hook emitted with ``loop.emit``."""
 
     def after_run(self, loop: AdaptationLoop) -> None:
-        """After the last iteration, or after a stop request (``loop.interrupted_by``)."""
+        """After the last iteration, or after a stop (``loop.interrupted_by`` says why)."""
+
+
+class Guard:
+    """What watches a run for stop requests and numerical faults; this default watches nothing
+    (``mic.training.TrainingGuard`` is ``mic-train``'s)."""
+
+    def running(self, loop: AdaptationLoop) -> contextlib.AbstractContextManager[Any]:
+        """The context ``run`` trains in (e.g. one that catches SIGTERM)."""
+        return contextlib.nullcontext()
+
+    def before_step(self, loop: AdaptationLoop) -> None:
+        """Before an iteration's passes (e.g. snapshot what a skipped step restores)."""
+
+    def allow_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> bool:
+        """Whether the iteration's averaged gradients may be stepped (False: the guard has
+        undone the iteration and counted it in ``loop.skipped_steps``)."""
+        return True
 
 
 class AdaptationLoop:
-    """Iteration-based UDA training, the same for every task.
-
-    Per iteration: (1) the teacher follows the student (the EMA update from the weights of
-    the previous optimiser step); (2) one source and one target batch are drawn from loaders
-    that never run dry (``accumulate`` of each with gradient accumulation); (3) the step
-    strategy computes every active loss term in order and back-propagates each on its own, so
-    that one branch's activations are alive at a time (terms reading one ``SharedForward``
-    run together and share one backward); the teacher predicts once, when a term first reads
-    the pseudo-labels, and each term draws from its own ``RandomStream``; (4) one optimiser
-    step on the gradients averaged over processes, and one scheduler step; (5) the hooks run.
-
-    Numerical faults (one host synchronisation per iteration, docs/training.md): under
-    ``nan_policy="skip"`` an iteration with NaN or Inf losses or gradients changes nothing
-    but the schedule, and more than ``max_skipped`` of them (from the fifth) raise
-    ``NumericalError``; ``"stop"`` raises it at once; ``"ignore"`` checks nothing. Weights
-    made non-finite by a step always raise it. SIGTERM and SIGINT (``run`` called from the
-    main thread) finish the iteration, let the hooks save, and raise ``TrainingInterrupted``.
+    """Iteration-based UDA training, the same for every task. Per iteration: the teacher's
+    update; the next source and target batches; each active term (or ``SharedForward`` group)
+    computed and back-propagated on its own; gradients averaged over processes; if the guard
+    allows, one optimiser step; one scheduler step; the hooks.
 
     Args:
         task: the Task through which every model is trained and scored.
@@ -113,19 +109,13 @@ class AdaptationLoop:
         scheduler: a learning-rate scheduler stepped once per iteration.
         hooks: logging, evaluation, checkpoints ...
         device: where models and batches live (default: the student's device).
-        adaptation_start: terms that use target data are skipped before this iteration (a
-            source-only warm-up; 0, as published, adapts from the first iteration).
+        adaptation_start: first iteration of the terms that use target data (published 0).
         seed: the seed of every term's random stream.
         max_grad_norm: clip the global gradient norm to this value (None: no clipping).
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``: every branch's forward (and the
-            teacher's) runs under ``torch.autocast`` in that type; fp16 adds a GradScaler,
-            which handles overflowing gradients itself.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; fp16 adds a GradScaler).
         accumulate: micro-batches per optimiser step (gradient accumulation, >= 1).
-        nan_policy: ``"skip"``, ``"stop"`` or ``"ignore"`` (see above).
-        max_skipped: the share of skipped iterations past which ``"skip"`` stops, in [0, 1].
         channels_last: keep the student and the images in channels-last memory format.
-        step_strategy: how gradients become a step (default ``StepStrategy()``: one pass).
-        collective: the processes of a data-parallel run (default: this process alone).
+        step_strategy, collective, guard: the seams above (default: their base classes).
 
     Raises:
         ConfigError: a setting out of range, pseudo-labels without a teacher, or a
@@ -151,12 +141,13 @@ class AdaptationLoop:
         max_grad_norm: float | None = None,
         precision: str = "fp32",
         accumulate: int = 1,
-        nan_policy: str = "skip",
-        max_skipped: float = 0.1,
         channels_last: bool = False,
         step_strategy: StepStrategy | None = None,
         collective: Collective | None = None,
+        guard: Guard | None = None,
     ) -> None:
+        collective = collective or Collective()
+        alone = dist.is_initialized() and dist.get_world_size() > collective.world_size
         checks = [
             (iterations >= 1, f"iterations must be at least 1, got {iterations}"),
             (
@@ -171,21 +162,18 @@ class AdaptationLoop:
             ),
             (precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {precision!r}"),
             (int(accumulate) >= 1, f"accumulate must be at least 1, got {accumulate}"),
-            (nan_policy in NAN_POLICIES, f"nan_policy must be one of {NAN_POLICIES}"),
-            (0 <= max_skipped <= 1, f"max_skipped must lie in [0, 1], got {max_skipped}"),
+            (
+                not alone,
+                "a torchrun process group is set up but the loop would train each process "
+                "alone; pass collective=mic.training.ProcessGroup()",
+            ),
         ]
-        collective = collective or Collective()
-        alone = "a torchrun process group is set up but the loop would train each process "
-        alone += "alone; pass collective=mic.training.ProcessGroup()"
-        if dist.is_initialized() and dist.get_world_size() > collective.world_size:
-            checks.append((False, alone))
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        self.task = task
+        self.task, self.channels_last = task, channels_last
         self.device = torch.device(device) if device is not None else _device_of(student)
         self.student = student.to(self.device)
-        self.channels_last = channels_last
         if channels_last:
             self.student = self.student.to(memory_format=torch.channels_last)
         self.method = method.to(self.device)
@@ -196,43 +184,35 @@ class AdaptationLoop:
         self.iterations, self.adaptation_start = int(iterations), int(adaptation_start)
         self.hooks = list(hooks)
         self.seed, self.max_grad_norm, self.precision = int(seed), max_grad_norm, precision
-        self.accumulate, self.nan_policy, self.max_skipped = (
-            int(accumulate),
-            nan_policy,
-            max_skipped,
-        )
-        self.collective = collective
+        self.accumulate, self.collective = int(accumulate), collective
+        self.guard = guard or Guard()
         self.step_strategy = step_strategy or StepStrategy()
         self.step_strategy.check(self)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
-        #: number of completed iterations (the index of the next one)
+        #: completed iterations (the index of the next one)
         self.step = 0
-        #: iterations whose optimiser step was skipped for NaN / Inf
+        #: iterations whose optimiser step the guard skipped
         self.skipped_steps = 0
-        #: the signal that stopped the run (None while it runs or after it finished)
+        #: whether the last iteration took its optimiser step (else the teacher waits)
+        self.stepped = True
+        #: why the run was asked to stop (``request_stop``); None while nobody asked
+        self.stop_reason: str | None = None
+        #: why the run stopped early (None while it runs or after it finished)
         self.interrupted_by: str | None = None
-        self._stop_signal: str | None = None
-        self._stepped = True  # whether the last iteration took its optimiser step
-        self._snapshot: list[Tensor] = []
-        self._loss_floats: tuple[int, dict[str, float]] | None = None
 
-    # ----------------------------------------------------------------------------- running
     def run(self) -> None:
-        """Train from ``self.step`` to ``self.iterations``.
+        """Train from ``self.step`` to ``self.iterations``, or until a stop request.
 
         Raises:
-            TrainingInterrupted: a stop request (SIGTERM, SIGINT) ended the run early.
-            NumericalError: see the class documentation.
-            DatasetError: a batch could not be loaded; the hooks ran first (a checkpointer
-                saves the state before that iteration, ``interrupted_by`` says why).
+            DatasetError: a batch could not be loaded (after the hooks' ``after_run``).
+            MicError: what the guard raises.
         """
         self.collective.broadcast_module(self.student)
         self.collective.broadcast_module(self.method)
-        restore = self._catch_signals()
-        try:
+        with self.guard.running(self):
             for hook in self.hooks:
                 hook.before_run(self)
-            while self.step < self.iterations and self._stop_signal is None:
+            while self.step < self.iterations and self.stop_reason is None:
                 try:
                     losses = self.train_step()
                 except DatasetError:  # a bad file met mid-run: save (hooks), then report it
@@ -243,13 +223,9 @@ class AdaptationLoop:
                 self.step += 1
                 for hook in self.hooks:
                     hook.after_step(self, losses)
-            self.interrupted_by = self._stop_signal
+            self.interrupted_by = self.stop_reason
             for hook in self.hooks:
                 hook.after_run(self)
-        finally:
-            restore()
-        if self.interrupted_by is not None:
-            raise TrainingInterrupted(self.interrupted_by, self.step)
 
     def train_step(self) -> dict[str, Tensor]:
         """One iteration; returns the detached loss of every term (and named part)."""
@@ -263,10 +239,9 @@ class AdaptationLoop:
             raise
         self.student.train()
         self.method.train()
-        if self.teacher is not None and (step == 0 or self._stepped):
+        if self.teacher is not None and (step == 0 or self.stepped):
             self.teacher.update(self.student, step)
-        if self.nan_policy == "skip":  # a skipped step restores the BatchNorm statistics
-            self._snapshot_buffers()
+        self.guard.before_step(self)
         self.optimizer.zero_grad(set_to_none=True)
         return self.step_strategy(self, contexts, self.active_terms(step))
 
@@ -276,9 +251,8 @@ class AdaptationLoop:
         return [(n, t) for n, t in self.method if adapting or not t.uses_target]
 
     def context(self, step: int, micro: int = 0) -> IterationContext:
-        """Draw the next source and target batches and wrap them for the loss terms."""
-        source = self._to_device(next(self.source))
-        target = self._to_device(next(self.target))
+        """The next source and target batches, on the device, for the loss terms."""
+        source, target = self._to_device(next(self.source)), self._to_device(next(self.target))
         c = self.collective
         layout = (self.seed, c.rank, c.world_size, micro, self.accumulate)
         return IterationContext(
@@ -296,9 +270,8 @@ class AdaptationLoop:
     def backward_terms(
         self, ctx: IterationContext, terms: list[tuple[str, LossTerm]]
     ) -> dict[str, Tensor]:
-        """Compute ``terms`` in order and back-propagate each on its own; the terms reading
-        one ``SharedForward`` run together, at the place of the first of them, and their
-        summed losses are back-propagated once. Returns the detached losses by name.
+        """Compute ``terms`` in order and back-propagate each branch (a term, or the terms of
+        one ``SharedForward``, summed) once; return the detached losses by name.
 
         Raises:
             ConfigError: two terms report a loss under the same name.
@@ -324,38 +297,14 @@ class AdaptationLoop:
     def finish_step(
         self, losses: dict[str, Tensor], restore: Callable[[], None] | None = None
     ) -> None:
-        """Average the gradients over processes and call ``restore`` (e.g. to put perturbed
-        weights back); then step (clip, optimiser, scheduler) if the numerics are sound, or
-        skip the step under ``nan_policy``.
-
-        Raises:
-            NumericalError: see the class documentation.
-        """
+        """Average the gradients, call ``restore`` (e.g. to undo a perturbation), and step
+        (clip, optimiser, scheduler) if the guard allows it."""
         self.collective.average_gradients(self.parameters())
         if restore is not None:
             restore()
-        self._stepped = self._check(losses)
-        if self._stepped:
-            self.optimizer_step()
+        self.stepped = self.guard.allow_step(self, losses)
+        if not self.stepped:
             return
-        self.optimizer.zero_grad(set_to_none=True)
-        if self._snapshot:
-            torch._foreach_copy_(self._buffers(), self._snapshot)
-        self.skipped_steps += 1
-        if self.scheduler is not None:  # the schedule follows the iteration, stepped or not
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler"))
-                self.scheduler.step()
-        if self.skipped_steps >= 5 and self.skipped_steps > self.max_skipped * (self.step + 1):
-            raise NumericalError(
-                f"{self.skipped_steps} of the first {self.step + 1} iterations had NaN or Inf "
-                f"losses or gradients and were skipped, more than max_skipped="
-                f"{self.max_skipped}; lower the learning rate, clip gradients (max_grad_norm) "
-                "or use precision=fp32"
-            )
-
-    def optimizer_step(self) -> None:
-        """Clip (optionally), step the optimiser and the scheduler."""
         if self.max_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.parameters(), self.max_grad_norm)
@@ -369,24 +318,14 @@ class AdaptationLoop:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
-    def loss_floats(self, losses: dict[str, Tensor]) -> dict[str, float]:
-        """The losses of the iteration just run as floats, averaged over processes (every
-        process must ask at the same iterations): one host synchronisation and one collective
-        per iteration, however many hooks ask."""
-        if self._loss_floats is None or self._loss_floats[0] != self.step:
-            values = [v.float().reshape(()) for v in losses.values()]
-            floats = self.collective.mean(torch.stack(values)).tolist() if values else []
-            self._loss_floats = (self.step, dict(zip(losses, floats, strict=True)))
-        return self._loss_floats[1]
-
     def emit(self, record: dict[str, Any]) -> None:
         """Hand a record (e.g. evaluation results) to every hook's ``on_record``."""
         for hook in self.hooks:
             hook.on_record(self, record)
 
     def request_stop(self, reason: str = "a stop request") -> None:
-        """Finish the current iteration, then stop (what SIGTERM / SIGINT do)."""
-        self._stop_signal = reason
+        """Finish the current iteration, then stop."""
+        self.stop_reason = reason
 
     def lr(self) -> float:
         """The learning rate of the first parameter group."""
@@ -396,77 +335,8 @@ class AdaptationLoop:
         """The parameters the optimiser updates."""
         return [p for g in self.optimizer.param_groups for p in g["params"]]
 
-    def _check(self, losses: dict[str, Tensor]) -> bool:
-        """Whether the numerics allow this iteration's step, with the stop requests of every
-        process: one collective and one host synchronisation (none alone without checks)."""
-        stop = float(self._stop_signal is not None)
-        if self.nan_policy == "ignore":
-            if self.collective.world_size > 1 and self.collective.mean(torch.tensor([stop])) > 0:
-                self._stop_signal = self._stop_signal or "a stop request on another process"
-            return True
-        params = self.parameters()
-        grads = [p.grad for p in params if p.grad is not None]
-        named = {n: ~torch.isfinite(v).all() for n, v in losses.items()}
-        named["weights"] = ~torch.isfinite(torch.stack(torch._foreach_norm(params))).all()
-        if grads and not self.scaler.is_enabled():
-            named["gradients"] = ~torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
-        flags = torch.stack([torch.full((), stop, device=self.device), *named.values()])
-        bad = self.collective.mean(flags.float()).tolist()
-        if bad[0] > 0:
-            self._stop_signal = self._stop_signal or "a stop request on another process"
-        faulty = [n for n, b in zip(named, bad[1:], strict=True) if b > 0]
-        if "weights" in faulty:
-            raise NumericalError(
-                f"the optimiser step of iteration {self.step} made weights NaN or Inf; no "
-                "checkpoint holds them. Lower the learning rate or clip gradients "
-                "(max_grad_norm)"
-            )
-        if faulty and self.nan_policy == "stop":
-            raise NumericalError(
-                f"the loss '{faulty[0]}' is NaN or Inf at iteration {self.step + 1} (also: "
-                f"{faulty[1:] or 'nothing else'}); no update was made. Lower the learning "
-                "rate, clip gradients (max_grad_norm), use precision=fp32, or set "
-                "nan_policy=skip to skip such iterations"
-            )
-        return not faulty
-
-    def _buffers(self) -> list[Tensor]:
-        models = (unwrap(self.student), self.method, self.teacher)
-        return [b for m in models if m is not None for b in m.buffers()]
-
-    def _snapshot_buffers(self) -> None:
-        buffers = self._buffers()
-        if len(self._snapshot) != len(buffers):
-            self._snapshot = [b.clone() for b in buffers]
-        elif buffers:
-            torch._foreach_copy_(self._snapshot, buffers)
-
-    def _catch_signals(self) -> Callable[[], None]:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, lambda signum, _: self.request_stop(signal.Signals(signum).name))
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-        return restore
-
-    def _to_device(self, batch: Any) -> Any:
-        batch = move_to(batch, self.device)
-        if self.channels_last:
-            images, targets = split_sample(batch)
-            if isinstance(images, Tensor) and images.dim() == 4:
-                images = images.contiguous(memory_format=torch.channels_last)
-                batch = images if targets is None else (images, targets)
-        return batch
-
-    # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        """Everything the next iteration depends on, except the global random generators
+        """Everything the loop's next iteration depends on, except the global random generators
         (``mic.training.Checkpointer`` adds those of every process)."""
         state: dict[str, Any] = {
             "step": self.step,
@@ -477,7 +347,7 @@ class AdaptationLoop:
             "target": self.target.state_dict(),
             "scaler": self.scaler.state_dict(),
             "skipped_steps": self.skipped_steps,
-            "stepped": self._stepped,
+            "stepped": self.stepped,
         }
         if self.teacher is not None:
             state["teacher"] = self.teacher.state_dict()
@@ -500,13 +370,22 @@ class AdaptationLoop:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
-        self._stepped = bool(state.get("stepped", True))
+        self.stepped = bool(state.get("stepped", True))
         self.step = int(state["step"])
+
+    def _to_device(self, batch: Any) -> Any:
+        batch = move_to(batch, self.device)
+        if self.channels_last:
+            images, targets = split_sample(batch)
+            if isinstance(images, Tensor) and images.dim() == 4:
+                images = images.contiguous(memory_format=torch.channels_last)
+                batch = images if targets is None else (images, targets)
+        return batch
 
 
 def _branches(terms: list[tuple[str, LossTerm]]) -> list[list[tuple[str, LossTerm]]]:
-    """The terms grouped into back-propagation branches: each term alone, except that the
-    terms reading one ``SharedForward`` form one branch at the place of the first of them."""
+    """Each term alone, except that the terms reading one ``SharedForward`` form one branch,
+    at the place of the first of them."""
     branches: list[list[tuple[str, LossTerm]]] = []
     by_forward: dict[Any, list[tuple[str, LossTerm]]] = {}
     for name, term in terms:
@@ -518,18 +397,6 @@ def _branches(terms: list[tuple[str, LossTerm]]) -> list[list[tuple[str, LossTer
         if shared is not None:
             by_forward[shared] = branches[-1]
     return branches
-
-
-class TrainingInterrupted(MicError):
-    """The run stopped early on a signal (after saving through its hooks)."""
-
-    def __init__(self, reason: str, step: int) -> None:
-        super().__init__(f"stopped by {reason} after iteration {step}")
-        self.reason, self.step = reason, step
-
-
-class NumericalError(MicError, FloatingPointError):
-    """NaN or Inf that ``nan_policy`` does not skip (or too many skipped iterations)."""
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -1,4 +1,4 @@
-"""Maskers: turn a target image batch into a masked (and strongly augmented) one, on device."""
+"""Maskers: a target image batch made a masked (and strongly augmented) one, on its device."""
 
 from __future__ import annotations
 
@@ -21,33 +21,26 @@ class Masker(nn.Module, ABC):
 
     @abstractmethod
     def forward(self, images: Tensor, rng: Random = None) -> Tensor:
-        """The masked batch.
+        """The masked batch, of the shape, dtype and device of ``images``.
 
         Args:
-            images: B x C x H x W float (or a list of C x H x W images of different sizes).
+            images: (B, C, H, W) float, or a list of (C, H, W) images of different sizes.
             rng: what to draw from (the term's ``RandomStream`` in the loop).
-
-        Returns:
-            The same shape, dtype and device as ``images`` (a list for a list).
         """
 
 
 class BlockMasker(Masker):
-    """MIC's block mask: each ``block_size`` block is withheld with probability ``ratio``.
-
-    Noise of shape B x 1 x round(H / b) x round(W / b) is drawn on the images' device; a block
-    is kept where noise > ratio; the grid is upsampled to H x W (nearest) and multiplies the
-    image, so withheld pixels become ``fill`` (0 on a normalised image: the dataset mean).
-    The strong augmentation (if any) runs first, on the whole image.
+    """MIC's block mask after the strong augmentation: noise of shape
+    (B, 1, round(H / b), round(W / b)) keeps a block where noise > ``ratio``, upsampled
+    (nearest) to H x W; withheld pixels become ``fill``.
 
     Args:
-        block_size: side of a mask block in pixels (published: 32 at 512 crops, 64 at 1024
-            crops and for 224 px ViT classification, 32 for detection).
+        block_size: b, a block's side in pixels (published: 32 at 512 crops and for
+            detection, 64 at 1024 crops and for 224 px ViT classification).
         ratio: probability that a block is withheld (published 0.7; 0.5 for detection).
-        augmentation: the strong augmentation applied before masking (``mic.StrongAugmentation``
-            as published); None switches it off.
-        fill: per-channel value of withheld pixels; None means 0. Give the mean colour when
-            images are not normalised (e.g. torchvision detection models take [0, 1] images).
+        augmentation: applied first (published ``mic.StrongAugmentation``); None: none.
+        fill: per-channel value of withheld pixels; None: 0, the mean of normalised images
+            (give the mean colour for [0, 1] images, e.g. torchvision detection models').
 
     Raises:
         ConfigError: a block size below 1 or a ratio outside [0, 1].
@@ -74,7 +67,7 @@ class BlockMasker(Masker):
         self.register_buffer("fill", fill_t.view(1, -1, 1, 1), persistent=False)
 
     def mask(self, images: Tensor, rng: Random = None) -> Tensor:
-        """The binary keep-mask, B x 1 x H x W in the images' dtype (1 = kept)."""
+        """The keep-mask (1 = kept), (B, 1, H, W) in the images' dtype."""
         b, _, h, w = images.shape
         grid = (max(1, round(h / self.block_size)), max(1, round(w / self.block_size)))
         keep = (uniform(rng, b, 1, *grid, device=images.device) > self.ratio).to(images.dtype)

@@ -7,14 +7,11 @@ from collections.abc import Iterator, Mapping
 from torch import nn
 
 from mic.core.errors import ConfigError
-from mic.core.masking import Augmentation
-from mic.core.terms import LossTerm, SelfTraining, SourceSupervision
-from mic.core.weighting import QUALITY_THRESHOLD, WeightingMode
+from mic.core.terms import LossTerm
 
 
 class UDAMethod(nn.Module):
-    """An ordered set of named loss terms; the loop runs them in this order, one backward each
-    (terms that read one ``SharedForward`` run together, at the place of the first of them).
+    """An ordered set of named loss terms, run by the loop in this order.
 
     Args:
         terms: name -> term; None leaves a term out (a config switches one off with ``null``).
@@ -46,24 +43,3 @@ class UDAMethod(nn.Module):
     def with_terms(self, **terms: LossTerm | None) -> UDAMethod:
         """A new method with ``terms`` added (or replaced, or removed when None)."""
         return UDAMethod({**dict(self.terms.items()), **terms})
-
-
-def source_only() -> UDAMethod:
-    """Supervised training on the source alone (the lower bound every method must beat)."""
-    return UDAMethod({"source": SourceSupervision()})
-
-
-def mean_teacher(
-    augmentation: Augmentation | None = None,
-    weighting: WeightingMode = "quality",
-    tau: float = QUALITY_THRESHOLD,
-    weight: float = 1.0,
-) -> UDAMethod:
-    """Source supervision plus self-training on the target against an EMA teacher (terms
-    ``source`` and ``self_training``); see ``SelfTraining`` for the arguments."""
-    return UDAMethod(
-        {
-            "source": SourceSupervision(),
-            "self_training": SelfTraining(augmentation, weighting, tau, weight),
-        }
-    )

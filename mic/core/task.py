@@ -1,4 +1,4 @@
-"""The Task interface: everything that differs between classification, segmentation, detection."""
+"""The Task interface: everything that differs between tasks."""
 
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ class PseudoLabels:
     """A teacher's prediction turned into training targets.
 
     Attributes:
-        labels: targets in the form the Task's ``loss`` accepts (B class indices for
-            classification, B x H x W for segmentation, a list of box dicts for detection).
-        confidence: the teacher's confidence per labelled element, float, in the layout of the
-            weights ``loss`` accepts (a tensor, or one tensor per image).
-        valid: optional bool mask, same layout: elements allowed to carry weight (image
-            margins the published recipe never trusts are False).
-        keep: optional, one flag per image: whether the image takes part in consistency losses
-            (detection drops images without a pseudo-box). None: every image does.
+        labels: targets as the Task's ``loss`` takes them (e.g. (B,) class indices, (B, H, W)
+            label maps, or a list of box dicts).
+        confidence: float confidence per labelled element, in the layout of ``loss``'s
+            weights (a tensor, or one per image).
+        valid: optional bool mask, same layout: False where an element must weigh 0 (e.g.
+            image margins the published recipe never trusts).
+        keep: optional flag per image: False leaves it out of consistency losses (e.g. no
+            pseudo-box). None: every image takes part.
     """
 
     labels: Any
@@ -35,8 +35,7 @@ class PseudoLabels:
     keep: Tensor | Sequence[bool] | None = None
 
     def kept(self, *per_image: Any) -> tuple[Any, ...]:
-        """``per_image`` batches (images, weights ...) and these pseudo-labels, without the
-        images that ``keep`` leaves out: ``(*per_image, pseudo_labels)``."""
+        """``(*per_image, pseudo_labels)`` without the images ``keep`` leaves out."""
         if self.keep is None:
             return (*per_image, self)
         keep = self.keep.tolist() if isinstance(self.keep, Tensor) else list(self.keep)
@@ -48,8 +47,8 @@ class PseudoLabels:
 
 
 def check_num_classes(num_classes: int, datasets: Mapping[str, Any]) -> None:
-    """Raise ``DatasetError`` when a dataset declares (``num_classes``, or a sequence
-    ``classes``) a class count other than ``num_classes``, naming every dataset's count."""
+    """Raise ``DatasetError`` when a dataset declares (``num_classes`` or ``classes``) another
+    class count than ``num_classes``."""
     declared = {}
     for name, dataset in datasets.items():
         n = getattr(dataset, "num_classes", None)
@@ -68,11 +67,8 @@ def check_num_classes(num_classes: int, datasets: Mapping[str, Any]) -> None:
 
 
 class Metric(Protocol):
-    """What ``Task.metric`` returns (a torchmetrics ``Metric`` satisfies it).
-
-    ``compute()`` returns a dict of named scores (one of them ``Task.primary_metric``), or a
-    single scalar (a float or a 0-d tensor), which is then recorded as the primary metric.
-    """
+    """What ``Task.metric`` returns (a torchmetrics ``Metric`` is one). ``compute()`` returns
+    named scores (one of them ``Task.primary_metric``) or one scalar, the primary metric."""
 
     def update(self, prediction: Any, targets: Any) -> None: ...
 
@@ -82,15 +78,12 @@ class Metric(Protocol):
 
 
 class Task(ABC):
-    """What a task must say for the generic adaptation loop to train and score it.
-
-    The loop, the teacher and every loss term talk to a model only through a Task, so a new
-    task is one subclass of this (see docs/new_task.md).
+    """What a task must say for the loop to train and score it: the loop, the teacher and the
+    loss terms reach a model only through a Task (docs/new_task.md).
 
     Attributes:
         num_classes: the number of classes the model predicts.
-        primary_metric: the key of ``metric().compute()`` that ranks checkpoints and ends up
-            in summaries.
+        primary_metric: the key of ``metric().compute()`` that ranks checkpoints.
     """
 
     num_classes: int
@@ -104,47 +97,40 @@ class Task(ABC):
 
         Args:
             model: the model in training mode.
-            images: a batch (e.g. B x C x H x W float, normalised).
+            images: a batch (e.g. (B, C, H, W) float, normalised).
             targets: labels or pseudo-labels (``PseudoLabels.labels``'s form).
-            weights: None (every element weighs 1) or per-element float weights in the
-                layout of ``PseudoLabels.confidence``.
-            rng: the calling term's ``RandomStream``, for a loss that draws (e.g. a crop):
-                draw from it, never from a global generator, so that the draws stay paired
-                and keyed to each sample's place in the global batch.
+            weights: None (all 1) or float weights in ``PseudoLabels.confidence``'s layout.
+            rng: the calling term's ``RandomStream``; a loss that draws (e.g. a crop) draws
+                from it alone, so that the draws stay paired.
 
         Returns:
-            A scalar tensor that can be back-propagated, or a dict of named scalar parts
-            (e.g. a detector's classification and box-regression losses), which loss terms
-            sum, each part scaled by the term's ``part_weights``.
+            A scalar tensor, or a dict of named scalar parts (e.g. a detector's
+            classification and box losses) that terms sum (``sum_parts``).
         """
 
     @abstractmethod
     def predict(self, model: nn.Module, images: Any) -> Any:
-        """The model's prediction for ``images`` in the form ``pseudo_label`` and the metric
-        take (e.g. B x C class probabilities, float32). Called under ``torch.no_grad``."""
+        """The prediction ``pseudo_label`` and the metric take (e.g. (B, C) float32 class
+        probabilities); called under ``torch.no_grad``."""
 
     @abstractmethod
     def pseudo_label(self, prediction: Any) -> PseudoLabels:
-        """A teacher prediction turned into pseudo-labels with per-element confidence."""
+        """A teacher's prediction as pseudo-labels with per-element confidence."""
 
     @abstractmethod
     def metric(self) -> Metric:
         """A fresh accumulator of ``predict`` outputs against ground truth."""
 
     def check_targets(self, targets: Any) -> None:  # noqa: B027 (optional, no-op by default)
-        """Raise ``DatasetError`` for targets this task cannot train on (``collate`` calls it
-        on CPU batches, before they reach the model)."""
+        """Raise ``DatasetError`` for targets this task cannot train on (called by ``collate``)."""
 
     def check_datasets(self, datasets: Mapping[str, Any]) -> None:
         """Raise ``DatasetError`` when the named datasets (``source``, ``target``, ``test``;
-        None entries skipped) cannot serve this task. By default their declared class counts
-        must equal ``num_classes`` (``check_num_classes``); a task whose targets derive from
-        another label space overrides this."""
+        None skipped) cannot serve this task; by default ``check_num_classes``."""
         check_num_classes(self.num_classes, datasets)
 
     def collate(self, samples: list[Any]) -> Any:
-        """Batch dataset samples (each an image or ``(image, target)``): stacked float images,
-        and stacked targets checked by ``check_targets``.
+        """Batch samples (images or ``(image, target)`` pairs), targets checked.
 
         Raises:
             DatasetError: images that are not float, of different sizes, or bad targets.
@@ -165,6 +151,6 @@ class Task(ABC):
         return len(images)
 
     def report_hooks(self, run_dir: Path | None, test: Iterable[Any] | None) -> list[Any]:
-        """Task-specific ``Hook``s of a run (e.g. drawings of predictions on a few test images
-        at each evaluation); ``run_dir`` is None when nothing is written to disk."""
+        """Task-specific ``Hook``s of a run (e.g. drawings of test predictions); ``run_dir`` is
+        None when nothing is written."""
         return []

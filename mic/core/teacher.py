@@ -52,24 +52,19 @@ class Teacher(nn.Module, ABC):
 class EMATeacher(Teacher):
     """Exponential moving average of the student's weights (the mean teacher).
 
-    Step 0 copies the student (parameters and buffers). At step t > 0, with
-    ``a = min(1 - 1 / (t + 1), alpha)`` (published), every floating-point parameter becomes
-    ``a * teacher + (1 - a) * student`` (one fused ``foreach`` lerp over all tensors); where a
-    student value is NaN or Inf the teacher keeps its own.
+    Step 0 copies the student. At step t > 0, with ``a = min(1 - 1 / (t + 1), alpha)``
+    (published), every float parameter becomes ``a * teacher + (1 - a) * student`` (one fused
+    lerp); where the student is NaN or Inf the teacher keeps its own value.
 
     Args:
-        model: the student to copy; the teacher holds a deep copy without gradients.
+        model: the student; the teacher holds a deep copy without gradients.
         alpha: the EMA decay (published: 0.999 segmentation, 0.9 classification and detection).
-        buffers: what happens to buffers (BatchNorm running statistics) after step 0:
-            ``"own"``  the teacher keeps its own buffers; with ``norm="batch"`` its BatchNorm
-                       statistics then track only the target batches it predicts on (the
-                       published classification and segmentation teachers update parameters only);
-            ``"ema"``  floating-point buffers are averaged like parameters, integer ones copied;
-            ``"copy"`` buffers are copied from the student at each update.
-        norm: how BatchNorm layers normalise when the teacher predicts: ``"batch"`` with the
-            statistics of the batch being predicted (the published teachers run in train mode;
-            with ``buffers="own"`` this also updates the teacher's running statistics), or
-            ``"running"`` with the teacher's running statistics (eval mode).
+        buffers: buffers (BatchNorm statistics) after step 0: ``"own"`` kept (published for
+            classification and segmentation: parameters only), ``"ema"`` float ones averaged
+            like parameters and integer ones copied, ``"copy"`` copied from the student.
+        norm: BatchNorm when predicting: ``"batch"`` normalises with the predicted batch's
+            statistics (train mode, as published; with ``"own"`` buffers its running
+            statistics then follow the target), ``"running"`` with the running ones (eval).
     """
 
     def __init__(

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from mic.core.context import IterationContext, Random, SharedForward
 from mic.core.errors import ConfigError
-from mic.core.masking import Augmentation, Masker
+from mic.core.masking import Masker
 from mic.core.task import PseudoLabels, Task
 from mic.core.weighting import QUALITY_THRESHOLD, PseudoLabelWeighting, WeightingMode
 
@@ -19,12 +19,11 @@ from mic.core.weighting import QUALITY_THRESHOLD, PseudoLabelWeighting, Weightin
 def sum_parts(
     loss: Tensor | Mapping[str, Tensor], part_weights: Mapping[str, float] | None
 ) -> Tensor:
-    """A Task loss as one scalar: the loss itself, or the sum of its named parts, each scaled by
-    ``part_weights[name]`` (missing names weigh 1; weight 0 leaves a part out entirely).
+    """A Task loss as one scalar: the loss, or the sum of its named parts each scaled by
+    ``part_weights[name]`` (default 1; 0 leaves the part out).
 
     Raises:
-        ConfigError: ``part_weights`` names a part the loss does not have (or the loss has
-            no parts at all).
+        ConfigError: ``part_weights`` names a part the loss does not have.
     """
     if not isinstance(loss, Mapping):
         if part_weights:
@@ -47,18 +46,14 @@ def sum_parts(
 
 
 class LossTerm(nn.Module, ABC):
-    """One loss branch of a UDA method; the loop back-propagates each term on its own.
-
-    A term owns the modules it trains (e.g. a domain discriminator): they are its submodules,
-    so the optimiser and checkpoints find them through the method.
+    """One loss branch of a UDA method, back-propagated on its own. The modules a term trains
+    (e.g. a domain discriminator) are its submodules, so the optimiser and checkpoints find
+    them through the method.
 
     Class attributes:
-        uses_target: the term needs target images (the loop skips it before
-            ``adaptation_start``).
-        uses_pseudo_labels: the term reads the teacher's pseudo-labels (the loop then needs a
-            teacher).
-        shared_forward: the ``SharedForward`` this term reads, if any; the terms that read
-            one are run one after another and back-propagated together.
+        uses_target: needs target images (skipped before ``adaptation_start``).
+        uses_pseudo_labels: reads the teacher's pseudo-labels (the loop needs a teacher).
+        shared_forward: the ``SharedForward`` it reads, if any.
 
     Args:
         weight: the loss weight.
@@ -74,43 +69,20 @@ class LossTerm(nn.Module, ABC):
 
     @abstractmethod
     def forward(self, ctx: IterationContext) -> Tensor | dict[str, Tensor]:
-        """This iteration's weighted loss, a scalar tensor; or named parts of it (a dict),
-        back-propagated together and logged one by one."""
-
-
-class SourceSupervision(LossTerm):
-    """The Task's supervised loss on the labelled source batch.
-
-    Args:
-        weight: the loss weight (published 1).
-        part_weights: for a Task whose loss has named parts, a multiplier per part.
-    """
-
-    uses_target = False
-
-    def __init__(self, weight: float = 1.0, part_weights: Mapping[str, float] | None = None):
-        super().__init__(weight)
-        self.part_weights = dict(part_weights or {})
-
-    def forward(self, ctx: IterationContext) -> Tensor:
-        loss = ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets, rng=ctx.rng)
-        return self.weight * sum_parts(loss, self.part_weights)
+        """The weighted loss, a scalar tensor, or a dict of named parts (logged one by one)."""
 
 
 class ConsistencyLoss(LossTerm):
-    """The student, on a transformed view of the target, must predict the teacher's
-    pseudo-labels; subclasses choose the view (``transform``).
-
-    loss = weight x sum over parts of part_weight x Task loss of the student on
-    ``transform(images)`` against the pseudo-labels, each element weighted by ``weighting``.
-    Images that the pseudo-labels' ``keep`` leaves out are dropped after the transform (so
-    each image's draws do not depend on which others are kept); none left: 0.
+    """The student on ``transform(target)`` (chosen by a subclass) against the teacher's
+    pseudo-labels: weight x the Task loss, each element weighted by ``weighting``, parts
+    scaled by ``part_weights``. Images that ``PseudoLabels.keep`` leaves out are dropped after
+    the transform (each image's draws stay the same); none left: 0.
 
     Args:
-        weighting: ``"quality"``, ``"prob"`` or ``"none"`` (see ``PseudoLabelWeighting``).
-        tau: the quality weight's threshold (``QUALITY_THRESHOLD``, published 0.968).
-        weight: the loss weight, lambda (published 1).
-        part_weights: a multiplier per named part of the Task's loss.
+        weighting: ``"quality"``, ``"prob"`` or ``"none"`` (``PseudoLabelWeighting``).
+        tau: the quality weight's threshold (published 0.968, ``QUALITY_THRESHOLD``).
+        weight: lambda, the loss weight (published 1).
+        part_weights: a multiplier per named part of the Task's loss (``sum_parts``).
     """
 
     uses_pseudo_labels = True
@@ -128,7 +100,7 @@ class ConsistencyLoss(LossTerm):
 
     @abstractmethod
     def transform(self, images: Any, rng: Random = None) -> Any:
-        """What the student sees instead of the teacher's view of the target."""
+        """What the student sees instead of the teacher's view."""
 
     def loss(
         self,
@@ -139,20 +111,16 @@ class ConsistencyLoss(LossTerm):
         rng: Random = None,
         weights: Any = None,
     ) -> Tensor:
-        """The weighted consistency loss on ``images`` against ``pseudo``.
+        """The weighted consistency loss (a scalar tensor) on ``images`` against ``pseudo``.
 
         Args:
             student: the model being trained.
             task: the Task whose ``loss`` is used.
-            images: the teacher's view (e.g. B x C x H x W float).
+            images: the teacher's view (e.g. (B, C, H, W) float).
             pseudo: the teacher's pseudo-labels for ``images``.
             rng: what ``transform`` draws from (the term's ``RandomStream`` in the loop).
-            weights: per-element weights in the layout of ``pseudo.confidence`` that replace
-                ``weighting(pseudo)`` (e.g. for inputs that mix labelled source images,
-                weight 1, with pseudo-labelled target ones); None: ``weighting(pseudo)``.
-
-        Returns:
-            A scalar tensor.
+            weights: per-element weights in ``pseudo.confidence``'s layout (e.g. 1 for mixed-in
+                source pixels); None: ``weighting(pseudo)``.
         """
         views, weights, pseudo = pseudo.kept(self.transform(images, rng), weights)
         if task.count(views) == 0:
@@ -169,17 +137,16 @@ class ConsistencyLoss(LossTerm):
 
 
 class MaskedImageConsistency(ConsistencyLoss):
-    """MIC: the student on the masked (and strongly augmented) target must predict what the
-    teacher predicted on the full target.
+    """MIC: the student on the masked (and strongly augmented) target against the teacher's
+    pseudo-labels of the full target.
 
     Args:
         masker: withholds image regions (``BlockMasker`` is MIC's).
-        weighting: ``"quality"`` (published for segmentation), ``"prob"`` (published for ViT
-            classification) or ``"none"`` (published for ResNet classification and detection).
-        tau: the quality weight's threshold (published 0.968).
-        weight: lambda, the loss weight (published 1).
-        part_weights: a multiplier per named part of the Task's loss (e.g. 0 for the
-            box-regression parts, as published for the masked branch of a two-stage detector).
+        weighting: published ``"quality"`` for segmentation, ``"prob"`` for ViT
+            classification, ``"none"`` for ResNet classification and detection.
+        tau, weight: as in ``ConsistencyLoss``.
+        part_weights: as in ``ConsistencyLoss`` (published 0 for a two-stage detector's
+            box-regression parts).
     """
 
     def __init__(
@@ -195,28 +162,3 @@ class MaskedImageConsistency(ConsistencyLoss):
 
     def transform(self, images: Any, rng: Random = None) -> Any:
         return self.masker(images, rng)
-
-
-class SelfTraining(ConsistencyLoss):
-    """Mean-teacher self-training: the student on the (strongly augmented) target against the
-    teacher's pseudo-labels.
-
-    Args:
-        augmentation: applied to the target before the student sees it (``mic.
-            StrongAugmentation``); None: none.
-        weighting, tau, weight, part_weights: as in ``ConsistencyLoss``.
-    """
-
-    def __init__(
-        self,
-        augmentation: Augmentation | None = None,
-        weighting: WeightingMode = "quality",
-        tau: float = QUALITY_THRESHOLD,
-        weight: float = 1.0,
-        part_weights: Mapping[str, float] | None = None,
-    ) -> None:
-        super().__init__(weighting, tau, weight, part_weights)
-        self.augmentation = augmentation
-
-    def transform(self, images: Any, rng: Random = None) -> Any:
-        return images if self.augmentation is None else self.augmentation(images, rng)

@@ -33,23 +33,15 @@ def _map(fn: Callable[..., Tensor], *xs: Any) -> Any:
 
 
 class PseudoLabelWeighting:
-    """Per-element weights of pseudo-labels.
-
-    Modes:
-        ``"quality"``: every element weighs q = (elements with confidence >= tau) / (all
-            elements), one scalar per batch, kept as a tensor (no host synchronisation); the
-            published segmentation weighting;
-        ``"prob"``: every element weighs its own teacher confidence (published for MIC on
-            ViT classification);
-        ``"none"``: every element weighs 1 (published for ResNet classification and the
-            masked branch of detection).
-
-    Elements outside ``PseudoLabels.valid`` weigh 0 in every mode (q counts all elements, as
-    published).
+    """Per-element weights of pseudo-labels; elements outside ``PseudoLabels.valid`` weigh 0
+    (q still counts them, as published).
 
     Args:
-        mode: one of the modes above.
-        tau: the quality weight's confidence threshold, in [0, 1] (``QUALITY_THRESHOLD``).
+        mode: ``"quality"``: every element weighs q, the batch's share of elements with
+            confidence >= tau (a tensor: no host synchronisation; published for
+            segmentation); ``"prob"``: its own confidence (published for ViT classification);
+            ``"none"``: 1 (published for ResNet classification and detection).
+        tau: the quality weight's threshold, in [0, 1] (``QUALITY_THRESHOLD``).
 
     Raises:
         ConfigError: an unknown mode, or tau outside [0, 1].
@@ -66,8 +58,7 @@ class PseudoLabelWeighting:
         self.tau = float(tau)
 
     def quality(self, confidence: Tensor | list[Tensor], mean: Reduce | None = None) -> Tensor:
-        """q: the share of elements with confidence >= tau, a float 0-d tensor (0 for none);
-        with ``mean`` (the mean over data-parallel processes), the share in the global batch."""
+        """q, a float 0-d tensor (0 for no elements); with ``mean``, the global batch's."""
         flat = _flat(confidence)
         if mean is not None:  # sums over processes: the share in the whole batch
             counts = mean(
@@ -79,8 +70,8 @@ class PseudoLabelWeighting:
         return (flat >= self.tau).float().mean()
 
     def __call__(self, pseudo: PseudoLabels, mean: Reduce | None = None) -> Tensor | list[Tensor]:
-        """The weights, in the layout (and dtype) of ``pseudo.confidence``; ``mean`` makes q
-        the global batch's under data parallelism (``IterationContext.mean``)."""
+        """The weights in ``pseudo.confidence``'s layout and dtype; ``mean`` (the mean over
+        processes, ``IterationContext.mean``) makes q the global batch's."""
         conf = pseudo.confidence
         if self.mode == "quality":
             q = self.quality(conf, mean)

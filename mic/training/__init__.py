@@ -1,8 +1,8 @@
 """The machinery that runs the adaptation loop: optimiser parameter groups and schedules,
 checkpoints, data parallelism, resumable sampling, random-generator state, evaluation,
-label-free validators for model selection, and the hooks that log, evaluate and
-checkpoint. It depends on ``mic.core``; the loop reaches it only through its narrow
-interfaces (``Hook``, ``Collective``)."""
+label-free validators for model selection, the hooks that log, evaluate and checkpoint, and
+the guard (stop signals, NaN / Inf policy). It depends on ``mic.core``; the loop reaches it only
+through its narrow interfaces (``Hook``, ``Collective``, ``Guard``)."""
 
 from mic.training.checkpoint import (
     initial_weights,
@@ -20,6 +20,7 @@ from mic.training.distributed import (
     process_info,
 )
 from mic.training.evaluation import evaluate, recalibrated_batchnorm
+from mic.training.guard import NumericalError, TrainingGuard, TrainingInterrupted
 from mic.training.hooks import Checkpointer, Evaluation, MetricsLogger, ProgressBar
 from mic.training.optim import (
     Constant,
@@ -58,12 +59,15 @@ __all__ = [
     "MaskedAgreement",
     "MetricsLogger",
     "ModelSelection",
+    "NumericalError",
     "ProcessGroup",
     "ProcessInfo",
     "ProgressBar",
     "ResumableSampler",
     "SeededDataset",
     "SoftNeighborhoodDensity",
+    "TrainingGuard",
+    "TrainingInterrupted",
     "Validator",
     "WarmupMultiStep",
     "WarmupPoly",

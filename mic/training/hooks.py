@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,14 +51,27 @@ def term_statistics(loop: AdaptationLoop) -> dict[str, Tensor]:
     return out
 
 
+#: the last iteration's floats of each loop, (step, name -> float)
+_FLOATS: weakref.WeakKeyDictionary[AdaptationLoop, tuple[int, dict[str, float]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def iteration_floats(
     loop: AdaptationLoop, losses: dict[str, Tensor]
 ) -> tuple[dict[str, float], dict[str, float]]:
     """The last iteration's losses and term statistics (``term_statistics``) as floats,
-    averaged over processes: one host synchronisation (``loop.loss_floats``, cached for the
-    iteration, so every hook that asks shares it)."""
+    averaged over processes: one host synchronisation and one collective, cached for the
+    iteration, so every hook that asks shares it (every process must ask at the same
+    iterations)."""
     stats = term_statistics(loop)
-    floats = loop.loss_floats({**losses, **stats})
+    cached = _FLOATS.get(loop)
+    if cached is None or cached[0] != loop.step:
+        named = {**losses, **stats}
+        values = [v.float().reshape(()) for v in named.values()]
+        means = loop.collective.mean(torch.stack(values)).tolist() if values else []
+        cached = _FLOATS[loop] = (loop.step, dict(zip(named, means, strict=True)))
+    floats = cached[1]
     return (
         {k: v for k, v in floats.items() if k not in stats},
         {k: v for k, v in floats.items() if k in stats},

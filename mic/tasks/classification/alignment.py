@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mic.core import ConfigError, IterationContext, LossTerm, SharedForward, SourceSupervision
+from mic.core import ConfigError, IterationContext, LossTerm, SharedForward
 from mic.functional import reverse_gradient, weighted_cross_entropy
+from mic.methods import SourceSupervision
 from mic.tasks.common import require_features
 
 

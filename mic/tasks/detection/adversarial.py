@@ -140,7 +140,7 @@ def source_forward(ctx: IterationContext) -> tuple[dict[str, Tensor], Capture]:
 
 class SharedSourceSupervision(LossTerm):
     """The detection losses on the labelled source batch from ``source_forward``, the pass
-    whose features ``DomainAdversarial`` aligns (use core's ``SourceSupervision`` without it).
+    whose features ``DomainAdversarial`` aligns (use ``mic.SourceSupervision`` without it).
 
     Args:
         weight: the loss weight.

@@ -164,7 +164,7 @@ def source_forward(ctx: IterationContext) -> tuple[Any, list[Tensor]]:
 
 class SharedSourceSupervision(LossTerm):
     """The source cross-entropy from ``source_forward``, the source pass that
-    ``FeatureDistance`` also reads (use core's ``SourceSupervision`` without it).
+    ``FeatureDistance`` also reads (use ``mic.SourceSupervision`` without it).
 
     Needs a model whose ``forward(x, return_features=True)`` returns the logits and the
     encoder's feature maps (every ``Segmenter``).

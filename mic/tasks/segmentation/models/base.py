@@ -13,7 +13,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from mic.core.errors import ConfigError, did_you_mean
+from mic.backbones.factory import did_you_mean
+from mic.core.errors import ConfigError
 
 
 def create_encoder(

@@ -1,0 +1,79 @@
+"""The base methods every task shares: supervised training on the source, and mean-teacher
+self-training, which MIC extends."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import Tensor
+
+from mic.core.context import IterationContext, Random
+from mic.core.masking import Augmentation
+from mic.core.method import UDAMethod
+from mic.core.terms import ConsistencyLoss, LossTerm, sum_parts
+from mic.core.weighting import QUALITY_THRESHOLD, WeightingMode
+
+
+class SourceSupervision(LossTerm):
+    """The Task's supervised loss on the labelled source batch.
+
+    Args:
+        weight: the loss weight (published 1).
+        part_weights: a multiplier per named part of the Task's loss (``sum_parts``).
+    """
+
+    uses_target = False
+
+    def __init__(self, weight: float = 1.0, part_weights: Mapping[str, float] | None = None):
+        super().__init__(weight)
+        self.part_weights = dict(part_weights or {})
+
+    def forward(self, ctx: IterationContext) -> Tensor:
+        loss = ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets, rng=ctx.rng)
+        return self.weight * sum_parts(loss, self.part_weights)
+
+
+class SelfTraining(ConsistencyLoss):
+    """Mean-teacher self-training: the student on the (strongly augmented) target against the
+    teacher's pseudo-labels.
+
+    Args:
+        augmentation: applied to the target first (e.g. ``mic.StrongAugmentation``); None: none.
+        weighting, tau, weight, part_weights: as in ``ConsistencyLoss``.
+    """
+
+    def __init__(
+        self,
+        augmentation: Augmentation | None = None,
+        weighting: WeightingMode = "quality",
+        tau: float = QUALITY_THRESHOLD,
+        weight: float = 1.0,
+        part_weights: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__(weighting, tau, weight, part_weights)
+        self.augmentation = augmentation
+
+    def transform(self, images: Any, rng: Random = None) -> Any:
+        return images if self.augmentation is None else self.augmentation(images, rng)
+
+
+def source_only() -> UDAMethod:
+    """Supervised training on the source alone (the lower bound every method must beat)."""
+    return UDAMethod({"source": SourceSupervision()})
+
+
+def mean_teacher(
+    augmentation: Augmentation | None = None,
+    weighting: WeightingMode = "quality",
+    tau: float = QUALITY_THRESHOLD,
+    weight: float = 1.0,
+) -> UDAMethod:
+    """Terms ``source`` (``SourceSupervision``) and ``self_training`` (``SelfTraining``, which
+    takes the arguments)."""
+    return UDAMethod(
+        {
+            "source": SourceSupervision(),
+            "self_training": SelfTraining(augmentation, weighting, tau, weight),
+        }
+    )
