@@ -63,9 +63,7 @@ def ground_depth(yy: np.ndarray, horizon: float, size: int) -> np.ndarray:
     """Depth in metres of each pixel of the empty scene: the ground plane seen by a camera
     1.5 m high (2 to 150 m), the sky 150 m away. ``yy``: H x W row coordinates."""
     below = np.maximum(yy - horizon, 0.5)
-    return np.where(yy > horizon, np.clip(1.5 * size / below, 2.0, 150.0), 150.0).astype(
-        np.float32
-    )
+    return np.where(yy > horizon, np.clip(1.5 * size / below, 2.0, 150.0), 150.0).astype(np.float32)
 
 
 def sky_and_ground(
