@@ -87,9 +87,11 @@ BACKENDS: dict[str, list[str]] = {
 }
 
 
-def _overrides(seed: int, device: str, extra: list[str]) -> list[str]:
+def _overrides(
+    seed: int, device: str, extra: list[str], experiment: str = "det_shapes"
+) -> list[str]:
     return [
-        "experiment=det_shapes",
+        f"experiment={experiment}",
         f"seed={seed}",
         f"device={device}",
         "log.progress=false",
@@ -99,9 +101,17 @@ def _overrides(seed: int, device: str, extra: list[str]) -> list[str]:
 
 
 def warmup(
-    seed: int, steps: int, device: str, threads: int, extra: list[str], path: str, backend: str
+    seed: int,
+    steps: int,
+    device: str,
+    threads: int,
+    extra: list[str],
+    path: str,
+    backend: str,
+    experiment: str = "det_shapes",
 ) -> dict:
-    """Source-only training for ``steps`` iterations; saves the student, scores it."""
+    """Source-only training for ``steps`` iterations of ``experiment``; saves the student,
+    scores it."""
     import torch
     from hydra.utils import instantiate
 
@@ -110,7 +120,7 @@ def warmup(
 
     torch.set_num_threads(threads)
     overrides = [
-        *_overrides(seed, device, [*BACKENDS[backend], *extra]),
+        *_overrides(seed, device, [*BACKENDS[backend], *extra], experiment),
         "method=source_only",
         "mic=none",
         f"iterations={steps}",
