@@ -6,14 +6,17 @@
     python benchmarks/detection.py --warmup 3000 --iterations 2000   # a longer schedule
     python benchmarks/detection.py --backends torchvision detectron2 --methods sada_mic \
         --warmup 400 --iterations 100 --threads 1 --speed 20         # the two backends
+    python benchmarks/detection.py --experiment det_context --methods sada sada_mic \
+        --out benchmarks/results/detection_context.md                # where context decides
 
 The detector (``model=faster_rcnn_small``: Faster R-CNN, RegNetX-200MF FPN, trainable
 BatchNorm, from scratch) first trains on the source alone for ``--warmup`` iterations, once
 per seed; this stands in for the ImageNet and source pre-training that the published recipe
 starts from. Every method then starts from that same source model (same seed: same weights,
 same data order) and runs ``--iterations`` iterations of ``mic-train experiment=det_shapes``
-with its overrides: the source-only row continues on the source alone, so every row has had
-the same number of iterations. Scores: mAP@0.5 (and COCO AP) on the labelled target test
+(``--experiment det_context``: the benchmark where context decides) with its overrides:
+the source-only row continues on the source alone, so every row has had the same number
+of iterations. Scores: mAP@0.5 (and COCO AP) on the labelled target test
 split (200 foggy, textured, noisy scenes), after AdaBN re-estimation of BatchNorm statistics
 on 10 target training batches, for the student and (where the method has one) the EMA
 teacher. Seconds per iteration count training alone (evaluation excluded). Results are cached
@@ -80,6 +83,14 @@ DEFAULT_METHODS = [
     "mean_teacher_mic",
 ]
 CLASSES = ["disc", "square", "triangle", "cross"]
+#: the bundled benchmarks: experiment -> the title of its table and its class names
+EXPERIMENTS = {
+    "det_shapes": ("clear shapes scenes -> fog, texture and noise", CLASSES),
+    "det_context": (
+        "context shapes, clear road scenes -> fog and blur growing with distance",
+        ["car", "kiosk", "rider", "ball", "bike"],
+    ),
+}
 #: detection backend -> the mic-train overrides that choose its model (same sizes on both)
 BACKENDS: dict[str, list[str]] = {
     "torchvision": [],
@@ -87,9 +98,11 @@ BACKENDS: dict[str, list[str]] = {
 }
 
 
-def _overrides(seed: int, device: str, extra: list[str]) -> list[str]:
+def _overrides(
+    seed: int, device: str, extra: list[str], experiment: str = "det_shapes"
+) -> list[str]:
     return [
-        "experiment=det_shapes",
+        f"experiment={experiment}",
         f"seed={seed}",
         f"device={device}",
         "log.progress=false",
@@ -99,9 +112,17 @@ def _overrides(seed: int, device: str, extra: list[str]) -> list[str]:
 
 
 def warmup(
-    seed: int, steps: int, device: str, threads: int, extra: list[str], path: str, backend: str
+    seed: int,
+    steps: int,
+    device: str,
+    threads: int,
+    extra: list[str],
+    path: str,
+    backend: str,
+    experiment: str = "det_shapes",
 ) -> dict:
-    """Source-only training for ``steps`` iterations; saves the student, scores it."""
+    """Source-only training for ``steps`` iterations of ``experiment``; saves the student,
+    scores it."""
     import torch
     from hydra.utils import instantiate
 
@@ -110,7 +131,7 @@ def warmup(
 
     torch.set_num_threads(threads)
     overrides = [
-        *_overrides(seed, device, [*BACKENDS[backend], *extra]),
+        *_overrides(seed, device, [*BACKENDS[backend], *extra], experiment),
         "method=source_only",
         "mic=none",
         f"iterations={steps}",
@@ -159,12 +180,13 @@ def run_one(
     extra: list[str],
     start: str,
     backend: str = "torchvision",
+    experiment: str = "det_shapes",
 ) -> dict:
     import torch
 
     torch.set_num_threads(threads)
     overrides = [
-        *_overrides(seed, device, [*BACKENDS[backend], *extra]),
+        *_overrides(seed, device, [*BACKENDS[backend], *extra], experiment),
         *METHODS[method],
         f"iterations={steps}",
         "adaptation_start=0",
@@ -194,6 +216,7 @@ def speed(
     threads: int,
     extra: list[str],
     starts: dict[str, str],
+    experiment: str = "det_shapes",
 ) -> dict:
     """Seconds per training iteration of each method on each backend (``starts``: backend ->
     its warm-up model), one after another in one process (so under the same load), from the
@@ -206,7 +229,7 @@ def speed(
     for method in methods:
         for backend, start in starts.items():
             overrides = [
-                *_overrides(0, device, [*BACKENDS[backend], *extra]),
+                *_overrides(0, device, [*BACKENDS[backend], *extra], experiment),
                 *METHODS[method],
                 "eval.interval=0",
             ]
@@ -234,13 +257,15 @@ def write_table(
     methods: list[str],
     note: str,
     speeds: dict | None = None,
+    experiment: str = "det_shapes",
 ) -> None:
+    title, classes = EXPERIMENTS[experiment]
     by: dict[str, dict[int, dict]] = {}
     for r in rows:
         by.setdefault(r["method"], {})[r["seed"]] = r
     lines = [
         *_header(
-            "Detection benchmark: clear shapes scenes -> fog, texture and noise",
+            f"Detection benchmark: {title}",
             "mAP@0.5 (COCO AP in the second column of each model) on the labelled target test "
             "split (200 images, 128 px), points, mean ± std over seeds; AdaBN evaluation; "
             "seconds per training iteration (evaluation excluded).",
@@ -309,7 +334,7 @@ def write_table(
         runs = [r for r in by.get(m, {}).values() if r.get("student_per_class")]
         if runs:
             cells = [
-                mean_std([r["student_per_class"][c] for r in runs]) for c in range(len(CLASSES))
+                mean_std([r["student_per_class"][c] for r in runs]) for c in range(len(classes))
             ]
             per_class.append(f"| {m} | " + " | ".join(cells) + " |")
     if per_class:
@@ -317,8 +342,8 @@ def write_table(
             "",
             "Student AP@0.5 per class:",
             "",
-            "| method | " + " | ".join(CLASSES) + " |",
-            "|---|" + "---|" * len(CLASSES),
+            "| method | " + " | ".join(classes) + " |",
+            "|---|" + "---|" * len(classes),
             *per_class,
         ]
     path.write_text("\n".join(lines) + "\n")
@@ -432,6 +457,7 @@ def main() -> None:
     )
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS))
     parser.add_argument("--backends", nargs="+", default=["torchvision"], choices=list(BACKENDS))
+    parser.add_argument("--experiment", default="det_shapes", choices=list(EXPERIMENTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--warmup", type=int, default=2000, help="source-only iterations")
     parser.add_argument("--iterations", type=int, default=750, help="iterations per method")
@@ -484,15 +510,18 @@ def main() -> None:
     state["rows"] = [r for r in state["rows"] if key(r, "method", "seed") not in set(todo)]
     threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
     tag = f"w{args.warmup}_" + "_".join(args.overrides).replace("/", "-").replace("=", "-")
+    prefix = "" if args.experiment == "det_shapes" else f"{args.experiment}_"
     starts = {
-        (b, s): str(work / f"warmup_{b}_seed{s}_{tag}.pt")
+        (b, s): str(work / f"warmup_{prefix}{b}_seed{s}_{tag}.pt")
         for s in args.seeds
         for b in args.backends
     }
     t0 = time.time()
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
         warm_jobs = {
-            (b, s): pool.submit(warmup, s, args.warmup, args.device, threads, args.overrides, p, b)
+            (b, s): pool.submit(
+                warmup, s, args.warmup, args.device, threads, args.overrides, p, b, args.experiment
+            )
             for (b, s), p in starts.items()
             if not args.table_only and (not Path(p).exists() or args.fresh)
         }
@@ -517,6 +546,7 @@ def main() -> None:
                 args.overrides,
                 starts[b, s],
                 b,
+                args.experiment,
             )
             for b, m, s in todo
         ]
@@ -537,7 +567,9 @@ def main() -> None:
         missing = [p for p in start.values() if not Path(p).exists()]
         if missing:
             raise SystemExit(f"--speed needs the warm-up models {missing}: run the benchmark first")
-        seconds = speed(args.methods, args.speed, args.device, threads, args.overrides, start)
+        seconds = speed(
+            args.methods, args.speed, args.device, threads, args.overrides, start, args.experiment
+        )
         state["speed"] = {
             "command": "python benchmarks/detection.py " + " ".join(sys.argv[1:]),
             "steps": args.speed,
@@ -584,7 +616,16 @@ def main() -> None:
         "about 1000 px; this short schedule shows that every method trains and what it does "
         "early on, not converged numbers."
     )
-    write_table(state["rows"], state["warmup"], out, calls, methods, note, state.get("speed"))
+    write_table(
+        state["rows"],
+        state["warmup"],
+        out,
+        calls,
+        methods,
+        note,
+        state.get("speed"),
+        args.experiment,
+    )
     print(out.read_text())
 
 

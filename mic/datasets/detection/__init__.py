@@ -1,6 +1,7 @@
-"""Detection datasets: the bundled shapes benchmark (no download) and readers for COCO json,
+"""Detection datasets: the bundled shapes benchmarks (no download) and readers for COCO json,
 Pascal VOC and Cityscapes / Foggy Cityscapes."""
 
+from mic.datasets.detection.context_shapes import ContextShapes
 from mic.datasets.detection.readers import (
     CITYSCAPES_CLASSES,
     VOC_CLASSES,
@@ -17,6 +18,7 @@ __all__ = [
     "VOC_CLASSES",
     "CityscapesDetection",
     "CocoDetection",
+    "ContextShapes",
     "DetectionDataset",
     "ShapesDetection",
     "VOCDetection",

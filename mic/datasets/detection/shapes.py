@@ -59,6 +59,113 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
     return fine[0, 0].clamp(0, 1).numpy()
 
 
+def ground_depth(yy: np.ndarray, horizon: float, size: int) -> np.ndarray:
+    """Depth in metres of each pixel of the empty scene: the ground plane seen by a camera
+    1.5 m high (2 to 150 m), the sky 150 m away. ``yy``: H x W row coordinates."""
+    below = np.maximum(yy - horizon, 0.5)
+    return np.where(yy > horizon, np.clip(1.5 * size / below, 2.0, 150.0), 150.0).astype(np.float32)
+
+
+def sky_and_ground(
+    rng: np.random.Generator, yy: np.ndarray, horizon: float, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The empty scene (H x W x 3 in [0, 1]: a sky above ``horizon``, the ground below, both
+    shaded by height) and the shading term ``yy / size`` (H x W x 1)."""
+    sky = np.array([0.55, 0.7, 0.9]) + rng.uniform(-0.08, 0.08, 3)
+    ground = np.array([0.45, 0.45, 0.42]) + rng.uniform(-0.1, 0.1, 3)
+    shade = (yy / size)[..., None]
+    img = np.where(
+        (yy > horizon)[..., None], ground * (0.8 + 0.3 * shade), sky * (1.05 - 0.3 * shade)
+    )
+    return img, shade
+
+
+def add_texture(
+    rng: np.random.Generator, img: np.ndarray, yy: np.ndarray, xx: np.ndarray, texture: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The target's texture (low-frequency blotches and stripes in a random tint) blended into
+    ``img`` with weight ``texture``; returns the image and the grain (H x W x 1 in [0, 1]),
+    which also modulates the objects' paint (``paint_objects``)."""
+    s = img.shape[0]
+    blotch = _smooth_noise(rng, s, int(rng.integers(4, 9)))
+    angle, freq = rng.uniform(0, np.pi), rng.uniform(0.15, 0.45)
+    stripes = 0.5 + 0.5 * np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)))
+    grain = (0.6 * blotch + 0.4 * stripes)[..., None]
+    tint = rng.uniform(0.2, 0.9, 3)
+    return (1 - texture) * img + texture * grain * tint, grain
+
+
+def saturated_colour(rng: np.random.Generator) -> np.ndarray:
+    """A random saturated (not grey) RGB colour in [0, 1]: one channel at most 0.25."""
+    colour = rng.uniform(0.05, 1.0, 3)
+    colour[rng.integers(3)] = rng.uniform(0.0, 0.25)
+    return colour
+
+
+def paint_objects(
+    img: np.ndarray,
+    depth: np.ndarray,
+    masks: list[np.ndarray],
+    feet: list[float],
+    colours: list[np.ndarray],
+    grain: np.ndarray | None,
+    texture: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paint the objects (``masks``, in painting order: far ones first, so that near ones
+    occlude them) in their ``colours``, modulated by ``grain`` where given (the target), and
+    give their pixels the depth of their foot row (``feet``, in px)."""
+    s = img.shape[0]
+    for mask, foot, colour in zip(masks, feet, colours, strict=True):
+        paint = colour * (1 - texture + texture * 2 * grain) if grain is not None else colour
+        img = np.where(mask[..., None], paint, img)
+        depth = np.where(mask, depth[min(int(foot), s - 1), 0], depth)
+    return img, depth
+
+
+def add_fog(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    depth: np.ndarray,
+    beta: float,
+    airlight: float,
+    noise: float,
+    blur: float = 0.0,
+) -> np.ndarray:
+    """Fog by the optical model ``I = J t + A (1 - t)``, ``t = exp(-beta * depth)``, then (with
+    ``blur`` > 0) scattering that blurs each pixel with a Gaussian of sigma ``blur * (1 - t)``
+    px (interpolated between four blur levels), then Gaussian pixel noise of std ``noise``."""
+    t = np.exp(-beta * depth)[..., None]
+    img = img * t + airlight * (1 - t)
+    if blur > 0:
+        from torchvision.transforms.functional import gaussian_blur
+
+        chw = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), np.float32))
+        levels = [img]
+        for sigma in (blur / 3, 2 * blur / 3, blur):
+            kernel = 2 * int(np.ceil(3 * sigma)) + 1
+            blurred = gaussian_blur(chw, [kernel, kernel], [sigma, sigma])
+            levels.append(blurred.numpy().transpose(1, 2, 0))
+        pos = np.clip(3 * (1 - t), 0, 3)  # position between the levels, H x W x 1
+        low = np.minimum(np.floor(pos).astype(int), 2)
+        frac = pos - low
+        stack = np.stack(levels)  # 4 x H x W x 3
+        rows, cols = np.indices(depth.shape)
+        below = stack[low[..., 0], rows, cols]
+        above = stack[low[..., 0] + 1, rows, cols]
+        img = below * (1 - frac) + above * frac
+    return img + rng.normal(0.0, noise, img.shape)
+
+
+def tight_boxes(masks: list[np.ndarray]) -> np.ndarray:
+    """N x 4 float32 boxes (x1 y1 x2 y2) around every pixel of each shape's mask (triangles
+    and discs are not squares), as an annotator would draw them."""
+    out = []
+    for mask in masks:
+        ys, xs = np.nonzero(mask)
+        out.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    return np.array(out, np.float32).reshape(-1, 4)
+
+
 def make_scene(
     rng: np.random.Generator,
     size: int = 128,
@@ -73,23 +180,11 @@ def make_scene(
     s = size
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
     horizon = s * rng.uniform(0.3, 0.42)
-    # depth: the ground plane seen by a camera 1.5 m high; the sky 150 m away
-    below = np.maximum(yy - horizon, 0.5)
-    depth = np.where(yy > horizon, np.clip(1.5 * s / below, 2.0, 150.0), 150.0).astype(np.float32)
-
-    sky = np.array([0.55, 0.7, 0.9]) + rng.uniform(-0.08, 0.08, 3)
-    ground = np.array([0.45, 0.45, 0.42]) + rng.uniform(-0.1, 0.1, 3)
-    shade = (yy / s)[..., None]
-    img = np.where(
-        (yy > horizon)[..., None], ground * (0.8 + 0.3 * shade), sky * (1.05 - 0.3 * shade)
-    )
+    depth = ground_depth(yy, horizon, s)
+    img, _ = sky_and_ground(rng, yy, horizon, s)
+    grain = None
     if target:  # texture: blotches and stripes on sky and ground, and on the objects
-        blotch = _smooth_noise(rng, s, int(rng.integers(4, 9)))
-        angle, freq = rng.uniform(0, np.pi), rng.uniform(0.15, 0.45)
-        stripes = 0.5 + 0.5 * np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)))
-        grain = (0.6 * blotch + 0.4 * stripes)[..., None]
-        tint = rng.uniform(0.2, 0.9, 3)
-        img = (1 - texture) * img + texture * grain * tint
+        img, grain = add_texture(rng, img, yy, xx, texture)
 
     boxes, labels = [], []
     n = int(rng.integers(1, max_objects + 1))
@@ -107,33 +202,16 @@ def make_scene(
             continue
         boxes.append(box)
         labels.append(int(rng.integers(len(CLASSES))))
-    # paint far objects first so that near ones occlude them
+    masks = [_shape_mask(labels[i], yy, xx, boxes[i]) for i in range(len(boxes))]
     order = sorted(range(len(boxes)), key=lambda i: boxes[i][3])
-    masks = {i: _shape_mask(labels[i], yy, xx, boxes[i]) for i in order}
-    for i in order:
-        mask = masks[i]
-        colour = rng.uniform(0.05, 1.0, 3)
-        colour[rng.integers(3)] = rng.uniform(0.0, 0.25)  # saturated, not grey
-        paint = colour * (1 - texture + texture * 2 * grain) if target else colour
-        img = np.where(mask[..., None], paint, img)
-        depth = np.where(mask, depth[min(int(boxes[i][3]), s - 1), 0], depth)
-
-    if target:
-        t = np.exp(-beta * depth)[..., None]
-        img = img * t + airlight * (1 - t)
-        img = img + rng.normal(0.0, noise, img.shape)
-    img = np.clip(img, 0.0, 1.0).astype(np.float32)
-    # tight boxes around the visible pixels of each shape (triangles and discs are not
-    # squares), as an annotator would draw them
-    out_boxes = []
-    for i in range(len(boxes)):
-        ys, xs = np.nonzero(masks[i])
-        out_boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-    return (
-        img,
-        np.array(out_boxes, np.float32).reshape(-1, 4),
-        np.array(labels, np.int64),
+    colours = [saturated_colour(rng) for _ in order]
+    img, depth = paint_objects(
+        img, depth, [masks[i] for i in order], [boxes[i][3] for i in order], colours, grain, texture
     )
+    if target:
+        img = add_fog(rng, img, depth, beta, airlight, noise)
+    img = np.clip(img, 0.0, 1.0).astype(np.float32)
+    return img, tight_boxes(masks), np.array(labels, np.int64)
 
 
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -195,11 +273,14 @@ class ShapesDetection:
         if not 0 <= index < self.length:
             raise IndexError(index)
         rng = np.random.default_rng([self.seed, _SPLIT_CODES[(self.domain, self.split)], index])
-        img, boxes, labels = make_scene(
-            rng, self.size, target=self.domain == "target", beta=self.beta
-        )
+        img, boxes, labels = self.render(rng)
         image = torch.from_numpy(img).permute(2, 0, 1).contiguous()
         return image, {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels)}
+
+    def render(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One scene of this domain from ``rng``: image (H x W x 3 float32 in [0, 1]), boxes
+        (N x 4 float32, x1 y1 x2 y2) and class ids (N int64)."""
+        return make_scene(rng, self.size, target=self.domain == "target", beta=self.beta)
 
     def __getitem__(self, index: int) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         image, target = self.scene(index)
