@@ -111,6 +111,18 @@ def _lifetime_peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def run_overrides(experiment: str, seed: int, device: str) -> list[str]:
+    """The overrides every benchmark run starts with: the experiment, the seed and the device,
+    without progress bar and TensorBoard files."""
+    return [
+        f"experiment={experiment}",
+        f"seed={seed}",
+        f"device={device}",
+        "log.progress=false",
+        "log.tensorboard=false",
+    ]
+
+
 def start_from(overrides: list[str], weights: str | None = None, strict: bool = True) -> Any:
     """The experiment of ``overrides`` (built as ``mic-train`` builds it) with its student's
     weights replaced by those saved in ``weights`` (a state dict), before the first iteration,

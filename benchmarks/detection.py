@@ -49,6 +49,7 @@ from common import (
     interval95,
     mean_std,
     paired_differences,
+    run_overrides,
     run_timed,
     start_from,
     time_training,
@@ -101,14 +102,7 @@ BACKENDS: dict[str, list[str]] = {
 def _overrides(
     seed: int, device: str, extra: list[str], experiment: str = "det_shapes"
 ) -> list[str]:
-    return [
-        f"experiment={experiment}",
-        f"seed={seed}",
-        f"device={device}",
-        "log.progress=false",
-        "log.tensorboard=false",
-        *extra,
-    ]
+    return [*run_overrides(experiment, seed, device), *extra]
 
 
 def warmup(

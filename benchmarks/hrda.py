@@ -74,30 +74,13 @@ def _width(method: str) -> str:
 
 
 def warmup(seed: int, steps: int, device: str, path: str) -> dict:
-    """Source-only training of the single-scale U-Net; saves its weights and scores them."""
-    overrides = [
-        "experiment=streets",
-        "method=source_only",
-        "mic=none",
-        *COMMON,
-        f"model.widths={WIDTHS}",
-        f"iterations={steps}",
-        "eval.models=[student]",
-        f"seed={seed}",
-        f"device={device}",
-    ]
-    import torch
+    """Source-only training of the single-scale U-Net (segmentation.py's ``warmup`` on
+    ``experiment=streets``); saves its weights and scores them."""
+    import segmentation
 
-    exp = start_from(overrides)
-    final, seconds = run_timed(exp)
-    torch.save(exp.student.state_dict(), path)
-    return {
-        "seed": seed,
-        "steps": steps,
-        "miou": final["eval/student/miou"],
-        "iou": dict(zip(CLASSES, final["eval/student/per_class_iou"])),
-        "seconds_per_iteration": seconds,
-    }
+    threads = 1 if device == "cpu" else 8
+    extra = [*COMMON, f"model.widths={WIDTHS}"]
+    return segmentation.warmup(seed, steps, device, threads, extra, path, "streets")
 
 
 def run_one(method: str, seed: int, steps: int, device: str, start: str, warmup_steps: int) -> dict:

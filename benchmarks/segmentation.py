@@ -41,6 +41,7 @@ from common import (
     device_name,
     mean_std,
     peak_memory,
+    run_overrides,
     run_timed,
     start_from,
     threads_per_run,
@@ -94,14 +95,7 @@ MEMORY = [
 
 
 def _overrides(experiment: str, seed: int, device: str) -> list[str]:
-    return [
-        f"experiment={experiment}",
-        f"seed={seed}",
-        f"device={device}",
-        "log.progress=false",
-        "log.tensorboard=false",
-        "eval.interval=0",
-    ]
+    return [*run_overrides(experiment, seed, device), "eval.interval=0"]
 
 
 def warmup(
