@@ -305,6 +305,8 @@ def run(
         longer = {**settings, "overrides": [*extra, *settings["equal_time"]], "equal_time": None}
         row = run(task, spec.base, seed, longer, device, threads, start)
         return {**row, "method": method}
+    if task == "classification":
+        return script.run_one(method, seed, device, threads, extra)
     if task == "detection":
         return script.run_one(method, seed, settings["iterations"], device, threads, extra, start)
     if "iterations" in settings:

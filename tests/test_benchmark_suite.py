@@ -316,3 +316,30 @@ def test_equal_time_base_is_paired_with_mic_and_its_training_time_reported():
     state["runs"] = changed
     again = suite.summarise(state, QUICK, "quick")["tasks"]["classification"]
     assert "equal_time" not in again["pair"] and name not in again["methods"]
+
+
+@pytest.mark.parametrize("method_of", ["base", "mic", "equal_time"])
+@pytest.mark.parametrize("task", list(suite.TASKS))
+def test_each_run_reaches_its_script_with_the_arguments_it_takes(task, method_of, monkeypatch):
+    """``suite.run`` calls every script's ``run_one`` as that function is declared (no
+    training: the call is bound to the real signature, then answered)."""
+    import importlib
+    import inspect
+
+    spec = suite.TASKS[task]
+    settings = suite.schedules("quick")[task]
+    if method_of == "equal_time" and not settings.get("equal_time"):
+        pytest.skip(f"{task} has no equal-time base")
+    method = getattr(spec, method_of)
+    script = importlib.import_module(spec.script)
+    declared = inspect.signature(script.run_one)
+    calls = []
+
+    def answer(*args, **kwargs):
+        calls.append(declared.bind(*args, **kwargs).arguments)
+        return {"method": args[0], "seed": args[1]}
+
+    monkeypatch.setattr(script, "run_one", answer)
+    row = suite.run(task, method, 3, settings, "cpu", 1, "/tmp/start.pt")
+    assert row["method"] == method and row["seed"] == 3
+    assert len(calls) == 1 and calls[0]["seed"] == 3
