@@ -107,6 +107,7 @@ def main(iterations: int, device: str) -> float:
         teacher=mic.EMATeacher(student, alpha=0.9),
         hooks=[evaluation],
         device=device,
+        guard=mic.TrainingGuard(),  # skip NaN / Inf iterations, stop cleanly on SIGTERM
     )
     loop.run()
     accuracy = evaluation.history[-1]["eval/teacher/accuracy"]
