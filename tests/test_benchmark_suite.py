@@ -164,6 +164,8 @@ def test_modes_map_to_settings_and_options_override_them(tmp_path):
     full = suite.parse_args(["--full", "--tasks", "classification", "detection"])
     assert list(full.settings) == ["classification", "detection"]
     assert full.settings["classification"]["seeds"] == list(range(10))
+    # at least 10 paired seeds per task in the full mode
+    assert all(s["seeds"] == list(range(10)) for s in suite.schedules("full").values())
     assert full.settings["classification"]["overrides"] == []
     assert full.settings["detection"]["warmup"] > QUICK["detection"]["warmup"]
     assert suite.settings_key(full.settings["detection"]) != suite.settings_key(QUICK["detection"])
