@@ -67,6 +67,13 @@ VARIANTS: dict[str, tuple[str, list[str], list[str], str]] = {
         "the masked forward normalised with the student's running BatchNorm statistics "
         "(eval mode) instead of the masked batch's own",
     ),
+    "source_target": (
+        "dacs_mic",
+        [f"{MIC}.images=source+target", f"{MIC}.masker.augmentation=null"],
+        [],
+        "the published Cityscapes -> ACDC mode: one masked source image with its labels and "
+        "one target image, no augmentation",
+    ),
     "dacs_1000": ("dacs", ["iterations=1000"], [], "the base, 1000 iterations"),
     "dacs_mic_1000": ("dacs_mic", ["iterations=1000"], [], "MIC, 1000 iterations"),
 }
@@ -223,6 +230,7 @@ def write_table(cache: dict, path: Path, commands: list[str]) -> None:
         "interval of the mean paired difference (Student's t); 'ahead' counts the seeds "
         "where the variant beats DACS.",
         "",
+        *([cache["note"], ""] if cache.get("note") else []),
         "## Scores",
         "",
         "| variant | change | seeds | teacher mIoU | min / run (wall) |",
@@ -419,11 +427,15 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/mic_suite"))
     p.add_argument("--probe-images", type=int, default=256)
     p.add_argument("--table-only", action="store_true")
+    p.add_argument("--note", default=None, help="the reading (or @file); replaces the last one")
     p.add_argument("--out", type=Path, default=RESULTS / "context_ablation.md")
     args = p.parse_args()
     cache_file = args.out.with_suffix(".json")
     cache = json.loads(cache_file.read_text()) if cache_file.exists() else {"runs": {}}
     cache.setdefault("commands", [])
+    if args.note is not None:
+        note = args.note
+        cache["note"] = Path(note[1:]).read_text().strip() if note.startswith("@") else note
     t_start, done = time.perf_counter(), 0
     if not args.table_only:
         for variant in args.variants:
