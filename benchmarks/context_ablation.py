@@ -200,6 +200,12 @@ def share(part: list[list[int]], whole: list[list[int]]) -> float:
     return sum(map(sum, part)) / max(1, sum(map(sum, whole)))
 
 
+def _header(*first: str) -> list[str]:
+    """A table header: the ``first`` columns, then one per class."""
+    cols = [*first, *CLASSES]
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+
+
 def _row(label: str, d: list[float]) -> str:
     if not d:
         return f"| {label} | 0 | - | - | - |"
@@ -259,8 +265,7 @@ def write_table(cache: dict, path: Path, commands: list[str]) -> None:
         "",
         "### Per class (teacher IoU, points), variant − DACS",
         "",
-        "| variant | " + " | ".join(CLASSES) + " |",
-        "|---|" + "---|" * len(CLASSES),
+        *_header("variant"),
     ]
     for v in mics:
         cells = []
@@ -269,7 +274,7 @@ def write_table(cache: dict, path: Path, commands: list[str]) -> None:
             cells.append(f"{mean_std(d)} ({sum(x > 0 for x in d)}/{len(d)})" if d else "-")
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     lines += ["", "95 % intervals of the per-class differences:", ""]
-    lines += ["| variant | " + " | ".join(CLASSES) + " |", "|---|" + "---|" * len(CLASSES)]
+    lines += _header("variant")
     for v in mics:
         cells = [
             interval95(paired(runs, v, base_of(v), lambda r, c=c: r["teacher_iou"][c]))
@@ -290,6 +295,22 @@ def _probe_at(r: dict, which: str) -> dict | None:
     return probes[key]
 
 
+def _by_stage(runs: dict[str, dict[int, dict]], cells: Any) -> list[str]:
+    """Rows ``| variant | when | cells... |``: the ``cells`` of a probe (fractions), in points,
+    averaged over seeds, at the start (the source model, once) and the end of every variant."""
+    rows = []
+    for v, by in runs.items():
+        for when in ("start", "end"):
+            ps = [p for r in by.values() if (p := _probe_at(r, when))]
+            if not ps or (when == "start" and v != "dacs"):
+                continue
+            values = [cells(p) for p in ps]
+            means = [_mean([100 * x[i] for x in values]) for i in range(len(values[0]))]
+            label = "source model" if when == "start" else v
+            rows.append(f"| {label} | {when} | " + " | ".join(f"{x:.1f}" for x in means) + " |")
+    return rows
+
+
 def _diagnostics(runs: dict[str, dict[int, dict]]) -> list[str]:
     lines = [
         "",
@@ -300,32 +321,22 @@ def _diagnostics(runs: dict[str, dict[int, dict]]) -> list[str]:
         "the accuracy of the confident ones; mean over seeds, points. 'start': iteration 1 "
         "(the source model, the same for every variant), 'end': the last iteration.",
         "",
-        "| variant | when | pixel acc. | confident share | confident acc. | "
-        + " | ".join(CLASSES)
-        + " |",
-        "|---|---|---|---|---|" + "---|" * len(CLASSES),
+        *_header("variant", "when", "pixel acc.", "confident share", "confident acc."),
     ]
-    for v, by in runs.items():
-        for when in ("start", "end"):
-            ps = [p for r in by.values() if (p := _probe_at(r, when))]
-            if not ps or (when == "start" and v != "dacs"):
-                continue
-            rec = [_mean([100 * recall(p["all"])[i] for p in ps]) for i in range(len(CLASSES))]
-            acc = _mean([100 * pixel_accuracy(p["all"]) for p in ps])
-            conf = _mean([100 * share(p["confident"], p["all"]) for p in ps])
-            cacc = _mean([100 * pixel_accuracy(p["confident"]) for p in ps])
-            label = "source model" if when == "start" else v
-            lines.append(
-                f"| {label} | {when} | {acc:.1f} | {conf:.1f} | {cacc:.1f} | "
-                + " | ".join(f"{x:.1f}" for x in rec)
-                + " |"
-            )
+    lines += _by_stage(
+        runs,
+        lambda p: [
+            pixel_accuracy(p["all"]),
+            share(p["confident"], p["all"]),
+            pixel_accuracy(p["confident"]),
+            *recall(p["all"]),
+        ],
+    )
     lines += [
         "",
         "Paired (same seed) end-of-run pseudo-label recall, variant − DACS, points:",
         "",
-        "| variant | pixel acc. | confident share | " + " | ".join(CLASSES) + " |",
-        "|---|---|---|" + "---|" * len(CLASSES),
+        *_header("variant", "pixel acc.", "confident share"),
     ]
     for v in runs:
         if VARIANTS[v][0] != "dacs_mic":
@@ -351,8 +362,7 @@ def _diagnostics(runs: dict[str, dict[int, dict]]) -> list[str]:
         "What the lost classes' pixels are pseudo-labelled as at the end (share of the "
         "class's pixels, points, mean over seeds):",
         "",
-        "| variant | true class | " + " | ".join(CLASSES) + " |",
-        "|---|---|" + "---|" * len(CLASSES),
+        *_header("variant", "true class"),
     ]
     for v in ("dacs", "dacs_mic"):
         ps = [p for r in runs.get(v, {}).values() if (p := _probe_at(r, "end"))]
@@ -372,22 +382,16 @@ def _diagnostics(runs: dict[str, dict[int, dict]]) -> list[str]:
         "its surroundings) and pixel accuracy on the kept and withheld pixels; masks of the "
         "experiment's MIC settings (4 px blocks, ratio 0.7), no augmentation; points.",
         "",
-        "| variant | when | kept acc. | withheld acc. | " + " | ".join(CLASSES) + " |",
-        "|---|---|---|---|" + "---|" * len(CLASSES),
+        *_header("variant", "when", "kept acc.", "withheld acc."),
     ]
-    for v, by in runs.items():
-        for when in ("start", "end"):
-            ps = [p for r in by.values() if (p := _probe_at(r, when))]
-            if not ps or (when == "start" and v != "dacs"):
-                continue
-            rec = [_mean([100 * recall(p["withheld"])[i] for p in ps]) for i in range(len(CLASSES))]
-            label = "source model" if when == "start" else v
-            lines.append(
-                f"| {label} | {when} | {_mean([100 * pixel_accuracy(p['kept']) for p in ps]):.1f}"
-                f" | {_mean([100 * pixel_accuracy(p['withheld']) for p in ps]):.1f} | "
-                + " | ".join(f"{x:.1f}" for x in rec)
-                + " |"
-            )
+    lines += _by_stage(
+        runs,
+        lambda p: [
+            pixel_accuracy(p["kept"]),
+            pixel_accuracy(p["withheld"]),
+            *recall(p["withheld"]),
+        ],
+    )
     lines += [
         "",
         "## Training statistics (mean over seeds of the mean over the run's logged iterations)",
