@@ -284,7 +284,7 @@ def write_table(cache: dict, path: Path, commands: list[str]) -> None:
     lines += _diagnostics(runs)
     lines += ["", "## Commands", "", *[f"- `{c}`" for c in commands]]
     path.write_text("\n".join(lines).rstrip("\n") + "\n")
-    path.with_suffix(".json").write_text(json.dumps(cache, indent=1))
+    path.with_suffix(".json").write_text(json.dumps(cache, separators=(",", ":")) + "\n")
 
 
 def _probe_at(r: dict, which: str) -> dict | None:
