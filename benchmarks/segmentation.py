@@ -32,9 +32,11 @@ import os
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 from common import (
     add_device_options,
@@ -137,9 +139,12 @@ def run_one(
     extra: list[str],
     experiment: str = "streets",
     start: str | None = None,
+    probe: Callable[[Any], Callable[[], dict]] | None = None,
 ) -> dict:
     """One run of ``method``: ``mic-train experiment=<experiment>`` with the method's and the
-    ``extra`` overrides, from the weights saved at ``start`` (a ``warmup``) if given."""
+    ``extra`` overrides, from the weights saved at ``start`` (a ``warmup``) if given.
+    ``probe(experiment)``, called before training (it may add hooks to the loop), returns
+    a function whose dict is added to the result after the run."""
     import logging
 
     import torch
@@ -148,6 +153,7 @@ def run_one(
     torch.set_num_threads(threads)
     overrides = [*_overrides(experiment, seed, device), *METHODS[method], *extra]
     exp = start_from(overrides, start)
+    report = probe(exp) if probe is not None else None
     loop = exp.loop
     spent = time_training(loop)
     loop.run()
@@ -166,6 +172,8 @@ def run_one(
         out[f"{model}_miou"] = final.get(f"eval/{model}/miou")
         ious = final.get(f"eval/{model}/per_class_iou") or []
         out[f"{model}_iou"] = dict(zip(classes, ious))
+    if report is not None:
+        out.update(report())
     return out
 
 
