@@ -5,13 +5,17 @@ by seed with DACS, from the suite's cached source-only models, with pseudo-label
     OMP_NUM_THREADS=1 python benchmarks/context_ablation.py --variants no_aug lambda05
     OMP_NUM_THREADS=1 python benchmarks/context_ablation.py --variants dacs_1000 dacs_mic_1000 \
         --seeds 0 1 2
+    OMP_NUM_THREADS=1 python benchmarks/context_ablation.py --variants ln_dacs ln_dacs_mic \
+        --seeds 0 1 2
     python benchmarks/context_ablation.py --table-only       # the tables again, no training
 
 Every run is ``segmentation.run_one`` of ``experiment=streets_context`` (300 iterations unless
 the variant says otherwise) from the seed's source-only model of the suite
 (``python -m benchmarks --full --tasks context``: 2000 iterations with rare class sampling,
 ``suite.CONTEXT_SOURCE_STAGE``), kept in ``--work`` as ``context_warmup_seed<N>_<hash>.pt``;
-this script trains no source stage. Score: target test mIoU of the EMA teacher after AdaBN.
+this script trains a source stage (same recipe) only for the variants that change the model
+(``ln_*``: LayerNorm in the U-Net, ``model.norm=layer``). Score: target test mIoU of the EMA
+teacher after AdaBN.
 
 While it trains, a probe (``PseudoLabelProbe``) records
 
@@ -76,13 +80,46 @@ VARIANTS: dict[str, tuple[str, list[str], list[str], str]] = {
     ),
     "dacs_1000": ("dacs", ["iterations=1000"], [], "the base, 1000 iterations"),
     "dacs_mic_1000": ("dacs_mic", ["iterations=1000"], [], "MIC, 1000 iterations"),
+    "ln_dacs": (
+        "dacs",
+        ["model.norm=layer"],
+        [],
+        "the base with LayerNorm in the U-Net (its own source stage, same recipe)",
+    ),
+    "ln_dacs_mic": ("dacs_mic", ["model.norm=layer"], [], "MIC with LayerNorm in the U-Net"),
 }
 CLASSES = ["road", "sidewalk", "building", "vegetation", "sky", "car", "person", "pole"]
 
 
 def base_of(variant: str) -> str:
-    """The DACS run of ``variant``'s schedule."""
+    """The DACS run of ``variant``'s schedule and model."""
+    if variant.startswith("ln_"):
+        return "ln_dacs"
     return "dacs_1000" if variant.endswith("_1000") else "dacs"
+
+
+def source_model(variant: str, seed: int, work: Path) -> Path:
+    """The source-only model ``variant`` starts from: the suite's, or for a variant that
+    changes the model (``model.*`` overrides) one trained here with the suite's recipe."""
+    changes = [o for o in VARIANTS[variant][1] if o.startswith("model.")]
+    if not changes:
+        start = work / WARMUP.format(seed=seed)
+        if not start.exists():
+            raise SystemExit(f"{start} is missing: run the suite's context task first")
+        return start
+    import hashlib
+
+    import suite
+    from segmentation import warmup
+
+    tag = hashlib.sha1(" ".join(changes).encode()).hexdigest()[:10]
+    start = work / f"context_warmup_seed{seed}_{tag}.pt"
+    if not start.exists():
+        stage = suite.schedules("full")["context"]
+        extra = [*suite.CONTEXT_SOURCE_STAGE, *changes]
+        row = warmup(seed, stage["warmup"], "cpu", 1, extra, str(start), "streets_context")
+        print(f"source stage {' '.join(changes)} seed {seed}: mIoU {100 * row['miou']:.1f}")
+    return start
 
 
 def running_norm(term: Any, student: Any) -> None:
@@ -448,9 +485,7 @@ def main() -> None:
                 key = json.dumps([variant, seed])
                 if key in cache["runs"]:
                     continue
-                start = args.work / WARMUP.format(seed=seed)
-                if not start.exists():
-                    raise SystemExit(f"{start} is missing: run the suite's context task first")
+                start = source_model(variant, seed, args.work)
                 probe = PseudoLabelProbe(args.probe_images, flags)
                 t0 = time.perf_counter()
                 r = run_one(

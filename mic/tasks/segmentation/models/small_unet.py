@@ -3,25 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from timm.layers import LayerNorm2d
 from torch import Tensor, nn
 
 from mic.core.errors import ConfigError
 from mic.tasks.segmentation.models.base import Segmenter
 
+#: ``"batch"``: BatchNorm (statistics of the batch); ``"layer"``: LayerNorm over the channels
+#: of each pixel (timm's ``LayerNorm2d``, as in ConvNeXt), which no other pixel or image
+#: changes, like the LayerNorm of the transformer encoders the published MIC adapts
+Norm = Literal["batch", "layer"]
+NORMS = ("batch", "layer")
+
+
+def _norm(kind: Norm, channels: int) -> nn.Module:
+    return nn.BatchNorm2d(channels) if kind == "batch" else LayerNorm2d(channels)
+
 
 class _Block(nn.Sequential):
-    """Two 3 x 3 convs (bias-free, BN + ReLU each), the first with ``stride``."""
+    """Two 3 x 3 convs (bias-free, norm + ReLU each), the first with ``stride``."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, stride: int = 1, norm: Norm = "batch") -> None:
         super().__init__(
             nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-            nn.BatchNorm2d(cout),
+            _norm(norm, cout),
             nn.ReLU(inplace=True),
             nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-            nn.BatchNorm2d(cout),
+            _norm(norm, cout),
             nn.ReLU(inplace=True),
         )
 
@@ -31,12 +43,13 @@ class SmallUNetEncoder(nn.Module):
 
     Args:
         widths: the output channels of each stage, finest first.
+        norm: the normalisation layers (``Norm``).
     """
 
-    def __init__(self, widths: Sequence[int]) -> None:
+    def __init__(self, widths: Sequence[int], norm: Norm = "batch") -> None:
         super().__init__()
         self.stages = nn.ModuleList(
-            _Block(cin, cout, 1 if i == 0 else 2)
+            _Block(cin, cout, 1 if i == 0 else 2, norm)
             for i, (cin, cout) in enumerate(zip([3, *widths[:-1]], widths, strict=True))
         )
         self.out_channels = list(widths)
@@ -64,12 +77,13 @@ class SmallUNetHead(nn.Module):
     Args:
         widths: the encoder's stage widths, finest first.
         num_classes: the number of classes.
+        norm: the normalisation layers (``Norm``).
     """
 
-    def __init__(self, widths: Sequence[int], num_classes: int) -> None:
+    def __init__(self, widths: Sequence[int], num_classes: int, norm: Norm = "batch") -> None:
         super().__init__()
         self.up = nn.ModuleList(
-            _Block(widths[i] + widths[i + 1], widths[i]) for i in range(len(widths) - 1)
+            _Block(widths[i] + widths[i + 1], widths[i], 1, norm) for i in range(len(widths) - 1)
         )
         self.classifier = nn.Conv2d(widths[0], num_classes, 1)
 
@@ -93,7 +107,7 @@ class SmallUNetHead(nn.Module):
 class SmallUNet(Segmenter):
     """A small full-resolution U-Net, so that thin poles survive.
 
-    The encoder (``SmallUNetEncoder``) has one stage per width, each two 3 x 3 convs with BN +
+    The encoder (``SmallUNetEncoder``) has one stage per width, each two 3 x 3 convs with norm +
     ReLU; every stage after the first halves the resolution (the default five stages reach
     1/16: a 4 x 4 map for a 64 px image). The decoder (``SmallUNetHead``) returns to full
     resolution through the skips, so the output stride is 1: ``forward`` gives logits
@@ -118,9 +132,12 @@ class SmallUNet(Segmenter):
             benchmark's config uses (8, 16, 32, 48, 64)).
         pretrained: must be False (there are no pretrained weights); accepted so that every
             model config can set it.
+        norm: ``"batch"`` (default, BatchNorm) or ``"layer"`` (LayerNorm over each pixel's
+            channels: a masked image's withheld blocks then change no statistic the kept
+            pixels are normalised with; ``Norm``).
 
     Raises:
-        ConfigError: ``pretrained`` is True.
+        ConfigError: ``pretrained`` is True, or an unknown ``norm``.
     """
 
     def __init__(
@@ -128,13 +145,16 @@ class SmallUNet(Segmenter):
         num_classes: int,
         widths: Sequence[int] = (16, 32, 48, 64, 96),
         pretrained: bool = False,
+        norm: Norm = "batch",
     ) -> None:
         if pretrained:
             raise ConfigError("SmallUNet has no pretrained weights; use pretrained=false")
-        encoder = SmallUNetEncoder(widths)
-        head = SmallUNetHead(widths, num_classes)
+        if norm not in NORMS:
+            raise ConfigError(f"SmallUNet norm must be one of {NORMS}, got {norm!r}")
+        encoder = SmallUNetEncoder(widths, norm)
+        head = SmallUNetHead(widths, num_classes, norm)
         super().__init__(encoder, head, num_classes)
-        self.widths = tuple(widths)
+        self.widths, self.norm = tuple(widths), norm
 
     def scale_attention_head(self, num_outputs: int) -> nn.Module:
         """A scale-attention head for HRDA: a second U-Net decoder (``SmallUNetHead``) with
@@ -147,4 +167,4 @@ class SmallUNet(Segmenter):
         Returns:
             a head mapping this encoder's features to (B, num_outputs, H, W).
         """
-        return SmallUNetHead(self.widths, num_outputs)
+        return SmallUNetHead(self.widths, num_outputs, self.norm)
