@@ -90,6 +90,7 @@ RUNS = {
         "model._target_=tests.test_distributed.no_norm_segmenter",
         "~model.widths",
         "~model.pretrained",
+        "~model.norm",
         "eval.adabn_batches=0",
         "scheduler.warmup_iters=0",
     ],
