@@ -48,8 +48,6 @@ from common import interval95, mean_std
 from segmentation import run_one
 
 RESULTS = Path(__file__).parent / "results"
-#: the suite's source stage of the context scenes (suite.CONTEXT_SOURCE_STAGE) at full mode
-WARMUP = "context_warmup_seed{seed}_347e7111d2.pt"
 MIC = "method.terms.mic"
 #: variant -> (method of segmentation.METHODS, extra overrides, flags, what it tests)
 VARIANTS: dict[str, tuple[str, list[str], list[str], str]] = {
@@ -99,26 +97,22 @@ def base_of(variant: str) -> str:
 
 
 def source_model(variant: str, seed: int, work: Path) -> Path:
-    """The source-only model ``variant`` starts from: the suite's, or for a variant that
-    changes the model (``model.*`` overrides) one trained here with the suite's recipe."""
-    changes = [o for o in VARIANTS[variant][1] if o.startswith("model.")]
-    if not changes:
-        start = work / WARMUP.format(seed=seed)
-        if not start.exists():
-            raise SystemExit(f"{start} is missing: run the suite's context task first")
-        return start
-    import hashlib
-
+    """The source-only model ``variant`` starts from: the suite's source stage of the context
+    scenes (``suite.warmup_path``) with the variant's ``model.*`` overrides. The suite's own
+    (no such override) must exist; one for a variant that changes the model is trained here
+    by the suite's ``warm_up`` (the same recipe) when missing."""
     import suite
-    from segmentation import warmup
 
-    tag = hashlib.sha1(" ".join(changes).encode()).hexdigest()[:10]
-    start = work / f"context_warmup_seed{seed}_{tag}.pt"
-    if not start.exists():
-        stage = suite.schedules("full")["context"]
-        extra = [*suite.CONTEXT_SOURCE_STAGE, *changes]
-        row = warmup(seed, stage["warmup"], "cpu", 1, extra, str(start), "streets_context")
-        print(f"source stage {' '.join(changes)} seed {seed}: mIoU {100 * row['miou']:.1f}")
+    changes = [o for o in VARIANTS[variant][1] if o.startswith("model.")]
+    stage = suite.schedules("full")["context"]
+    settings = {**stage, "overrides": [*stage["overrides"], *changes]}
+    start = suite.warmup_path(work, "context", seed, settings)
+    if start.exists():
+        return start
+    if not changes:
+        raise SystemExit(f"{start} is missing: run the suite's context task first")
+    row = suite.warm_up("context", seed, settings, "cpu", 1, str(start))
+    print(f"source stage {' '.join(changes)} seed {seed}: mIoU {100 * row['miou']:.1f}")
     return start
 
 

@@ -340,7 +340,7 @@ def warmup_score(row: dict) -> float | None:
     return row.get("map_50", row.get("miou"))
 
 
-def _warmup_path(work: Path, task: str, seed: int, settings: dict[str, Any]) -> Path:
+def warmup_path(work: Path, task: str, seed: int, settings: dict[str, Any]) -> Path:
     tag = hashlib.sha1(settings_key(settings).encode()).hexdigest()[:10]
     return work / f"{task}_warmup_seed{seed}_{tag}.pt"
 
@@ -382,7 +382,7 @@ def train(args: argparse.Namespace, state: dict) -> int:
             settings = args.settings[task]
             if "warmup" not in settings or (task, seed) in starts:
                 continue
-            path = _warmup_path(args.work, task, seed, settings)
+            path = warmup_path(args.work, task, seed, settings)
             starts[task, seed] = str(path)
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -257,7 +257,7 @@ def test_warm_started_context_task_reports_its_source_model_and_pairs(tmp_path):
     assert "Source model after the warm-up: 55.0 ± 7.1 (2 seeds)." in md
     assert "| dacs_mic - dacs | person | 2 |" in md
     # each (task, seed) has its own source model file
-    paths = {suite._warmup_path(tmp_path, t, 0, QUICK[t]) for t in ("context", "detection")}
+    paths = {suite.warmup_path(tmp_path, t, 0, QUICK[t]) for t in ("context", "detection")}
     assert len(paths) == 2
 
 
