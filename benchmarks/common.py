@@ -201,6 +201,14 @@ def interval95(values: list[float | None], digits: int = 1, scale: float = 100.0
     return f"[{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
 
 
+def paired(by: dict[str, dict[int, dict]], a: str, b: str, get: Any) -> list[float]:
+    """``get(run of a) - get(run of b)`` per seed, over the seeds both ran (rows of ``by`` are
+    ``method -> seed -> run``) and where ``get`` scores both (not None)."""
+    seeds = sorted(set(by.get(a, {})) & set(by.get(b, {})))
+    scores = [(get(by[a][s]), get(by[b][s])) for s in seeds]
+    return [x - y for x, y in scores if x is not None and y is not None]
+
+
 def paired_differences(
     by: dict[str, dict[int, dict]],
     pairs: list[tuple[str, str]],
@@ -215,13 +223,8 @@ def paired_differences(
     wins."""
     lines = []
     for a, b in pairs:
-        seeds = sorted(set(by.get(a, {})) & set(by.get(b, {})))
         for who in models:
-            d = [
-                by[a][s][who] - by[b][s][who]
-                for s in seeds
-                if by[a][s].get(who) is not None and by[b][s].get(who) is not None
-            ]
+            d = paired(by, a, b, lambda run, who=who: run.get(who))
             if d:
                 wins = sum(x > 0 for x in d)
                 ci = f" {interval95(d, digits)} |" if interval else ""

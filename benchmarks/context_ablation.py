@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import interval95, mean_std
+from common import interval95, mean_std, paired
 from segmentation import run_one
 
 RESULTS = Path(__file__).parent / "results"
@@ -242,11 +242,6 @@ def _row(label: str, d: list[float]) -> str:
         return f"| {label} | 0 | - | - | - |"
     wins = sum(x > 0 for x in d)
     return f"| {label} | {len(d)} | {mean_std(d)} | {interval95(d)} | {wins} / {len(d)} |"
-
-
-def paired(runs: dict[str, dict[int, dict]], a: str, b: str, get: Any) -> list[float]:
-    seeds = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
-    return [get(runs[a][s]) - get(runs[b][s]) for s in seeds]
 
 
 def _mean(values: list[float]) -> float:
