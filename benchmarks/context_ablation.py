@@ -1,5 +1,7 @@
-"""Why MIC trails DACS on the context street scenes: one change of DACS + MIC at a time, paired
-by seed with DACS, from the suite's cached source-only models, with pseudo-label diagnostics.
+"""MIC against DACS on the context street scenes, one change of DACS + MIC at a time, paired
+by seed with DACS, from cached source-only models, with pseudo-label diagnostics: why MIC
+trails DACS with the BatchNorm U-Net (``model.norm=batch``, the experiment's model before
+LayerNorm became its default) and how it fares with LayerNorm (``ln_*``, the default).
 
     OMP_NUM_THREADS=1 python benchmarks/context_ablation.py --variants dacs dacs_mic
     OMP_NUM_THREADS=1 python benchmarks/context_ablation.py --variants no_aug lambda05
@@ -10,12 +12,11 @@ by seed with DACS, from the suite's cached source-only models, with pseudo-label
     python benchmarks/context_ablation.py --table-only       # the tables again, no training
 
 Every run is ``segmentation.run_one`` of ``experiment=streets_context`` (300 iterations unless
-the variant says otherwise) from the seed's source-only model of the suite
-(``python -m benchmarks --full --tasks context``: 2000 iterations with rare class sampling,
-``suite.CONTEXT_SOURCE_STAGE``), kept in ``--work`` as ``context_warmup_seed<N>_<hash>.pt``;
-this script trains a source stage (same recipe) only for the variants that change the model
-(``ln_*``: LayerNorm in the U-Net, ``model.norm=layer``). Score: target test mIoU of the EMA
-teacher after AdaBN.
+the variant says otherwise) with the variant's ``model.norm`` (``model_of``), from the seed's
+source-only model of the suite's recipe (``python -m benchmarks --full --tasks context``: 2000
+iterations with rare class sampling, ``suite.CONTEXT_SOURCE_STAGE``), kept in ``--work`` as
+``context_warmup_seed<N>_<hash>.pt`` (the ``ln_*`` variants share the suite's own) and trained
+here when missing. Score: target test mIoU of the EMA teacher after AdaBN.
 
 While it trains, a probe (``PseudoLabelProbe``) records
 
@@ -80,11 +81,11 @@ VARIANTS: dict[str, tuple[str, list[str], list[str], str]] = {
     "dacs_mic_1000": ("dacs_mic", ["iterations=1000"], [], "MIC, 1000 iterations"),
     "ln_dacs": (
         "dacs",
-        ["model.norm=layer"],
+        [],
         [],
         "the base with LayerNorm in the U-Net (its own source stage, same recipe)",
     ),
-    "ln_dacs_mic": ("dacs_mic", ["model.norm=layer"], [], "MIC with LayerNorm in the U-Net"),
+    "ln_dacs_mic": ("dacs_mic", [], [], "MIC with LayerNorm in the U-Net"),
 }
 CLASSES = ["road", "sidewalk", "building", "vegetation", "sky", "car", "person", "pole"]
 
@@ -96,23 +97,26 @@ def base_of(variant: str) -> str:
     return "dacs_1000" if variant.endswith("_1000") else "dacs"
 
 
+def model_of(variant: str) -> list[str]:
+    """The model override of ``variant``: the U-Net with LayerNorm (``ln_*``, the suite's
+    ``CONTEXT_MODEL``) or with BatchNorm (the others)."""
+    return ["model.norm=layer" if variant.startswith("ln_") else "model.norm=batch"]
+
+
 def source_model(variant: str, seed: int, work: Path) -> Path:
     """The source-only model ``variant`` starts from: the suite's source stage of the context
-    scenes (``suite.warmup_path``) with the variant's ``model.*`` overrides. The suite's own
-    (no such override) must exist; one for a variant that changes the model is trained here
-    by the suite's ``warm_up`` (the same recipe) when missing."""
+    scenes (``suite.warmup_path``, the same file as the suite's for the ``ln_*`` variants)
+    with the variant's model (``model_of``), trained here by the suite's ``warm_up`` (the same
+    recipe) when missing."""
     import suite
 
-    changes = [o for o in VARIANTS[variant][1] if o.startswith("model.")]
     stage = suite.schedules("full")["context"]
-    settings = {**stage, "overrides": [*stage["overrides"], *changes]}
+    kept = [o for o in stage["overrides"] if not o.startswith("model.")]
+    settings = {**stage, "overrides": [*kept, *model_of(variant)]}
     start = suite.warmup_path(work, "context", seed, settings)
-    if start.exists():
-        return start
-    if not changes:
-        raise SystemExit(f"{start} is missing: run the suite's context task first")
-    row = suite.warm_up("context", seed, settings, "cpu", 1, str(start))
-    print(f"source stage {' '.join(changes)} seed {seed}: mIoU {100 * row['miou']:.1f}")
+    if not start.exists():
+        row = suite.warm_up("context", seed, settings, "cpu", 1, str(start))
+        print(f"source stage {model_of(variant)[0]} seed {seed}: mIoU {100 * row['miou']:.1f}")
     return start
 
 
@@ -477,8 +481,9 @@ def main() -> None:
                 start = source_model(variant, seed, args.work)
                 probe = PseudoLabelProbe(args.probe_images, flags)
                 t0 = time.perf_counter()
+                overrides = [*model_of(variant), *extra]
                 r = run_one(
-                    method, seed, "cpu", 1, extra, "streets_context", str(start), probe.attach
+                    method, seed, "cpu", 1, overrides, "streets_context", str(start), probe.attach
                 )
                 r.update(variant=variant, wall_seconds=time.perf_counter() - t0)
                 cache["runs"][key] = r

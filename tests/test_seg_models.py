@@ -73,21 +73,25 @@ def test_small_unet_keeps_full_resolution():
     assert SmallUNet(8)(torch.randn(2, 3, 64, 64)).shape == (2, 8, 64, 64)
 
 
-def test_small_unet_with_layer_norm_normalises_each_image_on_its_own():
+@pytest.mark.parametrize("cls", [SmallUNet, ContextUNet])
+def test_layer_norm_normalises_each_image_on_its_own(cls: type) -> None:
     """In training mode, BatchNorm makes one image's logits depend on the other images of the
     batch; ``norm="layer"`` does not (the same parameter count, no BatchNorm left)."""
     torch.manual_seed(0)
-    batch, layer = SmallUNet(4, (4, 8, 8)), SmallUNet(4, (4, 8, 8), norm="layer")
+    widths = (4, 8, 8)
+    batch, layer = cls(4, widths), cls(4, widths, norm="layer")
     assert sum(p.numel() for p in batch.parameters()) == sum(p.numel() for p in layer.parameters())
     assert not any(isinstance(m, nn.BatchNorm2d) for m in layer.modules())
+    head = layer.scale_attention_head(1)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in head.modules())
     x = torch.randn(3, 3, 16, 16)
     other = torch.cat([x[:1], torch.randn(2, 3, 16, 16)])
     for model, alone in ((batch, False), (layer, True)):
         model.train()
-        same = torch.allclose(model(x)[0], model(other)[0], atol=1e-6)
+        same = torch.allclose(model(x)[0], model(other)[0], atol=1e-5)
         assert same is alone
     with pytest.raises(ConfigError, match="norm must be one of"):
-        SmallUNet(4, norm="group")
+        cls(4, norm="group")
 
 
 def _input_pixels_seen(model: nn.Module, size: int, row: int, col: int) -> torch.Tensor:

@@ -11,7 +11,13 @@ from torch import Tensor, nn
 
 from mic.core.errors import ConfigError
 from mic.tasks.segmentation.models.base import Segmenter, _conv_bn_relu
-from mic.tasks.segmentation.models.small_unet import SmallUNetEncoder, SmallUNetHead
+from mic.tasks.segmentation.models.small_unet import (
+    NORMS,
+    Norm,
+    SmallUNetEncoder,
+    SmallUNetHead,
+    _norm,
+)
 
 
 class GlobalContext(nn.Module):
@@ -23,7 +29,7 @@ class GlobalContext(nn.Module):
     over the H x W positions, with a learned position embedding (resized bilinearly to maps of
     another size) so that it can relate a position to where the others are. The pooling
     branch is the image pooling of DeepLabV3's ASPP (global average, 1 x 1 conv, ReLU;
-    Chen et al. 2017), broadcast to every position. A 1 x 1 conv + BN + ReLU fuses the map,
+    Chen et al. 2017), broadcast to every position. A 1 x 1 conv + norm + ReLU fuses the map,
     the attention output and the pooled vector (3C channels) back to C.
 
     Args:
@@ -31,12 +37,13 @@ class GlobalContext(nn.Module):
         heads: attention heads (4).
         grid: the position embedding's side (4: the deepest map of a 64 px image after four
             halvings).
+        norm: the fusing conv's normalisation (``Norm``).
 
     Raises:
         ConfigError: ``channels`` is not divisible by ``heads``.
     """
 
-    def __init__(self, channels: int, heads: int = 4, grid: int = 4) -> None:
+    def __init__(self, channels: int, heads: int = 4, grid: int = 4, norm: Norm = "batch") -> None:
         super().__init__()
         if channels % heads:
             raise ConfigError(
@@ -55,6 +62,8 @@ class GlobalContext(nn.Module):
         )
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, channels, 1))
         self.fuse = _conv_bn_relu(3 * channels, channels, 1)
+        if norm != "batch":
+            self.fuse[1] = _norm(norm, channels)
 
     def forward(self, x: Tensor) -> Tensor:
         """Add the global context to every position.
@@ -83,13 +92,19 @@ class ContextUNetHead(SmallUNetHead):
         num_classes: the number of classes.
         heads: the context branch's attention heads.
         grid: the side of the context branch's position embedding.
+        norm: the normalisation layers (``Norm``).
     """
 
     def __init__(
-        self, widths: Sequence[int], num_classes: int, heads: int = 4, grid: int = 4
+        self,
+        widths: Sequence[int],
+        num_classes: int,
+        heads: int = 4,
+        grid: int = 4,
+        norm: Norm = "batch",
     ) -> None:
-        super().__init__(widths, num_classes)
-        self.context = GlobalContext(widths[-1], heads, grid)
+        super().__init__(widths, num_classes, norm)
+        self.context = GlobalContext(widths[-1], heads, grid, norm)
 
     def forward(self, features: Sequence[Tensor]) -> Tensor:
         """Add the global context to the deepest map, then decode as the U-Net does.
@@ -137,9 +152,12 @@ class ContextUNet(Segmenter):
             64 px image with five stages; other sizes resize it).
         pretrained: must be False (there are no pretrained weights); accepted so that every
             model config can set it.
+        norm: ``"batch"`` (default) or ``"layer"``, as for ``SmallUNet`` (``Norm``; the
+            attention branch keeps its own LayerNorms).
 
     Raises:
-        ConfigError: ``pretrained`` is True, or the last width is not divisible by ``heads``.
+        ConfigError: ``pretrained`` is True, an unknown ``norm``, or the last width is not
+            divisible by ``heads``.
     """
 
     def __init__(
@@ -149,13 +167,16 @@ class ContextUNet(Segmenter):
         heads: int = 4,
         grid: int = 4,
         pretrained: bool = False,
+        norm: Norm = "batch",
     ) -> None:
         if pretrained:
             raise ConfigError("ContextUNet has no pretrained weights; use pretrained=false")
-        encoder = SmallUNetEncoder(widths)
-        head = ContextUNetHead(widths, num_classes, heads, grid)
+        if norm not in NORMS:
+            raise ConfigError(f"ContextUNet norm must be one of {NORMS}, got {norm!r}")
+        encoder = SmallUNetEncoder(widths, norm)
+        head = ContextUNetHead(widths, num_classes, heads, grid, norm)
         super().__init__(encoder, head, num_classes)
-        self.widths, self.heads, self.grid = tuple(widths), heads, grid
+        self.widths, self.heads, self.grid, self.norm = tuple(widths), heads, grid, norm
 
     def scale_attention_head(self, num_outputs: int) -> nn.Module:
         """A scale-attention head for HRDA: a second ``ContextUNetHead`` with
@@ -168,4 +189,4 @@ class ContextUNet(Segmenter):
         Returns:
             a head mapping this encoder's features to (B, num_outputs, H, W).
         """
-        return ContextUNetHead(self.widths, num_outputs, self.heads, self.grid)
+        return ContextUNetHead(self.widths, num_outputs, self.heads, self.grid, self.norm)
