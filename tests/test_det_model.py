@@ -111,6 +111,30 @@ def test_backbones_build_and_predict(backbone, kwargs):
     assert "FrozenBatchNorm2d" not in norms  # from scratch: trainable BatchNorm
 
 
+@pytest.mark.parametrize("backbone", ["resnet18", "regnetx_002"])
+def test_layer_norm_detector_normalises_each_image_on_its_own(backbone):
+    """``norm="layer"`` leaves no BatchNorm (torchvision's and timm's backbones), keeps the
+    parameter count, and makes one image's training features independent of the others."""
+    kwargs = {"min_size": 64, "max_size": 64}
+    if backbone == "regnetx_002":
+        kwargs.update(fpn_channels=32, representation_size=64)
+    torch.manual_seed(0)
+    batch = FasterRCNN(backbone, num_classes=2, **kwargs)
+    layer = FasterRCNN(backbone, num_classes=2, norm="layer", **kwargs)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(batch) == count(layer)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in layer.modules())
+    x = torch.rand(3, 3, 64, 64)
+    other = torch.cat([x[:1], torch.rand(2, 3, 64, 64)])
+    for model, alone in ((batch, False), (layer, True)):
+        model.train()
+        a, b = model.backbone(x), model.backbone(other)
+        same = all(torch.allclose(a[k][0], b[k][0], atol=1e-5) for k in a)
+        assert same is alone
+    with pytest.raises(ConfigError, match=r"model\.norm must be"):
+        FasterRCNN(backbone, num_classes=2, norm="group", **kwargs)
+
+
 @backends
 def test_images_without_objects_are_valid_training_samples(backend):
     model = tiny_detector(backend=backend)

@@ -281,7 +281,9 @@ class TimmBottomUp(Backbone):
         frozen_norm: bool = False,
     ) -> None:
         super().__init__()
-        self.body = timm_features(name, pretrained, out_indices, frozen_norm)
+        self.body = timm_features(
+            name, pretrained, out_indices, "frozen" if frozen_norm else "batch"
+        )
         info = self.body.feature_info
         strides, channels = info.reduction(), info.channels()
         self._out_features = [f"res{i + 2}" for i in range(len(strides))]

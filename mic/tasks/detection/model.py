@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import torchvision
+from timm.layers import LayerNorm2d
 from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import (
@@ -279,25 +280,45 @@ class Capture:
 
 
 # ---------------------------------------------------------------------------------- backbones
-def _norm_layer(norm: str, pretrained: bool) -> type[nn.Module]:
+#: model.norm's layers (``auto``: ``frozen`` with pretrained weights, else ``batch``)
+NORM_LAYERS: dict[str, type[nn.Module]] = {
+    "frozen": FrozenBatchNorm2d,
+    "batch": nn.BatchNorm2d,
+    "layer": LayerNorm2d,
+}
+
+
+def _resolve_norm(norm: str, pretrained: bool) -> str:
     if norm == "auto":
-        norm = "frozen" if pretrained else "batch"
-    if norm == "frozen":
-        return FrozenBatchNorm2d
-    if norm == "batch":
-        return nn.BatchNorm2d
-    raise ConfigError(f"model.norm must be 'auto', 'frozen' or 'batch', got {norm!r}")
+        return "frozen" if pretrained else "batch"
+    if norm not in NORM_LAYERS:
+        raise ConfigError(f"model.norm must be 'auto', 'frozen', 'batch' or 'layer', got {norm!r}")
+    return norm
 
 
 def timm_features(
-    name: str, pretrained: bool, out_indices: Sequence[int], frozen_norm: bool
+    name: str, pretrained: bool, out_indices: Sequence[int], norm: str = "batch"
 ) -> nn.Module:
-    """A timm feature extractor (``features_only``, through ``mic.backbones``), its BatchNorm
-    frozen on request; ``feature_info`` gives the maps' channels and strides."""
-    body = create_backbone(
-        name, pretrained=pretrained, features_only=True, out_indices=tuple(out_indices)
-    )
-    if frozen_norm:
+    """A timm feature extractor (``features_only``, through ``mic.backbones``) with its
+    BatchNorm trainable (``norm="batch"``), frozen (``"frozen"``) or replaced by timm's
+    ``LayerNorm2d`` (``"layer"``); ``feature_info`` gives the maps' channels and strides.
+
+    Raises:
+        ConfigError: ``norm="layer"`` for a timm model that takes no ``norm_layer``.
+    """
+    extra = {"norm_layer": "layernorm2d"} if norm == "layer" else {}
+    try:
+        body = create_backbone(
+            name, pretrained=pretrained, features_only=True, out_indices=tuple(out_indices), **extra
+        )
+    except TypeError as e:
+        if not extra:
+            raise
+        raise ConfigError(
+            f"timm's {name} takes no norm_layer ({e}); model.norm=layer needs a backbone "
+            "that does (e.g. regnetx_002)"
+        ) from e
+    if norm == "frozen":
         from timm.layers import freeze_batch_norm_2d
 
         body = freeze_batch_norm_2d(body)
@@ -314,10 +335,10 @@ class TimmFPN(nn.Module):
         pretrained: bool,
         out_channels: int,
         out_indices: Sequence[int] = (1, 2, 3, 4),
-        frozen_norm: bool = False,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
-        self.body = timm_features(name, pretrained, out_indices, frozen_norm)
+        self.body = timm_features(name, pretrained, out_indices, norm)
         channels = self.body.feature_info.channels()
         self.fpn = FeaturePyramidNetwork(channels, out_channels, extra_blocks=LastLevelMaxPool())
         self.out_channels = out_channels
@@ -341,7 +362,8 @@ def build_backbone(
     256 FPN channels, as torchvision builds them); any other name: a timm model through
     ``mic.backbones.create_backbone`` with an FPN of ``fpn_channels``.
     """
-    norm_layer = _norm_layer(norm, pretrained)
+    norm = _resolve_norm(norm, pretrained)
+    norm_layer = NORM_LAYERS[norm]
     tv_resnet = name.startswith(("resnet", "resnext", "wide_resnet")) and name in dir(
         torchvision.models.resnet
     )
@@ -378,7 +400,7 @@ def build_backbone(
             trainable_layers=layers,
         )
         return body, ["0", "1"]
-    fpn = TimmFPN(name, pretrained, fpn_channels, frozen_norm=norm_layer is FrozenBatchNorm2d)
+    fpn = TimmFPN(name, pretrained, fpn_channels, norm=norm)
     return fpn, ["0", "1", "2", "3"]
 
 
@@ -399,8 +421,10 @@ class FasterRCNN(nn.Module):
         fpn_channels: FPN width (256 for torchvision's backbones).
         representation_size: width of the two-layer box head (1024 published).
         norm: ``auto`` (frozen BatchNorm with pretrained weights, trainable BatchNorm from
-            scratch: frozen statistics of a random network make training diverge), ``frozen``
-            or ``batch``.
+            scratch: frozen statistics of a random network make training diverge), ``frozen``,
+            ``batch``, or ``layer`` (timm's ``LayerNorm2d`` over each pixel's channels: no
+            statistic of the batch, so MIC's masked images change none that the full images
+            are normalised with; as frozen BatchNorm in the published recipe).
         trainable_layers: backbone stages that train (torchvision's meaning; None: 3 with
             pretrained weights, all without).
         min_size, max_size: torchvision's resize of the shorter / longer side (published
