@@ -138,6 +138,32 @@ def test_cdan_conditioning_shapes(randomized):
     assert seen["i"].shape == (8, width) and seen["o"].shape == (8, 1)
 
 
+def test_cdan_undetached_prediction_sends_the_reversed_gradient_to_the_logits():
+    """``detach_prediction=False`` (the CDAN authors' code): the same loss, and the logits get
+    the gradient of ``T(f, g)`` through ``g``, reversed like the features'."""
+    out, again = _outputs(b=3, f=4, c=3), _outputs(b=3, f=4, c=3)
+    detached = ConditionalDomainAdversarial(4, 3, hidden_dim=8).eval()
+    undetached = ConditionalDomainAdversarial(4, 3, hidden_dim=8, detach_prediction=False).eval()
+    undetached.load_state_dict(detached.state_dict())
+    a, b = detached(Ctx(out, step=1000)), undetached(Ctx(again, step=1000))
+    torch.testing.assert_close(a, b)
+    a.backward()
+    b.backward()
+    assert out.source_logits.grad is None
+    torch.testing.assert_close(again.source_features.grad, out.source_features.grad)
+    # by hand: the loss's gradient with respect to the logits, times -coefficient
+    logits = torch.cat([again.source_logits, again.target_logits]).detach().requires_grad_()
+    f = torch.cat([again.source_features, again.target_features]).detach()
+    g = torch.softmax(logits, 1)
+    d = undetached.discriminator(torch.bmm(g.unsqueeze(2), f.unsqueeze(1)).flatten(1))
+    y = torch.tensor([1.0, 1, 1, 0, 0, 0]).unsqueeze(1)
+    F.binary_cross_entropy_with_logits(d, y).backward()
+    coefficient = undetached.coefficient(1000)
+    want = -coefficient * logits.grad
+    got = torch.cat([again.source_logits.grad, again.target_logits.grad])
+    torch.testing.assert_close(got, want)
+
+
 def test_cdan_conditions_on_detached_predictions_and_cdan_e_weights_by_entropy():
     out = _outputs(b=3, f=4, c=3)
     plain = ConditionalDomainAdversarial(4, 3, hidden_dim=8).eval()

@@ -293,8 +293,8 @@ class DomainAdversarial(_Adversarial):
 
 class ConditionalDomainAdversarial(_Adversarial):
     """CDAN (Long et al., 2018): the discriminator sees the features conditioned on the class
-    prediction, ``T(f, g)`` with ``g = softmax(logits)`` (not differentiated), so the
-    alignment is class-aware. CDAN+E weights each example by ``entropy_weights(g)``.
+    prediction, ``T(f, g)`` with ``g = softmax(logits)``, so the alignment is class-aware.
+    CDAN+E weights each example by ``entropy_weights(g)``.
 
     loss = weight x mean over source and target of w_i BCE(D(T(f_i, g_i)), domain_i)
 
@@ -308,6 +308,9 @@ class ConditionalDomainAdversarial(_Adversarial):
             recipes use the full map (False).
         randomized_dim: the randomised map's output width (published 1024).
         seed: draws the randomised map's matrices.
+        detach_prediction: True: ``g`` is not differentiated (Transfer-Learning-Library's
+            CDAN, which the published SDAT and MIC code build on); False: the reversed
+            gradient also reaches the classifier through ``g`` (the CDAN authors' code).
         hidden_dim, batch_norm, coefficient, weight, forward_pass: as ``DomainAdversarial``.
     """
 
@@ -324,6 +327,7 @@ class ConditionalDomainAdversarial(_Adversarial):
         weight: float = 1.0,
         seed: int = 0,
         forward_pass: ForwardPass = "joint",
+        detach_prediction: bool = True,
     ) -> None:
         conditioning: nn.Module = (
             RandomizedMultilinearMap(features_dim, num_classes, randomized_dim, seed)
@@ -336,6 +340,7 @@ class ConditionalDomainAdversarial(_Adversarial):
         self.conditioning = conditioning
         self.entropy_conditioning = bool(entropy_conditioning)
         self.num_classes = int(num_classes)
+        self.detach_prediction = bool(detach_prediction)
 
     def forward(self, ctx: IterationContext) -> Tensor:
         out = self.shared_forward(ctx)
@@ -346,11 +351,14 @@ class ConditionalDomainAdversarial(_Adversarial):
                 f"CDAN was built for {self.num_classes} classes but the model predicts "
                 f"{logits.shape[1]}; set its num_classes to the dataset's"
             )
-        g = torch.softmax(logits.float(), dim=1).detach().to(f.dtype)
+        g = torch.softmax(logits.float(), dim=1)
+        g = (g.detach() if self.detach_prediction else g).to(f.dtype)
         d = self.discriminate(self.conditioning(f, g), ctx).float()
         n_s = len(out.source_features)
         labels = torch.cat([d.new_ones(n_s, 1), d.new_zeros(len(f) - n_s, 1)])
-        weights = entropy_weights(g.float()).unsqueeze(1) if self.entropy_conditioning else None
+        weights = (
+            entropy_weights(g.detach().float()).unsqueeze(1) if self.entropy_conditioning else None
+        )
         loss = F.binary_cross_entropy_with_logits(d, labels, weight=weights)
         return self.weight * loss
 
