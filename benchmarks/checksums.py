@@ -11,7 +11,11 @@ behaviour and check them after:
 
 A change that is meant to alter the random draws (or anything else a run computes) records new
 checksums in the same commit and says so in its message. The runs use one CPU thread: float
-reductions, and so the last bits of the weights, depend on the thread count.
+reductions, and so the last bits of the weights, depend on the thread count. They also depend
+on the CPU's vector instructions and on the library versions, so the file records the
+environment beside the checksums, and a comparison in another environment says so instead of
+reporting a change: there, record the base commit first (e.g. from a ``git worktree``) and
+compare against that.
 """
 
 from __future__ import annotations
@@ -81,6 +85,28 @@ def run_case(name: str) -> str:
     return state_checksum(states)
 
 
+def environment() -> dict[str, str]:
+    """What besides the code decides the last bits of the weights: library versions, the CPU's
+    vector instruction set (torch's kernels) and its model name."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    env = {"python": platform.python_version(), "machine": platform.machine()}
+    for package in ("torch", "torchvision", "timm", "numpy"):
+        try:
+            env[package] = version(package)
+        except PackageNotFoundError:
+            env[package] = "absent"
+    env["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    env["cpu"] = names[0] if names else "unknown"
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--record", action="store_true", help="write the checksums file")
@@ -91,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # float reductions depend on the thread count
     names = args.only or list(CASES)
     recorded = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    recorded_env = recorded.pop("environment", None)
+    here = environment()
     found: dict[str, str] = {}
     failed = []
     for name in names:
@@ -103,11 +131,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:36s} {found[name][:16]}  {status}  ({time.perf_counter() - t0:.1f} s)")
     if args.record:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps({**recorded, **found}, indent=2, sort_keys=True) + "\n")
+        content = {**recorded, **found, "environment": here}
+        RESULTS.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
         print(f"written: {RESULTS}")
         return 0
     if failed:
         print(f"{len(failed)} of {len(names)} cases differ: {', '.join(failed)}")
+        if recorded_env != here:
+            changed = sorted(k for k in here if (recorded_env or {}).get(k) != here[k])
+            where = f"differs in {', '.join(changed)}" if recorded_env else "is not in the file"
+            print(
+                f"The recorded environment {where} ({here}): checksums from another "
+                "environment are not comparable. Record the base commit here first (e.g. "
+                "from a git worktree) and compare against that."
+            )
         return 1
     print(f"all {len(names)} cases match {RESULTS}")
     return 0
