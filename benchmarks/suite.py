@@ -47,6 +47,7 @@ import shlex
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -789,9 +790,12 @@ def plot(table: dict, path: Path) -> None:
             capsize=4,
             color=["tab:gray", "tab:blue", "tab:olive"][: len(names)],
         )
-        top.set_xticks(
-            range(len(names)), [f"{m}\n({c['n'] if c else 0} seeds)" for m, c in zip(names, cells)]
-        )
+        labels = [  # method names broken at underscores, so that three fit side by side
+            "\n".join(textwrap.wrap(m.replace("_", " "), 12)).replace(" ", "_")
+            + f"\n({c['n'] if c else 0} seeds)"
+            for m, c in zip(names, cells)
+        ]
+        top.set_xticks(range(len(names)), labels)
         top.set_ylabel(f"{t['metric']}, {who}")
         top.set_title(task)
         found = [c["mean"] - c["std"] for c in cells if c]
