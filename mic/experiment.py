@@ -167,6 +167,45 @@ def build_method(cfg: DictConfig) -> UDAMethod:
     return UDAMethod(terms)
 
 
+def build_datasets(cfg: DictConfig, preflight: bool = True) -> dict[str, Any]:
+    """``dataset.source``, ``target`` and ``test``, built inside ``collecting_problems`` (the
+    problems of their files are reported together by ``check_datasets``).
+
+    Raises:
+        DatasetError: one or more could not be built at all (e.g. a missing folder): every
+            such problem in one message, each named by its dataset once.
+    """
+    data: dict[str, Any] = {}
+    failed: dict[str, list[str]] = {}  # message -> the datasets that gave it
+    with collecting_problems(preflight):
+        for name in ("source", "target", "test"):
+            try:
+                data[name] = instantiate(cfg.dataset[name])
+            except Exception as e:
+                cause = _dataset_error(e)
+                if cause is None:
+                    raise
+                failed.setdefault(str(cause), []).append(f"dataset.{name}")
+    if len(failed) == 1:
+        raise DatasetError(next(iter(failed)))
+    if failed:
+        raise DatasetError(
+            f"{len(failed)} datasets could not be built: "
+            + "; ".join(f"{', '.join(names)}: {message}" for message, names in failed.items())
+        )
+    return data
+
+
+def _dataset_error(exc: BaseException) -> DatasetError | None:
+    """The DatasetError behind ``exc`` (Hydra wraps what a constructor raises), or None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DatasetError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def validator_names(cfg: DictConfig) -> list[str]:
     """``eval.validators`` as a list (one name alone is a list of one; null: none)."""
     names = cfg.eval.get("validators") or []
@@ -248,8 +287,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
     best_metric = best_metric_key(cfg, task)
 
     preflight = bool(cfg.get("preflight", True))
-    with collecting_problems(preflight):  # reported together by check_datasets
-        data = {k: instantiate(cfg.dataset[k]) for k in ("source", "target", "test")}
+    data = build_datasets(cfg, preflight)
     task.check_datasets(data)
     if preflight:
         check_datasets(data, Path(run_dir) / "data_problems.txt" if run_dir else None, cfg.dataset)

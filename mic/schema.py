@@ -3,15 +3,20 @@ before anything is built (pydantic), so that a bad value is one message naming i
 
 The config groups' own objects (task, dataset, model, method terms) check their arguments when
 they are built, with the same kind of message; the keys here are the ones the experiment reads
-itself.
+itself, plus one check of those objects that their constructors cannot make: an argument
+annotated ``bool`` must be given true or false (``bool("false")`` is true, so a quoted
+``"false"`` would silently do the opposite).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
+import typing
 from typing import Any, Literal
 
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from pydantic import (
     BaseModel,
@@ -116,8 +121,42 @@ class RootSchema(_Section):
         return value
 
 
+def _flags(target: str) -> set[str]:
+    """The arguments of ``target`` (a class or function path) annotated ``bool``."""
+    try:
+        obj = get_object(target)
+        fn = obj.__init__ if inspect.isclass(obj) else obj
+        hints = typing.get_type_hints(fn)
+    except Exception:  # an unresolvable target or annotation: instantiate reports the former
+        return set()
+    return {name for name, hint in hints.items() if hint is bool}
+
+
+def flag_problems(node: Any, path: str = "") -> list[str]:
+    """``key: must be true or false (got ...)`` for every argument of a ``_target_`` node
+    (at any depth) that its class or function annotates ``bool`` and the config gives another
+    value."""
+    problems: list[str] = []
+    if OmegaConf.is_dict(node):
+        target = node.get("_target_")
+        flags = _flags(str(target)) if isinstance(target, str) else set()
+        for key in node:
+            if OmegaConf.is_missing(node, key) or OmegaConf.is_interpolation(node, key):
+                continue
+            value = node[key]
+            where = f"{path}.{key}" if path else str(key)
+            if key in flags and value is not None and not isinstance(value, bool):
+                problems.append(f"{where}: must be true or false (got {value!r})")
+            problems += flag_problems(value, where)
+    elif OmegaConf.is_list(node):
+        for i, item in enumerate(node):
+            problems += flag_problems(item, f"{path}[{i}]")
+    return problems
+
+
 def check_config(cfg: DictConfig) -> None:
-    """Check the root keys of a composed config.
+    """Check the root keys of a composed config, and the true / false arguments of every
+    object it builds (``flag_problems``).
 
     Raises:
         ConfigError: one paragraph naming every key whose value has the wrong type or lies
@@ -130,14 +169,16 @@ def check_config(cfg: DictConfig) -> None:
             data[key] = (
                 OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
             )
+    problems = []
     try:
         RootSchema.model_validate(data)
     except ValidationError as e:
-        problems = []
         for error in e.errors():
             key = ".".join(str(p) for p in error["loc"]) or "config"
             message = error["msg"].replace("Value error, ", "")
             problems.append(f"{key}: {message} (got {error.get('input')!r})")
+    problems += flag_problems(cfg)
+    if problems:
         raise ConfigError(
             f"{len(problems)} config value{'s are' if len(problems) > 1 else ' is'} not "
             f"valid: {'; '.join(problems)}"

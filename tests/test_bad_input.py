@@ -207,6 +207,12 @@ CASES = [
         "accumulate: Input should be greater than or equal to 1",
     ),
     (
+        "config-flag-as-text",
+        "a true / false argument of a method term given as text",
+        lambda t, r: ["method=cdan", 'method.terms.cdan.detach_prediction="false"'],
+        "method.terms.cdan.detach_prediction: must be true or false (got 'false')",
+    ),
+    (
         "config-iterations",
         "no iterations",
         lambda t, r: ["iterations=0"],
@@ -396,6 +402,12 @@ CASES = [
         "a dataset folder that does not exist",
         lambda t, r: folder_overrides(t, target=t / "nowhere"),
         "does not exist",
+    ),
+    (
+        "data-missing-folders",
+        "two dataset folders that do not exist",
+        lambda t, r: folder_overrides(t, source=t / "no_source", target=t / "no_target"),
+        "2 datasets could not be built: dataset.source: class-per-folder folder",
     ),
     ("data-empty-folder", "an empty image folder", lambda t, r: _empty(t), "no images found"),
     (
