@@ -133,6 +133,9 @@ def test_layer_norm_detector_normalises_each_image_on_its_own(backbone):
         assert same is alone
     with pytest.raises(ConfigError, match=r"model\.norm must be"):
         FasterRCNN(backbone, num_classes=2, norm="group", **kwargs)
+    # pretrained weights carry BatchNorm statistics: refused before any weights are looked for
+    with pytest.raises(ConfigError, match=r"model\.pretrained=false"):
+        FasterRCNN(backbone, num_classes=2, norm="layer", pretrained=True, **kwargs)
 
 
 @backends

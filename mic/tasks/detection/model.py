@@ -293,6 +293,12 @@ def _resolve_norm(norm: str, pretrained: bool) -> str:
         return "frozen" if pretrained else "batch"
     if norm not in NORM_LAYERS:
         raise ConfigError(f"model.norm must be 'auto', 'frozen', 'batch' or 'layer', got {norm!r}")
+    if norm == "layer" and pretrained:
+        raise ConfigError(
+            "model.norm=layer replaces the backbone's BatchNorm, so its pretrained weights (with "
+            "BatchNorm statistics) do not fit; set model.pretrained=false, or keep BatchNorm "
+            "(model.norm=auto, frozen or batch)"
+        )
     return norm
 
 
@@ -424,7 +430,8 @@ class FasterRCNN(nn.Module):
             scratch: frozen statistics of a random network make training diverge), ``frozen``,
             ``batch``, or ``layer`` (timm's ``LayerNorm2d`` over each pixel's channels: no
             statistic of the batch, so MIC's masked images change none that the full images
-            are normalised with; as frozen BatchNorm in the published recipe).
+            are normalised with; as frozen BatchNorm in the published recipe; from scratch
+            only, and slower to train there: benchmarks/results/detection_layernorm.md).
         trainable_layers: backbone stages that train (torchvision's meaning; None: 3 with
             pretrained weights, all without).
         min_size, max_size: torchvision's resize of the shorter / longer side (published
@@ -433,6 +440,10 @@ class FasterRCNN(nn.Module):
         anchor_sizes: the anchor sizes of each FPN level (a number or a list per level), each
             at every aspect ratio.
         rpn_*, box_*: torchvision's Faster R-CNN settings of the same names.
+
+    Raises:
+        ConfigError: an unknown ``norm``, ``norm="layer"`` with pretrained weights, or
+            pretrained weights that are not in the local cache.
     """
 
     def __init__(
