@@ -257,7 +257,8 @@ def write_table(cache: dict, path: Path, commands: list[str]) -> None:
     for r in cache["runs"].values():
         runs.setdefault(r["variant"], {})[r["seed"]] = r
     lines = [
-        "# Why MIC trails DACS on the context street scenes: ablation and pseudo-labels",
+        "# Why MIC trailed DACS on the context street scenes with the BatchNorm U-Net: ablation, "
+        "pseudo-labels, and LayerNorm",
         "",
         "Written by `benchmarks/context_ablation.py` (its docstring gives the protocol). Each "
         "variant is DACS + MIC with one change, from the seed's cached source-only model "

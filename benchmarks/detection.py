@@ -261,7 +261,8 @@ def write_table(
         *_header(
             f"Detection benchmark: {title}",
             "mAP@0.5 (COCO AP in the second column of each model) on the labelled target test "
-            "split (200 images, 128 px), points, mean ± std over seeds; AdaBN evaluation; "
+            "split (200 images, 128 px), points, mean ± std over seeds; AdaBN evaluation (of "
+            "BatchNorm models); "
             "seconds per training iteration (evaluation excluded).",
             calls,
             note,

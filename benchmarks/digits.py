@@ -185,9 +185,11 @@ def write_table(
     if variant_diffs:
         lines += [
             "",
-            "Each variant against its method's published choice (joint forward pass, BatchNorm",
-            "discriminator; for cdan_undetached, CDAN's default of a detached conditioning",
-            "prediction), paired by seed, points:",
+            "Each variant against its reference, paired by seed, points: a normalisation",
+            "variant against its method's published choice (joint forward pass, BatchNorm",
+            "discriminator); cdan_undetached against cdan at the method config's defaults, whose",
+            "conditioning prediction is detached (as in TLlib, which the published SDAT and MIC",
+            "code use; the CDAN authors' code does not detach it):",
             "",
             "| pair | model | seeds | difference | 95 % interval | seeds where it is ahead |",
             "|---|---|---|---|---|---|",
