@@ -8,7 +8,7 @@ import os
 import random
 import shutil
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,8 +181,8 @@ def build_datasets(cfg: DictConfig, preflight: bool = True) -> dict[str, Any]:
         for name in ("source", "target", "test"):
             try:
                 data[name] = instantiate(cfg.dataset[name])
-            except Exception as e:
-                cause = _dataset_error(e)
+            except Exception as e:  # Hydra wraps what a constructor raises
+                cause = next((c for c in exception_chain(e) if isinstance(c, DatasetError)), None)
                 if cause is None:
                     raise
                 failed.setdefault(str(cause), []).append(f"dataset.{name}")
@@ -196,14 +196,13 @@ def build_datasets(cfg: DictConfig, preflight: bool = True) -> dict[str, Any]:
     return data
 
 
-def _dataset_error(exc: BaseException) -> DatasetError | None:
-    """The DatasetError behind ``exc`` (Hydra wraps what a constructor raises), or None."""
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then what it was raised from or during, and so on (through the wrappers of
+    Hydra and of DataLoader workers)."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, DatasetError):
-            return seen
+        yield seen
         seen = seen.__cause__ or seen.__context__
-    return None
 
 
 def validator_names(cfg: DictConfig) -> list[str]:

@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mic.core.errors import MicError
-from mic.experiment import check_writable, format_summary, run_experiment
+from mic.experiment import check_writable, exception_chain, format_summary, run_experiment
 from mic.training import TrainingInterrupted, process_info
 
 
@@ -31,8 +31,7 @@ def user_error(exc: BaseException) -> str | None:
     from hydra.errors import HydraException, InstantiationException
     from omegaconf.errors import OmegaConfBaseException
 
-    seen: BaseException | None = exc
-    while seen is not None:
+    for seen in exception_chain(exc):
         if isinstance(seen, (OmegaConfBaseException, HydraException)) and not isinstance(
             seen, InstantiationException
         ):  # a key that does not exist, a value that is missing or of the wrong type
@@ -50,7 +49,6 @@ def user_error(exc: BaseException) -> str | None:
                 or cause is None
             ):
                 return _one_paragraph(f"cannot build an object from the config: {seen}")
-        seen = seen.__cause__ or seen.__context__
     return None
 
 
