@@ -105,6 +105,14 @@ def _overrides(
     return [*run_overrides(experiment, seed, device), *extra]
 
 
+def source_stage_overrides(overrides: list[str]) -> list[str]:
+    """The part of a run's mic-train ``overrides`` that its source-only warm-up takes: all but
+    those of the method and its terms (``method...``, ``mic...``, with any ``+`` / ``~`` /
+    ``++`` prefix), which the warm-up replaces with ``method=source_only mic=none``; so runs
+    that differ only in a method's setting share one warm-up model (and file)."""
+    return [o for o in overrides if not o.lstrip("+~").startswith(("method", "mic"))]
+
+
 def warmup(
     seed: int,
     steps: int,
@@ -504,7 +512,8 @@ def main() -> None:
     )
     state["rows"] = [r for r in state["rows"] if key(r, "method", "seed") not in set(todo)]
     threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
-    tag = f"w{args.warmup}_" + "_".join(args.overrides).replace("/", "-").replace("=", "-")
+    stage = source_stage_overrides(args.overrides)
+    tag = f"w{args.warmup}_" + "_".join(stage).replace("/", "-").replace("=", "-")
     prefix = "" if args.experiment == "det_shapes" else f"{args.experiment}_"
     starts = {
         (b, s): str(work / f"warmup_{prefix}{b}_seed{s}_{tag}.pt")
@@ -515,7 +524,7 @@ def main() -> None:
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
         warm_jobs = {
             (b, s): pool.submit(
-                warmup, s, args.warmup, args.device, threads, args.overrides, p, b, args.experiment
+                warmup, s, args.warmup, args.device, threads, stage, p, b, args.experiment
             )
             for (b, s), p in starts.items()
             if not args.table_only and (not Path(p).exists() or args.fresh)

@@ -1,0 +1,389 @@
+"""Why MIC trails SADA on the context shapes (``experiment=det_context``): one change of
+SADA + MIC at a time, paired by seed with SADA, from the cached source-only models of
+``detection.py``, with the masked branch's statistics and the teacher's pseudo-box quality.
+
+    OMP_NUM_THREADS=1 python benchmarks/detection_ablation.py --variants sada_mic prob tau09 \
+        --seeds 2 3 4 --jobs 2
+    python benchmarks/detection_ablation.py --table-only     # the tables again, no training
+
+Every run is ``detection.py``'s run of ``experiment=det_context`` (``--iterations`` 500, as
+results/detection_context.md) from the seed's source-only model (``--warmup`` 2000
+iterations of ``method=source_only``, kept in ``--work`` under ``detection.py``'s name for
+it, ``warmup_det_context_torchvision_seed<N>_w<warmup>_.pt``, and trained here when missing),
+so SADA and SADA + MIC rows of results/detection_context.json for the same seeds, made in
+the same environment from the same files, are the same runs: ``--base-from`` takes them
+instead of training them again (a run is deterministic given its seed and environment).
+
+While it trains, a probe records the losses and the masked branch's statistics every 10
+iterations (``mic``: its loss; ``mic/boxes``: pseudo-boxes per target image; ``mic/images``:
+the share of target images with at least one; ``mic/score``: their mean teacher score), and at
+the end the teacher's pseudo-boxes (score >= ``task.score_threshold``, predicted as in
+training: batch statistics of 2-image batches) on the first ``--probe-images`` scenes of the
+labelled target *training* split, which the adaptation never sees labelled: precision (boxes
+matched to a ground-truth box of their class at IoU >= 0.5), class-agnostic precision (found
+an object, whatever its class) and recall (``detection_teacher_norm.pseudo_box_quality``).
+
+Score: target test mAP@0.5 of the student after AdaBN (as results/detection_context.md).
+Results are cached per (variant, seed) in detection_ablation.json; the markdown beside it is
+rewritten from the cache after every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from common import interval95, mean_std, paired
+
+RESULTS = Path(__file__).parent / "results"
+EXPERIMENT = "det_context"
+CLASSES = ["car", "kiosk", "rider", "ball", "bike"]
+MIC = "method.terms.mic"
+#: variant -> (method of detection.METHODS, extra overrides, flags, what it tests)
+VARIANTS: dict[str, tuple[str, list[str], list[str], str]] = {
+    "sada": ("sada", [], [], "the base"),
+    "sada_mic": ("sada_mic", [], [], "MIC at the experiment's settings"),
+    "prob": (
+        "sada_mic",
+        [f"{MIC}.weighting=prob"],
+        [],
+        "each pseudo-box weighted by its teacher score (the published weighting by confidence)",
+    ),
+    "student": (
+        "sada_mic",
+        [f"{MIC}.weighting=student"],
+        [],
+        "each sample weighted by the student's own confidence (the published masked branch)",
+    ),
+    "tau09": (
+        "sada_mic",
+        ["task.score_threshold=0.9"],
+        [],
+        "pseudo-boxes at teacher score >= 0.9 (published 0.8)",
+    ),
+    "block16": ("sada_mic", [f"{MIC}.masker.block_size=16"], [], "16 px blocks (1/8 of the side)"),
+    "ratio03": ("sada_mic", [f"{MIC}.masker.ratio=0.3"], [], "mask ratio 0.3 (published 0.5)"),
+    "no_aug": (
+        "sada_mic",
+        [f"{MIC}.masker.augmentation=null"],
+        [],
+        "no colour jitter / blur on the masked images",
+    ),
+    "running_norm": (
+        "sada_mic",
+        [],
+        ["running_norm"],
+        "the masked forward normalised with the student's running BatchNorm statistics "
+        "(eval mode) instead of the masked batch's own",
+    ),
+    "classifier_only": (
+        "sada_mic",
+        [f"+{MIC}.part_weights.rpn_objectness=0.0"],
+        [],
+        "the masked loss on the ROI classifier alone (no RPN objectness)",
+    ),
+}
+
+
+def warmup_file(work: Path, seed: int, steps: int) -> Path:
+    """``detection.py``'s name for the seed's source-only model of the context shapes."""
+    return work / f"warmup_{EXPERIMENT}_torchvision_seed{seed}_w{steps}_.pt"
+
+
+def ensure_warmup(seed: int, steps: int, work: Path, threads: int) -> str:
+    """The seed's source-only model, trained by ``detection.warmup`` when missing."""
+    from detection import warmup
+
+    path = warmup_file(work, seed, steps)
+    if not path.exists():
+        w = warmup(seed, steps, "cpu", threads, [], str(path), "torchvision", EXPERIMENT)
+        print(f"warm-up seed {seed}: mAP@0.5 {100 * w['map_50']:.1f}", flush=True)
+    return str(path)
+
+
+def run_variant(
+    variant: str, seed: int, steps: int, warmup_steps: int, work: str, threads: int, probe: int
+) -> dict:
+    """One (variant, seed) run with its probe; a row for the cache."""
+    import torch
+    from common import run_timed
+    from detection import METHODS, _overrides, from_warmup
+    from detection_teacher_norm import pseudo_box_quality
+    from hydra.utils import instantiate
+    from torch.utils.data import DataLoader, Subset
+
+    from mic.core.loop import Hook
+    from mic.training.hooks import iteration_floats
+
+    torch.set_num_threads(threads)
+    start = ensure_warmup(seed, warmup_steps, Path(work), threads)
+    method, extra, flags, _ = VARIANTS[variant]
+    overrides = [
+        *_overrides(seed, "cpu", extra, EXPERIMENT),
+        *METHODS[method],
+        f"iterations={steps}",
+        "adaptation_start=0",
+        "eval.interval=0",
+    ]
+    exp = from_warmup(method, overrides, start)
+    loop = exp.loop
+    if "running_norm" in flags:
+        from context_ablation import running_norm
+
+        running_norm(dict(loop.method)["mic"], loop.student)
+    train: list[dict] = []
+
+    class Recorder(Hook):
+        def after_step(self, loop: Any, losses: Any) -> None:
+            if loop.step == 1 or loop.step % 10 == 0:
+                values, stats = iteration_floats(loop, losses)
+                train.append({"step": loop.step, **values, **stats})
+
+    loop.hooks.insert(0, Recorder())
+    t0 = time.perf_counter()
+    final, seconds = run_timed(exp)
+    wall = time.perf_counter() - t0
+    labelled = instantiate(exp.cfg.dataset.target, labelled=True)
+    batches = DataLoader(Subset(labelled, range(probe)), 2, collate_fn=exp.task.collate)
+    with torch.no_grad():
+        quality = pseudo_box_quality(exp.task, loop.teacher, batches, loop.device)
+    return {
+        "variant": variant,
+        "method": method,
+        "seed": seed,
+        "overrides": [*METHODS[method], *extra],
+        "flags": flags,
+        "student": final.get("eval/student/map_50"),
+        "student_per_class": final.get("eval/student/ap50_per_class"),
+        "teacher": final.get("eval/teacher/map_50"),
+        "seconds_per_iteration": seconds,
+        "wall_seconds": wall,
+        "train": train,
+        "pseudo_boxes": quality,
+    }
+
+
+def base_rows(path: Path, seeds: list[int]) -> dict[str, dict]:
+    """SADA and SADA + MIC rows of ``detection.py``'s cache ``path`` for ``seeds``, as this
+    file's rows (without the probe, which that run did not have)."""
+    rows = json.loads(path.read_text())["rows"]
+    out = {}
+    for r in rows:
+        if r["method"] in ("sada", "sada_mic") and r["seed"] in seeds:
+            row = {k: r[k] for k in ("method", "seed", "overrides", "student", "teacher")}
+            row.update(
+                variant=r["method"],
+                student_per_class=r["student_per_class"],
+                seconds_per_iteration=r["seconds_per_iteration"],
+                flags=[],
+                source=path.name,
+            )
+            out[json.dumps([r["method"], r["seed"]])] = row
+    return out
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _mean_of(r: dict, key: str, last: int | None = None) -> float | None:
+    logged = [t for t in r.get("train", []) if key in t]
+    if last is not None and logged:
+        end = max(t["step"] for t in logged)
+        logged = [t for t in logged if t["step"] > end - last]
+    return statistics.mean(t[key] for t in logged) if logged else None
+
+
+def write_table(cache: dict, path: Path) -> None:
+    runs: dict[str, dict[int, dict]] = {}
+    for r in cache["runs"].values():
+        runs.setdefault(r["variant"], {})[r["seed"]] = r
+    lines = [
+        "# Why MIC trails SADA on the context shapes: ablation and pseudo-boxes",
+        "",
+        "Written by `benchmarks/detection_ablation.py` (its docstring gives the protocol). Each "
+        "variant is SADA + MIC with one change, 500 iterations from the seed's cached "
+        "source-only model (2000 iterations), paired by seed with SADA. Points of target test "
+        "mAP@0.5 of the student (AdaBN); 95 % interval of the mean paired difference "
+        "(Student's t); 'ahead' counts the seeds where the variant beats SADA.",
+        "",
+        *([cache["note"], ""] if cache.get("note") else []),
+        "## Scores",
+        "",
+        "| variant | change | seeds | student mAP@0.5 | teacher mAP@0.5 | s / iteration |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v, (_, _, _, what) in VARIANTS.items():
+        rs = list(runs.get(v, {}).values())
+        if rs:
+            speed = statistics.mean(r["seconds_per_iteration"] for r in rs)
+            lines.append(
+                f"| {v} | {what} | {len(rs)} | {mean_std([r['student'] for r in rs])} | "
+                f"{mean_std([r['teacher'] for r in rs])} | {speed:.3f} |"
+            )
+    mics = [v for v in VARIANTS if v in runs and v != "sada"]
+    lines += [
+        "",
+        "## Paired differences, variant − SADA (student mAP@0.5, points)",
+        "",
+        "| variant − sada | seeds | mean ± std | 95 % interval | ahead | per seed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v in mics:
+        d = paired(runs, v, "sada", lambda r: r["student"])
+        if d:
+            each = ", ".join(f"{100 * x:+.1f}" for x in d)
+            lines.append(
+                f"| {v} − sada | {len(d)} | {mean_std(d)} | {interval95(d)} | "
+                f"{sum(x > 0 for x in d)} / {len(d)} | {each} |"
+            )
+    lines += [
+        "",
+        "Variant − SADA + MIC (the same seeds), student mAP@0.5:",
+        "",
+        "| variant − sada_mic | seeds | mean ± std | 95 % interval | ahead |",
+        "|---|---|---|---|---|",
+    ]
+    for v in mics:
+        if v == "sada_mic":
+            continue
+        d = paired(runs, v, "sada_mic", lambda r: r["student"])
+        if d:
+            lines.append(
+                f"| {v} − sada_mic | {len(d)} | {mean_std(d)} | {interval95(d)} | "
+                f"{sum(x > 0 for x in d)} / {len(d)} |"
+            )
+    lines += [
+        "",
+        "### Per class (student AP@0.5, points), variant − SADA",
+        "",
+        "| variant | " + " | ".join(CLASSES) + " |",
+        "|---|" + "---|" * len(CLASSES),
+    ]
+    for v in mics:
+        cells = []
+        for i, _ in enumerate(CLASSES):
+            d = paired(runs, v, "sada", lambda r, i=i: r["student_per_class"][i])
+            cells.append(f"{mean_std(d)} ({sum(x > 0 for x in d)}/{len(d)})" if d else "-")
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    probed = [v for v in VARIANTS if any("pseudo_boxes" in r for r in runs.get(v, {}).values())]
+    if probed:
+        lines += [
+            "",
+            "## The masked branch and the teacher's pseudo-boxes",
+            "",
+            "Training statistics: means over the run's logged iterations (every 10th), MIC's "
+            "loss also over its last 100 iterations. Pseudo-boxes: the teacher's at the end, "
+            "on the first scenes of the labelled target training split (points; boxes per "
+            "image).",
+            "",
+            "| variant | seeds | MIC loss | MIC loss, last 100 | pseudo-boxes / image (train) "
+            "| images with one | mean score | precision | precision, any class | recall "
+            "| boxes / image (probe) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for v in probed:
+            rs = [r for r in runs[v].values() if "pseudo_boxes" in r]
+
+            def avg(values: list[float | None], scale: float = 1.0, digits: int = 3) -> str:
+                vals = [x for x in values if x is not None]
+                return f"{scale * statistics.mean(vals):.{digits}f}" if vals else "-"
+
+            q = [r["pseudo_boxes"] for r in rs]
+            lines.append(
+                f"| {v} | {len(rs)} | {avg([_mean_of(r, 'mic') for r in rs])} | "
+                f"{avg([_mean_of(r, 'mic', 100) for r in rs])} | "
+                f"{avg([_mean_of(r, 'mic/boxes') for r in rs], digits=2)} | "
+                f"{avg([_mean_of(r, 'mic/images') for r in rs], 100, 1)} | "
+                f"{avg([_mean_of(r, 'mic/score') for r in rs])} | "
+                f"{mean_std([x['precision'] for x in q])} | "
+                f"{mean_std([x['precision_any_class'] for x in q])} | "
+                f"{mean_std([x['recall'] for x in q])} | "
+                f"{avg([x['boxes_per_image'] for x in q], digits=2)} |"
+            )
+    lines += ["", "## Commands", "", *[f"- `{c}`" for c in cache.get("commands", [])]]
+    path.write_text("\n".join(lines).rstrip("\n") + "\n")
+    path.with_suffix(".json").write_text(json.dumps(cache, separators=(",", ":")) + "\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--variants", nargs="+", default=["sada", "sada_mic"], choices=list(VARIANTS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[2, 3, 4])
+    p.add_argument("--warmup", type=int, default=2000, help="source-only iterations")
+    p.add_argument("--iterations", type=int, default=500)
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
+    p.add_argument("--threads", type=int, default=1, help="threads per run")
+    p.add_argument("--work", type=Path, default=Path("/tmp/mic_det_bench"))
+    p.add_argument("--probe-images", type=int, default=200)
+    p.add_argument(
+        "--base-from",
+        type=Path,
+        default=None,
+        help="detection.py's cache whose SADA / SADA + MIC rows of these seeds stand in",
+    )
+    p.add_argument("--table-only", action="store_true")
+    p.add_argument("--note", default=None, help="the reading (or @file); replaces the last one")
+    p.add_argument("--out", type=Path, default=RESULTS / "detection_ablation.md")
+    args = p.parse_args()
+    cache_file = args.out.with_suffix(".json")
+    cache = json.loads(cache_file.read_text()) if cache_file.exists() else {"runs": {}}
+    cache.setdefault("commands", [])
+    if args.note is not None:
+        note = args.note
+        cache["note"] = Path(note[1:]).read_text().strip() if note.startswith("@") else note
+    if args.base_from is not None:
+        for key, row in base_rows(args.base_from, args.seeds).items():
+            cache["runs"].setdefault(key, row)
+    todo = [
+        (v, s)
+        for v in args.variants
+        for s in args.seeds
+        if json.dumps([v, s]) not in cache["runs"] and not args.table_only
+    ]
+    t_start = time.perf_counter()
+    args.work.mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(max(1, args.jobs), mp_context=get_context("spawn")) as pool:
+        futures = [
+            pool.submit(
+                run_variant,
+                v,
+                s,
+                args.iterations,
+                args.warmup,
+                str(args.work),
+                args.threads,
+                args.probe_images,
+            )
+            for v, s in todo
+        ]
+        for f in futures:
+            r = f.result()
+            cache["runs"][json.dumps([r["variant"], r["seed"]])] = r
+            write_table(cache, args.out)
+            q = r["pseudo_boxes"]
+            print(
+                f"{r['variant']} seed {r['seed']}: student {100 * r['student']:.1f}, pseudo-box "
+                f"precision {100 * q['precision']:.1f} ({r['wall_seconds']:.0f} s)",
+                flush=True,
+            )
+    if todo:
+        cache["commands"].append(
+            f"OMP_NUM_THREADS=1 python benchmarks/detection_ablation.py --variants "
+            f"{' '.join(args.variants)} --seeds {' '.join(map(str, args.seeds))} --jobs "
+            f"{args.jobs}: {len(todo)} runs, {(time.perf_counter() - t_start) / 60:.1f} min "
+            f"wall ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"
+        )
+    write_table(cache, args.out)
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The detection benchmark scripts' own logic: which overrides reach a source-only warm-up,
+and the ablation's variants and tables (no training)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+
+import detection
+import detection_ablation
+
+from mic.experiment import load_config
+
+SOURCE_ONLY = ["experiment=det_context", "method=source_only", "mic=none"]
+
+
+def test_warm_up_takes_the_overrides_a_source_only_run_can_take():
+    """A MIC setting on the command line used to reach the warm-up too, where the source-only
+    method has no MIC term: the config did not compose and the run stopped."""
+    given = [
+        "method.terms.mic.weight=0.5",
+        "+method.terms.mic.part_weights.rpn_objectness=0.0",
+        "mic.masker.ratio=0.3",
+        "dataset.beta=0.03",
+        "model.norm=batch",
+    ]
+    with pytest.raises(ConfigCompositionException):
+        load_config([*SOURCE_ONLY, *given])
+    kept = detection.source_stage_overrides(given)
+    assert kept == ["dataset.beta=0.03", "model.norm=batch"]
+    cfg = load_config([*SOURCE_ONLY, *kept])
+    assert cfg.dataset.beta == 0.03 and not cfg.method.terms.get("mic")
+
+
+@pytest.mark.parametrize("variant", sorted(detection_ablation.VARIANTS))
+def test_each_ablation_variant_composes_and_builds_its_mic_term(variant):
+    method, extra, flags, what = detection_ablation.VARIANTS[variant]
+    assert what and set(flags) <= {"running_norm"}
+    cfg = load_config(["experiment=det_context", *detection.METHODS[method], *extra, "device=cpu"])
+    if method == "sada":
+        assert not cfg.method.terms.get("mic")
+        return
+    term = instantiate(cfg.method.terms.mic)
+    mic_overrides = [o for o in extra if "method.terms.mic" in o]
+    for o in mic_overrides:  # each change reached the term
+        key, value = o.lstrip("+").split("=")
+        field = key.split(".")[-1]
+        if field == "weighting":
+            expected = "none" if value == "student" else value
+            assert term.weighting.mode == expected and term.student_weighted == (value == "student")
+        elif field in ("block_size", "ratio"):
+            assert getattr(term.masker, field) == pytest.approx(float(value))
+        elif field == "augmentation":
+            assert term.masker.augmentation is None
+        else:
+            assert term.part_weights[field] == pytest.approx(float(value))
+    if "task.score_threshold=0.9" in extra:
+        assert instantiate(cfg.task).score_threshold == 0.9
+
+
+def _row(variant: str, seed: int, student: float, per_class: list[float]) -> dict:
+    return {
+        "variant": variant,
+        "method": detection_ablation.VARIANTS[variant][0],
+        "seed": seed,
+        "student": student,
+        "teacher": None,
+        "student_per_class": per_class,
+        "seconds_per_iteration": 0.4,
+    }
+
+
+def test_ablation_table_pairs_each_variant_with_sada_by_seed(tmp_path):
+    runs = {}
+    for seed, (base, mic, prob) in enumerate([(0.70, 0.65, 0.72), (0.68, 0.60, 0.69)]):
+        for variant, score in (("sada", base), ("sada_mic", mic), ("prob", prob)):
+            row = _row(variant, seed, score, [score] * 5)
+            if variant != "sada":
+                row["train"] = [{"step": 10, "mic": 0.5, "mic/boxes": 2.0, "mic/images": 1.0}]
+                row["pseudo_boxes"] = {
+                    "precision": 0.8,
+                    "precision_any_class": 0.9,
+                    "recall": 0.5,
+                    "boxes_per_image": 1.5,
+                }
+            runs[json.dumps([variant, seed])] = row
+    out = tmp_path / "ablation.md"
+    detection_ablation.write_table({"runs": runs, "commands": ["a command"]}, out)
+    md = out.read_text()
+    # prob - sada: +2 and +1 points; sada_mic - sada: -5 and -8; prob - sada_mic: +7, +9
+    assert "| prob − sada | 2 | 1.5 ± 0.7 |" in md and "| 2 / 2 | +2.0, +1.0 |" in md
+    assert "| sada_mic − sada | 2 | -6.5 ± 2.1 |" in md and "| 0 / 2 | -5.0, -8.0 |" in md
+    assert "| prob − sada_mic | 2 | 8.0 ± 1.4 |" in md
+    assert "| prob | 2 | 0.500 | 0.500 | 2.00 | 100.0 | - | 80.0 ± 0.0 | 90.0 ± 0.0 |" in md
+    assert "- `a command`" in md
+    assert json.loads(out.with_suffix(".json").read_text())["runs"] == runs
