@@ -267,8 +267,39 @@ def test_context_runs_wait_for_their_warm_up():
     assert [(t, m, s) for t, m, s, _ in todo] == [
         ("context", "dacs", 3),
         ("context", "dacs_mic", 3),
+        ("context", "dacs_equal_time", 3),
     ]
     assert "streets_context" in suite.TASKS["context"].benchmark
+
+
+@pytest.mark.parametrize("mode", ["quick", "full"])
+def test_warm_started_equal_time_base_runs_the_longer_schedule(mode, monkeypatch, tmp_path):
+    """The context scenes' equal-time base is DACS from the same source model with the
+    schedule's ``iterations`` replaced by the equal-time count (the script sets the iterations
+    last, so an override alone would be overwritten)."""
+    import segmentation
+
+    settings = suite.schedules(mode)["context"]
+    longer = int(settings["equal_time"][0].split("=")[1])
+    assert longer > settings["iterations"]
+    calls = []
+
+    def fake(method, seed, device, threads, extra, experiment, start=None, probe=None):
+        calls.append((method, extra, start))
+        return {"method": method, "seed": seed}
+
+    monkeypatch.setattr(segmentation, "run_one", fake)
+    row = suite.run("context", "dacs_equal_time", 0, settings, "cpu", 1, str(tmp_path / "w.pt"))
+    assert row["method"] == "dacs_equal_time"
+    ((method, extra, start),) = calls
+    told = [o for o in extra if o.startswith("iterations=")]
+    assert method == "dacs" and told == [f"iterations={longer}"]
+    assert start == str(tmp_path / "w.pt")
+    # the equal-time run starts from the same source model as the pair
+    same = {**settings, "equal_time": None}
+    assert suite.warmup_path(tmp_path, "context", 0, settings) == suite.warmup_path(
+        tmp_path, "context", 0, same
+    )
 
 
 def test_equal_time_base_is_paired_with_mic_and_its_training_time_reported():
