@@ -477,7 +477,11 @@ def main() -> None:
     )
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "mic_det_bench"))
     parser.add_argument("--fresh", action="store_true", help="ignore cached runs")
-    parser.add_argument("--note", default="", help="a line for the results file")
+    parser.add_argument(
+        "--note",
+        default=None,
+        help="the reading for the results file (or @file); kept in its JSON for later tables",
+    )
     parser.add_argument(
         "--table-only", action="store_true", help="rewrite the table from the cached runs"
     )
@@ -595,8 +599,12 @@ def main() -> None:
         state["schedule"] = {"warmup": args.warmup, "iterations": args.iterations}
         cache.write_text(json.dumps(state, indent=1))
     schedule = state.get("schedule", {"warmup": args.warmup, "iterations": args.iterations})
+    if args.note is not None:
+        given = args.note
+        state["note"] = Path(given[1:]).read_text().strip() if given.startswith("@") else given
+        cache.write_text(json.dumps(state, indent=1))
     if several:
-        note = args.note or (
+        note = state.get("note") or (
             f"Schedule: {schedule['warmup']} source-only warm-up iterations per seed and "
             f"backend, then {schedule['iterations']} iterations of each method (batch 2 source "
             "+ 2 target, SGD 0.02), from scratch at 128 px, one run at a time with one thread "
@@ -612,7 +620,7 @@ def main() -> None:
         )
         print(out.read_text())
         return
-    note = args.note or (
+    note = state.get("note") or (
         f"Schedule: {schedule['warmup']} source-only warm-up iterations per seed, then "
         f"{schedule['iterations']} iterations per method (batch 2 source + 2 target, SGD "
         "0.02), from scratch at 128 px, sized to run in about 45 minutes on a 2-core CPU. The "
