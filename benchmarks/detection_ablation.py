@@ -82,6 +82,13 @@ VARIANTS: dict[str, tuple[str, list[str], list[str], str]] = {
         "the masked forward normalised with the student's running BatchNorm statistics "
         "(eval mode) instead of the masked batch's own",
     ),
+    "unmasked": (
+        "sada_mic",
+        [f"{MIC}.masker.ratio=0.0"],
+        [],
+        "nothing withheld (ratio 0): the same term as self-training on the strongly augmented "
+        "target, which separates the masking from training on the teacher's pseudo-boxes",
+    ),
     "classifier_only": (
         "sada_mic",
         [f"+{MIC}.part_weights.rpn_objectness=0.0"],
@@ -107,6 +114,33 @@ def ensure_warmup(seed: int, steps: int, work: Path, threads: int) -> str:
     return str(path)
 
 
+def teacher_quality(exp: Any, probe: int) -> dict:
+    """``detection_teacher_norm.pseudo_box_quality`` of the experiment's teacher on the first
+    ``probe`` scenes of the labelled target training split, in batches of 2."""
+    import torch
+    from detection_teacher_norm import pseudo_box_quality
+    from hydra.utils import instantiate
+    from torch.utils.data import DataLoader, Subset
+
+    labelled = instantiate(exp.cfg.dataset.target, labelled=True)
+    batches = DataLoader(Subset(labelled, range(probe)), 2, collate_fn=exp.task.collate)
+    with torch.no_grad():
+        return pseudo_box_quality(exp.task, exp.loop.teacher, batches, exp.loop.device)
+
+
+def probe_source(seed: int, warmup_steps: int, work: str, threads: int, probe: int) -> dict:
+    """The pseudo-boxes of the teacher at the start of adaptation (the seed's source model),
+    on the same scenes as the runs' probe: the row every variant's end is read against."""
+    import torch
+    from detection import METHODS, _overrides, from_warmup
+
+    torch.set_num_threads(threads)
+    start = ensure_warmup(seed, warmup_steps, Path(work), threads)
+    overrides = [*_overrides(seed, "cpu", [], EXPERIMENT), *METHODS["sada_mic"]]
+    exp = from_warmup("sada_mic", overrides, start)
+    return {"variant": "source", "seed": seed, "pseudo_boxes": teacher_quality(exp, probe)}
+
+
 def run_variant(
     variant: str, seed: int, steps: int, warmup_steps: int, work: str, threads: int, probe: int
 ) -> dict:
@@ -114,9 +148,6 @@ def run_variant(
     import torch
     from common import run_timed
     from detection import METHODS, _overrides, from_warmup
-    from detection_teacher_norm import pseudo_box_quality
-    from hydra.utils import instantiate
-    from torch.utils.data import DataLoader, Subset
 
     from mic.core.loop import Hook
     from mic.training.hooks import iteration_floats
@@ -149,10 +180,7 @@ def run_variant(
     t0 = time.perf_counter()
     final, seconds = run_timed(exp)
     wall = time.perf_counter() - t0
-    labelled = instantiate(exp.cfg.dataset.target, labelled=True)
-    batches = DataLoader(Subset(labelled, range(probe)), 2, collate_fn=exp.task.collate)
-    with torch.no_grad():
-        quality = pseudo_box_quality(exp.task, loop.teacher, batches, loop.device)
+    quality = teacher_quality(exp, probe)
     return {
         "variant": variant,
         "method": method,
@@ -280,14 +308,14 @@ def write_table(cache: dict, path: Path) -> None:
             "Training statistics: means over the run's logged iterations (every 10th), MIC's "
             "loss also over its last 100 iterations. Pseudo-boxes: the teacher's at the end, "
             "on the first scenes of the labelled target training split (points; boxes per "
-            "image).",
+            "image); `source`: the teacher at the start (the source model), on the same scenes.",
             "",
             "| variant | seeds | MIC loss | MIC loss, last 100 | pseudo-boxes / image (train) "
             "| images with one | mean score | precision | precision, any class | recall "
             "| boxes / image (probe) |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for v in probed:
+        for v in ["source", *probed] if "source" in runs else probed:
             rs = [r for r in runs[v].values() if "pseudo_boxes" in r]
 
             def avg(values: list[float | None], scale: float = 1.0, digits: int = 3) -> str:
@@ -351,6 +379,13 @@ def main() -> None:
     t_start = time.perf_counter()
     args.work.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max(1, args.jobs), mp_context=get_context("spawn")) as pool:
+        sources = [
+            pool.submit(
+                probe_source, s, args.warmup, str(args.work), args.threads, args.probe_images
+            )
+            for s in args.seeds
+            if json.dumps(["source", s]) not in cache["runs"] and not args.table_only
+        ]
         futures = [
             pool.submit(
                 run_variant,
@@ -364,6 +399,9 @@ def main() -> None:
             )
             for v, s in todo
         ]
+        for f in sources:
+            r = f.result()
+            cache["runs"][json.dumps(["source", r["seed"]])] = r
         for f in futures:
             r = f.result()
             cache["runs"][json.dumps([r["variant"], r["seed"]])] = r

@@ -62,6 +62,9 @@ METHODS: dict[str, list[str]] = {
         "mic=block",
         "method.terms.cdan.detach_prediction=false",
     ],
+    # CDAN+E: each example's discriminator loss weighted by 1 + exp(-entropy) (Long et al.)
+    "cdan_e": ["method=cdan_e", "mic=none"],
+    "cdan_e_mic": ["method=cdan_e", "mic=block"],
 }
 #: alignment method -> the name of its adversarial term (None: no discriminator)
 ADVERSARIAL = {"dann": "dann", "cdan": "cdan", "mcc": None, "sdat": "cdan"}
@@ -101,6 +104,7 @@ PAIRS = [
     *((f"{m}_mic", m) for m in ("dann", "cdan", "mcc", "sdat")),
     *((v, v[: -len("_mic")]) for v in VARIANTS if v.endswith("_mic")),
     ("cdan_undetached_mic", "cdan_undetached"),
+    ("cdan_e_mic", "cdan_e"),
 ]
 #: each variant against its method's published choice, with and without MIC
 VARIANT_PAIRS = [
@@ -108,7 +112,12 @@ VARIANT_PAIRS = [
     for v in VARIANTS
     if not v.endswith("_mic") and v != PUBLISHED_VARIANT[v.split("_")[0]]
     for mic in ("", "_mic")
-] + [("cdan_undetached", "cdan"), ("cdan_undetached_mic", "cdan_mic")]
+] + [
+    ("cdan_undetached", "cdan"),
+    ("cdan_undetached_mic", "cdan_mic"),
+    ("cdan_e", "cdan"),
+    ("cdan_e_mic", "cdan_mic"),
+]
 CORE = ["source_only", "source_only_mic", "mean_teacher", "mean_teacher_mic", "oracle"]
 
 

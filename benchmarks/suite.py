@@ -28,7 +28,10 @@ are those of the task's own script, imported, with its method table:
 that the suite runs end to end, not MIC's effect. ``--full`` runs every task with 10 seeds:
 digits at mic-train's defaults, the street scenes at segmentation.py's CPU schedule,
 detection with a 1000-iteration warm-up and 500 iterations per arm, and the context scenes
-with a 2000-iteration source stage and 300 iterations per arm (``schedules``).
+with a 2000-iteration source stage and 300 iterations per arm (``schedules``). On digits and
+the context scenes a third arm, the base given MIC's wall time (``<base>_equal_time``: more
+iterations, in proportion to MIC's measured cost per iteration), tells MIC's effect from that
+of its extra compute.
 
 Every finished run is cached in the JSON file beside the table, keyed by (task, method, seed,
 settings), so a rerun only adds the runs it lacks, and ``--from-cache`` rewrites the table
@@ -157,7 +160,9 @@ def schedules(mode: str) -> dict[str, dict[str, Any]]:
     """Task -> the settings of ``mode`` (``quick`` or ``full``): ``seeds``, ``overrides``
     (mic-train overrides on top of the script's own) and, for the tasks that start from a
     source-only model, its ``warmup`` iterations, the ``iterations`` of each arm and (context)
-    the ``warmup_overrides`` of the source stage."""
+    the ``warmup_overrides`` of the source stage; ``equal_time``, where a task has it, the
+    overrides of the base given MIC's wall time (an ``iterations=`` there replaces the
+    ``iterations`` of a warm-started task)."""
     from segmentation import CPU_BUDGET
 
     if mode not in ("quick", "full"):

@@ -89,6 +89,8 @@ def test_ablation_table_pairs_each_variant_with_sada_by_seed(tmp_path):
                     "boxes_per_image": 1.5,
                 }
             runs[json.dumps([variant, seed])] = row
+    start = {"precision": 0.7, "precision_any_class": 0.95, "recall": 0.4, "boxes_per_image": 2.0}
+    runs[json.dumps(["source", 0])] = {"variant": "source", "seed": 0, "pseudo_boxes": start}
     out = tmp_path / "ablation.md"
     detection_ablation.write_table({"runs": runs, "commands": ["a command"]}, out)
     md = out.read_text()
@@ -97,5 +99,8 @@ def test_ablation_table_pairs_each_variant_with_sada_by_seed(tmp_path):
     assert "| sada_mic − sada | 2 | -6.5 ± 2.1 |" in md and "| 0 / 2 | -5.0, -8.0 |" in md
     assert "| prob − sada_mic | 2 | 8.0 ± 1.4 |" in md
     assert "| prob | 2 | 0.500 | 0.500 | 2.00 | 100.0 | - | 80.0 ± 0.0 | 90.0 ± 0.0 |" in md
+    # the teacher at the start, on the same scenes, with no training statistics
+    assert "| source | 1 | - | - | - | - | - | 70.0 ± 0.0 | 95.0 ± 0.0 | 40.0 ± 0.0 | 2.00 |" in md
+    assert md.index("| source | 1 |") < md.index("| prob | 2 | 0.500")
     assert "- `a command`" in md
     assert json.loads(out.with_suffix(".json").read_text())["runs"] == runs
