@@ -138,6 +138,7 @@ def probe_source(seed: int, warmup_steps: int, work: str, threads: int, probe: i
     start = ensure_warmup(seed, warmup_steps, Path(work), threads)
     overrides = [*_overrides(seed, "cpu", [], EXPERIMENT), *METHODS["sada_mic"]]
     exp = from_warmup("sada_mic", overrides, start)
+    exp.loop.teacher.update(exp.student, 0)  # the copy of the student the loop starts with
     return {"variant": "source", "seed": seed, "pseudo_boxes": teacher_quality(exp, probe)}
 
 
