@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -426,10 +428,9 @@ def main() -> None:
             )
     if todo:
         cache["commands"].append(
-            f"OMP_NUM_THREADS=1 python benchmarks/detection_ablation.py --variants "
-            f"{' '.join(args.variants)} --seeds {' '.join(map(str, args.seeds))} --jobs "
-            f"{args.jobs}: {len(todo)} runs, {(time.perf_counter() - t_start) / 60:.1f} min "
-            f"wall ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"
+            f"OMP_NUM_THREADS=1 python benchmarks/detection_ablation.py {shlex.join(sys.argv[1:])}"
+            f": {len(todo)} runs, {(time.perf_counter() - t_start) / 60:.1f} min wall "
+            f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"
         )
     write_table(cache, args.out)
     print(args.out.read_text())
