@@ -105,12 +105,17 @@ def _overrides(
     return [*run_overrides(experiment, seed, device), *extra]
 
 
+#: override keys a source-only warm-up has no use for: the adaptation method's terms and MIC
+#: (the warm-up sets ``method=source_only mic=none``), its teacher and pseudo-label threshold
+ADAPTATION_ONLY = ("method=", "method.terms.", "mic=", "mic.", "teacher.", "task.score_threshold=")
+
+
 def source_stage_overrides(overrides: list[str]) -> list[str]:
     """The part of a run's mic-train ``overrides`` that its source-only warm-up takes: all but
-    those of the method and its terms (``method...``, ``mic...``, with any ``+`` / ``~`` /
-    ``++`` prefix), which the warm-up replaces with ``method=source_only mic=none``; so runs
-    that differ only in a method's setting share one warm-up model (and file)."""
-    return [o for o in overrides if not o.lstrip("+~").startswith(("method", "mic"))]
+    those of ``ADAPTATION_ONLY`` (with any ``+`` / ``~`` / ``++`` prefix), so runs that differ
+    only in the adaptation's settings share one warm-up model (and file), and a setting of a
+    term the source-only method lacks does not stop the warm-up."""
+    return [o for o in overrides if not o.lstrip("+~").startswith(ADAPTATION_ONLY)]
 
 
 def warmup(

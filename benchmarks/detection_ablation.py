@@ -55,7 +55,7 @@ VARIANTS: dict[str, tuple[str, list[str], list[str], str]] = {
         "sada_mic",
         [f"{MIC}.weighting=prob"],
         [],
-        "each pseudo-box weighted by its teacher score (the published weighting by confidence)",
+        "each pseudo-box weighted by its teacher score",
     ),
     "student": (
         "sada_mic",
@@ -206,6 +206,8 @@ def run_variant(
         "teacher": final.get("eval/teacher/map_50"),
         "seconds_per_iteration": seconds,
         "wall_seconds": wall,
+        "iterations": steps,
+        "warmup": warmup_steps,
         "train": train,
         "pseudo_boxes": quality,
     }
@@ -233,6 +235,16 @@ def base_rows(path: Path, seeds: list[int]) -> dict[str, dict]:
 # ---------------------------------------------------------------- tables
 
 
+def _class_ap(r: dict, i: int) -> float | None:
+    """The student's AP@0.5 of class ``i`` in run ``r`` (None when not scored)."""
+    values = r.get("student_per_class") or []
+    return values[i] if i < len(values) else None
+
+
+def _points(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
 def _mean_of(r: dict, key: str, last: int | None = None) -> float | None:
     logged = [t for t in r.get("train", []) if key in t]
     if last is not None and logged:
@@ -245,13 +257,17 @@ def write_table(cache: dict, path: Path) -> None:
     runs: dict[str, dict[int, dict]] = {}
     for r in cache["runs"].values():
         runs.setdefault(r["variant"], {})[r["seed"]] = r
+    trained = [r for r in cache["runs"].values() if "iterations" in r]
+    steps = sorted({r["iterations"] for r in trained}) or [500]
+    warm = sorted({r["warmup"] for r in trained}) or [2000]
     lines = [
         "# Why MIC trails SADA on the context shapes: ablation and pseudo-boxes",
         "",
         "Written by `benchmarks/detection_ablation.py` (its docstring gives the protocol). Each "
-        "variant is SADA + MIC with one change, 500 iterations from the seed's cached "
-        "source-only model (2000 iterations), paired by seed with SADA. Points of target test "
-        "mAP@0.5 of the student (AdaBN); 95 % interval of the mean paired difference "
+        "variant is SADA + MIC with one change (`combined`: three), "
+        f"{' / '.join(map(str, steps))} iterations from the seed's cached source-only model "
+        f"({' / '.join(map(str, warm))} iterations), paired by seed with SADA. Points of target "
+        "test mAP@0.5 of the student (AdaBN); 95 % interval of the mean paired difference "
         "(Student's t); 'ahead' counts the seeds where the variant beats SADA.",
         "",
         *([cache["note"], ""] if cache.get("note") else []),
@@ -310,7 +326,7 @@ def write_table(cache: dict, path: Path) -> None:
     for v in mics:
         cells = []
         for i, _ in enumerate(CLASSES):
-            d = paired(runs, v, "sada", lambda r, i=i: r["student_per_class"][i])
+            d = paired(runs, v, "sada", lambda r, i=i: _class_ap(r, i))
             cells.append(f"{mean_std(d)} ({sum(x > 0 for x in d)}/{len(d)})" if d else "-")
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     probed = [v for v in VARIANTS if any("pseudo_boxes" in r for r in runs.get(v, {}).values())]
@@ -348,7 +364,7 @@ def write_table(cache: dict, path: Path) -> None:
                 f"{mean_std([x['recall'] for x in q])} | "
                 f"{avg([x['boxes_per_image'] for x in q], digits=2)} |"
             )
-    lines += ["", "## Commands", "", *[f"- `{c}`" for c in cache.get("commands", [])]]
+    lines += ["", "## Commands", "", *[f"- {c}" for c in cache.get("commands", [])]]
     path.write_text("\n".join(lines).rstrip("\n") + "\n")
     path.with_suffix(".json").write_text(json.dumps(cache, separators=(",", ":")) + "\n")
 
@@ -393,6 +409,19 @@ def main() -> None:
     t_start = time.perf_counter()
     args.work.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max(1, args.jobs), mp_context=get_context("spawn")) as pool:
+        # the missing source models first, one process each: runs and probes of a seed load it
+        needed = {s for _, s in todo} | {
+            s for s in args.seeds if json.dumps(["source", s]) not in cache["runs"]
+        }
+        missing = [
+            s
+            for s in sorted(needed)
+            if not args.table_only and not warmup_file(args.work, s, args.warmup).exists()
+        ]
+        for f in [
+            pool.submit(ensure_warmup, s, args.warmup, args.work, args.threads) for s in missing
+        ]:
+            f.result()
         sources = [
             pool.submit(
                 probe_source, s, args.warmup, str(args.work), args.threads, args.probe_images
@@ -420,16 +449,19 @@ def main() -> None:
             r = f.result()
             cache["runs"][json.dumps([r["variant"], r["seed"]])] = r
             write_table(cache, args.out)
-            q = r["pseudo_boxes"]
             print(
-                f"{r['variant']} seed {r['seed']}: student {100 * r['student']:.1f}, pseudo-box "
-                f"precision {100 * q['precision']:.1f} ({r['wall_seconds']:.0f} s)",
+                f"{r['variant']} seed {r['seed']}: student mAP@0.5 {_points(r['student'])}, "
+                f"pseudo-box precision {_points(r['pseudo_boxes']['precision'])} "
+                f"({r['wall_seconds']:.0f} s)",
                 flush=True,
             )
-    if todo:
-        cache["commands"].append(
+    if todo or sources:
+        command = (
             f"OMP_NUM_THREADS=1 python benchmarks/detection_ablation.py {shlex.join(sys.argv[1:])}"
-            f": {len(todo)} runs, {(time.perf_counter() - t_start) / 60:.1f} min wall "
+        )
+        cache["commands"].append(
+            f"`{command}`: {len(todo)} runs, {len(sources)} source probes, "
+            f"{(time.perf_counter() - t_start) / 60:.1f} min wall "
             f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"
         )
     write_table(cache, args.out)

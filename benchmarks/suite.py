@@ -733,12 +733,16 @@ def markdown(table: dict, state: dict) -> str:
                 lines += ["", f"Rerun the pair: `{t['pair']['command']}`"]
             if equal:
                 r = equal["time_ratio"]
+                ratio = (
+                    f"{statistics.mean(r):.2f}x, {min(r):.2f}x to {max(r):.2f}x over {len(r)} seeds"
+                    if r
+                    else "not measured: no seed ran both"
+                )
                 lines += [
                     "",
                     f"`{spec.equal_time}` is `{spec.base}` with `{' '.join(equal['overrides'])}`: "
                     "its schedule stretched so that it trains about as long as MIC does "
-                    f"(its training time over MIC's: {statistics.mean(r):.2f}x, "
-                    f"{min(r):.2f}x to {max(r):.2f}x over {len(r)} seeds).",
+                    f"(its training time over MIC's: {ratio}).",
                 ]
             if _identical(t["pair"]):
                 lines += [

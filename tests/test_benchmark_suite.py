@@ -382,3 +382,24 @@ def test_each_run_reaches_its_script_with_the_arguments_it_takes(task, method_of
     row = suite.run(task, method, 3, settings, "cpu", 1, "/tmp/start.pt")
     assert row["method"] == method and row["seed"] == 3
     assert len(calls) == 1 and calls[0]["seed"] == 3
+
+
+def test_equal_time_base_without_a_seed_in_common_with_mic_is_reported_not_measured():
+    settings = QUICK["classification"]
+    state = _state()
+    name = suite.TASKS["classification"].equal_time
+    row = {
+        "task": "classification",
+        "method": name,
+        "seed": 7,  # MIC ran seeds 0 to 2
+        "student": 0.9,
+        "teacher": 0.9,
+        "seconds_per_iteration": 0.05,
+        "device": "cpu",
+        "overrides": [*settings["overrides"], *settings["equal_time"]],
+    }
+    state["runs"][suite.run_key("classification", name, 7, settings)] = row
+    table = suite.summarise(state, QUICK, "quick")
+    assert table["tasks"]["classification"]["pair"]["equal_time"]["time_ratio"] == []
+    md = suite.markdown(table, state)
+    assert "its training time over MIC's: not measured: no seed ran both" in md
