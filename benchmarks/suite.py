@@ -1,7 +1,7 @@
 """One suite over the bundled benchmarks: MIC against its base, paired by seed.
 
     python -m benchmarks                            # --quick: a few minutes on 2 CPU cores
-    python -m benchmarks --full --jobs 2            # about 2 hours on 2 CPU cores (README.md)
+    python -m benchmarks --full --jobs 2            # about 2 h 15 min on 2 CPU cores (README.md)
     python -m benchmarks --full --device cuda --jobs 8
     python -m benchmarks --tasks classification --seeds 0 1 2 3
     python -m benchmarks --from-cache               # table and plot again, no training
@@ -246,7 +246,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="mode",
         action="store_const",
         const="full",
-        help="about 2 hours on 2 CPU cores",
+        help="about 2 h 15 min on 2 CPU cores",
     )
     p.set_defaults(mode="quick")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
