@@ -127,9 +127,12 @@ def ensure_warmup(seed: int, steps: int, work: Path, threads: int) -> str:
     return str(path)
 
 
-def teacher_quality(exp: Any, probe: int) -> dict:
+def teacher_quality(exp: Any, probe: int) -> dict | None:
     """``detection_teacher_norm.pseudo_box_quality`` of the experiment's teacher on the first
-    ``probe`` scenes of the labelled target training split, in batches of 2."""
+    ``probe`` scenes of the labelled target training split, in batches of 2; None for a
+    method without a teacher (SADA alone)."""
+    if exp.loop.teacher is None:
+        return None
     import torch
     from detection_teacher_norm import pseudo_box_quality
     from hydra.utils import instantiate
@@ -329,7 +332,7 @@ def write_table(cache: dict, path: Path) -> None:
             d = paired(runs, v, "sada", lambda r, i=i: _class_ap(r, i))
             cells.append(f"{mean_std(d)} ({sum(x > 0 for x in d)}/{len(d)})" if d else "-")
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
-    probed = [v for v in VARIANTS if any("pseudo_boxes" in r for r in runs.get(v, {}).values())]
+    probed = [v for v in VARIANTS if any(r.get("pseudo_boxes") for r in runs.get(v, {}).values())]
     if probed:
         lines += [
             "",
@@ -346,7 +349,7 @@ def write_table(cache: dict, path: Path) -> None:
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for v in ["source", *probed] if "source" in runs else probed:
-            rs = [r for r in runs[v].values() if "pseudo_boxes" in r]
+            rs = [r for r in runs[v].values() if r.get("pseudo_boxes")]
 
             def avg(values: list[float | None], scale: float = 1.0, digits: int = 3) -> str:
                 vals = [x for x in values if x is not None]
@@ -442,16 +445,23 @@ def main() -> None:
             )
             for v, s in todo
         ]
+        failed = []
         for f in sources:
             r = f.result()
             cache["runs"][json.dumps(["source", r["seed"]])] = r
-        for f in futures:
-            r = f.result()
+        for (variant, seed), f in zip(todo, futures, strict=True):
+            try:
+                r = f.result()
+            except Exception as e:  # the other runs' results are kept
+                failed.append(f"{variant} seed {seed}: {type(e).__name__}: {e}")
+                print(f"FAILED {failed[-1]}", flush=True)
+                continue
             cache["runs"][json.dumps([r["variant"], r["seed"]])] = r
             write_table(cache, args.out)
+            quality = r["pseudo_boxes"] or {}
             print(
                 f"{r['variant']} seed {r['seed']}: student mAP@0.5 {_points(r['student'])}, "
-                f"pseudo-box precision {_points(r['pseudo_boxes']['precision'])} "
+                f"pseudo-box precision {_points(quality.get('precision'))} "
                 f"({r['wall_seconds']:.0f} s)",
                 flush=True,
             )
@@ -466,6 +476,8 @@ def main() -> None:
         )
     write_table(cache, args.out)
     print(args.out.read_text())
+    if not args.table_only and failed:
+        sys.exit("runs that failed (not cached):\n" + "\n".join(failed))
 
 
 if __name__ == "__main__":

@@ -114,3 +114,19 @@ def test_ablation_table_pairs_each_variant_with_sada_by_seed(tmp_path):
     assert "| tau09 − sada |" not in md
     assert "- a command" in md
     assert json.loads(out.with_suffix(".json").read_text())["runs"] == runs
+
+
+def test_a_run_without_a_teacher_has_no_pseudo_box_probe(tmp_path):
+    """SADA alone builds no teacher: its run's probe is None (it once raised after training,
+    losing the runs queued behind it), and the table leaves it out of the pseudo-box rows."""
+    from types import SimpleNamespace
+
+    exp = SimpleNamespace(loop=SimpleNamespace(teacher=None))
+    assert detection_ablation.teacher_quality(exp, 4) is None
+    row = _row("sada", 0, 0.7, [0.7] * 5)
+    row["pseudo_boxes"] = None
+    out = tmp_path / "ablation.md"
+    detection_ablation.write_table({"runs": {json.dumps(["sada", 0]): row}}, out)
+    md = out.read_text()
+    assert "| sada | the base | 1 | 70.0 ± 0.0 |" in md
+    assert "## The masked branch" not in md
