@@ -118,6 +118,38 @@ def source_stage_overrides(overrides: list[str]) -> list[str]:
     return [o for o in overrides if not o.lstrip("+~").startswith(ADAPTATION_ONLY)]
 
 
+def warmup_path(
+    work: Path, experiment: str, backend: str, seed: int, steps: int, overrides: list[str]
+) -> Path:
+    """The file in ``work`` that keeps the seed's source-only warm-up model of ``steps``
+    iterations, named by the part of ``overrides`` the warm-up takes
+    (``source_stage_overrides``)."""
+    stage = source_stage_overrides(overrides)
+    tag = f"w{steps}_" + "_".join(stage).replace("/", "-").replace("=", "-")
+    prefix = "" if experiment == "det_shapes" else f"{experiment}_"
+    return work / f"warmup_{prefix}{backend}_seed{seed}_{tag}.pt"
+
+
+def adaptation_overrides(
+    method: str,
+    seed: int,
+    steps: int,
+    device: str,
+    extra: list[str],
+    backend: str = "torchvision",
+    experiment: str = "det_shapes",
+) -> list[str]:
+    """The mic-train overrides of ``steps`` iterations of ``method`` from a warm-up model
+    (adaptation from the first iteration, evaluation at the end only)."""
+    return [
+        *_overrides(seed, device, [*BACKENDS[backend], *extra], experiment),
+        *METHODS[method],
+        f"iterations={steps}",
+        "adaptation_start=0",
+        "eval.interval=0",
+    ]
+
+
 def warmup(
     seed: int,
     steps: int,
@@ -192,13 +224,7 @@ def run_one(
     import torch
 
     torch.set_num_threads(threads)
-    overrides = [
-        *_overrides(seed, device, [*BACKENDS[backend], *extra], experiment),
-        *METHODS[method],
-        f"iterations={steps}",
-        "adaptation_start=0",
-        "eval.interval=0",
-    ]
+    overrides = adaptation_overrides(method, seed, steps, device, extra, backend, experiment)
     exp = from_warmup(method, overrides, start)
     final, seconds = run_timed(exp)
     row = {
@@ -522,10 +548,8 @@ def main() -> None:
     state["rows"] = [r for r in state["rows"] if key(r, "method", "seed") not in set(todo)]
     threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
     stage = source_stage_overrides(args.overrides)
-    tag = f"w{args.warmup}_" + "_".join(stage).replace("/", "-").replace("=", "-")
-    prefix = "" if args.experiment == "det_shapes" else f"{args.experiment}_"
     starts = {
-        (b, s): str(work / f"warmup_{prefix}{b}_seed{s}_{tag}.pt")
+        (b, s): str(warmup_path(work, args.experiment, b, s, args.warmup, args.overrides))
         for s in args.seeds
         for b in args.backends
     }

@@ -112,8 +112,10 @@ VARIANTS: dict[str, tuple[str, list[str], list[str], str]] = {
 
 
 def warmup_file(work: Path, seed: int, steps: int) -> Path:
-    """``detection.py``'s name for the seed's source-only model of the context shapes."""
-    return work / f"warmup_{EXPERIMENT}_torchvision_seed{seed}_w{steps}_.pt"
+    """``detection.py``'s file for the seed's source-only model of the context shapes."""
+    from detection import warmup_path
+
+    return warmup_path(work, EXPERIMENT, "torchvision", seed, steps, [])
 
 
 def ensure_warmup(seed: int, steps: int, work: Path, threads: int) -> str:
@@ -164,7 +166,7 @@ def run_variant(
     """One (variant, seed) run with its probe; a row for the cache."""
     import torch
     from common import run_timed
-    from detection import METHODS, _overrides, from_warmup
+    from detection import METHODS, adaptation_overrides, from_warmup
 
     from mic.core.loop import Hook
     from mic.training.hooks import iteration_floats
@@ -172,13 +174,7 @@ def run_variant(
     torch.set_num_threads(threads)
     start = ensure_warmup(seed, warmup_steps, Path(work), threads)
     method, extra, flags, _ = VARIANTS[variant]
-    overrides = [
-        *_overrides(seed, "cpu", extra, EXPERIMENT),
-        *METHODS[method],
-        f"iterations={steps}",
-        "adaptation_start=0",
-        "eval.interval=0",
-    ]
+    overrides = adaptation_overrides(method, seed, steps, "cpu", extra, experiment=EXPERIMENT)
     exp = from_warmup(method, overrides, start)
     loop = exp.loop
     if "running_norm" in flags:

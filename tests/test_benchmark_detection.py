@@ -130,3 +130,17 @@ def test_a_run_without_a_teacher_has_no_pseudo_box_probe(tmp_path):
     md = out.read_text()
     assert "| sada | the base | 1 | 70.0 ± 0.0 |" in md
     assert "## The masked branch" not in md
+
+
+def test_runs_that_differ_in_the_adaptation_alone_share_one_warm_up_file(tmp_path):
+    mic_setting = detection.warmup_path(
+        tmp_path, "det_context", "torchvision", 3, 2000, ["method.terms.mic.weighting=student"]
+    )
+    plain = detection.warmup_path(tmp_path, "det_context", "torchvision", 3, 2000, [])
+    assert mic_setting == plain == tmp_path / "warmup_det_context_torchvision_seed3_w2000_.pt"
+    assert detection_ablation.warmup_file(tmp_path, 3, 2000) == plain
+    # a setting of the data does make another warm-up
+    other = detection.warmup_path(
+        tmp_path, "det_shapes", "torchvision", 3, 2000, ["dataset.beta=0.03"]
+    )
+    assert other.name == "warmup_torchvision_seed3_w2000_dataset.beta-0.03.pt"
