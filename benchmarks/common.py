@@ -43,6 +43,25 @@ def run_timed(exp: Any) -> tuple[dict, float]:
     return exp.evaluation.history[-1], spent[0] / exp.loop.iterations
 
 
+def record_training(loop: Any, every: int = 10) -> list[dict]:
+    """Put first among ``loop``'s hooks one that records the losses and the terms' statistics
+    (floats) at iteration 1 and every ``every``-th; returns the list it fills, one
+    ``{"step": ..., <name>: value}`` per record."""
+    from mic.core.loop import Hook
+    from mic.training.hooks import iteration_floats
+
+    records: list[dict] = []
+
+    class Recorder(Hook):
+        def after_step(self, loop: Any, losses: Any) -> None:
+            if loop.step == 1 or loop.step % every == 0:
+                values, stats = iteration_floats(loop, losses)
+                records.append({"step": loop.step, **values, **stats})
+
+    loop.hooks.insert(0, Recorder())
+    return records
+
+
 def train_steps(loop: Any, n: int) -> None:
     """``n`` iterations of ``loop`` without its hooks (no evaluation, logs or checkpoints)."""
     for _ in range(n):

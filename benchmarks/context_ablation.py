@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import interval95, mean_std, paired
+from common import interval95, mean_std, paired, record_training
 from segmentation import run_one
 
 RESULTS = Path(__file__).parent / "results"
@@ -154,7 +154,6 @@ class PseudoLabelProbe:
         from hydra.utils import instantiate
 
         from mic.core.loop import Hook
-        from mic.training.hooks import iteration_floats
 
         data = instantiate(exp.cfg.dataset.target, labelled=True, flip=False)
         pairs = [data[i] for i in range(self.count)]
@@ -172,18 +171,15 @@ class PseudoLabelProbe:
             masker = BlockMasker(int(exp.cfg.dataset.mic_block_size), 0.7)
         tau = float(exp.cfg.pseudo_label_threshold)
         steps = {1, loop.iterations // 2, loop.iterations}
-        train: list[dict] = []
         probes: dict[str, dict] = {}
 
-        class Recorder(Hook):
+        class Prober(Hook):
             def after_step(self, loop: Any, losses: Any) -> None:
-                if loop.step == 1 or loop.step % 10 == 0:
-                    values, stats = iteration_floats(loop, losses)
-                    train.append({"step": loop.step, **values, **stats})
                 if loop.step in steps:
                     probes[str(loop.step)] = measure(loop, task, images, labels, masker, tau)
 
-        loop.hooks.insert(0, Recorder())
+        loop.hooks.insert(0, Prober())
+        train = record_training(loop)  # first, as the probe's hook was before it
         return lambda: {"train": train, "probes": probes, "flags": self.flags}
 
 

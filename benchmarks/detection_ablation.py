@@ -165,11 +165,8 @@ def run_variant(
 ) -> dict:
     """One (variant, seed) run with its probe; a row for the cache."""
     import torch
-    from common import run_timed
+    from common import record_training, run_timed
     from detection import METHODS, adaptation_overrides, from_warmup
-
-    from mic.core.loop import Hook
-    from mic.training.hooks import iteration_floats
 
     torch.set_num_threads(threads)
     start = ensure_warmup(seed, warmup_steps, Path(work), threads)
@@ -181,15 +178,7 @@ def run_variant(
         from context_ablation import running_norm
 
         running_norm(dict(loop.method)["mic"], loop.student)
-    train: list[dict] = []
-
-    class Recorder(Hook):
-        def after_step(self, loop: Any, losses: Any) -> None:
-            if loop.step == 1 or loop.step % 10 == 0:
-                values, stats = iteration_floats(loop, losses)
-                train.append({"step": loop.step, **values, **stats})
-
-    loop.hooks.insert(0, Recorder())
+    train = record_training(loop)
     t0 = time.perf_counter()
     final, seconds = run_timed(exp)
     wall = time.perf_counter() - t0

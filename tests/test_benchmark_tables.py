@@ -67,3 +67,18 @@ def test_segmentation_table_names_its_experiment_and_keeps_the_streets_cache_key
     assert text.startswith("# Segmentation: the context street-scene benchmark")
     assert "on top of `experiment=streets_context`: `model=context_unet`" in text
     assert "| source only | 1 | 50.0 ± 0.0 | - | 50.0 ± 0.0 |" in text
+
+
+def test_record_training_logs_iteration_one_and_every_tenth():
+    from common import record_training
+
+    from mic.experiment import build_experiment, load_config
+
+    overrides = ["iterations=21", "adaptation_start=0", "eval.interval=0", "device=cpu"]
+    cfg = load_config([*overrides, "log.progress=false", "log.tensorboard=false"])
+    exp = build_experiment(cfg)
+    records = record_training(exp.loop)
+    exp.loop.run()
+    assert [r["step"] for r in records] == [1, 10, 20]
+    assert all(isinstance(v, float) for r in records for k, v in r.items() if k != "step")
+    assert {"source", "self_training", "mic"} <= set(records[-1])  # every term's loss
