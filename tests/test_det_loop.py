@@ -43,7 +43,8 @@ def test_every_method_with_and_without_mic_runs(method, mic, backend):
     if mic == "block":
         term = exp.method.terms["mic"]
         assert term.part_weights == {"rpn_box": 0.0, "roi_box": 0.0}
-        assert term.weighting.mode == "none"
+        assert term.student_weighted  # the default: each sample by the student's confidence
+        assert term.weighting.mode == "none"  # no per-pseudo-box weight on top
         assert term.masker.ratio == 0.5 and term.masker.block_size == 8
         assert torch.allclose(term.masker.fill.flatten(), torch.tensor([0.485, 0.456, 0.406]))
         assert term.masker.augmentation.normalization.enabled is False  # [0, 1] images

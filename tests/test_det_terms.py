@@ -3,6 +3,7 @@ the student's own confidence per sample) and the statistics it logs."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -14,7 +15,7 @@ from mic.core import ConfigError, PseudoLabels, RandomStream
 from mic.experiment import load_config, run_experiment
 from mic.tasks.detection import DetectionMIC, pseudo_box_statistics
 from mic.tasks.detection.model import sampling_from
-from tests.det_helpers import TINY_DET, tiny_batch, tiny_detector
+from tests.det_helpers import tiny_batch, tiny_det, tiny_detector
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -38,8 +39,9 @@ def test_roi_classifier_weights_each_proposal_by_its_own_detached_confidence():
     assert torch.allclose(grad, want)  # the confidence is a constant, not trained
 
 
-def test_student_confidence_lowers_the_classification_losses_alone():
-    model = tiny_detector()
+@pytest.mark.parametrize("backend", ["torchvision", "detectron2"])
+def test_student_confidence_lowers_the_classification_losses_alone(backend):
+    model = tiny_detector(backend=backend)
     model.train()
     images, targets = tiny_batch()
     losses = []
@@ -55,7 +57,43 @@ def test_student_confidence_lowers_the_classification_losses_alone():
         assert 0 < weighted[part] < plain[part]
     for part in ("rpn_box", "roi_box"):
         assert torch.equal(weighted[part], plain[part])
-    assert not model.rpn.confidence_weighted and not model.roi_heads.confidence_weighted
+    heads = (
+        (model.rcnn.proposal_generator, model.rcnn.roi_heads)
+        if backend == "detectron2"
+        else (
+            model.rpn,
+            model.roi_heads,
+        )
+    )
+    assert not any(h.confidence_weighted for h in heads)  # switched off on leaving
+
+
+@pytest.mark.parametrize("backend", ["torchvision", "detectron2"])
+def test_detectron2s_confidence_weights_match_the_torchvision_backends_rule(backend):
+    """The RPN objectness loss with the confidence weights equals the plain one re-weighted
+    by hand: each sampled anchor's loss times its own objectness probability."""
+    model = tiny_detector(backend=backend)
+    model.train()
+    images, targets = tiny_batch()
+    rpn = model.rcnn.proposal_generator if backend == "detectron2" else model.rpn
+    seen: dict[str, torch.Tensor] = {}
+    original = F.binary_cross_entropy_with_logits
+
+    def spy(logits, labels, **kwargs):
+        seen["logits"], seen["labels"] = logits.detach(), labels
+        return original(logits, labels, **kwargs)
+
+    losses = []
+    for weighted in (False, True):
+        with sampling_from(RandomStream(4), "cpu"), pytest.MonkeyPatch.context() as mp:
+            mp.setattr(F, "binary_cross_entropy_with_logits", spy)
+            with model.student_confidence_weights() if weighted else contextlib.nullcontext():
+                losses.append(model(images, targets)["rpn_objectness"])
+    plain, weighted_loss = losses
+    bce = original(seen["logits"], seen["labels"], reduction="none")
+    ratio = (bce * seen["logits"].sigmoid()).sum() / bce.sum()
+    assert rpn.confidence_weighted is False
+    assert torch.allclose(weighted_loss, plain * ratio, rtol=1e-4)
 
 
 def test_pseudo_box_statistics():
@@ -76,16 +114,22 @@ def test_unknown_weighting_is_refused():
         DetectionMIC(mic.BlockMasker(8), weighting="teacher_score")
 
 
-@pytest.mark.parametrize("weighting", ["prob", "student"])
-def test_the_masked_branch_logs_its_pseudo_boxes_and_loss(tmp_path, weighting):
+@pytest.mark.parametrize(
+    ("weighting", "backend"),
+    [("prob", "torchvision"), ("student", "torchvision"), (None, "detectron2")],
+)
+def test_the_masked_branch_logs_its_pseudo_boxes_and_loss(tmp_path, weighting, backend):
     overrides = [
-        *TINY_DET,
+        *tiny_det(backend),
         "method=mean_teacher",
         "task.score_threshold=0.0",  # an untrained teacher's boxes count, so the branch runs
         "log.interval=1",
-        f"method.terms.mic.weighting={weighting}",
     ]
-    run_experiment(load_config(overrides), tmp_path)
+    if weighting is not None:
+        overrides.append(f"method.terms.mic.weighting={weighting}")
+    config = load_config(overrides)
+    assert config.method.terms.mic.weighting == (weighting or "student")  # the default
+    run_experiment(config, tmp_path)
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in lines if "loss/mic" in r]
     assert [r["step"] for r in steps] == [1, 2]

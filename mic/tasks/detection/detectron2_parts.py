@@ -84,7 +84,11 @@ class WeightedRPN(RPN):
     forward. Losses: ``loss_rpn_cls`` (binary cross-entropy over the sampled anchors) and
     ``loss_rpn_loc`` (box regression over the positive anchors), each sample weighted, both
     divided by ``batch_size_per_image`` x images and scaled by the config's loss weights, as
-    detectron2 computes them."""
+    detectron2 computes them. With ``confidence_weighted`` (see
+    ``Detectron2RCNN.student_confidence_weights``) each sampled anchor's weight is also
+    multiplied by its own objectness probability, detached."""
+
+    confidence_weighted: bool = False
 
     def forward(  # type: ignore[override]
         self,
@@ -144,9 +148,13 @@ class WeightedRPN(RPN):
     ) -> dict[str, Tensor]:
         label, weight = torch.stack(labels), torch.stack(weights)  # N x R
         positive, valid = label == 1, label >= 0
+        logits = cat(objectness, dim=1)[valid]
         bce = F.binary_cross_entropy_with_logits(
-            cat(objectness, dim=1)[valid], label[valid].to(torch.float32), reduction="none"
+            logits, label[valid].to(torch.float32), reduction="none"
         )
+        sample_weight = weight[valid]
+        if self.confidence_weighted:
+            sample_weight = sample_weight * logits.detach().float().sigmoid()
         every = Boxes.cat(anchors).tensor.expand(len(labels), -1, -1)
         box = regression_loss(
             self.box_reg_loss_type,
@@ -158,7 +166,7 @@ class WeightedRPN(RPN):
         )
         normalizer = self.batch_size_per_image * len(labels)
         losses = {
-            "loss_rpn_cls": (bce * weight[valid]).sum() / normalizer,
+            "loss_rpn_cls": (bce * sample_weight).sum() / normalizer,
             "loss_rpn_loc": (box * weight[positive]).sum() / normalizer,
         }
         return {k: v * self.loss_weight.get(k, 1.0) for k, v in losses.items()}
@@ -171,9 +179,13 @@ class WeightedROIHeads(StandardROIHeads):
     ``loss_box_reg`` (box regression over the foreground ones), each sample weighted, both
     divided by the number of sampled proposals and scaled by the predictor's loss weights, as
     detectron2 computes them. Background is class ``num_classes`` (detectron2's convention);
-    foreground classes are 0-based."""
+    foreground classes are 0-based. With ``confidence_weighted`` (see
+    ``Detectron2RCNN.student_confidence_weights``) each sampled proposal's classification
+    weight is also multiplied by the head's own highest class probability on it (background
+    included), detached."""
 
     captured: Capture | None = None
+    confidence_weighted: bool = False
 
     def forward(  # type: ignore[override]
         self,
@@ -243,6 +255,9 @@ class WeightedROIHeads(StandardROIHeads):
                 weights.append(torch.ones(len(p), device=scores.device))
         weight = cat(weights, dim=0)
         ce = F.cross_entropy(scores, gt_classes, reduction="none")
+        classifier_weight = weight
+        if self.confidence_weighted:
+            classifier_weight = weight * scores.detach().float().softmax(1).amax(1)
         references = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
         gt_boxes = cat(
             [(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals]
@@ -263,7 +278,7 @@ class WeightedROIHeads(StandardROIHeads):
         )
         count = max(gt_classes.numel(), 1)
         losses = {
-            "loss_cls": (ce * weight).sum() / count,
+            "loss_cls": (ce * classifier_weight).sum() / count,
             "loss_box_reg": (box * weight[fg]).sum() / count,
         }
         return {k: v * predictor.loss_weight.get(k, 1.0) for k, v in losses.items()}

@@ -23,7 +23,7 @@ import importlib.util
 import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from mic.core.errors import ConfigError
 from mic.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
-from mic.tasks.detection.model import Capture
+from mic.tasks.detection.model import Capture, confidence_weighted
 
 log = logging.getLogger(__name__)
 
@@ -384,6 +384,14 @@ class Detectron2RCNN(nn.Module):
             yield captured
         finally:
             self._capture = self.rcnn.roi_heads.captured = None
+
+    def student_confidence_weights(self) -> AbstractContextManager[None]:
+        """Within the block, the training losses weight each sample by the model's own
+        confidence on it (``FasterRCNN.student_confidence_weights``, the published masked
+        branch's ``PSEUDO_LABEL_WEIGHT='prob'``): a sampled anchor by its objectness
+        probability (``rpn_objectness``), a sampled proposal by its highest class probability
+        (``roi_classifier``), both detached; the box-regression losses are unchanged."""
+        return confidence_weighted(self.rcnn.proposal_generator, self.rcnn.roi_heads)
 
     def pool_regions(
         self,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +108,20 @@ def sample_weights(target: dict[str, Tensor], matched: Tensor | None, foreground
 def weighted_mean(loss: Tensor, weights: Tensor | None, count: int | None = None) -> Tensor:
     loss = loss if weights is None else loss * weights
     return loss.sum() / max(1, loss.numel() if count is None else count)
+
+
+@contextmanager
+def confidence_weighted(*heads: nn.Module) -> Iterator[None]:
+    """Within the block, each of ``heads`` (an RPN or ROI heads of either backend) weights its
+    classification loss's samples by its own detached confidence (``confidence_weighted``);
+    switched off again on leaving, also on an error."""
+    for head in heads:
+        head.confidence_weighted = True
+    try:
+        yield
+    finally:
+        for head in heads:
+            head.confidence_weighted = False
 
 
 # ------------------------------------------------------------------------------------- heads
@@ -544,8 +558,7 @@ class FasterRCNN(nn.Module):
         finally:
             self._capture = self.roi_heads.captured = None
 
-    @contextmanager
-    def student_confidence_weights(self) -> Iterator[None]:
+    def student_confidence_weights(self) -> AbstractContextManager[None]:
         """Within the block, training losses weight each sample by the model's own confidence
         on it, on top of its box's weight: a sampled anchor by its objectness probability
         (``rpn_objectness``), a sampled proposal by its highest class probability
@@ -554,14 +567,7 @@ class FasterRCNN(nn.Module):
         confidence weighs the pseudo-labelled samples; the published RPN weight is not
         detached (its gradient then also pushes on the objectness through the weight), ours
         is. The box-regression losses are unchanged."""
-        heads = (self.rpn, self.roi_heads)
-        for head in heads:
-            head.confidence_weighted = True
-        try:
-            yield
-        finally:
-            for head in heads:
-                head.confidence_weighted = False
+        return confidence_weighted(self.rpn, self.roi_heads)
 
     def forward(
         self, images: Tensor | Sequence[Tensor], targets: Sequence[dict[str, Tensor]] | None = None

@@ -53,7 +53,7 @@ class DetectionMIC(MaskedImageConsistency):
             the RPN weight is not detached; here it is). Ahead of ``"none"`` in 8 of 10 paired
             seeds on the bundled detection benchmarks
             (benchmarks/results/detection_student_weighting.md);
-        ``"none"``: every pseudo-box weighs 1 (the published config's default);
+        ``"none"``: every pseudo-box weighs 1 (lambda alone);
         ``"prob"``: each pseudo-box weighs its teacher score (the anchors and proposals
             matched to it that weight, background samples its image's mean);
         ``"quality"``: every pseudo-box weighs the share of pseudo-boxes with score >= tau.
