@@ -10,9 +10,10 @@ Every run is ``detection.py``'s run of ``experiment=det_context`` (``--iteration
 results/detection_context.md) from the seed's source-only model (``--warmup`` 2000
 iterations of ``method=source_only``, kept in ``--work`` under ``detection.py``'s name for
 it, ``warmup_det_context_torchvision_seed<N>_w<warmup>_.pt``, and trained here when missing),
-so SADA and SADA + MIC rows of results/detection_context.json for the same seeds, made in
-the same environment from the same files, are the same runs: ``--base-from`` takes them
-instead of training them again (a run is deterministic given its seed and environment).
+so SADA rows of a ``detection.py`` cache for the same seeds (and its SADA + MIC rows run with
+``method.terms.mic.weighting=none``, the setting the changes here are made to), made in the
+same environment from the same files, are the same runs: ``--base-from`` takes them instead of
+training them again (a run is deterministic given its seed and environment).
 
 While it trains, a probe records the losses and the masked branch's statistics every 10
 iterations (``mic``: its loss; ``mic/boxes``: pseudo-boxes per target image; ``mic/images``:
@@ -47,10 +48,18 @@ RESULTS = Path(__file__).parent / "results"
 EXPERIMENT = "det_context"
 CLASSES = ["car", "kiosk", "rider", "ball", "bike"]
 MIC = "method.terms.mic"
+#: the masked losses unweighted: the setting every change below is made to (the default of
+#: detection MIC when this ablation ran; the default is now ``student``, the variant below)
+UNWEIGHTED = f"{MIC}.weighting=none"
 #: variant -> (method of detection.METHODS, extra overrides, flags, what it tests)
 VARIANTS: dict[str, tuple[str, list[str], list[str], str]] = {
     "sada": ("sada", [], [], "the base"),
-    "sada_mic": ("sada_mic", [], [], "MIC at the experiment's settings"),
+    "sada_mic": (
+        "sada_mic",
+        [UNWEIGHTED],
+        [],
+        "MIC at the experiment's settings, unweighted (weighting=none)",
+    ),
     "prob": (
         "sada_mic",
         [f"{MIC}.weighting=prob"],
@@ -61,39 +70,50 @@ VARIANTS: dict[str, tuple[str, list[str], list[str], str]] = {
         "sada_mic",
         [f"{MIC}.weighting=student"],
         [],
-        "each sample weighted by the student's own confidence (the published masked branch)",
+        "each sample weighted by the student's own confidence (the published masked branch; "
+        "now mic's default)",
     ),
     "tau09": (
         "sada_mic",
-        ["task.score_threshold=0.9"],
+        [UNWEIGHTED, "task.score_threshold=0.9"],
         [],
         "pseudo-boxes at teacher score >= 0.9 (published 0.8)",
     ),
-    "block16": ("sada_mic", [f"{MIC}.masker.block_size=16"], [], "16 px blocks (1/8 of the side)"),
-    "ratio03": ("sada_mic", [f"{MIC}.masker.ratio=0.3"], [], "mask ratio 0.3 (published 0.5)"),
+    "block16": (
+        "sada_mic",
+        [UNWEIGHTED, f"{MIC}.masker.block_size=16"],
+        [],
+        "16 px blocks (1/8 of the side)",
+    ),
+    "ratio03": (
+        "sada_mic",
+        [UNWEIGHTED, f"{MIC}.masker.ratio=0.3"],
+        [],
+        "mask ratio 0.3 (published 0.5)",
+    ),
     "no_aug": (
         "sada_mic",
-        [f"{MIC}.masker.augmentation=null"],
+        [UNWEIGHTED, f"{MIC}.masker.augmentation=null"],
         [],
         "no colour jitter / blur on the masked images",
     ),
     "running_norm": (
         "sada_mic",
-        [],
+        [UNWEIGHTED],
         ["running_norm"],
         "the masked forward normalised with the student's running BatchNorm statistics "
         "(eval mode) instead of the masked batch's own",
     ),
     "unmasked": (
         "sada_mic",
-        [f"{MIC}.masker.ratio=0.0"],
+        [UNWEIGHTED, f"{MIC}.masker.ratio=0.0"],
         [],
         "nothing withheld (ratio 0): the same term as self-training on the strongly augmented "
         "target, which separates the masking from training on the teacher's pseudo-boxes",
     ),
     "classifier_only": (
         "sada_mic",
-        [f"+{MIC}.part_weights.rpn_objectness=0.0"],
+        [UNWEIGHTED, f"+{MIC}.part_weights.rpn_objectness=0.0"],
         [],
         "the masked loss on the ROI classifier alone (no RPN objectness)",
     ),
@@ -202,12 +222,14 @@ def run_variant(
 
 
 def base_rows(path: Path, seeds: list[int]) -> dict[str, dict]:
-    """SADA and SADA + MIC rows of ``detection.py``'s cache ``path`` for ``seeds``, as this
-    file's rows (without the probe, which that run did not have)."""
+    """SADA rows and unweighted SADA + MIC rows (run with ``UNWEIGHTED``) of ``detection.py``'s
+    cache ``path`` for ``seeds``, as this file's rows (without the probe, which that run did
+    not have)."""
     rows = json.loads(path.read_text())["rows"]
     out = {}
     for r in rows:
-        if r["method"] in ("sada", "sada_mic") and r["seed"] in seeds:
+        same = r["method"] == "sada" or (r["method"] == "sada_mic" and UNWEIGHTED in r["overrides"])
+        if same and r["seed"] in seeds:
             row = {k: r[k] for k in ("method", "seed", "overrides", "student", "teacher")}
             row.update(
                 variant=r["method"],
