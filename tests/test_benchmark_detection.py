@@ -144,3 +144,24 @@ def test_runs_that_differ_in_the_adaptation_alone_share_one_warm_up_file(tmp_pat
         tmp_path, "det_shapes", "torchvision", 3, 2000, ["dataset.beta=0.03"]
     )
     assert other.name == "warmup_torchvision_seed3_w2000_dataset.beta-0.03.pt"
+
+
+def test_only_unweighted_mic_rows_of_detection_py_stand_in_for_the_ablations_base(tmp_path):
+    """The ablation's changes are made to the unweighted masked losses; a SADA + MIC row of
+    detection.py at the current default (the student weighting) is another run."""
+    detection_rows = []
+    for seed in (2, 3):
+        for method, overrides in (
+            ("sada", ["method=sada", "mic=none"]),
+            ("sada_mic", ["method=sada", "mic=block", detection_ablation.UNWEIGHTED]),
+            ("sada_mic", ["method=sada", "mic=block"]),  # the default weighting, after it
+        ):
+            row = {**_row("sada", seed, 0.7, [0.7] * 5), "method": method, "overrides": overrides}
+            detection_rows.append(row)
+    cache = tmp_path / "detection_context.json"
+    cache.write_text(json.dumps({"rows": detection_rows}))
+    taken = detection_ablation.base_rows(cache, [2])
+    assert sorted(taken) == [json.dumps(["sada", 2]), json.dumps(["sada_mic", 2])]
+    assert detection_ablation.UNWEIGHTED in taken[json.dumps(["sada_mic", 2])]["overrides"]
+    # and the ablation's own sada_mic variant is the unweighted one
+    assert detection_ablation.UNWEIGHTED in detection_ablation.VARIANTS["sada_mic"][1]
