@@ -117,6 +117,13 @@ VARIANTS: dict[str, tuple[str, list[str], list[str], str]] = {
         [],
         "the masked loss on the ROI classifier alone (no RPN objectness)",
     ),
+    "student_ignore05": (
+        "sada_mic",
+        [f"{MIC}.weighting=student", "task.ignore_threshold=0.5"],
+        [],
+        "the student weighting, and the samples near the teacher's boxes scored in [0.5, 0.8) "
+        "ignored instead of taught as background (task.ignore_threshold=0.5)",
+    ),
     "combined": (
         "sada_mic",
         [

@@ -333,6 +333,12 @@ CASES = [
         "pseudo-label weighting must be one of",
     ),
     (
+        "config-ignore-threshold",
+        "a detection ignore threshold at or above the pseudo-label threshold",
+        lambda t, r: [*TINY_DET, "task.ignore_threshold=0.9"],
+        "task.ignore_threshold must be null or lie in [0, task.score_threshold = 0.8)",
+    ),
+    (
         "config-validator",
         "an unknown label-free validator",
         lambda t, r: ["eval.validators=[entropy,accuracy]"],

@@ -64,8 +64,11 @@ def test_each_ablation_variant_composes_and_builds_its_mic_term(variant):
             assert term.masker.augmentation is None
         else:
             assert term.part_weights[field] == pytest.approx(float(value))
-    if "task.score_threshold=0.9" in extra:
-        assert instantiate(cfg.task).score_threshold == 0.9
+    task = instantiate(cfg.task)
+    for o in extra:  # and each change of the task reached it
+        if o.startswith("task."):
+            key, value = o.split("=")
+            assert getattr(task, key.split(".")[-1]) == pytest.approx(float(value))
 
 
 def _row(variant: str, seed: int, student: float, per_class: list[float]) -> dict:

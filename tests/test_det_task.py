@@ -259,3 +259,66 @@ def test_one_batch_gives_the_same_pseudo_boxes_whichever_backend_predicted():
     # scores >= 0.8, boxes back in the input's pixels, classes 0-based
     assert torch.allclose(d2.labels[0]["boxes"], boxes[0][:2])
     assert d2.labels[0]["labels"].tolist() == [2, 0]
+
+
+def test_boxes_between_the_two_thresholds_become_ignore_boxes():
+    task = mic.tasks.detection.DetectionTask(NUM_CLASSES, ignore_threshold=0.5)
+    pseudo = task.pseudo_label([_prediction([0.95, 0.79, 0.5, 0.49], [2, 1, 0, 0])])
+    label = pseudo.labels[0]
+    assert label["labels"].tolist() == [2]
+    assert torch.equal(label["ignore_boxes"], _prediction([0.95, 0.79, 0.5])["boxes"][1:])
+    assert "ignore_boxes" not in det_task().pseudo_label([_prediction([0.9])]).labels[0]
+    for bad in (0.8, 0.9, -0.1):
+        with pytest.raises(mic.ConfigError, match="ignore_threshold"):
+            mic.tasks.detection.DetectionTask(NUM_CLASSES, ignore_threshold=bad)
+
+
+def _classification_losses(backend, targets):
+    from mic.core import RandomStream
+    from mic.tasks.detection.model import sampling_from
+
+    model = tiny_detector(backend=backend)
+    model.train()
+    images, _ = tiny_batch()
+    with sampling_from(RandomStream(4), "cpu"):  # the same samples each time
+        return model(images, targets)
+
+
+@backends
+def test_samples_near_an_ignore_box_are_not_taught_as_background(backend):
+    _, targets = tiny_batch()
+    plain = _classification_losses(backend, targets)
+    # an empty list of ignore boxes changes nothing, bit for bit
+    empty = [{**t, "ignore_boxes": torch.zeros(0, 4)} for t in targets]
+    assert all(torch.equal(plain[k], v) for k, v in _classification_losses(backend, empty).items())
+    # boxes the teacher was unsure of, all over the image (so that some of an untrained
+    # detector's proposals lie on one): the anchors and proposals near them that would be
+    # background weigh 0
+    unsure = torch.tensor(
+        [
+            [x, y, x + size, y + size]
+            for size in (8, 16, 32)
+            for x in range(0, 64 - size + 1, 4)
+            for y in range(0, 64 - size + 1, 4)
+        ],
+        dtype=torch.float32,
+    )
+    ignoring = [{**t, "ignore_boxes": unsure} for t in targets]
+    ignored = _classification_losses(backend, ignoring)
+    for part in ("rpn_objectness", "roi_classifier"):
+        assert 0 < ignored[part] < plain[part], part
+    for part in ("rpn_box", "roi_box"):  # foreground samples only: unchanged
+        assert torch.equal(ignored[part], plain[part]), part
+
+
+@backends
+def test_the_masked_branch_hands_the_ignore_boxes_to_the_detector(backend):
+    model = _Recording(tiny_detector(backend=backend))
+    images, _ = tiny_batch()
+    task = mic.tasks.detection.DetectionTask(NUM_CLASSES, ignore_threshold=0.3)
+    pseudo = task.pseudo_label([_prediction([0.9, 0.5], [1, 1]), _prediction([0.4], [1])])
+    loss = _mic().loss(model, task, images, pseudo)
+    _, seen_targets = model.calls[-1]
+    assert len(seen_targets) == 1  # the second image has an ignore box but no pseudo-box
+    assert torch.equal(seen_targets[0]["ignore_boxes"], _prediction([0.9, 0.5])["boxes"][1:])
+    assert torch.isfinite(loss) and loss > 0

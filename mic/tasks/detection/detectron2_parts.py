@@ -36,13 +36,19 @@ from fvcore.nn import giou_loss, smooth_l1_loss
 from torch import Tensor
 
 from mic.core.errors import ConfigError
-from mic.tasks.detection.model import Capture, sample_weights, timm_features
+from mic.tasks.detection.model import Capture, ignore_near, sample_weights, timm_features
 
 
 def _box_weights(instances: Instances, matched: Tensor | None, foreground: Tensor) -> Tensor:
     """Per-sample weights from the per-box ``gt_weights`` of one image's targets."""
     target = {"weights": instances.gt_weights} if instances.has("gt_weights") else {}
     return sample_weights(target, matched, foreground)
+
+
+def detectron2_near(matcher: Any) -> Any:
+    """``ignore_near``'s ``near`` for a detectron2 ``Matcher``: not labelled background (0)
+    against the boxes (RPN: IoU >= 0.3; ROI heads: IoU >= 0.5)."""
+    return lambda boxes, candidates: matcher(pairwise_iou(Boxes(boxes), Boxes(candidates)))[1] != 0
 
 
 def regression_loss(
@@ -134,7 +140,10 @@ class WeightedRPN(RPN):
             boxes = gt_boxes[matched].tensor if has_gt else torch.zeros_like(every.tensor)
             labels.append(label)
             matched_boxes.append(boxes)
-            weights.append(_box_weights(instances, matched if has_gt else None, label == 1))
+            weight = _box_weights(instances, matched if has_gt else None, label == 1)
+            near = detectron2_near(self.anchor_matcher)
+            ignore = {"ignore_boxes": getattr(instances, "_ignore_boxes", None)}
+            weights.append(ignore_near(weight, label == 0, ignore, near, every.tensor))
         return labels, matched_boxes, weights
 
     def weighted_losses(
@@ -199,6 +208,12 @@ class WeightedROIHeads(StandardROIHeads):
                 if t.has("gt_weights"):
                     t.gt_background_weights = t.gt_weights.mean().expand(len(t))
             proposals = self.label_and_sample_proposals(proposals, targets)
+            near = detectron2_near(self.proposal_matcher)
+            for p, t in zip(proposals, targets, strict=True):
+                ignore = {"ignore_boxes": getattr(t, "_ignore_boxes", None)}
+                background = p.gt_classes == self.num_classes
+                keep = torch.ones(len(p), device=p.gt_classes.device)
+                p.gt_kept = ignore_near(keep, background, ignore, near, p.proposal_boxes.tensor)
         elif self.training:  # no targets: the ROI features of a random subset of proposals
             proposals = [
                 p[
@@ -254,6 +269,8 @@ class WeightedROIHeads(StandardROIHeads):
             else:
                 weights.append(torch.ones(len(p), device=scores.device))
         weight = cat(weights, dim=0)
+        if proposals[0].has("gt_kept"):  # background samples near an ignore box weigh 0
+            weight = weight * cat([p.gt_kept for p in proposals], dim=0)
         ce = F.cross_entropy(scores, gt_classes, reduction="none")
         classifier_weight = weight
         if self.confidence_weighted:

@@ -464,6 +464,8 @@ class Detectron2RCNN(nn.Module):
         instances.gt_classes = target["labels"].to(torch.int64)
         if target.get("weights") is not None:
             instances.gt_weights = target["weights"].to(torch.float32)
+        if target.get("ignore_boxes") is not None:  # not one per box: a plain attribute
+            instances._ignore_boxes = target["ignore_boxes"].to(torch.float32) * scale
         return instances
 
     @staticmethod

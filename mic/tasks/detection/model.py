@@ -40,7 +40,7 @@ from torchvision.models.detection.rpn import (
     RPNHead,
     concat_box_prediction_layers,
 )
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -103,6 +103,28 @@ def sample_weights(target: dict[str, Tensor], matched: Tensor | None, foreground
     weights = weights.to(torch.float32)
     background = weights.mean().expand(n)
     return torch.where(foreground, weights[matched.clamp(min=0)], background)
+
+
+def ignore_near(
+    weights: Tensor, background: Tensor, target: dict[str, Tensor], near: Any, candidates: Tensor
+) -> Tensor:
+    """``weights`` with the background samples near one of ``target["ignore_boxes"]`` (the
+    teacher's boxes of too low a score to be pseudo-boxes, ``DetectionTask.ignore_threshold``)
+    set to 0. ``near(ignore_boxes, candidates)``: a bool per candidate, True where the head's
+    matcher would not call it background against those boxes. Without ignore boxes
+    ``weights`` is returned as it is."""
+    ignore = target.get("ignore_boxes")
+    if ignore is None or ignore.numel() == 0:
+        return weights
+    return torch.where(background & near(ignore, candidates), weights.new_zeros(()), weights)
+
+
+def torchvision_near(matcher: Any) -> Any:
+    """``ignore_near``'s ``near`` for a torchvision ``Matcher``: not below its low threshold
+    (RPN: IoU >= 0.3 or an anchor's best match; ROI heads: IoU >= 0.5)."""
+    return lambda boxes, candidates: (
+        match_boxes(matcher, boxes, candidates) != matcher.BELOW_LOW_THRESHOLD
+    )
 
 
 def weighted_mean(loss: Tensor, weights: Tensor | None, count: int | None = None) -> Tensor:
@@ -173,7 +195,9 @@ class WeightedRPN(RegionProposalNetwork):
                 boxes = target["boxes"][matched.clamp(min=0)]
             labels.append(label)
             matched_boxes.append(boxes)
-            weights.append(sample_weights(target, matched, label > 0))
+            weight = sample_weights(target, matched, label > 0)
+            near = torchvision_near(self.proposal_matcher)
+            weights.append(ignore_near(weight, label == 0, target, near, anchors_i))
         regression_targets = self.box_coder.encode(matched_boxes, anchors)
         positive, negative = self.fg_bg_sampler(labels)
         positive, negative = torch.cat(positive).bool(), torch.cat(negative).bool()
@@ -227,9 +251,16 @@ class WeightedRoIHeads(RoIHeads):
             proposals, matched, labels, regression_targets = self.select_training_samples(
                 proposals, targets
             )
+            near = torchvision_near(self.proposal_matcher)
             weights = [
-                sample_weights(t, m if t["boxes"].numel() else None, lab > 0)
-                for t, m, lab in zip(targets, matched, labels, strict=True)
+                ignore_near(
+                    sample_weights(t, m if t["boxes"].numel() else None, lab > 0),
+                    lab == 0,
+                    t,
+                    near,
+                    p,
+                )
+                for t, m, lab, p in zip(targets, matched, labels, proposals, strict=True)
             ]
         elif self.training:
             proposals = [
@@ -577,6 +608,13 @@ class FasterRCNN(nn.Module):
         if targets is not None:  # torchvision's class 0 is the background
             inner = [{**t, "labels": t["labels"].to(torch.int64) + 1} for t in targets]
         batch, inner = self.transform(list(images), inner)
+        if inner is not None:  # the transform resizes "boxes" alone
+            inner = [
+                {**t, "ignore_boxes": resize_boxes(t["ignore_boxes"], size, resized)}
+                if "ignore_boxes" in t
+                else t
+                for t, size, resized in zip(inner, sizes, batch.image_sizes, strict=True)
+            ]
         features = self.backbone(batch.tensors)
         if self._capture is not None:
             self._capture.features = features

@@ -70,10 +70,16 @@ class DetectionTask(Task):
     - ``predict``: post-processed boxes (eval mode).
     - ``pseudo_label``: boxes with score >= ``score_threshold`` become pseudo-boxes, their
       scores the confidence; images without a pseudo-box are left out of consistency terms.
+      With ``ignore_threshold``, the boxes with a score in [ignore_threshold,
+      score_threshold) become ``ignore_boxes``: the detector's samples near them (RPN: IoU
+      >= 0.3, ROI heads: IoU >= 0.5) that would be background weigh 0, so an object the
+      teacher is unsure of is not taught as background.
 
     Args:
         num_classes: foreground classes (class ids 0 .. num_classes - 1).
         score_threshold: the pseudo-label score threshold (published 0.8).
+        ignore_threshold: the lowest score of an ignore box; None (default, as published):
+            no ignore boxes, every sample matched to no pseudo-box is background.
         class_names: names for reports (default: the ids).
         primary_metric: ``map_50`` (published) or ``map`` (COCO AP).
     """
@@ -84,17 +90,24 @@ class DetectionTask(Task):
         score_threshold: float = 0.8,
         class_names: Sequence[str] | None = None,
         primary_metric: str = "map_50",
+        ignore_threshold: float | None = None,
     ) -> None:
         if int(num_classes) < 1:
             raise DatasetError(f"detection needs at least 1 class, got num_classes={num_classes}")
         if not 0.0 <= score_threshold <= 1.0:
             raise ConfigError(f"task.score_threshold must lie in [0, 1], got {score_threshold}")
+        if ignore_threshold is not None and not 0.0 <= ignore_threshold < score_threshold:
+            raise ConfigError(
+                f"task.ignore_threshold must be null or lie in [0, task.score_threshold = "
+                f"{score_threshold}), got {ignore_threshold}"
+            )
         if primary_metric not in ("map_50", "map"):
             raise ConfigError(
                 f"task.primary_metric must be 'map_50' or 'map', got {primary_metric!r}"
             )
         self.num_classes = int(num_classes)
         self.score_threshold = float(score_threshold)
+        self.ignore_threshold = None if ignore_threshold is None else float(ignore_threshold)
         names = list(class_names) if class_names else [str(i) for i in range(self.num_classes)]
         if len(names) != self.num_classes:
             raise DatasetError(
@@ -131,7 +144,11 @@ class DetectionTask(Task):
         labels, confidence = [], []
         for p in prediction:
             keep = p["scores"] >= self.score_threshold
-            labels.append({"boxes": p["boxes"][keep].detach(), "labels": p["labels"][keep]})
+            label = {"boxes": p["boxes"][keep].detach(), "labels": p["labels"][keep]}
+            if self.ignore_threshold is not None:
+                unsure = (p["scores"] >= self.ignore_threshold) & ~keep
+                label["ignore_boxes"] = p["boxes"][unsure].detach()
+            labels.append(label)
             confidence.append(p["scores"][keep].detach())
         return PseudoLabels(labels, confidence, keep=[len(c) > 0 for c in confidence])
 
