@@ -90,7 +90,7 @@ def test_layer_norm_normalises_each_image_on_its_own(cls: type) -> None:
         model.train()
         same = torch.allclose(model(x)[0], model(other)[0], atol=1e-5)
         assert same is alone
-    with pytest.raises(ConfigError, match="norm must be one of"):
+    with pytest.raises(ConfigError, match=r"model\.norm must be one of"):
         cls(4, norm="group")
 
 

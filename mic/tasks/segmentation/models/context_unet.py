@@ -172,7 +172,7 @@ class ContextUNet(Segmenter):
         if pretrained:
             raise ConfigError("ContextUNet has no pretrained weights; use pretrained=false")
         if norm not in NORMS:
-            raise ConfigError(f"ContextUNet norm must be one of {NORMS}, got {norm!r}")
+            raise ConfigError(f"model.norm must be one of {NORMS} (ContextUNet), got {norm!r}")
         encoder = SmallUNetEncoder(widths, norm)
         head = ContextUNetHead(widths, num_classes, heads, grid, norm)
         super().__init__(encoder, head, num_classes)

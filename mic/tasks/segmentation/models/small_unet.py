@@ -150,7 +150,7 @@ class SmallUNet(Segmenter):
         if pretrained:
             raise ConfigError("SmallUNet has no pretrained weights; use pretrained=false")
         if norm not in NORMS:
-            raise ConfigError(f"SmallUNet norm must be one of {NORMS}, got {norm!r}")
+            raise ConfigError(f"model.norm must be one of {NORMS} (SmallUNet), got {norm!r}")
         encoder = SmallUNetEncoder(widths, norm)
         head = SmallUNetHead(widths, num_classes, norm)
         super().__init__(encoder, head, num_classes)
