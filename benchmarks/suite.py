@@ -485,21 +485,36 @@ def _by_method(state: dict, task: str, settings: dict[str, Any]) -> dict[str, di
             **scores(task, r),
             "per_class": per_class(task, r, TASKS[task].model),
             "seconds_per_iteration": r.get("seconds_per_iteration"),
-            "seconds": _seconds(r),
+            "seconds": _seconds(r, _schedule_iterations(task, r["method"], settings)),
             "device": r.get("device"),
         }
     return by
 
 
-def _seconds(row: dict) -> float | None:
+def _schedule_iterations(task: str, method: str, settings: dict[str, Any]) -> int | None:
+    """The iterations of ``method``'s arm in a warm-started schedule (the equal-time arm's
+    own ``iterations=``); None for the tasks without an ``iterations`` setting."""
+    if "iterations" not in settings:
+        return None
+    if method == TASKS[task].equal_time:
+        told = [o for o in settings.get("equal_time") or [] if o.startswith("iterations=")]
+        if told:
+            return int(told[-1].split("=", 1)[1])
+    return int(settings["iterations"])
+
+
+def _seconds(row: dict, scheduled: int | None = None) -> float | None:
     """A run's training time: seconds per iteration x its iterations (the last
-    ``iterations=`` of its overrides, else the row's ``iterations``, else conf/config.yaml's)."""
+    ``iterations=`` of its overrides, else the row's ``iterations``, else ``scheduled``, the
+    arm's iterations in the suite's schedule, else conf/config.yaml's)."""
     spi = row.get("seconds_per_iteration")
     told = [o.split("=", 1)[1] for o in row.get("overrides", []) if o.startswith("iterations=")]
     if told:
         n = int(told[-1])
     elif row.get("iterations"):
         n = int(row["iterations"])
+    elif scheduled is not None:
+        n = scheduled
     else:
         from omegaconf import OmegaConf
 

@@ -302,6 +302,24 @@ def test_warm_started_equal_time_base_runs_the_longer_schedule(mode, monkeypatch
     )
 
 
+def test_a_warm_started_arm_s_training_time_counts_its_own_iterations():
+    """detection.py's rows do not record their iteration count: the training time of each arm
+    is its seconds per iteration times that arm's iterations in the schedule (the equal-time
+    arm's own), not a count common to all arms."""
+    settings = QUICK["detection"]
+    longer = next(int(o[11:]) for o in settings["equal_time"] if o.startswith("iterations="))
+    assert longer != settings["iterations"]
+    state = {"runs": {}, "warmups": {}}
+    for seed in (0, 1):
+        for method, spi in (("sada", 0.25), ("sada_mic", 0.4), ("sada_equal_time", 0.25)):
+            row = {"student": 0.5, "teacher": None, "seconds_per_iteration": spi, "device": "cpu"}
+            key = suite.run_key("detection", method, seed, settings)
+            state["runs"][key] = {"task": "detection", "method": method, "seed": seed, **row}
+    table = suite.summarise(state, {"detection": settings}, "quick")
+    ratio = table["tasks"]["detection"]["pair"]["equal_time"]["time_ratio"]
+    assert ratio == pytest.approx([0.25 * longer / (0.4 * settings["iterations"])] * 2)
+
+
 def test_equal_time_base_is_paired_with_mic_and_its_training_time_reported():
     """The base given MIC's wall time: a third method whose runs are keyed by its overrides,
     paired with MIC like the base, with the ratio of training times (seconds per iteration x
