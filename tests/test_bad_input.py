@@ -339,6 +339,12 @@ CASES = [
         "task.ignore_threshold must be null or lie in [0, task.score_threshold = 0.8)",
     ),
     (
+        "config-ignore-threshold-false",
+        "a detection ignore threshold of false (off is null)",
+        lambda t, r: [*TINY_DET, "task.ignore_threshold=false"],
+        "task.ignore_threshold must be a number, got False",
+    ),
+    (
         "config-validator",
         "an unknown label-free validator",
         lambda t, r: ["eval.validators=[entropy,accuracy]"],

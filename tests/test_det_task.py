@@ -268,7 +268,7 @@ def test_boxes_between_the_two_thresholds_become_ignore_boxes():
     assert label["labels"].tolist() == [2]
     assert torch.equal(label["ignore_boxes"], _prediction([0.95, 0.79, 0.5])["boxes"][1:])
     assert "ignore_boxes" not in det_task().pseudo_label([_prediction([0.9])]).labels[0]
-    for bad in (0.8, 0.9, -0.1):
+    for bad in (0.8, 0.9, -0.1, False, "0.5"):  # False is no "off": that is None
         with pytest.raises(mic.ConfigError, match="ignore_threshold"):
             mic.tasks.detection.DetectionTask(NUM_CLASSES, ignore_threshold=bad)
 
@@ -322,3 +322,35 @@ def test_the_masked_branch_hands_the_ignore_boxes_to_the_detector(backend):
     assert len(seen_targets) == 1  # the second image has an ignore box but no pseudo-box
     assert torch.equal(seen_targets[0]["ignore_boxes"], _prediction([0.9, 0.5])["boxes"][1:])
     assert torch.isfinite(loss) and loss > 0
+
+
+@backends
+def test_ignore_boxes_follow_the_detectors_resizing_as_the_pseudo_boxes_do(backend, monkeypatch):
+    """Images smaller than the detector's input size are resized inside it: ignore boxes must
+    be scaled with them, as the pseudo-boxes are (here both boxes are the same box)."""
+    model = tiny_detector(backend=backend)
+    model.train()
+    images = torch.rand(2, 3, 32, 24)  # the tiny detector resizes to 64 px
+    box = torch.tensor([[4.0, 6.0, 20.0, 30.0]])
+    targets = [{**make_target(box.tolist(), [1]), "ignore_boxes": box.clone()} for _ in range(2)]
+    seen = []
+    if backend == "torchvision":
+        import mic.tasks.detection.model as tv
+
+        original = tv.ignore_near
+
+        def spy(weights, background, target, near, candidates):
+            seen.append((target["ignore_boxes"], target["boxes"]))
+            return original(weights, background, target, near, candidates)
+
+        monkeypatch.setattr(tv, "ignore_near", spy)
+        model(images, targets)
+    else:
+        for image in images:
+            resized = model.resize(image)
+            instances = model._instances(targets[0], tuple(image.shape[-2:]), resized)
+            seen.append((instances._ignore_boxes, instances.gt_boxes.tensor))
+    assert seen
+    for ignore, pseudo in seen:
+        assert not torch.allclose(pseudo, box)  # resized
+        assert torch.allclose(ignore, pseudo)

@@ -69,7 +69,7 @@ def test_student_confidence_lowers_the_classification_losses_alone(backend):
 
 
 @pytest.mark.parametrize("backend", ["torchvision", "detectron2"])
-def test_detectron2s_confidence_weights_match_the_torchvision_backends_rule(backend):
+def test_the_rpn_weights_each_sampled_anchor_by_its_own_objectness_probability(backend):
     """The RPN objectness loss with the confidence weights equals the plain one re-weighted
     by hand: each sampled anchor's loss times its own objectness probability."""
     model = tiny_detector(backend=backend)

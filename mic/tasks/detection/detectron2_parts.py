@@ -47,7 +47,8 @@ def _box_weights(instances: Instances, matched: Tensor | None, foreground: Tenso
 
 def detectron2_near(matcher: Any) -> Any:
     """``ignore_near``'s ``near`` for a detectron2 ``Matcher``: not labelled background (0)
-    against the boxes (RPN: IoU >= 0.3; ROI heads: IoU >= 0.5)."""
+    against the boxes (RPN: IoU >= 0.3, and each box's best-matching anchors; ROI heads: IoU
+    >= 0.5)."""
     return lambda boxes, candidates: matcher(pairwise_iou(Boxes(boxes), Boxes(candidates)))[1] != 0
 
 

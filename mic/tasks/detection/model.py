@@ -121,7 +121,8 @@ def ignore_near(
 
 def torchvision_near(matcher: Any) -> Any:
     """``ignore_near``'s ``near`` for a torchvision ``Matcher``: not below its low threshold
-    (RPN: IoU >= 0.3 or an anchor's best match; ROI heads: IoU >= 0.5)."""
+    (RPN: IoU >= 0.3, and each box's best-matching anchors, the matcher's low-quality
+    matches; ROI heads: IoU >= 0.5)."""
     return lambda boxes, candidates: (
         match_boxes(matcher, boxes, candidates) != matcher.BELOW_LOW_THRESHOLD
     )

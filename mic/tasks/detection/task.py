@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,10 @@ class DetectionTask(Task):
     ) -> None:
         if int(num_classes) < 1:
             raise DatasetError(f"detection needs at least 1 class, got num_classes={num_classes}")
+        thresholds = {"score_threshold": score_threshold, "ignore_threshold": ignore_threshold}
+        for name, value in thresholds.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
+                raise ConfigError(f"task.{name} must be a number, got {value!r}")
         if not 0.0 <= score_threshold <= 1.0:
             raise ConfigError(f"task.score_threshold must lie in [0, 1], got {score_threshold}")
         if ignore_threshold is not None and not 0.0 <= ignore_threshold < score_threshold:

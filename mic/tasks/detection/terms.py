@@ -98,8 +98,10 @@ class DetectionMIC(MaskedImageConsistency):
         model: Any = unwrap(ctx.student)
         if self.student_weighted and not hasattr(model, "student_confidence_weights"):
             raise ConfigError(
-                "method.terms.mic.weighting=student needs a mic.tasks.detection.FasterRCNN "
-                f"student (it weights the detector's own samples), got {type(model).__name__}"
+                "method.terms.mic.weighting=student (the default) needs a detector with "
+                "student_confidence_weights (mic.tasks.detection.FasterRCNN or Detectron2RCNN: "
+                f"it weights the detector's own samples), got {type(model).__name__}; "
+                "method.terms.mic.weighting=none trains any detector"
             )
         weighted = model.student_confidence_weights() if self.student_weighted else nullcontext()
         with weighted:
