@@ -9,9 +9,13 @@ torchrun --nproc_per_node=4 -m mic.train    # data parallel on 4 GPUs
 
 from __future__ import annotations
 
+import difflib
+import importlib.resources
 import os
+import re
 import signal
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -19,7 +23,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from mic.core.errors import MicError
+from mic.core.errors import ConfigError, MicError
 from mic.experiment import check_writable, exception_chain, format_summary, run_experiment
 from mic.training import TrainingInterrupted, process_info
 
@@ -106,6 +110,31 @@ def run_folder(argv: list[str]) -> Path:
     return Path(given[-1]) if given else Path("runs")
 
 
+def unknown_option(argv: Sequence[str]) -> str | None:
+    """The message for an option of one of mic's config groups that does not exist
+    (``experiment=det_shapez``), with the closest names and the list; None when every such
+    option exists, or when the command line brings config folders of its own (then Hydra
+    judges)."""
+    own = ("hydra.searchpath", "--config-dir", "-cd", "--config-path", "-cp")
+    if any(a.startswith(own) for a in argv):
+        return None
+    conf = importlib.resources.files("mic.conf")
+    for arg in argv:
+        found = re.fullmatch(r"\+{0,2}([a-z_]+)=([\w.-]+)", arg)
+        if not found:
+            continue
+        group, value = found.groups()
+        folder = conf / group
+        if value == "null" or not folder.is_dir() or (folder / f"{value}.yaml").is_file():
+            continue
+        names = [p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")]
+        options = sorted(n for n in names if not n.startswith("_"))
+        close = difflib.get_close_matches(value, options, n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else "."
+        return f"unknown {group} {value!r}{hint} The {group} options: {', '.join(options)}"
+    return None
+
+
 def main() -> None:
     # as under ``python -m mic.train``: a _target_ may name a module of the current folder
     # (a task of your own in one file beside its config)
@@ -113,6 +142,9 @@ def main() -> None:
         sys.path.insert(0, os.getcwd())
     try:
         _join_torchrun()
+        unknown = unknown_option(sys.argv[1:])
+        if unknown:
+            raise ConfigError(unknown)
         # before Hydra sets up its logging in the folder: one paragraph, not its traceback
         check_writable(run_folder(sys.argv[1:]), create=False)
     except MicError as e:

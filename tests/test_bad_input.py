@@ -303,6 +303,12 @@ CASES = [
         "matches no trainable parameter",
     ),
     (
+        "config-unknown-option",
+        "a misspelled option of a config group",
+        lambda t, r: ["experiment=det_shapez"],
+        "unknown experiment 'det_shapez'; did you mean 'det_shapes'?",
+    ),
+    (
         "config-backbone",
         "an unknown backbone",
         lambda t, r: ["model.backbone=resnet5"],
@@ -755,6 +761,19 @@ def test_global_batch_that_does_not_divide_among_processes():
 
     with pytest.raises(ConfigError, match="does not divide among 3 processes"):
         per_process_batch_size(16, 3, "source")
+
+
+def test_config_group_options_are_checked_where_mics_own_configs_decide():
+    from mic.train import unknown_option
+
+    assert unknown_option(["experiment=det_shapes", "mic=none", "seed=3", "model.norm=x"]) is None
+    assert "did you mean 'dacs'?" in unknown_option(["+method=dacs_mic"])
+    assert "The model options: " in unknown_option(["model=detectron2_rcnn"])
+    # config folders of one's own, sweeps and null: Hydra judges
+    assert unknown_option(["experiment=mine", "hydra.searchpath=[file:///x]"]) is None
+    assert unknown_option(["--config-dir", "/x", "experiment=mine"]) is None
+    assert unknown_option(["-m", "experiment=det_shapes,streetz"]) is None
+    assert unknown_option(["model=null"]) is None
 
 
 def test_every_case_is_documented():
