@@ -143,8 +143,7 @@ class MaskedImageConsistency(ConsistencyLoss):
     Args:
         masker: withholds image regions (``BlockMasker`` is MIC's).
         weighting: published ``"quality"`` for segmentation, ``"prob"`` for ViT
-            classification, ``"none"`` for ResNet classification (detection's published
-            weighting by the student's confidence is ``mic.tasks.detection.DetectionMIC``).
+            classification, ``"none"`` for ResNet (detection: ``DetectionMIC``'s ``"student"``).
         tau, weight: as in ``ConsistencyLoss``.
         part_weights: as in ``ConsistencyLoss`` (published 0 for a two-stage detector's
             box-regression parts).

@@ -40,8 +40,7 @@ class PseudoLabelWeighting:
         mode: ``"quality"``: every element weighs q, the batch's share of elements with
             confidence >= tau (a tensor: no host synchronisation; published for
             segmentation); ``"prob"``: its own confidence (published for ViT classification);
-            ``"none"``: 1 (published for ResNet classification; detection's published
-            weighting, by the student's own confidence, is ``DetectionMIC``'s ``"student"``).
+            ``"none"``: 1 (published for ResNet classification; detection: see DetectionMIC).
         tau: the quality weight's threshold, in [0, 1] (``QUALITY_THRESHOLD``).
 
     Raises:
