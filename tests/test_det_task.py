@@ -271,6 +271,9 @@ def test_boxes_between_the_two_thresholds_become_ignore_boxes():
     for bad in (0.8, 0.9, -0.1, False, "0.5"):  # False is no "off": that is None
         with pytest.raises(mic.ConfigError, match="ignore_threshold"):
             mic.tasks.detection.DetectionTask(NUM_CLASSES, ignore_threshold=bad)
+    for bad in (None, True, "0.8"):
+        with pytest.raises(mic.ConfigError, match="score_threshold must be a number"):
+            mic.tasks.detection.DetectionTask(NUM_CLASSES, score_threshold=bad)
 
 
 def _classification_losses(backend, targets):

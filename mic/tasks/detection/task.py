@@ -97,7 +97,8 @@ class DetectionTask(Task):
             raise DatasetError(f"detection needs at least 1 class, got num_classes={num_classes}")
         thresholds = {"score_threshold": score_threshold, "ignore_threshold": ignore_threshold}
         for name, value in thresholds.items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
+            optional = value is None and name == "ignore_threshold"
+            if not optional and (isinstance(value, bool) or not isinstance(value, Real)):
                 raise ConfigError(f"task.{name} must be a number, got {value!r}")
         if not 0.0 <= score_threshold <= 1.0:
             raise ConfigError(f"task.score_threshold must lie in [0, 1], got {score_threshold}")
