@@ -323,6 +323,9 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         load_initial_weights(student, str(cfg.init_from))
     method = build_method(cfg)
     check_batch_norm(student, method, min(source.batch_size, target_batch), ld)
+    for term in method.terms.values():  # a term that needs more of the model says so now
+        if hasattr(term, "check_student"):
+            term.check_student(student)
     # the teacher starts as a copy of the (initialised) student
     teacher = instantiate(cfg.teacher, model=student) if method.uses_pseudo_labels else None
     if cfg.get("compile"):

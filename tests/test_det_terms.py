@@ -135,3 +135,21 @@ def test_the_masked_branch_logs_its_pseudo_boxes_and_loss(tmp_path, weighting, b
     assert [r["step"] for r in steps] == [1, 2]
     for r in steps:
         assert r["mic/boxes"] > 0 and r["mic/images"] == 1.0 and 0 < r["mic/score"] <= 1
+
+
+def test_a_detector_that_cannot_weight_its_own_samples_is_refused_when_the_run_is_built(
+    monkeypatch,
+):
+    """The default weighting needs the detector's student_confidence_weights: a detector
+    without it stops the run when it is built, not at the first masked iteration."""
+    from mic.experiment import build_experiment
+    from mic.tasks.detection import FasterRCNN
+
+    term = DetectionMIC(mic.BlockMasker(8))
+    term.check_student(tiny_detector())  # the bundled detectors can
+    with pytest.raises(ConfigError, match="weighting=none trains any detector"):
+        term.check_student(torch.nn.Linear(2, 2))
+    DetectionMIC(mic.BlockMasker(8), weighting="none").check_student(torch.nn.Linear(2, 2))
+    monkeypatch.delattr(FasterRCNN, "student_confidence_weights")
+    with pytest.raises(ConfigError, match="needs a detector with student_confidence_weights"):
+        build_experiment(load_config(tiny_det()))

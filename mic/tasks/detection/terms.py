@@ -8,7 +8,7 @@ from contextlib import nullcontext
 from typing import Any, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mic.core import (
     QUALITY_THRESHOLD,
@@ -69,8 +69,8 @@ class DetectionMIC(MaskedImageConsistency):
             parts 0).
 
     Raises:
-        ConfigError: an unknown weighting; at the first forward, ``"student"`` with a student
-            that has no ``student_confidence_weights``.
+        ConfigError: an unknown weighting; in ``check_student`` and the first forward,
+            ``"student"`` with a student that has no ``student_confidence_weights``.
     """
 
     def __init__(
@@ -91,11 +91,11 @@ class DetectionMIC(MaskedImageConsistency):
         )
         self.statistics: dict[str, Tensor] = {}
 
-    def forward(self, ctx: IterationContext) -> Tensor:
-        pseudo = ctx.pseudo_labels
-        device = next(ctx.student.parameters()).device
-        self.statistics = pseudo_box_statistics(pseudo, device)
-        model: Any = unwrap(ctx.student)
+    def check_student(self, student: nn.Module) -> None:
+        """Raise ``ConfigError`` when ``student`` cannot weight its own samples (the
+        ``"student"`` weighting needs its ``student_confidence_weights``); ``mic-train`` calls
+        this when it builds the run, the masked branch before its first forward."""
+        model = unwrap(student)
         if self.student_weighted and not hasattr(model, "student_confidence_weights"):
             raise ConfigError(
                 "method.terms.mic.weighting=student (the default) needs a detector with "
@@ -103,6 +103,13 @@ class DetectionMIC(MaskedImageConsistency):
                 f"it weights the detector's own samples), got {type(model).__name__}; "
                 "method.terms.mic.weighting=none trains any detector"
             )
+
+    def forward(self, ctx: IterationContext) -> Tensor:
+        pseudo = ctx.pseudo_labels
+        device = next(ctx.student.parameters()).device
+        self.statistics = pseudo_box_statistics(pseudo, device)
+        self.check_student(ctx.student)
+        model: Any = unwrap(ctx.student)
         weighted = model.student_confidence_weights() if self.student_weighted else nullcontext()
         with weighted:
             return super().forward(ctx)
