@@ -9,7 +9,6 @@ torchrun --nproc_per_node=4 -m mic.train    # data parallel on 4 GPUs
 
 from __future__ import annotations
 
-import difflib
 import importlib.resources
 import os
 import re
@@ -23,6 +22,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from mic.backbones.factory import did_you_mean
 from mic.core.errors import ConfigError, MicError
 from mic.experiment import check_writable, exception_chain, format_summary, run_experiment
 from mic.training import TrainingInterrupted, process_info
@@ -129,9 +129,8 @@ def unknown_option(argv: Sequence[str]) -> str | None:
             continue
         names = [p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")]
         options = sorted(n for n in names if not n.startswith("_"))
-        close = difflib.get_close_matches(value, options, n=3, cutoff=0.6)
-        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else "."
-        return f"unknown {group} {value!r}{hint} The {group} options: {', '.join(options)}"
+        hint = did_you_mean(value, options)
+        return f"unknown {group} {value!r}.{hint} The {group} options: {', '.join(options)}"
     return None
 
 

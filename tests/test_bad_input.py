@@ -306,7 +306,7 @@ CASES = [
         "config-unknown-option",
         "a misspelled option of a config group",
         lambda t, r: ["experiment=det_shapez"],
-        "unknown experiment 'det_shapez'; did you mean 'det_shapes'?",
+        "unknown experiment 'det_shapez'. Did you mean: det_shapes?",
     ),
     (
         "config-backbone",
@@ -767,7 +767,7 @@ def test_config_group_options_are_checked_where_mics_own_configs_decide():
     from mic.train import unknown_option
 
     assert unknown_option(["experiment=det_shapes", "mic=none", "seed=3", "model.norm=x"]) is None
-    assert "did you mean 'dacs'?" in unknown_option(["+method=dacs_mic"])
+    assert "Did you mean: dacs?" in unknown_option(["+method=dacs_mic"])
     assert "The model options: " in unknown_option(["model=detectron2_rcnn"])
     # config folders of one's own, sweeps and null: Hydra judges
     assert unknown_option(["experiment=mine", "hydra.searchpath=[file:///x]"]) is None
