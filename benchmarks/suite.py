@@ -323,13 +323,7 @@ def run(
     script = importlib.import_module(spec.script)
     extra = list(settings["overrides"])
     if method == spec.equal_time:
-        longer = {**settings, "overrides": [*extra], "equal_time": None}
-        for o in settings["equal_time"]:
-            if o.startswith("iterations=") and "iterations" in settings:
-                longer["iterations"] = int(o.split("=", 1)[1])  # the arm's own schedule key
-            else:
-                longer["overrides"].append(o)
-        row = run(task, spec.base, seed, longer, device, threads, start)
+        row = run(task, spec.base, seed, equal_time_arm(settings), device, threads, start)
         return {**row, "method": method}
     if task == "classification":
         return script.run_one(method, seed, device, threads, extra)
@@ -338,6 +332,19 @@ def run(
     if "iterations" in settings:
         extra.append(f"iterations={settings['iterations']}")
     return script.run_one(method, seed, device, threads, extra, spec.experiment or "streets", start)
+
+
+def equal_time_arm(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings of the equal-time arm: an ``iterations=`` of ``equal_time`` replaces the
+    ``iterations`` of a warm-started task (its own schedule key), the other overrides follow
+    the schedule's."""
+    arm = {**settings, "overrides": list(settings["overrides"]), "equal_time": None}
+    for o in settings["equal_time"]:
+        if o.startswith("iterations=") and "iterations" in settings:
+            arm["iterations"] = int(o.split("=", 1)[1])
+        else:
+            arm["overrides"].append(o)
+    return arm
 
 
 def warm_up(
@@ -496,10 +503,8 @@ def _schedule_iterations(task: str, method: str, settings: dict[str, Any]) -> in
     own ``iterations=``); None for the tasks without an ``iterations`` setting."""
     if "iterations" not in settings:
         return None
-    if method == TASKS[task].equal_time:
-        told = [o for o in settings.get("equal_time") or [] if o.startswith("iterations=")]
-        if told:
-            return int(told[-1].split("=", 1)[1])
+    if method == TASKS[task].equal_time and settings.get("equal_time"):
+        return int(equal_time_arm(settings)["iterations"])
     return int(settings["iterations"])
 
 
