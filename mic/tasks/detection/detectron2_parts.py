@@ -130,6 +130,7 @@ class WeightedRPN(RPN):
         boxes), plus each anchor's weight."""
         every = Boxes.cat(anchors)
         labels, matched_boxes, weights = [], [], []
+        near = detectron2_near(self.anchor_matcher)
         for instances in gt_instances:
             gt_boxes = instances.gt_boxes
             matched, label = self.anchor_matcher(pairwise_iou(gt_boxes, every))
@@ -142,7 +143,6 @@ class WeightedRPN(RPN):
             labels.append(label)
             matched_boxes.append(boxes)
             weight = _box_weights(instances, matched if has_gt else None, label == 1)
-            near = detectron2_near(self.anchor_matcher)
             ignore = {"ignore_boxes": getattr(instances, "_ignore_boxes", None)}
             weights.append(ignore_near(weight, label == 0, ignore, near, every.tensor))
         return labels, matched_boxes, weights
@@ -210,11 +210,15 @@ class WeightedROIHeads(StandardROIHeads):
                     t.gt_background_weights = t.gt_weights.mean().expand(len(t))
             proposals = self.label_and_sample_proposals(proposals, targets)
             near = detectron2_near(self.proposal_matcher)
-            for p, t in zip(proposals, targets, strict=True):
-                ignore = {"ignore_boxes": getattr(t, "_ignore_boxes", None)}
-                background = p.gt_classes == self.num_classes
-                keep = torch.ones(len(p), device=p.gt_classes.device)
-                p.gt_kept = ignore_near(keep, background, ignore, near, p.proposal_boxes.tensor)
+            # only with ignore boxes: the kept share of each sample (0 for the background
+            # samples near one), read by weighted_losses
+            if any(getattr(t, "_ignore_boxes", None) is not None for t in targets):
+                for p, t in zip(proposals, targets, strict=True):
+                    ignore = {"ignore_boxes": getattr(t, "_ignore_boxes", None)}
+                    background = p.gt_classes == self.num_classes
+                    keep = torch.ones(len(p), device=p.gt_classes.device)
+                    boxes = p.proposal_boxes.tensor
+                    p.gt_kept = ignore_near(keep, background, ignore, near, boxes)
         elif self.training:  # no targets: the ROI features of a random subset of proposals
             proposals = [
                 p[

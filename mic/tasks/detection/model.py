@@ -185,6 +185,7 @@ class WeightedRPN(RegionProposalNetwork):
         targets: list[dict[str, Tensor]],
     ) -> dict[str, Tensor]:
         labels, matched_boxes, weights = [], [], []
+        near = torchvision_near(self.proposal_matcher)
         for anchors_i, target in zip(anchors, targets, strict=True):
             matched = match_boxes(self.proposal_matcher, target["boxes"], anchors_i)
             if matched is None:  # an image without objects: every anchor is background
@@ -197,7 +198,6 @@ class WeightedRPN(RegionProposalNetwork):
             labels.append(label)
             matched_boxes.append(boxes)
             weight = sample_weights(target, matched, label > 0)
-            near = torchvision_near(self.proposal_matcher)
             weights.append(ignore_near(weight, label == 0, target, near, anchors_i))
         regression_targets = self.box_coder.encode(matched_boxes, anchors)
         positive, negative = self.fg_bg_sampler(labels)
