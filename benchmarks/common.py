@@ -1,6 +1,6 @@
 """What the benchmark scripts share: timing training alone, peak memory of a few iterations,
-starting a run from saved weights, mean ± std cells, 95 % intervals, paired differences over
-seeds, and the name of the device a row ran on."""
+starting a run from saved weights, the resolved config a run trains with, mean ± std cells,
+95 % intervals, paired differences over seeds, and the name of the device a row ran on."""
 
 from __future__ import annotations
 
@@ -140,6 +140,45 @@ def run_overrides(experiment: str, seed: int, device: str) -> list[str]:
         "log.progress=false",
         "log.tensorboard=false",
     ]
+
+
+#: config keys that do not change what a run computes: where it runs, what it prints and saves,
+#: the checks before it, and its seed (which the benchmarks' cache keys hold)
+NOT_RESULT = (
+    "device",
+    "log.",
+    "checkpoint.",
+    "resume",
+    "resume_allow_changes",
+    "preflight",
+    "seed",
+    "loader.num_workers",
+)
+
+
+def config_record(overrides: list[str]) -> dict[str, Any]:
+    """The resolved config that mic-train ``overrides`` train with, flat (``{"a.b": value}``,
+    as ``mic.resume.flatten``) and without the ``NOT_RESULT`` keys: what a benchmark's cache
+    compares to tell whether a cached run is still the run its settings name (a default
+    changed since it ran makes it stale). Composes the config only: no model is built."""
+    from omegaconf import OmegaConf
+
+    from mic.experiment import load_config
+    from mic.resume import flatten
+
+    tree = OmegaConf.to_container(load_config(overrides), resolve=True)
+    return {
+        k: v
+        for k, v in flatten(tree).items()
+        if not any(k == n or k.startswith(n) for n in NOT_RESULT)
+    }
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Key -> (old, new) of the keys whose values differ between two ``config_record``s (a
+    key one of them lacks counts as null, so an option added with a null default is no
+    change)."""
+    return {k: (old.get(k), new.get(k)) for k in sorted(old | new) if old.get(k) != new.get(k)}
 
 
 def start_from(overrides: list[str], weights: str | None = None, strict: bool = True) -> Any:

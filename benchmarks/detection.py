@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from common import (
+    config_record,
     device_name,
     interval95,
     mean_std,
@@ -159,16 +160,17 @@ def warmup(
     path: str,
     backend: str,
     experiment: str = "det_shapes",
+    config_only: bool = False,
 ) -> dict:
     """Source-only training for ``steps`` iterations of ``experiment``; saves the student,
-    scores it."""
+    scores it. ``config_only``: the resolved config it would train with
+    (``common.config_record``), without training."""
     import torch
     from hydra.utils import instantiate
 
     from mic import evaluate, recalibrated_batchnorm
     from mic.experiment import build_experiment, load_config, make_loader
 
-    torch.set_num_threads(threads)
     overrides = [
         *_overrides(seed, device, [*BACKENDS[backend], *extra], experiment),
         "method=source_only",
@@ -178,6 +180,9 @@ def warmup(
         "eval.interval=0",
         "eval.models=[student]",
     ]
+    if config_only:
+        return config_record(overrides)
+    torch.set_num_threads(threads)
     cfg = load_config(overrides)
     exp = build_experiment(cfg)
     spent = time_training(exp.loop)
@@ -220,11 +225,17 @@ def run_one(
     start: str,
     backend: str = "torchvision",
     experiment: str = "det_shapes",
+    config_only: bool = False,
 ) -> dict:
+    """``steps`` iterations of ``method`` from the warm-up model saved at ``start``: the
+    row of scores; ``config_only``: the resolved config the run would train with
+    (``common.config_record``), without training."""
     import torch
 
-    torch.set_num_threads(threads)
     overrides = adaptation_overrides(method, seed, steps, device, extra, backend, experiment)
+    if config_only:
+        return config_record(overrides)
+    torch.set_num_threads(threads)
     exp = from_warmup(method, overrides, start)
     final, seconds = run_timed(exp)
     row = {

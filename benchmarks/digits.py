@@ -36,7 +36,14 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-from common import device_name, interval95, mean_std, paired_differences, time_training
+from common import (
+    config_record,
+    device_name,
+    interval95,
+    mean_std,
+    paired_differences,
+    time_training,
+)
 
 #: method name -> mic-train overrides
 METHODS: dict[str, list[str]] = {
@@ -121,13 +128,19 @@ VARIANT_PAIRS = [
 CORE = ["source_only", "source_only_mic", "mean_teacher", "mean_teacher_mic", "oracle"]
 
 
-def run_one(method: str, seed: int, device: str, threads: int, extra: list[str]) -> dict:
+def run_one(
+    method: str, seed: int, device: str, threads: int, extra: list[str], config_only: bool = False
+) -> dict:
+    """One run of ``method`` (its row of scores); ``config_only``: the resolved config it
+    would train with (``common.config_record``), without training."""
     import torch
 
     from mic.experiment import build_experiment, load_config
 
-    torch.set_num_threads(threads)
     overrides = [*METHODS[method], f"seed={seed}", f"device={device}", "log.progress=false", *extra]
+    if config_only:
+        return config_record(overrides)
+    torch.set_num_threads(threads)
     exp = build_experiment(load_config(overrides))
     loop = exp.loop
     spent = time_training(loop)

@@ -40,6 +40,7 @@ from typing import Any
 
 from common import (
     add_device_options,
+    config_record,
     device_name,
     mean_std,
     peak_memory,
@@ -101,17 +102,23 @@ def _overrides(experiment: str, seed: int, device: str) -> list[str]:
 
 
 def warmup(
-    seed: int, steps: int, device: str, threads: int, extra: list[str], path: str, experiment: str
+    seed: int,
+    steps: int,
+    device: str,
+    threads: int,
+    extra: list[str],
+    path: str,
+    experiment: str,
+    config_only: bool = False,
 ) -> dict:
     """Source-only training of ``experiment``'s model for ``steps`` iterations (the source stage
     of a warm start); saves the student's weights at ``path`` and scores them on the target
-    test split (after AdaBN)."""
+    test split (after AdaBN). ``config_only``: the resolved config it would train with
+    (``common.config_record``), without training."""
     import logging
 
     import torch
 
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(threads)
     overrides = [
         *_overrides(experiment, seed, device),
         *METHODS["source_only"],
@@ -119,6 +126,10 @@ def warmup(
         f"iterations={steps}",
         "eval.models=[student]",
     ]
+    if config_only:
+        return config_record(overrides)
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(threads)
     exp = start_from(overrides)
     final, seconds = run_timed(exp)
     torch.save(exp.student.state_dict(), path)
@@ -140,18 +151,22 @@ def run_one(
     experiment: str = "streets",
     start: str | None = None,
     probe: Callable[[Any], Callable[[], dict]] | None = None,
+    config_only: bool = False,
 ) -> dict:
     """One run of ``method``: ``mic-train experiment=<experiment>`` with the method's and the
     ``extra`` overrides, from the weights saved at ``start`` (a ``warmup``) if given.
     ``probe(experiment)``, called before training (it may add hooks to the loop), returns
-    a function whose dict is added to the result after the run."""
+    a function whose dict is added to the result after the run. ``config_only``: the
+    resolved config the run would train with (``common.config_record``), without training."""
     import logging
 
     import torch
 
+    overrides = [*_overrides(experiment, seed, device), *METHODS[method], *extra]
+    if config_only:
+        return config_record(overrides)
     logging.basicConfig(level=logging.WARNING)  # the per-class tables stay out of the way
     torch.set_num_threads(threads)
-    overrides = [*_overrides(experiment, seed, device), *METHODS[method], *extra]
     exp = start_from(overrides, start)
     report = probe(exp) if probe is not None else None
     loop = exp.loop

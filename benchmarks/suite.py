@@ -34,7 +34,11 @@ more iterations, in proportion to MIC's measured cost per iteration), tells MIC'
 that of its extra compute.
 
 Every finished run is cached in the JSON file beside the table, keyed by (task, method, seed,
-settings), so a rerun only adds the runs it lacks, and ``--from-cache`` rewrites the table
+settings) and stamped with the resolved config it trained with (``configs`` in the JSON; a
+source model's config is kept beside it in ``--work``), so a rerun only adds the runs it lacks
+and those made with another config than the current one (a default changed since they ran:
+"stale", named on stderr with what changed and marked in the table), and ``--from-cache``
+rewrites the table
 (markdown and JSON; every mode with cached runs, the full one first) and the plot (PNG, of the
 chosen mode; matplotlib from the ``bench`` extra) without training.
 """
@@ -60,6 +64,7 @@ from typing import Any
 
 from common import (
     add_device_options,
+    config_changes,
     interval95_bounds,
     mean_std,
     paired_differences,
@@ -314,24 +319,33 @@ def run(
     device: str,
     threads: int,
     start: str | None = None,
+    config_only: bool = False,
 ) -> dict:
     """One run of ``method`` on ``task`` by its script's ``run_one`` (in this process), from
-    the source-only model saved at ``start`` for the tasks with a ``warmup``."""
+    the source-only model saved at ``start`` for the tasks with a ``warmup``; ``config_only``:
+    the resolved config it would train with (``common.config_record``), without training."""
     import importlib
 
     spec = TASKS[task]
     script = importlib.import_module(spec.script)
     extra = list(settings["overrides"])
     if method == spec.equal_time:
-        row = run(task, spec.base, seed, equal_time_arm(settings), device, threads, start)
-        return {**row, "method": method}
+        arm = equal_time_arm(settings)
+        row = run(task, spec.base, seed, arm, device, threads, start, config_only)
+        return row if config_only else {**row, "method": method}
     if task == "classification":
-        return script.run_one(method, seed, device, threads, extra)
+        return script.run_one(method, seed, device, threads, extra, config_only=config_only)
     if task == "detection":
-        return script.run_one(method, seed, settings["iterations"], device, threads, extra, start)
+        steps = settings["iterations"]
+        return script.run_one(
+            method, seed, steps, device, threads, extra, start, config_only=config_only
+        )
     if "iterations" in settings:
         extra.append(f"iterations={settings['iterations']}")
-    return script.run_one(method, seed, device, threads, extra, spec.experiment or "streets", start)
+    experiment = spec.experiment or "streets"
+    return script.run_one(
+        method, seed, device, threads, extra, experiment, start, config_only=config_only
+    )
 
 
 def equal_time_arm(settings: dict[str, Any]) -> dict[str, Any]:
@@ -348,20 +362,126 @@ def equal_time_arm(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def warm_up(
-    task: str, seed: int, settings: dict[str, Any], device: str, threads: int, path: str
+    task: str,
+    seed: int,
+    settings: dict[str, Any],
+    device: str,
+    threads: int,
+    path: str,
+    config_only: bool = False,
 ) -> dict:
-    """The source-only model of ``seed`` (the script's ``warmup``), saved at ``path``."""
+    """The source-only model of ``seed`` (the script's ``warmup``), saved at ``path``, with
+    the record of its config beside it (``config_file``); ``config_only``: that record
+    (``common.config_record``), without training."""
     extra = [*settings.get("warmup_overrides", []), *settings["overrides"]]
+    steps = settings["warmup"]
     if task == "detection":
         import detection
 
-        return detection.warmup(
-            seed, settings["warmup"], device, threads, extra, path, "torchvision"
+        row = detection.warmup(
+            seed, steps, device, threads, extra, path, "torchvision", config_only=config_only
         )
-    import segmentation
+    else:
+        import segmentation
 
-    experiment = TASKS[task].experiment or "streets"
-    return segmentation.warmup(seed, settings["warmup"], device, threads, extra, path, experiment)
+        experiment = TASKS[task].experiment or "streets"
+        row = segmentation.warmup(
+            seed, steps, device, threads, extra, path, experiment, config_only=config_only
+        )
+    if not config_only:
+        record = warm_up(task, seed, settings, device, threads, path, config_only=True)
+        config_file(path).write_text(json.dumps(record, indent=1, sort_keys=True))
+    return row
+
+
+def config_file(warmup: str | Path) -> Path:
+    """The file beside a warm-up model that records the config it was trained with."""
+    return Path(warmup).with_suffix(".config.json")
+
+
+# ---------------------------------------------------------------------------- stale runs
+
+
+def config_digest(record: dict[str, Any]) -> str:
+    """A short name of a ``common.config_record``: the key of ``state["configs"]``."""
+    text = json.dumps(record, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def describe_changes(changes: dict[str, tuple[Any, Any]], limit: int = 4) -> str:
+    """``common.config_changes`` in words: ``key: old -> new`` for the first ``limit``."""
+    words = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changes.items())[:limit]]
+    if len(changes) > limit:
+        words.append(f"and {len(changes) - limit} more")
+    return "; ".join(words)
+
+
+class Configs:
+    """The resolved configs the suite's runs train with now, composed once per (task, method,
+    settings) and per warm-up (no model is built), for stamping new runs and for telling the
+    cached runs made with another config (a default changed since) from the current ones."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self._runs: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._warmups: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def run(self, task: str, method: str, settings: dict[str, Any]) -> dict[str, Any]:
+        key = (task, method, json.dumps([settings_key(settings), settings.get("equal_time")]))
+        if key not in self._runs:
+            self._runs[key] = run(task, method, 0, settings, self.device, 1, None, True)
+        return self._runs[key]
+
+    def warmup(self, task: str, settings: dict[str, Any]) -> dict[str, Any]:
+        key = (task, settings_key(settings))
+        if key not in self._warmups:
+            self._warmups[key] = warm_up(task, 0, settings, self.device, 1, "", True)
+        return self._warmups[key]
+
+
+def warmup_changes(
+    task: str, settings: dict[str, Any], path: Path, configs: Configs
+) -> dict[str, tuple[Any, Any]] | None:
+    """How the config of the warm-up model at ``path`` differs from the current one (empty:
+    it is current); None: no record beside it (a model from before records were kept)."""
+    file = config_file(path)
+    if not file.exists():
+        return None
+    return config_changes(json.loads(file.read_text()), configs.warmup(task, settings))
+
+
+def mark_stale(
+    state: dict, settings: dict[str, dict[str, Any]], work: Path, configs: Configs
+) -> dict[str, str]:
+    """Marks every cached run of ``settings`` (task -> schedule; any seed) made with a config
+    other than the current one: ``row["stale"]`` says what changed (a default changed since
+    it ran, no config recorded, or its source model's config changed); clears the mark of
+    the current ones. Returns key -> reason of the stale runs."""
+    stale = {}
+    for k, row in state["runs"].items():
+        key = json.loads(k)
+        task = key[0]
+        if task not in settings or key[3] != settings_key(settings[task]):
+            continue
+        s = settings[task]
+        if key[4:] not in ([], [s.get("equal_time")]):
+            continue
+        reason = None
+        stored = state.get("configs", {}).get(row.get("config", ""))
+        if stored is None:
+            reason = "no config recorded"
+        else:
+            changes = config_changes(stored, configs.run(task, row["method"], s))
+            reason = describe_changes(changes) if changes else None
+        if reason is None and "warmup" in s:
+            found = warmup_changes(task, s, warmup_path(work, task, row["seed"], s), configs)
+            if found:
+                reason = "its source model's config changed: " + describe_changes(found)
+        if reason:
+            row["stale"] = stale[k] = reason
+        else:
+            row.pop("stale", None)
+    return stale
 
 
 def warmup_score(row: dict) -> float | None:
@@ -374,9 +494,22 @@ def warmup_path(work: Path, task: str, seed: int, settings: dict[str, Any]) -> P
     return work / f"{task}_warmup_seed{seed}_{tag}.pt"
 
 
+def stale_lines(state: dict, stale: dict[str, str]) -> str:
+    """``mark_stale``'s stale runs in words, one line per task, method and reason."""
+    grouped: dict[tuple[str, str, str], list[int]] = {}
+    for key, reason in stale.items():
+        task, method, seed = json.loads(key)[:3]
+        grouped.setdefault((task, method, reason), []).append(seed)
+    return "\n".join(
+        f"  {task} {method} seeds {' '.join(map(str, sorted(seeds)))}: {reason}"
+        for (task, method, reason), seeds in grouped.items()
+    )
+
+
 def missing_runs(args: argparse.Namespace, state: dict) -> list[tuple[str, str, int, str]]:
-    """(task, method, seed, cache key) of every run of ``args`` that ``state`` lacks (every
-    run with ``--fresh``), seed by seed so that pairs complete early."""
+    """(task, method, seed, cache key) of every run of ``args`` that ``state`` lacks or holds
+    marked stale (``mark_stale``; every run with ``--fresh``), seed by seed so that pairs
+    complete early."""
     todo = []
     for task, settings in args.settings.items():
         spec = TASKS[task]
@@ -384,14 +517,15 @@ def missing_runs(args: argparse.Namespace, state: dict) -> list[tuple[str, str, 
         for seed in settings["seeds"]:
             for m in methods:
                 key = run_key(task, m, seed, settings)
-                if args.fresh or key not in state["runs"]:
+                if args.fresh or key not in state["runs"] or "stale" in state["runs"][key]:
                     todo.append((task, m, seed, key))
     return todo
 
 
-def train(args: argparse.Namespace, state: dict) -> int:
-    """Runs the ``missing_runs`` of ``args`` (the warm-ups first), saving ``state`` after
-    each; returns how many ran."""
+def train(args: argparse.Namespace, state: dict, configs: Configs) -> int:
+    """Runs the ``missing_runs`` of ``args`` (the warm-ups first: those missing, made with
+    another config or without a record of it), saving ``state`` after each, every run
+    stamped with its config (``configs``); returns how many ran."""
     cache = args.out.with_suffix(".json")
     threads = threads_per_run(args.device, args.jobs, args.threads)
     todo = missing_runs(args, state)
@@ -413,7 +547,7 @@ def train(args: argparse.Namespace, state: dict) -> int:
                 continue
             path = warmup_path(args.work, task, seed, settings)
             starts[task, seed] = str(path)
-            if not path.exists():
+            if not path.exists() or warmup_changes(task, settings, path, configs) != {}:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 warm[task, seed] = pool.submit(
                     warm_up, task, seed, settings, args.device, threads, str(path)
@@ -434,7 +568,9 @@ def train(args: argparse.Namespace, state: dict) -> int:
         futures += [submit(*job) for job in todo if (job[0], job[2]) in starts]
         for task, key, future in futures:
             row = future.result()
-            state["runs"][key] = {"task": task, **row}
+            record = configs.run(task, row["method"], args.settings[task])
+            state.setdefault("configs", {})[config_digest(record)] = record
+            state["runs"][key] = {"task": task, **row, "config": config_digest(record)}
             save()
             s = scores(task, row)
             print(
@@ -494,6 +630,7 @@ def _by_method(state: dict, task: str, settings: dict[str, Any]) -> dict[str, di
             "seconds_per_iteration": r.get("seconds_per_iteration"),
             "seconds": _seconds(r, _schedule_iterations(task, r["method"], settings)),
             "device": r.get("device"),
+            "stale": r.get("stale"),
         }
     return by
 
@@ -591,6 +728,7 @@ def summarise(
                 "seconds_per_iteration": statistics.mean(v for v in spi if v is not None),
                 "devices": sorted({str(runs[x]["device"]) for x in seeds}),
                 "command": _command(mode, task, [m], seeds, out),
+                "stale": {x: runs[x]["stale"] for x in seeds if runs[x]["stale"]},
             }
         pair = {"mic": spec.mic, "base": spec.base, "models": {}, "per_class": {}}
         a, b = by.get(spec.mic, {}), by.get(spec.base, {})
@@ -729,6 +867,18 @@ def markdown(table: dict, state: dict) -> str:
                 f"| {_cell(e['teacher'], spec.digits)} | {e['seconds_per_iteration']:.3f} "
                 f"| {', '.join(e['devices'])} | `{e['command']}` |"
             )
+        stale = {m: e["stale"] for m, e in t["methods"].items() if e.get("stale")}
+        if stale:
+            lines += [
+                "",
+                "**Stale runs**: made with another config than the current one (a default "
+                "changed since they ran); their rerun commands run them again.",
+                "",
+            ]
+            for m, found in stale.items():
+                for reason in dict.fromkeys(found.values()):
+                    seeds = " ".join(str(x) for x, r in found.items() if r == reason)
+                    lines.append(f"- {m}, seeds {seeds}: {reason}")
         by = _by_method(state, task, t["settings"])
         by_class = {m: {s: r["per_class"] for s, r in runs.items()} for m, runs in by.items()}
         pairs = [(spec.mic, spec.base)]
@@ -891,7 +1041,7 @@ def write(state: dict, settings: dict[str, dict[str, Any]], mode: str, out: Path
 def load(out: Path) -> dict:
     cache = out.with_suffix(".json")
     state = json.loads(cache.read_text()) if cache.exists() else {}
-    for key in ("runs", "warmups"):
+    for key in ("runs", "warmups", "configs"):
         state.setdefault(key, {})
     state.setdefault("calls", [])
     return state
@@ -902,9 +1052,18 @@ def main(argv: list[str] | None = None) -> None:
     state = load(args.out)
     if args.from_cache and not state["runs"]:
         raise SystemExit(f"{args.out.with_suffix('.json')} holds no runs: run the suite first")
+    configs = Configs(args.device)
+    stale = mark_stale(state, args.settings, args.work, configs)
+    if stale:
+        what = "marked so in the table" if args.from_cache else "they run again"
+        print(
+            f"{len(stale)} cached runs are stale: made with another config than the current "
+            f"one, or with none recorded ({what}):\n" + stale_lines(state, stale),
+            file=sys.stderr,
+        )
     if not args.from_cache:
         t0 = time.perf_counter()
-        n = train(args, state)
+        n = train(args, state, configs)
         if n:
             threads = threads_per_run(args.device, args.jobs, args.threads)
             machine = args.device if args.device != "cpu" else f"{os.cpu_count()} CPU cores"

@@ -284,7 +284,7 @@ def test_warm_started_equal_time_base_runs_the_longer_schedule(mode, monkeypatch
     assert longer > settings["iterations"]
     calls = []
 
-    def fake(method, seed, device, threads, extra, experiment, start=None, probe=None):
+    def fake(method, seed, device, threads, extra, experiment, start=None, config_only=False):
         calls.append((method, extra, start))
         return {"method": method, "seed": seed}
 
@@ -421,3 +421,98 @@ def test_equal_time_base_without_a_seed_in_common_with_mic_is_reported_not_measu
     assert table["tasks"]["classification"]["pair"]["equal_time"]["time_ratio"] == []
     md = suite.markdown(table, state)
     assert "its training time over MIC's: not measured: no seed ran both" in md
+
+
+def _stamped(task: str, method: str, record: dict, state: dict, seed: int = 0) -> str:
+    """Adds a cached run of ``method`` made with the config ``record``; returns its key."""
+    key = suite.run_key(task, method, seed, QUICK[task])
+    digest = suite.config_digest(record)
+    state["configs"][digest] = record
+    row = {"method": method, "seed": seed, "seconds_per_iteration": 0.1, "device": "cpu"}
+    state["runs"][key] = {"task": task, **row, "student": 0.9, "teacher": 0.9, "config": digest}
+    return key
+
+
+def test_a_cached_run_made_with_another_config_is_stale_and_runs_again(tmp_path):
+    """A default changed since a run was cached (here the detection MIC weighting) makes the
+    run stale: named with the change, run again, and marked in the table; the current run of
+    the same task, and a run without a record of its config, are told apart."""
+    configs = suite.Configs("cpu")
+    settings = {"classification": QUICK["classification"]}
+    current = configs.run("classification", "mean_teacher_mic", settings["classification"])
+    assert current["method.terms.mic.masker.ratio"] == 0.7  # the composed config, flat
+    assert not any(k.startswith(("device", "log.", "seed")) for k in current)
+    changed = {**current, "method.terms.mic.masker.ratio": 0.5}
+    state = {"runs": {}, "warmups": {}, "configs": {}, "calls": []}
+    old = _stamped("classification", "mean_teacher_mic", changed, state, seed=0)
+    fine = _stamped("classification", "mean_teacher_mic", current, state, seed=1)
+    # an option added since with a null default is no change
+    added = {**current, "new.option": None}
+    fine2 = _stamped("classification", "mean_teacher_mic", added, state, seed=2)
+    unrecorded = _stamped("classification", "mean_teacher", current, state, seed=0)
+    state["runs"][unrecorded].pop("config")
+
+    stale = suite.mark_stale(state, settings, tmp_path, configs)
+    assert stale == {
+        old: "method.terms.mic.masker.ratio: 0.5 -> 0.7",
+        unrecorded: "no config recorded",
+    }
+    assert "stale" not in state["runs"][fine] and "stale" not in state["runs"][fine2]
+    args = suite.parse_args(["--tasks", "classification", "--methods", "mean_teacher_mic"])
+    todo = [s for _, _, s, _ in suite.missing_runs(args, state)]
+    assert todo == [0]  # seed 0 again; 1 and 2 are current
+    md = suite.markdown(suite.summarise(state, settings, "quick"), state)
+    assert "**Stale runs**" in md
+    assert "- mean_teacher_mic, seeds 0: method.terms.mic.masker.ratio: 0.5 -> 0.7" in md
+    # the mark goes once the run is current again
+    state["runs"][old]["config"] = suite.config_digest(current)
+    assert old not in suite.mark_stale(state, settings, tmp_path, configs)
+    assert "stale" not in state["runs"][old]
+
+
+def test_from_cache_names_the_stale_runs(tmp_path):
+    """Through the command line: ``--from-cache`` keeps the stale runs in the table, marked,
+    and says on stderr which runs were made with another config and what changed."""
+    configs = suite.Configs("cpu")
+    record = configs.run("classification", "mean_teacher", QUICK["classification"])
+    state = {"runs": {}, "warmups": {}, "configs": {}, "calls": []}
+    _stamped("classification", "mean_teacher", {**record, "optimizer.lr": 1.0}, state)
+    _stamped("classification", "mean_teacher_mic", {**record, "optimizer.lr": 1.0}, state)
+    out = tmp_path / "suite"
+    out.with_suffix(".json").write_text(json.dumps(state))
+    words = ["--from-cache", "--tasks", "classification", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", *words],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2 cached runs are stale: made with another config than the current one" in done.stderr
+    lr = record["optimizer.lr"]
+    assert f"classification mean_teacher seeds 0: optimizer.lr: 1.0 -> {lr!r}" in done.stderr
+    assert "**Stale runs**" in out.with_suffix(".md").read_text()
+
+
+def test_a_warm_up_model_records_its_config_and_a_changed_one_is_trained_again(tmp_path):
+    """The source model's config is kept beside it; a model without that record, or made with
+    another config, is not taken as the current one (and the runs from it are stale)."""
+    settings = QUICK["context"]
+    configs = suite.Configs("cpu")
+    path = suite.warmup_path(tmp_path, "context", 0, settings)
+    assert suite.warmup_changes("context", settings, path, configs) is None  # no record
+    record = configs.warmup("context", settings)
+    # the source stage's own config: source only, rare class sampling, the warm-up length
+    assert record["method.name"] == "source_only" and record["method.rare_class_sampling"]
+    assert record["iterations"] == settings["warmup"]
+    suite.config_file(path).write_text(json.dumps(record))
+    assert suite.warmup_changes("context", settings, path, configs) == {}
+    suite.config_file(path).write_text(json.dumps({**record, "optimizer.lr": 9.0}))
+    changes = suite.warmup_changes("context", settings, path, configs)
+    assert changes == {"optimizer.lr": (9.0, record["optimizer.lr"])}
+    # a run from it, itself current, is stale through its source model
+    state = {"runs": {}, "warmups": {}, "configs": {}, "calls": []}
+    run = configs.run("context", "dacs", settings)
+    key = _stamped("context", "dacs", run, state)
+    reason = suite.mark_stale(state, {"context": settings}, tmp_path, configs)[key]
+    assert reason.startswith("its source model's config changed: optimizer.lr: 9.0 ->")
