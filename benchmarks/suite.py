@@ -443,7 +443,8 @@ def warmup_changes(
     task: str, settings: dict[str, Any], path: Path, configs: Configs
 ) -> dict[str, tuple[Any, Any]] | None:
     """How the config of the warm-up model at ``path`` differs from the current one (empty:
-    it is current); None: no record beside it (a model from before records were kept)."""
+    it is current); None: no record beside it (a model from before records were kept, taken
+    as it is, as the cached runs made from it are)."""
     file = config_file(path)
     if not file.exists():
         return None
@@ -458,14 +459,12 @@ def mark_stale(
     it ran, no config recorded, or its source model's config changed); clears the mark of
     the current ones. Returns key -> reason of the stale runs."""
     stale = {}
-    for k, row in state["runs"].items():
-        key = json.loads(k)
-        task = key[0]
-        if task not in settings or key[3] != settings_key(settings[task]):
-            continue
-        s = settings[task]
-        if key[4:] not in ([], [s.get("equal_time")]):
-            continue
+    cached = [
+        (t, s, k, row)
+        for t, s in settings.items()
+        for k, row in _matching(state["runs"], t, s).items()
+    ]
+    for task, s, k, row in cached:
         reason = None
         stored = state.get("configs", {}).get(row.get("config", ""))
         if stored is None:
@@ -523,9 +522,9 @@ def missing_runs(args: argparse.Namespace, state: dict) -> list[tuple[str, str, 
 
 
 def train(args: argparse.Namespace, state: dict, configs: Configs) -> int:
-    """Runs the ``missing_runs`` of ``args`` (the warm-ups first: those missing, made with
-    another config or without a record of it), saving ``state`` after each, every run
-    stamped with its config (``configs``); returns how many ran."""
+    """Runs the ``missing_runs`` of ``args`` (the warm-ups first: those missing or made with
+    another config, ``warmup_changes``), saving ``state`` after each, every run stamped with
+    its config (``configs``); returns how many ran."""
     cache = args.out.with_suffix(".json")
     threads = threads_per_run(args.device, args.jobs, args.threads)
     todo = missing_runs(args, state)
@@ -547,7 +546,7 @@ def train(args: argparse.Namespace, state: dict, configs: Configs) -> int:
                 continue
             path = warmup_path(args.work, task, seed, settings)
             starts[task, seed] = str(path)
-            if not path.exists() or warmup_changes(task, settings, path, configs) != {}:
+            if not path.exists() or warmup_changes(task, settings, path, configs):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 warm[task, seed] = pool.submit(
                     warm_up, task, seed, settings, args.device, threads, str(path)
@@ -607,15 +606,15 @@ def per_class(task: str, row: dict, model: str) -> dict[str, float]:
     return {c: v for c, v in found.items() if v is not None and not math.isnan(v)}
 
 
-def _matching(cached: dict[str, dict], task: str, settings: dict[str, Any]) -> list[dict]:
+def _matching(cached: dict[str, dict], task: str, settings: dict[str, Any]) -> dict[str, dict]:
     """The cached entries (key -> row) of ``task`` run with ``settings`` (any seeds; equal-time
     runs only with the schedule's ``equal_time`` overrides)."""
     wanted = settings_key(settings)
-    found = []
+    found = {}
     for k, r in cached.items():
         key = json.loads(k)
         if key[0] == task and key[3] == wanted and key[4:] in ([], [settings.get("equal_time")]):
-            found.append(r)
+            found[k] = r
     return found
 
 
@@ -623,7 +622,7 @@ def _by_method(state: dict, task: str, settings: dict[str, Any]) -> dict[str, di
     """Method -> seed -> the scores of the cached runs of ``task`` with ``settings``: both
     models' scores, the task model's per-class scores, seconds per iteration, device."""
     by: dict[str, dict[int, dict]] = {}
-    for r in _matching(state["runs"], task, settings):
+    for r in _matching(state["runs"], task, settings).values():
         by.setdefault(r["method"], {})[r["seed"]] = {
             **scores(task, r),
             "per_class": per_class(task, r, TASKS[task].model),
@@ -754,7 +753,7 @@ def summarise(
                 # the equal-time base's training time over MIC's, per seed both ran
                 "time_ratio": [c[x]["seconds"] / a[x]["seconds"] for x in sorted(set(a) & set(c))],
             }
-        warm = _matching(state.get("warmups", {}), task, s)
+        warm = list(_matching(state.get("warmups", {}), task, s).values())
         tasks[task] = {
             "benchmark": spec.benchmark,
             "metric": spec.metric,
