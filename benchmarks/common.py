@@ -143,7 +143,8 @@ def run_overrides(experiment: str, seed: int, device: str) -> list[str]:
 
 
 #: config keys that do not change what a run computes: where it runs, what it prints and saves,
-#: the checks before it, and its seed (which the benchmarks' cache keys hold)
+#: the checks before it, the label-free validation scores (drawn from streams of their own),
+#: and its seed (which the benchmarks' cache keys hold)
 NOT_RESULT = (
     "device",
     "log.",
@@ -153,6 +154,8 @@ NOT_RESULT = (
     "preflight",
     "seed",
     "loader.num_workers",
+    "eval.validators",
+    "eval.validation.",
 )
 
 
@@ -160,7 +163,8 @@ def config_record(overrides: list[str]) -> dict[str, Any]:
     """The resolved config that mic-train ``overrides`` train with, flat (``{"a.b": value}``,
     as ``mic.resume.flatten``) and without the ``NOT_RESULT`` keys: what a benchmark's cache
     compares to tell whether a cached run is still the run its settings name (a default
-    changed since it ran makes it stale). Composes the config only: no model is built."""
+    changed since it ran makes it stale). Composes the config only: no model is built, and
+    code changes are not seen (``python -m benchmarks.checksums`` is for those)."""
     from omegaconf import OmegaConf
 
     from mic.experiment import load_config

@@ -289,6 +289,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="run the chosen runs again (the warm-up models in --work are kept)",
     )
+    p.add_argument(
+        "--accept-stale",
+        action="store_true",
+        help="take the chosen stale runs (made with another config than the current one, or "
+        "without a record of it) as made with the current config, without running them: for "
+        "a change you know does not touch them; the table lists the call",
+    )
     args = p.parse_args(argv)
     if args.out.suffix in (".md", ".json", ".png"):
         args.out = args.out.with_suffix("")
@@ -361,6 +368,16 @@ def equal_time_arm(settings: dict[str, Any]) -> dict[str, Any]:
     return arm
 
 
+#: config keys a source-only warm-up does not use (no teacher, no pseudo-labels): a change of
+#: them leaves its model as it is
+SOURCE_STAGE_UNUSED = (
+    "teacher.",
+    "pseudo_label_threshold",
+    "task.score_threshold",
+    "task.ignore_threshold",
+)
+
+
 def warm_up(
     task: str,
     seed: int,
@@ -371,10 +388,13 @@ def warm_up(
     config_only: bool = False,
 ) -> dict:
     """The source-only model of ``seed`` (the script's ``warmup``), saved at ``path``, with
-    the record of its config beside it (``config_file``); ``config_only``: that record
-    (``common.config_record``), without training."""
+    the record of its config beside it (``config_file``, composed before it trains);
+    ``config_only``: that record (``common.config_record`` without ``SOURCE_STAGE_UNUSED``),
+    without training."""
     extra = [*settings.get("warmup_overrides", []), *settings["overrides"]]
     steps = settings["warmup"]
+    if not config_only:
+        record = warm_up(task, seed, settings, device, threads, path, config_only=True)
     if task == "detection":
         import detection
 
@@ -388,15 +408,49 @@ def warm_up(
         row = segmentation.warmup(
             seed, steps, device, threads, extra, path, experiment, config_only=config_only
         )
-    if not config_only:
-        record = warm_up(task, seed, settings, device, threads, path, config_only=True)
-        config_file(path).write_text(json.dumps(record, indent=1, sort_keys=True))
+    if config_only:
+        return {k: v for k, v in row.items() if not k.startswith(SOURCE_STAGE_UNUSED)}
+    config_file(path).write_text(json.dumps(record, indent=1, sort_keys=True))
     return row
+
+
+def run_stamped(
+    task: str,
+    method: str,
+    seed: int,
+    settings: dict[str, Any],
+    device: str,
+    threads: int,
+    start: str | None,
+) -> tuple[dict, dict[str, Any], dict[str, Any] | None]:
+    """``run`` in a worker process: its row, the config it trains with (composed in the same
+    process just before) and the record of the source model it starts from (None without
+    one)."""
+    record = run(task, method, seed, settings, device, threads, start, config_only=True)
+    source = read_record(config_file(start)) if start else None
+    return run(task, method, seed, settings, device, threads, start), record, source
 
 
 def config_file(warmup: str | Path) -> Path:
     """The file beside a warm-up model that records the config it was trained with."""
     return Path(warmup).with_suffix(".config.json")
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The config record in ``path``; None when there is none or it cannot be read."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def warmup_current(path: Path, task: str, settings: dict[str, Any], configs: Configs) -> bool:
+    """Whether the warm-up model at ``path`` exists with a readable record of its config
+    equal to the current one (else ``train`` trains it again)."""
+    record = read_record(config_file(path))
+    current = record is not None and not config_changes(record, configs.warmup(task, settings))
+    return path.exists() and current
 
 
 # ---------------------------------------------------------------------------- stale runs
@@ -417,8 +471,8 @@ def describe_changes(changes: dict[str, tuple[Any, Any]], limit: int = 4) -> str
 
 
 class Configs:
-    """The resolved configs the suite's runs train with now, composed once per (task, method,
-    settings) and per warm-up (no model is built), for stamping new runs and for telling the
+    """The resolved configs the suite's runs and warm-ups train with now, composed once per
+    (task, method, settings) and per warm-up schedule (no model is built), for telling the
     cached runs made with another config (a default changed since) from the current ones."""
 
     def __init__(self, device: str) -> None:
@@ -439,48 +493,66 @@ class Configs:
         return self._warmups[key]
 
 
-def warmup_changes(
-    task: str, settings: dict[str, Any], path: Path, configs: Configs
-) -> dict[str, tuple[Any, Any]] | None:
-    """How the config of the warm-up model at ``path`` differs from the current one (empty:
-    it is current); None: no record beside it (a model from before records were kept, taken
-    as it is, as the cached runs made from it are)."""
-    file = config_file(path)
-    if not file.exists():
+def stamp(
+    state: dict, row: dict, record: dict[str, Any], source: dict[str, Any] | None = None
+) -> None:
+    """Records in ``row`` the config it trained with and, for a warm-started run, that of its
+    source model (kept once each under ``state["configs"]``); clears a stale mark."""
+    for field, r in (("config", record), ("source_config", source)):
+        if r is not None:
+            state.setdefault("configs", {})[config_digest(r)] = r
+            row[field] = config_digest(r)
+    row.pop("stale", None)
+
+
+def staleness(
+    state: dict, task: str, settings: dict[str, Any], row: dict, configs: Configs
+) -> str | None:
+    """Why a cached run of ``task`` with ``settings`` is not the run the settings give now
+    (its config, or its source model's, recorded when it ran, differs from the current one,
+    or was not recorded); None: it is current."""
+    stored = state.get("configs", {})
+    if row.get("config") not in stored:
+        return "no config recorded"
+    changes = config_changes(stored[row["config"]], configs.run(task, row["method"], settings))
+    if changes:
+        return describe_changes(changes)
+    if "warmup" not in settings:
         return None
-    return config_changes(json.loads(file.read_text()), configs.warmup(task, settings))
+    if row.get("source_config") not in stored:
+        return "no config of its source model recorded"
+    changes = config_changes(stored[row["source_config"]], configs.warmup(task, settings))
+    return "its source model's config changed: " + describe_changes(changes) if changes else None
 
 
-def mark_stale(
-    state: dict, settings: dict[str, dict[str, Any]], work: Path, configs: Configs
-) -> dict[str, str]:
-    """Marks every cached run of ``settings`` (task -> schedule; any seed) made with a config
-    other than the current one: ``row["stale"]`` says what changed (a default changed since
-    it ran, no config recorded, or its source model's config changed); clears the mark of
-    the current ones. Returns key -> reason of the stale runs."""
+def mark_stale(state: dict, configs: Configs, modes: tuple[str, ...] = ("full", "quick")) -> dict:
+    """Marks every cached run of the schedules of ``modes`` (any seed) that ``staleness``
+    finds not current: ``row["stale"]`` says why; clears the mark of the current ones.
+    Returns key -> reason of the stale runs."""
     stale = {}
-    cached = [
-        (t, s, k, row)
-        for t, s in settings.items()
-        for k, row in _matching(state["runs"], t, s).items()
-    ]
-    for task, s, k, row in cached:
-        reason = None
-        stored = state.get("configs", {}).get(row.get("config", ""))
-        if stored is None:
-            reason = "no config recorded"
-        else:
-            changes = config_changes(stored, configs.run(task, row["method"], s))
-            reason = describe_changes(changes) if changes else None
-        if reason is None and "warmup" in s:
-            found = warmup_changes(task, s, warmup_path(work, task, row["seed"], s), configs)
-            if found:
-                reason = "its source model's config changed: " + describe_changes(found)
-        if reason:
-            row["stale"] = stale[k] = reason
-        else:
-            row.pop("stale", None)
+    for mode in modes:
+        for task, settings in schedules(mode).items():
+            for k, row in _matching(state["runs"], task, settings).items():
+                reason = staleness(state, task, settings, row, configs)
+                if reason:
+                    row["stale"] = stale[k] = reason
+                else:
+                    row.pop("stale", None)
     return stale
+
+
+def accept_stale(args: argparse.Namespace, state: dict, configs: Configs) -> int:
+    """``--accept-stale``: stamps the stale runs that ``args`` chooses with the current config
+    (and source model config) without running them; returns how many."""
+    n = 0
+    for task, method, _, key in chosen_runs(args):
+        row = state["runs"].get(key)
+        if row is not None and "stale" in row:
+            settings = args.settings[task]
+            source = configs.warmup(task, settings) if "warmup" in settings else None
+            stamp(state, row, configs.run(task, method, settings), source)
+            n += 1
+    return n
 
 
 def warmup_score(row: dict) -> float | None:
@@ -493,7 +565,7 @@ def warmup_path(work: Path, task: str, seed: int, settings: dict[str, Any]) -> P
     return work / f"{task}_warmup_seed{seed}_{tag}.pt"
 
 
-def stale_lines(state: dict, stale: dict[str, str]) -> str:
+def stale_lines(stale: dict[str, str]) -> str:
     """``mark_stale``'s stale runs in words, one line per task, method and reason."""
     grouped: dict[tuple[str, str, str], list[int]] = {}
     for key, reason in stale.items():
@@ -505,26 +577,33 @@ def stale_lines(state: dict, stale: dict[str, str]) -> str:
     )
 
 
-def missing_runs(args: argparse.Namespace, state: dict) -> list[tuple[str, str, int, str]]:
-    """(task, method, seed, cache key) of every run of ``args`` that ``state`` lacks or holds
-    marked stale (``mark_stale``; every run with ``--fresh``), seed by seed so that pairs
-    complete early."""
-    todo = []
+def chosen_runs(args: argparse.Namespace) -> list[tuple[str, str, int, str]]:
+    """(task, method, seed, cache key) of every run that ``args`` chooses (its tasks, methods
+    and seeds), seed by seed so that pairs complete early."""
+    chosen = []
     for task, settings in args.settings.items():
-        spec = TASKS[task]
-        methods = [m for m in spec.methods(settings) if not args.methods or m in args.methods]
+        methods = [m for m in TASKS[task].methods(settings) if m in (args.methods or [m])]
         for seed in settings["seeds"]:
-            for m in methods:
-                key = run_key(task, m, seed, settings)
-                if args.fresh or key not in state["runs"] or "stale" in state["runs"][key]:
-                    todo.append((task, m, seed, key))
-    return todo
+            chosen += [(task, m, seed, run_key(task, m, seed, settings)) for m in methods]
+    return chosen
+
+
+def missing_runs(args: argparse.Namespace, state: dict) -> list[tuple[str, str, int, str]]:
+    """The ``chosen_runs`` of ``args`` that ``state`` lacks or holds marked stale
+    (``mark_stale``; all of them with ``--fresh``)."""
+    runs = state["runs"]
+    return [
+        job
+        for job in chosen_runs(args)
+        if args.fresh or job[3] not in runs or "stale" in runs[job[3]]
+    ]
 
 
 def train(args: argparse.Namespace, state: dict, configs: Configs) -> int:
-    """Runs the ``missing_runs`` of ``args`` (the warm-ups first: those missing or made with
-    another config, ``warmup_changes``), saving ``state`` after each, every run stamped with
-    its config (``configs``); returns how many ran."""
+    """Runs the ``missing_runs`` of ``args`` (the warm-ups first: those missing, or whose
+    record of their config is missing, unreadable or not the current one), saving ``state``
+    after each, every run stamped with its config and its source model's; returns how many
+    ran."""
     cache = args.out.with_suffix(".json")
     threads = threads_per_run(args.device, args.jobs, args.threads)
     todo = missing_runs(args, state)
@@ -546,7 +625,7 @@ def train(args: argparse.Namespace, state: dict, configs: Configs) -> int:
                 continue
             path = warmup_path(args.work, task, seed, settings)
             starts[task, seed] = str(path)
-            if not path.exists() or warmup_changes(task, settings, path, configs):
+            if not warmup_current(path, task, settings, configs):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 warm[task, seed] = pool.submit(
                     warm_up, task, seed, settings, args.device, threads, str(path)
@@ -555,7 +634,8 @@ def train(args: argparse.Namespace, state: dict, configs: Configs) -> int:
         def submit(task: str, m: str, seed: int, key: str) -> tuple[str, str, Future]:
             chosen = args.settings[task]
             start = starts.get((task, seed))
-            return task, key, pool.submit(run, task, m, seed, chosen, args.device, threads, start)
+            job = pool.submit(run_stamped, task, m, seed, chosen, args.device, threads, start)
+            return task, key, job
 
         # the other tasks' runs queue behind the warm-ups, the warm-started ones wait for them
         futures = [submit(*job) for job in todo if (job[0], job[2]) not in starts]
@@ -566,10 +646,9 @@ def train(args: argparse.Namespace, state: dict, configs: Configs) -> int:
             print(f"{task} warm-up seed {seed}: {100 * warmup_score(w):.1f}", flush=True)
         futures += [submit(*job) for job in todo if (job[0], job[2]) in starts]
         for task, key, future in futures:
-            row = future.result()
-            record = configs.run(task, row["method"], args.settings[task])
-            state.setdefault("configs", {})[config_digest(record)] = record
-            state["runs"][key] = {"task": task, **row, "config": config_digest(record)}
+            row, record, source = future.result()
+            state["runs"][key] = {"task": task, **row}
+            stamp(state, state["runs"][key], record, source)
             save()
             s = scores(task, row)
             print(
@@ -802,8 +881,11 @@ def markdown(table: dict, state: dict) -> str:
     if calls:
         lines += ["Commands (wall time, machine):", ""]
         lines += [
-            f"- `{c['command']}`: {c['minutes']:.1f} min for {c['runs']} runs, {c['jobs']} at a "
-            f"time, {c['threads']} thread(s) each, on {c['machine']} ({c['finished']})"
+            f"- `{c['command']}`: {c['accepted']} stale runs taken as made with the current "
+            f"config, not run again ({c['finished']})"
+            if "accepted" in c
+            else f"- `{c['command']}`: {c['minutes']:.1f} min for {c['runs']} runs, {c['jobs']} "
+            f"at a time, {c['threads']} thread(s) each, on {c['machine']} ({c['finished']})"
             for c in calls
         ]
         lines.append("")
@@ -870,8 +952,9 @@ def markdown(table: dict, state: dict) -> str:
         if stale:
             lines += [
                 "",
-                "**Stale runs**: made with another config than the current one (a default "
-                "changed since they ran); their rerun commands run them again.",
+                "**Stale runs**: made with another config than the current one, or without a "
+                "record of it (why, below); the suite runs them again when it is called for "
+                "them.",
                 "",
             ]
             for m, found in stale.items():
@@ -1046,18 +1129,33 @@ def load(out: Path) -> dict:
     return state
 
 
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     state = load(args.out)
     if args.from_cache and not state["runs"]:
         raise SystemExit(f"{args.out.with_suffix('.json')} holds no runs: run the suite first")
     configs = Configs(args.device)
-    stale = mark_stale(state, args.settings, args.work, configs)
+    stale = mark_stale(state, configs)
+    words = sys.argv[1:] if argv is None else argv
+    command = "OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", "unset")
+    command += " python -m benchmarks " + shlex.join(words)
+    if args.accept_stale:
+        n = accept_stale(args, state, configs)
+        state["calls"].append(
+            {"command": command, "mode": args.mode, "accepted": n, "finished": _now()}
+        )
+        stale = {k: r for k, r in stale.items() if "stale" in state["runs"][k]}
+        print(f"{n} stale runs taken as made with the current config", file=sys.stderr)
     if stale:
-        what = "marked so in the table" if args.from_cache else "they run again"
         print(
             f"{len(stale)} cached runs are stale: made with another config than the current "
-            f"one, or with none recorded ({what}):\n" + stale_lines(state, stale),
+            "one, or without a record of it (the table marks them; those this call chooses "
+            "run again unless --from-cache; --accept-stale takes them as current):\n"
+            + stale_lines(stale),
             file=sys.stderr,
         )
     if not args.from_cache:
@@ -1066,20 +1164,16 @@ def main(argv: list[str] | None = None) -> None:
         if n:
             threads = threads_per_run(args.device, args.jobs, args.threads)
             machine = args.device if args.device != "cpu" else f"{os.cpu_count()} CPU cores"
-            words = sys.argv[1:] if argv is None else argv
             state["calls"].append(
                 {
-                    "command": "OMP_NUM_THREADS="
-                    + os.environ.get("OMP_NUM_THREADS", "unset")
-                    + " python -m benchmarks "
-                    + shlex.join(words),
+                    "command": command,
                     "mode": args.mode,
                     "minutes": (time.perf_counter() - t0) / 60,
                     "runs": n,
                     "jobs": args.jobs,
                     "threads": threads,
                     "machine": f"{machine}, load average {os.getloadavg()[0]:.1f} at the end",
-                    "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                    "finished": _now(),
                 }
             )
     if args.note is not None:

@@ -424,95 +424,158 @@ def test_equal_time_base_without_a_seed_in_common_with_mic_is_reported_not_measu
 
 
 def _stamped(task: str, method: str, record: dict, state: dict, seed: int = 0) -> str:
-    """Adds a cached run of ``method`` made with the config ``record``; returns its key."""
+    """Adds a cached run of ``method`` (quick schedule) made with the config ``record``;
+    returns its key."""
     key = suite.run_key(task, method, seed, QUICK[task])
-    digest = suite.config_digest(record)
-    state["configs"][digest] = record
     row = {"method": method, "seed": seed, "seconds_per_iteration": 0.1, "device": "cpu"}
-    state["runs"][key] = {"task": task, **row, "student": 0.9, "teacher": 0.9, "config": digest}
+    state["runs"][key] = {"task": task, **row, "student": 0.9, "teacher": 0.9}
+    suite.stamp(state, state["runs"][key], record)
     return key
 
 
-def test_a_cached_run_made_with_another_config_is_stale_and_runs_again(tmp_path):
-    """A default changed since a run was cached (here the detection MIC weighting) makes the
-    run stale: named with the change, run again, and marked in the table; the current run of
-    the same task, and a run without a record of its config, are told apart."""
+def _empty() -> dict:
+    return {"runs": {}, "warmups": {}, "configs": {}, "calls": []}
+
+
+def test_a_cached_run_made_with_another_config_is_stale_and_runs_again():
+    """A default changed since a run was cached (here MIC's mask ratio) makes the run stale:
+    named with the change, run again, and marked in the table; the current run of the same
+    method, one whose config gained an option with a null default, and a run without a
+    record of its config are told apart."""
     configs = suite.Configs("cpu")
-    settings = {"classification": QUICK["classification"]}
-    current = configs.run("classification", "mean_teacher_mic", settings["classification"])
+    current = configs.run("classification", "mean_teacher_mic", QUICK["classification"])
     assert current["method.terms.mic.masker.ratio"] == 0.7  # the composed config, flat
-    assert not any(k.startswith(("device", "log.", "seed")) for k in current)
+    # where it runs, what it logs, its seed and the label-free validators are left out
+    left_out = ("device", "log.", "seed", "eval.validators", "eval.validation.")
+    assert not any(k.startswith(left_out) for k in current)
+    state = _empty()
     changed = {**current, "method.terms.mic.masker.ratio": 0.5}
-    state = {"runs": {}, "warmups": {}, "configs": {}, "calls": []}
     old = _stamped("classification", "mean_teacher_mic", changed, state, seed=0)
     fine = _stamped("classification", "mean_teacher_mic", current, state, seed=1)
-    # an option added since with a null default is no change
     added = {**current, "new.option": None}
     fine2 = _stamped("classification", "mean_teacher_mic", added, state, seed=2)
     unrecorded = _stamped("classification", "mean_teacher", current, state, seed=0)
-    state["runs"][unrecorded].pop("config")
+    del state["runs"][unrecorded]["config"]
 
-    stale = suite.mark_stale(state, settings, tmp_path, configs)
+    stale = suite.mark_stale(state, configs, modes=("quick",))
     assert stale == {
         old: "method.terms.mic.masker.ratio: 0.5 -> 0.7",
         unrecorded: "no config recorded",
     }
     assert "stale" not in state["runs"][fine] and "stale" not in state["runs"][fine2]
     args = suite.parse_args(["--tasks", "classification", "--methods", "mean_teacher_mic"])
-    todo = [s for _, _, s, _ in suite.missing_runs(args, state)]
-    assert todo == [0]  # seed 0 again; 1 and 2 are current
-    md = suite.markdown(suite.summarise(state, settings, "quick"), state)
+    assert [s for _, _, s, _ in suite.missing_runs(args, state)] == [0]  # 1 and 2 are current
+    md = suite.markdown(suite.summarise(state, QUICK, "quick"), state)
     assert "**Stale runs**" in md
     assert "- mean_teacher_mic, seeds 0: method.terms.mic.masker.ratio: 0.5 -> 0.7" in md
     # the mark goes once the run is current again
-    state["runs"][old]["config"] = suite.config_digest(current)
-    assert old not in suite.mark_stale(state, settings, tmp_path, configs)
-    assert "stale" not in state["runs"][old]
+    suite.stamp(state, state["runs"][old], current)
+    assert old not in suite.mark_stale(state, configs, modes=("quick",))
 
 
-def test_from_cache_names_the_stale_runs(tmp_path):
+def test_stale_marks_cover_every_mode_whatever_the_call_chooses():
+    """The marks are made for the cached runs of both modes, so the table of a mode the call
+    did not choose is marked as well."""
+    configs = suite.Configs("cpu")
+    state = _empty()
+    quick = _stamped("classification", "mean_teacher", {"optimizer.lr": 1.0}, state)
+    full_key = suite.run_key(
+        "classification", "mean_teacher", 0, suite.schedules("full")["classification"]
+    )
+    state["runs"][full_key] = {**state["runs"][quick], "method": "mean_teacher"}
+    stale = suite.mark_stale(state, configs)
+    assert set(stale) == {quick, full_key}
+
+
+def test_from_cache_names_the_stale_runs_and_accept_stale_takes_them_as_current(tmp_path):
     """Through the command line: ``--from-cache`` keeps the stale runs in the table, marked,
-    and says on stderr which runs were made with another config and what changed."""
+    and says on stderr which runs and what changed; ``--accept-stale`` stamps the chosen ones
+    with the current config without running them, and the table lists that call."""
     configs = suite.Configs("cpu")
     record = configs.run("classification", "mean_teacher", QUICK["classification"])
-    state = {"runs": {}, "warmups": {}, "configs": {}, "calls": []}
+    state = _empty()
+    lr = record["optimizer.lr"]
     _stamped("classification", "mean_teacher", {**record, "optimizer.lr": 1.0}, state)
-    _stamped("classification", "mean_teacher_mic", {**record, "optimizer.lr": 1.0}, state)
+    mic = configs.run("classification", "mean_teacher_mic", QUICK["classification"])
+    _stamped("classification", "mean_teacher_mic", {**mic, "optimizer.lr": 1.0}, state)
     out = tmp_path / "suite"
     out.with_suffix(".json").write_text(json.dumps(state))
-    words = ["--from-cache", "--tasks", "classification", "--out", str(out)]
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", *words],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "2 cached runs are stale: made with another config than the current one" in done.stderr
-    lr = record["optimizer.lr"]
-    assert f"classification mean_teacher seeds 0: optimizer.lr: 1.0 -> {lr!r}" in done.stderr
+
+    def cli(*words):
+        command = [sys.executable, "-m", "benchmarks", "--from-cache", "--out", str(out), *words]
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    err = cli()
+    assert "2 cached runs are stale: made with another config than the current one" in err
+    assert f"classification mean_teacher seeds 0: optimizer.lr: 1.0 -> {lr!r}" in err
     assert "**Stale runs**" in out.with_suffix(".md").read_text()
 
+    err = cli("--accept-stale", "--tasks", "classification", "--methods", "mean_teacher")
+    assert "1 stale runs taken as made with the current config" in err
+    assert "1 cached runs are stale" in err  # mean_teacher_mic was not chosen
+    saved = json.loads(out.with_suffix(".json").read_text())
+    rows = {r["method"]: r for r in saved["runs"].values()}
+    assert saved["configs"][rows["mean_teacher"]["config"]] == record
+    assert "stale" not in rows["mean_teacher"] and "stale" in rows["mean_teacher_mic"]
+    md = out.with_suffix(".md").read_text()
+    assert "1 stale runs taken as made with the current config, not run again" in md
 
-def test_a_warm_up_model_records_its_config_and_a_changed_one_is_trained_again(tmp_path):
-    """The source model's config is kept beside it; a model without that record, or made with
-    another config, is not taken as the current one (and the runs from it are stale)."""
+
+def test_a_warm_up_records_its_config_and_its_runs_are_stale_when_it_changes(tmp_path, monkeypatch):
+    """A source model's config is written beside it (without the keys a source stage does
+    not use); a model without a readable record, or with another one, is not current (so it
+    is trained again); a run records its source model's config and is stale once that is
+    not the current one."""
+    import segmentation
+
     settings = QUICK["context"]
     configs = suite.Configs("cpu")
-    path = suite.warmup_path(tmp_path, "context", 0, settings)
-    assert suite.warmup_changes("context", settings, path, configs) is None  # no record
     record = configs.warmup("context", settings)
     # the source stage's own config: source only, rare class sampling, the warm-up length
     assert record["method.name"] == "source_only" and record["method.rare_class_sampling"]
     assert record["iterations"] == settings["warmup"]
-    suite.config_file(path).write_text(json.dumps(record))
-    assert suite.warmup_changes("context", settings, path, configs) == {}
+    assert not any(k.startswith(("teacher.", "pseudo_label_threshold")) for k in record)
+
+    def fake_warmup(seed, steps, device, threads, extra, path, experiment, config_only=False):
+        if config_only:
+            return real(seed, steps, device, threads, extra, path, experiment, True)
+        Path(path).write_bytes(b"weights")
+        return {"seed": seed, "miou": 0.5}
+
+    real = segmentation.warmup
+    monkeypatch.setattr(segmentation, "warmup", fake_warmup)
+    path = suite.warmup_path(tmp_path, "context", 0, settings)
+    assert not suite.warmup_current(path, "context", settings, configs)  # missing
+    suite.warm_up("context", 0, settings, "cpu", 1, str(path))
+    assert json.loads(suite.config_file(path).read_text()) == record
+    assert suite.warmup_current(path, "context", settings, configs)
+    for unreadable in ("{not json", "[]"):
+        suite.config_file(path).write_text(unreadable)
+        assert not suite.warmup_current(path, "context", settings, configs)
     suite.config_file(path).write_text(json.dumps({**record, "optimizer.lr": 9.0}))
-    changes = suite.warmup_changes("context", settings, path, configs)
-    assert changes == {"optimizer.lr": (9.0, record["optimizer.lr"])}
-    # a run from it, itself current, is stale through its source model
-    state = {"runs": {}, "warmups": {}, "configs": {}, "calls": []}
-    run = configs.run("context", "dacs", settings)
-    key = _stamped("context", "dacs", run, state)
-    reason = suite.mark_stale(state, {"context": settings}, tmp_path, configs)[key]
+    assert not suite.warmup_current(path, "context", settings, configs)
+
+    # a run records its source model's config, from the file beside the model
+    def fake_run(method, seed, device, threads, extra, experiment, start=None, config_only=False):
+        if config_only:
+            return real_run(method, seed, device, threads, extra, experiment, None, None, True)
+        return {"method": method, "seed": seed}
+
+    real_run = segmentation.run_one
+    monkeypatch.setattr(segmentation, "run_one", fake_run)
+    row, run_record, source = suite.run_stamped("context", "dacs", 0, settings, "cpu", 1, str(path))
+    assert run_record == configs.run("context", "dacs", settings)
+    assert source == {**record, "optimizer.lr": 9.0}
+    state = _empty()
+    key = suite.run_key("context", "dacs", 0, settings)
+    state["runs"][key] = {"task": "context", **row}
+    suite.stamp(state, state["runs"][key], run_record, source)
+    reason = suite.mark_stale(state, configs, modes=("quick",))[key]
     assert reason.startswith("its source model's config changed: optimizer.lr: 9.0 ->")
+    suite.stamp(state, state["runs"][key], run_record, None)  # no source record
+    del state["runs"][key]["source_config"]
+    assert suite.mark_stale(state, configs, modes=("quick",))[key] == (
+        "no config of its source model recorded"
+    )
