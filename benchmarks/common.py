@@ -171,18 +171,23 @@ def config_record(overrides: list[str]) -> dict[str, Any]:
     from mic.resume import flatten
 
     tree = OmegaConf.to_container(load_config(overrides), resolve=True)
-    return {
-        k: v
-        for k, v in flatten(tree).items()
-        if not any(k == n or k.startswith(n) for n in NOT_RESULT)
-    }
+    return {k: v for k, v in flatten(tree).items() if not _named(k, NOT_RESULT)}
 
 
-def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """Key -> (old, new) of the keys whose values differ between two ``config_record``s (a
-    key one of them lacks counts as null, so an option added with a null default is no
-    change)."""
-    return {k: (old.get(k), new.get(k)) for k in sorted(old | new) if old.get(k) != new.get(k)}
+def _named(key: str, names: tuple[str, ...]) -> bool:
+    """Whether ``key`` is one of ``names`` or under one (a name ending in a dot)."""
+    return any(key == n or key.startswith(n) for n in names)
+
+
+def config_changes(
+    old: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...] = ()
+) -> dict[str, tuple[Any, Any]]:
+    """Key -> (old, new) of the keys whose values differ between two ``config_record``s,
+    leaving out the ``NOT_RESULT`` keys and those starting with one of ``ignore`` (so a record
+    made before a key was left out compares as made after), a key one of them lacks counting
+    as null (so an option added with a null default is no change)."""
+    keys = sorted(k for k in old | new if not _named(k, (*NOT_RESULT, *ignore)))
+    return {k: (old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)}
 
 
 def start_from(overrides: list[str], weights: str | None = None, strict: bool = True) -> Any:

@@ -34,11 +34,15 @@ more iterations, in proportion to MIC's measured cost per iteration), tells MIC'
 that of its extra compute.
 
 Every finished run is cached in the JSON file beside the table, keyed by (task, method, seed,
-settings) and stamped with the resolved config it trained with (``configs`` in the JSON; a
-source model's config is kept beside it in ``--work``), so a rerun only adds the runs it lacks
-and those made with another config than the current one (a default changed since they ran:
-"stale", named on stderr with what changed and marked in the table), and ``--from-cache``
-rewrites the table
+settings) and stamped with the resolved config it trained with and, if warm-started, that of
+its source model (``configs`` in the JSON; a source model's record is also kept beside it in
+``--work``, and one without a readable record or made with another config is trained again).
+A cached run whose config differs from the one it would get now (a default changed since it
+ran), or that has no record of it, is stale: named on stderr with what changed, marked in the
+table, run again when a call chooses it (``--accept-stale`` takes it as current instead, for a
+change known not to touch it; the table lists that call). Only the composed config is
+compared: code changes are ``python -m benchmarks.checksums``'s to catch. So a rerun only adds
+the runs it lacks and the stale ones, and ``--from-cache`` rewrites the table
 (markdown and JSON; every mode with cached runs, the full one first) and the plot (PNG, of the
 chosen mode; matplotlib from the ``bench`` extra) without training.
 """
@@ -389,8 +393,7 @@ def warm_up(
 ) -> dict:
     """The source-only model of ``seed`` (the script's ``warmup``), saved at ``path``, with
     the record of its config beside it (``config_file``, composed before it trains);
-    ``config_only``: that record (``common.config_record`` without ``SOURCE_STAGE_UNUSED``),
-    without training."""
+    ``config_only``: that record (``common.config_record``), without training."""
     extra = [*settings.get("warmup_overrides", []), *settings["overrides"]]
     steps = settings["warmup"]
     if not config_only:
@@ -409,7 +412,7 @@ def warm_up(
             seed, steps, device, threads, extra, path, experiment, config_only=config_only
         )
     if config_only:
-        return {k: v for k, v in row.items() if not k.startswith(SOURCE_STAGE_UNUSED)}
+        return row
     config_file(path).write_text(json.dumps(record, indent=1, sort_keys=True))
     return row
 
@@ -449,8 +452,9 @@ def warmup_current(path: Path, task: str, settings: dict[str, Any], configs: Con
     """Whether the warm-up model at ``path`` exists with a readable record of its config
     equal to the current one (else ``train`` trains it again)."""
     record = read_record(config_file(path))
-    current = record is not None and not config_changes(record, configs.warmup(task, settings))
-    return path.exists() and current
+    if record is None or not path.exists():
+        return False
+    return not config_changes(record, configs.warmup(task, settings), SOURCE_STAGE_UNUSED)
 
 
 # ---------------------------------------------------------------------------- stale runs
@@ -521,21 +525,25 @@ def staleness(
         return None
     if row.get("source_config") not in stored:
         return "no config of its source model recorded"
-    changes = config_changes(stored[row["source_config"]], configs.warmup(task, settings))
+    source = stored[row["source_config"]]
+    changes = config_changes(source, configs.warmup(task, settings), SOURCE_STAGE_UNUSED)
     return "its source model's config changed: " + describe_changes(changes) if changes else None
 
 
-def mark_stale(state: dict, configs: Configs, modes: tuple[str, ...] = ("full", "quick")) -> dict:
+def mark_stale(
+    state: dict, configs: Configs, modes: tuple[str, ...] = ("full", "quick")
+) -> dict[str, tuple[str, str]]:
     """Marks every cached run of the schedules of ``modes`` (any seed) that ``staleness``
     finds not current: ``row["stale"]`` says why; clears the mark of the current ones.
-    Returns key -> reason of the stale runs."""
+    Returns key -> (mode, reason) of the stale runs."""
     stale = {}
     for mode in modes:
         for task, settings in schedules(mode).items():
             for k, row in _matching(state["runs"], task, settings).items():
                 reason = staleness(state, task, settings, row, configs)
                 if reason:
-                    row["stale"] = stale[k] = reason
+                    row["stale"] = reason
+                    stale[k] = (mode, reason)
                 else:
                     row.pop("stale", None)
     return stale
@@ -565,15 +573,15 @@ def warmup_path(work: Path, task: str, seed: int, settings: dict[str, Any]) -> P
     return work / f"{task}_warmup_seed{seed}_{tag}.pt"
 
 
-def stale_lines(stale: dict[str, str]) -> str:
-    """``mark_stale``'s stale runs in words, one line per task, method and reason."""
-    grouped: dict[tuple[str, str, str], list[int]] = {}
-    for key, reason in stale.items():
+def stale_lines(stale: dict[str, tuple[str, str]]) -> str:
+    """``mark_stale``'s stale runs in words, one line per mode, task, method and reason."""
+    grouped: dict[tuple[str, str, str, str], list[int]] = {}
+    for key, (mode, reason) in stale.items():
         task, method, seed = json.loads(key)[:3]
-        grouped.setdefault((task, method, reason), []).append(seed)
+        grouped.setdefault((mode, task, method, reason), []).append(seed)
     return "\n".join(
-        f"  {task} {method} seeds {' '.join(map(str, sorted(seeds)))}: {reason}"
-        for (task, method, reason), seeds in grouped.items()
+        f"  --{mode} {task} {method} seeds {' '.join(map(str, sorted(seeds)))}: {reason}"
+        for (mode, task, method, reason), seeds in grouped.items()
     )
 
 
