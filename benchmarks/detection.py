@@ -65,6 +65,8 @@ METHODS: dict[str, list[str]] = {
     "source_only_ema": ["method=source_only", "mic=none"],
     "mean_teacher": ["method=mean_teacher", "mic=none"],
     "sada": ["method=sada", "mic=none"],
+    # SADA, plus the same EMA of the student: the teacher SADA + MIC's teacher is compared to
+    "sada_ema": ["method=sada", "mic=none"],
     "sada_mic": ["method=sada", "mic=block"],
     "mean_teacher_mic": ["method=mean_teacher", "mic=block"],
 }
@@ -74,6 +76,7 @@ PAIRS = [
     ("sada", "source_only"),
     ("mean_teacher_mic", "source_only"),
     ("sada_mic", "source_only_ema"),
+    ("sada_mic", "sada_ema"),
     ("mean_teacher_mic", "source_only_ema"),
 ]
 DEFAULT_METHODS = [
@@ -206,11 +209,12 @@ def warmup(
 
 def from_warmup(method: str, overrides: list[str], start: str) -> Any:
     """The experiment of ``overrides`` with the warm-up model's weights (and, for
-    ``source_only_ema``, an EMA teacher of the student, which source-only training lacks)."""
+    ``source_only_ema`` and ``sada_ema``, an EMA teacher of the student, which those methods
+    lack)."""
     from hydra.utils import instantiate
 
     exp = start_from(overrides, start)
-    if method == "source_only_ema":
+    if method.endswith("_ema"):
         exp.loop.teacher = instantiate(exp.cfg.teacher, model=exp.student).to(exp.loop.device)
     return exp
 
