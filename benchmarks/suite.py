@@ -60,6 +60,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -504,8 +505,8 @@ def stamp(
     source model (kept once each under ``state["configs"]``); clears a stale mark."""
     for field, r in (("config", record), ("source_config", source)):
         if r is not None:
-            state.setdefault("configs", {})[config_digest(r)] = r
             row[field] = config_digest(r)
+            state.setdefault("configs", {})[row[field]] = r
     row.pop("stale", None)
 
 
@@ -573,15 +574,21 @@ def warmup_path(work: Path, task: str, seed: int, settings: dict[str, Any]) -> P
     return work / f"{task}_warmup_seed{seed}_{tag}.pt"
 
 
+def _seeds_by(pairs: Iterable[tuple[Any, int]]) -> dict[Any, str]:
+    """Group -> its seeds, in words (``"0 1 2"``), from (group, seed) pairs."""
+    grouped: dict[Any, list[int]] = {}
+    for group, seed in pairs:
+        grouped.setdefault(group, []).append(seed)
+    return {g: " ".join(map(str, sorted(seeds))) for g, seeds in grouped.items()}
+
+
 def stale_lines(stale: dict[str, tuple[str, str]]) -> str:
     """``mark_stale``'s stale runs in words, one line per mode, task, method and reason."""
-    grouped: dict[tuple[str, str, str, str], list[int]] = {}
-    for key, (mode, reason) in stale.items():
-        task, method, seed = json.loads(key)[:3]
-        grouped.setdefault((mode, task, method, reason), []).append(seed)
+    keys = {k: json.loads(k)[:3] for k in stale}
+    grouped = _seeds_by(((mode, *keys[k][:2], why), keys[k][2]) for k, (mode, why) in stale.items())
     return "\n".join(
-        f"  --{mode} {task} {method} seeds {' '.join(map(str, sorted(seeds)))}: {reason}"
-        for (mode, task, method, reason), seeds in grouped.items()
+        f"  --{mode} {task} {method} seeds {seeds}: {why}"
+        for (mode, task, method, why), seeds in grouped.items()
     )
 
 
@@ -966,9 +973,8 @@ def markdown(table: dict, state: dict) -> str:
                 "",
             ]
             for m, found in stale.items():
-                for reason in dict.fromkeys(found.values()):
-                    seeds = " ".join(str(x) for x, r in found.items() if r == reason)
-                    lines.append(f"- {m}, seeds {seeds}: {reason}")
+                grouped = _seeds_by((why, seed) for seed, why in found.items())
+                lines += [f"- {m}, seeds {seeds}: {why}" for why, seeds in grouped.items()]
         by = _by_method(state, task, t["settings"])
         by_class = {m: {s: r["per_class"] for s, r in runs.items()} for m, runs in by.items()}
         pairs = [(spec.mic, spec.base)]
