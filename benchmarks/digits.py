@@ -44,6 +44,7 @@ from common import (
     paired_differences,
     time_training,
 )
+from peers import PEER_OVERRIDES
 
 #: method name -> mic-train overrides
 METHODS: dict[str, list[str]] = {
@@ -103,6 +104,12 @@ def _alignment_variants() -> dict[str, list[str]]:
 #: the alignment family's variants of per-domain normalisation (see ``write_table``)
 VARIANTS = _alignment_variants()
 METHODS.update(VARIANTS)
+# pytorch-adapt's DANN, CDAN and MCC in mic's loop (peers.py), with and without MIC
+for _name, _overrides in PEER_OVERRIDES.items():
+    METHODS[_name] = [*_overrides, "mic=none"]
+    METHODS[f"{_name}_mic"] = [*_overrides, "mic=block"]
+#: mic's alignment methods whose pytorch-adapt counterpart runs in mic's loop (pa_<method>)
+PEERS = [n[len("pa_") :] for n in PEER_OVERRIDES]
 
 #: pairs whose per-seed difference is reported (with MIC minus without)
 PAIRS = [
@@ -112,6 +119,7 @@ PAIRS = [
     *((v, v[: -len("_mic")]) for v in VARIANTS if v.endswith("_mic")),
     ("cdan_undetached_mic", "cdan_undetached"),
     ("cdan_e_mic", "cdan_e"),
+    *((f"pa_{m}_mic", f"pa_{m}") for m in PEERS),
 ]
 #: each variant against its method's published choice, with and without MIC
 VARIANT_PAIRS = [
@@ -124,6 +132,7 @@ VARIANT_PAIRS = [
     ("cdan_undetached_mic", "cdan_mic"),
     ("cdan_e", "cdan"),
     ("cdan_e_mic", "cdan_mic"),
+    *((m + mic, f"pa_{m}{mic}") for m in PEERS for mic in ("", "_mic")),
 ]
 CORE = ["source_only", "source_only_mic", "mean_teacher", "mean_teacher_mic", "oracle"]
 
