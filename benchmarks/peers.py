@@ -161,7 +161,10 @@ class PytorchAdaptDANN(SourceSupervision):
         _require(forward_pass == "separate", name, "forward_pass must be 'separate'")
         self.discriminator = Discriminator(in_size=features_dim, h=hidden_dim)
         self.coefficient = coefficient if coefficient is not None else GradientReversalRamp()
-        self.reversal = GradientReversalHook(apply_to=FeaturesForDomainLossHook().out_keys)
+        # a float weight: its default (the int 1) makes a buffer that truncates update_weight's
+        self.reversal = GradientReversalHook(
+            weight=1.0, apply_to=FeaturesForDomainLossHook().out_keys
+        )
         half = float(weight) / 2
         hook = DANNHook(
             opts=[],
