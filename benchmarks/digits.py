@@ -221,7 +221,9 @@ def write_table(
             "discriminator); cdan_undetached against cdan at the method config's defaults, whose",
             "conditioning prediction is detached (as in TLlib, which the published SDAT and MIC",
             "code use; the CDAN authors' code does not detach it); cdan_e (CDAN+E, entropy",
-            "conditioning) against cdan:",
+            "conditioning) against cdan; dann, cdan and mcc (mic's terms at the method configs'",
+            "defaults) against pa_dann, pa_cdan and pa_mcc, pytorch-adapt's hooks in the same",
+            "loop (peers.py):",
             "",
             "| pair | model | seeds | difference | 95 % interval | seeds where it is ahead |",
             "|---|---|---|---|---|---|",
@@ -259,6 +261,11 @@ def main() -> None:
     )
     parser.add_argument("--note", default="", help="a paragraph written under the command")
     parser.add_argument(
+        "--table-only",
+        action="store_true",
+        help="rewrite the table from the cached runs (and --note) without running any",
+    )
+    parser.add_argument(
         "overrides",
         nargs="*",
         help="extra mic-train overrides for every run (before the options, or after --)",
@@ -272,6 +279,7 @@ def main() -> None:
     chosen = list(args.methods or ([] if args.variants else CORE))
     chosen += [v for v in VARIANTS if v.split("_")[0] in args.variants and v not in chosen]
     todo = [(m, s) for s in args.seeds for m in chosen]  # seed by seed: pairs complete early
+    todo = [] if args.table_only else todo
     started = time.perf_counter()
     rows = [r for r in rows if (r["method"], r["seed"]) not in set(todo)]
     threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
@@ -302,7 +310,11 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f}."
     )
     write_table(
-        table, out, command.strip(), methods, "\n\n".join(filter(None, [args.note, timing]))
+        table,
+        out,
+        command.strip(),
+        methods,
+        "\n\n".join(filter(None, [args.note, None if args.table_only else timing])),
     )
     print(out.read_text())
 

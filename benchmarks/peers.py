@@ -232,8 +232,8 @@ class PytorchAdaptCDAN(SourceSupervision):
         self._discriminator = (Discriminator(in_size=self.combiner.output_dim, h=hidden_dim),)
         self._optimizer = optimizer(self._discriminator[0].parameters())
         self.coefficient = coefficient if coefficient is not None else GradientReversalRamp()
-        self.weight = float(weight)
-        half = self.weight / 2
+        self.domain_weight = float(weight)  # self.weight stays the source loss's 1
+        half = self.domain_weight / 2
         self.hook = CDANHook(
             d_opts=[self._optimizer],
             g_opts=[],
@@ -251,7 +251,7 @@ class PytorchAdaptCDAN(SourceSupervision):
         if not ctx.adapting:
             return super().forward(ctx)
         d = self.discriminator.to(ctx.source_images.device).train()
-        half = self.weight / 2 * self.coefficient(ctx.step - ctx.adaptation_start)
+        half = self.domain_weight / 2 * self.coefficient(ctx.step - ctx.adaptation_start)
         self.student_loss.weighter.weights.update(
             {"g_src_domain_loss": half, "g_target_domain_loss": half}
         )
