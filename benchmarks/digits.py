@@ -108,8 +108,15 @@ METHODS.update(VARIANTS)
 for _name, _overrides in PEER_OVERRIDES.items():
     METHODS[_name] = [*_overrides, "mic=none"]
     METHODS[f"{_name}_mic"] = [*_overrides, "mic=block"]
-#: mic's alignment methods whose pytorch-adapt counterpart runs in mic's loop (pa_<method>)
-PEERS = [n[len("pa_") :] for n in PEER_OVERRIDES]
+#: mic's methods against pytorch-adapt's in the same loop, and the discriminator's effect
+#: within pytorch-adapt's CDAN (its own against mic's BatchNorm one)
+PEER_PAIRS = [
+    ("dann", "pa_dann"),
+    ("cdan", "pa_cdan"),
+    ("mcc", "pa_mcc"),
+    ("cdan", "pa_cdan_bn"),
+    ("pa_cdan_bn", "pa_cdan"),
+]
 
 #: pairs whose per-seed difference is reported (with MIC minus without)
 PAIRS = [
@@ -119,7 +126,7 @@ PAIRS = [
     *((v, v[: -len("_mic")]) for v in VARIANTS if v.endswith("_mic")),
     ("cdan_undetached_mic", "cdan_undetached"),
     ("cdan_e_mic", "cdan_e"),
-    *((f"pa_{m}_mic", f"pa_{m}") for m in PEERS),
+    *((f"{n}_mic", n) for n in PEER_OVERRIDES),
 ]
 #: each variant against its method's published choice, with and without MIC
 VARIANT_PAIRS = [
@@ -132,7 +139,7 @@ VARIANT_PAIRS = [
     ("cdan_undetached_mic", "cdan_mic"),
     ("cdan_e", "cdan"),
     ("cdan_e_mic", "cdan_mic"),
-    *((m + mic, f"pa_{m}{mic}") for m in PEERS for mic in ("", "_mic")),
+    *((a + mic, b + mic) for a, b in PEER_PAIRS for mic in ("", "_mic")),
 ]
 CORE = ["source_only", "source_only_mic", "mean_teacher", "mean_teacher_mic", "oracle"]
 
@@ -223,7 +230,8 @@ def write_table(
             "code use; the CDAN authors' code does not detach it); cdan_e (CDAN+E, entropy",
             "conditioning) against cdan; dann, cdan and mcc (mic's terms at the method configs'",
             "defaults) against pa_dann, pa_cdan and pa_mcc, pytorch-adapt's hooks in the same",
-            "loop (peers.py):",
+            "loop (peers.py), and pytorch-adapt's CDAN with mic's BatchNorm discriminator",
+            "(pa_cdan_bn) against mic's CDAN and against pytorch-adapt's own discriminator:",
             "",
             "| pair | model | seeds | difference | 95 % interval | seeds where it is ahead |",
             "|---|---|---|---|---|---|",

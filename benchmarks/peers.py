@@ -35,8 +35,10 @@ What each term keeps of pytorch-adapt and what it takes from mic:
 - ``PytorchAdaptMCC``: ``ClassifierHook`` with ``MCCHook`` (``MCCLoss`` at mic's temperature),
   ``c_loss + weight x mcc_loss``.
 
-Raises ``ConfigError`` for a setting pytorch-adapt's hook does not have (a BatchNorm
-discriminator, a joint forward pass, CDAN+E, the randomised map, a detached prediction).
+Raises ``ConfigError`` for a setting pytorch-adapt's hook does not have (a joint forward pass,
+DANN's BatchNorm discriminator, CDAN+E, the randomised map, a detached prediction).
+``pa_cdan_bn`` is pytorch-adapt's CDAN with mic's BatchNorm discriminator, which tells the GAN
+step's effect from the discriminator's.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from torch import Tensor, nn
 from mic.core import ConfigError, IterationContext
 from mic.core.teacher import unwrap
 from mic.methods import SourceSupervision
-from mic.tasks.classification import GradientReversalRamp, MultilinearMap
+from mic.tasks.classification import DomainDiscriminator, GradientReversalRamp, MultilinearMap
 
 #: digits.py method name -> the mic-train overrides that put a peer term in place of the
 #: method's terms (the method config's settings reach the term; the source term is the
@@ -67,6 +69,14 @@ PEER_OVERRIDES: dict[str, list[str]] = {
         "~method.terms.source",
         "method.terms.cdan._target_=peers.PytorchAdaptCDAN",
         "method.terms.cdan.batch_norm=false",
+        "method.terms.cdan.detach_prediction=false",
+        "+method.terms.cdan.optimizer=${optimizer}",
+    ],
+    "pa_cdan_bn": [
+        "method=cdan",
+        "~method.terms.source",
+        "method.terms.cdan._target_=peers.PytorchAdaptCDAN",
+        "method.terms.cdan.batch_norm=true",
         "method.terms.cdan.detach_prediction=false",
         "+method.terms.cdan.optimizer=${optimizer}",
     ],
@@ -192,8 +202,11 @@ class PytorchAdaptCDAN(SourceSupervision):
         hidden_dim: the discriminator's hidden width.
         coefficient: scales the student's domain loss (default ``GradientReversalRamp()``).
         weight: the domain losses' weight.
-        batch_norm, forward_pass, entropy_conditioning, randomized, detach_prediction: must
-            be pytorch-adapt's (False, ``"separate"``, False, False, False).
+        batch_norm: False: pytorch-adapt's ``Discriminator`` (no BatchNorm, no dropout);
+            True: mic's ``DomainDiscriminator`` with BatchNorm (mic's CDAN default), to tell
+            the GAN step's effect from the discriminator's.
+        forward_pass, entropy_conditioning, randomized, detach_prediction: must be
+            pytorch-adapt's (``"separate"``, False, False, False).
         randomized_dim, seed: accepted from the method config, unused.
 
     Raises:
@@ -222,14 +235,18 @@ class PytorchAdaptCDAN(SourceSupervision):
         super().__init__()
         name = type(self).__name__
         _require(optimizer is not None, name, "optimizer (the discriminator's) is required")
-        _require(not batch_norm, name, "batch_norm must be false")
         _require(forward_pass == "separate", name, "forward_pass must be 'separate'")
         _require(not entropy_conditioning, name, "entropy_conditioning must be false")
         _require(not randomized, name, "randomized must be false")
         _require(not detach_prediction, name, "detach_prediction must be false")
         self.combiner = MultilinearMap(features_dim, num_classes)
         # not a submodule: its own optimiser steps it, mic's must not
-        self._discriminator = (Discriminator(in_size=self.combiner.output_dim, h=hidden_dim),)
+        width = self.combiner.output_dim
+        self._discriminator = (
+            nn.Sequential(DomainDiscriminator(width, hidden_dim), nn.Flatten(0))
+            if batch_norm
+            else Discriminator(in_size=width, h=hidden_dim),
+        )
         self._optimizer = optimizer(self._discriminator[0].parameters())
         self.coefficient = coefficient if coefficient is not None else GradientReversalRamp()
         self.domain_weight = float(weight)  # self.weight stays the source loss's 1
@@ -244,7 +261,7 @@ class PytorchAdaptCDAN(SourceSupervision):
 
     @property
     def discriminator(self) -> nn.Module:
-        """pytorch-adapt's ``Discriminator`` on the conditioned features (its own optimiser)."""
+        """The discriminator on the conditioned features (its own optimiser)."""
         return self._discriminator[0]
 
     def forward(self, ctx: IterationContext) -> Tensor:

@@ -118,10 +118,13 @@ def test_pytorch_adapt_mcc_equals_mics_mcc():
     _assert_same(with_ours, with_theirs)
 
 
-def test_pytorch_adapt_cdan_steps_its_discriminator_with_its_own_optimiser_only():
-    exp = _experiment("pa_cdan", iterations=START + 2)
+@pytest.mark.parametrize(("method", "batch_norm"), [("pa_cdan", False), ("pa_cdan_bn", True)])
+def test_pytorch_adapt_cdan_steps_its_discriminator_with_its_own_optimiser_only(method, batch_norm):
+    exp = _experiment(method, iterations=START + 2)
     peer = exp.loop.method.terms["cdan"]
     assert isinstance(peer, PytorchAdaptCDAN)
+    norms = [m for m in peer.discriminator.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert bool(norms) == batch_norm
     mics = {id(p) for g in exp.loop.optimizer.param_groups for p in g["params"]}
     assert not mics & {id(p) for p in peer.discriminator.parameters()}
     before = copy.deepcopy(peer.discriminator.state_dict())
@@ -137,6 +140,7 @@ def test_pytorch_adapt_cdan_steps_its_discriminator_with_its_own_optimiser_only(
         (PytorchAdaptDANN, {"batch_norm": True}, "batch_norm"),
         (PytorchAdaptDANN, {"forward_pass": "joint"}, "forward_pass"),
         (PytorchAdaptCDAN, {"num_classes": 3, "detach_prediction": True}, "detach_prediction"),
+        (PytorchAdaptCDAN, {"num_classes": 3, "randomized": True}, "randomized"),
         (PytorchAdaptCDAN, {"num_classes": 3, "optimizer": None}, "optimizer"),
     ],
 )
