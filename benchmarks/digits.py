@@ -267,7 +267,9 @@ def main() -> None:
         help="another run's cache (.json) whose rows are added to the table, not to the cache "
         "(repeatable)",
     )
-    parser.add_argument("--note", default="", help="a paragraph written under the command")
+    parser.add_argument(
+        "--note", default="", help="a paragraph written under the command (@file: the file's text)"
+    )
     parser.add_argument(
         "--table-only",
         action="store_true",
@@ -279,6 +281,8 @@ def main() -> None:
         help="extra mic-train overrides for every run (before the options, or after --)",
     )
     args = parser.parse_args()
+    if args.note.startswith("@"):
+        args.note = Path(args.note[1:]).read_text().strip()
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
