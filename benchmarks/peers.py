@@ -43,7 +43,6 @@ step's effect from the discriminator's.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -86,6 +85,17 @@ PEER_OVERRIDES: dict[str, list[str]] = {
         "method.terms.mcc._target_=peers.PytorchAdaptMCC",
     ],
 }
+
+
+def _require_pytorch_adapt(term: str) -> None:
+    """Raises ``ConfigError`` naming the install script when pytorch-adapt is missing."""
+    try:
+        import pytorch_adapt.hooks  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(
+            f"{term} runs pytorch-adapt's hooks, which this Python environment cannot import "
+            f"({e}); install it with: bash scripts/install_peers.sh"
+        ) from e
 
 
 def _require(ok: bool, term: str, message: str) -> None:
@@ -149,7 +159,7 @@ class PytorchAdaptDANN(SourceSupervision):
         forward_pass: must be ``"separate"`` (pytorch-adapt forwards each domain alone).
 
     Raises:
-        ConfigError: ``batch_norm`` or a joint ``forward_pass``.
+        ConfigError: ``batch_norm``, a joint ``forward_pass``, or no pytorch-adapt.
     """
 
     def __init__(
@@ -161,6 +171,7 @@ class PytorchAdaptDANN(SourceSupervision):
         weight: float = 1.0,
         forward_pass: str = "separate",
     ) -> None:
+        _require_pytorch_adapt(type(self).__name__)
         from pytorch_adapt.hooks import DANNHook, GradientReversalHook
         from pytorch_adapt.hooks.domain import FeaturesForDomainLossHook
         from pytorch_adapt.models import Discriminator
@@ -210,7 +221,8 @@ class PytorchAdaptCDAN(SourceSupervision):
         randomized_dim, seed: accepted from the method config, unused.
 
     Raises:
-        ConfigError: a setting other than pytorch-adapt's, or no ``optimizer``.
+        ConfigError: a setting other than pytorch-adapt's, no ``optimizer``, or no
+            pytorch-adapt.
     """
 
     def __init__(
@@ -229,6 +241,7 @@ class PytorchAdaptCDAN(SourceSupervision):
         randomized_dim: int = 1024,
         seed: int = 0,
     ) -> None:
+        _require_pytorch_adapt(type(self).__name__)
         from pytorch_adapt.hooks import CDANHook
         from pytorch_adapt.models import Discriminator
 
@@ -286,12 +299,13 @@ class PytorchAdaptMCC(SourceSupervision):
         forward_pass: must be ``"separate"``.
 
     Raises:
-        ConfigError: a joint ``forward_pass``.
+        ConfigError: a joint ``forward_pass``, or no pytorch-adapt.
     """
 
     def __init__(
         self, temperature: float = 2.0, weight: float = 1.0, forward_pass: str = "separate"
     ) -> None:
+        _require_pytorch_adapt(type(self).__name__)
         from pytorch_adapt.hooks import ClassifierHook, MCCHook
         from pytorch_adapt.layers import MCCLoss
 
@@ -309,13 +323,3 @@ class PytorchAdaptMCC(SourceSupervision):
         if not ctx.adapting:
             return super().forward(ctx)
         return _losses(self.optimizer_hook, _inputs(ctx))[0]
-
-
-@functools.cache
-def available() -> bool:
-    """Whether pytorch-adapt (and what it imports) can be imported."""
-    try:
-        import pytorch_adapt.hooks  # noqa: F401
-    except ImportError:
-        return False
-    return True

@@ -15,7 +15,7 @@ pytest.importorskip("pytorch_adapt.hooks")
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
 from digits import METHODS
-from peers import PytorchAdaptCDAN, PytorchAdaptDANN
+from peers import PytorchAdaptCDAN, PytorchAdaptDANN, PytorchAdaptMCC
 
 from mic import ConfigError
 from mic.experiment import build_experiment, load_config
@@ -148,3 +148,10 @@ def test_a_setting_pytorch_adapt_lacks_is_a_config_error(term, kwargs, match):
     kwargs = {"optimizer": torch.optim.Adam, **kwargs} if term is PytorchAdaptCDAN else kwargs
     with pytest.raises(ConfigError, match=match):
         term(features_dim=8, **kwargs)
+
+
+def test_without_pytorch_adapt_a_peer_term_names_the_install_script(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pytorch_adapt", None)  # import pytorch_adapt fails
+    monkeypatch.setitem(sys.modules, "pytorch_adapt.hooks", None)
+    with pytest.raises(ConfigError, match=r"scripts/install_peers\.sh"):
+        PytorchAdaptMCC()
