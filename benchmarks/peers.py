@@ -10,9 +10,9 @@ seed's mic and pytorch-adapt runs are bitwise equal up to that iteration. ``digi
 them ``pa_dann``, ``pa_cdan``, ``pa_mcc`` (``--methods``); they replace the method's terms
 (``PEER_OVERRIDES``) and take the method config's settings.
 
-pytorch-adapt 0.0.83 pins torchmetrics 0.9.3 and pytorch-metric-learning 1.6.3, older than
-mic's; its code runs with the current ones, so it is installed without its pins:
-``bash scripts/install_peers.sh``.
+pytorch-adapt 0.0.83 pins torchmetrics 0.9.3, older than mic's; its code runs with the
+current one, so it is installed without its pins (and pytorch-metric-learning at its pin,
+1.6.3): ``bash scripts/install_peers.sh``.
 
 What each term keeps of pytorch-adapt and what it takes from mic:
 
