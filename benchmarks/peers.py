@@ -98,11 +98,6 @@ def _require_pytorch_adapt(term: str) -> None:
         ) from e
 
 
-def _require(ok: bool, term: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{term}: {message} (pytorch-adapt's hook has no such setting)")
-
-
 class _Features(nn.Module):
     """pytorch-adapt's ``G``: the student's bottleneck features (B x F)."""
 
@@ -131,14 +126,13 @@ def _inputs(ctx: IterationContext, **models: Any) -> dict[str, Any]:
     }
 
 
-def _losses(optimizer_hook: Any, inputs: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+def _losses(optimizer_hook: Any, inputs: dict[str, Any]) -> Tensor:
     """What pytorch-adapt's ``OptimizerHook`` back-propagates, without its step: the wrapped
     hook's losses, reduced and weighted into one scalar (mic's loop back-propagates it and
-    steps its optimiser); and the hook's outputs."""
+    steps its optimiser)."""
     outputs, losses = optimizer_hook.hook(inputs, {})
-    reduced, losses = optimizer_hook.reducer({**inputs, **outputs}, losses)
-    total, _ = optimizer_hook.weighter(losses)
-    return total, {**outputs, **reduced}
+    _, losses = optimizer_hook.reducer({**inputs, **outputs}, losses)
+    return optimizer_hook.weighter(losses)[0]
 
 
 def _sum_weighter(weights: dict[str, float]) -> Any:
@@ -147,7 +141,36 @@ def _sum_weighter(weights: dict[str, float]) -> Any:
     return SumWeighter(weights=weights)
 
 
-class PytorchAdaptDANN(SourceSupervision):
+class _PeerTerm(SourceSupervision):
+    """mic's source cross-entropy before ``adaptation_start``, then ``adaptation_loss``, a
+    pytorch-adapt hook's loss (which has its own source cross-entropy).
+
+    Raises:
+        ConfigError: no pytorch-adapt, or a joint ``forward_pass``.
+    """
+
+    def __init__(self, forward_pass: str) -> None:
+        _require_pytorch_adapt(type(self).__name__)
+        super().__init__()
+        self.require(forward_pass == "separate", "forward_pass must be 'separate'")
+
+    def require(self, ok: bool, message: str) -> None:
+        """Raises ``ConfigError`` with ``message`` unless ``ok`` (a setting pytorch-adapt's
+        hook does not have)."""
+        if not ok:
+            raise ConfigError(
+                f"{type(self).__name__}: {message} (pytorch-adapt's hook has no such setting)"
+            )
+
+    def adaptation_loss(self, ctx: IterationContext) -> Tensor:
+        """The term's loss from ``adaptation_start`` on."""
+        raise NotImplementedError
+
+    def forward(self, ctx: IterationContext) -> Tensor:
+        return self.adaptation_loss(ctx) if ctx.adapting else super().forward(ctx)
+
+
+class PytorchAdaptDANN(_PeerTerm):
     """pytorch-adapt's DANN (``DANNHook``) in mic's loop; see the module docstring.
 
     Args:
@@ -171,15 +194,12 @@ class PytorchAdaptDANN(SourceSupervision):
         weight: float = 1.0,
         forward_pass: str = "separate",
     ) -> None:
-        _require_pytorch_adapt(type(self).__name__)
+        super().__init__(forward_pass)
         from pytorch_adapt.hooks import DANNHook, GradientReversalHook
         from pytorch_adapt.hooks.domain import FeaturesForDomainLossHook
         from pytorch_adapt.models import Discriminator
 
-        super().__init__()
-        name = type(self).__name__
-        _require(not batch_norm, name, "batch_norm must be false")
-        _require(forward_pass == "separate", name, "forward_pass must be 'separate'")
+        self.require(not batch_norm, "batch_norm must be false")
         self.discriminator = Discriminator(in_size=features_dim, h=hidden_dim)
         self.coefficient = coefficient if coefficient is not None else GradientReversalRamp()
         # a float weight: its default (the int 1) makes a buffer that truncates update_weight's
@@ -194,14 +214,12 @@ class PytorchAdaptDANN(SourceSupervision):
         )
         self.optimizer_hook = hook.hook.hooks[0]
 
-    def forward(self, ctx: IterationContext) -> Tensor:
-        if not ctx.adapting:
-            return super().forward(ctx)
+    def adaptation_loss(self, ctx: IterationContext) -> Tensor:
         self.reversal.fn.update_weight(self.coefficient(ctx.step - ctx.adaptation_start))
-        return _losses(self.optimizer_hook, _inputs(ctx, D=self.discriminator))[0]
+        return _losses(self.optimizer_hook, _inputs(ctx, D=self.discriminator))
 
 
-class PytorchAdaptCDAN(SourceSupervision):
+class PytorchAdaptCDAN(_PeerTerm):
     """pytorch-adapt's CDAN (``CDANHook``, a discriminator step, then the student's loss) in
     mic's loop; see the module docstring.
 
@@ -241,17 +259,14 @@ class PytorchAdaptCDAN(SourceSupervision):
         randomized_dim: int = 1024,
         seed: int = 0,
     ) -> None:
-        _require_pytorch_adapt(type(self).__name__)
+        super().__init__(forward_pass)
         from pytorch_adapt.hooks import CDANHook
         from pytorch_adapt.models import Discriminator
 
-        super().__init__()
-        name = type(self).__name__
-        _require(optimizer is not None, name, "optimizer (the discriminator's) is required")
-        _require(forward_pass == "separate", name, "forward_pass must be 'separate'")
-        _require(not entropy_conditioning, name, "entropy_conditioning must be false")
-        _require(not randomized, name, "randomized must be false")
-        _require(not detach_prediction, name, "detach_prediction must be false")
+        self.require(optimizer is not None, "optimizer (the discriminator's) is required")
+        self.require(not entropy_conditioning, "entropy_conditioning must be false")
+        self.require(not randomized, "randomized must be false")
+        self.require(not detach_prediction, "detach_prediction must be false")
         self.combiner = MultilinearMap(features_dim, num_classes)
         # not a submodule: its own optimiser steps it, mic's must not
         width = self.combiner.output_dim
@@ -260,26 +275,24 @@ class PytorchAdaptCDAN(SourceSupervision):
             if batch_norm
             else Discriminator(in_size=width, h=hidden_dim),
         )
-        self._optimizer = optimizer(self._discriminator[0].parameters())
+        d_optimizer = optimizer(self._discriminator[0].parameters())
         self.coefficient = coefficient if coefficient is not None else GradientReversalRamp()
         self.domain_weight = float(weight)  # self.weight stays the source loss's 1
         half = self.domain_weight / 2
-        self.hook = CDANHook(
-            d_opts=[self._optimizer],
+        hook = CDANHook(
+            d_opts=[d_optimizer],
             g_opts=[],
             d_weighter=_sum_weighter({"d_src_domain_loss": half, "d_target_domain_loss": half}),
             g_weighter=_sum_weighter({}),
         )
-        self.discriminator_step, self.student_loss = self.hook.hook.hooks[:2]
+        self.discriminator_step, self.student_loss = hook.hook.hooks[:2]
 
     @property
     def discriminator(self) -> nn.Module:
         """The discriminator on the conditioned features (its own optimiser)."""
         return self._discriminator[0]
 
-    def forward(self, ctx: IterationContext) -> Tensor:
-        if not ctx.adapting:
-            return super().forward(ctx)
+    def adaptation_loss(self, ctx: IterationContext) -> Tensor:
         d = self.discriminator.to(ctx.source_images.device).train()
         half = self.domain_weight / 2 * self.coefficient(ctx.step - ctx.adaptation_start)
         self.student_loss.weighter.weights.update(
@@ -287,10 +300,10 @@ class PytorchAdaptCDAN(SourceSupervision):
         )
         inputs = _inputs(ctx, D=d, feature_combiner=self.combiner)
         outputs, _ = self.discriminator_step(inputs, {})
-        return _losses(self.student_loss, {**inputs, **outputs})[0]
+        return _losses(self.student_loss, {**inputs, **outputs})
 
 
-class PytorchAdaptMCC(SourceSupervision):
+class PytorchAdaptMCC(_PeerTerm):
     """pytorch-adapt's MCC (``ClassifierHook`` with ``MCCHook``) in mic's loop.
 
     Args:
@@ -305,13 +318,10 @@ class PytorchAdaptMCC(SourceSupervision):
     def __init__(
         self, temperature: float = 2.0, weight: float = 1.0, forward_pass: str = "separate"
     ) -> None:
-        _require_pytorch_adapt(type(self).__name__)
+        super().__init__(forward_pass)
         from pytorch_adapt.hooks import ClassifierHook, MCCHook
         from pytorch_adapt.layers import MCCLoss
 
-        super().__init__()
-        name = type(self).__name__
-        _require(forward_pass == "separate", name, "forward_pass must be 'separate'")
         hook = ClassifierHook(
             opts=[],
             post=[MCCHook(loss_fn=MCCLoss(T=temperature))],
@@ -319,7 +329,5 @@ class PytorchAdaptMCC(SourceSupervision):
         )
         self.optimizer_hook = hook.hook.hooks[0]
 
-    def forward(self, ctx: IterationContext) -> Tensor:
-        if not ctx.adapting:
-            return super().forward(ctx)
-        return _losses(self.optimizer_hook, _inputs(ctx))[0]
+    def adaptation_loss(self, ctx: IterationContext) -> Tensor:
+        return _losses(self.optimizer_hook, _inputs(ctx))

@@ -55,11 +55,7 @@ def test_a_peer_run_equals_mics_run_bitwise_until_adaptation_starts(method, extr
 
 def _losses_and_gradients(loop, terms, step):
     """The summed loss of ``terms`` on the loop's next batches at ``step`` and the student's
-    gradients; the loaders are put back, so the next call sees the same batches. The student's
-    dropout is off: the two libraries draw its masks in another order."""
-    for module in loop.student.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
+    gradients; the loaders are put back, so the next call sees the same batches."""
     positions = loop.source.state_dict(), loop.target.state_dict()
     ctx = loop.context(step)
     loop.source.load_state_dict(positions[0])
