@@ -9,6 +9,7 @@ import math
 import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -300,3 +301,9 @@ def paired_differences(
                     f"{wins} / {len(d)} |"
                 )
     return lines
+
+
+def note_text(note: str) -> str:
+    """A ``--note`` value as text: ``@path`` is the file's text (stripped), anything else
+    itself."""
+    return Path(note[1:]).read_text().strip() if note.startswith("@") else note

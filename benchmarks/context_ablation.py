@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import interval95, mean_std, paired, record_training
+from common import interval95, mean_std, note_text, paired, record_training
 from segmentation import run_one
 
 RESULTS = Path(__file__).parent / "results"
@@ -466,7 +466,7 @@ def main() -> None:
     cache.setdefault("commands", [])
     if args.note is not None:
         note = args.note
-        cache["note"] = Path(note[1:]).read_text().strip() if note.startswith("@") else note
+        cache["note"] = note_text(note)
     t_start, done = time.perf_counter(), 0
     if not args.table_only:
         for variant in args.variants:

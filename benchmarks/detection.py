@@ -49,6 +49,7 @@ from common import (
     device_name,
     interval95,
     mean_std,
+    note_text,
     paired_differences,
     run_overrides,
     run_timed,
@@ -645,7 +646,7 @@ def main() -> None:
     schedule = state.get("schedule", {"warmup": args.warmup, "iterations": args.iterations})
     if args.note is not None:
         given = args.note
-        state["note"] = Path(given[1:]).read_text().strip() if given.startswith("@") else given
+        state["note"] = note_text(given)
         cache.write_text(json.dumps(state, indent=1))
     if several:
         note = state.get("note") or (

@@ -42,7 +42,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from common import interval95, mean_std, paired
+from common import interval95, mean_std, note_text, paired
 
 RESULTS = Path(__file__).parent / "results"
 EXPERIMENT = "det_context"
@@ -413,7 +413,7 @@ def main() -> None:
     cache.setdefault("commands", [])
     if args.note is not None:
         note = args.note
-        cache["note"] = Path(note[1:]).read_text().strip() if note.startswith("@") else note
+        cache["note"] = note_text(note)
     if args.base_from is not None:
         for key, row in base_rows(args.base_from, args.seeds).items():
             cache["runs"].setdefault(key, row)

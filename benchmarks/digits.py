@@ -41,6 +41,7 @@ from common import (
     device_name,
     interval95,
     mean_std,
+    note_text,
     paired_differences,
     time_training,
 )
@@ -281,8 +282,7 @@ def main() -> None:
         help="extra mic-train overrides for every run (before the options, or after --)",
     )
     args = parser.parse_args()
-    if args.note.startswith("@"):
-        args.note = Path(args.note[1:]).read_text().strip()
+    args.note = note_text(args.note)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

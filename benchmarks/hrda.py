@@ -43,7 +43,15 @@ import sys
 import time
 from pathlib import Path
 
-from common import interval95, mean_std, peak_memory, run_timed, start_from, train_steps
+from common import (
+    interval95,
+    mean_std,
+    note_text,
+    peak_memory,
+    run_timed,
+    start_from,
+    train_steps,
+)
 
 from mic.datasets.segmentation.streets import CLASSES, CONFUSABLE
 
@@ -298,8 +306,7 @@ def main() -> None:
     p.add_argument("--note", default="", help="a paragraph (or @file) for the results file")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "hrda.md")
     args = p.parse_args()
-    if args.note.startswith("@"):
-        args.note = Path(args.note[1:]).read_text().strip()
+    args.note = note_text(args.note)
     cache_file = args.out.with_suffix(".json")
     cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
     for key in ("runs", "warmup", "cost"):

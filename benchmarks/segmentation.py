@@ -43,6 +43,7 @@ from common import (
     config_record,
     device_name,
     mean_std,
+    note_text,
     peak_memory,
     run_overrides,
     run_timed,
@@ -353,8 +354,7 @@ def main() -> None:
         "--out", type=Path, default=Path(__file__).parent / "results" / "segmentation.md"
     )
     args = p.parse_args()
-    if args.note.startswith("@"):
-        args.note = Path(args.note[1:]).read_text().strip()
+    args.note = note_text(args.note)
     extra = [*(CPU_BUDGET if args.cpu_budget else []), *args.override]
     cache_file = args.out.with_suffix(".json")
     cache = (

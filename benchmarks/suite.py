@@ -72,6 +72,7 @@ from common import (
     config_changes,
     interval95_bounds,
     mean_std,
+    note_text,
     paired_differences,
     threads_per_run,
 )
@@ -1191,8 +1192,7 @@ def main(argv: list[str] | None = None) -> None:
                 }
             )
     if args.note is not None:
-        note = Path(args.note[1:]).read_text() if args.note.startswith("@") else args.note
-        state.setdefault("notes", {})[args.mode] = note.strip()
+        state.setdefault("notes", {})[args.mode] = note_text(args.note).strip()
     # the table covers every task of the mode (runs cached earlier included)
     write(state, schedules(args.mode) | args.settings, args.mode, args.out)
     print(args.out.with_suffix(".md").read_text())
