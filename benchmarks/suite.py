@@ -1,7 +1,7 @@
 """One suite over the bundled benchmarks: MIC against its base, paired by seed.
 
     python -m benchmarks                            # --quick: a few minutes on 2 CPU cores
-    python -m benchmarks --full --jobs 2            # about 2 h 15 min on 2 CPU cores (README.md)
+    python -m benchmarks --full                     # about 2 h 15 min on 2 CPU cores (README.md)
     python -m benchmarks --full --device cuda --jobs 8
     python -m benchmarks --tasks classification --seeds 0 1 2 3
     python -m benchmarks --from-cache               # table and plot again, no training
@@ -240,6 +240,16 @@ def run_key(task: str, method: str, seed: int, settings: dict[str, Any]) -> str:
     return json.dumps(key)
 
 
+def default_jobs(device: str) -> int:
+    """Runs at a time when ``--jobs`` is not given: one per CPU core this process may use on a
+    CPU (each run on one thread: a run's results do not depend on how many run beside it),
+    one on an accelerator (``--jobs N`` shares it out)."""
+    if device != "cpu":
+        return 1
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return max(1, len(cores) if cores else os.cpu_count() or 1)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The suite's options; ``args.settings`` is task -> settings of the chosen mode and tasks
     (``--seeds`` replacing each task's seeds)."""
@@ -266,6 +276,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="(default: the mode's)")
     add_device_options(p)
+    # the suite uses the machine: on a CPU one run per core (each on one thread)
+    p.set_defaults(jobs=None)
     p.add_argument(
         "--out",
         type=Path,
@@ -313,6 +325,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"--methods {' '.join(unknown)}: not a method of the tasks {' '.join(args.tasks)}; "
             f"choose from {' '.join(sorted(known))}"
         )
+    if args.jobs is None:
+        args.jobs = default_jobs(args.device)
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
     args.settings = {t: every[t] for t in args.tasks}

@@ -177,6 +177,16 @@ def test_modes_map_to_settings_and_options_override_them(tmp_path):
         suite.parse_args(["--quick", "--full"])
 
 
+def test_runs_at_a_time_default_to_one_per_cpu_core(monkeypatch):
+    monkeypatch.setattr(suite.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert suite.parse_args([]).jobs == 3
+    assert suite.parse_args(["--jobs", "1"]).jobs == 1
+    assert suite.parse_args(["--device", "cuda"]).jobs == 1  # --jobs N shares a GPU out
+    assert suite.parse_args(["--device", "cuda", "--jobs", "4"]).jobs == 4
+    with pytest.raises(SystemExit):
+        suite.parse_args(["--jobs", "0"])
+
+
 def test_cached_runs_are_not_run_again():
     state = _state()
     args = suite.parse_args(["--tasks", "classification", "--seeds", "0", "1", "2", "3"])
