@@ -1,5 +1,5 @@
 """``python -m benchmarks``: the suite of benchmarks/suite.py (MIC against its base on the
-three bundled benchmarks, one table and one plot). The scripts in this folder import each other
+bundled benchmarks, one table and one plot). The scripts in this folder import each other
 as top-level modules (they run as ``python benchmarks/x.py``), so the folder goes on the path
 first."""
 

@@ -210,11 +210,17 @@ def start_from(overrides: list[str], weights: str | None = None, strict: bool = 
     return exp
 
 
-def add_device_options(parser: argparse.ArgumentParser) -> None:
-    """``--device``, ``--jobs`` (runs in parallel processes) and ``--threads`` (torch threads
-    per run, 0: ``threads_per_run``'s choice)."""
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
+def add_device_options(
+    parser: argparse.ArgumentParser,
+    jobs: int | None = 1,
+    jobs_help: str = "runs in parallel processes (default: 1)",
+) -> None:
+    """``--device``, ``--jobs`` (runs in parallel processes, default ``jobs``) and
+    ``--threads`` (torch threads per run, 0: ``threads_per_run``'s choice)."""
+    parser.add_argument(
+        "--device", default="cpu", help="where each run trains: cpu (default), cuda, cuda:N"
+    )
+    parser.add_argument("--jobs", type=int, default=jobs, help=jobs_help)
     parser.add_argument(
         "--threads",
         type=int,

@@ -61,9 +61,10 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Iterable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from multiprocessing import get_context
+from multiprocessing import active_children, get_context
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,8 @@ from common import (
     paired_differences,
     threads_per_run,
 )
+
+from mic.core.errors import MicError
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = ("student", "teacher")
@@ -240,6 +243,15 @@ def run_key(task: str, method: str, seed: int, settings: dict[str, Any]) -> str:
     return json.dumps(key)
 
 
+#: the files the suite writes, OUT + each
+OUT_SUFFIXES = (".md", ".json", ".png")
+
+
+def out_file(out: Path, suffix: str) -> Path:
+    """The file ``OUT`` + ``suffix`` (``suite_v1.5`` -> ``suite_v1.5.json``)."""
+    return out.with_name(out.name + suffix)
+
+
 def default_jobs(device: str) -> int:
     """Runs at a time when ``--jobs`` is not given: one per CPU core this process may use on a
     CPU (each run on one thread: a run's results do not depend on how many run beside it),
@@ -248,6 +260,34 @@ def default_jobs(device: str) -> int:
         return 1
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     return max(1, len(cores) if cores else os.cpu_count() or 1)
+
+
+def _device(p: argparse.ArgumentParser, device: str) -> str:
+    """``--device`` checked, ``auto`` resolved (cuda where there is one, else cpu)."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        p.error(f"--device {device}: choose cpu, cuda, cuda:N or auto")
+    if kind == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {device}: there is no CUDA device here; use --device cpu")
+    return device
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why no file can be written in ``folder`` (made if missing), or None if one can."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -275,9 +315,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--methods", nargs="+", default=None, help="only these methods of the chosen tasks"
     )
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="(default: the mode's)")
-    add_device_options(p)
-    # the suite uses the machine: on a CPU one run per core (each on one thread)
-    p.set_defaults(jobs=None)
+    add_device_options(
+        p, None, "runs in parallel processes (default: one per CPU core on a CPU, one on a GPU)"
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -288,7 +328,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--work",
         type=Path,
         default=Path(tempfile.gettempdir()) / "mic_suite",
-        help="where the source-only (warm-up) models are kept",
+        help="where the source-only (warm-up) models are kept (default: %(default)s)",
     )
     p.add_argument(
         "--from-cache",
@@ -315,7 +355,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "a change you know does not touch them; the table lists the call",
     )
     args = p.parse_args(argv)
-    if args.out.suffix in (".md", ".json", ".png"):
+    if args.out.suffix in OUT_SUFFIXES:
         args.out = args.out.with_suffix("")
     every = schedules(args.mode)
     known = {m for t in args.tasks for m in TASKS[t].methods(every[t])}
@@ -325,10 +365,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"--methods {' '.join(unknown)}: not a method of the tasks {' '.join(args.tasks)}; "
             f"choose from {' '.join(sorted(known))}"
         )
+    args.device = _device(p, args.device)
     if args.jobs is None:
         args.jobs = default_jobs(args.device)
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
+    if args.threads < 0:
+        p.error("--threads must be at least 0 (0: one per run on a CPU)")
+    twice = sorted({s for s in args.seeds or [] if args.seeds.count(s) > 1})
+    if twice or any(s < 0 for s in args.seeds or []):
+        p.error(f"--seeds must be distinct and at least 0, got {' '.join(map(str, args.seeds))}")
+    if args.note is not None:
+        try:
+            args.note = note_text(args.note).strip()
+        except OSError as e:
+            p.error(f"--note {args.note}: {e.strerror or e}")
+    for name, folder in (("--out", args.out.parent), ("--work", args.work)):
+        problem = _unwritable(folder)
+        if problem:
+            p.error(f"{name}: cannot write in {folder} ({problem}); choose another folder")
     args.settings = {t: every[t] for t in args.tasks}
     if args.seeds is not None:
         args.settings = {t: {**s, "seeds": list(args.seeds)} for t, s in args.settings.items()}
@@ -631,24 +686,37 @@ def missing_runs(args: argparse.Namespace, state: dict) -> list[tuple[str, str, 
 
 def train(args: argparse.Namespace, state: dict, configs: Configs) -> int:
     """Runs the ``missing_runs`` of ``args`` (the warm-ups first: those missing, or whose
-    record of their config is missing, unreadable or not the current one), saving ``state``
-    after each, every run stamped with its config and its source model's; returns how many
-    ran."""
-    cache = args.out.with_suffix(".json")
+    record of their config is missing, unreadable or not the current one; a warm-started run
+    starts when its warm-up is done), saving ``state`` as each finishes, every run stamped
+    with its config and its source model's; returns how many ran.
+
+    Raises:
+        SystemExit: Ctrl-C or a run's error (a ``MicError``, e.g. a bad setting, or a process
+            that died), after saving what finished: one message, with what is kept.
+    """
+    cache = out_file(args.out, ".json")
     threads = threads_per_run(args.device, args.jobs, args.threads)
     todo = missing_runs(args, state)
-    print(f"{len(todo)} runs to do, {args.jobs} at a time, {threads} thread(s) each", flush=True)
+    print(f"{_runs(len(todo))} to do, {args.jobs} at a time, {threads} thread(s) each", flush=True)
     if not todo:
         return 0
     t0 = time.perf_counter()
+    done = 0
 
     def save() -> None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(state, indent=1))
 
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"))
+    pending: dict[Future, tuple[str, str, Any]] = {}  # -> ("warmup", task, seed) or ("run", ...)
+
+    def submit(task: str, m: str, seed: int, key: str, start: str | None = None) -> None:
+        chosen = args.settings[task]
+        job = pool.submit(run_stamped, task, m, seed, chosen, args.device, threads, start)
+        pending[job] = ("run", task, key)
+
+    try:
         starts: dict[tuple[str, int], str] = {}
-        warm: dict[tuple[str, int], Future] = {}
         for task, _, seed, _ in todo:
             settings = args.settings[task]
             if "warmup" not in settings or (task, seed) in starts:
@@ -657,37 +725,68 @@ def train(args: argparse.Namespace, state: dict, configs: Configs) -> int:
             starts[task, seed] = str(path)
             if not warmup_current(path, task, settings, configs):
                 path.parent.mkdir(parents=True, exist_ok=True)
-                warm[task, seed] = pool.submit(
-                    warm_up, task, seed, settings, args.device, threads, str(path)
+                job = pool.submit(warm_up, task, seed, settings, args.device, threads, str(path))
+                pending[job] = ("warmup", task, seed)
+        waiting = {(task, seed) for kind, task, seed in pending.values()}
+        # the warm-ups first; the other runs queue behind them, a warm-started one is submitted
+        # when its warm-up is done
+        for job in todo:
+            if (job[0], job[2]) not in waiting:
+                submit(*job, starts.get((job[0], job[2])))
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                kind, task, key = pending.pop(future)
+                if kind == "warmup":
+                    seed = key
+                    w = future.result()
+                    state["warmups"][run_key(task, "warmup", seed, args.settings[task])] = w
+                    save()
+                    print(f"{task} warm-up seed {seed}: {100 * warmup_score(w):.1f}", flush=True)
+                    for job in todo:
+                        if (job[0], job[2]) == (task, seed):
+                            submit(*job, starts[task, seed])
+                    continue
+                row, record, source = future.result()
+                state["runs"][key] = {"task": task, **row}
+                stamp(state, state["runs"][key], record, source)
+                save()
+                done += 1
+                s = scores(task, row)
+                print(
+                    f"{task} {row['method']} seed {row['seed']}: "
+                    + ", ".join(f"{who} {100 * v:.2f}" for who, v in s.items() if v is not None)
+                    + f" ({row['seconds_per_iteration']:.3f} s/it, "
+                    f"{time.perf_counter() - t0:.0f} s)",
+                    flush=True,
                 )
-
-        def submit(task: str, m: str, seed: int, key: str) -> tuple[str, str, Future]:
-            chosen = args.settings[task]
-            start = starts.get((task, seed))
-            job = pool.submit(run_stamped, task, m, seed, chosen, args.device, threads, start)
-            return task, key, job
-
-        # the other tasks' runs queue behind the warm-ups, the warm-started ones wait for them
-        futures = [submit(*job) for job in todo if (job[0], job[2]) not in starts]
-        for (task, seed), future in warm.items():
-            w = future.result()
-            state["warmups"][run_key(task, "warmup", seed, args.settings[task])] = w
-            save()
-            print(f"{task} warm-up seed {seed}: {100 * warmup_score(w):.1f}", flush=True)
-        futures += [submit(*job) for job in todo if (job[0], job[2]) in starts]
-        for task, key, future in futures:
-            row, record, source = future.result()
-            state["runs"][key] = {"task": task, **row}
-            stamp(state, state["runs"][key], record, source)
-            save()
-            s = scores(task, row)
-            print(
-                f"{task} {row['method']} seed {row['seed']}: "
-                + ", ".join(f"{who} {100 * v:.2f}" for who, v in s.items() if v is not None)
-                + f" ({row['seconds_per_iteration']:.3f} s/it, {time.perf_counter() - t0:.0f} s)",
-                flush=True,
-            )
+    except (KeyboardInterrupt, MicError, BrokenProcessPool) as e:
+        _stop(pool)
+        kept = f"{_runs(done)} of {len(todo)} finished and kept in {cache}"
+        again = "the same command runs the rest"
+        if isinstance(e, KeyboardInterrupt) or type(e).__name__ == "TrainingInterrupted":
+            raise SystemExit(f"interrupted: {kept}; {again}") from None
+        if isinstance(e, BrokenProcessPool):
+            raise SystemExit(
+                f"a run's process died (out of memory? fewer --jobs use less): {kept}; {again}"
+            ) from None
+        raise SystemExit(f"a run failed: {type(e).__name__}: {e}\n({kept})") from None
+    pool.shutdown()
     return len(todo)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued runs and end the running ones (their processes), not waiting for
+    them."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for child in active_children():
+        child.terminate()
+    for child in active_children():
+        child.join(timeout=10)
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" + ("" if n == 1 else "s")
 
 
 # ---------------------------------------------------------------------------- the table
@@ -803,9 +902,15 @@ def _paired(a: dict[int, dict], b: dict[int, dict], field: str) -> dict | None:
     }
 
 
-def _command(mode: str, task: str, methods: list[str], seeds: list[int], out: Path) -> str:
+def _command(
+    mode: str, task: str, methods: list[str], seeds: list[int], out: Path, devices: Iterable[str]
+) -> str:
+    """The suite's command that runs ``methods`` of ``task`` again for ``seeds`` (on a GPU
+    where ``devices``, the rows' device names, are not all the CPU)."""
     words = ["python", "-m", "benchmarks", f"--{mode}", "--tasks", task, "--methods", *methods]
     words += ["--seeds", *map(str, seeds), "--fresh"]
+    if any(d not in ("cpu", None, "None") for d in devices):
+        words += ["--device", "cuda"]
     if out != RESULTS / "suite":
         words += ["--out", str(out)]
     return shlex.join(words)
@@ -830,12 +935,13 @@ def summarise(
                 continue
             seeds = sorted(runs)
             spi = [runs[x]["seconds_per_iteration"] for x in seeds]
+            devices = sorted({str(runs[x]["device"]) for x in seeds})
             methods[m] = {
                 "seeds": seeds,
                 **{who: _describe([runs[x][who] for x in seeds]) for who in MODELS},
                 "seconds_per_iteration": statistics.mean(v for v in spi if v is not None),
-                "devices": sorted({str(runs[x]["device"]) for x in seeds}),
-                "command": _command(mode, task, [m], seeds, out),
+                "devices": devices,
+                "command": _command(mode, task, [m], seeds, out, devices),
                 "stale": {x: runs[x]["stale"] for x in seeds if runs[x]["stale"]},
             }
         pair = {"mic": spec.mic, "base": spec.base, "models": {}, "per_class": {}}
@@ -852,7 +958,10 @@ def summarise(
             if d:
                 pair["per_class"][c] = d
         both = sorted(set(a) & set(b))
-        pair["command"] = _command(mode, task, [spec.base, spec.mic], both, out) if both else None
+        paired = [r["device"] for x in both for r in (a[x], b[x])]
+        pair["command"] = (
+            _command(mode, task, [spec.base, spec.mic], both, out, paired) if both else None
+        )
         c = by.get(spec.equal_time, {})
         if c:
             pair["equal_time"] = {
@@ -1061,7 +1170,7 @@ def markdown(table: dict, state: dict) -> str:
 
 
 def plot(table: dict, path: Path) -> None:
-    """suite.png: per task, the two methods' mean score with the std over seeds as error
+    """suite.png: per task, each method's mean score with the std over seeds as error
     bars (top) and the paired MIC - base differences, overall and per class, with their
     95 % intervals (bottom).
 
@@ -1085,19 +1194,17 @@ def plot(table: dict, path: Path) -> None:
         top, bottom = axes[0][k], axes[1][k]
         names = list(t["methods"])
         cells = [t["methods"][m][who] for m in names]
-        top.bar(
-            range(len(names)),
-            [c["mean"] if c else 0.0 for c in cells],
-            yerr=[c["std"] if c else 0.0 for c in cells],
-            capsize=4,
-            color=["tab:gray", "tab:blue", "tab:olive"][: len(names)],
-        )
+        for x, c in enumerate(cells):  # points, not bars: the axis does not start at zero
+            if c:
+                color = ["tab:gray", "tab:blue", "tab:olive"][x % 3]
+                top.errorbar([x], [c["mean"]], yerr=[c["std"]], fmt="o", capsize=4, color=color)
         labels = [  # method names broken at underscores, so that three fit side by side
             "\n".join(textwrap.wrap(m.replace("_", " "), 12)).replace(" ", "_")
             + f"\n({c['n'] if c else 0} seeds)"
             for m, c in zip(names, cells)
         ]
         top.set_xticks(range(len(names)), labels)
+        top.set_xlim(-0.5, len(names) - 0.5)
         top.set_ylabel(f"{t['metric']}, {who}")
         top.set_title(task)
         found = [c["mean"] - c["std"] for c in cells if c]
@@ -1138,23 +1245,36 @@ def write(state: dict, settings: dict[str, dict[str, Any]], mode: str, out: Path
     }
     table = tables[mode]
     if not table["tasks"]:
-        raise SystemExit(f"{out.with_suffix('.json')} holds no runs of --{mode}: run it first")
+        raise SystemExit(f"{out_file(out, '.json')} holds no runs of --{mode}: run it first")
     state["tables"] = {m: t for m, t in tables.items() if t["tasks"]}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(state, indent=1))
-    out.with_suffix(".md").write_text(
-        "\n".join(markdown(t, state) for t in state["tables"].values())
-    )
-    plot(table, out.with_suffix(".png"))
+    out_file(out, ".json").write_text(json.dumps(state, indent=1))
+    out_file(out, ".md").write_text("\n".join(markdown(t, state) for t in state["tables"].values()))
+    plot(table, out_file(out, ".png"))
     return table
 
 
 def load(out: Path) -> dict:
-    cache = out.with_suffix(".json")
-    state = json.loads(cache.read_text()) if cache.exists() else {}
-    for key in ("runs", "warmups", "configs"):
-        state.setdefault(key, {})
-    state.setdefault("calls", [])
+    """The cache OUT.json (empty if there is none).
+
+    Raises:
+        SystemExit: OUT.json is not a suite cache (unreadable, not JSON, another shape).
+    """
+    cache = out_file(out, ".json")
+    try:
+        state = json.loads(cache.read_text()) if cache.exists() else {}
+    except (OSError, ValueError) as e:
+        state = e
+    shapes = {"runs": dict, "warmups": dict, "configs": dict, "calls": list}
+    if not isinstance(state, dict) or any(
+        not isinstance(state.get(k, t()), t) for k, t in shapes.items()
+    ):
+        why = state if isinstance(state, Exception) else "not the suite's JSON"
+        raise SystemExit(
+            f"{cache} is not a cache of the suite ({why}); move it away, or choose another --out"
+        )
+    for key, kind in shapes.items():
+        state.setdefault(key, kind())
     return state
 
 
@@ -1166,7 +1286,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     state = load(args.out)
     if args.from_cache and not state["runs"]:
-        raise SystemExit(f"{args.out.with_suffix('.json')} holds no runs: run the suite first")
+        raise SystemExit(f"{out_file(args.out, '.json')} holds no runs: run the suite first")
     configs = Configs(args.device)
     stale = mark_stale(state, configs)
     words = sys.argv[1:] if argv is None else argv
@@ -1206,10 +1326,12 @@ def main(argv: list[str] | None = None) -> None:
                 }
             )
     if args.note is not None:
-        state.setdefault("notes", {})[args.mode] = note_text(args.note).strip()
+        state.setdefault("notes", {})[args.mode] = args.note
     # the table covers every task of the mode (runs cached earlier included)
     write(state, schedules(args.mode) | args.settings, args.mode, args.out)
-    print(args.out.with_suffix(".md").read_text())
+    print(out_file(args.out, ".md").read_text())
+    written = ", ".join(str(out_file(args.out, x)) for x in OUT_SUFFIXES)
+    print(f"written: {written}", file=sys.stderr)
 
 
 if __name__ == "__main__":

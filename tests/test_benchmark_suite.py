@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -181,6 +182,9 @@ def test_runs_at_a_time_default_to_one_per_cpu_core(monkeypatch):
     monkeypatch.setattr(suite.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
     assert suite.parse_args([]).jobs == 3
     assert suite.parse_args(["--jobs", "1"]).jobs == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert suite.parse_args(["--device", "auto"]).jobs == 3  # auto is the CPU here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert suite.parse_args(["--device", "cuda"]).jobs == 1  # --jobs N shares a GPU out
     assert suite.parse_args(["--device", "cuda", "--jobs", "4"]).jobs == 4
     with pytest.raises(SystemExit):
@@ -206,6 +210,81 @@ def test_cached_runs_are_not_run_again():
         ("mean_teacher", 1),
         ("mean_teacher", 2),
     ]
+
+
+def _suite(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """``python -m benchmarks`` with ``args``, as a user runs it."""
+    command = [sys.executable, "-m", "benchmarks", *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seeds", "-1"], "--seeds must be distinct and at least 0, got -1"),
+        (["--seeds", "0", "1", "0"], "--seeds must be distinct and at least 0, got 0 1 0"),
+        (["--threads", "-1"], "--threads must be at least 0"),
+        (["--device", "nonsense"], "--device nonsense: choose cpu, cuda, cuda:N or auto"),
+        (["--note", "@{tmp}/missing.md"], "--note @{tmp}/missing.md: No such file"),
+        (["--out", "{tmp}/a_file/suite"], "--out: cannot write in {tmp}/a_file"),
+        (["--work", "{tmp}/a_file/work"], "--work: cannot write in {tmp}/a_file/work"),
+    ],
+)
+def test_bad_options_are_one_message_before_any_training(args, message, tmp_path):
+    (tmp_path / "a_file").write_text("a file, not a folder")
+    good = ["--out", str(tmp_path / "suite"), "--work", str(tmp_path / "w")]
+    # the bad option last (argparse keeps the last of a repeated one); --from-cache: a check
+    # that let a bad value through would end in "holds no runs" (1), not train
+    out = _suite("--from-cache", *good, *[a.format(tmp=tmp_path) for a in args])
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert message.format(tmp=tmp_path) in out.stderr
+    assert "Traceback" not in out.stderr and "runs to do" not in out.stdout
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"runs": [1]}'])
+def test_a_file_that_is_no_suite_cache_is_a_clear_error_and_is_kept(text, tmp_path):
+    cache = tmp_path / "suite.json"
+    cache.write_text(text)
+    out = _suite("--from-cache", "--out", str(tmp_path / "suite"))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert f"{cache} is not a cache of the suite" in out.stderr
+    assert cache.read_text() == text
+
+
+def test_a_dot_in_out_is_part_of_the_name(tmp_path):
+    args = suite.parse_args(["--out", str(tmp_path / "suite_v1.5")])
+    assert suite.out_file(args.out, ".json") == tmp_path / "suite_v1.5.json"
+    args = suite.parse_args(["--out", str(tmp_path / "suite_v1.5.md")])
+    assert suite.out_file(args.out, ".png") == tmp_path / "suite_v1.5.png"
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_at_once_and_keeps_the_finished_runs(tmp_path):
+    import os
+    import signal
+    import time
+
+    command = [sys.executable, "-m", "benchmarks", "--tasks", "classification"]
+    command += ["--methods", "mean_teacher", "--seeds", "0", "1", "2", "--jobs", "1"]
+    command += ["--out", str(tmp_path / "suite"), "--work", str(tmp_path / "w")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True,
+    )  # fmt: skip
+    for line in proc.stdout:  # the first run finished, the second one running
+        if "mean_teacher seed 0:" in line:
+            break
+    time.sleep(2)
+    t0 = time.perf_counter()
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole process group
+    _, err = proc.communicate(timeout=60)
+    assert time.perf_counter() - t0 < 30
+    assert proc.returncode == 1, err[-3000:]
+    assert "Traceback" not in err
+    assert "interrupted: 1 run of 3 finished and kept in" in err
+    runs = json.loads((tmp_path / "suite.json").read_text())["runs"]
+    assert [json.loads(k)[2] for k in runs] == [0]
 
 
 def test_unknown_task_or_method_is_a_clear_error(capsys):
@@ -593,3 +672,15 @@ def test_a_warm_up_records_its_config_and_its_runs_are_stale_when_it_changes(tmp
         "quick",
         "no config of its source model recorded",
     )
+
+
+def test_rerun_commands_name_the_gpu_their_rows_ran_on():
+    state = _state()
+    key = next(k for k, r in state["runs"].items() if r["method"] == "sada")
+    state["runs"][key]["device"] = "NVIDIA H200"
+    table = suite.summarise(state, QUICK, "quick")
+    detection = table["tasks"]["detection"]
+    assert detection["methods"]["sada"]["command"].endswith("--fresh --device cuda")
+    assert "--device" not in detection["methods"]["sada_mic"]["command"]
+    assert "--device cuda" in detection["pair"]["command"]
+    assert "--device" not in table["tasks"]["classification"]["pair"]["command"]

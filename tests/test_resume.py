@@ -105,3 +105,19 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
     step = int(err.split("after iteration ")[1].split(";")[0])
     state = torch.load(tmp_path / "checkpoints" / f"iter_{step:08d}.pt", weights_only=True)
     assert state["step"] == step
+
+
+def test_a_stop_crosses_process_boundaries_as_itself():
+    # a run in a process pool (the benchmarks) stopped by Ctrl-C must reach the parent as a
+    # TrainingInterrupted, not as a broken pool from an exception that cannot be rebuilt
+    import pickle
+
+    from mic.training.guard import TrainingInterrupted
+
+    error = pickle.loads(pickle.dumps(TrainingInterrupted("SIGINT", 7)))
+    assert isinstance(error, TrainingInterrupted)
+    assert (error.reason, error.step, str(error)) == (
+        "SIGINT",
+        7,
+        "stopped by SIGINT after iteration 7",
+    )

@@ -28,6 +28,11 @@ class TrainingInterrupted(MicError):
         super().__init__(f"stopped by {reason} after iteration {step}")
         self.reason, self.step = reason, step
 
+    def __reduce__(self) -> tuple[type[TrainingInterrupted], tuple[str, int]]:
+        # rebuilt from its arguments, so that it crosses process boundaries (a run in a
+        # process pool stopped by Ctrl-C reaches the parent as itself)
+        return type(self), (self.reason, self.step)
+
 
 class NumericalError(MicError, FloatingPointError):
     """NaN or Inf that ``nan_policy`` does not skip (or too many skipped iterations)."""
