@@ -180,7 +180,7 @@ def build_datasets(cfg: DictConfig, preflight: bool = True) -> dict[str, Any]:
     with collecting_problems(preflight):
         for name in ("source", "target", "test"):
             try:
-                data[name] = instantiate(cfg.dataset[name])
+                data[name] = instantiate(cfg.dataset[name], **_source_classes(cfg, name, data))
             except Exception as e:  # Hydra wraps what a constructor raises
                 cause = next((c for c in exception_chain(e) if isinstance(c, DatasetError)), None)
                 if cause is None:
@@ -194,6 +194,23 @@ def build_datasets(cfg: DictConfig, preflight: bool = True) -> dict[str, Any]:
             + "; ".join(f"{', '.join(names)}: {message}" for message, names in failed.items())
         )
     return data
+
+
+def _source_classes(cfg: DictConfig, name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """``{"classes": the source's class names}`` for a class-per-folder ``name`` split
+    (``mic.datasets.ImageFolder``) that names no classes of its own, when the source is one
+    too: its class indices then follow the source's (folder ``c`` is class ``c`` in every
+    split, also where a split lacks a class or has one the source lacks, which is an error),
+    not its own sorted folder names. Else nothing."""
+    from mic.datasets import ImageFolder
+
+    node = cfg.dataset[name]
+    source = data.get("source")
+    if name == "source" or not isinstance(source, ImageFolder) or "classes" in node:
+        return {}
+    if node.get("_target_") not in ("mic.datasets.ImageFolder", "mic.datasets.folders.ImageFolder"):
+        return {}
+    return {"classes": list(source.classes)}
 
 
 def exception_chain(exc: BaseException) -> Iterator[BaseException]:

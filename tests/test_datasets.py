@@ -91,6 +91,20 @@ def test_class_count_mismatch_between_domains(class_tree, tmp_path):
         check_num_classes(3, data)
 
 
+def test_a_test_split_s_class_folders_take_the_source_s_indices(tmp_path):
+    # source a, b, c; test b, c: sorted on its own the test split would call b class 0
+    from mic.experiment import build_datasets, load_config
+    from tests.helpers import class_folders, folder_overrides
+
+    test = class_folders(tmp_path / "tst", ["b", "c"], n=1)
+    data = build_datasets(load_config(folder_overrides(tmp_path, test=test)))
+    assert data["test"].classes == data["source"].classes == ["a", "b", "c"]
+    assert sorted((p.parent.name, label) for p, label in data["test"].samples) == [
+        ("b", 1),
+        ("c", 2),
+    ]
+
+
 def test_digits_domains_are_disjoint_stratified_and_shifted():
     src = DigitsDomain("source", "train")
     tgt_train = DigitsDomain("target", "train", labelled=False)
