@@ -11,6 +11,7 @@ new values replace the checkpoint's), and ``config_resumed.yaml`` records what r
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +68,20 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
         if run_dir is None:
             raise ConfigError("resume=auto needs a run folder to look in (hydra.run.dir=...)")
         found = latest_checkpoint(run_dir / "checkpoints")
-        unreadable = sorted(p.name for p in run_dir.glob("checkpoints/iter_*.pt"))
-        if found is None and unreadable:
+        every = sorted(p.name for p in run_dir.glob("checkpoints/iter_*.pt"))
+        if found is None and every:
             raise CheckpointError(
                 f"resume=auto: no checkpoint of the run folder '{run_dir}' can be read "
-                f"({', '.join(unreadable)}: corrupt or cut off). Delete them to start this run "
+                f"({', '.join(every)}: corrupt or cut off). Delete them to start this run "
                 "afresh in the folder, or resume from a good file with resume=<path>"
+            )
+        newer = [name for name in every if found is not None and name > found.name]
+        if newer:
+            warnings.warn(
+                f"resume=auto: the newer checkpoint{'s' if len(newer) > 1 else ''} "
+                f"{', '.join(newer)} of '{run_dir}' cannot be read (corrupt or cut off); "
+                f"resuming from {found.name}, the newest readable one",
+                stacklevel=2,
             )
         return found
     path = Path(str(resume))

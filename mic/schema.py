@@ -10,6 +10,7 @@ annotated ``bool`` must be given true or false (``bool("false")`` is true, so a 
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 import re
@@ -154,14 +155,130 @@ def flag_problems(node: Any, path: str = "") -> list[str]:
     return problems
 
 
+#: the root keys that mic-train reads: the schema's and the config groups' (task, dataset, ...)
+ROOT_KEYS = frozenset(RootSchema.model_fields) | {"task", "dataset", "model", "method", "scheduler"}
+#: the root key that holds values of one's own (``+user.tag=baseline``), never checked
+USER_KEY = "user"
+
+
+def unread_keys(cfg: DictConfig) -> list[str]:
+    """A problem for each root key that nothing reads (added with ``+key=...``, e.g. a typo
+    such as ``+iteration=4`` or ``+mic.ratio=0.5``): not one of ``ROOT_KEYS`` nor
+    ``USER_KEY``, and named by no interpolation of the config (``${key}`` or ``${key.x}``)."""
+    referenced = set(re.findall(r"\$\{(?:[\w.]+:)?([A-Za-z_]\w*)", str(_raw(cfg))))
+    problems = []
+    for key in cfg:
+        if key in ROOT_KEYS or key == USER_KEY or key in referenced:
+            continue
+        if key == "mic":
+            hint = (
+                " MIC's settings live under method.terms.mic (e.g. "
+                "method.terms.mic.masker.ratio=0.5, method.terms.mic.weight=0.5); mic=... "
+                "chooses its config"
+            )
+        else:
+            close = difflib.get_close_matches(str(key), sorted(ROOT_KEYS), n=3, cutoff=0.6)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            hint += f" (A value of your own goes under {USER_KEY}: +{USER_KEY}.{key}=...)"
+        problems.append(f"{key}: mic-train reads no such setting; it would change nothing.{hint}")
+    return problems
+
+
+def _missing(node: Any, path: str = "") -> list[str]:
+    """The keys given as ``???`` (where a user sets them; interpolations not followed)."""
+    found: list[str] = []
+    if OmegaConf.is_dict(node):
+        keys: list[Any] = list(node.keys())
+    elif OmegaConf.is_list(node):
+        keys = list(range(len(node)))
+    else:
+        return found
+    for key in keys:
+        where = f"{path}.{key}" if path and isinstance(key, str) else f"{path}[{key}]"
+        where = where if path else str(key)
+        if OmegaConf.is_missing(node, key):
+            found.append(where)
+        elif not OmegaConf.is_interpolation(node, key):
+            found += _missing(node[key], where)
+    return found
+
+
+def _raw(cfg: DictConfig) -> Any:
+    """The config as plain containers, interpolations kept as written."""
+    return OmegaConf.to_container(cfg, resolve=False)
+
+
+def _task_of(target: Any) -> str | None:
+    """``segmentation`` for ``mic.tasks.segmentation.X``; None outside ``mic.tasks``."""
+    found = re.match(r"mic\.tasks\.(\w+)\.", str(target or ""))
+    return found.group(1) if found else None
+
+
+def task_mismatches(cfg: DictConfig) -> list[str]:
+    """A problem for the model and each loss term of another task than the config's
+    (``method=dacs`` on digits: ClassMix is a segmentation term), with the methods and
+    models that fit; nothing for a task, model or term of one's own (outside ``mic.tasks``)."""
+    raw = _raw(cfg)
+    task = _task_of(raw.get("task", {}).get("_target_"))
+    if task is None:
+        return []
+    problems = []
+    model = (raw.get("model") or {}).get("_target_")
+    if _task_of(model) not in (None, task):
+        fitting = _options("model", task)
+        problems.append(
+            f"model: {model} is a {_task_of(model)} model but the task is {task}; choose a "
+            f"{task} model ({', '.join(f'model={m}' for m in fitting)}) or set task="
+            f"{_task_of(model)}"
+        )
+    terms = ((raw.get("method") or {}).get("terms")) or {}
+    targets = {n: t.get("_target_") for n, t in terms.items() if isinstance(t, dict)}
+    foreign = [
+        f"{n} ({t}, {_task_of(t)})" for n, t in targets.items() if _task_of(t) not in (None, task)
+    ]
+    if foreign:
+        fitting = _options("method", task)
+        problems.append(
+            f"method: loss terms of another task than {task}: {', '.join(foreign)}; choose a "
+            f"{task} method ({', '.join(f'method={m}' for m in fitting)})"
+        )
+    return problems
+
+
+def _options(group: str, task: str) -> list[str]:
+    """The options of mic's config ``group`` (model or method) whose objects all fit
+    ``task`` (every ``_target_`` in them generic or of that task)."""
+    import importlib.resources
+
+    fitting = []
+    folder = importlib.resources.files("mic.conf") / group
+    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        if not path.name.endswith(".yaml") or path.name.startswith("_"):
+            continue
+        targets = re.findall(r"_target_:\s*([\w.]+)", path.read_text())
+        if targets and all(_task_of(t) in (None, task) for t in targets):
+            fitting.append(path.name.removesuffix(".yaml"))
+    return fitting
+
+
 def check_config(cfg: DictConfig) -> None:
-    """Check the root keys of a composed config, and the true / false arguments of every
-    object it builds (``flag_problems``).
+    """Check the root keys of a composed config (``unread_keys``, then their types and
+    ranges), the task of its model and loss terms (``task_mismatches``), and the true /
+    false arguments of every object it builds (``flag_problems``).
 
     Raises:
         ConfigError: one paragraph naming every key whose value has the wrong type or lies
-            out of range, with what was given.
+            out of range, with what was given; every key that nothing reads; a model or
+            loss term of another task.
     """
+    missing = _missing(cfg)
+    if missing:  # every one at once, named where the user sets it (not where it is read)
+        raise ConfigError(
+            f"{len(missing)} mandatory value{'s are' if len(missing) > 1 else ' is'} not "
+            f"given: {', '.join(missing)}; set {'them' if len(missing) > 1 else 'it'} on the "
+            f"command line (e.g. {missing[0]}=...)"
+        )
+    problems = [*unread_keys(cfg), *task_mismatches(cfg)]
     data = {}
     for key in RootSchema.model_fields:
         if key in cfg:
@@ -169,7 +286,6 @@ def check_config(cfg: DictConfig) -> None:
             data[key] = (
                 OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
             )
-    problems = []
     try:
         RootSchema.model_validate(data)
     except ValidationError as e:

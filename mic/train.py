@@ -134,6 +134,31 @@ def unknown_option(argv: Sequence[str]) -> str | None:
     return None
 
 
+def unknown_setting(argv: Sequence[str]) -> str | None:
+    """The message for an override of a root key that mic-train does not have
+    (``learning_rate=0.1``, ``mic.ratio=0.5``: MIC's settings are under ``method.terms.mic``),
+    with the closest keys; None when there is none. Hydra's own message would advise adding
+    the key with ``+``, which only adds a setting that nothing reads."""
+    from mic.schema import ROOT_KEYS, USER_KEY
+
+    conf = importlib.resources.files("mic.conf")
+    for arg in argv:
+        found = re.fullmatch(r"([a-z_]\w*)((?:\.\w+)*)=.*", arg)
+        if not found:
+            continue
+        key, rest = found.groups()
+        if key in (*ROOT_KEYS, USER_KEY, "hydra") or (conf / key).is_dir():
+            if key == "mic" and rest:  # the group chooses MIC's config; its keys live elsewhere
+                return (
+                    f"no setting {key}{rest}: MIC's settings live under method.terms.mic "
+                    f"(method.terms.mic{rest}=...; mic=... chooses MIC's config)"
+                )
+            continue
+        hint = did_you_mean(key, sorted(ROOT_KEYS)) or " `mic-train --cfg job` lists them all."
+        return f"mic-train has no setting {key!r}.{hint}"
+    return None
+
+
 def main() -> None:
     # as under ``python -m mic.train``: a _target_ may name a module of the current folder
     # (a task of your own in one file beside its config)
@@ -141,7 +166,7 @@ def main() -> None:
         sys.path.insert(0, os.getcwd())
     try:
         _join_torchrun()
-        unknown = unknown_option(sys.argv[1:])
+        unknown = unknown_option(sys.argv[1:]) or unknown_setting(sys.argv[1:])
         if unknown:
             raise ConfigError(unknown)
         # before Hydra sets up its logging in the folder: one paragraph, not its traceback
@@ -149,7 +174,15 @@ def main() -> None:
     except MicError as e:
         print(f"mic: error: {_one_paragraph(str(e))}", file=sys.stderr)
         sys.exit(2)
-    _main()
+    try:
+        _main()
+    except KeyboardInterrupt:  # outside the loop's guard, which stops iterations cleanly
+        print(
+            "mic: interrupted while starting up or finishing (outside the training "
+            "iterations); what was saved before stays in the run folder",
+            file=sys.stderr,
+        )
+        sys.exit(128 + signal.SIGINT)
 
 
 if __name__ == "__main__":

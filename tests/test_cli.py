@@ -26,9 +26,14 @@ def test_cli_runs_end_to_end_and_fills_the_run_folder(tmp_path):
 
 def test_cli_unknown_config_key_is_one_clear_message(tmp_path):
     out = _cli(*TINY, "learning_rate=0.1", f"hydra.run.dir={tmp_path}")
-    assert out.returncode != 0
-    assert "Could not override 'learning_rate'" in out.stderr
+    assert out.returncode == 2
+    assert "mic: error: mic-train has no setting 'learning_rate'" in out.stderr
     assert "Traceback" not in out.stderr
+    out = _cli(*TINY, "iteration=3", f"hydra.run.dir={tmp_path}")
+    assert "no setting 'iteration'. Did you mean: iterations?" in out.stderr
+    # below a config group Hydra judges (here: model.colour is no setting of the model)
+    out = _cli(*TINY, "model.colour=red", f"hydra.run.dir={tmp_path}")
+    assert out.returncode != 0 and "Could not override 'model.colour'" in out.stderr
 
 
 def test_cli_user_error_exits_cleanly_without_traceback(tmp_path):

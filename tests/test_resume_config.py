@@ -69,3 +69,15 @@ def test_a_resumed_run_keeps_its_evaluation_history_and_a_restart_its_log_clean(
     run_experiment(load_config([*TINY, "iterations=2", "log.interval=1"]), fresh)
     steps = [json.loads(x)["step"] for x in (fresh / "metrics.jsonl").read_text().splitlines()]
     assert 3 not in steps and steps == sorted(steps)
+
+
+def test_resume_auto_says_which_newer_checkpoints_it_cannot_read(tmp_path):
+    import pytest
+
+    from mic.resume import find_resume_checkpoint
+    from mic.training.checkpoint import save_checkpoint
+
+    good = save_checkpoint({"step": 1}, tmp_path / "checkpoints" / "iter_00000001.pt")
+    (tmp_path / "checkpoints" / "iter_00000002.pt").write_bytes(b"cut off")
+    with pytest.warns(UserWarning, match=r"iter_00000002\.pt of .* cannot be read.*iter_00000001"):
+        assert find_resume_checkpoint("auto", tmp_path) == good
