@@ -414,7 +414,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
     if resume_from is None and run_dir is not None and list(run_dir.glob("checkpoints/iter_*.pt")):
         raise ConfigError(
             f"the run folder '{run_dir}' already holds a run (checkpoints/iter_*.pt); continue "
-            "it with resume=auto, or start a new run in another folder (hydra.run.dir=...)"
+            f"it with resume=auto, or start a new run in another folder ({folder_option()}=...)"
         )
     if resume_from is not None:
         resume(loop, resume_from, cfg, checkpointer)
@@ -445,10 +445,21 @@ def check_batch_norm(student: nn.Module, method: UDAMethod, batch: int, loader: 
 MIN_FREE_BYTES = 64 * 2**20
 
 
-def check_writable(run_dir: Path, create: bool = True) -> None:
+def folder_option() -> str:
+    """The option that chooses the run folder: ``hydra.sweep.dir`` in a multirun (``-m``),
+    else ``hydra.run.dir``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    return "hydra.sweep.dir" if multirun else "hydra.run.dir"
+
+
+def check_writable(run_dir: Path, create: bool = True, option: str | None = None) -> None:
     """Fail before training when the run folder cannot be written: it lies below a file, its
     nearest existing folder refuses a write, or its disk has less than ``MIN_FREE_BYTES``
-    free. With ``create``, the folder is made.
+    free. With ``create``, the folder is made; ``option`` is the one the message advises
+    (default: ``folder_option()``).
 
     Raises:
         ConfigError: one of the above, naming the folder.
@@ -456,12 +467,11 @@ def check_writable(run_dir: Path, create: bool = True) -> None:
     existing = Path(run_dir).absolute()
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    advice = "choose another with hydra.run.dir=..."
+    advice = f"choose another with {option or folder_option()}=..."
     if not existing.is_dir():
-        raise ConfigError(
-            f"the run folder '{run_dir}' lies below '{existing}', which is a file, not a "
-            f"folder; {advice}"
-        )
+        below = f"lies below '{existing}', which is"
+        where = "is" if existing == Path(run_dir).absolute() else below
+        raise ConfigError(f"the run folder '{run_dir}' {where} a file, not a folder; {advice}")
     try:
         if create:
             run_dir.mkdir(parents=True, exist_ok=True)

@@ -170,7 +170,9 @@ def main() -> None:
         if unknown:
             raise ConfigError(unknown)
         # before Hydra sets up its logging in the folder: one paragraph, not its traceback
-        check_writable(run_folder(sys.argv[1:]), create=False)
+        sweep = "-m" in sys.argv[1:] or "--multirun" in sys.argv[1:]
+        option = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+        check_writable(run_folder(sys.argv[1:]), create=False, option=option)
     except MicError as e:
         print(f"mic: error: {_one_paragraph(str(e))}", file=sys.stderr)
         sys.exit(2)

@@ -44,3 +44,11 @@ def test_cli_user_error_exits_cleanly_without_traceback(tmp_path):
 
 
 # the bad inputs themselves: tests/test_bad_input.py, each through mic-train
+
+
+def test_a_sweep_is_told_of_its_own_folder_option(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    out = _cli("-m", "seed=0,1", f"hydra.sweep.dir={tmp_path / 'a_file'}")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"the run folder '{tmp_path / 'a_file'}' is a file, not a folder" in out.stderr
+    assert "choose another with hydra.sweep.dir=..." in out.stderr
