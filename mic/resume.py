@@ -144,8 +144,21 @@ def check_resume_config(
     refused = {k: v for k, v in changes.items() if not _allowed(k, allow)}
     if refused:
         short = lambda v: repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."  # noqa: E731
-        listing = "; ".join(f"{k}: {short(a)} -> {short(b)}" for k, (a, b) in refused.items())
-        keys = ",".join(refused)
+        # a whole part added, removed or replaced (mic=none) is named once, by its prefix
+        tops = [k for k in refused if not any(k.startswith(f"{p}.") for p in refused)]
+        parts = []
+        for top in tops:
+            below = [k for k in refused if k.startswith(f"{top}.")]
+            if not below:
+                a, b = refused[top]
+                parts.append(f"{top}: {short(a)} -> {short(b)}")
+                continue
+            a, b = refused[below[0]]
+            parts.append(
+                f"{top}.* ({len(below)} settings, e.g. {below[0]}: {short(a)} -> {short(b)})"
+            )
+        listing = "; ".join(parts)
+        keys = ",".join(tops)
         raise ConfigError(
             f"the config differs from the checkpoint's in what the run trains with ({listing}). "
             "Exact resume needs the checkpoint's values; to continue with the new ones on "

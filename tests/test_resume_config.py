@@ -81,3 +81,20 @@ def test_resume_auto_says_which_newer_checkpoints_it_cannot_read(tmp_path):
     (tmp_path / "checkpoints" / "iter_00000002.pt").write_bytes(b"cut off")
     with pytest.warns(UserWarning, match=r"iter_00000002\.pt of .* cannot be read.*iter_00000001"):
         assert find_resume_checkpoint("auto", tmp_path) == good
+
+
+def test_a_part_switched_off_on_resume_is_named_once_by_its_prefix(tmp_path):
+    import pytest
+
+    from mic import ConfigError
+
+    run_experiment(load_config([*TINY, "iterations=2", "checkpoint.interval=1"]), tmp_path)
+    off = [*TINY, "iterations=4", "resume=auto", "mic=none"]
+    with pytest.raises(ConfigError) as info:
+        build_experiment(load_config(off), tmp_path)
+    message = str(info.value)
+    assert (
+        "method.terms.mic.* (" in message and "resume_allow_changes=[method.terms.mic]" in message
+    )
+    exp = build_experiment(load_config([*off, "resume_allow_changes=[method.terms.mic]"]), tmp_path)
+    assert exp.loop.step == 2
