@@ -202,15 +202,19 @@ def _source_classes(cfg: DictConfig, name: str, data: dict[str, Any]) -> dict[st
     too: its class indices then follow the source's (folder ``c`` is class ``c`` in every
     split, also where a split lacks a class or has one the source lacks, which is an error),
     not its own sorted folder names. Else nothing."""
+    from hydra.utils import get_class
+
     from mic.datasets import ImageFolder
 
     node = cfg.dataset[name]
     source = data.get("source")
     if name == "source" or not isinstance(source, ImageFolder) or "classes" in node:
         return {}
-    if node.get("_target_") not in ("mic.datasets.ImageFolder", "mic.datasets.folders.ImageFolder"):
+    try:
+        folders = issubclass(get_class(str(node.get("_target_"))), ImageFolder)
+    except Exception:  # no class there: instantiate reports it
         return {}
-    return {"classes": list(source.classes)}
+    return {"classes": list(source.classes)} if folders else {}
 
 
 def exception_chain(exc: BaseException) -> Iterator[BaseException]:

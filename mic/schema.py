@@ -171,17 +171,22 @@ def unread_keys(cfg: DictConfig) -> list[str]:
         if key in ROOT_KEYS or key == USER_KEY or key in referenced:
             continue
         if key == "mic":
-            hint = (
-                " MIC's settings live under method.terms.mic (e.g. "
-                "method.terms.mic.masker.ratio=0.5, method.terms.mic.weight=0.5); mic=... "
-                "chooses its config"
-            )
+            hint = f" {mic_settings('.masker.ratio')}"
         else:
             close = difflib.get_close_matches(str(key), sorted(ROOT_KEYS), n=3, cutoff=0.6)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
             hint += f" (A value of your own goes under {USER_KEY}: +{USER_KEY}.{key}=...)"
         problems.append(f"{key}: mic-train reads no such setting; it would change nothing.{hint}")
     return problems
+
+
+def mic_settings(rest: str) -> str:
+    """Where MIC's setting ``mic<rest>`` lives: ``mic`` is the group that chooses MIC's config,
+    which is placed at ``method.terms.mic``."""
+    return (
+        f"MIC's settings live under method.terms.mic (method.terms.mic{rest}=...; mic=... "
+        "chooses MIC's config)"
+    )
 
 
 def _missing(node: Any, path: str = "") -> list[str]:
@@ -194,8 +199,7 @@ def _missing(node: Any, path: str = "") -> list[str]:
     else:
         return found
     for key in keys:
-        where = f"{path}.{key}" if path and isinstance(key, str) else f"{path}[{key}]"
-        where = where if path else str(key)
+        where = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}".lstrip(".")
         if OmegaConf.is_missing(node, key):
             found.append(where)
         elif not OmegaConf.is_interpolation(node, key):
@@ -219,7 +223,7 @@ def task_mismatches(cfg: DictConfig) -> list[str]:
     (``method=dacs`` on digits: ClassMix is a segmentation term), with the methods and
     models that fit; nothing for a task, model or term of one's own (outside ``mic.tasks``)."""
     raw = _raw(cfg)
-    task = _task_of(raw.get("task", {}).get("_target_"))
+    task = _task_of((raw.get("task") or {}).get("_target_"))
     if task is None:
         return []
     problems = []

@@ -111,49 +111,38 @@ def run_folder(argv: list[str]) -> Path:
 
 
 def unknown_option(argv: Sequence[str]) -> str | None:
-    """The message for an option of one of mic's config groups that does not exist
-    (``experiment=det_shapez``), with the closest names and the list; None when every such
-    option exists, or when the command line brings config folders of its own (then Hydra
-    judges)."""
+    """The message for the first override that names nothing of mic's config, with the
+    closest names: an option of a config group that does not exist (``experiment=det_shapez``,
+    with the list), or a root setting that does not exist (``learning_rate=0.1``; Hydra's own
+    message would advise adding it with ``+``, which adds a setting that nothing reads;
+    ``mic.ratio=0.5``: MIC's settings are under ``method.terms.mic``). None when every
+    override names something, or when the command line brings config folders of its own
+    (then Hydra judges)."""
+    from mic.schema import ROOT_KEYS, USER_KEY, mic_settings
+
     own = ("hydra.searchpath", "--config-dir", "-cd", "--config-path", "-cp")
     if any(a.startswith(own) for a in argv):
         return None
     conf = importlib.resources.files("mic.conf")
     for arg in argv:
-        found = re.fullmatch(r"\+{0,2}([a-z_]+)=([\w.-]+)", arg)
+        found = re.fullmatch(r"(\+{0,2})([a-z_]\w*)((?:\.\w+)*)=(.*)", arg)
         if not found:
             continue
-        group, value = found.groups()
-        folder = conf / group
-        if value == "null" or not folder.is_dir() or (folder / f"{value}.yaml").is_file():
-            continue
-        names = [p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")]
-        options = sorted(n for n in names if not n.startswith("_"))
-        hint = did_you_mean(value, options)
-        return f"unknown {group} {value!r}.{hint} The {group} options: {', '.join(options)}"
-    return None
-
-
-def unknown_setting(argv: Sequence[str]) -> str | None:
-    """The message for an override of a root key that mic-train does not have
-    (``learning_rate=0.1``, ``mic.ratio=0.5``: MIC's settings are under ``method.terms.mic``),
-    with the closest keys; None when there is none. Hydra's own message would advise adding
-    the key with ``+``, which only adds a setting that nothing reads."""
-    from mic.schema import ROOT_KEYS, USER_KEY
-
-    conf = importlib.resources.files("mic.conf")
-    for arg in argv:
-        found = re.fullmatch(r"([a-z_]\w*)((?:\.\w+)*)=.*", arg)
-        if not found:
-            continue
-        key, rest = found.groups()
-        if key in (*ROOT_KEYS, USER_KEY, "hydra") or (conf / key).is_dir():
-            if key == "mic" and rest:  # the group chooses MIC's config; its keys live elsewhere
-                return (
-                    f"no setting {key}{rest}: MIC's settings live under method.terms.mic "
-                    f"(method.terms.mic{rest}=...; mic=... chooses MIC's config)"
-                )
-            continue
+        plus, key, rest, value = found.groups()
+        folder = conf / key
+        if folder.is_dir() and not rest:  # a group's option
+            if value == "null" or not re.fullmatch(r"[\w.-]+", value):
+                continue
+            if (folder / f"{value}.yaml").is_file():
+                continue
+            names = [p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")]
+            options = sorted(n for n in names if not n.startswith("_"))
+            hint = did_you_mean(value, options)
+            return f"unknown {key} {value!r}.{hint} The {key} options: {', '.join(options)}"
+        if key == "mic" and rest:  # the group chooses MIC's config; its keys live elsewhere
+            return f"no setting {key}{rest}: {mic_settings(rest)}"
+        if plus or key in (*ROOT_KEYS, USER_KEY, "hydra") or folder.is_dir():
+            continue  # an addition (checked once composed: mic.schema.unread_keys), or known
         hint = did_you_mean(key, sorted(ROOT_KEYS)) or " `mic-train --cfg job` lists them all."
         return f"mic-train has no setting {key!r}.{hint}"
     return None
@@ -166,7 +155,7 @@ def main() -> None:
         sys.path.insert(0, os.getcwd())
     try:
         _join_torchrun()
-        unknown = unknown_option(sys.argv[1:]) or unknown_setting(sys.argv[1:])
+        unknown = unknown_option(sys.argv[1:])
         if unknown:
             raise ConfigError(unknown)
         # before Hydra sets up its logging in the folder: one paragraph, not its traceback
