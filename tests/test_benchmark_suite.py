@@ -230,25 +230,36 @@ def _suite(*args: str, **kwargs) -> subprocess.CompletedProcess:
         (["--work", "{tmp}/a_file/work"], "--work: cannot write in {tmp}/a_file/work"),
     ],
 )
-def test_bad_options_are_one_message_before_any_training(args, message, tmp_path):
+def test_bad_options_are_one_message_before_any_training(args, message, tmp_path, capsys):
     (tmp_path / "a_file").write_text("a file, not a folder")
     good = ["--out", str(tmp_path / "suite"), "--work", str(tmp_path / "w")]
-    # the bad option last (argparse keeps the last of a repeated one); --from-cache: a check
-    # that let a bad value through would end in "holds no runs" (1), not train
-    out = _suite("--from-cache", *good, *[a.format(tmp=tmp_path) for a in args])
+    # the bad option last: argparse keeps the last of a repeated one
+    with pytest.raises(SystemExit) as info:
+        suite.parse_args([*good, *[a.format(tmp=tmp_path) for a in args]])
+    assert info.value.code == 2
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_a_bad_option_reaches_the_user_as_one_message(tmp_path):
+    # as a user meets it: --from-cache, so that a check letting the value through would end
+    # in "holds no runs" (status 1), not train
+    out = _suite("--from-cache", "--out", str(tmp_path / "suite"), "--seeds", "0", "0")
     assert out.returncode == 2, out.stderr[-2000:]
-    assert message.format(tmp=tmp_path) in out.stderr
-    assert "Traceback" not in out.stderr and "runs to do" not in out.stdout
+    assert "--seeds must be distinct and at least 0, got 0 0" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"runs": [1]}'])
 def test_a_file_that_is_no_suite_cache_is_a_clear_error_and_is_kept(text, tmp_path):
     cache = tmp_path / "suite.json"
     cache.write_text(text)
-    out = _suite("--from-cache", "--out", str(tmp_path / "suite"))
-    assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert f"{cache} is not a cache of the suite" in out.stderr
+    with pytest.raises(SystemExit, match=f"{cache} is not a cache of the suite"):
+        suite.main(["--from-cache", "--out", str(tmp_path / "suite")])
     assert cache.read_text() == text
+    if text == "{not json":  # as a user meets it
+        out = _suite("--from-cache", "--out", str(tmp_path / "suite"))
+        assert out.returncode == 1 and "Traceback" not in out.stderr
+        assert f"{cache} is not a cache of the suite" in out.stderr
 
 
 def test_a_dot_in_out_is_part_of_the_name(tmp_path):
