@@ -692,7 +692,8 @@ def train(args: argparse.Namespace, state: dict, configs: Configs) -> int:
 
     Raises:
         SystemExit: Ctrl-C or a run's error (a ``MicError``, e.g. a bad setting, or a process
-            that died), after saving what finished: one message, with what is kept.
+            that died), after saving what finished: one message, with what is kept. Any
+            other error is raised as it is, after the queued and running runs are stopped.
     """
     cache = out_file(args.out, ".json")
     threads = threads_per_run(args.device, args.jobs, args.threads)
@@ -771,6 +772,9 @@ def train(args: argparse.Namespace, state: dict, configs: Configs) -> int:
                 f"a run's process died (out of memory? fewer --jobs use less): {kept}; {again}"
             ) from None
         raise SystemExit(f"a run failed: {type(e).__name__}: {e}\n({kept})") from None
+    except BaseException:  # anything else (a bug) keeps its traceback, without the queue
+        _stop(pool)
+        raise
     pool.shutdown()
     return len(todo)
 
