@@ -465,8 +465,7 @@ def main() -> None:
     cache = json.loads(cache_file.read_text()) if cache_file.exists() else {"runs": {}}
     cache.setdefault("commands", [])
     if args.note is not None:
-        note = args.note
-        cache["note"] = note_text(note)
+        cache["note"] = note_text(args.note)
     t_start, done = time.perf_counter(), 0
     if not args.table_only:
         for variant in args.variants:

@@ -645,8 +645,7 @@ def main() -> None:
         cache.write_text(json.dumps(state, indent=1))
     schedule = state.get("schedule", {"warmup": args.warmup, "iterations": args.iterations})
     if args.note is not None:
-        given = args.note
-        state["note"] = note_text(given)
+        state["note"] = note_text(args.note)
         cache.write_text(json.dumps(state, indent=1))
     if several:
         note = state.get("note") or (

@@ -412,8 +412,7 @@ def main() -> None:
     cache = json.loads(cache_file.read_text()) if cache_file.exists() else {"runs": {}}
     cache.setdefault("commands", [])
     if args.note is not None:
-        note = args.note
-        cache["note"] = note_text(note)
+        cache["note"] = note_text(args.note)
     if args.base_from is not None:
         for key, row in base_rows(args.base_from, args.seeds).items():
             cache["runs"].setdefault(key, row)

@@ -372,8 +372,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--jobs must be at least 1")
     if args.threads < 0:
         p.error("--threads must be at least 0 (0: one per run on a CPU)")
-    twice = sorted({s for s in args.seeds or [] if args.seeds.count(s) > 1})
-    if twice or any(s < 0 for s in args.seeds or []):
+    seeds = args.seeds or []
+    if len(set(seeds)) < len(seeds) or any(s < 0 for s in seeds):
         p.error(f"--seeds must be distinct and at least 0, got {' '.join(map(str, args.seeds))}")
     if args.note is not None:
         try:

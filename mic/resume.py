@@ -75,7 +75,7 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
                 f"({', '.join(every)}: corrupt or cut off). Delete them to start this run "
                 "afresh in the folder, or resume from a good file with resume=<path>"
             )
-        newer = [name for name in every if found is not None and name > found.name]
+        newer = [name for name in every if name > found.name] if found else []
         if newer:
             warnings.warn(
                 f"resume=auto: the newer checkpoint{'s' if len(newer) > 1 else ''} "

@@ -101,11 +101,17 @@ def _join_torchrun() -> None:
         sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
 
 
+def folder_key(argv: Sequence[str]) -> str:
+    """The option that chooses a command line's folder: ``hydra.sweep.dir`` for ``-m``, else
+    ``hydra.run.dir``."""
+    sweep = "-m" in argv or "--multirun" in argv
+    return "hydra.sweep.dir" if sweep else "hydra.run.dir"
+
+
 def run_folder(argv: list[str]) -> Path:
     """The run folder (or, for ``-m``, the sweep folder) a command line asks for: its
     ``hydra.run.dir`` / ``hydra.sweep.dir``, else the folder below which the default lies."""
-    sweep = "-m" in argv or "--multirun" in argv
-    key = "hydra.sweep.dir=" if sweep else "hydra.run.dir="
+    key = f"{folder_key(argv)}="
     given = [a[len(key) :] for a in argv if a.startswith(key)]
     return Path(given[-1]) if given else Path("runs")
 
@@ -159,9 +165,8 @@ def main() -> None:
         if unknown:
             raise ConfigError(unknown)
         # before Hydra sets up its logging in the folder: one paragraph, not its traceback
-        sweep = "-m" in sys.argv[1:] or "--multirun" in sys.argv[1:]
-        option = "hydra.sweep.dir" if sweep else "hydra.run.dir"
-        check_writable(run_folder(sys.argv[1:]), create=False, option=option)
+        argv = sys.argv[1:]
+        check_writable(run_folder(argv), create=False, option=folder_key(argv))
     except MicError as e:
         print(f"mic: error: {_one_paragraph(str(e))}", file=sys.stderr)
         sys.exit(2)

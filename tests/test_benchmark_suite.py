@@ -299,12 +299,7 @@ def test_ctrl_c_stops_at_once_and_keeps_the_finished_runs(tmp_path):
 
 
 def test_unknown_task_or_method_is_a_clear_error(capsys):
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--tasks", "classification", "streets"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    out = _suite("--tasks", "classification", "streets")
     assert out.returncode == 2
     assert "invalid choice: 'streets'" in out.stderr
     assert "classification" in out.stderr and "detection" in out.stderr
