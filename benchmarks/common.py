@@ -244,12 +244,14 @@ def device_name(loop: Any) -> str:
 
 
 def mean_std(values: list[float | None], digits: int = 1, scale: float = 100.0) -> str:
-    """``mean ± std`` of the scaled values, missing and NaN ones left out; ``-`` if none."""
+    """``mean ± std`` of the scaled values, missing and NaN ones left out; the value alone if
+    one (a spread of one value is not zero but unknown); ``-`` if none."""
     kept = [scale * v for v in values if v is not None and not math.isnan(v)]
     if not kept:
         return "-"
-    std = statistics.stdev(kept) if len(kept) > 1 else 0.0
-    return f"{statistics.mean(kept):.{digits}f} ± {std:.{digits}f}"
+    if len(kept) == 1:
+        return f"{kept[0]:.{digits}f}"
+    return f"{statistics.mean(kept):.{digits}f} ± {statistics.stdev(kept):.{digits}f}"
 
 
 def interval95_bounds(

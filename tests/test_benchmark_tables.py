@@ -11,7 +11,7 @@ from common import interval95, mean_std, paired_differences
 
 def test_mean_std_scales_and_drops_missing_values():
     assert mean_std([0.5, 0.7, None, float("nan")]) == "60.0 ± 14.1"
-    assert mean_std([0.123], digits=2) == "12.30 ± 0.00"
+    assert mean_std([0.123], digits=2) == "12.30"
     assert mean_std([None]) == "-"
 
 
@@ -24,7 +24,7 @@ def test_paired_differences_use_the_seeds_both_methods_scored():
     # student: +10 and -5 points over seeds 0 and 1; teacher: seed 0 alone (seed 1 unscored)
     assert rows == [
         "| mic - base | student | 2 | 2.5 ± 10.6 | 1 / 2 |",
-        "| mic - base | teacher | 1 | -10.0 ± 0.0 | 0 / 1 |",
+        "| mic - base | teacher | 1 | -10.0 | 0 / 1 |",
     ]
 
 
@@ -66,7 +66,7 @@ def test_segmentation_table_names_its_experiment_and_keeps_the_streets_cache_key
     text = path.read_text()
     assert text.startswith("# Segmentation: the context street-scene benchmark")
     assert "on top of `experiment=streets_context`: `model=context_unet`" in text
-    assert "| source only | 1 | 50.0 ± 0.0 | - | 50.0 ± 0.0 |" in text
+    assert "| source only | 1 | 50.0 | - | 50.0 |" in text
 
 
 def test_record_training_logs_iteration_one_and_every_tenth():

@@ -80,6 +80,29 @@ def test_buffer_policy_copy_takes_student_buffers():
         assert torch.equal(new[k], student[k])
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_teacher_keeps_its_own_value_where_the_student_is_not_finite(bad):
+    student = _bn_net()
+    teacher = EMATeacher(student, alpha=0.9, buffers="ema")
+    _perturb(student, 2)
+    with torch.no_grad():
+        student[0].weight[1, 2] = bad
+        student[1].running_var[3] = bad
+        # finite, but its norm overflows float32: averaged like any other value
+        student[3].bias[0] = 1e30
+    before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    teacher.update(student, 4)
+    after, a = teacher.model.state_dict(), teacher.decay(4)
+    for key, index in (("0.weight", (1, 2)), ("1.running_var", (3,))):
+        assert after[key][index] == before[key][index]
+        mask = torch.ones_like(after[key], dtype=torch.bool)
+        mask[index] = False
+        expected = a * before[key] + (1 - a) * student.state_dict()[key]
+        torch.testing.assert_close(after[key][mask], expected[mask])
+    assert after["3.bias"][0] == pytest.approx((1 - a) * 1e30, rel=1e-5)
+    assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
+
+
 def test_buffer_policy_ema_averages_float_and_copies_integer_buffers():
     old, new, student = _buffers_after("ema")
     a = min(1 - 1 / 5, 0.9)

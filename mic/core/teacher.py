@@ -123,7 +123,17 @@ class EMATeacher(Teacher):
 
 
 def _finite(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> list[torch.Tensor]:
-    return [torch.where(torch.isfinite(s), s, t) for s, t in zip(student, teacher, strict=True)]
+    """The student's tensors with their NaN / Inf entries replaced by the teacher's. One fused
+    norm per tensor finds the (rare) tensors that need it: a NaN or Inf entry makes the norm
+    non-finite (so does an overflow of a huge finite tensor, which the element-wise check then
+    keeps as it is)."""
+    if not student:
+        return student
+    finite = torch.stack(torch._foreach_norm(student)).isfinite().tolist()
+    return [
+        s if ok else torch.where(torch.isfinite(s), s, t)
+        for s, t, ok in zip(student, teacher, finite, strict=True)
+    ]
 
 
 def _floating_pairs(teacher: Any, student: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
