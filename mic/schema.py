@@ -218,15 +218,38 @@ def _task_of(target: Any) -> str | None:
     return found.group(1) if found else None
 
 
+def _data_task(target: Any) -> str | None:
+    """The task of a labelled data set's reader: ``detection`` / ``segmentation`` for those
+    subpackages of ``mic.datasets``, ``classification`` for the other readers of
+    ``mic.datasets``; None outside it and for the unlabelled ``UnlabeledImageFolder``."""
+    name = str(target or "")
+    found = re.match(r"mic\.datasets\.(detection|segmentation)\.", name)
+    if found:
+        return found.group(1)
+    generic = name.endswith(".UnlabeledImageFolder")
+    return "classification" if name.startswith("mic.datasets.") and not generic else None
+
+
 def task_mismatches(cfg: DictConfig) -> list[str]:
-    """A problem for the model and each loss term of another task than the config's
-    (``method=dacs`` on digits: ClassMix is a segmentation term), with the methods and
-    models that fit; nothing for a task, model or term of one's own (outside ``mic.tasks``)."""
+    """A problem for the data set, the model and each loss term of another task than the
+    config's (``method=dacs`` on digits: ClassMix is a segmentation term), with the data sets,
+    methods and models that fit; nothing for a task, reader, model or term of one's own
+    (outside ``mic.tasks`` and ``mic.datasets``)."""
     raw = _raw(cfg)
     task = _task_of((raw.get("task") or {}).get("_target_"))
     if task is None:
         return []
     problems = []
+    dataset = raw.get("dataset") or {}
+    reader = (dataset.get("source") or {}).get("_target_")
+    if _data_task(reader) not in (None, task):
+        fitting = _options("dataset", task)
+        problems.append(
+            f"dataset: {dataset.get('name', 'the data set')} is a {_data_task(reader)} data set "
+            f"but the task is {task}; choose a {task} data set "
+            f"({', '.join(f'dataset={d}' for d in fitting)}) or experiment, or set task="
+            f"{_data_task(reader)}"
+        )
     model = (raw.get("model") or {}).get("_target_")
     if _task_of(model) not in (None, task):
         fitting = _options("model", task)
@@ -250,8 +273,9 @@ def task_mismatches(cfg: DictConfig) -> list[str]:
 
 
 def _options(group: str, task: str) -> list[str]:
-    """The options of mic's config ``group`` (model or method) whose objects all fit
-    ``task`` (every ``_target_`` in them generic or of that task)."""
+    """The options of mic's config ``group`` that fit ``task``: a model or method whose
+    objects all do (every ``_target_`` in it generic or of that task), a data set whose
+    labelled source's reader is of that task."""
     import importlib.resources
 
     fitting = []
@@ -259,10 +283,26 @@ def _options(group: str, task: str) -> list[str]:
     for path in sorted(folder.iterdir(), key=lambda p: p.name):
         if not path.name.endswith(".yaml") or path.name.startswith("_"):
             continue
-        targets = re.findall(r"_target_:\s*([\w.]+)", path.read_text())
-        if targets and all(_task_of(t) in (None, task) for t in targets):
-            fitting.append(path.name.removesuffix(".yaml"))
+        name = path.name.removesuffix(".yaml")
+        if group == "dataset":
+            fits = _data_task(_source_reader(folder, name)) == task
+        else:
+            targets = re.findall(r"_target_:\s*([\w.]+)", path.read_text())
+            fits = bool(targets) and all(_task_of(t) in (None, task) for t in targets)
+        if fits:
+            fitting.append(name)
     return fitting
+
+
+def _source_reader(folder: Any, name: str) -> str | None:
+    """The ``_target_`` of the labelled source of the data set config ``name`` in ``folder``,
+    its own or that of the configs it extends (its ``defaults``)."""
+    cfg = OmegaConf.create((folder / f"{name}.yaml").read_text())
+    source = cfg.get("source")
+    if OmegaConf.is_dict(source) and "_target_" in source:
+        return str(source["_target_"])
+    extended = [d for d in cfg.get("defaults", []) if isinstance(d, str) and d != "_self_"]
+    return next(filter(None, (_source_reader(folder, d) for d in extended)), None)
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -35,9 +35,13 @@ def test_pretrained_without_known_weights_is_a_clear_error():
 
 
 def test_pretrained_weights_that_cannot_be_loaded_is_a_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match="could not load the pretrained weights"):
+    missing = str(tmp_path / "x.pth")
+    with pytest.raises(ConfigError, match=f"file {missing} is not a file"):
+        create_backbone("resnet18", pretrained=True, pretrained_cfg_overlay={"file": missing})
+    (tmp_path / "y.pth").write_text("not weights")
+    with pytest.raises(ConfigError, match=r"could not load the pretrained weights .*\(\w+Error: "):
         create_backbone(
-            "resnet18", pretrained=True, pretrained_cfg_overlay={"file": str(tmp_path / "x.pth")}
+            "resnet18", pretrained=True, pretrained_cfg_overlay={"file": str(tmp_path / "y.pth")}
         )
 
 
@@ -53,3 +57,49 @@ def test_pretrained_from_a_local_file_loads_it(tmp_path):
     )
     for a, b in zip(ref.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def _offline(monkeypatch, cache) -> None:
+    """No route to the Hugging Face hub, and ``cache`` as its local cache."""
+    import socket
+
+    from huggingface_hub import constants
+
+    def no_route(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", no_route)
+    # timm asks the hub only through this (which would retry it for up to a minute)
+    monkeypatch.setattr("timm.models._hub.hf_hub_download", no_route)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for variable in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+
+
+def test_offline_pretrained_weights_load_from_the_hugging_face_cache_at_once(tmp_path, monkeypatch):
+    import timm
+    from safetensors.torch import save_file
+
+    repo = timm.models.get_pretrained_cfg("resnet18").hf_hub_id  # timm/resnet18.a1_in1k
+    snapshot = tmp_path / f"models--{repo.replace('/', '--')}" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("abc123")
+    torch.manual_seed(3)
+    full = timm.create_model("resnet18")
+    save_file(full.state_dict(), snapshot / "model.safetensors")
+    _offline(monkeypatch, tmp_path)
+    loaded = create_backbone("resnet18", pretrained=True)
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, full.state_dict()[key]), key
+
+
+def test_offline_pretrained_weights_not_in_the_cache_is_a_clear_error_at_once(
+    tmp_path, monkeypatch
+):
+    _offline(monkeypatch, tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"hub cannot be reached and timm/resnet18\.\S+ is not in"
+    ):
+        create_backbone("resnet18", pretrained=True)

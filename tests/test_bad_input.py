@@ -204,6 +204,20 @@ CASES = [
         "classification; choose a classification model",
     ),
     (
+        "config-data-of-another-task",
+        "a classification data set on the segmentation task (with a segmentation model)",
+        lambda t, r: ["task=segmentation", "model=small_unet"],
+        "dataset: digits is a classification data set but the task is segmentation; choose a "
+        "segmentation data set (dataset=cityscapes2acdc, ",
+    ),
+    (
+        "model-weights-file-missing",
+        "a pretrained weights file that does not exist",
+        lambda t, r: ["model=resnet50", f"+model.pretrained_cfg_overlay={{file:{t}/none.pth}}"],
+        "could not load the pretrained weights of backbone 'resnet50': "
+        "pretrained_cfg_overlay.file ",
+    ),
+    (
         "config-missing-value",
         "mandatory values not given (every one named where it is set)",
         lambda t, r: ["dataset=folders"],

@@ -9,8 +9,9 @@ from mic import ConfigError
 from mic.experiment import load_config
 from mic.schema import _missing, _options, check_config, task_mismatches, unread_keys
 
+#: the experiments one runs (those starting with _ are parts the others include)
 EXPERIMENTS = sorted(
-    p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml")
+    p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("[!_]*.yaml")
 )
 
 
@@ -49,6 +50,31 @@ def test_a_model_and_a_method_of_another_task_are_named_with_what_fits():
     assert problems[1].startswith("method: loss terms of another task than classification")
     assert "mix (mic.tasks.segmentation.ClassMix, segmentation)" in problems[1]
     assert "method=mean_teacher" in problems[1] and "method=dacs" not in problems[1]
+
+
+@pytest.mark.parametrize(
+    "task,expected",
+    [
+        ("classification", "digits folders office31 officehome visda2017"),
+        ("segmentation", "cityscapes2acdc cityscapes2darkzurich gta2cityscapes seg_folders"),
+        ("detection", "cityscapes_foggy det_coco det_context det_shapes det_voc"),
+    ],
+)
+def test_the_data_sets_offered_for_a_task_are_those_of_its_readers(task, expected):
+    # cityscapes2darkzurich takes its source from the config it extends (cityscapes2acdc)
+    assert _options("dataset", task)[: len(expected.split())] == expected.split()
+
+
+def test_a_data_set_of_another_task_is_named_with_what_fits():
+    (problem,) = task_mismatches(load_config(["experiment=det_shapes", "dataset=streets"]))
+    assert problem.startswith(
+        "dataset: streets is a segmentation data set but the task is detection; choose a "
+        "detection data set (dataset=cityscapes_foggy, "
+    )
+    assert problem.endswith("or experiment, or set task=segmentation")
+    # a reader of one's own, outside mic.datasets, is not judged
+    own = ["dataset.source._target_=my_project.Reader"]
+    assert task_mismatches(load_config(["experiment=det_shapes", *own])) == []
 
 
 def test_every_missing_value_is_named_where_it_is_set():

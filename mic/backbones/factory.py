@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import difflib
+import os
+import socket
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlparse
 
 import timm
 from torch import nn
@@ -28,6 +31,64 @@ def _has_weights(name: str, overlay: dict[str, Any] | None) -> bool:
     except Exception:
         return False
     return cfg is not None and any(getattr(cfg, k, None) for k in ("url", "hf_hub_id", "file"))
+
+
+_OFFLINE_ADVICE = (
+    "Without internet, download them once into the timm / Hugging Face cache, or pass "
+    "pretrained_cfg_overlay={file: /path/to/weights.pth}; or use pretrained=false."
+)
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a connection to the Hugging Face hub opens (True behind a proxy, which this
+    cannot test, and when HF_HUB_OFFLINE is set, which the hub's client honours itself)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(v) for v in _PROXY_VARIABLES):
+        return True
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _cached_when_offline(name: str) -> str | None:
+    """The local file of backbone ``name``'s Hugging Face weights when the hub cannot be
+    reached (a compute node without internet), so that timm loads it at once instead of
+    retrying the hub for up to a minute before it falls back to its cache; None when the
+    weights do not come from the hub or it is reachable.
+
+    Raises:
+        ConfigError: the hub cannot be reached and the weights are not in the local cache.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=False)
+    if cfg is None or not cfg.hf_hub_id or cfg.source == "hf-hub" or _hub_reachable():
+        return None
+    repo, _, revision = cfg.hf_hub_id.partition("@")
+    files = (
+        [cfg.hf_hub_filename]
+        if cfg.hf_hub_filename
+        else [
+            "model.safetensors",
+            "open_clip_pytorch_model.bin",
+            "pytorch_model.bin",
+        ]
+    )
+    for file in files:
+        found = try_to_load_from_cache(repo, file, revision=revision or None)
+        if isinstance(found, str):
+            return found
+    raise ConfigError(
+        f"could not load the pretrained weights of backbone '{name}': the Hugging Face hub "
+        f"cannot be reached and {repo} is not in the local Hugging Face cache. "
+        f"{_OFFLINE_ADVICE}"
+    )
 
 
 def check_backbone_name(name: str) -> None:
@@ -78,16 +139,22 @@ def create_backbone(
             kwargs["out_indices"] = tuple(out_indices)
     else:
         kwargs.setdefault("num_classes", 0)
+    if pretrained and overlay and overlay.get("file") and not os.path.isfile(overlay["file"]):
+        raise ConfigError(
+            f"could not load the pretrained weights of backbone '{name}': "
+            f"pretrained_cfg_overlay.file {overlay['file']} is not a file"
+        )
+    if pretrained and not (overlay and overlay.get("file")):
+        cached = _cached_when_offline(name)
+        if cached is not None:
+            kwargs["pretrained_cfg_overlay"] = {**(overlay or {}), "file": cached}
     try:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as e:
         if pretrained:
             raise ConfigError(
                 f"could not load the pretrained weights of backbone '{name}' "
-                f"({e.__class__.__name__}: {e or 'file not found'}). Without internet, "
-                "download them once into the "
-                "timm / Hugging Face cache (then set HF_HUB_OFFLINE=1), or pass "
-                "pretrained_cfg_overlay={file: /path/to/weights.pth}; or use pretrained=false."
+                f"({e.__class__.__name__}: {str(e) or 'no message'}). {_OFFLINE_ADVICE}"
             ) from e
         if features_only and ("features_only" in str(e) or "feature_info" in str(e)):
             raise ConfigError(f"backbone '{name}' cannot be used with features_only: {e}") from e
