@@ -304,6 +304,11 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         torch.backends.cudnn.benchmark = False
     task: Task = instantiate(cfg.task)
     make_validators(validator_names(cfg))  # config errors before any data is read
+    # the same for the method's settings (a mask ratio of 1.5): built once to check them, with
+    # the random state restored, and built for good after the model, where its draws belong
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        build_method(cfg)
     best_metric = best_metric_key(cfg, task)
 
     preflight = bool(cfg.get("preflight", True))

@@ -87,3 +87,22 @@ def test_every_missing_value_is_named_where_it_is_set():
     ]  # not task.num_classes, which reads dataset.num_classes
     with pytest.raises(ConfigError, match=r"^4 mandatory values are not given: dataset\.num"):
         check_config(cfg)
+
+
+def test_a_bad_method_setting_is_found_before_any_data_is_read(tmp_path):
+    from hydra.errors import InstantiationException
+
+    from mic.experiment import build_experiment
+
+    missing = tmp_path / "nowhere"  # a data set that cannot be built: its error would come first
+    cfg = load_config(
+        [
+            "dataset=folders",
+            "dataset.num_classes=3",
+            *(f"dataset.root_{s}={missing}" for s in ("source", "target", "test")),
+            "method.terms.mic.masker.ratio=1.5",
+        ]
+    )
+    # (mic-train gives the ConfigError inside hydra's InstantiationException)
+    with pytest.raises(InstantiationException, match=r"masker ratio must be a probability in"):
+        build_experiment(cfg)
