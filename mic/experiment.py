@@ -185,7 +185,7 @@ def build_datasets(cfg: DictConfig, preflight: bool = True) -> dict[str, Any]:
                 cause = next((c for c in exception_chain(e) if isinstance(c, DatasetError)), None)
                 if cause is None:
                     raise
-                failed.setdefault(str(cause), []).append(f"dataset.{name}")
+                failed.setdefault(_as_override(cause, cfg, name), []).append(f"dataset.{name}")
     if len(failed) == 1:
         raise DatasetError(next(iter(failed)))
     if failed:
@@ -194,6 +194,18 @@ def build_datasets(cfg: DictConfig, preflight: bool = True) -> dict[str, Any]:
             + "; ".join(f"{', '.join(names)}: {message}" for message, names in failed.items())
         )
     return data
+
+
+def _as_override(error: DatasetError, cfg: DictConfig, name: str) -> str:
+    """``error``'s message with its advice to pass an argument to the reader (``pass
+    allow_empty_classes=true``) as the override that does it (``set
+    ++dataset.test.allow_empty_classes=true``; below a wrapper, ``dataset.test.dataset...``)."""
+    if not error.option:
+        return str(error)
+    key, node = f"dataset.{name}", cfg.dataset[name]
+    while OmegaConf.is_dict(node.get("dataset")):
+        key, node = f"{key}.dataset", node.dataset
+    return str(error).replace(f"pass {error.option}", f"set ++{key}.{error.option}")
 
 
 def _source_classes(cfg: DictConfig, name: str, data: dict[str, Any]) -> dict[str, Any]:

@@ -556,6 +556,12 @@ CASES = [
         "has folders ['d'] that are not in the class list ['a', 'b', 'c']",
     ),
     (
+        "data-empty-class-folder",
+        "a source class folder without images",
+        lambda t, r: folder_overrides(t, source=_with_empty_folder(t / "src3", ["a", "b"], "c")),
+        "; add images, or set ++dataset.source.allow_empty_classes=true",
+    ),
+    (
         "data-batch-size",
         "a batch larger than the dataset",
         lambda t, r: [*folder_overrides(t), "loader.source_batch_size=50"],
@@ -669,6 +675,12 @@ def _snapshot(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file() and ".hydra" not in p.parts and not p.name.endswith(".log")
     }
+
+
+def _with_empty_folder(root: Path, classes: list[str], empty: str) -> Path:
+    """Class folders ``classes`` with images, and ``empty`` without."""
+    (class_folders(root, classes) / empty).mkdir()
+    return root
 
 
 def _existing_run(folder: Path) -> Path:

@@ -179,6 +179,7 @@ class ImageFolder(LabelledImages):
         if empty and not allow_empty_classes:
             raise DatasetError(
                 f"class folders without images in '{self.root}': {empty}; add images, or pass "
-                "allow_empty_classes=true"
+                "allow_empty_classes=true",
+                option="allow_empty_classes=true",
             )
         super().__init__(samples, classes, transform, labelled)
