@@ -37,6 +37,7 @@ _OFFLINE_ADVICE = (
     "Without internet, download them once into the timm / Hugging Face cache, or pass "
     "pretrained_cfg_overlay={file: /path/to/weights.pth}; or use pretrained=false."
 )
+_HUB_FILES = ["model.safetensors", "pytorch_model.bin"]
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
 
 
@@ -71,15 +72,8 @@ def _cached_when_offline(name: str) -> str | None:
     if cfg is None or not cfg.hf_hub_id or cfg.source == "hf-hub" or _hub_reachable():
         return None
     repo, _, revision = cfg.hf_hub_id.partition("@")
-    files = (
-        [cfg.hf_hub_filename]
-        if cfg.hf_hub_filename
-        else [
-            "model.safetensors",
-            "open_clip_pytorch_model.bin",
-            "pytorch_model.bin",
-        ]
-    )
+    # timm's files on the hub: the one a model names, else safetensors before a pickle
+    files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else _HUB_FILES
     for file in files:
         found = try_to_load_from_cache(repo, file, revision=revision or None)
         if isinstance(found, str):
