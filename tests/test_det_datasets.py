@@ -11,6 +11,7 @@ from PIL import Image
 from torchvision.transforms import ToTensor
 
 from mic import DatasetError
+from mic.core.batch import split_sample
 from mic.datasets import UnlabeledImageFolder
 from mic.datasets.detection import (
     CityscapesDetection,
@@ -266,11 +267,10 @@ def test_any_folder_of_unlabelled_target_images(tmp_path):
     _png(tmp_path / "t" / "x.png", 20, 30)
     _png(tmp_path / "t" / "sub" / "y.jpg", 40, 10)
     ds = UnlabeledImageFolder(tmp_path / "t", transform=ToTensor())
-    batch = det_task().collate([ds[0], ds[1]])
-    assert isinstance(batch, list) and {tuple(x.shape) for x in batch} == {
-        (3, 40, 10),
-        (3, 20, 30),
-    }
+    # two images of different sizes: a list of two, which must not read as (image, target)
+    images, targets = split_sample(det_task().collate([ds[0], ds[1]]))
+    assert targets is None and isinstance(images, list)
+    assert {tuple(x.shape) for x in images} == {(3, 40, 10), (3, 20, 30)}
 
 
 # ------------------------------------------------------------------------------- shapes

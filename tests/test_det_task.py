@@ -181,8 +181,8 @@ def test_an_image_without_objects_is_valid_and_sizes_may_differ():
         [(torch.rand(3, 64, 64), make_target([], [])), (torch.rand(3, 32, 48), targets_one())]
     )
     assert isinstance(images, list) and len(targets) == 2
-    same = det_task().collate([torch.rand(3, 8, 8), torch.rand(3, 8, 8)])
-    assert isinstance(same, torch.Tensor) and same.shape == (2, 3, 8, 8)
+    same, targets = det_task().collate([torch.rand(3, 8, 8), torch.rand(3, 8, 8)])
+    assert isinstance(same, torch.Tensor) and same.shape == (2, 3, 8, 8) and targets is None
 
 
 def targets_one():

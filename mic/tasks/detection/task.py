@@ -118,7 +118,9 @@ class DetectionTask(Task):
         if len(names) != self.num_classes:
             raise DatasetError(
                 f"class counts disagree: the class names (task.class_names, from the dataset) "
-                f"list {len(names)} classes but num_classes={self.num_classes}"
+                f"list {len(names)} classes but num_classes={self.num_classes}; set "
+                f"dataset.num_classes={len(names)} to match the names (or name "
+                f"{self.num_classes} classes)"
             )
         self.class_names = names
         self.primary_metric = primary_metric
@@ -197,12 +199,12 @@ class DetectionTask(Task):
             check_target(t, self.num_classes, size, f"the target of batch item {i}")
 
     def collate(self, samples: list[Any]) -> Any:
-        """Images (a tensor, or a list when sizes differ) and targets (a list of dicts,
-        checked against their image); unlabelled samples give the images alone."""
+        """``(images, targets)``: images a tensor, or a list when sizes differ; targets a list
+        of dicts checked against their image, or None for unlabelled samples (a pair either
+        way: a list of two images of different sizes would read as an image and a target)."""
         images, targets = collate_pairs(samples, batch_images, list)
-        if targets is None:
-            return images
-        self.check_targets(targets, images)
+        if targets is not None:
+            self.check_targets(targets, images)
         return images, targets
 
     def report_hooks(self, run_dir: Path | None, test: Iterable[Any] | None) -> list[Any]:
