@@ -8,7 +8,7 @@ import os
 import random
 import shutil
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from mic.core import (
     Task,
     UDAMethod,
 )
+from mic.core.batch import DifferentSizesError
 from mic.datasets.preflight import check_datasets, collecting_problems
 from mic.resume import find_resume_checkpoint, resume
 from mic.schema import check_config
@@ -128,7 +129,7 @@ def make_loader(
         sampler=sampler,
         drop_last=train,
         num_workers=workers,
-        collate_fn=task.collate,
+        collate_fn=task.collate if train else _EvaluationCollate(task.collate, name),
         generator=generator,
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
@@ -148,6 +149,27 @@ class Experiment:
     run_dir: Path | None
     resumed_from: Path | None = None
     checkpointer: Checkpointer | None = None
+
+
+class _EvaluationCollate:
+    """An evaluation loader's batching: images of different sizes in one batch of the test
+    set are named as such, with the batch size that evaluates them one at a time."""
+
+    def __init__(self, collate: Callable[[list[Any]], Any], name: str) -> None:
+        self.collate, self.name = collate, name
+
+    def __call__(self, samples: list[Any]) -> Any:
+        try:
+            return self.collate(samples)
+        except DifferentSizesError as e:
+            if self.name != "test":
+                raise
+            raise DifferentSizesError(
+                f"the test set holds images of different sizes ({e.shapes} in one batch); "
+                "evaluate them one at a time with loader.test_batch_size=1, or give the test "
+                "set a transform that resizes every image to one size",
+                e.shapes,
+            ) from None
 
 
 def build_method(cfg: DictConfig) -> UDAMethod:
@@ -610,9 +632,9 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[s
         if exp.run_dir is None or exp.loop.step == 0:
             raise
         raise DatasetError(
-            f"{str(e).rstrip('. ')}. The run saved its state before iteration "
-            f"{exp.loop.step + 1} in "
-            f"{exp.run_dir}/checkpoints: once the file is fixed, continue with the same command "
+            f"{str(e).rstrip().rstrip('.')}. The run saved its state after iteration "
+            f"{exp.loop.step} in {exp.run_dir}/checkpoints: once this is fixed, continue with "
+            "the same command "
             f"plus: hydra.run.dir={exp.run_dir} resume=auto"
         ) from e
     summary = summarize(exp)

@@ -42,9 +42,10 @@ def user_error(exc: BaseException) -> str | None:
             return _one_paragraph(str(seen))
         if isinstance(seen, MicError):
             text = str(seen)
-            marker = f"{type(seen).__name__}: "
-            if "Original Traceback" in text and marker in text:  # re-raised from a worker
-                text = text.rpartition(marker)[2].strip()
+            if "Original Traceback" in text:  # re-raised from a worker: its message alone
+                names = "|".join(c.__name__ for c in _subclasses(MicError))
+                last = [*re.finditer(rf"\b(?:{names}): ", text)][-1:]
+                text = text[last[0].end() :] if last else text
             return _one_paragraph(text)
         if isinstance(seen, InstantiationException) and not isinstance(seen.__cause__, MicError):
             cause = seen.__cause__
@@ -54,6 +55,11 @@ def user_error(exc: BaseException) -> str | None:
             ):
                 return _one_paragraph(f"cannot build an object from the config: {seen}")
     return None
+
+
+def _subclasses(cls: type) -> list[type]:
+    """``cls`` and every class derived from it."""
+    return [cls, *(d for c in cls.__subclasses__() for d in _subclasses(c))]
 
 
 def _one_paragraph(text: str) -> str:

@@ -13,8 +13,10 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mic.experiment import load_config, run_experiment
 from mic.training import per_process_batch_size
@@ -64,6 +66,14 @@ def _label_size(tmp):
     src = seg_tree(tmp / "src")
     write_label(src / "lbl" / "1.png", two_class_label((20, 10)))
     return seg_folder_overrides(tmp, source=src)
+
+
+def _test_of_two_sizes(tmp):
+    """A test split whose second image (and label) is 20 x 10 where the first is 16 x 12."""
+    tst = seg_tree(tmp / "tst", n=2)
+    Image.fromarray(np.zeros((10, 20, 3), dtype=np.uint8)).save(tst / "img" / "1.png")
+    write_label(tst / "lbl" / "1.png", two_class_label((20, 10)))
+    return seg_folder_overrides(tmp, test=tst)
 
 
 def _missing_label(tmp):
@@ -542,6 +552,13 @@ CASES = [
         "images of two sizes in one batch",
         lambda t, r: ["dataset.target._target_=tests.test_bad_input.two_sizes"],
         "one batch holds images of different sizes",
+    ),
+    (
+        "data-test-sizes",
+        "segmentation: test images of two sizes, evaluated two at a time",
+        lambda t, r: _test_of_two_sizes(t),
+        "the test set holds images of different sizes ([(3, 10, 20), (3, 12, 16)] in one "
+        "batch); evaluate them one at a time with loader.test_batch_size=1",
     ),
     (
         "config-feature-distance-classes",

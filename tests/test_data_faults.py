@@ -442,3 +442,22 @@ def test_classes_a_dataset_is_known_to_lack_are_no_warning(tmp_path):
     write_label(label, np.resize(np.array(present, np.uint8), (6, 8)))
     (warning,) = SynthiaRandCityscapes(root, label_format="trainids").preflight()
     assert warning.warning and warning.detail.startswith("class 10 (sky) in none of the 1")
+
+
+def test_a_final_evaluation_that_meets_bad_test_data_keeps_the_training_and_runs_on_resume(
+    tmp_path,
+):
+    # the test set's images have two sizes: batched two at a time, the final evaluation fails
+    tst = seg_tree(tmp_path / "tst", n=2)
+    Image.fromarray(np.zeros((10, 20, 3), dtype=np.uint8)).save(tst / "img" / "1.png")
+    write_label(tst / "lbl" / "1.png", two_class_label((20, 10)))
+    overrides = [*seg_folder_overrides(tmp_path, test=tst), "checkpoint.interval=0"]
+    run = tmp_path / "run"
+    with pytest.raises(DatasetError, match="the test set holds images of different sizes"):
+        run_experiment(load_config(overrides), run)
+    # the training is kept (the state after the last iteration)...
+    assert [p.name for p in (run / "checkpoints").glob("iter_*.pt")] == ["iter_00000002.pt"]
+    # ... and a resume evaluates what the failed evaluation could not
+    again = [*overrides, "loader.test_batch_size=1", "resume=auto"]
+    summary = run_experiment(load_config(again), run)
+    assert summary["after_adaptation"]["step"] == 2 and "student" in summary["after_adaptation"]

@@ -11,6 +11,15 @@ from torch.utils.data import default_collate
 from mic.core.errors import DatasetError
 
 
+class DifferentSizesError(DatasetError):
+    """One batch holds images of different sizes that the task cannot batch (``shapes``: the
+    sizes, as tuples)."""
+
+    def __init__(self, message: str, shapes: list[tuple[int, ...]] | None = None) -> None:
+        super().__init__(message)
+        self.shapes = shapes
+
+
 def split_sample(sample: Any) -> tuple[Any, Any]:
     """``(images, targets)`` of a sample or batch (a non-pair is images, targets None)."""
     if isinstance(sample, (tuple, list)) and len(sample) == 2:
@@ -26,7 +35,8 @@ def collate_pairs(
     """``(images, targets)``, each batched by its function; targets None when no sample has one.
 
     Raises:
-        DatasetError: images of different sizes, or labelled and unlabelled samples mixed.
+        DifferentSizesError: images of different sizes (a DatasetError).
+        DatasetError: labelled and unlabelled samples mixed.
     """
     pairs = [split_sample(s) for s in samples]
     try:
@@ -35,9 +45,10 @@ def collate_pairs(
         shapes = sorted({tuple(getattr(p[0], "shape", ())) for p in pairs})
         if len(shapes) < 2:
             raise
-        raise DatasetError(
+        raise DifferentSizesError(
             f"one batch holds images of different sizes {shapes}; give the dataset a transform "
-            "that resizes or crops every image to one size"
+            "that resizes or crops every image to one size",
+            shapes,
         ) from None
     targets = [p[1] for p in pairs]
     if all(t is None for t in targets):

@@ -204,7 +204,8 @@ class AdaptationLoop:
         """Train from ``self.step`` to ``self.iterations``, or until a stop request.
 
         Raises:
-            DatasetError: a batch could not be loaded (after the hooks' ``after_run``).
+            DatasetError: a batch could not be loaded, or a hook's ``after_step`` (an
+                evaluation) met a bad file (after the hooks' ``after_run``).
             MicError: what the guard raises.
         """
         self.collective.broadcast_module(self.student)
@@ -213,16 +214,16 @@ class AdaptationLoop:
             for hook in self.hooks:
                 hook.before_run(self)
             while self.step < self.iterations and self.stop_reason is None:
-                try:
+                try:  # a bad file met mid-run (in a batch or an evaluation): save, report it
                     losses = self.train_step()
-                except DatasetError:  # a bad file met mid-run: save (hooks), then report it
+                    self.step += 1
+                    for hook in self.hooks:
+                        hook.after_step(self, losses)
+                except DatasetError:
                     self.interrupted_by = "a data error"
                     for hook in self.hooks:
                         hook.after_run(self)
                     raise
-                self.step += 1
-                for hook in self.hooks:
-                    hook.after_step(self, losses)
             self.interrupted_by = self.stop_reason
             for hook in self.hooks:
                 hook.after_run(self)

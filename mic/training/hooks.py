@@ -260,6 +260,12 @@ class Evaluation(Hook):
         if _due(loop.step, self.interval, loop.iterations) or loop.step in self.at:
             self.run(loop)
 
+    def after_run(self, loop: AdaptationLoop) -> None:
+        # a run resumed at its end after its final evaluation met a data error: evaluate now
+        finished = loop.interrupted_by is None and loop.step == loop.iterations
+        if finished and loop.step not in {r.get("step") for r in self.history}:
+            self.run(loop)
+
     def run(self, loop: AdaptationLoop) -> dict[str, Any]:
         """Score on the main process; every process receives the same record."""
         record = broadcast_object(self.score(loop) if process_info().is_main else None)
