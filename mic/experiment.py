@@ -231,24 +231,37 @@ def _as_override(error: DatasetError, cfg: DictConfig, name: str) -> str:
 
 
 def _source_classes(cfg: DictConfig, name: str, data: dict[str, Any]) -> dict[str, Any]:
-    """``{"classes": the source's class names}`` for a class-per-folder ``name`` split
-    (``mic.datasets.ImageFolder``) that names no classes of its own, when the source is one
-    too: its class indices then follow the source's (folder ``c`` is class ``c`` in every
-    split, also where a split lacks a class or has one the source lacks, which is an error),
-    not its own sorted folder names. Else nothing."""
+    """The source's class names for a ``name`` split whose class indices must follow them,
+    else nothing.
+
+    A class-per-folder split (``mic.datasets.ImageFolder``) that names no classes of its own,
+    when the source is one too, gets ``{"classes": ...}``: folder ``c`` is class ``c`` in
+    every split, also where a split lacks a class or has one the source lacks (an error), not
+    its own sorted folder names. A COCO json or VOC split (``CocoDetection``,
+    ``VOCDetection``) whose ``classes`` is null, when the source is one of them too, gets
+    ``{"source_classes": ...}``: its categories map to the source's classes by name, not by
+    its own category ids (a category the source lacks is an error)."""
     from hydra.utils import get_class
 
     from mic.datasets import ImageFolder
+    from mic.datasets.detection import CocoDetection, VOCDetection
 
     node = cfg.dataset[name]
     source = data.get("source")
-    if name == "source" or not isinstance(source, ImageFolder) or "classes" in node:
+    detection = (CocoDetection, VOCDetection)
+    if name == "source" or not isinstance(source, (ImageFolder, *detection)):
         return {}
     try:
-        folders = issubclass(get_class(str(node.get("_target_"))), ImageFolder)
+        reader = get_class(str(node.get("_target_")))
     except Exception:  # no class there: instantiate reports it
         return {}
-    return {"classes": list(source.classes)} if folders else {}
+    if not isinstance(reader, type):
+        return {}
+    if isinstance(source, ImageFolder) and issubclass(reader, ImageFolder):
+        return {} if "classes" in node else {"classes": list(source.classes)}
+    if isinstance(source, detection) and issubclass(reader, detection):
+        return {} if node.get("classes") is not None else {"source_classes": list(source.classes)}
+    return {}
 
 
 def exception_chain(exc: BaseException) -> Iterator[BaseException]:

@@ -12,6 +12,7 @@ boxes outside the image, unknown classes. An image without objects is a valid sa
 from __future__ import annotations
 
 import json
+import math
 import random
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -25,8 +26,15 @@ from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor
 
 from mic.core.errors import DatasetError
-from mic.datasets.detection.targets import check_target, make_target
-from mic.datasets.files import check_folder, load_image, read_header, read_text, visible
+from mic.datasets.detection.targets import BORDER_TOLERANCE, check_target, make_target
+from mic.datasets.files import (
+    IMAGE_EXTENSIONS,
+    check_folder,
+    load_image,
+    read_header,
+    read_text,
+    visible,
+)
 from mic.datasets.preflight import Problem, check_image, header_problem, keep_or_raise, progress
 
 Target = dict[str, Tensor]
@@ -72,6 +80,30 @@ def _stated_size(height: Any, width: Any) -> tuple[int, int] | None:
     return (h, w) if h > 0 and w > 0 else None
 
 
+def _num(v: float) -> str:
+    return f"{v:g}"
+
+
+def _shown(value: Any) -> str:
+    """A json value as the message shows it: ``3``, or ``'3' (a string)``, ``3.0 (a float)``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    kind = {str: "a string", float: "a float", bool: "a boolean"}.get(type(value))
+    return f"{value!r} ({kind or type(value).__name__})"
+
+
+def _distinct(classes: Sequence[str], what: str) -> list[str]:
+    """``classes`` as a list, with a ``DatasetError`` when a name comes twice."""
+    names = [str(c) for c in classes]
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        raise DatasetError(
+            f"{what} {names} name {twice} more than once: class ids follow the names, so each "
+            "must be distinct; list each class once (dataset.classes=[...])"
+        )
+    return names
+
+
 class DetectionDataset:
     """Common behaviour of the readers: image loading, checks, optional flip, unlabelled use.
 
@@ -93,6 +125,10 @@ class DetectionDataset:
     targets: list[Target]
     stated_sizes: list[tuple[int, int] | None] = []  # noqa: RUF012 (replaced, never mutated)
     found_problems: list[Problem] = []  # noqa: RUF012
+    #: indices whose image (``missing``) or boxes (``flagged``) are among ``found_problems``,
+    #: so that ``preflight()`` does not report them a second time
+    missing: frozenset[int] = frozenset()
+    flagged: frozenset[int] = frozenset()
 
     def __init__(
         self, labelled: bool = True, flip: bool = False, apply_exif_orientation: bool = True
@@ -137,17 +173,19 @@ class DetectionDataset:
         stated = self.stated_sizes if len(self.stated_sizes) == len(self.files) else None
         for i in progress(range(len(self.files)), len(self.files), type(self).__name__):
             path = self.files[i]
+            if i in self.missing:  # reported while the reader was built
+                continue
             header = check_image(path, problems, self.apply_exif_orientation)
             if header is None:
                 continue
             size = (header.height, header.width)
-            if stated is not None and stated[i] is not None and stated[i] != size:
-                problems.append(self._size_problem(path, stated[i], header))  # type: ignore[arg-type]
-            elif eager:
-                try:
-                    check_target(self.targets[i], self.num_classes, size, f"'{path}'")
-                except DatasetError as e:
-                    problems.append(Problem("images with boxes outside them", str(path), str(e)))
+            said = stated[i] if stated is not None else None
+            if said is not None and said != size:
+                problems.append(self._size_problem(path, said, header))
+            elif eager and said is None and i not in self.flagged:  # else checked when built
+                found = self.box_problem(i, size)
+                if found is not None:
+                    problems.append(found)
             problems += self.check_labels(i, header)
         if training and eager:
             counts = np.bincount(
@@ -173,6 +211,34 @@ class DetectionDataset:
         """Problems of the annotation files of image ``index`` (header: the image's)."""
         return []
 
+    def box_problem(self, index: int, size: tuple[int, int] | None) -> Problem | None:
+        """The problem of the boxes of image ``index`` (the first bad one), if any.
+
+        Args:
+            index: the image.
+            size: its (H, W), as its annotation states it or as its file has it; None: the
+                boxes are checked without it.
+
+        Returns:
+            None, or the problem naming the image.
+        """
+        try:
+            check_target(self.targets[index], self.num_classes, size, "its boxes")
+        except DatasetError as e:
+            return _annotation_problem(self.files[index], e)
+        return None
+
+    def _check_boxes(self, problems: list[Problem]) -> None:
+        """Every image's boxes against its stated size, each bad image once in ``problems``
+        (and in ``flagged``)."""
+        flagged = set()
+        for i, size in enumerate(self.stated_sizes):
+            found = self.box_problem(i, size)
+            if found is not None:
+                problems.append(found)
+                flagged.add(i)
+        self.flagged = frozenset(flagged)
+
     def _size_problem(self, path: Path, stated: tuple[int, int], header: Any) -> Problem:
         h, w = stated
         applied = self.apply_exif_orientation and header.orientation != 1
@@ -196,14 +262,68 @@ class DetectionDataset:
         return Problem("images whose size differs from the annotation's", str(path), detail, fix)
 
 
-def _annotation_problem(file: Path, error: DatasetError) -> Problem:
-    return Problem("images with annotations the detector cannot train on", str(file), str(error))
+BAD_ANNOTATIONS = "images with annotations the detector cannot train on"
+
+
+def _annotation_problem(file: Path, error: DatasetError | str, fix: str = "") -> Problem:
+    return Problem(BAD_ANNOTATIONS, str(file), str(error), fix)
 
 
 # ------------------------------------------------------------------------------------ COCO
+COCO_BOX_FIX = (
+    "A COCO bbox is [x, y, width, height] in pixels, width and height above 0, inside the "
+    "image (the size its json entry states, else the file's); fix or drop these annotations "
+    "(a bbox written as [x1, y1, x2, y2] instead reaches too far right or down)."
+)
+#: images with a side of at most this many pixels may have boxes within [0, 1] x [0, 1]
+NORMALISED_UP_TO = 4
+
+
+def _coco_box_error(bbox: Any, size: tuple[int, int] | None) -> str | None:
+    """What is wrong with one COCO ``bbox`` as the json writes it ([x, y, width, height]
+    pixels) in an image of ``size`` (H, W; None: unknown), or None."""
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        return f"bbox {bbox!r} is not 4 numbers [x, y, width, height]"
+    shown = f"[{', '.join(_num(v) for v in (x, y, w, h))}] (x, y, width, height)"
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        return f"bbox {shown} has a non-finite value"
+    flat = [
+        f"{'zero' if v == 0 else 'negative'} {side}"
+        for v, side in ((w, "width"), (h, "height"))
+        if v <= 0
+    ]
+    if flat:
+        return f"bbox {shown} is a degenerate box, of {' and '.join(flat)}"
+    if size is None:
+        return None
+    height, width = size
+    t = BORDER_TOLERANCE
+    beyond = [
+        text
+        for bad, text in (
+            (x < -t, f"x = {_num(x)} < 0"),
+            (y < -t, f"y = {_num(y)} < 0"),
+            (x + w > width + t, f"x + width = {_num(x + w)} > {width}"),
+            (y + h > height + t, f"y + height = {_num(y + h)} > {height}"),
+        )
+        if bad
+    ]
+    if beyond:
+        return (
+            f"bbox {shown} reaches outside the {width} x {height} (W x H) image "
+            f"({', '.join(beyond)})"
+        )
+    return None
+
+
 class CocoDetection(DetectionDataset):
     """Images and a COCO-style json (``images``, ``annotations`` with ``bbox`` = x y w h,
     ``categories``).
+
+    Class ids follow category names: a name is one class, however the json numbers its
+    category. Two categories of one name are an error.
 
     Args:
         images: the image folder (``file_name`` is relative to it).
@@ -218,10 +338,17 @@ class CocoDetection(DetectionDataset):
         apply_exif_orientation: turn images as their EXIF orientation says (see
             ``DetectionDataset``); the json's ``width`` / ``height`` are checked against
             the turned image by ``preflight()``.
+        source_classes: the class names of the source, in class-id order, for a test (or
+            other) split whose ``classes`` is None: its categories map to them by name,
+            whatever ids and order the json gives them; a category the source lacks is an
+            error, a source class without a category here is fine (``mic-train`` passes it).
 
     Raises:
-        DatasetError: a json that cannot be read, or boxes the detector cannot train on (all
-            of them; inside ``collecting_problems()`` kept for ``preflight()``).
+        DatasetError: a json that cannot be read; categories sharing a name, or (with
+            ``source_classes``) named otherwise than the source's classes; annotations of
+            unknown images or categories; boxes the detector cannot train on, or boxes that
+            look normalised to [0, 1] (all of them; inside ``collecting_problems()`` kept
+            for ``preflight()``).
     """
 
     def __init__(
@@ -234,10 +361,12 @@ class CocoDetection(DetectionDataset):
         skip_crowd: bool = True,
         ignore_crowd: bool = False,
         apply_exif_orientation: bool = True,
+        source_classes: Sequence[str] | None = None,
     ) -> None:
         super().__init__(labelled, flip, apply_exif_orientation)
         self.root = check_folder(images, "image")
         path = Path(annotations)
+        self.annotation_file = path
         try:
             data = json.loads(_read_text(path, "annotation file"))
         except json.JSONDecodeError as e:
@@ -247,54 +376,179 @@ class CocoDetection(DetectionDataset):
                 f"annotation file '{path}' lists no images (a COCO json needs 'images', "
                 "'annotations' and 'categories')"
             )
-        categories = sorted(data.get("categories") or [], key=lambda c: c["id"])
-        if not categories:
-            raise DatasetError(f"annotation file '{path}' has no 'categories'")
-        names = {c["id"]: c["name"] for c in categories}
-        self.classes = list(classes) if classes is not None else [c["name"] for c in categories]
-        unknown = sorted(set(self.classes) - set(names.values()))
-        if unknown:
-            raise DatasetError(
-                f"classes {unknown} are not categories of '{path}'; it has {sorted(names.values())}"
-            )
+        names = _category_names(data.get("categories"), path)
+        self.classes = self._pick_classes(names, classes, source_classes, path)
         index = {name: i for i, name in enumerate(self.classes)}
         images = sorted(data["images"], key=lambda im: im["id"])
         self.files = [self.root / im["file_name"] for im in images]
         sizes = {im["id"]: (im.get("height"), im.get("width")) for im in images}
-        boxes: dict[int, list[list[float]]] = {im["id"]: [] for im in images}
-        labels: dict[int, list[int]] = {im["id"]: [] for im in images}
-        crowds: dict[int, list[int]] = {im["id"]: [] for im in images}
+        boxes: dict[Any, list[list[float]]] = {im["id"]: [] for im in images}
+        labels: dict[Any, list[int]] = {im["id"]: [] for im in images}
+        crowds: dict[Any, list[int]] = {im["id"]: [] for im in images}
+        written: dict[Any, list[tuple[Any, Any]]] = {im["id"]: [] for im in images}
         for ann in data.get("annotations") or []:
             where = f"annotation {ann.get('id')} of '{path}'"
-            if ann.get("image_id") not in boxes:
-                raise DatasetError(f"{where} refers to image id {ann.get('image_id')}, not listed")
-            if ann.get("category_id") not in names:
+            image_id, category_id = ann.get("image_id"), ann.get("category_id")
+            if image_id not in boxes:
                 raise DatasetError(
-                    f"{where} has category_id {ann.get('category_id')}, not among the "
-                    f"categories {sorted(names)}"
+                    f"{where} refers to image id {_shown(image_id)}, not among the ids of its "
+                    f"images{_id_hint(image_id, boxes)}"
+                )
+            if category_id not in names:
+                raise DatasetError(
+                    f"{where} has category_id {_shown(category_id)}, not among the ids of its "
+                    f"categories {sorted(names, key=str)}{_id_hint(category_id, names)}"
                 )
             crowd = int(bool(ann.get("iscrowd")))
             if crowd and skip_crowd and not ignore_crowd:
                 continue
-            name = names[ann["category_id"]]
+            name = names[category_id]
             if name not in index:
                 continue
+            written[image_id].append((ann.get("id"), ann.get("bbox")))
+            if not _numbers(ann.get("bbox")):
+                continue  # reported by box_problem; no box to make
             x, y, w, h = (float(v) for v in ann["bbox"])
-            boxes[ann["image_id"]].append([x, y, x + w, y + h])
-            labels[ann["image_id"]].append(index[name])
-            crowds[ann["image_id"]].append(crowd)
+            boxes[image_id].append([x, y, x + w, y + h])
+            labels[image_id].append(index[name])
+            crowds[image_id].append(crowd)
+        self.written = [written[im["id"]] for im in images]
         self.targets, self.stated_sizes, problems = [], [], []
-        for im, file in zip(images, self.files):
+        for im in images:
             flags = crowds[im["id"]] if ignore_crowd else None
-            target = make_target(boxes[im["id"]], labels[im["id"]], flags)
-            size = _stated_size(*sizes[im["id"]])
-            try:
-                check_target(target, self.num_classes, size, f"its annotation in '{path.name}'")
-            except DatasetError as e:
-                problems.append(_annotation_problem(file, e))
-            self.targets.append(target)
-            self.stated_sizes.append(size)
+            self.targets.append(make_target(boxes[im["id"]], labels[im["id"]], flags))
+            self.stated_sizes.append(_stated_size(*sizes[im["id"]]))
+        problems += self._normalised(path)
+        self._check_boxes(problems)
         self.found_problems = keep_or_raise(problems, type(self).__name__)
+
+    def _pick_classes(
+        self,
+        names: dict[Any, str],
+        classes: Sequence[str] | None,
+        source_classes: Sequence[str] | None,
+        path: Path,
+    ) -> list[str]:
+        """The class names in class-id order: ``classes``, else the source's (every category
+        named among them), else every category by id."""
+        have = list(names.values())
+        if classes is None and source_classes is not None:
+            chosen = _distinct(source_classes, "the source's classes")
+            extra = [n for n in have if n not in chosen]
+            if extra and self.labelled:
+                raise DatasetError(
+                    f"annotation file '{path}' has categories {extra} that the source does not "
+                    f"have (the source's classes: {chosen}): class ids follow the source's "
+                    "category names, so a category here must carry the name of the source's "
+                    "category for the same class. Rename it, drop it with its annotations, or "
+                    "train and test on the classes both have with "
+                    f"dataset.classes=[{','.join(n for n in chosen if n in have)}] (annotations "
+                    "of other categories are then left out)"
+                )
+            return chosen
+        if classes is None:
+            return have
+        chosen = _distinct(classes, "the classes")
+        unknown = [c for c in chosen if c not in have]
+        if unknown:
+            raise DatasetError(
+                f"classes {unknown} are not categories of '{path}'; it has {have} "
+                "(dataset.classes=[...] names categories of the source and test jsons)"
+            )
+        return chosen
+
+    def _normalised(self, path: Path) -> list[Problem]:
+        """A problem when every box lies within [0, 1] x [0, 1] in images larger than
+        ``NORMALISED_UP_TO`` pixels: boxes normalised to the image size, not COCO's pixels."""
+        used = [i for i, t in enumerate(self.targets) if len(t["boxes"])]
+        if not used:
+            return []
+        boxes = np.concatenate([self.targets[i]["boxes"].numpy() for i in used])
+        if boxes.min() < 0 or boxes.max() > 1:
+            return []
+        sizes = {i: self.stated_sizes[i] for i in used}
+        if any(s is not None and min(s) <= NORMALISED_UP_TO for s in sizes.values()):
+            return []
+        known = next((i for i, s in sizes.items() if s is not None), None)
+        on = "its images"
+        if known is not None:
+            h, w = sizes[known]  # type: ignore[misc]
+            on = f"images such as '{self.files[known].name}' of {w} x {h} pixels"
+        return [
+            Problem(
+                "annotation files whose boxes look normalised to [0, 1]",
+                str(path),
+                f"all its {len(boxes)} boxes lie within [0, 1] x [0, 1], on {on}",
+                "COCO boxes are [x, y, width, height] in pixels: multiply x and width by the "
+                "image's width, y and height by its height (boxes as fractions of the image "
+                "size, as YOLO writes them, are not COCO's).",
+            )
+        ]
+
+    def box_problem(self, index: int, size: tuple[int, int] | None) -> Problem | None:
+        """The first bad bbox of image ``index`` as its json writes it (see
+        ``DetectionDataset.box_problem``), and how many more it has."""
+        errors = [
+            (ann_id, error)
+            for ann_id, bbox in self.written[index]
+            if (error := _coco_box_error(bbox, size)) is not None
+        ]
+        if not errors:
+            return super().box_problem(index, size)
+        ann_id, error = errors[0]
+        more = f"; and {len(errors) - 1} more of its annotations" if len(errors) > 1 else ""
+        detail = f"annotation {ann_id} in '{self.annotation_file.name}': {error}{more}"
+        return _annotation_problem(self.files[index], detail, COCO_BOX_FIX)
+
+
+def _numbers(bbox: Any) -> bool:
+    try:
+        return len([float(v) for v in bbox]) == 4
+    except (TypeError, ValueError):
+        return False
+
+
+def _id_hint(value: Any, ids: Any) -> str:
+    """Advice when ``value`` is a listed id written as a string (or the other way round)."""
+    same = [i for i in ids if str(i) == str(value) and i != value]
+    if not same:
+        return ""
+    return f": the listed id is {_shown(same[0])}; write the reference the same way"
+
+
+def _category_names(categories: Any, path: Path) -> dict[Any, str]:
+    """Category id -> name, sorted by id.
+
+    Raises:
+        DatasetError: no categories, one without ``id`` or ``name``, or two of one name.
+    """
+    if not categories or not isinstance(categories, list):
+        raise DatasetError(f"annotation file '{path}' has no 'categories'")
+    for c in categories:
+        if not isinstance(c, dict) or "id" not in c or "name" not in c:
+            raise DatasetError(
+                f"annotation file '{path}' has a category {c!r} without 'id' and 'name'; "
+                "every category needs both"
+            )
+    try:
+        ordered = sorted(categories, key=lambda c: c["id"])
+    except TypeError:  # numbers and strings mixed: their order is the file's
+        ordered = list(categories)
+    names = {c["id"]: str(c["name"]) for c in ordered}
+    ids: dict[str, list[Any]] = {}
+    for i, name in names.items():
+        ids.setdefault(name, []).append(i)
+    shared = {name: i for name, i in ids.items() if len(i) > 1}
+    if shared:
+        listing = "; ".join(
+            f"'{name}' (ids {', '.join(str(i) for i in same)})" for name, same in shared.items()
+        )
+        raise DatasetError(
+            f"annotation file '{path}' has several categories of one name: {listing}. Class ids "
+            "follow category names, so a name must be one category: give their annotations one "
+            "category_id and drop the other categories, or rename them apart"
+        )
+    return names
 
 
 # ------------------------------------------------------------------------------------- VOC
@@ -337,18 +591,55 @@ def parse_voc_xml(
     return make_target(boxes, labels, difficult if ignore_difficult else None), hw
 
 
+VOC_BOX_FIX = (
+    "A VOC <bndbox> holds 1-based, inclusive pixel indices: xmin <= xmax within 1..width, "
+    "ymin <= ymax within 1..height of the image (its <size>, else the file's); fix or drop "
+    "these objects."
+)
+
+
+def _voc_box_error(target: Target, classes: Sequence[str], size: tuple[int, int] | None) -> str:
+    """What is wrong with the boxes of one VOC target, in the xml's terms (xmin ymin xmax
+    ymax, 1-based): the first bad object and how many more; '' when none is."""
+    errors = []
+    for (x1, y1, x2, y2), c in zip(target["boxes"].tolist(), target["labels"].tolist()):
+        xmin, ymin = x1 + 1, y1 + 1  # back to the xml's 1-based indices
+        name = classes[c] if 0 <= c < len(classes) else str(c)
+        shown = f"its object '{name}' has <bndbox> xmin {_num(xmin)}, ymin {_num(ymin)}, "
+        shown += f"xmax {_num(x2)}, ymax {_num(y2)}"
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            errors.append(f"{shown}: a value is missing or not finite")
+        elif x2 <= x1 or y2 <= y1:
+            axis = "x" if x2 <= x1 else "y"
+            errors.append(f"{shown}, a degenerate box: {axis}max is below {axis}min")
+        elif size is not None:
+            h, w = size
+            t = BORDER_TOLERANCE
+            if x1 < -t or y1 < -t or x2 > w + t or y2 > h + t:
+                errors.append(f"{shown}, outside the {w} x {h} (W x H) image")
+    if not errors:
+        return ""
+    return errors[0] + (f"; and {len(errors) - 1} more of its objects" if len(errors) > 1 else "")
+
+
 class VOCDetection(DetectionDataset):
     """Pascal VOC layout: ``root/JPEGImages/<id>.jpg``, ``root/Annotations/<id>.xml`` and
-    ``root/ImageSets/Main/<split>.txt`` (``root`` is e.g. ``VOCdevkit/VOC2007``).
+    ``root/ImageSets/Main/<split>.txt`` (``root`` is e.g. ``VOCdevkit/VOC2007``). The split
+    file lists ids without extension; an id written with an image extension
+    (``000001.jpg``) is read without it, with a warning, when only that reading names an
+    annotation file.
 
     Args:
         root: the VOC year folder.
         split: the image-set file name (``train``, ``val``, ``trainval``, ``test``).
         classes: class names in id order (default: the 20 VOC classes).
         keep_difficult: also train on objects marked difficult.
+        labelled, flip, apply_exif_orientation: as for every reader (``DetectionDataset``).
         ignore_difficult: keep them flagged ``iscrowd``, so that evaluation ignores them
             (VOC's protocol; for test sets).
-        labelled, flip, apply_exif_orientation: as for every reader (``DetectionDataset``).
+        source_classes: the class names of the source, used when ``classes`` is None (as
+            ``mic-train`` passes them to a test split whose config names no classes): class
+            ids follow them by name; an object of another class is an error.
 
     Raises:
         DatasetError: a missing split file; missing images, annotation files that cannot be
@@ -366,51 +657,95 @@ class VOCDetection(DetectionDataset):
         flip: bool = False,
         ignore_difficult: bool = False,
         apply_exif_orientation: bool = True,
+        source_classes: Sequence[str] | None = None,
     ) -> None:
         super().__init__(labelled, flip, apply_exif_orientation)
         self.root = check_folder(root, "VOC")
-        self.classes = list(classes) if classes is not None else list(VOC_CLASSES)
-        ids = [
-            line.split()[0]
-            for line in _read_text(
-                self.root / "ImageSets" / "Main" / f"{split}.txt", "split file"
-            ).splitlines()
-            if line.strip()
-        ]
-        self.files = []
-        annotations = []
+        chosen = classes if classes is not None else source_classes
+        self.classes = _distinct(chosen, "the classes") if chosen is not None else VOC_CLASSES[:]
+        split_file = self.root / "ImageSets" / "Main" / f"{split}.txt"
+        lines = _read_text(split_file, "split file").splitlines()
         problems = []
-        for i in ids:
+        ids, stripped = self._without_extensions(
+            [line.split()[0] for line in lines if line.strip()], split_file
+        )
+        if stripped:
+            problems.append(stripped)
+        self.files = []
+        self.annotation_files = []
+        missing = set()
+        for n, i in enumerate(ids):
             image = self.root / "JPEGImages" / f"{i}.jpg"
             if not image.exists():
                 folder = self.root / "JPEGImages"
                 matches = visible(sorted(folder.glob(f"{glob_escape(i)}.*")), folder)
                 if not matches:
+                    missing.add(n)
                     problems.append(
                         Problem(
                             "missing image files",
                             str(image),
                             f"listed in split '{split}'",
-                            "Check the dataset root and the split file.",
+                            f"Check the dataset root and the split file '{split_file.name}' "
+                            "(it lists ids without extension: 000001, not 000001.jpg).",
                         )
                     )
                 image = matches[0] if matches else image
             self.files.append(image)
-            annotations.append(self.root / "Annotations" / f"{i}.xml")
+            self.annotation_files.append(self.root / "Annotations" / f"{i}.xml")
+        self.missing = frozenset(missing)
         self.targets, self.stated_sizes = [], []
-        for path in annotations:  # read and check every file now, naming each bad one
+        for path in self.annotation_files:  # read and check every file now, naming each bad one
             try:
                 target, size = parse_voc_xml(path, self.classes, keep_difficult, ignore_difficult)
             except DatasetError as e:
                 problems.append(Problem("annotation files that cannot be read", str(path), str(e)))
                 target, size = make_target([], []), None
-            try:
-                check_target(target, self.num_classes, size, "its boxes")
-            except DatasetError as e:
-                problems.append(_annotation_problem(path, e))
             self.targets.append(target)
             self.stated_sizes.append(size)
+        self._check_boxes(problems)
         self.found_problems = keep_or_raise(problems, type(self).__name__)
+
+    def _without_extensions(self, ids: list[str], split_file: Path) -> tuple[list[str], Any]:
+        """The ids, each written with an image extension read without it where only that
+        reading has an annotation file; and a warning problem if any was."""
+        folder = self.root / "Annotations"
+        out, stripped = [], []
+        for i in ids:
+            stem, dot, ext = i.rpartition(".")
+            if (
+                dot
+                and f".{ext.lower()}" in IMAGE_EXTENSIONS
+                and not (folder / f"{i}.xml").exists()
+                and (folder / f"{stem}.xml").exists()
+            ):
+                stripped.append(i)
+                i = stem
+            out.append(i)
+        if not stripped:
+            return out, None
+        return out, Problem(
+            "split files whose ids carry an image extension",
+            str(split_file),
+            f"{len(stripped)} of its {len(ids)} ids, such as '{stripped[0]}', read as "
+            f"'{stripped[0].rpartition('.')[0]}'",
+            "The ids in ImageSets/Main/<split>.txt are file names without extension (000001 "
+            "for JPEGImages/000001.jpg and Annotations/000001.xml); remove the extensions.",
+            warning=True,
+        )
+
+    def box_problem(self, index: int, size: tuple[int, int] | None) -> Problem | None:
+        """The first bad box of image ``index`` in the xml's terms (see
+        ``DetectionDataset.box_problem``), naming its annotation file."""
+        path = self.annotation_files[index]
+        error = _voc_box_error(self.targets[index], self.classes, size)
+        if error:
+            return _annotation_problem(path, error, VOC_BOX_FIX)
+        try:
+            check_target(self.targets[index], self.num_classes, size, "its boxes")
+        except DatasetError as e:
+            return _annotation_problem(path, e)
+        return None
 
 
 # ------------------------------------------------------------------------------ Cityscapes

@@ -1,0 +1,225 @@
+"""Users' own COCO / VOC detection data, as exporters write it: class ids that follow the
+source's category names in every split, and clear refusals of boxes and files that would
+otherwise train on the wrong thing (normalised boxes, string ids, duplicated category names),
+each problem reported once and in its format's own terms."""
+
+import json
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+from PIL import Image
+
+from mic import DatasetError
+from mic.datasets.detection import CocoDetection, VOCDetection
+from mic.datasets.preflight import check_datasets, collecting_problems
+from mic.experiment import _source_classes
+
+RGB = [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}, {"id": 3, "name": "blue"}]
+
+
+def _png(path, w=64, h=48):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((h, w, 3), 100, np.uint8)).save(path)
+
+
+def _coco(root, annotations, categories=RGB, sizes=True, w=64, h=48):
+    """Two images a.png and b.png (``w`` x ``h``) and a json with ``annotations``, given as
+    (image id, category id, bbox) triples."""
+    images = []
+    for i, name in enumerate(("a.png", "b.png"), start=1):
+        _png(root / "images" / name, w, h)
+        images.append({"id": i, "file_name": name, **({"width": w, "height": h} if sizes else {})})
+    anns = [
+        {"id": n, "image_id": im, "category_id": c, "bbox": bbox, "iscrowd": 0}
+        for n, (im, c, bbox) in enumerate(annotations, start=1)
+    ]
+    path = root / "ann.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": categories}))
+    return root / "images", path
+
+
+def _message(dataset) -> str:
+    with pytest.raises(DatasetError) as info:
+        check_datasets({"source": dataset})
+    return str(info.value)
+
+
+# ---------------------------------------------------------------- 1. classes by name
+def test_a_test_json_with_other_category_ids_maps_to_the_source_classes_by_name(tmp_path):
+    src = _coco(tmp_path / "src", [(1, 1, [2, 2, 10, 10]), (2, 3, [5, 5, 8, 8])])
+    swapped = [{"id": 2, "name": "red"}, {"id": 1, "name": "green"}, {"id": 3, "name": "blue"}]
+    # in the test json, red is category 2: a red box there must get red's class index
+    tst = _coco(tmp_path / "tst", [(1, 2, [2, 2, 10, 10]), (2, 1, [4, 4, 6, 6])], swapped)
+    source = CocoDetection(*src)
+    assert source.classes == ["red", "green", "blue"]
+    assert source.targets[0]["labels"].tolist() == [0]  # red
+    alone = CocoDetection(*tst)  # by its own ids, as before: red would be class 1
+    assert alone.classes == ["green", "red", "blue"]
+    test = CocoDetection(*tst, source_classes=source.classes)
+    assert test.classes == source.classes
+    assert test.targets[0]["labels"].tolist() == [0]  # red, as in the source
+    assert test.targets[1]["labels"].tolist() == [1]  # green
+
+
+def test_mic_train_passes_the_source_classes_to_a_test_json_that_names_none(tmp_path):
+    source = CocoDetection(*_coco(tmp_path / "src", [(1, 1, [2, 2, 10, 10])]))
+    cfg = OmegaConf.create(
+        {
+            "dataset": {
+                "classes": None,
+                "source": {"_target_": "mic.datasets.detection.CocoDetection", "classes": None},
+                "test": {"_target_": "mic.datasets.detection.CocoDetection", "classes": None},
+                "voc": {"_target_": "mic.datasets.detection.VOCDetection"},
+                "chosen": {"_target_": "mic.datasets.detection.CocoDetection", "classes": ["x"]},
+                "target": {"_target_": "mic.datasets.UnlabeledImageFolder"},
+            }
+        }
+    )
+    data = {"source": source}
+    assert _source_classes(cfg, "test", data) == {"source_classes": ["red", "green", "blue"]}
+    assert _source_classes(cfg, "voc", data) == {"source_classes": ["red", "green", "blue"]}
+    assert _source_classes(cfg, "chosen", data) == {}  # dataset.classes=[...] decides
+    assert _source_classes(cfg, "target", data) == {}
+    assert _source_classes(cfg, "source", data) == {}
+
+
+def test_a_test_category_the_source_lacks_is_named_and_a_missing_one_is_fine(tmp_path):
+    classes = ["red", "green", "blue"]
+    other = [{"id": 1, "name": "red"}, {"id": 2, "name": "purple"}]
+    images, ann = _coco(tmp_path / "tst", [(1, 2, [2, 2, 10, 10])], other)
+    with pytest.raises(DatasetError, match=r"categories \['purple'\] that the source does not"):
+        CocoDetection(images, ann, source_classes=classes)
+    # the message offers the classes both have
+    with pytest.raises(DatasetError, match=r"dataset\.classes=\[red\]"):
+        CocoDetection(images, ann, source_classes=classes)
+    # a source class without a category here is fine: the class count stays the source's
+    fewer = [{"id": 5, "name": "blue"}, {"id": 6, "name": "red"}]
+    test = CocoDetection(
+        *_coco(tmp_path / "t2", [(1, 5, [1, 1, 4, 4])], fewer), source_classes=classes
+    )
+    assert test.num_classes == 3 and test.targets[0]["labels"].tolist() == [2]
+    # dataset.classes (classes=) still picks and orders categories, and wins
+    only = CocoDetection(images, ann, classes=["red"], source_classes=classes)
+    assert only.classes == ["red"] and only.targets[0]["labels"].tolist() == []
+
+
+def test_voc_test_split_follows_the_source_classes(tmp_path):
+    root = _voc(tmp_path, {"000001": _voc_xml([("blue", 2, 2, 10, 10)])})
+    test = VOCDetection(root, "train", source_classes=["red", "green", "blue"])
+    assert test.classes == ["red", "green", "blue"]
+    assert test.targets[0]["labels"].tolist() == [2]
+    with pytest.raises(DatasetError, match="'blue'"):
+        VOCDetection(root, "train", source_classes=["red", "green"])
+
+
+# ---------------------------------------------------------------- 2. normalised boxes
+def test_boxes_normalised_to_0_1_are_refused(tmp_path):
+    anns = [(1, 1, [0.1, 0.2, 0.3, 0.25]), (2, 2, [0.5, 0.5, 0.4, 0.4])]
+    images, ann = _coco(tmp_path / "n", anns)
+    with pytest.raises(DatasetError) as info:
+        CocoDetection(images, ann)
+    message = str(info.value)
+    assert "look normalised to [0, 1]" in message and "all its 2 boxes" in message
+    assert "64 x 48 pixels" in message and "[x, y, width, height] in pixels" in message
+    with collecting_problems():  # mic-train: reported with the other problems
+        kept = CocoDetection(images, ann)
+    assert "look normalised" in _message(kept)
+    # boxes in pixels that happen to be small are not, nor boxes in images of a few pixels
+    assert CocoDetection(*_coco(tmp_path / "p", [(1, 1, [0.1, 0.2, 3, 2])])).preflight(False) == []
+    tiny = _coco(tmp_path / "t", [(1, 1, [0.1, 0.1, 0.5, 0.5])], w=2, h=2)
+    assert len(CocoDetection(*tiny)) == 2
+
+
+# ---------------------------------------------------------------- 3. string ids
+def test_a_category_id_written_as_a_string_says_so(tmp_path):
+    images, ann = _coco(tmp_path, [(1, "3", [2, 2, 10, 10])])
+    with pytest.raises(DatasetError) as info:
+        CocoDetection(images, ann)
+    message = str(info.value)
+    assert "category_id '3' (a string)" in message and "the listed id is 3" in message
+    images, ann = _coco(tmp_path / "img", [("1", 1, [2, 2, 10, 10])])
+    with pytest.raises(DatasetError, match=r"image id '1' \(a string\)"):
+        CocoDetection(images, ann)
+
+
+# ---------------------------------------------------------------- 4. duplicated names
+def test_two_categories_of_one_name_are_named(tmp_path):
+    dup = [*RGB, {"id": 4, "name": "red"}]
+    images, ann = _coco(tmp_path, [(1, 4, [2, 2, 10, 10])], dup)
+    with pytest.raises(DatasetError, match=r"categories of one name: 'red' \(ids 1, 4\)"):
+        CocoDetection(images, ann)
+
+
+# ---------------------------------------------------------------- 5. bad boxes, once
+@pytest.mark.parametrize("sizes", [True, False])  # False: checked against the image files
+def test_a_bad_coco_box_is_reported_once_as_the_json_writes_it(tmp_path, sizes):
+    anns = [(1, 1, [37, 22, 0, 26]), (2, 2, [50, 40, 30, 20])]
+    with collecting_problems():
+        ds = CocoDetection(*_coco(tmp_path, anns, sizes=sizes))
+    message = _message(ds)
+    assert "found 2 problems" in message
+    assert message.count("a.png") == 1 and message.count("b.png") == 1
+    assert (
+        "bbox [37, 22, 0, 26] (x, y, width, height) is a degenerate box, of zero width" in message
+    )
+    assert "bbox [50, 40, 30, 20] (x, y, width, height) reaches outside the 64 x 48" in message
+    assert "x + width = 80 > 64" in message and "x1 y1 x2 y2" not in message
+
+
+def test_a_bad_voc_box_is_reported_once_in_voc_terms(tmp_path):
+    root = _voc(
+        tmp_path,
+        {"000001": _voc_xml([("red", 8, 1, 5, 5)]), "000002": _voc_xml([("red", 1, 1, 90, 5)])},
+    )
+    with collecting_problems():
+        ds = VOCDetection(root, "train", classes=["red"])
+    message = _message(ds)
+    assert "found 2 problems" in message
+    assert "object 'red' has <bndbox> xmin 8, ymin 1, xmax 5, ymax 5, a degenerate box" in message
+    assert "xmin 1, ymin 1, xmax 90, ymax 5, outside the 64 x 48 (W x H) image" in message
+    assert "x y w h" not in message
+
+
+# ---------------------------------------------------------------- 6. VOC split files
+def _voc_xml(objects, w=64, h=48):
+    objs = "".join(
+        f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
+        f"<ymax>{d}</ymax></bndbox></object>"
+        for n, a, b, c, d in objects
+    )
+    return f"<annotation><size><width>{w}</width><height>{h}</height></size>{objs}</annotation>"
+
+
+def _voc(tmp_path, xmls, listed=None):
+    root = tmp_path / "VOC"
+    (root / "Annotations").mkdir(parents=True, exist_ok=True)
+    (root / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
+    for name, xml in xmls.items():
+        _png(root / "JPEGImages" / f"{name}.jpg")
+        (root / "Annotations" / f"{name}.xml").write_text(xml)
+    lines = listed if listed is not None else list(xmls)
+    (root / "ImageSets" / "Main" / "train.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_voc_ids_with_an_image_extension_are_read_without_it_and_warned_of(tmp_path):
+    xmls = {"a": _voc_xml([("red", 2, 2, 9, 9)]), "b": _voc_xml([])}
+    root = _voc(tmp_path, xmls, listed=["a.jpg", "b.JPG"])
+    with collecting_problems():
+        ds = VOCDetection(root, "train", classes=["red"])
+    assert [f.name for f in ds.files] == ["a.jpg", "b.jpg"]
+    assert ds.targets[0]["labels"].tolist() == [0]
+    (warning,) = ds.preflight(training=False)
+    assert warning.warning and "2 of its 2 ids, such as 'a.jpg', read as 'a'" in warning.detail
+    assert "without extension" in warning.fix
+
+
+def test_a_missing_voc_image_is_listed_once(tmp_path):
+    root = _voc(tmp_path, {"a": _voc_xml([])}, listed=["a", "gone"])
+    (root / "Annotations" / "gone.xml").write_text(_voc_xml([]))
+    with collecting_problems():
+        ds = VOCDetection(root, "train", classes=["red"])
+    message = _message(ds)
+    assert "Missing image files (1)" in message and message.count("gone.jpg") == 1
+    assert "not 000001.jpg" in message
