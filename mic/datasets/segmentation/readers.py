@@ -19,6 +19,7 @@ Dark Zurich            rgb_anon/<split>/<condition>/<sequence>/<name>_rgb_anon.p
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from glob import escape as glob_escape
@@ -31,6 +32,7 @@ from torchvision.io import ImageReadMode, decode_png, read_file
 
 from mic.core.errors import ConfigError, DatasetError
 from mic.datasets.files import (
+    ImageHeader,
     check_folder,
     is_hidden_name,
     list_images,
@@ -62,11 +64,60 @@ from mic.datasets.segmentation.labels import (
 Transform = Callable[..., Any]
 
 
+#: file endings of JPEG files, never read as labels (lossy: ids change along every edge)
+JPEG_ENDINGS = (".jpg", ".jpeg", ".jpe", ".jfif")
+
+
+def is_jpeg_name(name: str) -> bool:
+    """Whether a file name ends as a JPEG file's does (any case)."""
+    return name.lower().endswith(JPEG_ENDINGS)
+
+
+def jpeg_label_reason() -> str:
+    """Why labels are never read from JPEG files, for messages."""
+    return (
+        "JPEG is lossy (decoding changes the class ids along every edge between classes, to "
+        "other ids that can look valid), so training and scores would use wrong labels"
+    )
+
+
+def _grey_of_rgb(pixels: np.ndarray) -> np.ndarray | None:
+    """The first channel of H x W x 3 pixels whose three channels are equal, else None."""
+    first = pixels[..., 0]
+    if np.array_equal(first, pixels[..., 1]) and np.array_equal(first, pixels[..., 2]):
+        return np.ascontiguousarray(first)
+    return None
+
+
 def read_label(path: Path) -> np.ndarray:
-    """The ids stored in an 8-bit label PNG (palette indices for palette images)."""
+    """The ids stored in an 8-bit label PNG (palette indices for palette images; 0/1 for
+    1-bit images; the grey value of an RGB image whose three channels are equal, grey labels
+    saved as RGB).
+
+    Raises:
+        DatasetError: an unreadable file, a JPEG file (lossy: never a label), or a mode that
+            does not hold one id per pixel (an RGB image whose channels differ).
+    """
     try:
         with Image.open(path) as img:
+            if img.format == "JPEG" or is_jpeg_name(Path(path).name):
+                raise DatasetError(
+                    f"label file '{path}' is a JPEG file; {jpeg_label_reason()}. Save the labels "
+                    "as PNG files, written from the original masks (not converted from the JPEG "
+                    "files, whose ids have already changed)"
+                )
             img.load()
+            if img.mode == "1":  # 1-bit masks: Pillow gives booleans
+                return np.asarray(img).astype(np.uint8)
+            if img.mode == "RGB":
+                grey = _grey_of_rgb(np.asarray(img))
+                if grey is not None:
+                    return grey
+                raise DatasetError(
+                    f"label file '{path}' is an RGB image whose three channels differ (a colour "
+                    "rendering of the labels?); a label map must be a single-channel (grey or "
+                    "palette) PNG of class ids"
+                )
             if img.mode not in ("L", "P", "I", "I;16", "1"):
                 raise DatasetError(
                     f"label file '{path}' is a {img.mode} image; a label map must be a "
@@ -116,6 +167,9 @@ class SegmentationDataset:
             ``"label_format=labelIds"``) -> (the ending of this format's label file names,
             that format's: ``"_gtFine_labelTrainIds.png"``, ``"_gtFine_labelIds.png"``), so
             that missing label files name the option that reads the files that are there.
+        apply_exif_orientation: turn each image as its EXIF orientation tag says (what image
+            viewers show; photos from phones carry it); False: the stored pixels, for labels
+            drawn on them. Labels are always read as stored.
 
     Raises:
         DatasetError: images without their label file (inside
@@ -141,6 +195,7 @@ class SegmentationDataset:
         root: str | Path | None = None,
         label_size_mismatch: str = "error",
         label_formats: Mapping[str, tuple[str, str]] | None = None,
+        apply_exif_orientation: bool = True,
     ) -> None:
         if not samples:
             raise DatasetError(f"no images found{f' in {root}' if root else ''}")
@@ -157,6 +212,7 @@ class SegmentationDataset:
         self.ignore_index = IGNORE_INDEX
         self.label_size_mismatch = label_size_mismatch
         self.label_formats = dict(label_formats or {})
+        self.apply_exif_orientation = apply_exif_orientation
         self.found_problems = keep_or_raise(self.missing_labels(), type(self).__name__)
 
     @property
@@ -178,12 +234,18 @@ class SegmentationDataset:
             "Every image needs its label file (or set {reader}."
             f"{self.unlabelled_option} for unlabelled target images)."
         )
-        first = missing[0][1]
-        there = self.label_near_miss(first) if first is not None else None
-        if there is not None:
-            option, found = there
-            fix = f"The files '{found}' are there: set {{reader}}.{option} to read them."
+        image, first = missing[0]
+        fix = (self.near_miss_fix(image, first) if first is not None else None) or fix
         return [Problem("missing label files", str(lab), "", fix) for _, lab in missing]
+
+    def near_miss_fix(self, image: Path, label: Path) -> str | None:
+        """What to do about the missing ``label`` of ``image`` when files there suggest it
+        (``{reader}`` standing for the reader's key), else None."""
+        there = self.label_near_miss(label)
+        if there is None:
+            return None
+        option, found = there
+        return f"The files '{found}' are there: set {{reader}}.{option} to read them."
 
     def label_near_miss(self, label: Path) -> tuple[str, Path] | None:
         """``(option, file)``: the option that would read ``file``, a label of the same image
@@ -209,13 +271,62 @@ class SegmentationDataset:
         if size is not None and (label.shape[1], label.shape[0]) != size:
             if self.label_size_mismatch == "resize":
                 return np.asarray(Image.fromarray(label).resize(size, Image.NEAREST))
+            try:
+                header = read_header(image_file, self.apply_exif_orientation)
+            except DatasetError:
+                header = None
+            label_size = (label.shape[1], label.shape[0])
+            turned = header is not None and header.size == size
+            fix = self.size_mismatch_fix(header, label_size) if turned else None
+            fix = (fix or "").replace("{reader}.", f"the {type(self).__name__} reader's ")
             raise DatasetError(
                 f"image '{image_file}' is {size[0]} x {size[1]} but its label '{label_file}' is "
-                f"{label.shape[1]} x {label.shape[0]}; image and label must have one size (or "
-                f"set label_size_mismatch=resize on the {type(self).__name__} reader: the label "
-                "is then resized to its image with nearest neighbour)"
+                f"{label_size[0]} x {label_size[1]}; image and label must have one size"
+                + (
+                    f". {fix}"
+                    if fix
+                    else f" (or set label_size_mismatch=resize on the {type(self).__name__} "
+                    "reader: the label is then resized to its image with nearest neighbour)"
+                )
             )
         return label
+
+    def size_mismatch_fix(
+        self, image: ImageHeader | None, label_size: tuple[int, int]
+    ) -> str | None:
+        """What to do about a label of ``label_size`` (width, height) that is its image turned a
+        quarter (width and height swapped), where resizing it would stretch it; else None.
+
+        Args:
+            image: the image's header, read with the reader's ``apply_exif_orientation``.
+            label_size: the label's (width, height).
+        """
+        if image is None or image.width == image.height:
+            return None
+        stretch = (
+            " (resizing it, label_size_mismatch=resize, would stretch it across the turned image)."
+        )
+        quarter = image.orientation in (5, 6, 7, 8)
+        if quarter and self.apply_exif_orientation and label_size == image.stored_size:
+            return (
+                "Such a label has the size of its image's stored pixels: the image carries EXIF "
+                f"orientation {image.orientation} (a quarter turn), which mic applies as image "
+                "viewers do, and the label, drawn on the stored pixels, does not. To read the "
+                "images as stored, set {reader}.apply_exif_orientation=false" + stretch
+            )
+        if quarter and not self.apply_exif_orientation and label_size == image.stored_size[::-1]:
+            return (
+                "Such a label fits its image upright, after the image's EXIF orientation "
+                f"{image.orientation} (a quarter turn), which is not applied: set "
+                "{reader}.apply_exif_orientation=true" + stretch
+            )
+        if label_size == (image.height, image.width):
+            return (
+                "Such a label is its image turned a quarter (width and height swapped), and the "
+                "image carries no EXIF orientation that would explain it: turn the labels (or "
+                "the images) to match" + stretch
+            )
+        return None
 
     def class_pixel_counts(self, index: int) -> np.ndarray:
         """Pixels of each class in sample ``index`` at full resolution (rare class sampling)."""
@@ -227,7 +338,7 @@ class SegmentationDataset:
         """Sample ``index`` as read from disk, before ``transform``: the image, or the image
         and its label in training ids."""
         image_file, _ = self.samples[index]
-        image = load_image(image_file)
+        image = load_image(image_file, "RGB", self.apply_exif_orientation)
         return (image, self.load_label(index, image.size)) if self.labelled else image
 
     def __getitem__(self, index: int) -> Any:
@@ -250,8 +361,9 @@ class SegmentationDataset:
         problems = list(self.found_problems)
         missing = {p.file for p in problems}
         labels = self.labelled
+        rgb: list[Problem] = []  # RGB labels: grey ids saved as RGB are read, colour ones not
         for image_file, label_file in progress(self.samples, len(self), self._what()):
-            image = check_image(image_file, problems)
+            image = check_image(image_file, problems, self.apply_exif_orientation)
             if not labels or label_file is None or str(label_file) in missing:
                 continue
             try:
@@ -260,7 +372,7 @@ class SegmentationDataset:
                 problems.append(header_problem(label_file, e, "label"))
                 continue
             if label.mode not in self.label_modes:
-                problems.append(
+                (rgb if self._grey_rgb_readable(label.mode) else problems).append(
                     Problem(
                         "label files of the wrong mode",
                         str(label_file),
@@ -271,19 +383,45 @@ class SegmentationDataset:
                 )
             mismatch = image is not None and label.size != image.size
             if mismatch and self.label_size_mismatch == "error":
+                fix = self.size_mismatch_fix(image, label.size) or (
+                    "To resize each such label to its image with nearest neighbour (the "
+                    "published pipelines' remedy), set {reader}.label_size_mismatch=resize."
+                )
                 problems.append(
                     Problem(
                         "labels whose size differs from their image",
                         str(label_file),
                         f"{label.width} x {label.height}, its image '{image_file}' "
-                        f"{image.width} x {image.height}",  # type: ignore[union-attr]
-                        "To resize each such label to its image with nearest neighbour (the "
-                        "published pipelines' remedy), set {reader}.label_size_mismatch=resize.",
+                        f"{image.width} x {image.height}" + self._orientation_note(image),  # type: ignore[union-attr]
+                        fix if fix.endswith(".") else fix + ".",
                     )
                 )
+        if rgb and not self._is_grey_rgb(Path(rgb[0].file)):
+            problems += rgb  # colour: every RGB label listed; grey: read (values sampled below)
         if labels and label_sample > 0:
             problems += self._label_values(training, label_sample, {p.file for p in problems})
         return problems
+
+    def _orientation_note(self, image: ImageHeader) -> str:
+        if self.apply_exif_orientation and image.orientation != 1:
+            return f" after its EXIF orientation {image.orientation}"
+        return ""
+
+    def _grey_rgb_readable(self, mode: str) -> bool:
+        """Whether labels of ``mode`` are read when their channels are equal (``read_label``
+        reads grey ids saved as RGB)."""
+        reads = type(self).read_label_ids is SegmentationDataset.read_label_ids
+        return mode == "RGB" and reads
+
+    @staticmethod
+    def _is_grey_rgb(path: Path) -> bool:
+        """Whether an RGB label file's three channels are equal (False when unreadable: the
+        wrong-mode problem then stands)."""
+        try:
+            with Image.open(path) as img:
+                return _grey_of_rgb(np.asarray(img.convert("RGB"))) is not None
+        except (OSError, ValueError):
+            return False
 
     def label_folder(self) -> Path:
         """The folder of the label files, named in messages about them as a whole."""
@@ -596,21 +734,35 @@ class DarkZurich(SegmentationDataset):
         super().__init__(samples, label_map, transform, labelled, **options)
 
 
+#: what ``dataset=seg_folders`` sets for source and test at once, named in fixes
+_SEG_FOLDERS_KEY = "(with dataset=seg_folders, dataset.{option} sets it for source and test)"
+
+
 class SegmentationFolder(SegmentationDataset):
     """Your own data: images in one folder (searched recursively, hidden files and folders
     left out) and, for a labelled set, label PNGs of the same relative path and stem plus
     ``label_suffix`` in another (or the same) folder.
 
+    Images and labels may share a folder (``000.jpg`` with ``000.png``, or ``000.png`` with
+    ``000_mask.png`` and ``label_suffix="_mask.png"``): a file that is the label of an image of
+    the set, or its own label, is not an image of it.
+
     Args:
         images: the image folder.
         labels: the label folder (None: unlabelled, e.g. target training images).
-        label_suffix: appended to an image's stem to name its label file.
+        label_suffix: appended to an image's stem to name its label file (never a JPEG
+            file: JPEG is lossy, and changes the ids along every edge between classes).
         num_classes: the labels hold training ids 0..num_classes-1 and 255 (ignored).
         classes: class names (default: Cityscapes' when num_classes is 19, else numbers).
         label_mapping: stored value -> training id, for values that are not training ids
             already, e.g. ``{255: 1}`` for binary masks saved as 0/255 (255 is otherwise the
             ignore value).
         label_size_mismatch: ``"error"`` or ``"resize"`` (see ``SegmentationDataset``).
+        apply_exif_orientation: turn the images as their EXIF orientation tag says (False:
+            the stored pixels, for labels drawn on them; see ``SegmentationDataset``).
+
+    Raises:
+        DatasetError: ``label_suffix`` names JPEG files, or every image is its own label file.
     """
 
     takes_label_mapping = True
@@ -626,16 +778,32 @@ class SegmentationFolder(SegmentationDataset):
         classes: Sequence[str] | None = None,
         label_mapping: Mapping[int, int] | None = None,
         label_size_mismatch: str = "error",
+        apply_exif_orientation: bool = True,
     ) -> None:
         image_root = check_folder(images, "image")
         files = list_images(image_root)
         label_root = check_folder(labels, "label") if labels is not None else None
         self.label_root = label_root
         self.label_suffix = label_suffix
+        if label_root is not None and is_jpeg_name(label_suffix):
+            raise DatasetError(
+                f"label_suffix={label_suffix} names JPEG label files; {jpeg_label_reason()}. "
+                "Save the labels as PNG files, written from the original masks (not converted "
+                "from the JPEG files, whose ids have already changed), and set "
+                "label_suffix=.png (the default) or the ending of their names"
+            )
 
         def label_of(p: Path) -> Path:
             rel = p.relative_to(image_root)
             return label_root / rel.parent / (p.stem + label_suffix)  # type: ignore[operator]
+
+        #: images left out as their own label file, the label of no other image (images and
+        #: labels in one folder, ``label_suffix`` naming the images)
+        self.own_labels: list[Path] = []
+        if label_root is not None and files:
+            files, self.own_labels = _without_labels(files, image_root, label_root, label_suffix)
+            if not files:
+                raise self._all_own_labels(image_root)
 
         if classes is None:
             classes = default_class_names(num_classes)
@@ -661,17 +829,114 @@ class SegmentationFolder(SegmentationDataset):
             classes=classes,
             root=image_root,
             label_size_mismatch=label_size_mismatch,
+            apply_exif_orientation=apply_exif_orientation,
         )
 
+    def _all_own_labels(self, image_root: Path) -> DatasetError:
+        """The error when every image is its own label file."""
+        if not self.own_labels:  # not reached: some image is the label of none
+            return DatasetError(f"no images found in '{image_root}' that are not label files")
+        first = self.own_labels[0]
+        message = (
+            f"every image in '{image_root}' is its own label file: the labels folder holds the "
+            f"images, and label_suffix={self.label_suffix} names each image ('{first.name}') "
+            "as its label. Point labels at the folder of the label files"
+        )
+        there = self._siblings(first, exclude=first)
+        labels = next((f for f in there if not is_jpeg_name(f.name)), None)
+        if labels is None:
+            return DatasetError(message + ", or set label_suffix to the ending of their names")
+        option = f"label_suffix={labels.name[len(first.stem) :]}"
+        return DatasetError(
+            f"{message}; the files '{labels}' are there: to read them as the labels, pass "
+            f"{option} {_SEG_FOLDERS_KEY.format(option=option)}",
+            option=option,
+        )
+
+    @staticmethod
+    def _siblings(file: Path, stem: str | None = None, exclude: Path | None = None) -> list[Path]:
+        """Visible files beside ``file`` named ``stem`` (default: its stem) and then ``.``,
+        ``_`` or ``-``, sorted, ``exclude`` left out."""
+        stem = file.stem if stem is None else stem
+        if not stem or not file.parent.is_dir():
+            return []
+        found = []
+        for other in sorted(file.parent.glob(f"{glob_escape(stem)}*")):
+            rest = other.name[len(stem) :]
+            visible = rest[:1] in "._-" and not is_hidden_name(other.name)
+            same = exclude is not None and os.path.realpath(other) == os.path.realpath(exclude)
+            if visible and not same and other.is_file():
+                found.append(other)
+        return found
+
     def label_near_miss(self, label: Path) -> tuple[str, Path] | None:
-        """A file of the label's stem with another ending (``label_suffix``)."""
-        if not label.name.endswith(self.label_suffix) or not label.parent.is_dir():
+        """A file of the label's stem with another ending (``label_suffix``), not JPEG."""
+        if not label.name.endswith(self.label_suffix):
             return None
         stem = label.name[: -len(self.label_suffix)]
-        if not stem:
-            return None
-        for other in sorted(label.parent.glob(f"{glob_escape(stem)}*")):
-            suffix = other.name[len(stem) :]
-            if suffix[:1] in "._-" and other.is_file() and not is_hidden_name(other.name):
-                return f"label_suffix={suffix}", other
+        for other in self._siblings(label, stem):
+            if not is_jpeg_name(other.name):
+                return f"label_suffix={other.name[len(stem) :]}", other
         return None
+
+    def near_miss_fix(self, image: Path, label: Path) -> str | None:
+        """The ``label_suffix`` that reads the label files there (naming ``dataset=seg_folders``'
+        key too); that JPEG files there are not labels; or, when images were left out as their
+        own label file, the suffix of the files beside them."""
+        if label.name.endswith(self.label_suffix):
+            stem = label.name[: -len(self.label_suffix)]
+            there = self._siblings(label, stem, exclude=image)
+            found = next((f for f in there if not is_jpeg_name(f.name)), None)
+            if found is not None:
+                option = f"label_suffix={found.name[len(stem) :]}"
+                return (
+                    f"The files '{found}' are there: set {{reader}}.{option} to read them "
+                    f"{_SEG_FOLDERS_KEY.format(option=option)}."
+                )
+            if there:
+                return (
+                    f"The files '{there[0]}' are there, but they are JPEG files, never read as "
+                    f"labels: {jpeg_label_reason()}. Save the labels as PNG files named "
+                    f"<image stem>{self.label_suffix}, written from the original masks (not "
+                    "converted from the JPEG files, whose ids have already changed)."
+                )
+        if self.own_labels:
+            own = self.own_labels[0]
+            beside = [f for f in self._siblings(own, exclude=own) if not is_jpeg_name(f.name)]
+            if beside:
+                option = f"label_suffix={beside[0].name[len(own.stem) :]}"
+                return (
+                    f"Images and labels share a folder, and label_suffix={self.label_suffix} "
+                    f"makes '{own}' its own label (it was left out); the files '{beside[0]}' "
+                    f"are there: set {{reader}}.{option} to read them as the labels "
+                    f"{_SEG_FOLDERS_KEY.format(option=option)}."
+                )
+        return None
+
+
+def _without_labels(
+    files: list[Path], image_root: Path, label_root: Path, label_suffix: str
+) -> tuple[list[Path], list[Path]]:
+    """``files`` (images found under ``image_root``) without the label files of the others
+    and without those that are their own label file (labels in ``image_root`` or a folder
+    inside it); and those left out as their own label only (the label of no other image:
+    ``label_suffix`` is then likely wrong)."""
+    try:
+        inside = Path(os.path.realpath(label_root)).relative_to(os.path.realpath(image_root))
+    except ValueError:  # labels elsewhere: no image can be a label
+        return files, []
+    listed = {str(p) for p in files}
+    labels: set[str] = set()
+    own: list[Path] = []
+    for p in files:
+        rel = p.relative_to(image_root)
+        label = str(image_root / inside / rel.parent / (p.stem + label_suffix))
+        if label == str(p):
+            own.append(p)
+        elif label in listed:
+            labels.add(label)
+    if not labels and not own:
+        return files, []
+    mine = {str(p) for p in own}
+    kept = [p for p in files if str(p) not in labels and str(p) not in mine]
+    return kept, [p for p in own if str(p) not in labels]

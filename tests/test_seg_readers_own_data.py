@@ -1,0 +1,212 @@
+"""``SegmentationFolder`` on data as users bring it, on tiny files written here: images and
+masks in one folder, JPEG labels, 1-bit masks, photos with an EXIF orientation whose labels
+were drawn on the stored pixels, grey labels saved as RGB, and the ``dataset=seg_folders``
+key named by the label-suffix hint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mic import DatasetError
+from mic.datasets.preflight import check_datasets, collecting_problems
+from mic.datasets.segmentation import SegmentationFolder
+from mic.datasets.segmentation.readers import read_label
+from tests.helpers import seg_tree, two_class_label, write_label, write_png
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SIZE = (16, 12)  # W x H
+
+
+def _one_folder(folder, n=3, image_ext=".jpg", label_name="{}.png"):
+    """``n`` images ``<i><image_ext>`` and their masks ``label_name.format(i)`` side by side."""
+    for i in range(n):
+        write_png(folder / f"{i:03d}{image_ext}", value=40 * i + 20, size=SIZE)
+        write_label(folder / label_name.format(f"{i:03d}"), two_class_label(SIZE))
+    return folder
+
+
+def _message(dataset, role="source"):
+    with pytest.raises(DatasetError) as info:
+        check_datasets({role: dataset})
+    return str(info.value)
+
+
+# ------------------------------------------------------------ images and masks in one folder
+def test_masks_beside_their_images_are_not_images(tmp_path):
+    folder = _one_folder(tmp_path / "data")  # 000.jpg + 000.png, ...
+    ds = SegmentationFolder(folder, folder, num_classes=2)
+    assert [(i.name, lab.name) for i, lab in ds.samples] == [
+        ("000.jpg", "000.png"),
+        ("001.jpg", "001.png"),
+        ("002.jpg", "002.png"),
+    ]
+    assert ds.preflight() == []
+    image, label = ds.load(1)
+    assert np.asarray(image).mean() > 50  # the photo, not a mask (ids 0/1)
+    assert set(np.unique(label)) == {0, 1}
+
+
+def test_masks_named_by_a_suffix_beside_their_images_are_not_images(tmp_path):
+    folder = _one_folder(tmp_path / "data", image_ext=".png", label_name="{}_mask.png")
+    ds = SegmentationFolder(folder, folder, num_classes=2, label_suffix="_mask.png")
+    assert [i.name for i, _ in ds.samples] == ["000.png", "001.png", "002.png"]
+    assert all(lab.name.endswith("_mask.png") for _, lab in ds.samples)
+    assert ds.preflight() == []
+
+
+def test_labels_in_a_folder_inside_the_image_folder_are_not_images(tmp_path):
+    root = tmp_path / "data"
+    for i in range(2):
+        write_png(root / f"{i}.png", size=SIZE)
+        write_label(root / "labels" / f"{i}.png", two_class_label(SIZE))
+    ds = SegmentationFolder(root, root / "labels", num_classes=2)
+    assert [i.relative_to(root).as_posix() for i, _ in ds.samples] == ["0.png", "1.png"]
+    assert ds.preflight() == []
+
+
+def test_images_that_are_their_own_label_name_the_suffix_of_the_masks_beside_them(tmp_path):
+    folder = _one_folder(tmp_path / "data", image_ext=".png", label_name="{}_mask.png")
+    with pytest.raises(DatasetError, match="is its own label file") as info:
+        SegmentationFolder(folder, folder, num_classes=2)  # label_suffix=.png: each image
+    assert info.value.option == "label_suffix=_mask.png"  # mic-train names the override
+    assert "000_mask.png' are there" in str(info.value)
+    assert "dataset.label_suffix=_mask.png sets it for source and test" in str(info.value)
+
+
+# ------------------------------------------------------------------------ JPEG labels
+@pytest.mark.parametrize("suffix", [".jpg", "_mask.JPEG"])
+def test_a_jpeg_label_suffix_is_refused(tmp_path, suffix):
+    root = seg_tree(tmp_path / "seg", n=2)
+    with pytest.raises(DatasetError, match="JPEG is lossy") as info:
+        SegmentationFolder(root / "img", root / "lbl", num_classes=2, label_suffix=suffix)
+    assert "Save the labels as PNG files" in str(info.value)
+    # unlabelled: no label is read, nothing to refuse
+    assert len(SegmentationFolder(root / "img", None, label_suffix=suffix)) == 2
+
+
+def test_jpeg_files_beside_missing_labels_are_not_offered_as_labels(tmp_path):
+    root = seg_tree(tmp_path / "seg", n=2)
+    for path in sorted((root / "lbl").glob("*.png")):
+        Image.open(path).save(path.with_suffix(".jpg"), quality=75)
+        path.unlink()
+    with collecting_problems():
+        ds = SegmentationFolder(root / "img", root / "lbl", num_classes=2)
+    message = _message(ds)
+    assert "Missing label files (2)" in message
+    assert "0.jpg' are there, but they are JPEG files, never read as labels" in message
+    assert "label_suffix=.jpg" not in message
+
+
+def test_a_jpeg_file_is_never_read_as_a_label_whatever_its_name(tmp_path):
+    path = tmp_path / "0.png"
+    Image.fromarray(two_class_label(SIZE)).save(path, format="JPEG")
+    with pytest.raises(DatasetError, match="is a JPEG file; JPEG is lossy"):
+        read_label(path)
+
+
+# ------------------------------------------------------------------------ 1-bit masks
+def test_one_bit_masks_are_read_as_ids_0_and_1(tmp_path):
+    root = seg_tree(tmp_path / "seg", n=2, labels=False)
+    for i in range(2):
+        mask = two_class_label(SIZE).astype(bool)
+        (root / "lbl").mkdir(exist_ok=True)
+        Image.fromarray(mask).save(root / "lbl" / f"{i}.png")
+    assert Image.open(root / "lbl" / "0.png").mode == "1"
+    ds = SegmentationFolder(root / "img", root / "lbl", num_classes=2)
+    assert ds.preflight() == []
+    _, label = ds.load(0)
+    assert label.dtype == np.uint8
+    assert np.array_equal(label, two_class_label(SIZE))
+
+
+# ------------------------------------------------------------------ EXIF-rotated photos
+def _phone_photos(root, n=2):
+    """JPEGs whose stored pixels are 16 x 12 (W x H) with EXIF orientation 6 (shown 12 x 16)
+    and labels drawn on the stored pixels (16 x 12)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for i in range(n):
+        (root / "img").mkdir(parents=True, exist_ok=True)
+        stored = np.zeros((SIZE[1], SIZE[0], 3), np.uint8)
+        stored[:, SIZE[0] // 2 :] = 255  # the right half white: class 1 of the label
+        Image.fromarray(stored).save(root / "img" / f"{i}.jpg", exif=exif, quality=95)
+        write_label(root / "lbl" / f"{i}.png", two_class_label(SIZE))
+    return root
+
+
+def test_labels_drawn_on_the_stored_pixels_of_exif_rotated_photos(tmp_path):
+    root = _phone_photos(tmp_path / "seg")
+    ds = SegmentationFolder(root / "img", root / "lbl", num_classes=2)
+    (problem, _) = ds.preflight()
+    assert problem.detail == (
+        f"16 x 12, its image '{root / 'img' / '0.jpg'}' 12 x 16 after its EXIF orientation 6"
+    )
+    assert "EXIF orientation 6 (a quarter turn)" in problem.fix
+    assert "{reader}.apply_exif_orientation=false" in problem.fix
+    assert "would stretch it" in problem.fix  # resizing is not the advice
+    message = _message(ds)
+    assert "set ++dataset.source.apply_exif_orientation=false" in message
+    with pytest.raises(DatasetError, match="apply_exif_orientation=false"):
+        ds.load(0)
+    # the option the message names reads the stored pixels, on which the labels fit
+    stored = SegmentationFolder(
+        root / "img", root / "lbl", num_classes=2, apply_exif_orientation=False
+    )
+    assert stored.preflight() == []
+    image, label = stored.load(0)
+    assert image.size == SIZE and label.shape == (SIZE[1], SIZE[0])
+    white = np.asarray(image).mean(-1) > 128
+    assert (white == (label == 1)).mean() > 0.95
+
+
+def test_a_transposed_label_without_exif_is_not_advised_to_be_resized(tmp_path):
+    root = seg_tree(tmp_path / "seg", n=1)
+    write_label(root / "lbl" / "0.png", two_class_label((SIZE[1], SIZE[0])))  # 12 x 16
+    (problem,) = SegmentationFolder(root / "img", root / "lbl", num_classes=2).preflight()
+    assert "width and height swapped" in problem.fix
+    assert "no EXIF orientation" in problem.fix
+    assert "apply_exif_orientation" not in problem.fix
+
+
+# ------------------------------------------------------------------ RGB labels
+def test_grey_labels_saved_as_rgb_are_read_and_colour_ones_refused(tmp_path):
+    root = seg_tree(tmp_path / "seg", n=2, labels=False)
+    label = two_class_label(SIZE, right=2)
+    label[0, 0] = 1
+    for i in range(2):
+        (root / "lbl").mkdir(exist_ok=True)
+        Image.fromarray(np.stack([label] * 3, -1)).save(root / "lbl" / f"{i}.png")
+    ds = SegmentationFolder(root / "img", root / "lbl", num_classes=3)
+    assert ds.preflight() == []
+    assert np.array_equal(ds.load(1)[1], label)
+    # a colour rendering among them is refused where it is read, naming the file
+    colour = np.stack([label * 100, label, label], -1).astype(np.uint8)
+    Image.fromarray(colour).save(root / "lbl" / "1.png")
+    with pytest.raises(DatasetError, match="three channels differ"):
+        ds.load(1)
+    (problem,) = ds.preflight()
+    assert problem.file.endswith("1.png") and "three channels differ" in problem.detail
+    # colour renderings: every file of the wrong mode is named from its header
+    Image.fromarray(colour).save(root / "lbl" / "0.png")
+    problems = ds.preflight()
+    assert [p.kind for p in problems] == ["label files of the wrong mode"] * 2
+    assert "colour rendering" in problems[0].fix
+
+
+# ------------------------------------------------------------ the seg_folders key
+def test_the_label_suffix_hint_names_the_seg_folders_key(tmp_path):
+    root = seg_tree(tmp_path / "seg", n=2)
+    for path in (root / "lbl").glob("*.png"):
+        path.rename(path.with_name(path.stem + "_mask.png"))
+    with collecting_problems():
+        ds = SegmentationFolder(root / "img", root / "lbl", num_classes=2)
+    message = _message(ds, "test")
+    assert "set ++dataset.test.label_suffix=_mask.png to read them" in message
+    assert "(with dataset=seg_folders, dataset.label_suffix=_mask.png sets it for source and" in (
+        message
+    )
+    fixed = SegmentationFolder(root / "img", root / "lbl", num_classes=2, label_suffix="_mask.png")
+    assert fixed.preflight() == []
