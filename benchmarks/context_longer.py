@@ -1,0 +1,173 @@
+"""MIC on the context street scenes with a longer adaptation: does DACS + MIC pull ahead of
+DACS given MIC's wall time when both adapt longer?
+
+    python benchmarks/context_longer.py                   # 10 seeds x 3 arms at 600 iterations
+    python benchmarks/context_longer.py --table-only      # the table from the cached runs
+
+The suite's context task (benchmarks/suite.py, ``--full``) adapts for 300 iterations from each
+seed's source model (2000 iterations); there DACS + MIC is ahead of DACS but not of DACS given
+MIC's wall time (435 iterations). This script runs the same three arms with ``--iterations``
+per arm (default 600, twice the suite's) and the equal-time arm stretched by the same factor as
+the suite's (435 / 300 = 1.45: MIC's cost per iteration), each from the suite's source model
+of its seed (the same file in ``--work``, trained there first where it is missing: the source
+stage does not depend on the arms' iterations), with the suite's overrides. Results are cached
+in OUT.json (one record per run, as the suite's); OUT.md puts the paired differences beside
+those of the suite's 300-iteration runs (benchmarks/results/suite.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import suite
+from common import interval95, mean_std, note_text, paired
+
+TASK = "context"
+ARMS = ("dacs", "dacs_mic", "dacs_equal_time")
+
+
+def settings(iterations: int) -> dict[str, Any]:
+    """The suite's full context settings with ``iterations`` per arm, the equal-time arm
+    stretched by the suite's own factor."""
+    base = suite.schedules("full")[TASK]
+    (equal,) = [int(o.split("=")[1]) for o in base["equal_time"] if o.startswith("iterations=")]
+    factor = equal / base["iterations"]
+    return {
+        **base,
+        "iterations": iterations,
+        "equal_time": [f"iterations={round(iterations * factor)}"],
+    }
+
+
+def source_model(work: Path, seed: int) -> Path:
+    """Where the suite keeps the source model of ``seed``."""
+    return suite.warmup_path(work, TASK, seed, suite.schedules("full")[TASK])
+
+
+def warm_up(work: str, seed: int) -> None:
+    """The suite's source stage of ``seed``, on one CPU thread, saved where it keeps it."""
+    path = source_model(Path(work), seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suite.warm_up(TASK, seed, suite.schedules("full")[TASK], "cpu", 1, str(path))
+
+
+def one(method: str, seed: int, iterations: int, work: str) -> dict:
+    """One arm of one seed, from that seed's source model, on one CPU thread."""
+    start = source_model(Path(work), seed)
+    return suite.run(TASK, method, seed, settings(iterations), "cpu", 1, str(start))
+
+
+def table(runs: dict[str, dict], reference: dict, iterations: int, note: str) -> str:
+    """OUT.md: each arm's teacher mIoU at ``iterations`` and the paired differences, beside the
+    suite's ``reference`` runs (its full table's context rows)."""
+    longer = settings(iterations)
+    schedules = [
+        ("this script", _by(runs), longer),
+        ("the suite's", reference, suite.schedules("full")[TASK]),
+    ]
+    lines = [
+        "# MIC on the context street scenes with a longer adaptation",
+        "",
+        "Written by `benchmarks/context_longer.py` (its docstring gives the protocol). Target "
+        "test mIoU of the teacher (%), mean ± std over seeds; paired differences over the seeds "
+        "both arms ran, with the 95 % interval of the mean difference (Student's t) and the "
+        "seeds where the first arm is ahead.",
+        "",
+    ]
+    if note:
+        lines += [note, ""]
+    lines += [
+        "| runs | iterations per arm (equal-time arm) | seeds | DACS | DACS + MIC | DACS, MIC's "
+        "wall time | MIC − DACS | 95 % interval | ahead | MIC − equal time | 95 % interval | "
+        "ahead |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, by, s in schedules:
+        equal = s["equal_time"][0].split("=")[1]
+        cells = [mean_std([r.get("teacher") for r in by.get(m, {}).values()]) for m in ARMS]
+        diffs = []
+        for base in ("dacs", "dacs_equal_time"):
+            d = paired(by, "dacs_mic", base, lambda r: r.get("teacher"))
+            diffs += [mean_std(d), interval95(d), f"{sum(x > 0 for x in d)} / {len(d)}"]
+        seeds = len(by.get("dacs_mic", {}))
+        head = f"| {label} | {s['iterations']} ({equal}) | {seeds} | "
+        lines.append(head + " | ".join(cells + diffs) + " |")
+    lines += ["", "Per seed, teacher mIoU at the longer schedule:", ""]
+    lines += ["| seed | " + " | ".join(ARMS) + " |", "|---" * (len(ARMS) + 1) + "|"]
+    by = _by(runs)
+    for seed in sorted({s for m in by.values() for s in m}):
+        cells = [by.get(m, {}).get(seed, {}).get("teacher") for m in ARMS]
+        lines.append(
+            f"| {seed} | "
+            + " | ".join("-" if c is None else f"{100 * c:.2f}" for c in cells)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _by(runs: dict[str, dict]) -> dict[str, dict[int, dict]]:
+    """Method -> seed -> ``{"teacher": mIoU}`` of the cached runs."""
+    by: dict[str, dict[int, dict]] = {}
+    for r in runs.values():
+        by.setdefault(r["method"], {})[r["seed"]] = {"teacher": suite.scores(TASK, r)["teacher"]}
+    return by
+
+
+def reference_runs(path: Path) -> dict[str, dict[int, dict]]:
+    """Method -> seed -> scores of the suite's full-mode context runs in its cache ``path``."""
+    return suite._by_method(json.loads(path.read_text()), TASK, suite.schedules("full")[TASK])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--iterations", type=int, default=600, help="per arm (default: 600)")
+    p.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
+    p.add_argument("--jobs", type=int, default=suite.default_jobs("cpu"))
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "mic_suite",
+        help="as the suite's",
+    )
+    p.add_argument("--out", type=Path, default=suite.RESULTS / "context_longer")
+    p.add_argument("--reference", type=Path, default=suite.RESULTS / "suite.json")
+    p.add_argument("--table-only", action="store_true")
+    p.add_argument("--note", default="", help="a paragraph for the table (or @file)")
+    args = p.parse_args(argv)
+    if args.iterations < 1 or args.jobs < 1:
+        p.error("--iterations and --jobs must be at least 1")
+    cache = args.out.with_suffix(".json")
+    runs: dict[str, dict] = json.loads(cache.read_text()) if cache.exists() else {}
+    key = lambda m, s: f"{m} {s} {args.iterations}"  # noqa: E731
+    todo = [(m, s) for s in args.seeds for m in ARMS if key(m, s) not in runs]
+    if not args.table_only and todo:
+        print(f"{len(todo)} runs, {args.jobs} at a time", flush=True)
+        os.environ["OMP_NUM_THREADS"] = "1"
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+            missing = {s for _, s in todo if not source_model(args.work, s).exists()}
+            for done in [pool.submit(warm_up, str(args.work), s) for s in sorted(missing)]:
+                done.result()  # every source model before the arms that start from it
+            work = str(args.work)
+            jobs = {pool.submit(one, m, s, args.iterations, work): (m, s) for m, s in todo}
+            for job in as_completed(jobs):
+                m, s = jobs[job]
+                runs[key(m, s)] = {**job.result(), "iterations": args.iterations}
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                cache.write_text(json.dumps(runs, indent=1))
+                score = suite.scores(TASK, runs[key(m, s)])["teacher"]
+                print(f"{m} seed {s}: teacher {100 * score:.2f}", flush=True)
+    chosen = {k: r for k, r in runs.items() if r.get("iterations") == args.iterations}
+    text = table(chosen, reference_runs(args.reference), args.iterations, note_text(args.note))
+    args.out.with_suffix(".md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
