@@ -29,7 +29,7 @@ from mic.core import (
     Task,
     UDAMethod,
 )
-from mic.core.batch import DifferentSizesError
+from mic.core.batch import split_sample
 from mic.datasets.preflight import check_datasets, collecting_problems
 from mic.resume import find_resume_checkpoint, resume
 from mic.schema import check_config
@@ -152,8 +152,8 @@ class Experiment:
 
 
 class _EvaluationCollate:
-    """An evaluation loader's batching: images of different sizes in one batch of the test
-    set are named as such, with the batch size that evaluates them one at a time."""
+    """The test loader's batching: a batch that cannot be made because its images have
+    different sizes is named as such, with the batch size that evaluates them one at a time."""
 
     def __init__(self, collate: Callable[[list[Any]], Any], name: str) -> None:
         self.collate, self.name = collate, name
@@ -161,14 +161,14 @@ class _EvaluationCollate:
     def __call__(self, samples: list[Any]) -> Any:
         try:
             return self.collate(samples)
-        except DifferentSizesError as e:
-            if self.name != "test":
+        except DatasetError:
+            shapes = sorted({tuple(getattr(split_sample(s)[0], "shape", ())) for s in samples})
+            if self.name != "test" or len(shapes) < 2:
                 raise
-            raise DifferentSizesError(
-                f"the test set holds images of different sizes ({e.shapes} in one batch); "
+            raise DatasetError(
+                f"the test set holds images of different sizes ({shapes} in one batch); "
                 "evaluate them one at a time with loader.test_batch_size=1, or give the test "
-                "set a transform that resizes every image to one size",
-                e.shapes,
+                "set a transform that resizes every image to one size"
             ) from None
 
 
@@ -222,12 +222,13 @@ def _as_override(error: DatasetError, cfg: DictConfig, name: str) -> str:
     """``error``'s message with its advice to pass an argument to the reader (``pass
     allow_empty_classes=true``) as the override that does it (``set
     ++dataset.test.allow_empty_classes=true``; below a wrapper, ``dataset.test.dataset...``)."""
-    if not error.option:
+    option = getattr(error, "option", None)  # a ReaderOptionError's
+    if not option:
         return str(error)
     key, node = f"dataset.{name}", cfg.dataset[name]
     while OmegaConf.is_dict(node.get("dataset")):
         key, node = f"{key}.dataset", node.dataset
-    return str(error).replace(f"pass {error.option}", f"set ++{key}.{error.option}")
+    return str(error).replace(f"pass {option}", f"set ++{key}.{option}")
 
 
 def _source_classes(cfg: DictConfig, name: str, data: dict[str, Any]) -> dict[str, Any]:

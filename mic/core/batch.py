@@ -11,15 +11,6 @@ from torch.utils.data import default_collate
 from mic.core.errors import DatasetError
 
 
-class DifferentSizesError(DatasetError):
-    """One batch holds images of different sizes that the task cannot batch (``shapes``: the
-    sizes, as tuples)."""
-
-    def __init__(self, message: str, shapes: list[tuple[int, ...]] | None = None) -> None:
-        super().__init__(message)
-        self.shapes = shapes
-
-
 def split_sample(sample: Any) -> tuple[Any, Any]:
     """``(images, targets)`` of a sample or batch (a non-pair is images, targets None)."""
     if isinstance(sample, (tuple, list)) and len(sample) == 2:
@@ -35,8 +26,7 @@ def collate_pairs(
     """``(images, targets)``, each batched by its function; targets None when no sample has one.
 
     Raises:
-        DifferentSizesError: images of different sizes (a DatasetError).
-        DatasetError: labelled and unlabelled samples mixed.
+        DatasetError: images of different sizes, or labelled and unlabelled samples mixed.
     """
     pairs = [split_sample(s) for s in samples]
     try:
@@ -45,10 +35,9 @@ def collate_pairs(
         shapes = sorted({tuple(getattr(p[0], "shape", ())) for p in pairs})
         if len(shapes) < 2:
             raise
-        raise DifferentSizesError(
+        raise DatasetError(
             f"one batch holds images of different sizes {shapes}; give the dataset a transform "
-            "that resizes or crops every image to one size",
-            shapes,
+            "that resizes or crops every image to one size"
         ) from None
     targets = [p[1] for p in pairs]
     if all(t is None for t in targets):

@@ -12,18 +12,7 @@ class ConfigError(MicError, ValueError):
 
 
 class DatasetError(MicError, ValueError):
-    """A dataset is missing, empty, laid out wrongly or holds a bad file or label.
-
-    Args:
-        message: what is wrong, and what to do.
-        option: the reader's argument that would take the data as it is (e.g.
-            ``allow_empty_classes=true``), where the message advises one ("pass <option>"):
-            ``mic-train`` names it as the override of the reader's config key instead.
-    """
-
-    def __init__(self, message: str, option: str | None = None) -> None:
-        super().__init__(message)
-        self.option = option
+    """A dataset is missing, empty, laid out wrongly or holds a bad file or label."""
 
 
 class CheckpointError(MicError, RuntimeError):

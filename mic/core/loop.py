@@ -204,8 +204,7 @@ class AdaptationLoop:
         """Train from ``self.step`` to ``self.iterations``, or until a stop request.
 
         Raises:
-            DatasetError: a batch could not be loaded, or a hook's ``after_step`` (an
-                evaluation) met a bad file (after the hooks' ``after_run``).
+            DatasetError: a batch or an evaluation met a bad file (after ``after_run``).
             MicError: what the guard raises.
         """
         self.collective.broadcast_module(self.student)

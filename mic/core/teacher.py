@@ -122,18 +122,9 @@ class EMATeacher(Teacher):
                 m.train()
 
 
-def _finite(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The student's tensors with their NaN / Inf entries replaced by the teacher's. One fused
-    norm per tensor finds the (rare) tensors that need it: a NaN or Inf entry makes the norm
-    non-finite (so does an overflow of a huge finite tensor, which the element-wise check then
-    keeps as it is)."""
-    if not student:
-        return student
-    finite = torch.stack(torch._foreach_norm(student)).isfinite().tolist()
-    return [
-        s if ok else torch.where(torch.isfinite(s), s, t)
-        for s, t, ok in zip(student, teacher, finite, strict=True)
-    ]
+def _finite(new: list[torch.Tensor], old: list[torch.Tensor]) -> list[torch.Tensor]:
+    ok = torch.stack(torch._foreach_norm(new)).isfinite().tolist() if new else []  # one pass
+    return [n if o else torch.where(torch.isfinite(n), n, t) for n, t, o in zip(new, old, ok)]
 
 
 def _floating_pairs(teacher: Any, student: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

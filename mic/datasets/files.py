@@ -29,6 +29,21 @@ RGB_CONVERTIBLE = frozenset(
 )
 
 
+class ReaderOptionError(DatasetError):
+    """A reader's data that one of its arguments would accept as they are.
+
+    Args:
+        message: what is wrong, advising to "pass <option>".
+        option: that argument, e.g. ``allow_empty_classes=true``: ``mic-train`` names it as
+            the override of the reader's config key instead
+            (``++dataset.source.allow_empty_classes=true``).
+    """
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
+
+
 def is_image(path: str | Path) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 

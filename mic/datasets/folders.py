@@ -9,6 +9,7 @@ from typing import Any
 from mic.core.errors import DatasetError
 from mic.datasets.files import (
     IMAGE_EXTENSIONS,
+    ReaderOptionError,
     check_folder,
     is_hidden_name,
     is_image,
@@ -177,7 +178,7 @@ class ImageFolder(LabelledImages):
         if not samples:
             raise DatasetError(f"no images found in the class folders of '{self.root}'")
         if empty and not allow_empty_classes:
-            raise DatasetError(
+            raise ReaderOptionError(
                 f"class folders without images in '{self.root}': {empty}; add images, or pass "
                 "allow_empty_classes=true",
                 option="allow_empty_classes=true",

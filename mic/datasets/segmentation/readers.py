@@ -33,6 +33,7 @@ from torchvision.io import ImageReadMode, decode_png, read_file
 from mic.core.errors import ConfigError, DatasetError
 from mic.datasets.files import (
     ImageHeader,
+    ReaderOptionError,
     check_folder,
     is_hidden_name,
     list_images,
@@ -847,7 +848,7 @@ class SegmentationFolder(SegmentationDataset):
         if labels is None:
             return DatasetError(message + ", or set label_suffix to the ending of their names")
         option = f"label_suffix={labels.name[len(first.stem) :]}"
-        return DatasetError(
+        return ReaderOptionError(
             f"{message}; the files '{labels}' are there: to read them as the labels, pass "
             f"{option} {_SEG_FOLDERS_KEY.format(option=option)}",
             option=option,
