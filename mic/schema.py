@@ -243,21 +243,11 @@ def task_mismatches(cfg: DictConfig) -> list[str]:
     dataset = raw.get("dataset") or {}
     reader = (dataset.get("source") or {}).get("_target_")
     if _data_task(reader) not in (None, task):
-        fitting = _options("dataset", task)
-        problems.append(
-            f"dataset: {dataset.get('name', 'the data set')} is a {_data_task(reader)} data set "
-            f"but the task is {task}; choose a {task} data set "
-            f"({', '.join(f'dataset={d}' for d in fitting)}) or experiment, or set task="
-            f"{_data_task(reader)}"
-        )
+        name = dataset.get("name", "the data set")
+        problems.append(_other_task("dataset", name, _data_task(reader), task, " or experiment,"))
     model = (raw.get("model") or {}).get("_target_")
     if _task_of(model) not in (None, task):
-        fitting = _options("model", task)
-        problems.append(
-            f"model: {model} is a {_task_of(model)} model but the task is {task}; choose a "
-            f"{task} model ({', '.join(f'model={m}' for m in fitting)}) or set task="
-            f"{_task_of(model)}"
-        )
+        problems.append(_other_task("model", model, _task_of(model), task))
     terms = ((raw.get("method") or {}).get("terms")) or {}
     targets = {n: t.get("_target_") for n, t in terms.items() if isinstance(t, dict)}
     foreign = [
@@ -270,6 +260,17 @@ def task_mismatches(cfg: DictConfig) -> list[str]:
             f"{task} method ({', '.join(f'method={m}' for m in fitting)})"
         )
     return problems
+
+
+def _other_task(group: str, name: str, its: Any, task: str, also: str = "") -> str:
+    """The problem of ``group``'s ``name``, of task ``its``, in a run of ``task``, with the
+    options of mic's configs that fit (``also``: what else may replace it)."""
+    kind = "data set" if group == "dataset" else group
+    fitting = ", ".join(f"{group}={o}" for o in _options(group, task))
+    return (
+        f"{group}: {name} is a {its} {kind} but the task is {task}; choose a {task} {kind} "
+        f"({fitting}){also} or set task={its}"
+    )
 
 
 def _options(group: str, task: str) -> list[str]:
