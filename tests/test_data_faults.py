@@ -461,3 +461,11 @@ def test_a_final_evaluation_that_meets_bad_test_data_keeps_the_training_and_runs
     again = [*overrides, "loader.test_batch_size=1", "resume=auto"]
     summary = run_experiment(load_config(again), run)
     assert summary["after_adaptation"]["step"] == 2 and "student" in summary["after_adaptation"]
+
+
+def test_the_data_check_logs_how_many_samples_each_split_holds(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="mic.datasets.preflight"):
+        check_datasets({"source": [0] * 3, "target": [0] * 5, "test": None})
+    assert "(samples: source 3, target 5)" in caplog.text

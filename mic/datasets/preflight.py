@@ -209,7 +209,12 @@ def check_datasets(
             listed += n
             sections.append(f"{key} ({name}): {text}")
             problems_found += [(key, p) for p in errors]
-    log.info("checked the data before training in %.1f s", time.perf_counter() - start)
+    counts = ", ".join(f"{r} {len(d)}" for r, d in datasets.items() if hasattr(d, "__len__"))
+    log.info(  # the counts show a folder read otherwise than meant (e.g. masks as images)
+        "checked the data before training in %.1f s (samples: %s)",
+        time.perf_counter() - start,
+        counts,
+    )
     if not sections:
         return
     count = len(problems_found)
