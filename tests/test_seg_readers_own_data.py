@@ -162,6 +162,25 @@ def test_labels_drawn_on_the_stored_pixels_of_exif_rotated_photos(tmp_path):
     assert (white == (label == 1)).mean() > 0.95
 
 
+def test_seg_folders_reads_every_split_as_stored_with_one_key(tmp_path):
+    from mic.datasets import UnlabeledImageFolder
+    from mic.experiment import build_datasets, load_config
+    from tests.helpers import seg_folder_overrides
+
+    src, tgt, tst = (_phone_photos(tmp_path / s) for s in ("src", "tgt", "tst"))
+    overrides = seg_folder_overrides(tmp_path, source=src, target=tgt, test=tst)
+    problem = SegmentationFolder(src / "img", src / "lbl", num_classes=2).preflight()[0]
+    key = "(with dataset=seg_folders, dataset.apply_exif_orientation=false sets it for every"
+    assert f"{key} split)" in problem.fix
+    data = build_datasets(load_config([*overrides, "dataset.apply_exif_orientation=false"]))
+    assert data["source"].apply_exif_orientation is False  # rare class sampling off: the reader
+    assert data["test"].apply_exif_orientation is False
+    target = data["target"]
+    assert isinstance(target, UnlabeledImageFolder) and not target.apply_exif_orientation
+    stored = UnlabeledImageFolder(tgt / "img", apply_exif_orientation=False)[0]
+    assert stored.size == SIZE and UnlabeledImageFolder(tgt / "img")[0].size == SIZE[::-1]
+
+
 def test_a_transposed_label_without_exif_is_not_advised_to_be_resized(tmp_path):
     root = seg_tree(tmp_path / "seg", n=1)
     write_label(root / "lbl" / "0.png", two_class_label((SIZE[1], SIZE[0])))  # 12 x 16

@@ -38,6 +38,8 @@ class UnlabeledImageFolder:
         root: the folder.
         transform: applied to each PIL image (e.g. ``mic.datasets.classification_transform``).
         recursive: also take images in sub-folders.
+        apply_exif_orientation: turn each image as its EXIF orientation tag says (False: the
+            stored pixels, as the labelled splits may read them).
     """
 
     def __init__(
@@ -45,9 +47,11 @@ class UnlabeledImageFolder:
         root: str | Path,
         transform: Callable[[Any], Any] | None = None,
         recursive: bool = True,
+        apply_exif_orientation: bool = True,
     ) -> None:
         self.root = check_folder(root, "image")
         self.transform = transform
+        self.apply_exif_orientation = apply_exif_orientation
         self.files = list_images(self.root, recursive)
         if not self.files:
             raise DatasetError(
@@ -59,7 +63,7 @@ class UnlabeledImageFolder:
         return len(self.files)
 
     def __getitem__(self, index: int) -> Any:
-        img = load_image(self.files[index])
+        img = load_image(self.files[index], "RGB", self.apply_exif_orientation)
         return self.transform(img) if self.transform else img
 
     def preflight(self, training: bool = True) -> list[Problem]:
