@@ -74,12 +74,15 @@ def is_jpeg_name(name: str) -> bool:
     return name.lower().endswith(JPEG_ENDINGS)
 
 
-def jpeg_label_reason() -> str:
-    """Why labels are never read from JPEG files, for messages."""
-    return (
-        "JPEG is lossy (decoding changes the class ids along every edge between classes, to "
-        "other ids that can look valid), so training and scores would use wrong labels"
-    )
+#: why labels are never read from JPEG files, and how to mend them, for messages
+JPEG_LABELS = (
+    "JPEG is lossy (decoding changes the class ids along every edge between classes, to "
+    "other ids that can look valid), so training and scores would use wrong labels"
+)
+FROM_MASKS = (
+    "written from the original masks (not converted from the JPEG files, whose ids have "
+    "already changed)"
+)
 
 
 def _grey_of_rgb(pixels: np.ndarray) -> np.ndarray | None:
@@ -103,9 +106,8 @@ def read_label(path: Path) -> np.ndarray:
         with Image.open(path) as img:
             if img.format == "JPEG" or is_jpeg_name(Path(path).name):
                 raise DatasetError(
-                    f"label file '{path}' is a JPEG file; {jpeg_label_reason()}. Save the labels "
-                    "as PNG files, written from the original masks (not converted from the JPEG "
-                    "files, whose ids have already changed)"
+                    f"label file '{path}' is a JPEG file; {JPEG_LABELS}. Save the labels as PNG "
+                    f"files, {FROM_MASKS}"
                 )
             img.load()
             if img.mode == "1":  # 1-bit masks: Pillow gives booleans
@@ -788,10 +790,9 @@ class SegmentationFolder(SegmentationDataset):
         self.label_suffix = label_suffix
         if label_root is not None and is_jpeg_name(label_suffix):
             raise DatasetError(
-                f"label_suffix={label_suffix} names JPEG label files; {jpeg_label_reason()}. "
-                "Save the labels as PNG files, written from the original masks (not converted "
-                "from the JPEG files, whose ids have already changed), and set "
-                "label_suffix=.png (the default) or the ending of their names"
+                f"label_suffix={label_suffix} names JPEG label files; {JPEG_LABELS}. Save the "
+                f"labels as PNG files, {FROM_MASKS}, and set label_suffix=.png (the default) or "
+                "the ending of their names"
             )
 
         def label_of(p: Path) -> Path:
@@ -908,9 +909,8 @@ class SegmentationFolder(SegmentationDataset):
             if there:
                 return (
                     f"The files '{there[0]}' are there, but they are JPEG files, never read as "
-                    f"labels: {jpeg_label_reason()}. Save the labels as PNG files named "
-                    f"<image stem>{self.label_suffix}, written from the original masks (not "
-                    "converted from the JPEG files, whose ids have already changed)."
+                    f"labels: {JPEG_LABELS}. Save the labels as PNG files named "
+                    f"<image stem>{self.label_suffix}, {FROM_MASKS}."
                 )
         if self.own_labels:
             own = self.own_labels[0]
