@@ -15,6 +15,7 @@ import inspect
 import math
 import re
 import typing
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from hydra.utils import get_object
@@ -155,6 +156,13 @@ def flag_problems(node: Any, path: str = "") -> list[str]:
     return problems
 
 
+def did_you_mean(name: str, known: Iterable[str], n: int = 5) -> str:
+    """`` Did you mean: a, b?`` with the (at most ``n``) known names closest to ``name``
+    (empty if none)."""
+    close = difflib.get_close_matches(name, list(known), n=n, cutoff=0.6)
+    return f" Did you mean: {', '.join(close)}?" if close else ""
+
+
 #: the root keys that mic-train reads: the schema's and the config groups' (task, dataset, ...)
 ROOT_KEYS = frozenset(RootSchema.model_fields) | {"task", "dataset", "model", "method", "scheduler"}
 #: the root key that holds values of one's own (``+user.tag=baseline``), never checked
@@ -173,8 +181,7 @@ def unread_keys(cfg: DictConfig) -> list[str]:
         if key == "mic":
             hint = f" {mic_settings('.masker.ratio')}"
         else:
-            close = difflib.get_close_matches(str(key), sorted(ROOT_KEYS), n=3, cutoff=0.6)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            hint = did_you_mean(str(key), sorted(ROOT_KEYS), n=3)
             hint += f" (A value of your own goes under {USER_KEY}: +{USER_KEY}.{key}=...)"
         problems.append(f"{key}: mic-train reads no such setting; it would change nothing.{hint}")
     return problems

@@ -22,9 +22,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from mic.backbones.factory import did_you_mean
 from mic.core.errors import ConfigError, MicError
 from mic.experiment import check_writable, exception_chain, format_summary, run_experiment
+from mic.schema import did_you_mean
 from mic.training import TrainingInterrupted, process_info
 
 

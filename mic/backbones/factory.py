@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import socket
-from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -15,12 +13,7 @@ from torch import nn
 # our small models register themselves in timm's registry on import
 from mic.backbones import small as _small  # noqa: F401
 from mic.core.errors import ConfigError
-
-
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """`` Did you mean: a, b?`` with the known names closest to ``name`` (empty if none)."""
-    close = difflib.get_close_matches(name, list(known), n=5, cutoff=0.6)
-    return f" Did you mean: {', '.join(close)}?" if close else ""
+from mic.schema import did_you_mean
 
 
 def _has_weights(name: str, overlay: dict[str, Any] | None) -> bool:

@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from mic.backbones.factory import did_you_mean
 from mic.core.errors import ConfigError
+from mic.schema import did_you_mean
 
 
 def create_encoder(
