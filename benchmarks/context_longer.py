@@ -67,9 +67,9 @@ def one(method: str, seed: int, iterations: int, work: str) -> dict:
 def table(runs: dict[str, dict], reference: dict, iterations: int, note: str) -> str:
     """OUT.md: each arm's teacher mIoU at ``iterations`` and the paired differences, beside the
     suite's ``reference`` runs (its full table's context rows)."""
-    longer = settings(iterations)
+    longer, by = settings(iterations), _by(runs)
     schedules = [
-        ("this script", _by(runs), longer),
+        ("this script", by, longer),
         ("the suite's", reference, suite.schedules("full")[TASK]),
     ]
     lines = [
@@ -89,19 +89,18 @@ def table(runs: dict[str, dict], reference: dict, iterations: int, note: str) ->
         "ahead |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for label, by, s in schedules:
+    for label, arms, s in schedules:
         equal = s["equal_time"][0].split("=")[1]
-        cells = [mean_std([r.get("teacher") for r in by.get(m, {}).values()]) for m in ARMS]
+        cells = [mean_std([r.get("teacher") for r in arms.get(m, {}).values()]) for m in ARMS]
         diffs = []
         for base in ("dacs", "dacs_equal_time"):
-            d = paired(by, "dacs_mic", base, lambda r: r.get("teacher"))
+            d = paired(arms, "dacs_mic", base, lambda r: r.get("teacher"))
             diffs += [mean_std(d), interval95(d), f"{sum(x > 0 for x in d)} / {len(d)}"]
-        seeds = len(by.get("dacs_mic", {}))
+        seeds = len(arms.get("dacs_mic", {}))
         head = f"| {label} | {s['iterations']} ({equal}) | {seeds} | "
         lines.append(head + " | ".join(cells + diffs) + " |")
     lines += ["", "Per seed, teacher mIoU at the longer schedule:", ""]
     lines += ["| seed | " + " | ".join(ARMS) + " |", "|---" * (len(ARMS) + 1) + "|"]
-    by = _by(runs)
     for seed in sorted({s for m in by.values() for s in m}):
         cells = [by.get(m, {}).get(seed, {}).get("teacher") for m in ARMS]
         lines.append(

@@ -129,7 +129,7 @@ def make_loader(
         sampler=sampler,
         drop_last=train,
         num_workers=workers,
-        collate_fn=task.collate if train else _EvaluationCollate(task.collate, name),
+        collate_fn=_TestCollate(task.collate) if name == "test" else task.collate,
         generator=generator,
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
@@ -151,19 +151,19 @@ class Experiment:
     checkpointer: Checkpointer | None = None
 
 
-class _EvaluationCollate:
+class _TestCollate:
     """The test loader's batching: a batch that cannot be made because its images have
     different sizes is named as such, with the batch size that evaluates them one at a time."""
 
-    def __init__(self, collate: Callable[[list[Any]], Any], name: str) -> None:
-        self.collate, self.name = collate, name
+    def __init__(self, collate: Callable[[list[Any]], Any]) -> None:
+        self.collate = collate
 
     def __call__(self, samples: list[Any]) -> Any:
         try:
             return self.collate(samples)
         except DatasetError:
             shapes = sorted({tuple(getattr(split_sample(s)[0], "shape", ())) for s in samples})
-            if self.name != "test" or len(shapes) < 2:
+            if len(shapes) < 2:
                 raise
             raise DatasetError(
                 f"the test set holds images of different sizes ({shapes} in one batch); "
