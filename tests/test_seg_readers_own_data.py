@@ -57,6 +57,52 @@ def test_masks_named_by_a_suffix_beside_their_images_are_not_images(tmp_path):
     assert ds.preflight() == []
 
 
+@pytest.mark.parametrize(
+    ("image_ext", "label_name", "suffix"),
+    [(".jpg", "{}.png", ".png"), (".png", "{}_mask.png", "_mask.png")],
+)
+def test_unlabelled_target_images_leave_out_the_masks_beside_them(
+    tmp_path, image_ext, label_name, suffix
+):
+    from mic.datasets import UnlabeledImageFolder
+
+    folder = _one_folder(tmp_path / "data", image_ext=image_ext, label_name=label_name)
+    ds = UnlabeledImageFolder(folder, label_suffix=suffix)
+    assert [p.name for p in ds.files] == [f"00{i}{image_ext}" for i in range(3)]
+    assert np.asarray(ds[0]).mean() > 10  # a photo (a mask holds ids 0 and 1)
+    problems = ds.preflight()
+    assert [p.warning for p in problems] == [True] * 3
+    assert problems[0].file == str(folder / label_name.format("000"))
+    assert len(UnlabeledImageFolder(folder)) == 6  # without label_suffix every image is taken
+
+
+def test_unlabelled_png_images_are_not_their_own_labels(tmp_path):
+    from mic.datasets import UnlabeledImageFolder
+
+    for i in range(3):
+        write_png(tmp_path / f"{i}.png", value=40 * i + 20, size=SIZE)
+    ds = UnlabeledImageFolder(tmp_path, label_suffix=".png")
+    assert len(ds) == 3 and ds.preflight() == []
+
+
+def test_mic_train_warns_of_masks_in_the_target_folder_and_leaves_them_out(tmp_path):
+    from tests.cli import run_mic_train
+    from tests.helpers import seg_folder_overrides
+
+    target = _one_folder(tmp_path / "target", n=4)  # 4 photos and their 4 masks
+    overrides = seg_folder_overrides(tmp_path)
+    overrides = [o for o in overrides if not o.startswith("dataset.target_images=")]
+    run = run_mic_train(
+        [*overrides, f"dataset.target_images={target}", f"hydra.run.dir={tmp_path / 'run'}"]
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    text = run.stdout + run.stderr
+    assert "Files left out of the unlabelled images as the label of an image beside them (4)" in (
+        text
+    )
+    assert "target 4," in text  # the sample counts of the data check
+
+
 def test_labels_in_a_folder_inside_the_image_folder_are_not_images(tmp_path):
     root = tmp_path / "data"
     for i in range(2):

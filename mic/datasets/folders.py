@@ -40,6 +40,10 @@ class UnlabeledImageFolder:
         recursive: also take images in sub-folders.
         apply_exif_orientation: turn each image as its EXIF orientation tag says (False: the
             stored pixels, as the labelled splits may read them).
+        label_suffix: the ending of label files named after their image (``".png"``,
+            ``"_mask.png"``); a file so named after another image in its folder (``a.png``
+            beside ``a.jpg``) is left out as that image's label, and the data check warns of
+            it. None (the default): every image is taken.
     """
 
     def __init__(
@@ -48,11 +52,18 @@ class UnlabeledImageFolder:
         transform: Callable[[Any], Any] | None = None,
         recursive: bool = True,
         apply_exif_orientation: bool = True,
+        label_suffix: str | None = None,
     ) -> None:
         self.root = check_folder(root, "image")
         self.transform = transform
         self.apply_exif_orientation = apply_exif_orientation
         self.files = list_images(self.root, recursive)
+        #: ``(label file, its image)`` for the files left out as labels (``label_suffix``)
+        self.labels_left_out: list[tuple[Path, Path]] = []
+        if label_suffix:
+            self.labels_left_out = _labels_beside(self.files, label_suffix)
+            left_out = {label for label, _ in self.labels_left_out}
+            self.files = [f for f in self.files if f not in left_out]
         if not self.files:
             raise DatasetError(
                 f"no images found in '{self.root}' (looked for {', '.join(IMAGE_EXTENSIONS)}"
@@ -68,8 +79,30 @@ class UnlabeledImageFolder:
 
     def preflight(self, training: bool = True) -> list[Problem]:
         """Every image's header readable and its mode convertible to RGB (see
-        ``mic.datasets.preflight``)."""
-        return check_images(self.files, f"images in {self.root}")
+        ``mic.datasets.preflight``); a warning for the label files left out."""
+        left_out = [
+            Problem(
+                "files left out of the unlabelled images as the label of an image beside them",
+                str(label),
+                f"named after '{image.name}'",
+                "Keep label files out of the target image folder to silence this.",
+                warning=True,
+            )
+            for label, image in self.labels_left_out
+        ]
+        return left_out + check_images(self.files, f"images in {self.root}")
+
+
+def _labels_beside(files: Sequence[Path], label_suffix: str) -> list[tuple[Path, Path]]:
+    """``(label, image)`` for each of ``files`` named ``<stem of another one><label_suffix>``
+    in the same folder (an image named after itself, ``a.png`` with ``.png``, is no label)."""
+    listed = set(files)
+    found = []
+    for image in files:
+        label = image.with_name(image.stem + label_suffix)
+        if label != image and label in listed:
+            found.append((label, image))
+    return found
 
 
 class LabelledImages:

@@ -95,8 +95,7 @@ def keep_or_raise(problems: list[Problem], reader: str) -> list[Problem]:
     errors = [p for p in problems if not p.warning]
     if errors:
         raise DatasetError(format_problems(errors, reader, LISTED)[0])
-    for p in problems:
-        log.warning("%s: %s", reader, format_problems([p], reader, LISTED)[0])
+    log.warning("%s: %s", reader, format_problems(problems, reader, LISTED)[0])
     return list(problems)
 
 
@@ -200,9 +199,9 @@ def check_datasets(
             continue
         key, name = reader_key(role, dataset, config.get(role) if config is not None else None)
         problems = list(dict.fromkeys(check(training=role != "test")))  # duplicates once
-        for p in problems:
-            if p.warning:
-                log.warning("%s: %s", key, format_problems([p], key)[0])
+        warnings = [p for p in problems if p.warning]
+        if warnings:  # one paragraph per dataset, grouped by kind as the errors are
+            log.warning("%s: %s", key, format_problems(warnings, key)[0])
         errors = [p for p in problems if not p.warning]
         if errors:
             text, n = format_problems(errors, key, max(1, LISTED - listed))
