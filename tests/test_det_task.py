@@ -176,6 +176,26 @@ def test_bad_targets_are_clear_errors(target, message):
         det_task().collate([(torch.rand(3, 64, 64), target)])
 
 
+def test_box_faults_give_each_bad_box_its_first_fault_and_name_the_bad_box():
+    from mic.datasets.detection.targets import box_faults
+
+    boxes = torch.tensor(
+        [[1, 1, 9, 9], [5, 5, 5, 9], [float("nan"), 1, 9, 9], [-5, 1, 9, 9], [60, 1, 50, 70]]
+    )
+    faults = box_faults(boxes, (64, 64))
+    assert {k: v.tolist() for k, v in faults.items()} == {
+        "non-finite": [False, False, True, False, False],
+        "degenerate": [False, True, False, False, True],  # the last is outside too: not twice
+        "outside": [False, False, False, True, False],
+    }
+    assert not box_faults(boxes[3:4])["outside"].any()  # no size: nothing is outside
+    # the message shows the box at fault (not the first box of the image)
+    with pytest.raises(
+        DatasetError, match=re.escape("non-finite coordinate: [nan, 1.0, 9.0, 9.0]")
+    ):
+        det_task().collate([(torch.rand(3, 64, 64), make_target(boxes, [0] * 5))])
+
+
 def test_an_image_without_objects_is_valid_and_sizes_may_differ():
     images, targets = det_task().collate(
         [(torch.rand(3, 64, 64), make_target([], [])), (torch.rand(3, 32, 48), targets_one())]

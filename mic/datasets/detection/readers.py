@@ -12,7 +12,6 @@ boxes outside the image, unknown classes. An image without objects is a valid sa
 from __future__ import annotations
 
 import json
-import math
 import random
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -22,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor
 
 from mic.core.errors import DatasetError
-from mic.datasets.detection.targets import BORDER_TOLERANCE, check_target, make_target
+from mic.datasets.detection.targets import BORDER_TOLERANCE, box_faults, check_target, make_target
 from mic.datasets.files import (
     IMAGE_EXTENSIONS,
     check_folder,
@@ -279,26 +279,46 @@ COCO_BOX_FIX = (
 NORMALISED_UP_TO = 4
 
 
-def _coco_box_error(bbox: Any, size: tuple[int, int] | None) -> str | None:
-    """What is wrong with one COCO ``bbox`` as the json writes it ([x, y, width, height]
-    pixels) in an image of ``size`` (H, W; None: unknown), or None."""
-    try:
-        x, y, w, h = (float(v) for v in bbox)
-    except (TypeError, ValueError):
-        return f"bbox {bbox!r} is not 4 numbers [x, y, width, height]"
-    shown = f"[{', '.join(_num(v) for v in (x, y, w, h))}] (x, y, width, height)"
-    if not all(math.isfinite(v) for v in (x, y, w, h)):
+def _coco_box_errors(
+    written: Sequence[tuple[Any, Any]], size: tuple[int, int] | None
+) -> list[tuple[Any, str]]:
+    """``(annotation id, what is wrong)`` for each bad COCO ``bbox`` among one image's
+    ``(annotation id, bbox)``, in order, as the json writes it ([x, y, width, height] pixels)
+    in an image of ``size`` (H, W; None: unknown); the faults are ``box_faults``'."""
+    found: dict[int, str] = {}
+    read: dict[int, tuple[float, float, float, float]] = {}
+    for n, (_, bbox) in enumerate(written):
+        try:
+            x, y, w, h = (float(v) for v in bbox)
+            read[n] = (x, y, w, h)
+        except (TypeError, ValueError):
+            found[n] = f"bbox {bbox!r} is not 4 numbers [x, y, width, height]"
+    if read:
+        xywh = torch.tensor(list(read.values()), dtype=torch.float64)
+        faults = box_faults(torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1), size)
+        for i, (n, bbox) in enumerate(read.items()):
+            kind = next((k for k, mask in faults.items() if mask[i]), None)
+            if kind is not None:
+                found[n] = _coco_box_error(bbox, kind, size)
+    return [(written[n][0], found[n]) for n in sorted(found)]
+
+
+def _coco_box_error(
+    bbox: tuple[float, float, float, float], fault: str, size: tuple[int, int] | None
+) -> str:
+    """One COCO ``bbox`` with a fault of ``box_faults``, as the json writes it."""
+    x, y, w, h = bbox
+    shown = f"[{', '.join(_num(v) for v in bbox)}] (x, y, width, height)"
+    if fault == "non-finite":
         return f"bbox {shown} has a non-finite value"
-    flat = [
-        f"{'zero' if v == 0 else 'negative'} {side}"
-        for v, side in ((w, "width"), (h, "height"))
-        if v <= 0
-    ]
-    if flat:
+    if fault == "degenerate":
+        flat = [
+            f"{'zero' if v == 0 else 'negative'} {side}"
+            for v, side in ((w, "width"), (h, "height"))
+            if v <= 0
+        ]
         return f"bbox {shown} is a degenerate box, of {' and '.join(flat)}"
-    if size is None:
-        return None
-    height, width = size
+    height, width = size  # type: ignore[misc]  (no box is outside without a size)
     t = BORDER_TOLERANCE
     beyond = [
         text
@@ -310,12 +330,9 @@ def _coco_box_error(bbox: Any, size: tuple[int, int] | None) -> str | None:
         )
         if bad
     ]
-    if beyond:
-        return (
-            f"bbox {shown} reaches outside the {width} x {height} (W x H) image "
-            f"({', '.join(beyond)})"
-        )
-    return None
+    return (
+        f"bbox {shown} reaches outside the {width} x {height} (W x H) image ({', '.join(beyond)})"
+    )
 
 
 class CocoDetection(DetectionDataset):
@@ -488,11 +505,7 @@ class CocoDetection(DetectionDataset):
     def box_problem(self, index: int, size: tuple[int, int] | None) -> Problem | None:
         """The first bad bbox of image ``index`` as its json writes it (see
         ``DetectionDataset.box_problem``), and how many more it has."""
-        errors = [
-            (ann_id, error)
-            for ann_id, bbox in self.written[index]
-            if (error := _coco_box_error(bbox, size)) is not None
-        ]
+        errors = _coco_box_errors(self.written[index], size)
         if not errors:
             return super().box_problem(index, size)
         ann_id, error = errors[0]
@@ -599,27 +612,27 @@ VOC_BOX_FIX = (
 
 
 def _voc_box_error(target: Target, classes: Sequence[str], size: tuple[int, int] | None) -> str:
-    """What is wrong with the boxes of one VOC target, in the xml's terms (xmin ymin xmax
-    ymax, 1-based): the first bad object and how many more; '' when none is."""
-    errors = []
-    for (x1, y1, x2, y2), c in zip(target["boxes"].tolist(), target["labels"].tolist()):
-        xmin, ymin = x1 + 1, y1 + 1  # back to the xml's 1-based indices
-        name = classes[c] if 0 <= c < len(classes) else str(c)
-        shown = f"its object '{name}' has <bndbox> xmin {_num(xmin)}, ymin {_num(ymin)}, "
-        shown += f"xmax {_num(x2)}, ymax {_num(y2)}"
-        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
-            errors.append(f"{shown}: a value is missing or not finite")
-        elif x2 <= x1 or y2 <= y1:
-            axis = "x" if x2 <= x1 else "y"
-            errors.append(f"{shown}, a degenerate box: {axis}max is below {axis}min")
-        elif size is not None:
-            h, w = size
-            t = BORDER_TOLERANCE
-            if x1 < -t or y1 < -t or x2 > w + t or y2 > h + t:
-                errors.append(f"{shown}, outside the {w} x {h} (W x H) image")
-    if not errors:
+    """What is wrong with the boxes of one VOC target (``box_faults``), in the xml's terms
+    (xmin ymin xmax ymax, 1-based): the first bad object and how many more; '' when none is."""
+    faults = box_faults(target["boxes"], size)
+    bad = [(i, kind) for kind, mask in faults.items() for i in mask.nonzero().flatten().tolist()]
+    if not bad:
         return ""
-    return errors[0] + (f"; and {len(errors) - 1} more of its objects" if len(errors) > 1 else "")
+    i, kind = min(bad)
+    x1, y1, x2, y2 = target["boxes"][i].tolist()
+    c = int(target["labels"][i])
+    name = classes[c] if 0 <= c < len(classes) else str(c)
+    shown = f"its object '{name}' has <bndbox> xmin {_num(x1 + 1)}, ymin {_num(y1 + 1)}, "
+    shown += f"xmax {_num(x2)}, ymax {_num(y2)}"  # back to the xml's 1-based indices
+    if kind == "non-finite":
+        error = f"{shown}: a value is missing or not finite"
+    elif kind == "degenerate":
+        axis = "x" if x2 <= x1 else "y"
+        error = f"{shown}, a degenerate box: {axis}max is below {axis}min"
+    else:
+        h, w = size  # type: ignore[misc]  (no box is outside without a size)
+        error = f"{shown}, outside the {w} x {h} (W x H) image"
+    return error + (f"; and {len(bad) - 1} more of its objects" if len(bad) > 1 else "")
 
 
 class VOCDetection(DetectionDataset):

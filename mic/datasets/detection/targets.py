@@ -62,26 +62,23 @@ def check_target(
         raise DatasetError(f"{where} has {len(boxes)} boxes but {len(labels)} labels")
     if len(boxes) == 0:
         return
-    if not torch.isfinite(boxes).all():
-        raise DatasetError(f"{where} has a box with a non-finite coordinate: {_first(boxes)}")
-    degenerate = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-    if degenerate.any():
+    faults = box_faults(boxes, size)
+    if faults["non-finite"].any():
         raise DatasetError(
-            f"{where} has a degenerate box {_first(boxes[degenerate])} (x1 y1 x2 y2): width and "
-            "height must be positive; fix or drop the annotation (boxes are x1 y1 x2 y2, not "
-            "x y w h)"
+            f"{where} has a box with a non-finite coordinate: {_first(boxes[faults['non-finite']])}"
         )
-    if size is not None:
-        h, w = size
-        t = BORDER_TOLERANCE
-        outside = (
-            (boxes[:, 0] < -t) | (boxes[:, 1] < -t) | (boxes[:, 2] > w + t) | (boxes[:, 3] > h + t)
+    if faults["degenerate"].any():
+        raise DatasetError(
+            f"{where} has a degenerate box {_first(boxes[faults['degenerate']])} (x1 y1 x2 y2): "
+            "width and height must be positive; fix or drop the annotation (boxes are x1 y1 x2 "
+            "y2, not x y w h)"
         )
-        if outside.any():
-            raise DatasetError(
-                f"{where} has a box {_first(boxes[outside])} outside the {w} x {h} (W x H) image; "
-                "fix the annotation, or resize boxes together with the image"
-            )
+    if faults["outside"].any():
+        h, w = size  # type: ignore[misc]  (no box is outside without a size)
+        raise DatasetError(
+            f"{where} has a box {_first(boxes[faults['outside']])} outside the {w} x {h} "
+            "(W x H) image; fix the annotation, or resize boxes together with the image"
+        )
     bad = labels[(labels < 0) | (labels >= num_classes)]
     if bad.numel():
         raise DatasetError(
@@ -89,6 +86,31 @@ def check_target(
             f"more classes than task.num_classes={num_classes}, or the ids are 1-based (class "
             "ids are 0-based, background is not a class); fix the labels or num_classes"
         )
+
+
+def box_faults(boxes: Tensor, size: tuple[int, int] | None = None) -> dict[str, Tensor]:
+    """Which boxes a detector cannot train on, by fault: the one check behind ``check_target``
+    and the readers' messages, which name the boxes as their files write them.
+
+    Args:
+        boxes: N x 4 float, x1 y1 x2 y2 in pixels.
+        size: the image's (H, W); None: no box counts as outside.
+
+    Returns:
+        For each fault a bool tensor of N, each box under its first fault only:
+        ``"non-finite"`` (a coordinate NaN or infinite), ``"degenerate"`` (zero or negative
+        width or height), ``"outside"`` (more than ``BORDER_TOLERANCE`` px beyond the image).
+    """
+    finite = torch.isfinite(boxes).all(dim=1)
+    degenerate = finite & ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))
+    outside = torch.zeros_like(finite)
+    if size is not None:
+        h, w = size
+        t = BORDER_TOLERANCE
+        x1, y1, x2, y2 = boxes.unbind(dim=1)
+        beyond = (x1 < -t) | (y1 < -t) | (x2 > w + t) | (y2 > h + t)
+        outside = finite & ~degenerate & beyond
+    return {"non-finite": ~finite, "degenerate": degenerate, "outside": outside}
 
 
 def _first(boxes: Tensor) -> list[float]:
