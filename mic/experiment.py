@@ -3,12 +3,14 @@ command line: ``run_experiment(load_config(["method=source_only"]), "runs/x")``.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import random
+import re
 import shutil
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from mic.core import (
 from mic.core.batch import split_sample
 from mic.datasets.preflight import check_datasets, collecting_problems
 from mic.resume import find_resume_checkpoint, resume
-from mic.schema import check_config
+from mic.schema import check_config, check_eval_models, exception_chain
 from mic.training import (
     VALIDATORS,
     Checkpointer,
@@ -265,15 +267,6 @@ def _source_classes(cfg: DictConfig, name: str, data: dict[str, Any]) -> dict[st
     return {}
 
 
-def exception_chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc``, then what it was raised from or during, and so on (through the wrappers of
-    Hydra and of DataLoader workers)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        yield seen
-        seen = seen.__cause__ or seen.__context__
-
-
 def validator_names(cfg: DictConfig) -> list[str]:
     """``eval.validators`` as a list (one name alone is a list of one; null: none)."""
     names = cfg.eval.get("validators") or []
@@ -341,6 +334,8 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
     """Instantiate task, data, model, method, teacher, optimiser, schedule, hooks and loop."""
     check_config(cfg)
     run_dir = Path(run_dir) if run_dir is not None else None
+    if not cfg.get("resume"):  # before any data is read
+        refuse_held_folder(run_dir)
     group = init_distributed(str(cfg.device))
     # each process draws its own model-internal randomness (dropout, detection's sampling);
     # the loss terms' draws come from streams keyed to each sample's place in the global batch
@@ -356,7 +351,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
     # the random state restored, and built for good after the model, where its draws belong
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        build_method(cfg)
+        check_eval_models(cfg, build_method(cfg).uses_pseudo_labels)
     best_metric = best_metric_key(cfg, task)
 
     preflight = bool(cfg.get("preflight", True))
@@ -413,7 +408,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         weight_decay=opt_cfg.get("weight_decay"),
         no_weight_decay=list(cfg.no_weight_decay),
     )
-    optimizer = instantiate(opt_cfg)(groups)
+    optimizer = build_optimizer(opt_cfg, groups)
     # a method with its own step, e.g. SDAT's sharpness-aware minimisation
     step_strategy = instantiate(cfg.method.step) if cfg.method.get("step") else None
     scheduler = lr_scheduler(optimizer, instantiate(cfg.scheduler))
@@ -468,16 +463,120 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         collective=ProcessGroup(device) if group.enabled else None,
         guard=TrainingGuard(str(cfg.get("nan_policy", "skip")), float(cfg.get("max_skipped", 0.1))),
     )
-    if resume_from is None and run_dir is not None and list(run_dir.glob("checkpoints/iter_*.pt")):
-        raise ConfigError(
-            f"the run folder '{run_dir}' already holds a run (checkpoints/iter_*.pt); continue "
-            f"it with resume=auto, or start a new run in another folder ({folder_option()}=...)"
-        )
+    if resume_from is None:
+        refuse_held_folder(run_dir)
     if resume_from is not None:
         resume(loop, resume_from, cfg, checkpointer)
     return Experiment(
         cfg, task, student, method, loop, evaluation, run_dir, resume_from, checkpointer
     )
+
+
+def build_optimizer(opt_cfg: DictConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    """The optimiser of ``optimizer`` (a ``_partial_`` class with its arguments) over the
+    parameter groups ``groups``.
+
+    Raises:
+        ConfigError: the class does not take an argument of the config, or refuses a value
+            (``optimizer=sgd optimizer.momentum=0`` with its ``nesterov: true``, ``betas`` that
+            are not two numbers in [0, 1)): one paragraph naming the class, the argument and
+            what to do.
+    """
+    target = str(opt_cfg.get("_target_", "?"))
+    factory = instantiate(opt_cfg)
+    try:
+        return factory(groups)
+    except (TypeError, ValueError, IndexError, KeyError) as e:  # the constructor's refusal
+        cls = getattr(factory, "func", None)
+        raise ConfigError(_optimizer_problem(opt_cfg, target, cls, e)) from e
+
+
+def _optimizer_problem(opt_cfg: DictConfig, target: str, cls: Any, error: Exception) -> str:
+    """The message for an optimiser ``cls`` (``target``) that refused ``opt_cfg``'s arguments
+    with ``error``: the arguments given, and a hint where one is known."""
+    from mic.schema import did_you_mean
+
+    given = {
+        str(k): v
+        for k, v in OmegaConf.to_container(opt_cfg, resolve=True).items()  # type: ignore[union-attr]
+        if not str(k).startswith("_")
+    }
+    listing = ", ".join(f"optimizer.{k}={_plain(v)}" for k, v in given.items())
+    first = (str(error).splitlines() or [""])[0].split("full_key:")[0].strip()
+    kind = "IndexError" if isinstance(error, IndexError) else type(error).__name__
+    reason = f"{kind}: {first}" if first else kind
+    hints = []
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        signature = None
+    params = {}
+    if signature is not None:
+        params = {
+            n: p
+            for n, p in signature.parameters.items()
+            if n != "params" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }
+    unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+    if unexpected and params:
+        name = unexpected.group(1)
+        hint = did_you_mean(name, sorted(params), n=3)
+        options = ", ".join(_group_options("optimizer"))
+        hints.append(
+            f"The class takes no argument {name}.{hint} Its arguments: {', '.join(params)}. "
+            f"Drop optimizer.{name} (~optimizer.{name}), or choose an optimizer that takes it "
+            f"(optimizer=...: {options})"
+        )
+    for name, value in given.items():  # a tuple argument (betas) given as another shape
+        default = params[name].default if name in params else None
+        if isinstance(default, tuple) and (
+            not isinstance(value, list) or len(value) != len(default)
+        ):
+            example = ",".join(str(v) for v in default)
+            hints.append(
+                f"Give optimizer.{name} as {len(default)} numbers, e.g. "
+                f"optimizer.{name}=[{example}] (its default)"
+            )
+    if "nesterov" in str(error).lower() and given.get("nesterov"):
+        hints.append(
+            "Nesterov momentum needs a momentum above 0 (and dampening 0): with "
+            "optimizer.momentum=0 set optimizer.nesterov=false too"
+        )
+    if re.search(r"beta parameter", str(error)):
+        hints.append("Each of optimizer.betas must lie in [0, 1), e.g. optimizer.betas=[0.9,0.999]")
+    advice = "; ".join(hints) if hints else "Fix the value in the optimizer's config"
+    return f"cannot build the optimizer {target} from the config ({listing}): {reason}. {advice}"
+
+
+def _plain(value: Any) -> str:
+    """A config value as it is written in an override (``[0.9,0.999]``, ``true``)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ",".join(_plain(v) for v in value) + "]"
+    return "null" if value is None else str(value)
+
+
+def _group_options(group: str) -> list[str]:
+    """The options of one of mic's config groups (``optimizer`` -> adam, adamw, sgd)."""
+    import importlib.resources
+
+    folder = importlib.resources.files("mic.conf") / group
+    names = [p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")]
+    return sorted(n for n in names if not n.startswith("_"))
+
+
+def refuse_held_folder(run_dir: Path | None) -> None:
+    """Refuse a new run (no ``resume``) into a run folder that already holds a run.
+
+    Raises:
+        ConfigError: ``run_dir`` holds ``checkpoints/iter_*.pt``.
+    """
+    if run_dir is not None and any(run_dir.glob("checkpoints/iter_*.pt")):
+        raise ConfigError(
+            f"the run folder '{run_dir}' already holds a run (checkpoints/iter_*.pt); continue "
+            f"it with resume=auto, or start a new run in another folder ({folder_option()}=...)"
+        )
 
 
 def check_batch_norm(student: nn.Module, method: UDAMethod, batch: int, loader: Any) -> None:
@@ -581,10 +680,11 @@ def summarize(exp: Experiment) -> dict[str, Any]:
     if exp.checkpointer is not None and exp.checkpointer.best_metric:
         key = exp.checkpointer.best_metric
         entry = selection.best.get(key)
+        best_file = exp.checkpointer.best_file  # after a resume from elsewhere: that run's
         summary["best_checkpoint"] = {
             "by": key,
             "step": entry["step"] if entry else None,
-            "path": str(exp.checkpointer.directory / "best.pt") if entry else None,
+            "path": str(best_file) if entry and best_file else None,
         }
     return summary
 
@@ -605,7 +705,8 @@ def format_selection(summary: dict[str, Any]) -> list[str]:
         lines.append(f"  {label:<46} iteration {pick['step']:>6}: {shown}")
     best = summary.get("best_checkpoint")
     if best and best["step"] is not None:
-        lines.append(f"best.pt chosen by {best['by']} (iteration {best['step']}): {best['path']}")
+        where = best["path"] or "no longer on disk (neither in this run folder nor the resumed one)"
+        lines.append(f"best.pt chosen by {best['by']} (iteration {best['step']}): {where}")
     return lines
 
 
@@ -633,9 +734,23 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines + format_selection(summary))
 
 
-def run_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """Build, train, and return (and, with a run folder, save) the summary."""
+def run_experiment(
+    cfg: DictConfig,
+    run_dir: str | Path | None = None,
+    on_start: Callable[[Experiment], None] | None = None,
+) -> dict[str, Any]:
+    """Build, train, and return (and, with a run folder, save) the summary.
+
+    Args:
+        cfg: the composed config.
+        run_dir: the run folder (None: nothing is written).
+        on_start: called with the built experiment once it is accepted (built, resumed if
+            asked), before anything is written into the run folder (``mic-train`` writes
+            Hydra's record of a resumed command there).
+    """
     exp = build_experiment(cfg, run_dir)
+    if on_start is not None:
+        on_start(exp)
     main = process_info().is_main
     if exp.run_dir is not None and main:
         config = exp.run_dir / ("config_resumed.yaml" if exp.resumed_from else "config.yaml")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -127,20 +128,66 @@ def _allowed(key: str, allow: list[str]) -> bool:
     return any(key == a or key.startswith(f"{a}.") for a in allow)
 
 
+def _prefixes(keys: Iterable[str]) -> set[str]:
+    """Every key and every prefix of one (``a.b.c`` -> ``a``, ``a.b``, ``a.b.c``)."""
+    out = set()
+    for key in keys:
+        parts = key.split(".")
+        out.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+    return out
+
+
+def check_allowed_keys(allow: list[str], old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Refuse an entry of ``resume_allow_changes`` that names no key of the checkpoint's
+    config nor of the new one (nor a prefix of one, nor ``PROCESSES``): a typo would
+    otherwise allow nothing, silently.
+
+    Raises:
+        ConfigError: naming each such entry, with the closest keys.
+    """
+    from mic.schema import did_you_mean
+
+    known = _prefixes([*flatten(old), *flatten(new)]) | {PROCESSES}
+    unknown = [a for a in allow if a not in known]
+    if unknown:
+        hints = "; ".join(
+            f"{a!r}:{did_you_mean(a, sorted(known), n=3) or ' no close key'}" for a in unknown
+        )
+        raise ConfigError(
+            f"resume_allow_changes names {'a key' if len(unknown) == 1 else 'keys'} of no "
+            f"setting of the config ({hints}). List config keys or their prefixes (e.g. "
+            f"resume_allow_changes=[optimizer.lr,loader]), or {PROCESSES} for another number "
+            "of processes"
+        )
+
+
 def check_resume_config(
     saved: dict[str, Any] | None, cfg: DictConfig, processes: tuple[int, int]
 ) -> dict[str, tuple[Any, Any]]:
     """The allowed changes between a checkpoint's config and ``cfg``.
 
     Raises:
-        ConfigError: a change that ``cfg.resume_allow_changes`` does not list, naming each
+        ConfigError: an entry of ``cfg.resume_allow_changes`` that names no key
+            (``check_allowed_keys``); a change of ``init_from``, which a resumed run does not
+            read; or a change that ``cfg.resume_allow_changes`` does not list, naming each
             key with its old and new value and how to continue on purpose.
     """
+    new = OmegaConf.to_container(cfg, resolve=True)
+    allow = [str(a) for a in cfg.get("resume_allow_changes") or []]
+    check_allowed_keys(allow, saved or {}, new)  # type: ignore[arg-type]
     if saved is None:  # a checkpoint from before configs were recorded
         return {}
-    new = OmegaConf.to_container(cfg, resolve=True)
     changes = config_changes(saved, new, processes)  # type: ignore[arg-type]
-    allow = [str(a) for a in cfg.get("resume_allow_changes") or []]
+    if "init_from" in changes:  # never read on resume: allowing it would change nothing
+        was, now = changes.pop("init_from")
+        if now is not None:  # dropped (None): the resumed run continues as it was
+            raise ConfigError(
+                f"init_from={now} but a resumed run loads its weights from its checkpoint and "
+                "reads no init_from (the checkpoint's run had "
+                f"init_from={'null' if was is None else was}). Drop init_from from the command "
+                "to continue the run, or start a new run in another folder (without resume) to "
+                f"start from {now}"
+            )
     refused = {k: v for k, v in changes.items() if not _allowed(k, allow)}
     if refused:
         short = lambda v: repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."  # noqa: E731
@@ -220,8 +267,13 @@ def resume(
             f"checkpoint '{path}' is at iteration {loop.step}, past iterations={loop.iterations}"
         )
     if checkpointer is not None:
-        checkpointer.load_state_dict(state)
-    print(f"resuming from {path} at iteration {loop.step}")
+        checkpointer.load_state_dict(state, path)
+    done = (
+        f" (iterations={loop.iterations}: nothing left to train; raise iterations to train on)"
+        if loop.step == loop.iterations
+        else ""
+    )
+    print(f"resuming from {path} at iteration {loop.step}{done}")
 
 
 def _lambdas(loop: AdaptationLoop) -> list[Any]:

@@ -53,6 +53,8 @@ class EvalSchema(_Section):
     interval: int = Field(ge=0)
     models: list[Literal["student", "teacher"]] = Field(min_length=1)
     adabn_batches: int = Field(ge=0)
+    validators: Any = None  # checked by make_validators
+    validation: Any = None  # its keys: VALIDATION_KEYS, their values checked by LabelFreeValidation
 
 
 class LogSchema(_Section):
@@ -64,6 +66,7 @@ class LogSchema(_Section):
 class CheckpointSchema(_Section):
     interval: int = Field(ge=0)
     keep: int = Field(ge=1)
+    best_by: Any = None  # checked by best_metric_key
 
 
 class OptimizerSchema(_Section):
@@ -114,6 +117,20 @@ class RootSchema(_Section):
             raise ValueError("must be auto, cpu, cuda, cuda:<index> or mps")
         return value
 
+    @field_validator("resume", "init_from", mode="before")
+    @classmethod
+    def _a_path_or_null(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None or isinstance(value, str):
+            return value
+        values = {
+            "resume": "auto, a checkpoint file or a run folder",
+            "init_from": "a mic checkpoint, a weights file (student.pt) or a run folder",
+        }
+        raise ValueError(
+            f"null (or leaving it out) turns it off; the other values are "
+            f"{values[str(info.field_name)]}"
+        )
+
     @field_validator("adaptation_start")
     @classmethod
     def _within_the_run(cls, value: int, info: ValidationInfo) -> int:
@@ -123,32 +140,51 @@ class RootSchema(_Section):
         return value
 
 
-def _flags(target: str) -> set[str]:
-    """The arguments of ``target`` (a class or function path) annotated ``bool``."""
+def _typed_arguments(target: str) -> dict[str, type]:
+    """The arguments of ``target`` (a class or function path) annotated ``bool``, ``int`` or
+    ``float`` (exactly: not ``int | None``)."""
     try:
         obj = get_object(target)
         fn = obj.__init__ if inspect.isclass(obj) else obj
         hints = typing.get_type_hints(fn)
     except Exception:  # an unresolvable target or annotation: instantiate reports the former
-        return set()
-    return {name for name, hint in hints.items() if hint is bool}
+        return {}
+    return {name: hint for name, hint in hints.items() if hint in (bool, int, float)}
+
+
+def _argument_problem(value: Any, hint: type) -> str | None:
+    """What is wrong with ``value`` for an argument annotated ``hint`` (None: nothing)."""
+    if value is None:  # a default of None, or "off": the constructor decides
+        return None
+    if hint is bool:
+        return None if isinstance(value, bool) else "must be true or false"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number:
+        kind = "an integer" if hint is int else "a number"
+        return f"Input should be {kind}"
+    if hint is int and not float(value).is_integer():
+        return "Input should be a valid integer, got a number with a fractional part"
+    return None
 
 
 def flag_problems(node: Any, path: str = "") -> list[str]:
     """``key: must be true or false (got ...)`` for every argument of a ``_target_`` node
     (at any depth) that its class or function annotates ``bool`` and the config gives another
-    value."""
+    value; ``key: Input should be a number (got ...)`` for one annotated ``int`` or ``float``
+    that the config gives as text or true / false, and ``... a valid integer, got a number
+    with a fractional part`` for an ``int`` given 2.5 (which the constructor would truncate)."""
     problems: list[str] = []
     if OmegaConf.is_dict(node):
         target = node.get("_target_")
-        flags = _flags(str(target)) if isinstance(target, str) else set()
+        typed = _typed_arguments(str(target)) if isinstance(target, str) else {}
         for key in node:
             if OmegaConf.is_missing(node, key) or OmegaConf.is_interpolation(node, key):
                 continue
             value = node[key]
             where = f"{path}.{key}" if path else str(key)
-            if key in flags and value is not None and not isinstance(value, bool):
-                problems.append(f"{where}: must be true or false (got {value!r})")
+            problem = _argument_problem(value, typed[key]) if key in typed else None
+            if problem:
+                problems.append(f"{where}: {problem} (got {value!r})")
             problems += flag_problems(value, where)
     elif OmegaConf.is_list(node):
         for i, item in enumerate(node):
@@ -184,6 +220,108 @@ def unread_keys(cfg: DictConfig) -> list[str]:
             hint = did_you_mean(str(key), sorted(ROOT_KEYS), n=3)
             hint += f" (A value of your own goes under {USER_KEY}: +{USER_KEY}.{key}=...)"
         problems.append(f"{key}: mic-train reads no such setting; it would change nothing.{hint}")
+    return problems
+
+
+#: the keys of ``eval.validation`` (build_validation reads them by name)
+VALIDATION_KEYS = frozenset({"batches", "samples_per_image", "seed"})
+#: the sections whose keys mic-train reads by name (not passed on to a constructor), and those keys
+SECTION_KEYS: dict[str, frozenset[str]] = {
+    "loader": frozenset(LoaderSchema.model_fields),
+    "eval": frozenset(EvalSchema.model_fields),
+    "eval.validation": VALIDATION_KEYS,
+    "log": frozenset(LogSchema.model_fields),
+    "checkpoint": frozenset(CheckpointSchema.model_fields),
+}
+#: the keys of ``dataset`` that mic-train reads by name; the others are read through
+#: interpolations (``dataset.source.root=${dataset.root}``) or only document the data set
+DATASET_KEYS = frozenset({"name", "source", "target", "test", "mic_block_size"})
+
+
+def _interpolated(cfg: DictConfig) -> tuple[set[str], set[str]]:
+    """The paths that the config's interpolations name (``${dataset.root}``,
+    ``${oc.select:dataset.mic_block_size,64}`` -> ``dataset.root``, ...), also those of Hydra's
+    own config where mic-train runs, and the last names of the relative ones (``${..root}``)."""
+    text = str(_raw(cfg))
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            text += str(OmegaConf.to_container(HydraConfig.get(), resolve=False))
+    except Exception:  # no Hydra config to read: the run's own config alone
+        pass
+    absolute = set(re.findall(r"\$\{(?:[\w.]+:)?([A-Za-z_][\w.]*)", text))
+    relative = set(re.findall(r"\$\{(?:[\w.]+:)?\.+([A-Za-z_]\w*)", text))
+    return absolute, relative
+
+
+def command_line_additions() -> list[str]:
+    """The keys that the command line adds (``+dataset.x=1``, ``++dataset.x=1`` ->
+    ``dataset.x``) where mic-train runs (Hydra's overrides); empty outside it."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return []
+        overrides = list(HydraConfig.get().overrides.task)
+    except Exception:  # no overrides to read
+        return []
+    return [m.group(1) for o in overrides if (m := re.match(r"\+\+?([\w.]+)=", str(o)))]
+
+
+def unread_section_keys(cfg: DictConfig, added: Iterable[str] | None = None) -> list[str]:
+    """A problem for each key of a section that mic-train reads by name (``SECTION_KEYS``:
+    ``+eval.intervall=1``, ``+eval.validation.batch=2``) that it does not read, and for each key
+    that the command line adds to ``dataset`` (``+dataset.mic_block=8``) that neither mic-train
+    (``DATASET_KEYS``) nor an interpolation reads; with the closest names.
+
+    Keys of ``dataset`` that its config file defines are not judged: some only document the
+    data set (``protocol``), others are read by an interpolation of one option only
+    (``thing_classes`` by ``method=daformer``).
+
+    Args:
+        cfg: the composed config.
+        added: the keys that the command line adds (``dataset.x`` for ``+dataset.x=1``);
+            None: Hydra's overrides where mic-train runs (``command_line_additions``).
+    """
+    absolute, relative = _interpolated(cfg)
+
+    def read(path: str) -> bool:
+        name = path.rsplit(".", 1)[-1]
+        return name in relative or any(a == path or a.startswith(path + ".") for a in absolute)
+
+    problems = []
+    for section, known in SECTION_KEYS.items():
+        node = OmegaConf.select(cfg, section, default=None)
+        if not OmegaConf.is_dict(node):
+            continue
+        for key in node:
+            where = f"{section}.{key}"
+            if key in known or read(where):
+                continue
+            hint = did_you_mean(str(key), sorted(known), n=3) or (
+                f" The settings of {section} are: {', '.join(sorted(known))}."
+            )
+            problems.append(
+                f"{where}: mic-train reads no such setting; it would change nothing.{hint}"
+            )
+    dataset = cfg.get("dataset")
+    added = command_line_additions() if added is None else list(added)
+    for path in added:
+        key = path.removeprefix("dataset.")
+        if (
+            not OmegaConf.is_dict(dataset)
+            or not path.startswith("dataset.")
+            or "." in key
+            or key in DATASET_KEYS
+            or read(path)
+        ):
+            continue
+        hint = did_you_mean(key, sorted(k for k in dataset if k != key), n=3)
+        problems.append(
+            f"{path}: mic-train reads no such setting of the data set, and no interpolation "
+            f"(${{{path}}}) reads it; it would change nothing.{hint}"
+        )
     return problems
 
 
@@ -257,6 +395,13 @@ def task_mismatches(cfg: DictConfig) -> list[str]:
         problems.append(_other_task("model", model, _task_of(model), task))
     terms = ((raw.get("method") or {}).get("terms")) or {}
     targets = {n: t.get("_target_") for n, t in terms.items() if isinstance(t, dict)}
+    mic = targets.pop("mic", None)  # placed there by the mic option, not by the method
+    if _task_of(mic) not in (None, task):
+        fitting = ", ".join(f"mic={o}" for o in [*_options("mic", task), "none"])
+        problems.append(
+            f"mic: this mic option's term ({mic}) is a {_task_of(mic)} term but the task is "
+            f"{task}; choose a {task} MIC option ({fitting})"
+        )
     foreign = [
         f"{n} ({t}, {_task_of(t)})" for n, t in targets.items() if _task_of(t) not in (None, task)
     ]
@@ -313,10 +458,109 @@ def _source_reader(folder: Any, name: str) -> str | None:
     return next(filter(None, (_source_reader(folder, d) for d in extended)), None)
 
 
+#: the loss-weight keys of a loss term (``method.terms.<name>.<key>``): ``weight`` and
+#: ``<part>_weight``; ``part_weights`` holds one per part of the task's loss
+_WEIGHT = re.compile(r"(.+_)?weight")
+
+
+def term_weight_problems(cfg: DictConfig) -> list[str]:
+    """A problem for each loss weight of a term of ``method.terms`` (``weight``,
+    ``image_weight``, ..., each value of ``part_weights``) that is a negative or non-finite
+    number: a negative weight makes training maximise its loss (gradient ascent)."""
+    terms = OmegaConf.select(cfg, "method.terms", default=None)
+    if not OmegaConf.is_dict(terms):
+        return []
+    problems = []
+    for name, term in terms.items_ex(resolve=False):
+        if not OmegaConf.is_dict(term):
+            continue
+        found = [(f"{k}", term[k]) for k in term if _WEIGHT.fullmatch(str(k))]
+        parts = term.get("part_weights")
+        if OmegaConf.is_dict(parts):
+            found += [(f"part_weights.{k}", parts[k]) for k in parts]
+        for key, value in found:  # text and the like: flag_problems or the term judges it
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if number and not (math.isfinite(value) and value >= 0):
+                problems.append(
+                    f"method.terms.{name}.{key}: a loss weight must be a finite number >= 0 "
+                    f"(got {value!r}): a negative one makes training maximise its loss; set it "
+                    f">= 0 (0 switches the loss off)"
+                )
+    return problems
+
+
+def scheduler_problems(cfg: DictConfig) -> list[str]:
+    """The problem of the ``scheduler`` settings (``scheduler.power=abc``), found by building
+    the schedule when it is one of mic's (``mic.training.optim``: pure, cheap), so that it is
+    named with the other bad values before any data is read; nothing for a schedule of
+    one's own (built, and judged, when the run is)."""
+    import logging
+
+    from hydra.utils import instantiate
+
+    node = cfg.get("scheduler")
+    target = node.get("_target_") if OmegaConf.is_dict(node) else None
+    try:
+        obj = get_object(str(target))
+    except Exception:  # no such class: instantiate reports it
+        return []
+    if getattr(obj, "__module__", "") != "mic.training.optim":
+        return []
+    quiet = logging.getLogger(obj.__module__)  # its warnings are logged when the run builds it
+    was, quiet.disabled = quiet.disabled, True
+    try:
+        instantiate(node)
+    except Exception as e:
+        cause = next((c for c in exception_chain(e) if isinstance(c, ConfigError)), None)
+        return [str(cause)] if cause is not None else []
+    finally:
+        quiet.disabled = was
+    return []
+
+
+def exception_chain(exc: BaseException) -> Iterable[BaseException]:
+    """``exc``, then what it was raised from or during, and so on (through the wrappers of
+    Hydra and of DataLoader workers)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def check_eval_models(cfg: DictConfig, uses_pseudo_labels: bool) -> None:
+    """Refuse ``eval.models`` led by ``teacher`` when the method has no teacher (no loss term
+    uses pseudo-labels: ``method=source_only mic=none``): nothing of it would be evaluated, and
+    best.pt, which follows the first model, would never be chosen. ``[student, teacher]`` (the
+    default) evaluates the student alone.
+
+    Args:
+        cfg: the composed config.
+        uses_pseudo_labels: whether the built method uses pseudo-labels
+            (``UDAMethod.uses_pseudo_labels``), i.e. has a teacher.
+
+    Raises:
+        ConfigError: naming eval.models, the method and its terms, and what to set.
+    """
+    models = [str(m) for m in cfg.eval.models]
+    if uses_pseudo_labels or not models or models[0] != "teacher":
+        return
+    terms = [str(n) for n, t in (cfg.method.get("terms") or {}).items() if t]
+    others = [m for m in models if m != "teacher"] or ["student"]
+    raise ConfigError(
+        f"eval.models=[{', '.join(models)}] starts with teacher, but method="
+        f"{cfg.method.get('name', '?')} (terms: {', '.join(terms) or 'none'}) has no teacher: "
+        "none of its loss terms uses pseudo-labels, so no teacher is built or evaluated and "
+        "best.pt, which follows the first of eval.models, would never be chosen; set "
+        f"eval.models=[{', '.join(others)}], or add a term with a teacher (e.g. mic=block)"
+    )
+
+
 def check_config(cfg: DictConfig) -> None:
     """Check the root keys of a composed config (``unread_keys``, then their types and
-    ranges), the task of its model and loss terms (``task_mismatches``), and the true /
-    false arguments of every object it builds (``flag_problems``).
+    ranges), the keys of the sections mic-train reads by name (``unread_section_keys``), the
+    task of its model and loss terms (``task_mismatches``), the loss weights
+    (``term_weight_problems``), the schedule's settings (``scheduler_problems``), and the
+    true / false and number arguments of every object it builds (``flag_problems``).
 
     Raises:
         ConfigError: one paragraph naming every key whose value has the wrong type or lies
@@ -330,7 +574,7 @@ def check_config(cfg: DictConfig) -> None:
             f"given: {', '.join(missing)}; set {'them' if len(missing) > 1 else 'it'} on the "
             f"command line (e.g. {missing[0]}=...)"
         )
-    problems = [*unread_keys(cfg), *task_mismatches(cfg)]
+    problems = [*unread_keys(cfg), *unread_section_keys(cfg), *task_mismatches(cfg)]
     data = {}
     for key in RootSchema.model_fields:
         if key in cfg:
@@ -345,7 +589,11 @@ def check_config(cfg: DictConfig) -> None:
             key = ".".join(str(p) for p in error["loc"]) or "config"
             message = error["msg"].replace("Value error, ", "")
             problems.append(f"{key}: {message} (got {error.get('input')!r})")
-    problems += flag_problems(cfg)
+    problems += [*term_weight_problems(cfg), *scheduler_problems(cfg), *flag_problems(cfg)]
+    first: dict[str, str] = {}  # one problem per key: flag_problems judges a schedule's too
+    for problem in problems:
+        first.setdefault(problem.split(":")[0], problem)
+    problems = list(first.values())
     if problems:
         raise ConfigError(
             f"{len(problems)} config value{'s are' if len(problems) > 1 else ' is'} not "

@@ -10,6 +10,7 @@ torchrun --nproc_per_node=4 -m mic.train    # data parallel on 4 GPUs
 from __future__ import annotations
 
 import importlib.resources
+import logging
 import os
 import re
 import signal
@@ -17,14 +18,15 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mic.core.errors import ConfigError, MicError
-from mic.experiment import check_writable, exception_chain, format_summary, run_experiment
-from mic.schema import did_you_mean
+from mic.experiment import Experiment, check_writable, format_summary, run_experiment
+from mic.schema import did_you_mean, exception_chain
 from mic.training import TrainingInterrupted, process_info
 
 
@@ -66,11 +68,70 @@ def _one_paragraph(text: str) -> str:
     return " ".join(text.split())
 
 
+#: set by ``main`` when the command's run folder already holds a run: ``folder``; ``subdir``,
+#: where Hydra's record would have gone (Hydra is told to write none, ``hydra.output_subdir=
+#: null``: ``_main`` writes it once a resume is accepted); ``logs``, the size of each log file
+#: there before Hydra started (a refused run's lines are cut off, its new log files removed)
+_HELD: dict[str, Any] = {}
+
+
+def held_run_folder(argv: Sequence[str]) -> Path | None:
+    """The run folder that a single-run command line names (``hydra.run.dir=...``) when it
+    already holds a run (``checkpoints/iter_*.pt``); else None. Such a run is refused or
+    resumed, and neither may overwrite the record of how the run was made."""
+    key = "hydra.run.dir="
+    given = [a[len(key) :] for a in argv if a.startswith(key)]
+    if folder_key(argv) != "hydra.run.dir" or not given:
+        return None
+    folder = Path(given[-1])
+    return folder if any(folder.glob("checkpoints/iter_*.pt")) else None
+
+
+def _restore_logs(folder: Path, sizes: dict[str, int]) -> None:
+    """The log files of ``folder`` as they were (``sizes``: name -> bytes): what a refused
+    run appended is cut off, a log file it created is removed."""
+    logging.shutdown()  # flush and close Hydra's file handlers
+    for log in folder.glob("*.log"):
+        if log.name in sizes:
+            os.truncate(log, sizes[log.name])
+        else:
+            log.unlink()
+
+
+def _write_hydra_record(cfg: DictConfig, folder: Path) -> None:
+    """What Hydra writes into ``<run folder>/.hydra`` (the job's config, Hydra's own config,
+    the command's overrides), written into ``folder``."""
+    from omegaconf import OmegaConf
+
+    own = OmegaConf.masked_copy(HydraConfig.instance().cfg, "hydra")  # read-only
+    hydra_cfg = OmegaConf.create(OmegaConf.to_container(own, resolve=False))
+    hydra_cfg.hydra.output_subdir = folder.name
+    given = hydra_cfg.hydra.overrides.hydra
+    hydra_cfg.hydra.overrides.hydra = [o for o in given if o != f"{SUBDIR}null"]
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, node in (
+        ("config.yaml", cfg),
+        ("hydra.yaml", hydra_cfg),
+        ("overrides.yaml", hydra_cfg.hydra.overrides.task),
+    ):
+        (folder / name).write_text(OmegaConf.to_yaml(node), encoding="utf-8")
+
+
 @hydra.main(version_base="1.3", config_path="pkg://mic.conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
     run_dir = HydraConfig.get().runtime.output_dir
+
+    def accepted(exp: Experiment) -> None:
+        """A run into a folder that holds a run, accepted (a resume): Hydra's record of this
+        command beside the original's (``.hydra_resumed``)."""
+        _HELD["accepted"] = True
+        subdir = _HELD.get("subdir")
+        if subdir is not None and process_info().is_main:
+            name = f"{subdir}_resumed" if exp.resumed_from is not None else subdir
+            _write_hydra_record(cfg, Path(run_dir) / name)
+
     try:
-        summary = run_experiment(cfg, run_dir)
+        summary = run_experiment(cfg, run_dir, on_start=accepted if _HELD else None)
     except TrainingInterrupted as e:
         print(
             f"mic: {e}; its checkpoint is in {run_dir}/checkpoints. Continue with the same "
@@ -85,6 +146,9 @@ def _main(cfg: DictConfig) -> None:
             raise
         print(f"mic: error: {message}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        if _HELD and not _HELD.get("accepted") and process_info().is_main:  # refused
+            _restore_logs(_HELD["folder"], _HELD["logs"])
     if process_info().is_main:
         print(format_summary(summary))
         print(f"run folder: {run_dir}")
@@ -105,6 +169,10 @@ def _join_torchrun() -> None:
     os.environ.setdefault("MIC_RUN_STAMP", stamp)
     if not group.is_main:
         sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+
+
+#: the override that says where Hydra writes its record of a command in the run folder
+SUBDIR = "hydra.output_subdir="
 
 
 def folder_key(argv: Sequence[str]) -> str:
@@ -173,6 +241,12 @@ def main() -> None:
         # before Hydra sets up its logging in the folder: one paragraph, not its traceback
         argv = sys.argv[1:]
         check_writable(run_folder(argv), create=False, option=folder_key(argv))
+        held = held_run_folder(argv)
+        if held is not None:  # refused or resumed: Hydra must not overwrite its record
+            subdir = ([".hydra"] + [a.split("=", 1)[1] for a in argv if a.startswith(SUBDIR)])[-1]
+            _HELD.update(folder=held, subdir=None if subdir == "null" else subdir)
+            _HELD.update(logs={log.name: log.stat().st_size for log in held.glob("*.log")})
+            sys.argv.append(f"{SUBDIR}null")
     except MicError as e:
         print(f"mic: error: {_one_paragraph(str(e))}", file=sys.stderr)
         sys.exit(2)

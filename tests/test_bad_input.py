@@ -195,6 +195,21 @@ CASES = [
         "iterations?",
     ),
     (
+        "config-unread-section-key",
+        "a key added with + under a section mic-train reads (a typo of eval.interval)",
+        lambda t, r: ["+eval.intervall=1"],
+        "eval.intervall: mic-train reads no such setting; it would change nothing. Did you "
+        "mean: interval?",
+    ),
+    (
+        "config-unread-dataset-key",
+        "a key added with + to the data set that nothing reads (a typo of mic_block_size)",
+        lambda t, r: ["+dataset.mic_block=8"],
+        "dataset.mic_block: mic-train reads no such setting of the data set, and no "
+        "interpolation (${dataset.mic_block}) reads it; it would change nothing. Did you mean: "
+        "mic_block_size?",
+    ),
+    (
         "config-mic-key",
         "a MIC setting under the name of its config group",
         lambda t, r: ["mic.masker.ratio=0.5"],
@@ -384,6 +399,82 @@ CASES = [
         "a mask ratio outside [0, 1]",
         lambda t, r: ["method.terms.mic.masker.ratio=1.5"],
         "masker ratio must be a probability",
+    ),
+    (
+        "config-mask-ratio-text",
+        "a mask ratio given as text",
+        lambda t, r: ["method.terms.mic.masker.ratio=abc"],
+        "method.terms.mic.masker.ratio: Input should be a number (got 'abc')",
+    ),
+    (
+        "config-mask-block-fraction",
+        "a fractional mask block size (truncated before)",
+        lambda t, r: ["method.terms.mic.masker.block_size=2.5"],
+        "method.terms.mic.masker.block_size: Input should be a valid integer, got a number "
+        "with a fractional part (got 2.5)",
+    ),
+    (
+        "config-negative-loss-weight",
+        "a negative loss weight (gradient ascent)",
+        lambda t, r: ["method.terms.self_training.weight=-5"],
+        "method.terms.self_training.weight: a loss weight must be a finite number >= 0 (got -5)",
+    ),
+    (
+        "config-mic-of-another-task",
+        "MIC for segmentation on the classification task",
+        lambda t, r: ["mic=segmentation"],
+        "mic: this mic option's term (mic.tasks.segmentation.SegmentationMIC) is a "
+        "segmentation term but the task is classification; choose a classification MIC "
+        "option (mic=block, mic=none)",
+    ),
+    (
+        "config-scheduler-not-a-number",
+        "a schedule's power given as text",
+        lambda t, r: ["scheduler=poly", "scheduler.power=abc"],
+        "scheduler.power: must be a number >= 0 (got 'abc')",
+    ),
+    (
+        "config-scheduler-negative-gamma",
+        "a negative gamma of the inverse decay (a division by zero before)",
+        lambda t, r: ["scheduler=inverse", "scheduler.gamma=-1"],
+        "scheduler.gamma: must be a number >= 0 (got -1)",
+    ),
+    (
+        "config-scheduler-negative-warmup",
+        "a negative warm-up",
+        lambda t, r: ["scheduler=poly", "scheduler.warmup_iters=-5"],
+        "scheduler.warmup_iters: must be a whole number >= 0 (got -5)",
+    ),
+    (
+        "config-resume-false",
+        "resume=false (off is null)",
+        lambda t, r: ["resume=false"],
+        "resume: null (or leaving it out) turns it off; the other values are auto, a "
+        "checkpoint file or a run folder (got False)",
+    ),
+    (
+        "config-eval-models-teacher",
+        "eval.models led by a teacher that the method does not have",
+        lambda t, r: ["mic=none", "method=source_only", "eval.models=[teacher]"],
+        "eval.models=[teacher] starts with teacher, but method=source_only",
+    ),
+    (
+        "config-optimizer-argument",
+        "an argument the optimizer does not take",
+        lambda t, r: ["+optimizer.momentum=0.9"],
+        "cannot build the optimizer torch.optim.Adam from the config",
+    ),
+    (
+        "config-optimizer-nesterov",
+        "SGD's Nesterov momentum with the momentum turned off",
+        lambda t, r: ["optimizer=sgd", "optimizer.momentum=0"],
+        "set optimizer.nesterov=false too",
+    ),
+    (
+        "config-resume-allow-typo",
+        "a typo in resume_allow_changes",
+        lambda t, r: ["resume_allow_changes=[iteratons]"],
+        "Did you mean: iterations?",
     ),
     (
         "config-weighting",

@@ -52,3 +52,39 @@ def test_a_sweep_is_told_of_its_own_folder_option(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"the run folder '{tmp_path / 'a_file'}' is a file, not a folder" in out.stderr
     assert "choose another with hydra.sweep.dir=..." in out.stderr
+
+
+def test_an_optimizer_that_refuses_its_arguments_is_one_clear_message(tmp_path):
+    from tests.cli import run_mic_train
+
+    cases = {
+        ("+optimizer.momentum=0.9",): [
+            "cannot build the optimizer torch.optim.Adam from the config",
+            "unexpected keyword argument 'momentum'",
+            "Drop optimizer.momentum",
+        ],
+        ("optimizer=adamw", "optimizer.betas=0.9"): [
+            "optimizer.betas=0.9",
+            "Give optimizer.betas as 2 numbers, e.g. optimizer.betas=[0.9,0.999]",
+        ],
+        ("optimizer=sgd", "optimizer.momentum=0"): [
+            "cannot build the optimizer torch.optim.SGD",
+            "set optimizer.nesterov=false too",
+        ],
+        ("optimizer=adamw", "optimizer.betas=[0.9,1.5]"): [
+            "Invalid beta parameter at index 1: 1.5",
+            "Each of optimizer.betas must lie in [0, 1)",
+        ],
+        ("optimizer=adamw", "optimizer.betas=[0.9]"): [
+            "optimizer.betas=[0.9]",
+            "Give optimizer.betas as 2 numbers",
+        ],
+    }
+    for overrides, fragments in cases.items():
+        out = run_mic_train([*TINY, *overrides, f"hydra.run.dir={tmp_path / 'run'}"])
+        assert out.returncode == 2, (overrides, out.stderr[-2000:])
+        assert "Traceback" not in out.stderr and "full_key" not in out.stderr
+        errors = [line for line in out.stderr.splitlines() if line.startswith("mic: error: ")]
+        assert len(errors) == 1, (overrides, out.stderr[-2000:])
+        for fragment in fragments:
+            assert fragment in errors[0], (overrides, errors[0])

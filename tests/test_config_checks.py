@@ -1,13 +1,26 @@
 """The config checks made before anything is built: keys that nothing reads, a model or loss
-term of another task, every missing value at once (mic.schema)."""
+term of another task, every missing value at once, loss weights, the schedule's settings
+(mic.schema)."""
 
+import re
 from pathlib import Path
 
 import pytest
 
 from mic import ConfigError
 from mic.experiment import load_config
-from mic.schema import _missing, _options, check_config, task_mismatches, unread_keys
+from mic.schema import (
+    _missing,
+    _options,
+    check_config,
+    check_eval_models,
+    flag_problems,
+    task_mismatches,
+    unread_keys,
+    unread_section_keys,
+)
+from tests.cli import run_mic_train
+from tests.helpers import TINY_RUN
 
 #: the experiments one runs (those starting with _ are parts the others include)
 EXPERIMENTS = sorted(
@@ -19,6 +32,7 @@ EXPERIMENTS = sorted(
 def test_every_bundled_experiment_fits_its_task_and_reads_every_key(experiment):
     cfg = load_config([f"experiment={experiment}"])
     assert task_mismatches(cfg) == [] and unread_keys(cfg) == []
+    assert unread_section_keys(cfg, added=[]) == [] and flag_problems(cfg) == []
 
 
 @pytest.mark.parametrize("task", ["classification", "segmentation", "detection"])
@@ -106,3 +120,187 @@ def test_a_bad_method_setting_is_found_before_any_data_is_read(tmp_path):
     # (mic-train gives the ConfigError inside hydra's InstantiationException)
     with pytest.raises(InstantiationException, match=r"masker ratio must be a probability in"):
         build_experiment(cfg)
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        (
+            "+eval.intervall=1",
+            "eval.intervall: mic-train reads no such setting; it would change "
+            "nothing. Did you mean: interval?",
+        ),
+        (
+            "+checkpoint.intervall=1",
+            "checkpoint.intervall: mic-train reads no such setting; it "
+            "would change nothing. Did you mean: interval?",
+        ),
+        (
+            "+log.intervall=1",
+            "log.intervall: mic-train reads no such setting; it would change "
+            "nothing. Did you mean: interval?",
+        ),
+        (
+            "+eval.validation.batch=2",
+            "eval.validation.batch: mic-train reads no such setting; "
+            "it would change nothing. Did you mean: batches?",
+        ),
+        (
+            "+loader.pin_memory=true",
+            "loader.pin_memory: mic-train reads no such setting; it "
+            "would change nothing. The settings of loader are: num_workers, source_batch_size, "
+            "target_batch_size, test_batch_size.",
+        ),
+    ],
+)
+def test_a_key_that_a_section_mic_train_reads_does_not_have_is_named(override, expected):
+    assert unread_section_keys(load_config([override]), added=[]) == [expected]
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        check_config(load_config([override]))
+
+
+def test_a_section_key_of_one_s_own_is_kept_where_an_interpolation_reads_it():
+    cfg = load_config(["+eval.my_lr=0.01", "optimizer.lr=${eval.my_lr}"])
+    assert unread_section_keys(cfg, added=[]) == []
+
+
+def test_a_data_set_key_is_judged_only_where_the_command_line_adds_it():
+    # keys of the data set's file are never judged (streets' protocol is read by nothing)
+    assert unread_section_keys(load_config(["dataset=streets"]), added=[]) == []
+    cfg = load_config(["+dataset.mic_block=8"])
+    (problem,) = unread_section_keys(cfg, added=["dataset.mic_block"])
+    assert problem.startswith("dataset.mic_block: mic-train reads no such setting of the data")
+    assert problem.endswith("Did you mean: mic_block_size?")
+    # read by an interpolation, or by mic-train itself: fine
+    cfg = load_config(["+dataset.my_n=10", "dataset.num_classes=${dataset.my_n}"])
+    assert unread_section_keys(cfg, added=["dataset.my_n"]) == []
+    cfg = load_config(["dataset=streets", "++dataset.mic_block_size=8"])
+    assert unread_section_keys(cfg, added=["dataset.mic_block_size"]) == []
+
+
+def test_a_mic_option_of_another_task_is_named_with_the_mic_options_that_fit():
+    (problem,) = task_mismatches(load_config(["mic=segmentation"]))
+    assert problem.startswith("mic: this mic option's term (mic.tasks.segmentation.")
+    assert problem.endswith("choose a classification MIC option (mic=block, mic=none)")
+    assert "method" not in problem
+    assert task_mismatches(load_config(["experiment=streets", "mic=segmentation"])) == []
+
+
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["method.terms.mic.weight=-1"], "method.terms.mic.weight"),
+        (["method.terms.self_training.weight=-5"], "method.terms.self_training.weight"),
+        (["method.terms.mic.weight=nan"], "method.terms.mic.weight"),
+        (
+            ["experiment=det_shapes", "method.terms.adversarial.image_weight=-0.1"],
+            "method.terms.adversarial.image_weight",
+        ),
+        (
+            ["experiment=det_shapes", "method.terms.mic.part_weights.rpn_box=-1"],
+            "method.terms.mic.part_weights.rpn_box",
+        ),
+    ],
+)
+def test_a_negative_loss_weight_is_refused(overrides, key):
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}: a loss weight must be a finite"):
+        check_config(load_config(overrides))
+
+
+def test_a_loss_weight_of_zero_is_allowed():
+    check_config(load_config(["method.terms.mic.weight=0", "method.terms.self_training.weight=0"]))
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        (
+            "method.terms.mic.masker.ratio=abc",
+            "method.terms.mic.masker.ratio: Input should be a number (got 'abc')",
+        ),
+        (
+            "method.terms.mic.masker.ratio=true",
+            "method.terms.mic.masker.ratio: Input should be a number (got True)",
+        ),
+        (
+            "method.terms.mic.masker.block_size=2.5",
+            "method.terms.mic.masker.block_size: Input should be a valid integer, got a number "
+            "with a fractional part (got 2.5)",
+        ),
+    ],
+)
+def test_a_number_argument_given_otherwise_is_named(override, expected):
+    assert flag_problems(load_config([override])) == [expected]
+
+
+def test_a_whole_number_given_as_a_float_is_a_number():
+    assert flag_problems(load_config(["method.terms.mic.masker.block_size=16.0"])) == []
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (
+            ["scheduler=poly", "scheduler.power=abc"],
+            "scheduler.power: must be a number >= 0 (got 'abc')",
+        ),
+        (
+            ["scheduler=poly", "scheduler.warmup_iters=-5"],
+            "scheduler.warmup_iters: must be a whole number >= 0 (got -5)",
+        ),
+        (
+            ["scheduler=poly", "scheduler.warmup_ratio=2"],
+            "scheduler.warmup_ratio: must be a number >= 0 and <= 1 (got 2)",
+        ),
+        (
+            ["scheduler=inverse", "scheduler.gamma=-1"],
+            "scheduler.gamma: must be a number >= 0 (got -1)",
+        ),
+        (
+            ["scheduler=warmup_multistep", "scheduler.gamma=0"],
+            "scheduler.gamma: must be a number > 0 (got 0)",
+        ),
+        (
+            ["scheduler=warmup_multistep", "scheduler.steps=[10,2.5]"],
+            "scheduler.steps: must be a whole number >= 0 (got 2.5)",
+        ),
+    ],
+)
+def test_a_bad_schedule_setting_is_named_with_its_value(overrides, expected):
+    with pytest.raises(ConfigError, match=r"^1 config value is not valid: " + re.escape(expected)):
+        check_config(load_config(overrides))
+
+
+def test_the_bundled_schedules_pass_the_check():
+    for name in ("constant", "inverse", "poly", "warmup_multistep"):
+        check_config(load_config([f"scheduler={name}", "iterations=2000"]))
+
+
+def test_eval_models_led_by_a_teacher_the_method_does_not_have_is_refused():
+    cfg = load_config(["mic=none", "method=source_only", "eval.models=[teacher]"])
+    with pytest.raises(
+        ConfigError,
+        match=r"^eval\.models=\[teacher\] starts with teacher, but "
+        r"method=source_only \(terms: source\) has no teacher",
+    ):
+        check_eval_models(cfg, uses_pseudo_labels=False)
+    check_eval_models(cfg, uses_pseudo_labels=True)
+    # the default [student, teacher] evaluates the student alone
+    check_eval_models(load_config(["mic=none", "method=source_only"]), uses_pseudo_labels=False)
+
+
+def test_resume_and_init_from_of_true_or_false_say_that_null_is_off():
+    with pytest.raises(ConfigError) as e:
+        check_config(load_config(["resume=false", "init_from=true"]))
+    off = "null (or leaving it out) turns it off; the other values are"
+    assert f"resume: {off} auto" in str(e.value) and f"init_from: {off} a mic" in str(e.value)
+
+
+def test_a_warm_up_that_never_ends_is_logged(tmp_path):
+    out = run_mic_train([*TINY_RUN, "scheduler=poly", f"hydra.run.dir={tmp_path}"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    logged = out.stdout + out.stderr  # Hydra's console log handler writes to stdout
+    assert (
+        "scheduler.warmup_iters=1500 is not below scheduler.max_iters=4 (in mic-train: "
+        "iterations)" in logged
+    )

@@ -98,3 +98,32 @@ def test_a_part_switched_off_on_resume_is_named_once_by_its_prefix(tmp_path):
     )
     exp = build_experiment(load_config([*off, "resume_allow_changes=[method.terms.mic]"]), tmp_path)
     assert exp.loop.step == 2
+
+
+def test_resume_refuses_init_from_and_unknown_allowed_changes_through_mic_train(tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY, "iterations=2", "checkpoint.interval=1", f"hydra.run.dir={run}"]
+    assert run_mic_train(args).returncode == 0
+    weights = run / "checkpoints" / "student.pt"
+
+    init = run_mic_train([*args, "resume=auto", "iterations=3", f"init_from={weights}"])
+    assert init.returncode == 2 and "Traceback" not in init.stderr
+    assert f"mic: error: init_from={weights} but a resumed run" in init.stderr
+    assert "reads no init_from" in init.stderr and "Drop init_from" in init.stderr
+    assert "resume_allow_changes=[init_from]" not in init.stderr
+
+    typo = run_mic_train([*args, "resume=auto", "iterations=3", "resume_allow_changes=[iteratons]"])
+    assert typo.returncode == 2 and "Traceback" not in typo.stderr
+    assert "resume_allow_changes names a key of no setting" in typo.stderr
+    assert "'iteratons': Did you mean: iterations?" in typo.stderr
+    # a prefix of a key, and a part that only the checkpoint's config has, are keys
+    ok = run_mic_train(
+        [
+            *args,
+            "resume=auto",
+            "iterations=3",
+            "mic=none",
+            "resume_allow_changes=[method.terms.mic]",
+        ]
+    )
+    assert ok.returncode == 0, ok.stderr[-2000:]

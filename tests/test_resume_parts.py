@@ -192,3 +192,33 @@ def test_latest_checkpoint_skips_truncated_and_foreign_files(tmp_path):
     torch.save({"w": torch.zeros(1)}, tmp_path / "iter_00000003.pt")  # not ours: no marker
     assert latest_checkpoint(tmp_path) == good
     assert latest_checkpoint(tmp_path / "empty") is None
+
+
+def _evaluation_record(step=1, models=("student", "teacher")):
+    """A record as ``mic.Evaluation`` emits it."""
+    record = {"step": step}
+    for i, model in enumerate(models):
+        record[f"eval/{model}/protocol"] = "plain"
+        record[f"eval/{model}/accuracy"] = 0.5 + 0.1 * i
+        record[f"eval/{model}/per_class_accuracy"] = [0.5, 0.5]
+    record["summary"] = "[iteration 1] target ..."
+    return record
+
+
+def test_checkpointer_refuses_a_best_metric_the_evaluation_records_lack(tmp_path):
+    from mic.training import Checkpointer
+
+    with pytest.raises(ConfigError, match=r"give eval/<model>/<metric>"):
+        Checkpointer(tmp_path, best_metric="teacher/accuracy")
+    typo = Checkpointer(tmp_path, best_metric="eval/teacher/acuracy")
+    typo.on_record(None, {"step": 1, "lr": 0.1})  # not an evaluation record: nothing to check
+    with pytest.raises(ConfigError) as info:
+        typo.on_record(None, _evaluation_record())
+    message = str(info.value)
+    assert "best.pt would never be written. Did you mean: eval/teacher/accuracy" in message
+    assert "per_class_accuracy" not in message  # not a score best.pt can follow
+    # a model the evaluation does not score (a teacher in a run without one): a warning
+    unscored = Checkpointer(tmp_path, best_metric="eval/teacher/accuracy")
+    with pytest.warns(UserWarning, match=r"does not score the teacher .*eval/student/accuracy"):
+        unscored.on_record(None, _evaluation_record(models=("student",)))
+    assert not (tmp_path / "best.pt").exists()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import time
+import warnings
 import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -13,9 +15,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mic.core.errors import ConfigError
+from mic.core.errors import CheckpointError, ConfigError
 from mic.core.loop import AdaptationLoop, Hook
-from mic.training.checkpoint import save_checkpoint, save_weights
+from mic.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from mic.training.distributed import broadcast_object, gather_objects, process_info
 from mic.training.evaluation import evaluate, recalibrated_batchnorm, tracked_batchnorms
 from mic.training.rng import rng_state
@@ -328,10 +330,17 @@ class Checkpointer(Hook):
         directory: the checkpoint folder.
         interval: save every this many iterations (0: only at the end and on interruption).
         keep: how many ``iter_*.pt`` files to keep (>= 1).
-        best_metric: the record key whose improvement saves ``best.pt`` (None: never).
+        best_metric: the record key whose improvement saves ``best.pt`` (None: never). The
+            first evaluation record is checked for it: a key whose model is scored there but
+            whose metric is not (a typo) raises a ConfigError with the closest keys; a model
+            that is not scored (a teacher in a run without one) warns.
         extra: plain values stored in every checkpoint.
         stateful: name -> object with ``state_dict()`` / ``load_state_dict()`` (plain types)
             whose state travels in checkpoints.
+
+    Raises:
+        ConfigError: ``keep`` below 1; a ``best_metric`` that is not of the form
+            ``eval/<model>/<metric>`` or ``validator/<model>/<name>``.
     """
 
     def __init__(
@@ -345,6 +354,15 @@ class Checkpointer(Hook):
     ) -> None:
         if keep < 1:
             raise ConfigError(f"checkpoint.keep must be at least 1, got {keep}")
+        parts = str(best_metric).split("/")
+        if best_metric is not None and (
+            len(parts) != 3 or parts[0] not in ("eval", "validator") or not all(parts)
+        ):
+            raise ConfigError(
+                f"Checkpointer(best_metric={best_metric!r}): not a key of the evaluation "
+                "records; give eval/<model>/<metric> (e.g. eval/student/accuracy), "
+                "validator/<model>/<name> (e.g. validator/student/snd), or None"
+            )
         self.directory = Path(directory)
         self.interval = interval
         self.keep = keep
@@ -353,6 +371,10 @@ class Checkpointer(Hook):
         self.extra = extra or {}
         self.stateful = dict(stateful or {})
         self._saved_step = -1
+        self._metric_seen = best_metric is None
+        #: the file that holds the best state so far: this run's ``best.pt``, or, after a
+        #: resume from another folder, that folder's (None: no best state yet)
+        self.best_file: Path | None = None
 
     @property
     def best(self) -> float | None:
@@ -371,10 +393,17 @@ class Checkpointer(Hook):
             **self.extra,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], path: str | Path | None = None) -> None:
         """Restore the selection record and the stateful hooks from a checkpoint's state (a
         checkpoint written before the record existed holds only the best value of
-        ``best_metric``)."""
+        ``best_metric``).
+
+        Args:
+            state: the checkpoint's contents.
+            path: the checkpoint file it was read from: the ``best.pt`` beside it, when it
+                holds the recorded best state, is the best file until this run saves one of
+                its own (a run resumed into another folder names it, not a file it never wrote).
+        """
         if "selection" in state:
             self.selection.load_state_dict(state["selection"])
         elif isinstance(state.get("best"), float) and self.best_metric:
@@ -384,6 +413,20 @@ class Checkpointer(Hook):
         for name, obj in self.stateful.items():
             if name in state.get("hooks", {}):
                 obj.load_state_dict(state["hooks"][name])
+        self.best_file = self._recorded_best_file(Path(path).parent if path else self.directory)
+
+    def _recorded_best_file(self, folder: Path) -> Path | None:
+        """``folder``'s ``best.pt`` when it holds the best state of the selection record (the
+        same iteration), else None."""
+        entry = self.selection.best.get(self.best_metric) if self.best_metric else None
+        candidate = folder / "best.pt"
+        if entry is None or not candidate.is_file():
+            return None
+        try:
+            step = load_checkpoint(candidate, mmap=True).get("step")
+        except CheckpointError:
+            return None
+        return candidate if step == entry["step"] else None
 
     def before_run(self, loop: AdaptationLoop) -> None:
         if process_info().is_main and self.directory.is_dir():
@@ -405,10 +448,48 @@ class Checkpointer(Hook):
             self.save(loop)
 
     def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
+        if not self._metric_seen:
+            self._check_metric(record)
         if self.best_metric in self.selection.update(record):
             state = self.state(loop)
             if process_info().is_main:
                 save_checkpoint(state, self.directory / "best.pt")
+            self.best_file = self.directory / "best.pt"
+
+    def _check_metric(self, record: dict[str, Any]) -> None:
+        """At the first evaluation record: is ``best_metric`` among its keys?
+
+        Raises:
+            ConfigError: its model is scored there, its metric is not (a typo).
+        """
+        keys = sorted(k for k in record if k.startswith(("eval/", "validator/")))
+        if not keys:
+            return  # no evaluation record (or nothing scored): wait for one
+        self._metric_seen = True
+        metric = str(self.best_metric)
+        if metric in record:
+            return
+        kind, model, _ = metric.split("/")
+        scored = sorted({k.split("/")[1] for k in keys})
+        numeric = [  # the scores best.pt can follow
+            k
+            for k in keys
+            if isinstance(record[k], (int, float)) and not isinstance(record[k], bool)
+        ]
+        if model in scored:
+            close = difflib.get_close_matches(metric, numeric, n=3, cutoff=0.6)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ConfigError(
+                f"Checkpointer(best_metric={metric!r}): the evaluation records have no such "
+                f"key, so best.pt would never be written.{hint} The records' scores: "
+                f"{', '.join(numeric) or 'none'}"
+            )
+        warnings.warn(
+            f"Checkpointer(best_metric={metric!r}): the evaluation does not score the {model} "
+            f"(it scores: {', '.join(scored)}), so best.pt is not written; follow the score of "
+            f"a scored model, e.g. {kind}/{scored[0]}/{metric.split('/')[2]}",
+            stacklevel=2,
+        )
 
     def after_run(self, loop: AdaptationLoop) -> None:
         if loop.step != self._saved_step and loop.step > 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -9,6 +11,8 @@ import torch
 from torch import nn
 
 from mic.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def param_groups(
@@ -29,7 +33,12 @@ def param_groups(
             Nested mappings (``{"model": {"backbone": 0.1}}``) are read the same way.
         weight_decay: the base weight decay (None: the optimiser's default).
         no_weight_decay: parameters whose name contains one of these substrings get no
-            weight decay (e.g. ``["norm", "pos_block"]``).
+            weight decay (e.g. ``["norm", "pos_block"]``); unlike ``lr_mult``, a substring
+            that no parameter's name contains is no error, as one list serves several models
+            (``pos_block`` names MiT's position blocks, which a U-Net does not have).
+
+    Raises:
+        ConfigError: an ``lr_mult`` prefix that no trainable parameter's name starts with.
     """
     lr_mult = _flatten(lr_mult or {})
     named = [
@@ -72,6 +81,41 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     return flat
 
 
+def _setting(
+    name: str,
+    value: Any,
+    *,
+    integer: bool = False,
+    low: float | None = None,
+    above: bool = False,
+    high: float | None = None,
+) -> Any:
+    """``value`` of the schedule's setting ``scheduler.<name>``, checked: a number (a whole one
+    with ``integer``), finite, >= ``low`` (> with ``above``) and <= ``high``.
+
+    Raises:
+        ConfigError: naming ``scheduler.<name>``, the value and the range.
+    """
+    kind = "a whole number" if integer else "a number"
+    bounds = []
+    if low is not None:
+        bounds.append(f"{'>' if above else '>='} {low:g}")
+    if high is not None:
+        bounds.append(f"<= {high:g}")
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = number and math.isfinite(value) and (not integer or float(value).is_integer())
+    if ok and low is not None:
+        ok = value > low if above else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        raise ConfigError(
+            f"scheduler.{name}: must be {kind}{' ' + ' and '.join(bounds) if bounds else ''} "
+            f"(got {value!r}); set scheduler.{name}=... on the command line"
+        )
+    return int(value) if integer else float(value)
+
+
 class WarmupPoly:
     """Linear warm-up then polynomial decay (mmseg's schedule, used by DAFormer and HRDA).
 
@@ -88,10 +132,21 @@ class WarmupPoly:
         warmup_ratio: float = 1e-6,
         min_ratio: float = 0.0,
     ) -> None:
-        if max_iters < 1 or warmup_iters < 0:
-            raise ConfigError("scheduler max_iters must be >= 1 and warmup_iters >= 0")
-        self.max_iters, self.warmup_iters = int(max_iters), int(warmup_iters)
-        self.power, self.warmup_ratio, self.min_ratio = power, warmup_ratio, min_ratio
+        self.max_iters = _setting("max_iters", max_iters, integer=True, low=1)
+        self.warmup_iters = _setting("warmup_iters", warmup_iters, integer=True, low=0)
+        self.power = _setting("power", power, low=0)
+        self.warmup_ratio = _setting("warmup_ratio", warmup_ratio, low=0, high=1)
+        self.min_ratio = _setting("min_ratio", min_ratio, low=0, high=1)
+        if self.warmup_iters >= self.max_iters:
+            log.warning(
+                "scheduler.warmup_iters=%d is not below scheduler.max_iters=%d (in mic-train: "
+                "iterations), so the learning rate is still warming up when the schedule ends "
+                "and never reaches optimizer.lr; set scheduler.warmup_iters below it (e.g. "
+                "scheduler.warmup_iters=%d, 5%% of the run) or 0 for no warm-up",
+                self.warmup_iters,
+                self.max_iters,
+                max(1, self.max_iters // 20),
+            )
 
     def __call__(self, t: int) -> float:
         progress = min(t, self.max_iters) / self.max_iters
@@ -114,10 +169,15 @@ class WarmupMultiStep:
         warmup_iters: int = 500,
         warmup_factor: float = 1.0 / 3,
     ) -> None:
-        if warmup_iters < 0 or gamma <= 0:
-            raise ConfigError("scheduler warmup_iters must be >= 0 and gamma > 0")
-        self.steps = sorted(int(s) for s in steps)
-        self.gamma, self.warmup_iters, self.warmup_factor = gamma, int(warmup_iters), warmup_factor
+        if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence):
+            raise ConfigError(
+                f"scheduler.steps: must be a list of iterations (got {steps!r}); e.g. "
+                "scheduler.steps=[30000,40000]"
+            )
+        self.steps = sorted(_setting("steps", s, integer=True, low=0) for s in steps)
+        self.gamma = _setting("gamma", gamma, low=0, above=True)
+        self.warmup_iters = _setting("warmup_iters", warmup_iters, integer=True, low=0)
+        self.warmup_factor = _setting("warmup_factor", warmup_factor, low=0)
 
     def __call__(self, t: int) -> float:
         factor = self.gamma ** sum(t >= s for s in self.steps)
@@ -131,7 +191,9 @@ class InverseDecay:
     """SDAT's (and DANN's) schedule: factor(t) = (1 + gamma * t) ^ (-power)."""
 
     def __init__(self, gamma: float = 0.001, power: float = 0.75) -> None:
-        self.gamma, self.power = gamma, power
+        # gamma < 0 would take the base through 0 (a division by zero, then complex numbers)
+        self.gamma = _setting("gamma", gamma, low=0)
+        self.power = _setting("power", power, low=0)
 
     def __call__(self, t: int) -> float:
         return (1 + self.gamma * t) ** (-self.power)
