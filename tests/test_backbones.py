@@ -29,9 +29,24 @@ def test_unknown_name_suggests_close_names():
         create_backbone("resnet5")
 
 
-def test_pretrained_without_known_weights_is_a_clear_error():
-    with pytest.raises(ConfigError, match="no pretrained weights are known"):
-        create_backbone("tiny_cnn", pretrained=True)
+def test_pretrained_without_known_weights_names_the_overrides_that_fix_it():
+    """The hint is read by mic-train users: it names command-line overrides (and Python's)."""
+    with pytest.raises(ConfigError, match="no pretrained weights are known") as error:
+        create_backbone("darknet17", pretrained=True)  # a timm model without published weights
+    message = str(error.value)
+    assert "on the command line model.pretrained=false" in message
+    assert "+model.pretrained_cfg_overlay={file:/path/to/weights.pth}" in message
+    assert "pretrained=False" in message
+
+
+@pytest.mark.parametrize("name", ["tiny_cnn", "small_cnn"])
+def test_pretrained_small_backbones_are_refused_even_with_a_weights_file(name, tmp_path):
+    """timm builds mic's small CNNs without loading a file: it would be ignored silently."""
+    torch.save(create_backbone(name).state_dict(), tmp_path / "w.pth")
+    overlay = {"file": str(tmp_path / "w.pth")}
+    for kwargs in ({}, {"pretrained_cfg_overlay": overlay}):
+        with pytest.raises(ConfigError, match=f"'{name}' has no pretrained weights.*init_from"):
+            create_backbone(name, pretrained=True, **kwargs)
 
 
 def test_pretrained_weights_that_cannot_be_loaded_is_a_clear_error(tmp_path):
@@ -101,5 +116,10 @@ def test_offline_pretrained_weights_not_in_the_cache_is_a_clear_error_at_once(
     _offline(monkeypatch, tmp_path)
     with pytest.raises(
         ConfigError, match=r"hub cannot be reached and timm/resnet18\.\S+ is not in"
-    ):
+    ) as error:
         create_backbone("resnet18", pretrained=True)
+    # the ways out, as mic-train overrides (a key=value a user can type)
+    assert "on the command line +model.pretrained_cfg_overlay={file:/path/to/weights.pth}" in str(
+        error.value
+    )
+    assert "on the command line model.pretrained=false" in str(error.value)

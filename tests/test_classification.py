@@ -2,7 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mic import DatasetError
+import mic
+from mic import ConfigError, DatasetError
 from mic.tasks.classification import ClassificationTask, Classifier
 
 
@@ -79,8 +80,50 @@ def test_classifier_exposes_features_and_named_parts():
     assert Classifier("tiny_cnn", 5, bottleneck_dim=0)(torch.randn(2, 3, 8, 8)).shape == (2, 5)
 
 
-def test_bad_task_settings():
-    with pytest.raises(DatasetError):
+def test_bad_task_settings_are_config_errors():
+    with pytest.raises(ConfigError, match="at least 2 classes"):
         ClassificationTask(1)
-    with pytest.raises(DatasetError):
+    with pytest.raises(ConfigError, match="at least 2 classes"):
+        ClassificationTask(0)
+    with pytest.raises(ConfigError, match="primary_metric"):
         ClassificationTask(3, primary_metric="f1")
+
+
+@pytest.mark.parametrize("model_classes", [2, 5])
+def test_loss_and_predict_refuse_a_model_of_another_class_count(model_classes):
+    task = ClassificationTask(3)
+    model = Classifier("tiny_cnn", model_classes, bottleneck_dim=8)
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
+    message = f"the model predicts {model_classes} classes but the task has 3"
+    with pytest.raises(ConfigError, match=message):
+        task.loss(model, x, y)
+    with pytest.raises(ConfigError, match=message):
+        task.predict(model, x)
+
+
+def test_loss_refuses_a_model_that_returns_no_class_scores():
+    task = ClassificationTask(3)
+    with pytest.raises(ConfigError, match=r"B x C class scores.*shape \(4, 3, 8, 8\)"):
+        task.loss(torch.nn.Identity(), torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0]))
+    with pytest.raises(ConfigError, match="got tuple"):
+        task.predict(lambda x: (x, x), torch.randn(4, 3, 8, 8))
+
+
+@pytest.mark.parametrize("method", ["mean_teacher", "dann"])
+def test_a_class_count_mismatch_stops_the_first_iteration_not_the_evaluation(method):
+    """A 5-class model on a 3-class task used to train to the end, then fail in torchmetrics."""
+    from mic.tasks.classification import DomainAdversarial, JointSourceSupervision
+    from tests.helpers import tiny_loaders
+
+    task, source, target, _ = tiny_loaders()
+    student = Classifier("tiny_cnn", 5, bottleneck_dim=8)
+    if method == "dann":
+        terms = {"source": JointSourceSupervision(), "dann": DomainAdversarial(8, 16)}
+        uda, teacher = mic.UDAMethod(terms), None
+    else:
+        uda, teacher = mic.mean_teacher(), mic.EMATeacher(student, 0.9)
+    optimizer = torch.optim.Adam([*student.parameters(), *uda.parameters()])
+    loop = mic.AdaptationLoop(task, student, uda, optimizer, source, target, 3, teacher=teacher)
+    with pytest.raises(ConfigError, match="the model predicts 5 classes but the task has 3"):
+        loop.run()
+    assert loop.step == 0

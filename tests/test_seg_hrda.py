@@ -216,7 +216,10 @@ def test_the_loss_draws_its_crop_from_the_calling_terms_stream():
     b = task.loss(model, x, y, rng=RandomStream(3))
     assert torch.equal(seen[0], seen[1]) and torch.equal(a["fused"], b["fused"])
     assert torch.equal(seen[0], detail_crop_boxes(RandomStream(3), 2, (16, 16), (8, 8), 4))
-    with pytest.raises(ConfigError, match="trains HRDA models"):
+    # the models that fit, the bundled one (no weights to download) first
+    with pytest.raises(
+        ConfigError, match=r"trains HRDA models.*model=hrda_small_unet.*model=hrda_daformer_mitb5"
+    ):
         task.loss(Tiles(), x, y)
 
 
@@ -360,8 +363,18 @@ def test_mic_masks_the_image_that_hrda_sees_at_both_resolutions_and_lambda_scale
     # a task whose loss has no detail part says so
     plain = IterationContext(0, SegmentationTask(3), Tiles(), (target, teacher.argmax(1)), target)
     plain._pseudo = SegmentationTask(3).pseudo_label(torch.softmax(teacher, 1))
-    with pytest.raises(ConfigError, match="detail"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unscaled_parts \(method\.terms\.mic\.unscaled_parts\) name \['detail'\].*no named",
+    ):
         SegmentationMIC(masker, unscaled_parts=["detail"])(plain)
+    # a part the loss does not have is named as the user's setting, unscaled_parts
+    ctx.restart()
+    with pytest.raises(ConfigError) as error:
+        SegmentationMIC(masker, unscaled_parts=["foo"])(ctx)
+    assert "unscaled_parts (method.terms.mic.unscaled_parts) name ['foo']" in str(error.value)
+    assert "its parts are ['detail', 'fused']" in str(error.value)
+    assert "part_weights" not in str(error.value)
 
 
 # ----------------------------------------------------------------------------- the loop

@@ -72,6 +72,22 @@ def test_class_mix_labels_and_weights_follow_the_mask():
     assert (weights[:, 1:][~inside[:, 1:]] == 1).all()
 
 
+def test_class_mix_on_a_classification_task_says_it_is_a_segmentation_term():
+    """It used to fail with a raw size-mismatch RuntimeError of torch.where."""
+    from mic.tasks.classification import ClassificationTask, Classifier
+
+    task = ClassificationTask(3)
+    images = torch.randn(4, 3, 8, 8)
+    student = Classifier("tiny_cnn", 3, bottleneck_dim=8)
+    ctx = _context(task, images, images + 1, torch.tensor([0, 1, 2, 0]), torch.randn(4, 3))
+    ctx.student, ctx.term = student, "mix"
+    with pytest.raises(mic.ConfigError, match=r"ClassMix is a segmentation term.*shape \(4,\)"):
+        ClassMix()(ctx)
+    ctx.term = "source"
+    with pytest.raises(mic.ConfigError, match="SharedSourceSupervision and FeatureDistance"):
+        SharedSourceSupervision()(ctx)
+
+
 def test_majority_labels_and_feature_distance_masks_thing_cells():
     labels = torch.zeros(1, 4, 4, dtype=torch.long)
     labels[:, :2, :2] = 5

@@ -11,7 +11,7 @@ import timm
 from torch import nn
 
 # our small models register themselves in timm's registry on import
-from mic.backbones import small as _small  # noqa: F401
+from mic.backbones.small import SMALL_MODELS
 from mic.core.errors import ConfigError
 from mic.schema import did_you_mean
 
@@ -26,9 +26,19 @@ def _has_weights(name: str, overlay: dict[str, Any] | None) -> bool:
     return cfg is not None and any(getattr(cfg, k, None) for k in ("url", "hf_hub_id", "file"))
 
 
+#: how to load a local weights file or train without pretrained weights, for mic-train and
+#: Python users alike (a local file reaches the backbone through Classifier's keywords)
+_LOCAL_FILE = (
+    "load them from a local file (a classification model: on the command line "
+    "+model.pretrained_cfg_overlay={file:/path/to/weights.pth}; in Python "
+    "Classifier(..., pretrained_cfg_overlay={'file': '/path/to/weights.pth'}))"
+)
+_NO_WEIGHTS = (
+    "train without them (on the command line model.pretrained=false; in Python pretrained=False)"
+)
 _OFFLINE_ADVICE = (
-    "Without internet, download them once into the timm / Hugging Face cache, or pass "
-    "pretrained_cfg_overlay={file: /path/to/weights.pth}; or use pretrained=false."
+    f"Without internet, download them once into the timm / Hugging Face cache; or {_LOCAL_FILE}; "
+    f"or {_NO_WEIGHTS}."
 )
 _HUB_FILES = ["model.safetensors", "pytorch_model.bin"]
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
@@ -112,13 +122,27 @@ def create_backbone(
 
     Without ``features_only`` the model has no classifier (``num_classes=0``): its forward
     gives pooled features of size ``model.num_features``.
+
+    Returns:
+        The timm model.
+
+    Raises:
+        ConfigError: an unknown name, ``pretrained`` without weights to load (none known, one
+            of mic's small models, a missing file, the hub unreachable and nothing cached),
+            weights that fail to load, or ``features_only`` on a model without that mode.
     """
     check_backbone_name(name)
     overlay = kwargs.get("pretrained_cfg_overlay")
+    if pretrained and name in SMALL_MODELS:  # timm would build them without loading a file
+        raise ConfigError(
+            f"mic's small backbone '{name}' has no pretrained weights and loads no weights "
+            f"file: {_NO_WEIGHTS}; to start from a trained run's weights, use init_from "
+            "(docs/training.md)"
+        )
     if pretrained and not _has_weights(name, overlay):
         raise ConfigError(
-            f"no pretrained weights are known for backbone '{name}'; use pretrained=false, or "
-            "pass pretrained_cfg_overlay={file: /path/to/weights.pth}"
+            f"no pretrained weights are known for backbone '{name}': {_NO_WEIGHTS}, or "
+            f"{_LOCAL_FILE}."
         )
     if features_only:
         kwargs["features_only"] = True

@@ -65,6 +65,10 @@ def _create(widths: tuple[int, ...], kwargs: dict[str, Any]) -> SmallCNN:
     return SmallCNN(widths, **kwargs)
 
 
+#: mic's own backbones: no pretrained weights exist for them
+SMALL_MODELS = ("small_cnn", "tiny_cnn")
+
+
 @register_model
 def small_cnn(pretrained: bool = False, **kwargs: Any) -> SmallCNN:
     """Three blocks of widths 32-64-128: the bundled digits benchmark's backbone."""

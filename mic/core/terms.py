@@ -17,28 +17,25 @@ from mic.core.weighting import QUALITY_THRESHOLD, PseudoLabelWeighting, Weightin
 
 
 def sum_parts(
-    loss: Tensor | Mapping[str, Tensor], part_weights: Mapping[str, float] | None
+    loss: Tensor | Mapping[str, Tensor],
+    part_weights: Mapping[str, float] | None,
+    setting: str = "part_weights",
 ) -> Tensor:
     """A Task loss as one scalar: the loss, or the sum of its named parts each scaled by
     ``part_weights[name]`` (default 1; 0 leaves the part out).
 
     Raises:
-        ConfigError: ``part_weights`` names a part the loss does not have.
+        ConfigError: ``part_weights`` (made by the option ``setting``) names a part the loss
+            does not have.
     """
-    if not isinstance(loss, Mapping):
-        if part_weights:
-            raise ConfigError(
-                f"part_weights {dict(part_weights)} were given but the task's loss has no "
-                "named parts; remove part_weights"
-            )
-        return loss
     weights = dict(part_weights or {})
-    unknown = sorted(set(weights) - set(loss))
+    names = sorted(loss) if isinstance(loss, Mapping) else None
+    unknown = sorted(set(weights) - set(names or ()))
     if unknown:
-        raise ConfigError(
-            f"part_weights name {unknown}, which the task's loss does not have; its parts are "
-            f"{sorted(loss)}"
-        )
+        has = f"its parts are {names}" if names else "it has no named parts; remove them"
+        raise ConfigError(f"{setting} name {unknown}, which the task's loss does not have; {has}")
+    if not isinstance(loss, Mapping):
+        return loss
     parts = [weights.get(k, 1.0) * v for k, v in loss.items() if weights.get(k, 1.0) != 0]
     if not parts:
         return next(iter(loss.values())).new_zeros(())
@@ -97,6 +94,7 @@ class ConsistencyLoss(LossTerm):
         super().__init__(weight)
         self.weighting = PseudoLabelWeighting(weighting, tau)
         self.part_weights = dict(part_weights or {})
+        self.parts_setting = "part_weights"  # how messages name them (a subclass may set them)
 
     @abstractmethod
     def transform(self, images: Any, rng: Random = None) -> Any:
@@ -128,7 +126,7 @@ class ConsistencyLoss(LossTerm):
         if weights is None:
             weights = self.weighting(pseudo)
         loss = task.loss(student, views, pseudo.labels, weights, rng=rng)
-        return self.weight * sum_parts(loss, self.part_weights)
+        return self.weight * sum_parts(loss, self.part_weights, self.parts_setting)
 
     def forward(self, ctx: IterationContext) -> Tensor:
         pseudo = ctx.pseudo_labels

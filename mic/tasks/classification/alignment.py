@@ -147,6 +147,14 @@ class JointOutputs:
     target_features: Tensor
 
 
+def _check_logits(ctx: IterationContext, logits: Tensor) -> None:
+    """The task's check of the student's logits (``ClassificationTask.check_logits``: the
+    class count, a shape check), where the task has one."""
+    check = getattr(ctx.task, "check_logits", None)
+    if check is not None:
+        check(logits)
+
+
 @SharedForward
 def joint_forward(ctx: IterationContext) -> JointOutputs:
     """One forward pass of the student over ``cat(source, target)`` (computed once per
@@ -157,6 +165,7 @@ def joint_forward(ctx: IterationContext) -> JointOutputs:
     n = len(ctx.source_images)
     x = torch.cat([ctx.source_images, ctx.target_images])
     logits, features = ctx.student(x, return_features=True)
+    _check_logits(ctx, logits)
     return JointOutputs(logits[:n], features[:n], logits[n:], features[n:])
 
 
@@ -169,6 +178,7 @@ def separate_forward(ctx: IterationContext) -> JointOutputs:
     require_features(ctx.student, "the alignment methods")
     source_logits, source_features = ctx.student(ctx.source_images, return_features=True)
     target_logits, target_features = ctx.student(ctx.target_images, return_features=True)
+    _check_logits(ctx, source_logits)
     return JointOutputs(source_logits, source_features, target_logits, target_features)
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassStatScores
 
-from mic.core import DatasetError, PseudoLabels, Task
+from mic.core import ConfigError, DatasetError, PseudoLabels, Task
 from mic.core.context import Random
 from mic.functional import weighted_cross_entropy
 
@@ -44,20 +44,49 @@ class ClassificationTask(Task):
         num_classes: the number of classes.
         primary_metric: ``"accuracy"`` (Office-Home, Office-31) or ``"mean_class_accuracy"``
             (VisDA-2017); both are always logged.
+
+    Raises:
+        ConfigError: fewer than 2 classes, or an unknown ``primary_metric``.
     """
 
     def __init__(self, num_classes: int, primary_metric: str = "accuracy") -> None:
         if int(num_classes) < 2:
-            raise DatasetError(
+            raise ConfigError(
                 f"classification needs at least 2 classes, got num_classes={num_classes}"
             )
         if primary_metric not in ("accuracy", "mean_class_accuracy"):
-            raise DatasetError(
+            raise ConfigError(
                 "task.primary_metric must be 'accuracy' or 'mean_class_accuracy', "
                 f"got {primary_metric!r}"
             )
         self.num_classes = int(num_classes)
         self.primary_metric = primary_metric
+
+    def check_logits(self, logits: Any) -> None:
+        """Raise ``ConfigError`` unless ``logits`` are B x ``num_classes`` scores (a shape
+        check: no device synchronisation).
+
+        Args:
+            logits: what the model returned.
+
+        Raises:
+            ConfigError: not a B x C tensor, or C differs from ``num_classes``.
+        """
+        if not isinstance(logits, Tensor) or logits.ndim != 2:
+            got = (
+                f"a tensor of shape {tuple(logits.shape)}"
+                if isinstance(logits, Tensor)
+                else type(logits).__name__
+            )
+            raise ConfigError(
+                f"a classification model must return B x C class scores (logits), got {got}"
+            )
+        if logits.shape[1] != self.num_classes:
+            raise ConfigError(
+                f"the model predicts {logits.shape[1]} classes but the task has "
+                f"{self.num_classes}; set model.num_classes to ${{dataset.num_classes}} (in "
+                f"Python: build the model with num_classes={self.num_classes})"
+            )
 
     def loss(
         self,
@@ -67,10 +96,14 @@ class ClassificationTask(Task):
         weights: Tensor | None = None,
         rng: Random = None,
     ) -> Tensor:
-        return weighted_cross_entropy(model(images), targets, weights)
+        logits = model(images)
+        self.check_logits(logits)
+        return weighted_cross_entropy(logits, targets, weights)
 
     def predict(self, model: nn.Module, images: Tensor) -> Tensor:
-        return probabilities(model(images))
+        logits = model(images)
+        self.check_logits(logits)
+        return probabilities(logits)
 
     def pseudo_label(self, prediction: Tensor) -> PseudoLabels:
         confidence, labels = prediction.max(dim=1)

@@ -94,7 +94,7 @@ class DetectionTask(Task):
         ignore_threshold: float | None = None,
     ) -> None:
         if int(num_classes) < 1:
-            raise DatasetError(f"detection needs at least 1 class, got num_classes={num_classes}")
+            raise ConfigError(f"detection needs at least 1 class, got num_classes={num_classes}")
         thresholds = {"score_threshold": score_threshold, "ignore_threshold": ignore_threshold}
         for name, value in thresholds.items():
             optional = value is None and name == "ignore_threshold"

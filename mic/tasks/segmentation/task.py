@@ -422,8 +422,10 @@ class HRDASegmentationTask(SegmentationTask):
         hrda = unwrap(model)
         if not isinstance(hrda, HRDA):
             raise ConfigError(
-                f"HRDASegmentationTask trains HRDA models, got {type(hrda).__name__}; wrap the "
-                "model (model=hrda_daformer_mitb5, or HRDA(segmenter)) or use task=segmentation"
+                f"HRDASegmentationTask trains HRDA models, got {type(hrda).__name__}; choose an "
+                "HRDA model (model=hrda_small_unet: the bundled small one, no pretrained "
+                "weights; model=hrda_daformer_mitb5: the published one, ImageNet weights; in "
+                "Python wrap the model: HRDA(segmenter)) or use task=segmentation"
             )
         boxes = detail_crop_boxes(
             rng, images.shape[0], images.shape[-2:], hrda.detail_crop, hrda.crop_divisible

@@ -109,6 +109,23 @@ class ClassMix(LossTerm):
         """The mixed images, labels and per-pixel weights of this iteration."""
         source, labels = ctx.source_images, ctx.source_targets
         target = ctx.target_images
+        if not (
+            isinstance(labels, Tensor)
+            and isinstance(source, Tensor)
+            and labels.ndim == 3
+            and labels.shape[-2:] == source.shape[-2:]
+        ):
+            got = (
+                f"targets of shape {tuple(labels.shape)}"
+                if isinstance(labels, Tensor)
+                else f"{type(labels).__name__} targets"
+            )
+            raise ConfigError(
+                "ClassMix is a segmentation term: it pastes the pixels of source classes, so it "
+                "needs B x H x W label maps of the images' size (SegmentationTask), but "
+                f"{type(ctx.task).__name__} gives {got}; remove it from the method (a "
+                "classification or detection method has no ClassMix term)"
+            )
         if source.shape != target.shape:
             raise ConfigError(
                 f"ClassMix pastes each source crop onto one target crop, so source and target "
@@ -156,6 +173,13 @@ def source_forward(ctx: IterationContext) -> tuple[Any, list[Tensor]]:
     running term's stream): its output (logits; HRDA: an ``HRDAOutput``) and the encoder's
     feature maps (HRDA: of the context image), read by ``SharedSourceSupervision`` and
     ``FeatureDistance`` and back-propagated together."""
+    if not hasattr(ctx.task, "forward_train") or not hasattr(ctx.task, "loss_from_logits"):
+        raise ConfigError(
+            f"the segmentation terms SharedSourceSupervision and FeatureDistance train through "
+            f"a SegmentationTask's forward_train and loss_from_logits, which "
+            f"{type(ctx.task).__name__} has not; remove them from the method (mic."
+            "SourceSupervision is the source loss of every task)"
+        )
     require_features(ctx.student, "the feature distance")
     return ctx.task.forward_train(  # type: ignore[attr-defined]
         ctx.student, ctx.source_images, ctx.rng, return_features=True
@@ -321,6 +345,7 @@ class SegmentationMIC(MaskedImageConsistency):
             raise ConfigError(f"MIC images must be 'target' or 'source+target', got {images!r}")
         self.images = images
         self.unscaled_parts = unscaled
+        self.parts_setting = "MIC's unscaled_parts (method.terms.mic.unscaled_parts)"
         #: the last call's quality weight ``q`` and mean confidence, for logs
         self.statistics: dict[str, Tensor] = {}
 

@@ -95,7 +95,8 @@ def _weights_error(name: str, error: Exception) -> ConfigError:
     return ConfigError(
         f"could not load the pretrained weights of encoder '{name}' "
         f"({error.__class__.__name__}: {error}). Without internet, download them once into the "
-        "Hugging Face cache (then set HF_HUB_OFFLINE=1), or use pretrained=false"
+        "Hugging Face cache (then set HF_HUB_OFFLINE=1), or train without them (on the command "
+        "line model.pretrained=false; in Python pretrained=False)"
     )
 
 

@@ -170,7 +170,10 @@ class ContextUNet(Segmenter):
         norm: Norm = "batch",
     ) -> None:
         if pretrained:
-            raise ConfigError("ContextUNet has no pretrained weights; use pretrained=false")
+            raise ConfigError(
+                "ContextUNet has no pretrained weights; set model.pretrained=false (in Python "
+                "pretrained=False)"
+            )
         if norm not in NORMS:
             raise ConfigError(f"model.norm must be one of {NORMS} (ContextUNet), got {norm!r}")
         encoder = SmallUNetEncoder(widths, norm)

@@ -148,7 +148,10 @@ class SmallUNet(Segmenter):
         norm: Norm = "batch",
     ) -> None:
         if pretrained:
-            raise ConfigError("SmallUNet has no pretrained weights; use pretrained=false")
+            raise ConfigError(
+                "SmallUNet has no pretrained weights; set model.pretrained=false (in Python "
+                "pretrained=False)"
+            )
         if norm not in NORMS:
             raise ConfigError(f"model.norm must be one of {NORMS} (SmallUNet), got {norm!r}")
         encoder = SmallUNetEncoder(widths, norm)

@@ -1,0 +1,67 @@
+"""The Python snippets of docs/ that a reader copies into a run, run as written (on tiny data
+or for a few iterations)."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import mic
+from mic.tasks.classification import ClassificationTask, Classifier
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+DOCS = Path(__file__).parents[1] / "docs"
+PYTHON = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+
+
+def snippets(page: str, section: str) -> list[str]:
+    """The python blocks of ``section`` (a ``## `` heading) of docs/``page``."""
+    text = (DOCS / page).read_text()
+    start = text.index(f"## {section}\n")
+    end = text.find("\n## ", start + 1)
+    return PYTHON.findall(text[start : end if end >= 0 else None])
+
+
+def test_new_task_pages_loss_terms_train_a_classifier_as_written():
+    """docs/new_task.md, "A new method": the terms use only what every task has (a term
+    called ``ctx.task.loss_from_logits``, which a ClassificationTask has not)."""
+    namespace: dict = {}
+    for code in snippets("new_task.md", "A new method"):
+        exec(code, namespace)
+    task = ClassificationTask(3)
+    g = torch.Generator().manual_seed(0)
+    xs, ys = torch.randn(8, 3, 8, 8, generator=g), torch.randint(0, 3, (8,), generator=g)
+    source = DataLoader(TensorDataset(xs, ys), 4, drop_last=True, collate_fn=task.collate)
+    target = DataLoader(list(xs + 1), 4, drop_last=True, collate_fn=task.collate)
+    methods = [
+        {"source": namespace["SourceLoss"]()},
+        {"source": namespace["SharedSourceLoss"](), "norm": namespace["FeatureNorm"]()},
+    ]
+    for terms in methods:
+        torch.manual_seed(0)
+        student = Classifier("tiny_cnn", 3, bottleneck_dim=8)
+        before = [p.clone() for p in student.parameters()]
+        optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+        loop = mic.AdaptationLoop(task, student, mic.UDAMethod(terms), optimizer, source, target, 2)
+        loop.run()
+        assert loop.step == 2
+        assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
+
+
+def test_model_selection_pages_adabn_loader_serves_adabn_batches_as_written(tmp_path):
+    """docs/model_selection.md, "From Python": its unlabelled loader (449 images in batches of
+    64) feeds AdaBN 10 batches, passing over the set again: without drop_last the 1-image last
+    batch stopped BatchNorm (training mode) with torch's ValueError."""
+    from mic.training.evaluation import recalibrated_batchnorm
+
+    (code,) = snippets("model_selection.md", "From Python")
+    namespace: dict = {}
+    exec(code.replace('"runs/x/checkpoints"', repr(str(tmp_path / "checkpoints"))), namespace)
+    evaluation = namespace["evaluation"]
+    assert evaluation.adabn_batches == 10
+    model = Classifier("small_cnn", num_classes=10).eval()  # BatchNorm1d in its bottleneck
+    with recalibrated_batchnorm(model, evaluation.adabn_loader, evaluation.adabn_batches):
+        pass
