@@ -101,3 +101,15 @@ def test_interrupted_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatc
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_adabn_on_a_batch_of_one_image_with_a_batchnorm1d_says_drop_last():
+    model = tiny_model()
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
+    target = [torch.randn(4, 3, 8, 8), torch.randn(1, 3, 8, 8)]  # a last batch of 1
+    with (
+        pytest.raises(DatasetError, match="drop_last=True"),
+        recalibrated_batchnorm(model, target, batches=2),
+    ):
+        pass
+    assert model.training  # the buffers and the mode restored on the way out

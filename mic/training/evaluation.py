@@ -155,7 +155,8 @@ def recalibrated_batchnorm(
     (``cycled``), so the average always covers ``batches`` batches.
 
     Raises:
-        DatasetError: the loader yields no batch.
+        DatasetError: the loader yields no batch, or a batch of 1 image meets a BatchNorm1d
+            layer (give the loader ``drop_last=True``).
     """
     if not tracked_batchnorms(model) or batches <= 0:
         yield model
@@ -169,6 +170,15 @@ def recalibrated_batchnorm(
             m.train()
         for batch in cycled(loader, batches):
             images, _ = split_sample(batch)
-            model(move_to(images, device))
+            try:
+                model(move_to(images, device))
+            except ValueError as e:  # BatchNorm1d (a bottleneck) on one sample
+                if "more than 1 value per channel" not in str(e):
+                    raise
+                raise DatasetError(
+                    "AdaBN met a batch of 1 image, from which a BatchNorm1d layer cannot "
+                    "estimate statistics: give the AdaBN loader drop_last=True (as mic-train "
+                    "does) or a dataset that holds a multiple of its batch size"
+                ) from e
         model.eval()
         yield model
