@@ -463,10 +463,9 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         collective=ProcessGroup(device) if group.enabled else None,
         guard=TrainingGuard(str(cfg.get("nan_policy", "skip")), float(cfg.get("max_skipped", 0.1))),
     )
-    if resume_from is None:
-        refuse_held_folder(run_dir)
-    if resume_from is not None:
+    if resume_from is not None:  # the checkpoint read (a bad file named) before the folder
         resume(loop, resume_from, cfg, checkpointer)
+    refuse_held_folder(run_dir, resume_from)
     return Experiment(
         cfg, task, student, method, loop, evaluation, run_dir, resume_from, checkpointer
     )
@@ -566,16 +565,27 @@ def _group_options(group: str) -> list[str]:
     return sorted(n for n in names if not n.startswith("_"))
 
 
-def refuse_held_folder(run_dir: Path | None) -> None:
-    """Refuse a new run (no ``resume``) into a run folder that already holds a run.
+def refuse_held_folder(run_dir: Path | None, resume_from: Path | None = None) -> None:
+    """Refuse a new run (no ``resume``), or a resume of another run's checkpoint, into a run
+    folder that already holds a run (the two runs' checkpoints and logs would mix).
 
     Raises:
-        ConfigError: ``run_dir`` holds ``checkpoints/iter_*.pt``.
+        ConfigError: ``run_dir`` holds ``checkpoints/iter_*.pt`` and ``resume_from`` is None
+            or lies outside them.
     """
-    if run_dir is not None and any(run_dir.glob("checkpoints/iter_*.pt")):
+    if run_dir is None or not any(run_dir.glob("checkpoints/iter_*.pt")):
+        return
+    if resume_from is None:
         raise ConfigError(
             f"the run folder '{run_dir}' already holds a run (checkpoints/iter_*.pt); continue "
             f"it with resume=auto, or start a new run in another folder ({folder_option()}=...)"
+        )
+    if resume_from.resolve().parent != (run_dir / "checkpoints").resolve():
+        raise ConfigError(
+            f"the run folder '{run_dir}' already holds a run (checkpoints/iter_*.pt), and "
+            f"resume={resume_from} continues another run: their checkpoints would mix. Resume "
+            f"it in its own folder or in a new one ({folder_option()}=...), or continue this "
+            "folder's run with resume=auto"
         )
 
 

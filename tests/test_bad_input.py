@@ -144,6 +144,12 @@ def _write(tmp, name, data: bytes):
     return path
 
 
+def _other_run(tmp, checkpoint):
+    """A copy of ``checkpoint`` in another run folder's checkpoints."""
+    (tmp / "other" / "checkpoints").mkdir(parents=True)
+    return _write(tmp / "other" / "checkpoints", checkpoint.name, checkpoint.read_bytes())
+
+
 def shifted_digits(**kwargs):
     """The digits source with labels shifted by 3 and no declared class count."""
     from mic.datasets import DigitsDomain
@@ -711,6 +717,12 @@ CASES = [
         "start from the weights of another model",
         lambda t, r: [f"init_from={r}", "model.bottleneck_dim=32"],
         "do not fit the model (",
+    ),
+    (
+        "resume-another-run-into-this-one",
+        "resume another run's checkpoint into a folder that holds a run",
+        lambda t, r: [f"resume={_other_run(t, r)}"],
+        "continues another run: their checkpoints would mix",
     ),
     (
         "checkpoint-empty-folder",

@@ -51,12 +51,13 @@ def test_a_refused_run_or_resume_leaves_hydra_record_and_log_and_a_resume_keeps_
 
 
 def test_a_finished_run_resumed_into_a_new_folder_names_the_best_pt_that_exists(tmp_path):
-    run, new = tmp_path / "run", tmp_path / "new"
+    run = tmp_path / "run"
     first = run_mic_train([*TINY, f"hydra.run.dir={run}"])
     assert first.returncode == 0, first.stderr[-2000:]
     original = run / "checkpoints" / "best.pt"
     assert original.is_file()
-    for source in (run, original):
+    for i, source in enumerate((run, original)):
+        new = tmp_path / f"new{i}"  # a folder of its own: resuming another run's here is refused
         out = run_mic_train([*TINY, f"resume={source}", f"hydra.run.dir={new}"])
         assert out.returncode == 0, out.stderr[-2000:]
         assert "at iteration 2 (iterations=2: nothing left to train" in out.stdout
