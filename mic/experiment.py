@@ -34,7 +34,7 @@ from mic.core import (
 from mic.core.batch import split_sample
 from mic.datasets.preflight import check_datasets, collecting_problems
 from mic.resume import find_resume_checkpoint, resume
-from mic.schema import check_config, check_eval_models, exception_chain
+from mic.schema import check_config, check_eval_models, exception_chain, group_options
 from mic.training import (
     VALIDATORS,
     Checkpointer,
@@ -520,7 +520,7 @@ def _optimizer_problem(opt_cfg: DictConfig, target: str, cls: Any, error: Except
     if unexpected and params:
         name = unexpected.group(1)
         hint = did_you_mean(name, sorted(params), n=3)
-        options = ", ".join(_group_options("optimizer"))
+        options = ", ".join(group_options("optimizer"))
         hints.append(
             f"The class takes no argument {name}.{hint} Its arguments: {', '.join(params)}. "
             f"Drop optimizer.{name} (~optimizer.{name}), or choose an optimizer that takes it "
@@ -554,15 +554,6 @@ def _plain(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ",".join(_plain(v) for v in value) + "]"
     return "null" if value is None else str(value)
-
-
-def _group_options(group: str) -> list[str]:
-    """The options of one of mic's config groups (``optimizer`` -> adam, adamw, sgd)."""
-    import importlib.resources
-
-    folder = importlib.resources.files("mic.conf") / group
-    names = [p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")]
-    return sorted(n for n in names if not n.startswith("_"))
 
 
 def refuse_held_folder(run_dir: Path | None, resume_from: Path | None = None) -> None:

@@ -425,6 +425,16 @@ def _other_task(group: str, name: str, its: Any, task: str, also: str = "") -> s
     )
 
 
+def group_options(group: str) -> list[str]:
+    """The options of one of mic's config groups (``optimizer`` -> adam, adamw, sgd), sorted;
+    files starting with ``_`` (shared bases) are none."""
+    import importlib.resources
+
+    folder = importlib.resources.files("mic.conf") / group
+    names = [p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")]
+    return sorted(n for n in names if not n.startswith("_"))
+
+
 def _options(group: str, task: str) -> list[str]:
     """The options of mic's config ``group`` that fit ``task``: a model or method whose
     objects all do (every ``_target_`` in it generic or of that task), a data set whose
@@ -433,10 +443,8 @@ def _options(group: str, task: str) -> list[str]:
 
     fitting = []
     folder = importlib.resources.files("mic.conf") / group
-    for path in sorted(folder.iterdir(), key=lambda p: p.name):
-        if not path.name.endswith(".yaml") or path.name.startswith("_"):
-            continue
-        name = path.name.removesuffix(".yaml")
+    for name in group_options(group):
+        path = folder / f"{name}.yaml"
         if group == "dataset":
             fits = _data_task(_source_reader(folder, name)) == task
         else:
