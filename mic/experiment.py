@@ -556,6 +556,11 @@ def _plain(value: Any) -> str:
     return "null" if value is None else str(value)
 
 
+def holds_run(folder: Path) -> bool:
+    """Whether the run folder ``folder`` holds a run (``checkpoints/iter_*.pt``)."""
+    return any(folder.glob("checkpoints/iter_*.pt"))
+
+
 def refuse_held_folder(run_dir: Path | None, resume_from: Path | None = None) -> None:
     """Refuse a new run (no ``resume``), or a resume of another run's checkpoint, into a run
     folder that already holds a run (the two runs' checkpoints and logs would mix).
@@ -564,7 +569,7 @@ def refuse_held_folder(run_dir: Path | None, resume_from: Path | None = None) ->
         ConfigError: ``run_dir`` holds ``checkpoints/iter_*.pt`` and ``resume_from`` is None
             or lies outside them.
     """
-    if run_dir is None or not any(run_dir.glob("checkpoints/iter_*.pt")):
+    if run_dir is None or not holds_run(run_dir):
         return
     if resume_from is None:
         raise ConfigError(

@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mic.core.errors import ConfigError, MicError
-from mic.experiment import Experiment, check_writable, format_summary, run_experiment
+from mic.experiment import Experiment, check_writable, format_summary, holds_run, run_experiment
 from mic.schema import did_you_mean, exception_chain
 from mic.training import TrainingInterrupted, process_info
 
@@ -84,7 +84,7 @@ def held_run_folder(argv: Sequence[str]) -> Path | None:
     if folder_key(argv) != "hydra.run.dir" or not given:
         return None
     folder = Path(given[-1])
-    return folder if any(folder.glob("checkpoints/iter_*.pt")) else None
+    return folder if holds_run(folder) else None
 
 
 def _restore_logs(folder: Path, sizes: dict[str, int]) -> None:
@@ -122,13 +122,12 @@ def _main(cfg: DictConfig) -> None:
     run_dir = HydraConfig.get().runtime.output_dir
 
     def accepted(exp: Experiment) -> None:
-        """A run into a folder that holds a run, accepted (a resume): Hydra's record of this
-        command beside the original's (``.hydra_resumed``)."""
+        """A run into a folder that holds a run, accepted (only a resume of that run is):
+        Hydra's record of this command beside the original's (``.hydra_resumed``)."""
         _HELD["accepted"] = True
         subdir = _HELD.get("subdir")
         if subdir is not None and process_info().is_main:
-            name = f"{subdir}_resumed" if exp.resumed_from is not None else subdir
-            _write_hydra_record(cfg, Path(run_dir) / name)
+            _write_hydra_record(cfg, Path(run_dir) / f"{subdir}_resumed")
 
     try:
         summary = run_experiment(cfg, run_dir, on_start=accepted if _HELD else None)
