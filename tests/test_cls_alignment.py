@@ -358,6 +358,23 @@ def test_every_method_with_and_without_mic_runs_loop_steps(name, mic, forward_pa
             assert all(p.grad is not None for p in term.discriminator.parameters()), name_
 
 
+def test_an_optimizer_without_the_discriminator_or_the_student_is_refused():
+    """A discriminator left out of the optimizer would never train (a silently wrong DANN)."""
+    _, method = _method("dann", "none")
+    task, source, target, _ = tiny_loaders()
+    student = tiny_model()
+    for params, match in [
+        (student.parameters(), r"does not hold 6 of the method's parameters \(terms\.dann\."),
+        (method.parameters(), r"holds none of the student's parameters"),
+    ]:
+        optimizer = torch.optim.SGD(params, lr=0.01)
+        with pytest.raises(ConfigError, match=match):
+            AdaptationLoop(task, student, method, optimizer, source, target, 3)
+    frozen = torch.optim.SGD(student.parameters(), lr=0.01)
+    method.requires_grad_(False)  # a frozen discriminator is the user's choice
+    AdaptationLoop(task, student, method, frozen, source, target, 3)
+
+
 def test_a_model_without_features_is_a_clear_config_error():
     from mic.tasks.common import require_features
 

@@ -118,8 +118,9 @@ class AdaptationLoop:
         step_strategy, collective, guard: the seams above (default: their base classes).
 
     Raises:
-        ConfigError: a setting out of range, pseudo-labels without a teacher, or a
-            ``torchrun`` process group without a ``collective`` to average over it.
+        ConfigError: a setting out of range, pseudo-labels without a teacher, an optimizer
+            without the student's or the method's trainable parameters, or a ``torchrun``
+            process group without a ``collective`` to average over it.
     """
 
     def __init__(
@@ -148,6 +149,8 @@ class AdaptationLoop:
     ) -> None:
         collective = collective or Collective()
         alone = dist.is_initialized() and dist.get_world_size() > collective.world_size
+        held = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        idle = [n for n, p in method.named_parameters() if p.requires_grad and id(p) not in held]
         checks = [
             (iterations >= 1, f"iterations must be at least 1, got {iterations}"),
             (
@@ -163,6 +166,16 @@ class AdaptationLoop:
             (precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {precision!r}"),
             (int(accumulate) >= 1, f"accumulate must be at least 1, got {accumulate}"),
             (
+                any(id(p) in held for p in student.parameters()),
+                "the optimizer holds none of the student's parameters: the student would not train",
+            ),
+            (
+                not idle,
+                f"the optimizer does not hold {len(idle)} of the method's parameters "
+                f"({', '.join(idle[:3])}{', ...' if len(idle) > 3 else ''}): they would never "
+                "train; build it over [*student.parameters(), *method.parameters()]",
+            ),
+            (
                 not alone,
                 "a torchrun process group is set up but the loop would train each process "
                 "alone; pass collective=mic.training.ProcessGroup()",
@@ -172,7 +185,7 @@ class AdaptationLoop:
             if not ok:
                 raise ConfigError(message)
         self.task, self.channels_last = task, channels_last
-        self.device = torch.device(device) if device is not None else _device_of(student)
+        self.device = torch.device(device or next(student.parameters()).device)
         self.student = student.to(self.device)
         if channels_last:
             self.student = self.student.to(memory_format=torch.channels_last)
@@ -397,8 +410,3 @@ def _branches(terms: list[tuple[str, LossTerm]]) -> list[list[tuple[str, LossTer
         if shared is not None:
             by_forward[shared] = branches[-1]
     return branches
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
