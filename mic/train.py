@@ -22,6 +22,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mic.core.errors import ConfigError, MicError
@@ -68,23 +69,12 @@ def _one_paragraph(text: str) -> str:
     return " ".join(text.split())
 
 
-#: set by ``main`` when the command's run folder already holds a run: ``folder``; ``subdir``,
-#: where Hydra's record would have gone (Hydra is told to write none, ``hydra.output_subdir=
-#: null``: ``_main`` writes it once a resume is accepted); ``logs``, the size of each log file
-#: there before Hydra started (a refused run's lines are cut off, its new log files removed)
-_HELD: dict[str, Any] = {}
-
-
-def held_run_folder(argv: Sequence[str]) -> Path | None:
-    """The run folder that a single-run command line names (``hydra.run.dir=...``) when it
-    already holds a run (``checkpoints/iter_*.pt``); else None. Such a run is refused or
-    resumed, and neither may overwrite the record of how the run was made."""
-    key = "hydra.run.dir="
-    given = [a[len(key) :] for a in argv if a.startswith(key)]
-    if folder_key(argv) != "hydra.run.dir" or not given:
-        return None
-    folder = Path(given[-1])
-    return folder if holds_run(folder) else None
+#: set by ``main``, which tells Hydra to write no record of the command
+#: (``hydra.output_subdir=null``; ``_main`` writes it, unless the run folder already holds a
+#: run, whose record a refused run must not overwrite and an accepted resume writes beside):
+#: ``subdir``, where the record goes (``hydra.output_subdir``; None: no record), and
+#: ``sweep``, the bytes of the sweep folder's ``multirun.yaml`` before Hydra rewrote it
+_RECORD: dict[str, Any] = {}
 
 
 def _restore_logs(folder: Path, sizes: dict[str, int]) -> None:
@@ -98,16 +88,22 @@ def _restore_logs(folder: Path, sizes: dict[str, int]) -> None:
             log.unlink()
 
 
+def _as_hydra_would(record: DictConfig, subdir: str) -> DictConfig:
+    """``record`` (a config with a ``hydra`` node) as Hydra would have written it: its
+    ``output_subdir`` ``subdir``, without the ``hydra.output_subdir=null`` mic-train added."""
+    record.hydra.output_subdir = subdir
+    record.hydra.overrides.hydra = [o for o in record.hydra.overrides.hydra if o != f"{SUBDIR}null"]
+    return record
+
+
 def _write_hydra_record(cfg: DictConfig, folder: Path) -> None:
     """What Hydra writes into ``<run folder>/.hydra`` (the job's config, Hydra's own config,
-    the command's overrides), written into ``folder``."""
+    the command's overrides), written into ``folder``; in a sweep, its ``multirun.yaml``
+    mended as Hydra would have written it."""
     from omegaconf import OmegaConf
 
     own = OmegaConf.masked_copy(HydraConfig.instance().cfg, "hydra")  # read-only
-    hydra_cfg = OmegaConf.create(OmegaConf.to_container(own, resolve=False))
-    hydra_cfg.hydra.output_subdir = folder.name
-    given = hydra_cfg.hydra.overrides.hydra
-    hydra_cfg.hydra.overrides.hydra = [o for o in given if o != f"{SUBDIR}null"]
+    hydra_cfg = _as_hydra_would(OmegaConf.create(OmegaConf.to_container(own)), folder.name)
     folder.mkdir(parents=True, exist_ok=True)
     for name, node in (
         ("config.yaml", cfg),
@@ -115,22 +111,30 @@ def _write_hydra_record(cfg: DictConfig, folder: Path) -> None:
         ("overrides.yaml", hydra_cfg.hydra.overrides.task),
     ):
         (folder / name).write_text(OmegaConf.to_yaml(node), encoding="utf-8")
+    sweep = Path(HydraConfig.get().sweep.dir) / "multirun.yaml"
+    if HydraConfig.get().mode == RunMode.MULTIRUN and sweep.is_file():
+        OmegaConf.save(_as_hydra_would(OmegaConf.load(sweep), folder.name), sweep)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mic.conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
     run_dir = HydraConfig.get().runtime.output_dir
+    held = holds_run(Path(run_dir))  # then refused, or resumed
+    # Hydra has opened the job's log (empty if it is new): a refused run removes it
+    logs = {p.name: p.stat().st_size for p in Path(run_dir).glob("*.log") if p.stat().st_size}
+    accepted, subdir, is_main = False, _RECORD.get("subdir"), process_info().is_main
+    if subdir is not None and is_main and not held:
+        _write_hydra_record(cfg, Path(run_dir) / subdir)
 
-    def accepted(exp: Experiment) -> None:
-        """A run into a folder that holds a run, accepted (only a resume of that run is):
-        Hydra's record of this command beside the original's (``.hydra_resumed``)."""
-        _HELD["accepted"] = True
-        subdir = _HELD.get("subdir")
-        if subdir is not None and process_info().is_main:
+    def resumed(exp: Experiment) -> None:
+        """A resume into the run's own folder, accepted: its record beside the run's."""
+        nonlocal accepted
+        accepted = True
+        if subdir is not None and is_main:
             _write_hydra_record(cfg, Path(run_dir) / f"{subdir}_resumed")
 
     try:
-        summary = run_experiment(cfg, run_dir, on_start=accepted if _HELD else None)
+        summary = run_experiment(cfg, run_dir, on_start=resumed if held else None)
     except TrainingInterrupted as e:
         print(
             f"mic: {e}; its checkpoint is in {run_dir}/checkpoints. Continue with the same "
@@ -146,9 +150,11 @@ def _main(cfg: DictConfig) -> None:
         print(f"mic: error: {message}", file=sys.stderr)
         sys.exit(2)
     finally:
-        if _HELD and not _HELD.get("accepted") and process_info().is_main:  # refused
-            _restore_logs(_HELD["folder"], _HELD["logs"])
-    if process_info().is_main:
+        if held and not accepted and is_main:  # refused: the folder's logs as they were
+            _restore_logs(Path(run_dir), logs)
+            if _RECORD.get("sweep") is not None:  # and the sweep's record
+                (Path(HydraConfig.get().sweep.dir) / "multirun.yaml").write_bytes(_RECORD["sweep"])
+    if is_main:
         print(format_summary(summary))
         print(f"run folder: {run_dir}")
 
@@ -172,6 +178,18 @@ def _join_torchrun() -> None:
 
 #: the override that says where Hydra writes its record of a command in the run folder
 SUBDIR = "hydra.output_subdir="
+#: Hydra's options that print and run nothing
+_NO_RUN = (
+    "--cfg",
+    "-c",
+    "--info",
+    "-i",
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--shell-completion",
+    "-sc",
+)
 
 
 def folder_key(argv: Sequence[str]) -> str:
@@ -240,11 +258,12 @@ def main() -> None:
         # before Hydra sets up its logging in the folder: one paragraph, not its traceback
         argv = sys.argv[1:]
         check_writable(run_folder(argv), create=False, option=folder_key(argv))
-        held = held_run_folder(argv)
-        if held is not None:  # refused or resumed: Hydra must not overwrite its record
+        if not any(a.split("=", 1)[0] in _NO_RUN for a in argv):  # _main writes the record
             subdir = ([".hydra"] + [a.split("=", 1)[1] for a in argv if a.startswith(SUBDIR)])[-1]
-            _HELD.update(folder=held, subdir=None if subdir == "null" else subdir)
-            _HELD.update(logs={log.name: log.stat().st_size for log in held.glob("*.log")})
+            _RECORD["subdir"] = None if subdir == "null" else subdir
+            sweep = run_folder(argv) / "multirun.yaml"
+            if folder_key(argv) == "hydra.sweep.dir" and sweep.is_file():
+                _RECORD["sweep"] = sweep.read_bytes()
             sys.argv.append(f"{SUBDIR}null")
     except MicError as e:
         print(f"mic: error: {_one_paragraph(str(e))}", file=sys.stderr)

@@ -1,9 +1,17 @@
 """What a command leaves in a run folder that already holds a run: a refused run or resume
-leaves Hydra's record (``.hydra/``) and the log byte for byte; an accepted resume writes its
-own record beside the original's; a run resumed into a new folder reports files that exist."""
+leaves Hydra's record (``.hydra/``, a sweep's ``multirun.yaml``) and the log byte for byte;
+an accepted resume writes its own record beside the original's; a run resumed into a new
+folder reports files that exist. mic-train writes Hydra's record itself, byte for byte as
+Hydra does."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from tests.cli import run_mic_train
 from tests.helpers import TINY_RUN
@@ -11,10 +19,15 @@ from tests.helpers import TINY_RUN
 TINY = [*TINY_RUN, "log.tensorboard=false", "iterations=2", "checkpoint.interval=1"]
 
 
+def _files(folder: Path, *patterns: str) -> dict[str, bytes]:
+    """The files of ``folder`` that match ``patterns``, by their path in it."""
+    files = {p for pattern in patterns for p in folder.glob(pattern) if p.is_file()}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(files)}
+
+
 def _record(run: Path) -> dict[str, bytes]:
     """Hydra's record and the log files of a run folder, by name."""
-    files = [*run.glob(".hydra/*"), *run.glob("*.log")]
-    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(files)}
+    return _files(run, ".hydra/*", "*.log")
 
 
 def test_a_refused_run_or_resume_leaves_hydra_record_and_log_and_a_resume_keeps_them(tmp_path):
@@ -65,3 +78,36 @@ def test_a_finished_run_resumed_into_a_new_folder_names_the_best_pt_that_exists(
         assert best["step"] == 2 and best["path"] == str(original)
         assert f"(iteration 2): {original}" in out.stdout
         assert not (new / "checkpoints" / "best.pt").exists()
+
+
+@pytest.mark.parametrize("sweep", [False, True])
+def test_the_record_mic_train_writes_is_the_one_hydra_writes(tmp_path, sweep):
+    folder = tmp_path / "run"
+    where = f"hydra.sweep.dir={folder}" if sweep else f"hydra.run.dir={folder}"
+    args = [*(["-m"] if sweep else []), *TINY, "iterations=1", where]
+    record = ["0/.hydra/*", "multirun.yaml"] if sweep else [".hydra/*"]
+    hydra_alone = f"import sys; from mic.train import _main; sys.argv = {['x', *args]}; _main()"
+    env = {"PATH": os.environ["PATH"], "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", hydra_alone], cwd=tmp_path, env=env)
+    assert done.returncode == 0
+    hydras = _files(folder, *record)
+    assert len(hydras) == (4 if sweep else 3)
+    shutil.rmtree(folder)
+    assert run_mic_train(args, cwd=tmp_path).returncode == 0
+    assert _files(folder, *record) == hydras
+
+
+def test_a_refused_sweep_leaves_its_records_and_a_resumed_one_writes_its_own(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *TINY, "seed=0", f"hydra.sweep.dir={sweep}"]
+    assert run_mic_train(args).returncode == 0
+    before = _files(sweep, "**/*")
+    refused = run_mic_train([*args, "optimizer.lr=0.5"])
+    assert refused.returncode == 2 and "already holds a run" in refused.stderr
+    assert _files(sweep, "**/*") == before
+    resumed = run_mic_train([*args, "resume=auto", "iterations=3"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    kept = {k: v for k, v in before.items() if k.startswith("0/.hydra/")}
+    assert len(kept) == 3 and _files(sweep, "0/.hydra/*") == kept
+    assert "iterations=3" in (sweep / "0" / ".hydra_resumed" / "overrides.yaml").read_text()
+    assert "hydra.output_subdir=null" not in (sweep / "multirun.yaml").read_text()
