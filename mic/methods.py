@@ -31,7 +31,7 @@ class SourceSupervision(LossTerm):
 
     def forward(self, ctx: IterationContext) -> Tensor:
         loss = ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets, rng=ctx.rng)
-        return self.weight * sum_parts(loss, self.part_weights)
+        return sum_parts(loss, self.part_weights)
 
 
 class SelfTraining(ConsistencyLoss):

@@ -96,6 +96,7 @@ def _grads_after(term, backend, seed=0):
     images, _ = tiny_batch()
     torch.manual_seed(seed)
     loss = term.loss(model, det_task(), images, _pseudo([[0.9, 0.85], [0.95]]))
+    loss = term.weight * loss  # lambda, which the loop applies
     loss.backward()
     grads = {k: w.grad for k, w in head_weights(model).items()}
     return grads["rpn_box"], grads["roi_box"], grads["roi_classifier"], loss

@@ -13,9 +13,12 @@ from mic import (
     EMATeacher,
     EndlessLoader,
     Evaluation,
+    LossTerm,
     MaskedImageConsistency,
     MetricsLogger,
+    PseudoLabels,
     StrongAugmentation,
+    UDAMethod,
     load_checkpoint,
     mean_teacher,
     source_only,
@@ -137,6 +140,79 @@ def test_bad_loop_settings(kwargs):
     kwargs = {"iterations": 3, **kwargs}
     with pytest.raises(ConfigError):
         make_loop(source_only(), **kwargs)
+
+
+class _Returns(LossTerm):
+    """A source term that returns what it is given (``make``: the context's source loss ->
+    the term's output)."""
+
+    uses_target = False
+
+    def __init__(self, make, weight=1.0):
+        super().__init__(weight)
+        self.make = make
+
+    def forward(self, ctx):
+        return self.make(ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets))
+
+
+def _one_step(term):
+    loop, _ = make_loop(UDAMethod({"custom": term}), lr=1.0)
+    before = [p.detach().clone() for p in loop.student.parameters()]
+    losses = loop.train_step()
+    return losses, [p - b for p, b in zip(loop.student.parameters(), before)]
+
+
+def test_the_loop_applies_every_term_weight_to_its_loss_and_parts():
+    one_losses, one = _one_step(_Returns(lambda loss: loss))
+    for weight, make in [(2.0, lambda loss: loss), (2.0, lambda loss: {"a": loss, "b": 0 * loss})]:
+        losses, steps = _one_step(_Returns(make, weight))
+        name = "custom" if "custom" in losses else "a"
+        torch.testing.assert_close(losses[name], 2 * one_losses["custom"])  # logged weighted
+        for a, b in zip(steps, one):
+            torch.testing.assert_close(a, 2 * b)
+    _, none = _one_step(_Returns(lambda loss: loss, weight=0.0))
+    assert all(not s.any() for s in none)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (
+            lambda loss: loss.expand(4),
+            r"'custom' returned 'custom' of shape \(4,\); a term returns a",
+        ),
+        (lambda loss: None, r"returned 'custom' of None"),
+        (lambda loss: {"part": "x"}, r"returned 'part' of 'x'"),
+    ],
+)
+def test_a_term_that_returns_no_scalar_is_named(make, match):
+    with pytest.raises(ConfigError, match=match):
+        _one_step(_Returns(make))
+
+
+def test_a_term_may_return_a_number_for_no_loss():
+    losses, steps = _one_step(_Returns(lambda loss: 0.0))
+    assert losses == {"custom": torch.tensor(0.0)} and all(not s.any() for s in steps)
+
+
+def test_iterations_before_adaptation_start_without_a_term_to_run_are_refused():
+    term = _Returns(lambda loss: loss)
+    term.uses_target = True  # forgotten uses_target = False: nothing would run before step 2
+    with pytest.raises(ConfigError, match=r"no term of the method runs before adaptation_start=2"):
+        make_loop(UDAMethod({"custom": term}), adaptation_start=2)
+    make_loop(UDAMethod({"custom": term}), adaptation_start=0)
+
+
+def test_pseudo_labels_in_another_layout_than_their_labels_are_refused():
+    labels = torch.zeros(4, dtype=torch.long)
+    PseudoLabels(labels, torch.ones(4), valid=torch.ones(4, dtype=torch.bool))
+    with pytest.raises(
+        ConfigError, match=r"confidence has the layout \(4, 1\) and their labels \(4,\)"
+    ):
+        PseudoLabels(labels, torch.ones(4, 1))
+    with pytest.raises(ConfigError, match=r"valid has the layout 3 and their labels 2"):
+        PseudoLabels([{}, {}], [torch.ones(1)] * 2, valid=[torch.ones(1)] * 3)
 
 
 def test_forever_cycles_epochs_and_reports_empty_loaders():

@@ -42,6 +42,7 @@ def test_mic_loss_equals_reference(mode, lam):
         BlockMasker(block_size=2, ratio=0.7), weighting=mode, tau=0.6, weight=lam
     )
     got = mic.loss(model, ClassificationTask(3), images, pseudo, torch.Generator().manual_seed(5))
+    got = mic.weight * got  # lambda, which the loop applies to every term's loss
     want = reference_mic(
         model, images, labels, confidence, block=2, ratio=0.7, tau=0.6, mode=mode, lam=lam, seed=5
     )

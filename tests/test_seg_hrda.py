@@ -342,7 +342,7 @@ def test_mic_masks_the_image_that_hrda_sees_at_both_resolutions_and_lambda_scale
         ctx = IterationContext(0, task, model, (target, teacher.argmax(1)), target, seed=1)
         ctx._pseudo = task.pseudo_label(torch.softmax(teacher, 1))
         ctx.term = "mic"
-        return term(ctx), ctx
+        return term.weight * term(ctx), ctx  # the loop multiplies a term's loss by its weight
 
     loss, ctx = run(SegmentationMIC(masker, weight=0.5))
     images, box = seen[-1]

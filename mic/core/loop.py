@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -176,6 +176,12 @@ class AdaptationLoop:
                 "train; build it over [*student.parameters(), *method.parameters()]",
             ),
             (
+                adaptation_start == 0 or any(not t.uses_target for _, t in method),
+                f"no term of the method runs before adaptation_start={adaptation_start} (each "
+                "has uses_target = True), so those iterations would train nothing; set "
+                "uses_target = False on the terms that need no target data, or adaptation_start=0",
+            ),
+            (
                 not alone,
                 "a torchrun process group is set up but the loop would train each process "
                 "alone; pass collective=mic.training.ProcessGroup()",
@@ -295,8 +301,7 @@ class AdaptationLoop:
             for name, term in branch:
                 ctx.term = name
                 with self.autocast():
-                    out = term(ctx)
-                named = out if isinstance(out, dict) else {name: out}
+                    named = _weighted(term(ctx), name, term.weight, self.device)
                 if set(named) & set(losses):
                     clash = sorted(set(named) & set(losses))
                     raise ConfigError(f"two loss terms report a loss named {clash}; rename one")
@@ -394,6 +399,25 @@ class AdaptationLoop:
                 images = images.contiguous(memory_format=torch.channels_last)
                 batch = images if targets is None else (images, targets)
         return batch
+
+
+def _weighted(out: Any, name: str, weight: float, device: torch.device) -> dict[str, Tensor]:
+    """A term's output (a scalar, or named scalars) as named losses times its ``weight``.
+
+    Raises:
+        ConfigError: the output is not a scalar tensor or number, or a dict of them.
+    """
+    named = dict(out) if isinstance(out, Mapping) else {name: out}
+    for key, loss in list(named.items()):
+        if isinstance(loss, (int, float)) and not isinstance(loss, bool):  # e.g. 0.0: no loss
+            named[key] = torch.tensor(float(loss), device=device)
+        elif not isinstance(loss, Tensor) or loss.numel() != 1:
+            got = f"shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else repr(loss)[:40]
+            raise ConfigError(
+                f"loss term {name!r} returned {key!r} of {got}; a term returns a scalar tensor, "
+                "or a dict of them by name (e.g. take the mean over samples)"
+            )
+    return {k: v * weight if weight != 1.0 else v for k, v in named.items()}
 
 
 def _branches(terms: list[tuple[str, LossTerm]]) -> list[list[tuple[str, LossTerm]]]:

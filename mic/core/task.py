@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from torch import Tensor, nn
 
 from mic.core.batch import collate_pairs, select_images
-from mic.core.errors import DatasetError
+from mic.core.errors import ConfigError, DatasetError
 
 
 @dataclass
@@ -33,6 +33,18 @@ class PseudoLabels:
     confidence: Tensor | list[Tensor]
     valid: Tensor | list[Tensor] | None = None
     keep: Tensor | Sequence[bool] | None = None
+
+    def __post_init__(self) -> None:
+        """Raise ``ConfigError`` when ``confidence`` or ``valid`` is not in the labels' layout
+        (the same shape as tensor labels, one entry per image as list labels)."""
+        size = lambda x: tuple(x.shape) if isinstance(x, Tensor) else len(x)  # noqa: E731
+        for name in ("confidence", "valid"):
+            x = getattr(self, name)
+            if x is not None and type(x) is type(self.labels) and size(x) != size(self.labels):
+                raise ConfigError(
+                    f"pseudo-labels' {name} has the layout {size(x)} and their labels "
+                    f"{size(self.labels)}: a Task's pseudo_label gives one per label"
+                )
 
     def kept(self, *per_image: Any) -> tuple[Any, ...]:
         """``(*per_image, pseudo_labels)`` without the images ``keep`` leaves out."""

@@ -53,7 +53,7 @@ class LossTerm(nn.Module, ABC):
         shared_forward: the ``SharedForward`` it reads, if any.
 
     Args:
-        weight: the loss weight.
+        weight: the loss weight: the loop multiplies what ``forward`` returns by it.
     """
 
     uses_target: bool = True
@@ -66,7 +66,8 @@ class LossTerm(nn.Module, ABC):
 
     @abstractmethod
     def forward(self, ctx: IterationContext) -> Tensor | dict[str, Tensor]:
-        """The weighted loss, a scalar tensor, or a dict of named parts (logged one by one)."""
+        """The loss (before ``weight``): a scalar tensor (a number: no loss), or a dict of
+        named ones (logged one by one)."""
 
 
 class ConsistencyLoss(LossTerm):
@@ -109,7 +110,8 @@ class ConsistencyLoss(LossTerm):
         rng: Random = None,
         weights: Any = None,
     ) -> Tensor:
-        """The weighted consistency loss (a scalar tensor) on ``images`` against ``pseudo``.
+        """The consistency loss (a scalar tensor, before ``weight``) on ``images`` against
+        ``pseudo``.
 
         Args:
             student: the model being trained.
@@ -126,7 +128,7 @@ class ConsistencyLoss(LossTerm):
         if weights is None:
             weights = self.weighting(pseudo)
         loss = task.loss(student, views, pseudo.labels, weights, rng=rng)
-        return self.weight * sum_parts(loss, self.part_weights, self.parts_setting)
+        return sum_parts(loss, self.part_weights, self.parts_setting)
 
     def forward(self, ctx: IterationContext) -> Tensor:
         pseudo = ctx.pseudo_labels

@@ -230,7 +230,7 @@ class JointSourceSupervision(SourceSupervision):
         if not ctx.adapting:
             return super().forward(ctx)
         logits = self.shared_forward(ctx).source_logits
-        return self.weight * weighted_cross_entropy(logits, ctx.source_targets)
+        return weighted_cross_entropy(logits, ctx.source_targets)
 
 
 class _Adversarial(LossTerm):
@@ -298,7 +298,7 @@ class DomainAdversarial(_Adversarial):
         out = self.shared_forward(ctx)
         d = self.discriminate(torch.cat([out.source_features, out.target_features]), ctx)
         d_s, d_t = d.float().split([len(out.source_features), len(out.target_features)])
-        return self.weight * 0.5 * (domain_loss(d_s, True) + domain_loss(d_t, False))
+        return 0.5 * (domain_loss(d_s, True) + domain_loss(d_t, False))
 
 
 class ConditionalDomainAdversarial(_Adversarial):
@@ -370,7 +370,7 @@ class ConditionalDomainAdversarial(_Adversarial):
             entropy_weights(g.detach().float()).unsqueeze(1) if self.entropy_conditioning else None
         )
         loss = F.binary_cross_entropy_with_logits(d, labels, weight=weights)
-        return self.weight * loss
+        return loss
 
 
 class MinimumClassConfusion(LossTerm):
@@ -398,4 +398,4 @@ class MinimumClassConfusion(LossTerm):
 
     def forward(self, ctx: IterationContext) -> Tensor:
         logits = self.shared_forward(ctx).target_logits
-        return self.weight * minimum_class_confusion(logits, self.temperature)
+        return minimum_class_confusion(logits, self.temperature)

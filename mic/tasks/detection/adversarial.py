@@ -156,7 +156,7 @@ class SharedSourceSupervision(LossTerm):
 
     def forward(self, ctx: IterationContext) -> Tensor:
         losses, _ = source_forward(ctx)
-        return self.weight * sum_parts(losses, self.part_weights)
+        return sum_parts(losses, self.part_weights)
 
 
 class DomainAdversarial(LossTerm):

@@ -147,7 +147,7 @@ class ClassMix(LossTerm):
     def forward(self, ctx: IterationContext) -> Tensor:
         images, labels, weights = self.mix(ctx)
         loss = ctx.task.loss(ctx.student, images, labels, weights, rng=ctx.rng)
-        return self.weight * sum_parts(loss, None)
+        return sum_parts(loss, None)
 
 
 def majority_labels(
@@ -203,7 +203,7 @@ class SharedSourceSupervision(LossTerm):
     def forward(self, ctx: IterationContext) -> Tensor:
         logits, _ = source_forward(ctx)
         loss = ctx.task.loss_from_logits(logits, ctx.source_targets)  # type: ignore[attr-defined]
-        return self.weight * sum_parts(loss, None)
+        return sum_parts(loss, None)
 
 
 class FeatureDistance(LossTerm):
@@ -282,7 +282,7 @@ class FeatureDistance(LossTerm):
     def distance(
         self, student: nn.Module, images: Tensor, features: Tensor, labels: Tensor, num_classes: int
     ) -> Tensor:
-        """The weighted distance of ``features`` (B x C x h x w, the student's deepest) to the
+        """The distance of ``features`` (B x C x h x w, the student's deepest) to the
         frozen encoder's on ``images`` (B x 3 x H x W, passed through the student's
         ``feature_input`` if it has one), over the cells of ``labels`` (B x H x W)."""
         encoder = self.initial_encoder(student)
@@ -293,10 +293,10 @@ class FeatureDistance(LossTerm):
             reference = (out[-1] if isinstance(out, (list, tuple)) else out).detach()
         distance = torch.norm(features.float() - reference.float(), p=2, dim=1)
         if self.classes is None:
-            return self.weight * distance.mean()
+            return distance.mean()
         cells = majority_labels(labels, distance.shape[-2:], num_classes, self.min_ratio)
         mask = torch.isin(cells, self.class_ids.to(cells.device)).float()
-        return self.weight * (distance * mask).sum() / mask.sum().clamp_min(1.0)
+        return (distance * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 class SegmentationMIC(MaskedImageConsistency):
