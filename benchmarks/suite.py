@@ -81,6 +81,8 @@ from common import (
 from mic.core.errors import MicError
 
 RESULTS = Path(__file__).parent / "results"
+#: where the source-only (warm-up) models are kept unless ``--work`` says otherwise
+WORK = Path(tempfile.gettempdir()) / "mic_suite"
 MODELS = ("student", "teacher")
 
 
@@ -327,7 +329,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--work",
         type=Path,
-        default=Path(tempfile.gettempdir()) / "mic_suite",
+        default=WORK,
         help="where the source-only (warm-up) models are kept (default: %(default)s)",
     )
     p.add_argument(
@@ -907,25 +909,39 @@ def _paired(a: dict[int, dict], b: dict[int, dict], field: str) -> dict | None:
 
 
 def _command(
-    mode: str, task: str, methods: list[str], seeds: list[int], out: Path, devices: Iterable[str]
+    mode: str,
+    task: str,
+    methods: list[str],
+    seeds: list[int],
+    out: Path,
+    devices: Iterable[str],
+    work: Path = WORK,
 ) -> str:
     """The suite's command that runs ``methods`` of ``task`` again for ``seeds`` (on a GPU
-    where ``devices``, the rows' device names, are not all the CPU)."""
+    where ``devices``, the rows' device names, are not all the CPU), with the call's cache
+    (``--out``) and warm-up folder (``--work``) where they are not the defaults."""
     words = ["python", "-m", "benchmarks", f"--{mode}", "--tasks", task, "--methods", *methods]
     words += ["--seeds", *map(str, seeds), "--fresh"]
     if any(d not in ("cpu", None, "None") for d in devices):
         words += ["--device", "cuda"]
     if out != RESULTS / "suite":
         words += ["--out", str(out)]
+    if Path(work) != WORK:
+        words += ["--work", str(work)]
     return shlex.join(words)
 
 
 def summarise(
-    state: dict, settings: dict[str, dict[str, Any]], mode: str, out: Path = RESULTS / "suite"
+    state: dict,
+    settings: dict[str, dict[str, Any]],
+    mode: str,
+    out: Path = RESULTS / "suite",
+    work: Path = WORK,
 ) -> dict:
     """The results table as data: per task (of ``settings``), each method's scores over the
     cached seeds of that schedule, the paired MIC - base differences of both models and, for
-    the task's model, per class; each entry with the command that reruns it."""
+    the task's model, per class; each entry with the command that reruns it (with ``out``
+    and ``work``, the call's ``--out`` and ``--work``)."""
     tasks = {}
     for task, s in settings.items():
         spec = TASKS[task]
@@ -945,7 +961,7 @@ def summarise(
                 **{who: _describe([runs[x][who] for x in seeds]) for who in MODELS},
                 "seconds_per_iteration": statistics.mean(v for v in spi if v is not None),
                 "devices": devices,
-                "command": _command(mode, task, [m], seeds, out, devices),
+                "command": _command(mode, task, [m], seeds, out, devices, work),
                 "stale": {x: runs[x]["stale"] for x in seeds if runs[x]["stale"]},
             }
         pair = {"mic": spec.mic, "base": spec.base, "models": {}, "per_class": {}}
@@ -964,7 +980,7 @@ def summarise(
         both = sorted(set(a) & set(b))
         paired = [r["device"] for x in both for r in (a[x], b[x])]
         pair["command"] = (
-            _command(mode, task, [spec.base, spec.mic], both, out, paired) if both else None
+            _command(mode, task, [spec.base, spec.mic], both, out, paired, work) if both else None
         )
         c = by.get(spec.equal_time, {})
         if c:
@@ -1235,16 +1251,19 @@ def plot(table: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write(state: dict, settings: dict[str, dict[str, Any]], mode: str, out: Path) -> dict:
+def write(
+    state: dict, settings: dict[str, dict[str, Any]], mode: str, out: Path, work: Path = WORK
+) -> dict:
     """Writes OUT.md (the table of every mode the cache holds runs of, the full one first),
     OUT.json (the tables under ``tables``, beside the cached runs) and OUT.png (the plot of
-    ``mode``); returns the table of ``mode``.
+    ``mode``); returns the table of ``mode`` (its rerun commands with ``--work work`` where
+    that is not the default).
 
     Raises:
         SystemExit: the cache holds no run of ``mode``'s schedules.
     """
     tables = {
-        m: summarise(state, settings if m == mode else schedules(m), m, out)
+        m: summarise(state, settings if m == mode else schedules(m), m, out, work)
         for m in ("full", "quick")
     }
     table = tables[mode]
@@ -1332,7 +1351,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.note is not None:
         state.setdefault("notes", {})[args.mode] = args.note
     # the table covers every task of the mode (runs cached earlier included)
-    write(state, schedules(args.mode) | args.settings, args.mode, args.out)
+    write(state, schedules(args.mode) | args.settings, args.mode, args.out, args.work)
     print(out_file(args.out, ".md").read_text())
     written = ", ".join(str(out_file(args.out, x)) for x in OUT_SUFFIXES)
     print(f"written: {written}", file=sys.stderr)

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 
 from mic.core import AdaptationLoop, CheckpointError, ConfigError
+from mic.core.teacher import unwrap
 from mic.training import (
     Checkpointer,
     latest_checkpoint,
@@ -246,10 +248,7 @@ def resume(
     try:
         loop.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError) as e:
-        raise CheckpointError(
-            f"checkpoint '{path}' does not fit this experiment ({str(e).splitlines()[0]}); "
-            "resume with the config the checkpoint was trained with"
-        ) from e
+        raise CheckpointError(_misfit_message(loop, state, path, e)) from e
     if any(
         k.startswith(("optimizer.", "lr_mult", "no_weight_decay", "scheduler.")) for k in changes
     ):
@@ -274,6 +273,74 @@ def resume(
         else ""
     )
     print(f"resuming from {path} at iteration {loop.step}{done}")
+
+
+def _names(keys: list[str], shown: int = 3) -> str:
+    """A few of ``keys``, then how many more."""
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
+
+
+def _module_misfits(loop: AdaptationLoop, state: dict[str, Any]) -> dict[str, str]:
+    """Part (student, method, teacher) -> what differs between its weights and the
+    checkpoint's: names missing from the checkpoint, names only the checkpoint has, and
+    weights of another shape (a few of each, then a count)."""
+    parts = {"student": unwrap(loop.student), "method": loop.method, "teacher": loop.teacher}
+    out = {}
+    for name, module in parts.items():
+        saved = state.get(name)
+        if module is None or not isinstance(saved, dict):
+            continue
+        mine = module.state_dict()
+        missing = [k for k in mine if k not in saved]
+        unexpected = [k for k in saved if k not in mine]
+        resized = [
+            f"{k} ({tuple(saved[k].shape)} in the checkpoint, {tuple(v.shape)} here)"
+            for k, v in mine.items()
+            if k in saved
+            and isinstance(saved[k], Tensor)
+            and isinstance(v, Tensor)
+            and saved[k].shape != v.shape
+        ]
+        found = []
+        if missing:
+            found.append(f"{len(missing)} not in the checkpoint: {_names(missing)}")
+        if unexpected:
+            found.append(f"{len(unexpected)} only in the checkpoint: {_names(unexpected)}")
+        if resized:
+            found.append(f"{len(resized)} of another shape: {_names(resized, 2)}")
+        if found:
+            out[name] = "; ".join(found)
+    return out
+
+
+def _misfit_message(
+    loop: AdaptationLoop, state: dict[str, Any], path: Path, error: Exception
+) -> str:
+    """Why the checkpoint at ``path`` does not load into ``loop`` (``error``, what loading
+    raised), and what to do."""
+    misfits = _module_misfits(loop, state)
+    if not misfits:  # not the modules: e.g. the optimiser's parameter groups
+        detail = " ".join(str(error).split())
+        detail = detail if len(detail) <= 300 else detail[:297] + "..."
+        return (
+            f"checkpoint '{path}' does not fit this experiment ({detail}); resume with the "
+            "config the checkpoint was trained with"
+        )
+    listing = "; ".join(f"the {part}'s weights: {text}" for part, text in misfits.items())
+    start = (
+        f"; or start a new run in another folder (without resume) from its student's weights "
+        f"with init_from={path}"
+        if "student" not in misfits
+        else ""
+    )
+    return (
+        f"checkpoint '{path}' does not fit this experiment's modules ({listing}). A change "
+        "that adds or removes modules or changes their shapes (another method, model or class "
+        "count) cannot be resumed from this checkpoint, even where resume_allow_changes lists "
+        f"it: resume without that change (with the config the checkpoint was trained "
+        f"with){start}"
+    )
 
 
 def _lambdas(loop: AdaptationLoop) -> list[Any]:

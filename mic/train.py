@@ -141,8 +141,7 @@ def _main(cfg: DictConfig) -> None:
             f"command plus: hydra.run.dir={run_dir} resume=auto",
             file=sys.stderr,
         )
-        code = getattr(signal.Signals, e.reason, None)
-        sys.exit(128 + int(code) if code is not None else 1)
+        sys.exit(e.exit_code)  # 128 + the signal, also where it reached another process
     except Exception as e:
         message = user_error(e)
         if message is None:

@@ -690,3 +690,15 @@ def test_rerun_commands_name_the_gpu_their_rows_ran_on():
     assert "--device" not in detection["methods"]["sada_mic"]["command"]
     assert "--device cuda" in detection["pair"]["command"]
     assert "--device" not in table["tasks"]["classification"]["pair"]["command"]
+
+
+def test_rerun_commands_keep_the_warm_up_folder_of_the_call(tmp_path, monkeypatch):
+    out, work = tmp_path / "suite", tmp_path / "warm ups"
+    out.with_suffix(".json").write_text(json.dumps(_state()))
+    monkeypatch.setattr(suite, "train", lambda *a: pytest.fail("--from-cache must not train"))
+    suite.main(["--from-cache", "--out", str(out), "--work", str(work)])
+    md = out.with_suffix(".md").read_text()
+    assert f"--fresh --out {out} --work '{work}'`" in md
+    assert md.count("--work") == md.count("python -m benchmarks --")  # every rerun command
+    suite.main(["--from-cache", "--out", str(out)])  # the default folder: not named
+    assert "--work" not in out.with_suffix(".md").read_text()

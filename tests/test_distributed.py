@@ -153,3 +153,78 @@ def test_gradient_all_reduce_averages_and_leaves_untouched_parameters_without_gr
         torch.testing.assert_close(grads["both"], torch.full((3,), 1.5))
         torch.testing.assert_close(grads["first_only"], torch.full((3,), 2.0))
         assert grads["neither"] is None
+
+
+def _stop_worker(rank: int, init_file: str, out_dir: str) -> None:
+    """SIGTERM on rank 1 alone, under each checking policy: what each rank stops with."""
+    import signal
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+
+    from mic.training import ProcessGroup, TrainingGuard, TrainingInterrupted
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    found = {}
+    for policy in ("skip", "ignore"):
+        weight = nn.Parameter(torch.ones(2))
+        weight.grad = torch.zeros(2)
+        loop = SimpleNamespace(
+            collective=ProcessGroup("cpu"),
+            stop_reason=None,
+            interrupted_by=None,
+            step=5,
+            device=torch.device("cpu"),
+            parameters=lambda w=weight: [w],
+            scaler=torch.amp.GradScaler("cpu", enabled=False),
+        )
+        loop.request_stop = lambda reason, loop=loop: setattr(loop, "stop_reason", reason)
+        guard = TrainingGuard(policy)
+        try:
+            with guard.running(loop):
+                if rank == 1:
+                    signal.raise_signal(signal.SIGTERM)
+                # not stopped alone: the signal waits for the check all processes share
+                before = loop.stop_reason
+                guard.allow_step(loop, {"loss": torch.tensor(1.0)})
+                loop.interrupted_by = loop.stop_reason  # what the loop does when it stops
+        except TrainingInterrupted as e:
+            found[policy] = {"before": before, "reason": e.reason, "exit": e.exit_code}
+    torch.save(found, f"{out_dir}/stop{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_a_signal_on_one_process_stops_every_process_with_its_exit_status(tmp_path):
+    """SIGTERM on one rank: every rank stops at the same check, the others naming the signal
+    that reached another process, and every rank exits 128 + 15 (a pre-emption for torchrun
+    and the scheduler, not a failure of the ranks that were not signalled)."""
+    import signal
+
+    torch.multiprocessing.spawn(
+        _stop_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True
+    )
+    for policy in ("skip", "ignore"):
+        first, second = (torch.load(tmp_path / f"stop{r}.pt")[policy] for r in (0, 1))
+        assert first["reason"] == "SIGTERM on another process"
+        assert second["reason"] == "SIGTERM"
+        assert first["exit"] == second["exit"] == 128 + signal.SIGTERM
+        assert first["before"] is None and second["before"] is None
+
+
+def test_the_exit_status_of_a_stop_is_128_plus_its_signal_wherever_it_arrived():
+    import pickle
+    import signal
+
+    from mic.training import TrainingInterrupted
+
+    codes = {
+        "SIGTERM": 128 + signal.SIGTERM,
+        "SIGINT on another process": 128 + signal.SIGINT,
+        "SIGTERM on another process": 128 + signal.SIGTERM,
+        "a stop request on another process": 1,
+        "a stop request": 1,
+        "": 1,
+    }
+    for reason, code in codes.items():
+        assert TrainingInterrupted(reason, 3).exit_code == code, reason
+        assert pickle.loads(pickle.dumps(TrainingInterrupted(reason, 3))).exit_code == code

@@ -113,3 +113,47 @@ def test_adabn_on_a_batch_of_one_image_with_a_batchnorm1d_says_drop_last():
     ):
         pass
     assert model.training  # the buffers and the mode restored on the way out
+
+
+class MisnamedMetricTask(ClassificationTask):
+    """A task whose metric names its score 'acc' while ``primary_metric`` stays 'accuracy'
+    (the new-task docs' example with a MetricCollection of another name)."""
+
+    def metric(self):
+        from torchmetrics import MetricCollection
+        from torchmetrics.classification import MulticlassAccuracy
+
+        return MetricCollection({"acc": MulticlassAccuracy(self.num_classes, average="micro")})
+
+
+def test_a_metric_without_the_primary_score_names_primary_metric_the_task_and_its_keys():
+    from mic.core import ConfigError
+    from mic.training import LabelFreeValidation
+
+    model = tiny_model()
+    loader = DataLoader(TensorDataset(torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))), 4)
+    message = r"MisnamedMetricTask.primary_metric is 'accuracy'.*returns 'acc'\)"
+    with pytest.raises(ConfigError, match=message):
+        evaluate(MisnamedMetricTask(3), model, loader)
+    # the same from the label-free masked_agreement (the default validator of mic-train)
+    images = [torch.randn(4, 3, 8, 8)]
+    validation = LabelFreeValidation(["masked_agreement"], images, batches=1)
+    with pytest.raises(ConfigError, match=message):
+        validation.score(MisnamedMetricTask(3), model)
+    assert model.training  # the mode restored on the way out
+
+
+def test_a_metric_without_the_primary_score_through_mic_train(tmp_path):
+    from tests.cli import run_mic_train
+    from tests.helpers import TINY_RUN
+
+    task = "task._target_=tests.test_evaluation.MisnamedMetricTask"
+    out = run_mic_train([*TINY_RUN, task, "eval.interval=2", f"hydra.run.dir={tmp_path}"])
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+    assert (
+        "mic: error: MisnamedMetricTask.primary_metric is 'accuracy', but "
+        "MisnamedMetricTask.metric() computes no score of that name (its compute() returns "
+        "'acc'). Set primary_metric to " in out.stderr
+    )
+    assert "(no labels)" not in out.stdout + out.stderr  # the test set is labelled

@@ -127,3 +127,32 @@ def test_resume_refuses_init_from_and_unknown_allowed_changes_through_mic_train(
         ]
     )
     assert ok.returncode == 0, ok.stderr[-2000:]
+
+
+def test_an_allowed_change_that_adds_modules_names_them_and_points_to_init_from(tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY, "iterations=2", "checkpoint.interval=1", f"hydra.run.dir={run}"]
+    assert run_mic_train(args).returncode == 0
+    checkpoint = run / "checkpoints" / "iter_00000002.pt"
+
+    allowed = ["resume=auto", "iterations=3", "method=dann", "resume_allow_changes=[method]"]
+    out = run_mic_train([*args, *allowed])
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    message = out.stderr.split("mic: error: ")[-1]
+    assert "does not fit this experiment's modules (the method's weights: 6 not in the " in message
+    assert "terms.dann.discriminator.0.weight" in message and "and 3 more" in message
+    assert "cannot be resumed from this checkpoint, even where resume_allow_changes" in message
+    assert f"with init_from={checkpoint}" in message
+    assert "Error(s) in loading state_dict" not in message
+
+    # the advice works: a new run of the other method from the checkpoint's weights
+    new = run_mic_train(
+        [
+            *TINY,
+            "iterations=1",
+            "method=dann",
+            f"init_from={checkpoint}",
+            f"hydra.run.dir={tmp_path}/new",
+        ]
+    )
+    assert new.returncode == 0, new.stderr[-3000:]

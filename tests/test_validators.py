@@ -413,3 +413,14 @@ def test_cli_unknown_validator_is_one_clear_message(tmp_path):
 def test_best_by_a_validator_that_is_not_computed():
     message = user_error_of([*TINY, "eval.validators=[entropy]", "checkpoint.best_by=snd"])
     assert "does not compute it" in message and "eval.validators=[entropy, snd]" in message
+
+
+def test_validation_over_an_empty_loader_is_a_dataset_error_not_nan():
+    from mic.core import DatasetError
+
+    validation = LabelFreeValidation(["entropy", "masked_agreement"], [], batches=4)
+    model, task = tiny_model(), ClassificationTask(3)
+    with pytest.raises(DatasetError, match=r"label-free validation.*yields no batch.*entropy"):
+        validation.score(task, model)
+    with pytest.raises(DatasetError, match="yields no batch"):
+        validation.references(task, model)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mic.core.batch import move_to, split_sample
-from mic.core.errors import DatasetError
+from mic.core.errors import ConfigError, DatasetError
 from mic.core.task import Task
 
 
@@ -39,11 +39,45 @@ def fresh_metric(task: Task, device: Any) -> Any:
     return metric
 
 
+def primary_value(task: Task, computed: Any) -> Any:
+    """The primary metric of what a task metric's ``compute()`` returned (a dict of named
+    scores, or one scalar), as it was returned.
+
+    Raises:
+        ConfigError: the dict has no score named ``task.primary_metric``, or that score is
+            not one number.
+    """
+    name, kind = task.primary_metric, type(task).__name__
+    value = computed
+    if isinstance(computed, Mapping):
+        if name not in computed:
+            keys = ", ".join(repr(k) for k in computed) or "no named score at all"
+            raise ConfigError(
+                f"{kind}.primary_metric is {name!r}, but {kind}.metric() computes no score of "
+                f"that name (its compute() returns {keys}). Set primary_metric to the key of "
+                "the score that ranks checkpoints (the one printed at each evaluation and "
+                f"scored by the masked_agreement validator), or name that score {name!r} in "
+                "metric()"
+            )
+        value = computed[name]
+    if isinstance(value, torch.Tensor) and value.numel() != 1:
+        raise ConfigError(
+            f"{kind}.metric() computes its primary metric {name!r} as a tensor of shape "
+            f"{tuple(value.shape)}, not one number: let compute() return the primary score as "
+            "a scalar (per-class scores may sit beside it under other names), or set "
+            "primary_metric to the key of such a score"
+        )
+    return value
+
+
 def primary_score(task: Task, computed: Any) -> float:
     """The primary metric of what a task metric's ``compute()`` returned (a dict of named
-    scores, or one scalar), as a float."""
-    value = computed[task.primary_metric] if isinstance(computed, dict) else computed
-    return float(to_python(value))
+    scores, or one scalar), as a float.
+
+    Raises:
+        ConfigError: see ``primary_value``.
+    """
+    return float(to_python(primary_value(task, computed)))
 
 
 @torch.no_grad()
@@ -54,11 +88,13 @@ def evaluate(
     process alone (under ``torchrun`` the main process scores).
 
     Returns:
-        The metric's named scores as floats and lists; a metric whose ``compute`` gives one
-        scalar is recorded under ``task.primary_metric``.
+        The metric's named scores as floats and lists, the primary one always a float; a
+        metric whose ``compute`` gives one scalar is recorded under ``task.primary_metric``.
 
     Raises:
         DatasetError: the loader yields unlabelled batches.
+        ConfigError: the metric's named scores lack ``task.primary_metric`` (see
+            ``primary_value``).
     """
     device = device or next(model.parameters()).device
     was_training = model.training
@@ -74,8 +110,12 @@ def evaluate(
                 )
             prediction = task.predict(model, move_to(images, device))
             metric.update(prediction, move_to(targets, device))
-        scores = to_python(metric.compute())
-        return scores if isinstance(scores, dict) else {task.primary_metric: scores}
+        computed = metric.compute()
+        primary = primary_score(task, computed)  # a metric without it: a ConfigError now
+        scores = to_python(computed)
+        if not isinstance(scores, dict):
+            return {task.primary_metric: primary}
+        return {**scores, task.primary_metric: primary}
     finally:
         model.train(was_training)
 

@@ -8,7 +8,7 @@ import signal
 import threading
 import warnings
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -21,12 +21,38 @@ NanPolicy = Literal["skip", "stop", "ignore"]
 NAN_POLICIES = ("skip", "stop", "ignore")
 
 
+#: the signals that stop a run cleanly (``TrainingGuard``); each has a slot in the stop flags
+#: that the processes of a ``torchrun`` group share, so that every process knows which one
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 class TrainingInterrupted(MicError):
-    """The run stopped early on a stop request (after saving through its hooks)."""
+    """The run stopped early on a stop request (after saving through its hooks).
+
+    Attributes:
+        reason: what stopped it: a signal's name (``"SIGTERM"``), ``"<signal name> on another
+            process"`` under ``torchrun``, or the reason given to ``loop.request_stop``.
+        step: the iteration it stopped after.
+    """
 
     def __init__(self, reason: str, step: int) -> None:
         super().__init__(f"stopped by {reason} after iteration {step}")
         self.reason, self.step = reason, step
+
+    @property
+    def stop_signal(self) -> signal.Signals | None:
+        """The signal that stopped the run, on this process or another one (None: a stop
+        requested otherwise)."""
+        words = self.reason.split()
+        return signal.Signals.__members__.get(words[0]) if words else None
+
+    @property
+    def exit_code(self) -> int:
+        """The process's exit status: 128 + the signal number, as a process killed by the
+        signal would report it (on every process of a ``torchrun`` group, so that a scheduler
+        sees a pre-emption); 1 for a stop without a signal."""
+        sig = self.stop_signal
+        return 128 + int(sig) if sig is not None else 1
 
     def __reduce__(self) -> tuple[type[TrainingInterrupted], tuple[str, int]]:
         # rebuilt from its arguments, so that it crosses process boundaries (a run in a
@@ -43,12 +69,13 @@ class TrainingGuard(Guard):
 
     SIGTERM and SIGINT (when ``run`` is called from the main thread) finish the iteration, let
     the hooks save, and raise ``TrainingInterrupted``; a stop request on one process stops
-    every process. Each iteration's check costs one collective and one host synchronisation.
-    Under ``"skip"`` an iteration with non-finite losses or gradients changes nothing but the
-    schedule (weights, optimiser state, every BatchNorm buffer stay as they were), and more
-    than ``max_skipped`` such iterations (from the fifth) raise ``NumericalError``; ``"stop"``
-    raises it at the first; ``"ignore"`` checks nothing. Under both checking policies, weights
-    made non-finite by a step raise it.
+    every process (a signal's name travels with it: ``TrainingInterrupted.exit_code`` is the
+    same on every process). Each iteration's check costs one collective and one host
+    synchronisation. Under ``"skip"`` an iteration with non-finite losses or gradients changes
+    nothing but the schedule (weights, optimiser state, every BatchNorm buffer stay as they
+    were), and more than ``max_skipped`` such iterations (from the fifth) raise
+    ``NumericalError``; ``"stop"`` raises it at the first; ``"ignore"`` checks nothing. Under
+    both checking policies, weights made non-finite by a step raise it.
 
     Args:
         nan_policy: ``"skip"`` (default), ``"stop"`` or ``"ignore"``.
@@ -66,16 +93,33 @@ class TrainingGuard(Guard):
             raise ConfigError(f"max_skipped must lie in [0, 1], got {max_skipped}")
         self.nan_policy, self.max_skipped = nan_policy, max_skipped
         self._snapshot: list[Tensor] = []
+        #: a signal received under torchrun, not yet shared with the other processes
+        self._signalled: str | None = None
 
     @contextlib.contextmanager
     def running(self, loop: AdaptationLoop) -> Iterator[None]:
         """Catch SIGTERM and SIGINT during ``run``; raise ``TrainingInterrupted`` after it when
-        a stop request ended it."""
+        a stop request ended it.
+
+        Under ``torchrun`` a signal becomes this process's stop request at the next check
+        (``allow_step``), which every process passes in the same iteration: a signal that
+        arrived after that iteration's check must not stop this process alone.
+        """
         previous = {}
+        shared = loop.collective.world_size > 1
+        self._signalled = None
+
+        def stop(signum: int, _: Any) -> None:
+            name = signal.Signals(signum).name
+            if shared:
+                self._signalled = self._signalled or name
+            else:
+                loop.request_stop(name)
+
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in STOP_SIGNALS:
                 previous[sig] = signal.getsignal(sig)
-                signal.signal(sig, lambda signum, _: loop.request_stop(signal.Signals(signum).name))
+                signal.signal(sig, stop)
         try:
             yield
         finally:
@@ -122,11 +166,12 @@ class TrainingGuard(Guard):
     def _faults(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> list[str]:
         """The names of the non-finite losses (and "gradients"): one collective, shared with
         the stop requests, and one host synchronisation (none alone under "ignore")."""
-        stop = float(loop.stop_reason is not None)
-        c, other = loop.collective, "a stop request on another process"
+        if self._signalled is not None and loop.stop_reason is None:
+            loop.request_stop(self._signalled)
+        c, stop = loop.collective, _stop_flags(loop.stop_reason)
         if self.nan_policy == "ignore":
-            if c.world_size > 1 and c.mean(torch.tensor([stop])) > 0 and loop.stop_reason is None:
-                loop.request_stop(other)
+            if c.world_size > 1:
+                _follow_stop(loop, c.mean(torch.tensor(stop)).tolist())
             return []
         params = loop.parameters()
         grads = [p.grad for p in params if p.grad is not None]
@@ -134,11 +179,11 @@ class TrainingGuard(Guard):
         named["weights"] = ~torch.isfinite(torch.stack(torch._foreach_norm(params))).all()
         if grads and not loop.scaler.is_enabled():
             named["gradients"] = ~torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
-        flags = torch.stack([torch.full((), stop, device=loop.device), *named.values()])
-        bad = c.mean(flags.float()).tolist()
-        if bad[0] > 0 and loop.stop_reason is None:
-            loop.request_stop(other)
-        faulty = [n for n, b in zip(named, bad[1:], strict=True) if b > 0]
+        faults = torch.stack([*named.values()]).float()
+        flags = torch.cat([torch.tensor(stop, device=loop.device), faults])
+        bad = c.mean(flags).tolist()
+        _follow_stop(loop, bad[: len(stop)])
+        faulty = [n for n, b in zip(named, bad[len(stop) :], strict=True) if b > 0]
         if "weights" in faulty:
             raise NumericalError(
                 f"the optimiser step of iteration {loop.step} made weights NaN or Inf; no "
@@ -153,6 +198,24 @@ class TrainingGuard(Guard):
                 "nan_policy=skip to skip such iterations"
             )
         return faulty
+
+
+#: why a process stops when another one was asked to stop without a signal
+OTHER_STOP = "a stop request on another process"
+
+
+def _stop_flags(reason: str | None) -> list[float]:
+    """This process's stop request as flags: [any stop, then one per ``STOP_SIGNALS``]."""
+    return [float(reason is not None), *(float(reason == s.name) for s in STOP_SIGNALS)]
+
+
+def _follow_stop(loop: AdaptationLoop, flags: list[float]) -> None:
+    """Stop this process when another one asked to (``flags``: ``_stop_flags`` averaged over
+    the processes), giving the signal it received as the reason."""
+    if flags[0] <= 0 or loop.stop_reason is not None:
+        return
+    sent = [s for s, f in zip(STOP_SIGNALS, flags[1:], strict=True) if f > 0]
+    loop.request_stop(f"{sent[0].name} on another process" if sent else OTHER_STOP)
 
 
 def _buffers(loop: AdaptationLoop) -> list[Tensor]:

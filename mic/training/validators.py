@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from mic.core.batch import move_to, split_sample
 from mic.core.context import RandomStream, stream_seed
-from mic.core.errors import ConfigError
+from mic.core.errors import ConfigError, DatasetError
 from mic.core.masking import BlockMasker, Masker
 from mic.core.task import PseudoLabels, Task
 from mic.core.teacher import unwrap
@@ -328,6 +328,7 @@ class LabelFreeValidation:
 
     Raises:
         ConfigError: ``batches`` or ``samples_per_image`` below 1, or an unknown validator.
+        DatasetError: (when scoring) the loader yields no batch.
     """
 
     def __init__(
@@ -381,9 +382,22 @@ class LabelFreeValidation:
         return RandomStream(stream_seed(self.seed, "validation", what, batch))
 
     def _images(self, device: torch.device | None) -> Iterator[tuple[int, Any]]:
+        """The scored batches' images, numbered.
+
+        Raises:
+            DatasetError: the loader yields no batch.
+        """
+        i = -1
         for i, batch in enumerate(islice(self.loader, self.batches)):
             images, _ = split_sample(batch)
             yield i, move_to(images, device) if device is not None else images
+        if i < 0:
+            raise DatasetError(
+                "the loader of the label-free validation (LabelFreeValidation) yields no "
+                f"batch, so its validators ({', '.join(self.names)}) would score nothing and "
+                "report NaN: give it a loader of at least one batch of target images (with "
+                "drop_last=True, a dataset of at least one batch size)"
+            )
 
     @torch.no_grad()
     def references(
@@ -413,6 +427,9 @@ class LabelFreeValidation:
 
         Returns:
             ``{validator name: score}``, floats (NaN where undefined).
+
+        Raises:
+            DatasetError: the loader yields no batch.
         """
         model = unwrap(model)  # scored in one process: no data-parallel wrapper
         device = device or next(model.parameters()).device
