@@ -138,6 +138,19 @@ def _coco_size(tmp):
     ]
 
 
+def _hrda_pretrained(tmp):
+    """HRDA around DAFormer with ImageNet weights (a small MiT) on a few street-scene folders."""
+    folders = [a for a in seg_folder_overrides(tmp) if not a.startswith("experiment=")]
+    return [
+        "experiment=streets_hrda",
+        *folders,
+        "model=hrda_daformer_mitb5",
+        "model.segmenter.encoder=mit_b0",
+        "model.segmenter.embed_dim=16",
+        "++dataset.source.min_pixels=8",  # rare class sampling on 16 x 12 images
+    ]
+
+
 def _write(tmp, name, data: bytes):
     path = tmp / name
     path.write_bytes(data)
@@ -762,6 +775,14 @@ CASES = [
         "CUDA is not available",
     ),
     (
+        "env-offline-no-cached-weights",
+        "pretrained weights (an HRDA model's encoder, `model.segmenter.pretrained`) where the "
+        "Hugging Face hub cannot be reached and they are not in its local cache",
+        lambda t, r: _hrda_pretrained(t),
+        "could not load the pretrained weights of encoder 'mit_b0': the Hugging Face hub cannot "
+        "be reached and smp-hub/mit_b0.imagenet is not in the local Hugging Face cache",
+    ),
+    (
         "env-no-detectron2",
         "the detectron2 backend (`model=d2_faster_rcnn_small`) where detectron2 is not installed",
         lambda t, r: [*TINY_DET, "model=d2_faster_rcnn_small"],
@@ -778,6 +799,7 @@ ENVIRONMENT = {
     "env-full-disk": (lambda t, run: run, "full-disk"),
     "env-disk-fills-while-saving": (lambda t, run: run, "save-fails"),
     "env-no-detectron2": (lambda t, run: t / "fresh", "no-detectron2"),
+    "env-offline-no-cached-weights": (lambda t, run: t / "fresh", "hub-offline:{run}/no-cache"),
 }
 
 

@@ -21,7 +21,8 @@ from omegaconf import OmegaConf
 from mic import ConfigError
 from mic.experiment import load_config
 from mic.tasks.detection import LOSS_PARTS, Detectron2RCNN, detectron2_build
-from tests.det_helpers import TINY_SIZES, need, tiny_batch
+from tests.cli import run_mic_train
+from tests.det_helpers import TINY_DET, TINY_SIZES, need, tiny_batch
 
 ROOT = Path(__file__).parents[1]
 R18 = {"MODEL.RESNETS.DEPTH": 18, "MODEL.RESNETS.RES2_OUT_CHANNELS": 64}
@@ -133,6 +134,121 @@ def test_bad_detectron2_settings_are_clear(kwargs, message):
     kwargs = {"num_classes": 2, "opts": R18, **kwargs}  # ResNet-18: quick to build
     with pytest.raises(ConfigError, match=re.escape(message)):
         Detectron2RCNN(**kwargs)
+
+
+@pytest.mark.usefixtures("detectron2")
+@pytest.mark.parametrize(
+    ("kwargs", "opts", "refused", "instead"),
+    [
+        (
+            {},
+            {"MODEL.ROI_HEADS.NUM_CLASSES": 7},
+            "MODEL.ROI_HEADS.NUM_CLASSES",
+            "model.num_classes",
+        ),
+        ({}, {"MODEL": {"RESNETS": {"NORM": "GN"}}}, "MODEL.RESNETS.NORM", "model.norm"),
+        (
+            {"rpn_nms_thresh": 0.7},
+            ["MODEL.RPN.NMS_THRESH", 0.6],
+            "MODEL.RPN.NMS_THRESH",
+            "model.rpn_nms_thresh",
+        ),
+        (
+            {"image_mean": [0.5] * 3},
+            {"MODEL.PIXEL_MEAN": [0, 0, 0]},
+            "MODEL.PIXEL_MEAN",
+            "image_mean",
+        ),
+        ({}, {"INPUT.FORMAT": "RGB"}, "INPUT.FORMAT", "YAML file of your own as model.config"),
+        ({}, {"MODEL.MASK_ON": True}, "MODEL.MASK_ON", "always off"),
+        # a whole node that holds one of mic's keys
+        ({}, ["MODEL.ROI_HEADS", {"NUM_CLASSES": 7}], "MODEL.ROI_HEADS.NUM_CLASSES", "num_classes"),
+    ],
+    ids=["num-classes", "nested", "flat-list", "pixel-mean", "format", "masks", "node"],
+)
+def test_opts_refuse_the_keys_mic_sets_itself(kwargs, opts, refused, instead):
+    with pytest.raises(ConfigError) as error:
+        Detectron2RCNN(num_classes=2, opts=opts, **kwargs)
+    text = str(error.value)
+    assert f"{refused} (" in text and instead in text and "Remove them from model.opts" in text
+    assert "\n" not in text  # one paragraph
+
+
+@pytest.mark.usefixtures("detectron2", "one_thread")
+def test_opts_set_the_keys_whose_argument_is_not_given():
+    """A key mic sets only from an argument goes through ``opts`` where that argument is
+    left out (no conflict: mic leaves the config's value alone)."""
+    model = Detectron2RCNN(
+        num_classes=2,
+        opts={**R18, "MODEL.RPN.NMS_THRESH": 0.6, "MODEL.PIXEL_STD": [50.0, 50.0, 50.0]},
+        **TINY_SIZES,
+    )
+    assert model.cfg.MODEL.RPN.NMS_THRESH == 0.6
+    assert model.image_std == pytest.approx([50 / 255] * 3)
+
+
+@pytest.mark.usefixtures("detectron2", "one_thread")
+def test_every_key_mic_sets_is_refused_in_opts_and_others_are_applied():
+    """Every detectron2 config key the arguments (or mic, always) change is in MIC_KEYS, so
+    that ``opts`` cannot override it; a key mic leaves alone still goes through."""
+    from detectron2.config import get_cfg
+
+    from mic.tasks.detection.detectron2_rcnn import MIC_KEYS, config_file
+
+    opts = {**R18, "MODEL.ROI_HEADS.POSITIVE_FRACTION": 0.5}
+    model = Detectron2RCNN(
+        num_classes=3,
+        backbone="test_efficientnet",  # RGB, timm's mean and std
+        norm="batch",
+        trainable_layers=4,
+        fpn_channels=16,
+        representation_size=32,
+        image_std=[0.2, 0.2, 0.2],
+        aspect_ratios=[1.0],
+        rpn_batch_size_per_image=64,
+        rpn_nms_thresh=0.6,
+        box_score_thresh=0.1,
+        box_nms_thresh=0.4,
+        box_detections_per_img=30,
+        opts=opts,
+        **TINY_SIZES,
+    )
+    zoo = get_cfg()
+    zoo.merge_from_file(config_file("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"))
+
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    before = dict(leaves(zoo))
+    changed = {k for k, v in leaves(model.cfg) if before[k] != v} - set(opts)
+    assert len(changed) >= 20  # the test gives (nearly) every argument a value of its own
+    assert changed <= set(MIC_KEYS), changed - set(MIC_KEYS)
+    assert model.rcnn.roi_heads.positive_fraction == 0.5
+
+
+@pytest.mark.usefixtures("detectron2")
+def test_mic_train_refuses_a_class_count_in_opts_before_training(tmp_path):
+    """The user trial's command: a 7-class head on the 4-class shapes stops at once with the
+    setting to use instead, where it trained and crashed at the first evaluation."""
+    run = tmp_path / "run"
+    out = run_mic_train(
+        [
+            *TINY_DET,
+            "model=d2_faster_rcnn_small",
+            "+model.opts.MODEL.ROI_HEADS.NUM_CLASSES=7",
+            f"hydra.run.dir={run}",
+        ]
+    )
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+    error = next(line for line in out.stderr.splitlines() if line.startswith("mic: error: "))
+    assert "model.opts sets detectron2 config keys that mic sets itself" in error
+    assert "MODEL.ROI_HEADS.NUM_CLASSES (use model.num_classes" in error
+    assert not list(run.glob("checkpoints/*.pt"))
 
 
 def test_cityscapes_foggy_on_detectron2_has_the_published_hyperparameters():

@@ -171,3 +171,30 @@ def test_model_names_import_from_the_task_package_and_the_models_package():
 
     assert set(models.__all__) <= set(seg.__all__)
     assert all(getattr(seg, name) is getattr(models, name) for name in models.__all__)
+
+
+def test_offline_encoder_weights_load_from_the_hugging_face_cache_at_once(tmp_path, monkeypatch):
+    """smp's own encoder (mit_b0) where the hub cannot be reached: its weights come from the
+    local cache without a request; without them in the cache the error names the way out."""
+    import segmentation_models_pytorch as smp
+    from safetensors.torch import save_file
+
+    from mic.tasks.segmentation.models.base import create_encoder
+    from tests.test_backbones import _offline
+
+    _offline(monkeypatch, tmp_path)
+    with pytest.raises(ConfigError, match=r"smp-hub/mit_b0\.imagenet is not in the local") as e:
+        create_encoder("mit_b0", pretrained=True)
+    assert "model.segmenter.pretrained=false" in str(e.value)
+
+    settings = smp.encoders.encoders["mit_b0"]["pretrained_settings"]["imagenet"]
+    repo = tmp_path / f"models--{settings['repo_id'].replace('/', '--')}"
+    snapshot = repo / "snapshots" / settings["revision"]
+    snapshot.mkdir(parents=True)
+    torch.manual_seed(5)
+    saved = smp.encoders.get_encoder("mit_b0", weights=None).state_dict()
+    save_file({k: v.contiguous() for k, v in saved.items()}, snapshot / "model.safetensors")
+    (snapshot / "config.json").write_text("{}")
+    loaded = create_encoder("mit_b0", pretrained=True).state_dict()
+    for key, value in saved.items():
+        assert torch.equal(loaded[key], value), key

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
 
@@ -60,32 +61,72 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
-def _cached_when_offline(name: str) -> str | None:
-    """The local file of backbone ``name``'s Hugging Face weights when the hub cannot be
-    reached (a compute node without internet), so that timm loads it at once instead of
-    retrying the hub for up to a minute before it falls back to its cache; None when the
-    weights do not come from the hub or it is reachable.
+def cached_when_offline(
+    repo_id: str, files: Sequence[str | Sequence[str]], what: str, advice: str
+) -> list[str] | None:
+    """The local files of Hugging Face repo ``repo_id`` when the hub cannot be reached (a
+    compute node without internet), so that a model loads them at once instead of retrying
+    the hub for up to a minute before it falls back to its cache.
+
+    Args:
+        repo_id: ``owner/name``, or ``owner/name@revision``.
+        files: the files needed, each a name or a sequence of alternative names (the first
+            one in the cache is taken).
+        what: the weights, as the error names them (``backbone 'resnet50'``).
+        advice: the error's last sentences: what to do instead.
+
+    Returns:
+        The cached path of each entry of ``files``; None when the hub is reachable.
+
+    Raises:
+        ConfigError: the hub cannot be reached and a file is not in the local cache.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    if _hub_reachable():
+        return None
+    repo, _, revision = repo_id.partition("@")
+    paths = []
+    for entry in files:
+        names = [entry] if isinstance(entry, str) else list(entry)
+        found = (try_to_load_from_cache(repo, n, revision=revision or None) for n in names)
+        path = next((f for f in found if isinstance(f, str)), None)
+        if path is None:
+            raise ConfigError(
+                f"could not load the pretrained weights of {what}: the Hugging Face hub cannot "
+                f"be reached and {repo} is not in the local Hugging Face cache (no "
+                f"{' or '.join(names)}). {advice}"
+            )
+        paths.append(path)
+    return paths
+
+
+def timm_weights_when_offline(
+    name: str, what: str | None = None, advice: str = _OFFLINE_ADVICE
+) -> str | None:
+    """The local file of timm model ``name``'s Hugging Face weights when the hub cannot be
+    reached (``cached_when_offline``), for ``timm.create_model``'s
+    ``pretrained_cfg_overlay=dict(file=...)``; None when the weights do not come from the hub,
+    timm knows none for ``name`` (timm then says so itself) or the hub is reachable.
+
+    Args:
+        name: a timm model name, with an optional ``.tag``.
+        what: the weights, as the error names them (default ``backbone '<name>'``).
+        advice: the error's last sentences: what to do instead.
 
     Raises:
         ConfigError: the hub cannot be reached and the weights are not in the local cache.
     """
-    from huggingface_hub import try_to_load_from_cache
-
-    cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=False)
-    if cfg is None or not cfg.hf_hub_id or cfg.source == "hf-hub" or _hub_reachable():
+    try:
+        cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=False)
+    except Exception:  # an unknown tag, a model without weights: timm's own error follows
         return None
-    repo, _, revision = cfg.hf_hub_id.partition("@")
+    if cfg is None or not cfg.hf_hub_id or cfg.source == "hf-hub":
+        return None
     # timm's files on the hub: the one a model names, else safetensors before a pickle
     files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else _HUB_FILES
-    for file in files:
-        found = try_to_load_from_cache(repo, file, revision=revision or None)
-        if isinstance(found, str):
-            return found
-    raise ConfigError(
-        f"could not load the pretrained weights of backbone '{name}': the Hugging Face hub "
-        f"cannot be reached and {repo} is not in the local Hugging Face cache. "
-        f"{_OFFLINE_ADVICE}"
-    )
+    found = cached_when_offline(cfg.hf_hub_id, [files], what or f"backbone '{name}'", advice)
+    return found[0] if found else None
 
 
 def check_backbone_name(name: str) -> None:
@@ -156,7 +197,7 @@ def create_backbone(
             f"pretrained_cfg_overlay.file {overlay['file']} is not a file"
         )
     if pretrained and not (overlay and overlay.get("file")):
-        cached = _cached_when_offline(name)
+        cached = timm_weights_when_offline(name)
         if cached is not None:
             kwargs["pretrained_cfg_overlay"] = {**(overlay or {}), "file": cached}
     try:

@@ -4,7 +4,9 @@
 - ``read-only:<folder>``: every write below the folder fails as on a read-only mount;
 - ``full-disk``: the disk reports 1 MiB free;
 - ``save-fails``: ``torch.save`` fails as torch's writer does when the disk fills;
-- ``no-detectron2``: ``import detectron2`` fails, as where it is not installed.
+- ``no-detectron2``: ``import detectron2`` fails, as where it is not installed;
+- ``hub-offline:<folder>``: the Hugging Face hub cannot be reached (its address refuses
+  connections, no proxy) and its local cache is the folder (empty or missing: nothing cached).
 """
 
 import builtins
@@ -65,3 +67,12 @@ elif FAULT == "no-detectron2":
     import sys
 
     sys.modules["detectron2"] = None  # type: ignore[assignment]
+
+elif FAULT.startswith("hub-offline:"):
+    from huggingface_hub import constants
+
+    for variable in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        os.environ.pop(variable, None)
+    constants.ENDPOINT = "http://127.0.0.1:9"  # the discard port: refused at once
+    constants.HF_HUB_CACHE = FAULT.split(":", 1)[1]
+    constants.HF_HUB_OFFLINE = False

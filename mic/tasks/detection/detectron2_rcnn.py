@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,50 @@ INSTALL_DETECTRON2 = (
 #: mic's norm names and detectron2's (``MODEL.RESNETS.NORM``)
 _NORMS = {"frozen": "FrozenBN", "batch": "BN", "FrozenBN": "FrozenBN", "BN": "BN", "GN": "GN"}
 _NORMS["SyncBN"] = "SyncBN"
+
+#: the detectron2 config keys that ``Detectron2RCNN`` sets from its arguments or always, and
+#: what to use instead of setting them through ``opts``, which would override mic's value
+#: behind its back (a class count other than the task's, say)
+MIC_KEYS = {
+    "MODEL.ROI_HEADS.NUM_CLASSES": "use model.num_classes, by default dataset.num_classes",
+    "MODEL.RESNETS.NORM": "use model.norm",
+    "MODEL.BACKBONE.FREEZE_AT": "use model.trainable_layers, 5 - FREEZE_AT",
+    "MODEL.PIXEL_MEAN": "use model.image_mean, RGB in [0, 1]",
+    "MODEL.PIXEL_STD": "use model.image_std, RGB in [0, 1]",
+    "INPUT.FORMAT": (
+        "the channel order is model.config's, so give a detectron2 YAML file of your own as "
+        "model.config; a timm backbone always reads RGB"
+    ),
+    "MODEL.FPN.OUT_CHANNELS": "use model.fpn_channels",
+    "MODEL.ROI_BOX_HEAD.FC_DIM": "use model.representation_size",
+    "INPUT.MIN_SIZE_TEST": "use model.min_size",
+    "INPUT.MAX_SIZE_TEST": "use model.max_size",
+    "MODEL.ANCHOR_GENERATOR.SIZES": "use model.anchor_sizes",
+    "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": "use model.aspect_ratios",
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN": "use model.rpn_pre_nms_top_n_train",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN": "use model.rpn_post_nms_top_n_train",
+    "MODEL.RPN.PRE_NMS_TOPK_TEST": "use model.rpn_pre_nms_top_n_test",
+    "MODEL.RPN.POST_NMS_TOPK_TEST": "use model.rpn_post_nms_top_n_test",
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE": "use model.rpn_batch_size_per_image",
+    "MODEL.RPN.NMS_THRESH": "use model.rpn_nms_thresh",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": "use model.box_batch_size_per_image",
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST": "use model.box_score_thresh",
+    "MODEL.ROI_HEADS.NMS_THRESH_TEST": "use model.box_nms_thresh",
+    "TEST.DETECTIONS_PER_IMAGE": "use model.box_detections_per_img",
+    "MODEL.DEVICE": "use device; the training loop moves the model",
+    "MODEL.MASK_ON": "always off: the detectron2 backend builds Faster R-CNN only",
+    "MODEL.KEYPOINT_ON": "always off: the detectron2 backend builds Faster R-CNN only",
+}
+#: the keys of ``MIC_KEYS`` that mic sets (or reads before ``opts`` apply) in every build;
+#: the others are mic's only where the argument that sets them is given
+ALWAYS_MIC_KEYS = (
+    "MODEL.ROI_HEADS.NUM_CLASSES",
+    "MODEL.RESNETS.NORM",
+    "INPUT.FORMAT",
+    "MODEL.DEVICE",
+    "MODEL.MASK_ON",
+    "MODEL.KEYPOINT_ON",
+)
 
 
 def detectron2_build() -> str | None:
@@ -119,6 +163,37 @@ def _flatten(opts: Mapping[str, Any] | Sequence[Any] | None, prefix: str = "") -
         else:
             flat += [name, _plain(value)]
     return flat
+
+
+def refuse_mic_keys(opts: Mapping[str, Any] | Sequence[Any] | None, mine: Iterable[str]) -> None:
+    """Refuse ``opts`` that set a detectron2 config key mic sets itself in this build
+    (``mine``, of ``MIC_KEYS``), or a node above one (``MODEL.ROI_HEADS`` as a whole).
+
+    Args:
+        opts: ``Detectron2RCNN``'s ``opts``: a mapping (dotted keys or nested) or a flat
+            ``[KEY, value, ...]`` list.
+        mine: the keys mic sets: ``ALWAYS_MIC_KEYS`` and those of the arguments given.
+
+    Raises:
+        ConfigError: naming each such key and the setting of mic to use instead.
+    """
+    keys = [str(k) for k in _flatten(opts)[0::2]]
+    mine = set(mine)
+    found = [
+        (name, MIC_KEYS[name])
+        for key in keys
+        for name in sorted(mine)
+        if name == key or name.startswith(f"{key}.")
+    ]
+    if not found:
+        return
+    said = ", ".join(f"{name} ({hint})" for name, hint in found)
+    raise ConfigError(
+        f"model.opts sets detectron2 config keys that mic sets itself from its own settings, "
+        f"so they would override mic's values behind its back: {said}. Remove them from "
+        "model.opts and use mic's settings instead (in Python: Detectron2RCNN's arguments of "
+        "the same names without 'model.')"
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -190,11 +265,14 @@ class Detectron2RCNN(nn.Module):
             ``MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE``, ``SCORE_THRESH_TEST``,
             ``NMS_THRESH_TEST``; ``TEST.DETECTIONS_PER_IMAGE``).
         opts: any other detectron2 config keys, applied last: a mapping
-            (``{"MODEL.RESNETS.DEPTH": 18}`` or nested) or a flat ``[KEY, value, ...]`` list.
+            (``{"MODEL.RESNETS.DEPTH": 18}`` or nested) or a flat ``[KEY, value, ...]`` list;
+            not the keys that the arguments given above set, nor those mic always sets
+            (``MIC_KEYS``, ``ALWAYS_MIC_KEYS``).
 
     Raises:
-        ConfigError: detectron2 is missing, an unknown config or config key, a config that is
-            no Faster R-CNN, weights that cannot be loaded.
+        ConfigError: detectron2 is missing, an unknown config or config key, ``opts`` that set
+            a key of ``MIC_KEYS``, a config that is no Faster R-CNN, weights that cannot be
+            loaded.
     """
 
     def __init__(
@@ -295,6 +373,13 @@ class Detectron2RCNN(nn.Module):
         if aspect_ratios is not None:
             ratios = [[float(a) for a in aspect_ratios]]
             flat += ["MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", ratios]
+        mine = {*ALWAYS_MIC_KEYS, *flat[0::2]}
+        if trainable_layers is not None or not initialised:
+            mine.add("MODEL.BACKBONE.FREEZE_AT")
+        for key, value in (("MODEL.PIXEL_MEAN", image_mean), ("MODEL.PIXEL_STD", image_std)):
+            if value is not None or backbone is not None:
+                mine.add(key)
+        refuse_mic_keys(opts, mine)
         try:
             cfg.merge_from_list(flat + _flatten(opts))
         except (KeyError, ValueError, AssertionError) as e:

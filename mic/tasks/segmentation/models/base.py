@@ -8,13 +8,26 @@ deepest features) with a frozen copy of the initial ``encoder``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from torch import Tensor, nn
 
 from mic.core.errors import ConfigError
 from mic.schema import did_you_mean
+
+#: how to train without pretrained weights, in each config that holds an encoder: a
+#: segmentation model's own, or the segmenter an HRDA model wraps (conf/model/hrda_*.yaml)
+_NO_WEIGHTS = (
+    "train without them (on the command line model.pretrained=false, or "
+    "model.segmenter.pretrained=false with an HRDA model (model=hrda_*, the *_hrda_* "
+    "experiments), whose segmenter holds the encoder; in Python pretrained=False)"
+)
+_OFFLINE_ADVICE = (
+    "Without internet, download them once into the Hugging Face cache (a run with pretrained "
+    f"weights on a machine with internet fills it; HF_HOME moves it), or {_NO_WEIGHTS}."
+)
 
 
 def create_encoder(
@@ -50,10 +63,17 @@ def create_encoder(
     import segmentation_models_pytorch as smp
 
     weights = encoder_weights(name, pretrained)
+    kwargs, building = weights_from_cache(name, pretrained, kwargs)
     try:
-        return smp.encoders.get_encoder(
-            name, in_channels=3, depth=depth, weights=weights, output_stride=output_stride, **kwargs
-        )
+        with building:
+            return smp.encoders.get_encoder(
+                name,
+                in_channels=3,
+                depth=depth,
+                weights=weights,
+                output_stride=output_stride,
+                **kwargs,
+            )
     except Exception as e:
         if pretrained:
             raise _weights_error(name, e) from e
@@ -91,12 +111,70 @@ def encoder_weights(name: str, pretrained: bool) -> Any:
     return "imagenet" if pretrained else None
 
 
+def weights_from_cache(
+    name: str, pretrained: bool, kwargs: dict[str, Any]
+) -> tuple[dict[str, Any], AbstractContextManager[None]]:
+    """How to build encoder ``name`` so that, when the Hugging Face hub cannot be reached (a
+    compute node without internet), its pretrained weights come from the local Hugging Face
+    cache at once, or the build stops at once, instead of retrying the hub for half a minute:
+    the timm backbones' way (``mic.backbones.factory.cached_when_offline``).
+
+    Args:
+        name: smp's own encoder name or ``tu-<timm name>`` (``encoder_weights`` checked it).
+        pretrained: whether ImageNet weights are wanted (nothing to do without).
+        kwargs: the keywords for smp's encoder.
+
+    Returns:
+        ``kwargs`` for smp's encoder (a ``tu-`` encoder's cached file as timm's
+        ``pretrained_cfg_overlay``) and a context to build it in (huggingface_hub's offline
+        mode for smp's own encoders, whose files are then in the cache).
+
+    Raises:
+        ConfigError: the hub cannot be reached and the weights are not in the local cache
+            (naming them, and the setting that trains without them).
+    """
+    from mic.backbones.factory import cached_when_offline, timm_weights_when_offline
+
+    what = f"encoder '{name}'"
+    overlay = kwargs.get("pretrained_cfg_overlay") or {}
+    if not pretrained or overlay.get("file") or name.startswith("timm-"):
+        return kwargs, nullcontext()  # timm-: smp's deprecated aliases, smp's own way
+    if name.startswith("tu-"):
+        cached = timm_weights_when_offline(name[3:], what, _OFFLINE_ADVICE)
+        if cached is None:
+            return kwargs, nullcontext()
+        return {**kwargs, "pretrained_cfg_overlay": {**overlay, "file": cached}}, nullcontext()
+    import segmentation_models_pytorch as smp
+
+    settings = smp.encoders.encoders[name]["pretrained_settings"].get("imagenet") or {}
+    if not settings.get("repo_id"):
+        return kwargs, nullcontext()
+    revision = settings.get("revision")
+    repo = settings["repo_id"] + (f"@{revision}" if revision else "")
+    # smp's get_encoder reads both files
+    found = cached_when_offline(repo, ["config.json", "model.safetensors"], what, _OFFLINE_ADVICE)
+    return kwargs, (_hub_offline() if found else nullcontext())
+
+
+@contextmanager
+def _hub_offline() -> Iterator[None]:
+    """huggingface_hub's offline mode (as ``HF_HUB_OFFLINE=1``) within the block: its
+    downloads take the cached file without a request (only used once the hub is known to be
+    unreachable and the files cached)."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
 def _weights_error(name: str, error: Exception) -> ConfigError:
     return ConfigError(
         f"could not load the pretrained weights of encoder '{name}' "
-        f"({error.__class__.__name__}: {error}). Without internet, download them once into the "
-        "Hugging Face cache (then set HF_HUB_OFFLINE=1), or train without them (on the command "
-        "line model.pretrained=false; in Python pretrained=False)"
+        f"({error.__class__.__name__}: {error}). {_OFFLINE_ADVICE}"
     )
 
 

@@ -9,7 +9,12 @@ from typing import Any
 from torch import Tensor, nn
 
 from mic.core.errors import ConfigError
-from mic.tasks.segmentation.models.base import Segmenter, _weights_error, encoder_weights
+from mic.tasks.segmentation.models.base import (
+    Segmenter,
+    _weights_error,
+    encoder_weights,
+    weights_from_cache,
+)
 
 #: smp's architectures, by their smp (``smp.create_model``) names.
 _ARCHS = (
@@ -95,14 +100,16 @@ class SmpModel(Segmenter):
                 f"unknown smp architecture '{arch}'; choose one of {sorted(archs.values())}"
             )
         weights = encoder_weights(encoder, pretrained)
+        build, building = weights_from_cache(encoder, pretrained, kwargs)
         try:
-            model = smp.create_model(
-                archs[arch.lower()],
-                encoder_name=encoder,
-                encoder_weights=weights,
-                classes=num_classes,
-                **kwargs,
-            )
+            with building:
+                model = smp.create_model(
+                    archs[arch.lower()],
+                    encoder_name=encoder,
+                    encoder_weights=weights,
+                    classes=num_classes,
+                    **build,
+                )
         except Exception as e:
             if pretrained:
                 raise _weights_error(encoder, e) from e
