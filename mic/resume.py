@@ -28,6 +28,7 @@ from mic.training import (
     process_info,
     set_rng_state,
 )
+from mic.training.checkpoint import refuse_nonfinite
 
 #: keys that may change on resume without asking: they do not touch the training itself
 FREE_TO_CHANGE = (
@@ -231,11 +232,18 @@ def resume(
 
     Raises:
         ConfigError: a change of config not allowed.
-        CheckpointError: the checkpoint does not fit the experiment, holds fewer processes'
-            random states than this run has (without the change allowed), or lies past the
-            last iteration.
+        CheckpointError: the checkpoint does not fit the experiment, holds NaN or Inf weights,
+            holds fewer processes' random states than this run has (without the change
+            allowed), or lies past the last iteration.
     """
     state = load_checkpoint(path, map_location=loop.device)
+    earlier = sorted(p.name for p in path.parent.glob("iter_*.pt") if p.name < path.name)
+    refuse_nonfinite(
+        {part: state.get(part) for part in ("student", "method", "teacher")},
+        f"the weights of checkpoint '{path}'",
+        f"Resume from an earlier checkpoint (resume=<path>; that folder holds "
+        f"{', '.join(earlier[-3:]) if earlier else 'no earlier iter_*.pt'}) or start anew",
+    )
     rngs = state.get("rng") or []
     world = process_info().world_size
     changes = {}

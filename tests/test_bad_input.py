@@ -163,6 +163,17 @@ def _other_run(tmp, checkpoint):
     return _write(tmp / "other" / "checkpoints", checkpoint.name, checkpoint.read_bytes())
 
 
+def _diverged(checkpoint, copy_to=None):
+    """``checkpoint`` with a NaN in its student's first weight, written over it (or to a copy
+    in ``copy_to``), as a run that diverged under nan_policy=ignore leaves it."""
+    state = torch.load(checkpoint, weights_only=True)
+    first = next(k for k, v in state["student"].items() if v.is_floating_point())
+    state["student"][first].view(-1)[0] = float("nan")
+    path = checkpoint if copy_to is None else copy_to / checkpoint.name
+    torch.save(state, path)
+    return path
+
+
 def shifted_digits(**kwargs):
     """The digits source with labels shifted by 3 and no declared class count."""
     from mic.datasets import DigitsDomain
@@ -736,6 +747,18 @@ CASES = [
         "resume another run's checkpoint into a folder that holds a run",
         lambda t, r: [f"resume={_other_run(t, r)}"],
         "continues another run: their checkpoints would mix",
+    ),
+    (
+        "checkpoint-nan-weights",
+        "resume from a checkpoint whose weights hold NaN (a run that diverged)",
+        lambda t, r: [] if _diverged(r) else ["unreachable"],
+        "hold NaN or Inf values (1 tensor: student.",
+    ),
+    (
+        "init-nan-weights",
+        "start from weights (init_from) that hold NaN",
+        lambda t, r: [f"init_from={_diverged(r, t)}"],
+        "hold NaN or Inf values (1 tensor: ",
     ),
     (
         "checkpoint-empty-folder",

@@ -61,3 +61,17 @@ def test_a_file_without_weights_is_refused(tmp_path):
         initial_weights(path)
     with pytest.raises(ConfigError, match=r"holds no student\.pt"):
         initial_weights(tmp_path)
+
+
+def test_weights_with_nan_or_inf_are_named():
+    """Floating-point tensors with NaN or Inf are named by their dotted paths; integer
+    tensors (BatchNorm's batch counts) and finite ones are not."""
+    from mic.training.checkpoint import nonfinite_weights
+
+    state = {
+        "student": {"a": torch.zeros(3), "b": torch.tensor([1.0, float("inf")])},
+        "teacher": {"n": torch.tensor(7), "c": torch.full((2,), float("nan"))},
+        "step": 4,
+    }
+    assert nonfinite_weights(state) == ["student.b", "teacher.c"]
+    assert nonfinite_weights({"a": torch.zeros(2, dtype=torch.float16)}) == []

@@ -116,6 +116,7 @@ def initial_weights(path: str | os.PathLike[str], key: str = "init_from") -> dic
     Raises:
         ConfigError: no such file or folder, a folder without weights, or a file that holds
             no weights.
+        CheckpointError: weights that hold NaN or Inf values.
     """
     return _read_weights(_weights_file(Path(path), key), key)
 
@@ -132,6 +133,7 @@ def load_initial_weights(
     Raises:
         ConfigError: see ``initial_weights``; or weights that do not fit the model (names
             missing or left over, shapes that differ), listed in the message.
+        CheckpointError: weights that hold NaN or Inf values.
     """
     file = _weights_file(Path(path), key)
     state = _read_weights(file, key)
@@ -160,6 +162,40 @@ def load_initial_weights(
         )
     unwrap(model).load_state_dict(state)
     return file
+
+
+def nonfinite_weights(state: Any, prefix: str = "") -> list[str]:
+    """The names of the floating-point tensors in ``state`` (a ``state_dict``, or a
+    checkpoint's nested dicts of them, named by dotted paths) that hold NaN or Inf: weights
+    of a run that diverged, or of a damaged file, from which nothing can be trained."""
+    if isinstance(state, torch.Tensor):
+        bad = state.is_floating_point() and not bool(torch.isfinite(state).all())
+        return [prefix] if bad else []
+    if not isinstance(state, dict):
+        return []
+    return [n for k, v in state.items() for n in nonfinite_weights(v, f"{prefix}.{k}".lstrip("."))]
+
+
+def _named(names: list[str], shown: int = 3) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def refuse_nonfinite(state: Any, what: str, advice: str) -> None:
+    """Raise ``CheckpointError`` when ``state`` holds NaN or Inf weights (``nonfinite_weights``).
+
+    Args:
+        state: a ``state_dict`` or a checkpoint's parts.
+        what: the weights, as the message names them.
+        advice: the message's last sentence: what to do instead.
+    """
+    bad = nonfinite_weights(state)
+    if bad:
+        raise CheckpointError(
+            f"{what} hold NaN or Inf values ({len(bad)} tensor{'s' if len(bad) > 1 else ''}: "
+            f"{_named(bad)}), as after a run that diverged or in a damaged file; training from "
+            f"them gives nothing. {advice}"
+        )
 
 
 def _weights_file(path: Path, key: str) -> Path:
@@ -201,4 +237,9 @@ def _read_weights(file: Path, key: str) -> dict[str, Any]:
             f"{key}: '{file}' holds no model weights (a state_dict of tensors, or a mic "
             "checkpoint with a student)"
         )
+    refuse_nonfinite(
+        state,
+        f"{key}: the weights in '{file}'",
+        "Start from an earlier checkpoint of that run (an iter_*.pt before it diverged)",
+    )
     return state
