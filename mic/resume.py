@@ -241,8 +241,13 @@ def resume(
     refuse_nonfinite(
         {part: state.get(part) for part in ("student", "method", "teacher")},
         f"the weights of checkpoint '{path}'",
-        f"Resume from an earlier checkpoint (resume=<path>; that folder holds "
-        f"{', '.join(earlier[-3:]) if earlier else 'no earlier iter_*.pt'}) or start anew",
+        (
+            f"Resume from an earlier checkpoint (resume=<path>; that folder also holds "
+            f"{', '.join(earlier[-3:])}) or start anew"
+            if earlier
+            else "That folder holds no earlier checkpoint (checkpoint.keep sets how many are "
+            "kept): start anew, in another folder"
+        ),
     )
     rngs = state.get("rng") or []
     world = process_info().world_size

@@ -75,3 +75,16 @@ def test_weights_with_nan_or_inf_are_named():
     }
     assert nonfinite_weights(state) == ["student.b", "teacher.c"]
     assert nonfinite_weights({"a": torch.zeros(2, dtype=torch.float16)}) == []
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_naming_the_earlier_ones(tmp_path):
+    from mic.core import CheckpointError
+    from tests.test_bad_input import _diverged
+
+    run = tmp_path / "run"
+    overrides = [*TINY, "checkpoint.interval=1", "checkpoint.keep=3"]
+    run_experiment(load_config(overrides), run)
+    _diverged(run / "checkpoints" / "iter_00000004.pt")
+    with pytest.raises(CheckpointError, match="hold NaN or Inf values") as error:
+        build_experiment(load_config([*overrides, "resume=auto", "iterations=6"]), run)
+    assert "also holds iter_00000002.pt, iter_00000003.pt)" in str(error.value)
