@@ -13,13 +13,14 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import os
 import re
 import typing
 from collections.abc import Iterable
 from typing import Any, Literal
 
 from hydra.utils import get_object
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -31,9 +32,23 @@ from pydantic import (
 
 from mic.core import ConfigError
 
+#: the kinds of the schema's fields that text must not be given for (pydantic would read
+#: ``"3"`` as 3 and ``"false"`` as false, but the code reads the value as it is: a string)
+_NOT_TEXT = {int: "a valid integer", float: "a valid number", bool: "true or false"}
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_text(cls, value: Any, info: ValidationInfo) -> Any:
+        hint = cls.model_fields[str(info.field_name)].annotation
+        kinds = [k for k in _NOT_TEXT if hint in (k, k | None)]
+        if isinstance(value, str) and kinds:
+            should = "must be" if kinds[0] is bool else "Input should be"
+            raise ValueError(f"{should} {_NOT_TEXT[kinds[0]]}, not text")
+        return value
 
 
 class TeacherSchema(_Section):
@@ -140,6 +155,65 @@ class RootSchema(_Section):
         return value
 
 
+#: a value that is exactly one ``${oc.env:VAR}`` (or ``${oc.env:VAR,default}``) interpolation
+_ENV = re.compile(r"\s*\$\{\s*oc\.env\s*:\s*([^{}$,\s]+)\s*(,[^{}$]*)?\}\s*")
+
+
+def _decoded(text: str) -> Any:
+    """``text`` (an environment variable's value) as ``${oc.decode:...}`` reads it, where that
+    gives a number, true / false, null, a list or a mapping (``3`` -> 3, ``1e-3`` -> 0.001);
+    else ``text`` itself (a path, or a string that ``oc.decode`` cannot parse)."""
+    if "${" in text:  # interpolations of the variable's own: kept as text
+        return text
+    try:
+        value = OmegaConf.create({"text": text, "value": "${oc.decode:${text}}"}).value
+    except Exception:  # not of OmegaConf's grammar ("a,b", "it's"): text
+        return text
+    if isinstance(value, str):
+        return text
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def decode_env(cfg: DictConfig) -> None:
+    """Replace, in place, each value that is exactly one ``${oc.env:VAR}`` interpolation (an
+    environment variable always gives a string: ``seed=${oc.env:SLURM_ARRAY_TASK_ID}``) by the
+    variable's value decoded as ``${oc.decode:${oc.env:VAR}}`` would (``_decoded``), so that a
+    number is used, and checked, as a number and a path stays a string.
+
+    Raises:
+        ConfigError: naming the key and the variable, when the variable is not set and the
+            interpolation gives no default.
+    """
+    raw = _raw(cfg)
+
+    def walk(node: Any, raw_node: Any, path: str) -> None:
+        if isinstance(raw_node, dict):
+            keys: Iterable[Any] = [k for k in raw_node if not (path == "" and k == "hydra")]
+        elif isinstance(raw_node, list):
+            keys = range(len(raw_node))
+        else:
+            return
+        for key in keys:
+            where = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}".lstrip(".")
+            value = raw_node[key]
+            found = _ENV.fullmatch(value) if isinstance(value, str) else None
+            if found is None:
+                if isinstance(value, (dict, list)):  # a container, not an interpolation
+                    walk(node[key], value, where)
+                continue
+            if found.group(2) is None and found.group(1) not in os.environ:
+                raise ConfigError(
+                    f"{where}={value.strip()} reads the environment variable "
+                    f"{found.group(1)}, which is not set; set it (export {found.group(1)}=...), "
+                    f"or give a default: ${{oc.env:{found.group(1)},<default>}}"
+                )
+            resolved = node[key]  # a string, or the default as written (null: None)
+            with open_dict(node), read_write(node):
+                node[key] = _decoded(resolved) if isinstance(resolved, str) else resolved
+
+    walk(cfg, raw, "")
+
+
 def _typed_arguments(target: str) -> dict[str, type]:
     """The arguments of ``target`` (a class or function path) annotated ``bool``, ``int`` or
     ``float`` (exactly: not ``int | None``)."""
@@ -208,11 +282,21 @@ USER_KEY = "user"
 def unread_keys(cfg: DictConfig) -> list[str]:
     """A problem for each root key that nothing reads (added with ``+key=...``, e.g. a typo
     such as ``+iteration=4`` or ``+mic.ratio=0.5``): not one of ``ROOT_KEYS`` nor
-    ``USER_KEY``, and named by no interpolation of the config (``${key}`` or ``${key.x}``)."""
+    ``USER_KEY``, and named by no interpolation of the config (``${key}`` or ``${key.x}``);
+    a mapping ``experiment`` is an experiment file without ``# @package _global_``."""
     referenced = set(re.findall(r"\$\{(?:[\w.]+:)?([A-Za-z_]\w*)", str(_raw(cfg))))
     problems = []
     for key in cfg:
         if key in ROOT_KEYS or key == USER_KEY or key in referenced:
+            continue
+        if key == "experiment" and OmegaConf.is_dict(cfg[key]):
+            keys = ", ".join(str(k) for k in cfg[key]) or "none"
+            problems.append(
+                f"experiment: the experiment file's settings ({keys}) were placed under "
+                "experiment.<key>, where nothing reads them, because the file does not start "
+                "with the line '# @package _global_'; add that line as its first line (as in "
+                "mic's conf/experiment/*.yaml) so that its keys set the root config"
+            )
             continue
         if key == "mic":
             hint = f" {mic_settings('.masker.ratio')}"
@@ -497,6 +581,81 @@ def term_weight_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def lr_mult_problems(cfg: DictConfig) -> list[str]:
+    """A problem for each learning-rate multiplier (``lr_mult``) that is not a finite number
+    >= 0 (``mic.training.optim.lr_mult_problems``), found before anything is built."""
+    from mic.training.optim import lr_mult_problems as problems_of
+
+    node = cfg.get("lr_mult")
+    return (
+        problems_of(OmegaConf.to_container(node, resolve=True)) if OmegaConf.is_dict(node) else []
+    )
+
+
+def normalization_problems(cfg: DictConfig) -> list[str]:
+    """A problem for ``dataset.mean`` / ``dataset.std`` (the images' normalisation, used by the
+    transforms and by the method's augmentation and masking) that would fail or mislead in the
+    middle of a run: not a list of finite numbers, one of them null and not the other, a
+    standard deviation <= 0 (a division by it: NaN), or a length that fits no image channels:
+    mean and std give one value per channel (or one for all), and mic's readers give RGB
+    images (3 channels); for readers of one's own, mean and std of two lengths."""
+    dataset = cfg.get("dataset")
+    if not OmegaConf.is_dict(dataset) or "mean" not in dataset or "std" not in dataset:
+        return []
+    values = {k: dataset[k] for k in ("mean", "std")}
+    values = {
+        k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in values.items()
+    }
+    if values["mean"] is None and values["std"] is None:
+        return []
+    if (values["mean"] is None) != (values["std"] is None):
+        null = "mean" if values["mean"] is None else "std"
+        return [
+            f"dataset.{null}: null, but dataset.{'std' if null == 'mean' else 'mean'} is not; "
+            "give both (the images are normalised by them) or set both to null (images in [0, 1])"
+        ]
+    problems = []
+    for key, value in values.items():
+        numbers = isinstance(value, list) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value
+        )
+        if not numbers or not value:
+            problems.append(
+                f"dataset.{key}: must be a list of finite numbers, one per image channel (got "
+                f"{value!r}); e.g. dataset.{key}=[0.5,0.5,0.5]"
+            )
+        elif key == "std" and min(value) <= 0:
+            problems.append(
+                f"dataset.std: every value must be above 0 (got {value!r}): the images are "
+                "divided by it, so the run would get NaN or Inf losses; set the spread of each "
+                "channel, e.g. dataset.std=[0.229,0.224,0.225]"
+            )
+    if problems:
+        return problems
+    readers = [
+        (dataset.get(split) or {}).get("_target_")
+        if OmegaConf.is_dict(dataset.get(split))
+        else None
+        for split in ("source", "target", "test")
+    ]
+    lengths = {k: len(v) for k, v in values.items()}
+    if all(str(r).startswith("mic.datasets.") for r in readers):
+        for key, n in lengths.items():
+            if n not in (1, 3):
+                problems.append(
+                    f"dataset.{key}: gives {n} values (got {values[key]!r}), but it needs one "
+                    f"per image channel and mic's readers give RGB images, of 3 channels; give 3 "
+                    f"values (or 1 for all channels), e.g. dataset.{key}=[0.5,0.5,0.5]"
+                )
+    elif len({n for n in lengths.values() if n != 1}) > 1:
+        problems.append(
+            f"dataset.mean: gives {lengths['mean']} values but dataset.std {lengths['std']}; "
+            "give each one value per image channel (or one for all channels)"
+        )
+    return problems
+
+
 def scheduler_problems(cfg: DictConfig) -> list[str]:
     """The problem of the ``scheduler`` settings (``scheduler.power=abc``), found by building
     the schedule when it is one of mic's (``mic.training.optim``: pure, cheap), so that it is
@@ -564,10 +723,13 @@ def check_eval_models(cfg: DictConfig, uses_pseudo_labels: bool) -> None:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Check the root keys of a composed config (``unread_keys``, then their types and
+    """Decode, in place, the values read from environment variables (``decode_env``), then
+    check the root keys of a composed config (``unread_keys``, then their types and
     ranges), the keys of the sections mic-train reads by name (``unread_section_keys``), the
     task of its model and loss terms (``task_mismatches``), the loss weights
-    (``term_weight_problems``), the schedule's settings (``scheduler_problems``), and the
+    (``term_weight_problems``), the learning-rate multipliers (``lr_mult_problems``), the
+    images' normalisation (``normalization_problems``), the schedule's settings
+    (``scheduler_problems``), and the
     true / false and number arguments of every object it builds (``flag_problems``).
 
     Raises:
@@ -575,6 +737,7 @@ def check_config(cfg: DictConfig) -> None:
             out of range, with what was given; every key that nothing reads; a model or
             loss term of another task.
     """
+    decode_env(cfg)
     missing = _missing(cfg)
     if missing:  # every one at once, named where the user sets it (not where it is read)
         raise ConfigError(
@@ -597,7 +760,8 @@ def check_config(cfg: DictConfig) -> None:
             key = ".".join(str(p) for p in error["loc"]) or "config"
             message = error["msg"].replace("Value error, ", "")
             problems.append(f"{key}: {message} (got {error.get('input')!r})")
-    problems += [*term_weight_problems(cfg), *scheduler_problems(cfg), *flag_problems(cfg)]
+    problems += [*term_weight_problems(cfg), *lr_mult_problems(cfg), *normalization_problems(cfg)]
+    problems += [*scheduler_problems(cfg), *flag_problems(cfg)]
     first: dict[str, str] = {}  # one problem per key: flag_problems judges a schedule's too
     for problem in problems:
         first.setdefault(problem.split(":")[0], problem)

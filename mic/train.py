@@ -206,38 +206,59 @@ def run_folder(argv: list[str]) -> Path:
     return Path(given[-1]) if given else Path("runs")
 
 
+def _config_dirs(argv: Sequence[str]) -> list[Path]:
+    """The config folders of one's own that a command line adds (``--config-dir X``,
+    ``-cd X``, ``--config-dir=X``)."""
+    dirs = []
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if name in ("--config-dir", "-cd"):
+            if eq:
+                dirs.append(Path(value))
+            elif i + 1 < len(argv):
+                dirs.append(Path(argv[i + 1]))
+    return dirs
+
+
 def unknown_option(argv: Sequence[str]) -> str | None:
     """The message for the first override that names nothing of mic's config, with the
     closest names: an option of a config group that does not exist (``experiment=det_shapez``,
     with the list), or a root setting that does not exist (``learning_rate=0.1``; Hydra's own
     message would advise adding it with ``+``, which adds a setting that nothing reads;
-    ``mic.ratio=0.5``: MIC's settings are under ``method.terms.mic``). None when every
-    override names something, or when the command line brings config folders of its own
-    (then Hydra judges)."""
+    ``mic.ratio=0.5``: MIC's settings are under ``method.terms.mic``). A config folder of
+    one's own (``--config-dir``) is searched beside mic's, and one that does not exist is
+    named. None when every override names something, or when the command line brings config
+    folders in another way (``hydra.searchpath``, ``--config-path``: then Hydra judges)."""
     from mic.schema import ROOT_KEYS, USER_KEY, mic_settings
 
-    own = ("hydra.searchpath", "--config-dir", "-cd", "--config-path", "-cp")
-    if any(a.startswith(own) for a in argv):
+    if any(a.startswith(("hydra.searchpath", "--config-path", "-cp")) for a in argv):
         return None
-    conf = importlib.resources.files("mic.conf")
+    own = _config_dirs(argv)
+    for folder in own:
+        if not folder.is_dir():
+            return (
+                f"--config-dir {folder}: no such folder (from {Path.cwd()}); give the folder "
+                "that holds your config groups (e.g. experiment/my_run.yaml)"
+            )
+    confs: list[Any] = [importlib.resources.files("mic.conf"), *own]
     for arg in argv:
         found = re.fullmatch(r"(\+{0,2})([a-z_]\w*)((?:\.\w+)*)=(.*)", arg)
         if not found:
             continue
         plus, key, rest, value = found.groups()
-        folder = conf / key
-        if folder.is_dir() and not rest:  # a group's option
+        folders = [c / key for c in confs if (c / key).is_dir()]
+        if folders and not rest:  # a group's option
             if value == "null" or not re.fullmatch(r"[\w.-]+", value):
                 continue
-            if (folder / f"{value}.yaml").is_file():
+            if any((f / f"{value}.yaml").is_file() for f in folders):
                 continue
-            names = [p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")]
+            names = {p.name[:-5] for f in folders for p in f.iterdir() if p.name.endswith(".yaml")}
             options = sorted(n for n in names if not n.startswith("_"))
             hint = did_you_mean(value, options)
             return f"unknown {key} {value!r}.{hint} The {key} options: {', '.join(options)}"
         if key == "mic" and rest:  # the group chooses MIC's config; its keys live elsewhere
             return f"no setting {key}{rest}: {mic_settings(rest)}"
-        if plus or key in (*ROOT_KEYS, USER_KEY, "hydra") or folder.is_dir():
+        if plus or key in (*ROOT_KEYS, USER_KEY, "hydra") or folders:
             continue  # an addition (checked once composed: mic.schema.unread_keys), or known
         hint = did_you_mean(key, sorted(ROOT_KEYS)) or " `mic-train --cfg job` lists them all."
         return f"mic-train has no setting {key!r}.{hint}"
@@ -256,6 +277,13 @@ def main() -> None:
             raise ConfigError(unknown)
         # before Hydra sets up its logging in the folder: one paragraph, not its traceback
         argv = sys.argv[1:]
+        key = f"{folder_key(argv)}="
+        if any(a.startswith(key) and not a[len(key) :].strip("'\" ") for a in argv):
+            raise ConfigError(
+                f"{key[:-1]} is empty, which would write the run (checkpoints/, config.yaml, "
+                f"logs) into the current folder '{Path.cwd()}'; give the run folder, "
+                f"{key}<folder>, or leave it out for a new time-stamped one"
+            )
         check_writable(run_folder(argv), create=False, option=folder_key(argv))
         if not any(a.split("=", 1)[0] in _NO_RUN for a in argv):  # _main writes the record
             subdir = ([".hydra"] + [a.split("=", 1)[1] for a in argv if a.startswith(SUBDIR)])[-1]

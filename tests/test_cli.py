@@ -88,3 +88,18 @@ def test_an_optimizer_that_refuses_its_arguments_is_one_clear_message(tmp_path):
         assert len(errors) == 1, (overrides, out.stderr[-2000:])
         for fragment in fragments:
             assert fragment in errors[0], (overrides, errors[0])
+
+
+def test_an_experiment_of_one_s_own_config_folder_is_judged_as_mic_s_are(tmp_path):
+    from mic.train import unknown_option
+
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\n")
+    for own in (["--config-dir", str(tmp_path)], [f"--config-dir={tmp_path}"]):
+        assert unknown_option([*own, "experiment=mine"]) is None
+        assert unknown_option([*own, "experiment=det_shapes"]) is None
+        typo = unknown_option([*own, "experiment=mien"])
+        assert typo.startswith("unknown experiment 'mien'. Did you mean: mine?")
+        assert "det_shapes" in typo and "mine" in typo.split("options: ")[1]
+    missing = unknown_option(["-cd", str(tmp_path / "nope"), "experiment=mine"])
+    assert missing.startswith(f"--config-dir {tmp_path / 'nope'}: no such folder")

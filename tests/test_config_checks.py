@@ -304,3 +304,89 @@ def test_a_warm_up_that_never_ends_is_logged(tmp_path):
         "scheduler.warmup_iters=1500 is not below scheduler.max_iters=4 (in mic-train: "
         "iterations)" in logged
     )
+
+
+def test_a_value_read_from_the_environment_is_decoded_and_checked(monkeypatch):
+    monkeypatch.setenv("MIC_TEST_SEED", "3")
+    monkeypatch.setenv("MIC_TEST_LR", "1e-3")
+    monkeypatch.setenv("MIC_TEST_DIR", "/data/run_7")
+    cfg = load_config(
+        [
+            "seed=${oc.env:MIC_TEST_SEED}",
+            "optimizer.lr=${oc.env:MIC_TEST_LR}",
+            "+user.folder=${oc.env:MIC_TEST_DIR}",
+            "dataset.mean=${oc.env:MIC_TEST_UNSET,[0.5,0.5,0.5]}",
+            "max_grad_norm=${oc.env:MIC_TEST_UNSET,null}",
+            "+user.name=run_${oc.env:MIC_TEST_SEED}",  # not one interpolation alone: a string
+        ]
+    )
+    check_config(cfg)
+    assert cfg.seed == 3 and type(cfg.seed) is int
+    assert cfg.optimizer.lr == 0.001 and type(cfg.optimizer.lr) is float
+    assert cfg.user.folder == "/data/run_7" and list(cfg.dataset.mean) == [0.5, 0.5, 0.5]
+    assert cfg.max_grad_norm is None and cfg.user.name == "run_3"
+    # text that does not read as a number stays text, and is refused where a number is read
+    for override, expected in [
+        ("seed=${oc.env:MIC_TEST_UNSET,010}", "seed: Input should be a valid integer, not text"),
+        ("compile=${oc.env:MIC_TEST_UNSET,off}", "compile: must be true or false, not text"),
+        ("seed=${oc.env:MIC_TEST_UNSET}", "reads the environment variable MIC_TEST_UNSET, "),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            check_config(load_config([override]))
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (["dataset.mean=[0.5,0.5]"], "dataset.mean: gives 2 values (got [0.5, 0.5])"),
+        (["dataset.std=[0.5,0.5,0.5,0.5]"], "dataset.std: gives 4 values"),
+        (["dataset.std=[0.5,0.5,0]"], "dataset.std: every value must be above 0"),
+        (["dataset.std=[0.5,-1,0.5]"], "dataset.std: every value must be above 0"),
+        (["dataset.mean=[a,b,c]"], "dataset.mean: must be a list of finite numbers"),
+        (["dataset.mean=[0.5,.nan,0.5]"], "dataset.mean: must be a list of finite numbers"),
+        (["dataset.std=null"], "dataset.std: null, but dataset.mean is not"),
+        # a reader of one's own may give other channels: mean and std of one length
+        (
+            ["dataset.source._target_=my.Reader", "dataset.mean=[0.5,0.5]"],
+            "dataset.mean: gives 2 values but dataset.std 3",
+        ),
+    ],
+)
+def test_a_normalisation_that_fits_no_image_is_refused_before_training(overrides, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        check_config(load_config(overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["dataset.mean=[0.5]", "dataset.std=[0.5]"],  # one for all channels
+        ["experiment=det_shapes"],  # null: images in [0, 1]
+        ["dataset.source._target_=my.Reader", "dataset.mean=[0.5,0.5]", "dataset.std=[0.5,0.5]"],
+    ],
+)
+def test_a_normalisation_that_fits_is_accepted(overrides):
+    from mic.schema import normalization_problems
+
+    assert normalization_problems(load_config(overrides)) == []
+
+
+def test_learning_rate_multipliers_are_checked_with_the_other_values():
+    with pytest.raises(ConfigError) as e:
+        check_config(load_config(["lr_mult={model.backbone: abc, model.head: -0.5}"]))
+    assert str(e.value).startswith("2 config values are not valid: lr_mult.model.backbone: ")
+    assert (
+        "lr_mult.model.head: a learning-rate multiplier must be a finite number >= 0 (got -0.5)"
+        in str(e.value)
+    )
+    check_config(load_config(["lr_mult={model.backbone: 0.1}"]))
+
+
+def test_an_experiment_file_without_its_package_line_is_named():
+    # what a file of one's own without '# @package _global_' composes to
+    (problem,) = unread_keys(load_config(["+experiment={iterations: 6, seed: 1}"]))
+    assert problem.startswith(
+        "experiment: the experiment file's settings (iterations, seed) were placed under "
+        "experiment.<key>"
+    )
+    assert "'# @package _global_'" in problem and "+user." not in problem

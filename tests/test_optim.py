@@ -43,6 +43,27 @@ def test_unknown_prefix_is_a_config_error():
         param_groups({"model": tiny_model()}, lr=0.1, lr_mult={"model.decoder": 10})
 
 
+@pytest.mark.parametrize(
+    "mult,why",
+    [
+        ("abc", "it is no number"),
+        (True, "it is no number"),
+        (-1, "climb their loss"),
+        (float("nan"), "NaN or Inf"),
+        (float("inf"), "NaN or Inf"),
+    ],
+)
+def test_a_multiplier_that_is_no_finite_number_at_least_0_is_a_config_error(mult, why):
+    with pytest.raises(ConfigError, match=rf"^lr_mult\.model\.backbone: .*finite .*{why}"):
+        param_groups({"model": tiny_model()}, lr=0.1, lr_mult={"model": {"backbone": mult}})
+
+
+def test_a_multiplier_of_0_freezes_and_a_whole_number_is_read_as_a_float():
+    groups = param_groups({"model": tiny_model()}, lr=0.1, lr_mult={"model.backbone": 0})
+    assert sorted(g["lr"] for g in groups) == [0.0, 0.1]
+    assert all(isinstance(g["lr_mult"], float) for g in groups)
+
+
 def test_frozen_parameters_are_left_out():
     model = tiny_model()
     model.backbone.requires_grad_(False)

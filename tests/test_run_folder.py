@@ -111,3 +111,22 @@ def test_a_refused_sweep_leaves_its_records_and_a_resumed_one_writes_its_own(tmp
     assert len(kept) == 3 and _files(sweep, "0/.hydra/*") == kept
     assert "iterations=3" in (sweep / "0" / ".hydra_resumed" / "overrides.yaml").read_text()
     assert "hydra.output_subdir=null" not in (sweep / "multirun.yaml").read_text()
+
+
+def test_an_empty_run_folder_is_refused(tmp_path):
+    out = run_mic_train([*TINY_RUN, "hydra.run.dir="], cwd=tmp_path)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "mic: error: hydra.run.dir is empty, which would write the run" in out.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written: no .hydra, log or checkpoint
+
+
+def test_the_best_pt_line_is_printed_without_validators():
+    from mic.experiment import format_selection
+
+    summary = {
+        "metric": "accuracy",
+        "selection": {"student": {"accuracy": {"step": 4, "accuracy": 0.5}, "last": {"step": 4}}},
+        "best_checkpoint": {"by": "eval/student/accuracy", "step": 4, "path": "/r/best.pt"},
+    }
+    lines = format_selection(summary)
+    assert lines == ["best.pt chosen by eval/student/accuracy (iteration 4): /r/best.pt"]

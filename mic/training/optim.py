@@ -70,15 +70,52 @@ def param_groups(
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """``{"model": {"backbone": 0.1}}`` (what ``lr_mult.model.backbone=0.1`` on the command
-    line gives) -> ``{"model.backbone": 0.1}``."""
-    flat: dict[str, float] = {}
+    line gives) -> ``{"model.backbone": 0.1}``.
+
+    Raises:
+        ConfigError: naming every multiplier that is not a finite number >= 0
+            (``lr_mult_problems``).
+    """
+    problems = lr_mult_problems(tree)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return {name: float(value) for name, value in _leaves(tree, prefix).items()}
+
+
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The values of a nested mapping by dotted name, as they are."""
+    flat: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            flat.update(_flatten(value, name + "."))
+            flat.update(_leaves(value, name + "."))
         else:
-            flat[name] = float(value)
+            flat[name] = value
     return flat
+
+
+def lr_mult_problems(tree: Mapping[str, Any]) -> list[str]:
+    """A problem for each learning-rate multiplier of ``tree`` (``lr_mult``, nested or dotted)
+    that is not a finite number >= 0: text, true / false, a negative number (the parameters
+    would climb their loss: gradient ascent), NaN or infinity (NaN weights at the first
+    step)."""
+    problems = []
+    for name, value in _leaves(tree).items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if number and math.isfinite(value) and value >= 0:
+            continue
+        if not number:
+            why = "it is no number"
+        elif value < 0:
+            why = "a negative one makes those parameters climb their loss (gradient ascent)"
+        else:
+            why = "it would make those weights NaN or Inf at the first step"
+        problems.append(
+            f"lr_mult.{name}: a learning-rate multiplier must be a finite number >= 0 (got "
+            f"{value!r}): {why}; set lr_mult.{name} to a number >= 0 (1 keeps optimizer.lr, "
+            "0 freezes those parameters)"
+        )
+    return problems
 
 
 def _setting(
