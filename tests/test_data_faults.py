@@ -30,6 +30,7 @@ from mic.datasets.segmentation import (
 )
 from mic.datasets.segmentation.sampling import STATS_FILE
 from mic.experiment import load_config, run_experiment
+from tests.cli import run_mic_train
 from tests.helpers import (
     TINY_RUN,
     class_folders,
@@ -467,5 +468,153 @@ def test_the_data_check_logs_how_many_samples_each_split_holds(caplog):
     import logging
 
     with caplog.at_level(logging.INFO, logger="mic.datasets.preflight"):
-        check_datasets({"source": [0] * 3, "target": [0] * 5, "test": None})
+        sample = (torch.zeros(3, 4, 4), 0)
+        check_datasets({"source": [sample] * 3, "target": [sample[0]] * 5, "test": None})
     assert "(samples: source 3, target 5)" in caplog.text
+
+
+# ------------------------------------------------- one sample of each split, custom datasets
+def grey_digits(**kwargs):
+    """Unlabelled digits as 1-channel tensors (grey images, not converted to RGB)."""
+    from mic.datasets import DigitsDomain
+
+    ds = DigitsDomain(**kwargs)
+    return [ds[i][:1] for i in range(len(ds))]
+
+
+def pil_digits(**kwargs):
+    """Unlabelled digits as PIL images (a transform without ToTensor)."""
+    from mic.datasets import DigitsDomain
+
+    ds = DigitsDomain(**kwargs)
+    to_pil = lambda x: Image.fromarray((x.permute(1, 2, 0).numpy() * 60 + 128).astype(np.uint8))  # noqa: E731
+    return [to_pil(ds[i].clamp(-2, 2)) for i in range(len(ds))]
+
+
+def float64_digits(**kwargs):
+    """Unlabelled digits as float64 tensors."""
+    from mic.datasets import DigitsDomain
+
+    ds = DigitsDomain(**kwargs)
+    return [ds[i].double() for i in range(len(ds))]
+
+
+def dict_digits(**kwargs):
+    """Unlabelled digits as {"image": x} samples."""
+    from mic.datasets import DigitsDomain
+
+    ds = DigitsDomain(**kwargs)
+    return [{"image": ds[i]} for i in range(len(ds))]
+
+
+def unlabelled_test_digits(**kwargs):
+    """The digits test set without its labels."""
+    from mic.datasets import DigitsDomain
+
+    ds = DigitsDomain(**kwargs)
+    return [ds[i][0] for i in range(len(ds))]
+
+
+@pytest.mark.parametrize(
+    "split, factory, fragment",
+    [
+        ("target", "dict_digits", "Samples that are not (image, label) pairs or images (1)"),
+        ("test", "unlabelled_test_digits", "Samples that are not (image, label) pairs (1)"),
+    ],
+)
+def test_mic_train_refuses_samples_of_the_wrong_form_before_training(
+    tmp_path, split, factory, fragment
+):
+    out = run_mic_train(
+        [
+            *TINY_RUN,
+            f"dataset.{split}._target_=tests.test_data_faults.{factory}",
+            "adaptation_start=2",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ]
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    message = out.stderr.split("mic: error: ", 1)[1]
+    assert f"dataset.{split} (list): {fragment}" in message
+    assert "[iteration" not in out.stdout  # refused before the first iteration
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_the_sample_check_leaves_the_random_generators_as_they_were():
+    """A dataset whose samples draw random numbers: a seeded run draws what it drew before."""
+
+    class Drawing:
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            import random
+
+            random.random()
+            np.random.rand()
+            return torch.rand(3, 8, 8), int(torch.randint(0, 2, ()))
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    import random
+
+    random.seed(0)
+    states = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+    check_datasets({"source": Drawing(), "target": Drawing(), "test": Drawing()})
+    assert torch.equal(torch.get_rng_state(), states[0])
+    assert np.array_equal(np.random.get_state()[1], states[1])
+    assert random.getstate() == states[2]
+
+
+def test_a_sample_that_does_not_load_is_left_to_training():
+    class Broken:
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            raise OSError("disk gone")
+
+    check_datasets({"source": Broken()})  # no problem to report: training meets it
+
+
+def test_a_symlink_loop_in_an_image_folder_lists_each_image_once(tmp_path):
+    tgt = class_folders(tmp_path / "tgt", ["x", "y"], n=3)
+    (tgt / "x" / "sub").mkdir()
+    (tgt / "x" / "sub" / "loop").symlink_to(tgt / "x")  # a loop
+    (tgt / "z").symlink_to(tgt / "y")  # the same folder twice
+    assert len(UnlabeledImageFolder(tgt)) == 6
+
+
+def test_files_of_formats_mic_does_not_read_are_counted_in_a_warning(tmp_path, caplog):
+    import logging
+
+    src = class_folders(tmp_path / "src", ["a", "b"])
+    Image.new("RGB", (10, 10)).save(src / "a" / "anim.gif")
+    tgt = class_folders(tmp_path / "tgt", ["x"])
+    for name in ("1.gif", "2.GIF", "3.heic"):
+        (tgt / "x" / name).write_bytes(b"GIF89a")
+    (tgt / "notes.txt").write_text("not an image: no warning")
+    with caplog.at_level(logging.WARNING, logger="mic.datasets.preflight"):
+        check_datasets({"source": ImageFolder(src), "target": UnlabeledImageFolder(tgt)})
+    assert "source: Files of image formats mic does not read, left out (1): '" in caplog.text
+    assert "target: Files of image formats mic does not read, left out (3): '" in caplog.text
+    assert "notes.txt" not in caplog.text
+
+
+def test_random_crops_larger_than_the_images_are_a_warning(tmp_path, caplog):
+    import logging
+
+    root = seg_tree(tmp_path / "seg", n=3, size=(16, 12))
+    crop = SegmentationTransform(crop_size=(64, 64))
+    fitting = SegmentationTransform(crop_size=(12, 12))
+    with caplog.at_level(logging.WARNING, logger="mic.datasets.preflight"):
+        source = SegmentationFolder(root / "img", root / "lbl", fitting, num_classes=2)
+        check_datasets({"source": source})
+        assert "padding" not in caplog.text
+        source = SegmentationFolder(root / "img", root / "lbl", crop, num_classes=2)
+        check_datasets({"source": source})
+        check_datasets({"target": UnlabeledImageFolder(root / "img", crop)})
+    assert "source: Image sets whose random crops are mostly padding (1)" in caplog.text
+    assert "3 of 3 images fill less than half of the 64 x 64 crop (e.g. 16 x 12)" in caplog.text
+    assert "target: Image sets whose random crops are mostly padding (1)" in caplog.text

@@ -136,3 +136,18 @@ def test_digits_bad_arguments():
         DigitsDomain("mnist")
     with pytest.raises(ConfigError):
         DigitsDomain("target", beta=2.0)
+
+
+def test_folders_scale_mics_block_with_the_image_size():
+    """dataset=folders: the published 64 px block at 224 px, scaled to dataset.size, so that
+    small images are masked in blocks rather than whole."""
+    from mic.experiment import load_config
+
+    roots = ["dataset.root_source=/s", "dataset.root_target=/t", "dataset.root_test=/u"]
+    blocks = {}
+    for size in (224, 32):
+        cfg = load_config(
+            ["dataset=folders", "dataset.num_classes=3", f"dataset.size={size}", *roots]
+        )
+        blocks[size] = (cfg.dataset.mic_block_size, cfg.method.terms.mic.masker.block_size)
+    assert blocks == {224: (64, 64), 32: (9, 9)}

@@ -223,3 +223,77 @@ def test_a_missing_voc_image_is_listed_once(tmp_path):
     message = _message(ds)
     assert "Missing image files (1)" in message and message.count("gone.jpg") == 1
     assert "not 000001.jpg" in message
+
+
+# ---------------------------------------------------------------- sets without a box
+def _coco_run(tmp_path, source_annotations, test_annotations, images=None, crowd=False):
+    """``mic-train`` on a COCO source and test of two 64 x 48 images each (``_coco``'s
+    triples; ``images`` replaces the source json's image list; ``crowd``: every source
+    annotation ``iscrowd``)."""
+    from tests.cli import run_mic_train
+    from tests.det_helpers import TINY_DET
+
+    src_images, src_json = _coco(tmp_path / "src", source_annotations)
+    data = json.loads(src_json.read_text())
+    if images is not None:
+        data["images"] = images
+    for a in data["annotations"]:
+        a["iscrowd"] = int(crowd)
+    src_json.write_text(json.dumps(data))
+    tst_images, tst_json = _coco(tmp_path / "tst", test_annotations)
+    _png(tmp_path / "tgt" / "t.png")
+    _png(tmp_path / "tgt" / "u.png")
+    return run_mic_train(
+        [
+            *(o for o in TINY_DET if not o.startswith("dataset.")),
+            "dataset=det_coco",
+            "dataset.num_classes=3",
+            f"dataset.source_images={src_images}",
+            f"dataset.source_annotations={src_json}",
+            f"dataset.target_images={tmp_path / 'tgt'}",
+            f"dataset.test_images={tst_images}",
+            f"dataset.test_annotations={tst_json}",
+            "loader.source_batch_size=2",
+            "loader.target_batch_size=2",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ]
+    )
+
+
+BOX = [(1, 1, [2, 2, 10, 10]), (2, 2, [4, 4, 10, 10])]
+
+
+def test_a_source_whose_boxes_are_all_crowd_is_refused_saying_why(tmp_path):
+    out = _coco_run(tmp_path, BOX, BOX, crowd=True)
+    assert out.returncode == 2, out.stderr[-2000:]
+    message = out.stderr.split("mic: error: ", 1)[1]
+    assert "dataset.source (CocoDetection): Annotation sets without a box (1)" in message
+    assert "all 2 annotations are iscrowd, and skip_crowd left them out" in message
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_test_set_without_a_box_is_refused_and_its_map_is_nan(tmp_path):
+    from mic.tasks.detection.task import DetectionMetrics
+
+    out = _coco_run(tmp_path, BOX, [])
+    assert out.returncode == 2, out.stderr[-2000:]
+    message = out.stderr.split("mic: error: ", 1)[1]
+    assert "dataset.test (CocoDetection): Annotation sets without a box (1)" in message
+    assert "its mAP would be undefined" in message
+    # without the check (preflight=false) the score is NaN, never a best: not torchmetrics' -1
+    import torch
+
+    metric = DetectionMetrics(num_classes=2)
+    none = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}
+    guess = {"boxes": torch.tensor([[1.0, 1, 5, 5]]), "scores": torch.tensor([0.9])}
+    metric.update([{**guess, "labels": torch.tensor([0])}], [none])
+    scores = metric.compute()
+    assert np.isnan(scores["map_50"]) and np.isnan(scores["map"])
+
+
+def test_duplicate_image_ids_are_named(tmp_path):
+    images = [{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "b.png"}]
+    out = _coco_run(tmp_path, BOX, BOX, images=images)
+    assert out.returncode == 2, out.stderr[-2000:]
+    message = out.stderr.split("mic: error: ", 1)[1]
+    assert "gives several images the same id: id 1 is that of ['a.png', 'b.png']" in message

@@ -17,6 +17,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from mic.core.errors import DatasetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+#: image formats that mic does not read: left out of folder listings, with a warning
+UNREAD_IMAGE_EXTENSIONS = (
+    *(".gif", ".jfif", ".jpe", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".jxl", ".ico"),
+    *(".tga", ".pbm", ".pnm", ".psd", ".svg", ".dng", ".exr", ".hdr", ".dds", ".pcx"),
+)
 #: the EXIF tag that says how the stored pixels are turned to show the image upright
 EXIF_ORIENTATION = 0x0112
 #: folders that archivers and tools write beside the data (macOS zips' resource forks)
@@ -85,16 +90,44 @@ def check_folder(root: str | Path, what: str = "dataset") -> Path:
     return path
 
 
-def list_images(root: Path, recursive: bool = True) -> list[Path]:
-    """The image files under ``root`` (sorted), hidden files and folders left out."""
+def is_unread_image(path: str | Path) -> bool:
+    """A file of an image format that mic does not read (GIF, HEIC...): left out of the
+    listings, which say how many were."""
+    return str(path).lower().endswith(UNREAD_IMAGE_EXTENSIONS)
+
+
+def list_images(
+    root: Path, recursive: bool = True, left_out: list[Path] | None = None
+) -> list[Path]:
+    """The image files under ``root`` (sorted), hidden files and folders left out.
+
+    Each real folder is walked once, so that a symbolic link to a folder above it (a loop)
+    or beside it does not list the same images twice. Files of image formats that mic does
+    not read (``UNREAD_IMAGE_EXTENSIONS``: GIF...) are appended to ``left_out`` when given.
+    """
     if not recursive:
-        return sorted(
-            p for p in root.iterdir() if p.is_file() and is_image(p) and not is_hidden_name(p.name)
-        )
-    found = []
+        files = [p for p in root.iterdir() if p.is_file() and not is_hidden_name(p.name)]
+        if left_out is not None:
+            left_out += sorted(p for p in files if is_unread_image(p))
+        return sorted(p for p in files if is_image(p))
+    found, seen = [], set()
     for folder, dirs, files in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(folder)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:  # walked already (a link loop, or two links)
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirs[:] = [d for d in dirs if not is_hidden_name(d)]  # never walk into them
         found += [Path(folder, f) for f in files if is_image(f) and not is_hidden_name(f)]
+        if left_out is not None:
+            left_out += [
+                Path(folder, f) for f in files if is_unread_image(f) and not is_hidden_name(f)
+            ]
+    if left_out is not None:
+        left_out.sort(key=path_order)
     return sorted(found, key=path_order)
 
 

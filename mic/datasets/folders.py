@@ -16,7 +16,14 @@ from mic.datasets.files import (
     list_images,
     load_image,
 )
-from mic.datasets.preflight import Problem, check_images
+from mic.datasets.preflight import (
+    Problem,
+    check_image,
+    check_images,
+    crop_problems,
+    progress,
+    unread_problems,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -57,7 +64,9 @@ class UnlabeledImageFolder:
         self.root = check_folder(root, "image")
         self.transform = transform
         self.apply_exif_orientation = apply_exif_orientation
-        self.files = list_images(self.root, recursive)
+        #: files of image formats mic does not read (GIF...), left out with a warning
+        self.unread: list[Path] = []
+        self.files = list_images(self.root, recursive, self.unread)
         #: ``(label file, its image)`` for the files left out as labels (``label_suffix``)
         self.labels_left_out: list[tuple[Path, Path]] = []
         if label_suffix:
@@ -90,7 +99,13 @@ class UnlabeledImageFolder:
             )
             for label, image in self.labels_left_out
         ]
-        return left_out + check_images(self.files, f"images in {self.root}")
+        problems = left_out + unread_problems(self.unread)
+        sizes = []
+        for path in progress(self.files, len(self.files), f"images in {self.root}"):
+            header = check_image(path, problems, self.apply_exif_orientation)
+            if header is not None:
+                sizes.append((header.height, header.width))
+        return problems + crop_problems(self.transform, sizes, str(self.root))
 
 
 def _labels_beside(files: Sequence[Path], label_suffix: str) -> list[tuple[Path, Path]]:
@@ -143,7 +158,8 @@ class LabelledImages:
         labelled training set, a warning for classes without any image (see
         ``mic.datasets.preflight``)."""
         files = [path for path, _ in self.samples]
-        problems = check_images(files, f"{len(files)} images")
+        problems = unread_problems(getattr(self, "unread", []))
+        problems += check_images(files, f"{len(files)} images")
         absent = sorted(set(range(self.num_classes)) - set(self.targets))
         if training and self.labelled and absent:
             names = ", ".join(f"{c} ({self.classes[c]})" for c in absent)
@@ -207,8 +223,11 @@ class ImageFolder(LabelledImages):
         self.class_to_idx = {c: i for i, c in enumerate(classes)}
         samples: list[tuple[Path, int]] = []
         empty = []
+        #: files of image formats mic does not read (GIF...), left out with a warning
+        self.unread: list[Path] = []
         for c in classes:
-            files = list_images(self.root / c) if (self.root / c).is_dir() else []
+            folder = self.root / c
+            files = list_images(folder, left_out=self.unread) if folder.is_dir() else []
             if not files:
                 empty.append(c)
             samples.extend((f, self.class_to_idx[c]) for f in files)

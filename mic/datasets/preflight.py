@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import re
 import sys
 import time
@@ -30,10 +31,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import torch
+from PIL import Image
 from tqdm import tqdm
 
 from mic.core.errors import DatasetError
-from mic.datasets.files import RGB_CONVERTIBLE, ImageHeader, read_header
+from mic.datasets.files import IMAGE_EXTENSIONS, RGB_CONVERTIBLE, ImageHeader, read_header
 from mic.training.sampling import DatasetWrapper
 
 log = logging.getLogger(__name__)
@@ -180,7 +183,9 @@ def check_datasets(
     config: Mapping[str, Any] | None = None,
 ) -> None:
     """Run ``preflight()`` of every dataset that has one (``training`` for all but
-    ``test``), log the warnings and raise one ``DatasetError`` for all the problems.
+    ``test``), check one sample of every dataset, custom ones included (``sample_problems``;
+    for the target also MIC's block against its image size, ``block_problems``), log the
+    warnings and raise one ``DatasetError`` for all the problems.
 
     Args:
         datasets: role (``source``, ``target``, ``test``) -> dataset; None entries skipped.
@@ -193,12 +198,22 @@ def check_datasets(
     """
     start = time.perf_counter()
     sections, problems_found, listed = [], [], 0
+    channels: int | None = None  # the source's image channels, for the other splits
     for role, dataset in datasets.items():
-        check = getattr(dataset, "preflight", None)
-        if dataset is None or not callable(check):
+        if dataset is None:
             continue
+        check = getattr(dataset, "preflight", None)
         key, name = reader_key(role, dataset, config.get(role) if config is not None else None)
-        problems = list(dict.fromkeys(check(training=role != "test")))  # duplicates once
+        problems = []
+        if callable(check):
+            problems = list(dict.fromkeys(check(training=role != "test")))  # duplicates once
+        if not any(not p.warning for p in problems):  # a sample loads when the files are fine
+            found, image = sample_problems(role, dataset, channels)
+            problems += found
+            if role == "source" and image is not None and not found:
+                channels = int(image.shape[0])
+            if role == "target" and image is not None and not found:
+                problems += block_problems(config, tuple(image.shape[-2:]))
         warnings = [p for p in problems if p.warning]
         if warnings:  # one paragraph per dataset, grouped by kind as the errors are
             log.warning("%s: %s", key, format_problems(warnings, key)[0])
@@ -229,6 +244,143 @@ def check_datasets(
             path.write_text("\n".join(lines) + "\n")
             message += f" The whole list: '{path}'."
     raise DatasetError(message)
+
+
+# ------------------------------------------------------- one sample of every dataset
+#: what the fixes of a sample's image say models take
+IMAGE_FIX = (
+    "Models take float32 C x H x W image tensors: end the dataset's transform with "
+    "torchvision's ToTensor() (or v2.ToImage() then v2.ToDtype(torch.float32, scale=True)), "
+    "then Normalize."
+)
+
+
+def _load_first(dataset: Any) -> tuple[bool, Any]:
+    """``(True, dataset[0])``, with the global random generators restored afterwards (a
+    seeded run draws exactly what it drew without the check); ``(False, None)`` when the
+    dataset is empty or its first sample cannot be loaded (training reports that itself)."""
+    try:
+        if len(dataset) == 0:
+            return False, None
+    except TypeError:  # no length (an iterable dataset): nothing to index
+        return False, None
+    states = torch.get_rng_state(), random.getstate(), np.random.get_state()
+    try:
+        return True, dataset[0]
+    except Exception as e:  # reported where training loads it
+        log.debug("the data check could not load sample 0 of %s: %r", type(dataset).__name__, e)
+        return False, None
+    finally:
+        torch.set_rng_state(states[0])
+        random.setstate(states[1])
+        np.random.set_state(states[2])
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, Image.Image):
+        return f"a PIL image ({value.mode}, {value.width} x {value.height})"
+    if isinstance(value, np.ndarray):
+        return f"a NumPy array {value.dtype} of shape {tuple(value.shape)}"
+    if isinstance(value, Mapping):
+        return f"a {type(value).__name__} with keys {sorted(map(str, value))}"
+    return f"a {type(value).__module__}.{type(value).__name__}".replace(" builtins.", " ")
+
+
+def sample_problems(
+    role: str, dataset: Any, channels: int | None = None
+) -> tuple[list[Problem], Any]:
+    """The problems of one sample (the first) of ``dataset``, a split of ``role``, and its
+    image: not an (image, label) pair where labels are needed (source, test), an image that
+    is not a float32 C x H x W tensor (a PIL image: the transform lacks ToTensor), or of
+    other than the source's ``channels``. One sample, so that the check stays cheap; the
+    global random generators are left as they were. A mic reader built without a transform
+    (``transform=None``: PIL images, for code that converts them itself) is not sampled."""
+    if getattr(dataset, "transform", True) is None:  # a reader asked for what it reads
+        return [], None
+    loaded, sample = _load_first(dataset)
+    if not loaded:
+        return [], None
+    where = "sample 0"
+    if isinstance(sample, Mapping) or (role != "target" and not _is_pair(sample)):
+        kind = "samples that are not (image, label) pairs" + (
+            " or images" if role == "target" else ""
+        )
+        fix = (
+            "__getitem__ must return an (image, label) tuple (the source and test sets need "
+            "labels; a target training set may return the image alone)."
+        )
+        return [Problem(kind, where, _kind_of(sample), fix)], None
+    image = sample[0] if _is_pair(sample) else sample
+    if not isinstance(image, torch.Tensor):
+        return [Problem("images that are not tensors", where, _kind_of(image), IMAGE_FIX)], None
+    if image.dtype != torch.float32:
+        detail = f"the dataset yields {image.dtype} images"
+        fix = (
+            "Models take float32 images: convert them in the dataset's transform "
+            "(x.float() for float64; v2.ToDtype(torch.float32, scale=True) for uint8)."
+        )
+        return [Problem("images that are not float32", where, detail, fix)], None
+    if image.ndim != 3:
+        detail = f"shape {tuple(image.shape)}"
+        fix = "Give images a channel axis first, C x H x W (x.unsqueeze(0) for H x W)."
+        return [Problem("images that are not C x H x W", where, detail, fix)], None
+    if channels is not None and image.shape[0] != channels:
+        n = int(image.shape[0])
+        detail = f"{n} channel{'s' * (n != 1)}, the source's images have {channels}"
+        fix = (
+            "Every split must have the source's channels, which the model takes: for grey "
+            "images convert('RGB') before ToTensor (or x.expand(3, -1, -1))."
+        )
+        return [Problem("images with other channels than the source's", where, detail, fix)], None
+    return [], image
+
+
+def _is_pair(sample: Any) -> bool:
+    return isinstance(sample, (tuple, list)) and len(sample) == 2
+
+
+def block_problems(config: Any, size: tuple[int, int]) -> list[Problem]:
+    """MIC's masking blocks (every ``block_size`` of the method's config) not smaller than
+    the target images (or crops) of ``size`` (H, W): such a block masks an image whole or
+    not at all. ``config``: the ``dataset`` node of a run's config (None: no check)."""
+    root = config._get_root() if hasattr(config, "_get_root") else None
+    method = root.get("method") if root is not None and hasattr(root, "get") else None
+    if method is None:
+        return []
+    key = "dataset.mic_block_size"
+    named = hasattr(config, "get") and config.get("mic_block_size") is not None
+    setting = key if named else f"+{key}"
+    found = []
+    for path, value in _keyed(method, "method", "block_size"):
+        if isinstance(value, int) and not isinstance(value, bool) and value >= min(size):
+            found.append(
+                Problem(
+                    "MIC masking blocks not smaller than the target images",
+                    path,
+                    f"{value} px blocks on {size[1]} x {size[0]} px images (or crops): each "
+                    "image would be masked whole or not at all",
+                    "Set a block of about 1/16 to 1/4 of the image side with "
+                    f"dataset.mic_block_size (e.g. {setting}={max(1, min(size) // 8)}) or {path}.",
+                )
+            )
+    return found
+
+
+def _keyed(node: Any, path: str, key: str) -> Iterator[tuple[str, Any]]:
+    """``(dotted path, value)`` of every ``key`` inside a config node (interpolations resolved;
+    values that do not resolve are skipped)."""
+    items: Iterable[tuple[Any, Any]] = ()
+    if hasattr(node, "items") and hasattr(node, "get"):
+        try:
+            items = list(node.items())
+        except Exception:  # an interpolation that does not resolve: no check
+            return
+    for k, v in items:
+        sub = f"{path}.{k}"
+        if k == key:
+            yield sub, v
+        else:
+            yield from _keyed(v, sub, key)
 
 
 # ------------------------------------------------------------------ checks readers share
@@ -278,6 +430,54 @@ def check_images(files: Sequence[Path], what: str) -> list[Problem]:
     for path in progress(files, len(files), what):
         check_image(path, problems)
     return problems
+
+
+def unread_problems(files: Sequence[Path]) -> list[Problem]:
+    """A warning for each file of an image format that mic does not read (GIF...), which
+    the listing of a folder left out."""
+    readable = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+    return [
+        Problem(
+            "files of image formats mic does not read, left out",
+            str(path),
+            fix=f"mic reads {readable}: convert them (e.g. to PNG) to use them.",
+            warning=True,
+        )
+        for path in files
+    ]
+
+
+def crop_problems(transform: Any, sizes: Sequence[tuple[int, int]], where: str) -> list[Problem]:
+    """A warning when random crops (a transform's ``crop_size``, after its ``scale``) are
+    mostly padding: images (H, W) ``sizes`` that fill less than half of the crop."""
+    crop = getattr(transform, "crop_size", None)
+    if crop is None or not sizes:
+        return []
+    from mic.datasets.segmentation.transforms import rescale_size  # (imports this module)
+
+    scale = getattr(transform, "scale", None)
+    ch, cw = crop
+    small = []
+    for h, w in sizes:
+        if scale is not None:
+            w, h = rescale_size(w, h, scale)
+        if min(h, ch) * min(w, cw) < 0.5 * ch * cw:
+            small.append((h, w))
+    if not small:
+        return []
+    h, w = small[0]
+    return [
+        Problem(
+            "image sets whose random crops are mostly padding",
+            where,
+            f"{len(small)} of {len(sizes)} images fill less than half of the {cw} x {ch} crop "
+            f"(e.g. {w} x {h}{' after the scale' if scale is not None else ''})",
+            "A model trained on padding learns little: set a crop size no larger than the "
+            "images (dataset.crop_size=[height,width] with dataset=seg_folders), or a scale "
+            "that resizes them up (dataset.scale).",
+            warning=True,
+        )
+    ]
 
 
 def sample_indices(n: int, k: int = LABEL_SAMPLE) -> list[int]:

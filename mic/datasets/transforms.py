@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from omegaconf import OmegaConf
 from torchvision import transforms as T
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def mic_block_for(size: int | str) -> int:
+    """MIC's block side for images of ``size`` px: the published 64 px at 224 px, scaled
+    (2 px at 8 px, 9 at 32). The config resolver ``${mic.block_for:${dataset.size}}``."""
+    return max(1, round(int(size) * 64 / 224))
+
+
+OmegaConf.register_new_resolver("mic.block_for", mic_block_for, replace=True)
 
 
 def classification_transform(

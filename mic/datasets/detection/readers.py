@@ -11,6 +11,7 @@ boxes outside the image, unknown classes. An image without objects is a valid sa
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import xml.etree.ElementTree as ET
@@ -187,7 +188,10 @@ class DetectionDataset:
                 if found is not None:
                     problems.append(found)
             problems += self.check_labels(i, header)
-        if training and eager:
+        countable = eager and self._countable_boxes() == 0
+        if countable:
+            problems.append(self._no_box_problem(training))
+        if training and eager and not countable:
             counts = np.bincount(
                 np.concatenate([t["labels"].numpy() for t in self.targets] + [np.zeros(0, int)]),
                 minlength=self.num_classes,
@@ -206,6 +210,35 @@ class DetectionDataset:
                     )
                 )
         return problems
+
+    def _countable_boxes(self) -> int:
+        """The boxes of the set that training learns from and evaluation counts (not
+        ``iscrowd``)."""
+        total = 0
+        for t in self.targets:
+            crowd = t.get("iscrowd")
+            total += len(t["labels"]) - (int(crowd.sum()) if crowd is not None else 0)
+        return total
+
+    def _no_box_problem(self, training: bool) -> Problem:
+        """The error of a labelled set without a countable box: nothing to learn from, or a
+        test set whose mAP is undefined."""
+        boxes = sum(len(t["labels"]) for t in self.targets)
+        skipped = getattr(self, "crowd_skipped", 0)
+        if boxes:
+            why = f"all {boxes} boxes are iscrowd (kept to be ignored, ignore_crowd)"
+        elif skipped:
+            why = f"all {skipped} annotations are iscrowd, and skip_crowd left them out"
+        else:
+            why = "the annotations hold no box"
+        use = "nothing to learn from" if training else "its mAP would be undefined"
+        return Problem(
+            "annotation sets without a box",
+            str(getattr(self, "annotation_file", None) or getattr(self, "root", "")),
+            f"none of its {len(self.files)} images has a box that counts: {why}; {use}",
+            "Give the set annotations of (non-crowd) objects, or point it at the right "
+            "annotation file.",
+        )
 
     def check_labels(self, index: int, header: Any) -> list[Problem]:
         """Problems of the annotation files of image ``index`` (header: the image's)."""
@@ -397,12 +430,23 @@ class CocoDetection(DetectionDataset):
         self.classes = self._pick_classes(names, classes, source_classes, path)
         index = {name: i for i, name in enumerate(self.classes)}
         images = sorted(data["images"], key=lambda im: im["id"])
+        ids = [im["id"] for im in images]
+        twice = [a for a, b in itertools.pairwise(ids) if a == b]
+        if twice:
+            shared = [im.get("file_name") for im in images if im["id"] == twice[0]]
+            raise DatasetError(
+                f"annotation file '{path}' gives several images the same id: id "
+                f"{_shown(twice[0])} is that of {shared}. Give every image its own id "
+                "(an annotation's image_id says which image its box belongs to)"
+            )
         self.files = [self.root / im["file_name"] for im in images]
         sizes = {im["id"]: (im.get("height"), im.get("width")) for im in images}
         boxes: dict[Any, list[list[float]]] = {im["id"]: [] for im in images}
         labels: dict[Any, list[int]] = {im["id"]: [] for im in images}
         crowds: dict[Any, list[int]] = {im["id"]: [] for im in images}
         written: dict[Any, list[tuple[Any, Any]]] = {im["id"]: [] for im in images}
+        #: ``iscrowd`` annotations left out (``skip_crowd``)
+        self.crowd_skipped = 0
         for ann in data.get("annotations") or []:
             where = f"annotation {ann.get('id')} of '{path}'"
             image_id, category_id = ann.get("image_id"), ann.get("category_id")
@@ -418,6 +462,7 @@ class CocoDetection(DetectionDataset):
                 )
             crowd = int(bool(ann.get("iscrowd")))
             if crowd and skip_crowd and not ignore_crowd:
+                self.crowd_skipped += 1
                 continue
             name = names[category_id]
             if name not in index:

@@ -47,10 +47,12 @@ from mic.datasets.preflight import (
     Problem,
     check_image,
     class_presence,
+    crop_problems,
     header_problem,
     keep_or_raise,
     progress,
     sample_indices,
+    unread_problems,
 )
 from mic.datasets.segmentation.labels import (
     CITYSCAPES_CLASSES,
@@ -364,9 +366,13 @@ class SegmentationDataset:
         problems = list(self.found_problems)
         missing = {p.file for p in problems}
         labels = self.labelled
+        problems += unread_problems(getattr(self, "unread", []))
         rgb: list[Problem] = []  # RGB labels: grey ids saved as RGB are read, colour ones not
+        sizes = []
         for image_file, label_file in progress(self.samples, len(self), self._what()):
             image = check_image(image_file, problems, self.apply_exif_orientation)
+            if image is not None:
+                sizes.append((image.height, image.width))
             if not labels or label_file is None or str(label_file) in missing:
                 continue
             try:
@@ -403,7 +409,8 @@ class SegmentationDataset:
             problems += rgb  # colour: every RGB label listed; grey: read (values sampled below)
         if labels and label_sample > 0:
             problems += self._label_values(training, label_sample, {p.file for p in problems})
-        return problems
+        where = str(getattr(self, "image_root", "") or (self.samples or [("", None)])[0][0])
+        return problems + crop_problems(self.transform, sizes, where)
 
     def _orientation_note(self, image: ImageHeader) -> str:
         if self.apply_exif_orientation and image.orientation != 1:
@@ -784,7 +791,10 @@ class SegmentationFolder(SegmentationDataset):
         apply_exif_orientation: bool = True,
     ) -> None:
         image_root = check_folder(images, "image")
-        files = list_images(image_root)
+        self.image_root = image_root
+        #: files of image formats mic does not read (GIF...), left out with a warning
+        self.unread: list[Path] = []
+        files = list_images(image_root, left_out=self.unread)
         label_root = check_folder(labels, "label") if labels is not None else None
         self.label_root = label_root
         self.label_suffix = label_suffix

@@ -24,8 +24,9 @@ class DetectionMetrics(MeanAveragePrecision):
     """COCO-style box AP through torchmetrics (pycocotools underneath), reported as:
 
     ``map_50`` (mAP at IoU 0.5, the Cityscapes -> Foggy Cityscapes number), ``map`` (COCO AP,
-    IoU 0.5:0.95), ``ap50_per_class`` and ``ap_per_class`` (one entry per class id; NaN for a
-    class without ground truth in the evaluated set).
+    IoU 0.5:0.95; both NaN, never a best score, for a set without a box that counts),
+    ``ap50_per_class`` and ``ap_per_class`` (one entry per class id; NaN for a class without
+    ground truth in the evaluated set).
     """
 
     def __init__(self, num_classes: int) -> None:
@@ -53,12 +54,17 @@ class DetectionMetrics(MeanAveragePrecision):
             p = p[p > -1]
             ap50[int(c)] = float(p.mean()) if p.numel() else float("nan")
             ap[int(c)] = per_class_ap[k] if per_class_ap[k] >= 0 else float("nan")
-        return {
-            "map_50": float(out["map_50"]),
-            "map": float(out["map"]),
+        return {  # torchmetrics' -1: undefined (no box to count), NaN here: never a best
+            "map_50": _defined(float(out["map_50"])),
+            "map": _defined(float(out["map"])),
             "ap50_per_class": ap50,
             "ap_per_class": ap,
         }
+
+
+def _defined(value: float) -> float:
+    """A score, or NaN for torchmetrics' -1 (a set without a box that counts)."""
+    return value if value >= 0 else float("nan")
 
 
 class DetectionTask(Task):
