@@ -1011,15 +1011,20 @@ def _identical(pair: dict) -> bool:
     return bool(found) and all(x == 0 for d in found for x in d["per_seed"])
 
 
+def _std(d: dict, digits: int) -> str:
+    """The std of ``d``'s values, ``-`` for one value (it has none)."""
+    return "-" if d["n"] < 2 else f"{d['std']:.{digits}f}"
+
+
 def _cell(d: dict | None, digits: int) -> str:
-    return "-" if d is None else f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}"
+    return "-" if d is None else f"{d['mean']:.{digits}f} ± {_std(d, digits)}"
 
 
 def _diff_cells(d: dict | None, digits: int) -> str:
     if d is None:
         return "- | - | -"
     ci = "-" if d["ci95"] is None else f"[{d['ci95'][0]:+.{digits}f}, {d['ci95'][1]:+.{digits}f}]"
-    return f"{d['mean']:+.{digits}f} ± {d['std']:.{digits}f} | {ci} | {d['mic_ahead']} / {d['n']}"
+    return f"{d['mean']:+.{digits}f} ± {_std(d, digits)} | {ci} | {d['mic_ahead']} / {d['n']}"
 
 
 def markdown(table: dict, state: dict) -> str:
@@ -1145,6 +1150,8 @@ def markdown(table: dict, state: dict) -> str:
                 r = equal["time_ratio"]
                 ratio = (
                     f"{statistics.mean(r):.2f}x, {min(r):.2f}x to {max(r):.2f}x over {len(r)} seeds"
+                    if len(r) > 1
+                    else f"{r[0]:.2f}x (1 seed)"
                     if r
                     else "not measured: no seed ran both"
                 )

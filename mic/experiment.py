@@ -33,7 +33,7 @@ from mic.core import (
 )
 from mic.core.batch import split_sample
 from mic.datasets.preflight import check_datasets, collecting_problems
-from mic.resume import find_resume_checkpoint, resume
+from mic.resume import DATA_SPLITS, find_resume_checkpoint, refuse_empty_run_folder, resume
 from mic.schema import check_config, check_eval_models, exception_chain, group_options
 from mic.training import (
     VALIDATORS,
@@ -333,6 +333,7 @@ def build_validation(cfg: DictConfig, method: UDAMethod, loader: Any) -> LabelFr
 def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     """Instantiate task, data, model, method, teacher, optimiser, schedule, hooks and loop."""
     check_config(cfg)
+    refuse_empty_run_folder()  # hydra.run.dir= : into the current folder
     run_dir = Path(run_dir) if run_dir is not None else None
     if not cfg.get("resume"):  # before any data is read
         refuse_held_folder(run_dir)
@@ -351,11 +352,18 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
     # the random state restored, and built for good after the model, where its draws belong
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        check_eval_models(cfg, build_method(cfg).uses_pseudo_labels)
+        checked = build_method(cfg)
+        check_eval_models(cfg, checked.uses_pseudo_labels)
+    for term in checked.terms.values():  # batch sizes a term cannot pair (ClassMix), now
+        if hasattr(term, "check_batch_sizes"):
+            term.check_batch_sizes(
+                int(cfg.loader.source_batch_size), int(cfg.loader.target_batch_size)
+            )
     best_metric = best_metric_key(cfg, task)
 
     preflight = bool(cfg.get("preflight", True))
     data = build_datasets(cfg, preflight)
+    sizes = {split: len(data[split]) for split in DATA_SPLITS}  # recorded, compared on resume
     task.check_datasets(data)
     if preflight:
         check_datasets(data, Path(run_dir) / "data_problems.txt" if run_dir else None, cfg.dataset)
@@ -435,7 +443,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
             interval=int(cfg.checkpoint.interval),
             keep=int(cfg.checkpoint.keep),
             best_metric=best_metric,
-            extra={"config": OmegaConf.to_container(cfg, resolve=True)},
+            extra={"config": OmegaConf.to_container(cfg, resolve=True), "data": sizes},
             stateful={"evaluation": evaluation},
         )
         hooks.append(checkpointer)
@@ -464,7 +472,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         guard=TrainingGuard(str(cfg.get("nan_policy", "skip")), float(cfg.get("max_skipped", 0.1))),
     )
     if resume_from is not None:  # the checkpoint read (a bad file named) before the folder
-        resume(loop, resume_from, cfg, checkpointer)
+        resume(loop, resume_from, cfg, checkpointer, sizes)
     refuse_held_folder(run_dir, resume_from)
     return Experiment(
         cfg, task, student, method, loop, evaluation, run_dir, resume_from, checkpointer
@@ -700,15 +708,15 @@ def format_selection(summary: dict[str, Any]) -> list[str]:
     the labelled target metric there, beside the best possible and the last evaluation."""
     metric = summary["metric"]
     picks = next(iter(summary.get("selection", {}).items()), None)
-    if picks is None or len(picks[1]) <= 2:  # no validators: nothing to compare
-        return []
-    model, rows = picks
-    lines = [f"checkpoint picks for the {model} (target {metric} at the picked iteration):"]
-    for name, pick in rows.items():
-        label = {metric: f"{metric} (target labels: the best possible)"}.get(name, name)
-        value = pick.get(metric)
-        shown = "-" if value is None else f"{100 * value:.2f}%"
-        lines.append(f"  {label:<46} iteration {pick['step']:>6}: {shown}")
+    lines = []
+    if picks is not None and len(picks[1]) > 2:  # else no validators: nothing to compare
+        model, rows = picks
+        lines.append(f"checkpoint picks for the {model} (target {metric} at the picked iteration):")
+        for name, pick in rows.items():
+            label = {metric: f"{metric} (target labels: the best possible)"}.get(name, name)
+            value = pick.get(metric)
+            shown = "-" if value is None else f"{100 * value:.2f}%"
+            lines.append(f"  {label:<46} iteration {pick['step']:>6}: {shown}")
     best = summary.get("best_checkpoint")
     if best and best["step"] is not None:
         where = best["path"] or "no longer on disk (neither in this run folder nor the resumed one)"

@@ -6,12 +6,17 @@ the schedule, batch sizes, the model, the method, the seed, the data, the proces
 with a message naming each key, unless the key is listed in ``resume_allow_changes``; the
 listed changes then take effect from the resumed iteration (the optimiser's and the schedule's
 new values replace the checkpoint's), and ``config_resumed.yaml`` records what runs.
+
+A data folder (a key whose last part contains ``root``) may change, for data moved to another
+mount, but only to the same data: a checkpoint records how many samples each training split
+holds (``DATA_SPLITS``), and a resume whose splits hold other counts stops, naming the changed
+roots (``check_same_data``).
 """
 
 from __future__ import annotations
 
 import copy
-import warnings
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -51,6 +56,45 @@ FREE_TO_CHANGE = (
 )
 #: the name under which a change of the number of processes is allowed
 PROCESSES = "processes"
+#: the splits whose sample counts a checkpoint records (``data``) and a resume compares
+DATA_SPLITS = ("source", "target")
+
+log = logging.getLogger(__name__)
+
+
+def timestamped_run_folder() -> bool:
+    """Whether mic-train's run folder is its default, a new one (time-stamped) at each
+    command: neither ``hydra.run.dir`` nor, in a sweep, ``hydra.sweep.dir`` was chosen."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return False
+    hydra = HydraConfig.get()
+    node = hydra.sweep if hydra.mode == RunMode.MULTIRUN else hydra.run
+    return "${now:" in str(OmegaConf.to_container(node, resolve=False).get("dir"))
+
+
+def refuse_empty_run_folder() -> None:
+    """Refuse mic-train's ``hydra.run.dir=`` (or, with ``-m``, ``hydra.sweep.dir=``) given
+    empty, which would write the run into the current folder.
+
+    Raises:
+        ConfigError: naming the option and the folder.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    key = "sweep" if hydra.mode == RunMode.MULTIRUN else "run"
+    if str(hydra[key].dir).strip() == "":
+        raise ConfigError(
+            f"hydra.{key}.dir is empty, which would write the run (checkpoints/, config.yaml, "
+            f"logs) into the current folder '{Path.cwd()}'; give the run folder, "
+            f"hydra.{key}.dir=<folder>, or leave it out for a new time-stamped one"
+        )
 
 
 def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
@@ -73,6 +117,15 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
             raise ConfigError("resume=auto needs a run folder to look in (hydra.run.dir=...)")
         found = latest_checkpoint(run_dir / "checkpoints")
         every = sorted(p.name for p in run_dir.glob("checkpoints/iter_*.pt"))
+        if not every:
+            if timestamped_run_folder():
+                log.warning(
+                    f"resume=auto: no checkpoint in {run_dir}; starting a new run. The default "
+                    "run folder is new (time-stamped) at each command: to resume a run, give "
+                    "its folder with hydra.run.dir=<the run's folder> (hydra.sweep.dir for -m)"
+                )
+            else:
+                log.info(f"resume=auto: no checkpoint in {run_dir}; starting a new run")
         if found is None and every:
             raise CheckpointError(
                 f"resume=auto: no checkpoint of the run folder '{run_dir}' can be read "
@@ -81,11 +134,10 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
             )
         newer = [name for name in every if name > found.name] if found else []
         if newer:
-            warnings.warn(
+            log.warning(
                 f"resume=auto: the newer checkpoint{'s' if len(newer) > 1 else ''} "
                 f"{', '.join(newer)} of '{run_dir}' cannot be read (corrupt or cut off); "
-                f"resuming from {found.name}, the newest readable one",
-                stacklevel=2,
+                f"resuming from {found.name}, the newest readable one"
             )
         return found
     path = Path(str(resume))
@@ -110,8 +162,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _free(key: str) -> bool:
-    last = key.rsplit(".", 1)[-1]
-    return "root" in last or any(key == f or key.startswith(f) for f in FREE_TO_CHANGE)
+    return _is_root(key) or any(key == f or key.startswith(f) for f in FREE_TO_CHANGE)
 
 
 def config_changes(
@@ -218,20 +269,81 @@ def check_resume_config(
     return changes
 
 
+def _is_root(key: str) -> bool:
+    return "root" in key.rsplit(".", 1)[-1]
+
+
+def check_same_data(
+    saved: dict[str, Any] | None,
+    sizes: dict[str, int],
+    saved_config: dict[str, Any] | None,
+    cfg: DictConfig,
+) -> None:
+    """Refuse a resume whose training data are not the checkpoint's: a split of
+    ``DATA_SPLITS`` holds another number of samples than the checkpoint records, unless
+    ``resume_allow_changes`` lists each changed root (or ``dataset``, when none changed).
+
+    Args:
+        saved: the checkpoint's record, split -> samples (None: a checkpoint from before the
+            record, not checked).
+        sizes: this run's, split -> samples.
+        saved_config: the checkpoint's resolved config, for the roots that changed.
+        cfg: this run's config.
+
+    Raises:
+        ConfigError: naming each split's counts and the changed roots, and what to do.
+    """
+    saved = saved if isinstance(saved, dict) else {}
+    differ = [s for s in DATA_SPLITS if s in saved and s in sizes and saved[s] != sizes[s]]
+    if not differ:
+        return
+    a = flatten(saved_config or {})
+    b = flatten(OmegaConf.to_container(cfg, resolve=True))
+    changed: dict[tuple[str, str], list[str]] = {}  # a change -> its keys (interpolated too)
+    for k in sorted(set(a) | set(b), key=lambda k: (k.count("."), k)):
+        if _is_root(k) and a.get(k) != b.get(k):
+            changed.setdefault((repr(a.get(k)), repr(b.get(k))), []).append(k)
+    allow = [str(x) for x in cfg.get("resume_allow_changes") or []]
+    if all(any(_allowed(k, allow) for k in keys) for keys in changed.values() or [["dataset"]]):
+        return
+    roots = [keys[0] for keys in changed.values()]  # each change by its shortest key
+    counts = ", ".join(
+        f"{s}: {sizes[s]} samples, the checkpoint's run had {saved[s]}" for s in differ
+    )
+    if roots:
+        moved = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in roots)
+        cause = (
+            f"The changed data folder{'s' if len(roots) > 1 else ''} ({moved}) "
+            f"{'hold' if len(roots) > 1 else 'holds'} other data: a root may change on resume "
+            "only to point at the same data (moved to another folder or mount)"
+        )
+        keys = ",".join(roots)
+    else:
+        cause = "The data folders are the same but their files changed since the checkpoint"
+        keys = "dataset"
+    raise ConfigError(
+        f"the training data differ from the checkpoint's ({counts}). {cause}. Exact resume "
+        "needs the checkpoint's data: point the roots at it, or start a new run in another "
+        f"folder; to continue on these data on purpose, add resume_allow_changes=[{keys}]"
+    )
+
+
 def resume(
     loop: AdaptationLoop,
     path: Path,
     cfg: DictConfig | None = None,
     checkpointer: Checkpointer | None = None,
+    data_sizes: dict[str, int] | None = None,
 ) -> None:
     """Load a checkpoint into the loop (and the checkpointer's best score and hooks).
 
     With ``cfg``, the checkpoint's recorded config is compared with it first
     (``check_resume_config``), and allowed changes of the optimiser's or the schedule's values
-    replace the checkpoint's.
+    replace the checkpoint's; with ``data_sizes`` (split -> samples) too, the checkpoint's
+    record of its data (``check_same_data``).
 
     Raises:
-        ConfigError: a change of config not allowed.
+        ConfigError: a change of config not allowed, or other training data.
         CheckpointError: the checkpoint does not fit the experiment, holds NaN or Inf weights,
             holds fewer processes' random states than this run has (without the change
             allowed), or lies past the last iteration.
@@ -254,6 +366,8 @@ def resume(
     changes = {}
     if cfg is not None:
         changes = check_resume_config(state.get("config"), cfg, (len(rngs) or world, world))
+        if data_sizes is not None:
+            check_same_data(state.get("data"), data_sizes, state.get("config"), cfg)
     fresh_groups = [
         {k: v for k, v in g.items() if k != "params"} for g in loop.optimizer.param_groups
     ]

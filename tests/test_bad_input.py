@@ -51,6 +51,16 @@ def _flat(tmp):
     return folder_overrides(tmp, source=tmp / "flat")
 
 
+def _own_experiment(tmp, package=True):
+    """A config folder of one's own with ``experiment/mine.yaml`` (with ``# @package
+    _global_`` as its first line, or without)."""
+    folder = tmp / "conf"
+    (folder / "experiment").mkdir(parents=True)
+    head = "# @package _global_\n" if package else ""
+    (folder / "experiment" / "mine.yaml").write_text(f"{head}iterations: 2\n")
+    return folder
+
+
 def _empty(tmp):
     (tmp / "empty").mkdir()
     return folder_overrides(tmp, target=tmp / "empty")
@@ -401,6 +411,68 @@ CASES = [
         "matches no trainable parameter",
     ),
     (
+        "config-lr-mult-text",
+        "a learning-rate multiplier given as text",
+        lambda t, r: ["lr_mult={model.backbone: abc}"],
+        "lr_mult.model.backbone: a learning-rate multiplier must be a finite number >= 0 (got "
+        "'abc'): it is no number",
+    ),
+    (
+        "config-lr-mult-negative",
+        "a negative learning-rate multiplier (gradient ascent)",
+        lambda t, r: ["lr_mult={model.backbone: -1}"],
+        "lr_mult.model.backbone: a learning-rate multiplier must be a finite number >= 0 (got "
+        "-1): a negative one makes those parameters climb their loss",
+    ),
+    (
+        "config-env-unset",
+        "a value read from an environment variable that is not set",
+        lambda t, r: ["seed=${oc.env:MIC_TEST_UNSET_VARIABLE}"],
+        "seed=${oc.env:MIC_TEST_UNSET_VARIABLE} reads the environment variable "
+        "MIC_TEST_UNSET_VARIABLE, which is not set",
+    ),
+    (
+        "config-env-number-checked",
+        "a number read from the environment (a string there) is checked as a number",
+        lambda t, r: ["seed=${oc.env:MIC_TEST_UNSET_VARIABLE,-1}"],
+        "seed: Input should be greater than or equal to 0 (got -1)",
+    ),
+    (
+        "config-env-not-a-number",
+        "a learning rate read from the environment that is no number",
+        lambda t, r: ["optimizer.lr=${oc.env:MIC_TEST_UNSET_VARIABLE,abc}"],
+        "optimizer.lr: Input should be a valid number, not text (got 'abc')",
+    ),
+    (
+        "config-dataset-mean-length",
+        "a normalisation mean of 2 values for RGB images",
+        lambda t, r: ["dataset.mean=[0.5,0.5]"],
+        "dataset.mean: gives 2 values (got [0.5, 0.5]), but it needs one per image channel",
+    ),
+    (
+        "config-dataset-std-zero",
+        "a normalisation standard deviation of 0",
+        lambda t, r: ["dataset.std=[0.5,0.5,0]"],
+        "dataset.std: every value must be above 0 (got [0.5, 0.5, 0])",
+    ),
+    (
+        "config-dir-unknown-experiment",
+        "a misspelled experiment of one's own config folder (--config-dir)",
+        lambda t, r: ["--config-dir", str(_own_experiment(t)), "experiment=mien"],
+        "unknown experiment 'mien'. Did you mean: mine?",
+    ),
+    (
+        "config-experiment-without-package",
+        "an experiment file of one's own without '# @package _global_'",
+        lambda t, r: [
+            f"hydra.searchpath=[file://{_own_experiment(t, package=False)}]",
+            "experiment=mine",
+        ],
+        "experiment: the experiment file's settings (iterations) were placed under "
+        "experiment.<key>, where nothing reads them, because the file does not start with the "
+        "line '# @package _global_'",
+    ),
+    (
         "config-unknown-option",
         "a misspelled option of a config group",
         lambda t, r: ["experiment=det_shapez"],
@@ -669,6 +741,32 @@ CASES = [
         "the dataset yields torch.uint8 images",
     ),
     (
+        "data-grey-target",
+        "a target dataset of one's own yielding 1-channel (grey) images",
+        lambda t, r: ["dataset.target._target_=tests.test_data_faults.grey_digits"],
+        "Images with other channels than the source's (1): 'sample 0' (1 channel, the source's "
+        "images have 3)",
+    ),
+    (
+        "data-pil-target",
+        "a target dataset of one's own yielding PIL images (no ToTensor)",
+        lambda t, r: ["dataset.target._target_=tests.test_data_faults.pil_digits"],
+        "Images that are not tensors (1): 'sample 0' (a PIL image",
+    ),
+    (
+        "data-float64-target",
+        "a target dataset of one's own yielding float64 images",
+        lambda t, r: ["dataset.target._target_=tests.test_data_faults.float64_digits"],
+        "the dataset yields torch.float64 images",
+    ),
+    (
+        "data-mic-block-size",
+        "a MIC block as large as the target images (100 px blocks on the 28 px digits)",
+        lambda t, r: ["dataset.mic_block_size=100"],
+        "MIC masking blocks not smaller than the target images (1): "
+        "'method.terms.mic.masker.block_size'",
+    ),
+    (
         "data-two-sizes",
         "images of two sizes in one batch",
         lambda t, r: ["dataset.target._target_=tests.test_bad_input.two_sizes"],
@@ -717,6 +815,23 @@ CASES = [
         "resume from a file that is not a mic checkpoint",
         lambda t, r: [f"resume={_write(t, 'w.pt', _torch_bytes())}"],
         "is not a mic checkpoint",
+    ),
+    (
+        "checkpoint-weights-file",
+        "resume from a weights-only file (student.pt) instead of starting from it",
+        lambda t, r: [f"resume={_write(t, 'student.pt', _torch_bytes())}"],
+        "student.pt to mic-train (without resume)",
+    ),
+    (
+        "classmix-batch-sizes",
+        "DACS with source and target batches of two sizes, found before training",
+        lambda t, r: [
+            "experiment=streets",
+            "adaptation_start=2",
+            "loader.source_batch_size=4",
+            "loader.target_batch_size=2",
+        ],
+        "got loader.source_batch_size=4 and loader.target_batch_size=2",
     ),
     (
         "checkpoint-corrupt",
@@ -988,7 +1103,7 @@ def test_config_group_options_are_checked_where_mics_own_configs_decide():
     assert "The model options: " in unknown_option(["model=detectron2_rcnn"])
     # config folders of one's own, sweeps and null: Hydra judges
     assert unknown_option(["experiment=mine", "hydra.searchpath=[file:///x]"]) is None
-    assert unknown_option(["--config-dir", "/x", "experiment=mine"]) is None
+    assert "--config-dir /x: no such folder" in unknown_option(["--config-dir", "/x"])
     assert unknown_option(["-m", "experiment=det_shapes,streetz"]) is None
     assert unknown_option(["model=null"]) is None
 

@@ -464,6 +464,29 @@ def test_equal_time_base_is_paired_with_mic_and_its_training_time_reported():
     assert "equal_time" not in again["pair"] and name not in again["methods"]
 
 
+def test_one_seed_shows_no_std_interval_or_range():
+    """A std, an interval or a range of one value is shown as ``-`` (or the value alone),
+    not as ``± 0.00`` and ``1.18x to 1.18x``."""
+    settings = QUICK["classification"]
+    state = _state()
+    state["runs"] = {
+        k: r for k, r in state["runs"].items() if r["task"] == "classification" and r["seed"] == 0
+    }
+    name = suite.TASKS["classification"].equal_time
+    row = {"task": "classification", "method": name, "seed": 0, "student": 0.9, "teacher": 0.9}
+    row.update(seconds_per_iteration=0.05, device="cpu")
+    row["overrides"] = [*settings["overrides"], *settings["equal_time"]]
+    state["runs"][suite.run_key("classification", name, 0, settings)] = row
+    for r in state["runs"].values():
+        if r["method"] == "mean_teacher_mic":
+            r["overrides"] = list(settings["overrides"])
+    md = suite.markdown(suite.summarise(state, QUICK, "quick"), state)
+    assert "| classification | target test accuracy (%), teacher | mean_teacher | 90.00 ± - |" in md
+    assert "| +3.00 ± - | - | 1 / 1 |" in md
+    assert "± 0.00" not in md and "x to " not in md
+    assert "x (1 seed)" in md
+
+
 #: every arm the suite runs: each task's base and MIC, and the equal-time base where it has one
 ARMS = [
     (task, arm)

@@ -54,6 +54,14 @@ def test_a_resumed_run_keeps_its_own_weights(source_run, tmp_path):
     assert _equal(exp.student.state_dict(), last)
 
 
+def test_weights_saved_from_a_ddp_wrapped_model_load_without_their_prefix(source_run, tmp_path):
+    saved = torch.load(source_run / "checkpoints" / "student.pt", weights_only=True)
+    path = tmp_path / "ddp_student.pt"
+    torch.save({f"module.{k}": v for k, v in saved.items()}, path)
+    exp = build_experiment(load_config([*TINY, f"init_from={path}"]))
+    assert _equal(exp.student.state_dict(), saved)
+
+
 def test_a_file_without_weights_is_refused(tmp_path):
     path = tmp_path / "x.pt"
     torch.save({"step": 3}, path)

@@ -191,6 +191,33 @@ def test_a_term_that_returns_no_scalar_is_named(make, match):
         _one_step(_Returns(make))
 
 
+class _ReadsPseudoLabels(LossTerm):
+    """A term that reads the pseudo-labels but forgot ``uses_pseudo_labels = True``."""
+
+    uses_target = False
+
+    def forward(self, ctx):
+        return ctx.pseudo_labels.confidence.mean()
+
+
+def test_a_term_that_reads_pseudo_labels_without_the_flag_is_named_with_the_flag():
+    loop, _ = make_loop(UDAMethod({"forgot": _ReadsPseudoLabels()}))
+    match = r"loss term 'forgot' reads ctx.pseudo_labels .*uses_pseudo_labels = True on its class"
+    with pytest.raises(ConfigError, match=match):
+        loop.train_step()
+
+
+def test_a_term_name_with_a_dot_is_refused_naming_it():
+    with pytest.raises(ConfigError, match=r"method term name 'a.b' holds a '.'"):
+        UDAMethod({"src": _Returns(lambda loss: loss), "a.b": _Returns(lambda loss: loss)})
+
+
+@pytest.mark.parametrize("weight", [-1, float("nan"), float("inf")])
+def test_a_negative_or_non_finite_term_weight_is_refused_as_mic_train_does(weight):
+    with pytest.raises(ConfigError, match=r"_Returns\(weight=.*\): a loss weight must be a finite"):
+        _Returns(lambda loss: loss, weight=weight)
+
+
 def test_a_term_may_return_a_number_for_no_loss():
     losses, steps = _one_step(_Returns(lambda loss: 0.0))
     assert losses == {"custom": torch.tensor(0.0)} and all(not s.any() for s in steps)

@@ -71,16 +71,80 @@ def test_a_resumed_run_keeps_its_evaluation_history_and_a_restart_its_log_clean(
     assert 3 not in steps and steps == sorted(steps)
 
 
-def test_resume_auto_says_which_newer_checkpoints_it_cannot_read(tmp_path):
-    import pytest
+def test_resume_auto_says_which_newer_checkpoints_it_cannot_read(tmp_path, caplog):
+    import re
 
     from mic.resume import find_resume_checkpoint
     from mic.training.checkpoint import save_checkpoint
 
     good = save_checkpoint({"step": 1}, tmp_path / "checkpoints" / "iter_00000001.pt")
     (tmp_path / "checkpoints" / "iter_00000002.pt").write_bytes(b"cut off")
-    with pytest.warns(UserWarning, match=r"iter_00000002\.pt of .* cannot be read.*iter_00000001"):
+    with caplog.at_level("WARNING", logger="mic.resume"):
         assert find_resume_checkpoint("auto", tmp_path) == good
+    pattern = r"iter_00000002\.pt of .* cannot be read.*iter_00000001"
+    assert any(re.search(pattern, r.getMessage()) for r in caplog.records)
+    # through mic-train: a log line, not a Python warning with its source line
+    run_experiment(load_config([*TINY, "iterations=2", "checkpoint.interval=1"]), tmp_path / "r")
+    (tmp_path / "r" / "checkpoints" / "iter_00000003.pt").write_bytes(b"cut off")
+    out = run_mic_train([*TINY, "iterations=3", "resume=auto", f"hydra.run.dir={tmp_path / 'r'}"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "iter_00000003.pt of" in out.stdout + out.stderr
+    assert "UserWarning" not in out.stderr and "warnings.warn" not in out.stderr
+
+
+def test_resume_auto_without_a_checkpoint_says_it_starts_a_new_run(tmp_path):
+    out = run_mic_train([*TINY, "iterations=1", "resume=auto", f"hydra.run.dir={tmp_path / 'r'}"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    said = out.stdout + out.stderr
+    assert f"resume=auto: no checkpoint in {tmp_path / 'r'}; starting a new run" in said
+    assert "hydra.run.dir=<the run's folder>" not in said
+    # the default run folder is new at each command: resuming needs hydra.run.dir
+    out = run_mic_train([*TINY, "iterations=1", "resume=auto"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    said = out.stdout + out.stderr
+    assert "resume=auto: no checkpoint in " in said and "; starting a new run" in said
+    assert "hydra.run.dir=<the run's folder>" in said
+
+
+def _data_run(tmp_path, n):
+    """A finished 2-iteration run on folders whose target holds ``n`` images."""
+    tgt = class_folders(tmp_path / f"tgt{n}", ["x"], n=n)
+    data = folder_overrides(tmp_path, target=tgt)
+    run_experiment(load_config([*TINY, *data, "iterations=2"]), tmp_path / "run")
+    return data, tgt
+
+
+def test_a_root_may_move_but_not_to_other_data(tmp_path):
+    import shutil
+
+    data, tgt = _data_run(tmp_path, 6)
+    other = class_folders(tmp_path / "other", ["x"], n=9)
+    common = [*TINY, "iterations=3", "resume=auto", f"hydra.run.dir={tmp_path / 'run'}"]
+    out = run_mic_train([*common, *data, f"dataset.root_target={other}"])
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "the training data differ from the checkpoint's (target: 9 samples, the " in out.stderr
+    assert "run had 6)" in out.stderr
+    assert f"dataset.root_target: '{tgt}' -> '{other}'" in out.stderr
+    assert "resume_allow_changes=[dataset.root_target]" in out.stderr
+    assert "dataset.target.root" not in out.stderr  # the interpolated copy: named once
+    # the same data moved elsewhere: resumed
+    moved = shutil.copytree(tgt, tmp_path / "moved")
+    out = run_mic_train([*common, *data, f"dataset.root_target={moved}"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "resuming from" in out.stdout
+
+
+def test_a_checkpoint_without_the_data_record_still_resumes(tmp_path):
+    data, _ = _data_run(tmp_path, 6)
+    path = tmp_path / "run" / "checkpoints" / "iter_00000002.pt"
+    state = torch.load(path, weights_only=True)
+    assert state["data"] == {"source": 6, "target": 6}
+    del state["data"]  # as written before the record
+    torch.save(state, path)
+    other = class_folders(tmp_path / "other", ["x"], n=9)
+    again = [*TINY, *data, f"dataset.root_target={other}", "iterations=3", "resume=auto"]
+    exp = build_experiment(load_config(again), tmp_path / "run")
+    assert exp.loop.step == 2
 
 
 def test_a_part_switched_off_on_resume_is_named_once_by_its_prefix(tmp_path):

@@ -87,8 +87,7 @@ class EndlessLoader(Iterator[Any]):
     """
 
     def __init__(self, loader: Iterable[Any], name: str = "data") -> None:
-        self.loader = loader
-        self.name = name
+        self.loader, self.name = loader, name
         self.epoch = self.batches = self.samples = 0
         generator = getattr(loader, "generator", None)
         self._seed = generator.initial_seed() if isinstance(generator, torch.Generator) else None

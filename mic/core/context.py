@@ -138,11 +138,10 @@ class IterationContext:
         mean: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         self.step, self.task, self.student, self.teacher = step, task, student, teacher
-        self.mean = mean
+        self.term, self.mean = "", mean  # term: set by the loop
         self.adaptation_start, self.adapting = adaptation_start, step >= adaptation_start
         self.source_images, self.source_targets = split_sample(source)
         self.target_images, _ = split_sample(target)
-        self.term = ""
         self._layout = (seed, rank, world_size, micro, micro_batches)
         self._pseudo: PseudoLabels | None = None
         self._shared: dict[SharedForward, Any] = {}
@@ -166,7 +165,10 @@ class IterationContext:
         """
         if self._pseudo is None:
             if self.teacher is None:
-                raise ConfigError("a loss term asked for pseudo-labels but the loop has no teacher")
+                raise ConfigError(
+                    f"loss term '{self.term}' reads ctx.pseudo_labels but the loop has no teacher: "
+                    "set uses_pseudo_labels = True on its class (the loop then needs a teacher)"
+                )
             prediction = self.teacher.predict(self.task, self.target_images)
             self._pseudo = self.task.pseudo_label(prediction)
         return self._pseudo

@@ -155,8 +155,7 @@ class AdaptationLoop:
             (iterations >= 1, f"iterations must be at least 1, got {iterations}"),
             (
                 0 <= adaptation_start <= iterations,
-                f"adaptation_start must lie in [0, iterations={iterations}], "
-                f"got {adaptation_start}",
+                f"adaptation_start must be in [0, iterations={iterations}], got {adaptation_start}",
             ),
             (
                 teacher is not None or not method.uses_pseudo_labels,
@@ -198,14 +197,12 @@ class AdaptationLoop:
         self.method = method.to(self.device)
         self.teacher = teacher.to(self.device) if teacher is not None else None
         self.optimizer, self.scheduler = optimizer, scheduler
-        self.source = EndlessLoader(source, "source")
-        self.target = EndlessLoader(target, "target")
+        self.source, self.target = EndlessLoader(source, "source"), EndlessLoader(target, "target")
         self.iterations, self.adaptation_start = int(iterations), int(adaptation_start)
         self.hooks = list(hooks)
         self.seed, self.max_grad_norm, self.precision = int(seed), max_grad_norm, precision
         self.accumulate, self.collective = int(accumulate), collective
-        self.guard = guard or Guard()
-        self.step_strategy = step_strategy or StepStrategy()
+        self.guard, self.step_strategy = guard or Guard(), step_strategy or StepStrategy()
         self.step_strategy.check(self)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
         #: completed iterations (the index of the next one)

@@ -55,13 +55,10 @@ class BlockMasker(Masker):
     ) -> None:
         super().__init__()
         if int(block_size) < 1:
-            raise ConfigError(
-                f"masker block_size must be a positive number of pixels, got {block_size}"
-            )
+            raise ConfigError(f"masker block_size must be a positive pixel count, got {block_size}")
         if not 0.0 <= ratio <= 1.0:
             raise ConfigError(f"masker ratio must be a probability in [0, 1], got {ratio}")
-        self.block_size = int(block_size)
-        self.ratio = float(ratio)
+        self.block_size, self.ratio = int(block_size), float(ratio)
         self.augmentation = augmentation
         fill_t = torch.tensor(fill if fill is not None else [0.0], dtype=torch.float32)
         self.register_buffer("fill", fill_t.view(1, -1, 1, 1), persistent=False)

@@ -17,16 +17,18 @@ class UDAMethod(nn.Module):
         terms: name -> term; None leaves a term out (a config switches one off with ``null``).
 
     Raises:
-        ConfigError: a term is not a ``LossTerm``, or no term is left.
+        ConfigError: a term is not a ``LossTerm``, a name holds a ``.`` or no term is left.
     """
 
     def __init__(self, terms: Mapping[str, LossTerm | None]) -> None:
         super().__init__()
         kept = {name: term for name, term in terms.items() if term is not None}
         for name, term in kept.items():
-            if not isinstance(term, LossTerm):
+            if "." in name or not isinstance(term, LossTerm):
                 raise ConfigError(
-                    f"method term '{name}' is a {type(term).__name__}, not a LossTerm; "
+                    f"method term name '{name}' holds a '.', which module names cannot; rename it"
+                    if "." in name
+                    else f"method term '{name}' is a {type(term).__name__}, not a LossTerm; "
                     "check its _target_ in the method config"
                 )
         if not kept:

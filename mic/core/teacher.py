@@ -44,8 +44,8 @@ class Teacher(nn.Module, ABC):
         return task.predict(self.model, images)
 
     def train(self, mode: bool = True) -> Teacher:
-        # The teacher's mode is set by prepare_for_prediction alone; student.train() calls
-        # that reach it through a parent module must not switch its dropout back on.
+        # The teacher's mode is set by prepare_for_prediction alone; student.train() calls that
+        # reach it through a parent module must not switch its dropout back on.
         return self
 
 
@@ -81,9 +81,7 @@ class EMATeacher(Teacher):
             raise ConfigError(f"teacher.buffers must be 'own', 'ema' or 'copy', got {buffers!r}")
         if norm not in ("batch", "running"):
             raise ConfigError(f"teacher.norm must be 'batch' or 'running', got {norm!r}")
-        self.alpha = float(alpha)
-        self.buffer_policy = buffers
-        self.norm = norm
+        self.alpha, self.buffer_policy, self.norm = float(alpha), buffers, norm
         self.model = copy.deepcopy(unwrap(model))
         self.model.requires_grad_(False)
         self._norm_layers = [m for m in self.model.modules() if isinstance(m, _BatchNorm)]

@@ -53,7 +53,8 @@ class LossTerm(nn.Module, ABC):
         shared_forward: the ``SharedForward`` it reads, if any.
 
     Args:
-        weight: the loss weight: the loop multiplies what ``forward`` returns by it.
+        weight: the loss weight, finite and >= 0 (else a ConfigError): the loop multiplies
+            what ``forward`` returns by it.
     """
 
     uses_target: bool = True
@@ -63,6 +64,11 @@ class LossTerm(nn.Module, ABC):
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
         self.weight = float(weight)
+        if not 0 <= self.weight < float("inf"):  # NaN too
+            raise ConfigError(
+                f"{type(self).__name__}(weight={weight}): a loss weight must be a finite number "
+                ">= 0: a negative one makes training maximise its loss (0 switches it off)"
+            )
 
     @abstractmethod
     def forward(self, ctx: IterationContext) -> Tensor | dict[str, Tensor]:

@@ -54,8 +54,7 @@ class PseudoLabelWeighting:
             )
         if not 0.0 <= tau <= 1.0:
             raise ConfigError(f"pseudo-label threshold tau must lie in [0, 1], got {tau}")
-        self.mode = mode
-        self.tau = float(tau)
+        self.mode, self.tau = mode, float(tau)
 
     def quality(self, confidence: Tensor | list[Tensor], mean: Reduce | None = None) -> Tensor:
         """q, a float 0-d tensor (0 for no elements); with ``mean``, the global batch's."""

@@ -94,8 +94,10 @@ def load_checkpoint(
         ) from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(
-            f"'{path}' is not a mic checkpoint (no '{FORMAT}' marker); "
-            "to load plain model weights use model.load_state_dict(torch.load(path))"
+            f"'{path}' is not a mic checkpoint (no '{FORMAT}' marker): resume continues a run "
+            "from one of its checkpoints (iter_*.pt). To start a new run from plain model "
+            f"weights (student.pt, a state_dict) give init_from={path} to mic-train (without "
+            "resume), or in Python use model.load_state_dict(torch.load(path))"
         )
     return state
 
@@ -125,7 +127,8 @@ def load_initial_weights(
     model: torch.nn.Module, path: str | os.PathLike[str], key: str = "init_from"
 ) -> Path:
     """Load ``initial_weights(path)`` into ``model``, strictly: every parameter and buffer,
-    each of the same shape.
+    each of the same shape (names saved from a ``DistributedDataParallel`` wrapper, each with
+    the prefix ``module.``, without it).
 
     Returns:
         The file read (``path`` itself, or the file chosen in a run folder).
@@ -138,6 +141,9 @@ def load_initial_weights(
     file = _weights_file(Path(path), key)
     state = _read_weights(file, key)
     own = unwrap(model).state_dict()
+    ddp = "module."  # saved from a DistributedDataParallel-wrapped model: the plain names
+    if all(k.startswith(ddp) for k in state) and not any(k.startswith(ddp) for k in own):
+        state = {k[len(ddp) :]: v for k, v in state.items()}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [

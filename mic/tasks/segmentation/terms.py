@@ -105,6 +105,19 @@ class ClassMix(LossTerm):
         #: the last call's quality weight ``q`` and mean confidence, for logs
         self.statistics: dict[str, Tensor] = {}
 
+    def check_batch_sizes(self, source: int, target: int) -> None:
+        """Refuse, when the experiment is built, batch sizes that ``mix`` cannot pair.
+
+        Raises:
+            ConfigError: ``source`` (``loader.source_batch_size``) differs from ``target``.
+        """
+        if source != target:
+            raise ConfigError(
+                "ClassMix pastes each source crop onto one target crop, so source and target "
+                f"batches must have one shape; got loader.source_batch_size={source} and "
+                f"loader.target_batch_size={target} (set equal batch sizes and crop sizes)"
+            )
+
     def mix(self, ctx: IterationContext) -> tuple[Tensor, Tensor, Tensor]:
         """The mixed images, labels and per-pixel weights of this iteration."""
         source, labels = ctx.source_images, ctx.source_targets
