@@ -281,7 +281,8 @@ def check_same_data(
 ) -> None:
     """Refuse a resume whose training data are not the checkpoint's: a split of
     ``DATA_SPLITS`` holds another number of samples than the checkpoint records, unless
-    ``resume_allow_changes`` lists each changed root (or ``dataset``, when none changed).
+    ``resume_allow_changes`` lists each changed setting of the training data (a root, or
+    another ``dataset.*`` key outside ``dataset.test``), or ``dataset`` when none changed.
 
     Args:
         saved: the checkpoint's record, split -> samples (None: a checkpoint from before the
@@ -301,7 +302,8 @@ def check_same_data(
     b = flatten(OmegaConf.to_container(cfg, resolve=True))
     changed: dict[tuple[str, str], list[str]] = {}  # a change -> its keys (interpolated too)
     for k in sorted(set(a) | set(b), key=lambda k: (k.count("."), k)):
-        if _is_root(k) and a.get(k) != b.get(k):
+        training_data = k.startswith("dataset.") and not k.startswith("dataset.test")
+        if training_data and a.get(k) != b.get(k):  # roots, and paths of other names
             changed.setdefault((repr(a.get(k)), repr(b.get(k))), []).append(k)
     allow = [str(x) for x in cfg.get("resume_allow_changes") or []]
     if all(any(_allowed(k, allow) for k in keys) for keys in changed.values() or [["dataset"]]):
@@ -313,9 +315,9 @@ def check_same_data(
     if roots:
         moved = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in roots)
         cause = (
-            f"The changed data folder{'s' if len(roots) > 1 else ''} ({moved}) "
-            f"{'hold' if len(roots) > 1 else 'holds'} other data: a root may change on resume "
-            "only to point at the same data (moved to another folder or mount)"
+            f"The changed data setting{'s' if len(roots) > 1 else ''} ({moved}) "
+            f"{'give' if len(roots) > 1 else 'gives'} other data: a data folder may change on "
+            "resume only to point at the same data (moved to another folder or mount)"
         )
         keys = ",".join(roots)
     else:

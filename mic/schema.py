@@ -159,26 +159,29 @@ class RootSchema(_Section):
 _ENV = re.compile(r"\s*\$\{\s*oc\.env\s*:\s*([^{}$,\s]+)\s*(,[^{}$]*)?\}\s*")
 
 
+#: the keys whose environment values stay text, numbers or not: folders, files and names
+_TEXT_KEYS = re.compile(r"root|dir|path|file|name|images|labels|annotations|tag")
+
+
 def _decoded(text: str) -> Any:
     """``text`` (an environment variable's value) as ``${oc.decode:...}`` reads it, where that
-    gives a number, true / false, null, a list or a mapping (``3`` -> 3, ``1e-3`` -> 0.001);
-    else ``text`` itself (a path, or a string that ``oc.decode`` cannot parse)."""
+    gives a number (``3`` -> 3, ``1e-3`` -> 0.001); else ``text`` itself (a path, a word,
+    ``true`` or ``null``: a folder may bear such a name)."""
     if "${" in text:  # interpolations of the variable's own: kept as text
         return text
     try:
         value = OmegaConf.create({"text": text, "value": "${oc.decode:${text}}"}).value
     except Exception:  # not of OmegaConf's grammar ("a,b", "it's"): text
         return text
-    if isinstance(value, str):
-        return text
-    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else text
 
 
 def decode_env(cfg: DictConfig) -> None:
     """Replace, in place, each value that is exactly one ``${oc.env:VAR}`` interpolation (an
     environment variable always gives a string: ``seed=${oc.env:SLURM_ARRAY_TASK_ID}``) by the
-    variable's value decoded as ``${oc.decode:${oc.env:VAR}}`` would (``_decoded``), so that a
-    number is used, and checked, as a number and a path stays a string.
+    variable's value decoded as ``${oc.decode:${oc.env:VAR}}`` would where that gives a number
+    (``_decoded``), so that a number is used, and checked, as a number; values under
+    ``user`` and of keys that name folders, files or names (``_TEXT_KEYS``) stay text.
 
     Raises:
         ConfigError: naming the key and the variable, when the variable is not set and the
@@ -208,8 +211,11 @@ def decode_env(cfg: DictConfig) -> None:
                     f"or give a default: ${{oc.env:{found.group(1)},<default>}}"
                 )
             resolved = node[key]  # a string, or the default as written (null: None)
+            text = where.startswith(f"{USER_KEY}.") or _TEXT_KEYS.search(str(key).lower())
             with open_dict(node), read_write(node):
-                node[key] = _decoded(resolved) if isinstance(resolved, str) else resolved
+                node[key] = (
+                    _decoded(resolved) if isinstance(resolved, str) and not text else resolved
+                )
 
     walk(cfg, raw, "")
 

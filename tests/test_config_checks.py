@@ -14,6 +14,7 @@ from mic.schema import (
     _options,
     check_config,
     check_eval_models,
+    decode_env,
     flag_problems,
     task_mismatches,
     unread_keys,
@@ -310,21 +311,31 @@ def test_a_value_read_from_the_environment_is_decoded_and_checked(monkeypatch):
     monkeypatch.setenv("MIC_TEST_SEED", "3")
     monkeypatch.setenv("MIC_TEST_LR", "1e-3")
     monkeypatch.setenv("MIC_TEST_DIR", "/data/run_7")
+    monkeypatch.setenv("MIC_TEST_TRUE", "true")
+    monkeypatch.setenv("MIC_TEST_NUMBER_FOLDER", "1e3")
     cfg = load_config(
         [
             "seed=${oc.env:MIC_TEST_SEED}",
             "optimizer.lr=${oc.env:MIC_TEST_LR}",
             "+user.folder=${oc.env:MIC_TEST_DIR}",
-            "dataset.mean=${oc.env:MIC_TEST_UNSET,[0.5,0.5,0.5]}",
+            "+user.count=${oc.env:MIC_TEST_SEED}",  # one's own values stay as given: text
             "max_grad_norm=${oc.env:MIC_TEST_UNSET,null}",
             "+user.name=run_${oc.env:MIC_TEST_SEED}",  # not one interpolation alone: a string
+            "log.tensorboard=${oc.env:MIC_TEST_TRUE}",  # only numbers are decoded
+            # folders may bear names that read as numbers: they stay text
+            "dataset=folders",
+            "dataset.root_source=${oc.env:MIC_TEST_NUMBER_FOLDER}",
         ]
     )
-    check_config(cfg)
+    decode_env(cfg)  # check_config's first step (it would refuse tensorboard's text)
     assert cfg.seed == 3 and type(cfg.seed) is int
     assert cfg.optimizer.lr == 0.001 and type(cfg.optimizer.lr) is float
-    assert cfg.user.folder == "/data/run_7" and list(cfg.dataset.mean) == [0.5, 0.5, 0.5]
+    assert cfg.user.folder == "/data/run_7" and cfg.user.count == "3"
     assert cfg.max_grad_norm is None and cfg.user.name == "run_3"
+    assert cfg.log.tensorboard == "true" and cfg.dataset.root_source == "1e3"
+    check_config(
+        load_config(["seed=${oc.env:MIC_TEST_SEED}", "optimizer.lr=${oc.env:MIC_TEST_LR}"])
+    )
     # text that does not read as a number stays text, and is refused where a number is read
     for override, expected in [
         ("seed=${oc.env:MIC_TEST_UNSET,010}", "seed: Input should be a valid integer, not text"),

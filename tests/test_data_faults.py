@@ -618,3 +618,23 @@ def test_random_crops_larger_than_the_images_are_a_warning(tmp_path, caplog):
     assert "source: Image sets whose random crops are mostly padding (1)" in caplog.text
     assert "3 of 3 images fill less than half of the 64 x 64 crop (e.g. 16 x 12)" in caplog.text
     assert "target: Image sets whose random crops are mostly padding (1)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("size", "block", "refused"),
+    [((28, 28), 100, True), ((40, 40), 32, True), ((32, 64), 32, False), ((64, 64), 8, False)],
+)
+def test_a_mic_block_is_refused_where_the_masker_makes_one_block(size, block, refused):
+    """The masker's grid is round(H / b) x round(W / b): a non-square crop of two blocks is
+    masked in halves (allowed), a 40 px crop with 32 px blocks is one block (refused)."""
+    from omegaconf import OmegaConf
+
+    from mic.datasets.preflight import block_problems
+
+    cfg = OmegaConf.create({"method": {"terms": {"mic": {"masker": {"block_size": block}}}}})
+    cfg.dataset = {"size": size[0]}
+    found = block_problems(cfg.dataset, size)
+    assert bool(found) is refused
+    if refused:
+        assert found[0].file == "method.terms.mic.masker.block_size"
+        assert "a grid of 1 x 1 block" in found[0].detail

@@ -220,3 +220,26 @@ def test_an_allowed_change_that_adds_modules_names_them_and_points_to_init_from(
         ]
     )
     assert new.returncode == 0, new.stderr[-3000:]
+
+
+def test_other_data_are_allowed_by_the_changed_setting_the_config_check_named():
+    """A dataset's paths need not be called roots (seg_folders' ``dataset.target_images``):
+    the key the config check asked to allow also allows the other sample counts."""
+    import pytest
+    from omegaconf import OmegaConf
+
+    from mic.core import ConfigError
+    from mic.resume import check_same_data
+
+    saved_config = {"dataset": {"target_images": "/a", "test": {"images": "/t"}}}
+
+    def cfg(allow, test="/t"):
+        data = {"target_images": "/b", "test": {"images": test}}
+        return OmegaConf.create({"dataset": data, "resume_allow_changes": allow})
+
+    check_same_data({"target": 6}, {"target": 9}, saved_config, cfg(["dataset.target_images"]))
+    with pytest.raises(ConfigError, match=r"resume_allow_changes=\[dataset\.target_images\]"):
+        check_same_data({"target": 6}, {"target": 9}, saved_config, cfg([]))
+    with pytest.raises(ConfigError) as error:  # the test set only scores: not named
+        check_same_data({"target": 6}, {"target": 9}, saved_config, cfg([], test="/u"))
+    assert "dataset.test" not in str(error.value)

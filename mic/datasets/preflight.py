@@ -340,9 +340,10 @@ def _is_pair(sample: Any) -> bool:
 
 
 def block_problems(config: Any, size: tuple[int, int]) -> list[Problem]:
-    """MIC's masking blocks (every ``block_size`` of the method's config) not smaller than
-    the target images (or crops) of ``size`` (H, W): such a block masks an image whole or
-    not at all. ``config``: the ``dataset`` node of a run's config (None: no check)."""
+    """MIC's masking blocks (every ``block_size`` of the method's config) that make one block
+    of the target images (or crops) of ``size`` (H, W): the masker's grid is
+    ``round(H / b) x round(W / b)`` (at least 1 x 1), and a 1 x 1 grid masks an image whole
+    or not at all. ``config``: the ``dataset`` node of a run's config (None: no check)."""
     root = config._get_root() if hasattr(config, "_get_root") else None
     method = root.get("method") if root is not None and hasattr(root, "get") else None
     if method is None:
@@ -352,13 +353,15 @@ def block_problems(config: Any, size: tuple[int, int]) -> list[Problem]:
     setting = key if named else f"+{key}"
     found = []
     for path, value in _keyed(method, "method", "block_size"):
-        if isinstance(value, int) and not isinstance(value, bool) and value >= min(size):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            continue  # the masker's own check names a block of 0 px
+        if max(1, round(size[0] / value)) * max(1, round(size[1] / value)) == 1:
             found.append(
                 Problem(
-                    "MIC masking blocks not smaller than the target images",
+                    "MIC masking blocks that make one block of the target images",
                     path,
-                    f"{value} px blocks on {size[1]} x {size[0]} px images (or crops): each "
-                    "image would be masked whole or not at all",
+                    f"{value} px blocks on {size[1]} x {size[0]} px images (or crops): a grid "
+                    "of 1 x 1 block, so each image would be masked whole or not at all",
                     "Set a block of about 1/16 to 1/4 of the image side with "
                     f"dataset.mic_block_size (e.g. {setting}={max(1, min(size) // 8)}) or {path}.",
                 )
