@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor
 
 from mic.core import AdaptationLoop, CheckpointError, ConfigError
 from mic.core.teacher import unwrap
@@ -33,7 +32,7 @@ from mic.training import (
     process_info,
     set_rng_state,
 )
-from mic.training.checkpoint import refuse_nonfinite
+from mic.training.checkpoint import few, refuse_nonfinite, weight_misfits
 
 #: keys that may change on resume without asking: they do not touch the training itself
 FREE_TO_CHANGE = (
@@ -90,11 +89,16 @@ def refuse_empty_run_folder() -> None:
     hydra = HydraConfig.get()
     key = "sweep" if hydra.mode == RunMode.MULTIRUN else "run"
     if str(hydra[key].dir).strip() == "":
-        raise ConfigError(
-            f"hydra.{key}.dir is empty, which would write the run (checkpoints/, config.yaml, "
-            f"logs) into the current folder '{Path.cwd()}'; give the run folder, "
-            f"hydra.{key}.dir=<folder>, or leave it out for a new time-stamped one"
-        )
+        raise ConfigError(empty_run_folder(f"hydra.{key}.dir"))
+
+
+def empty_run_folder(option: str) -> str:
+    """Why a run folder ``option`` (``hydra.run.dir``) given empty is refused."""
+    return (
+        f"{option} is empty, which would write the run (checkpoints/, config.yaml, logs) into "
+        f"the current folder '{Path.cwd()}'; give the run folder, {option}=<folder>, or leave "
+        "it out for a new time-stamped one"
+    )
 
 
 def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
@@ -404,40 +408,25 @@ def resume(
     print(f"resuming from {path} at iteration {loop.step}{done}")
 
 
-def _names(keys: list[str], shown: int = 3) -> str:
-    """A few of ``keys``, then how many more."""
-    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
-    return ", ".join(keys[:shown]) + more
-
-
 def _module_misfits(loop: AdaptationLoop, state: dict[str, Any]) -> dict[str, str]:
     """Part (student, method, teacher) -> what differs between its weights and the
-    checkpoint's: names missing from the checkpoint, names only the checkpoint has, and
-    weights of another shape (a few of each, then a count)."""
+    checkpoint's (``weight_misfits``): names missing from the checkpoint, names only the
+    checkpoint has, and weights of another shape (a few of each, then a count)."""
     parts = {"student": unwrap(loop.student), "method": loop.method, "teacher": loop.teacher}
     out = {}
     for name, module in parts.items():
         saved = state.get(name)
         if module is None or not isinstance(saved, dict):
             continue
-        mine = module.state_dict()
-        missing = [k for k in mine if k not in saved]
-        unexpected = [k for k in saved if k not in mine]
-        resized = [
-            f"{k} ({tuple(saved[k].shape)} in the checkpoint, {tuple(v.shape)} here)"
-            for k, v in mine.items()
-            if k in saved
-            and isinstance(saved[k], Tensor)
-            and isinstance(v, Tensor)
-            and saved[k].shape != v.shape
-        ]
+        missing, unexpected, shapes = weight_misfits(module.state_dict(), saved)
+        resized = [f"{k} ({a} in the checkpoint, {b} here)" for k, a, b in shapes]
         found = []
         if missing:
-            found.append(f"{len(missing)} not in the checkpoint: {_names(missing)}")
+            found.append(f"{len(missing)} not in the checkpoint: {few(missing)}")
         if unexpected:
-            found.append(f"{len(unexpected)} only in the checkpoint: {_names(unexpected)}")
+            found.append(f"{len(unexpected)} only in the checkpoint: {few(unexpected)}")
         if resized:
-            found.append(f"{len(resized)} of another shape: {_names(resized, 2)}")
+            found.append(f"{len(resized)} of another shape: {few(resized, 2)}")
         if found:
             out[name] = "; ".join(found)
     return out

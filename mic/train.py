@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 
 from mic.core.errors import ConfigError, MicError
 from mic.experiment import Experiment, check_writable, format_summary, holds_run, run_experiment
+from mic.resume import empty_run_folder
 from mic.schema import did_you_mean, exception_chain
 from mic.training import TrainingInterrupted, process_info
 
@@ -279,11 +280,7 @@ def main() -> None:
         argv = sys.argv[1:]
         key = f"{folder_key(argv)}="
         if any(a.startswith(key) and not a[len(key) :].strip("'\" ") for a in argv):
-            raise ConfigError(
-                f"{key[:-1]} is empty, which would write the run (checkpoints/, config.yaml, "
-                f"logs) into the current folder '{Path.cwd()}'; give the run folder, "
-                f"{key}<folder>, or leave it out for a new time-stamped one"
-            )
+            raise ConfigError(empty_run_folder(key[:-1]))
         check_writable(run_folder(argv), create=False, option=folder_key(argv))
         if not any(a.split("=", 1)[0] in _NO_RUN for a in argv):  # _main writes the record
             subdir = ([".hydra"] + [a.split("=", 1)[1] for a in argv if a.startswith(SUBDIR)])[-1]

@@ -144,23 +144,18 @@ def load_initial_weights(
     ddp = "module."  # saved from a DistributedDataParallel-wrapped model: the plain names
     if all(k.startswith(ddp) for k in state) and not any(k.startswith(ddp) for k in own):
         state = {k[len(ddp) :]: v for k, v in state.items()}
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
+    missing, unexpected, resized = weight_misfits(own, state)
+    shapes = [f"{k} {saved} vs {mine}" for k, saved, mine in resized]
     if missing or unexpected or shapes:
-        problems = []
-        for label, names in (
-            ("missing from the file", missing),
-            ("in the file but not the model", unexpected),
-            ("of another shape (file vs model)", shapes),
-        ):
-            if names:
-                more = f" and {len(names) - 3} more" if len(names) > 3 else ""
-                problems.append(f"{len(names)} {label}: {', '.join(names[:3])}{more}")
+        problems = [
+            f"{len(names)} {label}: {few(names)}"
+            for label, names in (
+                ("missing from the file", missing),
+                ("in the file but not the model", unexpected),
+                ("of another shape (file vs model)", shapes),
+            )
+            if names
+        ]
         raise ConfigError(
             f"{key}: the weights in '{file}' do not fit the model ({'; '.join(problems)}). "
             "They must come from the same model config (model=..., model.* and "
@@ -182,9 +177,29 @@ def nonfinite_weights(state: Any, prefix: str = "") -> list[str]:
     return [n for k, v in state.items() for n in nonfinite_weights(v, f"{prefix}.{k}".lstrip("."))]
 
 
-def _named(names: list[str], shown: int = 3) -> str:
+def few(names: list[str], shown: int = 3) -> str:
+    """The first ``shown`` of ``names``, then how many more (for messages)."""
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more
+
+
+def weight_misfits(
+    own: dict[str, Any], saved: dict[str, Any]
+) -> tuple[list[str], list[str], list[tuple[str, tuple[int, ...], tuple[int, ...]]]]:
+    """What keeps ``saved`` (a ``state_dict``) from loading into a module whose own
+    ``state_dict`` is ``own``: the names it lacks, the names only it has, and the tensors of
+    another shape as ``(name, shape saved, shape here)``."""
+    missing = [k for k in own if k not in saved]
+    unexpected = [k for k in saved if k not in own]
+    resized = [
+        (k, tuple(saved[k].shape), tuple(v.shape))
+        for k, v in own.items()
+        if k in saved
+        and isinstance(saved[k], torch.Tensor)
+        and isinstance(v, torch.Tensor)
+        and saved[k].shape != v.shape
+    ]
+    return missing, unexpected, resized
 
 
 def refuse_nonfinite(state: Any, what: str, advice: str) -> None:
@@ -199,7 +214,7 @@ def refuse_nonfinite(state: Any, what: str, advice: str) -> None:
     if bad:
         raise CheckpointError(
             f"{what} hold NaN or Inf values ({len(bad)} tensor{'s' if len(bad) > 1 else ''}: "
-            f"{_named(bad)}), as after a run that diverged or in a damaged file; training from "
+            f"{few(bad)}), as after a run that diverged or in a damaged file; training from "
             f"them gives nothing. {advice}"
         )
 
