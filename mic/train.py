@@ -23,7 +23,7 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mic.core.errors import ConfigError, MicError
 from mic.experiment import Experiment, check_writable, format_summary, holds_run, run_experiment
@@ -264,6 +264,31 @@ def unknown_option(argv: Sequence[str]) -> str | None:
         hint = did_you_mean(key, sorted(ROOT_KEYS)) or " `mic-train --cfg job` lists them all."
         return f"mic-train has no setting {key!r}.{hint}"
     return None
+
+
+#: config groups mic composes itself (from the chosen method, MIC option and task)
+_AUTOMATIC_GROUPS = ("method_task", "mic_task")
+
+
+def config_groups() -> str:
+    """``mic-train --help``'s list of config groups and their options: mic's and those of
+    the command line's ``--config-dir``, without the groups mic fills in itself and without
+    the base files (names starting with ``_``) that experiments build on."""
+    options: dict[str, set[str]] = {}
+    for conf in [importlib.resources.files("mic.conf"), *_config_dirs(sys.argv[1:])]:
+        for group in conf.iterdir():
+            if not group.is_dir() or group.name.startswith(("_", ".")):
+                continue
+            names = {p.name[:-5] for p in group.iterdir() if p.name.endswith(".yaml")}
+            options.setdefault(group.name, set()).update(n for n in names if n[0] != "_")
+    return "\n".join(
+        f"{g}: {', '.join(sorted(o))}"
+        for g, o in sorted(options.items())
+        if o and g not in _AUTOMATIC_GROUPS
+    )
+
+
+OmegaConf.register_new_resolver("mic.config_groups", config_groups, replace=True)
 
 
 def main() -> None:

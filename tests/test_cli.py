@@ -103,3 +103,19 @@ def test_an_experiment_of_one_s_own_config_folder_is_judged_as_mic_s_are(tmp_pat
         assert "det_shapes" in typo and "mine" in typo.split("options: ")[1]
     missing = unknown_option(["-cd", str(tmp_path / "nope"), "experiment=mine"])
     assert missing.startswith(f"--config-dir {tmp_path / 'nope'}: no such folder")
+
+
+def test_help_lists_the_options_a_user_chooses_and_their_own(tmp_path):
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\n")
+    result = _cli("--config-dir", str(tmp_path), "experiment=streets", "--help")
+    assert result.returncode == 0, result.stderr
+    groups = result.stdout.split("== Config groups (group=option) ==")[1].split("== Config,")[0]
+    lines = dict(line.split(": ", 1) for line in groups.strip().splitlines())
+    experiments = lines["experiment"].split(", ")
+    assert {"streets", "det_shapes", "mine"} <= set(experiments)
+    assert not [e for e in experiments if e.startswith("_")]  # the bases experiments build on
+    assert "method_task" not in lines and "mic_task" not in lines  # filled in by mic
+    assert "sada" in lines["method"].split(", ")
+    # the config shown is the one the overrides compose
+    assert "mic.tasks.segmentation.SegmentationTask" in result.stdout
