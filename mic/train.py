@@ -25,6 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from mic.cli import INTERRUPTED
 from mic.core.errors import ConfigError, MicError
 from mic.experiment import Experiment, check_writable, format_summary, holds_run, run_experiment
 from mic.resume import empty_run_folder
@@ -320,11 +321,7 @@ def main() -> None:
     try:
         _main()
     except KeyboardInterrupt:  # outside the loop's guard, which stops iterations cleanly
-        print(
-            "mic: interrupted while starting up or finishing (outside the training "
-            "iterations); what was saved before stays in the run folder",
-            file=sys.stderr,
-        )
+        print(INTERRUPTED, file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
 
 

@@ -1,6 +1,10 @@
 """The command line end to end, and the clear errors it gives for bad input."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 from tests.helpers import TINY_RUN
 from tests.helpers import run_cli as _cli
@@ -119,3 +123,32 @@ def test_help_lists_the_options_a_user_chooses_and_their_own(tmp_path):
     assert "sada" in lines["method"].split(", ")
     # the config shown is the one the overrides compose
     assert "mic.tasks.segmentation.SegmentationTask" in result.stdout
+
+
+def test_import_mic_imports_no_torch_and_every_public_name_resolves():
+    code = (
+        "import sys, mic; assert 'torch' not in sys.modules, 'import mic imported torch'; "
+        "import mic.cli; assert 'torch' not in sys.modules, 'mic.cli imported torch'; "
+        "names = mic.__all__; [getattr(mic, n) for n in names]; "
+        "import mic.core, mic.training; "
+        "assert set(mic.core.__all__) | set(mic.training.__all__) <= set(names); "
+        "assert mic.Forever is mic.EndlessLoader; "
+        "assert mic.core is sys.modules['mic.core']; print('ok')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_ctrl_c_while_mic_train_imports_torch_is_one_line_not_a_traceback(tmp_path):
+    # mic-train's entry point (mic.cli:main); the signal lands while torch is being imported
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from mic.cli import main; main()", f"hydra.run.dir={tmp_path}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    out = process.communicate(timeout=120)[0]
+    assert process.returncode == 128 + signal.SIGINT, out
+    assert "Traceback" not in out and "mic: interrupted while starting up" in out
