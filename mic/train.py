@@ -208,9 +208,10 @@ def run_folder(argv: list[str]) -> Path:
     return Path(given[-1]) if given else Path("runs")
 
 
-def _config_dirs(argv: Sequence[str]) -> list[Path]:
+def _config_dirs(argv: Sequence[str]) -> list[Path] | None:
     """The config folders of one's own that a command line adds (``--config-dir X``,
-    ``-cd X``, ``--config-dir=X``)."""
+    ``-cd X``, ``--config-dir=X``, ``hydra.searchpath=[file://X,Y]``); None when it adds
+    some that are no folder path (``pkg://``)."""
     dirs = []
     for i, arg in enumerate(argv):
         name, eq, value = arg.partition("=")
@@ -219,6 +220,13 @@ def _config_dirs(argv: Sequence[str]) -> list[Path]:
                 dirs.append(Path(value))
             elif i + 1 < len(argv):
                 dirs.append(Path(argv[i + 1]))
+        elif name.lstrip("+") == "hydra.searchpath" and eq:
+            for entry in value.strip().strip("[]").split(","):
+                entry = entry.strip().strip("'\"")
+                if "://" in entry and not entry.startswith("file://"):
+                    return None
+                if entry:
+                    dirs.append(Path(entry.removeprefix("file://")))
     return dirs
 
 
@@ -227,20 +235,22 @@ def unknown_option(argv: Sequence[str]) -> str | None:
     closest names: an option of a config group that does not exist (``experiment=det_shapez``,
     with the list), or a root setting that does not exist (``learning_rate=0.1``; Hydra's own
     message would advise adding it with ``+``, which adds a setting that nothing reads;
-    ``mic.ratio=0.5``: MIC's settings are under ``method.terms.mic``). A config folder of
-    one's own (``--config-dir``) is searched beside mic's, and one that does not exist is
-    named. None when every override names something, or when the command line brings config
-    folders in another way (``hydra.searchpath``, ``--config-path``: then Hydra judges)."""
+    ``mic.ratio=0.5``: MIC's settings are under ``method.terms.mic``). Config folders of
+    one's own (``--config-dir``, ``hydra.searchpath``) are searched beside mic's, and one that
+    does not exist is named. None when every override names something, or when the command
+    line brings configs in another way (``pkg://`` search paths, ``--config-path``: then
+    Hydra judges)."""
     from mic.schema import ROOT_KEYS, USER_KEY, mic_settings
 
-    if any(a.startswith(("hydra.searchpath", "--config-path", "-cp")) for a in argv):
-        return None
     own = _config_dirs(argv)
+    if own is None or any(a.startswith(("--config-path", "-cp")) for a in argv):
+        return None
     for folder in own:
         if not folder.is_dir():
             return (
-                f"--config-dir {folder}: no such folder (from {Path.cwd()}); give the folder "
-                "that holds your config groups (e.g. experiment/my_run.yaml)"
+                f"config folder {folder} (--config-dir / hydra.searchpath): no such folder "
+                f"(from {Path.cwd()}); give the folder that holds your config groups (e.g. "
+                "experiment/my_run.yaml)"
             )
     confs: list[Any] = [importlib.resources.files("mic.conf"), *own]
     for arg in argv:
@@ -276,7 +286,7 @@ def config_groups() -> str:
     the command line's ``--config-dir``, without the groups mic fills in itself and without
     the base files (names starting with ``_``) that experiments build on."""
     options: dict[str, set[str]] = {}
-    for conf in [importlib.resources.files("mic.conf"), *_config_dirs(sys.argv[1:])]:
+    for conf in [importlib.resources.files("mic.conf"), *(_config_dirs(sys.argv[1:]) or [])]:
         for group in conf.iterdir():
             if not group.is_dir() or group.name.startswith(("_", ".")):
                 continue

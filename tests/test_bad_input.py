@@ -1102,8 +1102,13 @@ def test_config_group_options_are_checked_where_mics_own_configs_decide():
     assert "Did you mean: dacs?" in unknown_option(["+method=dacs_mic"])
     assert "The model options: " in unknown_option(["model=detectron2_rcnn"])
     # config folders of one's own, sweeps and null: Hydra judges
-    assert unknown_option(["experiment=mine", "hydra.searchpath=[file:///x]"]) is None
-    assert "--config-dir /x: no such folder" in unknown_option(["--config-dir", "/x"])
+    assert unknown_option(["experiment=mine", "hydra.searchpath=[pkg://my.configs]"]) is None
+    assert "config folder /x (--config-dir / hydra.searchpath): no such folder" in unknown_option(
+        ["--config-dir", "/x"]
+    )
+    assert "config folder /x " in unknown_option(
+        ["experiment=mine", "hydra.searchpath=[file:///x]"]
+    )
     assert unknown_option(["-m", "experiment=det_shapes,streetz"]) is None
     assert unknown_option(["model=null"]) is None
 

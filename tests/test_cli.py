@@ -106,7 +106,13 @@ def test_an_experiment_of_one_s_own_config_folder_is_judged_as_mic_s_are(tmp_pat
         assert typo.startswith("unknown experiment 'mien'. Did you mean: mine?")
         assert "det_shapes" in typo and "mine" in typo.split("options: ")[1]
     missing = unknown_option(["-cd", str(tmp_path / "nope"), "experiment=mine"])
-    assert missing.startswith(f"--config-dir {tmp_path / 'nope'}: no such folder")
+    assert missing.startswith(f"config folder {tmp_path / 'nope'} (--config-dir / hydra")
+    # a search path is a config folder of one's own too
+    for path in (f"[file://{tmp_path}]", f"['{tmp_path}']", f"[pkg://x,file://{tmp_path}]"):
+        expected = (
+            None if "pkg" in path else unknown_option(["-cd", str(tmp_path), "experiment=mien"])
+        )
+        assert unknown_option([f"hydra.searchpath={path}", "experiment=mien"]) == expected
 
 
 def test_help_lists_the_options_a_user_chooses_and_their_own(tmp_path):
