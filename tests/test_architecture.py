@@ -9,8 +9,9 @@ import pytest
 
 MIC = Path(__file__).parents[1] / "mic"
 
-#: mic/core/*.py's line budget (its size when set): growth there belongs in mic.training or a task
-CORE_MAX_LINES = 1504
+#: mic/core/*.py's line budget (its size when set; raised once, for the checks against silently
+#: wrong training): growth there belongs in mic.training or a task
+CORE_MAX_LINES = 1560
 
 
 def imports(path: Path) -> set[str]:

@@ -208,7 +208,7 @@ def test_a_term_that_reads_pseudo_labels_without_the_flag_is_named_with_the_flag
 
 
 def test_a_term_name_with_a_dot_is_refused_naming_it():
-    with pytest.raises(ConfigError, match=r"method term name 'a.b' holds a '.'"):
+    with pytest.raises(ConfigError, match=r"method term name 'a.b' must be text without '.'"):
         UDAMethod({"src": _Returns(lambda loss: loss), "a.b": _Returns(lambda loss: loss)})
 
 

@@ -171,6 +171,8 @@ class IterationContext:
                 )
             prediction = self.teacher.predict(self.task, self.target_images)
             self._pseudo = self.task.pseudo_label(prediction)
+            if self.step == self.adaptation_start:  # one look at the values, not every step
+                self._pseudo.check_confidence()
         return self._pseudo
 
     def shared(self, forward: SharedForward) -> Any:

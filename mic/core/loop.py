@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from numbers import Integral
 from typing import Any
 
 import torch
@@ -147,6 +149,10 @@ class AdaptationLoop:
         collective: Collective | None = None,
         guard: Guard | None = None,
     ) -> None:
+        whole = {"iterations": iterations, "adaptation_start": adaptation_start, "seed": seed}
+        for name, value in {**whole, "accumulate": accumulate}.items():
+            if isinstance(value, bool) or not isinstance(value, Integral):
+                raise ConfigError(f"{name} must be a whole number, got {value!r}")
         collective = collective or Collective()
         alone = dist.is_initialized() and dist.get_world_size() > collective.world_size
         held = {id(p) for g in optimizer.param_groups for p in g["params"]}
@@ -163,7 +169,11 @@ class AdaptationLoop:
                 "teacher=EMATeacher(student, alpha) (or set teacher in the config)",
             ),
             (precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {precision!r}"),
-            (int(accumulate) >= 1, f"accumulate must be at least 1, got {accumulate}"),
+            (accumulate >= 1, f"accumulate must be at least 1, got {accumulate}"),
+            (
+                max_grad_norm is None or max_grad_norm > 0,
+                f"max_grad_norm must be > 0 (None: no clipping), got {max_grad_norm}",
+            ),
             (
                 any(id(p) in held for p in student.parameters()),
                 "the optimizer holds none of the student's parameters: the student would not train",
@@ -205,6 +215,7 @@ class AdaptationLoop:
         self.guard, self.step_strategy = guard or Guard(), step_strategy or StepStrategy()
         self.step_strategy.check(self)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
+        self._gradless: set[str] = set()  # the losses warned of as having no gradient
         #: completed iterations (the index of the next one)
         self.step = 0
         #: iterations whose optimiser step the guard skipped
@@ -304,10 +315,23 @@ class AdaptationLoop:
                     raise ConfigError(f"two loss terms report a loss named {clash}; rename one")
                 losses.update({k: v.detach().float() for k, v in named.items()})
                 parts.extend(named.values())
+                for key in [k for k, v in named.items() if not v.requires_grad]:
+                    self._warn_gradless(name, key, named[key])
             total = sum(parts)
             if isinstance(total, Tensor) and total.requires_grad:
                 self.scaler.scale(total / self.accumulate).backward()
         return losses
+
+    def _warn_gradless(self, term: str, key: str, loss: Tensor) -> None:
+        """Warn (once per loss) of a non-zero loss without a gradient: it trains nothing."""
+        if torch.is_grad_enabled() and key not in self._gradless and loss.item() != 0:
+            self._gradless.add(key)
+            warnings.warn(
+                f"loss term {term!r} returned {key!r} = {loss.item():.4g} without a gradient "
+                "(computed under no_grad, detached, or a number): it trains nothing; return "
+                "the loss tensor itself (0 or a plain 0.0 means no loss this iteration)",
+                stacklevel=2,
+            )
 
     def finish_step(
         self, losses: dict[str, Tensor], restore: Callable[[], None] | None = None

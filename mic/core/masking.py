@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
@@ -67,6 +68,12 @@ class BlockMasker(Masker):
         """The keep-mask (1 = kept), (B, 1, H, W) in the images' dtype."""
         b, _, h, w = images.shape
         grid = (max(1, round(h / self.block_size)), max(1, round(w / self.block_size)))
+        if grid == (1, 1):
+            warnings.warn(
+                f"MIC's {self.block_size} px block covers the whole {h} x {w} image: "
+                "each image is kept or withheld whole; use smaller blocks",
+                stacklevel=2,
+            )
         keep = (uniform(rng, b, 1, *grid, device=images.device) > self.ratio).to(images.dtype)
         return F.interpolate(keep, size=(h, w), mode="nearest")
 

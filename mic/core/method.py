@@ -24,10 +24,10 @@ class UDAMethod(nn.Module):
         super().__init__()
         kept = {name: term for name, term in terms.items() if term is not None}
         for name, term in kept.items():
-            if "." in name or not isinstance(term, LossTerm):
+            if not isinstance(name, str) or "." in name or not isinstance(term, LossTerm):
                 raise ConfigError(
-                    f"method term name '{name}' holds a '.', which module names cannot; rename it"
-                    if "." in name
+                    f"method term name {name!r} must be text without '.' (a module name)"
+                    if not isinstance(name, str) or "." in name
                     else f"method term '{name}' is a {type(term).__name__}, not a LossTerm; "
                     "check its _target_ in the method config"
                 )

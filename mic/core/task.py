@@ -21,8 +21,8 @@ class PseudoLabels:
     Attributes:
         labels: targets as the Task's ``loss`` takes them (e.g. (B,) class indices, (B, H, W)
             label maps, or a list of box dicts).
-        confidence: float confidence per labelled element, in the layout of ``loss``'s
-            weights (a tensor, or one per image).
+        confidence: float confidence per labelled element, a probability in [0, 1] (checked
+            at the first adaptation iteration), in the layout of ``loss``'s weights.
         valid: optional bool mask, same layout: False where an element must weigh 0 (e.g.
             image margins the published recipe never trusts).
         keep: optional flag per image: False leaves it out of consistency losses (e.g. no
@@ -44,6 +44,23 @@ class PseudoLabels:
                 raise ConfigError(
                     f"pseudo-labels' {name} has the layout {size(x)} and their labels "
                     f"{size(self.labels)}: a Task's pseudo_label gives one per label"
+                )
+        if self.keep is not None and len(self.keep) != len(self.labels):
+            raise ConfigError(
+                f"pseudo-labels' keep has {len(self.keep)} flags for "
+                f"{len(self.labels)} images: a Task's pseudo_label gives one per image"
+            )
+
+    def check_confidence(self) -> None:
+        """Raise ``ConfigError`` unless ``confidence`` holds float probabilities in [0, 1]
+        (not logits): the weightings read it as such."""
+        parts = self.confidence if isinstance(self.confidence, list) else [self.confidence]
+        for c in parts:
+            if not c.is_floating_point() or (c.numel() and not 0 <= c.min() <= c.max() <= 1):
+                got = f"{c.dtype} in [{c.min():.3g}, {c.max():.3g}]" if c.numel() else c.dtype
+                raise ConfigError(
+                    f"pseudo-label confidence must be float probabilities in "
+                    f"[0, 1] (Task.pseudo_label), got {got}"
                 )
 
     def kept(self, *per_image: Any) -> tuple[Any, ...]:
@@ -96,10 +113,12 @@ class Task(ABC):
     Attributes:
         num_classes: the number of classes the model predicts.
         primary_metric: the key of ``metric().compute()`` that ranks checkpoints.
+        higher_is_better: whether a higher ``primary_metric`` is better (False for an error).
     """
 
     num_classes: int
     primary_metric: str = "accuracy"
+    higher_is_better: bool = True
 
     @abstractmethod
     def loss(

@@ -1,0 +1,131 @@
+"""The loop's and the core interfaces' refusals of Python inputs that would train wrongly
+without a word (a gradient-ascent clip, a loss without a gradient, logits taken as
+confidences, masks of one block)."""
+
+import warnings
+
+import pytest
+import torch
+
+from mic import (
+    AdaptationLoop,
+    BlockMasker,
+    ConfigError,
+    LossTerm,
+    PseudoLabels,
+    UDAMethod,
+    mean_teacher,
+    source_only,
+)
+
+from .helpers import tiny_loaders, tiny_model
+from .test_loop import make_loop
+
+
+def _loop(method, **settings):
+    """make_loop's loop with ``settings`` given to AdaptationLoop as they are."""
+    task, source, target, _ = tiny_loaders()
+    student = tiny_model()
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.01)
+    return AdaptationLoop(task, student, method, optimizer, source, target, **settings)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("max_grad_norm", 0.0, "max_grad_norm must be > 0"),  # no parameter would move
+        ("max_grad_norm", -1.0, "max_grad_norm must be > 0"),  # the step would climb the loss
+        ("max_grad_norm", float("nan"), "max_grad_norm must be > 0"),
+        ("iterations", 2.7, "iterations must be a whole number, got 2.7"),
+        ("iterations", "10", "iterations must be a whole number, got '10'"),
+        ("accumulate", 2.5, "accumulate must be a whole number"),
+        ("seed", "abc", "seed must be a whole number"),
+        ("adaptation_start", True, "adaptation_start must be a whole number"),
+    ],
+)
+def test_settings_that_would_train_wrongly_are_refused(setting, value, message):
+    with pytest.raises(ConfigError, match=message):
+        _loop(source_only(), **{"iterations": 3, setting: value})
+
+
+def test_numpy_whole_numbers_are_whole_numbers():
+    np = pytest.importorskip("numpy")
+    loop = _loop(source_only(), iterations=np.int64(2), seed=np.int32(1))
+    assert (loop.iterations, loop.seed) == (2, 1)
+
+
+class Detached(LossTerm):
+    uses_target = False
+
+    def forward(self, ctx):
+        loss = ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets)
+        return loss.detach()  # a mistake: nothing trains
+
+
+class NoLoss(LossTerm):
+    def forward(self, ctx):
+        return 0.0  # "no loss this iteration"
+
+
+def test_a_loss_without_gradient_is_warned_of_once():
+    loop, _ = make_loop(UDAMethod({"source": Detached(), "zero": NoLoss()}), iterations=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            loop.train_step()
+            loop.step += 1
+    said = [str(w.message) for w in caught if "without a gradient" in str(w.message)]
+    assert len(said) == 1 and "loss term 'source'" in said[0], said
+
+
+def test_zero_losses_without_gradient_are_no_mistake():
+    loop, _ = make_loop(UDAMethod({"zero": NoLoss()}), iterations=2, adaptation_start=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loop.train_step()
+
+
+class LogitTask:
+    """Wraps a task so that its pseudo-labels carry logits or integers as confidence."""
+
+    def __init__(self, task, confidence):
+        self.task, self.confidence = task, confidence
+
+    def __getattr__(self, name):
+        return getattr(self.task, name)
+
+    def pseudo_label(self, prediction):
+        labels = prediction.argmax(1)
+        return PseudoLabels(labels, self.confidence(prediction))
+
+
+@pytest.mark.parametrize(
+    ("confidence", "message"),
+    [
+        (lambda logits: logits.max(1).values * 10, r"probabilities in \[0, 1\].*got torch.float32"),
+        (lambda logits: torch.ones(len(logits), dtype=torch.long), "got torch.int64"),
+    ],
+)
+def test_confidences_that_are_no_probabilities_are_refused(confidence, message):
+    loop, _ = make_loop(mean_teacher(None), iterations=2, adaptation_start=0)
+    loop.task = LogitTask(loop.task, confidence)
+    with pytest.raises(ConfigError, match=message):
+        loop.train_step()
+
+
+def test_keep_flags_must_count_the_images():
+    with pytest.raises(ConfigError, match="keep has 2 flags for 4 images"):
+        PseudoLabels(torch.zeros(4, dtype=torch.long), torch.ones(4), keep=[True, False])
+
+
+def test_a_block_as_large_as_the_image_is_warned_of():
+    with pytest.warns(UserWarning, match="covers the whole 8 x 8 image"):
+        BlockMasker(block_size=8)(torch.zeros(2, 3, 8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        BlockMasker(block_size=8)(torch.zeros(2, 3, 8, 16))  # two blocks
+
+
+def test_term_names_must_be_text():
+    with pytest.raises(ConfigError, match="method term name 1 must be text"):
+        UDAMethod({1: NoLoss()})
