@@ -11,6 +11,7 @@ that both give the same image).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -25,6 +26,10 @@ from torch.nn import functional as F
 
 from mic.core.context import Random, per_sample, uniform
 from mic.core.errors import ConfigError
+
+#: how far outside [0, 1] the input of a StrongAugmentation without mean/std may reach before
+#: it warns (normalised images reach about -2 .. 2)
+UNIT_TOLERANCE = 0.5
 
 
 def blur_kernel_size(side: int, ratio: float = 0.1) -> int:
@@ -57,10 +62,34 @@ class Normalization(nn.Module):
         super().__init__()
         if (mean is None) != (std is None):
             raise ConfigError("give both mean and std of the input normalisation, or neither")
+        if mean is not None and std is not None and len(mean) != len(std):
+            raise ConfigError(
+                f"the input normalisation has {len(mean)} mean values but {len(std)} std "
+                "values: give one of each per image channel"
+            )
         self.enabled = mean is not None
         shape = (1, -1, 1, 1)
         self.register_buffer("mean", torch.tensor(mean or [0.0]).view(shape), persistent=False)
         self.register_buffer("std", torch.tensor(std or [1.0]).view(shape), persistent=False)
+
+    def check_channels(self, x: Tensor) -> None:
+        """Raise ``ConfigError`` when the normalisation has another number of values than
+        ``x`` (B x C x H x W) has channels (a shape check: no host synchronisation).
+
+        Args:
+            x: a batch of images.
+
+        Raises:
+            ConfigError: mean/std of length other than C (and 1).
+        """
+        n = self.mean.shape[1]
+        if self.enabled and n not in (1, x.shape[1]):
+            raise ConfigError(
+                f"the augmentation's mean/std have {n} values but the images have "
+                f"{x.shape[1]} channel{'s' * (x.shape[1] != 1)}: give one mean and std value "
+                f"per channel ({x.shape[1]}), e.g. mean=[0.5] * {x.shape[1]}, "
+                f"std=[0.5] * {x.shape[1]}, the normalisation of the dataset's transform"
+            )
 
     def to_unit(self, x: Tensor) -> Tensor:
         if not self.enabled:
@@ -84,8 +113,15 @@ class StrongAugmentation(nn.Module):
         blur_p: probability that an image is blurred (published 0.5).
         blur_sigma: the range of the blur's sigma (published U(0.15, 1.15)).
         blur_kernel_ratio: kernel side as a share of the image height, made odd.
-        mean, std: the normalisation of the input; jitter acts on [0, 1] images, so
-            normalised input is mapped to [0, 1] and back. None: the input is in [0, 1].
+        mean, std: the normalisation of the input, one value per image channel (or one for
+            all); jitter acts on [0, 1] images, so normalised input is mapped to [0, 1] and
+            back. None: the input is in [0, 1]; the first call warns (once) when its images
+            lie far outside [0, 1] (normalised images given without mean/std are clamped).
+
+    Raises:
+        ConfigError: (at construction) probabilities outside [0, 1], a strength outside
+            [0, 1), mean without std or of another length; (when called) mean/std of
+            another length than the images' channels.
 
     The four adjustments run in a fixed order (brightness, contrast, saturation, hue); kornia
     and torchvision shuffle the order per call, which would need a host-side draw.
@@ -113,18 +149,43 @@ class StrongAugmentation(nn.Module):
         self.blur_sigma = (float(blur_sigma[0]), float(blur_sigma[1]))
         self.blur_kernel_ratio = float(blur_kernel_ratio)
         self.normalization = Normalization(mean, std)
+        self._range_checked = False
 
     def forward(self, images: Tensor, rng: Random = None) -> Tensor:
         """Augment a B x C x H x W float batch (or a list of C x H x W images of different
-        sizes), drawing from ``rng`` (a term's ``RandomStream`` in the loop)."""
+        sizes), drawing from ``rng`` (a term's ``RandomStream`` in the loop).
+
+        Raises:
+            ConfigError: mean/std of another length than the images' channels.
+        """
         if isinstance(images, (list, tuple)):
             streams = per_sample(rng, len(images))
             return [self.forward(x.unsqueeze(0), r)[0] for x, r in zip(images, streams)]
+        self.normalization.check_channels(images)
+        if not self._range_checked:
+            self._range_checked = True
+            self._warn_outside_unit(images)
         x = self.normalization.to_unit(images)
         rgb = self.augment_unit(x[:, :3], rng)
         if x.shape[1] > 3:  # extra channels (depth, say) pass through unchanged
             rgb = torch.cat([rgb, x[:, 3:]], dim=1)
         return self.normalization.from_unit(rgb)
+
+    def _warn_outside_unit(self, images: Tensor) -> None:
+        """Without mean/std, warn when ``images`` lie far outside [0, 1] (one host
+        synchronisation, on the first call only)."""
+        if self.normalization.enabled or images.numel() == 0:
+            return
+        lo, hi = (float(v) for v in torch.aminmax(images.detach().float()))
+        if lo < -UNIT_TOLERANCE or hi > 1 + UNIT_TOLERANCE:
+            warnings.warn(
+                f"StrongAugmentation has no mean/std, so it takes its input to be images in "
+                f"[0, 1], but got values in [{lo:.2f}, {hi:.2f}]: jitter clamps them to [0, 1]. "
+                "For normalised images pass the dataset's normalisation "
+                "(StrongAugmentation(mean=..., std=...)); for images in [0, 255] scale them "
+                "to [0, 1]",
+                stacklevel=2,
+            )
 
     def augment_unit(self, x: Tensor, rng: Random = None) -> Tensor:
         """Augment B x 3 x H x W RGB images in [0, 1]."""

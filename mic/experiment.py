@@ -686,7 +686,7 @@ def summarize(exp: Experiment) -> dict[str, Any]:
     if exp.checkpointer is not None:  # its record survives a resume
         selection = exp.checkpointer.selection
     else:
-        selection = ModelSelection()
+        selection = ModelSelection.for_task(exp.task)
         for record in history:
             selection.update(record)
     models = [m for m in exp.cfg.eval.models if m in selection.last]

@@ -449,9 +449,10 @@ def test_a_final_evaluation_that_meets_bad_test_data_keeps_the_training_and_runs
     tmp_path,
 ):
     # the test set's images have two sizes: batched two at a time, the final evaluation fails
-    tst = seg_tree(tmp_path / "tst", n=2)
-    Image.fromarray(np.zeros((10, 20, 3), dtype=np.uint8)).save(tst / "img" / "1.png")
-    write_label(tst / "lbl" / "1.png", two_class_label((20, 10)))
+    # (in the second batch: the Evaluation hook checks the first one before training)
+    tst = seg_tree(tmp_path / "tst", n=4)
+    Image.fromarray(np.zeros((10, 20, 3), dtype=np.uint8)).save(tst / "img" / "3.png")
+    write_label(tst / "lbl" / "3.png", two_class_label((20, 10)))
     overrides = [*seg_folder_overrides(tmp_path, test=tst), "checkpoint.interval=0"]
     run = tmp_path / "run"
     with pytest.raises(DatasetError, match="the test set holds images of different sizes"):

@@ -13,6 +13,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mic.core.batch import move_to, split_sample
 from mic.core.errors import ConfigError, DatasetError
 from mic.core.task import Task
+from mic.training.batches import labelled_batch
 
 
 def to_python(value: Any) -> Any:
@@ -92,7 +93,8 @@ def evaluate(
         metric whose ``compute`` gives one scalar is recorded under ``task.primary_metric``.
 
     Raises:
-        DatasetError: the loader yields unlabelled batches.
+        DatasetError: the loader yields no batch, unlabelled batches, or batches that are
+            not ``(images, targets)`` pairs (dicts, triples: the message names them).
         ConfigError: the metric's named scores lack ``task.primary_metric`` (see
             ``primary_value``).
     """
@@ -101,15 +103,14 @@ def evaluate(
     model.eval()
     metric = fresh_metric(task, device)
     try:
+        batches = 0
         for batch in loader:
-            images, targets = split_sample(batch)
-            if targets is None:
-                raise DatasetError(
-                    "evaluation needs labelled batches (images, targets); the test set is "
-                    "unlabelled"
-                )
+            images, targets = labelled_batch(batch)
             prediction = task.predict(model, move_to(images, device))
             metric.update(prediction, move_to(targets, device))
+            batches += 1
+        if not batches:
+            raise DatasetError(EMPTY_TEST)
         computed = metric.compute()
         primary = primary_score(task, computed)  # a metric without it: a ConfigError now
         scores = to_python(computed)
@@ -118,6 +119,14 @@ def evaluate(
         return {**scores, task.primary_metric: primary}
     finally:
         model.train(was_training)
+
+
+#: the message for a test loader without a batch
+EMPTY_TEST = (
+    "the test loader of the evaluation yields no batch, so there is nothing to score (the "
+    "metric would be NaN or 0): the test set is empty, or smaller than one batch with "
+    "drop_last=True; give it labelled target images, or drop_last=False"
+)
 
 
 def tracked_batchnorms(model: nn.Module) -> list[_BatchNorm]:

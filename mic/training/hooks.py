@@ -15,13 +15,24 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mic.core.errors import CheckpointError, ConfigError
+from mic.core.errors import CheckpointError, ConfigError, DatasetError
 from mic.core.loop import AdaptationLoop, Hook
+from mic.training.batches import labelled_batch
 from mic.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from mic.training.distributed import broadcast_object, gather_objects, process_info
-from mic.training.evaluation import evaluate, recalibrated_batchnorm, tracked_batchnorms
+from mic.training.evaluation import (
+    EMPTY_TEST,
+    evaluate,
+    recalibrated_batchnorm,
+    tracked_batchnorms,
+)
 from mic.training.rng import rng_state
-from mic.training.validators import LabelFreeValidation, ModelSelection
+from mic.training.validators import (
+    LabelFreeValidation,
+    ModelSelection,
+    lower_is_better,
+    preserved_rng,
+)
 
 if TYPE_CHECKING:
     from mic.core.task import Task
@@ -177,7 +188,8 @@ class MetricsLogger(Hook):
         self.write(record)
 
     def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
-        self.write({k: v for k, v in record.items() if k != "summary"})
+        # a record without "step" (a hook's loop.emit({...})) is logged at the loop's step
+        self.write({"step": loop.step, **{k: v for k, v in record.items() if k != "summary"}})
 
     def after_run(self, loop: AdaptationLoop) -> None:
         if self._file is not None:
@@ -205,7 +217,8 @@ class Evaluation(Hook):
         task: the task every model is scored through.
         loader: labelled target batches (None: no labelled scores, validators alone).
         interval: evaluate every this many iterations (0: only at the end and at ``at``).
-        models: which models are scored: ``student``, ``teacher``.
+        models: which models are scored: ``student``, ``teacher`` (one name alone is a list
+            of one).
         adabn_loader, adabn_batches: the AdaBN protocol (see above).
         at: further iterations to evaluate at.
         validation: the label-free validators (``mic.training.validators``).
@@ -213,6 +226,10 @@ class Evaluation(Hook):
     Raises:
         ConfigError: an unknown model name, neither labels nor validators to score with, or
             validators the task cannot feed.
+        DatasetError: (at ``before_run``, from the loader's first batch) a labelled loader
+            that yields no batch, unlabelled batches, batches that are not ``(images,
+            targets)`` pairs, or targets the task's ``check_targets`` refuses: found before
+            training, not at the first evaluation.
     """
 
     def __init__(
@@ -220,12 +237,13 @@ class Evaluation(Hook):
         task: Task,
         loader: Iterable[Any] | None,
         interval: int = 0,
-        models: Sequence[str] = ("student", "teacher"),
+        models: str | Sequence[str] = ("student", "teacher"),
         adabn_loader: Iterable[Any] | None = None,
         adabn_batches: int = 0,
         at: Sequence[int] = (),
         validation: LabelFreeValidation | None = None,
     ) -> None:
+        models = [models] if isinstance(models, str) else list(models)
         unknown = set(models) - {"student", "teacher"}
         if unknown:
             raise ConfigError(
@@ -257,6 +275,31 @@ class Evaluation(Hook):
         if not tracked_batchnorms(model):
             return "plain"
         return f"adabn:{self.adabn_batches}" if self.adabn_batches > 0 else "train-statistics"
+
+    def before_run(self, loop: AdaptationLoop) -> None:
+        """Check the labelled loader's first batch (labelled, a pair, targets the task takes),
+        so that a wrong test set stops the run before training rather than at the first
+        evaluation (with ``interval=0``: after all of training). The random generators that
+        starting the loader draws from are left as they were."""
+        if self.loader is None:
+            return
+        sampler = getattr(self.loader, "sampler", None)
+        generators = [
+            g
+            for g in (getattr(self.loader, "generator", None), getattr(sampler, "generator", None))
+            if isinstance(g, torch.Generator)
+        ]
+        states = [g.get_state() for g in generators]
+        with preserved_rng():
+            try:
+                batch = next(iter(self.loader), None)
+            finally:
+                for g, state in zip(generators, states, strict=True):
+                    g.set_state(state)
+        if batch is None:
+            raise DatasetError(EMPTY_TEST)
+        _, targets = labelled_batch(batch, "the Evaluation hook's loader")
+        self.task.check_targets(targets)
 
     def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
         if _due(loop.step, self.interval, loop.iterations) or loop.step in self.at:
@@ -317,8 +360,9 @@ class Checkpointer(Hook):
 
     ``best_metric`` is a key of the evaluation records: a labelled score
     (``eval/student/accuracy``) or a label-free validator's (``validator/student/snd``);
-    higher is better, NaN never counts. ``selection`` (a ``ModelSelection``) records which
-    evaluation every score would pick.
+    higher is better, except for the task's labelled primary metric when the loop's task sets
+    ``higher_is_better = False`` (an error: lower is better); NaN never counts. ``selection``
+    (a ``ModelSelection``) records which evaluation every score would pick.
 
     The state is the loop's, the global random generators of every process (Python's,
     NumPy's, torch's: under ``torchrun`` every process takes part in gathering them; the main
@@ -333,7 +377,8 @@ class Checkpointer(Hook):
         best_metric: the record key whose improvement saves ``best.pt`` (None: never). The
             first evaluation record is checked for it: a key whose model is scored there but
             whose metric is not (a typo) raises a ConfigError with the closest keys; a model
-            that is not scored (a teacher in a run without one) warns.
+            that is not scored (a teacher in a run without one) warns, and so does a loop
+            without an ``Evaluation`` hook (at ``before_run``).
         extra: plain values stored in every checkpoint.
         stateful: name -> object with ``state_dict()`` / ``load_state_dict()`` (plain types)
             whose state travels in checkpoints.
@@ -429,6 +474,18 @@ class Checkpointer(Hook):
         return candidate if step == entry["step"] else None
 
     def before_run(self, loop: AdaptationLoop) -> None:
+        task, hooks = getattr(loop, "task", None), getattr(loop, "hooks", None)
+        if task is not None:
+            self.selection.lower_is_better = lower_is_better(task)
+        evaluated = hooks is None or any(isinstance(h, Evaluation) for h in hooks)
+        if self.best_metric is not None and not evaluated:
+            warnings.warn(
+                f"Checkpointer(best_metric={self.best_metric!r}) but the loop has no "
+                "Evaluation hook, so no evaluation record is emitted and best.pt will never be "
+                "written; add mic.Evaluation(task, test_loader, ...) to the loop's hooks (or "
+                "best_metric=None)",
+                stacklevel=2,
+            )
         if process_info().is_main and self.directory.is_dir():
             for leftover in self.directory.glob(".*.tmp"):  # a save a crash interrupted
                 leftover.unlink(missing_ok=True)
@@ -448,6 +505,9 @@ class Checkpointer(Hook):
             self.save(loop)
 
     def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
+        task = getattr(loop, "task", None)
+        if task is not None:  # ranked as the task says (before_run set it too)
+            self.selection.lower_is_better = lower_is_better(task)
         if not self._metric_seen:
             self._check_metric(record)
         if self.best_metric in self.selection.update(record):

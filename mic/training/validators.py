@@ -203,7 +203,9 @@ class MaskedAgreement(Validator):
     masked prediction against the pseudo-label map. Detection: the mAP@0.5 of the boxes
     predicted on the masked image against the pseudo-boxes (score >= the task's
     ``score_threshold``); images without a pseudo-box are left out (``PseudoLabels.keep``).
-    The reference is the run's EMA teacher, whose pseudo-labels MIC trains on; without one,
+    For a task whose primary metric is lower-is-better (``Task.higher_is_better`` False, e.g.
+    an error), the score is that metric negated, so that, as for every validator, higher is
+    better. The reference is the run's EMA teacher, whose pseudo-labels MIC trains on; without one,
     the scored model itself (then it is the model's consistency under masking). BatchNorm
     layers normalise the masked batch with its own statistics, as MIC's training forward
     does (statistics of unmasked images would misjudge a batch that is mostly fill).
@@ -236,7 +238,8 @@ class MaskedAgreement(Validator):
     def compute(self) -> float:
         if not self._count or self._task is None:
             return math.nan
-        return primary_score(self._task, self._metric.compute())
+        score = primary_score(self._task, self._metric.compute())
+        return score if getattr(self._task, "higher_is_better", True) else -score
 
 
 #: every validator by its config name
@@ -457,6 +460,12 @@ class LabelFreeValidation:
             return {v.name: v.compute() for v in self.validators}
 
 
+def lower_is_better(task: Task) -> set[str]:
+    """The labelled metric names of ``task`` ranked lower-is-better: its ``primary_metric``
+    when ``Task.higher_is_better`` is False, else none."""
+    return set() if getattr(task, "higher_is_better", True) else {task.primary_metric}
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
@@ -465,16 +474,49 @@ class ModelSelection:
     """Which evaluation each score would pick.
 
     For every score of the evaluation records, label-free (``validator/<model>/<name>``) or
-    labelled (``eval/<model>/<metric>``), the best so far (the highest; NaN never counts),
-    with its step and the labelled target metrics of the same model at that step; and each
-    model's last evaluation. ``Checkpointer`` keeps one, saves ``best.pt`` when its
-    ``best_metric`` improves, and carries its state in every checkpoint, so a resumed run
-    keeps the record.
+    labelled (``eval/<model>/<metric>``), the best so far (the highest, or the lowest for a
+    labelled metric named in ``lower_is_better``; NaN never counts), with its step and the
+    labelled target metrics of the same model at that step; and each model's last
+    evaluation. ``Checkpointer`` keeps one, saves ``best.pt`` when its ``best_metric``
+    improves, and carries its state in every checkpoint, so a resumed run keeps the record.
+
+    Args:
+        lower_is_better: names of labelled metrics (``eval/<model>/<name>``) for which a
+            lower value is better (e.g. an error); ``for_task`` sets it from a task.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, lower_is_better: Iterable[str] = ()) -> None:
         self.best: dict[str, dict[str, Any]] = {}
         self.last: dict[str, dict[str, Any]] = {}
+        self.lower_is_better = set(lower_is_better)
+
+    @classmethod
+    def for_task(cls, task: Task) -> ModelSelection:
+        """A selection that ranks ``task``'s labelled primary metric as the task says
+        (``Task.higher_is_better``).
+
+        Args:
+            task: the task whose evaluation records are ranked.
+
+        Returns:
+            An empty ``ModelSelection``.
+        """
+        return cls(lower_is_better(task))
+
+    def better(self, key: str, value: float, than: float) -> bool:
+        """Whether ``value`` of the record key ``key`` beats ``than``.
+
+        Args:
+            key: ``eval/<model>/<metric>`` or ``validator/<model>/<name>``.
+            value, than: two finite scores of that key.
+
+        Returns:
+            True when ``value`` is strictly better.
+        """
+        parts = key.split("/")
+        if parts[0] == "eval" and parts[-1] in self.lower_is_better:
+            return value < than
+        return value > than
 
     @staticmethod
     def _metrics(record: Mapping[str, Any], model: str) -> dict[str, float]:
@@ -493,7 +535,7 @@ class ModelSelection:
             if len(parts) != 3 or parts[0] not in ("eval", "validator") or not _finite(value):
                 continue
             models.add(parts[1])
-            if key not in self.best or value > self.best[key]["score"]:
+            if key not in self.best or self.better(key, value, self.best[key]["score"]):
                 metrics = self._metrics(record, parts[1])
                 self.best[key] = {"step": step, "score": value, "metrics": metrics}
                 improved.append(key)

@@ -11,6 +11,12 @@ from torchmetrics.classification import MulticlassStatScores
 from mic.core import ConfigError, DatasetError, PseudoLabels, Task
 from mic.core.context import Random
 from mic.functional import weighted_cross_entropy
+from mic.training.batches import (
+    plain_samples,
+    require_float32_images,
+    require_images,
+    require_targets,
+)
 
 
 def probabilities(logits: Tensor) -> Tensor:
@@ -96,11 +102,14 @@ class ClassificationTask(Task):
         weights: Tensor | None = None,
         rng: Random = None,
     ) -> Tensor:
+        require_images(images)
+        require_targets(targets)
         logits = model(images)
         self.check_logits(logits)
         return weighted_cross_entropy(logits, targets, weights)
 
     def predict(self, model: nn.Module, images: Tensor) -> Tensor:
+        require_images(images)
         logits = model(images)
         self.check_logits(logits)
         return probabilities(logits)
@@ -119,6 +128,26 @@ class ClassificationTask(Task):
 
     def metric(self) -> ClassificationMetrics:
         return ClassificationMetrics(self.num_classes)
+
+    def collate(self, samples: list[Any]) -> Any:
+        """Batch samples: images, ``(image,)`` 1-tuples (``TensorDataset(x)``: images alone)
+        or ``(image, label)`` pairs; integer labels of any width become int64, as the loss
+        takes them.
+
+        Args:
+            samples: what a DataLoader hands its ``collate_fn``.
+
+        Returns:
+            B x C x H x W images, or ``(images, labels)`` with (B,) int64 labels.
+
+        Raises:
+            DatasetError: a sample that is a dict or has more than 2 items, images that are
+                not float32 (uint8, float64) or of different sizes, or bad labels.
+        """
+        batch = super().collate(plain_samples(samples))
+        images, labels = batch if isinstance(batch, tuple) else (batch, None)
+        require_float32_images(images)
+        return images if labels is None else (images, labels.long())
 
     def check_targets(self, targets: Any) -> None:
         if (

@@ -16,6 +16,12 @@ from mic.core.batch import collate_pairs
 from mic.core.context import Random
 from mic.datasets.detection.targets import batch_images, check_target, image_size
 from mic.tasks.detection.model import LOSS_PARTS, images_device, sampling_from
+from mic.training.batches import (
+    plain_samples,
+    require_float32_images,
+    require_images,
+    require_targets,
+)
 
 Detections = list[dict[str, Tensor]]
 
@@ -139,6 +145,8 @@ class DetectionTask(Task):
         weights: list[Tensor] | None = None,
         rng: Random = None,
     ) -> dict[str, Tensor]:
+        require_images(images, allow_list=True)
+        require_targets(targets)
         if weights is not None:
             targets = [{**t, "weights": w} for t, w in zip(targets, weights, strict=True)]
         with sampling_from(rng, images_device(images)):
@@ -152,6 +160,7 @@ class DetectionTask(Task):
         return {k: losses[k] for k in LOSS_PARTS}
 
     def predict(self, model: nn.Module, images: Tensor | list[Tensor]) -> Detections:
+        require_images(images, allow_list=True)
         return model(images)
 
     def pseudo_label(self, prediction: Detections) -> PseudoLabels:
@@ -207,8 +216,15 @@ class DetectionTask(Task):
     def collate(self, samples: list[Any]) -> Any:
         """``(images, targets)``: images a tensor, or a list when sizes differ; targets a list
         of dicts checked against their image, or None for unlabelled samples (a pair either
-        way: a list of two images of different sizes would read as an image and a target)."""
-        images, targets = collate_pairs(samples, batch_images, list)
+        way: a list of two images of different sizes would read as an image and a target).
+        A ``(image,)`` 1-tuple (``TensorDataset(x)``) is an image alone.
+
+        Raises:
+            DatasetError: a sample that is a dict or has more than 2 items, float64 images,
+                or bad targets.
+        """
+        images, targets = collate_pairs(plain_samples(samples), batch_images, list)
+        require_float32_images(images)
         if targets is not None:
             self.check_targets(targets, images)
         return images, targets

@@ -25,6 +25,12 @@ from mic.datasets.segmentation.labels import (
 )
 from mic.functional import weighted_cross_entropy
 from mic.tasks.segmentation.models.hrda import HRDA, HRDAOutput, crop_per_image, detail_crop_boxes
+from mic.training.batches import (
+    plain_samples,
+    require_float32_images,
+    require_images,
+    require_targets,
+)
 
 
 def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
@@ -40,7 +46,8 @@ class SegmentationMetrics(Metric):
     ``compute()`` gives ``miou`` (the mean IoU over ``eval_classes``, classes that never
     occur in labels or predictions left out, as mmseg does), ``per_class_iou`` (all
     classes, NaN where undefined), ``accuracy`` (pixel accuracy) and, for 19-class label
-    spaces, ``miou_cityscapes19``, ``miou_synthia16`` and ``miou_synthia13``.
+    spaces, ``miou_cityscapes19``, ``miou_synthia16`` and ``miou_synthia13``. With no scored
+    pixel (every label ``ignore_index``) ``miou`` and ``accuracy`` are NaN, not 0.
     Predictions (class scores or labels) at another size than the labels are resized to it.
     """
 
@@ -83,7 +90,8 @@ class SegmentationMetrics(Metric):
         out = {
             "miou": _nanmean(iou, self.eval_classes),
             "per_class_iou": iou.float(),
-            "accuracy": (tp.sum() / cm.sum().clamp_min(1)).float(),
+            # no scored pixel (every one ignore_index): undefined, NaN (never a best score)
+            "accuracy": (tp.sum() / cm.sum()).float(),
         }
         if self.num_classes == 19:
             out.update({f"miou_{name}": _nanmean(iou, idx) for name, idx in PROTOCOLS.items()})
@@ -92,7 +100,7 @@ class SegmentationMetrics(Metric):
 
 def _nanmean(values: Tensor, index: Sequence[int] | None) -> Tensor:
     v = values if index is None else values[list(index)]
-    return v.nanmean().float() if (~v.isnan()).any() else v.new_zeros(()).float()
+    return v.nanmean().float()  # NaN when no class is defined (e.g. every pixel ignored)
 
 
 class SegmentationTask(Task):
@@ -241,6 +249,8 @@ class SegmentationTask(Task):
         weights: Tensor | None = None,
         rng: Random = None,
     ) -> Any:
+        require_images(images)
+        require_targets(targets)
         return self.loss_from_logits(self.forward_train(model, images, rng), targets, weights)
 
     # ------------------------------------------------------------------------- inference
@@ -273,6 +283,7 @@ class SegmentationTask(Task):
     def predict(self, model: nn.Module, images: Tensor) -> Tensor:
         """Class probabilities, B x C x H x W in float32 (averaged with the mirrored
         image's when ``flip``)."""
+        require_images(images)
         probs = torch.softmax(self.logits(model, images), dim=1)
         if self.flip:
             flipped = torch.softmax(self.logits(model, images.flip(-1)), dim=1).flip(-1)
@@ -325,6 +336,26 @@ class SegmentationTask(Task):
     # ------------------------------------------------------------------------- scoring
     def metric(self) -> SegmentationMetrics:
         return SegmentationMetrics(self.num_classes, self.ignore_index, self.eval_classes)
+
+    def collate(self, samples: list[Any]) -> Any:
+        """Batch samples: images, ``(image,)`` 1-tuples (``TensorDataset(x)``: images alone)
+        or ``(image, label map)`` pairs; integer label maps of any width (uint8 PNGs, int32)
+        become int64, as the loss takes them.
+
+        Args:
+            samples: what a DataLoader hands its ``collate_fn``.
+
+        Returns:
+            B x C x H x W images, or ``(images, label maps)`` with B x H x W int64 maps.
+
+        Raises:
+            DatasetError: a sample that is a dict or has more than 2 items, images that are
+                not float32 (uint8, float64) or of different sizes, or bad label maps.
+        """
+        batch = super().collate(plain_samples(samples))
+        images, labels = batch if isinstance(batch, tuple) else (batch, None)
+        require_float32_images(images)
+        return images if labels is None else (images, labels.long())
 
     def check_targets(self, targets: Any) -> None:
         if not isinstance(targets, Tensor) or targets.is_floating_point() or targets.ndim != 3:

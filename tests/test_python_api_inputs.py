@@ -1,0 +1,338 @@
+"""What the Python API does with the inputs a newcomer gives it: batch structures, label and
+image dtypes, empty or unlabelled test sets, lower-is-better metrics, hook settings."""
+
+import json
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import mic
+from mic.core.errors import ConfigError, DatasetError
+from mic.tasks.classification import ClassificationTask
+from mic.tasks.detection import DetectionTask
+from mic.tasks.segmentation import SegmentationTask, SmallUNet
+from mic.training import load_checkpoint
+from mic.training.validators import MaskedAgreement, ModelSelection, TargetOutputs
+
+K = 3
+
+
+def net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, K)
+    )
+
+
+def data(n: int = 8, labelled: bool = True) -> TensorDataset:
+    x = torch.randn(n, 3, 8, 8)
+    return TensorDataset(x, torch.arange(n) % K) if labelled else TensorDataset(x)
+
+
+def run(task, source, target, iterations=2, hooks=(), model=None):
+    model = model or net()
+    optimizer = torch.optim.SGD(model.parameters(), 0.1)
+    loop = mic.AdaptationLoop(
+        task, model, mic.source_only(), optimizer, source, target, iterations, hooks=hooks
+    )
+    loop.run()
+    return loop
+
+
+# ---------------------------------------------------------------- batch structures
+def test_a_tensordataset_target_collates_to_images_alone():
+    task = ClassificationTask(K)
+    batch = task.collate([data(2, labelled=False)[i] for i in range(2)])
+    assert isinstance(batch, torch.Tensor) and batch.shape == (2, 3, 8, 8)
+    seg = SegmentationTask(K).collate([(torch.zeros(3, 4, 4),)] * 2)
+    assert isinstance(seg, torch.Tensor) and seg.shape == (2, 3, 4, 4)
+    images, targets = DetectionTask(K).collate([(torch.zeros(3, 4, 4),)] * 2)
+    assert targets is None and images.shape == (2, 3, 4, 4)
+
+
+def test_a_tensordataset_target_trains():
+    task = ClassificationTask(K)
+    source = DataLoader(data(), 4, collate_fn=task.collate)
+    target = DataLoader(data(labelled=False), 4, collate_fn=task.collate)
+    assert run(task, source, target).step == 2
+
+
+@pytest.mark.parametrize(
+    "sample, named",
+    [
+        ({"image": torch.zeros(3, 4, 4), "label": 1}, "a dict with keys ['image', 'label']"),
+        ((torch.zeros(3, 4, 4), 1, 7), "a tuple of 3 items"),
+    ],
+)
+@pytest.mark.parametrize("task", [ClassificationTask(K), SegmentationTask(K), DetectionTask(K)])
+def test_collate_names_samples_that_are_neither_images_nor_pairs(task, sample, named):
+    with pytest.raises(DatasetError, match="the dataset yields samples that are") as e:
+        task.collate([sample, sample])
+    assert named in str(e.value)
+
+
+def _triples():
+    x = TensorDataset(torch.randn(8, 3, 8, 8), torch.arange(8) % K, torch.arange(8))
+    return DataLoader(x, 4)
+
+
+def _dicts():
+    return DataLoader([{"image": torch.randn(3, 8, 8), "label": torch.tensor(1)}] * 8, 4)
+
+
+@pytest.mark.parametrize(
+    "source, named",
+    [
+        (_dicts, "a dict with keys ['image', 'label']"),
+        (_triples, "a list of 3 items"),
+    ],
+)
+def test_default_collated_dicts_and_triples_stop_the_loop_with_their_structure(source, named):
+    task = ClassificationTask(K)
+    target = DataLoader(data(labelled=False), 4, collate_fn=task.collate)
+    with pytest.raises(DatasetError) as e:
+        run(task, source(), target)
+    assert named in str(e.value)
+    with pytest.raises(DatasetError) as e:  # evaluation says so too, not "unlabelled"
+        mic.evaluate(task, net(), source())
+    assert named in str(e.value) and "the set is unlabelled" not in str(e.value)
+
+
+def test_an_unlabelled_source_is_a_dataset_error():
+    task = ClassificationTask(K)
+    target = DataLoader(data(labelled=False), 4, collate_fn=task.collate)
+    with pytest.raises(DatasetError, match="the source loader yields images alone"):
+        run(task, target, target)
+
+
+def test_a_default_collated_tensordataset_target_names_the_one_item_batches():
+    task = ClassificationTask(K)
+    source = DataLoader(data(), 4, collate_fn=task.collate)
+    target = DataLoader(data(labelled=False), 4)  # default collate: [images]
+    model = net()
+    method = mic.mean_teacher()
+    with pytest.raises(DatasetError, match="a list of 1 item") as e:
+        mic.AdaptationLoop(
+            task, model, method, torch.optim.SGD(model.parameters(), 0.1), source, target, 2,
+            teacher=mic.EMATeacher(model, 0.9),
+        ).run()  # fmt: skip
+    assert "collate_fn=task.collate" in str(e.value)
+
+
+# ---------------------------------------------------------------- dtypes
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
+def test_classification_labels_of_any_integer_width_become_long_and_train(dtype):
+    task = ClassificationTask(K)
+    x = data()
+    ds = TensorDataset(x.tensors[0], x.tensors[1].to(dtype))
+    _, labels = task.collate([ds[0], ds[1]])
+    assert labels.dtype == torch.int64 and labels.tolist() == [0, 1]
+    target = DataLoader(data(labelled=False), 4, collate_fn=task.collate)
+    assert run(task, DataLoader(ds, 4, collate_fn=task.collate), target).step == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int32])
+def test_segmentation_label_maps_become_long_and_train(dtype):
+    task = SegmentationTask(K)
+    x = torch.randn(4, 3, 8, 8)
+    y = torch.randint(0, K, (4, 8, 8)).to(dtype)
+    y[0, 0, 0] = 255  # ignore_index fits uint8
+    ds = TensorDataset(x, y)
+    _, labels = task.collate([ds[0], ds[1]])
+    assert labels.dtype == torch.int64 and int(labels[0, 0, 0]) == 255
+    source = DataLoader(ds, 2, collate_fn=task.collate)
+    target = DataLoader(TensorDataset(x), 2, collate_fn=task.collate)
+    assert run(task, source, target, model=SmallUNet(K, widths=(4, 8))).step == 2
+
+
+@pytest.mark.parametrize("task", [ClassificationTask(K), SegmentationTask(K), DetectionTask(K)])
+def test_float64_images_are_refused_by_collate_naming_float32(task):
+    with pytest.raises(DatasetError, match="float64 images, but models take float32"):
+        task.collate([torch.zeros(3, 4, 4, dtype=torch.float64)] * 2)
+
+
+# ---------------------------------------------------------------- empty / undefined scores
+def test_evaluate_on_an_empty_loader_is_a_dataset_error():
+    task = ClassificationTask(K)
+    empty = DataLoader(data(3), 8, drop_last=True, collate_fn=task.collate)
+    for loader in (empty, []):
+        with pytest.raises(DatasetError, match="yields no batch"):
+            mic.evaluate(task, net(), loader)
+
+
+def test_segmentation_with_every_pixel_ignored_scores_nan_not_zero():
+    task = SegmentationTask(K)
+    loader = DataLoader(TensorDataset(torch.randn(2, 3, 8, 8), torch.full((2, 8, 8), 255)), 2)
+    scores = mic.evaluate(task, SmallUNet(K, widths=(4, 8)), loader)
+    assert math.isnan(scores["miou"]) and math.isnan(scores["accuracy"])
+
+
+# ---------------------------------------------------------------- lower-is-better metrics
+class Regression(mic.Task):
+    """One number per image; its metric is the mean squared error (lower is better)."""
+
+    num_classes = 1
+    primary_metric = "mse"
+    higher_is_better = False
+
+    def loss(self, model, images, targets, weights=None, rng=None):
+        return ((model(images).squeeze(1) - targets.float()) ** 2).mean()
+
+    def predict(self, model, images):
+        return model(images).squeeze(1)
+
+    def pseudo_label(self, prediction):
+        return mic.PseudoLabels(prediction, torch.ones_like(prediction))
+
+    def metric(self):
+        from torchmetrics import MeanSquaredError
+
+        return MeanSquaredError()
+
+
+class _Loop:
+    def __init__(self, task) -> None:
+        self.task, self.step = task, 0
+
+    def state_dict(self) -> dict:
+        return {"step": self.step}
+
+
+def test_best_checkpoint_follows_the_lowest_error_of_a_lower_is_better_task(tmp_path):
+    checkpointer = mic.Checkpointer(tmp_path, best_metric="eval/student/mse")
+    loop = _Loop(Regression())
+    for step, mse in ((10, 0.5), (20, 0.2), (30, 0.9), (40, 0.3)):
+        loop.step = step
+        checkpointer.on_record(loop, {"step": step, "eval/student/mse": mse})
+    assert load_checkpoint(tmp_path / "best.pt")["step"] == 20
+    assert checkpointer.best == 0.2
+    # a higher-is-better task (the default) keeps the highest
+    assert ClassificationTask(K).higher_is_better
+    selection = ModelSelection.for_task(ClassificationTask(K))
+    for step, acc in ((10, 0.5), (20, 0.2)):
+        selection.update({"step": step, "eval/student/accuracy": acc})
+    assert selection.best["eval/student/accuracy"]["step"] == 10
+
+
+def test_selection_picks_the_lowest_error_and_validators_stay_higher_is_better():
+    selection = ModelSelection.for_task(Regression())
+    records = [(10, 0.5, 0.1), (20, 0.2, 0.3), (30, 0.9, 0.2)]  # (step, mse, validator)
+    for step, mse, v in records:
+        selection.update({"step": step, "eval/student/mse": mse, "validator/student/snd": v})
+    picks = selection.picks("student", "mse")
+    assert picks["mse"]["step"] == 20 and picks["snd"]["step"] == 20
+    assert picks["snd"]["mse"] == 0.2
+
+
+def test_masked_agreement_of_a_lower_is_better_task_is_the_negated_error():
+    v = MaskedAgreement()
+    task = Regression()
+    v.start(task, torch.device("cpu"))
+    reference = task.pseudo_label(torch.tensor([1.0, 2.0]))
+    v.update(TargetOutputs(task, masked=torch.tensor([1.0, 4.0]), reference=reference))
+    assert v.compute() == pytest.approx(-2.0)  # -(0 + 4) / 2: higher is better
+
+
+def test_a_short_run_of_a_lower_is_better_task_keeps_the_best_evaluation(tmp_path):
+    task = Regression()
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 8, 8)
+    y = x.mean((1, 2, 3)) * 10
+    source = DataLoader(TensorDataset(x, y), 8, collate_fn=task.collate)
+    target = DataLoader(TensorDataset(x), 8, collate_fn=task.collate)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1)
+    )
+    evaluation = mic.Evaluation(task, source, interval=2, models="student")
+    checkpointer = mic.Checkpointer(tmp_path, best_metric="eval/student/mse")
+    run(task, source, target, iterations=6, hooks=[evaluation, checkpointer], model=model)
+    scores = {r["step"]: r["eval/student/mse"] for r in evaluation.history}
+    assert load_checkpoint(tmp_path / "best.pt")["step"] == min(scores, key=scores.get)
+
+
+# ---------------------------------------------------------------- augmentation inputs
+def test_strong_augmentation_refuses_mean_std_of_another_channel_count():
+    aug = mic.StrongAugmentation(mean=[0.5] * 3, std=[0.5] * 3)
+    with pytest.raises(ConfigError, match="mean/std have 3 values but the images have 1"):
+        aug(torch.rand(2, 1, 8, 8))
+    with pytest.raises(ConfigError, match="2 mean values but 3 std"):
+        mic.StrongAugmentation(mean=[0.5] * 2, std=[0.5] * 3)
+    assert aug(torch.rand(2, 3, 8, 8)).shape == (2, 3, 8, 8)
+
+
+def test_strong_augmentation_without_mean_std_warns_once_for_normalised_input():
+    aug = mic.StrongAugmentation()
+    with pytest.warns(UserWarning, match=r"no mean/std.*\[0, 1\]"):
+        aug(torch.randn(4, 3, 8, 8) * 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        aug(torch.randn(4, 3, 8, 8) * 3)  # once per instance
+        mic.StrongAugmentation()(torch.rand(4, 3, 8, 8))  # in [0, 1]: silent
+        mic.StrongAugmentation(mean=[0.5] * 3, std=[0.5] * 3)(torch.randn(4, 3, 8, 8))
+
+
+# ---------------------------------------------------------------- hooks
+class _Count(mic.Hook):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def after_step(self, loop, losses) -> None:
+        self.steps += 1
+
+
+def test_an_unlabelled_test_loader_is_found_before_training():
+    task = ClassificationTask(K)
+    source = DataLoader(data(), 4, collate_fn=task.collate)
+    unlabelled = DataLoader(data(labelled=False), 4, collate_fn=task.collate)
+    count = _Count()
+    evaluation = mic.Evaluation(task, unlabelled)
+    with pytest.raises(DatasetError, match="unlabelled"):
+        run(task, source, unlabelled, iterations=50, hooks=[count, evaluation])
+    assert count.steps == 0
+    empty = DataLoader(data(3), 4, drop_last=True, collate_fn=task.collate)
+    with pytest.raises(DatasetError, match="yields no batch"):
+        run(task, source, unlabelled, hooks=[count, mic.Evaluation(task, empty)])
+    assert count.steps == 0
+
+
+def test_the_first_batch_check_leaves_the_random_generators_alone():
+    task = ClassificationTask(K)
+    test = DataLoader(data(), 4, shuffle=True, collate_fn=task.collate)  # draws a seed
+    torch.manual_seed(3)
+    mic.Evaluation(task, test).before_run(None)
+    after = torch.rand(1)
+    torch.manual_seed(3)
+    assert torch.equal(torch.rand(1), after)
+
+
+def test_evaluation_takes_one_model_name_as_a_list_of_one():
+    assert mic.Evaluation(ClassificationTask(K), [], models="teacher").models == ("teacher",)
+
+
+def test_metrics_logger_logs_a_record_without_step_at_the_loops_step(tmp_path):
+    class Emit(mic.Hook):
+        def after_step(self, loop, losses) -> None:
+            if loop.step == 2:
+                loop.emit({"my/score": 0.5})
+
+    task = ClassificationTask(K)
+    source = DataLoader(data(), 4, collate_fn=task.collate)
+    logger = mic.MetricsLogger(tmp_path, interval=100, tensorboard=True)
+    run(task, source, source, iterations=3, hooks=[Emit(), logger])
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {"step": 2, "my/score": 0.5} in lines
+
+
+def test_best_metric_without_an_evaluation_hook_warns_at_the_start(tmp_path):
+    task = ClassificationTask(K)
+    source = DataLoader(data(), 4, collate_fn=task.collate)
+    checkpointer = mic.Checkpointer(tmp_path, best_metric="eval/student/accuracy")
+    with pytest.warns(UserWarning, match="no Evaluation hook.*best.pt will never be written"):
+        run(task, source, source, hooks=[checkpointer])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(task, source, source, hooks=[mic.Checkpointer(tmp_path / "b"), _Count()])
