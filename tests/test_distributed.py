@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -228,3 +229,67 @@ def test_the_exit_status_of_a_stop_is_128_plus_its_signal_wherever_it_arrived():
     for reason, code in codes.items():
         assert TrainingInterrupted(reason, 3).exit_code == code, reason
         assert pickle.loads(pickle.dumps(TrainingInterrupted(reason, 3))).exit_code == code
+
+
+def _bad_file_worker(rank: int, init_file: str, out_dir: str) -> None:
+    """Rank 1's target loader meets a bad file at its third batch: what each rank raises, at
+    which step, and whether the checkpoint all ranks take part in is written."""
+    import torch.distributed as dist
+
+    from mic import AdaptationLoop, Checkpointer, DatasetError, source_only
+    from mic.training import ProcessGroup
+    from tests.helpers import tiny_loaders, tiny_model
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    task, source, target, _ = tiny_loaders()
+
+    class BadFileOnRankOne:
+        def __init__(self, loader):
+            self.loader, self.batch_size = loader, loader.batch_size
+
+        def __iter__(self):
+            for i, batch in enumerate(self.loader):
+                if rank == 1 and i == 2:
+                    raise DatasetError("cannot read image 'tgt/2.png' (image file is truncated)")
+                yield batch
+
+    student = tiny_model()
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.01)
+    checkpoints = Checkpointer(f"{out_dir}/checkpoints", interval=0)
+    loop = AdaptationLoop(
+        task, student, source_only(), optimizer, source, BadFileOnRankOne(target), 6,
+        hooks=[checkpoints], collective=ProcessGroup("cpu"),
+    )  # fmt: skip
+    try:
+        loop.run()
+        found = {"step": loop.step, "error": None}
+    except DatasetError as e:
+        found = {"step": loop.step, "error": str(e)}
+    torch.save(found, f"{out_dir}/bad{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_a_bad_file_on_one_process_stops_every_process_at_the_same_iteration(tmp_path):
+    """Not a hang: the other process stops with it, the loaders rewound, and the state after
+    the last whole iteration is saved by all of them together (a collective)."""
+    context = torch.multiprocessing.start_processes(
+        _bad_file_worker,
+        args=(str(tmp_path / "init"), str(tmp_path)),
+        nprocs=2,
+        join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while not context.join(timeout=1):
+            if time.monotonic() > deadline:
+                pytest.fail("the processes hang after a bad file on one of them")
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+    first, second = (torch.load(tmp_path / f"bad{r}.pt") for r in (0, 1))
+    assert first["step"] == second["step"] == 2
+    assert "tgt/2.png" in second["error"]
+    assert first["error"].startswith("another process met a bad file")
+    assert (tmp_path / "checkpoints" / "iter_00000002.pt").is_file()

@@ -256,14 +256,20 @@ class AdaptationLoop:
 
     def train_step(self) -> dict[str, Tensor]:
         """One iteration; returns the detached loss of every term (and named part)."""
-        step = self.step
+        step, failed = self.step, None
         positions = self.source.state_dict(), self.target.state_dict()
         try:  # the batches first: a bad file leaves the loop as it was before the iteration
             contexts = [self.context(step, micro) for micro in range(self.accumulate)]
-        except DatasetError:
+        except DatasetError as e:
+            failed = e
+        if self.collective.world_size > 1:  # every process stops together (one flag's mean)
+            flag = torch.tensor([float(failed is not None)], device=self.device)
+            if self.collective.mean(flag).item() > 0 and failed is None:
+                failed = DatasetError("another process met a bad file (its message names it)")
+        if failed is not None:
             self.source.load_state_dict(positions[0])
             self.target.load_state_dict(positions[1])
-            raise
+            raise failed
         self.student.train()
         self.method.train()
         if self.teacher is not None and (step == 0 or self.stepped):
