@@ -336,3 +336,26 @@ def test_best_metric_without_an_evaluation_hook_warns_at_the_start(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         run(task, source, source, hooks=[mic.Checkpointer(tmp_path / "b"), _Count()])
+
+
+def test_a_resume_sets_aside_a_best_pt_that_the_current_criterion_did_not_choose(tmp_path):
+    from mic.training import Checkpointer, save_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    save_checkpoint({"step": 80}, folder / "best.pt")  # chosen by accuracy
+    snd = "validator/student/snd"
+    record = {"best": {snd: {"step": 20, "score": 0.5, "metrics": {}}}, "last": {}}
+    state = {"step": 100, "selection": record}
+    checkpoints = Checkpointer(folder, best_metric=snd)
+    with pytest.warns(UserWarning, match="held iteration 80.*renamed best_superseded_00000080"):
+        checkpoints.load_state_dict(state, folder / "iter_00000100.pt")
+    assert not (folder / "best.pt").exists()
+    assert (folder / "best_superseded_00000080.pt").is_file()
+    assert checkpoints.best_file is None
+    # the best.pt of the recorded best stays where it is
+    save_checkpoint({"step": 20}, folder / "best.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Checkpointer(folder, best_metric=snd).load_state_dict(state, folder / "iter_00000100.pt")
+    assert (folder / "best.pt").is_file()

@@ -458,7 +458,39 @@ class Checkpointer(Hook):
         for name, obj in self.stateful.items():
             if name in state.get("hooks", {}):
                 obj.load_state_dict(state["hooks"][name])
-        self.best_file = self._recorded_best_file(Path(path).parent if path else self.directory)
+        folder = Path(path).parent if path else self.directory
+        self.best_file = self._recorded_best_file(folder)
+        recorded = "selection" in state  # (older checkpoints hold only the best value)
+        if (
+            recorded
+            and folder == self.directory
+            and self.best_file is None
+            and process_info().is_main
+        ):
+            self._set_aside_best()
+
+    def _set_aside_best(self) -> None:
+        """Rename this folder's ``best.pt`` that does not hold the recorded best state of
+        ``best_metric`` (chosen by another ``checkpoint.best_by``, or by iterations after the
+        checkpoint resumed from) to ``best_superseded_<step>.pt``, so that ``best.pt`` never
+        holds a state that ``best_metric`` did not choose."""
+        here = self.directory / "best.pt"
+        if not here.is_file():
+            return
+        try:
+            step = int(load_checkpoint(here, mmap=True).get("step", -1))
+        except CheckpointError:
+            return
+        kept = here.with_name(f"best_superseded_{step:08d}.pt")
+        here.replace(kept)
+        warnings.warn(
+            f"{here} held iteration {step}, which "
+            f"{'best_metric=' + repr(self.best_metric) if self.best_metric else 'no best_metric'} "
+            f"did not choose in the record resumed (another checkpoint.best_by, or iterations "
+            f"after the checkpoint resumed from): renamed {kept.name}; best.pt is written anew "
+            "when the metric improves",
+            stacklevel=2,
+        )
 
     def _recorded_best_file(self, folder: Path) -> Path | None:
         """``folder``'s ``best.pt`` when it holds the best state of the selection record (the
