@@ -10,6 +10,7 @@ torchrun --nproc_per_node=4 -m mic.train    # data parallel on 4 GPUs
 from __future__ import annotations
 
 import importlib.resources
+import itertools
 import logging
 import os
 import re
@@ -230,6 +231,48 @@ def _config_dirs(argv: Sequence[str]) -> list[Path] | None:
     return dirs
 
 
+def _unknown_option(group: str, value: str, folders: Sequence[Any]) -> str:
+    """The message for an option ``value`` that none of the ``group`` ``folders`` holds."""
+    names = {p.name[:-5] for f in folders for p in f.iterdir() if p.name.endswith(".yaml")}
+    options = sorted(n for n in names if not n.startswith("_"))
+    hint = did_you_mean(value, options)
+    return f"unknown {group} {value!r}.{hint} The {group} options: {', '.join(options)}"
+
+
+def _experiment_problem(path: Any, confs: Sequence[Any]) -> str | None:
+    """What keeps the experiment file ``path`` from composing, in mic's words (Hydra's would
+    name its internal package paths): a defaults list without the first line
+    ``# @package _global_``, or an entry of it that chooses an option no config folder holds."""
+    text = path.read_text()
+    try:
+        loaded = OmegaConf.to_container(OmegaConf.create(text))
+    except Exception:  # a file YAML cannot read: Hydra names its line
+        return None
+    defaults = loaded.get("defaults", []) if isinstance(loaded, dict) else []
+    header = itertools.takewhile(lambda line: line.startswith("#"), text.lstrip().splitlines())
+    where = f"experiment file {path}"
+    if defaults and not any(re.match(r"#\s*@package\s+_global_", line) for line in header):
+        return (
+            f"{where} has a defaults list but does not start with the line "
+            "'# @package _global_'; add that line as its first line (as in mic's "
+            "conf/experiment/*.yaml) so that its overrides and keys set the root config"
+        )
+    for entry in defaults if isinstance(defaults, list) else []:
+        if isinstance(entry, str) and entry != "_self_":
+            group, value = "experiment", entry
+        elif isinstance(entry, dict) and len(entry) == 1:
+            ((key, value),) = entry.items()
+            group = str(key).removeprefix("override ").strip().lstrip("/").split("@")[0]
+        else:
+            continue
+        if not isinstance(value, str) or group.startswith("hydra") or value.startswith("$"):
+            continue
+        folders = [c / group for c in confs if (c / group).is_dir()]
+        if folders and not any((f / f"{value}.yaml").is_file() for f in folders):
+            return f"{where}, defaults list: {_unknown_option(group, value, folders)}"
+    return None
+
+
 def unknown_option(argv: Sequence[str]) -> str | None:
     """The message for the first override that names nothing of mic's config, with the
     closest names: an option of a config group that does not exist (``experiment=det_shapez``,
@@ -262,12 +305,14 @@ def unknown_option(argv: Sequence[str]) -> str | None:
         if folders and not rest:  # a group's option
             if value == "null" or not re.fullmatch(r"[\w.-]+", value):
                 continue
-            if any((f / f"{value}.yaml").is_file() for f in folders):
+            found = [f / f"{value}.yaml" for f in folders if (f / f"{value}.yaml").is_file()]
+            if found and key == "experiment":
+                problem = _experiment_problem(found[0], confs)
+                if problem:
+                    return problem
+            if found:
                 continue
-            names = {p.name[:-5] for f in folders for p in f.iterdir() if p.name.endswith(".yaml")}
-            options = sorted(n for n in names if not n.startswith("_"))
-            hint = did_you_mean(value, options)
-            return f"unknown {key} {value!r}.{hint} The {key} options: {', '.join(options)}"
+            return _unknown_option(key, value, folders)
         if key == "mic" and rest:  # the group chooses MIC's config; its keys live elsewhere
             return f"no setting {key}{rest}: {mic_settings(rest)}"
         if plus or key in (*ROOT_KEYS, USER_KEY, "hydra") or folders:
