@@ -119,6 +119,10 @@ def _write_hydra_record(cfg: DictConfig, folder: Path) -> None:
         OmegaConf.save(_as_hydra_would(OmegaConf.load(sweep), folder.name), sweep)
 
 
+#: the run folders of a sweep's jobs that stopped on a user error (mic-train then exits 2)
+_FAILED_JOBS: list[str] = []
+
+
 @hydra.main(version_base="1.3", config_path="pkg://mic.conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
     run_dir = HydraConfig.get().runtime.output_dir
@@ -150,6 +154,9 @@ def _main(cfg: DictConfig) -> None:
         if message is None:
             raise
         print(f"mic: error: {message}", file=sys.stderr)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:  # the sweep's other jobs go on
+            _FAILED_JOBS.append(run_dir)
+            return
         sys.exit(2)
     finally:
         if held and not accepted and is_main:  # refused: the folder's logs as they were
@@ -378,6 +385,13 @@ def main() -> None:
     except KeyboardInterrupt:  # outside the loop's guard, which stops iterations cleanly
         print(INTERRUPTED, file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
+    if _FAILED_JOBS:
+        print(
+            f"mic: error: {len(_FAILED_JOBS)} job(s) of the sweep stopped on the errors above, "
+            f"the others ran: {', '.join(_FAILED_JOBS)}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -158,3 +158,12 @@ def test_ctrl_c_while_mic_train_imports_torch_is_one_line_not_a_traceback(tmp_pa
     out = process.communicate(timeout=120)[0]
     assert process.returncode == 128 + signal.SIGINT, out
     assert "Traceback" not in out and "mic: interrupted while starting up" in out
+
+
+def test_a_job_of_a_sweep_that_stops_on_an_error_leaves_the_others_running(tmp_path):
+    result = _cli("-m", *TINY, "optimizer.lr=-1,0.001", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert "1 job(s) of the sweep stopped on the errors above" in result.stderr
+    assert not (tmp_path / "0" / "summary.json").exists()
+    assert (tmp_path / "1" / "summary.json").is_file()  # the valid job ran
