@@ -129,3 +129,15 @@ def test_a_block_as_large_as_the_image_is_warned_of():
 def test_term_names_must_be_text():
     with pytest.raises(ConfigError, match="method term name 1 must be text"):
         UDAMethod({1: NoLoss()})
+
+
+def test_a_term_that_skips_the_module_set_up_is_named():
+    class Forgetful(LossTerm):
+        def __init__(self):  # no super().__init__()
+            self.scale = 2.0
+
+        def forward(self, ctx):
+            return 0.0
+
+    with pytest.raises(ConfigError, match=r"Forgetful.__init__ must call super\(\).__init__"):
+        UDAMethod({"forgetful": Forgetful()})

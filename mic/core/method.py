@@ -24,13 +24,18 @@ class UDAMethod(nn.Module):
         super().__init__()
         kept = {name: term for name, term in terms.items() if term is not None}
         for name, term in kept.items():
-            if not isinstance(name, str) or "." in name or not isinstance(term, LossTerm):
-                raise ConfigError(
-                    f"method term name {name!r} must be text without '.' (a module name)"
-                    if not isinstance(name, str) or "." in name
-                    else f"method term '{name}' is a {type(term).__name__}, not a LossTerm; "
-                    "check its _target_ in the method config"
-                )
+            kind = type(term).__name__
+            problem = (
+                f"method term name {name!r} must be text without '.' (a module name)"
+                if not isinstance(name, str) or "." in name
+                else f"method term '{name}' is a {kind}, not a LossTerm; check its _target_"
+                if not isinstance(term, LossTerm)
+                else f"{kind}.__init__ must call super().__init__(weight)"
+                if "_modules" not in vars(term)
+                else None
+            )
+            if problem:
+                raise ConfigError(problem)
         if not kept:
             raise ConfigError("a method needs at least one loss term (method.terms is empty)")
         self.terms = nn.ModuleDict(kept)
