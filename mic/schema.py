@@ -64,12 +64,31 @@ class LoaderSchema(_Section):
     num_workers: int = Field(ge=0)
 
 
+class ValidationSchema(_Section):
+    """``eval.validation``: what the label-free validators score (build_validation reads its
+    keys by name; a key left out takes LabelFreeValidation's default)."""
+
+    batches: int = 4
+    samples_per_image: int | None = Field(default=256, ge=1)  # null: every pixel or box
+    seed: int = Field(default=0, ge=0)  # as the root seed
+
+    @field_validator("batches")
+    @classmethod
+    def _a_batch(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(
+                "label-free validation needs at least 1 target batch; set it >= 1, or switch "
+                "the validators off with eval.validators=[]"
+            )
+        return value
+
+
 class EvalSchema(_Section):
     interval: int = Field(ge=0)
     models: list[Literal["student", "teacher"]] = Field(min_length=1)
     adabn_batches: int = Field(ge=0)
     validators: Any = None  # checked by make_validators
-    validation: Any = None  # its keys: VALIDATION_KEYS, their values checked by LabelFreeValidation
+    validation: ValidationSchema | None = None  # null: every key its default
 
 
 class LogSchema(_Section):
@@ -314,7 +333,7 @@ def unread_keys(cfg: DictConfig) -> list[str]:
 
 
 #: the keys of ``eval.validation`` (build_validation reads them by name)
-VALIDATION_KEYS = frozenset({"batches", "samples_per_image", "seed"})
+VALIDATION_KEYS = frozenset(ValidationSchema.model_fields)
 #: the sections whose keys mic-train reads by name (not passed on to a constructor), and those keys
 SECTION_KEYS: dict[str, frozenset[str]] = {
     "loader": frozenset(LoaderSchema.model_fields),
@@ -598,6 +617,34 @@ def lr_mult_problems(cfg: DictConfig) -> list[str]:
     )
 
 
+def block_size_problems(cfg: DictConfig) -> list[str]:
+    """A problem for ``dataset.mic_block_size`` (the side of MIC's masking blocks, read by the
+    mic options' ``${oc.select:dataset.mic_block_size,...}`` and by the label-free
+    validators' masker) that is no whole number >= 1; its value as resolved
+    (``${mic.block_for:${dataset.size}}`` gives the number for the images' size). Left out:
+    the mic option's own default; null is refused (``oc.select`` would pass it on as the
+    block size)."""
+    dataset = cfg.get("dataset")
+    if not OmegaConf.is_dict(dataset) or "mic_block_size" not in dataset:
+        return []
+    key = "dataset.mic_block_size"
+    fix = "MIC's block side is a whole number of pixels >= 1, e.g. dataset.mic_block_size=8"
+    try:
+        value = dataset.mic_block_size
+    except Exception as e:  # an interpolation that cannot be resolved (dataset.size=abc)
+        written = _raw(dataset).get("mic_block_size")
+        return [f"{key}: {written} gives no block size ({e}); {fix}"]
+    if not isinstance(value, (int, float)) or isinstance(value, bool):  # null too: no default
+        why = "Input should be a valid integer"
+    elif not float(value).is_integer():
+        why = "Input should be a valid integer, got a number with a fractional part"
+    elif value < 1:
+        why = "Input should be greater than or equal to 1"
+    else:
+        return []
+    return [f"{key}: {why} (got {value!r}); {fix}"]
+
+
 def normalization_problems(cfg: DictConfig) -> list[str]:
     """A problem for ``dataset.mean`` / ``dataset.std`` (the images' normalisation, used by the
     transforms and by the method's augmentation and masking) that would fail or mislead in the
@@ -734,7 +781,8 @@ def check_config(cfg: DictConfig) -> None:
     ranges), the keys of the sections mic-train reads by name (``unread_section_keys``), the
     task of its model and loss terms (``task_mismatches``), the loss weights
     (``term_weight_problems``), the learning-rate multipliers (``lr_mult_problems``), the
-    images' normalisation (``normalization_problems``), the schedule's settings
+    images' normalisation (``normalization_problems``), MIC's block size
+    (``block_size_problems``), the schedule's settings
     (``scheduler_problems``), and the
     true / false and number arguments of every object it builds (``flag_problems``).
 
@@ -767,6 +815,7 @@ def check_config(cfg: DictConfig) -> None:
             message = error["msg"].replace("Value error, ", "")
             problems.append(f"{key}: {message} (got {error.get('input')!r})")
     problems += [*term_weight_problems(cfg), *lr_mult_problems(cfg), *normalization_problems(cfg)]
+    problems += block_size_problems(cfg)
     problems += [*scheduler_problems(cfg), *flag_problems(cfg)]
     first: dict[str, str] = {}  # one problem per key: flag_problems judges a schedule's too
     for problem in problems:

@@ -51,13 +51,14 @@ def _flat(tmp):
     return folder_overrides(tmp, source=tmp / "flat")
 
 
-def _own_experiment(tmp, package=True):
+def _own_experiment(tmp, package=True, method=None):
     """A config folder of one's own with ``experiment/mine.yaml`` (with ``# @package
-    _global_`` as its first line, or without)."""
+    _global_`` as its first line, or without; with a defaults list choosing ``method``)."""
     folder = tmp / "conf"
     (folder / "experiment").mkdir(parents=True)
     head = "# @package _global_\n" if package else ""
-    (folder / "experiment" / "mine.yaml").write_text(f"{head}iterations: 2\n")
+    defaults = f"defaults:\n  - override /method: {method}\n" if method else ""
+    (folder / "experiment" / "mine.yaml").write_text(f"{head}{defaults}iterations: 2\n")
     return folder
 
 
@@ -90,6 +91,12 @@ def _missing_label(tmp):
     src = seg_tree(tmp / "src")
     (src / "lbl" / "2.png").unlink()
     return seg_folder_overrides(tmp, source=src)
+
+
+def _split_root_as_target(tmp):
+    """dataset.target_images given a labelled split's root (img/ and lbl/), not its images."""
+    seg_tree(tmp / "tgt" / "img")  # seg_folder_overrides names tgt/img: it holds img/, lbl/
+    return seg_folder_overrides(tmp, target=tmp / "tgt")
 
 
 def _rcs_label_ids(tmp):
@@ -340,7 +347,7 @@ CASES = [
     ),
     (
         "config-fractional-count",
-        "a fractional count (truncated before)",
+        "a fractional count",
         lambda t, r: ["accumulate=2.5"],
         "accumulate: Input should be a valid integer, got a number with a fractional part",
     ),
@@ -473,6 +480,26 @@ CASES = [
         "line '# @package _global_'",
     ),
     (
+        "config-experiment-defaults-without-package",
+        "an experiment file of one's own with a defaults list, without '# @package _global_'",
+        lambda t, r: [
+            "--config-dir",
+            str(_own_experiment(t, package=False, method="source_only")),
+            "experiment=mine",
+        ],
+        "has a defaults list but does not start with the line '# @package _global_'",
+    ),
+    (
+        "config-experiment-unknown-default",
+        "an experiment file of one's own whose defaults list chooses a misspelled option",
+        lambda t, r: [
+            "--config-dir",
+            str(_own_experiment(t, method="sourceonly")),
+            "experiment=mine",
+        ],
+        "defaults list: unknown method 'sourceonly'. Did you mean: source_only?",
+    ),
+    (
         "config-unknown-option",
         "a misspelled option of a config group",
         lambda t, r: ["experiment=det_shapez"],
@@ -510,7 +537,7 @@ CASES = [
     ),
     (
         "config-mask-block-fraction",
-        "a fractional mask block size (truncated before)",
+        "a fractional mask block size",
         lambda t, r: ["method.terms.mic.masker.block_size=2.5"],
         "method.terms.mic.masker.block_size: Input should be a valid integer, got a number "
         "with a fractional part (got 2.5)",
@@ -621,6 +648,32 @@ CASES = [
         "at least 1 target batch",
     ),
     (
+        "config-validation-not-a-number",
+        "a label-free validation seed that is no number",
+        lambda t, r: ["eval.validation.seed=abc"],
+        "eval.validation.seed: Input should be a valid integer, not text (got 'abc')",
+    ),
+    (
+        "config-validation-fractional-batches",
+        "a fractional count of label-free validation batches",
+        lambda t, r: ["eval.validation.batches=2.5"],
+        "eval.validation.batches: Input should be a valid integer, got a number with a "
+        "fractional part (got 2.5)",
+    ),
+    (
+        "config-validation-negative-seed",
+        "a negative label-free validation seed (the root seed refuses one too)",
+        lambda t, r: ["eval.validation.seed=-3"],
+        "eval.validation.seed: Input should be greater than or equal to 0 (got -3)",
+    ),
+    (
+        "config-mic-block-size-not-a-number",
+        "a MIC block size that is no number",
+        lambda t, r: ["dataset.mic_block_size=abc"],
+        "dataset.mic_block_size: Input should be a valid integer (got 'abc'); MIC's block side "
+        "is a whole number of pixels >= 1",
+    ),
+    (
         "segmentation-config-mask",
         "segmentation: a zero mask block",
         lambda t, r: ["experiment=streets", "iterations=2", "method.terms.mic.masker.block_size=0"],
@@ -697,6 +750,13 @@ CASES = [
         "segmentation: a label whose size differs from its image (GTA5's known quirk)",
         lambda t, r: _label_size(t),
         "set ++dataset.source.dataset.label_size_mismatch=resize",
+    ),
+    (
+        "data-labels-as-target-images",
+        "segmentation: a labelled split's root (img/ and lbl/) given as the target image "
+        "folder, whose label masks would be trained on as target images",
+        lambda t, r: _split_root_as_target(t),
+        "Label folders among the unlabelled images (1): '",
     ),
     (
         "data-missing-label",

@@ -401,3 +401,86 @@ def test_an_experiment_file_without_its_package_line_is_named():
         "experiment.<key>"
     )
     assert "'# @package _global_'" in problem and "+user." not in problem
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("eval.validation.seed=abc", "eval.validation.seed: Input should be a valid integer, not"),
+        ("eval.validation.batches=abc", "eval.validation.batches: Input should be a valid integ"),
+        ("eval.validation.samples_per_image=abc", "eval.validation.samples_per_image: Input "),
+        (
+            "eval.validation.batches=2.5",
+            "eval.validation.batches: Input should be a valid integer, "
+            "got a number with a fractional part (got 2.5)",
+        ),
+        (
+            "eval.validation.seed=-3",
+            "eval.validation.seed: Input should be greater than or equal to 0 (got -3)",
+        ),
+        (
+            "eval.validation.samples_per_image=0",
+            "eval.validation.samples_per_image: Input should be greater than or equal to 1 (got 0)",
+        ),
+        (
+            "eval.validation.batches=0",
+            "eval.validation.batches: label-free validation needs at least 1 target batch",
+        ),
+    ],
+)
+def test_the_label_free_validation_settings_are_checked_with_the_other_values(override, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        check_config(load_config([override]))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["eval.validation.samples_per_image=null"],  # every pixel or box
+        ["eval.validation=null"],  # every key its default
+        ["~eval.validation.seed"],  # a key left out: its default
+        ["experiment=streets"],
+    ],
+)
+def test_label_free_validation_settings_that_fit_are_accepted(overrides):
+    check_config(load_config(overrides))
+
+
+#: dataset=folders, its mandatory values given (roots that are not read by the checks)
+_FOLDERS = [
+    "dataset=folders",
+    "dataset.num_classes=3",
+    "dataset.root_source=/nowhere/src",
+    "dataset.root_target=/nowhere/tgt",
+    "dataset.root_test=/nowhere/tst",
+]
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (["dataset.mic_block_size=abc"], "Input should be a valid integer (got 'abc')"),
+        (["dataset.mic_block_size=2.5"], "with a fractional part (got 2.5)"),
+        (["dataset.mic_block_size=0"], "Input should be greater than or equal to 1 (got 0)"),
+        (["dataset.mic_block_size=null"], "Input should be a valid integer (got None)"),
+        # the interpolation of dataset=folders, resolved from a bad size
+        (
+            [*_FOLDERS, "dataset.size=abc"],
+            "${mic.block_for:${dataset.size}} gives no block size (",
+        ),
+    ],
+)
+def test_a_mic_block_size_that_is_no_whole_number_of_pixels_is_named(overrides, expected):
+    with pytest.raises(ConfigError) as e:
+        check_config(load_config(overrides))
+    assert str(e.value).startswith("1 config value is not valid: dataset.mic_block_size: ")
+    assert expected in str(e.value) and "e.g. dataset.mic_block_size=8" in str(e.value)
+
+
+def test_a_mic_block_size_interpolated_from_the_image_size_is_accepted():
+    from mic.schema import block_size_problems
+
+    cfg = load_config([*_FOLDERS, "dataset.size=32"])
+    assert block_size_problems(cfg) == [] and cfg.dataset.mic_block_size == 9
+    assert block_size_problems(load_config(["dataset.mic_block_size=4.0"])) == []
+    check_config(cfg)

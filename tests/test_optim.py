@@ -43,6 +43,38 @@ def test_unknown_prefix_is_a_config_error():
         param_groups({"model": tiny_model()}, lr=0.1, lr_mult={"model.decoder": 10})
 
 
+def test_a_no_weight_decay_entry_that_matches_no_parameter_is_warned_of(caplog):
+    model = tiny_model()
+    names = [n for n, _ in model.named_parameters()]
+    typo = "bais"  # of bias, which every layer of the model has
+    assert any("bias" in n for n in names) and not any(typo in n for n in names)
+    groups = param_groups(
+        {"model": model}, lr=0.1, weight_decay=1e-2, no_weight_decay=["bias", typo]
+    )
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith(f"no_weight_decay entry '{typo}' matches no trainable parameter")
+    assert "exempts nothing from weight decay" in warning and "Did you mean: bias?" in warning
+    assert sorted(g["weight_decay"] for g in groups) == [0.0, 1e-2]  # "bias" still applies
+
+
+def test_the_shared_no_weight_decay_names_of_mic_s_configs_are_no_warning(caplog):
+    # the segmentation experiments list [norm, pos_block] for MiT; a U-Net has neither
+    param_groups(
+        {"model": tiny_model()}, lr=0.1, no_weight_decay=["norm", "pos_block", "pos_embed"]
+    )
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_mic_train_warns_of_a_no_weight_decay_typo(tmp_path):
+    from tests.cli import run_mic_train
+    from tests.helpers import TINY_RUN
+
+    args = [*TINY_RUN, "iterations=1", "optimizer=adamw", "no_weight_decay=[nrom]"]
+    out = run_mic_train([*args, "log.tensorboard=false", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "no_weight_decay entry 'nrom' matches no trainable parameter" in out.stdout
+
+
 @pytest.mark.parametrize(
     "mult,why",
     [

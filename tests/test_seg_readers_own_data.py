@@ -275,3 +275,67 @@ def test_the_label_suffix_hint_names_the_seg_folders_key(tmp_path):
     )
     fixed = SegmentationFolder(root / "img", root / "lbl", num_classes=2, label_suffix="_mask.png")
     assert fixed.preflight() == []
+
+
+def test_a_split_root_given_as_the_target_image_folder_is_refused(tmp_path):
+    """``dataset.target_images=<root>`` where <root> holds ``img/`` and ``lbl/``: the label
+    masks would be trained on as target images."""
+    from mic.datasets import UnlabeledImageFolder
+
+    root = seg_tree(tmp_path / "tst")
+    with pytest.raises(DatasetError) as info:
+        UnlabeledImageFolder(root, label_suffix=".png")
+    message = str(info.value)
+    assert message.startswith("Label folders among the unlabelled images (1): ")
+    assert (
+        f"'{root / 'lbl'}' (its 4 files share their names with the images of '{root / 'img'}'"
+        in message
+    )
+    assert "and have one channel: they are those images' labels" in message
+    assert f"root='{root / 'img'}' (an argument of UnlabeledImageFolder)" in message
+    with collecting_problems():  # as mic-train builds it: kept for the data check
+        (problem,) = UnlabeledImageFolder(root).preflight()
+    assert not problem.warning and problem.file == str(root / "lbl")
+    assert UnlabeledImageFolder(root / "img").preflight() == []  # the image folder itself
+
+
+def test_one_channel_images_named_as_colour_ones_beside_them_are_a_warning(tmp_path):
+    from mic.datasets import UnlabeledImageFolder
+
+    for i in range(3):  # masks in a folder not named as label folders
+        write_png(tmp_path / "photos" / f"{i}.jpg", size=SIZE)
+        write_label(tmp_path / "seg" / f"{i}.png", two_class_label(SIZE))
+    (problem,) = UnlabeledImageFolder(tmp_path).preflight()
+    assert problem.warning and problem.file == str(tmp_path / "seg")
+    assert problem.kind == "folders of one-channel images named as the colour images beside them"
+
+
+def test_class_folders_of_the_same_file_names_are_no_warning(tmp_path):
+    """Office-31 names the images of every class folder frame_0001.jpg, frame_0002.jpg, ...;
+    two cameras of the same scenes name theirs alike: data, not labels."""
+    from mic.datasets import UnlabeledImageFolder
+    from tests.helpers import class_folders
+
+    class_folders(tmp_path / "classes", ["back_pack", "bike", "mug"])
+    for camera in ("left", "right"):
+        write_png(tmp_path / "stereo" / camera / "0001.png", size=SIZE)
+    for folder in ("classes", "stereo"):
+        ds = UnlabeledImageFolder(tmp_path / folder)
+        assert ds.found_problems == [] and ds.preflight() == []
+    # a class named as label folders, of photographs: a warning, not an error
+    class_folders(tmp_path / "classes", ["mask"])
+    (problem,) = UnlabeledImageFolder(tmp_path / "classes").preflight()
+    assert problem.warning and problem.file == str(tmp_path / "classes" / "mask")
+    assert problem.detail.startswith("2 files, e.g. '0.png', named as those of '")
+
+
+def test_images_under_a_label_folder_name_are_a_warning(tmp_path):
+    """The Cityscapes root given as the target: gtFine's files are named otherwise than the
+    images, but its name says what they are."""
+    from mic.datasets import UnlabeledImageFolder
+
+    write_png(tmp_path / "leftImg8bit" / "train" / "a" / "a_0_leftImg8bit.png", size=SIZE)
+    write_label(tmp_path / "gtFine" / "train" / "a" / "a_0_gtFine_labelIds.png", [[0, 1]])
+    (problem,) = UnlabeledImageFolder(tmp_path).preflight()
+    assert problem.warning and problem.file == str(tmp_path / "gtFine")
+    assert problem.detail == "1 images taken from it"

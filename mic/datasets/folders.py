@@ -15,12 +15,14 @@ from mic.datasets.files import (
     is_image,
     list_images,
     load_image,
+    read_header,
 )
 from mic.datasets.preflight import (
     Problem,
     check_image,
     check_images,
     crop_problems,
+    keep_or_raise,
     progress,
     unread_problems,
 )
@@ -51,6 +53,14 @@ class UnlabeledImageFolder:
             ``"_mask.png"``); a file so named after another image in its folder (``a.png``
             beside ``a.jpg``) is left out as that image's label, and the data check warns of
             it. None (the default): every image is taken.
+
+    Raises:
+        DatasetError: no images; or the images found lie in a folder of the usual names of
+            label folders (``lbl``, ``labels``, ``gt``, ``masks``...) whose files share their
+            relative names with a sibling folder's colour images, and have one channel
+            (``root/img/0.png`` and ``root/lbl/0.png``: ``root`` is a labelled split's root,
+            not its image folder; see ``label_folder_problems``, which warns of the weaker
+            signs), naming the image folder to give instead.
     """
 
     def __init__(
@@ -78,6 +88,10 @@ class UnlabeledImageFolder:
                 f"no images found in '{self.root}' (looked for {', '.join(IMAGE_EXTENSIONS)}"
                 f"{' in sub-folders too' if recursive else ''})"
             )
+        #: label folders among the images (errors, or warnings: ``label_folder_problems``)
+        self.found_problems = keep_or_raise(
+            label_folder_problems(self.root, self.files, label_suffix), type(self).__name__
+        )
 
     def __len__(self) -> int:
         return len(self.files)
@@ -99,13 +113,165 @@ class UnlabeledImageFolder:
             )
             for label, image in self.labels_left_out
         ]
-        problems = left_out + unread_problems(self.unread)
+        problems = [*self.found_problems, *left_out, *unread_problems(self.unread)]
         sizes = []
         for path in progress(self.files, len(self.files), f"images in {self.root}"):
             header = check_image(path, problems, self.apply_exif_orientation)
             if header is not None:
                 sizes.append((header.height, header.width))
         return problems + crop_problems(self.transform, sizes, str(self.root))
+
+
+#: the usual names of label folders (lower case): images found in one are label masks
+LABEL_FOLDER_NAMES = frozenset(
+    {
+        "lbl", "lbls", "label", "labels", "gt", "gtfine", "gtcoarse", "mask", "masks",
+        "annotation", "annotations", "ann", "anns",
+    }
+)  # fmt: skip
+
+
+def label_folder_problems(
+    root: Path, files: Sequence[Path], label_suffix: str | None = None
+) -> list[Problem]:
+    """Signs that ``files`` (the images found under ``root``, for an unlabelled set) hold the
+    label masks of a labelled split, whose root (holding ``img/`` and ``lbl/``) was given
+    instead of its image folder. Two folders side by side "share" a file when they hold files
+    of the same path below them, extension (and ``label_suffix``) aside: ``img/0.jpg`` and
+    ``lbl/0.png``.
+
+    - an error for a folder of the usual names of label folders (``LABEL_FOLDER_NAMES``)
+      whose files have one channel (``L``, ``P``: how masks are saved) and share their names
+      with the colour images of a folder beside it: a label folder beside its images, which
+      nothing but that makes;
+    - a warning where its files have colour (masks saved as RGB, or a class folder ``mask``
+      of photographs beside others of the same file names);
+    - a warning for a folder of one-channel images that shares names with colour images
+      beside it, not named as a label folder: labels in a folder named otherwise, or grey
+      views of the same scenes (an infrared camera), which are data; folders of colour
+      images that share their names (class folders of ``frame_0001.jpg`` each, as
+      Office-31's; two cameras) are no sign;
+    - a warning for images under a folder named as label folders without such neighbours
+      (Cityscapes' ``gtFine/``, whose files are named otherwise than the images): a folder
+      of photographs may bear such a name too.
+    """
+    root = Path(root)
+    #: (folders above, path below without extension) -> {folder: the file's path below it}
+    names: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, str]] = {}
+    for f in files:
+        real = f.relative_to(root).parts
+        name = real[-1]
+        if label_suffix and name.endswith(label_suffix) and name != label_suffix:
+            name = name[: -len(label_suffix)]
+        else:
+            name = Path(name).stem
+        parts = (*real[:-1], name)
+        for i in range(len(parts) - 1):  # parts[i]: a folder, parts[i + 1:]: the name in it
+            below = names.setdefault((parts[:i], parts[i + 1 :]), {})
+            below.setdefault(parts[i], "/".join(real[i + 1 :]))
+    #: (folders above, folder) -> (files it shares, the folders it shares them with, one)
+    shared: dict[tuple[tuple[str, ...], str], tuple[int, set[str], str]] = {}
+    for (parent, _), folders in names.items():
+        if len(folders) > 1:
+            for d, path in folders.items():
+                n, siblings, example = shared.get((parent, d), (0, set(), path))
+                shared[(parent, d)] = (n + 1, siblings | (set(folders) - {d}), example)
+    modes: dict[tuple[tuple[str, ...], str], bool | None] = {}
+
+    def labels(name: str) -> bool:
+        return name.lower() in LABEL_FOLDER_NAMES
+
+    def one_channel(parent: tuple[str, ...], d: str) -> bool | None:
+        """Whether the folder's images have one channel (one header read: a shared file)."""
+        if (parent, d) not in modes:
+            modes[(parent, d)] = _one_channel(root.joinpath(*parent, d, shared[(parent, d)][2]))
+        return modes[(parent, d)]
+
+    def colour(parent: tuple[str, ...], siblings: set[str]) -> str | None:
+        """The first of ``siblings`` not named as a label folder whose images have colour."""
+        images = (s for s in sorted(siblings) if not labels(s))
+        return next((s for s in images if one_channel(parent, s) is False), None)
+
+    problems: list[Problem] = []
+    judged: set[tuple[tuple[str, ...], str]] = set()
+    for (parent, d), (n, siblings, example) in sorted(shared.items()):
+        if not labels(d) or all(labels(s) for s in siblings):
+            continue
+        judged |= {(parent, d), *((parent, s) for s in siblings)}
+        images = colour(parent, siblings) if one_channel(parent, d) else None
+        if images is None:  # no masks beside colour images: a class "mask" of photographs?
+            others = ", ".join(f"'{root.joinpath(*parent, s)}'" for s in sorted(siblings))
+            problems.append(
+                Problem(
+                    "folders named as label folders whose files are named as images beside them",
+                    str(root.joinpath(*parent, d)),
+                    f"{n} files, e.g. '{example}', named as those of {others}",
+                    "If they are label masks, give the image folder itself as the root; if "
+                    "they are images, ignore this.",
+                    warning=True,
+                )
+            )
+            continue
+        folder = root.joinpath(*parent, images)
+        problems.append(
+            Problem(
+                "label folders among the unlabelled images",
+                str(root.joinpath(*parent, d)),
+                f"its {n} files share their names with the images of '{folder}', e.g. "
+                f"'{example}', and have one channel: they are those images' labels",
+                "The labels would be trained on as target images: give the image folder "
+                f"itself as the root ({{reader}}.root='{folder}'; with dataset=seg_folders "
+                "dataset.target_images, with dataset=folders dataset.root_target).",
+            )
+        )
+    for (parent, d), (_, siblings, example) in sorted(shared.items()):
+        if (parent, d) in judged or not one_channel(parent, d):
+            continue
+        beside = colour(parent, siblings)
+        if beside is None:  # grey images beside grey ones: no sign of masks
+            continue
+        judged.add((parent, d))
+        problems.append(
+            Problem(
+                "folders of one-channel images named as the colour images beside them",
+                str(root.joinpath(*parent, d)),
+                f"e.g. '{example}', named as an image of '{root.joinpath(*parent, beside)}'",
+                "If they are label masks, give the image folder itself as the root; if they are "
+                "images (grey or infrared views of the same scenes), ignore this.",
+                warning=True,
+            )
+        )
+    flagged = {root.joinpath(*p, d) for p, d in judged}
+    under: dict[Path, int] = {}
+    for f in files:
+        parts = f.relative_to(root).parts[:-1]
+        hits = [i for i, part in enumerate(parts) if labels(part)]
+        if hits and root.joinpath(*parts[: hits[0] + 1]) not in flagged:
+            folder = root.joinpath(*parts[: hits[0] + 1])
+            under[folder] = under.get(folder, 0) + 1
+    for folder, n in sorted(under.items()):
+        problems.append(
+            Problem(
+                "folders named as label folders among the unlabelled images",
+                str(folder),
+                f"{n} images taken from it",
+                "If they are label masks, give the folder of the images alone as the root; if "
+                "they are images, ignore this.",
+                warning=True,
+            )
+        )
+    return problems
+
+
+def _one_channel(path: Path) -> bool | None:
+    """Whether the image at ``path`` has one channel (modes ``1``, ``L``, ``P``, ``I``...: how
+    label masks are saved), from its header; None if it cannot be read (the check of every
+    image reports that)."""
+    try:
+        mode = read_header(path).mode
+    except DatasetError:
+        return None
+    return mode in ("1", "L", "P", "I", "F") or mode.startswith("I;")
 
 
 def _labels_beside(files: Sequence[Path], label_suffix: str) -> list[tuple[Path, Path]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -33,9 +34,12 @@ def param_groups(
             Nested mappings (``{"model": {"backbone": 0.1}}``) are read the same way.
         weight_decay: the base weight decay (None: the optimiser's default).
         no_weight_decay: parameters whose name contains one of these substrings get no
-            weight decay (e.g. ``["norm", "pos_block"]``); unlike ``lr_mult``, a substring
-            that no parameter's name contains is no error, as one list serves several models
-            (``pos_block`` names MiT's position blocks, which a U-Net does not have).
+            weight decay (e.g. ``["norm", "pos_block"]``). Unlike an ``lr_mult`` prefix, a
+            substring that no trainable parameter's name contains is no error but a warning
+            (a typo such as ``nrom`` changes nothing), as one list may serve several models;
+            the names of ``SHARED_NO_WEIGHT_DECAY``, which mic's configs list for all their
+            models, are not warned of (``pos_block`` names MiT's position blocks, which a
+            U-Net does not have).
 
     Raises:
         ConfigError: an ``lr_mult`` prefix that no trainable parameter's name starts with.
@@ -48,6 +52,7 @@ def param_groups(
         if p.requires_grad
     ]
     known = {n for n, _ in named}
+    _warn_unmatched(no_weight_decay, known)
     for prefix in lr_mult:
         if not any(n == prefix or n.startswith(prefix + ".") for n in known):
             raise ConfigError(
@@ -66,6 +71,38 @@ def param_groups(
             group["weight_decay"] = 0.0
         group["params"].append(p)
     return list(groups.values())
+
+
+#: the ``no_weight_decay`` substrings of mic's configs (conf/experiment), one list for the
+#: model families an experiment may train (MiT's ``norm`` and ``pos_block``, the context
+#: U-Net's ``pos_embed``): one that a model's parameter names lack is not warned of
+SHARED_NO_WEIGHT_DECAY = frozenset({"norm", "pos_block", "pos_embed"})
+
+
+def _warn_unmatched(no_weight_decay: Sequence[str], known: set[str]) -> None:
+    """Log a warning naming each ``no_weight_decay`` substring that no trainable parameter's
+    name (in ``known``) contains, but those of ``SHARED_NO_WEIGHT_DECAY``, with the parts of
+    the names closest to it: it exempts nothing from weight decay (``nrom`` for ``norm``)."""
+    unmatched = [
+        s
+        for s in no_weight_decay
+        if s not in SHARED_NO_WEIGHT_DECAY and not any(s in n for n in known)
+    ]
+    if not unmatched:
+        return
+    parts = sorted({p for n in known for p in n.split(".") if not p.isdigit()})
+    for entry in unmatched:
+        close = difflib.get_close_matches(str(entry), parts, n=3, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        log.warning(
+            "no_weight_decay entry '%s' matches no trainable parameter: no parameter's name "
+            "contains it, so it exempts nothing from weight decay; the parts of the parameter "
+            "names are: %s.%s Correct it or remove it from no_weight_decay (a list for "
+            "several models may name parameters this model lacks: then ignore this).",
+            entry,
+            ", ".join(parts[:30]) + (", ..." if len(parts) > 30 else ""),
+            hint,
+        )
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
