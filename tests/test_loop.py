@@ -27,16 +27,19 @@ from mic import (
 from .helpers import tiny_loaders, tiny_model
 
 
+def _aug():
+    return StrongAugmentation(mean=[0.5] * 3, std=[0.5] * 3)  # the tiny loaders' images: randn
+
+
 def _mic():
-    aug = StrongAugmentation(mean=[0.5] * 3, std=[0.5] * 3)
-    return MaskedImageConsistency(BlockMasker(block_size=2, ratio=0.7, augmentation=aug))
+    return MaskedImageConsistency(BlockMasker(block_size=2, ratio=0.7, augmentation=_aug()))
 
 
 METHODS = {
     "source_only": lambda: source_only(),
     "source_only+mic": lambda: source_only().with_terms(mic=_mic()),
-    "mean_teacher": lambda: mean_teacher(StrongAugmentation()),
-    "mean_teacher+mic": lambda: mean_teacher(StrongAugmentation()).with_terms(mic=_mic()),
+    "mean_teacher": lambda: mean_teacher(_aug()),
+    "mean_teacher+mic": lambda: mean_teacher(_aug()).with_terms(mic=_mic()),
 }
 
 
@@ -79,12 +82,12 @@ def test_every_method_with_and_without_mic_trains(name):
 
 
 def test_backward_per_branch_accumulates_the_gradient_of_the_sum():
-    method = mean_teacher(StrongAugmentation()).with_terms(mic=_mic())
+    method = mean_teacher(_aug()).with_terms(mic=_mic())
     loop, _ = make_loop(method, lr=0.0)
     loop.train_step()
     per_branch = [p.grad.clone() for p in loop.student.parameters()]
 
-    ref, _ = make_loop(mean_teacher(StrongAugmentation()).with_terms(mic=_mic()), lr=0.0)
+    ref, _ = make_loop(mean_teacher(_aug()).with_terms(mic=_mic()), lr=0.0)
     ref.teacher.update(ref.student, 0)
     ctx = ref.context(0)
     total = sum(term(ctx) for _, term in ref.method)
@@ -94,7 +97,7 @@ def test_backward_per_branch_accumulates_the_gradient_of_the_sum():
 
 
 def test_teacher_predicts_once_per_iteration_and_terms_share_it():
-    method = mean_teacher(StrongAugmentation()).with_terms(mic=_mic())
+    method = mean_teacher(_aug()).with_terms(mic=_mic())
     loop, _ = make_loop(method)
     calls = []
     original = loop.task.predict
