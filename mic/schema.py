@@ -66,21 +66,12 @@ class LoaderSchema(_Section):
 
 class ValidationSchema(_Section):
     """``eval.validation``: what the label-free validators score (build_validation reads its
-    keys by name; a key left out takes LabelFreeValidation's default)."""
+    keys by name; a key left out takes LabelFreeValidation's default). ``batches`` may be 0
+    where no validator runs (``eval.validators=[]``); LabelFreeValidation refuses 0 batches."""
 
-    batches: int = 4
+    batches: int = Field(default=4, ge=0)
     samples_per_image: int | None = Field(default=256, ge=1)  # null: every pixel or box
     seed: int = Field(default=0, ge=0)  # as the root seed
-
-    @field_validator("batches")
-    @classmethod
-    def _a_batch(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError(
-                "label-free validation needs at least 1 target batch; set it >= 1, or switch "
-                "the validators off with eval.validators=[]"
-            )
-        return value
 
 
 class EvalSchema(_Section):

@@ -10,7 +10,6 @@ torchrun --nproc_per_node=4 -m mic.train    # data parallel on 4 GPUs
 from __future__ import annotations
 
 import importlib.resources
-import itertools
 import logging
 import os
 import re
@@ -119,13 +118,16 @@ def _write_hydra_record(cfg: DictConfig, folder: Path) -> None:
         OmegaConf.save(_as_hydra_would(OmegaConf.load(sweep), folder.name), sweep)
 
 
-#: the run folders of a sweep's jobs that stopped on a user error (mic-train then exits 2)
+#: the run folders of a sweep's jobs that stopped on a user error (mic-train then exits 2),
+#: and the number of jobs started
 _FAILED_JOBS: list[str] = []
+_JOBS = [0]
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mic.conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
     run_dir = HydraConfig.get().runtime.output_dir
+    _JOBS[0] += 1
     held = holds_run(Path(run_dir))  # then refused, or resumed
     # Hydra has opened the job's log (empty if it is new): a refused run removes it
     logs = {p.name: p.stat().st_size for p in Path(run_dir).glob("*.log") if p.stat().st_size}
@@ -256,27 +258,45 @@ def _experiment_problem(path: Any, confs: Sequence[Any]) -> str | None:
     except Exception:  # a file YAML cannot read: Hydra names its line
         return None
     defaults = loaded.get("defaults", []) if isinstance(loaded, dict) else []
-    header = itertools.takewhile(lambda line: line.startswith("#"), text.lstrip().splitlines())
     where = f"experiment file {path}"
-    if defaults and not any(re.match(r"#\s*@package\s+_global_", line) for line in header):
+    if defaults and _package(text) != "_global_":
         return (
             f"{where} has a defaults list but does not start with the line "
-            "'# @package _global_'; add that line as its first line (as in mic's "
+            "'# @package _global_' (Hydra reads it only above any other line, comments "
+            "included); add that line as its first line (as in mic's "
             "conf/experiment/*.yaml) so that its overrides and keys set the root config"
         )
     for entry in defaults if isinstance(defaults, list) else []:
         if isinstance(entry, str) and entry != "_self_":
-            group, value = "experiment", entry
+            key, value = entry.rpartition("/")[::2]
         elif isinstance(entry, dict) and len(entry) == 1:
             ((key, value),) = entry.items()
-            group = str(key).removeprefix("override ").strip().lstrip("/").split("@")[0]
+            key = str(key).split("@")[0].removeprefix("override ").strip()
         else:
             continue
-        if not isinstance(value, str) or group.startswith("hydra") or value.startswith("$"):
+        if str(key).startswith("optional ") or not isinstance(value, str) or "$" in value:
+            continue
+        # an absolute group (/model) from the config root, else below the file's group
+        group = key[1:] if key.startswith("/") else f"experiment/{key}".rstrip("/")
+        if group.startswith("hydra") or not value:
             continue
         folders = [c / group for c in confs if (c / group).is_dir()]
         if folders and not any((f / f"{value}.yaml").is_file() for f in folders):
             return f"{where}, defaults list: {_unknown_option(group, value, folders)}"
+    return None
+
+
+def _package(text: str) -> str | None:
+    """A config file's ``# @package`` as Hydra reads it: from the header, the leading lines
+    of the form ``# @key value`` (blank lines skipped; any other line ends it)."""
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        found = re.match(r"\s*#\s*@(\S+)\s+(\S+)\s*$", line)
+        if not found:
+            return None
+        if found.group(1) == "package":
+            return found.group(2)
     return None
 
 
@@ -386,9 +406,11 @@ def main() -> None:
         print(INTERRUPTED, file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
     if _FAILED_JOBS:
+        failed, jobs = len(_FAILED_JOBS), _JOBS[0]
         print(
-            f"mic: error: {len(_FAILED_JOBS)} job(s) of the sweep stopped on the errors above, "
-            f"the others ran: {', '.join(_FAILED_JOBS)}",
+            f"mic: error: {failed} of the sweep's {jobs} jobs stopped on the errors above"
+            f"{'' if failed == jobs else ' (the others ran)'}; their folders: "
+            f"{', '.join(_FAILED_JOBS)}",
             file=sys.stderr,
         )
         sys.exit(2)

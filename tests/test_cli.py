@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.helpers import TINY_RUN
 from tests.helpers import run_cli as _cli
 
@@ -164,6 +166,30 @@ def test_a_job_of_a_sweep_that_stops_on_an_error_leaves_the_others_running(tmp_p
     result = _cli("-m", *TINY, "optimizer.lr=-1,0.001", f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    assert "1 job(s) of the sweep stopped on the errors above" in result.stderr
+    assert "1 of the sweep's 2 jobs stopped on the errors above (the others ran)" in result.stderr
+    assert result.stderr.rstrip().endswith(f"their folders: {tmp_path / '0'}")
     assert not (tmp_path / "0" / "summary.json").exists()
     assert (tmp_path / "1" / "summary.json").is_file()  # the valid job ran
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("# @package _global_\ndefaults:\n  - /experiment/digits_oracle\n", None),  # absolute
+        ("# @package _global_\ndefaults:\n  - model: tiny\n", None),  # experiment/model/tiny
+        ("# @package _global_\ndefaults:\n  - optional model: nothing\n", None),
+        ("# @package _global_\ndefaults:\n  - _self_\n  - override /model: null\n", None),
+        ("\n  # @package _global_\ndefaults:\n  - override /method: dann\n", None),
+        ("# @package _global_\ndefaults:\n  - model: tinny\n", "unknown experiment/model 'tinny'"),
+        ("# @package _global_\ndefaults:\n  - /experiment/digits_orcle\n", "Did you mean"),
+        ("# a comment\n# @package _global_\ndefaults:\n  - override /method: dann\n", "above"),
+    ],
+)
+def test_an_experiment_file_s_defaults_list_is_read_as_hydra_reads_it(tmp_path, text, problem):
+    from mic.train import unknown_option
+
+    (tmp_path / "experiment" / "model").mkdir(parents=True)
+    (tmp_path / "experiment" / "model" / "tiny.yaml").write_text("bottleneck_dim: 32\n")
+    (tmp_path / "experiment" / "mine.yaml").write_text(text)
+    found = unknown_option(["--config-dir", str(tmp_path), "experiment=mine"])
+    assert (found is None) if problem is None else (problem in found), found

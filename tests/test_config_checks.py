@@ -422,10 +422,7 @@ def test_an_experiment_file_without_its_package_line_is_named():
             "eval.validation.samples_per_image=0",
             "eval.validation.samples_per_image: Input should be greater than or equal to 1 (got 0)",
         ),
-        (
-            "eval.validation.batches=0",
-            "eval.validation.batches: label-free validation needs at least 1 target batch",
-        ),
+        ("eval.validation.batches=-1", "eval.validation.batches: Input should be greater than"),
     ],
 )
 def test_the_label_free_validation_settings_are_checked_with_the_other_values(override, expected):
@@ -438,6 +435,7 @@ def test_the_label_free_validation_settings_are_checked_with_the_other_values(ov
     [
         ["eval.validation.samples_per_image=null"],  # every pixel or box
         ["eval.validation=null"],  # every key its default
+        ["eval.validators=[]", "eval.validation.batches=0"],  # no validator: nothing to score
         ["~eval.validation.seed"],  # a key left out: its default
         ["experiment=streets"],
     ],

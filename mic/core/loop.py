@@ -152,7 +152,7 @@ class AdaptationLoop:
         whole = {"iterations": iterations, "adaptation_start": adaptation_start, "seed": seed}
         for name, value in {**whole, "accumulate": accumulate}.items():
             if isinstance(value, bool) or not isinstance(value, Integral):
-                raise ConfigError(f"{name} must be a whole number, got {value!r}")
+                raise ConfigError(f"{name} must be an int (a whole number), got {value!r}")
         collective = collective or Collective()
         alone = dist.is_initialized() and dist.get_world_size() > collective.world_size
         held = {id(p) for g in optimizer.param_groups for p in g["params"]}

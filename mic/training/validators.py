@@ -346,7 +346,8 @@ class LabelFreeValidation:
         if int(batches) < 1:
             raise ConfigError(
                 f"label-free validation needs at least 1 target batch "
-                f"(eval.validation.batches), got {batches}"
+                f"(eval.validation.batches), got {batches}; set it >= 1, or switch the "
+                "validators off with eval.validators=[]"
             )
         if samples_per_image is not None and int(samples_per_image) < 1:
             raise ConfigError(
