@@ -127,6 +127,7 @@ class MisnamedMetricTask(ClassificationTask):
 
 
 def test_a_metric_without_the_primary_score_names_primary_metric_the_task_and_its_keys():
+    from mic import BlockMasker
     from mic.core import ConfigError
     from mic.training import LabelFreeValidation
 
@@ -137,7 +138,8 @@ def test_a_metric_without_the_primary_score_names_primary_metric_the_task_and_it
         evaluate(MisnamedMetricTask(3), model, loader)
     # the same from the label-free masked_agreement (the default validator of mic-train)
     images = [torch.randn(4, 3, 8, 8)]
-    validation = LabelFreeValidation(["masked_agreement"], images, batches=1)
+    masker = BlockMasker(2, 0.5)  # blocks smaller than the 8 px images
+    validation = LabelFreeValidation(["masked_agreement"], images, batches=1, masker=masker)
     with pytest.raises(ConfigError, match=message):
         validation.score(MisnamedMetricTask(3), model)
     assert model.training  # the mode restored on the way out

@@ -339,3 +339,25 @@ def test_images_under_a_label_folder_name_are_a_warning(tmp_path):
     (problem,) = UnlabeledImageFolder(tmp_path).preflight()
     assert problem.warning and problem.file == str(tmp_path / "gtFine")
     assert problem.detail == "1 images taken from it"
+
+
+def test_a_class_folder_with_grey_jpeg_photos_named_as_a_label_folder_is_a_warning(tmp_path):
+    """A face-mask data set's classes mask/ and nomask/ of the same file names, a grey photo
+    among them: JPEG (which no label mask survives) and one grey file make no label folder."""
+    from PIL import Image
+
+    from mic.datasets import UnlabeledImageFolder
+
+    for name, mode in (("0001.jpg", "L"), ("0002.jpg", "RGB")):
+        for folder in ("mask", "nomask"):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            Image.new(mode if folder == "mask" else "RGB", SIZE, 90).save(tmp_path / folder / name)
+    ds = UnlabeledImageFolder(tmp_path)  # not refused
+    (problem,) = ds.preflight()
+    assert problem.warning and problem.file == str(tmp_path / "mask")
+    # grey PNG masks in every shared file of a label folder are refused, as before
+    for i in range(2):
+        write_png(tmp_path / "split" / "img" / f"{i}.png", size=SIZE)
+        write_label(tmp_path / "split" / "lbl" / f"{i}.png", two_class_label(SIZE))
+    with pytest.raises(DatasetError, match="Label folders among the unlabelled images"):
+        UnlabeledImageFolder(tmp_path / "split")

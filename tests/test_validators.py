@@ -305,7 +305,8 @@ def test_evaluation_with_validators_alone_for_targets_without_labels(tmp_path, o
     task, source, target, _ = tiny_loaders()
     student = tiny_model()
     batches = list(target)  # the same batches at every evaluation
-    validation = LabelFreeValidation(["im", "masked_agreement"], batches, batches=2)
+    masker = BlockMasker(2, 0.5)  # blocks smaller than the 8 px images
+    validation = LabelFreeValidation(["im", "masked_agreement"], batches, batches=2, masker=masker)
     evaluation = Evaluation(task, None, interval=2, validation=validation)
     checkpointer = Checkpointer(tmp_path, best_metric="validator/student/im")
     loop = AdaptationLoop(

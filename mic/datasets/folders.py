@@ -131,6 +131,12 @@ LABEL_FOLDER_NAMES = frozenset(
 )  # fmt: skip
 
 
+#: how many of a folder's shared files are read to judge it label masks
+MASKS_CHECKED = 5
+#: the extensions of JPEG files (lossy: never label masks)
+JPEG = (".jpg", ".jpeg", ".jpe", ".jfif")
+
+
 def label_folder_problems(
     root: Path, files: Sequence[Path], label_suffix: str | None = None
 ) -> list[Problem]:
@@ -169,32 +175,39 @@ def label_folder_problems(
         for i in range(len(parts) - 1):  # parts[i]: a folder, parts[i + 1:]: the name in it
             below = names.setdefault((parts[:i], parts[i + 1 :]), {})
             below.setdefault(parts[i], "/".join(real[i + 1 :]))
-    #: (folders above, folder) -> (files it shares, the folders it shares them with, one)
-    shared: dict[tuple[tuple[str, ...], str], tuple[int, set[str], str]] = {}
+    #: (folders above, folder) -> (files it shares, the folders it shares them with, the
+    #: first few of those files)
+    shared: dict[tuple[tuple[str, ...], str], tuple[int, set[str], list[str]]] = {}
     for (parent, _), folders in names.items():
         if len(folders) > 1:
             for d, path in folders.items():
-                n, siblings, example = shared.get((parent, d), (0, set(), path))
-                shared[(parent, d)] = (n + 1, siblings | (set(folders) - {d}), example)
+                n, siblings, examples = shared.get((parent, d), (0, set(), []))
+                examples = examples if len(examples) >= MASKS_CHECKED else [*examples, path]
+                shared[(parent, d)] = (n + 1, siblings | (set(folders) - {d}), examples)
     modes: dict[tuple[tuple[str, ...], str], bool | None] = {}
 
     def labels(name: str) -> bool:
         return name.lower() in LABEL_FOLDER_NAMES
 
     def one_channel(parent: tuple[str, ...], d: str) -> bool | None:
-        """Whether the folder's images have one channel (one header read: a shared file)."""
+        """Whether the folder's shared files look like label masks: each of the first
+        ``MASKS_CHECKED`` has one channel and is stored losslessly (not JPEG, which no mask
+        survives), from their headers; None if one cannot be read."""
         if (parent, d) not in modes:
-            modes[(parent, d)] = _one_channel(root.joinpath(*parent, d, shared[(parent, d)][2]))
+            found = [_one_channel(root.joinpath(*parent, d, f)) for f in shared[(parent, d)][2]]
+            lossless = all(Path(f).suffix.lower() not in JPEG for f in shared[(parent, d)][2])
+            modes[(parent, d)] = None if None in found else all(found) and lossless
         return modes[(parent, d)]
 
     def colour(parent: tuple[str, ...], siblings: set[str]) -> str | None:
         """The first of ``siblings`` not named as a label folder whose images have colour."""
         images = (s for s in sorted(siblings) if not labels(s))
-        return next((s for s in images if one_channel(parent, s) is False), None)
+        first = lambda s: root.joinpath(*parent, s, shared[(parent, s)][2][0])  # noqa: E731
+        return next((s for s in images if _one_channel(first(s)) is False), None)
 
     problems: list[Problem] = []
     judged: set[tuple[tuple[str, ...], str]] = set()
-    for (parent, d), (n, siblings, example) in sorted(shared.items()):
+    for (parent, d), (n, siblings, (example, *_)) in sorted(shared.items()):
         if not labels(d) or all(labels(s) for s in siblings):
             continue
         judged |= {(parent, d), *((parent, s) for s in siblings)}
@@ -224,7 +237,7 @@ def label_folder_problems(
                 "dataset.target_images, with dataset=folders dataset.root_target).",
             )
         )
-    for (parent, d), (_, siblings, example) in sorted(shared.items()):
+    for (parent, d), (_, siblings, (example, *_)) in sorted(shared.items()):
         if (parent, d) in judged or not one_channel(parent, d):
             continue
         beside = colour(parent, siblings)
