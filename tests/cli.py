@@ -43,8 +43,10 @@ def _forkserver():
     return _context
 
 
-def _child(args: list[str], env: dict[str, str], cwd: str, out: str, err: str) -> None:
-    """Runs in the forked process: the environment, the faults, then mic-train's main."""
+def _child(args: list[str], env: dict[str, str], cwd: str, out: str, err: str, status: str) -> None:
+    """Runs in the forked process: the environment, the faults, then mic-train's main; its
+    exit status is also written to ``status`` (the forkserver's report of it is lost now and
+    then under load: multiprocessing then gives 255)."""
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
@@ -65,7 +67,15 @@ def _child(args: list[str], env: dict[str, str], cwd: str, out: str, err: str) -
     sys.argv = ["mic-train", *args]
     from mic.train import main
 
-    main()
+    code = 1  # an exception: multiprocessing prints its traceback and exits 1
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        raise
+    finally:
+        Path(status).write_text(str(code))
 
 
 def run_mic_train(
@@ -74,9 +84,10 @@ def run_mic_train(
     """``mic-train *args`` in a process of its own; its status, stdout and stderr."""
     environment = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1", **(env or {})}
     with tempfile.TemporaryDirectory() as d:
-        out, err = Path(d) / "out", Path(d) / "err"
+        out, err, status = Path(d) / "out", Path(d) / "err", Path(d) / "status"
         process = _forkserver().Process(
-            target=_child, args=(list(args), environment, str(cwd), str(out), str(err))
+            target=_child,
+            args=(list(args), environment, str(cwd), str(out), str(err), str(status)),
         )
         process.start()
         process.join(timeout)
@@ -84,6 +95,8 @@ def run_mic_train(
             process.kill()
             process.join()
         code = process.exitcode if process.exitcode is not None else -9
+        if status.is_file() and status.read_text():  # what main() ended with
+            code = int(status.read_text())
         return subprocess.CompletedProcess(
             ["mic-train", *args], code, out.read_text(), err.read_text()
         )
