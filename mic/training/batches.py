@@ -182,3 +182,22 @@ def require_float32_images(images: Any) -> None:
             "convert them in the dataset's transform or before wrapping them (x.float(), "
             "torch.from_numpy(array).float()), as the data check before training asks"
         )
+
+
+def with_int64_labels(batch: Any) -> Any:
+    """A batch of ``Task.collate`` (images, or ``(images, labels)``) with float32 images
+    required and integer labels of any width (int32, uint8 label maps) as int64, as the
+    losses take them.
+
+    Args:
+        batch: what the base ``Task.collate`` returned.
+
+    Returns:
+        The images, or ``(images, labels)`` with int64 labels.
+
+    Raises:
+        DatasetError: float64 images (``require_float32_images``).
+    """
+    images, labels = batch if isinstance(batch, tuple) else (batch, None)
+    require_float32_images(images)
+    return images if labels is None else (images, labels.long())

@@ -506,9 +506,7 @@ class Checkpointer(Hook):
         return candidate if step == entry["step"] else None
 
     def before_run(self, loop: AdaptationLoop) -> None:
-        task, hooks = getattr(loop, "task", None), getattr(loop, "hooks", None)
-        if task is not None:
-            self.selection.lower_is_better = lower_is_better(task)
+        hooks = getattr(loop, "hooks", None)
         evaluated = hooks is None or any(isinstance(h, Evaluation) for h in hooks)
         if self.best_metric is not None and not evaluated:
             warnings.warn(
@@ -538,7 +536,7 @@ class Checkpointer(Hook):
 
     def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
         task = getattr(loop, "task", None)
-        if task is not None:  # ranked as the task says (before_run set it too)
+        if task is not None:  # ranked as the task says
             self.selection.lower_is_better = lower_is_better(task)
         if not self._metric_seen:
             self._check_metric(record)

@@ -13,9 +13,9 @@ from mic.core.context import Random
 from mic.functional import weighted_cross_entropy
 from mic.training.batches import (
     plain_samples,
-    require_float32_images,
     require_images,
     require_targets,
+    with_int64_labels,
 )
 
 
@@ -144,10 +144,7 @@ class ClassificationTask(Task):
             DatasetError: a sample that is a dict or has more than 2 items, images that are
                 not float32 (uint8, float64) or of different sizes, or bad labels.
         """
-        batch = super().collate(plain_samples(samples))
-        images, labels = batch if isinstance(batch, tuple) else (batch, None)
-        require_float32_images(images)
-        return images if labels is None else (images, labels.long())
+        return with_int64_labels(super().collate(plain_samples(samples)))
 
     def check_targets(self, targets: Any) -> None:
         if (
