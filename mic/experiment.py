@@ -56,6 +56,7 @@ from mic.training import (
     per_process_batch_size,
     process_info,
 )
+from mic.training.evaluation import shown_metric
 
 
 def load_config(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
@@ -670,6 +671,7 @@ def summarize(exp: Experiment) -> dict[str, Any]:
     loop = exp.loop
     summary: dict[str, Any] = {
         "metric": metric,
+        "higher_is_better": exp.task.higher_is_better,
         "iterations": loop.iterations,
         "skipped_steps": loop.skipped_steps,  # NaN / Inf iterations without an optimiser step
     }
@@ -706,7 +708,7 @@ def summarize(exp: Experiment) -> dict[str, Any]:
 def format_selection(summary: dict[str, Any]) -> list[str]:
     """Console lines: for the first evaluated model, the iteration each validator picks and
     the labelled target metric there, beside the best possible and the last evaluation."""
-    metric = summary["metric"]
+    metric, higher = summary["metric"], summary.get("higher_is_better", True)
     picks = next(iter(summary.get("selection", {}).items()), None)
     lines = []
     if picks is not None and len(picks[1]) > 2:  # else no validators: nothing to compare
@@ -715,7 +717,7 @@ def format_selection(summary: dict[str, Any]) -> list[str]:
         for name, pick in rows.items():
             label = {metric: f"{metric} (target labels: the best possible)"}.get(name, name)
             value = pick.get(metric)
-            shown = "-" if value is None else f"{100 * value:.2f}%"
+            shown = "-" if value is None else shown_metric(value, higher)
             lines.append(f"  {label:<46} iteration {pick['step']:>6}: {shown}")
     best = summary.get("best_checkpoint")
     if best and best["step"] is not None:
@@ -725,13 +727,13 @@ def format_selection(summary: dict[str, Any]) -> list[str]:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    lines = []
+    lines, higher = [], summary.get("higher_is_better", True)
     for label in ("before_adaptation", "after_adaptation"):
         if label not in summary:
             continue
         s = summary[label]
         scores = ", ".join(
-            f"{name} {100 * v:.2f}% ({s['protocol'].get(name, '')})"
+            f"{name} {shown_metric(v, higher)} ({s['protocol'].get(name, '')})"
             for name, v in s.items()
             if name not in ("step", "protocol")
         )

@@ -252,6 +252,20 @@ def test_a_short_run_of_a_lower_is_better_task_keeps_the_best_evaluation(tmp_pat
     run(task, source, target, iterations=6, hooks=[evaluation, checkpointer], model=model)
     scores = {r["step"]: r["eval/student/mse"] for r in evaluation.history}
     assert load_checkpoint(tmp_path / "best.pt")["step"] == min(scores, key=scores.get)
+    # the console shows the error as it is, not as a percentage (0.0123 was "1.23")
+    last = evaluation.history[-1]
+    assert f"student mse {last['eval/student/mse']:.4g}" in last["summary"]
+
+
+def test_the_summary_shows_an_error_as_it_is_and_a_share_in_percent():
+    from mic.experiment import format_summary
+
+    def summary(higher: bool) -> dict:
+        after = {"step": 6, "student": 0.0123, "protocol": {"student": "plain"}}
+        return {"metric": "m", "higher_is_better": higher, "after_adaptation": after}
+
+    assert "student 0.0123 (plain)" in format_summary(summary(False))
+    assert "student 1.23% (plain)" in format_summary(summary(True))
 
 
 # ---------------------------------------------------------------- augmentation inputs
@@ -359,3 +373,35 @@ def test_a_resume_sets_aside_a_best_pt_that_the_current_criterion_did_not_choose
         warnings.simplefilter("error")
         Checkpointer(folder, best_metric=snd).load_state_dict(state, folder / "iter_00000100.pt")
     assert (folder / "best.pt").is_file()
+
+
+# ---------------------------------------------------------------- methods, terms, teachers
+class _Named(mic.UDAMethod):
+    """A method subclass with an attribute of its own."""
+
+    def __init__(self) -> None:
+        super().__init__({"source": mic.SourceSupervision()})
+        self.label = "mine"
+
+
+def test_with_terms_keeps_the_subclass_and_leaves_the_original_alone():
+    original = _Named()
+    extended = original.with_terms(mic=mic.MaskedImageConsistency(mic.BlockMasker(4, 0.5)))
+    assert type(extended) is _Named and extended.label == "mine"
+    assert list(dict(extended.terms)) == ["source", "mic"]
+    assert list(dict(original.terms)) == ["source"]  # the copy's modules are its own
+    assert extended.terms["source"] is original.terms["source"]  # the terms are shared
+    assert list(dict(extended.with_terms(mic=None).terms)) == ["source"]
+
+
+def test_mic_without_a_masker_is_refused_when_built():
+    with pytest.raises(ConfigError, match="MIC's masker must be a Masker, got NoneType"):
+        mic.MaskedImageConsistency(None)
+
+
+def test_a_teacher_of_another_architecture_is_named_at_its_first_update():
+    student = net()
+    other = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    teacher = mic.EMATeacher(other, 0.9)
+    with pytest.raises(ConfigError, match="the teacher is not the student's architecture"):
+        teacher.update(student, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping
 
 from torch import nn
@@ -48,5 +49,10 @@ class UDAMethod(nn.Module):
         return any(t.uses_pseudo_labels for t in self.terms.values())
 
     def with_terms(self, **terms: LossTerm | None) -> UDAMethod:
-        """A new method with ``terms`` added (or replaced, or removed when None)."""
-        return UDAMethod({**dict(self.terms.items()), **terms})
+        """A copy of this method (its class and attributes, the terms shared) with ``terms``
+        added (or replaced, or removed when None)."""
+        method = copy.copy(self)  # with its own dicts of modules, parameters and buffers
+        for key in ("_modules", "_parameters", "_buffers"):
+            vars(method)[key] = dict(vars(self)[key])
+        method.terms = UDAMethod({**dict(self.terms.items()), **terms}).terms
+        return method

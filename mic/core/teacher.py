@@ -94,7 +94,10 @@ class EMATeacher(Teacher):
     def update(self, student: nn.Module, step: int) -> None:
         student = unwrap(student)
         if step == 0:
-            self.model.load_state_dict(student.state_dict())
+            try:
+                self.model.load_state_dict(student.state_dict())
+            except RuntimeError as e:  # e.g. a teacher built from another model
+                raise ConfigError(f"the teacher is not the student's architecture: {e}") from e
             return
         weight = 1.0 - self.decay(step)
         t_params, s_params = _floating_pairs(self.model.parameters(), student.parameters())

@@ -164,6 +164,8 @@ class MaskedImageConsistency(ConsistencyLoss):
         part_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(weighting, tau, weight, part_weights)
+        if not callable(masker):
+            raise ConfigError(f"MIC's masker must be a Masker, got {type(masker).__name__}")
         self.masker = masker
 
     def transform(self, images: Any, rng: Random = None) -> Any:

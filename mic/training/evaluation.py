@@ -27,6 +27,13 @@ def to_python(value: Any) -> Any:
     return value
 
 
+def shown_metric(value: float, higher_is_better: bool = True, unit: str = "%") -> str:
+    """A primary metric as the console shows it: a share (accuracy, mIoU, mAP: higher is
+    better) in percent with ``unit`` after it, an error (``Task.higher_is_better`` False) as
+    it is, to 4 significant digits."""
+    return f"{100 * value:.2f}{unit}" if higher_is_better else f"{value:.4g}"
+
+
 def fresh_metric(task: Task, device: Any) -> Any:
     """``task.metric()`` on ``device``, computed in this process alone (a torchmetrics metric
     does not wait for the other processes of a ``torchrun`` group)."""

@@ -24,6 +24,7 @@ from mic.training.evaluation import (
     EMPTY_TEST,
     evaluate,
     recalibrated_batchnorm,
+    shown_metric,
     tracked_batchnorms,
 )
 from mic.training.rng import rng_state
@@ -347,7 +348,8 @@ class Evaluation(Hook):
             record.update({f"eval/{name}/{k}": v for k, v in scores.items()})
             primary = scores.get(self.task.primary_metric)
             if isinstance(primary, float):
-                lines.append(f"{name} {self.task.primary_metric} {100 * primary:.2f}")
+                shown = shown_metric(primary, self.task.higher_is_better, unit="")
+                lines.append(f"{name} {self.task.primary_metric} {shown}")
         record["summary"] = f"[iteration {loop.step}] target " + (", ".join(lines) or "(no labels)")
         return record
 
