@@ -300,6 +300,44 @@ def _package(text: str) -> str | None:
     return None
 
 
+#: Hydra's modes (long and short flag), of which one command line chooses one
+_MODES = {
+    "--run": "-r",
+    "--multirun": "-m",
+    "--cfg": "-c",
+    "--info": "-i",
+    "--shell-completion": "-sc",
+}
+
+
+def usage_problem(argv: Sequence[str]) -> str | None:
+    """The message for a command line Hydra would refuse with a traceback (two of its modes,
+    as ``-m ... --cfg job``) or read otherwise than it says (``+hydra.searchpath=``, which
+    Hydra ignores: it reads the search path from ``hydra.searchpath=`` alone); None if
+    neither."""
+    flags = {a.split("=", 1)[0] for a in argv}
+    modes = [long for long, short in _MODES.items() if {long, short} & flags]
+    if len(modes) > 1:
+        sweep = "--multirun" in modes and "--cfg" in modes
+        return (
+            f"{' and '.join(modes)} cannot be combined: Hydra runs one of --run, --multirun "
+            "(-m), --cfg, --info, --shell-completion"
+            + (
+                "; to see one job of a sweep, give --cfg job without -m and one value per setting"
+                if sweep
+                else ""
+            )
+        )
+    added = [a for a in argv if a.split("=", 1)[0] in ("+hydra.searchpath", "++hydra.searchpath")]
+    if added:
+        plain = added[0].lstrip("+")
+        return (
+            f"{added[0].split('=', 1)[0]} is ignored by Hydra, which reads the config search "
+            f"path from hydra.searchpath= alone: write {plain}"
+        )
+    return None
+
+
 def unknown_option(argv: Sequence[str]) -> str | None:
     """The message for the first override that names nothing of mic's config, with the
     closest names: an option of a config group that does not exist (``experiment=det_shapez``,
@@ -381,7 +419,7 @@ def main() -> None:
         sys.path.insert(0, os.getcwd())
     try:
         _join_torchrun()
-        unknown = unknown_option(sys.argv[1:])
+        unknown = usage_problem(sys.argv[1:]) or unknown_option(sys.argv[1:])
         if unknown:
             raise ConfigError(unknown)
         # before Hydra sets up its logging in the folder: one paragraph, not its traceback

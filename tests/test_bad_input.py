@@ -469,6 +469,24 @@ CASES = [
         "unknown experiment 'mien'. Did you mean: mine?",
     ),
     (
+        "config-searchpath-added",
+        "a search path given with + (Hydra ignores it)",
+        lambda t, r: [
+            f"+hydra.searchpath=[file://{_own_experiment(t)}]",
+            "experiment=mine",
+        ],
+        "+hydra.searchpath is ignored by Hydra, which reads the config search path from "
+        "hydra.searchpath= alone: write hydra.searchpath=[file://",
+    ),
+    (
+        "config-sweep-and-cfg",
+        "a sweep (-m) asked to print its config (--cfg job): two of Hydra's modes",
+        lambda t, r: ["-m", "iterations=2,3", "--cfg", "job"],
+        "--multirun and --cfg cannot be combined: Hydra runs one of --run, --multirun (-m), "
+        "--cfg, --info, --shell-completion; to see one job of a sweep, give --cfg job without "
+        "-m and one value per setting",
+    ),
+    (
         "config-experiment-without-package",
         "an experiment file of one's own without '# @package _global_'",
         lambda t, r: [
