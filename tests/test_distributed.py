@@ -269,17 +269,17 @@ def _bad_file_worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
-def test_a_bad_file_on_one_process_stops_every_process_at_the_same_iteration(tmp_path):
-    """Not a hang: the other process stops with it, the loaders rewound, and the state after
-    the last whole iteration is saved by all of them together (a collective)."""
+def _two_processes_within(worker, tmp_path, seconds: int = 120) -> None:
+    """``worker(rank, init_file, out_dir)`` on two spawned processes; a test failure (not a
+    hang) when they have not finished within ``seconds``."""
     context = torch.multiprocessing.start_processes(
-        _bad_file_worker,
+        worker,
         args=(str(tmp_path / "init"), str(tmp_path)),
         nprocs=2,
         join=False,
         start_method="spawn",
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + seconds
     try:
         while not context.join(timeout=1):
             if time.monotonic() > deadline:
@@ -288,8 +288,69 @@ def test_a_bad_file_on_one_process_stops_every_process_at_the_same_iteration(tmp
         for process in context.processes:
             if process.is_alive():
                 process.kill()
+
+
+def test_a_bad_file_on_one_process_stops_every_process_at_the_same_iteration(tmp_path):
+    """Not a hang: the other process stops with it, the loaders rewound, and the state after
+    the last whole iteration is saved by all of them together (a collective)."""
+    _two_processes_within(_bad_file_worker, tmp_path)
     first, second = (torch.load(tmp_path / f"bad{r}.pt") for r in (0, 1))
     assert first["step"] == second["step"] == 2
     assert "tgt/2.png" in second["error"]
     assert first["error"].startswith("another process met a bad file")
     assert (tmp_path / "checkpoints" / "iter_00000002.pt").is_file()
+
+
+def _bad_test_file_worker(rank: int, init_file: str, out_dir: str) -> None:
+    """The test loader (read by the main process, rank 0) meets a bad file in the second
+    evaluation: what each rank raises, at which step, and whether the checkpoint all ranks
+    take part in is written."""
+    import torch.distributed as dist
+
+    from mic import AdaptationLoop, Checkpointer, DatasetError, Evaluation, source_only
+    from mic.training import ProcessGroup
+    from tests.helpers import tiny_loaders, tiny_model
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    task, source, target, test = tiny_loaders()
+
+    class BadOnTheThirdPass:  # the first pass is the Evaluation's look before training
+        def __init__(self, loader):
+            self.loader, self.passes = loader, 0
+
+        def __iter__(self):
+            self.passes += 1
+            for i, batch in enumerate(self.loader):
+                if self.passes == 3 and i == 1:
+                    raise DatasetError("cannot read image 'test/9.png' (image file is truncated)")
+                yield batch
+
+    student = tiny_model()
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.01)
+    hooks = [
+        Evaluation(task, BadOnTheThirdPass(test), interval=2, models="student"),
+        Checkpointer(f"{out_dir}/checkpoints", interval=0),
+    ]
+    loop = AdaptationLoop(
+        task, student, source_only(), optimizer, source, target, 6, hooks=hooks,
+        collective=ProcessGroup("cpu"),
+    )  # fmt: skip
+    try:
+        loop.run()
+        found = {"step": loop.step, "error": None}
+    except DatasetError as e:
+        found = {"step": loop.step, "error": str(e)}
+    torch.save(found, f"{out_dir}/bad{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_a_bad_test_file_met_by_the_main_process_stops_every_process(tmp_path):
+    """The evaluation's data error is shared with the processes waiting for its record: all
+    stop after the same iteration and save together (before, the others waited in the
+    broadcast until torchrun killed them)."""
+    _two_processes_within(_bad_test_file_worker, tmp_path)
+    first, second = (torch.load(tmp_path / f"bad{r}.pt") for r in (0, 1))
+    assert first["step"] == second["step"] == 4
+    assert first["error"] == "cannot read image 'test/9.png' (image file is truncated)"
+    assert second["error"] == f"the main process's evaluation stopped: {first['error']}"
+    assert (tmp_path / "checkpoints" / "iter_00000004.pt").is_file()

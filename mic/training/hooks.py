@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mic.core.errors import CheckpointError, ConfigError, DatasetError
+from mic.core.errors import CheckpointError, ConfigError, DatasetError, MicError
 from mic.core.loop import AdaptationLoop, Hook
 from mic.training.batches import labelled_batch
 from mic.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
@@ -313,8 +313,28 @@ class Evaluation(Hook):
             self.run(loop)
 
     def run(self, loop: AdaptationLoop) -> dict[str, Any]:
-        """Score on the main process; every process receives the same record."""
-        record = broadcast_object(self.score(loop) if process_info().is_main else None)
+        """Score on the main process; every process receives the same record.
+
+        Raises:
+            DatasetError, ConfigError: what scoring raised (a bad test file, a metric without
+                the primary score); under ``torchrun`` every process raises it (the others
+                naming the main process; a RuntimeError for an error not of mic's), so that
+                none waits for a record that never comes.
+        """
+        info = process_info()
+        if not info.enabled:
+            record = self.score(loop)
+        else:
+            try:
+                found: Any = self.score(loop) if info.is_main else None
+            except Exception as e:
+                broadcast_object((type(e) if isinstance(e, MicError) else RuntimeError, str(e)))
+                raise
+            found = broadcast_object(found)
+            if isinstance(found, tuple):  # the main process's error
+                kind, message = found
+                raise kind(f"the main process's evaluation stopped: {message}")
+            record = found
         self.history.append(record)
         loop.emit(record)
         return record
