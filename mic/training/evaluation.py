@@ -36,8 +36,37 @@ def shown_metric(value: float, higher_is_better: bool = True, unit: str = "%") -
 
 def fresh_metric(task: Task, device: Any) -> Any:
     """``task.metric()`` on ``device``, computed in this process alone (a torchmetrics metric
-    does not wait for the other processes of a ``torchrun`` group)."""
+    does not wait for the other processes of a ``torchrun`` group).
+
+    Raises:
+        ConfigError: ``task.metric()`` returned a class rather than an instance of it, or
+            something without callable ``update`` and ``compute`` (a plain function, None).
+    """
     metric = task.metric()
+    kind = type(task).__name__
+    if isinstance(metric, type):
+        cls = metric.__name__
+        raise ConfigError(
+            f"{kind}.metric() returned the class {cls}, not an instance of it: return a fresh "
+            f"instance, {cls}(...) (e.g. `return MeanSquaredError()`, not `return "
+            "MeanSquaredError`), so that each evaluation accumulates its own scores for "
+            f"{kind}.primary_metric ({task.primary_metric!r})"
+        )
+    missing = [m for m in ("update", "compute") if not callable(getattr(metric, m, None))]
+    if missing:
+        if metric is None:
+            what = "None (does it lack a return statement?)"
+        elif callable(metric) and hasattr(metric, "__name__"):
+            what = f"the function {metric.__name__!r}"
+        else:
+            what = f"a {type(metric).__name__} object"
+        raise ConfigError(
+            f"{kind}.metric() returned {what}, which has no {' and no '.join(missing)} method: "
+            "metric() must return a fresh accumulator object with update(prediction, targets) "
+            "and compute() (compute() returning a dict of named scores or one scalar, e.g. a "
+            "torchmetrics Metric such as MeanSquaredError()), from which "
+            f"{kind}.primary_metric ({task.primary_metric!r}) is read"
+        )
     if isinstance(metric, nn.Module):
         metric = metric.to(device)
         for m in metric.modules():
@@ -83,9 +112,23 @@ def primary_score(task: Task, computed: Any) -> float:
     scores, or one scalar), as a float.
 
     Raises:
-        ConfigError: see ``primary_value``.
+        ConfigError: see ``primary_value``; or the primary score is not a number (None, a
+            string, a list: ``float()`` cannot take it). NaN is a number (a segmentation
+            whose labels are all ignored scores NaN).
     """
-    return float(to_python(primary_value(task, computed)))
+    value = to_python(primary_value(task, computed))
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        kind, name = type(task).__name__, task.primary_metric
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise ConfigError(
+            f"{kind}.metric() computes its primary metric {name!r} as a "
+            f"{type(value).__name__} ({shown}), not a number: let compute() return the primary "
+            "score as a float or a one-element tensor (NaN where nothing could be scored), or "
+            "set primary_metric to the key of such a score"
+        ) from None
 
 
 @torch.no_grad()
@@ -102,8 +145,9 @@ def evaluate(
     Raises:
         DatasetError: the loader yields no batch, unlabelled batches, or batches that are
             not ``(images, targets)`` pairs (dicts, triples: the message names them).
-        ConfigError: the metric's named scores lack ``task.primary_metric`` (see
-            ``primary_value``).
+        ConfigError: ``task.metric()`` is not an accumulator instance (see
+            ``fresh_metric``), or its named scores lack ``task.primary_metric`` or give it as
+            something other than one number (see ``primary_value``, ``primary_score``).
     """
     device = device or next(model.parameters()).device
     was_training = model.training

@@ -23,6 +23,7 @@ from mic.training.distributed import broadcast_object, gather_objects, process_i
 from mic.training.evaluation import (
     EMPTY_TEST,
     evaluate,
+    fresh_metric,
     recalibrated_batchnorm,
     shown_metric,
     tracked_batchnorms,
@@ -231,6 +232,10 @@ class Evaluation(Hook):
             that yields no batch, unlabelled batches, batches that are not ``(images,
             targets)`` pairs, or targets the task's ``check_targets`` refuses: found before
             training, not at the first evaluation.
+        ConfigError: (at ``before_run``, scoring the first batch with the student) a
+            ``Task.metric()`` that returns a class or an object without ``update`` and
+            ``compute``, or whose ``compute()`` lacks ``primary_metric`` or gives it as
+            something other than one number: found before training as well.
     """
 
     def __init__(
@@ -278,11 +283,22 @@ class Evaluation(Hook):
         return f"adabn:{self.adabn_batches}" if self.adabn_batches > 0 else "train-statistics"
 
     def before_run(self, loop: AdaptationLoop) -> None:
-        """Check the labelled loader's first batch (labelled, a pair, targets the task takes),
-        so that a wrong test set stops the run before training rather than at the first
-        evaluation (with ``interval=0``: after all of training). The random generators that
-        starting the loader draws from are left as they were."""
+        """Check the labelled loader's first batch (labelled, a pair, targets the task takes)
+        and score it with the student as ``evaluate`` does (the task's metric an accumulator
+        instance whose ``compute()`` gives ``primary_metric`` as one number), so that a wrong
+        test set or a broken ``Task.metric()`` stops the run before training rather than at
+        the first evaluation (with ``interval=0``: after all of training). Without a labelled
+        loader, only what ``Task.metric()`` returns is checked.
+
+        Training is left as it was: the random generators that starting the loader (or the
+        scoring) draws from are put back, and the student is scored without gradients, in
+        eval mode (BatchNorm statistics untouched), then put back in its mode; no AdaBN. Called
+        without a loop (``loop=None``), the batch is checked but not scored."""
+        student = getattr(loop, "student", None)
         if self.loader is None:
+            if student is not None:
+                with preserved_rng():
+                    fresh_metric(self.task, loop.device)
             return
         sampler = getattr(self.loader, "sampler", None)
         generators = [
@@ -301,6 +317,9 @@ class Evaluation(Hook):
             raise DatasetError(EMPTY_TEST)
         _, targets = labelled_batch(batch, "the Evaluation hook's loader")
         self.task.check_targets(targets)
+        if student is not None:
+            with preserved_rng():
+                evaluate(self.task, student, [batch], loop.device)
 
     def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
         if _due(loop.step, self.interval, loop.iterations) or loop.step in self.at:

@@ -1,0 +1,282 @@
+"""A Task of one's own whose ``metric()`` is broken stops the run before training (the
+Evaluation hook scores its test loader's first batch at ``before_run``), not at the first
+evaluation, which with ``interval=0`` comes after all of training."""
+
+import math
+import re
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import mic
+from mic.core.errors import ConfigError
+from mic.training import LabelFreeValidation
+from mic.training.evaluation import fresh_metric, primary_score
+
+ITERATIONS = 3
+
+
+class Regression(mic.Task):
+    """One number per image; its metric is the mean squared error (lower is better)."""
+
+    num_classes = 1
+    primary_metric = "mse"
+    higher_is_better = False
+
+    def loss(self, model, images, targets, weights=None, rng=None):
+        return ((model(images).squeeze(1) - targets.float()) ** 2).mean()
+
+    def predict(self, model, images):
+        return model(images).squeeze(1)
+
+    def pseudo_label(self, prediction):
+        return mic.PseudoLabels(prediction, torch.ones_like(prediction))
+
+    def metric(self):
+        from torchmetrics import MeanSquaredError
+
+        return MeanSquaredError()
+
+
+class ReturnsTheClass(Regression):
+    """``return MeanSquaredError`` without ``()``."""
+
+    def metric(self):
+        from torchmetrics import MeanSquaredError
+
+        return MeanSquaredError
+
+
+class ReturnsAFunction(Regression):
+    """A plain function of prediction and targets, not an accumulator."""
+
+    def metric(self):
+        def mse(prediction, targets):
+            return ((prediction - targets) ** 2).mean()
+
+        return mse
+
+
+class ComputesAnotherName(Regression):
+    """``primary_metric`` names a score that ``compute()`` does not return."""
+
+    def metric(self):
+        from torchmetrics import MeanSquaredError, MetricCollection
+
+        return MetricCollection({"error": MeanSquaredError()})
+
+
+class Fixed:
+    """An accumulator whose ``compute()`` gives ``{"mse": value}``."""
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+    def update(self, prediction, targets) -> None:
+        pass
+
+    def compute(self):
+        return {"mse": self.value}
+
+
+class ComputesNotANumber(Regression):
+    def __init__(self, value) -> None:
+        self.value = value
+
+    def metric(self):
+        return Fixed(self.value)
+
+
+def regressor() -> nn.Module:
+    """A tiny model with BatchNorm (running statistics) and dropout (global random draws)."""
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 1),
+    )
+
+
+def loaders(task):
+    """Source, target and test loaders; all shuffled from the global generator (a check that
+    drew from it would change the order of every later batch)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 3, 8, 8, generator=g)
+    y = x.mean((1, 2, 3)) * 10
+    source = DataLoader(TensorDataset(x, y), 4, shuffle=True, collate_fn=task.collate)
+    target = DataLoader(list(x + 0.5), 4, shuffle=True, collate_fn=task.collate)
+    test = DataLoader(TensorDataset(x + 0.5, y), 8, shuffle=True, collate_fn=task.collate)
+    return source, target, test
+
+
+def adaptation_loop(task, source, target, hooks=(), seed=0) -> mic.AdaptationLoop:
+    torch.manual_seed(seed)
+    model = regressor()
+    optimizer = torch.optim.SGD(model.parameters(), 0.1)
+    return mic.AdaptationLoop(
+        task, model, mic.source_only(), optimizer, source, target, ITERATIONS, hooks=hooks
+    )
+
+
+def stopped_before_training(task, match: str, interval: int = 0) -> str:
+    """Run ``task`` with an Evaluation hook whose first evaluation would come only at the end;
+    assert it stops with a ConfigError before the first iteration; return the message."""
+    source, target, test = loaders(task)
+    evaluation = mic.Evaluation(task, test, interval=interval, models="student")
+    loop = adaptation_loop(task, source, target, hooks=[evaluation])
+    with pytest.raises(ConfigError, match=match) as error:
+        loop.run()
+    assert loop.step == 0  # no iteration ran
+    assert evaluation.history == []
+    return str(error.value)
+
+
+# ---------------------------------------------------------------- each broken metric, at a run
+@pytest.mark.parametrize("interval", [0, ITERATIONS])
+def test_a_metric_returned_as_a_class_stops_the_run_before_training(interval):
+    message = stopped_before_training(
+        ReturnsTheClass(),
+        r"ReturnsTheClass\.metric\(\) returned the class MeanSquaredError,",
+        interval,
+    )
+    assert "return a fresh instance, MeanSquaredError(...)" in message
+    assert "`return MeanSquaredError()`, not `return MeanSquaredError`" in message
+    assert "ReturnsTheClass.primary_metric ('mse')" in message
+
+
+def test_a_metric_returned_as_a_plain_function_stops_the_run_before_training():
+    message = stopped_before_training(
+        ReturnsAFunction(),
+        r"ReturnsAFunction\.metric\(\) returned the function 'mse', which has no update and "
+        r"no compute method",
+    )
+    assert "must return a fresh accumulator object with update(prediction, targets)" in message
+    assert "torchmetrics Metric such as MeanSquaredError()" in message
+    assert "ReturnsAFunction.primary_metric ('mse')" in message
+
+
+def test_a_primary_metric_that_compute_does_not_return_stops_the_run_before_training():
+    # the message of primary_value, unchanged, but before the first iteration
+    message = stopped_before_training(
+        ComputesAnotherName(),
+        r"ComputesAnotherName\.primary_metric is 'mse', but ComputesAnotherName\.metric\(\) "
+        r"computes no score of that name \(its compute\(\) returns 'error'\)",
+    )
+    assert "Set primary_metric to the key of the score that ranks checkpoints" in message
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"), [(None, "NoneType"), ("n/a", "str"), ([0.5, 0.25], "list")]
+)
+def test_a_primary_score_that_is_not_a_number_stops_the_run_before_training(value, kind):
+    message = stopped_before_training(
+        ComputesNotANumber(value),
+        rf"ComputesNotANumber\.metric\(\) computes its primary metric 'mse' as a {kind} "
+        rf"\({re.escape(repr(value))}\), not a number",
+    )
+    assert "let compute() return the primary score as a float or a one-element tensor" in message
+    assert "or set primary_metric to the key of such a score" in message
+
+
+def test_without_a_labelled_loader_what_metric_returns_is_checked_before_training():
+    task = ReturnsTheClass()
+    source, target, _ = loaders(task)
+    validation = LabelFreeValidation(["masked_agreement"], target, batches=1)
+    evaluation = mic.Evaluation(task, None, models="student", validation=validation)
+    loop = adaptation_loop(task, source, target, hooks=[evaluation])
+    with pytest.raises(ConfigError, match=r"ReturnsTheClass\.metric\(\) returned the class"):
+        loop.run()
+    assert loop.step == 0
+
+
+# ---------------------------------------------------------------- fresh_metric, primary_score
+def test_fresh_metric_refuses_a_class_a_function_and_none_and_takes_an_instance():
+    with pytest.raises(ConfigError, match=r"returned the class MeanSquaredError, not an instance"):
+        fresh_metric(ReturnsTheClass(), "cpu")
+    with pytest.raises(ConfigError, match=r"returned the function 'mse', which has no update"):
+        fresh_metric(ReturnsAFunction(), "cpu")
+
+    class ReturnsNothing(Regression):
+        def metric(self):
+            pass
+
+    with pytest.raises(ConfigError, match=r"returned None \(does it lack a return statement"):
+        fresh_metric(ReturnsNothing(), "cpu")
+
+    class UpdateOnly:
+        def update(self, prediction, targets) -> None:
+            pass
+
+    class ReturnsUpdateOnly(Regression):
+        def metric(self):
+            return UpdateOnly()
+
+    with pytest.raises(ConfigError, match=r"returned a UpdateOnly object, which has no compute "):
+        fresh_metric(ReturnsUpdateOnly(), "cpu")
+    from torchmetrics import MeanSquaredError
+
+    assert isinstance(fresh_metric(Regression(), "cpu"), MeanSquaredError)
+    assert isinstance(fresh_metric(ComputesNotANumber(1.0), "cpu"), Fixed)
+
+
+def test_primary_score_refuses_what_is_not_a_number_and_keeps_nan():
+    task = Regression()
+    for value in (None, "n/a", [0.5, 0.25], {"a": 1.0}):
+        with pytest.raises(ConfigError, match=r"Regression\.metric\(\) computes its primary"):
+            primary_score(task, {"mse": value})
+    with pytest.raises(ConfigError, match=r"as a str \('n/a'\), not a number"):
+        primary_score(task, "n/a")  # one scalar, not a dict
+    long = primary_score.__name__ * 20
+    with pytest.raises(ConfigError, match=r"as a str \('primary_score.*\.\.\.\), not a number"):
+        primary_score(task, {"mse": long})  # a long value is cut short
+    assert primary_score(task, {"mse": torch.tensor(0.25)}) == 0.25
+    assert primary_score(task, torch.tensor([0.5])) == 0.5
+    assert primary_score(task, {"mse": 1}) == 1.0
+    assert math.isnan(primary_score(task, {"mse": torch.tensor(float("nan"))}))  # all ignored
+    with pytest.raises(ConfigError, match=r"primary_metric is 'mse', but"):  # unchanged
+        primary_score(task, {"error": 0.5})
+
+
+# ---------------------------------------------------------------- training left unchanged
+def test_the_check_leaves_training_bitwise_unchanged():
+    task = Regression()
+    source, target, _ = loaders(task)
+    plain = adaptation_loop(task, source, target)
+    plain.run()
+    source, target, test = loaders(task)
+    evaluation = mic.Evaluation(task, test, interval=ITERATIONS, models="student")
+    checked = adaptation_loop(task, source, target, hooks=[evaluation])
+    checked.run()
+    assert [r["step"] for r in evaluation.history] == [ITERATIONS]  # scored at the end only
+    assert math.isfinite(evaluation.history[0]["eval/student/mse"])
+    ours, theirs = plain.student.state_dict(), checked.student.state_dict()
+    assert ours.keys() == theirs.keys()
+    for name, tensor in ours.items():
+        assert torch.equal(tensor, theirs[name]), name
+
+
+def test_the_check_scores_without_touching_the_student_or_the_random_generators():
+    task = Regression()
+    source, target, test = loaders(task)
+    evaluation = mic.Evaluation(task, test, models="student")
+    loop = adaptation_loop(task, source, target, hooks=[evaluation])
+    loop.student.train()
+    with torch.no_grad():  # running statistics that are not the defaults
+        loop.student[1].running_mean.fill_(0.3)
+        loop.student[1].running_var.fill_(2.0)
+    before = {k: v.clone() for k, v in loop.student.state_dict().items()}
+    torch.manual_seed(5)
+    evaluation.before_run(loop)
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(torch.rand(3), after)  # no global random draw left behind
+    assert loop.student.training
+    assert all(p.grad is None for p in loop.student.parameters())
+    for name, tensor in loop.student.state_dict().items():  # BatchNorm statistics included
+        assert torch.equal(tensor, before[name]), name
+    assert evaluation.history == []  # a check, not an evaluation record
