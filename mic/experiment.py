@@ -274,6 +274,24 @@ def validator_names(cfg: DictConfig) -> list[str]:
     return [str(names)] if isinstance(names, str) else [str(n) for n in names]
 
 
+def check_task(task: Any) -> None:
+    """Raise ``ConfigError`` when ``cfg.task`` built no ``mic.Task`` with the attributes the
+    run reads: ``num_classes`` (a whole number >= 1) and ``primary_metric`` (text)."""
+    kind = type(task).__name__
+    if not isinstance(task, Task):
+        raise ConfigError(f"task._target_ built a {kind}, not a mic.Task (a subclass of it)")
+    n = getattr(task, "num_classes", None)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        got = "has none" if n is None else f"is {n!r}"
+        raise ConfigError(
+            f"{kind}.num_classes {got}: a Task says how many classes its model predicts (a "
+            "whole number >= 1; 1 for a task without classes, e.g. regression), as a class "
+            "attribute or set in __init__ (e.g. from task.num_classes=${dataset.num_classes})"
+        )
+    if not isinstance(getattr(task, "primary_metric", None), str):
+        raise ConfigError(f"{kind}.primary_metric must be the name of a score (text)")
+
+
 def best_metric_key(cfg: DictConfig, task: Task) -> str:
     """The evaluation record key that ``best.pt`` follows: ``checkpoint.best_by`` (a
     validator of ``eval.validators``, or null / the primary metric for the labelled target
@@ -348,6 +366,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     task: Task = instantiate(cfg.task)
+    check_task(task)
     make_validators(validator_names(cfg))  # config errors before any data is read
     # the same for the method's settings (a mask ratio of 1.5): built once to check them, with
     # the random state restored, and built for good after the model, where its draws belong
@@ -392,9 +411,12 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
     student: nn.Module = instantiate(cfg.model)
     model_classes = getattr(student, "num_classes", task.num_classes)
     if model_classes != task.num_classes:
+        given = OmegaConf.to_container(cfg.task).get("num_classes")  # type: ignore[union-attr]
+        read = given == "${dataset.num_classes}" and cfg.task.num_classes == task.num_classes
+        same = "${dataset.num_classes}" if read else task.num_classes  # the task's own count
         raise ConfigError(
             f"the model predicts {model_classes} classes but the task has {task.num_classes}; "
-            "set model.num_classes to ${dataset.num_classes}"
+            f"set model.num_classes to {same}"
         )
     resume_from = find_resume_checkpoint(cfg.get("resume"), run_dir)
     if cfg.get("init_from") and resume_from is None:  # a resumed run loads its own weights

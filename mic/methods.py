@@ -13,6 +13,7 @@ from mic.core.masking import Augmentation
 from mic.core.method import UDAMethod
 from mic.core.terms import ConsistencyLoss, LossTerm, sum_parts
 from mic.core.weighting import QUALITY_THRESHOLD, WeightingMode
+from mic.training.batches import require_targets
 
 
 class SourceSupervision(LossTerm):
@@ -30,6 +31,13 @@ class SourceSupervision(LossTerm):
         self.part_weights = dict(part_weights or {})
 
     def forward(self, ctx: IterationContext) -> Tensor:
+        """The source loss.
+
+        Raises:
+            DatasetError: the source batch has no targets (an unlabelled source loader).
+        """
+        if isinstance(ctx.source_images, Tensor):  # other structures: the Task names them
+            require_targets(ctx.source_targets)  # before a task of one's own meets None
         loss = ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets, rng=ctx.rng)
         return sum_parts(loss, self.part_weights)
 

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from mic.experiment import load_config, run_experiment
+from mic.tasks.classification import ClassificationTask
 from mic.training import per_process_batch_size
 from tests.cli import run_mic_train
 from tests.det_helpers import TINY_DET
@@ -214,6 +215,23 @@ def two_sizes(**kwargs):
     ds = DigitsDomain(**kwargs)
     pad = torch.nn.functional.pad
     return [ds[i] if i % 2 else pad(ds[i], (0, 1)) for i in range(len(ds))]
+
+
+class NoClassCount(ClassificationTask):
+    """A task of one's own that never sets num_classes."""
+
+    def __init__(self, **config) -> None:  # takes the config's keys, keeps none
+        pass
+
+
+class FiveClasses(ClassificationTask):
+    """A task of one's own with its class count fixed (the config's is not read)."""
+
+    def __init__(self, **config) -> None:
+        super().__init__(5)
+
+    def check_datasets(self, datasets) -> None:  # its own data check, without class counts
+        pass
 
 
 #: a few tiny street scenes for the segmentation cases that fail in the first iteration
@@ -467,6 +485,18 @@ CASES = [
         "a misspelled experiment of one's own config folder (--config-dir)",
         lambda t, r: ["--config-dir", str(_own_experiment(t)), "experiment=mien"],
         "unknown experiment 'mien'. Did you mean: mine?",
+    ),
+    (
+        "task-without-num-classes",
+        "a task of one's own without num_classes",
+        lambda t, r: ["task._target_=tests.test_bad_input.NoClassCount"],
+        "NoClassCount.num_classes has none: a Task says how many classes its model predicts",
+    ),
+    (
+        "task-own-class-count",
+        "a task of one's own whose class count is not the dataset's (the model follows the data)",
+        lambda t, r: ["task._target_=tests.test_bad_input.FiveClasses"],
+        "the model predicts 10 classes but the task has 5; set model.num_classes to 5",
     ),
     (
         "config-searchpath-added",

@@ -183,10 +183,12 @@ def test_the_loop_applies_every_term_weight_to_its_loss_and_parts():
     [
         (
             lambda loss: loss.expand(4),
-            r"'custom' returned 'custom' of shape \(4,\); a term returns a",
+            r"'custom' \(or the Task.loss it calls\) returned 'custom' as a shape \(4,\); a "
+            "term returns a",
         ),
-        (lambda loss: None, r"returned 'custom' of None"),
-        (lambda loss: {"part": "x"}, r"returned 'part' of 'x'"),
+        (lambda loss: None, r"returned 'custom' as a NoneType"),
+        (lambda loss: {"part": "x"}, r"returned 'part' as a str"),
+        (lambda loss: (loss, 1), r"returned 'custom' as a tuple"),
     ],
 )
 def test_a_term_that_returns_no_scalar_is_named(make, match):
@@ -241,8 +243,23 @@ def test_pseudo_labels_in_another_layout_than_their_labels_are_refused():
         ConfigError, match=r"confidence has the layout \(4, 1\) and their labels \(4,\)"
     ):
         PseudoLabels(labels, torch.ones(4, 1))
-    with pytest.raises(ConfigError, match=r"valid has the layout 3 and their labels 2"):
+    with pytest.raises(ConfigError, match=r"valid has the layout \[3\] and their labels \[2\]"):
         PseudoLabels([{}, {}], [torch.ones(1)] * 2, valid=[torch.ones(1)] * 3)
+    # another kind than the labels': a list for tensor labels, a number
+    with pytest.raises(
+        ConfigError, match=r"confidence has the layout \[4\] and their labels \(4,\)"
+    ):
+        PseudoLabels(labels, list(torch.ones(4)))
+    with pytest.raises(ConfigError, match=r"confidence has the layout float and their labels"):
+        PseudoLabels(labels, 0.9)
+    # labels of a task's own kind (a dict) take any tensor or list of confidences
+    PseudoLabels({"value": torch.zeros(4)}, torch.ones(4))
+
+
+def test_pseudo_label_confidence_with_nan_is_named_with_its_count():
+    confidence = torch.tensor([0.5, float("nan"), 0.9])
+    with pytest.raises(ConfigError, match=r"in \[0, 1\] \(Task.pseudo_label\), got 1 NaN of 3"):
+        PseudoLabels(torch.zeros(3, dtype=torch.long), confidence).check_confidence()
 
 
 def test_forever_cycles_epochs_and_reports_empty_loaders():

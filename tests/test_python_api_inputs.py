@@ -405,3 +405,72 @@ def test_a_teacher_of_another_architecture_is_named_at_its_first_update():
     teacher = mic.EMATeacher(other, 0.9)
     with pytest.raises(ConfigError, match="the teacher is not the student's architecture"):
         teacher.update(student, 0)
+
+
+# ---------------------------------------------------------------- a task of one's own
+class _OwnTask(mic.Task):
+    """A task of one's own on the base Task's collate: class scores, a plain cross-entropy."""
+
+    num_classes = K
+
+    def loss(self, model, images, targets, weights=None, rng=None):
+        return nn.functional.cross_entropy(model(images), targets)
+
+    def predict(self, model, images):
+        return model(images).softmax(1)
+
+    def pseudo_label(self, prediction):
+        confidence, labels = prediction.max(1)
+        return mic.PseudoLabels(labels, confidence)
+
+    def metric(self):
+        from torchmetrics.classification import MulticlassAccuracy
+
+        return MulticlassAccuracy(K)
+
+
+@pytest.mark.parametrize(
+    "sample, named",
+    [
+        ({"image": torch.zeros(3, 4, 4), "label": 1}, "batch to a dict, not an image tensor"),
+        ((torch.zeros(3, 4, 4), 1, 7), "batch to a list, not an image tensor"),
+        ((torch.zeros(3, 4, 4, dtype=torch.float64), 1), "torch.float64 images, but models take"),
+    ],
+)
+def test_the_base_collate_names_samples_a_model_cannot_take(sample, named):
+    with pytest.raises(DatasetError, match=named):
+        _OwnTask().collate([sample, sample])
+
+
+def test_an_unlabelled_source_is_named_before_a_loss_of_ones_own_meets_none():
+    task = _OwnTask()
+    unlabelled = DataLoader(data(labelled=False), 4, collate_fn=task.collate)
+    with pytest.raises(DatasetError, match="the task's loss got images without targets"):
+        run(task, unlabelled, unlabelled)
+
+
+class _TuplePseudoLabels(_OwnTask):
+    def pseudo_label(self, prediction):
+        confidence, labels = prediction.max(1)
+        return labels, confidence
+
+
+def test_pseudo_label_returning_no_pseudo_labels_is_named():
+    task = _TuplePseudoLabels()
+    source = DataLoader(data(), 4, collate_fn=task.collate)
+    target = DataLoader(data(labelled=False), 4, collate_fn=task.collate)
+    model = net()
+    loop = mic.AdaptationLoop(
+        task, model, mic.mean_teacher(), torch.optim.SGD(model.parameters(), 0.1), source,
+        target, 2, teacher=mic.EMATeacher(model, 0.9),
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"Task\.pseudo_label returned a tuple, not mic\.Pseudo"):
+        loop.run()
+
+
+def test_a_loss_part_that_is_no_scalar_is_named():
+    from mic.core.terms import sum_parts
+
+    with pytest.raises(ConfigError, match=r"Task.loss's part 'mse' is a shape \(8,\), not a sc"):
+        sum_parts({"mse": torch.ones(8), "other": torch.ones(())}, None)
+    assert sum_parts({"a": torch.ones(()), "b": torch.ones(1)}, None) == 2

@@ -171,6 +171,9 @@ class IterationContext:
                 )
             prediction = self.teacher.predict(self.task, self.target_images)
             self._pseudo = self.task.pseudo_label(prediction)
+            if not isinstance(self._pseudo, PseudoLabels):
+                kind = type(self._pseudo).__name__
+                raise ConfigError(f"Task.pseudo_label returned a {kind}, not mic.PseudoLabels")
             if self.step == self.adaptation_start:  # one look at the values, not every step
                 self._pseudo.check_confidence()
         return self._pseudo

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
 from torch import Tensor, nn
 
 from mic.core.batch import collate_pairs, select_images
@@ -37,13 +38,16 @@ class PseudoLabels:
     def __post_init__(self) -> None:
         """Raise ``ConfigError`` when ``confidence`` or ``valid`` is not in the labels' layout
         (the same shape as tensor labels, one entry per image as list labels)."""
-        size = lambda x: tuple(x.shape) if isinstance(x, Tensor) else len(x)  # noqa: E731
+        labels = _layout(self.labels)
         for name in ("confidence", "valid"):
             x = getattr(self, name)
-            if x is not None and type(x) is type(self.labels) and size(x) != size(self.labels):
+            if x is None or (isinstance(labels, str) and isinstance(x, (Tensor, list, tuple))):
+                continue  # labels of the task's own kind (e.g. a dict): no layout to compare
+            if _layout(x) != labels:
                 raise ConfigError(
-                    f"pseudo-labels' {name} has the layout {size(x)} and their labels "
-                    f"{size(self.labels)}: a Task's pseudo_label gives one per label"
+                    f"pseudo-labels' {name} has the layout {_layout(x)} and their labels "
+                    f"{labels} (a tensor's shape, [n] for a list of n): a Task's pseudo_label "
+                    "gives one per label, a tensor for tensor labels, a list for a list"
                 )
         if self.keep is not None and len(self.keep) != len(self.labels):
             raise ConfigError(
@@ -58,6 +62,7 @@ class PseudoLabels:
         for c in parts:
             if not c.is_floating_point() or (c.numel() and not 0 <= c.min() <= c.max() <= 1):
                 got = f"{c.dtype} in [{c.min():.3g}, {c.max():.3g}]" if c.numel() else c.dtype
+                got = f"{int(c.isnan().sum())} NaN of {c.numel()}" if c.isnan().any() else got
                 raise ConfigError(
                     f"pseudo-label confidence must be float probabilities in "
                     f"[0, 1] (Task.pseudo_label), got {got}"
@@ -73,6 +78,12 @@ class PseudoLabels:
         pick = lambda x: None if x is None else select_images(x, keep)  # noqa: E731
         rest = PseudoLabels(pick(self.labels), pick(self.confidence), pick(self.valid))
         return (*(pick(x) for x in per_image), rest)
+
+
+def _layout(x: Any) -> Any:
+    """A tensor's shape, ``[n]`` for a list or tuple of n, else the type's name."""
+    kind = [len(x)] if isinstance(x, (list, tuple)) else type(x).__name__
+    return tuple(x.shape) if isinstance(x, Tensor) else kind
 
 
 def check_num_classes(num_classes: int, datasets: Mapping[str, Any]) -> None:
@@ -161,13 +172,25 @@ class Task(ABC):
         check_num_classes(self.num_classes, datasets)
 
     def collate(self, samples: list[Any]) -> Any:
-        """Batch samples (images or ``(image, target)`` pairs), targets checked.
+        """Batch samples (images, ``(image,)`` or ``(image, target)`` pairs), targets checked.
 
         Raises:
-            DatasetError: images that are not float, of different sizes, or bad targets.
+            DatasetError: samples that are not images or pairs, images that are not float
+                (or float64), of different sizes, or bad targets.
         """
-        images, targets = collate_pairs(samples)
-        if isinstance(images, Tensor) and not images.is_floating_point():
+        one = [s[0] if isinstance(s, (tuple, list)) and len(s) == 1 else s for s in samples]
+        images, targets = collate_pairs(one)  # 1-tuples (``TensorDataset(x)``) are images
+        if not isinstance(images, Tensor):  # e.g. dicts, (image, target, index) triples
+            raise DatasetError(
+                f"the dataset's samples batch to a {type(images).__name__}, not an image tensor: "
+                "a sample is an image or an (image, target) pair (or collate them yourself)"
+            )
+        if images.dtype == torch.float64:
+            raise DatasetError(
+                "the dataset yields torch.float64 images, but models take float32 images: "
+                "convert them in its transform (x.float())"
+            )
+        if not images.is_floating_point():
             raise DatasetError(
                 f"the dataset yields {images.dtype} images, but models take float images; "
                 "convert them in its transform (e.g. torchvision's ToTensor, or "

@@ -26,7 +26,7 @@ def sum_parts(
 
     Raises:
         ConfigError: ``part_weights`` (made by the option ``setting``) names a part the loss
-            does not have.
+            does not have, or a part is not a scalar tensor.
     """
     weights = dict(part_weights or {})
     names = sorted(loss) if isinstance(loss, Mapping) else None
@@ -36,6 +36,10 @@ def sum_parts(
         raise ConfigError(f"{setting} name {unknown}, which the task's loss does not have; {has}")
     if not isinstance(loss, Mapping):
         return loss
+    for k, v in loss.items():
+        if not isinstance(v, Tensor) or v.numel() != 1:
+            got = f"shape {tuple(v.shape)}" if isinstance(v, Tensor) else type(v).__name__
+            raise ConfigError(f"Task.loss's part {k!r} is a {got}, not a scalar tensor")
     parts = [weights.get(k, 1.0) * v for k, v in loss.items() if weights.get(k, 1.0) != 0]
     if not parts:
         return next(iter(loss.values())).new_zeros(())
