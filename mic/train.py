@@ -58,7 +58,15 @@ def user_error(exc: BaseException) -> str | None:
                 isinstance(cause, (TypeError, ValueError, ImportError, AttributeError))
                 or cause is None
             ):
-                return _one_paragraph(f"cannot build an object from the config: {seen}")
+                missing = [e for e in exception_chain(exc) if isinstance(e, ModuleNotFoundError)]
+                where = (
+                    f" ({missing[-1]}: mic-train imports a _target_ from the current folder, "
+                    f"{os.getcwd()}, and from installed packages; run it from the folder that "
+                    "holds your module, or install it)"
+                    if missing
+                    else ""
+                )
+                return _one_paragraph(f"cannot build an object from the config: {seen}{where}")
     return None
 
 

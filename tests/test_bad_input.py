@@ -493,6 +493,12 @@ CASES = [
         "NoClassCount.num_classes has none: a Task says how many classes its model predicts",
     ),
     (
+        "task-module-not-found",
+        "a task of one's own whose module is not importable from where mic-train runs",
+        lambda t, r: ["task._target_=my_tasks.Regression"],
+        "(No module named 'my_tasks': mic-train imports a _target_ from the current folder, ",
+    ),
+    (
         "task-own-class-count",
         "a task of one's own whose class count is not the dataset's (the model follows the data)",
         lambda t, r: ["task._target_=tests.test_bad_input.FiveClasses"],
