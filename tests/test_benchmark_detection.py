@@ -42,10 +42,27 @@ def test_warm_up_takes_the_overrides_a_source_only_run_can_take():
     assert cfg.dataset.beta == 0.03 and not cfg.method.terms.get("mic")
 
 
+def test_foreground_only_zeroes_the_background_of_pseudo_labelled_images_and_is_undone():
+    import torch
+
+    from mic.tasks.detection import model
+
+    original = model.sample_weights
+    target = {"boxes": torch.zeros(2, 4), "weights": torch.tensor([0.5, 0.9])}
+    matched, foreground = torch.tensor([0, -1, 1, -1]), torch.tensor([True, False, True, False])
+    with detection_ablation.foreground_only():
+        weights = model.sample_weights(target, matched, foreground)
+        source = model.sample_weights({"boxes": target["boxes"]}, matched, foreground)
+    assert weights.tolist() == [0.5, 0.0, 0.8999999761581421, 0.0]
+    assert source.tolist() == [1.0] * 4  # source images (no weights) keep weight 1
+    assert model.sample_weights is original
+    assert original(target, matched, foreground)[1] == pytest.approx(0.7)  # the mean, as before
+
+
 @pytest.mark.parametrize("variant", sorted(detection_ablation.VARIANTS))
 def test_each_ablation_variant_composes_and_builds_its_mic_term(variant):
     method, extra, flags, what = detection_ablation.VARIANTS[variant]
-    assert what and set(flags) <= {"running_norm"}
+    assert what and set(flags) <= {"running_norm", "foreground_only"}
     cfg = load_config(["experiment=det_context", *detection.METHODS[method], *extra, "device=cpu"])
     if method == "sada":
         assert not cfg.method.terms.get("mic")
