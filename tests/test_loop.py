@@ -252,8 +252,11 @@ def test_pseudo_labels_in_another_layout_than_their_labels_are_refused():
         PseudoLabels(labels, list(torch.ones(4)))
     with pytest.raises(ConfigError, match=r"confidence has the layout float and their labels"):
         PseudoLabels(labels, 0.9)
-    # labels of a task's own kind (a dict) take any tensor or list of confidences
+    # labels of a task's own kind (a dict, a tuple of heads) take any tensor or list
     PseudoLabels({"value": torch.zeros(4)}, torch.ones(4))
+    PseudoLabels((labels, torch.zeros(4, 2)), torch.ones(4), valid=[torch.ones(4)] * 2)
+    with pytest.raises(ConfigError, match=r"confidence has the layout str and their labels \[1\]"):
+        PseudoLabels((labels,), "high")
 
 
 def test_pseudo_label_confidence_with_nan_is_named_with_its_count():

@@ -37,12 +37,12 @@ class PseudoLabels:
 
     def __post_init__(self) -> None:
         """Raise ``ConfigError`` when ``confidence`` or ``valid`` is not in the labels' layout
-        (the same shape as tensor labels, one entry per image as list labels)."""
-        labels = _layout(self.labels)
+        (tensor labels' shape, one per image of list labels; other labels: a tensor or list)."""
+        labels, own = _layout(self.labels), not isinstance(self.labels, (Tensor, list))
         for name in ("confidence", "valid"):
             x = getattr(self, name)
-            if x is None or (isinstance(labels, str) and isinstance(x, (Tensor, list, tuple))):
-                continue  # labels of the task's own kind (e.g. a dict): no layout to compare
+            if x is None or (own and isinstance(x, (Tensor, list, tuple))):
+                continue  # labels of the task's own kind (a dict, a tuple): nothing to compare
             if _layout(x) != labels:
                 raise ConfigError(
                     f"pseudo-labels' {name} has the layout {_layout(x)} and their labels "
