@@ -137,6 +137,25 @@ VARIANTS: dict[str, tuple[str, list[str], list[str], str]] = {
         "the student weighting with the two changes that each narrowed the unweighted term's "
         "gap to SADA by about 2 points in 3 of 3 seeds: 16 px blocks, the ROI classifier alone",
     ),
+    "combined_alpha099": (
+        "sada_mic",
+        [
+            f"{MIC}.weighting=student",
+            f"{MIC}.masker.block_size=16",
+            f"+{MIC}.part_weights.rpn_objectness=0.0",
+            "teacher.alpha=0.99",
+        ],
+        [],
+        "`student_combined` with a slower teacher (EMA decay 0.99, published for detection "
+        "0.9): pseudo-boxes averaged over about 100 iterations instead of 10",
+    ),
+    "sada_ema099": (
+        "sada_ema",
+        ["teacher.alpha=0.99"],
+        [],
+        "SADA (no MIC) with an EMA of its student at decay 0.99 scored beside it: the teacher "
+        "column that `combined_alpha099`'s teacher is compared to (weight averaging alone)",
+    ),
     "combined_foreground": (
         "sada_mic",
         [

@@ -64,7 +64,11 @@ def test_each_ablation_variant_composes_and_builds_its_mic_term(variant):
     method, extra, flags, what = detection_ablation.VARIANTS[variant]
     assert what and set(flags) <= {"running_norm", "foreground_only"}
     cfg = load_config(["experiment=det_context", *detection.METHODS[method], *extra, "device=cpu"])
-    if method == "sada":
+    for o in extra:  # a change of the teacher reached its config
+        if o.startswith("teacher."):
+            key, value = o.split("=")
+            assert cfg.teacher[key.split(".")[-1]] == pytest.approx(float(value))
+    if method in ("sada", "sada_ema"):
         assert not cfg.method.terms.get("mic")
         return
     term = instantiate(cfg.method.terms.mic)
