@@ -10,6 +10,7 @@ torchrun --nproc_per_node=4 -m mic.train    # data parallel on 4 GPUs
 from __future__ import annotations
 
 import importlib.resources
+import importlib.util
 import logging
 import os
 import re
@@ -58,16 +59,30 @@ def user_error(exc: BaseException) -> str | None:
                 isinstance(cause, (TypeError, ValueError, ImportError, AttributeError))
                 or cause is None
             ):
-                missing = [e for e in exception_chain(exc) if isinstance(e, ModuleNotFoundError)]
-                where = (
-                    f" ({missing[-1]}: mic-train imports a _target_ from the current folder, "
-                    f"{os.getcwd()}, and from installed packages; run it from the folder that "
-                    "holds your module, or install it)"
-                    if missing
-                    else ""
-                )
+                target = re.search(r"Error locating target '([\w.]+)'", str(seen))
+                imports = [e for e in exception_chain(exc) if isinstance(e, ImportError)]
+                where = _import_hint(target.group(1), imports[-1]) if target and imports else ""
                 return _one_paragraph(f"cannot build an object from the config: {seen}{where}")
     return None
+
+
+def _import_hint(path: str, error: ImportError) -> str:
+    """What a ``_target_`` of ``path`` that Hydra could not import lacks: its module (with
+    where mic-train imports from), a name in its module, or a module it imports itself."""
+    parts, name = path.split("."), str(getattr(error, "name", "") or "")
+    if name != parts[0] and not name.startswith(f"{parts[0]}."):  # a module the target imports
+        return f" ({error})"
+    for n in range(len(parts) - 1, 0, -1):
+        module = ".".join(parts[:n])
+        try:
+            if importlib.util.find_spec(module) is not None:
+                return f" (module {module!r} has no {'.'.join(parts[n:])!r})"
+        except ImportError:
+            continue
+    return (
+        f" ({error}: mic-train imports a _target_ from the current folder, {os.getcwd()}, and "
+        "from installed packages; run it from the folder that holds your module, or install it)"
+    )
 
 
 def _subclasses(cls: type) -> list[type]:

@@ -499,6 +499,18 @@ CASES = [
         "(No module named 'my_tasks': mic-train imports a _target_ from the current folder, ",
     ),
     (
+        "task-class-not-found",
+        "a task of one's own whose class its module does not have (a typo)",
+        lambda t, r: ["task._target_=tests.test_bad_input.NoClassCounts"],
+        "(module 'tests.test_bad_input' has no 'NoClassCounts')",
+    ),
+    (
+        "task-module-import-fails",
+        "a task of one's own whose module imports a package that is not installed",
+        lambda t, r: ["task._target_=tests.faults.broken_import.MyTask"],
+        "(No module named 'nonexistent_dependency_of_mic_tests')",
+    ),
+    (
         "task-own-class-count",
         "a task of one's own whose class count is not the dataset's (the model follows the data)",
         lambda t, r: ["task._target_=tests.test_bad_input.FiveClasses"],

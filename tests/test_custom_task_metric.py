@@ -226,7 +226,7 @@ def test_fresh_metric_refuses_a_class_a_function_and_none_and_takes_an_instance(
 
 def test_primary_score_refuses_what_is_not_a_number_and_keeps_nan():
     task = Regression()
-    for value in (None, "n/a", [0.5, 0.25], {"a": 1.0}):
+    for value in (None, "n/a", "0.5", [0.5, 0.25], {"a": 1.0}):
         with pytest.raises(ConfigError, match=r"Regression\.metric\(\) computes its primary"):
             primary_score(task, {"mse": value})
     with pytest.raises(ConfigError, match=r"as a str \('n/a'\), not a number"):
@@ -280,3 +280,64 @@ def test_the_check_scores_without_touching_the_student_or_the_random_generators(
     for name, tensor in loop.student.state_dict().items():  # BatchNorm statistics included
         assert torch.equal(tensor, before[name]), name
     assert evaluation.history == []  # a check, not an evaluation record
+
+
+def test_evaluations_during_training_leave_training_bitwise_unchanged():
+    """A test DataLoader without a generator draws its seed from the global generator each
+    time it is passed over: evaluations every iteration must not change what training draws."""
+    task = Regression()
+    source, target, _ = loaders(task)
+    plain = adaptation_loop(task, source, target)
+    plain.run()
+    source, target, test = loaders(task)
+    evaluation = mic.Evaluation(task, test, interval=1, models="student")
+    evaluated = adaptation_loop(task, source, target, hooks=[evaluation])
+    evaluated.run()
+    assert [r["step"] for r in evaluation.history] == list(range(1, ITERATIONS + 1))
+    for name, tensor in plain.student.state_dict().items():
+        assert torch.equal(tensor, evaluated.student.state_dict()[name]), name
+
+
+class NeedsTwoSamples(Regression):
+    """R2: a metric that cannot score a batch of one sample (torchmetrics raises)."""
+
+    higher_is_better = True
+    primary_metric = "r2"
+
+    def metric(self):
+        from torchmetrics import MetricCollection, R2Score
+
+        return MetricCollection({"r2": R2Score()})
+
+
+def test_a_metric_that_cannot_score_the_first_batch_alone_still_trains_and_scores():
+    task = NeedsTwoSamples()
+    source, target, _ = loaders(task)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 3, 8, 8, generator=g)
+    test = DataLoader(TensorDataset(x, x.mean((1, 2, 3))), 1, collate_fn=task.collate)
+    evaluation = mic.Evaluation(task, test, interval=0, models="student")
+    loop = adaptation_loop(task, source, target, hooks=[evaluation])
+    loop.run()
+    assert loop.step == ITERATIONS
+    assert math.isfinite(evaluation.history[-1]["eval/student/r2"])
+
+
+def test_an_iterator_as_test_loader_is_refused_when_built():
+    task = Regression()
+    _, _, test = loaders(task)
+    with pytest.raises(ConfigError, match=r"Evaluation's loader is an iterator \(generator\)"):
+        mic.Evaluation(task, (b for b in test))
+    with pytest.raises(ConfigError, match=r"Evaluation's adabn_loader is an iterator"):
+        mic.Evaluation(task, test, adabn_loader=iter(test), adabn_batches=2)
+    mic.Evaluation(task, list(test))  # a list of batches: passed over at every evaluation
+
+
+def test_the_console_shows_shares_in_percent_and_other_scores_as_they_are():
+    from mic.training.evaluation import shown_metric
+
+    assert shown_metric(0.9356) == "93.56%"
+    assert shown_metric(0.0123, higher_is_better=False) == "0.0123"
+    assert shown_metric(-1.4282) == "-1.428"  # R2 below 0: no share
+    assert shown_metric(25.3) == "25.3"  # PSNR in dB
+    assert shown_metric(float("nan")) == "nan"

@@ -183,12 +183,12 @@ def test_the_loop_applies_every_term_weight_to_its_loss_and_parts():
     [
         (
             lambda loss: loss.expand(4),
-            r"'custom' \(or the Task.loss it calls\) returned 'custom' as a shape \(4,\); a "
-            "term returns a",
+            r"'custom' \(or the Task.loss it calls\) returned 'custom' as a tensor of shape "
+            r"\(4,\); a term returns a",
         ),
-        (lambda loss: None, r"returned 'custom' as a NoneType"),
-        (lambda loss: {"part": "x"}, r"returned 'part' as a str"),
-        (lambda loss: (loss, 1), r"returned 'custom' as a tuple"),
+        (lambda loss: None, r"returned 'custom' as <class 'NoneType'>"),
+        (lambda loss: {"part": "x"}, r"returned 'part' as <class 'str'>"),
+        (lambda loss: (loss, 1), r"returned 'custom' as <class 'tuple'>"),
     ],
 )
 def test_a_term_that_returns_no_scalar_is_named(make, match):
@@ -243,20 +243,26 @@ def test_pseudo_labels_in_another_layout_than_their_labels_are_refused():
         ConfigError, match=r"confidence has the layout \(4, 1\) and their labels \(4,\)"
     ):
         PseudoLabels(labels, torch.ones(4, 1))
-    with pytest.raises(ConfigError, match=r"valid has the layout \[3\] and their labels \[2\]"):
+    with pytest.raises(ConfigError, match=r"valid has the layout 3 and their labels 2"):
         PseudoLabels([{}, {}], [torch.ones(1)] * 2, valid=[torch.ones(1)] * 3)
-    # another kind than the labels': a list for tensor labels, a number
-    with pytest.raises(
-        ConfigError, match=r"confidence has the layout \[4\] and their labels \(4,\)"
-    ):
-        PseudoLabels(labels, list(torch.ones(4)))
-    with pytest.raises(ConfigError, match=r"confidence has the layout float and their labels"):
+    # no tensor or list at all: a number, a dict
+    with pytest.raises(ConfigError, match=r"confidence is a float, not a tensor or a list"):
         PseudoLabels(labels, 0.9)
-    # labels of a task's own kind (a dict, a tuple of heads) take any tensor or list
+    with pytest.raises(ConfigError, match=r"valid is a dict, not a tensor or a list"):
+        PseudoLabels(labels, torch.ones(4), valid={"a": torch.ones(4)})
+    # layouts of other kinds than the labels' are the task's to read (as its loss weights)
+    PseudoLabels([labels[i : i + 1] for i in range(4)], torch.ones(4))
+    PseudoLabels(labels, list(torch.ones(4)))
     PseudoLabels({"value": torch.zeros(4)}, torch.ones(4))
-    PseudoLabels((labels, torch.zeros(4, 2)), torch.ones(4), valid=[torch.ones(4)] * 2)
-    with pytest.raises(ConfigError, match=r"confidence has the layout str and their labels \[1\]"):
-        PseudoLabels((labels,), "high")
+    PseudoLabels((labels, torch.zeros(4, 2)), (torch.ones(4), torch.ones(4)))
+
+
+def test_a_tuple_of_confidences_is_checked_like_a_list():
+    PseudoLabels(torch.zeros(2), (torch.ones(1), torch.ones(1))).check_confidence()
+    with pytest.raises(ConfigError, match=r"got torch.float32 in \[2, 2\]"):
+        PseudoLabels(torch.zeros(2), (torch.ones(1), torch.full((1,), 2.0))).check_confidence()
+    with pytest.raises(ConfigError, match=r"confidence holds a float, not tensors"):
+        PseudoLabels([0, 1], [0.5, 0.9]).check_confidence()
 
 
 def test_pseudo_label_confidence_with_nan_is_named_with_its_count():

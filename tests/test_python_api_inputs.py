@@ -395,8 +395,10 @@ def test_with_terms_keeps_the_subclass_and_leaves_the_original_alone():
 
 
 def test_mic_without_a_masker_is_refused_when_built():
-    with pytest.raises(ConfigError, match="MIC's masker must be a Masker, got NoneType"):
+    with pytest.raises(ConfigError, match=r"MIC's masker must be a Masker .*, got <class 'No"):
         mic.MaskedImageConsistency(None)
+    with pytest.raises(ConfigError, match=r"got the class BlockMasker"):
+        mic.MaskedImageConsistency(mic.BlockMasker)
 
 
 def test_a_teacher_of_another_architecture_is_named_at_its_first_update():
@@ -432,14 +434,21 @@ class _OwnTask(mic.Task):
 @pytest.mark.parametrize(
     "sample, named",
     [
-        ({"image": torch.zeros(3, 4, 4), "label": 1}, "batch to a dict, not an image tensor"),
-        ((torch.zeros(3, 4, 4), 1, 7), "batch to a list, not an image tensor"),
-        ((torch.zeros(3, 4, 4, dtype=torch.float64), 1), "torch.float64 images, but models take"),
+        ((torch.zeros(3, 4, 4), 1, 7), "samples of 3 items; a sample is an image or an"),
+        ((torch.zeros(3, 4, 4, dtype=torch.uint8), 1), "torch.uint8 images, but models take"),
     ],
 )
 def test_the_base_collate_names_samples_a_model_cannot_take(sample, named):
     with pytest.raises(DatasetError, match=named):
         _OwnTask().collate([sample, sample])
+
+
+def test_the_base_collate_leaves_images_of_a_tasks_own_kind_alone():
+    """A dict of modalities, or float64 images for a float64 model, are the task's to read."""
+    images, labels = _OwnTask().collate([({"rgb": torch.zeros(3, 4, 4)}, 1)] * 2)
+    assert images["rgb"].shape == (2, 3, 4, 4) and labels.tolist() == [1, 1]
+    images = _OwnTask().collate([(torch.zeros(3, 4, 4, dtype=torch.float64),)] * 2)
+    assert images.dtype == torch.float64
 
 
 def test_an_unlabelled_source_is_named_before_a_loss_of_ones_own_meets_none():
@@ -471,6 +480,6 @@ def test_pseudo_label_returning_no_pseudo_labels_is_named():
 def test_a_loss_part_that_is_no_scalar_is_named():
     from mic.core.terms import sum_parts
 
-    with pytest.raises(ConfigError, match=r"Task.loss's part 'mse' is a shape \(8,\), not a sc"):
+    with pytest.raises(ConfigError, match=r"part 'mse' is a tensor of shape \(8,\), not a scalar"):
         sum_parts({"mse": torch.ones(8), "other": torch.ones(())}, None)
     assert sum_parts({"a": torch.ones(()), "b": torch.ones(1)}, None) == 2

@@ -439,9 +439,11 @@ def _weighted(out: Any, name: str, weight: float, device: torch.device) -> dict[
         if isinstance(loss, (int, float)) and not isinstance(loss, bool):  # e.g. 0.0: no loss
             named[key] = torch.tensor(float(loss), device=device)
         elif not isinstance(loss, Tensor) or loss.numel() != 1:
-            got = f"shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else type(loss).__name__
+            got = (
+                f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else type(loss)
+            )
             raise ConfigError(
-                f"loss term {name!r} (or the Task.loss it calls) returned {key!r} as a {got}; a "
+                f"loss term {name!r} (or the Task.loss it calls) returned {key!r} as {got}; a "
                 "term returns a scalar tensor, or a dict of them by name (e.g. the mean)"
             )
     return {k: v * weight if weight != 1.0 else v for k, v in named.items()}

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import torch
 from torch import Tensor, nn
 
 from mic.core.batch import collate_pairs, select_images
@@ -36,18 +35,18 @@ class PseudoLabels:
     keep: Tensor | Sequence[bool] | None = None
 
     def __post_init__(self) -> None:
-        """Raise ``ConfigError`` when ``confidence`` or ``valid`` is not in the labels' layout
-        (tensor labels' shape, one per image of list labels; other labels: a tensor or list)."""
-        labels, own = _layout(self.labels), not isinstance(self.labels, (Tensor, list))
+        """Raise ``ConfigError`` when ``confidence`` or ``valid`` is no tensor or list of
+        tensors, or not in the labels' layout (tensor labels' shape, one per list label)."""
+        size = lambda x: tuple(x.shape) if isinstance(x, Tensor) else len(x)  # noqa: E731
         for name in ("confidence", "valid"):
             x = getattr(self, name)
-            if x is None or (own and isinstance(x, (Tensor, list, tuple))):
-                continue  # labels of the task's own kind (a dict, a tuple): nothing to compare
-            if _layout(x) != labels:
+            if x is not None and not isinstance(x, (Tensor, list, tuple)):
+                kind = type(x).__name__
+                raise ConfigError(f"pseudo-labels' {name} is a {kind}, not a tensor or a list")
+            if x is not None and type(x) is type(self.labels) and size(x) != size(self.labels):
                 raise ConfigError(
-                    f"pseudo-labels' {name} has the layout {_layout(x)} and their labels "
-                    f"{labels} (a tensor's shape, [n] for a list of n): a Task's pseudo_label "
-                    "gives one per label, a tensor for tensor labels, a list for a list"
+                    f"pseudo-labels' {name} has the layout {size(x)} and their labels "
+                    f"{size(self.labels)}: a Task's pseudo_label gives one per label"
                 )
         if self.keep is not None and len(self.keep) != len(self.labels):
             raise ConfigError(
@@ -58,8 +57,12 @@ class PseudoLabels:
     def check_confidence(self) -> None:
         """Raise ``ConfigError`` unless ``confidence`` holds float probabilities in [0, 1]
         (not logits): the weightings read it as such."""
-        parts = self.confidence if isinstance(self.confidence, list) else [self.confidence]
+        parts = self.confidence if isinstance(self.confidence, (list, tuple)) else [self.confidence]
         for c in parts:
+            if not isinstance(c, Tensor):
+                raise ConfigError(
+                    f"pseudo-label confidence holds a {type(c).__name__}, not tensors"
+                )
             if not c.is_floating_point() or (c.numel() and not 0 <= c.min() <= c.max() <= 1):
                 got = f"{c.dtype} in [{c.min():.3g}, {c.max():.3g}]" if c.numel() else c.dtype
                 got = f"{int(c.isnan().sum())} NaN of {c.numel()}" if c.isnan().any() else got
@@ -78,12 +81,6 @@ class PseudoLabels:
         pick = lambda x: None if x is None else select_images(x, keep)  # noqa: E731
         rest = PseudoLabels(pick(self.labels), pick(self.confidence), pick(self.valid))
         return (*(pick(x) for x in per_image), rest)
-
-
-def _layout(x: Any) -> Any:
-    """A tensor's shape, ``[n]`` for a list or tuple of n, else the type's name."""
-    kind = [len(x)] if isinstance(x, (list, tuple)) else type(x).__name__
-    return tuple(x.shape) if isinstance(x, Tensor) else kind
 
 
 def check_num_classes(num_classes: int, datasets: Mapping[str, Any]) -> None:
@@ -175,22 +172,18 @@ class Task(ABC):
         """Batch samples (images, ``(image,)`` or ``(image, target)`` pairs), targets checked.
 
         Raises:
-            DatasetError: samples that are not images or pairs, images that are not float
-                (or float64), of different sizes, or bad targets.
+            DatasetError: samples of more than two items, images that are not float, of
+                different sizes, or bad targets.
         """
         one = [s[0] if isinstance(s, (tuple, list)) and len(s) == 1 else s for s in samples]
+        if any(isinstance(s, (tuple, list)) and len(s) > 2 for s in one):
+            n = max(len(s) for s in one if isinstance(s, (tuple, list)))
+            raise DatasetError(
+                f"the dataset yields samples of {n} items; a sample is an image or an (image, "
+                "target) pair: drop the others (e.g. an index), or collate them yourself"
+            )
         images, targets = collate_pairs(one)  # 1-tuples (``TensorDataset(x)``) are images
-        if not isinstance(images, Tensor):  # e.g. dicts, (image, target, index) triples
-            raise DatasetError(
-                f"the dataset's samples batch to a {type(images).__name__}, not an image tensor: "
-                "a sample is an image or an (image, target) pair (or collate them yourself)"
-            )
-        if images.dtype == torch.float64:
-            raise DatasetError(
-                "the dataset yields torch.float64 images, but models take float32 images: "
-                "convert them in its transform (x.float())"
-            )
-        if not images.is_floating_point():
+        if isinstance(images, Tensor) and not images.is_floating_point():
             raise DatasetError(
                 f"the dataset yields {images.dtype} images, but models take float images; "
                 "convert them in its transform (e.g. torchvision's ToTensor, or "

@@ -38,8 +38,8 @@ def sum_parts(
         return loss
     for k, v in loss.items():
         if not isinstance(v, Tensor) or v.numel() != 1:
-            got = f"shape {tuple(v.shape)}" if isinstance(v, Tensor) else type(v).__name__
-            raise ConfigError(f"Task.loss's part {k!r} is a {got}, not a scalar tensor")
+            got = f"a tensor of shape {tuple(v.shape)}" if isinstance(v, Tensor) else type(v)
+            raise ConfigError(f"Task.loss's part {k!r} is {got}, not a scalar tensor")
     parts = [weights.get(k, 1.0) * v for k, v in loss.items() if weights.get(k, 1.0) != 0]
     if not parts:
         return next(iter(loss.values())).new_zeros(())
@@ -168,8 +168,9 @@ class MaskedImageConsistency(ConsistencyLoss):
         part_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(weighting, tau, weight, part_weights)
-        if not callable(masker):
-            raise ConfigError(f"MIC's masker must be a Masker, got {type(masker).__name__}")
+        if not callable(masker) or isinstance(masker, type):  # None, a number, a class
+            got = f"the class {masker.__name__}" if isinstance(masker, type) else type(masker)
+            raise ConfigError(f"MIC's masker must be a Masker (e.g. BlockMasker(32)), got {got}")
         self.masker = masker
 
     def transform(self, images: Any, rng: Random = None) -> Any:

@@ -185,8 +185,8 @@ def require_float32_images(images: Any) -> None:
 
 
 def with_int64_labels(batch: Any) -> Any:
-    """A batch of ``Task.collate`` (images, or ``(images, labels)``, float64 images refused
-    there) with integer labels of any width (int32, uint8 label maps) as int64, as the
+    """A batch of ``Task.collate`` (images, or ``(images, labels)``) with float32 images
+    required and integer labels of any width (int32, uint8 label maps) as int64, as the
     losses take them.
 
     Args:
@@ -194,6 +194,10 @@ def with_int64_labels(batch: Any) -> Any:
 
     Returns:
         The images, or ``(images, labels)`` with int64 labels.
+
+    Raises:
+        DatasetError: float64 images (``require_float32_images``).
     """
     images, labels = batch if isinstance(batch, tuple) else (batch, None)
+    require_float32_images(images)
     return images if labels is None else (images, labels.long())

@@ -29,9 +29,11 @@ def to_python(value: Any) -> Any:
 
 def shown_metric(value: float, higher_is_better: bool = True, unit: str = "%") -> str:
     """A primary metric as the console shows it: a share (accuracy, mIoU, mAP: higher is
-    better) in percent with ``unit`` after it, an error (``Task.higher_is_better`` False) as
-    it is, to 4 significant digits."""
-    return f"{100 * value:.2f}{unit}" if higher_is_better else f"{value:.4g}"
+    better, in [0, 1]) in percent with ``unit`` after it; anything else (an error such as
+    MSE, a higher-is-better score outside [0, 1] such as R2 or PSNR, NaN) as it is, to 4
+    significant digits."""
+    share = higher_is_better and 0.0 <= value <= 1.0
+    return f"{100 * value:.2f}{unit}" if share else f"{value:.4g}"
 
 
 def fresh_metric(task: Task, device: Any) -> Any:
@@ -118,6 +120,8 @@ def primary_score(task: Task, computed: Any) -> float:
     """
     value = to_python(primary_value(task, computed))
     try:
+        if isinstance(value, (str, bytes)):  # float("0.5") would take it
+            raise TypeError
         return float(value)
     except (TypeError, ValueError):
         kind, name = type(task).__name__, task.primary_metric

@@ -7,7 +7,7 @@ import json
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -264,6 +264,13 @@ class Evaluation(Hook):
         self.at = set(at)
         if loader is None and validation is None:
             raise ConfigError("evaluation needs a labelled loader, label-free validators or both")
+        for name, given in (("loader", loader), ("adabn_loader", adabn_loader)):
+            if isinstance(given, Iterator):  # a generator: one pass only
+                raise ConfigError(
+                    f"Evaluation's {name} is an iterator ({type(given).__name__}), which can be "
+                    "passed over once, but every evaluation passes over it again: give a "
+                    "DataLoader or a list of batches"
+                )
         if validation is not None:
             validation.check(task)
         self.validation = validation
@@ -319,7 +326,12 @@ class Evaluation(Hook):
         self.task.check_targets(targets)
         if student is not None:
             with preserved_rng():
-                evaluate(self.task, student, [batch], loop.device)
+                try:
+                    evaluate(self.task, student, [batch], loop.device)
+                except MicError:
+                    raise
+                except Exception:  # a metric that cannot score one batch alone (R2 of one
+                    pass  # sample): judged at the first evaluation, as without this check
 
     def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
         if _due(loop.step, self.interval, loop.iterations) or loop.step in self.at:
@@ -342,10 +354,12 @@ class Evaluation(Hook):
         """
         info = process_info()
         if not info.enabled:
-            record = self.score(loop)
+            with preserved_rng():  # training draws the same with and without evaluations
+                record = self.score(loop)
         else:
             try:
-                found: Any = self.score(loop) if info.is_main else None
+                with preserved_rng():  # a test loader without a generator draws its seed
+                    found: Any = self.score(loop) if info.is_main else None
             except Exception as e:
                 broadcast_object((type(e) if isinstance(e, MicError) else RuntimeError, str(e)))
                 raise
