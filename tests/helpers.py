@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
+import mic
 from mic.tasks.classification import ClassificationTask, Classifier
 
 NUM_CLASSES = 3
@@ -173,3 +174,25 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         env=env,
         timeout=300,
     )
+
+
+class Regression(mic.Task):
+    """One number per image; its metric is the mean squared error (lower is better)."""
+
+    num_classes = 1
+    primary_metric = "mse"
+    higher_is_better = False
+
+    def loss(self, model, images, targets, weights=None, rng=None):
+        return ((model(images).squeeze(1) - targets.float()) ** 2).mean()
+
+    def predict(self, model, images):
+        return model(images).squeeze(1)
+
+    def pseudo_label(self, prediction):
+        return mic.PseudoLabels(prediction, torch.ones_like(prediction))
+
+    def metric(self):
+        from torchmetrics import MeanSquaredError
+
+        return MeanSquaredError()

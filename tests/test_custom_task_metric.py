@@ -14,30 +14,9 @@ import mic
 from mic.core.errors import ConfigError
 from mic.training import LabelFreeValidation
 from mic.training.evaluation import fresh_metric, primary_score
+from tests.helpers import Regression
 
 ITERATIONS = 3
-
-
-class Regression(mic.Task):
-    """One number per image; its metric is the mean squared error (lower is better)."""
-
-    num_classes = 1
-    primary_metric = "mse"
-    higher_is_better = False
-
-    def loss(self, model, images, targets, weights=None, rng=None):
-        return ((model(images).squeeze(1) - targets.float()) ** 2).mean()
-
-    def predict(self, model, images):
-        return model(images).squeeze(1)
-
-    def pseudo_label(self, prediction):
-        return mic.PseudoLabels(prediction, torch.ones_like(prediction))
-
-    def metric(self):
-        from torchmetrics import MeanSquaredError
-
-        return MeanSquaredError()
 
 
 class ReturnsTheClass(Regression):

@@ -231,6 +231,18 @@ def test_the_exit_status_of_a_stop_is_128_plus_its_signal_wherever_it_arrived():
         assert pickle.loads(pickle.dumps(TrainingInterrupted(reason, 3))).exit_code == code
 
 
+def _run_and_save_how_it_stopped(loop, path: str) -> None:
+    """Run ``loop``; save the step it stopped at and the message of its DatasetError (None)."""
+    from mic import DatasetError
+
+    try:
+        loop.run()
+        found = {"step": loop.step, "error": None}
+    except DatasetError as e:
+        found = {"step": loop.step, "error": str(e)}
+    torch.save(found, path)
+
+
 def _bad_file_worker(rank: int, init_file: str, out_dir: str) -> None:
     """Rank 1's target loader meets a bad file at its third batch: what each rank raises, at
     which step, and whether the checkpoint all ranks take part in is written."""
@@ -260,12 +272,7 @@ def _bad_file_worker(rank: int, init_file: str, out_dir: str) -> None:
         task, student, source_only(), optimizer, source, BadFileOnRankOne(target), 6,
         hooks=[checkpoints], collective=ProcessGroup("cpu"),
     )  # fmt: skip
-    try:
-        loop.run()
-        found = {"step": loop.step, "error": None}
-    except DatasetError as e:
-        found = {"step": loop.step, "error": str(e)}
-    torch.save(found, f"{out_dir}/bad{rank}.pt")
+    _run_and_save_how_it_stopped(loop, f"{out_dir}/bad{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -335,12 +342,7 @@ def _bad_test_file_worker(rank: int, init_file: str, out_dir: str) -> None:
         task, student, source_only(), optimizer, source, target, 6, hooks=hooks,
         collective=ProcessGroup("cpu"),
     )  # fmt: skip
-    try:
-        loop.run()
-        found = {"step": loop.step, "error": None}
-    except DatasetError as e:
-        found = {"step": loop.step, "error": str(e)}
-    torch.save(found, f"{out_dir}/bad{rank}.pt")
+    _run_and_save_how_it_stopped(loop, f"{out_dir}/bad{rank}.pt")
     dist.destroy_process_group()
 
 

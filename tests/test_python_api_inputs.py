@@ -17,6 +17,7 @@ from mic.tasks.detection import DetectionTask
 from mic.tasks.segmentation import SegmentationTask, SmallUNet
 from mic.training import load_checkpoint
 from mic.training.validators import MaskedAgreement, ModelSelection, TargetOutputs
+from tests.helpers import Regression
 
 K = 3
 
@@ -172,28 +173,6 @@ def test_segmentation_with_every_pixel_ignored_scores_nan_not_zero():
 
 
 # ---------------------------------------------------------------- lower-is-better metrics
-class Regression(mic.Task):
-    """One number per image; its metric is the mean squared error (lower is better)."""
-
-    num_classes = 1
-    primary_metric = "mse"
-    higher_is_better = False
-
-    def loss(self, model, images, targets, weights=None, rng=None):
-        return ((model(images).squeeze(1) - targets.float()) ** 2).mean()
-
-    def predict(self, model, images):
-        return model(images).squeeze(1)
-
-    def pseudo_label(self, prediction):
-        return mic.PseudoLabels(prediction, torch.ones_like(prediction))
-
-    def metric(self):
-        from torchmetrics import MeanSquaredError
-
-        return MeanSquaredError()
-
-
 class _Loop:
     def __init__(self, task) -> None:
         self.task, self.step = task, 0
