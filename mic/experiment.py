@@ -56,7 +56,7 @@ from mic.training import (
     per_process_batch_size,
     process_info,
 )
-from mic.training.evaluation import shown_metric
+from mic.training.evaluation import in_percent, shown_metric
 
 
 def load_config(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
@@ -693,7 +693,7 @@ def summarize(exp: Experiment) -> dict[str, Any]:
     loop = exp.loop
     summary: dict[str, Any] = {
         "metric": metric,
-        "higher_is_better": exp.task.higher_is_better,
+        "in_percent": in_percent(exp.task),  # how the console shows the metric
         "iterations": loop.iterations,
         "skipped_steps": loop.skipped_steps,  # NaN / Inf iterations without an optimiser step
     }
@@ -730,7 +730,7 @@ def summarize(exp: Experiment) -> dict[str, Any]:
 def format_selection(summary: dict[str, Any]) -> list[str]:
     """Console lines: for the first evaluated model, the iteration each validator picks and
     the labelled target metric there, beside the best possible and the last evaluation."""
-    metric, higher = summary["metric"], summary.get("higher_is_better", True)
+    metric, percent = summary["metric"], summary.get("in_percent", True)
     picks = next(iter(summary.get("selection", {}).items()), None)
     lines = []
     if picks is not None and len(picks[1]) > 2:  # else no validators: nothing to compare
@@ -739,7 +739,7 @@ def format_selection(summary: dict[str, Any]) -> list[str]:
         for name, pick in rows.items():
             label = {metric: f"{metric} (target labels: the best possible)"}.get(name, name)
             value = pick.get(metric)
-            shown = "-" if value is None else shown_metric(value, higher)
+            shown = "-" if value is None else shown_metric(value, percent)
             lines.append(f"  {label:<46} iteration {pick['step']:>6}: {shown}")
     best = summary.get("best_checkpoint")
     if best and best["step"] is not None:
@@ -749,13 +749,13 @@ def format_selection(summary: dict[str, Any]) -> list[str]:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    lines, higher = [], summary.get("higher_is_better", True)
+    lines, percent = [], summary.get("in_percent", True)
     for label in ("before_adaptation", "after_adaptation"):
         if label not in summary:
             continue
         s = summary[label]
         scores = ", ".join(
-            f"{name} {shown_metric(v, higher)} ({s['protocol'].get(name, '')})"
+            f"{name} {shown_metric(v, percent)} ({s['protocol'].get(name, '')})"
             for name, v in s.items()
             if name not in ("step", "protocol")
         )

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
+from mic.core.batch import LABEL_KEYS
 from mic.core.context import IterationContext, Random
 from mic.core.masking import Augmentation
 from mic.core.method import UDAMethod
@@ -36,8 +37,11 @@ class SourceSupervision(LossTerm):
         Raises:
             DatasetError: the source batch has no targets (an unlabelled source loader).
         """
-        if isinstance(ctx.source_images, Tensor):  # other structures: the Task names them
-            require_targets(ctx.source_targets)  # before a task of one's own meets None
+        images = ctx.source_images  # other batches (no collate_fn: triples, labelled dicts)
+        if isinstance(images, Tensor) or (  # the Task names; here before a loss meets None
+            isinstance(images, Mapping) and not LABEL_KEYS & set(images)
+        ):
+            require_targets(ctx.source_targets)
         loss = ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets, rng=ctx.rng)
         return sum_parts(loss, self.part_weights)
 

@@ -281,6 +281,7 @@ class NeedsTwoSamples(Regression):
     """R2: a metric that cannot score a batch of one sample (torchmetrics raises)."""
 
     higher_is_better = True
+    in_percent = False  # R2 is no share: shown as it is
     primary_metric = "r2"
 
     def metric(self):
@@ -313,10 +314,54 @@ def test_an_iterator_as_test_loader_is_refused_when_built():
 
 
 def test_the_console_shows_shares_in_percent_and_other_scores_as_they_are():
-    from mic.training.evaluation import shown_metric
+    from mic.training.evaluation import in_percent, shown_metric
 
     assert shown_metric(0.9356) == "93.56%"
-    assert shown_metric(0.0123, higher_is_better=False) == "0.0123"
-    assert shown_metric(-1.4282) == "-1.428"  # R2 below 0: no share
-    assert shown_metric(25.3) == "25.3"  # PSNR in dB
-    assert shown_metric(float("nan")) == "nan"
+    assert shown_metric(0.0123, percent=False) == "0.0123"
+    assert shown_metric(0.4, percent=False) == "0.4"  # R2 inside [0, 1]: still as it is
+    assert shown_metric(float("nan"), percent=False) == "nan"
+    assert not in_percent(Regression())  # lower is better: as it is
+    assert not in_percent(NeedsTwoSamples())  # R2 sets in_percent = False
+    assert in_percent(mic.tasks.classification.ClassificationTask(3))
+
+
+class PredictsATuple(Regression):
+    """A bug in predict (not in the metric): found before training, as before."""
+
+    def predict(self, model, images):
+        return model(images).squeeze(1), None
+
+
+def test_an_error_in_predict_is_not_taken_for_a_metric_that_needs_more_samples():
+    task = PredictsATuple()
+    source, target, test = loaders(task)
+    loop = adaptation_loop(task, source, target, hooks=[mic.Evaluation(task, test)])
+    with pytest.raises((TypeError, AttributeError, ValueError, RuntimeError)):
+        loop.run()
+    assert loop.step == 0  # found before training, not after it
+
+
+class Restarting:
+    """A loader of one's own whose ``__iter__`` restarts and returns itself (DALI-style)."""
+
+    def __init__(self, batches) -> None:
+        self.batches, self.i = list(batches), 0
+
+    def __iter__(self):
+        self.i = 0
+        return self
+
+    def __next__(self):
+        if self.i == len(self.batches):
+            raise StopIteration
+        self.i += 1
+        return self.batches[self.i - 1]
+
+
+def test_a_loader_that_restarts_its_own_iteration_is_welcome():
+    task = Regression()
+    _, _, test = loaders(task)
+    evaluation = mic.Evaluation(task, Restarting(test), interval=1, models="student")
+    source, target, _ = loaders(task)
+    adaptation_loop(task, source, target, hooks=[evaluation]).run()
+    assert len(evaluation.history) == ITERATIONS

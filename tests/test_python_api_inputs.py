@@ -239,9 +239,9 @@ def test_a_short_run_of_a_lower_is_better_task_keeps_the_best_evaluation(tmp_pat
 def test_the_summary_shows_an_error_as_it_is_and_a_share_in_percent():
     from mic.experiment import format_summary
 
-    def summary(higher: bool) -> dict:
+    def summary(percent: bool) -> dict:
         after = {"step": 6, "student": 0.0123, "protocol": {"student": "plain"}}
-        return {"metric": "m", "higher_is_better": higher, "after_adaptation": after}
+        return {"metric": "m", "in_percent": percent, "after_adaptation": after}
 
     assert "student 0.0123 (plain)" in format_summary(summary(False))
     assert "student 1.23% (plain)" in format_summary(summary(True))
@@ -413,7 +413,8 @@ class _OwnTask(mic.Task):
 @pytest.mark.parametrize(
     "sample, named",
     [
-        ((torch.zeros(3, 4, 4), 1, 7), "samples of 3 items; a sample is an image or an"),
+        ((torch.zeros(3, 4, 4), 1, 7), "samples of 3 or more items; a sample is an image or"),
+        ({"image": torch.zeros(3, 4, 4), "label": 1}, r"dicts with keys \['image', 'label'\]"),
         ((torch.zeros(3, 4, 4, dtype=torch.uint8), 1), "torch.uint8 images, but models take"),
     ],
 )
@@ -433,6 +434,10 @@ def test_the_base_collate_leaves_images_of_a_tasks_own_kind_alone():
 def test_an_unlabelled_source_is_named_before_a_loss_of_ones_own_meets_none():
     task = _OwnTask()
     unlabelled = DataLoader(data(labelled=False), 4, collate_fn=task.collate)
+    with pytest.raises(DatasetError, match="the task's loss got images without targets"):
+        run(task, unlabelled, unlabelled)
+    modalities = [{"rgb": torch.randn(3, 8, 8)} for _ in range(8)]  # dict images, no labels
+    unlabelled = DataLoader(modalities, 4, collate_fn=task.collate)
     with pytest.raises(DatasetError, match="the task's loss got images without targets"):
         run(task, unlabelled, unlabelled)
 

@@ -10,6 +10,9 @@ from torch.utils.data import default_collate
 
 from mic.core.errors import DatasetError
 
+#: keys that mark a dict sample as labelled (an (image, target) pair in a dict), not an image
+LABEL_KEYS = frozenset({"label", "labels", "target", "targets", "mask", "boxes", "y"})
+
 
 def split_sample(sample: Any) -> tuple[Any, Any]:
     """``(images, targets)`` of a sample or batch (a non-pair is images, targets None)."""

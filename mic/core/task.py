@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from torch import Tensor, nn
 
-from mic.core.batch import collate_pairs, select_images
+from mic.core.batch import LABEL_KEYS, collate_pairs, select_images
 from mic.core.errors import ConfigError, DatasetError
 
 
@@ -122,11 +122,14 @@ class Task(ABC):
         num_classes: the number of classes the model predicts.
         primary_metric: the key of ``metric().compute()`` that ranks checkpoints.
         higher_is_better: whether a higher ``primary_metric`` is better (False for an error).
+        in_percent: whether the console shows ``primary_metric`` in percent (a share in
+            [0, 1]); None (default): as ``higher_is_better`` says (False for R2, PSNR).
     """
 
     num_classes: int
     primary_metric: str = "accuracy"
     higher_is_better: bool = True
+    in_percent: bool | None = None
 
     @abstractmethod
     def loss(
@@ -176,11 +179,12 @@ class Task(ABC):
                 different sizes, or bad targets.
         """
         one = [s[0] if isinstance(s, (tuple, list)) and len(s) == 1 else s for s in samples]
-        if any(isinstance(s, (tuple, list)) and len(s) > 2 for s in one):
-            n = max(len(s) for s in one if isinstance(s, (tuple, list)))
+        labelled = [sorted(s) for s in one if isinstance(s, Mapping) and LABEL_KEYS & set(s)]
+        if labelled or any(isinstance(s, (tuple, list)) and len(s) > 2 for s in one):
+            got = f"dicts with keys {labelled[0]}" if labelled else "samples of 3 or more items"
             raise DatasetError(
-                f"the dataset yields samples of {n} items; a sample is an image or an (image, "
-                "target) pair: drop the others (e.g. an index), or collate them yourself"
+                f"the dataset yields {got}; a sample is an image or an (image, target) pair: "
+                "return (image, label) from __getitem__ (or collate them yourself)"
             )
         images, targets = collate_pairs(one)  # 1-tuples (``TensorDataset(x)``) are images
         if isinstance(images, Tensor) and not images.is_floating_point():

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mic.core.batch import move_to, split_sample
-from mic.core.errors import ConfigError, DatasetError
+from mic.core.errors import ConfigError, DatasetError, MicError
 from mic.core.task import Task
 from mic.training.batches import labelled_batch
 
@@ -27,13 +27,18 @@ def to_python(value: Any) -> Any:
     return value
 
 
-def shown_metric(value: float, higher_is_better: bool = True, unit: str = "%") -> str:
-    """A primary metric as the console shows it: a share (accuracy, mIoU, mAP: higher is
-    better, in [0, 1]) in percent with ``unit`` after it; anything else (an error such as
-    MSE, a higher-is-better score outside [0, 1] such as R2 or PSNR, NaN) as it is, to 4
-    significant digits."""
-    share = higher_is_better and 0.0 <= value <= 1.0
-    return f"{100 * value:.2f}{unit}" if share else f"{value:.4g}"
+def in_percent(task: Task) -> bool:
+    """Whether the console shows ``task``'s primary metric in percent: its ``in_percent``
+    attribute where it sets one, else ``higher_is_better`` (a share such as accuracy, mIoU
+    or mAP in percent; an error such as MSE as it is)."""
+    given = getattr(task, "in_percent", None)
+    return bool(task.higher_is_better if given is None else given)
+
+
+def shown_metric(value: float, percent: bool = True, unit: str = "%") -> str:
+    """A primary metric as the console shows it: in percent with ``unit`` after it (a share:
+    ``in_percent``), else as it is, to 4 significant digits (an error, R2, PSNR)."""
+    return f"{100 * value:.2f}{unit}" if percent else f"{value:.4g}"
 
 
 def fresh_metric(task: Task, device: Any) -> Any:
@@ -156,14 +161,8 @@ def evaluate(
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    metric = fresh_metric(task, device)
     try:
-        batches = 0
-        for batch in loader:
-            images, targets = labelled_batch(batch)
-            prediction = task.predict(model, move_to(images, device))
-            metric.update(prediction, move_to(targets, device))
-            batches += 1
+        metric, batches = _updated_metric(task, model, loader, device)
         if not batches:
             raise DatasetError(EMPTY_TEST)
         computed = metric.compute()
@@ -172,6 +171,45 @@ def evaluate(
         if not isinstance(scores, dict):
             return {task.primary_metric: primary}
         return {**scores, task.primary_metric: primary}
+    finally:
+        model.train(was_training)
+
+
+def _updated_metric(
+    task: Task, model: nn.Module, loader: Iterable[Any], device: Any
+) -> tuple[Any, int]:
+    """A fresh ``task.metric()`` updated with ``model``'s predictions on every batch of
+    ``loader`` (the model's mode is the caller's), and the number of batches."""
+    metric, batches = fresh_metric(task, device), 0
+    for batch in loader:
+        images, targets = labelled_batch(batch)
+        prediction = task.predict(model, move_to(images, device))
+        metric.update(prediction, move_to(targets, device))
+        batches += 1
+    return metric, batches
+
+
+@torch.no_grad()
+def check_scoring(task: Task, model: nn.Module, batch: Any, device: Any) -> None:
+    """Score one labelled batch as ``evaluate`` does, to find a broken ``Task.metric()`` or
+    ``predict`` before training: errors are raised, except a ``compute()`` that cannot score
+    one batch alone (R2 of one sample: judged at the first evaluation). Model modes are
+    restored; no gradients.
+
+    Raises:
+        ConfigError: see ``evaluate``; and whatever ``predict`` or ``update`` raise.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        metric, _ = _updated_metric(task, model, [batch], device)
+        try:
+            computed = metric.compute()
+        except MicError:
+            raise
+        except Exception:  # a metric that cannot score one batch alone
+            return
+        primary_score(task, computed)
     finally:
         model.train(was_training)
 

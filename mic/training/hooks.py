@@ -9,10 +9,12 @@ import warnings
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from types import GeneratorType
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+from torch.utils.data.dataloader import _BaseDataLoaderIter
 from tqdm.auto import tqdm
 
 from mic.core.errors import CheckpointError, ConfigError, DatasetError, MicError
@@ -22,8 +24,10 @@ from mic.training.checkpoint import load_checkpoint, save_checkpoint, save_weigh
 from mic.training.distributed import broadcast_object, gather_objects, process_info
 from mic.training.evaluation import (
     EMPTY_TEST,
+    check_scoring,
     evaluate,
     fresh_metric,
+    in_percent,
     recalibrated_batchnorm,
     shown_metric,
     tracked_batchnorms,
@@ -265,7 +269,9 @@ class Evaluation(Hook):
         if loader is None and validation is None:
             raise ConfigError("evaluation needs a labelled loader, label-free validators or both")
         for name, given in (("loader", loader), ("adabn_loader", adabn_loader)):
-            if isinstance(given, Iterator):  # a generator: one pass only
+            if isinstance(given, (GeneratorType, map, filter, zip, _BaseDataLoaderIter)) or (
+                isinstance(given, Iterator) and type(given).__module__ in ("builtins", "itertools")
+            ):  # one pass only (a loader of one's own whose __iter__ restarts is welcome)
                 raise ConfigError(
                     f"Evaluation's {name} is an iterator ({type(given).__name__}), which can be "
                     "passed over once, but every evaluation passes over it again: give a "
@@ -326,12 +332,7 @@ class Evaluation(Hook):
         self.task.check_targets(targets)
         if student is not None:
             with preserved_rng():
-                try:
-                    evaluate(self.task, student, [batch], loop.device)
-                except MicError:
-                    raise
-                except Exception:  # a metric that cannot score one batch alone (R2 of one
-                    pass  # sample): judged at the first evaluation, as without this check
+                check_scoring(self.task, student, batch, loop.device)
 
     def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
         if _due(loop.step, self.interval, loop.iterations) or loop.step in self.at:
@@ -401,7 +402,7 @@ class Evaluation(Hook):
             record.update({f"eval/{name}/{k}": v for k, v in scores.items()})
             primary = scores.get(self.task.primary_metric)
             if isinstance(primary, float):
-                shown = shown_metric(primary, self.task.higher_is_better, unit="")
+                shown = shown_metric(primary, in_percent(self.task), unit="")
                 lines.append(f"{name} {self.task.primary_metric} {shown}")
         record["summary"] = f"[iteration {loop.step}] target " + (", ".join(lines) or "(no labels)")
         return record
