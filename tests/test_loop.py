@@ -250,9 +250,14 @@ def test_pseudo_labels_in_another_layout_than_their_labels_are_refused():
         PseudoLabels(labels, 0.9)
     with pytest.raises(ConfigError, match=r"valid is a dict, not a tensor or a list"):
         PseudoLabels(labels, torch.ones(4), valid={"a": torch.ones(4)})
-    # layouts of other kinds than the labels' are the task's to read (as its loss weights)
+    # a tensor for list labels, a list for tensor labels: one per image each (the task reads it)
     PseudoLabels([labels[i : i + 1] for i in range(4)], torch.ones(4))
     PseudoLabels(labels, list(torch.ones(4)))
+    PseudoLabels([{}] * 2, (torch.ones(1), torch.ones(1)))
+    with pytest.raises(ConfigError, match=r"confidence has the layout 3 and their labels \(4,\)"):
+        PseudoLabels(labels, list(torch.ones(3)))
+    with pytest.raises(ConfigError, match=r"confidence has the layout \(3,\) and their labels 4"):
+        PseudoLabels([labels[i : i + 1] for i in range(4)], torch.ones(3))
     PseudoLabels({"value": torch.zeros(4)}, torch.ones(4))
     PseudoLabels((labels, torch.zeros(4, 2)), (torch.ones(4), torch.ones(4)))
 

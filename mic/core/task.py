@@ -38,12 +38,18 @@ class PseudoLabels:
         """Raise ``ConfigError`` when ``confidence`` or ``valid`` is no tensor or list of
         tensors, or not in the labels' layout (tensor labels' shape, one per list label)."""
         size = lambda x: tuple(x.shape) if isinstance(x, Tensor) else len(x)  # noqa: E731
+        first = lambda x: x.shape[:1] if isinstance(x, Tensor) else (len(x),)  # noqa: E731
         for name in ("confidence", "valid"):
-            x = getattr(self, name)
-            if x is not None and not isinstance(x, (Tensor, list, tuple)):
+            x, labels = getattr(self, name), self.labels
+            if x is None:
+                continue
+            if not isinstance(x, (Tensor, list, tuple)):
                 kind = type(x).__name__
                 raise ConfigError(f"pseudo-labels' {name} is a {kind}, not a tensor or a list")
-            if x is not None and type(x) is type(self.labels) and size(x) != size(self.labels):
+            if not isinstance(labels, (Tensor, list)):
+                continue  # labels of the task's own kind (a dict, a tuple of heads)
+            same = type(x) is type(labels)  # the same layout; a tensor and a list: one per image
+            if size(x) != size(labels) if same else first(x) != first(labels):
                 raise ConfigError(
                     f"pseudo-labels' {name} has the layout {size(x)} and their labels "
                     f"{size(self.labels)}: a Task's pseudo_label gives one per label"
