@@ -193,6 +193,19 @@ def _main(cfg: DictConfig) -> None:
         print(f"run folder: {run_dir}")
 
 
+def _leave_process_group() -> None:
+    """Under torchrun, after a run that ended well: wait for every process, then close the
+    group (a process that exits with the group's threads still running may abort: SIGABRT,
+    "terminate called without an active exception", seen once under load)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def _join_torchrun() -> None:
     """Under torchrun, start the process group before Hydra, so that every process writes into
     the run folder of rank 0 (same time stamp) and only rank 0 writes Hydra's own files."""
@@ -466,6 +479,7 @@ def main() -> None:
     except KeyboardInterrupt:  # outside the loop's guard, which stops iterations cleanly
         print(INTERRUPTED, file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
+    _leave_process_group()
     if _FAILED_JOBS:
         failed, jobs = len(_FAILED_JOBS), _JOBS[0]
         print(
