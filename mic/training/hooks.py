@@ -354,21 +354,17 @@ class Evaluation(Hook):
                 none waits for a record that never comes.
         """
         info = process_info()
-        if not info.enabled:
-            with preserved_rng():  # training draws the same with and without evaluations
-                record = self.score(loop)
-        else:
-            try:
-                with preserved_rng():  # a test loader without a generator draws its seed
-                    found: Any = self.score(loop) if info.is_main else None
-            except Exception as e:
+        try:  # training draws the same with and without evaluations (a test loader without
+            with preserved_rng():  # a generator draws its seed from the global one)
+                record: Any = self.score(loop) if info.is_main else None
+        except Exception as e:
+            if info.enabled:  # the others wait for the record: they stop with this error
                 broadcast_object((type(e) if isinstance(e, MicError) else RuntimeError, str(e)))
-                raise
-            found = broadcast_object(found)
-            if isinstance(found, tuple):  # the main process's error
-                kind, message = found
-                raise kind(f"the main process's evaluation stopped: {message}")
-            record = found
+            raise
+        record = broadcast_object(record)  # the record itself in one process
+        if isinstance(record, tuple):  # the main process's error
+            kind, message = record
+            raise kind(f"the main process's evaluation stopped: {message}")
         self.history.append(record)
         loop.emit(record)
         return record
