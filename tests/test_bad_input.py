@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mic import SourceSupervision
 from mic.experiment import load_config, run_experiment
 from mic.tasks.classification import ClassificationTask
 from mic.training import per_process_batch_size
@@ -232,6 +233,13 @@ class FiveClasses(ClassificationTask):
 
     def check_datasets(self, datasets) -> None:  # its own data check, without class counts
         pass
+
+
+class DetachedSource(SourceSupervision):
+    """A loss term of one's own that detaches its loss (as ``.item()`` or ``no_grad`` would)."""
+
+    def forward(self, ctx):
+        return super().forward(ctx).detach()
 
 
 #: a few tiny street scenes for the segmentation cases that fail in the first iteration
@@ -515,6 +523,15 @@ CASES = [
         "a task of one's own whose class count is not the dataset's (the model follows the data)",
         lambda t, r: ["task._target_=tests.test_bad_input.FiveClasses"],
         "the model predicts 10 classes but the task has 5; set model.num_classes to 5",
+    ),
+    (
+        "term-loss-without-gradient",
+        "a loss term of one's own whose loss is detached (nothing would train)",
+        lambda t, r: [
+            "method=source_only",
+            "method.terms.source._target_=tests.test_bad_input.DetachedSource",
+        ],
+        "no loss of iteration 1 that is not 0 has a gradient (['source']): nothing trains",
     ),
     (
         "config-searchpath-added",
@@ -1104,8 +1121,8 @@ def run_case(case, root: Path, existing: Path) -> dict:
     run = tmp / "run"
     shutil.copytree(existing, run)
     args = overrides(tmp, run / "checkpoints" / "iter_00000002.pt")
-    # other data or other starting weights: a run of its own
-    fresh = any(a.startswith(("dataset", "init_from")) for a in args)
+    # other data, other starting weights or code of one's own: a run of its own
+    fresh = any(a.startswith(("dataset", "init_from")) or "_target_=tests." in a for a in args)
     if name in ENVIRONMENT:
         where, fault = ENVIRONMENT[name]
         run_dir = where(tmp, run)

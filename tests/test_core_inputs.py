@@ -14,6 +14,7 @@ from mic import (
     ConfigError,
     LossTerm,
     PseudoLabels,
+    SourceSupervision,
     UDAMethod,
     mean_teacher,
     source_only,
@@ -69,14 +70,35 @@ class NoLoss(LossTerm):
 
 
 def test_a_loss_without_gradient_is_warned_of_once():
-    loop, _ = make_loop(UDAMethod({"source": Detached(), "zero": NoLoss()}), iterations=3)
+    method = UDAMethod({"source": SourceSupervision(), "detached": Detached()})
+    loop, _ = make_loop(method, iterations=3)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for _ in range(3):
             loop.train_step()
             loop.step += 1
     said = [str(w.message) for w in caught if "without a gradient" in str(w.message)]
-    assert len(said) == 1 and "loss term 'source'" in said[0], said
+    assert len(said) == 1 and "loss term 'detached'" in said[0], said
+
+
+class ZeroWithGradient(LossTerm):
+    def forward(self, ctx):
+        return ctx.student(ctx.target_images).sum() * 0  # e.g. no confident pseudo-label yet
+
+
+def test_an_iteration_where_no_loss_that_is_not_0_has_a_gradient_is_refused():
+    # the only non-zero loss detached (or .item()'d): the optimiser would step for ever on
+    # zero gradients (and weight decay alone)
+    method = UDAMethod({"source": Detached(), "zero": NoLoss(), "mic": ZeroWithGradient()})
+    loop, _ = make_loop(method, iterations=3, adaptation_start=0)
+    before = [p.detach().clone() for p in loop.student.parameters()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(
+            ConfigError, match=r"iteration 1 that is not 0 has a gradient \(\['source'"
+        ):
+            loop.run()
+    assert all(torch.equal(a, b) for a, b in zip(before, loop.student.parameters()))
 
 
 def test_zero_losses_without_gradient_are_no_mistake():

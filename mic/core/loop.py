@@ -307,9 +307,11 @@ class AdaptationLoop:
         one ``SharedForward``, summed) once; return the detached losses by name.
 
         Raises:
-            ConfigError: two terms report a loss under the same name.
+            ConfigError: two terms report a loss under the same name, or every loss that is
+                not 0 has no gradient (nothing would train).
         """
         losses: dict[str, Tensor] = {}
+        graded: set[str] = set()  # the losses with a gradient
         for branch in _branches(terms):
             parts: list[Tensor] = []
             for name, term in branch:
@@ -321,11 +323,19 @@ class AdaptationLoop:
                     raise ConfigError(f"two loss terms report a loss named {clash}; rename one")
                 losses.update({k: v.detach().float() for k, v in named.items()})
                 parts.extend(named.values())
+                graded.update(k for k, v in named.items() if v.requires_grad)
                 for key in [k for k, v in named.items() if not v.requires_grad]:
                     self._warn_gradless(name, key, named[key])
             total = sum(parts)
             if isinstance(total, Tensor) and total.requires_grad:
                 self.scaler.scale(total / self.accumulate).backward()
+        moving = [k for k, v in losses.items() if v.item() != 0] if self._gradless else []
+        if moving and not graded & set(moving):
+            raise ConfigError(
+                f"no loss of iteration {ctx.step + 1} that is not 0 has a gradient ({moving}): "
+                "nothing trains; a term returns its loss tensor itself (not computed under "
+                "no_grad, detached, or taken with .item())"
+            )
         return losses
 
     def _warn_gradless(self, term: str, key: str, loss: Tensor) -> None:
