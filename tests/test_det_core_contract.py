@@ -51,6 +51,18 @@ def test_sum_parts_scales_and_drops_parts_and_names_unknown_ones():
         sum_parts(torch.tensor(1.0), {"a": 0.0})
 
 
+def test_sum_parts_takes_a_plain_number_as_a_part_as_a_term_takes_it():
+    # e.g. a box loss of 0.0 for images without objects, as a term's plain 0.0
+    grad = torch.tensor(2.0, requires_grad=True)
+    total = sum_parts({"a": grad, "b": 0.0, "c": 1}, {"c": 3.0})
+    assert total.item() == 5.0 and total.requires_grad
+    assert sum_parts({"b": 0.0}, None).item() == 0.0
+    half = sum_parts({"a": torch.tensor(2.0, dtype=torch.bfloat16), "b": 0.5}, None)
+    assert half.item() == 2.5
+    with pytest.raises(mic.ConfigError, match="part 'b' is <class 'bool'>, not a scalar"):
+        sum_parts({"a": grad, "b": True}, None)
+
+
 def test_consistency_drops_images_that_keep_leaves_out():
     task = PartsTask()
     model = nn.Conv2d(3, 1, 1)

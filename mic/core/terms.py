@@ -26,7 +26,7 @@ def sum_parts(
 
     Raises:
         ConfigError: ``part_weights`` (made by the option ``setting``) names a part the loss
-            does not have, or a part is not a scalar tensor.
+            does not have, or a part is not a scalar tensor or a number.
     """
     weights = dict(part_weights or {})
     names = sorted(loss) if isinstance(loss, Mapping) else None
@@ -36,10 +36,13 @@ def sum_parts(
         raise ConfigError(f"{setting} name {unknown}, which the task's loss does not have; {has}")
     if not isinstance(loss, Mapping):
         return loss
+    device, loss = next((v.device for v in loss.values() if isinstance(v, Tensor)), None), {**loss}
     for k, v in loss.items():
-        if not isinstance(v, Tensor) or v.numel() != 1:
+        if type(v) in (int, float):  # a plain number (e.g. 0.0: no such loss here), as in a term
+            loss[k] = torch.tensor(float(v), device=device)
+        elif not isinstance(v, Tensor) or v.numel() != 1:
             got = f"a tensor of shape {tuple(v.shape)}" if isinstance(v, Tensor) else type(v)
-            raise ConfigError(f"Task.loss's part {k!r} is {got}, not a scalar tensor")
+            raise ConfigError(f"Task.loss's part {k!r} is {got}, not a scalar tensor or a number")
     parts = [weights.get(k, 1.0) * v for k, v in loss.items() if weights.get(k, 1.0) != 0]
     if not parts:
         return next(iter(loss.values())).new_zeros(())
