@@ -141,6 +141,18 @@ def test_keep_flags_must_count_the_images():
         PseudoLabels(torch.zeros(4, dtype=torch.long), torch.ones(4), keep=[True, False])
 
 
+def test_keep_counts_and_selects_the_images_of_dict_labels():
+    # labels of a task's own kind, a dict of per-image heads (3 keys, 4 images)
+    labels = {"cls": torch.arange(4), "box": torch.rand(4, 4), "id": ["a", "b", "c", "d"]}
+    with pytest.raises(ConfigError, match="keep has 3 flags for 4 images"):
+        PseudoLabels(labels, torch.ones(4), keep=[True, False, True])
+    keep = [True, False, True, False]
+    images, kept = PseudoLabels(labels, torch.ones(4) / 2, keep=keep).kept(torch.zeros(4, 2))
+    assert kept.labels["cls"].tolist() == [0, 2] and kept.labels["id"] == ["a", "c"]
+    assert torch.equal(kept.labels["box"], labels["box"][[0, 2]])
+    assert images.shape == (2, 2) and kept.confidence.tolist() == [0.5, 0.5]
+
+
 def test_a_block_as_large_as_the_image_is_warned_of():
     with pytest.warns(UserWarning, match="covers the whole 8 x 8 image"):
         BlockMasker(block_size=8)(torch.zeros(2, 3, 8, 8))

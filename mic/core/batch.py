@@ -53,10 +53,18 @@ def collate_pairs(
 
 
 def select_images(batch: Any, keep: Sequence[bool]) -> Any:
-    """The rows (tensor) or items (list) of ``batch`` whose ``keep`` flag is true."""
+    """The rows (tensor) or items (list) of ``batch`` whose ``keep`` flag is true; of a dict,
+    those of each value."""
     if isinstance(batch, torch.Tensor):
         return batch[torch.tensor(list(keep), dtype=torch.bool, device=batch.device)]
+    if isinstance(batch, Mapping):
+        return type(batch)({k: select_images(v, keep) for k, v in batch.items()})
     return [item for item, k in zip(batch, keep, strict=True) if k]
+
+
+def count_images(batch: Any) -> int:
+    """The number of images of a batch: a tensor's rows, a list's items, a dict's first value's."""
+    return count_images(next(iter(batch.values()))) if isinstance(batch, Mapping) else len(batch)
 
 
 def move_to(obj: Any, device: torch.device | str, non_blocking: bool = True) -> Any:

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from torch import Tensor, nn
 
-from mic.core.batch import LABEL_KEYS, collate_pairs, select_images
+from mic.core.batch import LABEL_KEYS, collate_pairs, count_images, select_images
 from mic.core.errors import ConfigError, DatasetError
 
 
@@ -54,10 +54,10 @@ class PseudoLabels:
                     f"pseudo-labels' {name} has the layout {size(x)} and their labels "
                     f"{size(self.labels)}: a Task's pseudo_label gives one per label"
                 )
-        if self.keep is not None and len(self.keep) != len(self.labels):
+        if self.keep is not None and len(self.keep) != (images := count_images(self.labels)):
             raise ConfigError(
-                f"pseudo-labels' keep has {len(self.keep)} flags for "
-                f"{len(self.labels)} images: a Task's pseudo_label gives one per image"
+                f"pseudo-labels' keep has {len(self.keep)} flags for {images} images: a "
+                "Task's pseudo_label gives one per image"
             )
 
     def check_confidence(self) -> None:
