@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import logging
 import math
 import os
 import re
@@ -234,12 +235,27 @@ def _typed_arguments(target: str) -> dict[str, type]:
     """The arguments of ``target`` (a class or function path) annotated ``bool``, ``int`` or
     ``float`` (exactly: not ``int | None``)."""
     try:
-        obj = get_object(target)
+        obj = _get_object(target)
         fn = obj.__init__ if inspect.isclass(obj) else obj
         hints = typing.get_type_hints(fn)
     except Exception:  # an unresolvable target or annotation: instantiate reports the former
         return {}
     return {name: hint for name, hint in hints.items() if hint in (bool, int, float)}
+
+
+def _get_object(path: str) -> Any:
+    """Hydra's ``get_object``, without the ERROR record it logs for a path it cannot import
+    (mic-train's own message names what is missing).
+
+    Raises:
+        Exception: what ``get_object`` raises.
+    """
+    log = logging.getLogger("hydra.utils")
+    was, log.disabled = log.disabled, True
+    try:
+        return get_object(path)
+    finally:
+        log.disabled = was
 
 
 def _argument_problem(value: Any, hint: type) -> str | None:
@@ -705,14 +721,13 @@ def scheduler_problems(cfg: DictConfig) -> list[str]:
     the schedule when it is one of mic's (``mic.training.optim``: pure, cheap), so that it is
     named with the other bad values before any data is read; nothing for a schedule of
     one's own (built, and judged, when the run is)."""
-    import logging
 
     from hydra.utils import instantiate
 
     node = cfg.get("scheduler")
     target = node.get("_target_") if OmegaConf.is_dict(node) else None
     try:
-        obj = get_object(str(target))
+        obj = _get_object(str(target))
     except Exception:  # no such class: instantiate reports it
         return []
     if getattr(obj, "__module__", "") != "mic.training.optim":

@@ -62,7 +62,10 @@ def user_error(exc: BaseException) -> str | None:
                 target = re.search(r"Error locating target '([\w.]+)'", str(seen))
                 imports = [e for e in exception_chain(exc) if isinstance(e, ImportError)]
                 where = _import_hint(target.group(1), imports[-1]) if target and imports else ""
-                return _one_paragraph(f"cannot build an object from the config: {seen}{where}")
+                said = str(seen).replace(
+                    ", set env var HYDRA_FULL_ERROR=1 to see chained exception", ""
+                )
+                return _one_paragraph(f"cannot build an object from the config: {said}{where}")
     return None
 
 

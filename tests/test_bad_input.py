@@ -1175,6 +1175,12 @@ def test_bad_input_gives_one_clear_paragraph_and_leaves_the_run_folder_intact(ca
         assert not saved
 
 
+def test_an_unimportable_target_is_told_once_in_mic_s_words(outcomes):
+    err = outcomes["task-module-not-found"]["out"].stderr
+    assert "Are you sure that module" not in err and "HYDRA_FULL_ERROR" not in err, err
+    assert err.count("No module named 'my_tasks'") == 1, err
+
+
 def test_a_new_run_into_a_folder_that_holds_one(outcomes, tmp_path):
     run = shutil.copytree(outcomes["config-unknown-key"]["run_dir"], tmp_path / "run")
     before = _snapshot(run)
