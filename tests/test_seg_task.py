@@ -165,3 +165,50 @@ def test_prediction_images_undo_the_normalisation_of_the_dataset_transform(tmp_p
     grey = torch.full((3, 2, 2), 0.6)  # in [0, 1]
     normalised = (grey - transform.mean) / transform.std
     assert (to_rgb(normalised, hook.normalization) == round(0.6 * 255)).all()
+
+
+def test_a_negative_ignore_index_is_ignored_by_the_checks_the_loss_and_the_metric():
+    """ignore_index=-1 (a common convention) was refused by the label check as a label < 0."""
+    task = SegmentationTask(3, ignore_index=-1)
+    targets = torch.tensor([[[0, 1], [2, -1]]])
+    task.check_targets(targets)
+    logits = torch.randn(1, 3, 2, 2)
+    per_pixel = torch.nn.functional.cross_entropy(
+        logits, targets, ignore_index=-1, reduction="none"
+    )
+    assert torch.allclose(task.loss(Fixed(logits), None, targets), per_pixel.sum() / 4)
+    metric = task.metric()
+    metric.update(torch.tensor([[[0, 1], [2, 0]]]), targets)
+    assert metric.compute()["accuracy"] == 1.0  # the ignored pixel is not scored
+    with pytest.raises(DatasetError, match="label -2 is outside the classes"):
+        task.check_targets(torch.tensor([[[0, -2]]]))
+    with pytest.raises(ConfigError, match=r"task.ignore_index=1 is one of the classes"):
+        SegmentationTask(3, ignore_index=1)
+
+
+def test_a_model_that_returns_a_dict_is_told_to_return_the_class_scores():
+    """torchvision's segmentation models return {'out': ...}: said, not an AttributeError."""
+    task = SegmentationTask(3)
+
+    class DictModel(nn.Module):
+        def forward(self, x):
+            return {"out": torch.zeros(x.shape[0], 3, *x.shape[-2:])}
+
+    images, targets = torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long)
+    with pytest.raises(ConfigError, match=r"must return B x C x h x w class scores.*got a dict"):
+        task.loss(DictModel(), images, targets)
+    with pytest.raises(ConfigError, match="got a dict"):
+        task.predict(DictModel(), images)
+
+
+def test_margins_that_cover_the_target_images_are_refused_not_a_zero_weight_run():
+    task = SegmentationTask(3, pseudo_label_margins=(15, 120, 0, 0))
+    probs = torch.softmax(torch.randn(2, 3, 64, 64), dim=1)
+    with pytest.raises(ConfigError, match=r"cover every pixel of the 64 x 64 target images"):
+        task.pseudo_label(probs)
+    assert (
+        SegmentationTask(3, pseudo_label_margins=(15, 120, 0, 0))
+        .pseudo_label(torch.softmax(torch.randn(1, 3, 136, 8), dim=1))
+        .valid[:, 15:16]
+        .all()
+    )

@@ -145,6 +145,12 @@ class SegmentationTask(Task):
             raise ConfigError(f"segmentation needs at least 2 classes, got {num_classes}")
         self.num_classes = int(num_classes)
         self.ignore_index = int(ignore_index)
+        if 0 <= self.ignore_index < self.num_classes:
+            raise ConfigError(
+                f"task.ignore_index={self.ignore_index} is one of the classes [0, "
+                f"{self.num_classes - 1}]: the label of pixels without a class must lie outside "
+                "them (255 as Cityscapes' training ids, or a negative value such as -1)"
+            )
         if isinstance(protocol, str):
             if protocol == "all":
                 self.eval_classes = None
@@ -200,6 +206,17 @@ class SegmentationTask(Task):
 
     # ------------------------------------------------------------------------- training
     def check_logits(self, logits: Tensor) -> None:
+        if not isinstance(logits, Tensor) or logits.ndim != 4:
+            raise ConfigError(
+                "a segmentation model must return B x C x h x w class scores (a tensor), got "
+                + (
+                    f"a tensor of shape {tuple(logits.shape)}"
+                    if isinstance(logits, Tensor)
+                    else f"a {type(logits).__name__}"
+                )
+                + ": wrap a model that returns a dict or tuple (e.g. torchvision's "
+                "{'out': ...}) in a module whose forward returns the class scores"
+            )
         if logits.shape[1] != self.num_classes:
             raise ConfigError(
                 f"the model predicts {logits.shape[1]} classes but the task (dataset) has "
@@ -296,6 +313,13 @@ class SegmentationTask(Task):
         if not any(self.margins):
             return None
         b, h, w = shape
+        if top + bottom >= h or left + right >= w:
+            raise ConfigError(
+                f"task.pseudo_label_margins {list(self.margins)} (top, bottom, left, right) "
+                f"cover every pixel of the {h} x {w} target images, so every pseudo-label would "
+                "weigh 0: set margins that leave part of the image (DAFormer's 15 and 120 rows "
+                "are for 512 x 512 Cityscapes crops; [0, 0, 0, 0] for none)"
+            )
         valid = torch.ones((b, h, w), dtype=torch.bool, device=device)
         valid[:, :top] = False
         if bottom:
@@ -364,7 +388,7 @@ class SegmentationTask(Task):
                     else type(targets).__name__
                 )
             )
-        bad = (targets >= self.num_classes) & (targets != self.ignore_index) | (targets < 0)
+        bad = ((targets >= self.num_classes) | (targets < 0)) & (targets != self.ignore_index)
         if bad.any():
             value = int(targets[bad][0])
             raise DatasetError(
