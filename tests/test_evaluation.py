@@ -159,3 +159,30 @@ def test_a_metric_without_the_primary_score_through_mic_train(tmp_path):
         "'acc'). Set primary_metric to " in out.stderr
     )
     assert "(no labels)" not in out.stdout + out.stderr  # the test set is labelled
+
+
+def test_an_evaluation_of_the_teacher_alone_in_a_run_without_one_is_refused_before_training():
+    """Evaluation(models=('teacher',)) of a loop without a teacher scored nothing: every
+    evaluation a '(no labels)' summary, and no error."""
+    import mic
+    from mic.core import ConfigError
+
+    task = ClassificationTask(3)
+    data = TensorDataset(torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,)))
+    loader = DataLoader(data, 4, drop_last=True, collate_fn=task.collate)
+    student = tiny_model()
+    evaluation = mic.Evaluation(task, loader, models=("teacher",))
+    loop = mic.AdaptationLoop(
+        task,
+        student,
+        mic.UDAMethod({"source": mic.SourceSupervision()}),
+        torch.optim.SGD(student.parameters(), 0.1),
+        loader,
+        loader,
+        iterations=2,
+        hooks=[evaluation],
+    )
+    with pytest.raises(ConfigError, match=r"scores only \['teacher'\], but the method has no"):
+        loop.run()
+    assert loop.step == 0
+    mic.Evaluation(task, loader, models=("student", "teacher")).before_run(loop)  # student: fine

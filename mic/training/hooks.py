@@ -236,6 +236,8 @@ class Evaluation(Hook):
             that yields no batch, unlabelled batches, batches that are not ``(images,
             targets)`` pairs, or targets the task's ``check_targets`` refuses: found before
             training, not at the first evaluation.
+        ConfigError: (at ``before_run``) ``models`` names only the teacher of a loop that has
+            none.
         ConfigError: (at ``before_run``, scoring the first batch with the student) a
             ``Task.metric()`` that returns a class or an object without ``update`` and
             ``compute``, or whose ``compute()`` lacks ``primary_metric`` or gives it as
@@ -308,6 +310,12 @@ class Evaluation(Hook):
         eval mode (BatchNorm statistics untouched), then put back in its mode; no AdaBN. Called
         without a loop (``loop=None``), the batch is checked but not scored."""
         student = getattr(loop, "student", None)
+        if student is not None and loop.teacher is None and "student" not in self.models:
+            raise ConfigError(
+                f"the Evaluation hook scores only {list(self.models)}, but the method has no "
+                "teacher (none of its terms uses pseudo-labels): nothing would be scored; score "
+                "the student (models=('student',))"
+            )
         if self.loader is None:
             if student is not None:
                 with preserved_rng():
