@@ -65,3 +65,34 @@ def test_model_selection_pages_adabn_loader_serves_adabn_batches_as_written(tmp_
     model = Classifier("small_cnn", num_classes=10).eval()  # BatchNorm1d in its bottleneck
     with recalibrated_batchnorm(model, evaluation.adabn_loader, evaluation.adabn_batches):
         pass
+
+
+def test_detection_pages_sada_example_trains_on_the_source_labels_as_written():
+    """docs/detection.md, "Python": SADA is the shared source loss plus the alignment (the
+    example once listed DomainAdversarial alone, which reads the source pass's features but
+    gives no detection loss, so nothing learnt from the source labels)."""
+    from torch.utils.data import Subset
+
+    code = snippets("detection.md", "Python")[0]
+    short = code.replace("iterations=1250", "iterations=2").replace(
+        "adaptation_start=1000", "adaptation_start=1"
+    )
+    short = short.replace(
+        'ShapesDetection("target", "test")', 'Subset(ShapesDetection("target", "test"), range(4))'
+    )
+    assert short.count("iterations=2") == 1 and "Subset(" in short
+    namespace: dict = {"Subset": Subset}
+    exec(
+        short.replace(
+            "loop.run()", "before = [p.clone() for p in student.parameters()]\nloop.run()"
+        ),
+        namespace,
+    )
+    loop = namespace["loop"]
+    assert loop.step == 2
+    assert "source" in namespace["method"].terms
+    changed = [
+        not torch.equal(a, b)
+        for a, b in zip(namespace["before"], namespace["student"].parameters())
+    ]
+    assert any(changed)

@@ -187,8 +187,9 @@ class AdaptationLoop:
             (
                 adaptation_start == 0 or any(not t.uses_target for _, t in method),
                 f"no term of the method runs before adaptation_start={adaptation_start} (each "
-                "has uses_target = True), so those iterations would train nothing; set "
-                "uses_target = False on the terms that need no target data, or adaptation_start=0",
+                "has uses_target = True), so those iterations would train nothing: add the source "
+                "loss (mic.SourceSupervision; beside DomainAdversarial, SharedSourceSupervision), "
+                "set uses_target = False on terms that need no target data, or adaptation_start=0",
             ),
             (
                 not alone,
