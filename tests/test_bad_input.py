@@ -796,6 +796,18 @@ CASES = [
         ],
         "classes",
     ),
+    (
+        "detection-anchor-sizes-number",
+        "detection: model.anchor_sizes given as one number, not one per FPN level",
+        lambda t, r: [*TINY_DET, "model.anchor_sizes=16"],
+        "model.anchor_sizes must list, for every FPN level, a positive size in pixels",
+    ),
+    (
+        "detection-min-size-zero",
+        "detection: an image resize to 0 pixels",
+        lambda t, r: [*TINY_DET, "model.min_size=0"],
+        "model.min_size must be a positive whole number, got 0",
+    ),
     # ------------------------------------------------------------------ data
     (
         "data-missing-folder",

@@ -18,7 +18,7 @@ background class 0 stays inside the model.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -456,6 +456,84 @@ def build_backbone(
     return fpn, ["0", "1", "2", "3"]
 
 
+#: the detector settings that are positive whole numbers / fractions in [0, 1] (both backends)
+COUNT_SETTINGS = (
+    "fpn_channels",
+    "representation_size",
+    "min_size",
+    "max_size",
+    "rpn_pre_nms_top_n_train",
+    "rpn_post_nms_top_n_train",
+    "rpn_pre_nms_top_n_test",
+    "rpn_post_nms_top_n_test",
+    "rpn_batch_size_per_image",
+    "box_batch_size_per_image",
+    "box_detections_per_img",
+)
+FRACTION_SETTINGS = ("rpn_nms_thresh", "box_score_thresh", "box_nms_thresh")
+
+
+def check_detector_settings(
+    counts: Mapping[str, Any],
+    anchor_sizes: Any = None,
+    aspect_ratios: Any = None,
+    fractions: Mapping[str, Any] | None = None,
+) -> None:
+    """Refuse detector settings that torchvision or detectron2 would fail on deep inside (or
+    take silently): sizes and counts that are not positive whole numbers, anchor sizes that
+    are not one entry per FPN level, aspect ratios <= 0, thresholds outside [0, 1].
+
+    Args:
+        counts: ``{model.<key>: value}`` of what must be a positive whole number (None: unset).
+        anchor_sizes: per FPN level a size or a list of sizes (pixels), or None.
+        aspect_ratios: height / width ratios of the anchors, or None.
+        fractions: ``{model.<key>: value}`` of what must lie in [0, 1] (None: unset).
+
+    Raises:
+        ConfigError: naming the setting, the value given and what it takes.
+    """
+    for key, value in counts.items():
+        if value is None:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value != int(value)
+            or value < 1
+        ):
+            raise ConfigError(f"{key} must be a positive whole number, got {value!r}")
+    for key, value in (fractions or {}).items():
+        if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 1):
+            raise ConfigError(f"{key} must lie in [0, 1], got {value!r}")
+    if anchor_sizes is not None:
+        per_level = (
+            [s if isinstance(s, Sequence) and not isinstance(s, str) else [s] for s in anchor_sizes]
+            if isinstance(anchor_sizes, Sequence) and not isinstance(anchor_sizes, str)
+            else None
+        )
+        flat = [v for s in per_level or [] for v in s]
+        if (
+            not per_level
+            or any(not s for s in per_level)
+            or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in flat)
+        ):
+            raise ConfigError(
+                f"model.anchor_sizes must list, for every FPN level, a positive size in pixels "
+                f"(or a list of them), e.g. [8, 16, 32, 64, 128]; got {anchor_sizes!r}"
+            )
+    if aspect_ratios is not None:
+        ratios = aspect_ratios if isinstance(aspect_ratios, Sequence) else None
+        if (
+            not ratios
+            or isinstance(ratios, str)
+            or any(isinstance(a, bool) or not isinstance(a, (int, float)) or a <= 0 for a in ratios)
+        ):
+            raise ConfigError(
+                "model.aspect_ratios must list positive height / width ratios, e.g. "
+                f"[0.5, 1.0, 2.0]; got {aspect_ratios!r}"
+            )
+
+
 # ---------------------------------------------------------------------------------- detector
 class FasterRCNN(nn.Module):
     """Faster R-CNN with FPN (torchvision's parts, mic's loss seams).
@@ -488,8 +566,10 @@ class FasterRCNN(nn.Module):
         rpn_*, box_*: torchvision's Faster R-CNN settings of the same names.
 
     Raises:
-        ConfigError: an unknown ``norm``, ``norm="layer"`` with pretrained weights, or
-            pretrained weights that are not in the local cache.
+        ConfigError: an unknown ``norm``, ``norm="layer"`` with pretrained weights,
+            pretrained weights that are not in the local cache, or settings torchvision would
+            fail on (``check_detector_settings``: sizes and counts < 1, anchor sizes not given
+            per level, aspect ratios <= 0, thresholds outside [0, 1]).
     """
 
     def __init__(
@@ -521,6 +601,13 @@ class FasterRCNN(nn.Module):
         super().__init__()
         if int(num_classes) < 1:
             raise ConfigError(f"detection needs at least 1 class, got num_classes={num_classes}")
+        given = locals()
+        check_detector_settings(
+            {f"model.{k}": given[k] for k in COUNT_SETTINGS},
+            anchor_sizes,
+            aspect_ratios,
+            {f"model.{k}": given[k] for k in FRACTION_SETTINGS},
+        )
         self.num_classes = int(num_classes)
         self.fpn_channels = int(fpn_channels)
         self.representation_size = int(representation_size)
