@@ -297,3 +297,49 @@ def test_duplicate_image_ids_are_named(tmp_path):
     assert out.returncode == 2, out.stderr[-2000:]
     message = out.stderr.split("mic: error: ", 1)[1]
     assert "gives several images the same id: id 1 is that of ['a.png', 'b.png']" in message
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        (lambda d: d["images"][0].pop("id"), "entry 0 of 'images' has no 'id'"),
+        (lambda d: d["images"][1].pop("file_name"), "entry 1 of 'images' has no 'file_name'"),
+        (lambda d: d.update(images={"a.png": 1}), "gives 'images' as dict; COCO lists them"),
+        (lambda d: d.update(annotations={"1": 1}), "gives 'annotations' as dict"),
+        (lambda d: d["annotations"].append("box"), "entry 2 of 'annotations' is 'box', not an"),
+    ],
+)
+def test_a_coco_json_of_another_shape_names_the_file_and_the_entry(tmp_path, change, said):
+    """These ended in a KeyError or TypeError from inside the reader, without the file."""
+    images, ann = _coco(tmp_path, BOX)
+    data = json.loads(ann.read_text())
+    change(data)
+    ann.write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match=f"annotation file '{ann}'") as info:
+        CocoDetection(images, ann)
+    assert said in str(info.value)
+
+
+def test_a_coco_json_of_another_shape_through_mic_train(tmp_path):
+    images = [{"id": 1, "file_name": "a.png"}, {"file_name": "b.png"}]
+    out = _coco_run(tmp_path, BOX, BOX, images=images)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "entry 1 of 'images' has no 'id' (a number or a string)" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_image_ids_of_numbers_and_strings_mixed_are_read_in_the_file_s_order(tmp_path):
+    images, ann = _coco(tmp_path, [(1, 1, [2, 2, 10, 10]), ("2", 2, [4, 4, 10, 10])])
+    data = json.loads(ann.read_text())
+    data["images"][1]["id"] = "2"
+    ann.write_text(json.dumps(data))
+    ds = CocoDetection(images, ann)
+    assert [f.name for f in ds.files] == ["a.png", "b.png"]
+    assert [t["labels"].tolist() for t in ds.targets] == [[0], [1]]
+
+
+def test_a_nan_box_is_reported_as_such_not_as_normalised(tmp_path):
+    images, ann = _coco(tmp_path, [(1, 1, [float("nan"), 0.2, 0.3, 0.25]), (2, 2, [3, 3, 9, 9])])
+    with pytest.raises(DatasetError) as info:
+        CocoDetection(images, ann)
+    assert "non-finite value" in str(info.value) and "normalised" not in str(info.value)

@@ -426,10 +426,14 @@ class CocoDetection(DetectionDataset):
                 f"annotation file '{path}' lists no images (a COCO json needs 'images', "
                 "'annotations' and 'categories')"
             )
+        _check_coco_lists(data, path)
         names = _category_names(data.get("categories"), path)
         self.classes = self._pick_classes(names, classes, source_classes, path)
         index = {name: i for i, name in enumerate(self.classes)}
-        images = sorted(data["images"], key=lambda im: im["id"])
+        try:
+            images = sorted(data["images"], key=lambda im: im["id"])
+        except TypeError:  # numbers and strings mixed: their order is the file's
+            images = list(data["images"])
         ids = [im["id"] for im in images]
         twice = [a for a, b in itertools.pairwise(ids) if a == b]
         if twice:
@@ -526,7 +530,8 @@ class CocoDetection(DetectionDataset):
         if not used:
             return []
         boxes = np.concatenate([self.targets[i]["boxes"].numpy() for i in used])
-        if boxes.min() < 0 or boxes.max() > 1:
+        boxes = boxes[np.isfinite(boxes).all(1)]  # a NaN box is a problem of its own
+        if not len(boxes) or boxes.min() < 0 or boxes.max() > 1:
             return []
         sizes = {i: self.stated_sizes[i] for i in used}
         if any(s is not None and min(s) <= NORMALISED_UP_TO for s in sizes.values()):
@@ -572,6 +577,37 @@ def _id_hint(value: Any, ids: Any) -> str:
     if not same:
         return ""
     return f": the listed id is {_shown(same[0])}; write the reference the same way"
+
+
+def _check_coco_lists(data: dict[str, Any], path: Path) -> None:
+    """Refuse a COCO json whose ``images`` or ``annotations`` are not what COCO writes: a
+    list of objects, each image with an ``id`` (a number or a string) and a ``file_name``
+    (a string), each annotation an object (its fields are checked where it is read).
+
+    Raises:
+        DatasetError: naming the file, the list, the entry's position and what it lacks.
+    """
+    for key in ("images", "annotations"):
+        entries = data.get(key)
+        if key == "annotations" and entries is None:
+            continue
+        if not isinstance(entries, list):
+            raise DatasetError(
+                f"annotation file '{path}' gives '{key}' as {type(entries).__name__}; COCO "
+                f'lists them: "{key}": [{{...}}, ...]'
+            )
+        for i, entry in enumerate(entries):
+            lacks = None
+            if not isinstance(entry, dict):
+                lacks = f"is {entry!r}, not an object"
+            elif key == "images" and (
+                not isinstance(entry.get("id"), (int, str)) or isinstance(entry["id"], bool)
+            ):
+                lacks = f"has no 'id' (a number or a string): {entry!r}"
+            elif key == "images" and not isinstance(entry.get("file_name"), str):
+                lacks = f"has no 'file_name' (the image's path in the image folder): {entry!r}"
+            if lacks:
+                raise DatasetError(f"annotation file '{path}': entry {i} of '{key}' {lacks}"[:600])
 
 
 def _category_names(categories: Any, path: Path) -> dict[Any, str]:
