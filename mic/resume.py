@@ -7,10 +7,11 @@ with a message naming each key, unless the key is listed in ``resume_allow_chang
 listed changes then take effect from the resumed iteration (the optimiser's and the schedule's
 new values replace the checkpoint's), and ``config_resumed.yaml`` records what runs.
 
-A data folder (a key whose last part contains ``root``) may change, for data moved to another
+A data folder or file (a key whose last part contains ``root``, or a ``dataset.*`` key of a
+split's ``images``, ``labels`` or ``annotations``) may change, for data moved to another
 mount, but only to the same data: a checkpoint records how many samples each training split
 holds (``DATA_SPLITS``), and a resume whose splits hold other counts stops, naming the changed
-roots (``check_same_data``).
+roots (``check_same_data``). The test set's keys may change freely: it only scores.
 """
 
 from __future__ import annotations
@@ -52,7 +53,12 @@ FREE_TO_CHANGE = (
     "max_skipped",
     "preflight",
     "dataset.test.",
+    "dataset.test_",
+    "dataset.root_test",
 )
+#: the last parts of ``dataset.*`` keys that name data paths, besides ``*root*`` (also with a
+#: split's prefix: ``source_images``)
+DATA_PATH_KEYS = ("images", "labels", "annotations")
 #: the name under which a change of the number of processes is allowed
 PROCESSES = "processes"
 #: the splits whose sample counts a checkpoint records (``data``) and a resume compares
@@ -274,7 +280,12 @@ def check_resume_config(
 
 
 def _is_root(key: str) -> bool:
-    return "root" in key.rsplit(".", 1)[-1]
+    """A data path: a key whose last part contains ``root``, or a ``dataset.*`` key that names
+    a split's images, labels or annotations (``dataset.source_images``, ``dataset.source.images``
+    of the own-data configs ``det_coco`` and ``seg_folders``)."""
+    last = key.rsplit(".", 1)[-1]
+    paths = last in DATA_PATH_KEYS or last.endswith(tuple(f"_{k}" for k in DATA_PATH_KEYS))
+    return "root" in last or (key.startswith("dataset.") and paths)
 
 
 def check_same_data(
@@ -306,7 +317,9 @@ def check_same_data(
     b = flatten(OmegaConf.to_container(cfg, resolve=True))
     changed: dict[tuple[str, str], list[str]] = {}  # a change -> its keys (interpolated too)
     for k in sorted(set(a) | set(b), key=lambda k: (k.count("."), k)):
-        training_data = k.startswith("dataset.") and not k.startswith("dataset.test")
+        training_data = k.startswith("dataset.") and not k.startswith(
+            ("dataset.test", "dataset.root_test")
+        )
         if training_data and a.get(k) != b.get(k):  # roots, and paths of other names
             changed.setdefault((repr(a.get(k)), repr(b.get(k))), []).append(k)
     allow = [str(x) for x in cfg.get("resume_allow_changes") or []]

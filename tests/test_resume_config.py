@@ -243,3 +243,30 @@ def test_other_data_are_allowed_by_the_changed_setting_the_config_check_named():
     with pytest.raises(ConfigError) as error:  # the test set only scores: not named
         check_same_data({"target": 6}, {"target": 9}, saved_config, cfg([], test="/u"))
     assert "dataset.test" not in str(error.value)
+
+
+def test_own_data_paths_may_move_like_roots_and_test_paths_change_freely():
+    """det_coco / seg_folders name their paths ``source_images``, ``test_annotations``, ...:
+    moving them was refused as a change of the training setup, though docs/training.md lets
+    data folders move (to the same data) and the test set change."""
+    from mic.resume import config_changes
+
+    def coco(where: str, test: str) -> dict:
+        return {
+            "dataset": {
+                "source_images": f"{where}/src",
+                "source_annotations": f"{where}/src.json",
+                "target_images": f"{where}/tgt",
+                "test_images": f"{test}/tst",
+                "test_annotations": f"{test}/tst.json",
+                "source": {"images": f"{where}/src", "annotations": f"{where}/src.json"},
+                "target": {"root": f"{where}/tgt"},
+                "test": {"images": f"{test}/tst", "annotations": f"{test}/tst.json"},
+                "num_classes": 3,
+            }
+        }
+
+    assert config_changes(coco("/a", "/t"), coco("/b", "/u"), (1, 1)) == {}
+    changed = coco("/b", "/u")
+    changed["dataset"]["num_classes"] = 4
+    assert set(config_changes(coco("/a", "/t"), changed, (1, 1))) == {"dataset.num_classes"}
