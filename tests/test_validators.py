@@ -425,3 +425,24 @@ def test_validation_over_an_empty_loader_is_a_dataset_error_not_nan():
         validation.score(task, model)
     with pytest.raises(DatasetError, match="yields no batch"):
         validation.references(task, model)
+
+
+def test_a_best_metric_that_is_nan_at_every_evaluation_warns_at_the_end(tmp_path):
+    """masked_agreement is NaN while the teacher's pseudo-labels are empty: a run whose every
+    evaluation was NaN ended without best.pt, and without a word."""
+    import warnings
+
+    key = "validator/teacher/masked_agreement"
+    loop = _Loop()
+    loop.student, loop.teacher, loop.interrupted_by = tiny_model(), None, None
+    nan = Checkpointer(tmp_path / "nan", best_metric=key)
+    _feed(nan, loop, _records(key, [float("nan")] * 2, [0.5, 0.6]))
+    with pytest.warns(UserWarning, match=r"not a finite number at any evaluation.*no best\.pt"):
+        nan.after_run(loop)
+    assert not (tmp_path / "nan" / "best.pt").exists()
+    finite = Checkpointer(tmp_path / "finite", best_metric=key)
+    _feed(finite, loop, _records(key, [float("nan"), 0.4], [0.5, 0.6]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        finite.after_run(loop)
+    assert (tmp_path / "finite" / "best.pt").exists()

@@ -477,6 +477,7 @@ class Checkpointer(Hook):
         self.stateful = dict(stateful or {})
         self._saved_step = -1
         self._metric_seen = best_metric is None
+        self._metric_recorded = False  # best_metric in an evaluation record of this run
         #: the file that holds the best state so far: this run's ``best.pt``, or, after a
         #: resume from another folder, that folder's (None: no best state yet)
         self.best_file: Path | None = None
@@ -600,6 +601,7 @@ class Checkpointer(Hook):
             self.selection.lower_is_better = lower_is_better(task)
         if not self._metric_seen:
             self._check_metric(record)
+        self._metric_recorded |= self.best_metric in record
         if self.best_metric in self.selection.update(record):
             state = self.state(loop)
             if process_info().is_main:
@@ -644,6 +646,14 @@ class Checkpointer(Hook):
     def after_run(self, loop: AdaptationLoop) -> None:
         if loop.step != self._saved_step and loop.step > 0:
             self.save(loop)
+        if self._metric_recorded and self.best_file is None and loop.interrupted_by is None:
+            warnings.warn(
+                f"Checkpointer(best_metric={self.best_metric!r}): the score was not a finite "
+                "number at any evaluation of the run (NaN: undefined, e.g. masked_agreement "
+                "while the teacher's pseudo-labels hold nothing above the threshold), so no "
+                "best.pt was written; the final weights are in student.pt and teacher.pt",
+                stacklevel=2,
+            )
         if loop.interrupted_by is None and process_info().is_main:
             save_weights(loop.student, self.directory / "student.pt")
             if loop.teacher is not None:
