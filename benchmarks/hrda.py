@@ -15,7 +15,8 @@ adapts for ``--iterations`` iterations of ``mic-train`` with its overrides:
   model on the whole 64 px crops (DACS + rare class sampling + feature distance + MIC);
 - ``hrda``: ``experiment=streets_hrda mic=none``, HRDA around the same U-Net (its encoder and
   decoder from the warm-up, the scale attention new): context = the 64 px crop at 0.5,
-  detail = a 32 px crop at full resolution, DAFormer's self-training;
+  detail = a 32 px crop at full resolution, DAFormer's self-training (its feature distance
+  left out: on the 2 x 2 context feature cells no thing class reaches min_ratio, so it is 0);
 - ``hrda_mic``: ``experiment=streets_hrda``, the same with MIC (8 px blocks, ratio 0.7).
 
 Scores: mIoU over the 8 classes and the look-alike classes' IoU on the 500 target test

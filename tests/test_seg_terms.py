@@ -232,3 +232,33 @@ def test_daformer_with_mic_trains_in_the_generic_loop_and_resumes():
         torch.equal(a, b)
         for a, b in zip(frozen.state_dict().values(), original.state_dict().values())
     )
+
+
+def test_a_feature_distance_that_counts_no_cell_warns_that_it_does_nothing():
+    """On the bundled HRDA scenes the context features are 2 x 2 cells, none of which a thing
+    class covers to min_ratio: the term weighed 0 for the whole run, silently."""
+    import warnings
+
+    from mic.tasks.segmentation.terms import EMPTY_CELLS_AFTER
+
+    task = SegmentationTask(8)
+    student = SmallUNet(8, WIDTHS)
+    images = torch.randn(2, 3, 16, 16)
+    stripes = torch.zeros(2, 16, 16, dtype=torch.long)
+    stripes[:, :, ::2] = 5  # class 5 on every other column: half of any cell, never 0.75
+
+    def run(fd, labels, steps):
+        for step in steps:
+            fd(IterationContext(step, task, student, (images, labels), images))
+
+    idle = FeatureDistance(classes=[5])
+    run(idle, stripes, range(EMPTY_CELLS_AFTER))
+    with pytest.warns(UserWarning, match=r"counted no feature cell in the first 50 iterations"):
+        run(idle, stripes, [EMPTY_CELLS_AFTER])
+    acting = FeatureDistance(classes=[5])
+    run(acting, torch.full_like(stripes, 5), [0])
+    run(acting, stripes, range(1, EMPTY_CELLS_AFTER))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(acting, stripes, [EMPTY_CELLS_AFTER])
+        run(idle, stripes, [EMPTY_CELLS_AFTER])  # once

@@ -8,6 +8,7 @@ features."""
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -219,6 +220,10 @@ class SharedSourceSupervision(LossTerm):
         return sum_parts(loss, None)
 
 
+#: the iteration at which a feature distance that has counted no cell so far warns
+EMPTY_CELLS_AFTER = 50
+
+
 class FeatureDistance(LossTerm):
     """DAFormer's ImageNet feature distance: the L2 distance between the student's deepest
     encoder features (of ``source_forward``) and those of a frozen copy of the initial encoder
@@ -228,7 +233,9 @@ class FeatureDistance(LossTerm):
     ``feature_scale=0.5``); the cells' classes come from the full-resolution labels.
 
     The frozen copy is taken from the student the first time the loss runs (iteration 0,
-    before any update) and travels with checkpoints. An empty mask gives 0.
+    before any update) and travels with checkpoints. An empty mask gives 0; a term whose mask
+    was empty in each of the first ``EMPTY_CELLS_AFTER`` iterations warns (at that iteration)
+    that it does nothing (deep features too coarse for ``min_ratio``, or none of ``classes``).
 
     Args:
         weight: the loss weight (published 0.005).
@@ -255,6 +262,9 @@ class FeatureDistance(LossTerm):
         self.min_ratio = float(min_ratio)
         self._initial: list[nn.Module] = []  # not a submodule: never trained or moved by .to
         self._pending: dict[str, Tensor] | None = None
+        # the cells counted so far (for the warning of a term that does nothing)
+        self._cells: Tensor | float = 0.0
+        self._last_cells: Tensor | float = 0.0
 
     def initial_encoder(self, student: nn.Module) -> nn.Module:
         """The frozen copy of the student's encoder (taken on the first call)."""
@@ -288,9 +298,23 @@ class FeatureDistance(LossTerm):
                 "classes): set dataset.thing_classes to your dataset's thing class ids"
             )
         _, features = source_forward(ctx)
-        return self.distance(
+        loss = self.distance(
             ctx.student, ctx.source_images, features[-1], ctx.source_targets, ctx.task.num_classes
         )
+        if ctx.step < EMPTY_CELLS_AFTER:  # one host sync, at EMPTY_CELLS_AFTER
+            self._cells = self._cells + self._last_cells
+        elif ctx.step == EMPTY_CELLS_AFTER and self.classes and not float(self._cells):
+            self._cells = 1.0  # warned (once, also with several micro-batches)
+            warnings.warn(
+                f"the feature distance counted no feature cell in the first {EMPTY_CELLS_AFTER} "
+                f"iterations: no cell of the student's deepest features "
+                f"({'x'.join(str(n) for n in features[-1].shape[-2:])} per image) has one of the "
+                f"classes {self.classes} covering min_ratio={self.min_ratio} of it, so the loss is "
+                "0 and the term does nothing; lower min_ratio, widen classes (null: every cell) "
+                "or remove the term",
+                stacklevel=1,
+            )
+        return loss
 
     def distance(
         self, student: nn.Module, images: Tensor, features: Tensor, labels: Tensor, num_classes: int
@@ -309,6 +333,7 @@ class FeatureDistance(LossTerm):
             return distance.mean()
         cells = majority_labels(labels, distance.shape[-2:], num_classes, self.min_ratio)
         mask = torch.isin(cells, self.class_ids.to(cells.device)).float()
+        self._last_cells = mask.sum().detach()
         return (distance * mask).sum() / mask.sum().clamp_min(1.0)
 
 
