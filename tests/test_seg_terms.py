@@ -72,6 +72,17 @@ def test_class_mix_labels_and_weights_follow_the_mask():
     assert (weights[:, 1:][~inside[:, 1:]] == 1).all()
 
 
+def test_class_mix_of_labels_at_half_the_images_size_asks_for_full_size_labels():
+    """It advised removing ClassMix from the method, as for a classification task."""
+    task = SegmentationTask(3)
+    source, target = torch.ones(2, 3, 8, 8), -torch.ones(2, 3, 8, 8)
+    labels = torch.zeros(2, 4, 4, dtype=torch.long)
+    ctx = _context(task, source, target, labels, torch.zeros(2, 3, 8, 8))
+    with pytest.raises(mic.DatasetError, match=r"\(4, 4\) labels for \(8, 8\) images") as info:
+        ClassMix(augmentation=None).mix(ctx)
+    assert "remove it" not in str(info.value)
+
+
 def test_class_mix_on_a_classification_task_says_it_is_a_segmentation_term():
     """It used to fail with a raw size-mismatch RuntimeError of torch.where."""
     from mic.tasks.classification import ClassificationTask, Classifier

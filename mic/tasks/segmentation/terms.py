@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from mic.core import (
     QUALITY_THRESHOLD,
     ConfigError,
+    DatasetError,
     IterationContext,
     LossTerm,
     MaskedImageConsistency,
@@ -123,6 +124,14 @@ class ClassMix(LossTerm):
         """The mixed images, labels and per-pixel weights of this iteration."""
         source, labels = ctx.source_images, ctx.source_targets
         target = ctx.target_images
+        maps = isinstance(labels, Tensor) and isinstance(source, Tensor) and labels.ndim == 3
+        if maps and labels.shape[-2:] != source.shape[-2:]:
+            raise DatasetError(
+                f"ClassMix pastes source pixels by their labels, so the label maps must have "
+                f"the images' size; the source batch has {tuple(labels.shape[-2:])} labels for "
+                f"{tuple(source.shape[-2:])} images: give labels at the images' resolution "
+                "(resize them with the images, nearest neighbour, in the dataset's transform)"
+            )
         if not (
             isinstance(labels, Tensor)
             and isinstance(source, Tensor)
