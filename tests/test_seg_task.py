@@ -212,3 +212,10 @@ def test_margins_that_cover_the_target_images_are_refused_not_a_zero_weight_run(
         .valid[:, 15:16]
         .all()
     )
+
+
+def test_class_names_of_another_count_name_both_settings():
+    with pytest.raises(
+        ConfigError, match=r"task.classes names 2 classes but task.num_classes is 3"
+    ):
+        SegmentationTask(3, classes=["road", "sky"])

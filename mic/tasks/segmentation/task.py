@@ -200,7 +200,11 @@ class SegmentationTask(Task):
             list(classes) if classes is not None else default_class_names(self.num_classes)
         )
         if len(self.classes) != self.num_classes:
-            raise ConfigError(f"{len(self.classes)} class names for {self.num_classes} classes")
+            raise ConfigError(
+                f"task.classes names {len(self.classes)} classes but task.num_classes is "
+                f"{self.num_classes}: give one name per class (mic-train: dataset.classes and "
+                "dataset.num_classes, which the task reads, must agree)"
+            )
         self.palette = [tuple(c) for c in (palette or CITYSCAPES_PALETTE)]
         self.visualize = int(visualize)
 
