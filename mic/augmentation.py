@@ -67,6 +67,11 @@ class Normalization(nn.Module):
                 f"the input normalisation has {len(mean)} mean values but {len(std)} std "
                 "values: give one of each per image channel"
             )
+        if std is not None and not all(float(v) > 0 for v in std):
+            raise ConfigError(
+                f"the input normalisation's std must be above 0 in every channel, got "
+                f"{list(std)}: the images are divided by it"
+            )
         self.enabled = mean is not None
         shape = (1, -1, 1, 1)
         self.register_buffer("mean", torch.tensor(mean or [0.0]).view(shape), persistent=False)

@@ -257,6 +257,17 @@ def test_strong_augmentation_refuses_mean_std_of_another_channel_count():
     assert aug(torch.rand(2, 3, 8, 8)).shape == (2, 3, 8, 8)
 
 
+def test_a_std_of_0_and_a_fill_of_another_channel_count_are_refused_in_mic_s_words():
+    """A std of 0 divided the images into inf / NaN; a fill of 2 values failed as torch's
+    broadcast error inside the masker."""
+    with pytest.raises(ConfigError, match=r"std must be above 0 in every channel, got \[0.5, 0"):
+        mic.StrongAugmentation(mean=[0.5] * 3, std=[0.5, 0.0, 0.5])
+    masker = mic.BlockMasker(2, 0.5, fill=[0.4, 0.5])
+    with pytest.raises(ConfigError, match="the masker's fill has 2 values but the images have 3"):
+        masker(torch.rand(2, 3, 8, 8))
+    assert mic.BlockMasker(2, 0.5, fill=[0.4])(torch.rand(2, 3, 8, 8)).shape == (2, 3, 8, 8)
+
+
 def test_strong_augmentation_without_mean_std_warns_once_for_normalised_input():
     aug = mic.StrongAugmentation()
     with pytest.warns(UserWarning, match=r"no mean/std.*\[0, 1\]"):

@@ -44,7 +44,8 @@ class BlockMasker(Masker):
             (give the mean colour for [0, 1] images, e.g. torchvision detection models').
 
     Raises:
-        ConfigError: a block size below 1 or a ratio outside [0, 1].
+        ConfigError: a block size below 1 or a ratio outside [0, 1]; (when called) a ``fill``
+            of another length than the images' channels (and 1).
     """
 
     def __init__(
@@ -81,6 +82,11 @@ class BlockMasker(Masker):
         if isinstance(images, (list, tuple)):  # images of different sizes: one at a time
             streams = per_sample(rng, len(images))
             return [self.forward(x.unsqueeze(0), r)[0] for x, r in zip(images, streams)]
+        if self.fill.shape[1] not in (1, images.shape[1]):
+            raise ConfigError(
+                f"the masker's fill has {self.fill.shape[1]} values but the images have "
+                f"{images.shape[1]} channels: give one value per channel, or one for all"
+            )
         if self.augmentation is not None:
             images = self.augmentation(images, rng)
         keep = self.mask(images, rng)
