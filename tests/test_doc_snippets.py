@@ -96,3 +96,26 @@ def test_detection_pages_sada_example_trains_on_the_source_labels_as_written():
         for a, b in zip(namespace["before"], namespace["student"].parameters())
     ]
     assert any(changed)
+
+
+def test_training_pages_python_resume_continues_the_same_batches_as_written(tmp_path):
+    """docs/training.md, "Resuming from Python": stopped at iteration 4 and resumed to 6, the
+    weights are bitwise those of an uninterrupted 6-iteration run."""
+    (code,) = snippets("training.md", "Resume")
+
+    def run(folder, iterations):
+        namespace: dict = {}
+        exec(
+            code.replace('"runs/python_resume/checkpoints"', repr(str(folder))).replace(
+                "iterations=6", f"iterations={iterations}"
+            ),
+            namespace,
+        )
+        return namespace["loop"]
+
+    straight = run(tmp_path / "straight", 6)
+    assert run(tmp_path / "stopped", 4).step == 4
+    resumed = run(tmp_path / "stopped", 6)
+    assert resumed.step == 6
+    a, b = straight.student.state_dict(), resumed.student.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
