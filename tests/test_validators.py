@@ -446,3 +446,18 @@ def test_a_best_metric_that_is_nan_at_every_evaluation_warns_at_the_end(tmp_path
         warnings.simplefilter("error")
         finite.after_run(loop)
     assert (tmp_path / "finite" / "best.pt").exists()
+
+
+def test_validation_over_a_loader_of_fewer_batches_than_asked_says_so_once(one_thread):
+    import warnings
+
+    task, _, target, _ = tiny_loaders()
+    model = tiny_model()
+    batches = list(target)[:2]
+    validation = LabelFreeValidation(["entropy"], batches, batches=5)
+    with pytest.warns(UserWarning, match=r"scores 2 batches, not the 5 asked for"):
+        validation.score(task, model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        validation.score(task, model)  # once
+        LabelFreeValidation(["entropy"], batches, batches=2).score(task, model)

@@ -13,6 +13,7 @@ how far each can be trusted.
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -357,6 +358,7 @@ class LabelFreeValidation:
         self.validators = make_validators(validators)
         self.loader = loader
         self.batches = int(batches)
+        self._told_short = False  # warned that the loader holds fewer batches
         self.samples_per_image = None if samples_per_image is None else int(samples_per_image)
         self.masker = masker if masker is not None else BlockMasker(64, 0.7)
         self.seed = int(seed)
@@ -395,6 +397,13 @@ class LabelFreeValidation:
         for i, batch in enumerate(islice(self.loader, self.batches)):
             images, _ = split_sample(batch)
             yield i, move_to(images, device) if device is not None else images
+        if 0 <= i < self.batches - 1 and not self._told_short:
+            self._told_short = True
+            warnings.warn(
+                f"the label-free validation scores {i + 1} batches, not the "
+                f"{self.batches} asked for (eval.validation.batches): its loader holds no more",
+                stacklevel=2,
+            )
         if i < 0:
             raise DatasetError(
                 "the loader of the label-free validation (LabelFreeValidation) yields no "
