@@ -426,6 +426,65 @@ def unknown_option(argv: Sequence[str]) -> str | None:
     return None
 
 
+def unknown_setting(argv: Sequence[str]) -> str | None:
+    """The message for the first override ``a.b.c=value`` (without ``+``) whose key the
+    composed config does not have (``dataset.sourc.length=8``), with the closest names of its
+    level; Hydra's own message would advise adding it with ``+``, which adds a setting that
+    nothing may read. For a level that builds an object (``_target_``) the message says how
+    to add an argument of its constructor that the config does not list. None when every such
+    key exists, or when the config cannot be composed here (a sweep, a bad option): then the
+    run itself judges.
+
+    The config is composed once, with the command line's group choices and additions (and its
+    config folders) but without the overrides checked.
+    """
+    from mic.experiment import load_config
+    from mic.schema import USER_KEY
+
+    dotted, kept = [], []
+    for arg in argv:
+        found = re.fullmatch(r"([a-z_]\w*)((?:\.\w+)+)=(.*)", arg)
+        if found and found.group(1) not in ("hydra", USER_KEY):
+            dotted.append(found.group(1) + found.group(2))
+        elif "=" in arg and not arg.startswith(("-", "hydra.")):
+            kept.append(arg)
+    own = _config_dirs(argv)
+    if not dotted or own is None:
+        return None
+    if own:
+        paths = ",".join(f"file://{d.resolve()}" for d in own)
+        kept.append(f"hydra.searchpath=[{paths}]")
+    try:
+        tree = OmegaConf.to_container(load_config(kept), resolve=False)
+    except Exception:  # a sweep or a bad choice: the run reports it
+        return None
+    for key in dotted:
+        node: Any = tree
+        parts = key.split(".")
+        for depth, part in enumerate(parts):
+            if isinstance(node, list) and part.isdigit():
+                node = node[int(part)] if int(part) < len(node) else None
+                continue
+            if not isinstance(node, dict):
+                break  # a value (or an interpolation) with settings below: Hydra judges
+            if part not in node:
+                where = ".".join(parts[:depth]) or "the config"
+                names = sorted(str(k) for k in node if not str(k).startswith("_"))
+                hint = did_you_mean(part, names)
+                add = (
+                    f" An argument of {node['_target_']} that the config does not list is "
+                    f"added with +{key}=..."
+                    if "_target_" in node and not hint
+                    else ""
+                )
+                return (
+                    f"no setting {key}: {where} has no {part!r}.{hint} Its settings: "
+                    f"{', '.join(names) or 'none'}.{add}"
+                )
+            node = node[part]
+    return None
+
+
 #: config groups mic composes itself (from the chosen method, MIC option and task)
 _AUTOMATIC_GROUPS = ("method_task", "mic_task")
 
@@ -458,7 +517,11 @@ def main() -> None:
         sys.path.insert(0, os.getcwd())
     try:
         _join_torchrun()
-        unknown = usage_problem(sys.argv[1:]) or unknown_option(sys.argv[1:])
+        unknown = (
+            usage_problem(sys.argv[1:])
+            or unknown_option(sys.argv[1:])
+            or unknown_setting(sys.argv[1:])
+        )
         if unknown:
             raise ConfigError(unknown)
         # before Hydra sets up its logging in the folder: one paragraph, not its traceback

@@ -797,6 +797,12 @@ CASES = [
         "classes",
     ),
     (
+        "config-nested-typo",
+        "a misspelled nested setting (Hydra would advise adding it with +)",
+        lambda t, r: ["experiment=streets", "dataset.sourc.length=8"],
+        "no setting dataset.sourc.length: dataset has no 'sourc'. Did you mean: source?",
+    ),
+    (
         "detection-anchor-sizes-number",
         "detection: model.anchor_sizes given as one number, not one per FPN level",
         lambda t, r: [*TINY_DET, "model.anchor_sizes=16"],
@@ -1272,6 +1278,35 @@ def test_config_group_options_are_checked_where_mics_own_configs_decide():
     )
     assert unknown_option(["-m", "experiment=det_shapes,streetz"]) is None
     assert unknown_option(["model=null"]) is None
+
+
+def test_nested_settings_are_checked_against_the_composed_config(tmp_path):
+    from mic.train import unknown_setting
+
+    ok = ["experiment=streets", "dataset.source.min_pixels=3", "method.terms.mic.weight=0.5"]
+    assert unknown_setting(ok) is None
+    said = unknown_setting(["experiment=streets", "dataset.sourc.length=3"])
+    assert said.startswith("no setting dataset.sourc.length: dataset has no 'sourc'.")
+    assert "Did you mean: source?" in said
+    # a key the chosen experiment brings (streets' thing_classes), an addition (+), a group
+    assert unknown_setting(["experiment=streets", "dataset.thing_classes=[1]"]) is None
+    assert unknown_setting(["experiment=streets", "+model.extra=1", "model.extra=2"]) is None
+    said = unknown_setting(
+        ["experiment=streets", "dataset=seg_folders", "dataset.thing_classes=[1]"]
+    )
+    assert "dataset has no 'thing_classes'" in said
+    said = unknown_setting(["experiment=streets", "model.zz=3"])
+    assert "added with +model.zz=..." in said  # no close name: an argument of the _target_
+    # a config folder of one's own is composed with mic's
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - streets\nmine_key: 1\n"
+    )
+    own = ["--config-dir", str(tmp_path), "experiment=mine"]
+    assert unknown_setting([*own, "dataset.source.min_pixels=3"]) is None
+    assert "no setting dataset.sourcee" in unknown_setting([*own, "dataset.sourcee.x=1"])
+    # what cannot be composed here (a sweep, an unknown option): the run judges
+    assert unknown_setting(["-m", "experiment=streets,det_shapes", "dataset.x.y=1"]) is None
 
 
 def test_every_case_is_documented():

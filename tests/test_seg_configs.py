@@ -259,7 +259,10 @@ def test_streets_hrda_experiment_end_to_end(tmp_path):
     summary = run_experiment(load_config(tiny), tmp_path)
     assert summary["after_adaptation"]["step"] == 3
     records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert {"loss/source", "loss/feature_distance", "loss/mix", "loss/mic"} <= set().union(*records)
+    logged = set().union(*records)
+    assert {"loss/source", "loss/mix", "loss/mic"} <= logged
+    # the feature distance is left out: on 2 x 2 context cells it never counts a cell
+    assert "loss/feature_distance" not in logged
 
 
 def test_model_and_dataset_class_counts_disagree():
