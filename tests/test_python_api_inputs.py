@@ -478,3 +478,22 @@ def test_a_loss_part_that_is_no_scalar_is_named():
     with pytest.raises(ConfigError, match=r"part 'mse' is a tensor of shape \(8,\), not a scalar"):
         sum_parts({"mse": torch.ones(8), "other": torch.ones(())}, None)
     assert sum_parts({"a": torch.ones(()), "b": torch.ones(1)}, None) == 2
+
+
+def test_images_channels_last_are_told_to_come_channels_first():
+    """NumPy-style H x W x C images reached the model as H channels: torch's conv error."""
+    from tests.helpers import tiny_model
+
+    nhwc = torch.rand(2, 8, 8, 3)
+    with pytest.raises(DatasetError, match=r"2x8x8x3 tensors, channels last.*ToTensor"):
+        ClassificationTask(3).loss(tiny_model(), nhwc, torch.tensor([0, 1]))
+    with pytest.raises(DatasetError, match="channels last"):
+        SegmentationTask(3).predict(SmallUNet(3, [4, 8, 8]), nhwc)
+    with pytest.raises(DatasetError, match=r"8x8x3 tensors, channels last"):
+        DetectionTask(2).predict(nn.Identity(), [torch.rand(8, 8, 3)])
+    # channels first, of 1 or 3 channels, and small images whose width is 3: taken
+    assert ClassificationTask(3).loss(tiny_model(), nhwc.permute(0, 3, 1, 2), torch.tensor([0, 1]))
+    from mic.training.batches import require_images
+
+    require_images(torch.rand(2, 1, 8, 8))
+    require_images(torch.rand(2, 3, 3, 3))

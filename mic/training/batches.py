@@ -95,22 +95,41 @@ def require_images(images: Any, allow_list: bool = False) -> None:
         allow_list: whether a list of C x H x W tensors is a batch (detection).
 
     Raises:
-        DatasetError: a dict, or a tuple or list that is not a list of C x H x W images; the
-            message names the structure received.
+        DatasetError: a dict, or a tuple or list that is not a list of C x H x W images (the
+            message names the structure received); images channels last (H x W x C).
     """
     if isinstance(images, torch.Tensor) or not isinstance(images, (Mapping, list, tuple)):
+        _refuse_channels_last(images)
         return
     if (
         allow_list
         and isinstance(images, (list, tuple))
         and all(isinstance(x, torch.Tensor) and x.ndim == 3 for x in images)
     ):
+        for x in images:
+            _refuse_channels_last(x)
         return
     raise DatasetError(
         f"a batch reached the task as {describe(images)} where it takes images (a B x C x H "
         f"x W float tensor): a loader yields batches that are not images or (images, "
         f"targets) pairs; {PAIRS}. {_hint(images)}"
     )
+
+
+def _refuse_channels_last(images: Any) -> None:
+    """Raise ``DatasetError`` for an image batch (B x H x W x C) or image (H x W x C) whose
+    last dimension holds 1 or 3 channels where the channel dimension holds neither: an array
+    laid out as image files and NumPy hold it, which convolutions would read as H channels."""
+    if not isinstance(images, torch.Tensor) or images.ndim not in (3, 4):
+        return
+    channels = images.shape[-3]
+    if images.shape[-1] in (1, 3) and channels not in (1, 3) and images.shape[-2] > 3:
+        raise DatasetError(
+            f"the images come as {'x'.join(str(n) for n in images.shape)} tensors, channels "
+            "last (H x W x C), but mic's tasks take channels first (C x H x W): convert each "
+            "image with torchvision.transforms.ToTensor() (from a PIL image or an H x W x C "
+            "array), or permute a batch with images.permute(0, 3, 1, 2)"
+        )
 
 
 def require_targets(targets: Any) -> None:
