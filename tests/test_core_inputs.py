@@ -50,6 +50,12 @@ def test_settings_that_would_train_wrongly_are_refused(setting, value, message):
         _loop(source_only(), **{"iterations": 3, setting: value})
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA")
+def test_a_cuda_device_without_cuda_is_refused_in_mic_s_words():
+    with pytest.raises(ConfigError, match="device='cuda', but CUDA is not available here"):
+        _loop(source_only(), iterations=2, device="cuda")
+
+
 def test_numpy_whole_numbers_are_whole_numbers():
     np = pytest.importorskip("numpy")
     loop = _loop(source_only(), iterations=np.int64(2), seed=np.int32(1))

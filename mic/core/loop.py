@@ -169,6 +169,10 @@ class AdaptationLoop:
                 "teacher=EMATeacher(student, alpha) (or set teacher in the config)",
             ),
             (precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {precision!r}"),
+            (
+                torch.device(device or "cpu").type != "cuda" or torch.cuda.is_available(),
+                f"device={str(device)!r}, but CUDA is not available here: use device='cpu'",
+            ),
             (accumulate >= 1, f"accumulate must be at least 1, got {accumulate}"),
             (
                 max_grad_norm is None or max_grad_norm > 0,
