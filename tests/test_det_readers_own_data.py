@@ -343,3 +343,19 @@ def test_a_nan_box_is_reported_as_such_not_as_normalised(tmp_path):
     with pytest.raises(DatasetError) as info:
         CocoDetection(images, ann)
     assert "non-finite value" in str(info.value) and "normalised" not in str(info.value)
+
+
+def test_file_names_that_repeat_the_image_folder_say_so(tmp_path):
+    """COCO exporters often write file_name 'images/a.png' beside an 'images' folder: the
+    image folder given as that folder doubles it."""
+    images, ann = _coco(tmp_path, BOX)
+    data = json.loads(ann.read_text())
+    for im in data["images"]:
+        im["file_name"] = f"images/{im['file_name']}"
+    ann.write_text(json.dumps(data))
+    with collecting_problems():
+        ds = CocoDetection(images, ann)
+    message = _message(ds)
+    assert "the folder name 'images' is doubled" in message
+    assert f"the file is at '{images / 'a.png'}'" in message
+    assert len(CocoDetection(images.parent, ann)) == 2  # the folder above: read

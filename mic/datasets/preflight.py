@@ -390,9 +390,18 @@ def _keyed(node: Any, path: str, key: str) -> Iterator[tuple[str, Any]]:
 def header_problem(path: Path, error: DatasetError, what: str = "image") -> Problem:
     """The problem of a file whose header cannot be read (missing or not an image)."""
     if isinstance(error.__cause__, FileNotFoundError):
+        parts = Path(path).parts
+        doubled = [i for i in range(1, len(parts) - 1) if parts[i] == parts[i - 1]]
+        found = [(parts[i], Path(*parts[:i], *parts[i + 1 :])) for i in doubled]
+        found = [(name, f) for name, f in found if f.is_file()]
         return Problem(
             f"missing {what} files",
             str(path),
+            f"the folder name '{found[0][0]}' is doubled; the file is at '{found[0][1]}', so the "
+            "names in the list or annotation file already start with that folder: give the "
+            "folder above it as the image folder"
+            if found
+            else "",
             fix="Check the dataset paths (and the file list or annotation file that names them).",
         )
     cause = error.__cause__ or error
