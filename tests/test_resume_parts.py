@@ -222,3 +222,19 @@ def test_checkpointer_refuses_a_best_metric_the_evaluation_records_lack(tmp_path
     with pytest.warns(UserWarning, match=r"does not score the teacher .*eval/student/accuracy"):
         unscored.on_record(None, _evaluation_record(models=("student",)))
     assert not (tmp_path / "best.pt").exists()
+
+
+def test_a_new_python_run_into_a_folder_of_checkpoints_warns_that_it_overwrites_them(tmp_path):
+    """mic-train refuses such a folder; a Checkpointer of one's own overwrote it silently."""
+    import warnings
+    from types import SimpleNamespace
+
+    from mic.training import Checkpointer
+
+    (tmp_path / "iter_00000004.pt").write_bytes(b"")
+    with pytest.warns(UserWarning, match=r"already holds checkpoints \(iter_00000004.pt\)"):
+        Checkpointer(tmp_path).before_run(SimpleNamespace(step=0, hooks=[]))
+    with warnings.catch_warnings():  # a resumed run continues them
+        warnings.simplefilter("error")
+        Checkpointer(tmp_path).before_run(SimpleNamespace(step=4, hooks=[]))
+        Checkpointer(tmp_path / "new").before_run(SimpleNamespace(step=0, hooks=[]))

@@ -416,7 +416,9 @@ class Checkpointer(Hook):
     """Saves the loop's full state every ``interval`` iterations, at the end and when the run
     is interrupted, keeping the last ``keep`` files (``iter_<step>.pt``), plus ``best.pt``
     whenever ``best_metric`` improves. At the end it also exports weights-only files for
-    inference (``student.pt``, ``teacher.pt``: a model's ``state_dict``).
+    inference (``student.pt``, ``teacher.pt``: a model's ``state_dict``). A new run (at
+    iteration 0) into a folder that already holds ``iter_*.pt`` warns that it will overwrite
+    them (``mic-train`` refuses such a folder).
 
     ``best_metric`` is a key of the evaluation records: a labelled score
     (``eval/student/accuracy``) or a label-free validator's (``validator/student/snd``);
@@ -580,6 +582,15 @@ class Checkpointer(Hook):
         if process_info().is_main and self.directory.is_dir():
             for leftover in self.directory.glob(".*.tmp"):  # a save a crash interrupted
                 leftover.unlink(missing_ok=True)
+            earlier = sorted(p.name for p in self.directory.glob("iter_*.pt"))
+            if earlier and getattr(loop, "step", 0) == 0:
+                warnings.warn(
+                    f"Checkpointer: '{self.directory}' already holds checkpoints "
+                    f"({', '.join(earlier[-2:])}) of another run, which this new run will "
+                    f"overwrite and prune (keep={self.keep}); give a folder of its own, or "
+                    "resume that run (mic.resume.resume) to continue it",
+                    stacklevel=2,
+                )
 
     def save(self, loop: AdaptationLoop) -> Path:
         state = self.state(loop)
