@@ -238,6 +238,9 @@ def test_sliding_windows_that_tile_the_image_once_equal_a_whole_image_forward():
     slide = SegmentationTask(3, inference="slide", crop_size=(8, 8), stride=(8, 8))
     plain = Tiles(3, 1)
     assert torch.allclose(slide.logits(plain, x), SegmentationTask(3).logits(plain, x), atol=1e-6)
+    # a stride past the crop would leave pixels no window covers (their logits 0 / 0 = NaN)
+    with pytest.raises(mic.ConfigError, match=r"detail_stride \[12, 12\] must be at most"):
+        _hrda(detail_stride=(12, 12))
 
 
 def test_prediction_fuses_everywhere_and_one_window_is_the_whole_image():

@@ -195,6 +195,11 @@ class HRDA(Segmenter):
                 f"model.detail_crop {list(crop)} and model.detail_stride {list(stride)} must be "
                 "two positive pixel counts (height, width)"
             )
+        if any(s > c for s, c in zip(stride, crop, strict=True)):
+            raise ConfigError(
+                f"model.detail_stride {list(stride)} must be at most model.detail_crop "
+                f"{list(crop)}: a larger stride leaves pixels that no detail window covers"
+            )
         if int(crop_divisible) < 1:
             raise ConfigError(f"model.crop_divisible must be at least 1, got {crop_divisible}")
         super().__init__(segmenter.encoder, segmenter.decode_head, segmenter.num_classes)
