@@ -304,7 +304,9 @@ class FeatureDistance(LossTerm):
             raise ConfigError(
                 f"the feature distance's classes {self.classes} include {outside}, outside the "
                 f"task's {ctx.task.num_classes} classes (its default is Cityscapes' thing "
-                "classes): set dataset.thing_classes to your dataset's thing class ids"
+                "classes): give your dataset's thing class ids (FeatureDistance(classes=...); "
+                "mic-train: dataset.thing_classes=[...], +dataset.thing_classes=[...] where the "
+                "dataset config has none)"
             )
         _, features = source_forward(ctx)
         loss = self.distance(
