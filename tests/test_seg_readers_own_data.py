@@ -361,3 +361,16 @@ def test_a_class_folder_with_grey_jpeg_photos_named_as_a_label_folder_is_a_warni
         write_label(tmp_path / "split" / "lbl" / f"{i}.png", two_class_label(SIZE))
     with pytest.raises(DatasetError, match="Label folders among the unlabelled images"):
         UnlabeledImageFolder(tmp_path / "split")
+
+
+def test_one_image_saved_in_two_formats_is_warned_of_as_two_samples_of_one_label(tmp_path, caplog):
+    import logging
+
+    root = seg_tree(tmp_path / "src")
+    write_png(root / "img" / "0.jpg", value=90, size=SIZE)  # a copy of 0.png, as JPEG
+    ds = SegmentationFolder(root / "img", root / "lbl", num_classes=2)
+    assert len(ds) == 5  # both are samples
+    with caplog.at_level(logging.WARNING):
+        check_datasets({"source": ds})
+    assert "Label files that several images share (1)" in caplog.text
+    assert "the label of '0.jpg', '0.png'" in caplog.text

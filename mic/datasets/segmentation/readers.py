@@ -367,6 +367,7 @@ class SegmentationDataset:
         missing = {p.file for p in problems}
         labels = self.labelled
         problems += unread_problems(getattr(self, "unread", []))
+        problems += _shared_label_problems(self.samples)
         rgb: list[Problem] = []  # RGB labels: grey ids saved as RGB are read, colour ones not
         sizes = []
         for image_file, label_file in progress(self.samples, len(self), self._what()):
@@ -962,3 +963,24 @@ def _without_labels(
     mine = {str(p) for p in own}
     kept = [p for p in files if str(p) not in labels and str(p) not in mine]
     return kept, [p for p in own if str(p) not in labels]
+
+
+def _shared_label_problems(samples: Sequence[tuple[Path, Path | None]]) -> list[Problem]:
+    """A warning for each label file that several images share (``a.png`` and ``a.jpg`` of one
+    stem: one image saved in two formats, two samples of one label)."""
+    images: dict[Path, list[Path]] = {}
+    for image_file, label_file in samples:
+        if label_file is not None:
+            images.setdefault(label_file, []).append(image_file)
+    return [
+        Problem(
+            "label files that several images share",
+            str(label),
+            f"the label of {', '.join(repr(p.name) for p in shared)}",
+            "Each image is a sample of its own, so one image saved in two formats trains twice: "
+            "remove the copies (or name each image's label apart).",
+            warning=True,
+        )
+        for label, shared in images.items()
+        if len(shared) > 1
+    ]
