@@ -2,6 +2,8 @@
 Detectron2RCNN): per-box weights on the RPN and ROI losses, training forwards without targets,
 captured features, 0-based classes, and gradient reversal."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +12,7 @@ from mic import ConfigError
 from mic.tasks.detection import (
     BOX_REGRESSION_PARTS,
     LOSS_PARTS,
+    Detectron2RCNN,
     DomainAdversarial,
     FasterRCNN,
     reverse_gradient,
@@ -238,3 +241,26 @@ def test_bad_model_settings_are_clear():
         FasterRCNN("test_efficientnet", num_classes=2, fpn_channels=16, anchor_sizes=[8, 16])
     with pytest.raises(ConfigError, match="at least 1 class"):
         FasterRCNN("test_efficientnet", num_classes=0, fpn_channels=16)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    ("setting", "value", "said"),
+    [
+        ("min_size", 0, "model.min_size must be a positive whole number, got 0"),
+        ("fpn_channels", 0, "model.fpn_channels must be a positive whole number"),
+        ("anchor_sizes", 16, "model.anchor_sizes must list, for every FPN level"),
+        ("anchor_sizes", [8, 16, -32], "model.anchor_sizes must list"),
+        ("aspect_ratios", [0.0, 1.0], "model.aspect_ratios must list positive"),
+        ("box_score_thresh", 2.0, "model.box_score_thresh must lie in [0, 1], got 2.0"),
+    ],
+)
+def test_settings_the_backend_would_fail_on_deep_inside_are_named(backend, setting, value, said):
+    """torchvision / detectron2 failed on these with a ZeroDivisionError, a TypeError of
+    len(int) or took them silently."""
+    from tests.det_helpers import need
+
+    need(backend)
+    cls = Detectron2RCNN if backend == "detectron2" else FasterRCNN
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        cls(num_classes=2, backbone="test_efficientnet", **{setting: value})

@@ -33,13 +33,7 @@ from torch import Tensor, nn
 
 from mic.core.errors import ConfigError
 from mic.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
-from mic.tasks.detection.model import (
-    COUNT_SETTINGS,
-    FRACTION_SETTINGS,
-    Capture,
-    check_detector_settings,
-    confidence_weighted,
-)
+from mic.tasks.detection.model import Capture, check_detector_settings, confidence_weighted
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +307,7 @@ class Detectron2RCNN(nn.Module):
         super().__init__()
         if int(num_classes) < 1:
             raise ConfigError(f"detection needs at least 1 class, got num_classes={num_classes}")
+        check_detector_settings(locals())
         self.build = require_detectron2()
         from detectron2.config import get_cfg
         from detectron2.modeling import GeneralizedRCNN, build_backbone
@@ -371,13 +366,6 @@ class Detectron2RCNN(nn.Module):
             "MODEL.ROI_HEADS.SCORE_THRESH_TEST": box_score_thresh,
             "MODEL.ROI_HEADS.NMS_THRESH_TEST": box_nms_thresh,
         }
-        given = locals()
-        check_detector_settings(
-            {f"model.{k}": given[k] for k in COUNT_SETTINGS},
-            anchor_sizes,
-            aspect_ratios,
-            {f"model.{k}": given[k] for k in FRACTION_SETTINGS},
-        )
         flat = [x for k, v in counts.items() if v is not None for x in (k, int(v))]
         flat += [x for k, v in fractions.items() if v is not None for x in (k, float(v))]
         if anchor_sizes is not None:

@@ -473,25 +473,23 @@ COUNT_SETTINGS = (
 FRACTION_SETTINGS = ("rpn_nms_thresh", "box_score_thresh", "box_nms_thresh")
 
 
-def check_detector_settings(
-    counts: Mapping[str, Any],
-    anchor_sizes: Any = None,
-    aspect_ratios: Any = None,
-    fractions: Mapping[str, Any] | None = None,
-) -> None:
+def check_detector_settings(given: Mapping[str, Any]) -> None:
     """Refuse detector settings that torchvision or detectron2 would fail on deep inside (or
     take silently): sizes and counts that are not positive whole numbers, anchor sizes that
     are not one entry per FPN level, aspect ratios <= 0, thresholds outside [0, 1].
 
     Args:
-        counts: ``{model.<key>: value}`` of what must be a positive whole number (None: unset).
-        anchor_sizes: per FPN level a size or a list of sizes (pixels), or None.
-        aspect_ratios: height / width ratios of the anchors, or None.
-        fractions: ``{model.<key>: value}`` of what must lie in [0, 1] (None: unset).
+        given: a detector's arguments by name (its ``locals()``): ``COUNT_SETTINGS`` (each a
+            positive whole number or None: unset), ``FRACTION_SETTINGS`` (in [0, 1] or None),
+            ``anchor_sizes`` (per FPN level a size or a list of sizes, in pixels) and
+            ``aspect_ratios`` (height / width ratios), each None when unset.
 
     Raises:
-        ConfigError: naming the setting, the value given and what it takes.
+        ConfigError: naming the setting as ``model.<name>``, the value given and what it takes.
     """
+    counts = {f"model.{k}": given.get(k) for k in COUNT_SETTINGS}
+    fractions = {f"model.{k}": given.get(k) for k in FRACTION_SETTINGS}
+    anchor_sizes, aspect_ratios = given.get("anchor_sizes"), given.get("aspect_ratios")
     for key, value in counts.items():
         if value is None:
             continue
@@ -502,7 +500,7 @@ def check_detector_settings(
             or value < 1
         ):
             raise ConfigError(f"{key} must be a positive whole number, got {value!r}")
-    for key, value in (fractions or {}).items():
+    for key, value in fractions.items():
         if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 1):
             raise ConfigError(f"{key} must lie in [0, 1], got {value!r}")
     if anchor_sizes is not None:
@@ -601,13 +599,7 @@ class FasterRCNN(nn.Module):
         super().__init__()
         if int(num_classes) < 1:
             raise ConfigError(f"detection needs at least 1 class, got num_classes={num_classes}")
-        given = locals()
-        check_detector_settings(
-            {f"model.{k}": given[k] for k in COUNT_SETTINGS},
-            anchor_sizes,
-            aspect_ratios,
-            {f"model.{k}": given[k] for k in FRACTION_SETTINGS},
-        )
+        check_detector_settings(locals())
         self.num_classes = int(num_classes)
         self.fpn_channels = int(fpn_channels)
         self.representation_size = int(representation_size)
