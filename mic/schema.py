@@ -652,6 +652,27 @@ def block_size_problems(cfg: DictConfig) -> list[str]:
     return [f"{key}: {why} (got {value!r}); {fix}"]
 
 
+def image_size_problems(cfg: DictConfig) -> list[str]:
+    """A problem for ``dataset.size`` (the side, in px, of the images the transforms give,
+    read by the bundled dataset configs' transforms and MIC block) that is no whole number
+    >= 1: 0 or less gives empty images, whose first convolution fails mid-run, and a
+    fraction would be passed on to the transforms as given."""
+    dataset = cfg.get("dataset")
+    if not OmegaConf.is_dict(dataset) or "size" not in dataset:
+        return []
+    try:
+        value = dataset.size
+    except Exception:  # an interpolation of one's own: judged where it is read
+        return []
+    whole = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if whole and float(value).is_integer() and value >= 1:
+        return []
+    return [
+        f"dataset.size: the images' side must be a whole number of pixels >= 1 (got "
+        f"{value!r}); e.g. dataset.size=224 (the published classification recipes' crop)"
+    ]
+
+
 def normalization_problems(cfg: DictConfig) -> list[str]:
     """A problem for ``dataset.mean`` / ``dataset.std`` (the images' normalisation, used by the
     transforms and by the method's augmentation and masking) that would fail or mislead in the
@@ -787,10 +808,10 @@ def check_config(cfg: DictConfig) -> None:
     ranges), the keys of the sections mic-train reads by name (``unread_section_keys``), the
     task of its model and loss terms (``task_mismatches``), the loss weights
     (``term_weight_problems``), the learning-rate multipliers (``lr_mult_problems``), the
-    images' normalisation (``normalization_problems``), MIC's block size
-    (``block_size_problems``), the schedule's settings
-    (``scheduler_problems``), and the
-    true / false and number arguments of every object it builds (``flag_problems``).
+    images' normalisation (``normalization_problems``), the images' size
+    (``image_size_problems``), MIC's block size (``block_size_problems``, when the size is
+    good), the schedule's settings (``scheduler_problems``), and the true / false and number
+    arguments of every object it builds (``flag_problems``).
 
     Raises:
         ConfigError: one paragraph naming every key whose value has the wrong type or lies
@@ -821,7 +842,7 @@ def check_config(cfg: DictConfig) -> None:
             message = error["msg"].replace("Value error, ", "")
             problems.append(f"{key}: {message} (got {error.get('input')!r})")
     problems += [*term_weight_problems(cfg), *lr_mult_problems(cfg), *normalization_problems(cfg)]
-    problems += block_size_problems(cfg)
+    problems += image_size_problems(cfg) or block_size_problems(cfg)  # a block from the size
     problems += [*scheduler_problems(cfg), *flag_problems(cfg)]
     first: dict[str, str] = {}  # one problem per key: flag_problems judges a schedule's too
     for problem in problems:

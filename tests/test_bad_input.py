@@ -757,6 +757,12 @@ CASES = [
         "is a whole number of pixels >= 1",
     ),
     (
+        "config-image-size-zero",
+        "an image side of 0 px (empty images; a fraction is refused as well)",
+        lambda t, r: ["experiment=streets", "dataset.size=0"],
+        "dataset.size: the images' side must be a whole number of pixels >= 1 (got 0)",
+    ),
+    (
         "segmentation-config-mask",
         "segmentation: a zero mask block",
         lambda t, r: ["experiment=streets", "iterations=2", "method.terms.mic.masker.block_size=0"],
