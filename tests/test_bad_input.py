@@ -763,6 +763,17 @@ CASES = [
         "dataset.size: the images' side must be a whole number of pixels >= 1 (got 0)",
     ),
     (
+        "classification-joint-forward-sizes",
+        "a joint forward pass (SDAT) over source and target images of different sizes",
+        lambda t, r: [
+            "method=sdat",
+            "+dataset.target.size=24",
+            "iterations=2",
+            "adaptation_start=0",
+        ],
+        "their images differ in shape (C, H, W): source (3, 32, 32), target (3, 24, 24)",
+    ),
+    (
         "segmentation-config-mask",
         "segmentation: a zero mask block",
         lambda t, r: ["experiment=streets", "iterations=2", "method.terms.mic.masker.block_size=0"],
@@ -1146,7 +1157,9 @@ def run_case(case, root: Path, existing: Path) -> dict:
     shutil.copytree(existing, run)
     args = overrides(tmp, run / "checkpoints" / "iter_00000002.pt")
     # other data, other starting weights or code of one's own: a run of its own
-    fresh = any(a.startswith(("dataset", "init_from")) or "_target_=tests." in a for a in args)
+    fresh = any(
+        a.lstrip("+").startswith(("dataset", "init_from")) or "_target_=tests." in a for a in args
+    )
     if name in ENVIRONMENT:
         where, fault = ENVIRONMENT[name]
         run_dir = where(tmp, run)

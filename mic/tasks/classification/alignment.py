@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mic.core import ConfigError, IterationContext, LossTerm, SharedForward
+from mic.core import ConfigError, DatasetError, IterationContext, LossTerm, SharedForward
 from mic.functional import reverse_gradient, weighted_cross_entropy
 from mic.methods import SourceSupervision
 from mic.tasks.common import require_features
@@ -162,6 +162,14 @@ def joint_forward(ctx: IterationContext) -> JointOutputs:
     normalise the two domains with the statistics of the joint batch, as the published
     DANN / CDAN / MCC / SDAT code (TLlib) does."""
     require_features(ctx.student, "the alignment methods")
+    source, target = tuple(ctx.source_images.shape[1:]), tuple(ctx.target_images.shape[1:])
+    if source != target:
+        raise DatasetError(
+            f"the joint forward pass concatenates the source and target batches, but their "
+            f"images differ in shape (C, H, W): source {source}, target {target}; give both "
+            "domains the same transforms (one dataset.size), or forward each domain alone: "
+            "method.forward_pass=separate (in Python, the terms' forward_pass='separate')"
+        )
     n = len(ctx.source_images)
     x = torch.cat([ctx.source_images, ctx.target_images])
     logits, features = ctx.student(x, return_features=True)
