@@ -774,6 +774,13 @@ CASES = [
         "their images differ in shape (C, H, W): source (3, 32, 32), target (3, 24, 24)",
     ),
     (
+        "classification-negative-bottleneck",
+        "a negative bottleneck width, read by DANN's discriminator as its input width",
+        lambda t, r: ["dataset=digits", "method=dann", "model.bottleneck_dim=-1"],
+        "DomainAdversarial: features_dim must be a positive whole number (the model's feature "
+        "width: model.bottleneck_dim",
+    ),
+    (
         "segmentation-config-mask",
         "segmentation: a zero mask block",
         lambda t, r: ["experiment=streets", "iterations=2", "method.terms.mic.masker.block_size=0"],

@@ -2,16 +2,19 @@
 method with and without MIC through the loop."""
 
 import math
+import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from torch import nn
 
 from mic import AdaptationLoop, ConfigError, EMATeacher
 from mic.core import IterationContext
 from mic.experiment import build_method, load_config
 from mic.tasks.classification import (
+    Classifier,
     ConditionalDomainAdversarial,
     DomainAdversarial,
     GradientReversalRamp,
@@ -382,3 +385,33 @@ def test_a_model_without_features_is_a_clear_config_error():
     plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(NUM_CLASSES))
     with pytest.raises(ConfigError, match=r"DANN needs the model.s features.*Sequential"):
         require_features(plain, "DANN")
+
+
+@pytest.mark.parametrize(
+    "build, fragment",
+    [
+        (lambda: DomainAdversarial(features_dim=-1), "DomainAdversarial: features_dim must be"),
+        (lambda: DomainAdversarial(8, hidden_dim=0), "DomainAdversarial: hidden_dim must be"),
+        (lambda: ConditionalDomainAdversarial(0, 3), "features_dim must be a positive"),
+        (lambda: ConditionalDomainAdversarial(8, 1), "num_classes must be a whole number >= 2"),
+        (
+            lambda: ConditionalDomainAdversarial(8, 3, randomized=True, randomized_dim=0),
+            "randomized_dim must be",
+        ),
+        (lambda: GradientReversalRamp(alpha=-5), "alpha must be a finite number >= 0"),
+        (lambda: GradientReversalRamp(alpha=float("nan")), "alpha must be a finite number"),
+        (lambda: GradientReversalRamp(max_iters=0), "max_iters must be a positive whole"),
+        (lambda: Classifier("small_cnn", 10, bottleneck_dim=-1), "model.bottleneck_dim must be"),
+        (lambda: Classifier("small_cnn", 1), "num_classes (dataset.num_classes) must be"),
+        (lambda: Classifier("small_cnn", 2.5), "num_classes (dataset.num_classes) must be"),
+    ],
+)
+def test_widths_counts_and_ramps_out_of_range_are_config_errors(build, fragment):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        build()
+
+
+def test_a_bottleneck_of_zero_is_no_bottleneck():
+    model = Classifier("small_cnn", 10, bottleneck_dim=0)
+    assert isinstance(model.bottleneck, nn.Identity)
+    assert model.num_features == model.backbone.num_features

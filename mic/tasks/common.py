@@ -1,14 +1,38 @@
-"""What more than one task needs: checks of its models, statistics of pseudo-labels for logs."""
+"""What more than one task needs: checks of its models and settings, statistics of
+pseudo-labels for logs."""
 
 from __future__ import annotations
 
 import functools
 import inspect
+import math
+import numbers
+from typing import Any
 
 from torch import Tensor, nn
 
 from mic.core import ConfigError, PseudoLabelWeighting
 from mic.core.teacher import unwrap
+
+
+def check_whole(key: str, value: Any, least: int = 1, what: str = "") -> None:
+    """Refuse a setting that is no whole number >= ``least`` (a width, a count, a size),
+    which torch would fail on deep inside, or take silently (a fraction cut down).
+
+    Args:
+        key: the setting as a user sets it (``model.bottleneck_dim``).
+        value: its value; a float of a whole value passes (YAML ``256.0``).
+        least: the smallest value it takes.
+        what: a few words on what the setting is, for the message.
+
+    Raises:
+        ConfigError: naming ``key``, what it takes and the value given.
+    """
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if number and math.isfinite(value) and value == int(value) and value >= least:
+        return
+    kind = "a positive whole number" if least == 1 else f"a whole number >= {least}"
+    raise ConfigError(f"{key} must be {kind}{f' ({what})' if what else ''}, got {value!r}")
 
 
 @functools.cache

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from mic.core import ConfigError, DatasetError, IterationContext, LossTerm, SharedForward
 from mic.functional import reverse_gradient, weighted_cross_entropy
 from mic.methods import SourceSupervision
-from mic.tasks.common import require_features
+from mic.tasks.common import check_whole, require_features
 
 
 # ------------------------------------------------------------------------- gradient reversal
@@ -41,8 +41,14 @@ class GradientReversalRamp:
     def __init__(
         self, alpha: float = 1.0, max_iters: int = 1000, lo: float = 0.0, hi: float = 1.0
     ) -> None:
-        if max_iters < 1:
-            raise ConfigError(f"coefficient max_iters must be >= 1, got {max_iters}")
+        check_whole("GradientReversalRamp: max_iters", max_iters, what="the ramp's length")
+        number = isinstance(alpha, (int, float)) and not isinstance(alpha, bool)
+        if not (number and math.isfinite(alpha) and alpha >= 0):
+            raise ConfigError(
+                f"GradientReversalRamp: alpha must be a finite number >= 0 (the ramp's "
+                f"steepness; published 1), got {alpha!r}: a negative one reverses the "
+                "reversal, and the features would help the discriminator"
+            )
         self.alpha, self.max_iters, self.lo, self.hi = float(alpha), int(max_iters), lo, hi
 
     def __call__(self, i: int) -> float:
@@ -57,6 +63,10 @@ class GradientReversalRamp:
 
 
 # ----------------------------------------------------------------------------- modules
+#: what an adversarial term's ``features_dim`` is, for its error message
+FEATURES = "the model's feature width: model.bottleneck_dim, or the backbone's without one"
+
+
 class DomainDiscriminator(nn.Sequential):
     """Two hidden layers (Linear, BatchNorm, ReLU; or Linear, ReLU, Dropout 0.5 without batch
     norm) and one output logit: source (1) or target (0). The published discriminators end in
@@ -256,6 +266,8 @@ class _Adversarial(LossTerm):
         forward_pass: ForwardPass = "joint",
     ) -> None:
         super().__init__(weight)
+        name = type(self).__name__
+        check_whole(f"{name}: hidden_dim", hidden_dim, what="the discriminator's width")
         self.discriminator = DomainDiscriminator(in_features, hidden_dim, batch_norm)
         self.coefficient = coefficient if coefficient is not None else GradientReversalRamp()
         self.shared_forward = forward_pass_of(forward_pass, type(self).__name__)
@@ -289,6 +301,9 @@ class DomainAdversarial(_Adversarial):
         coefficient: the gradient-reversal schedule (default ``GradientReversalRamp()``).
         weight: the loss weight (published trade-off 1).
         forward_pass: ``"joint"`` (published) or ``"separate"`` (see ``FORWARD_PASSES``).
+
+    Raises:
+        ConfigError: a width that is no positive whole number; an unknown forward pass.
     """
 
     def __init__(
@@ -300,6 +315,7 @@ class DomainAdversarial(_Adversarial):
         weight: float = 1.0,
         forward_pass: ForwardPass = "joint",
     ) -> None:
+        check_whole("DomainAdversarial: features_dim", features_dim, what=FEATURES)
         super().__init__(features_dim, hidden_dim, batch_norm, coefficient, weight, forward_pass)
 
     def forward(self, ctx: IterationContext) -> Tensor:
@@ -330,6 +346,10 @@ class ConditionalDomainAdversarial(_Adversarial):
             CDAN, which the published SDAT and MIC code build on); False: the reversed
             gradient also reaches the classifier through ``g`` (the CDAN authors' code).
         hidden_dim, batch_norm, coefficient, weight, forward_pass: as ``DomainAdversarial``.
+
+    Raises:
+        ConfigError: a width that is no positive whole number, fewer than 2 classes; an
+            unknown forward pass.
     """
 
     def __init__(
@@ -347,6 +367,10 @@ class ConditionalDomainAdversarial(_Adversarial):
         forward_pass: ForwardPass = "joint",
         detach_prediction: bool = True,
     ) -> None:
+        check_whole("ConditionalDomainAdversarial: features_dim", features_dim, what=FEATURES)
+        check_whole("ConditionalDomainAdversarial: num_classes", num_classes, 2)
+        if randomized:
+            check_whole("ConditionalDomainAdversarial: randomized_dim", randomized_dim)
         conditioning: nn.Module = (
             RandomizedMultilinearMap(features_dim, num_classes, randomized_dim, seed)
             if randomized

@@ -7,6 +7,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from mic.backbones import create_backbone
+from mic.tasks.common import check_whole
 
 
 class Classifier(nn.Module):
@@ -19,10 +20,13 @@ class Classifier(nn.Module):
     Args:
         backbone: a timm model name (see ``mic.backbones.create_backbone``) or a module whose
             forward returns pooled features and which has ``num_features``.
-        num_classes: the number of classes.
-        bottleneck_dim: the bottleneck width (0: no bottleneck).
+        num_classes: the number of classes, >= 2.
+        bottleneck_dim: the bottleneck width, >= 0 (0: no bottleneck; 256 as published).
         pretrained: load the backbone's pretrained weights.
         **backbone_kwargs: passed to ``create_backbone``.
+
+    Raises:
+        ConfigError: ``num_classes`` or ``bottleneck_dim`` that is no whole number in range.
     """
 
     def __init__(
@@ -34,6 +38,8 @@ class Classifier(nn.Module):
         **backbone_kwargs: Any,
     ) -> None:
         super().__init__()
+        check_whole("Classifier num_classes (dataset.num_classes)", num_classes, 2)
+        check_whole("model.bottleneck_dim", bottleneck_dim, 0, "the width; 0: no bottleneck")
         if isinstance(backbone, str):
             backbone = create_backbone(backbone, pretrained=pretrained, **backbone_kwargs)
         self.backbone = backbone

@@ -49,6 +49,7 @@ from mic.backbones import create_backbone
 from mic.core.context import Random, RandomStream, stream_seed
 from mic.core.errors import ConfigError
 from mic.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+from mic.tasks.common import check_whole
 
 #: the loss parts of the detector, as ``DetectionTask.loss`` names them
 LOSS_PARTS = ("rpn_objectness", "rpn_box", "roi_classifier", "roi_box")
@@ -491,15 +492,8 @@ def check_detector_settings(given: Mapping[str, Any]) -> None:
     fractions = {f"model.{k}": given.get(k) for k in FRACTION_SETTINGS}
     anchor_sizes, aspect_ratios = given.get("anchor_sizes"), given.get("aspect_ratios")
     for key, value in counts.items():
-        if value is None:
-            continue
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or value != int(value)
-            or value < 1
-        ):
-            raise ConfigError(f"{key} must be a positive whole number, got {value!r}")
+        if value is not None:
+            check_whole(key, value)
     for key, value in fractions.items():
         if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 1):
             raise ConfigError(f"{key} must lie in [0, 1], got {value!r}")
