@@ -123,3 +123,10 @@ def test_offline_pretrained_weights_not_in_the_cache_is_a_clear_error_at_once(
         error.value
     )
     assert "on the command line model.pretrained=false" in str(error.value)
+
+
+def test_a_weights_file_without_pretrained_is_refused_not_ignored(tmp_path):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"pretrained=false, so the file would not be read"):
+        create_backbone("resnet18", pretrained=False, pretrained_cfg_overlay={"file": str(weights)})

@@ -317,6 +317,17 @@ CASES = [
         "pretrained_cfg_overlay.file ",
     ),
     (
+        "model-weights-file-not-pretrained",
+        "a weights file given to a backbone told not to load pretrained weights",
+        lambda t, r: [
+            "model=resnet50",
+            "model.pretrained=false",
+            f"+model.pretrained_cfg_overlay={{file:{t}/none.pth}}",
+        ],
+        "pretrained=false, so the file would not be read and the backbone would start from "
+        "random weights; set pretrained=true (mic-train: model.pretrained=true)",
+    ),
+    (
         "config-missing-value",
         "mandatory values not given (every one named where it is set)",
         lambda t, r: ["dataset=folders"],

@@ -170,10 +170,18 @@ def create_backbone(
     Raises:
         ConfigError: an unknown name, ``pretrained`` without weights to load (none known, one
             of mic's small models, a missing file, the hub unreachable and nothing cached),
-            weights that fail to load, or ``features_only`` on a model without that mode.
+            weights that fail to load, a weights file without ``pretrained`` (it would not be
+            read), or ``features_only`` on a model without that mode.
     """
     check_backbone_name(name)
     overlay = kwargs.get("pretrained_cfg_overlay")
+    if not pretrained and overlay and overlay.get("file"):  # timm would ignore the file
+        raise ConfigError(
+            f"backbone '{name}' is given a weights file (pretrained_cfg_overlay.file="
+            f"{overlay['file']}) but pretrained=false, so the file would not be read and the "
+            "backbone would start from random weights; set pretrained=true (mic-train: "
+            "model.pretrained=true) to load it, or leave out the file"
+        )
     if pretrained and name in SMALL_MODELS:  # timm would build them without loading a file
         raise ConfigError(
             f"mic's small backbone '{name}' has no pretrained weights and loads no weights "
