@@ -478,6 +478,14 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
             "times slower than in fp32 (docs/training.md); use precision=bf16 or fp32 there",
             stacklevel=2,
         )
+    adapting = [name for name, term in method if term.uses_target]
+    if adapting and start >= int(cfg.iterations):
+        warnings.warn(
+            f"adaptation_start={start} is not below iterations={cfg.iterations}, so "
+            f"the terms that use target data ({', '.join(adapting)}) never run and the run "
+            "trains on the source alone; set adaptation_start below iterations to adapt",
+            stacklevel=2,
+        )
     loop = AdaptationLoop(
         task,
         student,

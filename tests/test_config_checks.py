@@ -482,3 +482,13 @@ def test_a_mic_block_size_interpolated_from_the_image_size_is_accepted():
     assert block_size_problems(cfg) == [] and cfg.dataset.mic_block_size == 9
     assert block_size_problems(load_config(["dataset.mic_block_size=4.0"])) == []
     check_config(cfg)
+
+
+def test_an_adaptation_that_never_starts_is_warned_of(tmp_path):
+    tiny = [a for a in TINY_RUN if not a.startswith("adaptation_start=")]
+    out = run_mic_train([*tiny, "adaptation_start=4", f"hydra.run.dir={tmp_path}"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (
+        "adaptation_start=4 is not below iterations=4, so the terms that use target data "
+        "(self_training, mic) never run" in out.stderr
+    )
