@@ -231,6 +231,13 @@ def test_sam_refuses_fp16_and_names_it_cannot_skip():
         )  # fmt: skip
 
 
+def test_one_skipped_name_given_alone_is_one_name_and_a_bad_rho_is_refused():
+    assert SharpnessAwareMinimization(RHO, first_pass_skips="cdan").first_pass_skips == ("cdan",)
+    for rho in (-0.1, float("nan"), "0.05"):
+        with pytest.raises(ConfigError, match="SAM rho must be a finite number >= 0"):
+            SharpnessAwareMinimization(rho)
+
+
 # ------------------------------------------------------------------- shared forward passes
 FORWARDS = []
 

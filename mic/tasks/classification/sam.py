@@ -4,6 +4,7 @@ optimiser, and the step strategy that runs an iteration's two passes in the gene
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -166,10 +167,12 @@ class SharpnessAwareMinimization(StepStrategy):
                 f"second_pass_weighting must be one of {WEIGHTING_MODES} or null, "
                 f"got {second_pass_weighting!r}"
             )
-        if rho < 0:
-            raise ConfigError(f"SAM rho must be non-negative, got {rho}")
+        if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho >= 0):
+            raise ConfigError(f"SAM rho must be a finite number >= 0, got {rho!r}")
         self.rho, self.adaptive = float(rho), bool(adaptive)
-        self.first_pass_skips = tuple(first_pass_skips)
+        # one name given alone (mic-train: method.step.first_pass_skips=cdan) is one name
+        skips = [first_pass_skips] if isinstance(first_pass_skips, str) else first_pass_skips
+        self.first_pass_skips = tuple(skips)
         self.second_pass_weighting = second_pass_weighting
         self.sam: SAM | None = None
 
