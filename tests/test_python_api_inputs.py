@@ -3,6 +3,7 @@ image dtypes, empty or unlabelled test sets, lower-is-better metrics, hook setti
 
 import json
 import math
+import re
 import warnings
 
 import pytest
@@ -497,3 +498,21 @@ def test_images_channels_last_are_told_to_come_channels_first():
 
     require_images(torch.rand(2, 1, 8, 8))
     require_images(torch.rand(2, 3, 3, 3))
+
+
+@pytest.mark.parametrize(
+    "build, fragment",
+    [
+        (
+            lambda: mic.BlockMasker(4, "0.7"),
+            "masker ratio must be a probability in [0, 1], got '0.7'",
+        ),
+        (
+            lambda: mic.EMATeacher(nn.Linear(2, 2), "0.9"),
+            "teacher.alpha must lie in [0, 1], got '0.9'",
+        ),
+    ],
+)
+def test_a_probability_given_as_text_is_a_config_error(build, fragment):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        build()

@@ -58,8 +58,8 @@ class BlockMasker(Masker):
         super().__init__()
         if int(block_size) < 1:
             raise ConfigError(f"masker block_size must be a positive pixel count, got {block_size}")
-        if not 0.0 <= ratio <= 1.0:
-            raise ConfigError(f"masker ratio must be a probability in [0, 1], got {ratio}")
+        if not (isinstance(ratio, (int, float)) and 0.0 <= ratio <= 1.0):
+            raise ConfigError(f"masker ratio must be a probability in [0, 1], got {ratio!r}")
         self.block_size, self.ratio = int(block_size), float(ratio)
         self.augmentation = augmentation
         fill_t = torch.tensor(fill if fill is not None else [0.0], dtype=torch.float32)

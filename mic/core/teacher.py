@@ -75,8 +75,8 @@ class EMATeacher(Teacher):
         norm: NormMode = "batch",
     ) -> None:
         super().__init__()
-        if not 0.0 <= alpha <= 1.0:
-            raise ConfigError(f"teacher.alpha must lie in [0, 1], got {alpha}")
+        if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
+            raise ConfigError(f"teacher.alpha must lie in [0, 1], got {alpha!r}")
         if buffers not in ("own", "ema", "copy"):
             raise ConfigError(f"teacher.buffers must be 'own', 'ema' or 'copy', got {buffers!r}")
         if norm not in ("batch", "running"):
