@@ -516,11 +516,22 @@ def unlabelled_test_digits(**kwargs):
     return [ds[i][0] for i in range(len(ds))]
 
 
+def nan_digits(**kwargs):
+    """Unlabelled digits whose first image holds a NaN."""
+    from mic.datasets import DigitsDomain
+
+    ds = DigitsDomain(**kwargs)
+    images = [ds[i] for i in range(len(ds))]
+    images[0][0, 3, 5] = float("nan")
+    return images
+
+
 @pytest.mark.parametrize(
     "split, factory, fragment",
     [
         ("target", "dict_digits", "Samples that are not (image, label) pairs or images (1)"),
         ("test", "unlabelled_test_digits", "Samples that are not (image, label) pairs (1)"),
+        ("target", "nan_digits", "Images with NaN or Inf values (1): 'sample 0' (1 of its"),
     ],
 )
 def test_mic_train_refuses_samples_of_the_wrong_form_before_training(

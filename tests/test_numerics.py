@@ -119,6 +119,16 @@ def test_too_many_skipped_steps_stop_the_run():
     assert lenient.skipped_steps == 5
 
 
+def test_a_short_run_whose_every_iteration_was_skipped_is_an_error_not_a_success():
+    loop = _loop(mean_teacher().with_terms(source=Poisoned(bad=range(100))), iterations=3)
+    with pytest.raises(NumericalError, match="every one of the 3 iterations run had NaN or Inf"):
+        loop.run()
+    assert loop.skipped_steps == 3 and loop.step == 3
+    partly = _loop(mean_teacher().with_terms(source=Poisoned(bad={0, 1})), iterations=3)
+    partly.run()  # one iteration trained: the run stands
+    assert partly.skipped_steps == 2
+
+
 def test_stop_policy_names_the_branch_in_the_console_numbering():
     loop = _loop(UDAMethod({"source": Poisoned(bad={0})}), nan_policy="stop")
     with pytest.raises(NumericalError, match="the loss 'source' is NaN or Inf at iteration 1"):

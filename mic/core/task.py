@@ -73,8 +73,8 @@ class PseudoLabels:
                 got = f"{c.dtype} in [{c.min():.3g}, {c.max():.3g}]" if c.numel() else c.dtype
                 got = f"{int(c.isnan().sum())} NaN of {c.numel()}" if c.isnan().any() else got
                 raise ConfigError(
-                    f"pseudo-label confidence must be float probabilities in "
-                    f"[0, 1] (Task.pseudo_label), got {got}"
+                    f"pseudo-label confidence must be float probabilities in [0, 1] "
+                    f"(Task.pseudo_label), got {got} (NaN: NaN or Inf in the images?)"
                 )
 
     def kept(self, *per_image: Any) -> tuple[Any, ...]:

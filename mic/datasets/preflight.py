@@ -291,10 +291,11 @@ def sample_problems(
 ) -> tuple[list[Problem], Any]:
     """The problems of one sample (the first) of ``dataset``, a split of ``role``, and its
     image: not an (image, label) pair where labels are needed (source, test), an image that
-    is not a float32 C x H x W tensor (a PIL image: the transform lacks ToTensor), or of
-    other than the source's ``channels``. One sample, so that the check stays cheap; the
-    global random generators are left as they were. A mic reader built without a transform
-    (``transform=None``: PIL images, for code that converts them itself) is not sampled."""
+    is not a float32 C x H x W tensor (a PIL image: the transform lacks ToTensor), of other
+    than the source's ``channels``, or holds NaN or Inf. One sample, so that the check stays
+    cheap; the global random generators are left as they were. A mic reader built without a
+    transform (``transform=None``: PIL images, for code that converts them itself) is not
+    sampled."""
     if getattr(dataset, "transform", True) is None:  # a reader asked for what it reads
         return [], None
     loaded, sample = _load_first(dataset)
@@ -332,6 +333,14 @@ def sample_problems(
             "images convert('RGB') before ToTensor (or x.expand(3, -1, -1))."
         )
         return [Problem("images with other channels than the source's", where, detail, fix)], None
+    bad = int((~torch.isfinite(image)).sum())
+    if bad:
+        detail = f"{bad} of its {image.numel()} values are NaN or Inf"
+        fix = (
+            "Every loss of a batch that holds one would be NaN: mend or leave out such images "
+            "in the dataset (a division by 0 in a transform gives them too)."
+        )
+        return [Problem("images with NaN or Inf values", where, detail, fix)], None
     return [], image
 
 

@@ -19,6 +19,11 @@ from mic.core.teacher import unwrap
 
 NanPolicy = Literal["skip", "stop", "ignore"]
 NAN_POLICIES = ("skip", "stop", "ignore")
+#: what to look at when losses are NaN or Inf
+NAN_CAUSES = (
+    "look for NaN or Inf in the images (the data check before training samples one per "
+    "split), lower the learning rate, clip gradients (max_grad_norm) or use precision=fp32"
+)
 
 
 #: the signals that stop a run cleanly (``TrainingGuard``); each has a slot in the stop flags
@@ -73,9 +78,10 @@ class TrainingGuard(Guard):
     same on every process). Each iteration's check costs one collective and one host
     synchronisation. Under ``"skip"`` an iteration with non-finite losses or gradients changes
     nothing but the schedule (weights, optimiser state, every BatchNorm buffer stay as they
-    were), and more than ``max_skipped`` such iterations (from the fifth) raise
-    ``NumericalError``; ``"stop"`` raises it at the first; ``"ignore"`` checks nothing. Under
-    both checking policies, weights made non-finite by a step raise it.
+    were), and more than ``max_skipped`` such iterations (from the fifth), or every
+    iteration of a shorter run, raise ``NumericalError``; ``"stop"`` raises it at the first;
+    ``"ignore"`` checks nothing. Under both checking policies, weights made non-finite by a
+    step raise it.
 
     Args:
         nan_policy: ``"skip"`` (default), ``"stop"`` or ``"ignore"``.
@@ -108,6 +114,7 @@ class TrainingGuard(Guard):
         previous = {}
         shared = loop.collective.world_size > 1
         self._signalled = None
+        start, skipped = loop.step, loop.skipped_steps
 
         def stop(signum: int, _: Any) -> None:
             name = signal.Signals(signum).name
@@ -127,6 +134,12 @@ class TrainingGuard(Guard):
                 signal.signal(sig, handler)
         if loop.interrupted_by is not None:
             raise TrainingInterrupted(loop.interrupted_by, loop.step)
+        ran = loop.step - start
+        if ran > 0 and loop.skipped_steps - skipped == ran:  # too few for max_skipped to stop
+            raise NumericalError(
+                f"every one of the {ran} iterations run had NaN or Inf losses or gradients and "
+                f"was skipped, so nothing trained; {NAN_CAUSES}"
+            )
 
     def before_step(self, loop: AdaptationLoop) -> None:
         if self.nan_policy != "skip":
@@ -158,8 +171,8 @@ class TrainingGuard(Guard):
         if loop.skipped_steps >= 5 and loop.skipped_steps > self.max_skipped * n:
             raise NumericalError(
                 f"{loop.skipped_steps} of the first {n} iterations had NaN or Inf losses or "
-                f"gradients and were skipped, more than max_skipped={self.max_skipped}; lower "
-                "the learning rate, clip gradients (max_grad_norm) or use precision=fp32"
+                f"gradients and were skipped, more than max_skipped={self.max_skipped}; "
+                f"{NAN_CAUSES}"
             )
         return False
 
@@ -193,9 +206,8 @@ class TrainingGuard(Guard):
         if faulty and self.nan_policy == "stop":
             raise NumericalError(
                 f"the loss '{faulty[0]}' is NaN or Inf at iteration {loop.step + 1} (also: "
-                f"{faulty[1:] or 'nothing else'}); no update was made. Lower the learning "
-                "rate, clip gradients (max_grad_norm), use precision=fp32, or set "
-                "nan_policy=skip to skip such iterations"
+                f"{faulty[1:] or 'nothing else'}); no update was made. {NAN_CAUSES[0].upper()}"
+                f"{NAN_CAUSES[1:]}, or set nan_policy=skip to skip such iterations"
             )
         return faulty
 
