@@ -67,6 +67,23 @@ def test_wrong_layout_flat_images_for_class_per_folder(tmp_path):
         ImageFolder(tmp_path)
 
 
+def test_class_folders_one_level_down_are_named_not_read_as_one_class(class_tree, tmp_path):
+    wrapper = tmp_path / "wrapped"
+    wrapper.mkdir()
+    class_tree.rename(wrapper / "images")
+    with pytest.raises(DatasetError, match=r"holds one folder, 'images', whose sub-folders "):
+        ImageFolder(wrapper)
+    assert ImageFolder(wrapper / "images").classes == ["bike", "car", "dog"]
+
+
+def test_images_beside_the_class_folders_are_left_out_with_a_warning(class_tree):
+    _png(class_tree / "stray.png")
+    ds = ImageFolder(class_tree)
+    assert len(ds) == 6 and [p.name for p in ds.loose] == ["stray.png"]
+    (problem,) = [p for p in ds.preflight() if "in no class folder" in p.kind]
+    assert problem.warning and "1 left out, e.g. 'stray.png'" in problem.detail
+
+
 def test_empty_class_folder_and_unknown_class(class_tree):
     (class_tree / "empty").mkdir()
     with pytest.raises(DatasetError, match=r"without images.*\['empty'\]"):

@@ -392,6 +392,8 @@ class ImageFolder(LabelledImages):
                 f"'{self.root}' must hold one sub-folder per class (root/<class>/<image>), but "
                 f"{layout}. For unlabelled images use UnlabeledImageFolder."
             )
+        if len(folders) == 1 and classes is None:
+            _refuse_wrapped_classes(self.root / folders[0])
         classes = list(classes) if classes is not None else folders
         unknown = sorted(set(folders) - set(classes))
         if unknown:
@@ -419,3 +421,40 @@ class ImageFolder(LabelledImages):
                 option="allow_empty_classes=true",
             )
         super().__init__(samples, classes, transform, labelled)
+        #: images directly in ``root``, in no class folder: left out, with a warning
+        self.loose = list_images(self.root, recursive=False)
+
+    def preflight(self, training: bool = True) -> list[Problem]:
+        """``LabelledImages.preflight``, and a warning for the images left out because they
+        lie directly in ``root``, in no class folder."""
+        problems = super().preflight(training)
+        if self.loose:
+            problems.append(
+                Problem(
+                    "images directly in a class-per-folder root, in no class folder",
+                    str(self.root),
+                    f"{len(self.loose)} left out, e.g. '{self.loose[0].name}'",
+                    "Move each into the folder of its class to train on it.",
+                    warning=True,
+                )
+            )
+        return problems
+
+
+def _refuse_wrapped_classes(folder: Path) -> None:
+    """Refuse a class-per-folder root whose one folder holds no image itself but sub-folders
+    of images (``source/images/<class>/``): its classes are one level down, and the split
+    would be read as one class.
+
+    Raises:
+        DatasetError: naming the folder to give as the root instead.
+    """
+    subfolders = [d for d in folder.iterdir() if d.is_dir() and not is_hidden_name(d.name)]
+    if subfolders and not list_images(folder, recursive=False):
+        names = ", ".join(sorted(d.name for d in subfolders)[:5])
+        raise DatasetError(
+            f"'{folder.parent}' holds one folder, '{folder.name}', whose sub-folders ({names}"
+            f"{', ...' if len(subfolders) > 5 else ''}) hold the images: read as it is, the "
+            f"split would have the one class '{folder.name}'. If those sub-folders are the "
+            f"classes, give '{folder}' as the root"
+        )
