@@ -12,7 +12,7 @@ MIC = Path(__file__).parents[1] / "mic"
 #: mic/core/*.py's line budget (its size when set; raised for the checks against silently
 #: wrong training and for the Python API's inputs that ended in torch's tracebacks): growth
 #: there belongs in mic.training or a task
-CORE_MAX_LINES = 1649
+CORE_MAX_LINES = 1664
 
 
 def imports(path: Path) -> set[str]:

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import mic
-from mic.core.errors import ConfigError
+from mic.core.errors import ConfigError, DatasetError
 from mic.training import LabelFreeValidation
 from mic.training.evaluation import fresh_metric, primary_score
 from tests.helpers import Regression
@@ -311,6 +311,17 @@ def test_an_iterator_as_test_loader_is_refused_when_built():
     with pytest.raises(ConfigError, match=r"Evaluation's adabn_loader is an iterator"):
         mic.Evaluation(task, test, adabn_loader=iter(test), adabn_batches=2)
     mic.Evaluation(task, list(test))  # a list of batches: passed over at every evaluation
+
+
+@pytest.mark.parametrize("domain", ["source", "target"])
+def test_an_iterator_as_training_loader_is_refused_when_the_loop_is_built(domain):
+    task = Regression()
+    source, target, _ = loaders(task)
+    given = {"source": source, "target": target}
+    given[domain] = (b for b in given[domain])
+    with pytest.raises(DatasetError, match=rf"the {domain} loader is an iterator \(generator\)"):
+        adaptation_loop(task, given["source"], given["target"])
+    adaptation_loop(task, list(source), list(target)).run()  # lists: drawn from again and again
 
 
 def test_the_console_shows_shares_in_percent_and_other_scores_as_they_are():

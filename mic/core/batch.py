@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from types import GeneratorType
 from typing import Any
 
 import torch
 from torch.utils.data import default_collate
+from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 from mic.core.errors import DatasetError
 
@@ -80,6 +82,13 @@ def move_to(obj: Any, device: torch.device | str, non_blocking: bool = True) -> 
     return obj
 
 
+def one_pass(loader: Any) -> bool:
+    """Whether ``loader`` is an iterator that cannot start over (a generator, a DataLoader's
+    iterator); a loader of one's own whose ``__iter__`` restarts passes."""
+    builtin = isinstance(loader, Iterator) and type(loader).__module__ in ("builtins", "itertools")
+    return isinstance(loader, (GeneratorType, _BaseDataLoaderIter)) or builtin
+
+
 class EndlessLoader(Iterator[Any]):
     """A data loader cycled epoch after epoch, knowing its position for exact resume.
 
@@ -94,10 +103,16 @@ class EndlessLoader(Iterator[Any]):
         name: how errors call it (``"source"``, ``"target"``).
 
     Raises:
-        DatasetError: (from ``next``) the loader yields no batch at all.
+        DatasetError: a one-pass iterator (``one_pass``); (from ``next``) the loader yields
+            no batch at all.
     """
 
     def __init__(self, loader: Iterable[Any], name: str = "data") -> None:
+        if one_pass(loader):  # drawn from again after its last batch
+            raise DatasetError(
+                f"the {name} loader is an iterator ({type(loader).__name__}), used up after one "
+                "pass, but the loop draws from it without end: give a DataLoader or a list"
+            )
         self.loader, self.name = loader, name
         self.epoch = self.batches = self.samples = 0
         generator = getattr(loader, "generator", None)

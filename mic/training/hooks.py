@@ -7,16 +7,15 @@ import json
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from types import GeneratorType
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from torch.utils.data.dataloader import _BaseDataLoaderIter
 from tqdm.auto import tqdm
 
+from mic.core.batch import one_pass
 from mic.core.errors import CheckpointError, ConfigError, DatasetError, MicError
 from mic.core.loop import AdaptationLoop, Hook
 from mic.training.batches import labelled_batch
@@ -271,9 +270,7 @@ class Evaluation(Hook):
         if loader is None and validation is None:
             raise ConfigError("evaluation needs a labelled loader, label-free validators or both")
         for name, given in (("loader", loader), ("adabn_loader", adabn_loader)):
-            if isinstance(given, (GeneratorType, map, filter, zip, _BaseDataLoaderIter)) or (
-                isinstance(given, Iterator) and type(given).__module__ in ("builtins", "itertools")
-            ):  # one pass only (a loader of one's own whose __iter__ restarts is welcome)
+            if one_pass(given):
                 raise ConfigError(
                     f"Evaluation's {name} is an iterator ({type(given).__name__}), which can be "
                     "passed over once, but every evaluation passes over it again: give a "
