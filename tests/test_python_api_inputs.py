@@ -516,3 +516,12 @@ def test_images_channels_last_are_told_to_come_channels_first():
 def test_a_probability_given_as_text_is_a_config_error(build, fragment):
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         build()
+
+
+def test_a_training_batch_of_one_image_names_drop_last_not_batchnorm():
+    model = mic.tasks.classification.Classifier("small_cnn", K, bottleneck_dim=8)
+    with pytest.raises(DatasetError, match=r"a batch of 1 image .* drop_last=True"):
+        model(torch.rand(1, 3, 16, 16))
+    assert model.eval()(torch.rand(1, 3, 16, 16)).shape == (1, K)  # evaluation: fine
+    unbottlenecked = mic.tasks.classification.Classifier("small_cnn", K, bottleneck_dim=0)
+    assert unbottlenecked(torch.rand(1, 3, 16, 16)).shape == (1, K)

@@ -7,6 +7,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from mic.backbones import create_backbone
+from mic.core import DatasetError
 from mic.tasks.common import check_whole
 
 
@@ -56,7 +57,19 @@ class Classifier(nn.Module):
         self.head = nn.Linear(width, self.num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """Bottleneck features (what adversarial heads and MCC look at)."""
+        """Bottleneck features (what adversarial heads and MCC look at).
+
+        Raises:
+            DatasetError: a batch of one image in training mode, whose features the
+                bottleneck's BatchNorm1d cannot normalise.
+        """
+        if self.training and len(x) == 1 and not isinstance(self.bottleneck, nn.Identity):
+            raise DatasetError(
+                "a batch of 1 image reached the classifier in training mode, and the "
+                "bottleneck's BatchNorm1d cannot normalise one sample: give the loaders "
+                "drop_last=True (as mic-train does), or a dataset that holds a multiple of the "
+                "batch size"
+            )
         return self.bottleneck(self.backbone(x))
 
     def forward_with_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
