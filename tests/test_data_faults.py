@@ -526,12 +526,21 @@ def nan_digits(**kwargs):
     return images
 
 
+def hwc_digits(**kwargs):
+    """Unlabelled digits, channels last (H x W x C)."""
+    from mic.datasets import DigitsDomain
+
+    ds = DigitsDomain(**kwargs)
+    return [ds[i].permute(1, 2, 0) for i in range(len(ds))]
+
+
 @pytest.mark.parametrize(
     "split, factory, fragment",
     [
         ("target", "dict_digits", "Samples that are not (image, label) pairs or images (1)"),
         ("test", "unlabelled_test_digits", "Samples that are not (image, label) pairs (1)"),
         ("target", "nan_digits", "Images with NaN or Inf values (1): 'sample 0' (1 of its"),
+        ("target", "hwc_digits", "Images that are H x W x C, not C x H x W (1): 'sample 0'"),
     ],
 )
 def test_mic_train_refuses_samples_of_the_wrong_form_before_training(
@@ -650,3 +659,15 @@ def test_a_mic_block_is_refused_where_the_masker_makes_one_block(size, block, re
     if refused:
         assert found[0].file == "method.terms.mic.masker.block_size"
         assert "a grid of 1 x 1 block" in found[0].detail
+
+
+def test_images_of_one_pixel_are_named_too_small_for_any_block():
+    from omegaconf import OmegaConf
+
+    from mic.datasets.preflight import block_problems
+
+    cfg = OmegaConf.create({"method": {"terms": {"mic": {"masker": {"block_size": 1}}}}})
+    cfg.dataset = {"size": 1}
+    (found,) = block_problems(cfg.dataset, (1, 1))
+    assert found.kind == "target images too small for MIC's masking blocks"
+    assert "or run without MIC (mic=none)" in found.fix

@@ -325,6 +325,13 @@ def sample_problems(
         detail = f"shape {tuple(image.shape)}"
         fix = "Give images a channel axis first, C x H x W (x.unsqueeze(0) for H x W)."
         return [Problem("images that are not C x H x W", where, detail, fix)], None
+    if image.shape[0] not in (1, 3, 4) and image.shape[-1] in (1, 3, 4):
+        detail = f"shape {tuple(image.shape)}: channels last"
+        fix = (
+            "Give images their channels first, C x H x W: ToTensor() in the transform (it "
+            "takes PIL images and H x W x C arrays), or x.permute(2, 0, 1) for a tensor."
+        )
+        return [Problem("images that are H x W x C, not C x H x W", where, detail, fix)], None
     if channels is not None and image.shape[0] != channels:
         n = int(image.shape[0])
         detail = f"{n} channel{'s' * (n != 1)}, the source's images have {channels}"
@@ -364,7 +371,17 @@ def block_problems(config: Any, size: tuple[int, int]) -> list[Problem]:
     for path, value in _keyed(method, "method", "block_size"):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             continue  # the masker's own check names a block of 0 px
-        if max(1, round(size[0] / value)) * max(1, round(size[1] / value)) == 1:
+        if max(size) < 2:  # no block makes two
+            found.append(
+                Problem(
+                    "target images too small for MIC's masking blocks",
+                    path,
+                    f"{size[1]} x {size[0]} px images (or crops): no block size masks part of one",
+                    "MIC withholds blocks of each image: give images larger than 1 px (for the "
+                    "bundled data sets dataset.size), or run without MIC (mic=none).",
+                )
+            )
+        elif max(1, round(size[0] / value)) * max(1, round(size[1] / value)) == 1:
             found.append(
                 Problem(
                     "MIC masking blocks that make one block of the target images",
