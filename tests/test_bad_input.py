@@ -991,7 +991,8 @@ CASES = [
         "data-empty-class-folder",
         "a source class folder without images",
         lambda t, r: folder_overrides(t, source=_with_empty_folder(t / "src3", ["a", "b"], "c")),
-        "; add images, or set ++dataset.source.allow_empty_classes=true",
+        "; add images, remove a folder that is no class, or set "
+        "++dataset.source.allow_empty_classes=true",
     ),
     (
         "data-batch-size",

@@ -61,6 +61,8 @@ def test_collate_rejects_labels_outside_the_class_range():
     samples = [(torch.zeros(3, 2, 2), 1), (torch.zeros(3, 2, 2), 7)]
     with pytest.raises(DatasetError, match=r"label 7 is outside the class range \[0, 2\]"):
         task.collate(samples)
+    with pytest.raises(DatasetError, match=r"label -1 is negative, .* has no ignore label"):
+        task.collate([(torch.zeros(3, 2, 2), 1), (torch.zeros(3, 2, 2), -1)])
     with pytest.raises(DatasetError, match="integer class indices"):
         task.collate([(torch.zeros(3, 2, 2), 0.5)])
     for bad in (torch.eye(3)[:2].long(), torch.tensor([1, 0], dtype=torch.bfloat16)):

@@ -416,8 +416,10 @@ class ImageFolder(LabelledImages):
             raise DatasetError(f"no images found in the class folders of '{self.root}'")
         if empty and not allow_empty_classes:
             raise ReaderOptionError(
-                f"class folders without images in '{self.root}': {empty}; add images, or pass "
-                "allow_empty_classes=true",
+                f"class folders without images in '{self.root}': {empty}; add images, remove "
+                "a folder that is no class, or pass allow_empty_classes=true (an empty class "
+                "still counts: the number of classes, dataset.num_classes in mic-train, is the "
+                "number of class folders)",
                 option="allow_empty_classes=true",
             )
         super().__init__(samples, classes, transform, labelled)

@@ -163,6 +163,12 @@ class ClassificationTask(Task):
                 )
             )
         bad = targets[(targets < 0) | (targets >= self.num_classes)]
+        if bad.numel() and int(bad[0]) < 0:
+            raise DatasetError(
+                f"label {int(bad[0])} is negative, outside the class range [0, "
+                f"{self.num_classes - 1}]: classification has no ignore label, so such a sample "
+                "has no class to learn; leave it out of the dataset, or give it its class"
+            )
         if bad.numel():
             raise DatasetError(
                 f"label {int(bad[0])} is outside the class range [0, {self.num_classes - 1}]: "
