@@ -4,7 +4,6 @@ command line: ``run_experiment(load_config(["method=source_only"]), "runs/x")``.
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import random
 import re
@@ -57,6 +56,7 @@ from mic.training import (
     process_info,
 )
 from mic.training.evaluation import in_percent, shown_metric
+from mic.training.hooks import strict_json
 
 
 def load_config(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
@@ -820,5 +820,5 @@ def run_experiment(
         ) from e
     summary = summarize(exp)
     if exp.run_dir is not None and main:
-        (exp.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        (exp.run_dir / "summary.json").write_text(strict_json(summary, indent=2))
     return summary

@@ -186,3 +186,18 @@ def test_an_evaluation_of_the_teacher_alone_in_a_run_without_one_is_refused_befo
         loop.run()
     assert loop.step == 0
     mic.Evaluation(task, loader, models=("student", "teacher")).before_run(loop)  # student: fine
+
+
+def test_metrics_jsonl_is_strict_json_with_undefined_scores_as_null(tmp_path):
+    import json
+
+    from mic.training import MetricsLogger
+
+    logger = MetricsLogger(tmp_path, tensorboard=False)
+    logger._file = open(tmp_path / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+    logger.write({"step": 3, "eval/student/miou": float("nan"), "loss/x": [1.0, float("inf")]})
+    logger._file.close()
+    line = (tmp_path / "metrics.jsonl").read_text()
+    assert "NaN" not in line and "Infinity" not in line
+    record = json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in {line}"))
+    assert record == {"step": 3, "eval/student/miou": None, "loss/x": [1.0, None]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import time
 import warnings
 import weakref
@@ -130,11 +131,28 @@ class ProgressBar(Hook):
         self.bar.close()
 
 
+def strict_json(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` of ``obj`` with every float that is NaN or Inf (an undefined score, a
+    diverged loss) written as ``null``: strict JSON, which jq, JavaScript and most readers
+    other than Python's take (Python's own writes the bare ``NaN``, which they refuse)."""
+
+    def finite(x: Any) -> Any:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: finite(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [finite(v) for v in x]
+        return x
+
+    return json.dumps(finite(obj), allow_nan=False, **kwargs)
+
+
 class MetricsLogger(Hook):
     """Losses (``loss/<name>``), the loss terms' statistics (``<term>/<name>``, see
     ``term_statistics``), learning rate and speed every ``interval`` iterations, plus every record
-    emitted by other hooks, to ``metrics.jsonl`` (one JSON object per line, flushed at once)
-    and to TensorBoard under ``tensorboard/``."""
+    emitted by other hooks, to ``metrics.jsonl`` (one JSON object per line, flushed at once;
+    NaN and Inf as ``null``, see ``strict_json``) and to TensorBoard under ``tensorboard/``."""
 
     def __init__(self, run_dir: str | Path, interval: int = 20, tensorboard: bool = True) -> None:
         self.run_dir = Path(run_dir)
@@ -163,7 +181,7 @@ class MetricsLogger(Hook):
     def write(self, record: dict[str, Any]) -> None:
         if self._file is None:  # not the main process
             return
-        self._file.write(json.dumps(record) + "\n")
+        self._file.write(strict_json(record) + "\n")
         self._file.flush()
         if self.writer is not None:
             for key, value in record.items():
