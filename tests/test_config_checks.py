@@ -461,10 +461,10 @@ _FOLDERS = [
         (["dataset.mic_block_size=2.5"], "with a fractional part (got 2.5)"),
         (["dataset.mic_block_size=0"], "Input should be greater than or equal to 1 (got 0)"),
         (["dataset.mic_block_size=null"], "Input should be a valid integer (got None)"),
-        # the interpolation of dataset=folders, resolved from a bad size
+        # an interpolation that cannot be resolved
         (
-            [*_FOLDERS, "dataset.size=abc"],
-            "${mic.block_for:${dataset.size}} gives no block size (",
+            [*_FOLDERS, "dataset.mic_block_size=${mic.block_for:abc}"],
+            "${mic.block_for:abc} gives no block size (",
         ),
     ],
 )
@@ -473,6 +473,13 @@ def test_a_mic_block_size_that_is_no_whole_number_of_pixels_is_named(overrides, 
         check_config(load_config(overrides))
     assert str(e.value).startswith("1 config value is not valid: dataset.mic_block_size: ")
     assert expected in str(e.value) and "e.g. dataset.mic_block_size=8" in str(e.value)
+
+
+@pytest.mark.parametrize("size", ["abc", "0", "-32", "3.5"])
+def test_a_bad_image_size_is_named_alone_not_through_the_block_read_from_it(size):
+    with pytest.raises(ConfigError) as e:
+        check_config(load_config([*_FOLDERS, f"dataset.size={size}"]))
+    assert str(e.value).startswith("1 config value is not valid: dataset.size: the images' side")
 
 
 def test_a_mic_block_size_interpolated_from_the_image_size_is_accepted():

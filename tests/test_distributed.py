@@ -175,6 +175,7 @@ def _stop_worker(rank: int, init_file: str, out_dir: str) -> None:
             stop_reason=None,
             interrupted_by=None,
             step=5,
+            skipped_steps=0,
             device=torch.device("cpu"),
             parameters=lambda w=weight: [w],
             scaler=torch.amp.GradScaler("cpu", enabled=False),

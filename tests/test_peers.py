@@ -45,6 +45,7 @@ def _experiment(method, iterations=START, seed=1, extra=()):
         ("cdan", ["method.terms.cdan.weight=0.5"]),
     ],
 )
+@pytest.mark.filterwarnings("ignore:adaptation_start=3 is not below iterations")  # on purpose
 def test_a_peer_run_equals_mics_run_bitwise_until_adaptation_starts(method, extra):
     ours, theirs = _experiment(method, extra=extra), _experiment(f"pa_{method}", extra=extra)
     ours.loop.run()
