@@ -950,6 +950,15 @@ CASES = [
         "Images that are not tensors (1): 'sample 0' (a PIL image",
     ),
     (
+        "data-reader-without-transform",
+        "mic's target reader given in the config without a transform (it yields PIL images)",
+        lambda t, r: [
+            *folder_overrides(t),
+            "~dataset.target.transform",
+        ],
+        "UnlabeledImageFolder was given no transform, so it yields the images as it reads them",
+    ),
+    (
         "data-float64-target",
         "a target dataset of one's own yielding float64 images",
         lambda t, r: ["dataset.target._target_=tests.test_data_faults.float64_digits"],

@@ -191,7 +191,10 @@ def check_datasets(
         datasets: role (``source``, ``target``, ``test``) -> dataset; None entries skipped.
         listing: where the whole list is written when it is longer than the message's.
         config: the ``dataset`` config they were built from, so that the fixes name the
-            reader's keys (``dataset.source.dataset.label_size_mismatch=resize``).
+            reader's keys (``dataset.source.dataset.label_size_mismatch=resize``); with one
+            (a run of mic-train, whose collate takes tensors) a mic reader without a
+            transform is refused, without one it is not sampled (code that converts its PIL
+            images itself).
 
     Raises:
         DatasetError: every problem found, grouped by dataset and kind.
@@ -208,7 +211,7 @@ def check_datasets(
         if callable(check):
             problems = list(dict.fromkeys(check(training=role != "test")))  # duplicates once
         if not any(not p.warning for p in problems):  # a sample loads when the files are fine
-            found, image = sample_problems(role, dataset, channels)
+            found, image = sample_problems(role, dataset, channels, config is None)
             problems += found
             if role == "source" and image is not None and not found:
                 channels = int(image.shape[0])
@@ -287,17 +290,18 @@ def _kind_of(value: Any) -> str:
 
 
 def sample_problems(
-    role: str, dataset: Any, channels: int | None = None
+    role: str, dataset: Any, channels: int | None = None, untransformed_ok: bool = False
 ) -> tuple[list[Problem], Any]:
     """The problems of one sample (the first) of ``dataset``, a split of ``role``, and its
     image: not an (image, label) pair where labels are needed (source, test), an image that
     is not a float32 C x H x W tensor (a PIL image: the transform lacks ToTensor), of other
     than the source's ``channels``, or holds NaN or Inf. One sample, so that the check stays
     cheap; the global random generators are left as they were. A mic reader built without a
-    transform (``transform=None``: PIL images, for code that converts them itself) is not
-    sampled."""
-    if getattr(dataset, "transform", True) is None:  # a reader asked for what it reads
-        return [], None
+    transform (``transform=None``) yields PIL images, which no task's collate takes: it is
+    told to give the reader one, unless ``untransformed_ok`` (code that converts them itself),
+    when it is not sampled."""
+    if untransformed_ok and getattr(dataset, "transform", True) is None:
+        return [], None  # a reader asked for what it reads
     loaded, sample = _load_first(dataset)
     if not loaded:
         return [], None
@@ -313,7 +317,15 @@ def sample_problems(
         return [Problem(kind, where, _kind_of(sample), fix)], None
     image = sample[0] if _is_pair(sample) else sample
     if not isinstance(image, torch.Tensor):
-        return [Problem("images that are not tensors", where, _kind_of(image), IMAGE_FIX)], None
+        fix = IMAGE_FIX
+        if getattr(dataset, "transform", True) is None:  # one of mic's readers, given none
+            fix = (
+                f"{type(dataset).__name__} was given no transform, so it yields the images as "
+                "it reads them: give it one, as the bundled data set configs do (their "
+                "target's transform: mic.datasets.classification_transform for classification, "
+                "mic.datasets.segmentation.SegmentationTransform for segmentation)."
+            )
+        return [Problem("images that are not tensors", where, _kind_of(image), fix)], None
     if image.dtype != torch.float32:
         detail = f"the dataset yields {image.dtype} images"
         fix = (
