@@ -251,6 +251,7 @@ def test_bad_model_settings_are_clear():
         ("fpn_channels", 0, "model.fpn_channels must be a positive whole number"),
         ("anchor_sizes", 16, "model.anchor_sizes must list, for every FPN level"),
         ("anchor_sizes", [8, 16, -32], "model.anchor_sizes must list"),
+        ("anchor_sizes", [[8, 16], [16], [32]], "the same number of sizes (the RPN head"),
         ("aspect_ratios", [0.0, 1.0], "model.aspect_ratios must list positive"),
         ("box_score_thresh", 2.0, "model.box_score_thresh must lie in [0, 1], got 2.0"),
     ],

@@ -482,7 +482,8 @@ def check_detector_settings(given: Mapping[str, Any]) -> None:
     Args:
         given: a detector's arguments by name (its ``locals()``): ``COUNT_SETTINGS`` (each a
             positive whole number or None: unset), ``FRACTION_SETTINGS`` (in [0, 1] or None),
-            ``anchor_sizes`` (per FPN level a size or a list of sizes, in pixels) and
+            ``anchor_sizes`` (per FPN level a size or a list of sizes, in pixels, as many at
+            every level) and
             ``aspect_ratios`` (height / width ratios), each None when unset.
 
     Raises:
@@ -512,6 +513,12 @@ def check_detector_settings(given: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"model.anchor_sizes must list, for every FPN level, a positive size in pixels "
                 f"(or a list of them), e.g. [8, 16, 32, 64, 128]; got {anchor_sizes!r}"
+            )
+        if len({len(s) for s in per_level}) > 1:
+            raise ConfigError(
+                f"model.anchor_sizes must give every FPN level the same number of sizes (the "
+                f"RPN head predicts one set of anchors per location for all levels); got "
+                f"{[list(s) for s in per_level]!r}, e.g. [[8, 12], [16, 24], [32, 48], ...]"
             )
     if aspect_ratios is not None:
         ratios = aspect_ratios if isinstance(aspect_ratios, Sequence) else None
