@@ -652,25 +652,69 @@ def block_size_problems(cfg: DictConfig) -> list[str]:
     return [f"{key}: {why} (got {value!r}); {fix}"]
 
 
+def _whole(value: Any, least: int = 1) -> bool:
+    """Whether ``value`` is a whole number >= ``least`` (a float of a whole value too)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number and math.isfinite(value) and float(value).is_integer() and value >= least
+
+
 def image_size_problems(cfg: DictConfig) -> list[str]:
     """A problem for ``dataset.size`` (the side, in px, of the images the transforms give,
     read by the bundled dataset configs' transforms and MIC block) that is no whole number
     >= 1: 0 or less gives empty images, whose first convolution fails mid-run, and a
     fraction would be passed on to the transforms as given."""
-    dataset = cfg.get("dataset")
-    if not OmegaConf.is_dict(dataset) or "size" not in dataset:
-        return []
-    try:
-        value = dataset.size
-    except Exception:  # an interpolation of one's own: judged where it is read
-        return []
-    whole = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if whole and float(value).is_integer() and value >= 1:
+    value = _dataset_value(cfg, "size")
+    if value is _UNSET or _whole(value):
         return []
     return [
         f"dataset.size: the images' side must be a whole number of pixels >= 1 (got "
         f"{value!r}); e.g. dataset.size=224 (the published classification recipes' crop)"
     ]
+
+
+def dataset_value_problems(cfg: DictConfig) -> list[str]:
+    """A problem for each of the bundled data set configs' shared values that its readers
+    would fail on with a bare Python error, or blame another key for: ``dataset.num_classes``
+    no whole number >= 1, ``dataset.crop_size`` neither null nor two whole numbers >= 1
+    (height, width), ``dataset.label_mapping`` neither null nor a mapping."""
+    problems = []
+    classes = _dataset_value(cfg, "num_classes")
+    if classes is not _UNSET and not _whole(classes):
+        problems.append(
+            f"dataset.num_classes: the number of classes must be a whole number >= 1 (got "
+            f"{classes!r}); e.g. dataset.num_classes=19"
+        )
+    crop = _dataset_value(cfg, "crop_size")
+    pair = isinstance(crop, (list, tuple)) and len(crop) == 2 and all(_whole(c) for c in crop)
+    if crop is not _UNSET and crop is not None and not pair:
+        problems.append(
+            f"dataset.crop_size: a crop is [height, width], two whole numbers of pixels >= 1 "
+            f"(got {crop!r}); e.g. dataset.crop_size=[512,512], or null for no crop"
+        )
+    mapping = _dataset_value(cfg, "label_mapping")
+    if mapping is not _UNSET and mapping is not None and not isinstance(mapping, dict):
+        problems.append(
+            f"dataset.label_mapping: must map stored label values to training ids (got "
+            f"{mapping!r}); e.g. dataset.label_mapping='{{255: 1}}' (quoted, for the shell), "
+            "or null"
+        )
+    return problems
+
+
+#: a data set config value that is absent, or an interpolation of one's own (judged where read)
+_UNSET = object()
+
+
+def _dataset_value(cfg: DictConfig, key: str) -> Any:
+    """``dataset.<key>`` resolved, as plain types; ``_UNSET`` when absent or unresolvable."""
+    dataset = cfg.get("dataset")
+    if not OmegaConf.is_dict(dataset) or key not in dataset or OmegaConf.is_missing(dataset, key):
+        return _UNSET
+    try:
+        value = dataset[key]
+    except Exception:  # an interpolation of one's own: judged where it is read
+        return _UNSET
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def normalization_problems(cfg: DictConfig) -> list[str]:
@@ -810,8 +854,9 @@ def check_config(cfg: DictConfig) -> None:
     (``term_weight_problems``), the learning-rate multipliers (``lr_mult_problems``), the
     images' normalisation (``normalization_problems``), the images' size
     (``image_size_problems``), MIC's block size (``block_size_problems``, when the size is
-    good), the schedule's settings (``scheduler_problems``), and the true / false and number
-    arguments of every object it builds (``flag_problems``).
+    good), the data set configs' class count, crop and label mapping
+    (``dataset_value_problems``), the schedule's settings (``scheduler_problems``), and the
+    true / false and number arguments of every object it builds (``flag_problems``).
 
     Raises:
         ConfigError: one paragraph naming every key whose value has the wrong type or lies
@@ -843,6 +888,7 @@ def check_config(cfg: DictConfig) -> None:
             problems.append(f"{key}: {message} (got {error.get('input')!r})")
     problems += [*term_weight_problems(cfg), *lr_mult_problems(cfg), *normalization_problems(cfg)]
     problems += image_size_problems(cfg) or block_size_problems(cfg)  # a block from the size
+    problems += dataset_value_problems(cfg)
     problems += [*scheduler_problems(cfg), *flag_problems(cfg)]
     first: dict[str, str] = {}  # one problem per key: flag_problems judges a schedule's too
     for problem in problems:

@@ -774,6 +774,12 @@ CASES = [
         "dataset.size: the images' side must be a whole number of pixels >= 1 (got 0)",
     ),
     (
+        "config-num-classes-text",
+        "a class count given as text (it was blamed on the task, which reads it)",
+        lambda t, r: ["dataset.num_classes=abc"],
+        "dataset.num_classes: the number of classes must be a whole number >= 1 (got 'abc')",
+    ),
+    (
         "classification-joint-forward-sizes",
         "a joint forward pass (SDAT) over source and target images of different sizes",
         lambda t, r: [

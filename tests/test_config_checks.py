@@ -499,3 +499,46 @@ def test_an_adaptation_that_never_starts_is_warned_of(tmp_path):
         "adaptation_start=4 is not below iterations=4, so the terms that use target data "
         "(self_training, mic) never run" in out.stderr
     )
+
+
+_SEG_FOLDERS = [
+    "experiment=streets",
+    "dataset=seg_folders",
+    "dataset.num_classes=3",
+    *(f"dataset.{k}=/nowhere/{k}" for k in ("source_images", "source_labels", "target_images")),
+    *(f"dataset.{k}=/nowhere/{k}" for k in ("test_images", "test_labels")),
+]
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("dataset.num_classes=abc", "dataset.num_classes: the number of classes must be a whole"),
+        ("dataset.num_classes=0", "dataset.num_classes: the number of classes must be a whole"),
+        ("dataset.crop_size=32", "dataset.crop_size: a crop is [height, width], two whole"),
+        ("dataset.crop_size=[32,abc]", "(got [32, 'abc'])"),
+        ("dataset.crop_size=[0,32]", "dataset.crop_size: a crop is [height, width]"),
+        ("dataset.label_mapping=255:1", "dataset.label_mapping: must map stored label values"),
+    ],
+)
+def test_a_data_set_value_its_readers_would_fail_on_is_named_with_its_key(override, expected):
+    with pytest.raises(ConfigError) as e:
+        check_config(load_config([*_SEG_FOLDERS, override]))
+    assert expected in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["dataset.crop_size=null", "dataset.label_mapping={255:1}", "dataset.crop_size=[32,48]"],
+)
+def test_the_data_set_values_that_readers_take_pass(override):
+    check_config(load_config([*_SEG_FOLDERS, override]))
+
+
+@pytest.mark.parametrize("crop", [16, "16", [16.5, 16], [True, 16]])
+def test_an_hrda_detail_crop_that_is_not_two_whole_numbers_is_named(crop):
+    from mic.tasks.segmentation import HRDA, SmallUNet
+
+    segmenter = SmallUNet(num_classes=2, widths=[4, 8])
+    with pytest.raises(ConfigError, match=r"model\.detail_crop must be two whole pixel counts"):
+        HRDA(segmenter, detail_crop=crop)

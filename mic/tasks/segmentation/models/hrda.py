@@ -186,6 +186,14 @@ class HRDA(Segmenter):
     ) -> None:
         if not 0 < float(context_scale) <= 1:
             raise ConfigError(f"model.context_scale must lie in (0, 1], got {context_scale}")
+        for key, pair in (("detail_crop", detail_crop), ("detail_stride", detail_stride)):
+            listed = isinstance(pair, Sequence) and not isinstance(pair, str)
+            if not (pair is None and key == "detail_stride") and not (
+                listed and all(isinstance(s, int) and not isinstance(s, bool) for s in pair)
+            ):
+                raise ConfigError(
+                    f"model.{key} must be two whole pixel counts [height, width], got {pair!r}"
+                )
         crop = tuple(int(s) for s in detail_crop)
         stride = (
             tuple(int(s) for s in detail_stride) if detail_stride else (crop[0] // 2, crop[1] // 2)
