@@ -436,10 +436,12 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
     run itself judges.
 
     The config is composed once, with the command line's group choices and additions (and its
-    config folders) but without the overrides checked.
+    config folders) but without the overrides checked. Where that config holds a model, data
+    set or loss term of another task (``model=small_unet`` in a detection command), that is
+    the message: the settings of the right one would not be found on it.
     """
     from mic.experiment import load_config
-    from mic.schema import USER_KEY
+    from mic.schema import USER_KEY, task_mismatches
 
     dotted, kept = [], []
     for arg in argv:
@@ -455,7 +457,8 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
         paths = ",".join(f"file://{d.resolve()}" for d in own)
         kept.append(f"hydra.searchpath=[{paths}]")
     try:
-        tree = OmegaConf.to_container(load_config(kept), resolve=False)
+        composed = load_config(kept)
+        tree = OmegaConf.to_container(composed, resolve=False)
     except Exception:  # a sweep or a bad choice: the run reports it
         return None
     for key in dotted:
@@ -477,6 +480,9 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
                     if "_target_" in node and not hint
                     else ""
                 )
+                mismatches = task_mismatches(composed)  # the cause: a model of another task
+                if mismatches:
+                    return f"{'; '.join(mismatches)} ({key} is no setting of it)"
                 return (
                     f"no setting {key}: {where} has no {part!r}.{hint} Its settings: "
                     f"{', '.join(names) or 'none'}.{add}"

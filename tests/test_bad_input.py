@@ -774,6 +774,13 @@ CASES = [
         "dataset.size: the images' side must be a whole number of pixels >= 1 (got 0)",
     ),
     (
+        "task-model-other-with-its-setting",
+        "a model of another task, with a setting of the right one (the setting is not the cause)",
+        lambda t, r: ["model=small_unet", "model.bottleneck_dim=8"],
+        "SmallUNet is a segmentation model but the task is classification; choose a "
+        "classification model",
+    ),
+    (
         "config-num-classes-text",
         "a class count given as text (it was blamed on the task, which reads it)",
         lambda t, r: ["dataset.num_classes=abc"],
