@@ -911,7 +911,7 @@ CASES = [
         "data-missing-label",
         "segmentation: an image without its label file",
         lambda t, r: _missing_label(t),
-        "Missing label files (1):",
+        "Every image of a labelled set (source, test) needs its label file: add the missing",
     ),
     (
         "data-label-format",

@@ -236,8 +236,9 @@ class SegmentationDataset:
         if not missing:
             return []
         fix = (
-            "Every image needs its label file (or set {reader}."
-            f"{self.unlabelled_option} for unlabelled target images)."
+            "Every image of a labelled set (source, test) needs its label file: add the "
+            "missing ones, or move their images out of the image folder. Only a target "
+            f"training set may go without labels (its reader's {self.unlabelled_option})."
         )
         image, first = missing[0]
         fix = (self.near_miss_fix(image, first) if first is not None else None) or fix
