@@ -215,6 +215,47 @@ def test_voc_ids_with_an_image_extension_are_read_without_it_and_warned_of(tmp_p
     assert "without extension" in warning.fix
 
 
+def test_voc_objects_of_classes_not_in_the_list_name_the_class_list_to_set(tmp_path):
+    xmls = {"a": _voc_xml([("red", 2, 2, 9, 9)]), "b": _voc_xml([("Blue", 2, 2, 9, 9)])}
+    with collecting_problems():
+        ds = VOCDetection(_voc(tmp_path, xmls), "train", classes=["red", "green"])
+    message = _message(ds)
+    assert "b.xml' (an object of class 'Blue', not in the class list)" in message
+    assert "The class list lacks ['Blue']: give the reader the classes the annotations" in message
+    assert "hold no box" not in message  # the unread file's boxes are unknown, not absent
+
+
+def _difficult_xml(n: int) -> str:
+    objs = "".join(
+        "<object><name>red</name><difficult>1</difficult><bndbox><xmin>2</xmin><ymin>2</ymin>"
+        "<xmax>9</xmax><ymax>9</ymax></bndbox></object>"
+        for _ in range(n)
+    )
+    return f"<annotation><size><width>64</width><height>48</height></size>{objs}</annotation>"
+
+
+@pytest.mark.parametrize(
+    "options, said",
+    [
+        ({}, "all 3 objects are marked difficult, and are left out"),
+        ({"ignore_difficult": True}, "all 3 objects are marked difficult (kept to be ignored"),
+    ],
+)
+def test_a_voc_set_of_difficult_objects_alone_names_the_options_that_count_them(
+    tmp_path, options, said
+):
+    root = _voc(tmp_path, {"a": _difficult_xml(2), "b": _difficult_xml(1)})
+    with collecting_problems():
+        ds = VOCDetection(root, "train", classes=["red"], **options)
+    with pytest.raises(DatasetError) as info:
+        check_datasets({"test": ds})
+    message = str(info.value)
+    assert said in message and "iscrowd" not in message
+    assert "keep_difficult=true and" in message and "ignore_difficult=false" in message
+    counted = VOCDetection(root, "train", classes=["red"], keep_difficult=True)
+    assert sum(len(t["labels"]) for t in counted.targets) == 3
+
+
 def test_a_missing_voc_image_is_listed_once(tmp_path):
     root = _voc(tmp_path, {"a": _voc_xml([])}, listed=["a", "gone"])
     (root / "Annotations" / "gone.xml").write_text(_voc_xml([]))

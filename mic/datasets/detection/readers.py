@@ -49,6 +49,14 @@ VOC_CLASSES = [
 CITYSCAPES_CLASSES = ["person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"]
 #: their label ids in Cityscapes' ``*_instanceIds.png`` (instance id = label id * 1000 + n)
 CITYSCAPES_LABEL_IDS = [24, 25, 26, 27, 28, 31, 32, 33]
+#: the problem kind of an annotation file that cannot be read (its boxes then unknown)
+UNREAD_ANNOTATIONS = "annotation files that cannot be read"
+#: what to do about a VOC set whose every object is marked difficult
+DIFFICULT_FIX = (
+    "Difficult objects count only with both {reader}.keep_difficult=true and "
+    "{reader}.ignore_difficult=false (VOC's protocol leaves them out of training and of the "
+    "mAP); or give the set objects that are not marked difficult."
+)
 
 
 def to_tensor(image: Any) -> Tensor:
@@ -188,7 +196,8 @@ class DetectionDataset:
                 if found is not None:
                     problems.append(found)
             problems += self.check_labels(i, header)
-        countable = eager and self._countable_boxes() == 0
+        unread = any(p.kind == UNREAD_ANNOTATIONS for p in problems)  # their boxes: unknown
+        countable = eager and self._countable_boxes() == 0 and not unread
         if countable:
             problems.append(self._no_box_problem(training))
         if training and eager and not countable:
@@ -225,10 +234,21 @@ class DetectionDataset:
         test set whose mAP is undefined."""
         boxes = sum(len(t["labels"]) for t in self.targets)
         skipped = getattr(self, "crowd_skipped", 0)
-        if boxes:
+        difficult = getattr(self, "difficult_skipped", 0)
+        fix = (
+            "Give the set annotations of (non-crowd) objects, or point it at the right "
+            "annotation file."
+        )
+        if boxes and getattr(self, "ignore_difficult", False):
+            why = f"all {boxes} objects are marked difficult (kept to be ignored, ignore_difficult)"
+            fix = DIFFICULT_FIX
+        elif boxes:
             why = f"all {boxes} boxes are iscrowd (kept to be ignored, ignore_crowd)"
         elif skipped:
             why = f"all {skipped} annotations are iscrowd, and skip_crowd left them out"
+        elif difficult:
+            why = f"all {difficult} objects are marked difficult, and are left out"
+            fix = DIFFICULT_FIX
         else:
             why = "the annotations hold no box"
         use = "nothing to learn from" if training else "its mAP would be undefined"
@@ -236,8 +256,7 @@ class DetectionDataset:
             "annotation sets without a box",
             str(getattr(self, "annotation_file", None) or getattr(self, "root", "")),
             f"none of its {len(self.files)} images has a box that counts: {why}; {use}",
-            "Give the set annotations of (non-crowd) objects, or point it at the right "
-            "annotation file.",
+            fix,
         )
 
     def check_labels(self, index: int, header: Any) -> list[Problem]:
@@ -646,12 +665,30 @@ def _category_names(categories: Any, path: Path) -> dict[Any, str]:
 
 
 # ------------------------------------------------------------------------------------- VOC
+class UnknownClassError(DatasetError):
+    """An annotation's object of a class not in the reader's class list (``name``)."""
+
+    def __init__(self, message: str, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
 def parse_voc_xml(
-    path: Path, classes: Sequence[str], keep_difficult: bool = False, ignore_difficult: bool = False
+    path: Path,
+    classes: Sequence[str],
+    keep_difficult: bool = False,
+    ignore_difficult: bool = False,
+    counts: dict[str, int] | None = None,
 ) -> tuple[Target, tuple[int, int] | None]:
     """The target of one Pascal VOC annotation file and the image size it states. Difficult
-    objects are left out, kept (``keep_difficult``) or kept flagged ``iscrowd`` so that
-    evaluation ignores them (``ignore_difficult``, VOC's protocol)."""
+    objects are left out (counted in ``counts["difficult_skipped"]`` when given), kept
+    (``keep_difficult``) or kept flagged ``iscrowd`` so that evaluation ignores them
+    (``ignore_difficult``, VOC's protocol).
+
+    Raises:
+        UnknownClassError: an object of a class not in ``classes``.
+        DatasetError: a file that is no XML, an object without a box or of a non-numeric one.
+    """
     try:
         root = ET.fromstring(_read_text(path, "annotation file"))
     except ET.ParseError as e:
@@ -661,12 +698,15 @@ def parse_voc_xml(
     for obj in root.iter("object"):
         name = (obj.findtext("name") or "").strip()
         if name not in index:
-            raise DatasetError(
+            raise UnknownClassError(
                 f"annotation file '{path}' has an object of class '{name}', not in the class "
-                f"list {list(classes)}"
+                f"list {list(classes)}",
+                name,
             )
         hard = int((obj.findtext("difficult") or "0").strip() == "1")
         if hard and not (keep_difficult or ignore_difficult):
+            if counts is not None:
+                counts["difficult_skipped"] = counts.get("difficult_skipped", 0) + 1
             continue
         bb = obj.find("bndbox")
         if bb is None:
@@ -789,14 +829,37 @@ class VOCDetection(DetectionDataset):
             self.annotation_files.append(self.root / "Annotations" / f"{i}.xml")
         self.missing = frozenset(missing)
         self.targets, self.stated_sizes = [], []
+        self.ignore_difficult = ignore_difficult
+        counts: dict[str, int] = {}
+        unknown: list[tuple[Path, str]] = []
         for path in self.annotation_files:  # read and check every file now, naming each bad one
             try:
-                target, size = parse_voc_xml(path, self.classes, keep_difficult, ignore_difficult)
+                target, size = parse_voc_xml(
+                    path, self.classes, keep_difficult, ignore_difficult, counts
+                )
+            except UnknownClassError as e:
+                unknown.append((path, e.name))
+                target, size = make_target([], []), None
             except DatasetError as e:
-                problems.append(Problem("annotation files that cannot be read", str(path), str(e)))
+                problems.append(Problem(UNREAD_ANNOTATIONS, str(path), str(e)))
                 target, size = make_target([], []), None
             self.targets.append(target)
             self.stated_sizes.append(size)
+        #: objects marked difficult and left out (neither keep_difficult nor ignore_difficult)
+        self.difficult_skipped = counts.get("difficult_skipped", 0)
+        names = list(dict.fromkeys(name for _, name in unknown))
+        default = " (the default: VOC's 20 classes)" if classes is None else ""
+        problems += [
+            Problem(
+                UNREAD_ANNOTATIONS,
+                str(path),
+                f"an object of class '{name}', not in the class list",
+                f"The class list{default} lacks {names}: give the reader the classes the "
+                "annotations name, in index order ({reader}.classes=[...]; with dataset=det_voc "
+                "dataset.classes=[...] and dataset.num_classes to match).",
+            )
+            for path, name in unknown
+        ]
         self._check_boxes(problems)
         self.found_problems = keep_or_raise(problems, type(self).__name__)
 
