@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mic import DatasetError
+from mic import ConfigError, DatasetError
 from mic.datasets import ImageFolder, ImageList, UnlabeledImageFolder, load_image
 from mic.datasets.detection import CocoDetection, VOCDetection
 from mic.datasets.files import read_header
@@ -671,3 +672,30 @@ def test_images_of_one_pixel_are_named_too_small_for_any_block():
     (found,) = block_problems(cfg.dataset, (1, 1))
     assert found.kind == "target images too small for MIC's masking blocks"
     assert "or run without MIC (mic=none)" in found.fix
+
+
+@pytest.mark.parametrize(
+    "kwargs, said",
+    [
+        ({"min_pixels": -5}, "min_pixels must be a whole number of pixels >= 0 (mic-train: "),
+        ({"min_pixels": 2.5}, "min_pixels must be a whole number"),
+        ({"min_crop_ratio": float("nan")}, "min_crop_ratio must be a finite number >= 0"),
+        ({"temperature": 0}, "temperature must be > 0"),
+    ],
+)
+def test_rare_class_sampling_settings_out_of_range_are_refused(tmp_path, kwargs, said):
+    from mic.datasets.segmentation import RareClassSampling, SegmentationFolder
+
+    root = seg_tree(tmp_path / "seg", n=3)
+    ds = SegmentationFolder(root / "img", root / "lbl", num_classes=3)
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        RareClassSampling(ds, cache=False, **kwargs)
+
+
+def test_a_min_pixels_no_image_reaches_names_its_key_and_the_largest_count(tmp_path):
+    from mic.datasets.segmentation import RareClassSampling, SegmentationFolder
+
+    root = seg_tree(tmp_path / "seg", n=3)
+    ds = SegmentationFolder(root / "img", root / "lbl", num_classes=3)
+    with pytest.raises(DatasetError, match=r"the most of one class in one image: \d+ px\)"):
+        RareClassSampling(ds, min_pixels=10**6, cache=False)

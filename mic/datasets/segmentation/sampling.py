@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -168,8 +169,19 @@ class RareClassSampling(DatasetWrapper):
         min_crop_ratio: float = 0.5,
         cache: str | Path | bool | None = True,
     ) -> None:
-        if temperature <= 0:
-            raise ConfigError(f"rare class sampling temperature must be > 0, got {temperature}")
+        number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+        if not (number(temperature) and math.isfinite(temperature) and temperature > 0):
+            raise ConfigError(f"rare class sampling temperature must be > 0, got {temperature!r}")
+        if not (number(min_pixels) and min_pixels == int(min_pixels) and min_pixels >= 0):
+            raise ConfigError(
+                f"rare class sampling min_pixels must be a whole number of pixels >= 0 (mic-train: "
+                f"dataset.source.min_pixels), got {min_pixels!r}"
+            )
+        if not (number(min_crop_ratio) and math.isfinite(min_crop_ratio) and min_crop_ratio >= 0):
+            raise ConfigError(
+                f"rare class sampling min_crop_ratio must be a finite number >= 0, got "
+                f"{min_crop_ratio!r}"
+            )
         if not getattr(dataset, "labelled", True):
             raise ConfigError("rare class sampling needs a labelled dataset")
         super().__init__(dataset)
@@ -204,7 +216,9 @@ class RareClassSampling(DatasetWrapper):
         if not kept:
             raise DatasetError(
                 f"no source image holds more than min_pixels={self.min_pixels} pixels of any "
-                "class; lower rare class sampling's min_pixels for small images"
+                f"class (the most of one class in one image: {int(counts.max())} px); lower "
+                "rare class sampling's min_pixels for small images (mic-train: "
+                "dataset.source.min_pixels, published 3000 at GTA5's 1914 x 1052)"
             )
         if dropped:
             log.warning(
