@@ -435,23 +435,27 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
     key exists, or when the config cannot be composed here (a sweep, a bad option): then the
     run itself judges.
 
-    The config is composed once, with the command line's group choices and additions (and its
-    config folders) but without the overrides checked. Where that config holds a model, data
+    The config is composed once, with the command line's group choices (and its config
+    folders) but without the overrides checked; a setting added with ``+`` that the config
+    already has is named too (Hydra's "could not append"). Where that config holds a model, data
     set or loss term of another task (``model=small_unet`` in a detection command), that is
     the message: the settings of the right one would not be found on it.
     """
     from mic.experiment import load_config
     from mic.schema import USER_KEY, task_mismatches
 
-    dotted, kept = [], []
+    dotted, kept, appended = [], [], []
     for arg in argv:
         found = re.fullmatch(r"([a-z_]\w*)((?:\.\w+)+)=(.*)", arg)
+        added = re.fullmatch(r"\+([a-z_]\w*(?:\.\w+)+)=(.*)", arg)
         if found and found.group(1) not in ("hydra", USER_KEY):
             dotted.append(found.group(1) + found.group(2))
+        elif added and not added.group(1).startswith(("hydra.", f"{USER_KEY}.")):
+            appended.append(added.group(1))  # judged on the config without it
         elif "=" in arg and not arg.startswith(("-", "hydra.")):
             kept.append(arg)
     own = _config_dirs(argv)
-    if not dotted or own is None:
+    if not (dotted or appended) or own is None:
         return None
     if own:
         paths = ",".join(f"file://{d.resolve()}" for d in own)
@@ -461,6 +465,12 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
         tree = OmegaConf.to_container(composed, resolve=False)
     except Exception:  # a sweep or a bad choice: the run reports it
         return None
+    for key in appended:
+        if OmegaConf.select(composed, key, default=_ABSENT) is not _ABSENT:
+            return (
+                f"+{key}=... adds a setting, but {key} is already set (to "
+                f"{OmegaConf.select(composed, key)!r}); set it without +: {key}=..."
+            )
     for key in dotted:
         node: Any = tree
         parts = key.split(".")
@@ -489,6 +499,10 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
                 )
             node = node[part]
     return None
+
+
+#: what ``OmegaConf.select`` gives for a key that is not there
+_ABSENT = object()
 
 
 #: config groups mic composes itself (from the chosen method, MIC option and task)

@@ -781,6 +781,12 @@ CASES = [
         "classification model",
     ),
     (
+        "config-append-existing",
+        "a setting the config has, added with + (Hydra's 'could not append', exit status 1)",
+        lambda t, r: ["+eval.interval=5"],
+        "+eval.interval=... adds a setting, but eval.interval is already set (to ",
+    ),
+    (
         "config-num-classes-text",
         "a class count given as text (it was blamed on the task, which reads it)",
         lambda t, r: ["dataset.num_classes=abc"],
