@@ -255,6 +255,9 @@ def check_resume_config(
     refused = {k: v for k, v in changes.items() if not _allowed(k, allow)}
     if refused:
         short = lambda v: repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."  # noqa: E731
+        raw = flatten(OmegaConf.to_container(cfg, resolve=False))
+        # a setting read from another (max_iters: ${iterations}) says which one changed it
+        source = lambda k: f" (= {raw[k]})" if "${" in str(raw.get(k, "")) else ""  # noqa: E731
         # a whole part added, removed or replaced (mic=none) is named once, by its prefix
         tops = [k for k in refused if not any(k.startswith(f"{p}.") for p in refused)]
         parts = []
@@ -262,7 +265,7 @@ def check_resume_config(
             below = [k for k in refused if k.startswith(f"{top}.")]
             if not below:
                 a, b = refused[top]
-                parts.append(f"{top}: {short(a)} -> {short(b)}")
+                parts.append(f"{top}: {short(a)} -> {short(b)}{source(top)}")
                 continue
             a, b = refused[below[0]]
             parts.append(

@@ -270,3 +270,15 @@ def test_own_data_paths_may_move_like_roots_and_test_paths_change_freely():
     changed = coco("/b", "/u")
     changed["dataset"]["num_classes"] = 4
     assert set(config_changes(coco("/a", "/t"), changed, (1, 1))) == {"dataset.num_classes"}
+
+
+def test_a_change_read_from_another_setting_names_that_setting(tmp_path):
+    import pytest
+
+    from mic import ConfigError
+
+    first = [*TINY, "scheduler=poly", "scheduler.warmup_iters=0"]
+    run_experiment(load_config([*first, "iterations=2", "checkpoint.interval=1"]), tmp_path)
+    with pytest.raises(ConfigError) as info:
+        build_experiment(load_config([*first, "iterations=4", "resume=auto"]), tmp_path)
+    assert "scheduler.max_iters: 2 -> 4 (= ${iterations})" in str(info.value)
