@@ -32,7 +32,7 @@ from mic.core import (
 )
 from mic.core.batch import split_sample
 from mic.datasets.preflight import check_datasets, collecting_problems
-from mic.resume import DATA_SPLITS, find_resume_checkpoint, refuse_empty_run_folder, resume
+from mic.resume import data_record, find_resume_checkpoint, refuse_empty_run_folder, resume
 from mic.schema import check_config, check_eval_models, exception_chain, group_options
 from mic.training import (
     VALIDATORS,
@@ -383,7 +383,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
 
     preflight = bool(cfg.get("preflight", True))
     data = build_datasets(cfg, preflight)
-    sizes = {split: len(data[split]) for split in DATA_SPLITS}  # recorded, compared on resume
+    sizes = data_record(data)  # recorded, compared on resume
     task.check_datasets(data)
     if preflight:
         check_datasets(data, Path(run_dir) / "data_problems.txt" if run_dir else None, cfg.dataset)

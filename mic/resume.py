@@ -10,14 +10,18 @@ new values replace the checkpoint's), and ``config_resumed.yaml`` records what r
 A data folder or file (a key whose last part contains ``root``, or a ``dataset.*`` key of a
 split's ``images``, ``labels`` or ``annotations``) may change, for data moved to another
 mount, but only to the same data: a checkpoint records how many samples each training split
-holds (``DATA_SPLITS``), and a resume whose splits hold other counts stops, naming the changed
-roots (``check_same_data``). The test set's keys may change freely: it only scores.
+holds (``DATA_SPLITS``) and, for readers of files, a digest of their names below their common
+folder (``data_fingerprint``), and a resume whose splits hold other counts or other files
+stops, naming the changed roots (``check_same_data``). The test set's keys may change freely:
+it only scores.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -63,6 +67,38 @@ DATA_PATH_KEYS = ("images", "labels", "annotations")
 PROCESSES = "processes"
 #: the splits whose sample counts a checkpoint records (``data``) and a resume compares
 DATA_SPLITS = ("source", "target")
+
+
+def data_fingerprint(dataset: Any) -> str | None:
+    """A digest of the names of a split's image files below their common folder (through
+    wrappers, from the reader's ``files`` or the first item of its ``samples``): the same
+    after the folder moved, another when the files differ in name; None for data that are
+    not files (generated, of one's own without such a list)."""
+    files = getattr(dataset, "files", None)
+    if files is None and getattr(dataset, "samples", None) is not None:
+        files = [s[0] if isinstance(s, (tuple, list)) else s for s in dataset.samples]
+    try:
+        paths = [os.path.abspath(os.fspath(f)) for f in files or ()]
+    except TypeError:  # not paths
+        return None
+    if not paths:
+        return None
+    base = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+    names = sorted(os.path.relpath(p, base) for p in paths)
+    return hashlib.sha1("\n".join(names).encode()).hexdigest()[:16]
+
+
+def data_record(data: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint records of the training data, compared on resume: each split of
+    ``DATA_SPLITS``'s sample count and, where it has one, ``<split>_files``, its
+    ``data_fingerprint``."""
+    record: dict[str, Any] = {split: len(data[split]) for split in DATA_SPLITS}
+    for split in DATA_SPLITS:
+        fingerprint = data_fingerprint(data[split])
+        if fingerprint is not None:
+            record[f"{split}_files"] = fingerprint
+    return record
+
 
 log = logging.getLogger(__name__)
 
@@ -298,14 +334,15 @@ def check_same_data(
     cfg: DictConfig,
 ) -> None:
     """Refuse a resume whose training data are not the checkpoint's: a split of
-    ``DATA_SPLITS`` holds another number of samples than the checkpoint records, unless
+    ``DATA_SPLITS`` holds another number of samples than the checkpoint records, or files of
+    other names (``data_record``), unless
     ``resume_allow_changes`` lists each changed setting of the training data (a root, or
     another ``dataset.*`` key outside ``dataset.test``), or ``dataset`` when none changed.
 
     Args:
-        saved: the checkpoint's record, split -> samples (None: a checkpoint from before the
-            record, not checked).
-        sizes: this run's, split -> samples.
+        saved: the checkpoint's record (``data_record``; None: a checkpoint from before the
+            record, not checked; one without fingerprints: counts compared alone).
+        sizes: this run's ``data_record``.
         saved_config: the checkpoint's resolved config, for the roots that changed.
         cfg: this run's config.
 
@@ -313,7 +350,8 @@ def check_same_data(
         ConfigError: naming each split's counts and the changed roots, and what to do.
     """
     saved = saved if isinstance(saved, dict) else {}
-    differ = [s for s in DATA_SPLITS if s in saved and s in sizes and saved[s] != sizes[s]]
+    keys = [*DATA_SPLITS, *(f"{s}_files" for s in DATA_SPLITS)]
+    differ = [s for s in keys if s in saved and s in sizes and saved[s] != sizes[s]]
     if not differ:
         return
     a = flatten(saved_config or {})
@@ -330,7 +368,11 @@ def check_same_data(
         return
     roots = [keys[0] for keys in changed.values()]  # each change by its shortest key
     counts = ", ".join(
-        f"{s}: {sizes[s]} samples, the checkpoint's run had {saved[s]}" for s in differ
+        f"{s}: {sizes[s]} samples, the checkpoint's run had {saved[s]}"
+        if s in DATA_SPLITS
+        else f"{s[: -len('_files')]}: other files (by name) than the checkpoint's run had"
+        for s in differ
+        if s in DATA_SPLITS or s[: -len("_files")] not in differ
     )
     if roots:
         moved = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in roots)

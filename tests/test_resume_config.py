@@ -6,7 +6,7 @@ import torch
 
 from mic.experiment import build_experiment, load_config, run_experiment
 from tests.cli import run_mic_train
-from tests.helpers import TINY_RUN, class_folders, folder_overrides
+from tests.helpers import TINY_RUN, class_folders, folder_overrides, write_png
 
 TINY = [*TINY_RUN, "log.tensorboard=false", "optimizer=sgd", "optimizer.lr=0.001"]
 
@@ -134,11 +134,24 @@ def test_a_root_may_move_but_not_to_other_data(tmp_path):
     assert "resuming from" in out.stdout
 
 
+def test_other_files_of_the_same_count_are_other_data(tmp_path):
+    data, _ = _data_run(tmp_path, 6)
+    renamed = tmp_path / "renamed"
+    for i in range(6):  # 6 images, as before, of other names
+        write_png(renamed / f"frame_{i}.png", 40 * i)
+    common = [*TINY, "iterations=3", "resume=auto", f"hydra.run.dir={tmp_path / 'run'}"]
+    out = run_mic_train([*common, *data, f"dataset.root_target={renamed}"])
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "(target: other files (by name) than the checkpoint's run had)" in out.stderr
+    assert "resume_allow_changes=[dataset.root_target]" in out.stderr
+
+
 def test_a_checkpoint_without_the_data_record_still_resumes(tmp_path):
     data, _ = _data_run(tmp_path, 6)
     path = tmp_path / "run" / "checkpoints" / "iter_00000002.pt"
     state = torch.load(path, weights_only=True)
-    assert state["data"] == {"source": 6, "target": 6}
+    assert {k: state["data"][k] for k in ("source", "target")} == {"source": 6, "target": 6}
+    assert len(state["data"]["source_files"]) == 16  # a digest of the file names
     del state["data"]  # as written before the record
     torch.save(state, path)
     other = class_folders(tmp_path / "other", ["x"], n=9)
