@@ -472,6 +472,8 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
                 f"{OmegaConf.select(composed, key)!r}); set it without +: {key}=..."
             )
     for key in dotted:
+        if any(key == a or key.startswith(f"{a}.") for a in appended):
+            continue  # added on the same command line
         node: Any = tree
         parts = key.split(".")
         for depth, part in enumerate(parts):

@@ -1357,6 +1357,8 @@ def test_nested_settings_are_checked_against_the_composed_config(tmp_path):
     # a key the chosen experiment brings (streets' thing_classes), an addition (+), a group
     assert unknown_setting(["experiment=streets", "dataset.thing_classes=[1]"]) is None
     assert unknown_setting(["experiment=streets", "+model.extra=1", "model.extra=2"]) is None
+    said = unknown_setting(["experiment=streets", "+method.rare_class_sampling=true"])
+    assert "method.rare_class_sampling is already set (to False); set it without +" in said
     said = unknown_setting(
         ["experiment=streets", "dataset=seg_folders", "dataset.thing_classes=[1]"]
     )
