@@ -350,8 +350,8 @@ def check_same_data(
         ConfigError: naming each split's counts and the changed roots, and what to do.
     """
     saved = saved if isinstance(saved, dict) else {}
-    keys = [*DATA_SPLITS, *(f"{s}_files" for s in DATA_SPLITS)]
-    differ = [s for s in keys if s in saved and s in sizes and saved[s] != sizes[s]]
+    recorded = [*DATA_SPLITS, *(f"{s}_files" for s in DATA_SPLITS)]
+    differ = [s for s in recorded if s in saved and s in sizes and saved[s] != sizes[s]]
     if not differ:
         return
     a = flatten(saved_config or {})

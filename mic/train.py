@@ -466,10 +466,11 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
     except Exception:  # a sweep or a bad choice: the run reports it
         return None
     for key in appended:
-        if OmegaConf.select(composed, key, default=_ABSENT) is not _ABSENT:
+        value = OmegaConf.select(composed, key, default=_ABSENT)
+        if value is not _ABSENT:
             return (
-                f"+{key}=... adds a setting, but {key} is already set (to "
-                f"{OmegaConf.select(composed, key)!r}); set it without +: {key}=..."
+                f"+{key}=... adds a setting, but {key} is already set (to {value!r}); set it "
+                f"without +: {key}=..."
             )
     for key in dotted:
         if any(key == a or key.startswith(f"{a}.") for a in appended):

@@ -300,7 +300,8 @@ def sample_problems(
     transform (``transform=None``) yields PIL images, which no task's collate takes: it is
     told to give the reader one, unless ``untransformed_ok`` (code that converts them itself),
     when it is not sampled."""
-    if untransformed_ok and getattr(dataset, "transform", True) is None:
+    untransformed = getattr(dataset, "transform", True) is None  # one of mic's readers, given none
+    if untransformed and untransformed_ok:
         return [], None  # a reader asked for what it reads
     loaded, sample = _load_first(dataset)
     if not loaded:
@@ -318,7 +319,7 @@ def sample_problems(
     image = sample[0] if _is_pair(sample) else sample
     if not isinstance(image, torch.Tensor):
         fix = IMAGE_FIX
-        if getattr(dataset, "transform", True) is None:  # one of mic's readers, given none
+        if untransformed:
             fix = (
                 f"{type(dataset).__name__} was given no transform, so it yields the images as "
                 "it reads them: give it one, as the bundled data set configs do (their "

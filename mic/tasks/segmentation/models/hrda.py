@@ -187,10 +187,10 @@ class HRDA(Segmenter):
         if not 0 < float(context_scale) <= 1:
             raise ConfigError(f"model.context_scale must lie in (0, 1], got {context_scale}")
         for key, pair in (("detail_crop", detail_crop), ("detail_stride", detail_stride)):
+            if pair is None and key == "detail_stride":  # null: half the crop
+                continue
             listed = isinstance(pair, Sequence) and not isinstance(pair, str)
-            if not (pair is None and key == "detail_stride") and not (
-                listed and all(isinstance(s, int) and not isinstance(s, bool) for s in pair)
-            ):
+            if not (listed and all(isinstance(s, int) and not isinstance(s, bool) for s in pair)):
                 raise ConfigError(
                     f"model.{key} must be two whole pixel counts [height, width], got {pair!r}"
                 )
