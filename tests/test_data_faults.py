@@ -679,6 +679,7 @@ def test_images_of_one_pixel_are_named_too_small_for_any_block():
     [
         ({"min_pixels": -5}, "min_pixels must be a whole number of pixels >= 0 (mic-train: "),
         ({"min_pixels": 2.5}, "min_pixels must be a whole number"),
+        ({"min_pixels": float("nan")}, "min_pixels must be a whole number"),
         ({"min_crop_ratio": float("nan")}, "min_crop_ratio must be a finite number >= 0"),
         ({"temperature": 0}, "temperature must be > 0"),
     ],
