@@ -352,8 +352,9 @@ _MODES = {
 def usage_problem(argv: Sequence[str]) -> str | None:
     """The message for a command line Hydra would refuse with a traceback (two of its modes,
     as ``-m ... --cfg job``) or read otherwise than it says (``+hydra.searchpath=``, which
-    Hydra ignores: it reads the search path from ``hydra.searchpath=`` alone); None if
-    neither."""
+    Hydra ignores: it reads the search path from ``hydra.searchpath=`` alone) or not at all
+    (a value starting with ``~``, which the shell leaves unexpanded after ``key=``); None if
+    none of these."""
     flags = {a.split("=", 1)[0] for a in argv}
     modes = [long for long, short in _MODES.items() if {long, short} & flags]
     if len(modes) > 1:
@@ -366,6 +367,14 @@ def usage_problem(argv: Sequence[str]) -> str | None:
                 if sweep
                 else ""
             )
+        )
+    home = [a for a in argv if "=" in a and a.split("=", 1)[1].startswith("~")]
+    if home:  # the shell leaves ~ unexpanded after key=, and Hydra's grammar refuses it
+        key, value = home[0].split("=", 1)
+        return (
+            f"{home[0]}: a value starting with ~ is not read by Hydra's override grammar (and "
+            f"the shell expands ~ only at the start of a word): write the path in full, "
+            f"{key}={os.path.expanduser(value)}"
         )
     added = [a for a in argv if a.split("=", 1)[0] in ("+hydra.searchpath", "++hydra.searchpath")]
     if added:

@@ -555,6 +555,14 @@ CASES = [
         "hydra.searchpath= alone: write hydra.searchpath=[file://",
     ),
     (
+        "config-home-path",
+        "a path written with ~ after key= (the shell leaves it unexpanded)",
+        lambda t, r: ["dataset=folders", "dataset.root_source=~/source"],
+        "dataset.root_source=~/source: a value starting with ~ is not read by Hydra's override "
+        "grammar (and the shell expands ~ only at the start of a word): write the path in full, "
+        "dataset.root_source=/",
+    ),
+    (
         "config-sweep-and-cfg",
         "a sweep (-m) asked to print its config (--cfg job): two of Hydra's modes",
         lambda t, r: ["-m", "iterations=2,3", "--cfg", "job"],
