@@ -535,6 +535,41 @@ def hwc_digits(**kwargs):
     return [ds[i].permute(1, 2, 0) for i in range(len(ds))]
 
 
+def byte_digits(**kwargs):
+    """Unlabelled digits as pixel values in [0, 255] (a transform without ToTensor's scaling)."""
+    from mic.datasets import DigitsDomain
+
+    ds = DigitsDomain(**kwargs)
+    return [ds[i] * 255 for i in range(len(ds))]
+
+
+def test_mic_train_warns_of_images_in_0_255_and_trains(tmp_path):
+    out = run_mic_train(
+        [
+            *TINY_RUN,
+            "iterations=1",
+            "dataset.target._target_=tests.test_data_faults.byte_digits",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ]
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    log = next((tmp_path / "run").glob("*.log")).read_text()
+    assert "dataset.target: Images of values far outside [0, 1] (1): 'sample 0'" in log
+    assert "if these are pixel values in [0, 255], scale them" in log
+
+
+def test_the_sample_check_warns_of_colour_values_alone(caplog):
+    """Values far outside [0, 1] in the colour channels are warned of; a fourth channel in
+    other units (depth in mm) is not, and neither are images normalised as usual."""
+    normalised = [((torch.rand(3, 8, 8) - 0.485) / 0.229, 0) for _ in range(2)]
+    depth = [(torch.cat([torch.rand(3, 8, 8), torch.full((1, 8, 8), 3000.0)]), 0)] * 2
+    pixels = [(torch.rand(3, 8, 8) * 255, 0)] * 2
+    for data, warned in [(normalised, False), (depth, False), (pixels, True)]:
+        caplog.clear()
+        check_datasets({"source": data})  # a warning only: nothing raised
+        assert ("far outside [0, 1]" in caplog.text) == warned, caplog.text
+
+
 @pytest.mark.parametrize(
     "split, factory, fragment",
     [

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 #: problems listed with their file in the message (the rest are counted)
 LISTED = 20
+#: the largest colour value of a sample not warned of: images in [0, 1] normalised with a
+#: channel std of 0.05 or more stay within 20, pixel values in [0, 255] do not
+PIXEL_VALUE_LIMIT = 20.0
 #: file counts from which the check shows a progress bar (on a terminal)
 PROGRESS_FROM = 1000
 #: label files whose values are read when no statistics pass reads them all (evenly spread)
@@ -213,9 +216,10 @@ def check_datasets(
         if not any(not p.warning for p in problems):  # a sample loads when the files are fine
             found, image = sample_problems(role, dataset, channels, config is None)
             problems += found
-            if role == "source" and image is not None and not found:
+            sound = image is not None and all(p.warning for p in found)
+            if role == "source" and sound:
                 channels = int(image.shape[0])
-            if role == "target" and image is not None and not found:
+            if role == "target" and sound:
                 problems += block_problems(config, tuple(image.shape[-2:]))
         warnings = [p for p in problems if p.warning]
         if warnings:  # one paragraph per dataset, grouped by kind as the errors are
@@ -295,7 +299,8 @@ def sample_problems(
     """The problems of one sample (the first) of ``dataset``, a split of ``role``, and its
     image: not an (image, label) pair where labels are needed (source, test), an image that
     is not a float32 C x H x W tensor (a PIL image: the transform lacks ToTensor), of other
-    than the source's ``channels``, or holds NaN or Inf. One sample, so that the check stays
+    than the source's ``channels``, or holds NaN or Inf; a warning for colour values far
+    outside [0, 1] (pixel values in [0, 255]). One sample, so that the check stays
     cheap; the global random generators are left as they were. A mic reader built without a
     transform (``transform=None``) yields PIL images, which no task's collate takes: it is
     told to give the reader one, unless ``untransformed_ok`` (code that converts them itself),
@@ -361,6 +366,15 @@ def sample_problems(
             "in the dataset (a division by 0 in a transform gives them too)."
         )
         return [Problem("images with NaN or Inf values", where, detail, fix)], None
+    top = float(image[:3].abs().max()) if image.numel() else 0.0
+    if top > PIXEL_VALUE_LIMIT:  # colour channels only: extra ones (depth) keep their units
+        detail = f"its colour values reach {top:.4g}"
+        fix = (
+            "Models and MIC's colour jitter take images in [0, 1], or normalised from it (a few "
+            "units at most): if these are pixel values in [0, 255], scale them in the "
+            "transform (ToTensor(), or v2.ToDtype(torch.float32, scale=True) for uint8)."
+        )
+        return [Problem("images of values far outside [0, 1]", where, detail, fix, True)], image
     return [], image
 
 
