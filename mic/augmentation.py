@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from mic.core.context import Random, per_sample, uniform
 from mic.core.errors import ConfigError
+from mic.core.masking import check_images
 
 #: how far outside [0, 1] the input of a StrongAugmentation without mean/std may reach before
 #: it warns (normalised images reach about -2 .. 2)
@@ -161,8 +162,10 @@ class StrongAugmentation(nn.Module):
         sizes), drawing from ``rng`` (a term's ``RandomStream`` in the loop).
 
         Raises:
-            ConfigError: mean/std of another length than the images' channels.
+            ConfigError: images that are no (B, C, H, W) tensor or list of (C, H, W) ones, or
+                mean/std of another length than the images' channels.
         """
+        check_images(images, "StrongAugmentation")
         if isinstance(images, (list, tuple)):
             streams = per_sample(rng, len(images))
             return [self.forward(x.unsqueeze(0), r)[0] for x, r in zip(images, streams)]

@@ -10,9 +10,10 @@ import pytest
 MIC = Path(__file__).parents[1] / "mic"
 
 #: mic/core/*.py's line budget (its size when set; raised for the checks against silently
-#: wrong training and for the Python API's inputs that ended in torch's tracebacks): growth
+#: wrong training and for the Python API's inputs that ended in torch's tracebacks or trained
+#: silently wrong: pseudo-labels changed in place, hooks, maskers, Task.loss): growth
 #: there belongs in mic.training or a task
-CORE_MAX_LINES = 1664
+CORE_MAX_LINES = 1760
 
 
 def imports(path: Path) -> set[str]:

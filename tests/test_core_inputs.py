@@ -12,7 +12,9 @@ from mic import (
     AdaptationLoop,
     BlockMasker,
     ConfigError,
+    Hook,
     LossTerm,
+    MaskedImageConsistency,
     PseudoLabels,
     SourceSupervision,
     UDAMethod,
@@ -182,3 +184,145 @@ def test_a_term_that_skips_the_module_set_up_is_named():
 
     with pytest.raises(ConfigError, match=r"Forgetful.__init__ must call super\(\).__init__"):
         UDAMethod({"forgetful": Forgetful()})
+
+
+class InPlaceTask(LogitTask):
+    """A task whose loss changes its weights (or targets) in place."""
+
+    def __init__(self, task, change):
+        self.task, self.change = task, change
+
+    def pseudo_label(self, prediction):
+        return self.task.pseudo_label(prediction)
+
+    def loss(self, model, images, targets, weights=None, rng=None):
+        self.change(targets, weights)
+        return self.task.loss(model, images, targets, weights, rng)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda targets, weights: weights is not None and weights.mul_(0.5),  # prob: confidence
+        lambda targets, weights: weights is None or targets.mul_(1),  # the pseudo-labels
+    ],
+    ids=["weights", "targets"],
+)
+def test_pseudo_labels_changed_in_place_by_one_term_are_refused_to_the_next(change):
+    method = mean_teacher(None, weighting="prob").with_terms(
+        mic=MaskedImageConsistency(BlockMasker(2, 0.5), weighting="prob")
+    )
+    loop, _ = make_loop(method, iterations=2, adaptation_start=0)
+    loop.task = InPlaceTask(loop.task, change)
+    with pytest.raises(
+        ConfigError,
+        match=r"changed in place after loss term\(s\) 'self_training' read them, and loss term "
+        r"'mic' would train on the changed ones",
+    ):
+        loop.train_step()
+
+
+def test_pseudo_labels_that_are_only_read_pass_every_term():
+    method = mean_teacher(None, weighting="prob").with_terms(
+        mic=MaskedImageConsistency(BlockMasker(2, 0.5), weighting="prob")
+    )
+    loop, _ = make_loop(method, iterations=2, adaptation_start=0)
+    loop.task = InPlaceTask(loop.task, lambda targets, weights: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loop.train_step()
+
+
+def test_pseudo_labels_of_another_layout_than_the_targets_are_warned_of():
+    """(B, 1) pseudo-labels against (B,) source targets: a loss would broadcast them."""
+    loop, _ = make_loop(mean_teacher(None), iterations=2, adaptation_start=0)
+    loop.task = LogitTask(loop.task, lambda logits: logits.softmax(1).max(1, keepdim=True).values)
+    loop.task.pseudo_label = lambda prediction: PseudoLabels(
+        prediction.argmax(1, keepdim=True), prediction.softmax(1).max(1, keepdim=True).values
+    )
+    ctx = loop.context(0)
+    with pytest.warns(UserWarning, match=r"labels of shape \(\d+, 1\) where the source's"):
+        ctx.pseudo_labels  # noqa: B018 (predicted on first use)
+
+
+class PairMasker(BlockMasker):
+    """A masker of one's own that returns the masked images with their mask."""
+
+    def forward(self, images, rng=None):
+        return super().forward(images, rng), self.mask(images, rng)
+
+
+def test_a_masker_that_returns_a_pair_is_named():
+    method = mean_teacher(None).with_terms(mic=MaskedImageConsistency(PairMasker(2)))
+    loop, _ = make_loop(method, iterations=2, adaptation_start=0)
+    with pytest.raises(
+        ConfigError,
+        match=r"MaskedImageConsistency.transform returned a tuple for images that are a Tensor",
+    ):
+        loop.train_step()
+
+
+@pytest.mark.parametrize("who", ["BlockMasker", "StrongAugmentation"])
+@pytest.mark.parametrize(
+    ("images", "got"),
+    [
+        ({"rgb": torch.zeros(2, 3, 8, 8), "depth": torch.zeros(2, 1, 8, 8)}, "got dict"),
+        (torch.zeros(3, 8, 8), r"got shape \(3, 8, 8\)"),
+    ],
+)
+def test_images_that_are_no_batch_are_refused_by_the_masker_and_augmentation(who, images, got):
+    from mic import StrongAugmentation
+
+    module = BlockMasker(2) if who == "BlockMasker" else StrongAugmentation()
+    with pytest.raises(ConfigError, match=f"{who} takes images as a .*{got}: for images of"):
+        module(images)
+
+
+class Recorder(Hook):
+    pass
+
+
+class Duck:
+    def after_step(self, loop, losses):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("hooks", "message"),
+    [
+        (Recorder(), "hooks must be a list of mic.Hook instances, got a Recorder"),
+        ([Recorder], "hooks must be mic.Hook instances (subclasses of it), got the class Recorder"),
+        ([Recorder(), Duck()], "hooks must be mic.Hook instances (subclasses of it), got a Duck"),
+    ],
+)
+def test_hooks_that_are_no_hook_instances_are_refused_when_the_loop_is_built(hooks, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _loop(source_only(), iterations=2, hooks=hooks)
+
+
+class OldLossTask(LogitTask):
+    def __init__(self, task):
+        self.task = task
+
+    def loss(self, model, images, targets):
+        return self.task.loss(model, images, targets)
+
+
+def test_a_task_loss_without_weights_and_rng_is_refused_when_the_loop_is_built():
+    task, source, target, _ = tiny_loaders()
+    student = tiny_model()
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.01)
+    with pytest.raises(ConfigError, match=r"OldLossTask.loss does not take weights= and rng="):
+        AdaptationLoop(OldLossTask(task), student, source_only(), optimizer, source, target, 2)
+
+
+class ShapeBug(LossTerm):
+    def forward(self, ctx):
+        return (ctx.student(ctx.source_images) @ torch.ones(1000, 2)).mean()
+
+
+def test_an_error_raised_in_a_term_names_the_term_and_the_iteration():
+    loop, _ = make_loop(UDAMethod({"source": SourceSupervision(), "mine": ShapeBug()}))
+    with pytest.raises(RuntimeError) as error:
+        loop.train_step()
+    assert "(raised in loss term 'mine' at iteration 1)" in getattr(error.value, "__notes__", [])

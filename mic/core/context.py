@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +61,17 @@ class RandomStream:
         """The stream of sample ``i`` of ``n`` alone (images transformed one at a time)."""
         index = (self.micro * n + i) * self.world_size + self.rank
         return RandomStream(stream_seed(self.seed, index))
+
+
+def _versions(obj: Any) -> list[int]:
+    """The in-place change counters of every tensor in ``obj`` (nested dataclass fields,
+    lists, tuples and dicts)."""
+    if isinstance(obj, Tensor):
+        return [] if obj.is_inference() else [obj._version]
+    if isinstance(obj, PseudoLabels):
+        obj = [obj.labels, obj.confidence, obj.valid, obj.keep]
+    items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+    return [v for item in items for v in _versions(item)]
 
 
 #: what maskers and augmentations draw from: a stream, a generator, or None (torch's global one)
@@ -144,6 +156,8 @@ class IterationContext:
         self.target_images, _ = split_sample(target)
         self._layout = (seed, rank, world_size, micro, micro_batches)
         self._pseudo: PseudoLabels | None = None
+        self._pseudo_versions: list[int] = []  # their tensors' in-place change counters
+        self._readers: list[str] = []  # the terms that read them
         self._shared: dict[SharedForward, Any] = {}
         self._streams: dict[str, RandomStream] = {}
 
@@ -163,6 +177,14 @@ class IterationContext:
         Raises:
             ConfigError: there is no teacher.
         """
+        if self._pseudo is not None and _versions(self._pseudo) != self._pseudo_versions:
+            raise ConfigError(
+                f"the pseudo-labels (or weights made from their confidence) were changed in place "
+                f"after loss term(s) {', '.join(map(repr, self._readers))} read them, and loss "
+                f"term '{self.term}' would train on the changed ones: a Task's loss or a term "
+                "must not modify its targets or weights in place (targets * 9, not targets.mul_(9))"
+            )
+        self._readers = [*dict.fromkeys([*self._readers, self.term])]
         if self._pseudo is None:
             if self.teacher is None:
                 raise ConfigError(
@@ -176,7 +198,22 @@ class IterationContext:
                 raise ConfigError(f"Task.pseudo_label returned a {kind}, not mic.PseudoLabels")
             if self.step == self.adaptation_start:  # one look at the values, not every step
                 self._pseudo.check_confidence()
+                self._check_layout()
+            self._pseudo_versions = _versions(self._pseudo)
         return self._pseudo
+
+    def _check_layout(self) -> None:
+        """Warn when tensor pseudo-labels and the source's targets differ in their number of
+        dimensions ((B, 1) against (B,): a loss may broadcast them to B x B pairs)."""
+        labels, source = self._pseudo.labels, self.source_targets  # type: ignore[union-attr]
+        tensors = isinstance(labels, Tensor) and isinstance(source, Tensor)
+        if tensors and labels.dim() != source.dim():
+            warnings.warn(
+                f"Task.pseudo_label gives labels of shape {tuple(labels.shape)} where the source's "
+                f"targets are {tuple(source.shape)}: a loss that broadcasts them trains on pairs "
+                "of different samples; give pseudo-labels in the layout of the targets",
+                stacklevel=3,
+            )
 
     def shared(self, forward: SharedForward) -> Any:
         """The outputs of ``forward`` in this iteration (computed on the first call)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from numbers import Integral
@@ -120,7 +121,8 @@ class AdaptationLoop:
         step_strategy, collective, guard: the seams above (default: their base classes).
 
     Raises:
-        ConfigError: a setting out of range, pseudo-labels without a teacher, an optimizer
+        ConfigError: a setting out of range, pseudo-labels without a teacher, hooks that are
+            no ``Hook`` instances, a ``task.loss`` without ``weights`` and ``rng``, an optimizer
             without the student's or the method's trainable parameters, or a ``torchrun``
             process group without a ``collective`` to average over it.
     """
@@ -153,6 +155,15 @@ class AdaptationLoop:
         for name, value in {**whole, "accumulate": accumulate}.items():
             if isinstance(value, bool) or not isinstance(value, Integral):
                 raise ConfigError(f"{name} must be an int (a whole number), got {value!r}")
+        accepts = inspect.signature(task.loss).parameters
+        if not (
+            {"weights", "rng"} <= set(accepts)
+            or any(p.kind == p.VAR_KEYWORD for p in accepts.values())
+        ):
+            raise ConfigError(
+                f"{type(task).__name__}.loss does not take weights= and rng=: a Task's loss is "
+                "loss(model, images, targets, weights=None, rng=None) (mic.Task)"
+            )
         collective = collective or Collective()
         alone = dist.is_initialized() and dist.get_world_size() > collective.world_size
         held = {id(p) for g in optimizer.param_groups for p in g["params"]}
@@ -214,7 +225,7 @@ class AdaptationLoop:
         self.optimizer, self.scheduler = optimizer, scheduler
         self.source, self.target = EndlessLoader(source, "source"), EndlessLoader(target, "target")
         self.iterations, self.adaptation_start = int(iterations), int(adaptation_start)
-        self.hooks = list(hooks)
+        self.hooks = _hooks(hooks)
         self.seed, self.max_grad_norm, self.precision = int(seed), max_grad_norm, precision
         self.accumulate, self.collective = int(accumulate), collective
         self.guard, self.step_strategy = guard or Guard(), step_strategy or StepStrategy()
@@ -313,7 +324,8 @@ class AdaptationLoop:
 
         Raises:
             ConfigError: two terms report a loss under the same name, or every loss that is
-                not 0 has no gradient (nothing would train).
+                not 0 has no gradient (nothing would train). Another error raised in a term
+                carries a note naming the term and the iteration.
         """
         losses: dict[str, Tensor] = {}
         graded: set[str] = set()  # the losses with a gradient
@@ -321,8 +333,13 @@ class AdaptationLoop:
             parts: list[Tensor] = []
             for name, term in branch:
                 ctx.term = name
-                with self.autocast():
-                    named = _weighted(term(ctx), name, term.weight, self.device)
+                try:
+                    with self.autocast():
+                        named = _weighted(term(ctx), name, term.weight, self.device)
+                except Exception as e:  # a term's own bug: say where it was met
+                    if hasattr(e, "add_note") and not isinstance(e, (ConfigError, DatasetError)):
+                        e.add_note(f"(raised in loss term {name!r} at iteration {ctx.step + 1})")
+                    raise
                 if set(named) & set(losses):
                     clash = sorted(set(named) & set(losses))
                     raise ConfigError(f"two loss terms report a loss named {clash}; rename one")
@@ -441,6 +458,20 @@ class AdaptationLoop:
                 images = images.contiguous(memory_format=torch.channels_last)
                 batch = images if targets is None else (images, targets)
         return batch
+
+
+def _hooks(hooks: Any) -> list[Hook]:
+    """``hooks`` as a list, each a ``Hook`` instance (else a ConfigError naming what it is)."""
+    if isinstance(hooks, Hook) or not isinstance(hooks, Iterable):
+        kind = type(hooks).__name__
+        raise ConfigError(f"hooks must be a list of mic.Hook instances, got a {kind}")
+    hooks = list(hooks)
+    for hook in hooks:
+        kind = f"a {type(hook).__name__}"
+        got = f"the class {hook.__name__}" if isinstance(hook, type) else kind
+        if not isinstance(hook, Hook):
+            raise ConfigError(f"hooks must be mic.Hook instances (subclasses of it), got {got}")
+    return hooks
 
 
 def _weighted(out: Any, name: str, weight: float, device: torch.device) -> dict[str, Tensor]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,23 @@ from mic.core.errors import ConfigError
 
 #: an image transform drawing from a random stream, e.g. ``mic.StrongAugmentation``
 Augmentation = Callable[[Tensor, Random], Tensor]
+
+
+def check_images(images: Any, who: str) -> None:
+    """Raise ``ConfigError`` unless ``images`` is a (B, C, H, W) tensor or a list of
+    (C, H, W) tensors, what ``who`` (a masker, an augmentation) takes."""
+    if isinstance(images, Tensor) and images.dim() == 4:
+        return
+    if isinstance(images, (list, tuple)) and all(
+        isinstance(x, Tensor) and x.dim() == 3 for x in images
+    ):
+        return
+    got = f"shape {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
+    raise ConfigError(
+        f"{who} takes images as a (B, C, H, W) tensor or a list of (C, H, W) ones, got {got}: "
+        "for images of a task's own kind (a dict of modalities) write a mic.Masker that takes "
+        "them (BlockMasker.mask(x) gives the block keep-mask of a (B, C, H, W) tensor)"
+    )
 
 
 class Masker(nn.Module, ABC):
@@ -44,8 +62,9 @@ class BlockMasker(Masker):
             (give the mean colour for [0, 1] images, e.g. torchvision detection models').
 
     Raises:
-        ConfigError: a block size below 1 or a ratio outside [0, 1]; (when called) a ``fill``
-            of another length than the images' channels (and 1).
+        ConfigError: a block size below 1 or a ratio outside [0, 1]; (when called) images
+            that are no (B, C, H, W) tensor or list of (C, H, W) ones, or a ``fill`` of another
+            length than the images' channels (and 1).
     """
 
     def __init__(
@@ -79,6 +98,7 @@ class BlockMasker(Masker):
         return F.interpolate(keep, size=(h, w), mode="nearest")
 
     def forward(self, images: Tensor, rng: Random = None) -> Tensor:
+        check_images(images, "BlockMasker")
         if isinstance(images, (list, tuple)):  # images of different sizes: one at a time
             streams = per_sample(rng, len(images))
             return [self.forward(x.unsqueeze(0), r)[0] for x, r in zip(images, streams)]

@@ -135,7 +135,15 @@ class ConsistencyLoss(LossTerm):
             weights: per-element weights in ``pseudo.confidence``'s layout (e.g. 1 for mixed-in
                 source pixels); None: ``weighting(pseudo)``.
         """
-        views, weights, pseudo = pseudo.kept(self.transform(images, rng), weights)
+        views = self.transform(images, rng)
+        kind = next((k for k in (Tensor, (list, tuple), Mapping) if isinstance(images, k)), object)
+        if not isinstance(views, kind):
+            raise ConfigError(
+                f"{type(self).__name__}.transform returned a {type(views).__name__} for images "
+                f"that are a {type(images).__name__}: a Masker (or a transform) returns the "
+                "transformed images alone, of the images' kind (no (images, mask) pair)"
+            )
+        views, weights, pseudo = pseudo.kept(views, weights)
         if task.count(views) == 0:
             return next(student.parameters()).new_zeros(())
         if weights is None:
