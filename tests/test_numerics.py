@@ -107,9 +107,13 @@ def test_weights_made_non_finite_by_a_step_stop_the_run_and_never_reach_the_teac
 
 def test_too_many_skipped_steps_stop_the_run():
     loop = _loop(mean_teacher().with_terms(source=Poisoned(bad=range(100))), iterations=20)
-    with pytest.raises(NumericalError, match=r"5 of the first 5 iterations .* max_skipped=0.1"):
+    with pytest.raises(
+        NumericalError, match=r"5 of the first 5 iterations .* max_skipped=0.1"
+    ) as e:
         loop.run()
     assert loop.skipped_steps == 5
+    assert "max_skipped=0.1 (NaN or Inf: 'source' in 5 iterations" in str(e.value)
+    assert "precision=fp32" not in str(e.value)  # a run in fp32 is not told to use it
     lenient = _loop(
         mean_teacher().with_terms(source=Poisoned(bad={0, 3, 6, 9, 12})),
         iterations=20,
@@ -121,8 +125,11 @@ def test_too_many_skipped_steps_stop_the_run():
 
 def test_a_short_run_whose_every_iteration_was_skipped_is_an_error_not_a_success():
     loop = _loop(mean_teacher().with_terms(source=Poisoned(bad=range(100))), iterations=3)
-    with pytest.raises(NumericalError, match="every one of the 3 iterations run had NaN or Inf"):
+    with pytest.raises(
+        NumericalError, match="every one of the 3 iterations run had NaN or Inf"
+    ) as e:
         loop.run()
+    assert "nothing trained (NaN or Inf: 'source' in 3 iterations" in str(e.value)
     assert loop.skipped_steps == 3 and loop.step == 3
     partly = _loop(mean_teacher().with_terms(source=Poisoned(bad={0, 1})), iterations=3)
     partly.run()  # one iteration trained: the run stands

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import re
 import signal
@@ -19,11 +20,16 @@ from mic.core.teacher import unwrap
 
 NanPolicy = Literal["skip", "stop", "ignore"]
 NAN_POLICIES = ("skip", "stop", "ignore")
-#: what to look at when losses are NaN or Inf
+#: what to look at when losses are NaN or Inf (``nan_causes`` adds fp32 to mixed precision)
 NAN_CAUSES = (
     "look for NaN or Inf in the images (the data check before training samples one per "
-    "split), lower the learning rate, clip gradients (max_grad_norm) or use precision=fp32"
+    "split), lower the learning rate or clip gradients (max_grad_norm)"
 )
+
+
+def nan_causes(loop: AdaptationLoop) -> str:
+    """``NAN_CAUSES``, with precision=fp32 for a run in bf16 or fp16."""
+    return NAN_CAUSES if loop.precision == "fp32" else f"{NAN_CAUSES}, or use precision=fp32"
 
 
 #: the signals that stop a run cleanly (``TrainingGuard``); each has a slot in the stop flags
@@ -99,6 +105,7 @@ class TrainingGuard(Guard):
             raise ConfigError(f"max_skipped must lie in [0, 1], got {max_skipped}")
         self.nan_policy, self.max_skipped = nan_policy, max_skipped
         self._snapshot: list[Tensor] = []
+        self._faulty: collections.Counter[str] = collections.Counter()  # skipped: what was NaN
         #: a signal received under torchrun, not yet shared with the other processes
         self._signalled: str | None = None
 
@@ -138,7 +145,7 @@ class TrainingGuard(Guard):
         if ran > 0 and loop.skipped_steps - skipped == ran:  # too few for max_skipped to stop
             raise NumericalError(
                 f"every one of the {ran} iterations run had NaN or Inf losses or gradients and "
-                f"was skipped, so nothing trained; {NAN_CAUSES}"
+                f"was skipped, so nothing trained ({self._which()}); {nan_causes(loop)}"
             )
 
     def before_step(self, loop: AdaptationLoop) -> None:
@@ -171,8 +178,8 @@ class TrainingGuard(Guard):
         if loop.skipped_steps >= 5 and loop.skipped_steps > self.max_skipped * n:
             raise NumericalError(
                 f"{loop.skipped_steps} of the first {n} iterations had NaN or Inf losses or "
-                f"gradients and were skipped, more than max_skipped={self.max_skipped}; "
-                f"{NAN_CAUSES}"
+                f"gradients and were skipped, more than max_skipped={self.max_skipped} "
+                f"({self._which()}); {nan_causes(loop)}"
             )
         return False
 
@@ -207,9 +214,17 @@ class TrainingGuard(Guard):
             raise NumericalError(
                 f"the loss '{faulty[0]}' is NaN or Inf at iteration {loop.step + 1} (also: "
                 f"{faulty[1:] or 'nothing else'}); no update was made. {NAN_CAUSES[0].upper()}"
-                f"{NAN_CAUSES[1:]}, or set nan_policy=skip to skip such iterations"
+                f"{nan_causes(loop)[1:]}, or set nan_policy=skip to skip such iterations"
             )
+        self._faulty.update(faulty)
         return faulty
+
+    def _which(self) -> str:
+        """The non-finite values of the skipped iterations, the most frequent first."""
+        counts = self._faulty.most_common()
+        return "NaN or Inf: " + ", ".join(
+            f"{n!r} in {c} iteration{'s' * (c != 1)}" for n, c in counts
+        )
 
 
 #: why a process stops when another one was asked to stop without a signal
