@@ -602,8 +602,9 @@ def _plain(value: Any) -> str:
 
 
 def holds_run(folder: Path) -> bool:
-    """Whether the run folder ``folder`` holds a run (``checkpoints/iter_*.pt``)."""
-    return any(folder.glob("checkpoints/iter_*.pt"))
+    """Whether the run folder ``folder`` holds a run (``checkpoints/iter_*.pt``, or the
+    ``best.pt`` of a run that stopped before its first periodic checkpoint)."""
+    return any(folder.glob("checkpoints/iter_*.pt")) or (folder / "checkpoints/best.pt").is_file()
 
 
 def refuse_held_folder(run_dir: Path | None, resume_from: Path | None = None) -> None:
@@ -611,11 +612,18 @@ def refuse_held_folder(run_dir: Path | None, resume_from: Path | None = None) ->
     folder that already holds a run (the two runs' checkpoints and logs would mix).
 
     Raises:
-        ConfigError: ``run_dir`` holds ``checkpoints/iter_*.pt`` and ``resume_from`` is None
-            or lies outside them.
+        ConfigError: ``run_dir`` holds ``checkpoints/iter_*.pt`` (or ``best.pt`` alone) and
+            ``resume_from`` is None or lies outside them.
     """
     if run_dir is None or not holds_run(run_dir):
         return
+    if resume_from is None and not any(run_dir.glob("checkpoints/iter_*.pt")):
+        raise ConfigError(
+            f"the run folder '{run_dir}' holds checkpoints/best.pt, the best model of a run that "
+            "stopped before its first periodic checkpoint (iter_*.pt), which a new run would "
+            f"overwrite: start the new run in another folder ({folder_option()}=...), or move "
+            "that file away first"
+        )
     if resume_from is None:
         raise ConfigError(
             f"the run folder '{run_dir}' already holds a run (checkpoints/iter_*.pt); continue "
