@@ -11,9 +11,10 @@ MIC = Path(__file__).parents[1] / "mic"
 
 #: mic/core/*.py's line budget (its size when set; raised for the checks against silently
 #: wrong training and for the Python API's inputs that ended in torch's tracebacks or trained
-#: silently wrong: pseudo-labels changed in place, hooks, maskers, Task.loss): growth
+#: silently wrong: pseudo-labels changed in place, hooks, maskers, Task.loss; every
+#: consistency term logs its quality weight q, moved into PseudoLabelWeighting): growth
 #: there belongs in mic.training or a task
-CORE_MAX_LINES = 1760
+CORE_MAX_LINES = 1772
 
 
 def imports(path: Path) -> set[str]:

@@ -285,9 +285,10 @@ def test_dacs_and_mic_log_the_quality_weight_and_the_mic_loss(tmp_path, tau, q):
 
 def test_quality_statistics_by_hand():
     from mic import PseudoLabelWeighting
-    from mic.tasks.common import quality_statistics
 
     confidence = torch.tensor([[0.5, 0.97], [0.99, 0.2]])
-    stats = quality_statistics(confidence, PseudoLabelWeighting("quality", 0.968))
+    stats = PseudoLabelWeighting("quality", 0.968).statistics(confidence)
     assert stats["q"].item() == pytest.approx(0.5)
     assert stats["confidence"].item() == pytest.approx(0.665)
+    boxes = PseudoLabelWeighting("none", 0.968).statistics([confidence[0], confidence[1, :1]])
+    assert boxes["q"].item() == pytest.approx(2 / 3)  # a list (one tensor per image) too

@@ -109,6 +109,8 @@ class ConsistencyLoss(LossTerm):
         self.weighting = PseudoLabelWeighting(weighting, tau)
         self.part_weights = dict(part_weights or {})
         self.parts_setting = "part_weights"  # how messages name them (a subclass may set them)
+        #: the last call's quality weight ``q`` and mean teacher confidence, for logs
+        self.statistics: dict[str, Tensor] = {}
 
     @abstractmethod
     def transform(self, images: Any, rng: Random = None) -> Any:
@@ -153,6 +155,7 @@ class ConsistencyLoss(LossTerm):
 
     def forward(self, ctx: IterationContext) -> Tensor:
         pseudo = ctx.pseudo_labels
+        self.statistics = self.weighting.statistics(pseudo.confidence)
         weights = self.weighting(pseudo, ctx.mean)  # q of the whole batch, every process
         return self.loss(ctx.student, ctx.task, ctx.target_images, pseudo, ctx.rng, weights)
 

@@ -68,6 +68,14 @@ class PseudoLabelWeighting:
             return flat.new_zeros(())
         return (flat >= self.tau).float().mean()
 
+    def statistics(self, confidence: Tensor | list[Tensor]) -> dict[str, Tensor]:
+        """For logs (a term's ``statistics``): ``q``, this batch's share of elements with
+        confidence >= tau, and ``confidence``, their mean; detached 0-d float tensors on the
+        confidence's device (no host synchronisation)."""
+        flat = _flat(confidence).detach().float()
+        mean = flat.mean() if flat.numel() else flat.new_zeros(())
+        return {"q": self.quality(flat), "confidence": mean}
+
     def __call__(self, pseudo: PseudoLabels, mean: Reduce | None = None) -> Tensor | list[Tensor]:
         """The weights in ``pseudo.confidence``'s layout and dtype; ``mean`` (the mean over
         processes, ``IterationContext.mean``) makes q the global batch's."""

@@ -9,9 +9,9 @@ import math
 import numbers
 from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
-from mic.core import ConfigError, PseudoLabelWeighting
+from mic.core import ConfigError
 from mic.core.teacher import unwrap
 
 
@@ -55,16 +55,3 @@ def require_features(model: nn.Module, needed_by: str) -> None:
             "(mic.tasks.classification.Classifier, the mic.tasks.segmentation models) or add "
             "forward(x, return_features=False) returning (logits, features) when it is True"
         )
-
-
-def quality_statistics(confidence: Tensor, weighting: PseudoLabelWeighting) -> dict[str, Tensor]:
-    """What a pixel- or sample-wise consistency term reports for logs (its ``statistics``,
-    logged as ``<term>/<name>`` by ``mic.training.MetricsLogger``): ``q``, the share of
-    pseudo-labelled elements whose teacher confidence is >= tau (the quality weight), and
-    ``confidence``, their mean teacher confidence; detached 0-d float tensors on the
-    confidence's device (no host synchronisation)."""
-    confidence = confidence.detach().float()
-    return {
-        "q": weighting.quality(confidence),
-        "confidence": confidence.mean() if confidence.numel() else confidence.new_zeros(()),
-    }

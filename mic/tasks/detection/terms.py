@@ -107,9 +107,10 @@ class DetectionMIC(MaskedImageConsistency):
     def forward(self, ctx: IterationContext) -> Tensor:
         pseudo = ctx.pseudo_labels
         device = next(ctx.student.parameters()).device
-        self.statistics = pseudo_box_statistics(pseudo, device)
         self.check_student(ctx.student)
         model: Any = unwrap(ctx.student)
         weighted = model.student_confidence_weights() if self.student_weighted else nullcontext()
         with weighted:
-            return super().forward(ctx)
+            loss = super().forward(ctx)
+        self.statistics = pseudo_box_statistics(pseudo, device)  # in place of q and confidence
+        return loss

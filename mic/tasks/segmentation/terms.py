@@ -34,7 +34,7 @@ from mic.core.teacher import unwrap
 from mic.core.terms import sum_parts
 from mic.core.weighting import WeightingMode
 from mic.datasets.segmentation.labels import CITYSCAPES_THING_CLASSES
-from mic.tasks.common import quality_statistics, require_features
+from mic.tasks.common import require_features
 
 
 def class_mix_masks(
@@ -157,7 +157,7 @@ class ClassMix(LossTerm):
             )
         pseudo = ctx.pseudo_labels
         weights = self.weighting(pseudo, ctx.mean)
-        self.statistics = quality_statistics(pseudo.confidence, self.weighting)
+        self.statistics = self.weighting.statistics(pseudo.confidence)
         ignore = getattr(ctx.task, "ignore_index", 255)
         mask = class_mix_masks(labels, ctx.task.num_classes, ctx.rng, self.classes_from, ignore)
         images = torch.where(mask[:, None], source, target)
@@ -400,7 +400,7 @@ class SegmentationMIC(MaskedImageConsistency):
 
     def forward(self, ctx: IterationContext) -> Tensor:
         pseudo = ctx.pseudo_labels
-        self.statistics = quality_statistics(pseudo.confidence, self.weighting)
+        self.statistics = self.weighting.statistics(pseudo.confidence)
         if self.images == "target":
             return super().forward(ctx)
         weights = self.weighting(pseudo, ctx.mean)  # q of the whole target batch, as published
