@@ -105,7 +105,8 @@ def check_num_classes(num_classes: int, datasets: Mapping[str, Any]) -> None:
         raise DatasetError(
             f"class counts disagree: the task/model predicts {num_classes} classes but {listing}. "
             "Source and target must share one label space: fix the datasets or set "
-            "dataset.num_classes to match."
+            "dataset.num_classes to match (a Task whose targets are not the datasets' classes, "
+            "e.g. a regression derived in collate, overrides check_datasets)."
         )
 
 

@@ -39,7 +39,12 @@ class Classifier(nn.Module):
         **backbone_kwargs: Any,
     ) -> None:
         super().__init__()
-        check_whole("Classifier num_classes (dataset.num_classes)", num_classes, 2)
+        check_whole(
+            "Classifier num_classes (dataset.num_classes)",
+            num_classes,
+            2,
+            "a softmax over the classes; for one output, e.g. regression, give a model of your own",
+        )
         check_whole("model.bottleneck_dim", bottleneck_dim, 0, "the width; 0: no bottleneck")
         if isinstance(backbone, str):
             backbone = create_backbone(backbone, pretrained=pretrained, **backbone_kwargs)
