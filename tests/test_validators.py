@@ -461,3 +461,16 @@ def test_validation_over_a_loader_of_fewer_batches_than_asked_says_so_once(one_t
         warnings.simplefilter("error")
         validation.score(task, model)  # once
         LabelFreeValidation(["entropy"], batches, batches=2).score(task, model)
+
+
+def test_a_shuffling_loader_is_warned_of_and_a_fixed_one_is_not():
+    import warnings
+
+    from torch.utils.data import DataLoader, TensorDataset
+
+    data = TensorDataset(torch.rand(8, 3, 8, 8))
+    with pytest.warns(UserWarning, match=r"loader shuffles \(a RandomSampler\), so each"):
+        LabelFreeValidation(["entropy"], DataLoader(data, batch_size=4, shuffle=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LabelFreeValidation(["entropy"], DataLoader(data, batch_size=4))

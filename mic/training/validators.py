@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import RandomSampler
 
 from mic.core.batch import move_to, split_sample
 from mic.core.context import RandomStream, stream_seed
@@ -333,6 +334,9 @@ class LabelFreeValidation:
     Raises:
         ConfigError: ``batches`` or ``samples_per_image`` below 1, or an unknown validator.
         DatasetError: (when scoring) the loader yields no batch.
+
+    Warns:
+        UserWarning: ``loader`` shuffles (its sampler is a ``RandomSampler``).
     """
 
     def __init__(
@@ -356,6 +360,13 @@ class LabelFreeValidation:
                 f"or box), got {samples_per_image}"
             )
         self.validators = make_validators(validators)
+        if isinstance(getattr(loader, "sampler", None), RandomSampler):
+            warnings.warn(
+                "LabelFreeValidation's loader shuffles (a RandomSampler), so each evaluation "
+                "scores other target batches and the scores of different checkpoints do not "
+                "compare: give a loader that yields the same batches each time (shuffle=False)",
+                stacklevel=2,
+            )
         self.loader = loader
         self.batches = int(batches)
         self._told_short = False  # warned that the loader holds fewer batches
