@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -474,3 +475,60 @@ def test_a_shuffling_loader_is_warned_of_and_a_fixed_one_is_not():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         LabelFreeValidation(["entropy"], DataLoader(data, batch_size=4))
+
+
+@pytest.mark.parametrize(
+    ("best", "message"),
+    [
+        ("validator/student/sdn", "Did you mean: validator/student/snd, "),
+        ("eval/teacher/acuracy", "Did you mean: eval/teacher/accuracy, "),
+    ],
+)
+def test_a_best_metric_typo_is_refused_before_the_first_iteration(tmp_path, best, message):
+    from mic import EMATeacher, Evaluation, mean_teacher
+    from mic.core import AdaptationLoop
+
+    task, source, target, test = tiny_loaders()
+    student = tiny_model()
+    validation = LabelFreeValidation(["snd"], list(target), batches=1)
+    evaluation = Evaluation(task, test, interval=2, validation=validation)
+    loop = AdaptationLoop(
+        task,
+        student,
+        mean_teacher(),
+        torch.optim.SGD(student.parameters(), lr=0.01),
+        source,
+        target,
+        4,
+        teacher=EMATeacher(student, alpha=0.9),
+        hooks=[evaluation, Checkpointer(tmp_path, best_metric=best)],
+    )
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        loop.run()
+    assert loop.step == 0 and not evaluation.history  # before training and any evaluation
+
+
+def test_a_metric_that_fails_on_the_first_test_batch_says_where(tmp_path):
+    from mic import Evaluation, source_only
+    from mic.core import AdaptationLoop
+
+    class WrongShape(ClassificationTask):
+        def predict(self, model, images):
+            return super().predict(model, images)[:, :1, None]  # (B, 1, 1): no class scores
+
+    task, source, target, test = tiny_loaders()
+    task = WrongShape(num_classes=task.num_classes)
+    student = tiny_model()
+    loop = AdaptationLoop(
+        task,
+        student,
+        source_only(),
+        torch.optim.SGD(student.parameters(), lr=0.01),
+        source,
+        target,
+        2,
+        hooks=[Evaluation(task, test, interval=0)],
+    )
+    with pytest.raises(Exception) as error:
+        loop.run()
+    assert any("scoring the first test batch before training" in n for n in error.value.__notes__)

@@ -190,26 +190,41 @@ def _updated_metric(
 
 
 @torch.no_grad()
-def check_scoring(task: Task, model: nn.Module, batch: Any, device: Any) -> None:
+def check_scoring(task: Task, model: nn.Module, batch: Any, device: Any) -> dict[str, Any] | None:
     """Score one labelled batch as ``evaluate`` does, to find a broken ``Task.metric()`` or
     ``predict`` before training: errors are raised, except a ``compute()`` that cannot score
     one batch alone (R2 of one sample: judged at the first evaluation). Model modes are
     restored; no gradients.
 
+    Returns:
+        The batch's scores, named as ``evaluate`` records them (None: the metric could not
+        score one batch alone).
+
     Raises:
-        ConfigError: see ``evaluate``; and whatever ``predict`` or ``update`` raise.
+        ConfigError: see ``evaluate``; and whatever ``predict`` or ``update`` raise (with a
+            note saying where).
     """
     was_training = model.training
     model.eval()
     try:
-        metric, _ = _updated_metric(task, model, [batch], device)
+        try:
+            metric, _ = _updated_metric(task, model, [batch], device)
+        except Exception as e:
+            if hasattr(e, "add_note") and not isinstance(e, MicError):
+                e.add_note(
+                    "(raised scoring the first test batch before training: "
+                    "Task.metric().update(Task.predict(model, images), targets))"
+                )
+            raise
         try:
             computed = metric.compute()
         except MicError:
             raise
         except Exception:  # a metric that cannot score one batch alone
-            return
-        primary_score(task, computed)
+            return None
+        primary = primary_score(task, computed)
+        scores = to_python(computed)
+        return {**(scores if isinstance(scores, dict) else {}), task.primary_metric: primary}
     finally:
         model.train(was_training)
 

@@ -298,6 +298,9 @@ class Evaluation(Hook):
             validation.check(task)
         self.validation = validation
         self.history: list[dict[str, Any]] = []
+        #: the scores its records will hold, as scored on the first test batch by
+        #: ``before_run`` (None: it could not tell)
+        self.expected: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
         """The evaluation records so far (plain types), for checkpoints."""
@@ -335,6 +338,7 @@ class Evaluation(Hook):
             if student is not None:
                 with preserved_rng():
                     fresh_metric(self.task, loop.device)
+                self._expect(loop, {})
             return
         sampler = getattr(self.loader, "sampler", None)
         generators = [
@@ -355,7 +359,20 @@ class Evaluation(Hook):
         self.task.check_targets(targets)
         if student is not None:
             with preserved_rng():
-                check_scoring(self.task, student, batch, loop.device)
+                self._expect(loop, check_scoring(self.task, student, batch, loop.device))
+
+    def _expect(self, loop: AdaptationLoop, scores: dict[str, Any] | None) -> None:
+        """Set ``expected`` from the first test batch's ``scores`` (None: unknown)."""
+        if scores is None:
+            return
+        models = [m for m in self.models if m != "teacher" or loop.teacher is not None]
+        validators = dict.fromkeys(self.validation.names if self.validation else [], 0.0)
+        self.expected = {
+            f"{kind}/{m}/{k}": v
+            for kind, named in (("eval", scores), ("validator", validators))
+            for m in models
+            for k, v in named.items()
+        }
 
     def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
         if _due(loop.step, self.interval, loop.iterations) or loop.step in self.at:
@@ -462,7 +479,9 @@ class Checkpointer(Hook):
 
     Raises:
         ConfigError: ``keep`` below 1; a ``best_metric`` that is not of the form
-            ``eval/<model>/<metric>`` or ``validator/<model>/<name>``.
+            ``eval/<model>/<metric>`` or ``validator/<model>/<name>``; (in ``before_run``,
+            after an ``Evaluation`` hook listed before it has scored its first test batch, or
+            else at the first evaluation) a ``best_metric`` that the records will not hold.
     """
 
     def __init__(
@@ -594,6 +613,11 @@ class Checkpointer(Hook):
                 "best_metric=None)",
                 stacklevel=2,
             )
+        expected = next((h.expected for h in hooks or () if isinstance(h, Evaluation)), None)
+        model = str(self.best_metric).split("/")[1] if self.best_metric is not None else None
+        if expected and any(k.split("/")[1] == model for k in expected):  # a typo, told now
+            self._check_metric(expected)
+            self._metric_seen = False  # the first record is judged as well
         if process_info().is_main and self.directory.is_dir():
             for leftover in self.directory.glob(".*.tmp"):  # a save a crash interrupted
                 leftover.unlink(missing_ok=True)
