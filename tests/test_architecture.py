@@ -14,7 +14,7 @@ MIC = Path(__file__).parents[1] / "mic"
 #: silently wrong: pseudo-labels changed in place, hooks, maskers, Task.loss; every
 #: consistency term logs its quality weight q, moved into PseudoLabelWeighting): growth
 #: there belongs in mic.training or a task
-CORE_MAX_LINES = 1772
+CORE_MAX_LINES = 1776
 
 
 def imports(path: Path) -> set[str]:

@@ -156,7 +156,7 @@ class IterationContext:
         self.target_images, _ = split_sample(target)
         self._layout = (seed, rank, world_size, micro, micro_batches)
         self._pseudo: PseudoLabels | None = None
-        self._pseudo_versions: list[int] = []  # their tensors' in-place change counters
+        self._pseudo_versions: list[int] | None = None  # their tensors' in-place change counters
         self._readers: list[str] = []  # the terms that read them
         self._shared: dict[SharedForward, Any] = {}
         self._streams: dict[str, RandomStream] = {}
@@ -175,8 +175,10 @@ class IterationContext:
         """The teacher's pseudo-labels of the target batch, predicted on first use.
 
         Raises:
-            ConfigError: there is no teacher.
+            ConfigError: there is no teacher, or a term that read them changed them in place.
         """
+        if self._pseudo is not None and self._pseudo_versions is None:  # set from outside
+            self._pseudo_versions = _versions(self._pseudo)
         if self._pseudo is not None and _versions(self._pseudo) != self._pseudo_versions:
             raise ConfigError(
                 f"the pseudo-labels (or weights made from their confidence) were changed in place "

@@ -155,11 +155,12 @@ class AdaptationLoop:
         for name, value in {**whole, "accumulate": accumulate}.items():
             if isinstance(value, bool) or not isinstance(value, Integral):
                 raise ConfigError(f"{name} must be an int (a whole number), got {value!r}")
-        accepts = inspect.signature(task.loss).parameters
-        if not (
-            {"weights", "rng"} <= set(accepts)
-            or any(p.kind == p.VAR_KEYWORD for p in accepts.values())
-        ):
+        accepts = inspect.signature(task.loss).parameters.values()  # called (m, x, y, w, rng=)
+        kind = inspect.Parameter
+        kinds = [p.kind for p in accepts]
+        fourth = sum(k <= kind.POSITIONAL_OR_KEYWORD for k in kinds) >= 4
+        rng = any(p.name == "rng" and p.kind != kind.POSITIONAL_ONLY for p in accepts)
+        if not (fourth or kind.VAR_POSITIONAL in kinds) or not (rng or kind.VAR_KEYWORD in kinds):
             raise ConfigError(
                 f"{type(task).__name__}.loss does not take weights= and rng=: a Task's loss is "
                 "loss(model, images, targets, weights=None, rng=None) (mic.Task)"
