@@ -47,6 +47,18 @@ def h(*p: float) -> float:
 
 
 # ---------------------------------------------------------------- formulas, by hand
+def _mean_teacher_loop(task, student, source, target, hooks):
+    """Four iterations of mean teacher with ``hooks``."""
+    from mic import EMATeacher, mean_teacher
+    from mic.core import AdaptationLoop
+
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.01)
+    teacher = EMATeacher(student, alpha=0.9)
+    return AdaptationLoop(
+        task, student, mean_teacher(), optimizer, source, target, 4, teacher=teacher, hooks=hooks
+    )
+
+
 def test_entropy_is_minus_the_mean_entropy_of_the_rows():
     expected = -(h(1, 0) + h(0.5, 0.5) + h(0.25, 0.75)) / 3
     assert Entropy().score(P).item() == pytest.approx(expected, abs=1e-6)
@@ -300,8 +312,7 @@ def test_model_selection_replays_to_the_same_picks():
 
 
 def test_evaluation_with_validators_alone_for_targets_without_labels(tmp_path, one_thread):
-    from mic import EMATeacher, Evaluation, mean_teacher
-    from mic.core import AdaptationLoop
+    from mic import Evaluation
 
     task, source, target, _ = tiny_loaders()
     student = tiny_model()
@@ -310,17 +321,7 @@ def test_evaluation_with_validators_alone_for_targets_without_labels(tmp_path, o
     validation = LabelFreeValidation(["im", "masked_agreement"], batches, batches=2, masker=masker)
     evaluation = Evaluation(task, None, interval=2, validation=validation)
     checkpointer = Checkpointer(tmp_path, best_metric="validator/student/im")
-    loop = AdaptationLoop(
-        task,
-        student,
-        mean_teacher(),
-        torch.optim.SGD(student.parameters(), lr=0.01),
-        source,
-        target,
-        4,
-        teacher=EMATeacher(student, alpha=0.9),
-        hooks=[evaluation, checkpointer],
-    )
+    loop = _mean_teacher_loop(task, student, source, target, [evaluation, checkpointer])
     loop.run()
     record = evaluation.history[-1]
     assert not any(k.startswith("eval/") and k.endswith("accuracy") for k in record)
@@ -485,23 +486,14 @@ def test_a_shuffling_loader_is_warned_of_and_a_fixed_one_is_not():
     ],
 )
 def test_a_best_metric_typo_is_refused_before_the_first_iteration(tmp_path, best, message):
-    from mic import EMATeacher, Evaluation, mean_teacher
-    from mic.core import AdaptationLoop
+    from mic import Evaluation
 
     task, source, target, test = tiny_loaders()
     student = tiny_model()
     validation = LabelFreeValidation(["snd"], list(target), batches=1)
     evaluation = Evaluation(task, test, interval=2, validation=validation)
-    loop = AdaptationLoop(
-        task,
-        student,
-        mean_teacher(),
-        torch.optim.SGD(student.parameters(), lr=0.01),
-        source,
-        target,
-        4,
-        teacher=EMATeacher(student, alpha=0.9),
-        hooks=[evaluation, Checkpointer(tmp_path, best_metric=best)],
+    loop = _mean_teacher_loop(
+        task, student, source, target, [evaluation, Checkpointer(tmp_path, best_metric=best)]
     )
     with pytest.raises(ConfigError, match=re.escape(message)):
         loop.run()
