@@ -8,6 +8,7 @@ import os
 import random
 import re
 import shutil
+import socket
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -670,6 +671,60 @@ def folder_option() -> str:
     return "hydra.sweep.dir" if multirun else "hydra.run.dir"
 
 
+def lock_run_folder(run_dir: Path) -> Any:
+    """Take the lock of ``run_dir`` (``flock`` on its ``.lock`` file) for this process's run,
+    so that a second process cannot write into the folder while it trains (two commands given
+    one folder, a scheduler's requeue of a run still running). The lock ends when the
+    returned handle is given to ``unlock_run_folder`` or the process ends, killed too; None
+    where ``fcntl`` is missing (Windows).
+
+    Raises:
+        ConfigError: another process holds the lock (the message names it).
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / ".lock", "a+", encoding="utf-8")  # noqa: SIM115
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "a process"
+        handle.close()
+        raise ConfigError(
+            f"another mic-train run ({holder}) is training in the run folder '{run_dir}': two "
+            "runs in one folder would mix their checkpoints and logs; let it finish (resume=auto "
+            f"then continues it if it stopped early), or give this run a folder of its own "
+            f"({folder_option()}=...)"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+    handle.flush()
+    return handle
+
+
+def unlock_run_folder(handle: Any) -> None:
+    """End the lock ``lock_run_folder`` took (its file left empty, as before the run)."""
+    if handle is not None and not handle.closed:
+        handle.seek(0)
+        handle.truncate()
+        handle.close()
+
+
+def continue_with(run_dir: Path | str) -> str:
+    """The options that continue the run in ``run_dir`` (added to the same command): its
+    folder and ``resume=auto``; in a sweep (``-m``), the sweep's folder, so that every job
+    of the sweep resumes from its own."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if folder_option() == "hydra.sweep.dir":
+        return f"hydra.sweep.dir={HydraConfig.get().sweep.dir} resume=auto (with -m)"
+    return f"hydra.run.dir={run_dir} resume=auto"
+
+
 def check_writable(run_dir: Path, create: bool = True, option: str | None = None) -> None:
     """Fail before training when the run folder cannot be written: it lies below a file, its
     nearest existing folder refuses a write, or its disk has less than ``MIN_FREE_BYTES``
@@ -813,7 +868,9 @@ def run_experiment(
         on_start(exp)
     main = process_info().is_main
     if exp.run_dir is not None and main:
-        config = exp.run_dir / ("config_resumed.yaml" if exp.resumed_from else "config.yaml")
+        config = exp.run_dir / "config.yaml"  # a resume into its own folder keeps the first
+        if exp.resumed_from and config.exists():
+            config = config.with_name("config_resumed.yaml")
         config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     try:
         exp.loop.run()
@@ -823,8 +880,7 @@ def run_experiment(
         raise DatasetError(
             f"{str(e).rstrip().rstrip('.')}. The run saved its state after iteration "
             f"{exp.loop.step} in {exp.run_dir}/checkpoints: once this is fixed, continue with "
-            "the same command "
-            f"plus: hydra.run.dir={exp.run_dir} resume=auto"
+            f"the same command plus: {continue_with(exp.run_dir)}"
         ) from e
     summary = summarize(exp)
     if exp.run_dir is not None and main:

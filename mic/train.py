@@ -28,7 +28,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from mic.cli import INTERRUPTED
 from mic.core.errors import ConfigError, MicError
-from mic.experiment import Experiment, check_writable, format_summary, holds_run, run_experiment
+from mic.experiment import (
+    Experiment,
+    check_writable,
+    continue_with,
+    format_summary,
+    holds_run,
+    lock_run_folder,
+    run_experiment,
+    unlock_run_folder,
+)
 from mic.resume import empty_run_folder
 from mic.schema import did_you_mean, exception_chain
 from mic.training import TrainingInterrupted, process_info
@@ -154,10 +163,27 @@ _JOBS = [0]
 def _main(cfg: DictConfig) -> None:
     run_dir = HydraConfig.get().runtime.output_dir
     _JOBS[0] += 1
+    is_main = process_info().is_main
+    try:  # one run at a time in a folder: before anything is read or written there
+        lock = lock_run_folder(Path(run_dir)) if is_main else None
+    except ConfigError as e:
+        print(f"mic: error: {e}", file=sys.stderr)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:  # the sweep's other jobs go on
+            _FAILED_JOBS.append(run_dir)
+            return
+        sys.exit(2)
+    try:
+        _run_job(cfg, run_dir, is_main)
+    finally:
+        unlock_run_folder(lock)
+
+
+def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
+    """One job of ``_main``, its run folder locked."""
     held = holds_run(Path(run_dir))  # then refused, or resumed
     # Hydra has opened the job's log (empty if it is new): a refused run removes it
     logs = {p.name: p.stat().st_size for p in Path(run_dir).glob("*.log") if p.stat().st_size}
-    accepted, subdir, is_main = False, _RECORD.get("subdir"), process_info().is_main
+    accepted, subdir = False, _RECORD.get("subdir")
     if subdir is not None and is_main and not held:
         _write_hydra_record(cfg, Path(run_dir) / subdir)
 
@@ -167,13 +193,20 @@ def _main(cfg: DictConfig) -> None:
         accepted = True
         if subdir is not None and is_main:
             _write_hydra_record(cfg, Path(run_dir) / f"{subdir}_resumed")
+        original = _RECORD.get("sweep")
+        if original is not None and is_main and not _RECORD.get("sweep_resumed"):
+            # the sweep's first record stays; the resuming command's goes beside it
+            sweep = Path(HydraConfig.get().sweep.dir)
+            (sweep / "multirun_resumed.yaml").write_bytes((sweep / "multirun.yaml").read_bytes())
+            (sweep / "multirun.yaml").write_bytes(original)
+            _RECORD["sweep_resumed"] = True
 
     try:
         summary = run_experiment(cfg, run_dir, on_start=resumed if held else None)
     except TrainingInterrupted as e:
         print(
             f"mic: {e}; its checkpoint is in {run_dir}/checkpoints. Continue with the same "
-            f"command plus: hydra.run.dir={run_dir} resume=auto",
+            f"command plus: {continue_with(run_dir)}",
             file=sys.stderr,
         )
         sys.exit(e.exit_code)  # 128 + the signal, also where it reached another process

@@ -78,6 +78,7 @@ def test_a_finished_run_resumed_into_a_new_folder_names_the_best_pt_that_exists(
         assert best["step"] == 2 and best["path"] == str(original)
         assert f"(iteration 2): {original}" in out.stdout
         assert not (new / "checkpoints" / "best.pt").exists()
+        assert (new / "config.yaml").is_file() and not (new / "config_resumed.yaml").exists()
 
 
 @pytest.mark.parametrize("sweep", [False, True])
@@ -111,6 +112,28 @@ def test_a_refused_sweep_leaves_its_records_and_a_resumed_one_writes_its_own(tmp
     assert len(kept) == 3 and _files(sweep, "0/.hydra/*") == kept
     assert "iterations=3" in (sweep / "0" / ".hydra_resumed" / "overrides.yaml").read_text()
     assert "hydra.output_subdir=null" not in (sweep / "multirun.yaml").read_text()
+    # the sweep's record stays as it was; the resuming command's lies beside it
+    assert (sweep / "multirun.yaml").read_bytes() == before["multirun.yaml"]
+    assert "resume=auto" in (sweep / "multirun_resumed.yaml").read_text()
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_and_changes_nothing(tmp_path):
+    from mic.experiment import lock_run_folder, unlock_run_folder
+
+    run = tmp_path / "run"
+    held = lock_run_folder(run)  # what a mic-train still training there holds
+    try:
+        for extra in ([], ["resume=auto"]):
+            out = run_mic_train([*TINY, *extra, f"hydra.run.dir={run}"])
+            assert out.returncode == 2, out.stderr[-2000:]
+            assert f"another mic-train run (pid {os.getpid()} on " in out.stderr
+            assert not (run / "checkpoints").exists() and not (run / ".hydra").exists()
+    finally:
+        unlock_run_folder(held)
+    assert (run / ".lock").read_text() == ""  # released: empty, as before
+    out = run_mic_train([*TINY, f"hydra.run.dir={run}"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (run / ".lock").read_text() == "" and (run / "checkpoints" / "student.pt").is_file()
 
 
 def test_an_empty_run_folder_is_refused(tmp_path):
@@ -130,3 +153,26 @@ def test_the_best_pt_line_is_printed_without_validators():
     }
     lines = format_selection(summary)
     assert lines == ["best.pt chosen by eval/student/accuracy (iteration 4): /r/best.pt"]
+
+
+def test_a_resumed_run_keeps_the_tensorboard_records_of_the_step_it_resumed_from(tmp_path):
+    """TensorBoard's purge_step drops the records at and after it: a run resumed after
+    iteration 3 keeps those of 3 (and drops 4, which the resumed run writes again)."""
+    from types import SimpleNamespace
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from mic.training import MetricsLogger
+
+    def run(start, steps):
+        logger = MetricsLogger(tmp_path, interval=1)
+        logger.before_run(SimpleNamespace(step=start))
+        for step in steps:
+            logger.write({"step": step, "eval/student/accuracy": step / 10})
+        logger.after_run(SimpleNamespace(step=steps[-1]))
+
+    run(0, [1, 2, 3, 4])  # stopped after 4, its last checkpoint at 3
+    run(3, [4, 5])
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("eval/student/accuracy")] == [1, 2, 3, 4, 5]

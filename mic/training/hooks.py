@@ -176,7 +176,7 @@ class MetricsLogger(Hook):
         if self.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=loop.step)
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=loop.step + 1)
 
     def write(self, record: dict[str, Any]) -> None:
         if self._file is None:  # not the main process
