@@ -782,11 +782,12 @@ def train(args: argparse.Namespace, state: dict, configs: Configs) -> int:
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
-    """Cancel the queued runs and end the running ones (their processes), not waiting for
-    them."""
+    """Cancel the queued runs and end the running ones at once (their processes are killed:
+    a SIGTERM would let mic's training guard finish the run cleanly, and the process would
+    then take the next run already handed to it, whose result nobody waits for)."""
     pool.shutdown(wait=False, cancel_futures=True)
     for child in active_children():
-        child.terminate()
+        child.kill()
     for child in active_children():
         child.join(timeout=10)
 
