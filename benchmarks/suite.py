@@ -759,8 +759,8 @@ def train(args: argparse.Namespace, state: dict, configs: Configs) -> int:
                 print(
                     f"{task} {row['method']} seed {row['seed']}: "
                     + ", ".join(f"{who} {100 * v:.2f}" for who, v in s.items() if v is not None)
-                    + f" ({row['seconds_per_iteration']:.3f} s/it, "
-                    f"{time.perf_counter() - t0:.0f} s)",
+                    + f" ({row['seconds_per_iteration']:.3f} s/it; "
+                    f"{time.perf_counter() - t0:.0f} s since the start)",
                     flush=True,
                 )
     except (KeyboardInterrupt, MicError, BrokenProcessPool) as e:

@@ -273,6 +273,23 @@ def _argument_problem(value: Any, hint: type) -> str | None:
     return None
 
 
+def step_problems(cfg: DictConfig) -> list[str]:
+    """``precision: ...`` when the method's step strategy (``method.step``, e.g. SDAT's
+    sharpness-aware minimisation) lists the run's precision in its ``refused_precisions``
+    (precision -> why): refused before the data are read, not when the loop is built."""
+    target = OmegaConf.select(cfg, "method.step._target_", default=None)
+    precision = cfg.get("precision")
+    try:
+        refused = getattr(get_object(str(target)), "refused_precisions", {}) if target else {}
+    except Exception:  # an unimportable target is named where it is built
+        return []
+    if precision not in refused:
+        return []
+    name = str(target).rsplit(".", 1)[-1]
+    why = refused[precision]
+    return [f"precision: {name} (method.step) cannot run in {precision} ({why}); use bf16"]
+
+
 def flag_problems(node: Any, path: str = "") -> list[str]:
     """``key: must be true or false (got ...)`` for every argument of a ``_target_`` node
     (at any depth) that its class or function annotates ``bool`` and the config gives another
@@ -889,7 +906,7 @@ def check_config(cfg: DictConfig) -> None:
     problems += [*term_weight_problems(cfg), *lr_mult_problems(cfg), *normalization_problems(cfg)]
     problems += image_size_problems(cfg) or block_size_problems(cfg)  # a block from the size
     problems += dataset_value_problems(cfg)
-    problems += [*scheduler_problems(cfg), *flag_problems(cfg)]
+    problems += [*scheduler_problems(cfg), *flag_problems(cfg), *step_problems(cfg)]
     first: dict[str, str] = {}  # one problem per key: flag_problems judges a schedule's too
     for problem in problems:
         first.setdefault(problem.split(":")[0], problem)

@@ -446,7 +446,8 @@ CASES = [
         "config-fp16-sam",
         "fp16 with SDAT's SAM",
         lambda t, r: ["method=sdat", "precision=fp16"],
-        "cannot be combined with sharpness-aware minimisation",
+        "precision: SharpnessAwareMinimization (method.step) cannot run in fp16 (its loss "
+        "scaling would have to unscale twice per iteration); use bf16",
     ),
     (
         "config-lr-mult",

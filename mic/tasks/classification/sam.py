@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -154,6 +154,11 @@ class SharpnessAwareMinimization(StepStrategy):
             unscale twice per iteration), a skipped name the method lacks, or an unknown
             weighting mode.
     """
+
+    #: precision -> why not, what ``mic.schema`` refuses in a config before anything is built
+    refused_precisions: ClassVar[dict[str, str]] = {
+        "fp16": "its loss scaling would have to unscale twice per iteration"
+    }
 
     def __init__(
         self,
