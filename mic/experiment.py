@@ -675,8 +675,9 @@ def lock_run_folder(run_dir: Path) -> Any:
     """Take the lock of ``run_dir`` (``flock`` on its ``.lock`` file) for this process's run,
     so that a second process cannot write into the folder while it trains (two commands given
     one folder, a scheduler's requeue of a run still running). The lock ends when the
-    returned handle is given to ``unlock_run_folder`` or the process ends, killed too; None
-    where ``fcntl`` is missing (Windows).
+    returned handle is given to ``unlock_run_folder``, which removes the file, or the process
+    ends, killed too (its file then stays, unlocked); None where ``fcntl`` is missing
+    (Windows).
 
     Raises:
         ConfigError: another process holds the lock (the message names it).
@@ -707,10 +708,10 @@ def lock_run_folder(run_dir: Path) -> Any:
 
 
 def unlock_run_folder(handle: Any) -> None:
-    """End the lock ``lock_run_folder`` took (its file left empty, as before the run)."""
+    """End the lock ``lock_run_folder`` took and remove its file (still holding it), so that
+    the folder holds no trace of it, also after a refused run."""
     if handle is not None and not handle.closed:
-        handle.seek(0)
-        handle.truncate()
+        Path(handle.name).unlink(missing_ok=True)
         handle.close()
 
 
