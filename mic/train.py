@@ -167,11 +167,8 @@ def _main(cfg: DictConfig) -> None:
     try:  # one run at a time in a folder: before anything is read or written there
         lock = lock_run_folder(Path(run_dir)) if is_main else None
     except ConfigError as e:
-        print(f"mic: error: {e}", file=sys.stderr)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:  # the sweep's other jobs go on
-            _FAILED_JOBS.append(run_dir)
-            return
-        sys.exit(2)
+        _job_failed(_one_paragraph(str(e)), run_dir)
+        return
     try:
         _run_job(cfg, run_dir, is_main)
     finally:
@@ -214,11 +211,8 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
         message = user_error(e)
         if message is None:
             raise
-        print(f"mic: error: {message}", file=sys.stderr)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:  # the sweep's other jobs go on
-            _FAILED_JOBS.append(run_dir)
-            return
-        sys.exit(2)
+        _job_failed(message, run_dir)
+        return
     finally:
         if held and not accepted and is_main:  # refused: the folder's logs as they were
             _restore_logs(Path(run_dir), logs)
@@ -227,6 +221,16 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
     if is_main:
         print(format_summary(summary))
         print(f"run folder: {run_dir}")
+
+
+def _job_failed(message: str, run_dir: str) -> None:
+    """Report a job's user error; exit with status 2, unless the job is one of a sweep,
+    whose other jobs go on (``main`` names the failed ones at the end)."""
+    print(f"mic: error: {message}", file=sys.stderr)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        _FAILED_JOBS.append(run_dir)
+        return
+    sys.exit(2)
 
 
 def _leave_process_group() -> None:

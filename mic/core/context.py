@@ -177,9 +177,10 @@ class IterationContext:
         Raises:
             ConfigError: there is no teacher, or a term that read them changed them in place.
         """
-        if self._pseudo is not None and self._pseudo_versions is None:  # set from outside
-            self._pseudo_versions = _versions(self._pseudo)
-        if self._pseudo is not None and _versions(self._pseudo) != self._pseudo_versions:
+        versions = _versions(self._pseudo) if self._pseudo is not None else None
+        if self._pseudo_versions is None:  # made here below, or set from outside
+            self._pseudo_versions = versions
+        elif versions != self._pseudo_versions:
             raise ConfigError(
                 f"the pseudo-labels (or weights made from their confidence) were changed in place "
                 f"after loss term(s) {', '.join(map(repr, self._readers))} read them, and loss "
