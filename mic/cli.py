@@ -1,11 +1,17 @@
 """The ``mic-train`` command's entry point: ``mic.train.main``, with a Ctrl-C that arrives
-while torch and the rest are still being imported (the first seconds) reported as one line
-instead of Python's traceback. Imports nothing heavy itself."""
+outside the training iterations (while torch and the rest are imported, the run is built, or
+it finishes) reported as one line instead of Python's traceback. Imports nothing heavy itself.
+
+A Ctrl-C there raises ``KeyboardInterrupt`` and is also recorded: some imports swallow the
+exception or turn it into another error (a half-imported module, a RecursionError), and the
+record keeps such a run from training on as if nothing had been pressed."""
 
 from __future__ import annotations
 
 import signal
 import sys
+import threading
+from typing import Any, NoReturn
 
 #: the line mic-train prints when a Ctrl-C stops it outside the training iterations
 INTERRUPTED = (
@@ -13,11 +19,39 @@ INTERRUPTED = (
     "what was saved before stays in the run folder"
 )
 
+_RECEIVED: list[int] = []  # the Ctrl-Cs received outside the training iterations
+
+
+def _interrupt(signum: int, _: Any) -> None:
+    _RECEIVED.append(signum)
+    raise KeyboardInterrupt
+
+
+def catch_interrupts() -> None:
+    """From now on, record every Ctrl-C (SIGINT) before raising ``KeyboardInterrupt`` (the
+    training guard's own handler replaces this one while the iterations run)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _interrupt)
+
+
+def interrupted() -> bool:
+    """Whether a Ctrl-C arrived outside the training iterations, even one whose
+    ``KeyboardInterrupt`` a library caught."""
+    return bool(_RECEIVED)
+
+
+def exit_interrupted() -> NoReturn:
+    """Print ``INTERRUPTED`` and exit with 128 + SIGINT, as a shell reports a Ctrl-C."""
+    print(INTERRUPTED, file=sys.stderr)
+    sys.exit(128 + signal.SIGINT)
+
 
 def main() -> None:
+    catch_interrupts()
     try:
         from mic.train import main as train
-    except KeyboardInterrupt:
-        print(INTERRUPTED, file=sys.stderr)
-        sys.exit(128 + signal.SIGINT)
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt) or interrupted():
+            exit_interrupted()
+        raise
     train()

@@ -14,7 +14,6 @@ import importlib.util
 import logging
 import os
 import re
-import signal
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -26,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mic.cli import INTERRUPTED
+from mic.cli import catch_interrupts, exit_interrupted, interrupted
 from mic.core.errors import ConfigError, MicError
 from mic.experiment import (
     Experiment,
@@ -184,8 +183,13 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
     if subdir is not None and is_main and not held:
         _write_hydra_record(cfg, Path(run_dir) / subdir)
 
-    def resumed(exp: Experiment) -> None:
-        """A resume into the run's own folder, accepted: its record beside the run's."""
+    def start(exp: Experiment) -> None:
+        """The run is built: stop if a Ctrl-C came meanwhile (one a library caught); a resume
+        into the run's own folder is accepted: its record beside the run's."""
+        if interrupted():
+            raise KeyboardInterrupt
+        if not held:
+            return
         nonlocal accepted
         accepted = True
         if subdir is not None and is_main:
@@ -199,7 +203,7 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
             _RECORD["sweep_resumed"] = True
 
     try:
-        summary = run_experiment(cfg, run_dir, on_start=resumed if held else None)
+        summary = run_experiment(cfg, run_dir, on_start=start)
     except TrainingInterrupted as e:
         print(
             f"mic: {e}; its checkpoint is in {run_dir}/checkpoints. Continue with the same "
@@ -208,6 +212,8 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
         )
         sys.exit(e.exit_code)  # 128 + the signal, also where it reached another process
     except Exception as e:
+        if interrupted():  # a Ctrl-C that an import turned into another error
+            raise KeyboardInterrupt from e
         message = user_error(e)
         if message is None:
             raise
@@ -580,6 +586,20 @@ OmegaConf.register_new_resolver("mic.config_groups", config_groups, replace=True
 
 
 def main() -> None:
+    """``mic-train``: a Ctrl-C outside the training iterations ends it with one line
+    (``mic.cli.INTERRUPTED``), also where a library caught its ``KeyboardInterrupt``."""
+    catch_interrupts()
+    try:
+        _command()
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt) or interrupted():
+            exit_interrupted()
+        raise
+    if interrupted():
+        exit_interrupted()
+
+
+def _command() -> None:
     # as under ``python -m mic.train``: a _target_ may name a module of the current folder
     # (a task of your own in one file beside its config)
     if os.getcwd() not in sys.path and "" not in sys.path:
@@ -609,11 +629,7 @@ def main() -> None:
     except MicError as e:
         print(f"mic: error: {_one_paragraph(str(e))}", file=sys.stderr)
         sys.exit(2)
-    try:
-        _main()
-    except KeyboardInterrupt:  # outside the loop's guard, which stops iterations cleanly
-        print(INTERRUPTED, file=sys.stderr)
-        sys.exit(128 + signal.SIGINT)
+    _main()
     _leave_process_group()
     if _FAILED_JOBS:
         failed, jobs = len(_FAILED_JOBS), _JOBS[0]

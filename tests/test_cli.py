@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from mic.cli import INTERRUPTED
 from tests.helpers import TINY_RUN
 from tests.helpers import run_cli as _cli
 
@@ -161,6 +162,42 @@ def test_ctrl_c_while_mic_train_imports_torch_is_one_line_not_a_traceback(tmp_pa
     out = process.communicate(timeout=120)[0]
     assert process.returncode == 128 + signal.SIGINT, out
     assert "Traceback" not in out and "mic: interrupted while starting up" in out
+
+
+#: run mic-train's entry point with a Ctrl-C that arrives while ``sys.argv[1]`` is imported,
+#: and that the import swallows (as some libraries' imports do, in C or with a bare except)
+SWALLOWED_CTRL_C = """
+import os, signal, sys, time
+name = sys.argv.pop(1)
+class Swallow:
+    def find_spec(self, fullname, path, target=None):
+        if fullname == name:
+            sys.meta_path.remove(self)
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            except BaseException:
+                pass
+sys.meta_path.insert(0, Swallow())
+from mic.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("module", ["mic.experiment", "mic.tasks.classification"])
+def test_a_ctrl_c_that_an_import_swallows_still_stops_mic_train(tmp_path, module):
+    # mic.experiment: while mic-train imports itself; mic.tasks.classification: while the
+    # config's objects are built. Before, the run trained on as if nothing had been pressed.
+    done = subprocess.run(
+        [sys.executable, "-c", SWALLOWED_CTRL_C, module, *TINY_RUN, f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 128 + signal.SIGINT, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == INTERRUPTED, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "mic: error" not in done.stderr
+    assert not (tmp_path / "summary.json").exists() and not (tmp_path / "checkpoints").exists()
 
 
 def test_a_job_of_a_sweep_that_stops_on_an_error_leaves_the_others_running(tmp_path):
