@@ -239,7 +239,8 @@ def _source_classes(cfg: DictConfig, name: str, data: dict[str, Any]) -> dict[st
     """The source's class names for a ``name`` split whose class indices must follow them,
     else nothing.
 
-    A class-per-folder split (``mic.datasets.ImageFolder``) that names no classes of its own,
+    A class-per-folder split (``mic.datasets.ImageFolder``) that names no classes of its own
+    and takes them (not a dataset with a fixed class list, e.g. ``OfficeHome``),
     when the source is one too, gets ``{"classes": ...}``: folder ``c`` is class ``c`` in
     every split, also where a split lacks a class or has one the source lacks (an error), not
     its own sorted folder names. A COCO json or VOC split (``CocoDetection``,
@@ -263,10 +264,28 @@ def _source_classes(cfg: DictConfig, name: str, data: dict[str, Any]) -> dict[st
     if not isinstance(reader, type):
         return {}
     if isinstance(source, ImageFolder) and issubclass(reader, ImageFolder):
-        return {} if "classes" in node else {"classes": list(source.classes)}
+        # a reader with its own fixed class list (Office-Home, Office-31) takes no classes
+        fixed = getattr(reader, "classes", None)  # a class attribute, not a parameter
+        takes = "classes" in inspect.signature(reader).parameters
+        fixed = [] if takes or not isinstance(fixed, (list, tuple)) else fixed
+        if fixed and list(fixed) != list(source.classes):
+            raise DatasetError(
+                f"the reader {reader.__name__} has its own fixed class list, which is not "
+                f"the source's ({_few(source.classes)} against {_few(fixed)}): class i would "
+                "be another class in each; give source and target the same reader, or a "
+                "class-per-folder reader (mic.datasets.ImageFolder) with the same classes"
+            )
+        return {"classes": list(source.classes)} if takes and "classes" not in node else {}
     if isinstance(source, detection) and issubclass(reader, detection):
         return {} if node.get("classes") is not None else {"source_classes": list(source.classes)}
     return {}
+
+
+def _few(names: Sequence[Any]) -> str:
+    """The first three of ``names`` and their count, for a message."""
+    return (
+        f"{len(names)} classes: {', '.join(map(str, names[:3]))}{', ...' if len(names) > 3 else ''}"
+    )
 
 
 def validator_names(cfg: DictConfig) -> list[str]:

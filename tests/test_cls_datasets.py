@@ -1,6 +1,8 @@
 """VisDA-2017, Office-Home and Office-31 readers on tiny trees written here in each dataset's
 layout, the published pre-processing, and the dataset configs end to end."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,7 @@ from mic.datasets import (
 from mic.datasets.office import OFFICE31_CLASSES, OFFICE_HOME_CLASSES
 from mic.datasets.visda import VISDA_CLASSES
 from mic.experiment import load_config, run_experiment
+from tests.helpers import TINY_RUN, run_cli
 
 
 def _png(path, value=100, size=(12, 10)):
@@ -170,6 +173,50 @@ def test_office_dataset_configs_build_source_target_and_test(tmp_path, dataset, 
     )
     assert source.num_classes == n and cfg.task.primary_metric == "accuracy"
     assert not isinstance(target[0], tuple) and test[0][0].shape == (3, 8, 8)
+
+
+@pytest.mark.parametrize(("dataset", "pair"), [("officehome", "Ar2Rw"), ("office31", "A2W")])
+def test_office_datasets_train_through_mic_train(tmp_path, dataset, pair):
+    # these readers have a fixed class list and take no classes=; mic-train gave them the
+    # source's, and no Office run could start
+    if dataset == "officehome":
+        _office_home(tmp_path / "data")
+    else:
+        for d in ("amazon", "webcam"):
+            for c in OFFICE31_CLASSES:
+                _png(tmp_path / "data" / d / "images" / c / "1.jpg")
+    done = run_cli(
+        f"dataset={dataset}",
+        f"dataset.root={tmp_path / 'data'}",
+        f"dataset.pair={pair}",
+        *SMALL,
+        "model=small_cnn",
+        "+dataset.mic_block_size=2",
+        *TINY_RUN,
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["metric"] == "accuracy"
+
+
+def test_a_target_reader_with_another_fixed_class_list_than_the_source_is_refused(tmp_path):
+    # a class-per-folder source (classes sorted by name) beside Office-Home's published order
+    _office_home(tmp_path / "data", ("Art",))
+    done = run_cli(
+        "dataset=officehome",
+        f"dataset.root={tmp_path / 'data'}",
+        "dataset.pair=Ar2Ar",
+        "dataset.source._target_=mic.datasets.ImageFolder",
+        "~dataset.source.domain",
+        f"dataset.source.root={tmp_path / 'data' / 'Art'}",
+        *SMALL,
+        "model=small_cnn",
+        *TINY_RUN,
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "mic: error: the reader OfficeHome has its own fixed class list" in done.stderr
+    assert "65 classes: Alarm_Clock, Backpack, Batteries, ..." in done.stderr
 
 
 def test_visda_experiment_runs_and_scores_mean_class_accuracy(tmp_path):
