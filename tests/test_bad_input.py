@@ -132,6 +132,28 @@ def _cityscapes_label_ids(tmp):
     ]
 
 
+def _cityscapes_instances(tmp, ids: np.ndarray):
+    """Cityscapes -> Foggy Cityscapes detection whose gtFine instanceIds files hold ``ids``
+    (saved 8-bit when its values fit, else 16-bit)."""
+    root = tmp / "cityscapes"
+    name = "aachen_000000_000019"
+    for split in ("train", "val"):
+        write_png(
+            root / "leftImg8bit" / split / "aachen" / f"{name}_leftImg8bit.png", size=(24, 16)
+        )
+        foggy = root / "leftImg8bit_foggy" / split / "aachen"
+        write_png(foggy / f"{name}_leftImg8bit_foggy_beta_0.02.png", size=(24, 16))
+        gt = root / "gtFine" / split / "aachen" / f"{name}_gtFine_instanceIds.png"
+        gt.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(ids.astype(np.uint8 if ids.max() < 256 else np.uint16)).save(gt)
+    return [
+        "experiment=det_shapes",
+        "dataset=cityscapes_foggy",
+        f"dataset.root={root}",
+        "+dataset.mic_block_size=4",
+    ]
+
+
 def _coco_size(tmp):
     """A COCO json whose stated image size is not the file's."""
     import json
@@ -945,6 +967,18 @@ CASES = [
         "segmentation: rare class sampling's statistics meet a label id outside the classes",
         lambda t, r: _rcs_label_ids(t),
         "Label files that rare class sampling's statistics cannot use (1)",
+    ),
+    (
+        "data-instance-ids-8bit",
+        "detection: Foggy Cityscapes whose instanceIds files are 8-bit (labelIds renamed)",
+        lambda t, r: _cityscapes_instances(t, np.full((16, 24), 26, np.uint8)),
+        "Instance annotations that are not 16-bit (1):",
+    ),
+    (
+        "data-instance-ids-no-box",
+        "detection: Foggy Cityscapes whose instanceIds files hold no instance of the 8 classes",
+        lambda t, r: _cityscapes_instances(t, np.full((16, 24), 7000, np.int32)),
+        "none of its 1 images has a box that counts",
     ),
     (
         "data-stated-image-size",

@@ -252,6 +252,10 @@ def test_foggy_cityscapes_at_the_chosen_beta(tmp_path):
         CityscapesDetection(root, "val", foggy=True, beta=0.005)
     with pytest.raises(DatasetError, match=re.escape("beta 0.005, 0.01 and 0.02")):
         CityscapesDetection(root, "val", foggy=True, beta=0.3)
+    text = CityscapesDetection(root, "val", foggy=True, beta="0.01")  # beta: "0.01" in YAML
+    assert text.files[0].name.endswith("beta_0.01.png")
+    with pytest.raises(DatasetError, match=re.escape("got beta='dense'")):
+        CityscapesDetection(root, "val", foggy=True, beta="dense")
 
 
 def test_cityscapes_missing_annotation(tmp_path):

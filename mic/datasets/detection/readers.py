@@ -11,6 +11,7 @@ boxes outside the image, unknown classes. An image without objects is a valid sa
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import random
@@ -198,6 +199,8 @@ class DetectionDataset:
             problems += self.check_labels(i, header)
         unread = any(p.kind == UNREAD_ANNOTATIONS for p in problems)  # their boxes: unknown
         countable = eager and self._countable_boxes() == 0 and not unread
+        if self.labelled and not eager and not any(p.kind in LABEL_FILE_KINDS for p in problems):
+            countable = not self._a_lazy_box()  # read until the first box
         if countable:
             problems.append(self._no_box_problem(training))
         if training and eager and not countable:
@@ -220,6 +223,11 @@ class DetectionDataset:
                 )
         return problems
 
+    def _a_lazy_box(self) -> bool:
+        """Whether a reader that reads its targets lazily (``target(index)``) has one box: its
+        files read until the first box (one file, in a set with boxes)."""
+        return any(len(self.target(i)["labels"]) for i in range(len(self.files)))
+
     def _countable_boxes(self) -> int:
         """The boxes of the set that training learns from and evaluation counts (not
         ``iscrowd``)."""
@@ -232,7 +240,7 @@ class DetectionDataset:
     def _no_box_problem(self, training: bool) -> Problem:
         """The error of a labelled set without a countable box: nothing to learn from, or a
         test set whose mAP is undefined."""
-        boxes = sum(len(t["labels"]) for t in self.targets)
+        boxes = sum(len(t["labels"]) for t in getattr(self, "targets", ()))
         skipped = getattr(self, "crowd_skipped", 0)
         difficult = getattr(self, "difficult_skipped", 0)
         fix = (
@@ -927,6 +935,19 @@ def _instance_boxes(path: str, min_pixels: int) -> tuple[tuple[float, ...], ...]
     return tuple(out)
 
 
+#: the kind of problem of an instance-id file that is not 16-bit
+INSTANCE_MODE = "instance annotations that are not 16-bit"
+#: kinds of problem after which a lazy reader's boxes are not read (their files are bad)
+LABEL_FILE_KINDS = frozenset(
+    {
+        INSTANCE_MODE,
+        "missing instance annotation files",
+        "unreadable instance annotation files",
+        "instance annotations whose size differs from their image",
+    }
+)
+
+
 class CityscapesDetection(DetectionDataset):
     """Cityscapes for detection: boxes of the 8 instance classes (person, rider, car, truck,
     bus, train, motorcycle, bicycle) from the gtFine ``*_instanceIds.png`` files; images from
@@ -968,10 +989,12 @@ class CityscapesDetection(DetectionDataset):
         if foggy:
             base = Path(foggy_root) if foggy_root is not None else self.root / "leftImg8bit_foggy"
             folder = check_folder(base / split, "Foggy Cityscapes image")
+            with contextlib.suppress(TypeError, ValueError):  # also "0.02" from a YAML file
+                beta = float(beta)
             suffix = f"_leftImg8bit_foggy_beta_{beta}.png"
             if beta not in (0.005, 0.01, 0.02):
                 raise DatasetError(
-                    f"Foggy Cityscapes comes at beta 0.005, 0.01 and 0.02, got beta={beta}"
+                    f"Foggy Cityscapes comes at beta 0.005, 0.01 and 0.02, got beta={beta!r}"
                 )
         else:
             folder = check_folder(self.root / "leftImg8bit" / split, "Cityscapes image")
@@ -990,6 +1013,7 @@ class CityscapesDetection(DetectionDataset):
                 [
                     Problem(
                         "missing instance annotation files",
+                        "unreadable instance annotation files",
                         str(p),
                         fix="Every image needs its gtFine instanceIds file (or set "
                         "{reader}.labelled=false for unlabelled target images).",
@@ -1010,6 +1034,17 @@ class CityscapesDetection(DetectionDataset):
             label = read_header(path, apply_exif_orientation=False)
         except DatasetError as e:
             return [header_problem(path, e, "instance annotation")]
+        if not label.mode.startswith("I"):  # 16-bit (I;16) or 32-bit (I) integers
+            return [
+                Problem(
+                    INSTANCE_MODE,
+                    str(path),
+                    f"{label.mode}, not 16-bit",
+                    "gtFine's *_instanceIds.png hold class id x 1000 + instance, 16-bit; an "
+                    "8-bit or colour file cannot (is it a labelIds or colour file renamed?). "
+                    "Replace them with the gtFine instanceIds files.",
+                )
+            ]
         if label.size == header.size:
             return []
         return [
