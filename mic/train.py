@@ -396,8 +396,8 @@ def usage_problem(argv: Sequence[str]) -> str | None:
     """The message for a command line Hydra would refuse with a traceback (two of its modes,
     as ``-m ... --cfg job``) or read otherwise than it says (``+hydra.searchpath=``, which
     Hydra ignores: it reads the search path from ``hydra.searchpath=`` alone) or not at all
-    (a value starting with ``~``, which the shell leaves unexpanded after ``key=``); None if
-    none of these."""
+    (a value starting with ``~``, which the shell leaves unexpanded after ``key=``; an unquoted
+    value with characters beyond ASCII, which Hydra's lexer refuses); None if none of these."""
     flags = {a.split("=", 1)[0] for a in argv}
     modes = [long for long, short in _MODES.items() if {long, short} & flags]
     if len(modes) > 1:
@@ -419,6 +419,14 @@ def usage_problem(argv: Sequence[str]) -> str | None:
             f"the shell expands ~ only at the start of a word): write the path in full, "
             f"{key}={os.path.expanduser(value)}"
         )
+    wide = [a for a in argv if "=" in a and not a.isascii() and not _quoted(a.split("=", 1)[1])]
+    if wide:  # Hydra's lexer reads unquoted values of ASCII characters alone
+        key, value = wide[0].split("=", 1)
+        return (
+            f"{wide[0]}: Hydra's override grammar reads characters beyond ASCII (such as ü or "
+            f"é) only in a quoted value: write \"{key}='{value}'\" (the double quotes keep "
+            "the single ones from the shell)"
+        )
     added = [a for a in argv if a.split("=", 1)[0] in ("+hydra.searchpath", "++hydra.searchpath")]
     if added:
         plain = added[0].lstrip("+")
@@ -427,6 +435,11 @@ def usage_problem(argv: Sequence[str]) -> str | None:
             f"path from hydra.searchpath= alone: write {plain}"
         )
     return None
+
+
+def _quoted(value: str) -> bool:
+    """Whether an override's value is one quoted string ('...' or "...")."""
+    return len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
 
 
 def unknown_option(argv: Sequence[str]) -> str | None:

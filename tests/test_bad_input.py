@@ -578,6 +578,14 @@ CASES = [
         "hydra.searchpath= alone: write hydra.searchpath=[file://",
     ),
     (
+        "config-non-ascii-path",
+        "a path with characters beyond ASCII, unquoted (Hydra's lexer refuses it)",
+        lambda t, r: ["dataset=folders", "dataset.root_source=/data/Bilder/Straße"],
+        "dataset.root_source=/data/Bilder/Straße: Hydra's override grammar reads characters "
+        "beyond ASCII (such as ü or é) only in a quoted value: write "
+        "\"dataset.root_source='/data/Bilder/Straße'\"",
+    ),
+    (
         "config-home-path",
         "a path written with ~ after key= (the shell leaves it unexpanded)",
         lambda t, r: ["dataset=folders", "dataset.root_source=~/source"],
