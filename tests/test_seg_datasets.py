@@ -1,6 +1,8 @@
 """Segmentation readers on tiny trees written in the published layouts, their errors, the
 transforms, rare class sampling and the bundled street scenes."""
 
+import re
+
 import numpy as np
 import png
 import pytest
@@ -166,6 +168,12 @@ def test_acdc_released_and_flattened_layouts(tmp_path):
         np.zeros((H, W)),
     )
     assert len(ACDC(flat, "val")) == 1
+    assert len(ACDC(tmp_path, "val", conditions="night")) == 1  # one condition, not its letters
+    assert len(ACDC(tmp_path, "val", conditions="fog, night")) == 2
+    with pytest.raises(DatasetError, match=re.escape("(it has ['fog', 'night']): to read only")):
+        ACDC(tmp_path, "val")  # the released layout without rain and snow
+    with pytest.raises(ConfigError, match=re.escape("got ['dusk']")):
+        ACDC(tmp_path, "val", conditions="dusk")
 
 
 def test_dark_zurich_unlabelled_train_and_labelled_val(tmp_path):

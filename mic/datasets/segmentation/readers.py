@@ -668,7 +668,8 @@ class ACDC(SegmentationDataset):
     Args:
         root: the folder holding ``rgb_anon/`` and ``gt/``.
         split: ``"train"``, ``"val"`` or ``"test"`` (test labels are withheld).
-        conditions: which conditions to read (published: all four).
+        conditions: which conditions to read (published: all four), e.g. ``["night"]``; a
+            text ``"fog,night"`` is read as that list.
         label_format: ``"labelTrainIds"`` or ``"labelIds"``.
         label_size_mismatch: ``"error"`` or ``"resize"`` (see ``SegmentationDataset``).
 
@@ -690,12 +691,26 @@ class ACDC(SegmentationDataset):
     ) -> None:
         root = check_folder(root, "ACDC")
         fmt, label_map = _cityscapes_format(label_format)
+        if isinstance(conditions, str):  # "night", or "fog,night": not its letters
+            conditions = [c.strip() for c in conditions.split(",") if c.strip()]
         unknown = set(conditions) - set(self.CONDITIONS)
-        if unknown:
-            raise ConfigError(f"ACDC conditions are {list(self.CONDITIONS)}, got {sorted(unknown)}")
+        if unknown or not conditions:
+            raise ConfigError(
+                f"ACDC conditions are {list(self.CONDITIONS)} (a list of some), got "
+                f"{sorted(unknown) if unknown else list(conditions)}"
+            )
         samples: list[tuple[Path, Path | None]] = []
         released = [root / "rgb_anon" / c / split for c in conditions]
-        if any(f.is_dir() for f in released):
+        absent = [c for c, f in zip(conditions, released, strict=True) if not f.is_dir()]
+        if absent and len(absent) < len(released):  # the released layout, some conditions
+            present = [c for c in conditions if c not in absent]
+            raise ReaderOptionError(
+                f"ACDC has no {split} folder of the condition(s) {absent} under "
+                f"'{root / 'rgb_anon'}' (it has {present}): to read only those, pass "
+                f"conditions=[{','.join(present)}]",
+                f"conditions=[{','.join(present)}]",
+            )
+        if len(absent) < len(released):
             for cond in conditions:
                 folder = check_folder(root / "rgb_anon" / cond / split, f"ACDC {cond} {split}")
                 gt = root / "gt" / cond / split
