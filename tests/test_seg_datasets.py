@@ -128,8 +128,26 @@ def test_synthia_reads_16_bit_labels_from_the_red_channel(tmp_path):
     assert y[0, 0] == 255 and y[1, 0] == 13 and y[1, -1] == 0
     # an 8-bit label in the 16-bit release layout is refused with a hint
     _label(tmp_path / "GT" / "LABELS" / "0000000.png", np.zeros((H, W)))
-    with pytest.raises(DatasetError, match="not a 16-bit colour PNG"):
+    with pytest.raises(DatasetError, match=r"not a 16-bit colour PNG.*source_label_format"):
         SynthiaRandCityscapes(tmp_path)[0]
+    (problem,) = SynthiaRandCityscapes(tmp_path).preflight()  # 8-bit grey: the wrong mode
+    assert problem.kind == "label files of the wrong mode"
+    assert problem.fix.startswith("SYNTHIA's GT/LABELS hold 16-bit colour PNGs")
+
+
+def test_gta5_names_a_missing_folder_a_root_one_level_up_and_other_formats(tmp_path):
+    _image(tmp_path / "GTA5" / "images" / "00001.jpg")
+    with pytest.raises(DatasetError, match=re.escape(f"'{tmp_path / 'GTA5'}' has it: is that")):
+        GTA5(tmp_path)
+    with pytest.raises(DatasetError, match=r"it holds \.jpg images, and the reader reads \*\.png"):
+        GTA5(tmp_path / "GTA5")
+    _image(tmp_path / "GTA5" / "images" / "00001.png")
+    colour = np.zeros((H, W, 3), np.uint8)
+    colour[...] = (128, 64, 128)  # Cityscapes' road colour: a colour rendering of the labels
+    (tmp_path / "GTA5" / "labels").mkdir()
+    Image.fromarray(colour).save(tmp_path / "GTA5" / "labels" / "00001.png")
+    (problem,) = [p for p in GTA5(tmp_path / "GTA5").preflight() if "mode" in p.kind]
+    assert "a colour (RGB) rendering holds no ids" in problem.fix
 
 
 def _cityscapes(root, split="val", fmt="labelIds"):

@@ -36,6 +36,7 @@ from mic.datasets.files import (
     ReaderOptionError,
     check_folder,
     is_hidden_name,
+    is_image,
     list_images,
     load_image,
     path_order,
@@ -183,6 +184,11 @@ class SegmentationDataset:
 
     #: Pillow modes a label file may have (single channel: grey, palette, 16-bit)
     label_modes: tuple[str, ...] = ("L", "P", "I", "I;16", "I;16B", "I;16L", "1")
+    #: the advice for label files of another mode than ``label_modes``
+    mode_fix = (
+        "A label file of this reader holds one class id per pixel; is it the right file (or a "
+        "colour rendering of the labels)?"
+    )
     #: classes the dataset is known to lack (no warning when they never occur)
     expected_absent: tuple[int, ...] = ()
     #: the reader takes ``label_mapping`` (stored value -> class), named in messages
@@ -388,8 +394,7 @@ class SegmentationDataset:
                         "label files of the wrong mode",
                         str(label_file),
                         f"{label.mode}, not one of {', '.join(self.label_modes)}",
-                        "A label file of this reader holds one class id per pixel; is it the "
-                        "right file (or a colour rendering of the labels)?",
+                        self.mode_fix,
                     )
                 )
             mismatch = image is not None and label.size != image.size
@@ -492,10 +497,27 @@ def _pairs(
 
 
 def _glob(folder: Path, pattern: str, what: str) -> list[Path]:
+    """The files of ``folder`` matching ``pattern``, sorted.
+
+    Raises:
+        DatasetError: none; the message says whether the folder is missing (and names a
+            root one level down that has it) or holds images of another format.
+    """
     files = visible(sorted(folder.glob(pattern), key=path_order), folder)
-    if not files:
-        raise DatasetError(f"no {what} found in '{folder}' (looked for {pattern})")
-    return files
+    if files:
+        return files
+    root = folder.parent
+    if not folder.is_dir():
+        below = sorted(p.parent for p in root.glob(f"*/{folder.name}") if p.is_dir())
+        hint = f"; '{below[0]}' has it: is that the dataset root?" if below else ""
+        raise DatasetError(
+            f"no {what} found: the folder '{folder}' does not exist (the dataset root "
+            f"'{root}' must hold '{folder.name}/'){hint}"
+        )
+    suffix = pattern.rsplit(".", 1)[-1]
+    other = sorted({p.suffix.lower() for p in folder.iterdir() if is_image(p)} - {f".{suffix}"})
+    found = f"; it holds {', '.join(other)} images, and the reader reads {pattern}" if other else ""
+    raise DatasetError(f"no {what} found in '{folder}' (looked for {pattern}){found}")
 
 
 def _label_format(label_format: str, choices: Sequence[str]) -> str:
@@ -563,6 +585,13 @@ class GTA5(SegmentationDataset):
             GTA5 frames have labels of another size than their image).
     """
 
+    mode_fix = (
+        "GTA5's labels/ hold palette PNGs of Cityscapes ids (or 8-bit ids); a colour (RGB) "
+        "rendering holds no ids: take the files of the release's labels/ folder, or converted "
+        "*_labelTrainIds.png with label_format=trainids (mic-train: "
+        "dataset.source_label_format=trainids)."
+    )
+
     def __init__(
         self,
         root: str | Path,
@@ -579,6 +608,13 @@ class GTA5(SegmentationDataset):
         label_map = CITYSCAPES_IDS if fmt == "ids" else CITYSCAPES_TRAIN_IDS
         options = _options(root, label_size_mismatch, fmt, _CONVERTED_ENDINGS)
         super().__init__(samples, label_map, transform, labelled, **options)
+
+
+#: how to read SYNTHIA's converted labels instead of the released ones
+SYNTHIA_CONVERTED = (
+    "For converted *_labelTrainIds.png labels, pass label_format=trainids (mic-train: "
+    "dataset.source_label_format=trainids)."
+)
 
 
 class SynthiaRandCityscapes(SegmentationDataset):
@@ -607,6 +643,10 @@ class SynthiaRandCityscapes(SegmentationDataset):
         self.label_format = _label_format(label_format, ("ids", "trainids"))
         if self.label_format == "ids":  # 16-bit colour, which Pillow's header calls RGB
             self.label_modes = ("RGB", "RGBA")
+            self.mode_fix = (
+                "SYNTHIA's GT/LABELS hold 16-bit colour PNGs, the class id in the red channel; "
+                f"is it the right file? {SYNTHIA_CONVERTED}"
+            )
         images = _glob(root / "RGB", "*.png", "SYNTHIA images")
         suffix = _CONVERTED_ENDINGS[self.label_format]
         samples = _pairs(images, lambda p: root / "GT" / "LABELS" / (p.stem + suffix), labelled)
@@ -622,7 +662,7 @@ class SynthiaRandCityscapes(SegmentationDataset):
             raise DatasetError(
                 f"SYNTHIA label '{path}' is not a 16-bit colour PNG (got {ids.dtype} with shape "
                 f"{ids.shape}); the release stores the class id in the red channel of a 16-bit "
-                "PNG; for converted labels use label_format=trainids"
+                f"PNG. {SYNTHIA_CONVERTED.rstrip('.')}"
             )
         return ids[..., 0]
 
