@@ -1064,7 +1064,8 @@ CASES = [
         "data-class-names",
         "a test class folder that the source does not have (a, b, d against a, b, c)",
         lambda t, r: folder_overrides(t, test=class_folders(t / "tst2", ["a", "b", "d"])),
-        "has folders ['d'] that are not in the class list ['a', 'b', 'c']",
+        "has folders ['d'] that are not among its 3 classes (a, b, c; the reader's own list, "
+        "or in mic-train the source's): remove them, so that every split has the same classes",
     ),
     (
         "data-empty-class-folder",

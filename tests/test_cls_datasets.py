@@ -2,6 +2,7 @@
 layout, the published pre-processing, and the dataset configs end to end."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -69,7 +70,10 @@ def test_visda_errors_name_the_problem(tmp_path):
         VisDA2017(tmp_path / "train", "real")
     listing = root / "train" / "image_list.txt"
     listing.write_text("aeroplane/src_0 00.png 12\n")
-    with pytest.raises(DatasetError, match="label 12, outside the 12 classes"):
+    with pytest.raises(
+        DatasetError,
+        match=re.escape("label 12 (line 1: 'aeroplane/src_0 00.png 12'), outside the 12 classes"),
+    ):
         VisDA2017(root, "synthetic")
     listing.write_text("aeroplane/src_0 00.png\n")
     with pytest.raises(DatasetError, match="line 1: expected '<image path> <class index>'"):
@@ -105,12 +109,23 @@ def test_office_home_folders_with_the_published_class_order(tmp_path):
 
 def test_office_home_subset_needs_allow_empty_classes(tmp_path):
     root = _office_home(tmp_path, ("Clipart",), OFFICE_HOME_CLASSES[:3])
-    with pytest.raises(DatasetError, match="class folders without images"):
-        OfficeHome(root, "Cl")
+    with pytest.raises(
+        DatasetError,
+        match=re.escape(
+            "Clipart' missing ['Glasses', 'Computer', 'File_Cabinet', 'Shelf', 'Toys', ...] "
+            "(62 of 65);"
+        ),
+    ):
+        OfficeHome(root, "Cl")  # 3 of the 65 class folders
     assert len(OfficeHome(root, "Cl", allow_empty_classes=True)) == 3
     (root / "Clipart" / "Unicorn").mkdir()
     _png(root / "Clipart" / "Unicorn" / "u.jpg")
-    with pytest.raises(DatasetError, match="not in the class list"):
+    with pytest.raises(DatasetError, match="not among its 65 classes"):
+        OfficeHome(root, "Cl", allow_empty_classes=True)
+    (root / "Clipart" / "Unicorn").rename(root / "Clipart" / "alarm clock")
+    with pytest.raises(
+        DatasetError, match=re.escape("rename them ('alarm clock' -> 'Alarm_Clock')")
+    ):
         OfficeHome(root, "Cl", allow_empty_classes=True)
 
 

@@ -88,7 +88,7 @@ def test_empty_class_folder_and_unknown_class(class_tree):
     (class_tree / "empty").mkdir()
     with pytest.raises(DatasetError, match=r"without images.*\['empty'\]"):
         ImageFolder(class_tree)
-    with pytest.raises(DatasetError, match="not in the class list"):
+    with pytest.raises(DatasetError, match="not among its 2 classes"):
         ImageFolder(class_tree, classes=["bike", "car"])
 
 

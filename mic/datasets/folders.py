@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -397,9 +398,19 @@ class ImageFolder(LabelledImages):
         classes = list(classes) if classes is not None else folders
         unknown = sorted(set(folders) - set(classes))
         if unknown:
+            by_case = {c.lower().replace(" ", "_"): c for c in classes}
+            close = {
+                u: by_case.get(u.lower().replace(" ", "_"))
+                or next(iter(difflib.get_close_matches(u, classes, n=1)), None)
+                for u in unknown
+            }
+            renames = ", ".join(f"'{u}' -> '{c}'" for u, c in close.items() if c)
+            shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
             raise DatasetError(
-                f"'{self.root}' has folders {unknown} that are not in the class list "
-                f"{classes}; source and target must share the same classes"
+                f"'{self.root}' has folders {unknown} that are not among its {len(classes)} "
+                f"classes ({shown}; the reader's own list, or in mic-train the source's): "
+                + (f"rename them ({renames}) or remove them" if renames else "remove them")
+                + ", so that every split has the same classes"
             )
         self.class_to_idx = {c: i for i, c in enumerate(classes)}
         samples: list[tuple[Path, int]] = []
@@ -415,8 +426,16 @@ class ImageFolder(LabelledImages):
         if not samples:
             raise DatasetError(f"no images found in the class folders of '{self.root}'")
         if empty and not allow_empty_classes:
+            missing = [c for c in empty if not (self.root / c).is_dir()]
+            found = [c for c in empty if c not in missing]
+            what = "; ".join(
+                f"{kind} {names[:5]}"[: -1 if len(names) > 5 else None]
+                + (f", ...] ({len(names)} of {len(classes)})" if len(names) > 5 else "")
+                for kind, names in (("missing", missing), ("without images", found))
+                if names
+            )
             raise ReaderOptionError(
-                f"class folders without images in '{self.root}': {empty}; add images, remove "
+                f"class folders of '{self.root}' {what}; add images, remove "
                 "a folder that is no class, or pass allow_empty_classes=true (an empty class "
                 "still counts: the number of classes, dataset.num_classes in mic-train, is the "
                 "number of class folders)",

@@ -68,9 +68,12 @@ class ImageList(LabelledImages):
             raise DatasetError(f"image list '{self.list_file}' lists no image")
         bad = [y for _, y in samples if not 0 <= y < len(classes)]
         if bad:
+            lines = read_text(self.list_file).splitlines()
+            at = next((n for n, t in enumerate(lines, 1) if t.split()[-1:] == [str(bad[0])]), 0)
             raise DatasetError(
-                f"image list '{self.list_file}' has label {bad[0]}, outside the "
-                f"{len(classes)} classes [0, {len(classes) - 1}]"
+                f"image list '{self.list_file}' has label {bad[0]}"
+                + (f" (line {at}: '{lines[at - 1].strip()}')" if at else "")
+                + f", outside the {len(classes)} classes [0, {len(classes) - 1}]"
             )
         for path, _ in (samples[0], samples[-1]):
             if not path.is_file():
