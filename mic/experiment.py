@@ -33,7 +33,13 @@ from mic.core import (
 )
 from mic.core.batch import split_sample
 from mic.datasets.preflight import check_datasets, collecting_problems
-from mic.resume import data_record, find_resume_checkpoint, refuse_empty_run_folder, resume
+from mic.resume import (
+    data_record,
+    find_resume_checkpoint,
+    refuse_empty_run_folder,
+    resume,
+    resumed_line,
+)
 from mic.schema import check_config, check_eval_models, exception_chain, group_options
 from mic.training import (
     VALIDATORS,
@@ -529,8 +535,10 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         guard=TrainingGuard(str(cfg.get("nan_policy", "skip")), float(cfg.get("max_skipped", 0.1))),
     )
     if resume_from is not None:  # the checkpoint read (a bad file named) before the folder
-        resume(loop, resume_from, cfg, checkpointer, sizes)
+        resume(loop, resume_from, cfg, checkpointer, sizes, announce=False)
     refuse_held_folder(run_dir, resume_from)
+    if resume_from is not None:
+        print(resumed_line(loop, resume_from))
     return Experiment(
         cfg, task, student, method, loop, evaluation, run_dir, resume_from, checkpointer
     )

@@ -398,8 +398,11 @@ def resume(
     cfg: DictConfig | None = None,
     checkpointer: Checkpointer | None = None,
     data_sizes: dict[str, int] | None = None,
+    announce: bool = True,
 ) -> None:
-    """Load a checkpoint into the loop (and the checkpointer's best score and hooks).
+    """Load a checkpoint into the loop (and the checkpointer's best score and hooks), and
+    with ``announce`` print ``resumed_line`` (else the caller prints it once it has accepted
+    the resume).
 
     With ``cfg``, the checkpoint's recorded config is compared with it first
     (``check_resume_config``), and allowed changes of the optimiser's or the schedule's values
@@ -458,12 +461,18 @@ def resume(
         )
     if checkpointer is not None:
         checkpointer.load_state_dict(state, path)
+    if announce:
+        print(resumed_line(loop, path))
+
+
+def resumed_line(loop: AdaptationLoop, path: Path) -> str:
+    """``resuming from <path> at iteration <step>``, and whether anything is left to train."""
     done = (
         f" (iterations={loop.iterations}: nothing left to train; raise iterations to train on)"
         if loop.step == loop.iterations
         else ""
     )
-    print(f"resuming from {path} at iteration {loop.step}{done}")
+    return f"resuming from {path} at iteration {loop.step}{done}"
 
 
 def _module_misfits(loop: AdaptationLoop, state: dict[str, Any]) -> dict[str, str]:

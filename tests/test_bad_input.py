@@ -1311,6 +1311,11 @@ def test_bad_input_gives_one_clear_paragraph_and_leaves_the_run_folder_intact(ca
         assert not saved
 
 
+def test_a_refused_resume_does_not_say_it_resumes(outcomes):
+    out = outcomes["resume-another-run-into-this-one"]["out"]
+    assert "resuming from" not in out.stdout + out.stderr, out.stdout[-2000:]
+
+
 def test_an_unimportable_target_is_told_once_in_mic_s_words(outcomes):
     err = outcomes["task-module-not-found"]["out"].stderr
     assert "Are you sure that module" not in err and "HYDRA_FULL_ERROR" not in err, err
