@@ -4,6 +4,7 @@ metrics, and clear errors for bad targets."""
 
 import math
 import re
+import warnings
 
 import pytest
 import torch
@@ -378,3 +379,32 @@ def test_ignore_boxes_follow_the_detectors_resizing_as_the_pseudo_boxes_do(backe
     for ignore, pseudo in seen:
         assert not torch.allclose(pseudo, box)  # resized
         assert torch.allclose(ignore, pseudo)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_predict_and_loss_refuse_what_the_detectors_took_silently(backend):
+    images, targets = tiny_batch()
+    model = tiny_detector(backend=backend)
+    # a model in training mode returned {} from predict: no detections, no error
+    with pytest.raises(mic.ConfigError, match=r"call model.eval\(\) before predicting"):
+        det_task().predict(model, images)
+    model.eval()
+    assert len(det_task().predict(model, images)) == 2
+    # one C x H x W image was read as C grey images by detectron2
+    with pytest.raises(DatasetError, match=re.escape("got a tensor of shape (3, 64, 64)")):
+        det_task().predict(model, images[0])
+    with pytest.raises(DatasetError, match=r"got torch\.uint8 tensors"):
+        det_task().predict(model, (images * 255).to(torch.uint8))
+    # a model of another class count trained and scored without a word
+    other = tiny_detector(num_classes=NUM_CLASSES + 2, backend=backend)
+    for call in (lambda: det_task().predict(other.eval(), images),
+                 lambda: det_task().loss(other.train(), images, targets)):  # fmt: skip
+        with pytest.raises(mic.ConfigError, match="predicts 5 classes but the task has 3"):
+            call()
+    # images in 0..255: warned of once per task
+    task = det_task()
+    with pytest.warns(UserWarning, match="divide images in 0..255 by 255"):
+        task.predict(model, images * 255)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        task.predict(model, images * 255)

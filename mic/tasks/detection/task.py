@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from numbers import Real
 from pathlib import Path
@@ -15,6 +16,7 @@ from mic.core import ConfigError, DatasetError, PseudoLabels, Task
 from mic.core.batch import collate_pairs
 from mic.core.context import Random
 from mic.datasets.detection.targets import batch_images, check_target, image_size
+from mic.datasets.preflight import PIXEL_VALUE_LIMIT
 from mic.tasks.detection.model import LOSS_PARTS, images_device, sampling_from
 from mic.training.batches import (
     plain_samples,
@@ -136,6 +138,7 @@ class DetectionTask(Task):
             )
         self.class_names = names
         self.primary_metric = primary_metric
+        self._range_checked = False
 
     def loss(
         self,
@@ -145,7 +148,7 @@ class DetectionTask(Task):
         weights: list[Tensor] | None = None,
         rng: Random = None,
     ) -> dict[str, Tensor]:
-        require_images(images, allow_list=True)
+        self._check_inputs(model, images)
         require_targets(targets)
         if weights is not None:
             targets = [{**t, "weights": w} for t, w in zip(targets, weights, strict=True)]
@@ -160,8 +163,57 @@ class DetectionTask(Task):
         return {k: losses[k] for k in LOSS_PARTS}
 
     def predict(self, model: nn.Module, images: Tensor | list[Tensor]) -> Detections:
+        """The detections of ``model`` (in eval mode) on ``images``.
+
+        Raises:
+            ConfigError: a model of another class count than the task, or one in training
+                mode (which returns losses, not detections).
+            DatasetError: images that are not a B x 3 x H x W batch or a list of 3 x H x W
+                float images.
+        """
+        self._check_inputs(model, images)
+        out = model(images)
+        if isinstance(out, dict):
+            raise ConfigError(
+                f"{type(model).__name__} returned {'losses' if out else 'an empty dict'}, not "
+                "detections: a detector in training mode does; call model.eval() before "
+                "predicting (mic's evaluation and teachers do)"
+            )
+        return out
+
+    def _check_inputs(self, model: nn.Module, images: Any) -> None:
+        """Refuse what the detectors would take silently or with torch's errors: a model of
+        another class count, a single image or a batch of another rank, images that are not
+        float (uint8, NumPy); warn once of colour values beyond [0, 1] (0..255)."""
+        classes = getattr(getattr(model, "module", model), "num_classes", None)
+        if isinstance(classes, int) and classes != self.num_classes:
+            raise ConfigError(
+                f"the model predicts {classes} classes but the task has {self.num_classes}: "
+                "give both the dataset's number of classes"
+            )
         require_images(images, allow_list=True)
-        return model(images)
+        first = images[0] if isinstance(images, (list, tuple)) and images else images
+        shape = tuple(images.shape) if isinstance(images, Tensor) else None
+        if shape is not None and len(shape) != 4:
+            raise DatasetError(
+                f"detection takes a B x 3 x H x W batch or a list of 3 x H x W images, got a "
+                f"tensor of shape {shape}: for one image give image[None] or [image]"
+            )
+        if not isinstance(first, Tensor) or not first.is_floating_point():
+            got = f"{first.dtype} tensors" if isinstance(first, Tensor) else type(first).__name__
+            raise DatasetError(
+                f"detection takes float images in [0, 1], got {got}: convert them (e.g. "
+                "torchvision's ToTensor, or torch.from_numpy(x).permute(2, 0, 1).float() / 255)"
+            )
+        if not self._range_checked:  # once: a host synchronisation
+            self._range_checked = True
+            top = float(first.detach().amax()) if first.numel() else 0.0
+            if top > PIXEL_VALUE_LIMIT:
+                warnings.warn(
+                    f"the detector's images reach {top:.0f}: detection models take images in "
+                    "[0, 1] and normalise them themselves; divide images in 0..255 by 255",
+                    stacklevel=3,
+                )
 
     def pseudo_label(self, prediction: Detections) -> PseudoLabels:
         labels, confidence = [], []
