@@ -12,9 +12,10 @@ MIC = Path(__file__).parents[1] / "mic"
 #: mic/core/*.py's line budget (its size when set; raised for the checks against silently
 #: wrong training and for the Python API's inputs that ended in torch's tracebacks or trained
 #: silently wrong: pseudo-labels changed in place, hooks, maskers, Task.loss; every
-#: consistency term logs its quality weight q, moved into PseudoLabelWeighting): growth
-#: there belongs in mic.training or a task
-CORE_MAX_LINES = 1776
+#: consistency term logs its quality weight q, moved into PseudoLabelWeighting; a masker
+#: that masks nothing, a fractional block and an augmentation class, which trained silently
+#: wrong or failed at the first call): growth there belongs in mic.training or a task
+CORE_MAX_LINES = 1801
 
 
 def imports(path: Path) -> set[str]:

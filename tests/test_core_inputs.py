@@ -326,3 +326,16 @@ def test_an_error_raised_in_a_term_names_the_term_and_the_iteration():
     with pytest.raises(RuntimeError) as error:
         loop.train_step()
     assert "(raised in loss term 'mine' at iteration 1)" in getattr(error.value, "__notes__", [])
+
+
+def test_a_masker_that_masks_nothing_or_a_fractional_block_is_refused():
+    from mic.augmentation import StrongAugmentation
+
+    # the augmentation given as MIC's masker trained "MIC" with nothing masked
+    with pytest.raises(ConfigError, match="which masks nothing"):
+        MaskedImageConsistency(StrongAugmentation())
+    with pytest.raises(ConfigError, match=r"whole number of pixels >= 1, got 8\.9"):
+        BlockMasker(8.9)  # became 8 px
+    with pytest.raises(ConfigError, match=r"must be an instance .* got the class Strong"):
+        BlockMasker(8, augmentation=StrongAugmentation)  # failed at the first call
+    assert BlockMasker(8.0).block_size == 8

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from numbers import Real
 from typing import Any
 
 import torch
@@ -62,7 +63,8 @@ class BlockMasker(Masker):
             (give the mean colour for [0, 1] images, e.g. torchvision detection models').
 
     Raises:
-        ConfigError: a block size below 1 or a ratio outside [0, 1]; (when called) images
+        ConfigError: a block size that is no whole number >= 1, a ratio outside [0, 1], an
+            augmentation that is a class or not callable; (when called) images
             that are no (B, C, H, W) tensor or list of (C, H, W) ones, or a ``fill`` of another
             length than the images' channels (and 1).
     """
@@ -75,8 +77,21 @@ class BlockMasker(Masker):
         fill: list[float] | None = None,
     ) -> None:
         super().__init__()
-        if int(block_size) < 1:
-            raise ConfigError(f"masker block_size must be a positive pixel count, got {block_size}")
+        whole = isinstance(block_size, Real) and not isinstance(block_size, bool)
+        if not (whole and float(block_size).is_integer() and block_size >= 1):
+            raise ConfigError(
+                f"masker block_size must be a whole number of pixels >= 1, got {block_size!r}"
+            )
+        if isinstance(augmentation, type) or not (augmentation is None or callable(augmentation)):
+            got = (
+                f"the class {augmentation.__name__}"
+                if isinstance(augmentation, type)
+                else type(augmentation)
+            )
+            raise ConfigError(
+                "BlockMasker's augmentation must be an instance (e.g. "
+                f"mic.StrongAugmentation()), got {got}"
+            )
         if not (isinstance(ratio, (int, float)) and 0.0 <= ratio <= 1.0):
             raise ConfigError(f"masker ratio must be a probability in [0, 1], got {ratio!r}")
         self.block_size, self.ratio = int(block_size), float(ratio)
@@ -90,8 +105,9 @@ class BlockMasker(Masker):
         grid = (max(1, round(h / self.block_size)), max(1, round(w / self.block_size)))
         if grid == (1, 1):
             warnings.warn(
-                f"MIC's {self.block_size} px block covers the whole {h} x {w} image: "
-                "each image is kept or withheld whole; use smaller blocks",
+                f"a BlockMasker's {self.block_size} px block (MIC's, or a label-free validator's) "
+                f"covers the whole {h} x {w} image: each image is kept or withheld whole; use "
+                "smaller blocks",
                 stacklevel=2,
             )
         keep = (uniform(rng, b, 1, *grid, device=images.device) > self.ratio).to(images.dtype)

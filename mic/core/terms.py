@@ -182,9 +182,18 @@ class MaskedImageConsistency(ConsistencyLoss):
         part_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(weighting, tau, weight, part_weights)
-        if not callable(masker) or isinstance(masker, type):  # None, a number, a class
+        # None, a number, a class, or a module that masks nothing (an augmentation)
+        module = isinstance(masker, nn.Module) and not isinstance(masker, Masker)
+        if not callable(masker) or isinstance(masker, type) or module:
             got = f"the class {masker.__name__}" if isinstance(masker, type) else type(masker)
-            raise ConfigError(f"MIC's masker must be a Masker (e.g. BlockMasker(32)), got {got}")
+            raise ConfigError(
+                f"MIC's masker must be a Masker (e.g. BlockMasker(32)), got {got}"
+                + (
+                    ", which masks nothing (an augmentation goes into BlockMasker's)"
+                    if module
+                    else ""
+                )
+            )
         self.masker = masker
 
     def transform(self, images: Any, rng: Random = None) -> Any:
