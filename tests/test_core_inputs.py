@@ -12,6 +12,7 @@ from mic import (
     AdaptationLoop,
     BlockMasker,
     ConfigError,
+    EMATeacher,
     Hook,
     LossTerm,
     MaskedImageConsistency,
@@ -339,3 +340,19 @@ def test_a_masker_that_masks_nothing_or_a_fractional_block_is_refused():
     with pytest.raises(ConfigError, match=r"must be an instance .* got the class Strong"):
         BlockMasker(8, augmentation=StrongAugmentation)  # failed at the first call
     assert BlockMasker(8.0).block_size == 8
+
+
+def test_the_loop_s_and_the_teacher_s_objects_of_the_wrong_kind_are_named():
+    # a dict of terms and None ended in AttributeErrors ('dict' has no 'named_parameters')
+    with pytest.raises(
+        ConfigError,
+        match=r"method must be a UDAMethod instance, got <class 'dict'> \(mic\.UDAMethod\(terms\)",
+    ):
+        _loop({"source": SourceSupervision()}, iterations=1)
+    task, source, target, _ = tiny_loaders()
+    student = tiny_model()
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.01)
+    with pytest.raises(ConfigError, match="task must be a Task instance, got the class"):
+        AdaptationLoop(type(task), student, source_only(), optimizer, source, target, 1)
+    with pytest.raises(ConfigError, match="the teacher follows a student model, got NoneType"):
+        EMATeacher(None)

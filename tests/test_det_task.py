@@ -408,3 +408,22 @@ def test_predict_and_loss_refuse_what_the_detectors_took_silently(backend):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         task.predict(model, images * 255)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_domain_classifier_widths_that_are_not_the_detector_s_are_named(backend):
+    from mic.core.context import IterationContext
+    from mic.tasks.detection import DomainAdversarial
+
+    model = tiny_detector(backend=backend)  # fpn_channels 16, representation_size 32
+    images, targets = tiny_batch()
+    ctx = IterationContext(0, det_task(), model, (images, targets), images)
+    for wrong, message in (
+        ({"channels": 256, "roi_features": 32}, "DomainAdversarial(channels=256) but the "
+         "detector's fpn_channels is 16: give channels=16"),
+        ({"channels": 16, "roi_features": 1024}, "roi_features=1024) but the detector's "
+         "representation_size is 32"),
+    ):  # fmt: skip
+        with pytest.raises(mic.ConfigError, match=re.escape(message)):
+            DomainAdversarial(**wrong)(ctx)
+    assert set(DomainAdversarial(channels=16, roi_features=32)(ctx)) >= {"adv_image"}

@@ -151,6 +151,16 @@ class AdaptationLoop:
         collective: Collective | None = None,
         guard: Guard | None = None,
     ) -> None:
+        kinds = {  # a Task may be duck-typed, but not a class
+            "task": (task, object, "a Task"),
+            "student": (student, nn.Module, "an nn.Module"),
+            "method": (method, UDAMethod, "a UDAMethod"),
+        }
+        for name, (value, kind, said) in kinds.items():
+            if isinstance(value, type) or not isinstance(value, kind):
+                got = f"the class {value.__name__}" if isinstance(value, type) else type(value)
+                wrap = " (mic.UDAMethod(terms) makes one of a dict)" if name == "method" else ""
+                raise ConfigError(f"{name} must be {said} instance, got {got}{wrap}")
         whole = {"iterations": iterations, "adaptation_start": adaptation_start, "seed": seed}
         for name, value in {**whole, "accumulate": accumulate}.items():
             if isinstance(value, bool) or not isinstance(value, Integral):

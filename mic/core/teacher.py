@@ -81,6 +81,8 @@ class EMATeacher(Teacher):
             raise ConfigError(f"teacher.buffers must be 'own', 'ema' or 'copy', got {buffers!r}")
         if norm not in ("batch", "running"):
             raise ConfigError(f"teacher.norm must be 'batch' or 'running', got {norm!r}")
+        if not isinstance(unwrap(model), nn.Module):
+            raise ConfigError(f"the teacher follows a student model, got {type(model).__name__}")
         self.alpha, self.buffer_policy, self.norm = float(alpha), buffers, norm
         self.model = copy.deepcopy(unwrap(model))
         self.model.requires_grad_(False)

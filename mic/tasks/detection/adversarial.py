@@ -210,6 +210,7 @@ class DomainAdversarial(LossTerm):
         self.image_weight = float(image_weight)
         self.instance_weight = float(instance_weight)
         self.consistency_weight = float(consistency_weight)
+        self.channels, self.roi_features = int(channels), int(roi_features)
         self.image_classifier = ImageDomainClassifier(
             channels, image_levels, image_hidden or 2 * channels, per_level
         )
@@ -231,17 +232,30 @@ class DomainAdversarial(LossTerm):
             out["adv_consistency"] = 0.5 * (parts[0][2] + parts[1][2])
         return out
 
+    def _check_widths(self, channels: int, roi_features: int | None) -> None:
+        """Refuse classifier widths that are not the detector's (torch's shape errors else)."""
+        for name, built, got, key in (
+            ("channels", self.channels, channels, "fpn_channels"),
+            ("roi_features", self.roi_features, roi_features, "representation_size"),
+        ):
+            if got is not None and got != built:
+                raise ConfigError(
+                    f"DomainAdversarial({name}={built}) but the detector's {key} is {got}: give "
+                    f"{name}={got} (mic-train: the method's {name} follows model.{key})"
+                )
+
     def domain_losses(
         self, model: nn.Module, captured: Capture, domain: float
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Image-level, instance-level and consistency losses of one domain's forward."""
         names = list(captured.features)
         maps = [captured.features[k] for k in names]
+        rois, levels = captured.roi_features, captured.roi_levels
+        self._check_widths(maps[0].shape[1], None if rois is None else rois.shape[1])
         logits = self.image_classifier([reverse_gradient(x, self.image_weight) for x in maps])
         image = torch.stack(
             [F.binary_cross_entropy_with_logits(z, torch.full_like(z, domain)) for z in logits]
         ).mean()
-        rois, levels = captured.roi_features, captured.roi_levels
         zero = maps[0].new_zeros(())
         if rois is None or levels is None or rois.shape[0] == 0:
             return image, zero, zero
