@@ -487,3 +487,19 @@ def test_hrda_with_mic_resumes_exactly_from_its_state():
     resumed.step += 1
     for a, b in zip(straight.student.state_dict().values(), resumed.student.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_hrda_refuses_crops_its_segmenter_cannot_take_when_built_or_called():
+    daformer = DAFormer(8, "mit_b0", pretrained=False, embed_dim=16)
+    # a crop off the output grid failed at the first step, blaming the crop offsets
+    with pytest.raises(ConfigError, match=r"detail_crop \[36, 36\] must be a multiple of"):
+        HRDA(daformer, detail_crop=(36, 36))
+    with pytest.raises(ConfigError, match=r"wraps a segmenter instance .* got the class DAFormer"):
+        HRDA(DAFormer)
+    # MiT below 32 px ended in torch's kernel-size error
+    model = HRDA(daformer, detail_crop=(32, 32)).eval()
+    with pytest.raises(ConfigError, match=r"at least 32 px a side, got \(20, 20\)"):
+        HRDASegmentationTask(8).predict(model, torch.randn(1, 3, 40, 40))  # context 20 px
+    with pytest.raises(ConfigError, match=r"at least 32 px a side, got \(24, 24\)"):
+        daformer(torch.randn(1, 3, 24, 24))
+    assert HRDASegmentationTask(8).predict(model, torch.randn(1, 3, 64, 64)).shape[-1] == 64

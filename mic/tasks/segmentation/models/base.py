@@ -246,6 +246,10 @@ class Segmenter(nn.Module):
         num_classes: the number of classes (``self.num_classes``).
     """
 
+    #: the smallest image side the encoder takes (pixels); smaller images are refused by
+    #: ``forward_features`` with a message instead of torch's kernel-size error
+    min_side = 1
+
     def __init__(self, encoder: nn.Module, decode_head: nn.Module, num_classes: int) -> None:
         super().__init__()
         self.encoder = encoder
@@ -260,7 +264,16 @@ class Segmenter(nn.Module):
 
         Returns:
             the encoder's feature maps, (B, C_i, H_i, W_i) each, finest first.
+
+        Raises:
+            ConfigError: an image side below ``min_side`` (e.g. an HRDA crop too small).
         """
+        if min(x.shape[-2:]) < self.min_side:
+            raise ConfigError(
+                f"{type(self).__name__} takes images of at least {self.min_side} px a side, got "
+                f"{tuple(x.shape[-2:])} (HRDA: its detail crop, or its context at "
+                "context_scale; sliding-window inference: its crop): use larger crops or images"
+            )
         return list(self.encoder(x))
 
     def decode(self, features: Sequence[Tensor]) -> Tensor:

@@ -121,8 +121,12 @@ class DAFormer(Segmenter):
         dropout: the dropout before the classifier (0.1, the published ``dropout_ratio``).
 
     Raises:
-        ConfigError: unknown encoder name, or pretrained weights that cannot be loaded.
+        ConfigError: unknown encoder name, or pretrained weights that cannot be loaded; (when
+            called) images below 32 px a side.
     """
+
+    #: MiT's first stage (stride 4) reduces its attention keys by 8: below 32 px, too few
+    min_side = 32
 
     def __init__(
         self,

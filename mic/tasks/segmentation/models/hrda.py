@@ -210,11 +210,29 @@ class HRDA(Segmenter):
             )
         if int(crop_divisible) < 1:
             raise ConfigError(f"model.crop_divisible must be at least 1, got {crop_divisible}")
+        if any(c % int(crop_divisible) for c in crop):  # else a box ends off the grid
+            raise ConfigError(
+                f"model.detail_crop {list(crop)} must be a multiple of model.crop_divisible="
+                f"{crop_divisible} (the output stride over the context scale), e.g. "
+                f"{[max(1, round(c / int(crop_divisible))) * int(crop_divisible) for c in crop]}"
+            )
+        parts = ("encoder", "decode_head", "num_classes")
+        if isinstance(segmenter, type) or not all(hasattr(segmenter, a) for a in parts):
+            got = (
+                f"the class {segmenter.__name__}"
+                if isinstance(segmenter, type)
+                else type(segmenter)
+            )
+            raise ConfigError(
+                f"HRDA wraps a segmenter instance with an encoder and a decode head (e.g. "
+                f"DAFormer(...), SmallUNet(...)), got {got}"
+            )
         super().__init__(segmenter.encoder, segmenter.decode_head, segmenter.num_classes)
         outputs = self.num_classes if classwise_attention else 1
         if attention_head is None:
             attention_head = segmenter.scale_attention_head(outputs)
         self.scale_attention = attention_head
+        self.min_side = segmenter.min_side if isinstance(segmenter, Segmenter) else 1
         self.context_scale = float(context_scale)
         self.detail_crop = crop
         self.detail_stride = stride
