@@ -12,7 +12,7 @@ import torch
 import mic
 from mic import DatasetError, PseudoLabels
 from mic.datasets.detection import ShapesDetection
-from mic.tasks.detection import BOX_REGRESSION_PARTS, make_target
+from mic.tasks.detection import BOX_REGRESSION_PARTS, DetectionMIC, make_target
 from mic.tasks.detection.model import IMAGENET_MEAN
 from tests.det_helpers import BACKENDS, NUM_CLASSES, head_weights, need, tiny_batch, tiny_detector
 from tests.det_helpers import task as det_task
@@ -108,6 +108,7 @@ def test_box_regression_of_the_masked_branch_is_off_by_default_and_can_be_switch
     rpn_box, roi_box, cls, _ = _grads_after(_mic(), backend)
     assert rpn_box is None and roi_box is None  # not even in the graph
     assert cls is not None and cls.abs().sum() > 0
+    assert DetectionMIC(mic.BlockMasker(8)).part_weights == {"rpn_box": 0.0, "roi_box": 0.0}
     rpn_box, roi_box, cls, _ = _grads_after(_mic(part_weights={}), backend)
     assert rpn_box is not None and rpn_box.abs().sum() > 0
     assert roi_box is not None

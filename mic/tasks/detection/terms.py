@@ -20,6 +20,7 @@ from mic.core import (
 )
 from mic.core.teacher import unwrap
 from mic.core.weighting import WEIGHTING_MODES
+from mic.tasks.detection.model import BOX_REGRESSION_PARTS
 
 #: the masked branch's weightings: the core's (per pseudo-box) and the student's own confidence
 DETECTION_WEIGHTINGS = (*WEIGHTING_MODES, "student")
@@ -65,8 +66,8 @@ class DetectionMIC(MaskedImageConsistency):
         weighting: one of the weightings above.
         tau: the quality weighting's threshold.
         weight: lambda (published 1).
-        part_weights: a multiplier per detection loss part (published: the box-regression
-            parts 0).
+        part_weights: a multiplier per detection loss part (None: the published, the
+            box-regression parts 0; ``{}`` keeps every part at 1).
 
     Raises:
         ConfigError: an unknown weighting; in ``check_student`` and the first forward,
@@ -86,6 +87,8 @@ class DetectionMIC(MaskedImageConsistency):
                 f"detection MIC weighting must be one of {DETECTION_WEIGHTINGS}, got {weighting!r}"
             )
         self.student_weighted = weighting == "student"
+        if part_weights is None:
+            part_weights = dict.fromkeys(BOX_REGRESSION_PARTS, 0.0)
         super().__init__(
             masker, "none" if self.student_weighted else weighting, tau, weight, part_weights
         )
