@@ -219,3 +219,18 @@ def test_class_names_of_another_count_name_both_settings():
         ConfigError, match=r"task.classes names 2 classes but task.num_classes is 3"
     ):
         SegmentationTask(3, classes=["road", "sky"])
+
+
+def test_predict_names_a_numpy_array_and_a_single_image():
+    import numpy as np
+
+    from mic import DatasetError
+    from mic.tasks.segmentation import SegmentationTask, SmallUNet
+
+    model = SmallUNet(4, (4, 8, 8)).eval()
+    with pytest.raises(DatasetError, match="got ndarray: convert it"):  # torch's conv2d error
+        SegmentationTask(4).predict(model, np.zeros((1, 3, 16, 16), np.float32))
+    with pytest.raises(
+        DatasetError, match=r"shape \(3, 16, 16\): for one image give image\[None\]"
+    ):
+        SegmentationTask(4).predict(model, torch.rand(3, 16, 16))  # torch's BatchNorm error
