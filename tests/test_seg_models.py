@@ -132,14 +132,14 @@ def test_context_unet_at_other_sizes_in_hrda_and_its_errors():
 
 ARCHITECTURES = {
     # name: (build, output stride)
-    "daformer": (lambda: DAFormer(3, "mit_b0", pretrained=False, embed_dim=16), 4),
-    "deeplabv2": (lambda: DeepLabV2(3, encoder="resnet18", pretrained=False), 8),
+    "daformer": (lambda n=3: DAFormer(n, "mit_b0", pretrained=False, embed_dim=16), 4),
+    "deeplabv2": (lambda n=3: DeepLabV2(n, encoder="resnet18", pretrained=False), 8),
     "smp_unet": (
-        lambda: SmpModel(3, "Unet", "resnet18", decoder_channels=(16, 16, 16, 16, 16)),
+        lambda n=3: SmpModel(n, "Unet", "resnet18", decoder_channels=(16, 16, 16, 16, 16)),
         1,
     ),
-    "small_unet": (lambda: SmallUNet(3, widths=(4, 8, 8)), 1),
-    "context_unet": (lambda: ContextUNet(3, widths=(4, 8, 8), heads=2), 1),
+    "small_unet": (lambda n=3: SmallUNet(n, widths=(4, 8, 8)), 1),
+    "context_unet": (lambda n=3: ContextUNet(n, widths=(4, 8, 8), heads=2), 1),
 }
 
 
@@ -163,6 +163,16 @@ def test_every_architecture_is_a_segmenter_module(name):
     names = [n for n, _ in model.named_parameters()]
     assert names and all(n.startswith(("encoder.", "decode_head.")) for n in names)
     assert any(n.startswith("decode_head.") for n in names)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("bad", ["3", 2.5, 0])
+def test_every_architecture_refuses_a_class_count_that_is_no_whole_number(name, bad):
+    # "3" ended in a TypeError of string formatting deep in torch's Conv2d
+    with pytest.raises(
+        ConfigError, match=f"num_classes must be a positive whole number .* got {bad!r}"
+    ):
+        ARCHITECTURES[name][0](bad)
 
 
 def test_model_names_import_from_the_task_package_and_the_models_package():

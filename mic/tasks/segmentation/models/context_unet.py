@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mic.core.errors import ConfigError
+from mic.tasks.common import check_whole
 from mic.tasks.segmentation.models.base import Segmenter, _conv_bn_relu
 from mic.tasks.segmentation.models.small_unet import (
     NORMS,
@@ -169,6 +170,7 @@ class ContextUNet(Segmenter):
         pretrained: bool = False,
         norm: Norm = "batch",
     ) -> None:
+        check_whole("num_classes", num_classes, what="the classes the model predicts")
         if pretrained:
             raise ConfigError(
                 "ContextUNet has no pretrained weights; set model.pretrained=false (in Python "

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mic.core.errors import ConfigError
+from mic.tasks.common import check_whole
 from mic.tasks.segmentation.models.base import (
     PyramidEncoder,
     Segmenter,
@@ -137,6 +138,7 @@ class DAFormer(Segmenter):
         dilations: Sequence[int] = (1, 6, 12, 18),
         dropout: float = 0.1,
     ) -> None:
+        check_whole("num_classes", num_classes, what="the classes the model predicts")
         base = create_encoder(encoder, pretrained)
         levels = [i for i, c in enumerate(base.out_channels) if i >= 2 and c > 0][-4:]
         enc = PyramidEncoder(base, levels)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from mic.tasks.common import check_whole
 from mic.tasks.segmentation.models.base import PyramidEncoder, Segmenter, create_encoder
 
 
@@ -76,6 +77,7 @@ class DeepLabV2(Segmenter):
         pretrained: bool = True,
         dilations: Sequence[int] = (6, 12, 18, 24),
     ) -> None:
+        check_whole("num_classes", num_classes, what="the classes the model predicts")
         base = create_encoder(encoder, pretrained, output_stride=8)
         enc = PyramidEncoder(base, [len(base.out_channels) - 1])
         head = DeepLabV2Head(enc.out_channels[-1], num_classes, dilations)

@@ -11,6 +11,7 @@ from timm.layers import LayerNorm2d
 from torch import Tensor, nn
 
 from mic.core.errors import ConfigError
+from mic.tasks.common import check_whole
 from mic.tasks.segmentation.models.base import Segmenter
 
 #: ``"batch"``: BatchNorm (statistics of the batch); ``"layer"``: LayerNorm over the channels
@@ -147,6 +148,7 @@ class SmallUNet(Segmenter):
         pretrained: bool = False,
         norm: Norm = "batch",
     ) -> None:
+        check_whole("num_classes", num_classes, what="the classes the model predicts")
         if pretrained:
             raise ConfigError(
                 "SmallUNet has no pretrained weights; set model.pretrained=false (in Python "

@@ -9,6 +9,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from mic.core.errors import ConfigError
+from mic.tasks.common import check_whole
 from mic.tasks.segmentation.models.base import (
     Segmenter,
     _weights_error,
@@ -92,6 +93,7 @@ class SmpModel(Segmenter):
         pretrained: bool = False,
         **kwargs: Any,
     ) -> None:
+        check_whole("num_classes", num_classes, what="the classes the model predicts")
         import segmentation_models_pytorch as smp
 
         archs = {a.lower(): a for a in _ARCHS}
