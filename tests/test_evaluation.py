@@ -201,3 +201,12 @@ def test_metrics_jsonl_is_strict_json_with_undefined_scores_as_null(tmp_path):
     assert "NaN" not in line and "Infinity" not in line
     record = json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in {line}"))
     assert record == {"step": 3, "eval/student/miou": None, "loss/x": [1.0, None]}
+
+
+@pytest.mark.parametrize(("key", "value"), [("interval", -1), ("adabn_batches", 2.5)])
+def test_an_interval_or_adabn_count_that_is_no_whole_number_is_refused(key, value):
+    # interval=-1 was taken as 0 (evaluate only at the end) without a word
+    import mic
+
+    with pytest.raises(mic.ConfigError, match=f"eval.{key} must be a whole number >= 0"):
+        mic.Evaluation(ClassificationTask(3), [], **{key: value})

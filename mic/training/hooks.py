@@ -272,6 +272,9 @@ class Evaluation(Hook):
         at: Sequence[int] = (),
         validation: LabelFreeValidation | None = None,
     ) -> None:
+        for key, value in (("interval", interval), ("adabn_batches", adabn_batches)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"eval.{key} must be a whole number >= 0, got {value!r}")
         models = [models] if isinstance(models, str) else list(models)
         unknown = set(models) - {"student", "teacher"}
         if unknown:
