@@ -853,7 +853,7 @@ CASES = [
         "segmentation-config-mask",
         "segmentation: a zero mask block",
         lambda t, r: ["experiment=streets", "iterations=2", "method.terms.mic.masker.block_size=0"],
-        "block_size must be a positive",
+        "masker block_size must be a whole number of pixels >= 1, got 0",
     ),
     (
         "segmentation-hrda-plain-task",
