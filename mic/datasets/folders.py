@@ -356,6 +356,13 @@ class LabelledImages:
         return problems
 
 
+def _shortened(names: list[str], total: int) -> str:
+    """``names`` as a list, its first five and a count out of ``total`` when longer."""
+    if len(names) <= 5:
+        return str(names)
+    return f"{str(names[:5])[:-1]}, ...] ({len(names)} of {total})"
+
+
 class ImageFolder(LabelledImages):
     """Labelled images in one sub-folder per class (``root/<class>/<image>``); class indices
     follow the sorted folder names, or the order of ``classes`` when given (so that source and
@@ -429,8 +436,7 @@ class ImageFolder(LabelledImages):
             missing = [c for c in empty if not (self.root / c).is_dir()]
             found = [c for c in empty if c not in missing]
             what = "; ".join(
-                f"{kind} {names[:5]}"[: -1 if len(names) > 5 else None]
-                + (f", ...] ({len(names)} of {len(classes)})" if len(names) > 5 else "")
+                f"{kind} {_shortened(names, len(classes))}"
                 for kind, names in (("missing", missing), ("without images", found))
                 if names
             )

@@ -15,6 +15,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from mic.core import ConfigError, DatasetError, PseudoLabels, Task
 from mic.core.batch import collate_pairs
 from mic.core.context import Random
+from mic.core.teacher import unwrap
 from mic.datasets.detection.targets import batch_images, check_target, image_size
 from mic.datasets.preflight import PIXEL_VALUE_LIMIT
 from mic.tasks.detection.model import LOSS_PARTS, images_device, sampling_from
@@ -185,7 +186,7 @@ class DetectionTask(Task):
         """Refuse what the detectors would take silently or with torch's errors: a model of
         another class count, a single image or a batch of another rank, images that are not
         float (uint8, NumPy); warn once of colour values beyond [0, 1] (0..255)."""
-        classes = getattr(getattr(model, "module", model), "num_classes", None)
+        classes = getattr(unwrap(model), "num_classes", None)
         if isinstance(classes, int) and classes != self.num_classes:
             raise ConfigError(
                 f"the model predicts {classes} classes but the task has {self.num_classes}: "
