@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from mic.core import ConfigError
+from mic.core.errors import is_whole
 
 #: the kinds of the schema's fields that text must not be given for (pydantic would read
 #: ``"3"`` as 3 and ``"false"`` as false, but the code reads the value as it is: a string)
@@ -669,19 +670,13 @@ def block_size_problems(cfg: DictConfig) -> list[str]:
     return [f"{key}: {why} (got {value!r}); {fix}"]
 
 
-def _whole(value: Any, least: int = 1) -> bool:
-    """Whether ``value`` is a whole number >= ``least`` (a float of a whole value too)."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return number and math.isfinite(value) and float(value).is_integer() and value >= least
-
-
 def image_size_problems(cfg: DictConfig) -> list[str]:
     """A problem for ``dataset.size`` (the side, in px, of the images the transforms give,
     read by the bundled dataset configs' transforms and MIC block) that is no whole number
     >= 1: 0 or less gives empty images, whose first convolution fails mid-run, and a
     fraction would be passed on to the transforms as given."""
     value = _dataset_value(cfg, "size")
-    if value is _UNSET or _whole(value):
+    if value is _UNSET or is_whole(value):
         return []
     return [
         f"dataset.size: the images' side must be a whole number of pixels >= 1 (got "
@@ -696,13 +691,13 @@ def dataset_value_problems(cfg: DictConfig) -> list[str]:
     (height, width), ``dataset.label_mapping`` neither null nor a mapping."""
     problems = []
     classes = _dataset_value(cfg, "num_classes")
-    if classes is not _UNSET and not _whole(classes):
+    if classes is not _UNSET and not is_whole(classes):
         problems.append(
             f"dataset.num_classes: the number of classes must be a whole number >= 1 (got "
             f"{classes!r}); e.g. dataset.num_classes=19"
         )
     crop = _dataset_value(cfg, "crop_size")
-    pair = isinstance(crop, (list, tuple)) and len(crop) == 2 and all(_whole(c) for c in crop)
+    pair = isinstance(crop, (list, tuple)) and len(crop) == 2 and all(is_whole(c) for c in crop)
     if crop is not _UNSET and crop is not None and not pair:
         problems.append(
             f"dataset.crop_size: a crop is [height, width], two whole numbers of pixels >= 1 "

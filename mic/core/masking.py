@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from numbers import Real
 from typing import Any
 
 import torch
@@ -13,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mic.core.context import Random, per_sample, uniform
-from mic.core.errors import ConfigError
+from mic.core.errors import ConfigError, is_whole
 
 #: an image transform drawing from a random stream, e.g. ``mic.StrongAugmentation``
 Augmentation = Callable[[Tensor, Random], Tensor]
@@ -77,8 +76,7 @@ class BlockMasker(Masker):
         fill: list[float] | None = None,
     ) -> None:
         super().__init__()
-        whole = isinstance(block_size, Real) and not isinstance(block_size, bool)
-        if not (whole and float(block_size).is_integer() and block_size >= 1):
+        if not is_whole(block_size):
             raise ConfigError(
                 f"masker block_size must be a whole number of pixels >= 1, got {block_size!r}"
             )

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
-import numbers
 from typing import Any
 
 from torch import nn
 
 from mic.core import ConfigError
+from mic.core.errors import is_whole
 from mic.core.teacher import unwrap
 
 
@@ -28,8 +27,7 @@ def check_whole(key: str, value: Any, least: int = 1, what: str = "") -> None:
     Raises:
         ConfigError: naming ``key``, what it takes and the value given.
     """
-    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if number and math.isfinite(value) and value == int(value) and value >= least:
+    if is_whole(value, least):
         return
     kind = "a positive whole number" if least == 1 else f"a whole number >= {least}"
     raise ConfigError(f"{key} must be {kind}{f' ({what})' if what else ''}, got {value!r}")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mic.core.errors import ConfigError, DatasetError
+from mic.core.errors import ConfigError, DatasetError, is_whole
 from mic.datasets.preflight import (
     Problem,
     class_presence,
@@ -172,8 +172,7 @@ class RareClassSampling(DatasetWrapper):
         number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
         if not (number(temperature) and math.isfinite(temperature) and temperature > 0):
             raise ConfigError(f"rare class sampling temperature must be > 0, got {temperature!r}")
-        whole = number(min_pixels) and math.isfinite(min_pixels) and min_pixels == int(min_pixels)
-        if not (whole and min_pixels >= 0):
+        if not is_whole(min_pixels, least=0):
             raise ConfigError(
                 f"rare class sampling min_pixels must be a whole number of pixels >= 0 (mic-train: "
                 f"dataset.source.min_pixels), got {min_pixels!r}"
