@@ -62,6 +62,7 @@ from mic.training import (
     per_process_batch_size,
     process_info,
 )
+from mic.training.checkpoint import few
 from mic.training.evaluation import in_percent, shown_metric
 from mic.training.hooks import strict_json
 
@@ -277,21 +278,15 @@ def _source_classes(cfg: DictConfig, name: str, data: dict[str, Any]) -> dict[st
         if fixed and list(fixed) != list(source.classes):
             raise DatasetError(
                 f"the reader {reader.__name__} has its own fixed class list, which is not "
-                f"the source's ({_few(source.classes)} against {_few(fixed)}): class i would "
-                "be another class in each; give source and target the same reader, or a "
+                f"the source's ({len(source.classes)} classes: {few([*map(str, source.classes)])}; "
+                f"the reader's {len(fixed)}: {few([*map(str, fixed)])}): class i would be "
+                "another class in each; give source and target the same reader, or a "
                 "class-per-folder reader (mic.datasets.ImageFolder) with the same classes"
             )
         return {"classes": list(source.classes)} if takes and "classes" not in node else {}
     if isinstance(source, detection) and issubclass(reader, detection):
         return {} if node.get("classes") is not None else {"source_classes": list(source.classes)}
     return {}
-
-
-def _few(names: Sequence[Any]) -> str:
-    """The first three of ``names`` and their count, for a message."""
-    return (
-        f"{len(names)} classes: {', '.join(map(str, names[:3]))}{', ...' if len(names) > 3 else ''}"
-    )
 
 
 def validator_names(cfg: DictConfig) -> list[str]:
