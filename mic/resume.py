@@ -394,7 +394,7 @@ def check_same_data(
 
 def resume(
     loop: AdaptationLoop,
-    path: Path,
+    path: str | os.PathLike[str],
     cfg: DictConfig | None = None,
     checkpointer: Checkpointer | None = None,
     data_sizes: dict[str, int] | None = None,
@@ -404,6 +404,10 @@ def resume(
     with ``announce`` print ``resumed_line`` (else the caller prints it once it has accepted
     the resume).
 
+    ``path`` is a checkpoint file (``iter_*.pt``, ``best.pt``) or a folder: a run folder or its
+    ``checkpoints`` folder, whose newest readable ``iter_*.pt`` is taken (as ``mic-train
+    resume=<folder>``).
+
     With ``cfg``, the checkpoint's recorded config is compared with it first
     (``check_resume_config``), and allowed changes of the optimiser's or the schedule's values
     replace the checkpoint's; with ``data_sizes`` (split -> samples) too, the checkpoint's
@@ -411,10 +415,12 @@ def resume(
 
     Raises:
         ConfigError: a change of config not allowed, or other training data.
-        CheckpointError: the checkpoint does not fit the experiment, holds NaN or Inf weights,
+        CheckpointError: no such file, a folder without a readable checkpoint, or the
+            checkpoint does not fit the experiment, holds NaN or Inf weights,
             holds fewer processes' random states than this run has (without the change
             allowed), or lies past the last iteration.
     """
+    path = find_resume_checkpoint(path, None) or Path(path)
     state = load_checkpoint(path, map_location=loop.device)
     earlier = sorted(p.name for p in path.parent.glob("iter_*.pt") if p.name < path.name)
     refuse_nonfinite(

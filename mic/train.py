@@ -509,27 +509,35 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
     from mic.experiment import load_config
     from mic.schema import USER_KEY, task_mismatches
 
-    dotted, kept, appended = [], [], []
+    dotted, kept, appended, deleted = [], [], [], []
     for arg in argv:
         found = re.fullmatch(r"([a-z_]\w*)((?:\.\w+)+)=(.*)", arg)
         added = re.fullmatch(r"\+([a-z_]\w*(?:\.\w+)+)=(.*)", arg)
+        dropped = re.fullmatch(r"~([a-z_]\w*(?:\.\w+)*)(=.*)?", arg)
         if found and found.group(1) not in ("hydra", USER_KEY):
             dotted.append(found.group(1) + found.group(2))
         elif added and not added.group(1).startswith(("hydra.", f"{USER_KEY}.")):
             appended.append(added.group(1))  # judged on the config without it
+        elif dropped and not dropped.group(1).startswith(("hydra", USER_KEY)):
+            deleted.append(dropped.group(1))  # composed without it (~key then +key=...)
+            kept.append(arg)
         elif "=" in arg and not arg.startswith(("-", "hydra.")):
             kept.append(arg)
     own = _config_dirs(argv)
-    if not (dotted or appended) or own is None:
+    if not (dotted or appended or deleted) or own is None:
         return None
     if own:
         paths = ",".join(f"file://{d.resolve()}" for d in own)
         kept.append(f"hydra.searchpath=[{paths}]")
     try:
         composed = load_config(kept)
-        tree = OmegaConf.to_container(composed, resolve=False)
-    except Exception:  # a sweep or a bad choice: the run reports it
-        return None
+    except Exception:  # a sweep, a bad choice or a deletion of a key that is not there
+        try:  # the last is named below, with the closest names of its level
+            composed = load_config([a for a in kept if not a.startswith("~")])
+        except Exception:  # a sweep or a bad choice: the run reports it
+            return None
+        dotted = deleted
+    tree = OmegaConf.to_container(composed, resolve=False)
     for key in appended:
         value = OmegaConf.select(composed, key, default=_ABSENT)
         if value is not _ABSENT:

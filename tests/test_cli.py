@@ -231,3 +231,29 @@ def test_an_experiment_file_s_defaults_list_is_read_as_hydra_reads_it(tmp_path, 
     (tmp_path / "experiment" / "mine.yaml").write_text(text)
     found = unknown_option(["--config-dir", str(tmp_path), "experiment=mine"])
     assert (found is None) if problem is None else (problem in found), found
+
+
+def test_own_dataset_class_replaces_the_target_as_docs_own_dataset_shows(tmp_path):
+    """docs/own_dataset.md's command: ``~dataset.target`` drops the bundled target, ``+``
+    adds the user's class (the check before Hydra composes with the deletion); a deleted key
+    that is not there is named with its level's closest names."""
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "data.py").write_text(
+        "import torch\n"
+        "class MyTarget(torch.utils.data.Dataset):\n"
+        "    def __init__(self, root, n=40):\n"
+        "        self.root, self.n = root, n\n"
+        "    def __len__(self):\n"
+        "        return self.n\n"
+        "    def __getitem__(self, i):\n"
+        "        return torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(i))\n"
+    )
+    own = "+dataset.target={_target_: mypkg.data.MyTarget, root: /data/tgt}"
+    out = _cli(*TINY, "~dataset.target", own, "hydra.run.dir=run", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    resolved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "mypkg.data.MyTarget" in resolved and "DigitsDomain" in resolved  # source kept
+    out = _cli(*TINY, "~dataset.targt", "hydra.run.dir=run2", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "no setting dataset.targt: dataset has no 'targt'. Did you mean: target?" in out.stderr

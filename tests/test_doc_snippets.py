@@ -119,3 +119,32 @@ def test_training_pages_python_resume_continues_the_same_batches_as_written(tmp_
     assert resumed.step == 6
     a, b = straight.student.state_dict(), resumed.student.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_from_python_takes_a_string_path_or_a_run_folder(tmp_path):
+    """``resume`` takes what ``mic-train resume=`` takes: a file given as a string, a run
+    folder or its checkpoints folder (the newest readable checkpoint); an empty folder is
+    named."""
+    from mic.core import CheckpointError
+    from mic.resume import resume
+
+    (code,) = snippets("training.md", "Resume")
+    folder = tmp_path / "run" / "checkpoints"
+    namespace: dict = {}
+    exec(
+        code.replace('"runs/python_resume/checkpoints"', repr(str(folder))).replace(
+            "iterations=6", "iterations=4"
+        ),
+        namespace,
+    )
+    for given, step in [
+        (str(folder / "iter_00000004.pt"), 4),
+        (str(folder), 4),
+        (folder.parent, 4),
+    ]:
+        loop, checkpointer = namespace["build"]()
+        resume(loop, given, checkpointer=checkpointer, announce=False)
+        assert loop.step == step
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+        resume(loop, tmp_path / "empty")
