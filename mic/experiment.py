@@ -903,7 +903,8 @@ def run_experiment(
         raise DatasetError(
             f"{str(e).rstrip().rstrip('.')}. The run saved its state after iteration "
             f"{exp.loop.step} in {exp.run_dir}/checkpoints: once this is fixed, continue with "
-            f"the same command plus: {continue_with(exp.run_dir)}"
+            f"the same command plus: {continue_with(exp.run_dir)} (and, if files were removed "
+            "or added, resume_allow_changes=[dataset])"
         ) from e
     summary = summarize(exp)
     if exp.run_dir is not None and main:

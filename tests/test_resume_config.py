@@ -1,6 +1,8 @@
 """Resuming with a changed config, after a bad file, and what a resumed run records."""
 
 import json
+import re
+import shutil
 
 import torch
 
@@ -47,6 +49,17 @@ def test_a_bad_file_met_mid_run_saves_first_and_resume_continues_once_it_is_fixe
     saved = sorted(run.glob("checkpoints/iter_*.pt"))
     assert saved, "the state before the bad batch must be saved"
     step = torch.load(saved[-1], weights_only=True)["step"]
+    # removing the file is the other fix: the message's options continue the run
+    advised = re.search(
+        r"plus: (\S+) (resume=auto) \(and, .*?(resume_allow_changes=\S+)\)", first.stderr
+    )
+    assert advised, first.stderr[-2000:]
+    shutil.copytree(run, tmp_path / "removed")
+    broken.unlink()
+    where = advised.group(1).replace(str(run), str(tmp_path / "removed"))
+    removed = run_mic_train([*args[:-1], where, advised.group(2), advised.group(3)])
+    assert removed.returncode == 0, removed.stderr[-2000:]
+    assert (tmp_path / "removed" / "summary.json").exists() and not (run / "summary.json").exists()
     broken.write_bytes(good)
     second = run_mic_train([*args, "resume=auto"])
     assert second.returncode == 0, second.stderr[-2000:]
