@@ -500,6 +500,12 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
             stacklevel=2,
         )
     adapting = [name for name, term in method if term.uses_target]
+    if str(cfg.method.get("name")) == "source_only" and adapting:
+        warnings.warn(
+            f"method=source_only with {', '.join(adapting)}, which trains on target images: "
+            "this is not the source-only baseline (add mic=none for that)",
+            stacklevel=2,
+        )
     if adapting and start >= int(cfg.iterations):
         warnings.warn(
             f"adaptation_start={start} is not below iterations={cfg.iterations}, so "

@@ -604,6 +604,10 @@ def config_groups() -> str:
 
 
 OmegaConf.register_new_resolver("mic.config_groups", config_groups, replace=True)
+# the run folder's name (hydra.job.name): _mic when the config has a MIC term
+OmegaConf.register_new_resolver(
+    "mic.run_suffix", lambda target: "" if target is None else "_mic", replace=True
+)
 
 
 def main() -> None:

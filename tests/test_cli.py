@@ -257,3 +257,16 @@ def test_own_dataset_class_replaces_the_target_as_docs_own_dataset_shows(tmp_pat
     out = _cli(*TINY, "~dataset.targt", "hydra.run.dir=run2", cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "no setting dataset.targt: dataset has no 'targt'. Did you mean: target?" in out.stderr
+
+
+def test_the_default_run_folder_says_whether_mic_is_on_and_source_only_with_mic_is_warned(
+    tmp_path,
+):
+    out = _cli(*TINY, "method=source_only", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "this is not the source-only baseline (add mic=none for that)" in out.stderr
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["digits_source_only_mic"]
+    out = _cli(*TINY, "method=source_only", "mic=none", cwd=tmp_path / "runs")
+    assert out.returncode == 0, out.stderr
+    assert "source-only baseline" not in out.stderr
+    assert (tmp_path / "runs" / "runs" / "digits_source_only").is_dir()
