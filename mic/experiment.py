@@ -845,6 +845,11 @@ def format_selection(summary: dict[str, Any]) -> list[str]:
         for name, pick in rows.items():
             label = {metric: f"{metric} (target labels: the best possible)"}.get(name, name)
             value = pick.get(metric)
+            if pick["step"] is None:
+                lines.append(
+                    f"  {label:<46} none: the score was undefined (NaN) at every evaluation"
+                )
+                continue
             shown = "-" if value is None else shown_metric(value, percent)
             lines.append(f"  {label:<46} iteration {pick['step']:>6}: {shown}")
     best = summary.get("best_checkpoint")

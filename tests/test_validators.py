@@ -311,6 +311,34 @@ def test_model_selection_replays_to_the_same_picks():
     assert picks["accuracy"]["step"] == 30
 
 
+def test_a_score_undefined_at_every_evaluation_is_listed_as_picking_nothing():
+    """A validator that was NaN at every evaluation (a detection teacher with no pseudo-box
+    yet) stays in the picks, the summary's console lines and a resumed record, instead of
+    vanishing from them."""
+    from mic.experiment import format_selection
+
+    selection = ModelSelection()
+    for step, acc in [(5, 0.4), (10, 0.6)]:
+        selection.update(
+            {
+                "step": step,
+                "eval/student/accuracy": acc,
+                "validator/student/masked_agreement": math.nan,
+                "validator/student/entropy": acc,
+            }
+        )
+    picks = selection.picks("student", "accuracy")
+    assert list(picks) == ["masked_agreement", "entropy", "accuracy", "last"]
+    assert picks["masked_agreement"] == {"step": None, "score": None, "accuracy": None}
+    assert picks["entropy"]["step"] == 10
+    resumed = ModelSelection()
+    resumed.load_state_dict(json.loads(json.dumps(selection.state_dict())))
+    assert resumed.picks("student", "accuracy") == picks
+    lines = format_selection({"metric": "accuracy", "selection": {"student": picks}})
+    (line,) = [x for x in lines if "masked_agreement" in x]
+    assert "undefined (NaN) at every evaluation" in line
+
+
 def test_evaluation_with_validators_alone_for_targets_without_labels(tmp_path, one_thread):
     from mic import Evaluation
 

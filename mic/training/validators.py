@@ -509,6 +509,7 @@ class ModelSelection:
     def __init__(self, lower_is_better: Iterable[str] = ()) -> None:
         self.best: dict[str, dict[str, Any]] = {}
         self.last: dict[str, dict[str, Any]] = {}
+        self.seen: dict[str, None] = {}  # every score key met, finite or not, in order
         self.lower_is_better = set(lower_is_better)
 
     @classmethod
@@ -553,7 +554,10 @@ class ModelSelection:
         models = set()
         for key, value in record.items():
             parts = key.split("/")
-            if len(parts) != 3 or parts[0] not in ("eval", "validator") or not _finite(value):
+            if len(parts) != 3 or parts[0] not in ("eval", "validator"):
+                continue
+            self.seen.setdefault(key)
+            if not _finite(value):
                 continue
             models.add(parts[1])
             if key not in self.best or self.better(key, value, self.best[key]["score"]):
@@ -572,11 +576,12 @@ class ModelSelection:
     def picks(self, model: str, metric: str) -> dict[str, dict[str, Any]]:
         """For ``model``: each validator's pick, the pick of the labelled ``metric`` (the
         best possible) and the last evaluation, each as ``{"step", "score", metric}`` (the
-        labelled metric at that step, when it was measured)."""
+        labelled metric at that step, when it was measured). A score that was never finite
+        (NaN at every evaluation) picks nothing: its step and score are None."""
         out: dict[str, dict[str, Any]] = {}
-        keys = [k for k in self.best if k.startswith(f"validator/{model}/")]
-        keys.append(f"eval/{model}/{metric}")
-        for key in keys:
+        keys = dict.fromkeys((*self.seen, *self.best))  # in the order first met
+        validators = [k for k in keys if k.startswith(f"validator/{model}/")]
+        for key in [*validators, f"eval/{model}/{metric}"]:
             entry = self.best.get(key)
             if entry is not None:
                 out[key.split("/")[2]] = {
@@ -584,14 +589,17 @@ class ModelSelection:
                     "score": entry["score"],
                     metric: entry["metrics"].get(metric),
                 }
+            elif key in self.seen:
+                out[key.split("/")[2]] = {"step": None, "score": None, metric: None}
         if model in self.last:
             last = self.last[model]
             out["last"] = {"step": last["step"], metric: last["metrics"].get(metric)}
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "last": self.last}
+        return {"best": self.best, "last": self.last, "seen": list(self.seen)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.best = dict(state.get("best", {}))
         self.last = dict(state.get("last", {}))
+        self.seen = dict.fromkeys((*state.get("seen", ()), *self.best))
