@@ -62,7 +62,7 @@ from mic.training import (
     per_process_batch_size,
     process_info,
 )
-from mic.training.checkpoint import few
+from mic.training.checkpoint import few, initial_weights_file
 from mic.training.evaluation import in_percent, shown_metric
 from mic.training.hooks import strict_json
 
@@ -401,6 +401,11 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
                 int(cfg.loader.source_batch_size), int(cfg.loader.target_batch_size)
             )
     best_metric = best_metric_key(cfg, task)
+    # the files to start from, a bad path named before any data is read
+    resume_from = find_resume_checkpoint(cfg.get("resume"), run_dir)
+    init_file = None
+    if cfg.get("init_from") and resume_from is None:  # a resumed run loads its own weights
+        init_file = initial_weights_file(str(cfg.init_from))
 
     preflight = bool(cfg.get("preflight", True))
     data = build_datasets(cfg, preflight)
@@ -439,9 +444,10 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
             f"the model predicts {model_classes} classes but the task has {task.num_classes}; "
             f"set model.num_classes to {same}"
         )
-    resume_from = find_resume_checkpoint(cfg.get("resume"), run_dir)
-    if cfg.get("init_from") and resume_from is None:  # a resumed run loads its own weights
-        load_initial_weights(student, str(cfg.init_from))
+    if init_file is not None:
+        load_initial_weights(student, init_file)
+        if process_info().is_main:
+            print(f"init_from: the model starts from the weights in {init_file}")
     method = build_method(cfg)
     check_batch_norm(student, method, min(source.batch_size, target_batch), ld)
     for term in method.terms.values():  # a term that needs more of the model says so now

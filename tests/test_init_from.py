@@ -96,3 +96,22 @@ def test_a_checkpoint_with_nan_weights_is_refused_naming_the_earlier_ones(tmp_pa
     with pytest.raises(CheckpointError, match="hold NaN or Inf values") as error:
         build_experiment(load_config([*overrides, "resume=auto", "iterations=6"]), run)
     assert "also holds iter_00000002.pt, iter_00000003.pt)" in str(error.value)
+
+
+def test_the_file_started_from_is_named_and_a_bad_path_before_any_data_is_read(
+    source_run, tmp_path, monkeypatch, capsys
+):
+    build_experiment(load_config([*TINY, f"init_from={source_run}"]))
+    chosen = source_run / "checkpoints" / "student.pt"
+    assert f"init_from: the model starts from the weights in {chosen}" in capsys.readouterr().out
+
+    def read_data(*args, **kwargs):
+        raise AssertionError("the data were read before the bad path was named")
+
+    monkeypatch.setattr("mic.experiment.build_datasets", read_data)
+    with pytest.raises(ConfigError, match="init_from: '.*none.pt' does not exist"):
+        build_experiment(load_config([*TINY, f"init_from={tmp_path / 'none.pt'}"]))
+    from mic.core import CheckpointError
+
+    with pytest.raises(CheckpointError, match="no such checkpoint file or run folder"):
+        build_experiment(load_config([*TINY, f"resume={tmp_path / 'none.pt'}"]), tmp_path / "r")

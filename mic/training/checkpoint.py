@@ -120,7 +120,7 @@ def initial_weights(path: str | os.PathLike[str], key: str = "init_from") -> dic
             no weights.
         CheckpointError: weights that hold NaN or Inf values.
     """
-    return _read_weights(_weights_file(Path(path), key), key)
+    return _read_weights(initial_weights_file(path, key), key)
 
 
 def load_initial_weights(
@@ -138,7 +138,7 @@ def load_initial_weights(
             missing or left over, shapes that differ), listed in the message.
         CheckpointError: weights that hold NaN or Inf values.
     """
-    file = _weights_file(Path(path), key)
+    file = initial_weights_file(path, key)
     state = _read_weights(file, key)
     own = unwrap(model).state_dict()
     ddp = "module."  # saved from a DistributedDataParallel-wrapped model: the plain names
@@ -219,7 +219,15 @@ def refuse_nonfinite(state: Any, what: str, advice: str) -> None:
         )
 
 
-def _weights_file(path: Path, key: str) -> Path:
+def initial_weights_file(path: str | os.PathLike[str], key: str = "init_from") -> Path:
+    """The file that ``initial_weights`` reads for ``path``: the file itself, or in a run
+    folder its ``checkpoints/student.pt``, else its newest readable checkpoint.
+
+    Raises:
+        ConfigError: no such file or folder, or a folder without weights; ``key`` names the
+            setting in the message.
+    """
+    path = Path(path)
     if path.is_dir():
         folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
         if (folder / "student.pt").is_file():
