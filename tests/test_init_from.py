@@ -109,7 +109,7 @@ def test_the_file_started_from_is_named_and_a_bad_path_before_any_data_is_read(
         raise AssertionError("the data were read before the bad path was named")
 
     monkeypatch.setattr("mic.experiment.build_datasets", read_data)
-    with pytest.raises(ConfigError, match="init_from: '.*none.pt' does not exist"):
+    with pytest.raises(ConfigError, match=r"init_from: '.*none\.pt' does not exist"):
         build_experiment(load_config([*TINY, f"init_from={tmp_path / 'none.pt'}"]))
     from mic.core import CheckpointError
 
