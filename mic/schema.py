@@ -858,6 +858,10 @@ def check_eval_models(cfg: DictConfig, uses_pseudo_labels: bool) -> None:
     )
 
 
+#: the config sections every run instantiates
+BUILT = ("task", "model", "dataset.source", "dataset.target", "dataset.test")
+
+
 def check_config(cfg: DictConfig) -> None:
     """Decode, in place, the values read from environment variables (``decode_env``), then
     check the root keys of a composed config (``unread_keys``, then their types and
@@ -876,6 +880,15 @@ def check_config(cfg: DictConfig) -> None:
             loss term of another task.
     """
     decode_env(cfg)
+    absent = [k for k in BUILT if OmegaConf.select(cfg, k, default=None) is None]
+    if absent:  # null, or deleted (~dataset.target) without a replacement
+        deleted = OmegaConf.select(cfg, absent[0], default="deleted") == "deleted"
+        raise ConfigError(
+            f"{', '.join(absent)} {'are' if len(absent) > 1 else 'is'} not set, but every run "
+            f"builds {'them' if len(absent) > 1 else 'it'}: give "
+            f"{'each' if len(absent) > 1 else 'one'} on the command line, e.g. "
+            f"{'+' * deleted}{absent[0]}={{_target_: mypkg.MyClass, ...}} (docs/own_dataset.md)"
+        )
     missing = _missing(cfg)
     if missing:  # every one at once, named where the user sets it (not where it is read)
         raise ConfigError(

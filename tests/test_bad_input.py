@@ -357,6 +357,13 @@ CASES = [
         "dataset.root_target, dataset.root_test",
     ),
     (
+        "config-deleted-section",
+        "a dataset deleted (~key) and not replaced",
+        lambda t, r: ["~dataset.target"],
+        "dataset.target is not set, but every run builds it: give one on the command line, "
+        "e.g. +dataset.target=",
+    ),
+    (
         "config-unknown-argument",
         "an argument the class does not take",
         lambda t, r: ["+model.colour=red"],
