@@ -115,6 +115,39 @@ def test_gta5_maps_cityscapes_ids_from_palette_labels(tmp_path):
     assert GTA5(tmp_path, label_format="trainids")[0][1].max() == 18
 
 
+def test_gta5_labels_that_hold_training_ids_under_the_released_name_are_named(tmp_path):
+    """Converted labels (training ids 0..18) saved as labels/<name>.png read as Cityscapes
+    ids turn most pixels into ignore and the rest into other classes: the data check names
+    the format that reads them; released ids pass."""
+    for i, name in enumerate(("00001", "00002", "00003")):
+        _image(tmp_path / "released" / "images" / f"{name}.png")
+        _label(tmp_path / "released" / "labels" / f"{name}.png", _ids(), palette=True)
+        trainids = np.full((H, W), i, np.uint8)  # road, sidewalk, building
+        trainids[:, 3 * W // 4 :] = 13  # car
+        _image(tmp_path / "converted" / "images" / f"{name}.png")
+        _label(tmp_path / "converted" / "labels" / f"{name}.png", trainids)
+    assert not [p for p in GTA5(tmp_path / "released").preflight() if not p.warning]
+    (problem,) = GTA5(tmp_path / "converted").preflight()
+    assert "hold only values 0..18 and 255" in problem.detail
+    assert "label_format=trainids" in problem.fix and not problem.warning
+
+
+def test_ids_outside_the_mapping_in_a_sample_say_how_many_were_read(tmp_path):
+    folder = tmp_path / "lbl"
+    for i in range(8):
+        _image(tmp_path / "img" / f"{i}.png")
+        _label(folder / f"{i}.png", np.full((H, W), 7 if i % 2 else 1, np.uint8))
+    ds = SegmentationFolder(tmp_path / "img", folder, num_classes=3)
+    problems = ds.preflight(label_sample=4)
+    assert {p.kind for p in problems} == {"label files with ids outside the mapping"}
+    assert problems[0].fix.startswith(
+        f"{len(problems)} of the 4 label files read (evenly spread over 8) hold them: "
+        "others may too."
+    )
+    assert "num_classes" in problems[0].fix
+    assert "evenly spread" not in ds.preflight(label_sample=8)[0].fix  # every file read
+
+
 def test_synthia_reads_16_bit_labels_from_the_red_channel(tmp_path):
     _image(tmp_path / "RGB" / "0000000.png")
     label = np.zeros((H, W, 3), np.uint16)

@@ -195,6 +195,10 @@ class SegmentationDataset:
     takes_label_mapping = False
     #: the argument that makes the reader read images alone, named in messages
     unlabelled_option = "labelled=false"
+    #: for a reader of released ids: how to read converted training-id files instead; set,
+    #: the data check refuses a set whose values are all training ids (0..C-1, 255) and
+    #: mostly map to ignore
+    converted_fix = ""
 
     def __init__(
         self,
@@ -453,7 +457,10 @@ class SegmentationDataset:
         problems = []
         pixels = np.zeros(256, np.int64)
         read = 0
-        for i in sample_indices(len(self), k):
+        outside: list[tuple[str, str]] = []
+        trainid_like, stored, ignored = True, 0, 0  # converted training ids read as ids?
+        sampled = sample_indices(len(self), k)
+        for i in sampled:
             label_file = self.samples[i][1]
             if str(label_file) in bad:
                 continue
@@ -464,18 +471,46 @@ class SegmentationDataset:
                 continue
             reason = self.label_map.check(ids)
             if reason is not None:
-                problems.append(
-                    Problem(
-                        "label files with ids outside the mapping",
-                        str(label_file),
-                        reason,
-                        "Is it the right label format? They are read as "
-                        f"{self.label_map.name} ids.",
-                    )
-                )
+                outside.append((str(label_file), reason))
                 continue
-            pixels += np.bincount(self.label_map(ids).ravel(), minlength=256)
+            mapped = self.label_map(ids)
+            pixels += np.bincount(mapped.ravel(), minlength=256)
+            if self.converted_fix:
+                kept = ids != 255
+                trainid_like &= bool((ids[kept] < self.num_classes).all())
+                stored += int(kept.sum())
+                ignored += int((mapped[kept] == 255).sum())
             read += 1
+        of = (
+            f"{len(outside)} of the {len(sampled)} label files read (evenly spread over "
+            f"{len(self)}) hold them: others may too. "
+            if len(sampled) < len(self)
+            else ""
+        )
+        problems += [
+            Problem(
+                "label files with ids outside the mapping",
+                file,
+                reason,
+                f"{of}Is it the right label format? They are read as {self.label_map.name} "
+                "ids; otherwise the class count (num_classes) or the label mapping must cover "
+                "them.",
+            )
+            for file, reason in outside
+        ]
+        if read and self.converted_fix and trainid_like and ignored > stored / 2:
+            problems.append(
+                Problem(
+                    "label sets that hold training ids where released ids are read",
+                    str(self.label_folder()),
+                    f"the {read} label files read hold only values 0..{self.num_classes - 1} "
+                    f"and 255; read with the {self.label_map.name} mapping, "
+                    f"{100 * ignored // max(stored, 1)} % of their labelled pixels would be "
+                    "ignored",
+                    f"{self.converted_fix} (If they truly are released ids, preflight=false "
+                    "skips this check.)",
+                )
+            )
         if read and not problems:
             problems += class_presence(
                 pixels[: self.num_classes],
@@ -606,6 +641,11 @@ class GTA5(SegmentationDataset):
         suffix = _CONVERTED_ENDINGS[fmt]
         samples = _pairs(images, lambda p: root / "labels" / (p.stem + suffix), labelled)
         label_map = CITYSCAPES_IDS if fmt == "ids" else CITYSCAPES_TRAIN_IDS
+        if fmt == "ids":
+            self.converted_fix = (
+                "Converted labels (DAFormer's *_labelTrainIds.png) are read with "
+                "label_format=trainids (mic-train: dataset.source_label_format=trainids)."
+            )
         options = _options(root, label_size_mismatch, fmt, _CONVERTED_ENDINGS)
         super().__init__(samples, label_map, transform, labelled, **options)
 
