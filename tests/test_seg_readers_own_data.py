@@ -5,6 +5,8 @@ key named by the label-suffix hint."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -111,6 +113,24 @@ def test_labels_in_a_folder_inside_the_image_folder_are_not_images(tmp_path):
     ds = SegmentationFolder(root, root / "labels", num_classes=2)
     assert [i.relative_to(root).as_posix() for i, _ in ds.samples] == ["0.png", "1.png"]
     assert ds.preflight() == []
+
+
+def test_one_misnamed_label_among_good_ones_is_to_be_renamed_not_a_new_suffix(tmp_path):
+    """A suffix that reads the one misnamed file would lose the others: the advice is to
+    rename it; when every label is named otherwise, the suffix that reads them."""
+    for i in range(4):
+        write_png(tmp_path / "img" / f"{i}.png", size=SIZE)
+        name = "2_x.png" if i == 2 else f"{i}.png"
+        write_label(tmp_path / "lbl" / name, two_class_label(SIZE))
+    with pytest.raises(DatasetError, match=r"Missing label files \(1\): '.*2\.png'") as info:
+        SegmentationFolder(tmp_path / "img", tmp_path / "lbl", num_classes=2)
+    assert "The other 3 label files are read as named" in str(info.value)
+    assert "2_x.png' to '2.png'" in str(info.value) and "label_suffix" not in str(info.value)
+    for i in (0, 1, 3):
+        os.replace(tmp_path / "lbl" / f"{i}.png", tmp_path / "lbl" / f"{i}_x.png")
+    with pytest.raises(DatasetError, match=r"Missing label files \(4\)") as info:
+        SegmentationFolder(tmp_path / "img", tmp_path / "lbl", num_classes=2)
+    assert "label_suffix=_x.png" in str(info.value)
 
 
 def test_images_that_are_their_own_label_name_the_suffix_of_the_masks_beside_them(tmp_path):

@@ -251,7 +251,17 @@ class SegmentationDataset:
             f"training set may go without labels (its reader's {self.unlabelled_option})."
         )
         image, first = missing[0]
-        fix = (self.near_miss_fix(image, first) if first is not None else None) or fix
+        if first is not None and 2 * len(missing) <= len(self.samples):
+            # most labels are read as named: another format or suffix would miss them
+            there = self.label_near_miss(first)
+            if there is not None:
+                fix = (
+                    f"The other {len(self.samples) - len(missing)} label files are read as "
+                    f"named: name the missing ones alike (e.g. rename '{there[1]}' to "
+                    f"'{first.name}'), or add them."
+                )
+        elif first is not None:
+            fix = self.near_miss_fix(image, first) or fix
         return [Problem("missing label files", str(lab), "", fix) for _, lab in missing]
 
     def near_miss_fix(self, image: Path, label: Path) -> str | None:
