@@ -340,6 +340,19 @@ def test_duplicate_image_ids_are_named(tmp_path):
     assert "gives several images the same id: id 1 is that of ['a.png', 'b.png']" in message
 
 
+def test_one_file_listed_under_two_ids_is_named(tmp_path):
+    """A copy of an image entry without its boxes would train its objects as background."""
+    images, path = _coco(tmp_path, [(1, 1, [2, 2, 10, 10])])
+    data = json.loads(path.read_text())
+    data["images"].append({**data["images"][0], "id": 100})
+    path.write_text(json.dumps(data))
+    with pytest.raises(DatasetError) as info:
+        CocoDetection(images, path)
+    message = str(info.value)
+    assert "Image files listed under several ids (1):" in message
+    assert "a.png' (ids 1, 100)" in message and "List each file once" in message
+
+
 @pytest.mark.parametrize(
     "change, said",
     [

@@ -395,6 +395,25 @@ def _coco_box_error(
     )
 
 
+def _listed_twice(images: list[dict[str, Any]], files: list[Path]) -> list[Problem]:
+    """Image files that a COCO json lists under several ids (one Problem per file)."""
+    ids: dict[Path, list[Any]] = {}
+    for im, file in zip(images, files, strict=True):
+        ids.setdefault(file, []).append(im["id"])
+    return [
+        Problem(
+            "image files listed under several ids",
+            str(file),
+            f"ids {', '.join(_shown(i) for i in shared)}",
+            "List each file once in 'images' and give its boxes that one image_id: a copy "
+            "without them trains its objects as background, and in a test set every detection "
+            "on a copy is scored against the other's boxes.",
+        )
+        for file, shared in ids.items()
+        if len(shared) > 1
+    ]
+
+
 class CocoDetection(DetectionDataset):
     """Images and a COCO-style json (``images``, ``annotations`` with ``bbox`` = x y w h,
     ``categories``).
@@ -512,6 +531,7 @@ class CocoDetection(DetectionDataset):
             self.targets.append(make_target(boxes[im["id"]], labels[im["id"]], flags))
             self.stated_sizes.append(_stated_size(*sizes[im["id"]]))
         problems += self._normalised(path)
+        problems += _listed_twice(images, self.files)
         self._check_boxes(problems)
         self.found_problems = keep_or_raise(problems, type(self).__name__)
 
