@@ -92,19 +92,21 @@ class PseudoLabels:
 def check_num_classes(num_classes: int, datasets: Mapping[str, Any]) -> None:
     """Raise ``DatasetError`` when a dataset declares (``num_classes`` or ``classes``) another
     class count than ``num_classes``."""
-    declared = {}
+    declared, named = {}, {}
     for name, dataset in datasets.items():
         n = getattr(dataset, "num_classes", None)
         classes = getattr(dataset, "classes", None)
-        if n is None and isinstance(classes, Sequence) and not isinstance(classes, str):
-            n = len(classes)
+        if isinstance(classes, Sequence) and not isinstance(classes, str):
+            n = len(classes) if n is None else n
+            named[name] = f" ({', '.join(map(str, classes[:8]))}{', ...' * (len(classes) > 8)})"
         if n is not None:
             declared[name] = n
     if any(n != num_classes for n in declared.values()):
-        listing = ", ".join(f"{name} has {n}" for name, n in declared.items())
+        listing = ", ".join(f"{name} has {n}{named.get(name, '')}" for name, n in declared.items())
         raise DatasetError(
             f"class counts disagree: the task/model predicts {num_classes} classes but {listing}. "
-            "Source and target must share one label space: fix the datasets or set "
+            "Source and target must share one label space: fix the datasets, keep only some "
+            "classes where the reader takes a class list (e.g. dataset.classes=[...]), or set "
             "dataset.num_classes to match (a Task whose targets are not the datasets' classes, "
             "e.g. a regression derived in collate, overrides check_datasets)."
         )
