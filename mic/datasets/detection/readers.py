@@ -551,7 +551,8 @@ class CocoDetection(DetectionDataset):
             if extra and self.labelled:
                 raise DatasetError(
                     f"annotation file '{path}' has categories {extra} that the source does not "
-                    f"have (the source's classes: {chosen}): class ids follow the source's "
+                    f"have (the source's classes: {chosen}){_case_twins(extra, chosen)}: class "
+                    "ids follow the source's "
                     "category names, so a category here must carry the name of the source's "
                     "category for the same class. Rename it, drop it with its annotations, or "
                     "train and test on the classes both have with "
@@ -693,6 +694,22 @@ def _category_names(categories: Any, path: Path) -> dict[Any, str]:
 
 
 # ------------------------------------------------------------------------------------- VOC
+def _case_twins(names: Sequence[str], known: Sequence[str]) -> str:
+    """`` ('Box' differs from 'box' only in case or spaces)`` for each of ``names`` that
+    matches one of ``known`` but for case and spaces (empty if none)."""
+
+    def plain(name: str) -> str:
+        return " ".join(str(name).split()).casefold()
+
+    by_plain = {plain(k): k for k in known}
+    twins = [
+        f"{n!r} differs from {by_plain[plain(n)]!r}"
+        for n in names
+        if plain(n) in by_plain and by_plain[plain(n)] != n
+    ]
+    return f" ({'; '.join(twins)} only in case or spaces)" if twins else ""
+
+
 class UnknownClassError(DatasetError):
     """An annotation's object of a class not in the reader's class list (``name``)."""
 
@@ -882,7 +899,8 @@ class VOCDetection(DetectionDataset):
                 UNREAD_ANNOTATIONS,
                 str(path),
                 f"an object of class '{name}', not in the class list",
-                f"The class list{default} lacks {names}: give the reader the classes the "
+                f"The class list{default} lacks {names}"
+                f"{_case_twins(names, self.classes)}: give the reader the classes the "
                 "annotations name, in index order ({reader}.classes=[...]; with dataset=det_voc "
                 "dataset.classes=[...] and dataset.num_classes to match).",
             )
