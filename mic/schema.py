@@ -882,7 +882,7 @@ def check_config(cfg: DictConfig) -> None:
     decode_env(cfg)
     absent = [k for k in BUILT if OmegaConf.select(cfg, k, default=None) is None]
     if absent:  # null, or deleted (~dataset.target) without a replacement
-        deleted = OmegaConf.select(cfg, absent[0], default="deleted") == "deleted"
+        deleted = OmegaConf.select(cfg, absent[0], default=_UNSET) is _UNSET
         raise ConfigError(
             f"{', '.join(absent)} {'are' if len(absent) > 1 else 'is'} not set, but every run "
             f"builds {'them' if len(absent) > 1 else 'it'}: give "

@@ -509,7 +509,8 @@ class ModelSelection:
     def __init__(self, lower_is_better: Iterable[str] = ()) -> None:
         self.best: dict[str, dict[str, Any]] = {}
         self.last: dict[str, dict[str, Any]] = {}
-        self.seen: dict[str, None] = {}  # every score key met, finite or not, in order
+        #: every score key met, finite or not, in the order first met (holds ``best``'s keys)
+        self.seen: dict[str, None] = {}
         self.lower_is_better = set(lower_is_better)
 
     @classmethod
@@ -579,8 +580,7 @@ class ModelSelection:
         labelled metric at that step, when it was measured). A score that was never finite
         (NaN at every evaluation) picks nothing: its step and score are None."""
         out: dict[str, dict[str, Any]] = {}
-        keys = dict.fromkeys((*self.seen, *self.best))  # in the order first met
-        validators = [k for k in keys if k.startswith(f"validator/{model}/")]
+        validators = [k for k in self.seen if k.startswith(f"validator/{model}/")]
         for key in [*validators, f"eval/{model}/{metric}"]:
             entry = self.best.get(key)
             if entry is not None:

@@ -395,6 +395,22 @@ def _coco_box_error(
     )
 
 
+def _case_twins(names: Sequence[str], known: Sequence[str]) -> str:
+    """`` ('Box' differs from 'box' only in case or spaces)`` for each of ``names`` that
+    matches one of ``known`` but for case and spaces (empty if none)."""
+
+    def plain(name: str) -> str:
+        return " ".join(str(name).split()).casefold()
+
+    by_plain = {plain(k): k for k in known}
+    twins = [
+        f"{n!r} differs from {by_plain[plain(n)]!r}"
+        for n in names
+        if plain(n) in by_plain and by_plain[plain(n)] != n
+    ]
+    return f" ({'; '.join(twins)} only in case or spaces)" if twins else ""
+
+
 def _listed_twice(images: list[dict[str, Any]], files: list[Path]) -> list[Problem]:
     """Image files that a COCO json lists under several ids (one Problem per file)."""
     ids: dict[Path, list[Any]] = {}
@@ -694,22 +710,6 @@ def _category_names(categories: Any, path: Path) -> dict[Any, str]:
 
 
 # ------------------------------------------------------------------------------------- VOC
-def _case_twins(names: Sequence[str], known: Sequence[str]) -> str:
-    """`` ('Box' differs from 'box' only in case or spaces)`` for each of ``names`` that
-    matches one of ``known`` but for case and spaces (empty if none)."""
-
-    def plain(name: str) -> str:
-        return " ".join(str(name).split()).casefold()
-
-    by_plain = {plain(k): k for k in known}
-    twins = [
-        f"{n!r} differs from {by_plain[plain(n)]!r}"
-        for n in names
-        if plain(n) in by_plain and by_plain[plain(n)] != n
-    ]
-    return f" ({'; '.join(twins)} only in case or spaces)" if twins else ""
-
-
 class UnknownClassError(DatasetError):
     """An annotation's object of a class not in the reader's class list (``name``)."""
 
