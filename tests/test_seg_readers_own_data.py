@@ -281,6 +281,31 @@ def test_grey_labels_saved_as_rgb_are_read_and_colour_ones_refused(tmp_path):
     assert "colour rendering" in problems[0].fix
 
 
+def test_grey_labels_with_an_opaque_alpha_are_read_and_transparent_ones_refused(tmp_path):
+    root = seg_tree(tmp_path / "seg", n=2, labels=False)
+    (root / "lbl").mkdir()
+    label = two_class_label(SIZE, right=2)
+    label[0, 0] = 1
+    opaque = np.full_like(label, 255)
+    Image.fromarray(np.stack([label] * 3 + [opaque], -1), "RGBA").save(root / "lbl" / "0.png")
+    Image.fromarray(np.stack([label, opaque], -1), "LA").save(root / "lbl" / "1.png")
+    ds = SegmentationFolder(root / "img", root / "lbl", num_classes=3)
+    assert ds.preflight() == []
+    assert np.array_equal(ds.load(0)[1], label) and np.array_equal(ds.load(1)[1], label)
+    see_through = opaque.copy()
+    see_through[:2, :3] = 0  # an unlabelled corner left transparent
+    Image.fromarray(np.stack([label, see_through], -1), "LA").save(root / "lbl" / "1.png")
+    with pytest.raises(DatasetError, match="LA image with 6 transparent pixels"):
+        ds.load(1)
+    (problem,) = ds.preflight()
+    assert problem.file.endswith("1.png") and "store ignored pixels as 255" in problem.detail
+    # every label so: each is named by its mode, and the fix says what the first one holds
+    Image.fromarray(np.stack([label] * 3 + [see_through], -1)).save(root / "lbl" / "0.png")
+    problems = ds.preflight()
+    assert [p.kind for p in problems] == ["label files of the wrong mode"] * 2
+    assert "The first of them is an RGBA image with 6 transparent pixels" in problems[0].fix
+
+
 # ------------------------------------------------------------ the seg_folders key
 def test_the_label_suffix_hint_names_the_seg_folders_key(tmp_path):
     root = seg_tree(tmp_path / "seg", n=2)

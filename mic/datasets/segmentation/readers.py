@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
@@ -88,22 +89,38 @@ FROM_MASKS = (
 )
 
 
-def _grey_of_rgb(pixels: np.ndarray) -> np.ndarray | None:
-    """The first channel of H x W x 3 pixels whose three channels are equal, else None."""
-    first = pixels[..., 0]
-    if np.array_equal(first, pixels[..., 1]) and np.array_equal(first, pixels[..., 2]):
+#: modes of grey ids saved in colour: read when the colour channels are equal and any alpha
+#: is opaque everywhere (image editors' exports)
+GREY_IN_COLOUR = ("RGB", "RGBA", "LA")
+
+
+def _grey_of_colour(pixels: np.ndarray, mode: str) -> np.ndarray | str:
+    """The grey ids of H x W x C ``pixels`` of ``mode`` (``GREY_IN_COLOUR``), or why they are
+    not ids: colour channels that differ, or transparent pixels."""
+    colour, alpha = (pixels[..., :1], pixels[..., 1]) if mode == "LA" else (pixels[..., :3], None)
+    if mode == "RGBA":
+        alpha = pixels[..., 3]
+    if alpha is not None and (alpha != 255).any():
+        n = int((alpha != 255).sum())
+        return (
+            f"an {mode} image with {n} transparent pixel{'s' * (n != 1)} (transparency is not "
+            "read as ignore: store ignored pixels as 255)"
+        )
+    first = colour[..., 0]
+    if all(np.array_equal(first, colour[..., c]) for c in range(1, colour.shape[-1])):
         return np.ascontiguousarray(first)
-    return None
+    return f"an {mode} image whose three channels differ (a colour rendering of the labels?)"
 
 
 def read_label(path: Path) -> np.ndarray:
     """The ids stored in an 8-bit label PNG (palette indices for palette images; 0/1 for
-    1-bit images; the grey value of an RGB image whose three channels are equal, grey labels
-    saved as RGB).
+    1-bit images; the grey value of an RGB, RGBA or LA image whose colour channels are equal
+    and whose alpha is opaque everywhere: grey labels saved in colour).
 
     Raises:
         DatasetError: an unreadable file, a JPEG file (lossy: never a label), or a mode that
-            does not hold one id per pixel (an RGB image whose channels differ).
+            does not hold one id per pixel (an RGB image whose channels differ, transparent
+            pixels).
     """
     try:
         with Image.open(path) as img:
@@ -115,14 +132,13 @@ def read_label(path: Path) -> np.ndarray:
             img.load()
             if img.mode == "1":  # 1-bit masks: Pillow gives booleans
                 return np.asarray(img).astype(np.uint8)
-            if img.mode == "RGB":
-                grey = _grey_of_rgb(np.asarray(img))
-                if grey is not None:
+            if img.mode in GREY_IN_COLOUR:
+                grey = _grey_of_colour(np.asarray(img), img.mode)
+                if not isinstance(grey, str):
                     return grey
                 raise DatasetError(
-                    f"label file '{path}' is an RGB image whose three channels differ (a colour "
-                    "rendering of the labels?); a label map must be a single-channel (grey or "
-                    "palette) PNG of class ids"
+                    f"label file '{path}' is {grey}; a label map must be a single-channel (grey "
+                    "or palette) PNG of class ids"
                 )
             if img.mode not in ("L", "P", "I", "I;16", "1"):
                 raise DatasetError(
@@ -426,8 +442,9 @@ class SegmentationDataset:
                         fix if fix.endswith(".") else fix + ".",
                     )
                 )
-        if rgb and not self._is_grey_rgb(Path(rgb[0].file)):
-            problems += rgb  # colour: every RGB label listed; grey: read (values sampled below)
+        why = self._not_grey(Path(rgb[0].file)) if rgb else None
+        if why:  # colour: every such label listed; grey: read (values sampled below)
+            problems += [replace(q, fix=f"{q.fix} The first of them is {why}.") for q in rgb]
         if labels and label_sample > 0:
             problems += self._label_values(training, label_sample, {p.file for p in problems})
         where = str(getattr(self, "image_root", "") or (self.samples or [("", None)])[0][0])
@@ -439,20 +456,21 @@ class SegmentationDataset:
         return ""
 
     def _grey_rgb_readable(self, mode: str) -> bool:
-        """Whether labels of ``mode`` are read when their channels are equal (``read_label``
-        reads grey ids saved as RGB)."""
+        """Whether labels of ``mode`` are read when their colour channels are equal and any
+        alpha opaque (``read_label`` reads grey ids saved in colour)."""
         reads = type(self).read_label_ids is SegmentationDataset.read_label_ids
-        return mode == "RGB" and reads
+        return mode in GREY_IN_COLOUR and reads
 
     @staticmethod
-    def _is_grey_rgb(path: Path) -> bool:
-        """Whether an RGB label file's three channels are equal (False when unreadable: the
-        wrong-mode problem then stands)."""
+    def _not_grey(path: Path) -> str | None:
+        """Why a colour label file holds no grey ids (None: it does; unreadable: the
+        wrong-mode problem stands without a reason)."""
         try:
             with Image.open(path) as img:
-                return _grey_of_rgb(np.asarray(img.convert("RGB"))) is not None
+                grey = _grey_of_colour(np.asarray(img), img.mode)
         except (OSError, ValueError):
-            return False
+            return "unreadable"
+        return grey if isinstance(grey, str) else None
 
     def label_folder(self) -> Path:
         """The folder of the label files, named in messages about them as a whole."""
