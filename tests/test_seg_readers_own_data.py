@@ -256,6 +256,23 @@ def test_a_transposed_label_without_exif_is_not_advised_to_be_resized(tmp_path):
     assert "apply_exif_orientation" not in problem.fix
 
 
+@pytest.mark.parametrize("moved", ["img", "lbl"])
+def test_images_and_labels_in_differently_nested_folders_are_pointed_out(tmp_path, moved):
+    root = seg_tree(tmp_path / "seg", n=3)  # img/0.png ... with lbl/0.png ...
+    (root / moved / "cityA").mkdir()
+    for path in sorted((root / moved).glob("*.png")):
+        path.rename(root / moved / "cityA" / path.name)  # one side in a sub-folder only
+    with collecting_problems():
+        ds = SegmentationFolder(root / "img", root / "lbl", num_classes=2)
+    message = _message(ds)
+    nested, flat = "cityA/0.png", "0.png"
+    image = root / "img" / (nested if moved == "img" else flat)
+    looked = root / "lbl" / (nested if moved == "img" else flat)
+    there = root / "lbl" / (flat if moved == "img" else nested)
+    assert f"(for '{image}': '{looked}')" in message
+    assert f"but '{there}' is there: lay the image and label folders out alike" in message
+
+
 # ------------------------------------------------------------------ RGB labels
 def test_grey_labels_saved_as_rgb_are_read_and_colour_ones_refused(tmp_path):
     root = seg_tree(tmp_path / "seg", n=2, labels=False)

@@ -1058,7 +1058,28 @@ class SegmentationFolder(SegmentationDataset):
                     f"are there: set {{reader}}.{option} to read them as the labels "
                     f"{_SEG_FOLDERS_KEY.format(option=option)}."
                 )
-        return None
+        return self._elsewhere_fix(image, label)
+
+    def _elsewhere_fix(self, image: Path, label: Path) -> str | None:
+        """That a file named as ``label`` sits at another place in the label folder's tree
+        (images in sub-folders, labels flat, or the other way round), else None."""
+        if self.label_root is None:
+            return None
+        found = next(
+            (
+                f
+                for f in sorted(self.label_root.rglob(glob_escape(label.name)))
+                if f.is_file() and f != image
+            ),
+            None,
+        )
+        if found is None:
+            return None
+        return (
+            "An image's label is looked for at the image's path inside the label folder (for "
+            f"'{image}': '{label}'), but '{found}' is there: lay the image and label folders "
+            "out alike (the same sub-folders in both, or none)."
+        )
 
 
 def _without_labels(
