@@ -118,12 +118,9 @@ def make_loader(
     resumed run loads exactly the same batches.
     """
     group = group or ProcessInfo()
-    if train and len(dataset) // group.world_size < batch_size:
-        raise DatasetError(
-            f"the {name} dataset holds {len(dataset)} samples, fewer than one batch of "
-            f"{batch_size}{' per process' if group.enabled else ''}; add data or lower the "
-            "batch size (loader.*_batch_size)"
-        )
+    short = _short_of_a_batch(name, dataset, batch_size, group) if train else None
+    if short:
+        raise DatasetError(f"{short}; add data or lower the batch size (loader.*_batch_size)")
     generator = torch.Generator()
     generator.manual_seed(seed)
     sampler = None
@@ -144,6 +141,17 @@ def make_loader(
         generator=generator,
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
+    )
+
+
+def _short_of_a_batch(name: str, dataset: Any, batch_size: int, group: ProcessInfo) -> str | None:
+    """What is wrong when a training ``dataset`` holds less than one batch (per process), else
+    None."""
+    if len(dataset) // group.world_size >= batch_size:
+        return None
+    return (
+        f"the {name} dataset holds {len(dataset)} samples, fewer than one batch of "
+        f"{batch_size}{' per process' if group.enabled else ''}"
     )
 
 
@@ -416,9 +424,21 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
     ld = cfg.loader
     workers = int(ld.num_workers)
     n = group.world_size
+    batches = {
+        "source": per_process_batch_size(int(ld.source_batch_size), n, "source"),
+        "target": per_process_batch_size(int(ld.target_batch_size), n, "target"),
+    }
+    short = [_short_of_a_batch(k, data[k], b, group) for k, b in batches.items()]
+    if any(short):  # both named at once, not the target on the next run
+        raise DatasetError(
+            "; ".join(filter(None, short))
+            + "; add data or lower the batch size ("
+            + ", ".join(f"loader.{k}_batch_size" for k, why in zip(batches, short) if why)
+            + ")"
+        )
     source = make_loader(
         data["source"],
-        per_process_batch_size(int(ld.source_batch_size), n, "source"),
+        batches["source"],
         task,
         True,
         workers,
@@ -426,7 +446,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         "source",
         group,
     )
-    target_batch = per_process_batch_size(int(ld.target_batch_size), n, "target")
+    target_batch = batches["target"]
     target = make_loader(
         data["target"], target_batch, task, True, workers, cfg.seed + 1, "target", group
     )

@@ -1083,9 +1083,13 @@ CASES = [
     ),
     (
         "data-batch-size",
-        "a batch larger than the dataset",
-        lambda t, r: [*folder_overrides(t), "loader.source_batch_size=50"],
-        "fewer than one batch of 50",
+        "batches larger than the source and the target data (both named at once)",
+        lambda t, r: [
+            *folder_overrides(t),
+            "loader.source_batch_size=50",
+            "loader.target_batch_size=40",
+        ],
+        "fewer than one batch of 50; the target dataset holds",
     ),
     # ------------------------------------------------------------------ checkpoint
     (
