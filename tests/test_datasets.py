@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from mic import DatasetError, check_num_classes
 from mic.datasets import DigitsDomain, ImageFolder, UnlabeledImageFolder, classification_transform
@@ -108,6 +109,29 @@ def test_class_count_mismatch_between_domains(class_tree, tmp_path):
         check_num_classes(3, data)
     assert "test has 2 (bike, car)" in str(info.value)  # the names show which class is extra
     assert "dataset.classes=[...]" in str(info.value)
+
+
+def test_an_evaluation_over_a_test_reader_that_numbered_its_own_classes_is_refused(
+    class_tree, tmp_path
+):
+    from mic import Evaluation
+    from mic.datasets import classification_transform
+    from mic.tasks.classification import ClassificationTask
+
+    for c in ("car", "dog"):  # the target test set lacks 'bike': car would be read as 0
+        _png(tmp_path / "tgt" / c / "0.png")
+    transform = classification_transform(False, size=8, resize=8)
+    source = ImageFolder(class_tree, transform=transform)
+    own = ImageFolder(tmp_path / "tgt", transform=transform)
+    task = ClassificationTask(3)
+    with pytest.raises(DatasetError, match=r"test has 2 \(car, dog\)") as info:
+        Evaluation(task, DataLoader(own, batch_size=2))
+    assert "ImageFolder(root, classes=source.classes)" in str(info.value)
+    kept = ImageFolder(
+        tmp_path / "tgt", transform=transform, classes=source.classes, allow_empty_classes=True
+    )
+    assert [kept.classes.index(c) for c in ("car", "dog")] == [1, 2]
+    Evaluation(task, DataLoader(kept, batch_size=2))  # the source's indices: accepted
 
 
 def test_a_test_split_s_class_folders_take_the_source_s_indices(tmp_path):

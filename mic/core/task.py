@@ -105,10 +105,10 @@ def check_num_classes(num_classes: int, datasets: Mapping[str, Any]) -> None:
         listing = ", ".join(f"{name} has {n}{named.get(name, '')}" for name, n in declared.items())
         raise DatasetError(
             f"class counts disagree: the task/model predicts {num_classes} classes but {listing}. "
-            "Source and target must share one label space: fix the datasets, keep only some "
-            "classes where the reader takes a class list (e.g. dataset.classes=[...]), or set "
-            "dataset.num_classes to match (a Task whose targets are not the datasets' classes, "
-            "e.g. a regression derived in collate, overrides check_datasets)."
+            "Source and target must share one label space: fix the datasets (e.g. remove a "
+            "folder that is no class), set dataset.num_classes to match, or keep only some "
+            "classes where the dataset config lists them (dataset.classes=[...]). A Task whose "
+            "targets are no classes (a regression) overrides check_datasets."
         )
 
 

@@ -249,6 +249,8 @@ class Evaluation(Hook):
     Raises:
         ConfigError: an unknown model name, neither labels nor validators to score with, or
             validators the task cannot feed.
+        DatasetError: the labelled loader's dataset declares another class count than the
+            task (``Task.check_datasets``): a test reader that numbered its own classes.
         DatasetError: (at ``before_run``, from the loader's first batch) a labelled loader
             that yields no batch, unlabelled batches, batches that are not ``(images,
             targets)`` pairs, or targets the task's ``check_targets`` refuses: found before
@@ -299,6 +301,16 @@ class Evaluation(Hook):
                 )
         if validation is not None:
             validation.check(task)
+        test_set = getattr(loader, "dataset", None)
+        if test_set is not None:  # a reader that numbered its own classes scores wrongly
+            try:
+                task.check_datasets({"test": test_set})
+            except DatasetError as e:
+                raise DatasetError(
+                    f"{e} Evaluation's test loader: a test set that lacks some of the source's "
+                    "classes is read with the source's class list (e.g. ImageFolder(root, "
+                    "classes=source.classes)), so that each class keeps its index."
+                ) from e
         self.validation = validation
         self.history: list[dict[str, Any]] = []
         #: the scores its records will hold, as scored on the first test batch by
