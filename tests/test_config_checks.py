@@ -540,5 +540,7 @@ def test_an_hrda_detail_crop_that_is_not_two_whole_numbers_is_named(crop):
     from mic.tasks.segmentation import HRDA, SmallUNet
 
     segmenter = SmallUNet(num_classes=2, widths=[4, 8])
-    with pytest.raises(ConfigError, match=r"model\.detail_crop must be two whole pixel counts"):
+    with pytest.raises(
+        ConfigError, match=r"model\.detail_crop must be two positive whole pixel counts"
+    ):
         HRDA(segmenter, detail_crop=crop)

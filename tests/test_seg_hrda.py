@@ -121,6 +121,34 @@ def test_crop_boxes_off_the_context_grid_are_refused():
 
 
 # ----------------------------------------------------------------------------- fusion
+def test_a_crop_grid_or_context_scale_that_cannot_fit_is_refused_on_any_box():
+    x, box = torch.randn(2, 3, 16, 16), torch.tensor([[0, 8, 0, 8]] * 2)  # a box on any grid
+    # context at 0.5 with output stride 2 puts a cell every 4 px: crop_divisible=2 could draw
+    # off-grid boxes later in a run, so it is refused at once, with the value that works
+    torch.manual_seed(0)
+    loose = HRDA(Tiles(3, 2), detail_crop=(8, 8), crop_divisible=2)
+    with pytest.raises(ConfigError, match=r"one cell every 4 px.*model.crop_divisible=4 \(now 2\)"):
+        loose(x, crop_box=box)
+    # 16 px at scale 0.3 is 4.8 px: no crop_divisible could help; the scale is named
+    odd = HRDA(Tiles(3, 2), context_scale=0.3, detail_crop=(8, 8), crop_divisible=4)
+    with pytest.raises(ConfigError, match=r"context_scale=0.3 of the 16 x 16 .* 4.8 x 4.8 px"):
+        odd(x, crop_box=box)
+
+
+@pytest.mark.parametrize(
+    ("crop", "stride", "said"),
+    [
+        ([32], None, "detail_crop must be two positive"),
+        ([0, 0], None, "detail_crop must be two"),
+        ([8, 8], [0, 4], "detail_stride must be two positive"),
+        ([1, 1], None, r"detail_stride \(null: half of model.detail_crop \[1, 1\]\) comes to"),
+    ],
+)
+def test_detail_crop_and_stride_are_named_as_given(crop, stride, said):
+    with pytest.raises(ConfigError, match=said):
+        HRDA(Tiles(3, 2), detail_crop=crop, detail_stride=stride, crop_divisible=1)
+
+
 def test_attention_is_zero_outside_the_detail_crop_and_the_context_rules_there():
     model, x = _hrda(), torch.randn(2, 3, 16, 16)
     box = torch.tensor([[4, 12, 8, 16], [0, 8, 4, 12]])

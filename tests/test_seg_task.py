@@ -234,3 +234,17 @@ def test_predict_names_a_numpy_array_and_a_single_image():
         DatasetError, match=r"shape \(3, 16, 16\): for one image give image\[None\]"
     ):
         SegmentationTask(4).predict(model, torch.rand(3, 16, 16))  # torch's BatchNorm error
+
+
+@pytest.mark.parametrize(
+    ("crop", "stride", "said"),
+    [
+        ([0, 0], [0, 0], r"task.crop_size must be two positive pixel counts .* got \[0, 0\]"),
+        ([32], [16, 16], r"task.crop_size must be two positive"),
+        ([32, 32], [0, 16], r"task.stride \[0, 16\] must be between 1 and task.crop_size"),
+        ([32, 32], [48, 16], r"a larger stride leaves pixels no window covers"),
+    ],
+)
+def test_sliding_windows_of_no_size_or_a_stride_out_of_range_are_named(crop, stride, said):
+    with pytest.raises(ConfigError, match=said):
+        SegmentationTask(3, inference="slide", crop_size=crop, stride=stride)

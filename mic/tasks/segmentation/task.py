@@ -199,6 +199,11 @@ class SegmentationTask(Task):
         self.inference = inference
         self.crop_size = tuple(int(s) for s in crop_size) if crop_size is not None else None
         self.stride = tuple(int(s) for s in stride) if stride is not None else None
+        if self.crop_size is not None and (len(self.crop_size) != 2 or min(self.crop_size) < 1):
+            raise ConfigError(
+                f"task.crop_size must be two positive pixel counts [height, width], got "
+                f"{list(self.crop_size)}"
+            )
         if (
             self.crop_size
             and self.stride

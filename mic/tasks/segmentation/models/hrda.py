@@ -23,7 +23,9 @@ The module keeps no state between calls: the detail crop's box is an argument of
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 import torch
@@ -89,7 +91,7 @@ def detail_crop_boxes(
     if ch > h or cw > w:
         raise ConfigError(
             f"the HRDA detail crop {[ch, cw]} is larger than the training images {[h, w]}; "
-            "set model.detail_crop to at most the training crop (dataset.crop_size)"
+            "set model.detail_crop to at most the training images' size"
         )
     if int(divisible) < 1:
         raise ConfigError(f"model.crop_divisible must be at least 1, got {divisible}")
@@ -190,18 +192,20 @@ class HRDA(Segmenter):
             if pair is None and key == "detail_stride":  # null: half the crop
                 continue
             listed = isinstance(pair, Sequence) and not isinstance(pair, str)
-            if not (listed and all(isinstance(s, int) and not isinstance(s, bool) for s in pair)):
+            whole = listed and all(isinstance(s, int) and not isinstance(s, bool) for s in pair)
+            if not (whole and len(pair) == 2 and min(pair) >= 1):
                 raise ConfigError(
-                    f"model.{key} must be two whole pixel counts [height, width], got {pair!r}"
+                    f"model.{key} must be two positive whole pixel counts [height, width], got "
+                    f"{pair!r}"
                 )
         crop = tuple(int(s) for s in detail_crop)
         stride = (
             tuple(int(s) for s in detail_stride) if detail_stride else (crop[0] // 2, crop[1] // 2)
         )
-        if len(crop) != 2 or min(crop) < 1 or len(stride) != 2 or min(stride) < 1:
+        if min(stride) < 1:  # half of a 1 px crop
             raise ConfigError(
-                f"model.detail_crop {list(crop)} and model.detail_stride {list(stride)} must be "
-                "two positive pixel counts (height, width)"
+                f"model.detail_stride (null: half of model.detail_crop {list(crop)}) comes to "
+                f"{list(stride)}; give model.detail_stride=[1, 1] or a larger crop"
             )
         if any(s > c for s, c in zip(stride, crop, strict=True)):
             raise ConfigError(
@@ -338,6 +342,7 @@ class HRDA(Segmenter):
                 f"got {boxes.tolist()} for {x.shape[0]} images"
             )
         context, attention, features = self.context(x)
+        self._check_grid(x.shape[-2:], context.shape[-2:])
         detail = self.decode(self.forward_features(crop_per_image(x, boxes)))
         stride = int(sizes[0, 0]) / detail.shape[-2]
         inside = torch.zeros_like(attention[:, :1])
@@ -351,6 +356,33 @@ class HRDA(Segmenter):
             placed[i, :, y1:y2, x1:x2] = detail[i]
         fused = self.fuse(context, attention, placed)
         return HRDAOutput(fused, context, detail, attention, boxes), features
+
+    def _check_grid(self, image: Sequence[int], logits: Sequence[int]) -> None:
+        """Refuse a context scale that gives no whole image side, and a ``crop_divisible`` off
+        the grid of the context logits (``logits``: their H, W for images of ``image``), which
+        would fail only when an off-grid box is drawn.
+
+        Raises:
+            ConfigError: naming the scale or the ``crop_divisible`` that works.
+        """
+        sides = [side * self.context_scale for side in image]
+        if not all(float(side).is_integer() for side in sides):
+            raise ConfigError(
+                f"model.context_scale={self.context_scale:g} of the {image[0]} x {image[1]} "
+                f"training images gives a {sides[0]:g} x {sides[1]:g} px context image, not a "
+                "whole number of pixels: choose a scale (e.g. 0.5 or 0.25) or an image size "
+                "whose product is whole"
+            )
+        grids = [Fraction(n, side).denominator for n, side in zip(logits, image, strict=True)]
+        needed = math.lcm(*grids)  # px of the input per cell of the context logits' grid
+        if self.crop_divisible % needed or any(c % needed for c in self.detail_crop):
+            raise ConfigError(
+                f"the context logits are {logits[0]} x {logits[1]} for {image[0]} x {image[1]} "
+                f"images, one cell every {needed} px, so the detail crop's offsets and size "
+                f"must be multiples of {needed} (the output stride over the context scale): set "
+                f"model.crop_divisible={needed} (now {self.crop_divisible}) with model."
+                f"detail_crop a multiple of it (now {list(self.detail_crop)})"
+            )
 
     @staticmethod
     def fuse(context: Tensor, attention: Tensor, detail: Tensor) -> Tensor:
