@@ -227,3 +227,17 @@ def test_alignment_method_configs_choose_how_batchnorm_sees_the_domains(
     assert has_batch_norm == (
         [] if discriminator_batch_norm is None else [discriminator_batch_norm]
     )
+
+
+def test_the_vit_config_takes_images_of_the_data_sets_size():
+    size = 32  # timm's ViT-B/16 takes 224 px unless told
+    overrides = [f"dataset.{k}=/data/{k}" for k in ("root_source", "root_target", "root_test")]
+    cfg = load_config(
+        ["dataset=folders", "dataset.num_classes=3", f"dataset.size={size}", *overrides]
+        + ["model=vit_b16", "model.pretrained=false"]
+    )
+    assert cfg.model.img_size == size  # timm's 224 px position embedding, resampled
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, size, size)).shape == (1, 3)
