@@ -227,6 +227,8 @@ def build_datasets(cfg: DictConfig, preflight: bool = True) -> dict[str, Any]:
                 if cause is None:
                     raise
                 failed.setdefault(_as_override(cause, cfg, name), []).append(f"dataset.{name}")
+            if name == "target" and not failed:  # before the test split names a symptom
+                _check_split_folders(data)
     if len(failed) == 1:
         raise DatasetError(next(iter(failed)))
     if failed:
@@ -235,6 +237,43 @@ def build_datasets(cfg: DictConfig, preflight: bool = True) -> dict[str, Any]:
             + "; ".join(f"{', '.join(names)}: {message}" for message, names in failed.items())
         )
     return data
+
+
+def _image_folder(dataset: Any) -> Path | None:
+    """The folder a reader of every image below it reads (through wrappers), else None."""
+    from mic.datasets import ImageFolder, UnlabeledImageFolder
+    from mic.datasets.segmentation import SegmentationFolder
+
+    while not isinstance(dataset, (ImageFolder, UnlabeledImageFolder, SegmentationFolder)):
+        dataset = getattr(dataset, "dataset", None)
+        if dataset is None:
+            return None
+    root = dataset.image_root if isinstance(dataset, SegmentationFolder) else dataset.root
+    return Path(os.path.realpath(root))
+
+
+def _check_split_folders(data: dict[str, Any]) -> None:
+    """Refuse a source folder that holds the target's (the source would read the target's
+    images as its own: a root one level too high); warn when both read one folder.
+
+    Raises:
+        DatasetError: naming both folders.
+    """
+    source, target = _image_folder(data.get("source")), _image_folder(data.get("target"))
+    if source is None or target is None:
+        return
+    if source == target:
+        warnings.warn(
+            f"the source and the target read the same folder, '{source}': the run adapts a "
+            "domain to itself (check the folders given for the source and the target)",
+            stacklevel=2,
+        )
+    elif source in target.parents:
+        raise DatasetError(
+            f"the source's folder '{source}' holds the target's, '{target}', so the source "
+            "would read the target's images as its own: the source's root is one level too "
+            "high; give the folder of the source's images alone"
+        )
 
 
 def _as_override(error: DatasetError, cfg: DictConfig, name: str) -> str:
@@ -334,10 +373,18 @@ def best_metric_key(cfg: DictConfig, task: Task) -> str:
     if by in (None, "", task.primary_metric):
         return f"eval/{model}/{task.primary_metric}"
     if by not in VALIDATORS:
+        from mic.schema import did_you_mean
+
+        other = did_you_mean(str(by), [*VALIDATORS, task.primary_metric])
+        if not other and "primary_metric" in cfg.task:
+            other = (
+                f" To follow another labelled score, make it the task's: "
+                f"task.primary_metric={by} with checkpoint.best_by=null"
+            )
         raise ConfigError(
             f"checkpoint.best_by={by!r} names no validator; choose one of "
             f"{', '.join(VALIDATORS)}, or null (or {task.primary_metric!r}) for the labelled "
-            "target metric"
+            f"target metric.{other}"
         )
     computed = validator_names(cfg)
     if by not in computed:

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -610,9 +611,29 @@ OmegaConf.register_new_resolver(
 )
 
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_python_format = warnings.formatwarning
+
+
+def _format_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """mic's own warnings as one line, ``mic: warning: ...`` (they are advice to the user,
+    not about a line of code); other libraries' as Python writes them."""
+    if os.path.abspath(filename).startswith(_PACKAGE + os.sep):
+        return f"mic: warning: {message}\n"
+    return _python_format(message, category, filename, lineno, line)
+
+
 def main() -> None:
     """``mic-train``: a Ctrl-C outside the training iterations ends it with one line
-    (``mic.cli.INTERRUPTED``), also where a library caught its ``KeyboardInterrupt``."""
+    (``mic.cli.INTERRUPTED``), also where a library caught its ``KeyboardInterrupt``; mic's
+    warnings are written as one line each."""
+    warnings.formatwarning = _format_warning
     catch_interrupts()
     try:
         _command()

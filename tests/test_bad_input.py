@@ -1082,6 +1082,12 @@ CASES = [
         "++dataset.source.allow_empty_classes=true",
     ),
     (
+        "data-source-root-above-target",
+        "a source root one level too high: the folder holding the target's folder",
+        lambda t, r: folder_overrides(t, source=t),
+        "holds the target's, '",
+    ),
+    (
         "data-batch-size",
         "batches larger than the source and the target data (both named at once)",
         lambda t, r: [

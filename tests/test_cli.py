@@ -285,3 +285,15 @@ def test_the_default_run_folder_says_whether_mic_is_on_and_source_only_with_mic_
     ]:
         method = {"name": "m", "terms": terms}
         assert OmegaConf.create({"dataset": {"name": "d"}, "method": method, "x": name}).x == want
+
+
+def test_mic_train_writes_mic_s_warnings_as_one_line_and_others_as_python_does():
+    import warnings
+
+    import mic.experiment
+    from mic.train import _format_warning
+
+    ours = _format_warning("the loader is short", UserWarning, mic.experiment.__file__, 12, "x")
+    assert ours == "mic: warning: the loader is short\n"
+    theirs = _format_warning("deprecated", FutureWarning, warnings.__file__, 3, "line")
+    assert "FutureWarning: deprecated" in theirs and warnings.__file__ in theirs

@@ -134,6 +134,16 @@ def test_an_evaluation_over_a_test_reader_that_numbered_its_own_classes_is_refus
     Evaluation(task, DataLoader(kept, batch_size=2))  # the source's indices: accepted
 
 
+def test_a_source_and_target_of_one_folder_are_warned_of(tmp_path):
+    from mic.experiment import build_datasets, load_config
+    from tests.helpers import class_folders, folder_overrides
+
+    source = class_folders(tmp_path / "src", ["a", "b", "c"])
+    cfg = load_config(folder_overrides(tmp_path, source=source, target=source))
+    with pytest.warns(UserWarning, match="the source and the target read the same folder"):
+        build_datasets(cfg)
+
+
 def test_a_test_split_s_class_folders_take_the_source_s_indices(tmp_path):
     # source a, b, c; test b, c: sorted on its own the test split would call b class 0
     from mic.experiment import build_datasets, load_config

@@ -446,6 +446,24 @@ def test_best_by_a_validator_that_is_not_computed():
     assert "does not compute it" in message and "eval.validators=[entropy, snd]" in message
 
 
+def test_best_by_another_labelled_score_names_the_task_s_primary_metric():
+    from mic.experiment import best_metric_key
+
+    task = ClassificationTask(3)
+    cfg = load_config(["checkpoint.best_by=mean_class_accuracy"])
+    with pytest.raises(ConfigError, match="names no validator") as info:
+        best_metric_key(cfg, task)
+    assert "task.primary_metric=mean_class_accuracy with checkpoint.best_by=null" in str(info.value)
+    typo = load_config(["checkpoint.best_by=accurracy"])
+    with pytest.raises(ConfigError, match="Did you mean: accuracy") as info:
+        best_metric_key(typo, task)
+    assert "primary_metric=accurracy" not in str(info.value)  # a typo is not another score
+    chosen = load_config(["task.primary_metric=mean_class_accuracy"])
+    assert best_metric_key(chosen, ClassificationTask(3, chosen.task.primary_metric)) == (
+        "eval/student/mean_class_accuracy"
+    )
+
+
 def test_validation_over_an_empty_loader_is_a_dataset_error_not_nan():
     from mic.core import DatasetError
 
