@@ -327,7 +327,8 @@ def _unknown_option(group: str, value: str, folders: Sequence[Any]) -> str:
     """The message for an option ``value`` that none of the ``group`` ``folders`` holds."""
     names = {p.name[:-5] for f in folders for p in f.iterdir() if p.name.endswith(".yaml")}
     options = sorted(n for n in names if not n.startswith("_"))
-    hint = did_you_mean(value, options)
+    same = [o for o in options if o.lower() == value.lower().replace("-", "_")]  # SDAT, cdan-e
+    hint = f" Did you mean: {same[0]}?" if same else did_you_mean(value, options)
     return f"unknown {group} {value!r}.{hint} The {group} options: {', '.join(options)}"
 
 

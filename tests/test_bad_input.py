@@ -1084,7 +1084,7 @@ CASES = [
     (
         "data-source-root-above-target",
         "a source root one level too high: the folder holding the target's folder",
-        lambda t, r: folder_overrides(t, source=t),
+        lambda t, r: folder_overrides(t / "data", source=t / "data"),
         "holds the target's, '",
     ),
     (
@@ -1417,6 +1417,7 @@ def test_config_group_options_are_checked_where_mics_own_configs_decide():
     assert unknown_option(["experiment=det_shapes", "mic=none", "seed=3", "model.norm=x"]) is None
     assert "Did you mean: dacs?" in unknown_option(["+method=dacs_mic"])
     assert "The model options: " in unknown_option(["model=detectron2_rcnn"])
+    assert "unknown method 'SDAT'. Did you mean: sdat?" in unknown_option(["method=SDAT"])
     # config folders of one's own, sweeps and null: Hydra judges
     assert unknown_option(["experiment=mine", "hydra.searchpath=[pkg://my.configs]"]) is None
     assert "config folder /x (--config-dir / hydra.searchpath): no such folder" in unknown_option(

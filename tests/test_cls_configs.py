@@ -232,9 +232,9 @@ def test_alignment_method_configs_choose_how_batchnorm_sees_the_domains(
 def test_the_vit_config_takes_images_of_the_data_sets_size():
     size = 32  # timm's ViT-B/16 takes 224 px unless told
     overrides = [f"dataset.{k}=/data/{k}" for k in ("root_source", "root_target", "root_test")]
+    model = ["model=vit_b16", "model.pretrained=false"]
     cfg = load_config(
-        ["dataset=folders", "dataset.num_classes=3", f"dataset.size={size}", *overrides]
-        + ["model=vit_b16", "model.pretrained=false"]
+        [*overrides, *model, "dataset=folders", "dataset.num_classes=3", f"dataset.size={size}"]
     )
     assert cfg.model.img_size == size  # timm's 224 px position embedding, resampled
     torch.manual_seed(0)

@@ -461,7 +461,8 @@ class ImageFolder(LabelledImages):
                     "images directly in a class-per-folder root, in no class folder",
                     str(self.root),
                     f"{len(self.loose)} left out, e.g. '{self.loose[0].name}'",
-                    "Move each into the folder of its class to train on it.",
+                    "Move each into the folder of its class to "
+                    f"{'train on' if training else 'score'} it.",
                     warning=True,
                 )
             )
