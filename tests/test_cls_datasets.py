@@ -193,7 +193,7 @@ def test_office_dataset_configs_build_source_target_and_test(tmp_path, dataset, 
 @pytest.mark.parametrize(("dataset", "pair"), [("officehome", "Ar2Rw"), ("office31", "A2W")])
 def test_office_datasets_train_through_mic_train(tmp_path, dataset, pair):
     # these readers have a fixed class list and take no classes=; mic-train gave them the
-    # source's, and no Office run could start
+    # source's, and no Office run could start. MIC's block follows dataset.size (2 px at 8 px)
     if dataset == "officehome":
         _office_home(tmp_path / "data")
     else:
@@ -206,7 +206,6 @@ def test_office_datasets_train_through_mic_train(tmp_path, dataset, pair):
         f"dataset.pair={pair}",
         *SMALL,
         "model=small_cnn",
-        "+dataset.mic_block_size=2",
         *TINY_RUN,
         f"hydra.run.dir={tmp_path / 'run'}",
     )
@@ -246,7 +245,6 @@ def test_visda_experiment_runs_and_scores_mean_class_accuracy(tmp_path):
             *SMALL,
             "method=sdat",
             "model=small_cnn",
-            "+dataset.mic_block_size=2",  # the published 64 px would mask 8 px images whole
             "iterations=2",
             "adaptation_start=0",
             "eval.interval=0",
@@ -258,6 +256,7 @@ def test_visda_experiment_runs_and_scores_mean_class_accuracy(tmp_path):
             "device=cpu",
         ]
     )
+    assert cfg.method.terms.mic.masker.block_size == 2  # follows dataset.size (64 px at 224)
     summary = run_experiment(cfg, tmp_path / "run")
     assert summary["metric"] == "mean_class_accuracy"
     assert 0.0 <= summary["after_adaptation"]["student"] <= 1.0
