@@ -323,6 +323,21 @@ def did_you_mean(name: str, known: Iterable[str], n: int = 5) -> str:
     return f" Did you mean: {', '.join(close)}?" if close else ""
 
 
+def spelled_alike(name: str, known: Iterable[str]) -> str | None:
+    """The one of ``known`` that ``name`` matches but for case, spaces, dashes and underscores
+    (``'SDAT'`` and ``'sdat'``, ``'cdan-e'`` and ``'cdan_e'``, ``'Red '`` and ``'red'``), else None;
+    None also when ``name`` is itself known. Catches the slips that ``did_you_mean``'s similarity
+    ratio misses on short names."""
+
+    def plain(text: str) -> str:
+        return "_".join(str(text).replace("-", " ").replace("_", " ").split()).casefold()
+
+    known = list(known)
+    if name in known:
+        return None
+    return next((k for k in known if plain(k) == plain(name)), None)
+
+
 #: the root keys that mic-train reads: the schema's and the config groups' (task, dataset, ...)
 ROOT_KEYS = frozenset(RootSchema.model_fields) | {"task", "dataset", "model", "method", "scheduler"}
 #: the root key that holds values of one's own (``+user.tag=baseline``), never checked

@@ -39,7 +39,7 @@ from mic.experiment import (
     unlock_run_folder,
 )
 from mic.resume import empty_run_folder
-from mic.schema import did_you_mean, exception_chain
+from mic.schema import did_you_mean, exception_chain, spelled_alike
 from mic.training import TrainingInterrupted, process_info
 
 
@@ -327,8 +327,8 @@ def _unknown_option(group: str, value: str, folders: Sequence[Any]) -> str:
     """The message for an option ``value`` that none of the ``group`` ``folders`` holds."""
     names = {p.name[:-5] for f in folders for p in f.iterdir() if p.name.endswith(".yaml")}
     options = sorted(n for n in names if not n.startswith("_"))
-    same = [o for o in options if o.lower() == value.lower().replace("-", "_")]  # SDAT, cdan-e
-    hint = f" Did you mean: {same[0]}?" if same else did_you_mean(value, options)
+    same = spelled_alike(value, options)  # SDAT, cdan-e
+    hint = f" Did you mean: {same}?" if same else did_you_mean(value, options)
     return f"unknown {group} {value!r}.{hint} The {group} options: {', '.join(options)}"
 
 

@@ -16,6 +16,7 @@ from mic.schema import (
     check_eval_models,
     decode_env,
     flag_problems,
+    spelled_alike,
     task_mismatches,
     unread_keys,
     unread_section_keys,
@@ -544,3 +545,18 @@ def test_an_hrda_detail_crop_that_is_not_two_whole_numbers_is_named(crop):
         ConfigError, match=r"model\.detail_crop must be two positive whole pixel counts"
     ):
         HRDA(segmenter, detail_crop=crop)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("SDAT", "sdat"),
+        ("cdan-e", "cdan_e"),
+        ("Red ", "red"),
+        ("traffic-Light", "traffic light"),
+        ("sdat", None),  # known as given
+        ("sdta", None),  # a typo, not a spelling: did_you_mean's
+    ],
+)
+def test_a_name_spelled_otherwise_is_matched_to_the_known_one(name, expected):
+    assert spelled_alike(name, ["sdat", "cdan_e", "red", "traffic light"]) == expected

@@ -38,6 +38,7 @@ from mic.datasets.files import (
     visible,
 )
 from mic.datasets.preflight import Problem, check_image, header_problem, keep_or_raise, progress
+from mic.schema import spelled_alike
 
 Target = dict[str, Tensor]
 
@@ -396,19 +397,11 @@ def _coco_box_error(
 
 
 def _case_twins(names: Sequence[str], known: Sequence[str]) -> str:
-    """`` ('Box' differs from 'box' only in case or spaces)`` for each of ``names`` that
-    matches one of ``known`` but for case and spaces (empty if none)."""
-
-    def plain(name: str) -> str:
-        return " ".join(str(name).split()).casefold()
-
-    by_plain = {plain(k): k for k in known}
-    twins = [
-        f"{n!r} differs from {by_plain[plain(n)]!r}"
-        for n in names
-        if plain(n) in by_plain and by_plain[plain(n)] != n
-    ]
-    return f" ({'; '.join(twins)} only in case or spaces)" if twins else ""
+    """`` ('Box' differs from 'box' only in case, spaces or dashes)`` for each of ``names``
+    that matches one of ``known`` but for its spelling (empty if none)."""
+    twins = [(n, spelled_alike(n, known)) for n in names]
+    shown = [f"{n!r} differs from {k!r}" for n, k in twins if k is not None]
+    return f" ({'; '.join(shown)} only in case, spaces or dashes)" if shown else ""
 
 
 def _listed_twice(images: list[dict[str, Any]], files: list[Path]) -> list[Problem]:

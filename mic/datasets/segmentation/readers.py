@@ -97,9 +97,8 @@ GREY_IN_COLOUR = ("RGB", "RGBA", "LA")
 def _grey_of_colour(pixels: np.ndarray, mode: str) -> np.ndarray | str:
     """The grey ids of H x W x C ``pixels`` of ``mode`` (``GREY_IN_COLOUR``), or why they are
     not ids: colour channels that differ, or transparent pixels."""
-    colour, alpha = (pixels[..., :1], pixels[..., 1]) if mode == "LA" else (pixels[..., :3], None)
-    if mode == "RGBA":
-        alpha = pixels[..., 3]
+    n = 1 if mode == "LA" else 3  # colour channels; a channel after them is alpha
+    colour, alpha = pixels[..., :n], (pixels[..., n] if pixels.shape[-1] > n else None)
     if alpha is not None and (alpha != 255).any():
         n = int((alpha != 255).sum())
         return (
