@@ -1043,7 +1043,7 @@ CASES = [
     ),
     (
         "data-mic-block-size",
-        "a MIC block as large as the target images (100 px blocks on the 28 px digits)",
+        "a MIC block as large as the target images (100 px blocks on the 32 px digits)",
         lambda t, r: ["dataset.mic_block_size=100"],
         "MIC masking blocks that make one block of the target images (1): "
         "'method.terms.mic.masker.block_size'",
