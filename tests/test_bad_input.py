@@ -81,6 +81,13 @@ def _label_size(tmp):
     return seg_folder_overrides(tmp, source=src)
 
 
+def _labels_renamed(root: Path, suffix: str) -> Path:
+    """``root`` with each label ``lbl/<i>.png`` renamed ``lbl/<i><suffix>``."""
+    for label in (root / "lbl").iterdir():
+        label.rename(label.with_name(label.stem + suffix))
+    return root
+
+
 def _test_of_two_sizes(tmp):
     """A test split whose second image (and label) is 20 x 10 where the first is 16 x 12."""
     tst = seg_tree(tmp / "tst", n=2)
@@ -1066,6 +1073,16 @@ CASES = [
         "DAFormer's feature distance on a 2-class dataset without thing classes",
         lambda t, r: [*seg_folder_overrides(t), "method=daformer", "dataset.source.min_pixels=4"],
         "outside the task's 2 classes",
+    ),
+    (
+        "data-rare-class-sampling-labels",
+        "rare class sampling over source labels saved under other names (0_label.png)",
+        lambda t, r: [
+            *seg_folder_overrides(t, source=_labels_renamed(seg_tree(t / "src"), "_label.png")),
+            "method=daformer",
+            "dataset.source.min_pixels=4",
+        ],
+        "set ++dataset.source.dataset.label_suffix=_label.png to read them",
     ),
     (
         "data-class-names",

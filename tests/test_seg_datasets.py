@@ -132,6 +132,53 @@ def test_gta5_labels_that_hold_training_ids_under_the_released_name_are_named(tm
     assert "label_format=trainids" in problem.fix and not problem.warning
 
 
+def test_training_ids_under_the_released_name_are_named_under_rare_class_sampling(tmp_path):
+    """Rare class sampling reads every label file for its statistics; the reader's own check
+    of the values (training ids read as released ids) still runs in its data check."""
+    for i, name in enumerate(("00001", "00002", "00003")):
+        trainids = np.full((H, W), i, np.uint8)  # ignored when read as ids
+        trainids[:, 3 * W // 4 :] = 13  # car, read as fence
+        trainids[:, :1] = 17  # motorcycle, read as pole: two classes to sample
+        _image(tmp_path / "images" / f"{name}.png")
+        _label(tmp_path / "labels" / f"{name}.png", trainids)
+    problems = RareClassSampling(GTA5(tmp_path), min_pixels=1, cache=False).preflight()
+    (problem,) = [p for p in problems if not p.warning]
+    assert "hold only values 0..18 and 255" in problem.detail
+    assert "label_format=trainids" in problem.fix
+    # one class left to sample: the reader's check names the cause at once
+    for name in ("00001", "00002", "00003"):
+        trainids = np.zeros((H, W), np.uint8)
+        trainids[:, -1] = 13
+        _label(tmp_path / "labels" / f"{name}.png", trainids)
+    with pytest.raises(DatasetError, match="hold training ids where released ids are read"):
+        RareClassSampling(GTA5(tmp_path), min_pixels=1, cache=False)
+
+
+def test_rare_class_sampling_over_missing_labels_names_them_not_the_empty_statistics(tmp_path):
+    _cityscapes(tmp_path, "train", "labelIds")  # released: no *_labelTrainIds.png
+    with pytest.raises(DatasetError) as info:
+        RareClassSampling(Cityscapes(tmp_path, "train"), min_pixels=1, cache=False)
+    message = str(info.value)
+    assert message.startswith("Missing label files (2)") and "label_format=labelIds" in message
+    assert "fewer than two classes" not in message
+
+
+def test_cityscapes_label_ids_that_hold_training_ids_are_named(tmp_path):
+    for i, city in enumerate(("aachen", "bochum", "cologne")):
+        stem = f"{city}_000000_000019"
+        _image(tmp_path / "leftImg8bit" / "val" / city / f"{stem}_leftImg8bit.png")
+        trainids = np.full((H, W), i, np.uint8)  # road, sidewalk, building
+        trainids[:, 3 * W // 4 :] = 13  # car
+        _label(tmp_path / "gtFine" / "val" / city / f"{stem}_gtFine_labelIds.png", trainids)
+    (problem,) = Cityscapes(tmp_path, "val", label_format="labelIds").preflight(training=False)
+    assert "hold only values 0..18 and 255" in problem.detail
+    assert "label_format=labelTrainIds" in problem.fix and not problem.warning
+    # released ids pass
+    _cityscapes(tmp_path / "released", "val", "labelIds")
+    released = Cityscapes(tmp_path / "released", "val", label_format="labelIds")
+    assert not [p for p in released.preflight(training=False) if not p.warning]
+
+
 def test_ids_outside_the_mapping_in_a_sample_say_how_many_were_read(tmp_path):
     folder = tmp_path / "lbl"
     for i in range(8):

@@ -557,6 +557,11 @@ def _names(ids: Iterable[int], classes: Sequence[str]) -> str:
     return ", ".join(named)
 
 
+#: the kinds of ``class_presence``'s problems
+FEW_CLASSES = "label sets in which fewer than two classes occur"
+ABSENT_CLASSES = "label sets in which declared classes never occur"
+
+
 def class_presence(
     pixels: np.ndarray,
     classes: Sequence[str],
@@ -600,7 +605,7 @@ def class_presence(
             )
         return [
             Problem(
-                "label sets in which fewer than two classes occur",
+                FEW_CLASSES,
                 where,
                 f"{'only class ' + occurs if present else 'no class'} occurs in the {read}; "
                 f"class {_names(absent, classes)} of num_classes={len(classes)} never does",
@@ -611,7 +616,7 @@ def class_presence(
     if unexpected and files_read == files and warn_absent:
         return [
             Problem(
-                "label sets in which declared classes never occur",
+                ABSENT_CLASSES,
                 where,
                 f"class {_names(unexpected, classes)} in none of the {read}",
                 "A model cannot learn them from the source and scores 0 on them; if that is not "

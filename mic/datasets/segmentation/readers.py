@@ -588,6 +588,15 @@ def _label_format(label_format: str, choices: Sequence[str]) -> str:
     return label_format
 
 
+#: for a Cityscapes-style reader of labelIds: how to read files of training ids instead
+CITYSCAPES_CONVERTED = (
+    "Released *_labelIds.png files hold the ids 0..33; training ids (0..18) are read from "
+    "*_labelTrainIds.png files (cityscapesScripts' createTrainIdLabelImgs) with "
+    "{reader}.label_format=labelTrainIds: take the released files, or save the training ids "
+    "under that name."
+)
+
+
 def _cityscapes_format(label_format: str) -> tuple[str, LabelMap]:
     """A Cityscapes-style label format (``labelTrainIds`` or ``labelIds``) and its map."""
     maps = {"labelTrainIds": CITYSCAPES_TRAIN_IDS, "labelIds": CITYSCAPES_IDS}
@@ -767,6 +776,7 @@ class Cityscapes(SegmentationDataset):
         super().__init__(
             _pairs(images, label_of, labelled), label_map, transform, labelled, **options
         )
+        self.converted_fix = CITYSCAPES_CONVERTED if fmt == "labelIds" else ""
 
 
 class ACDC(SegmentationDataset):
@@ -830,6 +840,7 @@ class ACDC(SegmentationDataset):
             samples = _anon_samples(folder, gt, fmt, "**/*_rgb_anon.png", labelled, "ACDC images")
         options = _options(root, label_size_mismatch, fmt, _cityscapes_endings("_gt_"))
         super().__init__(samples, label_map, transform, labelled, **options)
+        self.converted_fix = CITYSCAPES_CONVERTED if fmt == "labelIds" else ""
 
 
 class DarkZurich(SegmentationDataset):
@@ -866,6 +877,7 @@ class DarkZurich(SegmentationDataset):
         samples = _anon_samples(folder, gt, fmt, "*/*_rgb_anon.png", labelled, "Dark Zurich images")
         options = _options(root, label_size_mismatch, fmt, _cityscapes_endings("_gt_"))
         super().__init__(samples, label_map, transform, labelled, **options)
+        self.converted_fix = CITYSCAPES_CONVERTED if fmt == "labelIds" else ""
 
 
 #: what ``dataset=seg_folders`` sets for source and test at once, named in fixes

@@ -23,9 +23,11 @@ import torch
 
 from mic.core.errors import ConfigError, DatasetError, is_whole
 from mic.datasets.preflight import (
+    ABSENT_CLASSES,
+    FEW_CLASSES,
     Problem,
     class_presence,
-    format_problems,
+    collecting_problems,
     keep_or_raise,
     progress,
 )
@@ -34,6 +36,8 @@ from mic.training.sampling import GENERATORS, DatasetWrapper
 log = logging.getLogger(__name__)
 
 STATS_FILE = "mic_class_stats.json"
+#: the kind of problem of a label file that the statistics cannot read
+UNUSABLE = "label files that rare class sampling's statistics cannot use"
 
 
 def _fingerprint(dataset: Any) -> str:
@@ -122,7 +126,7 @@ def class_statistics(
             failed += 1
             problems.append(
                 Problem(
-                    "label files that rare class sampling's statistics cannot use",
+                    UNUSABLE,
                     str(label),
                     getattr(e, "reason", None) or str(e),
                     "Is it the right label format? Fix or replace them.",
@@ -191,46 +195,54 @@ class RareClassSampling(DatasetWrapper):
         found: list[Problem] = []
         counts = class_statistics(dataset, cache, found)
         total = counts.sum(0)
-        #: what the statistics pass found in every label file, for ``preflight()``
-        self.found_problems = keep_or_raise(
-            found
-            + class_presence(
-                total,
-                list(getattr(dataset, "classes", None) or map(str, range(counts.shape[1]))),
-                str(dataset.label_folder() if hasattr(dataset, "label_folder") else ""),
-                len(dataset),
-                len(dataset),
-                getattr(dataset, "expected_absent", ()),
-                getattr(dataset, "takes_label_mapping", False),
-            ),
-            type(dataset).__name__,
+        samples = getattr(dataset, "samples", None) or []
+        missing = sum(label is None or not Path(label).is_file() for _, label in samples)
+        folder = str(dataset.label_folder() if hasattr(dataset, "label_folder") else "")
+        found += class_presence(
+            total,
+            list(getattr(dataset, "classes", None) or map(str, range(counts.shape[1]))),
+            folder,
+            len(dataset) - missing - len(found),  # the label files the statistics read
+            len(dataset),
+            getattr(dataset, "expected_absent", ()),
+            getattr(dataset, "takes_label_mapping", False),
         )
-        if total.sum() == 0:
-            if self.found_problems:  # nothing to sample from: the problems say why, now
-                raise DatasetError(format_problems(self.found_problems, type(dataset).__name__)[0])
-            raise DatasetError("rare class sampling found no labelled pixel in the source labels")
+        most = int(counts.max()) if counts.size else 0
+        if most <= self.min_pixels or any(p.kind == FEW_CLASSES for p in found):
+            reader = self._reader_errors()  # nothing to sample, or one class: say why
+            if reader:  # the reader names the cause (labels missing, of another format ...)
+                found = [p for p in found if p.kind != FEW_CLASSES] + reader
+            elif 0 < most <= self.min_pixels:
+                found.append(
+                    Problem(
+                        "source label sets in which no image holds more than min_pixels of a class",
+                        folder,
+                        f"no source image holds more than min_pixels={self.min_pixels} pixels "
+                        f"of any class (the most of one class in one image: {most} px)",
+                        "Lower rare class sampling's min_pixels for small images (mic-train: "
+                        "dataset.source.min_pixels, published 3000 at GTA5's 1914 x 1052).",
+                    )
+                )
+            elif most == 0 and not any(not p.warning for p in found):
+                found.append(Problem("source label sets without a labelled pixel", folder))
+        #: what the statistics pass found in every label file, for ``preflight()``
+        self.found_problems = keep_or_raise(found, type(dataset).__name__)
         present = np.flatnonzero(total > 0)
         qualified = {int(c): np.flatnonzero(counts[:, c] > self.min_pixels) for c in present}
         kept = [c for c in present if len(qualified[int(c)])]
         dropped = sorted(set(present.tolist()) - set(kept))
-        if not kept:
-            raise DatasetError(
-                f"no source image holds more than min_pixels={self.min_pixels} pixels of any "
-                f"class (the most of one class in one image: {int(counts.max())} px); lower "
-                "rare class sampling's min_pixels for small images (mic-train: "
-                "dataset.source.min_pixels, published 3000 at GTA5's 1914 x 1052)"
-            )
-        if dropped:
+        if dropped and kept:
             log.warning(
                 "rare class sampling leaves out classes %s (no image > %d px)",
                 dropped,
                 self.min_pixels,
             )
-        freq = torch.tensor(total[present] / total.sum(), dtype=torch.float64)
+        freq = torch.tensor(total[present] / max(total.sum(), 1), dtype=torch.float64)
         probs = torch.softmax((1 - freq) / self.temperature, dim=0)
-        keep = torch.tensor([c in kept for c in present])
+        keep = torch.tensor([c in kept for c in present], dtype=torch.bool)
         probs = probs * keep
-        #: the classes drawn from (``classes`` stays the wrapped dataset's names)
+        #: the classes drawn from (``classes`` stays the wrapped dataset's names); empty only
+        #: while the problems above are kept for the check before training
         self.sampled_classes = [int(c) for c in present[keep.numpy()]]
         self.probabilities = (probs[keep] / probs[keep].sum()).float()
         self.samples_with_class = {c: qualified[c] for c in self.sampled_classes}
@@ -240,8 +252,22 @@ class RareClassSampling(DatasetWrapper):
         statistics pass read every label file) and what that pass found: label files it could
         not use, classes that never occur (see ``mic.datasets.preflight``)."""
         check = getattr(self.dataset, "preflight", None)
-        inner = check(training=training, label_sample=0) if callable(check) else []
-        return [*inner, *self.found_problems]
+        inner = check(training=training) if callable(check) else []
+        # every label file was read for the statistics: their class presence stands
+        inner = [p for p in inner if p.kind not in (FEW_CLASSES, ABSENT_CLASSES)]
+        named = {p.file for p in inner}
+        own = [p for p in self.found_problems if p.kind != UNUSABLE or p.file not in named]
+        return [*inner, *own]
+
+    def _reader_errors(self) -> list[Problem]:
+        """The errors of the wrapped reader's own check (which names the cause of labels that
+        give no statistics: missing files, another label format ...), class presence aside."""
+        check = getattr(self.dataset, "preflight", None)
+        if not callable(check):
+            return []
+        with collecting_problems():
+            problems = check(training=True)
+        return [p for p in problems if not p.warning and p.kind != FEW_CLASSES]
 
     @property
     def random_sources(self) -> tuple[str, ...]:
