@@ -32,7 +32,7 @@ from mic.core import (
     UDAMethod,
 )
 from mic.core.batch import split_sample
-from mic.datasets.preflight import check_datasets, collecting_problems
+from mic.datasets.preflight import check_class_order, check_datasets, collecting_problems
 from mic.resume import (
     data_record,
     find_resume_checkpoint,
@@ -466,6 +466,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
     data = build_datasets(cfg, preflight)
     sizes = data_record(data)  # recorded, compared on resume
     task.check_datasets(data)
+    check_class_order(data)
     if preflight:
         check_datasets(data, Path(run_dir) / "data_problems.txt" if run_dir else None, cfg.dataset)
     ld = cfg.loader

@@ -186,6 +186,35 @@ def _coco_size(tmp):
     ]
 
 
+def _coco_test_reordered(tmp):
+    """Two categories (car, bus), the test split given them in the other order."""
+    import json
+
+    for name in ("src", "tst"):
+        write_png(tmp / name / "a.png", size=(30, 20))
+        data = {
+            "images": [{"id": 1, "file_name": "a.png", "width": 30, "height": 20}],
+            "annotations": [
+                {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]},
+                {"id": 2, "image_id": 1, "category_id": 2, "bbox": [10, 5, 8, 6]},
+            ],
+            "categories": [{"id": 1, "name": "car"}, {"id": 2, "name": "bus"}],
+        }
+        (tmp / f"{name}.json").write_text(json.dumps(data))
+    class_folders(tmp / "tgt", ["x"])
+    return [
+        "experiment=det_shapes",
+        "dataset=det_coco",
+        "dataset.num_classes=2",
+        f"dataset.source_images={tmp / 'src'}",
+        f"dataset.source_annotations={tmp / 'src.json'}",
+        f"dataset.target_images={tmp / 'tgt'}",
+        f"dataset.test_images={tmp / 'tst'}",
+        f"dataset.test_annotations={tmp / 'tst.json'}",
+        "++dataset.test.classes=[bus,car]",
+    ]
+
+
 def _hrda_pretrained(tmp):
     """HRDA around DAFormer with ImageNet weights (a small MiT) on a few street-scene folders."""
     folders = [a for a in seg_folder_overrides(tmp) if not a.startswith("experiment=")]
@@ -1007,6 +1036,13 @@ CASES = [
         "detection: a COCO json whose stated width / height is not the image file's",
         lambda t, r: _coco_size(t),
         "Images whose size differs from the annotation's (1)",
+    ),
+    (
+        "data-test-class-order",
+        "a detection test split given the source's classes in another order",
+        lambda t, r: _coco_test_reordered(t),
+        "the test set names the classes of source in another order ('bus' is its class 0, "
+        "source's class 1",
     ),
     (
         "data-label-range",

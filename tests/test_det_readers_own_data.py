@@ -60,6 +60,14 @@ def test_a_test_json_with_other_category_ids_maps_to_the_source_classes_by_name(
     assert test.classes == source.classes
     assert test.targets[0]["labels"].tolist() == [0]  # red, as in the source
     assert test.targets[1]["labels"].tolist() == [1]  # green
+    # read by its own ids, the test set is refused where the source's order is known
+    from mic.tasks.detection import DetectionTask
+
+    with pytest.raises(DatasetError, match="'green' is its class 0, the task's class 1"):
+        DetectionTask(3, class_names=source.classes).check_datasets({"test": alone})
+    with pytest.raises(DatasetError, match="the test set names the classes of source in another"):
+        DetectionTask(3).check_datasets({"source": source, "test": alone})
+    DetectionTask(3, class_names=source.classes).check_datasets({"test": test})
 
 
 def test_mic_train_passes_the_source_classes_to_a_test_json_that_names_none(tmp_path):

@@ -180,6 +180,45 @@ def _child(node: Any) -> Any:
     return child if hasattr(child, "get") else None
 
 
+def check_class_order(datasets: Mapping[str, Any], names: Sequence[str] | None = None) -> None:
+    """Refuse a dataset that names the same classes as the others in another order: its
+    class i would be scored, and trained, as another's class i.
+
+    Args:
+        datasets: role (``source``, ``target``, ``test``) -> dataset; those without a
+            ``classes`` list of names are skipped (a wrapper's reader is looked at).
+        names: the task's class names in its model's order (None: the first dataset's).
+
+    Raises:
+        DatasetError: naming the first classes whose indices differ and the fix.
+    """
+    lists: dict[str, list[str]] = {"the task": [str(n) for n in names]} if names else {}
+    for role, dataset in datasets.items():
+        while isinstance(dataset, DatasetWrapper):
+            dataset = dataset.dataset
+        classes = getattr(dataset, "classes", None)
+        if isinstance(classes, Sequence) and not isinstance(classes, str):
+            lists[str(role)] = [str(c) for c in classes]
+    if not lists:
+        return
+    (first, reference), *others = lists.items()
+    for role, classes in others:
+        if classes == reference or sorted(classes) != sorted(reference):
+            continue
+        moved = [
+            f"{c!r} is its class {i}, {first}'s class {reference.index(c)}"
+            for i, c in enumerate(classes)
+            if reference[i] != c
+        ]
+        raise DatasetError(
+            f"the {role} set names the classes of {first} in another order ({'; '.join(moved[:3])}"
+            f"{'; ...' if len(moved) > 3 else ''}), so its class indices mean other classes and "
+            "it would be scored against the wrong ones: give it the source's class list in "
+            "the source's order (a reader's classes or source_classes argument; in mic-train "
+            "leave the split's classes unset, or list them as dataset.classes does)"
+        )
+
+
 def check_datasets(
     datasets: Mapping[str, Any],
     listing: str | os.PathLike[str] | None = None,

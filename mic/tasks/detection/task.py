@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from numbers import Real
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from mic.core.batch import collate_pairs
 from mic.core.context import Random
 from mic.core.teacher import unwrap
 from mic.datasets.detection.targets import batch_images, check_target, image_size
-from mic.datasets.preflight import PIXEL_VALUE_LIMIT
+from mic.datasets.preflight import PIXEL_VALUE_LIMIT, check_class_order
 from mic.tasks.detection.model import LOSS_PARTS, images_device, sampling_from
 from mic.training.batches import (
     plain_samples,
@@ -281,6 +281,17 @@ class DetectionTask(Task):
         if targets is not None:
             self.check_targets(targets, images)
         return images, targets
+
+    def check_datasets(self, datasets: Mapping[str, Any]) -> None:
+        """``Task.check_datasets``, and that no dataset names ``class_names`` in another order
+        (``check_class_order``).
+
+        Raises:
+            DatasetError: another class count, or the task's class names in another order.
+        """
+        super().check_datasets(datasets)
+        default = [str(i) for i in range(self.num_classes)]
+        check_class_order(datasets, None if self.class_names == default else self.class_names)
 
     def report_hooks(self, run_dir: Path | None, test: Iterable[Any] | None) -> list[Any]:
         """Box drawings and the per-class AP table at each evaluation, the classes named as

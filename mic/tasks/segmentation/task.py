@@ -5,7 +5,7 @@ fused and detail predictions."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 from mic.core import ConfigError, DatasetError, PseudoLabels, Task
 from mic.core.context import Random, uniform
 from mic.core.teacher import unwrap
+from mic.datasets.preflight import check_class_order
 from mic.datasets.segmentation.labels import (
     CITYSCAPES_PALETTE,
     PROTOCOLS,
@@ -425,6 +426,17 @@ class SegmentationTask(Task):
                 f"{self.ignore_index} = ignored): the dataset has more classes than "
                 f"task.num_classes={self.num_classes}, or its ids are not mapped to training ids"
             )
+
+    def check_datasets(self, datasets: Mapping[str, Any]) -> None:
+        """``Task.check_datasets``, and that no dataset names ``classes`` in another order
+        (``check_class_order``).
+
+        Raises:
+            DatasetError: another class count, or the task's class names in another order.
+        """
+        super().check_datasets(datasets)
+        named = self.classes != [str(i) for i in range(self.num_classes)]
+        check_class_order(datasets, self.classes if named else None)
 
     def report_hooks(self, run_dir: Path | None, test: Any) -> list[Any]:
         """The per-class IoU table in the log and, with a run folder, colour-coded
