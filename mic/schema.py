@@ -385,6 +385,12 @@ SECTION_KEYS: dict[str, frozenset[str]] = {
 #: the keys of ``dataset`` that mic-train reads by name; the others are read through
 #: interpolations (``dataset.source.root=${dataset.root}``) or only document the data set
 DATASET_KEYS = frozenset({"name", "source", "target", "test", "mic_block_size"})
+#: the keys of ``method`` that mic-train reads by name; the others through interpolations
+#: (``rare_class_sampling`` by the segmentation data sets)
+METHOD_KEYS = frozenset({"name", "terms", "step"})
+#: the sections whose keys added on the command line (``+method.x=1``) are judged
+ADDED_KEYS = {"dataset": DATASET_KEYS, "method": METHOD_KEYS}
+ADDED_KEYS_OF = {"dataset": "data set", "method": "method"}
 
 
 def _interpolated(cfg: DictConfig) -> tuple[set[str], set[str]]:
@@ -421,8 +427,9 @@ def command_line_additions() -> list[str]:
 def unread_section_keys(cfg: DictConfig, added: Iterable[str] | None = None) -> list[str]:
     """A problem for each key of a section that mic-train reads by name (``SECTION_KEYS``:
     ``+eval.intervall=1``, ``+eval.validation.batch=2``) that it does not read, and for each key
-    that the command line adds to ``dataset`` (``+dataset.mic_block=8``) that neither mic-train
-    (``DATASET_KEYS``) nor an interpolation reads; with the closest names.
+    that the command line adds to ``dataset`` or ``method`` (``+dataset.mic_block=8``,
+    ``+method.rare_clas_sampling=false``) that neither mic-train (``ADDED_KEYS``) nor an
+    interpolation reads; with the closest names.
 
     Keys of ``dataset`` that its config file defines are not judged: some only document the
     data set (``protocol``), others are read by an interpolation of one option only
@@ -454,22 +461,16 @@ def unread_section_keys(cfg: DictConfig, added: Iterable[str] | None = None) -> 
             problems.append(
                 f"{where}: mic-train reads no such setting; it would change nothing.{hint}"
             )
-    dataset = cfg.get("dataset")
     added = command_line_additions() if added is None else list(added)
     for path in added:
-        key = path.removeprefix("dataset.")
-        if (
-            not OmegaConf.is_dict(dataset)
-            or not path.startswith("dataset.")
-            or "." in key
-            or key in DATASET_KEYS
-            or read(path)
-        ):
+        section, _, key = path.partition(".")
+        node = cfg.get(section) if section in ADDED_KEYS else None
+        if not OmegaConf.is_dict(node) or "." in key or key in ADDED_KEYS[section] or read(path):
             continue
-        hint = did_you_mean(key, sorted(k for k in dataset if k != key), n=3)
+        hint = did_you_mean(key, sorted(str(k) for k in node if k != key), n=3)
         problems.append(
-            f"{path}: mic-train reads no such setting of the data set, and no interpolation "
-            f"(${{{path}}}) reads it; it would change nothing.{hint}"
+            f"{path}: mic-train reads no such setting of the {ADDED_KEYS_OF[section]}, and no "
+            f"interpolation (${{{path}}}) reads it; it would change nothing.{hint}"
         )
     return problems
 

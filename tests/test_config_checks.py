@@ -180,6 +180,16 @@ def test_a_data_set_key_is_judged_only_where_the_command_line_adds_it():
     assert unread_section_keys(cfg, added=["dataset.mic_block_size"]) == []
 
 
+def test_a_method_key_is_judged_where_the_command_line_adds_it():
+    cfg = load_config(["experiment=streets", "method=daformer", "+method.rare_clas_sampling=false"])
+    (problem,) = unread_section_keys(cfg, added=["method.rare_clas_sampling"])
+    assert problem.startswith("method.rare_clas_sampling: mic-train reads no such setting of the")
+    assert problem.endswith("Did you mean: rare_class_sampling?")
+    # read by the data set's interpolation (as docs/segmentation.md adds it): fine
+    cfg = load_config(["experiment=streets", "method=source_only", "+method.rare_class_sampling=1"])
+    assert unread_section_keys(cfg, added=["method.rare_class_sampling"]) == []
+
+
 def test_a_mic_option_of_another_task_is_named_with_the_mic_options_that_fit():
     (problem,) = task_mismatches(load_config(["mic=segmentation"]))
     assert problem.startswith("mic: this mic option's term (mic.tasks.segmentation.")
