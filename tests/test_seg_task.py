@@ -59,6 +59,23 @@ def test_pseudo_labels_argmax_confidence_and_zero_weight_margins():
     assert torch.equal(weights, valid.float())  # q = 1, margins 0
 
 
+def test_slide_inference_pads_an_image_smaller_than_its_window_to_the_window():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 1)
+    seen = []
+
+    def window_size(module, inputs):  # the model sees whole windows, as in training
+        seen.append(tuple(inputs[0].shape[-2:]))
+
+    conv.register_forward_pre_hook(window_size)
+    x = torch.randn(2, 3, 10, 20)  # shorter than the 16 px window, wider than it
+    task = SegmentationTask(4, inference="slide", crop_size=(16, 16), stride=(8, 8))
+    slide = task.predict(conv, x)
+    assert set(seen) == {(16, 16)} and slide.shape == (2, 4, 10, 20)
+    # a pointwise model: padding adds no information, the image's pixels keep theirs
+    assert torch.allclose(slide, SegmentationTask(4).predict(conv, x), atol=1e-6)
+
+
 def test_slide_inference_equals_whole_for_a_pointwise_model_and_flip_averages():
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 4, 1)

@@ -310,6 +310,10 @@ class SegmentationTask(Task):
         return self.slide_logits(model, images)
 
     def slide_logits(self, model: nn.Module, images: Tensor) -> Tensor:
+        """Logits of windows of ``crop_size`` every ``stride`` pixels, averaged where they
+        overlap (B x C x H x W, float32). An image smaller than the window is padded with 0
+        (the normalised mean) to the window's size, so that the model sees the window it was
+        trained on (HRDA: its context, at context_scale, stays above the encoder's minimum)."""
         b, _, h, w = images.shape
         ch, cw = self.crop_size  # type: ignore[misc]
         sh, sw = self.stride  # type: ignore[misc]
@@ -321,9 +325,14 @@ class SegmentationTask(Task):
             for c in range(cols):
                 y1, x1 = min(r * sh, max(h - ch, 0)), min(c * sw, max(w - cw, 0))
                 y2, x2 = min(y1 + ch, h), min(x1 + cw, w)
-                out = model(images[:, :, y1:y2, x1:x2])
+                window = images[:, :, y1:y2, x1:x2]
+                pad_h, pad_w = max(ch - (y2 - y1), 0), max(cw - (x2 - x1), 0)
+                if pad_h or pad_w:
+                    window = F.pad(window, (0, pad_w, 0, pad_h))
+                out = model(window)
                 self.check_logits(out)
-                total[:, :, y1:y2, x1:x2] += resize_logits(out.float(), (y2 - y1, x2 - x1))
+                out = resize_logits(out.float(), window.shape[-2:])
+                total[:, :, y1:y2, x1:x2] += out[..., : y2 - y1, : x2 - x1]
                 count[:, :, y1:y2, x1:x2] += 1
         return total / count
 
