@@ -675,6 +675,7 @@ def test_random_crops_larger_than_the_images_are_a_warning(tmp_path, caplog):
     assert "source: Image sets whose random crops are mostly padding (1)" in caplog.text
     assert "3 of 3 images fill less than half of the 64 x 64 crop (e.g. 16 x 12)" in caplog.text
     assert "target: Image sets whose random crops are mostly padding (1)" in caplog.text
+    assert "resizes them up (++dataset.target.transform.scale=[long,short]," in caplog.text
 
 
 @pytest.mark.parametrize(

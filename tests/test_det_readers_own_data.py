@@ -70,6 +70,12 @@ def test_a_test_json_with_other_category_ids_maps_to_the_source_classes_by_name(
     DetectionTask(3, class_names=source.classes).check_datasets({"test": test})
 
 
+def test_an_annotation_path_that_is_a_folder_is_named_as_one(tmp_path):
+    images, annotations = _coco(tmp_path / "src", [(1, 1, [2, 2, 10, 10])])
+    with pytest.raises(DatasetError, match=r"is a folder, not a file \(it holds ann.json\)"):
+        CocoDetection(images, annotations.parent)
+
+
 def test_mic_train_passes_the_source_classes_to_a_test_json_that_names_none(tmp_path):
     source = CocoDetection(*_coco(tmp_path / "src", [(1, 1, [2, 2, 10, 10])]))
     cfg = OmegaConf.create(
@@ -101,6 +107,11 @@ def test_a_test_category_the_source_lacks_is_named_and_a_missing_one_is_fine(tmp
     # the message offers the classes both have
     with pytest.raises(DatasetError, match=r"dataset\.classes=\[red\]"):
         CocoDetection(images, ann, source_classes=classes)
+    # no name in common: no empty class list is offered
+    apart = [{"id": 1, "name": "Red"}, {"id": 2, "name": "Green"}]
+    with pytest.raises(DatasetError) as info:
+        CocoDetection(*_coco(tmp_path / "a", [(1, 2, [2, 2, 9, 9])], apart), source_classes=classes)
+    assert "share no category name" in str(info.value) and "dataset.classes" not in str(info.value)
     # a name that differs from a source class only in case, spaces or dashes is pointed out
     cased = [{"id": 1, "name": "Red "}, {"id": 2, "name": "green"}]
     twin = r"'Red ' differs from 'red' only in case, spaces or dashes"

@@ -263,15 +263,27 @@ _BOMS = (
 )
 
 
+#: the endings of the text files a reader takes (COCO json, VOC split lists, XML), named
+#: when a folder is given in place of one
+TEXTS = (".json", ".txt", ".xml")
+
+
 def read_text(path: str | Path, what: str = "text file") -> str:
     """A text file as editors save it: UTF-8, with or without a byte-order mark (UTF-16 and
     UTF-32 with one, as some Windows editors save), any line ends (``\\n``, ``\\r\\n``,
     ``\\r``; all become ``\\n``).
 
     Raises:
-        DatasetError: the file is missing or is not text in one of these encodings.
+        DatasetError: the file is missing, is a folder, or is not text in one of these
+            encodings.
     """
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.is_file() and p.suffix in TEXTS)
+        hint = f" (it holds {', '.join(inside[:3])})" if inside else ""
+        raise DatasetError(
+            f"{what} '{path}' is a folder, not a file{hint}: give the path of the file itself"
+        )
     if not path.is_file():
         raise DatasetError(f"{what} '{path}' does not exist; check the dataset paths")
     data = path.read_bytes()

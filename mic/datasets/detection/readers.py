@@ -558,15 +558,20 @@ class CocoDetection(DetectionDataset):
             chosen = _distinct(source_classes, "the source's classes")
             extra = [n for n in have if n not in chosen]
             if extra and self.labelled:
+                shared = [n for n in chosen if n in have]
+                subset = (
+                    ", or train and test on the classes both have with "
+                    f"dataset.classes=[{','.join(shared)}] (annotations of other categories "
+                    "are then left out)"
+                    if shared
+                    else " (the two share no category name)"
+                )
                 raise DatasetError(
                     f"annotation file '{path}' has categories {extra} that the source does not "
                     f"have (the source's classes: {chosen}){_case_twins(extra, chosen)}: class "
-                    "ids follow the source's "
-                    "category names, so a category here must carry the name of the source's "
-                    "category for the same class. Rename it, drop it with its annotations, or "
-                    "train and test on the classes both have with "
-                    f"dataset.classes=[{','.join(n for n in chosen if n in have)}] (annotations "
-                    "of other categories are then left out)"
+                    "ids follow the source's category names, so a category here must carry "
+                    "the name of the source's category for the same class. Rename it or drop "
+                    f"it with its annotations{subset}"
                 )
             return chosen
         if classes is None:
