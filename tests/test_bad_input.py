@@ -1502,6 +1502,9 @@ def test_nested_settings_are_checked_against_the_composed_config(tmp_path):
     assert "dataset has no 'thing_classes'" in said
     said = unknown_setting(["experiment=streets", "model.zz=3"])
     assert "added with +model.zz=..." in said  # no close name: an argument of the _target_
+    # a key the config lacks but an interpolation reads where set (${oc.select:...})
+    said = unknown_setting(["experiment=gta2cs_daformer_mic", "dataset.mic_block_size=8"])
+    assert "an interpolation reads it where it is set: add it with +dataset.mic_block_size" in said
     # a config folder of one's own is composed with mic's
     (tmp_path / "experiment").mkdir()
     (tmp_path / "experiment" / "mine.yaml").write_text(
