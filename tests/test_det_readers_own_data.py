@@ -70,6 +70,20 @@ def test_a_test_json_with_other_category_ids_maps_to_the_source_classes_by_name(
     DetectionTask(3, class_names=source.classes).check_datasets({"test": test})
 
 
+def test_annotations_of_unknown_ids_are_named_at_once_with_the_other_problems(tmp_path):
+    images, ann = _coco(
+        tmp_path, [(1, 7, [2, 2, 10, 10]), (1, 8, [2, 2, 10, 10]), (3, 1, [2, 2, 9, 9])]
+    )
+    with collecting_problems():
+        message = _message(CocoDetection(images, ann))
+    assert "category_id is the id of none of the json's categories (2)" in message
+    assert "annotation 1: category_id 7" in message and "annotation 2: category_id 8" in message
+    assert "image_id is the id of none of the json's images (1)" in message
+    assert "annotation 3: image_id 3" in message
+    with pytest.raises(DatasetError, match="category_id 7"):  # outside mic-train: raised
+        CocoDetection(images, ann)
+
+
 def test_an_annotation_path_that_is_a_folder_is_named_as_one(tmp_path):
     images, annotations = _coco(tmp_path / "src", [(1, 1, [2, 2, 10, 10])])
     with pytest.raises(DatasetError, match=r"is a folder, not a file \(it holds ann.json\)"):
@@ -163,7 +177,7 @@ def test_a_category_id_written_as_a_string_says_so(tmp_path):
     message = str(info.value)
     assert "category_id '3' (a string)" in message and "the listed id is 3" in message
     images, ann = _coco(tmp_path / "img", [("1", 1, [2, 2, 10, 10])])
-    with pytest.raises(DatasetError, match=r"image id '1' \(a string\)"):
+    with pytest.raises(DatasetError, match=r"image_id '1' \(a string\)"):
         CocoDetection(images, ann)
 
 

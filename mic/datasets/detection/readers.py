@@ -506,19 +506,33 @@ class CocoDetection(DetectionDataset):
         written: dict[Any, list[tuple[Any, Any]]] = {im["id"]: [] for im in images}
         #: ``iscrowd`` annotations left out (``skip_crowd``)
         self.crowd_skipped = 0
+        problems: list[Problem] = []
         for ann in data.get("annotations") or []:
-            where = f"annotation {ann.get('id')} of '{path}'"
+            where = f"annotation {_shown(ann.get('id'))}"
             image_id, category_id = ann.get("image_id"), ann.get("category_id")
             if image_id not in boxes:
-                raise DatasetError(
-                    f"{where} refers to image id {_shown(image_id)}, not among the ids of its "
-                    f"images{_id_hint(image_id, boxes)}"
+                problems.append(
+                    Problem(
+                        "annotations whose image_id is the id of none of the json's images",
+                        str(path),
+                        f"{where}: image_id {_shown(image_id)}{_id_hint(image_id, boxes)}",
+                        "Give each annotation the id of its image (the images' ids are their "
+                        "'id' fields), or remove it.",
+                    )
                 )
+                continue
             if category_id not in names:
-                raise DatasetError(
-                    f"{where} has category_id {_shown(category_id)}, not among the ids of its "
-                    f"categories {sorted(names, key=str)}{_id_hint(category_id, names)}"
+                problems.append(
+                    Problem(
+                        "annotations whose category_id is the id of none of the json's categories",
+                        str(path),
+                        f"{where}: category_id {_shown(category_id)}, the categories' ids "
+                        f"being {sorted(names, key=str)}{_id_hint(category_id, names)}",
+                        "Give each annotation the id of its category (add the category to "
+                        "'categories' if it is missing), or remove it.",
+                    )
                 )
+                continue
             crowd = int(bool(ann.get("iscrowd")))
             if crowd and skip_crowd and not ignore_crowd:
                 self.crowd_skipped += 1
@@ -534,7 +548,7 @@ class CocoDetection(DetectionDataset):
             labels[image_id].append(index[name])
             crowds[image_id].append(crowd)
         self.written = [written[im["id"]] for im in images]
-        self.targets, self.stated_sizes, problems = [], [], []
+        self.targets, self.stated_sizes = [], []
         for im in images:
             flags = crowds[im["id"]] if ignore_crowd else None
             self.targets.append(make_target(boxes[im["id"]], labels[im["id"]], flags))
