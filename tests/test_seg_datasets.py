@@ -217,8 +217,12 @@ def test_synthia_reads_16_bit_labels_from_the_red_channel(tmp_path):
 
 def test_gta5_names_a_missing_folder_a_root_one_level_up_and_other_formats(tmp_path):
     _image(tmp_path / "GTA5" / "images" / "00001.jpg")
-    with pytest.raises(DatasetError, match=re.escape(f"'{tmp_path / 'GTA5'}' has it: is that")):
+    with pytest.raises(DatasetError, match=re.escape(f"'{tmp_path / 'GTA5'}' holds 'images/'")):
         GTA5(tmp_path)
+    # one level too low: the folder above holds it
+    (tmp_path / "GTA5" / "images" / "sub").mkdir()
+    with pytest.raises(DatasetError, match="the folder given lies inside it"):
+        GTA5(tmp_path / "GTA5" / "images")
     with pytest.raises(DatasetError, match=r"it holds \.jpg images, and the reader reads \*\.png"):
         GTA5(tmp_path / "GTA5")
     _image(tmp_path / "GTA5" / "images" / "00001.png")
@@ -235,6 +239,18 @@ def _cityscapes(root, split="val", fmt="labelIds"):
         _image(root / "leftImg8bit" / split / city / f"{city}_{frame}_leftImg8bit.png")
         lab = _ids() if fmt == "labelIds" else np.where(_ids() == 7, 0, 13).astype(np.uint8)
         _label(root / "gtFine" / split / city / f"{city}_{frame}_gtFine_{fmt}.png", lab)
+
+
+def test_cityscapes_and_acdc_roots_a_level_off_name_the_root(tmp_path):
+    _cityscapes(tmp_path / "cityscapes", "val")
+    with pytest.raises(DatasetError, match=r"cityscapes' holds 'leftImg8bit/': is that the"):
+        Cityscapes(tmp_path, "val")
+    with pytest.raises(DatasetError, match="the folder given lies inside it"):
+        Cityscapes(tmp_path / "cityscapes" / "leftImg8bit", "val")
+    image = tmp_path / "acdc" / "rgb_anon" / "night" / "val" / "GOPR0" / "x_rgb_anon.png"
+    _image(image)
+    with pytest.raises(DatasetError, match=r"acdc' holds 'rgb_anon/': is that the dataset"):
+        ACDC(tmp_path, "val")
 
 
 def test_cityscapes_label_ids_and_train_ids(tmp_path):

@@ -7,6 +7,7 @@ Shared by every reader in ``mic.datasets``.
 
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,17 +78,38 @@ def visible(paths: list[Path], root: Path) -> list[Path]:
     return [p for p in paths if not any(map(is_hidden_name, str(p)[start:].split(os.sep)))]
 
 
-def check_folder(root: str | Path, what: str = "dataset") -> Path:
-    """The folder as a Path; a clear error when it is missing or not a folder."""
+def check_folder(
+    root: str | Path, what: str = "dataset", dataset_root: str | Path | None = None
+) -> Path:
+    """The folder as a Path; a clear error when it is missing or not a folder (for a
+    folder of ``dataset_root``, naming a folder one level below or above that holds it)."""
     path = Path(os.path.expanduser(str(root)))
     if not path.exists():
+        hint = root_hint(path, Path(dataset_root)) if dataset_root is not None else ""
         raise DatasetError(
             f"{what} folder '{path}' does not exist; check the path in the dataset config "
-            "(relative paths are taken from the directory you run in)"
+            f"(relative paths are taken from the directory you run in){hint}"
         )
     if not path.is_dir():
         raise DatasetError(f"{what} path '{path}' is a file, not a folder")
     return path
+
+
+def root_hint(path: Path, root: Path) -> str:
+    """``; '<folder>' holds '<name>/': is that the dataset root?`` when a folder one level
+    below ``root``, or one or two above it, holds the first folder of ``path`` (a folder of
+    the dataset ``root``) that ``root`` lacks; empty otherwise."""
+    try:
+        first = path.relative_to(root).parts[0]
+    except (ValueError, IndexError):
+        return ""
+    below = sorted(p.parent for p in root.glob(f"*/{glob.escape(first)}") if p.is_dir())
+    above = [up for up in list(root.resolve().parents)[:2] if (up / first).is_dir()]
+    found = below or above
+    if not found:
+        return ""
+    where = "" if below else " (the folder given lies inside it)"
+    return f"; '{found[0]}' holds '{first}/': is that the dataset root{where}?"
 
 
 def is_unread_image(path: str | Path) -> bool:

@@ -42,6 +42,7 @@ from mic.datasets.files import (
     load_image,
     path_order,
     read_header,
+    root_hint,
     visible,
 )
 from mic.datasets.preflight import (
@@ -563,15 +564,14 @@ def _glob(folder: Path, pattern: str, what: str) -> list[Path]:
 
     Raises:
         DatasetError: none; the message says whether the folder is missing (and names a
-            root one level down that has it) or holds images of another format.
+            root one level below or above that has it) or holds images of another format.
     """
     files = visible(sorted(folder.glob(pattern), key=path_order), folder)
     if files:
         return files
     root = folder.parent
     if not folder.is_dir():
-        below = sorted(p.parent for p in root.glob(f"*/{folder.name}") if p.is_dir())
-        hint = f"; '{below[0]}' has it: is that the dataset root?" if below else ""
+        hint = root_hint(folder, root)
         raise DatasetError(
             f"no {what} found: the folder '{folder}' does not exist (the dataset root "
             f"'{root}' must hold '{folder.name}/'){hint}"
@@ -765,7 +765,7 @@ class Cityscapes(SegmentationDataset):
     ) -> None:
         root = check_folder(root, "Cityscapes")
         fmt, label_map = _cityscapes_format(label_format)
-        folder = check_folder(root / "leftImg8bit" / split, f"Cityscapes {split} image")
+        folder = check_folder(root / "leftImg8bit" / split, f"Cityscapes {split} image", root)
         images = _glob(folder, "*/*_leftImg8bit.png", "Cityscapes images")
 
         def label_of(p: Path) -> Path:
@@ -829,13 +829,15 @@ class ACDC(SegmentationDataset):
             )
         if len(absent) < len(released):
             for cond in conditions:
-                folder = check_folder(root / "rgb_anon" / cond / split, f"ACDC {cond} {split}")
+                folder = check_folder(
+                    root / "rgb_anon" / cond / split, f"ACDC {cond} {split}", root
+                )
                 gt = root / "gt" / cond / split
                 samples += _anon_samples(
                     folder, gt, fmt, "*/*_rgb_anon.png", labelled, f"ACDC {cond} images"
                 )
         else:
-            folder = check_folder(root / "rgb_anon" / split, f"ACDC {split} image")
+            folder = check_folder(root / "rgb_anon" / split, f"ACDC {split} image", root)
             gt = root / "gt" / split
             samples = _anon_samples(folder, gt, fmt, "**/*_rgb_anon.png", labelled, "ACDC images")
         options = _options(root, label_size_mismatch, fmt, _cityscapes_endings("_gt_"))
@@ -872,7 +874,7 @@ class DarkZurich(SegmentationDataset):
                 "Dark Zurich's training split has no labels: use labelled=false (the labelled "
                 "split is val)"
             )
-        folder = check_folder(root / "rgb_anon" / split / condition, f"Dark Zurich {split}")
+        folder = check_folder(root / "rgb_anon" / split / condition, f"Dark Zurich {split}", root)
         gt = root / "gt" / split / condition
         samples = _anon_samples(folder, gt, fmt, "*/*_rgb_anon.png", labelled, "Dark Zurich images")
         options = _options(root, label_size_mismatch, fmt, _cityscapes_endings("_gt_"))
