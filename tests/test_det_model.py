@@ -265,3 +265,20 @@ def test_settings_the_backend_would_fail_on_deep_inside_are_named(backend, setti
     cls = Detectron2RCNN if backend == "detectron2" else FasterRCNN
     with pytest.raises(ConfigError, match=re.escape(said)):
         cls(num_classes=2, backbone="test_efficientnet", **{setting: value})
+
+
+def test_training_images_shrunk_to_under_half_their_size_are_warned_of_once():
+    import warnings
+
+    model = tiny_detector()  # resizes to the tiny batch's size
+    model.train()
+    images, targets = tiny_batch()
+    big = [F.interpolate(images[:1], scale_factor=4.0)[0]]
+    with pytest.warns(UserWarning, match=r"objects shrink 4\.0x\. For photos set model\.min_size"):
+        model(big, targets[:1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(big, targets[:1])  # once
+        fitting = tiny_detector()
+        fitting.train()
+        fitting(images, targets)  # images of the detector's size: no warning

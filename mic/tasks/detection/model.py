@@ -17,6 +17,7 @@ background class 0 stays inside the model.
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -658,6 +659,23 @@ class FasterRCNN(nn.Module):
             min_size, max_size, self.image_mean, self.image_std
         )
         self._capture: Capture | None = None
+        self._shrink_warned = False
+
+    def _warn_of_shrinking(self, size: tuple[int, int], resized: Sequence[int]) -> None:
+        """Warn once when training images are shrunk to less than half their size (photos
+        under the small detector's 128 px resize): their objects shrink as much."""
+        self._shrink_warned = True
+        factor = size[0] / max(int(resized[0]), 1)
+        if factor > 2:
+            warnings.warn(
+                f"the detector resizes the {size[1]} x {size[0]} training images to "
+                f"{int(resized[1])} x {int(resized[0])} (model.min_size="
+                f"{self.transform.min_size[0]}, model.max_size={self.transform.max_size}): their "
+                f"objects shrink {factor:.1f}x. For photos set model.min_size=800 "
+                "model.max_size=1333 model.anchor_sizes=[32,64,128,256,512] (torchvision's "
+                "sizes), or sizes that keep the objects' pixels",
+                stacklevel=2,
+            )
 
     @contextmanager
     def capture(self) -> Iterator[Capture]:
@@ -689,6 +707,8 @@ class FasterRCNN(nn.Module):
         if targets is not None:  # torchvision's class 0 is the background
             inner = [{**t, "labels": t["labels"].to(torch.int64) + 1} for t in targets]
         batch, inner = self.transform(list(images), inner)
+        if self.training and not self._shrink_warned:
+            self._warn_of_shrinking(sizes[0], batch.image_sizes[0])
         if inner is not None:  # the transform resizes "boxes" alone
             inner = [
                 {**t, "ignore_boxes": resize_boxes(t["ignore_boxes"], size, resized)}
