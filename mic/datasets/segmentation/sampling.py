@@ -248,9 +248,10 @@ class RareClassSampling(DatasetWrapper):
         self.samples_with_class = {c: qualified[c] for c in self.sampled_classes}
 
     def preflight(self, training: bool = True) -> list[Problem]:
-        """The wrapped reader's check (its label values are not sampled again: the
-        statistics pass read every label file) and what that pass found: label files it could
-        not use, classes that never occur (see ``mic.datasets.preflight``)."""
+        """The wrapped reader's check (its sampled label values too: training ids under
+        released names ...; its class presence gives way to the statistics', which read every
+        label file) and what the statistics pass found: label files it could not use, classes
+        that never occur (see ``mic.datasets.preflight``)."""
         check = getattr(self.dataset, "preflight", None)
         inner = check(training=training) if callable(check) else []
         # every label file was read for the statistics: their class presence stands
