@@ -1017,7 +1017,7 @@ CASES = [
         "data-rare-class-statistics",
         "segmentation: rare class sampling's statistics meet a label id outside the classes",
         lambda t, r: _rcs_label_ids(t),
-        "Label files that rare class sampling's statistics cannot use (1)",
+        "Label files with ids outside the mapping (1): '",
     ),
     (
         "data-instance-ids-8bit",
