@@ -161,58 +161,45 @@ def _cityscapes_instances(tmp, ids: np.ndarray):
     ]
 
 
-def _coco_size(tmp):
-    """A COCO json whose stated image size is not the file's."""
+def _coco_run(tmp, width: int, annotations: list, categories: list, *extra: str) -> list[str]:
+    """``mic-train`` on a source and a test COCO json of one 30 x 20 image each (``width``:
+    the width the jsons state; ``annotations``: (category id, bbox) pairs)."""
     import json
 
     for name in ("src", "tst"):
         write_png(tmp / name / "a.png", size=(30, 20))
         data = {
-            "images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 20}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}],
-            "categories": [{"id": 1, "name": "car"}],
+            "images": [{"id": 1, "file_name": "a.png", "width": width, "height": 20}],
+            "annotations": [
+                {"id": i, "image_id": 1, "category_id": c, "bbox": box}
+                for i, (c, box) in enumerate(annotations, start=1)
+            ],
+            "categories": [{"id": i, "name": n} for i, n in enumerate(categories, start=1)],
         }
         (tmp / f"{name}.json").write_text(json.dumps(data))
     class_folders(tmp / "tgt", ["x"])
     return [
         "experiment=det_shapes",
         "dataset=det_coco",
-        "dataset.num_classes=1",
+        f"dataset.num_classes={len(categories)}",
         f"dataset.source_images={tmp / 'src'}",
         f"dataset.source_annotations={tmp / 'src.json'}",
         f"dataset.target_images={tmp / 'tgt'}",
         f"dataset.test_images={tmp / 'tst'}",
         f"dataset.test_annotations={tmp / 'tst.json'}",
+        *extra,
     ]
+
+
+def _coco_size(tmp):
+    """A COCO json whose stated image size is not the file's."""
+    return _coco_run(tmp, 40, [(1, [1, 1, 5, 5])], ["car"])
 
 
 def _coco_test_reordered(tmp):
     """Two categories (car, bus), the test split given them in the other order."""
-    import json
-
-    for name in ("src", "tst"):
-        write_png(tmp / name / "a.png", size=(30, 20))
-        data = {
-            "images": [{"id": 1, "file_name": "a.png", "width": 30, "height": 20}],
-            "annotations": [
-                {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]},
-                {"id": 2, "image_id": 1, "category_id": 2, "bbox": [10, 5, 8, 6]},
-            ],
-            "categories": [{"id": 1, "name": "car"}, {"id": 2, "name": "bus"}],
-        }
-        (tmp / f"{name}.json").write_text(json.dumps(data))
-    class_folders(tmp / "tgt", ["x"])
-    return [
-        "experiment=det_shapes",
-        "dataset=det_coco",
-        "dataset.num_classes=2",
-        f"dataset.source_images={tmp / 'src'}",
-        f"dataset.source_annotations={tmp / 'src.json'}",
-        f"dataset.target_images={tmp / 'tgt'}",
-        f"dataset.test_images={tmp / 'tst'}",
-        f"dataset.test_annotations={tmp / 'tst.json'}",
-        "++dataset.test.classes=[bus,car]",
-    ]
+    boxes = [(1, [1, 1, 5, 5]), (2, [10, 5, 8, 6])]
+    return _coco_run(tmp, 30, boxes, ["car", "bus"], "++dataset.test.classes=[bus,car]")
 
 
 def _hrda_pretrained(tmp):
