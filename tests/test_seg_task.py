@@ -265,3 +265,22 @@ def test_predict_names_a_numpy_array_and_a_single_image():
 def test_sliding_windows_of_no_size_or_a_stride_out_of_range_are_named(crop, stride, said):
     with pytest.raises(ConfigError, match=said):
         SegmentationTask(3, inference="slide", crop_size=crop, stride=stride)
+
+
+def test_datasets_naming_the_classes_in_another_order_are_refused():
+    from types import SimpleNamespace
+
+    from mic.datasets.segmentation.labels import CITYSCAPES_CLASSES
+
+    def dataset(names):
+        return SimpleNamespace(classes=list(names), num_classes=len(names))
+
+    reverse = list(CITYSCAPES_CLASSES)[::-1]
+    # the default names are for reports only: a data set of its own order is fine
+    SegmentationTask(19).check_datasets({"source": dataset(reverse), "test": dataset(reverse)})
+    with pytest.raises(DatasetError, match="'road' is its class 0, source's class 18"):
+        SegmentationTask(19).check_datasets(
+            {"source": dataset(reverse), "test": dataset(CITYSCAPES_CLASSES)}
+        )
+    with pytest.raises(DatasetError, match="the classes of the task in another order"):
+        SegmentationTask(3, classes=["a", "b", "c"]).check_datasets({"test": dataset("bac")})

@@ -444,8 +444,8 @@ class SegmentationTask(Task):
             DatasetError: another class count, or the task's class names in another order.
         """
         super().check_datasets(datasets)
-        named = self.classes != [str(i) for i in range(self.num_classes)]
-        check_class_order(datasets, self.classes if named else None)
+        given = self.classes != default_class_names(self.num_classes)  # else for reports only
+        check_class_order(datasets, self.classes if given else None)
 
     def report_hooks(self, run_dir: Path | None, test: Any) -> list[Any]:
         """The per-class IoU table in the log and, with a run folder, colour-coded
