@@ -258,13 +258,18 @@ def test_voc_objects_of_classes_not_in_the_list_name_the_class_list_to_set(tmp_p
     with collecting_problems():
         ds = VOCDetection(_voc(tmp_path, xmls), "train", classes=["red", "green"])
     message = _message(ds)
-    assert "b.xml' (an object of class 'Blue', not in the class list)" in message
+    assert "Annotation files with objects of classes outside the class list (1)" in message
+    assert "b.xml' (an object of class 'Blue')" in message
     assert "The class list lacks ['Blue']: give the reader the classes the annotations" in message
     with collecting_problems():
         ds = VOCDetection(_voc(tmp_path, xmls), "train", classes=["red", "blue"])
     twin = "('Blue' differs from 'blue' only in case, spaces or dashes)"
     assert f"lacks ['Blue'] {twin}" in _message(ds)
     assert "hold no box" not in message  # the unread file's boxes are unknown, not absent
+    # nor are its classes absent (VOC's 20 default classes were all warned of)
+    with collecting_problems():
+        ds = VOCDetection(_voc(tmp_path, xmls), "train", classes=["red", "green"])
+    assert not [p for p in ds.preflight(training=True) if p.warning]
 
 
 def _difficult_xml(n: int) -> str:

@@ -53,6 +53,8 @@ CITYSCAPES_CLASSES = ["person", "rider", "car", "truck", "bus", "train", "motorc
 CITYSCAPES_LABEL_IDS = [24, 25, 26, 27, 28, 31, 32, 33]
 #: the problem kind of an annotation file that cannot be read (its boxes then unknown)
 UNREAD_ANNOTATIONS = "annotation files that cannot be read"
+#: the kind of problem of an annotation file that names a class outside the class list
+UNLISTED_CLASS = "annotation files with objects of classes outside the class list"
 #: what to do about a VOC set whose every object is marked difficult
 DIFFICULT_FIX = (
     "Difficult objects count only with both {reader}.keep_difficult=true and "
@@ -198,13 +200,14 @@ class DetectionDataset:
                 if found is not None:
                     problems.append(found)
             problems += self.check_labels(i, header)
-        unread = any(p.kind == UNREAD_ANNOTATIONS for p in problems)  # their boxes: unknown
+        # files not read (or not all of their boxes): their boxes are unknown
+        unread = any(p.kind in (UNREAD_ANNOTATIONS, UNLISTED_CLASS) for p in problems)
         countable = eager and self._countable_boxes() == 0 and not unread
         if self.labelled and not eager and not any(p.kind in LABEL_FILE_KINDS for p in problems):
             countable = not self._a_lazy_box()  # read until the first box
         if countable:
             problems.append(self._no_box_problem(training))
-        if training and eager and not countable:
+        if training and eager and not countable and not unread:
             counts = np.bincount(
                 np.concatenate([t["labels"].numpy() for t in self.targets] + [np.zeros(0, int)]),
                 minlength=self.num_classes,
@@ -908,9 +911,9 @@ class VOCDetection(DetectionDataset):
         default = " (the default: VOC's 20 classes)" if classes is None else ""
         problems += [
             Problem(
-                UNREAD_ANNOTATIONS,
+                UNLISTED_CLASS,
                 str(path),
-                f"an object of class '{name}', not in the class list",
+                f"an object of class '{name}'",
                 f"The class list{default} lacks {names}"
                 f"{_case_twins(names, self.classes)}: give the reader the classes the "
                 "annotations name, in index order ({reader}.classes=[...]; with dataset=det_voc "
