@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mic.core import AdaptationLoop, CheckpointError, ConfigError
@@ -88,15 +89,36 @@ def data_fingerprint(dataset: Any) -> str | None:
     return hashlib.sha1("\n".join(names).encode()).hexdigest()[:16]
 
 
+def label_fingerprint(dataset: Any) -> str | None:
+    """A digest of the targets a reader holds in memory (``targets``: one dict of tensors per
+    sample, as the COCO and VOC detection readers read their annotation files): another
+    when the annotations changed; None for readers that read their labels from files per
+    sample (their names are ``data_fingerprint``'s) or keep none."""
+    targets = getattr(dataset, "targets", None)
+    if not isinstance(targets, list) or not targets or not isinstance(targets[0], dict):
+        return None
+    digest = hashlib.sha1()
+    for target in targets:
+        for key in sorted(target):
+            value = target[key]
+            if isinstance(value, torch.Tensor):
+                digest.update(f"{key}:{value.dtype}:{tuple(value.shape)}".encode())
+                digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def data_record(data: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint records of the training data, compared on resume: each split of
-    ``DATA_SPLITS``'s sample count and, where it has one, ``<split>_files``, its
-    ``data_fingerprint``."""
+    ``DATA_SPLITS``'s sample count and, where it has them, ``<split>_files``, its
+    ``data_fingerprint``, and ``<split>_labels``, its ``label_fingerprint``."""
     record: dict[str, Any] = {split: len(data[split]) for split in DATA_SPLITS}
     for split in DATA_SPLITS:
-        fingerprint = data_fingerprint(data[split])
-        if fingerprint is not None:
-            record[f"{split}_files"] = fingerprint
+        for kind, fingerprint in (
+            ("files", data_fingerprint(data[split])),
+            ("labels", label_fingerprint(data[split])),
+        ):
+            if fingerprint is not None:
+                record[f"{split}_{kind}"] = fingerprint
     return record
 
 
@@ -350,7 +372,7 @@ def check_same_data(
         ConfigError: naming each split's counts and the changed roots, and what to do.
     """
     saved = saved if isinstance(saved, dict) else {}
-    recorded = [*DATA_SPLITS, *(f"{s}_files" for s in DATA_SPLITS)]
+    recorded = [*DATA_SPLITS, *(f"{s}_{k}" for k in ("files", "labels") for s in DATA_SPLITS)]
     differ = [s for s in recorded if s in saved and s in sizes and saved[s] != sizes[s]]
     if not differ:
         return
@@ -367,12 +389,14 @@ def check_same_data(
     if all(any(_allowed(k, allow) for k in keys) for keys in changed.values() or [["dataset"]]):
         return
     roots = [keys[0] for keys in changed.values()]  # each change by its shortest key
+    split_of = {s: s.split("_")[0] for s in differ}
     counts = ", ".join(
         f"{s}: {sizes[s]} samples, the checkpoint's run had {saved[s]}"
         if s in DATA_SPLITS
-        else f"{s[: -len('_files')]}: other files (by name) than the checkpoint's run had"
+        else f"{split_of[s]}: other {'files (by name)' if s.endswith('_files') else 'labels'} "
+        "than the checkpoint's run had"
         for s in differ
-        if s in DATA_SPLITS or s[: -len("_files")] not in differ
+        if s in DATA_SPLITS or split_of[s] not in differ
     )
     if roots:
         moved = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in roots)

@@ -308,3 +308,47 @@ def test_a_change_read_from_another_setting_names_that_setting(tmp_path):
     with pytest.raises(ConfigError) as info:
         build_experiment(load_config([*first, "iterations=4", "resume=auto"]), tmp_path)
     assert "scheduler.max_iters: 2 -> 4 (= ${iterations})" in str(info.value)
+
+
+def test_other_annotations_under_the_same_images_are_other_data(tmp_path):
+    """A COCO source whose json changed (boxes removed) holds the same image files: its
+    labels' fingerprint tells the runs apart."""
+    import json
+
+    import pytest
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from mic.core import ConfigError
+    from mic.datasets.detection import CocoDetection
+    from mic.resume import check_same_data, data_record
+
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (30, 20)).save(tmp_path / "img" / "a.png")
+    boxes = [[1, 1, 5, 5], [10, 5, 8, 6]]
+    for name, kept in (("all", boxes), ("fewer", boxes[:1])):
+        data = {
+            "images": [{"id": 1, "file_name": "a.png", "width": 30, "height": 20}],
+            "annotations": [
+                {"id": i, "image_id": 1, "category_id": 1, "bbox": b} for i, b in enumerate(kept)
+            ],
+            "categories": [{"id": 1, "name": "car"}],
+        }
+        (tmp_path / f"{name}.json").write_text(json.dumps(data))
+
+    def record(name):
+        source = CocoDetection(tmp_path / "img", tmp_path / f"{name}.json")
+        return data_record({"source": source, "target": source})
+
+    saved, now = record("all"), record("fewer")
+    assert saved["source_files"] == now["source_files"]  # the same image files
+    assert saved["source_labels"] != now["source_labels"] and record("all") == saved
+    before = {"dataset": {"source_annotations": str(tmp_path / "all.json")}}
+
+    def cfg(allow):
+        data = {"source_annotations": str(tmp_path / "fewer.json")}
+        return OmegaConf.create({"dataset": data, "resume_allow_changes": allow})
+
+    with pytest.raises(ConfigError, match="source: other labels than the checkpoint's run had"):
+        check_same_data(saved, now, before, cfg([]))
+    check_same_data(saved, now, before, cfg(["dataset.source_annotations"]))
