@@ -98,8 +98,9 @@ GREY_IN_COLOUR = ("RGB", "RGBA", "LA")
 def _grey_of_colour(pixels: np.ndarray, mode: str) -> np.ndarray | str:
     """The grey ids of H x W x C ``pixels`` of ``mode`` (``GREY_IN_COLOUR``), or why they are
     not ids: colour channels that differ, or transparent pixels."""
-    n = 1 if mode == "LA" else 3  # colour channels; a channel after them is alpha
-    colour, alpha = pixels[..., :n], (pixels[..., n] if pixels.shape[-1] > n else None)
+    channels = 1 if mode == "LA" else 3  # colour channels; a channel after them is alpha
+    colour = pixels[..., :channels]
+    alpha = pixels[..., channels] if pixels.shape[-1] > channels else None
     if alpha is not None and (alpha != 255).any():
         n = int((alpha != 255).sum())
         return (
@@ -829,9 +830,7 @@ class ACDC(SegmentationDataset):
             )
         if len(absent) < len(released):
             for cond in conditions:
-                folder = check_folder(
-                    root / "rgb_anon" / cond / split, f"ACDC {cond} {split}", root
-                )
+                folder = check_folder(root / "rgb_anon" / cond / split, f"ACDC {cond} {split}")
                 gt = root / "gt" / cond / split
                 samples += _anon_samples(
                     folder, gt, fmt, "*/*_rgb_anon.png", labelled, f"ACDC {cond} images"
