@@ -388,9 +388,9 @@ DATASET_KEYS = frozenset({"name", "source", "target", "test", "mic_block_size"})
 #: the keys of ``method`` that mic-train reads by name; the others through interpolations
 #: (``rare_class_sampling`` by the segmentation data sets)
 METHOD_KEYS = frozenset({"name", "terms", "step"})
-#: the sections whose keys added on the command line (``+method.x=1``) are judged
-ADDED_KEYS = {"dataset": DATASET_KEYS, "method": METHOD_KEYS}
-ADDED_KEYS_OF = {"dataset": "data set", "method": "method"}
+#: the sections whose keys added on the command line (``+method.x=1``) are judged: what
+#: messages call each, and the keys mic-train reads by name
+ADDED_KEYS = {"dataset": ("data set", DATASET_KEYS), "method": ("method", METHOD_KEYS)}
 
 
 def _interpolated(cfg: DictConfig) -> tuple[set[str], set[str]]:
@@ -464,12 +464,13 @@ def unread_section_keys(cfg: DictConfig, added: Iterable[str] | None = None) -> 
     added = command_line_additions() if added is None else list(added)
     for path in added:
         section, _, key = path.partition(".")
-        node = cfg.get(section) if section in ADDED_KEYS else None
-        if not OmegaConf.is_dict(node) or "." in key or key in ADDED_KEYS[section] or read(path):
+        called, known = ADDED_KEYS.get(section, ("", frozenset()))
+        node = cfg.get(section) if called else None
+        if not OmegaConf.is_dict(node) or "." in key or key in known or read(path):
             continue
         hint = did_you_mean(key, sorted(str(k) for k in node if k != key), n=3)
         problems.append(
-            f"{path}: mic-train reads no such setting of the {ADDED_KEYS_OF[section]}, and no "
+            f"{path}: mic-train reads no such setting of the {called}, and no "
             f"interpolation (${{{path}}}) reads it; it would change nothing.{hint}"
         )
     return problems
