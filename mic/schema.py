@@ -393,10 +393,18 @@ METHOD_KEYS = frozenset({"name", "terms", "step"})
 ADDED_KEYS = {"dataset": ("data set", DATASET_KEYS), "method": ("method", METHOD_KEYS)}
 
 
-def _interpolated(cfg: DictConfig) -> tuple[set[str], set[str]]:
-    """The paths that the config's interpolations name (``${dataset.root}``,
-    ``${oc.select:dataset.mic_block_size,64}`` -> ``dataset.root``, ...), also those of Hydra's
-    own config where mic-train runs, and the last names of the relative ones (``${..root}``)."""
+def interpolated_paths(cfg: DictConfig) -> tuple[set[str], set[str]]:
+    """The paths that the config's interpolations read.
+
+    Args:
+        cfg: a config, resolved or not; where mic-train runs, Hydra's own config is read too.
+
+    Returns:
+        ``(absolute, relative)``: the dotted paths that interpolations name
+        (``${dataset.root}``, ``${oc.select:dataset.mic_block_size,64}`` -> ``dataset.root``,
+        ``dataset.mic_block_size``), and the last names of the relative ones (``${..root}`` ->
+        ``root``).
+    """
     text = str(_raw(cfg))
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -440,7 +448,7 @@ def unread_section_keys(cfg: DictConfig, added: Iterable[str] | None = None) -> 
         added: the keys that the command line adds (``dataset.x`` for ``+dataset.x=1``);
             None: Hydra's overrides where mic-train runs (``command_line_additions``).
     """
-    absolute, relative = _interpolated(cfg)
+    absolute, relative = interpolated_paths(cfg)
 
     def read(path: str) -> bool:
         name = path.rsplit(".", 1)[-1]

@@ -509,7 +509,7 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
     the message: the settings of the right one would not be found on it.
     """
     from mic.experiment import load_config
-    from mic.schema import USER_KEY, _interpolated, task_mismatches
+    from mic.schema import USER_KEY, interpolated_paths, task_mismatches
 
     dotted, kept, appended, deleted = [], [], [], []
     for arg in argv:
@@ -571,7 +571,7 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
                 mismatches = task_mismatches(composed)  # the cause: a model of another task
                 if mismatches:
                     return f"{'; '.join(mismatches)} ({key} is no setting of it)"
-                if key in _interpolated(composed)[0]:  # ${oc.select:dataset.mic_block_size,32}
+                if key in interpolated_paths(composed)[0]:  # ${oc.select:dataset.mic_block_size,32}
                     return (
                         f"no setting {key} in this config, but an interpolation reads it where "
                         f"it is set: add it with +{key}=..."
