@@ -86,6 +86,7 @@ def test_mismatched_class_counts_are_clear():
     assert "class counts disagree" in _error(["dataset.num_classes=5"])
     msg = _error(["dataset.num_classes=5", "dataset.classes=null"])
     assert "class counts disagree" in msg and "source has 4" in msg
+    assert "COCO json's categories" in msg and "folder that is no class" not in msg
     msg = _error(["model.num_classes=7"])
     assert "the model predicts 7 classes" in msg
 

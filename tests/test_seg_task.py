@@ -284,3 +284,13 @@ def test_datasets_naming_the_classes_in_another_order_are_refused():
         )
     with pytest.raises(DatasetError, match="the classes of the task in another order"):
         SegmentationTask(3, classes=["a", "b", "c"]).check_datasets({"test": dataset("bac")})
+
+
+def test_a_class_count_mismatch_names_what_sets_a_readers_classes():
+    from types import SimpleNamespace
+
+    with pytest.raises(DatasetError, match="class counts disagree") as info:
+        SegmentationTask(19).check_datasets({"source": SimpleNamespace(classes=list("abc"))})
+    message = str(info.value)
+    assert "a reader's classes and label mapping" in message
+    assert "folder that is no class" not in message  # image folders' advice

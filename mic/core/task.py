@@ -89,9 +89,9 @@ class PseudoLabels:
         return (*(pick(x) for x in per_image), rest)
 
 
-def check_num_classes(num_classes: int, datasets: Mapping[str, Any]) -> None:
+def check_num_classes(num_classes: int, datasets: Mapping[str, Any], fix: str = "") -> None:
     """Raise ``DatasetError`` when a dataset declares (``num_classes`` or ``classes``) another
-    class count than ``num_classes``."""
+    class count than ``num_classes``; ``fix``: the task's advice (default: image folders')."""
     declared, named = {}, {}
     for name, dataset in datasets.items():
         n = getattr(dataset, "num_classes", None)
@@ -105,10 +105,11 @@ def check_num_classes(num_classes: int, datasets: Mapping[str, Any]) -> None:
         listing = ", ".join(f"{name} has {n}{named.get(name, '')}" for name, n in declared.items())
         raise DatasetError(
             f"class counts disagree: the task/model predicts {num_classes} classes but {listing}. "
-            "Source and target must share one label space: fix the datasets (e.g. remove a "
-            "folder that is no class), set dataset.num_classes to match, or keep only some "
-            "classes where the dataset config lists them (dataset.classes=[...]). A Task whose "
-            "targets are no classes (a regression) overrides check_datasets."
+            "Source and target must share one label space: "
+            f"{fix or 'fix the datasets (e.g. remove a folder that is no class)'}, set "
+            "dataset.num_classes to match, or keep only some classes where the dataset config "
+            "lists them (dataset.classes=[...]). A Task whose targets are no classes (a "
+            "regression) overrides check_datasets."
         )
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
 
-from mic.core import ConfigError, DatasetError, PseudoLabels, Task
+from mic.core import ConfigError, DatasetError, PseudoLabels, Task, check_num_classes
 from mic.core.batch import collate_pairs
 from mic.core.context import Random
 from mic.core.teacher import unwrap
@@ -283,13 +283,17 @@ class DetectionTask(Task):
         return images, targets
 
     def check_datasets(self, datasets: Mapping[str, Any]) -> None:
-        """``Task.check_datasets``, and that no dataset names ``class_names`` in another order
+        """``check_num_classes``, and that no dataset names ``class_names`` in another order
         (``check_class_order``).
 
         Raises:
             DatasetError: another class count, or the task's class names in another order.
         """
-        super().check_datasets(datasets)
+        check_num_classes(
+            self.num_classes,
+            datasets,
+            fix="fix the datasets (a COCO json's categories or a VOC reader's classes set theirs)",
+        )
         default = [str(i) for i in range(self.num_classes)]
         check_class_order(datasets, None if self.class_names == default else self.class_names)
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from mic.core import ConfigError, DatasetError, PseudoLabels, Task
+from mic.core import ConfigError, DatasetError, PseudoLabels, Task, check_num_classes
 from mic.core.context import Random, uniform
 from mic.core.teacher import unwrap
 from mic.datasets.preflight import check_class_order
@@ -437,13 +437,17 @@ class SegmentationTask(Task):
             )
 
     def check_datasets(self, datasets: Mapping[str, Any]) -> None:
-        """``Task.check_datasets``, and that no dataset names ``classes`` in another order
+        """``check_num_classes``, and that no dataset names ``classes`` in another order
         (``check_class_order``).
 
         Raises:
             DatasetError: another class count, or the task's class names in another order.
         """
-        super().check_datasets(datasets)
+        check_num_classes(
+            self.num_classes,
+            datasets,
+            fix="fix the datasets (a reader's classes and label mapping set theirs)",
+        )
         given = self.classes != default_class_names(self.num_classes)  # else for reports only
         check_class_order(datasets, self.classes if given else None)
 
