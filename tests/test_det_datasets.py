@@ -200,6 +200,13 @@ def test_voc_missing_split(tmp_path):
         VOCDetection(root, "val")
 
 
+def test_voc_root_a_level_off_names_the_folder_that_holds_the_dataset(tmp_path):
+    root = _voc(tmp_path / "VOCdevkit", {"000001": _voc_xml([])})
+    for given in (root.parent, root / "JPEGImages"):
+        with pytest.raises(DatasetError, match=f"'{root}' holds 'ImageSets/'"):
+            VOCDetection(given, "train")
+
+
 # ------------------------------------------------------------------------------ Cityscapes
 def _cityscapes(tmp_path):
     root = tmp_path / "cityscapes"
@@ -220,6 +227,13 @@ def _cityscapes(tmp_path):
         gt.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(ids.astype(np.uint16)).save(gt)
     return root
+
+
+def test_cityscapes_root_a_level_off_names_the_folder_that_holds_the_dataset(tmp_path):
+    root = _cityscapes(tmp_path)
+    for given in (tmp_path, root / "gtFine"):
+        with pytest.raises(DatasetError, match=f"'{root}' holds 'leftImg8bit/'"):
+            CityscapesDetection(given, "train")
 
 
 def test_cityscapes_boxes_from_instance_ids(tmp_path):

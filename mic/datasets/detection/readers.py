@@ -857,7 +857,9 @@ class VOCDetection(DetectionDataset):
         self.root = check_folder(root, "VOC")
         chosen = classes if classes is not None else source_classes
         self.classes = _distinct(chosen, "the classes") if chosen is not None else VOC_CLASSES[:]
-        split_file = self.root / "ImageSets" / "Main" / f"{split}.txt"
+        split_file = (
+            check_folder(self.root / "ImageSets" / "Main", "VOC split", root) / f"{split}.txt"
+        )
         lines = _read_text(split_file, "split file").splitlines()
         problems = []
         ids, stripped = self._without_extensions(
@@ -1050,14 +1052,14 @@ class CityscapesDetection(DetectionDataset):
                     f"Foggy Cityscapes comes at beta 0.005, 0.01 and 0.02, got beta={beta!r}"
                 )
         else:
-            folder = check_folder(self.root / "leftImg8bit" / split, "Cityscapes image")
+            folder = check_folder(self.root / "leftImg8bit" / split, "Cityscapes image", self.root)
             suffix = "_leftImg8bit.png"
         self.files = visible(sorted(folder.glob(f"*/*{suffix}")), folder)
         if not self.files:
             raise DatasetError(f"no '*{suffix}' images found in the city folders of '{folder}'")
         self.names = [(f.parent.name, f.name[: -len(suffix)]) for f in self.files]
         if labelled:
-            gt = check_folder(self.root / "gtFine" / split, "Cityscapes gtFine")
+            gt = check_folder(self.root / "gtFine" / split, "Cityscapes gtFine", self.root)
             self.instance_files = [
                 gt / city / f"{name}_gtFine_instanceIds.png" for city, name in self.names
             ]
