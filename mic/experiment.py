@@ -170,9 +170,16 @@ class Experiment:
     checkpointer: Checkpointer | None = None
 
 
+def _sizes(samples: list[Any]) -> list[tuple[tuple[int, ...], ...]]:
+    """The distinct shapes of the samples' images (and targets, where they have a shape)."""
+    shape = lambda x: tuple(getattr(x, "shape", ()))  # noqa: E731
+    return sorted({tuple(shape(x) for x in split_sample(s) if x is not None) for s in samples})
+
+
 class _TestCollate:
-    """The test loader's batching: a batch that cannot be made because its images have
-    different sizes is named as such, with the batch size that evaluates them one at a time."""
+    """The test loader's batching: a batch that cannot be made because its images (or label
+    maps) have different sizes is named as such, with the batch size that evaluates them one
+    at a time."""
 
     def __init__(self, collate: Callable[[list[Any]], Any]) -> None:
         self.collate = collate
@@ -181,14 +188,35 @@ class _TestCollate:
         try:
             return self.collate(samples)
         except DatasetError:
-            shapes = sorted({tuple(getattr(split_sample(s)[0], "shape", ())) for s in samples})
+            shapes = _sizes(samples)
             if len(shapes) < 2:
                 raise
             raise DatasetError(
-                f"the test set holds images of different sizes ({shapes} in one batch); "
-                "evaluate them one at a time with loader.test_batch_size=1, or give the test "
-                "set a transform that resizes every image to one size"
+                f"the test set holds images (or labels) of different sizes ({shapes} in one "
+                "batch); evaluate them one at a time with loader.test_batch_size=1, or give the "
+                "test set a transform that resizes every image to one size"
             ) from None
+
+
+def _check_test_batches(test: Any, batch_size: int) -> None:
+    """Raise ``DatasetError`` before training when the test set's images (or label maps) have
+    sizes that batches of ``batch_size`` cannot stack, as the data check read them
+    (``batched_sizes`` of a segmentation reader); otherwise the first evaluation would stop."""
+    sizes = getattr(test, "batched_sizes", lambda: None)() if batch_size > 1 else None
+    if not sizes or len(sizes) < 2:
+        return
+    images = sorted({image for image, _ in sizes}, key=lambda hw: hw[::-1])  # as W x H
+    labels = len(images) == 1  # one image size: the label maps (kept at full size) differ
+    shown = sorted({label for _, label in sizes}, key=lambda hw: hw[::-1]) if labels else images
+    listed = ", ".join(f"{w} x {h}" for h, w in shown[:4]) + ", ..." * (len(shown) > 4)
+    kept = f", kept at full size while the images become {images[0][1]} x {images[0][0]}"
+    raise DatasetError(
+        f"the test set's {'label maps' if labels else 'images'} come in {len(shown)} sizes "
+        f"({listed}{kept if labels else ''}), which batches of "
+        f"loader.test_batch_size={batch_size} cannot stack: evaluate them one at a time with "
+        "loader.test_batch_size=1 (the published segmentation protocol), or give the test set "
+        "one size"
+    )
 
 
 def build_method(cfg: DictConfig) -> UDAMethod:
@@ -470,6 +498,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
     if preflight:
         check_datasets(data, Path(run_dir) / "data_problems.txt" if run_dir else None, cfg.dataset)
     ld = cfg.loader
+    _check_test_batches(data["test"], int(ld.test_batch_size))
     workers = int(ld.num_workers)
     n = group.world_size
     batches = {

@@ -96,6 +96,16 @@ def _test_of_two_sizes(tmp):
     return seg_folder_overrides(tmp, test=tst)
 
 
+def _test_labels_of_two_sizes(tmp, preflight=True):
+    """A test split whose second image (and label) is 32 x 24 where the first is 16 x 12; the
+    test transform resizes the images to 16 x 12 and keeps the labels at full size."""
+    tst = seg_tree(tmp / "tst", n=2)
+    Image.fromarray(np.zeros((24, 32, 3), dtype=np.uint8)).save(tst / "img" / "1.png")
+    write_label(tst / "lbl" / "1.png", two_class_label((32, 24)))
+    scale = "++dataset.test.transform.scale=[16,12]"
+    return [*seg_folder_overrides(tmp, test=tst), scale, f"preflight={str(preflight).lower()}"]
+
+
 def _missing_label(tmp):
     src = seg_tree(tmp / "src")
     (src / "lbl" / "2.png").unlink()
@@ -1088,8 +1098,25 @@ CASES = [
         "data-test-sizes",
         "segmentation: test images of two sizes, evaluated two at a time",
         lambda t, r: _test_of_two_sizes(t),
-        "the test set holds images of different sizes ([(3, 10, 20), (3, 12, 16)] in one "
-        "batch); evaluate them one at a time with loader.test_batch_size=1",
+        "the test set's images come in 2 sizes (16 x 12, 20 x 10), which batches of "
+        "loader.test_batch_size=2 cannot stack: evaluate them one at a time with "
+        "loader.test_batch_size=1",
+    ),
+    (
+        "data-test-label-sizes",
+        "segmentation: test images resized to one size, their labels (kept at full size) of "
+        "two, evaluated two at a time",
+        lambda t, r: _test_labels_of_two_sizes(t),
+        "the test set's label maps come in 2 sizes (16 x 12, 32 x 24, kept at full size while "
+        "the images become 16 x 12), which batches of loader.test_batch_size=2 cannot stack",
+    ),
+    (
+        "data-test-label-sizes-unchecked",
+        "the same without the data check (preflight=false): found at the first evaluation",
+        lambda t, r: _test_labels_of_two_sizes(t, preflight=False),
+        "the test set holds images (or labels) of different sizes ([((3, 12, 16), (12, 16)), "
+        "((3, 12, 16), (24, 32))] in one batch); evaluate them one at a time with "
+        "loader.test_batch_size=1",
     ),
     (
         "config-feature-distance-classes",

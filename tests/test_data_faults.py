@@ -450,13 +450,15 @@ def test_a_final_evaluation_that_meets_bad_test_data_keeps_the_training_and_runs
     tmp_path,
 ):
     # the test set's images have two sizes: batched two at a time, the final evaluation fails
-    # (in the second batch: the Evaluation hook checks the first one before training)
+    # (in the second batch: the Evaluation hook checks the first one before training; the
+    # data check, which would name the sizes before training, is off)
     tst = seg_tree(tmp_path / "tst", n=4)
     Image.fromarray(np.zeros((10, 20, 3), dtype=np.uint8)).save(tst / "img" / "3.png")
     write_label(tst / "lbl" / "3.png", two_class_label((20, 10)))
     overrides = [*seg_folder_overrides(tmp_path, test=tst), "checkpoint.interval=0"]
+    overrides.append("preflight=false")
     run = tmp_path / "run"
-    with pytest.raises(DatasetError, match="the test set holds images of different sizes"):
+    with pytest.raises(DatasetError, match=r"the test set holds images \(or labels\) of diff"):
         run_experiment(load_config(overrides), run)
     # the training is kept (the state after the last iteration)...
     assert [p.name for p in (run / "checkpoints").glob("iter_*.pt")] == ["iter_00000002.pt"]
@@ -736,3 +738,21 @@ def test_a_min_pixels_no_image_reaches_names_its_key_and_the_largest_count(tmp_p
     ds = SegmentationFolder(root / "img", root / "lbl", num_classes=3)
     with pytest.raises(DatasetError, match=r"the most of one class in one image: \d+ px\)"):
         RareClassSampling(ds, min_pixels=10**6, cache=False)
+
+
+def test_the_data_check_names_test_sizes_that_batches_cannot_stack(tmp_path):
+    tst = seg_tree(tmp_path / "tst", n=3)
+    Image.fromarray(np.zeros((24, 32, 3), dtype=np.uint8)).save(tst / "img" / "2.png")
+    write_label(tst / "lbl" / "2.png", two_class_label((32, 24)))
+    overrides = seg_folder_overrides(tmp_path, test=tst)
+    with pytest.raises(DatasetError, match=r"images come in 2 sizes \(16 x 12, 32 x 24\)"):
+        run_experiment(load_config(overrides), tmp_path / "run")
+    # one at a time they evaluate; so do images that the test transform makes one size, with
+    # labels that it resizes too
+    scale = "++dataset.test.transform.scale=[16,12]"
+    with pytest.raises(DatasetError, match=r"label maps come in 2 sizes \(16 x 12, 32 x 24, k"):
+        run_experiment(load_config([*overrides, scale]), tmp_path / "run")
+    resized = "++dataset.test.transform.keep_label_size=false"
+    for fix in (["loader.test_batch_size=1"], [scale, resized]):
+        summary = run_experiment(load_config([*overrides, *fix]), tmp_path / str(len(fix)))
+        assert "student" in summary["after_adaptation"]

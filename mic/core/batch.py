@@ -34,16 +34,7 @@ def collate_pairs(
         DatasetError: images of different sizes, or labelled and unlabelled samples mixed.
     """
     pairs = [split_sample(s) for s in samples]
-    try:
-        images = batch_images([p[0] for p in pairs])
-    except RuntimeError:
-        shapes = sorted({tuple(getattr(p[0], "shape", ())) for p in pairs})
-        if len(shapes) < 2:
-            raise
-        raise DatasetError(
-            f"one batch holds images of different sizes {shapes}; give the dataset a transform "
-            "that resizes or crops every image to one size"
-        ) from None
+    images = _stacked(batch_images, [p[0] for p in pairs], "images")
     targets = [p[1] for p in pairs]
     if all(t is None for t in targets):
         return images, None
@@ -51,7 +42,20 @@ def collate_pairs(
         raise DatasetError(
             "a batch mixes labelled and unlabelled samples; a dataset must be one or the other"
         )
-    return images, batch_targets(targets)
+    return images, _stacked(batch_targets, targets, "targets")
+
+
+def _stacked(batch: Callable[[list[Any]], Any], items: list[Any], what: str) -> Any:
+    try:
+        return batch(items)
+    except RuntimeError:
+        shapes = sorted({tuple(getattr(x, "shape", ())) for x in items})
+        if len(shapes) < 2:
+            raise
+        raise DatasetError(
+            f"one batch holds {what} of different sizes {shapes}; give the dataset a transform "
+            "that resizes or crops every image (and label) to one size"
+        ) from None
 
 
 def select_images(batch: Any, keep: Sequence[bool]) -> Any:

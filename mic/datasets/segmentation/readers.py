@@ -66,6 +66,7 @@ from mic.datasets.segmentation.labels import (
     LabelMap,
     default_class_names,
 )
+from mic.datasets.segmentation.transforms import SegmentationTransform
 
 Transform = Callable[..., Any]
 
@@ -448,8 +449,18 @@ class SegmentationDataset:
             problems += [replace(q, fix=f"{q.fix} The first of them is {why}.") for q in rgb]
         if labels and label_sample > 0:
             problems += self._label_values(training, label_sample, {p.file for p in problems})
+        self.checked_sizes = sizes
         where = str(getattr(self, "image_root", "") or (self.samples or [("", None)])[0][0])
         return problems + crop_problems(self.transform, sizes, where)
+
+    def batched_sizes(self) -> list[tuple[tuple[int, int], tuple[int, int]]] | None:
+        """The distinct ``((H, W) image, (H, W) label)`` sizes that the transform gives the
+        samples, from the image headers that ``preflight`` read (samples of one size stack
+        into a batch); None before ``preflight``, or with a transform of one's own."""
+        sizes = getattr(self, "checked_sizes", None)
+        if sizes is None or not isinstance(self.transform, SegmentationTransform):
+            return None
+        return sorted({self.transform.output_sizes(h, w) for h, w in sizes})
 
     def _orientation_note(self, image: ImageHeader) -> str:
         if self.apply_exif_orientation and image.orientation != 1:

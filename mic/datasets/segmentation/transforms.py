@@ -75,6 +75,14 @@ class SegmentationTransform:
         self.keep_label_size = keep_label_size
         self.ignore_index = ignore_index
 
+    def output_sizes(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``((H, W) of the image tensor, (H, W) of the label map)`` that an image of
+        ``height`` x ``width`` px (and its label of that size) become."""
+        if self.crop_size is not None:
+            return self.crop_size, self.crop_size  # type: ignore[return-value]
+        w, h = rescale_size(width, height, self.scale) if self.scale else (width, height)
+        return (h, w), ((height, width) if self.keep_label_size else (h, w))
+
     def crop_box(self, height: int, width: int, label: np.ndarray | None) -> tuple[int, int]:
         ch, cw = self.crop_size  # type: ignore[misc]
         for _ in range(10 if self.cat_max_ratio < 1.0 and label is not None else 1):
