@@ -31,7 +31,8 @@ def collate_pairs(
     """``(images, targets)``, each batched by its function; targets None when no sample has one.
 
     Raises:
-        DatasetError: images of different sizes, or labelled and unlabelled samples mixed.
+        DatasetError: images (or targets) of different sizes, or labelled and unlabelled
+            samples mixed.
     """
     pairs = [split_sample(s) for s in samples]
     images = _stacked(batch_images, [p[0] for p in pairs], "images")
