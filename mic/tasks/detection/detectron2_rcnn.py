@@ -33,7 +33,12 @@ from torch import Tensor, nn
 
 from mic.core.errors import ConfigError
 from mic.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
-from mic.tasks.detection.model import Capture, check_detector_settings, confidence_weighted
+from mic.tasks.detection.model import (
+    Capture,
+    check_detector_settings,
+    confidence_weighted,
+    warn_of_shrinking,
+)
 
 log = logging.getLogger(__name__)
 
@@ -438,6 +443,7 @@ class Detectron2RCNN(nn.Module):
         if checkpoint:
             self.load_detectron2(checkpoint)
         self._capture: Capture | None = None
+        self._shrink_warned = False
 
     def load_detectron2(self, checkpoint: str) -> None:
         """Load a detectron2 checkpoint (path, URL or ``detectron2://`` name) into the model
@@ -514,6 +520,14 @@ class Detectron2RCNN(nn.Module):
 
         sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         resized = [self.resize(img) for img in images]
+        if self.training and not self._shrink_warned:  # once, as the torchvision detector
+            self._shrink_warned = True
+            warn_of_shrinking(
+                sizes[0],
+                resized[0].shape[-2:],
+                f"model.min_size={self.min_size}, model.max_size={self.max_size}",
+                "model.min_size=800 model.max_size=1333 (detectron2's sizes)",
+            )
         rgb = self.cfg.INPUT.FORMAT == "RGB"
         batch = self.rcnn.preprocess_image(
             [{"image": 255 * (x if rgb else x.flip(0))} for x in resized]

@@ -475,6 +475,20 @@ COUNT_SETTINGS = (
 FRACTION_SETTINGS = ("rpn_nms_thresh", "box_score_thresh", "box_nms_thresh")
 
 
+def warn_of_shrinking(size: Sequence[int], resized: Sequence[int], sizes: str, fix: str) -> None:
+    """Warn when a detector shrinks a training image of ``size`` (H, W) to ``resized`` (H, W),
+    less than half its size (photos under the small detectors' 128 px resize): its objects
+    shrink as much. ``sizes``: the settings that made the resize; ``fix``: those for photos."""
+    factor = int(size[0]) / max(int(resized[0]), 1)
+    if factor > 2:
+        warnings.warn(
+            f"the detector resizes the {size[1]} x {size[0]} training images to "
+            f"{int(resized[1])} x {int(resized[0])} ({sizes}): their objects shrink "
+            f"{factor:.1f}x. For photos set {fix}, or sizes that keep the objects' pixels",
+            stacklevel=3,
+        )
+
+
 def check_detector_settings(given: Mapping[str, Any]) -> None:
     """Refuse detector settings that torchvision or detectron2 would fail on deep inside (or
     take silently): sizes and counts that are not positive whole numbers, anchor sizes that
@@ -662,20 +676,15 @@ class FasterRCNN(nn.Module):
         self._shrink_warned = False
 
     def _warn_of_shrinking(self, size: tuple[int, int], resized: Sequence[int]) -> None:
-        """Warn once when training images are shrunk to less than half their size (photos
-        under the small detector's 128 px resize): their objects shrink as much."""
         self._shrink_warned = True
-        factor = size[0] / max(int(resized[0]), 1)
-        if factor > 2:
-            warnings.warn(
-                f"the detector resizes the {size[1]} x {size[0]} training images to "
-                f"{int(resized[1])} x {int(resized[0])} (model.min_size="
-                f"{self.transform.min_size[0]}, model.max_size={self.transform.max_size}): their "
-                f"objects shrink {factor:.1f}x. For photos set model.min_size=800 "
-                "model.max_size=1333 model.anchor_sizes=[32,64,128,256,512] (torchvision's "
-                "sizes), or sizes that keep the objects' pixels",
-                stacklevel=2,
-            )
+        t = self.transform
+        warn_of_shrinking(
+            size,
+            resized,
+            f"model.min_size={t.min_size[0]}, model.max_size={t.max_size}",
+            "model.min_size=800 model.max_size=1333 model.anchor_sizes=[32,64,128,256,512] "
+            "(torchvision's sizes)",
+        )
 
     @contextmanager
     def capture(self) -> Iterator[Capture]:
