@@ -14,12 +14,36 @@ def weighted_cross_entropy(
 ) -> Tensor:
     """Cross-entropy per element times its weight, averaged over all elements.
 
-    ``logits`` is N x C (x ...), ``targets`` N (x ...) and ``weights`` broadcastable to the
-    targets. Ignored elements contribute 0 but still count in the mean (the published
-    convention, mmseg's ``weight_reduce_loss`` with reduction 'mean').
+    Ignored elements contribute 0 but still count in the mean (the published convention,
+    mmseg's ``weight_reduce_loss`` with reduction 'mean').
+
+    Args:
+        logits: N x C (x ...) float scores.
+        targets: N (x ...) int64 class indices (or ``ignore_index``).
+        weights: None (all 1), or float weights of the targets' shape, or of a shape that
+            broadcasts to it without enlarging it (a scalar, N x 1 x 1 for N x H x W).
+        ignore_index: the target value that is ignored.
+
+    Returns:
+        The mean weighted loss, a float32 scalar.
+
+    Raises:
+        ValueError: weights whose shape would broadcast the loss to a larger one (N x 1
+            against N targets would weigh every element by every weight).
     """
     loss = F.cross_entropy(logits.float(), targets, reduction="none", ignore_index=ignore_index)
     if weights is not None:
+        shape = tuple(getattr(weights, "shape", ()))  # a number: ()
+        try:
+            fits = torch.broadcast_shapes(loss.shape, shape) == loss.shape
+        except RuntimeError:  # shapes that do not broadcast at all
+            fits = False
+        if not fits:
+            raise ValueError(
+                f"weights of shape {shape} do not fit targets of shape "
+                f"{tuple(targets.shape)}: give one weight per target (its shape), or a shape "
+                "that broadcasts to it"
+            )
         loss = loss * weights
     return loss.mean()
 

@@ -75,3 +75,21 @@ def test_weighted_cross_entropy_matches_torch_for_unit_weights():
     w = torch.tensor([1.0, 0.0, 2.0, 0.5, 1.0])
     manual = (F.cross_entropy(logits, targets, reduction="none") * w).mean()
     torch.testing.assert_close(weighted_cross_entropy(logits, targets, w), manual)
+
+
+def test_weighted_cross_entropy_refuses_weights_that_would_broadcast_the_loss():
+    from mic.functional import weighted_cross_entropy
+
+    logits, targets = torch.randn(4, 3), torch.tensor([0, 1, 2, 1])
+    for bad in (torch.ones(4, 1), torch.ones(3)):  # N x N pairs; no fit at all
+        with pytest.raises(ValueError, match=r"do not fit targets of shape \(4,\)"):
+            weighted_cross_entropy(logits, targets, bad)
+    # a scalar and N x 1 x 1 against N x H x W broadcast without enlarging the loss
+    plain = weighted_cross_entropy(logits, targets)
+    torch.testing.assert_close(
+        weighted_cross_entropy(logits, targets, torch.tensor(2.0)), 2 * plain
+    )
+    maps, labels = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
+    per_image = torch.tensor([1.0, 0.0]).view(2, 1, 1)
+    expected = weighted_cross_entropy(maps, labels, per_image.expand(2, 4, 4))
+    torch.testing.assert_close(weighted_cross_entropy(maps, labels, per_image), expected)
