@@ -273,3 +273,18 @@ def test_a_feature_distance_that_counts_no_cell_warns_that_it_does_nothing():
         warnings.simplefilter("error")
         run(acting, stripes, [EMPTY_CELLS_AFTER])
         run(idle, stripes, [EMPTY_CELLS_AFTER])  # once
+
+
+def test_class_mix_masks_take_integer_labels_of_any_width_and_name_others():
+    from mic.core.errors import ConfigError
+
+    labels = torch.randint(0, 3, (2, 4, 4))
+    masks = class_mix_masks(labels, 3, torch.Generator().manual_seed(0))
+    narrow = class_mix_masks(labels.to(torch.uint8), 3, torch.Generator().manual_seed(0))
+    assert torch.equal(masks, narrow)
+    assert class_mix_masks(labels[:0], 3).shape == (0, 4, 4)  # an empty batch
+    for bad in (labels.float(), labels.bool()):
+        with pytest.raises(ConfigError, match="ClassMix takes B x H x W integer label maps"):
+            class_mix_masks(bad, 3)
+    with pytest.raises(ConfigError, match="num_classes must be an int >= 1, got 0"):
+        class_mix_masks(labels, 0)

@@ -51,9 +51,30 @@ def class_mix_masks(
     described); ``"batch"`` draws, for each image, among the classes of the whole batch, as
     the published DACS code does (a drawn class missing from the image pastes nothing).
     Ignored pixels are never pasted. All on the labels' device, without host sync.
+
+    Args:
+        labels: B x H x W integer label maps (training ids, ``ignore_index`` ignored).
+        num_classes: the number of classes (>= 1).
+        rng: what to draw from (a term's ``RandomStream`` in the loop).
+
+    Raises:
+        ConfigError: labels that are not an integer tensor of at least 2 dimensions, a class
+            count below 1, or an unknown ``classes_from``.
     """
+    integer = isinstance(labels, Tensor) and not (labels.is_floating_point() or labels.is_complex())
+    if not (integer and labels.dim() >= 2 and labels.dtype != torch.bool):
+        got = (
+            f"{labels.dtype} of shape {tuple(labels.shape)}"
+            if isinstance(labels, Tensor)
+            else labels
+        )
+        raise ConfigError(f"ClassMix takes B x H x W integer label maps, got {got}")
+    if isinstance(num_classes, bool) or not (isinstance(num_classes, int) and num_classes >= 1):
+        raise ConfigError(f"ClassMix's num_classes must be an int >= 1, got {num_classes!r}")
     b = labels.shape[0]
-    flat = labels.reshape(b, -1)
+    if b == 0:
+        return torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
+    flat = labels.reshape(b, -1).long()  # (any integer width: scatter takes int64)
     index = torch.where((flat >= 0) & (flat < num_classes), flat, num_classes)
     present = torch.zeros(b, num_classes + 1, dtype=torch.bool, device=labels.device)
     present.scatter_(1, index, True)
