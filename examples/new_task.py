@@ -49,7 +49,7 @@ class DigitAttributes(mic.Task):
         images: Tensor,
         targets: Tensor,
         weights: Tensor | None = None,
-        rng: mic.core.context.Random = None,
+        rng: mic.Random = None,
     ) -> Tensor:
         loss = F.binary_cross_entropy_with_logits(model(images).float(), targets, reduction="none")
         return (loss if weights is None else loss * weights).mean()

@@ -33,6 +33,10 @@ from mic.core.masking import check_images
 UNIT_TOLERANCE = 0.5
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def blur_kernel_size(side: int, ratio: float = 0.1) -> int:
     """Odd kernel of about ``ratio`` of the image side (the published rule), at least 3."""
     k = math.ceil(ratio * side)
@@ -126,8 +130,9 @@ class StrongAugmentation(nn.Module):
 
     Raises:
         ConfigError: (at construction) probabilities outside [0, 1], a strength outside
-            [0, 1), mean without std or of another length; (when called) mean/std of
-            another length than the images' channels.
+            [0, 1), a blur_sigma that is no range of positive sigmas, a blur_kernel_ratio
+            outside (0, 1], mean without std or of another length; (when called) images that
+            are not floating point, mean/std of another length than the images' channels.
 
     The four adjustments run in a fixed order (brightness, contrast, saturation, hue); kornia
     and torchvision shuffle the order per call, which would need a host-side draw.
@@ -149,6 +154,17 @@ class StrongAugmentation(nn.Module):
                 raise ConfigError(f"augmentation {name} must be a probability in [0, 1], got {p}")
         if not 0.0 <= strength < 1.0:
             raise ConfigError(f"augmentation strength must lie in [0, 1), got {strength}")
+        sigma = list(blur_sigma) if isinstance(blur_sigma, Sequence) else []
+        if not (len(sigma) == 2 and all(_number(v) for v in sigma) and 0 < sigma[0] <= sigma[1]):
+            raise ConfigError(
+                f"augmentation blur_sigma must be a range [low, high] of sigmas with 0 < low <= "
+                f"high (published [0.15, 1.15]), got {blur_sigma!r}"
+            )
+        if not (_number(blur_kernel_ratio) and 0 < blur_kernel_ratio <= 1):
+            raise ConfigError(
+                "augmentation blur_kernel_ratio (the kernel's side as a share of the image "
+                f"height) must lie in (0, 1], got {blur_kernel_ratio!r}"
+            )
         self.jitter_p = float(jitter_p)
         self.strength = float(strength)
         self.blur_p = float(blur_p)
@@ -166,6 +182,8 @@ class StrongAugmentation(nn.Module):
                 mean/std of another length than the images' channels.
         """
         check_images(images, "StrongAugmentation")
+        if isinstance(images, Tensor) and images.shape[0] == 0:
+            return images
         if isinstance(images, (list, tuple)):
             streams = per_sample(rng, len(images))
             return [self.forward(x.unsqueeze(0), r)[0] for x, r in zip(images, streams)]

@@ -465,6 +465,15 @@ def resume(
         changes = check_resume_config(state.get("config"), cfg, (len(rngs) or world, world))
         if data_sizes is not None:
             check_same_data(state.get("data"), data_sizes, state.get("config"), cfg)
+    written, kind = state.get("optimizer_class"), type(loop.optimizer).__name__
+    allowed = any(k.startswith("optimizer") for k in changes)  # the new values replace its own
+    if written is not None and written != kind and not allowed:  # (older ones record none)
+        raise CheckpointError(
+            f"checkpoint '{path}' was written by a loop whose optimiser is {written}, this "
+            f"loop's is {kind}: its state (moments, step counts) does not carry over. Build "
+            f"the loop with {written} to resume, or start a new run from the checkpoint's "
+            "weights (mic.training.load_initial_weights; mic-train: init_from=<checkpoint>)"
+        )
     fresh_groups = [
         {k: v for k, v in g.items() if k != "params"} for g in loop.optimizer.param_groups
     ]

@@ -525,3 +525,144 @@ def test_a_training_batch_of_one_image_names_drop_last_not_batchnorm():
     assert model.eval()(torch.rand(1, 3, 16, 16)).shape == (1, K)  # evaluation: fine
     unbottlenecked = mic.tasks.classification.Classifier("small_cnn", K, bottleneck_dim=0)
     assert unbottlenecked(torch.rand(1, 3, 16, 16)).shape == (1, K)
+
+
+# ----------------------------------------------------- the standalone pieces, misused
+@pytest.mark.parametrize(
+    "kwargs, named",
+    [
+        ({"blur_sigma": (0, 0)}, "blur_sigma must be a range"),  # NaN images, before
+        ({"blur_sigma": (1.0, 0.5)}, "0 < low <= high"),
+        ({"blur_sigma": 0.5}, "blur_sigma must be a range"),
+        ({"blur_kernel_ratio": 0}, r"blur_kernel_ratio .* must lie in \(0, 1\]"),
+    ],
+)
+def test_strong_augmentation_refuses_blur_settings_that_give_nan_or_nothing(kwargs, named):
+    with pytest.raises(ConfigError, match=named):
+        mic.StrongAugmentation(**kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64])
+def test_maskers_and_the_augmentation_refuse_integer_images(dtype):
+    images = torch.randint(0, 255, (2, 3, 8, 8)).to(dtype)
+    for who, transform in (
+        ("BlockMasker", mic.BlockMasker(4, 0.5)),
+        ("Strong", mic.StrongAugmentation()),
+    ):
+        with pytest.raises(ConfigError, match=rf"{who}\w* takes float images .*x.float\(\) / 255"):
+            transform(images)
+        with pytest.raises(ConfigError, match="takes float images"):
+            transform([images[0]])  # a list of images too
+
+
+def test_an_empty_batch_passes_the_augmentation_and_the_masker_unchanged():
+    empty = torch.zeros(0, 3, 8, 8)
+    assert mic.StrongAugmentation()(empty).shape == (0, 3, 8, 8)
+    assert mic.BlockMasker(4, 0.5)(empty).shape == (0, 3, 8, 8)
+
+
+def test_block_masker_inputs_that_are_not_its_own_are_named():
+    images = torch.rand(2, 3, 8, 8)
+    with pytest.raises(
+        ConfigError, match=r"rng must be a RandomStream, torch\.Generator or None, got 3"
+    ):
+        mic.BlockMasker(4, 0.5)(images, 3)
+    with pytest.raises(ConfigError, match="ratio must be a probability"):
+        mic.BlockMasker(4, True)
+    with pytest.raises(ConfigError, match=r"mask takes a \(B, C, H, W\) tensor, got torch.Size"):
+        mic.BlockMasker(4, 0.5).mask(images[0])
+    generator = torch.Generator().manual_seed(0)
+    assert mic.BlockMasker(4, 0.5)(images, generator).shape == images.shape
+
+
+def test_a_teacher_update_from_another_model_or_a_negative_step_is_named():
+    teacher = mic.EMATeacher(net(), 0.9)
+    other = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with pytest.raises(ConfigError, match="the teacher is not the student's architecture"):
+        teacher.update(other, 1)  # fewer tensors
+    wider = nn.Sequential(
+        nn.Conv2d(3, 5, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, K)
+    )
+    with pytest.raises(ConfigError, match="the teacher is not the student's architecture"):
+        teacher.update(wider, 1)  # as many tensors, of other shapes
+    with pytest.raises(ConfigError, match="update step must be >= 0, got -1"):
+        teacher.update(net(), -1)
+
+
+def test_calling_a_teacher_predicts_in_its_prediction_mode_without_gradients():
+    student = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))
+    teacher = mic.EMATeacher(student, 0.9)
+    teacher.eval()  # leaves the mode alone: prediction sets it
+    x = torch.ones(2, 4)
+    first, second = teacher(x), teacher(x)
+    assert torch.equal(first, second)  # dropout off
+    assert not first.requires_grad
+    torch.testing.assert_close(first, student.eval()(x))
+
+
+def test_integer_confidences_weigh_as_floats_and_a_text_tau_is_named():
+    weighting = mic.PseudoLabelWeighting("quality", tau=0.9)
+    pseudo = mic.PseudoLabels(torch.zeros(4, dtype=torch.long), torch.tensor([1, 1, 0, 0]))
+    weights = weighting(pseudo)
+    assert weights.dtype == torch.float32 and weights.tolist() == [0.5] * 4  # q, not 0
+    with pytest.raises(ConfigError, match=r"tau must lie in \[0, 1\], got '0\.9'"):
+        mic.PseudoLabelWeighting("quality", tau="0.9")
+
+
+def test_scoring_validators_that_read_probabilities_a_task_lacks_is_named():
+    loader = DataLoader(data(8, labelled=False), 4, collate_fn=Regression().collate)
+    validation = mic.LabelFreeValidation(["entropy"], loader, 1, masker=mic.BlockMasker(4, 0.5))
+    with pytest.raises(ConfigError, match=r"the validators \['entropy'\] read class prob"):
+        validation.score(Regression(), nn.Sequential(nn.Flatten(), nn.Linear(192, 1)))
+
+
+def test_a_checkpoint_resumed_into_a_loop_of_another_optimiser_is_named(tmp_path):
+    from mic.core.errors import CheckpointError
+    from mic.resume import resume
+
+    def loop(optimizer, iterations):
+        model = net()
+        source = DataLoader(data(), 4, drop_last=True, collate_fn=_OwnTask().collate)
+        target = DataLoader(data(labelled=False), 4, drop_last=True, collate_fn=_OwnTask().collate)
+        return mic.AdaptationLoop(
+            _OwnTask(),
+            model,
+            mic.source_only(),
+            optimizer(model.parameters()),
+            source,
+            target,
+            iterations,
+        )
+
+    first = loop(lambda p: torch.optim.Adam(p, 1e-3), 2)
+    first.hooks.append(mic.Checkpointer(tmp_path))
+    first.run()
+    with pytest.raises(CheckpointError, match="optimiser is Adam, this loop's is SGD"):
+        resume(loop(lambda p: torch.optim.SGD(p, 0.01, momentum=0.9), 4), tmp_path)
+    resume(loop(lambda p: torch.optim.Adam(p, 1e-3), 4), tmp_path)  # the same class resumes
+
+
+def test_a_duck_typed_task_without_the_optional_methods_is_named_before_training():
+    class Duck:
+        num_classes, primary_metric = K, "accuracy"
+        loss, predict, pseudo_label, metric = (
+            _OwnTask.loss,
+            _OwnTask.predict,
+            _OwnTask.pseudo_label,
+            _OwnTask.metric,
+        )
+
+    model = net()
+    source = DataLoader(data(), 4, drop_last=True)
+    with pytest.raises(ConfigError, match=r"the task Duck lacks check_targets, .*count"):
+        mic.AdaptationLoop(
+            Duck(),
+            model,
+            mic.source_only(),
+            torch.optim.SGD(model.parameters(), 0.1),
+            source,
+            source,
+            1,
+        )
+    with pytest.raises(ConfigError, match="the task Duck lacks check_targets"):
+        mic.Evaluation(Duck(), source)

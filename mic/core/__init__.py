@@ -6,12 +6,12 @@ Read in this order: ``task`` (what a task says), ``teacher``, ``masking``, ``wei
 """
 
 from mic.core.batch import EndlessLoader, collate_pairs, move_to, split_sample
-from mic.core.context import IterationContext, RandomStream, SharedForward
+from mic.core.context import IterationContext, Random, RandomStream, SharedForward
 from mic.core.errors import CheckpointError, ConfigError, DatasetError, MicError
 from mic.core.loop import AdaptationLoop, Collective, Guard, Hook, StepStrategy
 from mic.core.masking import BlockMasker, Masker
 from mic.core.method import UDAMethod
-from mic.core.task import Metric, PseudoLabels, Task, check_num_classes
+from mic.core.task import Metric, PseudoLabels, Task, check_num_classes, check_task
 from mic.core.teacher import EMATeacher, Teacher
 from mic.core.terms import ConsistencyLoss, LossTerm, MaskedImageConsistency
 from mic.core.weighting import QUALITY_THRESHOLD, PseudoLabelWeighting
@@ -37,6 +37,7 @@ __all__ = [
     "MicError",
     "PseudoLabelWeighting",
     "PseudoLabels",
+    "Random",
     "RandomStream",
     "SharedForward",
     "StepStrategy",
@@ -44,6 +45,7 @@ __all__ = [
     "Teacher",
     "UDAMethod",
     "check_num_classes",
+    "check_task",
     "collate_pairs",
     "move_to",
     "split_sample",

@@ -82,6 +82,8 @@ def uniform(rng: Random, n: int, *shape: int, device: torch.device | str) -> Ten
     """(n, *shape) uniform [0, 1) float32 draws of ``rng`` on ``device``."""
     if isinstance(rng, RandomStream):
         return rng.rand(n, *shape, device=device)
+    if not (rng is None or isinstance(rng, torch.Generator)):
+        raise ConfigError(f"rng must be a RandomStream, torch.Generator or None, got {rng!r}")
     return torch.rand(n, *shape, generator=rng, device=device)
 
 

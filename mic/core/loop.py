@@ -17,7 +17,7 @@ from mic.core.batch import EndlessLoader, move_to, split_sample
 from mic.core.context import IterationContext
 from mic.core.errors import ConfigError, DatasetError
 from mic.core.method import UDAMethod
-from mic.core.task import Task
+from mic.core.task import Task, check_task
 from mic.core.teacher import Teacher, unwrap
 from mic.core.terms import LossTerm
 
@@ -161,6 +161,7 @@ class AdaptationLoop:
                 got = f"the class {value.__name__}" if isinstance(value, type) else type(value)
                 wrap = " (mic.UDAMethod(terms) makes one of a dict)" if name == "method" else ""
                 raise ConfigError(f"{name} must be {said} instance, got {got}{wrap}")
+        check_task(task)  # a duck-typed one needs every method
         whole = {"iterations": iterations, "adaptation_start": adaptation_start, "seed": seed}
         for name, value in {**whole, "accumulate": accumulate}.items():
             if isinstance(value, bool) or not isinstance(value, Integral):
@@ -431,6 +432,7 @@ class AdaptationLoop:
             "student": unwrap(self.student).state_dict(),
             "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "optimizer_class": type(self.optimizer).__name__,  # its state fits no other class
             "source": self.source.state_dict(),
             "target": self.target.state_dict(),
             "scaler": self.scaler.state_dict(),

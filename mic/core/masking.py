@@ -19,14 +19,19 @@ Augmentation = Callable[[Tensor, Random], Tensor]
 
 
 def check_images(images: Any, who: str) -> None:
-    """Raise ``ConfigError`` unless ``images`` is a (B, C, H, W) tensor or a list of
-    (C, H, W) tensors, what ``who`` (a masker, an augmentation) takes."""
-    if isinstance(images, Tensor) and images.dim() == 4:
-        return
-    if isinstance(images, (list, tuple)) and all(
+    """Raise ``ConfigError`` unless ``images`` is a (B, C, H, W) float tensor or a list of
+    (C, H, W) ones, what ``who`` (a masker, an augmentation) takes."""
+    listed = isinstance(images, (list, tuple)) and all(
         isinstance(x, Tensor) and x.dim() == 3 for x in images
-    ):
-        return
+    )
+    if (isinstance(images, Tensor) and images.dim() == 4) or listed:
+        dtypes = {x.dtype for x in (images if listed else [images])}
+        if all(d.is_floating_point for d in dtypes):
+            return
+        raise ConfigError(
+            f"{who} takes float images (normalised, or in [0, 1]), got {sorted(map(str, dtypes))}:"
+            " convert them, e.g. x.float() / 255 for 8-bit images"
+        )
     got = f"shape {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
     raise ConfigError(
         f"{who} takes images as a (B, C, H, W) tensor or a list of (C, H, W) ones, got {got}: "
@@ -90,7 +95,7 @@ class BlockMasker(Masker):
                 "BlockMasker's augmentation must be an instance (e.g. "
                 f"mic.StrongAugmentation()), got {got}"
             )
-        if not (isinstance(ratio, (int, float)) and 0.0 <= ratio <= 1.0):
+        if isinstance(ratio, bool) or not (isinstance(ratio, (int, float)) and 0 <= ratio <= 1):
             raise ConfigError(f"masker ratio must be a probability in [0, 1], got {ratio!r}")
         self.block_size, self.ratio = int(block_size), float(ratio)
         self.augmentation = augmentation
@@ -99,6 +104,9 @@ class BlockMasker(Masker):
 
     def mask(self, images: Tensor, rng: Random = None) -> Tensor:
         """The keep-mask (1 = kept), (B, 1, H, W) in the images' dtype."""
+        if not (isinstance(images, Tensor) and images.dim() == 4):  # a list: use forward
+            got = getattr(images, "shape", type(images).__name__)
+            raise ConfigError(f"BlockMasker.mask takes a (B, C, H, W) tensor, got {got}")
         b, _, h, w = images.shape
         grid = (max(1, round(h / self.block_size)), max(1, round(w / self.block_size)))
         if grid == (1, 1):

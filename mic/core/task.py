@@ -89,6 +89,11 @@ class PseudoLabels:
         return (*(pick(x) for x in per_image), rest)
 
 
+#: what the loop, its hooks and mic-train call on a task
+TASK_METHODS = ("loss", "predict", "pseudo_label", "metric", "check_targets", "check_datasets")
+TASK_METHODS += ("collate", "count", "report_hooks")
+
+
 def check_num_classes(num_classes: int, datasets: Mapping[str, Any], fix: str = "") -> None:
     """Raise ``DatasetError`` when a dataset declares (``num_classes`` or ``classes``) another
     class count than ``num_classes``; ``fix``: the task's advice (default: image folders')."""
@@ -110,6 +115,18 @@ def check_num_classes(num_classes: int, datasets: Mapping[str, Any], fix: str = 
             "dataset.num_classes to match, or keep only some classes where the dataset config "
             "lists them (dataset.classes=[...]). A Task whose targets are no classes (a "
             "regression) overrides check_datasets."
+        )
+
+
+def check_task(task: Any) -> None:
+    """Raise ``ConfigError`` when ``task`` lacks a method of ``Task`` (a duck-typed one needs
+    the optional ones too) or is a class."""
+    lacking = [n for n in TASK_METHODS if not callable(getattr(task, n, None))]
+    if lacking or isinstance(task, type):
+        what = f"lacks {', '.join(lacking)} of mic.Task" if lacking else "is a class"
+        raise ConfigError(
+            f"the task {getattr(task, '__name__', type(task).__name__)} {what}: give an "
+            "instance of a mic.Task subclass (the optional methods have defaults there)"
         )
 
 

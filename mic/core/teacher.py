@@ -43,9 +43,16 @@ class Teacher(nn.Module, ABC):
         self.prepare_for_prediction()
         return task.predict(self.model, images)
 
+    @torch.no_grad()
+    def forward(self, images: Any) -> Any:
+        """The model's output on ``images`` in the mode it predicts in, without gradients."""
+        self.prepare_for_prediction()
+        return self.model(images)
+
     def train(self, mode: bool = True) -> Teacher:
-        # The teacher's mode is set by prepare_for_prediction alone; student.train() calls that
-        # reach it through a parent module must not switch its dropout back on.
+        # The teacher's mode is set by prepare_for_prediction alone (called by predict and
+        # forward); train() and eval() calls that reach it through a parent module must not
+        # switch its dropout back on.
         return self
 
 
@@ -95,6 +102,8 @@ class EMATeacher(Teacher):
     @torch.no_grad()
     def update(self, student: nn.Module, step: int) -> None:
         student = unwrap(student)
+        if step < 0:
+            raise ConfigError(f"the teacher's update step must be >= 0, got {step!r}")
         if step == 0:
             try:
                 self.model.load_state_dict(student.state_dict())
@@ -131,5 +140,8 @@ def _finite(new: list[torch.Tensor], old: list[torch.Tensor]) -> list[torch.Tens
 
 
 def _floating_pairs(teacher: Any, student: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    pairs = [(t, s) for t, s in zip(teacher, student, strict=True) if t.is_floating_point()]
+    teacher, student = list(teacher), list(student)
+    if len(teacher) != len(student) or any(t.shape != s.shape for t, s in zip(teacher, student)):
+        raise ConfigError("the teacher is not the student's architecture (tensors differ)")
+    pairs = [(t, s) for t, s in zip(teacher, student) if t.is_floating_point()]
     return [t for t, _ in pairs], [s.detach() for _, s in pairs]

@@ -52,8 +52,8 @@ class PseudoLabelWeighting:
             raise ConfigError(
                 f"pseudo-label weighting must be one of {WEIGHTING_MODES}, got {mode!r}"
             )
-        if not 0.0 <= tau <= 1.0:
-            raise ConfigError(f"pseudo-label threshold tau must lie in [0, 1], got {tau}")
+        if isinstance(tau, bool) or not (isinstance(tau, (int, float)) and 0.0 <= tau <= 1.0):
+            raise ConfigError(f"pseudo-label threshold tau must lie in [0, 1], got {tau!r}")
         self.mode, self.tau = mode, float(tau)
 
     def quality(self, confidence: Tensor | list[Tensor], mean: Reduce | None = None) -> Tensor:
@@ -77,9 +77,10 @@ class PseudoLabelWeighting:
         return {"q": self.quality(flat), "confidence": mean}
 
     def __call__(self, pseudo: PseudoLabels, mean: Reduce | None = None) -> Tensor | list[Tensor]:
-        """The weights in ``pseudo.confidence``'s layout and dtype; ``mean`` (the mean over
-        processes, ``IterationContext.mean``) makes q the global batch's."""
-        conf = pseudo.confidence
+        """The weights in ``pseudo.confidence``'s layout and dtype (float32 for an integer
+        one); ``mean`` (the mean over processes, ``IterationContext.mean``) makes q the global
+        batch's."""
+        conf = _map(lambda c: c if c.is_floating_point() else c.float(), pseudo.confidence)
         if self.mode == "quality":
             q = self.quality(conf, mean)
             weights = _map(lambda c: q.expand_as(c).to(c.dtype), conf)

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from mic.core.batch import one_pass
 from mic.core.errors import CheckpointError, ConfigError, DatasetError, MicError
 from mic.core.loop import AdaptationLoop, Hook
+from mic.core.task import check_task
 from mic.training.batches import labelled_batch
 from mic.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from mic.training.distributed import broadcast_object, gather_objects, process_info
@@ -277,6 +278,7 @@ class Evaluation(Hook):
         for key, value in (("interval", interval), ("adabn_batches", adabn_batches)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"eval.{key} must be a whole number >= 0, got {value!r}")
+        check_task(task)
         models = [models] if isinstance(models, str) else list(models)
         unknown = set(models) - {"student", "teacher"}
         if unknown:

@@ -453,8 +453,11 @@ class LabelFreeValidation:
             ``{validator name: score}``, floats (NaN where undefined).
 
         Raises:
+            ConfigError: validators that read class probabilities, which the task does not
+                give (``check``).
             DatasetError: the loader yields no batch.
         """
+        self.check(task)
         model = unwrap(model)  # scored in one process: no data-parallel wrapper
         device = device or next(model.parameters()).device
         probabilities = any(v.needs_probabilities for v in self.validators)
