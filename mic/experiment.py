@@ -67,12 +67,32 @@ from mic.training.evaluation import in_percent, shown_metric
 from mic.training.hooks import strict_json
 
 
-def load_config(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
-    """Compose mic's config with command-line style overrides, without running anything."""
+def load_config(
+    overrides: Sequence[str] = (),
+    config_name: str = "config",
+    config_dir: str | os.PathLike[str] | None = None,
+) -> DictConfig:
+    """Compose mic's config with command-line style overrides, without running anything.
+
+    Args:
+        overrides: as on ``mic-train``'s command line (``["experiment=streets", "seed=1"]``).
+        config_name: the root config.
+        config_dir: a folder of config groups of one's own (``experiment/mine.yaml``...),
+            searched beside mic's, as ``mic-train --config-dir`` does.
+
+    Raises:
+        ConfigError: a ``config_dir`` that is no folder.
+    """
     from hydra import compose, initialize_config_module
 
+    extra = []
+    if config_dir is not None:
+        folder = Path(config_dir).expanduser().resolve()
+        if not folder.is_dir():
+            raise ConfigError(f"config_dir '{config_dir}' is no folder")
+        extra = [f"hydra.searchpath=[file://{folder}]"]
     with initialize_config_module("mic.conf", version_base="1.3"):
-        return compose(config_name, overrides=list(overrides))
+        return compose(config_name, overrides=[*extra, *overrides])
 
 
 def seed_everything(seed: int) -> None:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.helpers import TINY_RUN
@@ -70,3 +71,13 @@ def test_new_task_example_runs_through_mic_train_with_its_config(tmp_path):
     assert 0.0 <= summary["after_adaptation"]["teacher"] <= 1.0
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/teacher/accuracy" in r for r in records)  # the scalar metric, named
+
+
+def test_load_config_reads_a_config_folder_of_ones_own(tmp_path):
+    from mic import ConfigError
+    from mic.experiment import load_config
+
+    cfg = load_config(["experiment=new_task"], config_dir=EXAMPLES)
+    assert cfg.task._target_ == "new_task.DigitAttributes"
+    with pytest.raises(ConfigError, match="is no folder"):
+        load_config(config_dir=tmp_path / "absent")
