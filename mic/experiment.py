@@ -277,6 +277,8 @@ def build_datasets(cfg: DictConfig, preflight: bool = True) -> dict[str, Any]:
                 failed.setdefault(_as_override(cause, cfg, name), []).append(f"dataset.{name}")
             if name == "target" and not failed:  # before the test split names a symptom
                 _check_split_folders(data)
+    if not failed:
+        _check_test_folder(data)
     if len(failed) == 1:
         raise DatasetError(next(iter(failed)))
     if failed:
@@ -288,21 +290,26 @@ def build_datasets(cfg: DictConfig, preflight: bool = True) -> dict[str, Any]:
 
 
 def _image_folder(dataset: Any) -> Path | None:
-    """The folder a reader of every image below it reads (through wrappers), else None."""
-    from mic.datasets import ImageFolder, UnlabeledImageFolder
+    """The folder a reader of every image below it reads, or the list file of an image-list
+    reader (through wrappers), else None."""
+    from mic.datasets import ImageFolder, ImageList, UnlabeledImageFolder
     from mic.datasets.segmentation import SegmentationFolder
 
-    while not isinstance(dataset, (ImageFolder, UnlabeledImageFolder, SegmentationFolder)):
+    kinds = (ImageFolder, UnlabeledImageFolder, SegmentationFolder, ImageList)
+    while not isinstance(dataset, kinds):
         dataset = getattr(dataset, "dataset", None)
         if dataset is None:
             return None
-    root = dataset.image_root if isinstance(dataset, SegmentationFolder) else dataset.root
-    return Path(os.path.realpath(root))
+    attribute = "root"
+    for kind, name in ((SegmentationFolder, "image_root"), (ImageList, "list_file")):
+        attribute = name if isinstance(dataset, kind) else attribute
+    return Path(os.path.realpath(getattr(dataset, attribute)))
 
 
 def _check_split_folders(data: dict[str, Any]) -> None:
-    """Refuse a source folder that holds the target's (the source would read the target's
-    images as its own: a root one level too high); warn when both read one folder.
+    """Refuse a source folder that holds the target's, or a target folder that holds the
+    source's (either would read the other's images as its own: a root one level too high);
+    warn when both read one folder (or image list).
 
     Raises:
         DatasetError: naming both folders.
@@ -312,16 +319,38 @@ def _check_split_folders(data: dict[str, Any]) -> None:
         return
     if source == target:
         warnings.warn(
-            f"the source and the target read the same folder, '{source}': the run adapts a "
-            "domain to itself (check the folders given for the source and the target)",
+            f"the source and the target read the same {_what(source)}, '{source}': the run "
+            "adapts a domain to itself (check the folders given for the source and the "
+            "target)",
             stacklevel=2,
         )
-    elif source in target.parents:
-        raise DatasetError(
-            f"the source's folder '{source}' holds the target's, '{target}', so the source "
-            "would read the target's images as its own: the source's root is one level too "
-            "high; give the folder of the source's images alone"
+    for holder, held, name, other in (
+        (source, target, "source", "target"),
+        (target, source, "target", "source"),
+    ):
+        if holder in held.parents:
+            raise DatasetError(
+                f"the {name}'s folder '{holder}' holds the {other}'s, '{held}', so the {name} "
+                f"would read the {other}'s images as its own: the {name}'s root is one level "
+                f"too high; give the folder of the {name}'s images alone"
+            )
+
+
+def _check_test_folder(data: dict[str, Any]) -> None:
+    """Warn when the test set reads the source's folder (or image list): its score, reported
+    as the target's, would be the source's."""
+    source, test = _image_folder(data.get("source")), _image_folder(data.get("test"))
+    if source is not None and source == test:
+        warnings.warn(
+            f"the source and the test set read the same {_what(source)}, '{source}': the "
+            "score reported as the target's is the source's (check the folder given for the "
+            "test set)",
+            stacklevel=2,
         )
+
+
+def _what(path: Path) -> str:
+    return "image list" if path.is_file() else "folder"
 
 
 def _as_override(error: DatasetError, cfg: DictConfig, name: str) -> str:

@@ -211,6 +211,7 @@ def test_office_datasets_train_through_mic_train(tmp_path, dataset, pair):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["metric"] == "accuracy"
+    assert "adapts a domain to itself" not in done.stderr  # two domains: no such warning
 
 
 def test_a_target_reader_with_another_fixed_class_list_than_the_source_is_refused(tmp_path):
@@ -262,3 +263,61 @@ def test_visda_experiment_runs_and_scores_mean_class_accuracy(tmp_path):
     assert 0.0 <= summary["after_adaptation"]["student"] <= 1.0
     records = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert "eval/student/accuracy" in records and "loss/cdan" in records and "loss/mic" in records
+
+
+def test_the_resize_follows_the_crop_by_default_and_may_not_fall_below_it():
+    from PIL import Image
+
+    from mic import ConfigError
+
+    image = Image.new("RGB", (80, 64), (200, 10, 10))
+    image.paste((10, 200, 10), (0, 0, 40, 64))  # left half green
+    # a 32 px evaluation crop of the whole (shorter side resized to 37), not of the middle of a
+    # 256 px one: both halves are in it
+    crop = classification_transform(False, size=32)(image)
+    assert crop.shape == (3, 32, 32)
+    assert crop[1, :, 0].mean() > crop[1, :, -1].mean()  # green at the left, red at the right
+    assert [type(t).__name__ for t in classification_transform(False).transforms][:2] == [
+        "Resize",
+        "CenterCrop",
+    ]
+    assert classification_transform(False).transforms[0].size == 256  # the published default
+    with pytest.raises(ConfigError, match=r"resized to 16 px \(dataset.resize\) and then"):
+        classification_transform(False, size=32, resize=16)
+
+
+def test_splits_that_read_each_others_images_are_named(tmp_path):
+    import warnings
+
+    from mic import DatasetError
+    from mic.experiment import build_datasets
+
+    root = tmp_path / "office31"
+    for d in ("amazon", "webcam"):
+        for c in OFFICE31_CLASSES:
+            _png(root / d / "images" / c / "1.jpg")
+    office = ["dataset=office31", f"dataset.root={root}", *SMALL]
+    with pytest.warns(UserWarning, match="the source and the target read the same folder"):
+        build_datasets(load_config([*office, "dataset.pair=A2A"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # two domains: neither warning
+        build_datasets(load_config([*office, "dataset.pair=A2W"]))
+    folders = [
+        "dataset=folders",
+        "dataset.num_classes=31",
+        "dataset.size=8",
+        f"dataset.root_source={root / 'amazon' / 'images'}",
+        f"dataset.root_target={root / 'webcam' / 'images'}",
+        f"dataset.root_test={root / 'webcam' / 'images'}",
+    ]
+    with pytest.raises(DatasetError, match=r"the target's folder .* holds the source's"):
+        build_datasets(load_config([*folders, f"dataset.root_target={root}"]))
+    source_as_test = f"dataset.root_test={root / 'amazon' / 'images'}"
+    with pytest.warns(UserWarning, match="the source and the test set read the same folder"):
+        build_datasets(load_config([*folders, source_as_test]))
+    one_level_up = f"dataset.root_test={root / 'webcam'}"
+    with pytest.raises(DatasetError, match=r"holds the folder 'images', whose sub-folders are"):
+        build_datasets(load_config([*folders, one_level_up]))
+    visda = ["dataset=visda2017", f"dataset.root={_visda(tmp_path / 'visda', per_class=1)}"]
+    with pytest.warns(UserWarning, match="the source and the target read the same image list"):
+        build_datasets(load_config([*visda, *SMALL, "dataset.target_domain=synthetic"]))

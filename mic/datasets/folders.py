@@ -404,6 +404,14 @@ class ImageFolder(LabelledImages):
             _refuse_wrapped_classes(self.root / folders[0])
         classes = list(classes) if classes is not None else folders
         unknown = sorted(set(folders) - set(classes))
+        for u in unknown:  # a root one level too high: the classes are below one folder
+            below = {d.name for d in (self.root / u).iterdir() if d.is_dir()}
+            if len(below & set(classes)) > len(below) / 2:
+                raise DatasetError(
+                    f"'{self.root}' holds the folder '{u}', whose sub-folders are classes "
+                    f"({', '.join(sorted(below & set(classes))[:5])}, ...): the root is one "
+                    f"level too high; give '{self.root / u}' as the root"
+                )
         if unknown:
             by_case = {c.lower().replace(" ", "_"): c for c in classes}
             close = {

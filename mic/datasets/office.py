@@ -55,7 +55,8 @@ def domain_pair(pair: str, side: str) -> str:
 
 class _DomainFolder(ImageFolder):
     """One domain of a multi-domain class-per-folder dataset, with a fixed class order
-    (``root`` is the dataset's folder, ``folder`` the domain's class-per-folder tree)."""
+    (``dataset_root`` is the dataset's folder; ``root`` and ``folder`` the domain's
+    class-per-folder tree, which messages and the split checks name)."""
 
     name = ""
     classes: Sequence[str] = ()
@@ -69,11 +70,10 @@ class _DomainFolder(ImageFolder):
         labelled: bool = True,
         allow_empty_classes: bool = False,
     ) -> None:
-        dataset_root = check_folder(root, self.name)
+        self.dataset_root = check_folder(root, self.name)
         self.domain = self.short_name(domain)
-        self.folder = self.find_domain(dataset_root, self.domain)
+        self.folder = self.find_domain(self.dataset_root, self.domain)
         super().__init__(self.folder, transform, self.classes, allow_empty_classes, labelled)
-        self.root = dataset_root
 
     @classmethod
     def short_name(cls, domain: str) -> str:

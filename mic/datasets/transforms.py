@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from omegaconf import OmegaConf
 from torchvision import transforms as T
 
+from mic.core.errors import ConfigError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -23,7 +25,7 @@ OmegaConf.register_new_resolver("mic.block_for", mic_block_for, replace=True)
 def classification_transform(
     train: bool,
     size: int = 224,
-    resize: int = 256,
+    resize: int | None = None,
     crop: str = "random_resized",
     flip: bool = True,
     mean: Sequence[float] = IMAGENET_MEAN,
@@ -32,14 +34,28 @@ def classification_transform(
 ) -> T.Compose:
     """Resize, crop, (flip,) to tensor, normalise.
 
-    Training: resize the shorter side to ``resize``, then ``crop`` = ``"random_resized"``
+    Training: resize the shorter side to ``resize`` (None: ``size`` x 256 / 224, rounded: the
+    published 256 for 224 px crops, so that a smaller ``size`` is cropped from an image of
+    its own scale, not from the middle of a 256 px one), then ``crop`` = ``"random_resized"``
     (RandomResizedCrop to ``size``), ``"random"`` (RandomCrop) or ``"center"``; optional
     horizontal flip. Evaluation: resize, centre crop to ``size``.
 
     ``square``: resize to ``resize`` x ``resize`` first, aspect ratio not kept, in every mode
     (random resized crops are then taken from that square): the published classification
     code's pre-processing (SDAT, MIC: 256 x 256, then 224 px crops).
+
+    Raises:
+        ConfigError: a ``resize`` below ``size``: the crops would be padded (evaluation) or
+            impossible (``"random"``); an unknown ``crop``.
     """
+    resize = round(size * 256 / 224) if resize is None else resize
+    if resize < size:
+        raise ConfigError(
+            f"classification images are resized to {resize} px (dataset.resize) and then "
+            f"cropped to {size} px (dataset.size): the resize must be at least the crop "
+            f"(published 256 and 224), else evaluation crops are mostly padding; e.g. "
+            f"dataset.resize={round(size * 256 / 224)} (size x 256 / 224)"
+        )
     steps: list[object] = [T.Resize((resize, resize) if square else resize)]
     if train:
         if crop == "random_resized":
@@ -50,7 +66,7 @@ def classification_transform(
         elif crop == "center":
             steps.append(T.CenterCrop(size))
         else:
-            raise ValueError(f"crop must be 'random_resized', 'random' or 'center', got {crop!r}")
+            raise ConfigError(f"crop must be 'random_resized', 'random' or 'center', got {crop!r}")
         if flip:
             steps.append(T.RandomHorizontalFlip())
     else:
