@@ -48,6 +48,21 @@ def _visda(root, layout="released", per_class=1):
     return root
 
 
+def test_a_visda_list_whose_labels_name_other_classes_than_the_folders_is_refused(tmp_path):
+    from mic import DatasetError
+
+    root = _visda(tmp_path)
+    listing = root / "train" / "image_list.txt"
+    lines = listing.read_text().splitlines()
+    shifted = [
+        f"{line.rsplit(' ', 1)[0]} {(int(line.rsplit(' ', 1)[1]) + 1) % 12}" for line in lines
+    ]
+    listing.write_text("\n".join(shifted) + "\n")
+    with pytest.raises(DatasetError, match=r"12 of the 12 images .* in 'aeroplane/' with label 1"):
+        VisDA2017(root, "synthetic")
+    VisDA2017(root, "real")  # the validation list is right
+
+
 @pytest.mark.parametrize("layout", ["released", "published"])
 def test_visda_reads_both_list_layouts(tmp_path, layout):
     root = _visda(tmp_path, layout)

@@ -82,3 +82,23 @@ class VisDA2017(ImageList):
                 )
         super().__init__(image_list, VISDA_CLASSES, base, transform, labelled)
         self.domain = domain
+        _check_labels_follow_folders(self.samples, image_list)
+
+
+def _check_labels_follow_folders(samples: list[tuple[Path, int]], image_list: Path) -> None:
+    """Raise ``DatasetError`` when listed images lie in the folder of one class and carry the
+    label of another (a list written in another class order): the released lists name each
+    image's class folder."""
+    wrong = []
+    for path, label in samples:
+        folder = path.parent.name
+        if folder in VISDA_CLASSES and folder != VISDA_CLASSES[label]:
+            wrong.append((path, label, folder))
+    if wrong:
+        path, label, folder = wrong[0]
+        raise DatasetError(
+            f"{len(wrong)} of the {len(samples)} images listed in '{image_list}' carry the "
+            f"label of another class than their folder's, e.g. '{path}' in '{folder}/' with "
+            f"label {label} ({VISDA_CLASSES[label]}): was the list written in another class "
+            f"order? VisDA-2017's is {', '.join(f'{i} {c}' for i, c in enumerate(VISDA_CLASSES))}"
+        )
