@@ -204,3 +204,14 @@ def test_folders_scale_mics_block_with_the_image_size():
         )
         blocks[size] = (cfg.dataset.mic_block_size, cfg.method.terms.mic.masker.block_size)
     assert blocks == {224: (64, 64), 32: (9, 9)}
+
+
+def test_jpeg_files_under_jfif_and_jpe_names_are_read(tmp_path):
+    from PIL import Image
+
+    for i, ext in enumerate((".jpg", ".jfif", ".jpe")):
+        path = tmp_path / "a" / f"{i}{ext}"
+        path.parent.mkdir(exist_ok=True)
+        Image.new("RGB", (8, 8), (200, 0, 0)).save(path, format="JPEG")
+    ds = ImageFolder(tmp_path, transform=classification_transform(False, size=8, resize=8))
+    assert len(ds) == 3 and ds[1][0].shape == (3, 8, 8)

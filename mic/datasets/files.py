@@ -17,10 +17,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mic.core.errors import DatasetError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+#: the image files that readers list (JPEG under its four extensions, read by Pillow)
+IMAGE_EXTENSIONS = (
+    *(".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp"),
+    *(".ppm", ".pgm", ".tif", ".tiff", ".webp"),
+)
 #: image formats that mic does not read: left out of folder listings, with a warning
 UNREAD_IMAGE_EXTENSIONS = (
-    *(".gif", ".jfif", ".jpe", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".jxl", ".ico"),
+    *(".gif", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".jxl", ".ico"),
     *(".tga", ".pbm", ".pnm", ".psd", ".svg", ".dng", ".exr", ".hdr", ".dds", ".pcx"),
 )
 #: the EXIF tag that says how the stored pixels are turned to show the image upright
