@@ -336,3 +336,22 @@ def test_splits_that_read_each_others_images_are_named(tmp_path):
     visda = ["dataset=visda2017", f"dataset.root={_visda(tmp_path / 'visda', per_class=1)}"]
     with pytest.warns(UserWarning, match="the source and the target read the same image list"):
         build_datasets(load_config([*visda, *SMALL, "dataset.target_domain=synthetic"]))
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        ("/elsewhere/train/a/1.png 0", "absolute paths, and this one is not here"),
+        ("a\\1.png 0", r"paths with '\\' \(Windows\): write them with '/'"),
+        ("train/a/1.png 0", "start with 'train/', which the root .* already ends in"),
+        ("b/1.png 0", "relative paths are taken from .*: check the dataset root"),
+    ],
+)
+def test_an_image_list_whose_paths_are_not_found_says_why(tmp_path, line, named):
+    from mic import DatasetError
+
+    root = tmp_path / "train"
+    _png(root / "a" / "1.png")
+    (root / "list.txt").write_text(line + "\n")
+    with pytest.raises(DatasetError, match=named):
+        ImageList(root / "list.txt", ["a"])

@@ -31,6 +31,25 @@ def read_image_list(list_file: Path, base: Path) -> list[tuple[Path, int]]:
     return samples
 
 
+def _missing_path_hint(path: Path, root: Path) -> str:
+    """Why a listed image is not found: the list's own paths (Windows separators, another
+    machine's absolute paths, a folder the root already ends in) or the root."""
+    if "\\" in str(path):
+        return "the list writes its paths with '\\' (Windows): write them with '/'"
+    if not path.is_relative_to(root):
+        return (
+            "the list gives absolute paths, and this one is not here (written on another "
+            f"machine?): make the list's paths relative to '{root}' or point them here"
+        )
+    parts = path.relative_to(root).parts
+    if len(parts) > 1 and parts[0] == root.name and root.joinpath(*parts[1:]).is_file():
+        return (
+            f"the list's paths start with '{parts[0]}/', which the root '{root}' already ends "
+            f"in: take the paths from '{root.parent}' (root='{root.parent}'), or drop that part"
+        )
+    return f"relative paths are taken from '{root}': check the dataset root"
+
+
 class ImageList(LabelledImages):
     """Labelled images listed in a text file, one ``<path> <class index>`` per line.
 
@@ -78,7 +97,7 @@ class ImageList(LabelledImages):
         for path, _ in (samples[0], samples[-1]):
             if not path.is_file():
                 raise DatasetError(
-                    f"image '{path}' listed in '{self.list_file}' does not exist; relative "
-                    f"paths are taken from '{self.root}': check the dataset root"
+                    f"image '{path}' listed in '{self.list_file}' does not exist; "
+                    + _missing_path_hint(path, self.root)
                 )
         super().__init__(samples, classes, transform, labelled)
