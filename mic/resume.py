@@ -291,8 +291,9 @@ def check_resume_config(
     Raises:
         ConfigError: an entry of ``cfg.resume_allow_changes`` that names no key
             (``check_allowed_keys``); a change of ``init_from``, which a resumed run does not
-            read; or a change that ``cfg.resume_allow_changes`` does not list, naming each
-            key with its old and new value and how to continue on purpose.
+            read; a change of ``model.num_classes``, which no allowance makes fit; or a
+            change that ``cfg.resume_allow_changes`` does not list, naming each key with its
+            old and new value and how to continue on purpose.
     """
     new = OmegaConf.to_container(cfg, resolve=True)
     allow = [str(a) for a in cfg.get("resume_allow_changes") or []]
@@ -310,6 +311,13 @@ def check_resume_config(
                 "to continue the run, or start a new run in another folder (without resume) to "
                 f"start from {now}"
             )
+    if "model.num_classes" in changes:  # no resume_allow_changes can make the weights fit
+        was, now = changes["model.num_classes"]
+        raise ConfigError(
+            f"the model predicts {now} classes, the checkpoint's {was}: its weights have other "
+            "shapes, so it cannot be resumed, whatever resume_allow_changes lists. Start a new "
+            "run in another folder (or give the checkpoint's data set and class count)"
+        )
     refused = {k: v for k, v in changes.items() if not _allowed(k, allow)}
     if refused:
         short = lambda v: repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."  # noqa: E731

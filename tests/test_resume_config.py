@@ -352,3 +352,26 @@ def test_other_annotations_under_the_same_images_are_other_data(tmp_path):
     with pytest.raises(ConfigError, match="source: other labels than the checkpoint's run had"):
         check_same_data(saved, now, before, cfg([]))
     check_same_data(saved, now, before, cfg(["dataset.source_annotations"]))
+
+
+def test_a_resume_with_another_class_count_is_refused_whatever_is_allowed(tmp_path):
+    import pytest
+
+    from mic import ConfigError
+
+    three = folder_overrides(tmp_path / "three")
+    four = [
+        *folder_overrides(
+            tmp_path / "four",
+            source=class_folders(tmp_path / "four" / "src", "abcd"),
+            test=class_folders(tmp_path / "four" / "tst", "abcd"),
+            num_classes=4,
+        ),
+        "dataset.size=8",
+    ]
+    run = tmp_path / "run"
+    run_experiment(load_config([*TINY, *three, "dataset.size=8", "iterations=2"]), run)
+    for allow in ([], ["resume_allow_changes=[dataset,model,task]"]):
+        again = load_config([*TINY, *four, "iterations=4", "resume=auto", *allow])
+        with pytest.raises(ConfigError, match="the model predicts 4 classes, the checkpoint's 3"):
+            run_experiment(again, run)
