@@ -355,3 +355,13 @@ def test_an_image_list_whose_paths_are_not_found_says_why(tmp_path, line, named)
     (root / "list.txt").write_text(line + "\n")
     with pytest.raises(DatasetError, match=named):
         ImageList(root / "list.txt", ["a"])
+
+
+@pytest.mark.parametrize("pair", [None, "ArCl", "Ar2", 12])
+def test_a_domain_pair_that_is_not_source2target_names_the_setting(pair):
+    from mic import DatasetError
+    from mic.datasets.office import domain_pair
+
+    with pytest.raises(DatasetError, match=r"written <source>2<target> .*\(dataset.pair\)"):
+        domain_pair(pair, "source")
+    assert domain_pair("Ar2Cl", "target") == "Cl"

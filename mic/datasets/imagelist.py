@@ -76,6 +76,10 @@ class ImageList(LabelledImages):
         transform: Callable[[Any], Any] | None = None,
         labelled: bool = True,
     ) -> None:
+        if isinstance(classes, str) or not isinstance(classes, Sequence):
+            raise DatasetError(
+                f"ImageList's classes are the class names in index order (a list), got {classes!r}"
+            )
         self.list_file = Path(os.path.expanduser(str(list_file)))
         if not self.list_file.is_file():
             raise DatasetError(f"image list '{self.list_file}' does not exist")

@@ -44,11 +44,13 @@ OFFICE31_DOMAINS = {"A": ("amazon",), "D": ("dslr",), "W": ("webcam",)}
 def domain_pair(pair: str, side: str) -> str:
     """``"Ar"`` from ``domain_pair("Ar2Cl", "source")``, ``"Cl"`` for ``"target"``: lets one
     config key (``dataset.pair``) name both domains of a transfer task, for sweeps."""
-    parts = pair.split("2")
-    if len(parts) != 2 or not all(parts) or side not in ("source", "target"):
+    if side not in ("source", "target"):
+        raise DatasetError(f"side must be 'source' or 'target', got {side!r}")
+    parts = pair.split("2") if isinstance(pair, str) else []
+    if len(parts) != 2 or not all(parts):
         raise DatasetError(
-            f"a domain pair is written <source>2<target> (e.g. Ar2Cl), got {pair!r}; "
-            f"side must be 'source' or 'target', got {side!r}"
+            f"a domain pair is written <source>2<target> (e.g. Ar2Cl, A2W), got {pair!r} "
+            "(dataset.pair)"
         )
     return parts[0] if side == "source" else parts[1]
 
