@@ -365,3 +365,20 @@ def test_a_domain_pair_that_is_not_source2target_names_the_setting(pair):
     with pytest.raises(DatasetError, match=r"written <source>2<target> .*\(dataset.pair\)"):
         domain_pair(pair, "source")
     assert domain_pair("Ar2Cl", "target") == "Cl"
+
+
+def test_office_domains_are_found_in_any_case_beside_empty_twins_and_roots_a_level_off(tmp_path):
+    from mic import DatasetError
+
+    root = tmp_path / "office31"
+    for c in OFFICE31_CLASSES:
+        _png(root / "Amazon" / "images" / c / "1.jpg")  # the domain's name in another case
+    assert len(Office31(root, "A")) == 31
+    home = tmp_path / "home"
+    for c in OFFICE_HOME_CLASSES:
+        _png(home / "Real World" / c / "1.jpg")
+    (home / "Real_World").mkdir()  # an empty twin, first in the reader's spellings
+    assert len(OfficeHome(home, "Rw")) == 65
+    _png(tmp_path / "o31" / "data" / "amazon" / "images" / "bike" / "1.jpg")
+    with pytest.raises(DatasetError, match=r"o31/data' holds 'amazon/': is that the dataset"):
+        Office31(tmp_path / "o31", "A")  # the root one level too high

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mic.core.errors import DatasetError
+from mic.datasets.files import root_hint
 from mic.datasets.folders import ImageFolder, check_folder
 
 #: Office-Home's 65 classes, in the index order of the image lists that the published
@@ -86,11 +87,24 @@ class _DomainFolder(ImageFolder):
         raise DatasetError(f"{cls.name} has the domains {names}; got {domain!r}")
 
     def find_domain(self, root: Path, short: str) -> Path:
-        for folder in self.domains[short]:
-            if (root / folder).is_dir():
-                return self.class_root(root / folder)
+        """The domain's folder under ``root``, its name in any case (``art`` for ``Art``); of
+        several (``Real World`` and ``Real_World``), one that holds folders before an empty
+        one, then in the order of ``domains``.
+
+        Raises:
+            DatasetError: no such folder, naming a folder one level below or above ``root``
+                that holds it.
+        """
+        names = [f.lower() for f in self.domains[short]]
+        found = [d for d in root.iterdir() if d.is_dir() and d.name.lower() in names]
+        found.sort(
+            key=lambda d: (not any(x.is_dir() for x in d.iterdir()), names.index(d.name.lower()))
+        )
+        if found:
+            return self.class_root(found[0])
         expected = " or ".join(f"'{root / f}'" for f in self.domains[short])
-        raise DatasetError(f"{self.name} domain {short}: no folder {expected}")
+        hint = root_hint(root / self.domains[short][0], root)
+        raise DatasetError(f"{self.name} domain {short}: no folder {expected}{hint}")
 
     def class_root(self, folder: Path) -> Path:
         """The folder holding the class folders of a domain."""
