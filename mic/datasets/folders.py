@@ -451,8 +451,8 @@ class ImageFolder(LabelledImages):
             raise ReaderOptionError(
                 f"class folders of '{self.root}' {what}; add images, remove "
                 "a folder that is no class, or pass allow_empty_classes=true (an empty class "
-                "still counts: the number of classes, dataset.num_classes in mic-train, is the "
-                "number of class folders)",
+                f"still counts: the model predicts all {len(classes)} classes, "
+                "dataset.num_classes in mic-train)",
                 option="allow_empty_classes=true",
             )
         super().__init__(samples, classes, transform, labelled)
