@@ -62,8 +62,9 @@ class ClassificationTask(Task):
             )
         if primary_metric not in ("accuracy", "mean_class_accuracy"):
             raise ConfigError(
-                "task.primary_metric must be 'accuracy' or 'mean_class_accuracy', "
-                f"got {primary_metric!r}"
+                "task.primary_metric (in mic-train read from dataset.primary_metric where the "
+                "data set sets one, as VisDA-2017 does) must be 'accuracy' or "
+                f"'mean_class_accuracy', got {primary_metric!r}"
             )
         self.num_classes = int(num_classes)
         self.primary_metric = primary_metric
