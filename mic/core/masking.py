@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from numbers import Real
 from typing import Any
 
 import torch
@@ -95,7 +96,7 @@ class BlockMasker(Masker):
                 "BlockMasker's augmentation must be an instance (e.g. "
                 f"mic.StrongAugmentation()), got {got}"
             )
-        if isinstance(ratio, bool) or not (isinstance(ratio, (int, float)) and 0 <= ratio <= 1):
+        if isinstance(ratio, bool) or not (isinstance(ratio, Real) and 0 <= ratio <= 1):
             raise ConfigError(f"masker ratio must be a probability in [0, 1], got {ratio!r}")
         self.block_size, self.ratio = int(block_size), float(ratio)
         self.augmentation = augmentation

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from numbers import Real
 from typing import Any, Literal
 
 import torch
@@ -52,7 +53,7 @@ class PseudoLabelWeighting:
             raise ConfigError(
                 f"pseudo-label weighting must be one of {WEIGHTING_MODES}, got {mode!r}"
             )
-        if isinstance(tau, bool) or not (isinstance(tau, (int, float)) and 0.0 <= tau <= 1.0):
+        if isinstance(tau, bool) or not (isinstance(tau, Real) and 0.0 <= tau <= 1.0):
             raise ConfigError(f"pseudo-label threshold tau must lie in [0, 1], got {tau!r}")
         self.mode, self.tau = mode, float(tau)
 
