@@ -367,23 +367,3 @@ def test_a_detectron2_that_cannot_be_imported_is_told_apart_from_a_missing_one(m
         assert fragment in str(missing.value)
     assert "\n" not in str(missing.value)  # one paragraph
     assert detectron2_build() is None
-
-
-@pytest.mark.usefixtures("detectron2", "one_thread")
-def test_training_images_shrunk_to_under_half_their_size_are_warned_of_once():
-    import warnings
-
-    import torch.nn.functional as F
-
-    torch.manual_seed(0)
-    kwargs = {"backbone": "test_efficientnet", "fpn_channels": 16, "representation_size": 32}
-    model = Detectron2RCNN(num_classes=3, **TINY_SIZES, **kwargs).train()
-    images, targets = tiny_batch()
-    big = [F.interpolate(images[:1], scale_factor=4.0)[0]]
-    with pytest.warns(UserWarning, match=r"shrink 4\.0x\. For photos set model\.min_size=800 "):
-        model(big, targets[:1])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        model(big, targets[:1])  # once
-        fitting = Detectron2RCNN(num_classes=3, **TINY_SIZES, **kwargs).train()
-        fitting(images, targets)  # images of the detector's size: no warning

@@ -267,10 +267,11 @@ def test_settings_the_backend_would_fail_on_deep_inside_are_named(backend, setti
         cls(num_classes=2, backbone="test_efficientnet", **{setting: value})
 
 
-def test_training_images_shrunk_to_under_half_their_size_are_warned_of_once():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_training_images_shrunk_to_under_half_their_size_are_warned_of_once(backend):
     import warnings
 
-    model = tiny_detector()  # resizes to the tiny batch's size
+    model = tiny_detector(backend=backend)  # resizes to the tiny batch's size
     model.train()
     images, targets = tiny_batch()
     big = [F.interpolate(images[:1], scale_factor=4.0)[0]]
@@ -279,6 +280,6 @@ def test_training_images_shrunk_to_under_half_their_size_are_warned_of_once():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model(big, targets[:1])  # once
-        fitting = tiny_detector()
+        fitting = tiny_detector(backend=backend)
         fitting.train()
         fitting(images, targets)  # images of the detector's size: no warning
