@@ -215,3 +215,13 @@ def test_jpeg_files_under_jfif_and_jpe_names_are_read(tmp_path):
         Image.new("RGB", (8, 8), (200, 0, 0)).save(path, format="JPEG")
     ds = ImageFolder(tmp_path, transform=classification_transform(False, size=8, resize=8))
     assert len(ds) == 3 and ds[1][0].shape == (3, 8, 8)
+
+
+def test_an_empty_class_per_folder_root_is_not_told_to_be_read_as_unlabelled(tmp_path):
+    from mic import DatasetError
+
+    with pytest.raises(DatasetError, match=r"but it is empty\.$"):
+        ImageFolder(tmp_path)
+    write_png(tmp_path / "1.png", 0)
+    with pytest.raises(DatasetError, match=r"directly in it .* use UnlabeledImageFolder"):
+        ImageFolder(tmp_path)

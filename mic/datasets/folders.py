@@ -396,9 +396,10 @@ class ImageFolder(LabelledImages):
                 if loose
                 else "it is empty"
             )
+            unlabelled = " For unlabelled images use UnlabeledImageFolder." if loose else ""
             raise DatasetError(
                 f"'{self.root}' must hold one sub-folder per class (root/<class>/<image>), but "
-                f"{layout}. For unlabelled images use UnlabeledImageFolder."
+                f"{layout}.{unlabelled}"
             )
         if len(folders) == 1 and classes is None:
             _refuse_wrapped_classes(self.root / folders[0])
