@@ -802,8 +802,8 @@ def refuse_held_folder(run_dir: Path | None, resume_from: Path | None = None) ->
         raise ConfigError(
             f"the run folder '{run_dir}' holds checkpoints/best.pt, the best model of a run that "
             "stopped before its first periodic checkpoint (iter_*.pt), which a new run would "
-            f"overwrite: start the new run in another folder ({folder_option()}=...), or move "
-            "that file away first"
+            "overwrite: continue that run from it with resume=auto, or start the new run in "
+            f"another folder ({folder_option()}=...)"
         )
     if resume_from is None:
         raise ConfigError(

@@ -170,7 +170,8 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
 
     Args:
         resume: None (start afresh), ``auto`` (the newest readable checkpoint of the run
-            folder, if any), a checkpoint file, or a run folder (its newest checkpoint).
+            folder, if any; its ``best.pt`` where no ``iter_*.pt`` can be read), a checkpoint
+            file, or a run folder (its newest checkpoint).
         run_dir: this run's folder.
 
     Raises:
@@ -185,6 +186,16 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
             raise ConfigError("resume=auto needs a run folder to look in (hydra.run.dir=...)")
         found = latest_checkpoint(run_dir / "checkpoints")
         every = sorted(p.name for p in run_dir.glob("checkpoints/iter_*.pt"))
+        best = run_dir / "checkpoints" / "best.pt"
+        if found is None and _readable(best):  # stopped before a periodic checkpoint
+            unread = f" ({', '.join(every)}: corrupt or cut off)" if every else ""
+            log.warning(
+                f"resume=auto: no readable periodic checkpoint (iter_*.pt) in '{run_dir}'"
+                f"{unread}; resuming from best.pt, the checkpoint of its best evaluation (the "
+                "iterations after it are trained again; checkpoint.interval=N writes one "
+                "every N iterations)"
+            )
+            return best
         if not every:
             if timestamped_run_folder():
                 log.warning(
@@ -217,6 +228,14 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
     if not path.exists():
         raise CheckpointError(f"resume={path}: no such checkpoint file or run folder")
     return path
+
+
+def _readable(path: Path) -> bool:
+    try:
+        load_checkpoint(path, mmap=True)
+    except CheckpointError:
+        return False
+    return True
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -1416,11 +1416,15 @@ def test_a_new_run_into_a_folder_that_holds_one(outcomes, tmp_path):
     for path in (run / "checkpoints").glob("iter_*.pt"):
         path.rename(run / "checkpoints" / "best.pt")
     before = _snapshot(run)
-    for resume in ("null", "auto"):
-        out = run_mic_train([*TINY, f"resume={resume}", f"hydra.run.dir={run}"])
-        assert out.returncode == 2, out.stderr[-2000:]
-        assert "holds checkpoints/best.pt, the best model of a run that stopped" in out.stderr
-        assert _snapshot(run) == before
+    out = run_mic_train([*TINY, f"hydra.run.dir={run}"])
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "holds checkpoints/best.pt, the best model of a run that stopped" in out.stderr
+    assert "continue that run from it with resume=auto" in out.stderr
+    assert _snapshot(run) == before
+    # ... which resume=auto continues from
+    out = run_mic_train([*TINY, "resume=auto", f"hydra.run.dir={run}"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "resuming from best.pt, the checkpoint of its best evaluation" in out.stdout
 
 
 def test_a_failed_save_leaves_no_temporary_file_and_a_new_run_sweeps_old_ones(tmp_path):

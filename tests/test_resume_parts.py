@@ -238,3 +238,18 @@ def test_a_new_python_run_into_a_folder_of_checkpoints_warns_that_it_overwrites_
         warnings.simplefilter("error")
         Checkpointer(tmp_path).before_run(SimpleNamespace(step=4, hooks=[]))
         Checkpointer(tmp_path / "new").before_run(SimpleNamespace(step=0, hooks=[]))
+
+
+def test_resume_auto_falls_back_to_best_pt_where_no_periodic_checkpoint_can_be_read(tmp_path):
+    from mic.resume import find_resume_checkpoint
+    from mic.training import save_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    assert find_resume_checkpoint("auto", tmp_path) is None  # nothing: a new run
+    best = save_checkpoint({"step": 100}, folder / "best.pt")
+    assert find_resume_checkpoint("auto", tmp_path) == best  # killed before iter_*.pt
+    (folder / "iter_00000150.pt").write_bytes(b"cut off")
+    assert find_resume_checkpoint("auto", tmp_path) == best  # the only one is corrupt
+    good = save_checkpoint({"step": 120}, folder / "iter_00000120.pt")
+    assert find_resume_checkpoint("auto", tmp_path) == good  # a periodic one comes first
