@@ -919,6 +919,8 @@ def check_writable(run_dir: Path, create: bool = True, option: str | None = None
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     advice = f"choose another with {option or folder_option()}=..."
+    if holds_run(Path(run_dir)):  # a new folder alone would start the run over
+        advice += f" and continue this run's checkpoints there with resume={run_dir}"
     if not existing.is_dir():
         below = f"lies below '{existing}', which is"
         where = "is" if existing == Path(run_dir).absolute() else below

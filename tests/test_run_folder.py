@@ -176,3 +176,26 @@ def test_a_resumed_run_keeps_the_tensorboard_records_of_the_step_it_resumed_from
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("eval/student/accuracy")] == [1, 2, 3, 4, 5]
+
+
+def test_a_run_folder_that_cannot_be_written_names_how_to_continue_its_run(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import pytest
+
+    from mic import ConfigError
+    from mic.experiment import check_writable
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "iter_00000060.pt").write_bytes(b"")
+
+    def refuse(self, data):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(Path, "write_bytes", refuse)
+    with pytest.raises(
+        ConfigError,
+        match=rf"hydra.run.dir=\.\.\. and continue this run's checkpoints there with resume={run}",
+    ):
+        check_writable(run)

@@ -44,7 +44,8 @@ def _atomic_write(obj: Any, path: Path) -> None:
     except OSError as e:
         raise CheckpointError(
             f"cannot write to the checkpoint folder '{path.parent}' ({e.strerror or e}); make "
-            "it writable or point the run folder elsewhere (hydra.run.dir=...)"
+            "it writable, or continue the run in another folder from the checkpoints it holds "
+            f"(resume={path.parent.parent} hydra.run.dir=<another folder>)"
         ) from e
     try:
         with os.fdopen(fd, "wb") as f:
