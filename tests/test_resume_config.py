@@ -375,3 +375,20 @@ def test_a_resume_with_another_class_count_is_refused_whatever_is_allowed(tmp_pa
         again = load_config([*TINY, *four, "iterations=4", "resume=auto", *allow])
         with pytest.raises(ConfigError, match="the model predicts 4 classes, the checkpoint's 3"):
             run_experiment(again, run)
+
+
+def test_a_best_by_whose_best_lies_before_the_resume_says_so(tmp_path):
+    import warnings
+
+    run = [*TINY, "adaptation_start=1", "eval.interval=2", "eval.validation.batches=1"]
+    run_experiment(load_config([*run, "iterations=4"]), tmp_path)
+    again = load_config([*run, "iterations=6", "checkpoint.best_by=snd", "resume=auto"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_experiment(again, tmp_path)
+    said = " ".join(str(w.message) for w in caught)
+    # this seed's snd is best at iteration 1 (before the resume), and no later evaluation
+    # beats it: no best.pt, for that reason, not for scores that were never finite
+    assert not (tmp_path / "checkpoints" / "best.pt").is_file()
+    assert "its best score was at iteration 1, before the checkpoint" in said
+    assert "not a finite number at any evaluation" not in said

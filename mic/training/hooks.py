@@ -713,7 +713,18 @@ class Checkpointer(Hook):
     def after_run(self, loop: AdaptationLoop) -> None:
         if loop.step != self._saved_step and loop.step > 0:
             self.save(loop)
-        if self._metric_recorded and self.best_file is None and loop.interrupted_by is None:
+        entry = self.selection.best.get(self.best_metric) if self.best_metric else None
+        missed = self._metric_recorded and self.best_file is None and loop.interrupted_by is None
+        if missed and entry is not None:  # chosen before the checkpoint resumed from
+            at = f"at iteration {entry['step']}, " if entry["step"] >= 0 else ""
+            warnings.warn(
+                f"Checkpointer(best_metric={self.best_metric!r}): its best score was {at}"
+                "before the checkpoint this run resumed from, and no "
+                "later evaluation beat it; that iteration's checkpoint is not on disk, so no "
+                "best.pt was written (the final weights are in student.pt and teacher.pt)",
+                stacklevel=2,
+            )
+        elif missed:
             warnings.warn(
                 f"Checkpointer(best_metric={self.best_metric!r}): the score was not a finite "
                 "number at any evaluation of the run (NaN: undefined, e.g. masked_agreement "
