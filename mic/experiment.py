@@ -440,13 +440,23 @@ def check_task(task: Any) -> None:
 def best_metric_key(cfg: DictConfig, task: Task) -> str:
     """The evaluation record key that ``best.pt`` follows: ``checkpoint.best_by`` (a
     validator of ``eval.validators``, or null / the primary metric for the labelled target
-    metric) of the first model of ``eval.models``.
+    metric; also as the record's key, ``validator/student/snd``) of the first model of
+    ``eval.models``.
 
     Raises:
         ConfigError: ``best_by`` names no validator, or one that ``eval.validators`` leaves out.
     """
     model = next(iter(cfg.eval.models), "student")
     by = cfg.checkpoint.get("best_by")
+    parts = str(by).split("/")
+    if len(parts) == 3 and parts[0] in ("validator", "eval"):  # a record's key, as reports show
+        if parts[1] != model:
+            raise ConfigError(
+                f"checkpoint.best_by={by!r}: best.pt follows the first model of eval.models "
+                f"({model}); give the score's name alone (checkpoint.best_by={parts[2]}) with "
+                f"eval.models=[{parts[1]},...] to follow the {parts[1]}'s"
+            )
+        by = parts[2]
     if by in (None, "", task.primary_metric):
         return f"eval/{model}/{task.primary_metric}"
     if by not in VALIDATORS:

@@ -570,3 +570,16 @@ def test_a_metric_that_fails_on_the_first_test_batch_says_where(tmp_path):
     with pytest.raises(Exception) as error:
         loop.run()
     assert any("scoring the first test batch before training" in n for n in error.value.__notes__)
+
+
+def test_best_by_takes_a_record_key_as_the_reports_write_it():
+    from mic.experiment import best_metric_key
+
+    task = ClassificationTask(3)
+    cfg = load_config(["checkpoint.best_by=validator/student/snd"])
+    assert best_metric_key(cfg, task) == "validator/student/snd"
+    labelled = load_config(["checkpoint.best_by=eval/student/accuracy"])
+    assert best_metric_key(labelled, task) == "eval/student/accuracy"
+    teacher = load_config(["checkpoint.best_by=validator/teacher/snd"])
+    with pytest.raises(ConfigError, match=r"best_by=snd\) with eval.models=\[teacher,...\]"):
+        best_metric_key(teacher, task)
