@@ -138,6 +138,14 @@ def timestamped_run_folder() -> bool:
     return "${now:" in str(OmegaConf.to_container(node, resolve=False).get("dir"))
 
 
+def in_sweep() -> bool:
+    """Whether mic-train runs as a job of a sweep (``-m``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def refuse_empty_run_folder() -> None:
     """Refuse mic-train's ``hydra.run.dir=`` (or, with ``-m``, ``hydra.sweep.dir=``) given
     empty, which would write the run into the current folder.
@@ -358,6 +366,12 @@ def check_resume_config(
             )
         listing = "; ".join(parts)
         keys = ",".join(tops)
+        if in_sweep():  # each job resumes the folder of its number, not of its values
+            listing += (
+                "; in a sweep (-m) each job resumes the folder of its number: give the swept "
+                "values in the order of the sweep's first command, or these changes would "
+                "continue another job's run"
+            )
         raise ConfigError(
             f"the config differs from the checkpoint's in what the run trains with ({listing}). "
             "Exact resume needs the checkpoint's values; to continue with the new ones on "

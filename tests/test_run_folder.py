@@ -199,3 +199,15 @@ def test_a_run_folder_that_cannot_be_written_names_how_to_continue_its_run(tmp_p
         match=rf"hydra.run.dir=\.\.\. and continue this run's checkpoints there with resume={run}",
     ):
         check_writable(run)
+
+
+def test_a_sweep_resumed_with_its_values_in_another_order_says_jobs_follow_their_numbers(
+    tmp_path,
+):
+    folder = tmp_path / "sweep"
+    first = run_mic_train(["-m", "seed=0,1", *TINY, "iterations=1", f"hydra.sweep.dir={folder}"])
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = ["-m", "seed=1,0", *TINY, "iterations=2", f"hydra.sweep.dir={folder}", "resume=auto"]
+    out = run_mic_train(again)
+    assert "seed: 0 -> 1" in out.stderr
+    assert "each job resumes the folder of its number" in out.stderr
