@@ -232,6 +232,12 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
         found = latest_checkpoint(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
         if found is None:
             raise CheckpointError(f"resume={path}: no readable checkpoint (iter_*.pt) in it")
+        if run_dir is not None and timestamped_run_folder():
+            log.warning(
+                f"resume={path}: the run continues in the new folder {run_dir} (no "
+                f"hydra.run.dir was given); to continue it in its own folder, give "
+                f"hydra.run.dir={path} resume=auto"
+            )
         return found
     if not path.exists():
         raise CheckpointError(f"resume={path}: no such checkpoint file or run folder")

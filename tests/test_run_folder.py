@@ -211,3 +211,11 @@ def test_a_sweep_resumed_with_its_values_in_another_order_says_jobs_follow_their
     out = run_mic_train(again)
     assert "seed: 0 -> 1" in out.stderr
     assert "each job resumes the folder of its number" in out.stderr
+
+
+def test_resume_of_a_folder_without_a_run_folder_says_where_the_run_continues(tmp_path):
+    first = tmp_path / "first"
+    assert run_mic_train([*TINY, f"hydra.run.dir={first}"]).returncode == 0
+    out = run_mic_train([*TINY, "iterations=3", f"resume={first}"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"give hydra.run.dir={first} resume=auto" in out.stdout
