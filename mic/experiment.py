@@ -657,7 +657,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         hooks.extend(task.report_hooks(run_dir, test))
     if device.type == "cpu" and str(cfg.get("precision", "fp32")) == "fp16":
         warnings.warn(
-            "precision=fp16 on the CPU: float16 has few CPU kernels, so training runs several "
+            "precision=fp16 on the CPU: float16 has few CPU kernels, so training runs tens of "
             "times slower than in fp32 (docs/training.md); use precision=bf16 or fp32 there",
             stacklevel=2,
         )

@@ -62,7 +62,7 @@ def test_bf16_autocast_trains_every_task(task):
 
 
 def test_fp16_uses_a_loss_scaler_and_accumulation_averages_micro_batches():
-    with pytest.warns(UserWarning, match="precision=fp16 on the CPU"):  # several times slower
+    with pytest.warns(UserWarning, match="precision=fp16 on the CPU"):  # tens of times slower
         exp = build_experiment(
             load_config([*TINY, *TASKS["classification"], "precision=fp16", "accumulate=2"])
         )
