@@ -215,6 +215,14 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
     except Exception as e:
         if interrupted():  # a Ctrl-C that an import turned into another error
             raise KeyboardInterrupt from e
+        if _lost_peer(e):
+            print(
+                f"mic: error: another process of the run stopped ({str(e).splitlines()[0]}); "
+                f"the last checkpoint is in {run_dir}/checkpoints. Continue with the same "
+                f"command plus: {continue_with(run_dir)}",
+                file=sys.stderr,
+            )
+            sys.exit(1)
         message = user_error(e)
         if message is None:
             raise
@@ -228,6 +236,18 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
     if is_main:
         print(format_summary(summary))
         print(f"run folder: {run_dir}")
+
+
+#: what torch's process-group backends say when a peer process died (gloo, NCCL)
+_PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+
+
+def _lost_peer(error: BaseException) -> bool:
+    """Whether ``error`` is a collective that failed because another process of the run
+    died (killed, out of memory), under torchrun."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not isinstance(error, RuntimeError):
+        return False
+    return any(text in str(error) for text in _PEER_LOST)
 
 
 def _job_failed(message: str, run_dir: str) -> None:

@@ -351,3 +351,13 @@ def test_a_bad_test_file_met_by_the_main_process_stops_every_process(tmp_path):
     assert first["error"] == "cannot read image 'test/9.png' (image file is truncated)"
     assert second["error"] == f"the main process's evaluation stopped: {first['error']}"
     assert (tmp_path / "checkpoints" / "iter_00000004.pt").is_file()
+
+
+def test_a_collective_that_lost_a_peer_is_told_apart_from_other_errors(monkeypatch):
+    from mic.train import _lost_peer
+
+    lost = RuntimeError("[../gloo/transport/tcp/pair.cc:561] Connection closed by peer [::1]")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert _lost_peer(lost) and not _lost_peer(RuntimeError("CUDA out of memory"))
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: no peer to lose
+    assert not _lost_peer(lost)
