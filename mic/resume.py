@@ -359,6 +359,10 @@ def check_resume_config(
         source = lambda k: f" (= {raw[k]})" if "${" in str(raw.get(k, "")) else ""  # noqa: E731
         # a whole part added, removed or replaced (mic=none) is named once, by its prefix
         tops = [k for k in refused if not any(k.startswith(f"{p}.") for p in refused)]
+        # three or more changes of one section (scheduler=step over poly) are named by it
+        section = lambda k: k.split(".")[0]  # noqa: E731
+        many = {s for s in map(section, tops) if sum(section(k) == s for k in tops) > 2}
+        tops = list(dict.fromkeys(section(k) if section(k) in many else k for k in tops))
         parts = []
         for top in tops:
             below = [k for k in refused if k.startswith(f"{top}.")]

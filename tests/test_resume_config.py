@@ -392,3 +392,15 @@ def test_a_best_by_whose_best_lies_before_the_resume_says_so(tmp_path):
     assert not (tmp_path / "checkpoints" / "best.pt").is_file()
     assert "its best score was at iteration 1, before the checkpoint" in said
     assert "not a finite number at any evaluation" not in said
+
+
+def test_a_section_of_many_changes_is_named_by_the_section_to_allow(tmp_path):
+    import pytest
+
+    from mic import ConfigError
+
+    run_experiment(load_config([*TINY, "iterations=2", "scheduler=poly"]), tmp_path)
+    again = load_config([*TINY, "iterations=4", "scheduler=warmup_multistep", "resume=auto"])
+    with pytest.raises(ConfigError, match=r"scheduler\.\* \(\d+ settings") as info:
+        run_experiment(again, tmp_path)
+    assert "resume_allow_changes=[scheduler]" in str(info.value)
