@@ -5,13 +5,34 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import nn
 
-from mic.core import ConfigError
+from mic.core import ConfigError, check_num_classes
 from mic.core.errors import is_whole
 from mic.core.teacher import unwrap
+from mic.datasets.preflight import check_class_order
+
+
+def check_class_datasets(
+    datasets: Mapping[str, Any],
+    num_classes: int,
+    names: Sequence[str],
+    default_names: Sequence[str],
+    fix: str,
+) -> None:
+    """A task's ``check_datasets`` for datasets that name their classes: ``check_num_classes``
+    with the task's ``fix``, and ``check_class_order`` against the task's ``names`` unless they
+    are its ``default_names`` (which are for reports only and set no order).
+
+    Raises:
+        DatasetError: another class count, or the task's class names in another order.
+    """
+    check_num_classes(num_classes, datasets, fix=fix)
+    given = list(names) != list(default_names)
+    check_class_order(datasets, names if given else None)
 
 
 def check_whole(key: str, value: Any, least: int = 1, what: str = "") -> None:

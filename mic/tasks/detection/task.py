@@ -12,12 +12,13 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
 
-from mic.core import ConfigError, DatasetError, PseudoLabels, Task, check_num_classes
+from mic.core import ConfigError, DatasetError, PseudoLabels, Task
 from mic.core.batch import collate_pairs
 from mic.core.context import Random
 from mic.core.teacher import unwrap
 from mic.datasets.detection.targets import batch_images, check_target, image_size
-from mic.datasets.preflight import PIXEL_VALUE_LIMIT, check_class_order
+from mic.datasets.preflight import PIXEL_VALUE_LIMIT
+from mic.tasks.common import check_class_datasets
 from mic.tasks.detection.model import LOSS_PARTS, images_device, sampling_from
 from mic.training.batches import (
     plain_samples,
@@ -283,19 +284,18 @@ class DetectionTask(Task):
         return images, targets
 
     def check_datasets(self, datasets: Mapping[str, Any]) -> None:
-        """``check_num_classes``, and that no dataset names ``class_names`` in another order
-        (``check_class_order``).
+        """``check_class_datasets`` with ``class_names`` (the ids by default: no order set).
 
         Raises:
-            DatasetError: another class count, or the task's class names in another order.
+            DatasetError: another class count, or the class names in another order.
         """
-        check_num_classes(
-            self.num_classes,
+        check_class_datasets(
             datasets,
-            fix="fix the datasets (a COCO json's categories or a VOC reader's classes set theirs)",
+            self.num_classes,
+            self.class_names,
+            [str(i) for i in range(self.num_classes)],
+            "fix the datasets (a COCO json's categories or a VOC reader's classes set theirs)",
         )
-        default = [str(i) for i in range(self.num_classes)]
-        check_class_order(datasets, None if self.class_names == default else self.class_names)
 
     def report_hooks(self, run_dir: Path | None, test: Iterable[Any] | None) -> list[Any]:
         """Box drawings and the per-class AP table at each evaluation, the classes named as

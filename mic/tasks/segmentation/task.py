@@ -15,16 +15,16 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from mic.core import ConfigError, DatasetError, PseudoLabels, Task, check_num_classes
+from mic.core import ConfigError, DatasetError, PseudoLabels, Task
 from mic.core.context import Random, uniform
 from mic.core.teacher import unwrap
-from mic.datasets.preflight import check_class_order
 from mic.datasets.segmentation.labels import (
     CITYSCAPES_PALETTE,
     PROTOCOLS,
     default_class_names,
 )
 from mic.functional import weighted_cross_entropy
+from mic.tasks.common import check_class_datasets
 from mic.tasks.segmentation.models.hrda import HRDA, HRDAOutput, crop_per_image, detail_crop_boxes
 from mic.training.batches import (
     plain_samples,
@@ -437,19 +437,19 @@ class SegmentationTask(Task):
             )
 
     def check_datasets(self, datasets: Mapping[str, Any]) -> None:
-        """``check_num_classes``, and that no dataset names ``classes`` in another order
-        (``check_class_order``).
+        """``check_class_datasets`` with ``classes`` (by default Cityscapes' for 19 classes,
+        the ids otherwise: for reports only, no order set).
 
         Raises:
-            DatasetError: another class count, or the task's class names in another order.
+            DatasetError: another class count, or the class names in another order.
         """
-        check_num_classes(
-            self.num_classes,
+        check_class_datasets(
             datasets,
-            fix="fix the datasets (a reader's classes and label mapping set theirs)",
+            self.num_classes,
+            self.classes,
+            default_class_names(self.num_classes),
+            "fix the datasets (a reader's classes and label mapping set theirs)",
         )
-        given = self.classes != default_class_names(self.num_classes)  # else for reports only
-        check_class_order(datasets, self.classes if given else None)
 
     def report_hooks(self, run_dir: Path | None, test: Any) -> list[Any]:
         """The per-class IoU table in the log and, with a run folder, colour-coded
