@@ -38,7 +38,12 @@ from mic.training import (
     process_info,
     set_rng_state,
 )
-from mic.training.checkpoint import few, refuse_nonfinite, weight_misfits
+from mic.training.checkpoint import (
+    few,
+    is_readable_checkpoint,
+    refuse_nonfinite,
+    weight_misfits,
+)
 
 #: keys that may change on resume without asking: they do not touch the training itself
 FREE_TO_CHANGE = (
@@ -195,7 +200,7 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
         found = latest_checkpoint(run_dir / "checkpoints")
         every = sorted(p.name for p in run_dir.glob("checkpoints/iter_*.pt"))
         best = run_dir / "checkpoints" / "best.pt"
-        if found is None and _readable(best):  # stopped before a periodic checkpoint
+        if found is None and is_readable_checkpoint(best):  # stopped before a periodic checkpoint
             unread = f" ({', '.join(every)}: corrupt or cut off)" if every else ""
             log.warning(
                 f"resume=auto: no readable periodic checkpoint (iter_*.pt) in '{run_dir}'"
@@ -242,14 +247,6 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
     if not path.exists():
         raise CheckpointError(f"resume={path}: no such checkpoint file or run folder")
     return path
-
-
-def _readable(path: Path) -> bool:
-    try:
-        load_checkpoint(path, mmap=True)
-    except CheckpointError:
-        return False
-    return True
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

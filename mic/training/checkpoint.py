@@ -69,13 +69,18 @@ def _atomic_write(obj: Any, path: Path) -> None:
 def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
     """The newest readable ``iter_*.pt`` in ``directory`` (unreadable ones are skipped). Files
     are opened memory-mapped: their structure is checked without reading every tensor."""
-    for path in sorted(Path(directory).glob("iter_*.pt"), reverse=True):
-        try:
-            load_checkpoint(path, mmap=True)
-        except CheckpointError:
-            continue
-        return path
-    return None
+    paths = sorted(Path(directory).glob("iter_*.pt"), reverse=True)
+    return next((path for path in paths if is_readable_checkpoint(path)), None)
+
+
+def is_readable_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a mic checkpoint that can be read, its file opened memory-mapped
+    (its structure checked without reading every tensor)."""
+    try:
+        load_checkpoint(path, mmap=True)
+    except CheckpointError:
+        return False
+    return True
 
 
 def load_checkpoint(
