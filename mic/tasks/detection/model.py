@@ -675,17 +675,6 @@ class FasterRCNN(nn.Module):
         self._capture: Capture | None = None
         self._shrink_warned = False
 
-    def _warn_of_shrinking(self, size: tuple[int, int], resized: Sequence[int]) -> None:
-        self._shrink_warned = True
-        t = self.transform
-        warn_of_shrinking(
-            size,
-            resized,
-            f"model.min_size={t.min_size[0]}, model.max_size={t.max_size}",
-            "model.min_size=800 model.max_size=1333 model.anchor_sizes=[32,64,128,256,512] "
-            "(torchvision's sizes)",
-        )
-
     @contextmanager
     def capture(self) -> Iterator[Capture]:
         """Within the block, forward passes record their FPN and ROI features (the last
@@ -716,8 +705,16 @@ class FasterRCNN(nn.Module):
         if targets is not None:  # torchvision's class 0 is the background
             inner = [{**t, "labels": t["labels"].to(torch.int64) + 1} for t in targets]
         batch, inner = self.transform(list(images), inner)
-        if self.training and not self._shrink_warned:
-            self._warn_of_shrinking(sizes[0], batch.image_sizes[0])
+        if self.training and not self._shrink_warned:  # once
+            self._shrink_warned = True
+            warn_of_shrinking(
+                sizes[0],
+                batch.image_sizes[0],
+                f"model.min_size={self.transform.min_size[0]}, "
+                f"model.max_size={self.transform.max_size}",
+                "model.min_size=800 model.max_size=1333 model.anchor_sizes=[32,64,128,256,512] "
+                "(torchvision's sizes)",
+            )
         if inner is not None:  # the transform resizes "boxes" alone
             inner = [
                 {**t, "ignore_boxes": resize_boxes(t["ignore_boxes"], size, resized)}
