@@ -25,7 +25,7 @@ def weighted_cross_entropy(
         ignore_index: the target value that is ignored.
 
     Returns:
-        The mean weighted loss, a float32 scalar.
+        The mean weighted loss, a float32 scalar (0, with a gradient, for no elements).
 
     Raises:
         ValueError: weights whose shape would broadcast the loss to a larger one (N x 1
@@ -45,6 +45,8 @@ def weighted_cross_entropy(
                 "that broadcasts to it"
             )
         loss = loss * weights
+    if loss.numel() == 0:  # an empty batch: no loss (the mean of nothing would be NaN)
+        return loss.sum()
     return loss.mean()
 
 

@@ -93,3 +93,13 @@ def test_weighted_cross_entropy_refuses_weights_that_would_broadcast_the_loss():
     per_image = torch.tensor([1.0, 0.0]).view(2, 1, 1)
     expected = weighted_cross_entropy(maps, labels, per_image.expand(2, 4, 4))
     torch.testing.assert_close(weighted_cross_entropy(maps, labels, per_image), expected)
+
+
+def test_weighted_cross_entropy_of_an_empty_batch_is_zero_with_a_gradient():
+    from mic.functional import weighted_cross_entropy
+
+    logits = torch.randn(0, 3, requires_grad=True)
+    loss = weighted_cross_entropy(logits, torch.zeros(0, dtype=torch.long), torch.ones(0))
+    assert loss.item() == 0.0 and loss.requires_grad  # the mean of nothing was NaN
+    loss.backward()
+    assert logits.grad is not None and logits.grad.shape == (0, 3)
