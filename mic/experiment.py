@@ -542,6 +542,11 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
             term.check_batch_sizes(
                 int(cfg.loader.source_batch_size), int(cfg.loader.target_batch_size)
             )
+    ld, n = cfg.loader, group.world_size  # batches that the processes cannot share, now
+    batches = {
+        "source": per_process_batch_size(int(ld.source_batch_size), n, "source"),
+        "target": per_process_batch_size(int(ld.target_batch_size), n, "target"),
+    }
     best_metric = best_metric_key(cfg, task)
     # the files to start from, a bad path named before any data is read
     resume_from = find_resume_checkpoint(cfg.get("resume"), run_dir)
@@ -556,14 +561,8 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
     check_class_order(data)
     if preflight:
         check_datasets(data, Path(run_dir) / "data_problems.txt" if run_dir else None, cfg.dataset)
-    ld = cfg.loader
     _check_test_batches(data["test"], int(ld.test_batch_size))
     workers = int(ld.num_workers)
-    n = group.world_size
-    batches = {
-        "source": per_process_batch_size(int(ld.source_batch_size), n, "source"),
-        "target": per_process_batch_size(int(ld.target_batch_size), n, "target"),
-    }
     short = [_short_of_a_batch(k, data[k], b, group) for k, b in batches.items()]
     if any(short):  # both named at once, not the target on the next run
         raise DatasetError(
