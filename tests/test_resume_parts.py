@@ -224,20 +224,41 @@ def test_checkpointer_refuses_a_best_metric_the_evaluation_records_lack(tmp_path
     assert not (tmp_path / "best.pt").exists()
 
 
-def test_a_new_python_run_into_a_folder_of_checkpoints_warns_that_it_overwrites_them(tmp_path):
-    """mic-train refuses such a folder; a Checkpointer of one's own overwrote it silently."""
+def test_a_new_python_run_into_a_folder_of_checkpoints_moves_the_earlier_runs_aside(tmp_path):
+    """mic-train refuses such a folder. A Checkpointer of one's own pruned the new run's
+    checkpoints and kept the earlier run's later iteration, which latest_checkpoint (and so a
+    resume) then took, beside the earlier run's best.pt."""
     import warnings
     from types import SimpleNamespace
 
-    from mic.training import Checkpointer
+    from mic.training import Checkpointer, latest_checkpoint, save_checkpoint
 
-    (tmp_path / "iter_00000004.pt").write_bytes(b"")
-    with pytest.warns(UserWarning, match=r"already holds checkpoints \(iter_00000004.pt\)"):
-        Checkpointer(tmp_path).before_run(SimpleNamespace(step=0, hooks=[]))
-    with warnings.catch_warnings():  # a resumed run continues them
+    for name in ("iter_00000030.pt", "best.pt"):  # run A: 30 iterations, keep=1
+        save_checkpoint({"step": 30}, tmp_path / name)
+    (tmp_path / "student.pt").write_bytes(b"A")
+    run_b = Checkpointer(tmp_path, keep=1)
+    with pytest.warns(UserWarning, match=r"held checkpoints \(iter_00000030.pt\) of another"):
+        run_b.before_run(SimpleNamespace(step=0, hooks=[]))
+    aside = tmp_path / "previous_run"
+    assert sorted(p.name for p in aside.iterdir()) == [
+        "best.pt",
+        "iter_00000030.pt",
+        "student.pt",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["previous_run"]
+    for step in (2, 4):  # run B's checkpoints are pruned among themselves
+        run_b.save(SimpleNamespace(step=step, state_dict=lambda s=step: {"step": s}))
+    assert latest_checkpoint(tmp_path) == tmp_path / "iter_00000004.pt"
+    assert not (tmp_path / "iter_00000002.pt").exists()
+    with warnings.catch_warnings():  # a resumed run continues its own
         warnings.simplefilter("error")
         Checkpointer(tmp_path).before_run(SimpleNamespace(step=4, hooks=[]))
         Checkpointer(tmp_path / "new").before_run(SimpleNamespace(step=0, hooks=[]))
+    assert latest_checkpoint(tmp_path) == tmp_path / "iter_00000004.pt"
+    save_checkpoint({"step": 9}, tmp_path / "best.pt")  # a third run replaces previous_run/
+    with pytest.warns(UserWarning, match=r"held checkpoints \(iter_00000004.pt\)"):
+        Checkpointer(tmp_path).before_run(SimpleNamespace(step=0, hooks=[]))
+    assert sorted(p.name for p in aside.iterdir()) == ["best.pt", "iter_00000004.pt"]
 
 
 def test_resume_auto_falls_back_to_best_pt_where_no_periodic_checkpoint_can_be_read(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import shutil
 import time
 import warnings
 import weakref
@@ -466,8 +467,9 @@ class Checkpointer(Hook):
     is interrupted, keeping the last ``keep`` files (``iter_<step>.pt``), plus ``best.pt``
     whenever ``best_metric`` improves. At the end it also exports weights-only files for
     inference (``student.pt``, ``teacher.pt``: a model's ``state_dict``). A new run (at
-    iteration 0) into a folder that already holds ``iter_*.pt`` warns that it will overwrite
-    them (``mic-train`` refuses such a folder).
+    iteration 0) into a folder that already holds another run's ``iter_*.pt`` or ``best.pt``
+    moves that run's files into ``previous_run/`` there, with a warning (``mic-train``
+    refuses such a folder).
 
     ``best_metric`` is a key of the evaluation records: a labelled score
     (``eval/student/accuracy``) or a label-free validator's (``validator/student/snd``);
@@ -638,15 +640,31 @@ class Checkpointer(Hook):
         if process_info().is_main and self.directory.is_dir():
             for leftover in self.directory.glob(".*.tmp"):  # a save a crash interrupted
                 leftover.unlink(missing_ok=True)
-            earlier = sorted(p.name for p in self.directory.glob("iter_*.pt"))
-            if earlier and getattr(loop, "step", 0) == 0:
-                warnings.warn(
-                    f"Checkpointer: '{self.directory}' already holds checkpoints "
-                    f"({', '.join(earlier[-2:])}) of another run, which this new run will "
-                    f"overwrite and prune (keep={self.keep}); give a folder of its own, or "
-                    "resume that run (mic.resume.resume) to continue it",
-                    stacklevel=2,
-                )
+            if getattr(loop, "step", 0) == 0:
+                self._set_aside_earlier_run()
+
+    def _set_aside_earlier_run(self) -> None:
+        """A new run into a folder of another run's checkpoints: move that run's files
+        (``iter_*.pt``, ``best*.pt``, ``student.pt``, ``teacher.pt``) into ``previous_run/``
+        (replacing an older one), with a warning, so that the folder holds one run's files
+        and ``latest_checkpoint`` finds this run's, not a later iteration of the other's."""
+        earlier = sorted(p.name for p in self.directory.glob("iter_*.pt"))
+        if not earlier and not (self.directory / "best.pt").is_file():
+            return
+        names = ("iter_*.pt", "best.pt", "best_superseded_*.pt", "student.pt", "teacher.pt")
+        aside = self.directory / "previous_run"
+        shutil.rmtree(aside, ignore_errors=True)
+        aside.mkdir()
+        for pattern in names:
+            for path in self.directory.glob(pattern):
+                path.replace(aside / path.name)
+        held = ", ".join(earlier[-2:]) or "best.pt"
+        warnings.warn(
+            f"Checkpointer: '{self.directory}' held checkpoints ({held}) of another run: "
+            f"moved to '{aside}' (which a later new run replaces); give each run a folder "
+            "of its own, or resume that run (mic.resume.resume) to continue it",
+            stacklevel=3,
+        )
 
     def save(self, loop: AdaptationLoop) -> Path:
         state = self.state(loop)
