@@ -294,3 +294,18 @@ def test_a_class_count_mismatch_names_what_sets_a_readers_classes():
     message = str(info.value)
     assert "a reader's classes and label mapping" in message
     assert "folder that is no class" not in message  # image folders' advice
+
+
+def test_collate_warns_of_label_maps_of_another_aspect_ratio_than_their_images():
+    """Predictions are resized to the labels' size: an image cropped alone was scored against
+    a misaligned label without a word."""
+    import warnings
+
+    task = SegmentationTask(4)
+    sample = (torch.zeros(3, 16, 16), torch.zeros(16, 8, dtype=torch.long))
+    with pytest.warns(UserWarning, match=r"label maps of 16 x 8 against images of 16 x 16"):
+        task.collate([sample])
+    with warnings.catch_warnings():  # the same view at another scale, rounded, is fine
+        warnings.simplefilter("error")
+        for image, label in [((16, 16), (16, 16)), ((356, 634), (1080, 1920))]:
+            task.collate([(torch.zeros(3, *image), torch.zeros(*label, dtype=torch.long))])

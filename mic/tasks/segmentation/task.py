@@ -5,6 +5,7 @@ fused and detail predictions."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,23 @@ from mic.training.batches import (
     require_targets,
     with_int64_labels,
 )
+
+
+def warn_of_another_aspect(image: tuple[int, int], label: tuple[int, int]) -> None:
+    """Warn when label maps (h x w) have another aspect ratio than their images (H x W),
+    beyond a scale's rounding: predictions are resized to the label's size, which is right
+    when both show the same view (an image resized alone), wrong when one was cropped."""
+    (big_h, big_w), (h, w) = image, label
+    scale_h, scale_w = h / big_h, w / big_w
+    if abs(scale_h - scale_w) <= max(scale_h, scale_w) * (1 / big_h + 1 / big_w):
+        return
+    warnings.warn(
+        f"label maps of {h} x {w} against images of {big_h} x {big_w} (another aspect "
+        "ratio): predictions are resized to the labels' size, which is right only when "
+        "both show the same view; a transform that crops or pads the image alone (or the "
+        "label alone) misaligns them: apply it to both",
+        stacklevel=3,
+    )
 
 
 def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
@@ -414,8 +432,15 @@ class SegmentationTask(Task):
         Raises:
             DatasetError: a sample that is a dict or has more than 2 items, images that are
                 not float32 (uint8, float64) or of different sizes, or bad label maps.
+
+        Warns:
+            UserWarning: label maps of another aspect ratio than their images (predictions
+                are resized to the labels' size: right for the same view, not for a crop).
         """
-        return with_int64_labels(super().collate(plain_samples(samples)))
+        batch = with_int64_labels(super().collate(plain_samples(samples)))
+        if isinstance(batch, tuple) and batch[0].dim() == 4:
+            warn_of_another_aspect(tuple(batch[0].shape[-2:]), tuple(batch[1].shape[-2:]))
+        return batch
 
     def check_targets(self, targets: Any) -> None:
         if not isinstance(targets, Tensor) or targets.is_floating_point() or targets.ndim != 3:
