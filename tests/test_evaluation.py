@@ -210,3 +210,22 @@ def test_an_interval_or_adabn_count_that_is_no_whole_number_is_refused(key, valu
 
     with pytest.raises(mic.ConfigError, match=f"eval.{key} must be a whole number >= 0"):
         mic.Evaluation(ClassificationTask(3), [], **{key: value})
+
+
+def test_evaluate_checks_the_test_set_and_its_labels_as_evaluation_does():
+    """mic.evaluate scored a 19-class model on an 8-class test set (0.9 % mIoU, no word), and a
+    loader without task.collate met labels out of range as torchmetrics' reshape error."""
+
+    from mic.datasets.segmentation import StreetScenes
+    from mic.tasks.segmentation import SegmentationTask, SmallUNet
+
+    task = SegmentationTask(19)
+    test = StreetScenes("target", "test", count=4, size=32)
+    loader = DataLoader(test, 4, collate_fn=task.collate)
+    with pytest.raises(DatasetError, match=r"predicts 19 classes but test has 8.*evaluate's"):
+        evaluate(task, SmallUNet(19, widths=(8, 16)), loader)
+    four = SegmentationTask(4)
+    labels = torch.full((2, 16, 16), 9)
+    loader = DataLoader(TensorDataset(torch.randn(2, 3, 16, 16), labels), 2)
+    with pytest.raises(DatasetError, match=r"label 9 is outside the classes \[0, 3\]"):
+        evaluate(four, SmallUNet(4, widths=(8, 16)), loader)

@@ -152,12 +152,15 @@ def evaluate(
         metric whose ``compute`` gives one scalar is recorded under ``task.primary_metric``.
 
     Raises:
-        DatasetError: the loader yields no batch, unlabelled batches, or batches that are
-            not ``(images, targets)`` pairs (dicts, triples: the message names them).
+        DatasetError: the loader yields no batch, unlabelled batches, batches that are
+            not ``(images, targets)`` pairs (dicts, triples: the message names them), or
+            targets ``task.check_targets`` refuses (labels outside the classes); its dataset
+            declares another class count or order than the task (``task.check_datasets``).
         ConfigError: ``task.metric()`` is not an accumulator instance (see
             ``fresh_metric``), or its named scores lack ``task.primary_metric`` or give it as
             something other than one number (see ``primary_value``, ``primary_score``).
     """
+    check_test_set(task, loader, "evaluate's loader")
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -175,6 +178,27 @@ def evaluate(
         model.train(was_training)
 
 
+def check_test_set(task: Task, loader: Any, who: str) -> None:
+    """``task.check_datasets`` of the dataset behind a test loader (if it has one): a reader
+    that numbered its own classes would be scored against the wrong ones.
+
+    Raises:
+        DatasetError: another class count or class order, with how to read a test set that
+            lacks some of the source's classes.
+    """
+    test_set = getattr(loader, "dataset", None)
+    if test_set is None:
+        return
+    try:
+        task.check_datasets({"test": test_set})
+    except DatasetError as e:
+        raise DatasetError(
+            f"{e} {who}: a test set that lacks some of the source's classes is read with the "
+            "source's class list (e.g. ImageFolder(root, classes=source.classes)), so that "
+            "each class keeps its index."
+        ) from e
+
+
 def _updated_metric(
     task: Task, model: nn.Module, loader: Iterable[Any], device: Any
 ) -> tuple[Any, int]:
@@ -183,6 +207,7 @@ def _updated_metric(
     metric, batches = fresh_metric(task, device), 0
     for batch in loader:
         images, targets = labelled_batch(batch)
+        task.check_targets(targets)  # a loader without task.collate: labels out of range
         prediction = task.predict(model, move_to(images, device))
         metric.update(prediction, move_to(targets, device))
         batches += 1

@@ -27,6 +27,7 @@ from mic.training.distributed import broadcast_object, gather_objects, process_i
 from mic.training.evaluation import (
     EMPTY_TEST,
     check_scoring,
+    check_test_set,
     evaluate,
     fresh_metric,
     in_percent,
@@ -304,16 +305,7 @@ class Evaluation(Hook):
                 )
         if validation is not None:
             validation.check(task)
-        test_set = getattr(loader, "dataset", None)
-        if test_set is not None:  # a reader that numbered its own classes scores wrongly
-            try:
-                task.check_datasets({"test": test_set})
-            except DatasetError as e:
-                raise DatasetError(
-                    f"{e} Evaluation's test loader: a test set that lacks some of the source's "
-                    "classes is read with the source's class list (e.g. ImageFolder(root, "
-                    "classes=source.classes)), so that each class keeps its index."
-                ) from e
+        check_test_set(task, loader, "Evaluation's test loader")
         self.validation = validation
         self.history: list[dict[str, Any]] = []
         #: the scores its records will hold, as scored on the first test batch by
