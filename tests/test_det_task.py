@@ -411,6 +411,28 @@ def test_predict_and_loss_refuse_what_the_detectors_took_silently(backend):
         task.predict(model, images * 255)
 
 
+def test_collate_warns_of_images_outside_0_1_in_any_batch_and_of_normalised_ones():
+    """The range was checked on the first batch the task saw: a target loader in 0..255 after
+    a source one in [0, 1] trained silently, and ImageNet-normalised images (normalised again
+    by the detector) were never told of."""
+    task = det_task()
+    sample = (
+        torch.rand(3, 32, 32),
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)},
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        task.collate([sample])  # [0, 1]: nothing to say
+    with pytest.warns(UserWarning, match="divide images in 0..255 by 255"):
+        task.collate([(sample[0] * 255, sample[1])])
+    normalised = (sample[0] - 0.45) / 0.225
+    with pytest.warns(UserWarning, match=r"go down to -2\.\d\d: give them unnormalised"):
+        task.collate([(normalised, sample[1])])
+    with warnings.catch_warnings():  # once per kind
+        warnings.simplefilter("error")
+        task.collate([(normalised, sample[1])])
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_domain_classifier_widths_that_are_not_the_detector_s_are_named(backend):
     from mic.core.context import IterationContext

@@ -27,6 +27,10 @@ from mic.training.batches import (
     require_targets,
 )
 
+#: below this, images in [0, 1] have been normalised (ImageNet's statistics give about -2.1);
+#: a resize's overshoot stays far above it
+NORMALISED_BELOW = -0.5
+
 Detections = list[dict[str, Tensor]]
 
 
@@ -141,6 +145,7 @@ class DetectionTask(Task):
         self.class_names = names
         self.primary_metric = primary_metric
         self._range_checked = False
+        self._range_warned: set[str] = set()  # the kinds of pixel range warned of
 
     def loss(
         self,
@@ -207,14 +212,33 @@ class DetectionTask(Task):
                 f"detection takes float images in [0, 1], got {got}: convert them (e.g. "
                 "torchvision's ToTensor, or torch.from_numpy(x).permute(2, 0, 1).float() / 255)"
             )
-        if not self._range_checked:  # once: a host synchronisation
+        if not self._range_checked:  # once here: a host synchronisation (collate: each batch)
             self._range_checked = True
-            top = float(first.detach().amax()) if first.numel() else 0.0
-            if top > PIXEL_VALUE_LIMIT:
+            self._warn_of_pixel_range(first)
+
+    def _warn_of_pixel_range(self, images: Tensor | list[Tensor]) -> None:
+        """Warn (once per kind) of images outside [0, 1]: pixel values in 0..255, or images
+        normalised already (which the detector would normalise again)."""
+        parts = [x for x in (images if isinstance(images, (list, tuple)) else [images])]
+        parts = [x.detach() for x in parts if isinstance(x, Tensor) and x.numel()]
+        if not parts:
+            return
+        top = max(float(x.amax()) for x in parts)
+        low = min(float(x.amin()) for x in parts)
+        found = {
+            "high": (top > PIXEL_VALUE_LIMIT, f"reach {top:.0f}: divide images in 0..255 by 255"),
+            "low": (
+                low < NORMALISED_BELOW,
+                f"go down to {low:.2f}: give them unnormalised (drop Normalize from the transform)",
+            ),
+        }
+        for kind, (bad, what) in found.items():
+            if bad and kind not in self._range_warned:
+                self._range_warned.add(kind)
                 warnings.warn(
-                    f"the detector's images reach {top:.0f}: detection models take images in "
-                    "[0, 1] and normalise them themselves; divide images in 0..255 by 255",
-                    stacklevel=3,
+                    f"the detector's images {what}; detection models take images in [0, 1] "
+                    "and normalise them themselves",
+                    stacklevel=4,
                 )
 
     def pseudo_label(self, prediction: Detections) -> PseudoLabels:
@@ -279,6 +303,7 @@ class DetectionTask(Task):
         """
         images, targets = collate_pairs(plain_samples(samples), batch_images, list)
         require_float32_images(images)
+        self._warn_of_pixel_range(images)  # every batch: on the CPU, no synchronisation
         if targets is not None:
             self.check_targets(targets, images)
         return images, targets
