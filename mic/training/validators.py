@@ -147,7 +147,9 @@ class SoftNeighborhoodDensity(ProbabilityValidator):
     """Soft neighbourhood density (SND): with q_i = p_i / ||p_i|| and the cosine similarities
     s_ij = q_i . q_j to every other element j != i, a_i = softmax_j(s_ij / T) and
     score = (1/N) sum_i H(a_i): elements whose predictions have many close neighbours (dense
-    clusters) score high.
+    clusters) score high. Its maximum, log(N - 1), is reached whenever all predictions are
+    alike: uniform ones (an untrained model) and one class everywhere (a collapsed model)
+    score it alike, so it only compares models that are neither (docs/model_selection.md).
 
     The N x N similarities are computed ``chunk`` rows at a time. Source: Saito, Kim,
     Teterwak, Sclaroff, Darrell and Saenko, "Tune it the right way: unsupervised validation
