@@ -196,7 +196,8 @@ class DetectionTask(Task):
         if isinstance(classes, int) and classes != self.num_classes:
             raise ConfigError(
                 f"the model predicts {classes} classes but the task has {self.num_classes}: "
-                "give both the dataset's number of classes"
+                "give both the dataset's number of classes (mic-train: model.num_classes "
+                f"follows dataset.num_classes; in Python: num_classes={self.num_classes})"
             )
         require_images(images, allow_list=True)
         first = images[0] if isinstance(images, (list, tuple)) and images else images

@@ -268,7 +268,8 @@ class SegmentationTask(Task):
         if logits.shape[1] != self.num_classes:
             raise ConfigError(
                 f"the model predicts {logits.shape[1]} classes but the task (dataset) has "
-                f"{self.num_classes}; set model.num_classes to ${{dataset.num_classes}}"
+                f"{self.num_classes}; set model.num_classes to ${{dataset.num_classes}} (in "
+                f"Python: build the model with num_classes={self.num_classes})"
             )
 
     def loss_from_logits(
