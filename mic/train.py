@@ -532,12 +532,14 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
     from mic.schema import USER_KEY, interpolated_paths, task_mismatches
 
     dotted, kept, appended, deleted = [], [], [], []
+    given: dict[str, str] = {}  # a dotted key's value as written
     for arg in argv:
         found = re.fullmatch(r"([a-z_]\w*)((?:\.\w+)+)=(.*)", arg)
         added = re.fullmatch(r"\+([a-z_]\w*(?:\.\w+)+)=(.*)", arg)
         dropped = re.fullmatch(r"~([a-z_]\w*(?:\.\w+)*)(=.*)?", arg)
         if found and found.group(1) not in ("hydra", USER_KEY):
             dotted.append(found.group(1) + found.group(2))
+            given[dotted[-1]] = found.group(3)
         elif added and not added.group(1).startswith(("hydra.", f"{USER_KEY}.")):
             appended.append(added.group(1))  # judged on the config without it
         elif dropped and not dropped.group(1).startswith(("hydra", USER_KEY)):
@@ -601,7 +603,34 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
                     f"{', '.join(names) or 'none'}.{add}"
                 )
             node = node[part]
+        else:
+            problem = _section_given_a_value(key, given.get(key), node, tree)
+            if problem:
+                return problem
     return None
+
+
+def _section_given_a_value(key: str, value: str | None, node: Any, tree: Any) -> str | None:
+    """The message for ``eval.validation=[snd]``: a list or a value given to a section of
+    settings (Hydra's "Cannot merge DictConfig with ListConfig"), with the section's settings
+    and the sibling settings spelled alike; None for anything else (``{...}``, an
+    interpolation and null are Hydra's to judge)."""
+    if not isinstance(node, dict) or value is None:
+        return None
+    text = value.strip()
+    if text.startswith(("{", "$")) or text.lower() in ("null", "none", "~"):
+        return None
+    parent = key.rsplit(".", 1)[0]
+    siblings = OmegaConf.select(OmegaConf.create(tree), parent) if "." in key else None
+    names = sorted(str(k) for k in node if not str(k).startswith("_"))
+    others = [str(k) for k in (siblings or {}) if str(k) != key.rsplit(".", 1)[1]]
+    hint = did_you_mean(key.rsplit(".", 1)[1], others).replace("Did you mean: ", "")
+    hint = ", ".join(f"{parent}.{n}" for n in hint.strip(" ?").split(", ") if n)
+    return (
+        f"{key}={value}: {key} is a section of settings ({', '.join(names) or 'none'}), not "
+        f"one value; set one of them ({key}.{names[0] if names else '<name>'}=...)"
+        + (f". Did you mean: {hint}?" if hint else "")
+    )
 
 
 #: what ``OmegaConf.select`` gives for a key that is not there

@@ -936,6 +936,13 @@ CASES = [
         "no setting dataset.sourc.length: dataset has no 'sourc'. Did you mean: source?",
     ),
     (
+        "config-section-given-a-value",
+        "a list given to a section of settings (Hydra: cannot merge DictConfig with ListConfig)",
+        lambda t, r: ["eval.validation=[snd]"],
+        "eval.validation is a section of settings (batches, samples_per_image, seed), not one "
+        "value; set one of them (eval.validation.batches=...). Did you mean: eval.validators?",
+    ),
+    (
         "detection-anchor-sizes-number",
         "detection: model.anchor_sizes given as one number, not one per FPN level",
         lambda t, r: [*TINY_DET, "model.anchor_sizes=16"],
@@ -1509,6 +1516,11 @@ def test_nested_settings_are_checked_against_the_composed_config(tmp_path):
     said = unknown_setting(["experiment=streets", "dataset.sourc.length=3"])
     assert said.startswith("no setting dataset.sourc.length: dataset has no 'sourc'.")
     assert "Did you mean: source?" in said
+    # a section given one value; a dict, an interpolation or null is Hydra's to judge
+    said = unknown_setting(["experiment=streets", "dataset.source=3"])
+    assert said.startswith("dataset.source=3: dataset.source is a section of settings (")
+    for fine in ("{count: 8}", "${dataset.target}", "null"):
+        assert unknown_setting(["experiment=streets", f"dataset.source={fine}"]) is None
     # a key the chosen experiment brings (streets' thing_classes), an addition (+), a group
     assert unknown_setting(["experiment=streets", "dataset.thing_classes=[1]"]) is None
     assert unknown_setting(["experiment=streets", "+model.extra=1", "model.extra=2"]) is None
