@@ -309,3 +309,12 @@ def test_collate_warns_of_label_maps_of_another_aspect_ratio_than_their_images()
         warnings.simplefilter("error")
         for image, label in [((16, 16), (16, 16)), ((356, 634), (1080, 1920))]:
             task.collate([(torch.zeros(3, *image), torch.zeros(*label, dtype=torch.long))])
+
+
+def test_a_test_set_of_ignored_pixels_alone_scores_nan_with_a_warning():
+    """Every label ignore_index gave NaN mIoU without a word."""
+    metric = SegmentationMetrics(3)
+    metric.update(torch.zeros(2, 4, 4, dtype=torch.long), torch.full((2, 4, 4), 255))
+    with pytest.warns(UserWarning, match="no scored pixel holds a class label"):
+        scores = metric.compute()
+    assert math.isnan(float(scores["miou"])) and math.isnan(float(scores["accuracy"]))

@@ -103,6 +103,13 @@ class SegmentationMetrics(Metric):
 
     def compute(self) -> dict[str, Tensor]:
         cm = self.confmat.double()
+        if cm.sum() == 0:
+            warnings.warn(
+                f"no scored pixel holds a class label (every one is ignore_index="
+                f"{self.ignore_index}, or nothing was scored): mIoU and accuracy are undefined "
+                "(NaN); check the test labels' ids",
+                stacklevel=2,
+            )
         tp = cm.diag()
         union = cm.sum(0) + cm.sum(1) - tp
         iou = torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
