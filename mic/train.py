@@ -343,6 +343,29 @@ def _config_dirs(argv: Sequence[str]) -> list[Path] | None:
     return dirs
 
 
+def _shadowed_configs(own: Sequence[Path]) -> str | None:
+    """The message for config files of one's own folders that have the name of one of mic's
+    (``method/mean_teacher.yaml``): Hydra searches mic's configs first, so the run would take
+    mic's and ignore the file (an edited copy, without a word)."""
+    bundled = importlib.resources.files("mic.conf")
+    clashes = [
+        path
+        for folder in own
+        for path in sorted(folder.rglob("*.yaml"))
+        if bundled.joinpath(*path.relative_to(folder).parts).is_file()
+    ]
+    if not clashes:
+        return None
+    first = clashes[0].relative_to(next(f for f in own if clashes[0].is_relative_to(f)))
+    names = ", ".join(str(c) for c in clashes[:3]) + (", ..." if len(clashes) > 3 else "")
+    return (
+        f"{len(clashes)} config file(s) of your config folder have the name of one of mic's "
+        f"({names}): Hydra reads mic's first, so yours would be ignored; give yours a name of "
+        f"its own (e.g. {first.parent / ('my_' + first.name)}, then "
+        f"{first.parent}=my_{first.stem})"
+    )
+
+
 def _unknown_option(group: str, value: str, folders: Sequence[Any]) -> str:
     """The message for an option ``value`` that none of the ``group`` ``folders`` holds."""
     names = {p.name[:-5] for f in folders for p in f.iterdir() if p.name.endswith(".yaml")}
@@ -357,10 +380,10 @@ def _experiment_problem(path: Any, confs: Sequence[Any]) -> str | None:
     name its internal package paths): a defaults list without the first line
     ``# @package _global_``, or an entry of it that chooses an option no config folder holds."""
     text = path.read_text()
-    try:
-        loaded = OmegaConf.to_container(OmegaConf.create(text))
-    except Exception:  # a file YAML cannot read: Hydra names its line
-        return None
+    unreadable = _config_file_problem(path, "experiment")
+    if unreadable:
+        return unreadable
+    loaded = OmegaConf.to_container(OmegaConf.create(text))
     defaults = loaded.get("defaults", []) if isinstance(loaded, dict) else []
     where = f"experiment file {path}"
     if defaults and _package(text) != "_global_":
@@ -385,8 +408,64 @@ def _experiment_problem(path: Any, confs: Sequence[Any]) -> str | None:
         if group.startswith("hydra") or not value:
             continue
         folders = [c / group for c in confs if (c / group).is_dir()]
-        if folders and not any((f / f"{value}.yaml").is_file() for f in folders):
+        files = [f / f"{value}.yaml" for f in folders if (f / f"{value}.yaml").is_file()]
+        if folders and not files:
             return f"{where}, defaults list: {_unknown_option(group, value, folders)}"
+        problem = _config_file_problem(files[0], group) if files else None
+        if problem:
+            return problem
+    return None
+
+
+#: the keys of a method file that hold no loss term (``step``: a step strategy's ``_target_``)
+_METHOD_FILE_KEYS = ("name", "terms", "step", "defaults")
+
+
+def _config_file_problem(path: Any, group: str) -> str | None:
+    """What keeps a chosen config file from composing as meant, in one line: YAML that cannot
+    be read (Hydra's traceback would end with the line); for a method file, no ``name`` (it
+    names the run folder and log) or one that is no word, ``terms`` that is no mapping, a term
+    named ``mic`` (the mic option writes ``method.terms.mic``: it would be replaced), or terms
+    written beside ``terms:`` instead of under it (never trained)."""
+    try:
+        loaded = OmegaConf.to_container(OmegaConf.create(path.read_text()))
+    except Exception as e:  # yaml's errors carry the place they met
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).strip().splitlines()[0]
+        return f"config file {path}{where}: YAML cannot read it ({problem})"
+    if group != "method" or not isinstance(loaded, dict):
+        return None
+    where = f"method file {path}"
+    name = loaded.get("name")
+    if name is None:
+        return f"{where} has no name: (it names the run folder and log): add name: {path.stem}"
+    if not re.fullmatch(r"[\w.-]+", str(name)):
+        return (
+            f"{where}: name: {name!r} names the run folder and log: use letters, digits, "
+            "'_', '.' and '-'"
+        )
+    terms = loaded.get("terms", {})
+    if not isinstance(terms, dict):
+        return (
+            f"{where}: terms: must map each term's name to its config (terms: / source: / "
+            f"_target_: mic.SourceSupervision), got a {type(terms).__name__}"
+        )
+    if "mic" in terms:
+        return (
+            f"{where}: a term named 'mic' is replaced by MIC's (the mic option writes "
+            "method.terms.mic; mic=none removes it): give your term another name"
+        )
+    beside = [
+        str(k)
+        for k, v in loaded.items()
+        if k not in _METHOD_FILE_KEYS and isinstance(v, dict) and "_target_" in v
+    ]
+    if beside:
+        return (
+            f"{where}: {', '.join(beside)} build objects (_target_) beside terms:, where no "
+            "loss term is read: indent them under terms: (as in mic's conf/method/*.yaml)"
+        )
     return None
 
 
@@ -419,7 +498,9 @@ def usage_problem(argv: Sequence[str]) -> str | None:
     as ``-m ... --cfg job``) or read otherwise than it says (``+hydra.searchpath=``, which
     Hydra ignores: it reads the search path from ``hydra.searchpath=`` alone) or not at all
     (a value starting with ``~``, which the shell leaves unexpanded after ``key=``; an unquoted
-    value with characters beyond ASCII, which Hydra's lexer refuses); None if none of these."""
+    value with characters beyond ASCII, which Hydra's lexer refuses; a ``method.name`` or
+    ``dataset.name`` that cannot name the run folder and log, such as ``a/b``); None if none
+    of these."""
     flags = {a.split("=", 1)[0] for a in argv}
     modes = [long for long, short in _MODES.items() if {long, short} & flags]
     if len(modes) > 1:
@@ -448,6 +529,17 @@ def usage_problem(argv: Sequence[str]) -> str | None:
             f"{wide[0]}: Hydra's override grammar reads characters beyond ASCII (such as ü or "
             f"é) only in a quoted value: write \"{key}='{value}'\" (the double quotes keep "
             "the single ones from the shell)"
+        )
+    named = [  # the run folder and log are named by them
+        a
+        for a in argv
+        if a.split("=", 1)[0].lstrip("+") in ("method.name", "dataset.name")
+        and not re.fullmatch(r"[\w.-]+", a.split("=", 1)[1].strip("'\""))
+    ]
+    if named:
+        return (
+            f"{named[0]}: {named[0].split('=', 1)[0].lstrip('+')} names the run folder and "
+            "log: use letters, digits, '_', '.' and '-'"
         )
     added = [a for a in argv if a.split("=", 1)[0] in ("+hydra.searchpath", "++hydra.searchpath")]
     if added:
@@ -486,6 +578,9 @@ def unknown_option(argv: Sequence[str]) -> str | None:
                 f"(from {Path.cwd()}); give the folder that holds your config groups (e.g. "
                 "experiment/my_run.yaml)"
             )
+    shadowed = _shadowed_configs(own)
+    if shadowed:
+        return shadowed
     confs: list[Any] = [importlib.resources.files("mic.conf"), *own]
     for arg in argv:
         found = re.fullmatch(r"(\+{0,2})([a-z_]\w*)((?:\.\w+)*)=(.*)", arg)
@@ -497,11 +592,14 @@ def unknown_option(argv: Sequence[str]) -> str | None:
             if value == "null" or not re.fullmatch(r"[\w.-]+", value):
                 continue
             found = [f / f"{value}.yaml" for f in folders if (f / f"{value}.yaml").is_file()]
-            if found and key == "experiment":
-                problem = _experiment_problem(found[0], confs)
+            if found:
+                problem = (
+                    _experiment_problem(found[0], confs)
+                    if key == "experiment"
+                    else _config_file_problem(found[0], key)
+                )
                 if problem:
                     return problem
-            if found:
                 continue
             return _unknown_option(key, value, folders)
         if key == "mic" and rest:  # the group chooses MIC's config; its keys live elsewhere

@@ -64,6 +64,23 @@ def _own_experiment(tmp, package=True, method=None):
     return folder
 
 
+def _own_method(tmp, text, name="mine", group="method"):
+    """A config folder of one's own holding ``<group>/<name>.yaml`` with ``text``."""
+    folder = tmp / "conf"
+    (folder / group).mkdir(parents=True)
+    (folder / group / f"{name}.yaml").write_text(text)
+    return str(folder)
+
+
+#: a method file of one's own whose terms sit beside terms: (never trained)
+_TERMS_BESIDE = "name: mine\nsource:\n  _target_: mic.SourceSupervision\n"
+#: a method file whose term is named mic (replaced by the mic option's MIC)
+_TERM_NAMED_MIC = (
+    "name: mine\nterms:\n  source:\n    _target_: mic.SourceSupervision\n"
+    "  mic:\n    _target_: mic.SourceSupervision\n    weight: 0.1\n"
+)
+
+
 def _empty(tmp):
     (tmp / "empty").mkdir()
     return folder_overrides(tmp, target=tmp / "empty")
@@ -626,6 +643,13 @@ CASES = [
         "\"dataset.root_source='/data/Bilder/Straße'\"",
     ),
     (
+        "config-run-name-with-slash",
+        "a method name that cannot name the run folder and log (Hydra's logging traceback)",
+        lambda t, r: ["method.name=my/method"],
+        "method.name=my/method: method.name names the run folder and log: use letters, "
+        "digits, '_', '.' and '-'",
+    ),
+    (
         "config-home-path",
         "a path written with ~ after key= (the shell leaves it unexpanded)",
         lambda t, r: ["dataset=folders", "dataset.root_source=~/source"],
@@ -671,6 +695,43 @@ CASES = [
             "experiment=mine",
         ],
         "defaults list: unknown method 'sourceonly'. Did you mean: source_only?",
+    ),
+    (
+        "config-own-method-terms-beside",
+        "a method file of one's own whose terms are not under terms: (MIC alone trained)",
+        lambda t, r: ["--config-dir", _own_method(t, _TERMS_BESIDE), "method=mine"],
+        "source build objects (_target_) beside terms:, where no loss term is read: indent "
+        "them under terms:",
+    ),
+    (
+        "config-own-method-term-named-mic",
+        "a method file of one's own with a term named mic (replaced by MIC without a word)",
+        lambda t, r: ["--config-dir", _own_method(t, _TERM_NAMED_MIC), "method=mine"],
+        "a term named 'mic' is replaced by MIC's (the mic option writes method.terms.mic; "
+        "mic=none removes it): give your term another name",
+    ),
+    (
+        "config-own-method-without-name",
+        "a method file of one's own without name: (Hydra's traceback on the log file's name)",
+        lambda t, r: ["--config-dir", _own_method(t, "terms: {}\n"), "method=mine"],
+        "has no name: (it names the run folder and log): add name: mine",
+    ),
+    (
+        "config-own-file-yaml-error",
+        "a config file of one's own that YAML cannot read (an 89-line traceback)",
+        lambda t, r: ["--config-dir", _own_method(t, "name: a\n\tterms: {}\n"), "method=mine"],
+        "mine.yaml, line 2, column 1: YAML cannot read it (found character '\\t' that cannot "
+        "start any token)",
+    ),
+    (
+        "config-own-file-shadowed",
+        "a config file of one's own named as one of mic's (mic's taken, the edit ignored)",
+        lambda t, r: [
+            "--config-dir",
+            _own_method(t, "name: mean_teacher\n", name="mean_teacher"),
+            "method=mean_teacher",
+        ],
+        "have the name of one of mic's (",
     ),
     (
         "config-unknown-option",
