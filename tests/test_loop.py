@@ -336,3 +336,17 @@ def test_hooks_log_evaluate_and_checkpoint(tmp_path):
     state = load_checkpoint(tmp_path / "ckpt" / "iter_00000005.pt")
     assert state["step"] == 5 and "teacher" in state and "optimizer" in state
     assert (tmp_path / "ckpt" / "best.pt").exists()
+
+
+def test_the_logged_learning_rate_is_the_one_the_iteration_trained_with(tmp_path):
+    """The scheduler steps inside an iteration: lr read after it was the next iteration's (a
+    poly run ended logging lr 0.0, and the first rate was never logged). A line of
+    metrics.jsonl cut off by a crash was kept on resume."""
+    (tmp_path / "metrics.jsonl").write_text('{"step": 0, "x": 1}\n{"step": 3, "loss/')
+    loop, _ = make_loop(mean_teacher(), iterations=4, hooks=[MetricsLogger(tmp_path, 1, False)])
+    loop.scheduler = torch.optim.lr_scheduler.LambdaLR(loop.optimizer, lambda i: 1 - i / 4)
+    loop.run()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line is JSON again
+    logged = [r["lr"] for r in records if "lr" in r]
+    assert logged == pytest.approx([0.01, 0.0075, 0.005, 0.0025])

@@ -48,10 +48,12 @@ if TYPE_CHECKING:
 
 
 def _step_of(line: str) -> int:
+    """The ``step`` of a ``metrics.jsonl`` line (0 without one; -1 for a line that is no JSON
+    object, such as the last one of a crash)."""
     try:
         return int(json.loads(line).get("step", 0))
-    except (ValueError, AttributeError):
-        return 0
+    except (ValueError, AttributeError, TypeError):
+        return -1
 
 
 def _due(step: int, interval: int, last: int) -> bool:
@@ -153,7 +155,9 @@ def strict_json(obj: Any, **kwargs: Any) -> str:
 
 class MetricsLogger(Hook):
     """Losses (``loss/<name>``), the loss terms' statistics (``<term>/<name>``, see
-    ``term_statistics``), learning rate and speed every ``interval`` iterations, plus every record
+    ``term_statistics``), the learning rate the logged iteration trained with (``lr``), speed
+    (``time/iteration_s``: wall seconds per iteration since the last record, evaluations and
+    checkpoints in between included) every ``interval`` iterations, plus every record
     emitted by other hooks, to ``metrics.jsonl`` (one JSON object per line, flushed at once;
     NaN and Inf as ``null``, see ``strict_json``) and to TensorBoard under ``tensorboard/``."""
 
@@ -165,15 +169,19 @@ class MetricsLogger(Hook):
         self._file: Any = None
         self._t0 = 0.0
         self._step0 = 0
+        self._lr = 0.0  # the rate the next iteration trains with (the scheduler steps in one)
 
     def before_run(self, loop: AdaptationLoop) -> None:
         self._t0, self._step0 = time.perf_counter(), loop.step
+        self._lr = loop.lr()
         if not process_info().is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "metrics.jsonl"
         if path.exists():  # resumed or restarted: forget what came after the checkpoint
-            kept = [x for x in path.read_text().splitlines() if _step_of(x) <= loop.step]
+            kept = [
+                x for x in path.read_text().splitlines() if 0 <= _step_of(x) <= loop.step
+            ]  # a line a crash cut off (-1) goes too
             path.write_text("".join(x + "\n" for x in kept))
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115
         if self.tensorboard:
@@ -197,6 +205,7 @@ class MetricsLogger(Hook):
             self.writer.flush()
 
     def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
+        trained_with, self._lr = self._lr, loop.lr()  # loop.lr() is already the next one's
         if not _due(loop.step, self.interval, loop.iterations):
             return
         now = time.perf_counter()
@@ -204,7 +213,7 @@ class MetricsLogger(Hook):
         self._t0, self._step0 = now, loop.step
         record = {
             "step": loop.step,
-            "lr": loop.lr(),
+            "lr": trained_with,
             "time/iteration_s": seconds,
             "skipped_steps": loop.skipped_steps,
         }
