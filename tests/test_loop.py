@@ -350,3 +350,26 @@ def test_the_logged_learning_rate_is_the_one_the_iteration_trained_with(tmp_path
     records = [json.loads(line) for line in lines]  # every line is JSON again
     logged = [r["lr"] for r in records if "lr" in r]
     assert logged == pytest.approx([0.01, 0.0075, 0.005, 0.0025])
+
+
+class _Reports(LossTerm):
+    """A source term that reports how often it ran before (0, 1, 2: the micro-batch)."""
+
+    uses_target = False
+    calls = 0
+
+    def forward(self, ctx):
+        self.statistics = {"micro": torch.tensor(float(self.calls)), "note": "text"}
+        self.calls += 1
+        return ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets)
+
+
+def test_term_statistics_are_averaged_over_micro_batches_as_the_losses_are():
+    """With accumulate=2, q and confidence were the last micro-batch's alone."""
+    term = _Reports()
+    loop, _ = make_loop(UDAMethod({"source": term}), iterations=1, accumulate=3)
+    loop.train_step()
+    assert set(term.statistics) == {"micro"} and term.statistics["micro"].item() == 1.0
+    one, _ = make_loop(UDAMethod({"source": _Reports()}), iterations=1)
+    one.train_step()  # one micro-batch: what the term set, as it was
+    assert one.method.terms["source"].statistics["note"] == "text"

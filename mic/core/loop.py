@@ -324,8 +324,18 @@ class AdaptationLoop:
     def backward(
         self, contexts: list[IterationContext], terms: list[tuple[str, LossTerm]]
     ) -> dict[str, Tensor]:
-        """``backward_terms`` for every micro-batch; the losses averaged over them."""
-        per_micro = [self.backward_terms(ctx, terms) for ctx in contexts]
+        """``backward_terms`` for every micro-batch; the losses averaged over them, and so are
+        the 0-d tensors of each term's ``statistics`` (what it reports for logs, e.g. q)."""
+        per_micro, reported = [], []
+        for ctx in contexts:
+            per_micro.append(self.backward_terms(ctx, terms))
+            reported.append([dict(getattr(t, "statistics", None) or {}) for _, t in terms])
+        for i, (_, term) in enumerate(terms if len(contexts) > 1 else ()):
+            seen = [r[i] for r in reported]
+            shared = [k for k in seen[-1] if all(isinstance(r.get(k), Tensor) for r in seen)]
+            mean = {k: torch.stack([r[k].float() for r in seen]).mean() for k in shared}
+            if mean:  # the last micro-batch's alone, before
+                term.statistics = mean
         return {k: torch.stack([m[k] for m in per_micro]).mean() for k in per_micro[0]}
 
     def backward_terms(
