@@ -64,7 +64,7 @@ from mic.training import (
 )
 from mic.training.checkpoint import few, initial_weights_file
 from mic.training.evaluation import in_percent, shown_metric
-from mic.training.hooks import strict_json
+from mic.training.hooks import say, strict_json
 
 
 def load_config(
@@ -602,7 +602,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
     if init_file is not None:
         load_initial_weights(student, init_file)
         if process_info().is_main:
-            print(f"init_from: the model starts from the weights in {init_file}")
+            say(f"init_from: the model starts from the weights in {init_file}")
     method = build_method(cfg)
     check_batch_norm(student, method, min(source.batch_size, target_batch), ld)
     for term in method.terms.values():  # a term that needs more of the model says so now
@@ -700,7 +700,7 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
         resume(loop, resume_from, cfg, checkpointer, sizes, announce=False)
     refuse_held_folder(run_dir, resume_from)
     if resume_from is not None:
-        print(resumed_line(loop, resume_from))
+        say(resumed_line(loop, resume_from))
     return Experiment(
         cfg, task, student, method, loop, evaluation, run_dir, resume_from, checkpointer
     )

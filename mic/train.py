@@ -41,6 +41,7 @@ from mic.experiment import (
 from mic.resume import empty_run_folder
 from mic.schema import did_you_mean, exception_chain, spelled_alike
 from mic.training import TrainingInterrupted, process_info
+from mic.training.hooks import say, to_run_log
 
 
 def user_error(exc: BaseException) -> str | None:
@@ -206,21 +207,21 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
     try:
         summary = run_experiment(cfg, run_dir, on_start=start)
     except TrainingInterrupted as e:
-        print(
+        say(
             f"mic: {e}; its checkpoint is in {run_dir}/checkpoints. Continue with the same "
             f"command plus: {continue_with(run_dir)}",
-            file=sys.stderr,
+            sys.stderr,
         )
         sys.exit(e.exit_code)  # 128 + the signal, also where it reached another process
     except Exception as e:
         if interrupted():  # a Ctrl-C that an import turned into another error
             raise KeyboardInterrupt from e
         if _lost_peer(e):
-            print(
+            say(
                 f"mic: error: another process of the run stopped ({str(e).splitlines()[0]}); "
                 f"the last checkpoint is in {run_dir}/checkpoints. Continue with the same "
                 f"command plus: {continue_with(run_dir)}",
-                file=sys.stderr,
+                sys.stderr,
             )
             sys.exit(1)
         message = user_error(e)
@@ -234,8 +235,8 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
             if _RECORD.get("sweep") is not None:  # and the sweep's record
                 (Path(HydraConfig.get().sweep.dir) / "multirun.yaml").write_bytes(_RECORD["sweep"])
     if is_main:
-        print(format_summary(summary))
-        print(f"run folder: {run_dir}")
+        say(format_summary(summary))
+        say(f"run folder: {run_dir}")
 
 
 #: what torch's process-group backends say when a peer process died (gloo, NCCL)
@@ -253,7 +254,7 @@ def _lost_peer(error: BaseException) -> bool:
 def _job_failed(message: str, run_dir: str) -> None:
     """Report a job's user error; exit with status 2, unless the job is one of a sweep,
     whose other jobs go on (``main`` names the failed ones at the end)."""
-    print(f"mic: error: {message}", file=sys.stderr)
+    say(f"mic: error: {message}", sys.stderr)
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         _FAILED_JOBS.append(run_dir)
         return
@@ -782,11 +783,29 @@ def _format_warning(
     return _python_format(message, category, filename, lineno, line)
 
 
+_python_show = warnings.showwarning
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Show a warning as Python does (``_format_warning``'s form), and write it to the run
+    log too (``to_run_log``): the log tells the run's story as the console did."""
+    _python_show(message, category, filename, lineno, file, line)
+    to_run_log(_format_warning(message, category, filename, lineno, line).rstrip("\n"))
+
+
 def main() -> None:
     """``mic-train``: a Ctrl-C outside the training iterations ends it with one line
     (``mic.cli.INTERRUPTED``), also where a library caught its ``KeyboardInterrupt``; mic's
     warnings are written as one line each."""
     warnings.formatwarning = _format_warning
+    warnings.showwarning = _show_warning
     catch_interrupts()
     try:
         _command()

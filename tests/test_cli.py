@@ -30,6 +30,10 @@ def test_cli_runs_end_to_end_and_fills_the_run_folder(tmp_path):
     assert (run / "checkpoints" / "iter_00000004.pt").exists()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["after_adaptation"]["step"] == 4
+    # the run log tells what the console told (it held the data check's line alone)
+    log = (run / "digits_mean_teacher_mic.log").read_text()
+    for line in ("target accuracy after adaptation (iteration 4)", f"run folder: {run}"):
+        assert line in out.stdout and line in log
 
 
 def test_cli_unknown_config_key_is_one_clear_message(tmp_path):
@@ -50,6 +54,8 @@ def test_cli_user_error_exits_cleanly_without_traceback(tmp_path):
     assert out.returncode == 2
     assert "mic: error: unknown backbone 'resnet5'" in out.stderr
     assert "Traceback" not in out.stderr
+    log = (tmp_path / "digits_mean_teacher_mic.log").read_text()  # it was left empty
+    assert "mic: error: unknown backbone 'resnet5'" in log
 
 
 # the bad inputs themselves: tests/test_bad_input.py, each through mic-train

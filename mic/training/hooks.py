@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import math
 import shutil
+import sys
 import time
 import warnings
 import weakref
@@ -45,6 +47,23 @@ from mic.training.validators import (
 
 if TYPE_CHECKING:
     from mic.core.task import Task
+
+
+def to_run_log(text: str) -> None:
+    """Write ``text`` to the run's log file as well (the file handlers of the root logger:
+    mic-train's ``<job>.log``, set up by Hydra), where the console already shows it; nothing
+    where no log file is set up (Python use)."""
+    record = logging.LogRecord("mic", logging.INFO, __file__, 0, text, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def say(text: str, stream: Any = None) -> None:
+    """Print ``text`` (to ``stream``, default standard output) and write it to the run log
+    (``to_run_log``)."""
+    print(text, file=stream or sys.stdout)
+    to_run_log(text)
 
 
 def _step_of(line: str) -> int:
@@ -131,6 +150,7 @@ class ProgressBar(Hook):
     def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
         if "summary" in record and process_info().is_main:
             tqdm.write(record["summary"])
+            to_run_log(record["summary"])
 
     def after_run(self, loop: AdaptationLoop) -> None:
         self.bar.close()

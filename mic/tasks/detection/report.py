@@ -14,6 +14,7 @@ from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 
 from mic.core.batch import move_to, split_sample
 from mic.core.loop import AdaptationLoop, Hook
+from mic.training.hooks import to_run_log
 
 if TYPE_CHECKING:
     from mic.tasks.detection.task import DetectionTask
@@ -164,4 +165,6 @@ class DetectionReport(Hook):
         if self.print_table and self.tables:
             from tqdm.auto import tqdm
 
-            tqdm.write("per-class AP on the target test set (points):\n" + self.tables[0])
+            text = "per-class AP on the target test set (points):\n" + self.tables[0]
+            tqdm.write(text)
+            to_run_log(text)
