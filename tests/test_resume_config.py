@@ -404,3 +404,17 @@ def test_a_section_of_many_changes_is_named_by_the_section_to_allow(tmp_path):
     with pytest.raises(ConfigError, match=r"scheduler\.\* \(\d+ settings") as info:
         run_experiment(again, tmp_path)
     assert "resume_allow_changes=[scheduler]" in str(info.value)
+
+
+def test_a_resume_with_iterations_left_removes_the_earlier_end_s_summary_and_exports(tmp_path):
+    """A finished run extended (iterations raised) and stopped again kept the first end's
+    summary.json (best.pt at an iteration it no longer held) and student.pt / teacher.pt."""
+    base = [*TINY, "adaptation_start=2"]
+    run_experiment(load_config([*base, "iterations=3"]), tmp_path)
+    ends = [tmp_path / "summary.json", *(tmp_path / "checkpoints").glob("*ent.pt")]
+    assert len(ends) == 2 and (tmp_path / "checkpoints" / "teacher.pt").exists()
+    again = build_experiment(load_config([*base, "iterations=3", "resume=auto"]), tmp_path)
+    assert again.loop.step == 3 and all(p.exists() for p in ends)  # nothing left: kept
+    build_experiment(load_config([*base, "iterations=5", "resume=auto"]), tmp_path)
+    assert not any(p.exists() for p in ends)
+    assert not (tmp_path / "checkpoints" / "teacher.pt").exists()
