@@ -94,3 +94,19 @@ def test_mismatched_class_counts_are_clear():
 def test_unknown_loss_part_is_clear():
     overrides = ["method=source_only", "+method.terms.source.part_weights.box=0"]
     assert "part_weights name ['box']" in _error(overrides)
+
+
+def test_a_resumed_run_keeps_the_per_class_ap_tables_up_to_its_checkpoint(tmp_path):
+    """ap_per_class.md held one table per evaluation, latest first; a resume rewrote it with
+    the resumed part's alone."""
+    from types import SimpleNamespace
+
+    from mic.tasks.detection import DetectionReport, DetectionTask
+
+    report = DetectionReport(DetectionTask(2), None, tmp_path, images=0)
+    tables = [f"## iteration {s}\n\n| class | AP |\n| a | {s} |\n" for s in (60, 40, 20)]
+    (tmp_path / "ap_per_class.md").write_text("# Per-class AP\n\n" + "\n".join(tables))
+    report.before_run(SimpleNamespace(step=40))  # 60 came after the checkpoint
+    assert report.tables == tables[1:]
+    report.before_run(SimpleNamespace(step=0))  # a new run starts its own
+    assert report.tables == []

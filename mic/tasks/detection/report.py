@@ -118,6 +118,18 @@ class DetectionReport(Hook):
             self.samples = self.samples[: self.images]
         return self.samples
 
+    def before_run(self, loop: AdaptationLoop) -> None:
+        """A resumed run keeps the tables of ``ap_per_class.md`` up to the iteration it
+        resumes from (those after it are evaluated again), as ``metrics.jsonl`` does."""
+        path = None if self.run_dir is None else self.run_dir / "ap_per_class.md"
+        self.tables = []
+        if path is None or loop.step == 0 or not path.is_file():
+            return
+        for part in path.read_text().split("\n## iteration ")[1:]:
+            step = part.split("\n", 1)[0].strip()
+            if step.isdigit() and int(step) <= loop.step:
+                self.tables.append(f"## iteration {part.rstrip()}\n")
+
     def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
         table = per_class_table(record, self.task.class_names)
         if not table:
