@@ -63,7 +63,7 @@ class RandomStream:
         return RandomStream(stream_seed(self.seed, index))
 
 
-def _versions(obj: Any) -> list[int]:
+def versions_of(obj: Any) -> list[int]:
     """The in-place change counters of every tensor in ``obj`` (nested dataclass fields,
     lists, tuples and dicts)."""
     if isinstance(obj, Tensor):
@@ -71,7 +71,7 @@ def _versions(obj: Any) -> list[int]:
     if isinstance(obj, PseudoLabels):
         obj = [obj.labels, obj.confidence, obj.valid, obj.keep]
     items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
-    return [v for item in items for v in _versions(item)]
+    return [v for item in items for v in versions_of(item)]
 
 
 #: what maskers and augmentations draw from: a stream, a generator, or None (torch's global one)
@@ -179,7 +179,7 @@ class IterationContext:
         Raises:
             ConfigError: there is no teacher, or a term that read them changed them in place.
         """
-        versions = _versions(self._pseudo) if self._pseudo is not None else None
+        versions = versions_of(self._pseudo) if self._pseudo is not None else None
         if self._pseudo_versions is None:  # made here below, or set from outside
             self._pseudo_versions = versions
         elif versions != self._pseudo_versions:
@@ -204,7 +204,7 @@ class IterationContext:
             if self.step == self.adaptation_start:  # one look at the values, not every step
                 self._pseudo.check_confidence()
                 self._check_layout()
-            self._pseudo_versions = _versions(self._pseudo)
+            self._pseudo_versions = versions_of(self._pseudo)
         return self._pseudo
 
     def _check_layout(self) -> None:

@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from mic.core.batch import EndlessLoader, move_to, split_sample
-from mic.core.context import IterationContext
+from mic.core.context import IterationContext, versions_of
 from mic.core.errors import ConfigError, DatasetError
 from mic.core.method import UDAMethod
 from mic.core.task import Task, check_task
@@ -345,12 +345,15 @@ class AdaptationLoop:
         one ``SharedForward``, summed) once; return the detached losses by name.
 
         Raises:
-            ConfigError: two terms report a loss under the same name, or every loss that is
-                not 0 has no gradient (nothing would train). Another error raised in a term
+            ConfigError: two terms report a loss under the same name, a term changed the
+                batch's images in place, or every loss that is not 0 has no gradient (nothing
+                would train). Another error raised in a term
                 carries a note naming the term and the iteration.
         """
         losses: dict[str, Tensor] = {}
         graded: set[str] = set()  # the losses with a gradient
+        images = [ctx.source_images, ctx.target_images]
+        versions = versions_of(images)  # the terms after one see its batch, and the teacher
         for branch in _branches(terms):
             parts: list[Tensor] = []
             for name, term in branch:
@@ -362,6 +365,12 @@ class AdaptationLoop:
                     if hasattr(e, "add_note") and not isinstance(e, (ConfigError, DatasetError)):
                         e.add_note(f"(raised in loss term {name!r} at iteration {ctx.step + 1})")
                     raise
+                if versions_of(images) != versions:
+                    raise ConfigError(
+                        f"loss term {name!r} changed the batch's images in place (e.g. "
+                        "x.add_(noise)): the teacher's pseudo-labels, MIC and the terms after it "
+                        "would read the changed ones; change a copy (x = x + noise)"
+                    )
                 if set(named) & set(losses):
                     clash = sorted(set(named) & set(losses))
                     raise ConfigError(f"two loss terms report a loss named {clash}; rename one")
