@@ -356,3 +356,14 @@ def test_the_loop_s_and_the_teacher_s_objects_of_the_wrong_kind_are_named():
         AdaptationLoop(type(task), student, source_only(), optimizer, source, target, 1)
     with pytest.raises(ConfigError, match="the teacher follows a student model, got NoneType"):
         EMATeacher(None)
+
+
+def test_a_batch_of_grey_and_colour_images_is_named_by_its_channels():
+    """It said 'images of different sizes' for 1 x 32 x 32 beside 3 x 32 x 32."""
+    from mic.core import DatasetError, collate_pairs
+
+    grey, colour = torch.zeros(1, 8, 8), torch.zeros(3, 8, 8)
+    with pytest.raises(DatasetError, match=r"images of \[1, 3\] channels .*convert\('RGB'\)"):
+        collate_pairs([(grey, 0), (colour, 1)])
+    with pytest.raises(DatasetError, match="images of different sizes"):
+        collate_pairs([(colour, 0), (torch.zeros(3, 8, 9), 1)])

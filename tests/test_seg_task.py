@@ -318,3 +318,12 @@ def test_a_test_set_of_ignored_pixels_alone_scores_nan_with_a_warning():
     with pytest.warns(UserWarning, match="no scored pixel holds a class label"):
         scores = metric.compute()
     assert math.isnan(float(scores["miou"])) and math.isnan(float(scores["accuracy"]))
+
+
+def test_class_scores_with_the_classes_last_are_named_as_such():
+    """B x h x w x C scores were told 'the model predicts 64 classes; set model.num_classes'."""
+    task = SegmentationTask(4)
+    with pytest.raises(ConfigError, match=r"the classes last \(B x h x w x C\).*permute"):
+        task.check_logits(torch.zeros(2, 16, 16, 4))
+    with pytest.raises(ConfigError, match="the model predicts 5 classes"):
+        task.check_logits(torch.zeros(2, 5, 16, 16))

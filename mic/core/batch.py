@@ -53,6 +53,12 @@ def _stacked(batch: Callable[[list[Any]], Any], items: list[Any], what: str) -> 
         shapes = sorted({tuple(getattr(x, "shape", ())) for x in items})
         if len(shapes) < 2:
             raise
+        if what == "images" and len({s[1:] for s in shapes}) == 1 and len(shapes[0]) == 3:
+            raise DatasetError(  # grey beside colour images: the sizes agree
+                f"one batch holds images of {sorted({s[0] for s in shapes})} channels "
+                f"{shapes}; convert every image to the same channels in the dataset (grey "
+                "ones to RGB: Image.convert('RGB') before ToTensor)"
+            ) from None
         raise DatasetError(
             f"one batch holds {what} of different sizes {shapes}; give the dataset a transform "
             "that resizes or crops every image (and label) to one size"

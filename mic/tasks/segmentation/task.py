@@ -272,6 +272,12 @@ class SegmentationTask(Task):
                 + ": wrap a model that returns a dict or tuple (e.g. torchvision's "
                 "{'out': ...}) in a module whose forward returns the class scores"
             )
+        if logits.shape[1] != self.num_classes and logits.shape[-1] == self.num_classes:
+            raise ConfigError(
+                f"the model returns class scores of shape {tuple(logits.shape)}, the classes "
+                "last (B x h x w x C): a segmentation model returns B x C x h x w; permute "
+                "them in its forward (.permute(0, 3, 1, 2))"
+            )
         if logits.shape[1] != self.num_classes:
             raise ConfigError(
                 f"the model predicts {logits.shape[1]} classes but the task (dataset) has "
