@@ -275,6 +275,15 @@ def build_datasets(cfg: DictConfig, preflight: bool = True) -> dict[str, Any]:
                 if cause is None:
                     raise
                 failed.setdefault(_as_override(cause, cfg, name), []).append(f"dataset.{name}")
+                continue
+            kind = type(data[name])
+            if not all(callable(getattr(kind, m, None)) for m in ("__len__", "__getitem__")):
+                raise DatasetError(
+                    f"dataset.{name} ({kind.__name__}) has no __len__ or no __getitem__: "
+                    "mic-train reads datasets by index (map-style, as torch's Dataset with "
+                    "__len__), so that its samplers can shuffle, resume and split them among "
+                    "processes"
+                )
             if name == "target" and not failed:  # before the test split names a symptom
                 _check_split_folders(data)
     if not failed:

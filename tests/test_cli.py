@@ -255,6 +255,8 @@ def test_own_dataset_class_replaces_the_target_as_docs_own_dataset_shows(tmp_pat
         "        return self.n\n"
         "    def __getitem__(self, i):\n"
         "        return torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(i))\n"
+        "class NoLength(MyTarget):\n"
+        "    __len__ = None\n"
     )
     own = "+dataset.target={_target_: mypkg.data.MyTarget, root: /data/tgt}"
     out = _cli(*TINY, "~dataset.target", own, "hydra.run.dir=run", cwd=tmp_path)
@@ -268,6 +270,11 @@ def test_own_dataset_class_replaces_the_target_as_docs_own_dataset_shows(tmp_pat
         "no setting dataset.targt: dataset has no 'targt'. Did you mean: target?"
     )
     assert unknown_setting(["~dataset.target", own]) is None
+    # a dataset without __len__ ended in a TypeError of the resume record
+    own = own.replace("MyTarget", "NoLength")
+    out = _cli(*TINY, "~dataset.target", own, "hydra.run.dir=nolen", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "dataset.target (NoLength) has no __len__ or no __getitem__" in out.stderr
 
 
 def test_the_default_run_folder_says_whether_mic_is_on_and_source_only_with_mic_is_warned(
