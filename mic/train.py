@@ -75,8 +75,28 @@ def user_error(exc: BaseException) -> str | None:
                 said = str(seen).replace(
                     ", set env var HYDRA_FULL_ERROR=1 to see chained exception", ""
                 )
-                return _one_paragraph(f"cannot build an object from the config: {said}{where}")
+                return _one_paragraph(
+                    f"cannot build an object from the config: {said}{where}{_group_hint(said)}"
+                )
     return None
+
+
+def _group_hint(said: str) -> str:
+    """For a class of one's own given a config group's argument it does not take (a
+    ``model._target_=...`` on the command line keeps the model config's other keys): how to
+    replace the whole group."""
+    unexpected = re.search(r"unexpected keyword argument '(\w+)'", said)
+    group = re.search(r"full_key: (model|task|dataset\.\w+)\b", said)
+    if not (unexpected and group):
+        return ""
+    key = group.group(1)
+    return (
+        f". A _target_ of your own under {key} is given the other keys of its config too "
+        f"({key}.{unexpected.group(1)} among them): drop them (~{key}.{unexpected.group(1)}), "
+        f"or replace the whole {key.split('.')[0]} config: a {key.split('.')[0]}/<name>.yaml "
+        f"of yours chosen with {key.split('.')[0]}=<name>, or 'override /{key.split('.')[0]}: "
+        "null' in an experiment file (docs/new_task.md)"
+    )
 
 
 def _import_hint(path: str, error: ImportError) -> str:

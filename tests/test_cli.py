@@ -310,3 +310,18 @@ def test_mic_train_writes_mic_s_warnings_as_one_line_and_others_as_python_does()
     assert ours == "mic: warning: the loader is short\n"
     theirs = _format_warning("deprecated", FutureWarning, warnings.__file__, 3, "line")
     assert "FutureWarning: deprecated" in theirs and warnings.__file__ in theirs
+
+
+def test_a_class_of_one_s_own_given_the_group_s_other_keys_is_told_to_replace_the_group():
+    """model._target_=mine on the command line kept model.backbone: a bare TypeError."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from mic.train import user_error
+
+    cfg = OmegaConf.create({"model": {"_target_": "tests.helpers.tiny_model", "backbone": "x"}})
+    with pytest.raises(Exception) as info:
+        instantiate(cfg.model)
+    said = user_error(info.value)
+    assert "unexpected keyword argument 'backbone'" in said
+    assert "drop them (~model.backbone), or replace the whole model config" in said
