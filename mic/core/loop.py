@@ -396,9 +396,9 @@ class AdaptationLoop:
         if torch.is_grad_enabled() and key not in self._gradless and loss.item() != 0:
             self._gradless.add(key)
             warnings.warn(
-                f"loss term {term!r} returned {key!r} = {loss.item():.4g} without a gradient "
-                "(computed under no_grad, detached, or a number): it trains nothing; return "
-                "the loss tensor itself (0 or a plain 0.0 means no loss this iteration)",
+                f"loss term {term!r} returned {key!r} (times its weight: {loss.item():.4g}) "
+                "without a gradient (computed under no_grad, detached, or a number): it trains "
+                "nothing; return the loss tensor itself (0 or a plain 0.0: no loss this time)",
                 stacklevel=2,
             )
 
