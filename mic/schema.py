@@ -647,7 +647,12 @@ def term_weight_problems(cfg: DictConfig) -> list[str]:
             found += [(f"part_weights.{k}", parts[k]) for k in parts]
         for key, value in found:  # text and the like: flag_problems or the term judges it
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if number and not (math.isfinite(value) and value >= 0):
+            if key == "weight" and value is None:  # a term's own weight has no "unset"
+                problems.append(
+                    f"method.terms.{name}.weight: a loss weight must be a finite number >= 0, "
+                    "got null (0 switches the loss off)"
+                )
+            elif number and not (math.isfinite(value) and value >= 0):
                 problems.append(
                     f"method.terms.{name}.{key}: a loss weight must be a finite number >= 0 "
                     f"(got {value!r}): a negative one makes training maximise its loss; set it "

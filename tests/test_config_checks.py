@@ -204,6 +204,7 @@ def test_a_mic_option_of_another_task_is_named_with_the_mic_options_that_fit():
         (["method.terms.mic.weight=-1"], "method.terms.mic.weight"),
         (["method.terms.self_training.weight=-5"], "method.terms.self_training.weight"),
         (["method.terms.mic.weight=nan"], "method.terms.mic.weight"),
+        (["method.terms.mic.weight=null"], "method.terms.mic.weight"),  # was float(None)'s
         (
             ["experiment=det_shapes", "method.terms.adversarial.image_weight=-0.1"],
             "method.terms.adversarial.image_weight",
