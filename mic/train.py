@@ -613,6 +613,12 @@ def unknown_option(argv: Sequence[str]) -> str | None:
             if value == "null" or not re.fullmatch(r"[\w.-]+", value):
                 continue
             found = [f / f"{value}.yaml" for f in folders if (f / f"{value}.yaml").is_file()]
+            deep = [f for f in own if (f / f"{value}.yaml").is_file() and f.name == key]
+            if not found and deep:  # --config-dir my_conf/method: one level too deep
+                return (
+                    f"unknown {key} {value!r}: your config folder {deep[0]} holds {value}.yaml "
+                    f"itself; give the folder that holds {key}/ (--config-dir {deep[0].parent})"
+                )
             if found:
                 problem = (
                     _experiment_problem(found[0], confs)

@@ -1550,8 +1550,16 @@ def test_global_batch_that_does_not_divide_among_processes():
         per_process_batch_size(16, 3, "source")
 
 
-def test_config_group_options_are_checked_where_mics_own_configs_decide():
+def test_config_group_options_are_checked_where_mics_own_configs_decide(tmp_path):
     from mic.train import unknown_option
+
+    (tmp_path / "method").mkdir()  # --config-dir given one level too deep
+    (tmp_path / "method" / "entmin.yaml").write_text("name: entmin\n")
+    said = unknown_option(["--config-dir", str(tmp_path / "method"), "method=entmin"])
+    assert (
+        f"holds entmin.yaml itself; give the folder that holds method/ (--config-dir {tmp_path})"
+        in said
+    )
 
     assert unknown_option(["experiment=det_shapes", "mic=none", "seed=3", "model.norm=x"]) is None
     assert "Did you mean: dacs?" in unknown_option(["+method=dacs_mic"])
