@@ -982,6 +982,7 @@ def summarize(exp: Experiment) -> dict[str, Any]:
         "in_percent": in_percent(exp.task),  # how the console shows the metric
         "iterations": loop.iterations,
         "skipped_steps": loop.skipped_steps,  # NaN / Inf iterations without an optimiser step
+        "device": str(loop.device),  # what device=auto chose
     }
     start = exp.loop.adaptation_start
     before = [r for r in history if r["step"] == start and start > 0]

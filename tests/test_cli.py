@@ -29,7 +29,7 @@ def test_cli_runs_end_to_end_and_fills_the_run_folder(tmp_path):
     assert any((run / "tensorboard").iterdir())
     assert (run / "checkpoints" / "iter_00000004.pt").exists()
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["after_adaptation"]["step"] == 4
+    assert summary["after_adaptation"]["step"] == 4 and summary["device"] == "cpu"
     # the run log tells what the console told (it held the data check's line alone)
     log = (run / "digits_mean_teacher_mic.log").read_text()
     for line in ("target accuracy after adaptation (iteration 4)", f"run folder: {run}"):
