@@ -236,7 +236,7 @@ def test_joint_source_supervision_uses_one_forward_once_adapting():
     xt = next(iter(target))
     term = JointSourceSupervision()
     ctx = Ctx(student=model, task=task, step=0, adaptation_start=1)
-    ctx.source_images, ctx.source_targets, ctx.target_images = xs, ys, xt
+    ctx.source_images, ctx.source_targets, ctx._target_images = xs, ys, xt
     torch.testing.assert_close(term(ctx), F.cross_entropy(model(xs), ys))
     assert joint_forward not in ctx._shared  # before adaptation: the source alone
     ctx.adapting = True
@@ -259,7 +259,7 @@ def test_separate_forward_normalises_each_domain_with_its_own_batch_statistics()
     calls = []
     model.register_forward_hook(lambda m, args, out: calls.append(len(args[0])))
     ctx = Ctx(student=model, task=task)
-    ctx.source_images, ctx.source_targets, ctx.target_images = xs, ys, xt
+    ctx.source_images, ctx.source_targets, ctx._target_images = xs, ys, xt
     out = separate_forward(ctx)
     assert separate_forward(ctx) is out and calls == [len(xs), len(xt)]  # once per iteration
     with torch.no_grad():
@@ -285,7 +285,7 @@ def test_every_term_reads_the_forward_pass_it_is_given(forward_pass):
     ]
     task, xs, ys, xt = _batches()
     ctx = Ctx(student=tiny_model().train(), task=task)
-    ctx.source_images, ctx.source_targets, ctx.target_images = xs, ys, xt
+    ctx.source_images, ctx.source_targets, ctx._target_images = xs, ys, xt
     for term in terms:
         assert term.shared_forward is shared and term.forward_pass == forward_pass
         assert torch.isfinite(term(ctx))

@@ -390,3 +390,24 @@ def test_a_term_that_changes_the_batch_s_images_in_place_is_named():
     loop, _ = make_loop(method, iterations=1)
     with pytest.raises(ConfigError, match=r"loss term 'noise' changed the batch's images in"):
         loop.train_step()
+
+
+class _PeeksAtTarget(LossTerm):
+    """A term that says it needs no target data, and reads it."""
+
+    uses_target = False
+
+    def forward(self, ctx):
+        return ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets) + 0 * (
+            ctx.target_images.mean()
+        )
+
+
+def test_a_term_that_reads_the_target_before_adaptation_start_is_named():
+    """It adapted in the source-only iterations: the score 'before adaptation' was an adapted
+    model's (78.0 against 75.8)."""
+    loop, _ = make_loop(UDAMethod({"peek": _PeeksAtTarget()}), iterations=3, adaptation_start=1)
+    with pytest.raises(ConfigError, match=r"'peek' reads the target images before adaptation"):
+        loop.train_step()
+    loop.step = 1  # from adaptation_start it may
+    loop.train_step()

@@ -155,13 +155,31 @@ class IterationContext:
         self.term, self.mean = "", mean  # term: set by the loop
         self.adaptation_start, self.adapting = adaptation_start, step >= adaptation_start
         self.source_images, self.source_targets = split_sample(source)
-        self.target_images, _ = split_sample(target)
+        self._target_images, _ = split_sample(target)
         self._layout = (seed, rank, world_size, micro, micro_batches)
         self._pseudo: PseudoLabels | None = None
         self._pseudo_versions: list[int] | None = None  # their tensors' in-place change counters
         self._readers: list[str] = []  # the terms that read them
         self._shared: dict[SharedForward, Any] = {}
         self._streams: dict[str, RandomStream] = {}
+
+    @property
+    def target_images(self) -> Any:
+        """The target batch's images.
+
+        Raises:
+            ConfigError: read by a term before ``adaptation_start`` (one with ``uses_target =
+                False`` that reads them without asking ``ctx.adapting``): the iterations that
+                precede adaptation would adapt (and the score before adaptation with them).
+        """
+        if self.term and not self.adapting:
+            raise ConfigError(
+                f"loss term '{self.term}' reads the target images before adaptation_start="
+                f"{self.adaptation_start}, where only terms with uses_target = False run: set "
+                "uses_target = True on it (it then starts at adaptation_start), or read them "
+                "only when ctx.adapting"
+            )
+        return self._target_images
 
     @property
     def rng(self) -> RandomStream:

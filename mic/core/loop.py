@@ -352,6 +352,7 @@ class AdaptationLoop:
         """
         losses: dict[str, Tensor] = {}
         graded: set[str] = set()  # the losses with a gradient
+        ctx.term = ""  # between terms (SAM's second pass comes after the first's last term)
         images = [ctx.source_images, ctx.target_images]
         versions = versions_of(images)  # the terms after one see its batch, and the teacher
         for branch in _branches(terms):
