@@ -332,10 +332,10 @@ class AdaptationLoop:
             reported.append([dict(getattr(t, "statistics", None) or {}) for _, t in terms])
         for i, (_, term) in enumerate(terms if len(contexts) > 1 else ()):
             seen = [r[i] for r in reported]
-            shared = [k for k in seen[-1] if all(isinstance(r.get(k), Tensor) for r in seen)]
+            shared = [k for k in seen[-1] if all(_scalar(r.get(k)) for r in seen)]
             mean = {k: torch.stack([r[k].float() for r in seen]).mean() for k in shared}
-            if mean:  # the last micro-batch's alone, before
-                term.statistics = mean
+            if mean:  # the last micro-batch's alone, before (others stay the last one's)
+                term.statistics = {**seen[-1], **mean}
         return {k: torch.stack([m[k] for m in per_micro]).mean() for k in per_micro[0]}
 
     def backward_terms(
@@ -491,6 +491,11 @@ class AdaptationLoop:
                 images = images.contiguous(memory_format=torch.channels_last)
                 batch = images if targets is None else (images, targets)
         return batch
+
+
+def _scalar(value: Any) -> bool:
+    """Whether ``value`` is a 0-d tensor (a statistic that averages)."""
+    return isinstance(value, Tensor) and value.dim() == 0
 
 
 def _hooks(hooks: Any) -> list[Hook]:
