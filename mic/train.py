@@ -367,13 +367,16 @@ def _config_dirs(argv: Sequence[str]) -> list[Path] | None:
 def _shadowed_configs(own: Sequence[Path]) -> str | None:
     """The message for config files of one's own folders that have the name of one of mic's
     (``method/mean_teacher.yaml``): Hydra searches mic's configs first, so the run would take
-    mic's and ignore the file (an edited copy, without a word)."""
+    mic's and ignore the file (an edited copy, without a word). Only mic's config groups are
+    looked into (a ``config.yaml`` of one's own project beside them is left alone)."""
     bundled = importlib.resources.files("mic.conf")
+    groups = [g.name for g in bundled.iterdir() if g.is_dir() and not g.name.startswith("_")]
     clashes = [
         path
         for folder in own
-        for path in sorted(folder.rglob("*.yaml"))
-        if bundled.joinpath(*path.relative_to(folder).parts).is_file()
+        for group in groups
+        for path in sorted((folder / group).glob("*.yaml"))
+        if bundled.joinpath(group, path.name).is_file()
     ]
     if not clashes:
         return None
