@@ -87,8 +87,9 @@ def _group_hint(said: str) -> str:
     replace the whole group."""
     unexpected = re.search(r"unexpected keyword argument '(\w+)'", said)
     group = re.search(r"full_key: (model|task|dataset\.\w+)\b", said)
-    if not (unexpected and group):
-        return ""
+    target = re.search(r"call to target '([\w.]+)'", said)
+    if not (unexpected and group) or (target and target.group(1).startswith("mic.")):
+        return ""  # mic's own class given an argument it lacks: the message says which
     key = group.group(1)
     return (
         f". A _target_ of your own under {key} is given the other keys of its config too "
