@@ -710,14 +710,13 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
     refuse_held_folder(run_dir, resume_from)
     if resume_from is not None:
         say(resumed_line(loop, resume_from))
-        if run_dir and loop.step < loop.iterations and group.is_main:
-            # an earlier end's summary and final weights no longer describe the run (a run
-            # that stops again would leave them beside newer checkpoints); written at its end
-            stale = [Path(run_dir) / "summary.json"]
-            if checkpointer is not None:
-                stale += [checkpointer.directory / f"{m}.pt" for m in ("student", "teacher")]
-            for path in stale:
-                path.unlink(missing_ok=True)
+        if run_dir and checkpointer is not None and loop.step < loop.iterations:
+            # an earlier end's summary and final weights no longer describe the run once it
+            # saves a newer checkpoint (a run stopped again kept them); its end writes them
+            checkpointer.superseded = [
+                Path(run_dir) / "summary.json",
+                *(checkpointer.directory / f"{m}.pt" for m in ("student", "teacher")),
+            ]
     return Experiment(
         cfg, task, student, method, loop, evaluation, run_dir, resume_from, checkpointer
     )

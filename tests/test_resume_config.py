@@ -415,6 +415,10 @@ def test_a_resume_with_iterations_left_removes_the_earlier_end_s_summary_and_exp
     assert len(ends) == 2 and (tmp_path / "checkpoints" / "teacher.pt").exists()
     again = build_experiment(load_config([*base, "iterations=3", "resume=auto"]), tmp_path)
     assert again.loop.step == 3 and all(p.exists() for p in ends)  # nothing left: kept
-    build_experiment(load_config([*base, "iterations=5", "resume=auto"]), tmp_path)
+    longer = build_experiment(load_config([*base, "iterations=5", "resume=auto"]), tmp_path)
+    assert all(p.exists() for p in ends)  # a resume that fails before a checkpoint keeps them
+    longer.loop.train_step()
+    longer.loop.step += 1
+    longer.checkpointer.save(longer.loop)  # a newer checkpoint supersedes them
     assert not any(p.exists() for p in ends)
     assert not (tmp_path / "checkpoints" / "teacher.pt").exists()

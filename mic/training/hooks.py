@@ -189,11 +189,11 @@ class MetricsLogger(Hook):
         self._file: Any = None
         self._t0 = 0.0
         self._step0 = 0
-        self._lr = 0.0  # the rate the next iteration trains with (the scheduler steps in one)
+        self._lr: float | None = None  # the rate the next iteration trains with
 
     def before_run(self, loop: AdaptationLoop) -> None:
         self._t0, self._step0 = time.perf_counter(), loop.step
-        self._lr = loop.lr()
+        self._lr = loop.lr() if callable(getattr(loop, "lr", None)) else None
         if not process_info().is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -225,7 +225,8 @@ class MetricsLogger(Hook):
             self.writer.flush()
 
     def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
-        trained_with, self._lr = self._lr, loop.lr()  # loop.lr() is already the next one's
+        # the scheduler steps within an iteration: loop.lr() is already the next one's
+        trained_with, self._lr = (loop.lr() if self._lr is None else self._lr), loop.lr()
         if not _due(loop.step, self.interval, loop.iterations):
             return
         now = time.perf_counter()
@@ -545,6 +546,9 @@ class Checkpointer(Hook):
                 "validator/<model>/<name> (e.g. validator/student/snd), or None"
             )
         self.directory = Path(directory)
+        #: files that the run's next checkpoint supersedes (an earlier end's summary and final
+        #: weights, set by a resume that trains on): removed once it is written
+        self.superseded: list[Path] = []
         self.interval = interval
         self.keep = keep
         self.best_metric = best_metric
@@ -694,6 +698,9 @@ class Checkpointer(Hook):
             save_checkpoint(state, path)
             for old in sorted(self.directory.glob("iter_*.pt"))[: -self.keep]:
                 old.unlink()
+            for stale in self.superseded:  # the run has gone past them
+                stale.unlink(missing_ok=True)
+            self.superseded = []
         self._saved_step = loop.step
         return path
 
