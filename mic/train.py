@@ -459,17 +459,19 @@ def _config_file_problem(path: Any, group: str) -> str | None:
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).strip().splitlines()[0]
         return f"config file {path}{where}: YAML cannot read it ({problem})"
-    if group != "method" or not isinstance(loaded, dict):
-        return None
+    text = path.read_text()
+    if group != "method" or not isinstance(loaded, dict) or _package(text) is not None:
+        return None  # another layout (# @package): Hydra judges
     where = f"method file {path}"
     name = loaded.get("name")
-    if name is None:
+    defaults = loaded.get("defaults") or []
+    inherited = [  # another method of its group (mean_teacher, /method/x): it may set the name
+        d for d in defaults if isinstance(d, str) and d != "_self_" and "@" not in d
+    ]
+    if name is None and not inherited:
         return f"{where} has no name: (it names the run folder and log): add name: {path.stem}"
-    if not re.fullmatch(r"[\w.-]+", str(name)):
-        return (
-            f"{where}: name: {name!r} names the run folder and log: use letters, digits, "
-            "'_', '.' and '-'"
-        )
+    if name is not None and _separated(str(name)):
+        return f"{where}: name: {name!r} names the run folder and log: give it without '/'"
     terms = loaded.get("terms", {})
     if not isinstance(terms, dict):
         return (
@@ -481,15 +483,19 @@ def _config_file_problem(path: Any, group: str) -> str | None:
             f"{where}: a term named 'mic' is replaced by MIC's (the mic option writes "
             "method.terms.mic; mic=none removes it): give your term another name"
         )
-    beside = [
+    beside = [  # an object that a term reads through ${method.<key>} is no stray term
         str(k)
         for k, v in loaded.items()
-        if k not in _METHOD_FILE_KEYS and isinstance(v, dict) and "_target_" in v
+        if k not in _METHOD_FILE_KEYS
+        and isinstance(v, dict)
+        and "_target_" in v
+        and f"method.{k}" not in text
     ]
     if beside:
         return (
-            f"{where}: {', '.join(beside)} build objects (_target_) beside terms:, where no "
-            "loss term is read: indent them under terms: (as in mic's conf/method/*.yaml)"
+            f"{where}: {', '.join(beside)} (a _target_ each) beside terms:, where no loss term "
+            "is read, and no interpolation reads them: a loss term goes under terms: (as in "
+            "mic's conf/method/*.yaml)"
         )
     return None
 
@@ -524,8 +530,8 @@ def usage_problem(argv: Sequence[str]) -> str | None:
     Hydra ignores: it reads the search path from ``hydra.searchpath=`` alone) or not at all
     (a value starting with ``~``, which the shell leaves unexpanded after ``key=``; an unquoted
     value with characters beyond ASCII, which Hydra's lexer refuses; a ``method.name`` or
-    ``dataset.name`` that cannot name the run folder and log, such as ``a/b``); None if none
-    of these."""
+    ``dataset.name`` with a ``/``, which cannot name the run's log file); None if none of
+    these."""
     flags = {a.split("=", 1)[0] for a in argv}
     modes = [long for long, short in _MODES.items() if {long, short} & flags]
     if len(modes) > 1:
@@ -555,16 +561,16 @@ def usage_problem(argv: Sequence[str]) -> str | None:
             f"é) only in a quoted value: write \"{key}='{value}'\" (the double quotes keep "
             "the single ones from the shell)"
         )
-    named = [  # the run folder and log are named by them
+    named = [  # the run folder and log are named by them: no path separator
         a
         for a in argv
         if a.split("=", 1)[0].lstrip("+") in ("method.name", "dataset.name")
-        and not re.fullmatch(r"[\w.-]+", a.split("=", 1)[1].strip("'\""))
+        and _separated(a.split("=", 1)[1])
     ]
     if named:
         return (
             f"{named[0]}: {named[0].split('=', 1)[0].lstrip('+')} names the run folder and "
-            "log: use letters, digits, '_', '.' and '-'"
+            "log: give it without '/'"
         )
     added = [a for a in argv if a.split("=", 1)[0] in ("+hydra.searchpath", "++hydra.searchpath")]
     if added:
@@ -574,6 +580,12 @@ def usage_problem(argv: Sequence[str]) -> str | None:
             f"path from hydra.searchpath= alone: write {plain}"
         )
     return None
+
+
+def _separated(name: str) -> bool:
+    """Whether a run name (``method.name``) holds a path separator outside interpolations
+    (``mt_s${seed}`` is fine; ``a/b`` makes Hydra's log file a path that does not exist)."""
+    return "/" in re.sub(r"\$\{[^}]*\}", "", str(name))
 
 
 def _quoted(value: str) -> bool:

@@ -646,8 +646,7 @@ CASES = [
         "config-run-name-with-slash",
         "a method name that cannot name the run folder and log (Hydra's logging traceback)",
         lambda t, r: ["method.name=my/method"],
-        "method.name=my/method: method.name names the run folder and log: use letters, "
-        "digits, '_', '.' and '-'",
+        "method.name=my/method: method.name names the run folder and log: give it without '/'",
     ),
     (
         "config-home-path",
@@ -700,8 +699,8 @@ CASES = [
         "config-own-method-terms-beside",
         "a method file of one's own whose terms are not under terms: (MIC alone trained)",
         lambda t, r: ["--config-dir", _own_method(t, _TERMS_BESIDE), "method=mine"],
-        "source build objects (_target_) beside terms:, where no loss term is read: indent "
-        "them under terms:",
+        "source (a _target_ each) beside terms:, where no loss term is read, and no "
+        "interpolation reads them: a loss term goes under terms:",
     ),
     (
         "config-own-method-term-named-mic",
@@ -1634,3 +1633,26 @@ if __name__ == "__main__":  # print docs/errors.md's table
         for name, what, _, _ in CASES:
             text = message(results[name]).replace(d, "/tmp/x").replace("|", "\\|")
             print(f"| `{name}` | {what} | {text} |")
+
+
+def test_method_files_of_one_s_own_that_compose_are_not_refused(tmp_path):
+    """The checks of one's own method files refused files that ran: a name inherited from the
+    defaults list, a name from an interpolation, an object beside terms: that a term reads
+    through ${method.<key>}, a file of another layout (# @package)."""
+    from mic.train import unknown_option, usage_problem
+
+    files = {
+        "inherit": "defaults:\n  - mean_teacher\n  - _self_\nterms:\n  self_training:\n"
+        "    weight: 0.5\n",
+        "interp": "name: mt_s${seed}\nterms:\n  source:\n    _target_: mic.SourceSupervision\n",
+        "shared": "name: shared\nshared_aug:\n  _target_: mic.StrongAugmentation\nterms:\n"
+        "  source:\n    _target_: mic.SourceSupervision\n    extra: ${method.shared_aug}\n",
+        "glob": "# @package _global_\nmethod:\n  name: glob\n",
+    }
+    (tmp_path / "method").mkdir()
+    for name, text in files.items():
+        (tmp_path / "method" / f"{name}.yaml").write_text(text)
+        assert unknown_option(["--config-dir", str(tmp_path), f"method={name}"]) is None, name
+    for fine in ("method.name=mt_s${seed}", "method.name=mt+v2", "method.name=my run"):
+        assert usage_problem([fine]) is None
+    assert "give it without '/'" in usage_problem(["method.name=a/${seed}"])
