@@ -236,7 +236,7 @@ def test_joint_source_supervision_uses_one_forward_once_adapting():
     xt = next(iter(target))
     term = JointSourceSupervision()
     ctx = Ctx(student=model, task=task, step=0, adaptation_start=1)
-    ctx.source_images, ctx.source_targets, ctx._target_images = xs, ys, xt
+    ctx.source_images, ctx.source_targets, ctx.target_images = xs, ys, xt
     torch.testing.assert_close(term(ctx), F.cross_entropy(model(xs), ys))
     assert joint_forward not in ctx._shared  # before adaptation: the source alone
     ctx.adapting = True

@@ -411,3 +411,17 @@ def test_a_term_that_reads_the_target_before_adaptation_start_is_named():
         loop.train_step()
     loop.step = 1  # from adaptation_start it may
     loop.train_step()
+
+
+class _Replaces(LossTerm):
+    """A target term that gives the terms after it flipped target images (a new tensor)."""
+
+    def forward(self, ctx):
+        ctx.target_images = ctx.target_images.flip(-1)
+        return ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets)
+
+
+def test_a_term_may_replace_the_target_images_with_new_ones():
+    """A read-only target_images ended such a term in an AttributeError."""
+    loop, _ = make_loop(mean_teacher().with_terms(flip=_Replaces()), iterations=1)
+    loop.train_step()

@@ -181,6 +181,10 @@ class IterationContext:
             )
         return self._target_images
 
+    @target_images.setter
+    def target_images(self, images: Any) -> None:  # a term's replacement, for the terms after it
+        self._target_images = images
+
     @property
     def rng(self) -> RandomStream:
         """The running term's ``RandomStream``."""
