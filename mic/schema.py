@@ -545,7 +545,8 @@ def task_mismatches(cfg: DictConfig) -> list[str]:
         return []
     problems = []
     dataset = raw.get("dataset") or {}
-    reader = (dataset.get("source") or {}).get("_target_")
+    source = dataset.get("source") if isinstance(dataset, dict) else None
+    reader = source.get("_target_") if isinstance(source, dict) else None  # not ${...}
     if _data_task(reader) not in (None, task):
         name = dataset.get("name", "the data set")
         problems.append(_other_task("dataset", name, _data_task(reader), task, " or experiment,"))
@@ -606,8 +607,11 @@ def _options(group: str, task: str) -> list[str]:
         path = folder / f"{name}.yaml"
         if group == "dataset":
             fits = _data_task(_source_reader(folder, name)) == task
-        else:
-            targets = re.findall(r"_target_:\s*([\w.]+)", path.read_text())
+        else:  # with the options its defaults list names in the group (cdan_e: cdan)
+            text = path.read_text()
+            bases = [folder / f"{b}.yaml" for b in re.findall(r"^\s*-\s*(\w+)\s*$", text, re.M)]
+            text += "".join(b.read_text() for b in bases if b.is_file())
+            targets = re.findall(r"_target_:\s*([\w.]+)", text)
             fits = bool(targets) and all(_task_of(t) in (None, task) for t in targets)
         if fits:
             fitting.append(name)

@@ -571,3 +571,13 @@ def test_an_hrda_detail_crop_that_is_not_two_whole_numbers_is_named(crop):
 )
 def test_a_name_spelled_otherwise_is_matched_to_the_known_one(name, expected):
     assert spelled_alike(name, ["sdat", "cdan_e", "red", "traffic light"]) == expected
+
+
+def test_task_mismatch_check_reads_interpolated_sections_and_inherited_methods():
+    """dataset.source=${dataset.target} crashed the check ('str' has no 'get'); cdan_e, whose
+    terms come from its defaults list (cdan), was missing from the classification methods."""
+    from mic.schema import _options, task_mismatches
+
+    assert task_mismatches(load_config(["dataset.source=${dataset.target}"])) == []
+    assert "cdan_e" in _options("method", "classification")
+    assert "dacs" not in _options("method", "classification")
