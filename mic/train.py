@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 import warnings
 from collections.abc import Sequence
 from datetime import datetime
@@ -232,6 +233,7 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
             f"mic: {e}; its checkpoint is in {run_dir}/checkpoints. Continue with the same "
             f"command plus: {continue_with(run_dir)}",
             sys.stderr,
+            logging.WARNING,
         )
         sys.exit(e.exit_code)  # 128 + the signal, also where it reached another process
     except Exception as e:
@@ -243,10 +245,12 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
                 f"the last checkpoint is in {run_dir}/checkpoints. Continue with the same "
                 f"command plus: {continue_with(run_dir)}",
                 sys.stderr,
+                logging.ERROR,
             )
             sys.exit(1)
         message = user_error(e)
-        if message is None:
+        if message is None:  # a fault in code (mic's or one's own): its traceback, logged too
+            to_run_log(f"the run stopped on an error:\n{traceback.format_exc()}", logging.ERROR)
             raise
         _job_failed(message, run_dir)
         return
@@ -275,7 +279,7 @@ def _lost_peer(error: BaseException) -> bool:
 def _job_failed(message: str, run_dir: str) -> None:
     """Report a job's user error; exit with status 2, unless the job is one of a sweep,
     whose other jobs go on (``main`` names the failed ones at the end)."""
-    say(f"mic: error: {message}", sys.stderr)
+    say(f"mic: error: {message}", sys.stderr, logging.ERROR)
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         _FAILED_JOBS.append(run_dir)
         return
@@ -839,7 +843,8 @@ def _show_warning(
     """Show a warning as Python does (``_format_warning``'s form), and write it to the run
     log too (``to_run_log``): the log tells the run's story as the console did."""
     _python_show(message, category, filename, lineno, file, line)
-    to_run_log(_format_warning(message, category, filename, lineno, line).rstrip("\n"))
+    text = _format_warning(message, category, filename, lineno, line).rstrip("\n")
+    to_run_log(text, logging.WARNING)
 
 
 def main() -> None:

@@ -325,3 +325,19 @@ def test_a_class_of_one_s_own_given_the_group_s_other_keys_is_told_to_replace_th
     said = user_error(info.value)
     assert "unexpected keyword argument 'backbone'" in said
     assert "drop them (~model.backbone), or replace the whole model config" in said
+
+
+def test_a_fault_in_a_term_of_one_s_own_is_in_the_run_log_with_its_traceback(tmp_path):
+    """The log ended at the last evaluation line: an error that is no user error (it keeps
+    its traceback on the console) was in no file."""
+    (tmp_path / "boom.py").write_text(
+        "import mic\n"
+        "class Boom(mic.LossTerm):\n"
+        "    def forward(self, ctx):\n"
+        "        raise RuntimeError('boom in my term')\n"
+    )
+    out = _cli(*TINY, "+method.terms.boom={_target_: boom.Boom}", "hydra.run.dir=r", cwd=tmp_path)
+    assert out.returncode == 1 and "RuntimeError: boom in my term" in out.stderr
+    log = (tmp_path / "r" / "digits_mean_teacher_mic.log").read_text()
+    assert "[ERROR] - the run stopped on an error:" in log
+    assert "RuntimeError: boom in my term" in log

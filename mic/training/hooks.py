@@ -49,21 +49,21 @@ if TYPE_CHECKING:
     from mic.core.task import Task
 
 
-def to_run_log(text: str) -> None:
+def to_run_log(text: str, level: int = logging.INFO) -> None:
     """Write ``text`` to the run's log file as well (the file handlers of the root logger:
-    mic-train's ``<job>.log``, set up by Hydra), where the console already shows it; nothing
-    where no log file is set up (Python use)."""
-    record = logging.LogRecord("mic", logging.INFO, __file__, 0, text, None, None)
+    mic-train's ``<job>.log``, set up by Hydra), where the console already shows it, at
+    ``level``; nothing where no log file is set up (Python use)."""
+    record = logging.LogRecord("mic", level, __file__, 0, text, None, None)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
 
 
-def say(text: str, stream: Any = None) -> None:
+def say(text: str, stream: Any = None, level: int = logging.INFO) -> None:
     """Print ``text`` (to ``stream``, default standard output) and write it to the run log
-    (``to_run_log``)."""
+    at ``level`` (``to_run_log``)."""
     print(text, file=stream or sys.stdout)
-    to_run_log(text)
+    to_run_log(text, level)
 
 
 def _step_of(line: str) -> int:
@@ -678,6 +678,7 @@ class Checkpointer(Hook):
             return
         names = ("iter_*.pt", "best.pt", "best_superseded_*.pt", "student.pt", "teacher.pt")
         aside = self.directory / "previous_run"
+        replaced = " (the run before it, there, removed)" if aside.exists() else ""
         shutil.rmtree(aside, ignore_errors=True)
         aside.mkdir()
         for pattern in names:
@@ -686,7 +687,7 @@ class Checkpointer(Hook):
         held = ", ".join(earlier[-2:]) or "best.pt"
         warnings.warn(
             f"Checkpointer: '{self.directory}' held checkpoints ({held}) of another run: "
-            f"moved to '{aside}' (which a later new run replaces); give each run a folder "
+            f"moved to '{aside}'{replaced}, which a later new run replaces; give each run a folder "
             "of its own, or resume that run (mic.resume.resume) to continue it",
             stacklevel=3,
         )
