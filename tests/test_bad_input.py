@@ -787,7 +787,7 @@ CASES = [
         lambda t, r: ["mic=segmentation"],
         "mic: this mic option's term (mic.tasks.segmentation.SegmentationMIC) is a "
         "segmentation term but the task is classification; choose a classification MIC "
-        "option (mic=block, mic=none)",
+        "option (mic=block, mic=block_resnet, mic=block_vit, mic=none)",
     ),
     (
         "config-scheduler-not-a-number",

@@ -193,7 +193,9 @@ def test_a_method_key_is_judged_where_the_command_line_adds_it():
 def test_a_mic_option_of_another_task_is_named_with_the_mic_options_that_fit():
     (problem,) = task_mismatches(load_config(["mic=segmentation"]))
     assert problem.startswith("mic: this mic option's term (mic.tasks.segmentation.")
-    assert problem.endswith("choose a classification MIC option (mic=block, mic=none)")
+    assert problem.endswith(
+        "choose a classification MIC option (mic=block, mic=block_resnet, mic=block_vit, mic=none)"
+    )
     assert "method" not in problem
     assert task_mismatches(load_config(["experiment=streets", "mic=segmentation"])) == []
 
