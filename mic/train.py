@@ -452,10 +452,12 @@ _METHOD_FILE_KEYS = ("name", "terms", "step", "defaults")
 
 def _config_file_problem(path: Any, group: str) -> str | None:
     """What keeps a chosen config file from composing as meant, in one line: YAML that cannot
-    be read (Hydra's traceback would end with the line); for a method file, no ``name`` (it
-    names the run folder and log) or one that is no word, ``terms`` that is no mapping, a term
-    named ``mic`` (the mic option writes ``method.terms.mic``: it would be replaced), or terms
-    written beside ``terms:`` instead of under it (never trained)."""
+    be read (Hydra's traceback would end with the line); for a method file (of mic's layout,
+    without ``# @package``), no ``name`` where no method of its defaults list may give one
+    (it names the run folder and log) or a name with ``/``, ``terms`` that is no mapping, a
+    term named ``mic`` (the mic option, composed after the method, writes
+    ``method.terms.mic``: it would be replaced), or objects (``_target_``) beside ``terms:``
+    that no interpolation reads (terms that would never train)."""
     try:
         loaded = OmegaConf.to_container(OmegaConf.create(path.read_text()))
     except Exception as e:  # yaml's errors carry the place they met
@@ -485,7 +487,9 @@ def _config_file_problem(path: Any, group: str) -> str | None:
     if "mic" in terms:
         return (
             f"{where}: a term named 'mic' is replaced by MIC's (the mic option writes "
-            "method.terms.mic; mic=none removes it): give your term another name"
+            "method.terms.mic; mic=none removes it): give your term another name (MIC's own "
+            "settings go on the command line or in an experiment file: "
+            "method.terms.mic.weight=...)"
         )
     beside = [  # an object that a term reads through ${method.<key>} is no stray term
         str(k)
