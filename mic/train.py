@@ -508,6 +508,13 @@ def _config_file_problem(path: Any, group: str) -> str | None:
     return None
 
 
+def _chosen_file_problem(path: Any, group: str, confs: Sequence[Any]) -> str | None:
+    """``_experiment_problem`` of an experiment file, ``_config_file_problem`` of another."""
+    if group == "experiment":
+        return _experiment_problem(path, confs)
+    return _config_file_problem(path, group)
+
+
 def _package(text: str) -> str | None:
     """A config file's ``# @package`` as Hydra reads it: from the header, the leading lines
     of the form ``# @key value`` (blank lines skipped; any other line ends it)."""
@@ -608,9 +615,11 @@ def unknown_option(argv: Sequence[str]) -> str | None:
     message would advise adding it with ``+``, which adds a setting that nothing reads;
     ``mic.ratio=0.5``: MIC's settings are under ``method.terms.mic``). Config folders of
     one's own (``--config-dir``, ``hydra.searchpath``) are searched beside mic's, and one that
-    does not exist is named. None when every override names something, or when the command
-    line brings configs in another way (``pkg://`` search paths, ``--config-path``: then
-    Hydra judges)."""
+    does not exist is named; a chosen config file (each of a sweep's, ``method=a,b``) that
+    would not compose as meant is named (``_chosen_file_problem``). None when every override
+    names something (a sweep's unknown options are Hydra's to name), or when the command line
+    brings configs in another way (``pkg://`` search paths, ``--config-path``: then Hydra
+    judges)."""
     from mic.schema import ROOT_KEYS, USER_KEY, mic_settings
 
     own = _config_dirs(argv)
@@ -634,6 +643,12 @@ def unknown_option(argv: Sequence[str]) -> str | None:
         plus, key, rest, value = found.groups()
         folders = [c / key for c in confs if (c / key).is_dir()]
         if folders and not rest:  # a group's option
+            swept = value.split(",") if re.fullmatch(r"[\w.-]+(,[\w.-]+)+", value) else []
+            for option in swept:  # a sweep's files are judged too; its unknown options: Hydra
+                paths = [f / f"{option}.yaml" for f in folders if (f / f"{option}.yaml").is_file()]
+                problem = _chosen_file_problem(paths[0], key, confs) if paths else None
+                if problem:
+                    return problem
             if value == "null" or not re.fullmatch(r"[\w.-]+", value):
                 continue
             found = [f / f"{value}.yaml" for f in folders if (f / f"{value}.yaml").is_file()]
@@ -644,11 +659,7 @@ def unknown_option(argv: Sequence[str]) -> str | None:
                     f"itself; give the folder that holds {key}/ (--config-dir {deep[0].parent})"
                 )
             if found:
-                problem = (
-                    _experiment_problem(found[0], confs)
-                    if key == "experiment"
-                    else _config_file_problem(found[0], key)
-                )
+                problem = _chosen_file_problem(found[0], key, confs)
                 if problem:
                     return problem
                 continue

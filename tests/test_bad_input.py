@@ -1653,6 +1653,12 @@ def test_method_files_of_one_s_own_that_compose_are_not_refused(tmp_path):
     for name, text in files.items():
         (tmp_path / "method" / f"{name}.yaml").write_text(text)
         assert unknown_option(["--config-dir", str(tmp_path), f"method={name}"]) is None, name
+    (tmp_path / "method" / "noname.yaml").write_text("terms: {}\n")  # a sweep's are judged too
+    swept = unknown_option(["--config-dir", str(tmp_path), "-m", "method=interp,noname"])
+    assert swept.endswith(
+        "noname.yaml has no name: (it names the run folder and log): add name: noname"
+    )
+    assert unknown_option(["--config-dir", str(tmp_path), "-m", "method=interp,shared"]) is None
     for fine in ("method.name=mt_s${seed}", "method.name=mt+v2", "method.name=my run"):
         assert usage_problem([fine]) is None
     assert "give it without '/'" in usage_problem(["method.name=a/${seed}"])
