@@ -30,10 +30,10 @@ from mic.training.evaluation import (
     EMPTY_TEST,
     check_scoring,
     check_test_set,
-    evaluate,
     fresh_metric,
     in_percent,
     recalibrated_batchnorm,
+    scores_of,
     shown_metric,
     tracked_batchnorms,
 )
@@ -470,7 +470,7 @@ class Evaluation(Hook):
             scores: dict[str, Any] = {}
             with self.recalibrated(model, loop):
                 if self.loader is not None:
-                    scores = evaluate(self.task, model, self.loader, loop.device)
+                    scores = scores_of(self.task, model, self.loader, loop.device)
                 if self.validation is not None:
                     found = self.validation.score(self.task, model, loop.device, references)
                     record.update({f"validator/{name}/{k}": v for k, v in found.items()})
