@@ -36,6 +36,7 @@ from mic.datasets.preflight import check_class_order, check_datasets, collecting
 from mic.resume import (
     data_record,
     find_resume_checkpoint,
+    in_sweep,
     refuse_empty_run_folder,
     resume,
     resumed_line,
@@ -869,11 +870,7 @@ MIN_FREE_BYTES = 64 * 2**20
 def folder_option() -> str:
     """The option that chooses the run folder: ``hydra.sweep.dir`` in a multirun (``-m``),
     else ``hydra.run.dir``."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    return "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    return "hydra.sweep.dir" if in_sweep() else "hydra.run.dir"
 
 
 def lock_run_folder(run_dir: Path) -> Any:

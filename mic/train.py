@@ -9,6 +9,7 @@ torchrun --nproc_per_node=4 -m mic.train    # data parallel on 4 GPUs
 
 from __future__ import annotations
 
+import difflib
 import importlib.resources
 import importlib.util
 import logging
@@ -24,7 +25,6 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from mic.cli import catch_interrupts, exit_interrupted, interrupted
@@ -39,7 +39,7 @@ from mic.experiment import (
     run_experiment,
     unlock_run_folder,
 )
-from mic.resume import empty_run_folder
+from mic.resume import empty_run_folder, in_sweep
 from mic.schema import did_you_mean, exception_chain, spelled_alike
 from mic.training import TrainingInterrupted, process_info
 from mic.training.hooks import say, to_run_log
@@ -91,12 +91,12 @@ def _group_hint(said: str) -> str:
     target = re.search(r"call to target '([\w.]+)'", said)
     if not (unexpected and group) or (target and target.group(1).startswith("mic.")):
         return ""  # mic's own class given an argument it lacks: the message says which
-    key = group.group(1)
+    key, extra = group.group(1), unexpected.group(1)
+    top = key.split(".")[0]  # the config group (dataset for dataset.source)
     return (
         f". A _target_ of your own under {key} is given the other keys of its config too "
-        f"({key}.{unexpected.group(1)} among them): drop them (~{key}.{unexpected.group(1)}), "
-        f"or replace the whole {key.split('.')[0]} config: a {key.split('.')[0]}/<name>.yaml "
-        f"of yours chosen with {key.split('.')[0]}=<name>, or 'override /{key.split('.')[0]}: "
+        f"({key}.{extra} among them): drop them (~{key}.{extra}), or replace the whole {top} "
+        f"config: a {top}/<name>.yaml of yours chosen with {top}=<name>, or 'override /{top}: "
         "null' in an experiment file (docs/new_task.md)"
     )
 
@@ -172,7 +172,7 @@ def _write_hydra_record(cfg: DictConfig, folder: Path) -> None:
     ):
         (folder / name).write_text(OmegaConf.to_yaml(node), encoding="utf-8")
     sweep = Path(HydraConfig.get().sweep.dir) / "multirun.yaml"
-    if HydraConfig.get().mode == RunMode.MULTIRUN and sweep.is_file():
+    if in_sweep() and sweep.is_file():
         OmegaConf.save(_as_hydra_would(OmegaConf.load(sweep), folder.name), sweep)
 
 
@@ -280,7 +280,7 @@ def _job_failed(message: str, run_dir: str) -> None:
     """Report a job's user error; exit with status 2, unless the job is one of a sweep,
     whose other jobs go on (``main`` names the failed ones at the end)."""
     say(f"mic: error: {message}", sys.stderr, logging.ERROR)
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
+    if in_sweep():
         _FAILED_JOBS.append(run_dir)
         return
     sys.exit(2)
@@ -408,11 +408,9 @@ def _experiment_problem(path: Any, confs: Sequence[Any]) -> str | None:
     """What keeps the experiment file ``path`` from composing, in mic's words (Hydra's would
     name its internal package paths): a defaults list without the first line
     ``# @package _global_``, or an entry of it that chooses an option no config folder holds."""
-    text = path.read_text()
-    unreadable = _config_file_problem(path, "experiment")
+    text, loaded, unreadable = _read_config_file(path)
     if unreadable:
         return unreadable
-    loaded = OmegaConf.to_container(OmegaConf.create(text))
     defaults = loaded.get("defaults", []) if isinstance(loaded, dict) else []
     where = f"experiment file {path}"
     if defaults and _package(text) != "_global_":
@@ -446,6 +444,19 @@ def _experiment_problem(path: Any, confs: Sequence[Any]) -> str | None:
     return None
 
 
+def _read_config_file(path: Any) -> tuple[str, Any, str | None]:
+    """A config file's text, its contents (None where YAML cannot read them) and, then, the
+    one-line message naming the place (Hydra's traceback would end with it)."""
+    text = path.read_text()
+    try:
+        return text, OmegaConf.to_container(OmegaConf.create(text)), None
+    except Exception as e:  # yaml's errors carry the place they met
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).strip().splitlines()[0]
+        return text, None, f"config file {path}{where}: YAML cannot read it ({problem})"
+
+
 #: the keys of a method file that hold no loss term (``step``: a step strategy's ``_target_``)
 _METHOD_FILE_KEYS = ("name", "terms", "step", "defaults")
 
@@ -458,16 +469,14 @@ def _config_file_problem(path: Any, group: str) -> str | None:
     term named ``mic`` (the mic option, composed after the method, writes
     ``method.terms.mic``: it would be replaced), or objects (``_target_``) beside ``terms:``
     that no interpolation reads (terms that would never train)."""
-    try:
-        loaded = OmegaConf.to_container(OmegaConf.create(path.read_text()))
-    except Exception as e:  # yaml's errors carry the place they met
-        mark = getattr(e, "problem_mark", None)
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).strip().splitlines()[0]
-        return f"config file {path}{where}: YAML cannot read it ({problem})"
-    text = path.read_text()
-    if group != "method" or not isinstance(loaded, dict) or _package(text) is not None:
-        return None  # another layout (# @package): Hydra judges
+    text, loaded, unreadable = _read_config_file(path)
+    if (
+        unreadable
+        or group != "method"
+        or not isinstance(loaded, dict)
+        or _package(text) is not None
+    ):
+        return unreadable  # or None: another layout (# @package), Hydra judges
     where = f"method file {path}"
     name = loaded.get("name")
     defaults = loaded.get("defaults") or []
@@ -642,27 +651,23 @@ def unknown_option(argv: Sequence[str]) -> str | None:
             continue
         plus, key, rest, value = found.groups()
         folders = [c / key for c in confs if (c / key).is_dir()]
-        if folders and not rest:  # a group's option
-            swept = value.split(",") if re.fullmatch(r"[\w.-]+(,[\w.-]+)+", value) else []
-            for option in swept:  # a sweep's files are judged too; its unknown options: Hydra
-                paths = [f / f"{option}.yaml" for f in folders if (f / f"{option}.yaml").is_file()]
-                problem = _chosen_file_problem(paths[0], key, confs) if paths else None
+        if folders and not rest:  # a group's option (or a sweep's: a,b)
+            if value == "null" or not re.fullmatch(r"[\w.-]+(,[\w.-]+)*", value):
+                continue
+            options = value.split(",")
+            for option in options:  # each chosen file, a sweep's too
+                found = [f / f"{option}.yaml" for f in folders if (f / f"{option}.yaml").is_file()]
+                problem = _chosen_file_problem(found[0], key, confs) if found else None
                 if problem:
                     return problem
-            if value == "null" or not re.fullmatch(r"[\w.-]+", value):
+            if found or len(options) > 1:  # a sweep's unknown options: Hydra's to name
                 continue
-            found = [f / f"{value}.yaml" for f in folders if (f / f"{value}.yaml").is_file()]
             deep = [f for f in own if (f / f"{value}.yaml").is_file() and f.name == key]
-            if not found and deep:  # --config-dir my_conf/method: one level too deep
+            if deep:  # --config-dir my_conf/method: one level too deep
                 return (
                     f"unknown {key} {value!r}: your config folder {deep[0]} holds {value}.yaml "
                     f"itself; give the folder that holds {key}/ (--config-dir {deep[0].parent})"
                 )
-            if found:
-                problem = _chosen_file_problem(found[0], key, confs)
-                if problem:
-                    return problem
-                continue
             return _unknown_option(key, value, folders)
         if key == "mic" and rest:  # the group chooses MIC's config; its keys live elsewhere
             return f"no setting {key}{rest}: {mic_settings(rest)}"
@@ -733,6 +738,7 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
         if any(key == a or key.startswith(f"{a}.") for a in appended):
             continue  # added on the same command line
         node: Any = tree
+        above: Any = None  # the level that holds node
         parts = key.split(".")
         for depth, part in enumerate(parts):
             if isinstance(node, list) and part.isdigit():
@@ -762,30 +768,29 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
                     f"no setting {key}: {where} has no {part!r}.{hint} Its settings: "
                     f"{', '.join(names) or 'none'}.{add}"
                 )
-            node = node[part]
+            above, node = node, node[part]
         else:
-            problem = _section_given_a_value(key, given.get(key), node, tree)
+            problem = _section_given_a_value(key, given.get(key), node, above)
             if problem:
                 return problem
     return None
 
 
-def _section_given_a_value(key: str, value: str | None, node: Any, tree: Any) -> str | None:
-    """The message for ``eval.validation=[snd]``: a list or a value given to a section of
-    settings (Hydra's "Cannot merge DictConfig with ListConfig"), with the section's settings
-    and the sibling settings spelled alike; None for anything else (``{...}``, an
-    interpolation and null are Hydra's to judge)."""
+def _section_given_a_value(key: str, value: str | None, node: Any, above: Any) -> str | None:
+    """The message for ``eval.validation=[snd]``: a list or a value given to ``node``, a
+    section of settings (Hydra's "Cannot merge DictConfig with ListConfig"), with its settings
+    and the settings of ``above`` (the level holding it) spelled alike; None for anything else
+    (``{...}``, an interpolation and null are Hydra's to judge)."""
     if not isinstance(node, dict) or value is None:
         return None
     text = value.strip()
     if text.startswith(("{", "$")) or text.lower() in ("null", "none", "~"):
         return None
-    parent = key.rsplit(".", 1)[0]
-    siblings = OmegaConf.select(OmegaConf.create(tree), parent) if "." in key else None
+    parent, leaf = key.rsplit(".", 1)
     names = sorted(str(k) for k in node if not str(k).startswith("_"))
-    others = [str(k) for k in (siblings or {}) if str(k) != key.rsplit(".", 1)[1]]
-    hint = did_you_mean(key.rsplit(".", 1)[1], others).replace("Did you mean: ", "")
-    hint = ", ".join(f"{parent}.{n}" for n in hint.strip(" ?").split(", ") if n)
+    others = [str(k) for k in (above if isinstance(above, dict) else {}) if str(k) != leaf]
+    close = difflib.get_close_matches(leaf, others, n=5, cutoff=0.6)  # as did_you_mean
+    hint = ", ".join(f"{parent}.{n}" for n in close)
     return (
         f"{key}={value}: {key} is a section of settings ({', '.join(names) or 'none'}), not "
         f"one value; set one of them ({key}.{names[0] if names else '<name>'}=...)"

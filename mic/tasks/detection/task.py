@@ -220,8 +220,8 @@ class DetectionTask(Task):
     def _warn_of_pixel_range(self, images: Tensor | list[Tensor]) -> None:
         """Warn (once per kind) of images outside [0, 1]: pixel values in 0..255, or images
         normalised already (which the detector would normalise again)."""
-        parts = [x for x in (images if isinstance(images, (list, tuple)) else [images])]
-        parts = [x.detach() for x in parts if isinstance(x, Tensor) and x.numel()]
+        listed = images if isinstance(images, (list, tuple)) else [images]
+        parts = [x.detach() for x in listed if isinstance(x, Tensor) and x.numel()]
         if not parts:
             return
         top = max(float(x.amax()) for x in parts)
