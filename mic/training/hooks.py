@@ -60,9 +60,9 @@ def to_run_log(text: str, level: int = logging.INFO) -> None:
 
 
 def say(text: str, stream: Any = None, level: int = logging.INFO) -> None:
-    """Print ``text`` (to ``stream``, default standard output) and write it to the run log
-    at ``level`` (``to_run_log``)."""
-    print(text, file=stream or sys.stdout)
+    """Print ``text`` (to ``stream``, default standard output; above a progress bar, if one
+    runs) and write it to the run log at ``level`` (``to_run_log``)."""
+    tqdm.write(text, file=stream or sys.stdout)
     to_run_log(text, level)
 
 
@@ -149,8 +149,7 @@ class ProgressBar(Hook):
 
     def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
         if "summary" in record and process_info().is_main:
-            tqdm.write(record["summary"])
-            to_run_log(record["summary"])
+            say(record["summary"])
 
     def after_run(self, loop: AdaptationLoop) -> None:
         self.bar.close()

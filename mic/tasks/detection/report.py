@@ -14,7 +14,7 @@ from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 
 from mic.core.batch import move_to, split_sample
 from mic.core.loop import AdaptationLoop, Hook
-from mic.training.hooks import to_run_log
+from mic.training.hooks import say
 
 if TYPE_CHECKING:
     from mic.tasks.detection.task import DetectionTask
@@ -175,8 +175,4 @@ class DetectionReport(Hook):
 
     def after_run(self, loop: AdaptationLoop) -> None:
         if self.print_table and self.tables:
-            from tqdm.auto import tqdm
-
-            text = "per-class AP on the target test set (points):\n" + self.tables[0]
-            tqdm.write(text)
-            to_run_log(text)
+            say("per-class AP on the target test set (points):\n" + self.tables[0])
