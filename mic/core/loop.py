@@ -347,8 +347,8 @@ class AdaptationLoop:
         Raises:
             ConfigError: two terms report a loss under the same name, a term changed the
                 batch's images in place, or every loss that is not 0 has no gradient (nothing
-                would train). Another error raised in a term
-                carries a note naming the term and the iteration.
+                would train). Another error raised in a term carries a note naming the term
+                and the iteration.
         """
         losses: dict[str, Tensor] = {}
         graded: set[str] = set()  # the losses with a gradient
