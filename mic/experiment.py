@@ -63,7 +63,7 @@ from mic.training import (
     per_process_batch_size,
     process_info,
 )
-from mic.training.checkpoint import few, initial_weights_file
+from mic.training.checkpoint import few, initial_weights_file, write_text_atomically
 from mic.training.evaluation import in_percent, shown_metric
 from mic.training.hooks import say, strict_json
 
@@ -1082,7 +1082,7 @@ def run_experiment(
         config = exp.run_dir / "config.yaml"  # a resume into its own folder keeps the first
         if exp.resumed_from and config.exists():
             config = config.with_name("config_resumed.yaml")
-        config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_text_atomically(config, OmegaConf.to_yaml(cfg, resolve=True))
     try:
         exp.loop.run()
     except DatasetError as e:
@@ -1096,5 +1096,5 @@ def run_experiment(
         ) from e
     summary = summarize(exp)
     if exp.run_dir is not None and main:
-        (exp.run_dir / "summary.json").write_text(strict_json(summary, indent=2))
+        write_text_atomically(exp.run_dir / "summary.json", strict_json(summary, indent=2))
     return summary

@@ -34,6 +34,10 @@ from pydantic import (
 from mic.core import ConfigError
 from mic.core.errors import is_whole
 
+#: the largest seed, a 32-bit one: far larger ones overflow the 64-bit seeds derived from it
+#: (the sampler's seed x 1,000,003 + epoch; torch.manual_seed)
+MAX_SEED = 2**32 - 1
+
 #: the kinds of the schema's fields that text must not be given for (pydantic would read
 #: ``"3"`` as 3 and ``"false"`` as false, but the code reads the value as it is: a string)
 _NOT_TEXT = {int: "a valid integer", float: "a valid number", bool: "true or false"}
@@ -73,7 +77,7 @@ class ValidationSchema(_Section):
 
     batches: int = Field(default=4, ge=0)
     samples_per_image: int | None = Field(default=256, ge=1)  # null: every pixel or box
-    seed: int = Field(default=0, ge=0)  # as the root seed
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)  # as the root seed
 
 
 class EvalSchema(_Section):
@@ -111,7 +115,7 @@ class OptimizerSchema(_Section):
 
 
 class RootSchema(_Section):
-    seed: int = Field(ge=0)
+    seed: int = Field(ge=0, le=MAX_SEED)
     device: str
     iterations: int = Field(ge=1)
     adaptation_start: int = Field(ge=0)

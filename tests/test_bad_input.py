@@ -562,6 +562,12 @@ CASES = [
         "seed: Input should be greater than or equal to 0 (got -1)",
     ),
     (
+        "config-seed-too-large",
+        "a seed beyond 32 bits (torch's seeding overflowed)",
+        lambda t, r: ["seed=99999999999999999999"],
+        "seed: Input should be less than or equal to 4294967295",
+    ),
+    (
         "config-env-not-a-number",
         "a learning rate read from the environment that is no number",
         lambda t, r: ["optimizer.lr=${oc.env:MIC_TEST_UNSET_VARIABLE,abc}"],
@@ -950,6 +956,12 @@ CASES = [
         "width: model.bottleneck_dim",
     ),
     (
+        "segmentation-context-grid",
+        "segmentation: a context U-Net whose position embedding has no side",
+        lambda t, r: ["experiment=streets", *SCENES, "model=context_unet", "model.grid=0"],
+        "model.grid must be a positive whole number (the side of its position embedding), got 0",
+    ),
+    (
         "segmentation-config-mask",
         "segmentation: a zero mask block",
         lambda t, r: ["experiment=streets", "iterations=2", "method.terms.mic.masker.block_size=0"],
@@ -988,6 +1000,22 @@ CASES = [
             "model.num_classes=9",
         ],
         "classes",
+    ),
+    (
+        "detection-image-mean",
+        "detection: a normalisation mean of 2 values for RGB images",
+        lambda t, r: [
+            "experiment=det_shapes",
+            "iterations=2",
+            "adaptation_start=0",
+            "dataset.source.length=8",
+            "dataset.target.length=8",
+            "dataset.test.length=8",
+            "loader.source_batch_size=2",
+            "loader.target_batch_size=2",
+            "model.image_mean=[0.5,0.5]",
+        ],
+        "model.image_mean must give 3 numbers, one per RGB channel of images in [0, 1]",
     ),
     (
         "config-nested-typo",

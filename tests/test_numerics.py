@@ -2,12 +2,15 @@
 teacher), the teacher never averages in a non-finite value, weights made non-finite by a step
 stop the run, and too many skipped steps stop it."""
 
+import math
+
 import pytest
 import torch
 
 from mic import (
     AdaptationLoop,
     EMATeacher,
+    Hook,
     LossTerm,
     NumericalError,
     TrainingGuard,
@@ -15,7 +18,8 @@ from mic import (
     mean_teacher,
 )
 
-from .helpers import tiny_loaders, tiny_model
+from .cli import run_mic_train
+from .helpers import TINY_RUN, tiny_loaders, tiny_model
 
 
 class Poisoned(LossTerm):
@@ -103,6 +107,61 @@ def test_weights_made_non_finite_by_a_step_stop_the_run_and_never_reach_the_teac
     with pytest.raises(NumericalError, match="optimiser step of iteration 1 made weights NaN"):
         loop.train_step()
     assert all(torch.isfinite(p).all() for p in loop.teacher.model.parameters())
+
+
+class Recorder(Hook):
+    def __init__(self):
+        self.steps = []
+
+    def after_step(self, loop, losses):
+        self.steps.append(loop.step)
+
+
+@pytest.mark.parametrize("policy", ["skip", "stop"])
+def test_a_step_that_makes_weights_non_finite_stops_the_run_before_the_hooks_see_them(policy):
+    """Finite losses and gradients, but an optimiser step (here Adam with eps=0, 0 / 0 where a
+    gradient is 0) that writes NaN: the run stops right after that step, so no evaluation
+    scores the weights and no checkpoint holds them (the check before the next step came after
+    the hooks of this one)."""
+    loop = _loop(mean_teacher(), iterations=3, nan_policy=policy)
+    frozen = next(loop.student.parameters())
+    frozen.register_hook(torch.zeros_like)  # a gradient of exactly 0
+    loop.optimizer.param_groups[0]["eps"] = 0.0
+    recorder = Recorder()
+    loop.hooks.append(recorder)
+    with pytest.raises(NumericalError, match="optimiser step of iteration 1 made weights NaN"):
+        loop.run()
+    assert recorder.steps == [] and not torch.isfinite(frozen).all()
+    handles = loop.optimizer._optimizer_step_post_hooks
+    assert not handles  # the guard's check leaves with the run
+    ignoring = _loop(mean_teacher(), iterations=2, nan_policy="ignore")
+    ignoring.optimizer.param_groups[0]["eps"] = 0.0
+    next(ignoring.student.parameters()).register_hook(torch.zeros_like)
+    ignoring.run()  # checks nothing, as documented
+
+
+def test_mic_train_with_an_optimiser_that_writes_nan_stops_before_any_record_of_them(tmp_path):
+    """Through mic-train (Adam's eps=0 on the digits run): one paragraph, no traceback of the
+    label-free validators' SVD, no checkpoint, no evaluation of the NaN weights."""
+    run = tmp_path / "run"
+    out = run_mic_train(
+        [*TINY_RUN, "+optimizer.eps=0", "checkpoint.interval=1", f"hydra.run.dir={run}"]
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "the optimiser step of iteration 1 made weights NaN or Inf" in out.stderr
+    assert not list(run.glob("checkpoints/*.pt"))
+    assert "eval/" not in (run / "metrics.jsonl").read_text()
+
+
+def test_a_label_free_score_of_non_finite_probabilities_is_nan():
+    from mic.training.validators import BatchNuclearNorm, TargetOutputs
+
+    validator = BatchNuclearNorm()
+    validator.start(None, torch.device("cpu"))
+    out = TargetOutputs(None)
+    out.probabilities = torch.full((4, 3), float("nan"))
+    validator.update(out)
+    assert math.isnan(validator.compute())  # not linalg.svd's error
 
 
 def test_too_many_skipped_steps_stop_the_run():

@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 
+import pytest
 import torch
 
 from mic.experiment import build_experiment, load_config, run_experiment
@@ -422,3 +423,47 @@ def test_a_resume_with_iterations_left_removes_the_earlier_end_s_summary_and_exp
     longer.checkpointer.save(longer.loop)  # a newer checkpoint supersedes them
     assert not any(p.exists() for p in ends)
     assert not (tmp_path / "checkpoints" / "teacher.pt").exists()
+
+
+def test_a_resume_from_an_earlier_checkpoint_sets_the_later_ones_aside(tmp_path):
+    """Resumed from iter_2 of a folder holding iter_4 (another learning rate, say), a crash
+    before the resumed run's next checkpoint must not let resume=auto continue from iter_4,
+    the abandoned path's."""
+    run_experiment(load_config([*TINY, "checkpoint.interval=1", "checkpoint.keep=4"]), tmp_path)
+    folder = tmp_path / "checkpoints"
+    assert (folder / "iter_00000004.pt").exists()
+    again = [*TINY, "checkpoint.interval=1", "checkpoint.keep=4", "optimizer.lr=0.002"]
+    allowed = [f"resume={folder / 'iter_00000002.pt'}", "resume_allow_changes=[optimizer.lr]"]
+    exp = build_experiment(load_config([*again, *allowed]), tmp_path)
+    assert exp.loop.step == 2
+    with pytest.warns(UserWarning, match="resumed at iteration 2, before this folder's later"):
+        exp.checkpointer.before_run(exp.loop)  # as the run starts; then it crashes
+    assert sorted(p.name for p in (folder / "abandoned").iterdir()) == [
+        "iter_00000003.pt",
+        "iter_00000004.pt",
+    ]
+    auto = build_experiment(
+        load_config([*again, "resume=auto", "resume_allow_changes=[optimizer.lr]"]), tmp_path
+    )
+    assert auto.loop.step == 2  # the resumed path's newest, not the abandoned iter_4
+
+
+def test_a_crash_while_metrics_jsonl_is_rewritten_on_resume_loses_no_line(tmp_path, monkeypatch):
+    """The resume's rewrite of metrics.jsonl (dropping lines after the checkpoint) goes
+    through a temporary file: a crash in it leaves the whole file."""
+    import mic.training.checkpoint as checkpoint
+
+    run_experiment(load_config([*TINY, "checkpoint.interval=2", "log.interval=1"]), tmp_path)
+    metrics = tmp_path / "metrics.jsonl"
+    before = metrics.read_text()
+
+    def crash(*args):
+        raise KeyboardInterrupt  # a kill between the temporary file and its rename
+
+    monkeypatch.setattr(checkpoint.os, "replace", crash)
+    exp = build_experiment(load_config([*TINY, "iterations=6", "resume=auto"]), tmp_path)
+    logger = next(h for h in exp.loop.hooks if type(h).__name__ == "MetricsLogger")
+    with pytest.raises(KeyboardInterrupt):
+        logger.before_run(exp.loop)
+    assert metrics.read_text() == before
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -31,6 +31,28 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` as checkpoints are written (a temporary file in the
+    same folder, fsynced, renamed over ``path``): a crash leaves the old file or the new one,
+    never an emptied one (a run's ``metrics.jsonl``, ``summary.json``, ``config.yaml``).
+
+    Raises:
+        OSError: the folder cannot be written (the temporary file is removed).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

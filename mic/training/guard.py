@@ -82,12 +82,13 @@ class TrainingGuard(Guard):
     the hooks save, and raise ``TrainingInterrupted``; a stop request on one process stops
     every process (a signal's name travels with it: ``TrainingInterrupted.exit_code`` is the
     same on every process). Each iteration's check costs one collective and one host
-    synchronisation. Under ``"skip"`` an iteration with non-finite losses or gradients changes
-    nothing but the schedule (weights, optimiser state, every BatchNorm buffer stay as they
-    were), and more than ``max_skipped`` such iterations (from the fifth), or every
-    iteration of a shorter run, raise ``NumericalError``; ``"stop"`` raises it at the first;
+    synchronisation, and the check of the weights after its optimiser step a second one.
+    Under ``"skip"`` an iteration with non-finite losses or gradients changes nothing but the
+    schedule (weights, optimiser state, every BatchNorm buffer stay as they were), and more
+    than ``max_skipped`` such iterations (from the fifth), or every iteration of a shorter
+    run, raise ``NumericalError``; ``"stop"`` raises it at the first;
     ``"ignore"`` checks nothing. Under both checking policies, weights made non-finite by a
-    step raise it.
+    step raise it right after that step, before the hooks score or save them.
 
     Args:
         nan_policy: ``"skip"`` (default), ``"stop"`` or ``"ignore"``.
@@ -134,11 +135,16 @@ class TrainingGuard(Guard):
             for sig in STOP_SIGNALS:
                 previous[sig] = signal.getsignal(sig)
                 signal.signal(sig, stop)
+        checked = None  # each step's weights, before the hooks save or score them
+        if self.nan_policy != "ignore":
+            checked = loop.optimizer.register_step_post_hook(lambda *_: self._check_weights(loop))
         try:
             yield
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if checked is not None:
+                checked.remove()
         if loop.interrupted_by is not None:
             raise TrainingInterrupted(loop.interrupted_by, loop.step)
         ran = loop.step - start
@@ -218,6 +224,17 @@ class TrainingGuard(Guard):
             )
         self._faulty.update(faulty)
         return faulty
+
+    def _check_weights(self, loop: AdaptationLoop) -> None:
+        """Raise ``NumericalError`` when the optimiser step just taken made weights NaN or
+        Inf (one host synchronisation; the weights are the same on every process)."""
+        norms = torch._foreach_norm(loop.parameters())
+        if norms and not torch.isfinite(torch.stack(norms)).all():
+            raise NumericalError(
+                f"the optimiser step of iteration {loop.step + 1} made weights NaN or Inf; no "
+                "checkpoint holds them. Lower the learning rate or clip gradients "
+                "(max_grad_norm); an optimizer.eps of 0 divides 0 by 0 where a gradient is 0"
+            )
 
     def _which(self) -> str:
         """The non-finite values of the skipped iterations, the most frequent first."""

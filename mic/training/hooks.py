@@ -24,7 +24,12 @@ from mic.core.errors import CheckpointError, ConfigError, DatasetError, MicError
 from mic.core.loop import AdaptationLoop, Hook
 from mic.core.task import check_task
 from mic.training.batches import labelled_batch
-from mic.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from mic.training.checkpoint import (
+    load_checkpoint,
+    save_checkpoint,
+    save_weights,
+    write_text_atomically,
+)
 from mic.training.distributed import broadcast_object, gather_objects, process_info
 from mic.training.evaluation import (
     EMPTY_TEST,
@@ -197,11 +202,13 @@ class MetricsLogger(Hook):
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "metrics.jsonl"
+        for leftover in self.run_dir.glob(".*.tmp"):  # a rewrite a crash interrupted
+            leftover.unlink(missing_ok=True)
         if path.exists():  # resumed or restarted: forget what came after the checkpoint
             kept = [
                 x for x in path.read_text().splitlines() if 0 <= _step_of(x) <= loop.step
             ]  # a line a crash cut off (-1) goes too
-            path.write_text("".join(x + "\n" for x in kept))
+            write_text_atomically(path, "".join(x + "\n" for x in kept))
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115
         if self.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -666,6 +673,30 @@ class Checkpointer(Hook):
                 leftover.unlink(missing_ok=True)
             if getattr(loop, "step", 0) == 0:
                 self._set_aside_earlier_run()
+            else:
+                self._set_aside_abandoned(loop.step)
+
+    def _set_aside_abandoned(self, step: int) -> None:
+        """A run resumed from an earlier checkpoint of this folder than its newest: move the
+        ``iter_*.pt`` after ``step`` (the path it abandons, e.g. at another learning rate)
+        into ``abandoned/`` (replacing an older one), with a warning, so that ``resume=auto``
+        after a crash continues this path, not theirs."""
+        name = f"iter_{step:08d}.pt"  # the names sort as their iterations
+        later = [p for p in self.directory.glob("iter_*.pt") if p.name > name]
+        if not later:
+            return
+        aside = self.directory / "abandoned"
+        shutil.rmtree(aside, ignore_errors=True)
+        aside.mkdir()
+        for path in later:
+            path.replace(aside / path.name)
+        names = ", ".join(sorted(p.name for p in later)[-2:])
+        warnings.warn(
+            f"Checkpointer: the run resumed at iteration {step}, before this folder's later "
+            f"checkpoints ({names}): moved to '{aside}', so that resume=auto continues the "
+            "resumed run, not the one they belong to",
+            stacklevel=3,
+        )
 
     def _set_aside_earlier_run(self) -> None:
         """A new run into a folder of another run's checkpoints: move that run's files

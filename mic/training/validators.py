@@ -103,8 +103,11 @@ class ProbabilityValidator(Validator):
             self._rows.append(outputs.probabilities.float())
 
     def compute(self) -> float:
+        """The score, NaN for fewer than 2 rows or probabilities that are not all finite (a
+        model with NaN weights: the formula would be undefined, or fail, as an SVD does)."""
         rows = torch.cat(self._rows) if self._rows else torch.zeros(0, 1)
-        return float(self.score(rows)) if len(rows) > 1 else math.nan
+        defined = len(rows) > 1 and bool(torch.isfinite(rows).all())
+        return float(self.score(rows)) if defined else math.nan
 
     @abstractmethod
     def score(self, p: Tensor) -> Tensor:

@@ -17,6 +17,7 @@ background class 0 stays inside the model.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -492,14 +493,16 @@ def warn_of_shrinking(size: Sequence[int], resized: Sequence[int], sizes: str, f
 def check_detector_settings(given: Mapping[str, Any]) -> None:
     """Refuse detector settings that torchvision or detectron2 would fail on deep inside (or
     take silently): sizes and counts that are not positive whole numbers, anchor sizes that
-    are not one entry per FPN level, aspect ratios <= 0, thresholds outside [0, 1].
+    are not one entry per FPN level, aspect ratios <= 0, thresholds outside [0, 1], an
+    ``image_mean`` or ``image_std`` that is not one number per RGB channel (std > 0).
 
     Args:
         given: a detector's arguments by name (its ``locals()``): ``COUNT_SETTINGS`` (each a
             positive whole number or None: unset), ``FRACTION_SETTINGS`` (in [0, 1] or None),
             ``anchor_sizes`` (per FPN level a size or a list of sizes, in pixels, as many at
             every level) and
-            ``aspect_ratios`` (height / width ratios), each None when unset.
+            ``aspect_ratios`` (height / width ratios), ``image_mean`` and ``image_std`` (3
+            numbers each, RGB in [0, 1] units), each None when unset.
 
     Raises:
         ConfigError: naming the setting as ``model.<name>``, the value given and what it takes.
@@ -545,6 +548,21 @@ def check_detector_settings(given: Mapping[str, Any]) -> None:
             raise ConfigError(
                 "model.aspect_ratios must list positive height / width ratios, e.g. "
                 f"[0.5, 1.0, 2.0]; got {aspect_ratios!r}"
+            )
+    for name in ("image_mean", "image_std"):
+        value = given.get(name)
+        if value is None:
+            continue
+        numbers = isinstance(value, Sequence) and not isinstance(value, str)
+        numbers = numbers and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value
+        )
+        if not numbers or len(value) != 3 or (name == "image_std" and min(value) <= 0):
+            raise ConfigError(
+                f"model.{name} must give 3 numbers, one per RGB channel of images in [0, 1]"
+                f"{' (each > 0)' if name == 'image_std' else ''}, e.g. "
+                f"{list(IMAGENET_MEAN if name == 'image_mean' else IMAGENET_STD)}; got {value!r}"
             )
 
 

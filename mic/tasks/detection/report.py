@@ -14,6 +14,7 @@ from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 
 from mic.core.batch import move_to, split_sample
 from mic.core.loop import AdaptationLoop, Hook
+from mic.training.checkpoint import write_text_atomically
 from mic.training.hooks import say
 
 if TYPE_CHECKING:
@@ -138,8 +139,9 @@ class DetectionReport(Hook):
         if self.run_dir is None:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "ap_per_class.md").write_text(
-            "# Per-class AP on the target test set (points)\n\n" + "\n".join(self.tables)
+        write_text_atomically(  # a crash leaves the tables before it
+            self.run_dir / "ap_per_class.md",
+            "# Per-class AP on the target test set (points)\n\n" + "\n".join(self.tables),
         )
         if self.images > 0:
             self.draw(loop, record)

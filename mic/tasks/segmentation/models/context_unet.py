@@ -157,8 +157,8 @@ class ContextUNet(Segmenter):
             attention branch keeps its own LayerNorms).
 
     Raises:
-        ConfigError: ``pretrained`` is True, an unknown ``norm``, or the last width is not
-            divisible by ``heads``.
+        ConfigError: ``pretrained`` is True, an unknown ``norm``, ``heads`` or ``grid`` no
+            positive whole number, or the last width not divisible by ``heads``.
     """
 
     def __init__(
@@ -171,6 +171,8 @@ class ContextUNet(Segmenter):
         norm: Norm = "batch",
     ) -> None:
         check_whole("num_classes", num_classes, what="the classes the model predicts")
+        check_whole("model.heads", heads, what="the context branch's attention heads")
+        check_whole("model.grid", grid, what="the side of its position embedding")
         if pretrained:
             raise ConfigError(
                 "ContextUNet has no pretrained weights; set model.pretrained=false (in Python "
