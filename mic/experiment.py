@@ -634,10 +634,19 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
     optimizer = build_optimizer(opt_cfg, groups)
     # a method with its own step, e.g. SDAT's sharpness-aware minimisation
     step_strategy = instantiate(cfg.method.step) if cfg.method.get("step") else None
-    scheduler = lr_scheduler(optimizer, instantiate(cfg.scheduler))
+    schedule = _build_schedule(cfg)
+    scheduler = lr_scheduler(optimizer, schedule)
+    _warn_of_schedule(schedule, int(cfg.iterations))
 
     hooks: list[Any] = [ProgressBar(int(cfg.log.interval), bool(cfg.log.progress))]
     start = int(cfg.adaptation_start)
+    held, asked = len(adabn) if adabn is not None else 0, int(cfg.eval.adabn_batches)
+    if held and asked > 10 * held:  # a typo's extra zeros: an evaluation no signal ends
+        raise ConfigError(
+            f"eval.adabn_batches={asked} would pass over the target loader's {held} batches "
+            f"{asked // held} times at every evaluation, where BatchNorm statistics settle "
+            f"within one pass; give at most {10 * held} (0: no AdaBN)"
+        )
     evaluation = Evaluation(
         task,
         test,
@@ -721,6 +730,55 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
     return Experiment(
         cfg, task, student, method, loop, evaluation, run_dir, resume_from, checkpointer
     )
+
+
+def _build_schedule(cfg: DictConfig) -> Any:
+    """The schedule ``cfg.scheduler`` builds.
+
+    Raises:
+        ConfigError: it gives settings the chosen schedule does not take (an experiment's
+            ``warmup_iters`` kept beside ``scheduler=constant``), naming them and their removal.
+    """
+    from hydra.utils import get_class
+
+    try:
+        kind = get_class(str(cfg.scheduler.get("_target_")))
+        taken = inspect.signature(kind).parameters
+    except (ImportError, ValueError, TypeError):
+        taken = None  # Hydra names what it cannot import
+    given = [str(k) for k in cfg.scheduler if not str(k).startswith("_")]
+    if taken is not None and not any(p.kind == p.VAR_KEYWORD for p in taken.values()):
+        extra = [k for k in given if k not in taken]
+        if extra:
+            name = cfg.scheduler._target_.rsplit(".", 1)[-1]
+            drop = " ".join(f"~scheduler.{k}" for k in extra)
+            raise ConfigError(
+                f"the scheduler {name} does not take {', '.join(extra)}, which the config "
+                f"gives it (e.g. an experiment's settings kept when scheduler= chose another "
+                f"one); remove them: {drop}"
+                + (f" (it takes: {', '.join(taken)})" if taken else " (it takes no settings)")
+            )
+    return instantiate(cfg.scheduler)
+
+
+def _warn_of_schedule(schedule: Any, iterations: int) -> None:
+    """Warn of a schedule that ends before the run (a poly ``max_iters`` below
+    ``iterations``: the rest trains at ``min_ratio`` x lr, 0 by default) or that raises the
+    rate at its steps (``gamma`` > 1)."""
+    ends = getattr(schedule, "max_iters", None)
+    if ends is not None and ends < iterations:
+        warnings.warn(
+            f"scheduler.max_iters={ends} is below iterations={iterations}: the last "
+            f"{iterations - ends} iterations train at {schedule.min_ratio:g} x optimizer.lr "
+            "(scheduler.min_ratio); remove scheduler.max_iters to follow the run's length",
+            stacklevel=2,
+        )
+    if getattr(schedule, "steps", None) and getattr(schedule, "gamma", 0) > 1:
+        warnings.warn(
+            f"scheduler.gamma={schedule.gamma:g} is above 1: the learning rate grows at each "
+            "of scheduler.steps (published 0.1: it decays)",
+            stacklevel=2,
+        )
 
 
 def build_optimizer(opt_cfg: DictConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:

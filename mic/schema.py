@@ -39,7 +39,9 @@ from mic.core.errors import is_whole
 MAX_SEED = 2**32 - 1
 
 #: the kinds of the schema's fields that text must not be given for (pydantic would read
-#: ``"3"`` as 3 and ``"false"`` as false, but the code reads the value as it is: a string)
+#: ``"3"`` as 3 and ``"false"`` as false, but the code reads the value as it is: a string),
+#: nor a value of another of these kinds (``iterations=true`` ran 1 iteration and recorded
+#: ``true``; ``channels_last=1`` recorded 1)
 _NOT_TEXT = {int: "a valid integer", float: "a valid number", bool: "true or false"}
 
 
@@ -51,9 +53,14 @@ class _Section(BaseModel):
     def _not_text(cls, value: Any, info: ValidationInfo) -> Any:
         hint = cls.model_fields[str(info.field_name)].annotation
         kinds = [k for k in _NOT_TEXT if hint in (k, k | None)]
-        if isinstance(value, str) and kinds:
-            should = "must be" if kinds[0] is bool else "Input should be"
+        if not kinds:
+            return value
+        should = "must be" if kinds[0] is bool else "Input should be"
+        if isinstance(value, str):
             raise ValueError(f"{should} {_NOT_TEXT[kinds[0]]}, not text")
+        if (kinds[0] is bool) != isinstance(value, bool) and value is not None:
+            got = "a number" if kinds[0] is bool else "true or false"
+            raise ValueError(f"{should} {_NOT_TEXT[kinds[0]]}, not {got}")
         return value
 
 
@@ -64,9 +71,9 @@ class TeacherSchema(_Section):
 
 
 class LoaderSchema(_Section):
-    source_batch_size: int = Field(ge=1)
-    target_batch_size: int = Field(ge=1)
-    test_batch_size: int = Field(ge=1)
+    source_batch_size: int = Field(ge=1, le=2**31 - 1)
+    target_batch_size: int = Field(ge=1, le=2**31 - 1)
+    test_batch_size: int = Field(ge=1, le=2**31 - 1)
     num_workers: int = Field(ge=0)
 
 
@@ -86,6 +93,13 @@ class EvalSchema(_Section):
     adabn_batches: int = Field(ge=0)
     validators: Any = None  # checked by make_validators
     validation: ValidationSchema | None = None  # null: every key its default
+
+    @field_validator("models")
+    @classmethod
+    def _once_each(cls, models: list[str]) -> list[str]:
+        if len(set(models)) < len(models):  # each would be scored twice, as one
+            raise ValueError("names a model twice; list each once, e.g. [student, teacher]")
+        return models
 
 
 class LogSchema(_Section):
@@ -140,6 +154,15 @@ class RootSchema(_Section):
     log: LogSchema
     checkpoint: CheckpointSchema
     optimizer: OptimizerSchema
+
+    @field_validator("resume", "init_from")
+    @classmethod
+    def _not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():  # init_from=$SRC with SRC unset
+            raise ValueError(
+                "is empty (an unset shell variable?); give a path (resume: or auto), or null"
+            )
+        return value
 
     @field_validator("device")
     @classmethod
@@ -663,8 +686,13 @@ def term_weight_problems(cfg: DictConfig) -> list[str]:
             elif number and not (math.isfinite(value) and value >= 0):
                 problems.append(
                     f"method.terms.{name}.{key}: a loss weight must be a finite number >= 0 "
-                    f"(got {value!r}): a negative one makes training maximise its loss; set it "
-                    f">= 0 (0 switches the loss off)"
+                    f"(got {value!r}): "
+                    + (
+                        "a negative one makes training maximise its loss"
+                        if value < 0
+                        else "NaN or infinity makes every weight NaN at the first step"
+                    )
+                    + "; set it >= 0 (0 switches the loss off)"
                 )
     return problems
 

@@ -652,7 +652,11 @@ def unknown_option(argv: Sequence[str]) -> str | None:
         plus, key, rest, value = found.groups()
         folders = [c / key for c in confs if (c / key).is_dir()]
         if folders and not rest:  # a group's option (or a sweep's: a,b)
-            if value == "null" or not re.fullmatch(r"[\w.-]+(,[\w.-]+)*", value):
+            if value == "null":  # Hydra: "Config group override must be a string" (traceback)
+                names = sorted({p.stem for f in folders for p in f.glob("[!_]*.yaml")})
+                off = " (mic=none switches MIC off)" if key == "mic" else ""
+                return f"{key}=null: choose one of its options{off}: {', '.join(names)}"
+            if not re.fullmatch(r"[\w.-]+(,[\w.-]+)*", value):
                 continue
             options = value.split(",")
             for option in options:  # each chosen file, a sweep's too
@@ -763,6 +767,11 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
                     return (
                         f"no setting {key} in this config, but an interpolation reads it where "
                         f"it is set: add it with +{key}=..."
+                    )
+                if where == "method.terms.mic" and not names:  # mic=none leaves it empty
+                    return (
+                        f"no setting {key}: MIC is switched off (mic=none), so it has no "
+                        "settings; drop mic=none to set them"
                     )
                 return (
                     f"no setting {key}: {where} has no {part!r}.{hint} Its settings: "

@@ -568,6 +568,42 @@ CASES = [
         "seed: Input should be less than or equal to 4294967295",
     ),
     (
+        "config-boolean-for-a-count",
+        "true given where a whole number is meant (it ran 1 iteration and recorded true)",
+        lambda t, r: ["iterations=true"],
+        "iterations: Input should be a valid integer, not true or false (got True)",
+    ),
+    (
+        "config-group-null",
+        "a config group set to null (Hydra's traceback; mic=none switches MIC off)",
+        lambda t, r: ["mic=null"],
+        "mic=null: choose one of its options (mic=none switches MIC off): block,",
+    ),
+    (
+        "config-init-from-empty",
+        "an empty init_from (an unset shell variable: it trained from scratch without a word)",
+        lambda t, r: ["init_from="],
+        "init_from: is empty (an unset shell variable?)",
+    ),
+    (
+        "config-eval-models-twice",
+        "a model listed twice for evaluation (scored twice under one name)",
+        lambda t, r: ["eval.models=[student,student]"],
+        "eval.models: names a model twice",
+    ),
+    (
+        "config-mic-setting-with-mic-off",
+        "a MIC setting beside mic=none",
+        lambda t, r: ["mic=none", "method.terms.mic.masker.ratio=0.5"],
+        "MIC is switched off (mic=none), so it has no settings",
+    ),
+    (
+        "config-adabn-batches-runaway",
+        "AdaBN batches far beyond the target data (an evaluation no signal could stop)",
+        lambda t, r: [*folder_overrides(t), "eval.adabn_batches=1000000"],
+        "eval.adabn_batches=1000000 would pass over the target loader's",
+    ),
+    (
         "config-env-not-a-number",
         "a learning rate read from the environment that is no number",
         lambda t, r: ["optimizer.lr=${oc.env:MIC_TEST_UNSET_VARIABLE,abc}"],
@@ -960,6 +996,24 @@ CASES = [
         "segmentation: a context U-Net whose position embedding has no side",
         lambda t, r: ["experiment=streets", *SCENES, "model=context_unet", "model.grid=0"],
         "model.grid must be a positive whole number (the side of its position embedding), got 0",
+    ),
+    (
+        "segmentation-scheduler-settings-of-another",
+        "segmentation: scheduler=constant beside the experiment's warm-up (a TypeError)",
+        lambda t, r: ["experiment=streets", *SCENES, "scheduler=constant"],
+        "the scheduler Constant does not take warmup_iters, which the config gives it",
+    ),
+    (
+        "segmentation-rare-class-sampling-text",
+        "segmentation: rare_class_sampling=no (text, which switched it on)",
+        lambda t, r: ["experiment=streets", *SCENES, "method.rare_class_sampling=no"],
+        "method.rare_class_sampling must be true or false, got 'no'",
+    ),
+    (
+        "segmentation-negative-width",
+        "segmentation: a negative U-Net stage width",
+        lambda t, r: ["experiment=streets", *SCENES, "model.widths=[8,-16,32]"],
+        "model.widths must list each stage's channels as positive whole numbers",
     ),
     (
         "segmentation-config-mask",

@@ -74,7 +74,7 @@ class LossTerm(nn.Module, ABC):
         if not 0 <= self.weight < float("inf"):  # NaN too
             raise ConfigError(
                 f"{type(self).__name__}(weight={weight}): a loss weight must be a finite number "
-                ">= 0: a negative one makes training maximise its loss (0 switches it off)"
+                ">= 0 (0 switches it off): a negative one makes training maximise its loss"
             )
 
     @abstractmethod

@@ -268,8 +268,10 @@ def check_scoring(task: Task, model: nn.Module, batch: Any, device: Any) -> dict
 #: the message for a test loader without a batch
 EMPTY_TEST = (
     "the test loader of the evaluation yields no batch, so there is nothing to score (the "
-    "metric would be NaN or 0): the test set is empty, or smaller than one batch with "
-    "drop_last=True; give it labelled target images, or drop_last=False"
+    "metric would be NaN or 0): the test set is empty (mic-train: its size is the data set's "
+    "setting, e.g. dataset.test_count, dataset.test.length, or the images of its folder), or, "
+    "from Python, smaller than one batch of a DataLoader with drop_last=True; give it labelled "
+    "target images (or drop_last=False)"
 )
 
 

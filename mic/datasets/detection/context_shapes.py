@@ -245,10 +245,11 @@ class ContextShapes(ShapesDetection):
         seed: int = 0,
     ) -> None:
         super().__init__(domain, split, labelled, size, length, beta, seed)
-        if blur < 0:
-            raise ConfigError(f"the scattering blur must be >= 0, got blur={blur}")
-        if not 0.0 <= source_lookalike <= 1.0:
-            raise ConfigError(f"source_lookalike must lie in [0, 1], got {source_lookalike}")
+        number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+        if not (number(blur) and blur >= 0):
+            raise ConfigError(f"the scattering blur must be a number >= 0, got blur={blur!r}")
+        if not (number(source_lookalike) and 0.0 <= source_lookalike <= 1.0):
+            raise ConfigError(f"source_lookalike must lie in [0, 1], got {source_lookalike!r}")
         self.blur, self.source_lookalike = float(blur), float(source_lookalike)
 
     def render(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -300,5 +300,15 @@ class RareClassSampling(DatasetWrapper):
 
 def rare_class_sampling(dataset: Any, enabled: bool = True, **kwargs: Any) -> Any:
     """``RareClassSampling(dataset, **kwargs)`` when enabled, else the dataset itself (lets a
-    method config switch it on and off)."""
+    method config switch it on and off).
+
+    Raises:
+        ConfigError: ``enabled`` is not true or false (``rare_class_sampling=no`` is text,
+            which would switch it on).
+    """
+    if not isinstance(enabled, bool):
+        raise ConfigError(
+            f"method.rare_class_sampling must be true or false, got {enabled!r} (a dataset "
+            "config reads it as rare_class_sampling.enabled)"
+        )
     return RareClassSampling(dataset, **kwargs) if enabled else dataset

@@ -258,6 +258,11 @@ class StreetScenes:
             raise ConfigError(f"streets domain must be 'source' or 'target', got {domain!r}")
         if split not in ("train", "test"):
             raise ConfigError(f"streets split must be 'train' or 'test', got {split!r}")
+        if isinstance(size, int) and 0 < size < 16:  # the objects' sizes are drawn in pixels
+            raise ConfigError(
+                f"dataset.size={size}: the street scenes are drawn at least 16 px wide (their "
+                "persons, poles and kerbs have sizes in pixels); give 16 or more"
+            )
         count = count if count is not None else (2000 if split == "train" else 500)
         self.labelled, self.flip = labelled, flip
         images, self.labels = self._generate(domain, split, count, size, seed, source_lookalike)

@@ -35,6 +35,7 @@ from mic.core import ConfigError, IterationContext, LossTerm, SharedForward
 from mic.core.teacher import unwrap
 from mic.core.terms import sum_parts
 from mic.functional import reverse_gradient, scale_gradient
+from mic.tasks.common import check_whole
 from mic.tasks.detection.model import images_device, sampling_from
 
 if TYPE_CHECKING:
@@ -207,6 +208,9 @@ class DomainAdversarial(LossTerm):
         ):
             if w < 0:
                 raise ConfigError(f"{name} must be >= 0, got {w}")
+        for name, width in (("image_hidden", image_hidden), ("instance_hidden", instance_hidden)):
+            if width is not None:  # 0 would fall back to the default width
+                check_whole(f"method.terms.adversarial.{name}", width, what="a classifier width")
         self.image_weight = float(image_weight)
         self.instance_weight = float(instance_weight)
         self.consistency_weight = float(consistency_weight)

@@ -20,7 +20,7 @@ from mic.core import (
 )
 from mic.core.teacher import unwrap
 from mic.core.weighting import WEIGHTING_MODES
-from mic.tasks.detection.model import BOX_REGRESSION_PARTS
+from mic.tasks.detection.model import BOX_REGRESSION_PARTS, LOSS_PARTS
 
 #: the masked branch's weightings: the core's (per pseudo-box) and the student's own confidence
 DETECTION_WEIGHTINGS = (*WEIGHTING_MODES, "student")
@@ -89,6 +89,12 @@ class DetectionMIC(MaskedImageConsistency):
         self.student_weighted = weighting == "student"
         if part_weights is None:
             part_weights = dict.fromkeys(BOX_REGRESSION_PARTS, 0.0)
+        unknown = sorted(set(part_weights) - set(LOSS_PARTS))
+        if unknown:  # else told only at the first batch with pseudo-boxes
+            raise ConfigError(
+                f"method.terms.mic.part_weights name {unknown}, which the detection loss does "
+                f"not have; its parts are {list(LOSS_PARTS)}"
+            )
         super().__init__(
             masker, "none" if self.student_weighted else weighting, tau, weight, part_weights
         )

@@ -25,7 +25,7 @@ from mic.datasets.segmentation.labels import (
     default_class_names,
 )
 from mic.functional import weighted_cross_entropy
-from mic.tasks.common import check_class_datasets
+from mic.tasks.common import check_class_datasets, check_whole
 from mic.tasks.segmentation.models.hrda import HRDA, HRDAOutput, crop_per_image, detail_crop_boxes
 from mic.training.batches import (
     plain_samples,
@@ -257,6 +257,7 @@ class SegmentationTask(Task):
                 "dataset.num_classes, which the task reads, must agree)"
             )
         self.palette = [tuple(c) for c in (palette or CITYSCAPES_PALETTE)]
+        check_whole("task.visualize", visualize, least=0, what="test images drawn")
         self.visualize = int(visualize)
 
     # ------------------------------------------------------------------------- training

@@ -401,6 +401,11 @@ class SegmentationMIC(MaskedImageConsistency):
         weight: float = 1.0,
         unscaled_parts: Sequence[str] = (),
     ) -> None:
+        if isinstance(unscaled_parts, str):  # list("fd") would be its letters
+            raise ConfigError(
+                f"MIC's unscaled_parts is a list of part names, got the text {unscaled_parts!r}:"
+                f" write [{unscaled_parts}]"
+            )
         unscaled = list(unscaled_parts)
         if unscaled and float(weight) == 0:
             raise ConfigError(

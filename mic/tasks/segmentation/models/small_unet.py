@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 from torch import Tensor, nn
 
-from mic.core.errors import ConfigError
+from mic.core.errors import ConfigError, is_whole
 from mic.tasks.common import check_whole
 from mic.tasks.segmentation.models.base import Segmenter
 
@@ -49,6 +49,13 @@ class SmallUNetEncoder(nn.Module):
 
     def __init__(self, widths: Sequence[int], norm: Norm = "batch") -> None:
         super().__init__()
+        listed = isinstance(widths, Sequence) and not isinstance(widths, str) and len(widths)
+        whole = [isinstance(w, int) and is_whole(w) for w in widths] if listed else [False]
+        if not all(whole):
+            raise ConfigError(
+                f"model.widths must list each stage's channels as positive whole numbers, "
+                f"finest first (e.g. [16, 32, 64, 128]), got {widths!r}"
+            )
         self.stages = nn.ModuleList(
             _Block(cin, cout, 1 if i == 0 else 2, norm)
             for i, (cin, cout) in enumerate(zip([3, *widths[:-1]], widths, strict=True))

@@ -1,0 +1,59 @@
+"""Settings that were taken silently, or failed deep inside, each refused (or warned of) where
+it is given."""
+
+import warnings
+
+import pytest
+
+from mic import BlockMasker, ConfigError
+from mic.datasets.detection.context_shapes import ContextShapes
+from mic.datasets.segmentation.streets import StreetScenes
+from mic.experiment import _warn_of_schedule
+from mic.tasks.detection.adversarial import DomainAdversarial
+from mic.tasks.detection.terms import DetectionMIC
+from mic.tasks.segmentation.task import SegmentationTask
+from mic.tasks.segmentation.terms import SegmentationMIC
+from mic.training.optim import Constant, WarmupMultiStep, WarmupPoly
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        # told only at the first batch with pseudo-boxes, or never in a short run
+        (
+            lambda: DetectionMIC(BlockMasker(8), part_weights={"roi_boxes": 1.0}),
+            "part_weights name ['roi_boxes'], which the detection loss does not have",
+        ),
+        # 0 fell back to the default width without a word
+        (
+            lambda: DomainAdversarial(16, 32, image_hidden=0),
+            "method.terms.adversarial.image_hidden must be a positive whole number",
+        ),
+        # a text was read letter by letter as part names
+        (
+            lambda: SegmentationMIC(BlockMasker(8), unscaled_parts="fd"),
+            "unscaled_parts is a list of part names, got the text 'fd'",
+        ),
+        # 'high - low < 0' from NumPy, for some draws
+        (lambda: StreetScenes(size=7, count=2), "drawn at least 16 px wide"),
+        # "'<=' not supported between instances of 'float' and 'str'"
+        (lambda: ContextShapes(source_lookalike="abc", length=2), "source_lookalike must lie"),
+        # no drawings, without a word
+        (lambda: SegmentationTask(8, visualize=-1), "task.visualize must be a whole number >= 0"),
+    ],
+)
+def test_a_setting_that_went_unnoticed_is_refused(build, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        build()
+
+
+def test_a_schedule_that_ends_before_the_run_or_grows_is_warned_of():
+    with pytest.warns(UserWarning, match="max_iters=1 is below iterations=4: the last 3"):
+        _warn_of_schedule(WarmupPoly(max_iters=1, warmup_iters=0), 4)
+    with pytest.warns(UserWarning, match="gamma=2 is above 1"):
+        _warn_of_schedule(WarmupMultiStep(steps=[1, 3], gamma=2.0, warmup_iters=0), 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_of_schedule(WarmupPoly(max_iters=4, warmup_iters=0), 4)
+        _warn_of_schedule(WarmupMultiStep(steps=[1, 3], warmup_iters=0), 4)
+        _warn_of_schedule(Constant(), 4)
