@@ -379,11 +379,18 @@ def check_resume_config(
                 "values in the order of the sweep's first command, or these changes would "
                 "continue another job's run"
             )
+        terms = any(k.startswith("method.") and k.endswith("._target_") for k in refused)
         raise ConfigError(
             f"the config differs from the checkpoint's in what the run trains with ({listing}). "
             "Exact resume needs the checkpoint's values; to continue with the new ones on "
             f"purpose, add resume_allow_changes=[{keys}] (they apply from the resumed "
             "iteration), or start a new run in another folder"
+            + (
+                " (init_from=<checkpoint> starts it from these weights): a loss term added or "
+                "replaced with modules of its own (a discriminator) cannot be resumed even so"
+                if terms
+                else ""
+            )
         )
     return changes
 

@@ -1646,7 +1646,7 @@ def test_config_group_options_are_checked_where_mics_own_configs_decide(tmp_path
     assert "Did you mean: dacs?" in unknown_option(["+method=dacs_mic"])
     assert "The model options: " in unknown_option(["model=detectron2_rcnn"])
     assert "unknown method 'SDAT'. Did you mean: sdat?" in unknown_option(["method=SDAT"])
-    # config folders of one's own, sweeps and null: Hydra judges
+    # config folders of one's own and sweeps: Hydra judges
     assert unknown_option(["experiment=mine", "hydra.searchpath=[pkg://my.configs]"]) is None
     assert "config folder /x (--config-dir / hydra.searchpath): no such folder" in unknown_option(
         ["--config-dir", "/x"]
@@ -1655,7 +1655,8 @@ def test_config_group_options_are_checked_where_mics_own_configs_decide(tmp_path
         ["experiment=mine", "hydra.searchpath=[file:///x]"]
     )
     assert unknown_option(["-m", "experiment=det_shapes,streetz"]) is None
-    assert unknown_option(["model=null"]) is None
+    # null (Hydra: "Config group override must be a string or a list", with its traceback)
+    assert "model=null: choose one of its options: context_unet," in unknown_option(["model=null"])
 
 
 def test_nested_settings_are_checked_against_the_composed_config(tmp_path):

@@ -467,3 +467,19 @@ def test_a_crash_while_metrics_jsonl_is_rewritten_on_resume_loses_no_line(tmp_pa
         logger.before_run(exp.loop)
     assert metrics.read_text() == before
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_resume_with_another_method_says_at_once_that_new_modules_cannot_resume(tmp_path):
+    """method=dann over mean teacher: the first refusal advised resume_allow_changes=[method],
+    which then met a second refusal (the discriminator's weights are not in the checkpoint)."""
+    from mic import ConfigError
+
+    run_experiment(load_config([*TINY, "iterations=2"]), tmp_path)
+    again = load_config([*TINY, "iterations=4", "resume=auto", "method=dann"])
+    with pytest.raises(ConfigError, match="cannot be resumed even so") as e:
+        build_experiment(again, tmp_path)
+    assert "init_from=<checkpoint>" in str(e.value)
+    lr = load_config([*TINY, "iterations=4", "resume=auto", "optimizer.lr=0.01"])
+    with pytest.raises(ConfigError) as e:  # a change without new modules is not told so
+        build_experiment(lr, tmp_path)
+    assert "even so" not in str(e.value)

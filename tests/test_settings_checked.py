@@ -57,3 +57,24 @@ def test_a_schedule_that_ends_before_the_run_or_grows_is_warned_of():
         _warn_of_schedule(WarmupPoly(max_iters=4, warmup_iters=0), 4)
         _warn_of_schedule(WarmupMultiStep(steps=[1, 3], warmup_iters=0), 4)
         _warn_of_schedule(Constant(), 4)
+
+
+def test_a_palette_of_too_few_colours_is_refused_and_the_default_serves_any_class_count():
+    with pytest.raises(ConfigError, match="gives 1 colours for 8 classes"):
+        SegmentationTask(8, palette=[[1, 2, 3]])
+    with pytest.raises(ConfigError, match=r"each in 0\.\.255"):
+        SegmentationTask(2, palette=[[1, 2, 3], [1, 2, 300]])
+    assert len(SegmentationTask(30).palette) == 19  # the Cityscapes colours; the rest black
+
+
+def test_learning_rate_multipliers_that_freeze_the_whole_model_are_refused():
+    from torch import nn
+
+    from mic.training.optim import param_groups
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    modules = {"model": model, "method": nn.Linear(2, 1)}
+    with pytest.raises(ConfigError, match="every parameter of the model the multiplier 0"):
+        param_groups(modules, 0.1, {"model": 0})  # 11 % accuracy, as before training
+    frozen_part = param_groups(modules, 0.1, {"model.0": 0})  # one part frozen: fine
+    assert sorted(g["lr"] for g in frozen_part) == [0.0, 0.1]

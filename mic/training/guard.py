@@ -136,8 +136,9 @@ class TrainingGuard(Guard):
                 previous[sig] = signal.getsignal(sig)
                 signal.signal(sig, stop)
         checked = None  # each step's weights, before the hooks save or score them
-        if self.nan_policy != "ignore":
-            checked = loop.optimizer.register_step_post_hook(lambda *_: self._check_weights(loop))
+        optimizer = getattr(loop, "optimizer", None)
+        if self.nan_policy != "ignore" and optimizer is not None:
+            checked = optimizer.register_step_post_hook(lambda *_: self._check_weights(loop))
         try:
             yield
         finally:

@@ -42,7 +42,8 @@ def param_groups(
             U-Net does not have).
 
     Raises:
-        ConfigError: an ``lr_mult`` prefix that no trainable parameter's name starts with.
+        ConfigError: an ``lr_mult`` prefix that no trainable parameter's name starts with, or
+            multipliers of 0 for every parameter of ``modules["model"]`` (nothing would train).
     """
     lr_mult = _flatten(lr_mult or {})
     named = [
@@ -60,9 +61,12 @@ def param_groups(
                 f"parameter names start with: {sorted({'.'.join(n.split('.')[:2]) for n in known})}"
             )
     groups: dict[tuple[float, bool], dict[str, Any]] = {}
+    model_mults = set()  # the multipliers of the model's parameters
     for name, p in named:
         matches = [k for k in lr_mult if name == k or name.startswith(k + ".")]
         mult = lr_mult[max(matches, key=len)] if matches else 1.0
+        if name.startswith("model."):
+            model_mults.add(mult)
         decay = not any(s in name for s in no_weight_decay)
         group = groups.setdefault((mult, decay), {"params": [], "lr": lr * mult, "lr_mult": mult})
         if weight_decay is not None:
@@ -70,6 +74,12 @@ def param_groups(
         elif not decay:
             group["weight_decay"] = 0.0
         group["params"].append(p)
+    if model_mults == {0}:
+        raise ConfigError(
+            "lr_mult gives every parameter of the model the multiplier 0: the student would "
+            "not train (optimizer.lr=0 is refused for the same reason); give its parts a "
+            "multiplier > 0 (0 freezes a part, e.g. lr_mult={model.backbone: 0})"
+        )
     return list(groups.values())
 
 

@@ -18,6 +18,7 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from mic.core import ConfigError, DatasetError, PseudoLabels, Task
 from mic.core.context import Random, uniform
+from mic.core.errors import is_whole
 from mic.core.teacher import unwrap
 from mic.datasets.segmentation.labels import (
     CITYSCAPES_PALETTE,
@@ -257,6 +258,13 @@ class SegmentationTask(Task):
                 "dataset.num_classes, which the task reads, must agree)"
             )
         self.palette = [tuple(c) for c in (palette or CITYSCAPES_PALETTE)]
+        rgb = all(len(c) == 3 and all(is_whole(v, 0) and v <= 255 for v in c) for c in self.palette)
+        short = palette is not None and len(self.palette) < self.num_classes  # the rest: black
+        if not rgb or short:
+            raise ConfigError(
+                f"the palette (dataset.palette) gives {len(self.palette)} colours for "
+                f"{self.num_classes} classes: give one [r, g, b] per class, each in 0..255"
+            )
         check_whole("task.visualize", visualize, least=0, what="test images drawn")
         self.visualize = int(visualize)
 
