@@ -323,6 +323,18 @@ SCENES = [
     "loader.target_batch_size=2",
 ]
 
+#: a short detection run on the fog shapes
+SHAPES = [
+    "experiment=det_shapes",
+    "iterations=2",
+    "adaptation_start=0",
+    "dataset.source.length=8",
+    "dataset.target.length=8",
+    "dataset.test.length=8",
+    "loader.source_batch_size=2",
+    "loader.target_batch_size=2",
+]
+
 # (id, what is wrong, overrides(tmp, run) -> list, a fragment of the message)
 CASES = [
     # ------------------------------------------------------------------ config
@@ -1042,33 +1054,13 @@ CASES = [
     (
         "detection-config-classes",
         "detection: model and dataset class counts differ",
-        lambda t, r: [
-            "experiment=det_shapes",
-            "iterations=2",
-            "adaptation_start=0",
-            "dataset.source.length=8",
-            "dataset.target.length=8",
-            "dataset.test.length=8",
-            "loader.source_batch_size=2",
-            "loader.target_batch_size=2",
-            "model.num_classes=9",
-        ],
+        lambda t, r: [*SHAPES, "model.num_classes=9"],
         "classes",
     ),
     (
         "detection-image-mean",
         "detection: a normalisation mean of 2 values for RGB images",
-        lambda t, r: [
-            "experiment=det_shapes",
-            "iterations=2",
-            "adaptation_start=0",
-            "dataset.source.length=8",
-            "dataset.target.length=8",
-            "dataset.test.length=8",
-            "loader.source_batch_size=2",
-            "loader.target_batch_size=2",
-            "model.image_mean=[0.5,0.5]",
-        ],
+        lambda t, r: [*SHAPES, "model.image_mean=[0.5,0.5]"],
         "model.image_mean must give 3 numbers, one per RGB channel of images in [0, 1]",
     ),
     (
