@@ -643,8 +643,9 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
     held, asked = len(adabn) if adabn is not None else 0, int(cfg.eval.adabn_batches)
     if held and asked > 10 * held:  # a typo's extra zeros: an evaluation no signal ends
         raise ConfigError(
-            f"eval.adabn_batches={asked} would pass over the target loader's {held} batches "
-            f"{asked // held} times at every evaluation, where BatchNorm statistics settle "
+            f"eval.adabn_batches={asked} would pass over the target loader ({held} "
+            f"batch{'es' * (held != 1)}) {asked // held} times at every evaluation, where "
+            "BatchNorm statistics settle "
             f"within one pass; give at most {10 * held} (0: no AdaBN)"
         )
     evaluation = Evaluation(
@@ -770,7 +771,8 @@ def _warn_of_schedule(schedule: Any, iterations: int) -> None:
         warnings.warn(
             f"scheduler.max_iters={ends} is below iterations={iterations}: the last "
             f"{iterations - ends} iterations train at {schedule.min_ratio:g} x optimizer.lr "
-            "(scheduler.min_ratio); remove scheduler.max_iters to follow the run's length",
+            "(scheduler.min_ratio); leave scheduler.max_iters unset (it then follows "
+            "iterations), or set it to at least iterations",
             stacklevel=2,
         )
     if getattr(schedule, "steps", None) and getattr(schedule, "gamma", 0) > 1:

@@ -652,9 +652,11 @@ def unknown_option(argv: Sequence[str]) -> str | None:
         plus, key, rest, value = found.groups()
         folders = [c / key for c in confs if (c / key).is_dir()]
         if folders and not rest:  # a group's option (or a sweep's: a,b)
-            if value == "null":  # Hydra: "Config group override must be a string" (traceback)
+            if "null" in value.split(","):  # Hydra: "Config group override must be a string"
                 names = sorted({p.stem for f in folders for p in f.glob("[!_]*.yaml")})
                 off = " (mic=none switches MIC off)" if key == "mic" else ""
+                if key == "experiment":  # the default: none
+                    off = " (leave experiment= out for none, the default)"
                 return f"{key}=null: choose one of its options{off}: {', '.join(names)}"
             if not re.fullmatch(r"[\w.-]+(,[\w.-]+)*", value):
                 continue

@@ -613,7 +613,7 @@ CASES = [
         "config-adabn-batches-runaway",
         "AdaBN batches far beyond the target data (an evaluation no signal could stop)",
         lambda t, r: [*folder_overrides(t), "eval.adabn_batches=1000000"],
-        "eval.adabn_batches=1000000 would pass over the target loader's",
+        "eval.adabn_batches=1000000 would pass over the target loader (",
     ),
     (
         "config-env-not-a-number",
@@ -1649,6 +1649,8 @@ def test_config_group_options_are_checked_where_mics_own_configs_decide(tmp_path
     assert unknown_option(["-m", "experiment=det_shapes,streetz"]) is None
     # null (Hydra: "Config group override must be a string or a list", with its traceback)
     assert "model=null: choose one of its options: context_unet," in unknown_option(["model=null"])
+    assert "mic=null: choose one" in unknown_option(["-m", "mic=none,null"])  # a sweep's too
+    assert "leave experiment= out for none" in unknown_option(["experiment=null"])
 
 
 def test_nested_settings_are_checked_against_the_composed_config(tmp_path):

@@ -436,9 +436,9 @@ def test_a_resume_from_an_earlier_checkpoint_sets_the_later_ones_aside(tmp_path)
     allowed = [f"resume={folder / 'iter_00000002.pt'}", "resume_allow_changes=[optimizer.lr]"]
     exp = build_experiment(load_config([*again, *allowed]), tmp_path)
     assert exp.loop.step == 2
-    with pytest.warns(UserWarning, match="resumed at iteration 2, before this folder's later"):
+    with pytest.warns(UserWarning, match="resumed at iteration 2, before this folder's 2 later"):
         exp.checkpointer.before_run(exp.loop)  # as the run starts; then it crashes
-    assert sorted(p.name for p in (folder / "abandoned").iterdir()) == [
+    assert sorted(p.name for p in (folder / "abandoned_at_00000002").iterdir()) == [
         "iter_00000003.pt",
         "iter_00000004.pt",
     ]
@@ -446,6 +446,17 @@ def test_a_resume_from_an_earlier_checkpoint_sets_the_later_ones_aside(tmp_path)
         load_config([*again, "resume=auto", "resume_allow_changes=[optimizer.lr]"]), tmp_path
     )
     assert auto.loop.step == 2  # the resumed path's newest, not the abandoned iter_4
+    auto.loop.run()  # iterations 3 and 4 again, at the new rate
+    back = build_experiment(
+        load_config(
+            [*again, f"resume={folder / 'iter_00000001.pt'}", "resume_allow_changes=[optimizer.lr]"]
+        ),
+        tmp_path,
+    )
+    with pytest.warns(UserWarning, match=r"3 later checkpoint\(s\) \(iter_00000002.pt to iter_"):
+        back.checkpointer.before_run(back.loop)  # a second go-back keeps the first one's files
+    assert len(list((folder / "abandoned_at_00000002").iterdir())) == 2
+    assert len(list((folder / "abandoned_at_00000001").iterdir())) == 3
 
 
 def test_a_crash_while_metrics_jsonl_is_rewritten_on_resume_loses_no_line(tmp_path, monkeypatch):

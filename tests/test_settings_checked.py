@@ -78,3 +78,27 @@ def test_learning_rate_multipliers_that_freeze_the_whole_model_are_refused():
         param_groups(modules, 0.1, {"model": 0})  # 11 % accuracy, as before training
     frozen_part = param_groups(modules, 0.1, {"model.0": 0})  # one part frozen: fine
     assert sorted(g["lr"] for g in frozen_part) == [0.0, 0.1]
+
+
+def test_whole_numbers_of_other_kinds_are_taken_where_counts_are_checked():
+    """YAML's 16.0 and NumPy's integers pass the whole-number checks, and are used as ints
+    (they failed deep inside: a float head count in the attention, a float width)."""
+    import numpy as np
+    import torch
+
+    from mic.datasets.segmentation.sampling import rare_class_sampling
+    from mic.tasks.detection.model import check_detector_settings
+    from mic.tasks.segmentation.models.context_unet import ContextUNet
+    from mic.tasks.segmentation.models.small_unet import SmallUNet
+
+    x = torch.zeros(1, 3, 32, 32)
+    assert SmallUNet(3, widths=[8.0, 16, 32]).eval()(x).shape == (1, 3, 32, 32)
+    assert SmallUNet(3, widths=np.array([8, 16, 32])).eval()(x).shape == (1, 3, 32, 32)
+    net = ContextUNet(3, widths=[8, 16, 32.0], heads=4.0, grid=np.int64(4)).eval()
+    assert net(x).shape == (1, 3, 32, 32)
+    assert DomainAdversarial(16, 32, image_hidden=16.0).image_classifier is not None
+    assert len(StreetScenes(size=16.0, count=1)) == 1
+    data = [0, 1]
+    assert rare_class_sampling(data, enabled=np.bool_(False)) is data
+    for values in (np.array([0.5, 0.5, 0.5]), torch.tensor([0.5, 0.5, 0.5]), [np.float32(1)] * 3):
+        check_detector_settings({"image_mean": values, "image_std": values})

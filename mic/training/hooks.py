@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 import logging
 import math
@@ -673,28 +674,31 @@ class Checkpointer(Hook):
                 leftover.unlink(missing_ok=True)
             if getattr(loop, "step", 0) == 0:
                 self._set_aside_earlier_run()
-            else:
+            elif loop.step < loop.iterations:  # something left to train
                 self._set_aside_abandoned(loop.step)
 
     def _set_aside_abandoned(self, step: int) -> None:
         """A run resumed from an earlier checkpoint of this folder than its newest: move the
-        ``iter_*.pt`` after ``step`` (the path it abandons, e.g. at another learning rate)
-        into ``abandoned/`` (replacing an older one), with a warning, so that ``resume=auto``
-        after a crash continues this path, not theirs."""
+        ``iter_*.pt`` after ``step`` (the path it abandons, e.g. at another learning rate, or
+        newer files that could not be read) into ``abandoned_at_<step>/`` (a new folder each
+        time), with a warning, so that ``resume=auto`` after a crash continues this run."""
         name = f"iter_{step:08d}.pt"  # the names sort as their iterations
-        later = [p for p in self.directory.glob("iter_*.pt") if p.name > name]
+        later = sorted(p for p in self.directory.glob("iter_*.pt") if p.name > name)
         if not later:
             return
-        aside = self.directory / "abandoned"
-        shutil.rmtree(aside, ignore_errors=True)
+        aside = self.directory / f"abandoned_at_{step:08d}"
+        for n in itertools.count(2):
+            if not aside.exists():
+                break
+            aside = self.directory / f"abandoned_at_{step:08d}_{n}"
         aside.mkdir()
         for path in later:
             path.replace(aside / path.name)
-        names = ", ".join(sorted(p.name for p in later)[-2:])
+        names = f"{later[0].name} to {later[-1].name}" if len(later) > 1 else later[0].name
         warnings.warn(
-            f"Checkpointer: the run resumed at iteration {step}, before this folder's later "
-            f"checkpoints ({names}): moved to '{aside}', so that resume=auto continues the "
-            "resumed run, not the one they belong to",
+            f"Checkpointer: the run resumed at iteration {step}, before this folder's "
+            f"{len(later)} later checkpoint(s) ({names}): moved to '{aside}', so that "
+            "resume=auto continues this run from here",
             stacklevel=3,
         )
 

@@ -306,9 +306,9 @@ def rare_class_sampling(dataset: Any, enabled: bool = True, **kwargs: Any) -> An
         ConfigError: ``enabled`` is not true or false (``rare_class_sampling=no`` is text,
             which would switch it on).
     """
-    if not isinstance(enabled, bool):
+    if not isinstance(enabled, (bool, np.bool_)):
         raise ConfigError(
             f"method.rare_class_sampling must be true or false, got {enabled!r} (a dataset "
             "config reads it as rare_class_sampling.enabled)"
         )
-    return RareClassSampling(dataset, **kwargs) if enabled else dataset
+    return RareClassSampling(dataset, **kwargs) if bool(enabled) else dataset

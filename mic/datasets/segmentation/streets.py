@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mic.core.errors import ConfigError
+from mic.core.errors import ConfigError, is_whole
 from mic.datasets.segmentation.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 
 CLASSES = ("road", "sidewalk", "building", "vegetation", "sky", "car", "person", "pole")
@@ -258,7 +258,8 @@ class StreetScenes:
             raise ConfigError(f"streets domain must be 'source' or 'target', got {domain!r}")
         if split not in ("train", "test"):
             raise ConfigError(f"streets split must be 'train' or 'test', got {split!r}")
-        if isinstance(size, int) and 0 < size < 16:  # the objects' sizes are drawn in pixels
+        size = int(size) if is_whole(size) else size  # 64.0 from YAML
+        if isinstance(size, int) and size < 16:  # the objects' sizes are drawn in pixels
             raise ConfigError(
                 f"dataset.size={size}: the street scenes are drawn at least 16 px wide (their "
                 "persons, poles and kerbs have sizes in pixels); give 16 or more"

@@ -553,12 +553,12 @@ def check_detector_settings(given: Mapping[str, Any]) -> None:
         value = given.get(name)
         if value is None:
             continue
-        numbers = isinstance(value, Sequence) and not isinstance(value, str)
-        numbers = numbers and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            for v in value
-        )
-        if not numbers or len(value) != 3 or (name == "image_std" and min(value) <= 0):
+        try:  # a list, a NumPy array or a tensor of numbers
+            floats = [float(v) for v in value] if not isinstance(value, str) else []
+        except (TypeError, ValueError):
+            floats = []
+        wrong = len(floats) != 3 or not all(map(math.isfinite, floats))
+        if wrong or (name == "image_std" and min(floats) <= 0):
             raise ConfigError(
                 f"model.{name} must give 3 numbers, one per RGB channel of images in [0, 1]"
                 f"{' (each > 0)' if name == 'image_std' else ''}, e.g. "

@@ -18,6 +18,7 @@ from mic.tasks.segmentation.models.small_unet import (
     SmallUNetEncoder,
     SmallUNetHead,
     _norm,
+    stage_widths,
 )
 
 
@@ -173,6 +174,7 @@ class ContextUNet(Segmenter):
         check_whole("num_classes", num_classes, what="the classes the model predicts")
         check_whole("model.heads", heads, what="the context branch's attention heads")
         check_whole("model.grid", grid, what="the side of its position embedding")
+        widths, heads, grid = stage_widths(widths), int(heads), int(grid)
         if pretrained:
             raise ConfigError(
                 "ContextUNet has no pretrained weights; set model.pretrained=false (in Python "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,21 @@ class _Block(nn.Sequential):
         )
 
 
+def stage_widths(widths: Any) -> list[int]:
+    """``widths`` as ints (``16.0`` and NumPy integers too).
+
+    Raises:
+        ConfigError: not a non-empty list of positive whole numbers (``model.widths``).
+    """
+    listed = not isinstance(widths, (str, bytes)) and hasattr(widths, "__len__") and len(widths)
+    if not listed or not all(is_whole(w) for w in widths):
+        raise ConfigError(
+            f"model.widths must list each stage's channels as positive whole numbers, "
+            f"finest first (e.g. [16, 32, 64, 128]), got {widths!r}"
+        )
+    return [int(w) for w in widths]
+
+
 class SmallUNetEncoder(nn.Module):
     """One two-conv block per width; every block after the first halves the resolution.
 
@@ -49,13 +64,7 @@ class SmallUNetEncoder(nn.Module):
 
     def __init__(self, widths: Sequence[int], norm: Norm = "batch") -> None:
         super().__init__()
-        listed = isinstance(widths, Sequence) and not isinstance(widths, str) and len(widths)
-        whole = [isinstance(w, int) and is_whole(w) for w in widths] if listed else [False]
-        if not all(whole):
-            raise ConfigError(
-                f"model.widths must list each stage's channels as positive whole numbers, "
-                f"finest first (e.g. [16, 32, 64, 128]), got {widths!r}"
-            )
+        widths = stage_widths(widths)
         self.stages = nn.ModuleList(
             _Block(cin, cout, 1 if i == 0 else 2, norm)
             for i, (cin, cout) in enumerate(zip([3, *widths[:-1]], widths, strict=True))
@@ -163,6 +172,7 @@ class SmallUNet(Segmenter):
             )
         if norm not in NORMS:
             raise ConfigError(f"model.norm must be one of {NORMS} (SmallUNet), got {norm!r}")
+        widths = stage_widths(widths)
         encoder = SmallUNetEncoder(widths, norm)
         head = SmallUNetHead(widths, num_classes, norm)
         super().__init__(encoder, head, num_classes)
