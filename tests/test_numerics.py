@@ -9,6 +9,7 @@ import torch
 
 from mic import (
     AdaptationLoop,
+    BlockMasker,
     EMATeacher,
     Hook,
     LossTerm,
@@ -199,3 +200,20 @@ def test_stop_policy_names_the_branch_in_the_console_numbering():
     loop = _loop(UDAMethod({"source": Poisoned(bad={0})}), nan_policy="stop")
     with pytest.raises(NumericalError, match="the loss 'source' is NaN or Inf at iteration 1"):
         loop.train_step()
+
+
+def test_no_label_free_score_picks_a_model_whose_weights_are_not_finite():
+    """Under nan_policy=ignore a step may leave NaN weights; masked_agreement still agreed
+    with itself on them (the probability validators gave NaN) and could pick that iteration."""
+    from mic.training import LabelFreeValidation
+
+    task, _, _, _ = tiny_loaders()
+    model = tiny_model()
+    images = [torch.randn(4, 3, 8, 8)]
+    validation = LabelFreeValidation(
+        ["masked_agreement", "entropy"], images, batches=1, masker=BlockMasker(2, 0.5)
+    )
+    assert all(math.isfinite(v) for v in validation.score(task, model).values())
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    assert all(math.isnan(v) for v in validation.score(task, model).values())

@@ -455,7 +455,8 @@ class LabelFreeValidation:
                 ``model``'s own.
 
         Returns:
-            ``{validator name: score}``, floats (NaN where undefined).
+            ``{validator name: score}``, floats (NaN where undefined, and for every validator
+            of a model whose weights hold NaN or Inf: no score may pick it).
 
         Raises:
             ConfigError: validators that read class probabilities, which the task does not
@@ -464,6 +465,9 @@ class LabelFreeValidation:
         """
         self.check(task)
         model = unwrap(model)  # scored in one process: no data-parallel wrapper
+        norms = torch._foreach_norm([p.detach() for p in model.parameters()])
+        if norms and not torch.isfinite(torch.stack(norms)).all():  # nan_policy=ignore's
+            return dict.fromkeys(self.names, math.nan)
         device = device or next(model.parameters()).device
         probabilities = any(v.needs_probabilities for v in self.validators)
         masked = any(v.needs_masked for v in self.validators)
