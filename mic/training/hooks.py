@@ -674,7 +674,7 @@ class Checkpointer(Hook):
                 leftover.unlink(missing_ok=True)
             if getattr(loop, "step", 0) == 0:
                 self._set_aside_earlier_run()
-            elif loop.step < loop.iterations:  # something left to train
+            elif loop.step < getattr(loop, "iterations", math.inf):  # something left to train
                 self._set_aside_abandoned(loop.step)
 
     def _set_aside_abandoned(self, step: int) -> None:
