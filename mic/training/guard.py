@@ -27,6 +27,14 @@ NAN_CAUSES = (
 )
 
 
+def all_finite(tensors: list[Tensor]) -> Tensor:
+    """Whether every value of ``tensors`` is finite, as a 0-d bool tensor on their device
+    (one fused norm per tensor, no host synchronisation; True for no tensors)."""
+    if not tensors:
+        return torch.tensor(True)
+    return torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all()
+
+
 def nan_causes(loop: AdaptationLoop) -> str:
     """``NAN_CAUSES``, with precision=fp32 for a run in bf16 or fp16."""
     return NAN_CAUSES if loop.precision == "fp32" else f"{NAN_CAUSES}, or use precision=fp32"
@@ -203,9 +211,9 @@ class TrainingGuard(Guard):
         params = loop.parameters()
         grads = [p.grad for p in params if p.grad is not None]
         named = {n: ~torch.isfinite(v).all() for n, v in losses.items()}
-        named["weights"] = ~torch.isfinite(torch.stack(torch._foreach_norm(params))).all()
+        named["weights"] = ~all_finite(params)
         if grads and not loop.scaler.is_enabled():
-            named["gradients"] = ~torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
+            named["gradients"] = ~all_finite(grads)
         faults = torch.stack([*named.values()]).float()
         flags = torch.cat([torch.tensor(stop, device=loop.device), faults])
         bad = c.mean(flags).tolist()
@@ -229,8 +237,7 @@ class TrainingGuard(Guard):
     def _check_weights(self, loop: AdaptationLoop) -> None:
         """Raise ``NumericalError`` when the optimiser step just taken made weights NaN or
         Inf (one host synchronisation; the weights are the same on every process)."""
-        norms = torch._foreach_norm(loop.parameters())
-        if norms and not torch.isfinite(torch.stack(norms)).all():
+        if not all_finite(loop.parameters()):
             raise NumericalError(
                 f"the optimiser step of iteration {loop.step + 1} made weights NaN or Inf; no "
                 "checkpoint holds them. Lower the learning rate or clip gradients "
