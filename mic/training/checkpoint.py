@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -40,17 +41,7 @@ def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
         OSError: the folder cannot be written (the temporary file is removed).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _replace(path, _temporary(path), lambda f: f.write(text.encode("utf-8")))
 
 
 def _umask() -> int:
@@ -59,10 +50,32 @@ def _umask() -> int:
     return mask
 
 
+def _temporary(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path``: its descriptor and name."""
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+
+
+def _replace(path: Path, temporary: tuple[int, str], write: Callable[[BinaryIO], Any]) -> None:
+    """``write`` into the ``temporary`` file, flushed and fsynced, then rename it over
+    ``path`` with the umask's permissions (mkstemp makes it 0600); on any failure the
+    temporary file is removed and the error raised."""
+    fd, tmp = temporary
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # as a plain open() would
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _atomic_write(obj: Any, path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        temporary = _temporary(path)
     except OSError as e:
         raise CheckpointError(
             f"cannot write to the checkpoint folder '{path.parent}' ({e.strerror or e}); make "
@@ -70,22 +83,13 @@ def _atomic_write(obj: Any, path: Path) -> None:
             f"(resume={path.parent.parent} hydra.run.dir=<another folder>)"
         ) from e
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # as a plain open() would (mkstemp makes it 0600)
-        os.replace(tmp, path)
+        _replace(path, temporary, lambda f: torch.save(obj, f))
     except Exception as e:  # torch's writer raises RuntimeError for a full disk
-        Path(tmp).unlink(missing_ok=True)
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
         raise CheckpointError(
             f"could not write checkpoint '{path}' ({reason}); the previous checkpoint is "
             "intact. Free disk space (or lower checkpoint.keep) and resume with resume=auto"
         ) from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
