@@ -38,11 +38,11 @@ from mic.core.errors import is_whole
 #: (the sampler's seed x 1,000,003 + epoch; torch.manual_seed)
 MAX_SEED = 2**32 - 1
 
-#: the kinds of the schema's fields that text must not be given for (pydantic would read
-#: ``"3"`` as 3 and ``"false"`` as false, but the code reads the value as it is: a string),
-#: nor a value of another of these kinds (``iterations=true`` ran 1 iteration and recorded
-#: ``true``; ``channels_last=1`` recorded 1)
-_NOT_TEXT = {int: "a valid integer", float: "a valid number", bool: "true or false"}
+#: the kinds of the schema's fields that take a value of their own kind only: not text
+#: (pydantic would read ``"3"`` as 3 and ``"false"`` as false, but the code reads the value as
+#: it is: a string), nor a boolean for a number or a number for a boolean
+#: (``iterations=true`` ran 1 iteration and recorded ``true``; ``channels_last=1`` recorded 1)
+_STRICT_KINDS = {int: "a valid integer", float: "a valid number", bool: "true or false"}
 
 
 class _Section(BaseModel):
@@ -50,17 +50,17 @@ class _Section(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _not_text(cls, value: Any, info: ValidationInfo) -> Any:
+    def _of_its_kind(cls, value: Any, info: ValidationInfo) -> Any:
         hint = cls.model_fields[str(info.field_name)].annotation
-        kinds = [k for k in _NOT_TEXT if hint in (k, k | None)]
+        kinds = [k for k in _STRICT_KINDS if hint in (k, k | None)]
         if not kinds:
             return value
         should = "must be" if kinds[0] is bool else "Input should be"
         if isinstance(value, str):
-            raise ValueError(f"{should} {_NOT_TEXT[kinds[0]]}, not text")
+            raise ValueError(f"{should} {_STRICT_KINDS[kinds[0]]}, not text")
         if (kinds[0] is bool) != isinstance(value, bool) and value is not None:
             got = "a number" if kinds[0] is bool else "true or false"
-            raise ValueError(f"{should} {_NOT_TEXT[kinds[0]]}, not {got}")
+            raise ValueError(f"{should} {_STRICT_KINDS[kinds[0]]}, not {got}")
         return value
 
 
