@@ -80,6 +80,28 @@ def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
     assert torch.equal(want[0], got[0]) and np.array_equal(want[1], got[1]) and want[2] == got[2]
 
 
+class _OnGPU(torch.Tensor):
+    """A host tensor that refuses, as one on a GPU does, to give its values to NumPy: what
+    a checkpoint read with ``map_location="cuda"`` holds."""
+
+    def numpy(self, *args, **kwargs):
+        raise TypeError("can't convert cuda:0 device type tensor to numpy")
+
+    def cpu(self, *args, **kwargs):
+        return self.as_subclass(torch.Tensor)
+
+
+def test_rng_state_restores_from_a_checkpoint_read_onto_a_gpu():
+    state = rng_state()
+    kind, keys, *rest = state["numpy"]
+    state["numpy"] = [kind, keys.as_subclass(_OnGPU), *rest]
+    state["torch"] = state["torch"].as_subclass(_OnGPU)
+    expected = random.random(), np.random.rand(), torch.rand(1)
+    set_rng_state(state)
+    assert (random.random(), np.random.rand()) == expected[:2]
+    assert torch.equal(torch.rand(1), expected[2])
+
+
 class _Noisy:
     """A dataset whose items are random draws (like random crops)."""
 
