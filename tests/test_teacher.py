@@ -103,6 +103,16 @@ def test_teacher_keeps_its_own_value_where_the_student_is_not_finite(bad):
     assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
 
 
+def test_an_update_off_the_cpu_reads_no_value_back():
+    """On a GPU a read-back would synchronise with the host at every update
+    (benchmarks/sync_check.py runs it there); the meta device, which holds no values and
+    refuses to give any, stands in for a GPU here."""
+    student = _bn_net().to("meta")
+    teacher = EMATeacher(student, alpha=0.9, buffers="ema")
+    teacher.update(student, 4)
+    assert all(p.device.type == "meta" for p in teacher.model.parameters())
+
+
 def test_buffer_policy_ema_averages_float_and_copies_integer_buffers():
     old, new, student = _buffers_after("ema")
     a = min(1 - 1 / 5, 0.9)

@@ -135,7 +135,10 @@ class EMATeacher(Teacher):
 
 
 def _finite(new: list[torch.Tensor], old: list[torch.Tensor]) -> list[torch.Tensor]:
-    ok = torch.stack(torch._foreach_norm(new)).isfinite().tolist() if new else []  # one pass
+    # on the CPU one fused norm per tensor finds the few to mend; on a GPU reading it back
+    # would stall the device at every update (a host synchronisation), so all are mended there
+    cpu = bool(new) and new[0].device.type == "cpu"
+    ok = torch.stack(torch._foreach_norm(new)).isfinite().tolist() if cpu else [False] * len(new)
     return [n if o else torch.where(torch.isfinite(n), n, t) for n, t, o in zip(new, old, ok)]
 
 
