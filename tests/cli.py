@@ -9,6 +9,7 @@ not seconds of imports; a few tests in tests/test_cli.py run the real console sc
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import os
 import subprocess
@@ -18,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
-FAULTS = Path(__file__).parent / "faults"  # sitecustomize.py: environment faults
+FAULTS = Path(__file__).parent / "faults" / "environment.py"  # environment faults
 
 _PRELOAD = [
     "torch",
@@ -58,9 +59,9 @@ def _child(args: list[str], env: dict[str, str], cwd: str, out: str, err: str, s
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     if cwd not in sys.path:  # as the console script: _target_ modules of the working folder
         sys.path.insert(0, cwd)
-    if env.get("MIC_TEST_FAULT"):
-        sys.path.insert(0, str(FAULTS))
-        import sitecustomize  # noqa: F401 (the fault named in MIC_TEST_FAULT)
+    if env.get("MIC_TEST_FAULT"):  # by its path: a module name could be one imported before
+        spec = importlib.util.spec_from_file_location("mic_test_fault", FAULTS)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
     import torch
 
     torch.set_num_threads(1)

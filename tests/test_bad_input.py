@@ -1432,13 +1432,14 @@ CASES = [
 
 
 #: environment cases: id -> (the run folder, from the case's folder and a copy of the existing
-#: run; the fault the subprocess meets, see tests/faults/sitecustomize.py)
+#: run; the fault the subprocess meets, see tests/faults/environment.py)
 ENVIRONMENT = {
     "env-run-folder-below-a-file": (lambda t, run: _write(t, "a_file", b"x") / "run", ""),
     "env-read-only-run-folder": (lambda t, run: run, "read-only:{run}"),
     "env-full-disk": (lambda t, run: run, "full-disk"),
     "env-disk-fills-while-saving": (lambda t, run: run, "save-fails"),
     "env-no-detectron2": (lambda t, run: t / "fresh", "no-detectron2"),
+    "env-no-cuda": (lambda t, run: run, "no-cuda"),
     "env-offline-no-cached-weights": (lambda t, run: t / "fresh", "hub-offline:{run}/no-cache"),
 }
 

@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +51,8 @@ def test_new_task_pseudo_labels_and_weighted_loss():
 def test_new_task_example_runs_through_mic_train_with_its_config(tmp_path):
     """The example task, in one file, through the console script with the config beside it:
     ``cd examples && mic-train --config-dir . experiment=new_task``."""
-    mic_train = Path(sys.executable).parent / "mic-train"
+    beside = Path(sys.executable).parent  # the venv's, else the one on PATH (pip --target)
+    mic_train = shutil.which("mic-train", path=f"{beside}{os.pathsep}{os.environ['PATH']}")
     run = tmp_path / "run"
     out = subprocess.run(
         [

@@ -89,6 +89,7 @@ def test_the_record_mic_train_writes_is_the_one_hydra_writes(tmp_path, sweep):
     record = ["0/.hydra/*", "multirun.yaml"] if sweep else [".hydra/*"]
     hydra_alone = f"import sys; from mic.train import _main; sys.argv = {['x', *args]}; _main()"
     env = {"PATH": os.environ["PATH"], "OMP_NUM_THREADS": "1"}
+    env.update({k: os.environ[k] for k in ["PYTHONPATH"] if k in os.environ})  # mic's place
     done = subprocess.run([sys.executable, "-c", hydra_alone], cwd=tmp_path, env=env)
     assert done.returncode == 0
     hydras = _files(folder, *record)

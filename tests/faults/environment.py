@@ -1,10 +1,11 @@
-"""Environment faults for tests that run ``mic-train`` in a subprocess, chosen by
-``MIC_TEST_FAULT`` (this folder is put on the subprocess's PYTHONPATH):
+"""Environment faults for tests that run ``mic-train`` in a process of its own, chosen by
+``MIC_TEST_FAULT`` (tests/cli.py loads this file there before mic-train's main):
 
 - ``read-only:<folder>``: every write below the folder fails as on a read-only mount;
 - ``full-disk``: the disk reports 1 MiB free;
 - ``save-fails``: ``torch.save`` fails as torch's writer does when the disk fills;
 - ``no-detectron2``: ``import detectron2`` fails, as where it is not installed;
+- ``no-cuda``: torch finds no CUDA device, as on a machine without a GPU;
 - ``hub-offline:<folder>``: the Hugging Face hub cannot be reached (its address refuses
   connections, no proxy) and its local cache is the folder (empty or missing: nothing cached).
 """
@@ -67,6 +68,11 @@ elif FAULT == "no-detectron2":
     import sys
 
     sys.modules["detectron2"] = None  # type: ignore[assignment]
+
+elif FAULT == "no-cuda":
+    import torch
+
+    torch.cuda.is_available = lambda: False
 
 elif FAULT.startswith("hub-offline:"):
     from huggingface_hub import constants
