@@ -799,6 +799,12 @@ CASES = [
         "unknown backbone 'resnet5'",
     ),
     (
+        "config-backbone-null",
+        "no backbone (`model.backbone=null`)",
+        lambda t, r: ["model.backbone=null"],
+        "model.backbone must be a timm model name (e.g. resnet50) or a module with num_features",
+    ),
+    (
         "config-model-classes",
         "model and dataset class counts differ",
         lambda t, r: ["model.num_classes=7"],

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from torch import Tensor, nn
 
 from mic.backbones import create_backbone
-from mic.core import DatasetError
+from mic.core import ConfigError, DatasetError
 from mic.tasks.common import check_whole
 
 
@@ -27,7 +28,8 @@ class Classifier(nn.Module):
         **backbone_kwargs: passed to ``create_backbone``.
 
     Raises:
-        ConfigError: ``num_classes`` or ``bottleneck_dim`` that is no whole number in range.
+        ConfigError: ``num_classes`` or ``bottleneck_dim`` that is no whole number in range;
+            a ``backbone`` that is neither a name nor a module with ``num_features``.
     """
 
     def __init__(
@@ -48,6 +50,11 @@ class Classifier(nn.Module):
         check_whole("model.bottleneck_dim", bottleneck_dim, 0, "the width; 0: no bottleneck")
         if isinstance(backbone, str):
             backbone = create_backbone(backbone, pretrained=pretrained, **backbone_kwargs)
+        if not isinstance(getattr(backbone, "num_features", None), numbers.Integral):
+            raise ConfigError(
+                f"model.backbone must be a timm model name (e.g. resnet50) or a module with "
+                f"num_features (its pooled feature width), got {backbone!r}"
+            )
         self.backbone = backbone
         width = int(backbone.num_features)
         if bottleneck_dim > 0:
