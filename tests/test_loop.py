@@ -425,3 +425,43 @@ def test_a_term_may_replace_the_target_images_with_new_ones():
     """A read-only target_images ended such a term in an AttributeError."""
     loop, _ = make_loop(mean_teacher().with_terms(flip=_Replaces()), iterations=1)
     loop.train_step()
+
+
+def test_a_run_ended_by_a_stop_request_trains_on_when_run_again():
+    """A notebook cell run again after Ctrl-C: the stop was that run's, not the next one's."""
+    from mic import Hook
+
+    class StopAt(Hook):
+        def after_step(self, loop, losses):
+            if loop.step == 2 and loop.iterations == 5:
+                loop.request_stop("SIGINT")
+
+    loop, _ = make_loop(source_only(), iterations=5, hooks=[StopAt()])
+    loop.run()
+    assert (loop.step, loop.interrupted_by) == (2, "SIGINT")
+    loop.iterations = 6
+    loop.run()
+    assert (loop.step, loop.interrupted_by, loop.stop_reason) == (6, None, None)
+
+
+def test_hooks_release_what_they_hold_when_a_run_raises(tmp_path):
+    """An error that is no data error (a hook's own bug, a numerical stop) skips after_run,
+    but every hook's teardown runs: the metrics file, TensorBoard's writer and the bar close."""
+    from mic import Hook, ProgressBar
+
+    class Broken(Hook):
+        def after_step(self, loop, losses):
+            if loop.step == 2:
+                raise RuntimeError("a bug in a hook of one's own")
+
+    logger, bar = MetricsLogger(tmp_path, interval=1), ProgressBar(enabled=False)
+    loop, _ = make_loop(source_only(), iterations=4, hooks=[bar, logger, Broken()])
+    with pytest.raises(RuntimeError, match="a bug in a hook"):
+        loop.run()
+    assert logger._file is None and logger.writer is None and bar.bar.disable
+    assert [
+        json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
+    ] == [
+        1,
+        2,
+    ]

@@ -170,7 +170,7 @@ def test_a_resumed_run_keeps_the_tensorboard_records_of_the_step_it_resumed_from
         logger.before_run(SimpleNamespace(step=start))
         for step in steps:
             logger.write({"step": step, "eval/student/accuracy": step / 10})
-        logger.after_run(SimpleNamespace(step=steps[-1]))
+        logger.teardown(SimpleNamespace(step=steps[-1]))
 
     run(0, [1, 2, 3, 4])  # stopped after 4, its last checkpoint at 3
     run(3, [4, 5])

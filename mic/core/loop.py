@@ -76,6 +76,9 @@ class Hook:
     def after_run(self, loop: AdaptationLoop) -> None:
         """After the last iteration, or after a stop (``loop.interrupted_by`` says why)."""
 
+    def teardown(self, loop: AdaptationLoop) -> None:
+        """Last, also when ``run`` raises: release what ``before_run`` took (files, bars)."""
+
 
 class Guard:
     """What watches a run for stop requests and numerical faults; this default watches nothing
@@ -264,8 +267,10 @@ class AdaptationLoop:
         """
         self.collective.broadcast_module(self.student)
         self.collective.broadcast_module(self.method)
-        with self.guard.running(self):
+        self.stop_reason = self.interrupted_by = None  # a stop ended the last run, not this
+        with self.guard.running(self), contextlib.ExitStack() as teardown:
             for hook in self.hooks:
+                teardown.callback(hook.teardown, self)
                 hook.before_run(self)
             while self.step < self.iterations and self.stop_reason is None:
                 try:  # a bad file met mid-run (in a batch or an evaluation): save, report it

@@ -157,8 +157,9 @@ class ProgressBar(Hook):
         if "summary" in record and process_info().is_main:
             say(record["summary"])
 
-    def after_run(self, loop: AdaptationLoop) -> None:
-        self.bar.close()
+    def teardown(self, loop: AdaptationLoop) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def strict_json(obj: Any, **kwargs: Any) -> str:
@@ -254,11 +255,12 @@ class MetricsLogger(Hook):
         # a record without "step" (a hook's loop.emit({...})) is logged at the loop's step
         self.write({"step": loop.step, **{k: v for k, v in record.items() if k != "summary"}})
 
-    def after_run(self, loop: AdaptationLoop) -> None:
+    def teardown(self, loop: AdaptationLoop) -> None:
         if self._file is not None:
             self._file.close()
         if self.writer is not None:
             self.writer.close()
+        self._file = self.writer = None
 
 
 class Evaluation(Hook):
