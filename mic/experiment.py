@@ -3,6 +3,7 @@ command line: ``run_experiment(load_config(["method=source_only"]), "runs/x")``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import random
@@ -10,7 +11,7 @@ import re
 import shutil
 import socket
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -522,8 +523,43 @@ def build_validation(cfg: DictConfig, method: UDAMethod, loader: Any) -> LabelFr
     )
 
 
+@contextlib.contextmanager
+def _determinism_restored(always: bool) -> Iterator[None]:
+    """Put torch's deterministic mode (``deterministic=true``: deterministic algorithms, no
+    cuDNN benchmark, cuBLAS's workspace setting) back as it was after the block, ``always`` or
+    only when the block raises."""
+    env = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+    )
+    done = False
+    try:
+        yield
+        done = True
+    finally:
+        if always or not done:
+            torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+            torch.backends.cudnn.benchmark = before[2]
+            if env is None:
+                os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+            else:
+                os.environ["CUBLAS_WORKSPACE_CONFIG"] = env
+
+
 def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
-    """Instantiate task, data, model, method, teacher, optimiser, schedule, hooks and loop."""
+    """Instantiate task, data, model, method, teacher, optimiser, schedule, hooks and loop.
+
+    With ``deterministic=true`` it switches torch's deterministic algorithms on for the run
+    (``torch.use_deterministic_algorithms``, cuDNN's benchmark off); ``run_experiment`` puts
+    them back as they were after the run, a build that raises at once.
+    """
+    with _determinism_restored(always=False):
+        return _build_experiment(cfg, run_dir)
+
+
+def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment:
     check_config(cfg)
     refuse_empty_run_folder()  # hydra.run.dir= : into the current folder
     run_dir = Path(run_dir) if run_dir is not None else None
@@ -1134,6 +1170,13 @@ def run_experiment(
             asked), before anything is written into the run folder (``mic-train`` writes
             Hydra's record of a resumed command there).
     """
+    with _determinism_restored(always=True):
+        return _run_experiment(cfg, run_dir, on_start)
+
+
+def _run_experiment(
+    cfg: DictConfig, run_dir: str | Path | None, on_start: Callable[[Experiment], None] | None
+) -> dict[str, Any]:
     exp = build_experiment(cfg, run_dir)
     if on_start is not None:
         on_start(exp)

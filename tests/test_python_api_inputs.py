@@ -666,3 +666,26 @@ def test_a_duck_typed_task_without_the_optional_methods_is_named_before_training
         )
     with pytest.raises(ConfigError, match="the task Duck lacks check_targets"):
         mic.Evaluation(Duck(), source)
+
+
+def test_deterministic_mode_is_the_runs_own_and_a_refused_build_leaves_it(monkeypatch):
+    """Research code runs experiments one after another in one process: deterministic=true
+    holds for its run only, and a build refused for a bad setting changes nothing."""
+    import os
+
+    from mic.experiment import build_experiment, load_config, run_experiment
+    from tests.helpers import TINY_RUN
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    seen = []
+    run_experiment(
+        load_config([*TINY_RUN, "deterministic=true"]),
+        on_start=lambda exp: seen.append(torch.are_deterministic_algorithms_enabled()),
+    )
+    assert seen == [True] and not torch.are_deterministic_algorithms_enabled()
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    with pytest.raises(ConfigError, match="best_by"):
+        build_experiment(load_config([*TINY_RUN, "deterministic=true", "checkpoint.best_by=foo"]))
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
