@@ -66,7 +66,7 @@ from mic.training import (
 )
 from mic.training.checkpoint import few, initial_weights_file, write_text_atomically
 from mic.training.evaluation import in_percent, shown_metric
-from mic.training.hooks import say, strict_json
+from mic.training.hooks import RandomStateAtBuild, say, strict_json
 
 
 def load_config(
@@ -674,7 +674,8 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
     scheduler = lr_scheduler(optimizer, schedule)
     _warn_of_schedule(schedule, int(cfg.iterations))
 
-    hooks: list[Any] = [ProgressBar(int(cfg.log.interval), bool(cfg.log.progress))]
+    random_state = RandomStateAtBuild()  # first: before any hook draws
+    hooks: list[Any] = [random_state, ProgressBar(int(cfg.log.interval), bool(cfg.log.progress))]
     start = int(cfg.adaptation_start)
     held, asked = len(adabn) if adabn is not None else 0, int(cfg.eval.adabn_batches)
     if held and asked > 10 * held:  # a typo's extra zeros: an evaluation no signal ends
@@ -764,6 +765,7 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
                 Path(run_dir) / "summary.json",
                 *(checkpointer.directory / f"{m}.pt" for m in ("student", "teacher")),
             ]
+    random_state.capture()
     return Experiment(
         cfg, task, student, method, loop, evaluation, run_dir, resume_from, checkpointer
     )

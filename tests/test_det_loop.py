@@ -110,3 +110,22 @@ def test_a_resumed_run_keeps_the_per_class_ap_tables_up_to_its_checkpoint(tmp_pa
     assert report.tables == tables[1:]
     report.before_run(SimpleNamespace(step=0))  # a new run starts its own
     assert report.tables == []
+
+
+def test_an_experiment_trains_the_same_whatever_runs_between_its_build_and_its_run():
+    """The detector draws inside the model (SADA's discriminator dropout, box sampling) from
+    the global generators: a notebook's draw, or another experiment's build (which seeds
+    them), between ``build_experiment`` and ``loop.run()`` must not change the run."""
+    from mic.experiment import build_experiment, load_config
+
+    cfg = load_config(tiny_det())
+
+    def trained(between):
+        exp = build_experiment(cfg)
+        between()
+        exp.loop.run()
+        return [p.detach().clone() for p in exp.student.parameters()]
+
+    alone = trained(lambda: None)
+    for between in (lambda: torch.rand(100), lambda: build_experiment(load_config(TINY_DET))):
+        assert all(torch.equal(a, b) for a, b in zip(alone, trained(between)))

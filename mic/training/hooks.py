@@ -43,7 +43,7 @@ from mic.training.evaluation import (
     shown_metric,
     tracked_batchnorms,
 )
-from mic.training.rng import rng_state
+from mic.training.rng import rng_state, set_rng_state
 from mic.training.validators import (
     LabelFreeValidation,
     ModelSelection,
@@ -177,6 +177,25 @@ def strict_json(obj: Any, **kwargs: Any) -> str:
         return x
 
     return json.dumps(finite(obj), allow_nan=False, **kwargs)
+
+
+class RandomStateAtBuild(Hook):
+    """Before the first ``run``, the global random state (torch, NumPy, Python) that the
+    experiment was built with, captured by ``capture``: the draws made inside the model
+    (dropout, a detector's box sampling) are then the same whatever ran between the build and
+    ``loop.run()`` (a draw of one's own, another experiment's build, which seeds the
+    generators). A later ``run`` (after a stop) goes on from the state the last one left."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, Any] | None = None
+
+    def capture(self) -> None:
+        self.state = rng_state()
+
+    def before_run(self, loop: AdaptationLoop) -> None:
+        if self.state is not None:
+            set_rng_state(self.state)
+            self.state = None
 
 
 class MetricsLogger(Hook):
