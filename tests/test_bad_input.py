@@ -92,6 +92,15 @@ def _broken_target(tmp):
     return folder_overrides(tmp, target=tgt)
 
 
+def _huge_target(tmp):
+    """A 200-megapixel scan (45 kB as a 1-bit PNG) beside small images."""
+    from PIL import Image
+
+    tgt = class_folders(tmp / "huge_tgt", ["x"], n=3)
+    Image.new("1", (20000, 10000), 1).save(tgt / "x" / "scan.png")
+    return folder_overrides(tmp, target=tgt)
+
+
 def _label_size(tmp):
     src = seg_tree(tmp / "src")
     write_label(src / "lbl" / "1.png", two_class_label((20, 10)))
@@ -1125,6 +1134,12 @@ CASES = [
         "an image file that cannot be read (found before training)",
         lambda t, r: _broken_target(t),
         "Unreadable image files (1): '",
+    ),
+    (
+        "data-image-too-large",
+        "an image of more pixels than Pillow opens (a 200-megapixel scan)",
+        lambda t, r: _huge_target(t),
+        "Image files of more pixels than Pillow opens (1): '",
     ),
     (
         "data-label-size",

@@ -293,6 +293,38 @@ def test_binary_masks_saved_as_0_255_are_found_and_read_with_label_mapping(tmp_p
     assert set(np.unique(mapped.load(0)[1])) == {0, 1}
 
 
+def test_a_label_mapping_that_leaves_stored_ids_unlisted_is_warned_of(tmp_path):
+    """Cityscapes' labelIds with only the ids above the class count mapped: the ids it does
+    not list (road's 7, ego vehicle's 1) were read silently as the classes of those numbers.
+    A mapping of 255 alone (binary masks) lists no other scheme and stays quiet."""
+    root = seg_tree(tmp_path / "seg", n=3, right=5)  # stored ids 0 and 5
+    ds = SegmentationFolder(root / "img", root / "lbl", num_classes=3, label_mapping={5: 2})
+    (problem,) = [p for p in ds.preflight() if "does not list" in p.kind]
+    assert problem.warning
+    assert "also hold [0]" in problem.detail and "0 as '0'" in problem.detail
+    listed = {0: 0, 5: 2}
+    assert SegmentationFolder(
+        root / "img", root / "lbl", num_classes=3, label_mapping=listed
+    ).preflight() == [p for p in ds.preflight() if p is not problem and p != problem]
+    overrides = [*seg_folder_overrides(tmp_path, num_classes=3, right=5), "device=cpu"]
+    out = run_mic_train([*overrides, "dataset.label_mapping={5: 2}", f"hydra.run.dir={tmp_path}/r"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "label_mapping lists [5]" in out.stderr + out.stdout
+
+
+def test_negative_label_ids_are_outside_every_mapping():
+    """An int32 label's -1 was looked up from the end of the table (read as 255, -256 as 0)."""
+    from mic.datasets.segmentation.labels import LabelMap
+
+    labels = LabelMap.train_ids(3)
+    ids = np.array([[0, 1], [-1, -256]], dtype=np.int32)
+    assert labels.check(ids) == (
+        "ids [-256, -1] outside the training-id (0..2) mapping (known ids: 0..2)"
+    )
+    with pytest.raises(DatasetError, match=r"ids \[-256, -1\] outside"):
+        labels(ids, "a.png")
+
+
 def test_rare_class_sampling_with_labels_in_another_folder_and_a_cache_keyed_on_content(
     tmp_path,
 ):

@@ -212,6 +212,30 @@ def to_rgb(img: Image.Image, path: str | Path = "") -> Image.Image:
         ) from e
 
 
+#: what Pillow raises for a file it cannot read (a decompression bomb: more pixels than
+#: ``PIL.Image.MAX_IMAGE_PIXELS``, about 179 Mpx, is no OSError)
+UNREADABLE = (
+    OSError,
+    UnidentifiedImageError,
+    ValueError,
+    SyntaxError,
+    Image.DecompressionBombError,
+)
+
+
+def unreadable(path: str | Path, e: Exception, what: str = "image") -> DatasetError:
+    """The message of a file Pillow could not read (``UNREADABLE``)."""
+    if isinstance(e, Image.DecompressionBombError):
+        return DatasetError(
+            f"{what} '{path}' has more pixels than Pillow opens ({e}); store a downscaled or "
+            "tiled copy, or lift Pillow's limit in the code that starts the run "
+            "(PIL.Image.MAX_IMAGE_PIXELS = None)"
+        )
+    return DatasetError(
+        f"cannot read {what} '{path}' ({e.__class__.__name__}: {e}); remove or replace the file"
+    )
+
+
 def load_image(
     path: str | Path, mode: str = "RGB", apply_exif_orientation: bool = True
 ) -> Image.Image:
@@ -234,12 +258,10 @@ def load_image(
             if apply_exif_orientation and _orientation(img) != 1:
                 img = ImageOps.exif_transpose(img)
             return to_rgb(img, path) if mode == "RGB" else img.convert(mode)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+    except UNREADABLE as e:
         if isinstance(e, DatasetError):
             raise
-        raise DatasetError(
-            f"cannot read image '{path}' ({e.__class__.__name__}: {e}); remove or replace the file"
-        ) from e
+        raise unreadable(path, e) from e
 
 
 @dataclass(frozen=True)
@@ -271,10 +293,8 @@ def read_header(path: str | Path, apply_exif_orientation: bool = True) -> ImageH
             mode = img.mode
     except FileNotFoundError as e:
         raise DatasetError(f"image '{path}' does not exist") from e
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-        raise DatasetError(
-            f"cannot read image '{path}' ({e.__class__.__name__}: {e}); remove or replace the file"
-        ) from e
+    except UNREADABLE as e:
+        raise unreadable(path, e) from e
     turned = apply_exif_orientation and orientation in (5, 6, 7, 8)  # a quarter turn
     w, h = (stored[1], stored[0]) if turned else stored
     return ImageHeader(w, h, mode, stored, orientation)

@@ -498,6 +498,14 @@ def header_problem(path: Path, error: DatasetError, what: str = "image") -> Prob
         )
     cause = error.__cause__ or error
     reason = f"{type(cause).__name__}: {cause}"
+    if isinstance(cause, Image.DecompressionBombError):
+        return Problem(
+            f"{what} files of more pixels than Pillow opens",
+            str(path),
+            reason,
+            "Store downscaled or tiled copies, or lift Pillow's limit in the code that starts "
+            "the run (PIL.Image.MAX_IMAGE_PIXELS = None).",
+        )
     return Problem(f"unreadable {what} files", str(path), reason, "Remove or replace them.")
 
 

@@ -164,8 +164,8 @@ class LabelMap:
         """None when every id in ``ids`` is known to the mapping, else what is wrong."""
         if ids.dtype.kind not in "iu":
             return f"{ids.dtype} values, not integer ids"
-        if ids.size and int(ids.max()) >= len(self.lut):
-            bad = np.unique(ids[ids >= len(self.lut)])[:8]
+        if ids.size and (int(ids.max()) >= len(self.lut) or int(ids.min()) < 0):
+            bad = np.unique(ids[(ids >= len(self.lut)) | (ids < 0)])[:8]
         elif ids.size and int(self.lut[ids].min()) < 0:
             bad = np.unique(ids[self.lut[ids] < 0])[:8]
         else:
@@ -175,7 +175,8 @@ class LabelMap:
         )
 
     def __call__(self, ids: np.ndarray, file: object = "") -> np.ndarray:
-        if ids.dtype.kind in "iu" and (not ids.size or int(ids.max()) < len(self.lut)):
+        inside = not ids.size or (int(ids.max()) < len(self.lut) and int(ids.min()) >= 0)
+        if ids.dtype.kind in "iu" and inside:
             out = self.lut[ids]
             if not out.size or int(out.min()) >= 0:
                 return out.astype(np.uint8)

@@ -33,6 +33,7 @@ from torchvision.io import ImageReadMode, decode_png, read_file
 
 from mic.core.errors import ConfigError, DatasetError
 from mic.datasets.files import (
+    UNREADABLE,
     ImageHeader,
     ReaderOptionError,
     check_folder,
@@ -43,6 +44,7 @@ from mic.datasets.files import (
     path_order,
     read_header,
     root_hint,
+    unreadable,
     visible,
 )
 from mic.datasets.preflight import (
@@ -148,9 +150,11 @@ def read_label(path: Path) -> np.ndarray:
                     "single-channel (grey or palette) PNG of class ids"
                 )
             return np.asarray(img)
-    except (OSError, ValueError) as e:
+    except UNREADABLE as e:
         if isinstance(e, DatasetError):
             raise
+        if isinstance(e, Image.DecompressionBombError):
+            raise unreadable(path, e, "label file") from e
         raise DatasetError(f"cannot read label file '{path}' ({e}); remove or replace it") from e
 
 
@@ -499,6 +503,8 @@ class SegmentationDataset:
         read = 0
         outside: list[tuple[str, str]] = []
         trainid_like, stored, ignored = True, 0, 0  # converted training ids read as ids?
+        listed = set(getattr(self, "listed_ids", ()))
+        seen: set[int] = set()  # the stored ids, where a mapping lists ids of its own
         sampled = sample_indices(len(self), k)
         for i in sampled:
             label_file = self.samples[i][1]
@@ -515,6 +521,8 @@ class SegmentationDataset:
                 continue
             mapped = self.label_map(ids)
             pixels += np.bincount(mapped.ravel(), minlength=256)
+            if listed - {IGNORE_INDEX}:
+                seen.update(np.unique(ids).tolist())
             if self.converted_fix:
                 kept = ids != 255
                 trainid_like &= bool((ids[kept] < self.num_classes).all())
@@ -534,7 +542,14 @@ class SegmentationDataset:
                 reason,
                 f"{of}Is it the right label format? They are read as {self.label_map.name} "
                 "ids; otherwise the class count (num_classes) or the label mapping must cover "
-                "them.",
+                "them"
+                + (
+                    " ({reader}.label_mapping='{<stored id>: <class>, ...}'; ids it "
+                    "does not list are read as the classes of their numbers, so list every "
+                    "stored id of another scheme, 255 to ignore one)."
+                    if self.takes_label_mapping
+                    else "."
+                ),
             )
             for file, reason in outside
         ]
@@ -561,6 +576,21 @@ class SegmentationDataset:
                 self.expected_absent,
                 self.takes_label_mapping,
                 warn_absent=training,
+            )
+        unlisted = sorted(seen - listed - {IGNORE_INDEX})
+        if unlisted:  # e.g. Cityscapes' labelIds with only the ids above 18 mapped
+            as_is = ", ".join(f"{i} as {self.classes[i]!r}" for i in unlisted[:8])
+            problems.append(
+                Problem(
+                    "label sets holding ids that label_mapping does not list",
+                    str(self.label_folder()),
+                    f"label_mapping lists {sorted(listed)}; the {read} label files read also "
+                    f"hold {unlisted}, which it does not list and which are read as the classes "
+                    f"of those numbers ({as_is})",
+                    "If they are ids of another scheme, list every stored id in "
+                    "{reader}.label_mapping (255: ignored), e.g. '{7: 0, 8: 1, 0: 255}'.",
+                    warning=True,
+                )
             )
         return problems
 
@@ -970,6 +1000,8 @@ class SegmentationFolder(SegmentationDataset):
         if len(classes) != num_classes:
             raise ConfigError(f"{len(classes)} class names given for num_classes={num_classes}")
         mapping = {i: i for i in range(num_classes)}
+        #: the stored ids ``label_mapping`` lists (the others below num_classes: read as is)
+        self.listed_ids = sorted(int(k) for k in (label_mapping or {}))
         for stored, train_id in (label_mapping or {}).items():
             if not (0 <= int(train_id) < num_classes or int(train_id) == IGNORE_INDEX):
                 raise ConfigError(
