@@ -29,6 +29,7 @@ from mic.core import (
     ConfigError,
     DatasetError,
     Masker,
+    MicError,
     Task,
     UDAMethod,
 )
@@ -85,6 +86,26 @@ def load_config(
     Raises:
         ConfigError: a ``config_dir`` that is no folder.
     """
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.version import VersionBase
+
+    # inside an app of one's own (@hydra.main, hydra.initialize in a notebook): that Hydra and
+    # its version_base are set aside while mic composes, and are put back afterwards
+    outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    base = VersionBase.instance().version_base  # perhaps unset: a sentinel setbase refuses
+    GlobalHydra.instance().clear()
+    try:
+        return _compose(overrides, config_name, config_dir)
+    finally:
+        VersionBase.instance().version_base = base
+        if outer is not None:
+            GlobalHydra.instance().clear()
+            GlobalHydra.instance().initialize(outer)
+
+
+def _compose(
+    overrides: Sequence[str], config_name: str, config_dir: str | os.PathLike[str] | None
+) -> DictConfig:
     from hydra import compose, initialize_config_module
 
     extra = []
@@ -554,9 +575,22 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
     With ``deterministic=true`` it switches torch's deterministic algorithms on for the run
     (``torch.use_deterministic_algorithms``, cuDNN's benchmark off); ``run_experiment`` puts
     them back as they were after the run, a build that raises at once.
+
+    Raises:
+        MicError: a bad setting (``ConfigError``) or data (``DatasetError``), also one met
+            while Hydra instantiated an object (the error itself, not Hydra's
+            ``InstantiationException`` around it).
     """
+    from hydra.errors import InstantiationException
+
     with _determinism_restored(always=False):
-        return _build_experiment(cfg, run_dir)
+        try:
+            return _build_experiment(cfg, run_dir)
+        except InstantiationException as e:
+            inner = next((x for x in exception_chain(e) if isinstance(x, MicError)), None)
+            if inner is None:
+                raise
+        raise inner  # outside the handler: not chained to the wrapper it came in
 
 
 def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment:

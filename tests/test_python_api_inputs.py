@@ -689,3 +689,23 @@ def test_deterministic_mode_is_the_runs_own_and_a_refused_build_leaves_it(monkey
         build_experiment(load_config([*TINY_RUN, "deterministic=true", "checkpoint.best_by=foo"]))
     assert not torch.are_deterministic_algorithms_enabled()
     assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+
+
+def test_load_config_inside_an_app_of_ones_own_that_uses_hydra(tmp_path):
+    """A notebook that initialised Hydra for its own configs (or a @hydra.main app) composes
+    mic's config, and its own Hydra and version_base are as before afterwards."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.version import VersionBase
+
+    from mic.experiment import load_config
+
+    (tmp_path / "mine.yaml").write_text("lr: 0.5\n")
+    with initialize_config_dir(str(tmp_path), version_base=None):
+        base, hydra = VersionBase.instance().getbase(), GlobalHydra.instance().hydra
+        assert load_config(["seed=3"]).seed == 3
+        assert GlobalHydra.instance().hydra is hydra
+        assert VersionBase.instance().getbase() == base
+        assert compose("mine").lr == 0.5
+    assert not GlobalHydra.instance().is_initialized()
+    assert load_config(["seed=4"]).seed == 4
