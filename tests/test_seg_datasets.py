@@ -328,6 +328,16 @@ def test_bad_input_errors(tmp_path):
         Cityscapes(tmp_path / "nowhere")
 
 
+def test_a_strip_image_scaled_keeps_at_least_one_pixel_a_side():
+    """A 400 x 2 px strip under scale (64, 32) rounded to 64 x 0 and the resize failed
+    (ValueError: height and width must be > 0) after the data check had only warned."""
+    assert rescale_size(400, 2, (64, 32)) == (64, 1)
+    strip = Image.fromarray(np.zeros((2, 400, 3), np.uint8))
+    t = SegmentationTransform(scale=(64, 32), crop_size=(8, 8), mean=[0.5] * 3, std=[0.5] * 3)
+    x, y = t(strip, np.zeros((2, 400), np.uint8))
+    assert x.shape == (3, 8, 8) and (y[1:] == 255).all()
+
+
 def test_transform_resize_crop_pad_and_flip():
     assert rescale_size(1914, 1052, (1280, 720)) == (1280, 704)
     assert rescale_size(2048, 1024, (1024, 512)) == (1024, 512)

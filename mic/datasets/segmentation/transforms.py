@@ -19,9 +19,10 @@ from mic.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 def rescale_size(width: int, height: int, scale: Sequence[int]) -> tuple[int, int]:
     """mmcv's keep-ratio rule: the largest size whose long side is at most ``max(scale)``
     and short side at most ``min(scale)``; ``(1024, 512)`` takes Cityscapes' 2048 x 1024 to
-    1024 x 512, ``(1280, 720)`` takes GTA5's 1914 x 1052 to 1280 x 704."""
+    1024 x 512, ``(1280, 720)`` takes GTA5's 1914 x 1052 to 1280 x 704; a side is at least
+    1 px (a strip of 2 x 400 px would round to 0)."""
     factor = min(max(scale) / max(width, height), min(scale) / min(width, height))
-    return int(width * factor + 0.5), int(height * factor + 0.5)
+    return max(1, int(width * factor + 0.5)), max(1, int(height * factor + 0.5))
 
 
 class SegmentationTransform:
