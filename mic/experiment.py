@@ -89,6 +89,16 @@ def load_config(
     from hydra.core.global_hydra import GlobalHydra
     from hydra.version import VersionBase
 
+    own = [o for o in overrides if str(o).lstrip("+~").startswith("hydra.")]
+    own = [o for o in own if not str(o).lstrip("+~").startswith("hydra.searchpath")]
+    if own:  # composed, then dropped with the rest of Hydra's section (searchpath aside)
+        warnings.warn(
+            f"load_config: {', '.join(map(str, own))} set(s) what mic-train's Hydra does and "
+            "changes nothing here; from Python the run folder is run_experiment(cfg, run_dir)'s "
+            "(or build_experiment's) argument",
+            stacklevel=2,
+        )
+
     # inside an app of one's own (@hydra.main, hydra.initialize in a notebook): that Hydra and
     # its version_base are set aside while mic composes, and are put back afterwards
     outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None

@@ -405,6 +405,8 @@ def test_one_file_listed_under_two_ids_is_named(tmp_path):
     [
         (lambda d: d["images"][0].pop("id"), "entry 0 of 'images' has no 'id'"),
         (lambda d: d["images"][1].pop("file_name"), "entry 1 of 'images' has no 'file_name'"),
+        # a table export's ids: the message said it had none
+        (lambda d: d["images"][0].update(id=1.0), "entry 0 of 'images' has an 'id' of 1.0, wh"),
         (lambda d: d.update(images={"a.png": 1}), "gives 'images' as dict; COCO lists them"),
         (lambda d: d.update(annotations={"1": 1}), "gives 'annotations' as dict"),
         (lambda d: d["annotations"].append("box"), "entry 2 of 'annotations' is 'box', not an"),

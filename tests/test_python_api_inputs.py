@@ -709,3 +709,14 @@ def test_load_config_inside_an_app_of_ones_own_that_uses_hydra(tmp_path):
         assert compose("mine").lr == 0.5
     assert not GlobalHydra.instance().is_initialized()
     assert load_config(["seed=4"]).seed == 4
+
+
+def test_hydra_settings_given_to_load_config_are_said_to_change_nothing():
+    """``hydra.run.dir=runs/x`` from Python was dropped without a word: nothing was written."""
+    from mic.experiment import load_config
+
+    with pytest.warns(UserWarning, match=r"hydra.run.dir=runs/x set\(s\) what mic-train's"):
+        load_config(["hydra.run.dir=runs/x", "seed=2"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_config(["seed=2"])

@@ -682,7 +682,12 @@ def _check_coco_lists(data: dict[str, Any], path: Path) -> None:
             elif key == "images" and (
                 not isinstance(entry.get("id"), (int, str)) or isinstance(entry["id"], bool)
             ):
-                lacks = f"has no 'id' (a number or a string): {entry!r}"
+                lacks = (
+                    f"has no 'id' (a number or a string): {entry!r}"
+                    if entry.get("id") is None
+                    else f"has an 'id' of {entry['id']!r}, where COCO's are whole numbers (or "
+                    f"strings): write them as such (0, not 0.0, as a table export may): {entry!r}"
+                )
             elif key == "images" and not isinstance(entry.get("file_name"), str):
                 lacks = f"has no 'file_name' (the image's path in the image folder): {entry!r}"
             if lacks:
