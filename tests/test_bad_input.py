@@ -1621,6 +1621,23 @@ def test_checkpoints_follow_the_umask(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o644
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="Linux's /proc")
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_the_umask_is_read_without_being_changed(tmp_path, monkeypatch, mask):
+    """Setting the umask to 0 to read it left, for that moment, files that other threads
+    create (TensorBoard's writer) without one."""
+    import mic.training.checkpoint as ckpt
+
+    old = os.umask(mask)
+    try:
+        monkeypatch.setattr(ckpt.os, "umask", lambda m: pytest.fail(f"umask set to {m:o}"))
+        path = ckpt.save_checkpoint({"x": torch.ones(1)}, tmp_path / "iter_00000001.pt")
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     import mic.training.checkpoint as ckpt
     from mic.core import CheckpointError

@@ -45,6 +45,14 @@ def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
 
 
 def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (setting it to read
+    it gives files that other threads create meanwhile, TensorBoard's, no mask)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
