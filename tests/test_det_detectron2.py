@@ -310,19 +310,19 @@ def test_the_install_script_leaves_an_installed_detectron2_alone():
 
 
 def test_mic_and_the_torchvision_backend_import_without_detectron2():
-    # tests/faults/sitecustomize.py makes `import detectron2` fail, as where it is missing;
+    # tests/faults/environment.py makes `import detectron2` fail, as where it is missing;
     # mic-train's message for that is a case of tests/test_bad_input.py
-    path = os.pathsep.join(
-        p for p in (str(ROOT / "tests" / "faults"), os.environ.get("PYTHONPATH")) if p
-    )
+    fault = ROOT / "tests" / "faults" / "environment.py"
     code = (
+        "import importlib.util as u; s = u.spec_from_file_location('fault', "
+        f"{str(fault)!r}); s.loader.exec_module(u.module_from_spec(s)); "
         "import mic, mic.tasks.detection as d; print(d.detectron2_build(), d.FasterRCNN.__name__)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": path, "MIC_TEST_FAULT": "no-detectron2"},
+        env={**os.environ, "MIC_TEST_FAULT": "no-detectron2"},
         timeout=300,
     )
     assert out.returncode == 0, out.stderr

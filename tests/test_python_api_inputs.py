@@ -668,7 +668,19 @@ def test_a_duck_typed_task_without_the_optional_methods_is_named_before_training
         mic.Evaluation(Duck(), source)
 
 
-def test_deterministic_mode_is_the_runs_own_and_a_refused_build_leaves_it(monkeypatch):
+@pytest.fixture
+def determinism_off(monkeypatch):
+    """torch's deterministic mode off, as in a fresh process (an earlier test's build of a
+    deterministic=true experiment leaves it on for that experiment's run), then as it was."""
+    before = torch.are_deterministic_algorithms_enabled()
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    torch.use_deterministic_algorithms(False)
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+def test_deterministic_mode_is_the_runs_own_and_a_refused_build_leaves_it(determinism_off):
     """Research code runs experiments one after another in one process: deterministic=true
     holds for its run only, and a build refused for a bad setting changes nothing."""
     import os
@@ -676,8 +688,6 @@ def test_deterministic_mode_is_the_runs_own_and_a_refused_build_leaves_it(monkey
     from mic.experiment import build_experiment, load_config, run_experiment
     from tests.helpers import TINY_RUN
 
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    assert not torch.are_deterministic_algorithms_enabled()
     seen = []
     run_experiment(
         load_config([*TINY_RUN, "deterministic=true"]),
