@@ -11,6 +11,7 @@ import pickle
 import re
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -91,6 +92,22 @@ def test_16_bit_greyscale_keeps_its_contrast(tmp_path):
     pixels = np.asarray(load_image(_save(tmp_path / "ramp.png", ramp)))[..., 0]
     assert len(np.unique(pixels)) == 20  # Pillow's own conversion: 255 everywhere
     assert pixels.min() == 0 and pixels.max() == round(57000 * 255 / 65535)
+
+
+def test_12_bit_data_in_16_bit_files_is_warned_of_once(tmp_path, monkeypatch):
+    """A 12-bit camera's values (0..4095) in 16-bit PNGs load with at most 17 grey levels,
+    near black: said once per process, naming the first file."""
+    import mic.datasets.files as files
+
+    monkeypatch.setattr(files, "_LOW_BITS_SAID", [])
+    ramp = (np.arange(64 * 64) % 4096).astype(np.uint16).reshape(64, 64)
+    first, second = (_save(tmp_path / f"{i}.png", ramp) for i in range(2))
+    with pytest.warns(UserWarning, match=r"0.png' is a I;16 image whose values reach only 4095"):
+        assert np.asarray(load_image(first)).max() == 16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_image(second)
+        load_image(_save(tmp_path / "full.png", ramp * 16))  # the full 16 bits
 
 
 def test_images_whose_values_cannot_be_read_as_8_bit_are_refused(tmp_path):

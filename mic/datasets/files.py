@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,6 +169,25 @@ def _orientation(img: Image.Image) -> int:
     return value if 1 <= value <= 8 else 1
 
 
+_LOW_BITS_SAID: list[str] = []  # the first file warned of, once per process
+
+
+def _warn_low_bits(path: str | Path, mode: str, hi: float) -> None:
+    """Warn, once per process, of an integer image whose values fill 12 bits or fewer of the
+    16 that ``to_rgb`` scales from (a 12-bit camera's or an 8-bit image saved as 16-bit)."""
+    if _LOW_BITS_SAID:
+        return
+    _LOW_BITS_SAID.append(str(path))
+    warnings.warn(
+        f"image '{path}' is a {mode} image whose values reach only {hi:g} of the 65535 that "
+        f"16-bit images are scaled from (v * 255 / 65535): it loads as a near-black 8-bit "
+        "image with few grey levels (12-bit data, or 8-bit data stored in 16 bits, does so); "
+        "rescale such images to the full 16 bits or save them as 8-bit images (only the first "
+        "such file is named)",
+        stacklevel=3,
+    )
+
+
 def to_rgb(img: Image.Image, path: str | Path = "") -> Image.Image:
     """An 8-bit RGB copy of a loaded image of any mode in ``RGB_CONVERTIBLE``.
 
@@ -200,6 +220,8 @@ def to_rgb(img: Image.Image, path: str | Path = "") -> Image.Image:
                     "reads integer images as 16-bit (0..65535): save it as an 8- or 16-bit image"
                 )
             grey = (values.astype(np.uint32) * 255 + 32767) // 65535
+            if 0 < hi < 4096:
+                _warn_low_bits(path, mode, hi)
         return Image.fromarray(grey.astype(np.uint8), "L").convert("RGB")
     try:
         if mode == "La":  # premultiplied: Pillow converts it to LA, not to L or RGB
