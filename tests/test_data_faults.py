@@ -329,6 +329,27 @@ def test_a_label_mapping_that_leaves_stored_ids_unlisted_is_warned_of(tmp_path):
     assert "label_mapping lists [5]" in out.stderr + out.stdout
 
 
+def test_palette_labels_whose_files_order_their_palettes_differently_are_warned_of(tmp_path):
+    """An editor's export "as indexed" orders each file's palette by itself: road was index 0
+    in one file and 1 in the next, read as two classes without a word."""
+    root = seg_tree(tmp_path / "seg", n=2)  # classes 0 (left) and 1 (right)
+    colours = {0: (128, 64, 128), 1: (244, 35, 232)}
+
+    def save(path, order):  # order: the file's palette, index -> class
+        ids = np.asarray(two_class_label((16, 12), 1))
+        indexed = Image.fromarray(np.array([order.index(c) for c in (0, 1)], np.uint8)[ids], "P")
+        indexed.putpalette([v for c in order for v in colours[c]])
+        indexed.save(path)
+
+    save(root / "lbl" / "0.png", [0, 1])
+    save(root / "lbl" / "1.png", [1, 0])
+    (problem,) = SegmentationFolder(root / "img", root / "lbl", num_classes=2).preflight()
+    assert problem.warning and problem.file.endswith("1.png")
+    assert "index 0 is colour (244, 35, 232) here and (128, 64, 128) in '" in problem.detail
+    save(root / "lbl" / "1.png", [0, 1])  # one palette for all: quiet
+    assert SegmentationFolder(root / "img", root / "lbl", num_classes=2).preflight() == []
+
+
 def test_negative_label_ids_are_outside_every_mapping():
     """An int32 label's -1 was looked up from the end of the table (read as 255, -256 as 0)."""
     from mic.datasets.segmentation.labels import LabelMap

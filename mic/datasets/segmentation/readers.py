@@ -505,6 +505,8 @@ class SegmentationDataset:
         trainid_like, stored, ignored = True, 0, 0  # converted training ids read as ids?
         listed = set(getattr(self, "listed_ids", ()))
         seen: set[int] = set()  # the stored ids, where a mapping lists ids of its own
+        colours: dict[int, tuple[tuple[int, ...], str]] = {}  # palette labels: index's colour
+        clash: tuple[str, str, int, tuple[int, ...], tuple[int, ...]] | None = None
         sampled = sample_indices(len(self), k)
         for i in sampled:
             label_file = self.samples[i][1]
@@ -521,6 +523,7 @@ class SegmentationDataset:
                 continue
             mapped = self.label_map(ids)
             pixels += np.bincount(mapped.ravel(), minlength=256)
+            clash = clash or _palette_clash(label_file, ids, colours)
             if listed - {IGNORE_INDEX}:
                 seen.update(np.unique(ids).tolist())
             if self.converted_fix:
@@ -577,6 +580,18 @@ class SegmentationDataset:
                 self.takes_label_mapping,
                 warn_absent=training,
             )
+        if clash is not None:  # an editor's export "as indexed", its palette per file
+            first, other, index, was, now = clash
+            problems.append(
+                Problem(
+                    "palette label sets whose files give an index different colours",
+                    other,
+                    f"index {index} is colour {now} here and {was} in '{first}'; palette "
+                    "labels are read by index, so one colour is not one class across files",
+                    "Save the labels as grey PNGs of class ids, or with one palette for all files.",
+                    warning=True,
+                )
+            )
         unlisted = sorted(seen - listed - {IGNORE_INDEX})
         if unlisted:  # e.g. Cityscapes' labelIds with only the ids above 18 mapped
             as_is = ", ".join(f"{i} as {self.classes[i]!r}" for i in unlisted[:8])
@@ -593,6 +608,26 @@ class SegmentationDataset:
                 )
             )
         return problems
+
+
+def _palette_clash(
+    path: Path, ids: np.ndarray, colours: dict[int, tuple[tuple[int, ...], str]]
+) -> tuple[str, str, int, tuple[int, ...], tuple[int, ...]] | None:
+    """For a palette label file: the first index it uses whose colour differs from the one an
+    earlier file gave it, as (earlier file, this file, index, earlier colour, this colour);
+    None when they agree (or the file has no palette). Records this file's colours."""
+    with Image.open(path) as img:
+        palette = img.getpalette() if img.mode == "P" else None
+    if not palette:
+        return None
+    for index in np.unique(ids).tolist():
+        if index == IGNORE_INDEX or 3 * index + 3 > len(palette):
+            continue
+        colour = tuple(palette[3 * index : 3 * index + 3])
+        was = colours.setdefault(index, (colour, str(path)))
+        if was[0] != colour:
+            return was[1], str(path), index, was[0], colour
+    return None
 
 
 def _pairs(
