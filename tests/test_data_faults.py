@@ -94,6 +94,16 @@ def test_16_bit_greyscale_keeps_its_contrast(tmp_path):
     assert pixels.min() == 0 and pixels.max() == round(57000 * 255 / 65535)
 
 
+def test_a_class_folder_of_gifs_alone_says_they_are_not_read(tmp_path):
+    """The message said the folder had no images, and said nothing of the GIFs in it."""
+    root = class_folders(tmp_path / "src", ["a", "c"])
+    (root / "b").mkdir()
+    for i in range(2):
+        Image.new("RGB", (8, 8)).save(root / "b" / f"{i}.gif")
+    with pytest.raises(DatasetError, match=r"without images \['b'\] \(2 file\(s\) of formats "):
+        ImageFolder(root, classes=["a", "b", "c"])
+
+
 def test_12_bit_data_in_16_bit_files_is_warned_of_once(tmp_path, monkeypatch):
     """A 12-bit camera's values (0..4095) in 16-bit PNGs load with at most 17 grey levels,
     near black: said once per process, naming the first file."""

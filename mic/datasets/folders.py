@@ -449,6 +449,10 @@ class ImageFolder(LabelledImages):
                 for kind, names in (("missing", missing), ("without images", found))
                 if names
             )
+            unread = [f for f in self.unread if f.relative_to(self.root).parts[0] in found]
+            if unread:  # only files of formats mic does not read (GIF...)
+                kinds = ", ".join(sorted({f.suffix.lower() or f.name for f in unread}))
+                what += f" ({len(unread)} file(s) of formats mic does not read: {kinds})"
             raise ReaderOptionError(
                 f"class folders of '{self.root}' {what}; add images, remove "
                 "a folder that is no class, or pass allow_empty_classes=true (an empty class "
