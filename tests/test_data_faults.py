@@ -94,6 +94,18 @@ def test_16_bit_greyscale_keeps_its_contrast(tmp_path):
     assert pixels.min() == 0 and pixels.max() == round(57000 * 255 / 65535)
 
 
+def test_labelme_json_files_where_label_maps_belong_are_not_offered_as_labels(tmp_path):
+    """The message advised label_suffix=.json, which then failed as unreadable images."""
+    root = seg_tree(tmp_path / "seg", n=2)
+    for path in (root / "lbl").glob("*.png"):
+        path.with_suffix(".json").write_text('{"shapes": []}')
+        path.unlink()
+    with pytest.raises(DatasetError) as info:
+        SegmentationFolder(root / "img", root / "lbl", num_classes=2).preflight()
+    assert "label_suffix=.json" not in str(info.value)
+    assert "are there, but they are no images: labels are PNG maps" in str(info.value)
+
+
 def test_a_class_folder_of_gifs_alone_says_they_are_not_read(tmp_path):
     """The message said the folder had no images, and said nothing of the GIFs in it."""
     root = class_folders(tmp_path / "src", ["a", "c"])

@@ -1113,7 +1113,7 @@ class SegmentationFolder(SegmentationDataset):
             return None
         stem = label.name[: -len(self.label_suffix)]
         for other in self._siblings(label, stem):
-            if not is_jpeg_name(other.name):
+            if is_image(other) and not is_jpeg_name(other.name):
                 return f"label_suffix={other.name[len(stem) :]}", other
         return None
 
@@ -1124,12 +1124,19 @@ class SegmentationFolder(SegmentationDataset):
         if label.name.endswith(self.label_suffix):
             stem = label.name[: -len(self.label_suffix)]
             there = self._siblings(label, stem, exclude=image)
-            found = next((f for f in there if not is_jpeg_name(f.name)), None)
+            found = next((f for f in there if is_image(f) and not is_jpeg_name(f.name)), None)
             if found is not None:
                 option = f"label_suffix={found.name[len(stem) :]}"
                 return (
                     f"The files '{found}' are there: set {{reader}}.{option} to read them "
                     f"{_SEG_FOLDERS_KEY.format(option=option)}."
+                )
+            other = next((f for f in there if not is_image(f)), None)
+            if other is not None:  # LabelMe's or a tool's own annotation files
+                return (
+                    f"The files '{other}' are there, but they are no images: labels are PNG maps "
+                    f"of class ids (one per image, named <image stem>{self.label_suffix}); "
+                    "draw or export them as such (polygons in JSON files are not read)."
                 )
             if there:
                 return (
@@ -1139,7 +1146,11 @@ class SegmentationFolder(SegmentationDataset):
                 )
         if self.own_labels:
             own = self.own_labels[0]
-            beside = [f for f in self._siblings(own, exclude=own) if not is_jpeg_name(f.name)]
+            beside = [
+                f
+                for f in self._siblings(own, exclude=own)
+                if is_image(f) and not is_jpeg_name(f.name)
+            ]
             if beside:
                 option = f"label_suffix={beside[0].name[len(own.stem) :]}"
                 return (
