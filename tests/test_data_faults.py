@@ -106,6 +106,17 @@ def test_labelme_json_files_where_label_maps_belong_are_not_offered_as_labels(tm
     assert "are there, but they are no images: labels are PNG maps" in str(info.value)
 
 
+def test_a_class_folder_named_in_another_unicode_form_is_said_to_be_one(tmp_path):
+    """'café' written by macOS (decomposed) beside the source's 'café' (composed): the message
+    said "rename them ('café' -> 'café')", two names that look the same."""
+    import unicodedata
+
+    nfc, nfd = (unicodedata.normalize(f, "café") for f in ("NFC", "NFD"))
+    root = class_folders(tmp_path / "test", ["a", nfd])
+    with pytest.raises(DatasetError, match="differ only in how Unicode composes"):
+        ImageFolder(root, classes=["a", nfc])
+
+
 def test_a_class_folder_of_gifs_alone_says_they_are_not_read(tmp_path):
     """The message said the folder had no images, and said nothing of the GIFs in it."""
     root = class_folders(tmp_path / "src", ["a", "c"])

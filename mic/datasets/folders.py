@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -356,6 +357,15 @@ class LabelledImages:
         return problems
 
 
+def _nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
+
+
+def _folded(name: str) -> str:
+    """A class name as compared for a rename hint: composed, lower case, '_' for ' '."""
+    return _nfc(name).lower().replace(" ", "_")
+
+
 def _shortened(names: list[str], total: int) -> str:
     """``names`` as a list, its first five and a count out of ``total`` when longer."""
     if len(names) <= 5:
@@ -414,13 +424,20 @@ class ImageFolder(LabelledImages):
                     f"level too high; give '{self.root / u}' as the root"
                 )
         if unknown:
-            by_case = {c.lower().replace(" ", "_"): c for c in classes}
+            by_case = {_folded(c): c for c in classes}
             close = {
-                u: by_case.get(u.lower().replace(" ", "_"))
+                u: by_case.get(_folded(u))
                 or next(iter(difflib.get_close_matches(u, classes, n=1)), None)
                 for u in unknown
             }
             renames = ", ".join(f"'{u}' -> '{c}'" for u, c in close.items() if c)
+            unicode = [u for u, c in close.items() if c and u != c and _nfc(u) == _nfc(c)]
+            if unicode:  # macOS writes names decomposed (NFD); most tools compose them (NFC)
+                renames += (
+                    f"; {unicode[0]!r} and its class differ only in how Unicode composes their "
+                    "accented letters (NFD, as macOS writes names, against NFC): rename the "
+                    "folder by typing its name anew"
+                )
             shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
             raise DatasetError(
                 f"'{self.root}' has folders {unknown} that are not among its {len(classes)} "
