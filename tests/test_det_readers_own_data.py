@@ -423,6 +423,20 @@ def test_a_coco_json_of_another_shape_names_the_file_and_the_entry(tmp_path, cha
     assert said in str(info.value)
 
 
+def test_a_coco_file_name_written_on_windows_finds_its_image(tmp_path):
+    """'sub\\a.png' (a Windows tool's export) was a missing file named 'sub\\a.png' on Linux."""
+    images, ann = _coco(tmp_path, BOX)
+    data = json.loads(ann.read_text())
+    (images / "sub").mkdir()
+    for entry in data["images"]:
+        (images / entry["file_name"]).rename(images / "sub" / entry["file_name"])
+        entry["file_name"] = "sub\\" + entry["file_name"]
+    ann.write_text(json.dumps(data))
+    dataset = CocoDetection(images, ann)
+    assert [f.relative_to(images).as_posix() for f in dataset.files] == ["sub/a.png", "sub/b.png"]
+    check_datasets({"source": dataset})
+
+
 def test_a_coco_json_of_another_shape_through_mic_train(tmp_path):
     images = [{"id": 1, "file_name": "a.png"}, {"file_name": "b.png"}]
     out = _coco_run(tmp_path, BOX, BOX, images=images)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import random
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -501,7 +502,7 @@ class CocoDetection(DetectionDataset):
                 f"{_shown(twice[0])} is that of {shared}. Give every image its own id "
                 "(an annotation's image_id says which image its box belongs to)"
             )
-        self.files = [self.root / im["file_name"] for im in images]
+        self.files = [self.root / _posix_name(self.root, im["file_name"]) for im in images]
         sizes = {im["id"]: (im.get("height"), im.get("width")) for im in images}
         boxes: dict[Any, list[list[float]]] = {im["id"]: [] for im in images}
         labels: dict[Any, list[int]] = {im["id"]: [] for im in images}
@@ -692,6 +693,14 @@ def _check_coco_lists(data: dict[str, Any], path: Path) -> None:
                 lacks = f"has no 'file_name' (the image's path in the image folder): {entry!r}"
             if lacks:
                 raise DatasetError(f"annotation file '{path}': entry {i} of '{key}' {lacks}"[:600])
+
+
+def _posix_name(root: Path, name: str) -> str:
+    """A ``file_name`` written on Windows (``sub\\a.png``) with '/' where no file of that
+    very name exists (a name with a backslash in it is legal on Linux, but rare)."""
+    if "\\" in name and os.sep == "/" and not (root / name).exists():
+        return name.replace("\\", "/")
+    return name
 
 
 def _category_names(categories: Any, path: Path) -> dict[Any, str]:
