@@ -809,7 +809,7 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
                 Path(run_dir) / "summary.json",
                 *(checkpointer.directory / f"{m}.pt" for m in ("student", "teacher")),
             ]
-    random_state.capture()
+    random_state.capture(loop)
     return Experiment(
         cfg, task, student, method, loop, evaluation, run_dir, resume_from, checkpointer
     )

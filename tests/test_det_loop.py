@@ -129,3 +129,18 @@ def test_an_experiment_trains_the_same_whatever_runs_between_its_build_and_its_r
     alone = trained(lambda: None)
     for between in (lambda: torch.rand(100), lambda: build_experiment(load_config(TINY_DET))):
         assert all(torch.equal(a, b) for a, b in zip(alone, trained(between)))
+
+
+def test_a_resume_from_python_after_the_build_keeps_the_checkpoint_s_random_state(tmp_path):
+    """``mic.resume.resume(exp.loop, ...)`` after ``build_experiment`` restores the
+    checkpoint's random state; the build's, restored before the run, must not replace it."""
+    from mic.resume import resume
+
+    cfg = load_config([*tiny_det(), "iterations=4", "checkpoint.interval=2", "checkpoint.keep=3"])
+    whole = build_experiment(cfg, tmp_path / "run")
+    whole.loop.run()
+    exp = build_experiment(cfg)
+    resume(exp.loop, tmp_path / "run" / "checkpoints" / "iter_00000002.pt", cfg, announce=False)
+    exp.loop.run()
+    for a, b in zip(whole.student.parameters(), exp.student.parameters()):
+        assert torch.equal(a, b)

@@ -184,18 +184,21 @@ class RandomStateAtBuild(Hook):
     experiment was built with, captured by ``capture``: the draws made inside the model
     (dropout, a detector's box sampling) are then the same whatever ran between the build and
     ``loop.run()`` (a draw of one's own, another experiment's build, which seeds the
-    generators). A later ``run`` (after a stop) goes on from the state the last one left."""
+    generators). Unless the loop moved since (``mic.resume.resume`` of a checkpoint, which
+    restores that checkpoint's state, or iterations run by hand): its state stands. A later
+    ``run`` (after a stop) goes on from the state the last one left."""
 
     def __init__(self) -> None:
         self.state: dict[str, Any] | None = None
+        self.step = -1
 
-    def capture(self) -> None:
-        self.state = rng_state()
+    def capture(self, loop: AdaptationLoop) -> None:
+        self.state, self.step = rng_state(), loop.step
 
     def before_run(self, loop: AdaptationLoop) -> None:
-        if self.state is not None:
+        if self.state is not None and loop.step == self.step:
             set_rng_state(self.state)
-            self.state = None
+        self.state = None
 
 
 class MetricsLogger(Hook):
