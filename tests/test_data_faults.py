@@ -343,44 +343,31 @@ def test_binary_masks_saved_as_0_255_are_found_and_read_with_label_mapping(tmp_p
     assert set(np.unique(mapped.load(0)[1])) == {0, 1}
 
 
-def test_a_label_mapping_that_leaves_stored_ids_unlisted_is_warned_of(tmp_path):
-    """Cityscapes' labelIds with only the ids above the class count mapped: the ids it does
-    not list (road's 7, ego vehicle's 1) were read silently as the classes of those numbers.
-    A mapping of 255 alone (binary masks) lists no other scheme and stays quiet."""
+def test_a_label_mapping_that_makes_a_listed_and_an_unlisted_id_one_class_is_warned_of(
+    tmp_path,
+):
+    """Cityscapes' labelIds with only the ids above the class count mapped ({24: 11}): the
+    unlisted building (11) and the listed person (24) both trained as class 11, silently. A
+    mapping that merges nothing it leaves out ({5: 1} for 0/5 masks) stays quiet."""
     root = seg_tree(tmp_path / "seg", n=3, right=5)  # stored ids 0 and 5
-    ds = SegmentationFolder(root / "img", root / "lbl", num_classes=3, label_mapping={5: 2})
-    (problem,) = [p for p in ds.preflight() if "does not list" in p.kind]
+
+    def problems(mapping):
+        ds = SegmentationFolder(root / "img", root / "lbl", num_classes=3, label_mapping=mapping)
+        return [p for p in ds.preflight() if "one class" in p.kind]
+
+    (problem,) = problems({5: 0})
     assert problem.warning
-    assert "also hold [0]" in problem.detail and "0 as '0'" in problem.detail
-    listed = {0: 0, 5: 2}
-    assert SegmentationFolder(
-        root / "img", root / "lbl", num_classes=3, label_mapping=listed
-    ).preflight() == [p for p in ds.preflight() if p is not problem and p != problem]
-    overrides = [*seg_folder_overrides(tmp_path, num_classes=3, right=5), "device=cpu"]
-    out = run_mic_train([*overrides, "dataset.label_mapping={5: 2}", f"hydra.run.dir={tmp_path}/r"])
+    assert "0 (not listed) and 5 are both read as class 0 ('0')" in problem.detail
+    assert problems({5: 1}) == [] and problems({0: 0, 5: 0}) == [] and problems({5: 255}) == []
+    trees = {k: seg_tree(tmp_path / k, n=n) for k, n in (("source", 4), ("test", 2))}
+    for path in [*(trees["source"] / "lbl").glob("*.png"), *(trees["test"] / "lbl").glob("*.png")]:
+        ids = np.zeros((12, 16), np.uint8)
+        ids[:, 5:10], ids[:, 10:] = 1, 5  # stored 0, 1 and 5
+        write_label(path, ids)
+    overrides = [*seg_folder_overrides(tmp_path, num_classes=3, **trees), "device=cpu"]
+    out = run_mic_train([*overrides, "dataset.label_mapping={5: 1}", f"hydra.run.dir={tmp_path}/r"])
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "label_mapping lists [5]" in out.stderr + out.stdout
-
-
-def test_palette_labels_whose_files_order_their_palettes_differently_are_warned_of(tmp_path):
-    """An editor's export "as indexed" orders each file's palette by itself: road was index 0
-    in one file and 1 in the next, read as two classes without a word."""
-    root = seg_tree(tmp_path / "seg", n=2)  # classes 0 (left) and 1 (right)
-    colours = {0: (128, 64, 128), 1: (244, 35, 232)}
-
-    def save(path, order):  # order: the file's palette, index -> class
-        ids = np.asarray(two_class_label((16, 12), 1))
-        indexed = Image.fromarray(np.array([order.index(c) for c in (0, 1)], np.uint8)[ids], "P")
-        indexed.putpalette([v for c in order for v in colours[c]])
-        indexed.save(path)
-
-    save(root / "lbl" / "0.png", [0, 1])
-    save(root / "lbl" / "1.png", [1, 0])
-    (problem,) = SegmentationFolder(root / "img", root / "lbl", num_classes=2).preflight()
-    assert problem.warning and problem.file.endswith("1.png")
-    assert "index 0 is colour (244, 35, 232) here and (128, 64, 128) in '" in problem.detail
-    save(root / "lbl" / "1.png", [0, 1])  # one palette for all: quiet
-    assert SegmentationFolder(root / "img", root / "lbl", num_classes=2).preflight() == []
+    assert "1 (not listed) and 5 are both read as class 1" in out.stderr + out.stdout
 
 
 def test_negative_label_ids_are_outside_every_mapping():

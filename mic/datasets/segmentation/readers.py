@@ -503,7 +503,7 @@ class SegmentationDataset:
         read = 0
         outside: list[tuple[str, str]] = []
         trainid_like, stored, ignored = True, 0, 0  # converted training ids read as ids?
-        listed = set(getattr(self, "listed_ids", ()))
+        listed: dict[int, int] = getattr(self, "listed", {})
         seen: set[int] = set()  # the stored ids, where a mapping lists ids of its own
         colours: dict[int, tuple[tuple[int, ...], str]] = {}  # palette labels: index's colour
         clash: tuple[str, str, int, tuple[int, ...], tuple[int, ...]] | None = None
@@ -524,7 +524,7 @@ class SegmentationDataset:
             mapped = self.label_map(ids)
             pixels += np.bincount(mapped.ravel(), minlength=256)
             clash = clash or _palette_clash(label_file, ids, colours)
-            if listed - {IGNORE_INDEX}:
+            if listed:
                 seen.update(np.unique(ids).tolist())
             if self.converted_fix:
                 kept = ids != 255
@@ -592,18 +592,29 @@ class SegmentationDataset:
                     warning=True,
                 )
             )
-        unlisted = sorted(seen - listed - {IGNORE_INDEX})
-        if unlisted:  # e.g. Cityscapes' labelIds with only the ids above 18 mapped
-            as_is = ", ".join(f"{i} as {self.classes[i]!r}" for i in unlisted[:8])
+        # an id the mapping leaves out, read as a class that a listed id maps to: two stored
+        # ids become one class (Cityscapes' labelIds with only the ids above 18 mapped)
+        merged = {
+            u: sorted(k for k, v in listed.items() if v == u and k != u)
+            for u in sorted(seen - set(listed))
+            if u < self.num_classes
+        }
+        merged = {u: ks for u, ks in merged.items() if ks}
+        if merged:
+            said = "; ".join(
+                f"{u} (not listed) and {', '.join(map(str, ks))} are both read as class "
+                f"{u} ({self.classes[u]!r})"
+                for u, ks in list(merged.items())[:4]
+            )
             problems.append(
                 Problem(
-                    "label sets holding ids that label_mapping does not list",
+                    "label sets in which label_mapping makes two stored ids one class",
                     str(self.label_folder()),
-                    f"label_mapping lists {sorted(listed)}; the {read} label files read also "
-                    f"hold {unlisted}, which it does not list and which are read as the classes "
-                    f"of those numbers ({as_is})",
-                    "If they are ids of another scheme, list every stored id in "
-                    "{reader}.label_mapping (255: ignored), e.g. '{7: 0, 8: 1, 0: 255}'.",
+                    f"the {read} label files read hold ids that label_mapping does not list "
+                    f"and that are read as the classes of their numbers: {said}",
+                    "If the labels use ids of another scheme (e.g. Cityscapes' labelIds), list "
+                    "every id they hold in {reader}.label_mapping (an id it does not list is "
+                    "read as the class of its number); if the merge is meant, list it too.",
                     warning=True,
                 )
             )
@@ -1035,8 +1046,9 @@ class SegmentationFolder(SegmentationDataset):
         if len(classes) != num_classes:
             raise ConfigError(f"{len(classes)} class names given for num_classes={num_classes}")
         mapping = {i: i for i in range(num_classes)}
-        #: the stored ids ``label_mapping`` lists (the others below num_classes: read as is)
-        self.listed_ids = sorted(int(k) for k in (label_mapping or {}))
+        #: ``label_mapping`` as given, stored id -> class (the others below num_classes: read
+        #: as the classes of their numbers)
+        self.listed = {int(k): int(v) for k, v in (label_mapping or {}).items()}
         for stored, train_id in (label_mapping or {}).items():
             if not (0 <= int(train_id) < num_classes or int(train_id) == IGNORE_INDEX):
                 raise ConfigError(
