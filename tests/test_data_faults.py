@@ -135,7 +135,8 @@ def test_12_bit_data_in_16_bit_files_is_warned_of_once(tmp_path, monkeypatch):
     monkeypatch.setattr(files, "_LOW_BITS_SAID", [])
     ramp = (np.arange(64 * 64) % 4096).astype(np.uint16).reshape(64, 64)
     first, second = (_save(tmp_path / f"{i}.png", ramp) for i in range(2))
-    with pytest.warns(UserWarning, match=r"0.png' is a I;16 image whose values reach only 4095"):
+    said = r"0.png. \(16-bit, I;16\) has values that reach only 4095 "
+    with pytest.warns(UserWarning, match=said):
         assert np.asarray(load_image(first)).max() == 16
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -381,6 +382,7 @@ def test_negative_label_ids_are_outside_every_mapping():
     )
     with pytest.raises(DatasetError, match=r"ids \[-256, -1\] outside"):
         labels(ids, "a.png")
+    assert labels.check(np.array([[-1, 7], [300, 2]])).startswith("ids [-1, 7, 300] outside")
 
 
 def test_rare_class_sampling_with_labels_in_another_folder_and_a_cache_keyed_on_content(

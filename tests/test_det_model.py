@@ -283,3 +283,12 @@ def test_training_images_shrunk_to_under_half_their_size_are_warned_of_once(back
         fitting = tiny_detector(backend=backend)
         fitting.train()
         fitting(images, targets)  # images of the detector's size: no warning
+
+
+def test_no_backbone_name_is_named():
+    """model.backbone=null on the torchvision backend ended in AttributeError("'NoneType'
+    object has no attribute 'startswith'"); on detectron2's, null keeps the config's own."""
+    from mic.tasks.detection.model import build_backbone
+
+    with pytest.raises(ConfigError, match=r"model\.backbone must be the name of a backbone"):
+        build_backbone(None, pretrained=False, fpn_channels=16)  # type: ignore[arg-type]

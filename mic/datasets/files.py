@@ -179,8 +179,8 @@ def _warn_low_bits(path: str | Path, mode: str, hi: float) -> None:
         return
     _LOW_BITS_SAID.append(str(path))
     warnings.warn(
-        f"image '{path}' is a {mode} image whose values reach only {hi:g} of the 65535 that "
-        f"16-bit images are scaled from (v * 255 / 65535): it loads as a near-black 8-bit "
+        f"image '{path}' (16-bit, {mode}) has values that reach only {hi:g} of the 65535 "
+        f"that 16-bit images are scaled from (v * 255 / 65535): it loads as a near-black 8-bit "
         "image with few grey levels (12-bit data, or 8-bit data stored in 16 bits, does so); "
         "rescale such images to the full 16 bits or save them as 8-bit images (only the first "
         "such file is named)",
@@ -250,8 +250,8 @@ def unreadable(path: str | Path, e: Exception, what: str = "image") -> DatasetEr
     if isinstance(e, Image.DecompressionBombError):
         return DatasetError(
             f"{what} '{path}' has more pixels than Pillow opens ({e}); store a downscaled or "
-            "tiled copy, or lift Pillow's limit in the code that starts the run "
-            "(PIL.Image.MAX_IMAGE_PIXELS = None)"
+            "tiled copy (mic reads every image whole), or, running from Python, lift Pillow's "
+            "limit before the run (PIL.Image.MAX_IMAGE_PIXELS = None)"
         )
     return DatasetError(
         f"cannot read {what} '{path}' ({e.__class__.__name__}: {e}); remove or replace the file"

@@ -503,8 +503,8 @@ def header_problem(path: Path, error: DatasetError, what: str = "image") -> Prob
             f"{what} files of more pixels than Pillow opens",
             str(path),
             reason,
-            "Store downscaled or tiled copies, or lift Pillow's limit in the code that starts "
-            "the run (PIL.Image.MAX_IMAGE_PIXELS = None).",
+            "Store downscaled or tiled copies (mic reads every image whole), or, running from "
+            "Python, lift Pillow's limit before the run (PIL.Image.MAX_IMAGE_PIXELS = None).",
         )
     return Problem(f"unreadable {what} files", str(path), reason, "Remove or replace them.")
 

@@ -164,12 +164,12 @@ class LabelMap:
         """None when every id in ``ids`` is known to the mapping, else what is wrong."""
         if ids.dtype.kind not in "iu":
             return f"{ids.dtype} values, not integer ids"
-        if ids.size and (int(ids.max()) >= len(self.lut) or int(ids.min()) < 0):
-            bad = np.unique(ids[(ids >= len(self.lut)) | (ids < 0)])[:8]
-        elif ids.size and int(self.lut[ids].min()) < 0:
-            bad = np.unique(ids[self.lut[ids] < 0])[:8]
-        else:
+        outside = (ids < 0) | (ids >= len(self.lut))  # of the table, then of the mapping
+        unknown = outside.copy()
+        unknown[~outside] = self.lut[ids[~outside]] < 0
+        if not unknown.any():
             return None
+        bad = np.unique(ids[unknown])[:8]
         return (
             f"ids {bad.tolist()} outside the {self.name} mapping (known ids: {_ranges(self.known)})"
         )

@@ -416,7 +416,15 @@ def build_backbone(
     ``mobilenet_v3_large`` / ``mobilenet_v3_small``: torchvision's MobileNetV3-FPN (both with
     256 FPN channels, as torchvision builds them); any other name: a timm model through
     ``mic.backbones.create_backbone`` with an FPN of ``fpn_channels``.
+
+    Raises:
+        ConfigError: a ``name`` that is no text (``model.backbone=null``).
     """
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"model.backbone must be the name of a backbone (e.g. resnet50, mobilenet_v3_large "
+            f"or a timm model), got {name!r}"
+        )
     norm = _resolve_norm(norm, pretrained)
     norm_layer = NORM_LAYERS[norm]
     tv_resnet = name.startswith(("resnet", "resnext", "wide_resnet")) and name in dir(
