@@ -245,13 +245,20 @@ UNREADABLE = (
 )
 
 
+#: what to do with an image of more pixels than Pillow opens, after "store a downscaled or
+#: tiled copy" (here and in the data check's problem)
+PILLOW_LIMIT_FIX = (
+    "(mic reads every image whole), or, running from Python, lift Pillow's limit before the "
+    "run (PIL.Image.MAX_IMAGE_PIXELS = None)"
+)
+
+
 def unreadable(path: str | Path, e: Exception, what: str = "image") -> DatasetError:
     """The message of a file Pillow could not read (``UNREADABLE``)."""
     if isinstance(e, Image.DecompressionBombError):
         return DatasetError(
             f"{what} '{path}' has more pixels than Pillow opens ({e}); store a downscaled or "
-            "tiled copy (mic reads every image whole), or, running from Python, lift Pillow's "
-            "limit before the run (PIL.Image.MAX_IMAGE_PIXELS = None)"
+            f"tiled copy {PILLOW_LIMIT_FIX}"
         )
     return DatasetError(
         f"cannot read {what} '{path}' ({e.__class__.__name__}: {e}); remove or replace the file"

@@ -36,7 +36,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from mic.core.errors import DatasetError
-from mic.datasets.files import IMAGE_EXTENSIONS, RGB_CONVERTIBLE, ImageHeader, read_header
+from mic.datasets.files import (
+    IMAGE_EXTENSIONS,
+    PILLOW_LIMIT_FIX,
+    RGB_CONVERTIBLE,
+    ImageHeader,
+    read_header,
+)
 from mic.training.sampling import DatasetWrapper
 
 log = logging.getLogger(__name__)
@@ -503,8 +509,7 @@ def header_problem(path: Path, error: DatasetError, what: str = "image") -> Prob
             f"{what} files of more pixels than Pillow opens",
             str(path),
             reason,
-            "Store downscaled or tiled copies (mic reads every image whole), or, running from "
-            "Python, lift Pillow's limit before the run (PIL.Image.MAX_IMAGE_PIXELS = None).",
+            f"Store downscaled or tiled copies {PILLOW_LIMIT_FIX}.",
         )
     return Problem(f"unreadable {what} files", str(path), reason, "Remove or replace them.")
 
