@@ -621,6 +621,11 @@ class SegmentationDataset:
         return problems
 
 
+def _label_like(path: Path) -> bool:
+    """Whether a file could be a label map, as the hints name them: an image, not JPEG."""
+    return is_image(path) and not is_jpeg_name(path.name)
+
+
 def _palette_clash(
     path: Path, ids: np.ndarray, colours: dict[int, tuple[tuple[int, ...], str]]
 ) -> tuple[str, str, int, tuple[int, ...], tuple[int, ...]] | None:
@@ -1125,7 +1130,7 @@ class SegmentationFolder(SegmentationDataset):
             return None
         stem = label.name[: -len(self.label_suffix)]
         for other in self._siblings(label, stem):
-            if is_image(other) and not is_jpeg_name(other.name):
+            if _label_like(other):
                 return f"label_suffix={other.name[len(stem) :]}", other
         return None
 
@@ -1136,7 +1141,7 @@ class SegmentationFolder(SegmentationDataset):
         if label.name.endswith(self.label_suffix):
             stem = label.name[: -len(self.label_suffix)]
             there = self._siblings(label, stem, exclude=image)
-            found = next((f for f in there if is_image(f) and not is_jpeg_name(f.name)), None)
+            found = next((f for f in there if _label_like(f)), None)
             if found is not None:
                 option = f"label_suffix={found.name[len(stem) :]}"
                 return (
@@ -1158,11 +1163,7 @@ class SegmentationFolder(SegmentationDataset):
                 )
         if self.own_labels:
             own = self.own_labels[0]
-            beside = [
-                f
-                for f in self._siblings(own, exclude=own)
-                if is_image(f) and not is_jpeg_name(f.name)
-            ]
+            beside = [f for f in self._siblings(own, exclude=own) if _label_like(f)]
             if beside:
                 option = f"label_suffix={beside[0].name[len(own.stem) :]}"
                 return (
