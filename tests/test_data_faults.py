@@ -117,6 +117,21 @@ def test_a_class_folder_named_in_another_unicode_form_is_said_to_be_one(tmp_path
         ImageFolder(root, classes=["a", nfc])
 
 
+def test_images_that_are_their_own_labels_beside_json_files_are_not_told_to_read_them(
+    tmp_path,
+):
+    """Labels pointed at the image folder, LabelMe's JSON beside the images: the message
+    advised label_suffix=.json, which then failed as unreadable images."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for i in range(2):
+        write_png(folder / f"{i}.png")
+        (folder / f"{i}.json").write_text("{}")
+    with pytest.raises(DatasetError, match="is its own label file") as info:
+        SegmentationFolder(folder, folder, num_classes=2)
+    assert "label_suffix=.json" not in str(info.value)
+
+
 def test_a_class_folder_of_gifs_alone_says_they_are_not_read(tmp_path):
     """The message said the folder had no images, and said nothing of the GIFs in it."""
     root = class_folders(tmp_path / "src", ["a", "c"])

@@ -1087,7 +1087,7 @@ class SegmentationFolder(SegmentationDataset):
             "as its label. Point labels at the folder of the label files"
         )
         there = self._siblings(first, exclude=first)
-        labels = next((f for f in there if not is_jpeg_name(f.name)), None)
+        labels = next((f for f in there if _label_like(f)), None)
         if labels is None:
             return DatasetError(message + ", or set label_suffix to the ending of their names")
         option = f"label_suffix={labels.name[len(first.stem) :]}"
