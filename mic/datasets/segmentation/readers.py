@@ -633,7 +633,14 @@ def _palette_clash(
     earlier file gave it, as (earlier file, this file, index, earlier colour, this colour);
     None when they agree (or the file has no palette). Records this file's colours."""
     with Image.open(path) as img:
-        palette = img.getpalette() if img.mode == "P" else None
+        if img.mode != "P":
+            return None
+        header = img.palette  # read with the header: unlike getpalette(), no pixels decoded
+        if header is not None and header.rawmode is None and header.mode in ("RGB", "RGBA"):
+            raw, width = bytes(header.palette), len(header.mode)
+            palette = [v for i in range(0, len(raw), width) for v in raw[i : i + 3]]
+        else:
+            palette = img.getpalette()
     if not palette:
         return None
     for index in np.unique(ids).tolist():
