@@ -113,6 +113,38 @@ def test_an_update_off_the_cpu_reads_no_value_back():
     assert all(p.device.type == "meta" for p in teacher.model.parameters())
 
 
+def test_the_device_path_mends_exactly_what_the_cpu_path_mends():
+    """Off the CPU every value is mended over runs of tensors flattened into one; the values
+    must be those of mending each tensor alone, across runs of another dtype or too large."""
+    from mic.core.teacher import _mend_all
+
+    g = torch.Generator().manual_seed(0)
+    shapes = [(3, 4), (5,), (2, 3, 2), (40,), (1,), (7, 2)]
+    dtypes = [
+        torch.float32,
+        torch.float32,
+        torch.float16,
+        torch.float16,
+        torch.float32,
+        torch.float32,
+    ]
+    new = [torch.randn(s, generator=g).to(d) for s, d in zip(shapes, dtypes)]
+    old = [torch.randn(s, generator=g).to(d) for s, d in zip(shapes, dtypes)]
+    new[0][1, 2], new[2][1, 0, 1], new[3][7], new[5][6, 1] = (
+        float("nan"),
+        float("inf"),
+        -float("inf"),
+        float("nan"),
+    )
+    expected = [torch.where(torch.isfinite(n), n, o) for n, o in zip(new, old)]
+    for size in (1, 16, 30, 1 << 24):  # a run of one tensor each, ..., one run per dtype
+        mended = _mend_all(new, old, size)
+        assert [m.shape for m in mended] == [n.shape for n in new]
+        assert [m.dtype for m in mended] == dtypes
+        assert all(torch.equal(m, e) for m, e in zip(mended, expected))
+    assert _mend_all([], []) == []
+
+
 def test_buffer_policy_ema_averages_float_and_copies_integer_buffers():
     old, new, student = _buffers_after("ema")
     a = min(1 - 1 / 5, 0.9)

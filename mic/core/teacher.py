@@ -135,11 +135,36 @@ class EMATeacher(Teacher):
 
 
 def _finite(new: list[torch.Tensor], old: list[torch.Tensor]) -> list[torch.Tensor]:
-    # on the CPU one fused norm per tensor finds the few to mend; on a GPU reading it back
-    # would stall the device at every update (a host synchronisation), so all are mended there
-    cpu = bool(new) and new[0].device.type == "cpu"
-    ok = torch.stack(torch._foreach_norm(new)).isfinite().tolist() if cpu else [False] * len(new)
-    return [n if o else torch.where(torch.isfinite(n), n, t) for n, t, o in zip(new, old, ok)]
+    """``new`` with each NaN or Inf replaced by ``old``'s value there."""
+    if new and new[0].device.type == "cpu":  # one fused norm per tensor finds the few to mend
+        ok = torch.stack(torch._foreach_norm(new)).isfinite().tolist()
+        return [n if o else torch.where(torch.isfinite(n), n, t) for n, t, o in zip(new, old, ok)]
+    return _mend_all(new, old)  # on a GPU a read-back would stall it at every update
+
+
+def _mend_all(
+    new: list[torch.Tensor], old: list[torch.Tensor], size: int = 1 << 24
+) -> list[torch.Tensor]:
+    # every value, over runs of tensors of one dtype flattened into one (at most ``size`` values,
+    # or one tensor): a few kernels per run instead of two per tensor, nothing read back (a
+    # ResNet-50 on an H200: 8.1 -> 3.7 ms per update, benchmarks/results/sync_check.md)
+    runs: list[list[int]] = []
+    count = 0
+    for i, n in enumerate(new):
+        if runs and n.dtype == new[runs[-1][0]].dtype and count + n.numel() <= size:
+            runs[-1].append(i)
+            count += n.numel()
+        else:
+            runs.append([i])
+            count = n.numel()
+    out = []
+    for run in runs:
+        flat = torch.cat([new[i].reshape(-1) for i in run])
+        flat = torch.where(flat.isfinite(), flat, torch.cat([old[i].reshape(-1) for i in run]))
+        out += [
+            f.view(new[i].shape) for f, i in zip(flat.split([new[i].numel() for i in run]), run)
+        ]
+    return out
 
 
 def _floating_pairs(teacher: Any, student: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
