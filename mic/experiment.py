@@ -51,6 +51,7 @@ from mic.training import (
     LabelFreeValidation,
     MetricsLogger,
     ModelSelection,
+    OwedEvaluation,
     ProcessGroup,
     ProcessInfo,
     ProgressBar,
@@ -755,6 +756,7 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
         hooks.append(checkpointer)
     if process_info().is_main:  # images and tables are written once, by the process that evaluates
         hooks.extend(task.report_hooks(run_dir, test))
+    hooks.append(OwedEvaluation(evaluation))  # last: every other hook has started
     if device.type == "cpu" and str(cfg.get("precision", "fp32")) == "fp16":
         warnings.warn(
             "precision=fp16 on the CPU: float16 has few CPU kernels, so training runs tens of "

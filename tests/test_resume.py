@@ -121,3 +121,57 @@ def test_a_stop_crosses_process_boundaries_as_itself():
         7,
         "stopped by SIGINT after iteration 7",
     )
+
+
+def _eval_records(run_dir: Path) -> list[dict]:
+    import json
+
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if any(k.startswith("eval/") for k in r)]
+
+
+@pytest.mark.parametrize("interval", [4, 0])  # stopped in an evaluation mid-run / the last
+def test_sigterm_in_an_evaluation_stops_it_and_the_resumed_run_evaluates_there_first(
+    interval, tmp_path
+):
+    """A cluster's SIGTERM in the middle of a long evaluation: the run stops at once, between
+    two test batches, with the checkpoint of that iteration; resumed, it runs that evaluation
+    before training on, so records, best.pt and weights are those of a run never stopped."""
+    from tests.cli import run_mic_train
+
+    args = [
+        *(a for a in COMMON if not a.startswith(("checkpoint.interval", "eval.interval"))),
+        "iterations=8",
+        "adaptation_start=0",
+        f"eval.interval={interval}",
+        "checkpoint.interval=4",
+        "loader.test_batch_size=64",  # 8 test batches: the signal comes at the second
+        "eval.adabn_batches=1",
+        "checkpoint.best_by=accuracy",
+    ]
+    ref, run = tmp_path / "reference", tmp_path / "stopped"
+    done = run_mic_train([*args, f"hydra.run.dir={ref}"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    stopped = run_mic_train(
+        [*args, f"hydra.run.dir={run}"], env={"MIC_TEST_FAULT": "sigterm-in-evaluation"}
+    )
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-2000:]
+    at = interval or 8
+    assert f"the evaluation at iteration {at} was stopped" in stopped.stderr
+    assert f"stopped by SIGTERM after iteration {at}" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert _eval_records(run) == []  # nothing of the cut evaluation was recorded
+    assert (run / "checkpoints" / f"iter_{at:08d}.pt").is_file()
+    assert not (run / "checkpoints" / "best.pt").exists()
+    assert not (run / "checkpoints" / "student.pt").exists()  # not finished
+
+    resumed = run_mic_train([*args, f"hydra.run.dir={run}", "resume=auto"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [r["step"] for r in _eval_records(run)] == ([4, 8] if interval else [8])
+    assert _eval_records(run) == _eval_records(ref)
+    for name in ("student.pt", "teacher.pt"):
+        a, b = _weights(ref, name), _weights(run, name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    a, b = (torch.load(r / "checkpoints" / "best.pt", weights_only=False) for r in (ref, run))
+    assert a["step"] == b["step"]
+    assert all(torch.equal(x, y) for x, y in zip(a["student"].values(), b["student"].values()))

@@ -21,7 +21,13 @@ from mic.training.distributed import (
 )
 from mic.training.evaluation import evaluate, recalibrated_batchnorm
 from mic.training.guard import NumericalError, TrainingGuard, TrainingInterrupted
-from mic.training.hooks import Checkpointer, Evaluation, MetricsLogger, ProgressBar
+from mic.training.hooks import (
+    Checkpointer,
+    Evaluation,
+    MetricsLogger,
+    OwedEvaluation,
+    ProgressBar,
+)
 from mic.training.optim import (
     Constant,
     InverseDecay,
@@ -60,6 +66,7 @@ __all__ = [
     "MetricsLogger",
     "ModelSelection",
     "NumericalError",
+    "OwedEvaluation",
     "ProcessGroup",
     "ProcessInfo",
     "ProgressBar",

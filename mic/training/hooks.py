@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import itertools
 import json
@@ -12,7 +13,7 @@ import sys
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -300,6 +301,10 @@ class Evaluation(Hook):
     ``masked_agreement`` are the teacher's (under its own protocol), or each model's own in a
     run without a teacher.
 
+    A stop request (SIGTERM, SIGINT) met between two batches ends an evaluation without a
+    record; list ``OwedEvaluation(evaluation)`` after every other hook so that a run resumed
+    from that iteration's checkpoint makes it up first (``mic-train`` does).
+
     Args:
         task: the task every model is scored through.
         loader: labelled target batches (None: no labelled scores, validators alone).
@@ -369,16 +374,21 @@ class Evaluation(Hook):
         check_test_set(task, loader, "Evaluation's test loader")
         self.validation = validation
         self.history: list[dict[str, Any]] = []
+        #: the iteration whose evaluation a stop request cut short (None: none), run by
+        #: ``run_owed`` when the run resumes there
+        self.owed: int | None = None
         #: the scores its records will hold, as scored on the first test batch by
         #: ``before_run`` (None: it could not tell)
         self.expected: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        """The evaluation records so far (plain types), for checkpoints."""
-        return {"history": self.history}
+        """The evaluation records so far and the iteration of an evaluation that a stop
+        request cut short (plain types), for checkpoints."""
+        return {"history": self.history, "owed": self.owed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = list(state.get("history", []))
+        self.owed = state.get("owed")
 
     def protocol(self, model: torch.nn.Module) -> str:
         """How ``model``'s BatchNorm layers were scored (the ones with running statistics)."""
@@ -455,8 +465,10 @@ class Evaluation(Hook):
         if finished and loop.step not in {r.get("step") for r in self.history}:
             self.run(loop)
 
-    def run(self, loop: AdaptationLoop) -> dict[str, Any]:
-        """Score on the main process; every process receives the same record.
+    def run(self, loop: AdaptationLoop) -> dict[str, Any] | None:
+        """Score on the main process; every process receives the same record. A stop request
+        (SIGTERM, SIGINT; one process, not under ``torchrun``) met between two batches ends it
+        at once: no record (None), and ``owed`` names the iteration, for ``run_owed``.
 
         Raises:
             DatasetError, ConfigError: what scoring raised (a bad test file, a metric without
@@ -466,8 +478,16 @@ class Evaluation(Hook):
         """
         info = process_info()
         try:  # training draws the same with and without evaluations (a test loader without
-            with preserved_rng():  # a generator draws its seed from the global one)
-                record: Any = self.score(loop) if info.is_main else None
+            with preserved_rng(), self._stoppable(loop):  # a generator draws its seed from
+                record: Any = self.score(loop) if info.is_main else None  # the global one)
+        except _Stopped:
+            self.owed = loop.step
+            warnings.warn(
+                f"{loop.stop_reason}: the evaluation at iteration {loop.step} was stopped "
+                "before it finished; it runs first when this run resumes (resume=auto)",
+                stacklevel=2,
+            )
+            return None
         except Exception as e:
             if info.enabled:  # the others wait for the record: they stop with this error
                 broadcast_object((type(e) if isinstance(e, MicError) else RuntimeError, str(e)))
@@ -479,6 +499,34 @@ class Evaluation(Hook):
         self.history.append(record)
         loop.emit(record)
         return record
+
+    def run_owed(self, loop: AdaptationLoop) -> None:
+        """The evaluation a stop request cut short at this iteration (``owed``), if any: to be
+        called when every hook has started (``OwedEvaluation``), before training goes on."""
+        if self.owed is not None and self.owed == loop.step:
+            self.owed = None
+            self.run(loop)
+        elif self.owed is not None and self.owed > loop.step:  # resumed from before it
+            self.owed = None
+
+    @contextlib.contextmanager
+    def _stoppable(self, loop: AdaptationLoop) -> Iterator[None]:
+        """Inside, the loaders end the evaluation between two batches once the loop has a
+        stop request (one process: under ``torchrun`` requests are shared at training steps)."""
+        if loop.collective.world_size > 1:
+            yield
+            return
+        validation = self.validation
+        loaders = self.loader, self.adabn_loader, getattr(validation, "loader", None)
+        self.loader, self.adabn_loader = (_Stoppable.wrap(x, loop) for x in loaders[:2])
+        if validation is not None:
+            validation.loader = _Stoppable.wrap(loaders[2], loop)
+        try:
+            yield
+        finally:
+            self.loader, self.adabn_loader = loaders[:2]
+            if validation is not None:
+                validation.loader = loaders[2]
 
     def recalibrated(self, model: torch.nn.Module, loop: AdaptationLoop) -> Any:
         """The context in which ``model`` is scored (AdaBN, see the class documentation)."""
@@ -513,6 +561,50 @@ class Evaluation(Hook):
                 lines.append(f"{name} {self.task.primary_metric} {shown}")
         record["summary"] = f"[iteration {loop.step}] target " + (", ".join(lines) or "(no labels)")
         return record
+
+
+class _Stopped(Exception):
+    """A stop request met between two batches of an evaluation."""
+
+
+class _Stoppable:
+    """``loader``, raising ``_Stopped`` before each batch once ``loop`` has a stop request;
+    every other attribute is the loader's."""
+
+    def __init__(self, loader: Iterable[Any], loop: AdaptationLoop) -> None:
+        self.loader, self.loop = loader, loop
+
+    @classmethod
+    def wrap(cls, loader: Any, loop: AdaptationLoop) -> Any:
+        return None if loader is None else cls(loader, loop)
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.loader:
+            if self.loop.stop_reason is not None:
+                raise _Stopped
+            yield batch
+
+    def __getattr__(self, name: str) -> Any:  # its sampler, its generator, ...
+        if name == "loader":
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+
+class OwedEvaluation(Hook):
+    """Runs, when every other hook has started, the evaluation that a stop request cut short
+    at the iteration this run resumes from (``Evaluation.run_owed``), before training goes
+    on: so that its record, ``best.pt`` and ``metrics.jsonl`` are those of a run never stopped.
+    List it after every other hook.
+
+    Args:
+        evaluation: the loop's ``Evaluation`` hook.
+    """
+
+    def __init__(self, evaluation: Evaluation) -> None:
+        self.evaluation = evaluation
+
+    def before_run(self, loop: AdaptationLoop) -> None:
+        self.evaluation.run_owed(loop)
 
 
 class Checkpointer(Hook):

@@ -7,7 +7,9 @@
 - ``no-detectron2``: ``import detectron2`` fails, as where it is not installed;
 - ``no-cuda``: torch finds no CUDA device, as on a machine without a GPU;
 - ``hub-offline:<folder>``: the Hugging Face hub cannot be reached (its address refuses
-  connections, no proxy) and its local cache is the folder (empty or missing: nothing cached).
+  connections, no proxy) and its local cache is the folder (empty or missing: nothing cached);
+- ``sigterm-in-evaluation``: the process sends itself SIGTERM at the second test batch of the
+  first model scored, as a cluster's scheduler does in the middle of an evaluation.
 """
 
 import builtins
@@ -82,3 +84,22 @@ elif FAULT.startswith("hub-offline:"):
     constants.ENDPOINT = "http://127.0.0.1:9"  # the discard port: refused at once
     constants.HF_HUB_CACHE = FAULT.split(":", 1)[1]
     constants.HF_HUB_OFFLINE = False
+
+elif FAULT == "sigterm-in-evaluation":
+    import signal
+
+    import mic.training.hooks
+
+    _scores_of, _sent = mic.training.hooks.scores_of, []
+
+    def _scores_stopped(task, model, loader, device):
+        def batches():
+            for i, batch in enumerate(loader):
+                if i == 1 and not _sent:
+                    _sent.append(True)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                yield batch
+
+        return _scores_of(task, model, batches(), device)
+
+    mic.training.hooks.scores_of = _scores_stopped
