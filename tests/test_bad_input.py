@@ -316,6 +316,17 @@ class FiveClasses(ClassificationTask):
         pass
 
 
+class LowerAccuracyIsBetter(ClassificationTask):
+    """A task of one's own that ranks its accuracy the wrong way round."""
+
+    higher_is_better = False
+
+    def metric(self):
+        from torchmetrics.classification import MulticlassAccuracy
+
+        return MulticlassAccuracy(self.num_classes)
+
+
 class DetachedSource(SourceSupervision):
     """A loss term of one's own that detaches its loss (as ``.item()`` or ``no_grad`` would)."""
 
@@ -677,6 +688,13 @@ CASES = [
         "a task of one's own whose class count is not the dataset's (the model follows the data)",
         lambda t, r: ["task._target_=tests.test_bad_input.FiveClasses"],
         "the model predicts 10 classes but the task has 5; set model.num_classes to 5",
+    ),
+    (
+        "task-metric-ranked-the-other-way",
+        "a task of one's own whose higher_is_better contradicts its torchmetrics metric",
+        lambda t, r: ["task._target_=tests.test_bad_input.LowerAccuracyIsBetter"],
+        "LowerAccuracyIsBetter.metric() returns MulticlassAccuracy, by which higher is better, "
+        "but LowerAccuracyIsBetter.higher_is_better is False",
     ),
     (
         "term-loss-without-gradient",

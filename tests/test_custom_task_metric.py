@@ -376,3 +376,35 @@ def test_a_loader_that_restarts_its_own_iteration_is_welcome():
     source, target, _ = loaders(task)
     adaptation_loop(task, source, target, hooks=[evaluation]).run()
     assert len(evaluation.history) == ITERATIONS
+
+
+class CachedMetric(Regression):
+    """``metric()`` that hands out one cached object instead of a fresh one each call."""
+
+    def metric(self):
+        if not hasattr(self, "_metric"):
+            self._metric = super().metric()
+        return self._metric
+
+
+def test_a_metric_handed_out_again_scores_each_evaluation_on_its_own_batches():
+    fresh, cached = Regression(), CachedMetric()
+    _, _, test = loaders(fresh)
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(regressor().eval())
+    with torch.no_grad():
+        expected = [mic.evaluate(fresh, m, test)["mse"] for m in models]
+        scores = [mic.evaluate(cached, m, test)["mse"] for m in models]
+    assert len(set(expected)) == 3
+    assert scores == pytest.approx(expected)
+
+
+def test_a_metric_ranked_the_other_way_than_the_task_says_is_refused():
+    class HigherMseIsBetter(Regression):
+        higher_is_better = True
+
+    with pytest.raises(ConfigError, match="set higher_is_better = False in HigherMseIsBetter"):
+        fresh_metric(HigherMseIsBetter(), "cpu")
+    fresh_metric(Regression(), "cpu")  # MeanSquaredError, lower is better: as the task says

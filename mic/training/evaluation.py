@@ -45,9 +45,14 @@ def fresh_metric(task: Task, device: Any) -> Any:
     """``task.metric()`` on ``device``, computed in this process alone (a torchmetrics metric
     does not wait for the other processes of a ``torchrun`` group).
 
+    A metric with ``reset()`` is reset, so that a ``metric()`` that returns one cached object
+    scores each evaluation on its own batches.
+
     Raises:
         ConfigError: ``task.metric()`` returned a class rather than an instance of it, or
-            something without callable ``update`` and ``compute`` (a plain function, None).
+            something without callable ``update`` and ``compute`` (a plain function, None),
+            or a metric that ranks its scores the other way than ``task.higher_is_better``
+            (a torchmetrics ``Metric``'s ``higher_is_better``).
     """
     metric = task.metric()
     kind = type(task).__name__
@@ -74,12 +79,25 @@ def fresh_metric(task: Task, device: Any) -> Any:
             "torchmetrics Metric such as MeanSquaredError()), from which "
             f"{kind}.primary_metric ({task.primary_metric!r}) is read"
         )
+    declared, told = (
+        getattr(metric, "higher_is_better", None),
+        getattr(task, "higher_is_better", True),
+    )
+    if isinstance(declared, bool) and declared != told:  # torchmetrics' own ranking
+        raise ConfigError(
+            f"{kind}.metric() returns {type(metric).__name__}, by which "
+            f"{'higher' if declared else 'lower'} is better, but {kind}.higher_is_better is "
+            f"{told}: best.pt, checkpoint.best_by and the console would take the worst "
+            f"{task.primary_metric!r} for the best; set higher_is_better = {declared} in {kind}"
+        )
     if isinstance(metric, nn.Module):
         metric = metric.to(device)
         for m in metric.modules():
             if hasattr(m, "sync_on_compute"):
                 m.sync_on_compute = False
                 m._to_sync = False  # what compute() reads; set from sync_on_compute at init
+    if callable(getattr(metric, "reset", None)):  # one object handed out at every call must
+        metric.reset()  # not carry the batches of the last scoring into this one
     return metric
 
 
