@@ -317,6 +317,40 @@ def test_a_task_loss_without_weights_and_rng_is_refused_when_the_loop_is_built()
         AdaptationLoop(OldLossTask(task), student, source_only(), optimizer, source, target, 2)
 
 
+class KeywordOnlyLoss:
+    """A task whose loss takes ``weights`` and ``rng`` keyword-only: the loop passes both by
+    name."""
+
+    def __init__(self, task):
+        self.task = task
+
+    def __getattr__(self, name):
+        return getattr(self.task, name)
+
+    def loss(self, model, images, targets, *, weights=None, rng=None):
+        self.seen = weights
+        return self.task.loss(model, images, targets, weights=weights, rng=rng)
+
+
+class MisnamedWeights(KeywordOnlyLoss):
+    def loss(self, model, images, targets, weight=None, rng=None):  # a typo of weights
+        return self.task.loss(model, images, targets, weight, rng=rng)
+
+
+def test_a_task_loss_takes_weights_and_rng_by_name_and_a_misnamed_one_is_refused():
+    task, source, target, _ = tiny_loaders()
+    student = tiny_model()
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.01)
+    own = KeywordOnlyLoss(task)
+    teacher = EMATeacher(student, alpha=0.9)
+    AdaptationLoop(
+        own, student, mean_teacher(), optimizer, source, target, 2, teacher=teacher
+    ).run()
+    assert isinstance(own.seen, torch.Tensor)  # the pseudo-labels' weights reached it
+    with pytest.raises(ConfigError, match=r"MisnamedWeights.loss does not take weights=: "):
+        AdaptationLoop(MisnamedWeights(task), student, source_only(), optimizer, source, target, 2)
+
+
 class ShapeBug(LossTerm):
     def forward(self, ctx):
         return (ctx.student(ctx.source_images) @ torch.ones(1000, 2)).mean()

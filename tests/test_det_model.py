@@ -292,3 +292,50 @@ def test_no_backbone_name_is_named():
 
     with pytest.raises(ConfigError, match=r"model\.backbone must be the name of a backbone"):
         build_backbone(None, pretrained=False, fpn_channels=16)  # type: ignore[arg-type]
+
+
+def _detector(backend, backbone, **kwargs):
+    from tests.det_helpers import TINY_SIZES, need
+
+    need(backend)
+    settings = dict(num_classes=2, fpn_channels=16, representation_size=32, **TINY_SIZES)
+    if backend == "torchvision":
+        return FasterRCNN(backbone, **settings, **kwargs)
+    return Detectron2RCNN(backbone=backbone, **settings, **kwargs)
+
+
+@backends
+@pytest.mark.parametrize("backbone", ["convnext_atto", "regnetx_002"])  # 4 and 5 timm levels
+def test_a_timm_backbone_of_four_levels_or_five_gives_the_strides_4_to_32(backend, backbone):
+    model = _detector(backend, backbone).eval()
+    body = model.backbone.body if backend == "torchvision" else model.rcnn.backbone.bottom_up.body
+    assert body.feature_info.reduction() == [4, 8, 16, 32]
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 64, 80))
+    assert set(out[0]) == {"boxes", "labels", "scores"}
+
+
+@backends
+@pytest.mark.parametrize("backbone", ["convnext_atto", "regnetx_002"])
+def test_trainable_layers_freezes_the_first_stages_of_a_timm_backbone(backend, backbone):
+    def frozen(layers):
+        model = _detector(backend, backbone, trainable_layers=layers)
+        body = (
+            model.backbone.body if backend == "torchvision" else model.rcnn.backbone.bottom_up.body
+        )
+        return {n for n, p in body.named_parameters() if not p.requires_grad}, body
+
+    everything, body = frozen(0)
+    assert everything == {n for n, _ in body.named_parameters()}
+    assert frozen(5)[0] == set()
+    stem = frozen(4)[0]
+    first = frozen(3)[0]
+    level_1 = body.feature_info.module_name()[0].replace(".", "_")
+    assert stem and stem < first < everything
+    assert not any(n.startswith(level_1) for n in stem)
+    assert any(n.startswith(level_1) for n in first)
+    assert not any(
+        n.startswith(body.feature_info.module_name()[1].replace(".", "_")) for n in first
+    )
+    with pytest.raises(ConfigError, match=r"trainable_layers must lie in \[0, 5\]"):
+        frozen(6)

@@ -169,15 +169,16 @@ class AdaptationLoop:
         for name, value in {**whole, "accumulate": accumulate}.items():
             if isinstance(value, bool) or not isinstance(value, Integral):
                 raise ConfigError(f"{name} must be an int (a whole number), got {value!r}")
-        accepts = inspect.signature(task.loss).parameters.values()  # called (m, x, y, w, rng=)
-        kind = inspect.Parameter
-        kinds = [p.kind for p in accepts]
-        fourth = sum(k <= kind.POSITIONAL_OR_KEYWORD for k in kinds) >= 4
-        rng = any(p.name == "rng" and p.kind != kind.POSITIONAL_ONLY for p in accepts)
-        if not (fourth or kind.VAR_POSITIONAL in kinds) or not (rng or kind.VAR_KEYWORD in kinds):
+        accepts = inspect.signature(task.loss).parameters.values()  # (m, x, y, weights=, rng=)
+        named = {p.name for p in accepts if p.kind != inspect.Parameter.POSITIONAL_ONLY}
+        if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in accepts):
+            named |= {"weights", "rng"}
+        missing = " and ".join(f"{n}=" for n in ("weights", "rng") if n not in named)
+        if missing:
             raise ConfigError(
-                f"{type(task).__name__}.loss does not take weights= and rng=: a Task's loss is "
-                "loss(model, images, targets, weights=None, rng=None) (mic.Task)"
+                f"{type(task).__name__}.loss does not take {missing}: a Task's loss is "
+                "loss(model, images, targets, weights=None, rng=None) (mic.Task), and the "
+                "loop passes both by name"
             )
         collective = collective or Collective()
         alone = dist.is_initialized() and dist.get_world_size() > collective.world_size

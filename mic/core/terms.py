@@ -150,7 +150,7 @@ class ConsistencyLoss(LossTerm):
             return next(student.parameters()).new_zeros(())
         if weights is None:
             weights = self.weighting(pseudo)
-        loss = task.loss(student, views, pseudo.labels, weights, rng=rng)
+        loss = task.loss(student, views, pseudo.labels, weights=weights, rng=rng)
         return sum_parts(loss, self.part_weights, self.parts_setting)
 
     def forward(self, ctx: IterationContext) -> Tensor:

@@ -36,7 +36,13 @@ from fvcore.nn import giou_loss, smooth_l1_loss
 from torch import Tensor
 
 from mic.core.errors import ConfigError
-from mic.tasks.detection.model import Capture, ignore_near, sample_weights, timm_features
+from mic.tasks.detection.model import (
+    OUT_INDICES,
+    Capture,
+    ignore_near,
+    sample_weights,
+    timm_features,
+)
 
 
 def _box_weights(instances: Instances, matched: Tensor | None, foreground: Tensor) -> Tensor:
@@ -314,13 +320,13 @@ class TimmBottomUp(Backbone):
         self,
         name: str,
         pretrained: bool,
-        out_indices: Sequence[int] = (1, 2, 3, 4),
+        out_indices: Sequence[int] = OUT_INDICES,
         frozen_norm: bool = False,
+        trainable_layers: int | None = None,
     ) -> None:
         super().__init__()
-        self.body = timm_features(
-            name, pretrained, out_indices, "frozen" if frozen_norm else "batch"
-        )
+        norm = "frozen" if frozen_norm else "batch"
+        self.body = timm_features(name, pretrained, out_indices, norm, trainable_layers)
         info = self.body.feature_info
         strides, channels = info.reduction(), info.channels()
         self._out_features = [f"res{i + 2}" for i in range(len(strides))]
@@ -332,10 +338,19 @@ class TimmBottomUp(Backbone):
 
 
 def timm_fpn(
-    name: str, pretrained: bool, frozen_norm: bool, out_channels: int, norm: str, fuse: str
+    name: str,
+    pretrained: bool,
+    frozen_norm: bool,
+    out_channels: int,
+    norm: str,
+    fuse: str,
+    trainable_layers: int = 5,
 ) -> FPN:
-    """detectron2's FPN (levels p2 .. p5 plus a max-pooled p6) on a timm bottom-up."""
-    bottom_up = TimmBottomUp(name, pretrained, frozen_norm=frozen_norm)
+    """detectron2's FPN (levels p2 .. p5 plus a max-pooled p6) on a timm bottom-up whose last
+    ``trainable_layers`` of (stem, level 1, ..., level 4) train (5 - ``FREEZE_AT``)."""
+    bottom_up = TimmBottomUp(
+        name, pretrained, frozen_norm=frozen_norm, trainable_layers=trainable_layers
+    )
     return FPN(
         bottom_up=bottom_up,
         in_features=list(bottom_up.output_shape()),

@@ -254,8 +254,9 @@ class Detectron2RCNN(nn.Module):
             without: frozen statistics of a random network make training diverge),
             ``frozen`` / ``FrozenBN``, ``batch`` / ``BN``, ``GN``, ``SyncBN``
             (``MODEL.RESNETS.NORM``; a timm backbone is frozen or not).
-        trainable_layers: ResNet stages that train, torchvision's meaning (5 - ``FREEZE_AT``;
-            None: the config's with pretrained weights, all without).
+        trainable_layers: backbone stages that train, torchvision's meaning (5 - ``FREEZE_AT``;
+            None: the config's with pretrained weights, all without): of detectron2's ResNet,
+            or of a timm backbone's (stem, level 1, ..., level 4).
         fpn_channels: ``MODEL.FPN.OUT_CHANNELS``.
         representation_size: ``MODEL.ROI_BOX_HEAD.FC_DIM``.
         min_size, max_size: the resize of the shorter / longer side, in training and in eval
@@ -419,8 +420,15 @@ class Detectron2RCNN(nn.Module):
         else:
             frozen = model.RESNETS.NORM == "FrozenBN"
             fpn = model.FPN
+            trainable = 5 - min(max(int(model.BACKBONE.FREEZE_AT), 0), 5)
             body = timm_fpn(
-                backbone, bool(pretrained), frozen, fpn.OUT_CHANNELS, fpn.NORM, fpn.FUSE_TYPE
+                backbone,
+                bool(pretrained),
+                frozen,
+                fpn.OUT_CHANNELS,
+                fpn.NORM,
+                fpn.FUSE_TYPE,
+                trainable,
             )
         shapes = body.output_shape()
         self.rcnn = GeneralizedRCNN(

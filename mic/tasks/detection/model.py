@@ -351,15 +351,27 @@ def _resolve_norm(norm: str, pretrained: bool) -> str:
     return norm
 
 
+#: the four deepest feature levels of a timm model (strides 4 .. 32 of a CNN), whatever
+#: number of levels it has (5 for a ResNet or RegNet, 4 for a ConvNeXt)
+OUT_INDICES = (-4, -3, -2, -1)
+
+
 def timm_features(
-    name: str, pretrained: bool, out_indices: Sequence[int], norm: str = "batch"
+    name: str,
+    pretrained: bool,
+    out_indices: Sequence[int] = OUT_INDICES,
+    norm: str = "batch",
+    trainable_layers: int | None = None,
 ) -> nn.Module:
     """A timm feature extractor (``features_only``, through ``mic.backbones``) with its
     BatchNorm trainable (``norm="batch"``), frozen (``"frozen"``) or replaced by timm's
     ``LayerNorm2d`` (``"layer"``); ``feature_info`` gives the maps' channels and strides.
+    ``trainable_layers`` (0 .. 5, torchvision's meaning; None: all train) freezes the stem and
+    the first levels (``freeze_stages``).
 
     Raises:
-        ConfigError: ``norm="layer"`` for a timm model that takes no ``norm_layer``.
+        ConfigError: ``norm="layer"`` for a timm model that takes no ``norm_layer``;
+            ``trainable_layers`` outside [0, 5].
     """
     extra = {"norm_layer": "layernorm2d"} if norm == "layer" else {}
     try:
@@ -377,7 +389,35 @@ def timm_features(
         from timm.layers import freeze_batch_norm_2d
 
         body = freeze_batch_norm_2d(body)
+    freeze_stages(body, trainable_layers)
     return body
+
+
+def freeze_stages(body: nn.Module, trainable_layers: int | None) -> None:
+    """Freeze the parameters of a timm feature extractor of 4 levels before its last
+    ``trainable_layers`` of (stem, level 1, ..., level 4), as torchvision's
+    ``trainable_layers`` does for a ResNet: 5 (or None) trains all, 3 freezes the stem and the
+    stride-4 level, 0 the whole backbone. The stem is what comes before level 1's module.
+
+    Raises:
+        ConfigError: ``trainable_layers`` outside [0, 5].
+    """
+    if trainable_layers is None:
+        return
+    if isinstance(trainable_layers, bool) or not 0 <= int(trainable_layers) <= 5:
+        raise ConfigError(f"model.trainable_layers must lie in [0, 5], got {trainable_layers}")
+    names = [n for n, _ in body.named_parameters()]
+    levels = body.feature_info.module_name()  # type: ignore[operator]
+
+    def starts(level: int) -> list[int]:  # the parameters of one level's module
+        flat = levels[level].replace(".", "_")  # features_only flattens module names
+        prefix = (flat if hasattr(body, flat) else levels[level]) + "."
+        return [i for i, n in enumerate(names) if n.startswith(prefix)]
+
+    k = int(trainable_layers)
+    stop = 0 if k == 5 else starts(0)[0] if k == 4 else starts(3 - k)[-1] + 1
+    for _, parameter in list(body.named_parameters())[:stop]:
+        parameter.requires_grad_(False)
 
 
 class TimmFPN(nn.Module):
@@ -389,11 +429,12 @@ class TimmFPN(nn.Module):
         name: str,
         pretrained: bool,
         out_channels: int,
-        out_indices: Sequence[int] = (1, 2, 3, 4),
+        out_indices: Sequence[int] = OUT_INDICES,
         norm: str = "batch",
+        trainable_layers: int | None = None,
     ) -> None:
         super().__init__()
-        self.body = timm_features(name, pretrained, out_indices, norm)
+        self.body = timm_features(name, pretrained, out_indices, norm, trainable_layers)
         channels = self.body.feature_info.channels()
         self.fpn = FeaturePyramidNetwork(channels, out_channels, extra_blocks=LastLevelMaxPool())
         self.out_channels = out_channels
@@ -463,7 +504,8 @@ def build_backbone(
             trainable_layers=layers,
         )
         return body, ["0", "1"]
-    fpn = TimmFPN(name, pretrained, fpn_channels, norm=norm)
+    layers = (3 if pretrained else 5) if trainable_layers is None else trainable_layers
+    fpn = TimmFPN(name, pretrained, fpn_channels, norm=norm, trainable_layers=layers)
     return fpn, ["0", "1", "2", "3"]
 
 
@@ -596,8 +638,9 @@ class FasterRCNN(nn.Module):
             statistic of the batch, so MIC's masked images change none that the full images
             are normalised with; as frozen BatchNorm in the published recipe; from scratch
             only, and slower to train there: benchmarks/results/detection_layernorm.md).
-        trainable_layers: backbone stages that train (torchvision's meaning; None: 3 with
-            pretrained weights, all without).
+        trainable_layers: backbone stages that train (torchvision's meaning, for a timm
+            backbone its (stem, level 1, ..., level 4); None: 3 with pretrained weights, all
+            without).
         min_size, max_size: torchvision's resize of the shorter / longer side (published
             800 / 1600 for Cityscapes).
         image_mean, image_std: normalisation inside the model (images come in [0, 1]).

@@ -190,7 +190,7 @@ class ClassMix(LossTerm):
 
     def forward(self, ctx: IterationContext) -> Tensor:
         images, labels, weights = self.mix(ctx)
-        loss = ctx.task.loss(ctx.student, images, labels, weights, rng=ctx.rng)
+        loss = ctx.task.loss(ctx.student, images, labels, weights=weights, rng=ctx.rng)
         return sum_parts(loss, None)
 
 
