@@ -1043,6 +1043,20 @@ CASES = [
         "model.grid must be a positive whole number (the side of its position embedding), got 0",
     ),
     (
+        "segmentation-smp-side-not-a-multiple-of-its-stride",
+        "segmentation: an smp model on images whose side its encoder's stride does not divide",
+        lambda t, r: [
+            "experiment=streets",
+            *SCENES,
+            "dataset.size=33",
+            "model=smp",
+            "model.encoder=resnet18",
+            "model.arch=PSPNet",
+        ],
+        "SmpModel (PSPNet, resnet18) takes image sides that are multiples of its encoder's "
+        "output stride 8, got 33 x 33",
+    ),
+    (
         "segmentation-scheduler-settings-of-another",
         "segmentation: scheduler=constant beside the experiment's warm-up (a TypeError)",
         lambda t, r: ["experiment=streets", *SCENES, "scheduler=constant"],

@@ -60,6 +60,23 @@ def test_smp_architecture_with_a_timm_encoder_by_name():
     assert model.num_classes == 4 and hasattr(model, "decode_head")
 
 
+@pytest.mark.parametrize(("arch", "stride"), [("Unet", 32), ("PSPNet", 8), ("Segformer", 32)])
+def test_smp_models_refuse_sides_their_stride_does_not_divide(arch, stride):
+    """smp fails on such sides (Unet) or gives logits of another size (PSPNet: 40 x 48 for
+    33 x 47, which the task would stretch over the labels)."""
+    model = SmpModel(3, arch, "resnet18").eval()
+    assert model.stride == stride
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 2 * stride, 3 * stride)).shape == (
+            1,
+            3,
+            2 * stride,
+            3 * stride,
+        )
+        with pytest.raises(ConfigError, match=f"multiples of its encoder's output stride {stride}"):
+            model(torch.rand(1, 3, 33, 47))
+
+
 def test_unknown_names_are_clear_errors():
     with pytest.raises(ConfigError, match=r"unknown encoder 'mit_b9'.*mit_b"):
         DAFormer(19, "mit_b9", pretrained=False)

@@ -69,8 +69,9 @@ class SmpModel(Segmenter):
     classification head is dropped).
 
     Full resolution: smp's segmentation heads upsample to the input, so ``forward`` gives
-    logits (B, num_classes, H, W) (H and W divisible by the encoder's output stride, 32 by
-    default). The features are smp's encoder's list, the input itself first.
+    logits (B, num_classes, H, W); H and W must be multiples of the encoder's output stride
+    (``stride``: 32 by default, 8 for PSPNet), and at least 128 for PAN (a ConfigError
+    otherwise). The features are smp's encoder's list, the input itself first.
 
     Args:
         num_classes: the number of classes (smp's ``classes``).
@@ -82,7 +83,7 @@ class SmpModel(Segmenter):
 
     Raises:
         ConfigError: unknown architecture or encoder name, or pretrained weights that cannot
-            be loaded.
+            be loaded; (in ``forward``) images of sides that are not multiples of ``stride``.
     """
 
     def __init__(
@@ -119,6 +120,30 @@ class SmpModel(Segmenter):
         head = SmpDecodeHead(model.decoder, model.segmentation_head)
         super().__init__(model.encoder, head, num_classes)
         self._build = {"arch": archs[arch.lower()], "encoder_name": encoder, **kwargs}
+        #: image sides must be multiples of it (smp's ``encoder.output_stride``)
+        self.stride = int(model.encoder.output_stride)
+        if archs[arch.lower()] == "PAN":  # its pyramid attention halves its map 3 times
+            self.min_side = 8 * self.stride  # (stride 16: 128 px trains, 112 px fails)
+
+    def forward_features(self, x: Tensor) -> list[Tensor]:
+        """The encoder's feature maps (``Segmenter.forward_features``).
+
+        Raises:
+            ConfigError: an image side that is not a multiple of ``stride`` (smp's models then
+                fail on it or give logits of another size than the image's), or below
+                ``min_side``.
+        """
+        h, w = x.shape[-2:]
+        if h % self.stride or w % self.stride:
+            fit = tuple(-(-side // self.stride) * self.stride for side in (h, w))
+            raise ConfigError(
+                f"SmpModel ({self._build['arch']}, {self._build['encoder_name']}) takes image "
+                f"sides that are multiples of its encoder's output stride {self.stride}, got "
+                f"{h} x {w}: smp's model would fail on them or give logits of another size than "
+                f"the image's. Resize or pad the images to e.g. {fit[0]} x {fit[1]} "
+                "(dataset.size; HRDA: crop sizes and context_scale that give such sides)"
+            )
+        return super().forward_features(x)
 
     def scale_attention_head(self, num_outputs: int) -> nn.Module:
         """A scale-attention head for HRDA: a freshly initialised decoder and segmentation
