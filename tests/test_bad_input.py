@@ -1030,6 +1030,17 @@ CASES = [
         "their images differ in shape (C, H, W): source (3, 32, 32), target (3, 24, 24)",
     ),
     (
+        "classification-vit-of-another-image-size",
+        "classification: a vision transformer of 224 px on the 32 px digits",
+        lambda t, r: [
+            "model=vit_b16",
+            "model.pretrained=false",
+            "model.backbone=vit_tiny_patch16_224",
+        ],
+        "the backbone VisionTransformer takes 224 x 224 px images (its img_size), these are "
+        "32 x 32: set model.img_size=32",
+    ),
+    (
         "classification-negative-bottleneck",
         "a negative bottleneck width, read by DANN's discriminator as its input width",
         lambda t, r: ["dataset=digits", "method=dann", "model.bottleneck_dim=-1"],
@@ -1486,6 +1497,10 @@ CASES = [
 
 #: environment cases: id -> (the run folder, from the case's folder and a copy of the existing
 #: run; the fault the subprocess meets, see tests/faults/environment.py)
+#: cases that start a run of their own although no option above says so (a model whose error
+#: comes when training starts, after the check of a resumed run's config)
+NEW_RUN = {"classification-vit-of-another-image-size"}
+
 ENVIRONMENT = {
     "env-run-folder-below-a-file": (lambda t, run: _write(t, "a_file", b"x") / "run", ""),
     "env-read-only-run-folder": (lambda t, run: run, "read-only:{run}"),
@@ -1534,8 +1549,8 @@ def run_case(case, root: Path, existing: Path) -> dict:
     run = tmp / "run"
     shutil.copytree(existing, run)
     args = overrides(tmp, run / "checkpoints" / "iter_00000002.pt")
-    # other data, other starting weights or code of one's own: a run of its own
-    fresh = any(
+    # other data, other starting weights, code of one's own or another model: a run of its own
+    fresh = name in NEW_RUN or any(
         a.lstrip("+").startswith(("dataset", "init_from")) or "_target_=tests." in a for a in args
     )
     if name in ENVIRONMENT:

@@ -74,7 +74,19 @@ class Classifier(nn.Module):
         Raises:
             DatasetError: a batch of one image in training mode, whose features the
                 bottleneck's BatchNorm1d cannot normalise.
+            ConfigError: images of another size than a vision transformer's fixed
+                ``img_size`` (timm's ``strict_img_size``).
         """
+        patches = getattr(self.backbone, "patch_embed", None)
+        size = tuple(getattr(patches, "img_size", None) or ())
+        if getattr(patches, "strict_img_size", False) and tuple(x.shape[-2:]) != size:
+            h, w = x.shape[-2:]
+            raise ConfigError(
+                f"the backbone {type(self.backbone).__name__} takes {size[0]} x {size[1]} px "
+                f"images (its img_size), these are {h} x {w}: set model.img_size={h}"
+                f"{f' (or [{h},{w}])' if h != w else ''}, where timm resamples its position "
+                "embedding to it, or +model.dynamic_img_size=true"
+            )
         if self.training and len(x) == 1 and not isinstance(self.bottleneck, nn.Identity):
             raise DatasetError(
                 "a batch of 1 image reached the classifier in training mode, and the "
