@@ -13,6 +13,7 @@ from mic import (
     EMATeacher,
     EndlessLoader,
     Evaluation,
+    Hook,
     LossTerm,
     MaskedImageConsistency,
     MetricsLogger,
@@ -465,3 +466,37 @@ def test_hooks_release_what_they_hold_when_a_run_raises(tmp_path):
         1,
         2,
     ]
+
+
+class FailsAfterStep(Hook):
+    """A hook that raises after a given iteration, as a broken metric does at an evaluation."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def after_step(self, loop, losses):
+        if loop.step == self.at:
+            raise RuntimeError("the metric could not score")
+
+
+class FailsInStep(LossTerm):
+    def forward(self, ctx):
+        raise RuntimeError("the term is broken")
+
+
+def test_an_error_of_a_hook_after_a_whole_step_saves_that_step_first(tmp_path):
+    checkpoints = Checkpointer(tmp_path / "ckpt", interval=0)
+    loop, _ = make_loop(source_only(), iterations=6, hooks=[FailsAfterStep(3), checkpoints])
+    with pytest.raises(RuntimeError, match="could not score"):
+        loop.run()
+    assert loop.interrupted_by == "an error"
+    saved = torch.load(tmp_path / "ckpt" / "iter_00000003.pt", weights_only=False)
+    assert saved["step"] == 3
+    assert not (tmp_path / "ckpt" / "student.pt").exists()  # the run did not finish
+    # an error inside a step leaves nothing half-done on disk
+    broken, _ = make_loop(
+        UDAMethod({"broken": FailsInStep()}), iterations=6, hooks=[Checkpointer(tmp_path / "b")]
+    )
+    with pytest.raises(RuntimeError, match="the term is broken"):
+        broken.run()
+    assert not list((tmp_path / "b").glob("*.pt"))

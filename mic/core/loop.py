@@ -265,6 +265,8 @@ class AdaptationLoop:
         Raises:
             DatasetError: a batch or an evaluation met a bad file (after ``after_run``).
             MicError: what the guard raises.
+            Exception: what a hook's ``after_step`` raised (e.g. an evaluation's metric),
+                after ``after_run`` (the checkpointer saves the step it followed).
         """
         self.collective.broadcast_module(self.student)
         self.collective.broadcast_module(self.method)
@@ -274,13 +276,18 @@ class AdaptationLoop:
                 teardown.callback(hook.teardown, self)
                 hook.before_run(self)
             while self.step < self.iterations and self.stop_reason is None:
-                try:  # a bad file met mid-run (in a batch or an evaluation): save, report it
-                    losses = self.train_step()
-                    self.step += 1
+                stepped = False
+                try:  # a bad file in a batch, or any error of a hook after a whole step (an
+                    losses = self.train_step()  # evaluation's): save, then report it
+                    self.step, stepped = self.step + 1, True
                     for hook in self.hooks:
                         hook.after_step(self, losses)
-                except DatasetError:
-                    self.interrupted_by = "a data error"
+                except Exception as e:
+                    if not (stepped or isinstance(e, DatasetError)):
+                        raise  # a step cut short: no state to save
+                    self.interrupted_by = (
+                        "a data error" if isinstance(e, DatasetError) else "an error"
+                    )
                     for hook in self.hooks:
                         hook.after_run(self)
                     raise
