@@ -130,3 +130,32 @@ def test_a_weights_file_without_pretrained_is_refused_not_ignored(tmp_path):
     weights.write_bytes(b"")
     with pytest.raises(ConfigError, match=r"pretrained=false, so the file would not be read"):
         create_backbone("resnet18", pretrained=False, pretrained_cfg_overlay={"file": str(weights)})
+
+
+def test_pretrained_weights_of_another_model_are_refused_not_left_random(tmp_path):
+    """timm loads a backbone's weights leniently (no classifier): another model's file or
+    junk would leave it at random weights, with a log line only."""
+    import timm
+
+    from mic.tasks.classification import Classifier
+    from mic.tasks.segmentation import SmpModel
+
+    own, other, junk = tmp_path / "r18.pth", tmp_path / "cnx.pth", tmp_path / "junk.pth"
+    torch.save(timm.create_model("resnet18").state_dict(), own)
+    torch.save(timm.create_model("convnext_atto", num_classes=0).state_dict(), other)
+    torch.save({"foo": torch.zeros(3)}, junk)
+    builds = {
+        "classifier": lambda f: Classifier(
+            "resnet18", 3, pretrained=True, pretrained_cfg_overlay=f
+        ),
+        "features": lambda f: create_backbone(
+            "resnet18", True, features_only=True, pretrained_cfg_overlay=f
+        ),
+        "smp": lambda f: SmpModel(3, "Unet", "tu-resnet18", True, pretrained_cfg_overlay=f),
+    }
+    for name, build in builds.items():
+        build({"file": str(own)})  # its own weights load
+        for wrong in (other, junk):
+            with pytest.raises(ConfigError, match=r"hold 0 of its \d+ tensors"):
+                build({"file": str(wrong)})
+                pytest.fail(f"{name}: {wrong.name} was taken")

@@ -53,6 +53,13 @@ def _flat(tmp):
     return folder_overrides(tmp, source=tmp / "flat")
 
 
+def _foreign_weights(tmp):
+    """A weights file that is no resnet's (another model's keys)."""
+    path = tmp / "foreign.pth"
+    torch.save({"stem.weight": torch.zeros(8, 3, 3, 3), "head.bias": torch.zeros(10)}, path)
+    return path
+
+
 def _own_experiment(tmp, package=True, method=None):
     """A config folder of one's own with ``experiment/mine.yaml`` (with ``# @package
     _global_`` as its first line, or without; with a defaults list choosing ``method``)."""
@@ -419,6 +426,16 @@ CASES = [
         lambda t, r: ["model=resnet50", f"+model.pretrained_cfg_overlay={{file:{t}/none.pth}}"],
         "could not load the pretrained weights of backbone 'resnet50': "
         "pretrained_cfg_overlay.file ",
+    ),
+    (
+        "model-weights-file-of-another-model",
+        "a pretrained weights file of another architecture (it would leave the backbone random)",
+        lambda t, r: [
+            "model=resnet50",
+            "model.backbone=resnet18",
+            f"+model.pretrained_cfg_overlay={{file:{_foreign_weights(t)}}}",
+        ],
+        "the pretrained weights of backbone 'resnet18' (",
     ),
     (
         "model-weights-file-not-pretrained",
@@ -1499,7 +1516,7 @@ CASES = [
 #: run; the fault the subprocess meets, see tests/faults/environment.py)
 #: cases that start a run of their own although no option above says so (a model whose error
 #: comes when training starts, after the check of a resumed run's config)
-NEW_RUN = {"classification-vit-of-another-image-size"}
+NEW_RUN = {"classification-vit-of-another-image-size", "model-weights-file-of-another-model"}
 
 ENVIRONMENT = {
     "env-run-folder-below-a-file": (lambda t, run: _write(t, "a_file", b"x") / "run", ""),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
@@ -170,8 +171,9 @@ def create_backbone(
     Raises:
         ConfigError: an unknown name, ``pretrained`` without weights to load (none known, one
             of mic's small models, a missing file, the hub unreachable and nothing cached),
-            weights that fail to load, a weights file without ``pretrained`` (it would not be
-            read), or ``features_only`` on a model without that mode.
+            weights that fail to load or that leave most of its tensors out (another model's
+            file, ``refuse_foreign_weights``), a weights file without ``pretrained`` (it would
+            not be read), or ``features_only`` on a model without that mode.
     """
     check_backbone_name(name)
     overlay = kwargs.get("pretrained_cfg_overlay")
@@ -209,7 +211,8 @@ def create_backbone(
         if cached is not None:
             kwargs["pretrained_cfg_overlay"] = {**(overlay or {}), "file": cached}
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+        with weight_loads() as loads:
+            model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as e:
         if pretrained:
             raise ConfigError(
@@ -219,3 +222,53 @@ def create_backbone(
         if features_only and ("features_only" in str(e) or "feature_info" in str(e)):
             raise ConfigError(f"backbone '{name}' cannot be used with features_only: {e}") from e
         raise
+    if pretrained:
+        refuse_foreign_weights(name, loads, kwargs.get("pretrained_cfg_overlay"))
+    return model
+
+
+def refuse_foreign_weights(
+    name: str, loads: list[tuple[int, list[str]]], overlay: dict[str, Any] | None
+) -> None:
+    """Refuse pretrained weights that left most of the model's tensors unloaded: timm loads
+    them leniently (without a classifier, it logs what is missing and goes on), so another
+    model's file would leave the backbone at random weights without an error.
+
+    Args:
+        name: the backbone's name, for the message.
+        loads: what ``weight_loads`` recorded.
+        overlay: the ``pretrained_cfg_overlay`` (its ``file`` is named).
+
+    Raises:
+        ConfigError: a load that left more than half of the model's tensors out.
+    """
+    for own, missing in loads:
+        if len(missing) > own / 2:
+            source = (overlay or {}).get("file", "its weights")
+            raise ConfigError(
+                f"the pretrained weights of backbone '{name}' ({source}) hold {own - len(missing)}"
+                f" of its {own} tensors (none for e.g. {', '.join(missing[:3])}): they are "
+                "another model's, so it would train from random weights; give the weights of "
+                f"{name}"
+            )
+
+
+@contextlib.contextmanager
+def weight_loads() -> Iterator[list[tuple[int, list[str]]]]:
+    """Inside, every ``load_state_dict`` records (the module's tensor count, the names the
+    loaded weights left out), for ``refuse_foreign_weights``; BatchNorm's
+    ``num_batches_tracked``, which loading never asks for, counts on neither side."""
+    loads: list[tuple[int, list[str]]] = []
+    original = nn.Module.load_state_dict
+
+    def recorded(self: nn.Module, state_dict: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, state_dict, *args, **kwargs)
+        own = [k for k in self.state_dict() if not k.endswith("num_batches_tracked")]
+        loads.append((len(own), list(result.missing_keys)))
+        return result
+
+    nn.Module.load_state_dict = recorded  # type: ignore[method-assign]
+    try:
+        yield loads
+    finally:
+        nn.Module.load_state_dict = original  # type: ignore[method-assign]

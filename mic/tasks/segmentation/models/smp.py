@@ -102,10 +102,19 @@ class SmpModel(Segmenter):
             raise ConfigError(
                 f"unknown smp architecture '{arch}'; choose one of {sorted(archs.values())}"
             )
+        from mic.backbones.factory import refuse_foreign_weights, weight_loads
+
+        file = (kwargs.get("pretrained_cfg_overlay") or {}).get("file")
+        if file and not pretrained:  # timm would not read it
+            raise ConfigError(
+                f"encoder '{encoder}' is given a weights file ({file}) but pretrained=false, so "
+                "it would start from random weights; set model.pretrained=true to load it, or "
+                "leave out the file"
+            )
         weights = encoder_weights(encoder, pretrained)
         build, building = weights_from_cache(encoder, pretrained, kwargs)
         try:
-            with building:
+            with building, weight_loads() as loads:
                 model = smp.create_model(
                     archs[arch.lower()],
                     encoder_name=encoder,
@@ -117,6 +126,8 @@ class SmpModel(Segmenter):
             if pretrained:
                 raise _weights_error(encoder, e) from e
             raise
+        if pretrained:
+            refuse_foreign_weights(encoder, loads, build.get("pretrained_cfg_overlay"))
         head = SmpDecodeHead(model.decoder, model.segmentation_head)
         super().__init__(model.encoder, head, num_classes)
         self._build = {"arch": archs[arch.lower()], "encoder_name": encoder, **kwargs}
