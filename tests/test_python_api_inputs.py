@@ -730,3 +730,20 @@ def test_hydra_settings_given_to_load_config_are_said_to_change_nothing():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_config(["seed=2"])
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        "mic.tasks.detection:DetectionTask",
+        "mic.tasks.detection:FasterRCNN",
+        "mic.tasks.segmentation:SegmentationTask",
+    ],
+)
+def test_a_class_count_that_is_no_whole_number_is_refused_not_cut_down(build):
+    import importlib
+
+    module, name = build.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    with pytest.raises(ConfigError, match=r"num_classes must be .*whole number.*got 2\.5"):
+        cls(num_classes=2.5)

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from mic.core.errors import ConfigError
 from mic.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+from mic.tasks.common import check_whole
 from mic.tasks.detection.model import (
     Capture,
     check_detector_settings,
@@ -311,8 +312,7 @@ class Detectron2RCNN(nn.Module):
         opts: Mapping[str, Any] | Sequence[Any] | None = None,
     ) -> None:
         super().__init__()
-        if int(num_classes) < 1:
-            raise ConfigError(f"detection needs at least 1 class, got num_classes={num_classes}")
+        check_whole("num_classes", num_classes, 1, "detection needs at least 1 class")
         check_detector_settings(locals())
         self.build = require_detectron2()
         from detectron2.config import get_cfg

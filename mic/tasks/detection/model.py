@@ -682,8 +682,7 @@ class FasterRCNN(nn.Module):
         box_detections_per_img: int = 100,
     ) -> None:
         super().__init__()
-        if int(num_classes) < 1:
-            raise ConfigError(f"detection needs at least 1 class, got num_classes={num_classes}")
+        check_whole("num_classes", num_classes, 1, "detection needs at least 1 class")
         check_detector_settings(locals())
         self.num_classes = int(num_classes)
         self.fpn_channels = int(fpn_channels)

@@ -18,7 +18,7 @@ from mic.core.context import Random
 from mic.core.teacher import unwrap
 from mic.datasets.detection.targets import batch_images, check_target, image_size
 from mic.datasets.preflight import PIXEL_VALUE_LIMIT
-from mic.tasks.common import check_class_datasets
+from mic.tasks.common import check_class_datasets, check_whole
 from mic.tasks.detection.model import LOSS_PARTS, images_device, sampling_from
 from mic.training.batches import (
     plain_samples,
@@ -113,8 +113,7 @@ class DetectionTask(Task):
         primary_metric: str = "map_50",
         ignore_threshold: float | None = None,
     ) -> None:
-        if int(num_classes) < 1:
-            raise ConfigError(f"detection needs at least 1 class, got num_classes={num_classes}")
+        check_whole("num_classes", num_classes, 1, "detection needs at least 1 class")
         thresholds = {"score_threshold": score_threshold, "ignore_threshold": ignore_threshold}
         for name, value in thresholds.items():
             optional = value is None and name == "ignore_threshold"

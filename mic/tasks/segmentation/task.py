@@ -188,8 +188,7 @@ class SegmentationTask(Task):
         palette: Sequence[Sequence[int]] | None = None,
         visualize: int = 4,
     ) -> None:
-        if int(num_classes) < 2:
-            raise ConfigError(f"segmentation needs at least 2 classes, got {num_classes}")
+        check_whole("num_classes", num_classes, 2, "segmentation needs at least 2 classes")
         self.num_classes = int(num_classes)
         self.ignore_index = int(ignore_index)
         if 0 <= self.ignore_index < self.num_classes:
