@@ -50,9 +50,18 @@ def user_error(exc: BaseException) -> str | None:
     instantiated), looking through the wrappers of Hydra and of DataLoader workers; None for
     anything else (a bug, which keeps its traceback)."""
     from hydra.errors import HydraException, InstantiationException
-    from omegaconf.errors import OmegaConfBaseException
+    from omegaconf.errors import InterpolationKeyError, OmegaConfBaseException
 
     for seen in exception_chain(exc):
+        missing = re.match(r"Interpolation key '([\w.]+)' not found", str(seen))
+        if isinstance(seen, InterpolationKeyError) and missing and "." in missing[1]:
+            group, leaf = missing[1].split(".", 1)
+            where = getattr(seen, "full_key", None)
+            return _one_paragraph(
+                f"{f'{where} is' if where else 'a setting of the config reads'} "
+                f"${{{missing[1]}}}, which this config does not have: the {group} chosen sets "
+                f"no {leaf}. Give it (+{missing[1]}=...), or choose a {group} that has it"
+            )
         if isinstance(seen, (OmegaConfBaseException, HydraException)) and not isinstance(
             seen, InstantiationException
         ):  # a key that does not exist, a value that is missing or of the wrong type

@@ -428,6 +428,13 @@ CASES = [
         "pretrained_cfg_overlay.file ",
     ),
     (
+        "config-reads-a-setting-the-chosen-group-lacks",
+        "a method that reads a model setting the chosen model does not have (DANN's width)",
+        lambda t, r: ["method=dann", "~model.bottleneck_dim"],
+        "a setting of the config reads ${model.bottleneck_dim}, which this config does not "
+        "have: the model chosen sets no bottleneck_dim",
+    ),
+    (
         "model-weights-file-of-another-model",
         "a pretrained weights file of another architecture (it would leave the backbone random)",
         lambda t, r: [
