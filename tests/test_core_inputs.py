@@ -134,7 +134,10 @@ class LogitTask:
 @pytest.mark.parametrize(
     ("confidence", "message"),
     [
-        (lambda logits: logits.max(1).values * 10, r"probabilities in \[0, 1\].*got torch.float32"),
+        (
+            lambda logits: logits.max(1).values * 10,
+            r"got torch.float32 in .*; logits\? apply softmax or sigmoid",
+        ),
         (lambda logits: torch.ones(len(logits), dtype=torch.long), "got torch.int64"),
     ],
 )

@@ -71,10 +71,13 @@ class PseudoLabels:
                 )
             if not c.is_floating_point() or (c.numel() and not 0 <= c.min() <= c.max() <= 1):
                 got = f"{c.dtype} in [{c.min():.3g}, {c.max():.3g}]" if c.numel() else c.dtype
-                got = f"{int(c.isnan().sum())} NaN of {c.numel()}" if c.isnan().any() else got
+                if c.is_floating_point():  # out of [0, 1]
+                    got = f"{got}; logits? apply softmax or sigmoid"
+                if c.is_floating_point() and c.isnan().any():
+                    got = f"{int(c.isnan().sum())} NaN of {c.numel()}; NaN or Inf in the images?"
                 raise ConfigError(
                     f"pseudo-label confidence must be float probabilities in [0, 1] "
-                    f"(Task.pseudo_label), got {got} (NaN: NaN or Inf in the images?)"
+                    f"(Task.pseudo_label), got {got}"
                 )
 
     def kept(self, *per_image: Any) -> tuple[Any, ...]:
