@@ -151,7 +151,7 @@ def create_backbone(
     """Create a timm backbone by name.
 
     Args:
-        name: any timm model name (``resnet101``, ``vit_base_patch16_224``, ``mit_b5`` ...,
+        name: any timm model name (``resnet101``, ``vit_base_patch16_224``, ``convnext_tiny`` ...,
             with an optional ``.tag`` selecting pretrained weights), or one of mic's small
             models (``small_cnn``, ``tiny_cnn``).
         pretrained: load the pretrained weights the usual timm way (Hugging Face hub or the
