@@ -185,9 +185,14 @@ def test_mic_sees_the_same_masked_image_in_both_passes_and_its_second_pass_weigh
     masker = CountingMasker()
     mic = MaskedImageConsistency(masker, weighting="prob")
     method = UDAMethod({"source": SourceSupervision(), "mic": mic})
-    weights = []
+    seen = []
     original = task.loss
-    task.loss = lambda m, x, y, w=None, rng=None: weights.append(w) or original(m, x, y, w)
+
+    def loss(model, images, targets, weights=None, rng=None):
+        seen.append(weights)
+        return original(model, images, targets, weights)
+
+    task.loss = loss
     sam = SharpnessAwareMinimization(RHO, second_pass_weighting="none")
     loop = AdaptationLoop(
         task,
@@ -203,7 +208,7 @@ def test_mic_sees_the_same_masked_image_in_both_passes_and_its_second_pass_weigh
     loop.train_step()
     first, second = masker.outputs
     torch.testing.assert_close(first, second)  # the same draws in both passes
-    mic_weights = [w for w in weights if w is not None]
+    mic_weights = [w for w in seen if w is not None]
     assert len(mic_weights) == 2
     assert (mic_weights[0] < 1).all()  # the teacher's confidence
     torch.testing.assert_close(mic_weights[1], torch.ones_like(mic_weights[1]))
