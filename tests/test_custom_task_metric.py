@@ -408,3 +408,57 @@ def test_a_metric_ranked_the_other_way_than_the_task_says_is_refused():
     with pytest.raises(ConfigError, match="set higher_is_better = False in HigherMseIsBetter"):
         fresh_metric(HigherMseIsBetter(), "cpu")
     fresh_metric(Regression(), "cpu")  # MeanSquaredError, lower is better: as the task says
+
+
+class FailsAtSecondScoring(Regression):
+    """A metric that fails at its second evaluation (mse grows past a threshold, say)."""
+
+    def __init__(self) -> None:
+        self.scorings = 0
+
+    def metric(self):
+        metric = super().metric()
+        compute = metric.compute
+
+        def failing():
+            self.scorings += 1
+            if self.scorings == 3:  # the first test batch before training, then 2 evaluations
+                raise RuntimeError("the metric failed")
+            return compute()
+
+        metric.compute = failing
+        return metric
+
+
+def test_an_evaluation_that_failed_is_made_up_first_when_the_run_resumes(tmp_path):
+    from mic.resume import resume
+
+    def run(task, folder, start_from=None, iterations=4):
+        source, target, test = loaders(Regression())
+        evaluation = mic.Evaluation(task, test, interval=1, models="student")
+        checkpointer = mic.Checkpointer(folder, interval=1, stateful={"evaluation": evaluation})
+        loop = adaptation_loop(
+            task, source, target, hooks=[evaluation, checkpointer, mic.OwedEvaluation(evaluation)]
+        )
+        loop.iterations = iterations
+        if start_from is not None:
+            resume(loop, start_from, checkpointer=checkpointer, announce=False)
+        return loop, evaluation
+
+    reference, scored = run(Regression(), tmp_path / "reference")
+    reference.run()
+    loop, evaluation = run(FailsAtSecondScoring(), tmp_path / "failed")
+    with pytest.raises(RuntimeError, match="the metric failed"):
+        loop.run()
+    assert [r["step"] for r in evaluation.history] == [1]
+    assert (tmp_path / "failed" / "iter_00000002.pt").is_file()  # saved before the error
+    resumed, again = run(
+        Regression(), tmp_path / "failed", tmp_path / "failed" / "iter_00000002.pt"
+    )
+    resumed.run()
+    assert [r["step"] for r in again.history] == [1, 2, 3, 4]
+    # the made-up evaluation scores the weights of iteration 2 (plain shuffled loaders do not
+    # resume their order, so the later ones differ)
+    assert again.history[1]["eval/student/mse"] == pytest.approx(
+        scored.history[1]["eval/student/mse"]
+    )

@@ -302,8 +302,9 @@ class Evaluation(Hook):
     run without a teacher.
 
     A stop request (SIGTERM, SIGINT) met between two batches ends an evaluation without a
-    record; list ``OwedEvaluation(evaluation)`` after every other hook so that a run resumed
-    from that iteration's checkpoint makes it up first (``mic-train`` does).
+    record, and so does an error (a bad test file, a metric that fails); list
+    ``OwedEvaluation(evaluation)`` after every other hook so that a run resumed from that
+    iteration's checkpoint makes it up first (``mic-train`` does).
 
     Args:
         task: the task every model is scored through.
@@ -489,12 +490,14 @@ class Evaluation(Hook):
             )
             return None
         except Exception as e:
+            self.owed = loop.step  # the checkpoint saved before the error is reported owes it
             if info.enabled:  # the others wait for the record: they stop with this error
                 broadcast_object((type(e) if isinstance(e, MicError) else RuntimeError, str(e)))
             raise
         record = broadcast_object(record)  # the record itself in one process
         if isinstance(record, tuple):  # the main process's error
             kind, message = record
+            self.owed = loop.step
             raise kind(f"the main process's evaluation stopped: {message}")
         self.history.append(record)
         loop.emit(record)
