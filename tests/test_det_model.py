@@ -339,3 +339,14 @@ def test_trainable_layers_freezes_the_first_stages_of_a_timm_backbone(backend, b
     )
     with pytest.raises(ConfigError, match=r"trainable_layers must lie in \[0, 5\]"):
         frozen(6)
+
+
+def test_trainable_layers_takes_levels_whose_module_holds_no_parameters():
+    from mic.tasks.detection.model import timm_features
+
+    frozen = []  # vgg11's last level is a ReLU (features.20)
+    for layers in range(6):
+        body = timm_features("vgg11", False, trainable_layers=layers)
+        frozen.append(sum(not p.requires_grad for p in body.parameters()))
+    assert frozen[0] == len(list(body.parameters())) and frozen[5] == 0
+    assert frozen == sorted(frozen, reverse=True)

@@ -397,7 +397,8 @@ def freeze_stages(body: nn.Module, trainable_layers: int | None) -> None:
     """Freeze the parameters of a timm feature extractor of 4 levels before its last
     ``trainable_layers`` of (stem, level 1, ..., level 4), as torchvision's
     ``trainable_layers`` does for a ResNet: 5 (or None) trains all, 3 freezes the stem and the
-    stride-4 level, 0 the whole backbone. The stem is what comes before level 1's module.
+    stride-4 level, 0 the whole backbone. The stem is what comes before level 1's module, a
+    level what comes after the previous level's module up to its own (with what it holds).
 
     Raises:
         ConfigError: ``trainable_layers`` outside [0, 5].
@@ -406,18 +407,22 @@ def freeze_stages(body: nn.Module, trainable_layers: int | None) -> None:
         return
     if isinstance(trainable_layers, bool) or not 0 <= int(trainable_layers) <= 5:
         raise ConfigError(f"model.trainable_layers must lie in [0, 5], got {trainable_layers}")
-    names = [n for n, _ in body.named_parameters()]
     levels = body.feature_info.module_name()  # type: ignore[operator]
+    order = [n for n, _ in body.named_modules()]  # in the order the forward runs them
 
-    def starts(level: int) -> list[int]:  # the parameters of one level's module
+    def span(level: int) -> tuple[int, int]:  # a level module's place and its last descendant's
         flat = levels[level].replace(".", "_")  # features_only flattens module names
-        prefix = (flat if hasattr(body, flat) else levels[level]) + "."
-        return [i for i, n in enumerate(names) if n.startswith(prefix)]
+        name = flat if flat in order else levels[level]
+        inside = [i for i, n in enumerate(order) if n == name or n.startswith(name + ".")]
+        return inside[0], inside[-1]
 
     k = int(trainable_layers)
-    stop = 0 if k == 5 else starts(0)[0] if k == 4 else starts(3 - k)[-1] + 1
-    for _, parameter in list(body.named_parameters())[:stop]:
-        parameter.requires_grad_(False)
+    stop = 0 if k == 5 else span(0)[0] if k == 4 else span(3 - k)[1] + 1
+    frozen = set(order[:stop])  # each module's own parameters (a level may hold none)
+    for name, module in body.named_modules():
+        if name in frozen:
+            for parameter in module.parameters(recurse=False):
+                parameter.requires_grad_(False)
 
 
 class TimmFPN(nn.Module):
