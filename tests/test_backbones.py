@@ -159,3 +159,30 @@ def test_pretrained_weights_of_another_model_are_refused_not_left_random(tmp_pat
             with pytest.raises(ConfigError, match=r"hold 0 of its \d+ tensors"):
                 build({"file": str(wrong)})
                 pytest.fail(f"{name}: {wrong.name} was taken")
+
+
+def test_weights_of_a_deeper_or_shallower_model_of_the_family_are_refused(tmp_path):
+    """resnet18's file fits resnet34's first blocks and leaves the rest random; resnet34's
+    fits every tensor of resnet18 with blocks it does not have."""
+    import timm
+
+    files = {}
+    for name in ("resnet18", "resnet34"):
+        files[name] = tmp_path / f"{name}.pth"
+        torch.save(timm.create_model(name).state_dict(), files[name])
+    for name, other, said in (
+        ("resnet34", "resnet18", "hold 100 of its 180"),
+        ("resnet18", "resnet34", "tensors it does not have"),
+    ):
+        overlay = {"file": str(files[other])}
+        with pytest.raises(ConfigError, match=said):
+            create_backbone(name, pretrained=True, pretrained_cfg_overlay=overlay)
+        create_backbone(name, pretrained=True, pretrained_cfg_overlay={"file": str(files[name])})
+
+
+def test_a_local_weights_file_that_cannot_be_read_gets_no_advice_on_downloading(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("not a checkpoint")
+    with pytest.raises(ConfigError) as error:
+        create_backbone("resnet18", pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+    assert f"from {path}" in str(error.value) and "internet" not in str(error.value)

@@ -214,6 +214,13 @@ def create_backbone(
         with weight_loads() as loads:
             model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as e:
+        file = (overlay or {}).get("file")
+        if pretrained and file:  # the user's own file: no advice on downloading
+            raise ConfigError(
+                f"could not load the pretrained weights of backbone '{name}' from {file} "
+                f"({e.__class__.__name__}: {str(e) or 'no message'}): is it a checkpoint of "
+                f"{name}, saved with torch.save(model.state_dict()) or as safetensors?"
+            ) from e
         if pretrained:
             raise ConfigError(
                 f"could not load the pretrained weights of backbone '{name}' "
@@ -228,11 +235,12 @@ def create_backbone(
 
 
 def refuse_foreign_weights(
-    name: str, loads: list[tuple[int, list[str]]], overlay: dict[str, Any] | None
+    name: str, loads: list[tuple[int, list[str], list[str]]], overlay: dict[str, Any] | None
 ) -> None:
-    """Refuse pretrained weights that left most of the model's tensors unloaded: timm loads
-    them leniently (without a classifier, it logs what is missing and goes on), so another
-    model's file would leave the backbone at random weights without an error.
+    """Refuse pretrained weights that left more than 5 % of the model's tensors unloaded:
+    timm loads them leniently (without a classifier, it logs what is missing and goes on), so
+    another model's file, or a shallower one of the family (resnet18's for resnet34), would
+    leave the backbone wholly or partly at random weights without an error.
 
     Args:
         name: the backbone's name, for the message.
@@ -240,31 +248,40 @@ def refuse_foreign_weights(
         overlay: the ``pretrained_cfg_overlay`` (its ``file`` is named).
 
     Raises:
-        ConfigError: a load that left more than half of the model's tensors out.
+        ConfigError: a load that left more than 5 % of the model's tensors out, or brought
+            more than that many tensors the model does not have.
     """
-    for own, missing in loads:
-        if len(missing) > own / 2:
-            source = (overlay or {}).get("file", "its weights")
+    source = (overlay or {}).get("file", "its weights")
+    for own, missing, unexpected in loads:
+        if len(missing) > own / 20:  # 5 %: half a deeper ResNet's blocks, a file cut short
             raise ConfigError(
                 f"the pretrained weights of backbone '{name}' ({source}) hold {own - len(missing)}"
                 f" of its {own} tensors (none for e.g. {', '.join(missing[:3])}): they are "
-                "another model's, so it would train from random weights; give the weights of "
-                f"{name}"
+                "another model's, so it would train from random weights there; give the "
+                f"weights of {name}"
+            )
+        if len(unexpected) > own / 20:  # a deeper model's file: its first blocks fit
+            raise ConfigError(
+                f"the pretrained weights of backbone '{name}' ({source}) hold {len(unexpected)} "
+                f"tensors it does not have (e.g. {', '.join(unexpected[:3])}): they are another "
+                f"model's; give the weights of {name}"
             )
 
 
 @contextlib.contextmanager
-def weight_loads() -> Iterator[list[tuple[int, list[str]]]]:
+def weight_loads() -> Iterator[list[tuple[int, list[str], list[str]]]]:
     """Inside, every ``load_state_dict`` records (the module's tensor count, the names the
-    loaded weights left out), for ``refuse_foreign_weights``; BatchNorm's
-    ``num_batches_tracked``, which loading never asks for, counts on neither side."""
-    loads: list[tuple[int, list[str]]] = []
+    loaded weights left out, the names they hold that the module has not), for
+    ``refuse_foreign_weights``; BatchNorm's ``num_batches_tracked``, which loading never asks
+    for, counts on neither side."""
+    loads: list[tuple[int, list[str], list[str]]] = []
     original = nn.Module.load_state_dict
 
     def recorded(self: nn.Module, state_dict: Any, *args: Any, **kwargs: Any) -> Any:
         result = original(self, state_dict, *args, **kwargs)
         own = [k for k in self.state_dict() if not k.endswith("num_batches_tracked")]
-        loads.append((len(own), list(result.missing_keys)))
+        extra = [k for k in result.unexpected_keys if not k.endswith("num_batches_tracked")]
+        loads.append((len(own), list(result.missing_keys), extra))
         return result
 
     nn.Module.load_state_dict = recorded  # type: ignore[method-assign]

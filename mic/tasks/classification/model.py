@@ -83,8 +83,8 @@ class Classifier(nn.Module):
             h, w = x.shape[-2:]
             raise ConfigError(
                 f"the backbone {type(self.backbone).__name__} takes {size[0]} x {size[1]} px "
-                f"images (its img_size), these are {h} x {w}: set model.img_size={h}"
-                f"{f' (or [{h},{w}])' if h != w else ''}, where timm resamples its position "
+                f"images (its img_size), these are {h} x {w}: set model.img_size="
+                f"{h if h == w else f'[{h},{w}]'}, where timm resamples its position "
                 "embedding to it, or +model.dynamic_img_size=true"
             )
         if self.training and len(x) == 1 and not isinstance(self.bottleneck, nn.Identity):
