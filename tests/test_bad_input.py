@@ -1088,8 +1088,8 @@ CASES = [
             "model.encoder=resnet18",
             "model.arch=PSPNet",
         ],
-        "SmpModel (PSPNet, resnet18) takes image sides that are multiples of its encoder's "
-        "output stride 8, got 33 x 33",
+        "SmpModel takes image sides that are multiples of its encoder's output stride 8, got "
+        "33 x 33",
     ),
     (
         "segmentation-scheduler-settings-of-another",

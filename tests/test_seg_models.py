@@ -77,6 +77,12 @@ def test_smp_models_refuse_sides_their_stride_does_not_divide(arch, stride):
             model(torch.rand(1, 3, 33, 47))
 
 
+def test_hrda_around_an_smp_model_refuses_context_and_detail_sides_its_stride_does_not_divide():
+    model = HRDA(SmpModel(3, "DeepLabV3Plus", "resnet18"), context_scale=0.5, detail_crop=[40, 40])
+    with torch.no_grad(), pytest.raises(ConfigError, match="HRDA takes image sides that are"):
+        model.eval()(torch.randn(1, 3, 80, 80))  # a 40 px context
+
+
 def test_unknown_names_are_clear_errors():
     with pytest.raises(ConfigError, match=r"unknown encoder 'mit_b9'.*mit_b"):
         DAFormer(19, "mit_b9", pretrained=False)
@@ -225,3 +231,8 @@ def test_offline_encoder_weights_load_from_the_hugging_face_cache_at_once(tmp_pa
     loaded = create_encoder("mit_b0", pretrained=True).state_dict()
     for key, value in saved.items():
         assert torch.equal(loaded[key], value), key
+
+
+def test_a_weights_file_for_an_smp_encoder_of_its_own_is_refused_not_ignored(tmp_path):
+    with pytest.raises(ConfigError, match="read by timm encoders"):
+        SmpModel(3, "Unet", "resnet18", True, pretrained_cfg_overlay={"file": str(tmp_path)})

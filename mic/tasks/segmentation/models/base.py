@@ -249,6 +249,9 @@ class Segmenter(nn.Module):
     #: the smallest image side the encoder takes (pixels); smaller images are refused by
     #: ``forward_features`` with a message instead of torch's kernel-size error
     min_side = 1
+    #: image sides must be multiples of it (an smp model: its encoder's output stride), else
+    #: ``forward_features`` refuses them with a message instead of a size mismatch deep inside
+    side_multiple = 1
 
     def __init__(self, encoder: nn.Module, decode_head: nn.Module, num_classes: int) -> None:
         super().__init__()
@@ -266,13 +269,26 @@ class Segmenter(nn.Module):
             the encoder's feature maps, (B, C_i, H_i, W_i) each, finest first.
 
         Raises:
-            ConfigError: an image side below ``min_side`` (e.g. an HRDA crop too small).
+            ConfigError: an image side below ``min_side`` (e.g. an HRDA crop too small), or
+                not a multiple of ``side_multiple``.
         """
+        where = (
+            "(HRDA: its detail crop, or its context at context_scale; sliding-window "
+            "inference: its crop)"
+        )
         if min(x.shape[-2:]) < self.min_side:
             raise ConfigError(
                 f"{type(self).__name__} takes images of at least {self.min_side} px a side, got "
-                f"{tuple(x.shape[-2:])} (HRDA: its detail crop, or its context at "
-                "context_scale; sliding-window inference: its crop): use larger crops or images"
+                f"{tuple(x.shape[-2:])} {where}: use larger crops or images"
+            )
+        h, w = x.shape[-2:]
+        if h % self.side_multiple or w % self.side_multiple:
+            fit = [-(-side // self.side_multiple) * self.side_multiple for side in (h, w)]
+            raise ConfigError(
+                f"{type(self).__name__} takes image sides that are multiples of its encoder's "
+                f"output stride {self.side_multiple}, got {h} x {w} {where}: its logits would "
+                f"not fit the image. Resize or pad the images to e.g. {fit[0]} x {fit[1]} "
+                "(dataset.size), or choose crops and a context_scale that give such sides"
             )
         return list(self.encoder(x))
 

@@ -239,6 +239,7 @@ class HRDA(Segmenter):
             attention_head = segmenter.scale_attention_head(outputs)
         self.scale_attention = attention_head
         self.min_side = segmenter.min_side if isinstance(segmenter, Segmenter) else 1
+        self.side_multiple = getattr(segmenter, "side_multiple", 1)
         self.context_scale = float(context_scale)
         self.detail_crop = crop
         self.detail_stride = stride

@@ -105,6 +105,12 @@ class SmpModel(Segmenter):
         from mic.backbones.factory import refuse_foreign_weights, weight_loads
 
         file = (kwargs.get("pretrained_cfg_overlay") or {}).get("file")
+        if file and not encoder.startswith("tu-"):  # smp's own encoders read no such file
+            raise ConfigError(
+                f"a weights file (pretrained_cfg_overlay.file={file}) is read by timm encoders "
+                f"(tu-<name>), not by smp's own encoder '{encoder}', which would fetch its "
+                f"ImageNet weights instead: use encoder tu-{encoder} where timm has that model"
+            )
         if file and not pretrained:  # timm would not read it
             raise ConfigError(
                 f"encoder '{encoder}' is given a weights file ({file}) but pretrained=false, so "
@@ -132,29 +138,9 @@ class SmpModel(Segmenter):
         super().__init__(model.encoder, head, num_classes)
         self._build = {"arch": archs[arch.lower()], "encoder_name": encoder, **kwargs}
         #: image sides must be multiples of it (smp's ``encoder.output_stride``)
-        self.stride = int(model.encoder.output_stride)
+        self.stride = self.side_multiple = int(model.encoder.output_stride)
         if archs[arch.lower()] == "PAN":  # its pyramid attention halves its map 3 times
             self.min_side = 8 * self.stride  # (stride 16: 128 px trains, 112 px fails)
-
-    def forward_features(self, x: Tensor) -> list[Tensor]:
-        """The encoder's feature maps (``Segmenter.forward_features``).
-
-        Raises:
-            ConfigError: an image side that is not a multiple of ``stride`` (smp's models then
-                fail on it or give logits of another size than the image's), or below
-                ``min_side``.
-        """
-        h, w = x.shape[-2:]
-        if h % self.stride or w % self.stride:
-            fit = tuple(-(-side // self.stride) * self.stride for side in (h, w))
-            raise ConfigError(
-                f"SmpModel ({self._build['arch']}, {self._build['encoder_name']}) takes image "
-                f"sides that are multiples of its encoder's output stride {self.stride}, got "
-                f"{h} x {w}: smp's model would fail on them or give logits of another size than "
-                f"the image's. Resize or pad the images to e.g. {fit[0]} x {fit[1]} "
-                "(dataset.size; HRDA: crop sizes and context_scale that give such sides)"
-            )
-        return super().forward_features(x)
 
     def scale_attention_head(self, num_outputs: int) -> nn.Module:
         """A scale-attention head for HRDA: a freshly initialised decoder and segmentation
