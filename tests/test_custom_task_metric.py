@@ -407,6 +407,21 @@ def test_a_metric_ranked_the_other_way_than_the_task_says_is_refused():
 
     with pytest.raises(ConfigError, match="set higher_is_better = False in HigherMseIsBetter"):
         fresh_metric(HigherMseIsBetter(), "cpu")
+
+    class InACollection(HigherMseIsBetter):
+        def metric(self):
+            from torchmetrics import MeanSquaredError, MetricCollection
+
+            return MetricCollection({"mse": MeanSquaredError()})
+
+    with pytest.raises(ConfigError, match="set higher_is_better = False in InACollection"):
+        fresh_metric(InACollection(), "cpu")
+
+    class Said(Regression):
+        higher_is_better = "False"
+
+    with pytest.raises(ConfigError, match="must be True or False, got 'False'"):
+        fresh_metric(Said(), "cpu")
     fresh_metric(Regression(), "cpu")  # MeanSquaredError, lower is better: as the task says
 
 

@@ -79,11 +79,13 @@ def fresh_metric(task: Task, device: Any) -> Any:
             "torchmetrics Metric such as MeanSquaredError()), from which "
             f"{kind}.primary_metric ({task.primary_metric!r}) is read"
         )
-    declared, told = (
-        getattr(metric, "higher_is_better", None),
-        getattr(task, "higher_is_better", True),
-    )
-    if isinstance(declared, bool) and declared != told:  # torchmetrics' own ranking
+    declared = getattr(metric, "higher_is_better", None)  # torchmetrics' own ranking
+    if declared is None and callable(getattr(metric, "items", None)):  # a MetricCollection
+        declared = getattr(dict(metric.items()).get(task.primary_metric), "higher_is_better", None)
+    told = getattr(task, "higher_is_better", True)
+    if not isinstance(told, bool):
+        raise ConfigError(f"{kind}.higher_is_better must be True or False, got {told!r}")
+    if isinstance(declared, bool) and declared != told:
         raise ConfigError(
             f"{kind}.metric() returns {type(metric).__name__}, by which "
             f"{'higher' if declared else 'lower'} is better, but {kind}.higher_is_better is "
