@@ -266,7 +266,8 @@ class AdaptationLoop:
             DatasetError: a batch or an evaluation met a bad file (after ``after_run``).
             MicError: what the guard raises.
             Exception: what a hook's ``after_step`` raised (e.g. an evaluation's metric),
-                after ``after_run`` (the checkpointer saves the step it followed).
+                after ``after_run`` in one process (the checkpointer saves the step it
+                followed).
         """
         self.collective.broadcast_module(self.student)
         self.collective.broadcast_module(self.method)
@@ -282,8 +283,9 @@ class AdaptationLoop:
                     self.step, stepped = self.step + 1, True
                     for hook in self.hooks:
                         hook.after_step(self, losses)
-                except Exception as e:
-                    if not (stepped or isinstance(e, DatasetError)):
+                except Exception as e:  # (torchrun: a hook's error may be one process's)
+                    alone = stepped and self.collective.world_size == 1
+                    if not (alone or isinstance(e, DatasetError)):
                         raise  # a step cut short: no state to save
                     self.interrupted_by = (
                         "a data error" if isinstance(e, DatasetError) else "an error"
