@@ -1245,6 +1245,14 @@ def _run_experiment(
             f"the same command plus: {continue_with(exp.run_dir)} (and, if files were removed "
             "or added, resume_allow_changes=[dataset])"
         ) from e
+    except Exception as e:  # a hook's error after a whole iteration: the loop saved it
+        if exp.run_dir is not None and exp.loop.interrupted_by == "an error":
+            e.add_note(
+                f"The run saved its state after iteration {exp.loop.step} in {exp.run_dir}/"
+                "checkpoints: once this is fixed, continue with the same command plus: "
+                f"{continue_with(exp.run_dir)}"
+            )
+        raise
     summary = summarize(exp)
     if exp.run_dir is not None and main:
         write_text_atomically(exp.run_dir / "summary.json", strict_json(summary, indent=2))

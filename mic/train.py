@@ -67,7 +67,9 @@ def user_error(exc: BaseException) -> str | None:
         ):  # a key that does not exist, a value that is missing or of the wrong type
             return _one_paragraph(str(seen))
         if isinstance(seen, MicError):
-            text = str(seen)
+            text, notes = str(seen), getattr(seen, "__notes__", [])
+            if notes:  # e.g. where the run saved its state (run_experiment)
+                text = f"{text.rstrip().rstrip('.')}. {' '.join(notes)}"
             if "Original Traceback" in text:  # re-raised from a worker: its message alone
                 names = "|".join(c.__name__ for c in _subclasses(MicError))
                 last = [*re.finditer(rf"\b(?:{names}): ", text)][-1:]

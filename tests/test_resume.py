@@ -175,3 +175,59 @@ def test_sigterm_in_an_evaluation_stops_it_and_the_resumed_run_evaluates_there_f
     a, b = (torch.load(r / "checkpoints" / "best.pt", weights_only=False) for r in (ref, run))
     assert a["step"] == b["step"]
     assert all(torch.equal(x, y) for x, y in zip(a["student"].values(), b["student"].values()))
+
+
+class MetricFailsOnce:
+    """A classification task whose metric fails at the ``MIC_TEST_METRIC_FAILS_AT``-th
+    ``compute`` of the process (the first is the check of the first test batch)."""
+
+    calls = 0
+
+    def __new__(cls, **config):
+        from mic.core.errors import ConfigError
+        from mic.tasks.classification import ClassificationTask
+
+        class Failing(ClassificationTask):
+            def metric(self):
+                metric = super().metric()
+                compute = metric.compute
+
+                def failing():
+                    MetricFailsOnce.calls += 1
+                    if str(MetricFailsOnce.calls) == os.environ.get("MIC_TEST_METRIC_FAILS_AT"):
+                        raise ConfigError("the metric could not score")
+                    return compute()
+
+                metric.compute = failing
+                return metric
+
+        return Failing(**config)
+
+
+def test_an_evaluation_s_error_says_where_the_run_saved_and_the_resume_makes_it_up(tmp_path):
+    from tests.cli import run_mic_train
+
+    args = [
+        *(a for a in COMMON if not a.startswith(("checkpoint.interval", "eval.interval"))),
+        "iterations=8",
+        "adaptation_start=0",
+        "eval.interval=4",
+        "checkpoint.interval=0",
+        "eval.adabn_batches=1",
+        "task._target_=tests.test_resume.MetricFailsOnce",
+    ]
+    ref, run = tmp_path / "reference", tmp_path / "failed"
+    done = run_mic_train([*args, f"hydra.run.dir={ref}"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    failed = run_mic_train([*args, f"hydra.run.dir={run}"], env={"MIC_TEST_METRIC_FAILS_AT": "2"})
+    assert failed.returncode == 2, failed.stderr[-2000:]
+    assert "the metric could not score. The run saved its state after iteration 4 in " in (
+        failed.stderr
+    )
+    assert "resume=auto" in failed.stderr and "Traceback" not in failed.stderr
+    resumed = run_mic_train([*args, f"hydra.run.dir={run}", "resume=auto"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [r["step"] for r in _eval_records(run)] == [4, 8]
+    assert _eval_records(run) == _eval_records(ref)
+    a, b = _weights(ref, "student.pt"), _weights(run, "student.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
