@@ -1246,11 +1246,8 @@ def _run_experiment(
             "or added, resume_allow_changes=[dataset])"
         ) from e
     except Exception as e:  # a hook's error after a whole iteration: the loop saved it
-        saved = (
-            exp.run_dir is not None
-            and (Path(exp.run_dir) / "checkpoints" / f"iter_{exp.loop.step:08d}.pt").is_file()
-        )  # (not where the error was the save's: a full disk)
-        if saved and exp.loop.interrupted_by == "an error":
+        saved = exp.checkpointer is not None and exp.checkpointer.saved_step == exp.loop.step
+        if saved and exp.loop.interrupted_by == "an error":  # (not if the save failed: a full disk)
             e.add_note(
                 f"The run saved its state after iteration {exp.loop.step} in {exp.run_dir}/"
                 "checkpoints: once this is fixed, continue with the same command plus: "

@@ -375,8 +375,8 @@ class Evaluation(Hook):
         check_test_set(task, loader, "Evaluation's test loader")
         self.validation = validation
         self.history: list[dict[str, Any]] = []
-        #: the iteration whose evaluation a stop request cut short (None: none), run by
-        #: ``run_owed`` when the run resumes there
+        #: the iteration whose evaluation a stop request or an error cut short (None: none),
+        #: run by ``run_owed`` when the run resumes there
         self.owed: int | None = None
         #: the scores its records will hold, as scored on the first test batch by
         #: ``before_run`` (None: it could not tell)
@@ -384,7 +384,7 @@ class Evaluation(Hook):
 
     def state_dict(self) -> dict[str, Any]:
         """The evaluation records so far and the iteration of an evaluation that a stop
-        request cut short (plain types), for checkpoints."""
+        request or an error cut short (plain types), for checkpoints."""
         return {"history": self.history, "owed": self.owed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -504,8 +504,9 @@ class Evaluation(Hook):
         return record
 
     def run_owed(self, loop: AdaptationLoop) -> None:
-        """The evaluation a stop request cut short at this iteration (``owed``), if any: to be
-        called when every hook has started (``OwedEvaluation``), before training goes on."""
+        """The evaluation a stop request or an error cut short at this iteration (``owed``), if
+        any: to be called when every hook has started (``OwedEvaluation``), before training
+        goes on."""
         if self.owed is not None and self.owed == loop.step:
             self.owed = None
             self.run(loop)
@@ -594,8 +595,8 @@ class _Stoppable:
 
 
 class OwedEvaluation(Hook):
-    """Runs, when every other hook has started, the evaluation that a stop request cut short
-    at the iteration this run resumes from (``Evaluation.run_owed``), before training goes
+    """Runs, when every other hook has started, the evaluation that a stop request or an error
+    cut short at the iteration this run resumes from (``Evaluation.run_owed``), before training goes
     on: so that its record, ``best.pt`` and ``metrics.jsonl`` are those of a run never stopped.
     List it after every other hook.
 
@@ -681,7 +682,8 @@ class Checkpointer(Hook):
         self.selection = ModelSelection()
         self.extra = extra or {}
         self.stateful = dict(stateful or {})
-        self._saved_step = -1
+        #: the iteration of the last checkpoint this run wrote (-1: none yet)
+        self.saved_step = -1
         self._metric_seen = best_metric is None
         self._metric_recorded = False  # best_metric in an evaluation record of this run
         #: the file that holds the best state so far: this run's ``best.pt``, or, after a
@@ -855,7 +857,7 @@ class Checkpointer(Hook):
             for stale in self.superseded:  # the run has gone past them
                 stale.unlink(missing_ok=True)
             self.superseded = []
-        self._saved_step = loop.step
+        self.saved_step = loop.step
         return path
 
     def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
@@ -911,7 +913,7 @@ class Checkpointer(Hook):
         )
 
     def after_run(self, loop: AdaptationLoop) -> None:
-        if loop.step != self._saved_step and loop.step > 0:
+        if loop.step != self.saved_step and loop.step > 0:
             self.save(loop)
         entry = self.selection.best.get(self.best_metric) if self.best_metric else None
         missed = self._metric_recorded and self.best_file is None and loop.interrupted_by is None
