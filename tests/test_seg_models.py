@@ -65,7 +65,7 @@ def test_smp_models_refuse_sides_their_stride_does_not_divide(arch, stride):
     """smp fails on such sides (Unet) or gives logits of another size (PSPNet: 40 x 48 for
     33 x 47, which the task would stretch over the labels)."""
     model = SmpModel(3, arch, "resnet18").eval()
-    assert model.stride == stride
+    assert model.side_multiple == stride
     with torch.no_grad():
         assert model(torch.rand(1, 3, 2 * stride, 3 * stride)).shape == (
             1,
@@ -236,3 +236,5 @@ def test_offline_encoder_weights_load_from_the_hugging_face_cache_at_once(tmp_pa
 def test_a_weights_file_for_an_smp_encoder_of_its_own_is_refused_not_ignored(tmp_path):
     with pytest.raises(ConfigError, match="read by timm encoders"):
         SmpModel(3, "Unet", "resnet18", True, pretrained_cfg_overlay={"file": str(tmp_path)})
+    with pytest.raises(ConfigError, match="pretrained=false, so the file would not be read"):
+        SmpModel(3, "Unet", "tu-resnet18", False, pretrained_cfg_overlay={"file": str(tmp_path)})

@@ -177,13 +177,7 @@ def create_backbone(
     """
     check_backbone_name(name)
     overlay = kwargs.get("pretrained_cfg_overlay")
-    if not pretrained and overlay and overlay.get("file"):  # timm would ignore the file
-        raise ConfigError(
-            f"backbone '{name}' is given a weights file (pretrained_cfg_overlay.file="
-            f"{overlay['file']}) but pretrained=false, so the file would not be read and the "
-            "backbone would start from random weights; set pretrained=true (mic-train: "
-            "model.pretrained=true) to load it, or leave out the file"
-        )
+    refuse_unread_file(name, pretrained, overlay)
     if pretrained and name in SMALL_MODELS:  # timm would build them without loading a file
         raise ConfigError(
             f"mic's small backbone '{name}' has no pretrained weights and loads no weights "
@@ -232,6 +226,22 @@ def create_backbone(
     if pretrained:
         refuse_foreign_weights(name, loads, kwargs.get("pretrained_cfg_overlay"))
     return model
+
+
+def refuse_unread_file(name: str, pretrained: bool, overlay: dict[str, Any] | None) -> None:
+    """Refuse a weights file (``pretrained_cfg_overlay.file``) given with ``pretrained=False``,
+    which timm would not read, leaving the backbone at random weights.
+
+    Raises:
+        ConfigError: naming the file and the setting that loads it.
+    """
+    if not pretrained and overlay and overlay.get("file"):
+        raise ConfigError(
+            f"backbone '{name}' is given a weights file (pretrained_cfg_overlay.file="
+            f"{overlay['file']}) but pretrained=false, so the file would not be read and the "
+            "backbone would start from random weights; set pretrained=true (mic-train: "
+            "model.pretrained=true) to load it, or leave out the file"
+        )
 
 
 def refuse_foreign_weights(

@@ -238,8 +238,8 @@ class HRDA(Segmenter):
         if attention_head is None:
             attention_head = segmenter.scale_attention_head(outputs)
         self.scale_attention = attention_head
-        self.min_side = segmenter.min_side if isinstance(segmenter, Segmenter) else 1
-        self.side_multiple = getattr(segmenter, "side_multiple", 1)
+        if isinstance(segmenter, Segmenter):  # the sides its encoder takes
+            self.min_side, self.side_multiple = segmenter.min_side, segmenter.side_multiple
         self.context_scale = float(context_scale)
         self.detail_crop = crop
         self.detail_stride = stride

@@ -70,7 +70,7 @@ class SmpModel(Segmenter):
 
     Full resolution: smp's segmentation heads upsample to the input, so ``forward`` gives
     logits (B, num_classes, H, W); H and W must be multiples of the encoder's output stride
-    (``stride``: 32 by default, 8 for PSPNet), and at least 128 for PAN (a ConfigError
+    (``side_multiple``: 32 by default, 8 for PSPNet), and at least 128 for PAN (a ConfigError
     otherwise). The features are smp's encoder's list, the input itself first.
 
     Args:
@@ -83,7 +83,7 @@ class SmpModel(Segmenter):
 
     Raises:
         ConfigError: unknown architecture or encoder name, or pretrained weights that cannot
-            be loaded; (in ``forward``) images of sides that are not multiples of ``stride``.
+            be loaded; (in ``forward``) images of sides that are not multiples of ``side_multiple``.
     """
 
     def __init__(
@@ -102,21 +102,17 @@ class SmpModel(Segmenter):
             raise ConfigError(
                 f"unknown smp architecture '{arch}'; choose one of {sorted(archs.values())}"
             )
-        from mic.backbones.factory import refuse_foreign_weights, weight_loads
+        from mic.backbones.factory import refuse_foreign_weights, refuse_unread_file, weight_loads
 
-        file = (kwargs.get("pretrained_cfg_overlay") or {}).get("file")
+        overlay = kwargs.get("pretrained_cfg_overlay")
+        file = (overlay or {}).get("file")
         if file and not encoder.startswith("tu-"):  # smp's own encoders read no such file
             raise ConfigError(
                 f"a weights file (pretrained_cfg_overlay.file={file}) is read by timm encoders "
                 f"(tu-<name>), not by smp's own encoder '{encoder}', which would fetch its "
                 f"ImageNet weights instead: use encoder tu-{encoder} where timm has that model"
             )
-        if file and not pretrained:  # timm would not read it
-            raise ConfigError(
-                f"encoder '{encoder}' is given a weights file ({file}) but pretrained=false, so "
-                "it would start from random weights; set model.pretrained=true to load it, or "
-                "leave out the file"
-            )
+        refuse_unread_file(encoder, pretrained, overlay)
         weights = encoder_weights(encoder, pretrained)
         build, building = weights_from_cache(encoder, pretrained, kwargs)
         try:
@@ -137,10 +133,9 @@ class SmpModel(Segmenter):
         head = SmpDecodeHead(model.decoder, model.segmentation_head)
         super().__init__(model.encoder, head, num_classes)
         self._build = {"arch": archs[arch.lower()], "encoder_name": encoder, **kwargs}
-        #: image sides must be multiples of it (smp's ``encoder.output_stride``)
-        self.stride = self.side_multiple = int(model.encoder.output_stride)
+        self.side_multiple = int(model.encoder.output_stride)  # smp's encoder's
         if archs[arch.lower()] == "PAN":  # its pyramid attention halves its map 3 times
-            self.min_side = 8 * self.stride  # (stride 16: 128 px trains, 112 px fails)
+            self.min_side = 8 * self.side_multiple  # (stride 16: 128 px trains, 112 px fails)
 
     def scale_attention_head(self, num_outputs: int) -> nn.Module:
         """A scale-attention head for HRDA: a freshly initialised decoder and segmentation
