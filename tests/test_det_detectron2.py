@@ -230,6 +230,44 @@ def test_every_key_mic_sets_is_refused_in_opts_and_others_are_applied():
     assert model.rcnn.roi_heads.positive_fraction == 0.5
 
 
+@pytest.mark.usefixtures("detectron2", "one_thread")
+def test_weights_of_another_depth_are_refused_and_backbone_weights_alone_load(tmp_path):
+    """detectron2 loads any file leniently (it logs what it left out): a ResNet-18 model's
+    weights in a ResNet-50 left most of its backbone random, silently."""
+    r18 = Detectron2RCNN(num_classes=3, opts=R18, min_size=64, max_size=64)
+    r50 = Detectron2RCNN(num_classes=3, min_size=64, max_size=64)
+    files = {}
+    for name, model in {"r18": r18.rcnn, "r50": r50.rcnn}.items():
+        files[name] = tmp_path / f"{name}.pth"
+        torch.save({"model": model.state_dict()}, files[name])
+    body = {k: v for k, v in r50.rcnn.state_dict().items() if k.startswith("backbone.bottom_up.")}
+    files["r50_backbone"] = tmp_path / "r50_backbone.pth"  # as ImageNet weights: no FPN, heads
+    torch.save({"model": body}, files["r50_backbone"])
+    # either way, blocks of other shapes leave most of the backbone out
+    for opts, name, told in [({}, "r18", "of the backbone's 159"), (R18, "r50", "'s 60 tensors")]:
+        with pytest.raises(ConfigError, match="they are another model's") as caught:
+            Detectron2RCNN(num_classes=3, opts=opts, weights=str(files[name]))
+        assert told in str(caught.value) and str(files[name]) in str(caught.value)
+    loaded = Detectron2RCNN(num_classes=3, weights=str(files["r50_backbone"]))
+    stem = "backbone.bottom_up.stem.conv1.weight"
+    assert torch.equal(loaded.rcnn.state_dict()[stem], body[stem])
+
+
+@pytest.mark.usefixtures("detectron2")
+def test_mic_train_refuses_weights_that_are_no_detectron2_model_s(tmp_path):
+    junk = tmp_path / "classifier.pth"
+    torch.save({"model": {"fc.weight": torch.zeros(10, 8)}}, junk)
+    run = tmp_path / "run"
+    out = run_mic_train(
+        [*TINY_DET, "model=d2_faster_rcnn_small", f"model.weights={junk}", f"hydra.run.dir={run}"]
+    )
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+    error = next(line for line in out.stderr.splitlines() if line.startswith("mic: error: "))
+    assert f"the detectron2 weights '{junk}' fill 0 of the backbone's" in error, error
+    assert not list(run.glob("checkpoints/*.pt"))
+
+
 @pytest.mark.usefixtures("detectron2")
 def test_mic_train_refuses_a_class_count_in_opts_before_training(tmp_path):
     """The user trial's command: a 7-class head on the 4-class shapes stops at once with the

@@ -413,7 +413,7 @@ class Detectron2RCNN(nn.Module):
                 "give the weights with model.weights=..."
             )
         cfg.freeze()
-        self.cfg = cfg
+        self.cfg, self.config = cfg, config
         self.num_classes = int(num_classes)
         if backbone is None:
             body = build_backbone(cfg)
@@ -456,15 +456,23 @@ class Detectron2RCNN(nn.Module):
     def load_detectron2(self, checkpoint: str) -> None:
         """Load a detectron2 checkpoint (path, URL or ``detectron2://`` name) into the model
         with detectron2's ``DetectionCheckpointer``; parameters whose shape differs (another
-        number of classes) are left as they are.
+        number of classes) are left as they are. The file may hold the whole model or, as
+        ImageNet weights do, its backbone alone; detectron2 loads leniently (it logs what it
+        left out), so a file that fills the backbone only in part is refused here.
 
         Raises:
-            ConfigError: the file cannot be found, fetched or read.
+            ConfigError: the file cannot be found, fetched or read; it leaves more than 5 % of
+                the backbone's tensors out, or holds more than 5 % more tensors than the model
+                has (another depth or architecture: the model would train from random weights
+                there).
         """
         from detectron2.checkpoint import DetectionCheckpointer
 
+        from mic.backbones.factory import weight_loads
+
         try:
-            DetectionCheckpointer(self.rcnn).load(checkpoint)
+            with weight_loads() as loads:
+                DetectionCheckpointer(self.rcnn).load(checkpoint)
         except Exception as e:
             raise ConfigError(
                 f"could not load the detectron2 weights {checkpoint!r} ({e.__class__.__name__}: "
@@ -472,6 +480,24 @@ class Detectron2RCNN(nn.Module):
                 "https://dl.fbaipublicfiles.com/detectron2/) and set model.weights to its "
                 "path, or use model.pretrained=false"
             ) from e
+        body = "backbone.bottom_up." if hasattr(self.rcnn.backbone, "bottom_up") else "backbone."
+        # frozen BatchNorm fills missing statistics itself: count the other tensors
+        stats = ("num_batches_tracked", "running_mean", "running_var")
+        own = [k for k in self.rcnn.state_dict() if k.startswith(body) and not k.endswith(stats)]
+        for whole, missing, unexpected in loads:
+            left = [k for k in missing if k.startswith(body) and not k.endswith(stats)]
+            if len(left) > len(own) / 20 or len(unexpected) > whole / 20:
+                held = f"fill {len(own) - len(left)} of the backbone's {len(own)} tensors"
+                if len(left) <= len(own) / 20:
+                    held = f"hold {len(unexpected)} tensors this model does not have"
+                example = ", ".join((left if len(left) > len(own) / 20 else unexpected)[:3])
+                raise ConfigError(
+                    f"the detectron2 weights {checkpoint!r} {held} (e.g. {example}): they are "
+                    "another model's (another depth or backbone than this one: model.config="
+                    f"{self.config!r} with model.backbone and model.opts), so it would train "
+                    "from random weights there; give weights of this model, or choose the "
+                    "config they belong to"
+                )
 
     # ------------------------------------------------------------------------------ seams
     @contextmanager
