@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Mapping, Sequence
+from numbers import Real
 from typing import Any
 
 from torch import nn
@@ -52,6 +53,32 @@ def check_whole(key: str, value: Any, least: int = 1, what: str = "") -> None:
         return
     kind = "a positive whole number" if least == 1 else f"a whole number >= {least}"
     raise ConfigError(f"{key} must be {kind}{f' ({what})' if what else ''}, got {value!r}")
+
+
+def check_dilations(key: str, dilations: Any) -> None:
+    """Refuse ASPP dilations that are no non-empty list of positive whole numbers: an empty
+    list builds a head of no branches, which fails only at the first forward.
+
+    Raises:
+        ConfigError: naming ``key`` and the value given.
+    """
+    if isinstance(dilations, str) or not isinstance(dilations, Sequence) or not dilations:
+        raise ConfigError(
+            f"{key} must be a non-empty list of dilations (one ASPP branch each, e.g. "
+            f"[6,12,18,24]), got {dilations!r}"
+        )
+    for d in dilations:
+        check_whole(key, d, what="each a dilation of one ASPP branch")
+
+
+def check_dropout(key: str, p: Any) -> None:
+    """Refuse a dropout probability outside [0, 1).
+
+    Raises:
+        ConfigError: naming ``key`` and the value given.
+    """
+    if isinstance(p, bool) or not isinstance(p, Real) or not 0 <= p < 1:
+        raise ConfigError(f"{key} must be a probability in [0, 1) (0: none), got {p!r}")
 
 
 @functools.cache

@@ -57,7 +57,8 @@ def create_encoder(
         encoder does not produce, such as the stride-2 level of MiT).
 
     Raises:
-        ConfigError: ``name`` is neither smp's nor a timm model's, or, with ``pretrained``,
+        ConfigError: ``name`` is neither smp's nor a timm model's, an ``output_stride``
+            below 32 for an encoder that cannot be dilated (VGG), or, with ``pretrained``,
             the weights cannot be loaded (e.g. offline without a cached copy).
     """
     import segmentation_models_pytorch as smp
@@ -75,6 +76,12 @@ def create_encoder(
                 **kwargs,
             )
     except Exception as e:
+        if output_stride != 32 and "dilated mode" in str(e):  # smp's VGG, DenseNet, ...
+            raise ConfigError(
+                f"encoder '{name}' cannot replace its last strides by dilations (output stride "
+                f"{output_stride}, as DeepLabV2 needs): {e} Choose one that can, e.g. "
+                "resnet101 (published), resnet50 or tu-<a timm ResNet or ConvNeXt>"
+            ) from e
         if pretrained:
             raise _weights_error(name, e) from e
         raise

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mic.core.errors import ConfigError
-from mic.tasks.common import check_whole
+from mic.tasks.common import check_dilations, check_dropout, check_whole
 from mic.tasks.segmentation.models.base import (
     PyramidEncoder,
     Segmenter,
@@ -122,8 +122,9 @@ class DAFormer(Segmenter):
         dropout: the dropout before the classifier (0.1, the published ``dropout_ratio``).
 
     Raises:
-        ConfigError: unknown encoder name, or pretrained weights that cannot be loaded; (when
-            called) images below 32 px a side.
+        ConfigError: unknown encoder name, pretrained weights that cannot be loaded, an
+            ``embed_dim`` below 1, empty dilations, a dropout outside [0, 1); (when called)
+            images below 32 px a side.
     """
 
     #: MiT's first stage (stride 4) reduces its attention keys by 8: below 32 px, too few
@@ -139,6 +140,9 @@ class DAFormer(Segmenter):
         dropout: float = 0.1,
     ) -> None:
         check_whole("num_classes", num_classes, what="the classes the model predicts")
+        check_whole("model.embed_dim", embed_dim, what="the decoder's width")
+        check_dilations("model.dilations", dilations)
+        check_dropout("model.dropout", dropout)
         base = create_encoder(encoder, pretrained)
         levels = [i for i, c in enumerate(base.out_channels) if i >= 2 and c > 0][-4:]
         enc = PyramidEncoder(base, levels)

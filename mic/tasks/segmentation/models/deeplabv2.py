@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from mic.tasks.common import check_whole
+from mic.tasks.common import check_dilations, check_whole
 from mic.tasks.segmentation.models.base import PyramidEncoder, Segmenter, create_encoder
 
 
@@ -67,7 +67,8 @@ class DeepLabV2(Segmenter):
         dilations: the ASPP branches' dilations ((6, 12, 18, 24), DeepLabV2's ASPP-L).
 
     Raises:
-        ConfigError: unknown encoder name, or pretrained weights that cannot be loaded.
+        ConfigError: unknown encoder name, an encoder that cannot be dilated (VGG), empty or
+            non-positive dilations, or pretrained weights that cannot be loaded.
     """
 
     def __init__(
@@ -78,6 +79,7 @@ class DeepLabV2(Segmenter):
         dilations: Sequence[int] = (6, 12, 18, 24),
     ) -> None:
         check_whole("num_classes", num_classes, what="the classes the model predicts")
+        check_dilations("model.dilations", dilations)
         base = create_encoder(encoder, pretrained, output_stride=8)
         enc = PyramidEncoder(base, [len(base.out_channels) - 1])
         head = DeepLabV2Head(enc.out_channels[-1], num_classes, dilations)
