@@ -1203,6 +1203,12 @@ CASES = [
         "model.anchor_sizes must list, for every FPN level, a positive size in pixels",
     ),
     (
+        "detection-vit-backbone",
+        "detection: a plain ViT as the backbone of a feature pyramid (every map at stride 16)",
+        lambda t, r: [*TINY_DET, "model.backbone=vit_tiny_patch16_224"],
+        "backbone 'vit_tiny_patch16_224' gives its feature maps at strides 16, 16, 16, 16",
+    ),
+    (
         "detection-min-size-zero",
         "detection: an image resize to 0 pixels",
         lambda t, r: [*TINY_DET, "model.min_size=0"],

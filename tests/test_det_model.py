@@ -316,6 +316,19 @@ def test_a_timm_backbone_of_four_levels_or_five_gives_the_strides_4_to_32(backen
 
 
 @backends
+@pytest.mark.parametrize(
+    ("backbone", "told"),
+    [
+        ("vit_tiny_patch16_224", "strides 16, 16, 16, 16"),  # no pyramid: was a raw error
+        ("swin_tiny_patch4_window7_224", "cannot take detection's images"),  # one img_size
+    ],
+)
+def test_a_backbone_that_cannot_feed_a_feature_pyramid_is_refused(backend, backbone, told):
+    with pytest.raises(ConfigError, match=re.escape(told)):
+        _detector(backend, backbone)
+
+
+@backends
 @pytest.mark.parametrize("backbone", ["convnext_atto", "regnetx_002"])
 def test_trainable_layers_freezes_the_first_stages_of_a_timm_backbone(backend, backbone):
     def frozen(layers):

@@ -17,6 +17,7 @@ background class 0 stays inside the model.
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections import OrderedDict
@@ -371,7 +372,9 @@ def timm_features(
 
     Raises:
         ConfigError: ``norm="layer"`` for a timm model that takes no ``norm_layer``;
-            ``trainable_layers`` outside [0, 5].
+            ``trainable_layers`` outside [0, 5]; feature maps whose strides do not grow
+            (a ViT's are all 16); a model that fails on a 64 x 64 image (one of a fixed
+            ``img_size``, a Swin).
     """
     extra = {"norm_layer": "layernorm2d"} if norm == "layer" else {}
     try:
@@ -385,6 +388,27 @@ def timm_features(
             f"timm's {name} takes no norm_layer ({e}); model.norm=layer needs a backbone "
             "that does (e.g. regnetx_002)"
         ) from e
+    strides = body.feature_info.reduction()  # type: ignore[operator]
+    if any(b <= a for a, b in itertools.pairwise(strides)):
+        raise ConfigError(
+            f"backbone '{name}' gives its feature maps at strides {', '.join(map(str, strides))}"
+            ": a feature pyramid (FPN) needs levels of growing strides (4, 8, 16, 32), which a "
+            "plain vision transformer (ViT, DeiT) does not have; choose a convolutional or "
+            "hierarchical backbone (resnet50, convnext_tiny, regnetx_002)"
+        )
+    training = body.training
+    try:
+        with torch.no_grad():
+            body.eval()(torch.zeros(1, 3, 64, 64))
+    except (AssertionError, RuntimeError, ValueError) as e:  # timm's fixed-size transformers
+        raise ConfigError(
+            f"backbone '{name}' cannot take detection's images, whose sizes vary: on a 64 x 64 "
+            f"image it raised {type(e).__name__}: {e} A transformer built for one img_size "
+            "(Swin, ViT) does not take them; choose a convolutional backbone (resnet50, "
+            "convnext_tiny, regnetx_002)"
+        ) from e
+    finally:
+        body.train(training)
     if norm == "frozen":
         from timm.layers import freeze_batch_norm_2d
 
