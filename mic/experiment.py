@@ -66,7 +66,12 @@ from mic.training import (
     per_process_batch_size,
     process_info,
 )
-from mic.training.checkpoint import few, initial_weights_file, write_text_atomically
+from mic.training.checkpoint import (
+    few,
+    initial_weights_file,
+    is_readable_checkpoint,
+    write_text_atomically,
+)
 from mic.training.evaluation import in_percent, shown_metric
 from mic.training.hooks import RandomStateAtBuild, say, strict_json
 
@@ -641,9 +646,9 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
     best_metric = best_metric_key(cfg, task)
     # the files to start from, a bad path named before any data is read
     resume_from = find_resume_checkpoint(cfg.get("resume"), run_dir)
-    init_file = None
+    init_file, init_model = None, str(cfg.get("init_model", "student"))
     if cfg.get("init_from") and resume_from is None:  # a resumed run loads its own weights
-        init_file = initial_weights_file(str(cfg.init_from))
+        init_file = initial_weights_file(str(cfg.init_from), model=init_model)
 
     preflight = bool(cfg.get("preflight", True))
     data = build_datasets(cfg, preflight)
@@ -691,9 +696,11 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
             f"set model.num_classes to {same}"
         )
     if init_file is not None:
-        load_initial_weights(student, init_file)
+        load_initial_weights(student, str(cfg.init_from), which=init_model)
         if process_info().is_main:
-            say(f"init_from: the model starts from the weights in {init_file}")
+            checkpoint = is_readable_checkpoint(init_file)
+            kind = f"the {init_model} of the checkpoint" if checkpoint else "the weights in"
+            say(f"init_from: the model starts from {kind} {init_file}")
     method = build_method(cfg)
     check_batch_norm(student, method, min(source.batch_size, target_batch), ld)
     for term in method.terms.values():  # a term that needs more of the model says so now

@@ -48,6 +48,7 @@ from mic.training.checkpoint import (
 #: keys that may change on resume without asking: they do not touch the training itself
 FREE_TO_CHANGE = (
     "resume",
+    "init_model",  # read with init_from only, which a resumed run does not read
     "resume_allow_changes",
     "iterations",
     "device",

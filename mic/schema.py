@@ -145,6 +145,7 @@ class RootSchema(_Section):
     resume: str | None = None
     resume_allow_changes: list[str] = []
     init_from: str | None = None
+    init_model: Literal["student", "teacher"] = "student"
     preflight: bool = True
     lr_mult: dict[str, Any] | None = None
     no_weight_decay: list[str] = []

@@ -1480,6 +1480,12 @@ CASES = [
         "differs from the checkpoint's in what the run trains with (model.bottleneck_dim",
     ),
     (
+        "init-model-teacher-of-a-weights-file",
+        "the teacher asked of a weights file (student.pt), which holds one model",
+        lambda t, r: [f"init_from={r.parent / 'student.pt'}", "init_model=teacher"],
+        "init_model=teacher chooses a model of a mic checkpoint or run folder, but",
+    ),
+    (
         "init-missing",
         "start from weights (init_from) that do not exist",
         lambda t, r: [f"init_from={t / 'none.pt'}"],

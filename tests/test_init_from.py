@@ -115,3 +115,78 @@ def test_the_file_started_from_is_named_and_a_bad_path_before_any_data_is_read(
 
     with pytest.raises(CheckpointError, match="no such checkpoint file or run folder"):
         build_experiment(load_config([*TINY, f"resume={tmp_path / 'none.pt'}"]), tmp_path / "r")
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("init") / "adapted"
+    run_experiment(
+        load_config([*TINY, "seed=6", "checkpoint.interval=2", "checkpoint.keep=2"]), folder
+    )
+    return folder
+
+
+def test_init_model_teacher_starts_from_the_teacher_of_a_checkpoint_or_run(teacher_run, capsys):
+    """``best.pt`` may be chosen by the teacher's score; ``init_from`` took its student
+    without a word. ``init_model=teacher`` takes the teacher, and the log names which."""
+    checkpoint = teacher_run / "checkpoints" / "iter_00000002.pt"
+    state = load_checkpoint(checkpoint)
+    teacher = {k.removeprefix("model."): v for k, v in state["teacher"].items()}
+    assert not _equal(teacher, state["student"])
+    for which, expected in (("student", state["student"]), ("teacher", teacher)):
+        exp = build_experiment(
+            load_config([*TINY, f"init_from={checkpoint}", f"init_model={which}"])
+        )
+        assert _equal(exp.student.state_dict(), expected)
+        told = f"init_from: the model starts from the {which} of the checkpoint {checkpoint}"
+        assert told in capsys.readouterr().out
+    # a run folder: the teacher at the end of the run
+    exp = build_experiment(load_config([*TINY, f"init_from={teacher_run}", "init_model=teacher"]))
+    final = torch.load(teacher_run / "checkpoints" / "teacher.pt", weights_only=True)
+    assert _equal(exp.student.state_dict(), final)
+
+
+def test_init_model_teacher_is_refused_where_there_is_no_teacher_to_take(source_run, teacher_run):
+    weights = teacher_run / "checkpoints" / "student.pt"
+    with pytest.raises(ConfigError, match="is a weights file, which holds one model"):
+        initial_weights(weights, model="teacher")
+    source = source_run / "checkpoints" / "iter_00000004.pt"  # method=source_only: no teacher
+    with pytest.raises(ConfigError, match="holds no teacher"):
+        initial_weights(source, model="teacher")
+
+
+def test_a_run_folder_of_a_stopped_run_gives_its_newest_checkpoint_best_pt_included(
+    teacher_run, tmp_path
+):
+    """A run stopped before its end with the default checkpoint.interval=0 leaves only
+    best.pt, which resume=auto takes and init_from refused."""
+    import shutil
+
+    folder = tmp_path / "stopped"
+    (folder / "checkpoints").mkdir(parents=True)
+    shutil.copy(teacher_run / "checkpoints" / "iter_00000002.pt", folder / "checkpoints")
+    best = load_checkpoint(teacher_run / "checkpoints" / "iter_00000004.pt")
+    torch.save(best, folder / "checkpoints" / "best.pt")  # newer than iter_00000002.pt
+    assert _equal(initial_weights(folder), best["student"])
+    (folder / "checkpoints" / "iter_00000002.pt").unlink()
+    assert _equal(initial_weights(folder), best["student"])
+
+
+def test_weights_for_inference_are_saved_from_the_cpu(tmp_path):
+    """A GPU run's student.pt held CUDA tensors, which ``torch.load`` without
+    ``map_location`` cannot read on a machine without a GPU. A tensor of another device is
+    stood in for by a subclass whose ``cpu()`` gives a plain tensor: only the copy on the CPU
+    is a plain tensor, which ``weights_only`` loading takes."""
+    from mic.training.checkpoint import save_weights
+
+    class OnDevice(torch.Tensor):
+        def cpu(self, *args, **kwargs):
+            return torch.Tensor(self.as_subclass(torch.Tensor)).clone()
+
+    model = torch.nn.Linear(2, 3)
+    state = {k: v.detach().as_subclass(OnDevice) for k, v in model.state_dict().items()}
+    model.state_dict = lambda: state  # type: ignore[method-assign]
+    path = save_weights(model, tmp_path / "student.pt")
+    saved = torch.load(path, weights_only=True)
+    assert all(type(v) is torch.Tensor for v in saved.values())
+    assert torch.equal(saved["weight"], state["weight"].as_subclass(torch.Tensor))

@@ -26,9 +26,12 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
 
 
 def save_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
-    """A weights-only file for inference: ``model.load_state_dict(torch.load(path))``."""
+    """A weights-only file for inference: ``model.load_state_dict(torch.load(path))``. The
+    tensors are saved from the CPU, so that a GPU run's file loads on a machine without one."""
     path = Path(path)
-    _atomic_write(unwrap(model).state_dict(), path)
+    state = unwrap(model).state_dict()
+    state = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+    _atomic_write(state, path)
     return path
 
 
@@ -142,33 +145,43 @@ def load_checkpoint(
     return state
 
 
-def initial_weights(path: str | os.PathLike[str], key: str = "init_from") -> dict[str, Any]:
-    """The model weights that a run starts from (``init_from``): the student of a mic
-    checkpoint (``iter_*.pt``, ``best.pt``), a weights-only file (``student.pt``,
-    ``teacher.pt``, any ``state_dict`` saved with ``torch.save``), or a run folder (its
-    ``checkpoints/student.pt``, else its newest checkpoint).
+def initial_weights(
+    path: str | os.PathLike[str], key: str = "init_from", model: str = "student"
+) -> dict[str, Any]:
+    """The model weights that a run starts from (``init_from``): the student (or, with
+    ``model="teacher"``, the teacher) of a mic checkpoint (``iter_*.pt``, ``best.pt``), a
+    weights-only file (``student.pt``, ``teacher.pt``, any ``state_dict`` saved with
+    ``torch.save``), or a run folder (its ``checkpoints/student.pt`` or ``teacher.pt``, else
+    its newest checkpoint, ``best.pt`` included).
 
     Args:
         path: the file or run folder.
         key: the config key that named it (for messages).
+        model: ``"student"`` or ``"teacher"``: which model of a checkpoint or run folder
+            (``init_model``).
 
     Returns:
         A ``state_dict`` (parameter and buffer name -> tensor), on the CPU.
 
     Raises:
-        ConfigError: no such file or folder, a folder without weights, or a file that holds
-            no weights.
+        ConfigError: no such file or folder, a folder without weights, a file that holds no
+            weights, a checkpoint without a teacher for ``model="teacher"``, or
+            ``model="teacher"`` with a weights-only file (which holds one model).
         CheckpointError: weights that hold NaN or Inf values.
     """
-    return _read_weights(initial_weights_file(path, key), key)
+    file = initial_weights_file(path, key, model)
+    return _read_weights(file, key, _within(path, file, model))
 
 
 def load_initial_weights(
-    model: torch.nn.Module, path: str | os.PathLike[str], key: str = "init_from"
+    model: torch.nn.Module,
+    path: str | os.PathLike[str],
+    key: str = "init_from",
+    which: str = "student",
 ) -> Path:
-    """Load ``initial_weights(path)`` into ``model``, strictly: every parameter and buffer,
-    each of the same shape (names saved from a ``DistributedDataParallel`` wrapper, each with
-    the prefix ``module.``, without it).
+    """Load ``initial_weights(path, key, which)`` into ``model``, strictly: every parameter
+    and buffer, each of the same shape (names saved from a ``DistributedDataParallel``
+    wrapper, each with the prefix ``module.``, without it).
 
     Returns:
         The file read (``path`` itself, or the file chosen in a run folder).
@@ -178,8 +191,8 @@ def load_initial_weights(
             missing or left over, shapes that differ), listed in the message.
         CheckpointError: weights that hold NaN or Inf values.
     """
-    file = initial_weights_file(path, key)
-    state = _read_weights(file, key)
+    file = initial_weights_file(path, key, which)
+    state = _read_weights(file, key, _within(path, file, which))
     own = unwrap(model).state_dict()
     ddp = "module."  # saved from a DistributedDataParallel-wrapped model: the plain names
     if all(k.startswith(ddp) for k in state) and not any(k.startswith(ddp) for k in own):
@@ -259,9 +272,13 @@ def refuse_nonfinite(state: Any, what: str, advice: str) -> None:
         )
 
 
-def initial_weights_file(path: str | os.PathLike[str], key: str = "init_from") -> Path:
+def initial_weights_file(
+    path: str | os.PathLike[str], key: str = "init_from", model: str = "student"
+) -> Path:
     """The file that ``initial_weights`` reads for ``path``: the file itself, or in a run
-    folder its ``checkpoints/student.pt``, else its newest readable checkpoint.
+    folder its ``checkpoints/<model>.pt`` (the end of the run), else its newest readable
+    checkpoint (``iter_*.pt`` or ``best.pt``, by iteration; a stopped run may have only
+    ``best.pt``).
 
     Raises:
         ConfigError: no such file or folder, or a folder without weights; ``key`` names the
@@ -270,15 +287,16 @@ def initial_weights_file(path: str | os.PathLike[str], key: str = "init_from") -
     path = Path(path)
     if path.is_dir():
         folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-        if (folder / "student.pt").is_file():
-            return folder / "student.pt"
-        found = latest_checkpoint(folder)
-        if found is None:
+        if (folder / f"{model}.pt").is_file():
+            return folder / f"{model}.pt"
+        found = [latest_checkpoint(folder), folder / "best.pt"]
+        steps = {f: load_checkpoint(f, mmap=True)["step"] for f in found if f and _readable(f)}
+        if not steps:
             raise ConfigError(
-                f"{key}: the folder '{folder}' holds no student.pt and no readable iter_*.pt; "
-                "give a weights file or a checkpoint"
+                f"{key}: the folder '{folder}' holds no {model}.pt and no readable iter_*.pt "
+                "or best.pt; give a weights file or a checkpoint"
             )
-        return found
+        return max(steps, key=lambda f: steps[f])  # iter_*.pt when best.pt is as old
     if not path.is_file():
         raise ConfigError(
             f"{key}: '{path}' does not exist; give a mic checkpoint (iter_*.pt, best.pt), a "
@@ -287,7 +305,17 @@ def initial_weights_file(path: str | os.PathLike[str], key: str = "init_from") -
     return path
 
 
-def _read_weights(file: Path, key: str) -> dict[str, Any]:
+def _within(path: str | os.PathLike[str], file: Path, model: str) -> str:
+    """Which model to take from ``file``: none but its own where a run folder's
+    ``teacher.pt`` (or ``student.pt``) was chosen for ``model``."""
+    return "student" if Path(path).is_dir() and file.name == f"{model}.pt" else model
+
+
+def _readable(path: Path) -> bool:
+    return path.is_file() and is_readable_checkpoint(path)
+
+
+def _read_weights(file: Path, key: str, model: str = "student") -> dict[str, Any]:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for foreign or corrupt files
@@ -296,7 +324,22 @@ def _read_weights(file: Path, key: str) -> dict[str, Any]:
             "file of model weights"
         ) from e
     if isinstance(state, dict) and state.get("format") == FORMAT:
-        state = state.get("student")
+        state = state.get(model)
+        if state is None and model == "teacher":
+            raise ConfigError(
+                f"init_model=teacher, but the checkpoint '{file}' holds no teacher (its run "
+                "trained without one, e.g. method=source_only): start from its student "
+                "(init_model=student)"
+            )
+        prefix = "model."  # an EMATeacher's state: the model it averages, as ``model``
+        if model == "teacher" and state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    elif model != "student":
+        raise ConfigError(
+            f"init_model={model} chooses a model of a mic checkpoint or run folder, but "
+            f"'{file}' is a weights file, which holds one model: it is loaded as it is, so "
+            "leave init_model out (its run's teacher.pt holds the final teacher)"
+        )
     if (
         not isinstance(state, dict)
         or not state
