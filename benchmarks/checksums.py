@@ -8,14 +8,16 @@ behaviour and check them after:
     python -m benchmarks.checksums --record    # writes benchmarks/results/checksums.json
     python -m benchmarks.checksums             # compares, exit status 1 on any difference
     python -m benchmarks.checksums --only digits_mean_teacher_mic
+    python -m benchmarks.checksums --record --file /tmp/base.json   # another file, for both
 
 A change that is meant to alter the random draws (or anything else a run computes) records new
 checksums in the same commit and says so in its message. The runs use one CPU thread: float
 reductions, and so the last bits of the weights, depend on the thread count. They also depend
 on the CPU's vector instructions and on the library versions, so the file records the
 environment beside the checksums, and a comparison in another environment says so instead of
-reporting a change: there, record the base commit first (e.g. from a ``git worktree``) and
-compare against that.
+reporting a change: there, record the base commit first (e.g. from a ``git worktree``) into
+a file of its own (``--record --file /tmp/base.json``) and compare against that (``--file
+/tmp/base.json``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import hashlib
 import io
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -115,16 +118,51 @@ def environment() -> dict[str, str]:
     return env
 
 
+def _recorded(parser: argparse.ArgumentParser, path: Path, record: bool) -> dict:
+    """The checksums file ``path`` as a dict: empty when recording a new one; an argparse
+    error when comparing against a missing one, or when it is not a checksums file."""
+    if not path.exists():
+        if record:
+            return {}
+        parser.error(f"--file {path}: no such file; record it first with --record --file {path}")
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        recorded = e
+    if not isinstance(recorded, dict):
+        why = recorded if isinstance(recorded, Exception) else "not a JSON object"
+        parser.error(f"--file {path}: not a checksums file ({why})")
+    return recorded
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--record", action="store_true", help="write the checksums file")
-    parser.add_argument("--only", nargs="*", default=None, help="cases to run (default: all)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.checksums", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--record", action="store_true", help="run the cases and write their checksums to --file"
+    )
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        choices=list(CASES),
+        metavar="CASE",
+        help=f"cases to run (default: all): {', '.join(CASES)}",
+    )
+    parser.add_argument(
+        "--file",
+        type=Path,
+        default=RESULTS,
+        help="the checksums file --record writes (its other cases kept) and a comparison "
+        "reads (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
+    recorded = _recorded(parser, args.file, args.record)
     import torch
 
     torch.set_num_threads(1)  # float reductions depend on the thread count
     names = args.only or list(CASES)
-    recorded = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     recorded_env = recorded.pop("environment", None)
     here = environment()
     found: dict[str, str] = {}
@@ -138,23 +176,26 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
         print(f"{name:36s} {found[name][:16]}  {status}  ({time.perf_counter() - t0:.1f} s)")
     if args.record:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        args.file.parent.mkdir(parents=True, exist_ok=True)
         content = {**recorded, **found, "environment": here}
-        RESULTS.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
-        print(f"written: {RESULTS}")
+        args.file.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
+        print(f"written: {args.file}")
         return 0
     if failed:
         print(f"{len(failed)} of {len(names)} cases differ: {', '.join(failed)}")
         if recorded_env != here:
             changed = sorted(k for k in here if (recorded_env or {}).get(k) != here[k])
             where = f"differs in {', '.join(changed)}" if recorded_env else "is not in the file"
+            base = Path(tempfile.gettempdir()) / "checksums_base.json"
             print(
-                f"The recorded environment {where} ({here}): checksums from another "
-                "environment are not comparable. Record the base commit here first (e.g. "
-                "from a git worktree) and compare against that."
+                f"The recorded environment of {args.file} {where} ({here}): checksums from "
+                "another environment are not comparable. Record the base commit here first, "
+                "in a file of its own (e.g. from a git worktree of it: python -m "
+                f"benchmarks.checksums --record --file {base}), and compare against that "
+                f"(python -m benchmarks.checksums --file {base})."
             )
         return 1
-    print(f"all {len(names)} cases match {RESULTS}")
+    print(f"all {len(names)} cases match {args.file}")
     return 0
 
 

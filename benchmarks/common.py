@@ -172,6 +172,8 @@ def config_record(overrides: list[str]) -> dict[str, Any]:
     from mic.resume import flatten
 
     tree = OmegaConf.to_container(load_config(overrides), resolve=True)
+    if tree.get("init_from") is None:  # type: ignore[union-attr]
+        tree.pop("init_model", None)  # type: ignore[union-attr]  # read with init_from only
     return {k: v for k, v in flatten(tree).items() if not _named(k, NOT_RESULT)}
 
 
@@ -214,12 +216,12 @@ def add_device_options(
     parser: argparse.ArgumentParser,
     jobs: int | None = 1,
     jobs_help: str = "runs in parallel processes (default: 1)",
+    device_help: str = "where each run trains: cpu (default), cuda, cuda:N",
 ) -> None:
-    """``--device``, ``--jobs`` (runs in parallel processes, default ``jobs``) and
-    ``--threads`` (torch threads per run, 0: ``threads_per_run``'s choice)."""
-    parser.add_argument(
-        "--device", default="cpu", help="where each run trains: cpu (default), cuda, cuda:N"
-    )
+    """``--device`` (described by ``device_help``), ``--jobs`` (runs in parallel processes,
+    default ``jobs``) and ``--threads`` (torch threads per run, 0: ``threads_per_run``'s
+    choice)."""
+    parser.add_argument("--device", default="cpu", help=device_help)
     parser.add_argument("--jobs", type=int, default=jobs, help=jobs_help)
     parser.add_argument(
         "--threads",

@@ -41,10 +41,16 @@ A cached run whose config differs from the one it would get now (a default chang
 ran), or that has no record of it, is stale: named on stderr with what changed, marked in the
 table, run again when a call chooses it (``--accept-stale`` takes it as current instead, for a
 change known not to touch it; the table lists that call). Only the composed config is
-compared: code changes are ``python -m benchmarks.checksums``'s to catch. So a rerun only adds
-the runs it lacks and the stale ones, and ``--from-cache`` rewrites the table
-(markdown and JSON; every mode with cached runs, the full one first) and the plot (PNG, of the
-chosen mode; matplotlib from the ``bench`` extra) without training.
+compared: code changes are ``python -m benchmarks.checksums``'s to catch. Each run also records
+the environment it ran in (``checksums.environment``: the CPU model, its vector instruction set,
+the library versions), which decides the last bits of its weights and so its scores: a cached
+run made in another environment than the call's, or without that record, is named on stderr
+with what differs and marked in the table, but kept as current (``--fresh`` runs it again).
+So a rerun only adds the runs it lacks and the stale ones, and ``--from-cache`` rewrites the
+table (markdown and JSON; every mode with cached runs, the full one first) and the plot (PNG,
+of the chosen mode; matplotlib from the ``bench`` extra) without training. The summary rows
+with a stale run, or one from another environment, carry a mark. Ctrl-C stops the runs at
+once, keeps the finished ones (exit status 130) and names the command that runs the rest.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ from multiprocessing import active_children, get_context
 from pathlib import Path
 from typing import Any
 
+from checksums import environment
 from common import (
     add_device_options,
     config_changes,
@@ -287,14 +294,34 @@ def _device(p: argparse.ArgumentParser, device: str) -> str:
 
 
 def _unwritable(folder: Path) -> str | None:
-    """Why no file can be written in ``folder`` (made if missing), or None if one can."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        return e.strerror or str(e)
+    """Why no file could be written in ``folder`` (made when the suite writes there, if
+    missing), or None if one could: the nearest existing folder on its path is looked at,
+    nothing is created or written."""
+    found = folder
+    while not found.exists() and found.parent != found:
+        found = found.parent
+    if not found.is_dir():
+        return f"{found} is not a folder"
+    if os.statvfs(found).f_flag & os.ST_RDONLY:
+        return f"{found} is on a read-only file system"
+    if not os.access(found, os.W_OK | os.X_OK):
+        return f"no permission to write in {found}"
     return None
+
+
+def _out(text: str) -> Path:
+    """``--out``: a folder (written with a trailing slash, or an existing one) holds
+    suite.md, suite.json and suite.png; anything else names the files, with or without one of
+    their suffixes (``x`` and ``x.md`` both write x.md, x.json and x.png)."""
+    path = Path(text)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        return path / "suite"
+    return path.with_suffix("") if path.suffix in OUT_SUFFIXES else path
+
+
+def _is_fresh(word: str) -> bool:
+    """Whether a word of the command line is ``--fresh`` (or an abbreviation argparse takes)."""
+    return word.startswith("--fre") and "--fresh".startswith(word)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -323,13 +350,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="(default: the mode's)")
     add_device_options(
-        p, None, "runs in parallel processes (default: one per CPU core on a CPU, one on a GPU)"
+        p,
+        None,
+        "runs in parallel processes (default: one per CPU core on a CPU, one on a GPU; more "
+        "than the cores is allowed, with a warning)",
+        "where each run trains: cpu (default), cuda, cuda:N, or auto (cuda where there is "
+        "one, else cpu)",
     )
     p.add_argument(
         "--out",
-        type=Path,
+        type=_out,
         default=RESULTS / "suite",
-        help="writes OUT.md, OUT.json (table and cached runs) and OUT.png",
+        help="writes OUT.md, OUT.json (table and cached runs) and OUT.png; a folder (a "
+        "trailing slash, or an existing folder) gets suite.md, suite.json and suite.png "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--work",
@@ -362,8 +396,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "a change you know does not touch them; the table lists the call",
     )
     args = p.parse_args(argv)
-    if args.out.suffix in OUT_SUFFIXES:
-        args.out = args.out.with_suffix("")
+    args.words = list(sys.argv[1:] if argv is None else argv)
     every = schedules(args.mode)
     known = {m for t in args.tasks for m in TASKS[t].methods(every[t])}
     unknown = sorted(set(args.methods or []) - known)
@@ -377,6 +410,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.jobs = default_jobs(args.device)
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
+    cores = default_jobs("cpu")
+    if args.jobs > cores and not args.from_cache:
+        print(
+            f"warning: --jobs {args.jobs} is more than the {cores} CPU cores this process may "
+            "use: the runs share them, and each takes longer",
+            file=sys.stderr,
+        )
     if args.threads < 0:
         p.error("--threads must be at least 0 (0: one per run on a CPU)")
     seeds = args.seeds or []
@@ -387,7 +427,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.note = note_text(args.note).strip()
         except OSError as e:
             p.error(f"--note {args.note}: {e.strerror or e}")
-    for name, folder in (("--out", args.out.parent), ("--work", args.work)):
+    folders = [("--out", args.out.parent)]
+    if not args.from_cache:  # --from-cache writes nothing in --work
+        folders.append(("--work", args.work))
+    for name, folder in folders:
         problem = _unwritable(folder)
         if problem:
             p.error(f"{name}: cannot write in {folder} ({problem}); choose another folder")
@@ -627,6 +670,46 @@ def mark_stale(
     return stale
 
 
+def stamp_environment(state: dict, row: dict, here: dict[str, str]) -> None:
+    """Records in ``row`` the environment it ran in (``checksums.environment``: the CPU, its
+    vector instruction set, the library versions; kept once under
+    ``state["environments"]``); clears an other-environment mark."""
+    row["environment"] = config_digest(here)
+    state.setdefault("environments", {})[row["environment"]] = here
+    row.pop("other_environment", None)
+
+
+def environment_change(state: dict, row: dict, here: dict[str, str]) -> str | None:
+    """How the environment a cached run was made in differs from ``here``, in words (``no
+    environment recorded`` for a run cached before the suite recorded it); None: the same."""
+    made = state.get("environments", {}).get(row.get("environment"))
+    if not isinstance(made, dict):
+        return "no environment recorded"
+    changes = {k: (made.get(k), here.get(k)) for k in made | here if made.get(k) != here.get(k)}
+    return describe_changes(changes) if changes else None
+
+
+def mark_environment(
+    state: dict, here: dict[str, str], modes: tuple[str, ...] = ("full", "quick")
+) -> dict[str, tuple[str, str]]:
+    """Marks every cached run of the schedules of ``modes`` made in another environment than
+    ``here``, or without a record of it: ``row["other_environment"]`` says what differs (the
+    last bits of the weights, and so the scores, may); clears the mark of the others. Unlike
+    a stale run, such a run is kept as current (``--fresh`` runs it again). Returns key ->
+    (mode, what differs) of the marked runs."""
+    other = {}
+    for mode in modes:
+        for task, settings in schedules(mode).items():
+            for k, row in _matching(state["runs"], task, settings).items():
+                change = environment_change(state, row, here)
+                if change:
+                    row["other_environment"] = change
+                    other[k] = (mode, change)
+                else:
+                    row.pop("other_environment", None)
+    return other
+
+
 def accept_stale(args: argparse.Namespace, state: dict, configs: Configs) -> int:
     """``--accept-stale``: stamps the stale runs that ``args`` chooses with the current config
     (and source model config) without running them; returns how many."""
@@ -660,7 +743,8 @@ def _seeds_by(pairs: Iterable[tuple[Any, int]]) -> dict[Any, str]:
 
 
 def stale_lines(stale: dict[str, tuple[str, str]]) -> str:
-    """``mark_stale``'s stale runs in words, one line per mode, task, method and reason."""
+    """``mark_stale``'s stale runs (or ``mark_environment``'s runs) in words, one line per
+    mode, task, method and reason."""
     keys = {k: json.loads(k)[:3] for k in stale}
     grouped = _seeds_by(((mode, *keys[k][:2], why), keys[k][2]) for k, (mode, why) in stale.items())
     return "\n".join(
@@ -691,16 +775,18 @@ def missing_runs(args: argparse.Namespace, state: dict) -> list[tuple[str, str, 
     ]
 
 
-def train(args: argparse.Namespace, state: dict, configs: Configs) -> int:
+def train(args: argparse.Namespace, state: dict, configs: Configs, here: dict[str, str]) -> int:
     """Runs the ``missing_runs`` of ``args`` (the warm-ups first: those missing, or whose
     record of their config is missing, unreadable or not the current one; a warm-started run
     starts when its warm-up is done), saving ``state`` as each finishes, every run stamped
-    with its config and its source model's; returns how many ran.
+    with its config, its source model's and the environment ``here`` (``stamp_environment``);
+    returns how many ran.
 
     Raises:
-        SystemExit: Ctrl-C or a run's error (a ``MicError``, e.g. a bad setting, or a process
-            that died), after saving what finished: one message, with what is kept. Any
-            other error is raised as it is, after the queued and running runs are stopped.
+        SystemExit: Ctrl-C (status 130) or a run's error (a ``MicError``, e.g. a bad setting,
+            or a process that died), after saving what finished: one message, with what is
+            kept and the command that runs the rest. Any other error is raised as it is,
+            after the queued and running runs are stopped.
     """
     cache = out_file(args.out, ".json")
     threads = threads_per_run(args.device, args.jobs, args.threads)
@@ -715,7 +801,9 @@ def train(args: argparse.Namespace, state: dict, configs: Configs) -> int:
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(state, indent=1))
 
-    pool = ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"))
+    pool = ProcessPoolExecutor(
+        args.jobs, mp_context=get_context("spawn"), initializer=_worker_start
+    )
     pending: dict[Future, tuple[str, str, Any]] = {}  # -> ("warmup", task, seed) or ("run", ...)
 
     def submit(task: str, m: str, seed: int, key: str, start: str | None = None) -> None:
@@ -758,6 +846,7 @@ def train(args: argparse.Namespace, state: dict, configs: Configs) -> int:
                 row, record, source = future.result()
                 state["runs"][key] = {"task": task, **row}
                 stamp(state, state["runs"][key], record, source)
+                stamp_environment(state, state["runs"][key], here)
                 save()
                 done += 1
                 s = scores(task, row)
@@ -770,10 +859,15 @@ def train(args: argparse.Namespace, state: dict, configs: Configs) -> int:
                 )
     except (KeyboardInterrupt, MicError, BrokenProcessPool) as e:
         _stop(pool)
-        kept = f"{_runs(done)} of {len(todo)} finished and kept in {cache}"
-        again = "the same command runs the rest"
+        kept = (
+            f"{_runs(done)} of {len(todo)} finished and kept in {cache}"
+            if done
+            else f"none of the {_runs(len(todo))} finished, nothing kept"
+        )
+        again = _rest(args, done)
         if isinstance(e, KeyboardInterrupt) or type(e).__name__ == "TrainingInterrupted":
-            raise SystemExit(f"interrupted: {kept}; {again}") from None
+            print(f"interrupted: {kept}; {again}", file=sys.stderr)
+            raise SystemExit(130) from None
         if isinstance(e, BrokenProcessPool):
             raise SystemExit(
                 f"a run's process died (out of memory? fewer --jobs use less): {kept}; {again}"
@@ -784,6 +878,26 @@ def train(args: argparse.Namespace, state: dict, configs: Configs) -> int:
         raise
     pool.shutdown()
     return len(todo)
+
+
+def _rest(args: argparse.Namespace, done: int) -> str:
+    """The command that runs what an interrupted call left, in words: the same command, but
+    without ``--fresh`` once runs finished (with it, they would run again)."""
+    if not (args.fresh and done):
+        return "the same command runs the rest"
+    rest = "python -m benchmarks " + shlex.join(w for w in args.words if not _is_fresh(w))
+    return f"without --fresh, `{rest.strip()}` runs the rest (with it, all of them run again)"
+
+
+def _worker_start() -> None:
+    """Each worker process's start: tqdm's write lock a thread lock, not the process lock it
+    would make itself (a named semaphore that ``_stop``'s kill would leave behind, with a
+    warning at exit; a process of its own shares it with no one)."""
+    import threading
+
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
@@ -850,6 +964,7 @@ def _by_method(state: dict, task: str, settings: dict[str, Any]) -> dict[str, di
             "seconds": _seconds(r, _schedule_iterations(task, r["method"], settings)),
             "device": r.get("device"),
             "stale": r.get("stale"),
+            "other_environment": r.get("other_environment"),
         }
     return by
 
@@ -887,13 +1002,14 @@ def _describe(values: list[float | None]) -> dict | None:
     kept = [100 * v for v in values if v is not None and not math.isnan(v)]
     if not kept:
         return None
-    std = statistics.stdev(kept) if len(kept) > 1 else 0.0
+    std = statistics.stdev(kept) if len(kept) > 1 else None  # one value has no spread
     return {"n": len(kept), "mean": statistics.mean(kept), "std": std, "values": kept}
 
 
 def _paired(a: dict[int, dict], b: dict[int, dict], field: str) -> dict | None:
     """Per-seed ``a - b`` of ``field`` (points) over the seeds both scored: the differences,
-    mean, std, the 95 % interval of the mean (None below two seeds) and the seeds ahead."""
+    mean, std and the 95 % interval of the mean (both None below two seeds) and the seeds
+    ahead."""
     seeds = [
         s
         for s in sorted(set(a) & set(b))
@@ -908,7 +1024,7 @@ def _paired(a: dict[int, dict], b: dict[int, dict], field: str) -> dict | None:
         "per_seed": [100 * x for x in d],
         "n": len(d),
         "mean": 100 * statistics.mean(d),
-        "std": 100 * statistics.stdev(d) if len(d) > 1 else 0.0,
+        "std": 100 * statistics.stdev(d) if len(d) > 1 else None,
         "ci95": list(bounds) if bounds else None,
         "mic_ahead": sum(x > 0 for x in d),
     }
@@ -969,6 +1085,9 @@ def summarise(
                 "devices": devices,
                 "command": _command(mode, task, [m], seeds, out, devices, work),
                 "stale": {x: runs[x]["stale"] for x in seeds if runs[x]["stale"]},
+                "other_environment": {
+                    x: runs[x]["other_environment"] for x in seeds if runs[x]["other_environment"]
+                },
             }
         pair = {"mic": spec.mic, "base": spec.base, "models": {}, "per_class": {}}
         a, b = by.get(spec.mic, {}), by.get(spec.base, {})
@@ -1033,6 +1152,17 @@ def _diff_cells(d: dict | None, digits: int) -> str:
     return f"{d['mean']:+.{digits}f} ± {_std(d, digits)} | {ci} | {d['mic_ahead']} / {d['n']}"
 
 
+#: the summary rows' marks: a row with a run of either method marked so (stale, or from another
+#: environment) carries the mark, explained under the summary
+SUMMARY_MARKS = (("†", "stale"), ("‡", "other_environment"))
+SUMMARY_NOTES = {
+    "stale": "Includes stale runs, made with another config than the current one or without a "
+    "record of it (the task's section names them).",
+    "other_environment": "Includes runs made in another environment (CPU, library versions) "
+    "than this table's call, or without a record of it (the task's section names them).",
+}
+
+
 def markdown(table: dict, state: dict) -> str:
     """suite.md from ``summarise``'s table and the cached runs (the paired rows through
     common.paired_differences, with 95 % intervals)."""
@@ -1076,6 +1206,7 @@ def markdown(table: dict, state: dict) -> str:
         "seeds where MIC is ahead |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    used = set()
     for task, t in table["tasks"].items():
         spec = TASKS[task]
         who = t["model"]
@@ -1085,10 +1216,20 @@ def markdown(table: dict, state: dict) -> str:
             compared.append((spec.equal_time, t["pair"]["equal_time"]["models"].get(who)))
         for name, diff in compared:
             base = t["methods"].get(name, {})
-            lines.append(
-                f"| {task} | {t['metric']}, {who} | {name} | {_cell(base.get(who), spec.digits)} "
-                f"| {_cell(mic.get(who), spec.digits)} | {_diff_cells(diff, spec.digits)} |"
+            marks = "".join(
+                mark
+                for mark, field in SUMMARY_MARKS
+                if base.get(field) or mic.get(field)  # any run of either method
             )
+            used.update(marks)
+            lines.append(
+                f"| {task}{' ' + marks if marks else ''} | {t['metric']}, {who} | {name} "
+                f"| {_cell(base.get(who), spec.digits)} | {_cell(mic.get(who), spec.digits)} "
+                f"| {_diff_cells(diff, spec.digits)} |"
+            )
+    for mark, field in SUMMARY_MARKS:
+        if mark in used:
+            lines += ["", f"{mark} {SUMMARY_NOTES[field]}"]
     for task, t in table["tasks"].items():
         spec = TASKS[task]
         lines += ["", f"## {task}: {t['benchmark']}", ""]
@@ -1128,6 +1269,23 @@ def markdown(table: dict, state: dict) -> str:
                 "",
             ]
             for m, found in stale.items():
+                grouped = _seeds_by((why, seed) for seed, why in found.items())
+                lines += [f"- {m}, seeds {seeds}: {why}" for why, seeds in grouped.items()]
+        other = {
+            m: e["other_environment"] for m, e in t["methods"].items() if e.get("other_environment")
+        }
+        if other:
+            lines += [
+                "",
+                "**Runs from another environment**: made on another CPU (or instruction set) or "
+                "with other library versions than those of the call that wrote this table, or "
+                "without a record of it (what differs, below; `python -m benchmarks.checksums` "
+                "records the same environment): the last bits of their weights, and so their "
+                "scores, may differ from a run here. They are kept as current; `--fresh` runs "
+                "them again.",
+                "",
+            ]
+            for m, found in other.items():
                 grouped = _seeds_by((why, seed) for seed, why in found.items())
                 lines += [f"- {m}, seeds {seeds}: {why}" for why, seeds in grouped.items()]
         by = _by_method(state, task, t["settings"])
@@ -1205,7 +1363,7 @@ def markdown(table: dict, state: dict) -> str:
 def plot(table: dict, path: Path) -> None:
     """suite.png: per task, each method's mean score with the std over seeds as error
     bars (top) and the paired MIC - base differences, overall and per class, with their
-    95 % intervals (bottom).
+    95 % intervals (bottom); no error bar where one seed (one pair) gives no spread.
 
     Raises:
         SystemExit: matplotlib (the ``bench`` extra) is not installed.
@@ -1228,9 +1386,10 @@ def plot(table: dict, path: Path) -> None:
         names = list(t["methods"])
         cells = [t["methods"][m][who] for m in names]
         for x, c in enumerate(cells):  # points, not bars: the axis does not start at zero
-            if c:
+            if c:  # one seed: no spread, no error bar
                 color = ["tab:gray", "tab:blue", "tab:olive"][x % 3]
-                top.errorbar([x], [c["mean"]], yerr=[c["std"]], fmt="o", capsize=4, color=color)
+                spread = None if c["std"] is None else [c["std"]]
+                top.errorbar([x], [c["mean"]], yerr=spread, fmt="o", capsize=4, color=color)
         labels = [  # method names broken at underscores, so that three fit side by side
             "\n".join(textwrap.wrap(m.replace("_", " "), 12)).replace(" ", "_")
             + f"\n({c['n'] if c else 0} seeds)"
@@ -1240,18 +1399,18 @@ def plot(table: dict, path: Path) -> None:
         top.set_xlim(-0.5, len(names) - 0.5)
         top.set_ylabel(f"{t['metric']}, {who}")
         top.set_title(task)
-        found = [c["mean"] - c["std"] for c in cells if c]
+        found = [c["mean"] - (c["std"] or 0.0) for c in cells if c]
         if found:
             top.set_ylim(max(0.0, min(found) - 5), None)
         diffs = {}
         if who in t["pair"]["models"]:
             diffs["overall"] = t["pair"]["models"][who]
         diffs.update(t["pair"]["per_class"])
+        for x, d in enumerate(diffs.values()):  # one pair: no interval, no error bar
+            ci = d["ci95"]
+            spread = None if ci is None else [[d["mean"] - ci[0]], [ci[1] - d["mean"]]]
+            bottom.errorbar([x], [d["mean"]], yerr=spread, fmt="o", capsize=4, color="tab:blue")
         xs = list(range(len(diffs)))
-        means = [d["mean"] for d in diffs.values()]
-        low = [d["mean"] - d["ci95"][0] if d["ci95"] else 0.0 for d in diffs.values()]
-        high = [d["ci95"][1] - d["mean"] if d["ci95"] else 0.0 for d in diffs.values()]
-        bottom.errorbar(xs, means, yerr=[low, high], fmt="o", capsize=4, color="tab:blue")
         bottom.axhline(0, color="black", linewidth=0.8)
         bottom.set_xticks(xs, list(diffs))
         plt.setp(bottom.get_xticklabels(), rotation=30, ha="right")
@@ -1325,9 +1484,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{out_file(args.out, '.json')} holds no runs: run the suite first")
     configs = Configs(args.device)
     stale = mark_stale(state, configs)
-    words = sys.argv[1:] if argv is None else argv
+    here = environment()
+    other = mark_environment(state, here)
     command = "OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", "unset")
-    command += " python -m benchmarks " + shlex.join(words)
+    command += " python -m benchmarks " + shlex.join(args.words)
     if args.accept_stale:
         n = accept_stale(args, state, configs)
         state["calls"].append(
@@ -1343,9 +1503,17 @@ def main(argv: list[str] | None = None) -> None:
             + stale_lines(stale),
             file=sys.stderr,
         )
+    if other:
+        print(
+            f"{len(other)} of the cached runs were made in another environment than this one "
+            "(CPU, library versions: the last bits of the weights, and so the scores, may "
+            "differ), or have no record of it; they are kept as current (the table marks them; "
+            "--fresh runs them again):\n" + stale_lines(other),
+            file=sys.stderr,
+        )
     if not args.from_cache:
         t0 = time.perf_counter()
-        n = train(args, state, configs)
+        n = train(args, state, configs, here)
         if n:
             threads = threads_per_run(args.device, args.jobs, args.threads)
             machine = args.device if args.device != "cpu" else f"{os.cpu_count()} CPU cores"

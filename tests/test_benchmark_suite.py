@@ -2,8 +2,10 @@
 options and the settings of each mode; no training."""
 
 import json
+import shlex
 import subprocess
 import sys
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -191,6 +193,15 @@ def test_runs_at_a_time_default_to_one_per_cpu_core(monkeypatch):
         suite.parse_args(["--jobs", "0"])
 
 
+def test_more_jobs_than_cores_is_a_warning(monkeypatch, capsys):
+    monkeypatch.setattr(suite.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert suite.parse_args(["--jobs", "2"]).jobs == 2
+    assert capsys.readouterr().err == ""
+    assert suite.parse_args(["--jobs", "5"]).jobs == 5
+    err = capsys.readouterr().err
+    assert err.startswith("warning: --jobs 5 is more than the 2 CPU cores") and err.count("\n") == 1
+
+
 def test_cached_runs_are_not_run_again():
     state = _state()
     args = suite.parse_args(["--tasks", "classification", "--seeds", "0", "1", "2", "3"])
@@ -238,6 +249,36 @@ def test_bad_options_are_one_message_before_any_training(args, message, tmp_path
         suite.parse_args([*good, *[a.format(tmp=tmp_path) for a in args]])
     assert info.value.code == 2
     assert message.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_checking_the_options_creates_and_leaves_nothing(tmp_path):
+    out, work = tmp_path / "new" / "suite", tmp_path / "work"
+    suite.parse_args(["--out", str(out), "--work", str(work)])
+    assert list(tmp_path.iterdir()) == []  # made when the suite writes there, not before
+    with pytest.raises(SystemExit):  # a call that fails after the folders were looked at
+        suite.parse_args(["--out", str(out), "--work", str(work), "--seeds", "0", "0"])
+    assert list(tmp_path.iterdir()) == []
+    # --from-cache writes nothing in --work: not looked at
+    (tmp_path / "a_file").write_text("a file")
+    args = suite.parse_args(["--from-cache", "--out", str(out), "--work", str(tmp_path / "a_file")])
+    assert args.from_cache
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_a_folder_as_out_holds_suite_files(tmp_path):
+    new = tmp_path / "new"
+    assert suite.parse_args(["--out", f"{new}/"]).out == new / "suite"  # trailing slash
+    assert suite.parse_args(["--out", str(tmp_path)]).out == tmp_path / "suite"  # a folder
+    assert suite.parse_args(["--out", str(new)]).out == new  # a name: new.md, new.json
+
+
+def test_help_gives_the_out_default_and_every_device_choice(capsys):
+    with pytest.raises(SystemExit) as info:
+        suite.parse_args(["--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(default: {ROOT / 'benchmarks' / 'results' / 'suite'})" in text
+    assert "cpu (default), cuda, cuda:N, or auto" in text
 
 
 def test_a_bad_option_reaches_the_user_as_one_message(tmp_path):
@@ -291,9 +332,10 @@ def test_ctrl_c_stops_at_once_and_keeps_the_finished_runs(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole process group
     _, err = proc.communicate(timeout=60)
     assert time.perf_counter() - t0 < 30
-    assert proc.returncode == 1, err[-3000:]
+    assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err
     assert "interrupted: 1 run of 3 finished and kept in" in err
+    assert "leaked semaphore" not in err  # the killed worker left no named semaphore
     runs = json.loads((tmp_path / "suite.json").read_text())["runs"]
     assert [json.loads(k)[2] for k in runs] == [0]
 
@@ -480,11 +522,35 @@ def test_one_seed_shows_no_std_interval_or_range():
     for r in state["runs"].values():
         if r["method"] == "mean_teacher_mic":
             r["overrides"] = list(settings["overrides"])
-    md = suite.markdown(suite.summarise(state, QUICK, "quick"), state)
+    table = suite.summarise(state, QUICK, "quick")
+    md = suite.markdown(table, state)
     assert "| classification | target test accuracy (%), teacher | mean_teacher | 90.00 ± - |" in md
     assert "| +3.00 ± - | - | 1 / 1 |" in md
     assert "± 0.00" not in md and "x to " not in md
     assert "x (1 seed)" in md
+    # in the JSON a spread of one value is null, not 0.0
+    digits = table["tasks"]["classification"]
+    assert digits["methods"]["mean_teacher"]["teacher"]["std"] is None
+    assert digits["pair"]["models"]["teacher"]["std"] is None
+    assert digits["pair"]["equal_time"]["models"]["teacher"]["std"] is None
+
+
+def test_one_seed_gets_no_error_bar_in_the_plot(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    state = _state()
+    state["runs"] = {k: r for k, r in state["runs"].items() if r["seed"] == 0}
+    table = suite.summarise(state, QUICK, "quick")
+    spreads = []
+    real = Axes.errorbar
+
+    def errorbar(self, x, y, yerr=None, **kwargs):
+        spreads.append(yerr)
+        return real(self, x, y, yerr=yerr, **kwargs)
+
+    monkeypatch.setattr(Axes, "errorbar", errorbar)
+    suite.plot(table, tmp_path / "suite.png")
+    assert spreads and all(s is None for s in spreads)
 
 
 #: every arm the suite runs: each task's base and MIC, and the equal-time base where it has one
@@ -587,6 +653,9 @@ def test_a_cached_run_made_with_another_config_is_stale_and_runs_again():
     md = suite.markdown(suite.summarise(state, QUICK, "quick"), state)
     assert "**Stale runs**" in md
     assert "- mean_teacher_mic, seeds 0: method.terms.mic.masker.ratio: 0.5 -> 0.7" in md
+    # the summary row, whose paired statistics include them, is marked and the mark explained
+    assert "| classification † | target test accuracy (%), teacher | mean_teacher |" in md
+    assert "† Includes stale runs" in md
     # the mark goes once the run is current again
     suite.stamp(state, state["runs"][old], current)
     assert old not in suite.mark_stale(state, configs, modes=("quick",))
@@ -725,3 +794,120 @@ def test_rerun_commands_keep_the_warm_up_folder_of_the_call(tmp_path, monkeypatc
     assert md.count("--work") == md.count("python -m benchmarks --")  # every rerun command
     suite.main(["--from-cache", "--out", str(out)])  # the default folder: not named
     assert "--work" not in out.with_suffix(".md").read_text()
+
+
+class _AnsweringPool:
+    """A stand-in for the suite's process pool: every run is answered at once with a row and
+    the config it would train with (no training)."""
+
+    configs = suite.Configs("cpu")
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def submit(self, fn, task, method, seed, settings, *rest):
+        row = {"method": method, "seed": seed, "student": 0.9, "teacher": 0.9}
+        row.update(seconds_per_iteration=0.1, device="cpu")
+        done = Future()
+        done.set_result((row, self.configs.run(task, method, settings), None))
+        return done
+
+    def shutdown(self, *args, **kwargs):
+        pass
+
+
+def _ctrl_c_after(runs: int):
+    """``wait`` that hands back one finished run per call, then raises KeyboardInterrupt."""
+    calls = []
+
+    def wait(pending, return_when):
+        if len(calls) == runs:
+            raise KeyboardInterrupt
+        calls.append(1)
+        first = next(iter(pending))
+        return {first}, set(pending) - {first}
+
+    return wait
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_ctrl_c_names_the_command_that_runs_the_rest_and_exits_130(
+    fresh, tmp_path, monkeypatch, capsys
+):
+    """After Ctrl-C the message's command runs exactly the runs left (with --fresh in the
+    call: the call without it); the runs are stamped with this environment."""
+    monkeypatch.setattr(suite, "ProcessPoolExecutor", _AnsweringPool)
+    monkeypatch.setattr(suite, "wait", _ctrl_c_after(1))
+    out = tmp_path / "suite"
+    words = ["--tasks", "classification", "--methods", "mean_teacher", "--seeds", "0", "1", "2"]
+    words += ["--jobs", "1", "--out", str(out), "--work", str(tmp_path / "w")]
+    words += ["--fre"] if fresh else []  # an abbreviation argparse takes
+    with pytest.raises(SystemExit) as info:
+        suite.main(words)
+    assert info.value.code == 130
+    err = capsys.readouterr().err
+    assert f"interrupted: 1 run of 3 finished and kept in {out}.json; " in err
+    state = suite.load(out)
+    (row,) = state["runs"].values()
+    assert state["environments"][row["environment"]] == suite.environment()
+    if fresh:
+        rest = f"`python -m benchmarks {shlex.join(words[:-1])}` runs the rest"
+        assert f"without --fresh, {rest}" in err
+    else:
+        assert "the same command runs the rest" in err
+        rest = f"`python -m benchmarks {shlex.join(words)}`"
+    # what that command runs: the two runs left, not the one kept
+    args = suite.parse_args(shlex.split(rest.split("benchmarks ")[1].split("`")[0]))
+    assert [s for _, _, s, _ in suite.missing_runs(args, state)] == [1, 2]
+
+
+def test_ctrl_c_before_any_run_finished_says_nothing_was_kept(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(suite, "ProcessPoolExecutor", _AnsweringPool)
+    monkeypatch.setattr(suite, "wait", _ctrl_c_after(0))
+    out = tmp_path / "suite"
+    words = ["--tasks", "classification", "--methods", "mean_teacher", "--fresh"]
+    with pytest.raises(SystemExit) as info:
+        suite.main([*words, "--out", str(out), "--work", str(tmp_path / "w")])
+    assert info.value.code == 130
+    err = capsys.readouterr().err
+    assert "interrupted: none of the 3 runs finished, nothing kept; the same command runs" in err
+    assert list(tmp_path.iterdir()) == []  # no cache written, no folder made
+
+
+def test_runs_from_another_environment_are_named_marked_and_kept(tmp_path, monkeypatch, capsys):
+    """A cached run made on another CPU, or cached before the environment was recorded, is
+    named on stderr with what differs, marked in its section and in the summary, and kept
+    as current (not run again without --fresh)."""
+    here = {"cpu": "this cpu", "torch": "2.0"}
+    monkeypatch.setattr(suite, "environment", lambda: here)
+    configs = suite.Configs("cpu")
+    state = _empty()
+    for seed in (0, 1):
+        for method in ("mean_teacher", "mean_teacher_mic"):
+            record = configs.run("classification", method, QUICK["classification"])
+            key = _stamped("classification", method, record, state, seed)
+            suite.stamp_environment(state, state["runs"][key], here)
+    other = next(k for k, r in state["runs"].items() if r["seed"] == 0)
+    suite.stamp_environment(state, state["runs"][other], {"cpu": "another cpu", "torch": "2.0"})
+    old = next(k for k, r in state["runs"].items() if r["seed"] == 1)
+    del state["runs"][old]["environment"]  # cached before the suite recorded it
+    out = tmp_path / "suite"
+    out.with_suffix(".json").write_text(json.dumps(state))
+
+    suite.main(["--from-cache", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert "2 of the cached runs were made in another environment than this one" in err
+    assert "--quick classification mean_teacher seeds 0: cpu: 'another cpu' -> 'this cpu'" in err
+    assert "--quick classification mean_teacher seeds 1: no environment recorded" in err
+    md = out.with_suffix(".md").read_text()
+    assert "**Runs from another environment**" in md
+    assert "- mean_teacher, seeds 0: cpu: 'another cpu' -> 'this cpu'" in md
+    assert "| classification ‡ | target test accuracy (%), teacher | mean_teacher |" in md
+    assert "‡ Includes runs made in another environment" in md
+    assert "†" not in md  # none is stale
+    args = suite.parse_args(["--tasks", "classification", "--seeds", "0", "1"])
+    saved = suite.load(out)
+    assert [m for _, m, _, _ in suite.missing_runs(args, saved)] == [
+        "mean_teacher_equal_time",  # never run; the others are kept as current
+        "mean_teacher_equal_time",
+    ]
