@@ -233,22 +233,30 @@ def test_every_key_mic_sets_is_refused_in_opts_and_others_are_applied():
 @pytest.mark.usefixtures("detectron2", "one_thread")
 def test_weights_of_another_depth_are_refused_and_backbone_weights_alone_load(tmp_path):
     """detectron2 loads any file leniently (it logs what it left out): a ResNet-18 model's
-    weights in a ResNet-50 left most of its backbone random, silently."""
-    r18 = Detectron2RCNN(num_classes=3, opts=R18, min_size=64, max_size=64)
-    r50 = Detectron2RCNN(num_classes=3, min_size=64, max_size=64)
+    weights in a ResNet-34 left its deeper blocks random, silently; a ResNet-34's in a
+    ResNet-18 brought blocks it has not."""
+    r34_opts = {**R18, "MODEL.RESNETS.DEPTH": 34}
+    sizes = {"min_size": 64, "max_size": 64}
+    models = {
+        "r18": Detectron2RCNN(num_classes=3, opts=R18, **sizes),
+        "r34": Detectron2RCNN(num_classes=3, opts=r34_opts, **sizes),
+    }
     files = {}
-    for name, model in {"r18": r18.rcnn, "r50": r50.rcnn}.items():
+    for name, model in models.items():
         files[name] = tmp_path / f"{name}.pth"
-        torch.save({"model": model.state_dict()}, files[name])
-    body = {k: v for k, v in r50.rcnn.state_dict().items() if k.startswith("backbone.bottom_up.")}
-    files["r50_backbone"] = tmp_path / "r50_backbone.pth"  # as ImageNet weights: no FPN, heads
-    torch.save({"model": body}, files["r50_backbone"])
-    # either way, blocks of other shapes leave most of the backbone out
-    for opts, name, told in [({}, "r18", "of the backbone's 159"), (R18, "r50", "'s 60 tensors")]:
+        torch.save({"model": model.rcnn.state_dict()}, files[name])
+    state = models["r18"].rcnn.state_dict()
+    body = {k: v for k, v in state.items() if k.startswith("backbone.bottom_up.")}
+    files["r18_backbone"] = tmp_path / "r18_backbone.pth"  # as ImageNet weights: no FPN, heads
+    torch.save({"model": body}, files["r18_backbone"])
+    for opts, name, told in [
+        (r34_opts, "r18", "fill 60 of the backbone's 108 tensors"),  # its deeper blocks: none
+        (R18, "r34", "tensors this model does not have"),  # blocks it has not
+    ]:
         with pytest.raises(ConfigError, match="they are another model's") as caught:
-            Detectron2RCNN(num_classes=3, opts=opts, weights=str(files[name]))
+            Detectron2RCNN(num_classes=3, opts=opts, weights=str(files[name]), **sizes)
         assert told in str(caught.value) and str(files[name]) in str(caught.value)
-    loaded = Detectron2RCNN(num_classes=3, weights=str(files["r50_backbone"]))
+    loaded = Detectron2RCNN(num_classes=3, opts=R18, weights=str(files["r18_backbone"]), **sizes)
     stem = "backbone.bottom_up.stem.conv1.weight"
     assert torch.equal(loaded.rcnn.state_dict()[stem], body[stem])
 
