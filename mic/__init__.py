@@ -32,6 +32,7 @@ _SOURCES: dict[str, tuple[str, ...] | None] = {
     "mic.augmentation": ("Normalization", "StrongAugmentation"),
     "mic.functional": ("reverse_gradient", "scale_gradient", "weighted_cross_entropy"),
     "mic.methods": ("SelfTraining", "SourceSupervision", "mean_teacher", "source_only"),
+    "mic.experiment": ("load_run",),
 }
 #: names from elsewhere: ``Forever`` is the earlier name of ``EndlessLoader``; sharpness-aware
 #: minimisation lives with SDAT, the classification method that uses it

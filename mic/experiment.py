@@ -278,6 +278,51 @@ def _check_test_batches(test: Any, batch_size: int) -> None:
     )
 
 
+def load_run(
+    run: str | Path,
+    model: str = "student",
+    checkpoint: str | Path | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[Task, nn.Module]:
+    """A run's task and trained model, rebuilt from its folder's ``config.yaml`` (the resolved
+    config ``mic-train`` writes) without its data, for scoring or predicting in Python.
+
+    The model's BatchNorm statistics are those it trained with; the run's scores re-estimated
+    them on target batches first (AdaBN): score as it did inside
+    ``mic.training.recalibrated_batchnorm(model, target_loader, eval.adabn_batches)``.
+
+    Args:
+        run: the run folder (``hydra.run.dir``).
+        model: ``"student"`` or ``"teacher"``.
+        checkpoint: a file to take the weights from: a mic checkpoint (``best.pt``,
+            ``iter_*.pt``: its ``model``) or a weights file (loaded as it is); None: as
+            ``init_from=<run>`` chooses (``checkpoints/<model>.pt`` of a finished run, else
+            its newest checkpoint, ``best.pt`` included).
+        device: where the model is put.
+
+    Returns:
+        ``(task, model)``, the model in eval mode on ``device``.
+
+    Raises:
+        ConfigError: a folder without ``config.yaml``, a ``model`` of another name, or weights
+            that do not fit the model (see ``mic.training.load_initial_weights``).
+    """
+    folder = Path(run)
+    if not (folder / "config.yaml").is_file():
+        raise ConfigError(
+            f"'{folder}' holds no config.yaml: give the folder of a run (its hydra.run.dir), "
+            "which mic-train writes it to"
+        )
+    if model not in ("student", "teacher"):
+        raise ConfigError(f"model must be 'student' or 'teacher', got {model!r}")
+    cfg = OmegaConf.load(folder / "config.yaml")
+    task: Task = instantiate(cfg.task)
+    net: nn.Module = instantiate(cfg.model)
+    plain = checkpoint is not None and not is_readable_checkpoint(checkpoint)
+    load_initial_weights(net, checkpoint or folder, "load_run", "student" if plain else model)
+    return task, net.to(device).eval()
+
+
 def build_method(cfg: DictConfig) -> UDAMethod:
     """The method's terms, in config order. A term whose node has settings but no
     ``_target_`` was switched off (``mic=none`` under an experiment that tunes MIC): it is

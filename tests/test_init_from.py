@@ -190,3 +190,26 @@ def test_weights_for_inference_are_saved_from_the_cpu(tmp_path):
     saved = torch.load(path, weights_only=True)
     assert all(type(v) is torch.Tensor for v in saved.values())
     assert torch.equal(saved["weight"], state["weight"].as_subclass(torch.Tensor))
+
+
+def test_load_run_rebuilds_a_run_s_task_and_model_without_its_data(teacher_run, tmp_path):
+    import mic
+    from mic.tasks.classification import ClassificationTask
+
+    task, model = mic.load_run(teacher_run, model="teacher")
+    final = torch.load(teacher_run / "checkpoints" / "teacher.pt", weights_only=True)
+    assert isinstance(task, ClassificationTask) and not model.training
+    assert _equal(model.state_dict(), final)
+    checkpoint = teacher_run / "checkpoints" / "iter_00000002.pt"
+    student = mic.load_run(teacher_run, checkpoint=checkpoint)[1]
+    assert _equal(student.state_dict(), load_checkpoint(checkpoint)["student"])
+    weights = teacher_run / "checkpoints" / "student.pt"  # a weights file: as it is
+    plain = mic.load_run(teacher_run, model="teacher", checkpoint=weights)[1]
+    assert _equal(plain.state_dict(), torch.load(weights, weights_only=True))
+    with torch.no_grad():
+        probabilities = task.predict(model, torch.rand(2, 3, 32, 32))
+    assert probabilities.shape == (2, task.num_classes)
+    with pytest.raises(ConfigError, match=r"holds no config\.yaml"):
+        mic.load_run(tmp_path)
+    with pytest.raises(ConfigError, match="model must be 'student' or 'teacher'"):
+        mic.load_run(teacher_run, model="ema")
