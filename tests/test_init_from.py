@@ -4,6 +4,8 @@ run folder), the teacher from a copy of them; weights of another model are refus
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -213,3 +215,22 @@ def test_load_run_rebuilds_a_run_s_task_and_model_without_its_data(teacher_run, 
         mic.load_run(tmp_path)
     with pytest.raises(ConfigError, match="model must be 'student' or 'teacher'"):
         mic.load_run(teacher_run, model="ema")
+
+
+def test_weights_without_batchnorm_counts_load_and_others_missing_are_still_refused(
+    source_run, tmp_path
+):
+    """Files from other code often leave out BatchNorm's ``num_batches_tracked``, which
+    ``torch.nn.Module.load_state_dict`` takes and no mic model reads; init_from refused them."""
+    saved = torch.load(source_run / "checkpoints" / "student.pt", weights_only=True)
+    counts = [k for k in saved if k.endswith("num_batches_tracked")]
+    assert counts
+    path = tmp_path / "no_counts.pt"
+    torch.save({k: v for k, v in saved.items() if k not in counts}, path)
+    exp = build_experiment(load_config([*TINY, f"init_from={path}"]))
+    mine = exp.student.state_dict()
+    assert all(torch.equal(mine[k], v) for k, v in saved.items() if k not in counts)
+    weight = next(k for k in saved if k.endswith(".weight"))
+    torch.save({k: v for k, v in saved.items() if k not in [*counts, weight]}, path)
+    with pytest.raises(ConfigError, match=f"1 missing from the file: {re.escape(weight)}"):
+        build_experiment(load_config([*TINY, f"init_from={path}"]))

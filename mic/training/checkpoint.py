@@ -181,7 +181,9 @@ def load_initial_weights(
 ) -> Path:
     """Load ``initial_weights(path, key, which)`` into ``model``, strictly: every parameter
     and buffer, each of the same shape (names saved from a ``DistributedDataParallel``
-    wrapper, each with the prefix ``module.``, without it).
+    wrapper, each with the prefix ``module.``, without it; BatchNorm's batch counts,
+    ``num_batches_tracked``, which some files leave out and which only a BatchNorm without
+    ``momentum`` reads, may be missing).
 
     Returns:
         The file read (``path`` itself, or the file chosen in a run folder).
@@ -198,6 +200,8 @@ def load_initial_weights(
     if all(k.startswith(ddp) for k in state) and not any(k.startswith(ddp) for k in own):
         state = {k[len(ddp) :]: v for k, v in state.items()}
     missing, unexpected, resized = weight_misfits(own, state)
+    counts = [k for k in missing if k.endswith("num_batches_tracked")]  # BatchNorm's, unused
+    missing = [k for k in missing if k not in counts]  # when momentum is set: left as they are
     shapes = [f"{k} {saved} vs {mine}" for k, saved, mine in resized]
     if missing or unexpected or shapes:
         problems = [
@@ -214,7 +218,7 @@ def load_initial_weights(
             "They must come from the same model config (model=..., model.* and "
             "dataset.num_classes) as this run"
         )
-    unwrap(model).load_state_dict(state)
+    unwrap(model).load_state_dict(state, strict=not counts)
     return file
 
 
