@@ -285,7 +285,9 @@ def load_run(
     device: str | torch.device = "cpu",
 ) -> tuple[Task, nn.Module]:
     """A run's task and trained model, rebuilt from its folder's ``config.yaml`` (the resolved
-    config ``mic-train`` writes) without its data, for scoring or predicting in Python.
+    config ``mic-train`` writes) without its data, for scoring or predicting in Python. The
+    model is built without the pretrained weights its config names (the trained ones replace
+    them; nothing is downloaded), with the BatchNorm those chose.
 
     The model's BatchNorm statistics are those it trained with; the run's scores re-estimated
     them on target batches first (AdaBN): score as it did inside
@@ -304,8 +306,9 @@ def load_run(
         ``(task, model)``, the model in eval mode on ``device``.
 
     Raises:
-        ConfigError: a folder without ``config.yaml``, a ``model`` of another name, or weights
-            that do not fit the model (see ``mic.training.load_initial_weights``).
+        ConfigError: a folder without ``config.yaml``, a ``model`` of another name, a
+            ``checkpoint`` that is no file, or weights that do not fit the model (see
+            ``mic.training.load_initial_weights``).
     """
     folder = Path(run)
     if not (folder / "config.yaml").is_file():
@@ -317,10 +320,33 @@ def load_run(
         raise ConfigError(f"model must be 'student' or 'teacher', got {model!r}")
     cfg = OmegaConf.load(folder / "config.yaml")
     task: Task = instantiate(cfg.task)
-    net: nn.Module = instantiate(cfg.model)
+    net: nn.Module = instantiate(_without_pretrained_weights(cfg.model))
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise ConfigError(f"load_run: checkpoint '{checkpoint}' is no file")
     plain = checkpoint is not None and not is_readable_checkpoint(checkpoint)
     load_initial_weights(net, checkpoint or folder, "load_run", "student" if plain else model)
     return task, net.to(device).eval()
+
+
+def _without_pretrained_weights(node: Any) -> Any:
+    """A model config that builds the same model without fetching the pretrained weights
+    that trained ones replace (offline, the hub cannot be reached): ``pretrained`` off, with
+    the BatchNorm that pretrained weights chose (``norm: auto`` -> ``frozen``), no weights
+    file to read (``pretrained_cfg_overlay``, detectron2's ``weights``)."""
+    if isinstance(node, DictConfig):
+        node = node.copy()
+        if node.get("pretrained") is True or node.get("weights"):
+            if node.get("norm") == "auto":
+                node.norm = "frozen"
+            node.pretrained = False
+            for key in ("pretrained_cfg_overlay", "weights"):
+                if key in node:
+                    node[key] = None
+        for key in list(node.keys()):
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                node[key] = _without_pretrained_weights(child)
+    return node
 
 
 def build_method(cfg: DictConfig) -> UDAMethod:

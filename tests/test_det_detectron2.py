@@ -413,3 +413,20 @@ def test_a_detectron2_that_cannot_be_imported_is_told_apart_from_a_missing_one(m
         assert fragment in str(missing.value)
     assert "\n" not in str(missing.value)  # one paragraph
     assert detectron2_build() is None
+
+
+@pytest.mark.usefixtures("detectron2", "one_thread")
+def test_a_mic_file_given_as_detectron2_weights_points_to_init_from(tmp_path):
+    """A run's student.pt (names under ``rcnn.``) was called another model's, a checkpoint
+    unreadable 'without internet'."""
+    from mic.training.checkpoint import save_checkpoint, save_weights
+
+    model = Detectron2RCNN(num_classes=3, opts=R18, min_size=64, max_size=64)
+    files = [
+        save_weights(model, tmp_path / "student.pt"),
+        save_checkpoint({"step": 1, "student": model.state_dict()}, tmp_path / "best.pt"),
+    ]
+    for file in files:
+        with pytest.raises(ConfigError, match="is a mic file of the whole model") as caught:
+            Detectron2RCNN(num_classes=3, opts=R18, weights=str(file), min_size=64, max_size=64)
+        assert "init_from=" in str(caught.value)

@@ -234,3 +234,23 @@ def test_weights_without_batchnorm_counts_load_and_others_missing_are_still_refu
     torch.save({k: v for k, v in saved.items() if k not in [*counts, weight]}, path)
     with pytest.raises(ConfigError, match=f"1 missing from the file: {re.escape(weight)}"):
         build_experiment(load_config([*TINY, f"init_from={path}"]))
+
+
+def test_load_run_needs_no_pretrained_weights_and_no_checkpoint_folder(teacher_run, tmp_path):
+    """A run trained from pretrained weights (the published recipes) was rebuilt with them,
+    downloading what the trained weights replace, and failing offline; a folder given as the
+    checkpoint was loaded as a weights file."""
+    import shutil
+
+    import mic
+
+    run = shutil.copytree(teacher_run, tmp_path / "run")
+    config = (run / "config.yaml").read_text()
+    assert "  pretrained: false\n" in config
+    pretrained = config.replace("  pretrained: false\n", "  pretrained: true\n")
+    (run / "config.yaml").write_text(pretrained)
+    model = mic.load_run(run, model="teacher")[1]
+    final = torch.load(run / "checkpoints" / "teacher.pt", weights_only=True)
+    assert _equal(model.state_dict(), final)
+    with pytest.raises(ConfigError, match="is no file"):
+        mic.load_run(run, checkpoint=teacher_run)

@@ -238,3 +238,17 @@ def test_a_weights_file_for_an_smp_encoder_of_its_own_is_refused_not_ignored(tmp
         SmpModel(3, "Unet", "resnet18", True, pretrained_cfg_overlay={"file": str(tmp_path)})
     with pytest.raises(ConfigError, match="pretrained=false, so the file would not be read"):
         SmpModel(3, "Unet", "tu-resnet18", False, pretrained_cfg_overlay={"file": str(tmp_path)})
+
+
+def test_whole_float_settings_from_yaml_build_models_that_run():
+    """``dilations: [6.0, 12]`` passed the check and crashed in conv2d at the first forward;
+    ``embed_dim: 256.0`` failed in torch with an unrelated message."""
+    torch.manual_seed(0)
+    models = [
+        DeepLabV2(3, encoder="resnet18", pretrained=False, dilations=[6.0, 12]),
+        DAFormer(3, "mit_b0", pretrained=False, embed_dim=32.0, dilations=[1, 6.0]),
+    ]
+    for model in models:
+        with torch.no_grad():
+            out = model.eval()(torch.rand(1, 3, 64, 64))
+        assert out.shape[:2] == (1, 3)

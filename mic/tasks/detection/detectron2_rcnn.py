@@ -469,7 +469,12 @@ class Detectron2RCNN(nn.Module):
         from detectron2.checkpoint import DetectionCheckpointer
 
         from mic.backbones.factory import weight_loads
+        from mic.training.checkpoint import is_readable_checkpoint
 
+        mine = "a mic file of the whole model (a run's student.pt, or a checkpoint)"
+        init = "start a run from it with init_from=<file> (leave model.weights out)"
+        if Path(checkpoint).is_file() and is_readable_checkpoint(checkpoint):
+            raise ConfigError(f"model.weights={checkpoint} is {mine}, not detectron2's: {init}")
         try:
             with weight_loads() as loads:
                 DetectionCheckpointer(self.rcnn).load(checkpoint)
@@ -485,6 +490,8 @@ class Detectron2RCNN(nn.Module):
         stats = ("num_batches_tracked", "running_mean", "running_var")
         own = [k for k in self.rcnn.state_dict() if k.startswith(body) and not k.endswith(stats)]
         for whole, missing, unexpected in loads:
+            if unexpected and all(k.startswith("rcnn.") for k in unexpected):
+                raise ConfigError(f"model.weights={checkpoint} is {mine}: {init}")
             left = [k for k in missing if k.startswith(body) and not k.endswith(stats)]
             if len(left) > len(own) / 20 or len(unexpected) > whole / 20:
                 held = f"fill {len(own) - len(left)} of the backbone's {len(own)} tensors"

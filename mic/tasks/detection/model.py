@@ -403,7 +403,8 @@ def timm_features(
     except (AssertionError, RuntimeError, ValueError) as e:  # timm's fixed-size transformers
         raise ConfigError(
             f"backbone '{name}' cannot take detection's images, whose sizes vary: on a 64 x 64 "
-            f"image it raised {type(e).__name__}: {e} A transformer built for one img_size "
+            f"image it raised {type(e).__name__}: {str(e).rstrip('.!')}. A transformer built "
+            "for one img_size "
             "(Swin, ViT) does not take them; choose a convolutional backbone (resnet50, "
             "convnext_tiny, regnetx_002)"
         ) from e

@@ -143,6 +143,7 @@ class DAFormer(Segmenter):
         check_whole("model.embed_dim", embed_dim, what="the decoder's width")
         check_dilations("model.dilations", dilations)
         check_dropout("model.dropout", dropout)
+        embed_dim, dilations = int(embed_dim), [int(d) for d in dilations]  # YAML's 256.0
         base = create_encoder(encoder, pretrained)
         levels = [i for i, c in enumerate(base.out_channels) if i >= 2 and c > 0][-4:]
         enc = PyramidEncoder(base, levels)

@@ -80,6 +80,7 @@ class DeepLabV2(Segmenter):
     ) -> None:
         check_whole("num_classes", num_classes, what="the classes the model predicts")
         check_dilations("model.dilations", dilations)
+        dilations = [int(d) for d in dilations]  # YAML's 6.0
         base = create_encoder(encoder, pretrained, output_stride=8)
         enc = PyramidEncoder(base, [len(base.out_channels) - 1])
         head = DeepLabV2Head(enc.out_channels[-1], num_classes, dilations)
