@@ -1259,33 +1259,21 @@ def markdown(table: dict, state: dict) -> str:
                 f"| {_cell(e['teacher'], spec.digits)} | {e['seconds_per_iteration']:.3f} "
                 f"| {', '.join(e['devices'])} | `{e['command']}` |"
             )
-        stale = {m: e["stale"] for m, e in t["methods"].items() if e.get("stale")}
-        if stale:
-            lines += [
-                "",
-                "**Stale runs**: made with another config than the current one, or without a "
-                "record of it (why, below); the suite runs them again when it is called for "
-                "them.",
-                "",
-            ]
-            for m, found in stale.items():
-                grouped = _seeds_by((why, seed) for seed, why in found.items())
-                lines += [f"- {m}, seeds {seeds}: {why}" for why, seeds in grouped.items()]
-        other = {
-            m: e["other_environment"] for m, e in t["methods"].items() if e.get("other_environment")
+        marks = {
+            "stale": "**Stale runs**: made with another config than the current one, or without "
+            "a record of it (why, below); the suite runs them again when it is called for them.",
+            "other_environment": "**Runs from another environment**: made on another CPU (or "
+            "instruction set) or with other library versions than those of the call that wrote "
+            "this table, or without a record of it (what differs, below; `python -m "
+            "benchmarks.checksums` records the same environment): the last bits of their "
+            "weights, and so their scores, may differ from a run here. They are kept as "
+            "current; `--fresh` runs them again.",
         }
-        if other:
-            lines += [
-                "",
-                "**Runs from another environment**: made on another CPU (or instruction set) or "
-                "with other library versions than those of the call that wrote this table, or "
-                "without a record of it (what differs, below; `python -m benchmarks.checksums` "
-                "records the same environment): the last bits of their weights, and so their "
-                "scores, may differ from a run here. They are kept as current; `--fresh` runs "
-                "them again.",
-                "",
-            ]
-            for m, found in other.items():
+        for field, heading in marks.items():
+            marked = {m: e[field] for m, e in t["methods"].items() if e.get(field)}
+            if marked:
+                lines += ["", heading, ""]
+            for m, found in marked.items():
                 grouped = _seeds_by((why, seed) for seed, why in found.items())
                 lines += [f"- {m}, seeds {seeds}: {why}" for why, seeds in grouped.items()]
         by = _by_method(state, task, t["settings"])
