@@ -338,10 +338,10 @@ def _without_pretrained_weights(node: Any) -> Any:
         if node.get("pretrained") is True or node.get("weights"):
             if node.get("norm") == "auto":
                 node.norm = "frozen"
-            node.pretrained = False
-            for key in ("pretrained_cfg_overlay", "weights"):
-                if key in node:
-                    node[key] = None
+            off = {"pretrained": False, "pretrained_cfg_overlay": None, "weights": None}
+            for key, value in off.items():
+                if key in node:  # only the model's own settings: a class may take none
+                    node[key] = value
         for key in list(node.keys()):
             child = node._get_node(key)
             if isinstance(child, DictConfig):

@@ -254,3 +254,22 @@ def test_load_run_needs_no_pretrained_weights_and_no_checkpoint_folder(teacher_r
     assert _equal(model.state_dict(), final)
     with pytest.raises(ConfigError, match="is no file"):
         mic.load_run(run, checkpoint=teacher_run)
+
+
+def test_load_run_turns_off_only_the_weight_settings_a_model_config_has():
+    """A model class that takes a ``weights`` file but no ``pretrained`` must not be given
+    one; HRDA's wrapped model is reached, and ``norm: auto`` keeps the BatchNorm it chose."""
+    from omegaconf import OmegaConf
+
+    from mic.experiment import _without_pretrained_weights
+
+    own = OmegaConf.create({"_target_": "x.Mine", "weights": "w.pt", "width": 8})
+    assert OmegaConf.to_container(_without_pretrained_weights(own)) == {
+        "_target_": "x.Mine",
+        "weights": None,
+        "width": 8,
+    }
+    hrda = OmegaConf.create({"segmenter": {"pretrained": True, "norm": "auto"}, "scale": 0.5})
+    off = _without_pretrained_weights(hrda)
+    assert OmegaConf.to_container(off.segmenter) == {"pretrained": False, "norm": "frozen"}
+    assert hrda.segmenter.pretrained is True  # the run's config is left as it was

@@ -294,7 +294,7 @@ def initial_weights_file(
         if (folder / f"{model}.pt").is_file():
             return folder / f"{model}.pt"
         found = [latest_checkpoint(folder), folder / "best.pt"]
-        steps = {f: load_checkpoint(f, mmap=True)["step"] for f in found if f and _readable(f)}
+        steps = {f: step for f in found if f and (step := _step(f)) is not None}
         if not steps:
             raise ConfigError(
                 f"{key}: the folder '{folder}' holds no {model}.pt and no readable iter_*.pt "
@@ -315,8 +315,13 @@ def _within(path: str | os.PathLike[str], file: Path, model: str) -> str:
     return "student" if Path(path).is_dir() and file.name == f"{model}.pt" else model
 
 
-def _readable(path: Path) -> bool:
-    return path.is_file() and is_readable_checkpoint(path)
+def _step(path: Path) -> int | None:
+    """The iteration of the checkpoint ``path`` (read memory-mapped), None where it is no
+    readable one (or no file)."""
+    try:
+        return int(load_checkpoint(path, mmap=True)["step"])
+    except CheckpointError:
+        return None
 
 
 def _read_weights(file: Path, key: str, model: str = "student") -> dict[str, Any]:
