@@ -657,17 +657,24 @@ def mark_stale(
     """Marks every cached run of the schedules of ``modes`` (any seed) that ``staleness``
     finds not current: ``row["stale"]`` says why; clears the mark of the current ones.
     Returns key -> (mode, reason) of the stale runs."""
-    stale = {}
+    return _mark(state, modes, "stale", lambda t, s, row: staleness(state, t, s, row, configs))
+
+
+def _mark(state: dict, modes: tuple[str, ...], field: str, why: Any) -> dict[str, tuple[str, str]]:
+    """Sets ``row[field]`` of every cached run of the schedules of ``modes`` to ``why(task,
+    settings, row)`` where that gives a reason, and removes it where it gives None. Returns
+    key -> (mode, reason) of the marked runs."""
+    marked = {}
     for mode in modes:
         for task, settings in schedules(mode).items():
             for k, row in _matching(state["runs"], task, settings).items():
-                reason = staleness(state, task, settings, row, configs)
+                reason = why(task, settings, row)
                 if reason:
-                    row["stale"] = reason
-                    stale[k] = (mode, reason)
+                    row[field] = reason
+                    marked[k] = (mode, reason)
                 else:
-                    row.pop("stale", None)
-    return stale
+                    row.pop(field, None)
+    return marked
 
 
 def stamp_environment(state: dict, row: dict, here: dict[str, str]) -> None:
@@ -697,17 +704,9 @@ def mark_environment(
     last bits of the weights, and so the scores, may); clears the mark of the others. Unlike
     a stale run, such a run is kept as current (``--fresh`` runs it again). Returns key ->
     (mode, what differs) of the marked runs."""
-    other = {}
-    for mode in modes:
-        for task, settings in schedules(mode).items():
-            for k, row in _matching(state["runs"], task, settings).items():
-                change = environment_change(state, row, here)
-                if change:
-                    row["other_environment"] = change
-                    other[k] = (mode, change)
-                else:
-                    row.pop("other_environment", None)
-    return other
+    return _mark(
+        state, modes, "other_environment", lambda _t, _s, row: environment_change(state, row, here)
+    )
 
 
 def accept_stale(args: argparse.Namespace, state: dict, configs: Configs) -> int:
