@@ -473,7 +473,7 @@ class Detectron2RCNN(nn.Module):
 
         mine = "a mic file of the whole model (a run's student.pt, or a checkpoint)"
         init = "start a run from it with init_from=<file> (leave model.weights out)"
-        if Path(checkpoint).is_file() and is_readable_checkpoint(checkpoint):
+        if is_readable_checkpoint(checkpoint):  # (a URL or name is none)
             raise ConfigError(f"model.weights={checkpoint} is {mine}, not detectron2's: {init}")
         try:
             with weight_loads() as loads:
@@ -493,11 +493,14 @@ class Detectron2RCNN(nn.Module):
             if unexpected and all(k.startswith("rcnn.") for k in unexpected):
                 raise ConfigError(f"model.weights={checkpoint} is {mine}: {init}")
             left = [k for k in missing if k.startswith(body) and not k.endswith(stats)]
-            if len(left) > len(own) / 20 or len(unexpected) > whole / 20:
-                held = f"fill {len(own) - len(left)} of the backbone's {len(own)} tensors"
-                if len(left) <= len(own) / 20:
-                    held = f"hold {len(unexpected)} tensors this model does not have"
-                example = ", ".join((left if len(left) > len(own) / 20 else unexpected)[:3])
+            short = len(left) > len(own) / 20  # 5 %: another depth, or no model of ours
+            if short or len(unexpected) > whole / 20:
+                held = (
+                    f"fill {len(own) - len(left)} of the backbone's {len(own)} tensors"
+                    if short
+                    else f"hold {len(unexpected)} tensors this model does not have"
+                )
+                example = ", ".join((left if short else unexpected)[:3])
                 raise ConfigError(
                     f"the detectron2 weights {checkpoint!r} {held} (e.g. {example}): they are "
                     "another model's (another depth or backbone than this one: model.config="
