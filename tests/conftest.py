@@ -1,5 +1,11 @@
+import os
+
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # README's command: two processes on two cores, each
+    os.environ["OMP_NUM_THREADS"] = "1"  # with one thread, and so the mic-train runs they start:
+    torch.set_num_threads(1)  # two each oversubscribed the cores (0.2 s iterations took 2 s)
 
 
 @pytest.fixture
