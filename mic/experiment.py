@@ -300,15 +300,16 @@ def load_run(
             ``iter_*.pt``: its ``model``) or a weights file (loaded as it is); None: as
             ``init_from=<run>`` chooses (``checkpoints/<model>.pt`` of a finished run, else
             its newest checkpoint, ``best.pt`` included).
-        device: where the model is put.
+        device: where the model is put (``"auto"``: CUDA where there is one).
 
     Returns:
         ``(task, model)``, the model in eval mode on ``device``.
 
     Raises:
         ConfigError: a folder without ``config.yaml``, a ``model`` of another name, a
-            ``checkpoint`` that is no file, or weights that do not fit the model (see
-            ``mic.training.load_initial_weights``).
+            ``device`` that is no device or not here, a ``checkpoint`` that is no file, a
+            checkpoint without a teacher for ``model="teacher"``, or weights that do not fit
+            the model (see ``mic.training.load_initial_weights``).
     """
     folder = Path(run)
     if not (folder / "config.yaml").is_file():
@@ -318,6 +319,12 @@ def load_run(
         )
     if model not in ("student", "teacher"):
         raise ConfigError(f"model must be 'student' or 'teacher', got {model!r}")
+    try:  # before any building: CUDA asked of a machine without it, a misspelt device
+        device = resolve_device(str(device))
+    except RuntimeError:  # torch's words for a misspelt one
+        raise ConfigError(
+            f"device must be cpu, cuda, cuda:<index>, mps or auto, got {device!r}"
+        ) from None
     cfg = OmegaConf.load(folder / "config.yaml")
     task: Task = instantiate(cfg.task)
     net: nn.Module = instantiate(_without_pretrained_weights(cfg.model))
@@ -677,7 +684,19 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
             inner = next((x for x in exception_chain(e) if isinstance(x, MicError)), None)
             if inner is None:
                 raise
-        raise inner  # outside the handler: not chained to the wrapper it came in
+            wrapper = e
+        raise _keys_where_set(inner, wrapper)  # outside the handler: not chained to the wrapper
+
+
+def _keys_where_set(error: MicError, wrapper: BaseException) -> MicError:
+    """``error`` with the ``model.<key>`` settings it names put where they are set when the
+    class that raised it was built inside the model (HRDA's ``model.segmenter``: its
+    ``model.dilations`` is ``model.segmenter.dilations``), as Hydra's ``full_key`` says."""
+    found = [re.search(r"full_key: (\S+)", str(x)) for x in exception_chain(wrapper)]
+    where = next((m.group(1) for m in reversed(found) if m), "")  # the innermost object's
+    if where.startswith("model.") and f"{where}." not in str(error):  # (else it says so)
+        error.args = (re.sub(r"(?<![\w.])model\.(?=\w)", f"{where}.", str(error)),)
+    return error
 
 
 def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment:

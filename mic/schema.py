@@ -165,6 +165,16 @@ class RootSchema(_Section):
             )
         return value
 
+    @field_validator("init_model")
+    @classmethod
+    def _with_init_from(cls, value: str, info: ValidationInfo) -> str:
+        if value != "student" and "init_from" in info.data and info.data["init_from"] is None:
+            raise ValueError(  # it would be ignored: the run starts from its own weights
+                "chooses the model of init_from to start from, but init_from is not set: give "
+                "init_from=<a run folder or checkpoint>, or leave init_model out"
+            )
+        return value
+
     @field_validator("device")
     @classmethod
     def _a_device(cls, value: str) -> str:

@@ -554,6 +554,12 @@ CASES = [
         "loader.num_workers: Input should be greater than or equal to 0",
     ),
     (
+        "config-init-model-without-init-from",
+        "init_model=teacher without init_from (it would be ignored)",
+        lambda t, r: ["init_model=teacher"],
+        "init_model: chooses the model of init_from to start from, but init_from is not set",
+    ),
+    (
         "config-checkpoint-keep",
         "keeping -3 checkpoints (once treated as 1)",
         lambda t, r: ["checkpoint.keep=-3"],
@@ -1146,6 +1152,12 @@ CASES = [
         "segmentation: a negative U-Net stage width",
         lambda t, r: ["experiment=streets", *SCENES, "model.widths=[8,-16,32]"],
         "model.widths must list each stage's channels as positive whole numbers",
+    ),
+    (
+        "segmentation-hrda-negative-width",
+        "segmentation: a negative stage width of the U-Net that HRDA wraps (model.segmenter)",
+        lambda t, r: ["experiment=streets_hrda", *SCENES, "model.segmenter.widths=[8,-16,32]"],
+        "model.segmenter.widths must list each stage's channels as positive whole numbers",
     ),
     (
         "segmentation-config-mask",

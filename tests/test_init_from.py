@@ -273,3 +273,25 @@ def test_load_run_turns_off_only_the_weight_settings_a_model_config_has():
     off = _without_pretrained_weights(hrda)
     assert OmegaConf.to_container(off.segmenter) == {"pretrained": False, "norm": "frozen"}
     assert hrda.segmenter.pretrained is True  # the run's config is left as it was
+
+
+def test_load_run_names_its_own_arguments_and_checks_the_device_first(source_run, teacher_run):
+    """load_run's refusals spoke of mic-train's init_model, and a device that is not there
+    gave torch's error after the model was built."""
+    import mic
+
+    checkpoint = source_run / "checkpoints" / "iter_00000004.pt"  # method=source_only
+    said = r"load_run\(model='teacher'\), but the checkpoint .* holds no teacher"
+    with pytest.raises(ConfigError, match=said) as refused:
+        mic.load_run(source_run, model="teacher", checkpoint=checkpoint)
+    assert "(load_run(model='student'))" in str(refused.value)
+    assert "init_model" not in str(refused.value)
+    with pytest.raises(ConfigError, match=r"device must be cpu, cuda, cuda:<index>, mps or auto"):
+        mic.load_run(teacher_run, device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available here"):
+            mic.load_run(teacher_run, device="cuda")
+    assert next(mic.load_run(teacher_run, device="auto")[1].parameters()).device.type in (
+        "cpu",
+        "cuda",
+    )

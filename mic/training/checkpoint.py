@@ -324,6 +324,12 @@ def _step(path: Path) -> int | None:
         return None
 
 
+def _choice(key: str, model: str) -> str:
+    """How the caller chose ``model``: ``init_model=`` beside ``init_from``, else ``key``'s
+    (e.g. ``load_run``'s) ``model=``."""
+    return f"init_model={model}" if key == "init_from" else f"{key}(model={model!r})"
+
+
 def _read_weights(file: Path, key: str, model: str = "student") -> dict[str, Any]:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
@@ -336,18 +342,18 @@ def _read_weights(file: Path, key: str, model: str = "student") -> dict[str, Any
         state = state.get(model)
         if state is None and model == "teacher":
             raise ConfigError(
-                f"init_model=teacher, but the checkpoint '{file}' holds no teacher (its run "
-                "trained without one, e.g. method=source_only): start from its student "
-                "(init_model=student)"
+                f"{_choice(key, 'teacher')}, but the checkpoint '{file}' holds no teacher (its "
+                "run trained without one, e.g. method=source_only): take its student "
+                f"({_choice(key, 'student')})"
             )
         prefix = "model."  # an EMATeacher's state: the model it averages, as ``model``
         if model == "teacher" and state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix) :]: v for k, v in state.items()}
     elif model != "student":
         raise ConfigError(
-            f"init_model={model} chooses a model of a mic checkpoint or run folder, but "
-            f"'{file}' is a weights file, which holds one model: it is loaded as it is, so "
-            "leave init_model out (its run's teacher.pt holds the final teacher)"
+            f"{_choice(key, model)} chooses a model of a mic checkpoint or run folder, but "
+            f"'{file}' is a weights file, which holds one model: it is loaded as it is "
+            f"({_choice(key, 'student')}; its run's teacher.pt holds the final teacher)"
         )
     if (
         not isinstance(state, dict)
