@@ -206,9 +206,13 @@ def test_model_names_import_from_the_task_package_and_the_models_package():
     assert all(getattr(seg, name) is getattr(models, name) for name in models.__all__)
 
 
-def test_offline_encoder_weights_load_from_the_hugging_face_cache_at_once(tmp_path, monkeypatch):
-    """smp's own encoder (mit_b0) where the hub cannot be reached: its weights come from the
-    local cache without a request; without them in the cache the error names the way out."""
+@pytest.mark.parametrize("name", ["mit_b0", "timm-efficientnet-b0"])
+def test_offline_encoder_weights_load_from_the_hugging_face_cache_at_once(
+    name, tmp_path, monkeypatch
+):
+    """smp's own encoders (timm-* among them: they retried the hub for 37 s) where the hub
+    cannot be reached: their weights come from the local cache without a request; without
+    them in the cache the error names the way out."""
     import segmentation_models_pytorch as smp
     from safetensors.torch import save_file
 
@@ -216,19 +220,19 @@ def test_offline_encoder_weights_load_from_the_hugging_face_cache_at_once(tmp_pa
     from tests.test_backbones import _offline
 
     _offline(monkeypatch, tmp_path)
-    with pytest.raises(ConfigError, match=r"smp-hub/mit_b0\.imagenet is not in the local") as e:
-        create_encoder("mit_b0", pretrained=True)
+    with pytest.raises(ConfigError, match=rf"smp-hub/{name}\.imagenet is not in the local") as e:
+        create_encoder(name, pretrained=True)
     assert "model.segmenter.pretrained=false" in str(e.value)
 
-    settings = smp.encoders.encoders["mit_b0"]["pretrained_settings"]["imagenet"]
+    settings = smp.encoders.encoders[name]["pretrained_settings"]["imagenet"]
     repo = tmp_path / f"models--{settings['repo_id'].replace('/', '--')}"
     snapshot = repo / "snapshots" / settings["revision"]
     snapshot.mkdir(parents=True)
     torch.manual_seed(5)
-    saved = smp.encoders.get_encoder("mit_b0", weights=None).state_dict()
+    saved = smp.encoders.get_encoder(name, weights=None).state_dict()
     save_file({k: v.contiguous() for k, v in saved.items()}, snapshot / "model.safetensors")
     (snapshot / "config.json").write_text("{}")
-    loaded = create_encoder("mit_b0", pretrained=True).state_dict()
+    loaded = create_encoder(name, pretrained=True).state_dict()
     for key, value in saved.items():
         assert torch.equal(loaded[key], value), key
 

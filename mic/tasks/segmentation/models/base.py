@@ -144,8 +144,8 @@ def weights_from_cache(
 
     what = f"encoder '{name}'"
     overlay = kwargs.get("pretrained_cfg_overlay") or {}
-    if not pretrained or overlay.get("file") or name.startswith("timm-"):
-        return kwargs, nullcontext()  # timm-: smp's deprecated aliases, smp's own way
+    if not pretrained or overlay.get("file"):
+        return kwargs, nullcontext()
     if name.startswith("tu-"):
         cached = timm_weights_when_offline(name[3:], what, _OFFLINE_ADVICE)
         if cached is None:
