@@ -531,3 +531,36 @@ def test_hrda_refuses_crops_its_segmenter_cannot_take_when_built_or_called():
     with pytest.raises(ConfigError, match=r"at least 32 px a side, got \(24, 24\)"):
         daformer(torch.randn(1, 3, 24, 24))
     assert HRDASegmentationTask(8).predict(model, torch.randn(1, 3, 64, 64)).shape[-1] == 64
+
+
+def test_weights_of_the_single_scale_model_start_hrda_with_its_attention_as_initialised(
+    tmp_path, caplog
+):
+    """HRDA's state is its segmenter's plus ``scale_attention.*``: a single-scale source
+    model's weights (``init_from`` its run) were refused for lacking the attention head."""
+    import logging
+
+    from mic.tasks.segmentation import SmallUNet
+    from mic.training import load_initial_weights
+
+    torch.manual_seed(0)
+    single = SmallUNet(num_classes=4, widths=[8, 16])
+    hrda = HRDA(SmallUNet(num_classes=4, widths=[8, 16]), detail_crop=(16, 16))
+    attention = {k: v.clone() for k, v in hrda.scale_attention.state_dict().items()}
+    path = tmp_path / "student.pt"
+    torch.save(single.state_dict(), path)
+    with caplog.at_level(logging.INFO):
+        load_initial_weights(hrda, path)
+    loaded = hrda.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in single.state_dict().items())
+    assert all(torch.equal(hrda.scale_attention.state_dict()[k], v) for k, v in attention.items())
+    assert "holds no scale_attention.*" in caplog.text
+    # part of the head is no model's weights: refused, as every other missing tensor
+    head = {f"scale_attention.{k}": v for k, v in attention.items()}
+    first = next(iter(head))
+    torch.save({**single.state_dict(), first: head[first]}, path)
+    with pytest.raises(ConfigError, match=r"missing from the file: scale_attention\."):
+        load_initial_weights(hrda, path)
+    torch.save({k: v for k, v in single.state_dict().items() if k.startswith("encoder.")}, path)
+    with pytest.raises(ConfigError, match=r"missing from the file: decode_head\."):
+        load_initial_weights(hrda, path)

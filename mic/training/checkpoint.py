@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -12,6 +13,8 @@ import torch
 
 from mic.core.errors import CheckpointError, ConfigError
 from mic.core.teacher import unwrap
+
+log = logging.getLogger(__name__)
 
 #: marks a file as one of ours, with the format version
 FORMAT = "mic-checkpoint-v1"
@@ -183,7 +186,9 @@ def load_initial_weights(
     and buffer, each of the same shape (names saved from a ``DistributedDataParallel``
     wrapper, each with the prefix ``module.``, without it; BatchNorm's batch counts,
     ``num_batches_tracked``, which some files leave out and which only a BatchNorm without
-    ``momentum`` reads, may be missing).
+    ``momentum`` reads, may be missing). A part that the model's ``weights_may_lack`` names
+    (a prefix, e.g. HRDA's ``"scale_attention."``) may be missing as a whole: it keeps its
+    initialisation, and the log says so.
 
     Returns:
         The file read (``path`` itself, or the file chosen in a run folder).
@@ -202,6 +207,10 @@ def load_initial_weights(
     missing, unexpected, resized = weight_misfits(own, state)
     counts = [k for k in missing if k.endswith("num_batches_tracked")]  # BatchNorm's, unused
     missing = [k for k in missing if k not in counts]  # when momentum is set: left as they are
+    parts = tuple(getattr(unwrap(model), "weights_may_lack", ()))
+    lacked = [p for p in parts if not any(k.startswith(p) for k in state)]  # the whole part
+    kept = [k for k in missing if k.startswith(tuple(lacked))]
+    missing = [k for k in missing if k not in kept]
     shapes = [f"{k} {saved} vs {mine}" for k, saved, mine in resized]
     if missing or unexpected or shapes:
         problems = [
@@ -218,7 +227,13 @@ def load_initial_weights(
             "They must come from the same model config (model=..., model.* and "
             "dataset.num_classes) as this run"
         )
-    unwrap(model).load_state_dict(state, strict=not counts)
+    unwrap(model).load_state_dict(state, strict=not (counts or kept))
+    if kept:
+        names = ", ".join(f"{p}*" for p in lacked if any(k.startswith(p) for k in kept))
+        log.info(
+            f"{key}: '{file}' holds no {names} ({len(kept)} tensors, e.g. the weights of the "
+            "single-scale model that HRDA wraps): they keep their initialisation"
+        )
     return file
 
 

@@ -155,7 +155,9 @@ class HRDA(Segmenter):
     attention of the crop's border cells (as published).
 
     State-dict keys: ``encoder.*`` and ``decode_head.*`` (the wrapped model's, so that its
-    checkpoints load into HRDA and ``lr_mult`` finds the decode head), ``scale_attention.*``.
+    weights load into HRDA, e.g. ``init_from`` a single-scale source model's run, and
+    ``lr_mult`` finds the decode head), ``scale_attention.*`` (which such weights lack: they
+    keep their initialisation, ``weights_may_lack``).
 
     Args:
         segmenter: the single-scale model (``DAFormer`` as published, ``DeepLabV2``,
@@ -175,6 +177,10 @@ class HRDA(Segmenter):
     Raises:
         ConfigError: a scale outside (0, 1], a crop or stride that is not positive.
     """
+
+    #: what weights of the wrapped single-scale model lack: ``init_from`` keeps it as
+    #: initialised (``mic.training.load_initial_weights``)
+    weights_may_lack: tuple[str, ...] = ("scale_attention.",)
 
     def __init__(
         self,
