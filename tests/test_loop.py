@@ -389,7 +389,7 @@ def test_a_term_that_changes_the_batch_s_images_in_place_is_named():
     confidence fell from 0.43 to 0.23 in a user's run)."""
     method = mean_teacher().with_terms(noise=_Noisy())
     loop, _ = make_loop(method, iterations=1)
-    with pytest.raises(ConfigError, match=r"loss term 'noise' changed the batch's images in"):
+    with pytest.raises(ConfigError, match=r"loss term 'noise' changed the batch's images or"):
         loop.train_step()
 
 
@@ -415,17 +415,44 @@ def test_a_term_that_reads_the_target_before_adaptation_start_is_named():
 
 
 class _Replaces(LossTerm):
-    """A target term that gives the terms after it flipped target images (a new tensor)."""
+    """A term that replaces a part of the batch with a new tensor (or changes it in place)."""
+
+    def __init__(self, change):
+        super().__init__()
+        self.change = change
 
     def forward(self, ctx):
-        ctx.target_images = ctx.target_images.flip(-1)
+        self.change(ctx)
         return ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets)
 
 
-def test_a_term_may_replace_the_target_images_with_new_ones():
-    """A read-only target_images ended such a term in an AttributeError."""
-    loop, _ = make_loop(mean_teacher().with_terms(flip=_Replaces()), iterations=1)
-    loop.train_step()
+def _flip_target(ctx):
+    ctx.target_images = ctx.target_images.flip(-1)
+
+
+def _flip_source(ctx):
+    ctx.source_images = ctx.source_images.flip(-1)
+
+
+def _zero_labels(ctx):
+    ctx.source_targets.zero_()
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        (_flip_target, r"loss term 'x' replaced ctx\.target_images: the teacher's pseudo-labels"),
+        (_flip_source, r"loss term 'x' changed the batch's images or the source's labels"),
+        (_zero_labels, r"loss term 'x' changed the batch's images or the source's labels"),
+    ],
+)
+def test_a_term_that_replaces_the_batch_or_changes_the_labels_in_place_is_named(change, said):
+    """A term's new target images went to the teacher, which predicted on them when a later
+    term first asked (MIC's pseudo-labels of images of mean 7, silently); new source images
+    and source labels zeroed in place went to the source loss after it."""
+    loop, _ = make_loop(mean_teacher().with_terms(x=_Replaces(change)), iterations=1)
+    with pytest.raises(ConfigError, match=said):
+        loop.train_step()
 
 
 def test_a_run_ended_by_a_stop_request_trains_on_when_run_again():
@@ -500,3 +527,27 @@ def test_an_error_of_a_hook_after_a_whole_step_saves_that_step_first(tmp_path):
     with pytest.raises(RuntimeError, match="the term is broken"):
         broken.run()
     assert not list((tmp_path / "b").glob("*.pt"))
+
+
+class _NaNLoss(LossTerm):
+    """A term whose loss is NaN (with a gradient), counting its calls."""
+
+    calls = 0
+
+    def forward(self, ctx):
+        type(self).calls += 1
+        return ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets) * float("nan")
+
+
+def test_a_term_of_weight_0_is_switched_off_not_computed_times_0():
+    """The messages say 0 switches a term off, but it ran at full cost and 0 x NaN made every
+    student parameter NaN."""
+    _NaNLoss.calls = 0
+    loop, _ = make_loop(mean_teacher().with_terms(nan=_NaNLoss(weight=0.0)), iterations=2)
+    loop.run()
+    assert _NaNLoss.calls == 0
+    assert all(torch.isfinite(p).all() for p in loop.student.parameters())
+    _NaNLoss.calls = 0
+    loop, _ = make_loop(mean_teacher().with_terms(nan=_NaNLoss(weight=1.0)), iterations=1)
+    loop.run()
+    assert _NaNLoss.calls == 1

@@ -182,7 +182,13 @@ class IterationContext:
         return self._target_images
 
     @target_images.setter
-    def target_images(self, images: Any) -> None:  # a term's replacement, for the terms after it
+    def target_images(self, images: Any) -> None:
+        if self.term:  # the teacher predicts on them when a later term first asks
+            raise ConfigError(
+                f"loss term '{self.term}' replaced ctx.target_images: the teacher's "
+                "pseudo-labels, MIC and the terms after it would read its images, not the "
+                "batch; transform a copy of its own (x = augment(ctx.target_images))"
+            )
         self._target_images = images
 
     @property

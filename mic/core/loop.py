@@ -19,7 +19,7 @@ from mic.core.errors import ConfigError, DatasetError
 from mic.core.method import UDAMethod
 from mic.core.task import Task, check_task
 from mic.core.teacher import Teacher, unwrap
-from mic.core.terms import LossTerm
+from mic.core.terms import LossTerm, scalar_loss
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -322,9 +322,10 @@ class AdaptationLoop:
         return self.step_strategy(self, contexts, self.active_terms(step))
 
     def active_terms(self, step: int) -> list[tuple[str, LossTerm]]:
-        """The terms that run at ``step`` (those using target data from ``adaptation_start``)."""
+        """The terms that run at ``step``: those using target data from ``adaptation_start``,
+        none of weight 0 (switched off: no compute, no draws, nothing a NaN could spoil)."""
         adapting = step >= self.adaptation_start
-        return [(n, t) for n, t in self.method if adapting or not t.uses_target]
+        return [(n, t) for n, t in self.method if (adapting or not t.uses_target) and t.weight]
 
     def context(self, step: int, micro: int = 0) -> IterationContext:
         """The next source and target batches, on the device, for the loss terms."""
@@ -368,8 +369,8 @@ class AdaptationLoop:
         losses: dict[str, Tensor] = {}
         graded: set[str] = set()  # the losses with a gradient
         ctx.term = ""  # between terms (SAM's second pass comes after the first's last term)
-        images = [ctx.source_images, ctx.target_images]
-        versions = versions_of(images)  # the terms after one see its batch, and the teacher
+        batch = [ctx.source_images, ctx.source_targets, ctx.target_images]
+        versions = versions_of(batch)  # the terms after one see its batch, and the teacher
         for branch in _branches(terms):
             parts: list[Tensor] = []
             for name, term in branch:
@@ -381,11 +382,13 @@ class AdaptationLoop:
                     if hasattr(e, "add_note") and not isinstance(e, (ConfigError, DatasetError)):
                         e.add_note(f"(raised in loss term {name!r} at iteration {ctx.step + 1})")
                     raise
-                if versions_of(images) != versions:
+                swapped = ctx.source_images is not batch[0] or ctx.source_targets is not batch[1]
+                if swapped or versions_of(batch) != versions:
                     raise ConfigError(
-                        f"loss term {name!r} changed the batch's images in place (e.g. "
-                        "x.add_(noise)): the teacher's pseudo-labels, MIC and the terms after it "
-                        "would read the changed ones; change a copy (x = x + noise)"
+                        f"loss term {name!r} changed the batch's images or the source's labels "
+                        "in place or replaced them (e.g. x.add_(noise), ctx.source_images = x): "
+                        "the teacher's pseudo-labels, MIC and the terms after it would read the "
+                        "changed ones; change a copy of its own (x = x + noise)"
                     )
                 if set(named) & set(losses):
                     clash = sorted(set(named) & set(losses))
@@ -533,18 +536,12 @@ def _weighted(out: Any, name: str, weight: float, device: torch.device) -> dict[
     Raises:
         ConfigError: the output is not a scalar tensor or number, or a dict of them.
     """
+    said = (
+        f"loss term {name!r} (or the Task.loss it calls) returned {{key!r}} as {{got}}; a term "
+        "returns a scalar tensor, or a dict of them by name (e.g. the mean)"
+    )
     named = dict(out) if isinstance(out, Mapping) else {name: out}
-    for key, loss in list(named.items()):
-        if isinstance(loss, (int, float)) and not isinstance(loss, bool):  # e.g. 0.0: no loss
-            named[key] = torch.tensor(float(loss), device=device)
-        elif not isinstance(loss, Tensor) or loss.numel() != 1:
-            got = (
-                f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else type(loss)
-            )
-            raise ConfigError(
-                f"loss term {name!r} (or the Task.loss it calls) returned {key!r} as {got}; a "
-                "term returns a scalar tensor, or a dict of them by name (e.g. the mean)"
-            )
+    named = {k: scalar_loss(v, k, device, said) for k, v in named.items()}
     return {k: v * weight if weight != 1.0 else v for k, v in named.items()}
 
 

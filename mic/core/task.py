@@ -183,7 +183,7 @@ class Task(ABC):
     @abstractmethod
     def predict(self, model: nn.Module, images: Any) -> Any:
         """The prediction ``pseudo_label`` and the metric take (e.g. (B, C) float32 class
-        probabilities); called under ``torch.no_grad``."""
+        probabilities); the teacher and the evaluation call it under ``torch.no_grad``."""
 
     @abstractmethod
     def pseudo_label(self, prediction: Any) -> PseudoLabels:

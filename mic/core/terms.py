@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from numbers import Real
 from typing import Any
 
 import torch
@@ -36,17 +37,28 @@ def sum_parts(
         raise ConfigError(f"{setting} name {unknown}, which the task's loss does not have; {has}")
     if not isinstance(loss, Mapping):
         return loss
-    device, loss = next((v.device for v in loss.values() if isinstance(v, Tensor)), None), {**loss}
-    for k, v in loss.items():
-        if type(v) in (int, float):  # a plain number (e.g. 0.0: no such loss here), as in a term
-            loss[k] = torch.tensor(float(v), device=device)
-        elif not isinstance(v, Tensor) or v.numel() != 1:
-            got = f"a tensor of shape {tuple(v.shape)}" if isinstance(v, Tensor) else type(v)
-            raise ConfigError(f"Task.loss's part {k!r} is {got}, not a scalar tensor or a number")
+    device = next((v.device for v in loss.values() if isinstance(v, Tensor)), None)
+    said = "Task.loss's part {key!r} is {got}, not a scalar tensor or a number"
+    loss = {k: scalar_loss(v, k, device, said) for k, v in loss.items()}  # 0.0: no such loss
     parts = [weights.get(k, 1.0) * v for k, v in loss.items() if weights.get(k, 1.0) != 0]
     if not parts:
         return next(iter(loss.values())).new_zeros(())
     return torch.stack([p.reshape(()) for p in parts]).sum()
+
+
+def scalar_loss(value: Any, key: str, device: torch.device | None, said: str) -> Tensor:
+    """``value`` as a one-element tensor: a plain number (e.g. 0.0: no loss this time) becomes
+    one on ``device``.
+
+    Raises:
+        ConfigError: ``said.format(key=key, got=...)`` for anything else (a batch of losses).
+    """
+    if isinstance(value, Real) and not isinstance(value, bool):  # NumPy's numbers too
+        return torch.tensor(float(value), device=device)
+    if not isinstance(value, Tensor) or value.numel() != 1:
+        shape = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor) else ""
+        raise ConfigError(said.format(key=key, got=shape or type(value)))
+    return value
 
 
 class LossTerm(nn.Module, ABC):
@@ -59,9 +71,12 @@ class LossTerm(nn.Module, ABC):
         uses_pseudo_labels: reads the teacher's pseudo-labels (the loop needs a teacher).
         shared_forward: the ``SharedForward`` it reads, if any.
 
+    A term may set ``statistics``, a dict of 0-d tensors that the loop logs as
+    ``<term>/<key>`` (MIC's quality weight ``q``).
+
     Args:
         weight: the loss weight, finite and >= 0 (else a ConfigError): the loop multiplies
-            what ``forward`` returns by it.
+            what ``forward`` returns by it, and skips a term of weight 0.
     """
 
     uses_target: bool = True
@@ -79,15 +94,16 @@ class LossTerm(nn.Module, ABC):
 
     @abstractmethod
     def forward(self, ctx: IterationContext) -> Tensor | dict[str, Tensor]:
-        """The loss (before ``weight``): a scalar tensor (a number: no loss), or a dict of
-        named ones (logged one by one)."""
+        """The loss (before ``weight``): a scalar tensor, or a dict of named ones (logged one
+        by one); a plain number such as 0.0 is no loss this time (another number trains
+        nothing, and is warned of)."""
 
 
 class ConsistencyLoss(LossTerm):
     """The student on ``transform(target)`` (chosen by a subclass) against the teacher's
-    pseudo-labels: weight x the Task loss, each element weighted by ``weighting``, parts
-    scaled by ``part_weights``. Images that ``PseudoLabels.keep`` leaves out are dropped after
-    the transform (each image's draws stay the same); none left: 0.
+    pseudo-labels: the Task loss (times ``weight``, by the loop), each element weighted by
+    ``weighting``, parts scaled by ``part_weights``. Images that ``PseudoLabels.keep`` leaves
+    out are dropped after the transform (each image's draws stay the same); none left: 0.
 
     Args:
         weighting: ``"quality"``, ``"prob"`` or ``"none"`` (``PseudoLabelWeighting``).
