@@ -19,11 +19,13 @@ def main(iterations: int, device: str) -> float:
     torch.manual_seed(0)
     task = ClassificationTask(num_classes=10)
     norm = {"mean": [0.5] * 3, "std": [0.5] * 3}  # how DigitsDomain normalises
-    source = DataLoader(
-        DigitsDomain("source", "train"), 64, shuffle=True, drop_last=True, collate_fn=task.collate
-    )
+    # each loader shuffles with a generator of its own: with torch's global one, whatever else
+    # draws from it (dropout, a term's draws) would change the batches of later epochs
+    kw = {"batch_size": 64, "shuffle": True, "drop_last": True, "collate_fn": task.collate}
+    order = lambda seed: torch.Generator().manual_seed(seed)  # noqa: E731
+    source = DataLoader(DigitsDomain("source", "train"), **kw, generator=order(0))
     target_set = DigitsDomain("target", "train", labelled=False)
-    target = DataLoader(target_set, 64, shuffle=True, drop_last=True, collate_fn=task.collate)
+    target = DataLoader(target_set, **kw, generator=order(1))
     test = DataLoader(DigitsDomain("target", "test"), 256, collate_fn=task.collate)
 
     student = Classifier("small_cnn", num_classes=10)
