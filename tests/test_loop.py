@@ -551,3 +551,11 @@ def test_a_term_of_weight_0_is_switched_off_not_computed_times_0():
     loop, _ = make_loop(mean_teacher().with_terms(nan=_NaNLoss(weight=1.0)), iterations=1)
     loop.run()
     assert _NaNLoss.calls == 1
+
+
+def test_a_numpy_number_is_a_loss_as_a_python_number_is():
+    """np.float32(0.0), from a term that computes with NumPy, was refused as a 'numpy.float32'."""
+    import numpy as np
+
+    losses, steps = _one_step(_Returns(lambda loss: {"main": loss, "extra": np.float32(0.0)}))
+    assert losses["extra"].item() == 0.0 and any(s.any() for s in steps)
