@@ -229,3 +229,52 @@ def test_evaluate_checks_the_test_set_and_its_labels_as_evaluation_does():
     loader = DataLoader(TensorDataset(torch.randn(2, 3, 16, 16), labels), 2)
     with pytest.raises(DatasetError, match=r"label 9 is outside the classes \[0, 3\]"):
         evaluate(four, SmallUNet(4, widths=(8, 16)), loader)
+
+
+def test_a_record_a_later_hook_could_not_take_is_owed_and_tensorboard_failures_do_not_stop_runs(
+    tmp_path,
+):
+    """A TensorBoard folder removed mid-run ended the run at the next evaluation before the
+    checkpointer saw its record, while the history the saved checkpoint holds had it: best.pt
+    stayed at an older iteration for good (the evaluation was never run again)."""
+    import shutil
+
+    import mic
+    from mic.training import MetricsLogger
+
+    class Refuses(mic.Hook):
+        def on_record(self, loop, record):
+            raise OSError("no space left on device")
+
+    task = ClassificationTask(3)
+    data = TensorDataset(torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,)))
+    loader = DataLoader(data, 4, drop_last=True, collate_fn=task.collate)
+    student = tiny_model()
+    evaluation = mic.Evaluation(task, loader, interval=1)
+    logger = MetricsLogger(tmp_path, interval=1, tensorboard=True)
+    loop = mic.AdaptationLoop(
+        task,
+        student,
+        mic.UDAMethod({"source": mic.SourceSupervision()}),
+        torch.optim.SGD(student.parameters(), 0.1),
+        loader,
+        loader,
+        iterations=3,
+        hooks=[evaluation, logger, Refuses()],
+    )
+    with pytest.raises(OSError, match="no space"):
+        loop.run()
+    assert loop.step == 1 and evaluation.history == [] and evaluation.owed == 1
+    # TensorBoard's folder gone: a warning, and the run goes on with metrics.jsonl alone
+    loop.hooks = [evaluation, logger]
+    logger.before_run(loop)
+    shutil.rmtree(tmp_path / "tensorboard")
+    with pytest.warns(UserWarning, match="TensorBoard's log could not be written"):
+        logger.write({"step": 1, "eval/student/accuracy": 0.5})
+    assert logger.writer is None
+    logger.write({"step": 2, "eval/student/accuracy": 0.6})
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert lines[-2:] == [
+        '{"step": 1, "eval/student/accuracy": 0.5}',
+        '{"step": 2, "eval/student/accuracy": 0.6}',
+    ]

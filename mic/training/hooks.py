@@ -245,7 +245,9 @@ class MetricsLogger(Hook):
             return
         self._file.write(strict_json(record) + "\n")
         self._file.flush()
-        if self.writer is not None:
+        if self.writer is None:
+            return
+        try:
             for key, value in record.items():
                 if (
                     key != "step"
@@ -254,6 +256,13 @@ class MetricsLogger(Hook):
                 ):
                     self.writer.add_scalar(key, value, record["step"])
             self.writer.flush()
+        except OSError as e:  # its folder deleted, a full disk: the run goes on without it
+            self.writer = None
+            warnings.warn(
+                f"TensorBoard's log could not be written ({e}): the run goes on without it "
+                "(metrics.jsonl holds every record; a resumed run writes it again)",
+                stacklevel=2,
+            )
 
     def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
         # the scheduler steps within an iteration: loop.lr() is already the next one's
@@ -500,7 +509,12 @@ class Evaluation(Hook):
             self.owed = loop.step
             raise kind(f"the main process's evaluation stopped: {message}")
         self.history.append(record)
-        loop.emit(record)
+        try:
+            loop.emit(record)
+        except Exception:  # a hook after the failed one (the checkpointer's choice of best.pt)
+            self.history.pop()  # never saw the record: the resumed run evaluates here again
+            self.owed = loop.step
+            raise
         return record
 
     def run_owed(self, loop: AdaptationLoop) -> None:
