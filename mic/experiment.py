@@ -586,9 +586,11 @@ def best_metric_key(cfg: DictConfig, task: Task) -> str:
     if by in (None, "", task.primary_metric):
         return f"eval/{model}/{task.primary_metric}"
     if by not in VALIDATORS:
-        from mic.schema import did_you_mean
+        from mic.schema import did_you_mean, spelled_alike
 
-        other = did_you_mean(str(by), [*VALIDATORS, task.primary_metric])
+        names = [*VALIDATORS, task.primary_metric]
+        alike = spelled_alike(str(by), names)  # IM for im
+        other = f" Did you mean: {alike}?" if alike else did_you_mean(str(by), names)
         if not other and "primary_metric" in cfg.task:
             other = (
                 f" To follow another labelled score, make it the task's: "

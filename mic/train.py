@@ -95,20 +95,27 @@ def user_error(exc: BaseException) -> str | None:
 
 def _group_hint(said: str) -> str:
     """For a class of one's own given a config group's argument it does not take (a
-    ``model._target_=...`` on the command line keeps the model config's other keys): how to
-    replace the whole group."""
+    ``model._target_=...`` or ``method.terms.<name>._target_=...`` on the command line keeps
+    the other keys of that config): how to replace the whole group."""
     unexpected = re.search(r"unexpected keyword argument '(\w+)'", said)
-    group = re.search(r"full_key: (model|task|dataset\.\w+)\b", said)
+    group = re.search(r"full_key: (model|task|dataset\.\w+|method\.terms\.\w+)\b", said)
     target = re.search(r"call to target '([\w.]+)'", said)
     if not (unexpected and group) or (target and target.group(1).startswith("mic.")):
         return ""  # mic's own class given an argument it lacks: the message says which
     key, extra = group.group(1), unexpected.group(1)
     top = key.split(".")[0]  # the config group (dataset for dataset.source)
-    return (
+    said = (
         f". A _target_ of your own under {key} is given the other keys of its config too "
-        f"({key}.{extra} among them): drop them (~{key}.{extra}), or replace the whole {top} "
-        f"config: a {top}/<name>.yaml of yours chosen with {top}=<name>, or 'override /{top}: "
-        "null' in an experiment file (docs/new_task.md)"
+        f"({key}.{extra} among them): drop them (~{key}.{extra}), or "
+    )
+    if top == "method":  # one loss term among others
+        return said + (
+            f"add yours as a term of its own (+method.terms.mine._target_=...) and switch this "
+            f"one off ({key}=null)"
+        )
+    return said + (
+        f"replace the whole {top} config: a {top}/<name>.yaml of yours chosen with "
+        f"{top}=<name>, or 'override /{top}: null' in an experiment file (docs/new_task.md)"
     )
 
 
@@ -198,6 +205,16 @@ def _main(cfg: DictConfig) -> None:
     run_dir = HydraConfig.get().runtime.output_dir
     _JOBS[0] += 1
     is_main = process_info().is_main
+    if HydraConfig.get().job.chdir:  # Hydra moved into the run folder before this was read
+        os.chdir(hydra.utils.get_original_cwd())
+        _job_failed(
+            "hydra.job.chdir=true runs the job in its run folder, where the relative paths of "
+            "the config (data roots, init_from, resume) would not be found: mic-train reads "
+            "them from the folder it is started in and writes into hydra.run.dir; leave "
+            "hydra.job.chdir out",
+            run_dir,
+        )
+        return
     try:  # one run at a time in a folder: before anything is read or written there
         lock = lock_run_folder(Path(run_dir)) if is_main else None
     except ConfigError as e:

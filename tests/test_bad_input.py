@@ -560,6 +560,18 @@ CASES = [
         "init_model: chooses the model of init_from to start from, but init_from is not set",
     ),
     (
+        "method-own-term-given-the-settings-of-the-one-it-replaces",
+        "a loss term of one's own swapped in by _target_, which keeps the other term's settings",
+        lambda t, r: ["method.terms.self_training._target_=tests.test_core_inputs.NoLoss"],
+        "drop them (~method.terms.self_training.weighting), or add yours as a term of its own",
+    ),
+    (
+        "config-hydra-chdir",
+        "hydra.job.chdir=true (the job would read relative paths from its run folder)",
+        lambda t, r: ["hydra.job.chdir=true"],
+        "hydra.job.chdir=true runs the job in its run folder, where the relative paths",
+    ),
+    (
         "config-checkpoint-keep",
         "keeping -3 checkpoints (once treated as 1)",
         lambda t, r: ["checkpoint.keep=-3"],
@@ -984,6 +996,12 @@ CASES = [
         "checkpoint selection by a validator that does not exist",
         lambda t, r: ["checkpoint.best_by=accurracy"],
         "names no validator",
+    ),
+    (
+        "config-best-by-in-capitals",
+        "checkpoint selection by a validator written in capitals (IM)",
+        lambda t, r: ["checkpoint.best_by=IM"],
+        "for the labelled target metric. Did you mean: im?",
     ),
     (
         "config-best-by-not-computed",
