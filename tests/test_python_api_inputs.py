@@ -344,7 +344,7 @@ def test_best_metric_without_an_evaluation_hook_warns_at_the_start(tmp_path):
 
 
 def test_a_resume_sets_aside_a_best_pt_that_the_current_criterion_did_not_choose(tmp_path):
-    from mic.training import Checkpointer, save_checkpoint
+    from mic.training import Checkpointer, load_checkpoint, save_checkpoint
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()
@@ -364,6 +364,17 @@ def test_a_resume_sets_aside_a_best_pt_that_the_current_criterion_did_not_choose
         warnings.simplefilter("error")
         Checkpointer(folder, best_metric=snd).load_state_dict(state, folder / "iter_00000100.pt")
     assert (folder / "best.pt").is_file()
+    # chosen by another criterion, where the checkpoint of the recorded best is on disk (the
+    # iteration resumed from): best.pt becomes it; no best.pt was written, and the run said
+    # the checkpoint was not on disk
+    save_checkpoint({"step": 80}, folder / "best.pt")
+    save_checkpoint({"step": 100, "selection": record}, folder / "iter_00000100.pt")
+    at_resume = {"best": {snd: {"step": 100, "score": 0.5, "metrics": {}}}, "last": {}}
+    checkpoints = Checkpointer(folder, best_metric=snd)
+    with pytest.warns(UserWarning, match="held iteration 80.*renamed best_superseded_00000080"):
+        checkpoints.load_state_dict({**state, "selection": at_resume}, folder / "iter_00000100.pt")
+    assert checkpoints.best_file == folder / "best.pt"
+    assert load_checkpoint(folder / "best.pt")["step"] == 100
 
 
 # ---------------------------------------------------------------- methods, terms, teachers

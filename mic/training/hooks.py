@@ -744,13 +744,15 @@ class Checkpointer(Hook):
         folder = Path(path).parent if path else self.directory
         self.best_file = self._recorded_best_file(folder)
         recorded = "selection" in state  # (older checkpoints hold only the best value)
-        if (
-            recorded
-            and folder == self.directory
-            and self.best_file is None
-            and process_info().is_main
-        ):
+        own = self.best_file is None or self.best_file.name != "best.pt"
+        if recorded and folder == self.directory and own and process_info().is_main:
             self._set_aside_best()
+            if self.best_file is not None:  # the best state's own checkpoint is on disk
+                here = self.directory / "best.pt"
+                copy = here.with_name(f".{here.name}.tmp")
+                shutil.copyfile(self.best_file, copy)
+                copy.replace(here)
+                self.best_file = here
 
     def _set_aside_best(self) -> None:
         """Rename this folder's ``best.pt`` that does not hold the recorded best state of
@@ -777,16 +779,18 @@ class Checkpointer(Hook):
 
     def _recorded_best_file(self, folder: Path) -> Path | None:
         """``folder``'s ``best.pt`` when it holds the best state of the selection record (the
-        same iteration), else None."""
+        same iteration), else its ``iter_*.pt`` of that iteration (a ``checkpoint.best_by``
+        changed on resume may have chosen the iteration resumed from), else None."""
         entry = self.selection.best.get(self.best_metric) if self.best_metric else None
-        candidate = folder / "best.pt"
-        if entry is None or not candidate.is_file():
+        if entry is None:
             return None
-        try:
-            step = load_checkpoint(candidate, mmap=True).get("step")
-        except CheckpointError:
-            return None
-        return candidate if step == entry["step"] else None
+        for candidate in (folder / "best.pt", folder / f"iter_{int(entry['step']):08d}.pt"):
+            try:
+                if load_checkpoint(candidate, mmap=True).get("step") == entry["step"]:
+                    return candidate
+            except CheckpointError:  # none, or unreadable
+                continue
+        return None
 
     def before_run(self, loop: AdaptationLoop) -> None:
         hooks = getattr(loop, "hooks", None)
@@ -935,7 +939,7 @@ class Checkpointer(Hook):
             at = f"at iteration {entry['step']}, " if entry["step"] >= 0 else ""
             warnings.warn(
                 f"Checkpointer(best_metric={self.best_metric!r}): its best score was {at}"
-                "before the checkpoint this run resumed from, and no "
+                "at or before the checkpoint this run resumed from, and no "
                 "later evaluation beat it; that iteration's checkpoint is not on disk, so no "
                 "best.pt was written (the final weights are in student.pt and teacher.pt)",
                 stacklevel=2,
