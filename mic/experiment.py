@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from mic.core import (
     AdaptationLoop,
     BlockMasker,
+    CheckpointError,
     ConfigError,
     DatasetError,
     Masker,
@@ -70,6 +71,7 @@ from mic.training.checkpoint import (
     few,
     initial_weights_file,
     is_readable_checkpoint,
+    option,
     write_text_atomically,
 )
 from mic.training.evaluation import in_percent, shown_metric
@@ -1156,7 +1158,8 @@ def unlock_run_folder(handle: Any) -> None:
     """End the lock ``lock_run_folder`` took and remove its file (still holding it), so that
     the folder holds no trace of it, also after a refused run."""
     if handle is not None and not handle.closed:
-        Path(handle.name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a folder made read-only: the file stays, unlocked
+            Path(handle.name).unlink(missing_ok=True)
         handle.close()
 
 
@@ -1167,8 +1170,8 @@ def continue_with(run_dir: Path | str) -> str:
     from hydra.core.hydra_config import HydraConfig
 
     if folder_option() == "hydra.sweep.dir":
-        return f"hydra.sweep.dir={HydraConfig.get().sweep.dir} resume=auto (with -m)"
-    return f"hydra.run.dir={run_dir} resume=auto"
+        return f"{option('hydra.sweep.dir', HydraConfig.get().sweep.dir)} resume=auto (with -m)"
+    return f"{option('hydra.run.dir', run_dir)} resume=auto"
 
 
 def check_writable(run_dir: Path, create: bool = True, option: str | None = None) -> None:
@@ -1185,7 +1188,7 @@ def check_writable(run_dir: Path, create: bool = True, option: str | None = None
         existing = existing.parent
     advice = f"choose another with {option or folder_option()}=..."
     if holds_run(Path(run_dir)):  # a new folder alone would start the run over
-        advice += f" and continue this run's checkpoints there with resume={run_dir}"
+        advice += f" and continue this run's checkpoints there with {option('resume', run_dir)}"
     if not existing.is_dir():
         below = f"lies below '{existing}', which is"
         where = "is" if existing == Path(run_dir).absolute() else below
@@ -1355,5 +1358,12 @@ def _run_experiment(
         raise
     summary = summarize(exp)
     if exp.run_dir is not None and main:
-        write_text_atomically(exp.run_dir / "summary.json", strict_json(summary, indent=2))
+        try:
+            write_text_atomically(exp.run_dir / "summary.json", strict_json(summary, indent=2))
+        except OSError as e:
+            raise CheckpointError(
+                f"the run finished, but summary.json could not be written in {exp.run_dir} "
+                f"({e.strerror or e}); its checkpoints are saved: once the folder is writable, "
+                f"the same command plus {continue_with(exp.run_dir)} writes it"
+            ) from e
     return summary

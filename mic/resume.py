@@ -41,6 +41,7 @@ from mic.training import (
 from mic.training.checkpoint import (
     few,
     is_readable_checkpoint,
+    option,
     refuse_nonfinite,
     weight_misfits,
 )
@@ -242,7 +243,7 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
             log.warning(
                 f"resume={path}: the run continues in the new folder {run_dir} (no "
                 f"hydra.run.dir was given); to continue it in its own folder, give "
-                f"hydra.run.dir={path} resume=auto"
+                f"{option('hydra.run.dir', path)} resume=auto"
             )
         return found
     if not path.exists():

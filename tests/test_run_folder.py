@@ -220,3 +220,48 @@ def test_resume_of_a_folder_without_a_run_folder_says_where_the_run_continues(tm
     out = run_mic_train([*TINY, "iterations=3", f"resume={first}"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"give hydra.run.dir={first} resume=auto" in out.stdout
+
+
+@pytest.mark.parametrize("path", ["/runs/a_1", "/tmp/with space/ü run", "/tmp/it's"])
+def test_the_options_a_message_advises_paste_into_a_shell_and_hydra(path):
+    """'Continue with the same command plus: hydra.run.dir=/tmp/with space/ü run resume=auto'
+    failed in Hydra's parser when pasted."""
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from mic.training.checkpoint import option
+
+    (typed,) = shlex.split(option("hydra.run.dir", path))  # what the shell hands mic-train
+    (parsed,) = OverridesParser.create().parse_overrides([typed])
+    assert (parsed.key_or_group, parsed.value()) == ("hydra.run.dir", path)
+
+
+def test_a_run_folder_made_read_only_at_the_end_is_one_clear_error(tmp_path, monkeypatch):
+    """summary.json that could not be written, then the lock file that could not be removed,
+    ended the run in two chained tracebacks."""
+    import mic.experiment as experiment
+    from mic.core import CheckpointError
+    from mic.experiment import load_config, lock_run_folder, run_experiment, unlock_run_folder
+
+    writes = experiment.write_text_atomically
+
+    def refuses_summary(path, text):
+        if Path(path).name == "summary.json":
+            raise PermissionError(13, "Permission denied")
+        writes(path, text)
+
+    monkeypatch.setattr(experiment, "write_text_atomically", refuses_summary)
+    with pytest.raises(CheckpointError, match=r"summary.json could not be written .*Permission"):
+        run_experiment(load_config(TINY), tmp_path / "run")
+    assert (tmp_path / "run" / "checkpoints" / "student.pt").is_file()
+    lock = lock_run_folder(tmp_path / "locked")
+    monkeypatch.setattr(
+        Path,
+        "unlink",
+        lambda self, missing_ok=False: (_ for _ in ()).throw(
+            PermissionError(13, "Permission denied")
+        ),
+    )
+    unlock_run_folder(lock)  # the file stays, unlocked
+    assert lock.closed

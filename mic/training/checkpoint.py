@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +39,16 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
     state = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
     _atomic_write(state, path)
     return path
+
+
+def option(key: str, value: object) -> str:
+    """``key=value`` as it is typed on a ``mic-train`` command line: as it is where ``value``
+    is plain (ASCII letters, digits, ``_./:@+-``), else quoted for both the shell and Hydra
+    (``"hydra.run.dir='/runs/my run'"``), so that a message's advice can be pasted."""
+    text = str(value)
+    if re.fullmatch(r"[A-Za-z0-9_./:@+-]*", text):
+        return f"{key}={text}"
+    return f"\"{key}='{text.replace(chr(39), chr(92) + chr(39))}'\""
 
 
 def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
@@ -94,12 +107,16 @@ def _atomic_write(obj: Any, path: Path) -> None:
         raise CheckpointError(
             f"cannot write to the checkpoint folder '{path.parent}' ({e.strerror or e}); make "
             "it writable, or continue the run in another folder from the checkpoints it holds "
-            f"(resume={path.parent.parent} hydra.run.dir=<another folder>)"
+            f"({option('resume', path.parent.parent)} hydra.run.dir=<another folder>)"
         ) from e
     try:
         _replace(path, temporary, lambda f: torch.save(obj, f))
     except Exception as e:  # torch's writer raises RuntimeError for a full disk
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        if not isinstance(e, OSError):  # torch's words ("unexpected pos"): the disk's, too
+            with contextlib.suppress(OSError):
+                free = shutil.disk_usage(path.parent).free / 2**20
+                reason = f"{reason}; its disk has {free:.1f} MiB free"
         raise CheckpointError(
             f"could not write checkpoint '{path}' ({reason}); the previous checkpoint is "
             "intact. Free disk space (or lower checkpoint.keep) and resume with resume=auto"
