@@ -71,9 +71,9 @@ from mic.training.checkpoint import (
     few,
     initial_weights_file,
     is_readable_checkpoint,
-    option,
     write_text_atomically,
 )
+from mic.training.checkpoint import option as typed_option
 from mic.training.evaluation import in_percent, shown_metric
 from mic.training.hooks import RandomStateAtBuild, say, strict_json
 
@@ -387,6 +387,9 @@ def build_datasets(cfg: DictConfig, preflight: bool = True) -> dict[str, Any]:
     failed: dict[str, list[str]] = {}  # message -> the datasets that gave it
     with collecting_problems(preflight):
         for name in ("source", "target", "test"):
+            if name == "test" and cfg.dataset.get("test") is None:  # no labelled target
+                data[name] = None
+                continue
             try:
                 data[name] = instantiate(cfg.dataset[name], **_source_classes(cfg, name, data))
             except Exception as e:  # Hydra wraps what a constructor raises
@@ -586,6 +589,12 @@ def best_metric_key(cfg: DictConfig, task: Task) -> str:
             )
         by = parts[2]
     if by in (None, "", task.primary_metric):
+        if cfg.dataset.get("test") is None:
+            raise ConfigError(
+                f"dataset.test=null: without a labelled target there is no "
+                f"{task.primary_metric} to choose best.pt by; choose it by a label-free "
+                "validator, e.g. checkpoint.best_by=im (docs/model_selection.md)"
+            )
         return f"eval/{model}/{task.primary_metric}"
     if by not in VALIDATORS:
         from mic.schema import did_you_mean, spelled_alike
@@ -775,7 +784,11 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
     target = make_loader(
         data["target"], target_batch, task, True, workers, cfg.seed + 1, "target", group
     )
-    test = make_loader(data["test"], ld.test_batch_size, task, False, workers, 0, "test")
+    test = (  # None: no labelled target, the run is scored by the label-free validators alone
+        make_loader(data["test"], ld.test_batch_size, task, False, workers, 0, "test")
+        if data["test"] is not None
+        else None
+    )
     # the same target batches at every evaluation, for AdaBN
     adabn = make_loader(data["target"], target_batch, task, True, workers, 12345, "target")
 
@@ -1170,8 +1183,10 @@ def continue_with(run_dir: Path | str) -> str:
     from hydra.core.hydra_config import HydraConfig
 
     if folder_option() == "hydra.sweep.dir":
-        return f"{option('hydra.sweep.dir', HydraConfig.get().sweep.dir)} resume=auto (with -m)"
-    return f"{option('hydra.run.dir', run_dir)} resume=auto"
+        return (
+            f"{typed_option('hydra.sweep.dir', HydraConfig.get().sweep.dir)} resume=auto (with -m)"
+        )
+    return f"{typed_option('hydra.run.dir', run_dir)} resume=auto"
 
 
 def check_writable(run_dir: Path, create: bool = True, option: str | None = None) -> None:
@@ -1188,7 +1203,9 @@ def check_writable(run_dir: Path, create: bool = True, option: str | None = None
         existing = existing.parent
     advice = f"choose another with {option or folder_option()}=..."
     if holds_run(Path(run_dir)):  # a new folder alone would start the run over
-        advice += f" and continue this run's checkpoints there with {option('resume', run_dir)}"
+        advice += (
+            f" and continue this run's checkpoints there with {typed_option('resume', run_dir)}"
+        )
     if not existing.is_dir():
         below = f"lies below '{existing}', which is"
         where = "is" if existing == Path(run_dir).absolute() else below
@@ -1229,7 +1246,7 @@ def summarize(exp: Experiment) -> dict[str, Any]:
     start = exp.loop.adaptation_start
     before = [r for r in history if r["step"] == start and start > 0]
     for label, records in (("before_adaptation", before), ("after_adaptation", history[-1:])):
-        if records:
+        if records and any(k.endswith(f"/{metric}") for k in records[0]):  # (dataset.test=null)
             r = records[0]
             summary[label] = {
                 "step": r["step"],
@@ -1264,7 +1281,12 @@ def format_selection(summary: dict[str, Any]) -> list[str]:
     lines = []
     if picks is not None and len(picks[1]) > 2:  # else no validators: nothing to compare
         model, rows = picks
-        lines.append(f"checkpoint picks for the {model} (target {metric} at the picked iteration):")
+        labelled = any(pick.get(metric) is not None for pick in rows.values())
+        lines.append(
+            f"checkpoint picks for the {model} (target {metric} at the picked iteration):"
+            if labelled
+            else f"checkpoint picks for the {model} (no labelled target: the iteration alone):"
+        )
         for name, pick in rows.items():
             label = {metric: f"{metric} (target labels: the best possible)"}.get(name, name)
             value = pick.get(metric)
@@ -1274,7 +1296,7 @@ def format_selection(summary: dict[str, Any]) -> list[str]:
                 )
                 continue
             shown = "-" if value is None else shown_metric(value, percent)
-            lines.append(f"  {label:<46} iteration {pick['step']:>6}: {shown}")
+            lines.append(f"  {label:<46} iteration {pick['step']:>6}" + f": {shown}" * labelled)
     best = summary.get("best_checkpoint")
     if best and best["step"] is not None:
         where = best["path"] or "no longer on disk (neither in this run folder nor the resumed one)"

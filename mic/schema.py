@@ -936,7 +936,7 @@ def check_eval_models(cfg: DictConfig, uses_pseudo_labels: bool) -> None:
 
 
 #: the config sections every run instantiates
-BUILT = ("task", "model", "dataset.source", "dataset.target", "dataset.test")
+BUILT = ("task", "model", "dataset.source", "dataset.target")
 
 
 def check_config(cfg: DictConfig) -> None:

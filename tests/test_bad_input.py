@@ -1004,6 +1004,12 @@ CASES = [
         "for the labelled target metric. Did you mean: im?",
     ),
     (
+        "config-no-test-set-without-a-validator",
+        "no labelled target (dataset.test=null) and best.pt left to the labelled metric",
+        lambda t, r: ["dataset.test=null"],
+        "dataset.test=null: without a labelled target there is no accuracy to choose best.pt by",
+    ),
+    (
         "config-best-by-not-computed",
         "checkpoint selection by a validator that is not computed",
         lambda t, r: ["eval.validators=[entropy]", "checkpoint.best_by=snd"],

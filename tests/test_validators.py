@@ -433,6 +433,31 @@ def test_cli_best_by_a_validator_end_to_end(tmp_path):
     assert f"best.pt chosen by validator/student/snd (iteration {best['step']})" in out.stdout
 
 
+def test_cli_without_a_labelled_target_chooses_best_pt_by_a_validator(tmp_path):
+    """dataset.test=null, the real situation of domain adaptation: mic-train required a
+    labelled test set (label-free selection worked from Python alone)."""
+    run = tmp_path / "run"
+    out = _cli(
+        *TINY, "iterations=6", "eval.interval=2", "dataset.test=null", "checkpoint.best_by=im",
+        f"hydra.run.dir={run}",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    evaluations = [r for r in records if "validator/student/im" in r]
+    assert [r["step"] for r in evaluations] == [2, 4, 6]
+    assert not any(k.startswith("eval/student/accuracy") for r in records for k in r)
+    best = max(evaluations, key=lambda r: r["validator/student/im"])
+    summary = json.loads((run / "summary.json").read_text())
+    assert "after_adaptation" not in summary
+    assert summary["best_checkpoint"]["step"] == best["step"]
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["step"] == best["step"]
+    assert "no labelled target: the iteration alone" in out.stdout
+    # without a validator to choose by: refused before training, naming the way
+    out = _cli(*TINY, "dataset.test=null", f"hydra.run.dir={tmp_path / 'refused'}")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "dataset.test=null: without a labelled target there is no accuracy" in out.stderr
+
+
 def test_cli_unknown_validator_is_one_clear_message(tmp_path):
     out = _cli(*TINY, "checkpoint.best_by=accurracy", f"hydra.run.dir={tmp_path}")
     assert out.returncode == 2
