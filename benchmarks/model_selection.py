@@ -37,6 +37,7 @@ from it.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -424,10 +425,19 @@ def main() -> None:
     state.setdefault("calls", [])
     t0 = time.perf_counter()
     if not args.table_only:
-        done = {(r["task"], r["seed"], r["setting"]) for r in state["runs"]}
+        done = {(r["task"], r["seed"], r["setting"]): r.get("settings") for r in state["runs"]}
         for task in args.tasks:
-            for seed in args.seeds:
-                start = work / f"{task}_seed{seed}_w{SETTINGS[task]['warmup']}.pt"
+            made = {done[k] for k in done if k[0] == task and done[k] is not None}
+            now = json.dumps(SETTINGS[task], sort_keys=True)
+            if made - {now}:  # runs of other --set values
+                sys.exit(
+                    f"model_selection.py: {cache} holds {task} runs made with other settings "
+                    f"({', '.join(sorted(made - {now}))}), not {now}: they would "
+                    "be taken as these; rerun them with --fresh, or write elsewhere with --out"
+                )
+            digest = hashlib.sha1(now.encode()).hexdigest()
+            for seed in args.seeds:  # the warm-up model of these settings alone
+                start = work / f"{task}_seed{seed}_w{SETTINGS[task]['warmup']}_{digest[:8]}.pt"
                 if not start.exists():
                     w = warm_up(task, seed, start)
                     score, seconds = 100 * w["metric"], w["seconds"]
@@ -436,6 +446,7 @@ def main() -> None:
                     if (task, seed, setting) in done:
                         continue
                     r = run(task, seed, setting, start)
+                    r["settings"] = now
                     state["runs"].append(r)
                     cache.write_text(json.dumps(state, indent=1))
                     trace = " ".join(f"{100 * c['metric']:.1f}" for c in r["checkpoints"])

@@ -82,3 +82,26 @@ def test_record_training_logs_iteration_one_and_every_tenth():
     assert [r["step"] for r in records] == [1, 10, 20]
     assert all(isinstance(v, float) for r in records for k, v in r.items() if k != "step")
     assert {"source", "self_training", "mic"} <= set(records[-1])  # every term's loss
+
+
+def test_model_selection_refuses_cached_runs_of_other_settings(tmp_path):
+    """A second call with another --set took the first call's runs as its own, and recorded
+    its settings as if they had been run."""
+    import json
+    import subprocess
+
+    out = tmp_path / "ms.md"
+    other = json.dumps({"iterations": 100}, sort_keys=True)
+    run = {"task": "digits", "seed": 0, "setting": "published", "settings": other}
+    out.with_suffix(".json").write_text(json.dumps({"runs": [run], "calls": []}))
+    script = Path(__file__).parents[1] / "benchmarks" / "model_selection.py"
+    command = [sys.executable, str(script), "--tasks", "digits", "--seeds", "0"]
+    done = subprocess.run(
+        [*command, "--out", str(out), "--work", str(tmp_path / "work")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0
+    assert "holds digits runs made with other settings" in done.stderr
+    assert not (tmp_path / "work").exists() or not list((tmp_path / "work").iterdir())
