@@ -1224,8 +1224,9 @@ def check_writable(run_dir: Path, create: bool = True, option: str | None = None
     free = shutil.disk_usage(existing).free
     if free < MIN_FREE_BYTES:
         raise ConfigError(
-            f"the disk of the run folder '{run_dir}' has {free / 2**20:.0f} MiB free, too little "
-            f"for logs and checkpoints; free some space or {advice}"
+            f"the disk of the run folder '{run_dir}' has {free / 2**20:.1f} MiB free, less than "
+            f"the {MIN_FREE_BYTES / 2**20:.0f} MiB a run asks for its logs and checkpoints; free "
+            f"some space or {advice}"
         )
 
 

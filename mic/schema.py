@@ -201,7 +201,10 @@ class RootSchema(_Section):
     def _within_the_run(cls, value: int, info: ValidationInfo) -> int:
         iterations = info.data.get("iterations")
         if iterations is not None and value > iterations:
-            raise ValueError(f"must lie in [0, iterations={iterations}]")
+            raise ValueError(
+                f"must lie in [0, iterations={iterations}]: give both when shortening a run "
+                f"(e.g. iterations={iterations} adaptation_start={iterations // 5})"
+            )
         return value
 
 

@@ -1574,7 +1574,7 @@ CASES = [
         "env-full-disk",
         "a full disk before the start",
         lambda t, r: [],
-        "MiB free, too little for logs and checkpoints",
+        "MiB free, less than the 64 MiB a run asks for its logs and checkpoints",
     ),
     (
         "env-disk-fills-while-saving",

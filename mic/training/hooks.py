@@ -144,6 +144,8 @@ class ProgressBar(Hook):
             desc="adapting",
             dynamic_ncols=True,
             unit="it",
+            # into a file (a scheduler's log) a refresh a minute, not ten a second
+            mininterval=0.1 if sys.stderr.isatty() else 60.0,
         )
 
     def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
