@@ -232,13 +232,11 @@ def test_evaluate_checks_the_test_set_and_its_labels_as_evaluation_does():
 
 
 def test_a_record_a_later_hook_could_not_take_is_owed_and_tensorboard_failures_do_not_stop_runs(
-    tmp_path,
+    tmp_path, monkeypatch
 ):
     """A TensorBoard folder removed mid-run ended the run at the next evaluation before the
     checkpointer saw its record, while the history the saved checkpoint holds had it: best.pt
     stayed at an older iteration for good (the evaluation was never run again)."""
-    import shutil
-
     import mic
     from mic.training import MetricsLogger
 
@@ -265,10 +263,15 @@ def test_a_record_a_later_hook_could_not_take_is_owed_and_tensorboard_failures_d
     with pytest.raises(OSError, match="no space"):
         loop.run()
     assert loop.step == 1 and evaluation.history == [] and evaluation.owed == 1
-    # TensorBoard's folder gone: a warning, and the run goes on with metrics.jsonl alone
+    # TensorBoard's files cannot be written (its folder removed, a full disk): a warning, and
+    # the run goes on with metrics.jsonl alone
     loop.hooks = [evaluation, logger]
     logger.before_run(loop)
-    shutil.rmtree(tmp_path / "tensorboard")
+
+    def gone():
+        raise FileNotFoundError(2, "No such file or directory", str(tmp_path / "tensorboard"))
+
+    monkeypatch.setattr(logger.writer, "flush", gone)
     with pytest.warns(UserWarning, match="TensorBoard's log could not be written"):
         logger.write({"step": 1, "eval/student/accuracy": 0.5})
     assert logger.writer is None

@@ -259,7 +259,9 @@ class MetricsLogger(Hook):
                     self.writer.add_scalar(key, value, record["step"])
             self.writer.flush()
         except OSError as e:  # its folder deleted, a full disk: the run goes on without it
-            self.writer = None
+            writer, self.writer = self.writer, None
+            with contextlib.suppress(Exception):  # its thread stops (it met the error too)
+                writer.close()
             warnings.warn(
                 f"TensorBoard's log could not be written ({e}): the run goes on without it "
                 "(metrics.jsonl holds every record; a resumed run writes it again)",
