@@ -42,6 +42,7 @@ from mic.experiment import (
 from mic.resume import empty_run_folder, in_sweep
 from mic.schema import did_you_mean, exception_chain, spelled_alike
 from mic.training import TrainingInterrupted, process_info
+from mic.training.checkpoint import option
 from mic.training.hooks import say, to_run_log
 
 
@@ -606,12 +607,12 @@ def usage_problem(argv: Sequence[str]) -> str | None:
             f"{key}={os.path.expanduser(value)}"
         )
     wide = [a for a in argv if "=" in a and not a.isascii() and not _quoted(a.split("=", 1)[1])]
-    if wide:  # Hydra's lexer reads unquoted values of ASCII characters alone
-        key, value = wide[0].split("=", 1)
+    if wide:  # Hydra's lexer reads unquoted values of ASCII characters alone: all at once
+        typed = " ".join(option(*a.split("=", 1)) for a in wide)
         return (
-            f"{wide[0]}: Hydra's override grammar reads characters beyond ASCII (such as ü or "
-            f"é) only in a quoted value: write \"{key}='{value}'\" (the double quotes keep "
-            "the single ones from the shell)"
+            f"{', '.join(wide)}: Hydra's override grammar reads characters beyond ASCII (such "
+            f"as ü or é) only in a quoted value: write {typed} (the double quotes keep the "
+            "single ones from the shell)"
         )
     named = [  # the run folder and log are named by them: no path separator
         a

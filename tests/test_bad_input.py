@@ -759,11 +759,16 @@ CASES = [
     ),
     (
         "config-non-ascii-path",
-        "a path with characters beyond ASCII, unquoted (Hydra's lexer refuses it)",
-        lambda t, r: ["dataset=folders", "dataset.root_source=/data/Bilder/Straße"],
-        "dataset.root_source=/data/Bilder/Straße: Hydra's override grammar reads characters "
-        "beyond ASCII (such as ü or é) only in a quoted value: write "
-        "\"dataset.root_source='/data/Bilder/Straße'\"",
+        "paths with characters beyond ASCII, unquoted (Hydra's lexer refuses them), named at once",
+        lambda t, r: [
+            "dataset=folders",
+            "dataset.root_source=/data/Bilder/Straße",
+            "dataset.root_target=/data/Bilder/Köln",
+        ],
+        "dataset.root_source=/data/Bilder/Straße, dataset.root_target=/data/Bilder/Köln: Hydra's "
+        "override grammar reads characters beyond ASCII (such as ü or é) only in a quoted value: "
+        "write \"dataset.root_source='/data/Bilder/Straße'\" "
+        "\"dataset.root_target='/data/Bilder/Köln'\"",
     ),
     (
         "config-run-name-with-slash",
