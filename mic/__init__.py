@@ -72,4 +72,11 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_names()})
+    """The public names and the subpackages (tab completion), not this module's own imports
+    (``importlib``, ``Any``, ``annotations``)."""
+    import pkgutil
+    from pathlib import Path
+
+    folder = [str(Path(__file__).parent)]
+    packages = {m.name for m in pkgutil.iter_modules(folder) if not m.name.startswith("_")}
+    return sorted({*_names(), "__version__", *packages})

@@ -150,7 +150,9 @@ def test_import_mic_imports_no_torch_and_every_public_name_resolves():
         "import mic.core, mic.training; "
         "assert set(mic.core.__all__) | set(mic.training.__all__) <= set(names); "
         "assert mic.Forever is mic.EndlessLoader; "
-        "assert mic.core is sys.modules['mic.core']; print('ok')"
+        "assert mic.core is sys.modules['mic.core']; "
+        "shown = dir(mic); assert set(names) <= set(shown) and 'core' in shown; "
+        "assert not {'importlib', 'Any', 'annotations'} & set(shown), shown; print('ok')"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "ok", result.stderr
