@@ -28,10 +28,12 @@ def _interrupt(signum: int, _: Any) -> None:
 
 
 def catch_interrupts() -> None:
-    """From now on, record every Ctrl-C (SIGINT) before raising ``KeyboardInterrupt`` (the
-    training guard's own handler replaces this one while the iterations run)."""
+    """From now on, record every Ctrl-C (SIGINT) and SIGTERM (a scheduler's stop) before
+    raising ``KeyboardInterrupt`` (the training guard's own handlers replace these while the
+    iterations run); a SIGTERM killed the process without a word."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _interrupt)
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 def interrupted() -> bool:
@@ -41,9 +43,12 @@ def interrupted() -> bool:
 
 
 def exit_interrupted() -> NoReturn:
-    """Print ``INTERRUPTED`` and exit with 128 + SIGINT, as a shell reports a Ctrl-C."""
-    print(INTERRUPTED, file=sys.stderr)
-    sys.exit(128 + signal.SIGINT)
+    """Print ``INTERRUPTED`` (naming a SIGTERM as such) and exit with 128 + the signal, as a
+    shell reports it."""
+    signum = _RECEIVED[-1] if _RECEIVED else signal.SIGINT
+    said = INTERRUPTED.replace("interrupted", "stopped by SIGTERM", 1)
+    print(INTERRUPTED if signum == signal.SIGINT else said, file=sys.stderr)
+    sys.exit(128 + signum)
 
 
 def main() -> None:

@@ -333,7 +333,8 @@ def load_run(
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise ConfigError(f"load_run: checkpoint '{checkpoint}' is no file")
     plain = checkpoint is not None and not is_readable_checkpoint(checkpoint)
-    load_initial_weights(net, checkpoint or folder, "load_run", "student" if plain else model)
+    which = "student" if plain else model  # strictly: no part left as initialised
+    load_initial_weights(net, checkpoint or folder, "load_run", which, lacking_ok=False)
     return task, net.to(device).eval()
 
 
@@ -599,7 +600,8 @@ def best_metric_key(cfg: DictConfig, task: Task) -> str:
     if by not in VALIDATORS:
         from mic.schema import did_you_mean, spelled_alike
 
-        names = [*VALIDATORS, task.primary_metric]
+        labelled = cfg.dataset.get("test") is not None  # else no labelled metric to offer
+        names = [*VALIDATORS, *[task.primary_metric] * labelled]
         alike = spelled_alike(str(by), names)  # IM for im
         other = f" Did you mean: {alike}?" if alike else did_you_mean(str(by), names)
         if not other and "primary_metric" in cfg.task:
@@ -607,10 +609,14 @@ def best_metric_key(cfg: DictConfig, task: Task) -> str:
                 f" To follow another labelled score, make it the task's: "
                 f"task.primary_metric={by} with checkpoint.best_by=null"
             )
+        labels = (
+            f", or null (or {task.primary_metric!r}) for the labelled target metric"
+            if labelled
+            else " (dataset.test=null: there is no labelled target metric)"
+        )
         raise ConfigError(
             f"checkpoint.best_by={by!r} names no validator; choose one of "
-            f"{', '.join(VALIDATORS)}, or null (or {task.primary_metric!r}) for the labelled "
-            f"target metric.{other}"
+            f"{', '.join(VALIDATORS)}{labels}.{other}"
         )
     computed = validator_names(cfg)
     if by not in computed:

@@ -611,8 +611,8 @@ def usage_problem(argv: Sequence[str]) -> str | None:
         typed = " ".join(option(*a.split("=", 1)) for a in wide)
         return (
             f"{', '.join(wide)}: Hydra's override grammar reads characters beyond ASCII (such "
-            f"as ü or é) only in a quoted value: write {typed} (the double quotes keep the "
-            "single ones from the shell)"
+            f"as ü or é) only in a quoted value: write {typed} (the single quotes for the "
+            "shell, the double ones for Hydra)"
         )
     named = [  # the run folder and log are named by them: no path separator
         a

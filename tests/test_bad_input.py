@@ -767,8 +767,8 @@ CASES = [
         ],
         "dataset.root_source=/data/Bilder/Straße, dataset.root_target=/data/Bilder/Köln: Hydra's "
         "override grammar reads characters beyond ASCII (such as ü or é) only in a quoted value: "
-        "write \"dataset.root_source='/data/Bilder/Straße'\" "
-        "\"dataset.root_target='/data/Bilder/Köln'\"",
+        "write 'dataset.root_source=\"/data/Bilder/Straße\"' "
+        "'dataset.root_target=\"/data/Bilder/Köln\"'",
     ),
     (
         "config-run-name-with-slash",

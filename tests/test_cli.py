@@ -158,6 +158,22 @@ def test_import_mic_imports_no_torch_and_every_public_name_resolves():
     assert result.stdout.strip() == "ok", result.stderr
 
 
+def test_a_sigterm_while_mic_train_starts_up_is_named_and_exits_143(tmp_path):
+    """A scheduler's stop before the first iteration killed the run without a word."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from mic.cli import main; main()", f"hydra.run.dir={tmp_path}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    out = process.communicate(timeout=120)[0]
+    assert process.returncode == 128 + signal.SIGTERM, out
+    assert "mic: stopped by SIGTERM while starting up or finishing" in out, out
+    assert "Traceback" not in out, out
+
+
 def test_ctrl_c_while_mic_train_imports_torch_is_one_line_not_a_traceback(tmp_path):
     # mic-train's entry point (mic.cli:main); the signal lands while torch is being imported
     process = subprocess.Popen(

@@ -263,6 +263,12 @@ def test_a_record_a_later_hook_could_not_take_is_owed_and_tensorboard_failures_d
     with pytest.raises(OSError, match="no space"):
         loop.run()
     assert loop.step == 1 and evaluation.history == [] and evaluation.owed == 1
+    written = (tmp_path / "metrics.jsonl").read_text()
+    assert '"step": 1, "eval/student/' in written  # the logger took it before the failure
+    loop.hooks = [evaluation, logger]
+    logger.before_run(loop)  # the resumed run: the owed evaluation writes it again
+    assert '"step": 1, "eval/student/' not in (tmp_path / "metrics.jsonl").read_text()
+    logger.teardown(loop)
     # TensorBoard's files cannot be written (its folder removed, a full disk): a warning, and
     # the run goes on with metrics.jsonl alone
     loop.hooks = [evaluation, logger]

@@ -175,8 +175,8 @@ def test_the_loop_applies_every_term_weight_to_its_loss_and_parts():
         torch.testing.assert_close(losses[name], 2 * one_losses["custom"])  # logged weighted
         for a, b in zip(steps, one):
             torch.testing.assert_close(a, 2 * b)
-    _, none = _one_step(_Returns(lambda loss: loss, weight=0.0))
-    assert all(not s.any() for s in none)
+    with pytest.raises(ConfigError, match="every loss term of the method has weight 0"):
+        _one_step(_Returns(lambda loss: loss, weight=0.0))  # nothing would train
 
 
 @pytest.mark.parametrize(
@@ -559,3 +559,22 @@ def test_a_numpy_number_is_a_loss_as_a_python_number_is():
 
     losses, steps = _one_step(_Returns(lambda loss: {"main": loss, "extra": np.float32(0.0)}))
     assert losses["extra"].item() == 0.0 and any(s.any() for s in steps)
+
+
+def test_a_step_strategy_may_replace_the_target_images_between_its_passes():
+    """The last term's name stayed set after the terms, so the strategy's own replacement was
+    refused as that term's."""
+    from mic import StepStrategy
+
+    class Twice(StepStrategy):
+        def __call__(self, loop, contexts, terms):
+            loop.backward(contexts, terms)
+            for ctx in contexts:
+                ctx.target_images = ctx.target_images.flip(-1)
+                ctx.restart()
+            losses = loop.backward(contexts, terms)
+            loop.finish_step(losses)
+            return losses
+
+    loop, _ = make_loop(mean_teacher(), iterations=1, step_strategy=Twice())
+    loop.train_step()

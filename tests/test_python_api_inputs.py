@@ -375,6 +375,13 @@ def test_a_resume_sets_aside_a_best_pt_that_the_current_criterion_did_not_choose
         checkpoints.load_state_dict({**state, "selection": at_resume}, folder / "iter_00000100.pt")
     assert checkpoints.best_file == folder / "best.pt"
     assert load_checkpoint(folder / "best.pt")["step"] == 100
+    # resumed into a new folder: its own best.pt (it named the other run's iter_*.pt, which
+    # that run's checkpoint.keep may delete)
+    (folder / "best.pt").rename(folder / "best_superseded_00000100.pt")
+    new = Checkpointer(tmp_path / "new" / "checkpoints", best_metric=snd)
+    new.load_state_dict({**state, "selection": at_resume}, folder / "iter_00000100.pt")
+    assert new.best_file == tmp_path / "new" / "checkpoints" / "best.pt"
+    assert load_checkpoint(new.best_file)["step"] == 100
 
 
 # ---------------------------------------------------------------- methods, terms, teachers

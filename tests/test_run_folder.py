@@ -222,19 +222,35 @@ def test_resume_of_a_folder_without_a_run_folder_says_where_the_run_continues(tm
     assert f"give hydra.run.dir={first} resume=auto" in out.stdout
 
 
-@pytest.mark.parametrize("path", ["/runs/a_1", "/tmp/with space/ü run", "/tmp/it's"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/runs/a_1",
+        "/tmp/with space/ü run",
+        "/tmp/it's",
+        "/tmp/$HOME x",
+        "/tmp/a`id`b",
+        '/tmp/a"b',
+        "/tmp/${oc.env:HOME}",
+        "/tmp/x y\\",
+        "/tmp/a\\b c",
+    ],
+)
 def test_the_options_a_message_advises_paste_into_a_shell_and_hydra(path):
     """'Continue with the same command plus: hydra.run.dir=/tmp/with space/ü run resume=auto'
-    failed in Hydra's parser when pasted."""
+    failed in Hydra's parser when pasted; a $, a backtick or a quote in the path was then read
+    by the shell."""
     import shlex
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
 
     from mic.training.checkpoint import option
 
     (typed,) = shlex.split(option("hydra.run.dir", path))  # what the shell hands mic-train
     (parsed,) = OverridesParser.create().parse_overrides([typed])
-    assert (parsed.key_or_group, parsed.value()) == ("hydra.run.dir", path)
+    assert parsed.key_or_group == "hydra.run.dir"
+    assert OmegaConf.create({"dir": parsed.value()}).dir == path  # as the config reads it
 
 
 def test_a_run_folder_made_read_only_at_the_end_is_one_clear_error(tmp_path, monkeypatch):

@@ -555,6 +555,9 @@ def test_weights_of_the_single_scale_model_start_hrda_with_its_attention_as_init
     assert all(torch.equal(loaded[k], v) for k, v in single.state_dict().items())
     assert all(torch.equal(hrda.scale_attention.state_dict()[k], v) for k, v in attention.items())
     assert "holds no scale_attention.*" in caplog.text
+    # a trained model rebuilt (mic.load_run): nothing may be left as initialised
+    with pytest.raises(ConfigError, match=r"missing from the file: scale_attention\."):
+        load_initial_weights(hrda, path, "load_run", lacking_ok=False)
     # part of the head is no model's weights: refused, as every other missing tensor
     head = {f"scale_attention.{k}": v for k, v in attention.items()}
     first = next(iter(head))

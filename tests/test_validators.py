@@ -456,6 +456,9 @@ def test_cli_without_a_labelled_target_chooses_best_pt_by_a_validator(tmp_path):
     out = _cli(*TINY, "dataset.test=null", f"hydra.run.dir={tmp_path / 'refused'}")
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "dataset.test=null: without a labelled target there is no accuracy" in out.stderr
+    out = _cli(*TINY, "dataset.test=null", "checkpoint.best_by=Accuracy", f"hydra.run.dir={run}2")
+    assert "(dataset.test=null: there is no labelled target metric)" in out.stderr
+    assert "or null" not in out.stderr and "Did you mean: accuracy" not in out.stderr
 
 
 def test_cli_unknown_validator_is_one_clear_message(tmp_path):

@@ -223,6 +223,10 @@ class AdaptationLoop:
                 "set uses_target = False on terms that need no target data, or adaptation_start=0",
             ),
             (
+                any(t.weight for _, t in method),
+                "every loss term of the method has weight 0 (switched off): nothing would train",
+            ),
+            (
                 not alone,
                 "a torchrun process group is set up but the loop would train each process "
                 "alone; pass collective=mic.training.ProcessGroup()",
@@ -401,6 +405,7 @@ class AdaptationLoop:
             total = sum(parts)
             if isinstance(total, Tensor) and total.requires_grad:
                 self.scaler.scale(total / self.accumulate).backward()
+        ctx.term = ""  # a step strategy's code between passes is no term
         moving = [k for k, v in losses.items() if v.item() != 0] if self._gradless else []
         if moving and not graded & set(moving):
             raise ConfigError(

@@ -43,12 +43,16 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
 
 def option(key: str, value: object) -> str:
     """``key=value`` as it is typed on a ``mic-train`` command line: as it is where ``value``
-    is plain (ASCII letters, digits, ``_./:@+-``), else quoted for both the shell and Hydra
-    (``"hydra.run.dir='/runs/my run'"``), so that a message's advice can be pasted."""
+    is plain (ASCII letters, digits, ``_./:@+-``), else a Hydra-quoted value inside the shell's
+    single quotes (``'hydra.run.dir="/runs/my run"'``: no ``$``, backtick or quote of the path
+    is read by the shell or by Hydra), so that a message's advice can be pasted."""
     text = str(value)
     if re.fullmatch(r"[A-Za-z0-9_./:@+-]*", text):
         return f"{key}={text}"
-    return f"\"{key}='{text.replace(chr(39), chr(92) + chr(39))}'\""
+    # Hydra: an interpolation escaped, backslashes before a quote or the end doubled, quotes
+    hydra = re.sub(r'(\\+)(?="|$)', lambda m: m.group(1) * 2, text.replace("${", "\\${"))
+    typed = f'{key}="{hydra.replace(chr(34), chr(92) + chr(34))}"'
+    return "'" + typed.replace("'", "'\\''") + "'"  # the shell: ' as '\''
 
 
 def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
@@ -198,14 +202,16 @@ def load_initial_weights(
     path: str | os.PathLike[str],
     key: str = "init_from",
     which: str = "student",
+    lacking_ok: bool = True,
 ) -> Path:
     """Load ``initial_weights(path, key, which)`` into ``model``, strictly: every parameter
     and buffer, each of the same shape (names saved from a ``DistributedDataParallel``
     wrapper, each with the prefix ``module.``, without it; BatchNorm's batch counts,
     ``num_batches_tracked``, which some files leave out and which only a BatchNorm without
-    ``momentum`` reads, may be missing). A part that the model's ``weights_may_lack`` names
-    (a prefix, e.g. HRDA's ``"scale_attention."``) may be missing as a whole: it keeps its
-    initialisation, and the log says so.
+    ``momentum`` reads, may be missing). With ``lacking_ok``, a part that the model's
+    ``weights_may_lack`` names (a prefix, e.g. HRDA's ``"scale_attention."``) may be missing
+    as a whole: it keeps its initialisation, and the log says so (a run's start; not a
+    trained model's rebuilding, ``mic.load_run``).
 
     Returns:
         The file read (``path`` itself, or the file chosen in a run folder).
@@ -224,7 +230,7 @@ def load_initial_weights(
     missing, unexpected, resized = weight_misfits(own, state)
     counts = [k for k in missing if k.endswith("num_batches_tracked")]  # BatchNorm's, unused
     missing = [k for k in missing if k not in counts]  # when momentum is set: left as they are
-    parts = tuple(getattr(unwrap(model), "weights_may_lack", ()))
+    parts = tuple(getattr(unwrap(model), "weights_may_lack", ()) if lacking_ok else ())
     lacked = [p for p in parts if not any(k.startswith(p) for k in state)]  # the whole part
     kept = [k for k in missing if k.startswith(tuple(lacked))]
     missing = [k for k in missing if k not in kept]

@@ -232,9 +232,15 @@ class MetricsLogger(Hook):
         for leftover in self.run_dir.glob(".*.tmp"):  # a rewrite a crash interrupted
             leftover.unlink(missing_ok=True)
         if path.exists():  # resumed or restarted: forget what came after the checkpoint
-            kept = [
-                x for x in path.read_text().splitlines() if 0 <= _step_of(x) <= loop.step
-            ]  # a line a crash cut off (-1) goes too
+            owed = any(getattr(h, "owed", None) == loop.step for h in getattr(loop, "hooks", []))
+            kept = [  # a line a crash cut off (-1) goes too, and an evaluation run again now
+                x
+                for x in path.read_text().splitlines()
+                if 0 <= _step_of(x) <= loop.step
+                and not (
+                    owed and _step_of(x) == loop.step and ('"eval/' in x or '"validator/' in x)
+                )
+            ]
             write_text_atomically(path, "".join(x + "\n" for x in kept))
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115
         if self.tensorboard:
@@ -264,7 +270,7 @@ class MetricsLogger(Hook):
                 writer.close()
             warnings.warn(
                 f"TensorBoard's log could not be written ({e}): the run goes on without it "
-                "(metrics.jsonl holds every record; a resumed run writes it again)",
+                "(metrics.jsonl holds every record)",
                 stacklevel=2,
             )
 
@@ -749,10 +755,12 @@ class Checkpointer(Hook):
         self.best_file = self._recorded_best_file(folder)
         recorded = "selection" in state  # (older checkpoints hold only the best value)
         own = self.best_file is None or self.best_file.name != "best.pt"
-        if recorded and folder == self.directory and own and process_info().is_main:
-            self._set_aside_best()
+        if recorded and own and process_info().is_main:
+            if folder == self.directory:
+                self._set_aside_best()
             if self.best_file is not None:  # the best state's own checkpoint is on disk
-                here = self.directory / "best.pt"
+                here = self.directory / "best.pt"  # (also when resumed into a new folder)
+                here.parent.mkdir(parents=True, exist_ok=True)
                 copy = here.with_name(f".{here.name}.tmp")
                 shutil.copyfile(self.best_file, copy)
                 copy.replace(here)
