@@ -161,27 +161,37 @@ def test_a_metric_without_the_primary_score_through_mic_train(tmp_path):
     assert "(no labels)" not in out.stdout + out.stderr  # the test set is labelled
 
 
-def test_an_evaluation_of_the_teacher_alone_in_a_run_without_one_is_refused_before_training():
-    """Evaluation(models=('teacher',)) of a loop without a teacher scored nothing: every
-    evaluation a '(no labels)' summary, and no error."""
-    import mic
-    from mic.core import ConfigError
-
+def _tiny_task_and_loader():
     task = ClassificationTask(3)
     data = TensorDataset(torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,)))
-    loader = DataLoader(data, 4, drop_last=True, collate_fn=task.collate)
+    return task, DataLoader(data, 4, drop_last=True, collate_fn=task.collate)
+
+
+def _source_only_loop(task, loader, iterations, hooks):
+    import mic
+
     student = tiny_model()
-    evaluation = mic.Evaluation(task, loader, models=("teacher",))
-    loop = mic.AdaptationLoop(
+    return mic.AdaptationLoop(
         task,
         student,
         mic.UDAMethod({"source": mic.SourceSupervision()}),
         torch.optim.SGD(student.parameters(), 0.1),
         loader,
         loader,
-        iterations=2,
-        hooks=[evaluation],
+        iterations=iterations,
+        hooks=hooks,
     )
+
+
+def test_an_evaluation_of_the_teacher_alone_in_a_run_without_one_is_refused_before_training():
+    """Evaluation(models=('teacher',)) of a loop without a teacher scored nothing: every
+    evaluation a '(no labels)' summary, and no error."""
+    import mic
+    from mic.core import ConfigError
+
+    task, loader = _tiny_task_and_loader()
+    evaluation = mic.Evaluation(task, loader, models=("teacher",))
+    loop = _source_only_loop(task, loader, 2, [evaluation])
     with pytest.raises(ConfigError, match=r"scores only \['teacher'\], but the method has no"):
         loop.run()
     assert loop.step == 0
@@ -244,22 +254,10 @@ def test_a_record_a_later_hook_could_not_take_is_owed_and_tensorboard_failures_d
         def on_record(self, loop, record):
             raise OSError("no space left on device")
 
-    task = ClassificationTask(3)
-    data = TensorDataset(torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,)))
-    loader = DataLoader(data, 4, drop_last=True, collate_fn=task.collate)
-    student = tiny_model()
+    task, loader = _tiny_task_and_loader()
     evaluation = mic.Evaluation(task, loader, interval=1)
     logger = MetricsLogger(tmp_path, interval=1, tensorboard=True)
-    loop = mic.AdaptationLoop(
-        task,
-        student,
-        mic.UDAMethod({"source": mic.SourceSupervision()}),
-        torch.optim.SGD(student.parameters(), 0.1),
-        loader,
-        loader,
-        iterations=3,
-        hooks=[evaluation, logger, Refuses()],
-    )
+    loop = _source_only_loop(task, loader, 3, [evaluation, logger, Refuses()])
     with pytest.raises(OSError, match="no space"):
         loop.run()
     assert loop.step == 1 and evaluation.history == [] and evaluation.owed == 1
