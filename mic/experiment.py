@@ -323,9 +323,11 @@ def load_run(
         raise ConfigError(f"model must be 'student' or 'teacher', got {model!r}")
     try:  # before any building: CUDA asked of a machine without it, a misspelt device
         device = resolve_device(str(device))
-    except RuntimeError:  # torch's words for a misspelt one
+    except (RuntimeError, ConfigError) as e:  # torch's words, or mic-train's (device=...)
+        why = f"{e}".split("; use")[0].split(" but ", 1)[-1] if isinstance(e, ConfigError) else ""
         raise ConfigError(
-            f"device must be cpu, cuda, cuda:<index>, mps or auto, got {device!r}"
+            f"load_run(device={device!r}): {why + '; ' if why else ''}give 'cpu', 'cuda', "
+            "'cuda:<index>', 'mps' or 'auto' (CUDA where there is one)"
         ) from None
     cfg = OmegaConf.load(folder / "config.yaml")
     task: Task = instantiate(cfg.task)

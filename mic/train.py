@@ -33,6 +33,7 @@ from mic.experiment import (
     Experiment,
     check_writable,
     continue_with,
+    folder_option,
     format_summary,
     holds_run,
     lock_run_folder,
@@ -211,7 +212,7 @@ def _main(cfg: DictConfig) -> None:
         _job_failed(
             "hydra.job.chdir=true runs the job in its run folder, where the relative paths of "
             "the config (data roots, init_from, resume) would not be found: mic-train reads "
-            "them from the folder it is started in and writes into hydra.run.dir; leave "
+            f"them from the folder it is started in and writes into {folder_option()}; leave "
             "hydra.job.chdir out",
             run_dir,
         )
