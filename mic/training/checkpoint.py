@@ -67,6 +67,19 @@ def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
     _replace(path, _temporary(path), lambda f: f.write(text.encode("utf-8")))
 
 
+def copy_atomically(source: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Copy the file ``source`` to ``path`` as ``write_text_atomically`` writes (a temporary
+    file beside ``path``, fsynced, renamed over it).
+
+    Raises:
+        OSError: ``source`` cannot be read or the folder written (the temporary file is
+            removed).
+    """
+    path = Path(path)
+    with open(source, "rb") as f:
+        _replace(path, _temporary(path), lambda out: shutil.copyfileobj(f, out))
+
+
 def _umask() -> int:
     """The process's umask, read without changing it where Linux says it (setting it to read
     it gives files that other threads create meanwhile, TensorBoard's, no mask)."""
@@ -332,7 +345,7 @@ def initial_weights_file(
         if (folder / f"{model}.pt").is_file():
             return folder / f"{model}.pt"
         found = [latest_checkpoint(folder), folder / "best.pt"]
-        steps = {f: step for f in found if f and (step := _step(f)) is not None}
+        steps = {f: step for f in found if f and (step := checkpoint_step(f)) is not None}
         if not steps:
             raise ConfigError(
                 f"{key}: the folder '{folder}' holds no {model}.pt and no readable iter_*.pt "
@@ -353,13 +366,14 @@ def _within(path: str | os.PathLike[str], file: Path, model: str) -> str:
     return "student" if Path(path).is_dir() and file.name == f"{model}.pt" else model
 
 
-def _step(path: Path) -> int | None:
-    """The iteration of the checkpoint ``path`` (read memory-mapped), None where it is no
-    readable one (or no file)."""
+def checkpoint_step(path: str | os.PathLike[str]) -> int | None:
+    """The iteration the checkpoint ``path`` holds (read memory-mapped), None where it is no
+    readable one (or no file) or records none."""
     try:
-        return int(load_checkpoint(path, mmap=True)["step"])
+        step = load_checkpoint(path, mmap=True).get("step")
     except CheckpointError:
         return None
+    return None if step is None else int(step)
 
 
 def _choice(key: str, model: str) -> str:

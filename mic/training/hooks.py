@@ -27,6 +27,8 @@ from mic.core.loop import AdaptationLoop, Hook
 from mic.core.task import check_task
 from mic.training.batches import labelled_batch
 from mic.training.checkpoint import (
+    checkpoint_step,
+    copy_atomically,
     load_checkpoint,
     save_checkpoint,
     save_weights,
@@ -761,9 +763,7 @@ class Checkpointer(Hook):
             if self.best_file is not None:  # the best state's own checkpoint is on disk
                 here = self.directory / "best.pt"  # (also when resumed into a new folder)
                 here.parent.mkdir(parents=True, exist_ok=True)
-                copy = here.with_name(f".{here.name}.tmp")
-                shutil.copyfile(self.best_file, copy)
-                copy.replace(here)
+                copy_atomically(self.best_file, here)
                 self.best_file = here
 
     def _set_aside_best(self) -> None:
@@ -797,11 +797,8 @@ class Checkpointer(Hook):
         if entry is None:
             return None
         for candidate in (folder / "best.pt", folder / f"iter_{int(entry['step']):08d}.pt"):
-            try:
-                if load_checkpoint(candidate, mmap=True).get("step") == entry["step"]:
-                    return candidate
-            except CheckpointError:  # none, or unreadable
-                continue
+            if checkpoint_step(candidate) == entry["step"]:  # (None: none, or unreadable)
+                return candidate
         return None
 
     def before_run(self, loop: AdaptationLoop) -> None:
