@@ -591,8 +591,9 @@ def best_metric_key(cfg: DictConfig, task: Task) -> str:
                 f"eval.models=[{parts[1]},...] to follow the {parts[1]}'s"
             )
         by = parts[2]
+    labelled = cfg.dataset.get("test") is not None  # dataset.test=null: validators alone
     if by in (None, "", task.primary_metric):
-        if cfg.dataset.get("test") is None:
+        if not labelled:
             raise ConfigError(
                 f"dataset.test=null: without a labelled target there is no "
                 f"{task.primary_metric} to choose best.pt by; choose it by a label-free "
@@ -602,7 +603,6 @@ def best_metric_key(cfg: DictConfig, task: Task) -> str:
     if by not in VALIDATORS:
         from mic.schema import did_you_mean, spelled_alike
 
-        labelled = cfg.dataset.get("test") is not None  # else no labelled metric to offer
         names = [*VALIDATORS, *[task.primary_metric] * labelled]
         alike = spelled_alike(str(by), names)  # IM for im
         other = f" Did you mean: {alike}?" if alike else did_you_mean(str(by), names)

@@ -106,16 +106,16 @@ def _group_hint(said: str) -> str:
         return ""  # mic's own class given an argument it lacks: the message says which
     key, extra = group.group(1), unexpected.group(1)
     top = key.split(".")[0]  # the config group (dataset for dataset.source)
-    said = (
+    hint = (
         f". A _target_ of your own under {key} is given the other keys of its config too "
         f"({key}.{extra} among them): drop them (~{key}.{extra}), or "
     )
     if top == "method":  # one loss term among others
-        return said + (
+        return hint + (
             f"add yours as a term of its own (+method.terms.mine._target_=...) and switch this "
             f"one off ({key}=null)"
         )
-    return said + (
+    return hint + (
         f"replace the whole {top} config: a {top}/<name>.yaml of yours chosen with "
         f"{top}=<name>, or 'override /{top}: null' in an experiment file (docs/new_task.md)"
     )
