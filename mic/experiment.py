@@ -143,21 +143,38 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str, group: ProcessInfo | None = None) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu or auto")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ConfigError(
-            f"device={name} but this machine has {torch.cuda.device_count()} CUDA devices "
-            "(cuda:0 ...); use device=cuda or one of those"
-        )
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device={name} but MPS is not available here; use device=cpu or auto")
+    """The device of mic-train's ``device=<name>`` (this process's GPU under torchrun).
+
+    Raises:
+        ConfigError: a device that this machine does not have.
+        RuntimeError: a ``name`` that is no device (torch's words).
+    """
+    device = _named_device(name)
+    if unavailable := _unavailable(device):
+        why, instead = unavailable
+        raise ConfigError(f"device={name} but {why}; use device={instead}")
     if device.type == "cuda" and group is not None and group.enabled:
         device = torch.device("cuda", group.local_rank)
     return device
+
+
+def _named_device(name: str) -> torch.device:
+    """``torch.device(name)``, with ``"auto"`` CUDA where there is one, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _unavailable(device: torch.device) -> tuple[str, str] | None:
+    """Why this machine lacks ``device``, and the settings to use instead (None: it has it)."""
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "CUDA is not available here", "cpu or auto"
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        return f"this machine has {count} CUDA devices (cuda:0 ...)", "cuda or one of those"
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        return "MPS is not available here", "cpu or auto"
+    return None
 
 
 def make_loader(
@@ -321,14 +338,15 @@ def load_run(
         )
     if model not in ("student", "teacher"):
         raise ConfigError(f"model must be 'student' or 'teacher', got {model!r}")
-    try:  # before any building: CUDA asked of a machine without it, a misspelt device
-        device = resolve_device(str(device))
-    except (RuntimeError, ConfigError) as e:  # torch's words, or mic-train's (device=...)
-        why = f"{e}".split("; use")[0].split(" but ", 1)[-1] if isinstance(e, ConfigError) else ""
+    try:  # before any building: a misspelt device, CUDA asked of a machine without it
+        why = (_unavailable(chosen := _named_device(str(device))) or ("",))[0]
+    except RuntimeError:  # torch's words for no device
+        why = "no such device"
+    if why:
         raise ConfigError(
-            f"load_run(device={device!r}): {why + '; ' if why else ''}give 'cpu', 'cuda', "
-            "'cuda:<index>', 'mps' or 'auto' (CUDA where there is one)"
-        ) from None
+            f"load_run(device={device!r}): {why}; give 'cpu', 'cuda', 'cuda:<index>', 'mps' or "
+            "'auto' (CUDA where there is one)"
+        )
     cfg = OmegaConf.load(folder / "config.yaml")
     task: Task = instantiate(cfg.task)
     net: nn.Module = instantiate(_without_pretrained_weights(cfg.model))
@@ -337,7 +355,7 @@ def load_run(
     plain = checkpoint is not None and not is_readable_checkpoint(checkpoint)
     which = "student" if plain else model  # strictly: no part left as initialised
     load_initial_weights(net, checkpoint or folder, "load_run", which, lacking_ok=False)
-    return task, net.to(device).eval()
+    return task, net.to(chosen).eval()
 
 
 def _without_pretrained_weights(node: Any) -> Any:
