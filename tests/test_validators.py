@@ -452,6 +452,13 @@ def test_cli_without_a_labelled_target_chooses_best_pt_by_a_validator(tmp_path):
     assert summary["best_checkpoint"]["step"] == best["step"]
     assert load_checkpoint(run / "checkpoints" / "best.pt")["step"] == best["step"]
     assert "no labelled target: the iteration alone" in out.stdout
+    for r in evaluations:  # the console shows the scores that choose (it showed none)
+        score = {k.split("/")[-1]: v for k, v in r.items() if k.startswith("validator/student/")}
+        said = f"student entropy {score['entropy']:.4g}, im {score['im']:.4g}"
+        assert (
+            f"[iteration {r['step']}] target (no labels), validators (higher is better): {said}"
+            in out.stdout + out.stderr
+        )
     # without a validator to choose by: refused before training, naming the way
     out = _cli(*TINY, "dataset.test=null", f"hydra.run.dir={tmp_path / 'refused'}")
     assert out.returncode == 2 and "Traceback" not in out.stderr

@@ -566,7 +566,7 @@ class Evaluation(Hook):
 
     def score(self, loop: AdaptationLoop) -> dict[str, Any]:
         record: dict[str, Any] = {"step": loop.step}
-        lines = []
+        lines, unlabelled = [], []
         references = None
         validation = self.validation
         if validation is not None and validation.needs_reference and loop.teacher is not None:
@@ -583,13 +583,19 @@ class Evaluation(Hook):
                 if self.validation is not None:
                     found = self.validation.score(self.task, model, loop.device, references)
                     record.update({f"validator/{name}/{k}": v for k, v in found.items()})
+                    said = ", ".join(f"{k} {v:.4g}" for k, v in found.items())
+                    unlabelled.append(f"{name} {said}")
             record[f"eval/{name}/protocol"] = self.protocol(model)
             record.update({f"eval/{name}/{k}": v for k, v in scores.items()})
             primary = scores.get(self.task.primary_metric)
             if isinstance(primary, float):
                 shown = shown_metric(primary, in_percent(self.task), unit="")
                 lines.append(f"{name} {self.task.primary_metric} {shown}")
-        record["summary"] = f"[iteration {loop.step}] target " + (", ".join(lines) or "(no labels)")
+        said = ", ".join(lines)
+        if not said:  # label-free: the validators' scores, which choose best.pt
+            said = "(no labels)" + (", validators (higher is better): " if unlabelled else "")
+            said += "; ".join(unlabelled)
+        record["summary"] = f"[iteration {loop.step}] target {said}"
         return record
 
 
