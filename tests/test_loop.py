@@ -455,6 +455,40 @@ def test_a_term_that_replaces_the_batch_or_changes_the_labels_in_place_is_named(
         loop.train_step()
 
 
+def _relabel_first_box_dict(ctx):
+    ctx.source_targets[0]["labels"] = ctx.source_targets[0]["labels"] * 0
+
+
+def test_a_term_that_gives_a_source_box_dict_new_labels_is_named():
+    """Detection's source labels are a list of dicts: a new tensor put in a dict left every
+    in-place counter as it was, and the terms after it trained on the new labels."""
+    from tests.test_random_streams import _detection_loop
+
+    loop = _detection_loop({"x": _Replaces(_relabel_first_box_dict)}, with_mic=False)
+    with pytest.raises(ConfigError, match=r"loss term 'x' changed the batch's images or the sour"):
+        loop.train_step()
+
+
+class _RelabelsPseudoBoxes(LossTerm):
+    uses_pseudo_labels = True
+
+    def forward(self, ctx):
+        boxes = ctx.pseudo_labels.labels[0]
+        boxes["labels"] = boxes["labels"] * 0  # a new tensor in the teacher's box dict
+        return ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets)
+
+
+def test_pseudo_boxes_given_new_labels_by_one_term_are_refused_to_the_next():
+    import mic
+    from tests.test_random_streams import _detection_loop
+
+    terms = {"x": _RelabelsPseudoBoxes(), "self_training": mic.SelfTraining(None, "none")}
+    loop = _detection_loop(terms, with_mic=False)
+    loop.step = loop.adaptation_start
+    with pytest.raises(ConfigError, match=r"changed in place after loss term\(s\) 'x' read them"):
+        loop.train_step()
+
+
 def test_a_run_ended_by_a_stop_request_trains_on_when_run_again():
     """A notebook cell run again after Ctrl-C: the stop was that run's, not the next one's."""
     from mic import Hook

@@ -63,15 +63,23 @@ class RandomStream:
         return RandomStream(stream_seed(self.seed, index))
 
 
-def versions_of(obj: Any) -> list[int]:
-    """The in-place change counters of every tensor in ``obj`` (nested dataclass fields,
-    lists, tuples and dicts)."""
+def versions_of(obj: Any) -> list[tuple[Tensor, int]]:
+    """Every tensor in ``obj`` (nested dataclass fields, lists, tuples and dicts) with its
+    in-place change counter."""
     if isinstance(obj, Tensor):
-        return [] if obj.is_inference() else [obj._version]
+        return [] if obj.is_inference() else [(obj, obj._version)]
     if isinstance(obj, PseudoLabels):
         obj = [obj.labels, obj.confidence, obj.valid, obj.keep]
     items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
     return [v for item in items for v in versions_of(item)]
+
+
+def changed_since(before: list[tuple[Tensor, int]], obj: Any) -> bool:
+    """Whether a tensor of ``obj`` changed in place or was replaced since ``versions_of``."""
+    after = versions_of(obj)
+    return len(after) != len(before) or any(
+        x is not y or u != v for (x, u), (y, v) in zip(before, after)
+    )
 
 
 #: what maskers and augmentations draw from: a stream, a generator, or None (torch's global one)
@@ -158,7 +166,7 @@ class IterationContext:
         self._target_images, _ = split_sample(target)
         self._layout = (seed, rank, world_size, micro, micro_batches)
         self._pseudo: PseudoLabels | None = None
-        self._pseudo_versions: list[int] | None = None  # their tensors' in-place change counters
+        self._pseudo_versions: list[tuple[Tensor, int]] | None = None  # see versions_of
         self._readers: list[str] = []  # the terms that read them
         self._shared: dict[SharedForward, Any] = {}
         self._streams: dict[str, RandomStream] = {}
@@ -207,10 +215,9 @@ class IterationContext:
         Raises:
             ConfigError: there is no teacher, or a term that read them changed them in place.
         """
-        versions = versions_of(self._pseudo) if self._pseudo is not None else None
         if self._pseudo_versions is None:  # made here below, or set from outside
-            self._pseudo_versions = versions
-        elif versions != self._pseudo_versions:
+            self._pseudo_versions = versions_of(self._pseudo) if self._pseudo is not None else None
+        elif changed_since(self._pseudo_versions, self._pseudo):
             raise ConfigError(
                 f"the pseudo-labels (or weights made from their confidence) were changed in place "
                 f"after loss term(s) {', '.join(map(repr, self._readers))} read them, and loss "

@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from mic.core.batch import EndlessLoader, move_to, split_sample
-from mic.core.context import IterationContext, versions_of
+from mic.core.context import IterationContext, changed_since, versions_of
 from mic.core.errors import ConfigError, DatasetError
 from mic.core.method import UDAMethod
 from mic.core.task import Task, check_task
@@ -387,7 +387,7 @@ class AdaptationLoop:
                         e.add_note(f"(raised in loss term {name!r} at iteration {ctx.step + 1})")
                     raise
                 swapped = ctx.source_images is not batch[0] or ctx.source_targets is not batch[1]
-                if swapped or versions_of(batch) != versions:
+                if swapped or changed_since(versions, batch):
                     raise ConfigError(
                         f"loss term {name!r} changed the batch's images or the source's labels "
                         "in place or replaced them (e.g. x.add_(noise), ctx.source_images = x): "
