@@ -877,7 +877,7 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
         models=list(cfg.eval.models),
         adabn_loader=adabn,
         adabn_batches=int(cfg.eval.adabn_batches),
-        at=[start] if start > 0 else [],
+        at=[start] if start > 0 or cfg.init_from is not None else [],  # the start model's
         validation=build_validation(cfg, method, adabn),
     )
     hooks.append(evaluation)
@@ -1257,7 +1257,8 @@ def check_writable(run_dir: Path, create: bool = True, option: str | None = None
 
 
 def summarize(exp: Experiment) -> dict[str, Any]:
-    """Target scores before adaptation (at ``adaptation_start``, if > 0) and at the end, and
+    """Target scores before adaptation (at ``adaptation_start``, if > 0 or the run started
+    from ``init_from``) and at the end, and
     which evaluation each label-free validator (and the labelled metric, the best possible)
     would pick, per evaluated model, with the labelled metric there (``selection``)."""
     metric = exp.task.primary_metric
@@ -1271,7 +1272,7 @@ def summarize(exp: Experiment) -> dict[str, Any]:
         "device": str(loop.device),  # what device=auto chose
     }
     start = exp.loop.adaptation_start
-    before = [r for r in history if r["step"] == start and start > 0]
+    before = [r for r in history if r["step"] == start]  # (0: of a run from init_from)
     for label, records in (("before_adaptation", before), ("after_adaptation", history[-1:])):
         if records and any(k.endswith(f"/{metric}") for k in records[0]):  # (dataset.test=null)
             r = records[0]

@@ -56,6 +56,26 @@ def test_a_resumed_run_keeps_its_own_weights(source_run, tmp_path):
     assert _equal(exp.student.state_dict(), last)
 
 
+def test_a_run_from_init_from_scores_the_start_model_before_adaptation(source_run, tmp_path):
+    """With adaptation_start=0 (the recipe from a converged source model) the start model was
+    never scored: the summary had no 'before adaptation' to measure the adaptation against."""
+    import json
+
+    run = tmp_path / "run"
+    summary = run_experiment(load_config([*TINY, f"init_from={source_run}"]), run)
+    source = json.loads((source_run / "summary.json").read_text())["after_adaptation"]
+    before = summary["before_adaptation"]
+    assert before["step"] == 0  # the source model's final score, scored again: the same
+    assert before["student"] == before["teacher"] == source["student"]
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "eval/student/accuracy" in r] == [0, 4]
+    trained = load_checkpoint(run / "checkpoints" / "iter_00000004.pt")["student"]
+    unscored = build_experiment(load_config([*TINY, f"init_from={source_run}"]), tmp_path / "u")
+    unscored.evaluation.at.discard(0)  # the score at 0 leaves training as it was
+    unscored.loop.run()
+    assert _equal(unscored.student.state_dict(), trained)
+
+
 def test_weights_saved_from_a_ddp_wrapped_model_load_without_their_prefix(source_run, tmp_path):
     saved = torch.load(source_run / "checkpoints" / "student.pt", weights_only=True)
     path = tmp_path / "ddp_student.pt"

@@ -334,7 +334,8 @@ class Evaluation(Hook):
         models: which models are scored: ``student``, ``teacher`` (one name alone is a list
             of one).
         adabn_loader, adabn_batches: the AdaBN protocol (see above).
-        at: further iterations to evaluate at.
+        at: further iterations to evaluate at; 0 is the start model's score, taken when the
+            run starts by ``OwedEvaluation(evaluation)`` (listed after every other hook).
         validation: the label-free validators (``mic.training.validators``).
 
     Raises:
@@ -530,10 +531,11 @@ class Evaluation(Hook):
         return record
 
     def run_owed(self, loop: AdaptationLoop) -> None:
-        """The evaluation a stop request or an error cut short at this iteration (``owed``), if
-        any: to be called when every hook has started (``OwedEvaluation``), before training
-        goes on."""
-        if self.owed is not None and self.owed == loop.step:
+        """The evaluation a stop request or an error cut short at this iteration (``owed``),
+        or the start model's (``at`` holds 0, a run at iteration 0 not yet scored), if any: to
+        be called when every hook has started (``OwedEvaluation``), before training goes on."""
+        at_start = loop.step == 0 and 0 in self.at and not self.history
+        if (self.owed is not None and self.owed == loop.step) or at_start:
             self.owed = None
             self.run(loop)
         elif self.owed is not None and self.owed > loop.step:  # resumed from before it
@@ -629,8 +631,9 @@ class _Stoppable:
 class OwedEvaluation(Hook):
     """Runs, when every other hook has started, the evaluation that a stop request or an error
     cut short at the iteration this run resumes from (``Evaluation.run_owed``), before training goes
-    on: so that its record, ``best.pt`` and ``metrics.jsonl`` are those of a run never stopped.
-    List it after every other hook.
+    on: so that its record, ``best.pt`` and ``metrics.jsonl`` are those of a run never stopped;
+    and the start model's evaluation that ``Evaluation(at=[0, ...])`` asks for. List it after
+    every other hook.
 
     Args:
         evaluation: the loop's ``Evaluation`` hook.
