@@ -8,6 +8,8 @@ record keeps such a run from training on as if nothing had been pressed."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 import threading
@@ -34,6 +36,22 @@ def catch_interrupts() -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _interrupt)
         signal.signal(signal.SIGTERM, _interrupt)
+
+
+def leave_at_next_signal() -> None:
+    """The command has ended and said so (its run saved, or stopped and its checkpoint named):
+    from now on a Ctrl-C or SIGTERM ends the process at once (status 128 + the signal), not
+    with the tracebacks of the clean-up it interrupts (a DataLoader joining its workers)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _leave)
+        signal.signal(signal.SIGTERM, _leave)
+
+
+def _leave(signum: int, _: Any) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # (a write the signal interrupted)
+            stream.flush()
+    os._exit(128 + signum)
 
 
 def interrupted() -> bool:

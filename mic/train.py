@@ -27,7 +27,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from mic.cli import catch_interrupts, exit_interrupted, interrupted
+from mic.cli import catch_interrupts, exit_interrupted, interrupted, leave_at_next_signal
 from mic.core.errors import ConfigError, MicError
 from mic.experiment import (
     Experiment,
@@ -920,9 +920,11 @@ def main() -> None:
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt) or interrupted():
             exit_interrupted()
+        leave_at_next_signal()  # (a run stopped by its first Ctrl-C: said and saved)
         raise
     if interrupted():
         exit_interrupted()
+    leave_at_next_signal()
 
 
 def _command() -> None:

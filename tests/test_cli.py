@@ -1,5 +1,6 @@
 """The command line end to end, and the clear errors it gives for bad input."""
 
+import contextlib
 import importlib.resources
 import json
 import signal
@@ -179,6 +180,34 @@ def test_a_signal_while_mic_train_imports_torch_is_one_line_not_a_traceback(tmp_
     out = process.communicate(timeout=120)[0]
     assert process.returncode == 128 + sig, out
     assert "Traceback" not in out and said in out, out
+
+
+def test_a_second_ctrl_c_after_the_stop_was_reported_ends_mic_train_without_tracebacks(tmp_path):
+    """The terminal's Ctrl-C reaches the whole process group. A second one, pressed while the
+    loader's workers were being joined after the stop message, printed their __del__'s
+    KeyboardInterrupt tracebacks ("Exception ignored in ...")."""
+    import os
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from mic.cli import main; main()", *TINY, "iterations=5000",
+         "loader.num_workers=2", "device=cpu", f"hydra.run.dir={tmp_path}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    lines = []
+    for line in process.stdout:  # type: ignore[union-attr]
+        lines.append(line)
+        if "checked the data before training" in line:
+            time.sleep(3)  # training, its workers running
+            os.killpg(process.pid, signal.SIGINT)
+        if "mic: stopped by SIGINT" in line:
+            time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):  # (it may have ended already)
+                os.killpg(process.pid, signal.SIGINT)
+    out = "".join(lines) + process.communicate(timeout=120)[0]
+    assert process.returncode in (128 + signal.SIGINT, -signal.SIGINT), out
+    assert "mic: stopped by SIGINT" in out and "resume=auto" in out
+    assert "Traceback" not in out and "Exception ignored" not in out, out
+    assert (tmp_path / "checkpoints").is_dir()
 
 
 #: run mic-train's entry point with a Ctrl-C that arrives while ``sys.argv[1]`` is imported,
