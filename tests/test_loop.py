@@ -245,7 +245,14 @@ def test_pseudo_labels_in_another_layout_than_their_labels_are_refused():
     ):
         PseudoLabels(labels, torch.ones(4, 1))
     with pytest.raises(ConfigError, match=r"valid has the layout 3 and their labels 2"):
-        PseudoLabels([{}, {}], [torch.ones(1)] * 2, valid=[torch.ones(1)] * 3)
+        PseudoLabels([{}, {}], [torch.ones(1)] * 2, valid=[torch.ones(1, dtype=torch.bool)] * 3)
+    # a mask of another dtype: a 0/255 one weighed its pseudo-labels 255 times, silently
+    with pytest.raises(ConfigError, match=r"valid must be a bool mask, got torch.uint8: give mask"):
+        PseudoLabels(labels, torch.ones(4), valid=torch.full((4,), 255, dtype=torch.uint8))
+    with pytest.raises(ConfigError, match=r"valid must be a bool mask, got torch.float32: give"):
+        PseudoLabels(
+            [{}, {}], [torch.ones(1)] * 2, [torch.ones(1, dtype=torch.bool), torch.ones(1)]
+        )
     # no tensor or list at all: a number, a dict
     with pytest.raises(ConfigError, match=r"confidence is a float, not a tensor or a list"):
         PseudoLabels(labels, 0.9)

@@ -36,7 +36,8 @@ class PseudoLabels:
 
     def __post_init__(self) -> None:
         """Raise ``ConfigError`` when ``confidence`` or ``valid`` is no tensor or list of
-        tensors, or not in the labels' layout (tensor labels' shape, one per list label)."""
+        tensors, or not in the labels' layout (tensor labels' shape, one per list label), or
+        ``valid`` not bool."""
         size = lambda x: tuple(x.shape) if isinstance(x, Tensor) else len(x)  # noqa: E731
         first = lambda x: x.shape[:1] if isinstance(x, Tensor) else (len(x),)  # noqa: E731
         for name in ("confidence", "valid"):
@@ -46,6 +47,13 @@ class PseudoLabels:
             if not isinstance(x, (Tensor, list, tuple)):
                 kind = type(x).__name__
                 raise ConfigError(f"pseudo-labels' {name} is a {kind}, not a tensor or a list")
+            masks = [x] if isinstance(x, Tensor) else x
+            got = {str(getattr(v, "dtype", type(v).__name__)) for v in masks} - {"torch.bool"}
+            if name == "valid" and got:  # a 0/255 mask weighed 255 times, silently
+                raise ConfigError(
+                    f"pseudo-labels' valid must be a bool mask, got {', '.join(sorted(got))}: give "
+                    "mask > 0 (weights of one's own belong in confidence)"
+                )
             if not isinstance(labels, (Tensor, list)):
                 continue  # labels of the task's own kind (a dict, a tuple of heads)
             same = type(x) is type(labels)  # the same layout; a tensor and a list: one per image
