@@ -245,8 +245,12 @@ def test_pseudo_labels_of_another_layout_than_the_targets_are_warned_of():
         prediction.argmax(1, keepdim=True), prediction.softmax(1).max(1, keepdim=True).values
     )
     ctx = loop.context(0)
-    with pytest.warns(UserWarning, match=r"labels of shape \(\d+, 1\) where the source's"):
+    said = r"labels of shape \((\d+), 1\) \(the teacher's prediction: \(\1, 3\)\) where the so"
+    with pytest.warns(UserWarning, match=said) as warned:
         ctx.pseudo_labels  # noqa: B018 (predicted on first use)
+    assert "give the model's output and the pseudo-labels the targets' layout" in str(
+        warned[0].message
+    )
 
 
 class PairMasker(BlockMasker):

@@ -238,20 +238,23 @@ class IterationContext:
                 raise ConfigError(f"Task.pseudo_label returned a {kind}, not mic.PseudoLabels")
             if self.step == self.adaptation_start:  # one look at the values, not every step
                 self._pseudo.check_confidence()
-                self._check_layout()
+                self._check_layout(prediction)
             self._pseudo_versions = versions_of(self._pseudo)
         return self._pseudo
 
-    def _check_layout(self) -> None:
+    def _check_layout(self, prediction: Any) -> None:
         """Warn when tensor pseudo-labels and the source's targets differ in their number of
         dimensions ((B, 1) against (B,): a loss may broadcast them to B x B pairs)."""
         labels, source = self._pseudo.labels, self.source_targets  # type: ignore[union-attr]
         tensors = isinstance(labels, Tensor) and isinstance(source, Tensor)
         if tensors and labels.dim() != source.dim():
+            shape = tuple(prediction.shape) if isinstance(prediction, Tensor) else None
+            made = f" (the teacher's prediction: {shape})" if shape else ""
             warnings.warn(
-                f"Task.pseudo_label gives labels of shape {tuple(labels.shape)} where the source's "
-                f"targets are {tuple(source.shape)}: a loss that broadcasts them trains on pairs "
-                "of different samples; give pseudo-labels in the layout of the targets",
+                f"Task.pseudo_label gives labels of shape {tuple(labels.shape)}{made} where the "
+                f"source's targets are {tuple(source.shape)}: a loss that broadcasts them, or a "
+                "model's output of that layout against the targets, trains on pairs of different "
+                "samples; give the model's output and the pseudo-labels the targets' layout",
                 stacklevel=3,
             )
 
