@@ -354,8 +354,27 @@ def test_a_task_loss_takes_weights_and_rng_by_name_and_a_misnamed_one_is_refused
         own, student, mean_teacher(), optimizer, source, target, 2, teacher=teacher
     ).run()
     assert isinstance(own.seen, torch.Tensor)  # the pseudo-labels' weights reached it
-    with pytest.raises(ConfigError, match=r"MisnamedWeights.loss does not take weights=: "):
+    with pytest.raises(
+        ConfigError,
+        match=r"MisnamedWeights.loss does not take weights= \(it takes weight=: a typo\?\): ",
+    ):
         AdaptationLoop(MisnamedWeights(task), student, source_only(), optimizer, source, target, 2)
+    # beside **kwargs the loop's weights= landed there, ignored: every pseudo-label weighed 1
+    with pytest.raises(
+        ConfigError, match=r"KwargsTypo.loss does not take weights= \(it takes weight=: a typo"
+    ):
+        AdaptationLoop(KwargsTypo(task), student, source_only(), optimizer, source, target, 2)
+    AdaptationLoop(Wrapper(task), student, source_only(), optimizer, source, target, 2)
+
+
+class KwargsTypo(KeywordOnlyLoss):
+    def loss(self, model, images, targets, weight=None, rng=None, **kwargs):
+        return self.task.loss(model, images, targets, weight, rng=rng)
+
+
+class Wrapper(KeywordOnlyLoss):
+    def loss(self, *args, **kwargs):  # a task that hands every argument on
+        return self.task.loss(*args, **kwargs)
 
 
 class ShapeBug(LossTerm):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import inspect
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -171,12 +172,15 @@ class AdaptationLoop:
                 raise ConfigError(f"{name} must be an int (a whole number), got {value!r}")
         accepts = inspect.signature(task.loss).parameters.values()  # (m, x, y, weights=, rng=)
         named = {p.name for p in accepts if p.kind != inspect.Parameter.POSITIONAL_ONLY}
-        if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in accepts):
-            named |= {"weights", "rng"}
+        twins = {n: difflib.get_close_matches(n, named - {n}, 1, 0.7) for n in ("weights", "rng")}
+        if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in accepts):  # (a typo's twin:
+            named |= {n for n, twin in twins.items() if not twin}  # they'd land in **kwargs)
         missing = " and ".join(f"{n}=" for n in ("weights", "rng") if n not in named)
         if missing:
+            typo = " and ".join(f"{twin[0]}=" for twin in twins.values() if twin)
             raise ConfigError(
-                f"{type(task).__name__}.loss does not take {missing}: a Task's loss is "
+                f"{type(task).__name__}.loss does not take {missing}"
+                f"{f' (it takes {typo}: a typo?)' * bool(typo)}: a Task's loss is "
                 "loss(model, images, targets, weights=None, rng=None) (mic.Task), and the "
                 "loop passes both by name"
             )
