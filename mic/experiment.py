@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -327,8 +328,9 @@ def load_run(
     Raises:
         ConfigError: a folder without ``config.yaml``, a ``model`` of another name, a
             ``device`` that is no device or not here, a ``checkpoint`` that is no file, a
-            checkpoint without a teacher for ``model="teacher"``, or weights that do not fit
-            the model (see ``mic.training.load_initial_weights``).
+            checkpoint without a teacher for ``model="teacher"``, weights that do not fit
+            the model (see ``mic.training.load_initial_weights``), or a ``_target_`` of the
+            run's task or model that cannot be imported here.
     """
     folder = Path(run)
     if not (folder / "config.yaml").is_file():
@@ -348,8 +350,19 @@ def load_run(
             "'auto' (CUDA where there is one)"
         )
     cfg = OmegaConf.load(folder / "config.yaml")
-    task: Task = instantiate(cfg.task)
-    net: nn.Module = instantiate(_without_pretrained_weights(cfg.model))
+    try:
+        task: Task = instantiate(cfg.task)
+        net: nn.Module = instantiate(_without_pretrained_weights(cfg.model))
+    except InstantiationException as e:  # a _target_ of one's own that is not importable here
+        if not isinstance(e.__cause__, (ImportError, AttributeError)) and "locating" not in str(e):
+            raise
+        said = str(e).split(", set env var HYDRA_FULL_ERROR")[0].split("\n")[0]
+        raise ConfigError(
+            f"load_run('{folder}'): cannot build the run's task or model from its config.yaml "
+            f"({said}): a _target_ of one's own must be importable here, as it was for "
+            f"mic-train (from the current folder, {os.getcwd()}, or an installed package); run "
+            "from the folder that holds its module, or add that folder to sys.path"
+        ) from None
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise ConfigError(f"load_run: checkpoint '{checkpoint}' is no file")
     plain = checkpoint is not None and not is_readable_checkpoint(checkpoint)
@@ -714,8 +727,6 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
             while Hydra instantiated an object (the error itself, not Hydra's
             ``InstantiationException`` around it).
     """
-    from hydra.errors import InstantiationException
-
     with _determinism_restored(always=False):
         try:
             return _build_experiment(cfg, run_dir)

@@ -76,6 +76,22 @@ def test_a_run_from_init_from_scores_the_start_model_before_adaptation(source_ru
     assert _equal(unscored.student.state_dict(), trained)
 
 
+def test_load_run_of_a_task_of_one_s_own_not_importable_here_is_one_clear_error(
+    source_run, tmp_path
+):
+    """Hydra's InstantiationException came with its traceback; mic-train says what to do."""
+    from omegaconf import OmegaConf
+
+    import mic
+
+    cfg = OmegaConf.load(source_run / "config.yaml")
+    cfg.task._target_ = "my_own_tasks.DepthTask"  # importable where the run was started
+    (tmp_path / "run").mkdir()
+    OmegaConf.save(cfg, tmp_path / "run" / "config.yaml")
+    with pytest.raises(ConfigError, match=r"Error locating target 'my_own_tasks.DepthTask'\): a _"):
+        mic.load_run(tmp_path / "run")
+
+
 def test_weights_saved_from_a_ddp_wrapped_model_load_without_their_prefix(source_run, tmp_path):
     saved = torch.load(source_run / "checkpoints" / "student.pt", weights_only=True)
     path = tmp_path / "ddp_student.pt"
