@@ -41,7 +41,7 @@ class SourceSupervision(LossTerm):
         if isinstance(images, Tensor) or (  # the Task names; here before a loss meets None
             isinstance(images, Mapping) and not LABEL_KEYS & set(images)
         ):
-            require_targets(ctx.source_targets)
+            require_targets(ctx.source_targets, images)
         loss = ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets, rng=ctx.rng)
         return sum_parts(loss, self.part_weights)
 

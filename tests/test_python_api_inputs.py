@@ -470,6 +470,12 @@ def test_an_unlabelled_source_is_named_before_a_loss_of_ones_own_meets_none():
     unlabelled = DataLoader(modalities, 4, collate_fn=task.collate)
     with pytest.raises(DatasetError, match="the task's loss got images without targets"):
         run(task, unlabelled, unlabelled)
+    # the label under a key of its own: the message said only "images alone"
+    named = [{"rgb": torch.randn(3, 8, 8), "depth": torch.rand(8, 8)} for _ in range(8)]
+    unlabelled = DataLoader(named, 4, collate_fn=task.collate)
+    said = r"dicts with keys \['depth', 'rgb'\], read as one image of several inputs \(a dict"
+    with pytest.raises(DatasetError, match=said):
+        run(task, unlabelled, unlabelled)
 
 
 class _TuplePseudoLabels(_OwnTask):

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from mic.core.batch import LABEL_KEYS
 from mic.core.errors import DatasetError
 
 #: what the messages ask for
@@ -132,21 +133,29 @@ def _refuse_channels_last(images: Any) -> None:
         )
 
 
-def require_targets(targets: Any) -> None:
+def require_targets(targets: Any, images: Any = None) -> None:
     """Raise ``DatasetError`` when a supervised loss gets no targets: the source loader
     yields images alone (an unlabelled dataset).
 
     Args:
         targets: the targets part of a batch (``split_sample``), as a task's ``loss`` gets it.
+        images: its images part, for the message (a dict of images names its keys).
 
     Raises:
         DatasetError: ``targets`` is None.
     """
     if targets is None:
+        keys = sorted(map(str, images)) if isinstance(images, Mapping) else None
+        dicts = (  # {"image": x, "depth": y}: one image of two inputs, no label
+            f"; its samples are dicts with keys {keys}, read as one image of several inputs "
+            f"(a dict holding a key among {sorted(LABEL_KEYS)} is refused as a labelled one)"
+            if keys
+            else ""
+        )
         raise DatasetError(
             "the task's loss got images without targets: the source loader yields images "
-            "alone (an unlabelled dataset such as TensorDataset(x) or labelled=False), but the "
-            "source must be labelled; give it (image, label) samples, e.g. "
+            f"alone (an unlabelled dataset such as TensorDataset(x) or labelled=False){dicts}, "
+            "but the source must be labelled; give it (image, label) samples, e.g. "
             "TensorDataset(x, y), batched with collate_fn=task.collate"
         )
 
