@@ -190,6 +190,7 @@ def test_a_short_run_whose_every_iteration_was_skipped_is_an_error_not_a_success
     ) as e:
         loop.run()
     assert "nothing trained (NaN or Inf: 'source' in 3 iterations" in str(e.value)
+    assert "look for NaN or Inf in the images or the targets" in str(e.value)
     assert loop.skipped_steps == 3 and loop.step == 3
     partly = _loop(mean_teacher().with_terms(source=Poisoned(bad={0, 1})), iterations=3)
     partly.run()  # one iteration trained: the run stands

@@ -22,8 +22,9 @@ NanPolicy = Literal["skip", "stop", "ignore"]
 NAN_POLICIES = ("skip", "stop", "ignore")
 #: what to look at when losses are NaN or Inf (``nan_causes`` adds fp32 to mixed precision)
 NAN_CAUSES = (
-    "look for NaN or Inf in the images (the data check before training samples one per "
-    "split), lower the learning rate or clip gradients (max_grad_norm)"
+    "look for NaN or Inf in the images or the targets (e.g. depth maps with NaN where "
+    "nothing was measured; the data check before training samples one image per split), lower "
+    "the learning rate or clip gradients (max_grad_norm)"
 )
 
 
