@@ -291,6 +291,42 @@ def test_stated_size_of_the_stored_pixels_is_named(tmp_path):
     assert "++dataset.source.apply_exif_orientation=false" in message
 
 
+def _oriented(path, orientation: int, size=(16, 12)) -> None:
+    """A JPEG of ``size`` (W x H) with the EXIF ``orientation`` tag, its folder made."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size[1], size[0], 3), 90, np.uint8)).save(path, exif=exif)
+
+
+def test_labelled_images_turned_without_a_change_of_size_are_warned_of(tmp_path):
+    """A half turn or a mirror (EXIF 2, 3, 4) keeps the size: labels drawn on the stored
+    pixels were read against the turned image without a word (every object misplaced)."""
+    root = seg_tree(tmp_path / "seg", n=3)
+    (root / "img" / "0.png").unlink()
+    _oriented(root / "img" / "0.jpg", 3)
+    (root / "img" / "1.png").unlink()
+    _oriented(root / "img" / "1.jpg", 6, size=(12, 12))  # a square image turned a quarter
+    write_label(root / "lbl" / "1.png", two_class_label((12, 12)))
+    found = SegmentationFolder(root / "img", root / "lbl", num_classes=2).preflight()
+    assert [(p.file.rsplit("/", 1)[-1], p.warning) for p in found] == [
+        ("0.jpg", True),
+        ("1.jpg", True),
+    ]
+    assert found[0].detail == "EXIF orientation 3: turned 180 degrees"
+    assert "{reader}.apply_exif_orientation=false" in found[0].fix
+    as_stored = SegmentationFolder(
+        root / "img", root / "lbl", num_classes=2, apply_exif_orientation=False
+    )
+    assert as_stored.preflight() == []
+    images, ann = _coco_photo(tmp_path / "coco")
+    _oriented(images / "phone.jpg", 4, size=(20, 30))
+    (warned,) = CocoDetection(images, ann).preflight()
+    assert warned.warning and "mirrored upside down" in warned.detail and "boxes" in warned.fix
+    unlabelled = CocoDetection(images, ann, labelled=False).preflight()
+    assert not [p for p in unlabelled if "EXIF" in p.detail]  # no boxes to misplace
+
+
 # ------------------------------------------------------------------- segmentation labels
 def test_label_of_another_size_is_found_from_headers_and_resized_on_request(tmp_path):
     root = seg_tree(tmp_path / "seg", n=3)

@@ -541,6 +541,43 @@ def check_image(
     return header
 
 
+#: EXIF orientations that leave an image's size as it was (a mirror, a half turn)
+SIZE_KEEPING_TURNS = {
+    2: "mirrored left to right",
+    3: "turned 180 degrees",
+    4: "mirrored upside down",
+}
+
+
+def orientation_problem(
+    path: Path, header: ImageHeader, applied: bool, labels: str
+) -> Problem | None:
+    """A warning for a labelled image whose EXIF orientation mic applies and whose labels
+    keep their size either way (a mirror, a half turn, a quarter turn of a square image):
+    whether they were drawn on the turned or the stored pixels cannot be told from the files,
+    and the wrong reading trains on labels that miss their objects.
+
+    Args:
+        path: the image file.
+        header: its header (``read_header`` with ``applied``).
+        applied: the reader's ``apply_exif_orientation``.
+        labels: what its labels are called in the message (``"label maps"``, ``"boxes"``).
+    """
+    o = header.orientation
+    square = o in (5, 6, 7, 8) and header.width == header.height
+    if not applied or not (o in SIZE_KEEPING_TURNS or square):
+        return None
+    return Problem(
+        "labelled images whose EXIF orientation mic applies, their labels' size unchanged",
+        str(path),
+        f"EXIF orientation {o}: {SIZE_KEEPING_TURNS.get(o, 'a square image turned a quarter')}",
+        f"mic turns such images as image viewers do, and their {labels} must then match the "
+        "turned image; if they were drawn on the stored pixels (as some annotation tools "
+        "do), set {reader}.apply_exif_orientation=false.",
+        warning=True,
+    )
+
+
 def check_images(files: Sequence[Path], what: str) -> list[Problem]:
     """Every file present, its header readable, its mode convertible to RGB."""
     problems: list[Problem] = []

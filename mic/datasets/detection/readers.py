@@ -38,7 +38,14 @@ from mic.datasets.files import (
     read_text,
     visible,
 )
-from mic.datasets.preflight import Problem, check_image, header_problem, keep_or_raise, progress
+from mic.datasets.preflight import (
+    Problem,
+    check_image,
+    header_problem,
+    keep_or_raise,
+    orientation_problem,
+    progress,
+)
 from mic.schema import spelled_alike
 
 Target = dict[str, Tensor]
@@ -192,6 +199,8 @@ class DetectionDataset:
             header = check_image(path, problems, self.apply_exif_orientation)
             if header is None:
                 continue
+            turned = orientation_problem(path, header, self.apply_exif_orientation, "boxes")
+            problems += [turned] if turned and self.labelled else []
             size = (header.height, header.width)
             said = stated[i] if stated is not None else None
             if said is not None and said != size:

@@ -55,6 +55,7 @@ from mic.datasets.preflight import (
     crop_problems,
     header_problem,
     keep_or_raise,
+    orientation_problem,
     progress,
     sample_indices,
     unread_problems,
@@ -419,6 +420,11 @@ class SegmentationDataset:
                 sizes.append((image.height, image.width))
             if not labels or label_file is None or str(label_file) in missing:
                 continue
+            if image is not None:
+                turned = orientation_problem(
+                    image_file, image, self.apply_exif_orientation, "label maps"
+                )
+                problems += [turned] if turned else []
             try:
                 label = read_header(label_file, apply_exif_orientation=False)
             except DatasetError as e:
