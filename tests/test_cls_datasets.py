@@ -90,6 +90,12 @@ def test_visda_errors_name_the_problem(tmp_path):
         match=re.escape("label 12 (line 1: 'aeroplane/src_0 00.png 12'), outside the 12 classes"),
     ):
         VisDA2017(root, "synthetic")
+    listing.write_text("".join(f"aeroplane/src_0 00.png {y}\n" for y in (3, 1, 12, 7)))
+    with pytest.raises(DatasetError, match=r"12 classes \[0, 11\]; its labels run from 1 to the"):
+        VisDA2017(root, "synthetic")  # 1..12: numbered from 1
+    listing.write_text("".join(f"aeroplane/src_0 00.png {y}\n" for y in (0, 1, 12)))
+    with pytest.raises(DatasetError, match=r"outside the 12 classes \[0, 11\]$"):
+        VisDA2017(root, "synthetic")  # a 0 as well: no such hint
     listing.write_text("aeroplane/src_0 00.png\n")
     with pytest.raises(DatasetError, match="line 1: expected '<image path> <class index>'"):
         VisDA2017(root, "synthetic")

@@ -168,6 +168,11 @@ def test_voc_reader(tmp_path):
     assert len(VOCDetection(root, "train", keep_difficult=True)[0][1]["boxes"]) == 2
     small = VOCDetection(root, "train", classes=["cat", "dog"], keep_difficult=True)
     assert small[0][1]["labels"].tolist() == [1, 0]
+    # some exporters write the flag as a word: "True" was read as not difficult
+    (root / "Annotations" / "000001.xml").write_text(
+        _voc_xml([("dog", (1, 2, 10, 12), "False"), ("cat", (5, 5, 30, 20), " True ")])
+    )
+    assert VOCDetection(root, "train")[0][1]["labels"].tolist() == [11]
 
 
 @pytest.mark.parametrize(

@@ -97,6 +97,13 @@ class ImageList(LabelledImages):
                 f"image list '{self.list_file}' has label {bad[0]}"
                 + (f" (line {at}: '{lines[at - 1].strip()}')" if at else "")
                 + f", outside the {len(classes)} classes [0, {len(classes) - 1}]"
+                + (  # 1..K: numbered from 1
+                    "; its labels run from 1 to the class count: the list looks numbered from "
+                    "1, where mic reads 0 as the first class (subtract 1 from each label)"
+                    if {y for _, y in samples} <= set(range(1, len(classes) + 1))
+                    and max(y for _, y in samples) == len(classes)
+                    else ""
+                )
             )
         for path, _ in (samples[0], samples[-1]):
             if not path.is_file():

@@ -786,7 +786,7 @@ def parse_voc_xml(
                 f"list {list(classes)}",
                 name,
             )
-        hard = int((obj.findtext("difficult") or "0").strip() == "1")
+        hard = int((obj.findtext("difficult") or "0").strip().lower() in ("1", "true"))
         if hard and not (keep_difficult or ignore_difficult):
             if counts is not None:
                 counts["difficult_skipped"] = counts.get("difficult_skipped", 0) + 1
