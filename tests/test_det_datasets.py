@@ -71,6 +71,9 @@ def test_coco_reader(tmp_path):
     assert empty["boxes"].shape == (0, 4)
     only = CocoDetection(images, ann, classes=["bus"])
     assert only[0][1]["labels"].tolist() == [0]
+    (said,) = only.found_problems  # the car box left out, as asked, but said (it was not)
+    assert said.warning and said.detail == "1 annotation of car (1)"
+    assert "{reader}.classes" in said.fix
     assert isinstance(CocoDetection(images, ann, labelled=False)[0], torch.Tensor)
     # the detection task batches it
     batch_images, batch_targets = det_task().collate([ds[0], ds[1]])

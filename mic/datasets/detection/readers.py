@@ -520,6 +520,7 @@ class CocoDetection(DetectionDataset):
         #: ``iscrowd`` annotations left out (``skip_crowd``)
         self.crowd_skipped = 0
         problems: list[Problem] = []
+        left_out: dict[str, int] = {}  # annotations of categories outside ``classes``
         for ann in data.get("annotations") or []:
             where = f"annotation {_shown(ann.get('id'))}"
             image_id, category_id = ann.get("image_id"), ann.get("category_id")
@@ -552,6 +553,7 @@ class CocoDetection(DetectionDataset):
                 continue
             name = names[category_id]
             if name not in index:
+                left_out[name] = left_out.get(name, 0) + 1
                 continue
             written[image_id].append((ann.get("id"), ann.get("bbox")))
             if not _numbers(ann.get("bbox")):
@@ -566,6 +568,18 @@ class CocoDetection(DetectionDataset):
             flags = crowds[im["id"]] if ignore_crowd else None
             self.targets.append(make_target(boxes[im["id"]], labels[im["id"]], flags))
             self.stated_sizes.append(_stated_size(*sizes[im["id"]]))
+        if left_out and self.labelled:  # as asked, but said: a class list's typo drops a class
+            said = ", ".join(f"{n} ({k})" for n, k in sorted(left_out.items()))
+            problems.append(
+                Problem(
+                    "annotation files with categories outside the class list, left out",
+                    str(path),
+                    f"{(n := sum(left_out.values()))} annotation{'s' * (n != 1)} of {said}",
+                    "The class list ({reader}.classes) leaves them out; to train on them, add "
+                    "their names to it.",
+                    warning=True,
+                )
+            )
         problems += self._normalised(path)
         problems += _listed_twice(images, self.files)
         self._check_boxes(problems)
