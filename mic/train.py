@@ -681,6 +681,8 @@ def unknown_option(argv: Sequence[str]) -> str | None:
             continue
         plus, key, rest, value = found.groups()
         folders = [c / key for c in confs if (c / key).is_dir()]
+        if key in _PART_GROUPS and not rest:  # Hydra's "Could not override", then a dead end
+            return _PART_GROUPS[key]
         if folders and not rest:  # a group's option (or a sweep's: a,b)
             if "null" in value.split(","):  # Hydra: "Config group override must be a string"
                 names = sorted({p.stem for f in folders for p in f.glob("[!_]*.yaml")})
@@ -843,8 +845,22 @@ def _section_given_a_value(key: str, value: str | None, node: Any, above: Any) -
 _ABSENT = object()
 
 
-#: config groups mic composes itself (from the chosen method, MIC option and task)
-_AUTOMATIC_GROUPS = ("method_task", "mic_task")
+#: config groups that are parts of other configs, never chosen on the command line, and
+#: what to do instead
+_PART_GROUPS = {
+    "augmentation": (
+        "augmentation/ holds parts of other configs (the strong augmentation of the mic "
+        "options' masker and of self-training), not an option of mic-train: set their keys, "
+        "e.g. method.terms.mic.masker.augmentation.jitter_p=0.5 (mic-train --cfg job "
+        "lists them)"
+    ),
+    **dict.fromkeys(
+        ("method_task", "mic_task"),
+        "method_task/ and mic_task/ hold the task-specific values of a method or mic option, "
+        "which mic-train merges in itself (method_task/<method>_<task>.yaml): choose the "
+        "method (method=...) or mic option (mic=...) and the task's experiment instead",
+    ),
+}
 
 
 def config_groups() -> str:
@@ -861,7 +877,7 @@ def config_groups() -> str:
     return "\n".join(
         f"{g}: {', '.join(sorted(o))}"
         for g, o in sorted(options.items())
-        if o and g not in _AUTOMATIC_GROUPS
+        if o and g not in _PART_GROUPS
     )
 
 

@@ -394,6 +394,13 @@ CASES = [
         "mic_block_size?",
     ),
     (
+        "config-part-group",
+        "a config group that holds parts of other configs, chosen as an option",
+        lambda t, r: ["augmentation=strong"],
+        "augmentation/ holds parts of other configs (the strong augmentation of the mic "
+        "options' masker and of self-training), not an option of mic-train: set their keys",
+    ),
+    (
         "config-mic-key",
         "a MIC setting under the name of its config group",
         lambda t, r: ["mic.masker.ratio=0.5"],

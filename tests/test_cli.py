@@ -138,6 +138,7 @@ def test_help_lists_the_options_a_user_chooses_and_their_own(tmp_path):
     assert {"streets", "det_shapes", "mine"} <= set(experiments)
     assert not [e for e in experiments if e.startswith("_")]  # the bases experiments build on
     assert "method_task" not in lines and "mic_task" not in lines  # filled in by mic
+    assert "augmentation" not in lines  # parts of other configs: augmentation=strong failed
     assert "sada" in lines["method"].split(", ")
     # the config shown is the one the overrides compose
     assert "mic.tasks.segmentation.SegmentationTask" in result.stdout
