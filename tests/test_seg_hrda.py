@@ -231,6 +231,8 @@ def test_fused_and_detail_losses_against_a_hand_computation():
     assert torch.equal(plain, SegmentationTask(3).loss_from_logits(fused, labels, weights))
     with pytest.raises(ConfigError, match="sum to at most 1"):
         HRDASegmentationTask(3, 0.7, 0.5)
+    with pytest.warns(UserWarning, match=r"sum to 1: the fused prediction, which inference"):
+        HRDASegmentationTask(3, 1.0)  # accepted silently: the attention head never trained
 
 
 def test_the_loss_draws_its_crop_from_the_calling_terms_stream():

@@ -559,6 +559,13 @@ class HRDASegmentationTask(SegmentationTask):
                 f"task.detail_loss_weight ({wd}) and task.context_loss_weight ({wc}) must be "
                 "non-negative and sum to at most 1 (the fused loss weighs the rest)"
             )
+        if wd + wc == 1:
+            warnings.warn(
+                f"task.detail_loss_weight ({wd:g}) and task.context_loss_weight ({wc:g}) sum to "
+                "1: the fused prediction, which inference uses, weighs 0 in the loss, so the "
+                "scale-attention head never trains (published: 0.1 and 0)",
+                stacklevel=2,
+            )
         self.detail_loss_weight, self.context_loss_weight = wd, wc
 
     def forward_train(
