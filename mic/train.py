@@ -918,8 +918,12 @@ def _show_warning(
     line: str | None = None,
 ) -> None:
     """Show a warning as Python does (``_format_warning``'s form), and write it to the run
-    log too (``to_run_log``): the log tells the run's story as the console did."""
-    _python_show(message, category, filename, lineno, file, line)
+    log too (``to_run_log``): the log tells the run's story as the console did; a progress
+    bar on the same stream steps aside for it."""
+    from tqdm import tqdm
+
+    with tqdm.external_write_mode(file=file or sys.stderr):
+        _python_show(message, category, filename, lineno, file, line)
     text = _format_warning(message, category, filename, lineno, line).rstrip("\n")
     to_run_log(text, logging.WARNING)
 
@@ -930,6 +934,9 @@ def main() -> None:
     warnings are written as one line each."""
     warnings.formatwarning = _format_warning
     warnings.showwarning = _show_warning
+    # detectron2's anchors call torch.meshgrid without indexing= at every step: nothing for a
+    # user to do (the same filter as the tests', pyproject.toml)
+    warnings.filterwarnings("ignore", r"torch\.meshgrid: in an upcoming release", UserWarning)
     catch_interrupts()
     try:
         _command()

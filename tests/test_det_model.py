@@ -275,8 +275,12 @@ def test_training_images_shrunk_to_under_half_their_size_are_warned_of_once(back
     model.train()
     images, targets = tiny_batch()
     big = [F.interpolate(images[:1], scale_factor=4.0)[0]]
-    with pytest.warns(UserWarning, match=r"objects shrink 4\.0x\. For photos set model\.min_size"):
+    with pytest.warns(
+        UserWarning, match=r"objects shrink 4\.0x\. For photos set model\.min_size"
+    ) as w:
         model(big, targets[:1])
+    # raised at mic's line, which mic-train shows as "mic: warning: ..." (it named torch's)
+    assert "/mic/tasks/detection/" in w[0].filename.replace("\\", "/"), w[0].filename
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model(big, targets[:1])  # once

@@ -566,7 +566,7 @@ def warn_of_shrinking(size: Sequence[int], resized: Sequence[int], sizes: str, f
             f"the detector resizes the {size[1]} x {size[0]} training images to "
             f"{int(resized[1])} x {int(resized[0])} ({sizes}): their objects shrink "
             f"{factor:.1f}x. For photos set {fix}, or sizes that keep the objects' pixels",
-            stacklevel=3,
+            stacklevel=2,  # (mic's line: called from a forward pass, under torch's frames)
         )
 
 
