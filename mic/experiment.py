@@ -36,7 +36,12 @@ from mic.core import (
     UDAMethod,
 )
 from mic.core.batch import split_sample
-from mic.datasets.preflight import check_class_order, check_datasets, collecting_problems
+from mic.datasets.preflight import (
+    check_class_order,
+    check_datasets,
+    collecting_problems,
+    shared_key,
+)
 from mic.resume import (
     data_record,
     find_resume_checkpoint,
@@ -528,7 +533,8 @@ def _as_override(error: DatasetError, cfg: DictConfig, name: str) -> str:
     key, node = f"dataset.{name}", cfg.dataset[name]
     while OmegaConf.is_dict(node.get("dataset")):
         key, node = f"{key}.dataset", node.dataset
-    return str(error).replace(f"pass {option}", f"set ++{key}.{option}")
+    shared = shared_key(node, option)  # read from the dataset's own key: set that one
+    return str(error).replace(f"pass {option}", f"set {shared or f'++{key}.{option}'}")
 
 
 def _source_classes(cfg: DictConfig, name: str, data: dict[str, Any]) -> dict[str, Any]:

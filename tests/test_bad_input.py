@@ -1323,13 +1323,15 @@ CASES = [
         "data-label-format",
         "segmentation: Cityscapes with only the released *_gtFine_labelIds.png",
         lambda t, r: _cityscapes_label_ids(t),
-        "set ++dataset.test.label_format=labelIds to read them",
+        # the dataset's own key, which the test split reads (++dataset.test.label_format
+        # set the test's alone, and was named where the config gives the dataset's)
+        "set dataset.target_label_format=labelIds to read them",
     ),
     (
         "data-binary-masks",
         "segmentation: binary masks saved as 0/255 with num_classes=2",
         lambda t, r: seg_folder_overrides(t, right=255),
-        "label_mapping='{255: 1}'",
+        "with dataset.label_mapping='{255: 1}', or save the masks as 0/1",
     ),
     (
         "data-rare-class-statistics",
@@ -1453,7 +1455,7 @@ CASES = [
             "method=daformer",
             "dataset.source.min_pixels=4",
         ],
-        "set ++dataset.source.dataset.label_suffix=_label.png to read them",
+        "set dataset.label_suffix=_label.png to read them",  # (the key seg_folders reads)
     ),
     (
         "data-class-names",

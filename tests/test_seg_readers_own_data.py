@@ -15,6 +15,7 @@ from mic import DatasetError
 from mic.datasets.preflight import check_datasets, collecting_problems
 from mic.datasets.segmentation import SegmentationFolder
 from mic.datasets.segmentation.readers import read_label
+from mic.experiment import load_config
 from tests.helpers import seg_tree, two_class_label, write_label, write_png
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -139,7 +140,7 @@ def test_images_that_are_their_own_label_name_the_suffix_of_the_masks_beside_the
         SegmentationFolder(folder, folder, num_classes=2)  # label_suffix=.png: each image
     assert info.value.option == "label_suffix=_mask.png"  # mic-train names the override
     assert "000_mask.png' are there" in str(info.value)
-    assert "dataset.label_suffix=_mask.png sets it for source and test" in str(info.value)
+    assert "pass label_suffix=_mask.png" in str(info.value)
 
 
 # ------------------------------------------------------------------------ JPEG labels
@@ -332,9 +333,11 @@ def test_the_label_suffix_hint_names_the_seg_folders_key(tmp_path):
         ds = SegmentationFolder(root / "img", root / "lbl", num_classes=2)
     message = _message(ds, "test")
     assert "set ++dataset.test.label_suffix=_mask.png to read them" in message
-    assert "(with dataset=seg_folders, dataset.label_suffix=_mask.png sets it for source and" in (
-        message
-    )
+    # the seg_folders config's test reader reads dataset.label_suffix: that key is named
+    cfg = load_config(["experiment=streets", "dataset=seg_folders", "dataset.num_classes=2"])
+    with pytest.raises(DatasetError) as info:
+        check_datasets({"test": ds}, None, cfg.dataset)
+    assert "set dataset.label_suffix=_mask.png to read them" in str(info.value)
     fixed = SegmentationFolder(root / "img", root / "lbl", num_classes=2, label_suffix="_mask.png")
     assert fixed.preflight() == []
 

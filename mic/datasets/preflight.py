@@ -125,10 +125,12 @@ def progress(items: Sequence[T] | Iterable[T], total: int, what: str) -> Iterabl
 
 
 def format_problems(
-    problems: Sequence[Problem], reader: str, budget: int = LISTED
+    problems: Sequence[Problem], reader: str, budget: int = LISTED, node: Any = None
 ) -> tuple[str, int]:
     """One paragraph: per kind, the count, the first files (``budget`` over all kinds, at
-    least one per kind) and the fix; and how many files it listed."""
+    least one per kind) and the fix; and how many files it listed. ``node``: the reader's
+    config, whose options that read a dataset-level key (``${dataset.label_mapping}``) the
+    fixes name by that key."""
     groups: dict[str, list[Problem]] = {}
     for p in problems:
         groups.setdefault(p.kind, []).append(p)
@@ -138,20 +140,46 @@ def format_problems(
         listed += n
         files = "; ".join(p.describe() for p in group[:n])
         more = f"; and {len(group) - n} more" if len(group) > n else ""
-        fixes = dict.fromkeys(_name_reader(p.fix, reader) for p in group if p.fix)
+        fixes = dict.fromkeys(_name_reader(p.fix, reader, node) for p in group if p.fix)
         head = f"{kind[:1].upper()}{kind[1:]} ({len(group)})"
         parts.append(f"{head}: {files}{more}." + "".join(f" {f}" for f in fixes))
     return " ".join(parts), listed
 
 
-def _name_reader(fix: str, reader: str) -> str:
+def _name_reader(fix: str, reader: str, node: Any = None) -> str:
     """``{reader}.option=value`` as a command-line override (``reader`` a config key such as
-    ``dataset.source``; ``++`` sets a key whether or not the config names it), or as
-    ``option=value (an argument of GTA5)`` (``reader`` a class name)."""
+    ``dataset.source``; ``++`` sets a key whether or not the config names it; an option that
+    the reader's ``node`` reads from a dataset-level key: that key, which sets it for every
+    split that reads it), or as ``option=value (an argument of GTA5)`` (``reader`` a class
+    name)."""
     if reader.startswith("dataset"):
+        for option in set(re.findall(r"\{reader\}\.(\w+)", fix)):
+            shared = shared_key(node, option)
+            fix = re.sub(rf"\{{reader\}}\.{option}\b", shared, fix) if shared else fix
         return fix.replace("{reader}", f"++{reader}")
     value = r"(?:'[^']*'|[\w\-]+(?:\.[\w\-]+)*)"
     return re.sub(r"\{reader\}\.(\w+=" + value + ")", rf"\1 (an argument of {reader})", fix)
+
+
+def shared_key(node: Any, option: str) -> str | None:
+    """The dataset-level key (``dataset.label_mapping``) that a reader's config ``node`` reads
+    its ``option`` from (``label_mapping: ${dataset.label_mapping}``), else None."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.is_dict(node):
+        return None
+    raw = OmegaConf.to_container(node, resolve=False).get(option)
+    found = re.fullmatch(r"\$\{(dataset\.\w+)\}", raw) if isinstance(raw, str) else None
+    return found.group(1) if found else None
+
+
+def reader_node(config: Any, key: str) -> Any:
+    """The config node of ``key`` (``dataset.source.dataset``) in ``config``, the ``dataset``
+    config (None: not there)."""
+    node = config
+    for part in key.split(".")[1:]:
+        node = node.get(part) if hasattr(node, "get") else None
+    return node
 
 
 def reader_key(role: str, dataset: Any, node: Any = None) -> tuple[str, str]:
@@ -255,6 +283,7 @@ def check_datasets(
             continue
         check = getattr(dataset, "preflight", None)
         key, name = reader_key(role, dataset, config.get(role) if config is not None else None)
+        node = reader_node(config, key) if config is not None else None
         problems = []
         if callable(check):
             problems = list(dict.fromkeys(check(training=role != "test")))  # duplicates once
@@ -268,10 +297,10 @@ def check_datasets(
                 problems += block_problems(config, tuple(image.shape[-2:]))
         warnings = [p for p in problems if p.warning]
         if warnings:  # one paragraph per dataset, grouped by kind as the errors are
-            log.warning("%s: %s", key, format_problems(warnings, key)[0])
+            log.warning("%s: %s", key, format_problems(warnings, key, node=node)[0])
         errors = [p for p in problems if not p.warning]
         if errors:
-            text, n = format_problems(errors, key, max(1, LISTED - listed))
+            text, n = format_problems(errors, key, max(1, LISTED - listed), node)
             listed += n
             sections.append(f"{key} ({name}): {text}")
             problems_found += [(key, p) for p in errors]
@@ -688,9 +717,8 @@ def class_presence(
         if label_mapping:
             fix = (
                 "Binary masks saved as 0/255 put the foreground on 255, the ignore value: read "
-                "it as class 1 with {reader}.label_mapping='{255: 1}' (with dataset=seg_folders, "
-                "dataset.label_mapping='{255: 1}' sets it for source and test), or save the "
-                "masks as 0/1; otherwise check num_classes and the labels (training ids "
+                "it as class 1 with {reader}.label_mapping='{255: 1}', or save the masks as "
+                "0/1; otherwise check num_classes and the labels (training ids "
                 "0..C-1, 255 ignored)."
             )
         return [

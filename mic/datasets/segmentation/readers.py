@@ -986,10 +986,6 @@ class DarkZurich(SegmentationDataset):
         self.converted_fix = CITYSCAPES_CONVERTED if fmt == "labelIds" else ""
 
 
-#: what ``dataset=seg_folders`` sets for source and test at once, named in fixes
-_SEG_FOLDERS_KEY = "(with dataset=seg_folders, dataset.{option} sets it for source and test)"
-
-
 class SegmentationFolder(SegmentationDataset):
     """Your own data: images in one folder (searched recursively, hidden files and folders
     left out) and, for a labelled set, label PNGs of the same relative path and stem plus
@@ -1105,8 +1101,7 @@ class SegmentationFolder(SegmentationDataset):
             return DatasetError(message + ", or set label_suffix to the ending of their names")
         option = f"label_suffix={labels.name[len(first.stem) :]}"
         return ReaderOptionError(
-            f"{message}; the files '{labels}' are there: to read them as the labels, pass "
-            f"{option} {_SEG_FOLDERS_KEY.format(option=option)}",
+            f"{message}; the files '{labels}' are there: to read them as the labels, pass {option}",
             option=option,
         )
 
@@ -1157,10 +1152,7 @@ class SegmentationFolder(SegmentationDataset):
             found = next((f for f in there if _label_like(f)), None)
             if found is not None:
                 option = f"label_suffix={found.name[len(stem) :]}"
-                return (
-                    f"The files '{found}' are there: set {{reader}}.{option} to read them "
-                    f"{_SEG_FOLDERS_KEY.format(option=option)}."
-                )
+                return f"The files '{found}' are there: set {{reader}}.{option} to read them."
             other = next((f for f in there if not is_image(f)), None)
             if other is not None:  # LabelMe's or a tool's own annotation files
                 return (
@@ -1182,8 +1174,7 @@ class SegmentationFolder(SegmentationDataset):
                 return (
                     f"Images and labels share a folder, and label_suffix={self.label_suffix} "
                     f"makes '{own}' its own label (it was left out); the files '{beside[0]}' "
-                    f"are there: set {{reader}}.{option} to read them as the labels "
-                    f"{_SEG_FOLDERS_KEY.format(option=option)}."
+                    f"are there: set {{reader}}.{option} to read them as the labels."
                 )
         return self._elsewhere_fix(image, label)
 
