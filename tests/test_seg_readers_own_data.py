@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from mic import DatasetError
-from mic.datasets.preflight import check_datasets, collecting_problems
+from mic.datasets.preflight import check_datasets, collecting_problems, format_problems
 from mic.datasets.segmentation import SegmentationFolder
 from mic.datasets.segmentation.readers import read_label
 from mic.experiment import load_config
@@ -237,8 +237,9 @@ def test_seg_folders_reads_every_split_as_stored_with_one_key(tmp_path):
     src, tgt, tst = (_phone_photos(tmp_path / s) for s in ("src", "tgt", "tst"))
     overrides = seg_folder_overrides(tmp_path, source=src, target=tgt, test=tst)
     problem = SegmentationFolder(src / "img", src / "lbl", num_classes=2).preflight()[0]
-    key = "(with dataset=seg_folders, dataset.apply_exif_orientation=false sets it for every"
-    assert f"{key} split)" in problem.fix
+    cfg = load_config(overrides)  # its source reader reads dataset.apply_exif_orientation
+    message, _ = format_problems([problem], "dataset.source", node=cfg.dataset.source.dataset)
+    assert "set dataset.apply_exif_orientation=false" in message, message
     data = build_datasets(load_config([*overrides, "dataset.apply_exif_orientation=false"]))
     assert data["source"].apply_exif_orientation is False  # rare class sampling off: the reader
     assert data["test"].apply_exif_orientation is False

@@ -235,8 +235,7 @@ def label_folder_problems(
                 f"its {n} files share their names with the images of '{folder}', e.g. "
                 f"'{example}', and have one channel: they are those images' labels",
                 "The labels would be trained on as target images: give the image folder "
-                f"itself as the root ({{reader}}.root='{folder}'; with dataset=seg_folders "
-                "dataset.target_images, with dataset=folders dataset.root_target).",
+                f"itself as the root ({{reader}}.root='{folder}').",
             )
         )
     for (parent, d), (_, siblings, (example, *_)) in sorted(shared.items()):

@@ -1121,17 +1121,6 @@ class SegmentationFolder(SegmentationDataset):
                 found.append(other)
         return found
 
-    def size_mismatch_fix(
-        self, image: ImageHeader | None, label_size: tuple[int, int]
-    ) -> str | None:
-        """``SegmentationDataset.size_mismatch_fix``, naming seg_folders' own key."""
-        fix = super().size_mismatch_fix(image, label_size)
-        found = re.search(r"apply_exif_orientation=(true|false)", fix or "")
-        if fix is None or found is None:
-            return fix
-        key = f"(with dataset=seg_folders, dataset.{found.group(0)} sets it for every split)"
-        return fix.replace(found.group(0), f"{found.group(0)} {key}", 1)
-
     def label_near_miss(self, label: Path) -> tuple[str, Path] | None:
         """A file of the label's stem with another ending (``label_suffix``), not JPEG."""
         if not label.name.endswith(self.label_suffix):
