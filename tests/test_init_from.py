@@ -76,6 +76,30 @@ def test_a_run_from_init_from_scores_the_start_model_before_adaptation(source_ru
     assert _equal(unscored.student.state_dict(), trained)
 
 
+def test_a_run_stopped_after_scoring_its_start_model_resumes_with_its_best_pt(source_run, tmp_path):
+    """A stop right after the iteration-0 evaluation leaves best.pt alone (no iter_*.pt yet):
+    resume=auto took it for another run's and moved it to previous_run/, and the summary
+    then named a best.pt that was not there."""
+    from mic import Hook
+    from mic.training import TrainingInterrupted
+
+    class StopAfterScoring(Hook):
+        def on_record(self, loop, record):
+            if record.get("step") == 0:
+                loop.request_stop("SIGINT")
+
+    run, overrides = tmp_path / "run", [*TINY, f"init_from={source_run}", "checkpoint.interval=2"]
+    exp = build_experiment(load_config(overrides), run)
+    exp.loop.hooks.append(StopAfterScoring())
+    with pytest.raises(TrainingInterrupted):
+        exp.loop.run()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt"]
+    summary = run_experiment(load_config([*overrides, "resume=auto"]), run)
+    assert not (run / "checkpoints" / "previous_run").exists()
+    best = summary["best_checkpoint"]  # the file it names is there, of the iteration named
+    assert load_checkpoint(best["path"])["step"] == best["step"]
+
+
 def test_load_run_of_a_task_of_one_s_own_not_importable_here_is_one_clear_error(
     source_run, tmp_path
 ):

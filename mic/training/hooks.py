@@ -724,6 +724,7 @@ class Checkpointer(Hook):
         #: the file that holds the best state so far: this run's ``best.pt``, or, after a
         #: resume from another folder, that folder's (None: no best state yet)
         self.best_file: Path | None = None
+        self._resumed = False  # load_state_dict ran: iteration 0 may be a resumed run's
 
     @property
     def best(self) -> float | None:
@@ -753,6 +754,7 @@ class Checkpointer(Hook):
                 holds the recorded best state, is the best file until this run saves one of
                 its own (a run resumed into another folder names it, not a file it never wrote).
         """
+        self._resumed = True
         if "selection" in state:
             self.selection.load_state_dict(state["selection"])
         elif isinstance(state.get("best"), float) and self.best_metric:
@@ -829,8 +831,8 @@ class Checkpointer(Hook):
         if process_info().is_main and self.directory.is_dir():
             for leftover in self.directory.glob(".*.tmp"):  # a save a crash interrupted
                 leftover.unlink(missing_ok=True)
-            if getattr(loop, "step", 0) == 0:
-                self._set_aside_earlier_run()
+            if getattr(loop, "step", 0) == 0 and not self._resumed:  # (a stop after the
+                self._set_aside_earlier_run()  # start model's evaluation left best.pt alone)
             elif loop.step < getattr(loop, "iterations", math.inf):  # something left to train
                 self._set_aside_abandoned(loop.step)
 
