@@ -259,9 +259,12 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
     try:
         summary = run_experiment(cfg, run_dir, on_start=start)
     except TrainingInterrupted as e:
-        say(
+        saved = any(Path(run_dir, "checkpoints").glob("*.pt"))  # (none: stopped while the
+        say(  # start model was scored, before the first iteration)
             f"mic: {e}; its checkpoint is in {run_dir}/checkpoints. Continue with the same "
-            f"command plus: {continue_with(run_dir)}",
+            f"command plus: {continue_with(run_dir)}"
+            if saved
+            else f"mic: {e}, before any checkpoint was written: run the same command again",
             sys.stderr,
             logging.WARNING,
         )

@@ -211,6 +211,37 @@ def test_a_second_ctrl_c_after_the_stop_was_reported_ends_mic_train_without_trac
     assert (tmp_path / "checkpoints").is_dir()
 
 
+#: mic-train's entry point, with a Ctrl-C while the start model is scored (iteration 0)
+CTRL_C_AT_THE_START_MODEL_S_SCORE = """
+import os, signal
+from mic.training import hooks
+score = hooks.Evaluation.score
+def interrupted(self, loop):
+    os.kill(os.getpid(), signal.SIGINT)
+    return score(self, loop)
+hooks.Evaluation.score = interrupted
+from mic.cli import main
+main()
+"""
+
+
+def test_a_stop_before_any_checkpoint_names_no_checkpoint_to_continue_from(tmp_path):
+    """A Ctrl-C while an init_from run scored its start model said "its checkpoint is in
+    .../checkpoints", a folder never written, and to resume."""
+    source = tmp_path / "source"
+    assert _cli(*TINY, "method=source_only", "mic=none", f"hydra.run.dir={source}").returncode == 0
+    run = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_AT_THE_START_MODEL_S_SCORE, *TINY, f"init_from={source}",
+         f"hydra.run.dir={run}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 128 + signal.SIGINT, done.stderr[-2000:]
+    said = "mic: stopped by SIGINT after iteration 0, before any checkpoint was written: run the"
+    assert said in done.stderr and "resume=auto" not in done.stderr, done.stderr[-2000:]
+    assert not list(run.glob("checkpoints/*.pt"))
+
+
 #: run mic-train's entry point with a Ctrl-C that arrives while ``sys.argv[1]`` is imported,
 #: and that the import swallows (as some libraries' imports do, in C or with a bare except)
 SWALLOWED_CTRL_C = """

@@ -505,9 +505,10 @@ class Evaluation(Hook):
                 record: Any = self.score(loop) if info.is_main else None  # the global one)
         except _Stopped:
             self.owed = loop.step
+            when = "this run resumes (resume=auto)" if loop.step else "the run starts again"
             warnings.warn(
                 f"{loop.stop_reason}: the evaluation at iteration {loop.step} was stopped "
-                "before it finished; it runs first when this run resumes (resume=auto)",
+                f"before it finished; it runs first when {when}",
                 stacklevel=2,
             )
             return None
