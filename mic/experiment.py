@@ -40,7 +40,7 @@ from mic.datasets.preflight import (
     check_class_order,
     check_datasets,
     collecting_problems,
-    shared_key,
+    option_override,
 )
 from mic.resume import (
     data_record,
@@ -533,8 +533,9 @@ def _as_override(error: DatasetError, cfg: DictConfig, name: str) -> str:
     key, node = f"dataset.{name}", cfg.dataset[name]
     while OmegaConf.is_dict(node.get("dataset")):
         key, node = f"{key}.dataset", node.dataset
-    shared = shared_key(node, option)  # read from the dataset's own key: set that one
-    return str(error).replace(f"pass {option}", f"set {shared or f'++{key}.{option}'}")
+    setting, equals, value = option.partition("=")
+    override = option_override(cfg.dataset, key, setting, f"{equals}{value}")
+    return str(error).replace(f"pass {option}", f"set {override}")
 
 
 def _source_classes(cfg: DictConfig, name: str, data: dict[str, Any]) -> dict[str, Any]:

@@ -1331,7 +1331,8 @@ CASES = [
         "data-binary-masks",
         "segmentation: binary masks saved as 0/255 with num_classes=2",
         lambda t, r: seg_folder_overrides(t, right=255),
-        "with dataset.label_mapping='{255: 1}', or save the masks as 0/1",
+        "with dataset.label_mapping='{255: 1}' (read by source and test; this split's alone: "
+        "++dataset.source.dataset.label_mapping='{255: 1}'), or save the masks as 0/1",
     ),
     (
         "data-rare-class-statistics",
@@ -1455,7 +1456,8 @@ CASES = [
             "method=daformer",
             "dataset.source.min_pixels=4",
         ],
-        "set dataset.label_suffix=_label.png to read them",  # (the key seg_folders reads)
+        "set dataset.label_suffix=_label.png (read by source, target and test; this split's "
+        "alone: ++dataset.source.dataset.label_suffix=_label.png) to read them",
     ),
     (
         "data-class-names",

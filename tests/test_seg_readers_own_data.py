@@ -141,6 +141,18 @@ def test_images_that_are_their_own_label_name_the_suffix_of_the_masks_beside_the
     assert info.value.option == "label_suffix=_mask.png"  # mic-train names the override
     assert "000_mask.png' are there" in str(info.value)
     assert "pass label_suffix=_mask.png" in str(info.value)
+    # through the seg_folders config: the dataset's key, and the one that sets the source's
+    from mic.experiment import build_datasets
+    from tests.helpers import seg_folder_overrides
+
+    overrides = seg_folder_overrides(tmp_path / "cfg")
+    overrides += [f"dataset.source_images={folder}", f"dataset.source_labels={folder}"]
+    with pytest.raises(DatasetError) as info:
+        build_datasets(load_config(overrides))
+    alone = "this split's alone: ++dataset.source.dataset.label_suffix=_mask.png"
+    assert f"set dataset.label_suffix=_mask.png (read by source, target and test; {alone})" in (
+        str(info.value)
+    )
 
 
 # ------------------------------------------------------------------------ JPEG labels
@@ -238,7 +250,7 @@ def test_seg_folders_reads_every_split_as_stored_with_one_key(tmp_path):
     overrides = seg_folder_overrides(tmp_path, source=src, target=tgt, test=tst)
     problem = SegmentationFolder(src / "img", src / "lbl", num_classes=2).preflight()[0]
     cfg = load_config(overrides)  # its source reader reads dataset.apply_exif_orientation
-    message, _ = format_problems([problem], "dataset.source", node=cfg.dataset.source.dataset)
+    message, _ = format_problems([problem], "dataset.source.dataset", config=cfg.dataset)
     assert "set dataset.apply_exif_orientation=false" in message, message
     data = build_datasets(load_config([*overrides, "dataset.apply_exif_orientation=false"]))
     assert data["source"].apply_exif_orientation is False  # rare class sampling off: the reader
@@ -338,7 +350,9 @@ def test_the_label_suffix_hint_names_the_seg_folders_key(tmp_path):
     cfg = load_config(["experiment=streets", "dataset=seg_folders", "dataset.num_classes=2"])
     with pytest.raises(DatasetError) as info:
         check_datasets({"test": ds}, None, cfg.dataset)
-    assert "set dataset.label_suffix=_mask.png to read them" in str(info.value)
+    alone = "this split's alone: ++dataset.test.label_suffix=_mask.png"
+    said = f"set dataset.label_suffix=_mask.png (read by source, target and test; {alone}) to"
+    assert said in str(info.value)
     fixed = SegmentationFolder(root / "img", root / "lbl", num_classes=2, label_suffix="_mask.png")
     assert fixed.preflight() == []
 

@@ -125,12 +125,12 @@ def progress(items: Sequence[T] | Iterable[T], total: int, what: str) -> Iterabl
 
 
 def format_problems(
-    problems: Sequence[Problem], reader: str, budget: int = LISTED, node: Any = None
+    problems: Sequence[Problem], reader: str, budget: int = LISTED, config: Any = None
 ) -> tuple[str, int]:
     """One paragraph: per kind, the count, the first files (``budget`` over all kinds, at
-    least one per kind) and the fix; and how many files it listed. ``node``: the reader's
-    config, whose options that read a dataset-level key (``${dataset.label_mapping}``) the
-    fixes name by that key."""
+    least one per kind) and the fix; and how many files it listed. ``config``: the dataset
+    config, through which the fixes name an option that the reader's config reads from a key
+    of its own (``${dataset.label_mapping}``) by that key (``option_override``)."""
     groups: dict[str, list[Problem]] = {}
     for p in problems:
         groups.setdefault(p.kind, []).append(p)
@@ -140,37 +140,57 @@ def format_problems(
         listed += n
         files = "; ".join(p.describe() for p in group[:n])
         more = f"; and {len(group) - n} more" if len(group) > n else ""
-        fixes = dict.fromkeys(_name_reader(p.fix, reader, node) for p in group if p.fix)
+        fixes = dict.fromkeys(_name_reader(p.fix, reader, config) for p in group if p.fix)
         head = f"{kind[:1].upper()}{kind[1:]} ({len(group)})"
         parts.append(f"{head}: {files}{more}." + "".join(f" {f}" for f in fixes))
     return " ".join(parts), listed
 
 
-def _name_reader(fix: str, reader: str, node: Any = None) -> str:
+def _name_reader(fix: str, reader: str, config: Any = None) -> str:
     """``{reader}.option=value`` as a command-line override (``reader`` a config key such as
-    ``dataset.source``; ``++`` sets a key whether or not the config names it; an option that
-    the reader's ``node`` reads from a dataset-level key: that key, which sets it for every
-    split that reads it), or as ``option=value (an argument of GTA5)`` (``reader`` a class
-    name)."""
+    ``dataset.source``: ``option_override``), or as ``option=value (an argument of GTA5)``
+    (``reader`` a class name)."""
     if reader.startswith("dataset"):
-        for option in set(re.findall(r"\{reader\}\.(\w+)", fix)):
-            shared = shared_key(node, option)
-            fix = re.sub(rf"\{{reader\}}\.{option}\b", shared, fix) if shared else fix
-        return fix.replace("{reader}", f"++{reader}")
+        given = r"\{reader\}\.(\w+)(=(?:'[^']*'|[^\s,;()]*[^\s,;().]))?"
+        return re.sub(given, lambda m: option_override(config, reader, m[1], m[2] or ""), fix)
     value = r"(?:'[^']*'|[\w\-]+(?:\.[\w\-]+)*)"
     return re.sub(r"\{reader\}\.(\w+=" + value + ")", rf"\1 (an argument of {reader})", fix)
 
 
-def shared_key(node: Any, option: str) -> str | None:
-    """The dataset-level key (``dataset.label_mapping``) that a reader's config ``node`` reads
-    its ``option`` from (``label_mapping: ${dataset.label_mapping}``), else None."""
+def option_override(config: Any, key: str, option: str, value: str = "") -> str:
+    """The command-line override that sets ``option`` of the reader at ``key``
+    (``dataset.source.dataset``) to ``value`` (``"=true"``, or ``""`` for the key alone):
+    ``++<key>.<option><value>`` (``++`` sets a key whether or not the config names it); where
+    the reader's config reads the option from a key of the dataset config
+    (``label_mapping: ${dataset.label_mapping}``), that key, and, when other splits read it
+    too, the form that sets this split's alone.
+
+    Args:
+        config: the dataset config (``cfg.dataset``; None: no config, the ``++`` form).
+        key: the reader's config key.
+        option: the reader's argument.
+        value: ``=<value>`` as the override writes it, or ``""``.
+    """
     from omegaconf import OmegaConf
 
-    if not OmegaConf.is_dict(node):
-        return None
-    raw = OmegaConf.to_container(node, resolve=False).get(option)
+    alone = f"++{key}.{option}{value}"
+    node = reader_node(config, key) if config is not None else None
+    raw = (
+        OmegaConf.to_container(node, resolve=False).get(option) if OmegaConf.is_dict(node) else None
+    )
     found = re.fullmatch(r"\$\{(dataset\.\w+)\}", raw) if isinstance(raw, str) else None
-    return found.group(1) if found else None
+    if found is None:
+        return alone
+    shared = found.group(1)
+    roles = [
+        r for r in ("source", "target", "test")
+        if OmegaConf.is_dict(config.get(r))
+        and f"${{{shared}}}" in str(OmegaConf.to_container(config[r], resolve=False))
+    ]  # fmt: skip
+    if len(roles) < 2:
+        return f"{shared}{value}"
+    readers = f"{', '.join(roles[:-1])} and {roles[-1]}"
+    return f"{shared}{value} (read by {readers}; this split's alone: {alone})"
 
 
 def reader_node(config: Any, key: str) -> Any:
@@ -283,7 +303,6 @@ def check_datasets(
             continue
         check = getattr(dataset, "preflight", None)
         key, name = reader_key(role, dataset, config.get(role) if config is not None else None)
-        node = reader_node(config, key) if config is not None else None
         problems = []
         if callable(check):
             problems = list(dict.fromkeys(check(training=role != "test")))  # duplicates once
@@ -297,10 +316,10 @@ def check_datasets(
                 problems += block_problems(config, tuple(image.shape[-2:]))
         warnings = [p for p in problems if p.warning]
         if warnings:  # one paragraph per dataset, grouped by kind as the errors are
-            log.warning("%s: %s", key, format_problems(warnings, key, node=node)[0])
+            log.warning("%s: %s", key, format_problems(warnings, key, config=config)[0])
         errors = [p for p in problems if not p.warning]
         if errors:
-            text, n = format_problems(errors, key, max(1, LISTED - listed), node)
+            text, n = format_problems(errors, key, max(1, LISTED - listed), config)
             listed += n
             sections.append(f"{key} ({name}): {text}")
             problems_found += [(key, p) for p in errors]
