@@ -895,6 +895,10 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _python_format = warnings.formatwarning
 
 
+#: where Hydra builds the config's objects: their constructors' warnings come from there
+_INSTANTIATE = os.path.join("hydra", "_internal", "instantiate")
+
+
 def _format_warning(
     message: Warning | str,
     category: type[Warning],
@@ -904,8 +908,8 @@ def _format_warning(
 ) -> str:
     """mic's own warnings as one line, ``mic: warning: ...`` (they are advice to the user,
     not about a line of code); other libraries' as Python writes them."""
-    if os.path.abspath(filename).startswith(_PACKAGE + os.sep):
-        return f"mic: warning: {message}\n"
+    if os.path.abspath(filename).startswith(_PACKAGE + os.sep) or _INSTANTIATE in filename:
+        return f"mic: warning: {message}\n"  # (a config's object warns as it is built)
     return _python_format(message, category, filename, lineno, line)
 
 

@@ -183,6 +183,19 @@ def test_a_signal_while_mic_train_imports_torch_is_one_line_not_a_traceback(tmp_
     assert "Traceback" not in out and said in out, out
 
 
+def test_warnings_of_objects_the_config_builds_are_shown_as_mic_s():
+    """The HRDA loss-weight warning, raised in a constructor that Hydra calls, was shown as
+    Hydra's file and line; torch's own warnings keep Python's form."""
+    import os
+
+    from mic.train import _format_warning
+
+    hydra = os.path.join("venv", "hydra", "_internal", "instantiate", "_instantiate2.py")
+    assert _format_warning("sum to 1", UserWarning, hydra, 129) == "mic: warning: sum to 1\n"
+    other = _format_warning("meshgrid", UserWarning, os.path.join("torch", "functional.py"), 5)
+    assert other.startswith(os.path.join("torch", "functional.py") + ":5: UserWarning")
+
+
 def test_a_second_ctrl_c_after_the_stop_was_reported_ends_mic_train_without_tracebacks(tmp_path):
     """The terminal's Ctrl-C reaches the whole process group. A second one, pressed while the
     loader's workers were being joined after the stop message, printed their __del__'s

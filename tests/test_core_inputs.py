@@ -365,6 +365,18 @@ def test_a_task_loss_takes_weights_and_rng_by_name_and_a_misnamed_one_is_refused
     ):
         AdaptationLoop(KwargsTypo(task), student, source_only(), optimizer, source, target, 2)
     AdaptationLoop(Wrapper(task), student, source_only(), optimizer, source, target, 2)
+    for own in (WeightedFlag(task), RangeArgument(task)):  # names of their own, not typos
+        AdaptationLoop(own, student, source_only(), optimizer, source, target, 2)
+
+
+class WeightedFlag(KeywordOnlyLoss):
+    def loss(self, model, images, targets, weighted=False, **kwargs):
+        return self.task.loss(model, images, targets, **kwargs)
+
+
+class RangeArgument(KeywordOnlyLoss):
+    def loss(self, model, images, targets, range=None, **kwargs):
+        return self.task.loss(model, images, targets, **kwargs)
 
 
 class KwargsTypo(KeywordOnlyLoss):

@@ -114,6 +114,16 @@ def test_load_run_of_a_task_of_one_s_own_not_importable_here_is_one_clear_error(
     OmegaConf.save(cfg, tmp_path / "run" / "config.yaml")
     with pytest.raises(ConfigError, match=r"Error locating target 'my_own_tasks.DepthTask'\): a _"):
         mic.load_run(tmp_path / "run")
+    # a class that is found but fails in its constructor: its own error, not "not importable"
+    cfg.task._target_ = "tests.test_init_from._broken_task"
+    OmegaConf.save(cfg, tmp_path / "run" / "config.yaml")
+    with pytest.raises(Exception, match="a bug of the task's own") as raised:
+        mic.load_run(tmp_path / "run")
+    assert "importable" not in str(raised.value)
+
+
+def _broken_task(**_):
+    raise AttributeError("a bug of the task's own")
 
 
 def test_weights_saved_from_a_ddp_wrapped_model_load_without_their_prefix(source_run, tmp_path):

@@ -172,7 +172,7 @@ class AdaptationLoop:
                 raise ConfigError(f"{name} must be an int (a whole number), got {value!r}")
         accepts = inspect.signature(task.loss).parameters.values()  # (m, x, y, weights=, rng=)
         named = {p.name for p in accepts if p.kind != inspect.Parameter.POSITIONAL_ONLY}
-        twins = {n: difflib.get_close_matches(n, named - {n}, 1, 0.7) for n in ("weights", "rng")}
+        twins = {n: difflib.get_close_matches(n, named - {n}, 1, 0.85) for n in ("weights", "rng")}
         if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in accepts):  # (a typo's twin:
             named |= {n for n, twin in twins.items() if not twin}  # they'd land in **kwargs)
         missing = " and ".join(f"{n}=" for n in ("weights", "rng") if n not in named)

@@ -475,12 +475,14 @@ class Detectron2RCNN(nn.Module):
         init = "start a run from it with init_from=<file> (leave model.weights out)"
         if is_readable_checkpoint(checkpoint):  # (a URL or name is none)
             raise ConfigError(f"model.weights={checkpoint} is {mine}, not detectron2's: {init}")
-        if "://" not in checkpoint and not Path(checkpoint).expanduser().is_file():
-            raise ConfigError(  # a path: advice to download would be beside the point
-                f"model.weights={checkpoint}: no such file (from {Path.cwd()}); give the path "
-                "of a detectron2 weights file (.pkl or .pth), a detectron2:// or https:// "
-                "address, or model.pretrained=false"
-            )
+        if "://" not in checkpoint:  # a path: advice to download would be beside the point
+            if not Path(checkpoint).expanduser().is_file():
+                raise ConfigError(
+                    f"model.weights={checkpoint}: no such file (from {Path.cwd()}); give the "
+                    "path of a detectron2 weights file (.pkl or .pth), a detectron2:// or "
+                    "https:// address, or model.weights=null (no weights)"
+                )
+            checkpoint = str(Path(checkpoint).expanduser())
         try:
             with weight_loads() as loads:
                 DetectionCheckpointer(self.rcnn).load(checkpoint)
