@@ -861,6 +861,8 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
     teacher = instantiate(cfg.teacher, model=student) if method.uses_pseudo_labels else None
     if cfg.get("compile"):
         student.compile()  # in place: parameter names and the teacher's copy are unchanged
+        if process_info().is_main:  # (minutes on a CPU for a large model: no silent wait)
+            say("compile=true: torch.compile compiles the student in its first iterations")
 
     opt_cfg = cfg.optimizer
     groups = param_groups(

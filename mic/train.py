@@ -15,6 +15,7 @@ import importlib.util
 import logging
 import os
 import re
+import signal
 import sys
 import traceback
 import warnings
@@ -42,7 +43,7 @@ from mic.experiment import (
 )
 from mic.resume import empty_run_folder, in_sweep
 from mic.schema import did_you_mean, exception_chain, spelled_alike
-from mic.training import TrainingInterrupted, process_info
+from mic.training import StoppedAtOnce, TrainingInterrupted, process_info
 from mic.training.checkpoint import option
 from mic.training.hooks import say, to_run_log
 
@@ -258,6 +259,17 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
 
     try:
         summary = run_experiment(cfg, run_dir, on_start=start)
+    except StoppedAtOnce as e:  # a second Ctrl-C: the last checkpoint saved, if any
+        saved = any(Path(run_dir, "checkpoints").glob("*.pt"))
+        say(
+            f"mic: {e}; the checkpoints saved before are in {run_dir}/checkpoints. Continue "
+            f"with the same command plus: {continue_with(run_dir)}"
+            if saved
+            else f"mic: {e}, before any checkpoint was written: run the same command again",
+            sys.stderr,
+            logging.WARNING,
+        )
+        sys.exit(128 + signal.SIGINT)
     except TrainingInterrupted as e:
         saved = any(Path(run_dir, "checkpoints").glob("*.pt"))  # (none: stopped while the
         say(  # start model was scored, before the first iteration)

@@ -255,6 +255,37 @@ def test_a_stop_before_any_checkpoint_names_no_checkpoint_to_continue_from(tmp_p
     assert not list(run.glob("checkpoints/*.pt"))
 
 
+#: mic-train's entry point, with Ctrl-C pressed twice during the second iteration
+CTRL_C_TWICE = """
+import os, signal
+from mic.core import loop
+step = loop.AdaptationLoop.train_step
+def pressed_twice(self):
+    if self.step == 1:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+    return step(self)
+loop.AdaptationLoop.train_step = pressed_twice
+from mic.cli import main
+main()
+"""
+
+
+def test_a_second_ctrl_c_stops_mic_train_at_once_naming_the_last_checkpoint(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_TWICE, *TINY, "checkpoint.interval=1",
+         f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 128 + signal.SIGINT, done.stderr[-2000:]
+    said = "mic: stopped at once by a second SIGINT after iteration 1, unsaved; the checkpoints"
+    assert said in done.stderr and "resume=auto" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and INTERRUPTED not in done.stderr
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("iter_*.pt")) == [
+        "iter_00000001.pt"
+    ]
+
+
 #: run mic-train's entry point with a Ctrl-C that arrives while ``sys.argv[1]`` is imported,
 #: and that the import swallows (as some libraries' imports do, in C or with a bare except)
 SWALLOWED_CTRL_C = """

@@ -496,6 +496,34 @@ def test_pseudo_boxes_given_new_labels_by_one_term_are_refused_to_the_next():
         loop.train_step()
 
 
+class _CtrlCTwice(LossTerm):
+    """A term during whose forward pass Ctrl-C is pressed twice (a long first iteration)."""
+
+    uses_target = False
+
+    def forward(self, ctx):
+        import os
+        import signal
+
+        if ctx.step == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # finish the iteration, then stop
+            os.kill(os.getpid(), signal.SIGINT)  # no: now
+        return ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets)
+
+
+def test_a_second_ctrl_c_stops_at_once_and_a_first_one_after_the_iteration():
+    """A first iteration that compiled for minutes ignored every Ctrl-C after the first."""
+    import signal
+
+    from mic.training import StoppedAtOnce, TrainingGuard
+
+    before = signal.getsignal(signal.SIGINT)
+    loop, _ = make_loop(UDAMethod({"x": _CtrlCTwice()}), iterations=4, guard=TrainingGuard())
+    with pytest.raises(StoppedAtOnce, match="after iteration 1, unsaved"):
+        loop.run()
+    assert loop.step == 1 and signal.getsignal(signal.SIGINT) is before  # handler given back
+
+
 def test_a_run_ended_by_a_stop_request_trains_on_when_run_again():
     """A notebook cell run again after Ctrl-C: the stop was that run's, not the next one's."""
     from mic import Hook

@@ -20,7 +20,7 @@ from mic.training.distributed import (
     process_info,
 )
 from mic.training.evaluation import evaluate, recalibrated_batchnorm
-from mic.training.guard import NumericalError, TrainingGuard, TrainingInterrupted
+from mic.training.guard import NumericalError, StoppedAtOnce, TrainingGuard, TrainingInterrupted
 from mic.training.hooks import (
     Checkpointer,
     Evaluation,
@@ -73,6 +73,7 @@ __all__ = [
     "ResumableSampler",
     "SeededDataset",
     "SoftNeighborhoodDensity",
+    "StoppedAtOnce",
     "TrainingGuard",
     "TrainingInterrupted",
     "Validator",

@@ -80,6 +80,20 @@ class TrainingInterrupted(MicError):
         return type(self), (self.reason, self.step)
 
 
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second Ctrl-C (SIGINT) while a run was finishing the iteration its first one asked
+    to stop after (an iteration, a ``torch.compile`` or a save that takes long): the run
+    stops where it is, without saving; the checkpoints saved before stay.
+
+    Attributes:
+        step: the iterations done when it stopped.
+    """
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"stopped at once by a second SIGINT after iteration {step}, unsaved")
+        self.step = step
+
+
 class NumericalError(MicError, FloatingPointError):
     """NaN or Inf that ``nan_policy`` does not skip (or too many skipped iterations)."""
 
@@ -88,7 +102,8 @@ class TrainingGuard(Guard):
     """Stop signals and NaN / Inf policy of ``mic-train`` (docs/training.md).
 
     SIGTERM and SIGINT (when ``run`` is called from the main thread) finish the iteration, let
-    the hooks save, and raise ``TrainingInterrupted``; a stop request on one process stops
+    the hooks save, and raise ``TrainingInterrupted``; a second SIGINT before then raises
+    ``StoppedAtOnce`` where the run is, unsaved (one process); a stop request on one process stops
     every process (a signal's name travels with it: ``TrainingInterrupted.exit_code`` is the
     same on every process). Each iteration's check costs one collective and one host
     synchronisation, and the check of the weights after its optimiser step a second one.
@@ -137,6 +152,8 @@ class TrainingGuard(Guard):
             name = signal.Signals(signum).name
             if shared:
                 self._signalled = self._signalled or name
+            elif name == "SIGINT" and loop.stop_reason == name:  # pressed again: at once
+                raise StoppedAtOnce(loop.step)
             else:
                 loop.request_stop(name)
 
