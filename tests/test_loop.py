@@ -246,13 +246,16 @@ def test_pseudo_labels_in_another_layout_than_their_labels_are_refused():
         PseudoLabels(labels, torch.ones(4, 1))
     with pytest.raises(ConfigError, match=r"valid has the layout 3 and their labels 2"):
         PseudoLabels([{}, {}], [torch.ones(1)] * 2, valid=[torch.ones(1, dtype=torch.bool)] * 3)
-    # a mask of another dtype: a 0/255 one weighed its pseudo-labels 255 times, silently
-    with pytest.raises(ConfigError, match=r"valid must be a bool mask, got torch.uint8: give mask"):
-        PseudoLabels(labels, torch.ones(4), valid=torch.full((4,), 255, dtype=torch.uint8))
-    with pytest.raises(ConfigError, match=r"valid must be a bool mask, got torch.float32: give"):
+    # a mask of other values than 0 and 1: a 0/255 one weighed its pseudo-labels 255 times
+    said = r"valid must be a mask of 0 and 1 \(or False and True\), got torch.uint8 values up to"
+    with pytest.raises(ConfigError, match=said):
         PseudoLabels(
-            [{}, {}], [torch.ones(1)] * 2, [torch.ones(1, dtype=torch.bool), torch.ones(1)]
-        )
+            labels, torch.ones(4), torch.full((4,), 255, dtype=torch.uint8)
+        ).check_confidence()
+    with pytest.raises(ConfigError, match=r"got torch.float32 values up to 3: give mask > 0"):
+        masks = [torch.ones(1, dtype=torch.bool), torch.full((1,), 3.0)]
+        PseudoLabels([{}, {}], [torch.ones(1)] * 2, masks).check_confidence()
+    PseudoLabels(labels, torch.ones(4), torch.tensor([1, 0, 1, 1])).check_confidence()  # 0/1
     # no tensor or list at all: a number, a dict
     with pytest.raises(ConfigError, match=r"confidence is a float, not a tensor or a list"):
         PseudoLabels(labels, 0.9)

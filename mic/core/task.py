@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
 from torch import Tensor, nn
 
 from mic.core.batch import LABEL_KEYS, collate_pairs, count_images, select_images
@@ -23,8 +24,8 @@ class PseudoLabels:
             label maps, or a list of box dicts).
         confidence: float confidence per labelled element, a probability in [0, 1] (checked
             at the first adaptation iteration), in the layout of ``loss``'s weights.
-        valid: optional bool mask, same layout: False where an element must weigh 0 (e.g.
-            image margins the published recipe never trusts).
+        valid: optional mask, same layout, bool (or 0 and 1): False where an element must
+            weigh 0 (e.g. image margins the published recipe never trusts).
         keep: optional flag per image: False leaves it out of consistency losses (e.g. no
             pseudo-box). None: every image takes part.
     """
@@ -36,8 +37,7 @@ class PseudoLabels:
 
     def __post_init__(self) -> None:
         """Raise ``ConfigError`` when ``confidence`` or ``valid`` is no tensor or list of
-        tensors, or not in the labels' layout (tensor labels' shape, one per list label), or
-        ``valid`` not bool."""
+        tensors, or not in the labels' layout (tensor labels' shape, one per list label)."""
         size = lambda x: tuple(x.shape) if isinstance(x, Tensor) else len(x)  # noqa: E731
         first = lambda x: x.shape[:1] if isinstance(x, Tensor) else (len(x),)  # noqa: E731
         for name in ("confidence", "valid"):
@@ -47,13 +47,6 @@ class PseudoLabels:
             if not isinstance(x, (Tensor, list, tuple)):
                 kind = type(x).__name__
                 raise ConfigError(f"pseudo-labels' {name} is a {kind}, not a tensor or a list")
-            masks = [x] if isinstance(x, Tensor) else x
-            got = {str(getattr(v, "dtype", type(v).__name__)) for v in masks} - {"torch.bool"}
-            if name == "valid" and got:  # a 0/255 mask weighed 255 times, silently
-                raise ConfigError(
-                    f"pseudo-labels' valid must be a bool mask, got {', '.join(sorted(got))}: give "
-                    "mask > 0 (weights of one's own belong in confidence)"
-                )
             if not isinstance(labels, (Tensor, list)):
                 continue  # labels of the task's own kind (a dict, a tuple of heads)
             same = type(x) is type(labels)  # the same layout; a tensor and a list: one per image
@@ -70,7 +63,16 @@ class PseudoLabels:
 
     def check_confidence(self) -> None:
         """Raise ``ConfigError`` unless ``confidence`` holds float probabilities in [0, 1]
-        (not logits): the weightings read it as such."""
+        (not logits), and ``valid`` only 0 and 1 (bool, or numbers): the weightings read them
+        as such (a 0/255 mask weighed its pseudo-labels 255 times)."""
+        masks = self.valid if isinstance(self.valid, (list, tuple)) else [self.valid]
+        for v in masks:
+            if isinstance(v, Tensor) and v.dtype != torch.bool and ((v != 0) & (v != 1)).any():
+                raise ConfigError(
+                    f"pseudo-labels' valid must be a mask of 0 and 1 (or False and True), got "
+                    f"{v.dtype} values up to {v.max().item():g}: give mask > 0 (weights of "
+                    "one's own belong in confidence)"
+                )
         parts = self.confidence if isinstance(self.confidence, (list, tuple)) else [self.confidence]
         for c in parts:
             if not isinstance(c, Tensor):
