@@ -454,3 +454,21 @@ def test_one_image_saved_in_two_formats_is_warned_of_as_two_samples_of_one_label
         check_datasets({"source": ds})
     assert "Label files that several images share (1)" in caplog.text
     assert "the label of '0.jpg', '0.png'" in caplog.text
+
+
+def test_a_number_given_where_the_transform_goes_is_named(tmp_path):
+    """SegmentationFolder(images, labels, 2): the 2 was taken as the transform, the class
+    count left at its default, and the first sample failed with "'int' object is not
+    callable"."""
+    from mic import ConfigError
+    from mic.datasets import ImageFolder, UnlabeledImageFolder
+    from tests.helpers import class_folders
+
+    root = seg_tree(tmp_path / "seg", n=2)
+    said = r"SegmentationFolder: transform must be callable .* got int 2 \(the class count is num"
+    with pytest.raises(ConfigError, match=said):
+        SegmentationFolder(root / "img", root / "lbl", 2)
+    with pytest.raises(ConfigError, match=r"UnlabeledImageFolder: transform must be callable"):
+        UnlabeledImageFolder(root / "img", "resize")
+    with pytest.raises(ConfigError, match=r"ImageFolder: transform must be callable"):
+        ImageFolder(class_folders(tmp_path / "cls", ["a", "b"]), 3)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mic.core.errors import DatasetError
+from mic.core.errors import ConfigError, DatasetError
 
 #: the image files that readers list (JPEG under its four extensions, read by Pillow)
 IMAGE_EXTENSIONS = (
@@ -81,6 +81,23 @@ def visible(paths: list[Path], root: Path) -> list[Path]:
     """``paths`` (found under ``root``, e.g. by its ``glob``) without the hidden ones."""
     start = len(str(root).rstrip(os.sep)) + 1  # string slices: pathlib's parsing is slow
     return [p for p in paths if not any(map(is_hidden_name, str(p)[start:].split(os.sep)))]
+
+
+def check_transform(transform: object, reader: str) -> None:
+    """Raise ``ConfigError`` for a ``transform`` that is neither None nor callable (a number
+    given in its place, as the class count).
+
+    Args:
+        transform: a reader's ``transform`` argument.
+        reader: the reader's class name, for the message.
+    """
+    if transform is None or callable(transform):
+        return
+    count = " (the class count is num_classes=...)" * isinstance(transform, int)
+    raise ConfigError(
+        f"{reader}: transform must be callable (a function or a torchvision transform) or "
+        f"None, got {type(transform).__name__} {transform!r}{count}"
+    )
 
 
 def check_folder(

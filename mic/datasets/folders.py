@@ -13,6 +13,7 @@ from mic.datasets.files import (
     IMAGE_EXTENSIONS,
     ReaderOptionError,
     check_folder,
+    check_transform,
     is_hidden_name,
     is_image,
     list_images,
@@ -73,6 +74,7 @@ class UnlabeledImageFolder:
         apply_exif_orientation: bool = True,
         label_suffix: str | None = None,
     ) -> None:
+        check_transform(transform, type(self).__name__)
         self.root = check_folder(root, "image")
         self.transform = transform
         self.apply_exif_orientation = apply_exif_orientation
@@ -314,6 +316,7 @@ class LabelledImages:
         transform: Callable[[Any], Any] | None = None,
         labelled: bool = True,
     ) -> None:
+        check_transform(transform, type(self).__name__)
         self.samples = list(samples)
         self.classes = list(classes)
         self.transform = transform

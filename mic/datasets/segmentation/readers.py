@@ -37,6 +37,7 @@ from mic.datasets.files import (
     ImageHeader,
     ReaderOptionError,
     check_folder,
+    check_transform,
     is_hidden_name,
     is_image,
     list_images,
@@ -241,6 +242,7 @@ class SegmentationDataset:
             raise ConfigError(
                 f"label_size_mismatch must be 'error' or 'resize', got {label_size_mismatch!r}"
             )
+        check_transform(transform, type(self).__name__)
         self.samples = [(_path(i), _path(lab) if lab is not None else None) for i, lab in samples]
         self.label_map = label_map
         self.transform = transform
