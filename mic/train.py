@@ -259,28 +259,20 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
 
     try:
         summary = run_experiment(cfg, run_dir, on_start=start)
-    except StoppedAtOnce as e:  # a second Ctrl-C: the last checkpoint saved, if any
-        saved = any(Path(run_dir, "checkpoints").glob("*.pt"))
-        say(
-            f"mic: {e}; the checkpoints saved before are in {run_dir}/checkpoints. Continue "
-            f"with the same command plus: {continue_with(run_dir)}"
-            if saved
-            else f"mic: {e}, before any checkpoint was written: run the same command again",
-            sys.stderr,
-            logging.WARNING,
-        )
-        sys.exit(128 + signal.SIGINT)
-    except TrainingInterrupted as e:
+    except (StoppedAtOnce, TrainingInterrupted) as e:  # a stop, or a second Ctrl-C at once
+        at_once = isinstance(e, StoppedAtOnce)
         saved = any(Path(run_dir, "checkpoints").glob("*.pt"))  # (none: stopped while the
-        say(  # start model was scored, before the first iteration)
-            f"mic: {e}; its checkpoint is in {run_dir}/checkpoints. Continue with the same "
-            f"command plus: {continue_with(run_dir)}"
+        held = "the checkpoints saved before are" if at_once else "its checkpoint is"  # start
+        say(  # model was scored, before the first iteration)
+            f"mic: {e}; {held} in {run_dir}/checkpoints. Continue with the same command plus: "
+            f"{continue_with(run_dir)}"
             if saved
             else f"mic: {e}, before any checkpoint was written: run the same command again",
             sys.stderr,
             logging.WARNING,
         )
-        sys.exit(e.exit_code)  # 128 + the signal, also where it reached another process
+        # 128 + the signal, also where it reached another process
+        sys.exit(128 + signal.SIGINT if at_once else e.exit_code)  # type: ignore[union-attr]
     except Exception as e:
         if interrupted():  # a Ctrl-C that an import turned into another error
             raise KeyboardInterrupt from e
