@@ -525,6 +525,10 @@ def test_a_second_ctrl_c_stops_at_once_and_a_first_one_after_the_iteration():
     with pytest.raises(StoppedAtOnce, match="after iteration 1, unsaved"):
         loop.run()
     assert loop.step == 1 and signal.getsignal(signal.SIGINT) is before  # handler given back
+    import pickle
+
+    again = pickle.loads(pickle.dumps(StoppedAtOnce(3)))  # (a run in a process pool)
+    assert again.step == 3 and str(again) == str(StoppedAtOnce(3))
 
 
 def test_a_run_ended_by_a_stop_request_trains_on_when_run_again():

@@ -93,6 +93,9 @@ class StoppedAtOnce(KeyboardInterrupt):
         super().__init__(f"stopped at once by a second SIGINT after iteration {step}, unsaved")
         self.step = step
 
+    def __reduce__(self) -> tuple[type[StoppedAtOnce], tuple[int]]:
+        return type(self), (self.step,)  # (rebuilt from its step, across processes)
+
 
 class NumericalError(MicError, FloatingPointError):
     """NaN or Inf that ``nan_policy`` does not skip (or too many skipped iterations)."""
