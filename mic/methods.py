@@ -10,7 +10,8 @@ from torch import Tensor
 
 from mic.core.batch import LABEL_KEYS
 from mic.core.context import IterationContext, Random
-from mic.core.masking import Augmentation
+from mic.core.errors import ConfigError
+from mic.core.masking import Augmentation, Masker
 from mic.core.method import UDAMethod
 from mic.core.terms import ConsistencyLoss, LossTerm, sum_parts
 from mic.core.weighting import QUALITY_THRESHOLD, WeightingMode
@@ -46,6 +47,19 @@ class SourceSupervision(LossTerm):
         return sum_parts(loss, self.part_weights)
 
 
+def check_augmentation(augmentation: Any, term: str) -> None:
+    """Raise ``ConfigError`` for a masker given as a base method's augmentation: the base
+    method would withhold image blocks too, a second MIC (the reverse of an augmentation
+    given as MIC's masker, which ``MaskedImageConsistency`` refuses)."""
+    if isinstance(augmentation, Masker):
+        raise ConfigError(
+            f"{term}'s augmentation is a {type(augmentation).__name__}, a masker: the base "
+            "method would withhold image blocks too, a second MIC; give it an augmentation "
+            "(e.g. mic.StrongAugmentation(mean, std)), and the masker to "
+            "MaskedImageConsistency"
+        )
+
+
 class SelfTraining(ConsistencyLoss):
     """Mean-teacher self-training: the student on the (strongly augmented) target against the
     teacher's pseudo-labels.
@@ -64,6 +78,7 @@ class SelfTraining(ConsistencyLoss):
         part_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(weighting, tau, weight, part_weights)
+        check_augmentation(augmentation, "self-training")
         self.augmentation = augmentation
 
     def transform(self, images: Any, rng: Random = None) -> Any:

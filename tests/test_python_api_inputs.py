@@ -771,3 +771,47 @@ def test_a_class_count_that_is_no_whole_number_is_refused_not_cut_down(build):
     cls = getattr(importlib.import_module(module), name)
     with pytest.raises(ConfigError, match=r"num_classes must be .*whole number.*got 2\.5"):
         cls(num_classes=2.5)
+
+
+def _hurried_mistakes():
+    """A newcomer's trial: each ran silently (the first two) or failed deep in torch or
+    OmegaConf (the rest)."""
+    from omegaconf import OmegaConf
+
+    from tests.helpers import tiny_loaders, tiny_model
+
+    task, source, target, test = tiny_loaders()
+    student = tiny_model()
+    optimizer = torch.optim.SGD(student.parameters(), 0.1)
+    config = OmegaConf.create({"_target_": "mic.EMATeacher", "alpha": 0.9})
+    return {
+        "a masker as self-training's augmentation": (
+            lambda: mic.mean_teacher(mic.BlockMasker(4, 0.7)),
+            "self-training's augmentation is a BlockMasker, a masker: the base method would",
+        ),
+        "a typo of a term to remove": (
+            lambda: mic.mean_teacher().with_terms(mci=None),
+            "with_terms: ['mci'] name no term of the method, which has ['source', 'self_tr",
+        ),
+        "evaluate with task and model swapped": (
+            lambda: mic.evaluate(student, task, test),
+            "evaluate(task, model, loader): model must be an nn.Module, got ClassificationTask",
+        ),
+        "evaluate with a Hydra config for the task": (
+            lambda: mic.evaluate(OmegaConf.create({"num_classes": 3}), student, test),
+            "the task DictConfig lacks loss, predict",
+        ),
+        "a teacher's config for the teacher": (
+            lambda: mic.AdaptationLoop(
+                task, student, mic.mean_teacher(), optimizer, source, target, 2, teacher=config
+            ),
+            "teacher must be a mic.Teacher (EMATeacher(student, alpha)) instance, got",
+        ),
+    }
+
+
+@pytest.mark.parametrize("mistake", list(_hurried_mistakes()))
+def test_a_hurried_user_s_mistakes_are_named(mistake):
+    make, said = _hurried_mistakes()[mistake]
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        make()

@@ -160,6 +160,8 @@ class AdaptationLoop:
             "student": (student, nn.Module, "an nn.Module"),
             "method": (method, UDAMethod, "a UDAMethod"),
         }
+        if teacher is not None:  # a config node given where the object goes, ...
+            kinds["teacher"] = (teacher, Teacher, "a mic.Teacher (EMATeacher(student, alpha))")
         for name, (value, kind, said) in kinds.items():
             if isinstance(value, type) or not isinstance(value, kind):
                 got = f"the class {value.__name__}" if isinstance(value, type) else type(value)

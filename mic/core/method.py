@@ -50,7 +50,17 @@ class UDAMethod(nn.Module):
 
     def with_terms(self, **terms: LossTerm | None) -> UDAMethod:
         """A copy of this method (its class and attributes, the terms shared) with ``terms``
-        added (or replaced, or removed when None)."""
+        added (or replaced, or removed when None).
+
+        Raises:
+            ConfigError: None given for a name that is no term of the method (a typo).
+        """
+        unknown = [k for k, v in terms.items() if v is None and k not in self.terms]
+        if unknown:  # with_terms(mci=None) left MIC on, silently
+            raise ConfigError(
+                f"with_terms: {unknown} name no term of the method, which has "
+                f"{list(self.terms)}; None removes one of those"
+            )
         method = copy.copy(self)  # with its own dicts of modules, parameters and buffers
         for key in ("_modules", "_parameters", "_buffers"):
             vars(method)[key] = dict(vars(self)[key])

@@ -12,7 +12,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mic.core.batch import move_to, split_sample
 from mic.core.errors import ConfigError, DatasetError, MicError
-from mic.core.task import Task
+from mic.core.task import Task, check_task
 from mic.training.batches import labelled_batch
 
 
@@ -176,10 +176,16 @@ def evaluate(
             not ``(images, targets)`` pairs (dicts, triples: the message names them), or
             targets ``task.check_targets`` refuses (labels outside the classes); its dataset
             declares another class count or order than the task (``task.check_datasets``).
-        ConfigError: ``task.metric()`` is not an accumulator instance (see
+        ConfigError: ``model`` is no ``nn.Module``, ``task`` lacks a Task's methods
+            (``check_task``: a Hydra config, or the model in its place); ``task.metric()``
+            is not an accumulator instance (see
             ``fresh_metric``), or its named scores lack ``task.primary_metric`` or give it as
             something other than one number (see ``primary_value``, ``primary_score``).
     """
+    if isinstance(model, type) or not isinstance(model, nn.Module):  # (task and model swapped)
+        got = f"the class {model.__name__}" if isinstance(model, type) else type(model).__name__
+        raise ConfigError(f"evaluate(task, model, loader): model must be an nn.Module, got {got}")
+    check_task(task)  # a Hydra config, or the model in its place
     check_test_set(task, loader, "evaluate's loader")
     return scores_of(task, model, loader, device)
 

@@ -34,6 +34,7 @@ from mic.core.teacher import unwrap
 from mic.core.terms import sum_parts
 from mic.core.weighting import WeightingMode
 from mic.datasets.segmentation.labels import CITYSCAPES_THING_CLASSES
+from mic.methods import check_augmentation
 from mic.tasks.common import require_features
 
 
@@ -122,6 +123,7 @@ class ClassMix(LossTerm):
         super().__init__(weight)
         if classes_from not in ("image", "batch"):
             raise ConfigError(f"classes_from must be 'image' or 'batch', got {classes_from!r}")
+        check_augmentation(augmentation, "ClassMix")
         self.augmentation = augmentation
         self.weighting = PseudoLabelWeighting(weighting, tau)
         self.classes_from = classes_from
