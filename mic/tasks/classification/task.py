@@ -13,6 +13,7 @@ from mic.core.context import Random
 from mic.functional import weighted_cross_entropy
 from mic.training.batches import (
     plain_samples,
+    require_image_batch,
     require_images,
     require_targets,
     with_int64_labels,
@@ -110,7 +111,13 @@ class ClassificationTask(Task):
         return weighted_cross_entropy(logits, targets, weights)
 
     def predict(self, model: nn.Module, images: Tensor) -> Tensor:
-        require_images(images)
+        """Class probabilities, B x K float32.
+
+        Raises:
+            DatasetError: ``images`` is no B x C x H x W float tensor (one C x H x W image,
+                uint8 pixels, a NumPy array).
+        """
+        require_image_batch(images, "classification")
         logits = model(images)
         self.check_logits(logits)
         return probabilities(logits)
