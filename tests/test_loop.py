@@ -546,6 +546,9 @@ def test_a_run_ended_by_a_stop_request_trains_on_when_run_again():
     loop.iterations = 6
     loop.run()
     assert (loop.step, loop.interrupted_by, loop.stop_reason) == (6, None, None)
+    with pytest.warns(UserWarning, match="the loop has run its 6 iterations; raise loop.iter"):
+        loop.run()  # a notebook cell run again after the end: it trained nothing, silently
+    assert loop.step == 6
 
 
 def test_hooks_release_what_they_hold_when_a_run_raises(tmp_path):

@@ -268,6 +268,7 @@ class AdaptationLoop:
         self.stop_reason: str | None = None
         #: why the run stopped early (None while it runs or after it finished)
         self.interrupted_by: str | None = None
+        self._finished = False  # this object's run() reached iterations
 
     def run(self) -> None:
         """Train from ``self.step`` to ``self.iterations``, or until a stop request.
@@ -279,6 +280,12 @@ class AdaptationLoop:
                 after ``after_run`` in one process (the checkpointer saves the step it
                 followed).
         """
+        if self._finished and self.step >= self.iterations:  # a second call trained nothing
+            warnings.warn(
+                f"AdaptationLoop.run: the loop has run its {self.iterations} iterations; raise "
+                "loop.iterations to train on",
+                stacklevel=2,
+            )
         self.collective.broadcast_module(self.student)
         self.collective.broadcast_module(self.method)
         self.stop_reason = self.interrupted_by = None  # a stop ended the last run, not this
@@ -304,6 +311,7 @@ class AdaptationLoop:
                         hook.after_run(self)
                     raise
             self.interrupted_by = self.stop_reason
+            self._finished = self.step >= self.iterations
             for hook in self.hooks:
                 hook.after_run(self)
 
