@@ -98,11 +98,17 @@ def load_config(
             searched beside mic's, as ``mic-train --config-dir`` does.
 
     Raises:
-        ConfigError: a ``config_dir`` that is no folder.
+        ConfigError: ``overrides`` given as one text, not a list; a ``config_dir`` that is no
+            folder.
     """
     from hydra.core.global_hydra import GlobalHydra
     from hydra.version import VersionBase
 
+    if isinstance(overrides, str):  # read letter by letter: "Error parsing override 'm'"
+        raise ConfigError(
+            f"load_config takes a list of overrides, got the text {overrides!r}: write "
+            f"[{overrides!r}]"
+        )
     own = [o for o in overrides if str(o).lstrip("+~").startswith("hydra.")]
     own = [o for o in own if not str(o).lstrip("+~").startswith("hydra.searchpath")]
     if own:  # composed, then dropped with the rest of Hydra's section (searchpath aside)
@@ -1389,7 +1395,16 @@ def run_experiment(
         on_start: called with the built experiment once it is accepted (built, resumed if
             asked), before anything is written into the run folder (``mic-train`` writes
             Hydra's record of a resumed command there).
+
+    Raises:
+        ConfigError: ``cfg`` is no composed config (``load_config``'s; the run folder in its
+            place, arguments swapped); and what building and training raise.
     """
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(
+            f"run_experiment(cfg, run_dir): cfg must be a composed config (load_config(...)), "
+            f"got {type(cfg).__name__} {cfg!r:.80}"
+        )
     with _determinism_restored(always=True):
         return _run_experiment(cfg, run_dir, on_start)
 

@@ -778,6 +778,7 @@ def _hurried_mistakes():
     OmegaConf (the rest)."""
     from omegaconf import OmegaConf
 
+    from mic.experiment import load_config, run_experiment
     from tests.helpers import tiny_loaders, tiny_model
 
     task, source, target, test = tiny_loaders()
@@ -800,6 +801,18 @@ def _hurried_mistakes():
         "evaluate with a Hydra config for the task": (
             lambda: mic.evaluate(OmegaConf.create({"num_classes": 3}), student, test),
             "the task DictConfig lacks loss, predict",
+        ),
+        "overrides as one text": (
+            lambda: load_config("mic=none"),
+            "load_config takes a list of overrides, got the text 'mic=none': write ['mic=none']",
+        ),
+        "run_experiment's arguments swapped": (
+            lambda: run_experiment("runs/x", load_config([])),
+            "run_experiment(cfg, run_dir): cfg must be a composed config (load_config(...)), g",
+        ),
+        "a term's class for the term": (
+            lambda: mic.UDAMethod({"x": mic.SourceSupervision}),
+            "method term 'x' is the class SourceSupervision, not an instance of it: give Sour",
         ),
         "a teacher's config for the teacher": (
             lambda: mic.AdaptationLoop(

@@ -29,6 +29,9 @@ class UDAMethod(nn.Module):
             problem = (
                 f"method term name {name!r} must be text without '.' (a module name)"
                 if not isinstance(name, str) or "." in name
+                else f"method term '{name}' is the class {term.__name__}, not an instance of it: "
+                f"give {term.__name__}(...)"
+                if isinstance(term, type)
                 else f"method term '{name}' is a {kind}, not a LossTerm; check its _target_"
                 if not isinstance(term, LossTerm)
                 else f"{kind}.__init__ must call super().__init__(weight)"
