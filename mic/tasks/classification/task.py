@@ -13,7 +13,6 @@ from mic.core.context import Random
 from mic.functional import weighted_cross_entropy
 from mic.training.batches import (
     plain_samples,
-    require_image_batch,
     require_images,
     require_targets,
     with_int64_labels,
@@ -111,13 +110,13 @@ class ClassificationTask(Task):
         return weighted_cross_entropy(logits, targets, weights)
 
     def predict(self, model: nn.Module, images: Tensor) -> Tensor:
-        """Class probabilities, B x K float32.
+        """Class probabilities, B x K float32, of a batch of the model's inputs (images, or
+        the features or token ids of a model of one's own: not checked for a layout).
 
         Raises:
-            DatasetError: ``images`` is no B x C x H x W float tensor (one C x H x W image,
-                uint8 pixels, a NumPy array).
+            DatasetError: a batch that is a dict, tuple or list (``require_images``).
         """
-        require_image_batch(images, "classification")
+        require_images(images)
         logits = model(images)
         self.check_logits(logits)
         return probabilities(logits)
