@@ -33,18 +33,22 @@ def catch_interrupts() -> None:
     """From now on, record every Ctrl-C (SIGINT) and SIGTERM (a scheduler's stop) before
     raising ``KeyboardInterrupt`` (the training guard's own handlers replace these while the
     iterations run); a SIGTERM killed the process without a word."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _interrupt)
-        signal.signal(signal.SIGTERM, _interrupt)
+    _on_stop_signals(_interrupt)
 
 
 def leave_at_next_signal() -> None:
     """The command has ended and said so (its run saved, or stopped and its checkpoint named):
     from now on a Ctrl-C or SIGTERM ends the process at once (status 128 + the signal), not
     with the tracebacks of the clean-up it interrupts (a DataLoader joining its workers)."""
+    _on_stop_signals(_leave)
+
+
+def _on_stop_signals(handler: Any) -> None:
+    """``handler`` for Ctrl-C (SIGINT) and SIGTERM, from the main thread (the only one in
+    which Python sets handlers)."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _leave)
-        signal.signal(signal.SIGTERM, _leave)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, handler)
 
 
 def _leave(signum: int, _: Any) -> None:

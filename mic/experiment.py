@@ -352,13 +352,15 @@ def load_run(
     if model not in ("student", "teacher"):
         raise ConfigError(f"model must be 'student' or 'teacher', got {model!r}")
     try:  # before any building: a misspelt device, CUDA asked of a machine without it
-        why = (_unavailable(chosen := _named_device(str(device))) or ("",))[0]
+        chosen = _named_device(str(device))
     except RuntimeError:  # torch's words for no device
-        why = "no such device"
-    if why:
+        unavailable: tuple[str, str] | None = ("no such device", "")
+    else:
+        unavailable = _unavailable(chosen)
+    if unavailable:
         raise ConfigError(
-            f"load_run(device={device!r}): {why}; give 'cpu', 'cuda', 'cuda:<index>', 'mps' or "
-            "'auto' (CUDA where there is one)"
+            f"load_run(device={device!r}): {unavailable[0]}; give 'cpu', 'cuda', "
+            "'cuda:<index>', 'mps' or 'auto' (CUDA where there is one)"
         )
     cfg = OmegaConf.load(folder / "config.yaml")
     try:

@@ -133,36 +133,6 @@ def _refuse_channels_last(images: Any) -> None:
         )
 
 
-def require_image_batch(images: Any, task: str) -> None:
-    """Refuse what is no (B, C, H, W) float tensor where a task predicts on images
-    (``require_images``'s checks, then a NumPy array, a single C x H x W image or integer
-    pixels, which ended in torch's errors).
-
-    Args:
-        images: what ``predict`` was given.
-        task: the task's name for the message (``"segmentation"``).
-
-    Raises:
-        DatasetError: naming what was given and how to make a batch of it.
-    """
-    require_images(images)
-    if not isinstance(images, torch.Tensor):
-        raise DatasetError(
-            f"{task} takes a B x C x H x W float tensor, got {type(images).__name__}: "
-            "convert it (torch.from_numpy(x), with channels first)"
-        )
-    if images.ndim != 4:
-        raise DatasetError(
-            f"{task} takes a B x C x H x W batch, got a tensor of shape "
-            f"{tuple(images.shape)}: for one image give image[None]"
-        )
-    if not images.is_floating_point():
-        raise DatasetError(
-            f"{task} takes float images, got {images.dtype}: transform them as the training "
-            "images were (e.g. torchvision's ToTensor, then Normalize with the same mean and std)"
-        )
-
-
 def require_targets(targets: Any, images: Any = None) -> None:
     """Raise ``DatasetError`` when a supervised loss gets no targets: the source loader
     yields images alone (an unlabelled dataset).

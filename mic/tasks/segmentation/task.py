@@ -30,7 +30,6 @@ from mic.tasks.common import check_class_datasets, check_whole
 from mic.tasks.segmentation.models.hrda import HRDA, HRDAOutput, crop_per_image, detail_crop_boxes
 from mic.training.batches import (
     plain_samples,
-    require_image_batch,
     require_images,
     require_targets,
     with_int64_labels,
@@ -129,6 +128,32 @@ class SegmentationMetrics(Metric):
 def _nanmean(values: Tensor, index: Sequence[int] | None) -> Tensor:
     v = values if index is None else values[list(index)]
     return v.nanmean().float()  # NaN when no class is defined (e.g. every pixel ignored)
+
+
+def _require_batch(images: Any) -> None:
+    """Refuse what is no (B, C, H, W) float tensor (``require_images``'s checks, then a NumPy
+    array, a single C x H x W image or integer pixels, which ended in torch's errors).
+
+    Raises:
+        DatasetError: naming what was given and how to make a batch of it.
+    """
+    require_images(images)
+    if not isinstance(images, Tensor):
+        raise DatasetError(
+            f"segmentation takes a B x C x H x W float tensor, got {type(images).__name__}: "
+            "convert it (torch.from_numpy(x), with channels first)"
+        )
+    if images.ndim != 4:
+        raise DatasetError(
+            f"segmentation takes a B x C x H x W batch, got a tensor of shape "
+            f"{tuple(images.shape)}: for one image give image[None]"
+        )
+    if not images.is_floating_point():
+        raise DatasetError(
+            f"segmentation takes float images, got {images.dtype}: transform them as the "
+            "training images were (e.g. torchvision's ToTensor, then Normalize with the same "
+            "mean and std)"
+        )
 
 
 class SegmentationTask(Task):
@@ -360,7 +385,7 @@ class SegmentationTask(Task):
     def predict(self, model: nn.Module, images: Tensor) -> Tensor:
         """Class probabilities, B x C x H x W in float32 (averaged with the mirrored
         image's when ``flip``)."""
-        require_image_batch(images, "segmentation")
+        _require_batch(images)
         probs = torch.softmax(self.logits(model, images), dim=1)
         if self.flip:
             flipped = torch.softmax(self.logits(model, images.flip(-1)), dim=1).flip(-1)
