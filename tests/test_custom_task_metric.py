@@ -477,3 +477,21 @@ def test_an_evaluation_that_failed_is_made_up_first_when_the_run_resumes(tmp_pat
     assert again.history[1]["eval/student/mse"] == pytest.approx(
         scored.history[1]["eval/student/mse"]
     )
+
+
+def test_a_dataset_where_a_loader_of_batches_goes_is_named():
+    # iterated, a dataset yields samples, which were taken for batches (a shape error deep in
+    # the model, or a score over the wrong units)
+    task = Regression()
+    source, target, test = loaders(task)
+    images = TensorDataset(torch.stack(target.dataset))
+    with pytest.raises(DatasetError, match=r"the source loader is a dataset \(TensorDataset\)"):
+        adaptation_loop(task, source.dataset, target)
+    with pytest.raises(DatasetError, match=r"evaluate's loader is a dataset \(TensorDataset\)"):
+        mic.evaluate(task, nn.Linear(1, 1), test.dataset)
+    with pytest.raises(ConfigError, match=r"Evaluation's adabn_loader is a dataset"):
+        mic.Evaluation(task, test, adabn_loader=images, adabn_batches=2)
+    with pytest.raises(ConfigError, match=r"LabelFreeValidation's loader is a dataset"):
+        LabelFreeValidation(["entropy"], images)
+    with pytest.raises(ConfigError, match=r"LabelFreeValidation's loader is an iterator"):
+        LabelFreeValidation(["entropy"], iter(target))

@@ -7,7 +7,7 @@ from types import GeneratorType
 from typing import Any
 
 import torch
-from torch.utils.data import default_collate
+from torch.utils.data import Dataset, IterableDataset, default_collate
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 from mic.core.errors import DatasetError
@@ -93,11 +93,25 @@ def move_to(obj: Any, device: torch.device | str, non_blocking: bool = True) -> 
     return obj
 
 
-def one_pass(loader: Any) -> bool:
-    """Whether ``loader`` is an iterator that cannot start over (a generator, a DataLoader's
-    iterator); a loader of one's own whose ``__iter__`` restarts passes."""
+def check_loader(
+    loader: Any, who: str, use: str | None, error: type[Exception] = DatasetError
+) -> None:
+    """Raise ``error`` when ``loader``, given where a loader of batches goes, is a map-style
+    ``Dataset`` (iterated, it yields samples one at a time) or, with ``use`` (how it is passed
+    over again), an iterator that cannot start over (a generator, a DataLoader's iterator; a
+    loader of one's own whose ``__iter__`` restarts passes)."""
+    kind = type(loader).__name__
     builtin = isinstance(loader, Iterator) and type(loader).__module__ in ("builtins", "itertools")
-    return isinstance(loader, (GeneratorType, _BaseDataLoaderIter)) or builtin
+    if use is not None and (builtin or isinstance(loader, (GeneratorType, _BaseDataLoaderIter))):
+        raise error(
+            f"{who} is an iterator ({kind}), used up after one pass, but {use}: give a "
+            "DataLoader or a list of batches"
+        )
+    if isinstance(loader, Dataset) and not isinstance(loader, IterableDataset):
+        raise error(  # its samples were taken for batches
+            f"{who} is a dataset ({kind}), which yields one sample at a time where batches go: "
+            "give DataLoader(dataset, batch_size=..., collate_fn=task.collate)"
+        )
 
 
 class EndlessLoader(Iterator[Any]):
@@ -114,16 +128,12 @@ class EndlessLoader(Iterator[Any]):
         name: how errors call it (``"source"``, ``"target"``).
 
     Raises:
-        DatasetError: a one-pass iterator (``one_pass``); (from ``next``) the loader yields
-            no batch at all.
+        DatasetError: a one-pass iterator or a map-style ``Dataset`` (``check_loader``);
+            (from ``next``) the loader yields no batch at all.
     """
 
     def __init__(self, loader: Iterable[Any], name: str = "data") -> None:
-        if one_pass(loader):  # drawn from again after its last batch
-            raise DatasetError(
-                f"the {name} loader is an iterator ({type(loader).__name__}), used up after one "
-                "pass, but the loop draws from it without end: give a DataLoader or a list"
-            )
+        check_loader(loader, f"the {name} loader", "the loop draws from it without end")
         self.loader, self.name = loader, name
         self.epoch = self.batches = self.samples = 0
         generator = getattr(loader, "generator", None)

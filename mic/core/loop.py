@@ -366,7 +366,8 @@ class AdaptationLoop:
             reported.append([dict(getattr(t, "statistics", None) or {}) for _, t in terms])
         for i, (_, term) in enumerate(terms if len(contexts) > 1 else ()):
             seen = [r[i] for r in reported]
-            shared = [k for k in seen[-1] if all(_scalar(r.get(k)) for r in seen)]
+            scalar = lambda v: isinstance(v, Tensor) and v.dim() == 0  # noqa: E731 (averages)
+            shared = [k for k in seen[-1] if all(scalar(r.get(k)) for r in seen)]
             mean = {k: torch.stack([r[k].float() for r in seen]).mean() for k in shared}
             if mean:  # the last micro-batch's alone, before (others stay the last one's)
                 term.statistics = {**seen[-1], **mean}
@@ -528,11 +529,6 @@ class AdaptationLoop:
                 images = images.contiguous(memory_format=torch.channels_last)
                 batch = images if targets is None else (images, targets)
         return batch
-
-
-def _scalar(value: Any) -> bool:
-    """Whether ``value`` is a 0-d tensor (a statistic that averages)."""
-    return isinstance(value, Tensor) and value.dim() == 0
 
 
 def _hooks(hooks: Any) -> list[Hook]:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mic.core.batch import move_to, split_sample
+from mic.core.batch import check_loader, move_to, split_sample
 from mic.core.errors import ConfigError, DatasetError, MicError
 from mic.core.task import Task, check_task
 from mic.training.batches import labelled_batch
@@ -219,8 +219,9 @@ def check_test_set(task: Task, loader: Any, who: str) -> None:
 
     Raises:
         DatasetError: another class count or class order, with how to read a test set that
-            lacks some of the source's classes.
+            lacks some of the source's classes; a dataset given for the loader.
     """
+    check_loader(loader, who, None)  # a dataset: its samples were scored as batches
     test_set = getattr(loader, "dataset", None)
     if test_set is None:
         return

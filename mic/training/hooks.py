@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mic.core.batch import one_pass
+from mic.core.batch import check_loader
 from mic.core.errors import CheckpointError, ConfigError, DatasetError, MicError
 from mic.core.loop import AdaptationLoop, Hook
 from mic.core.task import check_task
@@ -339,8 +339,9 @@ class Evaluation(Hook):
         validation: the label-free validators (``mic.training.validators``).
 
     Raises:
-        ConfigError: an unknown model name, neither labels nor validators to score with, or
-            validators the task cannot feed.
+        ConfigError: an unknown model name, neither labels nor validators to score with,
+            validators the task cannot feed, or a loader that is a one-pass iterator or a
+            dataset (``check_loader``).
         DatasetError: the labelled loader's dataset declares another class count than the
             task (``Task.check_datasets``): a test reader that numbered its own classes.
         DatasetError: (at ``before_run``, from the loader's first batch) a labelled loader
@@ -386,12 +387,8 @@ class Evaluation(Hook):
         if loader is None and validation is None:
             raise ConfigError("evaluation needs a labelled loader, label-free validators or both")
         for name, given in (("loader", loader), ("adabn_loader", adabn_loader)):
-            if one_pass(given):
-                raise ConfigError(
-                    f"Evaluation's {name} is an iterator ({type(given).__name__}), which can be "
-                    "passed over once, but every evaluation passes over it again: give a "
-                    "DataLoader or a list of batches"
-                )
+            again = "every evaluation passes over it again"
+            check_loader(given, f"Evaluation's {name}", again, ConfigError)
         if validation is not None:
             validation.check(task)
         check_test_set(task, loader, "Evaluation's test loader")

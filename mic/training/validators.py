@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import RandomSampler
 
-from mic.core.batch import move_to, split_sample
+from mic.core.batch import check_loader, move_to, split_sample
 from mic.core.context import RandomStream, stream_seed
 from mic.core.errors import ConfigError, DatasetError
 from mic.core.masking import BlockMasker, Masker
@@ -338,7 +338,8 @@ class LabelFreeValidation:
         seed: the seed of the masks and pixel draws.
 
     Raises:
-        ConfigError: ``batches`` or ``samples_per_image`` below 1, or an unknown validator.
+        ConfigError: ``batches`` or ``samples_per_image`` below 1, an unknown validator, or
+            a loader that is a one-pass iterator or a dataset (``check_loader``).
         DatasetError: (when scoring) the loader yields no batch.
 
     Warns:
@@ -366,6 +367,8 @@ class LabelFreeValidation:
                 f"or box), got {samples_per_image}"
             )
         self.validators = make_validators(validators)
+        again = "every evaluation passes over it again"
+        check_loader(loader, "LabelFreeValidation's loader", again, ConfigError)
         if isinstance(getattr(loader, "sampler", None), RandomSampler):
             warnings.warn(
                 "LabelFreeValidation's loader shuffles (a RandomSampler), so each evaluation "
