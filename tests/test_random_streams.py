@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import mic
-from mic import AdaptationLoop, EMATeacher, RandomStream, StrongAugmentation, UDAMethod
+from mic import AdaptationLoop, ConfigError, EMATeacher, RandomStream, StrongAugmentation, UDAMethod
 from mic.core.context import stream_seed
 from mic.datasets import DigitsDomain
 from mic.datasets.segmentation import StreetScenes
@@ -219,3 +219,12 @@ def test_adding_mic_leaves_the_detection_base_methods_draws_unchanged(base, back
     for (name, p), q in zip(a.student.named_parameters(), b.student.parameters()):
         assert torch.equal(p, q), name
     assert b.method.terms["mic"].statistics["boxes"] > 0  # the masked branch did run
+
+
+@pytest.mark.parametrize(
+    "layout", [{"rank": 3, "world_size": 2}, {"rank": -1}, {"micro": 2, "micro_batches": 2}]
+)
+def test_a_stream_placed_outside_its_layout_is_refused(layout):
+    # rank 3 of 2 drew one row for two images, which a masker broadcast into one mask
+    with pytest.raises(ConfigError, match="RandomStream: rank"):
+        RandomStream(0, **layout)

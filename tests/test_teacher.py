@@ -203,3 +203,67 @@ def test_update_unwraps_a_ddp_like_wrapper():
 def test_bad_settings_raise_config_errors(kwargs):
     with pytest.raises(ConfigError):
         EMATeacher(_bn_net(), **kwargs)
+
+
+def test_a_model_holding_a_module_beside_others_is_no_wrapper():
+    # a `module` child beside a head: the teacher copied the `module` alone, without the head
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.module, self.head = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.module(x))
+
+    teacher = EMATeacher(Net(), alpha=0.9)
+    assert isinstance(teacher.model, Net)
+    assert teacher(torch.randn(3, 4)).shape == (3, 2)
+
+
+def test_a_compiled_student_is_followed_as_the_model_inside():
+    student = tiny_model()
+    teacher = EMATeacher(torch.compile(student), alpha=0.9)
+    assert not hasattr(teacher.model, "_orig_mod")
+    _perturb(student, 2)
+    teacher.update(torch.compile(student), 0)  # its state dict's keys are _orig_mod.<name>
+    for t, s in zip(teacher.model.parameters(), student.parameters()):
+        assert torch.equal(t, s)
+
+
+def test_a_student_whose_layers_were_registered_anew_is_refused():
+    # the same shapes in another order: every later step averaged the head into the other
+    # layer, silently
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head, self.aux = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    student = Net()
+    teacher = EMATeacher(student, alpha=0.9)
+    del student.head
+    student.head = nn.Linear(4, 4)  # now after aux
+    with pytest.raises(ConfigError, match="registered in another order"):
+        teacher.update(student, 0)
+
+
+@pytest.mark.parametrize("change", ["dtype", "device"])
+def test_a_student_moved_or_cast_after_the_teacher_is_named(change):
+    student = tiny_model()
+    teacher = EMATeacher(student, alpha=0.9)
+    teacher.update(student, 0)
+    student.to(torch.float64 if change == "dtype" else "meta")
+    with pytest.raises(ConfigError, match=r"teacher.to\(device, dtype\)"):
+        teacher.update(student, 1)
+
+
+def test_alpha_of_any_real_type_is_taken_and_a_bool_is_refused():
+    assert EMATeacher(tiny_model(), alpha=torch.tensor(0.5).numpy()[()]).alpha == 0.5
+    with pytest.raises(ConfigError, match="alpha"):
+        EMATeacher(tiny_model(), alpha=True)
+
+
+def test_the_teachers_model_predicts_without_dropout_from_the_start():
+    teacher = EMATeacher(nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5)))
+    x = torch.randn(4, 8)
+    assert not teacher.model.training
+    assert torch.equal(teacher.model(x), teacher.model(x))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
+from numbers import Real
 from typing import Any, Literal
 
 import torch
@@ -18,10 +19,14 @@ NormMode = Literal["batch", "running"]
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel / DataParallel wrapper (or the module)."""
-    return (
-        model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
-    )
+    """The module inside its wrappers (or the module): torch.compile's (``_orig_mod``),
+    DistributedDataParallel, DataParallel or one like them (whose one child is ``module``; a
+    model that holds a ``module`` beside other modules is no wrapper)."""
+    inner = getattr(model, "_orig_mod", None)
+    if not isinstance(inner, nn.Module) and isinstance(model, nn.Module):
+        children = dict(model.named_children())
+        inner = children["module"] if list(children) == ["module"] else None
+    return unwrap(inner) if isinstance(inner, nn.Module) else model
 
 
 class Teacher(nn.Module, ABC):
@@ -72,6 +77,11 @@ class EMATeacher(Teacher):
         norm: BatchNorm when predicting: ``"batch"`` normalises with the predicted batch's
             statistics (train mode, as published; with ``"own"`` buffers its running
             statistics then follow the target), ``"running"`` with the running ones (eval).
+
+    Raises:
+        ConfigError: an alpha outside [0, 1], an unknown ``buffers`` or ``norm``, or no model;
+            (from ``update``) a student of another architecture, with its parameters
+            registered in another order, or moved or cast apart from the teacher.
     """
 
     def __init__(
@@ -82,7 +92,7 @@ class EMATeacher(Teacher):
         norm: NormMode = "batch",
     ) -> None:
         super().__init__()
-        if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
+        if isinstance(alpha, bool) or not (isinstance(alpha, Real) and 0.0 <= alpha <= 1.0):
             raise ConfigError(f"teacher.alpha must lie in [0, 1], got {alpha!r}")
         if buffers not in ("own", "ema", "copy"):
             raise ConfigError(f"teacher.buffers must be 'own', 'ema' or 'copy', got {buffers!r}")
@@ -91,7 +101,7 @@ class EMATeacher(Teacher):
         if not isinstance(unwrap(model), nn.Module):
             raise ConfigError(f"the teacher follows a student model, got {type(model).__name__}")
         self.alpha, self.buffer_policy, self.norm = float(alpha), buffers, norm
-        self.model = copy.deepcopy(unwrap(model))
+        self.model = copy.deepcopy(unwrap(model)).eval()  # as it predicts (train(): no-op)
         self.model.requires_grad_(False)
         self._norm_layers = [m for m in self.model.modules() if isinstance(m, _BatchNorm)]
 
@@ -109,6 +119,13 @@ class EMATeacher(Teacher):
                 self.model.load_state_dict(student.state_dict())
             except RuntimeError as e:  # e.g. a teacher built from another model
                 raise ConfigError(f"the teacher is not the student's architecture: {e}") from e
+            names = lambda m: [n for n, _ in m.named_parameters()]  # noqa: E731
+            if names(self.model) != names(student):  # each step would average other layers
+                raise ConfigError(
+                    "the student's parameters are registered in another order than the "
+                    "teacher's (a module replaced or added after the teacher was made), and "
+                    "the EMA pairs them in order: make the teacher after the student's last change"
+                )
             return
         weight = 1.0 - self.decay(step)
         t_params, s_params = _floating_pairs(self.model.parameters(), student.parameters())
@@ -171,5 +188,11 @@ def _floating_pairs(teacher: Any, student: Any) -> tuple[list[torch.Tensor], lis
     teacher, student = list(teacher), list(student)
     if len(teacher) != len(student) or any(t.shape != s.shape for t, s in zip(teacher, student)):
         raise ConfigError("the teacher is not the student's architecture (tensors differ)")
+    for t, s in zip(teacher, student):
+        if (t.dtype, t.device) != (s.dtype, s.device):  # moved or cast after the teacher was made
+            raise ConfigError(
+                f"the teacher holds {t.dtype} on {t.device} where the student holds {s.dtype} on "
+                f"{s.device}: move or cast the teacher with it (teacher.to(device, dtype))"
+            )
     pairs = [(t, s) for t, s in zip(teacher, student) if t.is_floating_point()]
     return [t for t, _ in pairs], [s.detach() for _, s in pairs]
