@@ -61,7 +61,11 @@ def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
 
 
 class Normalization(nn.Module):
-    """Maps between normalised tensors and images in [0, 1] (identity when mean is None)."""
+    """Maps between normalised tensors and images in [0, 1] (identity when mean is None).
+
+    Raises:
+        ConfigError: mean without std (or the reverse), of different lengths, or a std <= 0.
+    """
 
     def __init__(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
         super().__init__()

@@ -187,6 +187,10 @@ class MaskedImageConsistency(ConsistencyLoss):
         tau, weight: as in ``ConsistencyLoss``.
         part_weights: as in ``ConsistencyLoss`` (published 0 for a two-stage detector's
             box-regression parts).
+
+    Raises:
+        ConfigError: a masker that is no ``Masker`` (a class, an augmentation, None); (from
+            ``loss``) one that returns other than the images' kind (an ``(images, mask)`` pair).
     """
 
     def __init__(

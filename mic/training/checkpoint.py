@@ -161,7 +161,12 @@ def load_checkpoint(
     path: str | os.PathLike[str], map_location: Any = "cpu", mmap: bool = False
 ) -> dict[str, Any]:
     """Read a checkpoint written by ``save_checkpoint`` (tensors and plain types only);
-    ``mmap=True`` maps tensor data from the file instead of reading it (``torch.load``)."""
+    ``mmap=True`` maps tensor data from the file instead of reading it (``torch.load``).
+
+    Raises:
+        CheckpointError: no such file, a corrupt one, or one that is no mic checkpoint (plain
+            weights: the message names ``init_from``).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")

@@ -244,7 +244,12 @@ class WarmupMultiStep:
     """maskrcnn-benchmark's schedule, published for detection: factor(t) = gamma ^ (number of
     ``steps`` <= t), times a linear warm-up from ``warmup_factor`` to 1 over the first
     ``warmup_iters`` iterations (published: steps 30000 and 40000 of 60000, gamma 0.1, warm-up
-    500 iterations from 1/3)."""
+    500 iterations from 1/3).
+
+    Raises:
+        ConfigError: ``steps`` that are no list of iterations >= 0, a ``gamma`` <= 0, or a
+            warm-up setting out of range (each named by its ``scheduler.`` key).
+    """
 
     def __init__(
         self,

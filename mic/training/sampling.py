@@ -52,6 +52,9 @@ class ResumableSampler(Sampler[int]):
         seed: fixes the permutations (and the per-sample seeds).
         rank, world_size: this process's share under data parallelism.
         with_seeds: yield ``(index, per-sample seed)`` pairs for a ``SeededDataset``.
+
+    Raises:
+        ConfigError: a rank outside [0, world_size).
     """
 
     def __init__(

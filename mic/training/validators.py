@@ -163,6 +163,9 @@ class SoftNeighborhoodDensity(ProbabilityValidator):
     Args:
         temperature: T (published 0.05).
         chunk: rows of the similarity matrix computed at once (memory: chunk x N floats).
+
+    Raises:
+        ConfigError: a temperature <= 0.
     """
 
     name = "snd"

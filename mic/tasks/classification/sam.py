@@ -45,6 +45,9 @@ class SAM(torch.optim.Optimizer):
         rho: the radius of the perturbation (SDAT: 0.02).
         adaptive: scale the perturbation per parameter by its magnitude (ASAM).
         eps: added to the gradient norm before dividing by it.
+
+    Raises:
+        ConfigError: a negative ``rho``, or a ``base`` that is no torch optimiser.
     """
 
     def __init__(
