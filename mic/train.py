@@ -220,7 +220,11 @@ def _main(cfg: DictConfig) -> None:
         return
     try:  # one run at a time in a folder: before anything is read or written there
         lock = lock_run_folder(Path(run_dir)) if is_main else None
-    except ConfigError as e:
+    except ConfigError as e:  # the log is the other run's: it is left to it
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            root.removeHandler(handler)
+            handler.close()
         _job_failed(_one_paragraph(str(e)), run_dir)
         return
     try:

@@ -129,3 +129,13 @@ def test_a_class_count_mismatch_stops_the_first_iteration_not_the_evaluation(met
     with pytest.raises(ConfigError, match="the model predicts 5 classes but the task has 3"):
         loop.run()
     assert loop.step == 0
+
+
+def test_predict_on_one_image_notes_that_it_takes_a_batch():
+    # one (C, H, W) image failed deep in torch's BatchNorm with no word of the batch
+    task = ClassificationTask(num_classes=3)
+    model = Classifier("small_cnn", num_classes=3).eval()
+    with pytest.raises((RuntimeError, ValueError)) as caught:  # the model's own error
+        task.predict(model, torch.rand(3, 32, 32))
+    assert "give image[None]" in "".join(getattr(caught.value, "__notes__", []))
+    assert task.predict(model, torch.rand(3, 32, 32)[None]).shape == (1, 3)

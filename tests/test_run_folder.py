@@ -129,6 +129,8 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_changes_nothing(tmp_pa
             assert out.returncode == 2, out.stderr[-2000:]
             assert f"another mic-train run (pid {os.getpid()} on " in out.stderr
             assert not (run / "checkpoints").exists() and not (run / ".hydra").exists()
+            logs = [p.read_text() for p in run.glob("*.log")]  # the running run's, on which
+            assert not any("another mic-train" in log for log in logs)  # it writes: untouched
     finally:
         unlock_run_folder(held)
     assert not (run / ".lock").exists()  # released: no trace left

@@ -115,9 +115,19 @@ class ClassificationTask(Task):
 
         Raises:
             DatasetError: a batch that is a dict, tuple or list (``require_images``).
+            Exception: what the model raises, noting for a (C, H, W) image that one image is
+                given as a batch of one (``image[None]``).
         """
         require_images(images)
-        logits = model(images)
+        try:
+            logits = model(images)
+        except (RuntimeError, ValueError) as e:  # e.g. one image, which the layers took apart
+            if isinstance(images, Tensor) and images.dim() == 3:
+                e.add_note(
+                    f"(predict takes a batch: for one image of shape {tuple(images.shape)} "
+                    "give image[None])"
+                )
+            raise
         self.check_logits(logits)
         return probabilities(logits)
 
