@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import mic
 from mic import ConfigError, PseudoLabels, PseudoLabelWeighting
 
 
@@ -48,3 +49,38 @@ def test_quality_of_nothing_is_zero():
 def test_unknown_mode_is_a_config_error():
     with pytest.raises(ConfigError, match="weighting"):
         PseudoLabelWeighting("confidence")
+
+
+def _mic_gradient(accumulate: int, batch: int) -> torch.Tensor:
+    """The gradient of MIC's loss (nothing withheld) over four target images, of which the
+    teacher is confident on the first and third alone, in ``accumulate`` micro-batches."""
+    from mic.tasks.segmentation import SegmentationTask
+
+    student = torch.nn.Conv2d(3, 2, 3, padding=1)
+    with torch.no_grad():
+        student.weight.zero_()
+        student.bias.zero_()
+        student.weight[0, 0, 1, 1] = 8.0  # confident where channel 0 is lit
+    x = torch.zeros(4, 3, 16, 16)
+    x[0, 0] = x[2, 0] = 1.0
+    y = torch.zeros(4, 16, 16, dtype=torch.long)
+    source = [(x[i : i + batch], y[i : i + batch]) for i in range(0, 4, batch)]
+    target = [x[i : i + batch] for i in range(0, 4, batch)]
+    term = mic.MaskedImageConsistency(mic.BlockMasker(4, 0.0))
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.0)
+    teacher = mic.EMATeacher(student)
+    loop = mic.AdaptationLoop(
+        SegmentationTask(2), student, mic.UDAMethod({"mic": term}), optimizer, source, target,
+        1, teacher=teacher, accumulate=accumulate,
+    )  # fmt: skip
+    loop.run()
+    return student.weight.grad.clone()
+
+
+def test_q_is_the_optimiser_steps_over_its_micro_batches():
+    # k micro-batches of B / k stand for one batch of B: one q over the four images (0.5),
+    # not one per image (1, 0, 1, 0), which weighed the confident images alone, twice over
+    whole = _mic_gradient(1, 4)
+    assert whole.norm() > 0
+    for accumulate in (2, 4):
+        torch.testing.assert_close(_mic_gradient(accumulate, 4 // accumulate), whole)

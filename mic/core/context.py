@@ -16,6 +16,7 @@ from mic.core.batch import split_sample
 from mic.core.errors import ConfigError
 from mic.core.task import PseudoLabels, Task
 from mic.core.teacher import Teacher
+from mic.core.weighting import PseudoLabelWeighting
 
 
 def stream_seed(*key: object) -> int:
@@ -149,6 +150,8 @@ class IterationContext:
         adapting: ``step >= adaptation_start`` (when a term with ``uses_target = False`` may
             add target-dependent parts).
         term: the running term's name (set by the loop); ``rng`` is its stream.
+        step_contexts: the contexts of every micro-batch of the optimiser step, this one
+            among them (set by the loop; ``quality`` reads them).
     """
 
     def __init__(
@@ -178,6 +181,7 @@ class IterationContext:
         self._readers: list[str] = []  # the terms that read them
         self._shared: dict[SharedForward, Any] = {}
         self._streams: dict[str, RandomStream] = {}
+        self.step_contexts: list[IterationContext] = [self]
 
     @property
     def target_images(self) -> Any:
@@ -249,6 +253,24 @@ class IterationContext:
                 self._check_layout(prediction)
             self._pseudo_versions = versions_of(self._pseudo)
         return self._pseudo
+
+    def quality(self, weighting: PseudoLabelWeighting) -> Tensor | None:
+        """The quality weight q of ``weighting`` over the optimiser step's global batch: every
+        micro-batch's pseudo-labels (the teacher predicts on the others' targets now if no
+        term has yet) and every process's; None where that batch is this one (one process,
+        one micro-batch) or ``weighting`` is no quality weighting: it then takes its own."""
+        if weighting.mode != "quality" or (self.mean is None and len(self.step_contexts) < 2):
+            return None
+        counts = []
+        for ctx in self.step_contexts:
+            term, ctx.term = ctx.term, self.term  # read for this term
+            try:
+                counts.append(weighting.counts(ctx.pseudo_labels.confidence))
+            finally:
+                ctx.term = term
+        total = torch.stack(counts).sum(0) if len(counts) > 1 else counts[0]
+        total = self.mean(total) if self.mean is not None else total
+        return total[0] / total[1].clamp_min(1.0)
 
     def _check_layout(self, prediction: Any) -> None:
         """Warn when tensor pseudo-labels and the source's targets differ in their number of

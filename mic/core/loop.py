@@ -321,6 +321,8 @@ class AdaptationLoop:
         positions = self.source.state_dict(), self.target.state_dict()
         try:  # the batches first: a bad file leaves the loop as it was before the iteration
             contexts = [self.context(step, micro) for micro in range(self.accumulate)]
+            for ctx in contexts:  # (statistics of the step's whole batch, e.g. q)
+                ctx.step_contexts = contexts
         except DatasetError as e:
             failed = e
         if self.collective.world_size > 1:  # every process stops together (one flag's mean)

@@ -172,7 +172,7 @@ class ConsistencyLoss(LossTerm):
     def forward(self, ctx: IterationContext) -> Tensor:
         pseudo = ctx.pseudo_labels
         self.statistics = self.weighting.statistics(pseudo.confidence)
-        weights = self.weighting(pseudo, ctx.mean)  # q of the whole batch, every process
+        weights = self.weighting(pseudo, ctx.mean, ctx.quality(self.weighting))  # q: the step's
         return self.loss(ctx.student, ctx.task, ctx.target_images, pseudo, ctx.rng, weights)
 
 

@@ -57,13 +57,17 @@ class PseudoLabelWeighting:
             raise ConfigError(f"pseudo-label threshold tau must lie in [0, 1], got {tau!r}")
         self.mode, self.tau = mode, float(tau)
 
+    def counts(self, confidence: Tensor | list[Tensor]) -> Tensor:
+        """(elements with confidence >= tau, elements), a float tensor of 2: q's parts."""
+        flat = _flat(confidence)
+        total = flat.new_tensor(flat.numel(), dtype=torch.float32)  # (bf16 has 8 bits)
+        return torch.stack([(flat >= self.tau).float().sum(), total])
+
     def quality(self, confidence: Tensor | list[Tensor], mean: Reduce | None = None) -> Tensor:
         """q, a float 0-d tensor (0 for no elements); with ``mean``, the global batch's."""
         flat = _flat(confidence)
         if mean is not None:  # sums over processes: the share in the whole batch
-            counts = mean(
-                torch.stack([(flat >= self.tau).float().sum(), flat.new_tensor(flat.numel())])
-            )
+            counts = mean(self.counts(flat))
             return counts[0] / counts[1].clamp_min(1.0)
         if flat.numel() == 0:
             return flat.new_zeros(())
@@ -77,13 +81,16 @@ class PseudoLabelWeighting:
         mean = flat.mean() if flat.numel() else flat.new_zeros(())
         return {"q": self.quality(flat), "confidence": mean}
 
-    def __call__(self, pseudo: PseudoLabels, mean: Reduce | None = None) -> Tensor | list[Tensor]:
+    def __call__(
+        self, pseudo: PseudoLabels, mean: Reduce | None = None, q: Tensor | None = None
+    ) -> Tensor | list[Tensor]:
         """The weights in ``pseudo.confidence``'s layout and dtype (float32 for an integer
         one); ``mean`` (the mean over processes, ``IterationContext.mean``) makes q the global
-        batch's."""
+        batch's; ``q``, if given, is the quality weight (``IterationContext.quality``: that
+        of the optimiser step's micro-batches together)."""
         conf = _map(lambda c: c if c.is_floating_point() else c.float(), pseudo.confidence)
         if self.mode == "quality":
-            q = self.quality(conf, mean)
+            q = self.quality(conf, mean) if q is None else q
             weights = _map(lambda c: q.expand_as(c).to(c.dtype), conf)
         elif self.mode == "prob":
             weights = _map(lambda c: c.detach(), conf)

@@ -179,7 +179,7 @@ class ClassMix(LossTerm):
                 f"{tuple(target.shape)} (set equal batch sizes and crop sizes)"
             )
         pseudo = ctx.pseudo_labels
-        weights = self.weighting(pseudo, ctx.mean)
+        weights = self.weighting(pseudo, ctx.mean, ctx.quality(self.weighting))
         self.statistics = self.weighting.statistics(pseudo.confidence)
         ignore = getattr(ctx.task, "ignore_index", 255)
         mask = class_mix_masks(labels, ctx.task.num_classes, ctx.rng, self.classes_from, ignore)
@@ -431,7 +431,8 @@ class SegmentationMIC(MaskedImageConsistency):
         self.statistics = self.weighting.statistics(pseudo.confidence)
         if self.images == "target":
             return super().forward(ctx)
-        weights = self.weighting(pseudo, ctx.mean)  # q of the whole target batch, as published
+        q = ctx.quality(self.weighting)  # of the whole target batch, as published
+        weights = self.weighting(pseudo, ctx.mean, q)
         images = torch.cat([ctx.source_images[:1], ctx.target_images[:1]])
         labels = torch.cat([ctx.source_targets[:1], pseudo.labels[:1]])
         pixel_weights = torch.cat([torch.ones_like(weights[:1]), weights[:1]])  # type: ignore[index]
