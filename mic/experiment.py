@@ -1436,8 +1436,8 @@ def _run_experiment(
         ) from e
     except Exception as e:  # a hook's error after a whole iteration: the loop saved it
         saved = exp.checkpointer is not None and exp.checkpointer.saved_step == exp.loop.step
-        if saved and exp.loop.interrupted_by == "an error":  # (not if the save failed: a full disk)
-            e.add_note(
+        if saved and exp.loop.interrupted_by == "an error" and hasattr(e, "add_note"):  # (3.11:
+            e.add_note(  # not if the save failed: a full disk)
                 f"The run saved its state after iteration {exp.loop.step} in {exp.run_dir}/"
                 "checkpoints: once this is fixed, continue with the same command plus: "
                 f"{continue_with(exp.run_dir)}"

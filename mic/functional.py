@@ -25,7 +25,8 @@ def weighted_cross_entropy(
         ignore_index: the target value that is ignored.
 
     Returns:
-        The mean weighted loss, a float32 scalar (0, with a gradient, for no elements).
+        The mean weighted loss, a float32 scalar (float64 with float64 weights; 0, with a
+        gradient, for no elements).
 
     Raises:
         ValueError: weights whose shape would broadcast the loss to a larger one (N x 1

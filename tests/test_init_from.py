@@ -126,12 +126,27 @@ def _broken_task(**_):
     raise AttributeError("a bug of the task's own")
 
 
-def test_weights_saved_from_a_ddp_wrapped_model_load_without_their_prefix(source_run, tmp_path):
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
+def test_weights_saved_from_a_wrapped_model_load_without_their_prefix(source_run, tmp_path, prefix):
+    # DistributedDataParallel's, and torch.compile's, which the checkpoints of a student
+    # given compiled held before unwrap took it off
     saved = torch.load(source_run / "checkpoints" / "student.pt", weights_only=True)
-    path = tmp_path / "ddp_student.pt"
-    torch.save({f"module.{k}": v for k, v in saved.items()}, path)
+    path = tmp_path / "wrapped_student.pt"
+    torch.save({f"{prefix}{k}": v for k, v in saved.items()}, path)
     exp = build_experiment(load_config([*TINY, f"init_from={path}"]))
     assert _equal(exp.student.state_dict(), saved)
+
+
+def test_a_checkpoint_of_a_compiled_student_with_its_prefix_resumes(teacher_run):
+    file = max((teacher_run / "checkpoints").glob("iter_*.pt"))
+    state = load_checkpoint(file)
+    renamed = {"student": "_orig_mod.", "teacher": "model._orig_mod."}
+    for part, prefix in renamed.items():  # as a student given compiled saved them
+        cut = len("model.") if part == "teacher" else 0
+        state[part] = {f"{prefix}{k[cut:]}": v for k, v in state[part].items()}
+    exp = build_experiment(load_config(TINY))
+    exp.loop.load_state_dict(state)
+    assert _equal(exp.loop.student.state_dict(), load_checkpoint(file)["student"])
 
 
 def test_a_file_without_weights_is_refused(tmp_path):

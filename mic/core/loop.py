@@ -506,12 +506,14 @@ class AdaptationLoop:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what ``state_dict`` returned."""
-        unwrap(self.student).load_state_dict(state["student"])
+        """Restore what ``state_dict`` returned (the names of a torch.compile'd model, saved
+        with ``_orig_mod.`` before ``unwrap`` took it off, read without it)."""
+        plain = lambda s: {k.replace("_orig_mod.", ""): v for k, v in s.items()}  # noqa: E731
+        unwrap(self.student).load_state_dict(plain(state["student"]))
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.teacher is not None and "teacher" in state:
-            self.teacher.load_state_dict(state["teacher"])
+            self.teacher.load_state_dict(plain(state["teacher"]))
         if self.scheduler is not None and "scheduler" in state:
             self.scheduler.load_state_dict(state["scheduler"])
         for name in ("source", "target"):

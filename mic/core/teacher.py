@@ -19,14 +19,15 @@ NormMode = Literal["batch", "running"]
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside its wrappers (or the module): torch.compile's (``_orig_mod``),
-    DistributedDataParallel, DataParallel or one like them (whose one child is ``module``; a
-    model that holds a ``module`` beside other modules is no wrapper)."""
-    inner = getattr(model, "_orig_mod", None)
-    if not isinstance(inner, nn.Module) and isinstance(model, nn.Module):
-        children = dict(model.named_children())
-        inner = children["module"] if list(children) == ["module"] else None
-    return unwrap(inner) if isinstance(inner, nn.Module) else model
+    """The module inside one DistributedDataParallel, DataParallel or a wrapper like them
+    (whose one child is ``module``, with no parameter or buffer of its own: a model holding
+    more is no wrapper) and inside torch.compile's (``_orig_mod``); else the module."""
+    compiled = lambda m: isinstance(getattr(m, "_orig_mod", None), nn.Module)  # noqa: E731
+    model = model._orig_mod if compiled(model) else model
+    alone = isinstance(model, nn.Module) and not (model._parameters or model._buffers)
+    if alone and [n for n, _ in model.named_children()] == ["module"]:
+        model = model.module._orig_mod if compiled(model.module) else model.module
+    return model
 
 
 class Teacher(nn.Module, ABC):
@@ -81,7 +82,8 @@ class EMATeacher(Teacher):
     Raises:
         ConfigError: an alpha outside [0, 1], an unknown ``buffers`` or ``norm``, or no model;
             (from ``update``) a student of another architecture, with its parameters
-            registered in another order, or moved or cast apart from the teacher.
+            registered in another order, or moved to another device than the teacher (one
+            of another float dtype is averaged in the teacher's).
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class EMATeacher(Teacher):
         self.model = copy.deepcopy(unwrap(model)).eval()  # as it predicts (train(): no-op)
         self.model.requires_grad_(False)
         self._norm_layers = [m for m in self.model.modules() if isinstance(m, _BatchNorm)]
+        self._paired = False  # the parameters' order checked against the student's
 
     def decay(self, step: int) -> float:
         """The EMA coefficient ``a`` used at ``step`` (> 0)."""
@@ -119,6 +122,7 @@ class EMATeacher(Teacher):
                 self.model.load_state_dict(student.state_dict())
             except RuntimeError as e:  # e.g. a teacher built from another model
                 raise ConfigError(f"the teacher is not the student's architecture: {e}") from e
+        if not self._paired:  # once per process (after a resume too): the EMA pairs in order
             names = lambda m: [n for n, _ in m.named_parameters()]  # noqa: E731
             if names(self.model) != names(student):  # each step would average other layers
                 raise ConfigError(
@@ -126,6 +130,8 @@ class EMATeacher(Teacher):
                     "teacher's (a module replaced or added after the teacher was made), and "
                     "the EMA pairs them in order: make the teacher after the student's last change"
                 )
+            self._paired = True
+        if step == 0:
             return
         weight = 1.0 - self.decay(step)
         t_params, s_params = _floating_pairs(self.model.parameters(), student.parameters())
@@ -188,11 +194,10 @@ def _floating_pairs(teacher: Any, student: Any) -> tuple[list[torch.Tensor], lis
     teacher, student = list(teacher), list(student)
     if len(teacher) != len(student) or any(t.shape != s.shape for t, s in zip(teacher, student)):
         raise ConfigError("the teacher is not the student's architecture (tensors differ)")
-    for t, s in zip(teacher, student):
-        if (t.dtype, t.device) != (s.dtype, s.device):  # moved or cast after the teacher was made
-            raise ConfigError(
-                f"the teacher holds {t.dtype} on {t.device} where the student holds {s.dtype} on "
-                f"{s.device}: move or cast the teacher with it (teacher.to(device, dtype))"
-            )
-    pairs = [(t, s) for t, s in zip(teacher, student) if t.is_floating_point()]
-    return [t for t, _ in pairs], [s.detach() for _, s in pairs]
+    pairs = [(t, s.detach()) for t, s in zip(teacher, student) if t.is_floating_point()]
+    if pairs and pairs[0][0].device != pairs[0][1].device:  # moved after the teacher was made
+        raise ConfigError(
+            f"the teacher is on {pairs[0][0].device} and the student on {pairs[0][1].device}: "
+            "move the teacher with it (teacher.to(device))"
+        )  # a student of another dtype is averaged in the teacher's (an fp32 EMA of bf16)
+    return [t for t, _ in pairs], [s if s.dtype == t.dtype else s.to(t.dtype) for t, s in pairs]

@@ -224,7 +224,8 @@ def load_initial_weights(
 ) -> Path:
     """Load ``initial_weights(path, key, which)`` into ``model``, strictly: every parameter
     and buffer, each of the same shape (names saved from a ``DistributedDataParallel``
-    wrapper, each with the prefix ``module.``, without it; BatchNorm's batch counts,
+    wrapper, each with the prefix ``module.``, or from a torch.compile'd model, with
+    ``_orig_mod.``, without it; BatchNorm's batch counts,
     ``num_batches_tracked``, which some files leave out and which only a BatchNorm without
     ``momentum`` reads, may be missing). With ``lacking_ok``, a part that the model's
     ``weights_may_lack`` names (a prefix, e.g. HRDA's ``"scale_attention."``) may be missing
@@ -242,6 +243,7 @@ def load_initial_weights(
     file = initial_weights_file(path, key, which)
     state = _read_weights(file, key, _within(path, file, which))
     own = unwrap(model).state_dict()
+    state = {k.replace("_orig_mod.", ""): v for k, v in state.items()}  # saved compiled
     ddp = "module."  # saved from a DistributedDataParallel-wrapped model: the plain names
     if all(k.startswith(ddp) for k in state) and not any(k.startswith(ddp) for k in own):
         state = {k[len(ddp) :]: v for k, v in state.items()}

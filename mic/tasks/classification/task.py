@@ -122,10 +122,10 @@ class ClassificationTask(Task):
         try:
             logits = model(images)
         except (RuntimeError, ValueError) as e:  # e.g. one image, which the layers took apart
-            if isinstance(images, Tensor) and images.dim() == 3:
-                e.add_note(
-                    f"(predict takes a batch: for one image of shape {tuple(images.shape)} "
-                    "give image[None])"
+            if isinstance(images, Tensor) and images.dim() == 3 and hasattr(e, "add_note"):
+                e.add_note(  # (Python 3.11 on)
+                    f"(predict takes a batch: if this is one image, of shape "
+                    f"{tuple(images.shape)}, give image[None])"
                 )
             raise
         self.check_logits(logits)
