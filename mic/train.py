@@ -173,7 +173,8 @@ def _as_hydra_would(record: DictConfig, subdir: str) -> DictConfig:
     """``record`` (a config with a ``hydra`` node) as Hydra would have written it: its
     ``output_subdir`` ``subdir``, without the ``hydra.output_subdir=null`` mic-train added."""
     record.hydra.output_subdir = subdir
-    record.hydra.overrides.hydra = [o for o in record.hydra.overrides.hydra if o != f"{SUBDIR}null"]
+    given = OmegaConf.to_container(record.hydra.overrides.hydra)  # as typed: ${seed} unresolved
+    record.hydra.overrides.hydra = [o for o in given if o != f"{SUBDIR}null"]  # type: ignore[union-attr]
     return record
 
 
@@ -254,12 +255,14 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
         if subdir is not None and is_main:
             _write_hydra_record(cfg, Path(run_dir) / f"{subdir}_resumed")
         original = _RECORD.get("sweep")
-        if original is not None and is_main and not _RECORD.get("sweep_resumed"):
+        if original is not None and is_main:
             # the sweep's first record stays; the resuming command's goes beside it
             sweep = Path(HydraConfig.get().sweep.dir)
-            (sweep / "multirun_resumed.yaml").write_bytes((sweep / "multirun.yaml").read_bytes())
-            (sweep / "multirun.yaml").write_bytes(original)
-            _RECORD["sweep_resumed"] = True
+            if not _RECORD.get("sweep_resumed"):
+                resumed = (sweep / "multirun.yaml").read_bytes()
+                (sweep / "multirun_resumed.yaml").write_bytes(resumed)
+                _RECORD["sweep_resumed"] = True
+            (sweep / "multirun.yaml").write_bytes(original)  # (each job's record mended it)
 
     try:
         summary = run_experiment(cfg, run_dir, on_start=start)
@@ -374,9 +377,9 @@ _NO_RUN = (
 
 
 def folder_key(argv: Sequence[str]) -> str:
-    """The option that chooses a command line's folder: ``hydra.sweep.dir`` for ``-m``, else
-    ``hydra.run.dir``."""
-    sweep = "-m" in argv or "--multirun" in argv
+    """The option that chooses a command line's folder: ``hydra.sweep.dir`` for ``-m`` (or
+    ``hydra.mode=MULTIRUN``), else ``hydra.run.dir``."""
+    sweep = "-m" in argv or "--multirun" in argv or "hydra.mode=MULTIRUN" in argv
     return "hydra.sweep.dir" if sweep else "hydra.run.dir"
 
 
@@ -687,6 +690,11 @@ def unknown_option(argv: Sequence[str]) -> str | None:
         return shadowed
     confs: list[Any] = [importlib.resources.files("mic.conf"), *own]
     for arg in argv:
+        deleted = re.fullmatch(r"~([a-z_]\w*)(?:=.*)?", arg)
+        if deleted:  # a whole group or root setting: Hydra's traceback, or the whole config
+            problem = _deletion_problem(deleted.group(1), confs)
+            if problem:
+                return problem
         found = re.fullmatch(r"(\+{0,2})([a-z_]\w*)((?:\.\w+)*)=(.*)", arg)
         if not found:
             continue
@@ -724,6 +732,28 @@ def unknown_option(argv: Sequence[str]) -> str | None:
             continue  # an addition (checked once composed: mic.schema.unread_keys), or known
         hint = did_you_mean(key, sorted(ROOT_KEYS)) or " `mic-train --cfg job` lists them all."
         return f"mic-train has no setting {key!r}.{hint}"
+    return None
+
+
+def _deletion_problem(key: str, confs: Sequence[Any]) -> str | None:
+    """The message for ``~key`` deleting a config group or a root setting that every run
+    composes or reads (``~mic``, ``~seed``), with what to give instead; None for others."""
+    from mic.schema import ROOT_KEYS
+
+    folders = [c / key for c in confs if (c / key).is_dir()]
+    if key in _PART_GROUPS:
+        return _PART_GROUPS[key]
+    if folders and key != "experiment":  # (the default experiment is none)
+        names = sorted({p.stem for f in folders for p in f.glob("[!_]*.yaml")})
+        off = " (mic=none switches MIC off)" if key == "mic" else ""
+        return (
+            f"~{key} deletes the config group {key}, which every run composes: choose one of "
+            f"its options instead{off}: {', '.join(names)}"
+        )
+    if key in ROOT_KEYS:
+        return (
+            f"~{key} deletes the setting {key}, which every run reads: set it instead ({key}=...)"
+        )
     return None
 
 
@@ -970,6 +1000,9 @@ def _command() -> None:
     # (a task of your own in one file beside its config)
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
+    if {"-sc", "--shell-completion"} & set(sys.argv[1:]):  # Hydra's: install=bash, query=...
+        _main()
+        return
     try:
         _join_torchrun()
         unknown = (

@@ -477,6 +477,19 @@ CASES = [
         "e.g. +dataset.target=",
     ),
     (
+        "config-deleted-group",
+        "a whole config group deleted (~mic: said the config had no 'mic'; ~dataset: Hydra's traceback)",
+        lambda t, r: ["~mic"],
+        "~mic deletes the config group mic, which every run composes: choose one of its options "
+        "instead (mic=none switches MIC off): block, ",
+    ),
+    (
+        "config-deleted-setting",
+        "a setting every run reads deleted (~seed: the message held the whole config)",
+        lambda t, r: ["~seed"],
+        "~seed deletes the setting seed, which every run reads: set it instead (seed=...)",
+    ),
+    (
         "config-unknown-argument",
         "an argument the class does not take",
         lambda t, r: ["+model.colour=red"],

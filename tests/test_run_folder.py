@@ -85,7 +85,8 @@ def test_a_finished_run_resumed_into_a_new_folder_names_the_best_pt_that_exists(
 def test_the_record_mic_train_writes_is_the_one_hydra_writes(tmp_path, sweep):
     folder = tmp_path / "run"
     where = f"hydra.sweep.dir={folder}" if sweep else f"hydra.run.dir={folder}"
-    args = [*(["-m"] if sweep else []), *TINY, "iterations=1", where]
+    named = "hydra.job.name=job_${seed}"  # recorded as typed (it failed to resolve without seed)
+    args = [*(["-m"] if sweep else []), *TINY, "iterations=1", where, named]
     record = ["0/.hydra/*", "multirun.yaml"] if sweep else [".hydra/*"]
     hydra_alone = f"import sys; from mic.train import _main; sys.argv = {['x', *args]}; _main()"
     env = {"PATH": os.environ["PATH"], "OMP_NUM_THREADS": "1"}
@@ -97,14 +98,25 @@ def test_the_record_mic_train_writes_is_the_one_hydra_writes(tmp_path, sweep):
     shutil.rmtree(folder)
     assert run_mic_train(args, cwd=tmp_path).returncode == 0
     assert _files(folder, *record) == hydras
+    assert b"job_${seed}" in hydras[f"{'0/' * sweep}.hydra/hydra.yaml"]
+
+
+def test_shell_completion_is_hydras():
+    # its install= and query= were refused as settings mic-train does not have
+    done = run_mic_train(["-sc", "install=bash"])
+    assert done.returncode == 0 and "hydra_bash_completion" in done.stdout
 
 
 def test_a_refused_sweep_leaves_its_records_and_a_resumed_one_writes_its_own(tmp_path):
     sweep = tmp_path / "sweep"
-    args = ["-m", *TINY, "seed=0", f"hydra.sweep.dir={sweep}"]
+    args = ["-m", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}"]
     assert run_mic_train(args).returncode == 0
     before = _files(sweep, "**/*")
     refused = run_mic_train([*args, "optimizer.lr=0.5"])
+    assert refused.returncode == 2 and "already holds a run" in refused.stderr
+    assert _files(sweep, "**/*") == before
+    as_mode = [a for a in args if a != "-m"] + ["hydra.mode=MULTIRUN", "optimizer.lr=0.5"]
+    refused = run_mic_train(as_mode)  # a sweep too (its multirun.yaml was rewritten)
     assert refused.returncode == 2 and "already holds a run" in refused.stderr
     assert _files(sweep, "**/*") == before
     resumed = run_mic_train([*args, "resume=auto", "iterations=3"])
