@@ -478,7 +478,7 @@ CASES = [
     ),
     (
         "config-deleted-group",
-        "a whole config group deleted (~mic: said the config had no 'mic'; ~dataset: Hydra's traceback)",
+        "a config group deleted whole (~mic: said there is no 'mic'; ~dataset: a traceback)",
         lambda t, r: ["~mic"],
         "~mic deletes the config group mic, which every run composes: choose one of its options "
         "instead (mic=none switches MIC off): block, ",
