@@ -632,13 +632,33 @@ def usage_problem(argv: Sequence[str]) -> str | None:
     named = [  # the run folder and log are named by them: no path separator
         a
         for a in argv
-        if a.split("=", 1)[0].lstrip("+") in ("method.name", "dataset.name")
+        if a.split("=", 1)[0].lstrip("+") in ("method.name", "dataset.name", "hydra.job.name")
         and _separated(a.split("=", 1)[1])
     ]
     if named:
         return (
             f"{named[0]}: {named[0].split('=', 1)[0].lstrip('+')} names the run folder and "
             "log: give it without '/'"
+        )
+    unset = [  # read by Hydra's log set-up (the job's name) before mic's check of the config
+        (a, var)
+        for a in argv
+        if a.split("=", 1)[0].lstrip("+").startswith(("method.name", "dataset.name", "hydra."))
+        for var in re.findall(r"\$\{oc\.env:([^,}]+)\}", a.split("=", 1)[-1])
+        if var.strip() not in os.environ
+    ]
+    if unset:
+        arg, var = unset[0]
+        return (
+            f"{arg} reads the environment variable {var}, which is not set; set it (export "
+            f"{var}=...), or give a default: ${{oc.env:{var},<default>}}"
+        )
+    shown = argv[argv.index("--cfg") + 1 : argv.index("--cfg") + 2] if "--cfg" in argv else []
+    shown += argv[argv.index("-c") + 1 : argv.index("-c") + 2] if "-c" in argv else []
+    if "hydra" in shown and "--resolve" in argv:  # the job's name reads the job's config
+        return (
+            "--cfg hydra --resolve: Hydra's config alone cannot be resolved (its job name "
+            "reads the job's settings); give --cfg all --resolve"
         )
     added = [a for a in argv if a.split("=", 1)[0] in ("+hydra.searchpath", "++hydra.searchpath")]
     if added:

@@ -797,6 +797,19 @@ CASES = [
         "method.name=my/method: method.name names the run folder and log: give it without '/'",
     ),
     (
+        "config-job-name-with-slash",
+        "Hydra's job name, which names the log, with a '/' (Hydra's logging traceback)",
+        lambda t, r: ["hydra.job.name=a/b"],
+        "hydra.job.name=a/b: hydra.job.name names the run folder and log: give it without '/'",
+    ),
+    (
+        "config-run-name-from-unset-variable",
+        "a run name read from an environment variable that is not set (Hydra's traceback)",
+        lambda t, r: ["method.name=${oc.env:MIC_TEST_UNSET_VARIABLE}"],
+        "method.name=${oc.env:MIC_TEST_UNSET_VARIABLE} reads the environment variable "
+        "MIC_TEST_UNSET_VARIABLE, which is not set",
+    ),
+    (
         "config-home-path",
         "a path written with ~ after key= (the shell leaves it unexpanded)",
         lambda t, r: ["dataset=folders", "dataset.root_source=~/source"],
@@ -811,6 +824,13 @@ CASES = [
         "--multirun and --cfg cannot be combined: Hydra runs one of --run, --multirun (-m), "
         "--cfg, --info, --shell-completion; to see one job of a sweep, give --cfg job without "
         "-m and one value per setting",
+    ),
+    (
+        "config-cfg-hydra-resolve",
+        "Hydra's config alone asked resolved (a traceback: its job name reads the job's config)",
+        lambda t, r: ["--cfg", "hydra", "--resolve"],
+        "--cfg hydra --resolve: Hydra's config alone cannot be resolved (its job name reads "
+        "the job's settings); give --cfg all --resolve",
     ),
     (
         "config-experiment-without-package",
