@@ -123,8 +123,8 @@ class EMATeacher(Teacher):
             except RuntimeError as e:  # e.g. a teacher built from another model
                 raise ConfigError(f"the teacher is not the student's architecture: {e}") from e
         if not self._paired:  # once per process (after a resume too): the EMA pairs in order
-            names = lambda m: [n for n, _ in m.named_parameters()]  # noqa: E731
-            if names(self.model) != names(student):  # each step would average other layers
+            mine, its = ([n for n, _ in m.named_parameters()] for m in (self.model, student))
+            if mine != its and sorted(mine) == sorted(its):  # would average other layers
                 raise ConfigError(
                     "the student's parameters are registered in another order than the "
                     "teacher's (a module replaced or added after the teacher was made), and "
