@@ -419,7 +419,16 @@ def build_method(cfg: DictConfig) -> UDAMethod:
             )
             term = None
         terms[name] = instantiate(term) if term else None
-    return UDAMethod(terms)
+    method = UDAMethod(terms)
+    for name, term in method:  # a weight its __init__ took but did not pass on: ignored
+        given = (cfg.method.terms[name] or {}).get("weight")
+        if isinstance(given, (int, float)) and float(given) != getattr(term, "weight", given):
+            raise ConfigError(
+                f"method.terms.{name}.weight is {given}, but the term built holds weight "
+                f"{term.weight}: {type(term).__name__}.__init__ takes weight and does not pass "
+                "it on; call super().__init__(weight) (mic.LossTerm)"
+            )
+    return method
 
 
 def build_datasets(cfg: DictConfig, preflight: bool = True) -> dict[str, Any]:
@@ -639,6 +648,13 @@ def best_metric_key(cfg: DictConfig, task: Task) -> str:
         by = parts[2]
     labelled = cfg.dataset.get("test") is not None  # dataset.test=null: validators alone
     if by in (None, "", task.primary_metric):
+        if not labelled and not validator_names(cfg):  # (best_by=im would then be refused)
+            raise ConfigError(
+                "dataset.test=null with eval.validators=[]: the evaluations have nothing to "
+                "score (no labelled target, no label-free validator); keep a validator and "
+                "choose best.pt by it (eval.validators=[im] checkpoint.best_by=im), or give a "
+                "labelled test set (docs/model_selection.md)"
+            )
         if not labelled:
             raise ConfigError(
                 f"dataset.test=null: without a labelled target there is no "
@@ -654,7 +670,7 @@ def best_metric_key(cfg: DictConfig, task: Task) -> str:
         other = f" Did you mean: {alike}?" if alike else did_you_mean(str(by), names)
         if not other and "primary_metric" in cfg.task:
             other = (
-                f" To follow another labelled score, make it the task's: "
+                f" If {by} is a score of the task's metric, make it the task's to follow it: "
                 f"task.primary_metric={by} with checkpoint.best_by=null"
             )
         labels = (

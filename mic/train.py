@@ -101,16 +101,26 @@ def _group_hint(said: str) -> str:
     ``model._target_=...`` or ``method.terms.<name>._target_=...`` on the command line keeps
     the other keys of that config): how to replace the whole group."""
     unexpected = re.search(r"unexpected keyword argument '(\w+)'", said)
-    group = re.search(r"full_key: (model|task|dataset\.\w+|method\.terms\.\w+)\b", said)
+    group = re.search(r"full_key: ((?:model|task|dataset|method\.terms)(?:\.\w+)*)", said)
     target = re.search(r"call to target '([\w.]+)'", said)
     if not (unexpected and group) or (target and target.group(1).startswith("mic.")):
         return ""  # mic's own class given an argument it lacks: the message says which
     key, extra = group.group(1), unexpected.group(1)
     top = key.split(".")[0]  # the config group (dataset for dataset.source)
+    if top == "method" and extra == "weight" and key.count(".") == 2:  # a term of one's own
+        return (
+            f". A loss term takes its weight (lambda): give "
+            f"{target.group(1).rsplit('.', 1)[-1] if target else 'its class'}.__init__ a weight "
+            "argument and pass it on, super().__init__(weight) (mic.LossTerm)"
+        )
     hint = (
         f". A _target_ of your own under {key} is given the other keys of its config too "
         f"({key}.{extra} among them): drop them (~{key}.{extra}), or "
     )
+    if top == "method" and key.count(".") > 2:  # a part of a term (MIC's masker)
+        return (
+            hint + "write the term's config in a method or mic config of yours (docs/new_task.md)"
+        )
     if top == "method":  # one loss term among others
         return hint + (
             f"add yours as a term of its own (+method.terms.mine._target_=...) and switch this "

@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+import mic
 from mic import SourceSupervision
 from mic.experiment import load_config, run_experiment
 from mic.tasks.classification import ClassificationTask
@@ -339,6 +340,35 @@ class DetachedSource(SourceSupervision):
 
     def forward(self, ctx):
         return super().forward(ctx).detach()
+
+
+class WeightKept(SourceSupervision):
+    """A loss term of one's own whose ``__init__`` takes a weight but does not pass it on."""
+
+    def __init__(self, weight: float = 1.0):
+        super().__init__()
+
+
+class WithoutWeight(SourceSupervision):
+    """A loss term of one's own whose ``__init__`` takes no weight."""
+
+    def __init__(self):
+        super().__init__()
+
+
+class PixelMasker(mic.Masker):
+    """A masker of one's own that takes no settings (it withholds every other pixel)."""
+
+    def forward(self, images, rng=None):
+        return images * (torch.arange(images.shape[-1], device=images.device) % 2)
+
+
+class HistogramStatistic(SourceSupervision):
+    """A loss term of one's own that reports a statistic of four values."""
+
+    def forward(self, ctx):
+        self.statistics = {"histogram": torch.histc(ctx.source_images, 4)}
+        return super().forward(ctx)
 
 
 #: a few tiny street scenes for the segmentation cases that fail in the first iteration
@@ -768,6 +798,50 @@ CASES = [
         "no loss of iteration 1 that is not 0 has a gradient (['source']): nothing trains",
     ),
     (
+        "term-weight-not-passed-on",
+        "a loss term of one's own that takes a weight and does not pass it on (it trained at 1)",
+        lambda t, r: [
+            "method=source_only",
+            "mic=none",
+            "method.terms.source._target_=tests.test_bad_input.WeightKept",
+            "+method.terms.source.weight=0.5",
+        ],
+        "method.terms.source.weight is 0.5, but the term built holds weight 1.0: WeightKept."
+        "__init__ takes weight and does not pass it on; call super().__init__(weight)",
+    ),
+    (
+        "term-without-weight",
+        "a loss term of one's own that takes no weight",
+        lambda t, r: [
+            "method=source_only",
+            "mic=none",
+            "method.terms.source._target_=tests.test_bad_input.WithoutWeight",
+            "+method.terms.source.weight=0.5",
+        ],
+        "A loss term takes its weight (lambda): give WithoutWeight.__init__ a weight argument "
+        "and pass it on, super().__init__(weight) (mic.LossTerm)",
+    ),
+    (
+        "config-own-masker-given-the-others-keys",
+        "a masker of one's own put in place of MIC's (its _target_ alone): it is given the "
+        "block masker's settings (the advice named the term's key, which does not exist)",
+        lambda t, r: ["method.terms.mic.masker._target_=tests.test_bad_input.PixelMasker"],
+        "A _target_ of your own under method.terms.mic.masker is given the other keys of its "
+        "config too (method.terms.mic.masker.",
+    ),
+    (
+        "term-statistic-not-a-scalar",
+        "a loss term of one's own that reports a statistic of several values (a traceback)",
+        lambda t, r: [
+            "method=source_only",
+            "mic=none",
+            "method.terms.source._target_=tests.test_bad_input.HistogramStatistic",
+            "log.interval=1",
+        ],
+        "loss term 'source' reports statistics['histogram'] as a tensor of shape (4,): a "
+        "statistic is a 0-d tensor (or a number)",
+    ),
+    (
         "config-searchpath-added",
         "a search path given with + (Hydra ignores it)",
         lambda t, r: [
@@ -1053,6 +1127,12 @@ CASES = [
         "no labelled target (dataset.test=null) and best.pt left to the labelled metric",
         lambda t, r: ["dataset.test=null"],
         "dataset.test=null: without a labelled target there is no accuracy to choose best.pt by",
+    ),
+    (
+        "config-no-test-set-and-no-validator",
+        "no labelled target (dataset.test=null) and no validator (the advice then failed in turn)",
+        lambda t, r: ["dataset.test=null", "eval.validators=[]"],
+        "dataset.test=null with eval.validators=[]: the evaluations have nothing to score",
     ),
     (
         "config-best-by-not-computed",

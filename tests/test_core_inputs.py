@@ -178,9 +178,13 @@ def test_term_names_must_be_text():
         UDAMethod({1: NoLoss()})
 
 
-def test_a_term_that_skips_the_module_set_up_is_named():
+@pytest.mark.parametrize("module_only", [False, True])
+def test_a_term_that_skips_the_module_set_up_is_named(module_only):
+    # nn.Module.__init__ alone (no weight) ended in an AttributeError inside the loop
     class Forgetful(LossTerm):
         def __init__(self):  # no super().__init__()
+            if module_only:
+                torch.nn.Module.__init__(self)
             self.scale = 2.0
 
         def forward(self, ctx):

@@ -194,7 +194,8 @@ class IterationContext:
         """
         if self.term and not self.adapting:
             raise ConfigError(
-                f"loss term '{self.term}' reads the target images before adaptation_start="
+                f"loss term '{self.term}' reads the target images (or the pseudo-labels, the "
+                f"teacher's prediction on them) before adaptation_start="
                 f"{self.adaptation_start}, where only terms with uses_target = False run: set "
                 "uses_target = True on it (it then starts at adaptation_start), or read them "
                 "only when ctx.adapting"

@@ -35,7 +35,7 @@ class UDAMethod(nn.Module):
                 else f"method term '{name}' is a {kind}, not a LossTerm; check its _target_"
                 if not isinstance(term, LossTerm)
                 else f"{kind}.__init__ must call super().__init__(weight)"
-                if "_modules" not in vars(term)
+                if "_modules" not in vars(term) or "weight" not in vars(term)
                 else None
             )
             if problem:

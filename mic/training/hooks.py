@@ -14,6 +14,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
+from numbers import Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,8 +99,16 @@ def term_statistics(loop: AdaptationLoop) -> dict[str, Tensor]:
     """
     out: dict[str, Tensor] = {}
     for name, term in loop.active_terms(loop.step - 1):
-        stats = getattr(term, "statistics", None) or {}
-        out.update({f"{name}/{k}": v.detach() for k, v in stats.items()})
+        for k, v in (getattr(term, "statistics", None) or {}).items():
+            if isinstance(v, Real) and not isinstance(v, bool):  # a number: one on the device
+                v = torch.tensor(float(v), device=loop.device)
+            if not (isinstance(v, Tensor) and v.numel() == 1):
+                got = f"a tensor of shape {tuple(v.shape)}" if isinstance(v, Tensor) else type(v)
+                raise ConfigError(
+                    f"loss term {name!r} reports statistics[{k!r}] as {got}: a statistic is a "
+                    "0-d tensor (or a number), logged as <term>/<name>; e.g. its mean"
+                )
+            out[f"{name}/{k}"] = v.detach()
     return out
 
 
