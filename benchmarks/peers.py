@@ -54,6 +54,14 @@ from mic.core.teacher import unwrap
 from mic.methods import SourceSupervision
 from mic.tasks.classification import DomainDiscriminator, GradientReversalRamp, MultilinearMap
 
+#: a peer term holds the source loss and the method's loss in one term, which trains at weight 1
+#: (the loop's multiplier): the method config's weight, that of the method's loss alone (1.0 in
+#: conf/method/), is the peer's ``part_weight`` (set it as method.terms.<term>.part_weight)
+_PART_WEIGHT = {
+    m: [f"~method.terms.{m}.weight", f"+method.terms.{m}.part_weight=1.0"]
+    for m in ("dann", "cdan", "mcc")
+}
+
 #: digits.py method name -> the mic-train overrides that put a peer term in place of the
 #: method's terms (the method config's settings reach the term; the source term is the
 #: peer's own before adaptation and pytorch-adapt's ``c_loss`` after)
@@ -62,11 +70,13 @@ PEER_OVERRIDES: dict[str, list[str]] = {
         "method=dann",
         "~method.terms.source",
         "method.terms.dann._target_=peers.PytorchAdaptDANN",
+        *_PART_WEIGHT["dann"],
     ],
     "pa_cdan": [
         "method=cdan",
         "~method.terms.source",
         "method.terms.cdan._target_=peers.PytorchAdaptCDAN",
+        *_PART_WEIGHT["cdan"],
         "method.terms.cdan.batch_norm=false",
         "method.terms.cdan.detach_prediction=false",
         "+method.terms.cdan.optimizer=${optimizer}",
@@ -75,6 +85,7 @@ PEER_OVERRIDES: dict[str, list[str]] = {
         "method=cdan",
         "~method.terms.source",
         "method.terms.cdan._target_=peers.PytorchAdaptCDAN",
+        *_PART_WEIGHT["cdan"],
         "method.terms.cdan.batch_norm=true",
         "method.terms.cdan.detach_prediction=false",
         "+method.terms.cdan.optimizer=${optimizer}",
@@ -83,6 +94,7 @@ PEER_OVERRIDES: dict[str, list[str]] = {
         "method=mcc",
         "~method.terms.source",
         "method.terms.mcc._target_=peers.PytorchAdaptMCC",
+        *_PART_WEIGHT["mcc"],
     ],
 }
 
@@ -178,7 +190,7 @@ class PytorchAdaptDANN(_PeerTerm):
         hidden_dim: the discriminator's hidden width.
         batch_norm: must be False (pytorch-adapt's ``Discriminator`` has no BatchNorm).
         coefficient: the reversal coefficient's schedule (default ``GradientReversalRamp()``).
-        weight: the domain loss's weight.
+        part_weight: the domain loss's weight (mic's DANN term's ``weight``).
         forward_pass: must be ``"separate"`` (pytorch-adapt forwards each domain alone).
 
     Raises:
@@ -191,7 +203,7 @@ class PytorchAdaptDANN(_PeerTerm):
         hidden_dim: int = 1024,
         batch_norm: bool = False,
         coefficient: GradientReversalRamp | None = None,
-        weight: float = 1.0,
+        part_weight: float = 1.0,
         forward_pass: str = "separate",
     ) -> None:
         super().__init__(forward_pass)
@@ -206,7 +218,7 @@ class PytorchAdaptDANN(_PeerTerm):
         self.reversal = GradientReversalHook(
             weight=1.0, apply_to=FeaturesForDomainLossHook().out_keys
         )
-        half = float(weight) / 2
+        half = float(part_weight) / 2
         hook = DANNHook(
             opts=[],
             gradient_reversal=self.reversal,
@@ -230,7 +242,7 @@ class PytorchAdaptCDAN(_PeerTerm):
             optimiser config, ``${optimizer}``).
         hidden_dim: the discriminator's hidden width.
         coefficient: scales the student's domain loss (default ``GradientReversalRamp()``).
-        weight: the domain losses' weight.
+        part_weight: the domain losses' weight (mic's CDAN term's ``weight``).
         batch_norm: False: pytorch-adapt's ``Discriminator`` (no BatchNorm, no dropout);
             True: mic's ``DomainDiscriminator`` with BatchNorm (mic's CDAN default), to tell
             the GAN step's effect from the discriminator's.
@@ -250,7 +262,7 @@ class PytorchAdaptCDAN(_PeerTerm):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         hidden_dim: int = 1024,
         coefficient: GradientReversalRamp | None = None,
-        weight: float = 1.0,
+        part_weight: float = 1.0,
         batch_norm: bool = False,
         forward_pass: str = "separate",
         entropy_conditioning: bool = False,
@@ -277,7 +289,7 @@ class PytorchAdaptCDAN(_PeerTerm):
         )
         d_optimizer = optimizer(self._discriminator[0].parameters())
         self.coefficient = coefficient if coefficient is not None else GradientReversalRamp()
-        self.domain_weight = float(weight)  # self.weight stays the source loss's 1
+        self.domain_weight = float(part_weight)  # self.weight stays the source loss's 1
         half = self.domain_weight / 2
         hook = CDANHook(
             d_opts=[d_optimizer],
@@ -308,7 +320,7 @@ class PytorchAdaptMCC(_PeerTerm):
 
     Args:
         temperature: ``MCCLoss``'s T (mic's method config: 2.0).
-        weight: the MCC loss's weight.
+        part_weight: the MCC loss's weight (mic's MCC term's ``weight``).
         forward_pass: must be ``"separate"``.
 
     Raises:
@@ -316,7 +328,7 @@ class PytorchAdaptMCC(_PeerTerm):
     """
 
     def __init__(
-        self, temperature: float = 2.0, weight: float = 1.0, forward_pass: str = "separate"
+        self, temperature: float = 2.0, part_weight: float = 1.0, forward_pass: str = "separate"
     ) -> None:
         super().__init__(forward_pass)
         from pytorch_adapt.hooks import ClassifierHook, MCCHook
@@ -325,7 +337,7 @@ class PytorchAdaptMCC(_PeerTerm):
         hook = ClassifierHook(
             opts=[],
             post=[MCCHook(loss_fn=MCCLoss(T=temperature))],
-            weighter=_sum_weighter({"mcc_loss": float(weight)}),
+            weighter=_sum_weighter({"mcc_loss": float(part_weight)}),
         )
         self.optimizer_hook = hook.hook.hooks[0]
 
