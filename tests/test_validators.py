@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 
 import pytest
 import torch
@@ -618,3 +619,16 @@ def test_best_by_takes_a_record_key_as_the_reports_write_it():
     teacher = load_config(["checkpoint.best_by=validator/teacher/snd"])
     with pytest.raises(ConfigError, match=r"best_by=snd\) with eval.models=\[teacher,...\]"):
         best_metric_key(teacher, task)
+
+
+def test_snd_over_many_elements_warns_of_its_cost_once():
+    # 250 validation batches of every pixel did not finish one evaluation in 10 minutes
+    snd = SoftNeighborhoodDensity()
+    snd.large = 16  # (2^16 elements in the run)
+    p = torch.softmax(torch.randn(17, 3, generator=torch.Generator().manual_seed(0)), 1)
+    with pytest.warns(UserWarning, match="snd compares every pair of its 17 scored elements"):
+        first = snd.score(p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert snd.score(p) == first  # once; the score unchanged
+        SoftNeighborhoodDensity().score(p)  # below the default: no warning

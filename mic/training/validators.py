@@ -166,9 +166,14 @@ class SoftNeighborhoodDensity(ProbabilityValidator):
 
     Raises:
         ConfigError: a temperature <= 0.
+
+    Warns:
+        UserWarning: (once) more than ``large`` elements, whose N^2 pairs take minutes.
     """
 
     name = "snd"
+    #: elements (2^16: 4.3e9 pairs) above which the cost is warned of
+    large = 65536
 
     def __init__(self, temperature: float = 0.05, chunk: int = 1024) -> None:
         super().__init__()
@@ -176,8 +181,17 @@ class SoftNeighborhoodDensity(ProbabilityValidator):
             raise ConfigError(f"the SND temperature must be positive, got {temperature}")
         self.temperature = float(temperature)
         self.chunk = max(1, int(chunk))
+        self._told = False  # of the cost
 
     def score(self, p: Tensor) -> Tensor:
+        if len(p) > self.large and not self._told:  # a typo's zeros, or every pixel
+            self._told = True
+            warnings.warn(
+                f"snd compares every pair of its {len(p)} scored elements ({len(p) ** 2:.2g} "
+                "pairs per model at every evaluation; its time grows with the square): lower "
+                "eval.validation.batches or eval.validation.samples_per_image",
+                stacklevel=2,
+            )
         q = torch.nn.functional.normalize(p.float(), dim=1)
         total = q.new_zeros(())
         for first in range(0, len(q), self.chunk):
