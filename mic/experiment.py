@@ -421,8 +421,8 @@ def build_method(cfg: DictConfig) -> UDAMethod:
         terms[name] = instantiate(term) if term else None
     method = UDAMethod(terms)
     for name, term in method:  # a weight its __init__ took but did not pass on: ignored
-        given = (cfg.method.terms[name] or {}).get("weight")
-        if isinstance(given, (int, float)) and float(given) != getattr(term, "weight", given):
+        given = cfg.method.terms[name].get("weight")
+        if isinstance(given, (int, float)) and float(given) != term.weight:
             raise ConfigError(
                 f"method.terms.{name}.weight is {given}, but the term built holds weight "
                 f"{term.weight}: {type(term).__name__}.__init__ takes weight and does not pass "
@@ -655,7 +655,7 @@ def best_metric_key(cfg: DictConfig, task: Task) -> str:
                 "choose best.pt by it (eval.validators=[im] checkpoint.best_by=im), or give a "
                 "labelled test set (docs/model_selection.md)"
             )
-        if not labelled:
+        if not labelled:  # validators, none chosen
             raise ConfigError(
                 f"dataset.test=null: without a labelled target there is no "
                 f"{task.primary_metric} to choose best.pt by; choose it by a label-free "

@@ -663,8 +663,7 @@ def usage_problem(argv: Sequence[str]) -> str | None:
             f"{arg} reads the environment variable {var}, which is not set; set it (export "
             f"{var}=...), or give a default: ${{oc.env:{var},<default>}}"
         )
-    shown = argv[argv.index("--cfg") + 1 : argv.index("--cfg") + 2] if "--cfg" in argv else []
-    shown += argv[argv.index("-c") + 1 : argv.index("-c") + 2] if "-c" in argv else []
+    shown = {argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--cfg", "-c")}
     if "hydra" in shown and "--resolve" in argv:  # the job's name reads the job's config
         return (
             "--cfg hydra --resolve: Hydra's config alone cannot be resolved (its job name "
@@ -770,9 +769,9 @@ def _deletion_problem(key: str, confs: Sequence[Any]) -> str | None:
     composes or reads (``~mic``, ``~seed``), with what to give instead; None for others."""
     from mic.schema import ROOT_KEYS
 
-    folders = [c / key for c in confs if (c / key).is_dir()]
     if key in _PART_GROUPS:
         return _PART_GROUPS[key]
+    folders = [c / key for c in confs if (c / key).is_dir()]
     if folders and key != "experiment":  # (the default experiment is none)
         names = sorted({p.stem for f in folders for p in f.glob("[!_]*.yaml")})
         off = " (mic=none switches MIC off)" if key == "mic" else ""

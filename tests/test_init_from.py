@@ -137,15 +137,16 @@ def test_weights_saved_from_a_wrapped_model_load_without_their_prefix(source_run
     assert _equal(exp.student.state_dict(), saved)
 
 
-def test_a_checkpoint_of_a_compiled_student_with_its_prefix_resumes(teacher_run):
+def test_a_checkpoint_of_a_compiled_student_with_its_prefix_resumes(teacher_run, tmp_path):
     file = max((teacher_run / "checkpoints").glob("iter_*.pt"))
     state = load_checkpoint(file)
     renamed = {"student": "_orig_mod.", "teacher": "model._orig_mod."}
     for part, prefix in renamed.items():  # as a student given compiled saved them
         cut = len("model.") if part == "teacher" else 0
         state[part] = {f"{prefix}{k[cut:]}": v for k, v in state[part].items()}
+    torch.save(state, tmp_path / "compiled.pt")
     exp = build_experiment(load_config(TINY))
-    exp.loop.load_state_dict(state)
+    exp.loop.load_state_dict(load_checkpoint(tmp_path / "compiled.pt"))
     assert _equal(exp.loop.student.state_dict(), load_checkpoint(file)["student"])
 
 

@@ -366,9 +366,9 @@ class AdaptationLoop:
         for ctx in contexts:
             per_micro.append(self.backward_terms(ctx, terms))
             reported.append([dict(getattr(t, "statistics", None) or {}) for _, t in terms])
+        scalar = lambda v: isinstance(v, Tensor) and v.dim() == 0  # noqa: E731 (averages)
         for i, (_, term) in enumerate(terms if len(contexts) > 1 else ()):
             seen = [r[i] for r in reported]
-            scalar = lambda v: isinstance(v, Tensor) and v.dim() == 0  # noqa: E731 (averages)
             shared = [k for k in seen[-1] if all(scalar(r.get(k)) for r in seen)]
             mean = {k: torch.stack([r[k].float() for r in seen]).mean() for k in shared}
             if mean:  # the last micro-batch's alone, before (others stay the last one's)
@@ -506,14 +506,12 @@ class AdaptationLoop:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what ``state_dict`` returned (the names of a torch.compile'd model, saved
-        with ``_orig_mod.`` before ``unwrap`` took it off, read without it)."""
-        plain = lambda s: {k.replace("_orig_mod.", ""): v for k, v in s.items()}  # noqa: E731
-        unwrap(self.student).load_state_dict(plain(state["student"]))
+        """Restore what ``state_dict`` returned."""
+        unwrap(self.student).load_state_dict(state["student"])
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.teacher is not None and "teacher" in state:
-            self.teacher.load_state_dict(plain(state["teacher"]))
+            self.teacher.load_state_dict(state["teacher"])
         if self.scheduler is not None and "scheduler" in state:
             self.scheduler.load_state_dict(state["scheduler"])
         for name in ("source", "target"):

@@ -157,11 +157,19 @@ def is_readable_checkpoint(path: str | os.PathLike[str]) -> bool:
     return True
 
 
+def plain_names(weights: dict[str, Any]) -> dict[str, Any]:
+    """``weights`` (a state dict) under the names of the model inside torch.compile's wrapper,
+    as ``unwrap`` saves them: without ``_orig_mod.``, which files saved before it unwrapped a
+    compiled model hold."""
+    return {k.replace("_orig_mod.", ""): v for k, v in weights.items()}
+
+
 def load_checkpoint(
     path: str | os.PathLike[str], map_location: Any = "cpu", mmap: bool = False
 ) -> dict[str, Any]:
     """Read a checkpoint written by ``save_checkpoint`` (tensors and plain types only);
-    ``mmap=True`` maps tensor data from the file instead of reading it (``torch.load``).
+    ``mmap=True`` maps tensor data from the file instead of reading it (``torch.load``). The
+    student's and teacher's weights come under ``plain_names``.
 
     Raises:
         CheckpointError: no such file, a corrupt one, or one that is no mic checkpoint (plain
@@ -184,6 +192,9 @@ def load_checkpoint(
             f"weights (student.pt, a state_dict) give init_from={path} to mic-train (without "
             "resume), or in Python use model.load_state_dict(torch.load(path))"
         )
+    for part in ("student", "teacher"):  # a model given compiled: names without _orig_mod.
+        if isinstance(state.get(part), dict):
+            state[part] = plain_names(state[part])
     return state
 
 
@@ -243,7 +254,7 @@ def load_initial_weights(
     file = initial_weights_file(path, key, which)
     state = _read_weights(file, key, _within(path, file, which))
     own = unwrap(model).state_dict()
-    state = {k.replace("_orig_mod.", ""): v for k, v in state.items()}  # saved compiled
+    state = plain_names(state)  # saved compiled
     ddp = "module."  # saved from a DistributedDataParallel-wrapped model: the plain names
     if all(k.startswith(ddp) for k in state) and not any(k.startswith(ddp) for k in own):
         state = {k[len(ddp) :]: v for k, v in state.items()}
