@@ -196,10 +196,12 @@ class StrongAugmentation(nn.Module):
             self._range_checked = True
             self._warn_outside_unit(images)
         x = self.normalization.to_unit(images)
-        rgb = self.augment_unit(x[:, :3], rng)
-        if x.shape[1] > 3:  # extra channels (depth, say) pass through unchanged
-            rgb = torch.cat([rgb, x[:, 3:]], dim=1)
-        return self.normalization.from_unit(rgb)
+        rgb, touched = self._augment_unit(x[:, :3], rng)
+        # an image neither jittered nor blurred, and extra channels (depth, say), are returned
+        # as given: the round trip through [0, 1] would change them (by 2/255 in bfloat16)
+        out = self.normalization.from_unit(torch.cat([rgb, x[:, 3:]], dim=1))
+        out = torch.where(touched, out, images)
+        return torch.cat([out[:, :3], images[:, 3:]], dim=1) if images.shape[1] > 3 else out
 
     def _warn_outside_unit(self, images: Tensor) -> None:
         """Without mean/std, warn when ``images`` lie far outside [0, 1] (one host
@@ -219,6 +221,10 @@ class StrongAugmentation(nn.Module):
 
     def augment_unit(self, x: Tensor, rng: Random = None) -> Tensor:
         """Augment B x 3 x H x W RGB images in [0, 1]."""
+        return self._augment_unit(x, rng)[0]
+
+    def _augment_unit(self, x: Tensor, rng: Random) -> tuple[Tensor, Tensor]:
+        """``augment_unit``'s images, and which were jittered or blurred ((B, 1, 1, 1) bool)."""
         u = uniform(rng, x.shape[0], 7, device=x.device)
         s = self.strength
         jitter = (u[:, 0] < self.jitter_p).view(-1, 1, 1, 1)
@@ -237,4 +243,4 @@ class StrongAugmentation(nn.Module):
         k = blur_kernel_size(x.shape[-2], self.blur_kernel_ratio)
         blurred = gaussian_blur(x, sigma, k)
         blur = (u[:, 6] < self.blur_p).view(-1, 1, 1, 1)
-        return torch.where(blur, blurred, x)
+        return torch.where(blur, blurred, x), jitter | blur
