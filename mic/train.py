@@ -229,6 +229,14 @@ def _main(cfg: DictConfig) -> None:
             run_dir,
         )
         return
+    for key in ("dataset.name", "method.name"):  # given in a config file (the command line's
+        name = OmegaConf.select(cfg, key, default=None)  # are refused by usage_problem)
+        if isinstance(name, str) and _separated(name):
+            _job_failed(
+                f"{key} is '{name}': {key} names the run folder and log: give it without '/'",
+                run_dir,
+            )
+            return
     try:  # one run at a time in a folder: before anything is read or written there
         lock = lock_run_folder(Path(run_dir)) if is_main else None
     except ConfigError as e:  # the log is the other run's: it is left to it
@@ -517,30 +525,33 @@ _METHOD_FILE_KEYS = ("name", "terms", "step", "defaults")
 
 def _config_file_problem(path: Any, group: str) -> str | None:
     """What keeps a chosen config file from composing as meant, in one line: YAML that cannot
-    be read (Hydra's traceback would end with the line); for a method file (of mic's layout,
-    without ``# @package``), no ``name`` where no method of its defaults list may give one
-    (it names the run folder and log) or a name with ``/``, ``terms`` that is no mapping, a
+    be read (Hydra's traceback would end with the line); for a method or dataset file (of
+    mic's layout, without ``# @package``), a name with ``/`` (it names the run folder and
+    log); for a method file, no ``name`` where no method of its defaults list may give one,
+    ``terms`` that is no mapping, a
     term named ``mic`` (the mic option, composed after the method, writes
     ``method.terms.mic``: it would be replaced), or objects (``_target_``) beside ``terms:``
     that no interpolation reads (terms that would never train)."""
     text, loaded, unreadable = _read_config_file(path)
     if (
         unreadable
-        or group != "method"
+        or group not in ("method", "dataset")
         or not isinstance(loaded, dict)
         or _package(text) is not None
     ):
         return unreadable  # or None: another layout (# @package), Hydra judges
-    where = f"method file {path}"
+    where = f"{group} file {path}"
     name = loaded.get("name")
+    if name is not None and _separated(str(name)):
+        return f"{where}: name: {name!r} names the run folder and log: give it without '/'"
+    if group == "dataset":
+        return None
     defaults = loaded.get("defaults") or []
     inherited = [  # another method of its group (mean_teacher, /method/x): it may set the name
         d for d in defaults if isinstance(d, str) and d != "_self_" and "@" not in d
     ]
     if name is None and not inherited:
         return f"{where} has no name: (it names the run folder and log): add name: {path.stem}"
-    if name is not None and _separated(str(name)):
-        return f"{where}: name: {name!r} names the run folder and log: give it without '/'"
     terms = loaded.get("terms", {})
     if not isinstance(terms, dict):
         return (
@@ -677,6 +688,36 @@ def usage_problem(argv: Sequence[str]) -> str | None:
             f"path from hydra.searchpath= alone: write {plain}"
         )
     return None
+
+
+def options_first(argv: Sequence[str]) -> list[str]:
+    """``argv`` with Hydra's options (``--config-dir X``, ``-m``, ``--cfg job``) before the
+    overrides, each group in its order: Hydra's argparse reads the overrides as one list, so
+    ``iterations=2 --config-dir X experiment=mine`` ended in "unrecognized arguments:
+    experiment=mine"."""
+    from hydra._internal.utils import get_args_parser
+
+    actions = {s: a for a in get_args_parser()._actions for s in a.option_strings}
+    options: list[str] = []
+    overrides: list[str] = []
+    last: list[str] = []  # --info without a value: argparse would take an override for one
+    rest = iter(argv)
+    for arg in rest:
+        action = actions.get(arg)  # (--config-dir=X is one word, as is an unknown option)
+        if not arg.startswith("-"):
+            overrides.append(arg)
+        elif action is None or action.nargs == 0:
+            options.append(arg)
+        elif action.nargs == "?":
+            value = next(rest, None)
+            if value in (action.choices or ()):
+                options += [arg, value]  # type: ignore[list-item]
+            else:
+                last.append(arg)
+                overrides += [] if value is None else [value]
+        else:
+            options += [arg, *([v] if (v := next(rest, None)) is not None else [])]
+    return options + overrides + last
 
 
 def _separated(name: str) -> bool:
@@ -956,6 +997,11 @@ OmegaConf.register_new_resolver("mic.config_groups", config_groups, replace=True
 OmegaConf.register_new_resolver(
     "mic.run_suffix", lambda target: "" if target is None else "_mic", replace=True
 )
+# a '/' in the name that a config file gives (dataset.name: a/b) would make Hydra's log file a
+# path that does not exist, a traceback before mic reads the config; _main then refuses it
+OmegaConf.register_new_resolver(
+    "mic.run_name", lambda name: str(name).replace("/", "-"), replace=True
+)
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
@@ -1054,6 +1100,7 @@ def _command() -> None:
             if folder_key(argv) == "hydra.sweep.dir" and sweep.is_file():
                 _RECORD["sweep"] = sweep.read_bytes()
             sys.argv.append(f"{SUBDIR}null")
+        sys.argv[1:] = options_first(sys.argv[1:])
     except MicError as e:
         print(f"mic: error: {_one_paragraph(str(e))}", file=sys.stderr)
         sys.exit(2)

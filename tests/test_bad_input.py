@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import importlib.resources
 import os
 import shutil
 import sys
@@ -80,6 +81,8 @@ def _own_method(tmp, text, name="mine", group="method"):
     return str(folder)
 
 
+#: the bundled digits dataset's config, for a dataset file of one's own
+_DIGITS_NAMED = (importlib.resources.files("mic.conf") / "dataset" / "digits.yaml").read_text()
 #: a method file of one's own whose terms sit beside terms: (never trained)
 _TERMS_BESIDE = "name: mine\nsource:\n  _target_: mic.SourceSupervision\n"
 #: a method file whose term is named mic (replaced by the mic option's MIC)
@@ -875,6 +878,31 @@ CASES = [
         "Hydra's job name, which names the log, with a '/' (Hydra's logging traceback)",
         lambda t, r: ["hydra.job.name=a/b"],
         "hydra.job.name=a/b: hydra.job.name names the run folder and log: give it without '/'",
+    ),
+    (
+        "config-file-run-name-with-slash",
+        "a dataset file of one's own whose name has a '/' (Hydra's logging traceback)",
+        lambda t, r: [
+            "--config-dir",
+            _own_method(
+                t, _DIGITS_NAMED.replace("name: digits", "name: my/digits"), group="dataset"
+            ),
+            "dataset=mine",
+        ],
+        "name: 'my/digits' names the run folder and log: give it without '/'",
+    ),
+    (
+        "config-experiment-run-name-with-slash",
+        "an experiment file of one's own that names the method with a '/' (Hydra's logging "
+        "traceback)",
+        lambda t, r: [
+            "--config-dir",
+            _own_method(
+                t, "# @package _global_\nmethod:\n  name: my/method\n", "mine", "experiment"
+            ),
+            "experiment=mine",
+        ],
+        "method.name is 'my/method': method.name names the run folder and log: give it without '/'",
     ),
     (
         "config-run-name-from-unset-variable",

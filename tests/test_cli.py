@@ -59,6 +59,15 @@ def test_cli_user_error_exits_cleanly_without_traceback(tmp_path):
     assert "mic: error: unknown backbone 'resnet5'" in log
 
 
+def test_hydra_options_may_stand_between_the_overrides(tmp_path):
+    # Hydra's argparse reads the overrides as one list: an option between two of them ended
+    # in "unrecognized arguments: seed=5"
+    out = _cli("iterations=3", "--cfg", "job", "seed=5", "-p", "seed")
+    assert out.returncode == 0 and out.stdout.strip() == "5", out.stderr
+    out = _cli("iterations=3", "--info", "seed=2", f"hydra.run.dir={tmp_path}")
+    assert out.returncode == 0 and "Config search path" in out.stdout, out.stderr
+
+
 # the bad inputs themselves: tests/test_bad_input.py, each through mic-train
 
 
