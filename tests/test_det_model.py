@@ -31,6 +31,27 @@ def _losses(model, images, targets, weights=None, seed=0):
 
 
 @backends
+@pytest.mark.parametrize(
+    "bad, error, said",
+    [
+        (lambda x: [(x * 255).to(torch.uint8)], TypeError, "floating point images in [0, 1]"),
+        (lambda x: [x[0]], ValueError, "3 x H x W images, got one of shape (64, 64)"),
+        (lambda x: [x[:, :0]], ValueError, "got one of shape (3, 0, 64)"),
+        (lambda x: [], ValueError, "the detector got no images"),
+    ],
+    ids=["uint8", "2d", "no-pixels", "none"],
+)
+def test_both_backends_refuse_images_they_would_misread(backend, bad, error, said):
+    # detectron2 scaled uint8 images by 255 in uint8 (wrapping around: 50 boxes for 16) and
+    # broadcast a 2-D image to three channels; torchvision's tracebacks were IndexError and
+    # ZeroDivisionError for no images and an image of no pixels
+    model = tiny_detector(backend=backend).eval()
+    images, _ = tiny_batch()
+    with pytest.raises(error, match=re.escape(said)):
+        model(bad(images[0]))
+
+
+@backends
 def test_loss_has_the_four_named_parts_and_back_propagates(backend):
     model = tiny_detector(backend=backend)
     images, targets = tiny_batch()

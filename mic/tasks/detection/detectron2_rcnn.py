@@ -36,6 +36,7 @@ from mic.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 from mic.tasks.common import check_whole
 from mic.tasks.detection.model import (
     Capture,
+    check_detector_images,
     check_detector_settings,
     confidence_weighted,
     warn_of_shrinking,
@@ -280,6 +281,8 @@ class Detectron2RCNN(nn.Module):
         ConfigError: detectron2 is missing, an unknown config or config key, ``opts`` that set
             a key of ``MIC_KEYS``, a config that is no Faster R-CNN, weights that cannot be
             loaded.
+        TypeError, ValueError: (when called) images that are not floating point, or not
+            3 x H x W (of no pixels, or none at all), as torchvision's detector refuses them.
     """
 
     def __init__(
@@ -570,6 +573,7 @@ class Detectron2RCNN(nn.Module):
     ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         from detectron2.utils.events import EventStorage
 
+        check_detector_images(images)
         sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         resized = [self.resize(img) for img in images]
         if self.training and not self._shrink_warned:  # once, as the torchvision detector

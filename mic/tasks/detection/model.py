@@ -556,6 +556,31 @@ COUNT_SETTINGS = (
 FRACTION_SETTINGS = ("rpn_nms_thresh", "box_score_thresh", "box_nms_thresh")
 
 
+def check_detector_images(images: Any) -> None:
+    """Raise the error of a detector's input that is no list (or batch) of float 3 x H x W
+    images: what detectron2 would read wrongly (uint8 images, in which ``255 * x`` wraps
+    around; a 2-D image, broadcast to three channels) and what torchvision would end in a
+    traceback on (no images, an image of no pixels), for both backends alike.
+
+    Raises:
+        TypeError: an image that is not floating point.
+        ValueError: no images, or an image that is not 3 x H x W with H, W > 0.
+    """
+    if len(images) == 0:
+        raise ValueError("the detector got no images: give a list of 3 x H x W images")
+    for x in images:
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            kind = x.dtype if isinstance(x, Tensor) else type(x).__name__
+            raise TypeError(
+                f"the detector takes floating point images in [0, 1], got {kind} (for uint8 "
+                "images in [0, 255]: image.float() / 255)"
+            )
+        if x.dim() != 3 or x.shape[0] != 3 or x.shape[-2] == 0 or x.shape[-1] == 0:
+            raise ValueError(
+                f"the detector takes 3 x H x W images, got one of shape {tuple(x.shape)}"
+            )
+
+
 def warn_of_shrinking(size: Sequence[int], resized: Sequence[int], sizes: str, fix: str) -> None:
     """Warn when a detector shrinks a training image of ``size`` (H, W) to ``resized`` (H, W),
     less than half its size (photos under the small detectors' 128 px resize): its objects
@@ -683,6 +708,8 @@ class FasterRCNN(nn.Module):
             pretrained weights that are not in the local cache, or settings torchvision would
             fail on (``check_detector_settings``: sizes and counts < 1, anchor sizes not given
             per level, aspect ratios <= 0, thresholds outside [0, 1]).
+        TypeError, ValueError: (when called) images that are not floating point, or not
+            3 x H x W (of no pixels, or none at all): ``check_detector_images``.
     """
 
     def __init__(
@@ -798,6 +825,7 @@ class FasterRCNN(nn.Module):
     def forward(
         self, images: Tensor | Sequence[Tensor], targets: Sequence[dict[str, Tensor]] | None = None
     ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        check_detector_images(images)
         sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         inner = None
         if targets is not None:  # torchvision's class 0 is the background
