@@ -1427,6 +1427,19 @@ def run_experiment(
         return _run_experiment(cfg, run_dir, on_start)
 
 
+def _with_data_names(cfg: DictConfig, task: Task) -> DictConfig:
+    """``cfg`` resolved, with each task setting left null that the task filled with names
+    from the data (``task.class_names``: a COCO json's categories; ``task.classes``: the test
+    set's), so that the run's ``config.yaml`` gives ``load_run`` a task that names its classes
+    as the run did, without the data."""
+    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    for key, value in (resolved.get("task") or {}).items():
+        names = getattr(task, str(key), None)
+        if value is None and isinstance(names, list) and all(isinstance(n, str) for n in names):
+            resolved.task[key] = list(names)
+    return resolved
+
+
 def _run_experiment(
     cfg: DictConfig, run_dir: str | Path | None, on_start: Callable[[Experiment], None] | None
 ) -> dict[str, Any]:
@@ -1438,7 +1451,7 @@ def _run_experiment(
         config = exp.run_dir / "config.yaml"  # a resume into its own folder keeps the first
         if exp.resumed_from and config.exists():
             config = config.with_name("config_resumed.yaml")
-        write_text_atomically(config, OmegaConf.to_yaml(cfg, resolve=True))
+        write_text_atomically(config, OmegaConf.to_yaml(_with_data_names(cfg, exp.task)))
     try:
         exp.loop.run()
     except DatasetError as e:

@@ -379,6 +379,18 @@ def test_a_test_set_without_a_box_is_refused_and_its_map_is_nan(tmp_path):
     assert np.isnan(scores["map_50"]) and np.isnan(scores["map"])
 
 
+def test_a_loaded_run_names_the_classes_its_coco_json_gave(tmp_path):
+    """With dataset.classes=null the names come from the json's categories: the run's
+    config.yaml records them, so load_run's task names them without the data (it named them
+    '0', '1', '2')."""
+    import mic
+
+    out = _coco_run(tmp_path, BOX, BOX)
+    assert out.returncode == 0, out.stderr[-2000:]
+    task, _ = mic.load_run(tmp_path / "run")
+    assert task.class_names == ["red", "green", "blue"]
+
+
 def test_duplicate_image_ids_are_named(tmp_path):
     images = [{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "b.png"}]
     out = _coco_run(tmp_path, BOX, BOX, images=images)
