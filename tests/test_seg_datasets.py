@@ -179,6 +179,58 @@ def test_cityscapes_label_ids_that_hold_training_ids_are_named(tmp_path):
     assert not [p for p in released.preflight(training=False) if not p.warning]
 
 
+def test_released_ids_under_the_training_id_name_are_named(tmp_path):
+    """Released ids that are all below 19 (road 7, sidewalk 8, building 11, pole 17, unlabelled
+    0) fall inside the training-id range: read as training ids, road was a traffic sign and
+    building a person, without a word; real training ids give both about 1 % of pixels."""
+    for city in ("aachen", "bochum", "cologne"):
+        stem = f"{city}_000000_000019"
+        _image(tmp_path / "leftImg8bit" / "val" / city / f"{stem}_leftImg8bit.png")
+        released = np.full((H, W), 11, np.uint8)  # building above
+        released[H // 2 :] = 7  # road below
+        released[H // 2 :, :2] = 8  # sidewalk
+        released[:, -1] = 17  # pole
+        released[0, 0] = 0
+        _label(tmp_path / "gtFine" / "val" / city / f"{stem}_gtFine_labelTrainIds.png", released)
+    (problem,) = [p for p in Cityscapes(tmp_path, "val").preflight(training=False) if not p.warning]
+    assert problem.kind == "label sets that look like released ids where training ids are read"
+    assert "% to person (11): in released ids (0..33) 7 and 11 are road and building" in (
+        problem.detail
+    )
+    assert "createTrainIdLabelImgs" in problem.fix
+    # training ids of the same scene pass
+    _cityscapes(tmp_path / "converted", "val", "labelTrainIds")
+    converted = Cityscapes(tmp_path / "converted", "val")
+    assert not [p for p in converted.preflight(training=False) if not p.warning]
+
+
+def test_an_image_or_label_whose_extension_differs_in_case_is_named_not_left_out(tmp_path):
+    _cityscapes(tmp_path, "val", "labelTrainIds")
+    image = next((tmp_path / "leftImg8bit").rglob("*_leftImg8bit.png"))
+    image.rename(image.with_suffix(".PNG"))  # it was left out without a word
+    with pytest.raises(DatasetError, match=r"1 Cityscapes images in .* end in '\.PNG'"):
+        Cityscapes(tmp_path, "val")
+    image.with_suffix(".PNG").rename(image)
+    label = next((tmp_path / "gtFine").rglob("*_labelTrainIds.png"))
+    label.rename(label.with_suffix(".PNG"))
+    with pytest.raises(DatasetError) as info:
+        Cityscapes(tmp_path, "val")
+    assert str(info.value).startswith("Missing label files (1)")
+    said = f"'{label.with_suffix('.PNG')}' is there: file names are read case-sensitively"
+    assert said in str(info.value)
+
+
+def test_a_missing_label_beside_one_of_another_format_is_not_to_be_renamed(tmp_path):
+    _cityscapes(tmp_path, "val", "labelTrainIds")
+    _cityscapes(tmp_path, "val", "labelIds")
+    next((tmp_path / "gtFine").rglob("*_labelTrainIds.png")).unlink()
+    with pytest.raises(DatasetError) as info:
+        Cityscapes(tmp_path, "val")
+    said = "a label file of another format (label_format=labelIds), whose ids differ"
+    assert said in str(info.value)
+    assert "rename '" not in str(info.value)  # renaming released ids made wrong training ids
+
+
 def test_ids_outside_the_mapping_in_a_sample_say_how_many_were_read(tmp_path):
     folder = tmp_path / "lbl"
     for i in range(8):

@@ -276,10 +276,24 @@ class SegmentationDataset:
             f"training set may go without labels (its reader's {self.unlabelled_option})."
         )
         image, first = missing[0]
-        if first is not None and 2 * len(missing) <= len(self.samples):
+        cased = _case_twin(first) if first is not None else None
+        if cased is not None:
+            fix = (
+                f"'{cased}' is there: file names are read case-sensitively; rename the label "
+                f"files to end in '{first.suffix}'."  # type: ignore[union-attr]
+            )
+        elif first is not None and 2 * len(missing) <= len(self.samples):
             # most labels are read as named: another format or suffix would miss them
             there = self.label_near_miss(first)
-            if there is not None:
+            if there is not None and there[0].startswith("label_format="):  # other ids
+                fix = (
+                    f"The other {len(self.samples) - len(missing)} label files are read as "
+                    f"named; for '{first.name}' there is '{there[1].name}', a label file of "
+                    f"another format ({there[0]}), whose ids differ: add the missing files in "
+                    "this format (not by renaming those), or move their images out of the "
+                    "image folder."
+                )
+            elif there is not None:  # another suffix of the same ids
                 fix = (
                     f"The other {len(self.samples) - len(missing)} label files are read as "
                     f"named: name the missing ones alike (e.g. rename '{there[1]}' to "
@@ -577,6 +591,21 @@ class SegmentationDataset:
                     "skips this check.)",
                 )
             )
+        labelled = int(pixels[: self.num_classes].sum())
+        sign, person = int(pixels[7]), int(pixels[11])  # released ids: road and building
+        if labelled and self.label_map is CITYSCAPES_TRAIN_IDS and sign + person >= labelled / 5:
+            problems.append(
+                Problem(
+                    "label sets that look like released ids where training ids are read",
+                    str(self.label_folder()),
+                    f"the {read} label files read give {100 * sign // labelled} % of their "
+                    f"labelled pixels to traffic sign (training id 7) and "
+                    f"{100 * person // labelled} % to person (11): in released ids (0..33) "
+                    "7 and 11 are road and building, a street scene's largest classes, while "
+                    "signs and persons cover about 1 % each of Cityscapes' pixels",
+                    RELEASED_AS_TRAINING_IDS,
+                )
+            )
         if read and not problems:
             problems += class_presence(
                 pixels[: self.num_classes],
@@ -629,6 +658,15 @@ class SegmentationDataset:
         return problems
 
 
+def _case_twin(path: Path) -> Path | None:
+    """A file beside the missing ``path`` whose name differs from its name in case alone
+    (``00001.PNG`` for ``00001.png``), else None."""
+    if not path.parent.is_dir():
+        return None
+    name = path.name.lower()
+    return next((p for p in path.parent.iterdir() if p.name.lower() == name), None)
+
+
 def _label_like(path: Path) -> bool:
     """Whether a file could be a label map, as the hints name them: an image, not JPEG."""
     return is_image(path) and not is_jpeg_name(path.name)
@@ -675,6 +713,16 @@ def _glob(folder: Path, pattern: str, what: str) -> list[Path]:
             root one level below or above that has it) or holds images of another format.
     """
     files = visible(sorted(folder.glob(pattern), key=path_order), folder)
+    base, suffix = pattern.rsplit(".", 1)
+    read = set(files)  # the same names with another extension: of another case, or format
+    near = [p for p in visible(sorted(folder.glob(f"{base}.*")), folder) if p not in read]
+    cased = [p for p in near if p.suffix.lower() == f".{suffix}"]
+    if cased:  # (they would be left out without a word)
+        raise DatasetError(
+            f"{len(cased)} {what} in '{folder}' end in '{cased[0].suffix}' (e.g. '{cased[0]}'), "
+            f"and the reader reads {pattern}: file names are read case-sensitively, so they "
+            f"would be left out; rename them to end in '.{suffix}'"
+        )
     if files:
         return files
     root = folder.parent
@@ -684,8 +732,7 @@ def _glob(folder: Path, pattern: str, what: str) -> list[Path]:
             f"no {what} found: the folder '{folder}' does not exist (the dataset root "
             f"'{root}' must hold '{folder.name}/'){hint}"
         )
-    suffix = pattern.rsplit(".", 1)[-1]
-    other = sorted({p.suffix.lower() for p in folder.iterdir() if is_image(p)} - {f".{suffix}"})
+    other = sorted({p.suffix.lower() for p in near if is_image(p)})
     found = f"; it holds {', '.join(other)} images, and the reader reads {pattern}" if other else ""
     raise DatasetError(f"no {what} found in '{folder}' (looked for {pattern}){found}")
 
@@ -695,6 +742,14 @@ def _label_format(label_format: str, choices: Sequence[str]) -> str:
         raise ConfigError(f"label_format must be one of {list(choices)}, got {label_format!r}")
     return label_format
 
+
+#: for a reader of training ids given released ids (under the training-id file name)
+RELEASED_AS_TRAINING_IDS = (
+    "Are they released ids (*_labelIds.png) saved under the training-id name? Convert them to "
+    "training ids (cityscapesScripts' createTrainIdLabelImgs), or read them as released ids "
+    "under their released names ({reader}.label_format=labelIds for Cityscapes-style folders, "
+    "ids for GTA5). (If they truly are training ids, preflight=false skips this check.)"
+)
 
 #: for a Cityscapes-style reader of labelIds: how to read files of training ids instead
 CITYSCAPES_CONVERTED = (
