@@ -303,6 +303,21 @@ def test_a_voc_set_of_difficult_objects_alone_names_the_options_that_count_them(
     assert sum(len(t["labels"]) for t in counted.targets) == 3
 
 
+@pytest.mark.parametrize("flag, hard", [("1.0", 1), ("True", 1), ("0", 0), (" 0.0 ", 0)])
+def test_a_voc_difficult_flag_written_as_a_float_or_word_is_read(tmp_path, flag, hard):
+    # tools write <difficult>1.0</difficult>: it was read as not difficult
+    xml = _difficult_xml(1).replace("<difficult>1</difficult>", f"<difficult>{flag}</difficult>")
+    plain = _voc_xml([("red", 2, 2, 9, 9)])
+    ds = VOCDetection(_voc(tmp_path, {"a": xml, "b": plain}), "train", classes=["red"])
+    assert [len(t["labels"]) for t in ds.targets] == [1 - hard, 1]
+
+
+def test_a_voc_difficult_flag_that_is_no_number_is_named(tmp_path):
+    xml = _difficult_xml(1).replace("<difficult>1</difficult>", "<difficult>yes?</difficult>")
+    with pytest.raises(DatasetError, match=r"whose <difficult> is 'yes\?': give 0 or 1"):
+        VOCDetection(_voc(tmp_path, {"a": xml}), "train", classes=["red"])
+
+
 def test_a_missing_voc_image_is_listed_once(tmp_path):
     root = _voc(tmp_path, {"a": _voc_xml([])}, listed=["a", "gone"])
     (root / "Annotations" / "gone.xml").write_text(_voc_xml([]))

@@ -784,7 +784,8 @@ def parse_voc_xml(
 
     Raises:
         UnknownClassError: an object of a class not in ``classes``.
-        DatasetError: a file that is no XML, an object without a box or of a non-numeric one.
+        DatasetError: a file that is no XML, an object without a box or of a non-numeric one,
+            a ``<difficult>`` that is neither a number nor true / false.
     """
     try:
         root = ET.fromstring(_read_text(path, "annotation file"))
@@ -800,7 +801,7 @@ def parse_voc_xml(
                 f"list {list(classes)}",
                 name,
             )
-        hard = int((obj.findtext("difficult") or "0").strip().lower() in ("1", "true"))
+        hard = _voc_flag(obj.findtext("difficult"), path, name)
         if hard and not (keep_difficult or ignore_difficult):
             if counts is not None:
                 counts["difficult_skipped"] = counts.get("difficult_skipped", 0) + 1
@@ -820,6 +821,21 @@ def parse_voc_xml(
     size = root.find("size")
     hw = None if size is None else _stated_size(size.findtext("height"), size.findtext("width"))
     return make_target(boxes, labels, difficult if ignore_difficult else None), hw
+
+
+def _voc_flag(text: str | None, path: Path, name: str) -> int:
+    """A VOC ``<difficult>`` as 0 / 1: absent, a number (``1``, ``1.0``: set when not 0) or
+    true / false (any case); tools write ``1.0`` as well as ``1``."""
+    word = (text or "0").strip().lower()
+    if word in ("true", "false"):
+        return int(word == "true")
+    try:
+        return int(float(word) != 0)
+    except ValueError:
+        raise DatasetError(
+            f"annotation file '{path}' has an object '{name}' whose <difficult> is {text!r}: "
+            "give 0 or 1"
+        ) from None
 
 
 VOC_BOX_FIX = (
