@@ -133,6 +133,11 @@ def test_a_crop_grid_or_context_scale_that_cannot_fit_is_refused_on_any_box():
     odd = HRDA(Tiles(3, 2), context_scale=0.3, detail_crop=(8, 8), crop_divisible=4)
     with pytest.raises(ConfigError, match=r"context_scale=0.3 of the 16 x 16 .* 4.8 x 4.8 px"):
         odd(x, crop_box=box)
+    # 15 px crops at the published 0.5: the crop size is what to change, with one that works
+    half = HRDA(Tiles(3, 2), detail_crop=(8, 8), crop_divisible=4)
+    said = r"multiples of 2 \(dataset.crop_size, e.g. \[16, 16\]\), or another scale"
+    with pytest.raises(ConfigError, match=said):
+        half(x[..., :15, :15], crop_box=torch.tensor([[0, 8, 0, 8]] * 2))
 
 
 @pytest.mark.parametrize(

@@ -376,11 +376,13 @@ class HRDA(Segmenter):
         """
         sides = [side * self.context_scale for side in image]
         if not all(float(side).is_integer() for side in sides):
+            step = Fraction(self.context_scale).limit_denominator(1000).denominator
+            whole = [step * math.ceil(side / step) for side in image]
             raise ConfigError(
                 f"model.context_scale={self.context_scale:g} of the {image[0]} x {image[1]} "
                 f"training images gives a {sides[0]:g} x {sides[1]:g} px context image, not a "
-                "whole number of pixels: choose a scale (e.g. 0.5 or 0.25) or an image size "
-                "whose product is whole"
+                f"whole number of pixels: give training crops whose sides are multiples of "
+                f"{step} (dataset.crop_size, e.g. {whole}), or another scale"
             )
         grids = [Fraction(n, side).denominator for n, side in zip(logits, image, strict=True)]
         needed = math.lcm(*grids)  # px of the input per cell of the context logits' grid
