@@ -29,6 +29,8 @@ from typing import Any
 import suite
 from common import interval95, mean_std, note_text, paired
 
+from mic.training.checkpoint import write_text_atomically
+
 TASK = "context"
 ARMS = ("dacs", "dacs_mic", "dacs_equal_time")
 
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
                 m, s = jobs[job]
                 runs[key(m, s)] = {**job.result(), "iterations": args.iterations}
                 cache.parent.mkdir(parents=True, exist_ok=True)
-                cache.write_text(json.dumps(runs, indent=1))
+                write_text_atomically(cache, json.dumps(runs, indent=1))
                 score = suite.scores(TASK, runs[key(m, s)])["teacher"]
                 print(f"{m} seed {s}: teacher {100 * score:.2f}", flush=True)
     chosen = {k: r for k, r in runs.items() if r.get("iterations") == args.iterations}

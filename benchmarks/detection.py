@@ -58,6 +58,8 @@ from common import (
     train_steps,
 )
 
+from mic.training.checkpoint import write_text_atomically
+
 #: method name -> mic-train overrides (on top of experiment=det_shapes)
 METHODS: dict[str, list[str]] = {
     "source_only": ["method=source_only", "mic=none"],
@@ -587,7 +589,7 @@ def main() -> None:
                 f"{w['seconds_per_iteration']:.3f} s/it ({time.time() - t0:.0f} s)",
                 flush=True,
             )
-            cache.write_text(json.dumps(state, indent=1))
+            write_text_atomically(cache, json.dumps(state, indent=1))
         futures = [
             pool.submit(
                 run_one,
@@ -613,7 +615,7 @@ def main() -> None:
                 f"s/it ({time.time() - t0:.0f} s)",
                 flush=True,
             )
-            cache.write_text(json.dumps(state, indent=1))
+            write_text_atomically(cache, json.dumps(state, indent=1))
     if args.speed:  # threads as for the runs (cores / jobs): more would thrash a shared CPU
         seed = args.seeds[0]
         start = {b: starts[b, seed] for b in args.backends}
@@ -631,7 +633,7 @@ def main() -> None:
             "seed": seed,
             "seconds": seconds if several else seconds["torchvision"],
         }
-        cache.write_text(json.dumps(state, indent=1))
+        write_text_atomically(cache, json.dumps(state, indent=1))
     methods = [m for m in METHODS if any(r["method"] == m for r in state["rows"])]
     command = "python benchmarks/" + Path(sys.argv[0]).name + " " + " ".join(sys.argv[1:])
     calls = [c for c in state.get("calls", []) if not args.fresh]
@@ -639,14 +641,14 @@ def main() -> None:
         minutes = (time.time() - t0) / 60
         calls.append(f"`{command.strip()}` ({minutes:.0f} min, {args.jobs} job(s))")
     state["calls"] = calls
-    cache.write_text(json.dumps(state, indent=1))
+    write_text_atomically(cache, json.dumps(state, indent=1))
     if not args.table_only:
         state["schedule"] = {"warmup": args.warmup, "iterations": args.iterations}
-        cache.write_text(json.dumps(state, indent=1))
+        write_text_atomically(cache, json.dumps(state, indent=1))
     schedule = state.get("schedule", {"warmup": args.warmup, "iterations": args.iterations})
     if args.note is not None:
         state["note"] = note_text(args.note)
-        cache.write_text(json.dumps(state, indent=1))
+        write_text_atomically(cache, json.dumps(state, indent=1))
     if several:
         note = state.get("note") or (
             f"Schedule: {schedule['warmup']} source-only warm-up iterations per seed and "

@@ -38,6 +38,8 @@ from pathlib import Path
 
 from common import interval95, mean_std, start_from
 
+from mic.training.checkpoint import write_text_atomically
+
 MODES = ("batch", "running", "adabn")
 
 
@@ -271,18 +273,18 @@ def main() -> None:
                     f"source {100 * w['source_map_50']:.1f} ({time.time() - t0:.0f} s)",
                     flush=True,
                 )
-                cache.write_text(json.dumps(state, indent=1))
+                write_text_atomically(cache, json.dumps(state, indent=1))
             if args.warmup_only:
                 continue
             state["rows"][key] = measure(
                 experiment, seed, str(start), args.adabn_batches, args.threads, args.overrides
             )
-            cache.write_text(json.dumps(state, indent=1))
+            write_text_atomically(cache, json.dumps(state, indent=1))
     command = "python benchmarks/detection_teacher_norm.py " + " ".join(sys.argv[1:])
     state["calls"].append(f"`{command.strip()}` ({(time.time() - t0) / 60:.0f} min)")
     if args.note:
         state["note"] = args.note
-    cache.write_text(json.dumps(state, indent=1))
+    write_text_atomically(cache, json.dumps(state, indent=1))
     if state["rows"]:
         write_table(state, out)
         print(out.read_text())

@@ -47,6 +47,8 @@ from common import (
 )
 from peers import PEER_OVERRIDES
 
+from mic.training.checkpoint import write_text_atomically
+
 #: method name -> mic-train overrides
 METHODS: dict[str, list[str]] = {
     "source_only": ["method=source_only", "mic=none"],
@@ -308,7 +310,7 @@ def main() -> None:
                 f"teacher {teacher} {r['seconds_per_iteration']:.4f} s/it",
                 flush=True,
             )
-            cache.write_text(json.dumps(rows, indent=1))
+            write_text_atomically(cache, json.dumps(rows, indent=1))
     included = [r for path in args.include for r in json.loads(Path(path).read_text())]
     included = [r for r in included if r["method"] not in {x["method"] for x in rows}]
     table = included + rows

@@ -52,6 +52,8 @@ from typing import Any
 
 from segmentation import CPU_BUDGET
 
+from mic.training.checkpoint import write_text_atomically
+
 RESULTS = Path(__file__).parent / "results"
 VALIDATORS = ["entropy", "im", "snd", "bnm", "masked_agreement"]
 LAM = "method.terms.mic.weight"
@@ -448,7 +450,7 @@ def main() -> None:
                     r = run(task, seed, setting, start)
                     r["settings"] = now
                     state["runs"].append(r)
-                    cache.write_text(json.dumps(state, indent=1))
+                    write_text_atomically(cache, json.dumps(state, indent=1))
                     trace = " ".join(f"{100 * c['metric']:.1f}" for c in r["checkpoints"])
                     print(
                         f"{task} seed {seed} {setting}: {trace} ({r['seconds']:.0f} s)", flush=True
@@ -466,7 +468,7 @@ def main() -> None:
         notes += ["", paragraph]
     summary = write_table({**state, "notes": notes}, out)
     state["summary"] = summary
-    cache.write_text(json.dumps(state, indent=1))
+    write_text_atomically(cache, json.dumps(state, indent=1))
     plot(summary, out.with_suffix(".png"))
     print(out.read_text())
 

@@ -86,6 +86,7 @@ from common import (
 )
 
 from mic.core.errors import MicError
+from mic.training.checkpoint import write_text_atomically
 
 RESULTS = Path(__file__).parent / "results"
 #: where the source-only (warm-up) models are kept unless ``--work`` says otherwise
@@ -376,7 +377,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--table-only",
         dest="from_cache",
         action="store_true",
-        help="rewrite table and plot from the cached runs, no training",
+        help="rewrite table and plot from the cached runs of the mode (all of them), no training",
     )
     p.add_argument(
         "--note",
@@ -422,6 +423,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     seeds = args.seeds or []
     if len(set(seeds)) < len(seeds) or any(s < 0 for s in seeds):
         p.error(f"--seeds must be distinct and at least 0, got {' '.join(map(str, args.seeds))}")
+    given = [
+        option
+        for option, value in (
+            ("--tasks", args.tasks != list(TASKS)),
+            ("--methods", args.methods is not None),
+            ("--seeds", args.seeds is not None),
+        )
+        if value
+    ]
+    if args.from_cache and not args.accept_stale and given:  # (they were ignored)
+        p.error(
+            f"{' and '.join(given)} choose the runs to train (or, with --accept-stale, to "
+            "take as current); --from-cache writes the table of every cached run of the mode: "
+            "leave them out"
+        )
     if args.note is not None:
         try:
             args.note = note_text(args.note).strip()
@@ -534,7 +550,7 @@ def warm_up(
         )
     if config_only:
         return row
-    config_file(path).write_text(json.dumps(record, indent=1, sort_keys=True))
+    write_text_atomically(config_file(path), json.dumps(record, indent=1, sort_keys=True))
     return row
 
 
@@ -764,13 +780,14 @@ def chosen_runs(args: argparse.Namespace) -> list[tuple[str, str, int, str]]:
 
 
 def missing_runs(args: argparse.Namespace, state: dict) -> list[tuple[str, str, int, str]]:
-    """The ``chosen_runs`` of ``args`` that ``state`` lacks or holds marked stale
-    (``mark_stale``; all of them with ``--fresh``)."""
+    """The ``chosen_runs`` of ``args`` that ``state`` lacks, holds marked stale
+    (``mark_stale``) or holds marked ``rerun`` (by a ``--fresh`` call that stopped before it
+    ran them again); all of them with ``--fresh``."""
     runs = state["runs"]
     return [
         job
         for job in chosen_runs(args)
-        if args.fresh or job[3] not in runs or "stale" in runs[job[3]]
+        if args.fresh or job[3] not in runs or {"stale", "rerun"} & set(runs[job[3]])
     ]
 
 
@@ -798,7 +815,13 @@ def train(args: argparse.Namespace, state: dict, configs: Configs, here: dict[st
 
     def save() -> None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(state, indent=1))
+        write_text_atomically(cache, json.dumps(state, indent=1))
+
+    again = [key for *_, key in todo if args.fresh and key in state["runs"]]
+    for key in again:  # until each runs again: a call without --fresh runs those a stop left
+        state["runs"][key]["rerun"] = "--fresh runs it again"
+    if again:
+        save()
 
     pool = ProcessPoolExecutor(
         args.jobs, mp_context=get_context("spawn"), initializer=_worker_start

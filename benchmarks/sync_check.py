@@ -10,6 +10,7 @@ its backward, the EMA teacher update and a whole loop iteration (after warm-up) 
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import torch
@@ -129,6 +130,15 @@ def ema_cost(device: torch.device) -> None:
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/sync_check.py",
+        description="On a CUDA device: MIC's per-iteration parts and a whole loop iteration "
+        "run without a host synchronisation; the speed of a digits iteration per method and "
+        "the cost of the EMA teacher update (printed).",
+    )
+    parser.parse_args()
+    if not torch.cuda.is_available():
+        parser.error("there is no CUDA device here: this check needs one")
     dev = torch.device("cuda")
     check_parts(dev)
     check_iteration(dev)

@@ -1,6 +1,7 @@
 """The benchmark suite (``python -m benchmarks``): its table and plot from cached runs, its
 options and the settings of each mode; no training."""
 
+import concurrent.futures
 import json
 import shlex
 import subprocess
@@ -239,6 +240,10 @@ def _suite(*args: str, **kwargs) -> subprocess.CompletedProcess:
         (["--note", "@{tmp}/missing.md"], "--note @{tmp}/missing.md: No such file"),
         (["--out", "{tmp}/a_file/suite"], "--out: cannot write in {tmp}/a_file"),
         (["--work", "{tmp}/a_file/work"], "--work: cannot write in {tmp}/a_file/work"),
+        (
+            ["--from-cache", "--tasks", "classification", "--seeds", "0"],
+            "--tasks and --seeds choose the runs to train",
+        ),
     ],
 )
 def test_bad_options_are_one_message_before_any_training(args, message, tmp_path, capsys):
@@ -859,6 +864,32 @@ def test_ctrl_c_names_the_command_that_runs_the_rest_and_exits_130(
     # what that command runs: the two runs left, not the one kept
     args = suite.parse_args(shlex.split(rest.split("benchmarks ")[1].split("`")[0]))
     assert [s for _, _, s, _ in suite.missing_runs(args, state)] == [1, 2]
+
+
+def test_ctrl_c_in_a_fresh_call_over_cached_runs_leaves_the_rest_to_run_again(
+    tmp_path, monkeypatch, capsys
+):
+    """The runs a --fresh call had not run again when stopped are run by the command it
+    names (the call without --fresh): they were cached, so it found nothing to run and the
+    table mixed their old scores with the new one's."""
+    monkeypatch.setattr(suite, "ProcessPoolExecutor", _AnsweringPool)
+    out = tmp_path / "suite"
+    words = ["--tasks", "classification", "--methods", "mean_teacher", "--seeds", "0", "1", "2"]
+    words += ["--jobs", "1", "--out", str(out), "--work", str(tmp_path / "w")]
+    suite.main(words)  # all three cached
+    monkeypatch.setattr(suite, "wait", _ctrl_c_after(1))
+    with pytest.raises(SystemExit):
+        suite.main([*words, "--fresh"])
+    assert f"without --fresh, `python -m benchmarks {shlex.join(words)}` runs the rest" in (
+        capsys.readouterr().err
+    )
+    state = suite.load(out)
+    assert [s for _, _, s, _ in suite.missing_runs(suite.parse_args(words), state)] == [1, 2]
+    monkeypatch.setattr(suite, "wait", concurrent.futures.wait)
+    suite.main(words)  # the rest: run again, the marks gone
+    state = suite.load(out)
+    assert not suite.missing_runs(suite.parse_args(words), state)
+    assert not [r for r in state["runs"].values() if "rerun" in r]
 
 
 def test_ctrl_c_before_any_run_finished_says_nothing_was_kept(tmp_path, monkeypatch, capsys):
