@@ -90,10 +90,15 @@ def tensors(state: Any, prefix: str = "") -> dict[str, Any]:
     return {}
 
 
+def final_name(folder: Path) -> str:
+    """The name of a run's newest ``iter_*.pt``."""
+    return sorted(p.name for p in (folder / "checkpoints").glob("iter_*.pt"))[-1]
+
+
 def final(folder: Path) -> dict[str, Any]:
     import torch
 
-    newest = sorted((folder / "checkpoints").glob("iter_*.pt"))[-1]
+    newest = folder / "checkpoints" / final_name(folder)
     return tensors(torch.load(newest, map_location="cpu", weights_only=False))
 
 
@@ -123,7 +128,13 @@ def main(argv: list[str] | None = None) -> None:
                 stopped.failed("the run to stop ended before its checkpoint at iteration 100")
             time.sleep(0.1)
         stopped.process.send_signal(signal.SIGINT)
-        stopped.process.wait()
+        code = stopped.process.wait()
+        left = sorted(p.name for p in (root / "stopped/checkpoints").glob("iter_*.pt"))
+        if code != 128 + signal.SIGINT or left[-1] == final_name(root / "once"):
+            stopped.failed(  # (a run that finished before the signal proves nothing)
+                f"the run to stop was not stopped by the signal (status {code}, newest "
+                f"checkpoint {left[-1]})"
+            )
         resumed = mic_train(root / "stopped", [*overrides, "resume=auto"], root / "resumed.stderr")
         if resumed.process.wait() != 0:
             resumed.failed("the resumed run failed")
