@@ -318,6 +318,39 @@ def test_a_voc_difficult_flag_that_is_no_number_is_named(tmp_path):
         VOCDetection(_voc(tmp_path, {"a": xml}), "train", classes=["red"])
 
 
+def test_a_voc_source_trains_on_a_subset_of_its_classes_with_skip_unlisted(tmp_path):
+    """VOC -> Watercolor trains on six of VOC's classes: the objects of the others are left
+    out when asked (counted in a warning); without asking they are an error naming the
+    option (a misspelt class list would drop a class)."""
+    from tests.cli import run_mic_train
+    from tests.det_helpers import TINY_DET
+
+    objects = [("cat", 2, 2, 20, 20), ("car", 30, 10, 50, 30), ("dog", 5, 25, 25, 45)]
+    root = _voc(tmp_path, {"a": _voc_xml(objects), "b": _voc_xml(objects[:2])})
+    (root / "ImageSets" / "Main" / "test.txt").write_text("a\nb\n")
+    _png(tmp_path / "tgt" / "t.png")
+    _png(tmp_path / "tgt" / "u.png")
+    args = [
+        *(o for o in TINY_DET if not o.startswith("dataset.")),
+        "dataset=det_voc",
+        "dataset.num_classes=2",
+        "dataset.classes=[cat,dog]",
+        f"dataset.root_source={root}",
+        f"dataset.target_images={tmp_path / 'tgt'}",
+        f"dataset.root_test={root}",
+        "dataset.source_split=train",
+        "loader.source_batch_size=2",
+        "loader.target_batch_size=2",
+    ]
+    out = run_mic_train([*args, f"hydra.run.dir={tmp_path / 'refused'}"])
+    assert out.returncode == 2 and "dataset.skip_unlisted=true (read by source and" in out.stderr
+    out = run_mic_train([*args, "dataset.skip_unlisted=true", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "2 objects of car (2)" in out.stderr + out.stdout
+    ds = VOCDetection(root, "train", classes=["cat", "dog"], skip_unlisted=True)
+    assert [t["labels"].tolist() for t in ds.targets] == [[0, 1], [0]]
+
+
 def test_a_missing_voc_image_is_listed_once(tmp_path):
     root = _voc(tmp_path, {"a": _voc_xml([])}, listed=["a", "gone"])
     (root / "Annotations" / "gone.xml").write_text(_voc_xml([]))

@@ -776,14 +776,16 @@ def parse_voc_xml(
     keep_difficult: bool = False,
     ignore_difficult: bool = False,
     counts: dict[str, int] | None = None,
+    skip_unlisted: bool = False,
 ) -> tuple[Target, tuple[int, int] | None]:
     """The target of one Pascal VOC annotation file and the image size it states. Difficult
     objects are left out (counted in ``counts["difficult_skipped"]`` when given), kept
     (``keep_difficult``) or kept flagged ``iscrowd`` so that evaluation ignores them
-    (``ignore_difficult``, VOC's protocol).
+    (``ignore_difficult``, VOC's protocol). With ``skip_unlisted``, objects of classes not
+    in ``classes`` are left out (counted in ``counts["unlisted:<name>"]``).
 
     Raises:
-        UnknownClassError: an object of a class not in ``classes``.
+        UnknownClassError: an object of a class not in ``classes`` (not ``skip_unlisted``).
         DatasetError: a file that is no XML, an object without a box or of a non-numeric one,
             a ``<difficult>`` that is neither a number nor true / false.
     """
@@ -795,6 +797,10 @@ def parse_voc_xml(
     boxes, labels, difficult = [], [], []
     for obj in root.iter("object"):
         name = (obj.findtext("name") or "").strip()
+        if name not in index and skip_unlisted:
+            if counts is not None:
+                counts[f"unlisted:{name}"] = counts.get(f"unlisted:{name}", 0) + 1
+            continue
         if name not in index:
             raise UnknownClassError(
                 f"annotation file '{path}' has an object of class '{name}', not in the class "
@@ -887,6 +893,9 @@ class VOCDetection(DetectionDataset):
         source_classes: the class names of the source, used when ``classes`` is None (as
             ``mic-train`` passes them to a test split whose config names no classes): class
             ids follow them by name; an object of another class is an error.
+        skip_unlisted: leave out the objects of classes not in ``classes`` (a subset of
+            VOC's, as VOC -> Watercolor's six), with a warning that counts them; False: such
+            an object is an error (a misspelt class list would drop a class).
 
     Raises:
         DatasetError: a missing split file; missing images, annotation files that cannot be
@@ -905,6 +914,7 @@ class VOCDetection(DetectionDataset):
         ignore_difficult: bool = False,
         apply_exif_orientation: bool = True,
         source_classes: Sequence[str] | None = None,
+        skip_unlisted: bool = False,
     ) -> None:
         super().__init__(labelled, flip, apply_exif_orientation)
         self.root = check_folder(root, "VOC")
@@ -950,7 +960,7 @@ class VOCDetection(DetectionDataset):
         for path in self.annotation_files:  # read and check every file now, naming each bad one
             try:
                 target, size = parse_voc_xml(
-                    path, self.classes, keep_difficult, ignore_difficult, counts
+                    path, self.classes, keep_difficult, ignore_difficult, counts, skip_unlisted
                 )
             except UnknownClassError as e:
                 unknown.append((path, e.name))
@@ -972,10 +982,25 @@ class VOCDetection(DetectionDataset):
                 f"The class list{default} lacks {names}"
                 f"{_case_twins(names, self.classes)}: give the reader the classes the "
                 "annotations name, in index order ({reader}.classes=[...]; with dataset=det_voc "
-                "dataset.classes=[...] and dataset.num_classes to match).",
+                "dataset.classes=[...] and dataset.num_classes to match); to train on a subset "
+                "of them, {reader}.skip_unlisted=true leaves the others out.",
             )
             for path, name in unknown
         ]
+        unlisted = {k.split(":", 1)[1]: n for k, n in counts.items() if k.startswith("unlisted:")}
+        if unlisted and labelled:  # as asked, but said: a class list's typo drops a class
+            said = ", ".join(f"{name} ({n})" for name, n in sorted(unlisted.items()))
+            problems.append(
+                Problem(
+                    "annotation files with objects of classes outside the class list, left out",
+                    str(self.root / "Annotations"),
+                    f"{(n := sum(unlisted.values()))} object{'s' * (n != 1)} of {said}"
+                    f"{_case_twins(list(unlisted), self.classes)}",
+                    "skip_unlisted leaves them out; to train on them, add their names to the "
+                    "class list ({reader}.classes).",
+                    warning=True,
+                )
+            )
         self._check_boxes(problems)
         self.found_problems = keep_or_raise(problems, type(self).__name__)
 
