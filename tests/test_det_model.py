@@ -38,13 +38,15 @@ def _losses(model, images, targets, weights=None, seed=0):
         (lambda x: [x[0]], ValueError, "3 x H x W images, got one of shape (64, 64)"),
         (lambda x: [x[:, :0]], ValueError, "got one of shape (3, 0, 64)"),
         (lambda x: [], ValueError, "the detector got no images"),
+        (lambda x: [x.double()], TypeError, "got float64: give image.float()"),
     ],
-    ids=["uint8", "2d", "no-pixels", "none"],
+    ids=["uint8", "2d", "no-pixels", "none", "float64"],
 )
 def test_both_backends_refuse_images_they_would_misread(backend, bad, error, said):
     # detectron2 scaled uint8 images by 255 in uint8 (wrapping around: 50 boxes for 16) and
     # broadcast a 2-D image to three channels; torchvision's tracebacks were IndexError and
-    # ZeroDivisionError for no images and an image of no pixels
+    # ZeroDivisionError for no images and an image of no pixels; both ended float64 images in
+    # 'expected scalar type Double but found Float'
     model = tiny_detector(backend=backend).eval()
     images, _ = tiny_batch()
     with pytest.raises(error, match=re.escape(said)):
@@ -286,6 +288,17 @@ def test_settings_the_backend_would_fail_on_deep_inside_are_named(backend, setti
     cls = Detectron2RCNN if backend == "detectron2" else FasterRCNN
     with pytest.raises(ConfigError, match=re.escape(said)):
         cls(num_classes=2, backbone="test_efficientnet", **{setting: value})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_min_size_above_max_size_is_named(backend):
+    # both backends took it and resized below min_size (the longer side's cap wins)
+    from tests.det_helpers import need
+
+    need(backend)
+    cls = Detectron2RCNN if backend == "detectron2" else FasterRCNN
+    with pytest.raises(ConfigError, match=re.escape("model.min_size (256) exceeds model.max")):
+        cls(num_classes=2, backbone="test_efficientnet", min_size=256, max_size=128)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

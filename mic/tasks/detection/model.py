@@ -563,7 +563,8 @@ def check_detector_images(images: Any) -> None:
     traceback on (no images, an image of no pixels), for both backends alike.
 
     Raises:
-        TypeError: an image that is not floating point.
+        TypeError: an image that is not floating point, or float64 (both backends' weights
+            are float32: torchvision and detectron2 end in 'expected scalar type Double').
         ValueError: no images, or an image that is not 3 x H x W with H, W > 0.
     """
     if len(images) == 0:
@@ -574,6 +575,11 @@ def check_detector_images(images: Any) -> None:
             raise TypeError(
                 f"the detector takes floating point images in [0, 1], got {kind} (for uint8 "
                 "images in [0, 255]: image.float() / 255)"
+            )
+        if x.dtype == torch.float64:
+            raise TypeError(
+                "the detector takes float32 images (its weights are float32), got float64: "
+                "give image.float()"
             )
         if x.dim() != 3 or x.shape[0] != 3 or x.shape[-2] == 0 or x.shape[-1] == 0:
             raise ValueError(
@@ -598,7 +604,8 @@ def warn_of_shrinking(size: Sequence[int], resized: Sequence[int], sizes: str, f
 def check_detector_settings(given: Mapping[str, Any]) -> None:
     """Refuse detector settings that torchvision or detectron2 would fail on deep inside (or
     take silently): sizes and counts that are not positive whole numbers, anchor sizes that
-    are not one entry per FPN level, aspect ratios <= 0, thresholds outside [0, 1], an
+    are not one entry per FPN level, aspect ratios <= 0, thresholds outside [0, 1], a
+    min_size above max_size (the longer side's cap wins: the resize ends below min_size), an
     ``image_mean`` or ``image_std`` that is not one number per RGB channel (std > 0).
 
     Args:
@@ -618,6 +625,13 @@ def check_detector_settings(given: Mapping[str, Any]) -> None:
     for key, value in counts.items():
         if value is not None:
             check_whole(key, value)
+    low, high = given.get("min_size"), given.get("max_size")
+    if low is not None and high is not None and low > high:
+        raise ConfigError(
+            f"model.min_size ({low}) exceeds model.max_size ({high}): the shorter side would "
+            "never reach min_size, as the cap on the longer side wins; give min_size <= "
+            "max_size (published 800 and 1333)"
+        )
     for key, value in fractions.items():
         if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 1):
             raise ConfigError(f"{key} must lie in [0, 1], got {value!r}")
