@@ -564,9 +564,10 @@ def _source_classes(cfg: DictConfig, name: str, data: dict[str, Any]) -> dict[st
     when the source is one too, gets ``{"classes": ...}``: folder ``c`` is class ``c`` in
     every split, also where a split lacks a class or has one the source lacks (an error), not
     its own sorted folder names. A COCO json or VOC split (``CocoDetection``,
-    ``VOCDetection``) whose ``classes`` is null, when the source is one of them too, gets
-    ``{"source_classes": ...}``: its categories map to the source's classes by name, not by
-    its own category ids (a category the source lacks is an error)."""
+    ``VOCDetection``), when the source is one of them too, gets ``{"source_classes": ...}``:
+    with ``classes`` null its categories map to the source's classes by name, not by its own
+    category ids (a category the source lacks is an error); either way a source class it has
+    no category of is fine."""
     from hydra.utils import get_class
 
     from mic.datasets import ImageFolder
@@ -598,7 +599,7 @@ def _source_classes(cfg: DictConfig, name: str, data: dict[str, Any]) -> dict[st
             )
         return {"classes": list(source.classes)} if takes and "classes" not in node else {}
     if isinstance(source, detection) and issubclass(reader, detection):
-        return {} if node.get("classes") is not None else {"source_classes": list(source.classes)}
+        return {"source_classes": list(source.classes)}
     return {}
 
 

@@ -107,7 +107,8 @@ def test_mic_train_passes_the_source_classes_to_a_test_json_that_names_none(tmp_
     data = {"source": source}
     assert _source_classes(cfg, "test", data) == {"source_classes": ["red", "green", "blue"]}
     assert _source_classes(cfg, "voc", data) == {"source_classes": ["red", "green", "blue"]}
-    assert _source_classes(cfg, "chosen", data) == {}  # dataset.classes=[...] decides
+    # dataset.classes=[...] decides the classes; the source's let its json lack a category
+    assert _source_classes(cfg, "chosen", data) == {"source_classes": ["red", "green", "blue"]}
     assert _source_classes(cfg, "target", data) == {}
     assert _source_classes(cfg, "source", data) == {}
 
@@ -140,6 +141,16 @@ def test_a_test_category_the_source_lacks_is_named_and_a_missing_one_is_fine(tmp
     # dataset.classes (classes=) still picks and orders categories, and wins
     only = CocoDetection(images, ann, classes=["red"], source_classes=classes)
     assert only.classes == ["red"] and only.targets[0]["labels"].tolist() == []
+    # also with dataset.classes: a source class without a category here is fine (it was
+    # refused as 'not categories of' the test json), a class neither has stays an error
+    named = CocoDetection(
+        *_coco(tmp_path / "t3", [(1, 5, [1, 1, 4, 4])], fewer),
+        classes=classes,
+        source_classes=classes,
+    )
+    assert named.classes == classes and named.targets[0]["labels"].tolist() == [2]
+    with pytest.raises(DatasetError, match=r"classes \['green'\] are not categories"):
+        CocoDetection(tmp_path / "t3" / "images", tmp_path / "t3" / "ann.json", classes=classes)
 
 
 def test_voc_test_split_follows_the_source_classes(tmp_path):
@@ -362,10 +373,13 @@ def test_a_missing_voc_image_is_listed_once(tmp_path):
 
 
 # ---------------------------------------------------------------- sets without a box
-def _coco_run(tmp_path, source_annotations, test_annotations, images=None, crowd=False):
+def _coco_run(
+    tmp_path, source_annotations, test_annotations, images=None, crowd=False, **test_json
+):
     """``mic-train`` on a COCO source and test of two 64 x 48 images each (``_coco``'s
     triples; ``images`` replaces the source json's image list; ``crowd``: every source
-    annotation ``iscrowd``)."""
+    annotation ``iscrowd``; ``test_json``: ``_coco``'s settings for the test json, and
+    ``extra``: more overrides)."""
     from tests.cli import run_mic_train
     from tests.det_helpers import TINY_DET
 
@@ -376,7 +390,8 @@ def _coco_run(tmp_path, source_annotations, test_annotations, images=None, crowd
     for a in data["annotations"]:
         a["iscrowd"] = int(crowd)
     src_json.write_text(json.dumps(data))
-    tst_images, tst_json = _coco(tmp_path / "tst", test_annotations)
+    extra = test_json.pop("extra", [])
+    tst_images, tst_json = _coco(tmp_path / "tst", test_annotations, **test_json)
     _png(tmp_path / "tgt" / "t.png")
     _png(tmp_path / "tgt" / "u.png")
     return run_mic_train(
@@ -392,11 +407,26 @@ def _coco_run(tmp_path, source_annotations, test_annotations, images=None, crowd
             "loader.source_batch_size=2",
             "loader.target_batch_size=2",
             f"hydra.run.dir={tmp_path / 'run'}",
+            *extra,
         ]
     )
 
 
 BOX = [(1, 1, [2, 2, 10, 10]), (2, 2, [4, 4, 10, 10])]
+
+
+def test_a_test_json_without_a_category_of_the_class_list_runs(tmp_path):
+    # dataset.classes=[red,green,blue] refused a test json written with red and green alone
+    fewer = [{"id": 7, "name": "green"}, {"id": 8, "name": "red"}]
+    run = _coco_run(
+        tmp_path,
+        BOX,
+        [(1, 8, [2, 2, 10, 10]), (2, 7, [4, 4, 10, 10])],
+        categories=fewer,
+        extra=["dataset.classes=[red,green,blue]"],
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "are not categories" not in run.stderr
 
 
 def test_a_source_whose_boxes_are_all_crowd_is_refused_saying_why(tmp_path):

@@ -457,9 +457,10 @@ class CocoDetection(DetectionDataset):
             ``DetectionDataset``); the json's ``width`` / ``height`` are checked against
             the turned image by ``preflight()``.
         source_classes: the class names of the source, in class-id order, for a test (or
-            other) split whose ``classes`` is None: its categories map to them by name,
-            whatever ids and order the json gives them; a category the source lacks is an
-            error, a source class without a category here is fine (``mic-train`` passes it).
+            other) split (``mic-train`` passes it). With ``classes`` None its categories map
+            to them by name, whatever ids and order the json gives them, and a category the
+            source lacks is an error; either way a source class without a category here is
+            fine (a test json written with the categories its objects have).
 
     Raises:
         DatasetError: a json that cannot be read; categories sharing a name, or (with
@@ -619,6 +620,8 @@ class CocoDetection(DetectionDataset):
             return have
         chosen = _distinct(classes, "the classes")
         unknown = [c for c in chosen if c not in have]
+        if source_classes is not None:  # a split of a source that has them: a test json may
+            unknown = [c for c in unknown if c not in source_classes]  # lack a category
         if unknown:
             raise DatasetError(
                 f"classes {unknown} are not categories of '{path}'; it has {have} "
