@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        nargs="*",
+        nargs="+",
         default=None,
         choices=list(CASES),
         metavar="CASE",
