@@ -183,6 +183,26 @@ def _source_only_loop(task, loader, iterations, hooks):
     )
 
 
+def test_a_student_whose_weights_went_non_finite_scores_nan_with_a_warning():
+    # in a loop of one's own (the default Guard checks nothing) a NaN loss made every weight
+    # NaN and the evaluation still reported an accuracy: the share of the argmax's class
+    import math
+
+    import mic
+
+    task, loader = _tiny_task_and_loader()
+    evaluation = mic.Evaluation(task, loader)
+    loop = _source_only_loop(task, loader, 2, [evaluation])
+    loop.run()
+    assert evaluation.history[-1]["eval/student/accuracy"] > 0  # finite weights: scored
+    with torch.no_grad():
+        next(loop.student.parameters()).fill_(math.nan)
+    with pytest.warns(UserWarning, match="the student's weights hold NaN or Inf"):
+        record = evaluation.run(loop)
+    assert math.isnan(record["eval/student/accuracy"])
+    assert "accuracy nan" in record["summary"]
+
+
 def test_an_evaluation_of_the_teacher_alone_in_a_run_without_one_is_refused_before_training():
     """Evaluation(models=('teacher',)) of a loop without a teacher scored nothing: every
     evaluation a '(no labels)' summary, and no error."""

@@ -47,6 +47,7 @@ from mic.training.evaluation import (
     shown_metric,
     tracked_batchnorms,
 )
+from mic.training.guard import all_finite
 from mic.training.rng import rng_state, set_rng_state
 from mic.training.validators import (
     LabelFreeValidation,
@@ -329,7 +330,8 @@ class Evaluation(Hook):
     statistics mix from deciding the score. The records say which protocol was used. The
     validators score each model under the same protocol; the reference pseudo-labels of
     ``masked_agreement`` are the teacher's (under its own protocol), or each model's own in a
-    run without a teacher.
+    run without a teacher. A model whose weights hold NaN or Inf scores NaN, with a warning
+    (with the default ``Guard`` nothing stops a step that made them so).
 
     A stop request (SIGTERM, SIGINT) met between two batches ends an evaluation without a
     record, and so does an error (a bad test file, a metric that fails); list
@@ -403,6 +405,7 @@ class Evaluation(Hook):
         check_test_set(task, loader, "Evaluation's test loader")
         self.validation = validation
         self.history: list[dict[str, Any]] = []
+        self._warned_unfinite: set[str] = set()  # the models warned of non-finite weights
         #: the iteration whose evaluation a stop request or an error cut short (None: none),
         #: run by ``run_owed`` when the run resumes there
         self.owed: int | None = None
@@ -573,6 +576,23 @@ class Evaluation(Hook):
             model, self.adabn_loader or (), self.adabn_batches, loop.device
         )
 
+    def _unscored(self, name: str, scores: dict[str, Any]) -> dict[str, Any]:
+        """``scores`` of a model whose weights hold NaN or Inf, as NaN (its predictions,
+        e.g. the argmax of NaN logits, scored a class's share), with a warning (once)."""
+        if name not in self._warned_unfinite:
+            self._warned_unfinite.add(name)
+            warnings.warn(
+                f"the {name}'s weights hold NaN or Inf (a loss or gradient went non-finite and "
+                "nothing stopped the step): its scores are NaN; guard=mic.TrainingGuard() "
+                "(mic-train's) skips such steps or stops the run",
+                stacklevel=3,
+            )
+        nan = [math.nan]
+        return {
+            k: math.nan if isinstance(v, float) else nan * len(v) if isinstance(v, list) else v
+            for k, v in scores.items()
+        }
+
     def score(self, loop: AdaptationLoop) -> dict[str, Any]:
         record: dict[str, Any] = {"step": loop.step}
         lines, unlabelled = [], []
@@ -589,6 +609,8 @@ class Evaluation(Hook):
             with self.recalibrated(model, loop):
                 if self.loader is not None:
                     scores = scores_of(self.task, model, self.loader, loop.device)
+                    if not all_finite(list(model.parameters())):
+                        scores = self._unscored(name, scores)
                 if self.validation is not None:
                     found = self.validation.score(self.task, model, loop.device, references)
                     record.update({f"validator/{name}/{k}": v for k, v in found.items()})
