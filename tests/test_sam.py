@@ -266,6 +266,30 @@ class ReadsTargetForward(LossTerm):
         return self.scale * target_forward(ctx).pow(2).mean()
 
 
+class ReadsItUndeclared(LossTerm):
+    """Reads ``target_forward`` without naming it as its ``shared_forward``."""
+
+    def forward(self, ctx):
+        return target_forward(ctx).pow(2).mean()
+
+
+def test_a_term_that_reads_a_shared_forward_without_naming_it_is_named():
+    # it ended in autograd's 'Trying to backward through the graph a second time', naming
+    # no term, when another term read the pass too
+    task, source, target, *_ = fixed_batches()
+    student = Linear()
+    method = UDAMethod({"a": ReadsTargetForward(1.0), "b": ReadsItUndeclared()})
+    loop = AdaptationLoop(
+        task, student, method, torch.optim.SGD(student.parameters(), 0.0), source, target, 1
+    )
+    with pytest.raises(
+        ConfigError,
+        match="loss term 'b' reads the shared forward pass "
+        "'target_forward' without naming it: set shared_forward = target_forward",
+    ):
+        loop.train_step()
+
+
 def test_terms_of_a_shared_forward_run_together_with_one_forward_and_one_backward():
     task, source, target, xs, ys, xt = fixed_batches()
     student = Linear()

@@ -150,6 +150,8 @@ class IterationContext:
         adapting: ``step >= adaptation_start`` (when a term with ``uses_target = False`` may
             add target-dependent parts).
         term: the running term's name (set by the loop); ``rng`` is its stream.
+        term_forward: the running term's ``shared_forward`` (set by the loop), the one it
+            may read.
         step_contexts: the contexts of every micro-batch of the optimiser step, this one
             among them (set by the loop; ``quality`` reads them).
     """
@@ -172,6 +174,7 @@ class IterationContext:
     ) -> None:
         self.step, self.task, self.student, self.teacher = step, task, student, teacher
         self.term, self.mean = "", mean  # term: set by the loop
+        self.term_forward: SharedForward | None = None  # the term's shared_forward
         self.adaptation_start, self.adapting = adaptation_start, step >= adaptation_start
         self.source_images, self.source_targets = split_sample(source)
         self._target_images, _ = split_sample(target)
@@ -290,7 +293,19 @@ class IterationContext:
             )
 
     def shared(self, forward: SharedForward) -> Any:
-        """The outputs of ``forward`` in this iteration (computed on the first call)."""
+        """The outputs of ``forward`` in this iteration (computed on the first call).
+
+        Raises:
+            ConfigError: the running term reads it without naming it as its ``shared_forward``
+                (its loss would back-propagate through a graph another branch has freed).
+        """
+        if self.term and forward is not self.term_forward:
+            name = getattr(forward, "__name__", "<the pass>")
+            raise ConfigError(
+                f"loss term '{self.term}' reads the shared forward pass '{name}' without "
+                f"naming it: set shared_forward = {name} on the term (the loop runs the terms "
+                "that read one pass together, back-propagating it once)"
+            )
         if forward not in self._shared:
             self._shared[forward] = forward.compute(self)
         return self._shared[forward]

@@ -395,7 +395,7 @@ class AdaptationLoop:
         for branch in _branches(terms):
             parts: list[Tensor] = []
             for name, term in branch:
-                ctx.term = name
+                ctx.term, ctx.term_forward = name, term.shared_forward
                 try:
                     with self.autocast():
                         named = _weighted(term(ctx), name, term.weight, self.device)
