@@ -91,6 +91,29 @@ def test_bad_task_settings_are_config_errors():
         ClassificationTask(3, primary_metric="f1")
 
 
+def test_a_subclass_s_primary_metric_attribute_is_its_default():
+    # it was overwritten by the constructor's default, 'accuracy': best.pt ranked by another
+    # score than the subclass named
+    class Balanced(ClassificationTask):
+        primary_metric = "mean_class_accuracy"
+
+    class OwnScore(ClassificationTask):
+        primary_metric = "f1"
+
+        def metric(self):
+            return super().metric()
+
+    assert Balanced(3).primary_metric == "mean_class_accuracy"
+    assert Balanced(3, primary_metric="accuracy").primary_metric == "accuracy"
+    assert OwnScore(3).primary_metric == "f1"  # a metric of its own may name its scores
+    with pytest.raises(ConfigError, match="primary_metric"):
+
+        class Typo(ClassificationTask):
+            primary_metric = "acuracy"
+
+        Typo(3)
+
+
 @pytest.mark.parametrize("model_classes", [2, 5])
 def test_loss_and_predict_refuse_a_model_of_another_class_count(model_classes):
     task = ClassificationTask(3)

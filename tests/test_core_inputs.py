@@ -443,3 +443,15 @@ def test_a_batch_of_grey_and_colour_images_is_named_by_its_channels():
         collate_pairs([(grey, 0), (colour, 1)])
     with pytest.raises(DatasetError, match="images of different sizes"):
         collate_pairs([(colour, 0), (torch.zeros(3, 8, 9), 1)])
+
+
+def test_a_consistency_loss_given_no_pseudo_labels_says_what_it_takes():
+    # a tuple of (labels, confidence) ended in AttributeError: 'tuple' object has no
+    # attribute 'kept'
+    from mic.tasks.classification import ClassificationTask
+
+    images = torch.rand(4, 3, 8, 8)
+    term = MaskedImageConsistency(BlockMasker(2, 0.5))
+    pseudo = (torch.zeros(4, dtype=torch.long), torch.ones(4))
+    with pytest.raises(ConfigError, match=r"loss takes the teacher's PseudoLabels .* tuple"):
+        term.loss(tiny_model(), ClassificationTask(3), images, pseudo)

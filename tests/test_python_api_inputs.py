@@ -609,7 +609,7 @@ def test_a_teacher_update_from_another_model_or_a_negative_step_is_named():
     )
     with pytest.raises(ConfigError, match="the teacher is not the student's architecture"):
         teacher.update(wider, 1)  # as many tensors, of other shapes
-    with pytest.raises(ConfigError, match="update step must be >= 0, got -1"):
+    with pytest.raises(ConfigError, match="update step must be a whole number >= 0: -1"):
         teacher.update(net(), -1)
 
 

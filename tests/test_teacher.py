@@ -248,6 +248,31 @@ def test_a_student_whose_layers_were_registered_anew_is_refused(step):
         teacher.update(student, step)
 
 
+def test_a_teacher_of_another_model_or_a_fractional_step_is_refused():
+    # parameters of other names but the same shapes were averaged silently from a resumed
+    # run's first update; a step of 1.5 gave a fractional decay
+    class Other(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head, self.aux = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    teacher = EMATeacher(Other(), alpha=0.9)
+    with pytest.raises(
+        ConfigError,
+        match=r"not the student's architecture: its parameters are named otherwise \(first "
+        r"\('fc1.weight', 'head.weight'\)\)",
+    ):
+        teacher.update(Net(), 3)
+    student = Net()
+    with pytest.raises(ConfigError, match=r"must be a whole number >= 0: 1\.5"):
+        EMATeacher(student, alpha=0.9).update(student, 1.5)
+
+
 def test_a_student_moved_after_the_teacher_is_named():
     student = tiny_model()
     teacher = EMATeacher(student, alpha=0.9)

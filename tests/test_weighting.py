@@ -25,6 +25,18 @@ def test_prob_mode_uses_each_confidence_and_none_mode_ones():
     torch.testing.assert_close(PseudoLabelWeighting("none")(pseudo), torch.ones(3))
 
 
+def test_quality_weights_are_a_tensor_of_their_own_and_only_pseudo_labels_are_weighted():
+    # they were q expanded (one element in memory): a loss that scaled them in place
+    # ended in torch's 'more than one element of the written-to tensor refers to a single
+    # memory location'; a confidence tensor given for the pseudo-labels, in an AttributeError
+    pseudo = _pseudo([[0.99, 0.5], [0.97, 0.968]])
+    w = PseudoLabelWeighting("quality", tau=0.968)(pseudo)
+    w.mul_(2)
+    torch.testing.assert_close(w, torch.full((2, 2), 1.5))
+    with pytest.raises(ConfigError, match="the weighting takes PseudoLabels, got a Tensor"):
+        PseudoLabelWeighting()(pseudo.confidence)
+
+
 def test_invalid_elements_weigh_zero_but_count_in_quality():
     valid = torch.tensor([1, 1, 0, 0])
     pseudo = _pseudo([0.99, 0.99, 0.99, 0.1], valid=valid)

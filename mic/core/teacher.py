@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mic.core.errors import ConfigError
+from mic.core.errors import ConfigError, is_whole
 from mic.core.task import Task
 
 BufferPolicy = Literal["own", "ema", "copy"]
@@ -115,8 +115,8 @@ class EMATeacher(Teacher):
     @torch.no_grad()
     def update(self, student: nn.Module, step: int) -> None:
         student = unwrap(student)
-        if step < 0:
-            raise ConfigError(f"the teacher's update step must be >= 0, got {step!r}")
+        if not is_whole(step, 0):  # a step of 1.5 gave a fractional decay
+            raise ConfigError(f"the teacher's update step must be a whole number >= 0: {step!r}")
         if step == 0:
             try:
                 self.model.load_state_dict(student.state_dict())
@@ -129,6 +129,12 @@ class EMATeacher(Teacher):
                     "the student's parameters are registered in another order than the "
                     "teacher's (a module replaced or added after the teacher was made), and "
                     "the EMA pairs them in order: make the teacher after the student's last change"
+                )
+            if mine != its:  # another model of the same shapes: averaged silently
+                pair = next((a, b) for a, b in zip([*mine, ""], [*its, ""]) if a != b)
+                raise ConfigError(
+                    f"the teacher is not the student's architecture: its parameters are named "
+                    f"otherwise (first {pair}); make it from the student"
                 )
             self._paired = True
         if step == 0:

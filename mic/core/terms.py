@@ -152,7 +152,16 @@ class ConsistencyLoss(LossTerm):
             rng: what ``transform`` draws from (the term's ``RandomStream`` in the loop).
             weights: per-element weights in ``pseudo.confidence``'s layout (e.g. 1 for mixed-in
                 source pixels); None: ``weighting(pseudo)``.
+
+        Raises:
+            ConfigError: ``pseudo`` is no ``PseudoLabels``; a transform that returns another
+                kind than the images.
         """
+        if not isinstance(pseudo, PseudoLabels):
+            raise ConfigError(
+                f"{type(self).__name__}.loss takes the teacher's PseudoLabels (ctx.pseudo_labels, "
+                f"Task.pseudo_label(...)), got a {type(pseudo).__name__}"
+            )
         views = self.transform(images, rng)
         kind = next((k for k in (Tensor, (list, tuple), Mapping) if isinstance(images, k)), object)
         if not isinstance(views, kind):

@@ -87,11 +87,17 @@ class PseudoLabelWeighting:
         """The weights in ``pseudo.confidence``'s layout and dtype (float32 for an integer
         one); ``mean`` (the mean over processes, ``IterationContext.mean``) makes q the global
         batch's; ``q``, if given, is the quality weight (``IterationContext.quality``: that
-        of the optimiser step's micro-batches together)."""
+        of the optimiser step's micro-batches together).
+
+        Raises:
+            ConfigError: ``pseudo`` is no ``PseudoLabels`` (e.g. a confidence tensor).
+        """
+        if not isinstance(pseudo, PseudoLabels):
+            raise ConfigError(f"the weighting takes PseudoLabels, got a {type(pseudo).__name__}")
         conf = _map(lambda c: c if c.is_floating_point() else c.float(), pseudo.confidence)
         if self.mode == "quality":
             q = self.quality(conf, mean) if q is None else q
-            weights = _map(lambda c: q.expand_as(c).to(c.dtype), conf)
+            weights = _map(lambda c: q.expand_as(c).to(c.dtype, copy=True), conf)  # its own
         elif self.mode == "prob":
             weights = _map(lambda c: c.detach(), conf)
         else:

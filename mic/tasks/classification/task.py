@@ -49,18 +49,22 @@ class ClassificationTask(Task):
     Args:
         num_classes: the number of classes.
         primary_metric: ``"accuracy"`` (Office-Home, Office-31) or ``"mean_class_accuracy"``
-            (VisDA-2017); both are always logged.
+            (VisDA-2017); both are always logged. None: the class attribute (``"accuracy"``;
+            a subclass with a ``metric`` of its own may name one of its scores there).
 
     Raises:
-        ConfigError: fewer than 2 classes, or an unknown ``primary_metric``.
+        ConfigError: fewer than 2 classes, or an unknown ``primary_metric`` (of this class's
+            ``metric``).
     """
 
-    def __init__(self, num_classes: int, primary_metric: str = "accuracy") -> None:
+    def __init__(self, num_classes: int, primary_metric: str | None = None) -> None:
         if int(num_classes) < 2:
             raise ConfigError(
                 f"classification needs at least 2 classes, got num_classes={num_classes}"
             )
-        if primary_metric not in ("accuracy", "mean_class_accuracy"):
+        own_metric = type(self).metric is not ClassificationTask.metric
+        primary_metric = primary_metric if primary_metric is not None else self.primary_metric
+        if not own_metric and primary_metric not in ("accuracy", "mean_class_accuracy"):
             raise ConfigError(
                 "task.primary_metric (in mic-train read from dataset.primary_metric where the "
                 "data set sets one, as VisDA-2017 does) must be 'accuracy' or "
