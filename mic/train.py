@@ -287,9 +287,9 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
     except (StoppedAtOnce, TrainingInterrupted) as e:  # a stop, or a second Ctrl-C at once
         at_once = isinstance(e, StoppedAtOnce)
         saved = any(Path(run_dir, "checkpoints").glob("*.pt"))  # (none: stopped while the
-        held = "the checkpoints saved before are" if at_once else "its checkpoint is"  # start
+        where = "the checkpoints saved before are" if at_once else "its checkpoint is"  # start
         say(  # model was scored, before the first iteration)
-            f"mic: {e}; {held} in {run_dir}/checkpoints. Continue with the same command plus: "
+            f"mic: {e}; {where} in {run_dir}/checkpoints. Continue with the same command plus: "
             f"{continue_with(run_dir)}"
             if saved
             else f"mic: {e}, before any checkpoint was written: run the same command again",

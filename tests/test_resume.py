@@ -164,9 +164,14 @@ def test_sigterm_in_an_evaluation_stops_it_and_the_resumed_run_evaluates_there_f
     assert (run / "checkpoints" / f"iter_{at:08d}.pt").is_file()
     assert not (run / "checkpoints" / "best.pt").exists()
     assert not (run / "checkpoints" / "student.pt").exists()  # not finished
+    # the run's log stays, the stop in it (a new run's log was deleted as a refused run's)
+    (log,) = run.glob("*.log")
+    assert f"stopped by SIGTERM after iteration {at}" in log.read_text()
 
     resumed = run_mic_train([*args, f"hydra.run.dir={run}", "resume=auto"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    text = log.read_text()  # the resume's lines appended to the stopped run's
+    assert text.index("stopped by SIGTERM") < text.index("resuming from")
     assert [r["step"] for r in _eval_records(run)] == ([4, 8] if interval else [8])
     assert _eval_records(run) == _eval_records(ref)
     for name in ("student.pt", "teacher.pt"):
