@@ -330,7 +330,7 @@ def load_run(
         checkpoint: a file to take the weights from: a mic checkpoint (``best.pt``,
             ``iter_*.pt``: its ``model``) or a weights file (loaded as it is); None: as
             ``init_from=<run>`` chooses (``checkpoints/<model>.pt`` of a finished run, else
-            its newest checkpoint, ``best.pt`` included).
+            its newest checkpoint, ``best.pt`` included, with a warning that names it).
         device: where the model is put (``"auto"``: CUDA where there is one).
 
     Returns:
@@ -380,7 +380,14 @@ def load_run(
         raise ConfigError(f"load_run: checkpoint '{checkpoint}' is no file")
     plain = checkpoint is not None and not is_readable_checkpoint(checkpoint)
     which = "student" if plain else model  # strictly: no part left as initialised
-    load_initial_weights(net, checkpoint or folder, "load_run", which, lacking_ok=False)
+    file = load_initial_weights(net, checkpoint or folder, "load_run", which, lacking_ok=False)
+    if checkpoint is None and file.name != f"{model}.pt":  # a run stopped before its end
+        warnings.warn(
+            f"load_run('{folder}'): the run has no checkpoints/{model}.pt (it did not finish): "
+            f"the {model} of its newest checkpoint, {file.name}, is loaded; give checkpoint= "
+            "to choose another",
+            stacklevel=2,
+        )
     return task, net.to(chosen).eval()
 
 

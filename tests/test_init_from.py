@@ -303,6 +303,26 @@ def test_load_run_rebuilds_a_run_s_task_and_model_without_its_data(teacher_run, 
         mic.load_run(teacher_run, model="ema")
 
 
+def test_load_run_of_a_stopped_run_says_which_checkpoint_it_loaded(teacher_run, tmp_path):
+    # it loaded the newest checkpoint without a word, where README promised the final weights
+    import shutil
+
+    import mic
+
+    stopped = tmp_path / "stopped"
+    shutil.copytree(teacher_run, stopped)
+    for name in ("student.pt", "teacher.pt", "best.pt", "iter_00000004.pt"):
+        (stopped / "checkpoints" / name).unlink(missing_ok=True)
+    with pytest.warns(
+        UserWarning,
+        match=r"no checkpoints/teacher\.pt \(it did not finish\): "
+        r"the teacher of its newest checkpoint, iter_00000002\.pt, is loaded",
+    ):
+        model = mic.load_run(stopped, model="teacher")[1]
+    saved = load_checkpoint(stopped / "checkpoints" / "iter_00000002.pt")["teacher"]
+    assert _equal(model.state_dict(), {k.removeprefix("model."): v for k, v in saved.items()})
+
+
 def test_weights_without_batchnorm_counts_load_and_others_missing_are_still_refused(
     source_run, tmp_path
 ):
