@@ -1078,6 +1078,13 @@ def _command() -> None:
     if {"-sc", "--shell-completion"} & set(sys.argv[1:]):  # Hydra's: install=bash, query=...
         _main()
         return
+    if "--version" in sys.argv[1:]:  # Hydra's printed its own version alone
+        import torch
+
+        import mic
+
+        print(f"mic {mic.__version__} (Hydra {hydra.__version__}, PyTorch {torch.__version__})")
+        return
     try:
         _join_torchrun()
         unknown = (

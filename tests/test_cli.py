@@ -153,6 +153,17 @@ def test_help_lists_the_options_a_user_chooses_and_their_own(tmp_path):
     assert "mic.tasks.segmentation.SegmentationTask" in result.stdout
 
 
+def test_version_is_mic_s(tmp_path):
+    import hydra
+
+    import mic
+
+    result = _cli("--version", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"mic {mic.__version__} (Hydra {hydra.__version__}")
+    assert not (tmp_path / "run").exists()  # nothing is written
+
+
 def test_import_mic_imports_no_torch_and_every_public_name_resolves():
     code = (
         "import sys, mic; assert 'torch' not in sys.modules, 'import mic imported torch'; "
