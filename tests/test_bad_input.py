@@ -1275,6 +1275,19 @@ CASES = [
         "33 x 33",
     ),
     (
+        "segmentation-smp-misspelt-setting",
+        "segmentation: an smp model given a setting of a misspelt name (smp dropped it unread)",
+        lambda t, r: [
+            "experiment=streets",
+            *SCENES,
+            "model=smp",
+            "model.encoder=resnet18",
+            "+model.decoder_channel=[64,32,16,8,4]",
+        ],
+        "'decoder_channel' is no setting of smp's Unet with smp's own encoder 'resnet18', which "
+        "would drop it unread. Did you mean: decoder_channels,",
+    ),
+    (
         "segmentation-daformer-no-dilations",
         "segmentation: DAFormer's ASPP fusion given no dilations (a head of no branches)",
         lambda t, r: [

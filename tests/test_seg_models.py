@@ -60,6 +60,22 @@ def test_smp_architecture_with_a_timm_encoder_by_name():
     assert model.num_classes == 4 and hasattr(model, "decode_head")
 
 
+def test_a_setting_smp_s_own_encoders_would_drop_is_refused_and_timm_s_pass_on():
+    # smp's own encoders dropped unknown keywords: a misspelt setting (or a U-Net's settings
+    # left under HRDA's segmenter) trained the default model without a word
+    said = r"'decoder_segmentation_channel' is no setting of smp's Segformer .* drop it unread\. "
+    with pytest.raises(ConfigError, match=said + "Did you mean: decoder_segmentation_channels"):
+        SmpModel(4, "Segformer", "mit_b0", decoder_segmentation_channel=16)
+    with pytest.raises(ConfigError, match="'widths' is no setting of smp's Unet"):
+        SmpModel(4, "Unet", "resnet18", widths=[8, 16], norm="batch")
+    narrow = SmpModel(4, "Segformer", "mit_b0", decoder_segmentation_channels=16)
+    assert narrow.decode_head.segmentation_head[0].in_channels == 16
+    # a tu- encoder takes timm's keywords, which timm checks itself
+    assert SmpModel(4, "FPN", "tu-resnet10t", drop_path_rate=0.1) is not None
+    with pytest.raises(TypeError, match="unexpected keyword argument 'widths'"):
+        SmpModel(4, "FPN", "tu-resnet10t", widths=[8])
+
+
 @pytest.mark.parametrize(("arch", "stride"), [("Unet", 32), ("PSPNet", 8), ("Segformer", 32)])
 def test_smp_models_refuse_sides_their_stride_does_not_divide(arch, stride):
     """smp fails on such sides (Unet) or gives logits of another size (PSPNet: 40 x 48 for

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
 from mic.core.errors import ConfigError
+from mic.schema import did_you_mean
 from mic.tasks.common import check_whole
 from mic.tasks.segmentation.models.base import (
     Segmenter,
@@ -32,6 +34,10 @@ _ARCHS = (
     "Segformer",
     "DPT",
 )
+
+
+#: smp's arguments that SmpModel sets itself (from ``num_classes``, ``encoder``, ``pretrained``)
+_SET_BY_MIC = {"self", "kwargs", "encoder_name", "encoder_weights", "classes"}
 
 
 class SmpDecodeHead(nn.Module):
@@ -79,11 +85,14 @@ class SmpModel(Segmenter):
         encoder: smp's encoder name or ``tu-<timm name>`` (``resnet34``, smp's default).
         pretrained: load the encoder's ImageNet weights (off by default).
         **kwargs: passed to ``segmentation_models_pytorch.create_model`` (e.g.
-            ``decoder_channels``, ``encoder_depth``).
+            ``decoder_channels``, ``encoder_depth``); with a ``tu-`` encoder, those the
+            architecture does not name go on to timm's model.
 
     Raises:
-        ConfigError: unknown architecture or encoder name, or pretrained weights that cannot
-            be loaded; (in ``forward``) images of sides that are not multiples of ``side_multiple``.
+        ConfigError: unknown architecture or encoder name, a keyword that neither the
+            architecture nor (a ``tu-`` encoder's) timm takes (smp's own encoders would drop
+            it unread), or pretrained weights that cannot be loaded; (in ``forward``) images
+            of sides that are not multiples of ``side_multiple``.
     """
 
     def __init__(
@@ -101,6 +110,18 @@ class SmpModel(Segmenter):
         if arch.lower() not in archs:
             raise ConfigError(
                 f"unknown smp architecture '{arch}'; choose one of {sorted(archs.values())}"
+            )
+        named = inspect.signature(getattr(smp, archs[arch.lower()]).__init__).parameters
+        unread = [k for k in kwargs if k not in named and k != "pretrained_cfg_overlay"]
+        if unread and not encoder.startswith("tu-"):  # timm refuses what it does not take
+            settings = sorted(k for k in named if k not in _SET_BY_MIC)
+            hint = did_you_mean(unread[0], settings)
+            raise ConfigError(
+                f"'{unread[0]}' is no setting of smp's {archs[arch.lower()]} with smp's own "
+                f"encoder '{encoder}', which would drop it unread.{hint}"
+                f" Its settings: {', '.join(settings)} (in mic-train model.<setting>, or "
+                "model.segmenter.<setting> inside HRDA); a tu-<timm name> encoder also takes "
+                "timm's"
             )
         from mic.backbones.factory import refuse_foreign_weights, refuse_unread_file, weight_loads
 
