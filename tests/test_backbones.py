@@ -29,6 +29,16 @@ def test_unknown_name_suggests_close_names():
         create_backbone("resnet5")
 
 
+@pytest.mark.parametrize("pretrained", [False, True])
+def test_an_unknown_weights_tag_names_the_model_s_tags(pretrained):
+    # timm's RuntimeError 'Invalid pretrained tag (foo)' came through Hydra's raw message
+    # (pretrained off), and 'no pretrained weights are known' blamed the model (on)
+    said = r"timm knows no weights tagged 'foo' for resnet18 \(its tags: a1_in1k, "
+    with pytest.raises(ConfigError, match=said):
+        create_backbone("resnet18.foo", pretrained=pretrained)
+    assert create_backbone("resnet18.a1_in1k").num_features == 512
+
+
 def test_pretrained_without_known_weights_names_the_overrides_that_fix_it():
     """The hint is read by mic-train users: it names command-line overrides (and Python's)."""
     with pytest.raises(ConfigError, match="no pretrained weights are known") as error:

@@ -131,8 +131,17 @@ def timm_weights_when_offline(
 
 
 def check_backbone_name(name: str) -> None:
-    """Raise a ConfigError that suggests close names when timm does not know ``name``."""
-    if timm.is_model(name.split(".")[0]):
+    """Raise a ConfigError that suggests close names when timm does not know ``name``, or
+    the weights tag after its ``.`` (timm refused it, also with ``pretrained`` off)."""
+    base, dot, tag = name.partition(".")
+    if timm.is_model(base):
+        tagged = timm.list_pretrained(f"{base}.*")
+        if dot and name not in tagged:
+            tags = ", ".join(t.partition(".")[2] for t in tagged) or "none"
+            raise ConfigError(
+                f"backbone '{name}': timm knows no weights tagged '{tag}' for {base} (its "
+                f"tags: {tags}); give {base} alone for its default weights"
+            )
         return
     raise ConfigError(
         f"unknown backbone '{name}': timm has no model of that name."
