@@ -48,10 +48,29 @@ from mic.training.checkpoint import option
 from mic.training.hooks import say, to_run_log
 
 
-def user_error(exc: BaseException) -> str | None:
+def _readers(cfg: DictConfig | None, key: str) -> list[str]:
+    """The settings of ``cfg`` whose value reads ``${key}`` (as written, unresolved)."""
+    found: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for k, v in items:
+            where = f"{path}.{k}" if path else str(k)
+            if isinstance(v, (dict, list)):
+                walk(v, where)
+            elif isinstance(v, str) and f"${{{key}}}" in v:
+                found.append(where)
+
+    if cfg is not None:
+        walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return found
+
+
+def user_error(exc: BaseException, cfg: DictConfig | None = None) -> str | None:
     """The one-paragraph message of a user error (MicError, a config that cannot be composed or
     instantiated), looking through the wrappers of Hydra and of DataLoader workers; None for
-    anything else (a bug, which keeps its traceback)."""
+    anything else (a bug, which keeps its traceback). ``cfg``, the run's config, names the
+    settings that read a missing one."""
     from hydra.errors import HydraException, InstantiationException
     from omegaconf.errors import InterpolationKeyError, OmegaConfBaseException
 
@@ -60,10 +79,17 @@ def user_error(exc: BaseException) -> str | None:
         if isinstance(seen, InterpolationKeyError) and missing and "." in missing[1]:
             group, leaf = missing[1].split(".", 1)
             where = getattr(seen, "full_key", None)
+            readers = [r for r in _readers(cfg, missing[1]) if not r.startswith(f"{group}.")]
+            own = (  # a class of one's own is passed the added setting too: set the reader
+                f"Set {' or '.join(f'{r}=...' for r in readers)} (the value it would read), "
+                f"give it (+{missing[1]}=...: the {group}'s class is then passed {leaf} too)"
+                if readers
+                else f"Give it (+{missing[1]}=...)"
+            )
             return _one_paragraph(
                 f"{f'{where} is' if where else 'a setting of the config reads'} "
                 f"${{{missing[1]}}}, which this config does not have: the {group} chosen sets "
-                f"no {leaf}. Give it (+{missing[1]}=...), or choose a {group} that has it"
+                f"no {leaf}. {own}, or choose a {group} that has it"
             )
         if isinstance(seen, (OmegaConfBaseException, HydraException)) and not isinstance(
             seen, InstantiationException
@@ -310,7 +336,7 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
                 logging.ERROR,
             )
             sys.exit(1)
-        message = user_error(e)
+        message = user_error(e, cfg)
         if message is None:  # a fault in code (mic's or one's own): its traceback, logged too
             to_run_log(f"the run stopped on an error:\n{traceback.format_exc()}", logging.ERROR)
             raise

@@ -194,6 +194,10 @@ def test_discriminator_width_mismatch_is_a_clear_error():
     term = DomainAdversarial(features_dim=7, hidden_dim=8)
     with pytest.raises(ConfigError, match="takes 7 inputs but gets 5"):
         term(Ctx(_outputs(f=5)))
+    ctx = Ctx(_outputs(f=5))  # in the loop: the setting to give, by the term's name
+    ctx.term, ctx.term_forward = "dann", joint_forward
+    with pytest.raises(ConfigError, match=r"method\.terms\.dann\.features_dim=5$"):
+        term(ctx)
 
 
 # --------------------------------------------------------------------------------- MCC

@@ -283,7 +283,8 @@ class _Adversarial(LossTerm):
             raise ConfigError(
                 f"{type(self).__name__}: the discriminator takes {self.discriminator.in_features}"
                 f" inputs but gets {h.shape[1]}; set the term's features_dim to the model's "
-                "feature width (model.bottleneck_dim, or the backbone's width without one)"
+                "feature width (model.bottleneck_dim, or the backbone's width without one): "
+                f"method.terms.{ctx.term or '<term>'}.features_dim={h.shape[1]}"
             )
         return self.discriminator(reverse_gradient(h, self.reversal(ctx)))
 
