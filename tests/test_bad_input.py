@@ -472,7 +472,7 @@ CASES = [
         "a method that reads a model setting the chosen model does not have (DANN's width)",
         lambda t, r: ["method=dann", "~model.bottleneck_dim"],
         "a setting of the config reads ${model.bottleneck_dim}, which this config does not "
-        "have: the model chosen sets no bottleneck_dim",
+        "have: the model chosen sets no bottleneck_dim. Set method.terms.dann.features_dim=...",
     ),
     (
         "model-weights-file-of-another-model",
