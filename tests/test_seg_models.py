@@ -258,6 +258,10 @@ def test_a_weights_file_for_an_smp_encoder_of_its_own_is_refused_not_ignored(tmp
         SmpModel(3, "Unet", "resnet18", True, pretrained_cfg_overlay={"file": str(tmp_path)})
     with pytest.raises(ConfigError, match="pretrained=false, so the file would not be read"):
         SmpModel(3, "Unet", "tu-resnet18", False, pretrained_cfg_overlay={"file": str(tmp_path)})
+    # a file that is not there (timm's message was 'FileNotFoundError: ' and no name)
+    missing = {"file": str(tmp_path / "nowhere.pth")}
+    with pytest.raises(ConfigError, match=r"pretrained_cfg_overlay\.file .*nowhere\.pth is not a"):
+        SmpModel(3, "Unet", "tu-resnet18", True, pretrained_cfg_overlay=missing)
 
 
 def test_whole_float_settings_from_yaml_build_models_that_run():

@@ -204,11 +204,6 @@ def create_backbone(
             kwargs["out_indices"] = tuple(out_indices)
     else:
         kwargs.setdefault("num_classes", 0)
-    if pretrained and overlay and overlay.get("file") and not os.path.isfile(overlay["file"]):
-        raise ConfigError(
-            f"could not load the pretrained weights of backbone '{name}': "
-            f"pretrained_cfg_overlay.file {overlay['file']} is not a file"
-        )
     if pretrained and not (overlay and overlay.get("file")):
         cached = timm_weights_when_offline(name)
         if cached is not None:
@@ -239,11 +234,17 @@ def create_backbone(
 
 def refuse_unread_file(name: str, pretrained: bool, overlay: dict[str, Any] | None) -> None:
     """Refuse a weights file (``pretrained_cfg_overlay.file``) given with ``pretrained=False``,
-    which timm would not read, leaving the backbone at random weights.
+    which timm would not read, leaving the backbone at random weights, and one that is no file
+    (timm's error named none).
 
     Raises:
         ConfigError: naming the file and the setting that loads it.
     """
+    if pretrained and overlay and overlay.get("file") and not os.path.isfile(overlay["file"]):
+        raise ConfigError(
+            f"could not load the pretrained weights of backbone '{name}': "
+            f"pretrained_cfg_overlay.file {overlay['file']} is not a file"
+        )
     if not pretrained and overlay and overlay.get("file"):
         raise ConfigError(
             f"backbone '{name}' is given a weights file (pretrained_cfg_overlay.file="
