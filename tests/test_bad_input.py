@@ -1368,6 +1368,20 @@ CASES = [
         "HRDASegmentationTask trains HRDA models",
     ),
     (
+        "segmentation-hrda-detail-crop-the-inner-model-cannot-take",
+        "segmentation: an HRDA detail crop smaller than its inner model takes (MiT: 32 px)",
+        lambda t, r: [
+            "experiment=streets_hrda",
+            *SCENES,
+            "model=hrda_daformer_mitb5",
+            "model.segmenter.encoder=mit_b0",
+            "model.segmenter.pretrained=false",
+            "model.detail_crop=[16,16]",
+        ],
+        "model.detail_crop [16, 16]: the inner model takes sides that are at least 32 px: give "
+        "e.g. model.detail_crop=[32, 32]",
+    ),
+    (
         "segmentation-hrda-large-crop",
         "segmentation: an HRDA detail crop larger than the training crop",
         lambda t, r: ["experiment=streets_hrda", *SCENES, "model.detail_crop=[64,64]"],

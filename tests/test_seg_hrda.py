@@ -533,7 +533,12 @@ def test_hrda_refuses_crops_its_segmenter_cannot_take_when_built_or_called():
         HRDA(DAFormer)
     # MiT below 32 px ended in torch's kernel-size error
     model = HRDA(daformer, detail_crop=(32, 32)).eval()
-    with pytest.raises(ConfigError, match=r"at least 32 px a side, got \(20, 20\)"):
+    said = r"context_scale=0.5 of 40 x 40 images gives a 20 x 20 px context image, which the "
+    with pytest.raises(
+        ConfigError,
+        match=said + r"inner model cannot take \(it takes sides "
+        r"that are at least 32 px\)",
+    ):
         HRDASegmentationTask(8).predict(model, torch.randn(1, 3, 40, 40))  # context 20 px
     with pytest.raises(ConfigError, match=r"at least 32 px a side, got \(24, 24\)"):
         daformer(torch.randn(1, 3, 24, 24))

@@ -94,8 +94,23 @@ def test_smp_models_refuse_sides_their_stride_does_not_divide(arch, stride):
 
 
 def test_hrda_around_an_smp_model_refuses_context_and_detail_sides_its_stride_does_not_divide():
-    model = HRDA(SmpModel(3, "DeepLabV3Plus", "resnet18"), context_scale=0.5, detail_crop=[40, 40])
-    with torch.no_grad(), pytest.raises(ConfigError, match="HRDA takes image sides that are"):
+    # they were named as the image's sides, which fit: the setting to change is HRDA's own
+    with pytest.raises(
+        ConfigError,
+        match=r"model.detail_crop \[40, 40\]: the inner model takes "
+        r"sides that are multiples of its encoder's output stride 16: give e\.g\. "
+        r"model.detail_crop=\[48, 48\]",
+    ):
+        HRDA(SmpModel(3, "DeepLabV3Plus", "resnet18"), context_scale=0.5, detail_crop=[40, 40])
+    model = HRDA(SmpModel(3, "DeepLabV3Plus", "resnet18"), context_scale=0.5, detail_crop=[32, 32])
+    with (
+        torch.no_grad(),
+        pytest.raises(
+            ConfigError,
+            match=r"model.context_scale=0.5 of 80 x 80 "
+            r"images gives a 40 x 40 px context image, which the",
+        ),
+    ):
         model.eval()(torch.randn(1, 3, 80, 80))  # a 40 px context
 
 

@@ -246,6 +246,13 @@ class HRDA(Segmenter):
         self.scale_attention = attention_head
         if isinstance(segmenter, Segmenter):  # the sides its encoder takes
             self.min_side, self.side_multiple = segmenter.min_side, segmenter.side_multiple
+            step = self.side_multiple
+            if any(c % step or c < self.min_side for c in crop):
+                fit = [max(self.min_side, step * math.ceil(c / step)) for c in crop]
+                raise ConfigError(
+                    f"model.detail_crop {list(crop)}: the inner model takes sides that are "
+                    f"{self._sides_taken()}: give e.g. model.detail_crop={fit}"
+                )
         self.context_scale = float(context_scale)
         self.detail_crop = crop
         self.detail_stride = stride
@@ -337,6 +344,7 @@ class HRDA(Segmenter):
 
     def predict_fused(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Fused logits of multi-resolution inference and the context features."""
+        self._check_context(x.shape[-2:])
         context, attention, features = self.context(x)
         detail = self.detail_logits(x)
         return self.fuse(context, attention, detail), features
@@ -350,6 +358,7 @@ class HRDA(Segmenter):
                 f"HRDA needs one detail crop box (y1, y2, x1, x2) per image, all of one size; "
                 f"got {boxes.tolist()} for {x.shape[0]} images"
             )
+        self._check_context(x.shape[-2:])
         context, attention, features = self.context(x)
         self._check_grid(x.shape[-2:], context.shape[-2:])
         detail = self.decode(self.forward_features(crop_per_image(x, boxes)))
@@ -366,13 +375,13 @@ class HRDA(Segmenter):
         fused = self.fuse(context, attention, placed)
         return HRDAOutput(fused, context, detail, attention, boxes), features
 
-    def _check_grid(self, image: Sequence[int], logits: Sequence[int]) -> None:
-        """Refuse a context scale that gives no whole image side, and a ``crop_divisible`` off
-        the grid of the context logits (``logits``: their H, W for images of ``image``), which
-        would fail only when an off-grid box is drawn.
+    def _check_context(self, image: Sequence[int]) -> None:
+        """Refuse a context scale that gives images (training crops, test images or windows)
+        of size ``image`` no whole context side, or one the inner model cannot take (before
+        the context pass, whose error would name the images' size, not the scale).
 
         Raises:
-            ConfigError: naming the scale or the ``crop_divisible`` that works.
+            ConfigError: naming the scale and the crop sizes that work.
         """
         sides = [side * self.context_scale for side in image]
         if not all(float(side).is_integer() for side in sides):
@@ -384,6 +393,28 @@ class HRDA(Segmenter):
                 f"whole number of pixels: give training crops whose sides are multiples of "
                 f"{step} (dataset.crop_size, e.g. {whole}), or another scale"
             )
+        if any(int(side) % self.side_multiple or side < self.min_side for side in sides):
+            raise ConfigError(
+                f"model.context_scale={self.context_scale:g} of {image[0]} x {image[1]} images "
+                f"gives a {sides[0]:g} x {sides[1]:g} px context image, which the inner model "
+                f"cannot take (it takes sides that are {self._sides_taken()}): give larger "
+                "images or crops (dataset.size, dataset.crop_size) or a larger "
+                "model.context_scale"
+            )
+
+    def _sides_taken(self) -> str:
+        """The image sides the inner model takes, in words."""
+        least = f"at least {self.min_side} px" if self.min_side > 1 else ""
+        step = f"multiples of its encoder's output stride {self.side_multiple}"
+        return ", ".join(s for s in (step if self.side_multiple > 1 else "", least) if s)
+
+    def _check_grid(self, image: Sequence[int], logits: Sequence[int]) -> None:
+        """Refuse a ``crop_divisible`` off the grid of the context logits (``logits``: their
+        H, W for images of ``image``), which would fail only when an off-grid box is drawn.
+
+        Raises:
+            ConfigError: naming the ``crop_divisible`` that works.
+        """
         grids = [Fraction(n, side).denominator for n, side in zip(logits, image, strict=True)]
         needed = math.lcm(*grids)  # px of the input per cell of the context logits' grid
         if self.crop_divisible % needed or any(c % needed for c in self.detail_crop):
