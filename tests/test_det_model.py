@@ -290,6 +290,15 @@ def test_settings_the_backend_would_fail_on_deep_inside_are_named(backend, setti
         cls(num_classes=2, backbone="test_efficientnet", **{setting: value})
 
 
+def test_a_torchvision_name_of_another_fpn_width_names_timm_s_model_of_that_name():
+    # 'pick a timm backbone' did not say how: resnet18 is torchvision's in this backend
+    said = r"timm's resnet18 is model\.backbone=resnet18\.a1_in1k"
+    with pytest.raises(ConfigError, match=said):
+        FasterRCNN("resnet18", num_classes=2, fpn_channels=16)
+    model = FasterRCNN("resnet18.a1_in1k", num_classes=2, fpn_channels=16, min_size=64, max_size=64)
+    assert model.eval()([torch.rand(3, 64, 64)])[0]["boxes"].shape[-1] == 4
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_min_size_above_max_size_is_named(backend):
     # both backends took it and resized below min_size (the longer side's cap wins)

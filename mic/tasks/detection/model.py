@@ -503,9 +503,13 @@ def build_backbone(
     )
     tv_mobile = name in ("mobilenet_v3_large", "mobilenet_v3_small")
     if (tv_resnet or tv_mobile) and fpn_channels != 256:
+        import timm
+
+        tagged = timm.list_pretrained(f"{name}.*")[:1]  # timm's model of this name, by a tag
+        timms = f": timm's {name} is model.backbone={tagged[0]}" if tagged else ""
         raise ConfigError(
             f"torchvision's {name} FPN has 256 channels; set model.fpn_channels=256 (or pick "
-            "a timm backbone for another width)"
+            f"a timm backbone for another width{timms})"
         )
     weights = None
     if pretrained and (tv_resnet or tv_mobile):
