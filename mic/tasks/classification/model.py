@@ -84,8 +84,9 @@ class Classifier(nn.Module):
             raise ConfigError(
                 f"the backbone {type(self.backbone).__name__} takes {size[0]} x {size[1]} px "
                 f"images (its img_size), these are {h} x {w}: set model.img_size="
-                f"{h if h == w else f'[{h},{w}]'}, where timm resamples its position "
-                "embedding to it, or +model.dynamic_img_size=true"
+                f"{h if h == w else f'[{h},{w}]'} (+model.img_size=... where the model's config "
+                "has none, as model=small_cnn), where timm resamples its position embedding to "
+                "it, or +model.dynamic_img_size=true"
             )
         if self.training and len(x) == 1 and not isinstance(self.bottleneck, nn.Identity):
             raise DatasetError(
