@@ -606,7 +606,9 @@ def _source_classes(cfg: DictConfig, name: str, data: dict[str, Any]) -> dict[st
             )
         return {"classes": list(source.classes)} if takes and "classes" not in node else {}
     if isinstance(source, detection) and issubclass(reader, detection):
-        return {"source_classes": list(source.classes)}
+        given = inspect.signature(reader).parameters.values()  # a subclass may take none
+        takes = any(p.name == "source_classes" or p.kind is p.VAR_KEYWORD for p in given)
+        return {"source_classes": list(source.classes)} if takes else {}
     return {}
 
 

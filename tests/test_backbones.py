@@ -37,6 +37,7 @@ def test_an_unknown_weights_tag_names_the_model_s_tags(pretrained):
     with pytest.raises(ConfigError, match=said):
         create_backbone("resnet18.foo", pretrained=pretrained)
     assert create_backbone("resnet18.a1_in1k").num_features == 512
+    assert create_backbone("seresnet34.untrained").num_features == 512  # a tag of no weights
 
 
 def test_pretrained_without_known_weights_names_the_overrides_that_fix_it():

@@ -192,12 +192,17 @@ def test_cdan_conditions_on_detached_predictions_and_cdan_e_weights_by_entropy()
 
 def test_discriminator_width_mismatch_is_a_clear_error():
     term = DomainAdversarial(features_dim=7, hidden_dim=8)
-    with pytest.raises(ConfigError, match="takes 7 inputs but gets 5"):
+    with pytest.raises(ConfigError, match=r"built for 7 features .* but the model gives 5"):
         term(Ctx(_outputs(f=5)))
     ctx = Ctx(_outputs(f=5))  # in the loop: the setting to give, by the term's name
-    ctx.term, ctx.term_forward = "dann", joint_forward
+    ctx.term = "dann"
     with pytest.raises(ConfigError, match=r"method\.terms\.dann\.features_dim=5$"):
         term(ctx)
+    # CDAN's discriminator takes features x classes: the width to give is the features'
+    ctx = Ctx(_outputs(f=5))
+    ctx.term = "cdan"
+    with pytest.raises(ConfigError, match=r"method\.terms\.cdan\.features_dim=5$"):
+        ConditionalDomainAdversarial(features_dim=16, num_classes=3, hidden_dim=8)(ctx)
 
 
 # --------------------------------------------------------------------------------- MCC

@@ -90,6 +90,11 @@ def test_an_annotation_path_that_is_a_folder_is_named_as_one(tmp_path):
         CocoDetection(images, annotations.parent)
 
 
+class OwnCoco(CocoDetection):
+    def __init__(self, images, annotations, classes=None):
+        super().__init__(images, annotations, classes=classes)
+
+
 def test_mic_train_passes_the_source_classes_to_a_test_json_that_names_none(tmp_path):
     source = CocoDetection(*_coco(tmp_path / "src", [(1, 1, [2, 2, 10, 10])]))
     cfg = OmegaConf.create(
@@ -109,6 +114,9 @@ def test_mic_train_passes_the_source_classes_to_a_test_json_that_names_none(tmp_
     assert _source_classes(cfg, "voc", data) == {"source_classes": ["red", "green", "blue"]}
     # dataset.classes=[...] decides the classes; the source's let its json lack a category
     assert _source_classes(cfg, "chosen", data) == {"source_classes": ["red", "green", "blue"]}
+    # a reader of one's own that takes no source_classes is not given them
+    cfg.dataset.chosen._target_ = f"{__name__}.OwnCoco"
+    assert _source_classes(cfg, "chosen", data) == {}
     assert _source_classes(cfg, "target", data) == {}
     assert _source_classes(cfg, "source", data) == {}
 

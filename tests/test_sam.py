@@ -273,21 +273,46 @@ class ReadsItUndeclared(LossTerm):
         return target_forward(ctx).pow(2).mean()
 
 
-def test_a_term_that_reads_a_shared_forward_without_naming_it_is_named():
-    # it ended in autograd's 'Trying to backward through the graph a second time', naming
-    # no term, when another term read the pass too
+@SharedForward
+def doubled_forward(ctx):
+    """A shared pass that reads another one."""
+    return 2 * target_forward(ctx)
+
+
+class ReadsDoubled(LossTerm):
+    shared_forward = doubled_forward
+
+    def forward(self, ctx):
+        return doubled_forward(ctx).pow(2).mean()
+
+
+def _one_step(terms):
     task, source, target, *_ = fixed_batches()
     student = Linear()
-    method = UDAMethod({"a": ReadsTargetForward(1.0), "b": ReadsItUndeclared()})
     loop = AdaptationLoop(
-        task, student, method, torch.optim.SGD(student.parameters(), 0.0), source, target, 1
+        task,
+        student,
+        UDAMethod(terms),
+        torch.optim.SGD(student.parameters(), 0.0),
+        source,
+        target,
+        1,
     )
+    return loop.train_step()
+
+
+def test_terms_of_two_branches_reading_one_shared_forward_are_named():
+    # it ended in autograd's 'Trying to backward through the graph a second time', naming
+    # no term
     with pytest.raises(
         ConfigError,
-        match="loss term 'b' reads the shared forward pass "
-        "'target_forward' without naming it: set shared_forward = target_forward",
+        match="loss terms 'a' and 'b' read the shared forward pass 'target_forward' in two "
+        r"branches .* set shared_forward = target_forward on each term that reads it",
     ):
-        loop.train_step()
+        _one_step({"a": ReadsTargetForward(1.0), "b": ReadsItUndeclared()})
+    # one reader that does not name it, and a pass read inside another pass, train
+    assert set(_one_step({"b": ReadsItUndeclared(), "s": SourceSupervision()})) == {"b", "s"}
+    assert set(_one_step({"c": ReadsDoubled(), "d": ReadsDoubled()})) == {"c", "d"}
 
 
 def test_terms_of_a_shared_forward_run_together_with_one_forward_and_one_backward():

@@ -543,6 +543,10 @@ def test_hrda_refuses_crops_its_segmenter_cannot_take_when_built_or_called():
     with pytest.raises(ConfigError, match=r"at least 32 px a side, got \(24, 24\)"):
         daformer(torch.randn(1, 3, 24, 24))
     assert HRDASegmentationTask(8).predict(model, torch.randn(1, 3, 64, 64)).shape[-1] == 64
+    # a test image of an odd side: its context is the whole part of its scaled sides
+    odd = HRDA(SmallUNet(num_classes=3), context_scale=0.5, detail_crop=(32, 32)).eval()
+    with torch.no_grad():
+        assert odd(torch.randn(1, 3, 65, 66)).shape == (1, 3, 65, 66)
 
 
 def test_weights_of_the_single_scale_model_start_hrda_with_its_attention_as_initialised(

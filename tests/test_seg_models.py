@@ -70,6 +70,9 @@ def test_a_setting_smp_s_own_encoders_would_drop_is_refused_and_timm_s_pass_on()
         SmpModel(4, "Unet", "resnet18", widths=[8, 16], norm="batch")
     narrow = SmpModel(4, "Segformer", "mit_b0", decoder_segmentation_channels=16)
     assert narrow.decode_head.segmentation_head[0].in_channels == 16
+    # smp's deprecated names, which its architectures read from their keywords, are taken
+    for arch, given in (("Unet", "decoder_use_batchnorm"), ("PSPNet", "psp_use_batchnorm")):
+        assert SmpModel(4, arch, "resnet18", **{given: False}) is not None
     # a tu- encoder takes timm's keywords, which timm checks itself
     assert SmpModel(4, "FPN", "tu-resnet10t", drop_path_rate=0.1) is not None
     with pytest.raises(TypeError, match="unexpected keyword argument 'widths'"):

@@ -94,7 +94,7 @@ def test_class_mix_on_a_classification_task_says_it_is_a_segmentation_term():
     ctx.student, ctx.term = student, "mix"
     with pytest.raises(mic.ConfigError, match=r"ClassMix is a segmentation term.*shape \(4,\)"):
         ClassMix()(ctx)
-    ctx.term, ctx.term_forward = "source", SharedSourceSupervision.shared_forward
+    ctx.term = "source"
     with pytest.raises(mic.ConfigError, match="SharedSourceSupervision and FeatureDistance"):
         SharedSourceSupervision()(ctx)
 

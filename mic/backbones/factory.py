@@ -135,7 +135,7 @@ def check_backbone_name(name: str) -> None:
     the weights tag after its ``.`` (timm refused it, also with ``pretrained`` off)."""
     base, dot, tag = name.partition(".")
     if timm.is_model(base):
-        tagged = timm.list_pretrained(f"{base}.*")
+        tagged = timm.list_models(f"{base}.*", include_tags=True)  # with or without weights
         if dot and name not in tagged:
             tags = ", ".join(t.partition(".")[2] for t in tagged) or "none"
             raise ConfigError(

@@ -150,8 +150,8 @@ class IterationContext:
         adapting: ``step >= adaptation_start`` (when a term with ``uses_target = False`` may
             add target-dependent parts).
         term: the running term's name (set by the loop); ``rng`` is its stream.
-        term_forward: the running term's ``shared_forward`` (set by the loop), the one it
-            may read.
+        term_forward: the running term's ``shared_forward`` (set by the loop): the terms
+            that name one run together, as one branch.
         step_contexts: the contexts of every micro-batch of the optimiser step, this one
             among them (set by the loop; ``quality`` reads them).
     """
@@ -183,6 +183,8 @@ class IterationContext:
         self._pseudo_versions: list[tuple[Tensor, int]] | None = None  # see versions_of
         self._readers: list[str] = []  # the terms that read them
         self._shared: dict[SharedForward, Any] = {}
+        #: the branch (and term) that first read each shared pass
+        self._readers: dict[SharedForward, tuple[Any, str]] = {}
         self._streams: dict[str, RandomStream] = {}
         self.step_contexts: list[IterationContext] = [self]
 
@@ -296,15 +298,19 @@ class IterationContext:
         """The outputs of ``forward`` in this iteration (computed on the first call).
 
         Raises:
-            ConfigError: the running term reads it without naming it as its ``shared_forward``
-                (its loss would back-propagate through a graph another branch has freed).
+            ConfigError: terms of two branches read it (a term that does not name it as its
+                ``shared_forward`` is a branch of its own): the second would back-propagate
+                through the graph that the first one's backward pass freed.
         """
-        if self.term and forward is not self.term_forward:
+        branch = self.term_forward or self.term  # the loop runs a branch's terms together
+        first = self._readers.setdefault(forward, (branch, self.term)) if self.term else None
+        if first is not None and first[0] != branch:
             name = getattr(forward, "__name__", "<the pass>")
             raise ConfigError(
-                f"loss term '{self.term}' reads the shared forward pass '{name}' without "
-                f"naming it: set shared_forward = {name} on the term (the loop runs the terms "
-                "that read one pass together, back-propagating it once)"
+                f"loss terms '{first[1]}' and '{self.term}' read the shared forward pass "
+                f"'{name}' in two branches (a term that does not name a pass as its "
+                f"shared_forward runs alone): set shared_forward = {name} on each term that "
+                "reads it, so that the loop runs them together and back-propagates it once"
             )
         if forward not in self._shared:
             self._shared[forward] = forward.compute(self)
@@ -313,4 +319,4 @@ class IterationContext:
     def restart(self) -> None:
         """Drop the shared forward passes and rewind the streams, keeping the pseudo-labels
         (for a step strategy that runs the terms again at other weights)."""
-        self._shared, self._streams = {}, {}
+        self._shared, self._streams, self._readers = {}, {}, {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import operator
 from abc import ABC, abstractmethod
 from numbers import Real
 from typing import Any, Literal
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mic.core.errors import ConfigError, is_whole
+from mic.core.errors import ConfigError
 from mic.core.task import Task
 
 BufferPolicy = Literal["own", "ema", "copy"]
@@ -115,8 +116,13 @@ class EMATeacher(Teacher):
     @torch.no_grad()
     def update(self, student: nn.Module, step: int) -> None:
         student = unwrap(student)
-        if not is_whole(step, 0):  # a step of 1.5 gave a fractional decay
+        try:  # an int, NumPy's or a 0-d tensor's; a step of 1.5 gave a fractional decay
+            whole = operator.index(step)
+        except TypeError:
+            whole = -1
+        if whole < 0:
             raise ConfigError(f"the teacher's update step must be a whole number >= 0: {step!r}")
+        step = whole
         if step == 0:
             try:
                 self.model.load_state_dict(student.state_dict())

@@ -278,13 +278,22 @@ class _Adversarial(LossTerm):
         adaptation)."""
         return self.coefficient(ctx.step - ctx.adaptation_start)
 
+    def check_width(self, expected: int, f: Tensor, ctx: IterationContext) -> None:
+        """Refuse features ``f`` (N, C) whose width C is not the term's ``features_dim``
+        (``expected``), naming the setting to give."""
+        if f.shape[1] != expected:
+            raise ConfigError(
+                f"{type(self).__name__} was built for {expected} features (its features_dim) "
+                f"but the model gives {f.shape[1]}; set the term's features_dim to the model's "
+                "feature width (model.bottleneck_dim, or the backbone's width without one): "
+                f"method.terms.{ctx.term or '<term>'}.features_dim={f.shape[1]}"
+            )
+
     def discriminate(self, h: Tensor, ctx: IterationContext) -> Tensor:
         if h.shape[1] != self.discriminator.in_features:
             raise ConfigError(
                 f"{type(self).__name__}: the discriminator takes {self.discriminator.in_features}"
-                f" inputs but gets {h.shape[1]}; set the term's features_dim to the model's "
-                "feature width (model.bottleneck_dim, or the backbone's width without one): "
-                f"method.terms.{ctx.term or '<term>'}.features_dim={h.shape[1]}"
+                f" inputs but gets {h.shape[1]}"
             )
         return self.discriminator(reverse_gradient(h, self.reversal(ctx)))
 
@@ -321,7 +330,9 @@ class DomainAdversarial(_Adversarial):
 
     def forward(self, ctx: IterationContext) -> Tensor:
         out = self.shared_forward(ctx)
-        d = self.discriminate(torch.cat([out.source_features, out.target_features]), ctx)
+        f = torch.cat([out.source_features, out.target_features])
+        self.check_width(self.discriminator.in_features, f, ctx)
+        d = self.discriminate(f, ctx)
         d_s, d_t = d.float().split([len(out.source_features), len(out.target_features)])
         return 0.5 * (domain_loss(d_s, True) + domain_loss(d_t, False))
 
@@ -381,6 +392,7 @@ class ConditionalDomainAdversarial(_Adversarial):
             conditioning.output_dim, hidden_dim, batch_norm, coefficient, weight, forward_pass
         )
         self.conditioning = conditioning
+        self.features_dim = int(features_dim)
         self.entropy_conditioning = bool(entropy_conditioning)
         self.num_classes = int(num_classes)
         self.detach_prediction = bool(detach_prediction)
@@ -394,6 +406,7 @@ class ConditionalDomainAdversarial(_Adversarial):
                 f"CDAN was built for {self.num_classes} classes but the model predicts "
                 f"{logits.shape[1]}; set its num_classes to the dataset's"
             )
+        self.check_width(self.features_dim, f, ctx)
         g = torch.softmax(logits.float(), dim=1)
         g = (g.detach() if self.detach_prediction else g).to(f.dtype)
         d = self.discriminate(self.conditioning(f, g), ctx).float()

@@ -344,7 +344,7 @@ class HRDA(Segmenter):
 
     def predict_fused(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Fused logits of multi-resolution inference and the context features."""
-        self._check_context(x.shape[-2:])
+        self._check_context(x.shape[-2:], training=False)
         context, attention, features = self.context(x)
         detail = self.detail_logits(x)
         return self.fuse(context, attention, detail), features
@@ -375,16 +375,19 @@ class HRDA(Segmenter):
         fused = self.fuse(context, attention, placed)
         return HRDAOutput(fused, context, detail, attention, boxes), features
 
-    def _check_context(self, image: Sequence[int]) -> None:
-        """Refuse a context scale that gives images (training crops, test images or windows)
-        of size ``image`` no whole context side, or one the inner model cannot take (before
-        the context pass, whose error would name the images' size, not the scale).
+    def _check_context(self, image: Sequence[int], training: bool = True) -> None:
+        """Refuse a context scale that gives training crops of size ``image`` no whole
+        context side, or images (crops, test images or windows) one the inner model cannot
+        take (before the context pass, whose error would name the images' size, not the
+        scale). In prediction the context side is the whole part (``feature_input``).
 
         Raises:
             ConfigError: naming the scale and the crop sizes that work.
         """
         sides = [side * self.context_scale for side in image]
-        if not all(float(side).is_integer() for side in sides):
+        if not training:
+            sides = [float(int(side)) for side in sides]
+        elif not all(float(side).is_integer() for side in sides):
             step = Fraction(self.context_scale).limit_denominator(1000).denominator
             whole = [step * math.ceil(side / step) for side in image]
             raise ConfigError(

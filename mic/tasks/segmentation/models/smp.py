@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +39,16 @@ _ARCHS = (
 
 #: smp's arguments that SmpModel sets itself (from ``num_classes``, ``encoder``, ``pretrained``)
 _SET_BY_MIC = {"self", "kwargs", "encoder_name", "encoder_weights", "classes"}
+
+
+def _popped(cls: type) -> list[str]:
+    """The keywords an smp architecture takes from its ``**kwargs`` itself (its deprecated
+    names, e.g. Unet's ``decoder_use_batchnorm``), read off its ``__init__``'s source."""
+    try:
+        source = inspect.getsource(cls.__init__)
+    except (OSError, TypeError):
+        return []
+    return re.findall(r"kwargs\.pop\(\s*[\"'](\w+)[\"']", source)
 
 
 class SmpDecodeHead(nn.Module):
@@ -111,7 +122,8 @@ class SmpModel(Segmenter):
             raise ConfigError(
                 f"unknown smp architecture '{arch}'; choose one of {sorted(archs.values())}"
             )
-        named = inspect.signature(getattr(smp, archs[arch.lower()]).__init__).parameters
+        cls = getattr(smp, archs[arch.lower()])
+        named = [*inspect.signature(cls.__init__).parameters, *_popped(cls)]
         unread = [k for k in kwargs if k not in named and k != "pretrained_cfg_overlay"]
         if unread and not encoder.startswith("tu-"):  # timm refuses what it does not take
             settings = sorted(k for k in named if k not in _SET_BY_MIC)
