@@ -494,3 +494,20 @@ def test_a_resume_with_another_method_says_at_once_that_new_modules_cannot_resum
     with pytest.raises(ConfigError) as e:  # a change without new modules is not told so
         build_experiment(lr, tmp_path)
     assert "even so" not in str(e.value)
+
+
+def test_the_settings_free_to_change_on_resume_are_the_ones_the_docs_list():
+    """docs/training.md lists them; the list lived in the code alone."""
+    import re
+    from pathlib import Path
+
+    from mic.resume import FREE_TO_CHANGE
+
+    docs = (Path(__file__).parents[1] / "docs" / "training.md").read_text()
+    listed = docs.split("these settings may change on resume without being")[1].split("\n\n")[0]
+    written = set(re.findall(r"`([\w.]+?)(?:\*)?`", listed))
+    for key in FREE_TO_CHANGE:
+        if key.startswith("dataset."):  # the test set: listed in the paragraph before
+            assert f"`{key}" in docs, key
+            continue
+        assert key.rstrip(".") in {w.rstrip(".") for w in written}, key
