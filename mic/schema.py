@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
 import logging
 import math
 import os
@@ -970,6 +971,10 @@ def check_config(cfg: DictConfig) -> None:
             f"{'+' * deleted}{absent[0]}={{_target_: mypkg.MyClass, ...}} (docs/own_dataset.md)"
         )
     missing = _missing(cfg)
+    text = json.dumps(_raw(cfg))  # a data set's own value that nothing reads is not needed
+    read = [k for k in missing if re.search(rf"[{{:]{re.escape(k)}\b", text)]  # ${k}, select:k
+    missing = [k for k in missing if not k.startswith("dataset.") or k in read]  # (root_test
+    # of dataset=folders with dataset.test=null)
     if missing:  # every one at once, named where the user sets it (not where it is read)
         raise ConfigError(
             f"{len(missing)} mandatory value{'s are' if len(missing) > 1 else ' is'} not "

@@ -67,8 +67,9 @@ COMMON = {
     "method.terms.mic.masker.augmentation.blur_p": 0.5,
     "method.terms.mic.masker.augmentation.mean": [0.485, 0.456, 0.406],
     "method.terms.mic.masker.augmentation.std": [0.229, 0.224, 0.225],
-    # pre-processing: 256 x 256, 224 crops, flip, ImageNet normalisation
-    "dataset.resize": 256,
+    # pre-processing: 256 x 256 (resize null: size x 256 / 224), 224 crops, flip, ImageNet
+    # normalisation
+    "dataset.resize": None,
     "dataset.size": 224,
     "dataset.source.transform.square": True,
     "dataset.source.transform.flip": True,
@@ -139,6 +140,18 @@ def test_experiment_resolves_to_the_published_values(experiment):
     got = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in got.items()}
     assert got == PUBLISHED[experiment]
     assert list(cfg.method.terms) == ["source", "cdan", "mcc", "mic"]
+    for split in ("source", "test"):  # the published 256 x 256 before the 224 px crops
+        steps = instantiate(resolved.dataset[split].transform).transforms
+        assert steps[0].size == (256, 256), split
+
+
+def test_a_smaller_image_size_scales_the_resize_of_the_published_layouts():
+    # dataset.resize stayed 256 at dataset.size=32: the test scored the centre 32 px of a
+    # 256 px image, 1/64 of it, without a word
+    for dataset in ("officehome", "visda2017"):
+        cfg = load_config([f"dataset={dataset}", "dataset.size=32", "dataset.root=/data"])
+        steps = instantiate(cfg.dataset.test.transform).transforms
+        assert steps[0].size == (37, 37) and steps[1].size == (32, 32), dataset
 
 
 @pytest.mark.parametrize("experiment", list(PUBLISHED))

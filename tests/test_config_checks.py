@@ -103,6 +103,13 @@ def test_every_missing_value_is_named_where_it_is_set():
     ]  # not task.num_classes, which reads dataset.num_classes
     with pytest.raises(ConfigError, match=r"^4 mandatory values are not given: dataset\.num"):
         check_config(cfg)
+    # without a test set (docs/own_dataset.md: dataset.test=null) its root is read by nothing
+    # and not asked for (it was, while dataset.test=null alone was documented to do)
+    given = ["dataset.num_classes=2", "dataset.root_source=s", "dataset.root_target=t"]
+    cfg = load_config(["dataset=folders", *given, "dataset.test=null", "checkpoint.best_by=im"])
+    check_config(cfg)
+    with pytest.raises(ConfigError, match=r"^1 mandatory value is not given: dataset\.root_test"):
+        check_config(load_config(["dataset=folders", *given]))
 
 
 def test_a_bad_method_setting_is_found_before_any_data_is_read(tmp_path):

@@ -237,7 +237,9 @@ def label_folder_problems(
                 f"its {n} files share their names with the images of '{folder}', e.g. "
                 f"'{example}', and have one channel: they are those images' labels",
                 "The labels would be trained on as target images: give the image folder "
-                f"itself as the root ({{reader}}.root='{folder}').",
+                f"itself as the root ({{reader}}.root='{folder}'); if they are grey images of a "
+                "class of that name, rename the folder (the unlabelled images' folder names "
+                "are not read).",
             )
         )
     for (parent, d), (_, siblings, (example, *_)) in sorted(shared.items()):
