@@ -164,6 +164,9 @@ def test_office31_both_layouts(tmp_path):
 
 def test_domain_pair():
     assert domain_pair("Ar2Cl", "source") == "Ar" and domain_pair("Ar2Cl", "target") == "Cl"
+    # a domain adapted to itself ran silently, scoring the source as the target
+    with pytest.warns(UserWarning, match="dataset.pair=Ar2ar adapts a domain to itself"):
+        assert domain_pair("Ar2ar", "target") == "ar"
     for bad in ("ArCl", "2Cl", "Ar2Cl2Pr"):
         with pytest.raises(DatasetError):
             domain_pair(bad, "source")

@@ -4,6 +4,7 @@ class-per-folder layouts in which they are distributed."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -52,6 +53,12 @@ def domain_pair(pair: str, side: str) -> str:
         raise DatasetError(
             f"a domain pair is written <source>2<target> (e.g. Ar2Cl, A2W), got {pair!r} "
             "(dataset.pair)"
+        )
+    if side == "target" and parts[0].lower() == parts[1].lower():
+        warnings.warn(
+            f"dataset.pair={pair} adapts a domain to itself: its 'target' scores are on the "
+            "source domain (a typo for another pair?)",
+            stacklevel=2,
         )
     return parts[0] if side == "source" else parts[1]
 
