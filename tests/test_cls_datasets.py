@@ -3,6 +3,7 @@ layout, the published pre-processing, and the dataset configs end to end."""
 
 import json
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from PIL import Image
 
 from mic import DatasetError
 from mic.datasets import (
+    ImageFolder,
     ImageList,
     Office31,
     OfficeHome,
@@ -391,3 +393,24 @@ def test_office_domains_are_found_in_any_case_beside_empty_twins_and_roots_a_lev
     _png(tmp_path / "o31" / "data" / "amazon" / "images" / "bike" / "1.jpg")
     with pytest.raises(DatasetError, match=r"o31/data' holds 'amazon/': is that the dataset"):
         Office31(tmp_path / "o31", "A")  # the root one level too high
+
+
+def test_split_folders_read_as_classes_are_warned_of(tmp_path):
+    # src/train/<class>, src/val/<class> read as the classes 'train' and 'val'; the error that
+    # followed blamed the test set's class folders
+    for split in ("train", "val"):
+        for c in ("apple", "bird"):
+            _png(tmp_path / "src" / split / c / "0.png")
+    with pytest.warns(
+        UserWarning,
+        match=r"each hold the same sub-folders \(apple, bird\) and "
+        r"no image: if those are the classes, the root is one level too high",
+    ):
+        ImageFolder(tmp_path / "src")
+    for c in ("apple", "bird"):  # classes of the same sub-folders, with images: no warning
+        _png(tmp_path / "cls" / c / "0.png")
+        _png(tmp_path / "cls" / c / "day" / "1.png")
+        _png(tmp_path / "cls" / c / "night" / "2.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(ImageFolder(tmp_path / "cls")) == 6

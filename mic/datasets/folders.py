@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import unicodedata
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -417,6 +418,8 @@ class ImageFolder(LabelledImages):
             )
         if len(folders) == 1 and classes is None:
             _refuse_wrapped_classes(self.root / folders[0])
+        elif classes is None:
+            _warn_of_split_folders(self.root, folders)
         classes = list(classes) if classes is not None else folders
         unknown = sorted(set(folders) - set(classes))
         for u in unknown:  # a root one level too high: the classes are below one folder
@@ -501,6 +504,29 @@ class ImageFolder(LabelledImages):
                 )
             )
         return problems
+
+
+def _warn_of_split_folders(root: Path, folders: Sequence[str]) -> None:
+    """Warn when every folder of a class-per-folder ``root`` holds no image itself but the
+    same sub-folders (``src/train/<class>/``, ``src/val/<class>/``): split folders read as
+    classes, the root one level too high (or classes of the same sub-folders each, which
+    are data: a warning, not an error)."""
+    below = []
+    for name in folders:
+        folder = root / name
+        if list_images(folder, recursive=False):
+            return
+        below.append(
+            {d.name for d in folder.iterdir() if d.is_dir() and not is_hidden_name(d.name)}
+        )
+    if len(below[0]) > 1 and all(b == below[0] for b in below):
+        shown = ", ".join(sorted(below[0])[:5]) + (", ..." if len(below[0]) > 5 else "")
+        warnings.warn(
+            f"the {len(folders)} class folders of '{root}' ({', '.join(folders[:5])}) each hold "
+            f"the same sub-folders ({shown}) and no image: if those are the classes, the root "
+            f"is one level too high (give '{root / folders[0]}' as the root)",
+            stacklevel=3,
+        )
 
 
 def _refuse_wrapped_classes(folder: Path) -> None:
