@@ -9,6 +9,7 @@ record keeps such a run from training on as if nothing had been pressed."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -69,7 +70,12 @@ def exit_interrupted() -> NoReturn:
     shell reports it."""
     signum = _RECEIVED[-1] if _RECEIVED else signal.SIGINT
     said = INTERRUPTED.replace("interrupted", "stopped by SIGTERM", 1)
-    print(INTERRUPTED if signum == signal.SIGINT else said, file=sys.stderr)
+    said = INTERRUPTED if signum == signal.SIGINT else said
+    print(said, file=sys.stderr)
+    record = logging.LogRecord("mic", logging.WARNING, __file__, 0, said, None, None)
+    for handler in logging.getLogger().handlers:  # the run's log, where one was opened
+        if isinstance(handler, logging.FileHandler) and handler.stream is not None:
+            handler.handle(record)  # (not one a refused run closed, its log put back)
     sys.exit(128 + signum)
 
 

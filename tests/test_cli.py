@@ -203,6 +203,20 @@ def test_a_signal_while_mic_train_imports_torch_is_one_line_not_a_traceback(tmp_
     assert "Traceback" not in out and said in out, out
 
 
+def test_a_stop_while_the_run_is_built_is_written_to_its_log(tmp_path):
+    # the console said so, but the run's log stayed empty
+    from tests.cli import run_mic_train
+
+    done = run_mic_train(
+        [*TINY_RUN, f"hydra.run.dir={tmp_path}"], env={"MIC_TEST_FAULT": "sigterm-while-building"}
+    )
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr[-2000:]
+    said = "mic: stopped by SIGTERM while starting up or finishing"
+    assert said in done.stderr
+    (log,) = tmp_path.glob("*.log")
+    assert said in log.read_text()
+
+
 def test_warnings_of_objects_the_config_builds_are_shown_as_mic_s():
     """The HRDA loss-weight warning, raised in a constructor that Hydra calls, was shown as
     Hydra's file and line; torch's own warnings keep Python's form."""

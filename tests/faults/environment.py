@@ -9,7 +9,9 @@
 - ``hub-offline:<folder>``: the Hugging Face hub cannot be reached (its address refuses
   connections, no proxy) and its local cache is the folder (empty or missing: nothing cached);
 - ``sigterm-in-evaluation``: the process sends itself SIGTERM at the second test batch of the
-  first model scored, as a cluster's scheduler does in the middle of an evaluation.
+  first model scored, as a cluster's scheduler does in the middle of an evaluation;
+- ``sigterm-while-building``: the process sends itself SIGTERM as the run is built (after
+  its log is opened, before the first iteration).
 """
 
 import builtins
@@ -103,3 +105,16 @@ elif FAULT == "sigterm-in-evaluation":
         return _scores_of(task, model, batches(), device)
 
     mic.training.hooks.scores_of = _scores_stopped
+
+elif FAULT == "sigterm-while-building":
+    import signal
+
+    import mic.experiment
+
+    _build = mic.experiment.build_experiment
+
+    def _build_stopped(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return _build(*args, **kwargs)
+
+    mic.experiment.build_experiment = _build_stopped
