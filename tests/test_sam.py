@@ -297,8 +297,17 @@ def _one_step(terms):
         source,
         target,
         1,
+        teacher=EMATeacher(student, 0.9),
     )
     return loop.train_step()
+
+
+class ReadsPseudoLabels(LossTerm):
+    uses_pseudo_labels = True
+
+    def forward(self, ctx):
+        pseudo = ctx.pseudo_labels
+        return ctx.task.loss(ctx.student, ctx.target_images, pseudo.labels)
 
 
 def test_terms_of_two_branches_reading_one_shared_forward_are_named():
@@ -313,6 +322,9 @@ def test_terms_of_two_branches_reading_one_shared_forward_are_named():
     # one reader that does not name it, and a pass read inside another pass, train
     assert set(_one_step({"b": ReadsItUndeclared(), "s": SourceSupervision()})) == {"b", "s"}
     assert set(_one_step({"c": ReadsDoubled(), "d": ReadsDoubled()})) == {"c", "d"}
+    # a term that reads the pseudo-labels before: their readers are kept apart from the
+    # passes' (one name for both ended in an AttributeError of a list)
+    assert set(_one_step({"p": ReadsPseudoLabels(), "a": ReadsTargetForward(1.0)})) == {"p", "a"}
 
 
 def test_terms_of_a_shared_forward_run_together_with_one_forward_and_one_backward():

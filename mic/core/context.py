@@ -184,7 +184,7 @@ class IterationContext:
         self._readers: list[str] = []  # the terms that read them
         self._shared: dict[SharedForward, Any] = {}
         #: the branch (and term) that first read each shared pass
-        self._readers: dict[SharedForward, tuple[Any, str]] = {}
+        self._pass_readers: dict[SharedForward, tuple[Any, str]] = {}
         self._streams: dict[str, RandomStream] = {}
         self.step_contexts: list[IterationContext] = [self]
 
@@ -303,7 +303,7 @@ class IterationContext:
                 through the graph that the first one's backward pass freed.
         """
         branch = self.term_forward or self.term  # the loop runs a branch's terms together
-        first = self._readers.setdefault(forward, (branch, self.term)) if self.term else None
+        first = self._pass_readers.setdefault(forward, (branch, self.term)) if self.term else None
         if first is not None and first[0] != branch:
             name = getattr(forward, "__name__", "<the pass>")
             raise ConfigError(
@@ -319,4 +319,4 @@ class IterationContext:
     def restart(self) -> None:
         """Drop the shared forward passes and rewind the streams, keeping the pseudo-labels
         (for a step strategy that runs the terms again at other weights)."""
-        self._shared, self._streams, self._readers = {}, {}, {}
+        self._shared, self._streams, self._pass_readers = {}, {}, {}
