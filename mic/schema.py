@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import json
 import logging
 import math
 import os
@@ -391,7 +390,7 @@ def unread_keys(cfg: DictConfig) -> list[str]:
     such as ``+iteration=4`` or ``+mic.ratio=0.5``): not one of ``ROOT_KEYS`` nor
     ``USER_KEY``, and named by no interpolation of the config (``${key}`` or ``${key.x}``);
     a mapping ``experiment`` is an experiment file without ``# @package _global_``."""
-    referenced = set(re.findall(r"\$\{(?:[\w.]+:)?([A-Za-z_]\w*)", str(_raw(cfg))))
+    referenced = {key.split(".")[0] for key in _interpolated(cfg)}
     problems = []
     for key in cfg:
         if key in ROOT_KEYS or key == USER_KEY or key in referenced:
@@ -556,6 +555,13 @@ def _missing(node: Any, path: str = "") -> list[str]:
 def _raw(cfg: DictConfig) -> Any:
     """The config as plain containers, interpolations kept as written."""
     return OmegaConf.to_container(cfg, resolve=False)
+
+
+def _interpolated(cfg: DictConfig) -> set[str]:
+    """The keys the config's interpolations name, as written: ``dataset.root`` for
+    ``${dataset.root}`` and ``${oc.select:dataset.root,x}``, ``mic.block_for`` for a resolver
+    called without a key."""
+    return set(re.findall(r"\$\{(?:[\w.]+:)?([A-Za-z_][\w.]*)", str(_raw(cfg))))
 
 
 def _task_of(target: Any) -> str | None:
@@ -971,10 +977,13 @@ def check_config(cfg: DictConfig) -> None:
             f"{'+' * deleted}{absent[0]}={{_target_: mypkg.MyClass, ...}} (docs/own_dataset.md)"
         )
     missing = _missing(cfg)
-    text = json.dumps(_raw(cfg))  # a data set's own value that nothing reads is not needed
-    read = [k for k in missing if re.search(rf"[{{:]{re.escape(k)}\b", text)]  # ${k}, select:k
-    missing = [k for k in missing if not k.startswith("dataset.") or k in read]  # (root_test
-    # of dataset=folders with dataset.test=null)
+    if any(k.startswith("dataset.") for k in missing):  # a data set's own value that nothing
+        read = _interpolated(cfg)  # reads is not needed (dataset=folders' root_test without
+        missing = [  # a test set, dataset.test=null)
+            k
+            for k in missing
+            if not k.startswith("dataset.") or any(r == k or r.startswith(f"{k}.") for r in read)
+        ]
     if missing:  # every one at once, named where the user sets it (not where it is read)
         raise ConfigError(
             f"{len(missing)} mandatory value{'s are' if len(missing) > 1 else ' is'} not "
