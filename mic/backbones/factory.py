@@ -135,7 +135,8 @@ def check_backbone_name(name: str) -> None:
     the weights tag after its ``.`` (timm refused it, also with ``pretrained`` off)."""
     base, dot, tag = name.partition(".")
     if timm.is_model(base):
-        tagged = timm.list_models(f"{base}.*", include_tags=True)  # with or without weights
+        # its tags, of weights or none (seresnet34.untrained)
+        tagged = timm.list_models(f"{base}.*", include_tags=True) if dot else []
         if dot and name not in tagged:
             tags = ", ".join(t.partition(".")[2] for t in tagged) or "none"
             raise ConfigError(

@@ -26,6 +26,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import timm
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -503,8 +504,6 @@ def build_backbone(
     )
     tv_mobile = name in ("mobilenet_v3_large", "mobilenet_v3_small")
     if (tv_resnet or tv_mobile) and fpn_channels != 256:
-        import timm
-
         tagged = timm.list_pretrained(f"{name}.*")[:1]  # timm's model of this name, by a tag
         timms = f": timm's {name} is model.backbone={tagged[0]}" if tagged else ""
         raise ConfigError(
