@@ -19,6 +19,7 @@ Dark Zurich            rgb_anon/<split>/<condition>/<sequence>/<name>_rgb_anon.p
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -712,10 +713,13 @@ def _glob(folder: Path, pattern: str, what: str) -> list[Path]:
         DatasetError: none; the message says whether the folder is missing (and names a
             root one level below or above that has it) or holds images of another format.
     """
-    files = visible(sorted(folder.glob(pattern), key=path_order), folder)
     base, suffix = pattern.rsplit(".", 1)
-    read = set(files)  # the same names with another extension: of another case, or format
-    near = [p for p in visible(sorted(folder.glob(f"{base}.*")), folder) if p not in read]
+    # one walk: the files of the pattern, and those of its names with another extension (of
+    # another case, or format)
+    listed = visible(sorted(folder.glob(f"{base}.*"), key=path_order), folder)
+    name = Path(pattern).name  # as glob matches it, case-sensitively
+    files = [p for p in listed if fnmatch.fnmatchcase(p.name, name)]
+    near = [p for p in listed if not fnmatch.fnmatchcase(p.name, name)]
     cased = [p for p in near if p.suffix.lower() == f".{suffix}"]
     if cased:  # (they would be left out without a word)
         raise DatasetError(
