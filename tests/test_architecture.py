@@ -29,9 +29,11 @@ MIC = Path(__file__).parents[1] / "mic"
 #: branches that read one shared forward pass, which ended in autograd's error of a second
 #: backward pass; consistency losses and weightings given no PseudoLabels, quality weights
 #: shared in memory with q, and a teacher of another model or a fractional step, which ended
-#: in AttributeErrors or torch's errors, or averaged silently): growth there belongs in
-#: mic.training or a task
-CORE_MAX_LINES = 2171
+#: in AttributeErrors or torch's errors, or averaged silently; the loop's argument checks
+#: moved out of its constructor into a function of their own, +12 lines of signature, so
+#: that the constructor reads as what the loop holds): growth there belongs in mic.training
+#: or a task
+CORE_MAX_LINES = 2183
 
 
 def imports(path: Path) -> set[str]:

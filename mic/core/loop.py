@@ -155,92 +155,11 @@ class AdaptationLoop:
         collective: Collective | None = None,
         guard: Guard | None = None,
     ) -> None:
-        kinds = {  # a Task may be duck-typed, but not a class
-            "task": (task, object, "a Task"),
-            "student": (student, nn.Module, "an nn.Module"),
-            "method": (method, UDAMethod, "a UDAMethod"),
-        }
-        if teacher is not None:  # a config node given where the object goes, ...
-            kinds["teacher"] = (teacher, Teacher, "a mic.Teacher (EMATeacher(student, alpha))")
-        for name, (value, kind, said) in kinds.items():
-            if isinstance(value, type) or not isinstance(value, kind):
-                got = f"the class {value.__name__}" if isinstance(value, type) else type(value)
-                wrap = " (mic.UDAMethod(terms) makes one of a dict)" if name == "method" else ""
-                raise ConfigError(f"{name} must be {said} instance, got {got}{wrap}")
-        check_task(task)  # a duck-typed one needs every method
-        whole = {"iterations": iterations, "adaptation_start": adaptation_start, "seed": seed}
-        for name, value in {**whole, "accumulate": accumulate}.items():
-            if isinstance(value, bool) or not isinstance(value, Integral):
-                raise ConfigError(f"{name} must be an int (a whole number), got {value!r}")
-        accepts = inspect.signature(task.loss).parameters.values()  # (m, x, y, weights=, rng=)
-        named = {p.name for p in accepts if p.kind != inspect.Parameter.POSITIONAL_ONLY}
-        twins = {n: difflib.get_close_matches(n, named - {n}, 1, 0.85) for n in ("weights", "rng")}
-        if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in accepts):  # (a typo's twin:
-            named |= {n for n, twin in twins.items() if not twin}  # they'd land in **kwargs)
-        missing = " and ".join(f"{n}=" for n in ("weights", "rng") if n not in named)
-        if missing:
-            typo = " and ".join(f"{twin[0]}=" for twin in twins.values() if twin)
-            raise ConfigError(
-                f"{type(task).__name__}.loss does not take {missing}"
-                f"{f' (it takes {typo}: a typo?)' * bool(typo)}: a Task's loss is "
-                "loss(model, images, targets, weights=None, rng=None) (mic.Task), and the "
-                "loop passes both by name"
-            )
         collective = collective or Collective()
-        alone = dist.is_initialized() and dist.get_world_size() > collective.world_size
-        held = {id(p) for g in optimizer.param_groups for p in g["params"]}
-        idle = [n for n, p in method.named_parameters() if p.requires_grad and id(p) not in held]
-        checks = [
-            (iterations >= 1, f"iterations must be at least 1, got {iterations}"),
-            (
-                0 <= adaptation_start <= iterations,
-                f"adaptation_start must be in [0, iterations={iterations}], got {adaptation_start}",
-            ),
-            (
-                teacher is not None or not method.uses_pseudo_labels,
-                "the method uses pseudo-labels but no teacher was given: pass "
-                "teacher=EMATeacher(student, alpha) (or set teacher in the config)",
-            ),
-            (precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {precision!r}"),
-            (
-                torch.device(device or "cpu").type != "cuda" or torch.cuda.is_available(),
-                f"device={str(device)!r}, but CUDA is not available here: use device='cpu'",
-            ),
-            (accumulate >= 1, f"accumulate must be at least 1, got {accumulate}"),
-            (
-                max_grad_norm is None or max_grad_norm > 0,
-                f"max_grad_norm must be > 0 (None: no clipping), got {max_grad_norm}",
-            ),
-            (
-                any(id(p) in held for p in student.parameters()),
-                "the optimizer holds none of the student's parameters: the student would not train",
-            ),
-            (
-                not idle,
-                f"the optimizer does not hold {len(idle)} of the method's parameters "
-                f"({', '.join(idle[:3])}{', ...' if len(idle) > 3 else ''}): they would never "
-                "train; build it over [*student.parameters(), *method.parameters()]",
-            ),
-            (
-                adaptation_start == 0 or any(not t.uses_target for _, t in method),
-                f"no term of the method runs before adaptation_start={adaptation_start} (each "
-                "has uses_target = True), so those iterations would train nothing: add the source "
-                "loss (mic.SourceSupervision; beside DomainAdversarial, SharedSourceSupervision), "
-                "set uses_target = False on terms that need no target data, or adaptation_start=0",
-            ),
-            (
-                any(t.weight for _, t in method),
-                "every loss term of the method has weight 0 (switched off): nothing would train",
-            ),
-            (
-                not alone,
-                "a torchrun process group is set up but the loop would train each process "
-                "alone; pass collective=mic.training.ProcessGroup()",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        _check_arguments(  # (each refusal is listed under Raises above)
+            task, student, method, optimizer, teacher, collective, device, precision,
+            max_grad_norm, iterations, adaptation_start, seed, accumulate,
+        )  # fmt: skip
         self.task, self.channels_last = task, channels_last
         self.device = torch.device(device or next(student.parameters()).device)
         self.student = student.to(self.device)
@@ -531,6 +450,99 @@ class AdaptationLoop:
                 images = images.contiguous(memory_format=torch.channels_last)
                 batch = images if targets is None else (images, targets)
         return batch
+
+
+def _check_arguments(
+    task: Any, student: Any, method: Any, optimizer: torch.optim.Optimizer, teacher: Any,
+    collective: Collective, device: Any, precision: str, max_grad_norm: float | None,
+    iterations: int, adaptation_start: int, seed: int, accumulate: int,
+) -> None:  # fmt: skip
+    """Raise ``ConfigError`` for what ``AdaptationLoop`` refuses (its docstring lists it)."""
+    whole = {"iterations": iterations, "adaptation_start": adaptation_start, "seed": seed}
+    kinds = {  # a Task may be duck-typed, but not a class
+        "task": (task, object, "a Task"),
+        "student": (student, nn.Module, "an nn.Module"),
+        "method": (method, UDAMethod, "a UDAMethod"),
+    }
+    if teacher is not None:  # a config node given where the object goes, ...
+        kinds["teacher"] = (teacher, Teacher, "a mic.Teacher (EMATeacher(student, alpha))")
+    for name, (value, kind, said) in kinds.items():
+        if isinstance(value, type) or not isinstance(value, kind):
+            got = f"the class {value.__name__}" if isinstance(value, type) else type(value)
+            wrap = " (mic.UDAMethod(terms) makes one of a dict)" if name == "method" else ""
+            raise ConfigError(f"{name} must be {said} instance, got {got}{wrap}")
+    check_task(task)  # a duck-typed one needs every method
+    for name, value in {**whole, "accumulate": accumulate}.items():
+        if isinstance(value, bool) or not isinstance(value, Integral):
+            raise ConfigError(f"{name} must be an int (a whole number), got {value!r}")
+    accepts = inspect.signature(task.loss).parameters.values()  # (m, x, y, weights=, rng=)
+    named = {p.name for p in accepts if p.kind != inspect.Parameter.POSITIONAL_ONLY}
+    twins = {n: difflib.get_close_matches(n, named - {n}, 1, 0.85) for n in ("weights", "rng")}
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in accepts):  # (a typo's twin:
+        named |= {n for n, twin in twins.items() if not twin}  # they'd land in **kwargs)
+    missing = " and ".join(f"{n}=" for n in ("weights", "rng") if n not in named)
+    if missing:
+        typo = " and ".join(f"{twin[0]}=" for twin in twins.values() if twin)
+        raise ConfigError(
+            f"{type(task).__name__}.loss does not take {missing}"
+            f"{f' (it takes {typo}: a typo?)' * bool(typo)}: a Task's loss is "
+            "loss(model, images, targets, weights=None, rng=None) (mic.Task), and the "
+            "loop passes both by name"
+        )
+    alone = dist.is_initialized() and dist.get_world_size() > collective.world_size
+    held = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    idle = [n for n, p in method.named_parameters() if p.requires_grad and id(p) not in held]
+    checks = [
+        (iterations >= 1, f"iterations must be at least 1, got {iterations}"),
+        (
+            0 <= adaptation_start <= iterations,
+            f"adaptation_start must be in [0, iterations={iterations}], got {adaptation_start}",
+        ),
+        (
+            teacher is not None or not method.uses_pseudo_labels,
+            "the method uses pseudo-labels but no teacher was given: pass "
+            "teacher=EMATeacher(student, alpha) (or set teacher in the config)",
+        ),
+        (precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {precision!r}"),
+        (
+            torch.device(device or "cpu").type != "cuda" or torch.cuda.is_available(),
+            f"device={str(device)!r}, but CUDA is not available here: use device='cpu'",
+        ),
+        (accumulate >= 1, f"accumulate must be at least 1, got {accumulate}"),
+        (
+            max_grad_norm is None or max_grad_norm > 0,
+            f"max_grad_norm must be > 0 (None: no clipping), got {max_grad_norm}",
+        ),
+        (
+            any(id(p) in held for p in student.parameters()),
+            "the optimizer holds none of the student's parameters: the student would not train",
+        ),
+        (
+            not idle,
+            f"the optimizer does not hold {len(idle)} of the method's parameters "
+            f"({', '.join(idle[:3])}{', ...' if len(idle) > 3 else ''}): they would never "
+            "train; build it over [*student.parameters(), *method.parameters()]",
+        ),
+        (
+            adaptation_start == 0 or any(not t.uses_target for _, t in method),
+            f"no term of the method runs before adaptation_start={adaptation_start} (each "
+            "has uses_target = True), so those iterations would train nothing: add the source "
+            "loss (mic.SourceSupervision; beside DomainAdversarial, SharedSourceSupervision), "
+            "set uses_target = False on terms that need no target data, or adaptation_start=0",
+        ),
+        (
+            any(t.weight for _, t in method),
+            "every loss term of the method has weight 0 (switched off): nothing would train",
+        ),
+        (
+            not alone,
+            "a torchrun process group is set up but the loop would train each process "
+            "alone; pass collective=mic.training.ProcessGroup()",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
 
 
 def _hooks(hooks: Any) -> list[Hook]:
