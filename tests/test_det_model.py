@@ -410,3 +410,19 @@ def test_trainable_layers_takes_levels_whose_module_holds_no_parameters():
         frozen.append(sum(not p.requires_grad for p in body.parameters()))
     assert frozen[0] == len(list(body.parameters())) and frozen[5] == 0
     assert frozen == sorted(frozen, reverse=True)
+
+
+@backends
+def test_an_image_of_sides_further_apart_than_max_size_trains_and_is_predicted(backend):
+    """Both resizes gave such an image (1000 x 2 px at max_size=64) a side of 0 px, and the
+    run ended in interpolate's error at the first batch that drew it; it now keeps a shorter
+    side of 1 px (torchvision), or 1 px at the least (detectron2), its boxes scaled with it."""
+    model = tiny_detector(backend=backend)  # max_size 64
+    image = torch.rand(3, 2, 1000)
+    box = {"boxes": torch.tensor([[10.0, 0.0, 400.0, 2.0]]), "labels": torch.tensor([1])}
+    losses = _losses(model, [image], [box])
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    with torch.no_grad():
+        (out,) = model([image])
+    assert out["boxes"].numel() == 0 or out["boxes"][:, 2].max() <= image.shape[-1] + 1e-3

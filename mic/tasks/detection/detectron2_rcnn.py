@@ -559,11 +559,13 @@ class Detectron2RCNN(nn.Module):
     # ---------------------------------------------------------------------------- forward
     def resize(self, image: Tensor) -> Tensor:
         """Shorter side to ``min_size``, longer at most ``max_size`` (bilinear; detectron2's
-        ``ResizeShortestEdge`` rule)."""
+        ``ResizeShortestEdge`` rule), each side at least 1 px (the rule rounds the shorter side
+        of an image whose sides' ratio exceeds twice ``max_size`` to 0 px)."""
         from detectron2.data.transforms import ResizeShortestEdge
 
         h, w = int(image.shape[-2]), int(image.shape[-1])
         size = ResizeShortestEdge.get_output_shape(h, w, self.min_size, self.max_size)
+        size = (max(1, size[0]), max(1, size[1]))
         if size == (h, w):
             return image
         return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]

@@ -689,6 +689,25 @@ def check_detector_settings(given: Mapping[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------- detector
+class SideKeepingTransform(GeneralizedRCNNTransform):
+    """torchvision's resize and normalisation, except that an image whose sides' ratio
+    exceeds ``max_size`` (e.g. 1000 x 6 px at max_size=128) is resized to a shorter side of
+    1 px and a longer side of ``max_size``: torchvision's own resize gives it a side of 0 px
+    and ends in interpolate's error."""
+
+    def resize(
+        self, image: Tensor, target: dict[str, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor] | None]:
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        if self.fixed_size is not None or min(h, w) * self.max_size > max(h, w) * (1 + 1e-6):
+            return super().resize(image, target)
+        self.fixed_size = (self.max_size, 1) if w >= h else (1, self.max_size)  # (W, H)
+        try:
+            return super().resize(image, target)
+        finally:
+            self.fixed_size = None
+
+
 class FasterRCNN(nn.Module):
     """Faster R-CNN with FPN (torchvision's parts, mic's loss seams).
 
@@ -811,9 +830,7 @@ class FasterRCNN(nn.Module):
             detections_per_img=box_detections_per_img,
             unlabelled_samples=box_batch_size_per_image,
         )
-        self.transform = GeneralizedRCNNTransform(
-            min_size, max_size, self.image_mean, self.image_std
-        )
+        self.transform = SideKeepingTransform(min_size, max_size, self.image_mean, self.image_std)
         self._capture: Capture | None = None
         self._shrink_warned = False
 
