@@ -291,6 +291,24 @@ def test_stated_size_of_the_stored_pixels_is_named(tmp_path):
     assert "++dataset.source.apply_exif_orientation=false" in message
 
 
+def test_a_quarter_turned_photo_whose_annotation_states_no_size_is_warned_of(tmp_path):
+    """Without a stated width and height, boxes drawn on the stored pixels of a sideways
+    phone photo fit inside the turned image too, and trained on the wrong pixels without a
+    word; the stated size tells the two apart, and then nothing is said."""
+    images, ann = _coco_photo(tmp_path, bbox=(1, 1, 4, 4))
+    data = json.loads(ann.read_text())
+    del data["images"][0]["width"], data["images"][0]["height"]
+    ann.write_text(json.dumps(data))
+    (warned,) = CocoDetection(images, ann).preflight()
+    assert warned.warning and warned.file.endswith("phone.jpg")
+    assert warned.detail == (
+        "EXIF orientation 6: a quarter turn, and its annotation states no image size"
+    )
+    assert "{reader}.apply_exif_orientation=false" in warned.fix and "boxes" in warned.fix
+    assert CocoDetection(images, ann, apply_exif_orientation=False).preflight() == []
+    assert CocoDetection(images, _coco_photo(tmp_path / "sized")[1]).preflight() == []
+
+
 def _oriented(path, orientation: int, size=(16, 12)) -> None:
     """A JPEG of ``size`` (W x H) with the EXIF ``orientation`` tag, its folder made."""
     exif = Image.Exif()

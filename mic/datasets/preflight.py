@@ -598,27 +598,35 @@ SIZE_KEEPING_TURNS = {
 
 
 def orientation_problem(
-    path: Path, header: ImageHeader, applied: bool, labels: str
+    path: Path, header: ImageHeader, applied: bool, labels: str, size_stated: bool = True
 ) -> Problem | None:
     """A warning for a labelled image whose EXIF orientation mic applies and whose labels
-    keep their size either way (a mirror, a half turn, a quarter turn of a square image):
-    whether they were drawn on the turned or the stored pixels cannot be told from the files,
-    and the wrong reading trains on labels that miss their objects.
+    keep their size either way (a mirror, a half turn, a quarter turn of a square image, or
+    any quarter turn where the annotation states no image size): whether they were drawn on
+    the turned or the stored pixels cannot be told from the files, and the wrong reading
+    trains on labels that miss their objects.
 
     Args:
         path: the image file.
         header: its header (``read_header`` with ``applied``).
         applied: the reader's ``apply_exif_orientation``.
         labels: what its labels are called in the message (``"label maps"``, ``"boxes"``).
+        size_stated: whether its annotation states the image's size (boxes without it fit a
+            quarter turn either way).
     """
     o = header.orientation
-    square = o in (5, 6, 7, 8) and header.width == header.height
-    if not applied or not (o in SIZE_KEEPING_TURNS or square):
+    quarter = o in (5, 6, 7, 8)
+    square = quarter and header.width == header.height
+    unsized = quarter and not size_stated
+    if not applied or not (o in SIZE_KEEPING_TURNS or square or unsized):
         return None
+    turn = "a square image turned a quarter" if square else "a quarter turn"
+    if unsized and not square:
+        turn += ", and its annotation states no image size"
     return Problem(
         "labelled images whose EXIF orientation mic applies, their labels' size unchanged",
         str(path),
-        f"EXIF orientation {o}: {SIZE_KEEPING_TURNS.get(o, 'a square image turned a quarter')}",
+        f"EXIF orientation {o}: {SIZE_KEEPING_TURNS.get(o, turn)}",
         f"mic turns such images as image viewers do, and their {labels} must then match the "
         "turned image; if they were drawn on the stored pixels (as some annotation tools "
         "do), set {reader}.apply_exif_orientation=false.",

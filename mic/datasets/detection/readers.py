@@ -199,10 +199,12 @@ class DetectionDataset:
             header = check_image(path, problems, self.apply_exif_orientation)
             if header is None:
                 continue
-            turned = orientation_problem(path, header, self.apply_exif_orientation, "boxes")
+            said = stated[i] if stated is not None else None
+            unsized = stated is not None and said is None  # the annotation states no size
+            applied = self.apply_exif_orientation
+            turned = orientation_problem(path, header, applied, "boxes", not unsized)
             problems += [turned] if turned and self.labelled else []
             size = (header.height, header.width)
-            said = stated[i] if stated is not None else None
             if said is not None and said != size:
                 problems.append(self._size_problem(path, said, header))
             elif eager and said is None and i not in self.flagged:  # else checked when built
