@@ -676,6 +676,15 @@ def usage_problem(argv: Sequence[str]) -> str | None:
             f"as ü or é) only in a quoted value: write {typed} (the single quotes for the "
             "shell, the double ones for Hydra)"
         )
+    sweeping = bool({"--multirun", "-m"} & flags)
+    paths = [a for a in argv if not a.startswith("-") and _unread_path(a, sweeping)]
+    if paths:  # e.g. "Photos (1)": Hydra's parse error names no fix
+        typed = " ".join(option(*a.split("=", 1)) for a in paths)
+        return (
+            f"{', '.join(paths)}: Hydra's override grammar reads a path holding a bracket, a "
+            f"comma, '=', a quote, '#' or '&' only in a quoted value: write {typed} (the single "
+            "quotes for the shell, the double ones for Hydra)"
+        )
     named = [  # the run folder and log are named by them: no path separator
         a
         for a in argv
@@ -750,6 +759,22 @@ def _separated(name: str) -> bool:
     """Whether a run name (``method.name``) holds a path separator outside interpolations
     (``mt_s${seed}`` is fine; ``a/b`` makes Hydra's log file a path that does not exist)."""
     return "/" in re.sub(r"\$\{[^}]*\}", "", str(name))
+
+
+def _unread_path(arg: str, sweeping: bool) -> bool:
+    """Whether ``arg`` gives an unquoted path (a value with a ``/``) that Hydra's override
+    grammar refuses (``(``, ``[``, ``=``, ``'``, ``#``, ``&``) or, outside a sweep, reads as
+    a sweep of several values (a ``,``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    key, _, value = arg.partition("=")
+    if not key or "/" not in value or _quoted(value) or value[:1] in "[{":
+        return False
+    try:
+        (override,) = OverridesParser.create().parse_overrides([arg])
+    except Exception:  # Hydra's OverrideParseException, or its lexer's
+        return True
+    return override.is_sweep_override() and not sweeping
 
 
 def _quoted(value: str) -> bool:

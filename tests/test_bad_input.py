@@ -868,6 +868,20 @@ CASES = [
         "'dataset.root_target=\"/data/Bilder/Köln\"'",
     ),
     (
+        "config-path-with-brackets",
+        "a path holding brackets or a comma, unquoted (Hydra's parse error, or its 'Ambiguous "
+        "value'), named with the quoted form",
+        lambda t, r: [
+            "dataset=folders",
+            "dataset.root_source=/data/Photos (1)/src",
+            "dataset.root_target=/data/a,b/tgt",
+        ],
+        "dataset.root_source=/data/Photos (1)/src, dataset.root_target=/data/a,b/tgt: Hydra's "
+        "override grammar reads a path holding a bracket, a comma, '=', a quote, '#' or '&' only "
+        "in a quoted value: write 'dataset.root_source=\"/data/Photos (1)/src\"' "
+        "'dataset.root_target=\"/data/a,b/tgt\"'",
+    ),
+    (
         "config-run-name-with-slash",
         "a method name that cannot name the run folder and log (Hydra's logging traceback)",
         lambda t, r: ["method.name=my/method"],
