@@ -145,6 +145,8 @@ def test_training_ids_under_the_released_name_are_named_under_rare_class_samplin
     (problem,) = [p for p in problems if not p.warning]
     assert "hold only values 0..18 and 255" in problem.detail
     assert "label_format=trainids" in problem.fix
+    # the option reads other files: the fix says under which name (it sent users in a circle)
+    assert "labels/00001.png as labels/00001_labelTrainIds.png" in problem.fix
     # one class left to sample: the reader's check names the cause at once
     for name in ("00001", "00002", "00003"):
         trainids = np.zeros((H, W), np.uint8)
@@ -472,3 +474,17 @@ def test_street_scenes_are_reproducible_and_confusable():
     assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
     assert a.num_classes == 8 and set(a.labels.unique().tolist()) <= set(range(8))
     assert len(StreetScenes("source", "train", count=4, labelled=False)[0].shape) == 3
+
+
+def test_gta5_ids_outside_the_mapping_name_no_label_mapping_gta5_does_not_take(tmp_path):
+    for name in ("00001", "00002"):
+        ids = np.full((H, W), 7, np.uint8)  # road
+        ids[:, -2:] = 40  # no Cityscapes label id
+        _image(tmp_path / "images" / f"{name}.png")
+        _label(tmp_path / "labels" / f"{name}.png", ids)
+    problems = [p for p in GTA5(tmp_path).preflight() if not p.warning]
+    assert problems and all(p.kind == "label files with ids outside the mapping" for p in problems)
+    assert problems[0].fix.endswith(
+        "They are read as Cityscapes label-id values; otherwise the class count (num_classes) "
+        "must cover them."
+    )

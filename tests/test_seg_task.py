@@ -327,3 +327,32 @@ def test_class_scores_with_the_classes_last_are_named_as_such():
         task.check_logits(torch.zeros(2, 16, 16, 4))
     with pytest.raises(ConfigError, match="the model predicts 5 classes"):
         task.check_logits(torch.zeros(2, 5, 16, 16))
+
+
+def test_a_cityscapes_protocol_on_another_class_count_names_the_setting_that_exists():
+    """The message said 'use protocol=all', which mic-train refuses as no setting."""
+    with pytest.raises(ConfigError) as info:
+        SegmentationTask(4, protocol="cityscapes19")
+    assert "the task has 4; use protocol='all' (mic-train: dataset.protocol=all)" in str(info.value)
+
+
+def test_probabilities_at_another_size_than_the_labels_are_scored_as_their_resized_logits():
+    """The published evaluation (mmseg) resizes the logits to the label's size, then takes
+    the softmax; the task's metric takes predict's probabilities and resized those, which
+    gave other classes at boundary pixels (here about a fifth of them)."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 6, 6) * 4
+    labels = torch.randint(0, 5, (2, 24, 24))
+    published = SegmentationMetrics(5)
+    published.update(logits, labels)  # class scores resized as given
+    task_metric = SegmentationTask(5).metric()
+    task_metric.update(logits.softmax(1), labels)
+    assert torch.equal(task_metric.confmat, published.confmat)
+    as_given = SegmentationMetrics(5)
+    as_given.update(logits.softmax(1), labels)
+    assert not torch.equal(as_given.confmat, published.confmat)
+    same_size = SegmentationTask(5).metric()  # nothing resized: the probabilities' argmax
+    same_size.update(logits.softmax(1), labels[:, :6, :6])
+    reference = SegmentationMetrics(5)
+    reference.update(logits.argmax(1), labels[:, :6, :6])
+    assert torch.equal(same_size.confmat, reference.confmat)

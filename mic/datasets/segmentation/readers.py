@@ -567,8 +567,9 @@ class SegmentationDataset:
                 file,
                 reason,
                 f"{of}Is it the right label format? They are read as {self.label_map.name} "
-                "ids; otherwise the class count (num_classes) or the label mapping must cover "
-                "them"
+                "values; otherwise the class count (num_classes)"
+                + (" or the label mapping" if self.takes_label_mapping else "")
+                + " must cover them"
                 + (
                     " ({reader}.label_mapping='{<stored id>: <class>, ...}'; ids it "
                     "does not list are read as the classes of their numbers, so list every "
@@ -846,8 +847,10 @@ class GTA5(SegmentationDataset):
         label_map = CITYSCAPES_IDS if fmt == "ids" else CITYSCAPES_TRAIN_IDS
         if fmt == "ids":
             self.converted_fix = (
-                "Converted labels (DAFormer's *_labelTrainIds.png) are read with "
-                "label_format=trainids (mic-train: dataset.source_label_format=trainids)."
+                "Converted labels (DAFormer's <name>_labelTrainIds.png) are read with "
+                "label_format=trainids (mic-train: dataset.source_label_format=trainids), from "
+                "files of that name: take the release's labels, or save the training ids under "
+                "that name (labels/00001.png as labels/00001_labelTrainIds.png)."
             )
         options = _options(root, label_size_mismatch, fmt, _CONVERTED_ENDINGS)
         super().__init__(samples, label_map, transform, labelled, **options)
@@ -855,8 +858,10 @@ class GTA5(SegmentationDataset):
 
 #: how to read SYNTHIA's converted labels instead of the released ones
 SYNTHIA_CONVERTED = (
-    "For converted *_labelTrainIds.png labels, pass label_format=trainids (mic-train: "
-    "dataset.source_label_format=trainids)."
+    "Converted labels are read from <name>_labelTrainIds.png files with "
+    "label_format=trainids (mic-train: dataset.source_label_format=trainids): take the "
+    "release's labels, or save the training ids under that name (0000000.png as "
+    "0000000_labelTrainIds.png)."
 )
 
 

@@ -69,6 +69,16 @@ class SegmentationMetrics(Metric):
     spaces, ``miou_cityscapes19``, ``miou_synthia16`` and ``miou_synthia13``. With no scored
     pixel (every label ``ignore_index``) ``miou`` and ``accuracy`` are NaN, not 0.
     Predictions (class scores or labels) at another size than the labels are resized to it.
+
+    Args:
+        num_classes: the classes of the label space.
+        ignore_index: the label of pixels without a class (not scored).
+        eval_classes: the classes ``miou`` averages (None: all).
+        probabilities: the class scores are probabilities (``SegmentationTask.predict``'s
+            softmax): resized, they are resized as their logarithm, which ranks the classes as
+            the resized logits do (softmax's normaliser is the same for every class of a
+            pixel), as the published code (mmseg) resizes the logits before the softmax;
+            resizing the probabilities themselves gave other classes at some boundary pixels.
     """
 
     full_state_update = False
@@ -78,9 +88,10 @@ class SegmentationMetrics(Metric):
         num_classes: int,
         ignore_index: int = 255,
         eval_classes: Sequence[int] | None = None,
+        probabilities: bool = False,
     ) -> None:
         super().__init__()
-        self.num_classes = int(num_classes)
+        self.num_classes, self.probabilities = int(num_classes), probabilities
         self.ignore_index = ignore_index
         self.eval_classes = list(eval_classes) if eval_classes is not None else None
         self.add_state(
@@ -89,7 +100,10 @@ class SegmentationMetrics(Metric):
 
     def update(self, prediction: Tensor, targets: Tensor) -> None:
         if prediction.ndim == targets.ndim + 1:
-            prediction = resize_logits(prediction.float(), targets.shape[-2:]).argmax(1)
+            scores = prediction.float()
+            if self.probabilities and scores.shape[-2:] != targets.shape[-2:]:
+                scores = scores.clamp_min(torch.finfo(torch.float32).tiny).log()
+            prediction = resize_logits(scores, targets.shape[-2:]).argmax(1)
         elif prediction.shape[-2:] != targets.shape[-2:]:
             prediction = F.interpolate(
                 prediction[:, None].float(), size=targets.shape[-2:], mode="nearest"
@@ -210,7 +224,8 @@ class SegmentationTask(Task):
                 if self.num_classes != 19:
                     raise ConfigError(
                         f"protocol '{protocol}' is defined on the 19 Cityscapes classes, but the "
-                        f"task has {self.num_classes}; use protocol=all"
+                        f"task has {self.num_classes}; use protocol='all' (mic-train: "
+                        "dataset.protocol=all)"
                     )
                 self.eval_classes = list(PROTOCOLS[protocol])
             else:
@@ -444,7 +459,9 @@ class SegmentationTask(Task):
 
     # ------------------------------------------------------------------------- scoring
     def metric(self) -> SegmentationMetrics:
-        return SegmentationMetrics(self.num_classes, self.ignore_index, self.eval_classes)
+        return SegmentationMetrics(
+            self.num_classes, self.ignore_index, self.eval_classes, probabilities=True
+        )
 
     def collate(self, samples: list[Any]) -> Any:
         """Batch samples: images, ``(image,)`` 1-tuples (``TensorDataset(x)``: images alone)
