@@ -917,3 +917,21 @@ def test_the_data_check_names_test_sizes_that_batches_cannot_stack(tmp_path):
     for fix in (["loader.test_batch_size=1"], [scale, resized]):
         summary = run_experiment(load_config([*overrides, *fix]), tmp_path / str(len(fix)))
         assert "student" in summary["after_adaptation"]
+
+
+def test_a_missing_image_beside_its_name_in_another_case_or_behind_a_broken_link_says_so(
+    tmp_path,
+):
+    """'Missing image files ... Check the dataset paths' left the user to find that the file
+    is 003.JPG where the list says 003.jpg, or that a link's target is gone."""
+    from mic.datasets.preflight import check_images
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "003.JPG")
+    (tmp_path / "004.jpg").symlink_to(tmp_path / "gone" / "004.jpg")
+    cased, linked = check_images([tmp_path / "003.jpg", tmp_path / "004.jpg"], "images")
+    assert cased.kind == linked.kind == "missing image files"
+    assert cased.detail == "'003.JPG' is there: file names are read case-sensitively"
+    assert (
+        linked.detail
+        == f"a symbolic link to '{tmp_path / 'gone' / '004.jpg'}', which does not exist"
+    )

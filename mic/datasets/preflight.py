@@ -533,21 +533,39 @@ def _keyed(node: Any, path: str, key: str) -> Iterator[tuple[str, Any]]:
 
 
 # ------------------------------------------------------------------ checks readers share
+def case_twin(path: Path) -> Path | None:
+    """A file beside the missing ``path`` whose name differs from its name in case alone
+    (``00001.PNG`` for ``00001.png``), else None."""
+    if not path.parent.is_dir():
+        return None
+    name = path.name.lower()
+    return next((p for p in path.parent.iterdir() if p.name.lower() == name), None)
+
+
 def header_problem(path: Path, error: DatasetError, what: str = "image") -> Problem:
     """The problem of a file whose header cannot be read (missing or not an image)."""
     if isinstance(error.__cause__, FileNotFoundError):
-        parts = Path(path).parts
+        path = Path(path)
+        parts = path.parts
         doubled = [i for i in range(1, len(parts) - 1) if parts[i] == parts[i - 1]]
         found = [(parts[i], Path(*parts[:i], *parts[i + 1 :])) for i in doubled]
         found = [(name, f) for name, f in found if f.is_file()]
-        return Problem(
-            f"missing {what} files",
-            str(path),
+        cased = None if found or path.is_symlink() else case_twin(path)
+        detail = (
             f"the folder name '{found[0][0]}' is doubled; the file is at '{found[0][1]}', so the "
             "names in the list or annotation file already start with that folder: give the "
             "folder above it as the image folder"
             if found
-            else "",
+            else f"a symbolic link to '{os.readlink(path)}', which does not exist"
+            if path.is_symlink()
+            else f"'{cased.name}' is there: file names are read case-sensitively"
+            if cased is not None
+            else ""
+        )
+        return Problem(
+            f"missing {what} files",
+            str(path),
+            detail,
             fix="Check the dataset paths (and the file list or annotation file that names them).",
         )
     cause = error.__cause__ or error

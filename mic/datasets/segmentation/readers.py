@@ -52,6 +52,7 @@ from mic.datasets.files import (
 from mic.datasets.preflight import (
     LABEL_SAMPLE,
     Problem,
+    case_twin,
     check_image,
     class_presence,
     crop_problems,
@@ -277,7 +278,7 @@ class SegmentationDataset:
             f"training set may go without labels (its reader's {self.unlabelled_option})."
         )
         image, first = missing[0]
-        cased = _case_twin(first) if first is not None else None
+        cased = case_twin(first) if first is not None else None
         if cased is not None:
             fix = (
                 f"'{cased}' is there: file names are read case-sensitively; rename the label "
@@ -658,15 +659,6 @@ class SegmentationDataset:
                 )
             )
         return problems
-
-
-def _case_twin(path: Path) -> Path | None:
-    """A file beside the missing ``path`` whose name differs from its name in case alone
-    (``00001.PNG`` for ``00001.png``), else None."""
-    if not path.parent.is_dir():
-        return None
-    name = path.name.lower()
-    return next((p for p in path.parent.iterdir() if p.name.lower() == name), None)
 
 
 def _label_like(path: Path) -> bool:
