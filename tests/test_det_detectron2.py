@@ -22,7 +22,7 @@ from mic import ConfigError
 from mic.experiment import load_config
 from mic.tasks.detection import LOSS_PARTS, Detectron2RCNN, detectron2_build
 from tests.cli import run_mic_train
-from tests.det_helpers import TINY_DET, TINY_SIZES, need, tiny_batch
+from tests.det_helpers import TINY_DET, TINY_SIZES, need, tiny_batch, tiny_detector
 
 ROOT = Path(__file__).parents[1]
 R18 = {"MODEL.RESNETS.DEPTH": 18, "MODEL.RESNETS.RES2_OUT_CHANNELS": 64}
@@ -427,7 +427,10 @@ def test_a_mic_file_given_as_detectron2_weights_points_to_init_from(tmp_path):
         save_weights(model, tmp_path / "student.pt"),
         save_checkpoint({"step": 1, "student": model.state_dict()}, tmp_path / "best.pt"),
     ]
+    # the torchvision detector's student.pt was called another model's weights
+    files.append(save_weights(tiny_detector(), tmp_path / "torchvision_student.pt"))
     for file in files:
         with pytest.raises(ConfigError, match="is a mic file of the whole model") as caught:
             Detectron2RCNN(num_classes=3, opts=R18, weights=str(file), min_size=64, max_size=64)
         assert "init_from=" in str(caught.value)
+        assert "not detectron2's" in str(caught.value)  # named before detectron2 loads it

@@ -330,6 +330,11 @@ def test_training_images_shrunk_to_under_half_their_size_are_warned_of_once(back
         fitting = tiny_detector(backend=backend)
         fitting.train()
         fitting(images, targets)  # images of the detector's size: no warning
+    # a batch whose first image fits: the image shrunk most is named (the first alone was
+    # looked at, and only in the first batch, so a set of mixed sizes could go unwarned)
+    mixed = tiny_detector(backend=backend).train()
+    with pytest.warns(UserWarning, match=r"resizes the 256 x 256 training images .* 4\.0x"):
+        mixed([images[0], big[0]], targets)
 
 
 def test_no_backbone_name_is_named():

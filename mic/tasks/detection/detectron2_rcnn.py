@@ -226,6 +226,21 @@ def config_file(config: str) -> str:
     )
 
 
+def _mic_weights(path: str) -> bool:
+    """Whether ``path`` is a mic model's own weights file (a run's ``student.pt``: a state
+    dict of the whole Detectron2RCNN, ``rcnn.*``, or of the torchvision detector), which
+    detectron2's loader would take leniently, logging each of its hundreds of names first."""
+    if "://" in path or not Path(path).expanduser().is_file():
+        return False
+    try:
+        weights = torch.load(Path(path).expanduser(), "cpu", weights_only=True, mmap=True)
+    except Exception:  # a pickle (.pkl) or another format: detectron2's to read
+        return False
+    names = [k for k in weights if isinstance(k, str)] if isinstance(weights, dict) else []
+    ours = ("rcnn.", "backbone.body.", "rpn.head.", "roi_heads.box_predictor.")
+    return bool(names) and sum(k.startswith(ours) for k in names) > len(names) / 2
+
+
 class Detectron2RCNN(nn.Module):
     """Faster R-CNN on detectron2's parts (``GeneralizedRCNN``, ``RPN``, ``StandardROIHeads``,
     ``FPN``, its config system), with the interface of ``mic.tasks.detection.FasterRCNN``.
@@ -476,7 +491,7 @@ class Detectron2RCNN(nn.Module):
 
         mine = "a mic file of the whole model (a run's student.pt, or a checkpoint)"
         init = "start a run from it with init_from=<file> (leave model.weights out)"
-        if is_readable_checkpoint(checkpoint):  # (a URL or name is none)
+        if is_readable_checkpoint(checkpoint) or _mic_weights(checkpoint):  # (a URL is none)
             raise ConfigError(f"model.weights={checkpoint} is {mine}, not detectron2's: {init}")
         if "://" not in checkpoint:  # a path: advice to download would be beside the point
             if not Path(checkpoint).expanduser().is_file():
@@ -579,10 +594,9 @@ class Detectron2RCNN(nn.Module):
         sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         resized = [self.resize(img) for img in images]
         if self.training and not self._shrink_warned:  # once, as the torchvision detector
-            self._shrink_warned = True
-            warn_of_shrinking(
-                sizes[0],
-                resized[0].shape[-2:],
+            self._shrink_warned = warn_of_shrinking(
+                sizes,
+                [x.shape[-2:] for x in resized],
                 f"model.min_size={self.min_size}, model.max_size={self.max_size}",
                 "model.min_size=800 model.max_size=1333 (detectron2's sizes)",
             )

@@ -590,18 +590,28 @@ def check_detector_images(images: Any) -> None:
             )
 
 
-def warn_of_shrinking(size: Sequence[int], resized: Sequence[int], sizes: str, fix: str) -> None:
-    """Warn when a detector shrinks a training image of ``size`` (H, W) to ``resized`` (H, W),
-    less than half its size (photos under the small detectors' 128 px resize): its objects
-    shrink as much. ``sizes``: the settings that made the resize; ``fix``: those for photos."""
-    factor = int(size[0]) / max(int(resized[0]), 1)
+def warn_of_shrinking(
+    sizes: Sequence[Sequence[int]], resized: Sequence[Sequence[int]], settings: str, fix: str
+) -> bool:
+    """Warn when a detector shrinks a training image of a batch (``sizes``, each (H, W)) to
+    less than half its size (``resized``, each (H, W); photos under the small detectors'
+    128 px resize): its objects shrink as much. The image shrunk most is named. ``settings``:
+    the settings that made the resize; ``fix``: those for photos.
+
+    Returns:
+        Whether it warned (a detector warns once per run).
+    """
+    factor, size, small = max(
+        (int(s[0]) / max(int(r[0]), 1), s, r) for s, r in zip(sizes, resized, strict=True)
+    )
     if factor > 2:
         warnings.warn(
             f"the detector resizes the {size[1]} x {size[0]} training images to "
-            f"{int(resized[1])} x {int(resized[0])} ({sizes}): their objects shrink "
+            f"{int(small[1])} x {int(small[0])} ({settings}): their objects shrink "
             f"{factor:.1f}x. For photos set {fix}, or sizes that keep the objects' pixels",
             stacklevel=2,  # (mic's line: called from a forward pass, under torch's frames)
         )
+    return factor > 2
 
 
 def check_detector_settings(given: Mapping[str, Any]) -> None:
@@ -865,11 +875,10 @@ class FasterRCNN(nn.Module):
         if targets is not None:  # torchvision's class 0 is the background
             inner = [{**t, "labels": t["labels"].to(torch.int64) + 1} for t in targets]
         batch, inner = self.transform(list(images), inner)
-        if self.training and not self._shrink_warned:  # once
-            self._shrink_warned = True
-            warn_of_shrinking(
-                sizes[0],
-                batch.image_sizes[0],
+        if self.training and not self._shrink_warned:  # once, of any image of a batch
+            self._shrink_warned = warn_of_shrinking(
+                sizes,
+                batch.image_sizes,
                 f"model.min_size={self.transform.min_size[0]}, "
                 f"model.max_size={self.transform.max_size}",
                 "model.min_size=800 model.max_size=1333 model.anchor_sizes=[32,64,128,256,512] "
