@@ -574,3 +574,11 @@ def test_file_names_that_repeat_the_image_folder_say_so(tmp_path):
     assert "the folder name 'images' is doubled" in message
     assert f"the file is at '{images / 'a.png'}'" in message
     assert len(CocoDetection(images.parent, ann)) == 2  # the folder above: read
+
+
+def test_a_declared_class_without_a_box_is_warned_of_naming_the_json(tmp_path):
+    """The warning named the image folder, where the json is what a user fixes."""
+    images, ann = _coco(tmp_path, [(1, 1, [2, 2, 10, 10]), (2, 2, [5, 5, 8, 8])])
+    (warned,) = CocoDetection(images, ann).preflight()
+    assert warned.warning and warned.kind == "annotation sets in which declared classes have no box"
+    assert warned.file == str(ann) and warned.detail == "class 2 (blue)"

@@ -230,7 +230,7 @@ class DetectionDataset:
                 problems.append(
                     Problem(
                         "annotation sets in which declared classes have no box",
-                        str(getattr(self, "root", "")),
+                        str(getattr(self, "annotation_file", None) or getattr(self, "root", "")),
                         f"class {names}",
                         "A model cannot learn them from the source; if that is not meant, "
                         "check the annotations and the class list.",
