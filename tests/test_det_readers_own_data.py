@@ -582,3 +582,17 @@ def test_a_declared_class_without_a_box_is_warned_of_naming_the_json(tmp_path):
     (warned,) = CocoDetection(images, ann).preflight()
     assert warned.warning and warned.kind == "annotation sets in which declared classes have no box"
     assert warned.file == str(ann) and warned.detail == "class 2 (blue)"
+
+
+def test_a_json_none_of_whose_images_is_in_the_folder_asks_for_the_folder_or_split(tmp_path):
+    images, ann = _coco(tmp_path, [(1, 1, [2, 2, 10, 10])])
+    data = json.loads(ann.read_text())
+    for im in data["images"]:
+        im["file_name"] = f"val_{im['file_name']}"  # another split's json
+    ann.write_text(json.dumps(data))
+    with pytest.raises(DatasetError) as info:
+        CocoDetection(images, ann)
+    message = str(info.value)
+    assert "Annotation files none of whose images is in the image folder (1):" in message
+    assert "none of its 2 images (e.g. 'val_a.png') is in" in message
+    assert "the annotation file of another split" in message

@@ -585,6 +585,17 @@ class CocoDetection(DetectionDataset):
             )
         problems += self._normalised(path)
         problems += _listed_twice(images, self.files)
+        if len(self.files) > 1 and not any(f.exists() for f in self.files):  # (stops early)
+            problems.append(
+                Problem(
+                    "annotation files none of whose images is in the image folder",
+                    str(path),
+                    f"none of its {len(self.files)} images (e.g. '{images[0]['file_name']}') "
+                    f"is in '{self.root}'",
+                    "Is it the right image folder, or the annotation file of another split "
+                    "(train, val, test)? Give the folder its file names are relative to.",
+                )
+            )
         self._check_boxes(problems)
         self.found_problems = keep_or_raise(problems, type(self).__name__)
 
