@@ -177,6 +177,16 @@ def test_jpeg_files_beside_missing_labels_are_not_offered_as_labels(tmp_path):
     assert "Missing label files (2)" in message
     assert "0.jpg' are there, but they are JPEG files, never read as labels" in message
     assert "label_suffix=.jpg" not in message
+    # one JPEG among PNG labels: said too (it was a bare "add the missing ones")
+    root = seg_tree(tmp_path / "one", n=4)
+    Image.open(root / "lbl" / "2.png").save(root / "lbl" / "2.jpg", quality=75)
+    (root / "lbl" / "2.png").unlink()
+    with collecting_problems():
+        ds = SegmentationFolder(root / "img", root / "lbl", num_classes=2)
+    message = _message(ds)
+    assert "Missing label files (1)" in message
+    assert "The other 3 label files are read as named; '" in message
+    assert "2.jpg' is there, but JPEG files are never read as labels" in message
 
 
 def test_a_jpeg_file_is_never_read_as_a_label_whatever_its_name(tmp_path):

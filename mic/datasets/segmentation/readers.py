@@ -301,6 +301,13 @@ class SegmentationDataset:
                     f"named: name the missing ones alike (e.g. rename '{there[1]}' to "
                     f"'{first.name}'), or add them."
                 )
+            elif jpeg := _jpeg_beside(first, image):
+                fix = (
+                    f"The other {len(self.samples) - len(missing)} label files are read as "
+                    f"named; '{jpeg}' is there, but JPEG files are never read as labels: "
+                    f"{JPEG_LABELS}. Save the missing ones as PNG files named as the others, "
+                    f"{FROM_MASKS}."
+                )
         elif first is not None:
             fix = self.near_miss_fix(image, first) or fix
         return [Problem("missing label files", str(lab), "", fix) for _, lab in missing]
@@ -659,6 +666,15 @@ class SegmentationDataset:
                 )
             )
         return problems
+
+
+def _jpeg_beside(label: Path, image: Path) -> Path | None:
+    """A JPEG file named as the missing ``label`` but for its extension (not ``image``)."""
+    if not label.parent.is_dir():
+        return None
+    stem = label.name[: -len(label.suffix)] if label.suffix else label.name
+    found = sorted(label.parent.glob(f"{glob_escape(stem)}.*"))
+    return next((f for f in found if is_jpeg_name(f.name) and f != image), None)
 
 
 def _label_like(path: Path) -> bool:
