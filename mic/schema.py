@@ -360,7 +360,11 @@ def flag_problems(node: Any, path: str = "") -> list[str]:
 def did_you_mean(name: str, known: Iterable[str], n: int = 5) -> str:
     """`` Did you mean: a, b?`` with the (at most ``n``) known names closest to ``name``
     (empty if none)."""
-    close = difflib.get_close_matches(name, list(known), n=n, cutoff=0.6)
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=n, cutoff=0.6)
+    alike = spelled_alike(name, known)  # Seed for seed: a ratio of 0.75 against 'speed'
+    if alike is not None:
+        close = [alike, *(c for c in close if c != alike)][:n]
     return f" Did you mean: {', '.join(close)}?" if close else ""
 
 

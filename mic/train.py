@@ -665,8 +665,8 @@ def usage_problem(argv: Sequence[str]) -> str | None:
         key, value = home[0].split("=", 1)
         return (
             f"{home[0]}: a value starting with ~ is not read by Hydra's override grammar (and "
-            f"the shell expands ~ only at the start of a word): write the path in full, "
-            f"{key}={os.path.expanduser(value)}"
+            "the shell expands ~ after = only where the key is a plain name): write the path in "
+            f"full, {key}={os.path.expanduser(value)}"
         )
     wide = [a for a in argv if "=" in a and not a.isascii() and not _quoted(a.split("=", 1)[1])]
     if wide:  # Hydra's lexer reads unquoted values of ASCII characters alone: all at once
@@ -675,6 +675,13 @@ def usage_problem(argv: Sequence[str]) -> str | None:
             f"{', '.join(wide)}: Hydra's override grammar reads characters beyond ASCII (such "
             f"as ü or é) only in a quoted value: write {typed} (the single quotes for the "
             "shell, the double ones for Hydra)"
+        )
+    stray = [a for a in _split_options(argv)[1] if "=" not in a and not a.startswith("~")]
+    if stray:  # Hydra: "missing EQUAL at '<EOF>'", naming no argument
+        return (
+            f"{', '.join(map(repr, stray))}: not key=value (a part of a path with a space, "
+            "unquoted?); quote a value with spaces for the shell ('hydra.run.dir=/runs/my "
+            "run'), and give each setting as key=value"
         )
     sweeping = bool({"--multirun", "-m"} & flags)
     paths = [a for a in argv if not a.startswith("-") and _unread_path(a, sweeping)]
@@ -730,6 +737,12 @@ def options_first(argv: Sequence[str]) -> list[str]:
     overrides, each group in its order: Hydra's argparse reads the overrides as one list, so
     ``iterations=2 --config-dir X experiment=mine`` ended in "unrecognized arguments:
     experiment=mine"."""
+    options, overrides, last = _split_options(argv)
+    return options + overrides + last
+
+
+def _split_options(argv: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """``(options with their values, overrides, options that take no override)``."""
     from hydra._internal.utils import get_args_parser
 
     actions = {s: a for a in get_args_parser()._actions for s in a.option_strings}
@@ -752,7 +765,7 @@ def options_first(argv: Sequence[str]) -> list[str]:
                 overrides += [] if value is None else [value]
         else:
             options += [arg, *([v] if (v := next(rest, None)) is not None else [])]
-    return options + overrides + last
+    return options, overrides, last
 
 
 def _separated(name: str) -> bool:
@@ -811,12 +824,12 @@ def unknown_option(argv: Sequence[str]) -> str | None:
         return shadowed
     confs: list[Any] = [importlib.resources.files("mic.conf"), *own]
     for arg in argv:
-        deleted = re.fullmatch(r"~([a-z_]\w*)(?:=.*)?", arg)
+        deleted = re.fullmatch(r"~([A-Za-z_]\w*)(?:=.*)?", arg)
         if deleted:  # a whole group or root setting: Hydra's traceback, or the whole config
             problem = _deletion_problem(deleted.group(1), confs)
             if problem:
                 return problem
-        found = re.fullmatch(r"(\+{0,2})([a-z_]\w*)((?:\.\w+)*)=(.*)", arg)
+        found = re.fullmatch(r"(\+{0,2})([A-Za-z_]\w*)((?:\.\w+)*)=(.*)", arg)
         if not found:
             continue
         plus, key, rest, value = found.groups()
@@ -899,9 +912,9 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
     dotted, kept, appended, deleted = [], [], [], []
     given: dict[str, str] = {}  # a dotted key's value as written
     for arg in argv:
-        found = re.fullmatch(r"([a-z_]\w*)((?:\.\w+)+)=(.*)", arg)
-        added = re.fullmatch(r"\+([a-z_]\w*(?:\.\w+)+)=(.*)", arg)
-        dropped = re.fullmatch(r"~([a-z_]\w*(?:\.\w+)*)(=.*)?", arg)
+        found = re.fullmatch(r"([A-Za-z_]\w*)((?:\.\w+)+)=(.*)", arg)
+        added = re.fullmatch(r"\+([A-Za-z_]\w*(?:\.\w+)+)=(.*)", arg)
+        dropped = re.fullmatch(r"~([A-Za-z_]\w*(?:\.\w+)*)(=.*)?", arg)
         if found and found.group(1) not in ("hydra", USER_KEY):
             dotted.append(found.group(1) + found.group(2))
             given[dotted[-1]] = found.group(3)

@@ -930,8 +930,22 @@ CASES = [
         "a path written with ~ after key= (the shell leaves it unexpanded)",
         lambda t, r: ["dataset=folders", "dataset.root_source=~/source"],
         "dataset.root_source=~/source: a value starting with ~ is not read by Hydra's override "
-        "grammar (and the shell expands ~ only at the start of a word): write the path in full, "
-        "dataset.root_source=/",
+        "grammar (and the shell expands ~ after = only where the key is a plain name): write "
+        "the path in full, dataset.root_source=/",
+    ),
+    (
+        "config-capitalised-key",
+        "a root setting spelt with a capital letter (Hydra's 'Could not override', advising +)",
+        lambda t, r: ["Seed=3"],
+        "mic-train has no setting 'Seed'. Did you mean: seed?",
+    ),
+    (
+        "config-stray-word",
+        "a word that is no key=value, as a path with an unquoted space leaves (Hydra's 'missing "
+        "EQUAL at <EOF>')",
+        lambda t, r: ["hydra.run.dir=/tmp/my", "runs/a"],
+        "'runs/a': not key=value (a part of a path with a space, unquoted?); quote a value with "
+        "spaces for the shell ('hydra.run.dir=/runs/my run'), and give each setting as key=value",
     ),
     (
         "config-sweep-and-cfg",
