@@ -285,6 +285,40 @@ def _typed_arguments(target: str) -> dict[str, type]:
     return {name: hint for name, hint in hints.items() if hint in (bool, int, float)}
 
 
+def _argument_names(target: str) -> set[str] | None:
+    """The names ``target`` (a class or function path) takes by keyword; None where it takes
+    any (``**kwargs``) or cannot be read (instantiate names an unimportable target)."""
+    try:
+        parameters = inspect.signature(_get_object(target)).parameters.values()
+    except Exception:
+        return None
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name for p in parameters if p.kind in kinds}
+
+
+def _range_problem(target: str, key: str, value: Any) -> str | None:
+    """What is wrong with a masker's ``ratio`` (a probability) or ``block_size`` (a whole
+    number of pixels >= 1); None for other arguments (their constructors judge them)."""
+    from mic.core import BlockMasker
+
+    if key not in ("ratio", "block_size") or value is None:
+        return None
+    try:
+        masker = issubclass(_get_object(target), BlockMasker)
+    except Exception:  # not a class, or not importable (named where it is built)
+        return None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not masker or not number:  # text: _argument_problem's (or the build's)
+        return None
+    if key == "ratio" and not 0 <= value <= 1:
+        return "the share of withheld blocks must lie in [0, 1] (published 0.7)"
+    if key == "block_size" and not is_whole(value):
+        return "a block's side must be a whole number of pixels >= 1"
+    return None
+
+
 def _get_object(path: str) -> Any:
     """Hydra's ``get_object``, without the ERROR record it logs for a path it cannot import
     (mic-train's own message names what is missing).
@@ -337,17 +371,27 @@ def flag_problems(node: Any, path: str = "") -> list[str]:
     (at any depth) that its class or function annotates ``bool`` and the config gives another
     value; ``key: Input should be a number (got ...)`` for one annotated ``int`` or ``float``
     that the config gives as text or true / false, and ``... a valid integer, got a number
-    with a fractional part`` for an ``int`` given 2.5 (which the constructor would truncate)."""
+    with a fractional part`` for an ``int`` given 2.5 (which the constructor would truncate);
+    ``key: ... takes no argument`` for a key that the class or function does not take (a
+    typo in a config file, which ended in the build's TypeError, one at a time); a masker's
+    ``ratio`` outside [0, 1] or ``block_size`` below 1, named before anything is built."""
     problems: list[str] = []
     if OmegaConf.is_dict(node):
         target = node.get("_target_")
         typed = _typed_arguments(str(target)) if isinstance(target, str) else {}
+        taken = _argument_names(str(target)) if isinstance(target, str) else None
         for key in node:
+            where = f"{path}.{key}" if path else str(key)
+            if taken is not None and not str(key).startswith("_") and key not in taken:
+                name = str(target).rsplit(".", 1)[-1]
+                hint = did_you_mean(str(key), sorted(taken)) or f" It takes {sorted(taken)}."
+                problems.append(f"{where}: {name} takes no argument {key!r}.{hint}")
+                continue
             if OmegaConf.is_missing(node, key) or OmegaConf.is_interpolation(node, key):
                 continue
             value = node[key]
-            where = f"{path}.{key}" if path else str(key)
             problem = _argument_problem(value, typed[key]) if key in typed else None
+            problem = problem or _range_problem(str(target), str(key), value)
             if problem:
                 problems.append(f"{where}: {problem} (got {value!r})")
             problems += flag_problems(value, where)

@@ -128,7 +128,8 @@ def test_a_bad_method_setting_is_found_before_any_data_is_read(tmp_path):
     )
     # the ConfigError itself, not Hydra's InstantiationException around it: research code
     # catches mic.ConfigError
-    with pytest.raises(ConfigError, match=r"masker ratio must be a probability in") as caught:
+    said = r"masker\.ratio: the share of withheld blocks must lie in \[0, 1\]"
+    with pytest.raises(ConfigError, match=said) as caught:
         build_experiment(cfg)
     assert not isinstance(caught.value, InstantiationException)
 
@@ -592,3 +593,27 @@ def test_task_mismatch_check_reads_interpolated_sections_and_inherited_methods()
     assert task_mismatches(load_config(["dataset.source=${dataset.target}"])) == []
     assert "cdan_e" in _options("method", "classification")
     assert "dacs" not in _options("method", "classification")
+
+
+def test_misspelt_arguments_in_a_config_file_are_named_at_once_with_the_closest(tmp_path):
+    """Typos inside an experiment file (whose keys the command-line check cannot see) ended
+    in the build's TypeError, one at a time, and a masker's ratio out of range was named by
+    the masker only once built, without its key."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "typos.yaml").write_text(
+        "# @package _global_\noptimizer:\n  lrr: 0.01\nmethod:\n  terms:\n    mic:\n"
+        "      masker:\n        ration: 0.5\n        block_size: -4\n"
+    )
+    cfg = load_config(["experiment=typos"], config_dir=tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        check_config(cfg)
+    message = str(caught.value)
+    assert message.startswith("3 config values are not valid: ")
+    for said in (
+        "method.terms.mic.masker.ration: BlockMasker takes no argument 'ration'. Did you mean: "
+        "ratio?",
+        "method.terms.mic.masker.block_size: a block's side must be a whole number of pixels "
+        ">= 1 (got -4)",
+        "optimizer.lrr: Adam takes no argument 'lrr'. Did you mean: lr?",
+    ):
+        assert said in message
