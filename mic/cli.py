@@ -37,11 +37,13 @@ def catch_interrupts() -> None:
     _on_stop_signals(_interrupt)
 
 
-def leave_at_next_signal() -> None:
+def leave_at_next_signal(finished: bool = False) -> None:
     """The command has ended and said so (its run saved, or stopped and its checkpoint named):
-    from now on a Ctrl-C or SIGTERM ends the process at once (status 128 + the signal), not
-    with the tracebacks of the clean-up it interrupts (a DataLoader joining its workers)."""
-    _on_stop_signals(_leave)
+    from now on a Ctrl-C or SIGTERM ends the process at once, not with the tracebacks of the
+    clean-up it interrupts (a DataLoader joining its workers): with status 0 where the
+    command ``finished`` (nothing is left to do: a scheduler's SIGTERM must not mark a done
+    job failed), else with 128 + the signal."""
+    _on_stop_signals(_leave_finished if finished else _leave)
 
 
 def _on_stop_signals(handler: Any) -> None:
@@ -52,11 +54,15 @@ def _on_stop_signals(handler: Any) -> None:
             signal.signal(sig, handler)
 
 
-def _leave(signum: int, _: Any) -> None:
+def _leave(signum: int, _: Any, status: int | None = None) -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # (a write the signal interrupted)
             stream.flush()
-    os._exit(128 + signum)
+    os._exit(128 + signum if status is None else status)
+
+
+def _leave_finished(signum: int, frame: Any) -> None:
+    _leave(signum, frame, 0)
 
 
 def interrupted() -> bool:

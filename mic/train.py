@@ -846,6 +846,13 @@ def unknown_option(argv: Sequence[str]) -> str | None:
             if not re.fullmatch(r"[\w.-]+(,[\w.-]+)*", value):
                 continue
             options = value.split(",")
+            part = next((o for o in options if o.startswith("_")), None)
+            if part is not None:  # composed, it ended in another option's message
+                names = sorted({p.stem for f in folders for p in f.glob("[!_]*.yaml")})
+                return (
+                    f"{key}={value}: {key}/{part}.yaml holds parts of other {key} configs, "
+                    f"not an option of its own: choose one of {', '.join(names)}"
+                )
             for option in options:  # each chosen file, a sweep's too
                 found = [f / f"{option}.yaml" for f in folders if (f / f"{option}.yaml").is_file()]
                 problem = _chosen_file_problem(found[0], key, confs) if found else None
@@ -1131,7 +1138,7 @@ def main() -> None:
         raise
     if interrupted():
         exit_interrupted()
-    leave_at_next_signal()
+    leave_at_next_signal(finished=True)
 
 
 def _command() -> None:

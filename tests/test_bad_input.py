@@ -934,6 +934,14 @@ CASES = [
         "the path in full, dataset.root_source=/",
     ),
     (
+        "config-part-option",
+        "a config file that holds parts of others chosen as an option (another option's "
+        "message: the digits data set with a segmentation task)",
+        lambda t, r: ["experiment=_segmentation"],
+        "experiment=_segmentation: experiment/_segmentation.yaml holds parts of other experiment "
+        "configs, not an option of its own: choose one of cityscapes_foggy, ",
+    ),
+    (
         "config-capitalised-key",
         "a root setting spelt with a capital letter (Hydra's 'Could not override', advising +)",
         lambda t, r: ["Seed=3"],

@@ -489,3 +489,21 @@ def test_a_fault_in_a_term_of_one_s_own_is_in_the_run_log_with_its_traceback(tmp
     log = (tmp_path / "r" / "digits_mean_teacher_mic.log").read_text()
     assert "[ERROR] - the run stopped on an error:" in log
     assert "RuntimeError: boom in my term" in log
+
+
+@pytest.mark.parametrize("finished, status", [(True, 0), (False, 143)])
+def test_a_signal_after_the_command_has_ended_leaves_at_once(finished, status):
+    """A scheduler's SIGTERM in the second a finished run cleans up marked the done job as
+    failed (143, no message); a command that ended on an error still leaves with 128 + 15."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, time\n"
+        "from mic.cli import leave_at_next_signal\n"
+        f"leave_at_next_signal(finished={finished})\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(30)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert out.returncode == status, out.stderr[-500:]
