@@ -482,3 +482,17 @@ def test_a_number_given_where_the_transform_goes_is_named(tmp_path):
         UnlabeledImageFolder(root / "img", "resize")
     with pytest.raises(ConfigError, match=r"ImageFolder: transform must be callable"):
         ImageFolder(class_folders(tmp_path / "cls", ["a", "b"]), 3)
+
+
+def test_an_image_folder_that_holds_the_label_folder_is_named(tmp_path):
+    """src/img and src/lbl with src as the image folder: the labels were counted as images and
+    the message asked to lay the folders out alike."""
+    root = seg_tree(tmp_path / "src", n=2)  # root/img, root/lbl
+    with pytest.raises(DatasetError) as info:
+        SegmentationFolder(root, root / "lbl", num_classes=2)
+    message = str(info.value)
+    assert f"the label folder '{root / 'lbl'}' lies inside the image folder '{root}'" in message
+    assert "its 2 files (e.g. '" in message
+    assert f"as the image folder (e.g. '{root / 'img'}')" in message
+    # images and labels in one folder, or labels in a folder of the image folder: read
+    assert len(SegmentationFolder(root / "img", root / "lbl", num_classes=2)) == 2

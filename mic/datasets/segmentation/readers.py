@@ -1285,6 +1285,17 @@ def _without_labels(
         elif label in listed:
             labels.add(label)
     if not labels and not own:
+        taken = [p for p in files if inside.parts and p.is_relative_to(image_root / inside)]
+        rest = [p.relative_to(image_root).parts for p in files if p not in taken]
+        if taken and rest and all(len(parts) > 1 for parts in rest):
+            # the images' folder and the label folder side by side in the image folder: the
+            # labels were read as images (images beside the label folder: the suffix's hints)
+            raise DatasetError(
+                f"the label folder '{label_root}' lies inside the image folder '{image_root}', "
+                f"and its {len(taken)} files (e.g. '{taken[0]}') would be read as images, "
+                "none of them the label of another: give the folder of the images alone as "
+                f"the image folder (e.g. '{image_root / rest[0][0]}')"
+            )
         return files, []
     mine = {str(p) for p in own}
     kept = [p for p in files if str(p) not in labels and str(p) not in mine]
