@@ -199,8 +199,8 @@ def _warn_low_bits(path: str | Path, mode: str, hi: float) -> None:
         f"image '{path}' (16-bit, {mode}) has values that reach only {hi:g} of the 65535 "
         f"that 16-bit images are scaled from (v * 255 / 65535): it loads as a near-black 8-bit "
         "image with few grey levels (12-bit data, or 8-bit data stored in 16 bits, does so); "
-        "rescale such images to the full 16 bits or save them as 8-bit images (only the first "
-        "such file is named)",
+        "rescale such images to the full 16 bits or save them as 8-bit images (each process, "
+        "a data-loading worker too, names the first such file it reads)",
         stacklevel=3,
     )
 
