@@ -1052,6 +1052,12 @@ def check_config(cfg: DictConfig) -> None:
         for error in e.errors():
             key = ".".join(str(p) for p in error["loc"]) or "config"
             message = error["msg"].replace("Value error, ", "")
+            # a section given one value (loader=8): no word of the schema's class names
+            message = re.sub(
+                r"a valid dictionary or instance of \w+Schema",
+                f"a group of settings ({key}.<name>=value; mic-train --cfg job lists them)",
+                message,
+            )
             problems.append(f"{key}: {message} (got {error.get('input')!r})")
     problems += [*term_weight_problems(cfg), *lr_mult_problems(cfg), *normalization_problems(cfg)]
     problems += image_size_problems(cfg) or block_size_problems(cfg)  # a block from the size

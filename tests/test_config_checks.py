@@ -617,3 +617,14 @@ def test_misspelt_arguments_in_a_config_file_are_named_at_once_with_the_closest(
         "optimizer.lrr: Adam takes no argument 'lrr'. Did you mean: lr?",
     ):
         assert said in message
+
+
+def test_a_section_given_one_value_is_named_without_the_schema_s_class():
+    """'Input should be a valid dictionary or instance of LoaderSchema' named a class of mic's
+    code, where the user set loader=8."""
+    with pytest.raises(ConfigError) as caught:
+        check_config(load_config(["loader=8"]))
+    assert str(caught.value) == (
+        "1 config value is not valid: loader: Input should be a group of settings "
+        "(loader.<name>=value; mic-train --cfg job lists them) (got 8)"
+    )
