@@ -866,7 +866,13 @@ def unknown_option(argv: Sequence[str]) -> str | None:
                     f"unknown {key} {value!r}: your config folder {deep[0]} holds {value}.yaml "
                     f"itself; give the folder that holds {key}/ (--config-dir {deep[0].parent})"
                 )
-            return _unknown_option(key, value, folders)
+            own_file = (
+                ""
+                if own
+                else f" (a file of your own: give the folder that holds {key}/{value}.yaml with "
+                "--config-dir)"
+            )
+            return _unknown_option(key, value, folders) + own_file
         if key == "mic" and rest:  # the group chooses MIC's config; its keys live elsewhere
             return f"no setting {key}{rest}: {mic_settings(rest)}"
         if plus or key in (*ROOT_KEYS, USER_KEY, "hydra") or folders:

@@ -2054,6 +2054,12 @@ def test_config_group_options_are_checked_where_mics_own_configs_decide(tmp_path
     assert "Did you mean: dacs?" in unknown_option(["+method=dacs_mic"])
     assert "The model options: " in unknown_option(["model=detectron2_rcnn"])
     assert "unknown method 'SDAT'. Did you mean: sdat?" in unknown_option(["method=SDAT"])
+    mine = unknown_option(["experiment=tiny_digits"])  # of one's own, without --config-dir
+    assert mine.endswith(
+        " (a file of your own: give the folder that holds experiment/tiny_digits.yaml with "
+        "--config-dir)"
+    )
+    assert "--config-dir)" not in unknown_option(["--config-dir", "/tmp", "method=mine"])
     # config folders of one's own and sweeps: Hydra judges
     assert unknown_option(["experiment=mine", "hydra.searchpath=[pkg://my.configs]"]) is None
     assert "config folder /x (--config-dir / hydra.searchpath): no such folder" in unknown_option(
