@@ -535,11 +535,19 @@ def _keyed(node: Any, path: str, key: str) -> Iterator[tuple[str, Any]]:
 # ------------------------------------------------------------------ checks readers share
 def case_twin(path: Path) -> Path | None:
     """A file beside the missing ``path`` whose name differs from its name in case alone
-    (``00001.PNG`` for ``00001.png``), else None."""
-    if not path.parent.is_dir():
+    (``00001.PNG`` for ``00001.png``), else None. A folder's names are listed once while it
+    is unchanged (a set of many missing files in a large folder is not listed each time)."""
+    try:
+        stamp = (str(path.parent), path.parent.stat().st_mtime_ns)
+    except OSError:  # no such folder
         return None
-    name = path.name.lower()
-    return next((p for p in path.parent.iterdir() if p.name.lower() == name), None)
+    if _CASE_NAMES[0] != stamp:
+        _CASE_NAMES[:] = [stamp, {p.name.lower(): p for p in path.parent.iterdir()}]
+    return _CASE_NAMES[1].get(path.name.lower())
+
+
+#: the (path, mtime) stamp of the last folder ``case_twin`` listed, and its lower-case names
+_CASE_NAMES: list[Any] = [None, {}]
 
 
 def header_problem(path: Path, error: DatasetError, what: str = "image") -> Problem:
