@@ -373,13 +373,17 @@ def flag_problems(node: Any, path: str = "") -> list[str]:
     that the config gives as text or true / false, and ``... a valid integer, got a number
     with a fractional part`` for an ``int`` given 2.5 (which the constructor would truncate);
     ``key: ... takes no argument`` for a key that the class or function does not take (a
-    typo in a config file, which ended in the build's TypeError, one at a time); a masker's
+    typo in a config file, which ended in the build's TypeError, one at a time; the
+    optimizer, the scheduler and the loss terms name theirs when built, with their own
+    advice); a masker's
     ``ratio`` outside [0, 1] or ``block_size`` below 1, named before anything is built."""
     problems: list[str] = []
     if OmegaConf.is_dict(node):
         target = node.get("_target_")
         typed = _typed_arguments(str(target)) if isinstance(target, str) else {}
-        taken = _argument_names(str(target)) if isinstance(target, str) else None
+        tailored = path in ("optimizer", "scheduler") or re.fullmatch(r"method\.terms\.\w+", path)
+        named = isinstance(target, str) and not tailored  # (those name theirs when built)
+        taken = _argument_names(str(target)) if named else None
         for key in node:
             where = f"{path}.{key}" if path else str(key)
             if taken is not None and not str(key).startswith("_") and key not in taken:

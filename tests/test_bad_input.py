@@ -1072,7 +1072,8 @@ CASES = [
         "config-mask-ratio",
         "a mask ratio outside [0, 1]",
         lambda t, r: ["method.terms.mic.masker.ratio=1.5"],
-        "masker ratio must be a probability",
+        "method.terms.mic.masker.ratio: the share of withheld blocks must lie in [0, 1] "
+        "(published 0.7) (got 1.5)",
     ),
     (
         "config-mask-ratio-text",
@@ -1389,7 +1390,8 @@ CASES = [
         "segmentation-config-mask",
         "segmentation: a zero mask block",
         lambda t, r: ["experiment=streets", "iterations=2", "method.terms.mic.masker.block_size=0"],
-        "masker block_size must be a whole number of pixels >= 1, got 0",
+        "method.terms.mic.masker.block_size: a block's side must be a whole number of pixels "
+        ">= 1 (got 0)",
     ),
     (
         "segmentation-hrda-plain-task",

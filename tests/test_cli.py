@@ -83,9 +83,10 @@ def test_an_optimizer_that_refuses_its_arguments_is_one_clear_message(tmp_path):
     from tests.cli import run_mic_train
 
     cases = {
-        ("+optimizer.momentum=0.9",): [  # named with the config's other values
-            "1 config value is not valid: optimizer.momentum: Adam takes no argument "
-            "'momentum'. It takes ['amsgrad', 'betas', ",
+        ("+optimizer.momentum=0.9",): [
+            "cannot build the optimizer torch.optim.Adam from the config",
+            "unexpected keyword argument 'momentum'",
+            "Drop optimizer.momentum",
         ],
         ("optimizer=adamw", "optimizer.betas=0.9"): [
             "optimizer.betas=0.9",
