@@ -356,3 +356,25 @@ def test_probabilities_at_another_size_than_the_labels_are_scored_as_their_resiz
     reference = SegmentationMetrics(5)
     reference.update(logits.argmax(1), labels[:, :6, :6])
     assert torch.equal(same_size.confmat, reference.confmat)
+
+
+def test_a_model_in_training_mode_predicts_in_eval_mode_and_keeps_its_modes():
+    """predict on a model in training mode normalised with the batch's statistics, overwrote
+    the running ones and agreed with the eval-mode prediction on about half of the pixels."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Conv2d(4, 3, 1))
+    model[1].running_mean.fill_(2.0)  # statistics the batch's differ from
+    images = torch.randn(2, 3, 8, 8)
+    task = SegmentationTask(3)
+    expected = task.predict(model.eval(), images)
+    model.train()
+    model[2].eval()  # a module's own mode is restored as it was
+    before = model[1].running_mean.clone()
+    assert torch.equal(task.predict(model, images), expected)
+    assert torch.equal(model[1].running_mean, before)
+    assert model.training and model[1].training and not model[2].training
+    # EMATeacher's norm="batch": the model in eval mode, its BatchNorm in train mode, left so
+    model.eval()
+    model[1].train()
+    assert not torch.equal(task.predict(model, images), expected)
+    assert model[1].training and not model.training

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from numbers import Real
 from typing import Any
 
@@ -34,6 +35,24 @@ def check_class_datasets(
     check_num_classes(num_classes, datasets, fix=fix)
     given = list(names) != list(default_names)
     check_class_order(datasets, names if given else None)
+
+
+@contextmanager
+def predicting(model: nn.Module) -> Iterator[nn.Module]:
+    """A model in training mode in eval mode inside the block, each module's mode restored
+    after: a prediction in training mode normalised with the batch's statistics, overwrote
+    the running ones and dropped units, without a word. A model in eval mode is left as it
+    is (``EMATeacher``'s ``norm="batch"`` sets its BatchNorm layers alone to train mode)."""
+    if not (isinstance(model, nn.Module) and model.training):  # (or a function)
+        yield model
+        return
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
 
 
 def check_whole(key: str, value: Any, least: int = 1, what: str = "") -> None:

@@ -11,6 +11,7 @@ from torchmetrics.classification import MulticlassStatScores
 from mic.core import ConfigError, DatasetError, PseudoLabels, Task
 from mic.core.context import Random
 from mic.functional import weighted_cross_entropy
+from mic.tasks.common import predicting
 from mic.training.batches import (
     plain_samples,
     require_images,
@@ -115,7 +116,8 @@ class ClassificationTask(Task):
 
     def predict(self, model: nn.Module, images: Tensor) -> Tensor:
         """Class probabilities, B x K float32, of a batch of the model's inputs (images, or
-        the features or token ids of a model of one's own: not checked for a layout).
+        the features or token ids of a model of one's own: not checked for a layout). A model
+        in training mode predicts in eval mode, its modes restored after (``predicting``).
 
         Raises:
             DatasetError: a batch that is a dict, tuple or list (``require_images``).
@@ -124,7 +126,8 @@ class ClassificationTask(Task):
         """
         require_images(images)
         try:
-            logits = model(images)
+            with predicting(model):
+                logits = model(images)
         except (RuntimeError, ValueError) as e:  # e.g. one image, which the layers took apart
             if isinstance(images, Tensor) and images.dim() == 3 and hasattr(e, "add_note"):
                 e.add_note(  # (Python 3.11 on)

@@ -26,7 +26,7 @@ from mic.datasets.segmentation.labels import (
     default_class_names,
 )
 from mic.functional import weighted_cross_entropy
-from mic.tasks.common import check_class_datasets, check_whole
+from mic.tasks.common import check_class_datasets, check_whole, predicting
 from mic.tasks.segmentation.models.hrda import HRDA, HRDAOutput, crop_per_image, detail_crop_boxes
 from mic.training.batches import (
     plain_samples,
@@ -168,6 +168,8 @@ def _require_batch(images: Any) -> None:
             "training images were (e.g. torchvision's ToTensor, then Normalize with the same "
             "mean and std)"
         )
+    if images.dtype == torch.float64:  # torch: "expected scalar type Double but found Float"
+        raise DatasetError("segmentation takes float32 images, got float64: give images.float()")
 
 
 class SegmentationTask(Task):
@@ -399,12 +401,23 @@ class SegmentationTask(Task):
 
     def predict(self, model: nn.Module, images: Tensor) -> Tensor:
         """Class probabilities, B x C x H x W in float32 (averaged with the mirrored
-        image's when ``flip``)."""
+        image's when ``flip``).
+
+        Args:
+            model: the model; one in training mode predicts in eval mode, its modes restored
+                after (``predicting``). ``EMATeacher``'s ``norm="batch"`` (its model in eval
+                mode, its BatchNorm layers in train mode, as published) is left as it is.
+            images: (B, C, H, W) float32, normalised as the training images.
+
+        Raises:
+            DatasetError: images that are no (B, C, H, W) float32 tensor.
+        """
         _require_batch(images)
-        probs = torch.softmax(self.logits(model, images), dim=1)
-        if self.flip:
-            flipped = torch.softmax(self.logits(model, images.flip(-1)), dim=1).flip(-1)
-            probs = (probs + flipped) / 2
+        with predicting(model):
+            probs = torch.softmax(self.logits(model, images), dim=1)
+            if self.flip:
+                flipped = torch.softmax(self.logits(model, images.flip(-1)), dim=1).flip(-1)
+                probs = (probs + flipped) / 2
         return probs
 
     def margin_mask(self, shape: Sequence[int], device: Any) -> Tensor | None:
