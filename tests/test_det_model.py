@@ -431,3 +431,32 @@ def test_an_image_of_sides_further_apart_than_max_size_trains_and_is_predicted(b
     with torch.no_grad():
         (out,) = model([image])
     assert out["boxes"].numel() == 0 or out["boxes"][:, 2].max() <= image.shape[-1] + 1e-3
+
+
+@backends
+def test_the_loss_names_targets_and_modes_the_detector_would_fail_on_deep_inside(backend):
+    """Boxes as a tensor per image, or one batched dict (a DataLoader without
+    collate_fn=task.collate), ended in TypeError or IndexError inside the detector; a model in
+    eval mode in "'<' not supported between instances of 'dict' and 'dict'"."""
+    from mic import DatasetError
+
+    model = tiny_detector(backend=backend)
+    images, targets = tiny_batch()
+    with pytest.raises(DatasetError, match="must be a dict with 'boxes'"):
+        det_task().loss(model, images, [t["boxes"] for t in targets])
+    batched = {"boxes": torch.stack([t["boxes"][:1] for t in targets]), "labels": [0, 1]}
+    with pytest.raises(DatasetError, match="must be a list of dicts"):
+        det_task().loss(model, images, batched)
+    with pytest.raises(ConfigError, match=r"returned detections, not losses.*model\.train\(\)"):
+        det_task().loss(model.eval(), images, targets)
+
+
+def test_boxes_normalised_to_the_image_size_are_refused_in_any_batch():
+    from mic import DatasetError
+    from mic.datasets.detection.targets import check_target
+
+    target = {"boxes": torch.tensor([[0.1, 0.2, 0.5, 0.6]]), "labels": torch.tensor([0])}
+    with pytest.raises(DatasetError, match=r"every box lies within \[0, 1\] x \[0, 1\]"):
+        check_target(target, 3, (64, 64))
+    check_target(target, 3, None)  # no size: nothing to tell them from
+    check_target({**target, "boxes": torch.tensor([[0.1, 0.2, 5.0, 6.0]])}, 3, (64, 64))

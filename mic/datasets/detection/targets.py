@@ -73,6 +73,13 @@ def check_target(
             "width and height must be positive; fix or drop the annotation (boxes are x1 y1 x2 "
             "y2, not x y w h)"
         )
+    if size is not None and max(size) > 2 and bool((boxes[:, 2:] <= 1).all()):
+        h, w = size
+        raise DatasetError(
+            f"{where}: every box lies within [0, 1] x [0, 1] of the {w} x {h} (W x H) image "
+            f"(e.g. {_first(boxes)}): boxes are pixels (x1 y1 x2 y2), not coordinates "
+            "normalised to the image's size; multiply them by its width and height"
+        )
     if faults["outside"].any():
         h, w = size  # type: ignore[misc]  (no box is outside without a size)
         raise DatasetError(

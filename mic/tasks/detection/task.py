@@ -156,12 +156,21 @@ class DetectionTask(Task):
     ) -> dict[str, Tensor]:
         self._check_inputs(model, images)
         require_targets(targets)
+        if not isinstance(targets, (list, tuple)) or not all(
+            isinstance(t, dict) and {"boxes", "labels"} <= set(t) for t in targets
+        ):  # (a batched dict, a tensor of boxes per image: the detector's TypeError)
+            self.check_targets(targets)  # names what is wrong
         if weights is not None:
             targets = [{**t, "weights": w} for t, w in zip(targets, weights, strict=True)]
         with sampling_from(rng, images_device(images)):
             losses = model(images, targets)
-        missing = [k for k in LOSS_PARTS if k not in losses]
-        if missing:
+        missing = [k for k in LOSS_PARTS if k not in losses] if isinstance(losses, dict) else []
+        if missing or not isinstance(losses, dict):
+            if not isinstance(losses, dict):  # detections: the model is in eval mode
+                raise ConfigError(
+                    f"{type(model).__name__} returned detections, not losses: it is in eval "
+                    "mode; call model.train() before computing a loss"
+                )
             raise RuntimeError(
                 f"the detector returned losses {sorted(losses)} without {missing}: is it in "
                 "training mode, and a mic.tasks.detection.FasterRCNN or Detectron2RCNN?"
