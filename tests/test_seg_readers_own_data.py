@@ -493,6 +493,20 @@ def test_an_image_folder_that_holds_the_label_folder_is_named(tmp_path):
     message = str(info.value)
     assert f"the label folder '{root / 'lbl'}' lies inside the image folder '{root}'" in message
     assert "its 2 files (e.g. '" in message
-    assert f"as the image folder (e.g. '{root / 'img'}')" in message
-    # images and labels in one folder, or labels in a folder of the image folder: read
+    assert f"as the image folder ('{root / 'img'}'), whose images' labels are in" in message
     assert len(SegmentationFolder(root / "img", root / "lbl", num_classes=2)) == 2
+    # layouts whose labels are named otherwise keep their own hints: another ending ...
+    other = tmp_path / "other"
+    write_png(other / "imgs" / "a.png", size=(8, 8))
+    write_label(other / "labels" / "imgs" / "a_mask.png", two_class_label((8, 8)))
+    with collecting_problems():
+        ds = SegmentationFolder(other, other / "labels", num_classes=2)
+    assert "label_suffix=_mask.png" in _message(ds)
+    # ... and images in several folders, labels flat (one folder named: the others dropped)
+    flat = tmp_path / "flat"
+    for city, name in (("city1", "a"), ("city2", "b")):
+        write_png(flat / city / f"{name}.png", size=(8, 8))
+        write_label(flat / "labels" / f"{name}.png", two_class_label((8, 8)))
+    with collecting_problems():
+        ds = SegmentationFolder(flat, flat / "labels", num_classes=2)
+    assert "lies inside the image folder" not in _message(ds)

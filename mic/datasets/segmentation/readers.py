@@ -1286,16 +1286,24 @@ def _without_labels(
             labels.add(label)
     if not labels and not own:
         taken = [p for p in files if inside.parts and p.is_relative_to(image_root / inside)]
-        rest = [p.relative_to(image_root).parts for p in files if p not in taken]
-        if taken and rest and all(len(parts) > 1 for parts in rest):
-            # the images' folder and the label folder side by side in the image folder: the
-            # labels were read as images (images beside the label folder: the suffix's hints)
-            raise DatasetError(
-                f"the label folder '{label_root}' lies inside the image folder '{image_root}', "
-                f"and its {len(taken)} files (e.g. '{taken[0]}') would be read as images, "
-                "none of them the label of another: give the folder of the images alone as "
-                f"the image folder (e.g. '{image_root / rest[0][0]}')"
-            )
+        rest = [p for p in files if p not in taken]
+        tops = {p.relative_to(image_root).parts[0] for p in rest}
+        if taken and len(tops) == 1 and all(len(p.relative_to(image_root).parts) > 1 for p in rest):
+            # one folder of images beside the label folder, whose labels lie in the label
+            # folder as named from it (img/a.png, lbl/a.png): the labels were read as images
+            top = image_root / tops.pop()
+            fits = [
+                p
+                for p in rest
+                if (label_root / p.relative_to(top)).with_name(p.stem + label_suffix).is_file()
+            ]
+            if 2 * len(fits) > len(rest):
+                raise DatasetError(
+                    f"the label folder '{label_root}' lies inside the image folder "
+                    f"'{image_root}', and its {len(taken)} files (e.g. '{taken[0]}') would be "
+                    f"read as images: give the folder of the images alone as the image folder "
+                    f"('{top}'), whose images' labels are in '{label_root}'"
+                )
         return files, []
     mine = {str(p) for p in own}
     kept = [p for p in files if str(p) not in labels and str(p) not in mine]
