@@ -670,7 +670,7 @@ def usage_problem(argv: Sequence[str]) -> str | None:
         )
     wide = [a for a in argv if "=" in a and not a.isascii() and not _quoted(a.split("=", 1)[1])]
     if wide:  # Hydra's lexer reads unquoted values of ASCII characters alone: all at once
-        typed = " ".join(option(*a.split("=", 1)) for a in wide)
+        typed = " ".join(option(*a.split("=", 1), interpolations=True) for a in wide)
         return (
             f"{', '.join(wide)}: Hydra's override grammar reads characters beyond ASCII (such "
             f"as ü or é) only in a quoted value: write {typed} (the single quotes for the "
@@ -683,10 +683,12 @@ def usage_problem(argv: Sequence[str]) -> str | None:
             "unquoted?); quote a value with spaces for the shell ('hydra.run.dir=/runs/my "
             "run'), and give each setting as key=value"
         )
-    sweeping = bool({"--multirun", "-m"} & flags)
+    sweeping = bool({"--multirun", "-m"} & flags) or any(  # (Hydra's mode set as a value)
+        a.partition("=")[::2] == ("hydra.mode", "MULTIRUN") for a in argv
+    )
     paths = [a for a in argv if not a.startswith("-") and _unread_path(a, sweeping)]
     if paths:  # e.g. "Photos (1)": Hydra's parse error names no fix
-        typed = " ".join(option(*a.split("=", 1)) for a in paths)
+        typed = " ".join(option(*a.split("=", 1), interpolations=True) for a in paths)
         return (
             f"{', '.join(paths)}: Hydra's override grammar reads a path holding a bracket, a "
             f"comma, '=', a quote, '#' or '&' only in a quoted value: write {typed} (the single "
@@ -783,6 +785,8 @@ def _unread_path(arg: str, sweeping: bool) -> bool:
     key, _, value = arg.partition("=")
     if not key or "/" not in value or _quoted(value) or value[:1] in "[{":
         return False
+    if re.match(r"\w+\(", value):  # a sweep function (choice, range, glob): Hydra's own
+        return False
     try:
         (override,) = OverridesParser.create().parse_overrides([arg])
     except Exception:  # Hydra's OverrideParseException, or its lexer's
@@ -866,13 +870,14 @@ def unknown_option(argv: Sequence[str]) -> str | None:
                     f"unknown {key} {value!r}: your config folder {deep[0]} holds {value}.yaml "
                     f"itself; give the folder that holds {key}/ (--config-dir {deep[0].parent})"
                 )
+            message = _unknown_option(key, value, folders)
             own_file = (
                 ""
-                if own
+                if own or "Did you mean" in message  # (a typo of one of mic's)
                 else f" (a file of your own: give the folder that holds {key}/{value}.yaml with "
                 "--config-dir)"
             )
-            return _unknown_option(key, value, folders) + own_file
+            return message + own_file
         if key == "mic" and rest:  # the group chooses MIC's config; its keys live elsewhere
             return f"no setting {key}{rest}: {mic_settings(rest)}"
         if plus or key in (*ROOT_KEYS, USER_KEY, "hydra") or folders:

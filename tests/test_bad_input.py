@@ -2163,3 +2163,18 @@ def test_method_files_of_one_s_own_that_compose_are_not_refused(tmp_path):
     for fine in ("method.name=mt_s${seed}", "method.name=mt+v2", "method.name=my run"):
         assert usage_problem([fine]) is None
     assert "give it without '/'" in usage_problem(["method.name=a/${seed}"])
+
+
+def test_the_quoted_form_of_an_unread_path_keeps_its_interpolations_and_sweeps_pass():
+    """The advice escaped a typed ${seed} (the run folder named literally '${seed}'); a sweep
+    set by hydra.mode=MULTIRUN or a sweep function was told to quote its comma."""
+    from mic.train import usage_problem
+
+    said = usage_problem(["hydra.run.dir=/tmp/r_${seed},x"])
+    assert said.endswith(
+        "write 'hydra.run.dir=\"/tmp/r_${seed},x\"' (the single quotes for the shell, the "
+        "double ones for Hydra)"
+    )
+    assert usage_problem(["dataset.root=/a,/b", "hydra.mode=MULTIRUN"]) is None
+    assert usage_problem(["-m", "dataset.root=choice(/a,/b)"]) is None
+    assert usage_problem(["dataset.root=choice(/a,/b)"]) is None  # Hydra names it

@@ -378,3 +378,14 @@ def test_a_model_in_training_mode_predicts_in_eval_mode_and_keeps_its_modes():
     model[1].train()
     assert not torch.equal(task.predict(model, images), expected)
     assert model[1].training and not model.training
+
+
+def test_the_task_metric_resizes_logits_of_a_predict_of_one_s_own_as_given():
+    torch.manual_seed(1)
+    logits = torch.randn(2, 4, 5, 5) * 3
+    labels = torch.randint(0, 4, (2, 15, 15))
+    reference = SegmentationMetrics(4)
+    reference.update(logits, labels)
+    metric = SegmentationTask(4).metric()
+    metric.update(logits, labels)  # not probabilities: their logarithm would be NaN
+    assert torch.equal(metric.confmat, reference.confmat)

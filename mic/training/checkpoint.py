@@ -41,16 +41,19 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def option(key: str, value: object) -> str:
+def option(key: str, value: object, interpolations: bool = False) -> str:
     """``key=value`` as it is typed on a ``mic-train`` command line: as it is where ``value``
     is plain (ASCII letters, digits, ``_./:@+-``), else a Hydra-quoted value inside the shell's
     single quotes (``'hydra.run.dir="/runs/my run"'``: no ``$``, backtick or quote of the path
-    is read by the shell or by Hydra), so that a message's advice can be pasted."""
+    is read by the shell or by Hydra), so that a message's advice can be pasted.
+    ``interpolations``: keep a ``${...}`` of ``value`` an interpolation (a value as the user
+    typed it), not a literal ``${`` (a path already resolved)."""
     text = str(value)
     if re.fullmatch(r"[A-Za-z0-9_./:@+-]*", text):
         return f"{key}={text}"
     # Hydra: an interpolation escaped, backslashes before a quote or the end doubled, quotes
-    hydra = re.sub(r'(\\+)(?="|$)', lambda m: m.group(1) * 2, text.replace("${", "\\${"))
+    escaped = text if interpolations else text.replace("${", "\\${")
+    hydra = re.sub(r'(\\+)(?="|$)', lambda m: m.group(1) * 2, escaped)
     typed = f'{key}="{hydra.replace(chr(34), chr(92) + chr(34))}"'
     return "'" + typed.replace("'", "'\\''") + "'"  # the shell: ' as '\''
 

@@ -79,6 +79,9 @@ class SegmentationMetrics(Metric):
             the resized logits do (softmax's normaliser is the same for every class of a
             pixel), as the published code (mmseg) resizes the logits before the softmax;
             resizing the probabilities themselves gave other classes at some boundary pixels.
+            Exact for float32 probabilities whose logits lie less than about 87 apart (beyond,
+            float32 rounds the smaller probability to 0); scores outside [0, 1] (logits) are
+            resized as given.
     """
 
     full_state_update = False
@@ -101,7 +104,9 @@ class SegmentationMetrics(Metric):
     def update(self, prediction: Tensor, targets: Tensor) -> None:
         if prediction.ndim == targets.ndim + 1:
             scores = prediction.float()
-            if self.probabilities and scores.shape[-2:] != targets.shape[-2:]:
+            resized = scores.shape[-2:] != targets.shape[-2:]
+            if self.probabilities and resized and scores.min() >= 0 and scores.max() <= 1:
+                # (scores outside [0, 1] are logits of a predict of one's own: as given)
                 scores = scores.clamp_min(torch.finfo(torch.float32).tiny).log()
             prediction = resize_logits(scores, targets.shape[-2:]).argmax(1)
         elif prediction.shape[-2:] != targets.shape[-2:]:
