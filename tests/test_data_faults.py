@@ -307,6 +307,10 @@ def test_a_quarter_turned_photo_whose_annotation_states_no_size_is_warned_of(tmp
     assert "{reader}.apply_exif_orientation=false" in warned.fix and "boxes" in warned.fix
     assert CocoDetection(images, ann, apply_exif_orientation=False).preflight() == []
     assert CocoDetection(images, _coco_photo(tmp_path / "sized")[1]).preflight() == []
+    # a box past the stored pixels (30 x 20) fits the turned image alone: settled, no warning
+    data["annotations"][0]["bbox"] = [2, 20, 6, 8]  # y2 = 28 > 20
+    ann.write_text(json.dumps(data))
+    assert CocoDetection(images, ann).preflight() == []
 
 
 def _oriented(path, orientation: int, size=(16, 12)) -> None:

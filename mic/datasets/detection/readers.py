@@ -201,6 +201,10 @@ class DetectionDataset:
                 continue
             said = stated[i] if stated is not None else None
             unsized = stated is not None and said is None  # the annotation states no size
+            if unsized and eager and header.orientation in (5, 6, 7, 8):  # boxes may settle it
+                boxes, (w, h) = self.targets[i]["boxes"], header.stored_size
+                beyond = (boxes[:, 2] > w + BORDER_TOLERANCE) | (boxes[:, 3] > h + BORDER_TOLERANCE)
+                unsized = not bool(beyond.any())  # past the stored pixels: drawn on the turned
             applied = self.apply_exif_orientation
             turned = orientation_problem(path, header, applied, "boxes", not unsized)
             problems += [turned] if turned and self.labelled else []
