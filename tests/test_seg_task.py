@@ -389,3 +389,16 @@ def test_the_task_metric_resizes_logits_of_a_predict_of_one_s_own_as_given():
     metric = SegmentationTask(4).metric()
     metric.update(logits, labels)  # not probabilities: their logarithm would be NaN
     assert torch.equal(metric.confmat, reference.confmat)
+
+
+def test_the_loss_takes_uint8_label_maps_and_names_float_ones():
+    """Called directly (as docs/segmentation.md does), float label maps ended in torch's
+    'expected target dtype to be Long', uint8 ones in 'expected scalar type Long'."""
+    torch.manual_seed(0)
+    model = nn.Conv2d(3, 3, 1)
+    images, labels = torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8))
+    task = SegmentationTask(3)
+    expected = task.loss(model, images, labels)
+    assert torch.equal(task.loss(model, images, labels.to(torch.uint8)), expected)
+    with pytest.raises(DatasetError, match="B x H x W integer label maps, got a torch.float32"):
+        task.loss(model, images, labels.float())

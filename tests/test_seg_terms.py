@@ -83,6 +83,19 @@ def test_class_mix_of_labels_at_half_the_images_size_asks_for_full_size_labels()
     assert "remove it" not in str(info.value)
 
 
+def test_class_mix_names_target_batches_of_one_item_and_images_channels_last():
+    """A target DataLoader without collate_fn (TensorDataset(x): 1-item batches) ended in
+    "'list' object has no attribute 'shape'"; channels-last images in a batch-size message."""
+    task = SegmentationTask(3)
+    source, labels = torch.ones(2, 3, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long)
+    ctx = _context(task, source, [-torch.ones(2, 3, 8, 8)], labels, torch.zeros(2, 3, 8, 8))
+    with pytest.raises(mic.DatasetError, match="collate_fn=task.collate"):
+        ClassMix(augmentation=None).mix(ctx)
+    ctx = _context(task, source, torch.ones(2, 8, 8, 3), labels, torch.zeros(2, 3, 8, 8))
+    with pytest.raises(mic.DatasetError, match="channels last"):
+        ClassMix(augmentation=None).mix(ctx)
+
+
 def test_class_mix_on_a_classification_task_says_it_is_a_segmentation_term():
     """It used to fail with a raw size-mismatch RuntimeError of torch.where."""
     from mic.tasks.classification import ClassificationTask, Classifier

@@ -366,6 +366,9 @@ class SegmentationTask(Task):
     ) -> Any:
         require_images(images)
         require_targets(targets)
+        if not isinstance(targets, Tensor) or targets.is_floating_point() or targets.ndim != 3:
+            self.check_targets(targets)  # names what is wrong (torch's dtype or shape error)
+        targets = targets if targets.dtype == torch.int64 else targets.long()  # uint8 maps
         return self.loss_from_logits(self.forward_train(model, images, rng), targets, weights)
 
     # ------------------------------------------------------------------------- inference

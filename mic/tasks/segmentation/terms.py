@@ -36,6 +36,7 @@ from mic.core.weighting import WeightingMode
 from mic.datasets.segmentation.labels import CITYSCAPES_THING_CLASSES
 from mic.methods import check_augmentation
 from mic.tasks.common import require_features
+from mic.training.batches import require_images
 
 
 def class_mix_masks(
@@ -147,6 +148,8 @@ class ClassMix(LossTerm):
         """The mixed images, labels and per-pixel weights of this iteration."""
         source, labels = ctx.source_images, ctx.source_targets
         target = ctx.target_images
+        require_images(source)  # a 1-item batch (no collate_fn), images channels last: named
+        require_images(target)
         maps = isinstance(labels, Tensor) and isinstance(source, Tensor) and labels.ndim == 3
         if maps and labels.shape[-2:] != source.shape[-2:]:
             raise DatasetError(
