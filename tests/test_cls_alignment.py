@@ -4,6 +4,8 @@ method with and without MIC through the loop."""
 import math
 import re
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -385,6 +387,16 @@ def test_an_optimizer_without_the_discriminator_or_the_student_is_refused():
     frozen = torch.optim.SGD(student.parameters(), lr=0.01)
     method.requires_grad_(False)  # a frozen discriminator is the user's choice
     AdaptationLoop(task, student, method, frozen, source, target, 3)
+    # some of the student's trainable parameters left out: they would never change
+    head = [p for n, p in student.named_parameters() if n.startswith("head")]
+    assert head and len(head) < len(list(student.parameters()))
+    with pytest.warns(UserWarning, match=r"does not hold \d+ trainable parameters of the student"):
+        AdaptationLoop(task, student, method, torch.optim.SGD(head, 0.01), source, target, 3)
+    for n, p in student.named_parameters():  # the rest frozen: a head trained alone, silently
+        p.requires_grad_(n.startswith("head"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        AdaptationLoop(task, student, method, torch.optim.SGD(head, 0.01), source, target, 3)
 
 
 def test_a_model_without_features_is_a_clear_config_error():

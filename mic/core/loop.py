@@ -127,7 +127,8 @@ class AdaptationLoop:
     Raises:
         ConfigError: a setting out of range, pseudo-labels without a teacher, hooks that are
             no ``Hook`` instances, a ``task.loss`` without ``weights`` and ``rng``, an optimizer
-            without the student's or the method's trainable parameters, or a ``torchrun``
+            without any of the student's parameters or without some of the method's trainable
+            ones (some of the student's left out: a warning), or a ``torchrun``
             process group without a ``collective`` to average over it.
     """
 
@@ -543,6 +544,14 @@ def _check_arguments(
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    left = [n for n, p in student.named_parameters() if p.requires_grad and id(p) not in held]
+    if left:  # (a head trained alone is set so: requires_grad_(False) on the rest)
+        warnings.warn(
+            f"the optimizer does not hold {len(left)} trainable parameters of the student "
+            f"({', '.join(left[:3])}{', ...' if len(left) > 3 else ''}): they get gradients "
+            "but never change; freeze them (requires_grad_(False)) if that is meant",
+            stacklevel=3,
+        )
 
 
 def _hooks(hooks: Any) -> list[Hook]:
