@@ -232,6 +232,40 @@ def add_device_options(
     )
 
 
+def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse, before any run, what a script would otherwise meet after its runs (or in a
+    worker's traceback): ``--jobs`` below 1, ``--device cuda`` without a GPU, an
+    ``--experiment`` that mic-train does not have, and an ``--out`` whose folder cannot be
+    made (the folder is made here, so that finished runs are written)."""
+    import torch
+
+    if getattr(args, "jobs", 1) is not None and getattr(args, "jobs", 1) < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    device = str(getattr(args, "device", "cpu"))
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {device}: there is no CUDA device here; use --device cpu")
+    experiment = getattr(args, "experiment", None)
+    if experiment is not None:
+        import importlib.resources
+
+        names = sorted(
+            p.name[:-5]
+            for p in (importlib.resources.files("mic.conf") / "experiment").iterdir()
+            if p.name.endswith(".yaml") and not p.name.startswith("_")
+        )
+        if experiment not in names:
+            parser.error(f"--experiment {experiment}: no such experiment; one of {names}")
+    out = getattr(args, "out", None)
+    if out is not None:
+        folder = Path(out).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            parser.error(f"--out {out}: its folder cannot be made ({e.strerror})")
+        if not os.access(folder, os.W_OK):
+            parser.error(f"--out {out}: its folder {folder} cannot be written")
+
+
 def threads_per_run(device: str, jobs: int, threads: int = 0) -> int:
     """``threads`` if set, else 1 on a CPU and the cores shared out over ``jobs`` otherwise."""
     if threads:

@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import interval95, mean_std, note_text, paired, record_training
+from common import check_options, interval95, mean_std, note_text, paired, record_training
 from segmentation import run_one
 
 RESULTS = Path(__file__).parent / "results"
@@ -461,6 +461,7 @@ def main() -> None:
     p.add_argument("--note", default=None, help="the reading (or @file); replaces the last one")
     p.add_argument("--out", type=Path, default=RESULTS / "context_ablation.md")
     args = p.parse_args()
+    check_options(p, args)
     cache_file = args.out.with_suffix(".json")
     cache = json.loads(cache_file.read_text()) if cache_file.exists() else {"runs": {}}
     cache.setdefault("commands", [])

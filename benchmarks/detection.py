@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from common import (
+    check_options,
     config_record,
     device_name,
     interval95,
@@ -542,6 +543,7 @@ def main() -> None:
     )
     parser.add_argument("overrides", nargs="*", help="extra mic-train overrides for every run")
     args = parser.parse_args()
+    check_options(parser, args)
 
     several = args.backends != ["torchvision"]
     name = "detection_backends.md" if several else "detection.md"

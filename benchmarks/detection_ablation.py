@@ -44,7 +44,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from common import interval95, mean_std, note_text, paired
+from common import check_options, interval95, mean_std, note_text, paired
 
 RESULTS = Path(__file__).parent / "results"
 EXPERIMENT = "det_context"
@@ -466,6 +466,7 @@ def main() -> None:
     p.add_argument("--note", default=None, help="the reading (or @file); replaces the last one")
     p.add_argument("--out", type=Path, default=RESULTS / "detection_ablation.md")
     args = p.parse_args()
+    check_options(p, args)
     cache_file = args.out.with_suffix(".json")
     cache = json.loads(cache_file.read_text()) if cache_file.exists() else {"runs": {}}
     cache.setdefault("commands", [])

@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import interval95, mean_std, start_from
+from common import check_options, interval95, mean_std, start_from
 
 from mic.training.checkpoint import write_text_atomically
 
@@ -240,6 +240,7 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a paragraph for the results file")
     parser.add_argument("overrides", nargs="*", help="extra mic-train overrides for every run")
     args = parser.parse_args()
+    check_options(parser, args)
 
     from detection import warmup
 

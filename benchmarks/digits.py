@@ -37,6 +37,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from common import (
+    check_options,
     config_record,
     device_name,
     interval95,
@@ -284,6 +285,7 @@ def main() -> None:
         help="extra mic-train overrides for every run (before the options, or after --)",
     )
     args = parser.parse_args()
+    check_options(parser, args)
     args.note = note_text(args.note)
 
     out = Path(args.out)

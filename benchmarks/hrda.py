@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 
 from common import (
+    check_options,
     interval95,
     mean_std,
     note_text,
@@ -307,6 +308,7 @@ def main() -> None:
     p.add_argument("--note", default="", help="a paragraph (or @file) for the results file")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "hrda.md")
     args = p.parse_args()
+    check_options(p, args)
     args.note = note_text(args.note)
     cache_file = args.out.with_suffix(".json")
     cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}

@@ -50,6 +50,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import check_options
 from segmentation import CPU_BUDGET
 
 from mic.training.checkpoint import write_text_atomically
@@ -408,6 +409,7 @@ def main() -> None:
         help="change a SETTINGS entry for this call, e.g. det_shapes.iterations=100",
     )
     args = parser.parse_args()
+    check_options(parser, args)
     for item in args.set:
         key, value = item.split("=", 1)
         task, name = key.split(".", 1)

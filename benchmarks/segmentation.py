@@ -40,6 +40,7 @@ from typing import Any
 
 from common import (
     add_device_options,
+    check_options,
     config_record,
     device_name,
     mean_std,
@@ -354,6 +355,7 @@ def main() -> None:
         "--out", type=Path, default=Path(__file__).parent / "results" / "segmentation.md"
     )
     args = p.parse_args()
+    check_options(p, args)
     args.note = note_text(args.note)
     extra = [*(CPU_BUDGET if args.cpu_budget else []), *args.override]
     cache_file = args.out.with_suffix(".json")

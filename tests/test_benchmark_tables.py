@@ -4,9 +4,13 @@ differences."""
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
 from common import interval95, mean_std, paired_differences
+
+ROOT = Path(__file__).parents[1]
 
 
 def test_mean_std_scales_and_drops_missing_values():
@@ -105,3 +109,34 @@ def test_model_selection_refuses_cached_runs_of_other_settings(tmp_path):
     assert done.returncode != 0
     assert "holds digits runs made with other settings" in done.stderr
     assert not (tmp_path / "work").exists() or not list((tmp_path / "work").iterdir())
+
+
+@pytest.mark.parametrize("script", ["digits", "segmentation", "detection"])
+def test_a_benchmark_script_refuses_bad_options_before_any_run(script, tmp_path):
+    """--jobs 0 ended in ZeroDivisionError or max_workers' ValueError, --device cuda without a
+    GPU in a worker's chained tracebacks."""
+    import subprocess
+
+    import torch
+
+    def run(*options: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), *options]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    out = run("--jobs", "0", "--out", str(tmp_path / "a.md"))
+    assert out.returncode == 2 and "error: --jobs must be at least 1, got 0" in out.stderr
+    assert "Traceback" not in out.stderr
+    if not torch.cuda.is_available():
+        out = run("--device", "cuda", "--out", str(tmp_path / "a.md"))
+        assert out.returncode == 2 and "there is no CUDA device here" in out.stderr
+
+
+def test_the_folder_of_a_benchmark_s_out_is_made_before_its_runs(tmp_path):
+    """segmentation.py, hrda.py and context_ablation.py wrote into a missing folder only
+    after their runs, and lost them to FileNotFoundError."""
+    import argparse
+
+    from common import check_options
+
+    check_options(argparse.ArgumentParser(), argparse.Namespace(out=tmp_path / "new" / "a.md"))
+    assert (tmp_path / "new").is_dir()

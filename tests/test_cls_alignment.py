@@ -3,7 +3,6 @@ method with and without MIC through the loop."""
 
 import math
 import re
-
 import warnings
 
 import pytest

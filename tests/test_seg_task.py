@@ -400,5 +400,5 @@ def test_the_loss_takes_uint8_label_maps_and_names_float_ones():
     task = SegmentationTask(3)
     expected = task.loss(model, images, labels)
     assert torch.equal(task.loss(model, images, labels.to(torch.uint8)), expected)
-    with pytest.raises(DatasetError, match="B x H x W integer label maps, got a torch.float32"):
+    with pytest.raises(DatasetError, match=r"B x H x W integer label maps, got a torch\.float32"):
         task.loss(model, images, labels.float())

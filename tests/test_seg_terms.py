@@ -89,7 +89,7 @@ def test_class_mix_names_target_batches_of_one_item_and_images_channels_last():
     task = SegmentationTask(3)
     source, labels = torch.ones(2, 3, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long)
     ctx = _context(task, source, [-torch.ones(2, 3, 8, 8)], labels, torch.zeros(2, 3, 8, 8))
-    with pytest.raises(mic.DatasetError, match="collate_fn=task.collate"):
+    with pytest.raises(mic.DatasetError, match=r"collate_fn=task\.collate"):
         ClassMix(augmentation=None).mix(ctx)
     ctx = _context(task, source, torch.ones(2, 8, 8, 3), labels, torch.zeros(2, 3, 8, 8))
     with pytest.raises(mic.DatasetError, match="channels last"):
