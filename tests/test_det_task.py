@@ -450,3 +450,13 @@ def test_domain_classifier_widths_that_are_not_the_detector_s_are_named(backend)
         with pytest.raises(mic.ConfigError, match=re.escape(message)):
             DomainAdversarial(**wrong)(ctx)
     assert set(DomainAdversarial(channels=16, roi_features=32)(ctx)) >= {"adv_image"}
+
+
+def test_images_channels_last_are_named_before_their_boxes():
+    """Their boxes were checked first, against a '3 x 64 (W x H)' image."""
+    from mic import DatasetError
+    from mic.tasks.detection import DetectionTask
+
+    target = {"boxes": torch.tensor([[32.0, 36.0, 43.0, 47.0]]), "labels": torch.tensor([0])}
+    with pytest.raises(DatasetError, match=r"channels last \(H x W x C\)"):
+        DetectionTask(3).collate([(torch.rand(64, 64, 3), target)] * 2)

@@ -311,6 +311,7 @@ class DetectionTask(Task):
                 or bad targets.
         """
         images, targets = collate_pairs(plain_samples(samples), batch_images, list)
+        require_images(images, allow_list=True)  # channels last: named before the boxes
         require_float32_images(images)
         self._warn_of_pixel_range(images)  # every batch: on the CPU, no synchronisation
         if targets is not None:
