@@ -1087,11 +1087,13 @@ def summarise(
     the task's model, per class; each entry with the command that reruns it (with ``out``
     and ``work``, the call's ``--out`` and ``--work``)."""
     tasks = {}
+    own = work
     for task, s in settings.items():
         spec = TASKS[task]
         by = _by_method(state, task, s)
         if not by:
             continue
+        work = own if "warmup" in s else WORK  # (a task without source models needs none)
         methods = {}
         for m in spec.methods(s):
             runs = by.get(m, {})
@@ -1522,6 +1524,7 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
     if not args.from_cache:
+        state["work"] = str(args.work)  # what --from-cache's rerun commands name
         t0 = time.perf_counter()
         n = train(args, state, configs, here)
         if n:
@@ -1542,7 +1545,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.note is not None:
         state.setdefault("notes", {})[args.mode] = args.note
     # the table covers every task of the mode (runs cached earlier included)
-    write(state, schedules(args.mode) | args.settings, args.mode, args.out, args.work)
+    work = args.work  # --from-cache without --work: the folder the runs were made with
+    if args.from_cache and Path(args.work) == WORK and state.get("work"):
+        work = Path(state["work"])
+    write(state, schedules(args.mode) | args.settings, args.mode, args.out, work)
     print(out_file(args.out, ".md").read_text())
     written = ", ".join(str(out_file(args.out, x)) for x in OUT_SUFFIXES)
     print(f"written: {written}", file=sys.stderr)

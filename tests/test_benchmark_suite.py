@@ -796,9 +796,17 @@ def test_rerun_commands_keep_the_warm_up_folder_of_the_call(tmp_path, monkeypatc
     suite.main(["--from-cache", "--out", str(out), "--work", str(work)])
     md = out.with_suffix(".md").read_text()
     assert f"--fresh --out {out} --work '{work}'`" in md
-    assert md.count("--work") == md.count("python -m benchmarks --")  # every rerun command
+    warmed = {t for t, s in suite.schedules("full").items() if "warmup" in s}
+    for line in [x for x in md.splitlines() if "python -m benchmarks --" in x]:
+        task = line.split("--tasks ")[1].split()[0]  # source models: the call's folder named
+        assert ("--work" in line) == (task in warmed), line
     suite.main(["--from-cache", "--out", str(out)])  # the default folder: not named
     assert "--work" not in out.with_suffix(".md").read_text()
+    # a cache whose runs were made with another folder: --from-cache names that one
+    state = json.loads(out.with_suffix(".json").read_text())
+    out.with_suffix(".json").write_text(json.dumps({**state, "work": str(work)}))
+    suite.main(["--from-cache", "--out", str(out)])
+    assert f"--work '{work}'`" in out.with_suffix(".md").read_text()
 
 
 class _AnsweringPool:
