@@ -242,7 +242,8 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     if getattr(args, "jobs", 1) is not None and getattr(args, "jobs", 1) < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     device = str(getattr(args, "device", "cpu"))
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    tables = getattr(args, "table_only", False)  # (a table of GPU runs, written anywhere)
+    if device.startswith("cuda") and not torch.cuda.is_available() and not tables:
         parser.error(f"--device {device}: there is no CUDA device here; use --device cpu")
     experiment = getattr(args, "experiment", None)
     if experiment is not None:

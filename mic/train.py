@@ -785,13 +785,12 @@ def _unread_path(arg: str, sweeping: bool) -> bool:
     key, _, value = arg.partition("=")
     if not key or "/" not in value or _quoted(value) or value[:1] in "[{":
         return False
-    if re.match(r"\w+\(", value):  # a sweep function (choice, range, glob): Hydra's own
-        return False
     try:
         (override,) = OverridesParser.create().parse_overrides([arg])
     except Exception:  # Hydra's OverrideParseException, or its lexer's
         return True
-    return override.is_sweep_override() and not sweeping
+    function = re.match(r"\w+\(", value)  # a sweep function (choice, range, glob): Hydra's
+    return override.is_sweep_override() and not sweeping and not function
 
 
 def _quoted(value: str) -> bool:

@@ -2178,3 +2178,4 @@ def test_the_quoted_form_of_an_unread_path_keeps_its_interpolations_and_sweeps_p
     assert usage_problem(["dataset.root=/a,/b", "hydra.mode=MULTIRUN"]) is None
     assert usage_problem(["-m", "dataset.root=choice(/a,/b)"]) is None
     assert usage_problem(["dataset.root=choice(/a,/b)"]) is None  # Hydra names it
+    assert "write 'hydra.run.dir=\"runs(1)/x\"'" in usage_problem(["hydra.run.dir=runs(1)/x"])

@@ -402,3 +402,12 @@ def test_the_loss_takes_uint8_label_maps_and_names_float_ones():
     assert torch.equal(task.loss(model, images, labels.to(torch.uint8)), expected)
     with pytest.raises(DatasetError, match=r"B x H x W integer label maps, got a torch\.float32"):
         task.loss(model, images, labels.float())
+
+
+def test_float64_images_are_named_for_a_float32_model_and_taken_by_a_float64_one():
+    """torch's 'expected scalar type Double but found Float' for a float32 model."""
+    images = torch.randn(1, 3, 4, 4, dtype=torch.float64)
+    with pytest.raises(DatasetError, match=r"images of the model's dtype \(torch\.float32\)"):
+        SegmentationTask(3).predict(nn.Conv2d(3, 3, 1).eval(), images)
+    probs = SegmentationTask(3).predict(nn.Conv2d(3, 3, 1).double().eval(), images)
+    assert probs.shape == (1, 3, 4, 4)

@@ -8,6 +8,7 @@ is a valid (background) sample. Other keys (e.g. ``weights``) pass through.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,12 +75,7 @@ def check_target(
             "y2, not x y w h)"
         )
     if size is not None and max(size) > 2 and bool((boxes[:, 2:] <= 1).all()):
-        h, w = size
-        raise DatasetError(
-            f"{where}: every box lies within [0, 1] x [0, 1] of the {w} x {h} (W x H) image "
-            f"(e.g. {_first(boxes)}): boxes are pixels (x1 y1 x2 y2), not coordinates "
-            "normalised to the image's size; multiply them by its width and height"
-        )
+        _warn_normalised(where, boxes, size)
     if faults["outside"].any():
         h, w = size  # type: ignore[misc]  (no box is outside without a size)
         raise DatasetError(
@@ -93,6 +89,25 @@ def check_target(
             f"more classes than task.num_classes={num_classes}, or the ids are 1-based (class "
             "ids are 0-based, background is not a class); fix the labels or num_classes"
         )
+
+
+_NORMALISED_SAID: list[str] = []  # warned once per process
+
+
+def _warn_normalised(where: str, boxes: Tensor, size: tuple[int, int]) -> None:
+    """Warn, once per process, of a target whose every box lies within [0, 1] x [0, 1] of a
+    larger image: coordinates normalised to the image's size (the readers refuse a set of
+    such boxes; a batch's one image may hold one tiny box in a corner, after a flip too)."""
+    if _NORMALISED_SAID:
+        return
+    _NORMALISED_SAID.append(where)
+    h, w = size
+    warnings.warn(
+        f"{where}: every box lies within [0, 1] x [0, 1] of the {w} x {h} (W x H) image "
+        f"(e.g. {_first(boxes)}): boxes are pixels (x1 y1 x2 y2); if these are coordinates "
+        "normalised to the image's size, multiply them by its width and height",
+        stacklevel=3,
+    )
 
 
 def box_faults(boxes: Tensor, size: tuple[int, int] | None = None) -> dict[str, Tensor]:

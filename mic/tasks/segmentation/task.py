@@ -173,8 +173,6 @@ def _require_batch(images: Any) -> None:
             "training images were (e.g. torchvision's ToTensor, then Normalize with the same "
             "mean and std)"
         )
-    if images.dtype == torch.float64:  # torch: "expected scalar type Double but found Float"
-        raise DatasetError("segmentation takes float32 images, got float64: give images.float()")
 
 
 class SegmentationTask(Task):
@@ -421,6 +419,12 @@ class SegmentationTask(Task):
             DatasetError: images that are no (B, C, H, W) float32 tensor.
         """
         _require_batch(images)
+        weight = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
+        if images.dtype == torch.float64 and weight is not None and weight.dtype != images.dtype:
+            raise DatasetError(  # torch: "expected scalar type Double but found Float"
+                f"segmentation takes images of the model's dtype ({weight.dtype}), got float64: "
+                "give images.float()"
+            )
         with predicting(model):
             probs = torch.softmax(self.logits(model, images), dim=1)
             if self.flip:
