@@ -1080,7 +1080,7 @@ def summarise(
     settings: dict[str, dict[str, Any]],
     mode: str,
     out: Path = RESULTS / "suite",
-    work: Path = WORK,
+    work: Path | dict[str, Path] = WORK,
 ) -> dict:
     """The results table as data: per task (of ``settings``), each method's scores over the
     cached seeds of that schedule, the paired MIC - base differences of both models and, for
@@ -1093,7 +1093,8 @@ def summarise(
         by = _by_method(state, task, s)
         if not by:
             continue
-        work = own if "warmup" in s else WORK  # (a task without source models needs none)
+        work = own.get(task, WORK) if isinstance(own, dict) else own
+        work = work if "warmup" in s else WORK  # (a task without source models needs none)
         methods = {}
         for m in spec.methods(s):
             runs = by.get(m, {})
@@ -1436,7 +1437,11 @@ def plot(table: dict, path: Path) -> None:
 
 
 def write(
-    state: dict, settings: dict[str, dict[str, Any]], mode: str, out: Path, work: Path = WORK
+    state: dict,
+    settings: dict[str, dict[str, Any]],
+    mode: str,
+    out: Path,
+    work: Path | dict[str, Path] = WORK,
 ) -> dict:
     """Writes OUT.md (the table of every mode the cache holds runs of, the full one first),
     OUT.json (the tables under ``tables``, beside the cached runs) and OUT.png (the plot of
@@ -1524,7 +1529,10 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
     if not args.from_cache:
-        state["work"] = str(args.work)  # what --from-cache's rerun commands name
+        works = state["work"] if isinstance(state.get("work"), dict) else {}
+        for task in args.tasks:  # each task's warm-up folder: what --from-cache names
+            works[task] = str(Path(args.work).resolve())
+        state["work"] = works
         t0 = time.perf_counter()
         n = train(args, state, configs, here)
         if n:
@@ -1545,9 +1553,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.note is not None:
         state.setdefault("notes", {})[args.mode] = args.note
     # the table covers every task of the mode (runs cached earlier included)
-    work = args.work  # --from-cache without --work: the folder the runs were made with
-    if args.from_cache and Path(args.work) == WORK and state.get("work"):
-        work = Path(state["work"])
+    work: Path | dict[str, Path] = args.work  # --from-cache without --work: each task's
+    if args.from_cache and Path(args.work) == WORK and isinstance(state.get("work"), dict):
+        work = {task: Path(folder) for task, folder in state["work"].items()}  # own folder
     write(state, schedules(args.mode) | args.settings, args.mode, args.out, work)
     print(out_file(args.out, ".md").read_text())
     written = ", ".join(str(out_file(args.out, x)) for x in OUT_SUFFIXES)

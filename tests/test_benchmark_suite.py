@@ -804,7 +804,7 @@ def test_rerun_commands_keep_the_warm_up_folder_of_the_call(tmp_path, monkeypatc
     assert "--work" not in out.with_suffix(".md").read_text()
     # a cache whose runs were made with another folder: --from-cache names that one
     state = json.loads(out.with_suffix(".json").read_text())
-    out.with_suffix(".json").write_text(json.dumps({**state, "work": str(work)}))
+    out.with_suffix(".json").write_text(json.dumps({**state, "work": {"detection": str(work)}}))
     suite.main(["--from-cache", "--out", str(out)])
     assert f"--work '{work}'`" in out.with_suffix(".md").read_text()
 
