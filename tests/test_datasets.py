@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -225,3 +227,20 @@ def test_an_empty_class_per_folder_root_is_not_told_to_be_read_as_unlabelled(tmp
     write_png(tmp_path / "1.png", 0)
     with pytest.raises(DatasetError, match=r"directly in it .* use UnlabeledImageFolder"):
         ImageFolder(tmp_path)
+
+
+def test_a_set_that_names_its_classes_otherwise_at_the_same_count_is_warned_of():
+    """A test set of 10 folders a to j beside the digits' 0 to 9 was scored silently: the counts
+    agree and the names share no order to compare."""
+    from types import SimpleNamespace
+
+    from mic.datasets.preflight import check_class_order
+
+    source = SimpleNamespace(classes=[str(i) for i in range(10)])
+    test = SimpleNamespace(classes=list("abcdefghij"))
+    with pytest.warns(UserWarning, match=r"the test set names 10 of its classes otherwise than "):
+        check_class_order({"source": source, "test": test})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same names, or a subset of another count: silent
+        check_class_order({"source": source, "test": SimpleNamespace(classes=source.classes)})
+        check_class_order({"source": source, "test": SimpleNamespace(classes=["0", "1"])})

@@ -24,6 +24,7 @@ import random
 import re
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -257,6 +258,16 @@ def check_class_order(datasets: Mapping[str, Any], names: Sequence[str] | None =
         return
     (first, reference), *others = lists.items()
     for role, classes in others:
+        renamed = [(i, a, b) for i, (a, b) in enumerate(zip(reference, classes)) if a != b]
+        if renamed and sorted(classes) != sorted(reference) and len(classes) == len(reference):
+            shown = "; ".join(f"its class {i} {b!r}, {first}'s {a!r}" for i, a, b in renamed[:3])
+            warnings.warn(  # the counts agree, so nothing else would say it
+                f"the {role} set names {len(renamed)} of its classes otherwise than {first} "
+                f"({shown}{'; ...' if len(renamed) > 3 else ''}): class i of each is taken as "
+                "the same class; if they are other classes, or another order, give it the "
+                "source's class list",
+                stacklevel=2,
+            )
         if classes == reference or sorted(classes) != sorted(reference):
             continue
         moved = [

@@ -173,9 +173,8 @@ class DetectionDataset:
         if not self.labelled:
             return image.flip(-1) if self.flip and random.random() < 0.5 else image
         target = self.target(index)
-        check_target(
-            target, self.num_classes, (image.shape[-2], image.shape[-1]), f"'{self.files[index]}'"
-        )
+        size = (image.shape[-2], image.shape[-1])  # (a set of normalised boxes: preflight's)
+        check_target(target, self.num_classes, size, f"'{self.files[index]}'", False)
         if self.flip and random.random() < 0.5:
             image, target = hflip(image, target)
         return image, target
@@ -303,7 +302,7 @@ class DetectionDataset:
             None, or the problem naming the image.
         """
         try:
-            check_target(self.targets[index], self.num_classes, size, "its boxes")
+            check_target(self.targets[index], self.num_classes, size, "its boxes", False)
         except DatasetError as e:
             return _annotation_problem(self.files[index], e)
         return None
@@ -1060,7 +1059,7 @@ class VOCDetection(DetectionDataset):
         if error:
             return _annotation_problem(path, error, VOC_BOX_FIX)
         try:
-            check_target(self.targets[index], self.num_classes, size, "its boxes")
+            check_target(self.targets[index], self.num_classes, size, "its boxes", False)
         except DatasetError as e:
             return _annotation_problem(path, e)
         return None

@@ -37,10 +37,13 @@ def check_target(
     num_classes: int,
     size: tuple[int, int] | None = None,
     where: str = "a target",
+    warn_normalised: bool = True,
 ) -> None:
     """Raise ``DatasetError`` for a target the detector cannot train on: wrong format,
     degenerate boxes (zero or negative width or height), boxes outside the image (more than
-    ``BORDER_TOLERANCE`` px), class ids out of range. ``size`` is the image's (H, W)."""
+    ``BORDER_TOLERANCE`` px), class ids out of range. ``size`` is the image's (H, W).
+    ``warn_normalised``: warn (once) of a target whose every box lies within [0, 1] x [0, 1]
+    of a larger image (the readers judge a whole set of such boxes themselves)."""
     if not isinstance(target, dict) or "boxes" not in target or "labels" not in target:
         raise DatasetError(
             f"{where} must be a dict with 'boxes' (N x 4, x1 y1 x2 y2 pixels) and 'labels' "
@@ -74,7 +77,7 @@ def check_target(
             "width and height must be positive; fix or drop the annotation (boxes are x1 y1 x2 "
             "y2, not x y w h)"
         )
-    if size is not None and max(size) > 2 and bool((boxes[:, 2:] <= 1).all()):
+    if warn_normalised and size is not None and max(size) > 2 and bool((boxes[:, 2:] <= 1).all()):
         _warn_normalised(where, boxes, size)
     if faults["outside"].any():
         h, w = size  # type: ignore[misc]  (no box is outside without a size)
