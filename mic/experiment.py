@@ -679,10 +679,14 @@ def best_metric_key(cfg: DictConfig, task: Task) -> str:
         alike = spelled_alike(str(by), names)  # IM for im
         other = f" Did you mean: {alike}?" if alike else did_you_mean(str(by), names)
         if not other and "primary_metric" in cfg.task:
-            other = (
-                f" If {by} is a score of the task's metric, make it the task's to follow it: "
-                f"task.primary_metric={by} with checkpoint.best_by=null"
-            )
+            try:  # the advice only where the task takes it (classification: not miou)
+                instantiate(OmegaConf.merge(cfg.task, {"primary_metric": by}))
+                other = (
+                    f" If {by} is a score of the task's metric, make it the task's to follow "
+                    f"it: task.primary_metric={by} with checkpoint.best_by=null"
+                )
+            except Exception:  # its message names the scores the task's metric gives
+                other = f" Nor is it a score of {type(task).__name__}'s metric."
         labels = (
             f", or null (or {task.primary_metric!r}) for the labelled target metric"
             if labelled

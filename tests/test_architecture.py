@@ -32,9 +32,10 @@ MIC = Path(__file__).parents[1] / "mic"
 #: in AttributeErrors or torch's errors, or averaged silently; the loop's argument checks
 #: moved out of its constructor into a function of their own, +12 lines of signature, so
 #: that the constructor reads as what the loop holds; a warning of the student's trainable
-#: parameters left out of the optimizer, which got gradients and never changed): growth
-#: there belongs in mic.training or a task
-CORE_MAX_LINES = 2192
+#: parameters left out of the optimizer, which got gradients and never changed; the class
+#: count message's own advice for a test set alone of another count): growth there belongs
+#: in mic.training or a task
+CORE_MAX_LINES = 2200
 
 
 def imports(path: Path) -> set[str]:

@@ -110,7 +110,12 @@ def test_class_count_mismatch_between_domains(class_tree, tmp_path):
     with pytest.raises(DatasetError, match=r"class counts disagree.*source has 3 \(") as info:
         check_num_classes(3, data)
     assert "test has 2 (bike, car)" in str(info.value)  # the names show which class is extra
-    assert "dataset.classes=[...]" in str(info.value)
+    # the test set alone differs: its advice (it said source and target must share classes)
+    assert "The test set must be scored in the source's classes" in str(info.value)
+    assert "dataset.num_classes to match" not in str(info.value)
+    data = {"source": ImageFolder(class_tree), "target": ImageFolder(tmp_path / "tgt")}
+    with pytest.raises(DatasetError, match="Source and target must share one label space"):
+        check_num_classes(3, data)
 
 
 def test_an_evaluation_over_a_test_reader_that_numbered_its_own_classes_is_refused(

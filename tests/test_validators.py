@@ -490,6 +490,10 @@ def test_best_by_another_labelled_score_names_the_task_s_primary_metric():
     with pytest.raises(ConfigError, match="names no validator") as info:
         best_metric_key(cfg, task)
     assert "task.primary_metric=mean_class_accuracy with checkpoint.best_by=null" in str(info.value)
+    # a score the task's metric does not give: no advice that ends in the next error
+    with pytest.raises(ConfigError) as info:
+        best_metric_key(load_config(["checkpoint.best_by=miou"]), task)
+    assert str(info.value).endswith("Nor is it a score of ClassificationTask's metric.")
     typo = load_config(["checkpoint.best_by=accurracy"])
     with pytest.raises(ConfigError, match="Did you mean: accuracy") as info:
         best_metric_key(typo, task)

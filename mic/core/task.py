@@ -119,15 +119,23 @@ def check_num_classes(num_classes: int, datasets: Mapping[str, Any], fix: str = 
             named[name] = f" ({', '.join(map(str, classes[:8]))}{', ...' * (len(classes) > 8)})"
         if n is not None:
             declared[name] = n
-    if any(n != num_classes for n in declared.values()):
+    odd = [name for name, n in declared.items() if n != num_classes]
+    if odd:
         listing = ", ".join(f"{name} has {n}{named.get(name, '')}" for name, n in declared.items())
+        test = odd == ["test"]  # source and target agree: the test set's classes are the fault
         raise DatasetError(
             f"class counts disagree: the task/model predicts {num_classes} classes but {listing}. "
-            "Source and target must share one label space: "
-            f"{fix or 'fix the datasets (e.g. remove a folder that is no class)'}, set "
-            "dataset.num_classes to match, or keep only some classes where the dataset config "
-            "lists them (dataset.classes=[...]). A Task whose targets are no classes (a "
-            "regression) overrides check_datasets."
+            + (
+                "The test set must be scored in the source's classes: give it the source's "
+                "class list (a reader's classes or source_classes argument), or a test set of "
+                "those classes."
+                if test
+                else "Source and target must share one label space: "
+                f"{fix or 'fix the datasets (e.g. remove a folder that is no class)'}, set "
+                "dataset.num_classes to match, or keep only some classes where the dataset "
+                "config lists them (dataset.classes=[...])."
+            )
+            + " A Task whose targets are no classes (a regression) overrides check_datasets."
         )
 
 
