@@ -292,3 +292,12 @@ def test_quality_statistics_by_hand():
     assert stats["confidence"].item() == pytest.approx(0.665)
     boxes = PseudoLabelWeighting("none", 0.968).statistics([confidence[0], confidence[1, :1]])
     assert boxes["q"].item() == pytest.approx(2 / 3)  # a list (one tensor per image) too
+
+
+def test_own_segmentation_folders_take_mic_s_block_size_as_own_dataset_md_says():
+    """dataset=seg_folders had no mic_block_size: dataset.mic_block_size=8 was refused, asking
+    to add it with +."""
+    cfg = load_config(["experiment=streets", "dataset=seg_folders", "dataset.mic_block_size=8"])
+    assert cfg.method.terms.mic.masker.block_size == 8
+    default = load_config(["experiment=streets", "dataset=seg_folders"])
+    assert default.method.terms.mic.masker.block_size == 32  # published, at 512 px crops
