@@ -247,13 +247,9 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--device {device}: there is no CUDA device here; use --device cpu")
     experiment = getattr(args, "experiment", None)
     if experiment is not None:
-        import importlib.resources
+        from mic.schema import group_options
 
-        names = sorted(
-            p.name[:-5]
-            for p in (importlib.resources.files("mic.conf") / "experiment").iterdir()
-            if p.name.endswith(".yaml") and not p.name.startswith("_")
-        )
+        names = group_options("experiment")
         if experiment not in names:
             parser.error(f"--experiment {experiment}: no such experiment; one of {names}")
     out = getattr(args, "out", None)

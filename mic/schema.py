@@ -375,8 +375,8 @@ def flag_problems(node: Any, path: str = "") -> list[str]:
     ``key: ... takes no argument`` for a key that the class or function does not take (a
     typo in a config file, which ended in the build's TypeError, one at a time; the
     optimizer, the scheduler and the loss terms name theirs when built, with their own
-    advice); a masker's
-    ``ratio`` outside [0, 1] or ``block_size`` below 1, named before anything is built."""
+    advice); a masker's ``ratio`` outside [0, 1] or ``block_size`` below 1, named before
+    anything is built."""
     problems: list[str] = []
     if OmegaConf.is_dict(node):
         target = node.get("_target_")

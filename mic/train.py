@@ -483,10 +483,16 @@ def _shadowed_configs(own: Sequence[Path]) -> str | None:
     )
 
 
+def _folder_options(folders: Sequence[Any]) -> list[str]:
+    """The options of a config group's ``folders`` (mic's and one's own), sorted; files
+    starting with ``_`` (parts of others) are none."""
+    names = {p.name[:-5] for f in folders for p in f.iterdir() if p.name.endswith(".yaml")}
+    return sorted(n for n in names if not n.startswith("_"))
+
+
 def _unknown_option(group: str, value: str, folders: Sequence[Any]) -> str:
     """The message for an option ``value`` that none of the ``group`` ``folders`` holds."""
-    names = {p.name[:-5] for f in folders for p in f.iterdir() if p.name.endswith(".yaml")}
-    options = sorted(n for n in names if not n.startswith("_"))
+    options = _folder_options(folders)
     same = spelled_alike(value, options)  # SDAT, cdan-e
     hint = f" Did you mean: {same}?" if same else did_you_mean(value, options)
     return f"unknown {group} {value!r}.{hint} The {group} options: {', '.join(options)}"
@@ -841,7 +847,7 @@ def unknown_option(argv: Sequence[str]) -> str | None:
             return _PART_GROUPS[key]
         if folders and not rest:  # a group's option (or a sweep's: a,b)
             if "null" in value.split(","):  # Hydra: "Config group override must be a string"
-                names = sorted({p.stem for f in folders for p in f.glob("[!_]*.yaml")})
+                names = _folder_options(folders)
                 off = " (mic=none switches MIC off)" if key == "mic" else ""
                 if key == "experiment":  # the default: none
                     off = " (leave experiment= out for none, the default)"
@@ -851,7 +857,7 @@ def unknown_option(argv: Sequence[str]) -> str | None:
             options = value.split(",")
             part = next((o for o in options if o.startswith("_")), None)
             if part is not None:  # composed, it ended in another option's message
-                names = sorted({p.stem for f in folders for p in f.glob("[!_]*.yaml")})
+                names = _folder_options(folders)
                 return (
                     f"{key}={value}: {key}/{part}.yaml holds parts of other {key} configs, "
                     f"not an option of its own: choose one of {', '.join(names)}"
@@ -895,7 +901,7 @@ def _deletion_problem(key: str, confs: Sequence[Any]) -> str | None:
         return _PART_GROUPS[key]
     folders = [c / key for c in confs if (c / key).is_dir()]
     if folders and key != "experiment":  # (the default experiment is none)
-        names = sorted({p.stem for f in folders for p in f.glob("[!_]*.yaml")})
+        names = _folder_options(folders)
         off = " (mic=none switches MIC off)" if key == "mic" else ""
         return (
             f"~{key} deletes the config group {key}, which every run composes: choose one of "

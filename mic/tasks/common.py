@@ -16,6 +16,7 @@ from mic.core import ConfigError, check_num_classes
 from mic.core.errors import is_whole
 from mic.core.teacher import unwrap
 from mic.datasets.preflight import check_class_order
+from mic.training.evaluation import restored
 
 
 def check_class_datasets(
@@ -46,13 +47,8 @@ def predicting(model: nn.Module) -> Iterator[nn.Module]:
     if not (isinstance(model, nn.Module) and model.training):  # (or a function)
         yield model
         return
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
+    with restored(model):  # (evaluation's: each module's mode, BatchNorm's buffers)
+        yield model.eval()
 
 
 def check_whole(key: str, value: Any, least: int = 1, what: str = "") -> None:

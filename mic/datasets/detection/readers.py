@@ -174,7 +174,9 @@ class DetectionDataset:
             return image.flip(-1) if self.flip and random.random() < 0.5 else image
         target = self.target(index)
         size = (image.shape[-2], image.shape[-1])  # (a set of normalised boxes: preflight's)
-        check_target(target, self.num_classes, size, f"'{self.files[index]}'", False)
+        check_target(
+            target, self.num_classes, size, f"'{self.files[index]}'", warn_normalised=False
+        )
         if self.flip and random.random() < 0.5:
             image, target = hflip(image, target)
         return image, target
@@ -302,7 +304,9 @@ class DetectionDataset:
             None, or the problem naming the image.
         """
         try:
-            check_target(self.targets[index], self.num_classes, size, "its boxes", False)
+            check_target(
+                self.targets[index], self.num_classes, size, "its boxes", warn_normalised=False
+            )
         except DatasetError as e:
             return _annotation_problem(self.files[index], e)
         return None
@@ -1059,7 +1063,9 @@ class VOCDetection(DetectionDataset):
         if error:
             return _annotation_problem(path, error, VOC_BOX_FIX)
         try:
-            check_target(self.targets[index], self.num_classes, size, "its boxes", False)
+            check_target(
+                self.targets[index], self.num_classes, size, "its boxes", warn_normalised=False
+            )
         except DatasetError as e:
             return _annotation_problem(path, e)
         return None

@@ -164,13 +164,13 @@ class DetectionTask(Task):
             targets = [{**t, "weights": w} for t, w in zip(targets, weights, strict=True)]
         with sampling_from(rng, images_device(images)):
             losses = model(images, targets)
-        missing = [k for k in LOSS_PARTS if k not in losses] if isinstance(losses, dict) else []
-        if missing or not isinstance(losses, dict):
-            if not isinstance(losses, dict):  # detections: the model is in eval mode
-                raise ConfigError(
-                    f"{type(model).__name__} returned detections, not losses: it is in eval "
-                    "mode; call model.train() before computing a loss"
-                )
+        if not isinstance(losses, dict):  # detections: the model is in eval mode
+            raise ConfigError(
+                f"{type(model).__name__} returned detections, not losses: it is in eval "
+                "mode; call model.train() before computing a loss"
+            )
+        missing = [k for k in LOSS_PARTS if k not in losses]
+        if missing:
             raise RuntimeError(
                 f"the detector returned losses {sorted(losses)} without {missing}: is it in "
                 "training mode, and a mic.tasks.detection.FasterRCNN or Detectron2RCNN?"
