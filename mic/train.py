@@ -1132,7 +1132,7 @@ def _show_warning(
     with tqdm.external_write_mode(file=file or sys.stderr):
         _python_show(message, category, filename, lineno, file, line)
     text = _format_warning(message, category, filename, lineno, line).rstrip("\n")
-    to_run_log(text, logging.WARNING)
+    to_run_log(text.removeprefix("mic: warning: "), logging.WARNING)  # (the log says WARNING)
 
 
 def main() -> None:
