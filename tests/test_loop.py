@@ -4,6 +4,7 @@ from typing import ClassVar
 import pytest
 import torch
 
+import mic
 from mic import (
     AdaptationLoop,
     BlockMasker,
@@ -218,7 +219,7 @@ def test_a_term_name_with_a_dot_is_refused_naming_it():
         UDAMethod({"src": _Returns(lambda loss: loss), "a.b": _Returns(lambda loss: loss)})
 
 
-@pytest.mark.parametrize("weight", [-1, float("nan"), float("inf")])
+@pytest.mark.parametrize("weight", [-1, float("nan"), float("inf"), "abc", None])
 def test_a_negative_or_non_finite_term_weight_is_refused_as_mic_train_does(weight):
     with pytest.raises(ConfigError, match=r"_Returns\(weight=.*\): a loss weight must be a finite"):
         _Returns(lambda loss: loss, weight=weight)
@@ -235,6 +236,55 @@ def test_iterations_before_adaptation_start_without_a_term_to_run_are_refused():
     with pytest.raises(ConfigError, match=r"no term of the method runs before adaptation_start=2"):
         make_loop(UDAMethod({"custom": term}), adaptation_start=2)
     make_loop(UDAMethod({"custom": term}), adaptation_start=0)
+    # the source loss switched off (weight 0) leaves the same iterations with nothing to run
+    off = source_only().with_terms(mic=_mic())
+    off.terms["source"].weight = 0.0
+    with pytest.raises(ConfigError, match=r"uses_target = True or weight 0"):
+        make_loop(off, adaptation_start=2)
+
+
+def test_a_teacher_that_is_the_student_is_refused():
+    """A teacher holding the student itself (a FixMatch-style self-teacher) put the student in
+    eval mode at every prediction: MIC and every later term trained without dropout and
+    with BatchNorm's running statistics, silently."""
+
+    class SelfTeacher(mic.Teacher):
+        def __init__(self, student):
+            super().__init__()
+            self.model = student
+
+        def update(self, student, step):
+            pass
+
+    task, source, target, _ = tiny_loaders()
+    student = tiny_model()
+    method = source_only().with_terms(mic=_mic())
+    opt = torch.optim.SGD(student.parameters(), lr=0.01)
+    with pytest.raises(ConfigError, match=r"the teacher shares \d+ parameters with the student"):
+        AdaptationLoop(task, student, method, opt, source, target, 2, teacher=SelfTeacher(student))
+    AdaptationLoop(task, student, method, opt, source, target, 2, teacher=EMATeacher(student, 0))
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        (lambda x: x[:, :, :4, :4], "(4, 3, 4, 4)"),  # global pooling trained on it silently
+        (lambda x: x.double(), "torch.float64"),  # torch's 'Input type (double) and bias type'
+        (lambda x: x[:2], "(2, 3, 8, 8)"),  # half the batch: torch's batch-size mismatch
+        (lambda x: [*x], None),  # a list for a tensor: ConsistencyLoss.loss names the kind
+    ],
+)
+def test_a_masker_that_returns_other_images_than_it_was_given_is_refused(change, said):
+    class Changes(mic.Masker):
+        def forward(self, images, rng=None):
+            return change(images)
+
+    method = source_only().with_terms(mic=MaskedImageConsistency(Changes(), weighting="none"))
+    loop, _ = make_loop(method, iterations=1)
+    other = "returned images of another shape, dtype or device than it was given"
+    with pytest.raises(ConfigError, match=other if said else "returned a list for images") as e:
+        loop.train_step()
+    assert said is None or said in str(e.value)
 
 
 def test_pseudo_labels_in_another_layout_than_their_labels_are_refused():
@@ -572,6 +622,22 @@ def test_hooks_release_what_they_hold_when_a_run_raises(tmp_path):
         1,
         2,
     ]
+
+
+def test_every_hook_s_after_run_runs_and_a_hook_s_error_names_the_hook(tmp_path):
+    """A logger whose after_run raised kept the checkpointer listed after it from saving the
+    finished run; and a hook's error said nothing of which hook raised it."""
+
+    class BrokenLogger(Hook):
+        def after_run(self, loop):
+            raise OSError("the log's disk is full")
+
+    checkpoints = Checkpointer(tmp_path / "ckpt", interval=0)
+    loop, _ = make_loop(source_only(), iterations=2, hooks=[BrokenLogger(), checkpoints])
+    with pytest.raises(OSError, match="disk is full") as raised:
+        loop.run()
+    assert (tmp_path / "ckpt" / "student.pt").exists()  # the checkpointer saved the run
+    assert "(raised in BrokenLogger.after_run, step 2)" in raised.value.__notes__
 
 
 class FailsAfterStep(Hook):

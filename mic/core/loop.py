@@ -126,7 +126,8 @@ class AdaptationLoop:
 
     Raises:
         ConfigError: a setting out of range, pseudo-labels without a teacher, hooks that are
-            no ``Hook`` instances, a ``task.loss`` without ``weights`` and ``rng``, an optimizer
+            no ``Hook`` instances, a teacher sharing the student's parameters (a teacher is a
+            copy), a ``task.loss`` without ``weights`` and ``rng``, an optimizer
             without any of the student's parameters or without some of the method's trainable
             ones (some of the student's left out: a warning), or a ``torchrun``
             process group without a ``collective`` to average over it.
@@ -212,14 +213,13 @@ class AdaptationLoop:
         with self.guard.running(self), contextlib.ExitStack() as teardown:
             for hook in self.hooks:
                 teardown.callback(hook.teardown, self)
-                hook.before_run(self)
+            self._call_hooks("before_run")
             while self.step < self.iterations and self.stop_reason is None:
                 stepped = False
                 try:  # a bad file in a batch, or any error of a hook after a whole step (an
                     losses = self.train_step()  # evaluation's): save, then report it
                     self.step, stepped = self.step + 1, True
-                    for hook in self.hooks:
-                        hook.after_step(self, losses)
+                    self._call_hooks("after_step", losses)
                 except Exception as e:  # (torchrun: a hook's error may be one process's)
                     alone = stepped and self.collective.world_size == 1
                     if not (alone or isinstance(e, DatasetError)):
@@ -227,13 +227,28 @@ class AdaptationLoop:
                     self.interrupted_by = (
                         "a data error" if isinstance(e, DatasetError) else "an error"
                     )
-                    for hook in self.hooks:
-                        hook.after_run(self)
+                    self._call_hooks("after_run")
                     raise
             self.interrupted_by = self.stop_reason
             self._finished = self.step >= self.iterations
-            for hook in self.hooks:
-                hook.after_run(self)
+            self._call_hooks("after_run")
+
+    def _call_hooks(self, event: str, *args: Any) -> None:
+        """Call ``event`` of every hook in order; an error is noted with the hook that raised
+        it, and ``after_run`` reaches every hook (e.g. a checkpointer after a failing logger)
+        before the first error is raised."""
+        first = None
+        for hook in self.hooks:
+            try:
+                getattr(hook, event)(self, *args)
+            except Exception as e:
+                if hasattr(e, "add_note") and not isinstance(e, (ConfigError, DatasetError)):
+                    e.add_note(f"(raised in {type(hook).__name__}.{event}, step {self.step})")
+                if event != "after_run":
+                    raise
+                first = first or e
+        if first is not None:
+            raise first
 
     def train_step(self) -> dict[str, Tensor]:
         """One iteration; returns the detached loss of every term (and named part)."""
@@ -493,6 +508,8 @@ def _check_arguments(
     alone = dist.is_initialized() and dist.get_world_size() > collective.world_size
     held = {id(p) for g in optimizer.param_groups for p in g["params"]}
     idle = [n for n, p in method.named_parameters() if p.requires_grad and id(p) not in held]
+    mine = {id(p) for p in student.parameters()}
+    shared = [p for p in (teacher.parameters() if teacher is not None else ()) if id(p) in mine]
     checks = [
         (iterations >= 1, f"iterations must be at least 1, got {iterations}"),
         (
@@ -525,15 +542,22 @@ def _check_arguments(
             "train; build it over [*student.parameters(), *method.parameters()]",
         ),
         (
-            adaptation_start == 0 or any(not t.uses_target for _, t in method),
+            adaptation_start == 0 or any(not t.uses_target and t.weight for _, t in method),
             f"no term of the method runs before adaptation_start={adaptation_start} (each "
-            "has uses_target = True), so those iterations would train nothing: add the source "
+            "has uses_target = True or weight 0), so those iterations would train nothing: add "
+            "the source "
             "loss (mic.SourceSupervision; beside DomainAdversarial, SharedSourceSupervision), "
             "set uses_target = False on terms that need no target data, or adaptation_start=0",
         ),
         (
             any(t.weight for _, t in method),
             "every loss term of the method has weight 0 (switched off): nothing would train",
+        ),
+        (
+            not shared,
+            f"the teacher shares {len(shared)} parameters with the student (its model is the "
+            "student): predicting would switch the student to eval mode mid-iteration; a "
+            "teacher is a copy (EMATeacher(student, alpha=0) follows the student exactly)",
         ),
         (
             not alone,

@@ -26,20 +26,20 @@ class UDAMethod(nn.Module):
         kept = {name: term for name, term in terms.items() if term is not None}
         for name, term in kept.items():
             kind = type(term).__name__
-            problem = (
-                f"method term name {name!r} must be text without '.' (a module name)"
-                if not isinstance(name, str) or "." in name
-                else f"method term '{name}' is the class {term.__name__}, not an instance of it: "
-                f"give {term.__name__}(...)"
-                if isinstance(term, type)
-                else f"method term '{name}' is a {kind}, not a LossTerm; check its _target_"
-                if not isinstance(term, LossTerm)
-                else f"{kind}.__init__ must call super().__init__(weight)"
-                if "_modules" not in vars(term) or "weight" not in vars(term)
-                else None
-            )
-            if problem:
-                raise ConfigError(problem)
+            if not isinstance(name, str) or "." in name:
+                problem = f"method term name {name!r} must be text without '.' (a module name)"
+            elif isinstance(term, type):
+                problem = (
+                    f"method term '{name}' is the class {term.__name__}, not an instance of it: "
+                    f"give {term.__name__}(...)"
+                )
+            elif not isinstance(term, LossTerm):
+                problem = f"method term '{name}' is a {kind}, not a LossTerm; check its _target_"
+            elif "_modules" not in vars(term) or "weight" not in vars(term):
+                problem = f"{kind}.__init__ must call super().__init__(weight)"
+            else:
+                continue
+            raise ConfigError(problem)
         if not kept:
             raise ConfigError("a method needs at least one loss term (method.terms is empty)")
         self.terms = nn.ModuleDict(kept)

@@ -50,7 +50,8 @@ class PseudoLabels:
             if not isinstance(labels, (Tensor, list)):
                 continue  # labels of the task's own kind (a dict, a tuple of heads)
             same = type(x) is type(labels)  # the same layout; a tensor and a list: one per image
-            if size(x) != size(labels) if same else first(x) != first(labels):
+            differs = size(x) != size(labels) if same else first(x) != first(labels)
+            if differs:
                 raise ConfigError(
                     f"pseudo-labels' {name} has the layout {size(x)} and their labels "
                     f"{size(self.labels)}: a Task's pseudo_label gives one per label"

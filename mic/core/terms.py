@@ -85,7 +85,10 @@ class LossTerm(nn.Module, ABC):
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
-        self.weight = float(weight)
+        try:
+            self.weight = float(weight)
+        except (TypeError, ValueError):  # (None, "abc")
+            self.weight = float("nan")
         if not 0 <= self.weight < float("inf"):  # NaN too
             raise ConfigError(
                 f"{type(self).__name__}(weight={weight}): a loss weight must be a finite number "
@@ -198,8 +201,10 @@ class MaskedImageConsistency(ConsistencyLoss):
             box-regression parts).
 
     Raises:
-        ConfigError: a masker that is no ``Masker`` (a class, an augmentation, None); (from
-            ``loss``) one that returns other than the images' kind (an ``(images, mask)`` pair).
+        ConfigError: a masker that is no ``Masker`` (a class, an augmentation, None; a plain
+            function ``f(images, rng)`` is taken); (from ``loss``) one that returns other than
+            the images' kind (an ``(images, mask)`` pair), or images of another shape, dtype or
+            device than it was given.
     """
 
     def __init__(
@@ -226,4 +231,19 @@ class MaskedImageConsistency(ConsistencyLoss):
         self.masker = masker
 
     def transform(self, images: Any, rng: Random = None) -> Any:
-        return self.masker(images, rng)
+        masked = self.masker(images, rng)
+        got, given = _layouts(masked), _layouts(images)
+        if isinstance(masked, Tensor) == isinstance(images, Tensor) and got != given:
+            raise ConfigError(  # (another kind of output: ConsistencyLoss.loss names it)
+                f"MIC's masker ({type(self.masker).__name__}) returned images of another shape, "
+                f"dtype or device than it was given ({got[:2]} for {given[:2]}): a Masker "
+                "withholds regions of the images, and returns them as they came"
+            )
+        return masked
+
+
+def _layouts(images: Any) -> list[tuple[Any, ...] | None]:
+    """(shape, dtype, device) of a tensor, or of each tensor of a list (None for what is no
+    tensor, so that images of a task's own kind compare equal)."""
+    listed = list(images) if isinstance(images, (list, tuple)) else [images]
+    return [(tuple(x.shape), x.dtype, x.device) if isinstance(x, Tensor) else None for x in listed]

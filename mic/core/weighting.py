@@ -66,7 +66,7 @@ class PseudoLabelWeighting:
     def quality(self, confidence: Tensor | list[Tensor], mean: Reduce | None = None) -> Tensor:
         """q, a float 0-d tensor (0 for no elements); with ``mean``, the global batch's."""
         flat = _flat(confidence)
-        if mean is not None:  # sums over processes: the share in the whole batch
+        if mean is not None:  # counts averaged over processes: their ratio is the whole batch's
             counts = mean(self.counts(flat))
             return counts[0] / counts[1].clamp_min(1.0)
         if flat.numel() == 0:
