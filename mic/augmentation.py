@@ -1,6 +1,8 @@
 """MIC's strong augmentation: colour jitter then Gaussian blur, coins drawn per image per call.
 
-The colour operations are kornia's (the same functions its ColorJitter uses); the random
+The colour operations are kornia's (those of its ColorJitter by default, those of its
+ColorJiggle, the ColorJitter of kornia 0.5 that the published code ran, with
+``jitter="published"``); the random
 draws are ours, made with one ``torch.rand`` on the image's device from the term's random
 stream, so that nothing synchronises with the host and every draw is reproducible. The
 blur is a separable convolution with one sigma per image: kornia's ``gaussian_blur2d`` checks
@@ -13,12 +15,16 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from kornia.enhance import (
+    adjust_brightness,
     adjust_brightness_accumulative,
+    adjust_contrast,
     adjust_contrast_with_mean_subtraction,
     adjust_hue,
+    adjust_saturation,
     adjust_saturation_with_gray_subtraction,
 )
 from torch import Tensor, nn
@@ -35,6 +41,17 @@ UNIT_TOLERANCE = 0.5
 
 def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+#: the brightness, contrast and saturation operations of each ``jitter`` setting (factors ~1)
+JITTERS = {
+    "torchvision": (
+        adjust_brightness_accumulative,
+        adjust_contrast_with_mean_subtraction,
+        adjust_saturation_with_gray_subtraction,
+    ),
+    "published": (lambda x, f: adjust_brightness(x, f - 1), adjust_contrast, adjust_saturation),
+}
 
 
 def blur_kernel_size(side: int, ratio: float = 0.1) -> int:
@@ -131,12 +148,19 @@ class StrongAugmentation(nn.Module):
             all); jitter acts on [0, 1] images, so normalised input is mapped to [0, 1] and
             back. None: the input is in [0, 1]; the first call warns (once) when its images
             lie far outside [0, 1] (normalised images given without mean/std are clamped).
+        jitter: the colour operations. ``"torchvision"`` (mic's default): brightness scales
+            the image, contrast and saturation blend it with its grey mean and its grey image
+            (kornia's ColorJitter, torchvision's formulas). ``"published"``: what the published
+            code ran (kornia 0.5's ColorJitter, today's ColorJiggle): brightness adds
+            factor - 1 (a shift of up to +-s), contrast scales the image, saturation scales
+            HSV saturation. The bundled benchmarks' figures were measured with the default.
 
     Raises:
         ConfigError: (at construction) probabilities outside [0, 1], a strength outside
             [0, 1), a blur_sigma that is no range of positive sigmas, a blur_kernel_ratio
-            outside (0, 1], mean without std or of another length; (when called) images that
-            are not floating point, mean/std of another length than the images' channels.
+            outside (0, 1], mean without std or of another length, an unknown jitter; (when
+            called) images that are not floating point, mean/std of another length than the
+            images' channels.
 
     The four adjustments run in a fixed order (brightness, contrast, saturation, hue); kornia
     and torchvision shuffle the order per call, which would need a host-side draw.
@@ -151,13 +175,19 @@ class StrongAugmentation(nn.Module):
         blur_kernel_ratio: float = 0.1,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        jitter: Literal["torchvision", "published"] = "torchvision",
     ) -> None:
         super().__init__()
         for name, p in (("jitter_p", jitter_p), ("blur_p", blur_p)):
-            if not 0.0 <= p <= 1.0:
-                raise ConfigError(f"augmentation {name} must be a probability in [0, 1], got {p}")
-        if not 0.0 <= strength < 1.0:
-            raise ConfigError(f"augmentation strength must lie in [0, 1), got {strength}")
+            if not (_number(p) and 0.0 <= p <= 1.0):
+                raise ConfigError(f"augmentation {name} must be a probability in [0, 1], got {p!r}")
+        if not (_number(strength) and 0.0 <= strength < 1.0):
+            raise ConfigError(f"augmentation strength must lie in [0, 1), got {strength!r}")
+        if jitter not in JITTERS:
+            raise ConfigError(
+                f"augmentation jitter must be one of {sorted(JITTERS)}, got {jitter!r}"
+            )
+        self.jitter = jitter
         sigma = list(blur_sigma) if isinstance(blur_sigma, Sequence) else []
         if not (len(sigma) == 2 and all(_number(v) for v in sigma) and 0 < sigma[0] <= sigma[1]):
             raise ConfigError(
@@ -231,10 +261,11 @@ class StrongAugmentation(nn.Module):
         brightness, contrast, saturation = (1 - s + 2 * s * u[:, i] for i in (1, 2, 3))
         hue_turns = s * (2 * u[:, 4] - 1)
         j = x.clamp(0.0, 1.0)
-        j = adjust_brightness_accumulative(j, brightness)
-        j = adjust_contrast_with_mean_subtraction(j, contrast)
+        shift_brightness, scale_contrast, scale_saturation = JITTERS[self.jitter]
+        j = shift_brightness(j, brightness)
+        j = scale_contrast(j, contrast)
         if x.shape[1] == 3:
-            j = adjust_saturation_with_gray_subtraction(j, saturation)
+            j = scale_saturation(j, saturation)
             j = adjust_hue(j, hue_turns * 2 * math.pi)
         x = torch.where(jitter, j.clamp(0.0, 1.0).to(x.dtype), x)
 

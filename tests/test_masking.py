@@ -119,6 +119,31 @@ def test_jitter_factors_stay_within_strength():
     assert ratio.max() - ratio.min() > 0.2
 
 
+def test_published_jitter_is_kornia_0_5_colorjitter_today_s_colorjiggle():
+    """The published code ran kornia 0.5's ColorJitter (brightness adds factor - 1, contrast
+    scales); kornia's ColorJiggle keeps those operations. In the order mic fixes, with the
+    factors mic drew, it gives mic's images; the default (torchvision's formulas) does not."""
+    from kornia.augmentation import ColorJiggle
+
+    from mic.core.context import uniform
+
+    x = torch.rand(6, 3, 12, 12)
+    u = uniform(
+        _gen(3), 6, 7, device="cpu"
+    )  # StrongAugmentation's draws: coin, 3 factors, hue, blur x 2
+    jiggle = ColorJiggle(0.2, 0.2, 0.2, 0.2, p=1.0, order=[0, 1, 2, 3])
+    params = jiggle.forward_parameters(x.shape)
+    for i, key in enumerate(("brightness", "contrast", "saturation"), start=1):
+        params[f"{key}_factor"] = 0.8 + 0.4 * u[:, i]
+    params["hue_factor"] = 0.2 * (2 * u[:, 4] - 1)
+    want = jiggle(x, params=params)
+    for jitter, same in (("published", True), ("torchvision", False)):
+        aug = StrongAugmentation(jitter_p=1.0, blur_p=0.0, jitter=jitter)
+        assert torch.allclose(aug(x, _gen(3)), want, atol=1e-6) is same, jitter
+    with pytest.raises(ConfigError, match="jitter must be one of"):
+        StrongAugmentation(jitter="kornia")
+
+
 @pytest.mark.parametrize(
     "shape,k", [((3, 3, 32, 40), 3), ((2, 1, 64, 64), 7), ((1, 3, 224, 224), 23)]
 )
@@ -155,5 +180,9 @@ def test_bad_masker_settings(kwargs):
 def test_bad_augmentation_settings():
     with pytest.raises(ConfigError):
         StrongAugmentation(jitter_p=2.0)
+    with pytest.raises(ConfigError, match="jitter_p must be a probability"):
+        StrongAugmentation(jitter_p="0.5")  # (a TypeError of '<=')
+    with pytest.raises(ConfigError, match="strength must lie in"):
+        StrongAugmentation(strength=None)
     with pytest.raises(ConfigError):
         StrongAugmentation(mean=[0.5, 0.5, 0.5])
