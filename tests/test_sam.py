@@ -350,3 +350,18 @@ def test_terms_of_a_shared_forward_run_together_with_one_forward_and_one_backwar
     (F.cross_entropy(student(xs), ys) + 3.0 * student(xt).pow(2).mean()).backward()
     for g, p in zip(grads, student.parameters()):
         torch.testing.assert_close(g, p.grad)
+
+
+def test_sdat_s_step_defaults_to_the_published_rho_as_its_config_does():
+    """Built from Python without rho, SDAT's step perturbed by 0.05 (SAM's paper) where the
+    published SDAT and conf/method/sdat.yaml use 0.02."""
+    import importlib.resources
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    conf = OmegaConf.create(
+        (importlib.resources.files("mic.conf") / "method" / "sdat.yaml").read_text()
+    )
+    default = inspect.signature(SharpnessAwareMinimization).parameters["rho"].default
+    assert default == conf.step.rho == 0.02

@@ -42,7 +42,8 @@ class SAM(torch.optim.Optimizer):
 
     Args:
         base: the optimiser that takes the actual step (SDAT: SGD with Nesterov momentum).
-        rho: the radius of the perturbation (SDAT: 0.02).
+        rho: the radius of the perturbation (SAM's paper: 0.05; SDAT: 0.02, what
+            ``SharpnessAwareMinimization`` gives it).
         adaptive: scale the perturbation per parameter by its magnitude (ASAM).
         eps: added to the gradient norm before dividing by it.
 
@@ -144,7 +145,7 @@ class SharpnessAwareMinimization(StepStrategy):
     optimiser steps with the second pass's gradients. The logged losses are the second pass's.
 
     Args:
-        rho: the perturbation radius (SDAT: 0.02).
+        rho: the perturbation radius (published SDAT: 0.02, also in conf/method/sdat.yaml).
         adaptive: ASAM's per-parameter scaling of the perturbation.
         first_pass_skips: names of terms left out of the first pass, so that the perturbation
             follows the other losses (SDAT leaves out the adversarial term, ``cdan``).
@@ -165,7 +166,7 @@ class SharpnessAwareMinimization(StepStrategy):
 
     def __init__(
         self,
-        rho: float = 0.05,
+        rho: float = 0.02,
         adaptive: bool = False,
         first_pass_skips: Sequence[str] = (),
         second_pass_weighting: WeightingMode | None = None,
