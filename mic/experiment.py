@@ -626,9 +626,9 @@ def check_task(task: Any) -> None:
         raise ConfigError(f"task._target_ built a {kind}, not a mic.Task (a subclass of it)")
     n = getattr(task, "num_classes", None)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        got = "has none" if n is None else f"is {n!r}"
+        got = f"{kind} does not set num_classes" if n is None else f"{kind}.num_classes is {n!r}"
         raise ConfigError(
-            f"{kind}.num_classes {got}: a Task says how many classes its model predicts (a "
+            f"{got}: a Task says how many classes its model predicts (a "
             "whole number >= 1; 1 for a task without classes, e.g. regression), as a class "
             "attribute or set in __init__ (e.g. from task.num_classes=${dataset.num_classes})"
         )

@@ -758,7 +758,7 @@ CASES = [
         "task-without-num-classes",
         "a task of one's own without num_classes",
         lambda t, r: ["task._target_=tests.test_bad_input.NoClassCount"],
-        "NoClassCount.num_classes has none: a Task says how many classes its model predicts",
+        "NoClassCount does not set num_classes: a Task says how many classes its model predicts",
     ),
     (
         "task-module-not-found",

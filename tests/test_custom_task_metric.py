@@ -495,3 +495,35 @@ def test_a_dataset_where_a_loader_of_batches_goes_is_named():
         LabelFreeValidation(["entropy"], images)
     with pytest.raises(ConfigError, match=r"LabelFreeValidation's loader is an iterator"):
         LabelFreeValidation(["entropy"], iter(target))
+
+
+class PredictsInTrainMode(Regression):
+    """``model.train()`` in predict: scored with the batch's statistics and wrote the test
+    set's into the model's BatchNorm, silently."""
+
+    def predict(self, model, images):
+        model.train()
+        return super().predict(model, images)
+
+
+class RestoresTheMode(Regression):
+    """A predict that changes modes and restores them is welcome."""
+
+    def predict(self, model, images):
+        was = model.training
+        try:
+            return super().predict(model.train(), images)
+        finally:
+            model.train(was)
+
+
+def test_a_predict_that_switches_the_model_s_mode_stops_the_run_before_training():
+    message = stopped_before_training(
+        PredictsInTrainMode(), r"PredictsInTrainMode\.predict left \d module\(s\) of the model"
+    )
+    assert "(the model, 0, 1)" in message
+    *_, test = loaders(Regression())
+    model = regressor()
+    with pytest.raises(ConfigError, match=r"predict left .* in another mode than it found"):
+        mic.evaluate(PredictsInTrainMode(), model, test)  # from Python too
+    assert "mse" in mic.evaluate(RestoresTheMode(), model, test)

@@ -723,3 +723,12 @@ def test_a_step_strategy_may_replace_the_target_images_between_its_passes():
 
     loop, _ = make_loop(mean_teacher(), iterations=1, step_strategy=Twice())
     loop.train_step()
+
+
+def test_a_term_s_config_error_names_the_term():
+    """A part_weights typo in one of three terms said which parts the loss has, not whose
+    part_weights it was."""
+    mic_term = MaskedImageConsistency(BlockMasker(2), weighting="none", part_weights={"nlll": 1})
+    loop, _ = make_loop(source_only().with_terms(mic=mic_term), iterations=1)
+    with pytest.raises(ConfigError, match=r"^loss term 'mic': part_weights name \['nlll'\]"):
+        loop.train_step()

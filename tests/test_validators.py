@@ -115,6 +115,24 @@ def test_masked_agreement_is_the_task_metric_against_the_pseudo_labels():
     assert v.compute() == pytest.approx(2 / 3)
 
 
+def test_masked_agreement_names_itself_when_the_metric_refuses_the_pseudo_labels():
+    """Soft pseudo-labels (a task's own, which its loss takes) ended the first evaluation in a
+    torchmetrics traceback from inside the validator."""
+    from torchmetrics.classification import MultilabelAccuracy
+
+    class Attributes(ClassificationTask):  # three yes/no attributes per image
+        def metric(self):
+            return MultilabelAccuracy(3)  # (it refuses targets other than 0 and 1)
+
+    task = Attributes(3)
+    v = MaskedAgreement()
+    v.start(task, torch.device("cpu"))
+    masked = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1]])
+    soft = PseudoLabels(masked.clone(), torch.ones(2, 3))  # probabilities, not 0 and 1
+    with pytest.raises(ConfigError, match=r"the masked_agreement validator .* refused them"):
+        v.update(TargetOutputs(task, masked=masked, reference=soft))
+
+
 def test_masked_agreement_for_detection_leaves_out_images_without_pseudo_boxes():
     task = DetectionTask(2)
     v = MaskedAgreement()

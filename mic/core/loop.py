@@ -335,6 +335,8 @@ class AdaptationLoop:
                     with self.autocast():
                         named = _weighted(term(ctx), name, term.weight, self.device)
                 except Exception as e:  # a term's own bug: say where it was met
+                    if type(e) is ConfigError and f"'{name}'" not in str(e):  # (part_weights)
+                        raise ConfigError(f"loss term '{name}': {e}") from e
                     if hasattr(e, "add_note") and not isinstance(e, (ConfigError, DatasetError)):
                         e.add_note(f"(raised in loss term {name!r} at iteration {ctx.step + 1})")
                     raise

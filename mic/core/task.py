@@ -213,7 +213,8 @@ class Task(ABC):
         """A fresh accumulator of ``predict`` outputs against ground truth."""
 
     def check_targets(self, targets: Any) -> None:  # noqa: B027 (optional, no-op by default)
-        """Raise ``DatasetError`` for targets this task cannot train on (called by ``collate``)."""
+        """Raise ``DatasetError`` for targets this task cannot train on (called by ``collate``,
+        and by evaluations for loaders that do not collate with it)."""
 
     def check_datasets(self, datasets: Mapping[str, Any]) -> None:
         """Raise ``DatasetError`` when the named datasets (``source``, ``target``, ``test``;

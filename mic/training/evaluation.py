@@ -200,7 +200,9 @@ def scores_of(
     was_training = model.training
     model.eval()
     try:
+        modes = {name: m.training for name, m in model.named_modules()}
         metric, batches = _updated_metric(task, model, loader, device)
+        check_modes_kept(task, model, modes)
         if not batches:
             raise DatasetError(EMPTY_TEST)
         computed = metric.compute()
@@ -211,6 +213,20 @@ def scores_of(
         return {**scores, task.primary_metric: primary}
     finally:
         model.train(was_training)
+
+
+def check_modes_kept(task: Task, model: nn.Module, modes: dict[str, bool]) -> None:
+    """Raise ``ConfigError`` when a module of ``model`` is in another mode than ``modes``
+    (by name) after ``task.predict``: a prediction in training mode scores with the batch's
+    statistics and writes them into the model, one in eval mode overrides a teacher's."""
+    switched = [n or "the model" for n, m in model.named_modules() if m.training != modes.get(n)]
+    if switched:
+        raise ConfigError(
+            f"{type(task).__name__}.predict left {len(switched)} module(s) of the model in "
+            f"another mode than it found them ({', '.join(switched[:3])}): the caller sets "
+            "the mode (an evaluation: eval; the teacher: its BatchNorm policy); predict must "
+            "leave it as it is, or restore it (mic.tasks.common.predicting)"
+        )
 
 
 def check_test_set(task: Task, loader: Any, who: str) -> None:
@@ -264,12 +280,14 @@ def check_scoring(task: Task, model: nn.Module, batch: Any, device: Any) -> dict
         score one batch alone).
 
     Raises:
-        ConfigError: see ``evaluate``; and whatever ``predict`` or ``update`` raise (with a
-            note saying where).
+        ConfigError: see ``evaluate``; a ``predict`` that leaves a module of the model in
+            another mode (train / eval) than it found it; and whatever ``predict`` or
+            ``update`` raise (with a note saying where).
     """
     was_training = model.training
     model.eval()
     try:
+        modes = {name: m.training for name, m in model.named_modules()}
         try:
             metric, _ = _updated_metric(task, model, [batch], device)
         except Exception as e:
@@ -279,6 +297,7 @@ def check_scoring(task: Task, model: nn.Module, batch: Any, device: Any) -> dict
                     "Task.metric().update(Task.predict(model, images), targets))"
                 )
             raise
+        check_modes_kept(task, model, modes)
         try:
             computed = metric.compute()
         except MicError:

@@ -256,9 +256,19 @@ class MaskedAgreement(Validator):
             return
         masked, reference = outputs.reference.kept(outputs.masked)
         n = self._task.count(masked)
-        if n:
+        if not n:
+            return
+        try:
             self._metric.update(masked, reference.labels)
-            self._count += n
+        except Exception as e:  # e.g. soft pseudo-labels, which train but are no targets
+            task = type(self._task).__name__
+            raise ConfigError(
+                f"the masked_agreement validator scores a prediction against the pseudo-labels "
+                f"with {task}.metric(), which refused them ({type(e).__name__}: {e}): it needs "
+                "pseudo-labels that are targets the metric takes (hard labels); leave it out "
+                "(mic-train: eval.validators=[...] without masked_agreement)"
+            ) from e
+        self._count += n
 
     def compute(self) -> float:
         if not self._count or self._task is None:
