@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import logging
 import os
 from collections.abc import Iterable
@@ -273,9 +274,33 @@ def config_changes(
     a, b = flatten(old), flatten(new)
     changes = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
     changes = {k: v for k, v in changes.items() if not _free(k)}
+    changes = {  # a setting one config lacks, at its argument's default: no change
+        k: v
+        for k, v in changes.items()
+        if not _at_default(k, b if k in b else a, k in a and k in b)
+    }
     if processes[0] != processes[1]:
         changes[PROCESSES] = processes
     return changes
+
+
+def _at_default(key: str, flat: dict[str, Any], in_both: bool) -> bool:
+    """Whether ``key``, which only one config has (``flat``, flattened), holds there the
+    default of the argument it sets on its node's ``_target_``: a setting added to mic's
+    configs after the checkpoint was written (e.g. ``augmentation.jitter``) that keeps what
+    the checkpoint's run did."""
+    parent, _, name = key.rpartition(".")
+    target = flat.get(f"{parent}._target_" if parent else "_target_")
+    if in_both or not isinstance(target, str):
+        return False
+    try:
+        from hydra.utils import get_object
+
+        parameter = inspect.signature(get_object(target)).parameters.get(name)
+    except Exception:  # (a target that no longer imports: a change to report)
+        return False
+    default = getattr(parameter, "default", inspect.Parameter.empty)
+    return default is not inspect.Parameter.empty and default == flat[key]
 
 
 def _allowed(key: str, allow: list[str]) -> bool:

@@ -511,3 +511,22 @@ def test_the_settings_free_to_change_on_resume_are_the_ones_the_docs_list():
             assert f"`{key}" in docs, key
             continue
         assert key.rstrip(".") in {w.rstrip(".") for w in written}, key
+
+
+def test_a_setting_added_to_mic_s_configs_at_its_default_is_no_change_on_resume():
+    """augmentation.jitter, added to conf/ at StrongAugmentation's default, made every
+    checkpoint written before it refuse to resume (None -> 'torchvision')."""
+    from mic.resume import config_changes
+
+    def config(**augmentation) -> dict:
+        aug = {"_target_": "mic.StrongAugmentation", "jitter_p": 0.8, **augmentation}
+        return {"method": {"terms": {"mic": {"masker": {"augmentation": aug}}}}}
+
+    key = "method.terms.mic.masker.augmentation.jitter"
+    assert config_changes(config(), config(jitter="torchvision"), (1, 1)) == {}
+    assert config_changes(config(jitter="torchvision"), config(), (1, 1)) == {}  # and back
+    assert config_changes(config(), config(jitter="published"), (1, 1)) == {
+        key: (None, "published")
+    }
+    assert config_changes(config(jitter="published"), config(jitter="torchvision"), (1, 1))
+    assert config_changes(config(), config(kornia="x"), (1, 1))  # no such argument: a change
