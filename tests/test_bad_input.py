@@ -2034,6 +2034,45 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_a_second_ctrl_c_inside_torch_s_writer_is_a_stop_not_a_full_disk(tmp_path, monkeypatch):
+    """The second SIGINT's StoppedAtOnce, raised by the guard while torch's C++ writer was in
+    a write, came out as torch's RuntimeError ('unexpected pos'), and mic-train reported a full
+    disk (exit 2) rather than a stop at once (130)."""
+    import os
+
+    import mic.training.checkpoint as ckpt
+    from mic.training import StoppedAtOnce
+
+    path = ckpt.save_checkpoint({"x": torch.ones(1)}, tmp_path / "iter_00000001.pt")
+    before = path.read_bytes()
+
+    class Interrupted:  # the file torch writes to, a signal arriving at its third write
+        def __init__(self, f):
+            self.f, self.writes = f, 0
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes == 3:
+                raise StoppedAtOnce(1)
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    fdopen = os.fdopen
+    monkeypatch.setattr(ckpt.os, "fdopen", lambda fd, mode: Interrupted(fdopen(fd, mode)))
+    with pytest.raises(StoppedAtOnce):
+        ckpt.save_checkpoint({"x": torch.zeros(10_000), "y": torch.zeros(10)}, path)
+    assert path.read_bytes() == before
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
 def test_global_batch_that_does_not_divide_among_processes():
     from mic.core import ConfigError
 

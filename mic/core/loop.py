@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from mic.core.batch import EndlessLoader, move_to, split_sample
 from mic.core.context import IterationContext, changed_since, versions_of
-from mic.core.errors import ConfigError, DatasetError
+from mic.core.errors import ConfigError, DatasetError, MicError
 from mic.core.method import UDAMethod
 from mic.core.task import Task, check_task
 from mic.core.teacher import Teacher, unwrap
@@ -242,7 +242,7 @@ class AdaptationLoop:
             try:
                 getattr(hook, event)(self, *args)
             except Exception as e:
-                if hasattr(e, "add_note") and not isinstance(e, (ConfigError, DatasetError)):
+                if hasattr(e, "add_note") and not isinstance(e, MicError):  # (said in full)
                     e.add_note(f"(raised in {type(hook).__name__}.{event}, step {self.step})")
                 if event != "after_run":
                     raise

@@ -132,6 +132,11 @@ def _atomic_write(obj: Any, path: Path) -> None:
     try:
         _replace(path, temporary, lambda f: torch.save(obj, f))
     except Exception as e:  # torch's writer raises RuntimeError for a full disk
+        stop = e.__context__  # (and for a second Ctrl-C raised inside its write)
+        while stop is not None and not isinstance(stop, KeyboardInterrupt):
+            stop = stop.__context__
+        if stop is not None:
+            raise stop from None
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
         if not isinstance(e, OSError):  # torch's words ("unexpected pos"): the disk's, too
             with contextlib.suppress(OSError):
