@@ -83,8 +83,8 @@ def test_visda_errors_name_the_problem(tmp_path):
     root = _visda(tmp_path)
     with pytest.raises(DatasetError, match="'synthetic' or 'real'"):
         VisDA2017(root, "clipart")
-    with pytest.raises(DatasetError, match="no VisDA-2017 image list"):
-        VisDA2017(tmp_path / "train", "real")
+    with pytest.raises(DatasetError, match=f"'{tmp_path}' holds it: is that the dataset root"):
+        VisDA2017(tmp_path / "train", "real")  # one level too low
     listing = root / "train" / "image_list.txt"
     listing.write_text("aeroplane/src_0 00.png 12\n")
     with pytest.raises(

@@ -242,6 +242,9 @@ def test_cityscapes_root_a_level_off_names_the_folder_that_holds_the_dataset(tmp
     for given in (tmp_path, root / "gtFine"):
         with pytest.raises(DatasetError, match=f"'{root}' holds 'leftImg8bit/'"):
             CityscapesDetection(given, "train")
+    CityscapesDetection(root, "val", foggy=True)
+    with pytest.raises(DatasetError, match=f"'{root}' holds 'leftImg8bit_foggy/'"):  # foggy too
+        CityscapesDetection(tmp_path, "val", foggy=True)
 
 
 def test_cityscapes_boxes_from_instance_ids(tmp_path):

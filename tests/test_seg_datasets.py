@@ -305,6 +305,9 @@ def test_cityscapes_and_acdc_roots_a_level_off_name_the_root(tmp_path):
     _image(image)
     with pytest.raises(DatasetError, match=r"acdc' holds 'rgb_anon/': is that the dataset"):
         ACDC(tmp_path, "val")
+    # the root is right but a split was not downloaded: said so, not "check the path" alone
+    with pytest.raises(DatasetError, match=r"leftImg8bit' holds val/ but not 'train/' \(a split"):
+        Cityscapes(tmp_path / "cityscapes", "train")
 
 
 def test_cityscapes_label_ids_and_train_ids(tmp_path):

@@ -120,11 +120,26 @@ def check_folder(
 def root_hint(path: Path, root: Path) -> str:
     """``; '<folder>' holds '<name>/': is that the dataset root?`` when a folder one level
     below ``root``, or one or two above it, holds the first folder of ``path`` (a folder of
-    the dataset ``root``) that ``root`` lacks; empty otherwise."""
+    the dataset ``root``) that ``root`` lacks; where ``root`` holds it, which folder of
+    ``path`` is missing and what its parent holds (a split not downloaded); empty otherwise."""
     try:
-        first = path.relative_to(root).parts[0]
+        parts = path.relative_to(root).parts
+        first = parts[0]
     except (ValueError, IndexError):
         return ""
+    if (root / first).is_dir():  # the root is right: a folder further down is missing
+        parent = root / first
+        for part in parts[1:]:
+            if not (parent / part).is_dir():
+                break
+            parent = parent / part
+        held = sorted(p.name + "/" for p in parent.iterdir() if p.is_dir())[:6]
+        return (
+            f"; '{parent}' holds {', '.join(held) or 'no folder'} but not '{part}/' (a split "
+            "or folder of the published layout that is not there: the run reads it)"
+            if parent != path
+            else ""
+        )
     below = sorted(p.parent for p in root.glob(f"*/{glob.escape(first)}") if p.is_dir())
     above = [up for up in list(root.resolve().parents)[:2] if (up / first).is_dir()]
     found = below or above

@@ -75,10 +75,13 @@ class VisDA2017(ImageList):
             if released.is_file():
                 image_list, base = released, released.parent
             elif not image_list.is_file():
+                above = root_path.resolve().parent
+                up = (above / split / "image_list.txt").is_file() or (above / "image_list").is_dir()
+                hint = f"; '{above}' holds it: is that the dataset root?" if up else ""
                 raise DatasetError(
                     f"no VisDA-2017 image list for '{split}' under '{root_path}': expected "
                     f"'{Path(split) / 'image_list.txt'}' (the released layout) or "
-                    f"'{Path('image_list') / (split + '.txt')}' (the published code's)"
+                    f"'{Path('image_list') / (split + '.txt')}' (the published code's){hint}"
                 )
         super().__init__(image_list, VISDA_CLASSES, base, transform, labelled)
         self.domain = domain

@@ -1146,7 +1146,7 @@ class CityscapesDetection(DetectionDataset):
         self.min_pixels = int(min_pixels)
         if foggy:
             base = Path(foggy_root) if foggy_root is not None else self.root / "leftImg8bit_foggy"
-            folder = check_folder(base / split, "Foggy Cityscapes image")
+            folder = check_folder(base / split, "Foggy Cityscapes image", self.root)
             with contextlib.suppress(TypeError, ValueError):  # also "0.02" from a YAML file
                 beta = float(beta)
             suffix = f"_leftImg8bit_foggy_beta_{beta}.png"
