@@ -835,6 +835,19 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
     if cfg.get("init_from") and resume_from is None:  # a resumed run loads its own weights
         init_file = initial_weights_file(str(cfg.init_from), model=init_model)
 
+    # the model before the data (reading the data draws nothing from the global generators,
+    # so its initial weights are the same): missing pretrained weights are named at once,
+    # not after a data check of minutes
+    student: nn.Module = instantiate(cfg.model)
+    model_classes = getattr(student, "num_classes", task.num_classes)
+    if model_classes != task.num_classes:
+        given = OmegaConf.to_container(cfg.task).get("num_classes")  # type: ignore[union-attr]
+        read = given == "${dataset.num_classes}" and cfg.task.num_classes == task.num_classes
+        same = "${dataset.num_classes}" if read else task.num_classes  # the task's own count
+        raise ConfigError(
+            f"the model predicts {model_classes} classes but the task has {task.num_classes}; "
+            f"set model.num_classes to {same}"
+        )
     preflight = bool(cfg.get("preflight", True))
     data = build_datasets(cfg, preflight)
     sizes = data_record(data)  # recorded, compared on resume
@@ -874,16 +887,6 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
     # the same target batches at every evaluation, for AdaBN
     adabn = make_loader(data["target"], target_batch, task, True, workers, 12345, "target")
 
-    student: nn.Module = instantiate(cfg.model)
-    model_classes = getattr(student, "num_classes", task.num_classes)
-    if model_classes != task.num_classes:
-        given = OmegaConf.to_container(cfg.task).get("num_classes")  # type: ignore[union-attr]
-        read = given == "${dataset.num_classes}" and cfg.task.num_classes == task.num_classes
-        same = "${dataset.num_classes}" if read else task.num_classes  # the task's own count
-        raise ConfigError(
-            f"the model predicts {model_classes} classes but the task has {task.num_classes}; "
-            f"set model.num_classes to {same}"
-        )
     if init_file is not None:
         load_initial_weights(student, str(cfg.init_from), which=init_model)
         if process_info().is_main:

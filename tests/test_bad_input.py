@@ -1819,6 +1819,19 @@ CASES = [
         "be reached and smp-hub/mit_b0.imagenet is not in the local Hugging Face cache",
     ),
     (
+        "env-offline-weights-before-data",
+        "pretrained weights that cannot be loaded offline, in a run whose data folders are "
+        "missing too: the weights are named first, not after a data check that can take minutes",
+        lambda t, r: [
+            "model=resnet50",
+            "dataset=folders",
+            "dataset.num_classes=3",
+            *(f"dataset.root_{k}={t}/missing/{k}" for k in ("source", "target", "test")),
+        ],
+        "could not load the pretrained weights of backbone 'resnet50': the Hugging Face hub "
+        "cannot be reached and timm/resnet50.a1_in1k is not in the local Hugging Face cache",
+    ),
+    (
         "env-no-detectron2",
         "the detectron2 backend (`model=d2_faster_rcnn_small`) where detectron2 is not installed",
         lambda t, r: [*TINY_DET, "model=d2_faster_rcnn_small"],
@@ -1841,6 +1854,10 @@ ENVIRONMENT = {
     "env-no-detectron2": (lambda t, run: t / "fresh", "no-detectron2"),
     "env-no-cuda": (lambda t, run: run, "no-cuda"),
     "env-offline-no-cached-weights": (lambda t, run: t / "fresh", "hub-offline:{run}/no-cache"),
+    "env-offline-weights-before-data": (
+        lambda t, run: t / "fresh",
+        "hub-offline:{run}/no-cache",
+    ),
 }
 
 
