@@ -852,6 +852,23 @@ def dataset_value_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def _class_folders_hint(cfg: DictConfig, missing: list[str]) -> str:
+    """``; the source folder '<root>' holds N class folders (dataset.num_classes=N)`` when
+    ``dataset.num_classes`` is missing and ``dataset.root_source`` is a folder of class
+    folders (``dataset=folders``); empty otherwise."""
+    root = _dataset_value(cfg, "root_source") if "dataset.num_classes" in missing else _UNSET
+    if not isinstance(root, str) or not os.path.isdir(os.path.expanduser(root)):
+        return ""
+    folders = [e for e in os.scandir(os.path.expanduser(root)) if e.is_dir()]
+    folders = [e for e in folders if not e.name.startswith(".")]
+    if not folders:
+        return ""
+    return (
+        f"; the source folder '{root}' holds {len(folders)} class folders "
+        f"(dataset.num_classes={len(folders)})"
+    )
+
+
 #: a data set config value that is absent, or an interpolation of one's own (judged where read)
 _UNSET = object()
 
@@ -1040,7 +1057,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"{len(missing)} mandatory value{'s are' if len(missing) > 1 else ' is'} not "
             f"given: {', '.join(missing)}; set {'them' if len(missing) > 1 else 'it'} on the "
-            f"command line (e.g. {missing[0]}=...)"
+            f"command line (e.g. {missing[0]}=...){_class_folders_hint(cfg, missing)}"
         )
     problems = [*unread_keys(cfg), *unread_section_keys(cfg), *task_mismatches(cfg)]
     data = {}

@@ -249,6 +249,13 @@ def _coco_test_reordered(tmp):
     return _coco_run(tmp, 30, boxes, ["car", "bus"], "++dataset.test.classes=[bus,car]")
 
 
+def _class_folders(tmp, name):
+    """A folder of three class folders (cat, dog, fox) and a hidden one, holding nothing."""
+    for c in ("cat", "dog", "fox", ".ipynb_checkpoints"):
+        (tmp / name / c).mkdir(parents=True, exist_ok=True)
+    return tmp / name
+
+
 def _hrda_pretrained(tmp):
     """HRDA around DAFormer with ImageNet weights (a small MiT) on a few street-scene folders."""
     folders = [a for a in seg_folder_overrides(tmp) if not a.startswith("experiment=")]
@@ -501,6 +508,15 @@ CASES = [
         lambda t, r: ["dataset=folders"],
         "4 mandatory values are not given: dataset.num_classes, dataset.root_source, "
         "dataset.root_target, dataset.root_test",
+    ),
+    (
+        "config-missing-num-classes-folders",
+        "dataset=folders without dataset.num_classes: the source's class folders counted",
+        lambda t, r: [
+            "dataset=folders",
+            *(f"dataset.root_{k}={_class_folders(t, k)}" for k in ("source", "target", "test")),
+        ],
+        "source' holds 3 class folders (dataset.num_classes=3)",
     ),
     (
         "config-deleted-section",

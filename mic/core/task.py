@@ -132,9 +132,10 @@ def check_num_classes(num_classes: int, datasets: Mapping[str, Any], fix: str = 
                 "those classes."
                 if test
                 else "Source and target must share one label space: "
-                f"{fix or 'fix the datasets (e.g. remove a folder that is no class)'}, set "
-                "dataset.num_classes to match, or keep only some classes where the dataset "
-                "config lists them (dataset.classes=[...])."
+                f"{fix or 'fix the datasets (e.g. move out a folder that is no class)'}, set "
+                "dataset.num_classes to match, or keep only some classes where the readers "
+                "take a class list (detection's dataset.classes=[...]; image folders: move "
+                "the other classes' folders out)."
             )
             + " A Task whose targets are no classes (a regression) overrides check_datasets."
         )
