@@ -40,7 +40,14 @@ UNIT_TOLERANCE = 0.5
 
 
 def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A real number (NumPy's and a one-element tensor's too), not a bool or text."""
+    if isinstance(value, (bool, str)) or value is None:
+        return False
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 #: the brightness, contrast and saturation operations of each ``jitter`` setting (factors ~1)

@@ -82,6 +82,7 @@ from mic.training.checkpoint import (
 from mic.training.checkpoint import option as typed_option
 from mic.training.evaluation import in_percent, shown_metric
 from mic.training.hooks import RandomStateAtBuild, say, strict_json
+from mic.training.rng import rng_state, set_rng_state
 
 
 def load_config(
@@ -835,9 +836,11 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
     if cfg.get("init_from") and resume_from is None:  # a resumed run loads its own weights
         init_file = initial_weights_file(str(cfg.init_from), model=init_model)
 
-    # the model before the data (reading the data draws nothing from the global generators,
-    # so its initial weights are the same): missing pretrained weights are named at once,
-    # not after a data check of minutes
+    # the model before the data, so that missing pretrained weights are named at once, not
+    # after a data check of minutes; the data is built from the random state the model was
+    # (a dataset that draws at construction, a random subset, draws what it drew before, and
+    # the same whatever the model), and what follows continues from the model's
+    before_model = rng_state()
     student: nn.Module = instantiate(cfg.model)
     model_classes = getattr(student, "num_classes", task.num_classes)
     if model_classes != task.num_classes:
@@ -848,6 +851,8 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
             f"the model predicts {model_classes} classes but the task has {task.num_classes}; "
             f"set model.num_classes to {same}"
         )
+    after_model = rng_state()
+    set_rng_state(before_model)
     preflight = bool(cfg.get("preflight", True))
     data = build_datasets(cfg, preflight)
     sizes = data_record(data)  # recorded, compared on resume
@@ -886,6 +891,7 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
     )
     # the same target batches at every evaluation, for AdaBN
     adabn = make_loader(data["target"], target_batch, task, True, workers, 12345, "target")
+    set_rng_state(after_model)
 
     if init_file is not None:
         load_initial_weights(student, str(cfg.init_from), which=init_model)

@@ -286,10 +286,14 @@ def config_changes(
 
 def _at_default(key: str, flat: dict[str, Any], in_both: bool) -> bool:
     """Whether ``key``, which only one config has (``flat``, flattened), holds there the
-    default of the argument it sets on its node's ``_target_``: a setting added to mic's
-    configs after the checkpoint was written (e.g. ``augmentation.jitter``) that keeps what
-    the checkpoint's run did."""
+    default of the argument it sets on its node's ``_target_`` (by today's code): a setting
+    added to mic's configs after the checkpoint was written (e.g. ``augmentation.jitter``)
+    that keeps what the checkpoint's run did; or is a value of the data set config itself
+    (``dataset.source_label_format``), which reaches the run only through the readers' nodes,
+    compared themselves."""
     parent, _, name = key.rpartition(".")
+    if not in_both and parent == "dataset":
+        return True
     target = flat.get(f"{parent}._target_" if parent else "_target_")
     if in_both or not isinstance(target, str):
         return False

@@ -527,3 +527,10 @@ def test_a_predict_that_switches_the_model_s_mode_stops_the_run_before_training(
     with pytest.raises(ConfigError, match=r"predict left .* in another mode than it found"):
         mic.evaluate(PredictsInTrainMode(), model, test)  # from Python too
     assert "mse" in mic.evaluate(RestoresTheMode(), model, test)
+
+    class MakesAModule(Regression):  # a module made on first use is not judged
+        def predict(self, model, images):
+            model.cache = nn.Identity()
+            return super().predict(model, images)
+
+    assert "mse" in mic.evaluate(MakesAModule(), regressor(), test)

@@ -732,3 +732,40 @@ def test_a_term_s_config_error_names_the_term():
     loop, _ = make_loop(source_only().with_terms(mic=mic_term), iterations=1)
     with pytest.raises(ConfigError, match=r"^loss term 'mic': part_weights name \['nlll'\]"):
         loop.train_step()
+
+
+def test_a_hook_whose_before_run_was_not_called_is_not_torn_down():
+    """Every teardown was registered before any before_run: a hook after a failing one was
+    torn down without having started, and its AttributeError hid the real error."""
+
+    class Fails(Hook):
+        def before_run(self, loop):
+            raise ValueError("the first hook's own error")
+
+    class Opens(Hook):
+        def before_run(self, loop):
+            self.file = object()
+
+        def teardown(self, loop):
+            del self.file  # (an AttributeError unless before_run ran)
+
+    loop, _ = make_loop(source_only(), iterations=1, hooks=[Fails(), Opens()])
+    with pytest.raises(ValueError, match="the first hook's own error"):
+        loop.run()
+
+
+def test_a_pseudo_label_error_is_not_blamed_on_the_term_that_read_them_first():
+    class Overconfident(type(tiny_loaders()[0])):
+        def pseudo_label(self, prediction):
+            pseudo = super().pseudo_label(prediction)
+            return PseudoLabels(pseudo.labels, pseudo.confidence * 5)
+
+    task, source, target, _ = tiny_loaders()
+    task.__class__ = Overconfident
+    student = tiny_model()
+    method = mean_teacher(_aug()).with_terms(mic=_mic())
+    opt = torch.optim.SGD(student.parameters(), lr=0.01)
+    teacher = EMATeacher(student, alpha=0.9)
+    loop = AdaptationLoop(task, student, method, opt, source, target, 1, teacher=teacher)
+    with pytest.raises(ConfigError, match=r"^pseudo-label confidence must be"):
+        loop.train_step()

@@ -184,5 +184,8 @@ def test_bad_augmentation_settings():
         StrongAugmentation(jitter_p="0.5")  # (a TypeError of '<=')
     with pytest.raises(ConfigError, match="strength must lie in"):
         StrongAugmentation(strength=None)
+    import numpy as np  # NumPy's numbers and 0-d tensors are numbers
+
+    assert StrongAugmentation(np.float32(0.5), torch.tensor(0.25)).strength == 0.25
     with pytest.raises(ConfigError):
         StrongAugmentation(mean=[0.5, 0.5, 0.5])

@@ -228,3 +228,40 @@ def test_a_stream_placed_outside_its_layout_is_refused(layout):
     # rank 3 of 2 drew one row for two images, which a masker broadcast into one mask
     with pytest.raises(ConfigError, match="RandomStream: rank"):
         RandomStream(0, **layout)
+
+
+def test_a_dataset_that_draws_when_built_draws_the_same_whatever_the_model(tmp_path, monkeypatch):
+    """mic-train builds the model before the data (missing weights named before a data check);
+    a dataset drawing at construction (a random subset) then drew after the model's initial
+    weights, so its subset changed with the model's settings."""
+    from mic.experiment import build_experiment, load_config
+
+    (tmp_path / "drawing_data.py").write_text(
+        "import torch\n"
+        "from mic.datasets import DigitsDomain\n"
+        "DRAWN = []\n"
+        "class RandomSubset(torch.utils.data.Subset):\n"
+        "    def __init__(self, **kwargs):\n"
+        "        full = DigitsDomain(**kwargs)\n"
+        "        picked = torch.randperm(len(full))[:300].tolist()\n"
+        "        DRAWN.append(picked)\n"
+        "        super().__init__(full, picked)\n"
+        "        self.num_classes = full.num_classes\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import drawing_data
+
+    weights = []
+    for width in (64, 64, 32):
+        cfg = load_config(
+            [
+                "dataset.source._target_=drawing_data.RandomSubset",
+                f"model.bottleneck_dim={width}",
+                "iterations=2",
+                "adaptation_start=0",
+                "checkpoint.interval=0",
+            ]
+        )
+        weights.append(next(build_experiment(cfg, None).student.parameters()).detach().clone())
+    assert drawing_data.DRAWN[0] == drawing_data.DRAWN[1] == drawing_data.DRAWN[2]
+    assert torch.equal(weights[0], weights[1])  # and the model's weights follow the seed

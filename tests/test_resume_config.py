@@ -530,3 +530,11 @@ def test_a_setting_added_to_mic_s_configs_at_its_default_is_no_change_on_resume(
     }
     assert config_changes(config(jitter="published"), config(jitter="torchvision"), (1, 1))
     assert config_changes(config(), config(kornia="x"), (1, 1))  # no such argument: a change
+    # a data set config's own value added since (dataset.source_label_format, read through
+    # the readers' nodes, which are compared): no change; a reader's value changed is one
+    reader = {"_target_": "mic.datasets.segmentation.Cityscapes", "label_format": "labelTrainIds"}
+    old = {"dataset": {"source": {"dataset": dict(reader)}}}
+    new = {"dataset": {"source_label_format": "labelTrainIds", "source": {"dataset": reader}}}
+    assert config_changes(old, new, (1, 1)) == {}
+    new["dataset"]["source"]["dataset"] = {**reader, "label_format": "labelIds"}
+    assert set(config_changes(old, new, (1, 1))) == {"dataset.source.dataset.label_format"}

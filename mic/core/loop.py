@@ -211,9 +211,9 @@ class AdaptationLoop:
         self.collective.broadcast_module(self.method)
         self.stop_reason = self.interrupted_by = None  # a stop ended the last run, not this
         with self.guard.running(self), contextlib.ExitStack() as teardown:
-            for hook in self.hooks:
+            for hook in self.hooks:  # (a teardown only for a hook whose before_run was called)
                 teardown.callback(hook.teardown, self)
-            self._call_hooks("before_run")
+                self._call_hooks("before_run", hooks=[hook])
             while self.step < self.iterations and self.stop_reason is None:
                 stepped = False
                 try:  # a bad file in a batch, or any error of a hook after a whole step (an
@@ -233,12 +233,11 @@ class AdaptationLoop:
             self._finished = self.step >= self.iterations
             self._call_hooks("after_run")
 
-    def _call_hooks(self, event: str, *args: Any) -> None:
-        """Call ``event`` of every hook in order; an error is noted with the hook that raised
-        it, and ``after_run`` reaches every hook (e.g. a checkpointer after a failing logger)
-        before the first error is raised."""
+    def _call_hooks(self, event: str, *args: Any, hooks: Sequence[Hook] | None = None) -> None:
+        """Call ``event`` of each hook (of ``hooks``), an error noted with its hook; ``after_run``
+        reaches every hook (a checkpointer after a failing logger), then the first error."""
         first = None
-        for hook in self.hooks:
+        for hook in self.hooks if hooks is None else hooks:
             try:
                 getattr(hook, event)(self, *args)
             except Exception as e:
@@ -335,8 +334,6 @@ class AdaptationLoop:
                     with self.autocast():
                         named = _weighted(term(ctx), name, term.weight, self.device)
                 except Exception as e:  # a term's own bug: say where it was met
-                    if type(e) is ConfigError and f"'{name}'" not in str(e):  # (part_weights)
-                        raise ConfigError(f"loss term '{name}': {e}") from e
                     if hasattr(e, "add_note") and not isinstance(e, (ConfigError, DatasetError)):
                         e.add_note(f"(raised in loss term {name!r} at iteration {ctx.step + 1})")
                     raise
@@ -557,8 +554,8 @@ def _check_arguments(
         ),
         (
             not shared,
-            f"the teacher shares {len(shared)} parameters with the student (its model is the "
-            "student): predicting would switch the student to eval mode mid-iteration; a "
+            f"the teacher shares {len(shared)} parameters with the student (e.g. its model is "
+            "the student): predicting would switch the student to eval mode mid-iteration; a "
             "teacher is a copy (EMATeacher(student, alpha=0) follows the student exactly)",
         ),
         (

@@ -185,7 +185,12 @@ class ConsistencyLoss(LossTerm):
         pseudo = ctx.pseudo_labels
         self.statistics = self.weighting.statistics(pseudo.confidence)
         weights = self.weighting(pseudo, ctx.mean, ctx.quality(self.weighting))  # q: the step's
-        return self.loss(ctx.student, ctx.task, ctx.target_images, pseudo, ctx.rng, weights)
+        try:
+            return self.loss(ctx.student, ctx.task, ctx.target_images, pseudo, ctx.rng, weights)
+        except ConfigError as e:  # (its part_weights, its masker: which of the terms)
+            if type(e) is not ConfigError or f"'{ctx.term}'" in str(e):
+                raise
+            raise ConfigError(f"loss term '{ctx.term}': {e}") from e
 
 
 class MaskedImageConsistency(ConsistencyLoss):
@@ -220,13 +225,9 @@ class MaskedImageConsistency(ConsistencyLoss):
         module = isinstance(masker, nn.Module) and not isinstance(masker, Masker)
         if not callable(masker) or isinstance(masker, type) or module:
             got = f"the class {masker.__name__}" if isinstance(masker, type) else type(masker)
+            nothing = ", which masks nothing (an augmentation goes into BlockMasker's)" * module
             raise ConfigError(
-                f"MIC's masker must be a Masker (e.g. BlockMasker(32)), got {got}"
-                + (
-                    ", which masks nothing (an augmentation goes into BlockMasker's)"
-                    if module
-                    else ""
-                )
+                f"MIC's masker must be a Masker (e.g. BlockMasker(32)), got {got}{nothing}"
             )
         self.masker = masker
 
@@ -234,10 +235,12 @@ class MaskedImageConsistency(ConsistencyLoss):
         masked = self.masker(images, rng)
         got, given = _layouts(masked), _layouts(images)
         if isinstance(masked, Tensor) == isinstance(images, Tensor) and got != given:
+            i = next((i for i, (a, b) in enumerate(zip(got, given)) if a != b), None)
+            said = f"{got[i]} for {given[i]}" if i is not None else f"{len(got)} for {len(given)}"
             raise ConfigError(  # (another kind of output: ConsistencyLoss.loss names it)
                 f"MIC's masker ({type(self.masker).__name__}) returned images of another shape, "
-                f"dtype or device than it was given ({got[:2]} for {given[:2]}): a Masker "
-                "withholds regions of the images, and returns them as they came"
+                f"dtype or device than it was given ({said}): a Masker withholds regions of the "
+                "images, and returns them as they came"
             )
         return masked
 

@@ -217,9 +217,12 @@ def scores_of(
 
 def check_modes_kept(task: Task, model: nn.Module, modes: dict[str, bool]) -> None:
     """Raise ``ConfigError`` when a module of ``model`` is in another mode than ``modes``
-    (by name) after ``task.predict``: a prediction in training mode scores with the batch's
-    statistics and writes them into the model, one in eval mode overrides a teacher's."""
-    switched = [n or "the model" for n, m in model.named_modules() if m.training != modes.get(n)]
+    (by name; a module made by ``predict`` is not judged) after ``task.predict`` in eval mode:
+    a prediction in training mode scores with the batch's statistics and writes them into
+    the model."""
+    switched = [
+        n or "the model" for n, m in model.named_modules() if n in modes and m.training != modes[n]
+    ]
     if switched:
         raise ConfigError(
             f"{type(task).__name__}.predict left {len(switched)} module(s) of the model in "
@@ -281,8 +284,8 @@ def check_scoring(task: Task, model: nn.Module, batch: Any, device: Any) -> dict
 
     Raises:
         ConfigError: see ``evaluate``; a ``predict`` that leaves a module of the model in
-            another mode (train / eval) than it found it; and whatever ``predict`` or
-            ``update`` raise (with a note saying where).
+            training mode (``check_modes_kept``); and whatever ``predict`` or ``update`` raise
+            (with a note saying where).
     """
     was_training = model.training
     model.eval()

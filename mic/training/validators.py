@@ -260,7 +260,9 @@ class MaskedAgreement(Validator):
             return
         try:
             self._metric.update(masked, reference.labels)
-        except Exception as e:  # e.g. soft pseudo-labels, which train but are no targets
+        except (ValueError, TypeError, RuntimeError) as e:  # soft pseudo-labels: no targets
+            if isinstance(e, torch.OutOfMemoryError):
+                raise
             task = type(self._task).__name__
             raise ConfigError(
                 f"the masked_agreement validator scores a prediction against the pseudo-labels "
