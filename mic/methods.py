@@ -50,7 +50,15 @@ class SourceSupervision(LossTerm):
 def check_augmentation(augmentation: Any, term: str) -> None:
     """Raise ``ConfigError`` for a masker given as a base method's augmentation: the base
     method would withhold image blocks too, a second MIC (the reverse of an augmentation
-    given as MIC's masker, which ``MaskedImageConsistency`` refuses)."""
+    given as MIC's masker, which ``MaskedImageConsistency`` refuses); and for a class, or
+    anything not callable, given for an instance (the images became its first argument)."""
+    if isinstance(augmentation, type) or not (augmentation is None or callable(augmentation)):
+        kind = isinstance(augmentation, type)
+        got = f"the class {augmentation.__name__}" if kind else repr(augmentation)
+        raise ConfigError(
+            f"{term}'s augmentation must be an instance (e.g. mic.StrongAugmentation()) or "
+            f"None, got {got}"
+        )
     if isinstance(augmentation, Masker):
         raise ConfigError(
             f"{term}'s augmentation is a {type(augmentation).__name__}, a masker: the base "

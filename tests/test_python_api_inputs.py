@@ -842,3 +842,56 @@ def test_segmentation_predict_on_what_is_no_image_batch_is_named():
     with pytest.raises(DatasetError, match=rf"{task} takes float images, got torch.uint8"):
         made.predict(model, (one[None] * 255).to(torch.uint8))
     assert made.predict(model, one[None]).shape[:2] == (1, 3)
+
+
+def _classmix(augmentation):
+    from mic.tasks.segmentation import ClassMix
+
+    return ClassMix(augmentation)
+
+
+@pytest.mark.parametrize(
+    "build, said",
+    [
+        # int() made 2.5 classes 2, silently; text and None failed in int()
+        (lambda: ClassificationTask(2.5), r"num_classes must be a whole number >= 2 .* got 2\.5"),
+        (lambda: ClassificationTask("abc"), r"num_classes must be a whole number >= 2"),
+        # 'no' is true to Python: test-time flipping was switched on
+        (lambda: SegmentationTask(3, flip="no"), r"flip must be True or False, got 'no'"),
+        (
+            lambda: mic.tasks.classification.ConditionalDomainAdversarial(8, 3, randomized="yes"),
+            r"randomized must be True or False",
+        ),
+        (
+            lambda: mic.datasets.classification_transform("yes"),
+            r"classification_transform: train must be True or False",
+        ),
+        # a negative part weight made training maximise that part
+        (
+            lambda: mic.core.terms.sum_parts({"a": torch.tensor(1.0)}, {"a": -1}),
+            r"part_weights must be finite numbers >= 0",
+        ),
+        # the class, not an instance: the images became its jitter_p at the first iteration
+        (
+            lambda: mic.mean_teacher(augmentation=mic.StrongAugmentation),
+            r"self-training's augmentation must be an instance .* got the class Strong",
+        ),
+        (
+            lambda: _classmix(mic.StrongAugmentation),
+            r"ClassMix's augmentation must be an instance",
+        ),
+        (
+            lambda: mic.training.make_validators([mic.training.Entropy]),
+            r"a validator is a name or a Validator instance, got the class Entropy",
+        ),
+    ],
+)
+def test_constructor_arguments_of_the_wrong_kind_are_config_errors(build, said):
+    with pytest.raises(ConfigError, match=said):
+        build()
+
+
+def test_one_name_where_a_list_of_names_goes_is_that_name_not_its_letters():
+    """make_validators('entropy') said "unknown validator 'e'"; SeededDataset('flip') too."""
+    assert [v.name for v in mic.training.make_validators("entropy")] == ["entropy"]
+    assert mic.training.SeededDataset([0, 1], generators="torch").generators == ("torch",)

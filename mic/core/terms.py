@@ -27,9 +27,15 @@ def sum_parts(
 
     Raises:
         ConfigError: ``part_weights`` (made by the option ``setting``) names a part the loss
-            does not have, or a part is not a scalar tensor or a number.
+            does not have or holds a weight that is no finite number >= 0, or a part is not a
+            scalar tensor or a number.
     """
     weights = dict(part_weights or {})
+    if not all(isinstance(w, Real) and 0 <= w < float("inf") for w in weights.values()):
+        raise ConfigError(
+            f"{setting} must be finite numbers >= 0 (0 leaves a part out): a negative one "
+            f"makes training maximise its part, got {weights}"
+        )
     names = sorted(loss) if isinstance(loss, Mapping) else None
     unknown = sorted(set(weights) - set(names or ()))
     if unknown:

@@ -46,8 +46,14 @@ def classification_transform(
 
     Raises:
         ConfigError: a ``resize`` below ``size``: the crops would be padded (evaluation) or
-            impossible (``"random"``); an unknown ``crop``.
+            impossible (``"random"``); an unknown ``crop``; ``train``, ``flip`` or ``square``
+            that is no bool.
     """
+    for key, value in (("train", train), ("flip", flip), ("square", square)):
+        if not isinstance(value, bool) and value not in (0, 1):  # ('no' is true to Python)
+            raise ConfigError(
+                f"classification_transform: {key} must be True or False, got {value!r}"
+            )
     resize = round(size * 256 / 224) if resize is None else resize
     if resize < size:
         raise ConfigError(

@@ -3,6 +3,7 @@ pseudo-labels for logs."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections.abc import Iterator, Mapping, Sequence
@@ -49,6 +50,19 @@ def predicting(model: nn.Module) -> Iterator[nn.Module]:
         return
     with restored(model):  # (evaluation's: each module's mode, BatchNorm's buffers)
         yield model.eval()
+
+
+def check_flag(key: str, value: Any) -> bool:
+    """``value`` as a bool; a ``ConfigError`` naming ``key`` for anything but True, False,
+    0 and 1 (the text ``'no'`` is true to Python: it switched an option on).
+
+    Raises:
+        ConfigError: ``value`` is no bool (nor 0 or 1).
+    """
+    with contextlib.suppress(Exception):  # (NumPy's bools, 0-d tensors; not text)
+        if not isinstance(value, (str, bytes, float)) and value in (0, 1):
+            return bool(value)
+    raise ConfigError(f"{key} must be True or False, got {value!r}")
 
 
 def check_whole(key: str, value: Any, least: int = 1, what: str = "") -> None:

@@ -138,6 +138,7 @@ class SeededDataset(DatasetWrapper):
         super().__init__(dataset)
         if generators is None:
             generators = getattr(dataset, "random_sources", GENERATORS)
+        generators = [generators] if isinstance(generators, str) else generators  # (one name)
         unknown = sorted(set(generators) - set(GENERATORS))
         if unknown:
             raise ConfigError(

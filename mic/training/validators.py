@@ -296,10 +296,14 @@ def make_validators(names: Iterable[str | Validator]) -> list[Validator]:
     """Validators from their names (``VALIDATORS``' keys; objects pass through).
 
     Raises:
-        ConfigError: an unknown name (the message lists the known ones), or one given twice.
+        ConfigError: an unknown name (the message lists the known ones), one given twice, or
+            what is neither a name nor a ``Validator`` instance (a class, a number).
     """
     out: list[Validator] = []
-    for v in names:
+    for v in [names] if isinstance(names, str) else names:  # (one name: not its letters)
+        if not isinstance(v, (str, Validator)):
+            got = f"the class {v.__name__}" if isinstance(v, type) else repr(v)
+            raise ConfigError(f"a validator is a name or a Validator instance, got {got}")
         if isinstance(v, str):
             if v not in VALIDATORS:
                 raise ConfigError(

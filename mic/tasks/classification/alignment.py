@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from mic.core import ConfigError, DatasetError, IterationContext, LossTerm, SharedForward
 from mic.functional import reverse_gradient, weighted_cross_entropy
 from mic.methods import SourceSupervision
-from mic.tasks.common import check_whole, require_features
+from mic.tasks.common import check_flag, check_whole, require_features
 
 
 # ------------------------------------------------------------------------- gradient reversal
@@ -381,6 +381,7 @@ class ConditionalDomainAdversarial(_Adversarial):
     ) -> None:
         check_whole("ConditionalDomainAdversarial: features_dim", features_dim, what=FEATURES)
         check_whole("ConditionalDomainAdversarial: num_classes", num_classes, 2)
+        randomized = check_flag("ConditionalDomainAdversarial: randomized", randomized)
         if randomized:
             check_whole("ConditionalDomainAdversarial: randomized_dim", randomized_dim)
         conditioning: nn.Module = (

@@ -11,7 +11,7 @@ from torchmetrics.classification import MulticlassStatScores
 from mic.core import ConfigError, DatasetError, PseudoLabels, Task
 from mic.core.context import Random
 from mic.functional import weighted_cross_entropy
-from mic.tasks.common import predicting
+from mic.tasks.common import check_whole, predicting
 from mic.training.batches import (
     plain_samples,
     require_images,
@@ -54,15 +54,12 @@ class ClassificationTask(Task):
             a subclass with a ``metric`` of its own may name one of its scores there).
 
     Raises:
-        ConfigError: fewer than 2 classes, or an unknown ``primary_metric`` (of this class's
-            ``metric``).
+        ConfigError: a ``num_classes`` that is no whole number >= 2, or an unknown
+            ``primary_metric`` (of this class's ``metric``).
     """
 
     def __init__(self, num_classes: int, primary_metric: str | None = None) -> None:
-        if int(num_classes) < 2:
-            raise ConfigError(
-                f"classification needs at least 2 classes, got num_classes={num_classes}"
-            )
+        check_whole("num_classes", num_classes, 2, "classification needs at least 2 classes")
         own_metric = type(self).metric is not ClassificationTask.metric
         primary_metric = primary_metric if primary_metric is not None else self.primary_metric
         if not own_metric and primary_metric not in ("accuracy", "mean_class_accuracy"):

@@ -26,7 +26,7 @@ from mic.datasets.segmentation.labels import (
     default_class_names,
 )
 from mic.functional import weighted_cross_entropy
-from mic.tasks.common import check_class_datasets, check_whole, predicting
+from mic.tasks.common import check_class_datasets, check_flag, check_whole, predicting
 from mic.tasks.segmentation.models.hrda import HRDA, HRDAOutput, crop_per_image, detail_crop_boxes
 from mic.training.batches import (
     plain_samples,
@@ -265,7 +265,7 @@ class SegmentationTask(Task):
                 f"task.stride {list(self.stride)} must be between 1 and task.crop_size "
                 f"{list(self.crop_size)}: a larger stride leaves pixels no window covers"
             )
-        self.flip = bool(flip)
+        self.flip = check_flag("flip", flip)
         margins = tuple(int(m) for m in pseudo_label_margins)
         if len(margins) != 4 or min(margins) < 0:
             raise ConfigError(
