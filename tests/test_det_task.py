@@ -402,6 +402,13 @@ def test_predict_and_loss_refuse_what_the_detectors_took_silently(backend):
                  lambda: det_task().loss(other.train(), images, targets)):  # fmt: skip
         with pytest.raises(mic.ConfigError, match="predicts 5 classes but the task has 3"):
             call()
+    # targets or weights of another count than the images: torchvision's IndexError, zip's
+    model.train()
+    with pytest.raises(DatasetError, match=r"got 1 targets for 2 images: one per image"):
+        det_task().loss(model, images, targets[:1])
+    with pytest.raises(DatasetError, match=r"got 3 weights for 2 images"):
+        det_task().loss(model, images, targets, weights=[torch.ones(1)] * 3)
+    model.eval()
     # images in 0..255: warned of once per task
     task = det_task()
     with pytest.warns(UserWarning, match="divide images in 0..255 by 255"):

@@ -160,6 +160,12 @@ class DetectionTask(Task):
             isinstance(t, dict) and {"boxes", "labels"} <= set(t) for t in targets
         ):  # (a batched dict, a tensor of boxes per image: the detector's TypeError)
             self.check_targets(targets)  # names what is wrong
+        n = self.count(images)
+        for what, given in (("targets", targets), ("weights", weights)):
+            if given is not None and len(given) != n:  # (torchvision's IndexError, zip's)
+                raise DatasetError(
+                    f"DetectionTask.loss got {len(given)} {what} for {n} images: one per image"
+                )
         if weights is not None:
             targets = [{**t, "weights": w} for t, w in zip(targets, weights, strict=True)]
         with sampling_from(rng, images_device(images)):
