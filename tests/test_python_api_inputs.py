@@ -856,6 +856,9 @@ def _classmix(augmentation):
         # int() made 2.5 classes 2, silently; text and None failed in int()
         (lambda: ClassificationTask(2.5), r"num_classes must be a whole number >= 2 .* got 2\.5"),
         (lambda: ClassificationTask("abc"), r"num_classes must be a whole number >= 2"),
+        # no class: the mIoU of none, NaN at every evaluation
+        (lambda: SegmentationTask(3, protocol=[]), r"task.protocol must list classes in \[0, 2\]"),
+        (lambda: SegmentationTask(3, protocol=[5]), r"task.protocol must list classes in"),
         # 'no' is true to Python: test-time flipping was switched on
         (lambda: SegmentationTask(3, flip="no"), r"flip must be True or False, got 'no'"),
         (

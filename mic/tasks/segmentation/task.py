@@ -240,9 +240,12 @@ class SegmentationTask(Task):
                 )
         else:
             self.eval_classes = [int(c) for c in protocol]
-            if any(not 0 <= c < self.num_classes for c in self.eval_classes):
+            if not self.eval_classes or any(
+                not 0 <= c < self.num_classes for c in self.eval_classes
+            ):  # (none: the mIoU of no class, NaN)
                 raise ConfigError(
-                    f"task.protocol lists classes outside [0, {self.num_classes - 1}]"
+                    f"task.protocol must list classes in [0, {self.num_classes - 1}] (at least "
+                    f"one), got {list(protocol)}"
                 )
         if inference not in ("whole", "slide"):
             raise ConfigError(f"task.inference must be 'whole' or 'slide', got {inference!r}")
