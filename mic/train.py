@@ -483,6 +483,18 @@ def _shadowed_configs(own: Sequence[Path]) -> str | None:
     )
 
 
+def _chosen_groups() -> set[str]:
+    """The config groups whose option mic's root config chooses (its defaults list)."""
+    root = OmegaConf.create((importlib.resources.files("mic.conf") / "config.yaml").read_text())
+    entries = [e for e in root.get("defaults", []) if OmegaConf.is_dict(e)]
+    return {str(k).split("@")[0] for e in entries for k in e if not str(k).startswith("optional")}
+
+
+def _is_group(name: str) -> bool:
+    """Whether ``name`` is one of mic's config groups (``+model=x`` adds a group's option)."""
+    return (importlib.resources.files("mic.conf") / name).is_dir()
+
+
 def _folder_options(folders: Sequence[Any]) -> list[str]:
     """The options of a config group's ``folders`` (mic's and one's own), sorted; files
     starting with ``_`` (parts of others) are none."""
@@ -936,13 +948,20 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
     given: dict[str, str] = {}  # a dotted key's value as written
     for arg in argv:
         found = re.fullmatch(r"([A-Za-z_]\w*)((?:\.\w+)+)=(.*)", arg)
-        added = re.fullmatch(r"\+([A-Za-z_]\w*(?:\.\w+)+)=(.*)", arg)
+        added = re.fullmatch(r"\+([A-Za-z_]\w*(?:\.\w+)*)=(.*)", arg)  # (+iterations too)
         dropped = re.fullmatch(r"~([A-Za-z_]\w*(?:\.\w+)*)(=.*)?", arg)
         if found and found.group(1) not in ("hydra", USER_KEY):
             dotted.append(found.group(1) + found.group(2))
             given[dotted[-1]] = found.group(3)
-        elif added and not added.group(1).startswith(("hydra.", f"{USER_KEY}.")):
-            appended.append(added.group(1))  # judged on the config without it
+        elif added and not added.group(1).startswith(("hydra", f"{USER_KEY}")):
+            name = added.group(1)
+            if "." not in name and name in _chosen_groups():  # (Hydra: "Multiple values")
+                return (
+                    f"+{name}=... adds a second {name} choice, but the config's defaults hold "
+                    f"one already: choose it without +: {name}={added.group(2)}"
+                )
+            if "." in name or not _is_group(name):  # (+method_task=x: named by the run)
+                appended.append(name)  # judged on the config without it
         elif dropped and not dropped.group(1).startswith(("hydra", USER_KEY)):
             deleted.append(dropped.group(1))  # composed without it (~key then +key=...)
             kept.append(arg)

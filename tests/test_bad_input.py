@@ -1273,6 +1273,20 @@ CASES = [
         "+eval.interval=... adds a setting, but eval.interval is already set (to ",
     ),
     (
+        "config-append-existing-root",
+        "a root setting the config has, added with + (Hydra's 'could not append', exit 1)",
+        lambda t, r: ["+iterations=5"],
+        "+iterations=... adds a setting, but iterations is already set (to ",
+    ),
+    (
+        "config-append-group",
+        "a config group's option added with + where the defaults choose one (Hydra's 'Multiple "
+        "values for model', exit 1)",
+        lambda t, r: ["+model=resnet50"],
+        "+model=... adds a second model choice, but the config's defaults hold one already: "
+        "choose it without +: model=resnet50",
+    ),
+    (
         "config-num-classes-text",
         "a class count given as text (it was blamed on the task, which reads it)",
         lambda t, r: ["dataset.num_classes=abc"],
