@@ -277,14 +277,14 @@ def config_changes(
     changes = {  # a setting one config lacks, at its argument's default: no change
         k: v
         for k, v in changes.items()
-        if not _at_default(k, b if k in b else a, k in a and k in b)
+        if (k in a and k in b) or not _at_default(k, b if k in b else a)
     }
     if processes[0] != processes[1]:
         changes[PROCESSES] = processes
     return changes
 
 
-def _at_default(key: str, flat: dict[str, Any], in_both: bool) -> bool:
+def _at_default(key: str, flat: dict[str, Any]) -> bool:
     """Whether ``key``, which only one config has (``flat``, flattened), holds there the
     default of the argument it sets on its node's ``_target_`` (by today's code): a setting
     added to mic's configs after the checkpoint was written (e.g. ``augmentation.jitter``)
@@ -292,10 +292,10 @@ def _at_default(key: str, flat: dict[str, Any], in_both: bool) -> bool:
     (``dataset.source_label_format``), which reaches the run only through the readers' nodes,
     compared themselves."""
     parent, _, name = key.rpartition(".")
-    if not in_both and parent == "dataset":
+    if parent == "dataset":
         return True
     target = flat.get(f"{parent}._target_" if parent else "_target_")
-    if in_both or not isinstance(target, str):
+    if not isinstance(target, str):
         return False
     try:
         from hydra.utils import get_object

@@ -859,8 +859,10 @@ def _class_folders_hint(cfg: DictConfig, missing: list[str]) -> str:
     root = _dataset_value(cfg, "root_source") if "dataset.num_classes" in missing else _UNSET
     if not isinstance(root, str) or not os.path.isdir(os.path.expanduser(root)):
         return ""
-    folders = [e for e in os.scandir(os.path.expanduser(root)) if e.is_dir()]
-    folders = [e for e in folders if not e.name.startswith(".")]
+    from mic.datasets.files import is_hidden_name  # (the class-per-folder reader's rule)
+
+    entries = os.scandir(os.path.expanduser(root))
+    folders = [e for e in entries if e.is_dir() and not is_hidden_name(e.name)]
     if not folders:
         return ""
     return (

@@ -200,9 +200,8 @@ def scores_of(
     was_training = model.training
     model.eval()
     try:
-        modes = {name: m.training for name, m in model.named_modules()}
-        metric, batches = _updated_metric(task, model, loader, device)
-        check_modes_kept(task, model, modes)
+        with modes_kept(task, model):
+            metric, batches = _updated_metric(task, model, loader, device)
         if not batches:
             raise DatasetError(EMPTY_TEST)
         computed = metric.compute()
@@ -215,11 +214,14 @@ def scores_of(
         model.train(was_training)
 
 
-def check_modes_kept(task: Task, model: nn.Module, modes: dict[str, bool]) -> None:
-    """Raise ``ConfigError`` when a module of ``model`` is in another mode than ``modes``
-    (by name; a module made by ``predict`` is not judged) after ``task.predict`` in eval mode:
-    a prediction in training mode scores with the batch's statistics and writes them into
-    the model."""
+@contextmanager
+def modes_kept(task: Task, model: nn.Module) -> Iterator[None]:
+    """Raise ``ConfigError`` when, after the block (``task.predict`` in eval mode), a module of
+    ``model`` is in another mode than before it (by name; a module made inside is not
+    judged): a prediction in training mode scores with the batch's statistics and writes them
+    into the model. An error inside the block is raised as it is."""
+    modes = {name: m.training for name, m in model.named_modules()}
+    yield
     switched = [
         n or "the model" for n, m in model.named_modules() if n in modes and m.training != modes[n]
     ]
@@ -284,23 +286,22 @@ def check_scoring(task: Task, model: nn.Module, batch: Any, device: Any) -> dict
 
     Raises:
         ConfigError: see ``evaluate``; a ``predict`` that leaves a module of the model in
-            training mode (``check_modes_kept``); and whatever ``predict`` or ``update`` raise
+            training mode (``modes_kept``); and whatever ``predict`` or ``update`` raise
             (with a note saying where).
     """
     was_training = model.training
     model.eval()
     try:
-        modes = {name: m.training for name, m in model.named_modules()}
-        try:
-            metric, _ = _updated_metric(task, model, [batch], device)
-        except Exception as e:
-            if hasattr(e, "add_note") and not isinstance(e, MicError):
-                e.add_note(
-                    "(raised scoring the first test batch before training: "
-                    "Task.metric().update(Task.predict(model, images), targets))"
-                )
-            raise
-        check_modes_kept(task, model, modes)
+        with modes_kept(task, model):
+            try:
+                metric, _ = _updated_metric(task, model, [batch], device)
+            except Exception as e:
+                if hasattr(e, "add_note") and not isinstance(e, MicError):
+                    e.add_note(
+                        "(raised scoring the first test batch before training: "
+                        "Task.metric().update(Task.predict(model, images), targets))"
+                    )
+                raise
         try:
             computed = metric.compute()
         except MicError:
