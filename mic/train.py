@@ -819,7 +819,8 @@ def _quoted(value: str) -> bool:
 def unknown_option(argv: Sequence[str]) -> str | None:
     """The message for the first override that names nothing of mic's config, with the
     closest names: an option of a config group that does not exist (``experiment=det_shapez``,
-    with the list), or a root setting that does not exist (``learning_rate=0.1``; Hydra's own
+    with the list), a list of a group's options (``method=[dacs,mean_teacher]``, which Hydra
+    would merge into one config), or a root setting that does not exist (``learning_rate=0.1``; Hydra's own
     message would advise adding it with ``+``, which adds a setting that nothing reads;
     ``mic.ratio=0.5``: MIC's settings are under ``method.terms.mic``). Config folders of
     one's own (``--config-dir``, ``hydra.searchpath``) are searched beside mic's, and one that
@@ -864,6 +865,17 @@ def unknown_option(argv: Sequence[str]) -> str | None:
                 if key == "experiment":  # the default: none
                     off = " (leave experiment= out for none, the default)"
                 return f"{key}=null: choose one of its options{off}: {', '.join(names)}"
+            listed = re.fullmatch(r"\[(.*)\]", value)
+            if listed:  # Hydra merges every option listed into one config
+                names = [n.strip() for n in listed.group(1).split(",") if n.strip()]
+                if len(names) < 2:
+                    one = f"{key}={names[0]}" if names else ", ".join(_folder_options(folders))
+                    return f"{key}={value}: {key} takes one option, without brackets: {one}"
+                return (
+                    f"{key}={value} chooses several {key} options at once, which Hydra would "
+                    f"merge into one config: choose one ({key}={names[0]}), or run each in turn "
+                    f"(a sweep: mic-train -m {key}={','.join(names)})"
+                )
             if not re.fullmatch(r"[\w.-]+(,[\w.-]+)*", value):
                 continue
             options = value.split(",")

@@ -1287,6 +1287,15 @@ CASES = [
         "choose it without +: model=resnet50",
     ),
     (
+        "config-group-list",
+        "several options of one config group in a list (Hydra merged them into one config, "
+        "or failed on an interpolation)",
+        lambda t, r: ["method=[dacs,mean_teacher]"],
+        "method=[dacs,mean_teacher] chooses several method options at once, which Hydra would "
+        "merge into one config: choose one (method=dacs), or run each in turn (a sweep: "
+        "mic-train -m method=dacs,mean_teacher)",
+    ),
+    (
         "config-num-classes-text",
         "a class count given as text (it was blamed on the task, which reads it)",
         lambda t, r: ["dataset.num_classes=abc"],

@@ -510,3 +510,17 @@ def test_a_signal_after_the_command_has_ended_leaves_at_once(finished, status):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
     assert out.returncode == status, out.stderr[-500:]
+
+
+def test_a_list_of_one_group_s_options_is_refused_with_what_to_give_instead():
+    from mic.train import unknown_option
+
+    several = unknown_option(["experiment=[streets, det_shapes]"])
+    assert several.startswith("experiment=[streets, det_shapes] chooses several experiment")
+    assert "(experiment=streets)" in several and "-m experiment=streets,det_shapes" in several
+    assert unknown_option(["+experiment=[streets]"]) == (
+        "experiment=[streets]: experiment takes one option, without brackets: experiment=streets"
+    )
+    empty = unknown_option(["method=[]"])
+    assert empty.startswith("method=[]: method takes one option") and "dacs" in empty
+    assert unknown_option(["method=dacs,mean_teacher"]) is None  # a sweep's: Hydra's
