@@ -820,8 +820,9 @@ def unknown_option(argv: Sequence[str]) -> str | None:
     """The message for the first override that names nothing of mic's config, with the
     closest names: an option of a config group that does not exist (``experiment=det_shapez``,
     with the list), a list of a group's options (``method=[dacs,mean_teacher]``, which Hydra
-    would merge into one config), or a root setting that does not exist (``learning_rate=0.1``; Hydra's own
-    message would advise adding it with ``+``, which adds a setting that nothing reads;
+    would merge into one config), or a root setting that does not exist
+    (``learning_rate=0.1``; Hydra's own message would advise adding it with ``+``, which adds
+    a setting that nothing reads;
     ``mic.ratio=0.5``: MIC's settings are under ``method.terms.mic``). Config folders of
     one's own (``--config-dir``, ``hydra.searchpath``) are searched beside mic's, and one that
     does not exist is named; a chosen config file (each of a sweep's, ``method=a,b``) that

@@ -6,6 +6,7 @@ key named by the label-suffix hint."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -315,11 +316,16 @@ def test_grey_labels_saved_as_rgb_are_read_and_colour_ones_refused(tmp_path):
         ds.load(1)
     (problem,) = ds.preflight()
     assert problem.file.endswith("1.png") and "three channels differ" in problem.detail
-    # colour renderings: every file of the wrong mode is named from its header
+    # colour renderings: every one is named by the check, whatever the value sample read
+    (problem,) = ds.preflight(label_sample=0)
+    assert problem.kind == "label files of the wrong mode" and problem.file.endswith("1.png")
+    assert "three channels differ" in problem.detail and "colour rendering" in problem.fix
     Image.fromarray(colour).save(root / "lbl" / "0.png")
     problems = ds.preflight()
     assert [p.kind for p in problems] == ["label files of the wrong mode"] * 2
-    assert "colour rendering" in problems[0].fix
+    # a grey one among them is read, not named with them
+    Image.fromarray(np.stack([label] * 3, -1)).save(root / "lbl" / "0.png")
+    assert [Path(p.file).name for p in ds.preflight(label_sample=0)] == ["1.png"]
 
 
 def test_grey_labels_with_an_opaque_alpha_are_read_and_transparent_ones_refused(tmp_path):
@@ -340,11 +346,15 @@ def test_grey_labels_with_an_opaque_alpha_are_read_and_transparent_ones_refused(
         ds.load(1)
     (problem,) = ds.preflight()
     assert problem.file.endswith("1.png") and "store ignored pixels as 255" in problem.detail
-    # every label so: each is named by its mode, and the fix says what the first one holds
+    # every label so: each is named by its mode, with what it holds
     Image.fromarray(np.stack([label] * 3 + [see_through], -1)).save(root / "lbl" / "0.png")
-    problems = ds.preflight()
+    problems = ds.preflight(label_sample=0)
     assert [p.kind for p in problems] == ["label files of the wrong mode"] * 2
-    assert "The first of them is an RGBA image with 6 transparent pixels" in problems[0].fix
+    assert problems[0].detail.startswith("RGBA, not one of L, P, I, ")
+    assert problems[0].detail.endswith(
+        ": an RGBA image with 6 transparent pixels (transparency is not read as ignore: store "
+        "ignored pixels as 255)"
+    )
 
 
 # ------------------------------------------------------------ the seg_folders key

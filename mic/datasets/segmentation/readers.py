@@ -23,7 +23,6 @@ import fnmatch
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
@@ -424,7 +423,8 @@ class SegmentationDataset:
     def preflight(self, training: bool = True, label_sample: int = LABEL_SAMPLE) -> list[Problem]:
         """The data check before training (see ``mic.datasets.preflight``): images without
         labels; from the headers of every image and label file, that each is readable, of a
-        usable mode, and that image and label have one size; the values of ``label_sample``
+        usable mode (every label file saved in colour decoded: grey ids saved so are read),
+        and that image and label have one size; the values of ``label_sample``
         label files evenly spread over the set (ids outside the mapping; in a training set,
         fewer than two classes occurring, and, when every file was read, classes that never
         occur).
@@ -437,7 +437,6 @@ class SegmentationDataset:
         labels = self.labelled
         problems += unread_problems(getattr(self, "unread", []))
         problems += _shared_label_problems(self.samples)
-        rgb: list[Problem] = []  # RGB labels: grey ids saved as RGB are read, colour ones not
         sizes = []
         for image_file, label_file in progress(self.samples, len(self), self._what()):
             image = check_image(image_file, problems, self.apply_exif_orientation)
@@ -455,15 +454,19 @@ class SegmentationDataset:
             except DatasetError as e:
                 problems.append(header_problem(label_file, e, "label"))
                 continue
-            if label.mode not in self.label_modes:
-                (rgb if self._grey_rgb_readable(label.mode) else problems).append(
-                    Problem(
-                        "label files of the wrong mode",
-                        str(label_file),
-                        f"{label.mode}, not one of {', '.join(self.label_modes)}",
-                        self.mode_fix,
+            if label.mode not in self.label_modes:  # (grey ids saved in colour are read:
+                grey_rgb = self._grey_rgb_readable(label.mode)  # each such file decoded)
+                why = self._not_grey(Path(label_file)) if grey_rgb else ""
+                if why is not None:
+                    problems.append(
+                        Problem(
+                            "label files of the wrong mode",
+                            str(label_file),
+                            f"{label.mode}, not one of {', '.join(self.label_modes)}"
+                            + (f": {why}" if why else ""),
+                            self.mode_fix,
+                        )
                     )
-                )
             mismatch = image is not None and label.size != image.size
             if mismatch and self.label_size_mismatch == "error":
                 fix = self.size_mismatch_fix(image, label.size) or (
@@ -479,9 +482,6 @@ class SegmentationDataset:
                         fix if fix.endswith(".") else fix + ".",
                     )
                 )
-        why = self._not_grey(Path(rgb[0].file)) if rgb else None
-        if why:  # colour: every such label listed; grey: read (values sampled below)
-            problems += [replace(q, fix=f"{q.fix} The first of them is {why}.") for q in rgb]
         if labels and label_sample > 0:
             problems += self._label_values(training, label_sample, {p.file for p in problems})
         self.checked_sizes = sizes
