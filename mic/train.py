@@ -1158,12 +1158,15 @@ def _show_warning(
 ) -> None:
     """Show a warning as Python does (``_format_warning``'s form), and write it to the run
     log too (``to_run_log``): the log tells the run's story as the console did; a progress
-    bar on the same stream steps aside for it."""
+    bar on the same stream steps aside for it. Under torchrun, mic's own warnings (advice on
+    the settings, the same in every process) are shown by process 0 alone."""
     from tqdm import tqdm
 
+    text = _format_warning(message, category, filename, lineno, line).rstrip("\n")
+    if text.startswith("mic: ") and not process_info().is_main:
+        return
     with tqdm.external_write_mode(file=file or sys.stderr):
         _python_show(message, category, filename, lineno, file, line)
-    text = _format_warning(message, category, filename, lineno, line).rstrip("\n")
     to_run_log(text.removeprefix("mic: warning: "), logging.WARNING)  # (the log says WARNING)
 
 
@@ -1227,8 +1230,9 @@ def _command() -> None:
                 _RECORD["sweep"] = sweep.read_bytes()
             sys.argv.append(f"{SUBDIR}null")
         sys.argv[1:] = options_first(sys.argv[1:])
-    except MicError as e:
-        print(f"mic: error: {_one_paragraph(str(e))}", file=sys.stderr)
+    except MicError as e:  # (the command line's: under torchrun, every process's alike)
+        if process_info().is_main:
+            print(f"mic: error: {_one_paragraph(str(e))}", file=sys.stderr)
         sys.exit(2)
     _main()
     _leave_process_group()

@@ -361,3 +361,41 @@ def test_a_collective_that_lost_a_peer_is_told_apart_from_other_errors(monkeypat
     assert _lost_peer(lost) and not _lost_peer(RuntimeError("CUDA out of memory"))
     monkeypatch.setenv("WORLD_SIZE", "1")  # one process: no peer to lose
     assert not _lost_peer(lost)
+
+
+def test_under_torchrun_process_0_alone_says_what_the_run_does_and_each_says_its_error(
+    monkeypatch, capsys
+):
+    """Two processes printed every line twice (the resume line, mic's warnings, a stop's hint;
+    process 1 could hint that no checkpoint was written before process 0 had saved it)."""
+    import logging
+
+    import mic.train
+    import mic.training.hooks
+    from mic.training.distributed import ProcessInfo
+
+    def said(rank: int) -> tuple[str, str]:
+        info = ProcessInfo(rank=rank, world_size=2)
+        for module in (mic.train, mic.training.hooks):
+            monkeypatch.setattr(module, "process_info", lambda: info)
+        monkeypatch.setattr(  # (Python's own, as mic-train finds it; pytest records warnings)
+            mic.train,
+            "_python_show",
+            lambda m, c, f, n, file, line: sys.stderr.write(mic.train._format_warning(m, c, f, n)),
+        )
+        mic.training.hooks.say("resuming from x.pt at iteration 3")
+        mic.training.hooks.say("mic: stopped by SIGTERM", sys.stderr, logging.WARNING)
+        mic.training.hooks.say("mic: error: a bad file", sys.stderr, logging.ERROR)
+        show = mic.train._show_warning
+        show(UserWarning("fp16 on the CPU"), UserWarning, mic.train.__file__, 1)
+        show(UserWarning("a library's"), UserWarning, "/x/lib.py", 1)
+        out = capsys.readouterr()
+        return out.out, out.err
+
+    out, err = said(0)
+    assert out == "resuming from x.pt at iteration 3\n"
+    assert err.startswith("mic: stopped by SIGTERM\nmic: error: a bad file\n")
+    assert "mic: warning: fp16 on the CPU\n" in err and "a library's" in err
+    out, err = said(1)
+    assert out == "" and "stopped" not in err and "fp16" not in err
+    assert err.startswith("mic: error: a bad file\n") and "a library's" in err

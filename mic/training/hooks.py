@@ -72,7 +72,12 @@ def to_run_log(text: str, level: int = logging.INFO) -> None:
 
 def say(text: str, stream: Any = None, level: int = logging.INFO) -> None:
     """Print ``text`` (to ``stream``, default standard output; above a progress bar, if one
-    runs) and write it to the run log at ``level`` (``to_run_log``)."""
+    runs) and write it to the run log at ``level`` (``to_run_log``). Under torchrun, below
+    ``logging.ERROR`` only process 0 says it: the others would say the same (or, as a stop's
+    checkpoint hint, say it before process 0 has saved); an error, which may be one
+    process's own, every process that meets it."""
+    if level < logging.ERROR and not process_info().is_main:
+        return
     tqdm.write(text, file=stream or sys.stdout)
     to_run_log(text, level)
 
