@@ -258,6 +258,19 @@ def test_cityscapes_boxes_from_instance_ids(tmp_path):
     assert len(CityscapesDetection(root, "train", min_pixels=1)[0][1]["boxes"]) == 4
 
 
+def test_cityscapes_instance_files_missing_or_not_16_bit_are_named_where_read(tmp_path):
+    root = _cityscapes(tmp_path)
+    gt = next((root / "gtFine" / "train").glob("*/*_instanceIds.png"))
+    # a labelIds file renamed: read as ids, it gave an image without boxes, without a word
+    Image.fromarray(np.full((16, 24), 26, np.uint8)).save(gt)
+    with pytest.raises(DatasetError, match=rf"'{re.escape(str(gt))}' is L: gtFine's .* 16-bit"):
+        CityscapesDetection(root, "train")[0]
+    gt.unlink()
+    with pytest.raises(DatasetError) as missing:
+        CityscapesDetection(root, "train")
+    assert f"Missing instance annotation files (1): '{gt}' (no such file)." in str(missing.value)
+
+
 def test_foggy_cityscapes_at_the_chosen_beta(tmp_path):
     root = _cityscapes(tmp_path)
     foggy = CityscapesDetection(root, "val", foggy=True)  # beta 0.02 by default

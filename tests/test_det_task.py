@@ -408,6 +408,12 @@ def test_predict_and_loss_refuse_what_the_detectors_took_silently(backend):
         det_task().loss(model, images, targets[:1])
     with pytest.raises(DatasetError, match=r"got 3 weights for 2 images"):
         det_task().loss(model, images, targets, weights=[torch.ones(1)] * 3)
+    # a class id out of range from a loader's own collate_fn: detectron2 trained the id
+    # num_classes as its background, torchvision named id + 1 in an IndexError
+    for bad in (NUM_CLASSES, -1):
+        wrong = [targets[0], {**targets[1], "labels": torch.full_like(targets[1]["labels"], bad)}]
+        with pytest.raises(DatasetError, match=f"batch item 1 has class id {bad}, outside"):
+            det_task().loss(model, images, wrong)
     model.eval()
     # images in 0..255: warned of once per task
     task = det_task()

@@ -1072,12 +1072,29 @@ class VOCDetection(DetectionDataset):
 
 
 # ------------------------------------------------------------------------------ Cityscapes
+#: the kind of problem of an instance-id file that is not 16-bit, and its fix
+INSTANCE_MODE = "instance annotations that are not 16-bit"
+INSTANCE_FIX = (
+    "gtFine's *_instanceIds.png hold class id x 1000 + instance, 16-bit; an 8-bit or colour "
+    "file cannot (is it a labelIds or colour file renamed?). Replace them with the gtFine "
+    "instanceIds files."
+)
+
+
 @lru_cache(maxsize=4096)
 def _instance_boxes(path: str, min_pixels: int) -> tuple[tuple[float, ...], ...]:
     """(x1, y1, x2, y2, class) of each instance of the 8 classes with at least ``min_pixels``
-    pixels, from one pass over the instance-id image (not one pass per instance)."""
+    pixels, from one pass over the instance-id image (not one pass per instance).
+
+    Raises:
+        DatasetError: an unreadable file, or one that is not 16-bit (the data check's
+            ``INSTANCE_MODE``; read as ids, such a file gave no box, without a word).
+    """
     from scipy.ndimage import find_objects
 
+    stored = read_header(path, apply_exif_orientation=False).mode
+    if not stored.startswith("I"):  # 16-bit (I;16) or 32-bit (I) integers
+        raise DatasetError(f"instance annotation file '{path}' is {stored}: {INSTANCE_FIX}")
     ids = np.asarray(load_image(path, mode="I"), dtype=np.int64)
     instances = np.where(ids >= 1000, ids, 0)  # below 1000: a class without instances
     pixels = np.bincount(instances.ravel())
@@ -1093,8 +1110,6 @@ def _instance_boxes(path: str, min_pixels: int) -> tuple[tuple[float, ...], ...]
     return tuple(out)
 
 
-#: the kind of problem of an instance-id file that is not 16-bit
-INSTANCE_MODE = "instance annotations that are not 16-bit"
 #: kinds of problem after which a lazy reader's boxes are not read (their files are bad)
 LABEL_FILE_KINDS = frozenset(
     {
@@ -1171,8 +1186,8 @@ class CityscapesDetection(DetectionDataset):
                 [
                     Problem(
                         "missing instance annotation files",
-                        "unreadable instance annotation files",
                         str(p),
+                        "no such file",
                         fix="Every image needs its gtFine instanceIds file (or set "
                         "{reader}.labelled=false for unlabelled target images).",
                     )
@@ -1198,9 +1213,7 @@ class CityscapesDetection(DetectionDataset):
                     INSTANCE_MODE,
                     str(path),
                     f"{label.mode}, not 16-bit",
-                    "gtFine's *_instanceIds.png hold class id x 1000 + instance, 16-bit; an "
-                    "8-bit or colour file cannot (is it a labelIds or colour file renamed?). "
-                    "Replace them with the gtFine instanceIds files.",
+                    INSTANCE_FIX,
                 )
             ]
         if label.size == header.size:

@@ -166,6 +166,7 @@ class DetectionTask(Task):
                 raise DatasetError(
                     f"DetectionTask.loss got {len(given)} {what} for {n} images: one per image"
                 )
+        self._check_class_ids(targets, images)
         if weights is not None:
             targets = [{**t, "weights": w} for t, w in zip(targets, weights, strict=True)]
         with sampling_from(rng, images_device(images)):
@@ -182,6 +183,19 @@ class DetectionTask(Task):
                 "training mode, and a mic.tasks.detection.FasterRCNN or Detectron2RCNN?"
             )
         return {k: losses[k] for k in LOSS_PARTS}
+
+    def _check_class_ids(self, targets: list[dict[str, Tensor]], images: Any) -> None:
+        """``check_targets`` where a class id lies outside [0, num_classes) (one
+        synchronisation): batches that did not pass ``collate`` (a loader's own collate_fn)
+        gave detectron2 the id num_classes, its background, trained without a word, and
+        torchvision an IndexError naming id + 1."""
+        ids = [t["labels"] for t in targets]
+        if not all(isinstance(i, Tensor) and not i.is_floating_point() for i in ids):
+            self.check_targets(targets, images)  # (names the labels' type)
+        ids = [i.reshape(-1) for i in ids if i.numel()]
+        every = torch.cat(ids) if ids else None
+        if every is not None and bool(((every < 0) | (every >= self.num_classes)).any()):
+            self.check_targets(targets, images)
 
     def predict(self, model: nn.Module, images: Tensor | list[Tensor]) -> Detections:
         """The detections of ``model`` (in eval mode) on ``images``.
