@@ -35,7 +35,7 @@ from mic.training import (
     load_checkpoint,
     make_validators,
 )
-from mic.training.validators import TargetOutputs
+from mic.training.validators import TargetOutputs, Validator
 from tests.helpers import TINY_RUN, tiny_loaders, tiny_model, user_error_of
 from tests.helpers import run_cli as _cli
 
@@ -222,10 +222,10 @@ class _Attributes(ClassificationTask):
 
 
 def test_a_task_without_class_probabilities_is_a_config_error():
-    validation = LabelFreeValidation(["entropy", "masked_agreement"], [])
+    validation = LabelFreeValidation(["entropy", "masked_agreement"], [torch.zeros(2, 3, 8, 8)])
     with pytest.raises(ConfigError, match=r"class_probabilities.*masked_agreement"):
         validation.check(_Attributes(3))
-    LabelFreeValidation(["masked_agreement"], []).check(_Attributes(3))
+    LabelFreeValidation(["masked_agreement"], [torch.zeros(2, 3, 8, 8)]).check(_Attributes(3))
 
 
 def test_validation_is_reproducible_and_leaves_the_model_and_generators_alone(one_thread):
@@ -377,6 +377,15 @@ def test_evaluation_with_validators_alone_for_targets_without_labels(tmp_path, o
     scores = [r["validator/student/im"] for r in evaluation.history]
     assert picks["im"]["step"] == [2, 4][scores.index(max(scores))]
     assert picks["im"]["accuracy"] is None  # no labels: no true metric to show beside
+    # a labelled score asked for where there are no labels: said so, not a validator's typo
+    labelled = Checkpointer(tmp_path / "labelled", best_metric="eval/student/accuracy")
+    loop = _mean_teacher_loop(task, student, source, target, [evaluation, labelled])
+    with pytest.raises(ConfigError) as error:
+        loop.run()
+    assert "the evaluation has no labelled test loader, so it records no labelled score" in str(
+        error.value
+    )
+    assert "Did you mean" not in str(error.value) and "validator/student/im" in str(error.value)
 
 
 def test_evaluation_needs_labels_or_validators():
@@ -525,12 +534,20 @@ def test_best_by_another_labelled_score_names_the_task_s_primary_metric():
 def test_validation_over_an_empty_loader_is_a_dataset_error_not_nan():
     from mic.core import DatasetError
 
-    validation = LabelFreeValidation(["entropy", "masked_agreement"], [], batches=4)
+    class Emptied(list):  # emptied after it was built (a loader without a length too)
+        pass
+
+    batches = Emptied([torch.zeros(2, 3, 8, 8)])
+    validation = LabelFreeValidation(["entropy", "masked_agreement"], batches, batches=4)
+    batches.clear()
     model, task = tiny_model(), ClassificationTask(3)
     with pytest.raises(DatasetError, match=r"label-free validation.*yields no batch.*entropy"):
         validation.score(task, model)
     with pytest.raises(DatasetError, match="yields no batch"):
         validation.references(task, model)
+    # a loader of no batch is named when it is given, not at the first evaluation
+    with pytest.raises(DatasetError, match=r"label-free validation.*yields no batch.*entropy"):
+        LabelFreeValidation(["entropy"], [], batches=4)
 
 
 def test_a_best_metric_that_is_nan_at_every_evaluation_warns_at_the_end(tmp_path):
@@ -544,6 +561,8 @@ def test_a_best_metric_that_is_nan_at_every_evaluation_warns_at_the_end(tmp_path
     nan = Checkpointer(tmp_path / "nan", best_metric=key)
     _feed(nan, loop, _records(key, [float("nan")] * 2, [0.5, 0.6]))
     with pytest.warns(UserWarning, match=r"not a finite number at any evaluation.*no best\.pt"):
+        nan.after_run(loop)  # (without a teacher, no teacher.pt is named)
+    with pytest.warns(UserWarning, match=r"final weights are in student\.pt$"):
         nan.after_run(loop)
     assert not (tmp_path / "nan" / "best.pt").exists()
     finite = Checkpointer(tmp_path / "finite", best_metric=key)
@@ -654,3 +673,76 @@ def test_snd_over_many_elements_warns_of_its_cost_once():
         warnings.simplefilter("error")
         assert snd.score(p) == first  # once; the score unchanged
         SoftNeighborhoodDensity().score(p)  # below the default: no warning
+
+
+class _OwnProbabilities(ClassificationTask):
+    """A task of its own whose ``class_probabilities`` returns what ``make`` makes of the
+    probabilities."""
+
+    def __init__(self, num_classes: int, make) -> None:
+        super().__init__(num_classes)
+        self.make = make
+
+    def class_probabilities(self, prediction, samples_per_image=None, rng=None):
+        return self.make(super().class_probabilities(prediction, samples_per_image, rng))
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [  # each scored without a word (logits: NaN), or failed in a validator's formula
+        (lambda p: p.log(), r"returned rows that are no probabilities \(least value -"),
+        (
+            lambda p: torch.sigmoid(p * 5),
+            r"returned rows .*, row sums [\d.]+ to [\d.]+\): each row is non-neg",
+        ),
+        (lambda p: p.flatten(), r"returned a \(12,\) torch.float32 tensor: it returns an N x K"),
+        (lambda p: p.tolist(), r"returned <class 'list'>: it returns an N x K float tensor"),
+        (lambda p: None, r"returned <class 'NoneType'>"),
+    ],
+)
+def test_class_probabilities_that_are_no_probabilities_are_a_config_error(make, message):
+    _, _, target, _ = tiny_loaders()
+    validation = LabelFreeValidation(["entropy", "im"], list(target), batches=1)
+    task, model = _OwnProbabilities(3, make), tiny_model().eval()
+    with pytest.raises(ConfigError, match=f"_OwnProbabilities.class_probabilities {message}"):
+        validation.score(task, model)
+    scores = validation.score(_OwnProbabilities(3, lambda p: p), model)  # as they are: scored
+    assert all(math.isfinite(s) for s in scores.values())
+
+
+class _Scripted(Validator):
+    name = "scripted"
+
+    def __init__(self, score) -> None:
+        self.value = score
+
+    def update(self, outputs) -> None:
+        pass
+
+    def compute(self):
+        return self.value
+
+
+def test_a_validator_s_number_of_another_type_is_a_float_and_anything_else_refused():
+    """An int was logged but never counted as a best; a 0-d tensor failed the log."""
+    import numpy as np
+
+    _, _, target, _ = tiny_loaders()
+    model, task = tiny_model(), ClassificationTask(3)
+    for score in (3, np.float32(0.5), torch.tensor(0.25), torch.tensor([2.0])):
+        scores = LabelFreeValidation([_Scripted(score)], list(target), batches=1).score(task, model)
+        assert type(scores["scripted"]) is float and scores["scripted"] == float(score)
+    for score in (None, "0.5", True, torch.ones(2)):
+        validation = LabelFreeValidation([_Scripted(score)], list(target), batches=1)
+        with pytest.raises(ConfigError, match=r"validator .scripted.: compute\(\) returned"):
+            validation.score(task, model)
+
+
+def test_masked_agreement_on_a_batch_of_one_image_is_a_dataset_error():
+    from mic.core import DatasetError
+
+    _, _, target, _ = tiny_loaders()
+    one = [next(iter(target))[:1]]  # the bottleneck's BatchNorm1d: no batch statistics
+    validation = LabelFreeValidation(["masked_agreement"], one, masker=BlockMasker(2, 0.5))
+    with pytest.raises(DatasetError, match=r"masked_agreement met a batch of 1 image.*drop_last"):
+        validation.score(ClassificationTask(3), tiny_model())

@@ -953,7 +953,8 @@ class Checkpointer(Hook):
         """At the first evaluation record: is ``best_metric`` among its keys?
 
         Raises:
-            ConfigError: its model is scored there, its metric is not (a typo).
+            ConfigError: its model is scored there, its metric is not (a typo); a labelled
+                score where the evaluation has no labelled loader.
         """
         keys = sorted(k for k in record if k.startswith(("eval/", "validator/")))
         if not keys:
@@ -969,6 +970,12 @@ class Checkpointer(Hook):
             for k in keys
             if isinstance(record[k], (int, float)) and not isinstance(record[k], bool)
         ]
+        if kind == "eval" and not any(k.startswith("eval/") for k in keys):
+            raise ConfigError(
+                f"Checkpointer(best_metric={metric!r}): the evaluation has no labelled test "
+                "loader, so it records no labelled score (eval/...) and best.pt would never be "
+                f"written; follow a label-free validator's score: {', '.join(numeric)}"
+            )
         if model in scored:
             close = difflib.get_close_matches(metric, numeric, n=3, cutoff=0.6)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -989,13 +996,14 @@ class Checkpointer(Hook):
             self.save(loop)
         entry = self.selection.best.get(self.best_metric) if self.best_metric else None
         missed = self._metric_recorded and self.best_file is None and loop.interrupted_by is None
+        final = "student.pt" + (" and teacher.pt" if loop.teacher is not None else "")
         if missed and entry is not None:  # chosen before the checkpoint resumed from
             at = f"at iteration {entry['step']}, " if entry["step"] >= 0 else ""
             warnings.warn(
                 f"Checkpointer(best_metric={self.best_metric!r}): its best score was {at}"
                 "at or before the checkpoint this run resumed from, and no "
                 "later evaluation beat it; that iteration's checkpoint is not on disk, so no "
-                "best.pt was written (the final weights are in student.pt and teacher.pt)",
+                f"best.pt was written (the final weights are in {final})",
                 stacklevel=2,
             )
         elif missed:
@@ -1003,7 +1011,7 @@ class Checkpointer(Hook):
                 f"Checkpointer(best_metric={self.best_metric!r}): the score was not a finite "
                 "number at any evaluation of the run (NaN: undefined, e.g. masked_agreement "
                 "while the teacher's pseudo-labels hold nothing above the threshold), so no "
-                "best.pt was written; the final weights are in student.pt and teacher.pt",
+                f"best.pt was written; the final weights are in {final}",
                 stacklevel=2,
             )
         if loop.interrupted_by is None and process_info().is_main:

@@ -12,6 +12,7 @@ how far each can be trusted.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from abc import ABC, abstractmethod
@@ -373,7 +374,8 @@ class LabelFreeValidation:
     Raises:
         ConfigError: ``batches`` or ``samples_per_image`` below 1, an unknown validator, or
             a loader that is a one-pass iterator or a dataset (``check_loader``).
-        DatasetError: (when scoring) the loader yields no batch.
+        DatasetError: a loader of length 0 (one without a length: when scoring) yields no
+            batch.
 
     Warns:
         UserWarning: ``loader`` shuffles (its sampler is a ``RandomSampler``).
@@ -402,6 +404,9 @@ class LabelFreeValidation:
         self.validators = make_validators(validators)
         again = "every evaluation passes over it again"
         check_loader(loader, "LabelFreeValidation's loader", again, ConfigError)
+        with contextlib.suppress(TypeError):  # (a loader without a length: when scored)
+            if len(loader) == 0:  # named before training, not at its first evaluation
+                raise _no_batch(self.names)
         if isinstance(getattr(loader, "sampler", None), RandomSampler):
             warnings.warn(
                 "LabelFreeValidation's loader shuffles (a RandomSampler), so each evaluation "
@@ -453,17 +458,12 @@ class LabelFreeValidation:
         if 0 <= i < self.batches - 1 and not self._told_short:
             self._told_short = True
             warnings.warn(
-                f"the label-free validation scores {i + 1} batches, not the "
+                f"the label-free validation scores {i + 1} batch{'es' * (i > 0)}, not the "
                 f"{self.batches} asked for (eval.validation.batches): its loader holds no more",
                 stacklevel=2,
             )
         if i < 0:
-            raise DatasetError(
-                "the loader of the label-free validation (LabelFreeValidation) yields no "
-                f"batch, so its validators ({', '.join(self.names)}) would score nothing and "
-                "report NaN: give it a loader of at least one batch of target images (with "
-                "drop_last=True, a dataset of at least one batch size)"
-            )
+            raise _no_batch(self.names)
 
     @torch.no_grad()
     def references(
@@ -514,19 +514,80 @@ class LabelFreeValidation:
                 prediction = task.predict(model, images)
                 out = TargetOutputs(task)
                 if probabilities:
-                    out.probabilities = task.class_probabilities(  # type: ignore[attr-defined]
-                        prediction, self.samples_per_image, self._stream("samples", i)
+                    out.probabilities = _probabilities(
+                        task,
+                        task.class_probabilities(  # type: ignore[attr-defined]
+                            prediction, self.samples_per_image, self._stream("samples", i)
+                        ),
                     )
                 if masked:
                     view = self.masker(images, self._stream("mask", i))
-                    with batch_statistics(model):  # as the masked batch is seen in training
-                        out.masked = task.predict(model, view)
+                    with batch_statistics(model), _batch_of_one_named():  # (as the masked
+                        out.masked = task.predict(model, view)  # batch is seen in training)
                     out.reference = (
                         references[i] if references is not None else task.pseudo_label(prediction)
                     )
                 for v in self.validators:
                     v.update(out)
-            return {v.name: v.compute() for v in self.validators}
+            return {v.name: _number(v, v.compute()) for v in self.validators}
+
+
+def _probabilities(task: Task, p: Any) -> Tensor:
+    """``p`` if it is N x K probabilities (rows of its finite ones summing to 1), else a
+    ConfigError: logits, sigmoid outputs or a list were scored without a word (or NaN)."""
+    said = f"{type(task).__name__}.class_probabilities returned"
+    if not (isinstance(p, Tensor) and p.dim() == 2 and p.is_floating_point()):
+        got = f"a {tuple(p.shape)} {p.dtype} tensor" if isinstance(p, Tensor) else type(p)
+        raise ConfigError(f"{said} {got}: it returns an N x K float tensor of probabilities")
+    rows = p[torch.isfinite(p).all(dim=1)].float()  # (a model gone NaN: scored NaN)
+    sums = rows.sum(1)
+    if len(rows) and bool((rows < 0).any() | ((sums - 1).abs() > 1e-2).any()):
+        raise ConfigError(
+            f"{said} rows that are no probabilities (least value {rows.min().item():.3g}, "
+            f"row sums {sums.min().item():.3g} to {sums.max().item():.3g}): each row is "
+            "non-negative and sums to 1 (a softmax of the logits, not the logits or sigmoids)"
+        )
+    return p
+
+
+@contextmanager
+def _batch_of_one_named() -> Iterator[None]:
+    """A DatasetError for a batch of 1 image, on which the masked pass's batch statistics
+    (BatchNorm1d's) are undefined (torch's ValueError before)."""
+    try:
+        yield
+    except ValueError as e:
+        if "more than 1 value per channel" not in str(e):
+            raise
+        raise DatasetError(
+            "masked_agreement met a batch of 1 image, from which a BatchNorm1d layer cannot "
+            "take the batch statistics it predicts the masked images with: give the "
+            "LabelFreeValidation loader drop_last=True (as mic-train does) or batches of 2 "
+            "or more images"
+        ) from e
+
+
+def _number(validator: Validator, score: Any) -> float:
+    """A validator's score as a float (a number of NumPy or a 0-d tensor too), else a
+    ConfigError: an int was never counted as a best, a tensor failed the log."""
+    try:
+        if not isinstance(score, (bool, str, bytes)):
+            return float(score)
+    except (TypeError, ValueError, RuntimeError):
+        pass
+    raise ConfigError(
+        f"validator {validator.name!r}: compute() returned {type(score).__name__} "
+        f"{score!r:.60}; a validator returns its score as a number (a float)"
+    )
+
+
+def _no_batch(names: Sequence[str]) -> DatasetError:
+    return DatasetError(
+        "the loader of the label-free validation (LabelFreeValidation) yields no batch, so "
+        f"its validators ({', '.join(names)}) would score nothing and report NaN: give it a "
+        "loader of at least one batch of target images (with drop_last=True, a dataset of at "
+        "least one batch size)"
+    )
 
 
 def lower_is_better(task: Task) -> set[str]:
