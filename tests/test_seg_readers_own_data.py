@@ -520,3 +520,24 @@ def test_an_image_folder_that_holds_the_label_folder_is_named(tmp_path):
     with collecting_problems():
         ds = SegmentationFolder(flat, flat / "labels", num_classes=2)
     assert "lies inside the image folder" not in _message(ds)
+
+
+def test_the_seg_folders_class_names_reach_source_and_test_readers(tmp_path):
+    """One key names the classes of the per-class IoU table (two ++ keys of the readers
+    before, found only in the code)."""
+    from hydra.utils import instantiate
+
+    root = seg_tree(tmp_path / "seg", n=2)
+    folders = [
+        f"dataset.{s}_{k}={root / k}" for s in ("source", "test") for k in ("images", "labels")
+    ]
+    folders = [
+        f.replace("images=", "images=").replace("/images", "/img").replace("/labels", "/lbl")
+        for f in folders
+    ]
+    cfg = load_config(
+        ["experiment=streets", "dataset=seg_folders", "dataset.num_classes=3",
+         "dataset.classes=[sky,road,car]", f"dataset.target_images={root / 'img'}", *folders]
+    )  # fmt: skip
+    for reader in (cfg.dataset.source.dataset, cfg.dataset.test):
+        assert list(instantiate(reader).classes) == ["sky", "road", "car"]
