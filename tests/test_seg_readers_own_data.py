@@ -528,16 +528,11 @@ def test_the_seg_folders_class_names_reach_source_and_test_readers(tmp_path):
     from hydra.utils import instantiate
 
     root = seg_tree(tmp_path / "seg", n=2)
-    folders = [
-        f"dataset.{s}_{k}={root / k}" for s in ("source", "test") for k in ("images", "labels")
-    ]
-    folders = [
-        f.replace("images=", "images=").replace("/images", "/img").replace("/labels", "/lbl")
-        for f in folders
-    ]
+    paths = {"images": root / "img", "labels": root / "lbl"}
     cfg = load_config(
         ["experiment=streets", "dataset=seg_folders", "dataset.num_classes=3",
-         "dataset.classes=[sky,road,car]", f"dataset.target_images={root / 'img'}", *folders]
+         "dataset.classes=[sky,road,car]", f"dataset.target_images={root / 'img'}",
+         *(f"dataset.{s}_{k}={p}" for s in ("source", "test") for k, p in paths.items())]
     )  # fmt: skip
     for reader in (cfg.dataset.source.dataset, cfg.dataset.test):
         assert list(instantiate(reader).classes) == ["sky", "road", "car"]
