@@ -455,3 +455,14 @@ def test_a_consistency_loss_given_no_pseudo_labels_says_what_it_takes():
     pseudo = (torch.zeros(4, dtype=torch.long), torch.ones(4))
     with pytest.raises(ConfigError, match=r"loss takes the teacher's PseudoLabels .* tuple"):
         term.loss(tiny_model(), ClassificationTask(3), images, pseudo)
+
+
+def test_a_loader_that_is_none_or_no_iterable_is_a_config_error():
+    """``target=None`` for a source-only run: a TypeError from inside the loop's loader."""
+    task, source, target, _ = tiny_loaders()
+    student = tiny_model()
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+    for name, value in (("target", None), ("source", 3)):
+        loaders = {"source": source, "target": target, name: value}
+        with pytest.raises(ConfigError, match=f"the {name} loader must be a DataLoader or a list"):
+            AdaptationLoop(task, student, source_only(), optimizer, iterations=2, **loaders)

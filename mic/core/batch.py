@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, default_collate
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 
-from mic.core.errors import DatasetError
+from mic.core.errors import ConfigError, DatasetError
 
 #: keys that mark a dict sample as labelled (an (image, target) pair in a dict), not an image
 LABEL_KEYS = frozenset({"label", "labels", "target", "targets", "mask", "boxes", "y"})
@@ -101,6 +101,8 @@ def check_loader(
     over again), an iterator that cannot start over (a generator, a DataLoader's iterator; a
     loader of one's own whose ``__iter__`` restarts passes)."""
     kind = type(loader).__name__
+    if not isinstance(loader, Iterable):  # (None: a source-only run draws target batches too)
+        raise ConfigError(f"{who} must be a DataLoader or a list of batches, got {kind}")
     builtin = isinstance(loader, Iterator) and type(loader).__module__ in ("builtins", "itertools")
     if use is not None and (builtin or isinstance(loader, (GeneratorType, _BaseDataLoaderIter))):
         raise error(

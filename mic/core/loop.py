@@ -582,11 +582,9 @@ def _hooks(hooks: Any) -> list[Hook]:
     if isinstance(hooks, Hook) or not isinstance(hooks, Iterable):
         kind = type(hooks).__name__
         raise ConfigError(f"hooks must be a list of mic.Hook instances, got a {kind}")
-    hooks = list(hooks)
-    for hook in hooks:
-        kind = f"a {type(hook).__name__}"
-        got = f"the class {hook.__name__}" if isinstance(hook, type) else kind
-        if not isinstance(hook, Hook):
+    for h in (hooks := list(hooks)):
+        if not isinstance(h, Hook):
+            got = f"the class {h.__name__}" if isinstance(h, type) else f"a {type(h).__name__}"
             raise ConfigError(f"hooks must be mic.Hook instances (subclasses of it), got {got}")
     return hooks
 
