@@ -847,6 +847,13 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
         given = OmegaConf.to_container(cfg.task).get("num_classes")  # type: ignore[union-attr]
         read = given == "${dataset.num_classes}" and cfg.task.num_classes == task.num_classes
         same = "${dataset.num_classes}" if read else task.num_classes  # the task's own count
+        data_classes = OmegaConf.select(cfg, "dataset.num_classes", default=None)
+        if given == task.num_classes and data_classes == model_classes:  # (set on its own)
+            raise ConfigError(
+                f"task.num_classes={task.num_classes}, but dataset.num_classes={data_classes} "
+                "and the model predicts as many: leave task.num_classes out (by default it "
+                "follows dataset.num_classes)"
+            )
         raise ConfigError(
             f"the model predicts {model_classes} classes but the task has {task.num_classes}; "
             f"set model.num_classes to {same}"

@@ -1073,6 +1073,14 @@ CASES = [
         "model.backbone must be a timm model name (e.g. resnet50) or a module with num_features",
     ),
     (
+        "config-task-classes",
+        "a task class count set apart from the data's, which the model follows (the advice was "
+        "to change the model)",
+        lambda t, r: ["task.num_classes=7"],
+        "task.num_classes=7, but dataset.num_classes=10 and the model predicts as many: leave "
+        "task.num_classes out (by default it follows dataset.num_classes)",
+    ),
+    (
         "config-model-classes",
         "model and dataset class counts differ",
         lambda t, r: ["model.num_classes=7"],
