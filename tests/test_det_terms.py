@@ -153,3 +153,26 @@ def test_a_detector_that_cannot_weight_its_own_samples_is_refused_when_the_run_i
     monkeypatch.delattr(FasterRCNN, "student_confidence_weights")
     with pytest.raises(ConfigError, match="needs a detector with student_confidence_weights"):
         build_experiment(load_config(tiny_det()))
+
+
+def test_detection_mic_loss_weights_the_student_s_samples_in_a_loop_of_one_s_own_too():
+    """The "student" weighting (the default) was switched on by the loop's forward alone:
+    DetectionMIC(...).loss in a loop of one's own trained unweighted, without a word."""
+    from mic.tasks.detection import DetectionTask
+
+    images, targets = tiny_batch()
+    student, task = tiny_detector().train(), DetectionTask(3)
+    pseudo = PseudoLabels(targets, [torch.full(t["labels"].shape, 0.9) for t in targets])
+    masker = mic.BlockMasker(16, 0.5)
+
+    def loss(term, weighted=False):
+        torch.manual_seed(1)
+        with student.student_confidence_weights() if weighted else contextlib.nullcontext():
+            return term.loss(student, task, images, pseudo, torch.Generator().manual_seed(0))
+
+    unweighted = loss(DetectionMIC(masker, weighting="none"))
+    student_weighted = loss(DetectionMIC(masker, weighting="none"), weighted=True)
+    assert not torch.equal(unweighted, student_weighted)
+    torch.testing.assert_close(loss(DetectionMIC(masker)), student_weighted, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="weighting=none trains any detector"):
+        DetectionMIC(masker).loss(torch.nn.Linear(2, 2), task, images, pseudo)

@@ -1,6 +1,7 @@
 """The pieces of exact resume: loader positions, sampler positions, generator states."""
 
 import random
+import re
 
 import numpy as np
 import pytest
@@ -296,3 +297,25 @@ def test_resume_auto_falls_back_to_best_pt_where_no_periodic_checkpoint_can_be_r
     assert find_resume_checkpoint("auto", tmp_path) == best  # the only one is corrupt
     good = save_checkpoint({"step": 120}, folder / "iter_00000120.pt")
     assert find_resume_checkpoint("auto", tmp_path) == good  # a periodic one comes first
+
+
+def test_save_checkpoint_refuses_objects_that_load_checkpoint_could_not_read(tmp_path):
+    """A model saved in a checkpoint was written without a word, and its file was then
+    called corrupt by load_checkpoint (weights_only)."""
+    from torch import nn
+
+    from mic import load_checkpoint, save_checkpoint
+
+    model = nn.Linear(3, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for state, where in (
+        ({"model": model}, "state['model'] is a torch.nn.modules.linear.Linear"),
+        ({"hooks": [{"best": 1.0}, {"f": len}]}, "state['hooks'][1]['f'] is a builtins."),
+        ({"optimizer": optimizer}, "state['optimizer'] is a torch.optim.sgd.SGD"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(f"save_checkpoint: {where}")):
+            save_checkpoint(state, tmp_path / "x.pt")
+        assert not (tmp_path / "x.pt").exists()
+    plain = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "n": [1, 2.0]}
+    save_checkpoint(plain, tmp_path / "x.pt")
+    assert load_checkpoint(tmp_path / "x.pt")["n"] == [1, 2.0]

@@ -25,10 +25,54 @@ FORMAT = "mic-checkpoint-v1"
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``state`` to ``path``: a temporary file in the same folder, flushed and fsynced,
-    then renamed over ``path``, so a crash never leaves a half-written checkpoint."""
+    then renamed over ``path``, so a crash never leaves a half-written checkpoint.
+
+    Raises:
+        ConfigError: ``state`` holds something other than tensors and plain types (a model, an
+            optimizer, a function), which ``load_checkpoint`` would refuse to read.
+        CheckpointError: the file cannot be written.
+    """
     path = Path(path)
+    foreign = _foreign(state, "state")
+    if foreign is not None:
+        where, value = foreign
+        raise ConfigError(
+            f"save_checkpoint: {where} is a {type(value).__module__}.{type(value).__name__}; a "
+            "checkpoint holds tensors and plain types (numbers, text, lists, dicts), which "
+            "load_checkpoint reads with weights_only=True: save a module's or optimizer's "
+            "state_dict(), not the object"
+        )
     _atomic_write({"format": FORMAT, **state}, path)
     return path
+
+
+#: what a checkpoint may hold besides containers: what torch.load(weights_only=True) reads
+_PLAIN = (
+    torch.Tensor,
+    str,
+    bytes,
+    int,
+    float,
+    complex,
+    bool,
+    type(None),
+    torch.dtype,
+    torch.device,
+)
+
+
+def _foreign(value: Any, where: str) -> tuple[str, Any] | None:
+    """The first place in ``value`` (and what it holds) that is no tensor, plain type or
+    container of them; None when there is none."""
+    if isinstance(value, _PLAIN):
+        return None
+    if isinstance(value, dict):
+        items: Any = ((f"{where}[{k!r}]", v) for k, v in value.items())
+    elif isinstance(value, (list, tuple, set)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return where, value
+    return next((f for w, v in items if (f := _foreign(v, w)) is not None), None)
 
 
 def save_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:

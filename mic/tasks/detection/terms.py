@@ -17,7 +17,9 @@ from mic.core import (
     MaskedImageConsistency,
     Masker,
     PseudoLabels,
+    Task,
 )
+from mic.core.context import Random
 from mic.core.teacher import unwrap
 from mic.core.weighting import WEIGHTING_MODES
 from mic.tasks.detection.model import BOX_REGRESSION_PARTS, LOSS_PARTS
@@ -113,13 +115,32 @@ class DetectionMIC(MaskedImageConsistency):
                 "method.terms.mic.weighting=none trains any detector"
             )
 
-    def forward(self, ctx: IterationContext) -> Tensor:
-        pseudo = ctx.pseudo_labels
-        device = next(ctx.student.parameters()).device
-        self.check_student(ctx.student)
-        model: Any = unwrap(ctx.student)
+    def loss(
+        self,
+        student: nn.Module,
+        task: Task,
+        images: Any,
+        pseudo: PseudoLabels,
+        rng: Random = None,
+        weights: Any = None,
+    ) -> Tensor:
+        """``MaskedImageConsistency.loss``, under the ``"student"`` weighting with the
+        student's own samples weighted (``student_confidence_weights``), in the loop and in a
+        loop of one's own alike (it was the loop's forward alone: a loop of one's own trained
+        unweighted).
+
+        Raises:
+            ConfigError: as ``MaskedImageConsistency.loss``; ``"student"`` weighting with a
+                student that has no ``student_confidence_weights`` (``check_student``).
+        """
+        self.check_student(student)
+        model: Any = unwrap(student)
         weighted = model.student_confidence_weights() if self.student_weighted else nullcontext()
         with weighted:
-            loss = super().forward(ctx)
-        self.statistics = pseudo_box_statistics(pseudo, device)  # in place of q and confidence
+            return super().loss(student, task, images, pseudo, rng, weights)
+
+    def forward(self, ctx: IterationContext) -> Tensor:
+        loss = super().forward(ctx)
+        device = next(ctx.student.parameters()).device
+        self.statistics = pseudo_box_statistics(ctx.pseudo_labels, device)  # (for q, confidence)
         return loss
