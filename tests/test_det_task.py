@@ -473,3 +473,19 @@ def test_images_channels_last_are_named_before_their_boxes():
     target = {"boxes": torch.tensor([[32.0, 36.0, 43.0, 47.0]]), "labels": torch.tensor([0])}
     with pytest.raises(DatasetError, match=r"channels last \(H x W x C\)"):
         DetectionTask(3).collate([(torch.rand(64, 64, 3), target)] * 2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_detections_are_float32_under_bf16_autocast(backend):
+    """Under precision=bf16 the teacher's pseudo-boxes were bf16 (torchvision decoded its
+    boxes in the deltas' dtype: 0.25 px steps at 64 px, 4 px at 1024; detectron2's scores)."""
+    images, _ = tiny_batch()
+    model = tiny_detector(backend=backend).eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        detections = det_task().predict(model, images)
+    for d in detections:
+        assert d["boxes"].dtype == d["scores"].dtype == torch.float32
+        assert d["labels"].dtype == torch.int64
+    if backend == "torchvision":  # decoded in float32: not on bf16's grid (0.25 px here)
+        boxes = torch.cat([d["boxes"] for d in detections])
+        assert len(boxes) and not torch.equal(boxes, boxes.bfloat16().float())

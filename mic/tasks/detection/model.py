@@ -174,8 +174,11 @@ class WeightedRPN(RegionProposalNetwork):
         anchors = self.anchor_generator(images, maps)
         per_level = [o[0].numel() for o in objectness]
         objectness, deltas = concat_box_prediction_layers(objectness, deltas)
-        # proposals do not back-propagate into the box deltas (as in torchvision)
-        proposals = self.box_coder.decode(deltas.detach(), anchors).view(len(anchors), -1, 4)
+        # proposals do not back-propagate into the box deltas (as in torchvision); decoded in
+        # float32 (torchvision decodes in the deltas' dtype: under bf16 autocast, boxes on
+        # bf16's grid, 4 px steps at 512 to 1024 px)
+        proposals = self.box_coder.decode(deltas.detach().float(), anchors)
+        proposals = proposals.view(len(anchors), -1, 4)
         boxes, _ = self.filter_proposals(proposals, objectness, images.image_sizes, per_level)
         losses: dict[str, Tensor] = {}
         if self.training and targets is not None:
@@ -280,8 +283,8 @@ class WeightedRoIHeads(RoIHeads):
             self.captured.roi_features = box_features
             self.captured.roi_levels = self.box_roi_pool.map_levels(proposals)  # type: ignore[misc]
         if not self.training:
-            boxes, scores, classes = self.postprocess_detections(
-                class_logits, box_regression, proposals, image_shapes
+            boxes, scores, classes = self.postprocess_detections(  # (float32: as the RPN's)
+                class_logits.float(), box_regression.float(), proposals, image_shapes
             )
             result = [
                 {"boxes": b, "labels": c, "scores": s}

@@ -198,7 +198,9 @@ class DetectionTask(Task):
             self.check_targets(targets, images)
 
     def predict(self, model: nn.Module, images: Tensor | list[Tensor]) -> Detections:
-        """The detections of ``model`` (in eval mode) on ``images``.
+        """The detections of ``model`` (in eval mode) on ``images``: per image a dict of
+        ``boxes`` (N x 4 float32, x1 y1 x2 y2 pixels), ``labels`` (N int64) and ``scores``
+        (N float32), also under bf16 or fp16 autocast (the teacher's pseudo-boxes).
 
         Raises:
             ConfigError: a model of another class count than the task, or one in training
@@ -214,7 +216,7 @@ class DetectionTask(Task):
                 "detections: a detector in training mode does; call model.eval() before "
                 "predicting (mic's evaluation and teachers do)"
             )
-        return out
+        return [{k: _float32(v) for k, v in d.items()} for d in out]
 
     def _check_inputs(self, model: nn.Module, images: Any) -> None:
         """Refuse what the detectors would take silently or with torch's errors: a model of
@@ -362,3 +364,8 @@ class DetectionTask(Task):
         if self.class_names == default and named is not None and len(named) == self.num_classes:
             self.class_names = [str(n) for n in named]
         return [DetectionReport(self, test, run_dir)] if test is not None else []
+
+
+def _float32(value: Any) -> Any:
+    """A floating tensor as float32 (boxes and scores under autocast), anything else as is."""
+    return value.float() if isinstance(value, Tensor) and value.is_floating_point() else value
