@@ -101,8 +101,6 @@ def check_loader(
     over again), an iterator that cannot start over (a generator, a DataLoader's iterator; a
     loader of one's own whose ``__iter__`` restarts passes)."""
     kind = type(loader).__name__
-    if not isinstance(loader, Iterable):  # (None: a source-only run draws target batches too)
-        raise ConfigError(f"{who} must be a DataLoader or a list of batches, got {kind}")
     builtin = isinstance(loader, Iterator) and type(loader).__module__ in ("builtins", "itertools")
     if use is not None and (builtin or isinstance(loader, (GeneratorType, _BaseDataLoaderIter))):
         raise error(
@@ -130,11 +128,14 @@ class EndlessLoader(Iterator[Any]):
         name: how errors call it (``"source"``, ``"target"``).
 
     Raises:
+        ConfigError: a loader that is no iterable (None).
         DatasetError: a one-pass iterator or a map-style ``Dataset`` (``check_loader``);
             (from ``next``) the loader yields no batch at all.
     """
 
     def __init__(self, loader: Iterable[Any], name: str = "data") -> None:
+        if not isinstance(loader, Iterable):  # (None: a source-only run draws target batches)
+            raise ConfigError(f"the {name} loader must be a DataLoader or a list of batches")
         check_loader(loader, f"the {name} loader", "the loop draws from it without end")
         self.loader, self.name = loader, name
         self.epoch = self.batches = self.samples = 0

@@ -548,6 +548,21 @@ class SegmentationTask(Task):
             default_class_names(self.num_classes),
             "fix the datasets (a reader's classes and label mapping set theirs)",
         )
+        source = datasets.get("source")
+        while source is not None and getattr(source, "transform", None) is None:
+            source = getattr(source, "dataset", None)  # (rare class sampling's wrapper)
+        crop = getattr(getattr(source, "transform", None), "crop_size", None)
+        window = self.crop_size if self.inference == "slide" else None
+        if window and crop and any(w > c for w, c in zip(window, crop, strict=True)):
+            h, w = crop
+            warnings.warn(
+                f"task.crop_size {list(window)}, the sliding window of evaluation and of the "
+                f"teacher's pseudo-labels, is larger than the {h} x {w} training crops: each "
+                "crop and test image is padded to the window, which costs time and memory "
+                "(published: the window is the training crop); e.g. "
+                f"task.crop_size=[{h},{w}] task.stride=[{max(1, h // 2)},{max(1, w // 2)}]",
+                stacklevel=2,
+            )
 
     def report_hooks(self, run_dir: Path | None, test: Any) -> list[Any]:
         """The per-class IoU table in the log and, with a run folder, colour-coded
