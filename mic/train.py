@@ -281,6 +281,7 @@ def _main(cfg: DictConfig) -> None:
 def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
     """One job of ``_main``, its run folder locked."""
     held = holds_run(Path(run_dir))  # then refused, or resumed
+    _BUILT[0] = False
     # Hydra has opened the job's log (empty if it is new): a refused run removes it
     logs = {p.name: p.stat().st_size for p in Path(run_dir).glob("*.log") if p.stat().st_size}
     accepted, subdir = False, _RECORD.get("subdir")
@@ -290,6 +291,7 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
     def start(exp: Experiment) -> None:
         """The run is built: stop if a Ctrl-C came meanwhile (one a library caught); a resume
         into the run's own folder is accepted: its record beside the run's."""
+        _BUILT[0] = True  # (warnings from here on: each process's)
         if interrupted():
             raise KeyboardInterrupt
         if not held:
@@ -1146,6 +1148,8 @@ def _format_warning(
 
 
 _python_show = warnings.showwarning
+#: whether the job's run is built (its training begun), for _show_warning
+_BUILT = [False]
 
 
 def _show_warning(
@@ -1158,12 +1162,13 @@ def _show_warning(
 ) -> None:
     """Show a warning as Python does (``_format_warning``'s form), and write it to the run
     log too (``to_run_log``): the log tells the run's story as the console did; a progress
-    bar on the same stream steps aside for it. Under torchrun, mic's own warnings (advice on
-    the settings, the same in every process) are shown by process 0 alone."""
+    bar on the same stream steps aside for it. Under torchrun, mic's own warnings while the
+    run is built (advice on the settings, the same in every process) are shown by process 0
+    alone; those of training (a data file of one process's share) by each process."""
     from tqdm import tqdm
 
     text = _format_warning(message, category, filename, lineno, line).rstrip("\n")
-    if text.startswith("mic: ") and not process_info().is_main:
+    if text.startswith("mic: ") and not (_BUILT[0] or process_info().is_main):
         return
     with tqdm.external_write_mode(file=file or sys.stderr):
         _python_show(message, category, filename, lineno, file, line)
@@ -1207,8 +1212,10 @@ def _command() -> None:
 
         print(f"mic {mic.__version__} (Hydra {hydra.__version__}, PyTorch {torch.__version__})")
         return
+    alike = False
     try:
         _join_torchrun()
+        alike = True  # an error of the command line alone: every process meets it alike
         unknown = (
             usage_problem(sys.argv[1:])
             or unknown_option(sys.argv[1:])
@@ -1221,6 +1228,7 @@ def _command() -> None:
         key = f"{folder_key(argv)}="
         if any(a.startswith(key) and not a[len(key) :].strip("'\" ") for a in argv):
             raise ConfigError(empty_run_folder(key[:-1]))
+        alike = False  # (the run folder's writability is each node's)
         check_writable(run_folder(argv), create=False, option=folder_key(argv))
         if not any(a.split("=", 1)[0] in _NO_RUN for a in argv):  # _main writes the record
             subdir = ([".hydra"] + [a.split("=", 1)[1] for a in argv if a.startswith(SUBDIR)])[-1]
@@ -1230,8 +1238,8 @@ def _command() -> None:
                 _RECORD["sweep"] = sweep.read_bytes()
             sys.argv.append(f"{SUBDIR}null")
         sys.argv[1:] = options_first(sys.argv[1:])
-    except MicError as e:  # (the command line's: under torchrun, every process's alike)
-        if process_info().is_main:
+    except MicError as e:  # under torchrun, one alike in every process is said by process 0
+        if process_info().is_main or not alike:
             print(f"mic: error: {_one_paragraph(str(e))}", file=sys.stderr)
         sys.exit(2)
     _main()

@@ -366,16 +366,19 @@ def test_a_collective_that_lost_a_peer_is_told_apart_from_other_errors(monkeypat
 def test_under_torchrun_process_0_alone_says_what_the_run_does_and_each_says_its_error(
     monkeypatch, capsys
 ):
-    """Two processes printed every line twice (the resume line, mic's warnings, a stop's hint;
-    process 1 could hint that no checkpoint was written before process 0 had saved it)."""
+    """Two processes printed every line twice (the resume line, mic's warnings on the
+    settings, a stop's hint; process 1 could hint that no checkpoint was written before
+    process 0 had saved it). A warning of training (a file of the process's own share) is
+    each process's."""
     import logging
 
     import mic.train
     import mic.training.hooks
     from mic.training.distributed import ProcessInfo
 
-    def said(rank: int) -> tuple[str, str]:
+    def said(rank: int, built: bool = False) -> tuple[str, str]:
         info = ProcessInfo(rank=rank, world_size=2)
+        monkeypatch.setattr(mic.train, "_BUILT", [built])
         for module in (mic.train, mic.training.hooks):
             monkeypatch.setattr(module, "process_info", lambda: info)
         monkeypatch.setattr(  # (Python's own, as mic-train finds it; pytest records warnings)
@@ -399,3 +402,5 @@ def test_under_torchrun_process_0_alone_says_what_the_run_does_and_each_says_its
     out, err = said(1)
     assert out == "" and "stopped" not in err and "fp16" not in err
     assert err.startswith("mic: error: a bad file\n") and "a library's" in err
+    out, err = said(1, built=True)
+    assert "mic: warning: fp16 on the CPU\n" in err and "stopped" not in err

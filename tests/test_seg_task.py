@@ -411,3 +411,25 @@ def test_float64_images_are_named_for_a_float32_model_and_taken_by_a_float64_one
         SegmentationTask(3).predict(nn.Conv2d(3, 3, 1).eval(), images)
     probs = SegmentationTask(3).predict(nn.Conv2d(3, 3, 1).double().eval(), images)
     assert probs.shape == (1, 3, 4, 4)
+
+
+def test_a_sliding_window_larger_than_the_training_crops_is_warned_of():
+    """A tiny HRDA trial kept the published 1024 px window: every 64 px crop the teacher
+    pseudo-labels, and every test image, was padded to it (11.7 GB, minutes an iteration)."""
+    import warnings
+    from types import SimpleNamespace
+
+    from mic.datasets.segmentation import SegmentationTransform
+
+    crops = SimpleNamespace(transform=SegmentationTransform(crop_size=(64, 48)))
+    wrapped = SimpleNamespace(dataset=crops)  # (rare class sampling's wrapper)
+    task = SegmentationTask(3, inference="slide", crop_size=(1024, 1024), stride=(512, 512))
+    with pytest.warns(UserWarning, match=r"larger than the 64 x 48 training crops.*"
+                      r"task.crop_size=\[64,48\] task.stride=\[32,24\]"):  # fmt: skip
+        task.check_datasets({"source": wrapped})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SegmentationTask(3, inference="slide", crop_size=(64, 48), stride=(32, 24)).check_datasets(
+            {"source": wrapped}
+        )
+        SegmentationTask(3, crop_size=(1024, 1024)).check_datasets({"source": crops})  # whole

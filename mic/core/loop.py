@@ -580,9 +580,8 @@ def _check_arguments(
 def _hooks(hooks: Any) -> list[Hook]:
     """``hooks`` as a list, each a ``Hook`` instance (else a ConfigError naming what it is)."""
     if isinstance(hooks, Hook) or not isinstance(hooks, Iterable):
-        raise ConfigError(
-            f"hooks must be a list of mic.Hook instances, got a {type(hooks).__name__}"
-        )
+        kind = type(hooks).__name__
+        raise ConfigError(f"hooks must be a list of mic.Hook instances, got a {kind}")
     for h in (hooks := list(hooks)):
         if not isinstance(h, Hook):
             got = f"the class {h.__name__}" if isinstance(h, type) else f"a {type(h).__name__}"
