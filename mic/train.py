@@ -869,7 +869,8 @@ def unknown_option(argv: Sequence[str]) -> str | None:
                     off = " (leave experiment= out for none, the default)"
                 return f"{key}=null: choose one of its options{off}: {', '.join(names)}"
             listed = re.fullmatch(r"\[(.*)\]", value)
-            if listed:  # Hydra merges every option listed into one config
+            if listed and _is_group(key):  # one of mic's groups: one option (Hydra merges
+                # those listed; a group of one's own may be meant so)
                 names = [n.strip() for n in listed.group(1).split(",") if n.strip()]
                 if len(names) < 2:
                     one = f"{key}={names[0]}" if names else ", ".join(_folder_options(folders))

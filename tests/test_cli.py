@@ -524,3 +524,14 @@ def test_a_list_of_one_group_s_options_is_refused_with_what_to_give_instead():
     empty = unknown_option(["method=[]"])
     assert empty.startswith("method=[]: method takes one option") and "dacs" in empty
     assert unknown_option(["method=dacs,mean_teacher"]) is None  # a sweep's: Hydra's
+
+
+def test_a_list_of_options_of_a_group_of_one_s_own_is_left_to_hydra(tmp_path):
+    """Hydra composes several options of a group (+extra=[a,b]) on purpose; mic's groups
+    take one each, a group of one's own may not."""
+    from mic.train import unknown_option
+
+    (tmp_path / "extra").mkdir()
+    for name, setting in (("a", "seed: 3"), ("b", "iterations: 3")):
+        (tmp_path / "extra" / f"{name}.yaml").write_text(f"# @package _global_\n{setting}\n")
+    assert unknown_option(["--config-dir", str(tmp_path), "+extra=[a,b]"]) is None
