@@ -852,7 +852,8 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
             raise ConfigError(
                 f"task.num_classes={task.num_classes}, but dataset.num_classes={data_classes} "
                 "and the model predicts as many: leave task.num_classes out (by default it "
-                "follows dataset.num_classes)"
+                f"follows dataset.num_classes; if the data has {task.num_classes} classes, set "
+                f"dataset.num_classes={task.num_classes})"
             )
         raise ConfigError(
             f"the model predicts {model_classes} classes but the task has {task.num_classes}; "

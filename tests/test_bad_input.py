@@ -1078,7 +1078,8 @@ CASES = [
         "to change the model)",
         lambda t, r: ["task.num_classes=7"],
         "task.num_classes=7, but dataset.num_classes=10 and the model predicts as many: leave "
-        "task.num_classes out (by default it follows dataset.num_classes)",
+        "task.num_classes out (by default it follows dataset.num_classes; if the data has 7 "
+        "classes, set dataset.num_classes=7)",
     ),
     (
         "config-model-classes",

@@ -533,13 +533,15 @@ class LabelFreeValidation:
 
 
 def _probabilities(task: Task, p: Any) -> Tensor:
-    """``p`` if it is N x K probabilities (rows of its finite ones summing to 1), else a
-    ConfigError: logits, sigmoid outputs or a list were scored without a word (or NaN)."""
+    """``p`` if it is N x K probabilities (its finite rows, of up to 4,096 evenly spread, are
+    non-negative and sum to 1), else a ConfigError: logits, sigmoid outputs or a list were
+    scored without a word (or NaN)."""
     said = f"{type(task).__name__}.class_probabilities returned"
     if not (isinstance(p, Tensor) and p.dim() == 2 and p.is_floating_point()):
         got = f"a {tuple(p.shape)} {p.dtype} tensor" if isinstance(p, Tensor) else type(p)
         raise ConfigError(f"{said} {got}: it returns an N x K float tensor of probabilities")
-    rows = p[torch.isfinite(p).all(dim=1)].float()  # (a model gone NaN: scored NaN)
+    rows = p[:: max(1, len(p) // 4096)].float()  # (every pixel of a batch: 4,096 of its rows)
+    rows = rows[torch.isfinite(rows).all(dim=1)]  # (a model gone NaN: scored NaN)
     sums = rows.sum(1)
     if len(rows) and bool((rows < 0).any() | ((sums - 1).abs() > 1e-2).any()):
         raise ConfigError(
@@ -553,14 +555,14 @@ def _probabilities(task: Task, p: Any) -> Tensor:
 @contextmanager
 def _batch_of_one_named() -> Iterator[None]:
     """A DatasetError for a batch of 1 image, on which the masked pass's batch statistics
-    (BatchNorm1d's) are undefined (torch's ValueError before)."""
+    are undefined where a BatchNorm sees one value per channel (torch's ValueError before)."""
     try:
         yield
     except ValueError as e:
         if "more than 1 value per channel" not in str(e):
             raise
         raise DatasetError(
-            "masked_agreement met a batch of 1 image, from which a BatchNorm1d layer cannot "
+            "masked_agreement met a batch of 1 image, from which a BatchNorm layer cannot "
             "take the batch statistics it predicts the masked images with: give the "
             "LabelFreeValidation loader drop_last=True (as mic-train does) or batches of 2 "
             "or more images"
@@ -568,7 +570,7 @@ def _batch_of_one_named() -> Iterator[None]:
 
 
 def _number(validator: Validator, score: Any) -> float:
-    """A validator's score as a float (a number of NumPy or a 0-d tensor too), else a
+    """A validator's score as a float (a number of NumPy or a one-element tensor too), else a
     ConfigError: an int was never counted as a best, a tensor failed the log."""
     try:
         if not isinstance(score, (bool, str, bytes)):
