@@ -583,3 +583,16 @@ def test_weights_of_the_single_scale_model_start_hrda_with_its_attention_as_init
     torch.save({k: v for k, v in single.state_dict().items() if k.startswith("encoder.")}, path)
     with pytest.raises(ConfigError, match=r"missing from the file: decode_head\."):
         load_initial_weights(hrda, path)
+
+
+def test_labels_of_another_size_than_the_images_are_a_dataset_error():
+    """torch's stack error from the detail crop of the labels before."""
+    from mic import DatasetError
+
+    task, model = HRDASegmentationTask(8), HRDA(SmallUNet(8), detail_crop=(32, 32))
+    with pytest.raises(DatasetError, match=r"labels of \(32, 32\) for images of \(64, 64\)"):
+        task.loss(model, torch.randn(2, 3, 64, 64), torch.randint(0, 8, (2, 32, 32)))
+    assert set(task.loss(model, torch.randn(2, 3, 64, 64), torch.randint(0, 8, (2, 64, 64)))) == {
+        "fused",
+        "detail",
+    }

@@ -634,6 +634,29 @@ class HRDASegmentationTask(SegmentationTask):
             )
         self.detail_loss_weight, self.context_loss_weight = wd, wc
 
+    def loss(
+        self,
+        model: nn.Module,
+        images: Tensor,
+        targets: Tensor,
+        weights: Tensor | None = None,
+        rng: Random = None,
+    ) -> Any:
+        """``SegmentationTask.loss``, with labels of the images' size (the detail crop is cut
+        from both at one place: torch's stack error before).
+
+        Raises:
+            DatasetError: as ``SegmentationTask.loss``; labels of another H x W than the images.
+        """
+        sizes = [tuple(getattr(x, "shape", ())[-2:]) for x in (targets, images)]
+        if isinstance(targets, Tensor) and targets.ndim == 3 and sizes[0] != sizes[1]:
+            raise DatasetError(
+                f"HRDASegmentationTask.loss got labels of {sizes[0]} for images of {sizes[1]} "
+                "(H, W): HRDA cuts its detail crop from both at one place; give labels of the "
+                "images' size"
+            )
+        return super().loss(model, images, targets, weights, rng)
+
     def forward_train(
         self, model: nn.Module, images: Tensor, rng: Random = None, return_features: bool = False
     ) -> Any:
