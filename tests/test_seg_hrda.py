@@ -135,9 +135,13 @@ def test_a_crop_grid_or_context_scale_that_cannot_fit_is_refused_on_any_box():
         odd(x, crop_box=box)
     # 15 px crops at the published 0.5: the crop size is what to change, with one that works
     half = HRDA(Tiles(3, 2), detail_crop=(8, 8), crop_divisible=4)
-    said = r"multiples of 2 \(dataset.crop_size, e.g. \[16, 16\]\), or another scale"
+    said = r"multiples of 2 \(e.g. \[16, 16\]: dataset.crop_size, or dataset.size for the bundled"
+    said += r" street scenes\), or another scale"
     with pytest.raises(ConfigError, match=said):
         half(x[..., :15, :15], crop_box=torch.tensor([[0, 8, 0, 8]] * 2))
+    # an image whose context is under 1 px: what the inner model takes is said
+    with pytest.raises(ConfigError, match=r"it takes sides that are at least 1 px\)"):
+        HRDASegmentationTask(3).predict(HRDA(Tiles(3, 1), detail_crop=(8, 8)), x[..., :1, :1])
 
 
 @pytest.mark.parametrize(

@@ -394,7 +394,8 @@ class HRDA(Segmenter):
                 f"model.context_scale={self.context_scale:g} of the {image[0]} x {image[1]} "
                 f"training images gives a {sides[0]:g} x {sides[1]:g} px context image, not a "
                 f"whole number of pixels: give training crops whose sides are multiples of "
-                f"{step} (dataset.crop_size, e.g. {whole}), or another scale"
+                f"{step} (e.g. {whole}: dataset.crop_size, or dataset.size for the bundled street "
+                "scenes), or another scale"
             )
         if any(int(side) % self.side_multiple or side < self.min_side for side in sides):
             raise ConfigError(
@@ -407,7 +408,7 @@ class HRDA(Segmenter):
 
     def _sides_taken(self) -> str:
         """The image sides the inner model takes, in words."""
-        least = f"at least {self.min_side} px" if self.min_side > 1 else ""
+        least = f"at least {self.min_side} px"
         step = f"multiples of its encoder's output stride {self.side_multiple}"
         return ", ".join(s for s in (step if self.side_multiple > 1 else "", least) if s)
 
