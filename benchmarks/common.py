@@ -232,15 +232,41 @@ def add_device_options(
     )
 
 
+def check_overrides(parser: argparse.ArgumentParser, runs: list[list[str]]) -> None:
+    """Refuse, before any run, a run's mic-train overrides that mic-train would refuse (a
+    typo, a value of the wrong type): composed and checked as mic-train does, one message
+    instead of a worker's traceback after the runs before it."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from mic.core import MicError
+    from mic.experiment import load_config
+    from mic.schema import check_config
+    from mic.train import unknown_option, unknown_setting
+
+    for overrides in runs:
+        problem = unknown_option(overrides) or unknown_setting(overrides)  # (mic-train's words)
+        if problem:
+            parser.error(f"the overrides: {problem}")
+        try:
+            check_config(load_config(overrides))
+        except (MicError, HydraException, OmegaConfBaseException) as e:
+            parser.error(f"the overrides: {str(e).strip()}")
+
+
 def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse, before any run, what a script would otherwise meet after its runs (or in a
     worker's traceback): ``--jobs`` below 1, ``--device cuda`` without a GPU, an
-    ``--experiment`` that mic-train does not have, and an ``--out`` whose folder cannot be
-    made (the folder is made here, so that finished runs are written)."""
+    ``--experiment`` that mic-train does not have, ``--seeds`` given twice or below 0, and an
+    ``--out`` whose folder cannot be made (the folder is made here, so that finished runs are
+    written)."""
     import torch
 
     if getattr(args, "jobs", 1) is not None and getattr(args, "jobs", 1) < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    seeds = getattr(args, "seeds", None) or []
+    if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):  # (a seed twice: run twice)
+        parser.error(f"--seeds must be distinct and at least 0, got {' '.join(map(str, seeds))}")
     device = str(getattr(args, "device", "cpu"))
     tables = getattr(args, "table_only", False)  # (a table of GPU runs, written anywhere)
     if device.startswith("cuda") and not torch.cuda.is_available() and not tables:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from common import (
     check_options,
+    check_overrides,
     config_record,
     device_name,
     interval95,
@@ -296,6 +297,7 @@ def main() -> None:
     chosen += [v for v in VARIANTS if v.split("_")[0] in args.variants and v not in chosen]
     todo = [(m, s) for s in args.seeds for m in chosen]  # seed by seed: pairs complete early
     todo = [] if args.table_only else todo
+    check_overrides(parser, [[*METHODS[m], *args.overrides] for m in {m for m, _ in todo}])
     started = time.perf_counter()
     rows = [r for r in rows if (r["method"], r["seed"]) not in set(todo)]
     threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)

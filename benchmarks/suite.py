@@ -1503,8 +1503,9 @@ def main(argv: list[str] | None = None) -> None:
     stale = mark_stale(state, configs)
     here = environment()
     other = mark_environment(state, here)
-    command = "OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", "unset")
-    command += " python -m benchmarks " + shlex.join(args.words)
+    threads = os.environ.get("OMP_NUM_THREADS")  # (unset: none to replay)
+    command = f"OMP_NUM_THREADS={threads} " * (threads is not None)
+    command += "python -m benchmarks " + shlex.join(args.words)
     if args.accept_stale:
         n = accept_stale(args, state, configs)
         state["calls"].append(

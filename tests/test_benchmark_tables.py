@@ -129,6 +129,26 @@ def test_a_benchmark_script_refuses_bad_options_before_any_run(script, tmp_path)
     if not torch.cuda.is_available():
         out = run("--device", "cuda", "--out", str(tmp_path / "a.md"))
         assert out.returncode == 2 and "there is no CUDA device here" in out.stderr
+    # a seed given twice was run twice
+    out = run("--seeds", "0", "0", "--out", str(tmp_path / "a.md"))
+    assert out.returncode == 2 and "--seeds must be distinct and at least 0, got 0 0" in out.stderr
+
+
+def test_the_digits_benchmark_refuses_bad_overrides_before_any_run(tmp_path):
+    """A typo in an override ended in an 88-line traceback of a worker, after the runs
+    before it."""
+    import subprocess
+
+    for override, said in (
+        ("foo.bar=1", "the overrides: mic-train has no setting 'foo'"),
+        ("iterations=abc", "iterations: Input should be a valid integer, not text (got 'abc')"),
+    ):
+        script = str(ROOT / "benchmarks" / "digits.py")
+        options = ["--methods", "mean_teacher", "--seeds", "0", "--out", str(tmp_path / "a.md")]
+        command = [sys.executable, script, *options, override]
+        out = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and said in out.stderr and "Traceback" not in out.stderr
+        assert not (tmp_path / "a.json").exists()  # no run
 
 
 def test_the_folder_of_a_benchmark_s_out_is_made_before_its_runs(tmp_path):
