@@ -2034,7 +2034,9 @@ def test_a_new_run_into_a_folder_that_holds_one(outcomes, tmp_path):
     assert "resuming from best.pt, the checkpoint of its best evaluation" in out.stdout
 
 
-def test_a_failed_save_leaves_no_temporary_file_and_a_new_run_sweeps_old_ones(tmp_path):
+def test_a_failed_save_leaves_no_temporary_file_and_a_new_run_sweeps_old_ones(
+    tmp_path, monkeypatch
+):
     from mic.core import CheckpointError
     from mic.training import Checkpointer, save_checkpoint
 
@@ -2043,12 +2045,13 @@ def test_a_failed_save_leaves_no_temporary_file_and_a_new_run_sweeps_old_ones(tm
     stale = folder / ".iter_00000003.pt.abc.tmp"  # what a killed save leaves behind
     stale.write_bytes(b"partial")
 
-    class Unpicklable:
-        def __reduce__(self):
-            raise RuntimeError("PytorchStreamWriter failed writing file data/0")
+    def failing(obj, f):  # torch's writer on a full disk
+        f.write(b"partial")
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0")
 
+    monkeypatch.setattr(torch, "save", failing)
     with pytest.raises(CheckpointError, match="the previous checkpoint is intact"):
-        save_checkpoint({"x": Unpicklable()}, folder / "iter_00000004.pt")
+        save_checkpoint({"x": torch.ones(1)}, folder / "iter_00000004.pt")
     assert {p.name for p in folder.iterdir()} == {stale.name}  # its own temporary file: gone
     Checkpointer(folder).before_run(loop=None)  # type: ignore[arg-type]
     assert not stale.exists()

@@ -134,9 +134,9 @@ class EndlessLoader(Iterator[Any]):
     """
 
     def __init__(self, loader: Iterable[Any], name: str = "data") -> None:
+        check_loader(loader, f"the {name} loader", "the loop draws from it without end")
         if not isinstance(loader, Iterable):  # (None: a source-only run draws target batches)
             raise ConfigError(f"the {name} loader must be a DataLoader or a list of batches")
-        check_loader(loader, f"the {name} loader", "the loop draws from it without end")
         self.loader, self.name = loader, name
         self.epoch = self.batches = self.samples = 0
         generator = getattr(loader, "generator", None)

@@ -408,9 +408,10 @@ class HRDA(Segmenter):
 
     def _sides_taken(self) -> str:
         """The image sides the inner model takes, in words."""
-        least = f"at least {self.min_side} px"
+        least = f"at least {self.min_side} px" if self.min_side > 1 else ""
         step = f"multiples of its encoder's output stride {self.side_multiple}"
-        return ", ".join(s for s in (step if self.side_multiple > 1 else "", least) if s)
+        said = ", ".join(s for s in (step if self.side_multiple > 1 else "", least) if s)
+        return said or "at least 1 px"
 
     def _check_grid(self, image: Sequence[int], logits: Sequence[int]) -> None:
         """Refuse a ``crop_divisible`` off the grid of the context logits (``logits``: their
