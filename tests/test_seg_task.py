@@ -411,6 +411,12 @@ def test_float64_images_are_named_for_a_float32_model_and_taken_by_a_float64_one
         SegmentationTask(3).predict(nn.Conv2d(3, 3, 1).eval(), images)
     probs = SegmentationTask(3).predict(nn.Conv2d(3, 3, 1).double().eval(), images)
     assert probs.shape == (1, 3, 4, 4)
+    # float16 images for a float32 model: torch's "Input type (c10::Half) and bias type ..."
+    with pytest.raises(DatasetError, match=r"got torch\.float16: give images.to\(torch\.float32\)"):
+        SegmentationTask(3).predict(nn.Conv2d(3, 3, 1).eval(), images.half())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # under autocast: cast by it
+        probs = SegmentationTask(3).predict(nn.Conv2d(3, 3, 1).eval(), images.bfloat16())
+    assert probs.shape == (1, 3, 4, 4)
 
 
 def test_a_sliding_window_larger_than_the_training_crops_is_warned_of():

@@ -419,14 +419,19 @@ class SegmentationTask(Task):
             images: (B, C, H, W) float32, normalised as the training images.
 
         Raises:
-            DatasetError: images that are no (B, C, H, W) float32 tensor.
+            DatasetError: images that are no (B, C, H, W) float tensor, or of another float
+                dtype than the model's (outside autocast).
         """
         _require_batch(images)
         weight = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
-        if images.dtype == torch.float64 and weight is not None and weight.dtype != images.dtype:
-            raise DatasetError(  # torch: "expected scalar type Double but found Float"
-                f"segmentation takes images of the model's dtype ({weight.dtype}), got float64: "
-                "give images.float()"
+        other = weight is not None and images.is_floating_point() and weight.dtype != images.dtype
+        cast = torch.is_autocast_enabled(images.device.type) and images.dtype != torch.float64
+        if other and not cast:  # torch: "expected scalar type Double but found Float"
+            raise DatasetError(  # (or "Input type (c10::Half) and bias type (float) ...")
+                f"segmentation takes images of the model's dtype ({weight.dtype}), got "  # type: ignore[union-attr]
+                f"{images.dtype}: give images.to({weight.dtype})"  # type: ignore[union-attr]
+                + " (or predict under torch.autocast)"
+                * (images.dtype != torch.float64)
             )
         with predicting(model):
             probs = torch.softmax(self.logits(model, images), dim=1)
