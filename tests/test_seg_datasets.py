@@ -471,6 +471,26 @@ def test_rare_class_sampling_reads_a_sample_once_however_often_it_re_crops(tmp_p
     assert len(loads) == 5 and len(crops) > 5  # re-crops, but one read per sample
 
 
+def test_rare_class_sampling_warns_of_a_share_no_crop_can_hold(tmp_path, caplog):
+    """min_pixels x min_crop_ratio (HRDA's 3000 x 2.0) above a small trial's crop area:
+    every sample was cropped 11 times in vain, without a word."""
+    import logging
+
+    for i in range(2):
+        _image(tmp_path / "images" / f"{i:05d}.png")
+        lab = np.full((H, W), 7, np.uint8)
+        lab[:2, :2] = 33
+        _label(tmp_path / "labels" / f"{i:05d}.png", lab)
+    ds = GTA5(tmp_path, transform=SegmentationTransform(crop_size=(3, 3)))
+    with caplog.at_level(logging.WARNING):
+        RareClassSampling(ds, min_pixels=3, min_crop_ratio=3.0, cache=False)
+    assert "min_crop_ratio = 9 px of the sampled class, as many as a 3 x 3 crop" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        RareClassSampling(ds, min_pixels=3, min_crop_ratio=2.0, cache=False)
+    assert "min_crop_ratio =" not in caplog.text
+
+
 def test_street_scenes_are_reproducible_and_confusable():
     a = StreetScenes("target", "test", count=6)
     b = StreetScenes("target", "test", count=6)

@@ -192,6 +192,17 @@ class RareClassSampling(DatasetWrapper):
         self.min_pixels = int(min_pixels)
         self.min_crop_ratio = float(min_crop_ratio)
         self.temperature = float(temperature)
+        crop = getattr(getattr(dataset, "transform", None), "crop_size", None)
+        wanted = self.min_pixels * self.min_crop_ratio
+        if crop and wanted >= crop[0] * crop[1]:  # (every sample re-cropped 10 times in vain)
+            log.warning(
+                "rare class sampling re-crops until a crop holds more than min_pixels x "
+                "min_crop_ratio = %g px of the sampled class, as many as a %d x %d crop holds "
+                "or more (%d px): every sample is cropped 11 times in vain; lower "
+                "dataset.source.min_pixels (published 3000 at GTA5's 1914 x 1052) with the "
+                "crop size",
+                wanted, crop[0], crop[1], crop[0] * crop[1],
+            )  # fmt: skip
         found: list[Problem] = []
         counts = class_statistics(dataset, cache, found)
         total = counts.sum(0)
