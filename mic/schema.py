@@ -823,6 +823,30 @@ def image_size_problems(cfg: DictConfig) -> list[str]:
     ]
 
 
+def detail_crop_problems(cfg: DictConfig) -> list[str]:
+    """A problem for HRDA's ``model.detail_crop`` larger than the training images
+    (``dataset.crop_size``, else the bundled configs' square ``dataset.size``), which the
+    model refuses at its first forward, after a data check that may take minutes."""
+    try:
+        detail = OmegaConf.select(cfg, "model.detail_crop", default=None)
+        detail = OmegaConf.to_container(detail) if OmegaConf.is_config(detail) else detail
+    except Exception:  # an interpolation of one's own: judged where it is read
+        return []
+    crop = _dataset_value(cfg, "crop_size")
+    size = _dataset_value(cfg, "size")
+    crop = [size, size] if crop in (None, _UNSET) and is_whole(size) else crop
+    pairs = [v for v in (detail, crop) if isinstance(v, list) and len(v) == 2]
+    if len(pairs) < 2 or not all(is_whole(s) for s in (*detail, *crop)):
+        return []  # (the values themselves are judged where they are read)
+    if all(d <= c for d, c in zip(detail, crop, strict=True)):
+        return []
+    return [
+        f"model.detail_crop: the HRDA detail crop {detail} is larger than the training images "
+        f"{crop}; set model.detail_crop to at most the training images' size (published: half "
+        "of the 1024 px crop, 512)"
+    ]
+
+
 def dataset_value_problems(cfg: DictConfig) -> list[str]:
     """A problem for each of the bundled data set configs' shared values that its readers
     would fail on with a bare Python error, or blame another key for: ``dataset.num_classes``
@@ -1029,7 +1053,8 @@ def check_config(cfg: DictConfig) -> None:
     images' normalisation (``normalization_problems``), the images' size
     (``image_size_problems``), MIC's block size (``block_size_problems``, when the size is
     good), the data set configs' class count, crop and label mapping
-    (``dataset_value_problems``), the schedule's settings (``scheduler_problems``), and the
+    (``dataset_value_problems``), HRDA's detail crop (``detail_crop_problems``), the
+    schedule's settings (``scheduler_problems``), and the
     true / false and number arguments of every object it builds (``flag_problems``).
 
     Raises:
@@ -1084,7 +1109,7 @@ def check_config(cfg: DictConfig) -> None:
             problems.append(f"{key}: {message} (got {error.get('input')!r})")
     problems += [*term_weight_problems(cfg), *lr_mult_problems(cfg), *normalization_problems(cfg)]
     problems += image_size_problems(cfg) or block_size_problems(cfg)  # a block from the size
-    problems += dataset_value_problems(cfg)
+    problems += [*dataset_value_problems(cfg), *detail_crop_problems(cfg)]
     problems += [*scheduler_problems(cfg), *flag_problems(cfg), *step_problems(cfg)]
     first: dict[str, str] = {}  # one problem per key: flag_problems judges a schedule's too
     for problem in problems:

@@ -627,3 +627,24 @@ def test_a_section_given_one_value_is_named_without_the_schema_s_class():
         "1 config value is not valid: loader: Input should be a group of settings "
         "(loader.<name>=value; mic-train --cfg job lists them) (got 8)"
     )
+
+
+def test_an_hrda_detail_crop_larger_than_the_training_images_is_named_before_the_data():
+    """The model refused it at its first forward, after a data check of minutes."""
+    from mic.schema import check_config
+
+    cases = {
+        "[128, 128] is larger than the training images [64, 64]": [
+            "experiment=streets_hrda",
+            "model.detail_crop=[128,128]",
+        ],
+        "[512, 512] is larger than the training images [64, 64]": [
+            "experiment=gta2cs_hrda_mic",
+            "dataset.crop_size=[64,64]",
+        ],
+    }
+    for said, overrides in cases.items():
+        said = re.escape(f"model.detail_crop: the HRDA detail crop {said}")
+        with pytest.raises(ConfigError, match=said):
+            check_config(load_config(overrides))
+    check_config(load_config(["experiment=streets_hrda", "model.detail_crop=[64,32]"]))
