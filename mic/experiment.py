@@ -1233,9 +1233,11 @@ def folder_option() -> str:
 
 
 def lock_run_folder(run_dir: Path) -> Any:
-    """Take the lock of ``run_dir`` (``flock`` on its ``.lock`` file) for this process's run,
+    """Take the lock of ``run_dir`` (``lockf`` on its ``.lock`` file) for this process's run,
     so that a second process cannot write into the folder while it trains (two commands given
-    one folder, a scheduler's requeue of a run still running). The lock ends when the
+    one folder, a scheduler's requeue of a run still running). A POSIX lock, which the
+    data-loading workers a run forks do not inherit: an ``flock``, which they did, outlived a
+    killed run by seconds and refused its immediate ``resume=auto``. The lock ends when the
     returned handle is given to ``unlock_run_folder``, which removes the file, or the process
     ends, killed too (its file then stays, unlocked); None where ``fcntl`` is missing
     (Windows).
@@ -1250,7 +1252,7 @@ def lock_run_folder(run_dir: Path) -> Any:
     run_dir.mkdir(parents=True, exist_ok=True)
     handle = open(run_dir / ".lock", "a+", encoding="utf-8")  # noqa: SIM115
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (the whole file)
     except OSError:
         handle.seek(0)
         holder = handle.read().strip() or "a process"

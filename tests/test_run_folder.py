@@ -295,3 +295,36 @@ def test_a_run_folder_made_read_only_at_the_end_is_one_clear_error(tmp_path, mon
     )
     unlock_run_folder(lock)  # the file stays, unlocked
     assert lock.closed
+
+
+def test_the_run_folder_lock_ends_with_its_run_not_with_the_workers_it_forked(tmp_path):
+    """A killed run's data-loading workers (forked, alive for seconds after it) held its
+    flock: a resume=auto at once was refused as 'another mic-train run is training'."""
+    import signal
+
+    from mic.core import ConfigError
+    from mic.experiment import lock_run_folder, unlock_run_folder
+
+    script = (
+        "import os, sys, time\n"
+        "from pathlib import Path\n"
+        "from mic.experiment import lock_run_folder\n"
+        f"held = lock_run_folder(Path({str(tmp_path)!r}))\n"
+        "worker = os.fork()\n"
+        "if worker == 0:\n"
+        "    time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "print(worker, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    run = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    worker = int(run.stdout.readline())
+    try:
+        with pytest.raises(ConfigError, match="another mic-train run"):
+            lock_run_folder(tmp_path)  # the run holds it
+        run.kill()
+        run.wait()
+        unlock_run_folder(lock_run_folder(tmp_path))  # its worker lives on, holding nothing
+    finally:
+        os.kill(worker, signal.SIGKILL)
+        run.stdout.close()
