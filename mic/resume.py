@@ -372,12 +372,16 @@ def check_resume_config(
                 "to continue the run, or start a new run in another folder (without resume) to "
                 f"start from {now}"
             )
-    if "model.num_classes" in changes:  # no resume_allow_changes can make the weights fit
-        was, now = changes["model.num_classes"]
+    counts = changes.get("model.num_classes", (None, None))  # (one None: another model
+    if None not in counts:  # class, which keeps its count elsewhere: named below)
+        was, now = counts  # no resume_allow_changes can make the weights fit
+        other = changes.get("model._target_")
+        model = f" (its model a {other[0]}, this run's a {other[1]})" if other else ""
         raise ConfigError(
-            f"the model predicts {now} classes, the checkpoint's {was}: its weights have other "
-            "shapes, so it cannot be resumed, whatever resume_allow_changes lists. Start a new "
-            "run in another folder (or give the checkpoint's data set and class count)"
+            f"the model predicts {now} classes, the checkpoint's {was}{model}: its weights "
+            "have other shapes, so it cannot be resumed, whatever resume_allow_changes lists. "
+            "Start a new run in another folder (or give the checkpoint's data set and class "
+            "count)"
         )
     refused = {k: v for k, v in changes.items() if not _allowed(k, allow)}
     if refused:

@@ -378,6 +378,22 @@ def test_a_resume_with_another_class_count_is_refused_whatever_is_allowed(tmp_pa
             run_experiment(again, run)
 
 
+def test_a_checkpoint_of_a_model_that_keeps_its_class_count_elsewhere_is_named_as_such(tmp_path):
+    """HRDA keeps its count under model.segmenter: resuming a plain segmenter's checkpoint
+    said 'the model predicts None classes'."""
+    from mic import ConfigError
+
+    tiny = ["dataset.train_count=4", "dataset.test_count=2", "loader.source_batch_size=2",
+            "loader.target_batch_size=2", "scheduler.warmup_iters=0", "eval.interval=0",
+            "log.progress=false", "log.tensorboard=false"]  # fmt: skip
+    run_experiment(load_config(["experiment=streets", *tiny, "iterations=1"]), tmp_path)
+    again = load_config(["experiment=streets_hrda", *tiny, "iterations=2", "resume=auto"])
+    with pytest.raises(ConfigError) as refused:
+        run_experiment(again, tmp_path)
+    said = str(refused.value)
+    assert "None" not in said and "model._target_: 'mic.tasks.segmentation.SmallUNet'" in said
+
+
 def test_a_best_by_whose_best_lies_before_the_resume_says_so(tmp_path):
     import warnings
 
