@@ -23,6 +23,7 @@ import hashlib
 import inspect
 import logging
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -383,10 +384,16 @@ def check_resume_config(
             "Start a new run in another folder (or give the checkpoint's data set and class "
             "count)"
         )
-    refused = {k: v for k, v in changes.items() if not _allowed(k, allow)}
+    raw = flatten(OmegaConf.to_container(cfg, resolve=False))
+    read = lambda k: re.findall(r"\$\{(?:oc\.select:)?([\w.]+)[},]", str(raw.get(k, "")))  # noqa: E731
+    # a key allowed covers the settings read from it (dataset.train_count: the readers' count)
+    refused = {
+        k: v
+        for k, v in changes.items()
+        if not (_allowed(k, allow) or any(_allowed(r, allow) for r in read(k)))
+    }
     if refused:
         short = lambda v: repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."  # noqa: E731
-        raw = flatten(OmegaConf.to_container(cfg, resolve=False))
         # a setting read from another (max_iters: ${iterations}) says which one changed it
         source = lambda k: f" (= {raw[k]})" if "${" in str(raw.get(k, "")) else ""  # noqa: E731
         # a whole part added, removed or replaced (mic=none) is named once, by its prefix
@@ -407,7 +414,9 @@ def check_resume_config(
                 f"{top}.* ({len(below)} settings, e.g. {below[0]}: {short(a)} -> {short(b)})"
             )
         listing = "; ".join(parts)
-        keys = ",".join(tops)
+        named = list(dict.fromkeys((read(k) or [k])[0] for k in refused))  # what was set
+        named = [k for k in named if not any(k.startswith(f"{o}.") for o in named)]
+        keys = ",".join(named if len(named) <= 4 else tops)
         if in_sweep():  # each job resumes the folder of its number, not of its values
             listing += (
                 "; in a sweep (-m) each job resumes the folder of its number: give the swept "

@@ -265,6 +265,7 @@ def _hrda_pretrained(tmp):
         "model=hrda_daformer_mitb5",
         "model.segmenter.encoder=mit_b0",
         "model.segmenter.embed_dim=16",
+        "model.detail_crop=[8,8]",  # within the 8 px crops (the config check names it first)
         "++dataset.source.min_pixels=8",  # rare class sampling on 16 x 12 images
     ]
 

@@ -554,3 +554,21 @@ def test_a_setting_added_to_mic_s_configs_at_its_default_is_no_change_on_resume(
     assert config_changes(old, new, (1, 1)) == {}
     new["dataset"]["source"]["dataset"] = {**reader, "label_format": "labelIds"}
     assert set(config_changes(old, new, (1, 1))) == {"dataset.source.dataset.label_format"}
+
+
+def test_an_allowed_key_covers_the_settings_read_from_it_and_is_the_one_advised(tmp_path):
+    """dataset.train_count=10 on resume advised [dataset] (every data change), and
+    [dataset.train_count] itself was refused, naming the reader keys read from it."""
+    from mic import ConfigError
+
+    tiny = ["experiment=streets", "dataset.test_count=2", "loader.source_batch_size=2",
+            "loader.target_batch_size=2", "scheduler.warmup_iters=0", "eval.interval=0",
+            "log.progress=false", "log.tensorboard=false", "scheduler.max_iters=3"]  # fmt: skip
+    run_experiment(load_config([*tiny, "dataset.train_count=8", "iterations=1"]), tmp_path)
+    again = [*tiny, "dataset.train_count=10", "iterations=2", "resume=auto"]
+    with pytest.raises(
+        ConfigError, match=re.escape("add resume_allow_changes=[dataset.train_count]")
+    ):
+        run_experiment(load_config(again), tmp_path)
+    allowed = load_config([*again, "resume_allow_changes=[dataset.train_count]"])
+    assert run_experiment(allowed, tmp_path)["iterations"] == 2
