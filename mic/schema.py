@@ -656,11 +656,16 @@ def task_mismatches(cfg: DictConfig) -> list[str]:
     terms = ((raw.get("method") or {}).get("terms")) or {}
     targets = {n: t.get("_target_") for n, t in terms.items() if isinstance(t, dict)}
     mic = targets.pop("mic", None)  # placed there by the mic option, not by the method
+    fitting = ", ".join(f"mic={o}" for o in [*_options("mic", task), "none"])
     if _task_of(mic) not in (None, task):
-        fitting = ", ".join(f"mic={o}" for o in [*_options("mic", task), "none"])
         problems.append(
             f"mic: this mic option's term ({mic}) is a {_task_of(mic)} term but the task is "
             f"{task}; choose a {task} MIC option ({fitting})"
+        )
+    elif mic == "mic.MaskedImageConsistency" and _task_forms("mic", task):  # (mic=block_vit:
+        problems.append(  # the generic term, without the task's fill, weighting and parts)
+            f"mic: this mic option is a classification recipe's (the generic {mic}), which has "
+            f"no {task} form; choose a {task} MIC option ({fitting})"
         )
     foreign = [
         f"{n} ({t}, {_task_of(t)})" for n, t in targets.items() if _task_of(t) not in (None, task)
@@ -703,9 +708,13 @@ def _options(group: str, task: str) -> list[str]:
 
     fitting = []
     folder = importlib.resources.files("mic.conf") / group
+    forms = _task_forms("mic", task) if group == "mic" else set()  # (mic=block on detection:
+    # mic_task/block_detection; a method's forms, as mean teacher's, add to the generic ones)
     for name in group_options(group):
         path = folder / f"{name}.yaml"
-        if group == "dataset":
+        if forms:
+            fits = name in forms
+        elif group == "dataset":
             fits = _data_task(_source_reader(folder, name)) == task
         else:  # with the options its defaults list names in the group (cdan_e: cdan)
             text = path.read_text()
@@ -716,6 +725,18 @@ def _options(group: str, task: str) -> list[str]:
         if fits:
             fitting.append(name)
     return fitting
+
+
+def _task_forms(group: str, task: str) -> set[str]:
+    """The options of ``group`` with a form of their own for ``task``
+    (``<group>_task/<option>_<task>.yaml``); where a task has some MIC forms, only those (and
+    none) fit it."""
+    import importlib.resources
+
+    folder = importlib.resources.files("mic.conf") / f"{group}_task"
+    names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+    ending = f"_{task}.yaml"
+    return {n.removesuffix(ending) for n in names if n.endswith(ending)}
 
 
 def _source_reader(folder: Any, name: str) -> str | None:

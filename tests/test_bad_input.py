@@ -1129,6 +1129,15 @@ CASES = [
         "option (mic=block, mic=block_resnet, mic=block_vit, mic=none)",
     ),
     (
+        "config-mic-classification-recipe-on-detection",
+        "a classification recipe's MIC option on detection (it trained the generic term "
+        "without detection's fill, weighting and parts, without a word)",
+        lambda t, r: ["experiment=det_shapes", "mic=block_vit"],
+        "mic: this mic option is a classification recipe's (the generic "
+        "mic.MaskedImageConsistency), which has no detection form; choose a detection MIC "
+        "option (mic=block, mic=none)",
+    ),
+    (
         "config-scheduler-not-a-number",
         "a schedule's power given as text",
         lambda t, r: ["scheduler=poly", "scheduler.power=abc"],
