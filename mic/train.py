@@ -883,6 +883,12 @@ def unknown_option(argv: Sequence[str]) -> str | None:
             if not re.fullmatch(r"[\w.-]+(,[\w.-]+)*", value):
                 continue
             options = value.split(",")
+            sweep = {"-m", "--multirun"} & set(argv) or "hydra.mode=MULTIRUN" in argv
+            if len(options) > 1 and not sweep and _is_group(key):  # (Hydra: "Ambiguous value")
+                return (
+                    f"{key}={value} names several {key} options: run each in turn with -m "
+                    f"(mic-train -m {key}={value}), or choose one ({key}={options[0]})"
+                )
             part = next((o for o in options if o.startswith("_")), None)
             if part is not None:  # composed, it ended in another option's message
                 names = _folder_options(folders)

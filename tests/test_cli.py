@@ -523,7 +523,12 @@ def test_a_list_of_one_group_s_options_is_refused_with_what_to_give_instead():
     )
     empty = unknown_option(["method=[]"])
     assert empty.startswith("method=[]: method takes one option") and "dacs" in empty
-    assert unknown_option(["method=dacs,mean_teacher"]) is None  # a sweep's: Hydra's
+    assert unknown_option(["-m", "method=dacs,mean_teacher"]) is None  # a sweep's: Hydra's
+    # without -m: Hydra's "Ambiguous value" and its traceback-like advice
+    assert unknown_option(["method=dacs,mean_teacher"]) == (
+        "method=dacs,mean_teacher names several method options: run each in turn with -m "
+        "(mic-train -m method=dacs,mean_teacher), or choose one (method=dacs)"
+    )
 
 
 def test_a_list_of_options_of_a_group_of_one_s_own_is_left_to_hydra(tmp_path):

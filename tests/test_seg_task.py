@@ -439,3 +439,11 @@ def test_a_sliding_window_larger_than_the_training_crops_is_warned_of():
             {"source": wrapped}
         )
         SegmentationTask(3, crop_size=(1024, 1024)).check_datasets({"source": crops})  # whole
+
+
+def test_a_stride_of_one_value_is_refused_when_the_task_is_built():
+    """A traceback from slide_logits' unpacking at the first evaluation before."""
+    with pytest.raises(
+        ConfigError, match=r"task.stride must be two positive pixel counts .* \[8\]"
+    ):
+        SegmentationTask(3, inference="slide", crop_size=(16, 16), stride=(8,))

@@ -259,10 +259,15 @@ class SegmentationTask(Task):
                 f"task.crop_size must be two positive pixel counts [height, width], got "
                 f"{list(self.crop_size)}"
             )
+        if self.stride is not None and len(self.stride) != 2:  # (unpacked when sliding)
+            raise ConfigError(
+                f"task.stride must be two positive pixel counts [height, width], got "
+                f"{list(self.stride)}"
+            )
         if (
             self.crop_size
             and self.stride
-            and any(s > c or s < 1 for s, c in zip(self.stride, self.crop_size))
+            and any(s > c or s < 1 for s, c in zip(self.stride, self.crop_size, strict=True))
         ):
             raise ConfigError(
                 f"task.stride {list(self.stride)} must be between 1 and task.crop_size "
