@@ -301,3 +301,14 @@ def test_class_mix_masks_take_integer_labels_of_any_width_and_name_others():
             class_mix_masks(bad, 3)
     with pytest.raises(ConfigError, match="num_classes must be an int >= 1, got 0"):
         class_mix_masks(labels, 0)
+
+
+def test_a_feature_distance_that_could_never_count_a_cell_is_refused():
+    """classes=[] or min_ratio above 1 trained with the term at 0 for the whole run; the
+    warning of a term that does nothing skipped an empty class list."""
+    from mic import ConfigError
+
+    for settings in ({"classes": []}, {"min_ratio": 2.0}, {"min_ratio": -0.1}):
+        with pytest.raises(ConfigError, match=r"feature distance: classes must name at least"):
+            FeatureDistance(**settings)
+    assert FeatureDistance(classes=None, min_ratio=1.0).classes is None

@@ -290,6 +290,12 @@ class FeatureDistance(LossTerm):
     ) -> None:
         super().__init__(weight)
         self.classes = list(classes) if classes is not None else None
+        if self.classes == [] or not 0 <= float(min_ratio) <= 1:  # (the term did nothing)
+            raise ConfigError(
+                "feature distance: classes must name at least one class id (null: every "
+                f"class) and min_ratio lie in [0, 1]; got classes={self.classes}, "
+                f"min_ratio={min_ratio} (to switch the term off, give it weight 0)"
+            )
         # on the loss's device with the method, not copied there every iteration
         self.register_buffer(
             "class_ids", torch.tensor(self.classes or [], dtype=torch.long), persistent=False
