@@ -11,7 +11,7 @@ from torch import Tensor
 from mic.core.batch import LABEL_KEYS
 from mic.core.context import IterationContext, Random
 from mic.core.errors import ConfigError
-from mic.core.masking import Augmentation, Masker
+from mic.core.masking import Augmentation, Masker, check_augmentation_instance
 from mic.core.method import UDAMethod
 from mic.core.terms import ConsistencyLoss, LossTerm, sum_parts
 from mic.core.weighting import QUALITY_THRESHOLD, WeightingMode
@@ -52,13 +52,7 @@ def check_augmentation(augmentation: Any, term: str) -> None:
     method would withhold image blocks too, a second MIC (the reverse of an augmentation
     given as MIC's masker, which ``MaskedImageConsistency`` refuses); and for a class, or
     anything not callable, given for an instance (the images became its first argument)."""
-    if isinstance(augmentation, type) or not (augmentation is None or callable(augmentation)):
-        kind = isinstance(augmentation, type)
-        got = f"the class {augmentation.__name__}" if kind else repr(augmentation)
-        raise ConfigError(
-            f"{term}'s augmentation must be an instance (e.g. mic.StrongAugmentation()) or "
-            f"None, got {got}"
-        )
+    check_augmentation_instance(augmentation, term)
     if isinstance(augmentation, Masker):
         raise ConfigError(
             f"{term}'s augmentation is a {type(augmentation).__name__}, a masker: the base "

@@ -19,6 +19,16 @@ from mic.core.errors import ConfigError, is_whole
 Augmentation = Callable[[Tensor, Random], Tensor]
 
 
+def check_augmentation_instance(aug: Any, who: str) -> None:
+    """Raise ``ConfigError`` for ``who``'s augmentation given as a class or not callable."""
+    if isinstance(aug, type) or not (aug is None or callable(aug)):
+        got = f"the class {aug.__name__}" if isinstance(aug, type) else repr(aug)
+        raise ConfigError(
+            f"{who}'s augmentation must be an instance (e.g. mic.StrongAugmentation()) or "
+            f"None, got {got}"
+        )
+
+
 def check_images(images: Any, who: str) -> None:
     """Raise ``ConfigError`` unless ``images`` is a (B, C, H, W) float tensor or a list of
     (C, H, W) ones, what ``who`` (a masker, an augmentation) takes."""
@@ -86,16 +96,7 @@ class BlockMasker(Masker):
             raise ConfigError(
                 f"masker block_size must be a whole number of pixels >= 1, got {block_size!r}"
             )
-        if isinstance(augmentation, type) or not (augmentation is None or callable(augmentation)):
-            got = (
-                f"the class {augmentation.__name__}"
-                if isinstance(augmentation, type)
-                else type(augmentation)
-            )
-            raise ConfigError(
-                "BlockMasker's augmentation must be an instance (e.g. "
-                f"mic.StrongAugmentation()), got {got}"
-            )
+        check_augmentation_instance(augmentation, "BlockMasker")
         if isinstance(ratio, bool) or not (isinstance(ratio, Real) and 0 <= ratio <= 1):
             raise ConfigError(f"masker ratio must be a probability in [0, 1], got {ratio!r}")
         self.block_size, self.ratio = int(block_size), float(ratio)
