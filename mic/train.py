@@ -848,6 +848,7 @@ def unknown_option(argv: Sequence[str]) -> str | None:
     if shadowed:
         return shadowed
     confs: list[Any] = [importlib.resources.files("mic.conf"), *own]
+    sweep = {"-m", "--multirun"} & set(argv) or "hydra.mode=MULTIRUN" in argv
     for arg in argv:
         deleted = re.fullmatch(r"~([A-Za-z_]\w*)(?:=.*)?", arg)
         if deleted:  # a whole group or root setting: Hydra's traceback, or the whole config
@@ -883,7 +884,6 @@ def unknown_option(argv: Sequence[str]) -> str | None:
             if not re.fullmatch(r"[\w.-]+(,[\w.-]+)*", value):
                 continue
             options = value.split(",")
-            sweep = {"-m", "--multirun"} & set(argv) or "hydra.mode=MULTIRUN" in argv
             if len(options) > 1 and not sweep and _is_group(key):  # (Hydra: "Ambiguous value")
                 return (
                     f"{key}={value} names several {key} options: run each in turn with -m "

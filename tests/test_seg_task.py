@@ -426,9 +426,10 @@ def test_a_sliding_window_larger_than_the_training_crops_is_warned_of():
     from types import SimpleNamespace
 
     from mic.datasets.segmentation import SegmentationTransform
+    from mic.training.sampling import DatasetWrapper
 
     crops = SimpleNamespace(transform=SegmentationTransform(crop_size=(64, 48)))
-    wrapped = SimpleNamespace(dataset=crops)  # (rare class sampling's wrapper)
+    wrapped = DatasetWrapper(crops)  # (rare class sampling's)
     task = SegmentationTask(3, inference="slide", crop_size=(1024, 1024), stride=(512, 512))
     with pytest.warns(UserWarning, match=r"larger than the 64 x 48 training crops.*"
                       r"task.crop_size=\[64,48\] task.stride=\[32,24\]"):  # fmt: skip

@@ -387,6 +387,19 @@ def cycled(loader: Iterable[Any], batches: int) -> Iterator[Any]:
 
 
 @contextmanager
+def batch_of_one_named(message: str) -> Iterator[None]:
+    """Raise ``DatasetError(message)`` in place of torch's ValueError for a batch of one image
+    in the block, on which a BatchNorm that normalises with the batch's statistics sees one
+    value per channel (a BatchNorm1d bottleneck, a BatchNorm2d after global pooling)."""
+    try:
+        yield
+    except ValueError as e:
+        if "more than 1 value per channel" not in str(e):
+            raise
+        raise DatasetError(message) from e
+
+
+@contextmanager
 @torch.no_grad()
 def recalibrated_batchnorm(
     model: nn.Module, loader: Iterable[Any], batches: int, device: Any = None
@@ -415,15 +428,11 @@ def recalibrated_batchnorm(
             m.train()
         for batch in cycled(loader, batches):
             images, _ = split_sample(batch)
-            try:
+            with batch_of_one_named(  # (BatchNorm1d, a bottleneck, on one sample)
+                "AdaBN met a batch of 1 image, from which a BatchNorm1d layer cannot estimate "
+                "statistics: give the AdaBN loader drop_last=True (as mic-train does) or a "
+                "dataset that holds a multiple of its batch size"
+            ):
                 model(move_to(images, device))
-            except ValueError as e:  # BatchNorm1d (a bottleneck) on one sample
-                if "more than 1 value per channel" not in str(e):
-                    raise
-                raise DatasetError(
-                    "AdaBN met a batch of 1 image, from which a BatchNorm1d layer cannot "
-                    "estimate statistics: give the AdaBN loader drop_last=True (as mic-train "
-                    "does) or a dataset that holds a multiple of its batch size"
-                ) from e
         model.eval()
         yield model

@@ -32,7 +32,7 @@ from mic.core.errors import ConfigError, DatasetError
 from mic.core.masking import BlockMasker, Masker
 from mic.core.task import PseudoLabels, Task
 from mic.core.teacher import unwrap
-from mic.training.evaluation import fresh_metric, primary_score, restored
+from mic.training.evaluation import batch_of_one_named, fresh_metric, primary_score, restored
 from mic.training.guard import all_finite
 from mic.training.rng import rng_state, set_rng_state
 
@@ -522,8 +522,8 @@ class LabelFreeValidation:
                     )
                 if masked:
                     view = self.masker(images, self._stream("mask", i))
-                    with batch_statistics(model), _batch_of_one_named():  # (as the masked
-                        out.masked = task.predict(model, view)  # batch is seen in training)
+                    with batch_statistics(model), batch_of_one_named(ONE_IMAGE):  # (as the
+                        out.masked = task.predict(model, view)  # masked batch is in training)
                     out.reference = (
                         references[i] if references is not None else task.pseudo_label(prediction)
                     )
@@ -552,23 +552,6 @@ def _probabilities(task: Task, p: Any) -> Tensor:
     return p
 
 
-@contextmanager
-def _batch_of_one_named() -> Iterator[None]:
-    """A DatasetError for a batch of 1 image, on which the masked pass's batch statistics
-    are undefined where a BatchNorm sees one value per channel (torch's ValueError before)."""
-    try:
-        yield
-    except ValueError as e:
-        if "more than 1 value per channel" not in str(e):
-            raise
-        raise DatasetError(
-            "masked_agreement met a batch of 1 image, from which a BatchNorm layer cannot "
-            "take the batch statistics it predicts the masked images with: give the "
-            "LabelFreeValidation loader drop_last=True (as mic-train does) or batches of 2 "
-            "or more images"
-        ) from e
-
-
 def _number(validator: Validator, score: Any) -> float:
     """A validator's score as a float (a number of NumPy or a one-element tensor too), else a
     ConfigError: an int was never counted as a best, a tensor failed the log."""
@@ -581,6 +564,14 @@ def _number(validator: Validator, score: Any) -> float:
         f"validator {validator.name!r}: compute() returned {type(score).__name__} "
         f"{score!r:.60}; a validator returns its score as a number (a float)"
     )
+
+
+#: masked_agreement's batch of one image (torch's ValueError before)
+ONE_IMAGE = (
+    "masked_agreement met a batch of 1 image, from which a BatchNorm layer cannot take the "
+    "batch statistics it predicts the masked images with: give the LabelFreeValidation loader "
+    "drop_last=True (as mic-train does) or batches of 2 or more images"
+)
 
 
 def _no_batch(names: Sequence[str]) -> DatasetError:

@@ -558,9 +558,7 @@ class SegmentationTask(Task):
             default_class_names(self.num_classes),
             "fix the datasets (a reader's classes and label mapping set theirs)",
         )
-        source = datasets.get("source")
-        while source is not None and getattr(source, "transform", None) is None:
-            source = getattr(source, "dataset", None)  # (rare class sampling's wrapper)
+        source = datasets.get("source")  # (rare class sampling's wrapper: the reader's)
         crop = getattr(getattr(source, "transform", None), "crop_size", None)
         window = self.crop_size if self.inference == "slide" else None
         if window and crop and any(w > c for w, c in zip(window, crop, strict=True)):
