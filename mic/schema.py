@@ -656,17 +656,17 @@ def task_mismatches(cfg: DictConfig) -> list[str]:
     terms = ((raw.get("method") or {}).get("terms")) or {}
     targets = {n: t.get("_target_") for n, t in terms.items() if isinstance(t, dict)}
     mic = targets.pop("mic", None)  # placed there by the mic option, not by the method
-    fitting = ", ".join(f"mic={o}" for o in [*_options("mic", task), "none"])
-    if _task_of(mic) not in (None, task):
-        problems.append(
-            f"mic: this mic option's term ({mic}) is a {_task_of(mic)} term but the task is "
-            f"{task}; choose a {task} MIC option ({fitting})"
+    other = _task_of(mic) not in (None, task)
+    generic = mic == "mic.MaskedImageConsistency" and _task_forms("mic", task)  # (block_vit:
+    if other or generic:  # the generic term, without the task's fill, weighting and parts)
+        fitting = ", ".join(f"mic={o}" for o in [*_options("mic", task), "none"])
+        said = (
+            f"this mic option's term ({mic}) is a {_task_of(mic)} term but the task is {task}"
+            if other
+            else f"this mic option is a classification recipe's (the generic {mic}), which has "
+            f"no {task} form"
         )
-    elif mic == "mic.MaskedImageConsistency" and _task_forms("mic", task):  # (mic=block_vit:
-        problems.append(  # the generic term, without the task's fill, weighting and parts)
-            f"mic: this mic option is a classification recipe's (the generic {mic}), which has "
-            f"no {task} form; choose a {task} MIC option ({fitting})"
-        )
+        problems.append(f"mic: {said}; choose a {task} MIC option ({fitting})")
     foreign = [
         f"{n} ({t}, {_task_of(t)})" for n, t in targets.items() if _task_of(t) not in (None, task)
     ]
