@@ -577,8 +577,8 @@ def resume(
         {k: v for k, v in g.items() if k != "params"} for g in loop.optimizer.param_groups
     ]
     fresh_lambdas = [copy.deepcopy(vars(f)) for f in _lambdas(loop)]
-    try:
-        loop.load_state_dict(state)
+    try:  # (an optimiser change that is allowed keeps the state it can use: its step counts)
+        loop.load_state_dict({**state, "optimizer_class": kind} if allowed else state)
     except (RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(_misfit_message(loop, state, path, e)) from e
     if any(

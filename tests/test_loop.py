@@ -596,9 +596,27 @@ def test_a_run_ended_by_a_stop_request_trains_on_when_run_again():
     loop.iterations = 6
     loop.run()
     assert (loop.step, loop.interrupted_by, loop.stop_reason) == (6, None, None)
-    with pytest.warns(UserWarning, match="the loop has run its 6 iterations; raise loop.iter"):
+    with pytest.warns(UserWarning, match="at iteration 6 of its 6: it trains nothing; raise"):
         loop.run()  # a notebook cell run again after the end: it trained nothing, silently
     assert loop.step == 6
+
+
+def test_a_state_of_another_optimiser_or_past_the_end_is_named_on_loading():
+    """An Adam loop's state loaded into an SGD loop took SGD's lr from it and ended in
+    KeyError: 'momentum' at the next step; a state past iterations trained nothing, silently."""
+    loop, _ = make_loop(source_only(), iterations=4)
+    loop.run()
+    state = loop.state_dict()
+    other, _ = make_loop(source_only(), iterations=4)
+    other.optimizer = torch.optim.Adam(other.student.parameters(), lr=1e-3)
+    before = {k: v.clone() for k, v in other.student.state_dict().items()}
+    with pytest.raises(mic.CheckpointError, match="optimiser is SGD, this loop's is Adam"):
+        other.load_state_dict(state)
+    assert all(torch.equal(v, other.student.state_dict()[k]) for k, v in before.items())
+    shorter, _ = make_loop(source_only(), iterations=3)
+    shorter.load_state_dict(state)
+    with pytest.warns(UserWarning, match="at iteration 4 of its 3: it trains nothing"):
+        shorter.run()
 
 
 def test_hooks_release_what_they_hold_when_a_run_raises(tmp_path):

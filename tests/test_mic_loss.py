@@ -103,3 +103,30 @@ def test_weighted_cross_entropy_of_an_empty_batch_is_zero_with_a_gradient():
     assert loss.item() == 0.0 and loss.requires_grad  # the mean of nothing was NaN
     loss.backward()
     assert logits.grad is not None and logits.grad.shape == (0, 3)
+
+
+def test_the_loss_on_its_own_weighs_as_the_loop_when_images_are_left_out():
+    """``loss()`` took q over the kept images only, the loop over all (3/3 against 3/5)."""
+    from mic import EMATeacher
+    from mic.core.context import IterationContext
+
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    pseudo = PseudoLabels(
+        labels, torch.tensor([0.99, 0.2, 0.97, 0.5, 0.999]), keep=[True, False, True, False, True]
+    )
+
+    class Kept(ClassificationTask):
+        def pseudo_label(self, prediction):
+            return pseudo
+
+    model, task, images = tiny_model().eval(), Kept(3), torch.randn(5, 3, 8, 8)
+    term = MaskedImageConsistency(BlockMasker(block_size=2, ratio=0.0), tau=0.9)
+    ctx = IterationContext(0, task, model, (images, labels), images, EMATeacher(model))
+    ctx.term = "mic"
+    in_loop = term(ctx)
+    alone = term.loss(model, task, images, pseudo)
+    torch.testing.assert_close(alone, in_loop)
+    assert term.statistics["q"].item() == pytest.approx(0.6)  # 3 of 5 above tau
+    keep = torch.tensor([0, 2, 4])
+    ce = F.cross_entropy(model(images[keep]), labels[keep], reduction="sum") / 3
+    torch.testing.assert_close(alone, 0.6 * ce)

@@ -898,3 +898,54 @@ def test_one_name_where_a_list_of_names_goes_is_that_name_not_its_letters():
     """make_validators('entropy') said "unknown validator 'e'"; SeededDataset('flip') too."""
     assert [v.name for v in mic.training.make_validators("entropy")] == ["entropy"]
     assert mic.training.SeededDataset([0, 1], generators="torch").generators == ("torch",)
+
+
+def test_classification_loss_takes_labels_of_any_integer_width_and_names_other_labels():
+    """int32 labels (which the loaders take) ended in torch's 'expected target dtype to be
+    Long'; one-hot, float or (B, 1) labels in torch's words, naming nothing."""
+    task, model, images = ClassificationTask(K), net(), torch.rand(4, 3, 8, 8)
+    labels = torch.tensor([0, 1, 2, 1])
+    want = task.loss(model, images, labels)
+    torch.testing.assert_close(task.loss(model, images, labels.int()), want)
+    torch.testing.assert_close(task.loss(model, images, labels.to(torch.uint8)), want)
+    for wrong, said in (
+        (labels.float(), r"dtype torch.float32 and shape \(4,\)"),
+        (nn.functional.one_hot(labels, K), r"dtype torch.int64 and shape \(4, 3\)"),
+        (labels[:, None], r"shape \(4, 1\)"),
+        ([0, 1, 2, 1], "got list"),
+    ):
+        with pytest.raises(
+            DatasetError, match=f"integer class indices of shape \\(B,\\), .*{said}"
+        ):
+            task.loss(model, images, wrong)
+
+
+def test_mic_loss_with_pseudo_labels_of_other_images_is_named():
+    """3 images against 5 pseudo-labels ended in torch's 'Expected input batch_size (3) to
+    match target batch_size (5)'."""
+    term = mic.MaskedImageConsistency(mic.BlockMasker(2, 0.5))
+    pseudo = mic.PseudoLabels(torch.tensor([0, 1, 2, 0, 1]), torch.ones(5))
+    with pytest.raises(ConfigError, match="got 3 images and pseudo-labels of 5: give the"):
+        term.loss(net(), ClassificationTask(K), torch.rand(3, 3, 8, 8), pseudo)
+
+
+def test_a_method_of_a_list_of_terms_is_named():
+    with pytest.raises(
+        ConfigError, match=r"takes name -> LossTerm \(\{'mic': term\}\), got a list"
+    ):
+        mic.UDAMethod([mic.SourceSupervision()])
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ({"interval": -1}, "checkpoint.interval must be a whole number >= 0, got -1"),
+        ({"interval": 2.5}, "checkpoint.interval must be a whole number >= 0, got 2.5"),
+        ({"keep": 0}, "checkpoint.keep must be a whole number >= 1, got 0"),
+    ],
+)
+def test_a_checkpointer_of_a_negative_interval_or_no_file_kept_is_refused(tmp_path, given, said):
+    """interval=-1 acted as 0 (saving only at the end), without a word."""
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        mic.Checkpointer(tmp_path, **given)
+    assert mic.Checkpointer(tmp_path, interval=2.0, keep=1).interval == 2  # (YAML's 2.0)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from mic.core.batch import EndlessLoader, move_to, split_sample
 from mic.core.context import IterationContext, changed_since, versions_of
-from mic.core.errors import ConfigError, DatasetError, MicError
+from mic.core.errors import CheckpointError, ConfigError, DatasetError, MicError
 from mic.core.method import UDAMethod
 from mic.core.task import Task, check_task
 from mic.core.teacher import Teacher, unwrap
@@ -201,10 +201,10 @@ class AdaptationLoop:
                 after ``after_run`` in one process (the checkpointer saves the step it
                 followed).
         """
-        if self._finished and self.step >= self.iterations:  # a second call trained nothing
+        if self.step >= self.iterations and (self._finished or self.step):  # (a run or a state)
             warnings.warn(
-                f"AdaptationLoop.run: the loop has run its {self.iterations} iterations; raise "
-                "loop.iterations to train on",
+                f"AdaptationLoop.run: the loop is at iteration {self.step} of its "
+                f"{self.iterations}: it trains nothing; raise loop.iterations to train on",
                 stacklevel=2,
             )
         self.collective.broadcast_module(self.student)
@@ -440,7 +440,18 @@ class AdaptationLoop:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what ``state_dict`` returned."""
+        """Restore what ``state_dict`` returned.
+
+        Raises:
+            CheckpointError: ``state`` was written by a loop with another optimiser class.
+        """
+        written, kind = state.get("optimizer_class"), type(self.optimizer).__name__
+        if written is not None and written != kind:  # torch loads it, and fails steps later
+            raise CheckpointError(
+                f"the state was written by a loop whose optimiser is {written}, this loop's is "
+                f"{kind}: its state (moments, step counts) does not carry over. Build the loop "
+                f"with {written}, or start anew from its weights (load_initial_weights)"
+            )
         unwrap(self.student).load_state_dict(state["student"])
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])

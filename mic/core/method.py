@@ -18,11 +18,15 @@ class UDAMethod(nn.Module):
         terms: name -> term; None leaves a term out (a config switches one off with ``null``).
 
     Raises:
-        ConfigError: a term is not a ``LossTerm``, a name holds a ``.`` or no term is left.
+        ConfigError: ``terms`` is no mapping, a term is not a ``LossTerm``, a name holds a ``.``
+            or no term is left.
     """
 
     def __init__(self, terms: Mapping[str, LossTerm | None]) -> None:
         super().__init__()
+        if not isinstance(terms, Mapping):  # (a list of terms: "no attribute 'items'")
+            kind = type(terms).__name__
+            raise ConfigError(f"UDAMethod takes name -> LossTerm ({{'mic': term}}), got a {kind}")
         kept = {name: term for name, term in terms.items() if term is not None}
         for name, term in kept.items():
             kind = type(term).__name__

@@ -163,13 +163,19 @@ class ConsistencyLoss(LossTerm):
                 source pixels); None: ``weighting(pseudo)``.
 
         Raises:
-            ConfigError: ``pseudo`` is no ``PseudoLabels``; a transform that returns another
-                kind than the images.
+            ConfigError: ``pseudo`` is no ``PseudoLabels``, or labels another number of images;
+                a transform that returns another kind than the images.
         """
         if not isinstance(pseudo, PseudoLabels):
             raise ConfigError(
                 f"{type(self).__name__}.loss takes the teacher's PseudoLabels (ctx.pseudo_labels, "
                 f"Task.pseudo_label(...)), got a {type(pseudo).__name__}"
+            )
+        labelled = len(pseudo.labels) if isinstance(pseudo.labels, (Tensor, list)) else None
+        if labelled is not None and labelled != task.count(images):  # (torch's words before)
+            raise ConfigError(
+                f"{type(self).__name__}.loss got {task.count(images)} images and pseudo-labels "
+                f"of {labelled}: give the teacher's pseudo-labels of these very images"
             )
         views = self.transform(images, rng)
         kind = next((k for k in (Tensor, (list, tuple), Mapping) if isinstance(images, k)), object)
@@ -179,11 +185,11 @@ class ConsistencyLoss(LossTerm):
                 f"that are a {type(images).__name__}: a Masker (or a transform) returns the "
                 "transformed images alone, of the images' kind (no (images, mask) pair)"
             )
+        if weights is None:  # q over every image, as the loop's (before any is left out)
+            weights = self.weighting(pseudo)
         views, weights, pseudo = pseudo.kept(views, weights)
         if task.count(views) == 0:
             return next(student.parameters()).new_zeros(())
-        if weights is None:
-            weights = self.weighting(pseudo)
         loss = task.loss(student, views, pseudo.labels, weights=weights, rng=rng)
         return sum_parts(loss, self.part_weights, self.parts_setting)
 

@@ -23,7 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mic.core.batch import check_loader
-from mic.core.errors import CheckpointError, ConfigError, DatasetError, MicError
+from mic.core.errors import CheckpointError, ConfigError, DatasetError, MicError, is_whole
 from mic.core.loop import AdaptationLoop, Hook
 from mic.core.task import check_task
 from mic.training.batches import labelled_batch
@@ -715,7 +715,8 @@ class Checkpointer(Hook):
             whose state travels in checkpoints.
 
     Raises:
-        ConfigError: ``keep`` below 1; a ``best_metric`` that is not of the form
+        ConfigError: ``keep`` below 1 or ``interval`` below 0 (or either no whole number); a
+            ``best_metric`` that is not of the form
             ``eval/<model>/<metric>`` or ``validator/<model>/<name>``; (in ``before_run``,
             after an ``Evaluation`` hook listed before it has scored its first test batch, or
             else at the first evaluation) a ``best_metric`` that the records will not hold.
@@ -730,8 +731,10 @@ class Checkpointer(Hook):
         extra: dict[str, Any] | None = None,
         stateful: dict[str, Any] | None = None,
     ) -> None:
-        if keep < 1:
-            raise ConfigError(f"checkpoint.keep must be at least 1, got {keep}")
+        if not is_whole(keep):
+            raise ConfigError(f"checkpoint.keep must be a whole number >= 1, got {keep!r}")
+        if not is_whole(interval, 0):  # (-1 acted as 0)
+            raise ConfigError(f"checkpoint.interval must be a whole number >= 0, got {interval!r}")
         parts = str(best_metric).split("/")
         if best_metric is not None and (
             len(parts) != 3 or parts[0] not in ("eval", "validator") or not all(parts)

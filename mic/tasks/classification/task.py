@@ -107,9 +107,12 @@ class ClassificationTask(Task):
     ) -> Tensor:
         require_images(images)
         require_targets(targets)
+        integer = isinstance(targets, Tensor) and not targets.is_floating_point()
+        if not (integer and targets.ndim == 1 and targets.dtype != torch.bool):
+            self.check_targets(targets)  # raises: one-hot or float labels, (B, 1), a list
         logits = model(images)
         self.check_logits(logits)
-        return weighted_cross_entropy(logits, targets, weights)
+        return weighted_cross_entropy(logits, targets.long(), weights)  # (int32 too)
 
     def predict(self, model: nn.Module, images: Tensor) -> Tensor:
         """Class probabilities, B x K float32, of a batch of the model's inputs (images, or
@@ -175,7 +178,7 @@ class ClassificationTask(Task):
             or targets.ndim != 1
         ):
             raise DatasetError(
-                "classification targets must be integer class indices, "
+                "classification targets must be integer class indices of shape (B,), "
                 f"got {type(targets).__name__}"
                 + (
                     f" of dtype {targets.dtype} and shape {tuple(targets.shape)}"
