@@ -695,8 +695,8 @@ class _OwnProbabilities(ClassificationTask):
             lambda p: torch.sigmoid(p * 5),
             r"returned rows .*, row sums [\d.]+ to [\d.]+\): each row is non-neg",
         ),
-        (lambda p: p.flatten(), r"returned a \(12,\) torch.float32 tensor: it returns an N x K"),
-        (lambda p: p.tolist(), r"returned <class 'list'>: it returns an N x K float tensor"),
+        (lambda p: p.flatten(), r"returned a \(12,\) torch.float32 tensor: class probabil"),
+        (lambda p: p.tolist(), r"returned <class 'list'>: class probabilities are an N x K"),
         (lambda p: None, r"returned <class 'NoneType'>"),
     ],
 )
@@ -708,6 +708,31 @@ def test_class_probabilities_that_are_no_probabilities_are_a_config_error(make, 
         validation.score(task, model)
     scores = validation.score(_OwnProbabilities(3, lambda p: p), model)  # as they are: scored
     assert all(math.isfinite(s) for s in scores.values())
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [  # Entropy scored -3.18, NaN, 366 and NaN for these
+        (torch.full((6,), 0.5), r"a \(6,\) torch.float32 tensor: class probabilities are an N x K"),
+        (torch.full((1, 6, 2), 0.5), r"a \(1, 6, 2\) torch.float32 tensor"),
+        (torch.full((6, 2), 50, dtype=torch.uint8), r"a \(6, 2\) torch.uint8 tensor"),
+        (torch.randn(6, 2) * 3, r"rows that are no probabilities"),
+    ],
+)
+@pytest.mark.parametrize("name", ["entropy", "im", "snd", "bnm"])
+def test_a_validator_used_on_its_own_refuses_what_are_no_probabilities(name, given, message):
+    from mic.tasks.classification import ClassificationTask
+    from mic.training.validators import TargetOutputs, make_validators
+
+    (validator,) = make_validators([name])
+    validator.start(ClassificationTask(2), torch.device("cpu"))
+    outputs = TargetOutputs(ClassificationTask(2))
+    outputs.probabilities = given
+    with pytest.raises(ConfigError, match=f"validator '{name}' was given {message}"):
+        validator.update(outputs)
+    outputs.probabilities = torch.softmax(torch.randn(6, 2), 1)
+    validator.update(outputs)
+    assert math.isfinite(validator.compute())
 
 
 class _Scripted(Validator):

@@ -101,8 +101,14 @@ class ProbabilityValidator(Validator):
         self._rows = []
 
     def update(self, outputs: TargetOutputs) -> None:
+        """Keep ``outputs.probabilities`` (N x K float, rows non-negative summing to 1).
+
+        Raises:
+            ConfigError: they are no such tensor (logits, a (N,) vector, integer percentages).
+        """
         if outputs.probabilities is not None:
-            self._rows.append(outputs.probabilities.float())
+            said = f"validator {self.name!r} was given"
+            self._rows.append(_probabilities(outputs.probabilities, said).float())
 
     def compute(self) -> float:
         """The score, NaN for fewer than 2 rows or probabilities that are not all finite (a
@@ -515,10 +521,10 @@ class LabelFreeValidation:
                 out = TargetOutputs(task)
                 if probabilities:
                     out.probabilities = _probabilities(
-                        task,
                         task.class_probabilities(  # type: ignore[attr-defined]
                             prediction, self.samples_per_image, self._stream("samples", i)
                         ),
+                        f"{type(task).__name__}.class_probabilities returned",
                     )
                 if masked:
                     view = self.masker(images, self._stream("mask", i))
@@ -532,14 +538,13 @@ class LabelFreeValidation:
             return {v.name: _number(v, v.compute()) for v in self.validators}
 
 
-def _probabilities(task: Task, p: Any) -> Tensor:
+def _probabilities(p: Any, said: str) -> Tensor:
     """``p`` if it is N x K probabilities (its finite rows, of up to 4,096 evenly spread, are
-    non-negative and sum to 1), else a ConfigError: logits, sigmoid outputs or a list were
-    scored without a word (or NaN)."""
-    said = f"{type(task).__name__}.class_probabilities returned"
+    non-negative and sum to 1), else a ConfigError that begins with ``said`` ("X returned"):
+    logits, sigmoid outputs or a list were scored without a word (or NaN)."""
     if not (isinstance(p, Tensor) and p.dim() == 2 and p.is_floating_point()):
         got = f"a {tuple(p.shape)} {p.dtype} tensor" if isinstance(p, Tensor) else type(p)
-        raise ConfigError(f"{said} {got}: it returns an N x K float tensor of probabilities")
+        raise ConfigError(f"{said} {got}: class probabilities are an N x K float tensor")
     rows = p[:: max(1, len(p) // 4096)].float()  # (every pixel of a batch: 4,096 of its rows)
     rows = rows[torch.isfinite(rows).all(dim=1)]  # (a model gone NaN: scored NaN)
     sums = rows.sum(1)
