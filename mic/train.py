@@ -26,7 +26,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mic.cli import catch_interrupts, exit_interrupted, interrupted, leave_at_next_signal
 from mic.core.errors import ConfigError, MicError
@@ -851,8 +851,10 @@ def unknown_option(argv: Sequence[str]) -> str | None:
     sweep = {"-m", "--multirun"} & set(argv) or "hydra.mode=MULTIRUN" in argv
     for arg in argv:
         deleted = re.fullmatch(r"~([A-Za-z_]\w*)(?:=.*)?", arg)
-        if deleted:  # a whole group or root setting: Hydra's traceback, or the whole config
-            problem = _deletion_problem(deleted.group(1), confs)
+        again = deleted and (f"+{deleted.group(1)}=", f"++{deleted.group(1)}=")
+        readded = again and any(a.startswith(again) for a in argv)  # (~lr_mult +lr_mult={...})
+        if deleted and not readded:  # a whole group or root setting (Hydra's traceback, or the
+            problem = _deletion_problem(deleted.group(1), confs)  # whole config) not given anew
             if problem:
                 return problem
         found = re.fullmatch(r"(\+{0,2})([A-Za-z_]\w*)((?:\.\w+)*)=(.*)", arg)
@@ -968,7 +970,11 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
 
     dotted, kept, appended, deleted = [], [], [], []
     given: dict[str, str] = {}  # a dotted key's value as written
+    mappings = {}  # key -> a mapping given to it (merged by Hydra into what it holds)
     for arg in argv:
+        mapping = re.fullmatch(r"([A-Za-z_][\w.]*)=\s*(\{.*)", arg, re.S)
+        if mapping and not mapping.group(1).startswith(("hydra", USER_KEY)):
+            mappings[mapping.group(1)] = mapping.group(2)
         found = re.fullmatch(r"([A-Za-z_]\w*)((?:\.\w+)+)=(.*)", arg)
         added = re.fullmatch(r"\+([A-Za-z_]\w*(?:\.\w+)*)=(.*)", arg)  # (+iterations too)
         dropped = re.fullmatch(r"~([A-Za-z_]\w*(?:\.\w+)*)(=.*)?", arg)
@@ -987,10 +993,10 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
         elif dropped and not dropped.group(1).startswith(("hydra", USER_KEY)):
             deleted.append(dropped.group(1))  # composed without it (~key then +key=...)
             kept.append(arg)
-        elif "=" in arg and not arg.startswith(("-", "hydra.")):
+        elif "=" in arg and not arg.startswith(("-", "hydra.")) and not mapping:
             kept.append(arg)
     own = _config_dirs(argv)
-    if not (dotted or appended or deleted) or own is None:
+    if not (dotted or appended or deleted or mappings) or own is None:
         return None
     if own:
         paths = ",".join(f"file://{d.resolve()}" for d in own)
@@ -1004,6 +1010,11 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
             return None
         dotted = deleted
     tree = OmegaConf.to_container(composed, resolve=False)
+    for key, value in mappings.items():
+        node = OmegaConf.select(composed, key, default=None, throw_on_resolution_failure=False)
+        problem = _merged_mapping(key, value, node)
+        if problem:
+            return problem
     for key in appended:
         value = OmegaConf.select(composed, key, default=_ABSENT)
         if value is not _ABSENT:
@@ -1055,6 +1066,162 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
             problem = _section_given_a_value(key, given.get(key), node, above)
             if problem:
                 return problem
+    return None
+
+
+def experiment_over_choice(argv: Sequence[str]) -> str | None:
+    """The message for a config group's option chosen on the command line (``model=small_cnn``)
+    a setting of which the chosen experiment's own body sets anew (``model.backbone:
+    vit_base_...``): the run would build the experiment's, not the option's (a small CNN asked
+    for, a ViT-B/16 built), without a word. Settings given on the command line too
+    (``model.backbone=small_cnn``) are the user's; a null for a setting the option lacks (a
+    term switched off) changes nothing. None where there is no such setting, no experiment and
+    option both chosen, or the configs cannot be read here (the run reports that). A data set
+    or task option is left alone: an experiment's crops and inference are its recipe's, meant
+    for any data (``_RECIPE_GROUPS``)."""
+    from mic.experiment import load_config
+
+    chosen = {}
+    for arg in argv:
+        found = re.fullmatch(r"([A-Za-z_]\w*)=([\w.-]+)", arg)
+        if found and found.group(1) not in _RECIPE_GROUPS and _is_group(found.group(1)):
+            chosen[found.group(1)] = found.group(2)
+    experiment = next((a.split("=", 1)[1] for a in argv if a.startswith("experiment=")), None)
+    own = _config_dirs(argv)
+    if not (chosen and experiment) or own is None:
+        return None
+    try:
+        settings = _experiment_settings(experiment, own)
+    except Exception:  # a file that does not read: the run reports it
+        return None
+    search = [f"hydra.searchpath=[{','.join(f'file://{d.resolve()}' for d in own)}]"] * bool(own)
+    given = [a.lstrip("+~").split("=", 1)[0] for a in argv]  # settings (not group choices)
+    given = [g for g in given if g not in chosen and g != "experiment"]
+    for group, picked in chosen.items():
+        package = _package_of(group, picked, own)
+        mine = {
+            k: v for k, v in settings.items()
+            if k.startswith(f"{package}.") and not k.endswith(".name")  # (a name: a label)
+            and not any(k == g or k.startswith(f"{g}.") or g.startswith(f"{k}.") for g in given)
+        }  # fmt: skip
+        if not mine:
+            continue
+        try:
+            alone = OmegaConf.to_container(load_config([f"{group}={picked}", *search]))
+        except Exception:
+            continue
+        changed = []
+        for key, value in mine.items():
+            node: Any = alone
+            parts = key.split(".")
+            for depth, part in enumerate(parts):
+                node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+                if node is _ABSENT:  # the level the option lacks: deleted whole
+                    lacking = ".".join(parts[: depth + 1])
+                    break
+            if node != value and not (node is _ABSENT and value is None):
+                changed.append((key, value, node, lacking if node is _ABSENT else key))
+        if changed:
+            shown = lambda o: "no such setting" if o is _ABSENT else f"{o!r:.60}"  # noqa: E731
+            said = "; ".join(
+                f"{k}={v!r:.60} (the option's: {shown(o)})" for k, v, o, _ in changed[:3]
+            )
+            first, _, was, lacking = changed[0]
+            them = "those" if len(changed) > 1 else "it"
+            return (
+                f"experiment={experiment} sets {said} over {group}={picked}, so the run would "
+                f"not build {group}={picked} as chosen: give {them} on the command line too "
+                f"({first}=..."
+                + (f", or ~{lacking}" if was is _ABSENT else "")
+                + f"), or leave {group}= out"
+            )
+    return None
+
+
+#: groups whose settings an experiment sets as part of its recipe, over any option (HRDA's
+#: crops over one's own data set), or that choose the experiment itself
+_RECIPE_GROUPS = ("experiment", "dataset", "task")
+
+
+def _experiment_settings(name: str, own: Sequence[Path]) -> dict[str, Any]:
+    """Dotted setting -> value (as written) that experiment ``name``'s file sets in its body,
+    after those of the experiments its defaults list builds on (group choices and ``hydra``
+    left out)."""
+    folders = [
+        importlib.resources.files("mic.conf") / "experiment",
+        *(d / "experiment" for d in own),
+    ]
+    path = next((f / f"{name}.yaml" for f in folders if (f / f"{name}.yaml").is_file()), None)
+    if path is None:
+        return {}
+    raw = OmegaConf.to_container(OmegaConf.create(path.read_text()), resolve=False)
+    settings: dict[str, Any] = {}
+    for entry in raw.get("defaults") or []:  # type: ignore[union-attr]
+        if isinstance(entry, str) and entry != "_self_":  # another experiment it builds on
+            settings.update(_experiment_settings(entry, own))
+
+    def leaves(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                leaves(v, f"{prefix}.{k}" if prefix else str(k))
+        else:
+            settings[prefix] = node
+
+    leaves({k: v for k, v in raw.items() if k not in ("defaults", "hydra")}, "")  # type: ignore[union-attr]
+    return settings
+
+
+def _package_of(group: str, option: str, own: Sequence[Path]) -> str:
+    """Where the option's settings go: its ``# @package`` line (``method.terms.mic`` for the
+    ``mic`` group), else the group's name."""
+    files = [importlib.resources.files("mic.conf") / group, *(d / group for d in own)]
+    for folder in files:
+        path = folder / f"{option}.yaml"
+        if path.is_file():
+            first = path.read_text().split("\n", 1)[0]
+            found = re.fullmatch(r"#\s*@package\s+([\w.]+)\s*", first)
+            if found and found.group(1) != "_global_":
+                return found.group(1)
+            break
+    return group
+
+
+def _merged_mapping(key: str, value: str, node: Any) -> str | None:
+    """The message for ``key={...}`` that Hydra merges into the mapping ``node`` the config
+    holds: ``{}`` changes nothing (``method.terms={}`` trained every term), and a key that
+    ``node`` lacks ends in Hydra's "Could not override ... not in struct"; None otherwise."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if isinstance(node, ListConfig):  # (Hydra: "Cannot merge DictConfig with ListConfig")
+        return f"{key}={value}: {key} is a list, not a mapping: give a list ({key}=[...])"
+    if not isinstance(node, DictConfig):
+        return None
+    try:
+        (override,) = OverridesParser.create().parse_overrides([f"{key}={value}"])
+        mapping = override.value()
+    except Exception:  # Hydra's to name
+        return None
+    if not isinstance(mapping, dict):
+        return None
+    holds = ", ".join(map(str, node)) or "nothing"
+    replace = f"replace all of it with ~{key} +{key}={value}"
+    if not mapping and len(node):
+        return (
+            f"{key}={{}} changes nothing: Hydra merges a mapping into {key}, which keeps what "
+            f"it holds ({holds}); set one of them ({key}.<name>=...), or {replace}"
+        )
+    new = [str(k) for k in mapping if k not in node]
+    if new and "_target_" in node:  # the arguments of an object: a typo (or one it lacks)
+        names = sorted(str(k) for k in node if not str(k).startswith("_"))
+        return (
+            f"no setting {key}.{new[0]}: {key} has no {new[0]!r}."
+            f"{did_you_mean(new[0], names)} Its settings: {', '.join(names) or 'none'}."
+        )
+    if new:
+        return (
+            f"{key}={value}: Hydra merges a mapping into {key} (which holds {holds}) and "
+            f"cannot add {', '.join(new)} to it: add to it with ++{key}={value}, or {replace}"
+        )
     return None
 
 
@@ -1227,6 +1394,7 @@ def _command() -> None:
             usage_problem(sys.argv[1:])
             or unknown_option(sys.argv[1:])
             or unknown_setting(sys.argv[1:])
+            or experiment_over_choice(sys.argv[1:])
         )
         if unknown:
             raise ConfigError(unknown)

@@ -693,6 +693,30 @@ CASES = [
         "-1): a negative one makes those parameters climb their loss",
     ),
     (
+        "config-lr-mult-merged",
+        "a mapping of multipliers that Hydra would merge into the experiment's (Hydra's 'Could "
+        "not override ... not in struct')",
+        lambda t, r: ["experiment=gta2cs_daformer_mic", "lr_mult={model.backbone: 0.1}"],
+        "lr_mult={model.backbone: 0.1}: Hydra merges a mapping into lr_mult (which holds "
+        "model.decode_head) and cannot add model.backbone to it: add to it with ++lr_mult=",
+    ),
+    (
+        "config-empty-mapping",
+        "an empty mapping given to a section, which Hydra merges: it changed nothing (every "
+        "term trained)",
+        lambda t, r: ["method.terms={}"],
+        "method.terms={} changes nothing: Hydra merges a mapping into method.terms, which keeps "
+        "what it holds (source, self_training, mic)",
+    ),
+    (
+        "config-experiment-over-option",
+        "a model option chosen with an experiment that sets its backbone (a small CNN asked "
+        "for, a ViT-B/16 built)",
+        lambda t, r: ["experiment=visda2017_sdat_mic_vit", "model=small_cnn"],
+        "experiment=visda2017_sdat_mic_vit sets model.backbone='vit_base_patch16_224.augreg_in21k"
+        "_ft_in1k' (the option's: 'small_cnn')",
+    ),
+    (
         "config-env-unset",
         "a value read from an environment variable that is not set",
         lambda t, r: ["seed=${oc.env:MIC_TEST_UNSET_VARIABLE}"],
@@ -2251,6 +2275,34 @@ if __name__ == "__main__":  # print docs/errors.md's table
         for name, what, _, _ in CASES:
             text = message(results[name]).replace(d, "/tmp/x").replace("|", "\\|")
             print(f"| `{name}` | {what} | {text} |")
+
+
+def test_an_experiment_s_settings_over_a_chosen_option_are_named_and_other_pairs_pass():
+    """experiment=visda2017_sdat_mic_resnet101 method=cdan trained CDAN with SAM's step and an
+    MCC temperature; the recipe's own settings of a data set, a null term or a run's name are
+    no such case, nor a setting given on the command line too."""
+    from mic.train import experiment_over_choice, unknown_option
+
+    cdan = ["experiment=visda2017_sdat_mic_resnet101", "method=cdan", "~method.step"]
+    said = experiment_over_choice(cdan)
+    assert "sets method.terms.mcc.temperature=3.0 (the option's: no such setting)" in said
+    assert "or ~method.terms.mcc)" in said
+    assert experiment_over_choice([*cdan, "~method.terms.mcc"]) is None
+    small = ["experiment=officehome_sdat_mic_vit", "model=small_cnn", "model.backbone=small_cnn"]
+    assert "model.pretrained=True (the option's: False)" in experiment_over_choice(small)
+    for fine in (
+        [*small, "model.pretrained=false"],
+        ["experiment=streets_hrda", "method=dacs"],  # (feature_distance: null, which dacs lacks)
+        ["experiment=digits_oracle", "method=source_only"],  # (method.name: oracle)
+        ["experiment=gta2cs_hrda_mic", "dataset=seg_folders"],  # (HRDA's crops: its recipe)
+        ["experiment=streets", "method=daformer", "mic=segmentation"],
+        ["model=small_cnn"],  # no experiment
+    ):
+        assert experiment_over_choice(fine) is None, fine
+    # a mapping replaced whole: ~key +key={...} (~key alone is refused)
+    replace = ["experiment=gta2cs_daformer_mic", "~lr_mult", "+lr_mult={model.backbone: 0.1}"]
+    assert unknown_option(replace) is None
+    assert "deletes the setting lr_mult" in unknown_option(replace[:2])
 
 
 def test_method_files_of_one_s_own_that_compose_are_not_refused(tmp_path):
