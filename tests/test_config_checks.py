@@ -37,6 +37,15 @@ def test_every_bundled_experiment_fits_its_task_and_reads_every_key(experiment):
     assert unread_section_keys(cfg, added=[]) == [] and flag_problems(cfg) == []
 
 
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_bundled_experiment_resolves_as_cfg_job_resolve_prints_it(experiment):
+    """DAFormer's feature-distance classes defaulted to a list that OmegaConf.resolve cannot
+    store: mic-train experiment=gta2cs_daformer_mic --cfg job --resolve ended in a traceback."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.resolve(load_config([f"experiment={experiment}"]))
+
+
 @pytest.mark.parametrize("task", ["classification", "segmentation", "detection"])
 def test_the_methods_offered_for_a_task_fit_it(task):
     methods = _options("method", task)
@@ -648,3 +657,14 @@ def test_an_hrda_detail_crop_larger_than_the_training_images_is_named_before_the
         with pytest.raises(ConfigError, match=said):
             check_config(load_config(overrides))
     check_config(load_config(["experiment=streets_hrda", "model.detail_crop=[64,32]"]))
+
+
+@pytest.mark.parametrize(
+    "dataset",
+    sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "dataset").glob("*.yaml")),
+)
+def test_every_bundled_data_set_sets_mic_s_block(dataset):
+    """masked_agreement of a run without MIC masked det_coco's 64 px images in 64 px blocks
+    (each image whole or not at all), where MIC's own detection masker takes 32."""
+    cfg = load_config([f"dataset={dataset}"])
+    assert int(cfg.dataset.mic_block_size) >= 1
