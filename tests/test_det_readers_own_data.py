@@ -272,6 +272,18 @@ def test_voc_ids_with_an_image_extension_are_read_without_it_and_warned_of(tmp_p
     assert "without extension" in warning.fix
 
 
+def test_a_voc_id_listed_twice_is_named_as_a_coco_image_under_two_ids_is(tmp_path):
+    """A split file listing an id twice held the image twice, without a word."""
+    from mic import DatasetError
+
+    xmls = {"a": _voc_xml([("red", 2, 2, 9, 9)]), "b": _voc_xml([])}
+    root = _voc(tmp_path, xmls, listed=["a", "b", "a"])
+    with pytest.raises(
+        DatasetError, match=r"listing an image id more than once.*listed twice or more, e.g. a\b"
+    ):
+        VOCDetection(root, "train", classes=["red"])
+
+
 def test_voc_objects_of_classes_not_in_the_list_name_the_class_list_to_set(tmp_path):
     xmls = {"a": _voc_xml([("red", 2, 2, 9, 9)]), "b": _voc_xml([("Blue", 2, 2, 9, 9)])}
     with collecting_problems():
@@ -280,6 +292,10 @@ def test_voc_objects_of_classes_not_in_the_list_name_the_class_list_to_set(tmp_p
     assert "Annotation files with objects of classes outside the class list (1)" in message
     assert "b.xml' (an object of class 'Blue')" in message
     assert "The class list lacks ['Blue']: give the reader the classes the annotations" in message
+    with pytest.raises(DatasetError) as built:  # in Python: the reader's own words
+        VOCDetection(_voc(tmp_path, xmls), "train", classes=["red", "green"])
+    assert "(classes=[...] (an argument of VOCDetection);" in str(built.value)
+    assert "{reader}" not in str(built.value)
     with collecting_problems():
         ds = VOCDetection(_voc(tmp_path, xmls), "train", classes=["red", "blue"])
     twin = "('Blue' differs from 'blue' only in case, spaces or dashes)"

@@ -151,11 +151,10 @@ def _name_reader(fix: str, reader: str, config: Any = None) -> str:
     """``{reader}.option=value`` as a command-line override (``reader`` a config key such as
     ``dataset.source``: ``option_override``), or as ``option=value (an argument of GTA5)``
     (``reader`` a class name)."""
+    given = r"\{reader\}\.(\w+)(=(?:'[^']*'|\[[^\]]*\]|[^\s,;()]*[^\s,;().]))?"
     if reader.startswith("dataset"):
-        given = r"\{reader\}\.(\w+)(=(?:'[^']*'|[^\s,;()]*[^\s,;().]))?"
         return re.sub(given, lambda m: option_override(config, reader, m[1], m[2] or ""), fix)
-    value = r"(?:'[^']*'|[\w\-]+(?:\.[\w\-]+)*)"
-    return re.sub(r"\{reader\}\.(\w+=" + value + ")", rf"\1 (an argument of {reader})", fix)
+    return re.sub(given, lambda m: f"{m[1]}{m[2] or ''} (an argument of {reader})", fix)
 
 
 def option_override(config: Any, key: str, option: str, value: str = "") -> str:

@@ -17,6 +17,7 @@ import json
 import os
 import random
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
 from glob import escape as glob_escape
@@ -953,6 +954,18 @@ class VOCDetection(DetectionDataset):
         )
         if stripped:
             problems.append(stripped)
+        twice = [i for i, n in Counter(ids).items() if n > 1]
+        if twice:  # (as a COCO image under several ids)
+            problems.append(
+                Problem(
+                    "split files listing an image id more than once",
+                    str(split_file),
+                    f"{len(twice)} id{'s' * (len(twice) != 1)} listed twice or more, e.g. "
+                    f"{', '.join(twice[:3])}",
+                    "List each id once: a copy trains its image twice as often, and in a test "
+                    "set every detection on it is scored twice.",
+                )
+            )
         self.files = []
         self.annotation_files = []
         missing = set()
