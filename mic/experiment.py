@@ -706,6 +706,10 @@ def best_metric_key(cfg: DictConfig, task: Task) -> str:
     return f"validator/{model}/{by}"
 
 
+#: a target set of fewer images than this, passed over again by AdaBN, is warned of
+FEW_ADABN_IMAGES = 128
+
+
 def build_validation(cfg: DictConfig, method: UDAMethod, loader: Any) -> LabelFreeValidation | None:
     """The label-free validators of ``eval.validators`` on ``loader``'s first batches;
     ``masked_agreement`` masks with the method's MIC masker, or, for a method without one, a
@@ -944,6 +948,16 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
             f"batch{'es' * (held != 1)}) {asked // held} times at every evaluation, where "
             "BatchNorm statistics settle "
             f"within one pass; give at most {10 * held} (0: no AdaBN)"
+        )
+    images = held * (adabn.batch_size or 1) if adabn is not None else 0
+    if held and held < asked and images < FEW_ADABN_IMAGES and test is not None:
+        warnings.warn(  # (32 images cost a detector 40 points of mAP@0.5)
+            f"eval.adabn_batches={asked} passes over the target loader's {held} "
+            f"batch{'es' * (held != 1)} ({images} images) again and again: AdaBN estimates the "
+            "test-time BatchNorm statistics from so few target images that the scores may "
+            "differ much from those of the running statistics; compare with "
+            "eval.adabn_batches=0",
+            stacklevel=2,
         )
     evaluation = Evaluation(
         task,
