@@ -238,7 +238,9 @@ class StrongAugmentation(nn.Module):
         # as given: the round trip through [0, 1] would change them (by 2/255 in bfloat16)
         out = self.normalization.from_unit(torch.cat([rgb, x[:, 3:]], dim=1))
         out = torch.where(touched, out, images)
-        return torch.cat([out[:, :3], images[:, 3:]], dim=1) if images.shape[1] > 3 else out
+        out = torch.cat([out[:, :3], images[:, 3:]], dim=1) if images.shape[1] > 3 else out
+        last = images.is_contiguous(memory_format=torch.channels_last) > images.is_contiguous()
+        return out.contiguous(memory_format=torch.channels_last) if last else out  # (as given)
 
     def _warn_outside_unit(self, images: Tensor) -> None:
         """Without mean/std, warn when ``images`` lie far outside [0, 1] (one host

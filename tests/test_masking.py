@@ -189,3 +189,19 @@ def test_bad_augmentation_settings():
     assert StrongAugmentation(np.float32(0.5), torch.tensor(0.25)).strength == 0.25
     with pytest.raises(ConfigError):
         StrongAugmentation(mean=[0.5, 0.5, 0.5])
+
+
+@pytest.mark.parametrize("augmented", [False, True])
+def test_masked_images_keep_the_channels_last_layout_they_came_in(augmented):
+    """Under channels_last=true the loop's batches are channels last; MIC's masked view came
+    back contiguous, and the student ran its masked branch in the other layout."""
+    images = torch.rand(4, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    augmentation = StrongAugmentation(mean=[0.5] * 3, std=[0.5] * 3) if augmented else None
+    masker = BlockMasker(4, 0.5, augmentation=augmentation)
+    out = masker(images, torch.Generator().manual_seed(0))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    plain = masker(images.contiguous(), torch.Generator().manual_seed(0))
+    assert plain.is_contiguous() and torch.equal(plain, out)
+    if augmented:
+        again = augmentation(images, torch.Generator().manual_seed(1))
+        assert again.is_contiguous(memory_format=torch.channels_last)

@@ -131,7 +131,9 @@ class BlockMasker(Masker):
                 f"the masker's fill has {self.fill.shape[1]} values but the images have "
                 f"{images.shape[1]} channels: give one value per channel, or one for all"
             )
+        last = images.is_contiguous(memory_format=torch.channels_last) > images.is_contiguous()
         if self.augmentation is not None:
             images = self.augmentation(images, rng)
         keep = self.mask(images, rng)
-        return images * keep + self.fill.to(images) * (1 - keep)
+        out = images * keep + self.fill.to(images) * (1 - keep)
+        return out.contiguous(memory_format=torch.channels_last) if last else out  # (as given)
