@@ -434,12 +434,16 @@ def test_a_sliding_window_larger_than_the_training_crops_is_warned_of():
     with pytest.warns(UserWarning, match=r"larger than the 64 x 48 training crops.*"
                       r"task.crop_size=\[64,48\] task.stride=\[32,24\]"):  # fmt: skip
         task.check_datasets({"source": wrapped})
+    with pytest.warns(UserWarning, match=r"with inference=whole each image is predicted whole "
+                      r"and they change nothing \(set task.inference=slide"):  # fmt: skip
+        whole = SegmentationTask(3, crop_size=(1024, 1024))  # (a window asked for, unused)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         SegmentationTask(3, inference="slide", crop_size=(64, 48), stride=(32, 24)).check_datasets(
             {"source": wrapped}
         )
-        SegmentationTask(3, crop_size=(1024, 1024)).check_datasets({"source": crops})  # whole
+        whole.check_datasets({"source": crops})
+        SegmentationTask(3)  # whole, no window
 
 
 def test_a_stride_of_one_value_is_refused_when_the_task_is_built():

@@ -211,6 +211,8 @@ class DomainAdversarial(LossTerm):
         for name, width in (("image_hidden", image_hidden), ("instance_hidden", instance_hidden)):
             if width is not None:  # 0 would fall back to the default width
                 check_whole(f"method.terms.adversarial.{name}", width, what="a classifier width")
+        for name, width in (("channels", channels), ("roi_features", roi_features)):
+            check_whole(f"method.terms.adversarial.{name}", width, what="a feature width")
         image_hidden = int(image_hidden) if image_hidden is not None else None
         instance_hidden = int(instance_hidden) if instance_hidden is not None else None
         self.image_weight = float(image_weight)

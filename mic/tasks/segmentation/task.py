@@ -251,6 +251,13 @@ class SegmentationTask(Task):
             raise ConfigError(f"task.inference must be 'whole' or 'slide', got {inference!r}")
         if inference == "slide" and (crop_size is None or stride is None):
             raise ConfigError("sliding-window inference needs task.crop_size and task.stride")
+        if inference == "whole" and (crop_size is not None or stride is not None):
+            warnings.warn(  # (a window asked for, whole images predicted)
+                "task.crop_size and task.stride are the windows of task.inference=slide; with "
+                "inference=whole each image is predicted whole and they change nothing (set "
+                "task.inference=slide to predict in windows)",
+                stacklevel=2,
+            )
         self.inference = inference
         self.crop_size = tuple(int(s) for s in crop_size) if crop_size is not None else None
         self.stride = tuple(int(s) for s in stride) if stride is not None else None
