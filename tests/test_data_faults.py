@@ -845,6 +845,32 @@ def test_random_crops_larger_than_the_images_are_a_warning(tmp_path, caplog):
     assert "resizes them up (++dataset.target.transform.scale=[long,short]," in caplog.text
 
 
+def test_a_resize_that_enlarges_most_images_many_times_is_a_warning(tmp_path, caplog):
+    """GTA5's published scale on 128 px images enlarged them 10-20 times: 75 s an iteration
+    of a dry run, without a word."""
+    import logging
+
+    root = seg_tree(tmp_path / "seg", n=3, size=(16, 12))
+    with caplog.at_level(logging.WARNING, logger="mic.datasets.preflight"):
+        near = SegmentationTransform(scale=(24, 18))  # 1.5 times
+        check_datasets(
+            {"source": SegmentationFolder(root / "img", root / "lbl", near, num_classes=2)}
+        )
+        assert "enlarged" not in caplog.text
+        published = SegmentationTransform(scale=(1280, 720))
+        check_datasets(
+            {"source": SegmentationFolder(root / "img", root / "lbl", published, num_classes=2)}
+        )
+        check_datasets({"target": UnlabeledImageFolder(root / "img", published)})
+    assert "source: Image sets enlarged many times by their first resize (1)" in caplog.text
+    assert (
+        "3 of 3 images are enlarged more than 2 times by the resize to scale [1280, 720] (e.g. "
+        "16 x 12 to 960 x 720, 60 times)" in caplog.text
+    )
+    assert "target: Image sets enlarged many times" in caplog.text
+    assert "(++dataset.target.transform.scale=[long,short]), or null for none" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("size", "block", "refused"),
     [((28, 28), 100, True), ((40, 40), 32, True), ((32, 64), 32, False), ((64, 64), 8, False)],

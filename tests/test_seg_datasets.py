@@ -511,3 +511,16 @@ def test_gta5_ids_outside_the_mapping_name_no_label_mapping_gta5_does_not_take(t
         "They are read as Cityscapes label-id values; otherwise the class count (num_classes) "
         "must cover them."
     )
+
+
+def test_a_label_format_of_the_other_family_names_the_reader_and_its_word(tmp_path):
+    """dataset.source_label_format=labelIds on GTA5 said only "label_format must be one of
+    ['ids', 'trainids']", naming neither the reader nor what it calls that format."""
+    from mic.datasets.segmentation import GTA5, Cityscapes
+
+    with pytest.raises(ConfigError, match=r"^GTA5 label_format must be one of \['ids', 'trainids'"
+                       r"\], got 'labelIds'; GTA5 calls 'labelIds' 'ids'"):  # fmt: skip
+        GTA5(tmp_path, label_format="labelIds")
+    with pytest.raises(ConfigError, match=r"^Cityscapes label_format .*Cityscapes calls "
+                       r"'trainids' 'labelTrainIds'"):  # fmt: skip
+        Cityscapes(tmp_path, label_format="trainids")

@@ -28,6 +28,7 @@ from mic.datasets.preflight import (
     crop_problems,
     keep_or_raise,
     progress,
+    scale_problems,
     unread_problems,
 )
 
@@ -124,7 +125,12 @@ class UnlabeledImageFolder:
             header = check_image(path, problems, self.apply_exif_orientation)
             if header is not None:
                 sizes.append((header.height, header.width))
-        return problems + crop_problems(self.transform, sizes, str(self.root))
+        where = str(self.root)
+        return (
+            problems
+            + crop_problems(self.transform, sizes, where)
+            + scale_problems(self.transform, sizes, where)
+        )
 
 
 #: the usual names of label folders (lower case): images found in one are label masks

@@ -727,6 +727,40 @@ def crop_problems(transform: Any, sizes: Sequence[tuple[int, int]], where: str) 
     ]
 
 
+#: how much a transform's first resize may enlarge most images before it is warned of
+ENLARGED = 2.0
+
+
+def scale_problems(transform: Any, sizes: Sequence[tuple[int, int]], where: str) -> list[Problem]:
+    """A warning when a transform's ``scale`` (its first resize) enlarges most of the images
+    (H, W) ``sizes`` more than ``ENLARGED`` times: a published scale (GTA5's 1280 x 720) on
+    small images, which trains and evaluates on images many times their size (75 s an
+    iteration on 128 px images enlarged to 2560 px)."""
+    scale = getattr(transform, "scale", None)
+    if scale is None or not sizes:
+        return []
+    from mic.datasets.segmentation.transforms import rescale_size  # (imports this module)
+
+    grown = [((h, w), rescale_size(w, h, scale)) for h, w in sizes]
+    grown = [(s, t) for s, t in grown if t[0] > ENLARGED * s[1]]
+    if 2 * len(grown) <= len(sizes):
+        return []
+    (h, w), (tw, th) = grown[0]
+    return [
+        Problem(
+            "image sets enlarged many times by their first resize",
+            where,
+            f"{len(grown)} of {len(sizes)} images are enlarged more than {ENLARGED:g} times by "
+            f"the resize to scale {list(scale)} (e.g. {w} x {h} to {tw} x {th}, "
+            f"{tw / w:.3g} times)",
+            "Training and evaluation compute on the enlarged images: is the scale meant for "
+            "these images (the published scales are for the published data sets' photos)? Set "
+            "it near their size ({reader}.transform.scale=[long,short]), or null for none.",
+            warning=True,
+        )
+    ]
+
+
 def sample_indices(n: int, k: int = LABEL_SAMPLE) -> list[int]:
     """``k`` indices evenly spread over ``range(n)`` (all of them when ``n <= k``)."""
     if n <= k:

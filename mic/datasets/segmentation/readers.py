@@ -60,6 +60,7 @@ from mic.datasets.preflight import (
     orientation_problem,
     progress,
     sample_indices,
+    scale_problems,
     unread_problems,
 )
 from mic.datasets.segmentation.labels import (
@@ -497,7 +498,11 @@ class SegmentationDataset:
             problems += self._label_values(training, label_sample, {p.file for p in problems})
         self.checked_sizes = sizes
         where = str(getattr(self, "image_root", "") or (self.samples or [("", None)])[0][0])
-        return problems + crop_problems(self.transform, sizes, where)
+        return (
+            problems
+            + crop_problems(self.transform, sizes, where)
+            + scale_problems(self.transform, sizes, where)
+        )
 
     def batched_sizes(self) -> list[tuple[tuple[int, int], tuple[int, int]]] | None:
         """The distinct ``((H, W) image, (H, W) label)`` sizes that the transform gives the
@@ -750,9 +755,27 @@ def _glob(folder: Path, pattern: str, what: str) -> list[Path]:
     raise DatasetError(f"no {what} found in '{folder}' (looked for {pattern}){found}")
 
 
-def _label_format(label_format: str, choices: Sequence[str]) -> str:
+#: the same label format in the other family's words (GTA5 and SYNTHIA, Cityscapes-style)
+_FORMAT_TWINS = {"labelids": "ids", "labeltrainids": "trainids", "ids": "labelIds"}
+_FORMAT_TWINS["trainids"] = "labelTrainIds"
+
+
+def _label_format(label_format: str, choices: Sequence[str], reader: str = "") -> str:
+    """``label_format`` if it is one of ``choices``, else a ConfigError naming ``reader``
+    and, for the other family's name of a format (GTA5's ``ids`` for Cityscapes'
+    ``labelIds``), this reader's."""
     if label_format not in choices:
-        raise ConfigError(f"label_format must be one of {list(choices)}, got {label_format!r}")
+        twin = _FORMAT_TWINS.get(str(label_format).lower())
+        hint = (
+            f"; {reader} calls {label_format!r} {twin!r} (GTA5 and SYNTHIA say ids and trainids, "
+            "Cityscapes, ACDC and Dark Zurich labelIds and labelTrainIds)"
+            if twin in choices
+            else ""
+        )
+        raise ConfigError(
+            f"{reader + ' ' if reader else ''}label_format must be one of {list(choices)}, got "
+            f"{label_format!r}{hint}"
+        )
     return label_format
 
 
@@ -773,10 +796,10 @@ CITYSCAPES_CONVERTED = (
 )
 
 
-def _cityscapes_format(label_format: str) -> tuple[str, LabelMap]:
+def _cityscapes_format(label_format: str, reader: str) -> tuple[str, LabelMap]:
     """A Cityscapes-style label format (``labelTrainIds`` or ``labelIds``) and its map."""
     maps = {"labelTrainIds": CITYSCAPES_TRAIN_IDS, "labelIds": CITYSCAPES_IDS}
-    return _label_format(label_format, list(maps)), maps[label_format]
+    return _label_format(label_format, list(maps), reader), maps[label_format]
 
 
 def _other_formats(fmt: str, endings: Mapping[str, str]) -> dict[str, tuple[str, str]]:
@@ -848,7 +871,7 @@ class GTA5(SegmentationDataset):
         label_size_mismatch: str = "error",
     ) -> None:
         root = check_folder(root, "GTA5")
-        fmt = _label_format(label_format, ("ids", "trainids"))
+        fmt = _label_format(label_format, ("ids", "trainids"), "GTA5")
         images = _glob(root / "images", "*.png", "GTA5 images")
         suffix = _CONVERTED_ENDINGS[fmt]
         samples = _pairs(images, lambda p: root / "labels" / (p.stem + suffix), labelled)
@@ -896,7 +919,7 @@ class SynthiaRandCityscapes(SegmentationDataset):
         label_size_mismatch: str = "error",
     ) -> None:
         root = check_folder(root, "SYNTHIA")
-        self.label_format = _label_format(label_format, ("ids", "trainids"))
+        self.label_format = _label_format(label_format, ("ids", "trainids"), "SYNTHIA")
         if self.label_format == "ids":  # 16-bit colour, which Pillow's header calls RGB
             self.label_modes = ("RGB", "RGBA")
             self.mode_fix = (
@@ -944,7 +967,7 @@ class Cityscapes(SegmentationDataset):
         label_size_mismatch: str = "error",
     ) -> None:
         root = check_folder(root, "Cityscapes")
-        fmt, label_map = _cityscapes_format(label_format)
+        fmt, label_map = _cityscapes_format(label_format, type(self).__name__)
         folder = check_folder(root / "leftImg8bit" / split, f"Cityscapes {split} image", root)
         images = _glob(folder, "*/*_leftImg8bit.png", "Cityscapes images")
 
@@ -987,7 +1010,7 @@ class ACDC(SegmentationDataset):
         label_size_mismatch: str = "error",
     ) -> None:
         root = check_folder(root, "ACDC")
-        fmt, label_map = _cityscapes_format(label_format)
+        fmt, label_map = _cityscapes_format(label_format, type(self).__name__)
         if isinstance(conditions, str):  # "night", or "fog,night": not its letters
             conditions = [c.strip() for c in conditions.split(",") if c.strip()]
         unknown = set(conditions) - set(self.CONDITIONS)
@@ -1046,7 +1069,7 @@ class DarkZurich(SegmentationDataset):
         label_size_mismatch: str = "error",
     ) -> None:
         root = check_folder(root, "Dark Zurich")
-        fmt, label_map = _cityscapes_format(label_format)
+        fmt, label_map = _cityscapes_format(label_format, type(self).__name__)
         if split == "train" and labelled:
             raise ConfigError(
                 "Dark Zurich's training split has no labels: use labelled=false (the labelled "
