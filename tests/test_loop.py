@@ -787,3 +787,25 @@ def test_a_pseudo_label_error_is_not_blamed_on_the_term_that_read_them_first():
     loop = AdaptationLoop(task, student, method, opt, source, target, 1, teacher=teacher)
     with pytest.raises(ConfigError, match=r"^pseudo-label confidence must be"):
         loop.train_step()
+
+
+def test_a_consistency_term_whose_quality_weight_stays_zero_is_warned_of_once(tmp_path):
+    """A sigmoid task's confidences never reached tau: MIC's q was 0 at every logged
+    iteration and the '+MIC' run was its base run, without a word."""
+    from mic import MetricsLogger
+
+    never = MaskedImageConsistency(BlockMasker(2, 0.5), weighting="quality", tau=1.0)
+    logger = MetricsLogger(tmp_path, interval=1, tensorboard=False)
+    loop, _ = make_loop(source_only().with_terms(mic=never), iterations=6, hooks=[logger])
+    said = r"'mic': its quality weight q was 0 at the last 3 logged iterations \(up to 3\)"
+    with pytest.warns(UserWarning, match=said + r".*lower method.terms.mic.tau") as got:
+        loop.run()
+    assert sum("quality weight q was 0" in str(w.message) for w in got) == 1
+    sometimes = MaskedImageConsistency(BlockMasker(2, 0.5), weighting="quality", tau=0.0)
+    logger = MetricsLogger(tmp_path / "b", interval=1, tensorboard=False)
+    loop, _ = make_loop(source_only().with_terms(mic=sometimes), iterations=6, hooks=[logger])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*quality weight q was 0")
+        loop.run()

@@ -221,6 +221,10 @@ class RandomStateAtBuild(Hook):
         self.state = None
 
 
+#: logged iterations in a row of a quality weight of 0 after which it is warned of
+ZERO_Q_RECORDS = 3
+
+
 class MetricsLogger(Hook):
     """Losses (``loss/<name>``), the loss terms' statistics (``<term>/<name>``, see
     ``term_statistics``), the learning rate the logged iteration trained with (``lr``), speed
@@ -238,6 +242,7 @@ class MetricsLogger(Hook):
         self._t0 = 0.0
         self._step0 = 0
         self._lr: float | None = None  # the rate the next iteration trains with
+        self._zero_q: dict[str, int] = {}  # a term's quality weight: logged 0s in a row
 
     def before_run(self, loop: AdaptationLoop) -> None:
         self._t0, self._step0 = time.perf_counter(), loop.step
@@ -309,6 +314,28 @@ class MetricsLogger(Hook):
         record.update({f"loss/{k}": v for k, v in values.items()})
         record.update(stats)
         self.write(record)
+        self._warn_zero_quality(loop, stats)
+
+    def _warn_zero_quality(self, loop: AdaptationLoop, stats: dict[str, float]) -> None:
+        """Warn once per term whose quality weight ``<term>/q`` was 0 at ``ZERO_Q_RECORDS``
+        logged iterations in a row after ``adaptation_start``: no pseudo-label's confidence
+        reaches tau, and the term trains nothing (a '+MIC' run that is its base run)."""
+        for key, q in stats.items():
+            adapting = loop.step > getattr(loop, "adaptation_start", 0)
+            if not (key.endswith("/q") and adapting) or self._zero_q.get(key) == -1:
+                continue
+            self._zero_q[key] = self._zero_q.get(key, 0) + 1 if q == 0 else 0
+            if self._zero_q[key] == ZERO_Q_RECORDS and self._file is not None:
+                self._zero_q[key] = -1  # said
+                term = key[: -len("/q")]
+                warnings.warn(
+                    f"loss term {term!r}: its quality weight q was 0 at the last "
+                    f"{ZERO_Q_RECORDS} logged iterations (up to {loop.step}): no pseudo-label's "
+                    "confidence reaches its tau, so it trains nothing; lower "
+                    f"method.terms.{term}.tau, or weigh by confidence (weighting=prob) or not "
+                    "at all (weighting=none)",
+                    stacklevel=2,
+                )
 
     def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
         # a record without "step" (a hook's loop.emit({...})) is logged at the loop's step
