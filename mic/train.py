@@ -1107,7 +1107,8 @@ def experiment_over_choice(argv: Sequence[str]) -> str | None:
         if not mine:
             continue
         try:
-            alone = OmegaConf.to_container(load_config([f"{group}={picked}", *search]))
+            picks = [f"{g}={o}" for g, o in chosen.items()]  # (mic=none beside method=...)
+            alone = OmegaConf.to_container(load_config([*picks, *search]))
         except Exception:
             continue
         changed = []
@@ -1126,14 +1127,12 @@ def experiment_over_choice(argv: Sequence[str]) -> str | None:
             said = "; ".join(
                 f"{k}={v!r:.60} (the option's: {shown(o)})" for k, v, o, _ in changed[:3]
             )
-            first, _, was, lacking = changed[0]
-            them = "those" if len(changed) > 1 else "it"
+            fixes = [f"{k}=..." for k, _, o, _ in changed if o is not _ABSENT]  # (the option's)
+            fixes += dict.fromkeys(f"~{at}" for _, _, o, at in changed if o is _ABSENT)
             return (
                 f"experiment={experiment} sets {said} over {group}={picked}, so the run would "
-                f"not build {group}={picked} as chosen: give {them} on the command line too "
-                f"({first}=..."
-                + (f", or ~{lacking}" if was is _ABSENT else "")
-                + f"), or leave {group}= out"
+                f"not build {group}={picked} as chosen: set or remove them on the command line "
+                f"({' '.join(fixes[:4])}), or leave {group}= out"
             )
     return None
 

@@ -204,7 +204,7 @@ def _cityscapes_instances(tmp, ids: np.ndarray):
         "experiment=det_shapes",
         "dataset=cityscapes_foggy",
         f"dataset.root={root}",
-        "+dataset.mic_block_size=4",
+        "++dataset.mic_block_size=4",
     ]
 
 
@@ -1448,7 +1448,9 @@ CASES = [
         "segmentation-scheduler-settings-of-another",
         "segmentation: scheduler=constant beside the experiment's warm-up (a TypeError)",
         lambda t, r: ["experiment=streets", *SCENES, "scheduler=constant"],
-        "the scheduler Constant does not take warmup_iters, which the config gives it",
+        "experiment=streets sets scheduler.warmup_iters=150 (the option's: no such setting) over "
+        "scheduler=constant, so the run would not build scheduler=constant as chosen: set or "
+        "remove them on the command line (~scheduler.warmup_iters)",
     ),
     (
         "segmentation-rare-class-sampling-text",
@@ -2226,11 +2228,14 @@ def test_nested_settings_are_checked_against_the_composed_config(tmp_path):
     said = unknown_setting(["experiment=streets", "dataset.sourc.length=3"])
     assert said.startswith("no setting dataset.sourc.length: dataset has no 'sourc'.")
     assert "Did you mean: source?" in said
-    # a section given one value; a dict, an interpolation or null is Hydra's to judge
+    # a section given one value; a dict of its settings, an interpolation or null is fine
     said = unknown_setting(["experiment=streets", "dataset.source=3"])
     assert said.startswith("dataset.source=3: dataset.source is a section of settings (")
-    for fine in ("{count: 8}", "${dataset.target}", "null"):
+    for fine in ("{min_pixels: 8}", "${dataset.target}", "null"):
         assert unknown_setting(["experiment=streets", f"dataset.source={fine}"]) is None
+    # a dict of a setting it lacks: Hydra's "Key 'count' is not in struct" before
+    said = unknown_setting(["experiment=streets", "dataset.source={count: 8}"])
+    assert said.startswith("no setting dataset.source.count: dataset.source has no 'count'.")
     # a key the chosen experiment brings (streets' thing_classes), an addition (+), a group
     assert unknown_setting(["experiment=streets", "dataset.thing_classes=[1]"]) is None
     assert unknown_setting(["experiment=streets", "+model.extra=1", "model.extra=2"]) is None
@@ -2243,8 +2248,8 @@ def test_nested_settings_are_checked_against_the_composed_config(tmp_path):
     said = unknown_setting(["experiment=streets", "model.zz=3"])
     assert "added with +model.zz=..." in said  # no close name: an argument of the _target_
     # a key the config lacks but an interpolation reads where set (${oc.select:...})
-    said = unknown_setting(["experiment=gta2cs_daformer_mic", "dataset.mic_block_size=8"])
-    assert "an interpolation reads it where it is set: add it with +dataset.mic_block_size" in said
+    said = unknown_setting(["experiment=gta2cs_daformer_mic", "dataset.thing_classes=[6]"])
+    assert "an interpolation reads it where it is set: add it with +dataset.thing_classes" in said
     # a config folder of one's own is composed with mic's
     (tmp_path / "experiment").mkdir()
     (tmp_path / "experiment" / "mine.yaml").write_text(
@@ -2286,7 +2291,7 @@ def test_an_experiment_s_settings_over_a_chosen_option_are_named_and_other_pairs
     cdan = ["experiment=visda2017_sdat_mic_resnet101", "method=cdan", "~method.step"]
     said = experiment_over_choice(cdan)
     assert "sets method.terms.mcc.temperature=3.0 (the option's: no such setting)" in said
-    assert "or ~method.terms.mcc)" in said
+    assert "remove them on the command line (~method.terms.mcc), or leave method= out" in said
     assert experiment_over_choice([*cdan, "~method.terms.mcc"]) is None
     small = ["experiment=officehome_sdat_mic_vit", "model=small_cnn", "model.backbone=small_cnn"]
     assert "model.pretrained=True (the option's: False)" in experiment_over_choice(small)
