@@ -949,3 +949,15 @@ def test_a_checkpointer_of_a_negative_interval_or_no_file_kept_is_refused(tmp_pa
     with pytest.raises(ConfigError, match=re.escape(said)):
         mic.Checkpointer(tmp_path, **given)
     assert mic.Checkpointer(tmp_path, interval=2.0, keep=1).interval == 2  # (YAML's 2.0)
+
+
+@pytest.mark.parametrize("width", [{"channels": -1}, {"roi_features": 0}, {"channels": 2.5}])
+def test_a_domain_classifier_of_no_width_is_named(width):
+    """A negative width ended in torch's 'Trying to create tensor with negative dimension'."""
+    from mic.tasks.detection import DomainAdversarial
+
+    (name,) = width
+    with pytest.raises(
+        ConfigError, match=re.escape(f"adversarial.{name} must be a positive whole")
+    ):
+        DomainAdversarial(**width)
