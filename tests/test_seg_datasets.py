@@ -206,6 +206,25 @@ def test_released_ids_under_the_training_id_name_are_named(tmp_path):
     assert not [p for p in converted.preflight(training=False) if not p.warning]
 
 
+def test_released_ids_above_18_under_training_id_names_get_the_released_ids_fix(tmp_path):
+    """Released ids 21..26 (vegetation, sky, person, car) read as training ids were told to
+    raise num_classes, which no Cityscapes setup wants."""
+    for city in ("aachen", "bochum"):
+        stem = f"{city}_000000_000019"
+        _image(tmp_path / "leftImg8bit" / "val" / city / f"{stem}_leftImg8bit.png")
+        released = np.full((H, W), 21, np.uint8)
+        released[H // 2 :] = 26
+        _label(tmp_path / "gtFine" / "val" / city / f"{stem}_gtFine_labelTrainIds.png", released)
+    problems = [p for p in Cityscapes(tmp_path, "val").preflight(training=False) if not p.warning]
+    assert {p.kind for p in problems} == {"label files with ids outside the mapping"}
+    assert all("Are they released ids (*_labelIds.png) saved under the training-id name?" in
+               p.fix and "num_classes" not in p.fix for p in problems)  # fmt: skip
+    beyond = np.full((H, W), 40, np.uint8)  # outside the released ids too: another scheme
+    _label(next((tmp_path / "gtFine").rglob("aachen*_labelTrainIds.png")), beyond)
+    problems = [p for p in Cityscapes(tmp_path, "val").preflight(training=False) if not p.warning]
+    assert all("class count (num_classes)" in p.fix for p in problems)
+
+
 def test_an_image_or_label_whose_extension_differs_in_case_is_named_not_left_out(tmp_path):
     _cityscapes(tmp_path, "val", "labelTrainIds")
     image = next((tmp_path / "leftImg8bit").rglob("*_leftImg8bit.png"))
@@ -267,6 +286,18 @@ def test_synthia_reads_16_bit_labels_from_the_red_channel(tmp_path):
     (problem,) = SynthiaRandCityscapes(tmp_path).preflight()  # 8-bit grey: the wrong mode
     assert problem.kind == "label files of the wrong mode"
     assert problem.fix.startswith("SYNTHIA's GT/LABELS hold 16-bit colour PNGs")
+    # 8-bit colour (a header of the right mode): each file named, the fix said once
+    _image(tmp_path / "RGB" / "0000001.png")
+    for name in ("0000000.png", "0000001.png"):
+        Image.new("RGB", (W, H)).save(tmp_path / "GT" / "LABELS" / name)
+    problems = SynthiaRandCityscapes(tmp_path).preflight()
+    assert [p.detail for p in problems] == [
+        f"not a 16-bit colour PNG (got uint8 with shape {(H, W, 3)})"
+    ] * 2
+    from mic.datasets.preflight import format_problems
+
+    message = format_problems(problems, "SYNTHIA")[0]
+    assert message.count("The release stores the class id in the red channel") == 1
 
 
 def test_gta5_names_a_missing_folder_a_root_one_level_up_and_other_formats(tmp_path):
@@ -524,3 +555,28 @@ def test_a_label_format_of_the_other_family_names_the_reader_and_its_word(tmp_pa
     with pytest.raises(ConfigError, match=r"^Cityscapes label_format .*Cityscapes calls "
                        r"'trainids' 'labelTrainIds'"):  # fmt: skip
         Cityscapes(tmp_path, label_format="trainids")
+
+
+def test_a_root_one_level_too_high_points_at_the_folder_that_holds_the_whole_layout(tmp_path):
+    """Dark Zurich's root given one level too high was pointed at ACDC's folder beside it
+    (the first one holding an rgb_anon/), whose layout then failed one level further."""
+    from mic.datasets.files import root_hint
+
+    (tmp_path / "acdc" / "rgb_anon" / "fog" / "val").mkdir(parents=True)
+    (tmp_path / "dark_zurich" / "rgb_anon" / "val" / "night").mkdir(parents=True)
+    hint = root_hint(tmp_path / "rgb_anon" / "val" / "night", tmp_path)
+    assert hint == f"; '{tmp_path / 'dark_zurich'}' holds 'rgb_anon/': is that the dataset root?"
+
+
+def test_labels_all_saved_as_jpeg_say_so(tmp_path):
+    """Every label a .jpg: the message said only "missing label files" (the JPEG hint came
+    when at most half were missing)."""
+    from mic.datasets.segmentation import GTA5
+
+    for i in range(3):
+        _image(tmp_path / "images" / f"0000{i}.png")
+        _image(tmp_path / "labels" / f"0000{i}.jpg")
+    with pytest.raises(DatasetError, match=r"Missing label files \(3\).*00000\.jpg' is there, but "
+                       r"JPEG files are never read as labels.*Save the labels as PNG files named "
+                       r"'00000\.png'"):  # fmt: skip
+        GTA5(tmp_path)

@@ -142,7 +142,14 @@ def root_hint(path: Path, root: Path) -> str:
         )
     below = sorted(p.parent for p in root.glob(f"*/{glob.escape(first)}") if p.is_dir())
     above = [up for up in list(root.resolve().parents)[:2] if (up / first).is_dir()]
-    found = below or above
+
+    def held(folder: Path) -> int:  # how much of the path it holds (ACDC's rgb_anon/ beside
+        n = 0  # Dark Zurich's, without its val/night/)
+        while n < len(parts) and (folder.joinpath(*parts[: n + 1])).is_dir():
+            n += 1
+        return -n
+
+    found = sorted(below, key=held) or sorted(above, key=held)
     if not found:
         return ""
     where = "" if below else " (the folder given lies inside it)"

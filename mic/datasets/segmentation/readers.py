@@ -287,7 +287,7 @@ class SegmentationDataset:
         missing = [(i, lab) for i, lab in self.samples if lab is None or not lab.is_file()]
         if not missing:
             return []
-        fix = (
+        fix = plain = (
             "Every image of a labelled set (source, test) needs its label file: add the "
             "missing ones, or move their images out of the image folder. Only a target "
             f"training set may go without labels (its reader's {self.unlabelled_option})."
@@ -325,6 +325,13 @@ class SegmentationDataset:
                 )
         elif first is not None:
             fix = self.near_miss_fix(image, first) or fix
+            jpeg = None if fix != plain else _jpeg_beside(first, image)
+            if jpeg:  # every label saved as JPEG
+                fix = (
+                    f"'{jpeg}' is there, but JPEG files are never read as labels: "
+                    f"{JPEG_LABELS}. Save the labels as PNG files named '{first.name}' and "
+                    f"alike, {FROM_MASKS}."
+                )
         return [Problem("missing label files", str(lab), "", fix) for _, lab in missing]
 
     def near_miss_fix(self, image: Path, label: Path) -> str | None:
@@ -539,6 +546,7 @@ class SegmentationDataset:
         read = 0
         outside: list[tuple[str, str]] = []
         trainid_like, stored, ignored = True, 0, 0  # converted training ids read as ids?
+        released = self.label_map is CITYSCAPES_TRAIN_IDS  # released ids read as training ids?
         listed: dict[int, int] = getattr(self, "listed", {})
         seen: set[int] = set()  # the stored ids, where a mapping lists ids of its own
         colours: dict[int, tuple[tuple[int, ...], str]] = {}  # palette labels: index's colour
@@ -551,11 +559,13 @@ class SegmentationDataset:
             try:
                 ids = self.read_label_ids(label_file)  # type: ignore[arg-type]
             except DatasetError as e:
-                problems.append(Problem("unreadable label files", str(label_file), str(e)))
+                detail, fix = getattr(e, "detail", str(e)), getattr(e, "fix", "")  # (said once)
+                problems.append(Problem("unreadable label files", str(label_file), detail, fix))
                 continue
             reason = self.label_map.check(ids)
             if reason is not None:
                 outside.append((str(label_file), reason))
+                released &= bool(ids[ids != 255].max() <= 33)  # (Cityscapes' released 0..33)
                 continue
             mapped = self.label_map(ids)
             pixels += np.bincount(mapped.ravel(), minlength=256)
@@ -579,7 +589,9 @@ class SegmentationDataset:
                 "label files with ids outside the mapping",
                 file,
                 reason,
-                f"{of}Is it the right label format? They are read as {self.label_map.name} "
+                f"{of}{RELEASED_AS_TRAINING_IDS}"
+                if released
+                else f"{of}Is it the right label format? They are read as {self.label_map.name} "
                 "values; otherwise the class count (num_classes)"
                 + (" or the label mapping" if self.takes_label_mapping else "")
                 + " must cover them"
@@ -938,11 +950,14 @@ class SynthiaRandCityscapes(SegmentationDataset):
             return read_label(path)
         ids = read_png_unchanged(path)
         if ids.ndim != 3 or ids.dtype != np.uint16:
-            raise DatasetError(
-                f"SYNTHIA label '{path}' is not a 16-bit colour PNG (got {ids.dtype} with shape "
-                f"{ids.shape}); the release stores the class id in the red channel of a 16-bit "
-                f"PNG. {SYNTHIA_CONVERTED.rstrip('.')}"
+            detail = f"not a 16-bit colour PNG (got {ids.dtype} with shape {ids.shape})"
+            fix = (
+                "The release stores the class id in the red channel of a 16-bit PNG. "
+                + SYNTHIA_CONVERTED
             )
+            error = DatasetError(f"SYNTHIA label '{path}' is {detail}; {fix}")
+            error.detail, error.fix = detail, fix  # type: ignore[attr-defined]
+            raise error
         return ids[..., 0]
 
 
