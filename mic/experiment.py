@@ -1480,9 +1480,12 @@ def _with_data_names(cfg: DictConfig, task: Task) -> DictConfig:
     set's), so that the run's ``config.yaml`` gives ``load_run`` a task that names its classes
     as the run did, without the data."""
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    for key, value in (resolved.get("task") or {}).items():
+    node = resolved.get("task") or {}
+    taken = inspect.signature(type(task).__init__).parameters  # (a key the config lacks)
+    for key in [*node, *(k for k in ("class_names", "classes") if k in taken and k not in node)]:
         names = getattr(task, str(key), None)
-        if value is None and isinstance(names, list) and all(isinstance(n, str) for n in names):
+        named = isinstance(names, list) and all(isinstance(n, str) for n in names)
+        if node.get(key) is None and named and "_target_" in node:
             resolved.task[key] = list(names)
     return resolved
 

@@ -414,3 +414,24 @@ def test_split_folders_read_as_classes_are_warned_of(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(ImageFolder(tmp_path / "cls")) == 6
+
+
+def test_a_run_on_class_folders_records_their_names_for_load_run_and_holds_to_them(tmp_path):
+    """load_run's task named no class: index i meant "the i-th sorted folder of whatever
+    the source folder holds today". The names the run read are in its config.yaml now."""
+    import mic
+    from tests.helpers import TINY_RUN, class_folders, folder_overrides
+
+    overrides = [*TINY_RUN, *folder_overrides(tmp_path), "log.tensorboard=false"]
+    cfg = load_config(overrides)
+    run_experiment(cfg, tmp_path / "run")
+    task, _ = mic.load_run(tmp_path / "run")
+    assert task.class_names == ["a", "b", "c"]
+    # a task given names checks the folders against them: another order is refused
+    other = class_folders(tmp_path / "other", ["a", "b", "c"])
+    with pytest.raises(DatasetError, match="order"):
+        mic.tasks.classification.ClassificationTask(3, class_names=["c", "b", "a"]).check_datasets(
+            {"source": ImageFolder(other)}
+        )
+    with pytest.raises(mic.ConfigError, match=r"task\.class_names names 2 classes but num_classes"):
+        mic.tasks.classification.ClassificationTask(3, class_names=["a", "b"])

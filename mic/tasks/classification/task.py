@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassStatScores
 
-from mic.core import ConfigError, DatasetError, PseudoLabels, Task
+from mic.core import ConfigError, DatasetError, PseudoLabels, Task, check_num_classes
 from mic.core.context import Random
+from mic.datasets.preflight import check_class_order
 from mic.functional import weighted_cross_entropy
 from mic.tasks.common import check_whole, predicting
 from mic.training.batches import (
@@ -18,6 +20,7 @@ from mic.training.batches import (
     require_targets,
     with_int64_labels,
 )
+from mic.training.sampling import DatasetWrapper
 
 
 def probabilities(logits: Tensor) -> Tensor:
@@ -52,14 +55,32 @@ class ClassificationTask(Task):
         primary_metric: ``"accuracy"`` (Office-Home, Office-31) or ``"mean_class_accuracy"``
             (VisDA-2017); both are always logged. None: the class attribute (``"accuracy"``;
             a subclass with a ``metric`` of its own may name one of its scores there).
+        class_names: the classes' names in class-index order (what index i of a prediction
+            is). None: taken from the first dataset that names its classes (a class-folder
+            reader's folders) by ``check_datasets``; ``mic-train`` writes them to the run's
+            ``config.yaml`` (``task.class_names``), so that ``load_run``'s task names them
+            without the data. Given, a dataset naming the same classes in another order is
+            refused.
 
     Raises:
-        ConfigError: a ``num_classes`` that is no whole number >= 2, or an unknown
-            ``primary_metric`` (of this class's ``metric``).
+        ConfigError: a ``num_classes`` that is no whole number >= 2, an unknown
+            ``primary_metric`` (of this class's ``metric``), or ``class_names`` of another
+            count.
     """
 
-    def __init__(self, num_classes: int, primary_metric: str | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        primary_metric: str | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
         check_whole("num_classes", num_classes, 2, "classification needs at least 2 classes")
+        if class_names is not None and len(class_names) != int(num_classes):
+            raise ConfigError(
+                f"task.class_names names {len(class_names)} classes but num_classes is "
+                f"{num_classes}: give one name per class, in class-index order"
+            )
+        self.class_names = [str(n) for n in class_names] if class_names is not None else None
         own_metric = type(self).metric is not ClassificationTask.metric
         primary_metric = primary_metric if primary_metric is not None else self.primary_metric
         if not own_metric and primary_metric not in ("accuracy", "mean_class_accuracy"):
@@ -169,6 +190,25 @@ class ClassificationTask(Task):
                 not float32 (uint8, float64) or of different sizes, or bad labels.
         """
         return with_int64_labels(super().collate(plain_samples(samples)))
+
+    def check_datasets(self, datasets: Mapping[str, Any]) -> None:
+        """``check_num_classes``, and the class order of the datasets that name their classes
+        against ``class_names`` (or, None, against each other; the names are then taken from
+        them).
+
+        Raises:
+            DatasetError: another class count, or the same classes in another order.
+        """
+        check_num_classes(self.num_classes, datasets)
+        check_class_order(datasets, self.class_names)
+        for dataset in datasets.values() if self.class_names is None else ():
+            while isinstance(dataset, DatasetWrapper):
+                dataset = dataset.dataset
+            named = getattr(dataset, "classes", None)
+            listed = isinstance(named, Sequence) and not isinstance(named, str)
+            if listed and len(named) == self.num_classes:  # type: ignore[arg-type]
+                self.class_names = [str(n) for n in named]  # type: ignore[union-attr]
+                return
 
     def check_targets(self, targets: Any) -> None:
         if (
