@@ -401,3 +401,13 @@ def test_load_run_names_its_own_arguments_and_checks_the_device_first(source_run
         "cpu",
         "cuda",
     )
+
+
+def test_a_model_name_other_than_student_or_teacher_is_named(tmp_path):
+    """initial_weights(ckpt, model='Teacher') said the file 'holds no model weights'."""
+    from mic import ConfigError
+    from mic.training import initial_weights
+
+    with pytest.raises(ConfigError, match=r"init_from: the model to read is 'student' or "
+                       r"'teacher', got 'Teacher'"):  # fmt: skip
+        initial_weights(tmp_path, model="Teacher")

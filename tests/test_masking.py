@@ -205,3 +205,12 @@ def test_masked_images_keep_the_channels_last_layout_they_came_in(augmented):
     if augmented:
         again = augmentation(images, torch.Generator().manual_seed(1))
         assert again.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_the_masker_and_the_teacher_print_their_settings():
+    """print(method) showed 'BlockMasker()' and an EMATeacher without its alpha."""
+    from mic import EMATeacher
+
+    assert repr(BlockMasker(32, 0.5)) == "BlockMasker(block_size=32, ratio=0.5)"
+    shown = repr(EMATeacher(torch.nn.Linear(2, 2), alpha=0.9, buffers="ema"))
+    assert shown.startswith("EMATeacher(\n  alpha=0.9, buffers='ema', norm='batch'\n")

@@ -104,6 +104,9 @@ class BlockMasker(Masker):
         fill_t = torch.tensor(fill if fill is not None else [0.0], dtype=torch.float32)
         self.register_buffer("fill", fill_t.view(1, -1, 1, 1), persistent=False)
 
+    def extra_repr(self) -> str:
+        return f"block_size={self.block_size}, ratio={self.ratio}"
+
     def mask(self, images: Tensor, rng: Random = None) -> Tensor:
         """The keep-mask (1 = kept), (B, 1, H, W) in the images' dtype."""
         if not (isinstance(images, Tensor) and images.dim() == 4):  # a list: use forward

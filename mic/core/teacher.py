@@ -109,6 +109,9 @@ class EMATeacher(Teacher):
         self._norm_layers = [m for m in self.model.modules() if isinstance(m, _BatchNorm)]
         self._paired = False  # the parameters' order checked against the student's
 
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, buffers={self.buffer_policy!r}, norm={self.norm!r}"
+
     def decay(self, step: int) -> float:
         """The EMA coefficient ``a`` used at ``step`` (> 0)."""
         return min(1.0 - 1.0 / (step + 1), self.alpha)

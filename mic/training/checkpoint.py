@@ -406,9 +406,11 @@ def initial_weights_file(
     ``best.pt``).
 
     Raises:
-        ConfigError: no such file or folder, or a folder without weights; ``key`` names the
-            setting in the message.
+        ConfigError: no such file or folder, a folder without weights, or a ``model`` other
+            than ``"student"`` and ``"teacher"``; ``key`` names the setting in the message.
     """
+    if model not in ("student", "teacher"):  # ("Teacher": "holds no model weights")
+        raise ConfigError(f"{key}: the model to read is 'student' or 'teacher', got {model!r}")
     path = Path(path)
     if path.is_dir():
         folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
