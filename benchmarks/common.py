@@ -242,10 +242,14 @@ def check_overrides(parser: argparse.ArgumentParser, runs: list[list[str]]) -> N
     from mic.core import MicError
     from mic.experiment import load_config
     from mic.schema import check_config
-    from mic.train import unknown_option, unknown_setting
+    from mic.train import experiment_over_choice, unknown_option, unknown_setting
 
     for overrides in runs:
-        problem = unknown_option(overrides) or unknown_setting(overrides)  # (mic-train's words)
+        problem = (  # (mic-train's words)
+            unknown_option(overrides)
+            or unknown_setting(overrides)
+            or experiment_over_choice(overrides)
+        )
         if problem:
             parser.error(f"the overrides: {problem}")
         try:

@@ -80,7 +80,7 @@ from mic.training.checkpoint import (
     write_text_atomically,
 )
 from mic.training.checkpoint import option as typed_option
-from mic.training.evaluation import in_percent, shown_metric
+from mic.training.evaluation import in_percent, shown_metric, tracked_batchnorms
 from mic.training.hooks import RandomStateAtBuild, say, strict_json
 from mic.training.rng import rng_state, set_rng_state
 
@@ -949,8 +949,9 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
             "BatchNorm statistics settle "
             f"within one pass; give at most {10 * held} (0: no AdaBN)"
         )
-    images = held * (adabn.batch_size or 1) if adabn is not None else 0
-    if held and held < asked and images < FEW_ADABN_IMAGES and test is not None:
+    images = len(adabn.dataset) if adabn is not None else 0  # type: ignore[arg-type]
+    normed = bool(tracked_batchnorms(student))  # (AdaBN re-estimates nothing without them)
+    if held and held < asked and images < FEW_ADABN_IMAGES and test is not None and normed:
         warnings.warn(  # (32 images cost a detector 40 points of mAP@0.5)
             f"eval.adabn_batches={asked} passes over the target loader's {held} "
             f"batch{'es' * (held != 1)} ({images} images) again and again: AdaBN estimates the "

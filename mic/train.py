@@ -12,6 +12,8 @@ from __future__ import annotations
 import difflib
 import importlib.resources
 import importlib.util
+import inspect
+import itertools
 import logging
 import os
 import re
@@ -1008,6 +1010,17 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
             composed = load_config([a for a in kept if not a.startswith("~")])
         except Exception:  # a sweep or a bad choice: the run reports it
             return None
+        for key in deleted:  # a null one (Hydra: "Could not delete ... does not exist")
+            base = [a for a in kept if a[:1] != "~" and a.lstrip("+").split("=")[0] != key]
+            try:  # (its value before the command line sets it anew)
+                value = OmegaConf.select(load_config(base), key, default=_ABSENT)
+            except Exception:
+                continue
+            if value is None:
+                return (
+                    f"~{key}: {key} is null here (nothing set), which Hydra cannot delete; set "
+                    f"it directly ({key}=...)"
+                )
         dotted = deleted
     tree = OmegaConf.to_container(composed, resolve=False)
     for key, value in mappings.items():
@@ -1071,33 +1084,61 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
 
 def experiment_over_choice(argv: Sequence[str]) -> str | None:
     """The message for a config group's option chosen on the command line (``model=small_cnn``)
-    a setting of which the chosen experiment's own body sets anew (``model.backbone:
-    vit_base_...``): the run would build the experiment's, not the option's (a small CNN asked
-    for, a ViT-B/16 built), without a word. Settings given on the command line too
-    (``model.backbone=small_cnn``) are the user's; a null for a setting the option lacks (a
-    term switched off) changes nothing. None where there is no such setting, no experiment and
-    option both chosen, or the configs cannot be read here (the run reports that). A data set
-    or task option is left alone: an experiment's crops and inference are its recipe's, meant
-    for any data (``_RECIPE_GROUPS``)."""
+    beside an experiment that chooses another one and sets settings of it in its own body:
+    a setting the chosen option lacks (``method.step`` of SAM over ``method=cdan``, Adam given
+    SGD's ``momentum``), which the run would pass to it; for a model, a setting it has
+    (``model.backbone: vit_base_...`` over ``model=small_cnn``: a ViT-B/16 built where a small
+    CNN was asked for); for any option, a setting the option reads from a setting of the
+    user's (``transform.scale: ${dataset.scale}`` of ``dataset=seg_folders``, which an HRDA
+    recipe's GTA5 resize would replace: ``dataset.scale`` read by nothing). A value the
+    experiment tunes over another option (its learning rate over ``optimizer=sgd``, its crops
+    over one's own data set) is its recipe's and passes; settings given on the command line
+    too are the user's; a null for a setting the option lacks (a term switched off) changes
+    nothing. Each combination of a sweep's options and experiments is judged. None where there
+    is no such setting, no experiment and option both chosen, or the configs cannot be read
+    here (the run reports that)."""
+    chosen: dict[str, list[str]] = {}
+    experiments: list[str] = []
+    for arg in argv:
+        found = re.fullmatch(r"([A-Za-z_]\w*)=([\w.-]+(?:,[\w.-]+)*)", arg)
+        if found and found.group(1) == "experiment":
+            experiments = found.group(2).split(",")
+        elif found and _is_group(found.group(1)):
+            chosen[found.group(1)] = found.group(2).split(",")
+    own = _config_dirs(argv)
+    if not (chosen and experiments) or own is None:
+        return None
+    given = [a.lstrip("+~").split("=", 1)[0] for a in argv]  # settings (not group choices)
+    given = [g for g in given if g not in chosen and g != "experiment"]
+    given += _mapping_keys(argv)  # (model={backbone: x} sets model.backbone)
+    for experiment in experiments:
+        for picks in itertools.product(
+            *([(g, o) for o in options] for g, options in chosen.items())
+        ):
+            try:
+                problem = _over_choice(experiment, dict(picks), given, own)
+            except Exception:  # (a config of one's own this cannot read: the run judges)
+                continue
+            if problem:
+                return problem
+    return None
+
+
+def _over_choice(
+    experiment: str, chosen: dict[str, str], given: list[str], own: Sequence[Path]
+) -> str | None:
+    """``experiment_over_choice`` for one experiment and one option of each group."""
     from mic.experiment import load_config
 
-    chosen = {}
-    for arg in argv:
-        found = re.fullmatch(r"([A-Za-z_]\w*)=([\w.-]+)", arg)
-        if found and found.group(1) not in _RECIPE_GROUPS and _is_group(found.group(1)):
-            chosen[found.group(1)] = found.group(2)
-    experiment = next((a.split("=", 1)[1] for a in argv if a.startswith("experiment=")), None)
-    own = _config_dirs(argv)
-    if not (chosen and experiment) or own is None:
-        return None
     try:
-        settings = _experiment_settings(experiment, own)
+        settings, choices = _experiment_file(experiment, own)
     except Exception:  # a file that does not read: the run reports it
         return None
     search = [f"hydra.searchpath=[{','.join(f'file://{d.resolve()}' for d in own)}]"] * bool(own)
-    given = [a.lstrip("+~").split("=", 1)[0] for a in argv]  # settings (not group choices)
-    given = [g for g in given if g not in chosen and g != "experiment"]
+    picks = {**_root_choices(), **choices, **chosen}  # the experiment's, but the user's
     for group, picked in chosen.items():
+        if {**_root_choices(), **choices}.get(group) == picked:  # the experiment's own
+            continue
         package = _package_of(group, picked, own)
         mine = {
             k: v for k, v in settings.items()
@@ -1107,27 +1148,39 @@ def experiment_over_choice(argv: Sequence[str]) -> str | None:
         if not mine:
             continue
         try:
-            picks = [f"{g}={o}" for g, o in chosen.items()]  # (mic=none beside method=...)
-            alone = OmegaConf.to_container(load_config([*picks, *search]))
+            alone = load_config([*(f"{g}={o}" for g, o in picks.items()), *search])
         except Exception:
             continue
+        tree = OmegaConf.to_container(alone, resolve=False)
         changed = []
         for key, value in mine.items():
-            node: Any = alone
+            node: Any = tree
             parts = key.split(".")
             for depth, part in enumerate(parts):
                 node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
                 if node is _ABSENT:  # the level the option lacks: deleted whole
                     lacking = ".".join(parts[: depth + 1])
                     break
-            if node != value and not (node is _ABSENT and value is None):
-                changed.append((key, value, node, lacking if node is _ABSENT else key))
+            absent = node is _ABSENT
+            foreign = absent and value is not None and not _takes(tree, package, key)
+            recipe = group in _RECIPE_GROUPS  # (its values are the experiment's to tune)
+            routed = isinstance(node, str) and node.startswith("${") and node != value
+            if (
+                (foreign and not recipe)
+                or routed
+                or (not absent and node != value and group == "model")
+            ):
+                changed.append((key, value, node, lacking if absent else key))
         if changed:
             shown = lambda o: "no such setting" if o is _ABSENT else f"{o!r:.60}"  # noqa: E731
             said = "; ".join(
                 f"{k}={v!r:.60} (the option's: {shown(o)})" for k, v, o, _ in changed[:3]
             )
-            fixes = [f"{k}=..." for k, _, o, _ in changed if o is not _ABSENT]  # (the option's)
+            fixes = [  # (the option's: its own value, where it reads a setting of the user's)
+                f"{k}='{o}'" if isinstance(o, str) and o.startswith("${") else f"{k}=..."
+                for k, _, o, _ in changed
+                if o is not _ABSENT
+            ]
             fixes += dict.fromkeys(f"~{at}" for _, _, o, at in changed if o is _ABSENT)
             return (
                 f"experiment={experiment} sets {said} over {group}={picked}, so the run would "
@@ -1137,27 +1190,89 @@ def experiment_over_choice(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _root_choices() -> dict[str, str]:
+    """The option of each config group that mic's root config chooses (``model: small_cnn``),
+    which an experiment without a choice of its own keeps."""
+    text = (importlib.resources.files("mic.conf") / "config.yaml").read_text()
+    root = OmegaConf.to_container(OmegaConf.create(text), resolve=False)
+    entries = [e for e in root.get("defaults", []) if isinstance(e, dict)]  # type: ignore[union-attr]
+    return {
+        str(k): str(v) for e in entries for k, v in e.items()
+        if "@" not in str(k) and not str(k).startswith("optional") and isinstance(v, str)
+    }  # fmt: skip
+
+
+def _mapping_keys(argv: Sequence[str]) -> list[str]:
+    """The settings that mappings given on the command line set (``model={backbone: x}``:
+    ``model.backbone``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = []
+    for arg in argv:
+        found = re.fullmatch(r"\+{0,2}([A-Za-z_][\w.]*)=\s*\{.*", arg, re.S)
+        if not found:
+            continue
+        try:
+            (override,) = OverridesParser.create().parse_overrides([arg])
+            mapping = override.value()
+        except Exception:
+            continue
+        if isinstance(mapping, dict):
+            keys += [f"{found.group(1)}.{k}" for k in mapping]
+    return keys
+
+
+def _takes(tree: dict[str, Any], package: str, key: str) -> bool:
+    """Whether ``key``, a setting directly under ``package`` that the option's config does not
+    list, is an argument of the object it builds (Adam's ``weight_decay``, not its
+    ``momentum``): it then passes as a value the experiment tunes."""
+    from hydra.utils import get_object
+
+    node: Any = tree
+    for part in package.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    rest = key[len(package) + 1 :]
+    target = node.get("_target_") if isinstance(node, dict) and "." not in rest else None
+    if not isinstance(target, str):
+        return False
+    try:
+        parameters = inspect.signature(get_object(str(target))).parameters
+    except Exception:  # no target, or none importable here: not taken
+        return False
+    variadic = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return rest in parameters or variadic
+
+
 #: groups whose settings an experiment sets as part of its recipe, over any option (HRDA's
-#: crops over one's own data set), or that choose the experiment itself
-_RECIPE_GROUPS = ("experiment", "dataset", "task")
+#: crops over one's own data set)
+_RECIPE_GROUPS = ("dataset", "task")
 
 
-def _experiment_settings(name: str, own: Sequence[Path]) -> dict[str, Any]:
-    """Dotted setting -> value (as written) that experiment ``name``'s file sets in its body,
-    after those of the experiments its defaults list builds on (group choices and ``hydra``
-    left out)."""
+def _experiment_file(name: str, own: Sequence[Path]) -> tuple[dict[str, Any], dict[str, str]]:
+    """``(settings, choices)`` of experiment ``name``'s file, after those of the experiments
+    its defaults list builds on: dotted setting -> value (as written) that its body sets
+    (``hydra`` left out), and config group -> the option its defaults list chooses
+    (``override /model: vit_b16``)."""
     folders = [
         importlib.resources.files("mic.conf") / "experiment",
         *(d / "experiment" for d in own),
     ]
     path = next((f / f"{name}.yaml" for f in folders if (f / f"{name}.yaml").is_file()), None)
     if path is None:
-        return {}
+        return {}, {}
     raw = OmegaConf.to_container(OmegaConf.create(path.read_text()), resolve=False)
     settings: dict[str, Any] = {}
+    choices: dict[str, str] = {}
     for entry in raw.get("defaults") or []:  # type: ignore[union-attr]
         if isinstance(entry, str) and entry != "_self_":  # another experiment it builds on
-            settings.update(_experiment_settings(entry, own))
+            inherited, chose = _experiment_file(entry, own)
+            settings.update(inherited)
+            choices.update(chose)
+        elif isinstance(entry, dict):  # override /model: vit_b16
+            for key, option in entry.items():
+                group = str(key).removeprefix("override").strip().lstrip("/")
+                if isinstance(option, str) and "@" not in group and "/" not in group:
+                    choices[group] = option
 
     def leaves(node: Any, prefix: str) -> None:
         if isinstance(node, dict) and node:
@@ -1167,7 +1282,7 @@ def _experiment_settings(name: str, own: Sequence[Path]) -> dict[str, Any]:
             settings[prefix] = node
 
     leaves({k: v for k, v in raw.items() if k not in ("defaults", "hydra")}, "")  # type: ignore[union-attr]
-    return settings
+    return settings, choices
 
 
 def _package_of(group: str, option: str, own: Sequence[Path]) -> str:

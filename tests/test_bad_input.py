@@ -2282,11 +2282,11 @@ if __name__ == "__main__":  # print docs/errors.md's table
             print(f"| `{name}` | {what} | {text} |")
 
 
-def test_an_experiment_s_settings_over_a_chosen_option_are_named_and_other_pairs_pass():
+def test_an_experiment_s_settings_over_a_chosen_option_are_named_and_other_pairs_pass(tmp_path):
     """experiment=visda2017_sdat_mic_resnet101 method=cdan trained CDAN with SAM's step and an
     MCC temperature; the recipe's own settings of a data set, a null term or a run's name are
     no such case, nor a setting given on the command line too."""
-    from mic.train import experiment_over_choice, unknown_option
+    from mic.train import experiment_over_choice, unknown_option, unknown_setting
 
     cdan = ["experiment=visda2017_sdat_mic_resnet101", "method=cdan", "~method.step"]
     said = experiment_over_choice(cdan)
@@ -2295,19 +2295,51 @@ def test_an_experiment_s_settings_over_a_chosen_option_are_named_and_other_pairs
     assert experiment_over_choice([*cdan, "~method.terms.mcc"]) is None
     small = ["experiment=officehome_sdat_mic_vit", "model=small_cnn", "model.backbone=small_cnn"]
     assert "model.pretrained=True (the option's: False)" in experiment_over_choice(small)
+    adam = experiment_over_choice(["experiment=det_shapes", "optimizer=adam"])
+    assert "optimizer.momentum=0.9 (the option's: no such setting)" in adam
+    assert "weight_decay" not in adam  # (an argument Adam takes: the recipe's value)
+    sweep = ["-m", "experiment=det_shapes,streets", "optimizer=sgd,adam"]  # each job judged
+    assert "experiment=det_shapes sets optimizer.momentum" in experiment_over_choice(sweep)
+    assert "over model=small_cnn" in experiment_over_choice(
+        ["-m", "experiment=visda2017_sdat_mic_vit", "model=small_cnn,resnet50"]
+    )
+    # a setting of the user's that the option routes where the experiment sets its own
+    scale = experiment_over_choice(["experiment=gta2cs_hrda_mic", "dataset=seg_folders"])
+    assert "dataset.target.transform.scale=[2048, 1024] (the option's: '${dataset.scale}')" in scale
+    assert "dataset.test.transform.scale='${dataset.scale}'" in scale
+    # a mapping given on the command line sets its keys
+    given = [*small, "model={backbone: small_cnn, pretrained: false}"]
+    assert experiment_over_choice(given) is None
     for fine in (
         [*small, "model.pretrained=false"],
+        ["experiment=streets", "optimizer=adamw"],  # the experiment's own options, named
+        ["experiment=visda2017_sdat_mic_vit", "model=vit_b16", "method=sdat"],
+        ["experiment=streets", "optimizer=sgd"],  # the recipe's learning rate: its own
+        ["experiment=streets", "scheduler=poly"],
         ["experiment=streets_hrda", "method=dacs"],  # (feature_distance: null, which dacs lacks)
         ["experiment=digits_oracle", "method=source_only"],  # (method.name: oracle)
-        ["experiment=gta2cs_hrda_mic", "dataset=seg_folders"],  # (HRDA's crops: its recipe)
+        ["experiment=streets_hrda", "dataset=seg_folders"],  # (HRDA's crops: its recipe)
         ["experiment=streets", "method=daformer", "mic=segmentation"],
         ["model=small_cnn"],  # no experiment
     ):
         assert experiment_over_choice(fine) is None, fine
+    # an experiment of one's own that keeps the root's model: choosing it again is no change
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\nmodel:\n  bottleneck_dim: 128\n"
+    )
+    mine = ["--config-dir", str(tmp_path), "experiment=mine", "model=small_cnn"]
+    assert experiment_over_choice(mine) is None
+    assert "bottleneck_dim=128" in experiment_over_choice([*mine[:3], "model=resnet50"])
     # a mapping replaced whole: ~key +key={...} (~key alone is refused)
     replace = ["experiment=gta2cs_daformer_mic", "~lr_mult", "+lr_mult={model.backbone: 0.1}"]
     assert unknown_option(replace) is None
     assert "deletes the setting lr_mult" in unknown_option(replace[:2])
+    null = unknown_setting(["~lr_mult", "++lr_mult={model.fc: 2.0}"])  # (Hydra's "does not exist")
+    assert (
+        null == "~lr_mult: lr_mult is null here (nothing set), which Hydra cannot delete; "
+        "set it directly (lr_mult=...)"
+    )
 
 
 def test_method_files_of_one_s_own_that_compose_are_not_refused(tmp_path):

@@ -321,7 +321,8 @@ def test_adabn_passing_over_a_small_target_set_again_and_again_is_warned_of(tmp_
     with pytest.warns(UserWarning, match=r"adabn_batches=10 passes over the target loader's 4 "
                       r"batches \(32 images\) again and again"):  # fmt: skip
         build_experiment(load_config(small), tmp_path / "a")
-    with warnings.catch_warnings():  # enough batches, or none asked for: no word
+    with warnings.catch_warnings():  # enough batches, or none asked for, or no BatchNorm
         warnings.filterwarnings("error", message=".*again and again")
         build_experiment(load_config([*small, "eval.adabn_batches=4"]), tmp_path / "b")
         build_experiment(load_config([*small, "dataset.train_count=200"]), tmp_path / "c")
+        build_experiment(load_config([*small, "model=small_unet_layernorm"]), tmp_path / "d")

@@ -801,11 +801,28 @@ def test_a_consistency_term_whose_quality_weight_stays_zero_is_warned_of_once(tm
     with pytest.warns(UserWarning, match=said + r".*lower method.terms.mic.tau") as got:
         loop.run()
     assert sum("quality weight q was 0" in str(w.message) for w in got) == 1
-    sometimes = MaskedImageConsistency(BlockMasker(2, 0.5), weighting="quality", tau=0.0)
-    logger = MetricsLogger(tmp_path / "b", interval=1, tensorboard=False)
-    loop, _ = make_loop(source_only().with_terms(mic=sometimes), iterations=6, hooks=[logger])
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", message=".*quality weight q was 0")
-        loop.run()
+    for n, (term, iterations) in enumerate(
+        [
+            (MaskedImageConsistency(BlockMasker(2, 0.5), weighting="quality", tau=0.0), 6),
+            (MaskedImageConsistency(BlockMasker(2, 0.5), weighting="prob", tau=1.0), 6),
+            (never, 16),  # 0 at 3 of 16: not yet a quarter of the run (from scratch: soon)
+        ]
+    ):
+        logger = MetricsLogger(tmp_path / str(n), interval=1, tensorboard=False)
+        stop = _StopAt(3 if iterations == 16 else None)
+        loop, _ = make_loop(source_only().with_terms(mic=term), iterations, hooks=[logger, stop])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*quality weight q was 0")
+            loop.run()
+        assert loop.step == (3 if iterations == 16 else iterations)
+
+
+class _StopAt(mic.Hook):
+    def __init__(self, step):
+        self.step = step
+
+    def after_step(self, loop, losses):
+        if loop.step == self.step:
+            loop.request_stop("test")

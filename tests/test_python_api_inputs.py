@@ -908,6 +908,8 @@ def test_classification_loss_takes_labels_of_any_integer_width_and_names_other_l
     want = task.loss(model, images, labels)
     torch.testing.assert_close(task.loss(model, images, labels.int()), want)
     torch.testing.assert_close(task.loss(model, images, labels.to(torch.uint8)), want)
+    soft = nn.functional.one_hot(labels, K).float()  # class probabilities (mixup, smoothing)
+    torch.testing.assert_close(task.loss(model, images, soft), want)
     for wrong, said in (
         (labels.float(), r"dtype torch.float32 and shape \(4,\)"),
         (nn.functional.one_hot(labels, K), r"dtype torch.int64 and shape \(4, 3\)"),

@@ -201,7 +201,7 @@ class AdaptationLoop:
                 after ``after_run`` in one process (the checkpointer saves the step it
                 followed).
         """
-        if self.step >= self.iterations and (self._finished or self.step):  # (a run or a state)
+        if self.step > self.iterations or (self._finished and self.step == self.iterations):
             warnings.warn(
                 f"AdaptationLoop.run: the loop is at iteration {self.step} of its "
                 f"{self.iterations}: it trains nothing; raise loop.iterations to train on",

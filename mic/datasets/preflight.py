@@ -151,7 +151,7 @@ def _name_reader(fix: str, reader: str, config: Any = None) -> str:
     """``{reader}.option=value`` as a command-line override (``reader`` a config key such as
     ``dataset.source``: ``option_override``), or as ``option=value (an argument of GTA5)``
     (``reader`` a class name)."""
-    given = r"\{reader\}\.(\w+)(=(?:'[^']*'|\[[^\]]*\]|[^\s,;()]*[^\s,;().]))?"
+    given = r"\{reader\}\.(\w+(?:\.\w+)*)(=(?:'[^']*'|\[[^\]]*\]|[^\s,;()]*[^\s,;().]))?"
     if reader.startswith("dataset"):
         return re.sub(given, lambda m: option_override(config, reader, m[1], m[2] or ""), fix)
     return re.sub(given, lambda m: f"{m[1]}{m[2] or ''} (an argument of {reader})", fix)
@@ -175,9 +175,9 @@ def option_override(config: Any, key: str, option: str, value: str = "") -> str:
 
     alone = f"++{key}.{option}{value}"
     node = reader_node(config, key) if config is not None else None
-    raw = (
-        OmegaConf.to_container(node, resolve=False).get(option) if OmegaConf.is_dict(node) else None
-    )
+    raw: Any = OmegaConf.to_container(node, resolve=False) if OmegaConf.is_dict(node) else None
+    for part in option.split("."):  # (transform.scale: a nested one)
+        raw = raw.get(part) if isinstance(raw, dict) else None
     found = re.fullmatch(r"\$\{(dataset\.\w+)\}", raw) if isinstance(raw, str) else None
     if found is None:
         return alone
@@ -737,7 +737,7 @@ def scale_problems(transform: Any, sizes: Sequence[tuple[int, int]], where: str)
     small images, which trains and evaluates on images many times their size (75 s an
     iteration on 128 px images enlarged to 2560 px)."""
     scale = getattr(transform, "scale", None)
-    if scale is None or not sizes:
+    if not (isinstance(scale, Sequence) and len(scale) == 2 and sizes):  # (a factor: not ours)
         return []
     from mic.datasets.segmentation.transforms import rescale_size  # (imports this module)
 

@@ -317,21 +317,28 @@ class MetricsLogger(Hook):
         self._warn_zero_quality(loop, stats)
 
     def _warn_zero_quality(self, loop: AdaptationLoop, stats: dict[str, float]) -> None:
-        """Warn once per term whose quality weight ``<term>/q`` was 0 at ``ZERO_Q_RECORDS``
-        logged iterations in a row after ``adaptation_start``: no pseudo-label's confidence
-        reaches tau, and the term trains nothing (a '+MIC' run that is its base run)."""
+        """Warn once per term weighted by its quality weight (``weighting="quality"``) whose
+        ``<term>/q`` was 0 at every logged iteration of a quarter of the adapting iterations
+        (at least ``ZERO_Q_RECORDS`` in a row) after ``adaptation_start``: no pseudo-label's
+        confidence reaches tau, and the term trains nothing (a '+MIC' run that is its base
+        run). A model trained from scratch starts so, for its first few hundred iterations."""
+        start = getattr(loop, "adaptation_start", 0)
+        terms = dict(getattr(loop, "method", None) or {})
         for key, q in stats.items():
-            adapting = loop.step > getattr(loop, "adaptation_start", 0)
-            if not (key.endswith("/q") and adapting) or self._zero_q.get(key) == -1:
+            term = key[: -len("/q")]
+            mode = getattr(getattr(terms.get(term), "weighting", None), "mode", None)
+            if not key.endswith("/q") or mode != "quality" or loop.step <= start:
+                continue
+            if self._zero_q.get(key) == -1:  # said
                 continue
             self._zero_q[key] = self._zero_q.get(key, 0) + 1 if q == 0 else 0
-            if self._zero_q[key] == ZERO_Q_RECORDS and self._file is not None:
-                self._zero_q[key] = -1  # said
-                term = key[: -len("/q")]
+            quarter = math.ceil((loop.iterations - start) / 4 / self.interval)
+            if self._zero_q[key] >= max(ZERO_Q_RECORDS, quarter) and self._file is not None:
+                self._zero_q[key] = -1
                 warnings.warn(
                     f"loss term {term!r}: its quality weight q was 0 at the last "
-                    f"{ZERO_Q_RECORDS} logged iterations (up to {loop.step}): no pseudo-label's "
-                    "confidence reaches its tau, so it trains nothing; lower "
+                    f"{max(ZERO_Q_RECORDS, quarter)} logged iterations (up to {loop.step}): no "
+                    "pseudo-label's confidence reaches its tau, so it trains nothing; lower "
                     f"method.terms.{term}.tau, or weigh by confidence (weighting=prob) or not "
                     "at all (weighting=none)",
                     stacklevel=2,

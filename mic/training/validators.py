@@ -542,7 +542,7 @@ def _probabilities(p: Any, said: str) -> Tensor:
     """``p`` if it is N x K probabilities (its finite rows, of up to 4,096 evenly spread, are
     non-negative and sum to 1), else a ConfigError that begins with ``said`` ("X returned"):
     logits, sigmoid outputs or a list were scored without a word (or NaN)."""
-    if not (isinstance(p, Tensor) and p.dim() == 2 and p.is_floating_point()):
+    if not (isinstance(p, Tensor) and p.dim() == 2 and p.is_floating_point() and p.shape[1]):
         got = f"a {tuple(p.shape)} {p.dtype} tensor" if isinstance(p, Tensor) else type(p)
         raise ConfigError(f"{said} {got}: class probabilities are an N x K float tensor")
     rows = p[:: max(1, len(p) // 4096)].float()  # (every pixel of a batch: 4,096 of its rows)

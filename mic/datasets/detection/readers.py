@@ -962,8 +962,9 @@ class VOCDetection(DetectionDataset):
                     str(split_file),
                     f"{len(twice)} id{'s' * (len(twice) != 1)} listed twice or more, e.g. "
                     f"{', '.join(twice[:3])}",
-                    "List each id once: a copy trains its image twice as often, and in a test "
-                    "set every detection on it is scored twice.",
+                    "A copy trains its image twice as often (oversampling, if meant), and in a "
+                    "test set scores every detection on it twice: list each id once there.",
+                    warning=True,
                 )
             )
         self.files = []

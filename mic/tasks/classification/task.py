@@ -126,14 +126,25 @@ class ClassificationTask(Task):
         weights: Tensor | None = None,
         rng: Random = None,
     ) -> Tensor:
+        """Weighted cross-entropy of ``model(images)`` against ``targets``: (B,) class indices
+        of any integer dtype, or (B, K) float class probabilities (soft labels: mixup, label
+        smoothing), with optional (B,) ``weights``.
+
+        Raises:
+            DatasetError: targets of another kind (one-hot integers, (B,) floats, (B, 1), a
+                list), or no targets (an unlabelled source).
+            ConfigError: a model that does not return B x K scores.
+        """
         require_images(images)
         require_targets(targets)
-        integer = isinstance(targets, Tensor) and not targets.is_floating_point()
-        if not (integer and targets.ndim == 1 and targets.dtype != torch.bool):
-            self.check_targets(targets)  # raises: one-hot or float labels, (B, 1), a list
+        tensor = isinstance(targets, Tensor)
+        integer = tensor and not targets.is_floating_point() and targets.dtype != torch.bool
+        soft = tensor and targets.is_floating_point() and targets.shape[1:] == (self.num_classes,)
+        if not ((integer and targets.ndim == 1) or soft):
+            self.check_targets(targets)  # raises: one-hot integers, (B,) floats, (B, 1), a list
         logits = model(images)
         self.check_logits(logits)
-        return weighted_cross_entropy(logits, targets.long(), weights)  # (int32 too)
+        return weighted_cross_entropy(logits, targets if soft else targets.long(), weights)
 
     def predict(self, model: nn.Module, images: Tensor) -> Tensor:
         """Class probabilities, B x K float32, of a batch of the model's inputs (images, or
