@@ -435,3 +435,14 @@ def test_a_run_on_class_folders_records_their_names_for_load_run_and_holds_to_th
         )
     with pytest.raises(mic.ConfigError, match=r"task\.class_names names 2 classes but num_classes"):
         mic.tasks.classification.ClassificationTask(3, class_names=["a", "b"])
+
+
+def test_a_class_folder_linked_to_a_folder_that_is_gone_is_named(tmp_path):
+    """src/zebra -> /nonexistent: the run trained on the other classes, without a word."""
+    from tests.helpers import class_folders
+
+    root = class_folders(tmp_path / "src", ["a", "b"])
+    (root / "zebra").symlink_to(tmp_path / "gone")
+    said = r"1 entry of .* link to what does not exist \(e\.g\. 'zebra' -> .*gone'\): a class"
+    with pytest.raises(DatasetError, match=said):
+        ImageFolder(root)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import unicodedata
 import warnings
 from collections.abc import Callable, Sequence
@@ -407,6 +408,14 @@ class ImageFolder(LabelledImages):
         labelled: bool = True,
     ) -> None:
         self.root = check_folder(root, "class-per-folder")
+        broken = [d for d in sorted(self.root.iterdir()) if d.is_symlink() and not d.exists()]
+        if broken:  # a class folder linked to a folder that is gone was left out, silently
+            raise DatasetError(
+                f"{len(broken)} entr{'ies' if len(broken) > 1 else 'y'} of '{self.root}' "
+                f"link to what does not exist (e.g. '{broken[0].name}' -> "
+                f"'{os.readlink(broken[0])}'): a class folder among them would be left out and "
+                "the class indices shift; fix or remove the links"
+            )
         folders = sorted(
             d.name for d in self.root.iterdir() if d.is_dir() and not is_hidden_name(d.name)
         )
