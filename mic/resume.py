@@ -24,6 +24,7 @@ import inspect
 import logging
 import os
 import re
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -585,6 +586,14 @@ def resume(
         k.startswith(("optimizer.", "lr_mult", "no_weight_decay", "scheduler.")) for k in changes
     ):
         _apply_new_schedule(loop, fresh_groups, fresh_lambdas)
+    elif cfg is None and (differs := _schedule_changes(loop, fresh_groups, fresh_lambdas)):
+        warnings.warn(  # (torch restored the old ones: lr 0 for the run's last iterations)
+            f"resume: this loop's optimiser or schedule differs from the checkpoint's "
+            f"({'; '.join(differs[:4])}): the loop's own are kept from iteration {loop.step} "
+            "on; build the loop as the checkpoint's run did to continue it exactly",
+            stacklevel=2,
+        )
+        _apply_new_schedule(loop, fresh_groups, fresh_lambdas)
     if rngs:
         rank = process_info().rank
         if rank >= len(rngs) and PROCESSES not in changes:
@@ -668,6 +677,23 @@ def _misfit_message(
 
 def _lambdas(loop: AdaptationLoop) -> list[Any]:
     return [f for f in getattr(loop.scheduler, "lr_lambdas", []) if hasattr(f, "__dict__")]
+
+
+def _schedule_changes(loop: AdaptationLoop, groups: list[dict], lambdas: list[dict]) -> list[str]:
+    """``"<setting> <this loop's> (the checkpoint's <its>)"`` for each optimiser value (but
+    the scheduled ``lr``) and schedule attribute of ``loop`` as loaded that differs from the
+    loop's own before loading (``groups``, ``lambdas``)."""
+    found = []
+    pairs = [*zip(loop.optimizer.param_groups, groups), *zip(map(vars, _lambdas(loop)), lambdas)]
+    for loaded, own in pairs:
+        for key, value in own.items():
+            try:
+                differs = key not in ("lr", "params") and bool(loaded.get(key) != value)
+            except Exception:  # (tensors of several values, objects that do not compare)
+                differs = False
+            if differs:
+                found.append(f"{key} {value!r} (the checkpoint's {loaded.get(key)!r})")
+    return list(dict.fromkeys(found))
 
 
 def _apply_new_schedule(loop: AdaptationLoop, groups: list[dict], lambdas: list[dict]) -> None:

@@ -1100,11 +1100,12 @@ def experiment_over_choice(argv: Sequence[str]) -> str | None:
     chosen: dict[str, list[str]] = {}
     experiments: list[str] = []
     for arg in argv:
-        found = re.fullmatch(r"([A-Za-z_]\w*)=([\w.-]+(?:,[\w.-]+)*)", arg)
-        if found and found.group(1) == "experiment":
-            experiments = found.group(2).split(",")
-        elif found and _is_group(found.group(1)):
-            chosen[found.group(1)] = found.group(2).split(",")
+        key = re.fullmatch(r"([A-Za-z_]\w*)=.+", arg)
+        options = _options_given(arg) if key and _is_group(key.group(1)) else []
+        if options and key.group(1) == "experiment":  # type: ignore[union-attr]
+            experiments = options
+        elif options:
+            chosen[key.group(1)] = options  # type: ignore[union-attr]
     own = _config_dirs(argv)
     if not (chosen and experiments) or own is None:
         return None
@@ -1121,6 +1122,30 @@ def experiment_over_choice(argv: Sequence[str]) -> str | None:
             if problem:
                 return problem
     return None
+
+
+def _options_given(arg: str) -> list[str]:
+    """The options a group override ``group=...`` chooses, as Hydra reads it: one (quoted or
+    not), a sweep's list (``a,b``), ``choice(a,b)``, ``glob(res*)`` over the group's files;
+    none where it cannot tell."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
+
+    try:
+        (override,) = OverridesParser.create().parse_overrides([arg])
+        value = override.value()
+    except Exception:
+        return []
+    if isinstance(value, Glob):
+        folder = importlib.resources.files("mic.conf") / override.key_or_group
+        names = [p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")]
+        return value.filter(sorted(n for n in names if not n.startswith("_")))
+    if override.is_sweep_override():
+        try:
+            return [str(v) for v in override.sweep_string_iterator()]
+        except Exception:  # (a range of numbers: no group's)
+            return []
+    return [str(value)] if isinstance(value, str) else []
 
 
 def _over_choice(
@@ -1151,6 +1176,7 @@ def _over_choice(
         except Exception:
             continue
         tree = OmegaConf.to_container(alone, resolve=False)
+        base: Any = None  # the experiment's own options' config, read where needed
         changed = []
         for key, value in mine.items():
             node: Any = tree
@@ -1164,11 +1190,16 @@ def _over_choice(
             foreign = absent and value is not None and not _takes(tree, package, key)
             recipe = group in _RECIPE_GROUPS  # (its values are the experiment's to tune)
             routed = isinstance(node, str) and node.startswith("${") and node != value
-            if (
-                (foreign and not recipe)
-                or routed
-                or (not absent and node != value and group == "model")
-            ):
+            if routed:  # unless the experiment's own option reads it so too (a tuned tau)
+                if base is None:
+                    own_picks = {**_root_choices(), **choices}
+                    base = OmegaConf.to_container(
+                        load_config([*(f"{g}={o}" for g, o in own_picks.items()), *search]),
+                        resolve=False,
+                    )
+                routed = _at(base, key) != node
+            built = group == "model" and parts[-1] in _MODEL_IDENTITY  # (a ViT for a CNN)
+            if (foreign and not recipe) or routed or (not absent and node != value and built):
                 changed.append((key, value, node, lacking if absent else key))
         if changed:
             shown = lambda o: "no such setting" if o is _ABSENT else f"{o!r:.60}"  # noqa: E731
@@ -1242,6 +1273,18 @@ def _takes(tree: dict[str, Any], package: str, key: str) -> bool:
     return rest in parameters or variadic
 
 
+#: the model settings that decide what is built (a recipe's pretrained or bottleneck width
+#: over another model is its own to tune)
+_MODEL_IDENTITY = ("_target_", "backbone", "encoder", "arch", "segmenter")
+
+
+def _at(tree: Any, key: str) -> Any:
+    """The value at the dotted ``key`` of a plain config ``tree`` (``_ABSENT``: none)."""
+    for part in key.split("."):
+        tree = tree.get(part, _ABSENT) if isinstance(tree, dict) else _ABSENT
+    return tree
+
+
 #: groups whose settings an experiment sets as part of its recipe, over any option (HRDA's
 #: crops over one's own data set)
 _RECIPE_GROUPS = ("dataset", "task")
@@ -1256,10 +1299,14 @@ def _experiment_file(name: str, own: Sequence[Path]) -> tuple[dict[str, Any], di
         importlib.resources.files("mic.conf") / "experiment",
         *(d / "experiment" for d in own),
     ]
+    name = name.removeprefix("/").removeprefix("experiment/")  # (/experiment/other)
     path = next((f / f"{name}.yaml" for f in folders if (f / f"{name}.yaml").is_file()), None)
     if path is None:
         return {}, {}
-    raw = OmegaConf.to_container(OmegaConf.create(path.read_text()), resolve=False)
+    text = path.read_text()
+    if not re.search(r"^#\s*@package\s+_global_\s*$", text, re.M):  # its keys: experiment.*
+        return {}, {}  # (check_config names the missing header)
+    raw = OmegaConf.to_container(OmegaConf.create(text), resolve=False)
     settings: dict[str, Any] = {}
     choices: dict[str, str] = {}
     for entry in raw.get("defaults") or []:  # type: ignore[union-attr]

@@ -2294,7 +2294,10 @@ def test_an_experiment_s_settings_over_a_chosen_option_are_named_and_other_pairs
     assert "remove them on the command line (~method.terms.mcc), or leave method= out" in said
     assert experiment_over_choice([*cdan, "~method.terms.mcc"]) is None
     small = ["experiment=officehome_sdat_mic_vit", "model=small_cnn", "model.backbone=small_cnn"]
-    assert "model.pretrained=True (the option's: False)" in experiment_over_choice(small)
+    assert experiment_over_choice(small) is None  # (pretrained: the recipe's, named at build)
+    vit = ["experiment=visda2017_sdat_mic_vit"]  # an option quoted, or a sweep function's
+    for model in ("model='resnet50'", "model=choice(resnet50,small_cnn)", "model=glob(res*)"):
+        assert "over model=resnet" in experiment_over_choice(["-m", *vit, model]), model
     adam = experiment_over_choice(["experiment=det_shapes", "optimizer=adam"])
     assert "optimizer.momentum=0.9 (the option's: no such setting)" in adam
     assert "weight_decay" not in adam  # (an argument Adam takes: the recipe's value)
@@ -2330,7 +2333,21 @@ def test_an_experiment_s_settings_over_a_chosen_option_are_named_and_other_pairs
     )
     mine = ["--config-dir", str(tmp_path), "experiment=mine", "model=small_cnn"]
     assert experiment_over_choice(mine) is None
-    assert "bottleneck_dim=128" in experiment_over_choice([*mine[:3], "model=resnet50"])
+    assert experiment_over_choice([*mine[:3], "model=resnet50"]) is None  # a tuned width
+    # a value an experiment tunes where its own option reads it as the chosen one does
+    (tmp_path / "experiment" / "tau.yaml").write_text(
+        "# @package _global_\nmethod:\n  terms:\n    mic: {tau: 0.9, masker: {block_size: 16}}\n"
+    )
+    assert experiment_over_choice([*mine[:2], "experiment=tau", "mic=block_vit"]) is None
+    # a file without the header puts its keys under experiment.*: check_config names it
+    (tmp_path / "experiment" / "bare.yaml").write_text("model: {backbone: resnet18}\n")
+    assert experiment_over_choice([*mine[:2], "experiment=bare", "model=resnet50"]) is None
+    # an experiment building on another by its absolute name is followed
+    (tmp_path / "experiment" / "child.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - /experiment/visda2017_sdat_mic_vit\n  - _self_\n"
+    )
+    said = experiment_over_choice([*mine[:2], "experiment=child", "model=resnet50"])
+    assert "sets model.backbone='vit_base_patch16_224" in said
     # a mapping replaced whole: ~key +key={...} (~key alone is refused)
     replace = ["experiment=gta2cs_daformer_mic", "~lr_mult", "+lr_mult={model.backbone: 0.1}"]
     assert unknown_option(replace) is None

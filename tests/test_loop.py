@@ -826,3 +826,72 @@ class _StopAt(mic.Hook):
     def after_step(self, loop, losses):
         if loop.step == self.step:
             loop.request_stop("test")
+
+
+def test_a_python_resume_into_a_loop_of_another_schedule_keeps_the_loop_s_own(tmp_path):
+    """An 8-iteration run's checkpoint resumed into a 12-iteration loop trained its last 4
+    iterations at lr 0: torch restored the schedule's max_iters 8, without a word."""
+    from mic.resume import resume
+    from mic.training import WarmupPoly, lr_scheduler, save_checkpoint
+
+    def built(iterations):
+        loop, _ = make_loop(source_only(), iterations=iterations, lr=0.05)
+        loop.scheduler = lr_scheduler(loop.optimizer, WarmupPoly(iterations, warmup_iters=2))
+        return loop
+
+    short = built(8)
+    short.iterations = 4
+    short.run()
+    save_checkpoint(short.state_dict(), tmp_path / "iter_00000004.pt")
+    longer = built(12)
+    with pytest.warns(UserWarning, match=r"differs from the checkpoint's \(max_iters 12 \(the "
+                      r"checkpoint's 8\).*the loop's own are kept from iteration 4"):  # fmt: skip
+        resume(longer, tmp_path / "iter_00000004.pt", announce=False)
+    longer.run()
+    assert longer.optimizer.param_groups[0]["lr"] == 0.0  # the end of its own 12
+    fresh = built(12)
+    fresh.run()
+    torch.testing.assert_close(longer.lr(), fresh.lr())
+    same = built(8)  # the run's own schedule: no word
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*differs from the checkpoint")
+        resume(same, tmp_path / "iter_00000004.pt", announce=False)
+
+
+def test_the_same_hook_twice_and_evaluations_of_no_model_or_odd_steps_are_named():
+    """A hook listed twice wrote every record twice; Evaluation(models=[]) scored nothing and
+    Evaluation(at="3") never evaluated at step 3."""
+    from mic import Evaluation, MetricsLogger
+
+    task, _, _, test = tiny_loaders()
+    with pytest.raises(ConfigError, match="names no model"):
+        Evaluation(task, test, models=[])
+    for odd in ("3", [-1], [2.5], None):
+        with pytest.raises(ConfigError, match=r"Evaluation\(at=...\) takes iterations"):
+            Evaluation(task, test, at=odd)
+    assert Evaluation(task, test, at=3).at == {3} and Evaluation(task, test, at=[2.0]).at == {2}
+    logger = MetricsLogger("unused", tensorboard=False)
+    with pytest.raises(ConfigError, match="hooks list the hook MetricsLogger twice"):
+        make_loop(source_only(), hooks=[logger, logger])
+
+
+def test_hooks_reused_for_a_second_run_start_from_nothing(tmp_path):
+    """A seed sweep reusing its hook objects carried run 1's best score and records into run
+    2: best.pt named a file that was set aside, and picks() reported run 1's step."""
+    from mic import Checkpointer, Evaluation
+
+    task, _, _, test = tiny_loaders()
+    evaluation = Evaluation(task, test, interval=2, models=("student",))
+    checkpointer = Checkpointer(tmp_path, best_metric="eval/student/accuracy")
+    for seed in (0, 1):
+        loop, _ = make_loop(
+            source_only(), iterations=4, seed=seed, hooks=[evaluation, checkpointer]
+        )
+        loop.run()
+        if seed == 0:  # a first run better than any second one could be
+            checkpointer.selection.best["eval/student/accuracy"]["score"] = 2.0
+    assert [r["step"] for r in evaluation.history] == [2, 4]
+    assert checkpointer.selection.best["eval/student/accuracy"]["score"] <= 1.0
+    assert checkpointer.best_file is not None and checkpointer.best_file.exists()

@@ -963,3 +963,48 @@ def test_a_domain_classifier_of_no_width_is_named(width):
         ConfigError, match=re.escape(f"adversarial.{name} must be a positive whole")
     ):
         DomainAdversarial(**width)
+
+
+def test_model_selection_reads_record_keys_one_name_as_text_and_scores_of_other_number_kinds():
+    """lower_is_better=["eval/student/err"] (its docstring's form) picked the higher error;
+    "error" became {'e', 'o', 'r'}; an int or a 0-d tensor score was never counted."""
+    import numpy as np
+
+    for names in (["eval/student/err"], ["err"], "err"):
+        selection = mic.ModelSelection(lower_is_better=names)
+        selection.update({"step": 1, "eval/student/err": 0.5})
+        selection.update({"step": 2, "eval/student/err": 0.2})
+        assert selection.best["eval/student/err"]["step"] == 2, names
+    selection = mic.ModelSelection()
+    for step, score in enumerate([1, torch.tensor(0.9), np.float32(0.8), 0.5]):
+        selection.update({"step": step, "validator/student/im": score})
+    assert selection.best["validator/student/im"] == {"step": 0, "score": 1.0, "metrics": {}}
+
+
+def test_param_groups_take_one_exempt_name_as_text_and_refuse_a_rate_of_no_use():
+    """no_weight_decay="norm" was read letter by letter: every parameter lost its decay."""
+    from mic.training.optim import param_groups
+
+    net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    groups = param_groups({"model": net}, 0.1, weight_decay=0.01, no_weight_decay="1")
+    assert sorted(g["weight_decay"] for g in groups) == [0.0, 0.01]  # the BatchNorm alone
+    for bad, said in (
+        ({"lr": -0.1}, "lr must be a finite number > 0, got -0.1"),
+        ({"lr": "0.1"}, "lr must be a finite number > 0, got '0.1'"),
+        ({"lr": 0.1, "weight_decay": -1}, "weight_decay must be a finite number >= 0"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            param_groups({"model": net}, **bad)
+
+
+def test_adabn_refuses_a_count_of_batches_that_is_no_whole_number_and_no_loader():
+    """batches=2.5 passed over the whole loader; batches="2" and loader=None failed in torch."""
+    from mic.training import recalibrated_batchnorm
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    loader = [torch.rand(2, 3, 8, 8)] * 3
+    for bad in (2.5, "2", None, -1):
+        with pytest.raises(ConfigError, match="AdaBN's batches must be a whole number >= 0"):
+            recalibrated_batchnorm(model, loader, bad).__enter__()
+    with pytest.raises(ConfigError, match="AdaBN needs a loader"):
+        recalibrated_batchnorm(model, None, 2).__enter__()

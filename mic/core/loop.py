@@ -597,6 +597,8 @@ def _hooks(hooks: Any) -> list[Hook]:
         if not isinstance(h, Hook):
             got = f"the class {h.__name__}" if isinstance(h, type) else f"a {type(h).__name__}"
             raise ConfigError(f"hooks must be mic.Hook instances (subclasses of it), got {got}")
+        if sum(g is h for g in hooks) > 1:  # (each record written twice, a file left open)
+            raise ConfigError(f"the loop's hooks list the hook {type(h).__name__} twice")
     return hooks
 
 

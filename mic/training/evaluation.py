@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mic.core.batch import check_loader, move_to, split_sample
-from mic.core.errors import ConfigError, DatasetError, MicError
+from mic.core.errors import ConfigError, DatasetError, MicError, is_whole
 from mic.core.task import Task, check_task
 from mic.training.batches import labelled_batch
 
@@ -413,9 +413,15 @@ def recalibrated_batchnorm(
     (``cycled``), so the average always covers ``batches`` batches.
 
     Raises:
+        ConfigError: ``batches`` that is no whole number >= 0 (2.5 passed over the whole
+            loader), or a loader that is None.
         DatasetError: the loader yields no batch, or a batch of 1 image meets a BatchNorm1d
             layer (give the loader ``drop_last=True``).
     """
+    if not is_whole(batches, 0):
+        raise ConfigError(f"AdaBN's batches must be a whole number >= 0, got {batches!r}")
+    if loader is None and batches > 0:
+        raise ConfigError("AdaBN needs a loader of target batches, got None")
     if not tracked_batchnorms(model) or batches <= 0:
         yield model
         return

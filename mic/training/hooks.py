@@ -389,7 +389,8 @@ class Evaluation(Hook):
         validation: the label-free validators (``mic.training.validators``).
 
     Raises:
-        ConfigError: an unknown model name, neither labels nor validators to score with,
+        ConfigError: an unknown model name or none, ``at`` that is no list of iterations,
+            neither labels nor validators to score with,
             validators the task cannot feed, or a loader that is a one-pass iterator or a
             dataset (``check_loader``).
         DatasetError: the labelled loader's dataset declares another class count than the
@@ -427,13 +428,21 @@ class Evaluation(Hook):
             raise ConfigError(
                 f"eval.models may list 'student' and 'teacher', not {sorted(unknown)}"
             )
+        if not models:  # (it scored nothing, and no best.pt was chosen, without a word)
+            raise ConfigError("eval.models names no model: list 'student', 'teacher' or both")
+        steps = [at] if is_whole(at, 0) else at
+        text = isinstance(steps, (str, bytes)) or not isinstance(steps, Iterable)
+        if text or not all(is_whole(s, 0) for s in steps):  # ("3" never matched step 3)
+            raise ConfigError(
+                f"Evaluation(at=...) takes iterations, whole numbers >= 0, got {at!r}"
+            )
         self.task = task
         self.loader = loader
         self.interval = interval
         self.models = tuple(models)
         self.adabn_loader = adabn_loader
         self.adabn_batches = adabn_batches if adabn_loader is not None else 0
-        self.at = set(at)
+        self.at = {int(s) for s in steps}
         if loader is None and validation is None:
             raise ConfigError("evaluation needs a labelled loader, label-free validators or both")
         for name, given in (("loader", loader), ("adabn_loader", adabn_loader)):
@@ -478,7 +487,10 @@ class Evaluation(Hook):
         Training is left as it was: the random generators that starting the loader (or the
         scoring) draws from are put back, and the student is scored without gradients, in
         eval mode (BatchNorm statistics untouched), then put back in its mode; no AdaBN. Called
-        without a loop (``loop=None``), the batch is checked but not scored."""
+        without a loop (``loop=None``), the batch is checked but not scored. Records of
+        iterations after the loop's step (this hook's, reused from another run) are dropped."""
+        if loop is not None:  # (a seed sweep reusing the hook carried the last run's records)
+            self.history = [r for r in self.history if r.get("step", 0) <= loop.step]
         student = getattr(loop, "student", None)
         if student is not None and loop.teacher is None and "student" not in self.models:
             raise ConfigError(
@@ -884,6 +896,9 @@ class Checkpointer(Hook):
         return None
 
     def before_run(self, loop: AdaptationLoop) -> None:
+        if getattr(loop, "step", 0) == 0 and not self._resumed:  # a new run (the hook reused:
+            self.selection = ModelSelection(self.selection.lower_is_better)  # not the last
+            self.best_file = None  # run's best carried into this one)
         hooks = getattr(loop, "hooks", None)
         evaluated = hooks is None or any(isinstance(h, Evaluation) for h in hooks)
         if self.best_metric is not None and not evaluated:

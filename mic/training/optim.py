@@ -6,6 +6,7 @@ import difflib
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from numbers import Real
 from typing import Any
 
 import torch
@@ -34,17 +35,31 @@ def param_groups(
             Nested mappings (``{"model": {"backbone": 0.1}}``) are read the same way.
         weight_decay: the base weight decay (None: the optimiser's default).
         no_weight_decay: parameters whose name contains one of these substrings get no
-            weight decay (e.g. ``["norm", "pos_block"]``). Unlike an ``lr_mult`` prefix, a
-            substring that no trainable parameter's name contains is no error but a warning
+            weight decay (e.g. ``["norm", "pos_block"]``; one may be given as text). Unlike an
+            ``lr_mult`` prefix, a substring that no trainable parameter's name contains is no
+            error but a warning
             (a typo such as ``nrom`` changes nothing), as one list may serve several models;
             the names of ``SHARED_NO_WEIGHT_DECAY``, which mic's configs list for all their
             models, are not warned of (``pos_block`` names MiT's position blocks, which a
             U-Net does not have).
 
     Raises:
-        ConfigError: an ``lr_mult`` prefix that no trainable parameter's name starts with, or
-            multipliers of 0 for every parameter of ``modules["model"]`` (nothing would train).
+        ConfigError: an ``lr_mult`` prefix that no trainable parameter's name starts with,
+            multipliers of 0 for every parameter of ``modules["model"]`` (nothing would train),
+            an ``lr`` that is no finite number > 0, or a negative ``weight_decay``.
     """
+    if isinstance(no_weight_decay, str):  # (read letter by letter: every name exempted)
+        no_weight_decay = [no_weight_decay]
+    if isinstance(lr, bool) or not (isinstance(lr, Real) and 0 < lr < float("inf")):
+        raise ConfigError(f"param_groups: lr must be a finite number > 0, got {lr!r}")
+    if weight_decay is not None and (
+        isinstance(weight_decay, bool)
+        or not (isinstance(weight_decay, Real) and 0 <= weight_decay < float("inf"))
+    ):
+        raise ConfigError(
+            f"param_groups: weight_decay must be a finite number >= 0 (or None), got "
+            f"{weight_decay!r}"
+        )
     lr_mult = _flatten(lr_mult or {})
     named = [
         (f"{key}.{name}", p)

@@ -594,6 +594,19 @@ def lower_is_better(task: Task) -> set[str]:
     return set() if getattr(task, "higher_is_better", True) else {task.primary_metric}
 
 
+def _as_float(value: Any) -> Any:
+    """A score of a number's kind other than float (an int, a 0-d tensor, NumPy's) as a
+    float; anything else as it is."""
+    if isinstance(value, (bool, float)):
+        return value
+    try:
+        return (
+            float(value) if isinstance(value, (int, Tensor)) or hasattr(value, "dtype") else value
+        )
+    except (TypeError, ValueError, RuntimeError):  # (a tensor of several values)
+        return value
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
@@ -609,16 +622,19 @@ class ModelSelection:
     improves, and carries its state in every checkpoint, so a resumed run keeps the record.
 
     Args:
-        lower_is_better: names of labelled metrics (``eval/<model>/<name>``) for which a
-            lower value is better (e.g. an error); ``for_task`` sets it from a task.
+        lower_is_better: names of labelled metrics for which a lower value is better (e.g.
+            an error), as ``<name>`` or as the record key ``eval/<model>/<name>``; one name
+            may be given as text; ``for_task`` sets it from a task.
     """
 
-    def __init__(self, lower_is_better: Iterable[str] = ()) -> None:
+    def __init__(self, lower_is_better: Iterable[str] | str = ()) -> None:
         self.best: dict[str, dict[str, Any]] = {}
         self.last: dict[str, dict[str, Any]] = {}
         #: every score key met, finite or not, in the order first met (holds ``best``'s keys)
         self.seen: dict[str, None] = {}
-        self.lower_is_better = set(lower_is_better)
+        names = [lower_is_better] if isinstance(lower_is_better, str) else lower_is_better
+        # (eval/student/err as err: it was compared with the name's last part alone)
+        self.lower_is_better = {str(n).rsplit("/", 1)[-1] for n in names}
 
     @classmethod
     def for_task(cls, task: Task) -> ModelSelection:
@@ -665,6 +681,7 @@ class ModelSelection:
             if len(parts) != 3 or parts[0] not in ("eval", "validator"):
                 continue
             self.seen.setdefault(key)
+            value = _as_float(value)  # (an int, a 0-d tensor, NumPy's: never counted before)
             if not _finite(value):
                 continue
             models.add(parts[1])
