@@ -138,3 +138,18 @@ def test_warmup_multistep_against_a_hand_computation():
     assert f(0) == pytest.approx(0.25)
     assert f(2) == pytest.approx(0.25 * 0.5 + 0.5)  # half way through the warm-up
     assert [f(t) for t in (4, 9, 10, 19, 20)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+
+
+def test_schedules_take_numpy_numbers_and_lr_scheduler_names_a_class_given_for_a_schedule():
+    """WarmupPoly(np.int64(10)) said 10 was no whole number >= 1; lr_scheduler(opt,
+    WarmupPoly) said 'scheduler.max_iters: must be a whole number >= 1 (got 0)'."""
+    import numpy as np
+
+    from mic import ConfigError
+    from mic.training import WarmupMultiStep, WarmupPoly, lr_scheduler
+
+    assert WarmupPoly(np.int64(10)).max_iters == 10
+    assert WarmupMultiStep(steps=np.array([8, 3])).steps == [3, 8]
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(ConfigError, match="got the class WarmupPoly"):
+        lr_scheduler(opt, WarmupPoly)

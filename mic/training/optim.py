@@ -163,7 +163,7 @@ def lr_mult_problems(tree: Mapping[str, Any]) -> list[str]:
     step)."""
     problems = []
     for name, value in _leaves(tree).items():
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        number = isinstance(value, Real) and not isinstance(value, bool)
         if number and math.isfinite(value) and value >= 0:
             continue
         if not number:
@@ -201,7 +201,7 @@ def _setting(
         bounds.append(f"{'>' if above else '>='} {low:g}")
     if high is not None:
         bounds.append(f"<= {high:g}")
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    number = isinstance(value, Real) and not isinstance(value, bool)
     ok = number and math.isfinite(value) and (not integer or float(value).is_integer())
     if ok and low is not None:
         ok = value > low if above else value >= low
@@ -273,6 +273,8 @@ class WarmupMultiStep:
         warmup_iters: int = 500,
         warmup_factor: float = 1.0 / 3,
     ) -> None:
+        if hasattr(steps, "tolist"):  # a NumPy array or a tensor of iterations
+            steps = steps.tolist()
         if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence):
             raise ConfigError(
                 f"scheduler.steps: must be a list of iterations (got {steps!r}); e.g. "
@@ -313,5 +315,16 @@ class Constant:
 def lr_scheduler(
     optimizer: torch.optim.Optimizer, schedule: Any
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-iteration scheduler that scales every group's initial lr by ``schedule(t)``."""
+    """A per-iteration scheduler that scales every group's initial lr by ``schedule(t)``.
+
+    Raises:
+        ConfigError: ``schedule`` is a class (``WarmupPoly`` for ``WarmupPoly(40000)``) or
+            not callable.
+    """
+    if isinstance(schedule, type) or not callable(schedule):
+        got = f"the class {schedule.__name__}" if isinstance(schedule, type) else repr(schedule)
+        raise ConfigError(
+            f"lr_scheduler takes a schedule, a function of the iteration (e.g. "
+            f"WarmupPoly(40000)), got {got}"
+        )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
