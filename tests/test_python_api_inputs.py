@@ -1008,3 +1008,14 @@ def test_adabn_refuses_a_count_of_batches_that_is_no_whole_number_and_no_loader(
             recalibrated_batchnorm(model, loader, bad).__enter__()
     with pytest.raises(ConfigError, match="AdaBN needs a loader"):
         recalibrated_batchnorm(model, None, 2).__enter__()
+
+
+def test_a_checkpointer_or_logger_given_a_file_for_its_folder_is_named_before_training(tmp_path):
+    """A Checkpointer pointed at a file failed at its first save, after training had begun; a
+    MetricsLogger with Python's FileExistsError."""
+    file = tmp_path / "taken"
+    file.write_text("x")
+    with pytest.raises(ConfigError, match=r"Checkpointer's folder .* is a file"):
+        mic.Checkpointer(file)
+    with pytest.raises(ConfigError, match=r"MetricsLogger's run folder .* is a file"):
+        mic.MetricsLogger(file, tensorboard=False)

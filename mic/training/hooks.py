@@ -235,6 +235,11 @@ class MetricsLogger(Hook):
 
     def __init__(self, run_dir: str | Path, interval: int = 20, tensorboard: bool = True) -> None:
         self.run_dir = Path(run_dir)
+        if self.run_dir.is_file():  # (Python's FileExistsError at the start of the run)
+            raise ConfigError(
+                f"MetricsLogger's run folder '{self.run_dir}' is a file: give a folder for "
+                "metrics.jsonl and tensorboard/ (it is made where missing)"
+            )
         self.interval = max(1, interval)
         self.tensorboard = tensorboard
         self.writer: Any = None
@@ -791,6 +796,11 @@ class Checkpointer(Hook):
                 "validator/<model>/<name> (e.g. validator/student/snd), or None"
             )
         self.directory = Path(directory)
+        if self.directory.is_file():  # (found at the first save, after training had begun)
+            raise ConfigError(
+                f"Checkpointer's folder '{self.directory}' is a file: give a folder for the "
+                "checkpoints (it is made where missing)"
+            )
         #: files that the run's next checkpoint supersedes (an earlier end's summary and final
         #: weights, set by a resume that trains on): removed once it is written
         self.superseded: list[Path] = []
