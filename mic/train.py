@@ -802,14 +802,11 @@ def _unread_path(arg: str, sweeping: bool) -> bool:
     """Whether ``arg`` gives an unquoted path (a value with a ``/``) that Hydra's override
     grammar refuses (``(``, ``[``, ``=``, ``'``, ``#``, ``&``) or, outside a sweep, reads as
     a sweep of several values (a ``,``)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     key, _, value = arg.partition("=")
     if not key or "/" not in value or _quoted(value) or value[:1] in "[{":
         return False
-    try:
-        (override,) = OverridesParser.create().parse_overrides([arg])
-    except Exception:  # Hydra's OverrideParseException, or its lexer's
+    override = _parsed(arg)
+    if override is None:  # Hydra's OverrideParseException, or its lexer's
         return True
     function = re.match(r"\w+\(", value)  # a sweep function (choice, range, glob): Hydra's
     return override.is_sweep_override() and not sweeping and not function
@@ -1124,18 +1121,28 @@ def experiment_over_choice(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _parsed(arg: str) -> Any:
+    """``arg`` as Hydra's override parser reads it (an ``Override``), or None where it does
+    not parse (Hydra's to name)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        (override,) = OverridesParser.create().parse_overrides([arg])
+    except Exception:
+        return None
+    return override
+
+
 def _options_given(arg: str) -> list[str]:
     """The options a group override ``group=...`` chooses, as Hydra reads it: one (quoted or
     not), a sweep's list (``a,b``), ``choice(a,b)``, ``glob(res*)`` over the group's files;
     none where it cannot tell."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import Glob
 
-    try:
-        (override,) = OverridesParser.create().parse_overrides([arg])
-        value = override.value()
-    except Exception:
+    override = _parsed(arg)
+    if override is None:
         return []
+    value = override.value()
     if isinstance(value, Glob):
         folder = importlib.resources.files("mic.conf") / override.key_or_group
         names = [p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")]
@@ -1159,9 +1166,10 @@ def _over_choice(
     except Exception:  # a file that does not read: the run reports it
         return None
     search = [f"hydra.searchpath=[{','.join(f'file://{d.resolve()}' for d in own)}]"] * bool(own)
-    picks = {**_root_choices(), **choices, **chosen}  # the experiment's, but the user's
+    own_picks = {**_root_choices(), **choices}  # the options the experiment runs with
+    picks = {**own_picks, **chosen}  # the experiment's, but the user's
     for group, picked in chosen.items():
-        if {**_root_choices(), **choices}.get(group) == picked:  # the experiment's own
+        if own_picks.get(group) == picked:  # the experiment's own
             continue
         package = _package_of(group, picked, own)
         mine = {
@@ -1192,7 +1200,6 @@ def _over_choice(
             routed = isinstance(node, str) and node.startswith("${") and node != value
             if routed:  # unless the experiment's own option reads it so too (a tuned tau)
                 if base is None:
-                    own_picks = {**_root_choices(), **choices}
                     base = OmegaConf.to_container(
                         load_config([*(f"{g}={o}" for g, o in own_picks.items()), *search]),
                         resolve=False,
@@ -1235,18 +1242,12 @@ def _root_choices() -> dict[str, str]:
 def _mapping_keys(argv: Sequence[str]) -> list[str]:
     """The settings that mappings given on the command line set (``model={backbone: x}``:
     ``model.backbone``)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     keys = []
     for arg in argv:
         found = re.fullmatch(r"\+{0,2}([A-Za-z_][\w.]*)=\s*\{.*", arg, re.S)
-        if not found:
+        if not found or (override := _parsed(arg)) is None:
             continue
-        try:
-            (override,) = OverridesParser.create().parse_overrides([arg])
-            mapping = override.value()
-        except Exception:
-            continue
+        mapping = override.value()
         if isinstance(mapping, dict):
             keys += [f"{found.group(1)}.{k}" for k in mapping]
     return keys
@@ -1258,9 +1259,7 @@ def _takes(tree: dict[str, Any], package: str, key: str) -> bool:
     ``momentum``): it then passes as a value the experiment tunes."""
     from hydra.utils import get_object
 
-    node: Any = tree
-    for part in package.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
+    node = _at(tree, package)
     rest = key[len(package) + 1 :]
     target = node.get("_target_") if isinstance(node, dict) and "." not in rest else None
     if not isinstance(target, str):
@@ -1350,17 +1349,12 @@ def _merged_mapping(key: str, value: str, node: Any) -> str | None:
     """The message for ``key={...}`` that Hydra merges into the mapping ``node`` the config
     holds: ``{}`` changes nothing (``method.terms={}`` trained every term), and a key that
     ``node`` lacks ends in Hydra's "Could not override ... not in struct"; None otherwise."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     if isinstance(node, ListConfig):  # (Hydra: "Cannot merge DictConfig with ListConfig")
         return f"{key}={value}: {key} is a list, not a mapping: give a list ({key}=[...])"
     if not isinstance(node, DictConfig):
         return None
-    try:
-        (override,) = OverridesParser.create().parse_overrides([f"{key}={value}"])
-        mapping = override.value()
-    except Exception:  # Hydra's to name
-        return None
+    override = _parsed(f"{key}={value}")
+    mapping = override.value() if override is not None else None
     if not isinstance(mapping, dict):
         return None
     holds = ", ".join(map(str, node)) or "nothing"

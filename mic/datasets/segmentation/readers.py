@@ -768,8 +768,9 @@ def _glob(folder: Path, pattern: str, what: str) -> list[Path]:
 
 
 #: the same label format in the other family's words (GTA5 and SYNTHIA, Cityscapes-style)
-_FORMAT_TWINS = {"labelids": "ids", "labeltrainids": "trainids", "ids": "labelIds"}
-_FORMAT_TWINS["trainids"] = "labelTrainIds"
+_FORMAT_TWINS = {
+    "labelids": "ids", "labeltrainids": "trainids", "ids": "labelIds", "trainids": "labelTrainIds"
+}  # fmt: skip
 
 
 def _label_format(label_format: str, choices: Sequence[str], reader: str = "") -> str:
