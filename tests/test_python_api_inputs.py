@@ -1019,3 +1019,60 @@ def test_a_checkpointer_or_logger_given_a_file_for_its_folder_is_named_before_tr
         mic.Checkpointer(file)
     with pytest.raises(ConfigError, match=r"MetricsLogger's run folder .* is a file"):
         mic.MetricsLogger(file, tensorboard=False)
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, "10", None])
+def test_a_logging_interval_below_one_or_no_whole_number_is_refused(tmp_path, bad):
+    """MetricsLogger(interval=0) and ProgressBar(interval=-5) logged every iteration without a
+    word (0 reads as 'only at the end' everywhere else); "10" failed inside max()."""
+    with pytest.raises(ConfigError, match=r"MetricsLogger\(interval=...\) must be a whole"):
+        mic.MetricsLogger(tmp_path, interval=bad, tensorboard=False)
+    with pytest.raises(ConfigError, match=r"ProgressBar\(interval=...\) must be a whole"):
+        mic.ProgressBar(interval=bad)
+    assert mic.MetricsLogger(tmp_path, interval=3.0, tensorboard=False).interval == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"length": 2.5}, "length"),  # read as 2 images
+        ({"length": -3}, "length"),  # torch's negative dimension
+        ({"length": 10, "seed": 1.5}, "seed"),  # read as seed 1
+        ({"length": 10, "seed": 2**60}, "seed"),  # overflowed at the first epoch
+        ({"length": 10, "rank": "0"}, "rank"),  # '<=' not supported
+        ({"length": 10, "world_size": 0}, "world_size"),
+    ],
+)
+def test_the_resumable_sampler_refuses_numbers_it_would_misread(kwargs, key):
+    from mic.training import ResumableSampler
+
+    with pytest.raises(ConfigError, match=f"ResumableSampler's {key} must be a whole number"):
+        ResumableSampler(**kwargs)
+    assert len(ResumableSampler(10.0, seed=3, rank=1.0, world_size=2)) == 5
+
+
+@pytest.mark.parametrize(
+    "kwargs, said",
+    [
+        ({"batches": 2.5}, "at least 1 target batch"),  # read as 2
+        ({"batches": None}, "at least 1 target batch"),  # int(None)
+        ({"samples_per_image": "x"}, "samples_per_image must be a whole number"),
+        ({"seed": "a"}, "seed must be a whole number"),
+    ],
+)
+def test_label_free_validation_refuses_counts_it_would_misread(kwargs, said):
+    from mic.training import LabelFreeValidation
+
+    with pytest.raises(ConfigError, match=said):
+        LabelFreeValidation(["entropy"], [torch.rand(2, 3, 8, 8)], **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"temperature": "a"}, {"temperature": float("nan")}, {"chunk": 0}, {"chunk": 2.5}]
+)
+def test_snd_refuses_a_temperature_or_chunk_it_would_misread(kwargs):
+    """A NaN temperature scored NaN at every evaluation; chunk 0 and 2.5 read as 1 and 2."""
+    from mic.training import SoftNeighborhoodDensity
+
+    with pytest.raises(ConfigError, match="SND"):
+        SoftNeighborhoodDensity(**kwargs)

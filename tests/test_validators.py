@@ -735,6 +735,19 @@ def test_a_validator_used_on_its_own_refuses_what_are_no_probabilities(name, giv
     assert math.isfinite(validator.compute())
 
 
+def test_label_free_validation_checks_each_batch_s_probabilities_once(monkeypatch):
+    """Each probability validator checked them again (four host syncs more per batch)."""
+    from mic.training import validators
+
+    calls = []
+    check = validators._probabilities
+    monkeypatch.setattr(validators, "_probabilities", lambda p, s: calls.append(s) or check(p, s))
+    _, _, target, _ = tiny_loaders()
+    validation = LabelFreeValidation(["entropy", "im", "snd", "bnm"], list(target), batches=2)
+    validation.score(ClassificationTask(3), tiny_model())
+    assert calls == ["ClassificationTask.class_probabilities returned"] * 2
+
+
 class _Scripted(Validator):
     name = "scripted"
 

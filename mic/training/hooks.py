@@ -145,11 +145,18 @@ def iteration_floats(
     )
 
 
+def _log_interval(interval: Any, hook: str) -> int:
+    """``interval`` checked: a whole number >= 1 (0 and negatives acted as 1, silently)."""
+    if not is_whole(interval, 1):
+        raise ConfigError(f"{hook}(interval=...) must be a whole number >= 1, got {interval!r}")
+    return int(interval)
+
+
 class ProgressBar(Hook):
     """A tqdm bar with ETA and the live losses (refreshed every ``interval`` iterations)."""
 
     def __init__(self, interval: int = 10, enabled: bool = True) -> None:
-        self.interval = max(1, interval)
+        self.interval = _log_interval(interval, "ProgressBar")
         self.enabled = enabled
         self.bar: Any = None
 
@@ -240,7 +247,7 @@ class MetricsLogger(Hook):
                 f"MetricsLogger's run folder '{self.run_dir}' is a file: give a folder for "
                 "metrics.jsonl and tensorboard/ (it is made where missing)"
             )
-        self.interval = max(1, interval)
+        self.interval = _log_interval(interval, "MetricsLogger")
         self.tensorboard = tensorboard
         self.writer: Any = None
         self._file: Any = None

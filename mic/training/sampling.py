@@ -12,7 +12,11 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from mic.core.errors import ConfigError
+from mic.core.errors import ConfigError, is_whole
+
+#: the largest sampler seed: each epoch's permutation is seeded by seed x 1,000,003 + epoch, a
+#: 64-bit number (torch.Generator.manual_seed)
+_SEED_LIMIT = 2**63 // 1_000_003 - 2**20
 
 
 class DatasetWrapper:
@@ -54,7 +58,9 @@ class ResumableSampler(Sampler[int]):
         with_seeds: yield ``(index, per-sample seed)`` pairs for a ``SeededDataset``.
 
     Raises:
-        ConfigError: a rank outside [0, world_size).
+        ConfigError: a rank outside [0, world_size); a length, rank or world size that is no
+            whole number (>= 0, >= 0, >= 1), a seed below 0 or so large that the 64-bit
+            seed of an epoch's permutation (seed x 1,000,003 + epoch) overflows.
     """
 
     def __init__(
@@ -66,6 +72,17 @@ class ResumableSampler(Sampler[int]):
         world_size: int = 1,
         with_seeds: bool = False,
     ) -> None:
+        for key, value, least in (
+            ("length", length, 0),
+            ("rank", rank, 0),
+            ("world_size", world_size, 1),
+            ("seed", seed, 0),
+        ):  # (2.5 images read as 2, a seed of 1.5 as 1; "0" failed in '<=')
+            if not is_whole(value, least) or (key == "seed" and value > _SEED_LIMIT):
+                at_least = f"a whole number >= {least}"
+                at_least += f" and <= {_SEED_LIMIT}" if key == "seed" else ""
+                raise ConfigError(f"ResumableSampler's {key} must be {at_least}, got {value!r}")
+        length, rank, world_size = int(length), int(rank), int(world_size)
         if not 0 <= rank < world_size:
             raise ConfigError(f"sampler rank {rank} is outside [0, world_size={world_size})")
         self.length = int(length)

@@ -28,7 +28,7 @@ from torch.utils.data import RandomSampler
 
 from mic.core.batch import check_loader, move_to, split_sample
 from mic.core.context import RandomStream, stream_seed
-from mic.core.errors import ConfigError, DatasetError
+from mic.core.errors import ConfigError, DatasetError, is_whole
 from mic.core.masking import BlockMasker, Masker
 from mic.core.task import PseudoLabels, Task
 from mic.core.teacher import unwrap
@@ -53,12 +53,15 @@ class TargetOutputs:
             validator reads them).
         masked: the model's prediction on the masked images (``Task.predict``'s form), or None.
         reference: the reference model's pseudo-labels of the unmasked images, or None.
+        checked: ``probabilities`` were found to be probabilities already (so validators do
+            not check them again; ``LabelFreeValidation.score`` sets it).
     """
 
     task: Task
     probabilities: Tensor | None = None
     masked: Any = None
     reference: PseudoLabels | None = None
+    checked: bool = False
 
 
 class Validator(ABC):
@@ -106,9 +109,10 @@ class ProbabilityValidator(Validator):
         Raises:
             ConfigError: they are no such tensor (logits, a (N,) vector, integer percentages).
         """
-        if outputs.probabilities is not None:
+        p = outputs.probabilities
+        if p is not None:
             said = f"validator {self.name!r} was given"
-            self._rows.append(_probabilities(outputs.probabilities, said).float())
+            self._rows.append((p if outputs.checked else _probabilities(p, said)).float())
 
     def compute(self) -> float:
         """The score, NaN for fewer than 2 rows or probabilities that are not all finite (a
@@ -184,10 +188,13 @@ class SoftNeighborhoodDensity(ProbabilityValidator):
 
     def __init__(self, temperature: float = 0.05, chunk: int = 1024) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ConfigError(f"the SND temperature must be positive, got {temperature}")
+        real = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+        if not real or not math.isfinite(temperature) or temperature <= 0:
+            raise ConfigError(f"the SND temperature must be a positive number, got {temperature!r}")
+        if not is_whole(chunk, 1):  # (0 and 2.5 were taken as 1 and 2)
+            raise ConfigError(f"SND's chunk must be a whole number >= 1, got {chunk!r}")
         self.temperature = float(temperature)
-        self.chunk = max(1, int(chunk))
+        self.chunk = int(chunk)
         self._told = False  # of the cost
 
     def score(self, p: Tensor) -> Tensor:
@@ -396,16 +403,20 @@ class LabelFreeValidation:
         masker: Masker | None = None,
         seed: int = 0,
     ) -> None:
-        if int(batches) < 1:
+        if not is_whole(batches, 1):  # ("2" and 2.5 were read as 2; None failed in int())
             raise ConfigError(
                 f"label-free validation needs at least 1 target batch "
-                f"(eval.validation.batches), got {batches}; set it >= 1, or switch the "
-                "validators off with eval.validators=[]"
+                f"(eval.validation.batches), got {batches!r}; set it to a whole number >= 1, "
+                "or switch the validators off with eval.validators=[]"
             )
-        if samples_per_image is not None and int(samples_per_image) < 1:
+        if samples_per_image is not None and not is_whole(samples_per_image, 1):
             raise ConfigError(
-                "eval.validation.samples_per_image must be at least 1 (or null: every pixel "
-                f"or box), got {samples_per_image}"
+                "eval.validation.samples_per_image must be a whole number >= 1 (or null: every "
+                f"pixel or box), got {samples_per_image!r}"
+            )
+        if not is_whole(seed, 0):
+            raise ConfigError(
+                f"LabelFreeValidation's seed must be a whole number >= 0, got {seed!r}"
             )
         self.validators = make_validators(validators)
         again = "every evaluation passes over it again"
@@ -526,6 +537,7 @@ class LabelFreeValidation:
                         ),
                         f"{type(task).__name__}.class_probabilities returned",
                     )
+                    out.checked = True
                 if masked:
                     view = self.masker(images, self._stream("mask", i))
                     with batch_statistics(model), batch_of_one_named(ONE_IMAGE):  # (as the
