@@ -1297,6 +1297,14 @@ CASES = [
         "is a whole number of pixels >= 1",
     ),
     (
+        "config-margins-cover-target",
+        "pseudo-label margins that cover the target images (a Cityscapes recipe's on small "
+        "images): named at the data check, not at the first adapting iteration",
+        lambda t, r: ["experiment=streets", "task.pseudo_label_margins=[15,120,0,0]"],
+        "task.pseudo_label_margins [15, 120, 0, 0] (top, bottom, left, right) cover every "
+        "pixel of the 64 x 64 target images",
+    ),
+    (
         "config-image-size-zero",
         "an image side of 0 px (empty images; a fraction is refused as well)",
         lambda t, r: ["experiment=streets", "dataset.size=0"],

@@ -218,6 +218,19 @@ def test_a_model_that_returns_a_dict_is_told_to_return_the_class_scores():
         task.predict(DictModel(), images)
 
 
+def test_margins_that_cover_the_target_crops_are_refused_by_the_data_check():
+    """They were named at the first adapting iteration, after any source-only stage."""
+    from types import SimpleNamespace
+
+    task = SegmentationTask(3, pseudo_label_margins=(15, 120, 0, 0))
+    cropped = SimpleNamespace(transform=SimpleNamespace(crop_size=(128, 96)), classes=None)
+    generated = SimpleNamespace(images=torch.zeros(4, 3, 64, 80))
+    for target in (cropped, generated):
+        with pytest.raises(ConfigError, match=r"cover every pixel of the \d+ x \d+ target"):
+            task.check_datasets({"target": target})
+    task.check_datasets({"target": SimpleNamespace(images=torch.zeros(4, 3, 144, 80))})
+
+
 def test_margins_that_cover_the_target_images_are_refused_not_a_zero_weight_run():
     task = SegmentationTask(3, pseudo_label_margins=(15, 120, 0, 0))
     probs = torch.softmax(torch.randn(2, 3, 64, 64), dim=1)

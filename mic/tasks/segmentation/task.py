@@ -557,6 +557,9 @@ class SegmentationTask(Task):
 
         Raises:
             DatasetError: another class count, or the class names in another order.
+            ConfigError: ``pseudo_label_margins`` that cover every pixel of the target's
+                training crops (named here, before training, not at the first adapting
+                iteration).
         """
         check_class_datasets(
             datasets,
@@ -565,6 +568,12 @@ class SegmentationTask(Task):
             default_class_names(self.num_classes),
             "fix the datasets (a reader's classes and label mapping set theirs)",
         )
+        target = datasets.get("target")
+        crop = getattr(getattr(target, "transform", None), "crop_size", None)
+        images = getattr(target, "images", None)  # (a generated set's N x C x H x W)
+        target_crop = crop or (images.shape[-2:] if isinstance(images, Tensor) else None)
+        if target_crop and any(self.margins):
+            self.margin_mask((1, *target_crop), "cpu")
         source = datasets.get("source")  # (rare class sampling's wrapper: the reader's)
         crop = getattr(getattr(source, "transform", None), "crop_size", None)
         window = self.crop_size if self.inference == "slide" else None
