@@ -863,6 +863,14 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
             f"the model predicts {model_classes} classes but the task has {task.num_classes}; "
             f"set model.num_classes to {same}"
         )
+    # lr_mult's prefixes and the optimiser's numbers, named before a data check of minutes
+    # (a recipe's model.decode_head under another model): with the method built to check it
+    param_groups(
+        {"model": student, "method": checked},
+        lr=float(cfg.optimizer.lr),
+        lr_mult=cfg.lr_mult,
+        weight_decay=cfg.optimizer.get("weight_decay"),
+    )
     after_model = rng_state()
     set_rng_state(before_model)
     preflight = bool(cfg.get("preflight", True))
