@@ -465,3 +465,17 @@ def test_a_stride_of_one_value_is_refused_when_the_task_is_built():
         ConfigError, match=r"task.stride must be two positive pixel counts .* \[8\]"
     ):
         SegmentationTask(3, inference="slide", crop_size=(16, 16), stride=(8,))
+
+
+def test_the_iou_table_says_how_many_classes_its_miou_averages(caplog):
+    """A SYNTHIA run's 16-class protocol was named only in metrics.jsonl."""
+    from mic.tasks.segmentation.hooks import ClassIoUTable
+
+    names = [f"c{i}" for i in range(5)]
+    record = {"step": 7, "eval/student/per_class_iou": [0.5] * 5}
+    caplog.set_level("INFO", logger="mic")
+    ClassIoUTable(names, [0, 1, 3]).on_record(None, record)
+    ClassIoUTable(names, None).on_record(None, record)
+    said = caplog.text.split("per-class IoU")
+    assert said[1].startswith(" (%) at iteration 7 (mIoU over 3 classes, '-': left out):")
+    assert said[2].startswith(" (%) at iteration 7:\n")

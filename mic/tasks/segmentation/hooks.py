@@ -59,7 +59,9 @@ class ClassIoUTable(Hook):
         if not ious:
             return
         table = format_iou_table(self.names, ious, self.eval_classes)
-        text = f"per-class IoU (%) at iteration {record.get('step')}:\n{table}"
+        subset = self.eval_classes is not None and len(self.eval_classes) < len(self.names)
+        over = f" (mIoU over {len(self.eval_classes)} classes, '-': left out)" if subset else ""
+        text = f"per-class IoU (%) at iteration {record.get('step')}{over}:\n{table}"
         if logging.getLogger().handlers:  # e.g. Hydra's console and run-log handlers
             log.info(text)
         else:
