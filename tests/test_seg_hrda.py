@@ -139,6 +139,16 @@ def test_a_crop_grid_or_context_scale_that_cannot_fit_is_refused_on_any_box():
     said += r" street scenes\), or another scale"
     with pytest.raises(ConfigError, match=said):
         half(x[..., :15, :15], crop_box=torch.tensor([[0, 8, 0, 8]] * 2))
+    # 20 px crops at 0.5 into a model of output stride 4 that rounds up (MiT's convolutions):
+    # its 3 logits lie on no grid of the 10 px context; the crop is what to change (the
+    # lowest common multiple of the logits' grids asked for crop_divisible=20)
+    ceil = HRDA(Tiles(3, 4), detail_crop=(8, 8), crop_divisible=8)
+    ceil.encoder.forward = lambda x: [F.avg_pool2d(x[:, :4], 4, ceil_mode=True)]
+    said = r"10 x 10 px context image, which the inner model's output stride 4 does not divide"
+    said += r" \(its 3 x 3 logits lie on no pixel grid\): give training crops whose sides are "
+    said += r"multiples of 8 \(e.g. \[24, 24\]"
+    with pytest.raises(ConfigError, match=said):
+        ceil(torch.randn(2, 4, 20, 20), crop_box=box)
     # an image whose context is under 1 px: what the inner model takes is said
     with pytest.raises(ConfigError, match=r"it takes sides that are at least 1 px\)"):
         HRDASegmentationTask(3).predict(HRDA(Tiles(3, 1), detail_crop=(8, 8)), x[..., :1, :1])

@@ -418,11 +418,27 @@ class HRDA(Segmenter):
         H, W for images of ``image``), which would fail only when an off-grid box is drawn.
 
         Raises:
-            ConfigError: naming the ``crop_divisible`` that works.
+            ConfigError: naming the ``crop_divisible`` that works, or, where the inner model's
+                output stride does not divide the context image (its logits then lie on no
+                grid of the input), the training crop sides that work.
         """
         grids = [Fraction(n, side).denominator for n, side in zip(logits, image, strict=True)]
         needed = math.lcm(*grids)  # px of the input per cell of the context logits' grid
         if self.crop_divisible % needed or any(c % needed for c in self.detail_crop):
+            context = [side * self.context_scale for side in image]
+            strides = [_output_stride(c, n) for c, n in zip(context, logits, strict=True)]
+            if any(s * n != c for s, n, c in zip(strides, logits, context, strict=True)):
+                scale = Fraction(self.context_scale).limit_denominator(1000)
+                step = math.lcm(*((Fraction(s) / scale).numerator for s in strides))
+                fit = [step * math.ceil(side / step) for side in image]
+                raise ConfigError(
+                    f"model.context_scale={self.context_scale:g} of the {image[0]} x {image[1]} "
+                    f"training images gives a {context[0]:g} x {context[1]:g} px context image, "
+                    f"which the inner model's output stride {max(strides)} does not divide (its "
+                    f"{logits[0]} x {logits[1]} logits lie on no pixel grid): give training crops "
+                    f"whose sides are multiples of {step} (e.g. {fit}: dataset.crop_size, or "
+                    "dataset.size for the bundled street scenes)"
+                )
             raise ConfigError(
                 f"the context logits are {logits[0]} x {logits[1]} for {image[0]} x {image[1]} "
                 f"images, one cell every {needed} px, so the detail crop's offsets and size "
@@ -446,6 +462,16 @@ class HRDA(Segmenter):
         """
         size = detail.shape[-2:]
         return _resize(attention, size) * detail + _resize((1 - attention) * context, size)
+
+
+def _output_stride(side: float, cells: int) -> int:
+    """The output stride of a model that makes ``cells`` logits of a ``side`` px image: the
+    power of two that rounds it so (encoders halve the resolution), else the nearest whole
+    ratio."""
+    power = 2 ** round(math.log2(max(side / cells, 1)))
+    if cells in (math.ceil(side / power), math.floor(side / power)):
+        return power
+    return max(1, round(side / cells))
 
 
 __all__ = ["HRDA", "HRDAOutput", "crop_per_image", "detail_crop_boxes"]
