@@ -176,10 +176,16 @@ class ClassMix(LossTerm):
                 "classification or detection method has no ClassMix term)"
             )
         if source.shape != target.shape:
+            short = (
+                " or a loader's last batch is short (a data set smaller than a batch, or whose"
+                " size the batch does not divide: DataLoader(..., drop_last=True), as mic-train's)"
+                if source.shape[1:] == target.shape[1:]
+                else ""
+            )
             raise ConfigError(
                 f"ClassMix pastes each source crop onto one target crop, so source and target "
                 f"batches must have one shape; got {tuple(source.shape)} and "
-                f"{tuple(target.shape)} (set equal batch sizes and crop sizes)"
+                f"{tuple(target.shape)} (set equal batch sizes and crop sizes{short})"
             )
         pseudo = ctx.pseudo_labels
         weights = self.weighting(pseudo, ctx.mean, ctx.quality(self.weighting))
