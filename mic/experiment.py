@@ -824,6 +824,8 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
         checked = build_method(cfg)
         check_eval_models(cfg, checked.uses_pseudo_labels)
     for term in checked.terms.values():  # batch sizes a term cannot pair (ClassMix), now
+        if hasattr(term, "check_task"):  # (the feature distance's classes)
+            term.check_task(task)
         if hasattr(term, "check_batch_sizes"):
             term.check_batch_sizes(
                 int(cfg.loader.source_batch_size), int(cfg.loader.target_batch_size)

@@ -155,23 +155,32 @@ def test_schedules_take_numpy_numbers_and_lr_scheduler_names_a_class_given_for_a
         lr_scheduler(opt, WarmupPoly)
 
 
-def test_mic_train_names_an_lr_mult_prefix_of_another_model_before_reading_the_data(tmp_path):
-    """A recipe's model.decode_head under another model was named only when the optimiser was
-    built, after a data check that takes minutes on a published data set: here the data
-    folder does not exist, and the prefix is what is named."""
+@pytest.mark.parametrize(
+    "given, said",
+    [  # an lr_mult prefix no parameter has (a recipe's under another model): at the optimiser
+        (["++lr_mult={model.backbone: 0.1}"], "lr_mult prefix 'model.backbone' matches no"),
+        # the feature distance's Cityscapes thing classes on 3 classes: at the first iteration
+        (["method=daformer"], "feature distance's classes [6, 7, 11, 12, 13, 14, 15, 16, 17, 18]"),
+    ],
+)
+def test_mic_train_names_settings_the_model_or_task_lacks_before_reading_the_data(
+    tmp_path, given, said
+):
+    """Both were named after a data check that takes minutes on a published data set: here
+    the data folder does not exist, and the setting is what is named."""
     from tests.cli import run_mic_train
 
     args = [
         "experiment=streets",
         "dataset=seg_folders",
-        "dataset.num_classes=19",
+        "dataset.num_classes=3",
         *(f"dataset.{k}={tmp_path / 'missing'}" for k in ("source_images", "source_labels")),
         *(f"dataset.{k}={tmp_path / 'missing'}" for k in ("target_images", "test_images")),
         f"dataset.test_labels={tmp_path / 'missing'}",
-        "++lr_mult={model.backbone: 0.1}",
+        *given,
         f"hydra.run.dir={tmp_path / 'run'}",
     ]
     out = run_mic_train(args)
     assert out.returncode != 0
-    assert "lr_mult prefix 'model.backbone' matches no trainable parameter" in out.stderr
+    assert said in out.stderr
     assert "Traceback" not in out.stderr

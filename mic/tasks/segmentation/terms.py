@@ -336,16 +336,25 @@ class FeatureDistance(LossTerm):
             self._initial[0].load_state_dict(self._pending)
             self._pending = None
 
-    def forward(self, ctx: IterationContext) -> Tensor:
-        outside = [c for c in self.classes or [] if not 0 <= c < ctx.task.num_classes]
+    def check_task(self, task: Any) -> None:
+        """Refuse ``classes`` outside the task's (``mic-train`` asks before reading data; the
+        loop at the first iteration).
+
+        Raises:
+            ConfigError: a class id outside [0, task.num_classes).
+        """
+        outside = [c for c in self.classes or [] if not 0 <= c < task.num_classes]
         if outside:
             raise ConfigError(
                 f"the feature distance's classes {self.classes} include {outside}, outside the "
-                f"task's {ctx.task.num_classes} classes (its default is Cityscapes' thing "
+                f"task's {task.num_classes} classes (its default is Cityscapes' thing "
                 "classes): give your dataset's thing class ids (FeatureDistance(classes=...); "
                 "mic-train: dataset.thing_classes=[...], +dataset.thing_classes=[...] where the "
                 "dataset config has none)"
             )
+
+    def forward(self, ctx: IterationContext) -> Tensor:
+        self.check_task(ctx.task)
         _, features = source_forward(ctx)
         loss = self.distance(
             ctx.student, ctx.source_images, features[-1], ctx.source_targets, ctx.task.num_classes
