@@ -1320,7 +1320,8 @@ def continue_with(run_dir: Path | str) -> str:
 def check_writable(run_dir: Path, create: bool = True, option: str | None = None) -> None:
     """Fail before training when the run folder cannot be written: it lies below a file, its
     nearest existing folder refuses a write, or its disk has less than ``MIN_FREE_BYTES``
-    free. With ``create``, the folder is made; ``option`` is the one the message advises
+    free (or than twice its largest checkpoint and 1 MiB, where that is less: a run resumed
+    in place). With ``create``, the folder is made; ``option`` is the one the message advises
     (default: ``folder_option()``).
 
     Raises:
@@ -1350,10 +1351,13 @@ def check_writable(run_dir: Path, create: bool = True, option: str | None = None
             f"the run folder '{run_dir}' cannot be written ({e.strerror or e}); {advice}"
         ) from e
     free = shutil.disk_usage(existing).free
-    if free < MIN_FREE_BYTES:
+    # a run resumed in place: room for two of its checkpoints (a write and its rename) will do
+    held = [p.stat().st_size for p in Path(run_dir).glob("checkpoints/*.pt") if p.is_file()]
+    least = min(MIN_FREE_BYTES, 2 * max(held) + 2**20) if held else MIN_FREE_BYTES
+    if free < least:
         raise ConfigError(
             f"the disk of the run folder '{run_dir}' has {free / 2**20:.1f} MiB free, less than "
-            f"the {MIN_FREE_BYTES / 2**20:.0f} MiB a run asks for its logs and checkpoints; free "
+            f"the {least / 2**20:.0f} MiB a run asks for its logs and checkpoints; free "
             f"some space or {advice}"
         )
 

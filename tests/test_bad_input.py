@@ -2078,6 +2078,29 @@ def test_a_new_run_into_a_folder_that_holds_one(outcomes, tmp_path):
     assert "resuming from best.pt, the checkpoint of its best evaluation" in out.stdout
 
 
+def test_a_run_resumed_in_place_asks_for_room_for_two_of_its_checkpoints(tmp_path, monkeypatch):
+    """After a disk-full stop, 61.8 MiB free refused the resume of a run of 2 MB checkpoints
+    (a new run still asks for 64 MiB)."""
+    import shutil
+    from collections import namedtuple
+
+    from mic import ConfigError
+    from mic.experiment import check_writable
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(2**40, 0, 10 * 2**20))
+    new = tmp_path / "new"
+    with pytest.raises(ConfigError, match=r"10\.0 MiB free, less than the 64 MiB"):
+        check_writable(new, option="hydra.run.dir")
+    held = tmp_path / "held"
+    (held / "checkpoints").mkdir(parents=True)
+    (held / "checkpoints" / "iter_00000020.pt").write_bytes(b"x" * 2 * 2**20)
+    check_writable(held, option="hydra.run.dir")  # 5 MiB is room enough
+    (held / "checkpoints" / "best.pt").write_bytes(b"x" * 5 * 2**20)
+    with pytest.raises(ConfigError, match=r"10\.0 MiB free, less than the 11 MiB"):
+        check_writable(held, option="hydra.run.dir")
+
+
 def test_a_failed_save_leaves_no_temporary_file_and_a_new_run_sweeps_old_ones(
     tmp_path, monkeypatch
 ):
@@ -2094,9 +2117,14 @@ def test_a_failed_save_leaves_no_temporary_file_and_a_new_run_sweeps_old_ones(
         raise RuntimeError("PytorchStreamWriter failed writing file data/0")
 
     monkeypatch.setattr(torch, "save", failing)
-    with pytest.raises(CheckpointError, match="the previous checkpoint is intact"):
+    # checkpoint.interval=0: nothing earlier to resume from ("the previous one is intact")
+    with pytest.raises(CheckpointError, match="no earlier checkpoint was written, so the run"):
         save_checkpoint({"x": torch.ones(1)}, folder / "iter_00000004.pt")
     assert {p.name for p in folder.iterdir()} == {stale.name}  # its own temporary file: gone
+    (folder / "best.pt").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match=r"already there \(best.pt\) are intact"):
+        save_checkpoint({"x": torch.ones(1)}, folder / "iter_00000004.pt")
+    (folder / "best.pt").unlink()
     Checkpointer(folder).before_run(loop=None)  # type: ignore[arg-type]
     assert not stale.exists()
 

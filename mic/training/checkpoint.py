@@ -186,10 +186,16 @@ def _atomic_write(obj: Any, path: Path) -> None:
             with contextlib.suppress(OSError):
                 free = shutil.disk_usage(path.parent).free / 2**20
                 reason = f"{reason}; its disk has {free:.1f} MiB free"
-        raise CheckpointError(
-            f"could not write checkpoint '{path}' ({reason}); the previous checkpoint is "
-            "intact. Free disk space (or lower checkpoint.keep) and resume with resume=auto"
-        ) from e
+        held = [p.name for p in sorted(path.parent.glob("iter_*.pt")) if p.name != path.name]
+        held += ["best.pt"] * (path.name != "best.pt" and (path.parent / "best.pt").is_file())
+        kept = (  # (with checkpoint.interval=0 there may be none, or best.pt alone)
+            f"the checkpoints already there ({', '.join(held)}) are intact. Free disk space "
+            "(or lower checkpoint.keep) and resume with resume=auto"
+            if held
+            else "no earlier checkpoint was written, so the run cannot be resumed. Free disk "
+            "space and start it again"
+        )
+        raise CheckpointError(f"could not write checkpoint '{path}' ({reason}); {kept}") from e
 
 
 def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
