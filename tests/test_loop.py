@@ -895,3 +895,24 @@ def test_hooks_reused_for_a_second_run_start_from_nothing(tmp_path):
     assert [r["step"] for r in evaluation.history] == [2, 4]
     assert checkpointer.selection.best["eval/student/accuracy"]["score"] <= 1.0
     assert checkpointer.best_file is not None and checkpointer.best_file.exists()
+
+
+def test_a_run_folder_deleted_mid_run_stops_the_run_rather_than_log_into_the_deleted_file(
+    tmp_path,
+):
+    """The run went on to exit 0, writing every record into the deleted metrics.jsonl (and a
+    warning said that file held them)."""
+    import shutil
+
+    from mic import Hook, MicError
+
+    class Remove(Hook):
+        def after_step(self, loop, losses):
+            if loop.step == 2:
+                shutil.rmtree(tmp_path / "run")
+
+    logger = MetricsLogger(tmp_path / "run", 1, tensorboard=False)
+    loop, _ = make_loop(mean_teacher(), iterations=5, hooks=[Remove(), logger])
+    with pytest.raises(MicError, match=r"metrics.jsonl' was deleted while the run went on"):
+        loop.run()
+    assert loop.step == 2

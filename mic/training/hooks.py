@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 import time
@@ -285,6 +286,11 @@ class MetricsLogger(Hook):
     def write(self, record: dict[str, Any]) -> None:
         if self._file is None:  # not the main process
             return
+        if os.fstat(self._file.fileno()).st_nlink == 0:  # (written on into the deleted file)
+            raise MicError(
+                f"'{self.run_dir / 'metrics.jsonl'}' was deleted while the run went on (its run "
+                "folder removed?): stopped, as every record from here on would be lost"
+            )
         self._file.write(strict_json(record) + "\n")
         self._file.flush()
         if self.writer is None:
