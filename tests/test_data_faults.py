@@ -455,7 +455,25 @@ def test_negative_label_ids_are_outside_every_mapping():
     )
     with pytest.raises(DatasetError, match=r"ids \[-256, -1\] outside"):
         labels(ids, "a.png")
+    # ids above the training ids: a class count too small is one cause named (it was not)
+    with pytest.raises(DatasetError, match=r"\(label ids vs. training ids\), a class count"):
+        labels(np.array([[0, 3]], dtype=np.uint8), "a.png")
     assert labels.check(np.array([[-1, 7], [300, 2]])).startswith("ids [-1, 7, 300] outside")
+
+
+def test_rare_class_sampling_names_the_setting_that_leaves_a_class_out(tmp_path, caplog):
+    """It said "no image > 3000 px" without the key to lower (the published value is for
+    GTA5's 1914 x 1052 images)."""
+    root = seg_tree(tmp_path / "seg", n=2)
+    label = np.zeros((12, 16), dtype=np.uint8)
+    label[:2, :2] = 1  # 4 px of class 1
+    for i in range(2):
+        write_label(root / "lbl" / f"{i}.png", label)
+    ds = SegmentationFolder(root / "img", root / "lbl", num_classes=2)
+    caplog.set_level("WARNING")
+    assert RareClassSampling(ds, min_pixels=10).sampled_classes == [0]
+    assert "leaves out classes [1] (no image holds more than 10 px of them: lower " in caplog.text
+    assert "dataset.source.min_pixels" in caplog.text
 
 
 def test_rare_class_sampling_with_labels_in_another_folder_and_a_cache_keyed_on_content(

@@ -181,9 +181,10 @@ class LabelMap:
             if not out.size or int(out.min()) >= 0:
                 return out.astype(np.uint8)
         reason = self.check(ids)
+        count = ", a class count (num_classes) too small" * self.name.startswith("training-id")
         error = DatasetError(
             f"label file '{file}' holds {reason}; is it the right label format (label ids vs. "
-            "training ids) or a corrupt file?"
+            f"training ids){count} or a corrupt file?"
         )
         error.reason = reason  # type: ignore[attr-defined]  (for lists of problems)
         raise error

@@ -244,7 +244,9 @@ class RareClassSampling(DatasetWrapper):
         dropped = sorted(set(present.tolist()) - set(kept))
         if dropped and kept:
             log.warning(
-                "rare class sampling leaves out classes %s (no image > %d px)",
+                "rare class sampling leaves out classes %s (no image holds more than %d px of "
+                "them: lower dataset.source.min_pixels, published at GTA5's 1914 x 1052, to "
+                "draw them)",
                 dropped,
                 self.min_pixels,
             )
