@@ -184,6 +184,24 @@ def test_prediction_images_undo_the_normalisation_of_the_dataset_transform(tmp_p
     assert (to_rgb(normalised, hook.normalization) == round(0.6 * 255)).all()
 
 
+def test_prediction_images_are_drawn_for_the_models_the_evaluation_scored(tmp_path):
+    """eval.models=[student] still drew every teacher's pictures."""
+    from types import SimpleNamespace
+
+    from mic.tasks.segmentation.hooks import PredictionImages
+
+    dataset = [(torch.zeros(3, 8, 8), torch.zeros(8, 8, dtype=torch.long))]
+    hook = PredictionImages(SegmentationTask(3), dataset, tmp_path, count=1)
+    model = nn.Conv2d(3, 3, 1)
+    teacher = SimpleNamespace(model=model)
+    loop = SimpleNamespace(student=model, teacher=teacher, device="cpu", step=0)
+    hook.on_record(loop, {"step": 1, "eval/student/miou": 0.5})
+    hook.on_record(loop, {"step": 2, "eval/student/miou": 0.5, "eval/teacher/miou": 0.4})
+    assert [p.name for p in (tmp_path / "iter_00000001").iterdir()] == ["00_student.png"]
+    drawn = sorted(p.name for p in (tmp_path / "iter_00000002").iterdir())
+    assert drawn == ["00_student.png", "00_teacher.png"]
+
+
 def test_a_negative_ignore_index_is_ignored_by_the_checks_the_loss_and_the_metric():
     """ignore_index=-1 (a common convention) was refused by the label check as a label < 0."""
     task = SegmentationTask(3, ignore_index=-1)

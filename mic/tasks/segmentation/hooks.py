@@ -103,6 +103,8 @@ class PredictionImages(Hook):
         models = {"student": loop.student}
         if loop.teacher is not None:
             models["teacher"] = loop.teacher.model
+        scored = {k.split("/")[1] for k in record if k.startswith("eval/") and k.count("/") > 1}
+        models = {k: m for k, m in models.items() if k in scored} or models  # (eval.models)
         folder = self.directory / f"iter_{int(record.get('step', loop.step)):08d}"
         folder.mkdir(parents=True, exist_ok=True)
         palette = self.task.palette
