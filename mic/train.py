@@ -487,11 +487,18 @@ def _shadowed_configs(own: Sequence[Path]) -> str | None:
     )
 
 
+def _root_defaults() -> list[tuple[str, Any]]:
+    """The ``group: option`` entries of mic's root config's defaults list (``optional`` ones
+    left out), unresolved, in order."""
+    text = (importlib.resources.files("mic.conf") / "config.yaml").read_text()
+    root = OmegaConf.to_container(OmegaConf.create(text), resolve=False)
+    entries = [e for e in root.get("defaults", []) if isinstance(e, dict)]  # type: ignore[union-attr]
+    return [(str(k), v) for e in entries for k, v in e.items() if not str(k).startswith("optional")]
+
+
 def _chosen_groups() -> set[str]:
     """The config groups whose option mic's root config chooses (its defaults list)."""
-    root = OmegaConf.create((importlib.resources.files("mic.conf") / "config.yaml").read_text())
-    entries = [e for e in root.get("defaults", []) if OmegaConf.is_dict(e)]
-    return {str(k).split("@")[0] for e in entries for k in e if not str(k).startswith("optional")}
+    return {key.split("@")[0] for key, _ in _root_defaults()}
 
 
 def _is_group(name: str) -> bool:
@@ -1230,13 +1237,7 @@ def _over_choice(
 def _root_choices() -> dict[str, str]:
     """The option of each config group that mic's root config chooses (``model: small_cnn``),
     which an experiment without a choice of its own keeps."""
-    text = (importlib.resources.files("mic.conf") / "config.yaml").read_text()
-    root = OmegaConf.to_container(OmegaConf.create(text), resolve=False)
-    entries = [e for e in root.get("defaults", []) if isinstance(e, dict)]  # type: ignore[union-attr]
-    return {
-        str(k): str(v) for e in entries for k, v in e.items()
-        if "@" not in str(k) and not str(k).startswith("optional") and isinstance(v, str)
-    }  # fmt: skip
+    return {k: v for k, v in _root_defaults() if "@" not in k and isinstance(v, str)}
 
 
 def _mapping_keys(argv: Sequence[str]) -> list[str]:
