@@ -61,6 +61,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import statistics
 import sys
 import tempfile
@@ -925,12 +926,18 @@ def _worker_start() -> None:
 def _stop(pool: ProcessPoolExecutor) -> None:
     """Cancel the queued runs and end the running ones at once (their processes are killed:
     a SIGTERM would let mic's training guard finish the run cleanly, and the process would
-    then take the next run already handed to it, whose result nobody waits for)."""
-    pool.shutdown(wait=False, cancel_futures=True)
-    for child in active_children():
-        child.kill()
-    for child in active_children():
-        child.join(timeout=10)
+    then take the next run already handed to it, whose result nobody waits for). A second
+    Ctrl-C meanwhile (GNU timeout's signal to the group) is ignored: it ended the call in a
+    traceback, without the record of the runs it had finished."""
+    held = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for child in active_children():
+            child.kill()
+        for child in active_children():
+            child.join(timeout=10)
+    finally:
+        signal.signal(signal.SIGINT, held)
 
 
 def _runs(n: int) -> str:

@@ -950,3 +950,25 @@ def test_runs_from_another_environment_are_named_marked_and_kept(tmp_path, monke
         "mean_teacher_equal_time",  # never run; the others are kept as current
         "mean_teacher_equal_time",
     ]
+
+
+def test_a_second_ctrl_c_while_the_runs_are_ended_is_ignored(monkeypatch):
+    """GNU timeout signals the suite and then its group: the second SIGINT, met in _stop's
+    join, ended the call in a KeyboardInterrupt traceback without its record."""
+    import os
+    import signal
+
+    class Child:
+        def kill(self):
+            pass
+
+        def join(self, timeout=None):
+            os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, mid-join
+
+    class Pool:
+        def shutdown(self, wait=True, cancel_futures=False):
+            pass
+
+    monkeypatch.setattr(suite, "active_children", lambda: [Child()])
+    suite._stop(Pool())  # no KeyboardInterrupt
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
