@@ -261,13 +261,18 @@ def check_overrides(parser: argparse.ArgumentParser, runs: list[list[str]]) -> N
 def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse, before any run, what a script would otherwise meet after its runs (or in a
     worker's traceback): ``--jobs`` below 1, ``--device cuda`` without a GPU, an
-    ``--experiment`` that mic-train does not have, ``--seeds`` given twice or below 0, and an
-    ``--out`` whose folder cannot be made (the folder is made here, so that finished runs are
-    written)."""
+    ``--experiment`` that mic-train does not have, ``--seeds`` given twice or below 0,
+    ``--iterations`` below 1 or ``--warmup`` below 0 (a warm-up of thousands of iterations ran
+    first), and an ``--out`` whose folder cannot be made (the folder is made here, so that
+    finished runs are written)."""
     import torch
 
     if getattr(args, "jobs", 1) is not None and getattr(args, "jobs", 1) < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    for key, least in (("iterations", 1), ("warmup", 0)):
+        value = getattr(args, key, None)
+        if isinstance(value, int) and value < least:
+            parser.error(f"--{key} must be at least {least}, got {value}")
     seeds = getattr(args, "seeds", None) or []
     if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):  # (a seed twice: run twice)
         parser.error(f"--seeds must be distinct and at least 0, got {' '.join(map(str, seeds))}")

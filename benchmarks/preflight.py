@@ -81,12 +81,21 @@ def _seconds(fn, repeats: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--pairs", type=int, default=24_966, help="GTA5 has 24,966 frames")
     parser.add_argument("--root", type=Path, default=Path("/tmp/mic_preflight_gta"))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"default: {RESULTS}")
     parser.add_argument("--no-write", action="store_true", help="print, do not write results")
     args = parser.parse_args()
+    for key in ("pairs", "repeats"):
+        if getattr(args, key) < 1:
+            parser.error(f"--{key} must be at least 1, got {getattr(args, key)}")
+    for key in ("root", "out"):
+        path = getattr(args, key)
+        below = next((p for p in (path, *path.parents) if p.exists()), None)
+        if below is not None and not below.is_dir() and (key == "root" or below != path):
+            parser.error(f"--{key} {path}: '{below}' is a file, not a folder")
 
     from mic.datasets.preflight import LABEL_SAMPLE, check_images
     from mic.datasets.segmentation import GTA5
@@ -148,7 +157,8 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
-        RESULTS.write_text(text)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
 
 
 if __name__ == "__main__":

@@ -132,6 +132,32 @@ def test_a_benchmark_script_refuses_bad_options_before_any_run(script, tmp_path)
     # a seed given twice was run twice
     out = run("--seeds", "0", "0", "--out", str(tmp_path / "a.md"))
     assert out.returncode == 2 and "--seeds must be distinct and at least 0, got 0 0" in out.stderr
+    if script == "detection":  # (accepted, after a warm-up of 2,000 iterations)
+        out = run("--iterations", "0", "--out", str(tmp_path / "a.md"))
+        assert out.returncode == 2 and "--iterations must be at least 1, got 0" in out.stderr
+
+
+def test_the_preflight_benchmark_refuses_bad_options_and_writes_where_told(tmp_path):
+    """--pairs 0 and --repeats 0 ended in tracebacks; it could only write into the repo."""
+    import subprocess
+
+    def run(*options: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "benchmarks.preflight", *options]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+    for options, said in (
+        (["--pairs", "0"], "--pairs must be at least 1, got 0"),
+        (["--repeats", "0"], "--repeats must be at least 1, got 0"),
+    ):
+        out = run(*options)
+        assert out.returncode == 2 and said in out.stderr
+    (tmp_path / "file").write_text("x")
+    out = run("--root", str(tmp_path / "file"))
+    assert out.returncode == 2 and "is a file, not a folder" in out.stderr
+    options = ["--pairs", "3", "--repeats", "1", "--root", str(tmp_path / "gta")]
+    out = run(*options, "--out", str(tmp_path / "results" / "p.md"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "GTA5(root).preflight()" in (tmp_path / "results" / "p.md").read_text()
 
 
 def test_the_digits_benchmark_refuses_bad_overrides_before_any_run(tmp_path):
