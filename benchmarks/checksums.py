@@ -185,10 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(failed)} of {len(names)} cases differ: {', '.join(failed)}")
         if recorded_env != here:
             changed = sorted(k for k in here if (recorded_env or {}).get(k) != here[k])
-            where = f"differs in {', '.join(changed)}" if recorded_env else "is not in the file"
+            pairs = ", ".join(f"{k}: {recorded_env.get(k)!r} -> {here[k]!r}" for k in changed)
+            where = f"differs ({pairs})" if recorded_env else f"is not in the file (here: {here})"
             base = Path(tempfile.gettempdir()) / "checksums_base.json"
             print(
-                f"The recorded environment of {args.file} {where} ({here}): checksums from "
+                f"The recorded environment of {args.file} {where}: checksums from "
                 "another environment are not comparable. Record the base commit here first, "
                 "in a file of its own (e.g. from a git worktree of it: python -m "
                 f"benchmarks.checksums --record --file {base}), and compare against that "

@@ -28,7 +28,8 @@ def test_checksums_recorded_elsewhere_are_reported_as_another_environment(
     assert checksums.main(only) == 1
     out = capsys.readouterr().out
     assert "1 of 1 cases differ" in out
-    assert "differs in cpu_capability" in out and "not comparable" in out
+    here = checksums.environment()["cpu_capability"]
+    assert f"differs (cpu_capability: 'another' -> {here!r})" in out and "not comparable" in out
     assert "--record --file" in out  # the advice records into a file of its own
 
 
