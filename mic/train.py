@@ -1128,6 +1128,62 @@ def experiment_over_choice(argv: Sequence[str]) -> str | None:
     return None
 
 
+#: the most jobs' configs composed to judge a sweep's values before its first job
+SWEEP_VALUES_JUDGED = 32
+
+
+def sweep_value_problem(argv: Sequence[str]) -> str | None:
+    """The message for a value of a sweep (``-m seed=0,abc``) that its job would refuse, or
+    None: each value is judged with every other sweep at its first value (up to
+    ``SWEEP_VALUES_JUDGED`` jobs' configs), by the checks a run makes of its config and its
+    method's settings before any data is read, so that a typo in the last value of a long
+    sweep is named before the first job trains (it was named when that job began, hours
+    later). Values the checks cannot judge here are the run's to judge."""
+    import torch
+    from hydra.core.override_parser.types import Glob
+
+    from mic.experiment import build_method, load_config
+    from mic.schema import check_config
+
+    if not {"-m", "--multirun"} & set(argv):
+        return None
+    own = _config_dirs(argv)
+    if own is None or len(own) > 1:
+        return None
+    settings = [a for a in argv if not a.startswith("-") and "=" in a]
+    settings = [a for a in settings if not a.lstrip("+~").startswith("hydra.")]
+    parsed = [_parsed(a) for a in settings]
+    sweeps: dict[int, list[str]] = {}
+    for i, override in enumerate(parsed):
+        if override is not None and override.is_sweep_override():
+            if isinstance(override.value(), Glob):
+                return None  # (its options are the run's to list)
+            sweeps[i] = list(itertools.islice(override.sweep_string_iterator(), 1000))
+    if not sweeps:
+        return None
+    first = list(settings)
+    for i, values in sweeps.items():
+        first[i] = f"{parsed[i].get_key_element()}={values[0]}" if values else settings[i]
+    jobs = [first] + [
+        [*first[:i], f"{parsed[i].get_key_element()}={value}", *first[i + 1 :]]
+        for i, values in sweeps.items()
+        for value in values[1:]
+    ]
+    for job in jobs[:SWEEP_VALUES_JUDGED]:
+        try:
+            with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+                warnings.simplefilter("ignore")
+                cfg = load_config(job, config_dir=own[0] if own else None)
+                check_config(cfg)
+                build_method(cfg)
+        except MicError as e:
+            swept = [job[i] for i in sweeps]
+            return f"the sweep's job with {' '.join(swept)} would stop: {e}"
+        except Exception:  # (what the checks cannot read here: the run judges)
+            continue
+    return None
+
+
 def _parsed(arg: str) -> Any:
     """``arg`` as Hydra's override parser reads it (an ``Override``), or None where it does
     not parse (Hydra's to name)."""
@@ -1550,6 +1606,7 @@ def _command() -> None:
             or unknown_option(sys.argv[1:])
             or unknown_setting(sys.argv[1:])
             or experiment_over_choice(sys.argv[1:])
+            or sweep_value_problem(sys.argv[1:])
         )
         if unknown:
             raise ConfigError(unknown)

@@ -356,8 +356,20 @@ def test_a_ctrl_c_that_an_import_swallows_still_stops_mic_train(tmp_path, module
     assert not (tmp_path / "summary.json").exists() and not (tmp_path / "checkpoints").exists()
 
 
+def test_a_sweep_value_its_job_would_refuse_is_named_before_the_first_job(tmp_path):
+    """seed=0,abc ran job 0 to its end and stopped job 1 (hours later in a real sweep)."""
+    result = _cli("-m", *TINY, "seed=0,abc", f"hydra.sweep.dir={tmp_path / 's'}")
+    assert result.returncode == 2
+    said = "mic: error: the sweep's job with seed=abc would stop: 1 config value is not valid"
+    assert said in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "s").exists()
+
+
 def test_a_job_of_a_sweep_that_stops_on_an_error_leaves_the_others_running(tmp_path):
-    result = _cli("-m", *TINY, "optimizer.lr=-1,0.001", f"hydra.sweep.dir={tmp_path}")
+    # (a batch the data cannot fill: found by the job, a value of the config's checks is
+    # named before the first job)
+    batch = "loader.source_batch_size=100000,32"
+    result = _cli("-m", *TINY, batch, f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert "1 of the sweep's 2 jobs stopped on the errors above (the others ran)" in result.stderr
