@@ -433,6 +433,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
         if value
     ]
+    if args.from_cache and args.fresh:  # (--fresh was ignored)
+        p.error("--fresh trains the runs again and --from-cache trains none: give one of them")
     if args.from_cache and not args.accept_stale and given:  # (they were ignored)
         p.error(
             f"{' and '.join(given)} choose the runs to train (or, with --accept-stale, to "
@@ -808,7 +810,8 @@ def train(args: argparse.Namespace, state: dict, configs: Configs, here: dict[st
     cache = out_file(args.out, ".json")
     threads = threads_per_run(args.device, args.jobs, args.threads)
     todo = missing_runs(args, state)
-    print(f"{_runs(len(todo))} to do, {args.jobs} at a time, {threads} thread(s) each", flush=True)
+    at_once = max(1, min(args.jobs, len(todo)))
+    print(f"{_runs(len(todo))} to do, {at_once} at a time, {threads} thread(s) each", flush=True)
     if not todo:
         return 0
     t0 = time.perf_counter()

@@ -244,6 +244,7 @@ def _suite(*args: str, **kwargs) -> subprocess.CompletedProcess:
             ["--from-cache", "--tasks", "classification", "--seeds", "0"],
             "--tasks and --seeds choose the runs to train",
         ),
+        (["--from-cache", "--fresh"], "--fresh trains the runs again and --from-cache trains"),
     ],
 )
 def test_bad_options_are_one_message_before_any_training(args, message, tmp_path, capsys):
