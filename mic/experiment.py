@@ -848,6 +848,11 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
     # the same whatever the model), and what follows continues from the model's
     before_model = rng_state()
     student: nn.Module = instantiate(cfg.model)
+    if not isinstance(student, nn.Module):  # (its first use: optim's named_parameters)
+        raise ConfigError(
+            f"model ({cfg.model.get('_target_', '?')}) built a {type(student).__name__}, not a "
+            "torch.nn.Module: the student is a module whose parameters train"
+        )
     model_classes = getattr(student, "num_classes", task.num_classes)
     if model_classes != task.num_classes:
         given = OmegaConf.to_container(cfg.task).get("num_classes")  # type: ignore[union-attr]

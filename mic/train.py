@@ -909,7 +909,14 @@ def unknown_option(argv: Sequence[str]) -> str | None:
                 problem = _chosen_file_problem(found[0], key, confs) if found else None
                 if problem:
                     return problem
-            if found or len(options) > 1:  # a sweep's unknown options: Hydra's to name
+            if len(options) > 1:  # a sweep: each option named (Hydra's words: a search path)
+                missing = [
+                    o for o in options if not any((f / f"{o}.yaml").is_file() for f in folders)
+                ]
+                if missing:
+                    return f"{key}={value}: " + _unknown_option(key, missing[0], folders)
+                continue
+            if found:
                 continue
             deep = [f for f in own if (f / f"{value}.yaml").is_file() and f.name == key]
             if deep:  # --config-dir my_conf/method: one level too deep

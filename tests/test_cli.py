@@ -506,6 +506,17 @@ def test_a_fault_in_a_term_of_one_s_own_is_in_the_run_log_with_its_traceback(tmp
     assert "RuntimeError: boom in my term" in log
 
 
+def test_a_model_of_one_s_own_that_is_no_module_is_named(tmp_path):
+    """It ended in the optimiser's AttributeError ('NotModule' ... 'named_parameters')."""
+    (tmp_path / "mine.py").write_text(
+        "class NotModule:\n    def __init__(self, num_classes=10):\n        self.num_classes = 10\n"
+    )
+    own = ["~model.backbone", "~model.bottleneck_dim", "~model.pretrained"]
+    out = _cli(*TINY, *own, "model._target_=mine.NotModule", "hydra.run.dir=r", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "model (mine.NotModule) built a NotModule, not a torch.nn.Module" in out.stderr
+
+
 @pytest.mark.parametrize("finished, status", [(True, 0), (False, 143)])
 def test_a_signal_after_the_command_has_ended_leaves_at_once(finished, status):
     """A scheduler's SIGTERM in the second a finished run cleans up marked the done job as
