@@ -1091,7 +1091,8 @@ def check_config(cfg: DictConfig) -> None:
             f"{', '.join(absent)} {'are' if len(absent) > 1 else 'is'} not set, but every run "
             f"builds {'them' if len(absent) > 1 else 'it'}: give "
             f"{'each' if len(absent) > 1 else 'one'} on the command line, e.g. "
-            f"{'+' * deleted}{absent[0]}={{_target_: mypkg.MyClass, ...}} (docs/own_dataset.md)"
+            f"{'+' * deleted}{absent[0]}={{_target_: mypkg.MyClass, ...}} (docs/"
+            f"{'own_dataset' if absent[0].startswith('dataset') else 'new_task'}.md)"
         )
     missing = _missing(cfg)
     if any(k.startswith("dataset.") for k in missing):  # a data set's own value that nothing

@@ -982,6 +982,7 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
     from mic.schema import USER_KEY, interpolated_paths, task_mismatches
 
     dotted, kept, appended, deleted = [], [], [], []
+    replaced: list[str] = []  # groups given a config of one's own with +group={...}
     given: dict[str, str] = {}  # a dotted key's value as written
     mappings = {}  # key -> a mapping given to it (merged by Hydra into what it holds)
     for arg in argv:
@@ -996,6 +997,10 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
             given[dotted[-1]] = found.group(3)
         elif added and not added.group(1).startswith(("hydra", f"{USER_KEY}")):
             name = added.group(1)
+            if "." not in name and name in _chosen_groups() and added.group(2).startswith("{"):
+                if f"~{name}" not in argv:  # (~model '+model={...}': replaced, as it says)
+                    replaced.append(name)  # judged once composed: null there, or merged
+                continue
             if "." not in name and name in _chosen_groups():  # (Hydra: "Multiple values")
                 return (
                     f"+{name}=... adds a second {name} choice, but the config's defaults hold "
@@ -1009,7 +1014,7 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
         elif "=" in arg and not arg.startswith(("-", "hydra.")) and not mapping:
             kept.append(arg)
     own = _config_dirs(argv)
-    if not (dotted or appended or deleted or mappings) or own is None:
+    if not (dotted or appended or deleted or mappings or replaced) or own is None:
         return None
     if own:
         paths = ",".join(f"file://{d.resolve()}" for d in own)
@@ -1039,6 +1044,13 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
         problem = _merged_mapping(key, value, node)
         if problem:
             return problem
+    for name in replaced:  # (a group an experiment sets to null takes it as it is)
+        if composed.get(name) is not None:
+            return (
+                f"+{name}={{...}} merges its settings into the {name} config the run composes "
+                f"(with that one's own: {', '.join(map(str, composed[name]))}): to build yours "
+                f"alone, replace it: ~{name} '+{name}={{_target_: ..., ...}}'"
+            )
     for key in appended:
         value = OmegaConf.select(composed, key, default=_ABSENT)
         if value is not _ABSENT:

@@ -2296,6 +2296,15 @@ def test_nested_settings_are_checked_against_the_composed_config(tmp_path):
     )
     own = ["--config-dir", str(tmp_path), "experiment=mine"]
     assert unknown_setting([*own, "dataset.source.min_pixels=3"]) is None
+    # a model of one's own as a mapping: merged into the chosen model's config (refused,
+    # with how to replace it); taken as it is where replaced or set to null by an experiment
+    mine = "+model={_target_: mine.Net, width: 3}"
+    assert "merges its settings into the model config" in unknown_setting([mine])
+    assert unknown_setting(["~model", mine]) is None
+    (tmp_path / "experiment" / "nomodel.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /model: null\n"
+    )
+    assert unknown_setting(["--config-dir", str(tmp_path), "experiment=nomodel", mine]) is None
     assert "no setting dataset.sourcee" in unknown_setting([*own, "dataset.sourcee.x=1"])
     # what cannot be composed here (a sweep, an unknown option): the run judges
     assert unknown_setting(["-m", "experiment=streets,det_shapes", "dataset.x.y=1"]) is None
