@@ -93,6 +93,14 @@ def user_error(exc: BaseException, cfg: DictConfig | None = None) -> str | None:
                 f"${{{missing[1]}}}, which this config does not have: the {group} chosen sets "
                 f"no {leaf}. {own}, or choose a {group} that has it"
             )
+        if isinstance(seen, InterpolationKeyError) and missing:  # (a root key: a typo's)
+            where = getattr(seen, "full_key", None)
+            alike = did_you_mean(missing[1], [str(k) for k in cfg] if cfg is not None else [])
+            return _one_paragraph(
+                f"{where or 'a setting of the config'} reads ${{{missing[1]}}}, which this "
+                f"config does not have.{alike or ''} Fix the interpolation or give the setting "
+                f"(+{missing[1]}=...)"
+            )
         if isinstance(seen, (OmegaConfBaseException, HydraException)) and not isinstance(
             seen, InstantiationException
         ):  # a key that does not exist, a value that is missing or of the wrong type
@@ -1147,6 +1155,61 @@ def experiment_over_choice(argv: Sequence[str]) -> str | None:
     return None
 
 
+def own_config_problem(argv: Sequence[str]) -> str | None:
+    """The message for a config file of one's own (``--config-dir``) that Hydra cannot merge
+    because it gives a list where mic's config holds a mapping (``optimizer:`` followed by
+    ``- lr: 0.1``), naming the file and the key (Hydra's words name neither key nor fix, and
+    exit 1); None otherwise, and for a sweep or a command line without config folders of
+    one's own (mic's files are tested)."""
+    from mic.experiment import load_config
+
+    own = _config_dirs(argv)
+    if not own or len(own) > 1 or {"-m", "--multirun"} & set(argv):
+        return None
+    overrides = [a for a in argv if not a.startswith("-") and "=" in a]
+    overrides = [a for a in overrides if not a.lstrip("+~").startswith("hydra.")]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            load_config(overrides, config_dir=own[0])
+        return None
+    except Exception as e:
+        said = str(e)
+    merged = re.match(r"In '([\w/.-]+)': ConfigTypeError .*\nCannot merge (\w+) with (\w+)", said)
+    if not merged:
+        return None
+    name = merged.group(1)
+    file = own[0] / f"{name}.yaml"
+    mapping = OmegaConf.to_container(load_config([]), resolve=False)
+    keys = []
+    if file.is_file():
+        text = OmegaConf.to_container(OmegaConf.load(file), resolve=False)
+
+        def walk(node: Any, base: Any, path: str) -> None:
+            for key, value in node.items() if isinstance(node, dict) else []:
+                there = base.get(key) if isinstance(base, dict) else None
+                if isinstance(value, list) and isinstance(there, dict):
+                    keys.append(f"{path}{key}")
+                elif isinstance(value, dict):
+                    walk(value, there, f"{path}{key}.")
+
+        walk(text, mapping, "")
+    where = f" ({', '.join(keys)}: a mapping in mic's config)" if keys else ""
+    groups = [k for k in keys if "." not in k and _is_group(k)]
+    article = "an" if groups and groups[0][0] in "aeiou" else "a"
+    choose = (
+        f"; to choose {article} {groups[0]} option, list `- override /{groups[0]}: <option>` "
+        "in its defaults"
+        if groups
+        else ""
+    )
+    return (
+        f"{file if file.is_file() else name} gives a list where the config holds a mapping"
+        f"{where}, which Hydra cannot merge: write its settings as `key: value` lines "
+        f"below it, not as `- ` items{choose}"
+    )
+
+
 #: the most jobs' configs composed to judge a sweep's values before its first job
 SWEEP_VALUES_JUDGED = 32
 
@@ -1626,6 +1689,7 @@ def _command() -> None:
             or unknown_setting(sys.argv[1:])
             or experiment_over_choice(sys.argv[1:])
             or sweep_value_problem(sys.argv[1:])
+            or own_config_problem(sys.argv[1:])
         )
         if unknown:
             raise ConfigError(unknown)

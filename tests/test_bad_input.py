@@ -947,6 +947,17 @@ CASES = [
         "name: 'my/digits' names the run folder and log: give it without '/'",
     ),
     (
+        "config-file-list-for-mapping",
+        "an experiment file of one's own that gives a section as a list (Hydra's 'Cannot merge "
+        "DictConfig with ListConfig', exit 1, naming no key)",
+        lambda t, r: [
+            "--config-dir",
+            _own_method(t, "# @package _global_\noptimizer:\n  - lr: 0.1\n", "mine", "experiment"),
+            "experiment=mine",
+        ],
+        "gives a list where the config holds a mapping (optimizer: a mapping in mic's config)",
+    ),
+    (
         "config-experiment-run-name-with-slash",
         "an experiment file of one's own that names the method with a '/' (Hydra's logging "
         "traceback)",
@@ -1303,6 +1314,12 @@ CASES = [
         lambda t, r: ["experiment=streets", "task.pseudo_label_margins=[15,120,0,0]"],
         "task.pseudo_label_margins [15, 120, 0, 0] (top, bottom, left, right) cover every "
         "pixel of the 64 x 64 target images",
+    ),
+    (
+        "config-interpolation-typo",
+        "an interpolation of a root setting that does not exist (a typo's)",
+        lambda t, r: ["optimizer.lr=${seeed}"],
+        "optimizer.lr reads ${seeed}, which this config does not have. Did you mean: seed?",
     ),
     (
         "config-image-size-zero",
