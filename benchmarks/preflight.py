@@ -96,6 +96,8 @@ def main() -> None:
         below = next((p for p in (path, *path.parents) if p.exists()), None)
         if below is not None and not below.is_dir() and (key == "root" or below != path):
             parser.error(f"--{key} {path}: '{below}' is a file, not a folder")
+    if args.out.is_dir():  # (its write failed after the whole run)
+        parser.error(f"--out {args.out} is a folder: give the results file (e.g. {RESULTS.name})")
 
     from mic.datasets.preflight import LABEL_SAMPLE, check_images
     from mic.datasets.segmentation import GTA5

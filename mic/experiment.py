@@ -816,7 +816,7 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
         torch.backends.cudnn.benchmark = False
     task: Task = instantiate(cfg.task)
     check_task(task)
-    make_validators(validator_names(cfg))  # config errors before any data is read
+    validators = make_validators(validator_names(cfg))  # config errors before any data is read
     # the same for the method's settings (a mask ratio of 1.5): built once to check them, with
     # the random state restored, and built for good after the model, where its draws belong
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
@@ -884,6 +884,9 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
     data = build_datasets(cfg, preflight)
     sizes = data_record(data)  # recorded, compared on resume
     task.check_datasets(data)
+    pseudo_labels = checked.uses_pseudo_labels or any(v.needs_masked for v in validators)
+    if pseudo_labels and callable(getattr(task, "check_margins", None)):  # (segmentation's)
+        task.check_margins(data["target"])
     check_class_order(data)
     if preflight:
         check_datasets(data, Path(run_dir) / "data_problems.txt" if run_dir else None, cfg.dataset)

@@ -1166,6 +1166,8 @@ def own_config_problem(argv: Sequence[str]) -> str | None:
     own = _config_dirs(argv)
     if not own or len(own) > 1 or {"-m", "--multirun"} & set(argv):
         return None
+    if _other_root_or_launcher(argv):
+        return None
     overrides = [a for a in argv if not a.startswith("-") and "=" in a]
     overrides = [a for a in overrides if not a.lstrip("+~").startswith("hydra.")]
     try:
@@ -1230,7 +1232,7 @@ def sweep_value_problem(argv: Sequence[str]) -> str | None:
     if not {"-m", "--multirun"} & set(argv):
         return None
     own = _config_dirs(argv)
-    if own is None or len(own) > 1:
+    if own is None or len(own) > 1 or _other_root_or_launcher(argv):
         return None
     settings = [a for a in argv if not a.startswith("-") and "=" in a]
     settings = [a for a in settings if not a.lstrip("+~").startswith("hydra.")]
@@ -1240,18 +1242,25 @@ def sweep_value_problem(argv: Sequence[str]) -> str | None:
         if override is not None and override.is_sweep_override():
             if isinstance(override.value(), Glob):
                 return None  # (its options are the run's to list)
-            sweeps[i] = list(itertools.islice(override.sweep_string_iterator(), 1000))
+            try:
+                sweeps[i] = list(itertools.islice(override.sweep_string_iterator(), 1000))
+            except Exception:  # interval(): a sweeper's of its own (Optuna), or Hydra's to name
+                return None
     if not sweeps:
         return None
     first = list(settings)
     for i, values in sweeps.items():
         first[i] = f"{parsed[i].get_key_element()}={values[0]}" if values else settings[i]
-    jobs = [first] + [
-        [*first[:i], f"{parsed[i].get_key_element()}={value}", *first[i + 1 :]]
+    named = " ".join(first[i] for i in sweeps)
+    jobs = [(first, f"the sweep's first job ({named})")] + [
+        (
+            [*first[:i], f"{parsed[i].get_key_element()}={value}", *first[i + 1 :]],
+            f"the sweep's job with {parsed[i].get_key_element()}={value}",
+        )
         for i, values in sweeps.items()
         for value in values[1:]
     ]
-    for job in jobs[:SWEEP_VALUES_JUDGED]:
+    for job, which in jobs[:SWEEP_VALUES_JUDGED]:
         try:
             with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
                 warnings.simplefilter("ignore")
@@ -1259,11 +1268,21 @@ def sweep_value_problem(argv: Sequence[str]) -> str | None:
                 check_config(cfg)
                 build_method(cfg)
         except MicError as e:
-            swept = [job[i] for i in sweeps]
-            return f"the sweep's job with {' '.join(swept)} would stop: {e}"
+            if "environment variable" in str(e):  # (set where the job runs, maybe not here)
+                return None
+            return f"{which} would stop: {e}"
         except Exception:  # (what the checks cannot read here: the run judges)
             continue
     return None
+
+
+def _other_root_or_launcher(argv: Sequence[str]) -> bool:
+    """Whether a command line composes another root config (``--config-name``,
+    ``--config-path``) or runs its jobs with another launcher or sweeper (their jobs may run
+    elsewhere, with other variables, or be chosen otherwise): the checks here compose mic's
+    root config and judge the jobs Hydra's basic sweeper makes."""
+    names = ("--config-name", "-cn", "--config-path", "-cp", "hydra/launcher", "hydra/sweeper")
+    return any(a.lstrip("+").split("=")[0] in names for a in argv)
 
 
 def _parsed(arg: str) -> Any:

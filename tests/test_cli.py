@@ -365,6 +365,22 @@ def test_a_sweep_value_its_job_would_refuse_is_named_before_the_first_job(tmp_pa
     assert not (tmp_path / "s").exists()
 
 
+def test_the_sweep_check_leaves_what_it_cannot_judge_here_to_the_run(tmp_path):
+    from mic.train import sweep_value_problem
+
+    (tmp_path / "myroot.yaml").write_text("defaults: [config, _self_]\niterations: 5000\n")
+    own_root = ["--config-dir", str(tmp_path), "--config-name", "myroot"]  # (mic's root read)
+    assert sweep_value_problem(["-m", *own_root, "adaptation_start=500,2000"]) is None
+    assert sweep_value_problem(["-m", "optimizer.lr=interval(1e-4,1e-3)"]) is None  # (raised)
+    env = "seed=${oc.env:MIC_TEST_UNSET_VARIABLE}"  # set where a launcher runs the job
+    assert sweep_value_problem(["-m", env, "method.terms.mic.weight=0.3,1"]) is None
+    launcher = ["-m", "hydra/launcher=submitit_slurm", "seed=0,abc"]
+    assert sweep_value_problem(launcher) is None
+    # a fault of every job is said of the first, not of a swept value
+    said = sweep_value_problem(["-m", "experiment=streets", "method=sada", "seed=0,1"])
+    assert said.startswith("the sweep's first job (seed=0) would stop: ")
+
+
 def test_a_job_of_a_sweep_that_stops_on_an_error_leaves_the_others_running(tmp_path):
     # (a batch the data cannot fill: found by the job, a value of the config's checks is
     # named before the first job)

@@ -1076,3 +1076,7 @@ def test_snd_refuses_a_temperature_or_chunk_it_would_misread(kwargs):
 
     with pytest.raises(ConfigError, match="SND"):
         SoftNeighborhoodDensity(**kwargs)
+    import numpy as np
+
+    assert SoftNeighborhoodDensity(np.float32(0.25)).temperature == 0.25  # (as before)
+    assert SoftNeighborhoodDensity(torch.tensor(0.25)).temperature == 0.25

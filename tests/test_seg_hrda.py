@@ -149,6 +149,13 @@ def test_a_crop_grid_or_context_scale_that_cannot_fit_is_refused_on_any_box():
     said += r"multiples of 8 \(e.g. \[24, 24\]"
     with pytest.raises(ConfigError, match=said):
         ceil(torch.randn(2, 4, 20, 20), crop_box=box)
+    # a deep stride (32) rounded up: said as 32 (16 suggested crops refused in turn)
+    deep = HRDA(Tiles(3, 32), detail_crop=(64, 64), crop_divisible=64)
+    deep.encoder.forward = lambda x: [F.avg_pool2d(x[:, :4], 32, ceil_mode=True)]
+    said = r"output stride 32 does not divide .* multiples of 64 \(e.g. \[128, 128\]"
+    with pytest.raises(ConfigError, match=said):
+        deep(torch.randn(2, 4, 90, 90), crop_box=torch.tensor([[0, 64, 0, 64]] * 2))
+    deep(torch.randn(2, 4, 128, 128), crop_box=torch.tensor([[0, 64, 0, 64]] * 2))  # taken
     # an image whose context is under 1 px: what the inner model takes is said
     with pytest.raises(ConfigError, match=r"it takes sides that are at least 1 px\)"):
         HRDASegmentationTask(3).predict(HRDA(Tiles(3, 1), detail_crop=(8, 8)), x[..., :1, :1])

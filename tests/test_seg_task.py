@@ -236,7 +236,7 @@ def test_a_model_that_returns_a_dict_is_told_to_return_the_class_scores():
         task.predict(DictModel(), images)
 
 
-def test_margins_that_cover_the_target_crops_are_refused_by_the_data_check():
+def test_margins_that_cover_the_target_crops_are_refused_before_training():
     """They were named at the first adapting iteration, after any source-only stage."""
     from types import SimpleNamespace
 
@@ -245,8 +245,9 @@ def test_margins_that_cover_the_target_crops_are_refused_by_the_data_check():
     generated = SimpleNamespace(images=torch.zeros(4, 3, 64, 80))
     for target in (cropped, generated):
         with pytest.raises(ConfigError, match=r"cover every pixel of the \d+ x \d+ target"):
-            task.check_datasets({"target": target})
-    task.check_datasets({"target": SimpleNamespace(images=torch.zeros(4, 3, 144, 80))})
+            task.check_margins(target)
+    task.check_margins(SimpleNamespace(images=torch.zeros(4, 3, 144, 80)))
+    task.check_margins([torch.zeros(3, 8, 8)])  # a size it cannot tell: the first iteration
 
 
 def test_margins_that_cover_the_target_images_are_refused_not_a_zero_weight_run():

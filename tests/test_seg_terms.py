@@ -102,7 +102,7 @@ def test_class_mix_of_a_short_target_batch_names_the_loader_s_last_batch():
     task = SegmentationTask(3)
     source, labels = torch.ones(2, 3, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long)
     ctx = _context(task, source, -torch.ones(1, 3, 8, 8), labels, torch.zeros(1, 3, 8, 8))
-    with pytest.raises(mic.ConfigError, match=r"or a loader's last batch is short .*drop_last"):
+    with pytest.raises(mic.ConfigError, match=r"; or a loader's last batch is short, .*drop_last"):
         ClassMix(augmentation=None).mix(ctx)
     ctx = _context(task, source, -torch.ones(2, 3, 6, 6), labels, torch.zeros(2, 3, 6, 6))
     with pytest.raises(mic.ConfigError, match=r"\(set equal batch sizes and crop sizes\)$"):

@@ -187,7 +187,8 @@ def _atomic_write(obj: Any, path: Path) -> None:
                 free = shutil.disk_usage(path.parent).free / 2**20
                 reason = f"{reason}; its disk has {free:.1f} MiB free"
         held = [p.name for p in sorted(path.parent.glob("iter_*.pt")) if p.name != path.name]
-        held += ["best.pt"] * (path.name != "best.pt" and (path.parent / "best.pt").is_file())
+        if (path.parent / "best.pt").is_file():  # (the one a failed best.pt would replace)
+            held.append("best.pt" if path.name != "best.pt" else "the previous best.pt")
         kept = (  # (with checkpoint.interval=0 there may be none, or best.pt alone)
             f"the checkpoints already there ({', '.join(held)}) are intact. Free disk space "
             "(or lower checkpoint.keep) and resume with resume=auto"

@@ -188,12 +188,15 @@ class SoftNeighborhoodDensity(ProbabilityValidator):
 
     def __init__(self, temperature: float = 0.05, chunk: int = 1024) -> None:
         super().__init__()
-        real = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
-        if not real or not math.isfinite(temperature) or temperature <= 0:
+        try:  # (a NumPy number or a 0-d tensor too; not text, not a bool)
+            value = math.nan if isinstance(temperature, (str, bool)) else float(temperature)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value) or value <= 0:
             raise ConfigError(f"the SND temperature must be a positive number, got {temperature!r}")
         if not is_whole(chunk, 1):  # (0 and 2.5 were taken as 1 and 2)
             raise ConfigError(f"SND's chunk must be a whole number >= 1, got {chunk!r}")
-        self.temperature = float(temperature)
+        self.temperature = value
         self.chunk = int(chunk)
         self._told = False  # of the cost
 

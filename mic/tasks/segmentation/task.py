@@ -452,6 +452,22 @@ class SegmentationTask(Task):
                 probs = (probs + flipped) / 2
         return probs
 
+    def check_margins(self, target: Any) -> None:
+        """Refuse ``pseudo_label_margins`` that cover every pixel of the target's training
+        crops (its transform's ``crop_size``) or generated images (``images``, N x C x H x W),
+        before training (``mic-train`` calls it where pseudo-labels are made: a method that
+        makes them, or a validator that reads them); else they are named at the first
+        pseudo-label.
+
+        Raises:
+            ConfigError: as ``margin_mask``.
+        """
+        crop = getattr(getattr(target, "transform", None), "crop_size", None)
+        images = getattr(target, "images", None)
+        size = crop or (images.shape[-2:] if isinstance(images, Tensor) else None)
+        if size and any(self.margins):
+            self.margin_mask((1, *size), "cpu")
+
     def margin_mask(self, shape: Sequence[int], device: Any) -> Tensor | None:
         """B x H x W, False in the margins whose pseudo-labels are never trusted."""
         top, bottom, left, right = self.margins
@@ -557,9 +573,6 @@ class SegmentationTask(Task):
 
         Raises:
             DatasetError: another class count, or the class names in another order.
-            ConfigError: ``pseudo_label_margins`` that cover every pixel of the target's
-                training crops (named here, before training, not at the first adapting
-                iteration).
         """
         check_class_datasets(
             datasets,
@@ -568,12 +581,6 @@ class SegmentationTask(Task):
             default_class_names(self.num_classes),
             "fix the datasets (a reader's classes and label mapping set theirs)",
         )
-        target = datasets.get("target")
-        crop = getattr(getattr(target, "transform", None), "crop_size", None)
-        images = getattr(target, "images", None)  # (a generated set's N x C x H x W)
-        target_crop = crop or (images.shape[-2:] if isinstance(images, Tensor) else None)
-        if target_crop and any(self.margins):
-            self.margin_mask((1, *target_crop), "cpu")
         source = datasets.get("source")  # (rare class sampling's wrapper: the reader's)
         crop = getattr(getattr(source, "transform", None), "crop_size", None)
         window = self.crop_size if self.inference == "slide" else None

@@ -177,8 +177,8 @@ class ClassMix(LossTerm):
             )
         if source.shape != target.shape:
             short = (
-                " or a loader's last batch is short (a data set smaller than a batch, or whose"
-                " size the batch does not divide: DataLoader(..., drop_last=True), as mic-train's)"
+                "; or a loader's last batch is short, from a data set smaller than a batch or whose"
+                " size the batch does not divide: DataLoader(..., drop_last=True), as mic-train's"
                 if source.shape[1:] == target.shape[1:]
                 else ""
             )

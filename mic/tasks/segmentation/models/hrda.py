@@ -466,11 +466,13 @@ class HRDA(Segmenter):
 
 def _output_stride(side: float, cells: int) -> int:
     """The output stride of a model that makes ``cells`` logits of a ``side`` px image: the
-    power of two that rounds it so (encoders halve the resolution), else the nearest whole
-    ratio."""
-    power = 2 ** round(math.log2(max(side / cells, 1)))
-    if cells in (math.ceil(side / power), math.floor(side / power)):
-        return power
+    largest power of two that rounds it so, up (a padded convolution's) before down (a
+    pooling's), as encoders halve the resolution; else the nearest whole ratio."""
+    powers = [2**k for k in range(int(math.log2(max(side, 1))) + 2)]
+    for rounding in (math.ceil, math.floor):
+        fits = [p for p in powers if rounding(side / p) == cells]
+        if fits:
+            return max(fits)
     return max(1, round(side / cells))
 
 
