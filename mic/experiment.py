@@ -1365,8 +1365,9 @@ def check_writable(run_dir: Path, create: bool = True, option: str | None = None
     if free < least:
         raise ConfigError(
             f"the disk of the run folder '{run_dir}' has {free / 2**20:.1f} MiB free, less than "
-            f"the {least / 2**20:.0f} MiB a run asks for its logs and checkpoints; free "
-            f"some space or {advice}"
+            f"the {least / 2**20:.0f} MiB a run asks for its logs and checkpoints"
+            f"{' (room for two of its checkpoints)' * (least < MIN_FREE_BYTES)}; free some "
+            f"space or {advice}"
         )
 
 

@@ -161,6 +161,7 @@ def _rcs_label_ids(tmp):
     return [
         *seg_folder_overrides(tmp, source=src),
         "method=daformer",
+        "+dataset.thing_classes=[1]",  # (else the feature distance's, named before the data)
         "++dataset.source.min_pixels=8",
     ]
 
@@ -1769,6 +1770,7 @@ CASES = [
         lambda t, r: [
             *seg_folder_overrides(t, source=_labels_renamed(seg_tree(t / "src"), "_label.png")),
             "method=daformer",
+            "+dataset.thing_classes=[1]",
             "dataset.source.min_pixels=4",
         ],
         "set dataset.label_suffix=_label.png (read by source, target and test; this split's "
@@ -1905,7 +1907,8 @@ CASES = [
         "env-full-disk",
         "a full disk before the start",
         lambda t, r: [],
-        "MiB free, less than the 64 MiB a run asks for its logs and checkpoints",
+        "MiB free, less than the 5 MiB a run asks for its logs and checkpoints (room for two "
+        "of its checkpoints",
     ),
     (
         "env-disk-fills-while-saving",
