@@ -422,7 +422,8 @@ def build_method(cfg: DictConfig) -> UDAMethod:
         if term and OmegaConf.is_dict(term) and "_target_" not in term:
             warnings.warn(
                 f"method.terms.{name} has settings ({', '.join(term)}) but no _target_, so no "
-                "term is built from them (switched off, e.g. by mic=none)",
+                "term is built from them (a term switched off: by mic=none, or a method chosen "
+                "without it)",
                 stacklevel=2,
             )
             term = None

@@ -149,9 +149,16 @@ def _group_hint(said: str) -> str:
             f"{target.group(1).rsplit('.', 1)[-1] if target else 'its class'}.__init__ a weight "
             "argument and pass it on, super().__init__(weight) (mic.LossTerm)"
         )
+    from mic.schema import _argument_names
+
+    taken = _argument_names(target.group(1)) if target else None
+    name = target.group(1).rsplit(".", 1)[-1] if target else ""
+    takes = f" {name} takes {sorted(taken)}." if taken else ""  # (no guess: the key may be
+    # the replaced class's own, weighting for a term that takes weight)
     hint = (
-        f". A _target_ of your own under {key} is given the other keys of its config too "
-        f"({key}.{extra} among them): drop them (~{key}.{extra}), or "
+        f".{takes} A _target_ of your own under {key} is given the other keys of its config "
+        f"too ({key}.{extra} among them, where it replaced a class of mic's): drop them "
+        f"(~{key}.{extra}), or "
     )
     if top == "method" and key.count(".") > 2:  # a part of a term (MIC's masker)
         return (
