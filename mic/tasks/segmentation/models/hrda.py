@@ -389,13 +389,10 @@ class HRDA(Segmenter):
             sides = [float(int(side)) for side in sides]
         elif not all(float(side).is_integer() for side in sides):
             step = Fraction(self.context_scale).limit_denominator(1000).denominator
-            whole = [step * math.ceil(side / step) for side in image]
             raise ConfigError(
                 f"model.context_scale={self.context_scale:g} of the {image[0]} x {image[1]} "
                 f"training images gives a {sides[0]:g} x {sides[1]:g} px context image, not a "
-                f"whole number of pixels: give training crops whose sides are multiples of "
-                f"{step} (e.g. {whole}: dataset.crop_size, or dataset.size for the bundled street "
-                "scenes), or another scale"
+                f"whole number of pixels: {_crops_of(step, image)}, or another scale"
             )
         if any(int(side) % self.side_multiple or side < self.min_side for side in sides):
             raise ConfigError(
@@ -430,14 +427,12 @@ class HRDA(Segmenter):
             if any(s * n != c for s, n, c in zip(strides, logits, context, strict=True)):
                 scale = Fraction(self.context_scale).limit_denominator(1000)
                 step = math.lcm(*((Fraction(s) / scale).numerator for s in strides))
-                fit = [step * math.ceil(side / step) for side in image]
                 raise ConfigError(
                     f"model.context_scale={self.context_scale:g} of the {image[0]} x {image[1]} "
                     f"training images gives a {context[0]:g} x {context[1]:g} px context image, "
                     f"which the inner model's output stride {max(strides)} does not divide (its "
-                    f"{logits[0]} x {logits[1]} logits lie on no pixel grid): give training crops "
-                    f"whose sides are multiples of {step} (e.g. {fit}: dataset.crop_size, or "
-                    "dataset.size for the bundled street scenes)"
+                    f"{logits[0]} x {logits[1]} logits lie on no pixel grid): "
+                    f"{_crops_of(step, image)}"
                 )
             raise ConfigError(
                 f"the context logits are {logits[0]} x {logits[1]} for {image[0]} x {image[1]} "
@@ -462,6 +457,15 @@ class HRDA(Segmenter):
         """
         size = detail.shape[-2:]
         return _resize(attention, size) * detail + _resize((1 - attention) * context, size)
+
+
+def _crops_of(step: int, image: Sequence[int]) -> str:
+    """The advice of training crops whose sides are multiples of ``step`` px."""
+    fit = [step * math.ceil(side / step) for side in image]
+    return (
+        f"give training crops whose sides are multiples of {step} (e.g. {fit}: "
+        "dataset.crop_size, or dataset.size for the bundled street scenes)"
+    )
 
 
 def _output_stride(side: float, cells: int) -> int:
