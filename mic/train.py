@@ -95,6 +95,13 @@ def user_error(exc: BaseException, cfg: DictConfig | None = None) -> str | None:
             )
         if isinstance(seen, InterpolationKeyError) and missing:  # (a root key: a typo's)
             where = getattr(seen, "full_key", None)
+            raw = _raw_value(cfg, where) if where else None
+            relative = isinstance(raw, str) and f"${{.{missing[1]}" in raw.replace("..", ".")
+            if relative:  # (${.lrr}: OmegaConf names its last part alone)
+                return _one_paragraph(
+                    f"{where} reads {raw}, a key beside it that this config does not have: fix "
+                    "the interpolation"
+                )
             alike = did_you_mean(missing[1], [str(k) for k in cfg] if cfg is not None else [])
             return _one_paragraph(
                 f"{where or 'a setting of the config'} reads ${{{missing[1]}}}, which this "
@@ -130,6 +137,15 @@ def user_error(exc: BaseException, cfg: DictConfig | None = None) -> str | None:
                     f"cannot build an object from the config: {said}{where}{_group_hint(said)}"
                 )
     return None
+
+
+def _raw_value(cfg: DictConfig | None, key: str) -> Any:
+    """The value at dotted ``key`` of ``cfg`` as written (an interpolation unresolved), or
+    None."""
+    node: Any = OmegaConf.to_container(cfg, resolve=False) if cfg is not None else None
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _group_hint(said: str) -> str:
@@ -874,6 +890,8 @@ def unknown_option(argv: Sequence[str]) -> str | None:
         deleted = re.fullmatch(r"~([A-Za-z_]\w*)(?:=.*)?", arg)
         again = deleted and (f"+{deleted.group(1)}=", f"++{deleted.group(1)}=")
         readded = again and any(a.startswith(again) for a in argv)  # (~lr_mult +lr_mult={...})
+        if readded and deleted.group(1) in _NAMED_GROUPS:  # (~task +task={...}: Hydra's raw
+            return _named_group_problem(f"~{deleted.group(1)}", deleted.group(1))  # error)
         if deleted and not readded:  # a whole group or root setting (Hydra's traceback, or the
             problem = _deletion_problem(deleted.group(1), confs)  # whole config) not given anew
             if problem:
@@ -956,6 +974,30 @@ def unknown_option(argv: Sequence[str]) -> str | None:
     return None
 
 
+#: the groups whose option's name the root config's defaults read (method_task, mic_task:
+#: ${method}_${task}, ${mic}_${task}): deleted on the command line, they cannot compose
+_NAMED_GROUPS = ("task", "method", "mic")
+
+
+def _named_group_problem(given: str, group: str) -> str:
+    """The message for replacing ``group`` (one of ``_NAMED_GROUPS``) on the command line."""
+    why = (
+        f"{given}: the root config's defaults read the name of the {group} option "
+        f"(${{method}}_${{task}}, ${{mic}}_${{task}}), so the {group} config cannot be replaced "
+        "on the command line: "
+    )
+    if group == "mic":  # (its package is method.terms.mic)
+        return why + (
+            "add a mic option of your own (mic/<name>.yaml in a --config-dir folder, chosen "
+            "with mic=<name>; mic=none switches MIC off)"
+        )
+    return why + (
+        f"replace it in an experiment file of yours (its defaults: - override /{group}: null; "
+        f"then {group}: with its settings), or add a {group} option of your own "
+        "(docs/new_task.md)"
+    )
+
+
 def _deletion_problem(key: str, confs: Sequence[Any]) -> str | None:
     """The message for ``~key`` deleting a config group or a root setting that every run
     composes or reads (``~mic``, ``~seed``), with what to give instead; None for others."""
@@ -998,6 +1040,7 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
 
     dotted, kept, appended, deleted = [], [], [], []
     replaced: list[str] = []  # groups given a config of one's own with +group={...}
+    anew: dict[str, str] = {}  # ... and the mapping each is given
     given: dict[str, str] = {}  # a dotted key's value as written
     mappings = {}  # key -> a mapping given to it (merged by Hydra into what it holds)
     for arg in argv:
@@ -1012,7 +1055,14 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
             given[dotted[-1]] = found.group(3)
         elif added and not added.group(1).startswith(("hydra", f"{USER_KEY}")):
             name = added.group(1)
+            if name == "experiment" and added.group(2).startswith("{"):
+                return (
+                    f"+experiment={added.group(2)}: experiment= chooses an experiment file, "
+                    "which holds settings; give the settings themselves (iterations=5), or "
+                    "write them in an experiment file of yours (docs/training.md)"
+                )
             if "." not in name and name in _chosen_groups() and added.group(2).startswith("{"):
+                anew[name] = added.group(2)
                 if f"~{name}" not in argv:  # (~model '+model={...}': replaced, as it says)
                     replaced.append(name)  # judged once composed: null there, or merged
                 continue
@@ -1060,6 +1110,8 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
         if problem:
             return problem
     for name in replaced:  # (a group an experiment sets to null takes it as it is)
+        if composed.get(name) is not None and name in _NAMED_GROUPS:
+            return _named_group_problem(f"+{name}={{...}}", name)
         if composed.get(name) is not None:
             return (
                 f"+{name}={{...}} merges its settings into the {name} config the run composes "
@@ -1076,6 +1128,17 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
     for key in dotted:
         if any(key == a or key.startswith(f"{a}.") for a in appended):
             continue  # added on the same command line
+        group, _, rest = key.partition(".")
+        if group in anew:  # (its settings are the mapping's, not the composed config's)
+            override = _parsed(f"{group}={anew[group]}")
+            mapping = override.value() if override is not None else None
+            first = rest.split(".")[0]
+            if isinstance(mapping, dict) and first not in mapping:
+                return (
+                    f"no setting {key}: the {group} given anew (+{group}={{...}}) has no "
+                    f"{first!r}; add it to that mapping, or with +{group}.{rest}=..."
+                )
+            continue
         node: Any = tree
         above: Any = None  # the level that holds node
         parts = key.split(".")
@@ -1202,7 +1265,9 @@ def own_config_problem(argv: Sequence[str]) -> str | None:
                 elif isinstance(value, dict):
                     walk(value, there, f"{path}{key}.")
 
-        walk(text, mapping, "")
+        group = name.split("/")[0]  # (a group's file holds its section's keys)
+        base = mapping if group == "experiment" else mapping.get(group)
+        walk(text, base, "" if group == "experiment" else f"{group}.")
     where = f" ({', '.join(keys)}: a mapping in mic's config)" if keys else ""
     groups = [k for k in keys if "." not in k and _is_group(k)]
     article = "an" if groups and groups[0][0] in "aeiou" else "a"
@@ -1241,8 +1306,11 @@ def sweep_value_problem(argv: Sequence[str]) -> str | None:
     own = _config_dirs(argv)
     if own is None or len(own) > 1 or _other_root_or_launcher(argv):
         return None
-    settings = [a for a in argv if not a.startswith("-") and "=" in a]
+    settings = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]
     settings = [a for a in settings if not a.lstrip("+~").startswith("hydra.")]
+    experiments = [o for a in settings if a.startswith("experiment=") for o in _options_given(a)]
+    if any(_sets_sweeper(e, own) for e in experiments):  # (its own sweeps join each job)
+        return None
     parsed = [_parsed(a) for a in settings]
     sweeps: dict[int, list[str]] = {}
     for i, override in enumerate(parsed):
@@ -1281,6 +1349,29 @@ def sweep_value_problem(argv: Sequence[str]) -> str | None:
         except Exception:  # (what the checks cannot read here: the run judges)
             continue
     return None
+
+
+def _sets_sweeper(name: str, own: Sequence[Path]) -> bool:
+    """Whether experiment ``name``'s file, or one it builds on, sets ``hydra.sweeper`` (its
+    ``params`` add sweeps of its own to a command line's)."""
+    folders = [
+        importlib.resources.files("mic.conf") / "experiment",
+        *(d / "experiment" for d in own),
+    ]
+    name = name.removeprefix("/").removeprefix("experiment/")
+    path = next((f / f"{name}.yaml" for f in folders if (f / f"{name}.yaml").is_file()), None)
+    if path is None:
+        return False
+    try:
+        raw = OmegaConf.to_container(OmegaConf.create(path.read_text()), resolve=False)
+    except Exception:
+        return False
+    if not isinstance(raw, dict):
+        return False
+    if isinstance(raw.get("hydra"), dict) and raw["hydra"].get("sweeper") is not None:
+        return True
+    bases = [e for e in raw.get("defaults") or [] if isinstance(e, str) and e != "_self_"]
+    return any(_sets_sweeper(b, own) for b in bases)
 
 
 def _other_root_or_launcher(argv: Sequence[str]) -> bool:

@@ -2280,7 +2280,7 @@ def test_config_group_options_are_checked_where_mics_own_configs_decide(tmp_path
 
 
 def test_nested_settings_are_checked_against_the_composed_config(tmp_path):
-    from mic.train import unknown_setting
+    from mic.train import unknown_option, unknown_setting
 
     ok = ["experiment=streets", "dataset.source.min_pixels=3", "method.terms.mic.weight=0.5"]
     assert unknown_setting(ok) is None
@@ -2325,6 +2325,16 @@ def test_nested_settings_are_checked_against_the_composed_config(tmp_path):
         "# @package _global_\ndefaults:\n  - override /model: null\n"
     )
     assert unknown_setting(["--config-dir", str(tmp_path), "experiment=nomodel", mine]) is None
+    # settings of a group given anew are the mapping's (model.width was "no setting")
+    assert unknown_setting(["~model", mine, "model.width=4"]) is None
+    said = unknown_setting(["~model", mine, "model.depth=4"])
+    assert "the model given anew (+model={...}) has no 'depth'" in said
+    # task and method: the root's defaults read their names (Hydra: an interpolation error)
+    said = unknown_option(["~task", "+task={_target_: mine.Task}"])
+    assert "the task config cannot be replaced on the command line" in said
+    assert "override /task: null" in said
+    said = unknown_setting(["+method={name: x}"])
+    assert "the method config cannot be replaced on the command line" in said
     assert "no setting dataset.sourcee" in unknown_setting([*own, "dataset.sourcee.x=1"])
     # what cannot be composed here (a sweep, an unknown option): the run judges
     assert unknown_setting(["-m", "experiment=streets,det_shapes", "dataset.x.y=1"]) is None
@@ -2470,3 +2480,29 @@ def test_the_quoted_form_of_an_unread_path_keeps_its_interpolations_and_sweeps_p
     assert usage_problem(["-m", "dataset.root=choice(/a,/b)"]) is None
     assert usage_problem(["dataset.root=choice(/a,/b)"]) is None  # Hydra names it
     assert "write 'hydra.run.dir=\"runs(1)/x\"'" in usage_problem(["hydra.run.dir=runs(1)/x"])
+
+
+def test_an_interpolation_beside_its_key_is_named_as_written_and_experiment_takes_a_file(
+    tmp_path,
+):
+    """${.lrr} was said as ${lrr}, with the advice +lrr=...; +experiment={...} was told to
+    drop the +, then that the (absent) file lacked its package header."""
+    from mic.experiment import load_config
+    from mic.train import unknown_setting, user_error
+
+    cfg = load_config(["optimizer.lr=${.lrr}"])
+    with pytest.raises(Exception) as info:
+        cfg.optimizer.lr  # noqa: B018 (resolved)
+    said = user_error(info.value, cfg)
+    assert said.startswith("optimizer.lr reads ${.lrr}, a key beside it that this config")
+    said = unknown_setting(["+experiment={iterations: 5}"])
+    assert "experiment= chooses an experiment file" in said
+    # an own group file's list under a mapping names its key
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset" / "bad.yaml").write_text(
+        "defaults:\n  - digits\n  - _self_\nname: bad\nsource:\n  - _target_: x.Y\n"
+    )
+    from mic.train import own_config_problem
+
+    said = own_config_problem(["--config-dir", str(tmp_path), "dataset=bad"])
+    assert "(dataset.source: a mapping in mic's config)" in said

@@ -376,6 +376,17 @@ def test_the_sweep_check_leaves_what_it_cannot_judge_here_to_the_run(tmp_path):
     assert sweep_value_problem(["-m", env, "method.terms.mic.weight=0.3,1"]) is None
     launcher = ["-m", "hydra/launcher=submitit_slurm", "seed=0,abc"]
     assert sweep_value_problem(launcher) is None
+    # an experiment whose hydra.sweeper.params sweep too (its jobs are not the ones judged)
+    assert sweep_value_problem(["-m", "experiment=officehome_sdat_mic_vit", "seed=0,1"]) is None
+    # a deletion is part of every job (~notes: a setting the experiment adds, which nothing
+    # reads: refused unless deleted)
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "junk.yaml").write_text(
+        "# @package _global_\niterations: 4\nadaptation_start: 1\nnotes: x\n"
+    )
+    junk = ["-m", "--config-dir", str(tmp_path), "experiment=junk", "seed=0,1"]
+    assert "notes" in sweep_value_problem(junk)
+    assert sweep_value_problem([*junk, "~notes"]) is None
     # a fault of every job is said of the first, not of a swept value
     said = sweep_value_problem(["-m", "experiment=streets", "method=sada", "seed=0,1"])
     assert said.startswith("the sweep's first job (seed=0) would stop: ")
