@@ -2272,7 +2272,7 @@ def test_config_group_options_are_checked_where_mics_own_configs_decide(tmp_path
     # a sweep's unknown option (Hydra's "Could not find 'experiment/streetz'" and its path)
     said = unknown_option(["-m", "experiment=det_shapes,streetz"])
     assert said.startswith("experiment=det_shapes,streetz: unknown experiment 'streetz'.")
-    assert "Did you mean: streets?" in said
+    assert "Did you mean: streets, streets_hrda?" in said
     # null (Hydra: "Config group override must be a string or a list", with its traceback)
     assert "model=null: choose one of its options: context_unet," in unknown_option(["model=null"])
     assert "mic=null: choose one" in unknown_option(["-m", "mic=none,null"])  # a sweep's too
