@@ -78,6 +78,13 @@ def user_error(exc: BaseException, cfg: DictConfig | None = None) -> str | None:
 
     for seen in exception_chain(exc):
         missing = re.match(r"Interpolation key '([\w.]+)' not found", str(seen))
+        where = getattr(seen, "full_key", None) if isinstance(seen, InterpolationKeyError) else None
+        raw = _raw_value(cfg, where) if where else None
+        if missing and isinstance(raw, str) and "${." in raw:  # (OmegaConf names a part alone)
+            return _one_paragraph(
+                f"{where} reads {raw}, a relative interpolation (a key beside it, or above it "
+                "for each further dot) that this config does not have: fix the interpolation"
+            )
         if isinstance(seen, InterpolationKeyError) and missing and "." in missing[1]:
             group, leaf = missing[1].split(".", 1)
             where = getattr(seen, "full_key", None)
@@ -94,14 +101,6 @@ def user_error(exc: BaseException, cfg: DictConfig | None = None) -> str | None:
                 f"no {leaf}. {own}, or choose a {group} that has it"
             )
         if isinstance(seen, InterpolationKeyError) and missing:  # (a root key: a typo's)
-            where = getattr(seen, "full_key", None)
-            raw = _raw_value(cfg, where) if where else None
-            relative = isinstance(raw, str) and f"${{.{missing[1]}" in raw.replace("..", ".")
-            if relative:  # (${.lrr}: OmegaConf names its last part alone)
-                return _one_paragraph(
-                    f"{where} reads {raw}, a key beside it that this config does not have: fix "
-                    "the interpolation"
-                )
             alike = did_you_mean(missing[1], [str(k) for k in cfg] if cfg is not None else [])
             return _one_paragraph(
                 f"{where or 'a setting of the config'} reads ${{{missing[1]}}}, which this "
@@ -169,7 +168,14 @@ def _group_hint(said: str) -> str:
 
     taken = _argument_names(target.group(1)) if target else None
     name = target.group(1).rsplit(".", 1)[-1] if target else ""
-    takes = f" {name} takes {sorted(taken)}." if taken else ""  # (no guess: the key may be
+    own = (
+        re.search(rf"\b{re.escape(name)}(\.__init__)?\(\) got an unexpected", said)
+        if name
+        else None
+    )
+    takes = (
+        f" {name} takes {sorted(taken)}." if taken and own else ""
+    )  # (not a call inside)  # (no guess: the key may be
     # the replaced class's own, weighting for a term that takes weight)
     hint = (
         f".{takes} A _target_ of your own under {key} is given the other keys of its config "
@@ -891,7 +897,11 @@ def unknown_option(argv: Sequence[str]) -> str | None:
         again = deleted and (f"+{deleted.group(1)}=", f"++{deleted.group(1)}=")
         readded = again and any(a.startswith(again) for a in argv)  # (~lr_mult +lr_mult={...})
         if readded and deleted.group(1) in _NAMED_GROUPS:  # (~task +task={...}: Hydra's raw
-            return _named_group_problem(f"~{deleted.group(1)}", deleted.group(1))  # error)
+            group = deleted.group(1)  # error)
+            value = next(a for a in argv if a.startswith(again)).split("=", 1)[1]
+            if not value.lstrip().startswith("{"):  # an option: chosen as it is
+                return f"~{group} +{group}={value}: choose the option directly: {group}={value}"
+            return _named_group_problem(f"~{group}", group)
         if deleted and not readded:  # a whole group or root setting (Hydra's traceback, or the
             problem = _deletion_problem(deleted.group(1), confs)  # whole config) not given anew
             if problem:
@@ -1044,6 +1054,12 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
     given: dict[str, str] = {}  # a dotted key's value as written
     mappings = {}  # key -> a mapping given to it (merged by Hydra into what it holds)
     for arg in argv:
+        if re.fullmatch(r"\+{0,2}experiment=\s*\{.*", arg, re.S):  # (any of its three forms)
+            return (
+                f"{arg}: experiment= chooses an experiment file, which holds settings; give "
+                "the settings themselves (iterations=5), or write them in an experiment file "
+                "of yours (docs/training.md)"
+            )
         mapping = re.fullmatch(r"([A-Za-z_][\w.]*)=\s*(\{.*)", arg, re.S)
         if mapping and not mapping.group(1).startswith(("hydra", USER_KEY)):
             mappings[mapping.group(1)] = mapping.group(2)
@@ -1055,12 +1071,6 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
             given[dotted[-1]] = found.group(3)
         elif added and not added.group(1).startswith(("hydra", f"{USER_KEY}")):
             name = added.group(1)
-            if name == "experiment" and added.group(2).startswith("{"):
-                return (
-                    f"+experiment={added.group(2)}: experiment= chooses an experiment file, "
-                    "which holds settings; give the settings themselves (iterations=5), or "
-                    "write them in an experiment file of yours (docs/training.md)"
-                )
             if "." not in name and name in _chosen_groups() and added.group(2).startswith("{"):
                 anew[name] = added.group(2)
                 if f"~{name}" not in argv:  # (~model '+model={...}': replaced, as it says)
@@ -1129,6 +1139,8 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
         if any(key == a or key.startswith(f"{a}.") for a in appended):
             continue  # added on the same command line
         group, _, rest = key.partition(".")
+        if group in anew and not rest:  # (the group deleted and given anew)
+            continue
         if group in anew:  # (its settings are the mapping's, not the composed config's)
             override = _parsed(f"{group}={anew[group]}")
             mapping = override.value() if override is not None else None

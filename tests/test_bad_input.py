@@ -2494,9 +2494,23 @@ def test_an_interpolation_beside_its_key_is_named_as_written_and_experiment_take
     with pytest.raises(Exception) as info:
         cfg.optimizer.lr  # noqa: B018 (resolved)
     said = user_error(info.value, cfg)
-    assert said.startswith("optimizer.lr reads ${.lrr}, a key beside it that this config")
-    said = unknown_setting(["+experiment={iterations: 5}"])
-    assert "experiment= chooses an experiment file" in said
+    assert said.startswith("optimizer.lr reads ${.lrr}, a relative interpolation (a key beside it")
+    for form in ("+experiment", "++experiment", "experiment"):
+        said = unknown_setting([f"{form}={{iterations: 5}}"])
+        assert said.startswith(f"{form}={{iterations: 5}}: experiment= chooses an experiment file")
+    # ~task +task=<option>: the option chosen directly; a group deleted and given anew again
+    # with one of its settings deleted composes
+    from mic.train import _group_hint, unknown_option
+
+    said = unknown_option(["~task", "+task=classification"])
+    assert said.endswith("choose the option directly: task=classification")
+    mine = "+model={_target_: torch.nn.Linear, in_features: 2, out_features: 3, bias: true}"
+    assert unknown_setting(["~model", mine, "~model.bias"]) is None
+    # what a class takes is listed where its own call refused the key, not a call inside it
+    said = "Error in call to target 'torch.nn.Linear': TypeError(\"{}.__init__() got an "
+    said += "unexpected keyword argument 'width'\") full_key: model"
+    assert "Linear takes ['bias'," in _group_hint(said.format("Linear"))
+    assert "takes [" not in _group_hint(said.format("Conv2d"))
     # an own group file's list under a mapping names its key
     (tmp_path / "dataset").mkdir()
     (tmp_path / "dataset" / "bad.yaml").write_text(
