@@ -133,7 +133,15 @@ def test_an_evaluation_over_a_test_reader_that_numbered_its_own_classes_is_refus
     task = ClassificationTask(3)
     with pytest.raises(DatasetError, match=r"test has 2 \(car, dog\)") as info:
         Evaluation(task, DataLoader(own, batch_size=2))
-    assert "ImageFolder(root, classes=source.classes)" in str(info.value)
+    assert "ImageFolder(..., classes=source.classes)" in str(info.value)
+
+    class Boxes(list):  # a reader of detection's kind takes the source's classes so
+        def __init__(self, items, source_classes=None):
+            super().__init__(items)
+            self.classes = ["dog", "car"]
+
+    with pytest.raises(DatasetError, match=r"e\.g\. Boxes\(\.\.\., source_classes=source"):
+        Evaluation(task, DataLoader(Boxes([]), batch_size=2))
     kept = ImageFolder(
         tmp_path / "tgt", transform=transform, classes=source.classes, allow_empty_classes=True
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -249,10 +250,21 @@ def check_test_set(task: Task, loader: Any, who: str) -> None:
     try:
         task.check_datasets({"test": test_set})
     except DatasetError as e:
+        try:  # (detection's readers take the source's classes as source_classes)
+            takes = inspect.signature(type(test_set)).parameters
+        except (TypeError, ValueError):
+            takes = {}
+        reader = type(test_set).__name__
+        example = (
+            f"{reader}(..., source_classes=source.classes)"
+            if "source_classes" in takes
+            else f"{reader}(..., classes=source.classes)"
+            if "classes" in takes
+            else "ImageFolder(root, classes=source.classes)"
+        )
         raise DatasetError(
             f"{e} {who}: a test set that lacks some of the source's classes is read with the "
-            "source's class list (e.g. ImageFolder(root, classes=source.classes)), so that "
-            "each class keeps its index."
+            f"source's class list (e.g. {example}), so that each class keeps its index."
         ) from e
 
 
