@@ -1363,16 +1363,22 @@ def sweep_value_problem(argv: Sequence[str]) -> str | None:
     return None
 
 
-def _sets_sweeper(name: str, own: Sequence[Path]) -> bool:
-    """Whether experiment ``name``'s file, or one it builds on, sets ``hydra.sweeper`` (its
-    ``params`` add sweeps of its own to a command line's)."""
+def _experiment_path(name: str, own: Sequence[Path]) -> Any:
+    """The file of experiment ``name`` (``x``, ``/experiment/x``): one's own config folders'
+    or mic's, else None."""
     folders = [
         importlib.resources.files("mic.conf") / "experiment",
         *(d / "experiment" for d in own),
     ]
     name = name.removeprefix("/").removeprefix("experiment/")
-    path = next((f / f"{name}.yaml" for f in folders if (f / f"{name}.yaml").is_file()), None)
-    if path is None:
+    return next((f / f"{name}.yaml" for f in folders if (f / f"{name}.yaml").is_file()), None)
+
+
+def _sets_sweeper(name: str, own: Sequence[Path], _seen: frozenset | set = frozenset()) -> bool:
+    """Whether experiment ``name``'s file, or one it builds on, sets ``hydra.sweeper`` (its
+    ``params`` add sweeps of its own to a command line's)."""
+    path = _experiment_path(name, own)
+    if path is None or name in _seen:
         return False
     try:
         raw = OmegaConf.to_container(OmegaConf.create(path.read_text()), resolve=False)
@@ -1383,7 +1389,7 @@ def _sets_sweeper(name: str, own: Sequence[Path]) -> bool:
     if isinstance(raw.get("hydra"), dict) and raw["hydra"].get("sweeper") is not None:
         return True
     bases = [e for e in raw.get("defaults") or [] if isinstance(e, str) and e != "_self_"]
-    return any(_sets_sweeper(b, own) for b in bases)
+    return any(_sets_sweeper(b, own, {*_seen, name}) for b in bases)
 
 
 def _other_root_or_launcher(argv: Sequence[str]) -> bool:
@@ -1562,12 +1568,7 @@ def _experiment_file(name: str, own: Sequence[Path]) -> tuple[dict[str, Any], di
     its defaults list builds on: dotted setting -> value (as written) that its body sets
     (``hydra`` left out), and config group -> the option its defaults list chooses
     (``override /model: vit_b16``)."""
-    folders = [
-        importlib.resources.files("mic.conf") / "experiment",
-        *(d / "experiment" for d in own),
-    ]
-    name = name.removeprefix("/").removeprefix("experiment/")  # (/experiment/other)
-    path = next((f / f"{name}.yaml" for f in folders if (f / f"{name}.yaml").is_file()), None)
+    path = _experiment_path(name, own)  # (/experiment/other too)
     if path is None:
         return {}, {}
     text = path.read_text()
