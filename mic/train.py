@@ -1049,8 +1049,7 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
     from mic.schema import USER_KEY, interpolated_paths, task_mismatches
 
     dotted, kept, appended, deleted = [], [], [], []
-    replaced: list[str] = []  # groups given a config of one's own with +group={...}
-    anew: dict[str, str] = {}  # ... and the mapping each is given
+    anew: dict[str, str] = {}  # group -> the mapping +group={...} gives it (a config of one's own)
     given: dict[str, str] = {}  # a dotted key's value as written
     mappings = {}  # key -> a mapping given to it (merged by Hydra into what it holds)
     for arg in argv:
@@ -1073,8 +1072,6 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
             name = added.group(1)
             if "." not in name and name in _chosen_groups() and added.group(2).startswith("{"):
                 anew[name] = added.group(2)
-                if f"~{name}" not in argv:  # (~model '+model={...}': replaced, as it says)
-                    replaced.append(name)  # judged once composed: null there, or merged
                 continue
             if "." not in name and name in _chosen_groups():  # (Hydra: "Multiple values")
                 return (
@@ -1088,6 +1085,8 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
             kept.append(arg)
         elif "=" in arg and not arg.startswith(("-", "hydra.")) and not mapping:
             kept.append(arg)
+    # groups given anew without ~group: judged once composed (null there, or merged into)
+    replaced = [name for name in anew if f"~{name}" not in argv]
     own = _config_dirs(argv)
     if not (dotted or appended or deleted or mappings or replaced) or own is None:
         return None
