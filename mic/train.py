@@ -10,6 +10,7 @@ torchrun --nproc_per_node=4 -m mic.train    # data parallel on 4 GPUs
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib.resources
 import importlib.util
 import inspect
@@ -524,13 +525,17 @@ def _shadowed_configs(own: Sequence[Path]) -> str | None:
     )
 
 
-def _root_defaults() -> list[tuple[str, Any]]:
+@functools.lru_cache(maxsize=1)
+def _root_defaults() -> tuple[tuple[str, Any], ...]:
     """The ``group: option`` entries of mic's root config's defaults list (``optional`` ones
-    left out), unresolved, in order."""
+    left out), unresolved, in order (read once: the checks ask per argument and per sweep
+    job)."""
     text = (importlib.resources.files("mic.conf") / "config.yaml").read_text()
     root = OmegaConf.to_container(OmegaConf.create(text), resolve=False)
     entries = [e for e in root.get("defaults", []) if isinstance(e, dict)]  # type: ignore[union-attr]
-    return [(str(k), v) for e in entries for k, v in e.items() if not str(k).startswith("optional")]
+    return tuple(
+        (str(k), v) for e in entries for k, v in e.items() if not str(k).startswith("optional")
+    )
 
 
 def _chosen_groups() -> set[str]:
@@ -1070,11 +1075,11 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
             given[dotted[-1]] = found.group(3)
         elif added and not added.group(1).startswith(("hydra", f"{USER_KEY}")):
             name = added.group(1)
-            if "." not in name and name in _chosen_groups() and added.group(2).startswith("{"):
-                anew[name] = added.group(2)
-                continue
-            if "." not in name and name in _chosen_groups():  # (Hydra: "Multiple values")
-                return (
+            if "." not in name and name in _chosen_groups():
+                if added.group(2).startswith("{"):  # a config of one's own for the group
+                    anew[name] = added.group(2)
+                    continue
+                return (  # (Hydra: "Multiple values")
                     f"+{name}=... adds a second {name} choice, but the config's defaults hold "
                     f"one already: choose it without +: {name}={added.group(2)}"
                 )
