@@ -11,6 +11,7 @@ annotated ``bool`` must be given true or false (``bool("false")`` is true, so a 
 from __future__ import annotations
 
 import difflib
+import importlib.resources
 import inspect
 import logging
 import math
@@ -403,6 +404,40 @@ def flag_problems(node: Any, path: str = "") -> list[str]:
         for i, item in enumerate(node):
             problems += flag_problems(item, f"{path}[{i}]")
     return problems
+
+
+def kept_option_hint(cfg: DictConfig, problems: list[str]) -> list[str]:
+    """``problems`` with a hint added to the first ``<group>.<key>: ... takes no argument`` of
+    each config group whose chosen option (one of mic's, e.g. ``model: small_cnn``) has
+    another ``_target_`` than the config (an experiment of one's own that sets ``model:
+    {_target_: ...}`` without ``override /model: null``): the option's keys are passed to the
+    new class too. Unchanged outside ``mic-train`` (no choices to read)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+    except Exception:  # no Hydra config to read
+        return problems
+    hinted: set[str] = set()
+    out = []
+    for problem in problems:
+        found = re.match(r"(\w+)\.(\w+): \w+ takes no argument", problem)
+        group, option = (found.group(1), choices.get(found.group(1))) if found else ("", None)
+        path = importlib.resources.files("mic.conf") / group / f"{option}.yaml"
+        if found and group not in hinted and isinstance(option, str) and path.is_file():
+            own = OmegaConf.create(path.read_text())
+            target = OmegaConf.select(cfg, f"{group}._target_", default=None)
+            if found.group(2) in own and own.get("_target_") not in (None, target):
+                hinted.add(group)
+                problem += (
+                    f" ({group}.{found.group(2)} comes from the {group} option {option!r}, "
+                    f"which the config keeps under another _target_: a {group} of one's own "
+                    f"replaces the group, with `override /{group}: null` in an experiment's "
+                    f"defaults, or ~{group} +{group}={{_target_: ...}} on the command line, "
+                    "docs/new_task.md)"
+                )
+        out.append(problem)
+    return out
 
 
 def did_you_mean(name: str, known: Iterable[str], n: int = 5) -> str:
@@ -1136,7 +1171,7 @@ def check_config(cfg: DictConfig) -> None:
     first: dict[str, str] = {}  # one problem per key: flag_problems judges a schedule's too
     for problem in problems:
         first.setdefault(problem.split(":")[0], problem)
-    problems = list(first.values())
+    problems = kept_option_hint(cfg, list(first.values()))
     if problems:
         raise ConfigError(
             f"{len(problems)} config value{'s are' if len(problems) > 1 else ' is'} not "

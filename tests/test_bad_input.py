@@ -83,6 +83,11 @@ def _own_method(tmp, text, name="mine", group="method"):
 
 #: the bundled digits dataset's config, for a dataset file of one's own
 _DIGITS_NAMED = (importlib.resources.files("mic.conf") / "dataset" / "digits.yaml").read_text()
+#: an experiment of one's own that gives the model its own class but keeps the model option
+_OWN_MODEL_KEPT_OPTION = (
+    "# @package _global_\nmodel:\n  _target_: torch.nn.Linear\n  in_features: 3\n"
+    "  out_features: 3\n"
+)
 #: a method file of one's own whose terms sit beside terms: (never trained)
 _TERMS_BESIDE = "name: mine\nsource:\n  _target_: mic.SourceSupervision\n"
 #: a method file whose term is named mic (replaced by the mic option's MIC)
@@ -1067,6 +1072,19 @@ CASES = [
         lambda t, r: ["--config-dir", _own_method(t, _TERM_NAMED_MIC), "method=mine"],
         "a term named 'mic' is replaced by MIC's (the mic option writes method.terms.mic; "
         "mic=none removes it): give your term another name",
+    ),
+    (
+        "config-own-model-over-kept-option",
+        "an experiment of one's own giving the model a _target_ of its own but keeping the "
+        "model option (its keys passed to the new class; no word of the way out)",
+        lambda t, r: [
+            "--config-dir",
+            _own_method(t, _OWN_MODEL_KEPT_OPTION, group="experiment"),
+            "experiment=mine",
+        ],
+        "model.backbone comes from the model option 'small_cnn', which the config keeps under "
+        "another _target_: a model of one's own replaces the group, with `override /model: "
+        "null` in an experiment's defaults",
     ),
     (
         "config-own-method-without-name",
