@@ -459,6 +459,9 @@ def build_datasets(cfg: DictConfig, preflight: bool = True) -> dict[str, Any]:
                 data[name] = instantiate(cfg.dataset[name], **_source_classes(cfg, name, data))
             except Exception as e:  # Hydra wraps what a constructor raises
                 cause = next((c for c in exception_chain(e) if isinstance(c, DatasetError)), None)
+                setting = next((c for c in exception_chain(e) if isinstance(c, ConfigError)), 0)
+                if cause is None and setting and not str(setting).startswith("dataset."):
+                    setting.args = (f"dataset.{name}: {setting}",)  # (which of the three)
                 if cause is None:
                     raise
                 failed.setdefault(_as_override(cause, cfg, name), []).append(f"dataset.{name}")
@@ -1337,9 +1340,21 @@ def check_writable(run_dir: Path, create: bool = True, option: str | None = None
         ConfigError: one of the above, naming the folder.
     """
     existing = Path(run_dir).absolute()
+    advice = f"choose another with {option or folder_option()}=..."
+    long = [p for p in existing.parts if len(p.encode()) > 255]  # (Hydra's OSError, ENAMETOOLONG)
+    if long or len(str(existing).encode()) >= 4096:
+        shown = f"{str(run_dir)[:60]}...{str(run_dir)[-30:]}"
+        size = (
+            f"{len(long[0].encode())} bytes in one name"
+            if long
+            else f"{len(str(existing))} characters"
+        )
+        raise ConfigError(
+            f"the run folder '{shown}' is too long a path ({size}): a folder's name holds at "
+            f"most 255 bytes, a path 4095; {advice}"
+        )
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    advice = f"choose another with {option or folder_option()}=..."
     if holds_run(Path(run_dir)):  # a new folder alone would start the run over
         advice += (
             f" and continue this run's checkpoints there with {typed_option('resume', run_dir)}"

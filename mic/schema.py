@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import re
+import types
 import typing
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -94,6 +95,17 @@ class EvalSchema(_Section):
     adabn_batches: int = Field(ge=0)
     validators: Any = None  # checked by make_validators
     validation: ValidationSchema | None = None  # null: every key its default
+
+    @field_validator("validators", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:  # (which names: make_validators judges them)
+        named = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if value is None or isinstance(value, str) or named:
+            return value
+        raise ValueError(
+            "lists label-free validators by name (e.g. [im, snd]); one name alone, or null or "
+            "[] for none"
+        )
 
     @field_validator("models")
     @classmethod
@@ -274,16 +286,25 @@ def decode_env(cfg: DictConfig) -> None:
     walk(cfg, raw, "")
 
 
-def _typed_arguments(target: str) -> dict[str, type]:
+def _typed_arguments(target: str) -> dict[str, tuple[type, bool]]:
     """The arguments of ``target`` (a class or function path) annotated ``bool``, ``int`` or
-    ``float`` (exactly: not ``int | None``)."""
+    ``float``, alone or with None: name -> (that kind, whether it takes None: annotated
+    ``int | None``, or None as its default)."""
     try:
         obj = _get_object(target)
         fn = obj.__init__ if inspect.isclass(obj) else obj
         hints = typing.get_type_hints(fn)
+        defaults = {n: p.default for n, p in inspect.signature(fn).parameters.items()}
     except Exception:  # an unresolvable target or annotation: instantiate reports the former
         return {}
-    return {name: hint for name, hint in hints.items() if hint in (bool, int, float)}
+    typed = {}
+    for name, hint in hints.items():
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        kinds = set(typing.get_args(hint)) if union else {hint}
+        plain = kinds - {type(None)}
+        if len(plain) == 1 and (kind := next(iter(plain))) in (bool, int, float):
+            typed[name] = (kind, type(None) in kinds or defaults.get(name, 0) is None)
+    return typed
 
 
 def _argument_names(target: str) -> set[str] | None:
@@ -335,16 +356,20 @@ def _get_object(path: str) -> Any:
         log.disabled = was
 
 
-def _argument_problem(value: Any, hint: type) -> str | None:
-    """What is wrong with ``value`` for an argument annotated ``hint`` (None: nothing)."""
-    if value is None:  # a default of None, or "off": the constructor decides
-        return None
+def _argument_problem(value: Any, hint: type, optional: bool = True) -> str | None:
+    """What is wrong with ``value`` for an argument annotated ``hint`` (None: nothing);
+    ``optional``: whether it takes None (``int | None``, or a default of None)."""
+    if value is None:  # (a bool's null was read as false: HRDA's classwise_attention off)
+        kind = {bool: "true or false", int: "an integer", float: "a number"}[hint]
+        return None if optional else f"must be {kind}, not null (this argument has no null)"
     if hint is bool:
         return None if isinstance(value, bool) else "must be true or false"
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not number:
         kind = "an integer" if hint is int else "a number"
         return f"Input should be {kind}"
+    if hint is int and not math.isfinite(value):
+        return "Input should be a valid integer, not a number that is not finite"
     if hint is int and not float(value).is_integer():
         return "Input should be a valid integer, got a number with a fractional part"
     return None
@@ -392,14 +417,19 @@ def flag_problems(node: Any, path: str = "") -> list[str]:
                 hint = did_you_mean(str(key), sorted(taken)) or f" It takes {sorted(taken)}."
                 problems.append(f"{where}: {name} takes no argument {key!r}.{hint}")
                 continue
-            if OmegaConf.is_missing(node, key) or OmegaConf.is_interpolation(node, key):
+            if OmegaConf.is_missing(node, key):
                 continue
-            value = node[key]
-            problem = _argument_problem(value, typed[key]) if key in typed else None
+            source = _read_from(node, key)  # (size: ${dataset.size}: dataset.size is named)
+            try:
+                value = node[key]
+            except Exception:  # an interpolation that does not resolve: named on its own
+                continue
+            problem = _argument_problem(value, *typed[key]) if key in typed else None
             problem = problem or _range_problem(str(target), str(key), value)
-            if problem:
-                problems.append(f"{where}: {problem} (got {value!r})")
-            problems += flag_problems(value, where)
+            if problem:  # (named where it is set: one problem however many read it)
+                problems.append(f"{source or where}: {problem} (got {value!r})")
+            if not OmegaConf.is_interpolation(node, key):
+                problems += flag_problems(value, where)
     elif OmegaConf.is_list(node):
         for i, item in enumerate(node):
             problems += flag_problems(item, f"{path}[{i}]")
@@ -438,6 +468,64 @@ def kept_option_hint(cfg: DictConfig, problems: list[str]) -> list[str]:
                 )
         out.append(problem)
     return out
+
+
+def _read_from(node: DictConfig, key: Any) -> str | None:
+    """The key that ``node[key]`` reads when it is an interpolation of one
+    (``${dataset.size}`` -> ``dataset.size``; ``${oc.select:dataset.mic_block_size,64}`` ->
+    ``dataset.mic_block_size``), else None."""
+    if not OmegaConf.is_interpolation(node, key):
+        return None
+    text = str(node._get_node(key)._value())
+    found = re.fullmatch(r"\$\{(?:oc\.select:)?([A-Za-z_][\w.]*)(?:,[^{}]*)?\}", text)
+    return found.group(1) if found else None
+
+
+def whole_numbers_as_ints(cfg: DictConfig) -> None:
+    """Write each whole number that ``cfg`` gives as a float (``seed=1.0``, ``1e3``) where an
+    integer is read, as an int: the schema's integer settings and the integer arguments of the
+    ``_target_`` objects (torch's seeding, sizes and slicing refuse a float). An interpolation
+    of one key (``${dataset.size}``) has that key written; other interpolations are left."""
+
+    def as_int(node: DictConfig, key: Any) -> None:
+        source = _read_from(node, key)
+        if source is not None:  # write where it is set
+            parent, _, last = source.rpartition(".")
+            node, key = (OmegaConf.select(cfg, parent) if parent else cfg), last
+            if not OmegaConf.is_dict(node) or key not in node:
+                return
+        if OmegaConf.is_missing(node, key) or OmegaConf.is_interpolation(node, key):
+            return
+        value = node[key]
+        if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+            with read_write(node), open_dict(node):  # (1e30 stays: said as 1e+30)
+                node[key] = int(value)
+
+    def schema(model: type[BaseModel], node: Any) -> None:
+        for name, field in model.model_fields.items():
+            if not OmegaConf.is_dict(node) or name not in node:
+                continue
+            if field.annotation in (int, int | None):
+                as_int(node, name)
+            elif isinstance(field.annotation, type) and issubclass(field.annotation, _Section):
+                schema(field.annotation, node[name])
+
+    def targets(node: Any) -> None:
+        if OmegaConf.is_list(node):
+            for item in node:
+                targets(item)
+        if not OmegaConf.is_dict(node):
+            return
+        target = node.get("_target_")
+        typed = _typed_arguments(str(target)) if isinstance(target, str) else {}
+        for key in list(node):
+            if typed.get(key, (None,))[0] is int:
+                as_int(node, key)
+            elif not OmegaConf.is_interpolation(node, key) and not OmegaConf.is_missing(node, key):
+                targets(node[key])
+
+    schema(RootSchema, cfg)
+    targets(cfg)
 
 
 def did_you_mean(name: str, known: Iterable[str], n: int = 5) -> str:
@@ -812,6 +900,11 @@ def term_weight_problems(cfg: DictConfig) -> list[str]:
                     f"method.terms.{name}.weight: a loss weight must be a finite number >= 0, "
                     "got null (0 switches the loss off)"
                 )
+            elif key.startswith("part_weights.") and not number:  # (met at the first
+                problems.append(  # pseudo-boxes: after iteration 2000 of det_shapes)
+                    f"method.terms.{name}.{key}: a loss part's weight must be a finite number "
+                    f">= 0 (got {value!r}; 0 switches the part off)"
+                )
             elif number and not (math.isfinite(value) and value >= 0):
                 problems.append(
                     f"method.terms.{name}.{key}: a loss weight must be a finite number >= 0 "
@@ -1177,3 +1270,4 @@ def check_config(cfg: DictConfig) -> None:
             f"{len(problems)} config value{'s are' if len(problems) > 1 else ' is'} not "
             f"valid: {'; '.join(problems)}"
         ) from None
+    whole_numbers_as_ints(cfg)

@@ -432,7 +432,7 @@ def _leave_process_group() -> None:
 def _join_torchrun() -> None:
     """Under torchrun, start the process group before Hydra, so that every process writes into
     the run folder of rank 0 (same time stamp) and only rank 0 writes Hydra's own files."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if os.environ.get("WORLD_SIZE", "1").strip() in ("0", "1"):  # (another value: judged there)
         return
     from mic.training.distributed import broadcast_object, init_distributed
 
@@ -710,6 +710,12 @@ _MODES = {
 }
 
 
+#: the settings that name the run's log file (``<dataset.name>_<method.name>...log``) and
+#: folder, and the bytes each may hold (a file name holds at most 255)
+RUN_NAMES = ("method.name", "dataset.name", "hydra.job.name")
+RUN_NAME_BYTES = 100
+
+
 def usage_problem(argv: Sequence[str]) -> str | None:
     """The message for a command line Hydra would refuse with a traceback (two of its modes,
     as ``-m ... --cfg job``) or read otherwise than it says (``+hydra.searchpath=``, which
@@ -776,6 +782,18 @@ def usage_problem(argv: Sequence[str]) -> str | None:
             f"{named[0]}: {named[0].split('=', 1)[0].lstrip('+')} names the run folder and "
             "log: give it without '/'"
         )
+    for arg in argv:  # (Hydra's traceback as it sets up the log, before mic's checks)
+        key, _, value = arg.partition("=")
+        if arg in ("~method.name", "~dataset.name", "~hydra.job.name") or (
+            key.lstrip("+") in RUN_NAMES and len(value.encode()) > RUN_NAME_BYTES
+        ):
+            what = key.lstrip("+~")
+            fix = "cannot be removed" if arg.startswith("~") else "is too long"
+            return (
+                f"{arg:.120}{'...' * (len(arg) > 120)}: {what} names the run's log file (and, "
+                f"with the default folders, its folder) and {fix}: give it a value of at most "
+                f"{RUN_NAME_BYTES} bytes"
+            )
     unset = [  # read by Hydra's log set-up (the job's name) before mic's check of the config
         (a, var)
         for a in argv
@@ -1312,7 +1330,7 @@ def sweep_value_problem(argv: Sequence[str]) -> str | None:
     sweep is named before the first job trains (it was named when that job began, hours
     later). Values the checks cannot judge here are the run's to judge."""
     import torch
-    from hydra.core.override_parser.types import Glob
+    from hydra.core.override_parser.types import Glob, IntervalSweep
 
     from mic.experiment import build_method, load_config
     from mic.schema import check_config
@@ -1333,10 +1351,19 @@ def sweep_value_problem(argv: Sequence[str]) -> str | None:
         if override is not None and override.is_sweep_override():
             if isinstance(override.value(), Glob):
                 return None  # (its options are the run's to list)
+            if isinstance(override.value(), IntervalSweep):  # (Hydra's traceback)
+                return (
+                    f"{settings[i]}: interval() is a range of real numbers that a sampling "
+                    "sweeper draws from (hydra/sweeper=optuna, a Hydra plugin); Hydra's basic "
+                    "sweeper, mic-train's, runs lists of values: a,b,c or range(start, stop, "
+                    "step)"
+                )
             try:
                 sweeps[i] = list(itertools.islice(override.sweep_string_iterator(), 1000))
-            except Exception:  # interval(): a sweeper's of its own (Optuna), or Hydra's to name
+            except Exception:  # (Hydra's to name)
                 return None
+            if not sweeps[i]:  # (Hydra launched 0 jobs and exited 0: a typo looked a success)
+                return f"{settings[i]} sweeps no value, so the sweep would run no job"
     if not sweeps:
         return None
     first = list(settings)

@@ -1087,6 +1087,51 @@ CASES = [
         "null` in an experiment's defaults",
     ),
     (
+        "config-null-for-a-flag",
+        "null for a true / false setting of an object that has no null (read as false: "
+        "the streets' target flips off without a word)",
+        lambda t, r: ["experiment=streets", "dataset.target.flip=null"],
+        "dataset.target.flip: must be true or false, not null",
+    ),
+    (
+        "config-no-weight-decay-empty",
+        "an empty no_weight_decay entry (part of every name: no parameter decayed)",
+        lambda t, r: ["no_weight_decay=['']"],
+        "an empty one is part of every name, so no parameter would decay",
+    ),
+    (
+        "config-validators-a-number",
+        "eval.validators given a number (a TypeError)",
+        lambda t, r: ["eval.validators=5"],
+        "eval.validators: lists label-free validators by name",
+    ),
+    (
+        "config-sweep-interval",
+        "a sweep over interval() (Hydra's basic sweeper's traceback)",
+        lambda t, r: ["-m", "seed=interval(0,5)"],
+        "interval() is a range of real numbers that a sampling sweeper draws from",
+    ),
+    (
+        "config-sweep-of-no-value",
+        "a sweep of no value (Hydra launched 0 jobs and exited 0)",
+        lambda t, r: ["-m", "seed=range(0,-1)"],
+        "seed=range(0,-1) sweeps no value, so the sweep would run no job",
+    ),
+    (
+        "config-run-name-too-long",
+        "a method name longer than a file name may be (Hydra's traceback setting up the log)",
+        lambda t, r: ["method.name=" + "m" * 300],
+        "method.name names the run's log file (and, with the default folders, its folder) and "
+        "is too long",
+    ),
+    (
+        "config-run-name-removed",
+        "the method's name deleted (Hydra's interpolation traceback)",
+        lambda t, r: ["~method.name"],
+        "method.name names the run's log file (and, with the default folders, its folder) and "
+        "cannot be removed",
+    ),
+    (
         "config-own-method-without-name",
         "a method file of one's own without name: (Hydra's traceback on the log file's name)",
         lambda t, r: ["--config-dir", _own_method(t, "terms: {}\n"), "method=mine"],
@@ -1596,6 +1641,39 @@ CASES = [
         lambda t, r: [*TINY_DET, "model.min_size=0"],
         "model.min_size must be a positive whole number, got 0",
     ),
+    (
+        "detection-null-for-a-whole-number",
+        "detection: null for a detector setting that has no null (a TypeError in torchvision)",
+        lambda t, r: [*TINY_DET, "model.rpn_batch_size_per_image=null"],
+        "model.rpn_batch_size_per_image: must be an integer, not null",
+    ),
+    (
+        "detection-shapes-length-negative",
+        "detection: a negative number of bundled scenes (torch's ValueError from __len__)",
+        lambda t, r: [*TINY_DET, "dataset.source.length=-1"],
+        "dataset.source: length is the number of scenes, a whole number >= 1",
+    ),
+    (
+        "detection-shapes-length-fractional",
+        "detection: a fractional number of bundled scenes (read as 2)",
+        lambda t, r: [*TINY_DET, "dataset.source.length=2.5"],
+        "dataset.source.length: Input should be a valid integer, got a number with a "
+        "fractional part",
+    ),
+    (
+        "detection-fog-infinite",
+        "detection: an infinite fog density (every target image haze without a scene)",
+        lambda t, r: [*TINY_DET, "dataset.beta=inf"],
+        "fog density beta must be a finite number >= 0, got inf",
+    ),
+    (
+        "detection-mic-part-weight-text",
+        "detection: a MIC loss part weight given as text or null (met at the first pseudo-boxes, "
+        "after iteration 2000 of det_shapes, blaming a negative weight)",
+        lambda t, r: [*TINY_DET, "method.terms.mic.part_weights.roi_box=abc"],
+        "method.terms.mic.part_weights.roi_box: a loss part's weight must be a finite number "
+        ">= 0 (got 'abc'",
+    ),
     # ------------------------------------------------------------------ data
     (
         "data-missing-folder",
@@ -1916,6 +1994,12 @@ CASES = [
         "which is a file, not a folder",
     ),
     (
+        "env-run-folder-name-too-long",
+        "a run folder whose name is longer than the file system takes (an OSError)",
+        lambda t, r: [],
+        "is too long a path (300 bytes in one name): a folder's name holds at most 255 bytes",
+    ),
+    (
         "env-read-only-run-folder",
         "resuming a run on a read-only mount",
         lambda t, r: [],
@@ -1978,6 +2062,7 @@ NEW_RUN = {"classification-vit-of-another-image-size", "model-weights-file-of-an
 
 ENVIRONMENT = {
     "env-run-folder-below-a-file": (lambda t, run: _write(t, "a_file", b"x") / "run", ""),
+    "env-run-folder-name-too-long": (lambda t, run: t / ("r" * 300), ""),
     "env-read-only-run-folder": (lambda t, run: run, "read-only:{run}"),
     "env-full-disk": (lambda t, run: run, "full-disk"),
     "env-disk-fills-while-saving": (lambda t, run: run, "save-fails"),

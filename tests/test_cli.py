@@ -371,7 +371,10 @@ def test_the_sweep_check_leaves_what_it_cannot_judge_here_to_the_run(tmp_path):
     (tmp_path / "myroot.yaml").write_text("defaults: [config, _self_]\niterations: 5000\n")
     own_root = ["--config-dir", str(tmp_path), "--config-name", "myroot"]  # (mic's root read)
     assert sweep_value_problem(["-m", *own_root, "adaptation_start=500,2000"]) is None
-    assert sweep_value_problem(["-m", "optimizer.lr=interval(1e-4,1e-3)"]) is None  # (raised)
+    # interval(): a sampling sweeper's (Hydra's basic sweeper raised its traceback)
+    interval = ["-m", "optimizer.lr=interval(1e-4,1e-3)"]
+    assert "a sampling sweeper draws from" in sweep_value_problem(interval)
+    assert sweep_value_problem([*interval, "hydra/sweeper=optuna"]) is None
     env = "seed=${oc.env:MIC_TEST_UNSET_VARIABLE}"  # set where a launcher runs the job
     assert sweep_value_problem(["-m", env, "method.terms.mic.weight=0.3,1"]) is None
     launcher = ["-m", "hydra/launcher=submitit_slurm", "seed=0,abc"]

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from mic import ConfigError
 from mic.experiment import load_config
@@ -668,3 +669,31 @@ def test_every_bundled_data_set_sets_mic_s_block(dataset):
     (each image whole or not at all), where MIC's own detection masker takes 32."""
     cfg = load_config([f"dataset={dataset}"])
     assert int(cfg.dataset.mic_block_size) >= 1
+
+
+def test_whole_numbers_written_as_floats_reach_the_code_as_ints():
+    """``seed=1.0``, ``loader.test_batch_size=8.0`` and a detector's ``1e3`` passed the check
+    as numbers but reached torch as floats (manual_seed, DataLoader and slicing refused them
+    with tracebacks): the check writes them as ints, also where an interpolation reads them."""
+    cfg = load_config(["seed=1.0", "loader.test_batch_size=8.0", "iterations=1e3"])
+    check_config(cfg)
+    for key, value in (("seed", 1), ("loader.test_batch_size", 8), ("iterations", 1000)):
+        got = OmegaConf.select(cfg, key)
+        assert got == value and type(got) is int, (key, got)
+    cfg = load_config(["experiment=det_shapes", "model.rpn_post_nms_top_n_train=1e3"])
+    cfg.dataset.size = 64.0  # read by the three splits' ${dataset.size}
+    check_config(cfg)
+    assert type(cfg.model.rpn_post_nms_top_n_train) is int
+    assert type(cfg.dataset.size) is int and type(cfg.dataset.source.size) is int
+    assert type(cfg.optimizer.lr) is float  # a float setting stays one
+
+
+def test_an_interpolated_argument_is_judged_and_named_where_it_is_set():
+    """``dataset.size=64.5`` is read by each split's ``size: ${dataset.size}`` (an int): one
+    problem, named at dataset.size, not one per reader nor none (interpolations were skipped)."""
+    cfg = load_config(["experiment=det_shapes", "dataset.size=64.5"])
+    with pytest.raises(ConfigError) as e:
+        check_config(cfg)
+    said = str(e.value)
+    assert "dataset.size: " in said
+    assert "dataset.source.size" not in said and "read by" not in said

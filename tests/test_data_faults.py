@@ -891,11 +891,20 @@ def test_a_resize_that_enlarges_most_images_many_times_is_a_warning(tmp_path, ca
 
 @pytest.mark.parametrize(
     ("size", "block", "refused"),
-    [((28, 28), 100, True), ((40, 40), 32, True), ((32, 64), 32, False), ((64, 64), 8, False)],
+    [
+        ((28, 28), 100, True),
+        ((40, 40), 32, True),
+        ((32, 64), 32, False),
+        ((64, 64), 8, False),
+        ((32, 32), 32.0, True),  # a whole number written as a float (skipped before)
+        ((32, 32), 1e30, True),
+        ((64, 64), 8.0, False),
+    ],
 )
 def test_a_mic_block_is_refused_where_the_masker_makes_one_block(size, block, refused):
     """The masker's grid is round(H / b) x round(W / b): a non-square crop of two blocks is
-    masked in halves (allowed), a 40 px crop with 32 px blocks is one block (refused)."""
+    masked in halves (allowed), a 40 px crop with 32 px blocks is one block (refused); a
+    block written as a float (``dataset.mic_block_size=32.0``) is judged as its number."""
     from omegaconf import OmegaConf
 
     from mic.datasets.preflight import block_problems

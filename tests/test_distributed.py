@@ -404,3 +404,21 @@ def test_under_torchrun_process_0_alone_says_what_the_run_does_and_each_says_its
     assert err.startswith("mic: error: a bad file\n") and "a library's" in err
     out, err = said(1, built=True)
     assert "mic: warning: fp16 on the CPU\n" in err and "stopped" not in err
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc'"),
+        ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 without RANK"),
+        ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "x"}, "LOCAL_RANK='x'"),
+    ],
+)
+def test_a_torchrun_environment_mic_cannot_read_is_named(env, said, tmp_path):
+    """Variables set by hand (not torchrun's) ended in int()'s ValueError or a KeyError."""
+    from tests.cli import run_mic_train
+
+    out = run_mic_train(["iterations=2", f"hydra.run.dir={tmp_path / 'run'}"], env=env)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    assert "mic cannot read" in out.stderr and said in out.stderr

@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from mic.core.errors import DatasetError
+from mic.core.errors import DatasetError, is_whole
 from mic.datasets.files import (
     IMAGE_EXTENSIONS,
     PILLOW_LIMIT_FIX,
@@ -499,7 +499,7 @@ def block_problems(config: Any, size: tuple[int, int]) -> list[Problem]:
     setting = key if named else f"+{key}"
     found = []
     for path, value in _keyed(method, "method", "block_size"):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not is_whole(value):  # (a float of a whole value counts: 32.0, 1e30)
             continue  # the masker's own check names a block of 0 px
         if max(size) < 2:  # no block makes two
             found.append(

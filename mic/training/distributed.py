@@ -48,12 +48,27 @@ class ProcessInfo:
 
 def init_distributed(device: str = "auto", backend: str | None = None) -> ProcessInfo:
     """Join the process group that ``torchrun`` describes in the environment (RANK,
-    WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT); a single process otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT); a single process otherwise.
+
+    Raises:
+        ConfigError: WORLD_SIZE above 1 without RANK, or one of the three that is no whole
+            number (set by hand rather than by torchrun).
+    """
+    read = {k: os.environ.get(k) for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    bad = [f"{k}={v!r}" for k, v in read.items() if v is not None and not v.strip().isdigit()]
+    alone = (read["WORLD_SIZE"] or "1").strip() in ("0", "1")
+    if bad or (not alone and read["RANK"] is None):
+        raise ConfigError(
+            f"the environment describes a torchrun process group mic cannot read "
+            f"({', '.join(bad) or 'WORLD_SIZE=' + str(read['WORLD_SIZE']) + ' without RANK'}): "
+            "torchrun sets WORLD_SIZE, RANK and LOCAL_RANK as whole numbers; start the run "
+            "with torchrun, or unset them for one process"
+        )
+    world = int(read["WORLD_SIZE"] or "1")
     if world <= 1:
         return ProcessInfo()
-    rank = int(os.environ["RANK"])
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    rank = int(read["RANK"])  # type: ignore[arg-type]
+    local = int(read["LOCAL_RANK"] or "0")
     if device != "cpu" and torch.cuda.is_available():
         torch.cuda.set_device(local)
     if not dist.is_initialized():

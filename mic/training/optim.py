@@ -44,12 +44,19 @@ def param_groups(
             U-Net does not have).
 
     Raises:
-        ConfigError: an ``lr_mult`` prefix that no trainable parameter's name starts with,
+        ConfigError: an empty (or non-text) ``no_weight_decay`` entry (it would exempt every
+            parameter), an ``lr_mult`` prefix that no trainable parameter's name starts with,
             multipliers of 0 for every parameter of ``modules["model"]`` (nothing would train),
             an ``lr`` that is no finite number > 0, or a negative ``weight_decay``.
     """
     if isinstance(no_weight_decay, str):  # (read letter by letter: every name exempted)
         no_weight_decay = [no_weight_decay]
+    if any(not isinstance(s, str) or not s.strip() for s in no_weight_decay):
+        raise ConfigError(
+            f"no_weight_decay={list(no_weight_decay)!r}: each entry is text, a part of the "
+            "names of the parameters to exempt (e.g. norm); an empty one is part of every "
+            "name, so no parameter would decay ([]: every one decays)"
+        )
     if isinstance(lr, bool) or not (isinstance(lr, Real) and 0 < lr < float("inf")):
         raise ConfigError(f"param_groups: lr must be a finite number > 0, got {lr!r}")
     if weight_decay is not None and (

@@ -225,8 +225,9 @@ class ContextShapes(ShapesDetection):
         seed: the benchmark's seed (fixed for a benchmark; not the training seed).
 
     Raises:
-        ConfigError: an unknown domain or split, ``size`` < 32, a negative ``beta`` or
-            ``blur``, ``source_lookalike`` outside [0, 1].
+        ConfigError: an unknown domain or split, ``size`` < 32, a ``beta`` that is negative
+            or not finite, a ``length`` that is no whole number >= 1, a negative ``blur``,
+            ``source_lookalike`` outside [0, 1].
     """
 
     classes = CONTEXT_CLASSES

@@ -16,13 +16,15 @@ Gaussian pixel noise. The texture also modulates the objects' paint.
 
 from __future__ import annotations
 
+import math
+import sys
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from mic.core.errors import ConfigError
+from mic.core.errors import ConfigError, is_whole
 
 CLASSES = ["disc", "square", "triangle", "cross"]
 #: default number of images per split
@@ -237,6 +239,10 @@ class ShapesDetection:
         length: images in the split (default 1000 train, 200 test).
         beta: fog density of the target (published Foggy Cityscapes: 0.005, 0.01, 0.02).
         seed: the benchmark's seed (fixed for a benchmark; not the training seed).
+
+    Raises:
+        ConfigError: an unknown domain or split, ``size`` < 32, a ``beta`` that is negative
+            or not finite, a ``length`` that is no whole number >= 1.
     """
 
     classes = CLASSES
@@ -260,8 +266,13 @@ class ShapesDetection:
             raise ConfigError(f"shapes split must be 'train' or 'test', got {split!r}")
         if size < 32:
             raise ConfigError(f"shapes images must be at least 32 px, got size={size}")
-        if beta < 0:
-            raise ConfigError(f"fog density beta must be >= 0, got {beta}")
+        if not (beta >= 0 and math.isfinite(beta)):  # (inf: haze without a scene)
+            raise ConfigError(f"fog density beta must be a finite number >= 0, got {beta}")
+        if length is not None and not (is_whole(length) and 1 <= length <= sys.maxsize):
+            raise ConfigError(
+                f"length is the number of scenes, a whole number >= 1 (null: "
+                f"{SPLIT_SIZES[split]} for the {split} split), got {length!r}"
+            )
         self.domain, self.split, self.labelled = domain, split, labelled
         self.size, self.beta, self.seed = int(size), float(beta), int(seed)
         self.length = int(length if length is not None else SPLIT_SIZES[split])
