@@ -329,7 +329,8 @@ def load_run(
         run: the run folder (``hydra.run.dir``).
         model: ``"student"`` or ``"teacher"``.
         checkpoint: a file to take the weights from: a mic checkpoint (``best.pt``,
-            ``iter_*.pt``: its ``model``) or a weights file (loaded as it is); None: as
+            ``iter_*.pt``: its ``student`` or ``teacher`` weights, as ``model`` says) or a
+            weights file (loaded as it is); None: as
             ``init_from=<run>`` chooses (``checkpoints/<model>.pt`` of a finished run, else
             its newest checkpoint, ``best.pt`` included, with a warning that names it).
         device: where the model is put (``"auto"``: CUDA where there is one).

@@ -1519,6 +1519,12 @@ def _over_choice(
             built = group == "model" and parts[-1] in _MODEL_IDENTITY  # (a ViT for a CNN)
             if (foreign and not recipe) or routed or (not absent and node != value and built):
                 changed.append((key, value, node, lacking if absent else key))
+        if changed and group == "model":  # (then its weights, which the new model lacks)
+            changed += [
+                (k, v, _at(tree, k), k)
+                for k, v in mine.items()
+                if k.split(".")[-1] == "pretrained" and _at(tree, k) not in (_ABSENT, v)
+            ]
         if changed:
             shown = lambda o: "no such setting" if o is _ABSENT else f"{o!r:.60}"  # noqa: E731
             said = "; ".join(

@@ -1825,6 +1825,14 @@ CASES = [
         "'method.terms.mic.masker.block_size'",
     ),
     (
+        "data-validator-block-size",
+        "without MIC, a block as large as the target images for the masked_agreement "
+        "validator (it scored a grid of 1 x 1 block without a word)",
+        lambda t, r: ["mic=none", "dataset.mic_block_size=100"],
+        "The masked_agreement validator's masking blocks that make one block of the target "
+        "images (1): 'dataset.mic_block_size'",
+    ),
+    (
         "data-two-sizes",
         "images of two sizes in one batch",
         lambda t, r: ["dataset.target._target_=tests.test_bad_input.two_sizes"],
@@ -2476,6 +2484,9 @@ def test_an_experiment_s_settings_over_a_chosen_option_are_named_and_other_pairs
     assert experiment_over_choice([*cdan, "~method.terms.mcc"]) is None
     small = ["experiment=officehome_sdat_mic_vit", "model=small_cnn", "model.backbone=small_cnn"]
     assert experiment_over_choice(small) is None  # (pretrained: the recipe's, named at build)
+    said = experiment_over_choice(small[:2])  # named with the backbone, as both need setting
+    assert "model.pretrained=True (the option's: False)" in said
+    assert "(model.backbone=... model.pretrained=...)" in said
     vit = ["experiment=visda2017_sdat_mic_vit"]  # an option quoted, or a sweep function's
     for model in ("model='resnet50'", "model=choice(resnet50,small_cnn)", "model=glob(res*)"):
         assert "over model=resnet" in experiment_over_choice(["-m", *vit, model]), model

@@ -489,7 +489,9 @@ def block_problems(config: Any, size: tuple[int, int]) -> list[Problem]:
     """MIC's masking blocks (every ``block_size`` of the method's config) that make one block
     of the target images (or crops) of ``size`` (H, W): the masker's grid is
     ``round(H / b) x round(W / b)`` (at least 1 x 1), and a 1 x 1 grid masks an image whole
-    or not at all. ``config``: the ``dataset`` node of a run's config (None: no check)."""
+    or not at all. ``config``: the ``dataset`` node of a run's config (None: no check). A
+    method without MIC's masker is judged by the block of the ``masked_agreement``
+    validator, where ``eval.validators`` lists it (``dataset.mic_block_size``, else 64 px)."""
     root = config._get_root() if hasattr(config, "_get_root") else None
     method = root.get("method") if root is not None and hasattr(root, "get") else None
     if method is None:
@@ -498,7 +500,15 @@ def block_problems(config: Any, size: tuple[int, int]) -> list[Problem]:
     named = hasattr(config, "get") and config.get("mic_block_size") is not None
     setting = key if named else f"+{key}"
     found = []
-    for path, value in _keyed(method, "method", "block_size"):
+    from omegaconf import OmegaConf
+
+    blocks = list(_keyed(method, "method", "block_size"))
+    validators = OmegaConf.select(root, "eval.validators", default=None)
+    validators = [validators] if isinstance(validators, str) else list(validators or [])
+    if not blocks and "masked_agreement" in validators:  # (its own masker: build_validation's)
+        blocks = [(key, config.get("mic_block_size") if hasattr(config, "get") else None)]
+        blocks = [(key, 64 if blocks[0][1] is None else blocks[0][1])]
+    for path, value in blocks:
         if not is_whole(value):  # (a float of a whole value counts: 32.0, 1e30)
             continue  # the masker's own check names a block of 0 px
         if max(size) < 2:  # no block makes two
@@ -512,14 +522,16 @@ def block_problems(config: Any, size: tuple[int, int]) -> list[Problem]:
                 )
             )
         elif max(1, round(size[0] / value)) * max(1, round(size[1] / value)) == 1:
+            whose = "the masked_agreement validator's" if path == key else "MIC"
             found.append(
                 Problem(
-                    "MIC masking blocks that make one block of the target images",
+                    f"{whose} masking blocks that make one block of the target images",
                     path,
                     f"{value} px blocks on {size[1]} x {size[0]} px images (or crops): a grid "
                     "of 1 x 1 block, so each image would be masked whole or not at all",
                     "Set a block of about 1/16 to 1/4 of the image side with "
-                    f"dataset.mic_block_size (e.g. {setting}={max(1, min(size) // 8)}) or {path}.",
+                    f"dataset.mic_block_size (e.g. {setting}={max(1, min(size) // 8)})"
+                    f"{f' or {path}' * (path != key)}.",
                 )
             )
     return found
