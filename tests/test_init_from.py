@@ -411,3 +411,26 @@ def test_a_model_name_other_than_student_or_teacher_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"init_from: the model to read is 'student' or "
                        r"'teacher', got 'Teacher'"):  # fmt: skip
         initial_weights(tmp_path, model="Teacher")
+
+
+def test_a_backbone_s_own_weights_as_init_from_are_told_to_go_to_the_backbone(tmp_path):
+    """A timm backbone's state_dict given as the whole model's listed 100+ missing and extra
+    names and nothing else; the message now says whose names they are and where they go."""
+    import timm
+
+    from mic import ConfigError
+    from mic.tasks.classification import Classifier
+    from mic.training import load_initial_weights
+
+    path = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), path)
+    with pytest.raises(ConfigError) as e:
+        load_initial_weights(Classifier("resnet18", 10, pretrained=False), path)
+    said = str(e.value)
+    assert "the model's part 'backbone' without 'backbone.'" in said
+    assert "+model.pretrained_cfg_overlay={file:...}" in said
+    other = tmp_path / "other.pth"  # unrelated names: no such advice
+    torch.save({"stem.weight": torch.zeros(3), "head.bias": torch.zeros(2)}, other)
+    with pytest.raises(ConfigError) as e:
+        load_initial_weights(Classifier("resnet18", 10, pretrained=False), other)
+    assert "part 'backbone'" not in str(e.value)

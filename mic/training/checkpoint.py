@@ -338,7 +338,7 @@ def load_initial_weights(
         raise ConfigError(
             f"{key}: the weights in '{file}' do not fit the model ({'; '.join(problems)}). "
             "They must come from the same model config (model=..., model.* and "
-            "dataset.num_classes) as this run"
+            f"dataset.num_classes) as this run{_part_hint(own, state)}"
         )
     unwrap(model).load_state_dict(state, strict=not (counts or kept))
     if kept:
@@ -348,6 +348,24 @@ def load_initial_weights(
             "single-scale model that HRDA wraps): they keep their initialisation"
         )
     return file
+
+
+def _part_hint(own: dict[str, Any], state: dict[str, Any]) -> str:
+    """Advice where ``state`` holds the weights of one part of the model under their own
+    names (a timm backbone's ``state_dict``: ``conv1.weight`` for ``backbone.conv1.weight``):
+    at least half of them fit under one prefix of the model's names."""
+    prefixes = {k.split(".", 1)[0] + "." for k in own if "." in k}
+    for prefix in sorted(prefixes):
+        fit = sum(prefix + k in own for k in state)
+        if state and fit >= len(state) / 2:
+            return (
+                f". The file's names are those of the model's part '{prefix[:-1]}' without "
+                f"'{prefix}' ({fit} of {len(state)}): to start that part from them, give the "
+                "file as its pretrained weights (a classification model's backbone: "
+                "+model.pretrained_cfg_overlay={file:...} with model.pretrained=true, "
+                "docs/classification.md), not as the whole model's"
+            )
+    return ""
 
 
 def nonfinite_weights(state: Any, prefix: str = "") -> list[str]:
