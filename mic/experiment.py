@@ -1348,7 +1348,7 @@ def check_writable(run_dir: Path, create: bool = True, option: str | None = None
         size = (
             f"{len(long[0].encode())} bytes in one name"
             if long
-            else f"{len(str(existing))} characters"
+            else f"{len(str(existing).encode())} bytes"
         )
         raise ConfigError(
             f"the run folder '{shown}' is too long a path ({size}): a folder's name holds at "

@@ -362,12 +362,13 @@ def _argument_problem(value: Any, hint: type, optional: bool = True) -> str | No
     if value is None:  # (a bool's null was read as false: HRDA's classwise_attention off)
         kind = {bool: "true or false", int: "an integer", float: "a number"}[hint]
         return None if optional else f"must be {kind}, not null (this argument has no null)"
+    null = " or null" * optional  # (the argument's way to say "none")
     if hint is bool:
-        return None if isinstance(value, bool) else "must be true or false"
+        return None if isinstance(value, bool) else f"must be true or false{null}"
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not number:
         kind = "an integer" if hint is int else "a number"
-        return f"Input should be {kind}"
+        return f"Input should be {kind}{null}"
     if hint is int and not math.isfinite(value):
         return "Input should be a valid integer, not a number that is not finite"
     if hint is int and not float(value).is_integer():
@@ -478,7 +479,13 @@ def _read_from(node: DictConfig, key: Any) -> str | None:
         return None
     text = str(node._get_node(key)._value())
     found = re.fullmatch(r"\$\{(?:oc\.select:)?([A-Za-z_][\w.]*)(?:,[^{}]*)?\}", text)
-    return found.group(1) if found else None
+    root = node._get_root()  # (an oc.select of a key that is not set: its default, the reader's)
+    if not found or OmegaConf.select(root, found.group(1), default=_UNSET) is _UNSET:
+        return None
+    return found.group(1)
+
+
+_UNSET = object()
 
 
 def whole_numbers_as_ints(cfg: DictConfig) -> None:

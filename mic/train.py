@@ -432,7 +432,7 @@ def _leave_process_group() -> None:
 def _join_torchrun() -> None:
     """Under torchrun, start the process group before Hydra, so that every process writes into
     the run folder of rank 0 (same time stamp) and only rank 0 writes Hydra's own files."""
-    if os.environ.get("WORLD_SIZE", "1").strip() in ("0", "1"):  # (another value: judged there)
+    if os.environ.get("WORLD_SIZE", "").strip() in ("", "0", "1"):  # (another: judged there)
         return
     from mic.training.distributed import broadcast_object, init_distributed
 
@@ -711,9 +711,8 @@ _MODES = {
 
 
 #: the settings that name the run's log file (``<dataset.name>_<method.name>...log``) and
-#: folder, and the bytes each may hold (a file name holds at most 255)
+#: folder
 RUN_NAMES = ("method.name", "dataset.name", "hydra.job.name")
-RUN_NAME_BYTES = 100
 
 
 def usage_problem(argv: Sequence[str]) -> str | None:
@@ -782,18 +781,13 @@ def usage_problem(argv: Sequence[str]) -> str | None:
             f"{named[0]}: {named[0].split('=', 1)[0].lstrip('+')} names the run folder and "
             "log: give it without '/'"
         )
-    for arg in argv:  # (Hydra's traceback as it sets up the log, before mic's checks)
-        key, _, value = arg.partition("=")
-        if arg in ("~method.name", "~dataset.name", "~hydra.job.name") or (
-            key.lstrip("+") in RUN_NAMES and len(value.encode()) > RUN_NAME_BYTES
-        ):
-            what = key.lstrip("+~")
-            fix = "cannot be removed" if arg.startswith("~") else "is too long"
-            return (
-                f"{arg:.120}{'...' * (len(arg) > 120)}: {what} names the run's log file (and, "
-                f"with the default folders, its folder) and {fix}: give it a value of at most "
-                f"{RUN_NAME_BYTES} bytes"
-            )
+    removed = [a for a in argv if a.split("=", 1)[0] in {f"~{n}" for n in RUN_NAMES}]
+    if removed:  # (Hydra's traceback as it sets up the log, before mic's checks)
+        what = removed[0].split("=", 1)[0][1:]
+        return (
+            f"{removed[0]}: {what} names the run's log file (and, with the default folders, "
+            "its folder) and cannot be removed: give it another value"
+        )
     unset = [  # read by Hydra's log set-up (the job's name) before mic's check of the config
         (a, var)
         for a in argv
@@ -1320,6 +1314,72 @@ def own_config_problem(argv: Sequence[str]) -> str | None:
 
 #: the most jobs' configs composed to judge a sweep's values before its first job
 SWEEP_VALUES_JUDGED = 32
+
+
+def run_name_problem(argv: Sequence[str]) -> str | None:
+    """The message for what Hydra meets setting up the job's log, before mic's checks, with a
+    traceback: an interpolation in what names the run's folder or log
+    (``hydra.run.dir=runs/${nope}``, ``method.name=${nope}``) of a key that the composed config
+    lacks, or a log file name (``<dataset.name>_<method.name>_mic.log``, or
+    ``<hydra.job.name>.log``) over 255 bytes (from the command line or a config file of one's
+    own). None where neither is given, for a sweep (each job's own), for Hydra's own keys and
+    resolvers (``${now:...}``, ``${hydra.job.name}``), or where the config does not compose
+    here (the run reports that)."""
+    from mic.experiment import load_config
+
+    keys = (*RUN_NAMES, "hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir")
+    named = [a for a in argv if a.split("=", 1)[0].lstrip("+") in keys and "${" in a]
+    given = [a for a in argv if a.split("=", 1)[0].lstrip("+") in RUN_NAMES]
+    own = _config_dirs(argv)  # (mic's own names are short: composed only where needed)
+    if not (named or given or own) or {"-m", "--multirun"} & set(argv):
+        return None
+    if _other_root_or_launcher(argv):
+        return None
+    settings = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]
+    settings = [a for a in settings if not a.lstrip("+~").startswith("hydra.")]
+    if own is None or len(own) > 1:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cfg = load_config(settings, config_dir=own[0] if own else None)
+    except Exception:  # (what does not compose: the run's to report)
+        return None
+    for arg in named:
+        for key in re.findall(r"\$\{([A-Za-z_][\w.]*)\}", arg.split("=", 1)[1]):
+            if (
+                not key.startswith("hydra.")
+                and OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT
+            ):
+                close = did_you_mean(key, _leaf_keys(cfg), n=3)
+                return (
+                    f"{arg}: ${{{key}}} names no setting of the run's config, which Hydra reads "
+                    f"to name the run (its folder or log).{close}"
+                )
+    job = [a.split("=", 1)[1] for a in given if a.split("=", 1)[0].lstrip("+") == RUN_NAMES[2]]
+    try:
+        names = [str(OmegaConf.select(cfg, k, default="")) for k in RUN_NAMES[:2]]
+    except Exception:  # (an interpolation that does not resolve: the run's to name)
+        return None
+    log = f"{job[-1]}.log" if job else f"{names[1]}_{names[0]}_mic.log"
+    if len(log.encode()) > 255:  # (NAME_MAX: Hydra's "Unable to configure handler 'file'")
+        return (
+            f"the run's log file would be named {log[:60]}...{log[-20:]}, {len(log.encode())} "
+            f"bytes, more than a file name may hold (255): shorten "
+            f"{'hydra.job.name' if job else 'method.name or dataset.name'}"
+        )
+    return None
+
+
+def _leaf_keys(cfg: Any, prefix: str = "") -> list[str]:
+    """The dotted keys of ``cfg``'s settings (for did-you-mean advice)."""
+    keys = []
+    for key in cfg if OmegaConf.is_dict(cfg) else []:
+        path = f"{prefix}.{key}" if prefix else str(key)
+        keys.append(path)
+        if OmegaConf.is_dict(cfg._get_node(key)):
+            keys += _leaf_keys(cfg[key], path)
+    return keys
 
 
 def sweep_value_problem(argv: Sequence[str]) -> str | None:
@@ -1856,6 +1916,7 @@ def _command() -> None:
             or unknown_setting(sys.argv[1:])
             or experiment_over_choice(sys.argv[1:])
             or sweep_value_problem(sys.argv[1:])
+            or run_name_problem(sys.argv[1:])
             or own_config_problem(sys.argv[1:])
         )
         if unknown:

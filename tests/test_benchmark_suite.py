@@ -971,5 +971,9 @@ def test_a_second_ctrl_c_while_the_runs_are_ended_is_ignored(monkeypatch):
             pass
 
     monkeypatch.setattr(suite, "active_children", lambda: [Child()])
-    suite._stop(Pool())  # no KeyboardInterrupt
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # (a shell's background
+    try:  # job starts with SIGINT ignored: the second one must still be met)
+        suite._stop(Pool())  # no KeyboardInterrupt
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
+    finally:
+        signal.signal(signal.SIGINT, before)

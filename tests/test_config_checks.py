@@ -697,3 +697,12 @@ def test_an_interpolated_argument_is_judged_and_named_where_it_is_set():
     said = str(e.value)
     assert "dataset.size: " in said
     assert "dataset.source.size" not in said and "read by" not in said
+
+
+def test_an_oc_select_of_a_key_not_set_is_named_at_its_reader():
+    """The default of ``${oc.select:dataset.nosuch,64.5}`` is the reader's own value: named
+    there, not at a key the user never set."""
+    cfg = load_config(["experiment=det_shapes", "model.min_size=${oc.select:dataset.nosuch,64.5}"])
+    with pytest.raises(ConfigError) as e:
+        check_config(cfg)
+    assert "model.min_size: " in str(e.value) and "dataset.nosuch" not in str(e.value)

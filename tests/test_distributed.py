@@ -410,7 +410,7 @@ def test_under_torchrun_process_0_alone_says_what_the_run_does_and_each_says_its
     ("env", "said"),
     [
         ({"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc'"),
-        ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 without RANK"),
+        ({"WORLD_SIZE": "2"}, "RANK=''"),
         ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "x"}, "LOCAL_RANK='x'"),
     ],
 )
@@ -422,3 +422,18 @@ def test_a_torchrun_environment_mic_cannot_read_is_named(env, said, tmp_path):
     assert out.returncode == 2, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
     assert "mic cannot read" in out.stderr and said in out.stderr
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"LOCAL_RANK": "-1"}, {"RANK": "-1"}, {"WORLD_SIZE": "1", "RANK": ""}, {"WORLD_SIZE": ""}],
+)
+def test_one_process_does_not_read_rank_variables(env, monkeypatch):
+    """LOCAL_RANK=-1 ("not distributed", as some launchers say) beside one process trains."""
+    from mic.training.distributed import init_distributed
+
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert init_distributed("cpu").world_size == 1

@@ -531,7 +531,11 @@ def block_problems(config: Any, size: tuple[int, int]) -> list[Problem]:
                     "of 1 x 1 block, so each image would be masked whole or not at all",
                     "Set a block of about 1/16 to 1/4 of the image side with "
                     f"dataset.mic_block_size (e.g. {setting}={max(1, min(size) // 8)})"
-                    f"{f' or {path}' * (path != key)}.",
+                    + (
+                        f" or {path}."
+                        if path != key
+                        else ", or leave masked_agreement out of eval.validators."
+                    ),
                 )
             )
     return found

@@ -51,23 +51,27 @@ def init_distributed(device: str = "auto", backend: str | None = None) -> Proces
     WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT); a single process otherwise.
 
     Raises:
-        ConfigError: WORLD_SIZE above 1 without RANK, or one of the three that is no whole
-            number (set by hand rather than by torchrun).
+        ConfigError: a WORLD_SIZE that is no whole number, or, where it is above 1, a RANK
+            missing or a RANK or LOCAL_RANK that is no whole number (set by hand rather than
+            by torchrun). For one process (WORLD_SIZE unset, empty, 0 or 1) RANK and
+            LOCAL_RANK are not read (some launchers set LOCAL_RANK=-1 there).
     """
-    read = {k: os.environ.get(k) for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    bad = [f"{k}={v!r}" for k, v in read.items() if v is not None and not v.strip().isdigit()]
-    alone = (read["WORLD_SIZE"] or "1").strip() in ("0", "1")
-    if bad or (not alone and read["RANK"] is None):
+    read = {k: (os.environ.get(k) or "").strip() for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    read["WORLD_SIZE"] = read["WORLD_SIZE"] or "1"
+    bad = [f"WORLD_SIZE={read['WORLD_SIZE']!r}"] * (not read["WORLD_SIZE"].isdigit())
+    if not bad and int(read["WORLD_SIZE"]) > 1:
+        bad = [f"{k}={read[k]!r}" for k in ("RANK", "LOCAL_RANK") if not read[k].isdigit()]
+        bad = [b for b in bad if b != "LOCAL_RANK=''"]  # (unset: 0)
+    if bad:
         raise ConfigError(
             f"the environment describes a torchrun process group mic cannot read "
-            f"({', '.join(bad) or 'WORLD_SIZE=' + str(read['WORLD_SIZE']) + ' without RANK'}): "
-            "torchrun sets WORLD_SIZE, RANK and LOCAL_RANK as whole numbers; start the run "
-            "with torchrun, or unset them for one process"
+            f"({', '.join(bad)}): torchrun sets WORLD_SIZE, RANK and LOCAL_RANK as whole "
+            "numbers; start the run with torchrun, or unset them for one process"
         )
-    world = int(read["WORLD_SIZE"] or "1")
+    world = int(read["WORLD_SIZE"])
     if world <= 1:
         return ProcessInfo()
-    rank = int(read["RANK"])  # type: ignore[arg-type]
+    rank = int(read["RANK"])
     local = int(read["LOCAL_RANK"] or "0")
     if device != "cpu" and torch.cuda.is_available():
         torch.cuda.set_device(local)

@@ -51,7 +51,7 @@ def param_groups(
     """
     if isinstance(no_weight_decay, str):  # (read letter by letter: every name exempted)
         no_weight_decay = [no_weight_decay]
-    if any(not isinstance(s, str) or not s.strip() for s in no_weight_decay):
+    if any(not isinstance(s, str) or not s for s in no_weight_decay):
         raise ConfigError(
             f"no_weight_decay={list(no_weight_decay)!r}: each entry is text, a part of the "
             "names of the parameters to exempt (e.g. norm); an empty one is part of every "
