@@ -480,9 +480,11 @@ def _read_from(node: DictConfig, key: Any) -> str | None:
     text = str(node._get_node(key)._value())
     found = re.fullmatch(r"\$\{(?:oc\.select:)?([A-Za-z_][\w.]*)(?:,[^{}]*)?\}", text)
     root = node._get_root()  # (an oc.select of a key that is not set: its default, the reader's)
-    if not found or OmegaConf.select(root, found.group(1), default=_UNSET) is _UNSET:
+    try:
+        unset = not found or OmegaConf.select(root, found.group(1), default=_UNSET) is _UNSET
+    except Exception:  # (it does not resolve: named on its own)
         return None
-    return found.group(1)
+    return None if unset else found.group(1)
 
 
 _UNSET = object()

@@ -29,7 +29,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from mic.cli import catch_interrupts, exit_interrupted, interrupted, leave_at_next_signal
 from mic.core.errors import ConfigError, MicError
@@ -48,6 +48,7 @@ from mic.resume import empty_run_folder, in_sweep
 from mic.schema import did_you_mean, exception_chain, spelled_alike
 from mic.training import StoppedAtOnce, TrainingInterrupted, process_info
 from mic.training.checkpoint import option
+from mic.training.distributed import env_world_size
 from mic.training.hooks import say, to_run_log
 
 
@@ -401,7 +402,7 @@ _PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken p
 def _lost_peer(error: BaseException) -> bool:
     """Whether ``error`` is a collective that failed because another process of the run
     died (killed, out of memory), under torchrun."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not isinstance(error, RuntimeError):
+    if env_world_size() <= 1 or not isinstance(error, RuntimeError):
         return False
     return any(text in str(error) for text in _PEER_LOST)
 
@@ -420,7 +421,7 @@ def _leave_process_group() -> None:
     """Under torchrun, after a run that ended well: wait for every process, then close the
     group (a process that exits with the group's threads still running may abort: SIGABRT,
     "terminate called without an active exception", seen once under load)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if env_world_size() <= 1:
         return
     import torch.distributed as dist
 
@@ -1345,30 +1346,57 @@ def run_name_problem(argv: Sequence[str]) -> str | None:
             cfg = load_config(settings, config_dir=own[0] if own else None)
     except Exception:  # (what does not compose: the run's to report)
         return None
-    for arg in named:
-        for key in re.findall(r"\$\{([A-Za-z_][\w.]*)\}", arg.split("=", 1)[1]):
-            if (
-                not key.startswith("hydra.")
-                and OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT
-            ):
-                close = did_you_mean(key, _leaf_keys(cfg), n=3)
-                return (
-                    f"{arg}: ${{{key}}} names no setting of the run's config, which Hydra reads "
-                    f"to name the run (its folder or log).{close}"
-                )
-    job = [a.split("=", 1)[1] for a in given if a.split("=", 1)[0].lstrip("+") == RUN_NAMES[2]]
     try:
-        names = [str(OmegaConf.select(cfg, k, default="")) for k in RUN_NAMES[:2]]
-    except Exception:  # (an interpolation that does not resolve: the run's to name)
-        return None
-    log = f"{job[-1]}.log" if job else f"{names[1]}_{names[0]}_mic.log"
+        said, log = _run_name_message(cfg, named, given)
+    except Exception as e:  # (Hydra's traceback as it names the log)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return f"the run's name ({', '.join(given) or 'its folder'}) does not resolve: {first}"
+    if said:
+        return said
     if len(log.encode()) > 255:  # (NAME_MAX: Hydra's "Unable to configure handler 'file'")
+        job = any(a.split("=", 1)[0].lstrip("+") == RUN_NAMES[2] for a in given)
         return (
             f"the run's log file would be named {log[:60]}...{log[-20:]}, {len(log.encode())} "
             f"bytes, more than a file name may hold (255): shorten "
             f"{'hydra.job.name' if job else 'method.name or dataset.name'}"
         )
     return None
+
+
+def _run_name_message(cfg: DictConfig, named: list[str], given: list[str]) -> tuple[str, str]:
+    """``run_name_problem``'s message for an interpolation that names the run ("" where there
+    is none) and the name of the run's log file, as Hydra makes it (conf/config.yaml's
+    ``hydra.job.name``).
+
+    Raises:
+        Exception: what does not resolve here (the run's to name).
+    """
+    for arg in named:
+        for key in re.findall(r"\$\{([A-Za-z_][\w.]*)\}", arg.split("=", 1)[1]):
+            parent, _, last = key.rpartition(".")
+            node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+            if key.startswith("hydra.") or not OmegaConf.is_dict(node):
+                continue
+            if last not in list(node):  # (`in node` is False for a value not given: ???)
+                close = did_you_mean(key, _leaf_keys(cfg), n=3)
+                said = (
+                    f"{arg}: ${{{key}}} names no setting of the run's config, which Hydra reads "
+                    f"to name the run (its folder or log).{close}"
+                )
+                return said, ""
+            if OmegaConf.is_missing(node, last):
+                said = (
+                    f"{arg}: ${{{key}}} reads {key}, a value that must be given and is not: "
+                    f"give it ({key}=...)"
+                )
+                return said, ""
+    job = [a.split("=", 1)[1] for a in given if a.split("=", 1)[0].lstrip("+") == RUN_NAMES[2]]
+    name = job[-1] if job else (
+        "${dataset.name}_${method.name}${mic.run_suffix:${oc.select:method.terms.mic._target_,null}}"
+    )  # fmt: skip
+    with open_dict(cfg):
+        cfg._mic_job_name = name
+        return "", f"{cfg._mic_job_name}.log"
 
 
 def _leaf_keys(cfg: Any, prefix: str = "") -> list[str]:

@@ -706,3 +706,17 @@ def test_an_oc_select_of_a_key_not_set_is_named_at_its_reader():
     with pytest.raises(ConfigError) as e:
         check_config(cfg)
     assert "model.min_size: " in str(e.value) and "dataset.nosuch" not in str(e.value)
+
+
+def test_the_log_name_is_judged_as_hydra_makes_it_and_what_does_not_resolve_is_left():
+    """The job's name gets _mic only with MIC (a 243-byte method name fits without it); an
+    interpolation that reads a broken one is the run's to name, not a traceback here."""
+    from mic.train import run_name_problem
+
+    name = "method.name=" + "m" * 243
+    assert run_name_problem([name, "mic=none"]) is None
+    assert "more than a file name may hold (255)" in run_name_problem([name])
+    broken = ["hydra.run.dir=runs/${method.name}", "method.name=${method.name}x"]
+    assert "does not resolve: Recursive interpolation" in run_name_problem(broken)
+    said = run_name_problem(["hydra.run.dir=runs/${dataset.root_source}", "dataset=folders"])
+    assert "a value that must be given and is not: give it (dataset.root_source=...)" in said

@@ -410,7 +410,8 @@ def test_under_torchrun_process_0_alone_says_what_the_run_does_and_each_says_its
     ("env", "said"),
     [
         ({"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc'"),
-        ({"WORLD_SIZE": "2"}, "RANK=''"),
+        ({"WORLD_SIZE": "2"}, "RANK unset"),
+        ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_PORT": "1"}, "MASTER_ADDR unset"),
         ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "x"}, "LOCAL_RANK='x'"),
     ],
 )
@@ -437,3 +438,15 @@ def test_one_process_does_not_read_rank_variables(env, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert init_distributed("cpu").world_size == 1
+
+
+def test_an_empty_world_size_trains_one_process_to_its_end(tmp_path):
+    """WORLD_SIZE= (empty) is one process: the run's last steps read it too (a ValueError
+    after a whole run)."""
+    from tests.cli import run_mic_train
+
+    env = {"WORLD_SIZE": "", "RANK": "-1", "LOCAL_RANK": "-1"}
+    args = ["iterations=2", "adaptation_start=0", "eval.adabn_batches=1"]
+    out = run_mic_train([*args, f"hydra.run.dir={tmp_path / 'run'}"], env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "run" / "summary.json").is_file()

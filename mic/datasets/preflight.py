@@ -44,6 +44,7 @@ from mic.datasets.files import (
     ImageHeader,
     read_header,
 )
+from mic.training.distributed import env_world_size
 from mic.training.sampling import DatasetWrapper
 
 log = logging.getLogger(__name__)
@@ -346,7 +347,8 @@ def check_datasets(
         f"the data check before training found {count} problem{'s' * (count != 1)}. "
         + " ".join(sections)
     )
-    if count > listed and listing is not None and os.environ.get("RANK", "0") == "0":
+    main = env_world_size() <= 1 or os.environ.get("RANK", "0") == "0"  # (one process: any RANK)
+    if count > listed and listing is not None and main:
         path = Path(listing)
         with contextlib.suppress(OSError):
             path.parent.mkdir(parents=True, exist_ok=True)

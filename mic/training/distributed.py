@@ -46,27 +46,39 @@ class ProcessInfo:
         return self.rank == 0
 
 
+def env_world_size() -> int:
+    """The processes the environment's WORLD_SIZE names (unset, empty or not a whole number:
+    1; ``init_distributed`` refuses the last)."""
+    text = (os.environ.get("WORLD_SIZE") or "").strip()
+    return int(text) if text.isdigit() else 1
+
+
 def init_distributed(device: str = "auto", backend: str | None = None) -> ProcessInfo:
     """Join the process group that ``torchrun`` describes in the environment (RANK,
     WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT); a single process otherwise.
 
     Raises:
-        ConfigError: a WORLD_SIZE that is no whole number, or, where it is above 1, a RANK
-            missing or a RANK or LOCAL_RANK that is no whole number (set by hand rather than
-            by torchrun). For one process (WORLD_SIZE unset, empty, 0 or 1) RANK and
-            LOCAL_RANK are not read (some launchers set LOCAL_RANK=-1 there).
+        ConfigError: a WORLD_SIZE that is no whole number, or, where it is above 1, a RANK,
+            MASTER_ADDR or MASTER_PORT missing or a RANK or LOCAL_RANK that is no whole number
+            (set by hand rather than by torchrun). For one process (WORLD_SIZE unset, empty,
+            0 or 1) RANK and LOCAL_RANK are not read (some launchers set LOCAL_RANK=-1 there).
     """
     read = {k: (os.environ.get(k) or "").strip() for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     read["WORLD_SIZE"] = read["WORLD_SIZE"] or "1"
     bad = [f"WORLD_SIZE={read['WORLD_SIZE']!r}"] * (not read["WORLD_SIZE"].isdigit())
     if not bad and int(read["WORLD_SIZE"]) > 1:
-        bad = [f"{k}={read[k]!r}" for k in ("RANK", "LOCAL_RANK") if not read[k].isdigit()]
-        bad = [b for b in bad if b != "LOCAL_RANK=''"]  # (unset: 0)
+        bad = [
+            f"{k}={read[k]!r}" if read[k] else f"{k} unset"
+            for k in ("RANK", "LOCAL_RANK")
+            if not read[k].isdigit() and (read[k] or k == "RANK")  # (LOCAL_RANK unset: 0)
+        ]
+        bad += [f"{k} unset" for k in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
     if bad:
         raise ConfigError(
             f"the environment describes a torchrun process group mic cannot read "
             f"({', '.join(bad)}): torchrun sets WORLD_SIZE, RANK and LOCAL_RANK as whole "
-            "numbers; start the run with torchrun, or unset them for one process"
+            "numbers, with MASTER_ADDR and MASTER_PORT; start the run with torchrun, or unset "
+            "them for one process"
         )
     world = int(read["WORLD_SIZE"])
     if world <= 1:
