@@ -1437,7 +1437,14 @@ def sweep_value_problem(argv: Sequence[str]) -> str | None:
     sweeps: dict[int, list[str]] = {}
     for i, override in enumerate(parsed):
         if override is not None and override.is_sweep_override():
-            if isinstance(override.value(), Glob):
+            if isinstance(override.value(), Glob):  # (0 jobs, exit 0: a typo looked a success)
+                group = override.key_or_group
+                if not own and _is_group(group) and not _options_given(settings[i]):
+                    names = _folder_options([importlib.resources.files("mic.conf") / group])
+                    return (
+                        f"{settings[i]} matches no option of {group}, so the sweep would run "
+                        f"no job; its options: {', '.join(names)}"
+                    )
                 return None  # (its options are the run's to list)
             if isinstance(override.value(), IntervalSweep):  # (Hydra's traceback)
                 return (

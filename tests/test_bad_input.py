@@ -1118,6 +1118,13 @@ CASES = [
         "seed=range(0,-1) sweeps no value, so the sweep would run no job",
     ),
     (
+        "config-sweep-glob-of-no-option",
+        "a sweep over a glob that matches no option (Hydra launched 0 jobs and exited 0)",
+        lambda t, r: ["-m", "model=glob(nope*)"],
+        "model=glob(nope*) matches no option of model, so the sweep would run no job; its "
+        "options: context_unet,",
+    ),
+    (
         "config-run-name-too-long",
         "a method name longer than a file name may be (Hydra's traceback setting up the log)",
         lambda t, r: ["method.name=" + "m" * 300],

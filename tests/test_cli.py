@@ -375,6 +375,10 @@ def test_the_sweep_check_leaves_what_it_cannot_judge_here_to_the_run(tmp_path):
     interval = ["-m", "optimizer.lr=interval(1e-4,1e-3)"]
     assert "a sampling sweeper draws from" in sweep_value_problem(interval)
     assert sweep_value_problem([*interval, "hydra/sweeper=optuna"]) is None
+    # a glob: judged where mic's options are all there are (one's own folders may add some)
+    assert sweep_value_problem(["-m", "model=glob(small*)"]) is None
+    own = ["-m", "--config-dir", str(tmp_path), "model=glob(mine*)"]
+    assert sweep_value_problem(own) is None
     env = "seed=${oc.env:MIC_TEST_UNSET_VARIABLE}"  # set where a launcher runs the job
     assert sweep_value_problem(["-m", env, "method.terms.mic.weight=0.3,1"]) is None
     launcher = ["-m", "hydra/launcher=submitit_slurm", "seed=0,abc"]
