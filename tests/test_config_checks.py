@@ -711,8 +711,10 @@ def test_an_oc_select_of_a_key_not_set_is_named_at_its_reader():
 def test_the_log_name_is_judged_as_hydra_makes_it_and_what_does_not_resolve_is_left():
     """The job's name gets _mic only with MIC (a 243-byte method name fits without it); an
     interpolation that reads a broken one is the run's to name, not a traceback here."""
-    from mic.train import run_name_problem
+    from mic.train import run_name_problem, usage_problem
 
+    for removed in ("~method.name", "~method.name=mean_teacher", "~dataset.name=digits"):
+        assert "and cannot be removed" in usage_problem([removed]), removed
     name = "method.name=" + "m" * 243
     assert run_name_problem([name, "mic=none"]) is None
     assert "more than a file name may hold (255)" in run_name_problem([name])
