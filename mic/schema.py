@@ -11,6 +11,7 @@ annotated ``bool`` must be given true or false (``bool("false")`` is true, so a 
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib.resources
 import inspect
 import logging
@@ -286,10 +287,12 @@ def decode_env(cfg: DictConfig) -> None:
     walk(cfg, raw, "")
 
 
+@functools.lru_cache(maxsize=256)
 def _typed_arguments(target: str) -> dict[str, tuple[type, bool]]:
     """The arguments of ``target`` (a class or function path) annotated ``bool``, ``int`` or
     ``float``, alone or with None: name -> (that kind, whether it takes None: annotated
-    ``int | None``, or None as its default)."""
+    ``int | None``, or None as its default). Read once per target (the check and the
+    whole-number rewrite both ask); not to be changed by callers."""
     try:
         obj = _get_object(target)
         fn = obj.__init__ if inspect.isclass(obj) else obj

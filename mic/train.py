@@ -81,7 +81,11 @@ def user_error(exc: BaseException, cfg: DictConfig | None = None) -> str | None:
     for seen in exception_chain(exc):
         missing = re.match(r"Interpolation key '([\w.]+)' not found", str(seen))
         where = getattr(seen, "full_key", None) if isinstance(seen, InterpolationKeyError) else None
-        raw = _raw_value(cfg, where) if where else None
+        raw = (
+            _at(OmegaConf.to_container(cfg, resolve=False), where)
+            if where and cfg is not None
+            else None
+        )
         if missing and isinstance(raw, str) and "${." in raw:  # (OmegaConf names a part alone)
             return _one_paragraph(
                 f"{where} reads {raw}, a relative interpolation (a key beside it, or above it "
@@ -140,15 +144,6 @@ def user_error(exc: BaseException, cfg: DictConfig | None = None) -> str | None:
     return None
 
 
-def _raw_value(cfg: DictConfig | None, key: str) -> Any:
-    """The value at dotted ``key`` of ``cfg`` as written (an interpolation unresolved), or
-    None."""
-    node: Any = OmegaConf.to_container(cfg, resolve=False) if cfg is not None else None
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
 def _group_hint(said: str) -> str:
     """For a class of one's own given a config group's argument it does not take (a
     ``model._target_=...`` or ``method.terms.<name>._target_=...`` on the command line keeps
@@ -175,10 +170,9 @@ def _group_hint(said: str) -> str:
         if name
         else None
     )
-    takes = (
-        f" {name} takes {sorted(taken)}." if taken and own else ""
-    )  # (not a call inside)  # (no guess: the key may be
-    # the replaced class's own, weighting for a term that takes weight)
+    # what the class takes, where its own call refused the key (not a call inside it); no
+    # guess at the key meant: it may be the replaced class's own (weighting for weight)
+    takes = f" {name} takes {sorted(taken)}." if taken and own else ""
     hint = (
         f".{takes} A _target_ of your own under {key} is given the other keys of its config "
         f"too ({key}.{extra} among them, where it replaced a class of mic's): drop them "
@@ -774,8 +768,7 @@ def usage_problem(argv: Sequence[str]) -> str | None:
     named = [  # the run folder and log are named by them: no path separator
         a
         for a in argv
-        if a.split("=", 1)[0].lstrip("+") in ("method.name", "dataset.name", "hydra.job.name")
-        and _separated(a.split("=", 1)[1])
+        if a.split("=", 1)[0].lstrip("+") in RUN_NAMES and _separated(a.split("=", 1)[1])
     ]
     if named:
         return (
@@ -1336,8 +1329,7 @@ def run_name_problem(argv: Sequence[str]) -> str | None:
         return None
     if _other_root_or_launcher(argv):
         return None
-    settings = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]
-    settings = [a for a in settings if not a.lstrip("+~").startswith("hydra.")]
+    settings = _job_settings(argv)
     if own is None or len(own) > 1:
         return None
     try:
@@ -1399,6 +1391,13 @@ def _run_name_message(cfg: DictConfig, named: list[str], given: list[str]) -> tu
         return "", f"{cfg._mic_job_name}.log"
 
 
+def _job_settings(argv: Sequence[str]) -> list[str]:
+    """The overrides of a command line that compose the job's config: settings, additions and
+    deletions, without Hydra's options and ``hydra.*`` keys."""
+    settings = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]
+    return [a for a in settings if not a.lstrip("+~").startswith("hydra.")]
+
+
 def _leaf_keys(cfg: Any, prefix: str = "") -> list[str]:
     """The dotted keys of ``cfg``'s settings (for did-you-mean advice)."""
     keys = []
@@ -1428,8 +1427,7 @@ def sweep_value_problem(argv: Sequence[str]) -> str | None:
     own = _config_dirs(argv)
     if own is None or len(own) > 1 or _other_root_or_launcher(argv):
         return None
-    settings = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]
-    settings = [a for a in settings if not a.lstrip("+~").startswith("hydra.")]
+    settings = _job_settings(argv)
     experiments = [o for a in settings if a.startswith("experiment=") for o in _options_given(a)]
     if any(_sets_sweeper(e, own) for e in experiments):  # (its own sweeps join each job)
         return None
