@@ -534,3 +534,20 @@ def test_a_predict_that_switches_the_model_s_mode_stops_the_run_before_training(
             return super().predict(model, images)
 
     assert "mse" in mic.evaluate(MakesAModule(), regressor(), test)
+
+
+def test_a_task_that_sets_no_num_classes_is_named_where_its_datasets_are_checked():
+    class NoClassCount(mic.Task):  # Regression's methods, without num_classes
+        primary_metric = "mse"
+        loss, predict = Regression.loss, Regression.predict
+        pseudo_label, metric = Regression.pseudo_label, Regression.metric
+
+    task = NoClassCount()
+    *_, test = loaders(task)
+    with pytest.raises(ConfigError, match=r"^NoClassCount\.num_classes is not set: set it \(1 "):
+        mic.Evaluation(task, test)  # it checks its test set (an AttributeError before)
+    task.num_classes = "3"
+    with pytest.raises(ConfigError, match=r"NoClassCount\.num_classes is '3': set it"):
+        task.check_datasets({"test": None})
+    task.num_classes = 3
+    task.check_datasets({"test": None})  # (nothing to compare)

@@ -938,6 +938,8 @@ def test_images_of_one_pixel_are_named_too_small_for_any_block():
         ({"min_pixels": float("nan")}, "min_pixels must be a whole number"),
         ({"min_crop_ratio": float("nan")}, "min_crop_ratio must be a finite number >= 0"),
         ({"temperature": 0}, "temperature must be > 0"),
+        ({"cache": 2}, "cache must be true (beside the dataset), false / null (never) or a file"),
+        ({"cache": ""}, "(mic-train: dataset.source.cache), got ''"),
     ],
 )
 def test_rare_class_sampling_settings_out_of_range_are_refused(tmp_path, kwargs, said):
@@ -946,7 +948,7 @@ def test_rare_class_sampling_settings_out_of_range_are_refused(tmp_path, kwargs,
     root = seg_tree(tmp_path / "seg", n=3)
     ds = SegmentationFolder(root / "img", root / "lbl", num_classes=3)
     with pytest.raises(ConfigError, match=re.escape(said)):
-        RareClassSampling(ds, cache=False, **kwargs)
+        RareClassSampling(ds, **{"cache": False, **kwargs})
 
 
 def test_a_min_pixels_no_image_reaches_names_its_key_and_the_largest_count(tmp_path):

@@ -219,7 +219,12 @@ class Task(ABC):
 
     def check_datasets(self, datasets: Mapping[str, Any]) -> None:
         """Raise ``DatasetError`` when the named datasets (``source``, ``target``, ``test``;
-        None skipped) cannot serve this task; by default ``check_num_classes``."""
+        None skipped) cannot serve this task; by default ``check_num_classes`` (ConfigError
+        for a task that sets no ``num_classes``)."""
+        if not isinstance(n := getattr(self, "num_classes", None), int):
+            got = f"{type(self).__name__}.num_classes is {'not set' if n is None else repr(n)}"
+            raise ConfigError(f"{got}: set it (1 for a task without classes) or override "
+                              "check_datasets (docs/new_task.md)")  # fmt: skip
         check_num_classes(self.num_classes, datasets)
 
     def collate(self, samples: list[Any]) -> Any:

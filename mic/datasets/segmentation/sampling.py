@@ -163,6 +163,10 @@ class RareClassSampling(DatasetWrapper):
 
     Classes without any qualifying image are left out of the distribution (the published
     code stops with an assertion).
+
+    Raises:
+        ConfigError: an argument out of its range or of the wrong type (``cache=2``), or an
+            unlabelled dataset.
     """
 
     def __init__(
@@ -185,6 +189,11 @@ class RareClassSampling(DatasetWrapper):
             raise ConfigError(
                 f"rare class sampling min_crop_ratio must be a finite number >= 0, got "
                 f"{min_crop_ratio!r}"
+            )
+        if not isinstance(cache, (str, Path, bool, type(None))) or cache == "":
+            raise ConfigError(
+                f"rare class sampling cache must be true (beside the dataset), false / null "
+                f"(never) or a file path (mic-train: dataset.source.cache), got {cache!r}"
             )
         if not getattr(dataset, "labelled", True):
             raise ConfigError("rare class sampling needs a labelled dataset")
