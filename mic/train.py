@@ -1059,7 +1059,8 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
     from mic.experiment import load_config
     from mic.schema import USER_KEY, interpolated_paths, task_mismatches
 
-    dotted, kept, appended, deleted = [], [], [], []
+    dotted, kept, deleted = [], [], []
+    appended: dict[str, str] = {}  # +key=value: key -> value as written
     anew: dict[str, str] = {}  # group -> the mapping +group={...} gives it (a config of one's own)
     given: dict[str, str] = {}  # a dotted key's value as written
     mappings = {}  # key -> a mapping given to it (merged by Hydra into what it holds)
@@ -1090,7 +1091,7 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
                     f"one already: choose it without +: {name}={added.group(2)}"
                 )
             if "." in name or not _is_group(name):  # (+method_task=x: named by the run)
-                appended.append(name)  # judged on the config without it
+                appended[name] = added.group(2)  # judged on the config without it
         elif dropped and not dropped.group(1).startswith(("hydra", USER_KEY)):
             deleted.append(dropped.group(1))  # composed without it (~key then +key=...)
             kept.append(arg)
@@ -1143,7 +1144,7 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
         if value is not _ABSENT:
             return (
                 f"+{key}=... adds a setting, but {key} is already set (to {value!r}); set it "
-                f"without +: {key}=..."
+                f"without +: {key}={appended[key]}"
             )
     for key in dotted:
         if any(key == a or key.startswith(f"{a}.") for a in appended):

@@ -1429,13 +1429,15 @@ CASES = [
         "config-append-existing",
         "a setting the config has, added with + (Hydra's 'could not append', exit status 1)",
         lambda t, r: ["+eval.interval=5"],
-        "+eval.interval=... adds a setting, but eval.interval is already set (to ",
+        "+eval.interval=... adds a setting, but eval.interval is already set (to 250); set it "
+        "without +: eval.interval=5",
     ),
     (
         "config-append-existing-root",
         "a root setting the config has, added with + (Hydra's 'could not append', exit 1)",
         lambda t, r: ["+iterations=5"],
-        "+iterations=... adds a setting, but iterations is already set (to ",
+        "+iterations=... adds a setting, but iterations is already set (to 4); set it without +: "
+        "iterations=5",
     ),
     (
         "config-append-group",
