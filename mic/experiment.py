@@ -99,8 +99,9 @@ def load_config(
             searched beside mic's, as ``mic-train --config-dir`` does.
 
     Raises:
-        ConfigError: ``overrides`` given as one text, not a list; a ``config_dir`` that is no
-            folder.
+        ConfigError: ``overrides`` given as one text, not a list, or holding what is no text;
+            a ``config_dir`` that is no folder; overrides that do not compose (a misspelt
+            setting or option: ``mic-train``'s message for them, else Hydra's).
     """
     from hydra.core.global_hydra import GlobalHydra
     from hydra.version import VersionBase
@@ -109,6 +110,10 @@ def load_config(
         raise ConfigError(
             f"load_config takes a list of overrides, got the text {overrides!r}: write "
             f"[{overrides!r}]"
+        )
+    if not isinstance(overrides, Sequence) or not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(
+            f"load_config takes a list of overrides as texts (['seed=1']), got {overrides!r}"
         )
     own = [o for o in overrides if str(o).lstrip("+~").startswith("hydra.")]
     own = [o for o in own if not str(o).lstrip("+~").startswith("hydra.searchpath")]
@@ -127,6 +132,16 @@ def load_config(
     GlobalHydra.instance().clear()
     try:
         return _compose(overrides, config_name, config_dir)
+    except MicError:
+        raise
+    except Exception as e:  # Hydra's words, or mic-train's for the same command line
+        from mic import train
+
+        argv = [*([f"--config-dir={config_dir}"] if config_dir is not None else []), *overrides]
+        checks = (train.usage_problem, train.unknown_option, train.unknown_setting)
+        said = next(filter(None, (check(argv) for check in checks)), None)
+        said = said and re.sub(r"--config-dir ?", "config_dir=", said)  # (Python's name)
+        raise ConfigError(said or f"the overrides do not compose: {e}") from e
     finally:
         VersionBase.instance().version_base = base
         if outer is not None:

@@ -806,6 +806,26 @@ def _hurried_mistakes():
             lambda: load_config("mic=none"),
             "load_config takes a list of overrides, got the text 'mic=none': write ['mic=none']",
         ),
+        "an override that is no text": (
+            lambda: load_config(["seed=1", 3]),
+            "load_config takes a list of overrides as texts (['seed=1']), got ['seed=1', 3]",
+        ),
+        "a misspelt setting (Hydra's advice: append it with +)": (
+            lambda: load_config(["iteratons=20"]),
+            "mic-train has no setting 'iteratons'. Did you mean: iterations?",
+        ),
+        "a misspelt option (Hydra's: its search path)": (
+            lambda: load_config(["method=dan"]),
+            "unknown method 'dan'. Did you mean: dann, cdan, cdan_e? The method options: cdan,",
+        ),
+        "an option of one's own without its folder": (
+            lambda: load_config(["method=mine"]),
+            "(a file of your own: give the folder that holds method/mine.yaml with config_dir=)",
+        ),
+        "an override Hydra's grammar refuses": (
+            lambda: load_config(["seed=="]),
+            "the overrides do not compose: Error parsing override 'seed=='",
+        ),
         "run_experiment's arguments swapped": (
             lambda: run_experiment("runs/x", load_config([])),
             "run_experiment(cfg, run_dir): cfg must be a composed config (load_config(...)), g",
