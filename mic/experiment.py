@@ -360,11 +360,27 @@ def load_run(
             the model (see ``mic.training.load_initial_weights``), or a ``_target_`` of the
             run's task or model that cannot be imported here.
     """
+    for name, value in (("run", run), ("checkpoint", checkpoint)):
+        if not isinstance(value, (str, os.PathLike)) and (name == "run" or value is not None):
+            number = isinstance(value, int) and not isinstance(value, bool) and name != "run"
+            hint = (
+                f" (the checkpoint of iteration {value} is checkpoints/iter_{value:08d}.pt)"
+                if number
+                else ""
+            )
+            raise ConfigError(f"load_run({name}=...) takes a path, got {value!r}{hint}")
     folder = Path(run)
     if not (folder / "config.yaml").is_file():
+        logs = sorted(p.name for p in folder.glob("*.log")) if folder.is_dir() else []
+        began = (folder / ".hydra").is_dir() or logs  # a run that stopped before training
         raise ConfigError(
-            f"'{folder}' holds no config.yaml: give the folder of a run (its hydra.run.dir), "
-            "which mic-train writes it to"
+            f"'{folder}' holds no config.yaml: "
+            + (
+                f"the run stopped before it began training (its log: {', '.join(logs) or 'none'}"
+                "), so it has no trained model"
+                if began
+                else "give the folder of a run (its hydra.run.dir), which mic-train writes it to"
+            )
         )
     if model not in ("student", "teacher"):
         raise ConfigError(f"model must be 'student' or 'teacher', got {model!r}")

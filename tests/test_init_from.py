@@ -297,10 +297,21 @@ def test_load_run_rebuilds_a_run_s_task_and_model_without_its_data(teacher_run, 
     with torch.no_grad():
         probabilities = task.predict(model, torch.rand(2, 3, 32, 32))
     assert probabilities.shape == (2, task.num_classes)
-    with pytest.raises(ConfigError, match=r"holds no config\.yaml"):
+    with pytest.raises(ConfigError, match=r"holds no config\.yaml: give the folder of a run"):
         mic.load_run(tmp_path)
     with pytest.raises(ConfigError, match="model must be 'student' or 'teacher'"):
         mic.load_run(teacher_run, model="ema")
+    said = r"takes a path, got 2 \(the checkpoint of iteration 2 is checkpoints/iter_00000002\.pt"
+    with pytest.raises(ConfigError, match=said):  # (pathlib's TypeError before)
+        mic.load_run(teacher_run, checkpoint=2)
+    with pytest.raises(ConfigError, match=r"load_run\(run=\.\.\.\) takes a path, got None"):
+        mic.load_run(None)
+    failed = tmp_path / "failed"  # a sweep's job that stopped on a data error: Hydra's record
+    (failed / ".hydra").mkdir(parents=True)
+    (failed / "digits_mean_teacher.log").write_text("mic: error: ...\n")
+    said = r"holds no config\.yaml: the run stopped before it began training \(its log: digits_"
+    with pytest.raises(ConfigError, match=said):
+        mic.load_run(failed)
 
 
 def test_load_run_of_a_stopped_run_says_which_checkpoint_it_loaded(teacher_run, tmp_path):

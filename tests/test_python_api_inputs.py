@@ -17,6 +17,7 @@ from mic.tasks.classification import ClassificationTask
 from mic.tasks.detection import DetectionTask
 from mic.tasks.segmentation import SegmentationTask, SmallUNet
 from mic.training import load_checkpoint
+from mic.training.evaluation import check_pairs
 from mic.training.validators import MaskedAgreement, ModelSelection, TargetOutputs
 from tests.helpers import Regression
 
@@ -1100,3 +1101,22 @@ def test_snd_refuses_a_temperature_or_chunk_it_would_misread(kwargs):
 
     assert SoftNeighborhoodDensity(np.float32(0.25)).temperature == 0.25  # (as before)
     assert SoftNeighborhoodDensity(torch.tensor(0.25)).temperature == 0.25
+
+
+def test_a_test_batch_with_fewer_targets_than_images_is_named():
+    """A batch of one's own making, not collated by the task: torchmetrics met it as a size
+    mismatch deep in its statistics (or, for a detector's list, scored the images in part)."""
+    from mic.tasks.detection import DetectionTask
+    from tests.helpers import tiny_loaders, tiny_model
+
+    task, *_ = tiny_loaders()
+    x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 3, (6,))
+    model = tiny_model()
+    assert "accuracy" in mic.evaluate(task, model, [(x, y)])
+    with pytest.raises(DatasetError, match=r"^a test batch holds 6 images but 4 targets: each "):
+        mic.evaluate(task, model, [(x, y[:4])])
+    boxes = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}
+    with pytest.raises(DatasetError, match="a test batch holds 2 images but 1 targets"):
+        check_pairs(DetectionTask(3), [x[0], x[1]], [boxes])
+    check_pairs(DetectionTask(3), [x[0], x[1]], [boxes, boxes])
+    check_pairs(task, x, (y, y))  # a task's own form of targets: the task's to judge

@@ -268,6 +268,20 @@ def check_test_set(task: Task, loader: Any, who: str) -> None:
         ) from e
 
 
+def check_pairs(task: Task, images: Any, targets: Any) -> None:
+    """Raise ``DatasetError`` for a batch with another number of targets than images (a
+    tensor of targets, or a detector's list of one dict per image; other forms are the
+    task's), which torchmetrics would meet as a size mismatch or score in part."""
+    per_image = isinstance(targets, torch.Tensor) and targets.ndim > 0
+    per_image |= isinstance(targets, list) and all(isinstance(t, Mapping) for t in targets)
+    if per_image and len(targets) != (n := task.count(images)):
+        raise DatasetError(
+            f"a test batch holds {n} images but {len(targets)} targets: each image needs its "
+            "target, as (image, target) pairs batched together (e.g. TensorDataset(x, y) with "
+            "collate_fn=task.collate)"
+        )
+
+
 def _updated_metric(
     task: Task, model: nn.Module, loader: Iterable[Any], device: Any
 ) -> tuple[Any, int]:
@@ -279,6 +293,7 @@ def _updated_metric(
         images, targets = labelled_batch(batch)
         if not collated:  # labels out of range met in torchmetrics otherwise
             task.check_targets(targets)
+            check_pairs(task, images, targets)
         prediction = task.predict(model, move_to(images, device))
         metric.update(prediction, move_to(targets, device))
         batches += 1
