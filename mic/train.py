@@ -929,7 +929,7 @@ def unknown_option(argv: Sequence[str]) -> str | None:
                 names = _folder_options(folders)
                 off = " (mic=none switches MIC off)" if key == "mic" else ""
                 if key == "experiment":  # the default: none
-                    off = " (leave experiment= out for none, the default)"
+                    off = " (leave experiment= out for none, the default; a sweep names it none)"
                 return f"{key}=null: choose one of its options{off}: {', '.join(names)}"
             listed = re.fullmatch(r"\[(.*)\]", value)
             if listed and _is_group(key):  # one of mic's groups: one option (Hydra merges

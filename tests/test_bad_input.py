@@ -2419,7 +2419,11 @@ def test_config_group_options_are_checked_where_mics_own_configs_decide(tmp_path
     # null (Hydra: "Config group override must be a string or a list", with its traceback)
     assert "model=null: choose one of its options: context_unet," in unknown_option(["model=null"])
     assert "mic=null: choose one" in unknown_option(["-m", "mic=none,null"])  # a sweep's too
-    assert "leave experiment= out for none" in unknown_option(["experiment=null"])
+    said = unknown_option(["-m", "experiment=null,digits_oracle"])
+    assert "(leave experiment= out for none, the default; a sweep names it none)" in said
+    from mic.experiment import load_config
+
+    assert load_config(["experiment=none"]) == load_config([])  # the sweep's plain arm
 
 
 def test_nested_settings_are_checked_against_the_composed_config(tmp_path):
