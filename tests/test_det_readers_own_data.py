@@ -481,13 +481,15 @@ def test_a_test_set_without_a_box_is_refused_and_its_map_is_nan(tmp_path):
     assert np.isnan(scores["map_50"]) and np.isnan(scores["map"])
 
 
-def test_a_loaded_run_names_the_classes_its_coco_json_gave(tmp_path):
+@pytest.mark.parametrize("test", ["labelled", "none"])
+def test_a_loaded_run_names_the_classes_its_coco_json_gave(tmp_path, test):
     """With dataset.classes=null the names come from the json's categories: the run's
     config.yaml records them, so load_run's task names them without the data (it named them
-    '0', '1', '2')."""
+    '0', '1', '2'; a run without a test set, label-free, took them from none)."""
     import mic
 
-    out = _coco_run(tmp_path, BOX, BOX)
+    extra = ["dataset.test=null", "checkpoint.best_by=im"] if test == "none" else []
+    out = _coco_run(tmp_path, BOX, BOX, extra=extra)
     assert out.returncode == 0, out.stderr[-2000:]
     task, _ = mic.load_run(tmp_path / "run")
     assert task.class_names == ["red", "green", "blue"]

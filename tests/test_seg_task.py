@@ -270,6 +270,35 @@ def test_class_names_of_another_count_name_both_settings():
         SegmentationTask(3, classes=["road", "sky"])
 
 
+@pytest.mark.parametrize("kind", ["segmentation", "detection", "classification"])
+def test_a_task_takes_its_class_names_from_the_source_when_there_is_no_test_set(kind):
+    """A label-free run (dataset.test=null) wrote the ids ('0', '1', '2') as the class names
+    to config.yaml, and load_run's task named them so: the test set alone named them."""
+    from types import SimpleNamespace
+
+    from mic.tasks.classification import ClassificationTask
+    from mic.tasks.detection import DetectionTask
+    from mic.training.sampling import DatasetWrapper
+
+    make = {"segmentation": SegmentationTask, "detection": DetectionTask}
+    task = make.get(kind, ClassificationTask)(3)
+    reader = SimpleNamespace(classes=["road", "car", "sky"], num_classes=3)
+    wrapped = DatasetWrapper.__new__(DatasetWrapper)  # (rare class sampling's: the reader's)
+    wrapped.dataset = reader
+    task.check_datasets({"source": wrapped, "target": None, "test": None})
+    names = getattr(task, "classes", None) if kind == "segmentation" else task.class_names
+    assert names == ["road", "car", "sky"]
+    attribute = "classes" if kind == "segmentation" else "class_names"
+    given = make.get(kind, ClassificationTask)(3)  # names given are kept (and judged)
+    setattr(given, attribute, ["a", "b", "c"])
+    with pytest.warns(UserWarning, match="names 3 of its classes otherwise than the task"):
+        given.check_datasets({"source": reader, "test": None})
+    assert getattr(given, attribute) == ["a", "b", "c"]
+    setattr(given, attribute, ["car", "road", "sky"])
+    with pytest.raises(DatasetError, match="order"):
+        given.check_datasets({"source": reader, "test": None})
+
+
 def test_predict_names_a_numpy_array_and_a_single_image():
     import numpy as np
 

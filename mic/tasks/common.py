@@ -18,6 +18,7 @@ from mic.core.errors import is_whole
 from mic.core.teacher import unwrap
 from mic.datasets.preflight import check_class_order
 from mic.training.evaluation import restored
+from mic.training.sampling import DatasetWrapper
 
 
 def check_class_datasets(
@@ -37,6 +38,20 @@ def check_class_datasets(
     check_num_classes(num_classes, datasets, fix=fix)
     given = list(names) != list(default_names)
     check_class_order(datasets, names if given else None)
+
+
+def named_classes(datasets: Mapping[str, Any], num_classes: int) -> list[str] | None:
+    """The class names of the first of ``datasets`` (None skipped; a sampling wrapper's
+    reader) that lists ``num_classes`` of them (``classes``: folder names, a COCO json's
+    categories), as text; None where none does."""
+    for dataset in datasets.values():
+        while isinstance(dataset, DatasetWrapper):
+            dataset = dataset.dataset
+        named = getattr(dataset, "classes", None)
+        listed = isinstance(named, Sequence) and not isinstance(named, str)
+        if listed and len(named) == num_classes:  # type: ignore[arg-type]
+            return [str(n) for n in named]  # type: ignore[union-attr]
+    return None
 
 
 @contextmanager

@@ -13,14 +13,13 @@ from mic.core import ConfigError, DatasetError, PseudoLabels, Task, check_num_cl
 from mic.core.context import Random
 from mic.datasets.preflight import check_class_order
 from mic.functional import weighted_cross_entropy
-from mic.tasks.common import check_whole, predicting
+from mic.tasks.common import check_whole, named_classes, predicting
 from mic.training.batches import (
     plain_samples,
     require_images,
     require_targets,
     with_int64_labels,
 )
-from mic.training.sampling import DatasetWrapper
 
 
 def probabilities(logits: Tensor) -> Tensor:
@@ -212,14 +211,8 @@ class ClassificationTask(Task):
         """
         check_num_classes(self.num_classes, datasets)
         check_class_order(datasets, self.class_names)
-        for dataset in datasets.values() if self.class_names is None else ():
-            while isinstance(dataset, DatasetWrapper):
-                dataset = dataset.dataset
-            named = getattr(dataset, "classes", None)
-            listed = isinstance(named, Sequence) and not isinstance(named, str)
-            if listed and len(named) == self.num_classes:  # type: ignore[arg-type]
-                self.class_names = [str(n) for n in named]  # type: ignore[union-attr]
-                return
+        if self.class_names is None:
+            self.class_names = named_classes(datasets, self.num_classes)
 
     def check_targets(self, targets: Any) -> None:
         if (

@@ -26,7 +26,13 @@ from mic.datasets.segmentation.labels import (
     default_class_names,
 )
 from mic.functional import weighted_cross_entropy
-from mic.tasks.common import check_class_datasets, check_flag, check_whole, predicting
+from mic.tasks.common import (
+    check_class_datasets,
+    check_flag,
+    check_whole,
+    named_classes,
+    predicting,
+)
 from mic.tasks.segmentation.models.hrda import HRDA, HRDAOutput, crop_per_image, detail_crop_boxes
 from mic.training.batches import (
     plain_samples,
@@ -569,18 +575,22 @@ class SegmentationTask(Task):
 
     def check_datasets(self, datasets: Mapping[str, Any]) -> None:
         """``check_class_datasets`` with ``classes`` (by default Cityscapes' for 19 classes,
-        the ids otherwise: for reports only, no order set).
+        the ids otherwise: for reports only, no order set); those then named as the first
+        dataset names its classes (also for a run without a test set).
 
         Raises:
             DatasetError: another class count, or the class names in another order.
         """
+        default = default_class_names(self.num_classes)
         check_class_datasets(
             datasets,
             self.num_classes,
             self.classes,
-            default_class_names(self.num_classes),
+            default,
             "fix the datasets (a reader's classes and label mapping set theirs)",
         )
+        if self.classes == default:
+            self.classes = named_classes(datasets, self.num_classes) or default
         source = datasets.get("source")  # (rare class sampling's wrapper: the reader's)
         crop = getattr(getattr(source, "transform", None), "crop_size", None)
         window = self.crop_size if self.inference == "slide" else None
