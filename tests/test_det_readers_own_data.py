@@ -135,11 +135,17 @@ def test_a_test_category_the_source_lacks_is_named_and_a_missing_one_is_fine(tmp
     with pytest.raises(DatasetError) as info:
         CocoDetection(*_coco(tmp_path / "a", [(1, 2, [2, 2, 9, 9])], apart), source_classes=classes)
     assert "share no category name" in str(info.value) and "dataset.classes" not in str(info.value)
+    # a category listed without a box changes no class: accepted (a labelling tool's export
+    # lists every category in each split's json)
+    listed = [*other, {"id": 3, "name": "green"}]
+    unboxed = _coco(tmp_path / "u", [(1, 3, [2, 2, 10, 10])], listed)
+    test = CocoDetection(*unboxed, source_classes=classes)
+    assert test.classes == classes and test.targets[0]["labels"].tolist() == [1]
     # a name that differs from a source class only in case, spaces or dashes is pointed out
     cased = [{"id": 1, "name": "Red "}, {"id": 2, "name": "green"}]
     twin = r"'Red ' differs from 'red' only in case, spaces or dashes"
     with pytest.raises(DatasetError, match=twin):
-        CocoDetection(*_coco(tmp_path / "c", [(1, 2, [2, 2, 9, 9])], cased), source_classes=classes)
+        CocoDetection(*_coco(tmp_path / "c", [(1, 1, [2, 2, 9, 9])], cased), source_classes=classes)
     # a source class without a category here is fine: the class count stays the source's
     fewer = [{"id": 5, "name": "blue"}, {"id": 6, "name": "red"}]
     test = CocoDetection(
@@ -198,6 +204,26 @@ def test_a_category_id_written_as_a_string_says_so(tmp_path):
     images, ann = _coco(tmp_path / "img", [("1", 1, [2, 2, 10, 10])])
     with pytest.raises(DatasetError, match=r"image_id '1' \(a string\)"):
         CocoDetection(images, ann)
+
+
+@pytest.mark.parametrize("flag", ["0", "1", 2, 0.5, "no"])
+def test_an_iscrowd_flag_that_is_not_0_or_1_is_named(tmp_path, flag):
+    """The text '0' is true to Python: every such box was taken for a crowd (and left out of
+    training, or ignored by evaluation), said only when no box was left."""
+    images, ann = _coco(tmp_path, [(1, 1, [2, 2, 10, 10]), (2, 2, [3, 3, 9, 9])])
+    data = json.loads(ann.read_text())
+    data["annotations"][0]["iscrowd"] = flag
+    ann.write_text(json.dumps(data))
+    with pytest.raises(DatasetError) as info:
+        CocoDetection(images, ann)
+    message = str(info.value)
+    assert "Annotations whose iscrowd is not 0 or 1 (1): " in message
+    assert "Write iscrowd as the number 0 (one object) or 1 (a crowd region)" in message
+    for kept in (True, 1.0, None, False):  # COCO's 0 and 1 in other json spellings
+        data["annotations"][0]["iscrowd"] = kept
+        ann.write_text(json.dumps(data))
+        source = CocoDetection(images, ann, skip_crowd=True)
+        assert len(source.targets[0]["boxes"]) == int(not kept)
 
 
 # ---------------------------------------------------------------- 4. duplicated names

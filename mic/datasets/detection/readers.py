@@ -507,7 +507,10 @@ class CocoDetection(DetectionDataset):
             )
         _check_coco_lists(data, path)
         names = _category_names(data.get("categories"), path)
-        self.classes = self._pick_classes(names, classes, source_classes, path)
+        ids = [a.get("category_id") for a in data.get("annotations") or []]
+        used = {i for i in ids if isinstance(i, (int, float, str))}  # (others: named below)
+        boxed = [name for i, name in names.items() if i in used]  # categories with a box
+        self.classes = self._pick_classes(names, classes, source_classes, path, boxed)
         index = {name: i for i, name in enumerate(self.classes)}
         try:
             images = sorted(data["images"], key=lambda im: im["id"])
@@ -558,7 +561,19 @@ class CocoDetection(DetectionDataset):
                     )
                 )
                 continue
-            crowd = int(bool(ann.get("iscrowd")))
+            crowd = ann.get("iscrowd") or 0  # (missing, null, false: a box of its own)
+            if crowd not in (0, 1):  # (True and 1.0 are 1)
+                problems.append(  # ("0", written as text, is true to Python: a crowd)
+                    Problem(
+                        "annotations whose iscrowd is not 0 or 1",
+                        str(path),
+                        f"{where}: iscrowd {_shown(crowd)}",
+                        "Write iscrowd as the number 0 (one object) or 1 (a crowd region), "
+                        "as COCO does.",
+                    )
+                )
+                continue
+            crowd = int(crowd)
             if crowd and skip_crowd and not ignore_crowd:
                 self.crowd_skipped += 1
                 continue
@@ -613,13 +628,15 @@ class CocoDetection(DetectionDataset):
         classes: Sequence[str] | None,
         source_classes: Sequence[str] | None,
         path: Path,
+        boxed: Sequence[str] = (),
     ) -> list[str]:
         """The class names in class-id order: ``classes``, else the source's (every category
-        named among them), else every category by id."""
+        with a box, ``boxed``, named among them: a category listed without one is left out, as
+        a split's json may list them all), else every category by id."""
         have = list(names.values())
         if classes is None and source_classes is not None:
             chosen = _distinct(source_classes, "the source's classes")
-            extra = [n for n in have if n not in chosen]
+            extra = [n for n in have if n not in chosen and n in boxed]
             if extra and self.labelled:
                 shared = [n for n in chosen if n in have]
                 subset = (
