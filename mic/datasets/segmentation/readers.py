@@ -254,7 +254,7 @@ class SegmentationDataset:
         apply_exif_orientation: bool = True,
     ) -> None:
         if not samples:
-            raise DatasetError(f"no images found{f' in {root}' if root else ''}")
+            raise DatasetError("no images found" + (f" in '{root}'" if root else ""))
         if label_size_mismatch not in ("error", "resize"):
             raise ConfigError(
                 f"label_size_mismatch must be 'error' or 'resize', got {label_size_mismatch!r}"
@@ -1153,7 +1153,7 @@ class SegmentationFolder(SegmentationDataset):
             raise DatasetError(
                 f"label_suffix={label_suffix} names JPEG label files; {JPEG_LABELS}. Save the "
                 f"labels as PNG files, {FROM_MASKS}, and set label_suffix=.png (the default) or "
-                "the ending of their names"
+                "the ending of their names (mic-train: dataset.label_suffix)"
             )
 
         def label_of(p: Path) -> Path:
