@@ -551,3 +551,5 @@ def test_a_task_that_sets_no_num_classes_is_named_where_its_datasets_are_checked
         task.check_datasets({"test": None})
     task.num_classes = 3
     task.check_datasets({"test": None})  # (nothing to compare)
+    task.num_classes = torch.tensor(3).numpy()[()]  # NumPy's int64, as len(np.unique(y)) gives
+    task.check_datasets({"test": None})

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from mic.core.batch import LABEL_KEYS, collate_pairs, count_images, select_images
-from mic.core.errors import ConfigError, DatasetError
+from mic.core.errors import ConfigError, DatasetError, is_whole
 
 
 @dataclass
@@ -221,7 +221,7 @@ class Task(ABC):
         """Raise ``DatasetError`` when the named datasets (``source``, ``target``, ``test``;
         None skipped) cannot serve this task; by default ``check_num_classes`` (ConfigError
         for a task that sets no ``num_classes``)."""
-        if not isinstance(n := getattr(self, "num_classes", None), int):
+        if not is_whole(n := getattr(self, "num_classes", None)):  # (NumPy's ints too)
             got = f"{type(self).__name__}.num_classes is {'not set' if n is None else repr(n)}"
             raise ConfigError(f"{got}: set it (1 for a task without classes) or override "
                               "check_datasets (docs/new_task.md)")  # fmt: skip
