@@ -660,6 +660,20 @@ def test_the_data_check_logs_how_many_samples_each_split_holds(caplog):
     assert "(samples: source 3, target 5)" in caplog.text
 
 
+def test_a_target_of_1_tuples_passes_the_data_check_as_the_collate_reads_it():
+    """TensorDataset(x) yields (image,): the collate reads it as the image, but the data check
+    refused it as 'images that are not tensors'; a labelled split still needs its label."""
+    from torch.utils.data import TensorDataset
+
+    x, y = torch.rand(4, 3, 8, 8), torch.zeros(4, dtype=torch.long)
+    check_datasets({"source": TensorDataset(x, y), "target": TensorDataset(x)})  # (raised)
+    with pytest.raises(DatasetError, match=r"not \(image, label\) pairs \(1\)"):
+        check_datasets({"source": TensorDataset(x)})
+    grey = TensorDataset(x[:, :1])  # judged as the image it holds
+    with pytest.raises(DatasetError, match="other channels than the source's"):
+        check_datasets({"source": TensorDataset(x, y), "target": grey})
+
+
 # ------------------------------------------------- one sample of each split, custom datasets
 def grey_digits(**kwargs):
     """Unlabelled digits as 1-channel tensors (grey images, not converted to RGB)."""

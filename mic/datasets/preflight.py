@@ -426,7 +426,8 @@ def sample_problems(
             "labels; a target training set may return the image alone)."
         )
         return [Problem(kind, where, _kind_of(sample), fix)], None
-    image = sample[0] if _is_pair(sample) else sample
+    alone = isinstance(sample, (tuple, list)) and len(sample) == 1  # TensorDataset(x)'s
+    image = sample[0] if _is_pair(sample) or alone else sample
     if not isinstance(image, torch.Tensor):
         fix = IMAGE_FIX
         if untransformed:
