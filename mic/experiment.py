@@ -103,9 +103,6 @@ def load_config(
             a ``config_dir`` that is no folder; overrides that do not compose (a misspelt
             setting or option: ``mic-train``'s message for them, else Hydra's).
     """
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.version import VersionBase
-
     if isinstance(overrides, str):  # read letter by letter: "Error parsing override 'm'"
         raise ConfigError(
             f"load_config takes a list of overrides, got the text {overrides!r}: write "
@@ -125,6 +122,32 @@ def load_config(
             stacklevel=2,
         )
 
+    try:
+        return compose_config(overrides, config_name, config_dir)
+    except MicError:
+        raise
+    except Exception as e:  # Hydra's words, or mic-train's for the same command line
+        from mic import train
+
+        folder = [] if config_dir is None else [f"--config-dir={Path(config_dir).expanduser()}"]
+        checks = (train.usage_problem, train.unknown_option, train.unknown_setting)
+        said = next(filter(None, (check([*folder, *overrides]) for check in checks)), None)
+        said = said and re.sub(r"--config-dir[= ]?", "config_dir=", said)  # (Python's name)
+        raise ConfigError(said or f"the overrides do not compose: {e}") from e
+
+
+def compose_config(
+    overrides: Sequence[str], config_name: str = "config", config_dir: Any = None
+) -> DictConfig:
+    """``load_config`` with Hydra's exceptions as they are (``mic-train``'s checks read
+    them), the overrides unchecked.
+
+    Raises:
+        ConfigError: a ``config_dir`` that is no folder.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.version import VersionBase
+
     # inside an app of one's own (@hydra.main, hydra.initialize in a notebook): that Hydra and
     # its version_base are set aside while mic composes, and are put back afterwards
     outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
@@ -132,16 +155,6 @@ def load_config(
     GlobalHydra.instance().clear()
     try:
         return _compose(overrides, config_name, config_dir)
-    except MicError:
-        raise
-    except Exception as e:  # Hydra's words, or mic-train's for the same command line
-        from mic import train
-
-        argv = [*([f"--config-dir={config_dir}"] if config_dir is not None else []), *overrides]
-        checks = (train.usage_problem, train.unknown_option, train.unknown_setting)
-        said = next(filter(None, (check(argv) for check in checks)), None)
-        said = said and re.sub(r"--config-dir ?", "config_dir=", said)  # (Python's name)
-        raise ConfigError(said or f"the overrides do not compose: {e}") from e
     finally:
         VersionBase.instance().version_base = base
         if outer is not None:
@@ -373,6 +386,7 @@ def load_run(
     if not (folder / "config.yaml").is_file():
         logs = sorted(p.name for p in folder.glob("*.log")) if folder.is_dir() else []
         began = (folder / ".hydra").is_dir() or logs  # a run that stopped before training
+        began = began and not (folder / "checkpoints").is_dir()
         raise ConfigError(
             f"'{folder}' holds no config.yaml: "
             + (

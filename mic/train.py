@@ -1056,7 +1056,7 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
     set or loss term of another task (``model=small_unet`` in a detection command), that is
     the message: the settings of the right one would not be found on it.
     """
-    from mic.experiment import load_config
+    from mic.experiment import compose_config
     from mic.schema import USER_KEY, interpolated_paths, task_mismatches
 
     dotted, kept, deleted = [], [], []
@@ -1106,16 +1106,16 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
         paths = ",".join(f"file://{d.resolve()}" for d in own)
         kept.append(f"hydra.searchpath=[{paths}]")
     try:
-        composed = load_config(kept)
+        composed = compose_config(kept)
     except Exception:  # a sweep, a bad choice or a deletion of a key that is not there
         try:  # the last is named below, with the closest names of its level
-            composed = load_config([a for a in kept if not a.startswith("~")])
+            composed = compose_config([a for a in kept if not a.startswith("~")])
         except Exception:  # a sweep or a bad choice: the run reports it
             return None
         for key in deleted:  # a null one (Hydra: "Could not delete ... does not exist")
             base = [a for a in kept if a[:1] != "~" and a.lstrip("+").split("=")[0] != key]
             try:  # (its value before the command line sets it anew)
-                value = OmegaConf.select(load_config(base), key, default=_ABSENT)
+                value = OmegaConf.select(compose_config(base), key, default=_ABSENT)
             except Exception:
                 continue
             if value is None:
@@ -1254,7 +1254,7 @@ def own_config_problem(argv: Sequence[str]) -> str | None:
     ``- lr: 0.1``), naming the file and the key (Hydra's words name neither key nor fix, and
     exit 1); None otherwise, and for a sweep or a command line without config folders of
     one's own (mic's files are tested)."""
-    from mic.experiment import load_config
+    from mic.experiment import compose_config
 
     own = _config_dirs(argv)
     if not own or len(own) > 1 or {"-m", "--multirun"} & set(argv):
@@ -1266,7 +1266,7 @@ def own_config_problem(argv: Sequence[str]) -> str | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            load_config(overrides, config_dir=own[0])
+            compose_config(overrides, config_dir=own[0])
         return None
     except Exception as e:
         said = str(e)
@@ -1275,7 +1275,7 @@ def own_config_problem(argv: Sequence[str]) -> str | None:
         return None
     name = merged.group(1)
     file = own[0] / f"{name}.yaml"
-    mapping = OmegaConf.to_container(load_config([]), resolve=False)
+    mapping = OmegaConf.to_container(compose_config([]), resolve=False)
     keys = []
     if file.is_file():
         text = OmegaConf.to_container(OmegaConf.load(file), resolve=False)
@@ -1320,7 +1320,7 @@ def run_name_problem(argv: Sequence[str]) -> str | None:
     own). None where neither is given, for a sweep (each job's own), for Hydra's own keys and
     resolvers (``${now:...}``, ``${hydra.job.name}``), or where the config does not compose
     here (the run reports that)."""
-    from mic.experiment import load_config
+    from mic.experiment import compose_config
 
     keys = (*RUN_NAMES, "hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir")
     named = [a for a in argv if a.split("=", 1)[0].lstrip("+") in keys and "${" in a]
@@ -1336,7 +1336,7 @@ def run_name_problem(argv: Sequence[str]) -> str | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            cfg = load_config(settings, config_dir=own[0] if own else None)
+            cfg = compose_config(settings, config_dir=own[0] if own else None)
     except Exception:  # (what does not compose: the run's to report)
         return None
     try:
@@ -1420,7 +1420,7 @@ def sweep_value_problem(argv: Sequence[str]) -> str | None:
     import torch
     from hydra.core.override_parser.types import Glob, IntervalSweep
 
-    from mic.experiment import build_method, load_config
+    from mic.experiment import build_method, compose_config
     from mic.schema import check_config
 
     if not {"-m", "--multirun"} & set(argv):
@@ -1476,7 +1476,7 @@ def sweep_value_problem(argv: Sequence[str]) -> str | None:
         try:
             with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
                 warnings.simplefilter("ignore")
-                cfg = load_config(job, config_dir=own[0] if own else None)
+                cfg = compose_config(job, config_dir=own[0] if own else None)
                 check_config(cfg)
                 build_method(cfg)
         except MicError as e:
@@ -1564,7 +1564,7 @@ def _over_choice(
     experiment: str, chosen: dict[str, str], given: list[str], own: Sequence[Path]
 ) -> str | None:
     """``experiment_over_choice`` for one experiment and one option of each group."""
-    from mic.experiment import load_config
+    from mic.experiment import compose_config
 
     try:
         settings, choices = _experiment_file(experiment, own)
@@ -1585,7 +1585,7 @@ def _over_choice(
         if not mine:
             continue
         try:
-            alone = load_config([*(f"{g}={o}" for g, o in picks.items()), *search])
+            alone = compose_config([*(f"{g}={o}" for g, o in picks.items()), *search])
         except Exception:
             continue
         tree = OmegaConf.to_container(alone, resolve=False)
@@ -1606,7 +1606,7 @@ def _over_choice(
             if routed:  # unless the experiment's own option reads it so too (a tuned tau)
                 if base is None:
                     base = OmegaConf.to_container(
-                        load_config([*(f"{g}={o}" for g, o in own_picks.items()), *search]),
+                        compose_config([*(f"{g}={o}" for g, o in own_picks.items()), *search]),
                         resolve=False,
                     )
                 routed = _at(base, key) != node

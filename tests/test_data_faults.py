@@ -954,6 +954,7 @@ def test_images_of_one_pixel_are_named_too_small_for_any_block():
         ({"temperature": 0}, "temperature must be > 0"),
         ({"cache": 2}, "cache must be true (beside the dataset), false / null (never) or a file"),
         ({"cache": ""}, "(mic-train: dataset.source.cache), got ''"),
+        ({"cache": 1}, "(mic-train: dataset.source.cache), got 1"),
     ],
 )
 def test_rare_class_sampling_settings_out_of_range_are_refused(tmp_path, kwargs, said):

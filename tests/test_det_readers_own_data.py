@@ -219,6 +219,8 @@ def test_an_iscrowd_flag_that_is_not_0_or_1_is_named(tmp_path, flag):
     message = str(info.value)
     assert "Annotations whose iscrowd is not 0 or 1 (1): " in message
     assert "Write iscrowd as the number 0 (one object) or 1 (a crowd region)" in message
+    unlabelled = CocoDetection(images, ann, labelled=False)  # (the flag unread: not judged)
+    assert len(unlabelled) == 2
     for kept in (True, 1.0, None, False):  # COCO's 0 and 1 in other json spellings
         data["annotations"][0]["iscrowd"] = kept
         ann.write_text(json.dumps(data))

@@ -312,6 +312,9 @@ def test_load_run_rebuilds_a_run_s_task_and_model_without_its_data(teacher_run, 
     said = r"holds no config\.yaml: the run stopped before it began training \(its log: digits_"
     with pytest.raises(ConfigError, match=said):
         mic.load_run(failed)
+    (failed / "checkpoints").mkdir()  # a run's folder that lost its config.yaml: not said so
+    with pytest.raises(ConfigError, match=r"holds no config\.yaml: give the folder of a run"):
+        mic.load_run(failed)
 
 
 def test_load_run_of_a_stopped_run_says_which_checkpoint_it_loaded(teacher_run, tmp_path):

@@ -823,6 +823,14 @@ def _hurried_mistakes():
             lambda: load_config(["method=mine"]),
             "(a file of your own: give the folder that holds method/mine.yaml with config_dir=)",
         ),
+        "a deletion of a key the config lacks (composed again and again before)": (
+            lambda: load_config(["~eval.nope"]),
+            "no setting eval.nope: eval has no 'nope'. Its settings: adabn_batches, interval,",
+        ),
+        "an option misspelt beside a config_dir given with ~": (
+            lambda: load_config(["method=mymethd"], config_dir="~"),
+            "unknown method 'mymethd'",
+        ),
         "an override Hydra's grammar refuses": (
             lambda: load_config(["seed=="]),
             "the overrides do not compose: Error parsing override 'seed=='",
@@ -1120,3 +1128,8 @@ def test_a_test_batch_with_fewer_targets_than_images_is_named():
         check_pairs(DetectionTask(3), [x[0], x[1]], [boxes])
     check_pairs(DetectionTask(3), [x[0], x[1]], [boxes, boxes])
     check_pairs(task, x, (y, y))  # a task's own form of targets: the task's to judge
+    from tests.helpers import Regression
+
+    own = Regression()  # a task of one's own chooses its forms: a dict of modalities, ...
+    check_pairs(own, {"rgb": x, "depth": x[:, :1]}, y)
+    check_pairs(own, x, y[:1])  # ... one target a batch

@@ -297,6 +297,12 @@ def test_a_task_takes_its_class_names_from_the_source_when_there_is_no_test_set(
     setattr(given, attribute, ["car", "road", "sky"])
     with pytest.raises(DatasetError, match="order"):
         given.check_datasets({"source": reader, "test": None})
+    if kind != "classification":  # a test set that names them otherwise: its names, which its
+        test = SimpleNamespace(classes=["a", "b", "c"], num_classes=3)  # per-class table shows
+        task = make[kind](3)
+        with pytest.warns(UserWarning, match="names 3 of its classes otherwise"):
+            task.check_datasets({"source": reader, "target": None, "test": test})
+        assert getattr(task, attribute) == ["a", "b", "c"]
 
 
 def test_predict_names_a_numpy_array_and_a_single_image():

@@ -222,9 +222,9 @@ class Task(ABC):
         None skipped) cannot serve this task; by default ``check_num_classes`` (ConfigError
         for a task that sets no ``num_classes``)."""
         if not is_whole(n := getattr(self, "num_classes", None)):  # (NumPy's ints too)
-            got = f"{type(self).__name__}.num_classes is {'not set' if n is None else repr(n)}"
-            raise ConfigError(f"{got}: set it (1 for a task without classes) or override "
-                              "check_datasets (docs/new_task.md)")  # fmt: skip
+            n = repr(n) if hasattr(self, "num_classes") else "not set"
+            raise ConfigError(f"{type(self).__name__}.num_classes is {n}: set it (1 for a task "
+                              "without classes) or override check_datasets")  # fmt: skip
         check_num_classes(self.num_classes, datasets)
 
     def collate(self, samples: list[Any]) -> Any:

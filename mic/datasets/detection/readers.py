@@ -562,7 +562,7 @@ class CocoDetection(DetectionDataset):
                 )
                 continue
             crowd = ann.get("iscrowd") or 0  # (missing, null, false: a box of its own)
-            if crowd not in (0, 1):  # (True and 1.0 are 1)
+            if crowd not in (0, 1) and self.labelled:  # (True and 1.0 are 1)
                 problems.append(  # ("0", written as text, is true to Python: a crowd)
                     Problem(
                         "annotations whose iscrowd is not 0 or 1",
@@ -573,7 +573,7 @@ class CocoDetection(DetectionDataset):
                     )
                 )
                 continue
-            crowd = int(crowd)
+            crowd = int(crowd in (1, True))
             if crowd and skip_crowd and not ignore_crowd:
                 self.crowd_skipped += 1
                 continue

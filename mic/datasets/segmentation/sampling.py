@@ -71,7 +71,7 @@ def _cache_path(dataset: Any, cache: str | Path | bool | None) -> Path | None:
             key = hashlib.sha1(str(Path(dataset.root).resolve()).encode()).hexdigest()
             path = base / "mic" / f"{key}.json"
         return path
-    if isinstance(cache, (str, Path)) and not isinstance(cache, bool):
+    if isinstance(cache, (str, os.PathLike)):
         return Path(cache)
     return None
 
@@ -190,7 +190,7 @@ class RareClassSampling(DatasetWrapper):
                 f"rare class sampling min_crop_ratio must be a finite number >= 0, got "
                 f"{min_crop_ratio!r}"
             )
-        if not isinstance(cache, (str, Path, bool, type(None))) or cache == "":
+        if not isinstance(cache, (str, os.PathLike, bool, type(None))) or cache == "":
             raise ConfigError(
                 f"rare class sampling cache must be true (beside the dataset), false / null "
                 f"(never) or a file path (mic-train: dataset.source.cache), got {cache!r}"

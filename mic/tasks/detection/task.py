@@ -342,8 +342,8 @@ class DetectionTask(Task):
 
     def check_datasets(self, datasets: Mapping[str, Any]) -> None:
         """``check_class_datasets`` with ``class_names`` (the ids by default: no order set);
-        those then named as the first dataset names its classes (the source's json, also
-        for a run without a test set).
+        those then named as the test set names its classes, else the source (a run without
+        a test set names them as the source's json does).
 
         Raises:
             DatasetError: another class count, or the class names in another order.
@@ -356,8 +356,9 @@ class DetectionTask(Task):
             default,
             "fix the datasets (a COCO json's categories or a VOC reader's classes set theirs)",
         )
-        if self.class_names == default:
-            self.class_names = named_classes(datasets, self.num_classes) or default
+        if self.class_names == default:  # (the test set's first: its per-class table)
+            first = {"test": datasets.get("test"), **datasets}
+            self.class_names = named_classes(first, self.num_classes) or default
 
     def report_hooks(self, run_dir: Path | None, test: Iterable[Any] | None) -> list[Any]:
         """Box drawings and the per-class AP table at each evaluation, the classes named as

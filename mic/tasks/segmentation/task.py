@@ -575,8 +575,8 @@ class SegmentationTask(Task):
 
     def check_datasets(self, datasets: Mapping[str, Any]) -> None:
         """``check_class_datasets`` with ``classes`` (by default Cityscapes' for 19 classes,
-        the ids otherwise: for reports only, no order set); those then named as the first
-        dataset names its classes (also for a run without a test set).
+        the ids otherwise: for reports only, no order set); those then named as the test set
+        names its classes, else the source (a run without a test set).
 
         Raises:
             DatasetError: another class count, or the class names in another order.
@@ -589,8 +589,9 @@ class SegmentationTask(Task):
             default,
             "fix the datasets (a reader's classes and label mapping set theirs)",
         )
-        if self.classes == default:
-            self.classes = named_classes(datasets, self.num_classes) or default
+        if self.classes == default:  # (the test set's first: its per-class table)
+            first = {"test": datasets.get("test"), **datasets}
+            self.classes = named_classes(first, self.num_classes) or default
         source = datasets.get("source")  # (rare class sampling's wrapper: the reader's)
         crop = getattr(getattr(source, "transform", None), "crop_size", None)
         window = self.crop_size if self.inference == "slide" else None
