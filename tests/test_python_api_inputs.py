@@ -1133,3 +1133,20 @@ def test_a_test_batch_with_fewer_targets_than_images_is_named():
     own = Regression()  # a task of one's own chooses its forms: a dict of modalities, ...
     check_pairs(own, {"rgb": x, "depth": x[:, :1]}, y)
     check_pairs(own, x, y[:1])  # ... one target a batch
+
+
+def test_a_classifier_that_returns_probabilities_is_named_at_its_first_batch():
+    """A model ending in a softmax trained silently wrong: the task's softmax, taken a second
+    time, capped every confidence at e / (e + C - 1) (0.576 for 3 classes), below tau."""
+    from mic.tasks.classification import ClassificationTask
+    from tests.helpers import tiny_loaders, tiny_model
+
+    _, source, *_ = tiny_loaders()
+    x, y = next(iter(source))
+    with pytest.raises(ConfigError, match=r"returns class probabilities .* confidence at 0\.576"):
+        ClassificationTask(3).loss(nn.Sequential(tiny_model(), nn.Softmax(1)), x, y)
+    with pytest.raises(ConfigError, match="returns class probabilities"):
+        ClassificationTask(3).predict(nn.Sequential(tiny_model(), nn.Softmax(1)), x)
+    assert ClassificationTask(3).loss(nn.Sequential(tiny_model(), nn.LogSoftmax(1)), x, y) > 0
+    with pytest.raises(ConfigError, match=r"got tuple: return the logits alone when called as"):
+        ClassificationTask(3).check_logits((x, x))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -99,7 +100,10 @@ class ClassificationTask(Task):
             logits: what the model returned.
 
         Raises:
-            ConfigError: not a B x C tensor, or C differs from ``num_classes``.
+            ConfigError: not a B x C tensor, or C differs from ``num_classes``; at the first
+                call (its one synchronisation), class probabilities in place of logits (each
+                row in [0, 1], summing to 1): softmax taken twice caps the confidence at
+                e / (e + C - 1), below every pseudo-label threshold.
         """
         if not isinstance(logits, Tensor) or logits.ndim != 2:
             got = (
@@ -107,8 +111,14 @@ class ClassificationTask(Task):
                 if isinstance(logits, Tensor)
                 else type(logits).__name__
             )
+            both = (
+                ": return the logits alone when called as model(images), and (logits, "
+                "features) only when called with return_features=True (docs/classification.md)"
+                if isinstance(logits, (tuple, list, dict))
+                else ""
+            )
             raise ConfigError(
-                f"a classification model must return B x C class scores (logits), got {got}"
+                f"a classification model must return B x C class scores (logits), got {got}{both}"
             )
         if logits.shape[1] != self.num_classes:
             raise ConfigError(
@@ -116,6 +126,20 @@ class ClassificationTask(Task):
                 f"{self.num_classes}; set model.num_classes to ${{dataset.num_classes}} (in "
                 f"Python: build the model with num_classes={self.num_classes})"
             )
+        if not getattr(self, "_logits_seen", False) and len(logits) and self.num_classes > 1:
+            self._logits_seen = True
+            with torch.no_grad():
+                rows = logits.detach().float()
+                shares = bool(((rows >= 0) & (rows <= 1)).all())
+                if shares and bool(torch.allclose(rows.sum(1), torch.ones(len(rows)).to(rows))):
+                    raise ConfigError(
+                        "the model returns class probabilities (each row in [0, 1], summing "
+                        "to 1), where the task takes logits: it applies the softmax itself, "
+                        "and a second one caps the confidence at "
+                        f"{math.e / (math.e + self.num_classes - 1):.3f} for "
+                        f"{self.num_classes} classes, so no pseudo-label reaches a threshold; "
+                        "leave the model's last softmax out"
+                    )
 
     def loss(
         self,
