@@ -331,6 +331,19 @@ class NoClassCount(ClassificationTask):
         pass
 
 
+class TakesADomain(torch.nn.Module):
+    """A model of one's own whose forward needs the domain besides the images."""
+
+    def __init__(self, num_classes: int = 10, **config) -> None:
+        super().__init__()
+        self.head = torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, num_classes)
+        )
+
+    def forward(self, images, domain):
+        return self.head(images)
+
+
 class FiveClasses(ClassificationTask):
     """A task of one's own with its class count fixed (the config's is not read)."""
 
@@ -800,6 +813,19 @@ CASES = [
         "a misspelled experiment of one's own config folder (--config-dir)",
         lambda t, r: ["--config-dir", str(_own_experiment(t)), "experiment=mien"],
         "unknown experiment 'mien'. Did you mean: mine?",
+    ),
+    (
+        "model-channels-other-than-data",
+        "a model built for grey images on RGB data (torch's conv error, with its traceback)",
+        lambda t, r: ["+model.in_chans=1"],
+        "the model's first layer takes 1-channel images, but the data's have 3 (torch: Given "
+        "groups=1",
+    ),
+    (
+        "model-forward-needs-more",
+        "a model of one's own whose forward needs an argument besides the images (a traceback)",
+        lambda t, r: ["~model", "+model={_target_: tests.test_bad_input.TakesADomain}"],
+        "TakesADomain.forward needs 'domain' besides the images, but mic calls model(images)",
     ),
     (
         "task-without-num-classes",
@@ -2095,7 +2121,12 @@ CASES = [
 #: run; the fault the subprocess meets, see tests/faults/environment.py)
 #: cases that start a run of their own although no option above says so (a model whose error
 #: comes when training starts, after the check of a resumed run's config)
-NEW_RUN = {"classification-vit-of-another-image-size", "model-weights-file-of-another-model"}
+NEW_RUN = {
+    "classification-vit-of-another-image-size",
+    "model-weights-file-of-another-model",
+    "model-channels-other-than-data",
+    "model-forward-needs-more",
+}
 
 ENVIRONMENT = {
     "env-run-folder-below-a-file": (lambda t, run: _write(t, "a_file", b"x") / "run", ""),
