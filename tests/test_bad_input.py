@@ -344,6 +344,19 @@ class TakesADomain(torch.nn.Module):
         return self.head(images)
 
 
+class LongerThanItsData(torch.utils.data.Dataset):
+    """A dataset of one's own whose __len__ counts more samples than it holds."""
+
+    def __init__(self, **config) -> None:
+        self.images = torch.rand(20, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+    def __len__(self) -> int:
+        return 24
+
+    def __getitem__(self, index: int):
+        return self.images[index], index % 10
+
+
 class FiveClasses(ClassificationTask):
     """A task of one's own with its class count fixed (the config's is not read)."""
 
@@ -826,6 +839,17 @@ CASES = [
         "a model of one's own whose forward needs an argument besides the images (a traceback)",
         lambda t, r: ["~model", "+model={_target_: tests.test_bad_input.TakesADomain}"],
         "TakesADomain.forward needs 'domain' besides the images, but mic calls model(images)",
+    ),
+    (
+        "data-length-over-samples",
+        "a dataset of one's own whose __len__ counts more samples than it holds (an IndexError "
+        "mid-run, with its traceback)",
+        lambda t, r: [
+            "~dataset.source",
+            "+dataset.source={_target_: tests.test_bad_input.LongerThanItsData}",
+        ],
+        "Datasets with more samples by __len__ than they hold (1): 'sample 23' (__len__ gives 24, "
+        "but dataset[23] raises IndexError",
     ),
     (
         "task-without-num-classes",
@@ -2126,6 +2150,7 @@ NEW_RUN = {
     "model-weights-file-of-another-model",
     "model-channels-other-than-data",
     "model-forward-needs-more",
+    "data-length-over-samples",
 }
 
 ENVIRONMENT = {

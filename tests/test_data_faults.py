@@ -1009,3 +1009,18 @@ def test_a_missing_image_beside_its_name_in_another_case_or_behind_a_broken_link
         linked.detail
         == f"a symbolic link to '{tmp_path / 'gone' / '004.jpg'}', which does not exist"
     )
+
+
+def test_a_dataset_whose_len_counts_more_than_it_holds_is_named_before_training():
+    """The loader met the IndexError mid-run (an index near the end), as a traceback."""
+    from torch.utils.data import TensorDataset
+
+    class Longer(TensorDataset):
+        def __len__(self) -> int:
+            return super().__len__() + 3
+
+    x, y = torch.rand(5, 3, 8, 8), torch.zeros(5, dtype=torch.long)
+    said = r"'sample 7' \(__len__ gives 8, but dataset\[7\] raises IndexError"
+    with pytest.raises(DatasetError, match=said):
+        check_datasets({"source": Longer(x, y)})
+    check_datasets({"source": TensorDataset(x, y), "target": TensorDataset(x)})

@@ -321,6 +321,7 @@ def check_datasets(
             found, image = sample_problems(role, dataset, channels, config is None)
             problems += found
             sound = image is not None and all(p.warning for p in found)
+            problems += _length_problems(dataset) if sound else []
             if role == "source" and sound:
                 channels = int(image.shape[0])
             if role == "target" and sound:
@@ -367,10 +368,11 @@ IMAGE_FIX = (
 )
 
 
-def _load_first(dataset: Any) -> tuple[bool, Any]:
-    """``(True, dataset[0])``, with the global random generators restored afterwards (a
-    seeded run draws exactly what it drew without the check); ``(False, None)`` when the
-    dataset is empty or its first sample cannot be loaded (training reports that itself)."""
+def _load_first(dataset: Any, index: int = 0, kinds: Any = Exception) -> tuple[bool, Any]:
+    """``(True, dataset[index])`` (0: the first sample), with the global random generators
+    restored afterwards (a seeded run draws exactly what it drew without the check);
+    ``(False, None)`` when the dataset is empty or the sample cannot be loaded (training
+    reports that itself), or ``(False, error)`` for an error of ``kinds``."""
     try:
         if len(dataset) == 0:
             return False, None
@@ -378,14 +380,29 @@ def _load_first(dataset: Any) -> tuple[bool, Any]:
         return False, None
     states = torch.get_rng_state(), random.getstate(), np.random.get_state()
     try:
-        return True, dataset[0]
+        return True, dataset[index]
+    except kinds as e:
+        return False, e
     except Exception as e:  # reported where training loads it
-        log.debug("the data check could not load sample 0 of %s: %r", type(dataset).__name__, e)
+        log.debug("the data check could not load sample %d of %s: %r", index, type(dataset), e)
         return False, None
     finally:
         torch.set_rng_state(states[0])
         random.setstate(states[1])
         np.random.set_state(states[2])
+
+
+def _length_problems(dataset: Any) -> list[Problem]:
+    """A dataset whose last index (``len - 1``) is out of its range: its ``__len__`` counts
+    more samples than ``__getitem__`` reads (the loader would meet the IndexError mid-run)."""
+    n = len(dataset)
+    loaded, error = _load_first(dataset, n - 1, (IndexError, KeyError))
+    if loaded or not isinstance(error, (IndexError, KeyError)):
+        return []
+    detail = f"__len__ gives {n}, but dataset[{n - 1}] raises {type(error).__name__}: {error}"
+    fix = "__len__ must count the samples __getitem__ reads, indices 0 to len - 1."
+    kind = "datasets with more samples by __len__ than they hold"
+    return [Problem(kind, f"sample {n - 1}", detail, fix)]
 
 
 def _kind_of(value: Any) -> str:
