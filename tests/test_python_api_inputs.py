@@ -1150,3 +1150,13 @@ def test_a_classifier_that_returns_probabilities_is_named_at_its_first_batch():
     assert ClassificationTask(3).loss(nn.Sequential(tiny_model(), nn.LogSoftmax(1)), x, y) > 0
     with pytest.raises(ConfigError, match=r"got tuple: return the logits alone when called as"):
         ClassificationTask(3).check_logits((x, x))
+
+
+def test_float_and_one_hot_classification_labels_say_what_to_return():
+    from mic.tasks.classification import ClassificationTask
+
+    task = ClassificationTask(3)
+    with pytest.raises(DatasetError, match=r"float64 and shape \(2,\): a dataset of one's own "):
+        task.check_targets(torch.tensor([0.0, 1.0], dtype=torch.float64))
+    with pytest.raises(DatasetError, match=r"shape \(2, 3\): .*\(of one-hot labels: their argmax\)"):
+        task.check_targets(torch.eye(3, dtype=torch.long)[:2])

@@ -245,14 +245,18 @@ class ClassificationTask(Task):
             or targets.dtype == torch.bool
             or targets.ndim != 1
         ):
+            tensor = isinstance(targets, Tensor)
+            rows = tensor and targets.ndim == 2 and targets.shape[1] == self.num_classes
+            fix = (
+                ": a dataset of one's own returns the label as a whole number (int(label)), "
+                "the index of its class"
+                + (" (of one-hot labels: their argmax)" if rows or not tensor else "")
+            )
             raise DatasetError(
                 "classification targets must be integer class indices of shape (B,), "
                 f"got {type(targets).__name__}"
-                + (
-                    f" of dtype {targets.dtype} and shape {tuple(targets.shape)}"
-                    if isinstance(targets, Tensor)
-                    else ""
-                )
+                + (f" of dtype {targets.dtype} and shape {tuple(targets.shape)}" if tensor else "")
+                + fix
             )
         bad = targets[(targets < 0) | (targets >= self.num_classes)]
         if bad.numel() and int(bad[0]) < 0:
