@@ -981,9 +981,12 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
             say(f"init_from: the model starts from {kind} {init_file}")
     method = build_method(cfg)
     check_batch_norm(student, method, min(source.batch_size, target_batch), ld)
-    for term in method.terms.values():  # a term that needs more of the model says so now
-        if hasattr(term, "check_student"):
-            term.check_student(student)
+    for name, term in method.terms.items():  # a term that needs more of the model says so now
+        try:
+            getattr(term, "check_student", lambda _: None)(student)
+        except ConfigError as e:  # (the term knows not its name in the config)
+            said = str(e).replace("method.terms.<term>.", f"method.terms.{name}.")
+            raise ConfigError(said) from None
     # the teacher starts as a copy of the (initialised) student
     teacher = instantiate(cfg.teacher, model=student) if method.uses_pseudo_labels else None
     if cfg.get("compile"):

@@ -852,6 +852,15 @@ CASES = [
         "but dataset[23] raises IndexError",
     ),
     (
+        "method-features-width",
+        "an adversarial term built for another feature width than the model's (met only when "
+        "adaptation started)",
+        lambda t, r: ["method=dann", "method.terms.dann.features_dim=64"],
+        "DomainAdversarial was built for 64 features (its features_dim) but the model gives 256; "
+        "set the term's features_dim to the model's feature width (model.bottleneck_dim, or the "
+        "backbone's width without one): method.terms.dann.features_dim=256",
+    ),
+    (
         "task-without-num-classes",
         "a task of one's own without num_classes",
         lambda t, r: ["task._target_=tests.test_bad_input.NoClassCount"],
@@ -2151,6 +2160,7 @@ NEW_RUN = {
     "model-channels-other-than-data",
     "model-forward-needs-more",
     "data-length-over-samples",
+    "method-features-width",
 }
 
 ENVIRONMENT = {

@@ -1160,3 +1160,31 @@ def test_float_and_one_hot_classification_labels_say_what_to_return():
         task.check_targets(torch.tensor([0.0, 1.0], dtype=torch.float64))
     with pytest.raises(DatasetError, match=r"shape \(2, 3\): .*\(of one-hot labels: their argmax"):
         task.check_targets(torch.eye(3, dtype=torch.long)[:2])
+
+
+@pytest.mark.parametrize("term", ["dann", "cdan", "mcc", "source"])
+def test_an_alignment_term_names_a_model_without_features_before_training(term):
+    """Met once adaptation started (adaptation_start iterations in), as the shared forward
+    pass first asked the model for its features."""
+    from mic.tasks.classification.alignment import (
+        ConditionalDomainAdversarial,
+        DomainAdversarial,
+        JointSourceSupervision,
+        MinimumClassConfusion,
+    )
+    from tests.helpers import tiny_model
+
+    make = {
+        "dann": lambda: DomainAdversarial(8),
+        "cdan": lambda: ConditionalDomainAdversarial(8, 3),
+        "mcc": MinimumClassConfusion,
+        "source": JointSourceSupervision,
+    }[term]
+    with pytest.raises(ConfigError, match="takes no return_features"):
+        make().check_student(nn.Linear(3, 3))
+    model = tiny_model()
+    if term in ("dann", "cdan") and model.num_features != 8:
+        with pytest.raises(ConfigError, match=rf"but the model gives {model.num_features}; set"):
+            make().check_student(model)
+    else:
+        make().check_student(model)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mic.core import ConfigError, DatasetError, IterationContext, LossTerm, SharedForward
+from mic.core.teacher import unwrap
 from mic.functional import reverse_gradient, weighted_cross_entropy
 from mic.methods import SourceSupervision
 from mic.tasks.common import check_flag, check_whole, require_features
@@ -171,7 +172,7 @@ def joint_forward(ctx: IterationContext) -> JointOutputs:
     iteration; the terms that read it are back-propagated together): BatchNorm layers
     normalise the two domains with the statistics of the joint batch, as the published
     DANN / CDAN / MCC / SDAT code (TLlib) does."""
-    require_features(ctx.student, "the alignment methods")
+    require_features(ctx.student, "the alignment methods' forward pass")
     source, target = tuple(ctx.source_images.shape[1:]), tuple(ctx.target_images.shape[1:])
     if source != target:
         raise DatasetError(
@@ -193,7 +194,7 @@ def separate_forward(ctx: IterationContext) -> JointOutputs:
     batch (computed once per iteration; the terms that read them are back-propagated
     together): BatchNorm layers normalise each domain with its own batch statistics, as
     pytorch-adapt's adapters do. The running statistics follow the two batches in turn."""
-    require_features(ctx.student, "the alignment methods")
+    require_features(ctx.student, "the alignment methods' forward pass")
     source_logits, source_features = ctx.student(ctx.source_images, return_features=True)
     target_logits, target_features = ctx.student(ctx.target_images, return_features=True)
     _check_logits(ctx, source_logits)
@@ -244,6 +245,11 @@ class JointSourceSupervision(SourceSupervision):
         self.shared_forward = forward_pass_of(forward_pass, type(self).__name__)
         self.forward_pass = forward_pass
 
+    def check_student(self, student: nn.Module) -> None:
+        """Before training: a model whose forward gives no features (``return_features``),
+        which the shared forward pass reads once adaptation starts."""
+        require_features(student, f"{type(self).__name__} (from adaptation_start on)")
+
     def forward(self, ctx: IterationContext) -> Tensor:
         if not ctx.adapting:
             return super().forward(ctx)
@@ -278,7 +284,7 @@ class _Adversarial(LossTerm):
         adaptation)."""
         return self.coefficient(ctx.step - ctx.adaptation_start)
 
-    def check_width(self, expected: int, f: Tensor, ctx: IterationContext) -> None:
+    def check_width(self, expected: int, f: Tensor, ctx: IterationContext | None) -> None:
         """Refuse features ``f`` (N, C) whose width C is not the term's ``features_dim``
         (``expected``), naming the setting to give."""
         if f.shape[1] != expected:
@@ -286,8 +292,19 @@ class _Adversarial(LossTerm):
                 f"{type(self).__name__} was built for {expected} features (its features_dim) "
                 f"but the model gives {f.shape[1]}; set the term's features_dim to the model's "
                 "feature width (model.bottleneck_dim, or the backbone's width without one): "
-                f"method.terms.{ctx.term or '<term>'}.features_dim={f.shape[1]}"
+                f"method.terms.{(ctx and ctx.term) or '<term>'}.features_dim={f.shape[1]}"
             )
+
+    def check_student(self, student: nn.Module) -> None:
+        """Before training: a model whose forward gives no features (``return_features``),
+        or one of mic's ``Classifier``s of another feature width than the term's."""
+        from mic.tasks.classification.model import Classifier
+
+        require_features(student, type(self).__name__)
+        model = unwrap(student)
+        if isinstance(model, Classifier):  # (its num_features: the width it returns)
+            expected = getattr(self, "features_dim", self.discriminator.in_features)
+            self.check_width(expected, torch.empty(0, model.num_features), None)
 
     def discriminate(self, h: Tensor, ctx: IterationContext) -> Tensor:
         if h.shape[1] != self.discriminator.in_features:
@@ -442,6 +459,11 @@ class MinimumClassConfusion(LossTerm):
         self.temperature = float(temperature)
         self.shared_forward = forward_pass_of(forward_pass, type(self).__name__)
         self.forward_pass = forward_pass
+
+    def check_student(self, student: nn.Module) -> None:
+        """Before training: a model whose forward gives no features (``return_features``),
+        which the shared forward pass reads."""
+        require_features(student, type(self).__name__)
 
     def forward(self, ctx: IterationContext) -> Tensor:
         logits = self.shared_forward(ctx).target_logits
