@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
@@ -14,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import detection
 import detection_ablation
 
+from mic import ConfigError
 from mic.experiment import load_config
 
 SOURCE_ONLY = ["experiment=det_context", "method=source_only", "mic=none"]
@@ -33,7 +33,7 @@ def test_warm_up_takes_the_overrides_a_source_only_run_can_take():
         "model.norm=batch",
         "method.forward_pass=joint",
     ]
-    with pytest.raises(ConfigCompositionException):
+    with pytest.raises(ConfigError, match=r"method\.terms\.mic"):
         load_config([*SOURCE_ONLY, *given])
     kept = detection.source_stage_overrides(given)
     # a setting of the method itself (not of its terms) still reaches the warm-up

@@ -269,15 +269,12 @@ def check_test_set(task: Task, loader: Any, who: str) -> None:
 
 
 def check_pairs(task: Task, images: Any, targets: Any) -> None:
-    """Raise ``DatasetError`` for a batch of one of mic's tasks with another number of
-    targets than images (a tensor of targets, or a detector's list of one dict per image),
-    which torchmetrics would meet as a size mismatch or score in part. A task of one's own
-    chooses its own forms of images and targets (a dict of modalities, one target a batch)."""
-    from mic.tasks.classification import ClassificationTask
-    from mic.tasks.detection import DetectionTask
-    from mic.tasks.segmentation import SegmentationTask
-
-    if not isinstance(task, (ClassificationTask, DetectionTask, SegmentationTask)):
+    """Raise ``DatasetError`` for a batch of a task that says its targets are one per image
+    (``targets_per_image``: mic's tasks) with another number of targets than images (a
+    tensor of targets, or a detector's list of one dict per image), which torchmetrics would
+    meet as a size mismatch or score in part. A task of one's own chooses its own forms of
+    images and targets (a dict of modalities, one target a batch)."""
+    if not getattr(task, "targets_per_image", False):
         return
     per_image = isinstance(targets, torch.Tensor) and targets.ndim > 0
     per_image |= isinstance(targets, list) and all(isinstance(t, Mapping) for t in targets)

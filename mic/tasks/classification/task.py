@@ -68,6 +68,9 @@ class ClassificationTask(Task):
             count.
     """
 
+    #: one target per image: a test batch of another count is refused (``check_pairs``)
+    targets_per_image = True
+
     def __init__(
         self,
         num_classes: int,

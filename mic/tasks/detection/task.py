@@ -105,6 +105,9 @@ class DetectionTask(Task):
         primary_metric: ``map_50`` (published) or ``map`` (COCO AP).
     """
 
+    #: one target dict per image: a test batch of another count is refused (``check_pairs``)
+    targets_per_image = True
+
     def __init__(
         self,
         num_classes: int,

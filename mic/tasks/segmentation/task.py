@@ -204,6 +204,8 @@ class SegmentationTask(Task):
     """
 
     primary_metric = "miou"
+    #: one label map per image: a test batch of another count is refused (``check_pairs``)
+    targets_per_image = True
 
     def __init__(
         self,
