@@ -126,8 +126,8 @@ def user_error(exc: BaseException, cfg: DictConfig | None = None) -> str | None:
                 last = [*re.finditer(rf"\b(?:{names}): ", text)][-1:]
                 text = text[last[0].end() :] if last else text
             return _one_paragraph(text)
-        if isinstance(seen, (RuntimeError, TypeError)) and (said := _model_input_problem(seen)):
-            return _one_paragraph(said)
+        if isinstance(seen, TypeError) and (said := _forward_problem(seen, cfg)):
+            return _one_paragraph(" ".join([said, *getattr(seen, "__notes__", [])]))
         if isinstance(seen, InstantiationException) and not isinstance(seen.__cause__, MicError):
             cause = seen.__cause__
             if (
@@ -146,24 +146,14 @@ def user_error(exc: BaseException, cfg: DictConfig | None = None) -> str | None:
     return None
 
 
-def _model_input_problem(error: BaseException) -> str | None:
-    """What torch says when the model cannot take the images mic gives it, as the fix: images
-    of other colour channels than its first layer's (grey data, an RGB model), or a forward
-    that needs more than the images; None for anything else (a fault inside the model)."""
+def _forward_problem(error: TypeError, cfg: DictConfig | None) -> str | None:
+    """The fix for a model (the class ``model._target_`` names) whose forward needs more than
+    the images mic gives it; None for any other TypeError (a fault inside the model or a
+    term of one's own keeps its traceback)."""
     said = str(error).split("\n")[0]
-    channels = re.search(r"expected input\[[\d, ]+\] to have (\d+) channels, but got (\d+)", said)
-    if channels and {int(n) for n in channels.groups()} <= {1, 3, 4}:
-        want, got = channels.groups()
-        grey = " (grey images: convert('RGB') before ToTensor)" if (want, got) == ("3", "1") else ""
-        return (
-            f"the model's first layer takes {want}-channel images, but the data's have {got} "
-            f"(torch: {said}): make the images {want}-channel in the dataset's transform{grey}, "
-            f"or build the model for {got} channels (a timm model or mic's: model.in_chans={got}, "
-            f"+model.in_chans where its config has none; dataset.mean and dataset.std then "
-            f"give {got} values)"
-        )
     needs = re.search(r"(\w+)\.forward\(\) missing \d+ required positional arguments?: (.*)", said)
-    if needs and isinstance(error, TypeError):
+    target = str(OmegaConf.select(cfg, "model._target_", default="")) if cfg is not None else ""
+    if needs and target.rsplit(".", 1)[-1] == needs[1]:
         return (
             f"{needs[1]}.forward needs {needs[2]} besides the images, but mic calls "
             "model(images) (and, for the alignment methods, model(images, "

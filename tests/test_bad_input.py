@@ -848,8 +848,8 @@ CASES = [
             "~dataset.source",
             "+dataset.source={_target_: tests.test_bad_input.LongerThanItsData}",
         ],
-        "Datasets with more samples by __len__ than they hold (1): 'sample 23' (__len__ gives 24, "
-        "but dataset[23] raises IndexError",
+        "Datasets whose last sample raises an IndexError or KeyError (1): 'sample 23' (__len__ "
+        "gives 24, but dataset[23] raises IndexError",
     ),
     (
         "method-features-width",

@@ -1145,9 +1145,18 @@ def test_a_classifier_that_returns_probabilities_is_named_at_its_first_batch():
     x, y = next(iter(source))
     with pytest.raises(ConfigError, match=r"returns class probabilities .* confidence at 0\.576"):
         ClassificationTask(3).loss(nn.Sequential(tiny_model(), nn.Softmax(1)), x, y)
-    with pytest.raises(ConfigError, match="returns class probabilities"):
-        ClassificationTask(3).predict(nn.Sequential(tiny_model(), nn.Softmax(1)), x)
+    probabilities = nn.Sequential(tiny_model(), nn.Softmax(1))
+    assert ClassificationTask(3).predict(probabilities, x).shape == (len(x), 3)  # scored as is
+    task = ClassificationTask(3)
+    with pytest.raises(ConfigError, match="returns class probabilities"):  # (half: sums drift)
+        task.check_not_probabilities(probabilities(x).bfloat16())
     assert ClassificationTask(3).loss(nn.Sequential(tiny_model(), nn.LogSoftmax(1)), x, y) > 0
+    for logits in (  # logits that look like probabilities are no probabilities
+        torch.full((4, 3), 1 / 3),  # uniform rows (a chance-level baseline)
+        torch.eye(3)[[0, 1, 2, 0]],  # one-hot
+        torch.zeros(4, 3),  # a zero-initialised head
+    ):
+        ClassificationTask(3).check_not_probabilities(logits)
     with pytest.raises(ConfigError, match=r"got tuple: return the logits alone when called as"):
         ClassificationTask(3).check_logits((x, x))
 
@@ -1162,14 +1171,13 @@ def test_float_and_one_hot_classification_labels_say_what_to_return():
         task.check_targets(torch.eye(3, dtype=torch.long)[:2])
 
 
-@pytest.mark.parametrize("term", ["dann", "cdan", "mcc", "source"])
+@pytest.mark.parametrize("term", ["dann", "cdan", "mcc"])
 def test_an_alignment_term_names_a_model_without_features_before_training(term):
     """Met once adaptation started (adaptation_start iterations in), as the shared forward
     pass first asked the model for its features."""
     from mic.tasks.classification.alignment import (
         ConditionalDomainAdversarial,
         DomainAdversarial,
-        JointSourceSupervision,
         MinimumClassConfusion,
     )
     from tests.helpers import tiny_model
@@ -1178,7 +1186,6 @@ def test_an_alignment_term_names_a_model_without_features_before_training(term):
         "dann": lambda: DomainAdversarial(8),
         "cdan": lambda: ConditionalDomainAdversarial(8, 3),
         "mcc": MinimumClassConfusion,
-        "source": JointSourceSupervision,
     }[term]
     with pytest.raises(ConfigError, match="takes no return_features"):
         make().check_student(nn.Linear(3, 3))
@@ -1188,3 +1195,35 @@ def test_an_alignment_term_names_a_model_without_features_before_training(term):
             make().check_student(model)
     else:
         make().check_student(model)
+
+
+def test_torch_s_channel_and_forward_errors_are_explained_only_where_they_are_the_input_s():
+    """The data's channels against the model's first layer, and the model's own forward: a
+    mismatch between two layers inside a model, or a helper module's forward, keeps its
+    traceback (the advice would be wrong there)."""
+    from omegaconf import OmegaConf
+
+    from mic.train import _forward_problem
+    from mic.training.evaluation import input_channels_problem
+
+    said = "Given groups=1, weight of size [8, 3, 3, 3], expected input[2, {}, {}, {}] to have 3"
+    batch = (torch.zeros(2, 4, 32, 32), torch.zeros(2))
+    first = RuntimeError(said.format(4, 32, 32) + " channels, but got 4 channels instead")
+    inner = RuntimeError(said.format(4, 30, 30) + " channels, but got 4 channels instead")
+    assert "the model's first layer takes 3-channel images" in input_channels_problem(first, batch)
+    assert input_channels_problem(inner, batch) is None
+    cfg = OmegaConf.create({"model": {"_target_": "mymodels.TakesADomain"}})
+    own = TypeError("TakesADomain.forward() missing 1 required positional argument: 'domain'")
+    helper = TypeError("Gate.forward() missing 1 required positional argument: 'mask'")
+    assert "TakesADomain.forward needs 'domain' besides the images" in _forward_problem(own, cfg)
+    assert _forward_problem(helper, cfg) is None
+
+
+def test_a_classifier_on_a_timm_backbone_with_a_head_layer_takes_its_hidden_width():
+    """mobilenetv3's pooled features pass a 1 x 1 conv to 1024 (timm's head_hidden_size)
+    before the classifier; its num_features is 288: the head was built for 288."""
+    from mic.tasks.classification import Classifier
+
+    model = Classifier("mobilenetv3_small_050", num_classes=5, bottleneck_dim=0).eval()
+    logits, features = model(torch.rand(2, 3, 32, 32), return_features=True)
+    assert logits.shape == (2, 5) and features.shape == (2, model.num_features) == (2, 1024)

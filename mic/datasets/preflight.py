@@ -393,15 +393,19 @@ def _load_first(dataset: Any, index: int = 0, kinds: Any = Exception) -> tuple[b
 
 
 def _length_problems(dataset: Any) -> list[Problem]:
-    """A dataset whose last index (``len - 1``) is out of its range: its ``__len__`` counts
-    more samples than ``__getitem__`` reads (the loader would meet the IndexError mid-run)."""
+    """A dataset whose last index (``len - 1``) raises IndexError or KeyError: its
+    ``__len__`` counts more samples than ``__getitem__`` reads, or that sample is faulty (the
+    loader would meet it mid-run)."""
     n = len(dataset)
     loaded, error = _load_first(dataset, n - 1, (IndexError, KeyError))
     if loaded or not isinstance(error, (IndexError, KeyError)):
         return []
     detail = f"__len__ gives {n}, but dataset[{n - 1}] raises {type(error).__name__}: {error}"
-    fix = "__len__ must count the samples __getitem__ reads, indices 0 to len - 1."
-    kind = "datasets with more samples by __len__ than they hold"
+    fix = (
+        "If __len__ counts more samples than __getitem__ reads, make it count those alone "
+        f"(indices 0 to len - 1); else mend that sample (dataset[{n - 1}] shows the traceback)."
+    )
+    kind = "datasets whose last sample raises an IndexError or KeyError"
     return [Problem(kind, f"sample {n - 1}", detail, fix)]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -304,6 +305,28 @@ def _updated_metric(
     return metric, batches
 
 
+def input_channels_problem(error: BaseException, batch: Any) -> str | None:
+    """The fix for torch's convolution error on the batch's images themselves (``expected
+    input[<the batch's shape>] to have N channels, but got M``): a model built for other
+    colour channels than the data's (grey data, an RGB model). None for anything else, a
+    mismatch between two layers inside a model included (its traceback locates it)."""
+    said = str(error).split("\n")[0]
+    found = re.search(r"expected input\[([\d, ]+)\] to have (\d+) channels, but got (\d+)", said)
+    images = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
+    shape = [int(n) for n in found[1].split(",")] if found else None
+    if not (found and isinstance(images, torch.Tensor) and shape == list(images.shape)):
+        return None
+    want, got = found[2], found[3]
+    grey = " (grey images: convert('RGB') before ToTensor)" if (want, got) == ("3", "1") else ""
+    return (
+        f"the model's first layer takes {want}-channel images, but the data's have {got} "
+        f"(torch: {said}): make the images {want}-channel in the dataset's transform{grey}, or "
+        f"build the model for {got} channels (a timm model or mic's: model.in_chans={got}, "
+        f"+model.in_chans where its config has none; dataset.mean and dataset.std then give "
+        f"{got} values)"
+    )
+
+
 @torch.no_grad()
 def check_scoring(task: Task, model: nn.Module, batch: Any, device: Any) -> dict[str, Any] | None:
     """Score one labelled batch as ``evaluate`` does, to find a broken ``Task.metric()`` or
@@ -327,6 +350,8 @@ def check_scoring(task: Task, model: nn.Module, batch: Any, device: Any) -> dict
             try:
                 metric, _ = _updated_metric(task, model, [batch], device)
             except Exception as e:
+                if said := input_channels_problem(e, batch):
+                    raise ConfigError(said) from e
                 if hasattr(e, "add_note") and not isinstance(e, MicError):
                     e.add_note(
                         "(raised scoring the first test batch before training: "

@@ -159,11 +159,13 @@ class JointOutputs:
 
 
 def _check_logits(ctx: IterationContext, logits: Tensor) -> None:
-    """The task's check of the student's logits (``ClassificationTask.check_logits``: the
-    class count, a shape check), where the task has one."""
-    check = getattr(ctx.task, "check_logits", None)
-    if check is not None:
-        check(logits)
+    """The task's checks of the student's logits (``ClassificationTask.check_logits``: the
+    class count, a shape check; ``check_not_probabilities``, at the first batch), where the
+    task has them."""
+    for name in ("check_logits", "check_not_probabilities"):
+        check = getattr(ctx.task, name, None)
+        if check is not None:
+            check(logits)
 
 
 @SharedForward
@@ -244,11 +246,6 @@ class JointSourceSupervision(SourceSupervision):
         super().__init__(weight, part_weights)
         self.shared_forward = forward_pass_of(forward_pass, type(self).__name__)
         self.forward_pass = forward_pass
-
-    def check_student(self, student: nn.Module) -> None:
-        """Before training: a model whose forward gives no features (``return_features``),
-        which the shared forward pass reads once adaptation starts."""
-        require_features(student, f"{type(self).__name__} (from adaptation_start on)")
 
     def forward(self, ctx: IterationContext) -> Tensor:
         if not ctx.adapting:

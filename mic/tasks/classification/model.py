@@ -56,7 +56,9 @@ class Classifier(nn.Module):
                 f"num_features (its pooled feature width), got {backbone!r}"
             )
         self.backbone = backbone
-        width = int(backbone.num_features)
+        # what the backbone returns without a classifier: timm's head_hidden_size where a
+        # head layer follows the pooling (mobilenetv3: 1024, its num_features 288)
+        width = int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
         if bottleneck_dim > 0:
             self.bottleneck: nn.Module = nn.Sequential(
                 nn.Linear(width, bottleneck_dim), nn.BatchNorm1d(bottleneck_dim), nn.ReLU()

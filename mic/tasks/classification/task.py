@@ -103,10 +103,7 @@ class ClassificationTask(Task):
             logits: what the model returned.
 
         Raises:
-            ConfigError: not a B x C tensor, or C differs from ``num_classes``; at the first
-                call (its one synchronisation), class probabilities in place of logits (each
-                row in [0, 1], summing to 1): softmax taken twice caps the confidence at
-                e / (e + C - 1), below every pseudo-label threshold.
+            ConfigError: not a B x C tensor, or C differs from ``num_classes``.
         """
         if not isinstance(logits, Tensor) or logits.ndim != 2:
             got = (
@@ -129,20 +126,34 @@ class ClassificationTask(Task):
                 f"{self.num_classes}; set model.num_classes to ${{dataset.num_classes}} (in "
                 f"Python: build the model with num_classes={self.num_classes})"
             )
-        if not getattr(self, "_logits_seen", False) and len(logits) and self.num_classes > 1:
-            self._logits_seen = True
-            with torch.no_grad():
-                rows = logits.detach().float()
-                shares = bool(((rows >= 0) & (rows <= 1)).all())
-                if shares and bool(torch.allclose(rows.sum(1), torch.ones(len(rows)).to(rows))):
-                    raise ConfigError(
-                        "the model returns class probabilities (each row in [0, 1], summing "
-                        "to 1), where the task takes logits: it applies the softmax itself, "
-                        "and a second one caps the confidence at "
-                        f"{math.e / (math.e + self.num_classes - 1):.3f} for "
-                        f"{self.num_classes} classes, so no pseudo-label reaches a threshold; "
-                        "leave the model's last softmax out"
-                    )
+
+    def check_not_probabilities(self, logits: Tensor) -> None:
+        """At the first training batch (its one synchronisation), refuse class probabilities
+        returned in place of logits: each row strictly inside (0, 1), summing to 1, and not
+        all alike (uniform rows are logits too). The task's softmax, taken a second time,
+        caps every confidence at e / (e + C - 1), below every pseudo-label threshold.
+
+        Raises:
+            ConfigError: such probabilities.
+        """
+        if getattr(self, "_logits_seen", False) or not len(logits) or self.num_classes < 2:
+            return
+        self._logits_seen = True
+        with torch.no_grad():
+            rows = logits.detach().float()
+            half = logits.dtype in (torch.float16, torch.bfloat16)  # (their sums drift)
+            inside = bool(((rows > 0) & (rows < 1)).all())
+            total = torch.allclose(rows.sum(1), torch.ones_like(rows[:, 0]), atol=1e-2 * half)
+            alike = bool((rows.amax(1) - rows.amin(1) < 1e-6).all())
+            if inside and total and not alike:
+                raise ConfigError(
+                    "the model returns class probabilities (each row in (0, 1), summing to "
+                    "1), where the task takes logits: it applies the softmax itself, and a "
+                    "second one caps the confidence at "
+                    f"{math.e / (math.e + self.num_classes - 1):.3f} for {self.num_classes} "
+                    "classes, so no pseudo-label reaches a threshold; leave the model's last "
+                    "softmax out"
+                )
 
     def loss(
         self,
@@ -170,6 +181,7 @@ class ClassificationTask(Task):
             self.check_targets(targets)  # raises: one-hot integers, (B,) floats, (B, 1), a list
         logits = model(images)
         self.check_logits(logits)
+        self.check_not_probabilities(logits)
         return weighted_cross_entropy(logits, targets if soft else targets.long(), weights)
 
     def predict(self, model: nn.Module, images: Tensor) -> Tensor:
