@@ -1210,8 +1210,9 @@ def test_torch_s_channel_and_forward_errors_are_explained_only_where_they_are_th
     batch = (torch.zeros(2, 4, 32, 32), torch.zeros(2))
     first = RuntimeError(said.format(4, 32, 32) + " channels, but got 4 channels instead")
     inner = RuntimeError(said.format(4, 30, 30) + " channels, but got 4 channels instead")
-    assert "the model's first layer takes 3-channel images" in input_channels_problem(first, batch)
-    assert input_channels_problem(inner, batch) is None
+    said = input_channels_problem(first, batch[0])
+    assert "the model's first layer takes 3-channel images" in said
+    assert input_channels_problem(inner, batch[0]) is None
     cfg = OmegaConf.create({"model": {"_target_": "mymodels.TakesADomain"}})
     own = TypeError("TakesADomain.forward() missing 1 required positional argument: 'domain'")
     helper = TypeError("Gate.forward() missing 1 required positional argument: 'mask'")

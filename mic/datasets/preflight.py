@@ -368,7 +368,7 @@ IMAGE_FIX = (
 )
 
 
-def _load_first(dataset: Any, index: int = 0, kinds: Any = Exception) -> tuple[bool, Any]:
+def _load_sample(dataset: Any, index: int = 0, kinds: Any = ()) -> tuple[bool, Any]:
     """``(True, dataset[index])`` (0: the first sample), with the global random generators
     restored afterwards (a seeded run draws exactly what it drew without the check);
     ``(False, None)`` when the dataset is empty or the sample cannot be loaded (training
@@ -397,8 +397,8 @@ def _length_problems(dataset: Any) -> list[Problem]:
     ``__len__`` counts more samples than ``__getitem__`` reads, or that sample is faulty (the
     loader would meet it mid-run)."""
     n = len(dataset)
-    loaded, error = _load_first(dataset, n - 1, (IndexError, KeyError))
-    if loaded or not isinstance(error, (IndexError, KeyError)):
+    loaded, error = _load_sample(dataset, n - 1, (IndexError, KeyError))
+    if loaded or error is None:
         return []
     detail = f"__len__ gives {n}, but dataset[{n - 1}] raises {type(error).__name__}: {error}"
     fix = (
@@ -434,7 +434,7 @@ def sample_problems(
     untransformed = getattr(dataset, "transform", True) is None  # one of mic's readers, given none
     if untransformed and untransformed_ok:
         return [], None  # a reader asked for what it reads
-    loaded, sample = _load_first(dataset)
+    loaded, sample = _load_sample(dataset)
     if not loaded:
         return [], None
     where = "sample 0"

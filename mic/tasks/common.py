@@ -27,10 +27,15 @@ def check_class_datasets(
     names: Sequence[str],
     default_names: Sequence[str],
     fix: str,
-) -> None:
+) -> list[str]:
     """A task's ``check_datasets`` for datasets that name their classes: ``check_num_classes``
     with the task's ``fix``, and ``check_class_order`` against the task's ``names`` unless they
     are its ``default_names`` (which are for reports only and set no order).
+
+    Returns:
+        The names the task goes on with: ``names`` where given, else those of the test set
+        (its per-class table), else of another dataset (a run without a test set), else
+        ``default_names``.
 
     Raises:
         DatasetError: another class count, or the task's class names in another order.
@@ -38,6 +43,10 @@ def check_class_datasets(
     check_num_classes(num_classes, datasets, fix=fix)
     given = list(names) != list(default_names)
     check_class_order(datasets, names if given else None)
+    if given:
+        return list(names)
+    first = {"test": datasets.get("test"), **datasets}
+    return named_classes(first, num_classes) or list(default_names)
 
 
 def named_classes(datasets: Mapping[str, Any], num_classes: int) -> list[str] | None:

@@ -305,14 +305,13 @@ def _updated_metric(
     return metric, batches
 
 
-def input_channels_problem(error: BaseException, batch: Any) -> str | None:
-    """The fix for torch's convolution error on the batch's images themselves (``expected
-    input[<the batch's shape>] to have N channels, but got M``): a model built for other
-    colour channels than the data's (grey data, an RGB model). None for anything else, a
-    mismatch between two layers inside a model included (its traceback locates it)."""
+def input_channels_problem(error: BaseException, images: Any) -> str | None:
+    """The fix for torch's convolution error on the batch's ``images`` themselves
+    (``expected input[<their shape>] to have N channels, but got M``): a model built for
+    other colour channels than the data's (grey data, an RGB model). None for anything else,
+    a mismatch between two layers inside a model included (its traceback locates it)."""
     said = str(error).split("\n")[0]
     found = re.search(r"expected input\[([\d, ]+)\] to have (\d+) channels, but got (\d+)", said)
-    images = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
     shape = [int(n) for n in found[1].split(",")] if found else None
     if not (found and isinstance(images, torch.Tensor) and shape == list(images.shape)):
         return None
@@ -350,7 +349,8 @@ def check_scoring(task: Task, model: nn.Module, batch: Any, device: Any) -> dict
             try:
                 metric, _ = _updated_metric(task, model, [batch], device)
             except Exception as e:
-                if said := input_channels_problem(e, batch):
+                images = labelled_batch(batch)[0] if isinstance(e, RuntimeError) else None
+                if said := input_channels_problem(e, images):  # (a pair: it was read)
                     raise ConfigError(said) from e
                 if hasattr(e, "add_note") and not isinstance(e, MicError):
                     e.add_note(

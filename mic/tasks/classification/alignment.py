@@ -281,15 +281,16 @@ class _Adversarial(LossTerm):
         adaptation)."""
         return self.coefficient(ctx.step - ctx.adaptation_start)
 
-    def check_width(self, expected: int, f: Tensor, ctx: IterationContext | None) -> None:
-        """Refuse features ``f`` (N, C) whose width C is not the term's ``features_dim``
-        (``expected``), naming the setting to give."""
-        if f.shape[1] != expected:
+    def check_width(self, expected: int, width: int, term: str = "") -> None:
+        """Refuse features of a ``width`` that is not the term's ``features_dim``
+        (``expected``), naming the setting to give (under the term's name in the config,
+        ``term``)."""
+        if width != expected:
             raise ConfigError(
                 f"{type(self).__name__} was built for {expected} features (its features_dim) "
-                f"but the model gives {f.shape[1]}; set the term's features_dim to the model's "
+                f"but the model gives {width}; set the term's features_dim to the model's "
                 "feature width (model.bottleneck_dim, or the backbone's width without one): "
-                f"method.terms.{(ctx and ctx.term) or '<term>'}.features_dim={f.shape[1]}"
+                f"method.terms.{term or '<term>'}.features_dim={width}"
             )
 
     def check_student(self, student: nn.Module) -> None:
@@ -301,7 +302,7 @@ class _Adversarial(LossTerm):
         model = unwrap(student)
         if isinstance(model, Classifier):  # (its num_features: the width it returns)
             expected = getattr(self, "features_dim", self.discriminator.in_features)
-            self.check_width(expected, torch.empty(0, model.num_features), None)
+            self.check_width(expected, model.num_features)
 
     def discriminate(self, h: Tensor, ctx: IterationContext) -> Tensor:
         if h.shape[1] != self.discriminator.in_features:
@@ -345,7 +346,7 @@ class DomainAdversarial(_Adversarial):
     def forward(self, ctx: IterationContext) -> Tensor:
         out = self.shared_forward(ctx)
         f = torch.cat([out.source_features, out.target_features])
-        self.check_width(self.discriminator.in_features, f, ctx)
+        self.check_width(self.discriminator.in_features, f.shape[1], ctx.term)
         d = self.discriminate(f, ctx)
         d_s, d_t = d.float().split([len(out.source_features), len(out.target_features)])
         return 0.5 * (domain_loss(d_s, True) + domain_loss(d_t, False))
@@ -421,7 +422,7 @@ class ConditionalDomainAdversarial(_Adversarial):
                 f"CDAN was built for {self.num_classes} classes but the model predicts "
                 f"{logits.shape[1]}; set its num_classes to the dataset's"
             )
-        self.check_width(self.features_dim, f, ctx)
+        self.check_width(self.features_dim, f.shape[1], ctx.term)
         g = torch.softmax(logits.float(), dim=1)
         g = (g.detach() if self.detach_prediction else g).to(f.dtype)
         d = self.discriminate(self.conditioning(f, g), ctx).float()

@@ -18,7 +18,7 @@ from mic.core.context import Random
 from mic.core.teacher import unwrap
 from mic.datasets.detection.targets import batch_images, check_target, image_size
 from mic.datasets.preflight import PIXEL_VALUE_LIMIT
-from mic.tasks.common import check_class_datasets, check_whole, named_classes
+from mic.tasks.common import check_class_datasets, check_whole
 from mic.tasks.detection.model import LOSS_PARTS, images_device, sampling_from
 from mic.training.batches import (
     plain_samples,
@@ -351,17 +351,13 @@ class DetectionTask(Task):
         Raises:
             DatasetError: another class count, or the class names in another order.
         """
-        default = [str(i) for i in range(self.num_classes)]
-        check_class_datasets(
+        self.class_names = check_class_datasets(
             datasets,
             self.num_classes,
             self.class_names,
-            default,
+            [str(i) for i in range(self.num_classes)],
             "fix the datasets (a COCO json's categories or a VOC reader's classes set theirs)",
         )
-        if self.class_names == default:  # (the test set's first: its per-class table)
-            first = {"test": datasets.get("test"), **datasets}
-            self.class_names = named_classes(first, self.num_classes) or default
 
     def report_hooks(self, run_dir: Path | None, test: Iterable[Any] | None) -> list[Any]:
         """Box drawings and the per-class AP table at each evaluation, the classes named as

@@ -26,13 +26,7 @@ from mic.datasets.segmentation.labels import (
     default_class_names,
 )
 from mic.functional import weighted_cross_entropy
-from mic.tasks.common import (
-    check_class_datasets,
-    check_flag,
-    check_whole,
-    named_classes,
-    predicting,
-)
+from mic.tasks.common import check_class_datasets, check_flag, check_whole, predicting
 from mic.tasks.segmentation.models.hrda import HRDA, HRDAOutput, crop_per_image, detail_crop_boxes
 from mic.training.batches import (
     plain_samples,
@@ -583,17 +577,13 @@ class SegmentationTask(Task):
         Raises:
             DatasetError: another class count, or the class names in another order.
         """
-        default = default_class_names(self.num_classes)
-        check_class_datasets(
+        self.classes = check_class_datasets(
             datasets,
             self.num_classes,
             self.classes,
-            default,
+            default_class_names(self.num_classes),
             "fix the datasets (a reader's classes and label mapping set theirs)",
         )
-        if self.classes == default:  # (the test set's first: its per-class table)
-            first = {"test": datasets.get("test"), **datasets}
-            self.classes = named_classes(first, self.num_classes) or default
         source = datasets.get("source")  # (rare class sampling's wrapper: the reader's)
         crop = getattr(getattr(source, "transform", None), "crop_size", None)
         window = self.crop_size if self.inference == "slide" else None
