@@ -48,6 +48,9 @@ def _child(args: list[str], env: dict[str, str], cwd: str, out: str, err: str, s
     """Runs in the forked process: the environment, the faults, then mic-train's main; its
     exit status is also written to ``status`` (the forkserver's report of it is lost now and
     then under load: multiprocessing then gives 255)."""
+    # multiprocessing made this process's default start method the forkserver's: mic-train's
+    # data loader workers would start as new interpreters (seconds each) instead of forks
+    multiprocessing.set_start_method(None, force=True)
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -163,17 +162,12 @@ def seg_folder_overrides(tmp: Path, num_classes: int = 2, right: int = 1, **root
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """``python -m mic.train *args`` in a subprocess, as a user runs it (Hydra's short
-    errors), its output captured."""
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", "mic.train", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-    )
+    """``mic-train *args`` in a process of its own, as a user runs it (Hydra's short errors),
+    its output captured: tests/cli.py's ``run_mic_train`` (forked from a server that imported
+    torch and mic once), in ``cwd`` (default: the current folder)."""
+    from tests.cli import run_mic_train
+
+    return run_mic_train(list(args), cwd=Path(cwd or os.getcwd()), timeout=300)
 
 
 class Regression(mic.Task):

@@ -406,9 +406,19 @@ def test_trainable_layers_freezes_the_first_stages_of_a_timm_backbone(backend, b
         frozen(6)
 
 
-def test_trainable_layers_takes_levels_whose_module_holds_no_parameters():
+def test_trainable_layers_takes_levels_whose_module_holds_no_parameters(monkeypatch):
+    import copy
+
+    from mic.tasks.detection import model
     from mic.tasks.detection.model import timm_features
 
+    built, create = [], model.create_backbone
+
+    def once(*args, **kwargs):  # every call asks for the same model: built once (2 s), copied
+        built[:] = built or [create(*args, **kwargs)]
+        return copy.deepcopy(built[0])
+
+    monkeypatch.setattr(model, "create_backbone", once)
     frozen = []  # vgg11's last level is a ReLU (features.20)
     for layers in range(6):
         body = timm_features("vgg11", False, trainable_layers=layers)

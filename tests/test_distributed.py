@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from mic.tasks.classification import Classifier
+from tests.cli import run_mic_train
 
 
 class NoNormCNN(nn.Module):
@@ -93,9 +94,15 @@ RUNS = {
 
 
 def _run(prefix, run_dir, overrides):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [*prefix, "-m", "mic.train", *COMMON, *overrides, f"hydra.run.dir={run_dir}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    """``mic-train`` under ``prefix`` (torchrun's command); without one, one process forked
+    from tests/cli.py's server."""
+    args = [*COMMON, *overrides, f"hydra.run.dir={run_dir}"]
+    if prefix:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        cmd = [*prefix, "-m", "mic.train", *args]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    else:
+        out = run_mic_train(args)
     assert out.returncode == 0, out.stderr[-3000:]
     return torch.load(run_dir / "checkpoints" / "student.pt", weights_only=True)
 
@@ -103,7 +110,7 @@ def _run(prefix, run_dir, overrides):
 @pytest.mark.slow
 @pytest.mark.parametrize("run", list(RUNS))
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(run, tmp_path):
-    one = _run([sys.executable], tmp_path / "one", RUNS[run])
+    one = _run([], tmp_path / "one", RUNS[run])
     with socket.socket() as probe:  # a free port: other test runs may be using one
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

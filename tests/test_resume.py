@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.cli import run_mic_train
+
 COMMON = [
     "checkpoint.interval=1",
     "checkpoint.keep=2",
@@ -64,8 +66,8 @@ def _weights(run_dir: Path, name: str):
 @pytest.mark.parametrize("task", list(TASKS))
 def test_sigkill_then_resume_equals_an_uninterrupted_run(task, tmp_path):
     args = TASKS[task]
-    ref = tmp_path / "reference"
-    done = subprocess.run(_cmd(args, ref), capture_output=True, text=True, env=_env(), timeout=600)
+    ref = tmp_path / "reference"  # (the runs not killed: forked from tests/cli.py's server)
+    done = run_mic_train([*COMMON, *args, f"hydra.run.dir={ref}"], env={"MKL_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
 
     run = tmp_path / "killed"
@@ -78,8 +80,8 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(task, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert not (run / "checkpoints" / "student.pt").exists()  # it did not finish
 
-    resumed = subprocess.run(
-        _cmd([*args, "resume=auto"], run), capture_output=True, text=True, env=_env(), timeout=600
+    resumed = run_mic_train(
+        [*COMMON, *args, "resume=auto", f"hydra.run.dir={run}"], env={"MKL_NUM_THREADS": "1"}
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stdout
