@@ -1061,7 +1061,8 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
     if device.type == "cpu" and str(cfg.get("precision", "fp32")) == "fp16":
         warnings.warn(
             "precision=fp16 on the CPU: float16 has few CPU kernels, so training runs tens of "
-            "times slower than in fp32 (docs/training.md); use precision=bf16 or fp32 there",
+            "times slower than in fp32 (docs/training.md); use precision=fp32 there (bf16 is "
+            "fast only on a CPU with bfloat16 instructions, AVX512-BF16 or AMX)",
             stacklevel=2,
         )
     adapting = [name for name, term in method if term.uses_target]

@@ -632,6 +632,12 @@ CASES = [
         "device: must be auto, cpu, cuda, cuda:<index> or mps",
     ),
     (
+        "config-device-index-leading-zero",
+        "a CUDA device index written with a leading zero (torch refuses cuda:01)",
+        lambda t, r: ["device=cuda:01"],
+        "device: must be auto, cpu, cuda, cuda:<index> or mps (got 'cuda:01')",
+    ),
+    (
         "config-negative-lr",
         "a negative learning rate",
         lambda t, r: ["optimizer.lr=-0.001"],
@@ -1461,7 +1467,12 @@ CASES = [
         "config-margins-cover-target",
         "pseudo-label margins that cover the target images (a Cityscapes recipe's on small "
         "images): named at the data check, not at the first adapting iteration",
-        lambda t, r: ["experiment=streets", "task.pseudo_label_margins=[15,120,0,0]"],
+        lambda t, r: [
+            "experiment=streets",
+            "dataset.train_count=8",
+            "dataset.test_count=2",
+            "task.pseudo_label_margins=[15,120,0,0]",
+        ],
         "task.pseudo_label_margins [15, 120, 0, 0] (top, bottom, left, right) cover every "
         "pixel of the 64 x 64 target images",
     ),

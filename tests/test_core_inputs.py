@@ -59,6 +59,27 @@ def test_a_cuda_device_without_cuda_is_refused_in_mic_s_words():
         _loop(source_only(), iterations=2, device="cuda")
 
 
+@pytest.mark.parametrize(
+    "device, message",
+    [
+        ("nonsense", "device='nonsense' is no torch device: use 'cpu', 'cuda'"),
+        ("cuda:01", "device='cuda:01' is no torch device"),  # (torch refuses leading zeros)
+        ("meta", "device='meta' holds no data, nothing trains there"),
+    ],
+)
+def test_a_device_torch_cannot_train_on_is_refused_in_mic_s_words(device, message):
+    """They ended in torch's RuntimeErrors: its list of every device type, or for the meta
+    device "unsupported scalarType"."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _loop(source_only(), iterations=2, device=device)
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="a machine without MPS")
+def test_an_mps_device_without_mps_is_refused_in_mic_s_words():
+    with pytest.raises(ConfigError, match="device='mps', but MPS is not available here"):
+        _loop(source_only(), iterations=2, device="mps")
+
+
 def test_numpy_whole_numbers_are_whole_numbers():
     np = pytest.importorskip("numpy")
     loop = _loop(source_only(), iterations=np.int64(2), seed=np.int32(1))

@@ -125,7 +125,8 @@ class AdaptationLoop:
         step_strategy, collective, guard: the seams above (default: their base classes).
 
     Raises:
-        ConfigError: a setting out of range, pseudo-labels without a teacher, hooks that are
+        ConfigError: a setting out of range, a ``device`` that is none or that this machine
+            lacks (CUDA, MPS; the meta device), pseudo-labels without a teacher, hooks that are
             no ``Hook`` instances, a teacher sharing the student's parameters (a teacher is a
             copy), a ``task.loss`` without ``weights`` and ``rng``, an optimizer
             without any of the student's parameters or without some of the method's trainable
@@ -532,10 +533,7 @@ def _check_arguments(
             "teacher=EMATeacher(student, alpha) (or set teacher in the config)",
         ),
         (precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {precision!r}"),
-        (
-            torch.device(device or "cpu").type != "cuda" or torch.cuda.is_available(),
-            f"device={str(device)!r}, but CUDA is not available here: use device='cpu'",
-        ),
+        (not (unusable := _device_problem(device)), unusable),
         (accumulate >= 1, f"accumulate must be at least 1, got {accumulate}"),
         (
             max_grad_norm is None or max_grad_norm > 0,
@@ -586,6 +584,20 @@ def _check_arguments(
             "but never change; freeze them (requires_grad_(False)) if that is meant",
             stacklevel=3,
         )
+
+
+def _device_problem(device: Any) -> str:
+    """Why ``device`` (None: the student's) is none this process can train on ("" if it is)."""
+    try:
+        kind = torch.device(device or "cpu").type
+    except (RuntimeError, TypeError):
+        return f"device={device!r} is no torch device: use 'cpu', 'cuda' or 'cuda:<index>'"
+    have = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if kind == "meta":  # (torch's own error: "unsupported scalarType")
+        return "device='meta' holds no data, nothing trains there: use device='cpu'"
+    return "" if have.get(kind, True) else (
+        f"device={str(device)!r}, but {kind.upper()} is not available here: use device='cpu'"
+    )  # fmt: skip
 
 
 def _hooks(hooks: Any) -> list[Hook]:
