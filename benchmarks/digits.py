@@ -47,7 +47,6 @@ from common import (
     paired_differences,
     time_training,
 )
-from peers import PEER_OVERRIDES
 
 from mic.training.checkpoint import write_text_atomically
 
@@ -105,6 +104,50 @@ def _alignment_variants() -> dict[str, list[str]]:
                 variants[f"{name}_mic"] = [*base, "mic=block"]
     return variants
 
+
+#: a peer term holds the source loss and the method's loss in one term, which trains at weight 1
+#: (the loop's multiplier): the method config's weight, that of the method's loss alone (1.0 in
+#: conf/method/), is the peer's ``part_weight`` (set it as method.terms.<term>.part_weight)
+_PART_WEIGHT = {
+    m: [f"~method.terms.{m}.weight", f"+method.terms.{m}.part_weight=1.0"]
+    for m in ("dann", "cdan", "mcc")
+}
+
+#: digits.py method name -> the mic-train overrides that put a peer term in place of the
+#: method's terms (the method config's settings reach the term; the source term is the
+#: peer's own before adaptation and pytorch-adapt's ``c_loss`` after)
+PEER_OVERRIDES: dict[str, list[str]] = {
+    "pa_dann": [
+        "method=dann",
+        "~method.terms.source",
+        "method.terms.dann._target_=peers.PytorchAdaptDANN",
+        *_PART_WEIGHT["dann"],
+    ],
+    "pa_cdan": [
+        "method=cdan",
+        "~method.terms.source",
+        "method.terms.cdan._target_=peers.PytorchAdaptCDAN",
+        *_PART_WEIGHT["cdan"],
+        "method.terms.cdan.batch_norm=false",
+        "method.terms.cdan.detach_prediction=false",
+        "+method.terms.cdan.optimizer=${optimizer}",
+    ],
+    "pa_cdan_bn": [
+        "method=cdan",
+        "~method.terms.source",
+        "method.terms.cdan._target_=peers.PytorchAdaptCDAN",
+        *_PART_WEIGHT["cdan"],
+        "method.terms.cdan.batch_norm=true",
+        "method.terms.cdan.detach_prediction=false",
+        "+method.terms.cdan.optimizer=${optimizer}",
+    ],
+    "pa_mcc": [
+        "method=mcc",
+        "~method.terms.source",
+        "method.terms.mcc._target_=peers.PytorchAdaptMCC",
+        *_PART_WEIGHT["mcc"],
+    ],
+}
 
 #: the alignment family's variants of per-domain normalisation (see ``write_table``)
 VARIANTS = _alignment_variants()

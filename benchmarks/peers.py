@@ -8,7 +8,7 @@ and its schedule, the gradient-reversal schedule, the loss weights and the AdaBN
 Before ``adaptation_start`` a term is mic's source cross-entropy (``SourceSupervision``), so a
 seed's mic and pytorch-adapt runs are bitwise equal up to that iteration. ``digits.py`` names
 them ``pa_dann``, ``pa_cdan``, ``pa_mcc`` (``--methods``); they replace the method's terms
-(``PEER_OVERRIDES``) and take the method config's settings.
+(digits.py's ``PEER_OVERRIDES``) and take the method config's settings.
 
 pytorch-adapt 0.0.83 pins torchmetrics 0.9.3, older than mic's; its code runs with the
 current one, so it is installed without its pins (and pytorch-metric-learning at its pin,
@@ -53,50 +53,6 @@ from mic.core import ConfigError, IterationContext
 from mic.core.teacher import unwrap
 from mic.methods import SourceSupervision
 from mic.tasks.classification import DomainDiscriminator, GradientReversalRamp, MultilinearMap
-
-#: a peer term holds the source loss and the method's loss in one term, which trains at weight 1
-#: (the loop's multiplier): the method config's weight, that of the method's loss alone (1.0 in
-#: conf/method/), is the peer's ``part_weight`` (set it as method.terms.<term>.part_weight)
-_PART_WEIGHT = {
-    m: [f"~method.terms.{m}.weight", f"+method.terms.{m}.part_weight=1.0"]
-    for m in ("dann", "cdan", "mcc")
-}
-
-#: digits.py method name -> the mic-train overrides that put a peer term in place of the
-#: method's terms (the method config's settings reach the term; the source term is the
-#: peer's own before adaptation and pytorch-adapt's ``c_loss`` after)
-PEER_OVERRIDES: dict[str, list[str]] = {
-    "pa_dann": [
-        "method=dann",
-        "~method.terms.source",
-        "method.terms.dann._target_=peers.PytorchAdaptDANN",
-        *_PART_WEIGHT["dann"],
-    ],
-    "pa_cdan": [
-        "method=cdan",
-        "~method.terms.source",
-        "method.terms.cdan._target_=peers.PytorchAdaptCDAN",
-        *_PART_WEIGHT["cdan"],
-        "method.terms.cdan.batch_norm=false",
-        "method.terms.cdan.detach_prediction=false",
-        "+method.terms.cdan.optimizer=${optimizer}",
-    ],
-    "pa_cdan_bn": [
-        "method=cdan",
-        "~method.terms.source",
-        "method.terms.cdan._target_=peers.PytorchAdaptCDAN",
-        *_PART_WEIGHT["cdan"],
-        "method.terms.cdan.batch_norm=true",
-        "method.terms.cdan.detach_prediction=false",
-        "+method.terms.cdan.optimizer=${optimizer}",
-    ],
-    "pa_mcc": [
-        "method=mcc",
-        "~method.terms.source",
-        "method.terms.mcc._target_=peers.PytorchAdaptMCC",
-        *_PART_WEIGHT["mcc"],
-    ],
-}
 
 
 def _require_pytorch_adapt(term: str) -> None:
