@@ -750,7 +750,8 @@ def best_metric_key(cfg: DictConfig, task: Task) -> str:
     computed = validator_names(cfg)
     if by not in computed:
         raise ConfigError(
-            f"checkpoint.best_by={by} but eval.validators={computed} does not compute it; "
+            f"checkpoint.best_by={by} but eval.validators=[{', '.join(computed)}] does not "
+            "compute it; "
             f"add it there (eval.validators=[{', '.join([*computed, by])}])"
         )
     return f"validator/{model}/{by}"
