@@ -573,19 +573,43 @@ def test_a_best_metric_that_is_nan_at_every_evaluation_warns_at_the_end(tmp_path
     assert (tmp_path / "finite" / "best.pt").exists()
 
 
+class Batches:
+    """Batches that can be passed over again but have no length (an iterable data set's)."""
+
+    def __init__(self, batches: list) -> None:
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
 def test_validation_over_a_loader_of_fewer_batches_than_asked_says_so_once(one_thread):
     import warnings
 
     task, _, target, _ = tiny_loaders()
     model = tiny_model()
     batches = list(target)[:2]
-    validation = LabelFreeValidation(["entropy"], batches, batches=5)
     with pytest.warns(UserWarning, match=r"scores 2 batches, not the 5 asked for"):
-        validation.score(task, model)
+        validation = LabelFreeValidation(["entropy"], batches, batches=5)  # before training
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         validation.score(task, model)  # once
         LabelFreeValidation(["entropy"], batches, batches=2).score(task, model)
+    unsized = LabelFreeValidation(["entropy"], Batches(batches), batches=5)
+    with pytest.warns(UserWarning, match=r"scores 2 batches, not the 5 asked for"):
+        unsized.score(task, model)  # a loader without a length: told when it runs short
+
+
+def test_mic_train_says_before_training_that_the_validation_asks_for_more_batches(tmp_path):
+    """It said so at the first evaluation (by default after 250 iterations)."""
+    out = _cli(*TINY, "iterations=1", "eval.validation.batches=1000", f"hydra.run.dir={tmp_path}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    said = "validation scores 28 batches, not the 1000 asked for (eval.validation.batches)"
+    assert out.stderr.count(said) == 1, out.stderr[-2000:]
+    (log,) = tmp_path.glob("*.log")
+    lines = log.read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if said in line)
+    assert not any("[iteration " in line for line in lines[:first]), lines[: first + 1]
 
 
 def test_a_shuffling_loader_is_warned_of_and_a_fixed_one_is_not():
@@ -598,7 +622,7 @@ def test_a_shuffling_loader_is_warned_of_and_a_fixed_one_is_not():
         LabelFreeValidation(["entropy"], DataLoader(data, batch_size=4, shuffle=True))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        LabelFreeValidation(["entropy"], DataLoader(data, batch_size=4))
+        LabelFreeValidation(["entropy"], DataLoader(data, batch_size=4), batches=2)
 
 
 @pytest.mark.parametrize(

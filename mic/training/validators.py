@@ -437,6 +437,9 @@ class LabelFreeValidation:
         self.loader = loader
         self.batches = int(batches)
         self._told_short = False  # warned that the loader holds fewer batches
+        with contextlib.suppress(TypeError):  # (a loader without a length: when scored)
+            if 0 < len(loader) < self.batches:  # told before training, not at an evaluation
+                self._warn_short(len(loader))
         self.samples_per_image = None if samples_per_image is None else int(samples_per_image)
         self.masker = masker if masker is not None else BlockMasker(64, 0.7)
         self.seed = int(seed)
@@ -462,6 +465,14 @@ class LabelFreeValidation:
                 "(eval.validators=[masked_agreement])"
             )
 
+    def _warn_short(self, held: int) -> None:
+        self._told_short = True
+        warnings.warn(
+            f"the label-free validation scores {held} batch{'es' * (held > 1)}, not the "
+            f"{self.batches} asked for (eval.validation.batches): its loader holds no more",
+            stacklevel=3,
+        )
+
     def _stream(self, what: str, batch: int) -> RandomStream:
         return RandomStream(stream_seed(self.seed, "validation", what, batch))
 
@@ -476,12 +487,7 @@ class LabelFreeValidation:
             images, _ = split_sample(batch)
             yield i, move_to(images, device) if device is not None else images
         if 0 <= i < self.batches - 1 and not self._told_short:
-            self._told_short = True
-            warnings.warn(
-                f"the label-free validation scores {i + 1} batch{'es' * (i > 0)}, not the "
-                f"{self.batches} asked for (eval.validation.batches): its loader holds no more",
-                stacklevel=2,
-            )
+            self._warn_short(i + 1)
         if i < 0:
             raise _no_batch(self.names)
 
