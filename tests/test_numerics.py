@@ -203,6 +203,22 @@ def test_stop_policy_names_the_branch_in_the_console_numbering():
         loop.train_step()
 
 
+class GradientOfNaN(LossTerm):
+    """A finite loss (0) whose gradient is NaN: the square root's at 0 (inf) times 0."""
+
+    uses_target = False
+
+    def forward(self, ctx):
+        return torch.sqrt((ctx.student(ctx.source_images) * 0).sum())
+
+
+def test_stop_policy_calls_non_finite_gradients_gradients_not_a_loss():
+    """It said "the loss 'gradients' is NaN or Inf"."""
+    loop = _loop(UDAMethod({"source": GradientOfNaN()}), nan_policy="stop")
+    with pytest.raises(NumericalError, match="the gradients are NaN or Inf at iteration 1"):
+        loop.train_step()
+
+
 def test_no_label_free_score_picks_a_model_whose_weights_are_not_finite():
     """Under nan_policy=ignore a step may leave NaN weights; masked_agreement still agreed
     with itself on them (the probability validators gave NaN) and could pick that iteration."""

@@ -247,8 +247,9 @@ class TrainingGuard(Guard):
                 "(max_grad_norm)"
             )
         if faulty and self.nan_policy == "stop":
+            what = {"gradients": "the gradients are"}.get(faulty[0], f"the loss '{faulty[0]}' is")
             raise NumericalError(
-                f"the loss '{faulty[0]}' is NaN or Inf at iteration {loop.step + 1} (also: "
+                f"{what} NaN or Inf at iteration {loop.step + 1} (also: "
                 f"{faulty[1:] or 'nothing else'}); no update was made. {NAN_CAUSES[0].upper()}"
                 f"{nan_causes(loop)[1:]}, or set nan_policy=skip to skip such iterations"
             )
