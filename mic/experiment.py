@@ -36,6 +36,7 @@ from mic.core import (
     UDAMethod,
 )
 from mic.core.batch import split_sample
+from mic.core.loop import device_problem
 from mic.datasets.preflight import (
     check_class_order,
     check_datasets,
@@ -191,9 +192,9 @@ def resolve_device(name: str, group: ProcessInfo | None = None) -> torch.device:
         RuntimeError: a ``name`` that is no device (torch's words).
     """
     device = _named_device(name)
-    if unavailable := _unavailable(device):
-        why, instead = unavailable
-        raise ConfigError(f"device={name} but {why}; use device={instead}")
+    if why := device_problem(device):
+        said = why.replace("'", "")  # (in the words of a command line)
+        raise ConfigError(f"device={name}, but {said} (or auto: CUDA where there is one)")
     if device.type == "cuda" and group is not None and group.enabled:
         device = torch.device("cuda", group.local_rank)
     return device
@@ -204,18 +205,6 @@ def _named_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
-
-
-def _unavailable(device: torch.device) -> tuple[str, str] | None:
-    """Why this machine lacks ``device``, and the settings to use instead (None: it has it)."""
-    if device.type == "cuda" and not torch.cuda.is_available():
-        return "CUDA is not available here", "cpu or auto"
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        count = torch.cuda.device_count()
-        return f"this machine has {count} CUDA devices (cuda:0 ...)", "cuda or one of those"
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        return "MPS is not available here", "cpu or auto"
-    return None
 
 
 def make_loader(
@@ -398,17 +387,13 @@ def load_run(
         )
     if model not in ("student", "teacher"):
         raise ConfigError(f"model must be 'student' or 'teacher', got {model!r}")
-    try:  # before any building: a misspelt device, CUDA asked of a machine without it
-        chosen = _named_device(str(device))
-    except RuntimeError:  # torch's words for no device
-        unavailable: tuple[str, str] | None = ("no such device", "")
-    else:
-        unavailable = _unavailable(chosen)
-    if unavailable:
+    # before any building: a misspelt device, CUDA asked of a machine without it
+    auto = isinstance(device, str) and device == "auto"
+    if why := device_problem("cpu" if auto else device):
         raise ConfigError(
-            f"load_run(device={device!r}): {unavailable[0]}; give 'cpu', 'cuda', "
-            "'cuda:<index>', 'mps' or 'auto' (CUDA where there is one)"
+            f"load_run(device={device!r}): {why}, or 'auto' (CUDA where there is one)"
         )
+    chosen = _named_device("auto") if auto else torch.device(device)
     cfg = OmegaConf.load(folder / "config.yaml")
     try:
         task: Task = instantiate(cfg.task)

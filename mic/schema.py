@@ -192,7 +192,7 @@ class RootSchema(_Section):
     @field_validator("device")
     @classmethod
     def _a_device(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:(0|[1-9]\d*))?", value):
+        if not re.fullmatch(r"auto|(cpu|mps)(:0)?|cuda(:(0|[1-9]\d*))?", value):
             raise ValueError("must be auto, cpu, cuda, cuda:<index> or mps")
         return value
 

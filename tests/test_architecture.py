@@ -45,8 +45,10 @@ MIC = Path(__file__).parents[1] / "mic"
 #: loss given pseudo-labels of another number of images named (torch's batch-size error),
 #: +21; BlockMasker returns channels-last images as it got them, +2; BlockMasker and
 #: EMATeacher print their settings, +6; a hook listed twice named, +2; a Task that sets no
-#: num_classes named by check_datasets, +5): growth there belongs in mic.training or a task
-CORE_MAX_LINES = 2305
+#: num_classes named by check_datasets, +5; a CUDA index the machine lacks refused by the
+#: loop, which mic-train's and load_run's device checks now call in place of their own, +4):
+#: growth there belongs in mic.training or a task
+CORE_MAX_LINES = 2309
 
 
 def imports(path: Path) -> set[str]:

@@ -722,3 +722,15 @@ def test_the_log_name_is_judged_as_hydra_makes_it_and_what_does_not_resolve_is_l
     assert "does not resolve: Recursive interpolation" in run_name_problem(broken)
     said = run_name_problem(["hydra.run.dir=runs/${dataset.root_source}", "dataset=folders"])
     assert "a value that must be given and is not: give it (dataset.root_source=...)" in said
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cpu:0", "cuda", "cuda:0", "cuda:12", "mps:0"])
+def test_every_device_name_torch_takes_is_accepted(device):
+    """``cpu:0``, a name torch takes, was refused."""
+    check_config(load_config([f"device={device}"]))
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:01", "cpu:1", "gpu", "CUDA"])
+def test_a_device_name_torch_refuses_or_would_misread_is_refused(device):
+    with pytest.raises(ConfigError, match="must be auto, cpu, cuda, cuda:<index> or mps"):
+        check_config(load_config([f"device={device}"]))

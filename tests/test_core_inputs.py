@@ -62,9 +62,9 @@ def test_a_cuda_device_without_cuda_is_refused_in_mic_s_words():
 @pytest.mark.parametrize(
     "device, message",
     [
-        ("nonsense", "device='nonsense' is no torch device: use 'cpu', 'cuda'"),
-        ("cuda:01", "device='cuda:01' is no torch device"),  # (torch refuses leading zeros)
-        ("meta", "device='meta' holds no data, nothing trains there"),
+        ("nonsense", "device='nonsense', but it is no torch device: use 'cpu', 'cuda'"),
+        ("cuda:01", "device='cuda:01', but it is no torch device"),  # (torch: no leading 0)
+        ("meta", "device='meta', but the meta device holds no data, nothing trains there"),
     ],
 )
 def test_a_device_torch_cannot_train_on_is_refused_in_mic_s_words(device, message):
@@ -72,6 +72,21 @@ def test_a_device_torch_cannot_train_on_is_refused_in_mic_s_words(device, messag
     device "unsupported scalarType"."""
     with pytest.raises(ConfigError, match=re.escape(message)):
         _loop(source_only(), iterations=2, device=device)
+
+
+def test_a_cuda_device_this_machine_lacks_is_refused_by_the_loop_and_mic_train(monkeypatch):
+    """cuda:3 on a machine of 2 GPUs ended in torch's "invalid device ordinal" when the
+    student moved there."""
+    from mic.experiment import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    said = "this machine has 2 CUDA devices: use 'cuda' or 'cuda:<0 ... 1>'"
+    with pytest.raises(ConfigError, match=re.escape(f"device='cuda:3', but {said}")):
+        _loop(source_only(), iterations=2, device="cuda:3")
+    with pytest.raises(ConfigError, match=re.escape(f"device=cuda:2, but {said}".replace("'", ""))):
+        resolve_device("cuda:2")
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
 
 
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="a machine without MPS")

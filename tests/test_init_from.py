@@ -406,7 +406,9 @@ def test_load_run_names_its_own_arguments_and_checks_the_device_first(source_run
         mic.load_run(source_run, model="teacher", checkpoint=checkpoint)
     assert "(load_run(model='student'))" in str(refused.value)
     assert "init_model" not in str(refused.value)
-    with pytest.raises(ConfigError, match=r"load_run\(device='gpu'\): no such device; give 'cpu'"):
+    with pytest.raises(
+        ConfigError, match=r"load_run\(device='gpu'\): it is no torch device: use 'cpu'"
+    ):
         mic.load_run(teacher_run, device="gpu")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match=r"load_run\(device='cuda'\): CUDA is not avail"):

@@ -533,7 +533,7 @@ def _check_arguments(
             "teacher=EMATeacher(student, alpha) (or set teacher in the config)",
         ),
         (precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {precision!r}"),
-        (not (unusable := _device_problem(device)), unusable),
+        (not (unusable := device_problem(device)), f"device={str(device)!r}, but {unusable}"),
         (accumulate >= 1, f"accumulate must be at least 1, got {accumulate}"),
         (
             max_grad_norm is None or max_grad_norm > 0,
@@ -586,18 +586,22 @@ def _check_arguments(
         )
 
 
-def _device_problem(device: Any) -> str:
-    """Why ``device`` (None: the student's) is none this process can train on ("" if it is)."""
+def device_problem(device: Any) -> str:
+    """Why this process cannot train on ``device`` (a ``torch.device`` or its name; None: the
+    student's) and what to use instead, or "" where it can."""
     try:
-        kind = torch.device(device or "cpu").type
-    except (RuntimeError, TypeError):
-        return f"device={device!r} is no torch device: use 'cpu', 'cuda' or 'cuda:<index>'"
-    have = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if kind == "meta":  # (torch's own error: "unsupported scalarType")
-        return "device='meta' holds no data, nothing trains there: use device='cpu'"
-    return "" if have.get(kind, True) else (
-        f"device={str(device)!r}, but {kind.upper()} is not available here: use device='cpu'"
-    )  # fmt: skip
+        chosen = torch.device(device or "cpu")
+    except (RuntimeError, TypeError):  # (torch's words list every device type it knows)
+        return "it is no torch device: use 'cpu', 'cuda' or 'cuda:<index>'"
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if chosen.type == "cuda" and 0 < count <= (chosen.index or 0):
+        return f"this machine has {count} CUDA devices: use 'cuda' or 'cuda:<0 ... {count - 1}>'"
+    lacks = {
+        "cuda": not count and "CUDA is not available here",
+        "mps": not torch.backends.mps.is_available() and "MPS is not available here",
+        "meta": "the meta device holds no data, nothing trains there",  # (torch: "unsupported
+    }.get(chosen.type)  # scalarType")
+    return f"{lacks}: use 'cpu'" if lacks else ""
 
 
 def _hooks(hooks: Any) -> list[Hook]:

@@ -424,9 +424,14 @@ class LabelFreeValidation:
         self.validators = make_validators(validators)
         again = "every evaluation passes over it again"
         check_loader(loader, "LabelFreeValidation's loader", again, ConfigError)
+        self.loader, self.batches = loader, int(batches)
+        self._told_short = False  # warned that the loader holds fewer batches
         with contextlib.suppress(TypeError):  # (a loader without a length: when scored)
-            if len(loader) == 0:  # named before training, not at its first evaluation
+            held = len(loader)  # told before training, not at its first evaluation
+            if held == 0:
                 raise _no_batch(self.names)
+            if held < self.batches:
+                self._warn_short(held)
         if isinstance(getattr(loader, "sampler", None), RandomSampler):
             warnings.warn(
                 "LabelFreeValidation's loader shuffles (a RandomSampler), so each evaluation "
@@ -434,12 +439,6 @@ class LabelFreeValidation:
                 "compare: give a loader that yields the same batches each time (shuffle=False)",
                 stacklevel=2,
             )
-        self.loader = loader
-        self.batches = int(batches)
-        self._told_short = False  # warned that the loader holds fewer batches
-        with contextlib.suppress(TypeError):  # (a loader without a length: when scored)
-            if 0 < len(loader) < self.batches:  # told before training, not at an evaluation
-                self._warn_short(len(loader))
         self.samples_per_image = None if samples_per_image is None else int(samples_per_image)
         self.masker = masker if masker is not None else BlockMasker(64, 0.7)
         self.seed = int(seed)
