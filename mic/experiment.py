@@ -1491,7 +1491,13 @@ def format_selection(summary: dict[str, Any]) -> list[str]:
                 )
                 continue
             shown = "-" if value is None else shown_metric(value, percent)
-            lines.append(f"  {label:<46} iteration {pick['step']:>6}" + f": {shown}" * labelled)
+            since = pick.get("since")
+            later = f" (among the evaluations from iteration {since} on, when it was added)"
+            lines.append(
+                f"  {label:<46} iteration {pick['step']:>6}"
+                + f": {shown}" * labelled
+                + later * (since is not None)
+            )
     best = summary.get("best_checkpoint")
     if best and best["step"] is not None:
         where = best["path"] or "no longer on disk (neither in this run folder nor the resumed one)"

@@ -436,6 +436,29 @@ def test_a_resumed_run_keeps_the_record_of_before(tmp_path):
     assert summary["best_checkpoint"]["step"] == 2
 
 
+def test_a_validator_added_on_resume_says_it_picks_among_the_later_evaluations(tmp_path):
+    """It picked among the evaluations after the resume only, and the picks did not say so."""
+    from mic.experiment import format_selection
+
+    run = tmp_path / "run"
+    first = [*TINY, "iterations=2", "eval.interval=1", "eval.validators=[entropy]"]
+    run_experiment(load_config(first), run)
+    resumed = [*first[:-3], "iterations=4", "eval.interval=1", "eval.validators=[entropy,im]"]
+    summary = run_experiment(load_config([*resumed, "resume=auto"]), run)
+    picks = summary["selection"]["student"]
+    assert "since" not in picks["entropy"] and "since" not in picks["accuracy"]
+    assert picks["im"]["since"] == 3 and picks["im"]["step"] >= 3
+    (line,) = [x for x in format_selection(summary) if x.strip().startswith("im ")]
+    assert "among the evaluations from iteration 3 on, when it was added" in line
+    # a checkpoint of before the steps were recorded (its keys as a list) picks as before
+    selection = ModelSelection()
+    old = {"step": 3, "score": 1.0, "metrics": {}}
+    selection.load_state_dict(
+        {"best": {"validator/student/im": old}, "seen": ["validator/student/im"]}
+    )
+    assert "since" not in selection.picks("student", "accuracy")["im"]
+
+
 def test_cli_best_by_a_validator_end_to_end(tmp_path):
     run = tmp_path / "run"
     out = _cli(

@@ -650,8 +650,9 @@ class ModelSelection:
     def __init__(self, lower_is_better: Iterable[str] | str = ()) -> None:
         self.best: dict[str, dict[str, Any]] = {}
         self.last: dict[str, dict[str, Any]] = {}
-        #: every score key met, finite or not, in the order first met (holds ``best``'s keys)
-        self.seen: dict[str, None] = {}
+        #: every score key met, finite or not, in the order first met (holds ``best``'s
+        #: keys), with the step of its first record (None: of a checkpoint that kept no step)
+        self.seen: dict[str, int | None] = {}
         names = [lower_is_better] if isinstance(lower_is_better, str) else lower_is_better
         # (eval/student/err as err: it was compared with the name's last part alone)
         self.lower_is_better = {str(n).rsplit("/", 1)[-1] for n in names}
@@ -700,7 +701,7 @@ class ModelSelection:
             parts = key.split("/")
             if len(parts) != 3 or parts[0] not in ("eval", "validator"):
                 continue
-            self.seen.setdefault(key)
+            self.seen.setdefault(key, step)
             value = _as_float(value)  # (an int, a 0-d tensor, NumPy's: never counted before)
             if not _finite(value):
                 continue
@@ -722,28 +723,35 @@ class ModelSelection:
         """For ``model``: each validator's pick, the pick of the labelled ``metric`` (the
         best possible) and the last evaluation, each as ``{"step", "score", metric}`` (the
         labelled metric at that step, when it was measured). A score that was never finite
-        (NaN at every evaluation) picks nothing: its step and score are None."""
+        (NaN at every evaluation) picks nothing: its step and score are None. A score first
+        recorded after the model's first evaluation (a validator added on resume) picked
+        among the evaluations from then on only: its pick says so, ``"since": <step>``."""
         out: dict[str, dict[str, Any]] = {}
         validators = [k for k in self.seen if k.startswith(f"validator/{model}/")]
+        mine = [s for k, s in self.seen.items() if k.split("/")[1] == model and s is not None]
         for key in [*validators, f"eval/{model}/{metric}"]:
-            entry = self.best.get(key)
+            name, entry, since = key.split("/")[2], self.best.get(key), self.seen.get(key)
             if entry is not None:
-                out[key.split("/")[2]] = {
+                out[name] = {
                     "step": entry["step"],
                     "score": entry["score"],
                     metric: entry["metrics"].get(metric),
                 }
             elif key in self.seen:
-                out[key.split("/")[2]] = {"step": None, "score": None, metric: None}
+                out[name] = {"step": None, "score": None, metric: None}
+            if name in out and since is not None and since > min(mine):
+                out[name]["since"] = since
         if model in self.last:
             last = self.last[model]
             out["last"] = {"step": last["step"], metric: last["metrics"].get(metric)}
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "last": self.last, "seen": list(self.seen)}
+        return {"best": self.best, "last": self.last, "seen": dict(self.seen)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.best = dict(state.get("best", {}))
         self.last = dict(state.get("last", {}))
-        self.seen = dict.fromkeys((*state.get("seen", ()), *self.best))
+        seen = state.get("seen", {})  # (a list of keys in checkpoints of before the steps)
+        self.seen = {**(seen if isinstance(seen, Mapping) else dict.fromkeys(seen))}
+        self.seen.update({k: None for k in self.best if k not in self.seen})
