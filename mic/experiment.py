@@ -376,12 +376,18 @@ def load_run(
         logs = sorted(p.name for p in folder.glob("*.log")) if folder.is_dir() else []
         began = (folder / ".hydra").is_dir() or logs  # a run that stopped before training
         began = began and not (folder / "checkpoints").is_dir()
+        python = not began and not logs and not (folder / ".hydra").is_dir()
+        python = python and (any(folder.glob("*.pt")) or any(folder.glob("checkpoints/*.pt")))
         raise ConfigError(
             f"'{folder}' holds no config.yaml: "
             + (
                 f"the run stopped before it began training (its log: {', '.join(logs) or 'none'}"
                 "), so it has no trained model"
                 if began
+                else "its checkpoints are of a run trained in Python, with nothing that says "
+                "which task and model to build: build the model as that run did and load them "
+                f"with mic.training.load_initial_weights(model, '{folder}', which='{model}')"
+                if python
                 else "give the folder of a run (its hydra.run.dir), which mic-train writes it to"
             )
         )

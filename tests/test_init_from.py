@@ -281,6 +281,8 @@ def test_weights_for_inference_are_saved_from_the_cpu(tmp_path):
 
 
 def test_load_run_rebuilds_a_run_s_task_and_model_without_its_data(teacher_run, tmp_path):
+    import shutil
+
     import mic
     from mic.tasks.classification import ClassificationTask
 
@@ -315,6 +317,16 @@ def test_load_run_rebuilds_a_run_s_task_and_model_without_its_data(teacher_run, 
     (failed / "checkpoints").mkdir()  # a run's folder that lost its config.yaml: not said so
     with pytest.raises(ConfigError, match=r"holds no config\.yaml: give the folder of a run"):
         mic.load_run(failed)
+    # the checkpoints of a loop trained in Python: how to load them, which load_run cannot
+    python = tmp_path / "python"
+    shutil.copytree(teacher_run / "checkpoints", python)
+    with pytest.raises(ConfigError, match="trained in Python") as refused:
+        mic.load_run(python, model="teacher")
+    said = f"mic.training.load_initial_weights(model, '{python}', which='teacher')"
+    assert said in str(refused.value)
+    net = mic.load_run(teacher_run)[1]  # the model "as that run did", the student's weights
+    mic.training.load_initial_weights(net, python, which="teacher")  # (as it says: it loads)
+    assert _equal(net.state_dict(), mic.load_run(teacher_run, model="teacher")[1].state_dict())
 
 
 def test_load_run_of_a_stopped_run_says_which_checkpoint_it_loaded(teacher_run, tmp_path):
