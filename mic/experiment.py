@@ -477,6 +477,20 @@ def build_method(cfg: DictConfig) -> UDAMethod:
     return method
 
 
+def _interpolated_keys(node: DictConfig, message: str) -> str:
+    """`` (its beta reads dataset.beta: set it there)`` for each key of ``node`` that
+    ``message`` names and whose value is an interpolation (a data set's shared setting,
+    ``beta: ${dataset.beta}``), else ""."""
+    said = [
+        f"its {key} reads {text[2:-1]}"
+        for key in node
+        if OmegaConf.is_interpolation(node, str(key))
+        and re.search(rf"\b{re.escape(str(key))}\b", message)
+        and re.fullmatch(r"\$\{[\w.]+\}", text := str(node._get_node(key)._value()))  # type: ignore[union-attr]
+    ]
+    return f" ({', '.join(said)}: set it there)" if said else ""
+
+
 def build_datasets(cfg: DictConfig, preflight: bool = True) -> dict[str, Any]:
     """``dataset.source``, ``target`` and ``test``, built inside ``collecting_problems`` (the
     problems of their files are reported together by ``check_datasets``).
@@ -498,7 +512,8 @@ def build_datasets(cfg: DictConfig, preflight: bool = True) -> dict[str, Any]:
                 cause = next((c for c in exception_chain(e) if isinstance(c, DatasetError)), None)
                 setting = next((c for c in exception_chain(e) if isinstance(c, ConfigError)), 0)
                 if cause is None and setting and not str(setting).startswith("dataset."):
-                    setting.args = (f"dataset.{name}: {setting}",)  # (which of the three)
+                    read = _interpolated_keys(cfg.dataset[name], str(setting))
+                    setting.args = (f"dataset.{name}: {setting}{read}",)  # (which of the three)
                 if cause is None:
                     raise
                 failed.setdefault(_as_override(cause, cfg, name), []).append(f"dataset.{name}")

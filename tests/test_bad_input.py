@@ -1396,6 +1396,12 @@ CASES = [
         "task.ignore_threshold: Input should be a number or null (got False)",
     ),
     (
+        "dataset-shared-setting-out-of-range",
+        "a fog density below 0, given where the data set's domains read it (dataset.beta)",
+        lambda t, r: [*TINY_DET, "dataset.beta=-0.5"],
+        "got -0.5 (its beta reads dataset.beta: set it there)",
+    ),
+    (
         "config-validator",
         "an unknown label-free validator",
         lambda t, r: ["eval.validators=[entropy,accuracy]"],
