@@ -463,12 +463,17 @@ def kept_option_hint(cfg: DictConfig, problems: list[str]) -> list[str]:
             target = OmegaConf.select(cfg, f"{group}._target_", default=None)
             if found.group(2) in own and own.get("_target_") not in (None, target):
                 hinted.add(group)
+                instead = (  # (the root defaults read a named group's option: no ~task +task)
+                    f"a {group} option of one's own ({group}/<name>.yaml in a --config-dir "
+                    f"folder, chosen with {group}=<name>)"
+                    if group in NAMED_GROUPS
+                    else f"~{group} +{group}={{_target_: ...}} on the command line"
+                )
                 problem += (
                     f" ({group}.{found.group(2)} comes from the {group} option {option!r}, "
                     f"which the config keeps under another _target_: a {group} of one's own "
                     f"replaces the group, with `override /{group}: null` in an experiment's "
-                    f"defaults, or ~{group} +{group}={{_target_: ...}} on the command line, "
-                    "docs/new_task.md)"
+                    f"defaults, or {instead}, docs/new_task.md)"
                 )
         out.append(problem)
     return out
@@ -570,6 +575,9 @@ def spelled_alike(name: str, known: Iterable[str]) -> str | None:
 ROOT_KEYS = frozenset(RootSchema.model_fields) | {"task", "dataset", "model", "method", "scheduler"}
 #: the root key that holds values of one's own (``+user.tag=baseline``), never checked
 USER_KEY = "user"
+#: the config groups whose chosen option's name the root config's defaults read
+#: (``${method}_${task}``, ``${mic}_${task}``): replaced by an option, never by ``~task +task``
+NAMED_GROUPS = ("task", "method", "mic")
 
 
 def unread_keys(cfg: DictConfig) -> list[str]:

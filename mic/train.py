@@ -45,7 +45,7 @@ from mic.experiment import (
     unlock_run_folder,
 )
 from mic.resume import empty_run_folder, in_sweep
-from mic.schema import did_you_mean, exception_chain, spelled_alike
+from mic.schema import NAMED_GROUPS, did_you_mean, exception_chain, spelled_alike
 from mic.training import StoppedAtOnce, TrainingInterrupted, process_info
 from mic.training.checkpoint import option
 from mic.training.distributed import env_world_size
@@ -926,7 +926,7 @@ def unknown_option(argv: Sequence[str]) -> str | None:
         deleted = re.fullmatch(r"~([A-Za-z_]\w*)(?:=.*)?", arg)
         again = deleted and (f"+{deleted.group(1)}=", f"++{deleted.group(1)}=")
         readded = again and any(a.startswith(again) for a in argv)  # (~lr_mult +lr_mult={...})
-        if readded and deleted.group(1) in _NAMED_GROUPS:  # (~task +task={...}: Hydra's raw
+        if readded and deleted.group(1) in NAMED_GROUPS:  # (~task +task={...}: Hydra's raw
             group = deleted.group(1)  # error)
             value = next(a for a in argv if a.startswith(again)).split("=", 1)[1]
             if not value.lstrip().startswith("{"):  # an option: chosen as it is
@@ -1016,11 +1016,8 @@ def unknown_option(argv: Sequence[str]) -> str | None:
 
 #: the groups whose option's name the root config's defaults read (method_task, mic_task:
 #: ${method}_${task}, ${mic}_${task}): deleted on the command line, they cannot compose
-_NAMED_GROUPS = ("task", "method", "mic")
-
-
 def _named_group_problem(given: str, group: str) -> str:
-    """The message for replacing ``group`` (one of ``_NAMED_GROUPS``) on the command line."""
+    """The message for replacing ``group`` (one of ``NAMED_GROUPS``) on the command line."""
     why = (
         f"{given}: the root config's defaults read the name of the {group} option "
         f"(${{method}}_${{task}}, ${{mic}}_${{task}}), so the {group} config cannot be replaced "
@@ -1150,7 +1147,7 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
         if problem:
             return problem
     for name in replaced:  # (a group an experiment sets to null takes it as it is)
-        if composed.get(name) is not None and name in _NAMED_GROUPS:
+        if composed.get(name) is not None and name in NAMED_GROUPS:
             return _named_group_problem(f"+{name}={{...}}", name)
         if composed.get(name) is not None:
             return (

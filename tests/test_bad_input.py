@@ -331,6 +331,13 @@ class NoClassCount(ClassificationTask):
         pass
 
 
+class TakesNoSettings(ClassificationTask):
+    """A task of one's own that takes no arguments (the kept task option's keys are refused)."""
+
+    def __init__(self) -> None:
+        super().__init__(10)
+
+
 class TakesADomain(torch.nn.Module):
     """A model of one's own whose forward needs the domain besides the images."""
 
@@ -871,6 +878,14 @@ CASES = [
         "a task of one's own without num_classes",
         lambda t, r: ["task._target_=tests.test_bad_input.NoClassCount"],
         "NoClassCount does not set num_classes: a Task says how many classes its model predicts",
+    ),
+    (
+        "task-own-target-over-kept-option",
+        "a task of one's own given as task._target_ on the command line, the task option's keys "
+        "kept (no ~task +task={...} way out there: the root config reads the task's name)",
+        lambda t, r: ["task._target_=tests.test_bad_input.TakesNoSettings"],
+        "or a task option of one's own (task/<name>.yaml in a --config-dir folder, chosen with "
+        "task=<name>), docs/new_task.md)",
     ),
     (
         "task-module-not-found",

@@ -84,3 +84,21 @@ def test_load_config_reads_a_config_folder_of_ones_own(tmp_path):
     assert cfg.task._target_ == "new_task.DigitAttributes"
     with pytest.raises(ConfigError, match="is no folder"):
         load_config(config_dir=tmp_path / "absent")
+
+
+def test_a_task_option_of_ones_own_replaces_the_task(tmp_path, monkeypatch):
+    """docs/new_task.md's second way: ``task/<name>.yaml`` in a config folder of one's own,
+    chosen with ``task=<name>`` (``~task +task={...}`` is refused on the command line)."""
+    from mic.experiment import load_config, run_experiment
+
+    (tmp_path / "conf" / "task").mkdir(parents=True)
+    (tmp_path / "conf" / "task" / "attributes.yaml").write_text(
+        "_target_: new_task.DigitAttributes\n"
+    )
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    weighting = ["method.terms.self_training.weighting=prob", "method.terms.mic.weighting=prob"]
+    overrides = ["task=attributes", "model.num_classes=3", *weighting, *TINY_RUN]
+    cfg = load_config(overrides, config_dir=tmp_path / "conf")
+    assert cfg.task == {"_target_": "new_task.DigitAttributes"}
+    summary = run_experiment(cfg, tmp_path / "run")
+    assert 0.0 <= summary["after_adaptation"]["teacher"] <= 1.0
