@@ -284,6 +284,7 @@ def test_pseudo_labels_of_another_layout_than_the_targets_are_warned_of():
     loop.task.pseudo_label = lambda prediction: PseudoLabels(
         prediction.argmax(1, keepdim=True), prediction.softmax(1).max(1, keepdim=True).values
     )
+    loop.task.check_targets = lambda targets: None  # (a task of one's own that checks none)
     ctx = loop.context(0)
     said = r"labels of shape \((\d+), 1\) \(the teacher's prediction: \(\1, 3\)\) where the so"
     with pytest.warns(UserWarning, match=said) as warned:
@@ -291,6 +292,19 @@ def test_pseudo_labels_of_another_layout_than_the_targets_are_warned_of():
     assert "give the model's output and the pseudo-labels the targets' layout" in str(
         warned[0].message
     )
+
+
+def test_pseudo_labels_the_task_s_loss_does_not_take_name_pseudo_label_not_a_dataset():
+    """Float class indices from a Task.pseudo_label of one's own were refused by the loss's
+    target check, which told of a dataset's labels."""
+    loop, _ = make_loop(mean_teacher(None), iterations=2, adaptation_start=0)
+    loop.task = LogitTask(loop.task, lambda logits: logits.softmax(1).max(1).values)
+    loop.task.pseudo_label = lambda prediction: PseudoLabels(
+        prediction.argmax(1).float(), prediction.softmax(1).max(1).values
+    )
+    said = "LogitTask.pseudo_label gives labels that its loss does not take as targets: "
+    with pytest.raises(ConfigError, match=re.escape(said) + ".*torch.float32"):
+        loop.train_step()
 
 
 class PairMasker(BlockMasker):

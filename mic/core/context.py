@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from mic.core.batch import split_sample
-from mic.core.errors import ConfigError
+from mic.core.errors import ConfigError, DatasetError
 from mic.core.task import PseudoLabels, Task
 from mic.core.teacher import Teacher
 from mic.core.weighting import PseudoLabelWeighting
@@ -257,6 +257,11 @@ class IterationContext:
             if self.step == self.adaptation_start:  # one look at the values, not every step
                 self._pseudo.check_confidence()
                 self._check_layout(prediction)
+                try:  # (else Task.loss's check_targets blamed a dataset's labels)
+                    self.task.check_targets(self._pseudo.labels)
+                except DatasetError as e:
+                    said = f"{type(self.task).__name__}.pseudo_label gives labels that its loss"
+                    raise ConfigError(f"{said} does not take as targets: {e}") from None
             self._pseudo_versions = versions_of(self._pseudo)
         return self._pseudo
 

@@ -362,8 +362,8 @@ class AdaptationLoop:
         if moving and not graded & set(moving):
             raise ConfigError(
                 f"no loss of iteration {ctx.step + 1} that is not 0 has a gradient ({moving}): "
-                "nothing trains; a term returns its loss tensor itself (not computed under "
-                "no_grad, detached, or taken with .item())"
+                "nothing trains; a term (and a Task.loss it calls) returns its loss tensor itself "
+                "(not computed under no_grad, detached, or taken with .item())"
             )
         return losses
 
@@ -372,9 +372,10 @@ class AdaptationLoop:
         if torch.is_grad_enabled() and key not in self._gradless and loss.item() != 0:
             self._gradless.add(key)
             warnings.warn(
-                f"loss term {term!r} returned {key!r} (times its weight: {loss.item():.4g}) "
-                "without a gradient (computed under no_grad, detached, or a number): it trains "
-                "nothing; return the loss tensor itself (0 or a plain 0.0: no loss this time)",
+                f"loss term {term!r} (or the Task.loss it calls) returned {key!r} (times its "
+                f"weight: {loss.item():.4g}) without a gradient (computed under no_grad, "
+                "detached, or a number): it trains nothing; return the loss tensor itself (0 or "
+                "a plain 0.0: no loss this time)",
                 stacklevel=2,
             )
 
