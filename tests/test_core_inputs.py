@@ -22,6 +22,7 @@ from mic import (
     mean_teacher,
     source_only,
 )
+from mic.tasks.classification import ClassificationTask
 
 from .helpers import tiny_loaders, tiny_model
 from .test_loop import make_loop
@@ -305,6 +306,28 @@ def test_pseudo_labels_the_task_s_loss_does_not_take_name_pseudo_label_not_a_dat
     said = "LogitTask.pseudo_label gives labels that its loss does not take as targets: "
     with pytest.raises(ConfigError, match=re.escape(said) + ".*torch.float32"):
         loop.train_step()
+
+
+def test_a_loader_without_the_task_s_collate_is_warned_of():
+    """A task that makes its targets in collate trained on the raw ones without a word."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Halved(ClassificationTask):  # its targets: the class index halved, made in collate
+        def collate(self, samples):
+            images, labels = super().collate(samples)
+            return images, labels // 2
+
+    task, source, target, _ = tiny_loaders()
+    task = Halved(task.num_classes)
+    plain = DataLoader(TensorDataset(torch.randn(8, 3, 8, 8), torch.zeros(8).long()), 4)
+    student = tiny_model()
+    optimizer = torch.optim.SGD(student.parameters(), 0.1)
+    said = "the source loader batches with torch's default_collate, not with Halved.collate"
+    with pytest.warns(UserWarning, match=said):
+        AdaptationLoop(task, student, source_only(), optimizer, plain, target, 2)
+    with warnings.catch_warnings():  # (each loader given collate_fn=task.collate: no word)
+        warnings.simplefilter("error")
+        AdaptationLoop(task, student, source_only(), optimizer, source, target, 2)
 
 
 class PairMasker(BlockMasker):

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.utils.data import default_collate
 
 from mic.core.batch import EndlessLoader, move_to, split_sample
 from mic.core.context import IterationContext, changed_since, versions_of
@@ -128,10 +129,10 @@ class AdaptationLoop:
         ConfigError: a setting out of range, a ``device`` that is none or that this machine
             lacks (CUDA, MPS; the meta device), pseudo-labels without a teacher, hooks that are
             no ``Hook`` instances, a teacher sharing the student's parameters (a teacher is a
-            copy), a ``task.loss`` without ``weights`` and ``rng``, an optimizer
-            without any of the student's parameters or without some of the method's trainable
-            ones (some of the student's left out: a warning), or a ``torchrun``
-            process group without a ``collective`` to average over it.
+            copy), a ``task.loss`` without ``weights`` and ``rng``, an optimizer without any of
+            the student's parameters or without some of the method's trainable ones, or a
+            ``torchrun`` process group without a ``collective`` to average over it. Warned
+            of: the student's parameters left out, loaders without ``task.collate``.
     """
 
     def __init__(
@@ -172,6 +173,15 @@ class AdaptationLoop:
         self.teacher = teacher.to(self.device) if teacher is not None else None
         self.optimizer, self.scheduler = optimizer, scheduler
         self.source, self.target = EndlessLoader(source, "source"), EndlessLoader(target, "target")
+        own = getattr(type(task), "collate", None) is not Task.collate  # (targets made there)
+        for name, loader in (("source", source), ("target", target)):
+            if own and getattr(loader, "collate_fn", None) is default_collate:
+                warnings.warn(
+                    f"the {name} loader batches with torch's default_collate, not with "
+                    f"{type(task).__name__}.collate, which checks (or makes) the targets; "
+                    "give the DataLoader collate_fn=task.collate",
+                    stacklevel=2,
+                )
         self.iterations, self.adaptation_start = int(iterations), int(adaptation_start)
         self.hooks = _hooks(hooks)
         self.seed, self.max_grad_norm, self.precision = int(seed), max_grad_norm, precision
