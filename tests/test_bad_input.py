@@ -192,6 +192,12 @@ def _cityscapes_label_ids(tmp):
     ]
 
 
+def _without(overrides: list[str], folder: Path) -> list[str]:
+    """``overrides``, once ``folder`` (written by what made them) is removed."""
+    shutil.rmtree(folder)
+    return overrides
+
+
 def _cityscapes_instances(tmp, ids: np.ndarray):
     """Cityscapes -> Foggy Cityscapes detection whose gtFine instanceIds files hold ``ids``
     (saved 8-bit when its values fit, else 16-bit)."""
@@ -1871,6 +1877,23 @@ CASES = [
         "segmentation: rare class sampling's statistics meet a label id outside the classes",
         lambda t, r: _rcs_label_ids(t),
         "Label files with ids outside the mapping (1): '",
+    ),
+    (
+        "data-cityscapes-test-split-labelled",
+        "segmentation: Cityscapes' test split (its labels withheld) as the labelled test set",
+        lambda t, r: [*_cityscapes_label_ids(t), "dataset.test.split=test"],
+        "Cityscapes' test split withholds its labels (its gtFine files are placeholders",
+    ),
+    (
+        "data-foggy-cityscapes-elsewhere",
+        "detection: Foggy Cityscapes unpacked outside the Cityscapes root, dataset.foggy_root "
+        "not given",
+        lambda t, r: _without(
+            _cityscapes_instances(t, np.full((16, 24), 26001, np.uint16)),
+            t / "cityscapes" / "leftImg8bit_foggy",
+        ),
+        "is a download of its own: where it is not under the Cityscapes root, give its folder "
+        "as foggy_root (mic-train: dataset.foggy_root=<folder that holds train/ and val/>)",
     ),
     (
         "data-instance-ids-8bit",

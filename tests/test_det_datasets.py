@@ -3,6 +3,7 @@ Cityscapes, a folder of unlabelled images), their errors, and the bundled shapes
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -231,6 +232,7 @@ def _cityscapes(tmp_path):
         ids[10:12, 0:2] = 33000  # a bicycle of 4 pixels: below min_pixels
         ids[12:16, 0:5] = 7  # road (no instance)
         ids[0:2, 12:15] = 29000  # a caravan: not one of the 8 classes
+        ids[14:16, 14:18] = 26  # a group of cars: no instance, left out as published
         gt = root / "gtFine" / split / "aachen" / f"{name}_gtFine_instanceIds.png"
         gt.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(ids.astype(np.uint16)).save(gt)
@@ -294,6 +296,14 @@ def test_foggy_cityscapes_at_the_chosen_beta(tmp_path):
     assert text.files[0].name.endswith("beta_0.01.png")
     with pytest.raises(DatasetError, match=re.escape("got beta='dense'")):
         CityscapesDetection(root, "val", foggy=True, beta="dense")
+    # a fog density not on disk: those that are, named
+    with pytest.raises(DatasetError, match=re.escape("(it holds beta 0.01, 0.02: set beta")):
+        CityscapesDetection(root, "val", foggy=True, beta=0.005)
+    # Foggy Cityscapes (a download of its own) not under the Cityscapes root: foggy_root named
+    moved = shutil.move(root / "leftImg8bit_foggy", tmp_path / "foggy")
+    with pytest.raises(DatasetError, match=r"give its folder as foggy_root \(mic-train: dataset"):
+        CityscapesDetection(root, "val", foggy=True)
+    assert len(CityscapesDetection(root, "val", foggy=True, foggy_root=moved)) == 1
 
 
 def test_cityscapes_missing_annotation(tmp_path):

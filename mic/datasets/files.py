@@ -100,6 +100,14 @@ def check_transform(transform: object, reader: str) -> None:
     )
 
 
+#: Cityscapes' test split read with labels (placeholders: the benchmark server holds them)
+CITYSCAPES_TEST_WITHHELD = (
+    "Cityscapes' test split withholds its labels (its gtFine files are placeholders; the "
+    "benchmark server scores test predictions): score on split='val' (mic-train: "
+    "dataset.test.split=val), or read the test images without labels (labelled=false)"
+)
+
+
 def check_folder(
     root: str | Path, what: str = "dataset", dataset_root: str | Path | None = None
 ) -> Path:

@@ -32,6 +32,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from mic.core.errors import DatasetError
 from mic.datasets.detection.targets import BORDER_TOLERANCE, box_faults, check_target, make_target
 from mic.datasets.files import (
+    CITYSCAPES_TEST_WITHHELD,
     IMAGE_EXTENSIONS,
     check_folder,
     load_image,
@@ -1154,9 +1155,11 @@ LABEL_FILE_KINDS = frozenset(
 
 class CityscapesDetection(DetectionDataset):
     """Cityscapes for detection: boxes of the 8 instance classes (person, rider, car, truck,
-    bus, train, motorcycle, bicycle) from the gtFine ``*_instanceIds.png`` files; images from
-    ``leftImg8bit`` (clear) or from Foggy Cityscapes' ``leftImg8bit_foggy`` at fog density
-    ``beta``.
+    bus, train, motorcycle, bicycle) from the gtFine ``*_instanceIds.png`` files, one per
+    instance (ids >= 1000); group regions (ids below 1000, e.g. 26: a group of cars) are left
+    out, as Detectron's instance-only converter, whose jsons the published Cityscapes -> Foggy
+    Cityscapes results read, leaves them out. Images from ``leftImg8bit`` (clear) or from
+    Foggy Cityscapes' ``leftImg8bit_foggy`` at fog density ``beta``.
 
     Layout: ``root/leftImg8bit/<split>/<city>/<name>_leftImg8bit.png``,
     ``root/gtFine/<split>/<city>/<name>_gtFine_instanceIds.png`` and, for fog,
@@ -1165,7 +1168,7 @@ class CityscapesDetection(DetectionDataset):
 
     Args:
         root: the Cityscapes folder.
-        split: ``train``, ``val`` or ``test``.
+        split: ``train``, ``val`` or ``test`` (its labels are withheld: unlabelled only).
         foggy: read the foggy images.
         beta: the fog density (0.005, 0.01 or 0.02; published 0.02).
         foggy_root: where the foggy images are, if not under ``root``.
@@ -1189,10 +1192,22 @@ class CityscapesDetection(DetectionDataset):
     ) -> None:
         super().__init__(labelled, flip)
         self.root = check_folder(root, "Cityscapes")
+        if split == "test" and labelled:
+            raise DatasetError(CITYSCAPES_TEST_WITHHELD)
         self.min_pixels = int(min_pixels)
         if foggy:
             base = Path(foggy_root) if foggy_root is not None else self.root / "leftImg8bit_foggy"
-            folder = check_folder(base / split, "Foggy Cityscapes image", self.root)
+            try:
+                folder = check_folder(base / split, "Foggy Cityscapes image", self.root)
+            except DatasetError as e:
+                here = (self.root / "leftImg8bit").is_dir()  # (the root is right; fog is not there)
+                if foggy_root is not None or (self.root / "leftImg8bit_foggy").exists() or not here:
+                    raise
+                raise DatasetError(  # (a download of its own, often unpacked elsewhere)
+                    f"{e}; Foggy Cityscapes (leftImg8bit_foggy) is a download of its own: where "
+                    "it is not under the Cityscapes root, give its folder as foggy_root "
+                    "(mic-train: dataset.foggy_root=<folder that holds train/ and val/>)"
+                ) from None
             with contextlib.suppress(TypeError, ValueError):  # also "0.02" from a YAML file
                 beta = float(beta)
             suffix = f"_leftImg8bit_foggy_beta_{beta}.png"
@@ -1205,7 +1220,14 @@ class CityscapesDetection(DetectionDataset):
             suffix = "_leftImg8bit.png"
         self.files = visible(sorted(folder.glob(f"*/*{suffix}")), folder)
         if not self.files:
-            raise DatasetError(f"no '*{suffix}' images found in the city folders of '{folder}'")
+            found = sorted(
+                {p.name.rsplit("_beta_", 1)[-1][:-4] for p in folder.glob("*/*_beta_*.png")}
+            )
+            held = f" (it holds beta {', '.join(found)}: set beta, dataset.beta in mic-train)"
+            raise DatasetError(
+                f"no '*{suffix}' images found in the city folders of '{folder}'"
+                + (held if foggy and found else "")
+            )
         self.names = [(f.parent.name, f.name[: -len(suffix)]) for f in self.files]
         if labelled:
             gt = check_folder(self.root / "gtFine" / split, "Cityscapes gtFine", self.root)

@@ -33,6 +33,7 @@ from torchvision.io import ImageReadMode, decode_png, read_file
 
 from mic.core.errors import ConfigError, DatasetError
 from mic.datasets.files import (
+    CITYSCAPES_TEST_WITHHELD,
     UNREADABLE,
     ImageHeader,
     ReaderOptionError,
@@ -967,10 +968,13 @@ class Cityscapes(SegmentationDataset):
 
     Args:
         root: the folder holding ``leftImg8bit/`` and ``gtFine/``.
-        split: ``"train"``, ``"val"`` or ``"test"``.
+        split: ``"train"``, ``"val"`` or ``"test"`` (its labels are withheld: unlabelled only).
         label_format: ``"labelTrainIds"`` (from cityscapesScripts' createTrainIdLabelImgs)
             or ``"labelIds"`` (as released, mapped here).
         label_size_mismatch: ``"error"`` or ``"resize"`` (see ``SegmentationDataset``).
+
+    Raises:
+        DatasetError: a missing folder or file; the ``test`` split read with labels.
     """
 
     def __init__(
@@ -983,6 +987,8 @@ class Cityscapes(SegmentationDataset):
         label_size_mismatch: str = "error",
     ) -> None:
         root = check_folder(root, "Cityscapes")
+        if split == "test" and labelled:
+            raise DatasetError(CITYSCAPES_TEST_WITHHELD)
         fmt, label_map = _cityscapes_format(label_format, type(self).__name__)
         folder = check_folder(root / "leftImg8bit" / split, f"Cityscapes {split} image", root)
         images = _glob(folder, "*/*_leftImg8bit.png", "Cityscapes images")
