@@ -85,6 +85,9 @@ def test_visda_errors_name_the_problem(tmp_path):
         VisDA2017(root, "clipart")
     with pytest.raises(DatasetError, match=f"'{tmp_path}' holds it: is that the dataset root"):
         VisDA2017(tmp_path / "train", "real")  # one level too low
+    inner = _visda(tmp_path / "datasets" / "visda")
+    with pytest.raises(DatasetError, match=f"'{inner}' holds it: is that the dataset root"):
+        VisDA2017(inner.parent, "real")  # one level too high
     listing = root / "train" / "image_list.txt"
     listing.write_text("aeroplane/src_0 00.png 12\n")
     with pytest.raises(

@@ -75,9 +75,12 @@ class VisDA2017(ImageList):
             if released.is_file():
                 image_list, base = released, released.parent
             elif not image_list.is_file():
-                above = root_path.resolve().parent
+                above = root_path.resolve().parent  # (the root given one level too low, or high)
                 up = (above / split / "image_list.txt").is_file() or (above / "image_list").is_dir()
-                hint = f"; '{above}' holds it: is that the dataset root?" if up else ""
+                below = [p.parent.parent for p in root_path.glob(f"*/{split}/image_list.txt")]
+                below += [p.parent for p in root_path.glob("*/image_list") if p.is_dir()]
+                holder = above if up else below[0] if below else None
+                hint = f"; '{holder}' holds it: is that the dataset root?" if holder else ""
                 raise DatasetError(
                     f"no VisDA-2017 image list for '{split}' under '{root_path}': expected "
                     f"'{Path(split) / 'image_list.txt'}' (the released layout) or "
