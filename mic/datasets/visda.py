@@ -79,7 +79,7 @@ class VisDA2017(ImageList):
                 up = (above / split / "image_list.txt").is_file() or (above / "image_list").is_dir()
                 below = [p.parent.parent for p in root_path.glob(f"*/{split}/image_list.txt")]
                 below += [p.parent for p in root_path.glob("*/image_list") if p.is_dir()]
-                holder = above if up else below[0] if below else None
+                holder = below[0] if below else above if up else None
                 hint = f"; '{holder}' holds it: is that the dataset root?" if holder else ""
                 raise DatasetError(
                     f"no VisDA-2017 image list for '{split}' under '{root_path}': expected "
