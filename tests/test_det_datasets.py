@@ -205,7 +205,13 @@ def test_voc_size_0_means_unstated_and_boxes_are_checked_against_the_image(tmp_p
 
 def test_voc_missing_split(tmp_path):
     root = _voc(tmp_path, {"000001": _voc_xml([])})
-    with pytest.raises(DatasetError, match=r"split file.*does not exist"):
+    with pytest.raises(DatasetError, match=r"split file.*does not exist") as missing:
+        VOCDetection(root, "val")
+    said = "(the split files of ImageSets/Main: train; choose the split with split=, in mic-train"
+    assert said in str(missing.value)
+    (root / "ImageSets" / "Main" / "val.txt").write_text("\n")
+    (root / "ImageSets" / "Main" / "dog_train.txt").write_text("000001 1\n")  # (a class's)
+    with pytest.raises(DatasetError, match=re.escape("is empty (it lists no image id) (the sp")):
         VOCDetection(root, "val")
 
 

@@ -965,7 +965,16 @@ class VOCDetection(DetectionDataset):
         split_file = (
             check_folder(self.root / "ImageSets" / "Main", "VOC split", root) / f"{split}.txt"
         )
-        lines = _read_text(split_file, "split file").splitlines()
+        others = sorted(p.stem for p in split_file.parent.glob("*.txt") if "_" not in p.stem)
+        try:  # (a split of the other files there, or a missing or empty one)
+            lines = _read_text(split_file, "split file").splitlines()
+        except DatasetError as e:
+            splits = ", ".join(o for o in others if o != split) or "no other split"
+            said = str(e).replace("; re-export or remove it", " (it lists no image id)")
+            raise DatasetError(
+                f"{said} (the split files of ImageSets/Main: {splits}; choose the split with "
+                "split=, in mic-train dataset.source_split or dataset.test_split)"
+            ) from None
         problems = []
         ids, stripped = self._without_extensions(
             [line.split()[0] for line in lines if line.strip()], split_file
