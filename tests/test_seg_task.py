@@ -533,3 +533,10 @@ def test_the_iou_table_says_how_many_classes_its_miou_averages(caplog):
     said = caplog.text.split("per-class IoU")
     assert said[1].startswith(" (%) at iteration 7 (mIoU over 3 classes, '-': left out):")
     assert said[2].startswith(" (%) at iteration 7:\n")
+    # a protocol class in no label and no prediction is told apart from one outside it
+    caplog.clear()
+    record["eval/student/per_class_iou"] = [0.5, float("nan"), 0.5, float("nan"), 0.5]
+    ClassIoUTable(names, [0, 1, 3]).on_record(None, record)
+    rows = {line.split()[0]: line.split()[1] for line in caplog.text.splitlines()[2:]}
+    assert rows == {"c0": "50.00", "c1": "none", "c2": "-", "c3": "none", "c4": "-"}
+    assert "('none': in no label and no prediction, left out of the mIoU):" in caplog.text

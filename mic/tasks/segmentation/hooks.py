@@ -26,7 +26,8 @@ def format_iou_table(
     names: Sequence[str], ious: dict[str, Sequence[float]], eval_classes: Sequence[int] | None
 ) -> str:
     """A text table: one row per class, one column of IoU (%) per model; classes outside the
-    protocol are marked with '-'."""
+    protocol are marked with '-', classes in no label and no prediction (NaN: left out of the
+    mIoU) with 'none'."""
     models = list(ious)
     width = max(len(n) for n in names) + 2
     lines = ["class".ljust(width) + "".join(f"{m:>10}" for m in models)]
@@ -35,9 +36,8 @@ def format_iou_table(
         cells = []
         for m in models:
             v = ious[m][c] if c < len(ious[m]) else float("nan")
-            cells.append(
-                f"{'-' if not used or v is None or math.isnan(v) else f'{100 * v:.2f}':>10}"
-            )
+            absent = v is None or math.isnan(v)
+            cells.append(f"{'-' if not used else 'none' if absent else f'{100 * v:.2f}':>10}")
         lines.append(name.ljust(width) + "".join(cells))
     return "\n".join(lines)
 
@@ -61,6 +61,8 @@ class ClassIoUTable(Hook):
         table = format_iou_table(self.names, ious, self.eval_classes)
         subset = self.eval_classes is not None and len(self.eval_classes) < len(self.names)
         over = f" (mIoU over {len(self.eval_classes)} classes, '-': left out)" if subset else ""
+        if "none" in table.split():  # (in no label and no prediction: left out of the mIoU)
+            over += " ('none': in no label and no prediction, left out of the mIoU)"
         text = f"per-class IoU (%) at iteration {record.get('step')}{over}:\n{table}"
         if logging.getLogger().handlers:  # e.g. Hydra's console and run-log handlers
             log.info(text)
