@@ -326,3 +326,19 @@ def test_adabn_passing_over_a_small_target_set_again_and_again_is_warned_of(tmp_
         build_experiment(load_config([*small, "eval.adabn_batches=4"]), tmp_path / "b")
         build_experiment(load_config([*small, "dataset.train_count=200"]), tmp_path / "c")
         build_experiment(load_config([*small, "model=small_unet_layernorm"]), tmp_path / "d")
+
+
+def test_a_metric_s_error_on_the_first_test_batch_names_the_shapes_it_was_given():
+    """A predict of another layout ended in torchmetrics' words alone, with no shapes."""
+    from mic.training.evaluation import check_scoring
+
+    class FirstFive(ClassificationTask):
+        def predict(self, model, images):
+            return super().predict(model, images)[:, :5]
+
+    batch = (torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,)))
+    with pytest.raises(Exception) as raised:
+        check_scoring(FirstFive(10), tiny_model(10), batch, "cpu")
+    notes = " ".join(getattr(raised.value, "__notes__", []))
+    assert "raised scoring the first test batch before training" in notes
+    assert "; the prediction (8, 5), the targets (8,))" in notes

@@ -326,6 +326,21 @@ def input_channels_problem(error: BaseException, images: Any) -> str | None:
     )
 
 
+def _shapes(task: Task, model: nn.Module, batch: Any, device: Any) -> str:
+    """``; the prediction (8, 1), the targets (8,)``: what the metric was given ("" where
+    ``predict`` itself fails)."""
+
+    def shape(x: Any) -> str:
+        return str(tuple(x.shape)) if isinstance(x, torch.Tensor) else f"a {type(x).__name__}"
+
+    try:
+        images, targets = labelled_batch(batch)
+        prediction = task.predict(model, move_to(images, device))
+    except Exception:
+        return ""
+    return f"; the prediction {shape(prediction)}, the targets {shape(targets)}"
+
+
 @torch.no_grad()
 def check_scoring(task: Task, model: nn.Module, batch: Any, device: Any) -> dict[str, Any] | None:
     """Score one labelled batch as ``evaluate`` does, to find a broken ``Task.metric()`` or
@@ -355,7 +370,8 @@ def check_scoring(task: Task, model: nn.Module, batch: Any, device: Any) -> dict
                 if hasattr(e, "add_note") and not isinstance(e, MicError):
                     e.add_note(
                         "(raised scoring the first test batch before training: "
-                        "Task.metric().update(Task.predict(model, images), targets))"
+                        "Task.metric().update(Task.predict(model, images), targets)"
+                        f"{_shapes(task, model, batch, device)})"
                     )
                 raise
         try:
