@@ -188,9 +188,14 @@ def config_changes(
     """Key -> (old, new) of the keys whose values differ between two ``config_record``s,
     leaving out the ``NOT_RESULT`` keys and those starting with one of ``ignore`` (so a record
     made before a key was left out compares as made after), a key one of them lacks counting
-    as null (so an option added with a null default is no change)."""
+    as null (so an option added with a null default is no change), and values that mean the
+    same as resume judges them (``mic.resume.same_meaning``: an option added since at the
+    default that keeps what the code did before it, a null that stands for the class's own)."""
+    from mic.resume import same_meaning
+
     keys = sorted(k for k in old | new if not _named(k, (*NOT_RESULT, *ignore)))
-    return {k: (old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)}
+    changed = [k for k in keys if old.get(k) != new.get(k)]
+    return {k: (old.get(k), new.get(k)) for k in changed if not same_meaning(k, old, new)}
 
 
 def start_from(overrides: list[str], weights: str | None = None, strict: bool = True) -> Any:

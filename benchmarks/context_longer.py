@@ -66,6 +66,14 @@ def one(method: str, seed: int, iterations: int, work: str) -> dict:
     return suite.run(TASK, method, seed, settings(iterations), "cpu", 1, str(start))
 
 
+def _recorded(row: dict, schedule: int) -> dict:
+    """A run as the cache keeps it: ``schedule``, the iterations per arm that chose it (the
+    key of the equal-time arm's run too), and ``iterations``, those it trained (its overrides'
+    ``iterations=``: the equal-time arm's more)."""
+    trained = [int(o.split("=", 1)[1]) for o in row["overrides"] if o.startswith("iterations=")]
+    return {**row, "schedule": schedule, "iterations": trained[-1] if trained else schedule}
+
+
 def table(runs: dict[str, dict], reference: dict, iterations: int, note: str) -> str:
     """OUT.md: each arm's teacher mIoU at ``iterations`` and the paired differences, beside the
     suite's ``reference`` runs (its full table's context rows)."""
@@ -159,12 +167,12 @@ def main(argv: list[str] | None = None) -> None:
             jobs = {pool.submit(one, m, s, args.iterations, work): (m, s) for m, s in todo}
             for job in as_completed(jobs):
                 m, s = jobs[job]
-                runs[key(m, s)] = {**job.result(), "iterations": args.iterations}
+                runs[key(m, s)] = _recorded(job.result(), args.iterations)
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 write_text_atomically(cache, json.dumps(runs, indent=1))
                 score = suite.scores(TASK, runs[key(m, s)])["teacher"]
                 print(f"{m} seed {s}: teacher {100 * score:.2f}", flush=True)
-    chosen = {k: r for k, r in runs.items() if r.get("iterations") == args.iterations}
+    chosen = {k: r for k, r in runs.items() if r.get("schedule") == args.iterations}
     text = table(chosen, reference_runs(args.reference), args.iterations, note_text(args.note))
     args.out.with_suffix(".md").write_text(text)
     print(text)

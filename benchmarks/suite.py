@@ -1383,10 +1383,16 @@ def markdown(table: dict, state: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 seed``, ``2 seeds``."""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def plot(table: dict, path: Path) -> None:
     """suite.png: per task, each method's mean score with the std over seeds as error
-    bars (top) and the paired MIC - base differences, overall and per class, with their
-    95 % intervals (bottom); no error bar where one seed (one pair) gives no spread.
+    bars (top) and the paired MIC - base differences, overall (and against the base given
+    MIC's wall time, where it ran) and per class, with their 95 % intervals (bottom); no error
+    bar where one seed (one pair) gives no spread.
 
     Raises:
         SystemExit: matplotlib (the ``bench`` extra) is not installed.
@@ -1415,31 +1421,36 @@ def plot(table: dict, path: Path) -> None:
                 top.errorbar([x], [c["mean"]], yerr=spread, fmt="o", capsize=4, color=color)
         labels = [  # method names broken at underscores, so that three fit side by side
             "\n".join(textwrap.wrap(m.replace("_", " "), 12)).replace(" ", "_")
-            + f"\n({c['n'] if c else 0} seeds)"
+            + f"\n({_count(c['n'] if c else 0, 'seed')})"
             for m, c in zip(names, cells)
         ]
         top.set_xticks(range(len(names)), labels)
         top.set_xlim(-0.5, len(names) - 0.5)
         top.set_ylabel(f"{t['metric']}, {who}")
         top.set_title(task)
-        found = [c["mean"] - (c["std"] or 0.0) for c in cells if c]
-        if found:
-            top.set_ylim(max(0.0, min(found) - 5), None)
+        low = [c["mean"] - (c["std"] or 0.0) for c in cells if c]
+        high = [c["mean"] + (c["std"] or 0.0) for c in cells if c]
+        if low:  # (every error bar inside the axes)
+            top.set_ylim(max(0.0, min(low) - 5), max(high) + 2)
         diffs = {}
         if who in t["pair"]["models"]:
             diffs["overall"] = t["pair"]["models"][who]
+        equal = t["pair"].get("equal_time", {}).get("models", {}).get(who)
+        if equal:  # MIC against the base given its wall time
+            diffs["overall, vs\nequal time"] = equal
         diffs.update(t["pair"]["per_class"])
         for x, d in enumerate(diffs.values()):  # one pair: no interval, no error bar
             ci = d["ci95"]
             spread = None if ci is None else [[d["mean"] - ci[0]], [ci[1] - d["mean"]]]
-            bottom.errorbar([x], [d["mean"]], yerr=spread, fmt="o", capsize=4, color="tab:blue")
+            color = "tab:olive" if d is equal else "tab:blue"
+            bottom.errorbar([x], [d["mean"]], yerr=spread, fmt="o", capsize=4, color=color)
         xs = list(range(len(diffs)))
         bottom.axhline(0, color="black", linewidth=0.8)
         bottom.set_xticks(xs, list(diffs))
         plt.setp(bottom.get_xticklabels(), rotation=30, ha="right")
         bottom.set_ylabel("difference, points (95 % interval)")
         n = next(iter(diffs.values()))["n"] if diffs else 0
-        bottom.set_title(f"MIC − base, {who}, paired by seed ({n} pairs)")
+        bottom.set_title(f"MIC − base, {who}, paired by seed ({_count(n, 'pair')})")
     fig.suptitle(f"MIC against its base, paired by seed ({table['mode']} mode)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -276,37 +276,50 @@ def config_changes(
     a, b = flatten(old), flatten(new)
     changes = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
     changes = {k: v for k, v in changes.items() if not _free(k)}
-    changes = {  # a setting one config lacks, at its argument's default: no change
-        k: v
-        for k, v in changes.items()
-        if (k in a and k in b) or not _at_default(k, b if k in b else a)
-    }
+    changes = {k: v for k, v in changes.items() if not same_meaning(k, a, b)}
     if processes[0] != processes[1]:
         changes[PROCESSES] = processes
     return changes
 
 
-def _at_default(key: str, flat: dict[str, Any]) -> bool:
-    """Whether ``key``, which only one config has (``flat``, flattened), holds there the
-    default of the argument it sets on its node's ``_target_`` (by today's code): a setting
-    added to mic's configs after the checkpoint was written (e.g. ``augmentation.jitter``)
-    that keeps what the checkpoint's run did; or is a value of the data set config itself
-    (``dataset.source_label_format``), which reaches the run only through the readers' nodes,
-    compared themselves."""
+def same_meaning(key: str, a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two flattened configs, ``a`` written before ``b`` (by an older mic, say), set
+    ``key`` alike, although their values differ: one lacks it and the other holds the default
+    of the argument it sets on its node's ``_target_`` (by today's code: a setting added to
+    mic's configs since, e.g. ``augmentation.jitter``, that keeps what the older run did), or
+    is a value of the data set config itself (``dataset.source_label_format``, which reaches
+    the run only through the readers' nodes, compared themselves); or one holds null where that
+    argument's default is null and the other holds what null stands for, the class's own
+    attribute of that name (``task.primary_metric``: null, the task's own ``accuracy``)."""
     parent, _, name = key.rpartition(".")
-    if parent == "dataset":
-        return True
+    if key not in a or key not in b:
+        flat = b if key in b else a
+        if parent == "dataset":
+            return True
+        _, default = _argument(key, flat)
+        return default is not inspect.Parameter.empty and default == flat[key]
+    if (a[key] is None) == (b[key] is None):
+        return False
+    cls, default = _argument(key, b if b[key] is None else a)
+    given = a[key] if b[key] is None else b[key]
+    return default is None and given is not None and getattr(cls, name, None) == given
+
+
+def _argument(key: str, flat: dict[str, Any]) -> tuple[Any, Any]:
+    """The class (or function) of ``key``'s node's ``_target_`` in ``flat`` and the default of
+    the argument ``key`` sets (``inspect.Parameter.empty``: none, or no such target)."""
+    parent, _, name = key.rpartition(".")
     target = flat.get(f"{parent}._target_" if parent else "_target_")
     if not isinstance(target, str):
-        return False
+        return None, inspect.Parameter.empty
     try:
         from hydra.utils import get_object
 
-        parameter = inspect.signature(get_object(target)).parameters.get(name)
+        cls = get_object(target)
+        parameter = inspect.signature(cls).parameters.get(name)
     except Exception:  # (a target that no longer imports: a change to report)
-        return False
-    default = getattr(parameter, "default", inspect.Parameter.empty)
-    return default is not inspect.Parameter.empty and default == flat[key]
+        return None, inspect.Parameter.empty
+    return cls, getattr(parameter, "default", inspect.Parameter.empty)
 
 
 def _allowed(key: str, allow: list[str]) -> bool:

@@ -1,9 +1,11 @@
+import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import context_longer
+import context_longer  # noqa: E402
 
 
 def test_the_longer_arms_keep_the_suites_overrides_and_equal_time_factor():
@@ -39,3 +41,15 @@ def test_the_table_pairs_the_arms_by_seed_beside_the_suites_runs():
         in text
     )
     assert "A note." in text and "| 1 | 50.00 | 51.00 | 49.00 |" in text
+
+
+def test_a_cached_run_records_the_iterations_it_trained_beside_its_schedule():
+    """Every run was recorded with the schedule's 600 iterations, the equal-time arm's too,
+    which trained 870."""
+    equal = {"method": "dacs_equal_time", "overrides": ["method=dacs", "iterations=870"]}
+    assert context_longer._recorded(equal, 600) == {**equal, "schedule": 600, "iterations": 870}
+    plain = {"method": "dacs", "overrides": ["method=dacs", "iterations=600"]}
+    assert context_longer._recorded(plain, 600)["iterations"] == 600
+    cached = json.loads((ROOT / "benchmarks" / "results" / "context_longer.json").read_text())
+    assert {r["iterations"] for r in cached.values() if r["method"] == "dacs_equal_time"} == {870}
+    assert {r["schedule"] for r in cached.values()} == {600}

@@ -16,6 +16,7 @@ ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import suite  # noqa: E402
+from common import config_changes  # noqa: E402
 
 QUICK = suite.schedules("quick")
 
@@ -665,6 +666,55 @@ def test_a_cached_run_made_with_another_config_is_stale_and_runs_again():
     # the mark goes once the run is current again
     suite.stamp(state, state["runs"][old], current)
     assert old not in suite.mark_stale(state, configs, modes=("quick",))
+
+
+def test_a_setting_added_at_the_default_that_keeps_the_old_behaviour_is_no_change():
+    """augmentation.jitter (added at 'torchvision', the formulas used before it existed) and
+    task.primary_metric (null for the task's own, accuracy) made every cached run of the suite
+    stale, although they train the same (python -m benchmarks.checksums matched the code of
+    before the jitter option)."""
+    configs = suite.Configs("cpu")
+    current = configs.run("classification", "mean_teacher_mic", QUICK["classification"])
+    jitter = [k for k in current if k.endswith("augmentation.jitter")]
+    assert jitter and all(current[k] == "torchvision" for k in jitter)
+    assert current["task.primary_metric"] is None
+    before = {k: v for k, v in current.items() if k not in jitter}
+    before["task.primary_metric"] = "accuracy"
+    assert config_changes(before, current) == {}
+    published = {**current, jitter[0]: "published"}  # another formula: a change
+    assert config_changes(published, current) == {jitter[0]: ("published", "torchvision")}
+    other = {**current, "task.primary_metric": "mean_class_accuracy"}
+    assert config_changes(other, current) == {"task.primary_metric": ("mean_class_accuracy", None)}
+
+
+def test_the_plot_sets_mic_against_the_equal_time_base_beside_the_base(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    state = _state()
+    for seed, score in enumerate([0.94, 0.90, 0.93]):  # the base given MIC's wall time
+        key = suite.run_key(
+            "classification", "mean_teacher_equal_time", seed, QUICK["classification"]
+        )
+        row = {"student": score, "teacher": score, "seconds_per_iteration": 0.1, "device": "cpu"}
+        state["runs"][key] = {
+            "task": "classification",
+            "method": "mean_teacher_equal_time",
+            "seed": seed,
+            **row,
+        }
+    table = suite.summarise(state, QUICK, "quick")
+    ticks = []
+    real = Axes.set_xticks
+
+    def set_xticks(self, ticks_, labels=None, **kwargs):
+        ticks.append(list(labels or []))
+        return real(self, ticks_, labels, **kwargs)
+
+    monkeypatch.setattr(Axes, "set_xticks", set_xticks)
+    suite.plot(table, tmp_path / "suite.png")
+    with_equal = [t for t in ticks if "overall, vs\nequal time" in t]
+    assert with_equal and all(t.index("overall, vs\nequal time") == 1 for t in with_equal)
+    assert any("(1 seed)" in "".join(t) or "seeds)" in "".join(t) for t in ticks)
 
 
 def test_stale_marks_cover_every_mode_whatever_the_call_chooses():

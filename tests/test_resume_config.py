@@ -556,6 +556,28 @@ def test_a_setting_added_to_mic_s_configs_at_its_default_is_no_change_on_resume(
     assert set(config_changes(old, new, (1, 1))) == {"dataset.source.dataset.label_format"}
 
 
+def test_a_null_that_stands_for_the_class_s_own_value_is_no_change_on_resume():
+    """task.primary_metric, now null where a data set sets none (the task's own: accuracy),
+    was 'accuracy' in the configs of earlier digits runs: their resume, and the benchmark
+    cache's runs, counted it a change."""
+    from mic.resume import config_changes, same_meaning
+
+    def config(metric) -> dict:
+        task = "mic.tasks.classification.ClassificationTask"
+        return {"task": {"_target_": task, "num_classes": 10, "primary_metric": metric}}
+
+    assert config_changes(config("accuracy"), config(None), (1, 1)) == {}
+    assert config_changes(config(None), config("accuracy"), (1, 1)) == {}
+    key = "task.primary_metric"
+    assert config_changes(config("mean_class_accuracy"), config(None), (1, 1)) == {
+        key: ("mean_class_accuracy", None)
+    }
+    # a null where the argument's default is not null is a change (num_classes has none)
+    target = {"task._target_": "mic.tasks.classification.ClassificationTask"}
+    given, null = {**target, "task.num_classes": 10}, {**target, "task.num_classes": None}
+    assert not same_meaning("task.num_classes", given, null)
+
+
 def test_an_allowed_key_covers_the_settings_read_from_it_and_is_the_one_advised(tmp_path):
     """dataset.train_count=10 on resume advised [dataset] (every data change), and
     [dataset.train_count] itself was refused, naming the reader keys read from it."""
