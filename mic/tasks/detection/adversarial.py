@@ -273,8 +273,11 @@ class DomainAdversarial(LossTerm):
             return image, instance, zero
         scale = self.consistency_weight
         probs = self.image_classifier([scale_gradient(x, scale * self.image_weight) for x in maps])
-        prob_maps = {k: p.sigmoid() for k, p in zip(names, probs, strict=True)}
-        pooled = model.pool_regions(prob_maps, captured.proposals, captured.image_sizes)
-        region = pooled.mean(dim=(1, 2, 3))
         inst = self.instance_classifier(scale_gradient(rois, scale * self.instance_weight), levels)
-        return image, instance, F.l1_loss(region, inst.sigmoid())
+        # in float32: under bf16 / fp16 autocast both probabilities, near 0.5, rounded to the
+        # same value (bf16 steps 0.004 there) and the consistency loss was exactly 0
+        with torch.autocast(maps[0].device.type, enabled=False):
+            prob_maps = {k: p.float().sigmoid() for k, p in zip(names, probs, strict=True)}
+            pooled = model.pool_regions(prob_maps, captured.proposals, captured.image_sizes)
+            region = pooled.float().mean(dim=(1, 2, 3))
+            return image, instance, F.l1_loss(region, inst.float().sigmoid())
