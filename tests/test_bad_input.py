@@ -1423,6 +1423,14 @@ CASES = [
         "got -0.5 (its beta reads dataset.beta: set it there)",
     ),
     (
+        "model-d2-timm-backbone-group-norm",
+        "detectron2 with a timm backbone and model.norm=GN, which sets detectron2's own ResNet "
+        "(the timm backbone's BatchNorm trained without a word)",
+        lambda t, r: [*TINY_DET, "model=d2_faster_rcnn_small", "model.norm=GN"],
+        "keeps its BatchNorm, frozen or trained: give model.norm=frozen, batch or auto, or "
+        "model.backbone=null for detectron2's ResNet",
+    ),
+    (
         "config-validator",
         "an unknown label-free validator",
         lambda t, r: ["eval.validators=[entropy,accuracy]"],

@@ -270,7 +270,8 @@ class Detectron2RCNN(nn.Module):
         norm: ``auto`` (frozen BatchNorm with pretrained weights, trainable BatchNorm
             without: frozen statistics of a random network make training diverge),
             ``frozen`` / ``FrozenBN``, ``batch`` / ``BN``, ``GN``, ``SyncBN``
-            (``MODEL.RESNETS.NORM``; a timm backbone is frozen or not).
+            (``MODEL.RESNETS.NORM``; a timm backbone is frozen or not: ``GN`` and ``SyncBN``
+            are refused there).
         trainable_layers: backbone stages that train, torchvision's meaning (5 - ``FREEZE_AT``;
             None: the config's with pretrained weights, all without): of detectron2's ResNet,
             or of a timm backbone's (stem, level 1, ..., level 4).
@@ -348,6 +349,13 @@ class Detectron2RCNN(nn.Module):
             raise ConfigError(
                 f"model.norm must be 'auto', 'frozen', 'batch', 'FrozenBN', 'BN', 'GN' or "
                 f"'SyncBN', got {norm!r}"
+            )
+        if backbone is not None and norm not in ("auto", "frozen", "batch", "FrozenBN", "BN"):
+            raise ConfigError(  # (it trained a timm backbone's own BatchNorm without a word)
+                f"model.norm={norm!r} sets the normalisation of detectron2's own ResNet "
+                f"(MODEL.RESNETS.NORM); the timm backbone model.backbone={backbone!r} keeps its "
+                "BatchNorm, frozen or trained: give model.norm=frozen, batch or auto, or "
+                "model.backbone=null for detectron2's ResNet"
             )
         initialised = bool(pretrained or weights)
         model = cfg.MODEL
