@@ -135,6 +135,9 @@ def test_the_masked_branch_logs_its_pseudo_boxes_and_loss(tmp_path, weighting, b
     assert [r["step"] for r in steps] == [1, 2]
     for r in steps:
         assert r["mic/boxes"] > 0 and r["mic/images"] == 1.0 and 0 < r["mic/score"] <= 1
+        # and, as every consistency term, its quality weight and mean confidence (they were
+        # replaced by the pseudo-box counts)
+        assert 0 <= r["mic/q"] <= 1 and r["mic/confidence"] == pytest.approx(r["mic/score"])
 
 
 def test_a_detector_that_cannot_weight_its_own_samples_is_refused_when_the_run_is_built(

@@ -140,7 +140,7 @@ class DetectionMIC(MaskedImageConsistency):
             return super().loss(student, task, images, pseudo, rng, weights)
 
     def forward(self, ctx: IterationContext) -> Tensor:
-        loss = super().forward(ctx)
+        loss = super().forward(ctx)  # (its statistics: q and confidence, as every term's)
         device = next(ctx.student.parameters()).device
-        self.statistics = pseudo_box_statistics(ctx.pseudo_labels, device)  # (for q, confidence)
+        self.statistics = {**self.statistics, **pseudo_box_statistics(ctx.pseudo_labels, device)}
         return loss
