@@ -337,8 +337,11 @@ def _range_problem(target: str, key: str, value: Any) -> str | None:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not masker or not number:  # text: _argument_problem's (or the build's)
         return None
-    if key == "ratio" and not 0 <= value <= 1:
-        return "the share of withheld blocks must lie in [0, 1] (published 0.7)"
+    if key == "ratio" and not 0 <= value < 1:
+        return (
+            "the share of withheld blocks must lie in [0, 1): at 1 every block is withheld and "
+            "the student sees no image (published 0.7)"
+        )
     if key == "block_size" and not is_whole(value):
         return "a block's side must be a whole number of pixels >= 1"
     return None
@@ -405,7 +408,7 @@ def flag_problems(node: Any, path: str = "") -> list[str]:
     ``key: ... takes no argument`` for a key that the class or function does not take (a
     typo in a config file, which ended in the build's TypeError, one at a time; the
     optimizer, the scheduler and the loss terms name theirs when built, with their own
-    advice); a masker's ``ratio`` outside [0, 1] or ``block_size`` below 1, named before
+    advice); a masker's ``ratio`` outside [0, 1) or ``block_size`` below 1, named before
     anything is built."""
     problems: list[str] = []
     if OmegaConf.is_dict(node):

@@ -1308,10 +1308,18 @@ CASES = [
     ),
     (
         "config-mask-ratio",
-        "a mask ratio outside [0, 1]",
+        "a mask ratio outside [0, 1)",
         lambda t, r: ["method.terms.mic.masker.ratio=1.5"],
-        "method.terms.mic.masker.ratio: the share of withheld blocks must lie in [0, 1] "
-        "(published 0.7) (got 1.5)",
+        "method.terms.mic.masker.ratio: the share of withheld blocks must lie in [0, 1): at 1 "
+        "every block is withheld and the student sees no image (published 0.7) (got 1.5)",
+    ),
+    (
+        "config-mask-ratio-one",
+        "a mask ratio of 1 (every block withheld: the student trained on the fill colour "
+        "alone, or its gradients were NaN)",
+        lambda t, r: ["method.terms.mic.masker.ratio=1.0"],
+        "masker.ratio: the share of withheld blocks must lie in [0, 1): at 1 every block is "
+        "withheld and the student sees no image (published 0.7) (got 1.0)",
     ),
     (
         "config-mask-ratio-text",

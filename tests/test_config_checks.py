@@ -138,7 +138,7 @@ def test_a_bad_method_setting_is_found_before_any_data_is_read(tmp_path):
     )
     # the ConfigError itself, not Hydra's InstantiationException around it: research code
     # catches mic.ConfigError
-    said = r"masker\.ratio: the share of withheld blocks must lie in \[0, 1\]"
+    said = r"masker\.ratio: the share of withheld blocks must lie in \[0, 1\)"
     with pytest.raises(ConfigError, match=said) as caught:
         build_experiment(cfg)
     assert not isinstance(caught.value, InstantiationException)

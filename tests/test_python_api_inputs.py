@@ -530,7 +530,7 @@ def test_images_channels_last_are_told_to_come_channels_first():
     [
         (
             lambda: mic.BlockMasker(4, "0.7"),
-            "masker ratio must be a probability in [0, 1], got '0.7'",
+            "masker ratio must be a probability in [0, 1), got '0.7'",
         ),
         (
             lambda: mic.EMATeacher(nn.Linear(2, 2), "0.9"),

@@ -78,10 +78,10 @@ class BlockMasker(Masker):
             (give the mean colour for [0, 1] images, e.g. torchvision detection models').
 
     Raises:
-        ConfigError: a block size that is no whole number >= 1, a ratio outside [0, 1], an
-            augmentation that is a class or not callable; (when called) images
-            that are no (B, C, H, W) tensor or list of (C, H, W) ones, or a ``fill`` of another
-            length than the images' channels (and 1).
+        ConfigError: a block size that is no whole number >= 1, a ratio outside [0, 1) (at 1
+            the student would see no image), an augmentation that is a class or not callable;
+            (when called) images that are no (B, C, H, W) tensor or list of (C, H, W) ones, or
+            a ``fill`` of another length than the images' channels (and 1).
     """
 
     def __init__(
@@ -97,8 +97,8 @@ class BlockMasker(Masker):
                 f"masker block_size must be a whole number of pixels >= 1, got {block_size!r}"
             )
         check_augmentation_instance(augmentation, "BlockMasker")
-        if isinstance(ratio, bool) or not (isinstance(ratio, Real) and 0 <= ratio <= 1):
-            raise ConfigError(f"masker ratio must be a probability in [0, 1], got {ratio!r}")
+        if isinstance(ratio, bool) or not (isinstance(ratio, Real) and 0 <= ratio < 1):
+            raise ConfigError(f"masker ratio must be a probability in [0, 1), got {ratio!r}")
         self.block_size, self.ratio = int(block_size), float(ratio)
         self.augmentation = augmentation
         fill_t = torch.tensor(fill if fill is not None else [0.0], dtype=torch.float32)
