@@ -1617,6 +1617,14 @@ def _run_experiment(
             "or added, resume_allow_changes=[dataset])"
         ) from e
     except Exception as e:  # a hook's error after a whole iteration: the loop saved it
+        if isinstance(e, ValueError) and "more than 1 value per channel when training" in str(e):
+            raise ConfigError(  # (torch's error through Hydra's traceback)
+                f"a BatchNorm layer of the model, in training mode, got one value per channel "
+                f"({e}): a batch of one image whose features shrink to one pixel (or one "
+                "region); give batches of 2 or more images (loader.source_batch_size, "
+                "loader.target_batch_size), larger images, or frozen BatchNorm "
+                "(model.norm=frozen, where the model takes it)"
+            ) from e
         saved = exp.checkpointer is not None and exp.checkpointer.saved_step == exp.loop.step
         if saved and exp.loop.interrupted_by == "an error" and hasattr(e, "add_note"):  # (3.11:
             e.add_note(  # not if the save failed: a full disk)

@@ -1439,6 +1439,19 @@ CASES = [
         "model.backbone=null for detectron2's ResNet",
     ),
     (
+        "loader-batch-of-one-with-batchnorm",
+        "batches of one image into trainable BatchNorm whose features shrink to one pixel "
+        "(torch's ValueError through Hydra's traceback)",
+        lambda t, r: [
+            *TINY_DET,
+            "loader.source_batch_size=1",
+            "loader.target_batch_size=1",
+            "dataset.size=32",
+            "dataset.mic_block_size=4",
+        ],
+        "give batches of 2 or more images (loader.source_batch_size, loader.target_batch_size)",
+    ),
+    (
         "config-validator",
         "an unknown label-free validator",
         lambda t, r: ["eval.validators=[entropy,accuracy]"],
