@@ -338,7 +338,8 @@ def load_initial_weights(
         raise ConfigError(
             f"{key}: the weights in '{file}' do not fit the model ({'; '.join(problems)}). "
             "They must come from the same model config (model=..., model.* and "
-            f"dataset.num_classes) as this run{_part_hint(own, state)}"
+            f"dataset.num_classes) as this run{_other_class_hint(file, model)}"
+            f"{_part_hint(own, state)}"
         )
     unwrap(model).load_state_dict(state, strict=not (counts or kept))
     if kept:
@@ -348,6 +349,35 @@ def load_initial_weights(
             "single-scale model that HRDA wraps): they keep their initialisation"
         )
     return file
+
+
+def _other_class_hint(file: Path, model: torch.nn.Module) -> str:
+    """``; the run that saved them built <class>, this one <class>`` where the ``config.yaml``
+    of the file's run folder (beside ``checkpoints/``) names another model class (a
+    detectron2 detector's weights given to torchvision's: none of the names fit)."""
+    config = next(
+        (
+            d / "config.yaml"
+            for d in (file.parent, file.parent.parent)
+            if (d / "config.yaml").is_file()
+        ),
+        None,
+    )
+    if config is None:
+        return ""
+    try:
+        from omegaconf import OmegaConf
+
+        saved = str(OmegaConf.load(config).model._target_)
+    except Exception:  # (no model node, an unreadable file: no hint)
+        return ""
+    mine = f"{type(unwrap(model)).__module__}.{type(unwrap(model)).__qualname__}"
+    if saved.rsplit(".", 1)[-1] == mine.rsplit(".", 1)[-1]:
+        return ""
+    return (
+        f"; the run that saved them built {saved} ({config}), this one builds {mine}: weights "
+        "do not carry from one model class to another"
+    )
 
 
 def _part_hint(own: dict[str, Any], state: dict[str, Any]) -> str:
