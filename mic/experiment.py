@@ -464,7 +464,13 @@ def build_method(cfg: DictConfig) -> UDAMethod:
                 stacklevel=2,
             )
             term = None
-        terms[name] = instantiate(term) if term else None
+        try:
+            terms[name] = instantiate(term) if term else None
+        except Exception as e:  # a term's own refusal: which term, by its key (Hydra's wrap)
+            said = next((c for c in exception_chain(e) if isinstance(c, ConfigError)), None)
+            if said is None or str(said).startswith(("method.", "loss term")):
+                raise
+            raise ConfigError(f"method.terms.{name}: {said}") from e
     method = UDAMethod(terms)
     for name, term in method:  # a weight its __init__ took but did not pass on: ignored
         given = cfg.method.terms[name].get("weight")
