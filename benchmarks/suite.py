@@ -885,6 +885,10 @@ def train(args: argparse.Namespace, state: dict, configs: Configs, here: dict[st
                 )
     except (KeyboardInterrupt, MicError, BrokenProcessPool) as e:
         _stop(pool)
+        if done and getattr(args, "call", None):  # (listed in the table with the runs kept)
+            minutes = (time.perf_counter() - t0) / 60
+            state["calls"].append(call_record(args, done, minutes, interrupted=True))
+            save()
         kept = (
             f"{_runs(done)} of {len(todo)} finished and kept in {cache}"
             if done
@@ -904,6 +908,27 @@ def train(args: argparse.Namespace, state: dict, configs: Configs, here: dict[st
         raise
     pool.shutdown()
     return len(todo)
+
+
+def call_record(
+    args: argparse.Namespace, runs: int, minutes: float, interrupted: bool = False
+) -> dict[str, Any]:
+    """A call of the suite as the table lists it: its command (``args.call``), mode, wall
+    time, runs finished, jobs and threads, the machine; ``interrupted``: stopped (Ctrl-C, a
+    failed run) after finishing ``runs``."""
+    threads = threads_per_run(args.device, args.jobs, args.threads)
+    machine = args.device if args.device != "cpu" else f"{os.cpu_count()} CPU cores"
+    record = {
+        "command": args.call,
+        "mode": args.mode,
+        "minutes": minutes,
+        "runs": runs,
+        "jobs": args.jobs,
+        "threads": threads,
+        "machine": f"{machine}, load average {os.getloadavg()[0]:.1f} at the end",
+        "finished": _now(),
+    }
+    return {**record, "interrupted": True} if interrupted else record
 
 
 def _rest(args: argparse.Namespace, done: int) -> str:
@@ -1219,8 +1244,10 @@ def markdown(table: dict, state: dict) -> str:
             f"- `{c['command']}`: {c['accepted']} stale runs taken as made with the current "
             f"config, not run again ({c['finished']})"
             if "accepted" in c
-            else f"- `{c['command']}`: {c['minutes']:.1f} min for {c['runs']} runs, {c['jobs']} "
+            else f"- `{c['command']}`: {c['minutes']:.1f} min for {_runs(c['runs'])}, {c['jobs']} "
             f"at a time, {c['threads']} thread(s) each, on {c['machine']} ({c['finished']})"
+            + "; interrupted there, the runs it finished kept"
+            * bool(c.get("interrupted"))
             for c in calls
         ]
         lines.append("")
@@ -1556,22 +1583,10 @@ def main(argv: list[str] | None = None) -> None:
             works[task] = str(Path(args.work).resolve())
         state["work"] = works
         t0 = time.perf_counter()
+        args.call = command  # (an interrupted call records itself with what it finished)
         n = train(args, state, configs, here)
         if n:
-            threads = threads_per_run(args.device, args.jobs, args.threads)
-            machine = args.device if args.device != "cpu" else f"{os.cpu_count()} CPU cores"
-            state["calls"].append(
-                {
-                    "command": command,
-                    "mode": args.mode,
-                    "minutes": (time.perf_counter() - t0) / 60,
-                    "runs": n,
-                    "jobs": args.jobs,
-                    "threads": threads,
-                    "machine": f"{machine}, load average {os.getloadavg()[0]:.1f} at the end",
-                    "finished": _now(),
-                }
-            )
+            state["calls"].append(call_record(args, n, (time.perf_counter() - t0) / 60))
     if args.note is not None:
         state.setdefault("notes", {})[args.mode] = args.note
     # the table covers every task of the mode (runs cached earlier included)

@@ -914,6 +914,14 @@ def test_ctrl_c_names_the_command_that_runs_the_rest_and_exits_130(
     state = suite.load(out)
     (row,) = state["runs"].values()
     assert state["environments"][row["environment"]] == suite.environment()
+    # the call is listed with the run it finished (it was left out of the table's commands)
+    (call,) = state["calls"]
+    assert call["runs"] == 1 and call["interrupted"] and call["command"].endswith(shlex.join(words))
+    table = suite.markdown(suite.summarise(state, QUICK, "quick"), state)
+    assert (
+        "for 1 run, 1 at a time" in table
+        and "interrupted there, the runs it finished kept" in table
+    )
     if fresh:
         rest = f"`python -m benchmarks {shlex.join(words[:-1])}` runs the rest"
         assert f"without --fresh, {rest}" in err
