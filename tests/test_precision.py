@@ -102,7 +102,9 @@ def test_nan_is_skipped_or_stops_with_the_branch_name():
 def test_sada_s_consistency_loss_survives_bf16():
     """Under bf16 autocast both of SADA's domain probabilities, near 0.5, rounded to the same
     value and the consistency loss was exactly 0 at every step."""
-    overrides = [*TINY, *TASKS["detection"], "precision=bf16"]
+    from tests.det_helpers import TINY_DET  # (a small backbone: seconds)
+
+    overrides = [*TINY, *TASKS["detection"], *TINY_DET, "precision=bf16"]
     losses = _steps(build_experiment(load_config(overrides)), 2)
     consistency = [step[k] for step in losses for k in step if k.endswith("consistency")]
     assert consistency and all(v.item() > 0 for v in consistency), losses
