@@ -51,7 +51,13 @@ from mic.resume import (
     resume,
     resumed_line,
 )
-from mic.schema import check_config, check_eval_models, exception_chain, group_options
+from mic.schema import (
+    check_config,
+    check_eval_models,
+    exception_chain,
+    group_options,
+    read_from,
+)
 from mic.training import (
     VALIDATORS,
     Checkpointer,
@@ -485,14 +491,12 @@ def build_method(cfg: DictConfig) -> UDAMethod:
 
 def _interpolated_keys(node: DictConfig, message: str) -> str:
     """`` (its beta reads dataset.beta: set it there)`` for each key of ``node`` that
-    ``message`` names and whose value is an interpolation (a data set's shared setting,
-    ``beta: ${dataset.beta}``), else ""."""
+    ``message`` names and whose value is an interpolation of another key (a data set's shared
+    setting, ``beta: ${dataset.beta}``; ``mic.schema.read_from``), else ""."""
     said = [
-        f"its {key} reads {text[2:-1]}"
+        f"its {key} reads {source}"
         for key in node
-        if OmegaConf.is_interpolation(node, str(key))
-        and re.search(rf"\b{re.escape(str(key))}\b", message)
-        and re.fullmatch(r"\$\{[\w.]+\}", text := str(node._get_node(key)._value()))  # type: ignore[union-attr]
+        if re.search(rf"\b{re.escape(str(key))}\b", message) and (source := read_from(node, key))
     ]
     return f" ({', '.join(said)}: set it there)" if said else ""
 

@@ -426,7 +426,7 @@ def flag_problems(node: Any, path: str = "") -> list[str]:
                 continue
             if OmegaConf.is_missing(node, key):
                 continue
-            source = _read_from(node, key)  # (size: ${dataset.size}: dataset.size is named)
+            source = read_from(node, key)  # (size: ${dataset.size}: dataset.size is named)
             try:
                 value = node[key]
             except Exception:  # an interpolation that does not resolve: named on its own
@@ -482,7 +482,7 @@ def kept_option_hint(cfg: DictConfig, problems: list[str]) -> list[str]:
     return out
 
 
-def _read_from(node: DictConfig, key: Any) -> str | None:
+def read_from(node: DictConfig, key: Any) -> str | None:
     """The key that ``node[key]`` reads when it is an interpolation of one
     (``${dataset.size}`` -> ``dataset.size``; ``${oc.select:dataset.mic_block_size,64}`` ->
     ``dataset.mic_block_size``), else None."""
@@ -508,7 +508,7 @@ def whole_numbers_as_ints(cfg: DictConfig) -> None:
     of one key (``${dataset.size}``) has that key written; other interpolations are left."""
 
     def as_int(node: DictConfig, key: Any) -> None:
-        source = _read_from(node, key)
+        source = read_from(node, key)
         if source is not None:  # write where it is set
             parent, _, last = source.rpartition(".")
             node, key = (OmegaConf.select(cfg, parent) if parent else cfg), last

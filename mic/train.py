@@ -1014,8 +1014,6 @@ def unknown_option(argv: Sequence[str]) -> str | None:
     return None
 
 
-#: the groups whose option's name the root config's defaults read (method_task, mic_task:
-#: ${method}_${task}, ${mic}_${task}): deleted on the command line, they cannot compose
 def _named_group_problem(given: str, group: str) -> str:
     """The message for replacing ``group`` (one of ``NAMED_GROUPS``) on the command line."""
     why = (
