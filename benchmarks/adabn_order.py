@@ -28,27 +28,22 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.run / "config.yaml").is_file():
         p.error(f"{args.run} holds no config.yaml: give the folder of a finished mic-train run")
 
-    import torch
     from omegaconf import OmegaConf
 
     import mic
     from mic.experiment import build_datasets, make_loader
-    from mic.training import recalibrated_batchnorm
+    from mic.training import evaluate, recalibrated_batchnorm
 
     cfg = OmegaConf.load(args.run / "config.yaml")
     data = build_datasets(cfg)
+    task, model = mic.load_run(args.run, model=args.model)
+    test = make_loader(data["test"], int(cfg.loader.test_batch_size), task, False, 0, 0, "test")
     rows = []
-    for seed in [RUN_ORDER, *args.seeds]:
-        task, model = mic.load_run(args.run, model=args.model)  # the trained statistics anew
+    for seed in [RUN_ORDER, *args.seeds]:  # (the trained statistics are restored after each)
         batch = int(cfg.loader.target_batch_size)
         adabn = make_loader(data["target"], batch, task, True, 0, seed, "target")
-        test = make_loader(data["test"], int(cfg.loader.test_batch_size), task, False, 0, 0, "t")
-        with recalibrated_batchnorm(model, adabn, int(cfg.eval.adabn_batches)), torch.no_grad():
-            metric = task.metric()
-            for images, targets in test:
-                metric.update(task.predict(model, images), targets)
-            score = float(metric.compute()[task.primary_metric])
-        rows.append((seed, score))
+        with recalibrated_batchnorm(model, adabn, int(cfg.eval.adabn_batches)):
+            rows.append((seed, evaluate(task, model, test)[task.primary_metric]))
     print(f"Command: `python benchmarks/adabn_order.py {shlex.join(sys.argv[1:])}`\n")
     print(f"| loader seed | target {task.primary_metric} of the {args.model} (%) |")
     print("|---|---|")

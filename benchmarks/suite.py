@@ -811,7 +811,10 @@ def train(args: argparse.Namespace, state: dict, configs: Configs, here: dict[st
     threads = threads_per_run(args.device, args.jobs, args.threads)
     todo = missing_runs(args, state)
     at_once = max(1, min(args.jobs, len(todo)))
-    print(f"{_runs(len(todo))} to do, {at_once} at a time, {threads} thread(s) each", flush=True)
+    print(
+        f"{_count(len(todo), 'run')} to do, {at_once} at a time, {threads} thread(s) each",
+        flush=True,
+    )
     if not todo:
         return 0
     t0 = time.perf_counter()
@@ -890,9 +893,9 @@ def train(args: argparse.Namespace, state: dict, configs: Configs, here: dict[st
             state["calls"].append(call_record(args, done, minutes, interrupted=True))
             save()
         kept = (
-            f"{_runs(done)} of {len(todo)} finished and kept in {cache}"
+            f"{_count(done, 'run')} of {len(todo)} finished and kept in {cache}"
             if done
-            else f"none of the {_runs(len(todo))} finished, nothing kept"
+            else f"none of the {_count(len(todo), 'run')} finished, nothing kept"
         )
         again = _rest(args, done)
         if isinstance(e, KeyboardInterrupt) or type(e).__name__ == "TrainingInterrupted":
@@ -966,10 +969,6 @@ def _stop(pool: ProcessPoolExecutor) -> None:
             child.join(timeout=10)
     finally:
         signal.signal(signal.SIGINT, held)
-
-
-def _runs(n: int) -> str:
-    return f"{n} run" + ("" if n == 1 else "s")
 
 
 # ---------------------------------------------------------------------------- the table
@@ -1244,8 +1243,9 @@ def markdown(table: dict, state: dict) -> str:
             f"- `{c['command']}`: {c['accepted']} stale runs taken as made with the current "
             f"config, not run again ({c['finished']})"
             if "accepted" in c
-            else f"- `{c['command']}`: {c['minutes']:.1f} min for {_runs(c['runs'])}, {c['jobs']} "
-            f"at a time, {c['threads']} thread(s) each, on {c['machine']} ({c['finished']})"
+            else f"- `{c['command']}`: {c['minutes']:.1f} min for {_count(c['runs'], 'run')}, "
+            f"{c['jobs']} at a time, {c['threads']} thread(s) each, on {c['machine']} "
+            f"({c['finished']})"
             + "; interrupted there, the runs it finished kept"
             * bool(c.get("interrupted"))
             for c in calls
