@@ -350,7 +350,7 @@ class Detectron2RCNN(nn.Module):
                 f"model.norm must be 'auto', 'frozen', 'batch', 'FrozenBN', 'BN', 'GN' or "
                 f"'SyncBN', got {norm!r}"
             )
-        if backbone is not None and norm not in ("auto", "frozen", "batch", "FrozenBN", "BN"):
+        if backbone is not None and norm != "auto" and _NORMS[norm] not in ("FrozenBN", "BN"):
             raise ConfigError(  # (it trained a timm backbone's own BatchNorm without a word)
                 f"model.norm={norm!r} sets the normalisation of detectron2's own ResNet "
                 f"(MODEL.RESNETS.NORM); the timm backbone model.backbone={backbone!r} keeps its "

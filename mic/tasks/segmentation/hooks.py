@@ -61,7 +61,9 @@ class ClassIoUTable(Hook):
         table = format_iou_table(self.names, ious, self.eval_classes)
         subset = self.eval_classes is not None and len(self.eval_classes) < len(self.names)
         over = f" (mIoU over {len(self.eval_classes)} classes, '-': left out)" if subset else ""
-        if "none" in table.split():  # (in no label and no prediction: left out of the mIoU)
+        used = range(len(self.names)) if self.eval_classes is None else self.eval_classes
+        scored = [v for iou in ious.values() for c, v in enumerate(iou) if c in used]
+        if any(v is None or math.isnan(v) for v in scored):  # (left out of the mIoU)
             over += " ('none': in no label and no prediction, left out of the mIoU)"
         text = f"per-class IoU (%) at iteration {record.get('step')}{over}:\n{table}"
         if logging.getLogger().handlers:  # e.g. Hydra's console and run-log handlers
