@@ -965,11 +965,11 @@ class VOCDetection(DetectionDataset):
         split_file = (
             check_folder(self.root / "ImageSets" / "Main", "VOC split", root) / f"{split}.txt"
         )
-        others = sorted(p.stem for p in split_file.parent.glob("*.txt") if "_" not in p.stem)
-        try:  # (a split of the other files there, or a missing or empty one)
+        try:
             lines = _read_text(split_file, "split file").splitlines()
-        except DatasetError as e:
-            splits = ", ".join(o for o in others if o != split) or "no other split"
+        except DatasetError as e:  # (missing or empty: the splits there named)
+            stems = sorted(p.stem for p in split_file.parent.glob("*.txt") if "_" not in p.stem)
+            splits = ", ".join(o for o in stems if o != split) or "no other split"
             said = str(e).replace("; re-export or remove it", " (it lists no image id)")
             raise DatasetError(
                 f"{said} (the split files of ImageSets/Main: {splits}; choose the split with "
