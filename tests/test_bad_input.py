@@ -1760,6 +1760,13 @@ CASES = [
         "classes",
     ),
     (
+        "detection-task-classes",
+        "detection: task.num_classes set apart from the dataset's class names",
+        lambda t, r: [*SHAPES, "task.num_classes=6"],
+        "list 4 classes but task.num_classes is 6; give both one count: 4 classes "
+        "(dataset.num_classes=4, task.num_classes left to follow it), or 6 names",
+    ),
+    (
         "detection-image-mean",
         "detection: a normalisation mean of 2 values for RGB images",
         lambda t, r: [*SHAPES, "model.image_mean=[0.5,0.5]"],

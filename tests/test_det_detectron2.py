@@ -189,6 +189,7 @@ def test_opts_set_the_keys_whose_argument_is_not_given():
 
 
 @pytest.mark.usefixtures("detectron2", "one_thread")
+@pytest.mark.filterwarnings("ignore:model.trainable_layers=4 freezes")  # (random weights here)
 def test_every_key_mic_sets_is_refused_in_opts_and_others_are_applied():
     """Every detectron2 config key the arguments (or mic, always) change is in MIC_KEYS, so
     that ``opts`` cannot override it; a key mic leaves alone still goes through."""

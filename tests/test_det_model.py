@@ -3,6 +3,7 @@ Detectron2RCNN): per-box weights on the RPN and ROI losses, training forwards wi
 captured features, 0-based classes, and gradient reversal."""
 
 import re
+import warnings
 
 import pytest
 import torch
@@ -18,8 +19,15 @@ from mic.tasks.detection import (
     reverse_gradient,
     scale_gradient,
 )
-from mic.tasks.detection.model import sample_weights
-from tests.det_helpers import BACKENDS, NUM_CLASSES, head_weights, tiny_batch, tiny_detector
+from mic.tasks.detection.model import build_backbone, check_detector_settings, sample_weights
+from tests.det_helpers import (
+    BACKENDS,
+    NUM_CLASSES,
+    TINY_SIZES,
+    head_weights,
+    tiny_batch,
+    tiny_detector,
+)
 from tests.det_helpers import task as det_task
 
 backends = pytest.mark.parametrize("backend", BACKENDS)
@@ -382,6 +390,7 @@ def test_a_backbone_that_cannot_feed_a_feature_pyramid_is_refused(backend, backb
 
 @backends
 @pytest.mark.parametrize("backbone", ["convnext_atto", "regnetx_002"])
+@pytest.mark.filterwarnings("ignore:model.trainable_layers=.* freezes")  # (random weights here)
 def test_trainable_layers_freezes_the_first_stages_of_a_timm_backbone(backend, backbone):
     def frozen(layers):
         model = _detector(backend, backbone, trainable_layers=layers)
@@ -404,6 +413,35 @@ def test_trainable_layers_freezes_the_first_stages_of_a_timm_backbone(backend, b
     )
     with pytest.raises(ConfigError, match=r"trainable_layers must lie in \[0, 5\]"):
         frozen(6)
+
+
+@backends
+def test_stages_frozen_without_pretrained_weights_are_warned_of(backend):
+    """model.trainable_layers=3 with model.pretrained=false froze two stages at their random
+    initial weights without a word; all stages training (null, 5) says nothing."""
+    with pytest.warns(UserWarning, match=r"trainable_layers=3 freezes 2 of the backbone's 5"):
+        _detector(backend, "regnetx_002", trainable_layers=3)
+    for layers in (None, 5):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            _detector(backend, "regnetx_002", trainable_layers=layers)
+
+
+def test_torchvision_s_mobilenet_counts_its_six_stages():
+    with pytest.warns(UserWarning, match=r"freezes 1 of the backbone's 6 stages"):
+        build_backbone("mobilenet_v3_small", pretrained=False, fpn_channels=256, trainable_layers=5)
+
+
+@backends
+def test_anchor_sizes_that_shrink_toward_the_coarse_levels_are_warned_of(backend):
+    """Reversed anchors ([128, ..., 8]: the largest on the stride-4 map) trained silently."""
+    reversed_sizes = {**TINY_SIZES, "anchor_sizes": [128, 64, 32, 16, 8]}
+    with pytest.warns(UserWarning, match=r"\[128, 64, 32, 16, 8\] shrink from one FPN level"):
+        check_detector_settings(reversed_sizes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_detector_settings({"anchor_sizes": [[8, 12], [16, 24], [32, 48]]})
+        _detector(backend, "regnetx_002")  # (TINY_SIZES' anchors grow)
 
 
 def test_trainable_layers_takes_levels_whose_module_holds_no_parameters(monkeypatch):

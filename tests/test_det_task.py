@@ -213,7 +213,7 @@ def targets_one():
 
 
 def test_mismatched_class_names_are_an_error():
-    with pytest.raises(DatasetError, match="list 2 classes"):
+    with pytest.raises(DatasetError, match=r"list 2 classes but task\.num_classes is 3"):
         mic.tasks.detection.DetectionTask(3, class_names=["a", "b"])
     assert isinstance(PseudoLabels, type)
 
@@ -382,7 +382,26 @@ def test_ignore_boxes_follow_the_detectors_resizing_as_the_pseudo_boxes_do(backe
         assert torch.allclose(ignore, pseudo)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@backends
+def test_thresholds_below_the_detector_s_lowest_score_are_warned_of(backend):
+    """task.score_threshold=0 acted as the detector's box_score_thresh (0.05) without a word:
+    post-processing drops every box under it before pseudo_label sees the predictions."""
+    images, _ = tiny_batch()
+    model = tiny_detector(backend=backend).eval()
+    assert model.box_score_thresh == 0.05  # (both backends' default)
+    task = mic.tasks.detection.DetectionTask(NUM_CLASSES, score_threshold=0.02)
+    with pytest.warns(UserWarning, match=r"task.score_threshold=0.02 lies below the model's "):
+        task.predict(model, images)
+    with warnings.catch_warnings():  # once per task; none at or above the floor
+        warnings.simplefilter("error")
+        task.predict(model, images)
+        mic.tasks.detection.DetectionTask(NUM_CLASSES, 0.05).predict(model, images)
+    both = mic.tasks.detection.DetectionTask(NUM_CLASSES, 0.03, ignore_threshold=0.01)
+    with pytest.warns(UserWarning, match=r"score_threshold=0.03 and task.ignore_threshold=0.01"):
+        both.predict(model, images)
+
+
+@backends
 def test_predict_and_loss_refuse_what_the_detectors_took_silently(backend):
     images, targets = tiny_batch()
     model = tiny_detector(backend=backend)

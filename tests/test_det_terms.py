@@ -107,6 +107,10 @@ def test_pseudo_box_statistics():
     assert stats["score"].item() == pytest.approx(0.9)
     empty = pseudo_box_statistics(PseudoLabels([{}], [torch.zeros(0)]), torch.device("cpu"))
     assert empty["boxes"].item() == empty["images"].item() == empty["score"].item() == 0
+    assert "ignore_boxes" not in stats  # (no task.ignore_threshold: none are made)
+    unsure = [{"ignore_boxes": torch.zeros(n, 4)} for n in (3, 0)]
+    ignoring = PseudoLabels(unsure, [torch.tensor([0.9]), torch.zeros(0)])
+    assert pseudo_box_statistics(ignoring, torch.device("cpu"))["ignore_boxes"].item() == 1.5
 
 
 def test_unknown_weighting_is_refused():
@@ -122,7 +126,7 @@ def test_the_masked_branch_logs_its_pseudo_boxes_and_loss(tmp_path, weighting, b
     overrides = [
         *tiny_det(backend),
         "method=mean_teacher",
-        "task.score_threshold=0.0",  # an untrained teacher's boxes count, so the branch runs
+        "task.score_threshold=0.05",  # (the detector's floor) an untrained teacher's boxes count
         "log.interval=1",
     ]
     if weighting is not None:

@@ -163,7 +163,7 @@ def _detection_loop(terms, with_mic: bool, backend: str = "torchvision"):
     from tests.det_helpers import SIZE, tiny_detector
 
     # threshold 0: the untrained teacher's boxes become pseudo-boxes, so MIC's branch runs
-    task = DetectionTask(4, score_threshold=0.0)
+    task = DetectionTask(4, score_threshold=0.05)
     kw = {"batch_size": 2, "shuffle": True, "drop_last": True, "collate_fn": task.collate}
     src = ShapesDetection("source", "train", size=SIZE, length=8)
     tgt = ShapesDetection("target", "train", labelled=False, size=SIZE, length=8)

@@ -39,6 +39,7 @@ from mic.tasks.detection.model import (
     check_detector_images,
     check_detector_settings,
     confidence_weighted,
+    warn_of_random_frozen,
     warn_of_shrinking,
 )
 
@@ -368,6 +369,7 @@ class Detectron2RCNN(nn.Module):
                 raise ConfigError(
                     f"model.trainable_layers must lie in [0, 5], got {trainable_layers}"
                 )
+            warn_of_random_frozen(int(trainable_layers), initialised)
             model.BACKBONE.FREEZE_AT = 5 - int(trainable_layers)
         elif not initialised:
             model.BACKBONE.FREEZE_AT = 0
@@ -441,6 +443,7 @@ class Detectron2RCNN(nn.Module):
         cfg.freeze()
         self.cfg, self.config = cfg, config
         self.num_classes = int(num_classes)
+        self.box_score_thresh = float(model.ROI_HEADS.SCORE_THRESH_TEST)  # (its lowest score)
         if backbone is None:
             body = build_backbone(cfg)
         else:

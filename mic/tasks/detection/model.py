@@ -524,6 +524,7 @@ def build_backbone(
                 f"{e}). Without internet, put '{weights.url.rsplit('/', 1)[-1]}' into "
                 f"{torch.hub.get_dir()}/checkpoints, or use model.pretrained=false"
             ) from e
+    warn_of_random_frozen(trainable_layers, pretrained, 6 if tv_mobile else 5)
     if tv_resnet:
         layers = (3 if pretrained else 5) if trainable_layers is None else trainable_layers
         body = resnet_fpn_backbone(
@@ -543,6 +544,23 @@ def build_backbone(
     layers = (3 if pretrained else 5) if trainable_layers is None else trainable_layers
     fpn = TimmFPN(name, pretrained, fpn_channels, norm=norm, trainable_layers=layers)
     return fpn, ["0", "1", "2", "3"]
+
+
+def warn_of_random_frozen(trainable_layers: Any, initialised: bool, stages: int = 5) -> None:
+    """Warn when ``trainable_layers`` (of ``stages``) freezes backbone stages that hold no
+    pretrained weights: they keep their random initial weights unless weights are loaded
+    into the model afterwards (mic-train's ``init_from``, ``load_initial_weights``)."""
+    if initialised or trainable_layers is None or isinstance(trainable_layers, bool):
+        return
+    if isinstance(trainable_layers, int) and 0 <= trainable_layers < stages:
+        warnings.warn(
+            f"model.trainable_layers={trainable_layers} freezes {stages - trainable_layers} of "
+            f"the backbone's {stages} stages, but the backbone has no pretrained weights "
+            "(model.pretrained=false): those stages keep their random initial weights unless "
+            "weights are loaded afterwards (init_from); leave model.trainable_layers out (null: "
+            "every stage trains without pretrained weights) to train them",
+            stacklevel=4,
+        )
 
 
 #: the detector settings that are positive whole numbers / fractions in [0, 1] (both backends)
@@ -673,6 +691,15 @@ def check_detector_settings(given: Mapping[str, Any]) -> None:
                 f"RPN head predicts one set of anchors per location for all levels); got "
                 f"{[list(s) for s in per_level]!r}, e.g. [[8, 12], [16, 24], [32, 48], ...]"
             )
+        if any(min(b) < min(a) for a, b in itertools.pairwise(per_level)):
+            warnings.warn(  # (trains, with the large anchors on the maps of small objects)
+                f"model.anchor_sizes {[s[0] if len(s) == 1 else list(s) for s in per_level]} "
+                "shrink from one FPN level "
+                "to the next, but the levels run from the finest map (stride 4, for small "
+                "objects) to the coarsest: list the sizes smallest first, e.g. [32, 64, 128, "
+                "256, 512] (published)",
+                stacklevel=3,
+            )
     if aspect_ratios is not None:
         ratios = aspect_ratios if isinstance(aspect_ratios, Sequence) else None
         if (
@@ -791,6 +818,7 @@ class FasterRCNN(nn.Module):
         check_whole("num_classes", num_classes, 1, "detection needs at least 1 class")
         check_detector_settings(locals())
         self.num_classes = int(num_classes)
+        self.box_score_thresh = float(box_score_thresh)  # (the lowest score it predicts)
         self.fpn_channels = int(fpn_channels)
         self.representation_size = int(representation_size)
         self.image_mean = [float(v) for v in image_mean]

@@ -138,11 +138,12 @@ class DetectionTask(Task):
         self.ignore_threshold = None if ignore_threshold is None else float(ignore_threshold)
         names = list(class_names) if class_names else [str(i) for i in range(self.num_classes)]
         if len(names) != self.num_classes:
-            raise DatasetError(
-                f"class counts disagree: the class names (task.class_names, from the dataset) "
-                f"list {len(names)} classes but num_classes={self.num_classes}; set "
-                f"dataset.num_classes={len(names)} to match the names (or name "
-                f"{self.num_classes} classes)"
+            raise DatasetError(  # (mic-train: either count may be the one set by hand)
+                f"class counts disagree: the class names (task.class_names, from the "
+                f"dataset's classes) list {len(names)} classes but task.num_classes is "
+                f"{self.num_classes}; give both one count: {len(names)} classes "
+                f"(dataset.num_classes={len(names)}, task.num_classes left to follow it), or "
+                f"{self.num_classes} names in dataset.classes"
             )
         self.class_names = names
         self.primary_metric = primary_metric
@@ -225,7 +226,8 @@ class DetectionTask(Task):
         """Refuse what the detectors would take silently or with torch's errors: a model of
         another class count, a single image or a batch of another rank, images that are not
         float (uint8, NumPy); warn once of colour values beyond [0, 1] (0..255)."""
-        classes = getattr(unwrap(model), "num_classes", None)
+        inner = unwrap(model)
+        classes = getattr(inner, "num_classes", None)
         if isinstance(classes, int) and classes != self.num_classes:
             raise ConfigError(
                 f"the model predicts {classes} classes but the task has {self.num_classes}: "
@@ -249,6 +251,25 @@ class DetectionTask(Task):
         if not self._range_checked:  # once here: a host synchronisation (collate: each batch)
             self._range_checked = True
             self._warn_of_pixel_range(first)
+            self._warn_of_score_floor(getattr(inner, "box_score_thresh", None))
+
+    def _warn_of_score_floor(self, floor: Any) -> None:
+        """Warn when a pseudo-label threshold lies below the lowest score the model predicts
+        (its ``box_score_thresh``): boxes under that floor never reach ``pseudo_label``."""
+        if not isinstance(floor, float):  # (a detector of one's own may not say)
+            return
+        given = {"score_threshold": self.score_threshold, "ignore_threshold": self.ignore_threshold}
+        below = {k: v for k, v in given.items() if v is not None and v < floor}
+        if below:
+            said = " and ".join(f"task.{k}={v:g}" for k, v in below.items())
+            warnings.warn(
+                f"{said} {'lie' if len(below) > 1 else 'lies'} below the model's "
+                f"box_score_thresh={floor:g}, the lowest score "
+                f"its post-processing keeps: no teacher box scored below {floor:g} reaches "
+                "the pseudo-labels; lower model.box_score_thresh as well (or raise the "
+                "threshold to it)",
+                stacklevel=4,
+            )
 
     def _warn_of_pixel_range(self, images: Tensor | list[Tensor]) -> None:
         """Warn (once per kind) of images outside [0, 1]: pixel values in 0..255, or images

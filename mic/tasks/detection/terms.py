@@ -31,18 +31,23 @@ DETECTION_WEIGHTINGS = (*WEIGHTING_MODES, "student")
 def pseudo_box_statistics(pseudo: PseudoLabels, device: torch.device) -> dict[str, Tensor]:
     """For logs: ``boxes``, pseudo-boxes per target image; ``images``, the share of target
     images with at least one (those the masked branch trains on); ``score``, the pseudo-boxes'
-    mean teacher score. Detached 0-d float tensors on ``device``, made without a host
-    synchronisation (the counts are known to the host)."""
+    mean teacher score (0 without any); ``ignore_boxes``, ignore boxes per target image, where
+    the task makes them (``task.ignore_threshold``). Detached 0-d float tensors on ``device``,
+    made without a host synchronisation (the counts are known to the host)."""
     confidence = [c.detach().float() for c in pseudo.confidence]
     images = max(1, len(confidence))
     boxes = sum(len(c) for c in confidence)
     zero = torch.zeros((), device=device)
     kept = sum(len(c) > 0 for c in confidence)
-    return {
+    found = {
         "boxes": zero.new_full((), boxes / images),
         "images": zero.new_full((), kept / images),
         "score": torch.cat(confidence).mean() if boxes else zero,
     }
+    ignored = [t["ignore_boxes"] for t in pseudo.labels if "ignore_boxes" in t]
+    if ignored:
+        found["ignore_boxes"] = zero.new_full((), sum(len(b) for b in ignored) / images)
+    return found
 
 
 class DetectionMIC(MaskedImageConsistency):
