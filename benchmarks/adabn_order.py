@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
         adabn = make_loader(data["target"], batch, task, True, 0, seed, "target")
         with recalibrated_batchnorm(model, adabn, int(cfg.eval.adabn_batches)):
             rows.append((seed, evaluate(task, model, test)[task.primary_metric]))
-    print(f"Command: `python benchmarks/adabn_order.py {shlex.join(sys.argv[1:])}`\n")
+    given = shlex.join(sys.argv[1:] if argv is None else argv)
+    print(f"Command: `python benchmarks/adabn_order.py {given}`\n")
     print(f"| loader seed | target {task.primary_metric} of the {args.model} (%) |")
     print("|---|---|")
     for seed, score in rows:
