@@ -1611,6 +1611,33 @@ CASES = [
         "32 x 32: set model.img_size=32",
     ),
     (
+        "classification-vit-partial-patches",
+        "classification: a vision transformer of an img_size its patch size does not divide",
+        lambda t, r: [
+            "model=vit_b16",
+            "model.pretrained=false",
+            "model.backbone=vit_tiny_patch16_224",
+            "model.img_size=40",
+        ],
+        "its img_size 40 is no multiple of that: it would read 2 x 2 patches and never see the "
+        "last 8 px rows and 8 px columns of every image",
+    ),
+    (
+        "classification-vit-dynamic-partial-patches",
+        "classification: a vision transformer of dynamic_img_size on images of partial patches",
+        lambda t, r: [
+            "model=vit_b16",
+            "model.pretrained=false",
+            "model.backbone=vit_tiny_patch16_224",
+            "model.img_size=32",
+            "+model.dynamic_img_size=true",
+            "+dataset.source.size=40",
+            "+dataset.target.size=40",
+            "+dataset.test.size=40",
+        ],
+        "made of whole 16 x 16 px patches, these are 40 x 40: give images of a multiple of 16 px",
+    ),
+    (
         "classification-negative-bottleneck",
         "a negative bottleneck width, read by DANN's discriminator as its input width",
         lambda t, r: ["dataset=digits", "method=dann", "model.bottleneck_dim=-1"],
@@ -2247,6 +2274,7 @@ CASES = [
 #: comes when training starts, after the check of a resumed run's config)
 NEW_RUN = {
     "classification-vit-of-another-image-size",
+    "classification-vit-partial-patches",
     "model-weights-file-of-another-model",
     "model-channels-other-than-data",
     "model-forward-needs-more",

@@ -104,6 +104,9 @@ def test_visda_errors_name_the_problem(tmp_path):
     listing.write_text("aeroplane/src_0 00.png\n")
     with pytest.raises(DatasetError, match="line 1: expected '<image path> <class index>'"):
         VisDA2017(root, "synthetic")
+    listing.write_text("aeroplane/src_0 00.png,0\n")  # (a CSV file's line)
+    with pytest.raises(DatasetError, match=r"00\.png,0' \(fields separated by ',': separate"):
+        VisDA2017(root, "synthetic")
     listing.write_text("aeroplane/missing.png 0\n")
     with pytest.raises(DatasetError, match="does not exist; relative paths are taken from"):
         VisDA2017(root, "synthetic")

@@ -241,6 +241,8 @@ def test_one_skipped_name_given_alone_is_one_name_and_a_bad_rho_is_refused():
     for rho in (-0.1, float("nan"), "0.05"):
         with pytest.raises(ConfigError, match="SAM rho must be a finite number >= 0"):
             SharpnessAwareMinimization(rho)
+    with pytest.warns(UserWarning, match=r"SAM rho=0 perturbs nothing: .*\(twice the compute\)"):
+        SharpnessAwareMinimization(0)  # (trained silently at double cost)
 
 
 # ------------------------------------------------------------------- shared forward passes

@@ -230,7 +230,37 @@ def create_backbone(
         raise
     if pretrained:
         refuse_foreign_weights(name, loads, kwargs.get("pretrained_cfg_overlay"))
+    refuse_partial_patches(name, model)
     return model
+
+
+def refuse_partial_patches(name: str, model: nn.Module) -> None:
+    """Refuse a vision transformer of a fixed ``img_size`` that its patch size does not divide:
+    timm's patch embedding (a convolution of the patch's stride) reads the whole patches
+    alone and never sees the last rows and columns, without a word.
+
+    Raises:
+        ConfigError: naming the sizes, the pixels left unread and the fixes.
+    """
+    patches = getattr(model, "patch_embed", None)
+    size, patch = getattr(patches, "img_size", None), getattr(patches, "patch_size", None)
+    if not (size and patch) or getattr(patches, "dynamic_img_pad", False):
+        return
+    if not getattr(patches, "strict_img_size", False):  # (dynamic: checked per batch)
+        return
+    left = [s % p for s, p in zip(size, patch)]
+    if any(left):
+        shown = size[0] if size[0] == size[1] else list(size)
+        fits = sorted({patch[0] * (size[0] // patch[0]), patch[0] * (size[0] // patch[0] + 1)})
+        raise ConfigError(
+            f"backbone '{name}' cuts its images into {patch[0]} x {patch[1]} px patches, but "
+            f"its img_size {shown} is no multiple of that: it would read "
+            f"{size[0] // patch[0]} x {size[1] // patch[1]} patches and never see the last "
+            f"{left[0]} px rows and {left[1]} px columns of every image. Give images (and "
+            f"model.img_size, which follows dataset.size in mic's ViT configs) a multiple of "
+            f"{patch[0]} px ({' or '.join(str(f) for f in fits if f)}), or "
+            "+model.dynamic_img_pad=true (timm pads the border)"
+        )
 
 
 def refuse_unread_file(name: str, pretrained: bool, overlay: dict[str, Any] | None) -> None:

@@ -22,9 +22,11 @@ def read_image_list(list_file: Path, base: Path) -> list[tuple[Path, int]]:
         if not fields:
             continue
         if len(fields) < 2 or not fields[-1].lstrip("-").isdigit():
+            split = next((s for s in (",", ";") if s in line.strip()), None)
+            hint = f" (fields separated by {split!r}: separate them by a space)" if split else ""
             raise DatasetError(
                 f"{list_file}, line {number}: expected '<image path> <class index>', "
-                f"got {line.strip()!r}"
+                f"got {line.strip()!r}{hint}"
             )
         path = Path(line.strip().rsplit(maxsplit=1)[0].strip())
         samples.append((path if path.is_absolute() else base / path, int(fields[-1])))

@@ -90,6 +90,16 @@ class Classifier(nn.Module):
                 "has none, as model=small_cnn), where timm resamples its position embedding to "
                 "it, or +model.dynamic_img_size=true"
             )
+        step = tuple(getattr(patches, "patch_size", None) or ())
+        fixed = getattr(patches, "strict_img_size", True) or getattr(patches, "dynamic_img_pad", 1)
+        h, w = x.shape[-2:]
+        if step and not fixed and (h % step[0] or w % step[1]):
+            raise ConfigError(  # (timm: an AssertionError of divisibility)
+                f"the backbone {type(self.backbone).__name__} takes images of any size "
+                f"(dynamic_img_size) made of whole {step[0]} x {step[1]} px patches, these are "
+                f"{h} x {w}: give images of a multiple of {step[0]} px (dataset.size), or "
+                "+model.dynamic_img_pad=true (timm pads the border)"
+            )
         if self.training and len(x) == 1 and not isinstance(self.bottleneck, nn.Identity):
             raise DatasetError(
                 "a batch of 1 image reached the classifier in training mode, and the "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -178,6 +179,13 @@ class SharpnessAwareMinimization(StepStrategy):
             )
         if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho >= 0):
             raise ConfigError(f"SAM rho must be a finite number >= 0, got {rho!r}")
+        if rho == 0:
+            warnings.warn(
+                "SAM rho=0 perturbs nothing: every iteration makes sharpness-aware "
+                "minimisation's two passes (twice the compute) for a plain step; SDAT's base "
+                "without SAM is method=cdan (in Python: a loop without this step strategy)",
+                stacklevel=2,
+            )
         self.rho, self.adaptive = float(rho), bool(adaptive)
         # one name given alone (mic-train: method.step.first_pass_skips=cdan) is one name
         skips = [first_pass_skips] if isinstance(first_pass_skips, str) else first_pass_skips
