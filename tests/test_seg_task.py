@@ -511,6 +511,13 @@ def test_a_sliding_window_larger_than_the_training_crops_is_warned_of():
         )
         whole.check_datasets({"source": crops})
         SegmentationTask(3)  # whole, no window
+    # the bundled scenes are read uncropped (no transform): their image size is the crop
+    from mic.datasets.segmentation import StreetScenes
+
+    scenes = StreetScenes("source", "train", count=2, size=32)
+    eight = SegmentationTask(8, inference="slide", crop_size=(64, 64), stride=(32, 32))
+    with pytest.warns(UserWarning, match=r"larger than the 32 x 32 training crops"):
+        eight.check_datasets({"source": scenes})
 
 
 def test_a_stride_of_one_value_is_refused_when_the_task_is_built():

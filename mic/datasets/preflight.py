@@ -759,7 +759,7 @@ def crop_problems(transform: Any, sizes: Sequence[tuple[int, int]], where: str) 
             f"{len(small)} of {len(sizes)} images fill less than half of the {cw} x {ch} crop "
             f"(e.g. {w} x {h}{' after the scale' if scale is not None else ''})",
             "A model trained on padding learns little: set a crop size no larger than the "
-            "images (dataset.crop_size=[height,width] with dataset=seg_folders), or a scale "
+            "images (mic's segmentation datasets: dataset.crop_size=[height,width]), or a scale "
             "that resizes them up ({reader}.transform.scale=[long,short], the sides' bounds "
             "of the resize that keeps the aspect ratio).",
             warning=True,

@@ -280,6 +280,8 @@ class RareClassSampling(DatasetWrapper):
         inner = [p for p in inner if p.kind not in (FEW_CLASSES, ABSENT_CLASSES)]
         named = {p.file for p in inner}
         own = [p for p in self.found_problems if p.kind != UNUSABLE or p.file not in named]
+        if any(not p.warning for p in inner):  # (labels misread: their classes' presence too)
+            own = [p for p in own if p.kind not in (FEW_CLASSES, ABSENT_CLASSES)]
         return [*inner, *own]
 
     def _reader_errors(self) -> list[Problem]:

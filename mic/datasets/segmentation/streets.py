@@ -270,6 +270,8 @@ class StreetScenes:
         mean = torch.tensor(MEAN).view(1, 3, 1, 1)
         std = torch.tensor(STD).view(1, 3, 1, 1)
         self.images = (images - mean) / std
+        #: every image's (height, width), uncropped: the training crop of a run on them
+        self.image_size = tuple(self.images.shape[-2:])
         self.ignore_index = 255
 
     def _generate(

@@ -586,6 +586,7 @@ class SegmentationTask(Task):
         )
         source = datasets.get("source")  # (rare class sampling's wrapper: the reader's)
         crop = getattr(getattr(source, "transform", None), "crop_size", None)
+        crop = crop or getattr(source, "image_size", None)  # (uncropped: the bundled scenes)
         window = self.crop_size if self.inference == "slide" else None
         if window and crop and any(w > c for w, c in zip(window, crop, strict=True)):
             h, w = crop
