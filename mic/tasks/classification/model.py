@@ -91,9 +91,10 @@ class Classifier(nn.Module):
                 "it, or +model.dynamic_img_size=true"
             )
         step = tuple(getattr(patches, "patch_size", None) or ())
-        fixed = getattr(patches, "strict_img_size", True) or getattr(patches, "dynamic_img_pad", 1)
+        unpadded = not getattr(patches, "dynamic_img_pad", True)  # (timm's: pads the border)
+        dynamic = not getattr(patches, "strict_img_size", True) and unpadded
         h, w = x.shape[-2:]
-        if step and not fixed and (h % step[0] or w % step[1]):
+        if step and dynamic and (h % step[0] or w % step[1]):
             raise ConfigError(  # (timm: an AssertionError of divisibility)
                 f"the backbone {type(self.backbone).__name__} takes images of any size "
                 f"(dynamic_img_size) made of whole {step[0]} x {step[1]} px patches, these are "
