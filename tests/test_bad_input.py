@@ -321,6 +321,21 @@ def uint8_digits(**kwargs):
     return [((ds[i][0] * 100).to(torch.uint8), ds[i][1]) for i in range(len(ds))]
 
 
+class RaisingDigits:
+    """A dataset of one's own whose __getitem__ fails (its code's fault)."""
+
+    num_classes = 10
+
+    def __init__(self, **kwargs):
+        pass
+
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, index):
+        raise ValueError(f"broken sample {index}")
+
+
 def two_sizes(**kwargs):
     """Unlabelled digits, every other one a pixel wider."""
     from mic.datasets import DigitsDomain
@@ -1988,6 +2003,13 @@ CASES = [
         "a label outside the class range",
         lambda t, r: ["dataset.source._target_=tests.test_bad_input.shifted_digits"],
         "outside the class range",
+    ),
+    (
+        "data-own-dataset-raises",
+        "a dataset of one's own whose __getitem__ raises (the data check loads its first sample)",
+        lambda t, r: ["dataset.source._target_=tests.test_bad_input.RaisingDigits"],
+        "Datasets whose first sample raises an error (1): 'sample 0' (ValueError: broken sample "
+        "0). Mend the dataset's __getitem__ (dataset[0] in Python shows the traceback)",
     ),
     (
         "data-uint8-images",

@@ -823,15 +823,24 @@ def test_the_sample_check_leaves_the_random_generators_as_they_were():
     assert random.getstate() == states[2]
 
 
-def test_a_sample_that_does_not_load_is_left_to_training():
+def test_a_first_sample_that_raises_is_named_before_training_unless_mic_s_own_error():
+    """A dataset of one's own whose first sample fails was left to training, where it ended
+    in a traceback; a reader's own error (a bad file: its own check names it) still is."""
+
     class Broken:
+        def __init__(self, error):
+            self.error = error
+
         def __len__(self):
             return 2
 
         def __getitem__(self, index):
-            raise OSError("disk gone")
+            raise self.error
 
-    check_datasets({"source": Broken()})  # no problem to report: training meets it
+    with pytest.raises(DatasetError, match=r"first sample raises an error \(1\): 'sample 0' "
+                       r"\(OSError: disk gone\)\. Mend the dataset's __getitem__"):  # fmt: skip
+        check_datasets({"source": Broken(OSError("disk gone"))})
+    check_datasets({"source": Broken(DatasetError("a bad file"))})
 
 
 def test_a_symlink_loop_in_an_image_folder_lists_each_image_once(tmp_path):

@@ -454,6 +454,18 @@ def test_the_base_collate_names_samples_a_model_cannot_take(sample, named):
         _OwnTask().collate([sample, sample])
 
 
+@pytest.mark.parametrize("first_is_a_tensor", [True, False])
+def test_a_batch_with_a_pil_image_names_it(first_is_a_tensor):
+    """A transform without ToTensor on one path: the data check reads sample 0 alone, and a
+    later batch ended in default_collate's (or torch.stack's) TypeError."""
+    from PIL import Image
+
+    picture = (Image.new("RGB", (4, 4)), 1)
+    first = (torch.zeros(3, 4, 4), 0) if first_is_a_tensor else picture
+    with pytest.raises(DatasetError, match=r"images that are PIL.Image.Image objects, not tensors"):
+        _OwnTask().collate([first, picture])
+
+
 def test_the_base_collate_leaves_images_of_a_tasks_own_kind_alone():
     """A dict of modalities, or float64 images for a float64 model, are the task's to read."""
     images, labels = _OwnTask().collate([({"rgb": torch.zeros(3, 4, 4)}, 1)] * 2)

@@ -183,6 +183,30 @@ def test_seeded_dataset_seeds_only_the_generators_a_dataset_declares():
         SeededDataset(_Drawing(("torch", "cuda")))
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_dataset_s_own_error_keeps_its_traceback_and_names_the_sample(workers):
+    """A dataset of one's own that fails mid-run: its error (its code's fault) with the
+    sample it met, also from a loader's worker process."""
+    from mic.training import SeededDataset
+
+    class Failing(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, index):
+            if index == 5:
+                raise ValueError("a broken sample")
+            return torch.zeros(2)
+
+    keys = [(i, 0) for i in range(8)]
+    with pytest.raises(ValueError, match="a broken sample") as info:
+        for _ in DataLoader(SeededDataset(Failing()), batch_size=1, sampler=keys,
+                            num_workers=workers):  # fmt: skip
+            pass
+    said = " ".join([str(info.value), *getattr(info.value, "__notes__", [])])
+    assert "raised by Failing loading sample 5: dataset[5] again" in said
+
+
 def test_bundled_benchmarks_declare_what_their_samples_draw():
     from mic.datasets import DigitsDomain
     from mic.datasets.segmentation import RareClassSampling, StreetScenes

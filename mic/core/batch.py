@@ -49,6 +49,15 @@ def collate_pairs(
 def _stacked(batch: Callable[[list[Any]], Any], items: list[Any], what: str) -> Any:
     try:
         return batch(items)
+    except TypeError:  # (default_collate's, of a PIL image, after the one the data check read)
+        odd = sorted({f"{type(x).__module__}.{type(x).__name__}" for x in items
+                      if not isinstance(x, torch.Tensor)})  # fmt: skip
+        if what != "images" or not odd:
+            raise
+        raise DatasetError(
+            f"one batch holds images that are {', '.join(odd)} objects, not tensors: end the "
+            "dataset's transform with torchvision's ToTensor() on every path of it"
+        ) from None
     except RuntimeError:
         shapes = sorted({tuple(getattr(x, "shape", ())) for x in items})
         if len(shapes) < 2:

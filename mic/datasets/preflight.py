@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from mic.core.errors import DatasetError, is_whole
+from mic.core.errors import DatasetError, MicError, is_whole
 from mic.datasets.files import (
     IMAGE_EXTENSIONS,
     PILLOW_LIMIT_FIX,
@@ -434,10 +434,17 @@ def sample_problems(
     untransformed = getattr(dataset, "transform", True) is None  # one of mic's readers, given none
     if untransformed and untransformed_ok:
         return [], None  # a reader asked for what it reads
-    loaded, sample = _load_sample(dataset)
-    if not loaded:
-        return [], None
+    loaded, sample = _load_sample(dataset, 0, Exception)
     where = "sample 0"
+    if not loaded:  # (empty; or a mic reader's bad file, which its own check names)
+        if sample is None or isinstance(sample, MicError):
+            return [], None
+        fix = (  # (a dataset of one's own: its code's fault, told before training starts)
+            "Mend the dataset's __getitem__ (dataset[0] in Python shows the traceback), or "
+            "let training meet it (preflight=false)."
+        )
+        said = f"{type(sample).__name__}: {sample}"
+        return [Problem("datasets whose first sample raises an error", where, said, fix)], None
     if isinstance(sample, Mapping) or (role != "target" and not _is_pair(sample)):
         kind = "samples that are not (image, label) pairs" + (
             " or images" if role == "target" else ""

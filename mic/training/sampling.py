@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from mic.core.errors import ConfigError, is_whole
+from mic.core.errors import ConfigError, MicError, is_whole
 
 #: the largest sampler seed: each epoch's permutation is seeded by seed x 1,000,003 + epoch, a
 #: 64-bit number (torch.Generator.manual_seed)
@@ -166,7 +166,15 @@ class SeededDataset(DatasetWrapper):
         self._torch, self._numpy, self._python = (g in self.generators for g in GENERATORS)
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
-        index, seed = key
+        try:
+            return self._load(*key)
+        except Exception as e:  # a dataset's own fault keeps its traceback, with the sample
+            if hasattr(e, "add_note") and not isinstance(e, MicError):
+                name = type(self.dataset).__name__
+                e.add_note(f"(raised by {name} loading sample {key[0]}: dataset[{key[0]}] again)")
+            raise
+
+    def _load(self, index: int, seed: int) -> Any:
         if self._python:
             random.seed(seed)
         if self._numpy:
