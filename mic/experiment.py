@@ -234,7 +234,12 @@ def make_loader(
     group = group or ProcessInfo()
     short = _short_of_a_batch(name, dataset, batch_size, group) if train else None
     if short:
-        raise DatasetError(f"{short}; add data or lower the batch size (loader.*_batch_size)")
+        fix = (
+            "add data or lower the batch size (loader.*_batch_size)"
+            if len(dataset)
+            else "give it samples"
+        )
+        raise DatasetError(f"{short}; {fix}")
     generator = torch.Generator()
     generator.manual_seed(seed)
     sampler = None
@@ -263,6 +268,8 @@ def _short_of_a_batch(name: str, dataset: Any, batch_size: int, group: ProcessIn
     None."""
     if len(dataset) // group.world_size >= batch_size:
         return None
+    if len(dataset) == 0:  # (no batch size helps)
+        return f"the {name} dataset is empty ({type(dataset).__name__} holds no samples)"
     return (
         f"the {name} dataset holds {len(dataset)} samples, fewer than one batch of "
         f"{batch_size}{' per process' if group.enabled else ''}"
@@ -961,11 +968,11 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
     workers = int(ld.num_workers)
     short = [_short_of_a_batch(k, data[k], b, group) for k, b in batches.items()]
     if any(short):  # both named at once, not the target on the next run
+        lower = [f"loader.{k}_batch_size" for k, why in zip(batches, short) if why and len(data[k])]
         raise DatasetError(
             "; ".join(filter(None, short))
-            + "; add data or lower the batch size ("
-            + ", ".join(f"loader.{k}_batch_size" for k, why in zip(batches, short) if why)
-            + ")"
+            + (f"; add data or lower the batch size ({', '.join(lower)})" if lower else "")
+            + ("; give the empty dataset its samples" if len(lower) < sum(map(bool, short)) else "")
         )
     source = make_loader(
         data["source"],

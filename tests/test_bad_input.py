@@ -336,6 +336,13 @@ class RaisingDigits:
         raise ValueError(f"broken sample {index}")
 
 
+class EmptyDigits(RaisingDigits):
+    """A dataset of one's own that holds no samples."""
+
+    def __len__(self):
+        return 0
+
+
 def two_sizes(**kwargs):
     """Unlabelled digits, every other one a pixel wider."""
     from mic.datasets import DigitsDomain
@@ -2010,6 +2017,13 @@ CASES = [
         lambda t, r: ["dataset.source._target_=tests.test_bad_input.RaisingDigits"],
         "Datasets whose first sample raises an error (1): 'sample 0' (ValueError: broken sample "
         "0). Mend the dataset's __getitem__ (dataset[0] in Python shows the traceback)",
+    ),
+    (
+        "data-own-dataset-empty",
+        "a dataset of one's own that holds no samples (no batch size would help)",
+        lambda t, r: ["dataset.source._target_=tests.test_bad_input.EmptyDigits"],
+        "the source dataset is empty (EmptyDigits holds no samples); give the empty dataset its "
+        "samples",
     ),
     (
         "data-uint8-images",
