@@ -385,6 +385,10 @@ def load_run(
             )
             raise ConfigError(f"load_run({name}=...) takes a path, got {value!r}{hint}")
     folder = Path(run)
+    if not folder.exists():
+        raise ConfigError(
+            f"the run folder '{folder}' does not exist: give a mic-train run's folder"
+        )
     if not (folder / "config.yaml").is_file():
         logs = sorted(p.name for p in folder.glob("*.log")) if folder.is_dir() else []
         began = (folder / ".hydra").is_dir() or logs  # a run that stopped before training

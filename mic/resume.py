@@ -628,7 +628,8 @@ def resume(
 def resumed_line(loop: AdaptationLoop, path: Path) -> str:
     """``resuming from <path> at iteration <step>``, and whether anything is left to train."""
     done = (
-        f" (iterations={loop.iterations}: nothing left to train; raise iterations to train on)"
+        f" (iterations={loop.iterations}: no iteration left to train, only the final "
+        "evaluation and summary; raise iterations to train on)"
         if loop.step == loop.iterations
         else ""
     )

@@ -45,7 +45,7 @@ from mic.experiment import (
     unlock_run_folder,
 )
 from mic.resume import empty_run_folder, in_sweep
-from mic.schema import NAMED_GROUPS, did_you_mean, exception_chain, spelled_alike
+from mic.schema import NAMED_GROUPS, decode_env, did_you_mean, exception_chain, spelled_alike
 from mic.training import StoppedAtOnce, TrainingInterrupted, process_info
 from mic.training.checkpoint import option
 from mic.training.distributed import env_world_size
@@ -827,6 +827,36 @@ def usage_problem(argv: Sequence[str]) -> str | None:
             f"{added[0].split('=', 1)[0]} is ignored by Hydra, which reads the config search "
             f"path from hydra.searchpath= alone: write {plain}"
         )
+    return None
+
+
+def resolve_problem(argv: Sequence[str]) -> str | None:
+    """The message for ``--cfg job --resolve`` (or ``all``) of a config that does not resolve
+    (an unset ``oc.env``, a ``${key}`` it lacks), as the run itself would give it: Hydra
+    printed its traceback. None otherwise, or where the config does not compose here (the
+    run's checks name that)."""
+    from mic.experiment import compose_config
+
+    shown = {argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--cfg", "-c")}
+    if "--resolve" not in argv or not shown & {"job", "all"} or {"-m", "--multirun"} & {*argv}:
+        return None
+    own = _config_dirs(argv)
+    if own is None:
+        return None
+    overrides = [a for a in _split_options(argv)[1] if not a.startswith("hydra.")]
+    if own:
+        overrides.append(f"hydra.searchpath=[{','.join(f'file://{d.resolve()}' for d in own)}]")
+    try:
+        composed = compose_config(overrides)
+    except Exception:
+        return None
+    try:
+        decode_env(composed)  # (an unset variable named as the run names it)
+        OmegaConf.to_container(composed, resolve=True)
+    except MicError as e:
+        return str(e)
+    except Exception as e:
+        return user_error(e, composed) or f"the config does not resolve: {e}"
     return None
 
 
@@ -1966,6 +1996,7 @@ def _command() -> None:
             or sweep_value_problem(sys.argv[1:])
             or run_name_problem(sys.argv[1:])
             or own_config_problem(sys.argv[1:])
+            or resolve_problem(sys.argv[1:])
         )
         if unknown:
             raise ConfigError(unknown)

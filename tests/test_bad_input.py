@@ -1137,6 +1137,19 @@ CASES = [
         "the job's settings); give --cfg all --resolve",
     ),
     (
+        "config-cfg-job-resolve-missing-key",
+        "the job's config shown resolved, with an interpolation of a key it lacks (a traceback)",
+        lambda t, r: ["--cfg", "job", "--resolve", "eval.interval=${intervall}"],
+        "eval.interval reads ${intervall}, which this config does not have",
+    ),
+    (
+        "config-cfg-job-resolve-unset-variable",
+        "the job's config shown resolved, reading an unset environment variable (a traceback)",
+        lambda t, r: ["--cfg", "job", "--resolve", "seed=${oc.env:MIC_TEST_UNSET}"],
+        "seed=${oc.env:MIC_TEST_UNSET} reads the environment variable MIC_TEST_UNSET, which is "
+        "not set",
+    ),
+    (
         "config-experiment-without-package",
         "an experiment file of one's own without '# @package _global_'",
         lambda t, r: [

@@ -301,6 +301,8 @@ def test_load_run_rebuilds_a_run_s_task_and_model_without_its_data(teacher_run, 
     assert probabilities.shape == (2, task.num_classes)
     with pytest.raises(ConfigError, match=r"holds no config\.yaml: give the folder of a run"):
         mic.load_run(tmp_path)
+    with pytest.raises(ConfigError, match=r"the run folder '.*nowhere' does not exist"):
+        mic.load_run(tmp_path / "nowhere")  # (was said to hold no config.yaml)
     with pytest.raises(ConfigError, match="model must be 'student' or 'teacher'"):
         mic.load_run(teacher_run, model="ema")
     said = r"takes a path, got 2 \(the checkpoint of iteration 2 is checkpoints/iter_00000002\.pt"

@@ -73,7 +73,9 @@ def test_a_finished_run_resumed_into_a_new_folder_names_the_best_pt_that_exists(
         new = tmp_path / f"new{i}"  # a folder of its own: resuming another run's here is refused
         out = run_mic_train([*TINY, f"resume={source}", f"hydra.run.dir={new}"])
         assert out.returncode == 0, out.stderr[-2000:]
-        assert "at iteration 2 (iterations=2: nothing left to train" in out.stdout
+        assert (
+            "at iteration 2 (iterations=2: no iteration left to train, only the final" in out.stdout
+        )
         best = json.loads((new / "summary.json").read_text())["best_checkpoint"]
         assert best["step"] == 2 and best["path"] == str(original)
         assert f"(iteration 2): {original}" in out.stdout
