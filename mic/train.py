@@ -1527,7 +1527,10 @@ def sweep_value_problem(argv: Sequence[str]) -> str | None:
             if "environment variable" in str(e):  # (set where the job runs, maybe not here)
                 return None
             return f"{which} would stop: {e}"
-        except Exception:  # (what the checks cannot read here: the run judges)
+        except Exception:  # (what the checks cannot read here: the run judges, but a key
+            said = None if own else unknown_setting(job)  # of none: Hydra's advice of +)
+            if said:
+                return f"{which} would stop: {said}"
             continue
     return None
 

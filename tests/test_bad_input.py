@@ -1246,6 +1246,13 @@ CASES = [
         "options: context_unet,",
     ),
     (
+        "config-sweep-unknown-key",
+        "a sweep with a key that does not exist, not swept itself (Hydra's advice: add it with +)",
+        lambda t, r: ["-m", "seed=0,1", "model.colour=red"],
+        "the sweep's first job (seed=0) would stop: no setting model.colour: model has no "
+        "'colour'. Its settings: backbone,",
+    ),
+    (
         "config-run-name-too-long",
         "a method name longer than a file name may be (Hydra's traceback setting up the log)",
         lambda t, r: ["method.name=" + "m" * 300],
