@@ -562,6 +562,38 @@ def _is_group(name: str) -> bool:
     return (importlib.resources.files("mic.conf") / name).is_dir()
 
 
+def _target_takes(target: Any, name: str) -> bool:
+    """Whether the class or function ``target`` names takes an argument ``name`` (True where
+    it cannot be read here, or takes ``**kwargs``)."""
+    from mic.schema import _get_object
+
+    try:
+        parameters = inspect.signature(_get_object(str(target))).parameters.values()
+    except Exception:
+        return True
+    return any(p.name == name or p.kind == p.VAR_KEYWORD for p in parameters)
+
+
+def _options_setting(group: str, path: Sequence[str]) -> list[str]:
+    """mic's options of config group ``group`` whose file sets ``path`` (the keys below the
+    group: ``["momentum"]``, ``["terms", "dann", "weight"]``)."""
+    folder = importlib.resources.files("mic.conf") / group
+    if not folder.is_dir():
+        return []
+    found = []
+    for name in _folder_options([folder]):
+        try:
+            raw = OmegaConf.load(str(folder / f"{name}.yaml"))
+        except Exception:
+            continue
+        node = OmegaConf.to_container(raw, resolve=False)
+        for part in path:
+            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+        if node is not _ABSENT:
+            found.append(name)
+    return found
+
+
 def _folder_options(folders: Sequence[Any]) -> list[str]:
     """The options of a config group's ``folders`` (mic's and one's own), sorted; files
     starting with ``_`` (parts of others) are none."""
@@ -1222,9 +1254,15 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
                 add = (
                     f" An argument of {node['_target_']} that the config does not list is "
                     f"added with +{key}=..."
-                    if "_target_" in node and not hint
+                    if "_target_" in node and not hint and _target_takes(node["_target_"], part)
                     else ""
                 )
+                others = [] if hint or depth == 0 else _options_setting(parts[0], parts[1:])
+                if others and not add:  # (a setting of another option: optimizer.momentum)
+                    add = (
+                        f" The {parts[0]} options that set it: "
+                        f"{', '.join(f'{parts[0]}={o}' for o in others)}"
+                    )
                 mismatches = task_mismatches(composed)  # the cause: a model of another task
                 if mismatches:
                     return f"{'; '.join(mismatches)} ({key} is no setting of it)"

@@ -1246,6 +1246,13 @@ CASES = [
         "options: context_unet,",
     ),
     (
+        "config-key-of-another-option",
+        "a setting of another option of the group (momentum of SGD, the default optimizer Adam)",
+        lambda t, r: ["optimizer.momentum=0.9"],
+        "no setting optimizer.momentum: optimizer has no 'momentum'. Its settings: lr. The "
+        "optimizer options that set it: optimizer=sgd",
+    ),
+    (
         "config-sweep-unknown-key",
         "a sweep with a key that does not exist, not swept itself (Hydra's advice: add it with +)",
         lambda t, r: ["-m", "seed=0,1", "model.colour=red"],
@@ -2693,6 +2700,8 @@ def test_nested_settings_are_checked_against_the_composed_config(tmp_path):
     )
     assert "dataset has no 'thing_classes'" in said
     said = unknown_setting(["experiment=streets", "model.zz=3"])
+    assert "no setting model.zz" in said and "+model.zz" not in said  # SmallUNet takes no zz
+    said = unknown_setting(["model.zz=3"])  # (Classifier passes **backbone_kwargs to timm)
     assert "added with +model.zz=..." in said  # no close name: an argument of the _target_
     # a key the config lacks but an interpolation reads where set (${oc.select:...})
     said = unknown_setting(["experiment=gta2cs_daformer_mic", "dataset.thing_classes=[6]"])
