@@ -670,8 +670,11 @@ def test_a_target_of_1_tuples_passes_the_data_check_as_the_collate_reads_it():
     with pytest.raises(DatasetError, match=r"not \(image, label\) pairs \(1\)"):
         check_datasets({"source": TensorDataset(x)})
     grey = TensorDataset(x[:, :1])  # judged as the image it holds
-    with pytest.raises(DatasetError, match="other channels than the source's"):
+    with pytest.raises(DatasetError, match="other channels than the source's") as info:
         check_datasets({"source": TensorDataset(x, y), "target": grey})
+    assert "the source's too" not in str(info.value)
+    with pytest.raises(DatasetError, match=r"x\.expand\(3, -1, -1\)\), the source's too\."):
+        check_datasets({"source": TensorDataset(x[:, :1], y), "target": TensorDataset(x)})
 
 
 # ------------------------------------------------- one sample of each split, custom datasets

@@ -489,7 +489,8 @@ def sample_problems(
         detail = f"{n} channel{'s' * (n != 1)}, the source's images have {channels}"
         fix = (
             "Every split must have the source's channels, which the model takes: for grey "
-            "images convert('RGB') before ToTensor (or x.expand(3, -1, -1))."
+            "images convert('RGB') before ToTensor (or x.expand(3, -1, -1))"
+            + (", the source's too." if channels == 1 else ".")  # (the odd one may be it)
         )
         return [Problem("images with other channels than the source's", where, detail, fix)], None
     bad = int((~torch.isfinite(image)).sum())
