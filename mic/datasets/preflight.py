@@ -140,8 +140,14 @@ def format_problems(
     for kind, group in groups.items():
         n = max(1, min(len(group), budget - listed))
         listed += n
-        files = "; ".join(p.describe() for p in group[:n])
-        more = f"; and {len(group) - n} more" if len(group) > n else ""
+        details = {p.detail for p in group}
+        if len(group) > 1 and len(details) == 1 and group[0].detail:  # (said once, not per file)
+            files = ", ".join(f"'{p.file}'" for p in group[:n])
+            more = f" and {len(group) - n} more" if len(group) > n else ""
+            more += f", each: {group[0].detail}"
+        else:
+            files = "; ".join(p.describe() for p in group[:n])
+            more = f"; and {len(group) - n} more" if len(group) > n else ""
         fixes = dict.fromkeys(_name_reader(p.fix, reader, config) for p in group if p.fix)
         head = f"{kind[:1].upper()}{kind[1:]} ({len(group)})"
         parts.append(f"{head}: {files}{more}." + "".join(f" {f}" for f in fixes))
