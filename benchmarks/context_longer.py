@@ -39,7 +39,7 @@ def settings(iterations: int) -> dict[str, Any]:
     """The suite's full context settings with ``iterations`` per arm, the equal-time arm
     stretched by the suite's own factor."""
     base = suite.schedules("full")[TASK]
-    (equal,) = [int(o.split("=")[1]) for o in base["equal_time"] if o.startswith("iterations=")]
+    (equal,) = _iterations_given(base["equal_time"])
     factor = equal / base["iterations"]
     return {
         **base,
@@ -66,11 +66,16 @@ def one(method: str, seed: int, iterations: int, work: str) -> dict:
     return suite.run(TASK, method, seed, settings(iterations), "cpu", 1, str(start))
 
 
+def _iterations_given(overrides: list[str]) -> list[int]:
+    """The values of the ``iterations=`` overrides in ``overrides``, in order."""
+    return [int(o.split("=", 1)[1]) for o in overrides if o.startswith("iterations=")]
+
+
 def _recorded(row: dict, schedule: int) -> dict:
     """A run as the cache keeps it: ``schedule``, the iterations per arm that chose it (the
     key of the equal-time arm's run too), and ``iterations``, those it trained (its overrides'
     ``iterations=``: the equal-time arm's more)."""
-    trained = [int(o.split("=", 1)[1]) for o in row["overrides"] if o.startswith("iterations=")]
+    trained = _iterations_given(row["overrides"])
     return {**row, "schedule": schedule, "iterations": trained[-1] if trained else schedule}
 
 

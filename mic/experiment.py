@@ -972,11 +972,12 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
     workers = int(ld.num_workers)
     short = [_short_of_a_batch(k, data[k], b, group) for k, b in batches.items()]
     if any(short):  # both named at once, not the target on the next run
-        lower = [f"loader.{k}_batch_size" for k, why in zip(batches, short) if why and len(data[k])]
+        few = [k for k, why in zip(batches, short) if why]
+        lower = [f"loader.{k}_batch_size" for k in few if len(data[k])]  # (empty: no batch helps)
         raise DatasetError(
             "; ".join(filter(None, short))
             + (f"; add data or lower the batch size ({', '.join(lower)})" if lower else "")
-            + ("; give the empty dataset its samples" if len(lower) < sum(map(bool, short)) else "")
+            + ("; give the empty dataset its samples" if len(lower) < len(few) else "")
         )
     source = make_loader(
         data["source"],

@@ -562,34 +562,36 @@ def _is_group(name: str) -> bool:
     return (importlib.resources.files("mic.conf") / name).is_dir()
 
 
-def _target_takes(target: Any, name: str) -> bool:
+def _taken(target: Any, name: str) -> bool:
     """Whether the class or function ``target`` names takes an argument ``name`` (True where
-    it cannot be read here, or takes ``**kwargs``)."""
-    from mic.schema import _get_object
+    it takes any, ``**kwargs``, or cannot be read here: ``mic.schema._argument_names``)."""
+    from mic.schema import _argument_names
 
-    try:
-        parameters = inspect.signature(_get_object(str(target))).parameters.values()
-    except Exception:
-        return True
-    return any(p.name == name or p.kind == p.VAR_KEYWORD for p in parameters)
+    names = _argument_names(str(target))
+    return names is None or name in names
 
 
-def _options_setting(group: str, path: Sequence[str]) -> list[str]:
-    """mic's options of config group ``group`` whose file sets ``path`` (the keys below the
-    group: ``["momentum"]``, ``["terms", "dann", "weight"]``)."""
+def _search_path(own: Sequence[Path] | None) -> list[str]:
+    """The override that adds the config folders ``own`` to Hydra's search path (none for
+    none)."""
+    if not own:
+        return []
+    return [f"hydra.searchpath=[{','.join(f'file://{d.resolve()}' for d in own)}]"]
+
+
+def _options_setting(group: str, key: str) -> list[str]:
+    """mic's options of config group ``group`` whose file sets the dotted ``key`` below the
+    group (``momentum``, ``terms.dann.weight``)."""
     folder = importlib.resources.files("mic.conf") / group
     if not folder.is_dir():
         return []
     found = []
     for name in _folder_options([folder]):
         try:
-            raw = OmegaConf.load(str(folder / f"{name}.yaml"))
+            raw = OmegaConf.to_container(OmegaConf.load(str(folder / f"{name}.yaml")))
         except Exception:
             continue
-        node = OmegaConf.to_container(raw, resolve=False)
-        for part in path:
-            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
-        if node is not _ABSENT:
+        if _at(raw, key) is not _ABSENT:
             found.append(name)
     return found
 
@@ -876,10 +878,8 @@ def resolve_problem(argv: Sequence[str]) -> str | None:
     if own is None:
         return None
     overrides = [a for a in _split_options(argv)[1] if not a.startswith("hydra.")]
-    if own:
-        overrides.append(f"hydra.searchpath=[{','.join(f'file://{d.resolve()}' for d in own)}]")
     try:
-        composed = compose_config(overrides)
+        composed = compose_config([*overrides, *_search_path(own)])
     except Exception:
         return None
     try:
@@ -1178,9 +1178,7 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
     own = _config_dirs(argv)
     if not (dotted or appended or deleted or mappings or replaced) or own is None:
         return None
-    if own:
-        paths = ",".join(f"file://{d.resolve()}" for d in own)
-        kept.append(f"hydra.searchpath=[{paths}]")
+    kept += _search_path(own)
     try:
         composed = compose_config(kept)
     except Exception:  # a sweep, a bad choice or a deletion of a key that is not there
@@ -1254,10 +1252,11 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
                 add = (
                     f" An argument of {node['_target_']} that the config does not list is "
                     f"added with +{key}=..."
-                    if "_target_" in node and not hint and _target_takes(node["_target_"], part)
+                    if "_target_" in node and not hint and _taken(node["_target_"], part)
                     else ""
                 )
-                others = [] if hint or depth == 0 else _options_setting(parts[0], parts[1:])
+                rest = ".".join(parts[1:])
+                others = [] if hint or depth == 0 else _options_setting(parts[0], rest)
                 if others and not add:  # (a setting of another option: optimizer.momentum)
                     add = (
                         f" The {parts[0]} options that set it: "
@@ -1655,7 +1654,7 @@ def _over_choice(
         settings, choices = _experiment_file(experiment, own)
     except Exception:  # a file that does not read: the run reports it
         return None
-    search = [f"hydra.searchpath=[{','.join(f'file://{d.resolve()}' for d in own)}]"] * bool(own)
+    search = _search_path(own)
     own_picks = {**_root_choices(), **choices}  # the options the experiment runs with
     picks = {**own_picks, **chosen}  # the experiment's, but the user's
     for group, picked in chosen.items():
