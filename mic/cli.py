@@ -80,7 +80,7 @@ def exit_interrupted() -> NoReturn:
     print(said, file=sys.stderr)
     record = logging.LogRecord("mic", logging.WARNING, __file__, 0, said, None, None)
     for handler in logging.getLogger().handlers:  # the run's log, where one was opened
-        if isinstance(handler, logging.FileHandler) and handler.stream is not None:
+        if getattr(handler, "mic_run_log", False) and handler.stream is not None:  # (RUN_LOG_MARK)
             handler.handle(record)  # (not one a refused run closed, its log put back)
     sys.exit(128 + signum)
 

@@ -49,7 +49,7 @@ from mic.schema import NAMED_GROUPS, decode_env, did_you_mean, exception_chain, 
 from mic.training import StoppedAtOnce, TrainingInterrupted, process_info
 from mic.training.checkpoint import option
 from mic.training.distributed import env_world_size
-from mic.training.hooks import say, to_run_log
+from mic.training.hooks import adopt_run_logs, say, to_run_log
 
 
 def _readers(cfg: DictConfig | None, key: str) -> list[str]:
@@ -296,6 +296,7 @@ _JOBS = [0]
 
 @hydra.main(version_base="1.3", config_path="pkg://mic.conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
+    adopt_run_logs()  # Hydra's job log: the run's story goes there (a caller's logs are its own)
     run_dir = HydraConfig.get().runtime.output_dir
     _JOBS[0] += 1
     is_main = process_info().is_main

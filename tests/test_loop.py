@@ -18,6 +18,7 @@ from mic import (
     LossTerm,
     MaskedImageConsistency,
     MetricsLogger,
+    ProgressBar,
     PseudoLabels,
     StrongAugmentation,
     UDAMethod,
@@ -399,6 +400,47 @@ def test_hooks_log_evaluate_and_checkpoint(tmp_path):
     assert (tmp_path / "ckpt" / "best.pt").exists()
 
 
+def test_a_bad_label_names_the_loader_it_came_from():
+    """A label out of range reads the same from every loader's collate: a note says which."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    task, source, target, test = tiny_loaders()
+    bad = TensorDataset(torch.randn(8, 3, 8, 8), torch.full((8,), 5))
+    for name in ("source", "test"):
+        loader = DataLoader(bad, batch_size=4, drop_last=True, collate_fn=task.collate)
+        loaders = {"source": source, "test": test, name: loader}
+        student = tiny_model()
+        hooks = [Evaluation(task, loaders["test"], 1)]
+        opt = torch.optim.SGD(student.parameters(), lr=0.01)
+        loop = AdaptationLoop(
+            task, student, source_only(), opt, loaders["source"], target, 1, hooks=hooks
+        )
+        with pytest.raises(DatasetError, match="label 5 is outside") as raised:
+            loop.run()
+        said = {"source": "of the source loader", "test": "of the test loader"}[name]
+        assert any(said in note for note in raised.value.__notes__)
+
+
+def test_a_callers_own_log_file_gets_nothing_from_a_python_run(tmp_path):
+    """mic-train writes its console lines to the run's log; from Python, a research script's
+    own log file on the root logger is its own (the scores once went into it, past its
+    WARNING level)."""
+    import logging
+
+    handler = logging.FileHandler(tmp_path / "mine.log")
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        task, _, _, test = tiny_loaders()
+        hooks = [Evaluation(task, test, 1), ProgressBar(enabled=False)]  # (the bar says scores)
+        loop, _ = make_loop(mean_teacher(), iterations=2, hooks=hooks)
+        loop.run()
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+    assert (tmp_path / "mine.log").read_text() == ""
+
+
 def test_the_logged_learning_rate_is_the_one_the_iteration_trained_with(tmp_path):
     """The scheduler steps inside an iteration: lr read after it was the next iteration's (a
     poly run ended logging lr 0.0, and the first rate was never logged). A line of
@@ -622,7 +664,7 @@ def test_a_state_of_another_optimiser_or_past_the_end_is_named_on_loading():
 def test_hooks_release_what_they_hold_when_a_run_raises(tmp_path):
     """An error that is no data error (a hook's own bug, a numerical stop) skips after_run,
     but every hook's teardown runs: the metrics file, TensorBoard's writer and the bar close."""
-    from mic import Hook, ProgressBar
+    from mic import Hook
 
     class Broken(Hook):
         def after_step(self, loop, losses):

@@ -264,10 +264,13 @@ def test_a_teacher_of_another_model_or_a_fractional_step_is_refused():
     teacher = EMATeacher(Other(), alpha=0.9)
     with pytest.raises(
         ConfigError,
-        match=r"not the student's architecture: its parameters are named otherwise \(first "
-        r"\('fc1.weight', 'head.weight'\)\)",
+        match=r"not the student's architecture: its parameters are named otherwise \(first: "
+        r"the teacher's 'fc1.weight', the student's 'head.weight'\)",
     ):
         teacher.update(Net(), 3)
+    with pytest.raises(ConfigError, match=r"the teacher's '1.weight', the student's None\)"):
+        two, one = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)), nn.Sequential(nn.Linear(4, 4))
+        EMATeacher(two).update(one, 3)  # (the student's side was shown as '')
     student = Net()
     with pytest.raises(ConfigError, match=r"must be a whole number >= 0: 1\.5"):
         EMATeacher(student, alpha=0.9).update(student, 1.5)

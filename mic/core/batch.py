@@ -153,6 +153,14 @@ class EndlessLoader(Iterator[Any]):
         self._it: Iterator[Any] | None = None
 
     def __next__(self) -> Any:
+        try:
+            return self._next()
+        except DatasetError as e:  # (a collate's check reads the same for every loader)
+            if f"the {self.name} loader" not in str(e):
+                e.add_note(f"(in a batch of the {self.name} loader)")
+            raise
+
+    def _next(self) -> Any:
         if self._it is None:
             self._start_epoch()
         try:

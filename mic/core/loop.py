@@ -233,11 +233,10 @@ class AdaptationLoop:
                     self._call_hooks("after_step", losses)
                 except Exception as e:  # (torchrun: a hook's error may be one process's)
                     alone = stepped and self.collective.world_size == 1
-                    if not (alone or isinstance(e, DatasetError)):
+                    data = isinstance(e, DatasetError)
+                    if not (alone or data):
                         raise  # a step cut short: no state to save
-                    self.interrupted_by = (
-                        "a data error" if isinstance(e, DatasetError) else "an error"
-                    )
+                    self.interrupted_by = "a data error" if data else "an error"
                     self._call_hooks("after_run")
                     raise
             self.interrupted_by = self.stop_reason
@@ -564,9 +563,9 @@ def _check_arguments(
             adaptation_start == 0 or any(not t.uses_target and t.weight for _, t in method),
             f"no term of the method runs before adaptation_start={adaptation_start} (each "
             "has uses_target = True or weight 0), so those iterations would train nothing: add "
-            "the source "
-            "loss (mic.SourceSupervision; beside DomainAdversarial, SharedSourceSupervision), "
-            "set uses_target = False on terms that need no target data, or adaptation_start=0",
+            "the source loss (mic.SourceSupervision; beside DomainAdversarial, "
+            "SharedSourceSupervision), set uses_target = False on terms that need no target "
+            "data, or adaptation_start=0",
         ),
         (
             any(t.weight for _, t in method),

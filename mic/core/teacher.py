@@ -140,10 +140,11 @@ class EMATeacher(Teacher):
                     "the EMA pairs them in order: make the teacher after the student's last change"
                 )
             if mine != its:  # another model of the same shapes: averaged silently
-                pair = next((a, b) for a, b in zip([*mine, ""], [*its, ""]) if a != b)
+                a, b = next((a, b) for a, b in zip([*mine, None], [*its, None]) if a != b)
                 raise ConfigError(
                     f"the teacher is not the student's architecture: its parameters are named "
-                    f"otherwise (first {pair}); make it from the student"
+                    f"otherwise (first: the teacher's {a!r}, the student's {b!r}); make it from "
+                    "the student"
                 )
             self._paired = True
         if step == 0:

@@ -134,7 +134,8 @@ class ConsistencyLoss(LossTerm):
         self.weighting = PseudoLabelWeighting(weighting, tau)
         self.part_weights = dict(part_weights or {})
         self.parts_setting = "part_weights"  # how messages name them (a subclass may set them)
-        #: the last call's quality weight ``q`` and mean teacher confidence, for logs
+        #: the last call's quality weight ``q`` and mean teacher confidence, for logs (the
+        #: loop's ``forward``, or ``loss`` called alone without ``weights``)
         self.statistics: dict[str, Tensor] = {}
 
     @abstractmethod
@@ -186,6 +187,7 @@ class ConsistencyLoss(LossTerm):
                 "transformed images alone, of the images' kind (no (images, mask) pair)"
             )
         if weights is None:  # q over every image, as the loop's (before any is left out)
+            self.statistics = self.weighting.statistics(pseudo.confidence)  # (called alone)
             weights = self.weighting(pseudo)
         views, weights, pseudo = pseudo.kept(views, weights)
         if task.count(views) == 0:

@@ -287,6 +287,9 @@ def check_pairs(task: Task, images: Any, targets: Any) -> None:
         )
 
 
+TEST_BATCH_NOTE = "(in a batch of the test loader: the labelled target data that scores the model)"
+
+
 def _updated_metric(
     task: Task, model: nn.Module, loader: Iterable[Any], device: Any
 ) -> tuple[Any, int]:
@@ -294,14 +297,18 @@ def _updated_metric(
     ``loader`` (the model's mode is the caller's), and the number of batches."""
     metric, batches = fresh_metric(task, device), 0
     collated = getattr(loader, "collate_fn", None) == task.collate  # it checked the targets
-    for batch in loader:
-        images, targets = labelled_batch(batch)
-        if not collated:  # labels out of range met in torchmetrics otherwise
-            task.check_targets(targets)
-            check_pairs(task, images, targets)
-        prediction = task.predict(model, move_to(images, device))
-        metric.update(prediction, move_to(targets, device))
-        batches += 1
+    try:
+        for batch in loader:
+            images, targets = labelled_batch(batch)
+            if not collated:  # labels out of range met in torchmetrics otherwise
+                task.check_targets(targets)
+                check_pairs(task, images, targets)
+            prediction = task.predict(model, move_to(images, device))
+            metric.update(prediction, move_to(targets, device))
+            batches += 1
+    except DatasetError as e:  # (the same words for a source, target or test batch)
+        e.add_note(TEST_BATCH_NOTE)
+        raise
     return metric, batches
 
 

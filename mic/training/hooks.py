@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from numbers import Real
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from mic.core.batch import check_loader
 from mic.core.errors import CheckpointError, ConfigError, DatasetError, MicError, is_whole
 from mic.core.loop import AdaptationLoop, Hook
-from mic.core.task import check_task
+from mic.core.task import Task, check_task
 from mic.training.batches import labelled_batch
 from mic.training.checkpoint import (
     checkpoint_step,
@@ -39,6 +39,7 @@ from mic.training.checkpoint import (
 from mic.training.distributed import broadcast_object, gather_objects, process_info
 from mic.training.evaluation import (
     EMPTY_TEST,
+    TEST_BATCH_NOTE,
     check_scoring,
     check_test_set,
     fresh_metric,
@@ -57,17 +58,25 @@ from mic.training.validators import (
     preserved_rng,
 )
 
-if TYPE_CHECKING:
-    from mic.core.task import Task
+RUN_LOG_MARK = "mic_run_log"  # the attribute that marks a run log's handler (mic.cli reads it)
+
+
+def adopt_run_logs() -> None:
+    """Mark the root logger's file handlers open now as the run's log (mic-train calls this
+    once Hydra has opened the job's ``<job>.log``), for ``to_run_log``."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            setattr(handler, RUN_LOG_MARK, True)
 
 
 def to_run_log(text: str, level: int = logging.INFO) -> None:
-    """Write ``text`` to the run's log file as well (the file handlers of the root logger:
-    mic-train's ``<job>.log``, set up by Hydra), where the console already shows it, at
-    ``level``; nothing where no log file is set up (Python use)."""
+    """Write ``text`` to the run's log file as well (mic-train's ``<job>.log``: the root
+    logger's handlers that ``adopt_run_logs`` marked), where the console already shows it,
+    at ``level`` (a handler's own level holds); nothing in Python use, where a caller's own
+    log files are the caller's."""
     record = logging.LogRecord("mic", level, __file__, 0, text, None, None)
     for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
+        if getattr(handler, RUN_LOG_MARK, False) and level >= handler.level:
             handler.handle(record)
 
 
@@ -532,13 +541,17 @@ class Evaluation(Hook):
         with preserved_rng():
             try:
                 batch = next(iter(self.loader), None)
+                if batch is not None:
+                    _, targets = labelled_batch(batch, "the Evaluation hook's loader")
+                    self.task.check_targets(targets)
+            except DatasetError as e:  # (a collate's words are the same for every loader)
+                e.add_note(TEST_BATCH_NOTE)
+                raise
             finally:
                 for g, state in zip(generators, states, strict=True):
                     g.set_state(state)
         if batch is None:
             raise DatasetError(EMPTY_TEST)
-        _, targets = labelled_batch(batch, "the Evaluation hook's loader")
-        self.task.check_targets(targets)
         if student is not None:
             with preserved_rng():
                 self._expect(loop, check_scoring(self.task, student, batch, loop.device))
