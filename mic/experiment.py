@@ -389,6 +389,12 @@ def load_run(
         raise ConfigError(
             f"the run folder '{folder}' does not exist: give a mic-train run's folder"
         )
+    if not (folder / "config.yaml").is_file() and (folder.parent / "config.yaml").is_file():
+        raise ConfigError(  # (its checkpoints/ folder, or .hydra/)
+            f"'{folder}' is a folder inside the run folder '{folder.parent}': give the run "
+            f"folder, load_run('{folder.parent}') (a checkpoint of its own choosing: "
+            f"checkpoint='{folder.parent / 'checkpoints' / 'best.pt'}')"
+        )
     if not (folder / "config.yaml").is_file():
         logs = sorted(p.name for p in folder.glob("*.log")) if folder.is_dir() else []
         began = (folder / ".hydra").is_dir() or logs  # a run that stopped before training
@@ -1344,7 +1350,12 @@ MIN_FREE_BYTES = 64 * 2**20
 
 def folder_option() -> str:
     """The option that chooses the run folder: ``hydra.sweep.dir`` in a multirun (``-m``),
-    else ``hydra.run.dir``."""
+    ``hydra.run.dir`` in another mic-train run, ``run_dir`` (``run_experiment``'s argument)
+    in Python, where Hydra's options change nothing."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return "run_dir"
     return "hydra.sweep.dir" if in_sweep() else "hydra.run.dir"
 
 
@@ -1586,6 +1597,10 @@ def run_experiment(
             asked), before anything is written into the run folder (``mic-train`` writes
             Hydra's record of a resumed command there).
 
+    The run seeds Python's, NumPy's and torch's global generators with ``cfg.seed`` and may
+    switch torch's deterministic mode on (``deterministic=true``): both are put back as they
+    were when it returns or raises, so that the calling script's own draws go on as before.
+
     Raises:
         ConfigError: ``cfg`` is no composed config (``load_config``'s; the run folder in its
             place, arguments swapped); and what building and training raise.
@@ -1595,8 +1610,12 @@ def run_experiment(
             f"run_experiment(cfg, run_dir): cfg must be a composed config (load_config(...)), "
             f"got {type(cfg).__name__} {cfg!r:.80}"
         )
-    with _determinism_restored(always=True):
-        return _run_experiment(cfg, run_dir, on_start)
+    state = rng_state()
+    try:
+        with _determinism_restored(always=True):
+            return _run_experiment(cfg, run_dir, on_start)
+    finally:
+        set_rng_state(state)
 
 
 def _with_data_names(cfg: DictConfig, task: Task) -> DictConfig:

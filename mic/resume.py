@@ -201,7 +201,12 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
         return None
     if str(resume) == "auto":
         if run_dir is None:
-            raise ConfigError("resume=auto needs a run folder to look in (hydra.run.dir=...)")
+            from hydra.core.hydra_config import HydraConfig
+
+            where = (
+                "hydra.run.dir=..." if HydraConfig.initialized() else "run_experiment(cfg, run_dir)"
+            )
+            raise ConfigError(f"resume=auto needs a run folder to look in ({where})")
         found = latest_checkpoint(run_dir / "checkpoints")
         every = sorted(p.name for p in run_dir.glob("checkpoints/iter_*.pt"))
         best = run_dir / "checkpoints" / "best.pt"

@@ -431,6 +431,8 @@ def test_load_run_names_its_own_arguments_and_checks_the_device_first(source_run
         "cpu",
         "cuda",
     )
+    with pytest.raises(ConfigError, match=r"a folder inside the run folder .*: give the run fo"):
+        mic.load_run(teacher_run / "checkpoints")  # (was: "a run trained in Python")
 
 
 def test_a_model_name_other_than_student_or_teacher_is_named(tmp_path):

@@ -560,6 +560,10 @@ def test_a_training_batch_of_one_image_names_drop_last_not_batchnorm():
     with pytest.raises(DatasetError, match=r"a batch of 1 image .* drop_last=True"):
         model(torch.rand(1, 3, 16, 16))
     assert model.eval()(torch.rand(1, 3, 16, 16)).shape == (1, K)  # evaluation: fine
+    teacher = mic.EMATeacher(model, 0.9, norm="batch")  # a target batch of 1: batch statistics
+    teacher.prepare_for_prediction()
+    with pytest.raises(DatasetError, match=r"a batch of 1 image .* teacher.norm=batch"):
+        teacher.model(torch.rand(1, 3, 16, 16))
     unbottlenecked = mic.tasks.classification.Classifier("small_cnn", K, bottleneck_dim=0)
     assert unbottlenecked(torch.rand(1, 3, 16, 16)).shape == (1, K)
 
@@ -736,6 +740,40 @@ def test_deterministic_mode_is_the_runs_own_and_a_refused_build_leaves_it(determ
         build_experiment(load_config([*TINY_RUN, "deterministic=true", "checkpoint.best_by=foo"]))
     assert not torch.are_deterministic_algorithms_enabled()
     assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+
+
+def test_a_run_leaves_the_callers_random_generators_as_they_were():
+    """run_experiment seeds the global generators for its run; the calling script's own
+    draws after it go on as if the run had not happened (they restarted from the run's seed)."""
+    import random
+
+    import numpy as np
+
+    from mic.experiment import load_config, run_experiment
+    from tests.helpers import TINY_RUN
+
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)
+    run_experiment(load_config(TINY_RUN))
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_run_folder_advice_from_python_names_run_experiments_argument(tmp_path):
+    """From Python, hydra.run.dir changes nothing (load_config warns so): the refusals that
+    advise a run folder name run_experiment's run_dir instead."""
+    from mic.experiment import load_config, run_experiment
+    from tests.helpers import TINY_RUN
+
+    with pytest.raises(
+        ConfigError, match=r"resume=auto needs .* \(run_experiment\(cfg, run_dir\)\)"
+    ):
+        run_experiment(load_config([*TINY_RUN, "resume=auto"]))
+    run_experiment(load_config(TINY_RUN), tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"already holds a run .* another folder \(run_dir=\.\.\.\)"
+    ):
+        run_experiment(load_config(TINY_RUN), tmp_path)
 
 
 def test_load_config_inside_an_app_of_ones_own_that_uses_hydra(tmp_path):
@@ -1163,6 +1201,12 @@ def test_a_classifier_that_returns_probabilities_is_named_at_its_first_batch():
     with pytest.raises(ConfigError, match="returns class probabilities"):  # (half: sums drift)
         task.check_not_probabilities(probabilities(x).bfloat16())
     assert ClassificationTask(3).loss(nn.Sequential(tiny_model(), nn.LogSoftmax(1)), x, y) > 0
+    with pytest.raises(DatasetError, match=r"label 3 is outside the class range \[0, 2\]"):
+        ClassificationTask(3).loss(tiny_model(), x, torch.full_like(y, 3))  # (torch: IndexError)
+    task = ClassificationTask(3)  # one task reused for a second model (a sweep in one process)
+    assert task.loss(tiny_model(), x, y) > 0
+    with pytest.raises(ConfigError, match="returns class probabilities"):
+        task.loss(probabilities, x, y)
     for logits in (  # logits that look like probabilities are no probabilities
         torch.full((4, 3), 1 / 3),  # uniform rows (a chance-level baseline)
         torch.eye(3)[[0, 1, 2, 0]],  # one-hot

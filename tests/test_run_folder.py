@@ -211,9 +211,9 @@ def test_a_run_folder_that_cannot_be_written_names_how_to_continue_its_run(tmp_p
         raise OSError(30, "Read-only file system")
 
     monkeypatch.setattr(Path, "write_bytes", refuse)
-    with pytest.raises(
+    with pytest.raises(  # (from Python: run_experiment's run_dir; mic-train's hydra.run.dir)
         ConfigError,
-        match=rf"hydra.run.dir=\.\.\. and continue this run's checkpoints there with resume={run}",
+        match=rf"run_dir=\.\.\. and continue this run's checkpoints there with resume={run}",
     ):
         check_writable(run)
 

@@ -162,10 +162,10 @@ def _check_logits(ctx: IterationContext, logits: Tensor) -> None:
     """The task's checks of the student's logits (``ClassificationTask.check_logits``: the
     class count, a shape check; ``check_not_probabilities``, at the first batch), where the
     task has them."""
-    for name in ("check_logits", "check_not_probabilities"):
-        check = getattr(ctx.task, name, None)
-        if check is not None:
-            check(logits)
+    if (check := getattr(ctx.task, "check_logits", None)) is not None:
+        check(logits)
+    if (check := getattr(ctx.task, "check_not_probabilities", None)) is not None:
+        check(logits, ctx.student)
 
 
 @SharedForward

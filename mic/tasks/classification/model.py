@@ -74,8 +74,8 @@ class Classifier(nn.Module):
         """Bottleneck features (what adversarial heads and MCC look at).
 
         Raises:
-            DatasetError: a batch of one image in training mode, whose features the
-                bottleneck's BatchNorm1d cannot normalise.
+            DatasetError: a batch of one image while the bottleneck's BatchNorm1d normalises
+                with batch statistics (training mode, or a teacher's ``norm="batch"``).
             ConfigError: images of another size than a vision transformer's fixed
                 ``img_size`` (timm's ``strict_img_size``).
         """
@@ -101,12 +101,16 @@ class Classifier(nn.Module):
                 f"{h} x {w}: give images of a multiple of {step[0]} px (dataset.size), or "
                 "+model.dynamic_img_pad=true (timm pads the border)"
             )
-        if self.training and len(x) == 1 and not isinstance(self.bottleneck, nn.Identity):
+        by_batch = any(
+            m.training for m in self.bottleneck.modules() if isinstance(m, nn.BatchNorm1d)
+        )
+        if by_batch and len(x) == 1:  # (training, or a teacher that normalises by the batch)
             raise DatasetError(
-                "a batch of 1 image reached the classifier in training mode, and the "
-                "bottleneck's BatchNorm1d cannot normalise one sample: give the loaders "
-                "drop_last=True (as mic-train does), or a dataset that holds a multiple of the "
-                "batch size"
+                "a batch of 1 image reached the classifier while its bottleneck's BatchNorm1d "
+                "normalises with batch statistics (training, or the teacher's teacher.norm="
+                "batch), which it cannot compute from one sample: give the loaders "
+                "drop_last=True (as mic-train does) and batches of 2 or more images, or a "
+                "dataset that holds a multiple of the batch size"
             )
         return self.bottleneck(self.backbone(x))
 

@@ -127,8 +127,9 @@ class ClassificationTask(Task):
                 f"Python: build the model with num_classes={self.num_classes})"
             )
 
-    def check_not_probabilities(self, logits: Tensor) -> None:
-        """At the first training batch (its one synchronisation), refuse class probabilities
+    def check_not_probabilities(self, logits: Tensor, model: nn.Module | None = None) -> None:
+        """At a model's first training batch (its one synchronisation; again for each other
+        ``model`` the task trains, as one task reused across runs), refuse class probabilities
         returned in place of logits: each row strictly inside (0, 1), summing to 1, and not
         all alike (uniform rows are logits too). The task's softmax, taken a second time,
         caps every confidence at e / (e + C - 1), below every pseudo-label threshold.
@@ -136,9 +137,10 @@ class ClassificationTask(Task):
         Raises:
             ConfigError: such probabilities.
         """
-        if getattr(self, "_logits_seen", False) or not len(logits) or self.num_classes < 2:
+        seen = getattr(self, "_logits_seen", None)
+        if seen == id(model) or not len(logits) or self.num_classes < 2:
             return
-        self._logits_seen = True
+        self._logits_seen = id(model)
         with torch.no_grad():
             rows = logits.detach().float()
             half = logits.dtype in (torch.float16, torch.bfloat16)  # (their sums drift)
@@ -169,7 +171,8 @@ class ClassificationTask(Task):
 
         Raises:
             DatasetError: targets of another kind (one-hot integers, (B,) floats, (B, 1), a
-                list), or no targets (an unlabelled source).
+                list), or no targets (an unlabelled source); on the CPU, a class index outside
+                [0, num_classes) (on a GPU, ``collate`` checks them).
             ConfigError: a model that does not return B x K scores.
         """
         require_images(images)
@@ -177,11 +180,12 @@ class ClassificationTask(Task):
         tensor = isinstance(targets, Tensor)
         integer = tensor and not targets.is_floating_point() and targets.dtype != torch.bool
         soft = tensor and targets.is_floating_point() and targets.shape[1:] == (self.num_classes,)
-        if not ((integer and targets.ndim == 1) or soft):
-            self.check_targets(targets)  # raises: one-hot integers, (B,) floats, (B, 1), a list
+        if not soft and (not (integer and targets.ndim == 1) or targets.device.type == "cpu"):
+            self.check_targets(targets)  # raises: one-hot integers, (B,) floats, (B, 1), a list,
+            # a class out of range (torch's IndexError; checked where that costs no device sync)
         logits = model(images)
         self.check_logits(logits)
-        self.check_not_probabilities(logits)
+        self.check_not_probabilities(logits, model)
         return weighted_cross_entropy(logits, targets if soft else targets.long(), weights)
 
     def predict(self, model: nn.Module, images: Tensor) -> Tensor:
