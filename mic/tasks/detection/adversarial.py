@@ -25,7 +25,6 @@ after upsampling every level's logits to the finest level.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -36,10 +35,7 @@ from mic.core.teacher import unwrap
 from mic.core.terms import sum_parts
 from mic.functional import reverse_gradient, scale_gradient
 from mic.tasks.common import check_whole
-from mic.tasks.detection.model import images_device, sampling_from
-
-if TYPE_CHECKING:
-    from mic.tasks.detection.model import Capture
+from mic.tasks.detection.model import Capture, images_device, sampling_from
 
 
 class ImageDomainClassifier(nn.Module):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -14,11 +14,9 @@ from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 
 from mic.core.batch import move_to, split_sample
 from mic.core.loop import AdaptationLoop, Hook
+from mic.tasks.detection.task import DetectionTask
 from mic.training.checkpoint import write_text_atomically
 from mic.training.hooks import say
-
-if TYPE_CHECKING:
-    from mic.tasks.detection.task import DetectionTask
 
 PALETTE = [
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
