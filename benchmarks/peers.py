@@ -299,3 +299,11 @@ class PytorchAdaptMCC(_PeerTerm):
 
     def adaptation_loss(self, ctx: IterationContext) -> Tensor:
         return _losses(self.optimizer_hook, _inputs(ctx))
+
+
+if __name__ == "__main__":  # (a module of terms, not a script: say what runs them)
+    raise SystemExit(
+        "benchmarks/peers.py holds pytorch-adapt's terms, which digits.py runs beside mic's: "
+        "python benchmarks/digits.py --methods dann pa_dann cdan pa_cdan mcc pa_mcc "
+        "(results/digits_peers.md)"
+    )
