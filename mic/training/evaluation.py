@@ -287,7 +287,11 @@ def check_pairs(task: Task, images: Any, targets: Any) -> None:
         )
 
 
-TEST_BATCH_NOTE = "(in a batch of the test loader: the labelled target data that scores the model)"
+def note_test_batch(error: DatasetError) -> None:
+    """Note on ``error`` that a batch of the test loader raised it (a collate's check reads
+    the same for the source's, the target's and the test set's batches), unless it says so."""
+    if "the test set" not in str(error):
+        error.add_note("(in a batch of the test loader: the labelled target data scored)")
 
 
 def _updated_metric(
@@ -307,7 +311,7 @@ def _updated_metric(
             metric.update(prediction, move_to(targets, device))
             batches += 1
     except DatasetError as e:  # (the same words for a source, target or test batch)
-        e.add_note(TEST_BATCH_NOTE)
+        note_test_batch(e)
         raise
     return metric, batches
 

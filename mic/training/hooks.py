@@ -39,11 +39,11 @@ from mic.training.checkpoint import (
 from mic.training.distributed import broadcast_object, gather_objects, process_info
 from mic.training.evaluation import (
     EMPTY_TEST,
-    TEST_BATCH_NOTE,
     check_scoring,
     check_test_set,
     fresh_metric,
     in_percent,
+    note_test_batch,
     recalibrated_batchnorm,
     scores_of,
     shown_metric,
@@ -545,7 +545,7 @@ class Evaluation(Hook):
                     _, targets = labelled_batch(batch, "the Evaluation hook's loader")
                     self.task.check_targets(targets)
             except DatasetError as e:  # (a collate's words are the same for every loader)
-                e.add_note(TEST_BATCH_NOTE)
+                note_test_batch(e)
                 raise
             finally:
                 for g, state in zip(generators, states, strict=True):
