@@ -854,7 +854,9 @@ def build_experiment(cfg: DictConfig, run_dir: str | Path | None = None) -> Expe
 
     With ``deterministic=true`` it switches torch's deterministic algorithms on for the run
     (``torch.use_deterministic_algorithms``, cuDNN's benchmark off); ``run_experiment`` puts
-    them back as they were after the run, a build that raises at once.
+    them back as they were after the run, a build that raises at once. It seeds Python's,
+    NumPy's and torch's global generators with ``cfg.seed`` (``run_experiment`` puts them
+    back after the run; after a build alone they stay seeded).
 
     Raises:
         MicError: a bad setting (``ConfigError``) or data (``DatasetError``), also one met
