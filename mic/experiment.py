@@ -360,7 +360,8 @@ def load_run(
         model: ``"student"`` or ``"teacher"``.
         checkpoint: a file to take the weights from: a mic checkpoint (``best.pt``,
             ``iter_*.pt``: its ``student`` or ``teacher`` weights, as ``model`` says) or a
-            weights file (loaded as it is); None: as
+            weights file (loaded as it is), a path or a name in the run folder's
+            ``checkpoints`` (``"best.pt"``); None: as
             ``init_from=<run>`` chooses (``checkpoints/<model>.pt`` of a finished run, else
             its newest checkpoint, ``best.pt`` included, with a warning that names it).
         device: where the model is put (``"auto"``: CUDA where there is one).
@@ -438,7 +439,16 @@ def load_run(
             "from the folder that holds its module, or add that folder to sys.path"
         ) from None
     if checkpoint is not None and not Path(checkpoint).is_file():
-        raise ConfigError(f"load_run: checkpoint '{checkpoint}' is no file")
+        inside = [folder / "checkpoints" / checkpoint, folder / checkpoint]  # best.pt by name
+        found = next(
+            (p for p in inside if not Path(checkpoint).is_absolute() and p.is_file()), None
+        )
+        if found is None:
+            raise ConfigError(
+                f"load_run: checkpoint '{checkpoint}' is no file (here, nor in '{folder}' or its "
+                "checkpoints folder)"
+            )
+        checkpoint = found
     plain = checkpoint is not None and not is_readable_checkpoint(checkpoint)
     which = "student" if plain else model  # strictly: no part left as initialised
     file = load_initial_weights(net, checkpoint or folder, "load_run", which, lacking_ok=False)
@@ -518,6 +528,19 @@ def _interpolated_keys(node: DictConfig, message: str) -> str:
     return f" ({', '.join(said)}: set it there)" if said else ""
 
 
+def _quoted_settings(cfg: DictConfig, names: list[str], message: str) -> str:
+    """``dataset.target`` for the datasets ``names`` (``dataset.<split>``), each with the
+    setting its value in quotes in ``message`` reads where it is an interpolation (a path:
+    ``dataset.target (root: dataset.target_images)``)."""
+    shown = []
+    for name in names:
+        node = OmegaConf.select(cfg, name)
+        keys = [k for k in node if isinstance(node.get(k), str) and f"'{node.get(k)}'" in message]
+        said = [f"{k}: {source}" for k in keys if (source := read_from(node, k))]
+        shown.append(f"{name} ({', '.join(said)})" if said else name)
+    return ", ".join(shown)
+
+
 def build_datasets(cfg: DictConfig, preflight: bool = True) -> dict[str, Any]:
     """``dataset.source``, ``target`` and ``test``, built inside ``collecting_problems`` (the
     problems of their files are reported together by ``check_datasets``).
@@ -557,8 +580,12 @@ def build_datasets(cfg: DictConfig, preflight: bool = True) -> dict[str, Any]:
                 _check_split_folders(data)
     if not failed:
         _check_test_folder(data)
-    if len(failed) == 1:
-        raise DatasetError(next(iter(failed)))
+    if len(failed) == 1:  # named by its datasets where it does not name one itself
+        message, names = next(iter(failed.items()))
+        named = any(f"dataset.{n}" in message for n in ("source", "target", "test"))
+        raise DatasetError(
+            message if named else f"{_quoted_settings(cfg, names, message)}: {message}"
+        )
     if failed:
         raise DatasetError(
             f"{len(failed)} datasets could not be built: "
@@ -738,6 +765,14 @@ def best_metric_key(cfg: DictConfig, task: Task) -> str:
                 f"checkpoint.best_by={by!r}: best.pt follows the first model of eval.models "
                 f"({model}); give the score's name alone (checkpoint.best_by={parts[2]}) with "
                 f"eval.models=[{parts[1]},...] to follow the {parts[1]}'s"
+            )
+        kind = "validator" if parts[2] in VALIDATORS else "eval"  # (what the name alone gives)
+        if parts[0] != kind:  # (validator/student/accuracy followed the labelled accuracy)
+            said = "a label-free validator" if kind == "validator" else "no validator"
+            raise ConfigError(
+                f"checkpoint.best_by={by!r}: {parts[2]} is {said}, so its record key is "
+                f"{kind}/{parts[1]}/{parts[2]}; give the score's name alone "
+                f"(checkpoint.best_by={parts[2]})"
             )
         by = parts[2]
     labelled = cfg.dataset.get("test") is not None  # dataset.test=null: validators alone
@@ -1530,7 +1565,8 @@ def format_selection(summary: dict[str, Any]) -> list[str]:
     metric, percent = summary["metric"], summary.get("in_percent", True)
     picks = next(iter(summary.get("selection", {}).items()), None)
     lines = []
-    if picks is not None and len(picks[1]) > 2:  # else no validators: nothing to compare
+    validators = picks is not None and any(k not in (metric, "last") for k in picks[1])
+    if picks is not None and validators:  # else nothing to compare
         model, rows = picks
         labelled = any(pick.get(metric) is not None for pick in rows.values())
         lines.append(

@@ -349,6 +349,10 @@ def test_load_run_of_a_stopped_run_says_which_checkpoint_it_loaded(teacher_run, 
         model = mic.load_run(stopped, model="teacher")[1]
     saved = load_checkpoint(stopped / "checkpoints" / "iter_00000002.pt")["teacher"]
     assert _equal(model.state_dict(), {k.removeprefix("model."): v for k, v in saved.items()})
+    by_name = mic.load_run(stopped, model="teacher", checkpoint="iter_00000002.pt")[1]
+    assert _equal(by_name.state_dict(), model.state_dict())  # a name in checkpoints/
+    with pytest.raises(ConfigError, match=r"'best.pt' is no file \(here, nor in '"):
+        mic.load_run(stopped, checkpoint="best.pt")
 
 
 def test_weights_without_batchnorm_counts_load_and_others_missing_are_still_refused(

@@ -174,6 +174,8 @@ def test_pytorch_adapt_gives_the_same_scores():
 def test_unknown_validator_names_the_known_ones():
     with pytest.raises(ConfigError, match="entropy, im, snd, bnm, masked_agreement"):
         make_validators(["entropy", "accuracy"])
+    with pytest.raises(ConfigError, match=r"Did you mean: im\?"):  # (best_by=IM said so)
+        make_validators(["IM"])
 
 
 # ---------------------------------------------------------------- what tasks give validators
@@ -356,6 +358,31 @@ def test_a_score_undefined_at_every_evaluation_is_listed_as_picking_nothing():
     lines = format_selection({"metric": "accuracy", "selection": {"student": picks}})
     (line,) = [x for x in lines if "masked_agreement" in x]
     assert "undefined (NaN) at every evaluation" in line
+    # no labelled target and one validator, NaN throughout (was: no picks, no last, no line)
+    alone = ModelSelection()
+    for step in (10, 20):
+        alone.update({"step": step, "validator/student/masked_agreement": math.nan})
+    picks = alone.picks("student", "map_50")
+    assert picks == {
+        "masked_agreement": {"step": None, "score": None, "map_50": None},
+        "last": {"step": 20, "map_50": None},
+    }
+    lines = format_selection({"metric": "map_50", "selection": {"student": picks}})
+    assert any("undefined (NaN) at every evaluation" in x for x in lines)
+
+
+def test_the_last_evaluation_is_the_last_one_also_when_its_scores_are_nan():
+    """'last' named the last evaluation with a finite score: a run whose final evaluation
+    was NaN (weights gone NaN, a detector without pseudo-boxes) said an older step."""
+    selection = ModelSelection()
+    selection.update({"step": 10, "validator/student/masked_agreement": 0.3})
+    selection.update({"step": 20, "validator/student/masked_agreement": math.nan})
+    assert selection.picks("student", "map_50")["last"]["step"] == 20
+    assert selection.picks("student", "map_50")["masked_agreement"]["step"] == 10
+    selection.update({"step": 30, "eval/student/accuracy": 0.5})
+    for model, metric, said in [("student", "acc", "metric 'acc'"), ("st", "accuracy", "model")]:
+        with pytest.raises(ConfigError, match=f"no evaluation record scores the {said}"):
+            selection.picks(model, metric)  # (was: None throughout, as if never measured)
 
 
 def test_evaluation_with_validators_alone_for_targets_without_labels(tmp_path, one_thread):
@@ -707,6 +734,13 @@ def test_best_by_takes_a_record_key_as_the_reports_write_it():
     teacher = load_config(["checkpoint.best_by=validator/teacher/snd"])
     with pytest.raises(ConfigError, match=r"best_by=snd\) with eval.models=\[teacher,...\]"):
         best_metric_key(teacher, task)
+    # a prefix that does not match the score (was: followed the labelled accuracy, silently)
+    for key, said in [
+        ("validator/student/accuracy", "accuracy is no validator, so its record key is eval/"),
+        ("eval/student/im", "im is a label-free validator, so its record key is validator/"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            best_metric_key(load_config([f"checkpoint.best_by={key}"]), task)
 
 
 def test_snd_over_many_elements_warns_of_its_cost_once():

@@ -31,7 +31,8 @@ def _has_weights(name: str, overlay: dict[str, Any] | None) -> bool:
 #: how to load a local weights file or train without pretrained weights, for mic-train and
 #: Python users alike (a local file reaches the backbone through Classifier's keywords)
 _LOCAL_FILE = (
-    "load them from a local file (a classification model: on the command line "
+    "load them from a local file (a classification model alone, where detectors read the "
+    "cache only: on the command line "
     "+model.pretrained_cfg_overlay={file:/path/to/weights.pth}; in Python "
     "Classifier(..., pretrained_cfg_overlay={'file': '/path/to/weights.pth'}))"
 )

@@ -473,11 +473,12 @@ def cycled(loader: Iterable[Any], batches: int) -> Iterator[Any]:
 def batch_of_one_named(message: str) -> Iterator[None]:
     """Raise ``DatasetError(message)`` in place of torch's ValueError for a batch of one image
     in the block, on which a BatchNorm that normalises with the batch's statistics sees one
-    value per channel (a BatchNorm1d bottleneck, a BatchNorm2d after global pooling)."""
+    value per channel (a BatchNorm1d bottleneck, a BatchNorm2d after global pooling), or for
+    a model's own error of it (a ``DatasetError`` flagged ``batch_of_one``: the classifier's)."""
     try:
         yield
-    except ValueError as e:
-        if "more than 1 value per channel" not in str(e):
+    except (ValueError, DatasetError) as e:
+        if "more than 1 value per channel" not in str(e) and not getattr(e, "batch_of_one", 0):
             raise
         raise DatasetError(message) from e
 

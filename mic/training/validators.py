@@ -13,6 +13,7 @@ how far each can be trusted.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import math
 import warnings
 from abc import ABC, abstractmethod
@@ -323,9 +324,11 @@ def make_validators(names: Iterable[str | Validator]) -> list[Validator]:
             raise ConfigError(f"a validator is a name or a Validator instance, got {got}")
         if isinstance(v, str):
             if v not in VALIDATORS:
+                alike = [k for k in VALIDATORS if k.casefold() == v.strip().casefold()]
+                alike = alike or difflib.get_close_matches(v, list(VALIDATORS), 1, 0.7)
                 raise ConfigError(
                     f"unknown validator {v!r} in eval.validators; the known validators are "
-                    f"{', '.join(VALIDATORS)}"
+                    f"{', '.join(VALIDATORS)}" + (f". Did you mean: {alike[0]}?" if alike else "")
                 )
             v = VALIDATORS[v]()
         out.append(v)
@@ -702,10 +705,10 @@ class ModelSelection:
             if len(parts) != 3 or parts[0] not in ("eval", "validator"):
                 continue
             self.seen.setdefault(key, step)
+            models.add(parts[1])  # (its last evaluation, also one of NaN scores alone)
             value = _as_float(value)  # (an int, a 0-d tensor, NumPy's: never counted before)
             if not _finite(value):
                 continue
-            models.add(parts[1])
             if key not in self.best or self.better(key, value, self.best[key]["score"]):
                 metrics = self._metrics(record, parts[1])
                 self.best[key] = {"step": step, "score": value, "metrics": metrics}
@@ -725,7 +728,21 @@ class ModelSelection:
         labelled metric at that step, when it was measured). A score that was never finite
         (NaN at every evaluation) picks nothing: its step and score are None. A score first
         recorded after the model's first evaluation (a validator added on resume) picked
-        among the evaluations from then on only: its pick says so, ``"since": <step>``."""
+        among the evaluations from then on only: its pick says so, ``"since": <step>``.
+
+        Raises:
+            ConfigError: a ``model`` or labelled ``metric`` that no record holds, where the
+                records hold others (a misspelt name read as never measured).
+        """
+        models = sorted({k.split("/")[1] for k in self.seen})
+        metrics = sorted({k.split("/")[2] for k in self.best if k.startswith(f"eval/{model}/")})
+        measured = f"eval/{model}/{metric}" in self.seen  # (NaN throughout: known all the same)
+        for what, name, known in (("model", model, models), ("metric", metric, metrics)):
+            if known and name not in known and not (what == "metric" and measured):
+                raise ConfigError(
+                    f"ModelSelection.picks: no evaluation record scores the {what} {name!r}; "
+                    f"the records hold {', '.join(known)}"
+                )
         out: dict[str, dict[str, Any]] = {}
         validators = [k for k in self.seen if k.startswith(f"validator/{model}/")]
         mine = [s for k, s in self.seen.items() if k.split("/")[1] == model and s is not None]

@@ -105,13 +105,15 @@ class Classifier(nn.Module):
             m.training for m in self.bottleneck.modules() if isinstance(m, nn.BatchNorm1d)
         )
         if by_batch and len(x) == 1:  # (training, or a teacher that normalises by the batch)
-            raise DatasetError(
+            error = DatasetError(
                 "a batch of 1 image reached the classifier while its bottleneck's BatchNorm1d "
                 "normalises with batch statistics (training, or the teacher's teacher.norm="
                 "batch), which it cannot compute from one sample: give the loaders "
                 "drop_last=True (as mic-train does) and batches of 2 or more images, or a "
                 "dataset that holds a multiple of the batch size"
             )
+            error.batch_of_one = True  # (a validator's batch of one names its own loader)
+            raise error
         return self.bottleneck(self.backbone(x))
 
     def forward_with_features(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -638,7 +638,8 @@ def warn_of_shrinking(
 def check_detector_settings(given: Mapping[str, Any]) -> None:
     """Refuse detector settings that torchvision or detectron2 would fail on deep inside (or
     take silently): sizes and counts that are not positive whole numbers, anchor sizes that
-    are not one entry per FPN level, aspect ratios <= 0, thresholds outside [0, 1], a
+    are not one entry per FPN level, aspect ratios <= 0, thresholds outside [0, 1] (a box
+    score threshold of 1, which keeps no box), a
     min_size above max_size (the longer side's cap wins: the resize ends below min_size), an
     ``image_mean`` or ``image_std`` that is not one number per RGB channel (std > 0).
 
@@ -669,6 +670,11 @@ def check_detector_settings(given: Mapping[str, Any]) -> None:
     for key, value in fractions.items():
         if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 1):
             raise ConfigError(f"{key} must lie in [0, 1], got {value!r}")
+    if given.get("box_score_thresh") == 1:  # (both backends keep scores above it: none)
+        raise ConfigError(
+            "model.box_score_thresh=1 keeps no box: the detector keeps the boxes scored above "
+            "it, and no score exceeds 1; give a threshold below 1 (published 0.05)"
+        )
     if anchor_sizes is not None:
         per_level = (
             [s if isinstance(s, Sequence) and not isinstance(s, str) else [s] for s in anchor_sizes]
