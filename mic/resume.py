@@ -364,6 +364,23 @@ def check_allowed_keys(allow: list[str], old: dict[str, Any], new: dict[str, Any
         )
 
 
+def _warn_of_rescaled_validators(saved: dict[str, Any], new: dict[str, Any]) -> None:
+    """Warn when a resume changes how many elements the validators score (free to change, as
+    every eval setting): snd and bnm change scale with it, and the picks compare the scores
+    of the evaluations before and after."""
+    was, now = (flatten(c).get for c in (saved, new))
+    keys = ["eval.validation.batches", "eval.validation.samples_per_image"]
+    moved = [f"{k}: {was(k)} -> {now(k)}" for k in keys if was(k) != now(k)]
+    if moved and now("eval.validators"):
+        warnings.warn(
+            f"resume: {'; '.join(moved)}: the validators now score another number of "
+            "elements, which changes the scale of snd and bnm (docs/model_selection.md), and "
+            "the checkpoint picks compare the scores of the evaluations before and after; "
+            "keep the checkpoint's values to compare them evenly",
+            stacklevel=3,
+        )
+
+
 def check_resume_config(
     saved: dict[str, Any] | None, cfg: DictConfig, processes: tuple[int, int]
 ) -> dict[str, tuple[Any, Any]]:
@@ -381,6 +398,7 @@ def check_resume_config(
     check_allowed_keys(allow, saved or {}, new)  # type: ignore[arg-type]
     if saved is None:  # a checkpoint from before configs were recorded
         return {}
+    _warn_of_rescaled_validators(saved, new)  # type: ignore[arg-type]
     changes = config_changes(saved, new, processes)  # type: ignore[arg-type]
     if "init_from" in changes:  # never read on resume: allowing it would change nothing
         was, now = changes.pop("init_from")

@@ -29,6 +29,16 @@ def test_an_allowed_learning_rate_change_applies_from_the_resumed_iteration(tmp_
     assert exp.loop.step == 4
 
 
+def test_a_resume_that_rescales_the_validators_says_so(tmp_path):
+    """eval.* may change on resume, but validators scoring another number of elements mixed
+    scores of two scales in one pick (snd 3.08 -> 1.78 at the resume), without a word."""
+    validators = ["eval.validators=[snd,bnm]", "checkpoint.interval=1"]
+    run_experiment(load_config([*TINY, *validators, "iterations=2"]), tmp_path)
+    again = [*TINY, *validators, "iterations=3", "resume=auto"]
+    with pytest.warns(UserWarning, match=r"eval.validation.batches: 4 -> 1: the validators now"):
+        build_experiment(load_config([*again, "eval.validation.batches=1"]), tmp_path)
+
+
 def test_a_bad_file_met_mid_run_saves_first_and_resume_continues_once_it_is_fixed(tmp_path):
     tgt = class_folders(tmp_path / "tgt", ["x"], n=40)
     broken = tgt / "x" / "7.png"
