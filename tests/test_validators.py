@@ -865,3 +865,32 @@ def test_masked_agreement_on_a_batch_of_one_image_is_a_dataset_error():
     validation = LabelFreeValidation(["masked_agreement"], one, masker=BlockMasker(2, 0.5))
     with pytest.raises(DatasetError, match=r"masked_agreement met a batch of 1 image.*drop_last"):
         validation.score(ClassificationTask(3), tiny_model())
+
+
+def test_a_metric_that_refuses_soft_pseudo_labels_is_named_in_one_short_line():
+    """torchmetrics' error quoted every value of the soft labels (about 200 numbers)."""
+    from mic.core import PseudoLabels
+    from mic.training.validators import MaskedAgreement, TargetOutputs
+
+    class Refuses:  # as torchmetrics refuses float targets: the values in its message
+        def update(self, prediction, targets):
+            raise ValueError(f"Expected integer targets, got\n{targets}")
+
+        def compute(self):
+            return 0.0
+
+        def reset(self):
+            pass
+
+    class Soft(ClassificationTask):
+        def metric(self):
+            return Refuses()
+
+    task = Soft(3)
+    soft = torch.softmax(torch.randn(64, 3), 1)
+    validator = MaskedAgreement()
+    validator.start(task, torch.device("cpu"))
+    outputs = TargetOutputs(task, masked=soft, reference=PseudoLabels(soft, soft))
+    with pytest.raises(ConfigError, match="refused them") as refused:
+        validator.update(outputs)
+    assert len(str(refused.value)) < 600 and "\n" not in str(refused.value)

@@ -281,10 +281,11 @@ class MaskedAgreement(Validator):
         except (ValueError, TypeError, RuntimeError) as e:  # soft pseudo-labels: no targets
             if isinstance(e, torch.OutOfMemoryError):
                 raise
-            task = type(self._task).__name__
+            task, said = type(self._task).__name__, str(e).split("\n")[0]  # (tensors dumped)
+            said = said if len(said) <= 200 else f"{said[:200]}..."
             raise ConfigError(
                 f"the masked_agreement validator scores a prediction against the pseudo-labels "
-                f"with {task}.metric(), which refused them ({type(e).__name__}: {e}): it needs "
+                f"with {task}.metric(), which refused them ({type(e).__name__}: {said}): it needs "
                 "pseudo-labels that are targets the metric takes (hard labels); leave it out "
                 "(mic-train: eval.validators=[...] without masked_agreement)"
             ) from e
