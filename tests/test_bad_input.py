@@ -1925,7 +1925,12 @@ CASES = [
         lambda t, r: folder_overrides(t, source=t / "no_source", target=t / "no_target"),
         "2 datasets could not be built: dataset.source: class-per-folder folder",
     ),
-    ("data-empty-folder", "an empty image folder", lambda t, r: _empty(t), "no images found"),
+    (
+        "data-empty-folder",
+        "an empty image folder",
+        lambda t, r: _empty(t),
+        "dataset.target (root: dataset.root_target): no images found",  # (which setting)
+    ),
     (
         "data-wrong-layout",
         "images where class folders should be",
