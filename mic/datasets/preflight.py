@@ -209,6 +209,14 @@ def reader_node(config: Any, key: str) -> Any:
     return node
 
 
+#: what a detection reader counts as left out by its data set's protocol, and how the log
+#: names it (the reader's keys that keep them)
+LEFT_OUT_BY_PROTOCOL = {
+    "crowd_skipped": "iscrowd annotations (crowd regions; skip_crowd=false keeps them)",
+    "difficult_skipped": "objects marked difficult (keep_difficult=true keeps them)",
+}
+
+
 def reader_key(role: str, dataset: Any, node: Any = None) -> tuple[str, str]:
     """The config key of the reader inside ``dataset`` (``dataset.source.dataset`` under a
     wrapper such as rare class sampling) and the reader's class name.
@@ -332,6 +340,12 @@ def check_datasets(
                 channels = int(image.shape[0])
             if role == "target" and sound:
                 problems += block_problems(config, tuple(image.shape[-2:]))
+        reader = dataset
+        while isinstance(reader, DatasetWrapper):
+            reader = reader.dataset
+        for attribute, what in LEFT_OUT_BY_PROTOCOL.items():  # (else only the image count)
+            if left := getattr(reader, attribute, 0):
+                log.info("%s: %d %s left out, as the published protocol does", key, left, what)
         warnings = [p for p in problems if p.warning]
         if warnings:  # one paragraph per dataset, grouped by kind as the errors are
             log.warning("%s: %s", key, format_problems(warnings, key, config=config)[0])
