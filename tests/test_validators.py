@@ -894,3 +894,38 @@ def test_a_metric_that_refuses_soft_pseudo_labels_is_named_in_one_short_line():
     with pytest.raises(ConfigError, match="refused them") as refused:
         validator.update(outputs)
     assert len(str(refused.value)) < 600 and "\n" not in str(refused.value)
+
+
+def test_masked_agreement_on_pseudo_labels_the_metric_refuses_is_named_before_training():
+    """A task of soft pseudo-labels (which its loss takes, its metric not) trained until the
+    first evaluation, at the end of a run with eval.interval=0, before masked_agreement
+    failed on them."""
+
+    class HardOnly:
+        def update(self, prediction, targets):
+            if targets.is_floating_point():
+                raise ValueError("Expected integer targets")
+
+        def compute(self):
+            return 0.0
+
+        def reset(self):
+            pass
+
+    class Soft(ClassificationTask):
+        def metric(self):
+            return HardOnly()
+
+        def pseudo_label(self, prediction):
+            return PseudoLabels(prediction, prediction)
+
+    task, source, target, _ = tiny_loaders()
+    task = Soft(3)
+    validation = LabelFreeValidation(["masked_agreement"], target, batches=1)
+    from mic.training import Evaluation
+
+    hooks = [Evaluation(task, None, interval=0, validation=validation)]
+    loop = _mean_teacher_loop(task, tiny_model(), source, target, hooks)
+    with pytest.raises(ConfigError, match=r"masked_agreement validator .* refused them"):
+        loop.run()
+    assert loop.step == 0

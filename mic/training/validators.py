@@ -495,6 +495,31 @@ class LabelFreeValidation:
             raise _no_batch(self.names)
 
     @torch.no_grad()
+    def check_agreement(
+        self, task: Task, reference: nn.Module, device: torch.device | None = None
+    ) -> None:
+        """Before training, with ``masked_agreement``: score ``reference``'s prediction on the
+        first scored batch against its own pseudo-labels with ``task.metric()``, as the
+        validator will, so that a metric that refuses the pseudo-labels (soft ones) is named
+        now rather than at the first evaluation. Draws nothing; modes restored.
+
+        Raises:
+            ConfigError: the metric refuses the pseudo-labels (``MaskedAgreement.update``).
+        """
+        if not any(isinstance(v, MaskedAgreement) for v in self.validators):
+            return
+        reference = unwrap(reference)
+        with preserved_rng(), eval_mode(reference):
+            for _, x in self._images(device):
+                prediction = task.predict(reference, x)
+                probe = MaskedAgreement()
+                probe.start(task, device or next(reference.parameters()).device)
+                outputs = TargetOutputs(task, masked=prediction)
+                outputs.reference = task.pseudo_label(prediction)
+                probe.update(outputs)
+                return
+
+    @torch.no_grad()
     def references(
         self, task: Task, model: nn.Module, device: torch.device | None = None
     ) -> list[PseudoLabels]:
