@@ -394,7 +394,7 @@ def load_run(
         raise ConfigError(  # (its checkpoints/ folder, or .hydra/)
             f"'{folder}' is a folder inside the run folder '{folder.parent}': give the run "
             f"folder, load_run('{folder.parent}') (a checkpoint of its own choosing: "
-            f"checkpoint='{folder.parent / 'checkpoints' / 'best.pt'}')"
+            "checkpoint='best.pt')"
         )
     if not (folder / "config.yaml").is_file():
         logs = sorted(p.name for p in folder.glob("*.log")) if folder.is_dir() else []
@@ -438,17 +438,21 @@ def load_run(
             f"mic-train (from the current folder, {os.getcwd()}, or an installed package); run "
             "from the folder that holds its module, or add that folder to sys.path"
         ) from None
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        inside = [folder / "checkpoints" / checkpoint, folder / checkpoint]  # best.pt by name
-        found = next(
-            (p for p in inside if not Path(checkpoint).is_absolute() and p.is_file()), None
+    bare = checkpoint is not None and os.sep not in str(checkpoint)  # best.pt: the run's
+    inside = folder / "checkpoints" / str(checkpoint)
+    if bare and inside.is_file() and Path(checkpoint).is_file():  # (which one was meant?)
+        raise ConfigError(
+            f"load_run: checkpoint '{checkpoint}' names a file here and one in '{folder}/"
+            f"checkpoints': give a path ('./{checkpoint}' for this folder's, "
+            f"'{inside}' for the run's)"
         )
-        if found is None:
-            raise ConfigError(
-                f"load_run: checkpoint '{checkpoint}' is no file (here, nor in '{folder}' or its "
-                "checkpoints folder)"
-            )
-        checkpoint = found
+    if bare and inside.is_file():
+        checkpoint = inside
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise ConfigError(
+            f"load_run: checkpoint '{checkpoint}' is no file (neither here nor in '{folder}/"
+            "checkpoints')"
+        )
     plain = checkpoint is not None and not is_readable_checkpoint(checkpoint)
     which = "student" if plain else model  # strictly: no part left as initialised
     file = load_initial_weights(net, checkpoint or folder, "load_run", which, lacking_ok=False)
@@ -589,7 +593,10 @@ def build_datasets(cfg: DictConfig, preflight: bool = True) -> dict[str, Any]:
     if failed:
         raise DatasetError(
             f"{len(failed)} datasets could not be built: "
-            + "; ".join(f"{', '.join(names)}: {message}" for message, names in failed.items())
+            + "; ".join(
+                f"{_quoted_settings(cfg, names, message)}: {message}"
+                for message, names in failed.items()
+            )
         )
     return data
 
@@ -1449,6 +1456,8 @@ def continue_with(run_dir: Path | str) -> str:
     of the sweep resumes from its own."""
     from hydra.core.hydra_config import HydraConfig
 
+    if folder_option() == "run_dir":  # Python: no command to add to
+        return f"resume=auto (load_config([..., 'resume=auto']), run_experiment(cfg, '{run_dir}'))"
     if folder_option() == "hydra.sweep.dir":
         return (
             f"{typed_option('hydra.sweep.dir', HydraConfig.get().sweep.dir)} resume=auto (with -m)"
@@ -1641,12 +1650,19 @@ def run_experiment(
 
     Raises:
         ConfigError: ``cfg`` is no composed config (``load_config``'s; the run folder in its
-            place, arguments swapped); and what building and training raise.
+            place, arguments swapped), or ``run_dir`` is empty text (the current folder); and
+            what building and training raise.
     """
     if not isinstance(cfg, DictConfig):
         raise ConfigError(
             f"run_experiment(cfg, run_dir): cfg must be a composed config (load_config(...)), "
             f"got {type(cfg).__name__} {cfg!r:.80}"
+        )
+    if run_dir is not None and not str(run_dir).strip():  # ("": the current folder, unasked)
+        raise ConfigError(
+            f"run_experiment(cfg, run_dir=''): the run would be written (checkpoints/, "
+            f"config.yaml, summary.json) into the current folder '{Path.cwd()}'; give the run "
+            "folder, or run_dir=None to write nothing"
         )
     state = rng_state()
     try:
@@ -1689,8 +1705,9 @@ def _run_experiment(
     except DatasetError as e:
         if exp.run_dir is None or exp.loop.step == 0:
             raise
+        notes = "".join(f" {n}" for n in getattr(e, "__notes__", []))  # (which loader)
         raise DatasetError(
-            f"{str(e).rstrip().rstrip('.')}. The run saved its state after iteration "
+            f"{str(e).rstrip().rstrip('.')}{notes}. The run saved its state after iteration "
             f"{exp.loop.step} in {exp.run_dir}/checkpoints: once this is fixed, continue with "
             f"the same command plus: {continue_with(exp.run_dir)} (and, if files were removed "
             "or added, resume_allow_changes=[dataset])"

@@ -371,9 +371,9 @@ def _warn_of_rescaled_validators(saved: dict[str, Any], new: dict[str, Any]) -> 
     was, now = (flatten(c).get for c in (saved, new))
     keys = ["eval.validation.batches", "eval.validation.samples_per_image"]
     moved = [f"{k}: {was(k)} -> {now(k)}" for k in keys if was(k) != now(k)]
-    if moved and now("eval.validators"):
+    if moved and {"snd", "bnm"} & set(now("eval.validators") or []):
         warnings.warn(
-            f"resume: {'; '.join(moved)}: the validators now score another number of "
+            f"resume: {'; '.join(moved)}: the validators may now score another number of "
             "elements, which changes the scale of snd and bnm (docs/model_selection.md), and "
             "the checkpoint picks compare the scores of the evaluations before and after; "
             "keep the checkpoint's values to compare them evenly",

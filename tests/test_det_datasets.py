@@ -93,8 +93,8 @@ def test_the_data_check_counts_the_crowd_and_difficult_objects_left_out(tmp_path
     voc = VOCDetection(_voc(tmp_path, {"000001": xml}), "train")
     with caplog.at_level(logging.INFO, logger="mic.datasets.preflight"):
         check_datasets({"source": CocoDetection(images, ann), "test": voc})
-    assert "dataset.source: 1 iscrowd annotations (crowd regions; skip_crowd=false" in caplog.text
-    assert "dataset.test: 1 objects marked difficult (keep_difficult=true keeps" in caplog.text
+    assert "1 iscrowd annotations (crowd regions; ++dataset.source.skip_crowd=" in caplog.text
+    assert "test: 1 objects marked difficult (++dataset.test.keep_difficult=true" in caplog.text
 
 
 def test_crowd_and_difficult_objects_can_be_kept_for_evaluation_to_ignore(tmp_path):

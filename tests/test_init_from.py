@@ -351,8 +351,19 @@ def test_load_run_of_a_stopped_run_says_which_checkpoint_it_loaded(teacher_run, 
     assert _equal(model.state_dict(), {k.removeprefix("model."): v for k, v in saved.items()})
     by_name = mic.load_run(stopped, model="teacher", checkpoint="iter_00000002.pt")[1]
     assert _equal(by_name.state_dict(), model.state_dict())  # a name in checkpoints/
-    with pytest.raises(ConfigError, match=r"'best.pt' is no file \(here, nor in '"):
+    with pytest.raises(ConfigError, match=r"'best.pt' is no file \(neither here nor in '"):
         mic.load_run(stopped, checkpoint="best.pt")
+    import os
+
+    here = os.getcwd()
+    os.chdir(tmp_path)  # a file of that name here too: which one is meant is asked
+    try:
+        shutil.copy(stopped / "checkpoints" / "iter_00000002.pt", "iter_00000002.pt")
+        with pytest.raises(ConfigError, match=r"names a file here and one in"):
+            mic.load_run(stopped, checkpoint="iter_00000002.pt")
+        assert mic.load_run(stopped, checkpoint="./iter_00000002.pt")  # this folder's
+    finally:
+        os.chdir(here)
 
 
 def test_weights_without_batchnorm_counts_load_and_others_missing_are_still_refused(

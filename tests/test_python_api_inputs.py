@@ -769,6 +769,8 @@ def test_run_folder_advice_from_python_names_run_experiments_argument(tmp_path):
         ConfigError, match=r"resume=auto needs .* \(run_experiment\(cfg, run_dir\)\)"
     ):
         run_experiment(load_config([*TINY_RUN, "resume=auto"]))
+    with pytest.raises(ConfigError, match=r"run_dir=''\): the run would be written .* into the"):
+        run_experiment(load_config(TINY_RUN), "")  # (as mic-train's hydra.run.dir=)
     run_experiment(load_config(TINY_RUN), tmp_path)
     with pytest.raises(
         ConfigError, match=r"already holds a run .* another folder \(run_dir=\.\.\.\)"

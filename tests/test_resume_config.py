@@ -3,10 +3,12 @@
 import json
 import re
 import shutil
+import warnings
 
 import pytest
 import torch
 
+from mic import DatasetError
 from mic.experiment import build_experiment, load_config, run_experiment
 from tests.cli import run_mic_train
 from tests.helpers import TINY_RUN, class_folders, folder_overrides, write_png
@@ -35,7 +37,11 @@ def test_a_resume_that_rescales_the_validators_says_so(tmp_path):
     validators = ["eval.validators=[snd,bnm]", "checkpoint.interval=1"]
     run_experiment(load_config([*TINY, *validators, "iterations=2"]), tmp_path)
     again = [*TINY, *validators, "iterations=3", "resume=auto"]
-    with pytest.warns(UserWarning, match=r"eval.validation.batches: 4 -> 1: the validators now"):
+    with pytest.warns(UserWarning, match=r"batches: 4 -> 1: the validators may now"):
+        build_experiment(load_config([*again, "eval.validation.batches=1"]), tmp_path)
+    with warnings.catch_warnings():  # entropy and im are means: no scale to change
+        warnings.filterwarnings("error", message="resume: eval.validation")
+        again[again.index("eval.validators=[snd,bnm]")] = "eval.validators=[entropy,im]"
         build_experiment(load_config([*again, "eval.validation.batches=1"]), tmp_path)
 
 
@@ -57,6 +63,7 @@ def test_a_bad_file_met_mid_run_saves_first_and_resume_continues_once_it_is_fixe
     first = run_mic_train(args)
     assert first.returncode == 2, first.stderr[-2000:]
     assert "cannot read image" in first.stderr and "resume=auto" in first.stderr
+    assert "(in a batch of the target loader). The run saved its state" in first.stderr
     saved = sorted(run.glob("checkpoints/iter_*.pt"))
     assert saved, "the state before the bad batch must be saved"
     step = torch.load(saved[-1], weights_only=True)["step"]
@@ -77,6 +84,11 @@ def test_a_bad_file_met_mid_run_saves_first_and_resume_continues_once_it_is_fixe
     assert f"resuming from {saved[-1]} at iteration {step}" in second.stdout
     summary = json.loads((run / "summary.json").read_text())
     assert summary["after_adaptation"]["step"] == 12
+    broken.write_bytes(b"garbage")  # from Python: no command to add options to
+    with pytest.raises(DatasetError) as raised:
+        run_experiment(load_config(args[:-1]), tmp_path / "py")
+    said = str(raised.value)
+    assert "of the target loader" in said and f"run_experiment(cfg, '{tmp_path / 'py'}')" in said
 
 
 def test_a_resumed_run_keeps_its_evaluation_history_and_a_restart_its_log_clean(tmp_path):

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from mic import BlockMasker, PseudoLabels
-from mic.core import ConfigError
+from mic.core import ConfigError, DatasetError
 from mic.experiment import load_config, run_experiment
 from mic.tasks.classification import ClassificationTask
 from mic.tasks.detection import DetectionTask
@@ -929,3 +929,20 @@ def test_masked_agreement_on_pseudo_labels_the_metric_refuses_is_named_before_tr
     with pytest.raises(ConfigError, match=r"masked_agreement validator .* refused them"):
         loop.run()
     assert loop.step == 0
+    from mic import source_only  # without a teacher: the model's own pseudo-labels
+    from mic.core import AdaptationLoop
+
+    student = tiny_model()
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.01)
+    alone = AdaptationLoop(task, student, source_only(), optimizer, source, target, 4, hooks=hooks)
+    with pytest.raises(ConfigError, match=r"masked_agreement validator .* refused them"):
+        alone.run()
+    assert alone.step == 0
+    # a data error in the validation's own loader says whose batch it was
+    from torch.utils.data import DataLoader
+
+    two_sizes = [torch.zeros(3, 8, 8), torch.zeros(3, 8, 9)]
+    loader = DataLoader(two_sizes, batch_size=2, collate_fn=task.collate)
+    with pytest.raises(DatasetError) as raised:
+        LabelFreeValidation(["masked_agreement"], loader, 1).check_agreement(task, student)
+    assert "(in a batch of the label-free validation's loader" in raised.value.__notes__[0]

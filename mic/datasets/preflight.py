@@ -212,8 +212,8 @@ def reader_node(config: Any, key: str) -> Any:
 #: what a detection reader counts as left out by its data set's protocol, and how the log
 #: names it (the reader's keys that keep them)
 LEFT_OUT_BY_PROTOCOL = {
-    "crowd_skipped": "iscrowd annotations (crowd regions; skip_crowd=false keeps them)",
-    "difficult_skipped": "objects marked difficult (keep_difficult=true keeps them)",
+    "crowd_skipped": "iscrowd annotations (crowd regions; ++{key}.skip_crowd=false keeps them)",
+    "difficult_skipped": "objects marked difficult (++{key}.keep_difficult=true keeps them)",
 }
 
 
@@ -345,7 +345,8 @@ def check_datasets(
             reader = reader.dataset
         for attribute, what in LEFT_OUT_BY_PROTOCOL.items():  # (else only the image count)
             if left := getattr(reader, attribute, 0):
-                log.info("%s: %d %s left out, as the published protocol does", key, left, what)
+                said = what.format(key=key)
+                log.info("%s: %d %s left out, as the published protocol does", key, left, said)
         warnings = [p for p in problems if p.warning]
         if warnings:  # one paragraph per dataset, grouped by kind as the errors are
             log.warning("%s: %s", key, format_problems(warnings, key, config=config)[0])

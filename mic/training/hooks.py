@@ -525,8 +525,9 @@ class Evaluation(Hook):
                 "teacher (none of its terms uses pseudo-labels): nothing would be scored; score "
                 "the student (models=('student',))"
             )
-        if student is not None and self.validation is not None and loop.teacher is not None:
-            self.validation.check_agreement(self.task, loop.teacher.model, loop.device)
+        if student is not None and self.validation is not None:  # (no teacher: its own labels)
+            reference = loop.teacher.model if loop.teacher is not None else student
+            self.validation.check_agreement(self.task, reference, loop.device)
         if self.loader is None:
             if student is not None:
                 with preserved_rng():

@@ -485,8 +485,16 @@ class LabelFreeValidation:
         Raises:
             DatasetError: the loader yields no batch.
         """
-        i = -1
-        for i, batch in enumerate(islice(self.loader, self.batches)):
+        i, batches = -1, iter(islice(self.loader, self.batches))
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except DatasetError as e:  # (a collate's check reads the same for every loader)
+                e.add_note("(in a batch of the label-free validation's loader: target images)")
+                raise
+            i += 1
             images, _ = split_sample(batch)
             yield i, move_to(images, device) if device is not None else images
         if 0 <= i < self.batches - 1 and not self._told_short:
