@@ -1923,7 +1923,7 @@ CASES = [
         "data-missing-folders",
         "two dataset folders that do not exist",
         lambda t, r: folder_overrides(t, source=t / "no_source", target=t / "no_target"),
-        "2 datasets could not be built: dataset.source: class-per-folder folder",
+        "2 datasets could not be built: dataset.source (root: dataset.root_source): class-per",
     ),
     (
         "data-empty-folder",

@@ -525,14 +525,12 @@ class Evaluation(Hook):
                 "teacher (none of its terms uses pseudo-labels): nothing would be scored; score "
                 "the student (models=('student',))"
             )
-        if student is not None and self.validation is not None:  # (no teacher: its own labels)
-            reference = loop.teacher.model if loop.teacher is not None else student
-            self.validation.check_agreement(self.task, reference, loop.device)
         if self.loader is None:
             if student is not None:
                 with preserved_rng():
                     fresh_metric(self.task, loop.device)
                 self._expect(loop, {})
+                self._check_agreement(loop)
             return
         sampler = getattr(self.loader, "sampler", None)
         generators = [
@@ -558,6 +556,14 @@ class Evaluation(Hook):
         if student is not None:
             with preserved_rng():
                 self._expect(loop, check_scoring(self.task, student, batch, loop.device))
+            self._check_agreement(loop)  # (after the test batch, whose errors say more)
+
+    def _check_agreement(self, loop: AdaptationLoop) -> None:
+        """The validation's early check of masked_agreement (``check_agreement``), on the
+        teacher's pseudo-labels, or the student's own without a teacher."""
+        if self.validation is not None:
+            model = loop.teacher.model if loop.teacher is not None else loop.student
+            self.validation.check_agreement(self.task, model, loop.device)
 
     def _expect(self, loop: AdaptationLoop, scores: dict[str, Any] | None) -> None:
         """Set ``expected`` from the first test batch's ``scores`` (None: unknown)."""
