@@ -867,26 +867,35 @@ def test_masked_agreement_on_a_batch_of_one_image_is_a_dataset_error():
         validation.score(ClassificationTask(3), tiny_model())
 
 
-def test_a_metric_that_refuses_soft_pseudo_labels_is_named_in_one_short_line():
-    """torchmetrics' error quoted every value of the soft labels (about 200 numbers)."""
-    from mic.core import PseudoLabels
-    from mic.training.validators import MaskedAgreement, TargetOutputs
+class _HardLabelsOnly:
+    """A metric that refuses float (soft) targets as torchmetrics does, quoting them."""
 
-    class Refuses:  # as torchmetrics refuses float targets: the values in its message
-        def update(self, prediction, targets):
+    def update(self, prediction, targets):
+        if targets.is_floating_point():
             raise ValueError(f"Expected integer targets, got\n{targets}")
 
-        def compute(self):
-            return 0.0
+    def compute(self):
+        return 0.0
 
-        def reset(self):
-            pass
+    def reset(self):
+        pass
 
-    class Soft(ClassificationTask):
-        def metric(self):
-            return Refuses()
 
-    task = Soft(3)
+class _SoftPseudoLabels(ClassificationTask):
+    """Soft pseudo-labels (the class probabilities): the loss takes them, the metric not."""
+
+    def metric(self):
+        return _HardLabelsOnly()
+
+    def pseudo_label(self, prediction):
+        return PseudoLabels(prediction, prediction)
+
+
+def test_a_metric_that_refuses_soft_pseudo_labels_is_named_in_one_short_line():
+    """torchmetrics' error quoted every value of the soft labels (about 200 numbers)."""
+    from mic.training.validators import MaskedAgreement, TargetOutputs
+
+    task = _SoftPseudoLabels(3)
     soft = torch.softmax(torch.randn(64, 3), 1)
     validator = MaskedAgreement()
     validator.start(task, torch.device("cpu"))
@@ -900,27 +909,8 @@ def test_masked_agreement_on_pseudo_labels_the_metric_refuses_is_named_before_tr
     """A task of soft pseudo-labels (which its loss takes, its metric not) trained until the
     first evaluation, at the end of a run with eval.interval=0, before masked_agreement
     failed on them."""
-
-    class HardOnly:
-        def update(self, prediction, targets):
-            if targets.is_floating_point():
-                raise ValueError("Expected integer targets")
-
-        def compute(self):
-            return 0.0
-
-        def reset(self):
-            pass
-
-    class Soft(ClassificationTask):
-        def metric(self):
-            return HardOnly()
-
-        def pseudo_label(self, prediction):
-            return PseudoLabels(prediction, prediction)
-
-    task, source, target, _ = tiny_loaders()
-    task = Soft(3)
+    _, source, target, _ = tiny_loaders()
+    task = _SoftPseudoLabels(3)
     validation = LabelFreeValidation(["masked_agreement"], target, batches=1)
     from mic.training import Evaluation
 
