@@ -284,7 +284,8 @@ def test_bad_model_settings_are_clear():
         ("anchor_sizes", [8, 16, -32], "model.anchor_sizes must list"),
         ("anchor_sizes", [[8, 16], [16], [32]], "the same number of sizes (the RPN head"),
         ("aspect_ratios", [0.0, 1.0], "model.aspect_ratios must list positive"),
-        ("box_score_thresh", 2.0, "model.box_score_thresh must lie in [0, 1], got 2.0"),
+        ("box_score_thresh", 2.0, "model.box_score_thresh must lie in [0, 1), got 2.0"),
+        ("box_nms_thresh", 2.0, "model.box_nms_thresh must lie in [0, 1], got 2.0"),
         ("box_score_thresh", 1, "model.box_score_thresh=1 keeps no box"),  # (mAP 0 for good)
     ],
 )

@@ -176,6 +176,8 @@ def test_unknown_validator_names_the_known_ones():
         make_validators(["entropy", "accuracy"])
     with pytest.raises(ConfigError, match=r"Did you mean: im\?"):  # (best_by=IM said so)
         make_validators(["IM"])
+    with pytest.raises(ConfigError, match=r"validators 'Im', 'Bnmm' .* Im -> im, Bnmm -> bnm\?"):
+        make_validators(["Im", "Bnmm"])  # (the first alone was named)
 
 
 # ---------------------------------------------------------------- what tasks give validators

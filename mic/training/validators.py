@@ -318,21 +318,23 @@ def make_validators(names: Iterable[str | Validator]) -> list[Validator]:
         ConfigError: an unknown name (the message lists the known ones), one given twice, or
             what is neither a name nor a ``Validator`` instance (a class, a number).
     """
-    out: list[Validator] = []
+    out: list[Any] = []  # (names left unknown: refused together below)
     for v in [names] if isinstance(names, str) else names:  # (one name: not its letters)
         if not isinstance(v, (str, Validator)):
             got = f"the class {v.__name__}" if isinstance(v, type) else repr(v)
             raise ConfigError(f"a validator is a name or a Validator instance, got {got}")
-        if isinstance(v, str):
-            if v not in VALIDATORS:
-                alike = [k for k in VALIDATORS if k.casefold() == v.strip().casefold()]
-                alike = alike or difflib.get_close_matches(v, list(VALIDATORS), 1, 0.7)
-                raise ConfigError(
-                    f"unknown validator {v!r} in eval.validators; the known validators are "
-                    f"{', '.join(VALIDATORS)}" + (f". Did you mean: {alike[0]}?" if alike else "")
-                )
-            v = VALIDATORS[v]()
-        out.append(v)
+        out.append(VALIDATORS[v]() if isinstance(v, str) and v in VALIDATORS else v)
+    unknown = [v for v in out if isinstance(v, str)]
+    if unknown:  # every one at once, each with its likely name
+        guesses = []
+        for v in unknown:
+            alike = difflib.get_close_matches(v.strip().casefold(), list(VALIDATORS), 1, 0.7)
+            guesses += [(f"{v} -> " if len(unknown) > 1 else "") + alike[0]] if alike else []
+        raise ConfigError(
+            f"unknown validator{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))} in "
+            f"eval.validators; the known validators are {', '.join(VALIDATORS)}"
+            + (f". Did you mean: {', '.join(guesses)}?" if guesses else "")
+        )
     seen = [v.name for v in out]
     twice = sorted({n for n in seen if seen.count(n) > 1})
     if twice:

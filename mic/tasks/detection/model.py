@@ -669,7 +669,8 @@ def check_detector_settings(given: Mapping[str, Any]) -> None:
         )
     for key, value in fractions.items():
         if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 1):
-            raise ConfigError(f"{key} must lie in [0, 1], got {value!r}")
+            bounds = "[0, 1)" if key == "model.box_score_thresh" else "[0, 1]"  # (1: no box)
+            raise ConfigError(f"{key} must lie in {bounds}, got {value!r}")
     if given.get("box_score_thresh") == 1:  # (both backends keep scores above it: none)
         raise ConfigError(
             "model.box_score_thresh=1 keeps no box: the detector keeps the boxes scored above "
