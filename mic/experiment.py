@@ -46,7 +46,7 @@ from mic.datasets.preflight import (
 from mic.resume import (
     data_record,
     find_resume_checkpoint,
-    in_sweep,
+    folder_option,
     refuse_empty_run_folder,
     resume,
     resumed_line,
@@ -1390,17 +1390,6 @@ def check_batch_norm(student: nn.Module, method: UDAMethod, batch: int, loader: 
 
 #: the least free space a run folder's disk must have when a run starts
 MIN_FREE_BYTES = 64 * 2**20
-
-
-def folder_option() -> str:
-    """The option that chooses the run folder: ``hydra.sweep.dir`` in a multirun (``-m``),
-    ``hydra.run.dir`` in another mic-train run, ``run_dir`` (``run_experiment``'s argument)
-    in Python, where Hydra's options change nothing."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return "run_dir"
-    return "hydra.sweep.dir" if in_sweep() else "hydra.run.dir"
 
 
 def lock_run_folder(run_dir: Path) -> Any:

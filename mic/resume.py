@@ -156,6 +156,17 @@ def in_sweep() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def folder_option() -> str:
+    """The option that chooses the run folder: ``hydra.sweep.dir`` in a multirun (``-m``),
+    ``hydra.run.dir`` in another mic-train run, ``run_dir`` (``run_experiment``'s argument)
+    in Python, where Hydra's options change nothing."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return "run_dir"
+    return "hydra.sweep.dir" if in_sweep() else "hydra.run.dir"
+
+
 def refuse_empty_run_folder() -> None:
     """Refuse mic-train's ``hydra.run.dir=`` (or, with ``-m``, ``hydra.sweep.dir=``) given
     empty, which would write the run into the current folder.
@@ -201,11 +212,8 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
         return None
     if str(resume) == "auto":
         if run_dir is None:
-            from hydra.core.hydra_config import HydraConfig
-
-            where = (
-                "hydra.run.dir=..." if HydraConfig.initialized() else "run_experiment(cfg, run_dir)"
-            )
+            key = folder_option()
+            where = "run_experiment(cfg, run_dir)" if key == "run_dir" else f"{key}=..."
             raise ConfigError(f"resume=auto needs a run folder to look in ({where})")
         found = latest_checkpoint(run_dir / "checkpoints")
         every = sorted(p.name for p in run_dir.glob("checkpoints/iter_*.pt"))

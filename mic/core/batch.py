@@ -123,6 +123,13 @@ def check_loader(
         )
 
 
+def note_loader(error: DatasetError, loader: str, named_by: str | None = None) -> None:
+    """Note on ``error`` the ``loader`` whose batch raised it (a collate's checks read the same
+    for every loader), unless its message names it (``named_by``, default ``loader``)."""
+    if (named_by or loader) not in str(error):
+        error.add_note(f"(in a batch of {loader})")
+
+
 class EndlessLoader(Iterator[Any]):
     """A data loader cycled epoch after epoch, knowing its position for exact resume.
 
@@ -155,9 +162,8 @@ class EndlessLoader(Iterator[Any]):
     def __next__(self) -> Any:
         try:
             return self._next()
-        except DatasetError as e:  # (a collate's check reads the same for every loader)
-            if f"the {self.name} loader" not in str(e):
-                e.add_note(f"(in a batch of the {self.name} loader)")
+        except DatasetError as e:
+            note_loader(e, f"the {self.name} loader")
             raise
 
     def _next(self) -> Any:

@@ -340,11 +340,8 @@ def check_datasets(
                 channels = int(image.shape[0])
             if role == "target" and sound:
                 problems += block_problems(config, tuple(image.shape[-2:]))
-        reader = dataset
-        while isinstance(reader, DatasetWrapper):
-            reader = reader.dataset
         for attribute, what in LEFT_OUT_BY_PROTOCOL.items():  # (else only the image count)
-            if left := getattr(reader, attribute, 0):
+            if left := getattr(dataset, attribute, 0):  # (a wrapper's: its reader's)
                 said = what.format(key=key)
                 log.info("%s: %d %s left out, as the published protocol does", key, left, said)
         warnings = [p for p in problems if p.warning]

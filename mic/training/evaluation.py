@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mic.core.batch import check_loader, move_to, split_sample
+from mic.core.batch import check_loader, move_to, note_loader, split_sample
 from mic.core.errors import ConfigError, DatasetError, MicError, is_whole
 from mic.core.task import Task, check_task
 from mic.training.batches import labelled_batch
@@ -287,11 +287,8 @@ def check_pairs(task: Task, images: Any, targets: Any) -> None:
         )
 
 
-def note_test_batch(error: DatasetError) -> None:
-    """Note on ``error`` that a batch of the test loader raised it (a collate's check reads
-    the same for the source's, the target's and the test set's batches), unless it says so."""
-    if "the test set" not in str(error):
-        error.add_note("(in a batch of the test loader: the labelled target data scored)")
+#: how a data error of a test batch names its loader (``note_loader``)
+TEST_LOADER = "the test loader: the labelled target data scored"
 
 
 def _updated_metric(
@@ -310,8 +307,8 @@ def _updated_metric(
             prediction = task.predict(model, move_to(images, device))
             metric.update(prediction, move_to(targets, device))
             batches += 1
-    except DatasetError as e:  # (the same words for a source, target or test batch)
-        note_test_batch(e)
+    except DatasetError as e:
+        note_loader(e, TEST_LOADER, "the test set")
         raise
     return metric, batches
 

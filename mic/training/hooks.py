@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mic.core.batch import check_loader
+from mic.core.batch import check_loader, note_loader
 from mic.core.errors import CheckpointError, ConfigError, DatasetError, MicError, is_whole
 from mic.core.loop import AdaptationLoop, Hook
 from mic.core.task import Task, check_task
@@ -39,11 +39,11 @@ from mic.training.checkpoint import (
 from mic.training.distributed import broadcast_object, gather_objects, process_info
 from mic.training.evaluation import (
     EMPTY_TEST,
+    TEST_LOADER,
     check_scoring,
     check_test_set,
     fresh_metric,
     in_percent,
-    note_test_batch,
     recalibrated_batchnorm,
     scores_of,
     shown_metric,
@@ -545,8 +545,8 @@ class Evaluation(Hook):
                 if batch is not None:
                     _, targets = labelled_batch(batch, "the Evaluation hook's loader")
                     self.task.check_targets(targets)
-            except DatasetError as e:  # (a collate's words are the same for every loader)
-                note_test_batch(e)
+            except DatasetError as e:
+                note_loader(e, TEST_LOADER, "the test set")
                 raise
             finally:
                 for g, state in zip(generators, states, strict=True):

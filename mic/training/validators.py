@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import RandomSampler
 
-from mic.core.batch import check_loader, move_to, split_sample
+from mic.core.batch import check_loader, move_to, note_loader, split_sample
 from mic.core.context import RandomStream, stream_seed
 from mic.core.errors import ConfigError, DatasetError, is_whole
 from mic.core.masking import BlockMasker, Masker
@@ -487,18 +487,14 @@ class LabelFreeValidation:
         Raises:
             DatasetError: the loader yields no batch.
         """
-        i, batches = -1, iter(islice(self.loader, self.batches))
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                break
-            except DatasetError as e:  # (a collate's check reads the same for every loader)
-                e.add_note("(in a batch of the label-free validation's loader: target images)")
-                raise
-            i += 1
-            images, _ = split_sample(batch)
-            yield i, move_to(images, device) if device is not None else images
+        i = -1
+        try:
+            for i, batch in enumerate(islice(self.loader, self.batches)):
+                images, _ = split_sample(batch)
+                yield i, move_to(images, device) if device is not None else images
+        except DatasetError as e:  # (raised here: the caller's errors do not enter a generator)
+            note_loader(e, "the label-free validation's loader: target images")
+            raise
         if 0 <= i < self.batches - 1 and not self._told_short:
             self._warn_short(i + 1)
         if i < 0:
@@ -524,9 +520,8 @@ class LabelFreeValidation:
                 prediction = task.predict(reference, x)
                 probe = MaskedAgreement()
                 probe.start(task, device or next(reference.parameters()).device)
-                outputs = TargetOutputs(task, masked=prediction)
-                outputs.reference = task.pseudo_label(prediction)
-                probe.update(outputs)
+                pseudo = task.pseudo_label(prediction)
+                probe.update(TargetOutputs(task, masked=prediction, reference=pseudo))
                 return
 
     @torch.no_grad()
