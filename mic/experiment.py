@@ -91,6 +91,27 @@ from mic.training.evaluation import in_percent, shown_metric, tracked_batchnorms
 from mic.training.hooks import RandomStateAtBuild, say, strict_json
 from mic.training.rng import rng_state, set_rng_state
 
+__all__ = [
+    "Experiment",
+    "best_metric_key",
+    "build_datasets",
+    "build_experiment",
+    "build_method",
+    "build_optimizer",
+    "build_validation",
+    "compose_config",
+    "format_selection",
+    "format_summary",
+    "load_config",
+    "load_run",
+    "make_loader",
+    "resolve_device",
+    "run_experiment",
+    "seed_everything",
+    "summarize",
+    "validator_names",
+]
+
 
 def load_config(
     overrides: Sequence[str] = (),

@@ -49,6 +49,17 @@ from mic.training.checkpoint import (
     weight_misfits,
 )
 
+__all__ = [
+    "FREE_TO_CHANGE",
+    "check_resume_config",
+    "check_same_data",
+    "config_changes",
+    "data_record",
+    "find_resume_checkpoint",
+    "resume",
+    "resumed_line",
+]
+
 #: keys that may change on resume without asking: they do not touch the training itself
 FREE_TO_CHANGE = (
     "resume",

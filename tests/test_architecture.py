@@ -144,7 +144,7 @@ def test_core_names_no_task_in_its_code():
         assert not any("mic.tasks" in s for s in code_strings), path.name
 
 
-PUBLIC = ["mic", "mic.training", "mic.backbones", "mic.datasets"]
+PUBLIC = ["mic", "mic.training", "mic.backbones", "mic.datasets", "mic.experiment", "mic.resume"]
 PUBLIC += [f"mic.tasks.{t}" for t in ("classification", "segmentation", "detection")]
 
 

@@ -385,6 +385,11 @@ def test_the_last_evaluation_is_the_last_one_also_when_its_scores_are_nan():
     for model, metric, said in [("student", "acc", "metric 'acc'"), ("st", "accuracy", "model")]:
         with pytest.raises(ConfigError, match=f"no evaluation record scores the {said}"):
             selection.picks(model, metric)  # (was: None throughout, as if never measured)
+    nan = ModelSelection()  # a metric NaN at every evaluation is known, a misspelt one is not
+    nan.update({"step": 10, "eval/student/map_50": math.nan})
+    assert nan.picks("student", "map_50")["map_50"]["step"] is None
+    with pytest.raises(ConfigError, match="no evaluation record scores the metric 'map50'"):
+        nan.picks("student", "map50")
 
 
 def test_evaluation_with_validators_alone_for_targets_without_labels(tmp_path, one_thread):

@@ -766,10 +766,10 @@ class ModelSelection:
                 records hold others (a misspelt name read as never measured).
         """
         models = sorted({k.split("/")[1] for k in self.seen})
-        metrics = sorted({k.split("/")[2] for k in self.best if k.startswith(f"eval/{model}/")})
-        measured = f"eval/{model}/{metric}" in self.seen  # (NaN throughout: known all the same)
+        # (from every record met: a metric NaN throughout is known all the same)
+        metrics = sorted({k.split("/")[2] for k in self.seen if k.startswith(f"eval/{model}/")})
         for what, name, known in (("model", model, models), ("metric", metric, metrics)):
-            if known and name not in known and not (what == "metric" and measured):
+            if known and name not in known:
                 raise ConfigError(
                     f"ModelSelection.picks: no evaluation record scores the {what} {name!r}; "
                     f"the records hold {', '.join(known)}"
