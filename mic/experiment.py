@@ -72,6 +72,7 @@ from mic.training import (
     ResumableSampler,
     SeededDataset,
     TrainingGuard,
+    TrainingInterrupted,
     init_distributed,
     load_initial_weights,
     lr_scheduler,
@@ -1732,11 +1733,12 @@ def _run_experiment(
                 "(model.norm=frozen, where the model takes it)"
             ) from e
         saved = exp.checkpointer is not None and exp.checkpointer.saved_step == exp.loop.step
-        if saved and exp.loop.interrupted_by == "an error" and hasattr(e, "add_note"):  # (3.11:
-            e.add_note(  # not if the save failed: a full disk)
+        stopped = isinstance(e, TrainingInterrupted)  # (mic-train says its own words then)
+        if saved and hasattr(e, "add_note") and (stopped or exp.loop.interrupted_by == "an error"):
+            e.add_note(  # (3.11; not if the save failed: a full disk)
                 f"The run saved its state after iteration {exp.loop.step} in {exp.run_dir}/"
-                "checkpoints: once this is fixed, continue with the same command plus: "
-                f"{continue_with(exp.run_dir)}"
+                f"checkpoints: {'' if stopped else 'once this is fixed, '}continue with the "
+                f"same command plus: {continue_with(exp.run_dir)}"
             )
         raise
     summary = summarize(exp)

@@ -1286,3 +1286,29 @@ def test_a_classifier_on_a_timm_backbone_with_a_head_layer_takes_its_hidden_widt
     model = Classifier("mobilenetv3_small_050", num_classes=5, bottleneck_dim=0).eval()
     logits, features = model(torch.rand(2, 3, 32, 32), return_features=True)
     assert logits.shape == (2, 5) and features.shape == (2, model.num_features) == (2, 1024)
+
+
+def test_a_run_stopped_in_python_says_how_to_continue_it(tmp_path):
+    """A Ctrl-C (SIGINT) stops the run after saving; mic-train says how to continue, a
+    script got the bare TrainingInterrupted: it carries the advice as a note."""
+    from mic import Hook
+    from mic.experiment import load_config, run_experiment
+    from mic.training import TrainingInterrupted
+    from tests.helpers import TINY_RUN
+
+    class StopAtTwo(Hook):
+        def after_step(self, loop, losses):
+            if loop.step == 2:
+                loop.request_stop("SIGINT")
+
+    def stop_at_two(exp):
+        exp.loop.hooks.insert(0, StopAtTwo())
+
+    cfg = load_config([*TINY_RUN, "iterations=6"])
+    with pytest.raises(TrainingInterrupted) as stopped:
+        run_experiment(cfg, tmp_path / "run", on_start=stop_at_two)
+    (note,) = stopped.value.__notes__
+    assert "saved its state after iteration 2" in note and "once this is fixed" not in note
+    assert f"run_experiment(cfg, '{tmp_path / 'run'}')" in note and "resume=auto" in note
+    resumed = load_config([*TINY_RUN, "iterations=6", "resume=auto"])
+    assert run_experiment(resumed, tmp_path / "run")["after_adaptation"]["step"] == 6
