@@ -4,6 +4,7 @@ captured features, 0-based classes, and gradient reversal."""
 
 import re
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,6 +32,7 @@ from tests.det_helpers import (
 from tests.det_helpers import task as det_task
 
 backends = pytest.mark.parametrize("backend", BACKENDS)
+CONF_MODELS = Path(__file__).parents[1] / "conf" / "model"
 
 
 def _losses(model, images, targets, weights=None, seed=0):
@@ -517,3 +519,19 @@ def test_boxes_normalised_to_the_image_size_are_warned_of_in_any_batch(monkeypat
         monkeypatch.setattr(module, "_NORMALISED_SAID", [])
         module.check_target(target, 3, None)  # no size: nothing to tell them from
         module.check_target({**target, "boxes": torch.tensor([[0.1, 0.2, 5.0, 6.0]])}, 3, (64, 64))
+
+
+@pytest.mark.parametrize("model", sorted(p.stem for p in CONF_MODELS.glob("*faster_rcnn*.yaml")))
+def test_every_detector_config_lists_the_post_processing_settings_the_docs_name(model):
+    """docs/detection.md names model.box_score_thresh and model.box_detections_per_img; the
+    configs that left them out refused the plain override (`+model....` was needed)."""
+    from mic.experiment import load_config
+
+    settings = ["model.box_score_thresh=0.2", "model.box_detections_per_img=20"]
+    cfg = load_config(["experiment=det_shapes", f"model={model}", *settings])
+    assert (cfg.model.box_score_thresh, cfg.model.box_detections_per_img) == (0.2, 20)
+    if "small" in model:  # (the others build ResNet-50s)
+        from hydra.utils import instantiate
+
+        detector = instantiate(cfg.model)
+        assert detector.box_score_thresh == pytest.approx(0.2)
