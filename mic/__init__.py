@@ -20,8 +20,10 @@ if TYPE_CHECKING:  # what the names below resolve to, for type checkers and edit
     from mic.augmentation import Normalization, StrongAugmentation  # noqa: F401
     from mic.core import *  # noqa: F403
     from mic.core import EndlessLoader as Forever  # noqa: F401
+    from mic.experiment import load_run  # noqa: F401
     from mic.functional import reverse_gradient, scale_gradient, weighted_cross_entropy  # noqa: F401
     from mic.methods import SelfTraining, SourceSupervision, mean_teacher, source_only  # noqa: F401
+    from mic.scoring import score_run  # noqa: F401
     from mic.tasks.classification.sam import SAM  # noqa: F401
     from mic.training import *  # noqa: F403
 
@@ -33,6 +35,7 @@ _SOURCES: dict[str, tuple[str, ...] | None] = {
     "mic.functional": ("reverse_gradient", "scale_gradient", "weighted_cross_entropy"),
     "mic.methods": ("SelfTraining", "SourceSupervision", "mean_teacher", "source_only"),
     "mic.experiment": ("load_run",),
+    "mic.scoring": ("score_run",),
 }
 #: names from elsewhere: ``Forever`` is the earlier name of ``EndlessLoader``; sharpness-aware
 #: minimisation lives with SDAT, the classification method that uses it

@@ -145,6 +145,7 @@ def test_core_names_no_task_in_its_code():
 
 
 PUBLIC = ["mic", "mic.training", "mic.backbones", "mic.datasets", "mic.experiment", "mic.resume"]
+PUBLIC += ["mic.scoring"]
 PUBLIC += [f"mic.tasks.{t}" for t in ("classification", "segmentation", "detection")]
 
 

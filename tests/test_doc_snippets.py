@@ -57,7 +57,7 @@ def test_model_selection_pages_adabn_loader_serves_adabn_batches_as_written(tmp_
     batch stopped BatchNorm (training mode) with torch's ValueError."""
     from mic.training.evaluation import recalibrated_batchnorm
 
-    (code,) = snippets("model_selection.md", "From Python")
+    code = snippets("model_selection.md", "From Python")[0]
     namespace: dict = {}
     exec(code.replace('"runs/x/checkpoints"', repr(str(tmp_path / "checkpoints"))), namespace)
     evaluation = namespace["evaluation"]

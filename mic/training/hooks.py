@@ -661,11 +661,9 @@ class Evaluation(Hook):
             if validation is not None:
                 validation.loader = loaders[2]
 
-    def recalibrated(self, model: torch.nn.Module, loop: AdaptationLoop) -> Any:
+    def recalibrated(self, model: torch.nn.Module, device: torch.device | None) -> Any:
         """The context in which ``model`` is scored (AdaBN, see the class documentation)."""
-        return recalibrated_batchnorm(
-            model, self.adabn_loader or (), self.adabn_batches, loop.device
-        )
+        return recalibrated_batchnorm(model, self.adabn_loader or (), self.adabn_batches, device)
 
     def _unscored(self, name: str, scores: dict[str, Any]) -> dict[str, Any]:
         """``scores`` of a model whose weights hold NaN or Inf, as NaN (its predictions,
@@ -685,25 +683,49 @@ class Evaluation(Hook):
         }
 
     def score(self, loop: AdaptationLoop) -> dict[str, Any]:
-        record: dict[str, Any] = {"step": loop.step}
+        """The record of an evaluation of ``loop``'s models now (``score_models``)."""
+        teacher = loop.teacher.model if loop.teacher is not None else None
+        return self.score_models(loop.step, loop.student, teacher, loop.device)
+
+    def score_models(
+        self,
+        step: int,
+        student: torch.nn.Module,
+        teacher: torch.nn.Module | None = None,
+        device: torch.device | None = None,
+    ) -> dict[str, Any]:
+        """The record of one evaluation of ``student`` and ``teacher`` (those of ``models``;
+        None: no teacher) as of iteration ``step``, on ``device`` (None: the student's),
+        under the BatchNorm protocol above:
+        ``{"step", "eval/<model>/<metric>", "eval/<model>/protocol",
+        "validator/<model>/<name>", "summary"}``. Draws from the global generators (the
+        loop's evaluations keep them as they were); ``mic.experiment.score_run`` scores a
+        run's saved checkpoints through it.
+
+        Raises:
+            DatasetError, ConfigError: a bad test file, a metric without the primary score.
+        """
+        record: dict[str, Any] = {"step": step}
         lines, unlabelled = [], []
+        device = device or next(student.parameters()).device
         references = None
         validation = self.validation
-        if validation is not None and validation.needs_reference and loop.teacher is not None:
-            with self.recalibrated(loop.teacher.model, loop):
-                references = self.validation.references(self.task, loop.teacher.model, loop.device)
+        if validation is not None and validation.needs_reference and teacher is not None:
+            with self.recalibrated(teacher, device):
+                references = validation.references(self.task, teacher, device)
         for name in self.models:
-            if name == "teacher" and loop.teacher is None:
+            if name == "teacher" and teacher is None:
                 continue
-            model = loop.student if name == "student" else loop.teacher.model  # type: ignore[union-attr]
+            model = student if name == "student" else teacher
+            assert model is not None  # (for type checkers: skipped above)
             scores: dict[str, Any] = {}
-            with self.recalibrated(model, loop):
+            with self.recalibrated(model, device):
                 if self.loader is not None:
-                    scores = scores_of(self.task, model, self.loader, loop.device)
+                    scores = scores_of(self.task, model, self.loader, device)
                     if not all_finite(list(model.parameters())):
                         scores = self._unscored(name, scores)
                 if self.validation is not None:
-                    found = self.validation.score(self.task, model, loop.device, references)
+                    found = self.validation.score(self.task, model, device, references)
                     record.update({f"validator/{name}/{k}": v for k, v in found.items()})
                     said = ", ".join(f"{k} {v:.4g}" for k, v in found.items())
                     unlabelled.append(f"{name} {said}")
@@ -717,7 +739,7 @@ class Evaluation(Hook):
         if not said:  # label-free: the validators' scores, which choose best.pt
             said = "(no labels)" + (", validators (higher is better): " if unlabelled else "")
             said += "; ".join(unlabelled)
-        record["summary"] = f"[iteration {loop.step}] target {said}"
+        record["summary"] = f"[iteration {step}] target {said}"
         return record
 
 
