@@ -1200,7 +1200,11 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
         channels_last=bool(cfg.get("channels_last", False)),
         step_strategy=step_strategy,
         collective=ProcessGroup(device) if group.enabled else None,
-        guard=TrainingGuard(str(cfg.get("nan_policy", "skip")), float(cfg.get("max_skipped", 0.1))),
+        guard=TrainingGuard(
+            str(cfg.get("nan_policy", "skip")),
+            float(cfg.get("max_skipped", 0.1)),
+            warn_skipped=False,  # (the summary says it)
+        ),
     )
     if resume_from is not None:  # the checkpoint read (a bad file named) before the folder
         resume(loop, resume_from, cfg, checkpointer, sizes, announce=False)

@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from torch import nn
 
 from mic import (
     AdaptationLoop,
@@ -489,6 +490,29 @@ def test_a_masker_that_masks_nothing_or_a_fractional_block_is_refused():
     with pytest.raises(ConfigError, match=r"must be an instance .* got the class Strong"):
         BlockMasker(8, augmentation=StrongAugmentation)  # failed at the first call
     assert BlockMasker(8.0).block_size == 8
+
+
+def test_a_masker_that_takes_no_random_stream_is_refused_when_built():
+    """A function of the images alone, or a Masker whose forward lacks rng, failed with a
+    TypeError at the first adapting iteration, possibly hours into a run."""
+    from mic import Masker
+
+    class ImagesOnly(Masker):
+        def forward(self, images):
+            return images
+
+    for masker, said in [(lambda x: x * 0, "function(x)"), (ImagesOnly(), "ImagesOnly(images)")]:
+        with pytest.raises(ConfigError, match=rf"masker {re.escape(said)} must take \(images, rng"):
+            MaskedImageConsistency(masker)
+    MaskedImageConsistency(lambda images, rng=None: images)  # (what the docstring takes)
+    MaskedImageConsistency(lambda *args: args[0])
+
+
+def test_the_teacher_s_decay_is_refused_for_a_negative_step():
+    teacher = EMATeacher(nn.Linear(2, 2), alpha=0.9)
+    assert (teacher.decay(0), teacher.decay(1), teacher.decay(100)) == (0.0, 0.5, 0.9)
+    with pytest.raises(ConfigError, match="steps >= 0, got -1"):
+        teacher.decay(-1)  # (was a ZeroDivisionError)
 
 
 def test_the_loop_s_and_the_teacher_s_objects_of_the_wrong_kind_are_named():

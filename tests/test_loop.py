@@ -334,7 +334,9 @@ def test_a_tuple_of_confidences_is_checked_like_a_list():
 
 def test_pseudo_label_confidence_with_nan_is_named_with_its_count():
     confidence = torch.tensor([0.5, float("nan"), 0.9])
-    with pytest.raises(ConfigError, match=r"in \[0, 1\] \(Task.pseudo_label\), got 1 NaN of 3"):
+    with pytest.raises(
+        ConfigError, match=r"got 1 NaN of 3; NaN or Inf in the target images or the teacher"
+    ):
         PseudoLabels(torch.zeros(3, dtype=torch.long), confidence).check_confidence()
 
 

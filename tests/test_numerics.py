@@ -3,6 +3,7 @@ teacher), the teacher never averages in a non-finite value, weights made non-fin
 stop the run, and too many skipped steps stop it."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -179,7 +180,8 @@ def test_too_many_skipped_steps_stop_the_run():
         iterations=20,
         max_skipped=0.4,
     )
-    lenient.run()  # 5 of 13 at the fifth skip: under 0.4 x 13
+    with pytest.warns(UserWarning, match=r"5 of the 20 iterations run had NaN or Inf .* took no"):
+        lenient.run()  # 5 of 13 at the fifth skip: under 0.4 x 13
     assert lenient.skipped_steps == 5
 
 
@@ -193,8 +195,14 @@ def test_a_short_run_whose_every_iteration_was_skipped_is_an_error_not_a_success
     assert "look for NaN or Inf in the images or the targets" in str(e.value)
     assert loop.skipped_steps == 3 and loop.step == 3
     partly = _loop(mean_teacher().with_terms(source=Poisoned(bad={0, 1})), iterations=3)
-    partly.run()  # one iteration trained: the run stands
+    with pytest.warns(UserWarning, match=r"2 of the 3 iterations run had NaN or Inf losses"):
+        partly.run()  # one iteration trained: the run stands, but says what it skipped
     assert partly.skipped_steps == 2
+    told = _loop(mean_teacher().with_terms(source=Poisoned(bad={1})), 3, warn_skipped=False)
+    with warnings.catch_warnings():  # (mic-train's summary says it)
+        warnings.simplefilter("error")
+        told.run()
+    assert told.skipped_steps == 1
 
 
 def test_stop_policy_names_the_branch_in_the_console_numbering():

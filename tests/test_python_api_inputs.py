@@ -1209,12 +1209,18 @@ def test_a_classifier_that_returns_probabilities_is_named_at_its_first_batch():
     assert task.loss(tiny_model(), x, y) > 0
     with pytest.raises(ConfigError, match="returns class probabilities"):
         task.loss(probabilities, x, y)
+    sigmoid = nn.Sequential(tiny_model(), nn.Sigmoid())  # capped alike: warned of
+    with pytest.warns(UserWarning, match=r"inside \(0, 1\) .* a sigmoid's do; .* at 0\.576"):
+        ClassificationTask(3).loss(sigmoid, x, y)
     for logits in (  # logits that look like probabilities are no probabilities
         torch.full((4, 3), 1 / 3),  # uniform rows (a chance-level baseline)
         torch.eye(3)[[0, 1, 2, 0]],  # one-hot
         torch.zeros(4, 3),  # a zero-initialised head
+        torch.full((1, 3), 0.5) + torch.tensor([0.0, 0.1, 0.2]),  # one image: no judgement
     ):
-        ClassificationTask(3).check_not_probabilities(logits)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ClassificationTask(3).check_not_probabilities(logits)
     with pytest.raises(ConfigError, match=r"got tuple: return the logits alone when called as"):
         ClassificationTask(3).check_logits((x, x))
 

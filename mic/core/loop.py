@@ -79,7 +79,8 @@ class Hook:
         """After the last iteration, or after a stop (``loop.interrupted_by`` says why)."""
 
     def teardown(self, loop: AdaptationLoop) -> None:
-        """Last, also when ``run`` raises: release what ``before_run`` took (files, bars)."""
+        """Last, also when ``run`` raises, in the reverse order of the hooks (the first
+        hook's last): release what ``before_run`` took (files, bars)."""
 
 
 class Guard:
@@ -260,7 +261,11 @@ class AdaptationLoop:
             raise first
 
     def train_step(self) -> dict[str, Tensor]:
-        """One iteration; returns the detached loss of every term (and named part)."""
+        """The passes and the optimiser step of iteration ``loop.step``; returns the detached
+        loss of every term (and named part). ``run`` then advances ``loop.step`` and calls
+        the hooks' ``after_step``: a loop of one's own that calls it does both (``loop.step
+        += 1``), else every call trains the same iteration (step 0: the teacher copied
+        again, adaptation never starting, the same random draws)."""
         step, failed = self.step, None
         positions = self.source.state_dict(), self.target.state_dict()
         try:  # the batches first: a bad file leaves the loop as it was before the iteration

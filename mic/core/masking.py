@@ -66,8 +66,9 @@ class Masker(nn.Module, ABC):
 
 class BlockMasker(Masker):
     """MIC's block mask after the strong augmentation: noise of shape
-    (B, 1, round(H / b), round(W / b)) keeps a block where noise > ``ratio``, upsampled
-    (nearest) to H x W; withheld pixels become ``fill``.
+    (B, 1, round(H / b), round(W / b)) (at least 1 x 1, warned of) keeps a block where
+    noise > ``ratio``, upsampled (nearest) to H x W; withheld pixels become ``fill``. A side
+    that b does not divide gets blocks of about H / round(H / b) px (5 px on 32: 6 of 5.3).
 
     Args:
         block_size: b, a block's side in pixels (published: 32 at 512 crops and for

@@ -85,7 +85,8 @@ class PseudoLabels:
                 if c.is_floating_point():  # out of [0, 1]
                     got = f"{got}; logits? apply softmax or sigmoid"
                 if c.is_floating_point() and c.isnan().any():
-                    got = f"{int(c.isnan().sum())} NaN of {c.numel()}; NaN or Inf in the images?"
+                    got = f"{int(c.isnan().sum())} NaN of {c.numel()}"
+                    got += "; NaN or Inf in the target images or the teacher's weights?"
                 raise ConfigError(
                     f"pseudo-label confidence must be float probabilities in [0, 1] "
                     f"(Task.pseudo_label), got {got}"

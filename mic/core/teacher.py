@@ -72,7 +72,8 @@ class EMATeacher(Teacher):
 
     Args:
         model: the student; the teacher holds a deep copy without gradients.
-        alpha: the EMA decay (published: 0.999 segmentation, 0.9 classification and detection).
+        alpha: the EMA decay (published: 0.999 segmentation, 0.9 classification and detection);
+            1 leaves ``a = 1 - 1 / (t + 1)``: the mean of every student so far, not a fixed copy.
         buffers: buffers (BatchNorm statistics) after step 0: ``"own"`` kept (published for
             classification and segmentation: parameters only), ``"ema"`` float ones averaged
             like parameters and integer ones copied, ``"copy"`` copied from the student.
@@ -113,7 +114,12 @@ class EMATeacher(Teacher):
         return f"alpha={self.alpha}, buffers={self.buffer_policy!r}, norm={self.norm!r}"
 
     def decay(self, step: int) -> float:
-        """The EMA coefficient ``a`` used at ``step`` (> 0)."""
+        """The EMA coefficient ``a`` used at ``step`` (0 at step 0: a copy of the student).
+
+        Raises:
+            ConfigError: a negative step."""
+        if step < 0:  # (-1 divided by zero)
+            raise ConfigError(f"the teacher's decay is defined for steps >= 0, got {step!r}")
         return min(1.0 - 1.0 / (step + 1), self.alpha)
 
     @torch.no_grad()

@@ -121,17 +121,25 @@ class TrainingGuard(Guard):
         nan_policy: ``"skip"`` (default), ``"stop"`` or ``"ignore"``.
         max_skipped: the share of skipped iterations past which ``"skip"`` stops, in [0, 1]
             (default 0.1).
+        warn_skipped: warn at the end of ``run`` of the iterations it skipped, if any (False:
+            the caller reports ``loop.skipped_steps``, as ``mic-train``'s summary does).
 
     Raises:
         ConfigError: an unknown policy or ``max_skipped`` outside [0, 1].
+
+    Warns:
+        UserWarning: (``warn_skipped``) a run that skipped iterations and did not stop.
     """
 
-    def __init__(self, nan_policy: NanPolicy = "skip", max_skipped: float = 0.1) -> None:
+    def __init__(
+        self, nan_policy: NanPolicy = "skip", max_skipped: float = 0.1, warn_skipped: bool = True
+    ) -> None:
         if nan_policy not in NAN_POLICIES:
             raise ConfigError(f"nan_policy must be one of {NAN_POLICIES}")
         if not 0 <= max_skipped <= 1:
             raise ConfigError(f"max_skipped must lie in [0, 1], got {max_skipped}")
         self.nan_policy, self.max_skipped = nan_policy, max_skipped
+        self.warn_skipped = warn_skipped
         self._snapshot: list[Tensor] = []
         self._faulty: collections.Counter[str] = collections.Counter()  # skipped: what was NaN
         #: a signal received under torchrun, not yet shared with the other processes
@@ -182,6 +190,13 @@ class TrainingGuard(Guard):
             raise NumericalError(
                 f"every one of the {ran} iterations run had NaN or Inf losses or gradients and "
                 f"was skipped, so nothing trained ({self._which()}); {nan_causes(loop)}"
+            )
+        if ran > 0 and loop.skipped_steps > skipped and self.warn_skipped:  # (fewer than 5)
+            warnings.warn(
+                f"{loop.skipped_steps - skipped} of the {ran} iterations run had NaN or Inf "
+                f"losses or gradients and took no optimiser step ({self._which()}); "
+                f"{nan_causes(loop)}",
+                stacklevel=3,
             )
 
     def before_step(self, loop: AdaptationLoop) -> None:

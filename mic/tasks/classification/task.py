@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -132,10 +133,15 @@ class ClassificationTask(Task):
         ``model`` the task trains, as one task reused across runs), refuse class probabilities
         returned in place of logits: each row strictly inside (0, 1), summing to 1, and not
         all alike (uniform rows are logits too). The task's softmax, taken a second time,
-        caps every confidence at e / (e + C - 1), below every pseudo-label threshold.
+        caps every confidence at e / (e + C - 1), below every pseudo-label threshold. Scores
+        that all lie inside (0, 1) without summing to 1 (a sigmoid's) are capped alike: warned
+        of (logits may lie there by chance).
 
         Raises:
             ConfigError: such probabilities.
+
+        Warns:
+            UserWarning: scores all inside (0, 1) in a batch of 2 images or more.
         """
         seen = getattr(self, "_logits_seen", None)
         if seen == id(model) or not len(logits) or self.num_classes < 2:
@@ -147,14 +153,22 @@ class ClassificationTask(Task):
             inside = bool(((rows > 0) & (rows < 1)).all())
             total = torch.allclose(rows.sum(1), torch.ones_like(rows[:, 0]), atol=1e-2 * half)
             alike = bool((rows.amax(1) - rows.amin(1) < 1e-6).all())
+            cap = f"{math.e / (math.e + self.num_classes - 1):.3f} for {self.num_classes} classes"
+            if inside and not total and not alike and len(rows) >= 2:
+                warnings.warn(
+                    "the model's class scores all lie inside (0, 1) on its first batch "
+                    f"({len(rows)} x {self.num_classes}), as a sigmoid's do; the task takes "
+                    "logits and applies the softmax itself, which then caps the confidence at "
+                    f"{cap}, so no pseudo-label reaches a threshold: leave the model's last "
+                    "sigmoid out",
+                    stacklevel=3,
+                )
             if inside and total and not alike:
                 raise ConfigError(
                     "the model returns class probabilities (each row in (0, 1), summing to "
                     "1), where the task takes logits: it applies the softmax itself, and a "
-                    "second one caps the confidence at "
-                    f"{math.e / (math.e + self.num_classes - 1):.3f} for {self.num_classes} "
-                    "classes, so no pseudo-label reaches a threshold; leave the model's last "
-                    "softmax out"
+                    f"second one caps the confidence at {cap}, so no pseudo-label reaches a "
+                    "threshold; leave the model's last softmax out"
                 )
 
     def loss(
