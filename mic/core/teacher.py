@@ -114,10 +114,8 @@ class EMATeacher(Teacher):
         return f"alpha={self.alpha}, buffers={self.buffer_policy!r}, norm={self.norm!r}"
 
     def decay(self, step: int) -> float:
-        """The EMA coefficient ``a`` used at ``step`` (0 at step 0: a copy of the student).
-
-        Raises:
-            ConfigError: a negative step."""
+        """The EMA coefficient ``a`` used at ``step`` (0 at step 0: a copy of the student);
+        a negative step raises ConfigError."""
         if step < 0:  # (-1 divided by zero)
             raise ConfigError(f"the teacher's decay is defined for steps >= 0, got {step!r}")
         return min(1.0 - 1.0 / (step + 1), self.alpha)

@@ -245,11 +245,15 @@ class MaskedImageConsistency(ConsistencyLoss):
                 f"MIC's masker must be a Masker (e.g. BlockMasker(32)), got {got}{nothing}"
             )
         call = masker.forward if isinstance(masker, nn.Module) else masker
-        if not _takes(call, 2):  # (was a TypeError at the first adapting iteration)
+        try:
+            inspect.signature(call).bind(None, None)
+        except TypeError:  # (was a TypeError at the first adapting iteration)
             raise ConfigError(
                 f"MIC's masker {type(masker).__name__}{inspect.signature(call)} must take "
                 "(images, rng): the loop passes the term's random stream to draw from"
-            )
+            ) from None
+        except ValueError:  # a builtin's signature cannot be read: taken
+            pass
         self.masker = masker
 
     def transform(self, images: Any, rng: Random = None) -> Any:
@@ -264,18 +268,6 @@ class MaskedImageConsistency(ConsistencyLoss):
                 "images, and returns them as they came"
             )
         return masked
-
-
-def _takes(function: Any, count: int) -> bool:
-    """Whether ``function`` takes ``count`` positional arguments (True where its signature
-    cannot be read: a builtin's)."""
-    try:
-        inspect.signature(function).bind(*[None] * count)
-    except TypeError:
-        return False
-    except ValueError:
-        return True
-    return True
 
 
 def _layouts(images: Any) -> list[tuple[Any, ...] | None]:
