@@ -671,6 +671,67 @@ def command_line_additions() -> list[str]:
     return [m.group(1) for o in overrides if (m := re.match(r"\+\+?([\w.]+)=", str(o)))]
 
 
+def _config_file(group: str, name: str) -> Any:
+    """Config ``<group>/<name>.yaml`` as Hydra's search path finds it where mic-train runs
+    (the bundled configs, ``--config-dir``, ``hydra.searchpath``); None: not found."""
+    from hydra.core.hydra_config import HydraConfig
+
+    for source in HydraConfig.get().runtime.config_sources:
+        try:
+            if source.schema == "file":
+                path = os.path.join(source.path, group, f"{name}.yaml")
+                if os.path.isfile(path):
+                    return OmegaConf.load(path)
+            elif source.schema == "pkg":
+                found = importlib.resources.files(source.path).joinpath(group, f"{name}.yaml")
+                if found.is_file():
+                    return OmegaConf.create(found.read_text())
+        except Exception:  # (a source that cannot be read: Hydra names it if it matters)
+            continue
+    return None
+
+
+def _with_bases(group: str, name: str) -> list[tuple[str, Any]]:
+    """``<group>/<name>.yaml`` and the configs of the same group its defaults build on."""
+    found, todo = [], [name]
+    while todo:
+        name = todo.pop()
+        node = _config_file(group, name) if name not in {n for n, _ in found} else None
+        if not OmegaConf.is_dict(node):
+            continue
+        found.append((name, node))
+        for entry in node.get("defaults") or []:  # ("_self_", "override /x: y": not its own)
+            if isinstance(entry, str) and entry != "_self_" and "/" not in entry:
+                todo.append(entry)
+    return found
+
+
+def experiment_dataset_keys() -> dict[str, str]:
+    """The keys of ``dataset`` that the chosen experiment file (or one it builds on) sets and
+    the chosen dataset's own config file (with its bases) does not define, each with the
+    file that sets it, where mic-train runs; a misspelt key there (``crop_sise``) changed
+    nothing, where the same key on the command line is refused."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return {}
+        choices = HydraConfig.get().runtime.choices
+        experiment, dataset = choices.get("experiment"), choices.get("dataset")
+        if experiment in (None, "none") or dataset is None:
+            return {}
+        own = {str(k) for _, node in _with_bases("dataset", dataset) for k in node}
+        found: dict[str, str] = {}
+        for name, node in _with_bases("experiment", experiment):
+            data = node.get("dataset")
+            for key in data if OmegaConf.is_dict(data) else ():
+                if str(key) not in own:
+                    found.setdefault(f"dataset.{key}", f"experiment/{name}.yaml")
+        return found
+    except Exception:  # nothing to judge by: the command line's keys alone
+        return {}
+
+
 def unread_section_keys(cfg: DictConfig, added: Iterable[str] | None = None) -> list[str]:
     """A problem for each key of a section that mic-train reads by name (``SECTION_KEYS``:
     ``+eval.intervall=1``, ``+eval.validation.batch=2``) that it does not read, and for each key
@@ -680,7 +741,8 @@ def unread_section_keys(cfg: DictConfig, added: Iterable[str] | None = None) -> 
 
     Keys of ``dataset`` that its config file defines are not judged: some only document the
     data set (``protocol``), others are read by an interpolation of one option only
-    (``thing_classes`` by ``method=daformer``).
+    (``thing_classes`` by ``method=daformer``); those that an experiment file adds are
+    (``experiment_dataset_keys``), as the command line's.
 
     Args:
         cfg: the composed config.
@@ -708,16 +770,18 @@ def unread_section_keys(cfg: DictConfig, added: Iterable[str] | None = None) -> 
             problems.append(
                 f"{where}: mic-train reads no such setting; it would change nothing.{hint}"
             )
+    origins = experiment_dataset_keys() if added is None else {}
     added = command_line_additions() if added is None else list(added)
-    for path in added:
+    for path in [*added, *(k for k in origins if k not in added)]:
         section, _, key = path.partition(".")
         called, known = ADDED_KEYS.get(section, ("", frozenset()))
         node = cfg.get(section) if called else None
         if not OmegaConf.is_dict(node) or "." in key or key in known or read(path):
             continue
         hint = did_you_mean(key, sorted(str(k) for k in node if k != key), n=3)
+        where = f" (set in {origins[path]})" if path in origins and path not in added else ""
         problems.append(
-            f"{path}: mic-train reads no such setting of the {called}, and no "
+            f"{path}{where}: mic-train reads no such setting of the {called}, and no "
             f"interpolation (${{{path}}}) reads it; it would change nothing.{hint}"
         )
     return problems

@@ -869,6 +869,20 @@ CASES = [
         "unknown experiment 'mien'. Did you mean: mine?",
     ),
     (
+        "config-dir-experiment-misspelt-dataset-key",
+        "a misspelt key of dataset in an experiment file of one's own (the same key on the "
+        "command line was refused; in the file it changed nothing)",
+        lambda t, r: [
+            "--config-dir",
+            _own_method(
+                t, "# @package _global_\ndataset:\n  mic_block_sise: 4\n", "mine", "experiment"
+            ),
+            "experiment=mine",
+        ],
+        "dataset.mic_block_sise (set in experiment/mine.yaml): mic-train reads no such setting "
+        "of the data set",
+    ),
+    (
         "model-channels-other-than-data",
         "a model built for grey images on RGB data (torch's conv error, with its traceback)",
         lambda t, r: ["+model.in_chans=1"],

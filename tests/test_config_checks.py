@@ -734,3 +734,27 @@ def test_every_device_name_torch_takes_is_accepted(device):
 def test_a_device_name_torch_refuses_or_would_misread_is_refused(device):
     with pytest.raises(ConfigError, match="must be auto, cpu, cuda, cuda:<index> or mps"):
         check_config(load_config([f"device={device}"]))
+
+
+@pytest.mark.parametrize(
+    "experiment",
+    sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("[!_]*.yaml")),
+)
+def test_no_bundled_experiment_sets_a_dataset_key_that_nothing_reads(experiment):
+    """The keys an experiment file adds to dataset are judged as the command line's (a
+    misspelt one changed nothing): every bundled experiment passes, as mic-train runs it."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from mic.schema import unread_section_keys
+
+    with initialize_config_module("mic.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        try:
+            with open_dict(cfg):
+                del cfg["hydra"]
+            assert unread_section_keys(cfg) == []
+        finally:  # (the other tests of this process run outside mic-train)
+            HydraConfig.instance().cfg = None
