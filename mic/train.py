@@ -310,6 +310,17 @@ def _main(cfg: DictConfig) -> None:
             run_dir,
         )
         return
+    given = [str(o).split("=", 1)[0] for o in HydraConfig.get().overrides.hydra]
+    unread = "hydra.run.dir" if in_sweep() else "hydra.sweep.dir"  # (Hydra ignores it)
+    if _JOBS[0] == 1 and is_main and unread in given:
+        said = (
+            f"hydra.run.dir is not read with -m: the jobs' folders are "
+            f"{HydraConfig.get().sweep.dir}/<job number>; hydra.sweep.dir chooses them"
+            if in_sweep()
+            else f"hydra.sweep.dir is read with -m alone: the run folder is {run_dir}; "
+            "hydra.run.dir chooses it"
+        )
+        say(f"mic: warning: {said}", sys.stderr, logging.WARNING)
     for key in ("dataset.name", "method.name"):  # given in a config file (the command line's
         name = OmegaConf.select(cfg, key, default=None)  # are refused by usage_problem)
         if isinstance(name, str) and _separated(name):

@@ -330,3 +330,19 @@ def test_the_run_folder_lock_ends_with_its_run_not_with_the_workers_it_forked(tm
     finally:
         os.kill(worker, signal.SIGKILL)
         run.stdout.close()
+
+
+@pytest.mark.parametrize("sweep", [False, True])
+def test_the_folder_option_hydra_ignores_in_the_mode_is_warned_of(tmp_path, sweep):
+    """hydra.run.dir with -m (or hydra.sweep.dir without) is ignored by Hydra: the runs went
+    under ./runs/multirun/<time>/ of the current folder (or runs/<time>/) without a word."""
+    given = "hydra.run.dir" if sweep else "hydra.sweep.dir"
+    args = [*(["-m"] if sweep else []), *TINY, "iterations=1", f"{given}={tmp_path / 'asked'}"]
+    done = run_mic_train(args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = "not read with -m: the jobs' folders are" if sweep else "read with -m alone: the run"
+    assert f"mic: warning: {given} is {said}" in done.stderr
+    assert not (tmp_path / "asked").exists() and (tmp_path / "runs").is_dir()
+    chosen = "hydra.sweep.dir" if sweep else "hydra.run.dir"  # (the one read: no warning)
+    fine = run_mic_train([*args[:-1], f"{chosen}={tmp_path / 'chosen'}"], cwd=tmp_path)
+    assert fine.returncode == 0 and "mic: warning: hydra" not in fine.stderr
