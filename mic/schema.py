@@ -1104,10 +1104,16 @@ def dataset_value_problems(cfg: DictConfig) -> list[str]:
         )
     mapping = _dataset_value(cfg, "label_mapping")
     if mapping is not _UNSET and mapping is not None and not isinstance(mapping, dict):
+        text = isinstance(mapping, str) and mapping.strip().startswith("{")
         problems.append(
             f"dataset.label_mapping: must map stored label values to training ids (got "
             f"{mapping!r}); e.g. dataset.label_mapping='{{255: 1}}' (quoted, for the shell), "
             "or null"
+            if not text
+            else f"dataset.label_mapping: must map stored label values to training ids, got "
+            f"the text {mapping!r}: quotes inside the override reached Hydra, which reads a "
+            "quoted value as text; quote the whole override for the shell instead: "
+            f"'dataset.label_mapping={mapping.strip()}'"
         )
     return problems
 

@@ -857,6 +857,22 @@ CASES = [
         "dataset.mean: gives 2 values (got [0.5, 0.5]), but it needs one per image channel",
     ),
     (
+        "config-label-mapping-quoted-inside",
+        "a label mapping whose quotes reached Hydra (\"dataset.label_mapping='{255: 1}'\" "
+        "typed in double quotes: read as text; the advice repeated what was typed)",
+        lambda t, r: [
+            "experiment=streets",
+            "dataset=seg_folders",
+            "dataset.num_classes=2",
+            *(f"dataset.{k}=/x" for k in ("source_images", "source_labels", "target_images")),
+            *(f"dataset.{k}=/x" for k in ("test_images", "test_labels")),
+            "dataset.label_mapping='{255: 1}'",
+        ],
+        "got the text '{255: 1}': quotes inside the override reached Hydra, which reads a quoted "
+        "value as text; quote the whole override for the shell instead: "
+        "'dataset.label_mapping={255: 1}'",
+    ),
+    (
         "config-dataset-std-zero",
         "a normalisation standard deviation of 0",
         lambda t, r: ["dataset.std=[0.5,0.5,0]"],
