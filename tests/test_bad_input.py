@@ -154,6 +154,19 @@ def _missing_label(tmp):
     return seg_folder_overrides(tmp, source=src)
 
 
+def _swapped_folders(tmp):
+    """The source's label folder given as its images, its JPEG photos as its labels."""
+    src = seg_tree(tmp / "src")
+    for png in (src / "img").glob("*.png"):
+        Image.open(png).save(png.with_suffix(".jpg"))
+        png.unlink()
+    overrides = seg_folder_overrides(tmp, source=src)
+    swap = {"dataset.source_images=": "lbl", "dataset.source_labels=": "img"}
+    return [
+        next((f"{k}{src / v}" for k, v in swap.items() if o.startswith(k)), o) for o in overrides
+    ]
+
+
 def _split_root_as_target(tmp):
     """dataset.target_images given a labelled split's root (img/ and lbl/), not its images."""
     seg_tree(tmp / "tgt" / "img")  # seg_folder_overrides names tgt/img: it holds img/, lbl/
@@ -1990,6 +2003,14 @@ CASES = [
         "segmentation: a label whose size differs from its image (GTA5's known quirk)",
         lambda t, r: _label_size(t),
         "set ++dataset.source.dataset.label_size_mismatch=resize",
+    ),
+    (
+        "data-images-and-labels-swapped",
+        "segmentation: the image and label folders swapped (the advice was to save the "
+        "labels as PNG files from the original masks)",
+        lambda t, r: _swapped_folders(t),
+        "are single-channel, as label maps are, and the label folder holds JPEG photos "
+        "('0.jpg'): the image and label folders look swapped",
     ),
     (
         "data-labels-as-target-images",

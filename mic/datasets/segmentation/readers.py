@@ -325,9 +325,18 @@ class SegmentationDataset:
                     f"{FROM_MASKS}."
                 )
         elif first is not None:
-            fix = self.near_miss_fix(image, first) or fix
-            jpeg = None if fix != plain else _jpeg_beside(first, image)
-            if jpeg:  # every label saved as JPEG
+            jpeg = _jpeg_beside(first, image)
+            swapped = jpeg is not None and _single_channel(image)
+            fix = plain if swapped else self.near_miss_fix(image, first) or fix
+            jpeg = None if fix != plain else jpeg
+            if jpeg and swapped:  # label maps as the images, photos as the labels
+                fix = (
+                    f"The images read ('{image.name}' and the others in '{image.parent}') are "
+                    f"single-channel, as label maps are, and the label folder holds JPEG "
+                    f"photos ('{jpeg.name}'): the image and label folders look swapped; give "
+                    "each the other's path."
+                )
+            elif jpeg:  # every label saved as JPEG
                 fix = (
                     f"'{jpeg}' is there, but JPEG files are never read as labels: "
                     f"{JPEG_LABELS}. Save the labels as PNG files named '{first.name}' and "
@@ -693,6 +702,16 @@ def _jpeg_beside(label: Path, image: Path) -> Path | None:
     stem = label.name[: -len(label.suffix)] if label.suffix else label.name
     found = sorted(label.parent.glob(f"{glob_escape(stem)}.*"))
     return next((f for f in found if is_jpeg_name(f.name) and f != image), None)
+
+
+def _single_channel(path: Path) -> bool:
+    """Whether ``path`` is a PNG of one channel (grey, palette, 1-bit, 16-bit): a label map's
+    look."""
+    try:
+        with Image.open(path) as img:
+            return img.format == "PNG" and img.mode in ("L", "P", "1", "I", "I;16")
+    except (OSError, ValueError):
+        return False
 
 
 def _label_like(path: Path) -> bool:
