@@ -34,7 +34,7 @@ __all__ = ["score_run"]
 
 #: the settings ``score_run``'s overrides may change: where the data is and how it is scored,
 #: not what was trained
-SCORING_KEYS = ("dataset.", "eval.", "loader.test_batch_size", "loader.num_workers", "device")
+SCORING_KEYS = ("dataset.", "eval.", "loader.test_batch_size", "loader.num_workers")
 
 
 def _checkpoints(folder: Path, given: Sequence[str | Path] | None) -> list[Path]:
@@ -51,6 +51,8 @@ def _checkpoints(folder: Path, given: Sequence[str | Path] | None) -> list[Path]
         return sorted(found, key=lambda p: (load_checkpoint(p, mmap=True).get("step", -1), p.name))
     if isinstance(given, (str, Path)):
         given = [given]
+    if not given:
+        raise ConfigError("score_run(checkpoints=[]): name the checkpoints, or None: all of them")
     paths = []
     for name in given:
         path = Path(name)
@@ -85,9 +87,12 @@ def _run_config(folder: Path, overrides: Sequence[str], validators: Any) -> Dict
         if OmegaConf.select(cfg, key, default=KeyError) is KeyError:
             raise ConfigError(f"score_run(overrides=[{override!r}]): the run's config has no {key}")
         old = flat.get(key)
-        # the config was resolved when written: a value that others took from it stays there
-        took = sorted(k for k, v in flat.items() if k != key and old and str(old) in str(v))
-        if isinstance(old, str) and took:
+        # the config was resolved when written: a path that others took from it stays there
+        prefix = str(old).rstrip("/") + "/"
+        took = sorted(
+            k for k, v in flat.items() if k != key and (str(v) == old or str(v).startswith(prefix))
+        )
+        if isinstance(old, str) and "/" in old and took:  # (a path's: not "train", "test")
             raise ConfigError(
                 f"score_run(overrides=[{override!r}]): the run's config.yaml was resolved when "
                 f"it was written, and {key}'s value '{old}' stands in {', '.join(took)} too, "
@@ -122,7 +127,7 @@ def score_run(
         validators: the label-free validators to compute (names of
             ``mic.training.VALIDATORS``); None: the run's ``eval.validators``.
         overrides: ``key=value`` settings of the data or the evaluation that change the
-            run's config here (``dataset.root_target=/new/mount``, ``dataset.test=null``,
+            run's config here (``dataset.test.root=/new/mount``, ``dataset.test=null``,
             ``eval.adabn_batches=0``, ``eval.validation.batches=8``).
         device: where the models are scored (``"auto"``: CUDA where there is one).
 
@@ -156,7 +161,8 @@ def score_run(
         batch = per_process_batch_size(int(cfg.loader.target_batch_size), processes, "target")
         workers, tests = int(cfg.loader.num_workers), int(cfg.loader.test_batch_size)
         adabn = make_loader(data["target"], batch, task, True, workers, 12345, "target")
-        test = data["test"] and make_loader(data["test"], tests, task, False, workers, 0, "test")
+        test = data["test"]
+        test = None if test is None else make_loader(test, tests, task, False, workers, 0, "test")
         evaluation = Evaluation(
             task,
             test,

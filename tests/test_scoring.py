@@ -81,6 +81,8 @@ def test_a_validator_the_run_did_not_compute_is_scored_and_picks(run):
         ({"validators": ["IM"]}, "unknown"),
         ({"checkpoints": ["iter_00000003.pt"]}, "'iter_00000003.pt' is no file"),
         ({"checkpoints": ["student.pt"]}, "no mic checkpoint"),
+        ({"checkpoints": []}, r"checkpoints=\[\]\): name the checkpoints"),
+        ({"overrides": ["device=cuda"]}, "the model, the task and the method are"),
     ],
 )
 def test_what_score_run_cannot_do_is_named(run, kwargs, said):
