@@ -390,6 +390,9 @@ def test_the_last_evaluation_is_the_last_one_also_when_its_scores_are_nan():
     assert nan.picks("student", "map_50")["map_50"]["step"] is None
     with pytest.raises(ConfigError, match="no evaluation record scores the metric 'map50'"):
         nan.picks("student", "map50")
+    unlabelled = ModelSelection()  # validators alone: the protocol is no metric
+    unlabelled.update({"step": 5, "eval/student/protocol": "adabn:1", "validator/student/im": 1.0})
+    assert unlabelled.picks("student", "accuracy")["im"]["step"] == 5
 
 
 def test_evaluation_with_validators_alone_for_targets_without_labels(tmp_path, one_thread):

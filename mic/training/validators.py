@@ -766,8 +766,10 @@ class ModelSelection:
                 records hold others (a misspelt name read as never measured).
         """
         models = sorted({k.split("/")[1] for k in self.seen})
-        # (from every record met: a metric NaN throughout is known all the same)
-        metrics = sorted({k.split("/")[2] for k in self.seen if k.startswith(f"eval/{model}/")})
+        # (from every record met: a metric NaN throughout is known all the same; the BatchNorm
+        # protocol, which a run without labels records too, is none)
+        metrics = {k.split("/")[2] for k in self.seen if k.startswith(f"eval/{model}/")}
+        metrics = sorted(metrics - {"protocol"})
         for what, name, known in (("model", model, models), ("metric", metric, metrics)):
             if known and name not in known:
                 raise ConfigError(
