@@ -701,8 +701,10 @@ def _with_bases(group: str, name: str) -> list[tuple[str, Any]]:
             continue
         found.append((name, node))
         for entry in node.get("defaults") or []:  # ("_self_", "override /x: y": not its own)
+            if isinstance(entry, str) and entry.startswith(f"/{group}/"):  # (/dataset/x@_here_)
+                entry = entry[len(group) + 2 :]
             if isinstance(entry, str) and entry != "_self_" and "/" not in entry:
-                todo.append(entry)
+                todo.append(entry.split("@")[0])
     return found
 
 
@@ -1111,9 +1113,10 @@ def dataset_value_problems(cfg: DictConfig) -> list[str]:
             "or null"
             if not text
             else f"dataset.label_mapping: must map stored label values to training ids, got "
-            f"the text {mapping!r}: quotes inside the override reached Hydra, which reads a "
-            "quoted value as text; quote the whole override for the shell instead: "
-            f"'dataset.label_mapping={mapping.strip()}'"
+            f"the text {mapping!r}, a quoted value: on the command line the quotes inside the "
+            "override reached Hydra, which reads a quoted value as text (quote the whole "
+            f"override for the shell instead: 'dataset.label_mapping={mapping.strip()}'); in a "
+            "config file, write the mapping without quotes"
         )
     return problems
 

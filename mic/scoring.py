@@ -10,6 +10,9 @@ run's evaluations ran: same AdaBN batches, same validation batches, masks and pi
 
 from __future__ import annotations
 
+import contextlib
+import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mic.core import ConfigError
+from mic.core import CheckpointError, ConfigError
 from mic.experiment import (
     build_datasets,
     build_method,
@@ -26,6 +29,7 @@ from mic.experiment import (
     make_loader,
     validator_names,
 )
+from mic.schema import check_config
 from mic.training import Evaluation, load_checkpoint, make_validators, per_process_batch_size
 from mic.training.checkpoint import is_readable_checkpoint
 from mic.training.validators import preserved_rng
@@ -34,14 +38,32 @@ __all__ = ["score_run"]
 
 #: the settings ``score_run``'s overrides may change: where the data is and how it is scored,
 #: not what was trained
-SCORING_KEYS = ("dataset.", "eval.", "loader.test_batch_size", "loader.num_workers")
+SCORING_KEYS = (
+    "dataset.",
+    "eval.models",
+    "eval.adabn_batches",
+    "eval.validators",
+    "eval.validation.",
+    "loader.test_batch_size",
+    "loader.num_workers",
+)
+#: keys of the data that the run's task and model were built for
+TRAINED_KEYS = ("dataset.num_classes", "dataset.classes")
 
 
 def _checkpoints(folder: Path, given: Sequence[str | Path] | None) -> list[Path]:
     """The mic checkpoints to score: ``given`` (names in the run's ``checkpoints`` or paths),
     or every one of the run's, by step."""
     if given is None:
-        found = [p for p in (folder / "checkpoints").glob("*.pt") if is_readable_checkpoint(p)]
+        files = sorted((folder / "checkpoints").glob("*.pt"))
+        found = [p for p in files if is_readable_checkpoint(p)]
+        unread = [p.name for p in files if p not in found and p.name not in FINAL_WEIGHTS]
+        if unread:
+            warnings.warn(
+                f"score_run('{folder}'): {', '.join(unread)} in its checkpoints/ cannot be read "
+                "as mic checkpoints (cut short, or of another kind) and are not scored",
+                stacklevel=3,
+            )
         if not found:
             raise ConfigError(
                 f"score_run('{folder}'): its checkpoints/ holds no mic checkpoint (iter_*.pt, "
@@ -58,47 +80,82 @@ def _checkpoints(folder: Path, given: Sequence[str | Path] | None) -> list[Path]
         path = Path(name)
         inside = folder / "checkpoints" / path
         path = inside if not path.is_absolute() and inside.is_file() else path
-        if not is_readable_checkpoint(path):
-            what = "no file" if not path.is_file() else "no mic checkpoint (plain weights)"
+        try:
+            load_checkpoint(path, mmap=True)
+        except CheckpointError as e:
+            why = "is no file" if not path.is_file() else f"cannot be scored ({e})"
+            if "marker" in str(e):  # (a weights file: one model, no iteration, no teacher)
+                why = "holds plain weights (no iteration, one model): load_run loads them"
             raise ConfigError(
-                f"score_run: checkpoint '{name}' is {what}; give a mic checkpoint of the run, "
+                f"score_run: checkpoint '{name}' {why}; give a mic checkpoint of the run, "
                 f"a name in '{folder}/checkpoints' (iter_*.pt, best.pt) or a path"
-            )
+            ) from None
         paths.append(path)
     return paths
 
 
+#: the weights files a finished run leaves beside its checkpoints (one model each)
+FINAL_WEIGHTS = ("student.pt", "teacher.pt")
+#: where mic-train keeps Hydra's record of the composed config, interpolations kept: the
+#: newest resume's first
+HYDRA_RECORDS = (".hydra_resumed", ".hydra")
+#: last parts of the keys that name data files or folders
+PATH_KEY = re.compile(r"root|images|labels|annotations|dir|path|file")
+
+
+def _recorded_config(folder: Path) -> tuple[DictConfig, bool]:
+    """The run's config to change: Hydra's record of it where mic-train wrote one and it
+    resolves here (its interpolations kept: ``dataset.root_target`` still feeds the keys
+    built from it), else ``config.yaml`` (resolved when written); and which of them."""
+    for record in HYDRA_RECORDS:
+        path = folder / record / "config.yaml"
+        if path.is_file():
+            with contextlib.suppress(Exception):  # (a resolver of Hydra's: the resolved one)
+                cfg = OmegaConf.load(path)
+                OmegaConf.to_container(cfg, resolve=True)
+                return cfg, True  # type: ignore[return-value]
+    return OmegaConf.load(folder / "config.yaml"), False  # type: ignore[return-value]
+
+
 def _run_config(folder: Path, overrides: Sequence[str], validators: Any) -> DictConfig:
-    """The run's ``config.yaml`` (resolved when the run wrote it) with ``overrides`` and
-    ``validators`` applied."""
+    """The run's config with ``overrides`` and ``validators`` applied, resolved."""
     from mic.resume import flatten
 
-    cfg = OmegaConf.load(folder / "config.yaml")
-    assert isinstance(cfg, DictConfig)
+    cfg, interpolated = _recorded_config(folder)
     flat = flatten(OmegaConf.to_container(cfg))
-    for override in [overrides] if isinstance(overrides, str) else overrides:
-        key, sep, _ = str(override).partition("=")
-        if not sep or not key.startswith(SCORING_KEYS):
+    overrides = [overrides] if isinstance(overrides, str) else list(overrides)
+    keys = [str(o).partition("=")[0] for o in overrides]
+    for override, key in zip(overrides, keys):
+        if "=" in str(override) and OmegaConf.select(cfg, key, default=KeyError) is KeyError:
+            raise ConfigError(f"score_run(overrides=[{override!r}]): the run's config has no {key}")
+        if "=" not in str(override) or not key.startswith(SCORING_KEYS) or key in TRAINED_KEYS:
             raise ConfigError(
                 f"score_run(overrides=[{override!r}]): give key=value of a setting of the data "
-                f"or the evaluation ({', '.join(k.rstrip('.') for k in SCORING_KEYS)}); the "
-                "model, the task and the method are the run's"
+                f"or the evaluation ({', '.join(k.rstrip('.') for k in SCORING_KEYS)}; not "
+                f"{', '.join(TRAINED_KEYS)}); the model, the task and the method are the run's"
             )
-        if OmegaConf.select(cfg, key, default=KeyError) is KeyError:
-            raise ConfigError(f"score_run(overrides=[{override!r}]): the run's config has no {key}")
         old = flat.get(key)
-        # the config was resolved when written: a path that others took from it stays there
+        # a resolved config.yaml: a path that others were built from stays in them
         prefix = str(old).rstrip("/") + "/"
         took = sorted(
-            k for k, v in flat.items() if k != key and (str(v) == old or str(v).startswith(prefix))
+            k
+            for k, v in flat.items()
+            if k not in keys and (str(v) == old or str(v).startswith(prefix))
         )
-        if isinstance(old, str) and "/" in old and took:  # (a path's: not "train", "test")
+        named = PATH_KEY.search(key.rsplit(".", 1)[-1])
+        if not interpolated and isinstance(old, str) and named and took:
             raise ConfigError(
                 f"score_run(overrides=[{override!r}]): the run's config.yaml was resolved when "
                 f"it was written, and {key}'s value '{old}' stands in {', '.join(took)} too, "
-                f"which would keep it: override {' and '.join(took)} instead"
+                f"which would keep it: override {' and '.join(took)} as well"
             )
-        cfg.merge_with(OmegaConf.from_dotlist([str(override)]))
+    try:
+        cfg.merge_with(OmegaConf.from_dotlist(overrides))
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[assignment]
+        if overrides:  # (the run's own config passed when it ran)
+            check_config(cfg)
+    except Exception as e:  # (OmegaConf's errors: a value of another type than the key's)
+        raise ConfigError(f"score_run(overrides={overrides}): {e}".split("\n")[0]) from None
     if validators is not None:
         cfg.eval.validators = [validators] if isinstance(validators, str) else list(validators)
     return cfg
@@ -143,7 +200,15 @@ def score_run(
             lacks, an unknown validator, or neither a test set nor a validator to score with.
         DatasetError: the target or test data cannot be read.
     """
+    if not str(run).strip():  # (the current folder, unasked)
+        raise ConfigError("score_run(''): give the run folder (mic-train's hydra.run.dir)")
     folder = Path(run)
+    if not (folder / "config.yaml").is_file() and (folder.parent / "config.yaml").is_file():
+        raise ConfigError(  # (its checkpoints/ folder, or .hydra/)
+            f"'{folder}' is a folder inside the run folder '{folder.parent}': give the run "
+            f"folder, score_run('{folder.parent}') (checkpoints=[...] chooses among its "
+            "checkpoints)"
+        )
     if not (folder / "config.yaml").is_file():
         load_run(folder)  # raises what the folder is, and what to give
     paths = _checkpoints(folder, checkpoints)

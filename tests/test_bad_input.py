@@ -881,9 +881,9 @@ CASES = [
             *(f"dataset.{k}=/x" for k in ("test_images", "test_labels")),
             "dataset.label_mapping='{255: 1}'",
         ],
-        "got the text '{255: 1}': quotes inside the override reached Hydra, which reads a quoted "
-        "value as text; quote the whole override for the shell instead: "
-        "'dataset.label_mapping={255: 1}'",
+        "got the text '{255: 1}', a quoted value: on the command line the quotes inside the "
+        "override reached Hydra, which reads a quoted value as text (quote the whole override "
+        "for the shell instead: 'dataset.label_mapping={255: 1}')",
     ),
     (
         "config-dataset-std-zero",

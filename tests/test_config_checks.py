@@ -758,3 +758,37 @@ def test_no_bundled_experiment_sets_a_dataset_key_that_nothing_reads(experiment)
             assert unread_section_keys(cfg) == []
         finally:  # (the other tests of this process run outside mic-train)
             HydraConfig.instance().cfg = None
+
+
+def test_an_experiment_of_one_s_own_on_a_dataset_of_one_s_own_is_judged_by_its_bases(tmp_path):
+    """A dataset file of one's own built on a bundled one (by an absolute path too): the
+    keys of its bases are its own (thing_classes, read by method=daformer alone), a
+    misspelt key an experiment adds is not."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from mic.schema import unread_section_keys
+
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "experiment").mkdir()
+    base = "defaults:\n  - /dataset/streets@_here_\n  - _self_\nname: mystreets\n"
+    (tmp_path / "dataset" / "mystreets.yaml").write_text(base)
+    head = "# @package _global_\ndefaults:\n  - streets\n  - override /dataset: mystreets\n"
+    for name, key in [("fine", "thing_classes: [5, 6]"), ("typo", "crop_sise: [8, 8]")]:
+        (tmp_path / "experiment" / f"{name}.yaml").write_text(f"{head}dataset:\n  {key}\n")
+    found = {}
+    with initialize_config_module("mic.conf", version_base="1.3"):
+        for name in ("fine", "typo"):
+            overrides = [f"experiment={name}", f"hydra.searchpath=[file://{tmp_path}]"]
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)
+            try:
+                with open_dict(cfg):
+                    del cfg["hydra"]
+                found[name] = unread_section_keys(cfg)
+            finally:
+                HydraConfig.instance().cfg = None
+    assert found["fine"] == []
+    (problem,) = found["typo"]
+    assert problem.startswith("dataset.crop_sise (set in experiment/typo.yaml): mic-train reads")

@@ -501,11 +501,26 @@ def test_a_masker_that_takes_no_random_stream_is_refused_when_built():
         def forward(self, images):
             return images
 
-    for masker, said in [(lambda x: x * 0, "function(x)"), (ImagesOnly(), "ImagesOnly(images)")]:
+    for masker, said in [(lambda x: x * 0, "<lambda>(x)"), (ImagesOnly(), "ImagesOnly(images)")]:
         with pytest.raises(ConfigError, match=rf"masker {re.escape(said)} must take \(images, rng"):
             MaskedImageConsistency(masker)
     MaskedImageConsistency(lambda images, rng=None: images)  # (what the docstring takes)
     MaskedImageConsistency(lambda *args: args[0])
+
+    class OwnCall(Masker):  # (the loop calls __call__, not forward)
+        def __call__(self, images, rng=None):
+            return images
+
+        def forward(self, images):
+            return images
+
+    MaskedImageConsistency(OwnCall())
+
+    def erase(images):
+        return images
+
+    with pytest.raises(ConfigError, match=r"masker erase\(images\) must take"):
+        MaskedImageConsistency(erase)
 
 
 def test_the_teacher_s_decay_is_refused_for_a_negative_step():

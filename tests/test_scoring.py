@@ -80,7 +80,7 @@ def test_a_validator_the_run_did_not_compute_is_scored_and_picks(run):
         ({"overrides": ["dataset.test=null", "eval.validators=[]"]}, "nothing to score"),
         ({"validators": ["IM"]}, "unknown"),
         ({"checkpoints": ["iter_00000003.pt"]}, "'iter_00000003.pt' is no file"),
-        ({"checkpoints": ["student.pt"]}, "no mic checkpoint"),
+        ({"checkpoints": ["student.pt"]}, r"holds plain weights \(no iteration, one model\)"),
         ({"checkpoints": []}, r"checkpoints=\[\]\): name the checkpoints"),
         ({"overrides": ["device=cuda"]}, "the model, the task and the method are"),
     ],
@@ -108,9 +108,59 @@ def test_a_resolved_value_that_others_took_is_named_with_them(run):
         config.write_text(text)
 
 
+def test_the_checkpoints_folder_of_a_run_is_named_as_inside_it(run):
+    with pytest.raises(ConfigError, match=r"inside the run folder .* score_run\('"):
+        mic.score_run(run / "checkpoints")
+
+
+def test_a_checkpoint_cut_short_is_named_not_skipped_in_silence(run):
+    cut = run / "checkpoints" / "iter_00000003.pt"
+    cut.write_bytes((run / "checkpoints" / "iter_00000002.pt").read_bytes()[:1000])
+    try:
+        with pytest.warns(UserWarning, match=r"iter_00000003\.pt in its checkpoints/ cannot be"):
+            assert [r["step"] for r in mic.score_run(run, validators=[])] == [2, 4, 4]
+        with pytest.raises(ConfigError, match=r"'iter_00000003\.pt' cannot be scored \(cannot"):
+            mic.score_run(run, "iter_00000003.pt")
+    finally:
+        cut.unlink()
+
+
 def test_a_folder_that_is_no_run_is_named_as_load_run_names_it(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         mic.score_run(tmp_path / "nothing")
+    with pytest.raises(ConfigError, match=r"score_run\(''\): give the run folder"):
+        mic.score_run("")
     (tmp_path / "run").mkdir()
     with pytest.raises(ConfigError, match=r"holds no config\.yaml"):
         mic.score_run(tmp_path / "run")
+
+
+def test_a_mic_train_run_whose_data_moved_is_scored_with_its_roots_overridden(tmp_path):
+    """mic-train keeps Hydra's record of the config, interpolations kept: one override of
+    dataset.root_target moves every path built from it (config.yaml, resolved, would keep
+    the old one). The moved data scores as the run did."""
+    import shutil
+
+    from tests.cli import run_mic_train
+    from tests.helpers import folder_overrides
+
+    data = tmp_path / "data"
+    overrides = folder_overrides(data)
+    run = tmp_path / "run"
+    args = [*RUN, *overrides, "eval.validators=[im]", "eval.validation.batches=1"]
+    done = run_mic_train([*args, f"hydra.run.dir={run}"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    before = mic.score_run(run, "best.pt")
+    shutil.move(data, tmp_path / "moved")
+    moved = [
+        f"dataset.{k}={tmp_path / 'moved' / d}"
+        for k, d in [("root_source", "src"), ("root_target", "tgt"), ("root_test", "tst")]
+    ]
+    after = mic.score_run(run, "best.pt", overrides=moved)
+    scores = [
+        {k: v for k, v in r.items() if k.startswith(("eval/", "validator/"))}
+        for r in (before[0], after[0])
+    ]
+    assert scores[0] == scores[1] and "validator/student/im" in scores[0]
+    with pytest.raises(Exception, match="does not exist"):  # (the old paths are gone)
+        mic.score_run(run, "best.pt")

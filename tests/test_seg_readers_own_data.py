@@ -188,6 +188,25 @@ def test_jpeg_files_beside_missing_labels_are_not_offered_as_labels(tmp_path):
     assert "Missing label files (1)" in message
     assert "The other 3 label files are read as named; '" in message
     assert "2.jpg' is there, but JPEG files are never read as labels" in message
+    # grey images with grey labels saved as JPEG: the labels' format, no swap
+    root = seg_tree(tmp_path / "grey", n=2)
+    for path in sorted((root / "img").glob("*.png")):
+        Image.open(path).convert("L").save(path)
+    for path in sorted((root / "lbl").glob("*.png")):
+        Image.open(path).save(path.with_suffix(".jpg"), quality=75)
+        path.unlink()
+    with collecting_problems():
+        ds = SegmentationFolder(root / "img", root / "lbl", num_classes=2)
+    message = _message(ds)
+    assert "never read as labels" in message and "swapped" not in message
+    # the folders swapped (label maps as the images, colour photos as the labels): said so
+    root = seg_tree(tmp_path / "swapped", n=2)
+    for path in sorted((root / "img").glob("*.png")):
+        Image.open(path).save(path.with_suffix(".jpg"), quality=75)
+        path.unlink()
+    with collecting_problems():
+        ds = SegmentationFolder(root / "lbl", root / "img", num_classes=2)
+    assert "the image and label folders look swapped" in _message(ds)
 
 
 def test_a_jpeg_file_is_never_read_as_a_label_whatever_its_name(tmp_path):

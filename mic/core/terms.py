@@ -244,13 +244,15 @@ class MaskedImageConsistency(ConsistencyLoss):
             raise ConfigError(
                 f"MIC's masker must be a Masker (e.g. BlockMasker(32)), got {got}{nothing}"
             )
-        call = masker.forward if isinstance(masker, nn.Module) else masker
+        plain = isinstance(masker, Masker) and type(masker).__call__ is nn.Module.__call__
+        call = masker.forward if plain else masker  # (a __call__ of its own: what is called)
         try:
             inspect.signature(call).bind(None, None)
         except TypeError:  # (was a TypeError at the first adapting iteration)
+            name = getattr(masker, "__name__", type(masker).__name__)
             raise ConfigError(
-                f"MIC's masker {type(masker).__name__}{inspect.signature(call)} must take "
-                "(images, rng): the loop passes the term's random stream to draw from"
+                f"MIC's masker {name}{inspect.signature(call)} must take (images, rng): the "
+                "loop passes the term's random stream to draw from"
             ) from None
         except ValueError:  # a builtin's signature cannot be read: taken
             pass

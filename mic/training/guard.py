@@ -196,7 +196,7 @@ class TrainingGuard(Guard):
                 f"{loop.skipped_steps - skipped} of the {ran} iterations run had NaN or Inf "
                 f"losses or gradients and took no optimiser step ({self._which()}); "
                 f"{nan_causes(loop)}",
-                stacklevel=3,
+                stacklevel=4,  # (this generator, contextlib's exit, loop.run: its caller)
             )
 
     def before_step(self, loop: AdaptationLoop) -> None:

@@ -326,7 +326,7 @@ class SegmentationDataset:
                 )
         elif first is not None:
             jpeg = _jpeg_beside(first, image)
-            swapped = jpeg is not None and _single_channel(image)
+            swapped = jpeg is not None and _single_channel(image) and _colour(jpeg)
             fix = plain if swapped else self.near_miss_fix(image, first) or fix
             jpeg = None if fix != plain else jpeg
             if jpeg and swapped:  # label maps as the images, photos as the labels
@@ -710,6 +710,15 @@ def _single_channel(path: Path) -> bool:
     try:
         with Image.open(path) as img:
             return img.format == "PNG" and img.mode in ("L", "P", "1", "I", "I;16")
+    except (OSError, ValueError):
+        return False
+
+
+def _colour(path: Path) -> bool:
+    """Whether ``path`` is an image of colour (a photo's look, not a grey label map's)."""
+    try:
+        with Image.open(path) as img:
+            return img.mode in ("RGB", "RGBA", "CMYK", "YCbCr")
     except (OSError, ValueError):
         return False
 
