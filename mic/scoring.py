@@ -3,17 +3,17 @@
 A run scores its models at ``eval.interval``; label-free model selection (docs/
 model_selection.md) often wants more: a validator the run did not compute, the same
 checkpoints on a labelled test set obtained later, or the scores of several runs side by side.
-``score_run`` rebuilds the run's task, models, target loaders and validators from its
-``config.yaml`` and scores each checkpoint through ``Evaluation.score_models``, the code the
-run's evaluations ran: same AdaBN batches, same validation batches, masks and pixel draws.
+``score_run`` rebuilds the run's task, models, target loaders and validators from its folder
+and scores each checkpoint through ``Evaluation.score_models``, the code the run's
+evaluations ran: same AdaBN batches, same validation batches, masks and pixel draws.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
+import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from mic.experiment import (
     make_loader,
     validator_names,
 )
+from mic.resume import flatten
 from mic.schema import check_config
 from mic.training import Evaluation, load_checkpoint, make_validators, per_process_batch_size
 from mic.training.checkpoint import is_readable_checkpoint
@@ -47,13 +48,37 @@ SCORING_KEYS = (
     "loader.test_batch_size",
     "loader.num_workers",
 )
-#: keys of the data that the run's task and model were built for
-TRAINED_KEYS = ("dataset.num_classes", "dataset.classes")
+#: keys of ``dataset`` that the run's task, model or method were built from
+TRAINED_KEYS = ("dataset.num_classes", "dataset.classes", "dataset.mic_block_size")
+#: the weights files a finished run leaves beside its checkpoints (one model each)
+FINAL_WEIGHTS = ("student.pt", "teacher.pt")
+#: where mic-train keeps Hydra's record of the composed config, interpolations kept: the
+#: newest resume's first
+HYDRA_RECORDS = (".hydra_resumed", ".hydra")
+#: the sections an override may not change, also through an interpolation
+TRAINED_SECTIONS = ("model", "method", "task", "seed")
 
 
-def _checkpoints(folder: Path, given: Sequence[str | Path] | None) -> list[Path]:
-    """The mic checkpoints to score: ``given`` (names in the run's ``checkpoints`` or paths),
-    or every one of the run's, by step."""
+def _paths(value: Any, what: str) -> list[Any]:
+    """``value`` (one or several paths or names) as a list; a number or another type refused."""
+    items = [value] if isinstance(value, (str, os.PathLike)) else value
+    if not isinstance(items, Iterable) or isinstance(items, (bytes, dict)):
+        items = [items]
+    items = list(items)
+    for item in items:
+        if not isinstance(item, (str, os.PathLike)):
+            hint = (
+                f" (the checkpoint of iteration {item} is 'iter_{item:08d}.pt')"
+                if isinstance(item, int) and not isinstance(item, bool) and what == "checkpoints"
+                else ""
+            )
+            raise ConfigError(f"score_run({what}=...) takes paths or names, got {item!r}{hint}")
+    return items
+
+
+def _checkpoints(folder: Path, given: Any) -> list[Path]:
+    """The mic checkpoints to score: ``given`` (names in the run's ``checkpoints``, paths in
+    the run folder or from here), or every one of the run's, by step."""
     if given is None:
         files = sorted((folder / "checkpoints").glob("*.pt"))
         found = [p for p in files if is_readable_checkpoint(p)]
@@ -61,7 +86,8 @@ def _checkpoints(folder: Path, given: Sequence[str | Path] | None) -> list[Path]
         if unread:
             warnings.warn(
                 f"score_run('{folder}'): {', '.join(unread)} in its checkpoints/ cannot be read "
-                "as mic checkpoints (cut short, or of another kind) and are not scored",
+                "as mic checkpoints (cut short, removed meanwhile, or of another kind) and are "
+                "not scored",
                 stacklevel=3,
             )
         if not found:
@@ -70,16 +96,16 @@ def _checkpoints(folder: Path, given: Sequence[str | Path] | None) -> list[Path]
                 "best.pt) to score: the run saved none (it saves at the end, and every "
                 "checkpoint.interval iterations, keeping the checkpoint.keep newest)"
             )
-        return sorted(found, key=lambda p: (load_checkpoint(p, mmap=True).get("step", -1), p.name))
-    if isinstance(given, (str, Path)):
-        given = [given]
-    if not given:
+        steps = {p: load_checkpoint(p, mmap=True).get("step", -1) for p in found}
+        return sorted(found, key=lambda p: (steps[p], p.name))
+    names = _paths(given, "checkpoints")
+    if not names:
         raise ConfigError("score_run(checkpoints=[]): name the checkpoints, or None: all of them")
     paths = []
-    for name in given:
+    for name in names:
         path = Path(name)
-        inside = folder / "checkpoints" / path
-        path = inside if not path.is_absolute() and inside.is_file() else path
+        places = [] if path.is_absolute() else [folder / "checkpoints" / path, folder / path]
+        path = next((p for p in places if p.is_file()), path)
         try:
             load_checkpoint(path, mmap=True)
         except CheckpointError as e:
@@ -94,19 +120,11 @@ def _checkpoints(folder: Path, given: Sequence[str | Path] | None) -> list[Path]
     return paths
 
 
-#: the weights files a finished run leaves beside its checkpoints (one model each)
-FINAL_WEIGHTS = ("student.pt", "teacher.pt")
-#: where mic-train keeps Hydra's record of the composed config, interpolations kept: the
-#: newest resume's first
-HYDRA_RECORDS = (".hydra_resumed", ".hydra")
-#: last parts of the keys that name data files or folders
-PATH_KEY = re.compile(r"root|images|labels|annotations|dir|path|file")
-
-
 def _recorded_config(folder: Path) -> tuple[DictConfig, bool]:
     """The run's config to change: Hydra's record of it where mic-train wrote one and it
     resolves here (its interpolations kept: ``dataset.root_target`` still feeds the keys
-    built from it), else ``config.yaml`` (resolved when written); and which of them."""
+    built from it), else the newest of ``config_resumed.yaml`` and ``config.yaml`` (resolved
+    when written); and whether it is Hydra's."""
     for record in HYDRA_RECORDS:
         path = folder / record / "config.yaml"
         if path.is_file():
@@ -114,51 +132,102 @@ def _recorded_config(folder: Path) -> tuple[DictConfig, bool]:
                 cfg = OmegaConf.load(path)
                 OmegaConf.to_container(cfg, resolve=True)
                 return cfg, True  # type: ignore[return-value]
-    return OmegaConf.load(folder / "config.yaml"), False  # type: ignore[return-value]
+    resumed = folder / "config_resumed.yaml"
+    path = resumed if resumed.is_file() else folder / "config.yaml"
+    return OmegaConf.load(path), False  # type: ignore[return-value]
 
 
-def _run_config(folder: Path, overrides: Sequence[str], validators: Any) -> DictConfig:
-    """The run's config with ``overrides`` and ``validators`` applied, resolved."""
-    from mic.resume import flatten
+def _resolved(cfg: DictConfig) -> DictConfig:
+    return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[return-value]
+
+
+def _run_config(folder: Path, overrides: list[str], validators: Any) -> DictConfig:
+    """The run's config with ``overrides`` (Hydra's syntax) and ``validators`` applied,
+    resolved; an override that changes what was trained, or that a resolved config would
+    leave without effect, refused."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
     cfg, interpolated = _recorded_config(folder)
-    flat = flatten(OmegaConf.to_container(cfg))
-    overrides = [overrides] if isinstance(overrides, str) else list(overrides)
-    keys = [str(o).partition("=")[0] for o in overrides]
-    for override, key in zip(overrides, keys):
-        if "=" in str(override) and OmegaConf.select(cfg, key, default=KeyError) is KeyError:
-            raise ConfigError(f"score_run(overrides=[{override!r}]): the run's config has no {key}")
-        if "=" not in str(override) or not key.startswith(SCORING_KEYS) or key in TRAINED_KEYS:
+    before = _resolved(cfg)
+    try:
+        parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
+    except HydraException as e:
+        raise ConfigError(f"score_run(overrides={overrides}): {e}".split("\n")[0]) from None
+    for override, text in zip(parsed, overrides):
+        key = override.key_or_group
+        plain = override.type.name == "CHANGE"  # (not +key, ++key, ~key)
+        if plain and OmegaConf.select(cfg, key, default=KeyError) is KeyError:
+            raise ConfigError(f"score_run(overrides=[{text!r}]): the run's config has no {key}")
+        if not plain or not key.startswith(SCORING_KEYS) or key in TRAINED_KEYS:
+            allowed = ", ".join(k.rstrip(".") for k in SCORING_KEYS)
             raise ConfigError(
-                f"score_run(overrides=[{override!r}]): give key=value of a setting of the data "
-                f"or the evaluation ({', '.join(k.rstrip('.') for k in SCORING_KEYS)}; not "
+                f"score_run(overrides=[{text!r}]): give key=value of a setting the run's config "
+                f"holds, of the data or the evaluation ({allowed}; not "
                 f"{', '.join(TRAINED_KEYS)}); the model, the task and the method are the run's"
             )
-        old = flat.get(key)
-        # a resolved config.yaml: a path that others were built from stays in them
-        prefix = str(old).rstrip("/") + "/"
-        took = sorted(
-            k
-            for k, v in flat.items()
-            if k not in keys and (str(v) == old or str(v).startswith(prefix))
-        )
-        named = PATH_KEY.search(key.rsplit(".", 1)[-1])
-        if not interpolated and isinstance(old, str) and named and took:
-            raise ConfigError(
-                f"score_run(overrides=[{override!r}]): the run's config.yaml was resolved when "
-                f"it was written, and {key}'s value '{old}' stands in {', '.join(took)} too, "
-                f"which would keep it: override {' and '.join(took)} as well"
+        top = key.startswith("dataset.") and key.count(".") == 1
+        top = top and key.split(".")[1] not in ("source", "target", "test")
+        if not interpolated and top:  # (copied into the settings built from it: no effect)
+            old = OmegaConf.select(cfg, key)
+            took = sorted(
+                k
+                for k, v in flatten(OmegaConf.to_container(cfg.dataset), "dataset.").items()
+                if k != key and old is not None and (v == old or str(v).startswith(f"{old}/"))
             )
-    try:
-        cfg.merge_with(OmegaConf.from_dotlist(overrides))
-        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[assignment]
-        if overrides:  # (the run's own config passed when it ran)
-            check_config(cfg)
-    except Exception as e:  # (OmegaConf's errors: a value of another type than the key's)
-        raise ConfigError(f"score_run(overrides={overrides}): {e}".split("\n")[0]) from None
+            raise ConfigError(
+                f"score_run(overrides=[{text!r}]): the run's config ({folder.name}/config.yaml, "
+                f"of a run without Hydra's record) was resolved when it was written, so {key} "
+                "was copied into the settings built from it"
+                + (f" ({', '.join(took)}): override those" if took else ", which keep it")
+            )
+        OmegaConf.update(cfg, key, override.value(), merge=False)
     if validators is not None:
-        cfg.eval.validators = [validators] if isinstance(validators, str) else list(validators)
+        if any(str(o).startswith("eval.validators") for o in overrides):
+            raise ConfigError(
+                "score_run: give validators= or eval.validators in overrides, not both"
+            )
+        cfg.eval.validators = list(validators)
+    cfg = _resolved(cfg)
+    old, new = (flatten(OmegaConf.to_container(c)) for c in (before, cfg))
+    changed = sorted(
+        k
+        for k in set(old) | set(new)
+        if k.split(".")[0] in TRAINED_SECTIONS and old.get(k) != new.get(k)
+    )
+    if changed:  # (through an interpolation: dataset.size feeds the model's input size)
+        raise ConfigError(
+            f"score_run(overrides={overrides}): they change {', '.join(changed[:3])} (through "
+            "an interpolation): the model, the task and the method are the run's"
+        )
+    if overrides:
+        with contextlib.suppress(ConfigError):  # (a config that today's checks refuse alone:
+            check_config(before)  # an older mic's, with a key since removed: not judged)
+            try:
+                check_config(cfg)
+            except ConfigError as e:
+                raise ConfigError(f"score_run(overrides={overrides}): {e}") from None
     return cfg
+
+
+def _foreign(folder: Path, state: dict[str, Any], path: Path) -> None:
+    """Warn when ``state`` was written by a run of another model, method, task or seed."""
+    saved = state.get("config")
+    if not isinstance(saved, dict):
+        return
+    ours = flatten(OmegaConf.to_container(OmegaConf.load(folder / "config.yaml")))
+    theirs = flatten(saved)
+    differ = sorted(
+        k
+        for k in set(ours) | set(theirs)
+        if k.split(".")[0] in ("model", "method", "seed") and ours.get(k) != theirs.get(k)
+    )
+    if differ:
+        warnings.warn(
+            f"score_run: '{path}' was written by a run of another config than '{folder}' "
+            f"({', '.join(differ[:3])} differ): it is scored under this run's",
+            stacklevel=3,
+        )
 
 
 def score_run(
@@ -173,37 +242,49 @@ def score_run(
     Each checkpoint's student and teacher (those of ``eval.models``) are scored on the run's
     labelled test set and by its label-free validators, under its BatchNorm protocol (AdaBN
     on ``eval.adabn_batches`` target batches) and with the same batches, masks and pixel
-    draws: a checkpoint of an iteration the run evaluated gets that evaluation's record
-    again (on the device it ran on). The data is read from where the config says; a run of
-    ``N`` processes (torchrun) is scored in one, with its per-process target batch.
+    draws, ``masked_agreement`` against the checkpoint's teacher where it has one: a
+    checkpoint of an iteration the run evaluated gets that evaluation's record again (on the
+    device it ran on; a resume that changed the evaluation settings scores every checkpoint
+    with the newest). The data is read from where the config says; a run of ``N`` processes
+    (torchrun) is scored in one, with its per-process target batch. Nothing is written.
 
     Args:
         run: the run folder (``hydra.run.dir``), which holds ``config.yaml``.
         checkpoints: mic checkpoints to score (``"best.pt"``, ``"iter_00000500.pt"``: names
-            in the run's ``checkpoints``, or paths); None: every one there, by iteration.
+            in the run's ``checkpoints``, or paths); None: every one there, by iteration
+            (one removed meanwhile, by a run still training, is skipped with a warning).
         validators: the label-free validators to compute (names of
             ``mic.training.VALIDATORS``); None: the run's ``eval.validators``.
-        overrides: ``key=value`` settings of the data or the evaluation that change the
-            run's config here (``dataset.test.root=/new/mount``, ``dataset.test=null``,
-            ``eval.adabn_batches=0``, ``eval.validation.batches=8``).
+        overrides: settings of the data or the evaluation in Hydra's syntax, ``key=value``
+            (``dataset.root_target=/new/mount``, ``dataset.test=null``,
+            ``eval.adabn_batches=0``, ``eval.validation.batches=8``), applied to Hydra's
+            record of the run's config where mic-train wrote one (interpolations kept).
         device: where the models are scored (``"auto"``: CUDA where there is one).
 
     Returns:
         One record per checkpoint, as the run's ``metrics.jsonl`` evaluation records
-        (``step``, ``eval/<model>/<metric>``, ``validator/<model>/<name>``, ``summary``),
-        with the checkpoint's path under ``checkpoint``. ``ModelSelection`` takes them
-        (``update``) to say which each score would pick.
+        (``step``, ``eval/<model>/<metric>``, ``validator/<model>/<name>``, ``summary``;
+        NaN where ``metrics.jsonl`` writes null), with the checkpoint's path under
+        ``checkpoint``. A ``ModelSelection`` per run takes them (``update``) to say which
+        each score would pick.
 
     Raises:
-        ConfigError: what ``load_run`` raises for the folder, a checkpoint that is no mic
-            checkpoint, an override of the model, task or method or of a key the config
-            lacks, an unknown validator, or neither a test set nor a validator to score with.
+        ConfigError: what ``load_run`` raises for the folder, arguments of another type, a
+            checkpoint that is no mic checkpoint, an override of the model, task or method
+            (also through an interpolation) or of a key the config lacks, a value mic-train
+            would refuse, an unknown validator, a teacher asked of a run without one, or
+            neither a test set nor a validator to score with.
         DatasetError: the target or test data cannot be read.
     """
-    if not str(run).strip():  # (the current folder, unasked)
-        raise ConfigError("score_run(''): give the run folder (mic-train's hydra.run.dir)")
+    if not isinstance(run, (str, os.PathLike)) or not str(run).strip():
+        raise ConfigError(
+            f"score_run(run=...) takes the run folder (its hydra.run.dir), got {run!r}"
+        )
     folder = Path(run)
-    if not (folder / "config.yaml").is_file() and (folder.parent / "config.yaml").is_file():
+    if folder.is_file():
+        raise ConfigError(f"score_run: '{folder}' is a file; give the run folder that holds it")
+    inside = folder.name.startswith(".hydra") or not (folder / "config.yaml").is_file()
+    if inside and (folder.parent / "config.yaml").is_file():
         raise ConfigError(  # (its checkpoints/ folder, or .hydra/)
             f"'{folder}' is a folder inside the run folder '{folder.parent}': give the run "
             f"folder, score_run('{folder.parent}') (checkpoints=[...] chooses among its "
@@ -211,6 +292,11 @@ def score_run(
         )
     if not (folder / "config.yaml").is_file():
         load_run(folder)  # raises what the folder is, and what to give
+    if not isinstance(device, (str, torch.device)):
+        raise ConfigError(f"score_run(device=...) takes 'cpu', 'cuda', 'auto', got {device!r}")
+    overrides = [] if overrides is None else [str(o) for o in _paths(overrides, "overrides")]
+    if validators is not None:
+        validators = [str(v) for v in _paths(validators, "validators")]
     paths = _checkpoints(folder, checkpoints)
     cfg = _run_config(folder, overrides, validators)
     make_validators(validator_names(cfg))  # an unknown name before any data is read
@@ -219,10 +305,16 @@ def score_run(
             "score_run: with dataset.test=null and no validator there is nothing to score; "
             "give validators=[...] (docs/model_selection.md), or a labelled test set"
         )
+    first = load_checkpoint(paths[0], mmap=True)
+    if list(cfg.eval.models) == ["teacher"] and first.get("teacher") is None:
+        raise ConfigError(
+            f"score_run: eval.models=[teacher], but the run's checkpoints hold no teacher (its "
+            f"method, {cfg.method.get('name', '?')}, trains none): score the student"
+        )
     with preserved_rng():
         task, _ = load_run(folder, checkpoint=paths[0], device=device)
         data = build_datasets(cfg, preflight=False)
-        processes = len(load_checkpoint(paths[0], mmap=True).get("rng") or [None])
+        processes = len(first.get("rng") or [None])
         batch = per_process_batch_size(int(cfg.loader.target_batch_size), processes, "target")
         workers, tests = int(cfg.loader.num_workers), int(cfg.loader.test_batch_size)
         adabn = make_loader(data["target"], batch, task, True, workers, 12345, "target")
@@ -238,11 +330,21 @@ def score_run(
         )
         records = []
         for path in paths:
-            state = load_checkpoint(path, mmap=True)
-            _, student = load_run(folder, "student", path, device)
-            teacher = None
-            if state.get("teacher") is not None and "teacher" in evaluation.models:
-                teacher = load_run(folder, "teacher", path, device)[1]
+            try:
+                state = load_checkpoint(path, mmap=True)
+                _, student = load_run(folder, "student", path, device)
+                teacher = None  # (masked_agreement's reference also where it is not scored)
+                if state.get("teacher") is not None:
+                    teacher = load_run(folder, "teacher", path, device)[1]
+            except (CheckpointError, ConfigError):
+                if path.exists():
+                    raise
+                warnings.warn(  # (a run still training rotates its checkpoints)
+                    f"score_run: '{path}' was removed while scoring; it is skipped",
+                    stacklevel=2,
+                )
+                continue
+            _foreign(folder, state, path)
             device_used = next(student.parameters()).device
             record = evaluation.score_models(int(state["step"]), student, teacher, device_used)
             records.append({"checkpoint": str(path), **record})

@@ -75,7 +75,8 @@ def test_a_validator_the_run_did_not_compute_is_scored_and_picks(run):
     "kwargs, said",
     [
         ({"overrides": ["model.backbone=resnet18"]}, "the model, the task and the method are"),
-        ({"overrides": ["eval.adabn"]}, r"give key=value of a setting of the data"),
+        ({"overrides": ["eval.adabn"]}, r"Error parsing override 'eval\.adabn'"),
+        ({"overrides": ["+eval.adabn_batches=2"]}, r"give key=value of a setting the run's"),
         ({"overrides": ["eval.adabn_batch=2"]}, "the run's config has no eval.adabn_batch"),
         ({"overrides": ["dataset.test=null", "eval.validators=[]"]}, "nothing to score"),
         ({"validators": ["IM"]}, "unknown"),
@@ -102,7 +103,7 @@ def test_a_resolved_value_that_others_took_is_named_with_them(run):
     cfg.dataset.test_root = "/data/night/test"  # as ${dataset.root_target}/test resolved
     try:
         config.write_text(OmegaConf.to_yaml(cfg))
-        with pytest.raises(ConfigError, match=r"stands in dataset\.test_root too.*override"):
+        with pytest.raises(ConfigError, match=r"copied into .* \(dataset\.test_root\): override"):
             mic.score_run(run, overrides=["dataset.root_target=/mnt/night"])
     finally:
         config.write_text(text)
@@ -128,7 +129,7 @@ def test_a_checkpoint_cut_short_is_named_not_skipped_in_silence(run):
 def test_a_folder_that_is_no_run_is_named_as_load_run_names_it(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         mic.score_run(tmp_path / "nothing")
-    with pytest.raises(ConfigError, match=r"score_run\(''\): give the run folder"):
+    with pytest.raises(ConfigError, match=r"takes the run folder \(its hydra.run.dir\), got ''"):
         mic.score_run("")
     (tmp_path / "run").mkdir()
     with pytest.raises(ConfigError, match=r"holds no config\.yaml"):
@@ -164,3 +165,53 @@ def test_a_mic_train_run_whose_data_moved_is_scored_with_its_roots_overridden(tm
     assert scores[0] == scores[1] and "validator/student/im" in scores[0]
     with pytest.raises(Exception, match="does not exist"):  # (the old paths are gone)
         mic.score_run(run, "best.pt")
+    with pytest.raises(ConfigError, match=r"they change .* \(through an interpolation\)"):
+        mic.score_run(run, "best.pt", overrides=[*moved, "dataset.size=16"])
+
+
+def test_masked_agreement_of_the_student_alone_is_against_the_checkpoint_s_teacher(run):
+    """The run scored the student's agreement with the teacher's pseudo-labels also where
+    the teacher itself was not scored: without the teacher loaded, its own were used."""
+    alone = mic.score_run(run, "iter_00000004.pt", overrides=["eval.models=[student]"])[0]
+    key = "validator/student/masked_agreement"
+    assert alone[key] == _evaluations(run)[4][key]
+    assert not any(k.startswith(("eval/teacher", "validator/teacher")) for k in alone)
+
+
+def test_arguments_of_another_type_and_run_relative_paths(run):
+    with pytest.raises(ConfigError, match=r"got 40 \(the checkpoint of iteration 40 is 'iter_"):
+        mic.score_run(run, 40)
+    with pytest.raises(ConfigError, match=r"score_run\(run=...\) takes the run folder"):
+        mic.score_run(None)
+    with pytest.raises(ConfigError, match=r"device=...\) takes 'cpu'"):
+        mic.score_run(run, "best.pt", device=None)
+    with pytest.raises(ConfigError, match=r"validators= or eval\.validators in overrides, not"):
+        mic.score_run(run, validators=["im"], overrides=["eval.validators=[bnm]"])
+    with pytest.raises(ConfigError, match=r"is a folder inside the run folder"):
+        mic.score_run(run / ".hydra" if (run / ".hydra").is_dir() else run / "checkpoints")
+    with pytest.raises(ConfigError, match=r"is a file; give the run folder"):
+        mic.score_run(run / "config.yaml")
+    (record,) = mic.score_run(run, "checkpoints/best.pt", validators=[], overrides=None)
+    assert record["checkpoint"] == str(run / "checkpoints" / "best.pt")
+
+
+def test_a_checkpoint_removed_while_scoring_is_skipped_with_a_warning(run, monkeypatch):
+    """A run still training rotates its checkpoints (checkpoint.keep) under score_run."""
+    import mic.scoring
+
+    gone = run / "checkpoints" / "iter_00000099.pt"
+    found = mic.scoring._checkpoints
+    monkeypatch.setattr(mic.scoring, "_checkpoints", lambda f, g: [*found(f, g), gone])
+    with pytest.warns(UserWarning, match=r"iter_00000099\.pt' was removed while scoring"):
+        records = mic.score_run(run, "best.pt", validators=[])
+    assert len(records) == 1
+
+
+def test_a_teacher_asked_of_a_run_without_one_and_a_checkpoint_of_another_run(run, tmp_path):
+    source_only = tmp_path / "source_only"
+    run_experiment(load_config([*RUN, "method=source_only", "mic=none"]), source_only)
+    with pytest.raises(ConfigError, match=r"eval.models=\[teacher\], but the run's checkpoints"):
+        mic.score_run(source_only, "best.pt", overrides=["eval.models=[teacher]"])
+    other = source_only / "checkpoints" / "best.pt"
+    with pytest.warns(UserWarning, match=r"written by a run of another config .* \(method"):
+        mic.score_run(run, [other], validators=[])
