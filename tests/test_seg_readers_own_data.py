@@ -167,14 +167,22 @@ def test_a_jpeg_label_suffix_is_refused(tmp_path, suffix):
     assert len(SegmentationFolder(root / "img", None, label_suffix=suffix)) == 2
 
 
-def test_jpeg_files_beside_missing_labels_are_not_offered_as_labels(tmp_path):
-    root = seg_tree(tmp_path / "seg", n=2)
-    for path in sorted((root / "lbl").glob("*.png")):
+def _as_jpeg(folder):
+    """Every PNG of ``folder`` saved as JPEG in its place."""
+    for path in sorted(folder.glob("*.png")):
         Image.open(path).save(path.with_suffix(".jpg"), quality=75)
         path.unlink()
+
+
+def _problems(images, labels):
     with collecting_problems():
-        ds = SegmentationFolder(root / "img", root / "lbl", num_classes=2)
-    message = _message(ds)
+        return _message(SegmentationFolder(images, labels, num_classes=2))
+
+
+def test_jpeg_files_beside_missing_labels_are_not_offered_as_labels(tmp_path):
+    root = seg_tree(tmp_path / "seg", n=2)
+    _as_jpeg(root / "lbl")
+    message = _problems(root / "img", root / "lbl")
     assert "Missing label files (2)" in message
     assert "0.jpg' are there, but they are JPEG files, never read as labels" in message
     assert "label_suffix=.jpg" not in message
@@ -182,9 +190,7 @@ def test_jpeg_files_beside_missing_labels_are_not_offered_as_labels(tmp_path):
     root = seg_tree(tmp_path / "one", n=4)
     Image.open(root / "lbl" / "2.png").save(root / "lbl" / "2.jpg", quality=75)
     (root / "lbl" / "2.png").unlink()
-    with collecting_problems():
-        ds = SegmentationFolder(root / "img", root / "lbl", num_classes=2)
-    message = _message(ds)
+    message = _problems(root / "img", root / "lbl")
     assert "Missing label files (1)" in message
     assert "The other 3 label files are read as named; '" in message
     assert "2.jpg' is there, but JPEG files are never read as labels" in message
@@ -192,21 +198,13 @@ def test_jpeg_files_beside_missing_labels_are_not_offered_as_labels(tmp_path):
     root = seg_tree(tmp_path / "grey", n=2)
     for path in sorted((root / "img").glob("*.png")):
         Image.open(path).convert("L").save(path)
-    for path in sorted((root / "lbl").glob("*.png")):
-        Image.open(path).save(path.with_suffix(".jpg"), quality=75)
-        path.unlink()
-    with collecting_problems():
-        ds = SegmentationFolder(root / "img", root / "lbl", num_classes=2)
-    message = _message(ds)
+    _as_jpeg(root / "lbl")
+    message = _problems(root / "img", root / "lbl")
     assert "never read as labels" in message and "swapped" not in message
     # the folders swapped (label maps as the images, colour photos as the labels): said so
     root = seg_tree(tmp_path / "swapped", n=2)
-    for path in sorted((root / "img").glob("*.png")):
-        Image.open(path).save(path.with_suffix(".jpg"), quality=75)
-        path.unlink()
-    with collecting_problems():
-        ds = SegmentationFolder(root / "lbl", root / "img", num_classes=2)
-    assert "the image and label folders look swapped" in _message(ds)
+    _as_jpeg(root / "img")
+    assert "the image and label folders look swapped" in _problems(root / "lbl", root / "img")
 
 
 def test_a_jpeg_file_is_never_read_as_a_label_whatever_its_name(tmp_path):
