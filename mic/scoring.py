@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mic.core import CheckpointError, ConfigError
+from mic.core import CheckpointError, ConfigError, MicError
 from mic.experiment import (
     build_datasets,
     build_method,
@@ -30,7 +30,7 @@ from mic.experiment import (
     validator_names,
 )
 from mic.resume import flatten
-from mic.schema import check_config
+from mic.schema import check_config, exception_chain
 from mic.training import Evaluation, load_checkpoint, make_validators, per_process_batch_size
 from mic.training.checkpoint import is_readable_checkpoint
 from mic.training.validators import preserved_rng
@@ -96,8 +96,7 @@ def _checkpoints(folder: Path, given: Any) -> list[Path]:
                 "best.pt) to score: the run saved none (it saves at the end, and every "
                 "checkpoint.interval iterations, keeping the checkpoint.keep newest)"
             )
-        steps = {p: load_checkpoint(p, mmap=True).get("step", -1) for p in found}
-        return sorted(found, key=lambda p: (steps[p], p.name))
+        return sorted(found, key=lambda p: (_step(p), p.name))
     names = _paths(given, "checkpoints")
     if not names:
         raise ConfigError("score_run(checkpoints=[]): name the checkpoints, or None: all of them")
@@ -118,6 +117,14 @@ def _checkpoints(folder: Path, given: Any) -> list[Path]:
             ) from None
         paths.append(path)
     return paths
+
+
+def _step(path: Path) -> int:
+    """The iteration of checkpoint ``path`` (-1: removed since it was listed)."""
+    try:
+        return int(load_checkpoint(path, mmap=True).get("step", -1))
+    except CheckpointError:
+        return -1
 
 
 def _recorded_config(folder: Path) -> tuple[DictConfig, bool]:
@@ -200,14 +207,37 @@ def _run_config(folder: Path, overrides: list[str], validators: Any) -> DictConf
             f"score_run(overrides={overrides}): they change {', '.join(changed[:3])} (through "
             "an interpolation): the model, the task and the method are the run's"
         )
-    if overrides:
-        with contextlib.suppress(ConfigError):  # (a config that today's checks refuse alone:
-            check_config(before)  # an older mic's, with a key since removed: not judged)
-            try:
-                check_config(cfg)
-            except ConfigError as e:
-                raise ConfigError(f"score_run(overrides={overrides}): {e}") from None
+    judged = bool(overrides)
+    if judged:
+        try:  # (a config that today's checks refuse alone, an older mic's: not judged)
+            check_config(before)
+        except ConfigError:
+            judged = False
+    if judged:
+        try:
+            check_config(cfg)
+        except ConfigError as e:
+            raise ConfigError(f"score_run(overrides={overrides}): {e}") from None
     return cfg
+
+
+def _gone(path: Path) -> None:
+    warnings.warn(f"score_run: '{path}' was removed while scoring; it is skipped", stacklevel=3)
+
+
+def _first(folder: Path, paths: list[Path], device: Any) -> tuple[Any, dict[str, Any]]:
+    """The run's task and the state of the first checkpoint of ``paths`` still there (those
+    removed before it, by a run still training that rotates them, left out of ``paths``)."""
+    for path in list(paths):
+        try:
+            state = load_checkpoint(path, mmap=True)
+            return load_run(folder, checkpoint=path, device=device)[0], state
+        except (CheckpointError, ConfigError):
+            if path.exists():
+                raise
+            paths.remove(path)
+            _gone(path)
+    raise ConfigError(f"score_run('{folder}'): every checkpoint was removed while scoring")
 
 
 def _foreign(folder: Path, state: dict[str, Any], path: Path) -> None:
@@ -305,15 +335,21 @@ def score_run(
             "score_run: with dataset.test=null and no validator there is nothing to score; "
             "give validators=[...] (docs/model_selection.md), or a labelled test set"
         )
-    first = load_checkpoint(paths[0], mmap=True)
+    with preserved_rng():  # (building the model draws)
+        task, first = _first(folder, paths, device)
     if list(cfg.eval.models) == ["teacher"] and first.get("teacher") is None:
         raise ConfigError(
             f"score_run: eval.models=[teacher], but the run's checkpoints hold no teacher (its "
             f"method, {cfg.method.get('name', '?')}, trains none): score the student"
         )
     with preserved_rng():
-        task, _ = load_run(folder, checkpoint=paths[0], device=device)
-        data = build_datasets(cfg, preflight=False)
+        try:
+            data = build_datasets(cfg, preflight=False)
+        except Exception as e:  # (Hydra's wrap of a reader's refusal)
+            said = next((c for c in exception_chain(e) if isinstance(c, MicError)), None)
+            if said is None or said is e:
+                raise
+            raise said from e
         processes = len(first.get("rng") or [None])
         batch = per_process_batch_size(int(cfg.loader.target_batch_size), processes, "target")
         workers, tests = int(cfg.loader.num_workers), int(cfg.loader.test_batch_size)
@@ -339,10 +375,7 @@ def score_run(
             except (CheckpointError, ConfigError):
                 if path.exists():
                     raise
-                warnings.warn(  # (a run still training rotates its checkpoints)
-                    f"score_run: '{path}' was removed while scoring; it is skipped",
-                    stacklevel=2,
-                )
+                _gone(path)  # (a run still training rotates its checkpoints)
                 continue
             _foreign(folder, state, path)
             device_used = next(student.parameters()).device

@@ -37,7 +37,11 @@ def _evaluations(folder):
 
 
 def test_every_checkpoint_scores_as_the_run_s_evaluation_of_its_iteration(run):
+    import torch
+
+    state = torch.get_rng_state()
     records = mic.score_run(run)
+    assert torch.equal(torch.get_rng_state(), state)  # (the caller's draws go on as before)
     names = [r["checkpoint"].rsplit("/", 1)[-1] for r in records]
     assert names == ["iter_00000002.pt", "best.pt", "iter_00000004.pt"]  # by iteration
     evaluated = _evaluations(run)
@@ -84,6 +88,9 @@ def test_a_validator_the_run_did_not_compute_is_scored_and_picks(run):
         ({"checkpoints": ["student.pt"]}, r"holds plain weights \(no iteration, one model\)"),
         ({"checkpoints": []}, r"checkpoints=\[\]\): name the checkpoints"),
         ({"overrides": ["device=cuda"]}, "the model, the task and the method are"),
+        ({"overrides": ["eval.validation.batches=1.5"]}, r"overrides=.*\]\): 1 config value is"),
+        ({"overrides": ["loader.test_batch_size=0"]}, r"loader.test_batch_size: Input should"),
+        ({"overrides": ["dataset.test.split=bogus"]}, "split"),
     ],
 )
 def test_what_score_run_cannot_do_is_named(run, kwargs, said):
@@ -201,10 +208,11 @@ def test_a_checkpoint_removed_while_scoring_is_skipped_with_a_warning(run, monke
 
     gone = run / "checkpoints" / "iter_00000099.pt"
     found = mic.scoring._checkpoints
-    monkeypatch.setattr(mic.scoring, "_checkpoints", lambda f, g: [*found(f, g), gone])
-    with pytest.warns(UserWarning, match=r"iter_00000099\.pt' was removed while scoring"):
-        records = mic.score_run(run, "best.pt", validators=[])
-    assert len(records) == 1
+    for order in (lambda f, g: [*found(f, g), gone], lambda f, g: [gone, *found(f, g)]):
+        monkeypatch.setattr(mic.scoring, "_checkpoints", order)  # (the first: the oldest)
+        with pytest.warns(UserWarning, match=r"iter_00000099\.pt' was removed while scoring"):
+            records = mic.score_run(run, "best.pt", validators=[])
+        assert len(records) == 1
 
 
 def test_a_teacher_asked_of_a_run_without_one_and_a_checkpoint_of_another_run(run, tmp_path):
