@@ -699,7 +699,7 @@ class Evaluation(Hook):
         under the BatchNorm protocol above:
         ``{"step", "eval/<model>/<metric>", "eval/<model>/protocol",
         "validator/<model>/<name>", "summary"}``. Draws from the global generators (the
-        loop's evaluations keep them as they were); ``mic.experiment.score_run`` scores a
+        loop's evaluations keep them as they were); ``mic.scoring.score_run`` scores a
         run's saved checkpoints through it.
 
         Raises:
