@@ -32,7 +32,6 @@ from mic.experiment import (
 from mic.resume import flatten
 from mic.schema import check_config, exception_chain
 from mic.training import Evaluation, load_checkpoint, make_validators, per_process_batch_size
-from mic.training.checkpoint import is_readable_checkpoint
 from mic.training.validators import preserved_rng
 
 __all__ = ["score_run"]
@@ -59,8 +58,8 @@ HYDRA_RECORDS = (".hydra_resumed", ".hydra")
 TRAINED_SECTIONS = ("model", "method", "task", "seed")
 
 
-def _paths(value: Any, what: str) -> list[Any]:
-    """``value`` (one or several paths or names) as a list; a number or another type refused."""
+def _listed(value: Any, what: str) -> list[Any]:
+    """``value`` (one or several texts or paths) as a list; a number or another type refused."""
     items = [value] if isinstance(value, (str, os.PathLike)) else value
     if not isinstance(items, Iterable) or isinstance(items, (bytes, dict)):
         items = [items]
@@ -72,7 +71,8 @@ def _paths(value: Any, what: str) -> list[Any]:
                 if isinstance(item, int) and not isinstance(item, bool) and what == "checkpoints"
                 else ""
             )
-            raise ConfigError(f"score_run({what}=...) takes paths or names, got {item!r}{hint}")
+            kind = "paths or names" if what == "checkpoints" else "text or a list of texts"
+            raise ConfigError(f"score_run({what}=...) takes {kind}, got {item!r}{hint}")
     return items
 
 
@@ -81,7 +81,8 @@ def _checkpoints(folder: Path, given: Any) -> list[Path]:
     the run folder or from here), or every one of the run's, by step."""
     if given is None:
         files = sorted((folder / "checkpoints").glob("*.pt"))
-        found = [p for p in files if is_readable_checkpoint(p)]
+        steps = {p: _step(p) for p in files}  # (None: no mic checkpoint, or removed since)
+        found = [p for p in files if steps[p] is not None]
         unread = [p.name for p in files if p not in found and p.name not in FINAL_WEIGHTS]
         if unread:
             warnings.warn(
@@ -96,8 +97,8 @@ def _checkpoints(folder: Path, given: Any) -> list[Path]:
                 "best.pt) to score: the run saved none (it saves at the end, and every "
                 "checkpoint.interval iterations, keeping the checkpoint.keep newest)"
             )
-        return sorted(found, key=lambda p: (_step(p), p.name))
-    names = _paths(given, "checkpoints")
+        return sorted(found, key=lambda p: (steps[p], p.name))
+    names = _listed(given, "checkpoints")
     if not names:
         raise ConfigError("score_run(checkpoints=[]): name the checkpoints, or None: all of them")
     paths = []
@@ -119,12 +120,13 @@ def _checkpoints(folder: Path, given: Any) -> list[Path]:
     return paths
 
 
-def _step(path: Path) -> int:
-    """The iteration of checkpoint ``path`` (-1: removed since it was listed)."""
+def _step(path: Path) -> int | None:
+    """The iteration of mic checkpoint ``path`` (-1: it records none); None: no readable mic
+    checkpoint (cut short, plain weights, removed since it was listed)."""
     try:
         return int(load_checkpoint(path, mmap=True).get("step", -1))
     except CheckpointError:
-        return -1
+        return None
 
 
 def _recorded_config(folder: Path) -> tuple[DictConfig, bool]:
@@ -240,24 +242,35 @@ def _first(folder: Path, paths: list[Path], device: Any) -> tuple[Any, dict[str,
     raise ConfigError(f"score_run('{folder}'): every checkpoint was removed while scoring")
 
 
-def _foreign(folder: Path, state: dict[str, Any], path: Path) -> None:
-    """Warn when ``state`` was written by a run of another model, method, task or seed."""
+def _trained(config: Any) -> dict[str, Any]:
+    """The flattened model, method and seed of a config (a checkpoint's, or a file's)."""
+    flat = flatten(config if isinstance(config, dict) else OmegaConf.to_container(config))
+    return {k: v for k, v in flat.items() if k.split(".")[0] in ("model", "method", "seed")}
+
+
+def _run_configs(folder: Path) -> list[dict[str, Any]]:
+    """``_trained`` of the run's ``config.yaml`` and, after a resume that changed them (as
+    ``resume_allow_changes`` lets it), of ``config_resumed.yaml``."""
+    files = [folder / "config.yaml", folder / "config_resumed.yaml"]
+    return [_trained(OmegaConf.load(f)) for f in files if f.is_file()]
+
+
+def _foreign(ours: list[dict[str, Any]], state: dict[str, Any], path: Path, folder: Path) -> None:
+    """Warn when ``state`` was written by a run of another model, method or seed than any of
+    the run's configs (``ours``: ``_run_configs``)."""
     saved = state.get("config")
     if not isinstance(saved, dict):
         return
-    ours = flatten(OmegaConf.to_container(OmegaConf.load(folder / "config.yaml")))
-    theirs = flatten(saved)
-    differ = sorted(
-        k
-        for k in set(ours) | set(theirs)
-        if k.split(".")[0] in ("model", "method", "seed") and ours.get(k) != theirs.get(k)
+    theirs = _trained(saved)
+    if theirs in ours:
+        return
+    nearest = ours[-1]
+    differ = sorted(k for k in set(nearest) | set(theirs) if nearest.get(k) != theirs.get(k))
+    warnings.warn(
+        f"score_run: '{path}' was written by a run of another config than '{folder}' "
+        f"({', '.join(differ[:3])} differ): it is scored under this run's",
+        stacklevel=3,
     )
-    if differ:
-        warnings.warn(
-            f"score_run: '{path}' was written by a run of another config than '{folder}' "
-            f"({', '.join(differ[:3])} differ): it is scored under this run's",
-            stacklevel=3,
-        )
 
 
 def score_run(
@@ -324,9 +337,9 @@ def score_run(
         load_run(folder)  # raises what the folder is, and what to give
     if not isinstance(device, (str, torch.device)):
         raise ConfigError(f"score_run(device=...) takes 'cpu', 'cuda', 'auto', got {device!r}")
-    overrides = [] if overrides is None else [str(o) for o in _paths(overrides, "overrides")]
+    overrides = [] if overrides is None else [str(o) for o in _listed(overrides, "overrides")]
     if validators is not None:
-        validators = [str(v) for v in _paths(validators, "validators")]
+        validators = [str(v) for v in _listed(validators, "validators")]
     paths = _checkpoints(folder, checkpoints)
     cfg = _run_config(folder, overrides, validators)
     make_validators(validator_names(cfg))  # an unknown name before any data is read
@@ -364,7 +377,7 @@ def score_run(
             adabn_batches=int(cfg.eval.adabn_batches),
             validation=build_validation(cfg, build_method(cfg), adabn),
         )
-        records = []
+        records, ours = [], _run_configs(folder)
         for path in paths:
             try:
                 state = load_checkpoint(path, mmap=True)
@@ -377,7 +390,7 @@ def score_run(
                     raise
                 _gone(path)  # (a run still training rotates its checkpoints)
                 continue
-            _foreign(folder, state, path)
+            _foreign(ours, state, path, folder)
             device_used = next(student.parameters()).device
             record = evaluation.score_models(int(state["step"]), student, teacher, device_used)
             records.append({"checkpoint": str(path), **record})

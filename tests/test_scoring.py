@@ -1,6 +1,7 @@
 """score_run: a run's saved checkpoints scored after it ended, as its evaluations did."""
 
 import json
+import warnings
 
 import pytest
 
@@ -223,3 +224,17 @@ def test_a_teacher_asked_of_a_run_without_one_and_a_checkpoint_of_another_run(ru
     other = source_only / "checkpoints" / "best.pt"
     with pytest.warns(UserWarning, match=r"written by a run of another config .* \(method"):
         mic.score_run(run, [other], validators=[])
+    # a run resumed with another method setting (resume_allow_changes): its checkpoints of
+    # either config are its own
+    config = source_only / "config.yaml"
+    text = config.read_text()
+    (source_only / "config_resumed.yaml").write_text(text)
+    config.write_text(text.replace("name: source_only", "name: source_only_before"))
+    assert "source_only_before" in config.read_text()  # (the first config: another method)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            mic.score_run(source_only, "best.pt", validators=[])
+    finally:
+        config.write_text(text)
+        (source_only / "config_resumed.yaml").unlink()
