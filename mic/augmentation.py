@@ -30,9 +30,9 @@ from kornia.enhance import (
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from mic.core.checks import check_images
 from mic.core.context import Random, per_sample, uniform
 from mic.core.errors import ConfigError
-from mic.core.masking import check_images
 
 #: how far outside [0, 1] the input of a StrongAugmentation without mean/std may reach before
 #: it warns (normalised images reach about -2 .. 2)

@@ -36,7 +36,7 @@ from mic.core import (
     UDAMethod,
 )
 from mic.core.batch import split_sample
-from mic.core.loop import device_problem
+from mic.core.checks import device_problem
 from mic.datasets.preflight import (
     check_class_order,
     check_datasets,

@@ -2,16 +2,18 @@
 
 Read in this order: ``task`` (what a task says), ``teacher``, ``masking``, ``weighting``,
 ``context`` (what the terms of an iteration share), ``terms`` (loss terms, MIC), ``method``,
-``loop``.
+``loop``. ``checks`` holds what each of them refuses of its inputs (with the message that names
+the fix); reading them needs none of it.
 """
 
 from mic.core.batch import EndlessLoader, collate_pairs, move_to, split_sample
+from mic.core.checks import check_num_classes, check_task
 from mic.core.context import IterationContext, Random, RandomStream, SharedForward
 from mic.core.errors import CheckpointError, ConfigError, DatasetError, MicError
 from mic.core.loop import AdaptationLoop, Collective, Guard, Hook, StepStrategy
 from mic.core.masking import BlockMasker, Masker
 from mic.core.method import UDAMethod
-from mic.core.task import Metric, PseudoLabels, Task, check_num_classes, check_task
+from mic.core.task import Metric, PseudoLabels, Task
 from mic.core.teacher import EMATeacher, Teacher
 from mic.core.terms import ConsistencyLoss, LossTerm, MaskedImageConsistency
 from mic.core.weighting import QUALITY_THRESHOLD, PseudoLabelWeighting

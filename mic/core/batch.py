@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from types import GeneratorType
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, IterableDataset, default_collate
-from torch.utils.data.dataloader import _BaseDataLoaderIter
+from torch.utils.data import default_collate
 
+from mic.core import checks
 from mic.core.errors import ConfigError, DatasetError
 
 #: keys that mark a dict sample as labelled (an (image, target) pair in a dict), not an image
@@ -49,29 +48,11 @@ def collate_pairs(
 def _stacked(batch: Callable[[list[Any]], Any], items: list[Any], what: str) -> Any:
     try:
         return batch(items)
-    except TypeError:  # (default_collate's, of a PIL image, after the one the data check read)
-        odd = sorted({f"{type(x).__module__}.{type(x).__name__}" for x in items
-                      if not isinstance(x, torch.Tensor)})  # fmt: skip
-        if what != "images" or not odd:
+    except (TypeError, RuntimeError) as e:  # (a PIL image, images of different sizes)
+        said = checks.batching_error(items, what, e)
+        if said is None:
             raise
-        raise DatasetError(
-            f"one batch holds images that are {', '.join(odd)} objects, not tensors: end the "
-            "dataset's transform with torchvision's ToTensor() on every path of it"
-        ) from None
-    except RuntimeError:
-        shapes = sorted({tuple(getattr(x, "shape", ())) for x in items})
-        if len(shapes) < 2:
-            raise
-        if what == "images" and len({s[1:] for s in shapes}) == 1 and len(shapes[0]) == 3:
-            raise DatasetError(  # grey beside colour images: the sizes agree
-                f"one batch holds images of {sorted({s[0] for s in shapes})} channels "
-                f"{shapes}; convert every image to the same channels in the dataset (grey "
-                "ones to RGB: Image.convert('RGB') before ToTensor)"
-            ) from None
-        raise DatasetError(
-            f"one batch holds {what} of different sizes {shapes}; give the dataset a transform "
-            "that resizes or crops every image (and label) to one size"
-        ) from None
+        raise said from None
 
 
 def select_images(batch: Any, keep: Sequence[bool]) -> Any:
@@ -102,34 +83,6 @@ def move_to(obj: Any, device: torch.device | str, non_blocking: bool = True) -> 
     return obj
 
 
-def check_loader(
-    loader: Any, who: str, use: str | None, error: type[Exception] = DatasetError
-) -> None:
-    """Raise ``error`` when ``loader``, given where a loader of batches goes, is a map-style
-    ``Dataset`` (iterated, it yields samples one at a time) or, with ``use`` (how it is passed
-    over again), an iterator that cannot start over (a generator, a DataLoader's iterator; a
-    loader of one's own whose ``__iter__`` restarts passes)."""
-    kind = type(loader).__name__
-    builtin = isinstance(loader, Iterator) and type(loader).__module__ in ("builtins", "itertools")
-    if use is not None and (builtin or isinstance(loader, (GeneratorType, _BaseDataLoaderIter))):
-        raise error(
-            f"{who} is an iterator ({kind}), used up after one pass, but {use}: give a "
-            "DataLoader or a list of batches"
-        )
-    if isinstance(loader, Dataset) and not isinstance(loader, IterableDataset):
-        raise error(  # its samples were taken for batches
-            f"{who} is a dataset ({kind}), which yields one sample at a time where batches go: "
-            "give DataLoader(dataset, batch_size=..., collate_fn=task.collate)"
-        )
-
-
-def note_loader(error: DatasetError, loader: str, named_by: str | None = None) -> None:
-    """Note on ``error`` the ``loader`` whose batch raised it (a collate's checks read the same
-    for every loader), unless its message names it (``named_by``, default ``loader``)."""
-    if (named_by or loader) not in str(error):
-        error.add_note(f"(in a batch of {loader})")
-
-
 class EndlessLoader(Iterator[Any]):
     """A data loader cycled epoch after epoch, knowing its position for exact resume.
 
@@ -145,12 +98,12 @@ class EndlessLoader(Iterator[Any]):
 
     Raises:
         ConfigError: a loader that is no iterable (None).
-        DatasetError: a one-pass iterator or a map-style ``Dataset`` (``check_loader``);
+        DatasetError: a one-pass iterator or a map-style ``Dataset`` (``checks.check_loader``);
             (from ``next``) the loader yields no batch at all.
     """
 
     def __init__(self, loader: Iterable[Any], name: str = "data") -> None:
-        check_loader(loader, f"the {name} loader", "the loop draws from it without end")
+        checks.check_loader(loader, f"the {name} loader", "the loop draws from it without end")
         if not isinstance(loader, Iterable):  # (None: a source-only run draws target batches)
             raise ConfigError(f"the {name} loader must be a DataLoader or a list of batches")
         self.loader, self.name = loader, name
@@ -163,7 +116,7 @@ class EndlessLoader(Iterator[Any]):
         try:
             return self._next()
         except DatasetError as e:
-            note_loader(e, f"the {self.name} loader")
+            checks.note_loader(e, f"the {self.name} loader")
             raise
 
     def _next(self) -> Any:

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from mic.core import checks
 from mic.core.batch import split_sample
-from mic.core.errors import ConfigError, DatasetError
+from mic.core.errors import ConfigError
 from mic.core.task import PseudoLabels, Task
 from mic.core.teacher import Teacher
 from mic.core.weighting import PseudoLabelWeighting
@@ -198,23 +198,13 @@ class IterationContext:
                 precede adaptation would adapt (and the score before adaptation with them).
         """
         if self.term and not self.adapting:
-            raise ConfigError(
-                f"loss term '{self.term}' reads the target images (or the pseudo-labels, the "
-                f"teacher's prediction on them) before adaptation_start="
-                f"{self.adaptation_start}, where only terms with uses_target = False run: set "
-                "uses_target = True on it (it then starts at adaptation_start), or read them "
-                "only when ctx.adapting"
-            )
+            raise checks.target_read_early(self.term, self.adaptation_start)
         return self._target_images
 
     @target_images.setter
     def target_images(self, images: Any) -> None:
         if self.term:  # the teacher predicts on them when a later term first asks
-            raise ConfigError(
-                f"loss term '{self.term}' replaced ctx.target_images: the teacher's "
-                "pseudo-labels, MIC and the terms after it would read its images, not the "
-                "batch; transform a copy of its own (x = augment(ctx.target_images))"
-            )
+            raise checks.target_replaced(self.term)
         self._target_images = images
 
     @property
@@ -236,32 +226,20 @@ class IterationContext:
         if self._pseudo_versions is None:  # made here below, or set from outside
             self._pseudo_versions = versions_of(self._pseudo) if self._pseudo is not None else None
         elif changed_since(self._pseudo_versions, self._pseudo):
-            raise ConfigError(
-                f"the pseudo-labels (or weights made from their confidence) were changed in place "
-                f"after loss term(s) {', '.join(map(repr, self._readers))} read them, and loss "
-                f"term '{self.term}' would train on the changed ones: a Task's loss or a term "
-                "must not modify its targets or weights in place (targets * 9, not targets.mul_(9))"
-            )
+            raise checks.pseudo_labels_changed(self._readers, self.term)
         self._readers = [*dict.fromkeys([*self._readers, self.term])]
         if self._pseudo is None:
             if self.teacher is None:
-                raise ConfigError(
-                    f"loss term '{self.term}' reads ctx.pseudo_labels but the loop has no teacher: "
-                    "set uses_pseudo_labels = True on its class (the loop then needs a teacher)"
-                )
+                raise checks.no_teacher(self.term)
             prediction = self.teacher.predict(self.task, self.target_images)
             self._pseudo = self.task.pseudo_label(prediction)
             if not isinstance(self._pseudo, PseudoLabels):
                 kind = type(self._pseudo).__name__
                 raise ConfigError(f"Task.pseudo_label returned a {kind}, not mic.PseudoLabels")
             if self.step == self.adaptation_start:  # one look at the values, not every step
-                self._pseudo.check_confidence()
-                self._check_layout(prediction)
-                try:  # (else Task.loss's check_targets blamed a dataset's labels)
-                    self.task.check_targets(self._pseudo.labels)
-                except DatasetError as e:
-                    said = f"{type(self.task).__name__}.pseudo_label gives labels that its loss"
-                    raise ConfigError(f"{said} does not take as targets: {e}") from None
+                checks.check_first_pseudo_labels(
+                    self.task, self._pseudo, prediction, self.source_targets
+                )
             self._pseudo_versions = versions_of(self._pseudo)
         return self._pseudo
 
@@ -283,22 +261,6 @@ class IterationContext:
         total = self.mean(total) if self.mean is not None else total
         return total[0] / total[1].clamp_min(1.0)
 
-    def _check_layout(self, prediction: Any) -> None:
-        """Warn when tensor pseudo-labels and the source's targets differ in their number of
-        dimensions ((B, 1) against (B,): a loss may broadcast them to B x B pairs)."""
-        labels, source = self._pseudo.labels, self.source_targets  # type: ignore[union-attr]
-        tensors = isinstance(labels, Tensor) and isinstance(source, Tensor)
-        if tensors and labels.dim() != source.dim():
-            shape = tuple(prediction.shape) if isinstance(prediction, Tensor) else None
-            made = f" (the teacher's prediction: {shape})" if shape else ""
-            warnings.warn(
-                f"Task.pseudo_label gives labels of shape {tuple(labels.shape)}{made} where the "
-                f"source's targets are {tuple(source.shape)}: a loss that broadcasts them, or a "
-                "model's output of that layout against the targets, trains on pairs of different "
-                "samples; give the model's output and the pseudo-labels the targets' layout",
-                stacklevel=3,
-            )
-
     def shared(self, forward: SharedForward) -> Any:
         """The outputs of ``forward`` in this iteration (computed on the first call).
 
@@ -310,13 +272,7 @@ class IterationContext:
         branch = self.term_forward or self.term  # the loop runs a branch's terms together
         first = self._pass_readers.setdefault(forward, (branch, self.term)) if self.term else None
         if first is not None and first[0] != branch:
-            name = getattr(forward, "__name__", "<the pass>")
-            raise ConfigError(
-                f"loss terms '{first[1]}' and '{self.term}' read the shared forward pass "
-                f"'{name}' in two branches (a term that does not name a pass as its "
-                f"shared_forward runs alone): set shared_forward = {name} on each term that "
-                "reads it, so that the loop runs them together and back-propagates it once"
-            )
+            raise checks.shared_in_two_branches(first[1], self.term, forward)
         if forward not in self._shared:
             self._shared[forward] = forward.compute(self)
         return self._shared[forward]

@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import difflib
-import inspect
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from numbers import Integral
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import default_collate
 
+from mic.core import checks
 from mic.core.batch import EndlessLoader, move_to, split_sample
 from mic.core.context import IterationContext, changed_since, versions_of
-from mic.core.errors import CheckpointError, ConfigError, DatasetError, MicError
+from mic.core.errors import ConfigError, DatasetError, MicError
 from mic.core.method import UDAMethod
-from mic.core.task import Task, check_task
+from mic.core.task import Task
 from mic.core.teacher import Teacher, unwrap
 from mic.core.terms import LossTerm, scalar_loss
-
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class Collective:
@@ -161,9 +154,18 @@ class AdaptationLoop:
         guard: Guard | None = None,
     ) -> None:
         collective = collective or Collective()
-        _check_arguments(  # (each refusal is listed under Raises above)
-            task, student, method, optimizer, teacher, collective, device, precision,
-            max_grad_norm, iterations, adaptation_start, seed, accumulate,
+        checks.check_kinds(  # (each refusal is listed under Raises above)
+            task=(task, object, "a Task"),  # (a Task may be duck-typed, but not a class)
+            student=(student, nn.Module, "an nn.Module"),
+            method=(method, UDAMethod, "a UDAMethod"),
+        )
+        if teacher is not None:  # (a config node given where the object goes, ...)
+            checks.check_kinds(
+                teacher=(teacher, Teacher, "a mic.Teacher (EMATeacher(student, alpha))")
+            )
+        checks.check_loop_arguments(
+            task, student, method, optimizer, teacher, collective.world_size, device,
+            precision, max_grad_norm, iterations, adaptation_start, seed, accumulate,
         )  # fmt: skip
         self.task, self.channels_last = task, channels_last
         self.device = torch.device(device or next(student.parameters()).device)
@@ -174,17 +176,10 @@ class AdaptationLoop:
         self.teacher = teacher.to(self.device) if teacher is not None else None
         self.optimizer, self.scheduler = optimizer, scheduler
         self.source, self.target = EndlessLoader(source, "source"), EndlessLoader(target, "target")
-        own = getattr(type(task), "collate", None) is not Task.collate  # (targets made there)
-        for name, loader in (("source", source), ("target", target)):
-            if own and getattr(loader, "collate_fn", None) is default_collate:
-                warnings.warn(
-                    f"the {name} loader batches with torch's default_collate, not with "
-                    f"{type(task).__name__}.collate, which checks (or makes) the targets; "
-                    "give the DataLoader collate_fn=task.collate",
-                    stacklevel=2,
-                )
+        if getattr(type(task), "collate", None) is not Task.collate:  # (targets made there)
+            checks.warn_default_collate(task, {"source": source, "target": target})
         self.iterations, self.adaptation_start = int(iterations), int(adaptation_start)
-        self.hooks = _hooks(hooks)
+        self.hooks: list[Hook] = checks.check_hooks(hooks, Hook)
         self.seed, self.max_grad_norm, self.precision = int(seed), max_grad_norm, precision
         self.accumulate, self.collective = int(accumulate), collective
         self.guard, self.step_strategy = guard or Guard(), step_strategy or StepStrategy()
@@ -214,11 +209,7 @@ class AdaptationLoop:
                 followed).
         """
         if self.step > self.iterations or (self._finished and self.step == self.iterations):
-            warnings.warn(
-                f"AdaptationLoop.run: the loop is at iteration {self.step} of its "
-                f"{self.iterations}: it trains nothing; raise loop.iterations to train on",
-                stacklevel=2,
-            )
+            checks.warn_nothing_to_train(self.step, self.iterations)
         self.collective.broadcast_module(self.student)
         self.collective.broadcast_module(self.method)
         self.stop_reason = self.interrupted_by = None  # a stop ended the last run, not this
@@ -354,44 +345,20 @@ class AdaptationLoop:
                     raise
                 swapped = ctx.source_images is not batch[0] or ctx.source_targets is not batch[1]
                 if swapped or changed_since(versions, batch):
-                    raise ConfigError(
-                        f"loss term {name!r} changed the batch's images or the source's labels "
-                        "in place or replaced them (e.g. x.add_(noise), ctx.source_images = x): "
-                        "the teacher's pseudo-labels, MIC and the terms after it would read the "
-                        "changed ones; change a copy of its own (x = x + noise)"
-                    )
-                if set(named) & set(losses):
-                    clash = sorted(set(named) & set(losses))
-                    raise ConfigError(f"two loss terms report a loss named {clash}; rename one")
+                    raise checks.term_changed_batch(name)
+                checks.check_new_losses(named, losses)
                 losses.update({k: v.detach().float() for k, v in named.items()})
                 parts.extend(named.values())
                 graded.update(k for k, v in named.items() if v.requires_grad)
                 for key in [k for k, v in named.items() if not v.requires_grad]:
-                    self._warn_gradless(name, key, named[key])
+                    checks.warn_gradless(self._gradless, name, key, named[key])
             total = sum(parts)
             if isinstance(total, Tensor) and total.requires_grad:
                 self.scaler.scale(total / self.accumulate).backward()
         ctx.term = ""  # a step strategy's code between passes is no term
-        moving = [k for k, v in losses.items() if v.item() != 0] if self._gradless else []
-        if moving and not graded & set(moving):
-            raise ConfigError(
-                f"no loss of iteration {ctx.step + 1} that is not 0 has a gradient ({moving}): "
-                "nothing trains; a term (and a Task.loss it calls) returns its loss tensor itself "
-                "(not computed under no_grad, detached, or taken with .item())"
-            )
+        if self._gradless:  # (a loss was warned of: does anything train?)
+            checks.check_something_trains(ctx.step, losses, graded)
         return losses
-
-    def _warn_gradless(self, term: str, key: str, loss: Tensor) -> None:
-        """Warn (once per loss) of a non-zero loss without a gradient: it trains nothing."""
-        if torch.is_grad_enabled() and key not in self._gradless and loss.item() != 0:
-            self._gradless.add(key)
-            warnings.warn(
-                f"loss term {term!r} (or the Task.loss it calls) returned {key!r} (times its "
-                f"weight: {loss.item():.4g}) without a gradient (computed under no_grad, "
-                "detached, or a number): it trains nothing; return the loss tensor itself (0 or "
-                "a plain 0.0: no loss this time)",
-                stacklevel=2,
-            )
 
     def finish_step(
         self, losses: dict[str, Tensor], restore: Callable[[], None] | None = None
@@ -461,13 +428,7 @@ class AdaptationLoop:
         Raises:
             CheckpointError: ``state`` was written by a loop with another optimiser class.
         """
-        written, kind = state.get("optimizer_class"), type(self.optimizer).__name__
-        if written is not None and written != kind:  # torch loads it, and fails steps later
-            raise CheckpointError(
-                f"the state was written by a loop whose optimiser is {written}, this loop's is "
-                f"{kind}: its state (moments, step counts) does not carry over. Build the loop "
-                f"with {written}, or start anew from its weights (load_initial_weights)"
-            )
+        checks.check_optimizer_class(state.get("optimizer_class"), type(self.optimizer).__name__)
         unwrap(self.student).load_state_dict(state["student"])
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -492,145 +453,6 @@ class AdaptationLoop:
                 images = images.contiguous(memory_format=torch.channels_last)
                 batch = images if targets is None else (images, targets)
         return batch
-
-
-def _check_arguments(
-    task: Any, student: Any, method: Any, optimizer: torch.optim.Optimizer, teacher: Any,
-    collective: Collective, device: Any, precision: str, max_grad_norm: float | None,
-    iterations: int, adaptation_start: int, seed: int, accumulate: int,
-) -> None:  # fmt: skip
-    """Raise ``ConfigError`` for what ``AdaptationLoop`` refuses (its docstring lists it)."""
-    whole = {"iterations": iterations, "adaptation_start": adaptation_start, "seed": seed}
-    kinds = {  # a Task may be duck-typed, but not a class
-        "task": (task, object, "a Task"),
-        "student": (student, nn.Module, "an nn.Module"),
-        "method": (method, UDAMethod, "a UDAMethod"),
-    }
-    if teacher is not None:  # a config node given where the object goes, ...
-        kinds["teacher"] = (teacher, Teacher, "a mic.Teacher (EMATeacher(student, alpha))")
-    for name, (value, kind, said) in kinds.items():
-        if isinstance(value, type) or not isinstance(value, kind):
-            got = f"the class {value.__name__}" if isinstance(value, type) else type(value)
-            wrap = " (mic.UDAMethod(terms) makes one of a dict)" if name == "method" else ""
-            raise ConfigError(f"{name} must be {said} instance, got {got}{wrap}")
-    check_task(task)  # a duck-typed one needs every method
-    for name, value in {**whole, "accumulate": accumulate}.items():
-        if isinstance(value, bool) or not isinstance(value, Integral):
-            raise ConfigError(f"{name} must be an int (a whole number), got {value!r}")
-    accepts = inspect.signature(task.loss).parameters.values()  # (m, x, y, weights=, rng=)
-    named = {p.name for p in accepts if p.kind != inspect.Parameter.POSITIONAL_ONLY}
-    twins = {n: difflib.get_close_matches(n, named - {n}, 1, 0.85) for n in ("weights", "rng")}
-    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in accepts):  # (a typo's twin:
-        named |= {n for n, twin in twins.items() if not twin}  # they'd land in **kwargs)
-    missing = " and ".join(f"{n}=" for n in ("weights", "rng") if n not in named)
-    if missing:
-        typo = " and ".join(f"{twin[0]}=" for twin in twins.values() if twin)
-        raise ConfigError(
-            f"{type(task).__name__}.loss does not take {missing}"
-            f"{f' (it takes {typo}: a typo?)' * bool(typo)}: a Task's loss is "
-            "loss(model, images, targets, weights=None, rng=None) (mic.Task), and the "
-            "loop passes both by name"
-        )
-    alone = dist.is_initialized() and dist.get_world_size() > collective.world_size
-    held = {id(p) for g in optimizer.param_groups for p in g["params"]}
-    idle = [n for n, p in method.named_parameters() if p.requires_grad and id(p) not in held]
-    mine = {id(p) for p in student.parameters()}
-    shared = [p for p in (teacher.parameters() if teacher is not None else ()) if id(p) in mine]
-    checks = [
-        (iterations >= 1, f"iterations must be at least 1, got {iterations}"),
-        (
-            0 <= adaptation_start <= iterations,
-            f"adaptation_start must be in [0, iterations={iterations}], got {adaptation_start}",
-        ),
-        (
-            teacher is not None or not method.uses_pseudo_labels,
-            "the method uses pseudo-labels but no teacher was given: pass "
-            "teacher=EMATeacher(student, alpha) (or set teacher in the config)",
-        ),
-        (precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {precision!r}"),
-        (not (unusable := device_problem(device)), f"device={str(device)!r}, but {unusable}"),
-        (accumulate >= 1, f"accumulate must be at least 1, got {accumulate}"),
-        (
-            max_grad_norm is None or max_grad_norm > 0,
-            f"max_grad_norm must be > 0 (None: no clipping), got {max_grad_norm}",
-        ),
-        (
-            any(id(p) in held for p in student.parameters()),
-            "the optimizer holds none of the student's parameters: the student would not train",
-        ),
-        (
-            not idle,
-            f"the optimizer does not hold {len(idle)} of the method's parameters "
-            f"({', '.join(idle[:3])}{', ...' if len(idle) > 3 else ''}): they would never "
-            "train; build it over [*student.parameters(), *method.parameters()]",
-        ),
-        (
-            adaptation_start == 0 or any(not t.uses_target and t.weight for _, t in method),
-            f"no term of the method runs before adaptation_start={adaptation_start} (each "
-            "has uses_target = True or weight 0), so those iterations would train nothing: add "
-            "the source loss (mic.SourceSupervision; beside DomainAdversarial, "
-            "SharedSourceSupervision), set uses_target = False on terms that need no target "
-            "data, or adaptation_start=0",
-        ),
-        (
-            any(t.weight for _, t in method),
-            "every loss term of the method has weight 0 (switched off): nothing would train",
-        ),
-        (
-            not shared,
-            f"the teacher shares {len(shared)} parameters with the student (e.g. its model is "
-            "the student): predicting would switch the student to eval mode mid-iteration; a "
-            "teacher is a copy (EMATeacher(student, alpha=0) follows the student exactly)",
-        ),
-        (
-            not alone,
-            "a torchrun process group is set up but the loop would train each process "
-            "alone; pass collective=mic.training.ProcessGroup()",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-    left = [n for n, p in student.named_parameters() if p.requires_grad and id(p) not in held]
-    if left:  # (a head trained alone is set so: requires_grad_(False) on the rest)
-        warnings.warn(
-            f"the optimizer does not hold {len(left)} trainable parameters of the student "
-            f"({', '.join(left[:3])}{', ...' if len(left) > 3 else ''}): they get gradients "
-            "but never change; freeze them (requires_grad_(False)) if that is meant",
-            stacklevel=3,
-        )
-
-
-def device_problem(device: Any) -> str:
-    """Why this process cannot train on ``device`` (a ``torch.device`` or its name; None: the
-    student's) and what to use instead, or "" where it can."""
-    try:
-        chosen = torch.device(device or "cpu")
-    except (RuntimeError, TypeError):  # (torch's words list every device type it knows)
-        return "it is no torch device: use 'cpu', 'cuda' or 'cuda:<index>'"
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if chosen.type == "cuda" and 0 < count <= (chosen.index or 0):
-        return f"this machine has {count} CUDA devices: use 'cuda' or 'cuda:<0 ... {count - 1}>'"
-    lacks = {
-        "cuda": not count and "CUDA is not available here",
-        "mps": not torch.backends.mps.is_available() and "MPS is not available here",
-        "meta": "the meta device holds no data, nothing trains there",  # (torch: "unsupported
-    }.get(chosen.type)  # scalarType")
-    return f"{lacks}: use 'cpu'" if lacks else ""
-
-
-def _hooks(hooks: Any) -> list[Hook]:
-    """``hooks`` as a list, each a ``Hook`` instance (else a ConfigError naming what it is)."""
-    if isinstance(hooks, Hook) or not isinstance(hooks, Iterable):
-        kind = type(hooks).__name__
-        raise ConfigError(f"hooks must be a list of mic.Hook instances, got a {kind}")
-    for h in (hooks := list(hooks)):
-        if not isinstance(h, Hook):
-            got = f"the class {h.__name__}" if isinstance(h, type) else f"a {type(h).__name__}"
-            raise ConfigError(f"hooks must be mic.Hook instances (subclasses of it), got {got}")
-        if sum(g is h for g in hooks) > 1:  # (each record written twice, a file left open)
-            raise ConfigError(f"the loop's hooks list the hook {type(h).__name__} twice")
-    return hooks
 
 
 def _weighted(out: Any, name: str, weight: float, device: torch.device) -> dict[str, Tensor]:

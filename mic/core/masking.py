@@ -5,50 +5,17 @@ from __future__ import annotations
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from numbers import Real
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mic.core import checks
 from mic.core.context import Random, per_sample, uniform
-from mic.core.errors import ConfigError, is_whole
+from mic.core.errors import ConfigError
 
 #: an image transform drawing from a random stream, e.g. ``mic.StrongAugmentation``
 Augmentation = Callable[[Tensor, Random], Tensor]
-
-
-def check_augmentation_instance(aug: Any, who: str) -> None:
-    """Raise ``ConfigError`` for ``who``'s augmentation given as a class or not callable."""
-    if isinstance(aug, type) or not (aug is None or callable(aug)):
-        got = f"the class {aug.__name__}" if isinstance(aug, type) else repr(aug)
-        raise ConfigError(
-            f"{who}'s augmentation must be an instance (e.g. mic.StrongAugmentation()) or "
-            f"None, got {got}"
-        )
-
-
-def check_images(images: Any, who: str) -> None:
-    """Raise ``ConfigError`` unless ``images`` is a (B, C, H, W) float tensor or a list of
-    (C, H, W) ones, what ``who`` (a masker, an augmentation) takes."""
-    listed = isinstance(images, (list, tuple)) and all(
-        isinstance(x, Tensor) and x.dim() == 3 for x in images
-    )
-    if (isinstance(images, Tensor) and images.dim() == 4) or listed:
-        dtypes = {x.dtype for x in (images if listed else [images])}
-        if all(d.is_floating_point for d in dtypes):
-            return
-        raise ConfigError(
-            f"{who} takes float images (normalised, or in [0, 1]), got {sorted(map(str, dtypes))}:"
-            " convert them, e.g. x.float() / 255 for 8-bit images"
-        )
-    got = f"shape {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
-    raise ConfigError(
-        f"{who} takes images as a (B, C, H, W) tensor or a list of (C, H, W) ones, got {got}: "
-        "for images of a task's own kind (a dict of modalities) write a mic.Masker that takes "
-        "them (BlockMasker.mask(x) gives the block keep-mask of a (B, C, H, W) tensor)"
-    )
 
 
 class Masker(nn.Module, ABC):
@@ -93,13 +60,7 @@ class BlockMasker(Masker):
         fill: list[float] | None = None,
     ) -> None:
         super().__init__()
-        if not is_whole(block_size):
-            raise ConfigError(
-                f"masker block_size must be a whole number of pixels >= 1, got {block_size!r}"
-            )
-        check_augmentation_instance(augmentation, "BlockMasker")
-        if isinstance(ratio, bool) or not (isinstance(ratio, Real) and 0 <= ratio < 1):
-            raise ConfigError(f"masker ratio must be a probability in [0, 1), got {ratio!r}")
+        checks.check_block_masker(block_size, ratio, augmentation)
         self.block_size, self.ratio = int(block_size), float(ratio)
         self.augmentation = augmentation
         fill_t = torch.tensor(fill if fill is not None else [0.0], dtype=torch.float32)
@@ -126,15 +87,11 @@ class BlockMasker(Masker):
         return F.interpolate(keep, size=(h, w), mode="nearest")
 
     def forward(self, images: Tensor, rng: Random = None) -> Tensor:
-        check_images(images, "BlockMasker")
+        checks.check_images(images, "BlockMasker")
         if isinstance(images, (list, tuple)):  # images of different sizes: one at a time
             streams = per_sample(rng, len(images))
             return [self.forward(x.unsqueeze(0), r)[0] for x, r in zip(images, streams)]
-        if self.fill.shape[1] not in (1, images.shape[1]):
-            raise ConfigError(
-                f"the masker's fill has {self.fill.shape[1]} values but the images have "
-                f"{images.shape[1]} channels: give one value per channel, or one for all"
-            )
+        checks.check_fill(self.fill, images)
         last = images.is_contiguous(memory_format=torch.channels_last) > images.is_contiguous()
         if self.augmentation is not None:
             images = self.augmentation(images, rng)

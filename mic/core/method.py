@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 
 from torch import nn
 
+from mic.core import checks
 from mic.core.errors import ConfigError
 from mic.core.terms import LossTerm
 
@@ -24,29 +25,7 @@ class UDAMethod(nn.Module):
 
     def __init__(self, terms: Mapping[str, LossTerm | None]) -> None:
         super().__init__()
-        if not isinstance(terms, Mapping):  # (a list of terms: "no attribute 'items'")
-            kind = type(terms).__name__
-            raise ConfigError(f"UDAMethod takes name -> LossTerm ({{'mic': term}}), got a {kind}")
-        kept = {name: term for name, term in terms.items() if term is not None}
-        for name, term in kept.items():
-            kind = type(term).__name__
-            if not isinstance(name, str) or "." in name:
-                problem = f"method term name {name!r} must be text without '.' (a module name)"
-            elif isinstance(term, type):
-                problem = (
-                    f"method term '{name}' is the class {term.__name__}, not an instance of it: "
-                    f"give {term.__name__}(...)"
-                )
-            elif not isinstance(term, LossTerm):
-                problem = f"method term '{name}' is a {kind}, not a LossTerm; check its _target_"
-            elif "_modules" not in vars(term) or "weight" not in vars(term):
-                problem = f"{kind}.__init__ must call super().__init__(weight)"
-            else:
-                continue
-            raise ConfigError(problem)
-        if not kept:
-            raise ConfigError("a method needs at least one loss term (method.terms is empty)")
-        self.terms = nn.ModuleDict(kept)
+        self.terms = nn.ModuleDict(checks.check_terms(terms, LossTerm))
 
     def __iter__(self) -> Iterator[tuple[str, LossTerm]]:
         return iter(self.terms.items())

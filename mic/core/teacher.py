@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import copy
-import operator
 from abc import ABC, abstractmethod
-from numbers import Real
 from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mic.core import checks
 from mic.core.errors import ConfigError
 from mic.core.task import Task
 
@@ -96,14 +95,7 @@ class EMATeacher(Teacher):
         norm: NormMode = "batch",
     ) -> None:
         super().__init__()
-        if isinstance(alpha, bool) or not (isinstance(alpha, Real) and 0.0 <= alpha <= 1.0):
-            raise ConfigError(f"teacher.alpha must lie in [0, 1], got {alpha!r}")
-        if buffers not in ("own", "ema", "copy"):
-            raise ConfigError(f"teacher.buffers must be 'own', 'ema' or 'copy', got {buffers!r}")
-        if norm not in ("batch", "running"):
-            raise ConfigError(f"teacher.norm must be 'batch' or 'running', got {norm!r}")
-        if not isinstance(unwrap(model), nn.Module):
-            raise ConfigError(f"the teacher follows a student model, got {type(model).__name__}")
+        checks.check_ema_settings(alpha, buffers, norm, unwrap(model))
         self.alpha, self.buffer_policy, self.norm = float(alpha), buffers, norm
         self.model = copy.deepcopy(unwrap(model)).eval()  # as it predicts (train(): no-op)
         self.model.requires_grad_(False)
@@ -122,34 +114,14 @@ class EMATeacher(Teacher):
 
     @torch.no_grad()
     def update(self, student: nn.Module, step: int) -> None:
-        student = unwrap(student)
-        try:  # an int, NumPy's or a 0-d tensor's; a step of 1.5 gave a fractional decay
-            whole = operator.index(step)
-        except TypeError:
-            whole = -1
-        if whole < 0:
-            raise ConfigError(f"the teacher's update step must be a whole number >= 0: {step!r}")
-        step = whole
+        student, step = unwrap(student), checks.update_step(step)
         if step == 0:
             try:
                 self.model.load_state_dict(student.state_dict())
             except RuntimeError as e:  # e.g. a teacher built from another model
                 raise ConfigError(f"the teacher is not the student's architecture: {e}") from e
         if not self._paired:  # once per process (after a resume too): the EMA pairs in order
-            mine, its = ([n for n, _ in m.named_parameters()] for m in (self.model, student))
-            if mine != its and sorted(mine) == sorted(its):  # would average other layers
-                raise ConfigError(
-                    "the student's parameters are registered in another order than the "
-                    "teacher's (a module replaced or added after the teacher was made), and "
-                    "the EMA pairs them in order: make the teacher after the student's last change"
-                )
-            if mine != its:  # another model of the same shapes: averaged silently
-                a, b = next((a, b) for a, b in zip([*mine, None], [*its, None]) if a != b)
-                raise ConfigError(
-                    f"the teacher is not the student's architecture: its parameters are named "
-                    f"otherwise (first: the teacher's {a!r}, the student's {b!r}); make it from "
-                    "the student"
-                )
+            checks.check_same_parameters(self.model, student)
             self._paired = True
         if step == 0:
             return
@@ -212,12 +184,6 @@ def _mend_all(
 
 def _floating_pairs(teacher: Any, student: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     teacher, student = list(teacher), list(student)
-    if len(teacher) != len(student) or any(t.shape != s.shape for t, s in zip(teacher, student)):
-        raise ConfigError("the teacher is not the student's architecture (tensors differ)")
+    checks.check_tensor_pairs(teacher, student)
     pairs = [(t, s.detach()) for t, s in zip(teacher, student) if t.is_floating_point()]
-    if pairs and pairs[0][0].device != pairs[0][1].device:  # moved after the teacher was made
-        raise ConfigError(
-            f"the teacher is on {pairs[0][0].device} and the student on {pairs[0][1].device}: "
-            "move the teacher with it (teacher.to(device))"
-        )  # a student of another dtype is averaged in the teacher's (an fp32 EMA of bf16)
     return [t for t, _ in pairs], [s if s.dtype == t.dtype else s.to(t.dtype) for t, s in pairs]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from numbers import Real
@@ -11,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mic.core import checks
 from mic.core.context import IterationContext, Random, SharedForward
 from mic.core.errors import ConfigError
 from mic.core.masking import Masker
@@ -32,16 +32,7 @@ def sum_parts(
             scalar tensor or a number.
     """
     weights = dict(part_weights or {})
-    if not all(isinstance(w, Real) and 0 <= w < float("inf") for w in weights.values()):
-        raise ConfigError(
-            f"{setting} must be finite numbers >= 0 (0 leaves a part out): a negative one "
-            f"makes training maximise its part, got {weights}"
-        )
-    names = sorted(loss) if isinstance(loss, Mapping) else None
-    unknown = sorted(set(weights) - set(names or ()))
-    if unknown:
-        has = f"its parts are {names}" if names else "it has no named parts; remove them"
-        raise ConfigError(f"{setting} name {unknown}, which the task's loss does not have; {has}")
+    checks.check_part_weights(weights, loss, setting)
     if not isinstance(loss, Mapping):
         return loss
     device = next((v.device for v in loss.values() if isinstance(v, Tensor)), None)
@@ -92,15 +83,7 @@ class LossTerm(nn.Module, ABC):
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
-        try:
-            self.weight = float(weight)
-        except (TypeError, ValueError):  # (None, "abc")
-            self.weight = float("nan")
-        if not 0 <= self.weight < float("inf"):  # NaN too
-            raise ConfigError(
-                f"{type(self).__name__}(weight={weight}): a loss weight must be a finite number "
-                ">= 0 (0 switches it off): a negative one makes training maximise its loss"
-            )
+        self.weight = checks.loss_weight(self, weight)
 
     @abstractmethod
     def forward(self, ctx: IterationContext) -> Tensor | dict[str, Tensor]:
@@ -168,25 +151,9 @@ class ConsistencyLoss(LossTerm):
             ConfigError: ``pseudo`` is no ``PseudoLabels``, or labels another number of images;
                 a transform that returns another kind than the images.
         """
-        if not isinstance(pseudo, PseudoLabels):
-            raise ConfigError(
-                f"{type(self).__name__}.loss takes the teacher's PseudoLabels (ctx.pseudo_labels, "
-                f"Task.pseudo_label(...)), got a {type(pseudo).__name__}"
-            )
-        labelled = len(pseudo.labels) if isinstance(pseudo.labels, (Tensor, list)) else None
-        if labelled is not None and labelled != task.count(images):  # (torch's words before)
-            raise ConfigError(
-                f"{type(self).__name__}.loss got {task.count(images)} images and pseudo-labels "
-                f"of {labelled}: give the teacher's pseudo-labels of these very images"
-            )
+        checks.check_consistency_inputs(self, task, images, pseudo, PseudoLabels)
         views = self.transform(images, rng)
-        kind = next((k for k in (Tensor, (list, tuple), Mapping) if isinstance(images, k)), object)
-        if not isinstance(views, kind):
-            raise ConfigError(
-                f"{type(self).__name__}.transform returned a {type(views).__name__} for images "
-                f"that are a {type(images).__name__}: a Masker (or a transform) returns the "
-                "transformed images alone, of the images' kind (no (images, mask) pair)"
-            )
+        checks.check_views(self, views, images)
         if weights is None:  # q over every image, as the loop's (before any is left out)
             self.statistics = self.weighting.statistics(pseudo.confidence)  # (called alone)
             weights = self.weighting(pseudo)
@@ -236,44 +203,10 @@ class MaskedImageConsistency(ConsistencyLoss):
         part_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(weighting, tau, weight, part_weights)
-        # None, a number, a class, or a module that masks nothing (an augmentation)
-        module = isinstance(masker, nn.Module) and not isinstance(masker, Masker)
-        if not callable(masker) or isinstance(masker, type) or module:
-            got = f"the class {masker.__name__}" if isinstance(masker, type) else type(masker)
-            nothing = ", which masks nothing (an augmentation goes into BlockMasker's)" * module
-            raise ConfigError(
-                f"MIC's masker must be a Masker (e.g. BlockMasker(32)), got {got}{nothing}"
-            )
-        plain = isinstance(masker, Masker) and type(masker).__call__ is nn.Module.__call__
-        call = masker.forward if plain else masker  # (a __call__ of its own: what is called)
-        try:
-            inspect.signature(call).bind(None, None)
-        except TypeError:  # (was a TypeError at the first adapting iteration)
-            name = getattr(masker, "__name__", type(masker).__name__)
-            raise ConfigError(
-                f"MIC's masker {name}{inspect.signature(call)} must take (images, rng): the "
-                "loop passes the term's random stream to draw from"
-            ) from None
-        except ValueError:  # a builtin's signature cannot be read: taken
-            pass
+        checks.check_masker(masker, Masker)
         self.masker = masker
 
     def transform(self, images: Any, rng: Random = None) -> Any:
         masked = self.masker(images, rng)
-        got, given = _layouts(masked), _layouts(images)
-        if isinstance(masked, Tensor) == isinstance(images, Tensor) and got != given:
-            i = next((i for i, (a, b) in enumerate(zip(got, given)) if a != b), None)
-            said = f"{got[i]} for {given[i]}" if i is not None else f"{len(got)} for {len(given)}"
-            raise ConfigError(  # (another kind of output: ConsistencyLoss.loss names it)
-                f"MIC's masker ({type(self.masker).__name__}) returned images of another shape, "
-                f"dtype or device than it was given ({said}): a Masker withholds regions of the "
-                "images, and returns them as they came"
-            )
+        checks.check_masked(self.masker, masked, images)
         return masked
-
-
-def _layouts(images: Any) -> list[tuple[Any, ...] | None]:
-    """(shape, dtype, device) of a tensor, or of each tensor of a list (None for what is no
-    tensor, so that images of a task's own kind compare equal)."""
-    listed = list(images) if isinstance(images, (list, tuple)) else [images]
-    return [(tuple(x.shape), x.dtype, x.device) if isinstance(x, Tensor) else None for x in listed]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from numbers import Real
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
+from mic.core import checks
 from mic.core.errors import ConfigError
 from mic.core.task import PseudoLabels
 
@@ -49,12 +49,7 @@ class PseudoLabelWeighting:
     """
 
     def __init__(self, mode: WeightingMode = "quality", tau: float = QUALITY_THRESHOLD) -> None:
-        if mode not in WEIGHTING_MODES:
-            raise ConfigError(
-                f"pseudo-label weighting must be one of {WEIGHTING_MODES}, got {mode!r}"
-            )
-        if isinstance(tau, bool) or not (isinstance(tau, Real) and 0.0 <= tau <= 1.0):
-            raise ConfigError(f"pseudo-label threshold tau must lie in [0, 1], got {tau!r}")
+        checks.check_weighting(mode, tau, WEIGHTING_MODES)
         self.mode, self.tau = mode, float(tau)
 
     def counts(self, confidence: Tensor | list[Tensor]) -> Tensor:

@@ -12,9 +12,10 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mic.core.batch import check_loader, move_to, note_loader, split_sample
+from mic.core.batch import move_to, split_sample
+from mic.core.checks import check_loader, check_task, note_loader
 from mic.core.errors import ConfigError, DatasetError, MicError, is_whole
-from mic.core.task import Task, check_task
+from mic.core.task import Task
 from mic.training.batches import labelled_batch
 
 

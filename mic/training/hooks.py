@@ -23,10 +23,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mic.core.batch import check_loader, note_loader
+from mic.core.checks import check_loader, check_task, note_loader
 from mic.core.errors import CheckpointError, ConfigError, DatasetError, MicError, is_whole
 from mic.core.loop import AdaptationLoop, Hook
-from mic.core.task import Task, check_task
+from mic.core.task import Task
 from mic.training.batches import labelled_batch
 from mic.training.checkpoint import (
     checkpoint_step,

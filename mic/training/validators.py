@@ -27,7 +27,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import RandomSampler
 
-from mic.core.batch import check_loader, move_to, note_loader, split_sample
+from mic.core.batch import move_to, split_sample
+from mic.core.checks import check_loader, note_loader
 from mic.core.context import RandomStream, stream_seed
 from mic.core.errors import ConfigError, DatasetError, is_whole
 from mic.core.masking import BlockMasker, Masker
