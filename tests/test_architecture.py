@@ -14,9 +14,9 @@ MIC = Path(__file__).parents[1] / "mic"
 #: (each grown in, one by one, against an input that ended in torch's traceback or trained
 #: silently wrong). A new refusal goes into checks.py; other growth belongs in mic.training or
 #: a task.
-CORE_MAX_LINES = 1826
+CORE_MAX_LINES = 1837
 #: the line budget of mic/core/checks.py, the refusals, which reading the loop needs none of
-CHECKS_MAX_LINES = 784
+CHECKS_MAX_LINES = 787
 
 
 def imports(path: Path) -> set[str]:

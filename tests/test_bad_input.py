@@ -591,6 +591,18 @@ CASES = [
         "dataset.root_target, dataset.root_test",
     ),
     (
+        "config-null-folder",
+        "a dataset's folder set to null (dataset.root_test=null) to leave out the test set",
+        lambda t, r: [
+            "dataset=folders",
+            *(f"dataset.root_{k}={_class_folders(t, k)}" for k in ("source", "target")),
+            "dataset.root_test=null",
+            "dataset.num_classes=3",
+        ],
+        "dataset.test: class-per-folder folder is null: give its path (mic-train: a test set "
+        "is left out with dataset.test=null, not with a null folder)",
+    ),
+    (
         "config-missing-num-classes-folders",
         "dataset=folders without dataset.num_classes: the source's class folders counted",
         lambda t, r: [

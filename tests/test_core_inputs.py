@@ -91,6 +91,28 @@ def test_a_cuda_device_this_machine_lacks_is_refused_by_the_loop_and_mic_train(m
     assert resolve_device("cuda:1") == torch.device("cuda:1")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA")
+def test_a_cuda_index_alone_is_the_cuda_device_it_names():
+    """device=0 is torch's cuda:0; it was taken for "no device" and trained on the CPU."""
+    with pytest.raises(ConfigError, match="device='0', but CUDA is not available here"):
+        _loop(source_only(), iterations=2, device=0)
+
+
+def test_a_switched_off_pseudo_label_term_needs_no_teacher():
+    """A term of weight 0 runs no computation, so it reads no pseudo-labels; one of weight
+    0.5 still needs the teacher."""
+    masker = BlockMasker(2)
+    off = UDAMethod(
+        {"source": SourceSupervision(), "mic": MaskedImageConsistency(masker, weight=0)}
+    )
+    _loop(off, iterations=2).run()
+    on = UDAMethod(
+        {"source": SourceSupervision(), "mic": MaskedImageConsistency(masker, weight=0.5)}
+    )
+    with pytest.raises(ConfigError, match="the method uses pseudo-labels but no teacher"):
+        _loop(on, iterations=2)
+
+
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="a machine without MPS")
 def test_an_mps_device_without_mps_is_refused_in_mic_s_words():
     with pytest.raises(ConfigError, match="device='mps', but MPS is not available here"):

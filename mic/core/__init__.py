@@ -2,8 +2,9 @@
 
 Read in this order: ``task`` (what a task says), ``teacher``, ``masking``, ``weighting``,
 ``context`` (what the terms of an iteration share), ``terms`` (loss terms, MIC), ``method``,
-``loop``. ``checks`` holds what each of them refuses of its inputs (with the message that names
-the fix); reading them needs none of it.
+``loop``. ``checks`` holds what they refuse of their inputs, each refusal with the message that
+names the fix (a check of a line or two stays where its input arrives); reading them needs
+none of it.
 """
 
 from mic.core.batch import EndlessLoader, collate_pairs, move_to, split_sample

@@ -2,9 +2,10 @@
 terms check of what they are given, so that a wrong input ends in a message that names its fix
 rather than in torch's traceback or in silently wrong training.
 
-Reading the loop needs none of this module: the core calls each check where its input arrives,
-and each says what it refuses. It imports nothing of the core but its errors (a check that
-tells a core class by ``isinstance`` is handed the class).
+Reading the loop needs none of this module: the core calls each check where its input arrives
+(a check of a line or two stays there), and each says what it refuses. ``check_*`` raise,
+``warn_*`` warn, ``*_error`` return the error that their caller raises. It imports nothing of
+the core but its errors (a check that tells a core class by ``isinstance`` is handed the class).
 """
 
 from __future__ import annotations
@@ -48,9 +49,9 @@ def check_loop_arguments(
 ) -> None:  # fmt: skip
     """Raise ``ConfigError`` for what ``AdaptationLoop`` refuses (its docstring lists it);
     warn of the student's trainable parameters that the optimizer leaves out."""
-    whole = {"iterations": iterations, "adaptation_start": adaptation_start, "seed": seed}
     check_task(task)  # a duck-typed one needs every method
-    for name, value in {**whole, "accumulate": accumulate}.items():
+    counts = (iterations, adaptation_start, seed, accumulate)
+    for name, value in zip(("iterations", "adaptation_start", "seed", "accumulate"), counts):
         if isinstance(value, bool) or not isinstance(value, Integral):
             raise ConfigError(f"{name} must be an int (a whole number), got {value!r}")
     accepts = inspect.signature(task.loss).parameters.values()  # (m, x, y, weights=, rng=)
@@ -72,14 +73,15 @@ def check_loop_arguments(
     idle = [n for n, p in method.named_parameters() if p.requires_grad and id(p) not in held]
     mine = {id(p) for p in student.parameters()}
     shared = [p for p in (teacher.parameters() if teacher is not None else ()) if id(p) in mine]
-    checks = [
+    rules = [
         (iterations >= 1, f"iterations must be at least 1, got {iterations}"),
         (
             0 <= adaptation_start <= iterations,
             f"adaptation_start must be in [0, iterations={iterations}], got {adaptation_start}",
         ),
         (
-            teacher is not None or not method.uses_pseudo_labels,
+            teacher is not None
+            or not any(t.uses_pseudo_labels and t.weight for _, t in method),  # (0: off)
             "the method uses pseudo-labels but no teacher was given: pass "
             "teacher=EMATeacher(student, alpha) (or set teacher in the config)",
         ),
@@ -124,7 +126,7 @@ def check_loop_arguments(
             "alone; pass collective=mic.training.ProcessGroup()",
         ),
     ]
-    for ok, message in checks:
+    for ok, message in rules:
         if not ok:
             raise ConfigError(message)
     left = [n for n, p in student.named_parameters() if p.requires_grad and id(p) not in held]
@@ -138,10 +140,11 @@ def check_loop_arguments(
 
 
 def device_problem(device: Any) -> str:
-    """Why this process cannot train on ``device`` (a ``torch.device`` or its name; None: the
-    student's) and what to use instead, or "" where it can."""
+    """Why this process cannot train on ``device`` (a ``torch.device``, its name or a CUDA
+    index; None: not checked, the loop takes the student's) and what to use instead, or ""
+    where it can."""
     try:
-        chosen = torch.device(device or "cpu")
+        chosen = torch.device(device if device is not None else "cpu")
     except (RuntimeError, TypeError):  # (torch's words list every device type it knows)
         return "it is no torch device: use 'cpu', 'cuda' or 'cuda:<index>'"
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -192,7 +195,7 @@ def warn_nothing_to_train(step: int, iterations: int) -> None:
     )
 
 
-def term_changed_batch(name: str) -> ConfigError:
+def batch_changed_error(name: str) -> ConfigError:
     """The error of loss term ``name`` that changed the batch's images or labels."""
     return ConfigError(
         f"loss term {name!r} changed the batch's images or the source's labels "
@@ -473,7 +476,7 @@ def check_first_pseudo_labels(task: Any, pseudo: Any, prediction: Any, source_ta
 # --- what the terms of an iteration share (IterationContext) -----------------------------------
 
 
-def target_read_early(term: str, adaptation_start: int) -> ConfigError:
+def early_target_error(term: str, adaptation_start: int) -> ConfigError:
     """The error of a term that reads the target images before ``adaptation_start``."""
     return ConfigError(
         f"loss term '{term}' reads the target images (or the pseudo-labels, the "
@@ -484,7 +487,7 @@ def target_read_early(term: str, adaptation_start: int) -> ConfigError:
     )
 
 
-def target_replaced(term: str) -> ConfigError:
+def replaced_target_error(term: str) -> ConfigError:
     """The error of a term that replaced ``ctx.target_images``."""
     return ConfigError(
         f"loss term '{term}' replaced ctx.target_images: the teacher's "
@@ -493,7 +496,7 @@ def target_replaced(term: str) -> ConfigError:
     )
 
 
-def pseudo_labels_changed(readers: list[str], term: str) -> ConfigError:
+def changed_pseudo_labels_error(readers: list[str], term: str) -> ConfigError:
     """The error of pseudo-labels changed in place after the terms ``readers`` read them."""
     return ConfigError(
         f"the pseudo-labels (or weights made from their confidence) were changed in place "
@@ -503,7 +506,7 @@ def pseudo_labels_changed(readers: list[str], term: str) -> ConfigError:
     )
 
 
-def no_teacher(term: str) -> ConfigError:
+def no_teacher_error(term: str) -> ConfigError:
     """The error of a term that reads pseudo-labels in a loop without a teacher."""
     return ConfigError(
         f"loss term '{term}' reads ctx.pseudo_labels but the loop has no teacher: "
@@ -511,7 +514,7 @@ def no_teacher(term: str) -> ConfigError:
     )
 
 
-def shared_in_two_branches(first: str, term: str, forward: Any) -> ConfigError:
+def two_branches_error(first: str, term: str, forward: Any) -> ConfigError:
     """The error of terms ``first`` and ``term`` of two branches reading one shared pass."""
     name = getattr(forward, "__name__", "<the pass>")
     return ConfigError(

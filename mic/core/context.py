@@ -58,7 +58,7 @@ class RandomStream:
     def rand(self, n: int, *shape: int, device: torch.device | str | None = None) -> Tensor:
         """(n, *shape) uniform [0, 1) float32 draws on ``device``, one row per sample of this
         micro-batch (every process and micro-batch must ask for the same n)."""
-        device = torch.device(device or "cpu")
+        device = torch.device(device if device is not None else "cpu")
         if device not in self._generators:
             self._generators[device] = torch.Generator(device).manual_seed(self.seed)
         everyone = n * self.world_size * self.micro_batches
@@ -73,8 +73,8 @@ class RandomStream:
 
 
 def versions_of(obj: Any) -> list[tuple[Tensor, int]]:
-    """Every tensor in ``obj`` (nested dataclass fields, lists, tuples and dicts) with its
-    in-place change counter."""
+    """Every tensor in ``obj`` (nested in PseudoLabels' fields, lists, tuples and dicts) with
+    its in-place change counter."""
     if isinstance(obj, Tensor):
         return [] if obj.is_inference() else [(obj, obj._version)]
     if isinstance(obj, PseudoLabels):
@@ -198,13 +198,13 @@ class IterationContext:
                 precede adaptation would adapt (and the score before adaptation with them).
         """
         if self.term and not self.adapting:
-            raise checks.target_read_early(self.term, self.adaptation_start)
+            raise checks.early_target_error(self.term, self.adaptation_start)
         return self._target_images
 
     @target_images.setter
     def target_images(self, images: Any) -> None:
         if self.term:  # the teacher predicts on them when a later term first asks
-            raise checks.target_replaced(self.term)
+            raise checks.replaced_target_error(self.term)
         self._target_images = images
 
     @property
@@ -223,14 +223,14 @@ class IterationContext:
         Raises:
             ConfigError: there is no teacher, or a term that read them changed them in place.
         """
-        if self._pseudo_versions is None:  # made here below, or set from outside
+        if self._pseudo_versions is None:  # made here below, or assigned to _pseudo by a test
             self._pseudo_versions = versions_of(self._pseudo) if self._pseudo is not None else None
         elif changed_since(self._pseudo_versions, self._pseudo):
-            raise checks.pseudo_labels_changed(self._readers, self.term)
+            raise checks.changed_pseudo_labels_error(self._readers, self.term)
         self._readers = [*dict.fromkeys([*self._readers, self.term])]
         if self._pseudo is None:
             if self.teacher is None:
-                raise checks.no_teacher(self.term)
+                raise checks.no_teacher_error(self.term)
             prediction = self.teacher.predict(self.task, self.target_images)
             self._pseudo = self.task.pseudo_label(prediction)
             if not isinstance(self._pseudo, PseudoLabels):
@@ -272,7 +272,7 @@ class IterationContext:
         branch = self.term_forward or self.term  # the loop runs a branch's terms together
         first = self._pass_readers.setdefault(forward, (branch, self.term)) if self.term else None
         if first is not None and first[0] != branch:
-            raise checks.shared_in_two_branches(first[1], self.term, forward)
+            raise checks.two_branches_error(first[1], self.term, forward)
         if forward not in self._shared:
             self._shared[forward] = forward.compute(self)
         return self._shared[forward]

@@ -120,13 +120,19 @@ class AdaptationLoop:
         step_strategy, collective, guard: the seams above (default: their base classes).
 
     Raises:
-        ConfigError: a setting out of range, a ``device`` that is none or that this machine
-            lacks (CUDA, MPS; the meta device), pseudo-labels without a teacher, hooks that are
-            no ``Hook`` instances, a teacher sharing the student's parameters (a teacher is a
-            copy), a ``task.loss`` without ``weights`` and ``rng``, an optimizer without any of
-            the student's parameters or without some of the method's trainable ones, or a
-            ``torchrun`` process group without a ``collective`` to average over it. Warned
-            of: the student's parameters left out, loaders without ``task.collate``.
+        ConfigError: a task, student, method or teacher of the wrong kind (a class, a config
+            node; a task lacking a ``Task`` method); a count or seed that is no int or out of
+            range; a ``device`` that is none or that this machine lacks (CUDA, MPS; the meta
+            device); pseudo-labels without a teacher; every term of weight 0, or none that
+            runs before ``adaptation_start``; hooks that are no ``Hook`` instances or listed
+            twice; a teacher sharing the student's parameters (a teacher is a copy); a
+            ``task.loss`` without ``weights`` and ``rng``; an optimizer without any of the
+            student's parameters or without some of the method's trainable ones; a
+            ``torchrun`` process group without a ``collective`` to average over it; a loader
+            that is None; what ``step_strategy.check`` refuses.
+        DatasetError: a loader that is a one-pass iterator or a map-style ``Dataset``.
+
+    Warned of: the student's parameters left out, loaders without ``task.collate``.
     """
 
     def __init__(
@@ -154,7 +160,7 @@ class AdaptationLoop:
         guard: Guard | None = None,
     ) -> None:
         collective = collective or Collective()
-        checks.check_kinds(  # (each refusal is listed under Raises above)
+        checks.check_kinds(  # (every refusal is listed under Raises above)
             task=(task, object, "a Task"),  # (a Task may be duck-typed, but not a class)
             student=(student, nn.Module, "an nn.Module"),
             method=(method, UDAMethod, "a UDAMethod"),
@@ -168,7 +174,8 @@ class AdaptationLoop:
             precision, max_grad_norm, iterations, adaptation_start, seed, accumulate,
         )  # fmt: skip
         self.task, self.channels_last = task, channels_last
-        self.device = torch.device(device or next(student.parameters()).device)
+        given = device if device is not None else next(student.parameters()).device
+        self.device = torch.device(given)  # (0 is cuda:0)
         self.student = student.to(self.device)
         if channels_last:
             self.student = self.student.to(memory_format=torch.channels_last)
@@ -345,7 +352,7 @@ class AdaptationLoop:
                     raise
                 swapped = ctx.source_images is not batch[0] or ctx.source_targets is not batch[1]
                 if swapped or changed_since(versions, batch):
-                    raise checks.term_changed_batch(name)
+                    raise checks.batch_changed_error(name)
                 checks.check_new_losses(named, losses)
                 losses.update({k: v.detach().float() for k, v in named.items()})
                 parts.extend(named.values())

@@ -36,7 +36,8 @@ class PseudoLabels:
 
     def __post_init__(self) -> None:
         """Raise ``ConfigError`` when ``confidence`` or ``valid`` is no tensor or list of
-        tensors, or not in the labels' layout (tensor labels' shape, one per list label)."""
+        tensors, or not in the labels' layout (tensor labels' shape, one per list label), or
+        ``keep`` holds not one flag per image."""
         checks.check_pseudo_label_layout(self, count_images)
 
     def check_confidence(self) -> None:
@@ -132,8 +133,9 @@ class Task(ABC):
         """Batch samples (images, ``(image,)`` or ``(image, target)`` pairs), targets checked.
 
         Raises:
-            DatasetError: samples of more than two items, images that are not float, of
-                different sizes, or bad targets.
+            DatasetError: samples of more than two items, or dicts holding a label key;
+                labelled and unlabelled samples mixed; images that are no tensors (a PIL
+                image), not float, of different sizes or channels; or bad targets.
         """
         one = [s[0] if isinstance(s, (tuple, list)) and len(s) == 1 else s for s in samples]
         checks.check_samples(one, LABEL_KEYS)

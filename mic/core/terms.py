@@ -149,7 +149,8 @@ class ConsistencyLoss(LossTerm):
 
         Raises:
             ConfigError: ``pseudo`` is no ``PseudoLabels``, or labels another number of images;
-                a transform that returns another kind than the images.
+                a transform that returns another kind than the images; ``part_weights`` that
+                ``sum_parts`` refuses.
         """
         checks.check_consistency_inputs(self, task, images, pseudo, PseudoLabels)
         views = self.transform(images, rng)

@@ -113,6 +113,11 @@ def check_folder(
 ) -> Path:
     """The folder as a Path; a clear error when it is missing or not a folder (for a
     folder of ``dataset_root``, naming a folder one level below or above that holds it)."""
+    if root is None:  # (a config's root set to null: was "folder 'None' does not exist")
+        raise DatasetError(
+            f"{what} folder is null: give its path (mic-train: a test set is left out with "
+            "dataset.test=null, not with a null folder)"
+        )
     path = Path(os.path.expanduser(str(root)))
     if not path.exists():
         hint = root_hint(path, Path(dataset_root)) if dataset_root is not None else ""

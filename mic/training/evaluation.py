@@ -199,7 +199,7 @@ def scores_of(
 ) -> dict[str, Any]:
     """``evaluate`` without its check of the loader's dataset, for a caller that made it once
     (``Evaluation``, when it is built) rather than at every evaluation."""
-    device = device or next(model.parameters()).device
+    device = device if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
@@ -507,7 +507,7 @@ def recalibrated_batchnorm(
     if not tracked_batchnorms(model) or batches <= 0:
         yield model
         return
-    device = device or next(model.parameters()).device
+    device = device if device is not None else next(model.parameters()).device
     with restored(model) as norms:
         model.eval()
         for m in norms:

@@ -707,7 +707,7 @@ class Evaluation(Hook):
         """
         record: dict[str, Any] = {"step": step}
         lines, unlabelled = [], []
-        device = device or next(student.parameters()).device
+        device = device if device is not None else next(student.parameters()).device
         references = None
         validation = self.validation
         if validation is not None and validation.needs_reference and teacher is not None:

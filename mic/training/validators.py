@@ -520,7 +520,9 @@ class LabelFreeValidation:
             for _, x in self._images(device):
                 prediction = task.predict(reference, x)
                 probe = MaskedAgreement()
-                probe.start(task, device or next(reference.parameters()).device)
+                probe.start(
+                    task, device if device is not None else next(reference.parameters()).device
+                )
                 pseudo = task.pseudo_label(prediction)
                 probe.update(TargetOutputs(task, masked=prediction, reference=pseudo))
                 return
@@ -564,7 +566,7 @@ class LabelFreeValidation:
         model = unwrap(model)  # scored in one process: no data-parallel wrapper
         if not all_finite(list(model.parameters())):  # a step under nan_policy=ignore
             return dict.fromkeys(self.names, math.nan)
-        device = device or next(model.parameters()).device
+        device = device if device is not None else next(model.parameters()).device
         probabilities = any(v.needs_probabilities for v in self.validators)
         masked = any(v.needs_masked for v in self.validators)
         with preserved_rng(), eval_mode(model):
