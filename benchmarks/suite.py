@@ -538,6 +538,7 @@ def warm_up(
     steps = settings["warmup"]
     if not config_only:
         record = warm_up(task, seed, settings, device, threads, path, config_only=True)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # (a --work folder not made yet)
     if task == "detection":
         import detection
 

@@ -186,3 +186,23 @@ def test_the_folder_of_a_benchmark_s_out_is_made_before_its_runs(tmp_path):
 
     check_options(argparse.ArgumentParser(), argparse.Namespace(out=tmp_path / "new" / "a.md"))
     assert (tmp_path / "new").is_dir()
+
+
+def test_a_source_stage_is_saved_into_a_work_folder_not_made_yet(tmp_path, monkeypatch):
+    """context_ablation.py and detection_ablation.py trained a source stage into a --work
+    folder that did not exist yet, then lost it to torch.save's "Parent directory ... does
+    not exist"."""
+    import segmentation
+    import suite
+    import torch
+
+    def warmup(seed, steps, device, threads, extra, path, experiment, config_only=False):
+        if not config_only:
+            torch.save({"seed": seed}, path)
+        return {"miou": 0.5}
+
+    monkeypatch.setattr(segmentation, "warmup", warmup)
+    path = tmp_path / "work" / "context_warmup_seed0.pt"
+    settings = {"warmup": 2, "overrides": []}
+    suite.warm_up("context", 0, settings, "cpu", 1, str(path))
+    assert torch.load(path) == {"seed": 0}
