@@ -13,10 +13,11 @@ MIC = Path(__file__).parents[1] / "mic"
 #: (docstrings included). It stood at 2374 lines when the core's refusals moved into checks.py
 #: (each grown in, one by one, against an input that ended in torch's traceback or trained
 #: silently wrong). A new refusal goes into checks.py; other growth belongs in mic.training or
-#: a task.
-CORE_MAX_LINES = 1837
+#: a task. Since the split: the refusals' Raises sections completed, +11; what loading a state
+#: without a teacher or a scheduler does, and that a state's tensors are live, +8.
+CORE_MAX_LINES = 1845
 #: the line budget of mic/core/checks.py, the refusals, which reading the loop needs none of
-CHECKS_MAX_LINES = 787
+CHECKS_MAX_LINES = 834
 
 
 def imports(path: Path) -> set[str]:

@@ -600,3 +600,69 @@ def test_a_loader_that_is_none_or_no_iterable_is_a_config_error():
         loaders = {"source": source, "target": target, name: value}
         with pytest.raises(ConfigError, match=f"the {name} loader must be a DataLoader or a list"):
             AdaptationLoop(task, student, source_only(), optimizer, iterations=2, **loaders)
+
+
+def test_a_scheduler_the_loop_cannot_step_is_refused_when_the_loop_is_built():
+    """One built on another optimizer left the learning rate unchanged, silently;
+    ReduceLROnPlateau failed after the first optimiser step (its step takes a metric)."""
+    task, source, target, _ = tiny_loaders()
+    student = tiny_model()
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.01)
+    other = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    for scheduler, said in [
+        (torch.optim.lr_scheduler.StepLR(other, 1), "built on another optimizer than the loop's"),
+        (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer), "ReduceLROnPlateau.step(metrics"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            AdaptationLoop(
+                task, student, source_only(), optimizer, source, target, 2, scheduler=scheduler
+            )
+
+
+def test_a_state_without_a_teacher_starts_the_teacher_as_the_loaded_student():
+    """A source-only loop's state loaded into a mean-teacher loop kept the teacher at the
+    fresh student's random weights, which the EMA then averaged in; its missing scheduler
+    state restarts the schedule, warned of."""
+    task, source, target, _ = tiny_loaders()
+    first = tiny_model(seed=0)
+    optimizer = torch.optim.SGD(first.parameters(), lr=0.1)
+    alone = AdaptationLoop(task, first, source_only(), optimizer, source, target, 3)
+    alone.run()
+    student = tiny_model(seed=1)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
+    teacher = EMATeacher(student, 0.9)
+    loop = AdaptationLoop(
+        task, student, mean_teacher(), optimizer, source, target, 6,
+        teacher=teacher, scheduler=scheduler,
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="starts from its beginning at iteration 3"):
+        loop.load_state_dict(alone.state_dict())
+    loaded = first.state_dict()
+    for name, value in teacher.model.state_dict().items():
+        assert torch.equal(value, loaded[name]), name
+
+
+def test_collate_pairs_names_labelled_and_unlabelled_samples_mixed():
+    """A 1-tuple (TensorDataset(x)'s sample) beside a pair was called an image that is a
+    tuple object."""
+    from mic import DatasetError, collate_pairs
+
+    image = torch.zeros(3, 4, 4)
+    with pytest.raises(DatasetError, match="mixes labelled and unlabelled samples"):
+        collate_pairs([(image, 1), (image,)])
+    images, targets = collate_pairs([(image,), (image,)])
+    assert images.shape == (2, 3, 4, 4) and targets is None
+
+
+def test_seeds_and_steps_torch_cannot_take_are_refused_in_mic_s_words():
+    """A RandomStream seed past 2**64 failed at its first draw with torch's overflow; a step
+    of True was taken as 1."""
+    from mic import RandomStream
+
+    with pytest.raises(ConfigError, match=re.escape("must lie in [-2**63, 2**64)")):
+        RandomStream(2**64 + 5)
+    assert RandomStream(2**64 - 1).rand(1).shape == (1,)
+    teacher = EMATeacher(tiny_model(), 0.9)
+    with pytest.raises(ConfigError, match="must be a whole number >= 0: True"):
+        teacher.update(tiny_model(), True)

@@ -27,13 +27,15 @@ def collate_pairs(
     batch_images: Callable[[list[Any]], Any] = default_collate,
     batch_targets: Callable[[list[Any]], Any] = default_collate,
 ) -> tuple[Any, Any]:
-    """``(images, targets)``, each batched by its function; targets None when no sample has one.
+    """``(images, targets)``, each batched by its function; targets None when no sample has one
+    (a 1-tuple, ``TensorDataset(x)``'s sample, is an image).
 
     Raises:
         DatasetError: images (or targets) of different sizes, or labelled and unlabelled
             samples mixed.
     """
-    pairs = [split_sample(s) for s in samples]
+    alone = lambda s: s[0] if isinstance(s, (tuple, list)) and len(s) == 1 else s  # noqa: E731
+    pairs = [split_sample(alone(s)) for s in samples]
     images = _stacked(batch_images, [p[0] for p in pairs], "images")
     targets = [p[1] for p in pairs]
     if all(t is None for t in targets):

@@ -44,7 +44,7 @@ def check_kinds(**given: tuple[Any, type, str]) -> None:
 
 def check_loop_arguments(
     task: Any, student: nn.Module, method: Any, optimizer: torch.optim.Optimizer, teacher: Any,
-    world_size: int, device: Any, precision: str, max_grad_norm: float | None,
+    scheduler: Any, world_size: int, device: Any, precision: str, max_grad_norm: float | None,
     iterations: int, adaptation_start: int, seed: int, accumulate: int,
 ) -> None:  # fmt: skip
     """Raise ``ConfigError`` for what ``AdaptationLoop`` refuses (its docstring lists it);
@@ -129,6 +129,8 @@ def check_loop_arguments(
     for ok, message in rules:
         if not ok:
             raise ConfigError(message)
+    if scheduler is not None:
+        check_scheduler(scheduler, optimizer)
     left = [n for n, p in student.named_parameters() if p.requires_grad and id(p) not in held]
     if left:  # (a head trained alone is set so: requires_grad_(False) on the rest)
         warnings.warn(
@@ -137,6 +139,39 @@ def check_loop_arguments(
             "but never change; freeze them (requires_grad_(False)) if that is meant",
             stacklevel=3,
         )
+
+
+def check_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer) -> None:
+    """Raise ``ConfigError`` for a scheduler built on another optimizer than the loop's (the
+    learning rate would never change) or one whose ``step`` needs arguments (e.g.
+    ``ReduceLROnPlateau``'s metric: it failed after the first optimiser step)."""
+    kind = type(scheduler).__name__
+    if getattr(scheduler, "optimizer", optimizer) is not optimizer:
+        raise ConfigError(
+            f"the scheduler ({kind}) was built on another optimizer than the loop's, so the "
+            "loop's learning rate would never change: build it over the loop's optimizer"
+        )
+    step = getattr(scheduler, "step", None)
+    try:
+        inspect.signature(step).bind()  # type: ignore[arg-type]
+    except TypeError:  # (no step, or one that takes arguments)
+        said = f"{kind}.step{inspect.signature(step)}" if callable(step) else f"{kind}, no step()"
+        raise ConfigError(
+            f"the loop steps its scheduler once per iteration without arguments, but {said}: "
+            "step such a scheduler in a Hook of your own (e.g. after each evaluation, with its "
+            "metric) and give the loop scheduler=None"
+        ) from None
+    except ValueError:  # a builtin's signature cannot be read: taken
+        pass
+
+
+def warn_no_scheduler_state(step: int) -> None:
+    """Warn that a loaded loop state holds no scheduler state (its loop had none)."""
+    warnings.warn(
+        f"the loop state holds no scheduler state (the loop that wrote it had no scheduler): "
+        f"this loop's scheduler starts from its beginning at iteration {step}",
+        stacklevel=3,
+    )
 
 
 def device_problem(device: Any) -> str:
@@ -476,6 +511,18 @@ def check_first_pseudo_labels(task: Any, pseudo: Any, prediction: Any, source_ta
 # --- what the terms of an iteration share (IterationContext) -----------------------------------
 
 
+def check_stream(seed: int, rank: int, world_size: int, micro: int, micro_batches: int) -> None:
+    """Raise ``ConfigError`` for a ``RandomStream`` seed that torch's generators do not take,
+    or a rank or micro-batch outside [0, world_size) or [0, micro_batches)."""
+    if not -(2**63) <= seed < 2**64:  # (it failed at the first draw)
+        raise ConfigError(f"RandomStream: seed {seed} must lie in [-2**63, 2**64)")
+    if not (0 <= rank < world_size and 0 <= micro < micro_batches):  # rows of others
+        raise ConfigError(
+            f"RandomStream: rank {rank} and micro {micro} must lie in [0, world_size="
+            f"{world_size}) and [0, micro_batches={micro_batches})"
+        )
+
+
 def early_target_error(term: str, adaptation_start: int) -> ConfigError:
     """The error of a term that reads the target images before ``adaptation_start``."""
     return ConfigError(
@@ -545,7 +592,7 @@ def update_step(step: Any) -> int:
     """``step`` as an int (an int, NumPy's or a 0-d tensor's); ``ConfigError`` for what is
     no whole number >= 0 (a step of 1.5 gave a fractional decay)."""
     try:
-        whole = operator.index(step)
+        whole = operator.index(step) if not isinstance(step, bool) else -1
     except TypeError:
         whole = -1
     if whole < 0:

@@ -40,17 +40,14 @@ class RandomStream:
         micro, micro_batches: this micro-batch's place among the step's micro-batches.
 
     Raises:
-        ConfigError: a rank or micro-batch outside [0, world_size) or [0, micro_batches).
+        ConfigError: a seed outside [-2**63, 2**64) (torch's generators take no other), a rank
+            or micro-batch outside [0, world_size) or [0, micro_batches).
     """
 
     def __init__(
         self, seed: int, rank: int = 0, world_size: int = 1, micro: int = 0, micro_batches: int = 1
     ) -> None:
-        if not (0 <= rank < world_size and 0 <= micro < micro_batches):  # rows of others
-            raise ConfigError(
-                f"RandomStream: rank {rank} and micro {micro} must lie in [0, world_size="
-                f"{world_size}) and [0, micro_batches={micro_batches})"
-            )
+        checks.check_stream(seed, rank, world_size, micro, micro_batches)
         self.seed, self.rank, self.world_size = int(seed), rank, world_size
         self.micro, self.micro_batches = micro, micro_batches
         self._generators: dict[torch.device, torch.Generator] = {}

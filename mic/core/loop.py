@@ -128,8 +128,10 @@ class AdaptationLoop:
             twice; a teacher sharing the student's parameters (a teacher is a copy); a
             ``task.loss`` without ``weights`` and ``rng``; an optimizer without any of the
             student's parameters or without some of the method's trainable ones; a
-            ``torchrun`` process group without a ``collective`` to average over it; a loader
-            that is None; what ``step_strategy.check`` refuses.
+            ``torchrun`` process group without a ``collective`` to average over it; a
+            scheduler of another optimizer, or whose ``step`` takes arguments
+            (``ReduceLROnPlateau``); a loader that is None; what ``step_strategy.check``
+            refuses.
         DatasetError: a loader that is a one-pass iterator or a map-style ``Dataset``.
 
     Warned of: the student's parameters left out, loaders without ``task.collate``.
@@ -170,7 +172,7 @@ class AdaptationLoop:
                 teacher=(teacher, Teacher, "a mic.Teacher (EMATeacher(student, alpha))")
             )
         checks.check_loop_arguments(
-            task, student, method, optimizer, teacher, collective.world_size, device,
+            task, student, method, optimizer, teacher, scheduler, collective.world_size, device,
             precision, max_grad_norm, iterations, adaptation_start, seed, accumulate,
         )  # fmt: skip
         self.task, self.channels_last = task, channels_last
@@ -410,7 +412,8 @@ class AdaptationLoop:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything the loop's next iteration depends on, except the global random generators
-        (``mic.training.Checkpointer`` adds those of every process)."""
+        (``mic.training.Checkpointer`` adds those of every process). Its tensors are the live
+        ones, as torch's ``state_dict``'s: to keep this iteration's, save it or deepcopy it."""
         state: dict[str, Any] = {
             "step": self.step,
             "student": unwrap(self.student).state_dict(),
@@ -430,7 +433,9 @@ class AdaptationLoop:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what ``state_dict`` returned.
+        """Restore what ``state_dict`` returned. A state without a teacher (its loop had none,
+        e.g. source-only) starts this loop's teacher as a copy of the loaded student; one
+        without a scheduler state starts the scheduler from its beginning (warned of).
 
         Raises:
             CheckpointError: ``state`` was written by a loop with another optimiser class.
@@ -441,8 +446,12 @@ class AdaptationLoop:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.teacher is not None and "teacher" in state:
             self.teacher.load_state_dict(state["teacher"])
+        elif self.teacher is not None:  # (a loop without one wrote it): it follows the student
+            self.teacher.update(self.student, 0)  # (step 0: a copy)
         if self.scheduler is not None and "scheduler" in state:
             self.scheduler.load_state_dict(state["scheduler"])
+        elif self.scheduler is not None:
+            checks.warn_no_scheduler_state(int(state["step"]))
         for name in ("source", "target"):
             if name in state:
                 getattr(self, name).load_state_dict(state[name])
