@@ -1255,6 +1255,12 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
             if isinstance(node, list) and part.isdigit():
                 node = node[int(part)] if int(part) < len(node) else None
                 continue
+            if node is None and depth:  # (Hydra: "Key ... is not in struct")
+                where = ".".join(parts[:depth])
+                return (
+                    f"no setting {key}: {where} is null in this config (none is used), so it "
+                    f"has no settings; to use one, set {where} itself ({where}={{...}})"
+                )
             if not isinstance(node, dict):
                 break  # a value (or an interpolation) with settings below: Hydra judges
             if part not in node:

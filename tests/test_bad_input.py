@@ -864,6 +864,19 @@ CASES = [
         "MIC is switched off (mic=none), so it has no settings",
     ),
     (
+        "config-setting-below-null",
+        "a setting of a section the recipe sets to null (its MIC masker's augmentation)",
+        lambda t, r: [
+            "experiment=cs2acdc_hrda_mic",
+            f"dataset.root_source={t}/cs",
+            f"dataset.root_target={t}/acdc",
+            "method.terms.mic.masker.augmentation.jitter=published",
+        ],
+        "no setting method.terms.mic.masker.augmentation.jitter: "
+        "method.terms.mic.masker.augmentation is null in this config (none is used), so it has "
+        "no settings; to use one, set method.terms.mic.masker.augmentation itself",
+    ),
+    (
         "config-adabn-batches-runaway",
         "AdaBN batches far beyond the target data (an evaluation no signal could stop)",
         lambda t, r: [*folder_overrides(t), "eval.adabn_batches=1000000"],
