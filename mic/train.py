@@ -1255,8 +1255,9 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
             if isinstance(node, list) and part.isdigit():
                 node = node[int(part)] if int(part) < len(node) else None
                 continue
-            if node is None and depth:  # (Hydra: "Key ... is not in struct")
-                where = ".".join(parts[:depth])
+            where = ".".join(parts[:depth])
+            typed = any(where == k or where.startswith(f"{k}.") for k in [*given, *appended])
+            if node is None and depth and not typed:  # (Hydra: "Key ... is not in struct")
                 return (
                     f"no setting {key}: {where} is null in this config (none is used), so it "
                     f"has no settings; to use one, set {where} itself ({where}={{...}})"
