@@ -50,6 +50,7 @@ from segmentation import run_one
 
 RESULTS = Path(__file__).parent / "results"
 MIC = "method.terms.mic"
+MIX = "method.terms.mix"
 #: variant -> (method of segmentation.METHODS, extra overrides, flags, what it tests)
 VARIANTS: dict[str, tuple[str, list[str], list[str], str]] = {
     "dacs": ("dacs", [], [], "the base"),
@@ -86,6 +87,18 @@ VARIANTS: dict[str, tuple[str, list[str], list[str], str]] = {
         "the base with LayerNorm in the U-Net (its own source stage, same recipe)",
     ),
     "ln_dacs_mic": ("dacs_mic", [], [], "MIC with LayerNorm in the U-Net"),
+    "ln_dacs_pub": (
+        "dacs",
+        [f"{MIX}.augmentation.jitter=published"],
+        [],
+        "the LayerNorm base, ClassMix's colour jitter with the published operations",
+    ),
+    "ln_dacs_mic_pub": (
+        "dacs_mic",
+        [f"{MIX}.augmentation.jitter=published", f"{MIC}.masker.augmentation.jitter=published"],
+        [],
+        "MIC with LayerNorm, ClassMix's and MIC's colour jitter with the published operations",
+    ),
 }
 CLASSES = ["road", "sidewalk", "building", "vegetation", "sky", "car", "person", "pole"]
 
@@ -93,7 +106,7 @@ CLASSES = ["road", "sidewalk", "building", "vegetation", "sky", "car", "person",
 def base_of(variant: str) -> str:
     """The DACS run of ``variant``'s schedule and model."""
     if variant.startswith("ln_"):
-        return "ln_dacs"
+        return "ln_dacs_pub" if variant.endswith("_pub") else "ln_dacs"
     return "dacs_1000" if variant.endswith("_1000") else "dacs"
 
 
