@@ -1010,6 +1010,19 @@ def unknown_option(argv: Sequence[str]) -> str | None:
             problem = _deletion_problem(deleted.group(1), confs)  # whole config) not given anew
             if problem:
                 return problem
+        nested = re.fullmatch(r"\+{0,2}([A-Za-z_]\w*)/([\w/]+)=(.*)", arg)
+        if nested and any((c / nested[1]).is_dir() for c in confs):
+            group, part, option = nested.groups()
+            if not any((c / group / part).is_dir() for c in confs):  # (Hydra's own words)
+                return (
+                    f"{arg}: {group}/{part} is no config group of its own: the {group} config "
+                    f"chooses its {part.replace('/', '.')} in its own defaults list, which the "
+                    f"command line cannot change. Write a {group} config that chooses it "
+                    f"(e.g. my_conf/{group}/my_{group}.yaml with the defaults list "
+                    f"[{option}@{part.replace('/', '.')}, _self_] and the other settings of "
+                    f"the {group} you start from) and run mic-train --config-dir my_conf "
+                    f"{group}=my_{group} (docs/segmentation.md: HRDA's inner model)"
+                )
         found = re.fullmatch(r"(\+{0,2})([A-Za-z_]\w*)((?:\.\w+)*)=(.*)", arg)
         if not found:
             continue
@@ -1145,7 +1158,7 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
     the message: the settings of the right one would not be found on it.
     """
     from mic.experiment import compose_config
-    from mic.schema import USER_KEY, interpolated_paths, task_mismatches
+    from mic.schema import USER_KEY, _argument_names, interpolated_paths, task_mismatches
 
     dotted, kept, deleted = [], [], []
     appended: dict[str, str] = {}  # +key=value: key -> value as written
@@ -1267,13 +1280,22 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
             if part not in node:
                 where = ".".join(parts[:depth]) or "the config"
                 names = sorted(str(k) for k in node if not str(k).startswith("_"))
-                hint = did_you_mean(part, names)
-                add = (
-                    f" An argument of {node['_target_']} that the config does not list is "
-                    f"added with +{key}=..."
-                    if "_target_" in node and not hint and _taken(node["_target_"], part)
-                    else ""
-                )
+                target = node.get("_target_")
+                named = target is not None and part in (_argument_names(str(target)) or ())
+                hint = "" if named else did_you_mean(part, names)  # (the name is right)
+                if named:  # (said before the list of its settings, which may be long)
+                    hint = (
+                        f" {target} takes {part}, but the config does not list it: add it "
+                        f"with +{key}=..."
+                    )
+                    add = ""
+                elif target is not None and not hint and _taken(target, part):  # (**kwargs)
+                    add = (
+                        f" An argument of {target} that the config does not list is added "
+                        f"with +{key}=..."
+                    )
+                else:
+                    add = ""
                 rest = ".".join(parts[1:])
                 others = [] if hint or depth == 0 else _options_setting(parts[0], rest)
                 if others and not add:  # (a setting of another option: optimizer.momentum)

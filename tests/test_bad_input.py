@@ -1321,6 +1321,21 @@ CASES = [
         "optimizer options that set it: optimizer=sgd",
     ),
     (
+        "config-unlisted-argument",
+        "an argument the model class takes but its config does not list, set without +",
+        lambda t, r: ["experiment=det_shapes", "model.rpn_nms_thresh=0.6"],
+        "no setting model.rpn_nms_thresh: model has no 'rpn_nms_thresh'. "
+        "mic.tasks.detection.FasterRCNN takes rpn_nms_thresh, but the config does not list it: "
+        "add it with +model.rpn_nms_thresh=...",
+    ),
+    (
+        "config-nested-group",
+        "a part chosen inside a model config, swapped as a group (Hydra's 'Could not override')",
+        lambda t, r: ["experiment=streets_hrda", "model/segmenter=smp"],
+        "model/segmenter=smp: model/segmenter is no config group of its own: the model config "
+        "chooses its segmenter in its own defaults list",
+    ),
+    (
         "config-sweep-unknown-key",
         "a sweep with a key that does not exist, not swept itself (Hydra's advice: add it with +)",
         lambda t, r: ["-m", "seed=0,1", "model.colour=red"],
