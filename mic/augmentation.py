@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Literal
+from numbers import Real
+from typing import Any, Literal
 
 import torch
 from kornia.enhance import (
@@ -84,15 +85,47 @@ def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
     return y.view(b, c, h, w)
 
 
+def _channel_values(name: str, values: Any) -> list[float] | None:
+    """``values`` (a number, a sequence or a tensor of numbers, or None) as a list of floats.
+
+    Raises:
+        ConfigError: anything else (text, nested lists, a mapping).
+    """
+    if values is None:
+        return None
+    if isinstance(values, Tensor):
+        values = values.detach().flatten().tolist()
+    elif isinstance(values, Real) and not isinstance(values, bool):
+        values = [values]
+    ok = isinstance(values, Sequence) and not isinstance(values, (str, bytes)) and len(values)
+    if not ok or not all(isinstance(v, Real) and not isinstance(v, bool) for v in values):
+        raise ConfigError(
+            f"the input normalisation's {name} must be numbers, one per image channel or one "
+            f"for all, got {values!r}"
+        )
+    return [float(v) for v in values]
+
+
 class Normalization(nn.Module):
     """Maps between normalised tensors and images in [0, 1] (identity when mean is None).
 
+    Args:
+        mean: the normalisation's mean, one value per image channel or one for all (a number,
+            a sequence or a tensor of numbers); None: the images are in [0, 1] already.
+        std: its standard deviation, alike.
+
     Raises:
-        ConfigError: mean without std (or the reverse), of different lengths, or a std <= 0.
+        ConfigError: mean without std (or the reverse), of different lengths, values that are
+            no numbers, or a std <= 0.
     """
 
-    def __init__(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+    def __init__(
+        self,
+        mean: Sequence[float] | float | Tensor | None = None,
+        std: Sequence[float] | float | Tensor | None = None,
+    ):
         super().__init__()
+        mean, std = _channel_values("mean", mean), _channel_values("std", std)
         if (mean is None) != (std is None):
             raise ConfigError("give both mean and std of the input normalisation, or neither")
         if mean is not None and std is not None and len(mean) != len(std):
@@ -152,9 +185,10 @@ class StrongAugmentation(nn.Module):
         blur_sigma: the range of the blur's sigma (published U(0.15, 1.15)).
         blur_kernel_ratio: kernel side as a share of the image height, made odd.
         mean, std: the normalisation of the input, one value per image channel (or one for
-            all); jitter acts on [0, 1] images, so normalised input is mapped to [0, 1] and
-            back. None: the input is in [0, 1]; the first call warns (once) when its images
-            lie far outside [0, 1] (normalised images given without mean/std are clamped).
+            all: a number; a sequence or a tensor); jitter acts on [0, 1] images, so
+            normalised input is mapped to [0, 1] and back. None: the input is in [0, 1]; the
+            first call warns (once) when its images lie far outside [0, 1] (normalised images
+            given without mean/std are clamped).
         jitter: the colour operations. ``"torchvision"`` (mic's default): brightness scales
             the image, contrast and saturation blend it with its grey mean and its grey image
             (kornia's ColorJitter, torchvision's formulas). ``"published"``: what the published
@@ -165,7 +199,8 @@ class StrongAugmentation(nn.Module):
     Raises:
         ConfigError: (at construction) probabilities outside [0, 1], a strength outside
             [0, 1), a blur_sigma that is no range of positive sigmas, a blur_kernel_ratio
-            outside (0, 1], mean without std or of another length, an unknown jitter; (when
+            outside (0, 1], mean without std or of another length, mean or std values that are
+            no numbers, an unknown jitter; (when
             called) images that are not floating point, mean/std of another length than the
             images' channels.
 
@@ -180,8 +215,8 @@ class StrongAugmentation(nn.Module):
         blur_p: float = 0.5,
         blur_sigma: Sequence[float] = (0.15, 1.15),
         blur_kernel_ratio: float = 0.1,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
+        mean: Sequence[float] | float | Tensor | None = None,
+        std: Sequence[float] | float | Tensor | None = None,
         jitter: Literal["torchvision", "published"] = "torchvision",
     ) -> None:
         super().__init__()

@@ -17,7 +17,8 @@ MIC = Path(__file__).parents[1] / "mic"
 #: without a teacher or a scheduler does, and that a state's tensors are live, +8.
 CORE_MAX_LINES = 1845
 #: the line budget of mic/core/checks.py, the refusals, which reading the loop needs none of
-CHECKS_MAX_LINES = 834
+#: (834 at the split; a masker's fill checked when it is built, +12)
+CHECKS_MAX_LINES = 846
 
 
 def imports(path: Path) -> set[str]:

@@ -626,7 +626,9 @@ def test_a_teacher_update_from_another_model_or_a_negative_step_is_named():
     )
     with pytest.raises(ConfigError, match="the teacher is not the student's architecture"):
         teacher.update(wider, 1)  # as many tensors, of other shapes
-    with pytest.raises(ConfigError, match="update step must be a whole number >= 0: -1"):
+    with pytest.raises(
+        ConfigError, match=r"update step must be an int >= 0 \(the iteration\), got -1"
+    ):
         teacher.update(net(), -1)
 
 
@@ -1318,3 +1320,77 @@ def test_a_run_stopped_in_python_says_how_to_continue_it(tmp_path):
     assert f"run_experiment(cfg, '{tmp_path / 'run'}')" in note and "resume=auto" in note
     resumed = load_config([*TINY_RUN, "iterations=6", "resume=auto"])
     assert run_experiment(resumed, tmp_path / "run")["after_adaptation"]["step"] == 6
+
+
+@pytest.mark.parametrize(
+    "mean, std, channels",
+    [(0.5, 0.25, [0.5]), (torch.tensor([0.4, 0.5, 0.6]), torch.tensor([0.2] * 3), [0.4, 0.5, 0.6])],
+)
+def test_a_normalisation_given_as_one_number_or_a_tensor_is_taken(mean, std, channels):
+    aug = mic.StrongAugmentation(mean=mean, std=std)
+    assert aug.normalization.mean.flatten().tolist() == pytest.approx(channels)
+    x = torch.rand(2, 3, 8, 8)
+    assert aug(x, torch.Generator().manual_seed(0)).shape == x.shape
+
+
+@pytest.mark.parametrize("mean", ["abc", [0.5, "a", 0.5], [], [True, False, True]])
+def test_a_normalisation_of_no_numbers_is_named(mean):
+    with pytest.raises(ConfigError, match="the input normalisation's mean must be numbers"):
+        mic.StrongAugmentation(mean=mean, std=[0.2] * 3)
+
+
+def test_a_masker_fill_is_checked_when_built_and_taken_as_a_number_or_tensor():
+    for fill in ("abc", [], [True]):
+        with pytest.raises(ConfigError, match=r"masker fill .* must be numbers"):
+            mic.BlockMasker(2, fill=fill)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (torch.tensor(tensor) warned of copy-constructing)
+        tensor = mic.BlockMasker(2, 0.5, fill=torch.tensor([0.1, 0.2, 0.3]))
+    number = mic.BlockMasker(2, 0.5, fill=0.25)
+    x = torch.rand(2, 3, 8, 8)
+    out = tensor(x, torch.Generator().manual_seed(0))
+    withheld = (out != x).any(1)  # the withheld pixels take the fill, per channel
+    assert withheld.any()
+    assert torch.allclose(out.permute(0, 2, 3, 1)[withheld], torch.tensor([0.1, 0.2, 0.3]))
+    assert (number(x, torch.Generator().manual_seed(0))[out != x] == 0.25).all()
+
+
+def test_the_segmentation_metric_names_a_label_out_of_range():
+    metric = SegmentationTask(3).metric()
+    metric.update(torch.rand(1, 3, 2, 2), torch.tensor([[[0, 1], [2, 255]]]))  # 255: ignored
+    for bad in (5, -1):
+        with pytest.raises(DatasetError, match=f"label {bad} is outside the classes \\[0, 2\\]"):
+            metric.update(torch.rand(1, 3, 2, 2), torch.tensor([[[0, 1], [bad, 2]]]))
+    assert metric.confmat.sum() == 3  # the refused batches left the counts as they were
+
+
+def test_majority_labels_and_segmentation_mic_name_their_bad_arguments():
+    from mic.tasks.segmentation import SegmentationMIC, majority_labels
+
+    for labels in (torch.zeros(1, 4, 4), torch.zeros(4, 4, dtype=torch.long)):
+        with pytest.raises(ConfigError, match="majority_labels takes B x H x W integer label"):
+            majority_labels(labels, (2, 2), 3, 0.75)
+    cells = majority_labels(torch.ones(1, 4, 4, dtype=torch.uint8), (2, 2), 3, 0.75)
+    assert cells.dtype == torch.int64 and (cells == 1).all()
+    with pytest.raises(ConfigError, match=r"SegmentationMIC\(weight=x\): a loss weight must"):
+        SegmentationMIC(mic.BlockMasker(2), weight="x", unscaled_parts=["detail"])
+
+
+def test_mcc_and_the_reversal_ramp_take_numbers_of_any_kind_and_refuse_the_rest():
+    import numpy as np
+
+    from mic.tasks.classification.alignment import (
+        GradientReversalRamp,
+        MinimumClassConfusion,
+        minimum_class_confusion,
+    )
+
+    assert GradientReversalRamp(alpha=np.float32(1.0))(1000) == pytest.approx(0.4621, abs=1e-4)
+    for t in (0.0, -1.0, "2"):
+        with pytest.raises(ConfigError, match="MCC's temperature must be a number > 0"):
+            minimum_class_confusion(torch.randn(4, 3), t)
+        with pytest.raises(ConfigError, match="MCC's temperature must be a number > 0"):
+            MinimumClassConfusion(temperature=t)
+    with pytest.raises(ConfigError, match="MCC got an empty batch"):
+        minimum_class_confusion(torch.randn(0, 3))
+    assert torch.isfinite(minimum_class_confusion(torch.randn(4, 3), np.float64(2.5)))

@@ -596,7 +596,9 @@ def update_step(step: Any) -> int:
     except TypeError:
         whole = -1
     if whole < 0:
-        raise ConfigError(f"the teacher's update step must be a whole number >= 0: {step!r}")
+        raise ConfigError(
+            f"the teacher's update step must be an int >= 0 (the iteration), got {step!r}"
+        )
     return whole
 
 
@@ -668,8 +670,18 @@ def check_images(images: Any, who: str) -> None:
     )
 
 
-def check_block_masker(block_size: Any, ratio: Any, augmentation: Any) -> None:
+def check_block_masker(block_size: Any, ratio: Any, augmentation: Any, fill: Any = None) -> None:
     """Raise ``ConfigError`` for ``BlockMasker``'s settings out of range (its Raises)."""
+    values = fill.tolist() if isinstance(fill, Tensor) else fill
+    values = [values] if isinstance(values, Real) else values
+    listed = isinstance(values, Sequence) and not isinstance(values, str) and len(values) > 0
+    if fill is not None and not (
+        listed and all(isinstance(v, Real) and not isinstance(v, bool) for v in values)
+    ):
+        raise ConfigError(
+            f"masker fill (the withheld pixels' value) must be numbers, one per image channel "
+            f"or one for all, got {fill!r}"
+        )
     if not is_whole(block_size):
         raise ConfigError(
             f"masker block_size must be a whole number of pixels >= 1, got {block_size!r}"

@@ -112,7 +112,7 @@ class AdaptationLoop:
         hooks: logging, evaluation, checkpoints ...
         device: where models and batches live (default: the student's device).
         adaptation_start: first iteration of the terms that use target data (published 0).
-        seed: the seed of every term's random stream.
+        seed: the seed of every term's random stream (any int: hashed into each stream's).
         max_grad_norm: clip the global gradient norm to this value (None: no clipping).
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; fp16 adds a GradScaler).
         accumulate: micro-batches per optimiser step (gradient accumulation, >= 1).
@@ -120,18 +120,17 @@ class AdaptationLoop:
         step_strategy, collective, guard: the seams above (default: their base classes).
 
     Raises:
-        ConfigError: a task, student, method or teacher of the wrong kind (a class, a config
-            node; a task lacking a ``Task`` method); a count or seed that is no int or out of
-            range; a ``device`` that is none or that this machine lacks (CUDA, MPS; the meta
-            device); pseudo-labels without a teacher; every term of weight 0, or none that
-            runs before ``adaptation_start``; hooks that are no ``Hook`` instances or listed
-            twice; a teacher sharing the student's parameters (a teacher is a copy); a
-            ``task.loss`` without ``weights`` and ``rng``; an optimizer without any of the
-            student's parameters or without some of the method's trainable ones; a
-            ``torchrun`` process group without a ``collective`` to average over it; a
-            scheduler of another optimizer, or whose ``step`` takes arguments
-            (``ReduceLROnPlateau``); a loader that is None; what ``step_strategy.check``
-            refuses.
+        ConfigError: a task, student, method or teacher of the wrong kind (a class, a config node; a
+            task lacking a ``Task`` method); a count that is no int or out of range, a seed that is
+            no int; a ``device`` that is none or that this machine lacks (CUDA, MPS; the meta
+            device); pseudo-labels without a teacher; every term of weight 0, or none that runs
+            before ``adaptation_start``; hooks that are no ``Hook`` instances or listed twice; a
+            teacher sharing the student's parameters (a teacher is a copy); a ``task.loss`` without
+            ``weights`` and ``rng``; an optimizer without any of the student's parameters or without
+            some of the method's trainable ones; a ``torchrun`` process group without a
+            ``collective`` to average over it; a scheduler of another optimizer, or whose ``step``
+            takes arguments (``ReduceLROnPlateau``); a loader that is None; what
+            ``step_strategy.check`` refuses.
         DatasetError: a loader that is a one-pass iterator or a map-style ``Dataset``.
 
     Warned of: the student's parameters left out, loaders without ``task.collate``.

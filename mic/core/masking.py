@@ -42,14 +42,15 @@ class BlockMasker(Masker):
             detection, 64 at 1024 crops and for 224 px ViT classification).
         ratio: probability that a block is withheld (published 0.7; 0.5 for detection).
         augmentation: applied first (published ``mic.StrongAugmentation``); None: none.
-        fill: per-channel value of withheld pixels; None: 0, the mean of normalised images
-            (give the mean colour for [0, 1] images, e.g. torchvision detection models').
+        fill: value of withheld pixels, one per channel or one for all (a number, a sequence
+            or a tensor); None: 0, the mean of normalised images (give the mean colour for
+            [0, 1] images, e.g. torchvision detection models').
 
     Raises:
         ConfigError: a block size that is no whole number >= 1, a ratio outside [0, 1) (at 1
-            the student would see no image), an augmentation that is a class or not callable;
-            (when called) images that are no (B, C, H, W) tensor or list of (C, H, W) ones, or
-            a ``fill`` of another length than the images' channels (and 1).
+            the student would see no image), an augmentation that is a class or not callable,
+            a fill that is no number(s); (when called) images that are no (B, C, H, W) tensor
+            or list of (C, H, W) ones, or a fill of another length than their channels (and 1).
     """
 
     def __init__(
@@ -57,13 +58,13 @@ class BlockMasker(Masker):
         block_size: int = 64,
         ratio: float = 0.7,
         augmentation: Augmentation | None = None,
-        fill: list[float] | None = None,
+        fill: list[float] | float | Tensor | None = None,
     ) -> None:
         super().__init__()
-        checks.check_block_masker(block_size, ratio, augmentation)
+        checks.check_block_masker(block_size, ratio, augmentation, fill)
         self.block_size, self.ratio = int(block_size), float(ratio)
         self.augmentation = augmentation
-        fill_t = torch.tensor(fill if fill is not None else [0.0], dtype=torch.float32)
+        fill_t = torch.as_tensor(fill if fill is not None else [0.0], dtype=torch.float32)
         self.register_buffer("fill", fill_t.view(1, -1, 1, 1), persistent=False)
 
     def extra_repr(self) -> str:

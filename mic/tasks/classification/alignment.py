@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from numbers import Real
 from typing import Literal
 
 import torch
@@ -43,7 +44,7 @@ class GradientReversalRamp:
         self, alpha: float = 1.0, max_iters: int = 1000, lo: float = 0.0, hi: float = 1.0
     ) -> None:
         check_whole("GradientReversalRamp: max_iters", max_iters, what="the ramp's length")
-        number = isinstance(alpha, (int, float)) and not isinstance(alpha, bool)
+        number = isinstance(alpha, Real) and not isinstance(alpha, bool)  # (NumPy's too)
         if not (number and math.isfinite(alpha) and alpha >= 0):
             raise ConfigError(
                 f"GradientReversalRamp: alpha must be a finite number >= 0 (the ramp's "
@@ -133,7 +134,22 @@ def minimum_class_confusion(logits: Tensor, temperature: float = 2.0) -> Tensor:
     ``C = P^T diag(w) P`` with ``w = entropy_weights(P)`` (not differentiated); each row of
     C divided by its sum; the loss is the sum of the off-diagonal entries over the number of
     classes.
+
+    Args:
+        logits: (B, C) class scores of the target batch, B >= 1.
+        temperature: T > 0 (published 2; ``MinimumClassConfusion`` gives the recipes').
+
+    Returns:
+        A 0-dim float32 tensor.
+
+    Raises:
+        ConfigError: a temperature that is no number > 0 (0 divides by zero: NaN), an empty
+            batch (the confusion of no image is undefined).
     """
+    if isinstance(temperature, bool) or not (isinstance(temperature, Real) and temperature > 0):
+        raise ConfigError(f"MCC's temperature must be a number > 0, got {temperature!r}")
+    if logits.shape[0] == 0:
+        raise ConfigError("MCC got an empty batch of target logits: give at least one image")
     p = torch.softmax(logits.float() / temperature, dim=1)
     w = entropy_weights(p).detach()
     confusion = (p * w.unsqueeze(1)).t() @ p
@@ -452,8 +468,8 @@ class MinimumClassConfusion(LossTerm):
         self, temperature: float = 2.0, weight: float = 1.0, forward_pass: ForwardPass = "joint"
     ) -> None:
         super().__init__(weight)
-        if temperature <= 0:
-            raise ConfigError(f"MCC temperature must be positive, got {temperature}")
+        if isinstance(temperature, bool) or not (isinstance(temperature, Real) and temperature > 0):
+            raise ConfigError(f"MCC's temperature must be a number > 0, got {temperature!r}")
         self.temperature = float(temperature)
         self.shared_forward = forward_pass_of(forward_pass, type(self).__name__)
         self.forward_pass = forward_pass

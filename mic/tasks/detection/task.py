@@ -103,6 +103,16 @@ class DetectionTask(Task):
             no ignore boxes, every sample matched to no pseudo-box is background.
         class_names: names for reports (default: the ids).
         primary_metric: ``map_50`` (published) or ``map`` (COCO AP).
+
+    Raises:
+        ConfigError: (at construction) thresholds that are no numbers, a score threshold
+            outside [0, 1], an ignore threshold outside [0, score_threshold), an unknown
+            primary metric; (in use) a detector in the wrong mode for the call (losses from
+            a training-mode model, detections from an eval-mode one), one of another class
+            count.
+        DatasetError: class names of another count than ``num_classes``; targets or weights
+            of another count than the images, class ids outside the classes; images that are no
+            B x 3 x H x W batch or list of 3 x H x W float images in [0, 1].
     """
 
     #: one target dict per image: a test batch of another count is refused (``check_pairs``)

@@ -82,6 +82,10 @@ class SegmentationMetrics(Metric):
             Exact for float32 probabilities whose logits lie less than about 87 apart (beyond,
             float32 rounds the smaller probability to 0); scores outside [0, 1] (logits) are
             resized as given.
+
+    Raises:
+        DatasetError: (``update``) a label outside [0, num_classes) that is not
+            ``ignore_index``.
     """
 
     full_state_update = False
@@ -113,13 +117,24 @@ class SegmentationMetrics(Metric):
             prediction = F.interpolate(
                 prediction[:, None].float(), size=targets.shape[-2:], mode="nearest"
             )[:, 0].long()
-        self.confmat += multiclass_confusion_matrix(
-            prediction.reshape(-1),
-            targets.reshape(-1),
-            self.num_classes,
-            ignore_index=self.ignore_index,
-            validate_args=False,
-        )
+        try:
+            self.confmat += multiclass_confusion_matrix(
+                prediction.reshape(-1),
+                targets.reshape(-1),
+                self.num_classes,
+                ignore_index=self.ignore_index,
+                validate_args=False,
+            )
+        except RuntimeError:  # (torch's reshape error for an id out of range: named)
+            bad = ((targets >= self.num_classes) | (targets < 0)) & (targets != self.ignore_index)
+            if not bad.any():
+                raise
+            raise DatasetError(
+                f"label {int(targets[bad][0])} is outside the classes [0, "
+                f"{self.num_classes - 1}] (and {self.ignore_index} = ignored): the labels have "
+                "more classes than the metric's num_classes, or their ids are not mapped to "
+                "training ids"
+            ) from None
 
     def compute(self) -> dict[str, Tensor]:
         cm = self.confmat.double()
@@ -195,6 +210,17 @@ class SegmentationTask(Task):
         palette: one RGB colour per class for visualisations (Cityscapes' by default).
         visualize: how many test images are drawn (input, prediction, label) at every
             evaluation into ``<run>/predictions/`` (0: none).
+
+    Raises:
+        ConfigError: (at construction) an ``ignore_index`` inside the classes, an unknown
+            protocol or one of the 19 Cityscapes classes for another class count, an unknown
+            inference mode, windows without ``inference="slide"`` or missing with it, window
+            sizes or a stride that are no positive pixel counts (or a stride above the
+            window), margins that are no four counts >= 0, class names or palette colours of
+            another count than the classes; (in use) a model output that is no B x C x h x w
+            tensor of ``num_classes`` scores.
+        DatasetError: labels that are no B x H x W integer maps or hold ids outside the
+            classes (``check_targets``), data sets of another class count or order.
     """
 
     primary_metric = "miou"

@@ -28,6 +28,7 @@ from mic.core import (
     PseudoLabelWeighting,
     SharedForward,
 )
+from mic.core.checks import loss_weight
 from mic.core.context import Random, uniform
 from mic.core.masking import Augmentation
 from mic.core.teacher import unwrap
@@ -209,7 +210,33 @@ def majority_labels(
     labels: Tensor, size: Sequence[int], num_classes: int, min_ratio: float, ignore_index: int = 255
 ) -> Tensor:
     """Labels of the cells of a ``size`` grid over B x H x W labels: a cell takes its majority
-    class where that covers at least ``min_ratio`` of it, else ``ignore_index``."""
+    class where that covers at least ``min_ratio`` of it, else ``ignore_index`` (DAFormer's
+    feature distance reads them at its feature map's size).
+
+    Args:
+        labels: (B, H, W) integer label maps; ids outside [0, num_classes) count as no class.
+        size: the grid, (h, w) cells.
+        num_classes: the classes of the label space.
+        min_ratio: the share of a cell its majority class must cover (published 0.75).
+        ignore_index: the label of cells without one.
+
+    Returns:
+        (B, h, w) int64 cell labels.
+
+    Raises:
+        ConfigError: labels that are no (B, H, W) integer tensor, a class count below 1.
+    """
+    integer = isinstance(labels, Tensor) and not (labels.is_floating_point() or labels.is_complex())
+    if not (integer and labels.dim() == 3 and labels.dtype != torch.bool):
+        got = (
+            f"{labels.dtype} of shape {tuple(labels.shape)}"
+            if isinstance(labels, Tensor)
+            else labels
+        )
+        raise ConfigError(f"majority_labels takes B x H x W integer label maps, got {got}")
+    if isinstance(num_classes, bool) or not (isinstance(num_classes, int) and num_classes >= 1):
+        raise ConfigError(f"majority_labels' num_classes must be an int >= 1, got {num_classes!r}")
+    labels = labels.long()  # (one_hot takes int64)
     _b, h, w = labels.shape
     factor = max(1, h // size[0]), max(1, w // size[1])
     index = torch.where((labels >= 0) & (labels < num_classes), labels, num_classes)
@@ -414,8 +441,9 @@ class SegmentationMIC(MaskedImageConsistency):
             published lambda = 1.
 
     Raises:
-        ConfigError: an unknown ``images`` mode, or ``unscaled_parts`` with lambda = 0
-            (switch MIC off with ``mic=none`` instead).
+        ConfigError: an unknown ``images`` mode, ``unscaled_parts`` given as text or with
+            lambda = 0 (switch MIC off with ``mic=none`` instead), a weight that is no finite
+            number >= 0, and what ``mic.MaskedImageConsistency`` refuses.
     """
 
     def __init__(
@@ -433,7 +461,8 @@ class SegmentationMIC(MaskedImageConsistency):
                 f" write [{unscaled_parts}]"
             )
         unscaled = list(unscaled_parts)
-        if unscaled and float(weight) == 0:
+        weight = loss_weight(self, weight)  # (no number: named before 1 / weight below)
+        if unscaled and weight == 0:
             raise ConfigError(
                 f"MIC's lambda (weight) is 0 but unscaled_parts {unscaled} would still train "
                 "on the masked images; switch MIC off with mic=none, or set unscaled_parts=[]"
