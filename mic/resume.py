@@ -307,19 +307,25 @@ def config_changes(
 
 
 def same_meaning(key: str, a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two flattened configs, ``a`` written before ``b`` (by an older mic, say), set
-    ``key`` alike, although their values differ: one lacks it and the other holds the default
-    of the argument it sets on its node's ``_target_`` (by today's code: a setting added to
-    mic's configs since, e.g. ``augmentation.jitter``, that keeps what the older run did), or
-    is a value of the data set config itself (``dataset.source_label_format``, which reaches
-    the run only through the readers' nodes, compared themselves); or one holds null where that
-    argument's default is null and the other holds what null stands for, the class's own
-    attribute of that name (``task.primary_metric``: null, the task's own ``accuracy``)."""
+    """Whether two flattened configs, ``a`` written before ``b`` (by an older mic, say), set ``key``
+    alike, although their values differ: one lacks it and the other holds the default of the
+    argument it sets on its node's ``_target_`` (by today's code: a setting added to mic's configs
+    since, e.g. ``augmentation.jitter``, that keeps what the older run did) or, for a root setting,
+    the default ``mic.schema.RootSchema`` gives it (``augmentation_jitter``), or is a value of the
+    data set config itself (``dataset.source_label_format``, which reaches the run only through the
+    readers' nodes, compared themselves); or one holds null where that argument's default is null
+    and the other holds what null stands for, the class's own attribute of that name
+    (``task.primary_metric``: null, the task's own ``accuracy``)."""
     parent, _, name = key.rpartition(".")
     if key not in a or key not in b:
         flat = b if key in b else a
         if parent == "dataset":
             return True
+        if not parent:  # a root setting added since, at its default (augmentation_jitter)
+            from mic.schema import RootSchema
+
+            field = RootSchema.model_fields.get(key)
+            return field is not None and not field.is_required() and field.default == flat[key]
         _, default = _argument(key, flat)
         return default is not inspect.Parameter.empty and default == flat[key]
     if (a[key] is None) == (b[key] is None):

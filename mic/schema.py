@@ -161,6 +161,9 @@ class RootSchema(_Section):
     init_from: str | None = None
     init_model: Literal["student", "teacher"] = "student"
     preflight: bool = True
+    #: the colour operations of every strong augmentation that does not set its own (read by
+    #: conf/augmentation/strong.yaml)
+    augmentation_jitter: Literal["torchvision", "published"] = "torchvision"
     lr_mult: dict[str, Any] | None = None
     no_weight_decay: list[str] = []
     teacher: TeacherSchema

@@ -792,3 +792,65 @@ def test_an_experiment_of_one_s_own_on_a_dataset_of_one_s_own_is_judged_by_its_b
     assert found["fine"] == []
     (problem,) = found["typo"]
     assert problem.startswith("dataset.crop_sise (set in experiment/typo.yaml): mic-train reads")
+
+
+#: the published recipes (conf/experiment/): the colour operations of the published code
+PUBLISHED_RECIPES = [
+    "cityscapes_foggy", "cityscapes_foggy_d2", "cs2acdc_daformer_mic", "cs2acdc_hrda_mic",
+    "cs2darkzurich_daformer_mic", "cs2darkzurich_hrda_mic", "gta2cs_daformer_mic",
+    "gta2cs_hrda_mic", "officehome_sdat_mic_vit", "synthia2cs_daformer_mic",
+    "synthia2cs_hrda_mic", "visda2017_sdat_mic_resnet101", "visda2017_sdat_mic_vit",
+]  # fmt: skip
+BUNDLED = ["none", "digits_oracle", "streets", "streets_context", "streets_hrda", "det_shapes",
+           "det_context"]  # fmt: skip
+
+
+def _jitters(overrides: list[str]) -> dict[str, str]:
+    """augmentation key -> the colour operations its StrongAugmentation is built with."""
+    cfg = load_config(overrides)
+    found = {}
+
+    def walk(node, path):
+        if OmegaConf.is_dict(node):
+            if node.get("_target_") == "mic.StrongAugmentation":
+                found[path] = node.jitter
+            for key in node:
+                walk(node[key], f"{path}.{key}")
+
+    walk(cfg.method, "method")
+    return found
+
+
+@pytest.mark.parametrize("mic_choice", [[], ["mic=none"]])
+def test_the_published_recipes_run_the_published_colour_operations_the_bundled_ones_mic_s(
+    mic_choice,
+):
+    """augmentation_jitter: the recipes set it once for every strong augmentation (MIC's,
+    ClassMix's), with MIC switched off too (where no augmentation reads it); every other
+    experiment keeps torchvision's formulas, which their figures were measured with."""
+    folder = Path(__file__).parents[1] / "conf" / "experiment"
+    names = {p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_")}
+    assert names == {*PUBLISHED_RECIPES, *BUNDLED}  # (a new experiment: put it in one list)
+    for name in PUBLISHED_RECIPES:
+        jitters = _jitters([f"experiment={name}", *mic_choice])
+        assert jitters or mic_choice, name  # (SDAT and SADA alone have no strong augmentation)
+        assert set(jitters.values()) <= {"published"}, (name, jitters)
+    for name in BUNDLED:
+        jitters = _jitters([f"experiment={name}", *mic_choice])
+        assert set(jitters.values()) <= {"torchvision"}, (name, jitters)
+    # one setting for all of a run's augmentations; an augmentation's own setting wins
+    both = _jitters(["augmentation_jitter=published"])
+    assert set(both) == {
+        "method.terms.self_training.augmentation",
+        "method.terms.mic.masker.augmentation",
+    } and set(both.values()) == {"published"}
+    own = _jitters(
+        [
+            "experiment=gta2cs_daformer_mic",
+            "method.terms.mic.masker.augmentation.jitter=torchvision",
+        ]
+    )
+    assert own == {
+        "method.terms.mix.augmentation": "published",
+        "method.terms.mic.masker.augmentation": "torchvision",
+    }

@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from mic import DatasetError
 from mic.experiment import build_experiment, load_config, run_experiment
@@ -598,6 +599,28 @@ def test_a_null_that_stands_for_the_class_s_own_value_is_no_change_on_resume():
     target = {"task._target_": "mic.tasks.classification.ClassificationTask"}
     given, null = {**target, "task.num_classes": 10}, {**target, "task.num_classes": None}
     assert not same_meaning("task.num_classes", given, null)
+
+
+def test_a_root_setting_added_at_its_default_is_no_change_on_resume():
+    """augmentation_jitter, added to conf/config.yaml at 'torchvision' (what every strong
+    augmentation computed before it): the checkpoints written before it resume, and a run that
+    sets it otherwise is a change, as is an unknown root key."""
+    from mic.resume import config_changes
+
+    new = load_config(["experiment=streets"])
+    assert new.augmentation_jitter == "torchvision"
+    after = OmegaConf.to_container(new, resolve=True)
+    before = {k: v for k, v in after.items() if k != "augmentation_jitter"}
+    assert config_changes(before, after, (1, 1)) == {}
+    published = OmegaConf.to_container(
+        load_config(["experiment=streets", "augmentation_jitter=published"]), resolve=True
+    )
+    assert set(config_changes(before, published, (1, 1))) == {
+        "augmentation_jitter",
+        "method.terms.mix.augmentation.jitter",
+        "method.terms.mic.masker.augmentation.jitter",
+    }
+    assert config_changes(before, {**before, "colour": "torchvision"}, (1, 1))
 
 
 def test_an_allowed_key_covers_the_settings_read_from_it_and_is_the_one_advised(tmp_path):
