@@ -644,6 +644,12 @@ CASES = [
         "precision: Input should be 'fp32', 'bf16' or 'fp16'",
     ),
     (
+        "config-augmentation-jitter",
+        "unknown colour operations for the strong augmentations (kornia's name for them)",
+        lambda t, r: ["augmentation_jitter=kornia"],
+        "augmentation_jitter: Input should be 'torchvision' or 'published' (got 'kornia')",
+    ),
+    (
         "config-nan-policy",
         "an unknown NaN policy",
         lambda t, r: ["nan_policy=maybe"],
