@@ -93,15 +93,17 @@ def _channel_values(name: str, values: Any) -> list[float] | None:
     """
     if values is None:
         return None
-    if isinstance(values, Tensor):
-        values = values.detach().flatten().tolist()
+    if hasattr(values, "tolist") and hasattr(values, "shape"):  # a tensor, a NumPy array
+        values = values.tolist()
+        values = values if isinstance(values, list) else [values]  # (0-d)
     elif isinstance(values, Real) and not isinstance(values, bool):
         values = [values]
     ok = isinstance(values, Sequence) and not isinstance(values, (str, bytes)) and len(values)
-    if not ok or not all(isinstance(v, Real) and not isinstance(v, bool) for v in values):
+    numbers = ok and all(isinstance(v, Real) and not isinstance(v, bool) for v in values)
+    if not (numbers and all(math.isfinite(v) for v in values)):
         raise ConfigError(
-            f"the input normalisation's {name} must be numbers, one per image channel or one "
-            f"for all, got {values!r}"
+            f"the input normalisation's {name} must be finite numbers, one per image channel "
+            f"or one for all, got {values!r}"
         )
     return [float(v) for v in values]
 
@@ -115,8 +117,8 @@ class Normalization(nn.Module):
         std: its standard deviation, alike.
 
     Raises:
-        ConfigError: mean without std (or the reverse), of different lengths, values that are
-            no numbers, or a std <= 0.
+        ConfigError: mean without std (or the reverse), of different lengths (but one value
+            for all), values that are no finite numbers, or a std <= 0.
     """
 
     def __init__(
@@ -128,6 +130,8 @@ class Normalization(nn.Module):
         mean, std = _channel_values("mean", mean), _channel_values("std", std)
         if (mean is None) != (std is None):
             raise ConfigError("give both mean and std of the input normalisation, or neither")
+        if mean is not None and std is not None and 1 in (len(mean), len(std)):
+            mean, std = (v * max(len(mean), len(std)) if len(v) == 1 else v for v in (mean, std))
         if mean is not None and std is not None and len(mean) != len(std):
             raise ConfigError(
                 f"the input normalisation has {len(mean)} mean values but {len(std)} std "

@@ -569,6 +569,32 @@ def _chosen_groups() -> set[str]:
     return {key.split("@")[0] for key, _ in _root_defaults()}
 
 
+def _nested_group_problem(arg: str, group: str, part: str, option: str, confs: list) -> str:
+    """The message for ``group/part=option`` on the command line, where ``group/part`` is no
+    config group: a part that some of the group's configs choose in their defaults list
+    (``model/segmenter=smp``: HRDA's inner model), or none."""
+    choose = re.compile(rf"^\s*-\s*[\w/]+@{re.escape(part)}\s*$", re.M)
+    files = [f for c in confs if (c / group).is_dir() for f in (c / group).iterdir()]
+    choosers = sorted(
+        {f.stem for f in files if f.suffix == ".yaml" and choose.search(f.read_text())}
+    )
+    if not choosers:
+        names = _folder_options([c / group for c in confs if (c / group).is_dir()])
+        return (
+            f"{arg}: there is no config group {group}/{part}: an option of {group} is chosen "
+            f"with {group}=<option> ({', '.join(names)}), a setting with a dot "
+            f"({group}.{part}=...)"
+        )
+    return (
+        f"{arg}: {group}/{part} is no config group of its own: the {group} configs that have a "
+        f"{part} ({', '.join(choosers)}) choose it in their own defaults list, which the "
+        f"command line cannot change. Write your own {group} config that chooses it (e.g. "
+        f"my_conf/{group}/mine.yaml with the defaults list [{option}@{part}, _self_] and the "
+        f"other settings of the one you start from) and run mic-train --config-dir my_conf "
+        f"{group}=mine" + (" (docs/segmentation.md: HRDA's inner model)" * (part == "segmenter"))
+    )
+
+
 def _is_group(name: str) -> bool:
     """Whether ``name`` is one of mic's config groups (``+model=x`` adds a group's option)."""
     return (importlib.resources.files("mic.conf") / name).is_dir()
@@ -1010,19 +1036,13 @@ def unknown_option(argv: Sequence[str]) -> str | None:
             problem = _deletion_problem(deleted.group(1), confs)  # whole config) not given anew
             if problem:
                 return problem
-        nested = re.fullmatch(r"\+{0,2}([A-Za-z_]\w*)/([\w/]+)=(.*)", arg)
+        nested = re.fullmatch(r"\+{0,2}([A-Za-z_]\w*)/(\w+)=(.*)", arg)
         if nested and any((c / nested[1]).is_dir() for c in confs):
             group, part, option = nested.groups()
+            if group in _PART_GROUPS:
+                return _PART_GROUPS[group]
             if not any((c / group / part).is_dir() for c in confs):  # (Hydra's own words)
-                return (
-                    f"{arg}: {group}/{part} is no config group of its own: the {group} config "
-                    f"chooses its {part.replace('/', '.')} in its own defaults list, which the "
-                    f"command line cannot change. Write a {group} config that chooses it "
-                    f"(e.g. my_conf/{group}/my_{group}.yaml with the defaults list "
-                    f"[{option}@{part.replace('/', '.')}, _self_] and the other settings of "
-                    f"the {group} you start from) and run mic-train --config-dir my_conf "
-                    f"{group}=my_{group} (docs/segmentation.md: HRDA's inner model)"
-                )
+                return _nested_group_problem(arg, group, part, option, confs)
         found = re.fullmatch(r"(\+{0,2})([A-Za-z_]\w*)((?:\.\w+)*)=(.*)", arg)
         if not found:
             continue
@@ -1281,8 +1301,10 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
                 where = ".".join(parts[:depth]) or "the config"
                 names = sorted(str(k) for k in node if not str(k).startswith("_"))
                 target = node.get("_target_")
-                named = target is not None and part in (_argument_names(str(target)) or ())
-                hint = "" if named else did_you_mean(part, names)  # (the name is right)
+                arguments = (_argument_names(str(target)) or set()) if target else set()
+                named = part in arguments
+                # (the name is right; else a typo of a setting or of an argument not listed)
+                hint = "" if named else did_you_mean(part, sorted({*names, *arguments}))
                 if named:  # (said before the list of its settings, which may be long)
                     hint = (
                         f" {target} takes {part}, but the config does not list it: add it "
@@ -1937,7 +1959,7 @@ _PART_GROUPS = {
         "augmentation/ holds parts of other configs (the strong augmentation of the mic "
         "options' masker and of self-training), not an option of mic-train: set their keys, "
         "e.g. method.terms.mic.masker.augmentation.jitter_p=0.5 (mic-train --cfg job "
-        "lists them)"
+        "lists them), or augmentation_jitter=published for the colour operations of all"
     ),
     **dict.fromkeys(
         ("method_task", "mic_task"),

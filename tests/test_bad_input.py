@@ -1338,8 +1338,9 @@ CASES = [
         "config-nested-group",
         "a part chosen inside a model config, swapped as a group (Hydra's 'Could not override')",
         lambda t, r: ["experiment=streets_hrda", "model/segmenter=smp"],
-        "model/segmenter=smp: model/segmenter is no config group of its own: the model config "
-        "chooses its segmenter in its own defaults list",
+        "model/segmenter=smp: model/segmenter is no config group of its own: the model configs "
+        "that have a segmenter (hrda_daformer_mitb5, hrda_small_unet) choose it in their own "
+        "defaults list",
     ),
     (
         "config-sweep-unknown-key",

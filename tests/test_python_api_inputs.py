@@ -1327,21 +1327,32 @@ def test_a_run_stopped_in_python_says_how_to_continue_it(tmp_path):
     [(0.5, 0.25, [0.5]), (torch.tensor([0.4, 0.5, 0.6]), torch.tensor([0.2] * 3), [0.4, 0.5, 0.6])],
 )
 def test_a_normalisation_given_as_one_number_or_a_tensor_is_taken(mean, std, channels):
+    """(and one value for all beside one per channel; a NumPy array)"""
     aug = mic.StrongAugmentation(mean=mean, std=std)
     assert aug.normalization.mean.flatten().tolist() == pytest.approx(channels)
     x = torch.rand(2, 3, 8, 8)
     assert aug(x, torch.Generator().manual_seed(0)).shape == x.shape
 
 
-@pytest.mark.parametrize("mean", ["abc", [0.5, "a", 0.5], [], [True, False, True]])
+@pytest.mark.parametrize(
+    "mean", ["abc", [0.5, "a", 0.5], [], [True, False, True], float("nan"), [0.5, math.inf, 0.5]]
+)
 def test_a_normalisation_of_no_numbers_is_named(mean):
-    with pytest.raises(ConfigError, match="the input normalisation's mean must be numbers"):
+    with pytest.raises(ConfigError, match="the input normalisation's mean must be finite numbers"):
         mic.StrongAugmentation(mean=mean, std=[0.2] * 3)
 
 
+def test_one_normalisation_value_for_all_channels_beside_one_per_channel():
+    import numpy as np
+
+    aug = mic.StrongAugmentation(mean=np.array([0.4, 0.5, 0.6]), std=0.25)
+    assert aug.normalization.std.flatten().tolist() == [0.25] * 3
+    assert aug.normalization.mean.flatten().tolist() == pytest.approx([0.4, 0.5, 0.6])
+
+
 def test_a_masker_fill_is_checked_when_built_and_taken_as_a_number_or_tensor():
-    for fill in ("abc", [], [True]):
-        with pytest.raises(ConfigError, match=r"masker fill .* must be numbers"):
+    for fill in ("abc", [], [True], float("nan"), [0.1, math.inf, 0.1]):
+        with pytest.raises(ConfigError, match=r"masker fill .* must be finite numbers"):
             mic.BlockMasker(2, fill=fill)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # (torch.tensor(tensor) warned of copy-constructing)
@@ -1370,6 +1381,8 @@ def test_majority_labels_and_segmentation_mic_name_their_bad_arguments():
     for labels in (torch.zeros(1, 4, 4), torch.zeros(4, 4, dtype=torch.long)):
         with pytest.raises(ConfigError, match="majority_labels takes B x H x W integer label"):
             majority_labels(labels, (2, 2), 3, 0.75)
+    with pytest.raises(ConfigError, match=r"min_ratio must lie in \[0, 1\], got 2.0"):
+        majority_labels(torch.zeros(1, 4, 4, dtype=torch.long), (2, 2), 3, 2.0)
     cells = majority_labels(torch.ones(1, 4, 4, dtype=torch.uint8), (2, 2), 3, 0.75)
     assert cells.dtype == torch.int64 and (cells == 1).all()
     with pytest.raises(ConfigError, match=r"SegmentationMIC\(weight=x\): a loss weight must"):
@@ -1386,10 +1399,10 @@ def test_mcc_and_the_reversal_ramp_take_numbers_of_any_kind_and_refuse_the_rest(
     )
 
     assert GradientReversalRamp(alpha=np.float32(1.0))(1000) == pytest.approx(0.4621, abs=1e-4)
-    for t in (0.0, -1.0, "2"):
-        with pytest.raises(ConfigError, match="MCC's temperature must be a number > 0"):
+    for t in (0.0, -1.0, "2", float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match="MCC's temperature must be a finite number > 0"):
             minimum_class_confusion(torch.randn(4, 3), t)
-        with pytest.raises(ConfigError, match="MCC's temperature must be a number > 0"):
+        with pytest.raises(ConfigError, match="MCC's temperature must be a finite number > 0"):
             MinimumClassConfusion(temperature=t)
     with pytest.raises(ConfigError, match="MCC got an empty batch"):
         minimum_class_confusion(torch.randn(0, 3))

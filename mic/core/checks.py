@@ -675,12 +675,11 @@ def check_block_masker(block_size: Any, ratio: Any, augmentation: Any, fill: Any
     values = fill.tolist() if isinstance(fill, Tensor) else fill
     values = [values] if isinstance(values, Real) else values
     listed = isinstance(values, Sequence) and not isinstance(values, str) and len(values) > 0
-    if fill is not None and not (
-        listed and all(isinstance(v, Real) and not isinstance(v, bool) for v in values)
-    ):
+    finite = listed and all(isinstance(v, Real) and abs(v) < float("inf") for v in values)
+    if fill is not None and not (finite and not any(isinstance(v, bool) for v in values)):
         raise ConfigError(
-            f"masker fill (the withheld pixels' value) must be numbers, one per image channel "
-            f"or one for all, got {fill!r}"
+            f"masker fill (the withheld pixels' value) must be finite numbers, one per image "
+            f"channel or one for all, got {fill!r}"
         )
     if not is_whole(block_size):
         raise ConfigError(

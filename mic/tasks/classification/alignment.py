@@ -143,11 +143,13 @@ def minimum_class_confusion(logits: Tensor, temperature: float = 2.0) -> Tensor:
         A 0-dim float32 tensor.
 
     Raises:
-        ConfigError: a temperature that is no number > 0 (0 divides by zero: NaN), an empty
+        ConfigError: a temperature that is no finite number > 0 (0 divides by zero: NaN), an empty
             batch (the confusion of no image is undefined).
     """
-    if isinstance(temperature, bool) or not (isinstance(temperature, Real) and temperature > 0):
-        raise ConfigError(f"MCC's temperature must be a number > 0, got {temperature!r}")
+    if isinstance(temperature, bool) or not (
+        isinstance(temperature, Real) and 0 < temperature < math.inf
+    ):
+        raise ConfigError(f"MCC's temperature must be a finite number > 0, got {temperature!r}")
     if logits.shape[0] == 0:
         raise ConfigError("MCC got an empty batch of target logits: give at least one image")
     p = torch.softmax(logits.float() / temperature, dim=1)
@@ -468,8 +470,10 @@ class MinimumClassConfusion(LossTerm):
         self, temperature: float = 2.0, weight: float = 1.0, forward_pass: ForwardPass = "joint"
     ) -> None:
         super().__init__(weight)
-        if isinstance(temperature, bool) or not (isinstance(temperature, Real) and temperature > 0):
-            raise ConfigError(f"MCC's temperature must be a number > 0, got {temperature!r}")
+        if isinstance(temperature, bool) or not (
+            isinstance(temperature, Real) and 0 < temperature < math.inf
+        ):
+            raise ConfigError(f"MCC's temperature must be a finite number > 0, got {temperature!r}")
         self.temperature = float(temperature)
         self.shared_forward = forward_pass_of(forward_pass, type(self).__name__)
         self.forward_pass = forward_pass

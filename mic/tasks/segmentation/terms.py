@@ -224,7 +224,8 @@ def majority_labels(
         (B, h, w) int64 cell labels.
 
     Raises:
-        ConfigError: labels that are no (B, H, W) integer tensor, a class count below 1.
+        ConfigError: labels that are no (B, H, W) integer tensor, a class count below 1, a
+            min_ratio outside [0, 1].
     """
     integer = isinstance(labels, Tensor) and not (labels.is_floating_point() or labels.is_complex())
     if not (integer and labels.dim() == 3 and labels.dtype != torch.bool):
@@ -236,6 +237,8 @@ def majority_labels(
         raise ConfigError(f"majority_labels takes B x H x W integer label maps, got {got}")
     if isinstance(num_classes, bool) or not (isinstance(num_classes, int) and num_classes >= 1):
         raise ConfigError(f"majority_labels' num_classes must be an int >= 1, got {num_classes!r}")
+    if not 0 <= min_ratio <= 1:  # (NaN too; 0: every cell its majority class)
+        raise ConfigError(f"majority_labels' min_ratio must lie in [0, 1], got {min_ratio!r}")
     labels = labels.long()  # (one_hot takes int64)
     _b, h, w = labels.shape
     factor = max(1, h // size[0]), max(1, w // size[1])
