@@ -64,16 +64,7 @@ def class_mix_masks(
         ConfigError: labels that are not an integer tensor of at least 2 dimensions, a class
             count below 1, or an unknown ``classes_from``.
     """
-    integer = isinstance(labels, Tensor) and not (labels.is_floating_point() or labels.is_complex())
-    if not (integer and labels.dim() >= 2 and labels.dtype != torch.bool):
-        got = (
-            f"{labels.dtype} of shape {tuple(labels.shape)}"
-            if isinstance(labels, Tensor)
-            else labels
-        )
-        raise ConfigError(f"ClassMix takes B x H x W integer label maps, got {got}")
-    if isinstance(num_classes, bool) or not (isinstance(num_classes, int) and num_classes >= 1):
-        raise ConfigError(f"ClassMix's num_classes must be an int >= 1, got {num_classes!r}")
+    check_label_maps(labels, num_classes, "ClassMix", exact=False)
     b = labels.shape[0]
     if b == 0:
         return torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
@@ -206,6 +197,22 @@ class ClassMix(LossTerm):
         return sum_parts(loss, None)
 
 
+def check_label_maps(labels: Any, num_classes: Any, who: str, exact: bool = True) -> None:
+    """Raise ``ConfigError`` unless ``labels`` is a (B, H, W) integer tensor (``exact``; else
+    of at least 2 dimensions) and ``num_classes`` an int >= 1 (what ``who`` takes)."""
+    integer = isinstance(labels, Tensor) and not (labels.is_floating_point() or labels.is_complex())
+    dims = integer and (labels.dim() == 3 if exact else labels.dim() >= 2)
+    if not (dims and labels.dtype != torch.bool):
+        got = (
+            f"{labels.dtype} of shape {tuple(labels.shape)}"
+            if isinstance(labels, Tensor)
+            else labels
+        )
+        raise ConfigError(f"{who} takes B x H x W integer label maps, got {got}")
+    if isinstance(num_classes, bool) or not (isinstance(num_classes, int) and num_classes >= 1):
+        raise ConfigError(f"{who}'s num_classes must be an int >= 1, got {num_classes!r}")
+
+
 def majority_labels(
     labels: Tensor, size: Sequence[int], num_classes: int, min_ratio: float, ignore_index: int = 255
 ) -> Tensor:
@@ -227,16 +234,7 @@ def majority_labels(
         ConfigError: labels that are no (B, H, W) integer tensor, a class count below 1, a
             min_ratio outside [0, 1].
     """
-    integer = isinstance(labels, Tensor) and not (labels.is_floating_point() or labels.is_complex())
-    if not (integer and labels.dim() == 3 and labels.dtype != torch.bool):
-        got = (
-            f"{labels.dtype} of shape {tuple(labels.shape)}"
-            if isinstance(labels, Tensor)
-            else labels
-        )
-        raise ConfigError(f"majority_labels takes B x H x W integer label maps, got {got}")
-    if isinstance(num_classes, bool) or not (isinstance(num_classes, int) and num_classes >= 1):
-        raise ConfigError(f"majority_labels' num_classes must be an int >= 1, got {num_classes!r}")
+    check_label_maps(labels, num_classes, "majority_labels")
     if not 0 <= min_ratio <= 1:  # (NaN too; 0: every cell its majority class)
         raise ConfigError(f"majority_labels' min_ratio must lie in [0, 1], got {min_ratio!r}")
     labels = labels.long()  # (one_hot takes int64)
