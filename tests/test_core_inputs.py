@@ -664,5 +664,5 @@ def test_seeds_and_steps_torch_cannot_take_are_refused_in_mic_s_words():
         RandomStream(2**64 + 5)
     assert RandomStream(2**64 - 1).rand(1).shape == (1,)
     teacher = EMATeacher(tiny_model(), 0.9)
-    with pytest.raises(ConfigError, match="must be a whole number >= 0: True"):
+    with pytest.raises(ConfigError, match=r"must be an int >= 0 \(the iteration\), got True"):
         teacher.update(tiny_model(), True)

@@ -272,7 +272,7 @@ def test_a_teacher_of_another_model_or_a_fractional_step_is_refused():
         two, one = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)), nn.Sequential(nn.Linear(4, 4))
         EMATeacher(two).update(one, 3)  # (the student's side was shown as '')
     student = Net()
-    with pytest.raises(ConfigError, match=r"must be a whole number >= 0: 1\.5"):
+    with pytest.raises(ConfigError, match=r"must be an int >= 0 \(the iteration\), got 1\.5"):
         EMATeacher(student, alpha=0.9).update(student, 1.5)
 
 
