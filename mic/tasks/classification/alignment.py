@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Real
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -127,6 +127,14 @@ def entropy_weights(p: Tensor) -> Tensor:
     return w * (len(w) / w.sum())
 
 
+def check_temperature(temperature: Any) -> None:
+    """Raise ``ConfigError`` unless ``temperature`` is a finite number > 0 (MCC's softmax)."""
+    if isinstance(temperature, bool) or not (
+        isinstance(temperature, Real) and 0 < temperature < math.inf
+    ):
+        raise ConfigError(f"MCC's temperature must be a finite number > 0, got {temperature!r}")
+
+
 def minimum_class_confusion(logits: Tensor, temperature: float = 2.0) -> Tensor:
     """MCC (Jin et al., 2020) on target logits (B x C).
 
@@ -146,10 +154,7 @@ def minimum_class_confusion(logits: Tensor, temperature: float = 2.0) -> Tensor:
         ConfigError: a temperature that is no finite number > 0 (0 divides by zero: NaN), an empty
             batch (the confusion of no image is undefined).
     """
-    if isinstance(temperature, bool) or not (
-        isinstance(temperature, Real) and 0 < temperature < math.inf
-    ):
-        raise ConfigError(f"MCC's temperature must be a finite number > 0, got {temperature!r}")
+    check_temperature(temperature)
     if logits.shape[0] == 0:
         raise ConfigError("MCC got an empty batch of target logits: give at least one image")
     p = torch.softmax(logits.float() / temperature, dim=1)
@@ -470,10 +475,7 @@ class MinimumClassConfusion(LossTerm):
         self, temperature: float = 2.0, weight: float = 1.0, forward_pass: ForwardPass = "joint"
     ) -> None:
         super().__init__(weight)
-        if isinstance(temperature, bool) or not (
-            isinstance(temperature, Real) and 0 < temperature < math.inf
-        ):
-            raise ConfigError(f"MCC's temperature must be a finite number > 0, got {temperature!r}")
+        check_temperature(temperature)
         self.temperature = float(temperature)
         self.shared_forward = forward_pass_of(forward_pass, type(self).__name__)
         self.forward_pass = forward_pass

@@ -60,6 +60,13 @@ def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
+def label_outside(targets: Tensor, num_classes: int, ignore_index: int) -> int | None:
+    """The first label of ``targets`` outside [0, num_classes) that is not ``ignore_index``
+    (a host synchronisation), None where there is none."""
+    bad = ((targets >= num_classes) | (targets < 0)) & (targets != ignore_index)
+    return int(targets[bad][0]) if bad.any() else None
+
+
 class SegmentationMetrics(Metric):
     """Confusion matrix over all evaluated pixels (255 ignored), summed over the data set.
 
@@ -126,11 +133,11 @@ class SegmentationMetrics(Metric):
                 validate_args=False,
             )
         except RuntimeError:  # (torch's reshape error for an id out of range: named)
-            bad = ((targets >= self.num_classes) | (targets < 0)) & (targets != self.ignore_index)
-            if not bad.any():
+            value = label_outside(targets, self.num_classes, self.ignore_index)
+            if value is None:
                 raise
             raise DatasetError(
-                f"label {int(targets[bad][0])} is outside the classes [0, "
+                f"label {value} is outside the classes [0, "
                 f"{self.num_classes - 1}] (and {self.ignore_index} = ignored): the labels have "
                 "more classes than the metric's num_classes, or their ids are not mapped to "
                 "training ids"
@@ -586,9 +593,8 @@ class SegmentationTask(Task):
                     else type(targets).__name__
                 )
             )
-        bad = ((targets >= self.num_classes) | (targets < 0)) & (targets != self.ignore_index)
-        if bad.any():
-            value = int(targets[bad][0])
+        value = label_outside(targets, self.num_classes, self.ignore_index)
+        if value is not None:
             raise DatasetError(
                 f"label {value} is outside the classes [0, {self.num_classes - 1}] (and "
                 f"{self.ignore_index} = ignored): the dataset has more classes than "
