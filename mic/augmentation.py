@@ -15,8 +15,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from numbers import Real
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from kornia.enhance import (
@@ -31,7 +30,7 @@ from kornia.enhance import (
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mic.core.checks import check_images
+from mic.core.checks import channel_values, check_images
 from mic.core.context import Random, per_sample, uniform
 from mic.core.errors import ConfigError
 
@@ -85,35 +84,13 @@ def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
     return y.view(b, c, h, w)
 
 
-def _channel_values(name: str, values: Any) -> list[float] | None:
-    """``values`` (a number, a sequence or a tensor of numbers, or None) as a list of floats.
-
-    Raises:
-        ConfigError: anything else (text, nested lists, a mapping).
-    """
-    if values is None:
-        return None
-    if hasattr(values, "tolist") and hasattr(values, "shape"):  # a tensor, a NumPy array
-        values = values.tolist()
-        values = values if isinstance(values, list) else [values]  # (0-d)
-    elif isinstance(values, Real) and not isinstance(values, bool):
-        values = [values]
-    ok = isinstance(values, Sequence) and not isinstance(values, (str, bytes)) and len(values)
-    numbers = ok and all(isinstance(v, Real) and not isinstance(v, bool) for v in values)
-    if not (numbers and all(math.isfinite(v) for v in values)):
-        raise ConfigError(
-            f"the input normalisation's {name} must be finite numbers, one per image channel "
-            f"or one for all, got {values!r}"
-        )
-    return [float(v) for v in values]
-
-
 class Normalization(nn.Module):
     """Maps between normalised tensors and images in [0, 1] (identity when mean is None).
 
     Args:
         mean: the normalisation's mean, one value per image channel or one for all (a number,
-            a sequence or a tensor of numbers); None: the images are in [0, 1] already.
+            a sequence, a tensor or a NumPy array of numbers); None: the images are in [0, 1]
+            already.
         std: its standard deviation, alike.
 
     Raises:
@@ -127,7 +104,8 @@ class Normalization(nn.Module):
         std: Sequence[float] | float | Tensor | None = None,
     ):
         super().__init__()
-        mean, std = _channel_values("mean", mean), _channel_values("std", std)
+        mean = channel_values(mean, "the input normalisation's mean")
+        std = channel_values(std, "the input normalisation's std")
         if (mean is None) != (std is None):
             raise ConfigError("give both mean and std of the input normalisation, or neither")
         if mean is not None and std is not None and 1 in (len(mean), len(std)):

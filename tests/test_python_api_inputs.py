@@ -1350,7 +1350,9 @@ def test_one_normalisation_value_for_all_channels_beside_one_per_channel():
     assert aug.normalization.mean.flatten().tolist() == pytest.approx([0.4, 0.5, 0.6])
 
 
-def test_a_masker_fill_is_checked_when_built_and_taken_as_a_number_or_tensor():
+def test_a_masker_fill_is_checked_when_built_and_taken_as_a_number_tensor_or_array():
+    import numpy as np
+
     for fill in ("abc", [], [True], float("nan"), [0.1, math.inf, 0.1]):
         with pytest.raises(ConfigError, match=r"masker fill .* must be finite numbers"):
             mic.BlockMasker(2, fill=fill)
@@ -1358,6 +1360,8 @@ def test_a_masker_fill_is_checked_when_built_and_taken_as_a_number_or_tensor():
         warnings.simplefilter("error")  # (torch.tensor(tensor) warned of copy-constructing)
         tensor = mic.BlockMasker(2, 0.5, fill=torch.tensor([0.1, 0.2, 0.3]))
     number = mic.BlockMasker(2, 0.5, fill=0.25)
+    array = mic.BlockMasker(2, 0.5, fill=np.array([0.1, 0.2, 0.3]))  # (as the mean and std)
+    assert torch.equal(array.fill, tensor.fill)
     x = torch.rand(2, 3, 8, 8)
     out = tensor(x, torch.Generator().manual_seed(0))
     withheld = (out != x).any(1)  # the withheld pixels take the fill, per channel

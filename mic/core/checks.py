@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import operator
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -672,15 +673,7 @@ def check_images(images: Any, who: str) -> None:
 
 def check_block_masker(block_size: Any, ratio: Any, augmentation: Any, fill: Any = None) -> None:
     """Raise ``ConfigError`` for ``BlockMasker``'s settings out of range (its Raises)."""
-    values = fill.tolist() if isinstance(fill, Tensor) else fill
-    values = [values] if isinstance(values, Real) else values
-    listed = isinstance(values, Sequence) and not isinstance(values, str) and len(values) > 0
-    finite = listed and all(isinstance(v, Real) and abs(v) < float("inf") for v in values)
-    if fill is not None and not (finite and not any(isinstance(v, bool) for v in values)):
-        raise ConfigError(
-            f"masker fill (the withheld pixels' value) must be finite numbers, one per image "
-            f"channel or one for all, got {fill!r}"
-        )
+    channel_values(fill, "masker fill (the withheld pixels' value)")
     if not is_whole(block_size):
         raise ConfigError(
             f"masker block_size must be a whole number of pixels >= 1, got {block_size!r}"
@@ -688,6 +681,28 @@ def check_block_masker(block_size: Any, ratio: Any, augmentation: Any, fill: Any
     check_augmentation_instance(augmentation, "BlockMasker")
     if isinstance(ratio, bool) or not (isinstance(ratio, Real) and 0 <= ratio < 1):
         raise ConfigError(f"masker ratio must be a probability in [0, 1), got {ratio!r}")
+
+
+def channel_values(values: Any, what: str) -> list[float] | None:
+    """``values`` (a number, a sequence, a tensor or a NumPy array of numbers, or None) as a
+    list of floats, one per image channel or one for all (a normalisation's mean and std, a
+    masker's fill).
+
+    Raises:
+        ConfigError: anything else (text, booleans, nested lists, a mapping, an empty list, a
+            value that is not finite), naming ``what``.
+    """
+    if values is None:
+        return None
+    listed = values.tolist() if hasattr(values, "tolist") and hasattr(values, "shape") else values
+    listed = [listed] if isinstance(listed, Real) else listed  # (a number, a 0-d tensor)
+    ok = isinstance(listed, Sequence) and not isinstance(listed, (str, bytes)) and len(listed)
+    numbers = ok and all(isinstance(v, Real) and not isinstance(v, bool) for v in listed)
+    if not (numbers and all(math.isfinite(v) for v in listed)):
+        raise ConfigError(
+            f"{what} must be finite numbers, one per image channel or one for all, got {values!r}"
+        )
+    return [float(v) for v in listed]
 
 
 def check_fill(fill: Tensor, images: Tensor) -> None:

@@ -42,9 +42,9 @@ class BlockMasker(Masker):
             detection, 64 at 1024 crops and for 224 px ViT classification).
         ratio: probability that a block is withheld (published 0.7; 0.5 for detection).
         augmentation: applied first (published ``mic.StrongAugmentation``); None: none.
-        fill: value of withheld pixels, one per channel or one for all (a number, a sequence
-            or a tensor); None: 0, the mean of normalised images (give the mean colour for
-            [0, 1] images, e.g. torchvision detection models').
+        fill: value of withheld pixels, one per channel or one for all (a number, a sequence,
+            a tensor or a NumPy array); None: 0, the mean of normalised images (give the mean
+            colour for [0, 1] images, e.g. torchvision detection models').
 
     Raises:
         ConfigError: a block size that is no whole number >= 1, a ratio outside [0, 1) (at 1
