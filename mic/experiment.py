@@ -1027,6 +1027,7 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
         lr=float(cfg.optimizer.lr),
         lr_mult=cfg.lr_mult,
         weight_decay=cfg.optimizer.get("weight_decay"),
+        bias_lr_factor=float(cfg.get("bias_lr_factor", 1.0)),
     )
     after_model = rng_state()
     set_rng_state(before_model)
@@ -1102,6 +1103,7 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
         lr_mult=cfg.lr_mult,
         weight_decay=opt_cfg.get("weight_decay"),
         no_weight_decay=list(cfg.no_weight_decay),
+        bias_lr_factor=float(cfg.get("bias_lr_factor", 1.0)),
     )
     optimizer = build_optimizer(opt_cfg, groups)
     # a method with its own step, e.g. SDAT's sharpness-aware minimisation

@@ -166,6 +166,7 @@ class RootSchema(_Section):
     augmentation_jitter: Literal["torchvision", "published"] = "torchvision"
     lr_mult: dict[str, Any] | None = None
     no_weight_decay: list[str] = []
+    bias_lr_factor: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
     teacher: TeacherSchema
     loader: LoaderSchema
     eval: EvalSchema

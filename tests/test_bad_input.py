@@ -797,6 +797,12 @@ CASES = [
         "-1): a negative one makes those parameters climb their loss",
     ),
     (
+        "config-bias-lr-factor",
+        "a learning-rate factor of the biases of 0 (they would not train)",
+        lambda t, r: ["bias_lr_factor=0"],
+        "bias_lr_factor: Input should be greater than 0 (got 0)",
+    ),
+    (
         "config-lr-mult-merged",
         "a mapping of multipliers that Hydra would merge into the experiment's (Hydra's 'Could "
         "not override ... not in struct')",

@@ -65,6 +65,7 @@ COMMON = {
     "method.terms.mic.masker.augmentation.jitter_p": 0.8,
     "method.terms.mic.masker.augmentation.strength": 0.2,
     "method.terms.mic.masker.augmentation.blur_p": 0.5,
+    "method.terms.mic.masker.augmentation.jitter": "published",  # kornia 0.5's operations
     "method.terms.mic.masker.augmentation.mean": [0.485, 0.456, 0.406],
     "method.terms.mic.masker.augmentation.std": [0.229, 0.224, 0.225],
     # pre-processing: 256 x 256 (resize null: size x 256 / 224), 224 crops, flip, ImageNet

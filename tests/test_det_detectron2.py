@@ -309,10 +309,14 @@ def test_cityscapes_foggy_on_detectron2_has_the_published_hyperparameters():
     assert m["pretrained"] is True and m["norm"] == "auto"  # ImageNet R-50, frozen BatchNorm
     assert (m["min_size"], m["max_size"], m["num_classes"]) == (800, 1600, 8)
     assert (m["fpn_channels"], m["representation_size"]) == (256, 1024)
+    # published ROI_HEADS.BATCH_SIZE_PER_IMAGE; FPN_POST_NMS_TOP_N_TRAIN 2000 per two images
+    assert (m["box_batch_size_per_image"], m["rpn_post_nms_top_n_train"]) == (256, 1000)
     assert c["dataset"]["name"] == "cityscapes_foggy" and c["dataset"]["beta"] == 0.02
     assert c["iterations"] == 60000 and c["adaptation_start"] == 0
     assert c["optimizer"]["lr"] == 0.0025 and c["optimizer"]["weight_decay"] == 0.0001
     assert c["optimizer"]["momentum"] == 0.9
+    # maskrcnn-benchmark's SOLVER.BIAS_LR_FACTOR 2 and WEIGHT_DECAY_BIAS 0
+    assert c["bias_lr_factor"] == 2.0 and c["no_weight_decay"] == ["bias"]
     assert c["scheduler"]["steps"] == [30000, 40000]
     assert c["loader"]["source_batch_size"] == c["loader"]["target_batch_size"] == 1
     assert c["teacher"]["alpha"] == 0.9 and c["task"]["score_threshold"] == 0.8

@@ -29,6 +29,27 @@ def test_lr_multipliers_by_longest_prefix_and_weight_decay_exemptions():
     assert total == len(list(model.parameters())) + 2
 
 
+def test_biases_learn_at_bias_lr_factor_times_their_multiplier():
+    """(maskrcnn-benchmark's SOLVER.BIAS_LR_FACTOR, the published detection recipe's 2)"""
+    model = tiny_model()
+    common = {"lr": 0.01, "lr_mult": {"model.backbone": 0.1}, "weight_decay": 1e-4}
+    groups = param_groups({"model": model}, **common, no_weight_decay=["bias"], bias_lr_factor=2)
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    names = [n for n, _ in model.named_parameters()]
+    assert any(n.endswith(".bias") for n in names) and any(n.endswith(".weight") for n in names)
+    for name, p in model.named_parameters():
+        base = 0.001 if name.startswith("backbone.") else 0.01
+        bias = name.endswith(".bias")
+        assert by_param[id(p)]["lr"] == pytest.approx(base * (2 if bias else 1)), name
+        assert by_param[id(p)]["weight_decay"] == (0.0 if bias else 1e-4), name
+    # 1, the default, leaves the groups as they were
+    plain = param_groups({"model": model}, **common)
+    assert param_groups({"model": model}, **common, bias_lr_factor=1.0) == plain
+    for bad in (0, -1.0, float("inf"), float("nan"), True, "2"):
+        with pytest.raises(ConfigError, match="bias_lr_factor must be a finite number > 0"):
+            param_groups({"model": model}, **common, bias_lr_factor=bad)
+
+
 def test_nested_multipliers_read_as_dotted_prefixes():
     model = tiny_model()
     nested = param_groups({"model": model}, lr=1.0, lr_mult={"model": {"backbone": 0.1}})
