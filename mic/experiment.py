@@ -1362,8 +1362,15 @@ def _plain(value: Any) -> str:
 
 
 def holds_run(folder: Path) -> bool:
-    """Whether the run folder ``folder`` holds a run (``checkpoints/iter_*.pt``, or the
-    ``best.pt`` of a run that stopped before its first periodic checkpoint)."""
+    """Whether the run folder ``folder`` holds a run (``checkpoints/iter_*.pt``, the
+    ``best.pt`` of a run that stopped before its first periodic checkpoint, or the final
+    ``student.pt`` / ``teacher.pt`` of a finished run whose checkpoints were deleted)."""
+    final = ("checkpoints/student.pt", "checkpoints/teacher.pt")
+    return _holds_checkpoints(folder) or any((folder / name).is_file() for name in final)
+
+
+def _holds_checkpoints(folder: Path) -> bool:
+    """Whether ``folder`` holds checkpoints a run resumes from (``iter_*.pt``, ``best.pt``)."""
     return any(folder.glob("checkpoints/iter_*.pt")) or (folder / "checkpoints/best.pt").is_file()
 
 
@@ -1373,10 +1380,20 @@ def refuse_held_folder(run_dir: Path | None, resume_from: Path | None = None) ->
 
     Raises:
         ConfigError: ``run_dir`` holds ``checkpoints/iter_*.pt`` (or ``best.pt`` alone) and
-            ``resume_from`` is None or lies outside them.
+            ``resume_from`` is None or lies outside them, or it holds a finished run's
+            ``student.pt`` / ``teacher.pt`` alone and ``resume_from`` is None.
     """
     if run_dir is None or not holds_run(run_dir):
         return
+    if resume_from is None and not _holds_checkpoints(run_dir):
+        final = [n for n in ("student.pt", "teacher.pt") if (run_dir / "checkpoints" / n).is_file()]
+        raise ConfigError(
+            f"the run folder '{run_dir}' holds the final weights of a finished run "
+            f"(checkpoints/{' and '.join(final)}; its iter_*.pt are gone, so it cannot be "
+            "resumed), which a new run would overwrite: start the new run in another folder "
+            f"({folder_option()}=...), or move them away first (init_from={run_dir} starts a "
+            "run from them)"
+        )
     if resume_from is None and not any(run_dir.glob("checkpoints/iter_*.pt")):
         raise ConfigError(
             f"the run folder '{run_dir}' holds checkpoints/best.pt, the best model of a run that "
@@ -1508,7 +1525,7 @@ def check_writable(run_dir: Path, create: bool = True, option: str | None = None
         )
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    if holds_run(Path(run_dir)):  # a new folder alone would start the run over
+    if _holds_checkpoints(Path(run_dir)):  # a new folder alone would start the run over
         advice += (
             f" and continue this run's checkpoints there with {typed_option('resume', run_dir)}"
         )

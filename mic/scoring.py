@@ -124,7 +124,7 @@ def _step(path: Path) -> int | None:
     """The iteration of mic checkpoint ``path`` (-1: it records none); None: no readable mic
     checkpoint (cut short, plain weights, removed since it was listed)."""
     try:
-        return int(load_checkpoint(path, mmap=True).get("step", -1))
+        return int(load_checkpoint(path, mmap=True, verify=False).get("step", -1))
     except CheckpointError:
         return None
 

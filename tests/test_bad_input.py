@@ -28,6 +28,7 @@ from tests.cli import run_mic_train
 from tests.det_helpers import TINY_DET
 from tests.helpers import (
     TINY_RUN,
+    changed_bytes,
     class_folders,
     folder_overrides,
     seg_folder_overrides,
@@ -305,6 +306,16 @@ def _other_run(tmp, checkpoint):
     """A copy of ``checkpoint`` in another run folder's checkpoints."""
     (tmp / "other" / "checkpoints").mkdir(parents=True)
     return _write(tmp / "other" / "checkpoints", checkpoint.name, checkpoint.read_bytes())
+
+
+def _final_weights_only(checkpoint) -> list[str]:
+    """Deletes the checkpoints beside ``checkpoint`` (``iter_*.pt``, ``best.pt``) and keeps
+    the finished run's student.pt and teacher.pt, as a clean-up of large files leaves it;
+    the command runs again as it was (a new run, resume=null)."""
+    for path in [*checkpoint.parent.glob("iter_*.pt"), *checkpoint.parent.glob("best*.pt")]:
+        path.unlink()
+    assert (checkpoint.parent / "student.pt").is_file()
+    return ["resume=null"]
 
 
 def _diverged(checkpoint, copy_to=None):
@@ -2323,6 +2334,20 @@ CASES = [
         "resume from a corrupt file",
         lambda t, r: [f"resume={_write(t, 'c.pt', b'PK broken')}"],
         "corrupt or not a mic checkpoint",
+    ),
+    (
+        "checkpoint-bytes-changed",
+        "resume from a checkpoint whose bytes changed on disk (it still loads, with wrong values)",
+        lambda t, r: [f"resume={_write(t, 'changed.pt', changed_bytes(r))}"],
+        "no longer matches the checksum stored with it (bytes changed on disk or in a copy)",
+    ),
+    (
+        "run-folder-final-weights-only",
+        "a new run into the folder of a finished run whose iter_*.pt were deleted (its final "
+        "student.pt and teacher.pt kept)",
+        lambda t, r: _final_weights_only(r),
+        "holds the final weights of a finished run (checkpoints/student.pt and teacher.pt; its "
+        "iter_*.pt are gone, so it cannot be resumed), which a new run would overwrite",
     ),
     (
         "checkpoint-other-model",

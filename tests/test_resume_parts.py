@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from mic import ConfigError, EndlessLoader
+from mic import CheckpointError, ConfigError, EndlessLoader
 from mic.training import ResumableSampler, rng_state, set_rng_state
+from tests.helpers import changed_bytes
 
 
 def _loader(sampler=None, shuffle=False):
@@ -239,6 +240,31 @@ def test_latest_checkpoint_skips_truncated_and_foreign_files(tmp_path):
     torch.save({"w": torch.zeros(1)}, tmp_path / "iter_00000003.pt")  # not ours: no marker
     assert latest_checkpoint(tmp_path) == good
     assert latest_checkpoint(tmp_path / "empty") is None
+
+
+def test_a_checkpoint_whose_bytes_changed_is_named_and_skipped_by_resume(tmp_path):
+    """A flipped bit inside a tensor leaves a file torch.load reads, with wrong values: the
+    checksum stored with each part of the archive names it."""
+    from mic.resume import find_resume_checkpoint
+    from mic.training import latest_checkpoint, load_checkpoint, save_checkpoint
+    from mic.training.checkpoint import initial_weights
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    state = {"step": 1, "student": {"w": torch.randn(64, 64)}}
+    good = save_checkpoint(state, folder / "iter_00000001.pt")
+    changed = save_checkpoint({**state, "step": 2}, folder / "iter_00000002.pt")
+    changed.write_bytes(changed_bytes(changed))
+    read = torch.load(changed, weights_only=True)  # what torch alone makes of it: wrong values
+    assert read["step"] == 2 and not torch.equal(read["student"]["w"], state["student"]["w"])
+    with pytest.raises(CheckpointError, match="no longer matches the checksum stored with it"):
+        load_checkpoint(changed)
+    assert load_checkpoint(changed, verify=False)["step"] == 2  # (a look at its iteration)
+    assert latest_checkpoint(folder) == good
+    assert find_resume_checkpoint("auto", tmp_path) == good  # resume=auto: the intact one
+    with pytest.raises(ConfigError, match=r"is corrupt: its part .* no longer matches"):
+        initial_weights(changed)  # init_from
+    assert torch.equal(load_checkpoint(good)["student"]["w"], state["student"]["w"])
 
 
 def _evaluation_record(step=1, models=("student", "teacher")):

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -200,20 +201,47 @@ def _atomic_write(obj: Any, path: Path) -> None:
 
 
 def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
-    """The newest readable ``iter_*.pt`` in ``directory`` (unreadable ones are skipped). Files
-    are opened memory-mapped: their structure is checked without reading every tensor."""
+    """The newest readable and intact ``iter_*.pt`` in ``directory`` (unreadable ones, and
+    ones whose bytes no longer match their checksums, are skipped)."""
     paths = sorted(Path(directory).glob("iter_*.pt"), reverse=True)
-    return next((path for path in paths if is_readable_checkpoint(path)), None)
+    return next((path for path in paths if is_readable_checkpoint(path, verify=True)), None)
 
 
-def is_readable_checkpoint(path: str | os.PathLike[str]) -> bool:
+def is_readable_checkpoint(path: str | os.PathLike[str], verify: bool = False) -> bool:
     """Whether ``path`` is a mic checkpoint that can be read, its file opened memory-mapped
-    (its structure checked without reading every tensor)."""
+    (its structure checked without reading every tensor); ``verify``: its bytes checked
+    against their checksums too (``damaged_part``: the whole file read)."""
     try:
-        load_checkpoint(path, mmap=True)
+        load_checkpoint(path, mmap=True, verify=verify)
     except CheckpointError:
         return False
     return True
+
+
+#: (path, size, modification time) of the files ``damaged_part`` found intact: a checkpoint
+#: that resume's search verified is not read a second time when it is loaded
+_INTACT: set[tuple[str, int, int]] = set()
+
+
+def damaged_part(path: str | os.PathLike[str]) -> str | None:
+    """The first part of ``path`` whose bytes do not match the CRC-32 stored beside them
+    (``torch.save`` writes a zip archive that records one per part: bytes changed on disk, in
+    a copy or in memory are found there, where ``torch.load`` would read them as they are);
+    None where every part matches, or where ``path`` is no zip archive (``torch.load`` judges
+    it). Reads the whole file, once per version of it."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key in _INTACT:
+            return None
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError):
+        return None
+    if bad is None:
+        _INTACT.add(key)
+    return bad
 
 
 def plain_names(weights: dict[str, Any]) -> dict[str, Any]:
@@ -224,19 +252,37 @@ def plain_names(weights: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_checkpoint(
-    path: str | os.PathLike[str], map_location: Any = "cpu", mmap: bool = False
+    path: str | os.PathLike[str],
+    map_location: Any = "cpu",
+    mmap: bool = False,
+    verify: bool = True,
 ) -> dict[str, Any]:
     """Read a checkpoint written by ``save_checkpoint`` (tensors and plain types only);
     ``mmap=True`` maps tensor data from the file instead of reading it (``torch.load``). The
     student's and teacher's weights come under ``plain_names``.
 
+    Args:
+        path: the checkpoint file.
+        map_location: where its tensors are placed (``torch.load``'s).
+        mmap: map the tensor data instead of reading it.
+        verify: check its bytes against the checksums stored in it first (``damaged_part``,
+            which reads the whole file); False where only its structure or iteration is read.
+
     Raises:
-        CheckpointError: no such file, a corrupt one, or one that is no mic checkpoint (plain
-            weights: the message names ``init_from``).
+        CheckpointError: no such file, a corrupt one (also one whose bytes do not match their
+            checksums), or one that is no mic checkpoint (plain weights: the message names
+            ``init_from``).
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
+    bad = damaged_part(path) if verify else None
+    if bad is not None:
+        raise CheckpointError(
+            f"checkpoint '{path}' is corrupt: its part '{bad}' no longer matches the checksum "
+            "stored with it (bytes changed on disk or in a copy), so its values cannot be "
+            "trusted; resume from an older checkpoint of the run (resume=<path>)"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # torch raises several types for foreign or corrupt files
@@ -497,7 +543,7 @@ def checkpoint_step(path: str | os.PathLike[str]) -> int | None:
     """The iteration the checkpoint ``path`` holds (read memory-mapped), None where it is no
     readable one (or no file) or records none."""
     try:
-        step = load_checkpoint(path, mmap=True).get("step")
+        step = load_checkpoint(path, mmap=True, verify=False).get("step")
     except CheckpointError:
         return None
     return None if step is None else int(step)
@@ -510,6 +556,13 @@ def _choice(key: str, model: str) -> str:
 
 
 def _read_weights(file: Path, key: str, model: str = "student") -> dict[str, Any]:
+    bad = damaged_part(file)
+    if bad is not None:
+        raise ConfigError(
+            f"{key}: '{file}' is corrupt: its part '{bad}' no longer matches the checksum "
+            "stored with it (bytes changed on disk or in a copy), so its weights cannot be "
+            "trusted"
+        )
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for foreign or corrupt files

@@ -936,7 +936,7 @@ class Checkpointer(Hook):
         if not here.is_file():
             return
         try:
-            step = int(load_checkpoint(here, mmap=True).get("step", -1))
+            step = int(load_checkpoint(here, mmap=True, verify=False).get("step", -1))
         except CheckpointError:
             return
         kept = here.with_name(f"best_superseded_{step:08d}.pt")
