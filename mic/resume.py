@@ -231,19 +231,21 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
         best = run_dir / "checkpoints" / "best.pt"
         if found is None and is_readable_checkpoint(best):  # stopped before a periodic checkpoint
             unread = f" ({', '.join(every)}: corrupt or cut off)" if every else ""
-            log.warning(
+            warnings.warn(
                 f"resume=auto: no readable periodic checkpoint (iter_*.pt) in '{run_dir}'"
                 f"{unread}; resuming from best.pt, the checkpoint of its best evaluation (the "
                 "iterations after it are trained again; checkpoint.interval=N writes one "
-                "every N iterations)"
+                "every N iterations)",
+                stacklevel=2,
             )
             return best
         if not every:
             if timestamped_run_folder():
-                log.warning(
+                warnings.warn(
                     f"resume=auto: no checkpoint in {run_dir}; starting a new run. The default "
                     "run folder is new (time-stamped) at each command: to resume a run, give "
-                    "its folder with hydra.run.dir=<the run's folder> (hydra.sweep.dir for -m)"
+                    "its folder with hydra.run.dir=<the run's folder> (hydra.sweep.dir for -m)",
+                    stacklevel=2,
                 )
             else:
                 log.info(f"resume=auto: no checkpoint in {run_dir}; starting a new run")
@@ -255,10 +257,11 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
             )
         newer = [name for name in every if name > found.name] if found else []
         if newer:
-            log.warning(
+            warnings.warn(
                 f"resume=auto: the newer checkpoint{'s' if len(newer) > 1 else ''} "
-                f"{', '.join(newer)} of '{run_dir}' cannot be read (corrupt or cut off); "
-                f"resuming from {found.name}, the newest readable one"
+                f"{', '.join(newer)} of '{run_dir}' cannot be read (corrupt, cut off, or "
+                f"its bytes changed); resuming from {found.name}, the newest intact one",
+                stacklevel=2,
             )
         return found
     path = Path(str(resume))
@@ -267,10 +270,11 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
         if found is None:
             raise CheckpointError(f"resume={path}: no readable checkpoint (iter_*.pt) in it")
         if run_dir is not None and timestamped_run_folder():
-            log.warning(
+            warnings.warn(
                 f"resume={path}: the run continues in the new folder {run_dir} (no "
                 f"hydra.run.dir was given); to continue it in its own folder, give "
-                f"{option('hydra.run.dir', path)} resume=auto"
+                f"{option('hydra.run.dir', path)} resume=auto",
+                stacklevel=2,
             )
         return found
     if not path.exists():

@@ -403,6 +403,7 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
                 sys.stderr,
                 logging.ERROR,
             )
+            leave_at_next_signal()  # said: torchrun's SIGTERM to the survivors ends it at once
             sys.exit(1)
         message = user_error(e, cfg)
         if message is None:  # a fault in code (mic's or one's own): its traceback, logged too
