@@ -176,3 +176,18 @@ def test_readme_python_usage_trains_and_scores_as_written(capsys):
         loader.generator.initial_seed() for loader in (namespace["source"], namespace["target"])
     ]
     assert order == [0, 1]  # each loader shuffles with its own generator (the batches stay paired)
+
+
+def test_method_pages_own_loop_adds_mic_to_a_loop_of_one_s_own_as_written():
+    """docs/method.md, "MIC in a training loop of one's own", for 3 iterations."""
+    (code,) = snippets("method.md", "MIC in a training loop of one's own")
+    assert "range(100)" in code
+    namespace: dict = {}
+    exec(code.replace("range(100)", "range(3)"), namespace)
+    term, teacher, student = namespace["term"], namespace["teacher"], namespace["student"]
+    assert namespace["step"] == 2 and set(term.statistics) >= {"q", "confidence"}
+    assert all(p.grad is None and not p.requires_grad for p in teacher.model.parameters())
+    assert all(p.grad is not None for p in student.parameters())  # MIC's backward reached it
+    # the teacher averages the student's states: a copy of its own, behind the last one
+    pairs = zip(teacher.model.parameters(), student.parameters(), strict=True)
+    assert any(not torch.equal(t, s) for t, s in pairs)

@@ -1411,3 +1411,44 @@ def test_mcc_and_the_reversal_ramp_take_numbers_of_any_kind_and_refuse_the_rest(
     with pytest.raises(ConfigError, match="MCC got an empty batch"):
         minimum_class_confusion(torch.randn(0, 3))
     assert torch.isfinite(minimum_class_confusion(torch.randn(4, 3), np.float64(2.5)))
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 16, 19), (2, 5, 16, 16), (2, 19, 16)])
+def test_segmentation_pseudo_labels_of_a_prediction_of_another_layout_are_named(shape):
+    """(the classes last gave labels of shape B x H x C, every id a valid class: trained on)"""
+    task = SegmentationTask(19)
+    with pytest.raises(ConfigError, match=r"takes B x 19 x H x W class probabilities"):
+        task.pseudo_label(torch.rand(shape))
+    pseudo = task.pseudo_label(torch.rand(2, 19, 16, 16).softmax(1))
+    assert pseudo.labels.shape == pseudo.confidence.shape == (2, 16, 16)
+
+
+def test_classification_pseudo_labels_of_a_prediction_of_another_layout_are_named():
+    task = ClassificationTask(3)
+    for bad in (torch.rand(2, 5), torch.rand(2, 3, 1, 1), [0.2, 0.8]):
+        with pytest.raises(ConfigError, match=r"takes B x 3 class probabilities"):
+            task.pseudo_label(bad)
+    assert task.pseudo_label(torch.rand(4, 3).softmax(1)).labels.shape == (4,)
+
+
+def test_a_teacher_normalising_one_image_with_the_batch_statistics_names_the_setting():
+    """torch's ValueError named no setting; norm='running' predicts on one image."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
+    task, image = ClassificationTask(3), torch.rand(1, 3, 4, 4)
+    with pytest.raises(ConfigError, match=r"norm='running'"):
+        mic.EMATeacher(model).predict(task, image)
+    assert mic.EMATeacher(model, norm="running").predict(task, image).shape == (1, 3)
+
+
+def test_a_detector_that_returns_other_loss_parts_is_named():
+    """torchvision's own fasterrcnn_* returns loss_classifier, ...: a RuntimeError before"""
+
+    class TorchvisionLike(nn.Module):
+        def forward(self, images, targets=None):
+            zero = torch.zeros((), requires_grad=True)
+            return {"loss_classifier": zero, "loss_box_reg": zero, "loss_objectness": zero}
+
+    target = {"boxes": torch.tensor([[1.0, 1.0, 5.0, 5.0]]), "labels": torch.tensor([0])}
+    with pytest.raises(ConfigError, match=r"returned losses .* without mic's parts"):
+        DetectionTask(2).loss(TorchvisionLike().train(), torch.rand(1, 3, 8, 8), [target])

@@ -705,6 +705,22 @@ def channel_values(values: Any, what: str) -> list[float] | None:
     return [float(v) for v in listed]
 
 
+def one_value_per_channel(error: ValueError, who: str) -> ConfigError | None:
+    """``ConfigError`` in place of torch's ValueError of a BatchNorm layer in training mode that
+    sees one value per channel (a batch of one image into a BatchNorm1d head, or features of
+    one pixel), where ``who`` (the teacher, with ``norm="batch"``) predicts; None for another
+    ValueError."""
+    if "more than 1 value per channel when training" not in str(error):
+        return None
+    return ConfigError(
+        f"{who} normalises BatchNorm with the predicted batch's statistics (EMATeacher's "
+        "norm='batch', as published), but a BatchNorm layer saw one value per channel (one "
+        "image into a BatchNorm1d head, or features of one pixel): predict on 2 or more "
+        "images (loader.target_batch_size), or take its running statistics "
+        "(EMATeacher(..., norm='running'); teacher.norm=running)"
+    )
+
+
 def check_fill(fill: Tensor, images: Tensor) -> None:
     """Raise ``ConfigError`` for a masker's ``fill`` ((1, F, 1, 1)) of another length than the
     channels of ``images`` ((B, C, H, W)) and 1."""

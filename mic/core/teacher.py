@@ -45,9 +45,19 @@ class Teacher(nn.Module, ABC):
 
     @torch.no_grad()
     def predict(self, task: Task, images: Any) -> Any:
-        """The task's prediction of the teacher on ``images``, without gradients."""
+        """The task's prediction of the teacher on ``images``, without gradients.
+
+        Raises:
+            ConfigError: a BatchNorm layer that normalises with the batch's statistics
+                (``EMATeacher``'s ``norm="batch"``) sees one value per channel (one image).
+        """
         self.prepare_for_prediction()
-        return task.predict(self.model, images)
+        try:
+            return task.predict(self.model, images)
+        except ValueError as e:  # (torch's words for it name no setting)
+            if (said := checks.one_value_per_channel(e, "the teacher")) is None:
+                raise
+            raise said from e
 
     @torch.no_grad()
     def forward(self, images: Any) -> Any:

@@ -227,6 +227,30 @@ class ClassificationTask(Task):
         return probabilities(logits)
 
     def pseudo_label(self, prediction: Tensor) -> PseudoLabels:
+        """The teacher's prediction as pseudo-labels: each image's most probable class, its
+        probability as the confidence.
+
+        Args:
+            prediction: (B, C) float class probabilities (the teacher's ``predict``),
+                C = ``num_classes``.
+
+        Returns:
+            ``PseudoLabels``: labels (B,) int64, confidence (B,) in the prediction's dtype.
+
+        Raises:
+            ConfigError: a prediction that is no (B, C) tensor of ``num_classes`` classes.
+        """
+        if not (
+            isinstance(prediction, Tensor)
+            and prediction.ndim == 2
+            and prediction.shape[1] == self.num_classes
+        ):
+            got = getattr(prediction, "shape", type(prediction).__name__)
+            got = tuple(got) if isinstance(got, torch.Size) else got
+            raise ConfigError(
+                f"ClassificationTask.pseudo_label takes B x {self.num_classes} class "
+                f"probabilities (the teacher's predict), got {got}"
+            )
         confidence, labels = prediction.max(dim=1)
         return PseudoLabels(labels=labels, confidence=confidence)
 

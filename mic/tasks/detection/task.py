@@ -109,7 +109,8 @@ class DetectionTask(Task):
             outside [0, 1], an ignore threshold outside [0, score_threshold), an unknown
             primary metric; (in use) a detector in the wrong mode for the call (losses from
             a training-mode model, detections from an eval-mode one), one of another class
-            count.
+            count, one that returns other loss parts than mic's (torchvision's own
+            ``fasterrcnn_*``: use ``mic.tasks.detection.FasterRCNN``).
         DatasetError: class names of another count than ``num_classes``; targets or weights
             of another count than the images, class ids outside the classes; images that are no
             B x 3 x H x W batch or list of 3 x H x W float images in [0, 1].
@@ -168,6 +169,25 @@ class DetectionTask(Task):
         weights: list[Tensor] | None = None,
         rng: Random = None,
     ) -> dict[str, Tensor]:
+        """The detector's losses on labelled (or pseudo-labelled) images, each box weighted.
+
+        Args:
+            model: a ``FasterRCNN`` or ``Detectron2RCNN`` in training mode.
+            images: (B, 3, H, W) float images in [0, 1], or a list of (3, H, W) ones of
+                different sizes (the model resizes and normalises them).
+            targets: per image a dict of ``boxes`` (N x 4 float, x1 y1 x2 y2 pixels) and
+                ``labels`` (N int64 class ids in [0, num_classes)), and optionally
+                ``ignore_boxes`` (M x 4: regions trained as neither object nor background).
+            weights: per image one weight per box (N float), or None: weight 1.
+            rng: what the detector's sampling of anchors and proposals draws from.
+
+        Returns:
+            The loss parts by name (``LOSS_PARTS``: ``rpn_objectness``, ``rpn_box``,
+            ``roi_classifier``, ``roi_box``), each a 0-d float tensor.
+
+        Raises:
+            ConfigError, DatasetError: what the class's Raises section names.
+        """
         self._check_inputs(model, images)
         require_targets(targets)
         if not isinstance(targets, (list, tuple)) or not all(
@@ -192,9 +212,10 @@ class DetectionTask(Task):
             )
         missing = [k for k in LOSS_PARTS if k not in losses]
         if missing:
-            raise RuntimeError(
-                f"the detector returned losses {sorted(losses)} without {missing}: is it in "
-                "training mode, and a mic.tasks.detection.FasterRCNN or Detectron2RCNN?"
+            raise ConfigError(
+                f"the detector {type(model).__name__} returned losses {sorted(losses)} without "
+                f"mic's parts {missing}: DetectionTask trains mic.tasks.detection.FasterRCNN "
+                "or Detectron2RCNN (torchvision's own detectors take no per-box weights)"
             )
         return {k: losses[k] for k in LOSS_PARTS}
 
@@ -307,6 +328,19 @@ class DetectionTask(Task):
                 )
 
     def pseudo_label(self, prediction: Detections) -> PseudoLabels:
+        """The teacher's detections as pseudo-boxes: those scored >= ``score_threshold``.
+
+        Args:
+            prediction: ``predict``'s detections, per image a dict of ``boxes``, ``labels``
+                and ``scores``.
+
+        Returns:
+            ``PseudoLabels``: labels, per image a dict of ``boxes`` (N x 4) and ``labels``
+            (N int64), with ``ignore_boxes`` (the boxes scored in [ignore_threshold,
+            score_threshold)) where ``ignore_threshold`` is set; confidence, per image the
+            kept boxes' scores (N float); keep, per image whether any box was kept (the
+            images without one are left out of the loss).
+        """
         labels, confidence = [], []
         for p in prediction:
             keep = p["scores"] >= self.score_threshold

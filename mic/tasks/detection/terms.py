@@ -66,7 +66,9 @@ class DetectionMIC(MaskedImageConsistency):
             matched to it that weight, background samples its image's mean);
         ``"quality"``: every pseudo-box weighs the share of pseudo-boxes with score >= tau.
 
-    ``statistics`` (logged as ``mic/<name>``): see ``pseudo_box_statistics``.
+    ``statistics`` (logged as ``mic/<name>``): see ``pseudo_box_statistics``, which the
+    loop's call (``forward``) adds; ``loss`` called alone sets the weighting's ``q`` and
+    ``confidence`` only (``q`` means nothing under ``"student"`` weighting).
 
     Args:
         masker: the block masker (published 32 px blocks, ratio 0.5).

@@ -384,7 +384,7 @@ class SegmentationTask(Task):
 
         Args:
             model: the model in training mode.
-            images: (B, 3, H, W) float.
+            images: (B, C, H, W) float (C = 3 for mic's models; any C the model takes).
             rng: the calling term's random stream (unused here; HRDA draws its crops from it).
             return_features: also return the encoder's features (``model(x,
                 return_features=True)``).
@@ -526,6 +526,34 @@ class SegmentationTask(Task):
         return valid
 
     def pseudo_label(self, prediction: Tensor) -> PseudoLabels:
+        """The teacher's prediction as pseudo-labels: each pixel's most probable class, its
+        probability as the confidence, and the pseudo-label margins as ``valid``.
+
+        Args:
+            prediction: (B, C, H, W) float class probabilities (``predict``'s, the teacher's
+                ``predict``), C = ``num_classes``.
+
+        Returns:
+            ``PseudoLabels``: labels (B, H, W) int64, confidence (B, H, W) in the prediction's
+            dtype, valid (B, H, W) bool, False in the margins (None without margins).
+
+        Raises:
+            ConfigError: a prediction that is no (B, C, H, W) tensor of ``num_classes``
+                classes (e.g. the classes last), or margins that cover every pixel.
+        """
+        if not (
+            isinstance(prediction, Tensor)
+            and prediction.ndim == 4
+            and prediction.shape[1] == self.num_classes
+        ):
+            got = getattr(prediction, "shape", type(prediction).__name__)
+            got = tuple(got) if isinstance(got, torch.Size) else got
+            last = isinstance(prediction, Tensor) and prediction.shape[-1] == self.num_classes
+            hint = ": the classes are last; permute them to dim 1 (.permute(0, 3, 1, 2))" * last
+            raise ConfigError(
+                f"SegmentationTask.pseudo_label takes B x {self.num_classes} x H x W class "
+                f"probabilities (the teacher's predict), the classes on dim 1, got {got}{hint}"
+            )
         confidence, labels = prediction.max(dim=1)
         valid = self.margin_mask(labels.shape, labels.device)
         return PseudoLabels(labels=labels, confidence=confidence, valid=valid)
