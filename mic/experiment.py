@@ -1391,8 +1391,8 @@ def refuse_held_folder(run_dir: Path | None, resume_from: Path | None = None) ->
             f"the run folder '{run_dir}' holds the final weights of a finished run "
             f"(checkpoints/{' and '.join(final)}; its iter_*.pt are gone, so it cannot be "
             "resumed), which a new run would overwrite: start the new run in another folder "
-            f"({folder_option()}=...), or move them away first (init_from={run_dir} starts a "
-            "run from them)"
+            f"({folder_option()}=...; with init_from={run_dir} it starts from them), or move "
+            "them away first"
         )
     if resume_from is None and not any(run_dir.glob("checkpoints/iter_*.pt")):
         raise ConfigError(
@@ -1407,11 +1407,13 @@ def refuse_held_folder(run_dir: Path | None, resume_from: Path | None = None) ->
             f"it with resume=auto, or start a new run in another folder ({folder_option()}=...)"
         )
     if resume_from.resolve().parent != (run_dir / "checkpoints").resolve():
+        held = _holds_checkpoints(run_dir)
         raise ConfigError(
-            f"the run folder '{run_dir}' already holds a run (checkpoints/iter_*.pt), and "
+            f"the run folder '{run_dir}' already holds a run (checkpoints/"
+            f"{'iter_*.pt' if held else 'student.pt, teacher.pt: its final weights'}), and "
             f"resume={resume_from} continues another run: their checkpoints would mix. Resume "
-            f"it in its own folder or in a new one ({folder_option()}=...), or continue this "
-            "folder's run with resume=auto"
+            f"it in its own folder or in a new one ({folder_option()}=...)"
+            + (", or continue this folder's run with resume=auto" if held else "")
         )
 
 

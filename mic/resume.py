@@ -229,8 +229,8 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
         found = latest_checkpoint(run_dir / "checkpoints")
         every = sorted(p.name for p in run_dir.glob("checkpoints/iter_*.pt"))
         best = run_dir / "checkpoints" / "best.pt"
-        if found is None and is_readable_checkpoint(best):  # stopped before a periodic checkpoint
-            unread = f" ({', '.join(every)}: corrupt or cut off)" if every else ""
+        if found is None and is_readable_checkpoint(best, verify=True):  # (before an iter_*.pt)
+            unread = f" ({', '.join(every)}: corrupt, cut off, or changed)" if every else ""
             warnings.warn(
                 f"resume=auto: no readable periodic checkpoint (iter_*.pt) in '{run_dir}'"
                 f"{unread}; resuming from best.pt, the checkpoint of its best evaluation (the "
@@ -252,23 +252,18 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
         if found is None and every:
             raise CheckpointError(
                 f"resume=auto: no checkpoint of the run folder '{run_dir}' can be read "
-                f"({', '.join(every)}: corrupt or cut off). Delete them to start this run "
-                "afresh in the folder, or resume from a good file with resume=<path>"
+                f"({', '.join(every)}: corrupt, cut off, or changed). Delete them to start this "
+                "run afresh in the folder, or resume from a good file with resume=<path>"
             )
-        newer = [name for name in every if name > found.name] if found else []
-        if newer:
-            warnings.warn(
-                f"resume=auto: the newer checkpoint{'s' if len(newer) > 1 else ''} "
-                f"{', '.join(newer)} of '{run_dir}' cannot be read (corrupt, cut off, or "
-                f"its bytes changed); resuming from {found.name}, the newest intact one",
-                stacklevel=2,
-            )
+        if found is not None:
+            _warn_of_newer(found, "resume=auto", run_dir)
         return found
     path = Path(str(resume))
     if path.is_dir():
         found = latest_checkpoint(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
         if found is None:
             raise CheckpointError(f"resume={path}: no readable checkpoint (iter_*.pt) in it")
+        _warn_of_newer(found, f"resume={path}", path)
         if run_dir is not None and timestamped_run_folder():
             warnings.warn(
                 f"resume={path}: the run continues in the new folder {run_dir} (no "
@@ -280,6 +275,19 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
     if not path.exists():
         raise CheckpointError(f"resume={path}: no such checkpoint file or run folder")
     return path
+
+
+def _warn_of_newer(found: Path, given: str, folder: Path) -> None:
+    """Warn of the ``iter_*.pt`` beside ``found`` newer than it, which ``latest_checkpoint``
+    skipped as unreadable (``given``: the setting that chose ``folder``, the run folder)."""
+    newer = sorted(p.name for p in found.parent.glob("iter_*.pt") if p.name > found.name)
+    if newer:
+        warnings.warn(
+            f"{given}: the newer checkpoint{'s' if len(newer) > 1 else ''} {', '.join(newer)} "
+            f"of '{folder}' cannot be read (corrupt, cut off, or its bytes changed); resuming "
+            f"from {found.name}, the newest intact one",
+            stacklevel=3,
+        )
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -648,7 +656,8 @@ def resume(
     except (RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(_misfit_message(loop, state, path, e)) from e
     if any(
-        k.startswith(("optimizer.", "lr_mult", "no_weight_decay", "scheduler.")) for k in changes
+        k.startswith(("optimizer.", "lr_mult", "no_weight_decay", "bias_lr_factor", "scheduler."))
+        for k in changes
     ):
         _apply_new_schedule(loop, fresh_groups, fresh_lambdas)
     elif cfg is None and (differs := _schedule_changes(loop, fresh_groups, fresh_lambdas)):

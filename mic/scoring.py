@@ -81,14 +81,15 @@ def _checkpoints(folder: Path, given: Any) -> list[Path]:
     the run folder or from here), or every one of the run's, by step."""
     if given is None:
         files = sorted((folder / "checkpoints").glob("*.pt"))
-        steps = {p: _step(p) for p in files}  # (None: no mic checkpoint, or removed since)
+        # (None: no mic checkpoint, removed since, or its bytes changed: each is read anyway)
+        steps = {p: _step(p, verify=True) for p in files}
         found = [p for p in files if steps[p] is not None]
         unread = [p.name for p in files if p not in found and p.name not in FINAL_WEIGHTS]
         if unread:
             warnings.warn(
                 f"score_run('{folder}'): {', '.join(unread)} in its checkpoints/ cannot be read "
-                "as mic checkpoints (cut short, removed meanwhile, or of another kind) and are "
-                "not scored",
+                "as mic checkpoints (cut short, its bytes changed, removed meanwhile, or of "
+                "another kind) and are not scored",
                 stacklevel=3,
             )
         if not found:
@@ -120,11 +121,12 @@ def _checkpoints(folder: Path, given: Any) -> list[Path]:
     return paths
 
 
-def _step(path: Path) -> int | None:
+def _step(path: Path, verify: bool = False) -> int | None:
     """The iteration of mic checkpoint ``path`` (-1: it records none); None: no readable mic
-    checkpoint (cut short, plain weights, removed since it was listed)."""
+    checkpoint (cut short, plain weights, removed since it was listed; with ``verify``, its
+    bytes changed)."""
     try:
-        return int(load_checkpoint(path, mmap=True, verify=False).get("step", -1))
+        return int(load_checkpoint(path, mmap=True, verify=verify).get("step", -1))
     except CheckpointError:
         return None
 

@@ -32,6 +32,21 @@ def test_an_allowed_learning_rate_change_applies_from_the_resumed_iteration(tmp_
     assert exp.loop.step == 4
 
 
+def test_an_allowed_bias_lr_factor_change_applies_from_the_resumed_iteration(tmp_path):
+    """(the checkpoint's groups were kept: its factor in silence)"""
+    run_experiment(
+        load_config([*TINY, "iterations=2", "checkpoint.interval=1", "bias_lr_factor=2"]), tmp_path
+    )
+    again = ["iterations=4", "resume=auto", "bias_lr_factor=3"]
+    exp = build_experiment(
+        load_config([*TINY, *again, "resume_allow_changes=[bias_lr_factor]"]), tmp_path
+    )
+    assert sorted({g["lr_mult"] for g in exp.loop.optimizer.param_groups}) == [1.0, 3.0]
+    assert sorted({g["lr"] for g in exp.loop.optimizer.param_groups}) == pytest.approx(
+        [0.001, 0.003]
+    )
+
+
 def test_a_resume_that_rescales_the_validators_says_so(tmp_path):
     """eval.* may change on resume, but validators scoring another number of elements mixed
     scores of two scales in one pick (snd 3.08 -> 1.78 at the resume), without a word."""

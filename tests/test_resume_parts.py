@@ -2,6 +2,7 @@
 
 import random
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -267,6 +268,45 @@ def test_a_checkpoint_whose_bytes_changed_is_named_and_skipped_by_resume(tmp_pat
     assert torch.equal(load_checkpoint(good)["student"]["w"], state["student"]["w"])
 
 
+@pytest.mark.parametrize("flip", [0x01, 0x80])
+def test_a_checkpoint_whose_part_header_changed_is_named(tmp_path, flip):
+    """A changed byte in a part's name (torch reads the file still): 0x80 makes the name no
+    UTF-8, which once turned the whole check off, so that a changed tensor loaded too."""
+    import zipfile
+
+    from mic.training import load_checkpoint, save_checkpoint
+
+    path = save_checkpoint({"step": 1, "w": torch.randn(64, 64)}, tmp_path / "iter_00000001.pt")
+    with zipfile.ZipFile(path) as archive:
+        second = archive.infolist()[1]  # (data.pkl first)
+    data = bytearray(path.read_bytes())
+    data[second.header_offset + 30 + 2] ^= flip  # the third byte of its name
+    path.write_bytes(bytes(data))
+    assert torch.load(path, weights_only=True)["step"] == 1
+    with pytest.raises(CheckpointError, match="no longer matches the checksum"):
+        load_checkpoint(path)
+
+
+def test_resume_of_a_run_folder_names_the_newer_checkpoints_it_skips(tmp_path):
+    """resume=<run folder> took the newest intact checkpoint in silence; resume=auto, and a
+    best.pt whose bytes changed, are judged alike."""
+    from mic.resume import find_resume_checkpoint
+    from mic.training import save_checkpoint
+
+    folder = tmp_path / "run" / "checkpoints"
+    good = save_checkpoint({"step": 1, "w": torch.randn(64, 64)}, folder / "iter_00000001.pt")
+    changed = save_checkpoint({"step": 2, "w": torch.randn(64, 64)}, folder / "iter_00000002.pt")
+    changed.write_bytes(changed_bytes(changed))
+    with pytest.warns(UserWarning, match=r"resume=.*run: the newer checkpoint iter_00000002\.pt"):
+        assert find_resume_checkpoint(str(tmp_path / "run"), tmp_path / "new") == good
+    # a best.pt whose bytes changed is no fallback for resume=auto
+    good.unlink()
+    changed.unlink()
+    best = save_checkpoint({"step": 1, "w": torch.randn(64, 64)}, folder / "best.pt")
+    best.write_bytes(changed_bytes(best))
+    assert find_resume_checkpoint("auto", tmp_path / "run") is None  # nothing to resume
+
+
 def _evaluation_record(step=1, models=("student", "teacher")):
     """A record as ``mic.Evaluation`` emits it."""
     record = {"step": step}
@@ -332,6 +372,13 @@ def test_a_new_python_run_into_a_folder_of_checkpoints_moves_the_earlier_runs_as
     with pytest.warns(UserWarning, match=r"\(iter_00000004.pt\) .*\(the run before it, there, rem"):
         Checkpointer(tmp_path).before_run(SimpleNamespace(step=0, hooks=[]))
     assert sorted(p.name for p in aside.iterdir()) == ["best.pt", "iter_00000004.pt"]
+    # a finished run's final weights alone (its iter_*.pt deleted) are an earlier run too
+    shutil.rmtree(aside)
+    for name in ("student.pt", "teacher.pt"):
+        (tmp_path / name).write_bytes(b"final")
+    with pytest.warns(UserWarning, match=r"held checkpoints \(student.pt, teacher.pt\)"):
+        Checkpointer(tmp_path).before_run(SimpleNamespace(step=0, hooks=[]))
+    assert sorted(p.name for p in aside.iterdir()) == ["student.pt", "teacher.pt"]
 
 
 def test_resume_auto_falls_back_to_best_pt_where_no_periodic_checkpoint_can_be_read(tmp_path):

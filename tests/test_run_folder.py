@@ -235,7 +235,8 @@ def test_resume_of_a_folder_without_a_run_folder_says_where_the_run_continues(tm
     assert run_mic_train([*TINY, f"hydra.run.dir={first}"]).returncode == 0
     out = run_mic_train([*TINY, "iterations=3", f"resume={first}"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert f"give hydra.run.dir={first} resume=auto" in out.stdout
+    assert f"mic: warning: resume={first}: the run continues in the new folder" in out.stderr
+    assert f"give hydra.run.dir={first} resume=auto" in out.stderr
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import mic
 from mic.core.errors import ConfigError
 from mic.experiment import load_config, run_experiment
 from mic.training import ModelSelection
-from tests.helpers import TINY_RUN
+from tests.helpers import TINY_RUN, changed_bytes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -132,6 +132,18 @@ def test_a_checkpoint_cut_short_is_named_not_skipped_in_silence(run):
             mic.score_run(run, "iter_00000003.pt")
     finally:
         cut.unlink()
+
+
+def test_a_checkpoint_whose_bytes_changed_is_left_out_with_a_warning_or_named(run):
+    changed = run / "checkpoints" / "iter_00000003.pt"
+    changed.write_bytes(changed_bytes(run / "checkpoints" / "iter_00000002.pt"))
+    try:
+        with pytest.warns(UserWarning, match=r"iter_00000003\.pt in .* its bytes changed"):
+            assert [r["step"] for r in mic.score_run(run, validators=[])] == [2, 4, 4]
+        with pytest.raises(ConfigError, match=r"no longer matches the checksum stored with it"):
+            mic.score_run(run, "iter_00000003.pt")
+    finally:
+        changed.unlink()
 
 
 def test_a_folder_that_is_no_run_is_named_as_load_run_names_it(tmp_path):

@@ -224,21 +224,27 @@ _INTACT: set[tuple[str, int, int]] = set()
 
 
 def damaged_part(path: str | os.PathLike[str]) -> str | None:
-    """The first part of ``path`` whose bytes do not match the CRC-32 stored beside them
-    (``torch.save`` writes a zip archive that records one per part: bytes changed on disk, in
-    a copy or in memory are found there, where ``torch.load`` would read them as they are);
-    None where every part matches, or where ``path`` is no zip archive (``torch.load`` judges
-    it). Reads the whole file, once per version of it."""
+    """The first part of ``path`` whose bytes do not match the CRC-32 stored beside them, or
+    whose header cannot be read (``torch.save`` writes a zip archive that records a CRC-32
+    per part: bytes changed on disk or in a copy are found there, where ``torch.load`` would
+    read them as they are); None where every part matches, or where ``path`` is no zip archive
+    (its directory unreadable, or a file of torch's legacy format, which records no checksums:
+    ``torch.load`` judges it). Reads the whole file, once per version of it in a process (its
+    path, size and modification time)."""
     path = Path(path)
     try:
         stat = path.stat()
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-        if key in _INTACT:
-            return None
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
+        archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile, EOFError, ValueError):
         return None
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    with archive:
+        if key in _INTACT:
+            return None
+        try:
+            bad = archive.testzip()
+        except Exception:  # a part's header that cannot be read (its name's bytes changed)
+            bad = "a part's header"
     if bad is None:
         _INTACT.add(key)
     return bad
@@ -281,7 +287,7 @@ def load_checkpoint(
         raise CheckpointError(
             f"checkpoint '{path}' is corrupt: its part '{bad}' no longer matches the checksum "
             "stored with it (bytes changed on disk or in a copy), so its values cannot be "
-            "trusted; resume from an older checkpoint of the run (resume=<path>)"
+            "trusted; take an older checkpoint of the run (resume=<its path> continues from it)"
         )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)

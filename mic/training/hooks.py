@@ -1020,7 +1020,9 @@ class Checkpointer(Hook):
         (replacing an older one), with a warning, so that the folder holds one run's files
         and ``latest_checkpoint`` finds this run's, not a later iteration of the other's."""
         earlier = sorted(p.name for p in self.directory.glob("iter_*.pt"))
-        if not earlier and not (self.directory / "best.pt").is_file():
+        ends = ("best.pt", "student.pt", "teacher.pt")
+        final = [n for n in ends if (self.directory / n).is_file()]
+        if not earlier and not final:  # (a finished run's final weights alone are one too)
             return
         names = ("iter_*.pt", "best.pt", "best_superseded_*.pt", "student.pt", "teacher.pt")
         aside = self.directory / "previous_run"
@@ -1030,7 +1032,7 @@ class Checkpointer(Hook):
         for pattern in names:
             for path in self.directory.glob(pattern):
                 path.replace(aside / path.name)
-        held = ", ".join(earlier[-2:]) or "best.pt"
+        held = ", ".join(earlier[-2:]) or ", ".join(final)
         warnings.warn(
             f"Checkpointer: '{self.directory}' held checkpoints ({held}) of another run: "
             f"moved to '{aside}'{replaced}, which a later new run replaces; give each run a folder "
