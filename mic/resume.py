@@ -727,7 +727,17 @@ def _misfit_message(
     """Why the checkpoint at ``path`` does not load into ``loop`` (``error``, what loading
     raised), and what to do."""
     misfits = _module_misfits(loop, state)
-    if not misfits:  # not the modules: e.g. the optimiser's parameter groups
+    groups = len((state.get("optimizer") or {}).get("param_groups") or [])
+    if not misfits and groups and groups != len(loop.optimizer.param_groups):
+        return (  # (an allowed lr_mult, no_weight_decay or bias_lr_factor change regrouped)
+            f"checkpoint '{path}' holds the optimiser's state of {groups} parameter groups, "
+            f"this experiment's optimiser has {len(loop.optimizer.param_groups)}: a change of "
+            "lr_mult, no_weight_decay or bias_lr_factor that groups the parameters otherwise "
+            "cannot carry the optimiser's state over, even where resume_allow_changes lists "
+            "it. Resume without it, or start a new run in another folder (without resume) "
+            f"from its student's weights with init_from={path}"
+        )
+    if not misfits:  # not the modules
         detail = " ".join(str(error).split())
         detail = detail if len(detail) <= 300 else detail[:297] + "..."
         return (

@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from mic import DatasetError
+from mic import CheckpointError, DatasetError
 from mic.experiment import build_experiment, load_config, run_experiment
 from tests.cli import run_mic_train
 from tests.helpers import TINY_RUN, class_folders, folder_overrides, write_png
@@ -45,6 +45,12 @@ def test_an_allowed_bias_lr_factor_change_applies_from_the_resumed_iteration(tmp
     assert sorted({g["lr"] for g in exp.loop.optimizer.param_groups}) == pytest.approx(
         [0.001, 0.003]
     )
+    # one that groups the parameters otherwise cannot carry the optimiser's state over
+    regrouped = ["iterations=4", "resume=auto", "bias_lr_factor=1"]
+    with pytest.raises(CheckpointError, match=r"holds the optimiser's state of 2 parameter gr"):
+        build_experiment(
+            load_config([*TINY, *regrouped, "resume_allow_changes=[bias_lr_factor]"]), tmp_path
+        )
 
 
 def test_a_resume_that_rescales_the_validators_says_so(tmp_path):
