@@ -46,6 +46,7 @@ from mic.training.checkpoint import (
     is_readable_checkpoint,
     option,
     refuse_nonfinite,
+    warn_of_skipped,
     weight_misfits,
 )
 
@@ -256,14 +257,14 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
                 "run afresh in the folder, or resume from a good file with resume=<path>"
             )
         if found is not None:
-            _warn_of_newer(found, "resume=auto", run_dir)
+            warn_of_skipped(found, "resume=auto", run_dir)
         return found
     path = Path(str(resume))
     if path.is_dir():
         found = latest_checkpoint(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
         if found is None:
             raise CheckpointError(f"resume={path}: no readable checkpoint (iter_*.pt) in it")
-        _warn_of_newer(found, f"resume={path}", path)
+        warn_of_skipped(found, f"resume={path}", path)
         if run_dir is not None and timestamped_run_folder():
             warnings.warn(
                 f"resume={path}: the run continues in the new folder {run_dir} (no "
@@ -275,19 +276,6 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
     if not path.exists():
         raise CheckpointError(f"resume={path}: no such checkpoint file or run folder")
     return path
-
-
-def _warn_of_newer(found: Path, given: str, folder: Path) -> None:
-    """Warn of the ``iter_*.pt`` beside ``found`` newer than it, which ``latest_checkpoint``
-    skipped as unreadable (``given``: the setting that chose ``folder``, the run folder)."""
-    newer = sorted(p.name for p in found.parent.glob("iter_*.pt") if p.name > found.name)
-    if newer:
-        warnings.warn(
-            f"{given}: the newer checkpoint{'s' if len(newer) > 1 else ''} {', '.join(newer)} "
-            f"of '{folder}' cannot be read (corrupt, cut off, or its bytes changed); resuming "
-            f"from {found.name}, the newest intact one",
-            stacklevel=3,
-        )
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -292,6 +292,7 @@ def test_resume_of_a_run_folder_names_the_newer_checkpoints_it_skips(tmp_path):
     best.pt whose bytes changed, are judged alike."""
     from mic.resume import find_resume_checkpoint
     from mic.training import save_checkpoint
+    from mic.training.checkpoint import initial_weights_file
 
     folder = tmp_path / "run" / "checkpoints"
     good = save_checkpoint({"step": 1, "w": torch.randn(64, 64)}, folder / "iter_00000001.pt")
@@ -299,6 +300,8 @@ def test_resume_of_a_run_folder_names_the_newer_checkpoints_it_skips(tmp_path):
     changed.write_bytes(changed_bytes(changed))
     with pytest.warns(UserWarning, match=r"resume=.*run: the newer checkpoint iter_00000002\.pt"):
         assert find_resume_checkpoint(str(tmp_path / "run"), tmp_path / "new") == good
+    with pytest.warns(UserWarning, match=r"init_from=.*: the newer checkpoint iter_00000002"):
+        assert initial_weights_file(tmp_path / "run") == good  # (a run stopped before its end)
     # a best.pt whose bytes changed is no fallback for resume=auto
     good.unlink()
     changed.unlink()

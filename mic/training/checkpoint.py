@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -205,6 +206,19 @@ def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
     ones whose bytes no longer match their checksums, are skipped)."""
     paths = sorted(Path(directory).glob("iter_*.pt"), reverse=True)
     return next((path for path in paths if is_readable_checkpoint(path, verify=True)), None)
+
+
+def warn_of_skipped(found: Path, given: str, folder: str | os.PathLike[str]) -> None:
+    """Warn of the ``iter_*.pt`` beside ``found`` newer than it, which ``latest_checkpoint``
+    skipped as unreadable (``given``: the setting that chose ``folder``, e.g. ``resume=auto``)."""
+    newer = sorted(p.name for p in found.parent.glob("iter_*.pt") if p.name > found.name)
+    if newer:
+        warnings.warn(
+            f"{given}: the newer checkpoint{'s' if len(newer) > 1 else ''} {', '.join(newer)} "
+            f"of '{folder}' cannot be read (corrupt, cut off, or its bytes changed); taking "
+            f"{found.name}, the newest intact one",
+            stacklevel=3,
+        )
 
 
 def is_readable_checkpoint(path: str | os.PathLike[str], verify: bool = False) -> bool:
@@ -523,7 +537,10 @@ def initial_weights_file(
         folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
         if (folder / f"{model}.pt").is_file():
             return folder / f"{model}.pt"
-        found = [latest_checkpoint(folder), folder / "best.pt"]
+        latest = latest_checkpoint(folder)
+        if latest is not None:
+            warn_of_skipped(latest, f"{key}={path}", path)
+        found = [latest, folder / "best.pt"]
         steps = {f: step for f in found if f and (step := checkpoint_step(f)) is not None}
         if not steps:
             raise ConfigError(
