@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from numbers import Real
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from mic.core import ConfigError, check_num_classes
 from mic.core.errors import is_whole
@@ -154,3 +154,20 @@ def require_features(model: nn.Module, needed_by: str) -> None:
             "(mic.tasks.classification.Classifier, the mic.tasks.segmentation models) or add "
             "forward(x, return_features=False) returning (logits, features) when it is True"
         )
+
+
+def check_class_probabilities(prediction: Any, num_classes: int, layout: str, who: str) -> None:
+    """Raise ``ConfigError`` unless ``prediction`` is a tensor of ``layout`` (``"B x C x H x
+    W"``: its dimensions), ``num_classes`` on dim 1, naming ``who`` (a task's
+    ``pseudo_label``) and, where they are last, the classes' place."""
+    dims = len(layout.split(" x "))
+    shape = tuple(prediction.shape) if isinstance(prediction, Tensor) else None
+    if shape is not None and len(shape) == dims and shape[1] == num_classes:
+        return
+    last = shape is not None and dims > 2 and shape[-1] == num_classes
+    hint = ": the classes are last; permute them to dim 1 (.permute(0, 3, 1, 2))" * last
+    got = shape if shape is not None else type(prediction).__name__
+    raise ConfigError(
+        f"{who} takes {layout.replace('C', str(num_classes))} class probabilities (the "
+        f"teacher's predict), the classes on dim 1, got {got}{hint}"
+    )

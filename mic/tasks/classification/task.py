@@ -15,7 +15,7 @@ from mic.core import ConfigError, DatasetError, PseudoLabels, Task, check_num_cl
 from mic.core.context import Random
 from mic.datasets.preflight import check_class_order
 from mic.functional import weighted_cross_entropy
-from mic.tasks.common import check_whole, named_classes, predicting
+from mic.tasks.common import check_class_probabilities, check_whole, named_classes, predicting
 from mic.training.batches import (
     plain_samples,
     require_images,
@@ -240,17 +240,9 @@ class ClassificationTask(Task):
         Raises:
             ConfigError: a prediction that is no (B, C) tensor of ``num_classes`` classes.
         """
-        if not (
-            isinstance(prediction, Tensor)
-            and prediction.ndim == 2
-            and prediction.shape[1] == self.num_classes
-        ):
-            got = getattr(prediction, "shape", type(prediction).__name__)
-            got = tuple(got) if isinstance(got, torch.Size) else got
-            raise ConfigError(
-                f"ClassificationTask.pseudo_label takes B x {self.num_classes} class "
-                f"probabilities (the teacher's predict), got {got}"
-            )
+        check_class_probabilities(
+            prediction, self.num_classes, "B x C", "ClassificationTask.pseudo_label"
+        )
         confidence, labels = prediction.max(dim=1)
         return PseudoLabels(labels=labels, confidence=confidence)
 

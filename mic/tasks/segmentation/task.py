@@ -26,7 +26,13 @@ from mic.datasets.segmentation.labels import (
     default_class_names,
 )
 from mic.functional import weighted_cross_entropy
-from mic.tasks.common import check_class_datasets, check_flag, check_whole, predicting
+from mic.tasks.common import (
+    check_class_datasets,
+    check_class_probabilities,
+    check_flag,
+    check_whole,
+    predicting,
+)
 from mic.tasks.segmentation.models.hrda import HRDA, HRDAOutput, crop_per_image, detail_crop_boxes
 from mic.training.batches import (
     plain_samples,
@@ -541,19 +547,8 @@ class SegmentationTask(Task):
             ConfigError: a prediction that is no (B, C, H, W) tensor of ``num_classes``
                 classes (e.g. the classes last), or margins that cover every pixel.
         """
-        if not (
-            isinstance(prediction, Tensor)
-            and prediction.ndim == 4
-            and prediction.shape[1] == self.num_classes
-        ):
-            got = getattr(prediction, "shape", type(prediction).__name__)
-            got = tuple(got) if isinstance(got, torch.Size) else got
-            last = isinstance(prediction, Tensor) and prediction.shape[-1] == self.num_classes
-            hint = ": the classes are last; permute them to dim 1 (.permute(0, 3, 1, 2))" * last
-            raise ConfigError(
-                f"SegmentationTask.pseudo_label takes B x {self.num_classes} x H x W class "
-                f"probabilities (the teacher's predict), the classes on dim 1, got {got}{hint}"
-            )
+        layout, who = "B x C x H x W", "SegmentationTask.pseudo_label"
+        check_class_probabilities(prediction, self.num_classes, layout, who)
         confidence, labels = prediction.max(dim=1)
         valid = self.margin_mask(labels.shape, labels.device)
         return PseudoLabels(labels=labels, confidence=confidence, valid=valid)
