@@ -158,8 +158,9 @@ class Normalization(nn.Module):
 class StrongAugmentation(nn.Module):
     """Colour jitter (brightness, contrast, saturation, hue) with probability ``jitter_p``,
     then Gaussian blur with probability ``blur_p``; each image gets its own coins and factors.
-    Images of other than 3 channels (grey, RGB + depth) get brightness and contrast alone:
-    saturation and hue are colour operations.
+    Images of 1 or 2 channels get brightness and contrast alone (saturation and hue are
+    colour operations); of 4 or more (RGB + depth), the first three get all four and the
+    others are returned as given.
 
     Args:
         jitter_p: probability that an image is colour-jittered (published 0.8).

@@ -490,7 +490,9 @@ def check_resume_config(
             f"the config differs from the checkpoint's in what the run trains with ({listing}). "
             "Exact resume needs the checkpoint's values; to continue with the new ones on "
             f"purpose, add resume_allow_changes=[{keys}] (they apply from the resumed "
-            "iteration), or start a new run in another folder"
+            "iteration; a change of lr_mult, no_weight_decay or bias_lr_factor that groups the "
+            "parameters otherwise cannot keep the optimiser's state), or start a new run in "
+            "another folder"
             + (
                 " (init_from=<checkpoint> starts it from these weights): a loss term added or "
                 "replaced with modules of its own (a discriminator) cannot be resumed even so"

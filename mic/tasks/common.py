@@ -164,7 +164,7 @@ def check_class_probabilities(prediction: Any, num_classes: int, layout: str, wh
     shape = tuple(prediction.shape) if isinstance(prediction, Tensor) else None
     if shape is not None and len(shape) == dims and shape[1] == num_classes:
         return
-    last = shape is not None and dims > 2 and shape[-1] == num_classes
+    last = shape is not None and dims == len(shape) == 4 and shape[-1] == num_classes
     hint = ": the classes are last; permute them to dim 1 (.permute(0, 3, 1, 2))" * last
     got = shape if shape is not None else type(prediction).__name__
     raise ConfigError(

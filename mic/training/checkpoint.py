@@ -208,11 +208,16 @@ def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
     return next((path for path in paths if is_readable_checkpoint(path, verify=True)), None)
 
 
+_SKIPPED_SAID: set[tuple[str, str, tuple[str, ...]]] = set()
+
+
 def warn_of_skipped(found: Path, given: str, folder: str | os.PathLike[str]) -> None:
     """Warn of the ``iter_*.pt`` beside ``found`` newer than it, which ``latest_checkpoint``
     skipped as unreadable (``given``: the setting that chose ``folder``, e.g. ``resume=auto``)."""
     newer = sorted(p.name for p in found.parent.glob("iter_*.pt") if p.name > found.name)
-    if newer:
+    said = (str(found), given, tuple(newer))  # (a setting whose folder is read twice: once)
+    if newer and said not in _SKIPPED_SAID:
+        _SKIPPED_SAID.add(said)
         warnings.warn(
             f"{given}: the newer checkpoint{'s' if len(newer) > 1 else ''} {', '.join(newer)} "
             f"of '{folder}' cannot be read (corrupt, cut off, or its bytes changed); taking "

@@ -213,7 +213,8 @@ class DetectionTask(Task):
         missing = [k for k in LOSS_PARTS if k not in losses]
         if missing:
             raise ConfigError(
-                f"the detector {type(model).__name__} returned losses {sorted(losses)} without "
+                f"the detector {type(model).__module__}.{type(model).__name__} returned losses "
+                f"{sorted(losses)} without "
                 f"mic's parts {missing}: DetectionTask trains mic.tasks.detection.FasterRCNN "
                 "or Detectron2RCNN (torchvision's own detectors take no per-box weights)"
             )
