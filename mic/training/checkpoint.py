@@ -243,8 +243,9 @@ _INTACT: set[tuple[str, int, int]] = set()
 
 
 def damaged_part(path: str | os.PathLike[str]) -> str | None:
-    """The first part of ``path`` whose bytes do not match the CRC-32 stored beside them, or
-    whose header cannot be read (``torch.save`` writes a zip archive that records a CRC-32
+    """What of ``path`` is damaged, in words: the first part whose bytes do not match the
+    CRC-32 stored beside them (``its part '<name>' no longer matches ...``), or a part's header
+    that can no longer be read (``torch.save`` writes a zip archive that records a CRC-32
     per part: bytes changed on disk or in a copy are found there, where ``torch.load`` would
     read them as they are); None where every part matches, or where ``path`` is no zip archive
     (its directory unreadable, or a file of torch's legacy format, which records no checksums:
@@ -262,11 +263,12 @@ def damaged_part(path: str | os.PathLike[str]) -> str | None:
             return None
         try:
             bad = archive.testzip()
-        except Exception:  # a part's header that cannot be read (its name's bytes changed)
-            bad = "a part's header"
+        except Exception:  # (its name's bytes changed: no text)
+            return "a part's header can no longer be read"
     if bad is None:
         _INTACT.add(key)
-    return bad
+        return None
+    return f"its part '{bad}' no longer matches the checksum stored with it"
 
 
 def plain_names(weights: dict[str, Any]) -> dict[str, Any]:
@@ -304,9 +306,9 @@ def load_checkpoint(
     bad = damaged_part(path) if verify else None
     if bad is not None:
         raise CheckpointError(
-            f"checkpoint '{path}' is corrupt: its part '{bad}' no longer matches the checksum "
-            "stored with it (bytes changed on disk or in a copy), so its values cannot be "
-            "trusted; take an older checkpoint of the run (resume=<its path> continues from it)"
+            f"checkpoint '{path}' is corrupt: {bad} (bytes changed on disk or in a copy), so "
+            "its values cannot be trusted; take an older checkpoint of the run (resume=<its "
+            "path> continues from it)"
         )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
@@ -587,9 +589,8 @@ def _read_weights(file: Path, key: str, model: str = "student") -> dict[str, Any
     bad = damaged_part(file)
     if bad is not None:
         raise ConfigError(
-            f"{key}: '{file}' is corrupt: its part '{bad}' no longer matches the checksum "
-            "stored with it (bytes changed on disk or in a copy), so its weights cannot be "
-            "trusted"
+            f"{key}: '{file}' is corrupt: {bad} (bytes changed on disk or in a copy), so its "
+            "weights cannot be trusted"
         )
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
