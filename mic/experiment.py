@@ -83,6 +83,7 @@ from mic.training import (
 )
 from mic.training.checkpoint import (
     few,
+    final_weights,
     initial_weights_file,
     is_readable_checkpoint,
     write_text_atomically,
@@ -1365,8 +1366,7 @@ def holds_run(folder: Path) -> bool:
     """Whether the run folder ``folder`` holds a run (``checkpoints/iter_*.pt``, the
     ``best.pt`` of a run that stopped before its first periodic checkpoint, or the final
     ``student.pt`` / ``teacher.pt`` of a finished run whose checkpoints were deleted)."""
-    final = ("checkpoints/student.pt", "checkpoints/teacher.pt")
-    return _holds_checkpoints(folder) or any((folder / name).is_file() for name in final)
+    return _holds_checkpoints(folder) or bool(final_weights(folder / "checkpoints"))
 
 
 def _holds_checkpoints(folder: Path) -> bool:
@@ -1386,7 +1386,7 @@ def refuse_held_folder(run_dir: Path | None, resume_from: Path | None = None) ->
     if run_dir is None or not holds_run(run_dir):
         return
     if resume_from is None and not _holds_checkpoints(run_dir):
-        final = [n for n in ("student.pt", "teacher.pt") if (run_dir / "checkpoints" / n).is_file()]
+        final = final_weights(run_dir / "checkpoints")
         raise ConfigError(
             f"the run folder '{run_dir}' holds the final weights of a finished run "
             f"(checkpoints/{' and '.join(final)}; its iter_*.pt are gone, so it cannot be "

@@ -32,6 +32,7 @@ from mic.experiment import (
 from mic.resume import flatten
 from mic.schema import check_config, exception_chain
 from mic.training import Evaluation, load_checkpoint, make_validators, per_process_batch_size
+from mic.training.checkpoint import FINAL_WEIGHTS
 from mic.training.validators import preserved_rng
 
 __all__ = ["score_run"]
@@ -49,8 +50,6 @@ SCORING_KEYS = (
 )
 #: keys of ``dataset`` that the run's task, model or method were built from
 TRAINED_KEYS = ("dataset.num_classes", "dataset.classes", "dataset.mic_block_size")
-#: the weights files a finished run leaves beside its checkpoints (one model each)
-FINAL_WEIGHTS = ("student.pt", "teacher.pt")
 #: where mic-train keeps Hydra's record of the composed config, interpolations kept: the
 #: newest resume's first
 HYDRA_RECORDS = (".hydra_resumed", ".hydra")

@@ -210,6 +210,14 @@ def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
 
 _SKIPPED_SAID: set[tuple[str, str, tuple[str, ...]]] = set()
 
+#: the weights files a finished run leaves beside its checkpoints (one model each)
+FINAL_WEIGHTS = ("student.pt", "teacher.pt")
+
+
+def final_weights(directory: str | os.PathLike[str]) -> list[str]:
+    """The names of ``FINAL_WEIGHTS`` that the checkpoints folder ``directory`` holds."""
+    return [name for name in FINAL_WEIGHTS if (Path(directory) / name).is_file()]
+
 
 def warn_of_skipped(found: Path, given: str, folder: str | os.PathLike[str]) -> None:
     """Warn of the ``iter_*.pt`` beside ``found`` newer than it, which ``latest_checkpoint``
@@ -254,13 +262,13 @@ def damaged_part(path: str | os.PathLike[str]) -> str | None:
     path = Path(path)
     try:
         stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key in _INTACT:
+            return None
         archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile, EOFError, ValueError):
         return None
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     with archive:
-        if key in _INTACT:
-            return None
         try:
             bad = archive.testzip()
         except Exception:  # (its name's bytes changed: no text)

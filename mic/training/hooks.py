@@ -29,8 +29,10 @@ from mic.core.loop import AdaptationLoop, Hook
 from mic.core.task import Task
 from mic.training.batches import labelled_batch
 from mic.training.checkpoint import (
+    FINAL_WEIGHTS,
     checkpoint_step,
     copy_atomically,
+    final_weights,
     load_checkpoint,
     save_checkpoint,
     save_weights,
@@ -1020,11 +1022,11 @@ class Checkpointer(Hook):
         (replacing an older one), with a warning, so that the folder holds one run's files
         and ``latest_checkpoint`` finds this run's, not a later iteration of the other's."""
         earlier = sorted(p.name for p in self.directory.glob("iter_*.pt"))
-        ends = ("best.pt", "student.pt", "teacher.pt")
-        final = [n for n in ends if (self.directory / n).is_file()]
+        best = ["best.pt"] if (self.directory / "best.pt").is_file() else []
+        final = [*best, *final_weights(self.directory)]
         if not earlier and not final:  # (a finished run's final weights alone are one too)
             return
-        names = ("iter_*.pt", "best.pt", "best_superseded_*.pt", "student.pt", "teacher.pt")
+        names = ("iter_*.pt", "best.pt", "best_superseded_*.pt", *FINAL_WEIGHTS)
         aside = self.directory / "previous_run"
         replaced = " (the run before it, there, removed)" if aside.exists() else ""
         shutil.rmtree(aside, ignore_errors=True)
