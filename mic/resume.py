@@ -43,6 +43,7 @@ from mic.training import (
 )
 from mic.training.checkpoint import (
     few,
+    final_weights,
     is_readable_checkpoint,
     option,
     refuse_nonfinite,
@@ -240,7 +241,7 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
                 stacklevel=2,
             )
             return best
-        if not every:
+        if not every and not final_weights(run_dir / "checkpoints"):  # (those alone: refused)
             if timestamped_run_folder():
                 warnings.warn(
                     f"resume=auto: no checkpoint in {run_dir}; starting a new run. The default "

@@ -385,6 +385,30 @@ def test_a_new_python_run_into_a_folder_of_checkpoints_moves_the_earlier_runs_as
     assert sorted(p.name for p in aside.iterdir()) == ["student.pt", "teacher.pt"]
 
 
+def test_resume_auto_into_final_weights_alone_is_refused_without_announcing_a_new_run(
+    tmp_path, caplog
+):
+    import logging
+
+    from mic.core import ConfigError
+    from mic.experiment import refuse_held_folder
+    from mic.resume import find_resume_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    with caplog.at_level(logging.INFO, logger="mic"):
+        assert find_resume_checkpoint("auto", tmp_path) is None  # an empty folder: a new run
+    assert "starting a new run" in caplog.text
+    caplog.clear()
+    for name in ("student.pt", "teacher.pt"):
+        (folder / name).write_bytes(b"final")
+    with caplog.at_level(logging.INFO, logger="mic"):
+        assert find_resume_checkpoint("auto", tmp_path) is None
+    assert "starting a new run" not in caplog.text  # the refusal follows, not a new run
+    with pytest.raises(ConfigError, match="holds the final weights of a finished run"):
+        refuse_held_folder(tmp_path)
+
+
 def test_resume_auto_falls_back_to_best_pt_where_no_periodic_checkpoint_can_be_read(tmp_path):
     from mic.resume import find_resume_checkpoint
     from mic.training import save_checkpoint
