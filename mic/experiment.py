@@ -1642,17 +1642,31 @@ def format_selection(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def protocol_words(protocol: str) -> str:
+    """A score's BatchNorm protocol (``Evaluation.protocol``: ``adabn:<batches>``,
+    ``train-statistics``, ``plain``) in words for the summary; "" for a model without
+    BatchNorm."""
+    if protocol.startswith("adabn:"):
+        return f"AdaBN: BatchNorm statistics of {protocol[6:]} target training batches"
+    return {"train-statistics": "BatchNorm's statistics from training", "plain": ""}.get(
+        protocol, protocol
+    )
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     lines, percent = [], summary.get("in_percent", True)
     for label in ("before_adaptation", "after_adaptation"):
         if label not in summary:
             continue
         s = summary[label]
+        models = [name for name in s if name not in ("step", "protocol")]
+        words = {name: protocol_words(s["protocol"].get(name, "")) for name in models}
+        one = len(set(words.values())) == 1  # (then said once, after the scores)
         scores = ", ".join(
-            f"{name} {shown_metric(v, percent)} ({s['protocol'].get(name, '')})"
-            for name, v in s.items()
-            if name not in ("step", "protocol")
-        )
+            f"{name} {shown_metric(s[name], percent)}"
+            + (f" ({words[name]})" if words[name] and not one else "")
+            for name in models
+        ) + (f" ({words[models[0]]})" if models and one and words[models[0]] else "")
         when = f"{label.replace('_', ' ')} (iteration {s['step']})"
         lines.append(f"target {summary['metric']} {when}: {scores}")
     skipped = summary.get("skipped_steps", 0)

@@ -2,6 +2,7 @@
 Cityscapes, a folder of unlabelled images), their errors, and the bundled shapes benchmark."""
 
 import json
+import logging
 import re
 import shutil
 
@@ -369,3 +370,22 @@ def test_shapes_benchmark_is_deterministic_valid_and_foggy():
     # disjoint splits: the test split is other scenes
     assert not torch.equal(ShapesDetection("target", "test", size=64)[0][0], tgt[0][0])
     assert isinstance(ShapesDetection("target", "train", labelled=False, length=2)[0], torch.Tensor)
+
+
+def test_a_cityscapes_image_without_its_foggy_copy_is_named_not_left_out_in_silence(
+    tmp_path, caplog
+):
+    root = _cityscapes(tmp_path)
+    clear = root / "leftImg8bit" / "val" / "aachen" / "aachen_000000_000020_leftImg8bit.png"
+    _png(clear, 16, 24)  # a second image, whose foggy copy the download lacks
+    with caplog.at_level(logging.WARNING, logger="mic"):
+        foggy = CityscapesDetection(root, "val", foggy=True, labelled=False)
+    assert len(foggy) == 1  # read as it is
+    said = "Cityscapes images without a foggy copy (1): '" + str(
+        root / "leftImg8bit_foggy" / "val" / "aachen"
+    )
+    assert (
+        said + "/aachen_000000_000020_leftImg8bit_foggy_beta_0.02.png' (not there)" in caplog.text
+    )
+    assert [p.warning for p in foggy.found_problems] == [True]
+    assert CityscapesDetection(root, "train", foggy=True).found_problems == []  # complete

@@ -241,12 +241,22 @@ def test_a_short_run_of_a_lower_is_better_task_keeps_the_best_evaluation(tmp_pat
 def test_the_summary_shows_an_error_as_it_is_and_a_share_in_percent():
     from mic.experiment import format_summary
 
-    def summary(percent: bool) -> dict:
-        after = {"step": 6, "student": 0.0123, "protocol": {"student": "plain"}}
+    def summary(percent: bool, protocols=("plain",)) -> dict:
+        after = {"step": 6, "student": 0.0123, "teacher": 0.02}
+        after["protocol"] = dict(zip(("student", "teacher"), protocols * 2, strict=False))
         return {"metric": "m", "in_percent": percent, "after_adaptation": after}
 
-    assert "student 0.0123 (plain)" in format_summary(summary(False))
-    assert "student 1.23% (plain)" in format_summary(summary(True))
+    assert format_summary(summary(False)) == (
+        "target m after adaptation (iteration 6): student 0.0123, teacher 0.02"  # no BatchNorm
+    )
+    assert "student 1.23%, teacher 2.00%" in format_summary(summary(True))
+    # the BatchNorm protocol in words: once where the models share it, else after each score
+    said = format_summary(summary(True, ("adabn:10",)))
+    assert said.endswith(
+        "teacher 2.00% (AdaBN: BatchNorm statistics of 10 target training batches)"
+    )
+    said = format_summary(summary(True, ("train-statistics", "adabn:3")))
+    assert "student 1.23% (BatchNorm's statistics from training), teacher 2.00% (AdaBN: " in said
 
 
 # ---------------------------------------------------------------- augmentation inputs

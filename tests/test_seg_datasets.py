@@ -222,7 +222,8 @@ def test_released_ids_above_18_under_training_id_names_get_the_released_ids_fix(
     beyond = np.full((H, W), 40, np.uint8)  # outside the released ids too: another scheme
     _label(next((tmp_path / "gtFine").rglob("aachen*_labelTrainIds.png")), beyond)
     problems = [p for p in Cityscapes(tmp_path, "val").preflight(training=False) if not p.warning]
-    assert all("class count (num_classes)" in p.fix for p in problems)
+    assert all("labels of another scheme are read by SegmentationFolder" in p.fix for p in problems)
+    assert not any("num_classes" in p.fix for p in problems)  # (Cityscapes' ids: a fixed table)
 
 
 def test_an_image_or_label_whose_extension_differs_in_case_is_named_not_left_out(tmp_path):
@@ -232,6 +233,18 @@ def test_an_image_or_label_whose_extension_differs_in_case_is_named_not_left_out
     with pytest.raises(DatasetError, match=r"1 Cityscapes images in .* end in '\.PNG'"):
         Cityscapes(tmp_path, "val")
     image.with_suffix(".PNG").rename(image)
+    # another format beside the reader's (a re-saved frame): left out with its label before
+    other = sorted((tmp_path / "leftImg8bit").rglob("*_leftImg8bit.png"))[-1]
+    Image.open(other).save(other.with_suffix(".jpg"))
+    Cityscapes(tmp_path, "val")  # both formats of one frame: none left out
+    other.unlink()
+    with pytest.raises(DatasetError) as info:
+        Cityscapes(tmp_path, "val")
+    assert str(info.value).startswith(
+        f"1 Cityscapes images in '{tmp_path / 'leftImg8bit' / 'val'}' are .jpg files (e.g. "
+        f"'{other.with_suffix('.jpg')}') beside "
+    ) and "they would be left out, and their labels with them; save them as .png" in str(info.value)
+    other.with_suffix(".jpg").unlink()
     label = next((tmp_path / "gtFine").rglob("*_labelTrainIds.png"))
     label.rename(label.with_suffix(".PNG"))
     with pytest.raises(DatasetError) as info:
@@ -539,8 +552,9 @@ def test_gta5_ids_outside_the_mapping_name_no_label_mapping_gta5_does_not_take(t
     problems = [p for p in GTA5(tmp_path).preflight() if not p.warning]
     assert problems and all(p.kind == "label files with ids outside the mapping" for p in problems)
     assert problems[0].fix.endswith(
-        "They are read as Cityscapes label-id values; otherwise the class count (num_classes) "
-        "must cover them."
+        "They are read as Cityscapes label-id values, as the dataset's release stores them; "
+        "labels of another scheme are read by SegmentationFolder with a label mapping "
+        "(mic-train: dataset=seg_folders; docs/own_dataset.md)."
     )
 
 

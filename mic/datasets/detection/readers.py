@@ -1238,25 +1238,50 @@ class CityscapesDetection(DetectionDataset):
                 + (held if foggy and found else "")
             )
         self.names = [(f.parent.name, f.name[: -len(suffix)]) for f in self.files]
+        problems = self._without_fog(folder, split, suffix) if foggy else []
         if labelled:
             gt = check_folder(self.root / "gtFine" / split, "Cityscapes gtFine", self.root)
             self.instance_files = [
                 gt / city / f"{name}_gtFine_instanceIds.png" for city, name in self.names
             ]
-            missing = [p for p in self.instance_files if not p.exists()]
-            self.found_problems = keep_or_raise(
-                [
-                    Problem(
-                        "missing instance annotation files",
-                        str(p),
-                        "no such file",
-                        fix="Every image needs its gtFine instanceIds file (or set "
-                        "{reader}.labelled=false for unlabelled target images).",
-                    )
-                    for p in missing
-                ],
-                type(self).__name__,
+            problems += [
+                Problem(
+                    "missing instance annotation files",
+                    str(p),
+                    "no such file",
+                    fix="Every image needs its gtFine instanceIds file (or set "
+                    "{reader}.labelled=false for unlabelled target images).",
+                )
+                for p in self.instance_files
+                if not p.exists()
+            ]
+        self.found_problems = keep_or_raise(problems, type(self).__name__)
+
+    def _without_fog(self, folder: Path, split: str, suffix: str) -> list[Problem]:
+        """Warnings for the Cityscapes images of ``split`` (where ``leftImg8bit`` is there)
+        that have no foggy copy in ``folder``: the foggy set is read without them."""
+        clear = self.root / "leftImg8bit" / split
+        if not clear.is_dir():
+            return []
+        held = set(self.names)
+        end = "_leftImg8bit.png"
+        names = [
+            (p.parent.name, p.name[: -len(end)])
+            for p in visible(sorted(clear.glob(f"*/*{end}")), clear)
+        ]
+        return [
+            Problem(
+                "Cityscapes images without a foggy copy",
+                str(folder / city / f"{name}{suffix}"),
+                "not there",
+                fix="The foggy set is read without them. Foggy Cityscapes holds a copy of every "
+                "Cityscapes image at each fog density (beta): a partial download or unpacking "
+                "leaves some out; complete it, unless the subset is meant.",
+                warning=True,
             )
+            for city, name in names
+            if (city, name) not in held
+        ]
 
     def check_labels(self, index: int, header: Any) -> list[Problem]:
         """The instance-id file present and of its image's size."""

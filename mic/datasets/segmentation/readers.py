@@ -351,7 +351,7 @@ class SegmentationDataset:
         if there is None:
             return None
         option, found = there
-        return f"The files '{found}' are there: set {{reader}}.{option} to read them."
+        return f"Files such as '{found}' are there: set {{reader}}.{option} to read them."
 
     def label_near_miss(self, label: Path) -> tuple[str, Path] | None:
         """``(option, file)``: the option that would read ``file``, a label of the same image
@@ -602,15 +602,15 @@ class SegmentationDataset:
                 f"{of}{RELEASED_AS_TRAINING_IDS}"
                 if released
                 else f"{of}Is it the right label format? They are read as {self.label_map.name} "
-                "values; otherwise the class count (num_classes)"
-                + (" or the label mapping" if self.takes_label_mapping else "")
-                + " must cover them"
                 + (
-                    " ({reader}.label_mapping='{<stored id>: <class>, ...}'; ids it "
+                    "values; otherwise the class count (num_classes) or the label mapping must "
+                    "cover them ({reader}.label_mapping='{<stored id>: <class>, ...}'; ids it "
                     "does not list are read as the classes of their numbers, so list every "
                     "stored id of another scheme, 255 to ignore one)."
                     if self.takes_label_mapping
-                    else "."
+                    else "values, as the dataset's release stores them; labels of another scheme "
+                    "are read by SegmentationFolder with a label mapping (mic-train: "
+                    "dataset=seg_folders; docs/own_dataset.md)."
                 ),
             )
             for file, reason in outside
@@ -781,6 +781,16 @@ def _glob(folder: Path, pattern: str, what: str) -> list[Path]:
             f"{len(cased)} {what} in '{folder}' end in '{cased[0].suffix}' (e.g. '{cased[0]}'), "
             f"and the reader reads {pattern}: file names are read case-sensitively, so they "
             f"would be left out; rename them to end in '.{suffix}'"
+        )
+    read = {p.with_suffix("") for p in files}
+    other = [p for p in near if is_image(p) and p.with_suffix("") not in read]
+    if files and other:  # (left out without a word, and their labels with them)
+        formats = ", ".join(sorted({p.suffix.lower() for p in other}))
+        raise DatasetError(
+            f"{len(other)} {what} in '{folder}' are {formats} files (e.g. '{other[0]}') beside "
+            f"{len(files)} of the reader's format ({pattern}): they would be left out, and their "
+            f"labels with them; save them as .{suffix} (as the dataset is released), or move "
+            "them out of the folder"
         )
     if files:
         return files
@@ -1248,7 +1258,8 @@ class SegmentationFolder(SegmentationDataset):
             return DatasetError(message + ", or set label_suffix to the ending of their names")
         option = f"label_suffix={labels.name[len(first.stem) :]}"
         return ReaderOptionError(
-            f"{message}; the files '{labels}' are there: to read them as the labels, pass {option}",
+            f"{message}; files such as '{labels}' are there: to read them as the labels, "
+            f"pass {option}",
             option=option,
         )
 
@@ -1288,7 +1299,7 @@ class SegmentationFolder(SegmentationDataset):
             found = next((f for f in there if _label_like(f)), None)
             if found is not None:
                 option = f"label_suffix={found.name[len(stem) :]}"
-                return f"The files '{found}' are there: set {{reader}}.{option} to read them."
+                return f"Files such as '{found}' are there: set {{reader}}.{option} to read them."
             other = next((f for f in there if not is_image(f)), None)
             if other is not None:  # LabelMe's or a tool's own annotation files
                 return (

@@ -208,8 +208,8 @@ class RareClassSampling(DatasetWrapper):
                 "rare class sampling re-crops until a crop holds more than min_pixels x "
                 "min_crop_ratio = %g px of the sampled class, as many as a %d x %d crop holds "
                 "or more (%d px): every sample is cropped 11 times in vain; lower "
-                "dataset.source.min_pixels (published 3000 at GTA5's 1914 x 1052) with the "
-                "crop size",
+                "dataset.source.min_pixels (published 3000 at full size, GTA5's 1914 x 1052 or "
+                "Cityscapes' 2048 x 1024) with the crop size",
                 wanted, crop[0], crop[1], crop[0] * crop[1],
             )  # fmt: skip
         found: list[Problem] = []
@@ -240,7 +240,8 @@ class RareClassSampling(DatasetWrapper):
                         f"no source image holds more than min_pixels={self.min_pixels} pixels "
                         f"of any class (the most of one class in one image: {most} px)",
                         "Lower rare class sampling's min_pixels for small images (mic-train: "
-                        "dataset.source.min_pixels, published 3000 at GTA5's 1914 x 1052).",
+                        "dataset.source.min_pixels, published 3000 at full size, GTA5's 1914 "
+                        "x 1052 or Cityscapes' 2048 x 1024).",
                     )
                 )
             elif most == 0 and not any(not p.warning for p in found):
@@ -254,8 +255,8 @@ class RareClassSampling(DatasetWrapper):
         if dropped and kept:
             log.warning(
                 "rare class sampling leaves out classes %s (no image holds more than %d px of "
-                "them: lower dataset.source.min_pixels, published at GTA5's 1914 x 1052, to "
-                "draw them)",
+                "them: lower dataset.source.min_pixels, published 3000 at full size, GTA5's "
+                "1914 x 1052 or Cityscapes' 2048 x 1024, to draw them)",
                 dropped,
                 self.min_pixels,
             )
