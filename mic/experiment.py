@@ -130,8 +130,9 @@ def load_config(
 
     Raises:
         ConfigError: ``overrides`` given as one text, not a list, or holding what is no text;
-            a ``config_dir`` that is no folder; overrides that do not compose (a misspelt
-            setting or option: ``mic-train``'s message for them, else Hydra's).
+            a ``config_dir`` that is no folder, or one holding a config file named as one of
+            mic's (Hydra would read mic's); overrides that do not compose (a misspelt setting
+            or option: ``mic-train``'s message for them, else Hydra's).
     """
     if isinstance(overrides, str):  # read letter by letter: "Error parsing override 'm'"
         raise ConfigError(
@@ -151,15 +152,18 @@ def load_config(
             "(or build_experiment's) argument",
             stacklevel=2,
         )
+    from mic import train
 
+    folder = [] if config_dir is None else [f"--config-dir={Path(config_dir).expanduser()}"]
+    own = train._config_dirs([*folder, *overrides])
+    shadowed = own and train._shadowed_configs(own)  # (composed, mic's file would win: silent)
+    if shadowed:
+        raise ConfigError(shadowed)
     try:
         return compose_config(overrides, config_name, config_dir)
     except MicError:
         raise
     except Exception as e:  # Hydra's words, or mic-train's for the same command line
-        from mic import train
-
-        folder = [] if config_dir is None else [f"--config-dir={Path(config_dir).expanduser()}"]
         checks = (train.usage_problem, train.unknown_option, train.unknown_setting)
         said = next(filter(None, (check([*folder, *overrides]) for check in checks)), None)
         said = said and re.sub(r"--config-dir[= ]?", "config_dir=", said)  # (Python's name)

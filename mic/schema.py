@@ -1293,6 +1293,27 @@ def check_eval_models(cfg: DictConfig, uses_pseudo_labels: bool) -> None:
 BUILT = ("task", "model", "dataset.source", "dataset.target")
 
 
+def missing_values(cfg: DictConfig) -> str | None:
+    """The message naming every mandatory value (``???``) of ``cfg`` that is not given, each
+    where the user sets it (not where it is read); None if none. A data set's own value that
+    nothing reads is not needed (``dataset=folders``' ``root_test`` without a test set)."""
+    missing = _missing(cfg)
+    if any(k.startswith("dataset.") for k in missing):
+        read = _interpolated(cfg)
+        missing = [
+            k
+            for k in missing
+            if not k.startswith("dataset.") or any(r == k or r.startswith(f"{k}.") for r in read)
+        ]
+    if not missing:
+        return None
+    return (
+        f"{len(missing)} mandatory value{'s are' if len(missing) > 1 else ' is'} not "
+        f"given: {', '.join(missing)}; set {'them' if len(missing) > 1 else 'it'} on the "
+        f"command line (e.g. {missing[0]}=...){_class_folders_hint(cfg, missing)}"
+    )
+
+
 def check_config(cfg: DictConfig) -> None:
     """Decode, in place, the values read from environment variables (``decode_env``), then
     check the root keys of a composed config (``unread_keys``, then their types and
@@ -1322,20 +1343,9 @@ def check_config(cfg: DictConfig) -> None:
             f"{'+' * deleted}{absent[0]}={{_target_: mypkg.MyClass, ...}} (docs/"
             f"{'own_dataset' if absent[0].startswith('dataset') else 'new_task'}.md)"
         )
-    missing = _missing(cfg)
-    if any(k.startswith("dataset.") for k in missing):  # a data set's own value that nothing
-        read = _interpolated(cfg)  # reads is not needed (dataset=folders' root_test without
-        missing = [  # a test set, dataset.test=null)
-            k
-            for k in missing
-            if not k.startswith("dataset.") or any(r == k or r.startswith(f"{k}.") for r in read)
-        ]
-    if missing:  # every one at once, named where the user sets it (not where it is read)
-        raise ConfigError(
-            f"{len(missing)} mandatory value{'s are' if len(missing) > 1 else ' is'} not "
-            f"given: {', '.join(missing)}; set {'them' if len(missing) > 1 else 'it'} on the "
-            f"command line (e.g. {missing[0]}=...){_class_folders_hint(cfg, missing)}"
-        )
+    unset = missing_values(cfg)
+    if unset:
+        raise ConfigError(unset)
     problems = [*unread_keys(cfg), *unread_section_keys(cfg), *task_mismatches(cfg)]
     data = {}
     for key in RootSchema.model_fields:

@@ -900,6 +900,28 @@ def usage_problem(argv: Sequence[str]) -> str | None:
             f"{added[0].split('=', 1)[0]} is ignored by Hydra, which reads the config search "
             f"path from hydra.searchpath= alone: write {plain}"
         )
+    return _unparsed(_split_options(argv)[1])
+
+
+def _unparsed(overrides: Sequence[str]) -> str | None:
+    """The message for the first override that Hydra's grammar cannot read (a bracket,
+    brace or quote left open: Hydra printed its parser's words, a link to another version's
+    documentation and exit status 1); None if it reads them all."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    for arg in overrides:
+        try:
+            parser.parse_override(arg)
+        except HydraException as e:
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return (
+                f"{arg}: Hydra's override grammar cannot read it ({why}): brackets, braces and "
+                "quotes must pair up (a list: key=[1,2]; a mapping: key='{a: 1}'), and a value "
+                "holding them as text is quoted for Hydra inside the shell's quotes "
+                "(key='\"a [text]\"'; https://hydra.cc/docs/1.3/advanced/override_grammar/basic/)"
+            )
     return None
 
 
@@ -927,7 +949,13 @@ def resolve_problem(argv: Sequence[str]) -> str | None:
     except MicError as e:
         return str(e)
     except Exception as e:
-        return user_error(e, composed) or f"the config does not resolve: {e}"
+        from mic.schema import missing_values
+
+        return (
+            missing_values(composed)  # (a ??? met by the resolution: OmegaConf's words)
+            or user_error(e, composed)
+            or f"the config does not resolve: {e}"
+        )
     return None
 
 

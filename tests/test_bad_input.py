@@ -851,6 +851,13 @@ CASES = [
         "seed: Input should be greater than or equal to 0 (got -1)",
     ),
     (
+        "config-override-unclosed",
+        "an override whose list bracket is left open (Hydra's parser words, exit status 1)",
+        lambda t, r: ["iterations=[1,2"],
+        "iterations=[1,2: Hydra's override grammar cannot read it (no viable alternative at "
+        "input '[1,2'): brackets, braces and quotes must pair up",
+    ),
+    (
         "config-seed-too-large",
         "a seed beyond 32 bits (torch's seeding overflowed)",
         lambda t, r: ["seed=99999999999999999999"],

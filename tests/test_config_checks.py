@@ -854,3 +854,17 @@ def test_the_published_recipes_run_the_published_colour_operations_the_bundled_o
         "method.terms.mix.augmentation": "published",
         "method.terms.mic.masker.augmentation": "torchvision",
     }
+
+
+def test_cfg_job_resolve_names_a_mandatory_value_as_the_run_does():
+    """--cfg job --resolve of an experiment whose data root is not given printed OmegaConf's
+    MissingMandatoryValue words, naming the key that reads the root (dataset.source.root)."""
+    from mic.train import resolve_problem
+
+    said = resolve_problem(["experiment=visda2017_sdat_mic_vit", "--cfg", "job", "--resolve"])
+    assert said == (
+        "1 mandatory value is not given: dataset.root; set it on the command line (e.g. "
+        "dataset.root=...)"
+    )
+    given = ["experiment=visda2017_sdat_mic_vit", "dataset.root=/data", "--cfg", "job"]
+    assert resolve_problem([*given, "--resolve"]) is None

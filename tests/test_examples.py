@@ -102,3 +102,24 @@ def test_a_task_option_of_ones_own_replaces_the_task(tmp_path, monkeypatch):
     assert cfg.task == {"_target_": "new_task.DigitAttributes"}
     summary = run_experiment(cfg, tmp_path / "run")
     assert 0.0 <= summary["after_adaptation"]["teacher"] <= 1.0
+
+
+def test_a_config_of_ones_own_named_as_one_of_mics_is_refused_from_python_too(tmp_path):
+    """load_config(config_dir=) took mic's optimizer/adam.yaml over an edited copy of it in
+    silence, where mic-train --config-dir refuses the file."""
+    from mic.core import ConfigError
+    from mic.experiment import load_config
+
+    (tmp_path / "optimizer").mkdir()
+    (tmp_path / "optimizer" / "adam.yaml").write_text("_target_: torch.optim.Adam\nlr: 0.12345\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(["iterations=4"], config_dir=tmp_path)
+    assert str(caught.value).startswith(
+        f"1 config file(s) of your config folder have the name of one of mic's "
+        f"({tmp_path / 'optimizer' / 'adam.yaml'}): Hydra reads mic's first, so yours would be "
+        "ignored; give yours a name of its own (e.g. optimizer/my_adam.yaml, then "
+        "optimizer=my_adam)"
+    )
+    searched = [f"hydra.searchpath=[file://{tmp_path}]"]  # the other way to add a folder
+    with pytest.raises(ConfigError, match="have the name of one of mic's"):
+        load_config(searched)
