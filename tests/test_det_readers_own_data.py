@@ -491,7 +491,7 @@ def test_a_source_whose_boxes_are_all_crowd_is_refused_saying_why(tmp_path):
 
 
 def test_a_test_set_without_a_box_is_refused_and_its_map_is_nan(tmp_path):
-    from mic.tasks.detection.task import DetectionMetrics
+    from mic.tasks.detection import DetectionMetrics
 
     out = _coco_run(tmp_path, BOX, [])
     assert out.returncode == 2, out.stderr[-2000:]

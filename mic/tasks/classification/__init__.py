@@ -20,7 +20,7 @@ from mic.tasks.classification.alignment import (
 )
 from mic.tasks.classification.model import Classifier
 from mic.tasks.classification.sam import SAM, SharpnessAwareMinimization
-from mic.tasks.classification.task import ClassificationMetrics, ClassificationTask
+from mic.tasks.classification.task import ClassificationTask
 
 __all__ = [
     "FORWARD_PASSES",
@@ -44,3 +44,13 @@ __all__ = [
     "reverse_gradient",
     "separate_forward",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``ClassificationMetrics`` on first use, and torchmetrics with it (not with the package:
+    ``mic-train``'s checks before a run build no metric)."""
+    if name == "ClassificationMetrics":
+        from mic.tasks.classification.metrics import ClassificationMetrics
+
+        return ClassificationMetrics
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

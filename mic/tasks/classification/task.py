@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassStatScores
 
 from mic.core import ConfigError, DatasetError, PseudoLabels, Task, check_num_classes
 from mic.core.context import Random
+from mic.core.task import Metric
 from mic.datasets.preflight import check_class_order
 from mic.functional import weighted_cross_entropy
 from mic.tasks.common import check_class_probabilities, check_whole, named_classes, predicting
@@ -27,24 +27,6 @@ from mic.training.batches import (
 def probabilities(logits: Tensor) -> Tensor:
     """Softmax over the class dimension (B x C) in float32 (stable under mixed precision)."""
     return torch.softmax(logits.float(), dim=1)
-
-
-class ClassificationMetrics(MulticlassStatScores):
-    """Overall accuracy, mean class accuracy (the VisDA-2017 convention: the mean over the
-    classes present in the targets of their per-class accuracy) and per-class accuracy (NaN
-    for a class absent from the targets), from one per-class count of hits and misses."""
-
-    def __init__(self, num_classes: int) -> None:
-        super().__init__(num_classes, average=None)
-
-    def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
-        hits, _, _, _, support = super().compute().unbind(-1)
-        per_class = hits / support  # 0 / 0 = NaN where the class is absent
-        return {
-            "accuracy": hits.sum() / support.sum(),
-            "mean_class_accuracy": per_class.nanmean(),
-            "per_class_accuracy": per_class,
-        }
 
 
 class ClassificationTask(Task):
@@ -254,7 +236,10 @@ class ClassificationTask(Task):
         for tasks with many elements per image)."""
         return prediction.float()
 
-    def metric(self) -> ClassificationMetrics:
+    def metric(self) -> Metric:
+        """A fresh ``ClassificationMetrics`` (mic.tasks.classification.metrics)."""
+        from mic.tasks.classification.metrics import ClassificationMetrics
+
         return ClassificationMetrics(self.num_classes)
 
     def collate(self, samples: list[Any]) -> Any:

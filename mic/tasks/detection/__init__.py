@@ -16,7 +16,7 @@ from mic.tasks.detection.adversarial import (
 from mic.tasks.detection.detectron2_rcnn import Detectron2RCNN, detectron2_build
 from mic.tasks.detection.model import BOX_REGRESSION_PARTS, LOSS_PARTS, FasterRCNN
 from mic.tasks.detection.report import DetectionReport
-from mic.tasks.detection.task import DetectionMetrics, DetectionTask
+from mic.tasks.detection.task import DetectionTask
 from mic.tasks.detection.terms import DETECTION_WEIGHTINGS, DetectionMIC, pseudo_box_statistics
 from mic.training.optim import WarmupMultiStep  # its schedule, kept importable here
 
@@ -43,3 +43,13 @@ __all__ = [
     "scale_gradient",
     "source_forward",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``DetectionMetrics`` on first use, and torchmetrics with it (not with the package:
+    ``mic-train``'s checks before a run build no metric)."""
+    if name == "DetectionMetrics":
+        from mic.tasks.detection.metrics import DetectionMetrics
+
+        return DetectionMetrics
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,11 +26,7 @@ from mic.tasks.segmentation.models import (
     detail_crop_boxes,
     encoder_weights,
 )
-from mic.tasks.segmentation.task import (
-    HRDASegmentationTask,
-    SegmentationMetrics,
-    SegmentationTask,
-)
+from mic.tasks.segmentation.task import HRDASegmentationTask, SegmentationTask
 from mic.tasks.segmentation.terms import (
     ClassMix,
     FeatureDistance,
@@ -77,3 +73,13 @@ __all__ = [
     "majority_labels",
     "source_forward",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``SegmentationMetrics`` on first use, and torchmetrics with it (not with the package:
+    ``mic-train``'s checks before a run build no metric)."""
+    if name == "SegmentationMetrics":
+        from mic.tasks.segmentation.metrics import SegmentationMetrics
+
+        return SegmentationMetrics
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
