@@ -978,7 +978,8 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
         warnings.simplefilter("ignore")
         checked = build_method(cfg)
         check_eval_models(cfg, checked.uses_pseudo_labels)
-    for term in checked.terms.values():  # batch sizes a term cannot pair (ClassMix), now
+    for name, term in checked.terms.items():  # batch sizes a term cannot pair (ClassMix), now
+        check_forward_signature(name, term)
         if hasattr(term, "check_task"):  # (the feature distance's classes)
             term.check_task(task)
         if hasattr(term, "check_batch_sizes"):
@@ -1175,9 +1176,11 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
         )
     adapting = [name for name, term in method if term.uses_target]
     if str(cfg.method.get("name")) == "source_only" and adapting:
+        off = " ".join("mic=none" if n == "mic" else f"method.terms.{n}=null" for n in adapting)
         warnings.warn(
-            f"method=source_only with {', '.join(adapting)}, which trains on target images: "
-            "this is not the source-only baseline (add mic=none for that)",
+            f"method=source_only with {', '.join(adapting)}, which train"
+            f"{'s' if len(adapting) == 1 else ''} on target images: this is not the "
+            f"source-only baseline ({off} for that)",
             stacklevel=2,
         )
     if adapting and start >= int(cfg.iterations):
@@ -1421,6 +1424,24 @@ def refuse_held_folder(run_dir: Path | None, resume_from: Path | None = None) ->
         )
 
 
+def check_forward_signature(name: str, term: nn.Module) -> None:
+    """Raise ``ConfigError`` for a loss term whose ``forward`` cannot be called with the
+    iteration's context alone (``forward(self, ctx)``): it met the loop's TypeError at the
+    first adapting iteration, as a traceback, after the iterations before it."""
+    try:
+        signature = inspect.signature(term.forward)
+    except (TypeError, ValueError):  # (a builtin's: the call judges)
+        return
+    try:
+        signature.bind(object())
+    except TypeError:
+        raise ConfigError(
+            f"loss term {name!r} ({type(term).__name__}): forward{signature} cannot be called "
+            "with the iteration's context alone; a loss term's is forward(self, ctx), ctx "
+            "holding the task, the models and the batches (docs/new_task.md, 'A new method')"
+        ) from None
+
+
 def check_batch_norm(student: nn.Module, method: UDAMethod, batch: int, loader: Any) -> None:
     """Raise a ConfigError when a BatchNorm1d layer would train on batches of one sample."""
     layers = [
@@ -1576,6 +1597,7 @@ def summarize(exp: Experiment) -> dict[str, Any]:
         "in_percent": in_percent(exp.task),  # how the console shows the metric
         "iterations": loop.iterations,
         "skipped_steps": loop.skipped_steps,  # NaN / Inf iterations without an optimiser step
+        "non_finite": dict(getattr(loop.guard, "non_finite", {})),  # what was, since (re)start
         "device": str(loop.device),  # what device=auto chose
     }
     start = exp.loop.adaptation_start
@@ -1676,10 +1698,14 @@ def format_summary(summary: dict[str, Any]) -> str:
     skipped = summary.get("skipped_steps", 0)
     if skipped:
         share = skipped / max(1, summary["iterations"])
+        which = ", ".join(
+            f"{'the gradients' if n == 'gradients' else f'loss/{n}'} in {c}"
+            for n, c in summary.get("non_finite", {}).items()
+        )
         lines.append(
             f"{'warning: ' if share > 0.02 else ''}{skipped} of {summary['iterations']} "
             f"iterations ({100 * share:.1f}%) had NaN or Inf losses or gradients and took no "
-            "optimiser step (nan_policy=skip)"
+            f"optimiser step (nan_policy=skip){f'; NaN or Inf: {which}' if which else ''}"
         )
     return "\n".join(lines + format_selection(summary))
 

@@ -192,6 +192,9 @@ def _group_hint(said: str) -> str:
     # what the class takes, where its own call refused the key (not a call inside it); no
     # guess at the key meant: it may be the replaced class's own (weighting for weight)
     takes = f" {name} takes {sorted(taken)}." if taken and own else ""
+    close = did_you_mean(extra, sorted(taken)) if taken and own else ""
+    if close:  # (thresold in a method file of one's own: a typo more often than a leftover)
+        takes += f"{close} (misspelt where {key} is set?) Otherwise:"
     hint = (
         f".{takes} A _target_ of your own under {key} is given the other keys of its config "
         f"too ({key}.{extra} among them, where it replaced a class of mic's): drop them "
@@ -892,6 +895,13 @@ def usage_problem(argv: Sequence[str]) -> str | None:
         return (
             "--cfg hydra --resolve: Hydra's config alone cannot be resolved (its job name "
             "reads the job's settings); give --cfg all --resolve"
+        )
+    own_mic = [a for a in argv if re.match(r"\+{1,2}method\.terms\.mic[.=]", a)]
+    if own_mic and "mic=none" in argv:  # (the run was named as one with MIC, its loss as MIC's)
+        return (
+            f"{own_mic[0]}: with mic=none, a term of one's own named 'mic' would be logged and "
+            "named as MIC (the run folder's _mic, loss/mic); give it another name "
+            f"({own_mic[0].replace('method.terms.mic', 'method.terms.<name>', 1)})"
         )
     added = [a for a in argv if a.split("=", 1)[0] in ("+hydra.searchpath", "++hydra.searchpath")]
     if added:

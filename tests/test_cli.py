@@ -477,7 +477,10 @@ def test_the_default_run_folder_says_whether_mic_is_on_and_source_only_with_mic_
 ):
     out = _cli(*TINY, "method=source_only", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "this is not the source-only baseline (add mic=none for that)" in out.stderr
+    assert (
+        "trains on target images: this is not the source-only baseline (mic=none for that)"
+        in out.stderr
+    )
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["digits_source_only_mic"]
     (log,) = (tmp_path / "runs" / "digits_source_only_mic").glob("*/*.log")  # said once there
     assert "[WARNING] - method=source_only with mic, which" in log.read_text()

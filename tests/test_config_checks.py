@@ -868,3 +868,41 @@ def test_cfg_job_resolve_names_a_mandatory_value_as_the_run_does():
     )
     given = ["experiment=visda2017_sdat_mic_vit", "dataset.root=/data", "--cfg", "job"]
     assert resolve_problem([*given, "--resolve"]) is None
+
+
+def test_a_term_of_ones_own_named_mic_beside_mic_none_is_refused_on_the_command_line():
+    """mic=none +method.terms.mic._target_=... trained the term under MIC's name: the run
+    folder said _mic and loss/mic was the other term's (a method file is refused alike)."""
+    from mic.train import usage_problem
+
+    own = "+method.terms.mic._target_=mine.Entropy"
+    said = usage_problem(["mic=none", own])
+    assert said.startswith(f"{own}: with mic=none, a term of one's own named 'mic' would be")
+    assert said.endswith("give it another name (+method.terms.<name>._target_=mine.Entropy)")
+    assert usage_problem(["mic=none", "+method.terms.mine._target_=mine.Entropy"]) is None
+    assert usage_problem(["method.terms.mic.weight=0.5"]) is None  # MIC's own settings
+
+
+class _OwnTerm:
+    """A loss term of one's own whose config file misspells an argument."""
+
+    def __init__(self, weight: float = 1.0, threshold: float = 0.9) -> None:
+        self.weight, self.threshold = weight, threshold
+
+
+def test_a_misspelt_argument_of_ones_own_class_is_named_with_the_closest():
+    """thresold in a method file of one's own was told only of keys left over from a replaced
+    class of mic's, the class's arguments buried in the paragraph."""
+    from mic.train import _group_hint
+
+    said = (
+        "Error in call to target 'tests.test_config_checks._OwnTerm': TypeError(\"_OwnTerm."
+        "__init__() got an unexpected keyword argument 'thresold'\") full_key: "
+        "method.terms.fixmatch"
+    )
+    assert _group_hint(said).startswith(
+        ". _OwnTerm takes ['threshold', 'weight']. Did you mean: threshold? (misspelt where "
+        "method.terms.fixmatch is set?) Otherwise: A _target_ of your own"
+    )
+    unlike = said.replace("thresold", "masker")  # a key of mic's class it replaced: no guess
+    assert "Did you mean" not in _group_hint(unlike)

@@ -39,6 +39,7 @@ def test_new_task_pages_loss_terms_train_a_classifier_as_written():
     methods = [
         {"source": namespace["SourceLoss"]()},
         {"source": namespace["SharedSourceLoss"](), "norm": namespace["FeatureNorm"]()},
+        {"source": namespace["SourceLoss"](), "entropy": namespace["EntropyMinimisation"](0.1)},
     ]
     for terms in methods:
         torch.manual_seed(0)
@@ -49,6 +50,7 @@ def test_new_task_pages_loss_terms_train_a_classifier_as_written():
         loop.run()
         assert loop.step == 2
         assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
+    assert 0 < terms["entropy"].statistics["max_probability"] <= 1
 
 
 def test_model_selection_pages_adabn_loader_serves_adabn_batches_as_written(tmp_path):

@@ -480,6 +480,19 @@ def test_term_statistics_are_averaged_over_micro_batches_as_the_losses_are():
     assert one.method.terms["source"].statistics["note"] == "text"
 
 
+def test_a_term_named_as_a_section_of_the_metrics_record_is_refused(tmp_path):
+    """A term named 'loss' reporting a statistic 'source' logged it as loss/source, over the
+    source loss, without a word."""
+    from mic.training.hooks import MetricsLogger
+
+    loop, _ = make_loop(mean_teacher().with_terms(loss=_Reports()), iterations=1)
+    said = r"^loss term 'loss': its statistics are logged as loss/<name>, where the metrics "
+    with pytest.raises(ConfigError, match=said + r"record keeps the losses \(loss/<term>\)"):
+        MetricsLogger(tmp_path).before_run(loop)
+    assert not (tmp_path / "metrics.jsonl").exists()
+    MetricsLogger(tmp_path).before_run(make_loop(mean_teacher(), iterations=1)[0])
+
+
 class _Noisy(LossTerm):
     """A target term that adds noise to the batch's images in place."""
 

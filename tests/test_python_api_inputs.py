@@ -257,6 +257,13 @@ def test_the_summary_shows_an_error_as_it_is_and_a_share_in_percent():
     )
     said = format_summary(summary(True, ("train-statistics", "adabn:3")))
     assert "student 1.23% (BatchNorm's statistics from training), teacher 2.00% (AdaBN: " in said
+    # skipped iterations name what was NaN or Inf (a term of one's own: it said data, lr)
+    skipped = {**summary(True), "iterations": 6, "skipped_steps": 4}
+    skipped["non_finite"] = {"bad": 4, "gradients": 1}
+    assert format_summary(skipped).endswith(
+        "warning: 4 of 6 iterations (66.7%) had NaN or Inf losses or gradients and took no "
+        "optimiser step (nan_policy=skip); NaN or Inf: loss/bad in 4, the gradients in 1"
+    )
 
 
 # ---------------------------------------------------------------- augmentation inputs
@@ -1462,3 +1469,22 @@ def test_a_detector_that_returns_other_loss_parts_is_named():
     target = {"boxes": torch.tensor([[1.0, 1.0, 5.0, 5.0]]), "labels": torch.tensor([0])}
     with pytest.raises(ConfigError, match=r"returned losses .* without mic's parts"):
         DetectionTask(2).loss(TorchvisionLike().train(), torch.rand(1, 3, 8, 8), [target])
+
+
+def test_a_loss_term_whose_forward_takes_other_arguments_is_named_when_the_run_is_built():
+    """forward(self) or forward(self, ctx, extra) met the loop's TypeError at the first
+    adapting iteration, as a traceback, minutes into a run."""
+    from mic.experiment import check_forward_signature
+
+    class NoContext(mic.LossTerm):
+        def forward(self):
+            return torch.zeros(())
+
+    class Optional(mic.LossTerm):
+        def forward(self, ctx, scale=1.0):
+            return torch.zeros(())
+
+    with pytest.raises(ConfigError, match=r"^loss term 'mine' \(NoContext\): forward\(\) cannot"):
+        check_forward_signature("mine", NoContext())
+    check_forward_signature("mine", Optional())  # more arguments, with defaults: callable
+    check_forward_signature("mic", mic.MaskedImageConsistency(mic.BlockMasker(8, 0.7)))

@@ -281,6 +281,12 @@ class TrainingGuard(Guard):
                 "(max_grad_norm); an optimizer.eps of 0 divides 0 by 0 where a gradient is 0"
             )
 
+    @property
+    def non_finite(self) -> dict[str, int]:
+        """What was NaN or Inf in the iterations skipped since ``run`` was called in this
+        process (a loss's name, ``"gradients"``) -> in how many, the most frequent first."""
+        return dict(self._faulty.most_common())
+
     def _which(self) -> str:
         """The non-finite values of the skipped iterations, the most frequent first."""
         counts = self._faulty.most_common()

@@ -243,6 +243,15 @@ class RandomStateAtBuild(Hook):
 #: logged iterations in a row of a quality weight of 0 after which it is warned of
 ZERO_Q_RECORDS = 3
 
+#: the sections of a metrics record that a loss term's name (its statistics' prefix) would
+#: write into, with what they hold
+RECORD_SECTIONS = {
+    "loss": "the losses (loss/<term>)",
+    "time": "the speed",
+    "eval": "the evaluations",
+    "validator": "the label-free validators' scores",
+}
+
 
 class MetricsLogger(Hook):
     """Losses (``loss/<name>``), the loss terms' statistics (``<term>/<name>``, see
@@ -269,6 +278,13 @@ class MetricsLogger(Hook):
         self._zero_q: dict[str, int] = {}  # a term's quality weight: logged 0s in a row
 
     def before_run(self, loop: AdaptationLoop) -> None:
+        taken = [name for name, _ in getattr(loop, "method", None) or () if name in RECORD_SECTIONS]
+        if taken:  # (its statistic 'source' replaced the logged source loss, in silence)
+            raise ConfigError(
+                f"loss term {taken[0]!r}: its statistics are logged as {taken[0]}/<name>, "
+                f"where the metrics record keeps {RECORD_SECTIONS[taken[0]]}; give the term "
+                "another name"
+            )
         self._t0, self._step0 = time.perf_counter(), loop.step
         self._lr = loop.lr() if callable(getattr(loop, "lr", None)) else None
         if not process_info().is_main:
