@@ -90,7 +90,7 @@ from mic.training.checkpoint import (
 )
 from mic.training.checkpoint import option as typed_option
 from mic.training.evaluation import in_percent, shown_metric, tracked_batchnorms
-from mic.training.hooks import RandomStateAtBuild, say, strict_json
+from mic.training.hooks import RandomStateAtBuild, check_term_name, say, strict_json
 from mic.training.rng import rng_state, set_rng_state
 
 __all__ = [
@@ -980,6 +980,7 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
         check_eval_models(cfg, checked.uses_pseudo_labels)
     for name, term in checked.terms.items():  # batch sizes a term cannot pair (ClassMix), now
         check_forward_signature(name, term)
+        check_term_name(name)
         if hasattr(term, "check_task"):  # (the feature distance's classes)
             term.check_task(task)
         if hasattr(term, "check_batch_sizes"):
@@ -1152,6 +1153,11 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
     )
     hooks.append(evaluation)
     checkpointer = None
+    guard = TrainingGuard(
+        str(cfg.get("nan_policy", "skip")),
+        float(cfg.get("max_skipped", 0.1)),
+        warn_skipped=False,  # (the summary says it)
+    )
     if run_dir is not None:
         check_writable(run_dir)
         hooks.append(MetricsLogger(run_dir, int(cfg.log.interval), bool(cfg.log.tensorboard)))
@@ -1161,7 +1167,7 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
             keep=int(cfg.checkpoint.keep),
             best_metric=best_metric,
             extra={"config": OmegaConf.to_container(cfg, resolve=True), "data": sizes},
-            stateful={"evaluation": evaluation},
+            stateful={"evaluation": evaluation, "guard": guard},
         )
         hooks.append(checkpointer)
     if process_info().is_main:  # images and tables are written once, by the process that evaluates
@@ -1210,11 +1216,7 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
         channels_last=bool(cfg.get("channels_last", False)),
         step_strategy=step_strategy,
         collective=ProcessGroup(device) if group.enabled else None,
-        guard=TrainingGuard(
-            str(cfg.get("nan_policy", "skip")),
-            float(cfg.get("max_skipped", 0.1)),
-            warn_skipped=False,  # (the summary says it)
-        ),
+        guard=guard,
     )
     if resume_from is not None:  # the checkpoint read (a bad file named) before the folder
         resume(loop, resume_from, cfg, checkpointer, sizes, announce=False)
@@ -1597,7 +1599,7 @@ def summarize(exp: Experiment) -> dict[str, Any]:
         "in_percent": in_percent(exp.task),  # how the console shows the metric
         "iterations": loop.iterations,
         "skipped_steps": loop.skipped_steps,  # NaN / Inf iterations without an optimiser step
-        "non_finite": dict(getattr(loop.guard, "non_finite", {})),  # what was, since (re)start
+        "non_finite": dict(getattr(loop.guard, "non_finite", {})),  # what was, in those
         "device": str(loop.device),  # what device=auto chose
     }
     start = exp.loop.adaptation_start
@@ -1688,6 +1690,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         models = [name for name in s if name not in ("step", "protocol")]
         words = {name: protocol_words(s["protocol"].get(name, "")) for name in models}
         one = len(set(words.values())) == 1  # (then said once, after the scores)
+        if not one:  # (a model without BatchNorm beside one with: said too)
+            words = {name: w or "no BatchNorm" for name, w in words.items()}
         scores = ", ".join(
             f"{name} {shown_metric(s[name], percent)}"
             + (f" ({words[name]})" if words[name] and not one else "")

@@ -192,8 +192,9 @@ def _group_hint(said: str) -> str:
     # what the class takes, where its own call refused the key (not a call inside it); no
     # guess at the key meant: it may be the replaced class's own (weighting for weight)
     takes = f" {name} takes {sorted(taken)}." if taken and own else ""
-    close = did_you_mean(extra, sorted(taken)) if taken and own else ""
-    if close:  # (thresold in a method file of one's own: a typo more often than a leftover)
+    leftover = _bundled_key(top, extra)  # (weighting of mic's self_training: no typo)
+    close = did_you_mean(extra, sorted(taken)) if taken and own and not leftover else ""
+    if close:  # (thresold in a method file of one's own: a typo)
         takes += f"{close} (misspelt where {key} is set?) Otherwise:"
     hint = (
         f".{takes} A _target_ of your own under {key} is given the other keys of its config "
@@ -212,6 +213,22 @@ def _group_hint(said: str) -> str:
     return hint + (
         f"replace the whole {top} config: a {top}/<name>.yaml of yours chosen with "
         f"{top}=<name>, or 'override /{top}: null' in an experiment file (docs/new_task.md)"
+    )
+
+
+def _bundled_key(top: str, key: str) -> bool:
+    """Whether ``key`` is a setting in mic's own configs of group ``top`` (or in its
+    experiments, or, for methods, its MIC configs): left over from a class of mic's that a
+    ``_target_`` of one's own replaced, not misspelt."""
+    bundled = importlib.resources.files("mic.conf")
+    setting = re.compile(rf"^\s*{re.escape(key)}\s*:", re.M)
+    folders = [top, "experiment", *(["mic"] * (top == "method"))]
+    return any(
+        setting.search(f.read_text())
+        for folder in folders
+        if bundled.joinpath(folder).is_dir()
+        for f in bundled.joinpath(folder).iterdir()
+        if f.name.endswith(".yaml")
     )
 
 
@@ -536,6 +553,7 @@ def _shadowed_configs(own: Sequence[Path]) -> str | None:
     looked into (a ``config.yaml`` of one's own project beside them is left alone)."""
     bundled = importlib.resources.files("mic.conf")
     groups = [g.name for g in bundled.iterdir() if g.is_dir() and not g.name.startswith("_")]
+    own = [f for f in own if Path(str(bundled)).resolve() != f.resolve()]  # (mic's, given)
     clashes = [
         path
         for folder in own
@@ -896,8 +914,15 @@ def usage_problem(argv: Sequence[str]) -> str | None:
             "--cfg hydra --resolve: Hydra's config alone cannot be resolved (its job name "
             "reads the job's settings); give --cfg all --resolve"
         )
-    own_mic = [a for a in argv if re.match(r"\+{1,2}method\.terms\.mic[.=]", a)]
-    if own_mic and "mic=none" in argv:  # (the run was named as one with MIC, its loss as MIC's)
+    own_mic = [
+        a
+        for a in argv
+        if re.match(r"\+{1,2}method\.terms\.mic[.=]", a)
+        and a.partition("=")[2].strip("'\" ") not in ("null", "None", "")
+    ]
+    if own_mic and any(
+        re.fullmatch(r"mic=(['\"]?)none\1", a) for a in argv
+    ):  # (the run was named as one with MIC, its loss as MIC's)
         return (
             f"{own_mic[0]}: with mic=none, a term of one's own named 'mic' would be logged and "
             "named as MIC (the run folder's _mic, loss/mic); give it another name "
@@ -910,27 +935,35 @@ def usage_problem(argv: Sequence[str]) -> str | None:
             f"{added[0].split('=', 1)[0]} is ignored by Hydra, which reads the config search "
             f"path from hydra.searchpath= alone: write {plain}"
         )
-    return _unparsed(_split_options(argv)[1])
+    return None
 
 
-def _unparsed(overrides: Sequence[str]) -> str | None:
-    """The message for the first override that Hydra's grammar cannot read (a bracket,
-    brace or quote left open: Hydra printed its parser's words, a link to another version's
-    documentation and exit status 1); None if it reads them all."""
+def grammar_problem(argv: Sequence[str]) -> str | None:
+    """The message for the first override that Hydra's grammar cannot read (a bracket left
+    open, an '=' or ';' in an unquoted value: Hydra printed its parser's words, a link to
+    another version's documentation and exit status 1); None if it reads them all. Asked
+    after the checks of the settings' names (a misspelt key is named first)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     parser = OverridesParser.create()
-    for arg in overrides:
+    for arg in _split_options(argv)[1]:
         try:
             parser.parse_override(arg)
         except HydraException as e:
             why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            value = arg.partition("=")[2]
+            pairs = (
+                "brackets, braces and quotes must pair up (a list: key=[1,2]; a mapping: "
+                "key='{a: 1}'), and "
+                if set(value) & set("[]{}'\"")
+                else ""
+            )
             return (
-                f"{arg}: Hydra's override grammar cannot read it ({why}): brackets, braces and "
-                "quotes must pair up (a list: key=[1,2]; a mapping: key='{a: 1}'), and a value "
-                "holding them as text is quoted for Hydra inside the shell's quotes "
-                "(key='\"a [text]\"'; https://hydra.cc/docs/1.3/advanced/override_grammar/basic/)"
+                f"{arg}: Hydra's override grammar cannot read it ({why}): {pairs}a value "
+                "holding characters of the grammar ([ ] { } , = ; ( ) quotes and others) as text "
+                "is quoted for Hydra inside the shell's quotes (key='\"a=b; c\"'; "
+                "https://hydra.cc/docs/1.3/advanced/override_grammar/basic/)"
             )
     return None
 
@@ -2134,6 +2167,7 @@ def _command() -> None:
             usage_problem(sys.argv[1:])
             or unknown_option(sys.argv[1:])
             or unknown_setting(sys.argv[1:])
+            or grammar_problem(sys.argv[1:])
             or experiment_over_choice(sys.argv[1:])
             or sweep_value_problem(sys.argv[1:])
             or run_name_problem(sys.argv[1:])

@@ -880,6 +880,8 @@ def test_a_term_of_ones_own_named_mic_beside_mic_none_is_refused_on_the_command_
     assert said.startswith(f"{own}: with mic=none, a term of one's own named 'mic' would be")
     assert said.endswith("give it another name (+method.terms.<name>._target_=mine.Entropy)")
     assert usage_problem(["mic=none", "+method.terms.mine._target_=mine.Entropy"]) is None
+    assert usage_problem(["mic='none'", own]).startswith(own)  # the shell's quotes kept
+    assert usage_problem(["mic=none", "++method.terms.mic=null"]) is None  # no term: no clash
     assert usage_problem(["method.terms.mic.weight=0.5"]) is None  # MIC's own settings
 
 
@@ -904,5 +906,5 @@ def test_a_misspelt_argument_of_ones_own_class_is_named_with_the_closest():
         ". _OwnTerm takes ['threshold', 'weight']. Did you mean: threshold? (misspelt where "
         "method.terms.fixmatch is set?) Otherwise: A _target_ of your own"
     )
-    unlike = said.replace("thresold", "masker")  # a key of mic's class it replaced: no guess
-    assert "Did you mean" not in _group_hint(unlike)
+    for leftover in ("masker", "weighting"):  # keys of a class of mic's it replaced: no guess
+        assert "Did you mean" not in _group_hint(said.replace("thresold", leftover))

@@ -123,3 +123,7 @@ def test_a_config_of_ones_own_named_as_one_of_mics_is_refused_from_python_too(tm
     searched = [f"hydra.searchpath=[file://{tmp_path}]"]  # the other way to add a folder
     with pytest.raises(ConfigError, match="have the name of one of mic's"):
         load_config(searched)
+    import importlib.resources
+
+    mics = Path(str(importlib.resources.files("mic.conf")))  # mic's own folder: its own files
+    assert load_config(["iterations=4"], config_dir=mics).iterations == 4

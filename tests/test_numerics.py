@@ -184,6 +184,9 @@ def test_too_many_skipped_steps_stop_the_run():
         lenient.run()  # 5 of 13 at the fifth skip: under 0.4 x 13
     assert lenient.skipped_steps == 5
     assert lenient.guard.non_finite == {"source": 5, "gradients": 5}  # (in the summary)
+    resumed = TrainingGuard()  # what a checkpoint keeps of it (the Checkpointer's "guard")
+    resumed.load_state_dict(lenient.guard.state_dict())
+    assert resumed.non_finite == {"source": 5, "gradients": 5}
 
 
 def test_a_short_run_whose_every_iteration_was_skipped_is_an_error_not_a_success():

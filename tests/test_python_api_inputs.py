@@ -257,6 +257,8 @@ def test_the_summary_shows_an_error_as_it_is_and_a_share_in_percent():
     )
     said = format_summary(summary(True, ("train-statistics", "adabn:3")))
     assert "student 1.23% (BatchNorm's statistics from training), teacher 2.00% (AdaBN: " in said
+    said = format_summary(summary(True, ("plain", "adabn:3")))  # which model the note is of
+    assert "student 1.23% (no BatchNorm), teacher 2.00% (AdaBN: BatchNorm statistics" in said
     # skipped iterations name what was NaN or Inf (a term of one's own: it said data, lr)
     skipped = {**summary(True), "iterations": 6, "skipped_steps": 4}
     skipped["non_finite"] = {"bad": 4, "gradients": 1}

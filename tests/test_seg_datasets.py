@@ -243,7 +243,9 @@ def test_an_image_or_label_whose_extension_differs_in_case_is_named_not_left_out
     assert str(info.value).startswith(
         f"1 Cityscapes images in '{tmp_path / 'leftImg8bit' / 'val'}' are .jpg files (e.g. "
         f"'{other.with_suffix('.jpg')}') beside "
-    ) and "they would be left out, and their labels with them; save them as .png" in str(info.value)
+    ) and "they would be left out (and their labels with them); save them as .png" in str(
+        info.value
+    )
     other.with_suffix(".jpg").unlink()
     label = next((tmp_path / "gtFine").rglob("*_labelTrainIds.png"))
     label.rename(label.with_suffix(".PNG"))
@@ -552,9 +554,9 @@ def test_gta5_ids_outside_the_mapping_name_no_label_mapping_gta5_does_not_take(t
     problems = [p for p in GTA5(tmp_path).preflight() if not p.warning]
     assert problems and all(p.kind == "label files with ids outside the mapping" for p in problems)
     assert problems[0].fix.endswith(
-        "They are read as Cityscapes label-id values, as the dataset's release stores them; "
-        "labels of another scheme are read by SegmentationFolder with a label mapping "
-        "(mic-train: dataset=seg_folders; docs/own_dataset.md)."
+        "They are read as Cityscapes label-id values (the reader's label_format); labels of "
+        "another scheme are read by SegmentationFolder with a label mapping (mic-train: "
+        "dataset=seg_folders; docs/own_dataset.md)."
     )
 
 

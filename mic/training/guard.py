@@ -283,9 +283,16 @@ class TrainingGuard(Guard):
 
     @property
     def non_finite(self) -> dict[str, int]:
-        """What was NaN or Inf in the iterations skipped since ``run`` was called in this
-        process (a loss's name, ``"gradients"``) -> in how many, the most frequent first."""
+        """What was NaN or Inf in the skipped iterations (a loss's name, ``"gradients"``) ->
+        in how many, the most frequent first; kept in checkpoints (``state_dict``), so that a
+        resumed run counts the iterations before it too."""
         return dict(self._faulty.most_common())
+
+    def state_dict(self) -> dict[str, int]:
+        return self.non_finite
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._faulty = collections.Counter({str(k): int(v) for k, v in state.items()})
 
     def _which(self) -> str:
         """The non-finite values of the skipped iterations, the most frequent first."""

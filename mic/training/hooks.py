@@ -253,6 +253,17 @@ RECORD_SECTIONS = {
 }
 
 
+def check_term_name(name: str) -> None:
+    """Raise ``ConfigError`` for a loss term named as a section of the metrics record
+    (``RECORD_SECTIONS``): its statistics, logged as ``<term>/<name>``, would write into it (a
+    statistic 'source' of a term 'loss' replaced the logged source loss, in silence)."""
+    if name in RECORD_SECTIONS:
+        raise ConfigError(
+            f"loss term {name!r}: its statistics are logged as {name}/<name>, where the metrics "
+            f"record keeps {RECORD_SECTIONS[name]}; give the term another name"
+        )
+
+
 class MetricsLogger(Hook):
     """Losses (``loss/<name>``), the loss terms' statistics (``<term>/<name>``, see
     ``term_statistics``), the learning rate the logged iteration trained with (``lr``), speed
@@ -278,13 +289,8 @@ class MetricsLogger(Hook):
         self._zero_q: dict[str, int] = {}  # a term's quality weight: logged 0s in a row
 
     def before_run(self, loop: AdaptationLoop) -> None:
-        taken = [name for name, _ in getattr(loop, "method", None) or () if name in RECORD_SECTIONS]
-        if taken:  # (its statistic 'source' replaced the logged source loss, in silence)
-            raise ConfigError(
-                f"loss term {taken[0]!r}: its statistics are logged as {taken[0]}/<name>, "
-                f"where the metrics record keeps {RECORD_SECTIONS[taken[0]]}; give the term "
-                "another name"
-            )
+        for name, _ in getattr(loop, "method", None) or ():
+            check_term_name(name)
         self._t0, self._step0 = time.perf_counter(), loop.step
         self._lr = loop.lr() if callable(getattr(loop, "lr", None)) else None
         if not process_info().is_main:

@@ -608,9 +608,9 @@ class SegmentationDataset:
                     "does not list are read as the classes of their numbers, so list every "
                     "stored id of another scheme, 255 to ignore one)."
                     if self.takes_label_mapping
-                    else "values, as the dataset's release stores them; labels of another scheme "
-                    "are read by SegmentationFolder with a label mapping (mic-train: "
-                    "dataset=seg_folders; docs/own_dataset.md)."
+                    else "values (the reader's label_format); labels of another scheme are read "
+                    "by SegmentationFolder with a label mapping (mic-train: dataset=seg_folders; "
+                    "docs/own_dataset.md)."
                 ),
             )
             for file, reason in outside
@@ -788,8 +788,8 @@ def _glob(folder: Path, pattern: str, what: str) -> list[Path]:
         formats = ", ".join(sorted({p.suffix.lower() for p in other}))
         raise DatasetError(
             f"{len(other)} {what} in '{folder}' are {formats} files (e.g. '{other[0]}') beside "
-            f"{len(files)} of the reader's format ({pattern}): they would be left out, and their "
-            f"labels with them; save them as .{suffix} (as the dataset is released), or move "
+            f"{len(files)} of the reader's format ({pattern}): they would be left out (and their "
+            f"labels with them); save them as .{suffix} (as the dataset is released), or move "
             "them out of the folder"
         )
     if files:

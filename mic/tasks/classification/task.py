@@ -305,3 +305,13 @@ class ClassificationTask(Task):
                 f"the dataset has more classes than task.num_classes={self.num_classes}, or a "
                 "label is corrupt; fix the labels or set dataset.num_classes"
             )
+
+
+def __getattr__(name: str) -> object:
+    """``ClassificationMetrics``, kept importable from here (it lives in
+    ``mic.tasks.classification.metrics``)."""
+    if name == "ClassificationMetrics":
+        from mic.tasks.classification.metrics import ClassificationMetrics
+
+        return ClassificationMetrics
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -396,3 +396,13 @@ class DetectionTask(Task):
 def _float32(value: Any) -> Any:
     """A floating tensor as float32 (boxes and scores under autocast), anything else as is."""
     return value.float() if isinstance(value, Tensor) and value.is_floating_point() else value
+
+
+def __getattr__(name: str) -> object:
+    """``DetectionMetrics``, kept importable from here (it lives in
+    ``mic.tasks.detection.metrics``)."""
+    if name == "DetectionMetrics":
+        from mic.tasks.detection.metrics import DetectionMetrics
+
+        return DetectionMetrics
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -688,3 +688,13 @@ class HRDASegmentationTask(SegmentationTask):
         if wc > 0:
             parts["context"] = wc * super().loss_from_logits(out.context, targets, weights)
         return parts
+
+
+def __getattr__(name: str) -> object:
+    """``SegmentationMetrics``, kept importable from here (it lives in
+    ``mic.tasks.segmentation.metrics``)."""
+    if name == "SegmentationMetrics":
+        from mic.tasks.segmentation.metrics import SegmentationMetrics
+
+        return SegmentationMetrics
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
