@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import inspect
-from collections.abc import Iterator, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from numbers import Real
 from typing import Any
@@ -171,3 +173,27 @@ def check_class_probabilities(prediction: Any, num_classes: int, layout: str, wh
         f"{who} takes {layout.replace('C', str(num_classes))} class probabilities (the "
         f"teacher's predict), the classes on dim 1, got {got}{hint}"
     )
+
+
+def lazy_metrics(
+    module: str, name: str, home: str
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A module's ``__getattr__`` and ``__dir__`` (PEP 562) that give its attribute ``name``,
+    a task's metric class, from the module ``home`` on first use: torchmetrics is imported
+    then, not with the task (``mic-train``'s checks before a run build no metric).
+
+    Args:
+        module: the module they serve (its ``__name__``).
+        name: the class's name (``SegmentationMetrics``).
+        home: the module that defines it (``mic.tasks.segmentation.metrics``).
+    """
+
+    def __getattr__(attribute: str) -> Any:
+        if attribute == name:
+            return getattr(importlib.import_module(home), name)
+        raise AttributeError(f"module {module!r} has no attribute {attribute!r}")
+
+    def __dir__() -> list[str]:
+        return sorted({*vars(sys.modules[module]), name})
+
+    return __getattr__, __dir__

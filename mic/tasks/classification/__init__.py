@@ -21,6 +21,7 @@ from mic.tasks.classification.alignment import (
 from mic.tasks.classification.model import Classifier
 from mic.tasks.classification.sam import SAM, SharpnessAwareMinimization
 from mic.tasks.classification.task import ClassificationTask
+from mic.tasks.common import lazy_metrics
 
 __all__ = [
     "FORWARD_PASSES",
@@ -45,16 +46,7 @@ __all__ = [
     "separate_forward",
 ]
 
-
-def __getattr__(name: str) -> object:
-    """``ClassificationMetrics`` on first use, and torchmetrics with it (not with the package:
-    ``mic-train``'s checks before a run build no metric)."""
-    if name == "ClassificationMetrics":
-        from mic.tasks.classification.metrics import ClassificationMetrics
-
-        return ClassificationMetrics
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+# ClassificationMetrics on first use (mic.tasks.common.lazy_metrics)
+__getattr__, __dir__ = lazy_metrics(
+    __name__, "ClassificationMetrics", "mic.tasks.classification.metrics"
+)

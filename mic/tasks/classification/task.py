@@ -15,7 +15,13 @@ from mic.core.context import Random
 from mic.core.task import Metric
 from mic.datasets.preflight import check_class_order
 from mic.functional import weighted_cross_entropy
-from mic.tasks.common import check_class_probabilities, check_whole, named_classes, predicting
+from mic.tasks.common import (
+    check_class_probabilities,
+    check_whole,
+    lazy_metrics,
+    named_classes,
+    predicting,
+)
 from mic.training.batches import (
     plain_samples,
     require_images,
@@ -307,11 +313,7 @@ class ClassificationTask(Task):
             )
 
 
-def __getattr__(name: str) -> object:
-    """``ClassificationMetrics``, kept importable from here (it lives in
-    ``mic.tasks.classification.metrics``)."""
-    if name == "ClassificationMetrics":
-        from mic.tasks.classification.metrics import ClassificationMetrics
-
-        return ClassificationMetrics
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ClassificationMetrics on first use (mic.tasks.common.lazy_metrics)
+__getattr__, __dir__ = lazy_metrics(
+    __name__, "ClassificationMetrics", "mic.tasks.classification.metrics"
+)

@@ -4,6 +4,7 @@ built), the detection Task, adversarial alignment (DA-Faster / SADA), MIC's mask
 its published weightings, and reports."""
 
 from mic.datasets.detection.targets import check_target, make_target
+from mic.tasks.common import lazy_metrics
 from mic.tasks.detection.adversarial import (
     DomainAdversarial,
     ImageDomainClassifier,
@@ -44,16 +45,5 @@ __all__ = [
     "source_forward",
 ]
 
-
-def __getattr__(name: str) -> object:
-    """``DetectionMetrics`` on first use, and torchmetrics with it (not with the package:
-    ``mic-train``'s checks before a run build no metric)."""
-    if name == "DetectionMetrics":
-        from mic.tasks.detection.metrics import DetectionMetrics
-
-        return DetectionMetrics
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+# DetectionMetrics on first use (mic.tasks.common.lazy_metrics)
+__getattr__, __dir__ = lazy_metrics(__name__, "DetectionMetrics", "mic.tasks.detection.metrics")

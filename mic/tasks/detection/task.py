@@ -18,7 +18,7 @@ from mic.core.task import Metric
 from mic.core.teacher import unwrap
 from mic.datasets.detection.targets import batch_images, check_target, image_size
 from mic.datasets.preflight import PIXEL_VALUE_LIMIT
-from mic.tasks.common import check_class_datasets, check_whole
+from mic.tasks.common import check_class_datasets, check_whole, lazy_metrics
 from mic.tasks.detection.model import LOSS_PARTS, images_device, sampling_from
 from mic.training.batches import (
     plain_samples,
@@ -398,11 +398,5 @@ def _float32(value: Any) -> Any:
     return value.float() if isinstance(value, Tensor) and value.is_floating_point() else value
 
 
-def __getattr__(name: str) -> object:
-    """``DetectionMetrics``, kept importable from here (it lives in
-    ``mic.tasks.detection.metrics``)."""
-    if name == "DetectionMetrics":
-        from mic.tasks.detection.metrics import DetectionMetrics
-
-        return DetectionMetrics
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# DetectionMetrics on first use (mic.tasks.common.lazy_metrics)
+__getattr__, __dir__ = lazy_metrics(__name__, "DetectionMetrics", "mic.tasks.detection.metrics")

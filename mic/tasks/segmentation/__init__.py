@@ -2,6 +2,7 @@
 a global-context branch) models, HRDA's multi-resolution wrapper and task, DAFormer's
 self-training terms (DACS ClassMix, ImageNet feature distance) and MIC's masked images."""
 
+from mic.tasks.common import lazy_metrics
 from mic.tasks.segmentation.hooks import ClassIoUTable, PredictionImages, format_iou_table
 from mic.tasks.segmentation.models import (
     HRDA,
@@ -74,16 +75,7 @@ __all__ = [
     "source_forward",
 ]
 
-
-def __getattr__(name: str) -> object:
-    """``SegmentationMetrics`` on first use, and torchmetrics with it (not with the package:
-    ``mic-train``'s checks before a run build no metric)."""
-    if name == "SegmentationMetrics":
-        from mic.tasks.segmentation.metrics import SegmentationMetrics
-
-        return SegmentationMetrics
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+# SegmentationMetrics on first use (mic.tasks.common.lazy_metrics)
+__getattr__, __dir__ = lazy_metrics(
+    __name__, "SegmentationMetrics", "mic.tasks.segmentation.metrics"
+)

@@ -30,6 +30,7 @@ from mic.tasks.common import (
     check_class_probabilities,
     check_flag,
     check_whole,
+    lazy_metrics,
     predicting,
 )
 from mic.tasks.segmentation.models.hrda import HRDA, HRDAOutput, crop_per_image, detail_crop_boxes
@@ -690,11 +691,7 @@ class HRDASegmentationTask(SegmentationTask):
         return parts
 
 
-def __getattr__(name: str) -> object:
-    """``SegmentationMetrics``, kept importable from here (it lives in
-    ``mic.tasks.segmentation.metrics``)."""
-    if name == "SegmentationMetrics":
-        from mic.tasks.segmentation.metrics import SegmentationMetrics
-
-        return SegmentationMetrics
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# SegmentationMetrics on first use (mic.tasks.common.lazy_metrics)
+__getattr__, __dir__ = lazy_metrics(
+    __name__, "SegmentationMetrics", "mic.tasks.segmentation.metrics"
+)
