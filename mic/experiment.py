@@ -1787,12 +1787,21 @@ def _run_experiment(
     try:
         exp.loop.run()
     except DatasetError as e:
-        if exp.run_dir is None or exp.loop.step == 0:
+        # a bad batch saves the run's state; a loss term's refusal leaves its step half done
+        # (nothing saved then: the last checkpoint is named, if there is one)
+        at = exp.checkpointer.saved_step if exp.checkpointer is not None else -1
+        if exp.run_dir is None or exp.loop.step == 0 or at <= 0:
             raise
+        saved = (
+            f"The run saved its state after iteration {at}"
+            if at == exp.loop.step
+            else f"The run's last checkpoint is of iteration {at} (iteration {exp.loop.step + 1} "
+            "was not finished)"
+        )
         notes = "".join(f" {n}" for n in getattr(e, "__notes__", []))  # (which loader)
         raise DatasetError(
-            f"{str(e).rstrip().rstrip('.')}{notes}. The run saved its state after iteration "
-            f"{exp.loop.step} in {exp.run_dir}/checkpoints: once this is fixed, continue with "
+            f"{str(e).rstrip().rstrip('.')}{notes}. {saved} in {exp.run_dir}/checkpoints: once "
+            "this is fixed, continue with "
             f"the same command plus: {continue_with(exp.run_dir)} (and, if files were removed "
             "or added, resume_allow_changes=[dataset])"
         ) from e

@@ -749,6 +749,35 @@ def test_an_error_of_a_hook_after_a_whole_step_saves_that_step_first(tmp_path):
     assert not list((tmp_path / "b").glob("*.pt"))
 
 
+class RefusesItsBatch(LossTerm):
+    """A term that refuses the batch it is given (as ClassMix refuses a batch of one)."""
+
+    def forward(self, ctx):
+        if ctx.step == 2:
+            raise DatasetError("this term cannot use a batch like this one")
+        return ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets)
+
+
+def test_a_data_error_raised_inside_a_step_saves_nothing_half_done(tmp_path):
+    """A term's DatasetError was taken for a bad batch: the run saved its state after the
+    teacher's update and the loaders' draw of the step it had not finished, so a resume updated
+    the teacher twice and skipped a batch."""
+
+    class Positions(Hook):
+        def after_step(self, loop, losses):
+            self.whole = loop.source.state_dict()  # the loader after the last whole step
+
+    positions, checkpoints = Positions(), Checkpointer(tmp_path / "ckpt", interval=1)
+    method = UDAMethod({"refuses": RefusesItsBatch()})
+    loop, _ = make_loop(method, iterations=6, hooks=[positions, checkpoints])
+    with pytest.raises(DatasetError, match="cannot use a batch"):
+        loop.run()
+    assert loop.interrupted_by is None  # after_run was not called: nothing saved after step 2
+    assert loop.source.state_dict() != positions.whole  # (the step drew its batch)
+    saved = torch.load(tmp_path / "ckpt" / "iter_00000002.pt", weights_only=False)
+    assert saved["step"] == 2 and saved["source"] == positions.whole
+
+
 class _NaNLoss(LossTerm):
     """A term whose loss is NaN (with a gradient), counting its calls."""
 

@@ -535,6 +535,8 @@ def test_a_loss_part_that_is_no_scalar_is_named():
     with pytest.raises(ConfigError, match=r"part 'mse' is a tensor of shape \(8,\), not a scalar"):
         sum_parts({"mse": torch.ones(8), "other": torch.ones(())}, None)
     assert sum_parts({"a": torch.ones(()), "b": torch.ones(1)}, None) == 2
+    with pytest.raises(ConfigError, match=r"Task\.loss returned an empty mapping"):
+        sum_parts({}, None)  # (a bare StopIteration)
 
 
 def test_images_channels_last_are_told_to_come_channels_first():

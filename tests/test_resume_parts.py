@@ -299,8 +299,11 @@ def test_resume_of_a_run_folder_names_the_newer_checkpoints_it_skips(tmp_path):
     good = save_checkpoint({"step": 1, "w": torch.randn(64, 64)}, folder / "iter_00000001.pt")
     changed = save_checkpoint({"step": 2, "w": torch.randn(64, 64)}, folder / "iter_00000002.pt")
     changed.write_bytes(changed_bytes(changed))
-    with pytest.warns(UserWarning, match=r"resume=.*run: the newer checkpoint iter_00000002\.pt"):
+    with pytest.warns(
+        UserWarning, match=r"resume=.*run: the newer checkpoint iter_00000002\.pt"
+    ) as said:
         assert find_resume_checkpoint(str(tmp_path / "run"), tmp_path / "new") == good
+    assert str(said[0].message).count(str(tmp_path / "run")) == 1  # the folder named once
     with pytest.warns(UserWarning, match=r"init_from=.*: the newer checkpoint iter_00000002"):
         assert initial_weights_file(tmp_path / "run") == good  # (a run stopped before its end)
     # a best.pt whose bytes changed is no fallback for resume=auto

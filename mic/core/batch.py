@@ -31,8 +31,8 @@ def collate_pairs(
     (a 1-tuple, ``TensorDataset(x)``'s sample, is an image).
 
     Raises:
-        DatasetError: images (or targets) of different sizes, or labelled and unlabelled
-            samples mixed.
+        DatasetError: images (or targets) of different sizes, images that are no tensors (PIL
+            images: a transform without ``ToTensor``), or labelled and unlabelled samples mixed.
     """
     alone = lambda s: s[0] if isinstance(s, (tuple, list)) and len(s) == 1 else s  # noqa: E731
     pairs = [split_sample(alone(s)) for s in samples]

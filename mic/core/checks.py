@@ -782,7 +782,13 @@ def _layouts(images: Any) -> list[tuple[Any, ...] | None]:
 
 def check_part_weights(weights: Mapping[str, Any], loss: Any, setting: str) -> None:
     """Raise ``ConfigError`` for part weights (made by the option ``setting``) that are no
-    finite numbers >= 0 or name a part that the Task ``loss`` (a scalar or named parts) lacks."""
+    finite numbers >= 0 or name a part that the Task ``loss`` (a scalar or named parts) lacks,
+    and for a ``loss`` of no parts (an empty mapping)."""
+    if isinstance(loss, Mapping) and not loss:
+        raise ConfigError(
+            "Task.loss returned an empty mapping: return the loss as a 0-d tensor, or a "
+            "mapping of one or more named parts (each a 0-d tensor)"
+        )
     if not all(isinstance(w, Real) and 0 <= w < float("inf") for w in weights.values()):
         raise ConfigError(
             f"{setting} must be finite numbers >= 0 (0 leaves a part out): a negative one "

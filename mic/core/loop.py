@@ -97,7 +97,7 @@ class AdaptationLoop:
     """Iteration-based UDA training, the same for every task. Per iteration: the teacher's
     update; the next source and target batches; each active term (or ``SharedForward`` group)
     computed and back-propagated on its own; gradients averaged over processes; if the guard
-    allows, one optimiser step; one scheduler step; the hooks.
+    allows, one optimiser step and one scheduler step; the hooks.
 
     Args:
         task: the Task through which every model is trained and scored.
@@ -205,12 +205,14 @@ class AdaptationLoop:
         #: why the run stopped early (None while it runs or after it finished)
         self.interrupted_by: str | None = None
         self._finished = False  # this object's run() reached iterations
+        self._bad_batch = False  # the last train_step met a bad batch before its passes
 
     def run(self) -> None:
         """Train from ``self.step`` to ``self.iterations``, or until a stop request.
 
         Raises:
-            DatasetError: a batch or an evaluation met a bad file (after ``after_run``).
+            DatasetError: a batch or an evaluation met a bad file (after ``after_run``); one
+                that a loss term raises, without it (its step is half done: nothing to save).
             MicError: what the guard raises.
             Exception: what a hook's ``after_step`` raised (e.g. an evaluation's metric),
                 after ``after_run`` in one process (the checkpointer saves the step it
@@ -226,14 +228,17 @@ class AdaptationLoop:
                 teardown.callback(hook.teardown, self)
                 self._call_hooks("before_run", hooks=[hook])
             while self.step < self.iterations and self.stop_reason is None:
-                stepped = False
-                try:  # a bad file in a batch, or any error of a hook after a whole step (an
-                    losses = self.train_step()  # evaluation's): save, then report it
+                # a bad file in a batch (the loop as before the step), or any error of a hook
+                # after a whole step (an evaluation's): save, then report it; an error inside
+                # the step (a term's, also a DatasetError) leaves a half-done step: no saving
+                stepped = self._bad_batch = False
+                try:
+                    losses = self.train_step()
                     self.step, stepped = self.step + 1, True
                     self._call_hooks("after_step", losses)
                 except Exception as e:  # (torchrun: a hook's error may be one process's)
                     alone = stepped and self.collective.world_size == 1
-                    data = isinstance(e, DatasetError)
+                    data = isinstance(e, DatasetError) and (stepped or self._bad_batch)
                     if not (alone or data):
                         raise  # a step cut short: no state to save
                     self.interrupted_by = "a data error" if data else "an error"
@@ -280,6 +285,7 @@ class AdaptationLoop:
         if failed is not None:
             self.source.load_state_dict(positions[0])
             self.target.load_state_dict(positions[1])
+            self._bad_batch = True  # (``run`` saves the state, which is as it was)
             raise failed
         self.student.train()
         self.method.train()

@@ -49,8 +49,9 @@ class BlockMasker(Masker):
     Raises:
         ConfigError: a block size that is no whole number >= 1, a ratio outside [0, 1) (at 1
             the student would see no image), an augmentation that is a class or not callable,
-            a fill that is no number(s); (when called) images that are no (B, C, H, W) tensor
-            or list of (C, H, W) ones, or a fill of another length than their channels (and 1).
+            a fill that is no number(s); (when called) images that are no (B, C, H, W) float
+            tensor or list of (C, H, W) ones, or a fill of another length than their channels
+            (and 1).
     """
 
     def __init__(

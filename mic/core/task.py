@@ -22,7 +22,8 @@ class PseudoLabels:
         labels: targets as the Task's ``loss`` takes them (e.g. (B,) class indices, (B, H, W)
             label maps, or a list of box dicts).
         confidence: float confidence per labelled element, a probability in [0, 1] (checked
-            at the first adaptation iteration), in the layout of ``loss``'s weights.
+            at the first adaptation iteration; not in a run resumed after it), in the layout
+            of ``loss``'s weights.
         valid: optional mask, same layout, bool (or 0 and 1): False where an element must
             weigh 0 (e.g. image margins the published recipe never trusts).
         keep: optional flag per image: False leaves it out of consistency losses (e.g. no

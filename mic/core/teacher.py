@@ -92,7 +92,7 @@ class EMATeacher(Teacher):
 
     Raises:
         ConfigError: an alpha outside [0, 1], an unknown ``buffers`` or ``norm``, or no model;
-            (from ``update``) a step that is no whole number >= 0, a student of another
+            (from ``update``) a step that is no int >= 0, a student of another
             architecture, with its parameters registered in another order, or moved to another
             device than the teacher (one of another float dtype is averaged in the teacher's).
     """

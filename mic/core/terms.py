@@ -28,8 +28,8 @@ def sum_parts(
 
     Raises:
         ConfigError: ``part_weights`` (made by the option ``setting``) names a part the loss
-            does not have or holds a weight that is no finite number >= 0, or a part is not a
-            scalar tensor or a number.
+            does not have or holds a weight that is no finite number >= 0, a part is not a
+            scalar tensor or a number, or ``loss`` is an empty mapping.
     """
     weights = dict(part_weights or {})
     checks.check_part_weights(weights, loss, setting)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -13,7 +13,7 @@ from mic.core.errors import ConfigError
 from mic.core.task import PseudoLabels
 
 WeightingMode = Literal["quality", "prob", "none"]
-WEIGHTING_MODES = ("quality", "prob", "none")
+WEIGHTING_MODES: tuple[str, ...] = get_args(WeightingMode)
 
 #: the mean of a tensor over data-parallel processes (``Collective.mean``)
 Reduce = Callable[[Tensor], Tensor]

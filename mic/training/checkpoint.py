@@ -226,9 +226,10 @@ def warn_of_skipped(found: Path, given: str, folder: str | os.PathLike[str]) -> 
     said = (str(found), given, tuple(newer))  # (a setting whose folder is read twice: once)
     if newer and said not in _SKIPPED_SAID:
         _SKIPPED_SAID.add(said)
+        where = "" if given.endswith(f"={folder}") else f" of '{folder}'"  # named once
         warnings.warn(
-            f"{given}: the newer checkpoint{'s' if len(newer) > 1 else ''} {', '.join(newer)} "
-            f"of '{folder}' cannot be read (corrupt, cut off, or its bytes changed); taking "
+            f"{given}: the newer checkpoint{'s' if len(newer) > 1 else ''} {', '.join(newer)}"
+            f"{where} cannot be read (corrupt, cut off, or its bytes changed); taking "
             f"{found.name}, the newest intact one",
             stacklevel=3,
         )
