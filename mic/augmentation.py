@@ -31,8 +31,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mic.core.checks import channel_values, check_images
-from mic.core.context import Random, per_sample, uniform
 from mic.core.errors import ConfigError
+from mic.core.streams import Random, per_sample, uniform
 
 #: how far outside [0, 1] the input of a StrongAugmentation without mean/std may reach before
 #: it warns (normalised images reach about -2 .. 2)

@@ -10,10 +10,11 @@ from torch import Tensor
 
 from mic.core.batch import LABEL_KEYS
 from mic.core.checks import check_augmentation_instance
-from mic.core.context import IterationContext, Random
+from mic.core.context import IterationContext
 from mic.core.errors import ConfigError
 from mic.core.masking import Augmentation, Masker
 from mic.core.method import UDAMethod
+from mic.core.streams import Random
 from mic.core.terms import ConsistencyLoss, LossTerm, sum_parts
 from mic.core.weighting import QUALITY_THRESHOLD, WeightingMode
 from mic.training.batches import require_targets

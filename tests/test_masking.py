@@ -125,7 +125,7 @@ def test_published_jitter_is_kornia_0_5_colorjitter_today_s_colorjiggle():
     factors mic drew, it gives mic's images; the default (torchvision's formulas) does not."""
     from kornia.augmentation import ColorJiggle
 
-    from mic.core.context import uniform
+    from mic.core.streams import uniform
 
     x = torch.rand(6, 3, 12, 12)
     u = uniform(

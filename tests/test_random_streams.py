@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 import mic
 from mic import AdaptationLoop, ConfigError, EMATeacher, RandomStream, StrongAugmentation, UDAMethod
-from mic.core.context import stream_seed
+from mic.core.streams import stream_seed
 from mic.datasets import DigitsDomain
 from mic.datasets.segmentation import StreetScenes
 from mic.tasks.classification import ClassificationTask, Classifier
@@ -74,6 +74,28 @@ def _run(loop):
     while loop.step < loop.iterations:
         loop.train_step()
         loop.step += 1
+
+
+def test_the_masker_s_blocks_do_not_move_when_its_augmentation_changes():
+    """The blocks were drawn from the stream after the augmentation's draws: switching the
+    colour operations (or the augmentation) off moved every block, so an ablation of the
+    augmentation compared other masks too."""
+
+    def draws_only(images, rng):  # an augmentation that draws and changes nothing
+        mic.core.streams.uniform(rng, images.shape[0], 7, device=images.device)
+        return images
+
+    images = torch.rand(4, 3, 32, 32)
+    plain = mic.BlockMasker(4, 0.7, fill=-1.0)
+    drawing = mic.BlockMasker(4, 0.7, augmentation=draws_only, fill=-1.0)
+    assert torch.equal(plain(images, RandomStream(3)), drawing(images, RandomStream(3)))
+    # the term's own draws (Task.loss's) are not the masker's either
+    term, masker = RandomStream(3), RandomStream(3)
+    plain(images, masker)
+    assert torch.equal(term.rand(4, 6), masker.rand(4, 6))
+    # with a generator (no stream to derive from), both draw from it, as before
+    blocks = plain(images, torch.Generator().manual_seed(0))
+    assert not torch.equal(blocks, drawing(images, torch.Generator().manual_seed(0)))
 
 
 def test_adding_mic_leaves_the_mean_teachers_augmented_images_unchanged():

@@ -106,7 +106,7 @@ class EndlessLoader(Iterator[Any]):
 
     def __init__(self, loader: Iterable[Any], name: str = "data") -> None:
         checks.check_loader(loader, f"the {name} loader", "the loop draws from it without end")
-        if not isinstance(loader, Iterable):  # (None: a source-only run draws target batches)
+        if not isinstance(loader, Iterable):  # (None too: even a source-only run draws targets)
             raise ConfigError(f"the {name} loader must be a DataLoader or a list of batches")
         self.loader, self.name = loader, name
         self.epoch = self.batches = self.samples = 0

@@ -33,7 +33,7 @@ from mic.core.errors import CheckpointError, ConfigError, DatasetError, is_whole
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
-def check_kinds(**given: tuple[Any, type, str]) -> None:
+def check_kinds(**given: tuple[Any, type | tuple[type, ...], str]) -> None:
     """Raise ``ConfigError`` for a ``name=(value, kind, said)`` whose value is a class or no
     instance of ``kind`` (said: how the message names the kind, e.g. "a UDAMethod")."""
     for name, (value, kind, said) in given.items():

@@ -165,11 +165,8 @@ class AdaptationLoop:
             task=(task, object, "a Task"),  # (a Task may be duck-typed, but not a class)
             student=(student, nn.Module, "an nn.Module"),
             method=(method, UDAMethod, "a UDAMethod"),
+            teacher=(teacher, (Teacher, type(None)), "a mic.Teacher (EMATeacher(student, alpha))"),
         )
-        if teacher is not None:  # (a config node given where the object goes, ...)
-            checks.check_kinds(
-                teacher=(teacher, Teacher, "a mic.Teacher (EMATeacher(student, alpha))")
-            )
         checks.check_loop_arguments(
             task, student, method, optimizer, teacher, scheduler, collective.world_size, device,
             precision, max_grad_norm, iterations, adaptation_start, seed, accumulate,
@@ -231,14 +228,14 @@ class AdaptationLoop:
                 # a bad file in a batch (the loop as before the step), or any error of a hook
                 # after a whole step (an evaluation's): save, then report it; an error inside
                 # the step (a term's, also a DatasetError) leaves a half-done step: no saving
-                stepped = self._bad_batch = False
+                completed = self._bad_batch = False
                 try:
                     losses = self.train_step()
-                    self.step, stepped = self.step + 1, True
+                    self.step, completed = self.step + 1, True
                     self._call_hooks("after_step", losses)
                 except Exception as e:  # (torchrun: a hook's error may be one process's)
-                    alone = stepped and self.collective.world_size == 1
-                    data = isinstance(e, DatasetError) and (stepped or self._bad_batch)
+                    alone = completed and self.collective.world_size == 1
+                    data = isinstance(e, DatasetError) and (completed or self._bad_batch)
                     if not (alone or data):
                         raise  # a step cut short: no state to save
                     self.interrupted_by = "a data error" if data else "an error"
@@ -314,19 +311,15 @@ class AdaptationLoop:
     def backward(
         self, contexts: list[IterationContext], terms: list[tuple[str, LossTerm]]
     ) -> dict[str, Tensor]:
-        """``backward_terms`` for every micro-batch; the losses averaged over them, and so are
-        the 0-d tensors of each term's ``statistics`` (what it reports for logs, e.g. q)."""
+        """The forward and backward passes of ``terms`` (``backward_terms``) on every
+        micro-batch; returns their losses averaged over the micro-batches, and each term's
+        ``statistics`` (what it reports for logs, e.g. q) are averaged over them too."""
         per_micro, reported = [], []
         for ctx in contexts:
             per_micro.append(self.backward_terms(ctx, terms))
             reported.append([dict(getattr(t, "statistics", None) or {}) for _, t in terms])
-        scalar = lambda v: isinstance(v, Tensor) and v.dim() == 0  # noqa: E731 (averages)
-        for i, (_, term) in enumerate(terms if len(contexts) > 1 else ()):
-            seen = [r[i] for r in reported]
-            shared = [k for k in seen[-1] if all(scalar(r.get(k)) for r in seen)]
-            mean = {k: torch.stack([r[k].float() for r in seen]).mean() for k in shared}
-            if mean:  # the last micro-batch's alone, before (others stay the last one's)
-                term.statistics = {**seen[-1], **mean}
+        if len(contexts) > 1:
+            _average_statistics(terms, reported)
         return {k: torch.stack([m[k] for m in per_micro]).mean() for k in per_micro[0]}
 
     def backward_terms(
@@ -489,6 +482,20 @@ def _weighted(out: Any, name: str, weight: float, device: torch.device) -> dict[
     named = dict(out) if isinstance(out, Mapping) else {name: out}
     named = {k: scalar_loss(v, k, device, said) for k, v in named.items()}
     return {k: v * weight if weight != 1.0 else v for k, v in named.items()}
+
+
+def _average_statistics(
+    terms: list[tuple[str, LossTerm]], reported: list[list[dict[str, Any]]]
+) -> None:
+    """Set each term's ``statistics`` (term i's in micro-batch m: ``reported[m][i]``) to their
+    mean over micro-batches where they are 0-d tensors in all; others keep the last one's."""
+    scalar = lambda v: isinstance(v, Tensor) and v.dim() == 0  # noqa: E731
+    for i, (_, term) in enumerate(terms):
+        seen = [micro[i] for micro in reported]
+        shared = [k for k in seen[-1] if all(scalar(r.get(k)) for r in seen)]
+        if shared:
+            mean = {k: torch.stack([r[k].float() for r in seen]).mean() for k in shared}
+            term.statistics = {**seen[-1], **mean}
 
 
 def _branches(terms: list[tuple[str, LossTerm]]) -> list[list[tuple[str, LossTerm]]]:

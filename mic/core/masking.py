@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mic.core import checks
-from mic.core.context import Random, per_sample, uniform
 from mic.core.errors import ConfigError
+from mic.core.streams import Random, RandomStream, per_sample, uniform
 
 #: an image transform drawing from a random stream, e.g. ``mic.StrongAugmentation``
 Augmentation = Callable[[Tensor, Random], Tensor]
@@ -36,6 +36,8 @@ class BlockMasker(Masker):
     (B, 1, round(H / b), round(W / b)) (at least 1 x 1, warned of) keeps a block where
     noise > ``ratio``, upsampled (nearest) to H x W; withheld pixels become ``fill``. A side
     that b does not divide gets blocks of about H / round(H / b) px (5 px on 32: 6 of 5.3).
+    From a ``RandomStream``, the augmentation and the blocks draw from streams of their own
+    (``substream``): the blocks do not move when the augmentation changes (paired ablations).
 
     Args:
         block_size: b, a block's side in pixels (published: 32 at 512 crops and for
@@ -94,9 +96,14 @@ class BlockMasker(Masker):
             streams = per_sample(rng, len(images))
             return [self.forward(x.unsqueeze(0), r)[0] for x, r in zip(images, streams)]
         checks.check_fill(self.fill, images)
-        last = images.is_contiguous(memory_format=torch.channels_last) > images.is_contiguous()
+        nhwc = images.is_contiguous(memory_format=torch.channels_last)
+        last = nhwc and not images.is_contiguous()  # (one channel or one pixel: both)
+        if isinstance(rng, RandomStream):  # (the blocks stay where they are without jitter)
+            augmentation_rng, block_rng = rng.substream("augmentation"), rng.substream("blocks")
+        else:
+            augmentation_rng = block_rng = rng
         if self.augmentation is not None:
-            images = self.augmentation(images, rng)
-        keep = self.mask(images, rng)
+            images = self.augmentation(images, augmentation_rng)
+        keep = self.mask(images, block_rng)
         out = images * keep + self.fill.to(images) * (1 - keep)
         return out.contiguous(memory_format=torch.channels_last) if last else out  # (as given)

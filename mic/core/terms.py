@@ -11,9 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from mic.core import checks
-from mic.core.context import IterationContext, Random, SharedForward
+from mic.core.context import IterationContext, SharedForward
 from mic.core.errors import ConfigError
 from mic.core.masking import Masker
+from mic.core.streams import Random
 from mic.core.task import PseudoLabels, Task
 from mic.core.weighting import QUALITY_THRESHOLD, PseudoLabelWeighting, WeightingMode
 
@@ -167,7 +168,7 @@ class ConsistencyLoss(LossTerm):
     def forward(self, ctx: IterationContext) -> Tensor:
         pseudo = ctx.pseudo_labels
         self.statistics = self.weighting.statistics(pseudo.confidence)
-        weights = self.weighting(pseudo, ctx.mean, ctx.quality(self.weighting))  # q: the step's
+        weights = self.weighting(pseudo, q=ctx.quality(self.weighting))  # q: the step's
         try:
             return self.loss(ctx.student, ctx.task, ctx.target_images, pseudo, ctx.rng, weights)
         except ConfigError as e:  # (its part_weights, its masker: which of the terms)

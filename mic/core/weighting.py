@@ -15,9 +15,6 @@ from mic.core.task import PseudoLabels
 WeightingMode = Literal["quality", "prob", "none"]
 WEIGHTING_MODES: tuple[str, ...] = get_args(WeightingMode)
 
-#: the mean of a tensor over data-parallel processes (``Collective.mean``)
-Reduce = Callable[[Tensor], Tensor]
-
 #: tau, the teacher confidence at or above which a pseudo-label counts as reliable in the
 #: quality weight (DACS, DAFormer, HRDA and MIC's published ``pseudo_threshold``)
 QUALITY_THRESHOLD = 0.968
@@ -58,12 +55,10 @@ class PseudoLabelWeighting:
         total = flat.new_tensor(flat.numel(), dtype=torch.float32)  # (bf16 has 8 bits)
         return torch.stack([(flat >= self.tau).float().sum(), total])
 
-    def quality(self, confidence: Tensor | list[Tensor], mean: Reduce | None = None) -> Tensor:
-        """q, a float 0-d tensor (0 for no elements); with ``mean``, the global batch's."""
+    def quality(self, confidence: Tensor | list[Tensor]) -> Tensor:
+        """q of these elements, a float 0-d tensor (0 for no elements); the optimiser step's
+        global batch's: ``IterationContext.quality``."""
         flat = _flat(confidence)
-        if mean is not None:  # counts averaged over processes: their ratio is the whole batch's
-            counts = mean(self.counts(flat))
-            return counts[0] / counts[1].clamp_min(1.0)
         if flat.numel() == 0:
             return flat.new_zeros(())
         return (flat >= self.tau).float().mean()
@@ -76,13 +71,10 @@ class PseudoLabelWeighting:
         mean = flat.mean() if flat.numel() else flat.new_zeros(())
         return {"q": self.quality(flat), "confidence": mean}
 
-    def __call__(
-        self, pseudo: PseudoLabels, mean: Reduce | None = None, q: Tensor | None = None
-    ) -> Tensor | list[Tensor]:
+    def __call__(self, pseudo: PseudoLabels, *, q: Tensor | None = None) -> Tensor | list[Tensor]:
         """The weights in ``pseudo.confidence``'s layout and dtype (float32 for an integer
-        one); ``mean`` (the mean over processes, ``IterationContext.mean``) makes q the global
-        batch's; ``q``, if given, is the quality weight (``IterationContext.quality``: that
-        of the optimiser step's micro-batches together).
+        one); ``q``, if given, is the quality weight (``IterationContext.quality``: that of the
+        optimiser step's global batch), else that of ``pseudo`` alone.
 
         Raises:
             ConfigError: ``pseudo`` is no ``PseudoLabels`` (e.g. a confidence tensor).
@@ -91,7 +83,7 @@ class PseudoLabelWeighting:
             raise ConfigError(f"the weighting takes PseudoLabels, got a {type(pseudo).__name__}")
         conf = _map(lambda c: c if c.is_floating_point() else c.float(), pseudo.confidence)
         if self.mode == "quality":
-            q = self.quality(conf, mean) if q is None else q
+            q = self.quality(conf) if q is None else q
             weights = _map(lambda c: q.expand_as(c).to(c.dtype, copy=True), conf)  # its own
         elif self.mode == "prob":
             weights = _map(lambda c: c.detach(), conf)

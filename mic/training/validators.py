@@ -29,9 +29,9 @@ from torch.utils.data import RandomSampler
 
 from mic.core.batch import move_to, split_sample
 from mic.core.checks import check_loader, note_loader
-from mic.core.context import RandomStream, stream_seed
 from mic.core.errors import ConfigError, DatasetError, is_whole
 from mic.core.masking import BlockMasker, Masker
+from mic.core.streams import RandomStream, stream_seed
 from mic.core.task import PseudoLabels, Task
 from mic.core.teacher import unwrap
 from mic.training.evaluation import batch_of_one_named, fresh_metric, primary_score, restored

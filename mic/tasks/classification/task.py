@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from mic.core import ConfigError, DatasetError, PseudoLabels, Task, check_num_classes
-from mic.core.context import Random
+from mic.core.streams import Random
 from mic.core.task import Metric
 from mic.datasets.preflight import check_class_order
 from mic.functional import weighted_cross_entropy

@@ -50,8 +50,8 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from mic.backbones import create_backbone
-from mic.core.context import Random, RandomStream, stream_seed
 from mic.core.errors import ConfigError
+from mic.core.streams import Random, RandomStream, stream_seed
 from mic.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 from mic.tasks.common import check_whole
 

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from mic.core import ConfigError, DatasetError, PseudoLabels, Task
 from mic.core.batch import collate_pairs
-from mic.core.context import Random
+from mic.core.streams import Random
 from mic.core.task import Metric
 from mic.core.teacher import unwrap
 from mic.datasets.detection.targets import batch_images, check_target, image_size

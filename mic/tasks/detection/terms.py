@@ -19,7 +19,7 @@ from mic.core import (
     PseudoLabels,
     Task,
 )
-from mic.core.context import Random
+from mic.core.streams import Random
 from mic.core.teacher import unwrap
 from mic.core.weighting import WEIGHTING_MODES
 from mic.tasks.detection.model import BOX_REGRESSION_PARTS, LOSS_PARTS

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mic.core import ConfigError, DatasetError, PseudoLabels, Task
-from mic.core.context import Random, uniform
 from mic.core.errors import is_whole
+from mic.core.streams import Random, uniform
 from mic.core.task import Metric
 from mic.core.teacher import unwrap
 from mic.datasets.segmentation.labels import (

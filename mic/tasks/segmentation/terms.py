@@ -29,8 +29,8 @@ from mic.core import (
     SharedForward,
 )
 from mic.core.checks import loss_weight
-from mic.core.context import Random, uniform
 from mic.core.masking import Augmentation
+from mic.core.streams import Random, uniform
 from mic.core.teacher import unwrap
 from mic.core.terms import sum_parts
 from mic.core.weighting import WeightingMode
@@ -180,7 +180,7 @@ class ClassMix(LossTerm):
                 f"{tuple(target.shape)} (set equal batch sizes and crop sizes{short})"
             )
         pseudo = ctx.pseudo_labels
-        weights = self.weighting(pseudo, ctx.mean, ctx.quality(self.weighting))
+        weights = self.weighting(pseudo, q=ctx.quality(self.weighting))
         self.statistics = self.weighting.statistics(pseudo.confidence)
         ignore = getattr(ctx.task, "ignore_index", 255)
         mask = class_mix_masks(labels, ctx.task.num_classes, ctx.rng, self.classes_from, ignore)
@@ -485,8 +485,7 @@ class SegmentationMIC(MaskedImageConsistency):
         self.statistics = self.weighting.statistics(pseudo.confidence)
         if self.images == "target":
             return super().forward(ctx)
-        q = ctx.quality(self.weighting)  # of the whole target batch, as published
-        weights = self.weighting(pseudo, ctx.mean, q)
+        weights = self.weighting(pseudo, q=ctx.quality(self.weighting))  # the whole batch's q
         images = torch.cat([ctx.source_images[:1], ctx.target_images[:1]])
         labels = torch.cat([ctx.source_targets[:1], pseudo.labels[:1]])
         pixel_weights = torch.cat([torch.ones_like(weights[:1]), weights[:1]])  # type: ignore[index]

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mic.core.context import Random, uniform
 from mic.core.errors import ConfigError
+from mic.core.streams import Random, uniform
 from mic.tasks.segmentation.models.base import Segmenter
 
 
