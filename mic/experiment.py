@@ -791,7 +791,7 @@ def best_metric_key(cfg: DictConfig, task: Task) -> str:
         ConfigError: ``best_by`` names no validator, or one that ``eval.validators`` leaves out.
     """
     model = next(iter(cfg.eval.models), "student")
-    by = cfg.checkpoint.get("best_by")
+    by = written = cfg.checkpoint.get("best_by")
     parts = str(by).split("/")
     if len(parts) == 3 and parts[0] in ("validator", "eval"):  # a record's key, as reports show
         if parts[1] != model:
@@ -801,7 +801,8 @@ def best_metric_key(cfg: DictConfig, task: Task) -> str:
                 f"eval.models=[{parts[1]},...] to follow the {parts[1]}'s"
             )
         kind = "validator" if parts[2] in VALIDATORS else "eval"  # (what the name alone gives)
-        if parts[0] != kind:  # (validator/student/accuracy followed the labelled accuracy)
+        known = kind == "validator" or parts[2] == task.primary_metric  # (else: a typo's advice)
+        if parts[0] != kind and known:  # (validator/student/accuracy followed the accuracy)
             said = "a label-free validator" if kind == "validator" else "no validator"
             raise ConfigError(
                 f"checkpoint.best_by={by!r}: {parts[2]} is {said}, so its record key is "
@@ -838,15 +839,19 @@ def best_metric_key(cfg: DictConfig, task: Task) -> str:
                     f" If {by} is a score of the task's metric, make it the task's to follow "
                     f"it: task.primary_metric={by} with checkpoint.best_by=null"
                 )
-            except Exception:  # its message names the scores the task's metric gives
-                other = f" Nor is it a score of {type(task).__name__}'s metric."
+            except Exception as e:  # its message names the scores the task's metric gives
+                cause: BaseException = e
+                while cause.__cause__ is not None and not isinstance(cause, MicError):
+                    cause = cause.__cause__  # (Hydra's InstantiationException around it)
+                said = f" ({cause})" if isinstance(cause, MicError) else ""
+                other = f" Nor is it a score of {type(task).__name__}'s metric{said}."
         labels = (
             f", or null (or {task.primary_metric!r}) for the labelled target metric"
             if labelled
             else " (dataset.test=null: there is no labelled target metric)"
         )
         raise ConfigError(
-            f"checkpoint.best_by={by!r} names no validator; choose one of "
+            f"checkpoint.best_by={written!r} names no validator; choose one of "
             f"{', '.join(VALIDATORS)}{labels}.{other}"
         )
     computed = validator_names(cfg)

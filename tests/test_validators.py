@@ -580,7 +580,8 @@ def test_best_by_another_labelled_score_names_the_task_s_primary_metric():
     # a score the task's metric does not give: no advice that ends in the next error
     with pytest.raises(ConfigError) as info:
         best_metric_key(load_config(["checkpoint.best_by=miou"]), task)
-    assert str(info.value).endswith("Nor is it a score of ClassificationTask's metric.")
+    said = "Nor is it a score of ClassificationTask's metric (task.primary_metric "
+    assert said in str(info.value) and "'mean_class_accuracy', got 'miou')." in str(info.value)
     typo = load_config(["checkpoint.best_by=accurracy"])
     with pytest.raises(ConfigError, match="Did you mean: accuracy") as info:
         best_metric_key(typo, task)
@@ -751,6 +752,12 @@ def test_best_by_takes_a_record_key_as_the_reports_write_it():
     ]:
         with pytest.raises(ConfigError, match=re.escape(said)):
             best_metric_key(load_config([f"checkpoint.best_by={key}"]), task)
+    # a typo of a validator in a record key: the advice for the typo (was: to give the typo alone)
+    typo = load_config(["checkpoint.best_by=validator/student/entorpy"])
+    with pytest.raises(ConfigError, match=r"best_by='validator/student/entorpy' names no valid"):
+        best_metric_key(typo, task)
+    with pytest.raises(ConfigError, match="Did you mean: entropy"):
+        best_metric_key(typo, task)
 
 
 def test_snd_over_many_elements_warns_of_its_cost_once():
