@@ -30,7 +30,7 @@ from mic.experiment import (
     validator_names,
 )
 from mic.resume import flatten
-from mic.schema import check_config, exception_chain
+from mic.schema import check_config, did_you_mean, exception_chain
 from mic.training import Evaluation, load_checkpoint, make_validators, per_process_batch_size
 from mic.training.checkpoint import FINAL_WEIGHTS
 from mic.training.validators import preserved_rng
@@ -151,6 +151,17 @@ def _resolved(cfg: DictConfig) -> DictConfig:
     return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[return-value]
 
 
+def _closest_key(cfg: DictConfig, key: str) -> str:
+    """`` Did you mean: ...?`` for the first part of the dotted ``key`` that ``cfg`` lacks,
+    among the keys beside it (empty where none is close)."""
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or part not in node:
+            return did_you_mean(part, node.keys()) if isinstance(node, DictConfig) else ""
+        node = node._get_node(part)  # (not resolved: a node's keys are all that is read)
+    return ""
+
+
 def _run_config(folder: Path, overrides: list[str], validators: Any) -> DictConfig:
     """The run's config with ``overrides`` (Hydra's syntax) and ``validators`` applied,
     resolved; an override that changes what was trained, or that a resolved config would
@@ -168,7 +179,10 @@ def _run_config(folder: Path, overrides: list[str], validators: Any) -> DictConf
         key = override.key_or_group
         plain = override.type.name == "CHANGE"  # (not +key, ++key, ~key)
         if plain and OmegaConf.select(cfg, key, default=KeyError) is KeyError:
-            raise ConfigError(f"score_run(overrides=[{text!r}]): the run's config has no {key}")
+            raise ConfigError(
+                f"score_run(overrides=[{text!r}]): the run's config has no {key}"
+                + (f".{hint}" if (hint := _closest_key(cfg, key)) else "")
+            )
         if not plain or not key.startswith(SCORING_KEYS) or key in TRAINED_KEYS:
             allowed = ", ".join(k.rstrip(".") for k in SCORING_KEYS)
             raise ConfigError(
@@ -224,6 +238,13 @@ def _run_config(folder: Path, overrides: list[str], validators: Any) -> DictConf
     return cfg
 
 
+def _raise_as_score_run(e: MicError) -> None:
+    """Raise ``e``, its message led by the function the user called (load_run's: score_run)."""
+    if str(e).startswith("load_run"):
+        raise type(e)(f"score_run{str(e).removeprefix('load_run')}") from e
+    raise e
+
+
 def _gone(path: Path) -> None:
     warnings.warn(f"score_run: '{path}' was removed while scoring; it is skipped", stacklevel=3)
 
@@ -235,9 +256,9 @@ def _first(folder: Path, paths: list[Path], device: Any) -> tuple[Any, dict[str,
         try:
             state = load_checkpoint(path, mmap=True)
             return load_run(folder, checkpoint=path, device=device)[0], state
-        except (CheckpointError, ConfigError):
+        except (CheckpointError, ConfigError) as e:
             if path.exists():
-                raise
+                _raise_as_score_run(e)
             paths.remove(path)
             _gone(path)
     raise ConfigError(f"score_run('{folder}'): every checkpoint was removed while scoring")
@@ -386,9 +407,9 @@ def score_run(
                 teacher = None  # (masked_agreement's reference also where it is not scored)
                 if state.get("teacher") is not None:
                     teacher = load_run(folder, "teacher", path, device)[1]
-            except (CheckpointError, ConfigError):
+            except (CheckpointError, ConfigError) as e:
                 if path.exists():
-                    raise
+                    _raise_as_score_run(e)
                 _gone(path)  # (a run still training rotates its checkpoints)
                 continue
             _foreign(ours, state, path, folder)

@@ -71,7 +71,13 @@ def test_a_validator_the_run_did_not_compute_is_scored_and_picks(run):
     selection = ModelSelection()
     for record in records:
         selection.update(record)
-    assert selection.picks("student", "accuracy")["bnm"]["step"] in (2, 4)
+    pick = selection.picks("student", "accuracy")["bnm"]
+    assert pick["step"] in (2, 4)  # and the pick names the checkpoint it scored
+    assert pick["checkpoint"] == str(run / "checkpoints" / f"iter_0000000{pick['step']}.pt")
+    # records of another run (the same steps): the picks would mix them up, in silence
+    moved = {**records[0], "checkpoint": records[0]["checkpoint"].replace(str(run), "/other/run")}
+    with pytest.warns(UserWarning, match=r"ModelSelection: records of two runs .*'/other/run'"):
+        selection.update(moved)
     alone = mic.score_run(run, "best.pt", validators=[], overrides=["eval.models=[student]"])
     assert not any(k.startswith(("validator/", "eval/teacher")) for k in alone[0])
 
@@ -83,6 +89,7 @@ def test_a_validator_the_run_did_not_compute_is_scored_and_picks(run):
         ({"overrides": ["eval.adabn"]}, r"Error parsing override 'eval\.adabn'"),
         ({"overrides": ["+eval.adabn_batches=2"]}, r"give key=value of a setting the run's"),
         ({"overrides": ["eval.adabn_batch=2"]}, "the run's config has no eval.adabn_batch"),
+        ({"overrides": ["eval.validaton.batches=2"]}, r"\.batches\. Did you mean: validation,"),
         ({"overrides": ["dataset.test=null", "eval.validators=[]"]}, "nothing to score"),
         ({"validators": ["IM"]}, "unknown"),
         ({"checkpoints": ["iter_00000003.pt"]}, "'iter_00000003.pt' is no file"),
@@ -120,6 +127,16 @@ def test_a_resolved_value_that_others_took_is_named_with_them(run):
 def test_the_checkpoints_folder_of_a_run_is_named_as_inside_it(run):
     with pytest.raises(ConfigError, match=r"inside the run folder .* score_run\('"):
         mic.score_run(run / "checkpoints")
+
+
+def test_a_checkpoint_of_another_model_is_named_by_score_run_not_load_run(run, tmp_path):
+    from mic.training import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(run / "checkpoints" / "best.pt")
+    state["student"] = {f"other.{k}": v for k, v in state["student"].items()}
+    other = save_checkpoint(state, tmp_path / "other.pt")
+    with pytest.raises(ConfigError, match=r"^score_run: the weights in .*other\.pt' do not fit"):
+        mic.score_run(run, [other], validators=[])
 
 
 def test_a_checkpoint_cut_short_is_named_not_skipped_in_silence(run):

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -693,6 +694,8 @@ class ModelSelection:
         names = [lower_is_better] if isinstance(lower_is_better, str) else lower_is_better
         # (eval/student/err as err: it was compared with the name's last part alone)
         self.lower_is_better = {str(n).rsplit("/", 1)[-1] for n in names}
+        self._run: str | None = None  # the run folder of the records that name a checkpoint
+        self._warned_runs = False
 
     @classmethod
     def for_task(cls, task: Task) -> ModelSelection:
@@ -730,8 +733,27 @@ class ModelSelection:
         }
 
     def update(self, record: Mapping[str, Any]) -> list[str]:
-        """Take an evaluation record; returns the keys whose best improved."""
+        """Take an evaluation record; returns the keys whose best improved. A record that
+        names its checkpoint (``score_run``'s) has it named in the picks too.
+
+        Warns:
+            UserWarning: records whose checkpoints lie in two run folders (picks name steps,
+                which two runs share: give one run's records).
+        """
         step = int(record.get("step", -1))
+        named = record.get("checkpoint")
+        if named is not None:
+            run = str(Path(named).parent.parent)  # (<run>/checkpoints/<file>)
+            first = self._run or run
+            if run != first and not self._warned_runs:
+                self._warned_runs = True
+                warnings.warn(
+                    f"ModelSelection: records of two runs ('{first}' and '{run}'): its picks "
+                    "name steps, which both runs have; give it one run's records, and compare "
+                    "the picks of each run by their scores",
+                    stacklevel=2,
+                )
+            self._run = first
         improved = []
         models = set()
         for key, value in record.items():
@@ -746,6 +768,8 @@ class ModelSelection:
             if key not in self.best or self.better(key, value, self.best[key]["score"]):
                 metrics = self._metrics(record, parts[1])
                 self.best[key] = {"step": step, "score": value, "metrics": metrics}
+                if named is not None:
+                    self.best[key]["checkpoint"] = str(named)
                 improved.append(key)
         for model in models:
             self.last[model] = {"step": step, "metrics": self._metrics(record, model)}
@@ -790,6 +814,8 @@ class ModelSelection:
                     "score": entry["score"],
                     metric: entry["metrics"].get(metric),
                 }
+                if "checkpoint" in entry:  # (score_run's records name it)
+                    out[name]["checkpoint"] = entry["checkpoint"]
             elif key in self.seen:
                 out[name] = {"step": None, "score": None, metric: None}
             if name in out and since is not None and since > min(mine):
