@@ -470,7 +470,8 @@ def check_resume_config(
             below = [k for k in refused if k.startswith(f"{top}.")]
             if not below:
                 a, b = refused[top]
-                parts.append(f"{top}: {short(a)} -> {short(b)}{source(top)}")
+                what = " torchrun processes" if top == PROCESSES else ""  # (no config key)
+                parts.append(f"{top}: {short(a)} -> {short(b)}{what}{source(top)}")
                 continue
             a, b = refused[below[0]]
             parts.append(
@@ -487,13 +488,21 @@ def check_resume_config(
                 "continue another job's run"
             )
         terms = any(k.startswith("method.") and k.endswith("._target_") for k in refused)
+        grouping = ("lr_mult", "no_weight_decay", "bias_lr_factor")
+        groups = any(k.rsplit(".", 1)[-1] in grouping for k in refused)
+        what = "the run" if list(refused) == [PROCESSES] else "the config"
         raise ConfigError(
-            f"the config differs from the checkpoint's in what the run trains with ({listing}). "
+            f"{what} differs from the checkpoint's in what the run trains with ({listing}). "
             "Exact resume needs the checkpoint's values; to continue with the new ones on "
             f"purpose, add resume_allow_changes=[{keys}] (they apply from the resumed "
-            "iteration; a change of lr_mult, no_weight_decay or bias_lr_factor that groups the "
-            "parameters otherwise cannot keep the optimiser's state), or start a new run in "
-            "another folder"
+            "iteration"
+            + (
+                "; a change of lr_mult, no_weight_decay or bias_lr_factor that groups the "
+                "parameters otherwise cannot keep the optimiser's state"
+                if groups
+                else ""
+            )
+            + "), or start a new run in another folder"
             + (
                 " (init_from=<checkpoint> starts it from these weights): a loss term added or "
                 "replaced with modules of its own (a discriminator) cannot be resumed even so"

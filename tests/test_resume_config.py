@@ -657,3 +657,21 @@ def test_an_allowed_key_covers_the_settings_read_from_it_and_is_the_one_advised(
         run_experiment(load_config(again), tmp_path)
     allowed = load_config([*again, "resume_allow_changes=[dataset.train_count]"])
     assert run_experiment(allowed, tmp_path)["iterations"] == 2
+
+
+def test_another_process_count_is_named_as_such_and_the_grouping_clause_only_where_it_applies():
+    """A resume with another torchrun process count was refused as a change of "the config",
+    with a clause on lr_mult that had nothing to do with it."""
+    from mic import ConfigError
+    from mic.resume import check_resume_config
+
+    cfg = load_config(TINY)
+    saved = OmegaConf.to_container(cfg, resolve=True)
+    with pytest.raises(ConfigError) as refused:
+        check_resume_config(saved, cfg, (2, 1))
+    said = str(refused.value)
+    assert said.startswith("the run differs from the checkpoint's in what the run trains with ")
+    assert "(processes: 2 -> 1 torchrun processes)" in said and "lr_mult" not in said
+    assert "resume_allow_changes=[processes]" in said
+    with pytest.raises(ConfigError, match="a change of lr_mult, no_weight_decay or bias_lr"):
+        check_resume_config(saved, load_config([*TINY, "bias_lr_factor=3"]), (1, 1))
