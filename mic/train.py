@@ -487,8 +487,12 @@ def _join_torchrun() -> None:
     # CUDA context (either way the group reduces CPU and CUDA tensors)
     on_cpu = "device=cpu" in sys.argv[1:]
     group = init_distributed("cpu" if on_cpu else "auto")
-    stamp = broadcast_object(datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
-    os.environ.setdefault("MIC_RUN_STAMP", stamp)
+    when = datetime.fromisoformat(broadcast_object(datetime.now().isoformat()))
+    os.environ.setdefault("MIC_RUN_STAMP", when.strftime("%Y-%m-%d_%H-%M-%S"))
+    # ${now:...} on the command line (hydra.run.dir=runs/${now:%H-%M-%S}), which each process
+    # would resolve at its own time (another folder): rank 0's time, written out
+    now = re.compile(r"\$\{now:([^}]*)\}")
+    sys.argv[1:] = [now.sub(lambda m: when.strftime(m.group(1)), a) for a in sys.argv[1:]]
     if not group.is_main:
         sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
 

@@ -104,7 +104,9 @@ def _run(prefix, run_dir, overrides):
     else:
         out = run_mic_train(args)
     assert out.returncode == 0, out.stderr[-3000:]
-    return torch.load(run_dir / "checkpoints" / "student.pt", weights_only=True)
+    folders = list(run_dir.parent.iterdir()) if "${now:" in str(run_dir) else [run_dir]
+    assert len(folders) == 1, folders  # (each process read ${now:...} at its own time)
+    return torch.load(folders[0] / "checkpoints" / "student.pt", weights_only=True)
 
 
 @pytest.mark.slow
@@ -115,14 +117,15 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(run, tm
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
-    two = _run([*torchrun, f"--master_port={port}"], tmp_path / "two", RUNS[run])
+    stamped = tmp_path / "two" / "${now:%H-%M-%S_%f}"  # one folder for both processes
+    two = _run([*torchrun, f"--master_port={port}"], stamped, RUNS[run])
     assert one.keys() == two.keys()
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-6)
     model = no_norm_classifier(10) if "classifier" in " ".join(RUNS[run]) else None
     initial = model.state_dict() if model is not None else no_norm_segmenter(8).state_dict()
     assert any(not torch.equal(initial[k], one[k]) for k in one)  # training moved the weights
-    assert not list((tmp_path / "two").glob("*/.hydra")), "only one run folder"
+    assert not list((tmp_path / "two").glob("*/*/.hydra")), "only one run folder"
 
 
 def _reduce_worker(rank: int, init_file: str, out_dir: str) -> None:
