@@ -476,6 +476,18 @@ def _leave_process_group() -> None:
         dist.destroy_process_group()
 
 
+#: ``${now:<format>}`` as Hydra resolves it alike: a format without quotes, escapes, nested
+#: interpolations or whitespace around it (any other form is left to Hydra)
+_NOW = re.compile(r"(?<!\\)\$\{now:([^'\"\\${}\s](?:[^'\"\\${}]*[^'\"\\${}\s])?)\}")
+
+
+def pin_now(args: list[str], when: datetime) -> list[str]:
+    """``args`` with each plain ``${now:<format>}`` written out as ``when`` in that format:
+    under torchrun every process would resolve it at its own time (each its own run folder);
+    the processes share rank 0's ``when``."""
+    return [_NOW.sub(lambda m: when.strftime(m.group(1)), a) for a in args]
+
+
 def _join_torchrun() -> None:
     """Under torchrun, start the process group before Hydra, so that every process writes into
     the run folder of rank 0 (same time stamp) and only rank 0 writes Hydra's own files."""
@@ -489,10 +501,7 @@ def _join_torchrun() -> None:
     group = init_distributed("cpu" if on_cpu else "auto")
     when = datetime.fromisoformat(broadcast_object(datetime.now().isoformat()))
     os.environ.setdefault("MIC_RUN_STAMP", when.strftime("%Y-%m-%d_%H-%M-%S"))
-    # ${now:...} on the command line (hydra.run.dir=runs/${now:%H-%M-%S}), which each process
-    # would resolve at its own time (another folder): rank 0's time, written out
-    now = re.compile(r"\$\{now:([^}]*)\}")
-    sys.argv[1:] = [now.sub(lambda m: when.strftime(m.group(1)), a) for a in sys.argv[1:]]
+    sys.argv[1:] = pin_now(sys.argv[1:], when)
     if not group.is_main:
         sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
 

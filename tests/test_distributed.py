@@ -460,3 +460,17 @@ def test_an_empty_world_size_trains_one_process_to_its_end(tmp_path):
     out = run_mic_train([*args, f"hydra.run.dir={tmp_path / 'run'}"], env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "run" / "summary.json").is_file()
+
+
+def test_now_on_the_command_line_is_written_out_only_where_hydra_reads_it_alike():
+    """Under torchrun each process resolved ${now:...} at its own time (two run folders); its
+    first rewrite also met forms Hydra reads otherwise (quoted, escaped, nested, spaced)."""
+    from datetime import datetime
+
+    from mic.train import pin_now
+
+    when = datetime(2026, 12, 7, 8, 9, 32, 123456)
+    plain = ["hydra.run.dir=/r/${now:%H-%M-%S_%f}", "x=${now:%H:%M}/${now:%Y}", "x='r/${now:%H}'"]
+    assert pin_now(plain, when) == ["hydra.run.dir=/r/08-09-32_123456", "x=08:09/2026", "x='r/08'"]
+    left = ["x=${now:'%H:%M'}", "x=${now: %H}", "x=\\${now:%H}", "x=${now:}", "x=${now:${a:F}}"]
+    assert pin_now(left, when) == left  # (Hydra's to resolve, or to refuse)

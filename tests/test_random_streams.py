@@ -96,6 +96,15 @@ def test_the_masker_s_blocks_do_not_move_when_its_augmentation_changes():
     # with a generator (no stream to derive from), both draw from it, as before
     blocks = plain(images, torch.Generator().manual_seed(0))
     assert not torch.equal(blocks, drawing(images, torch.Generator().manual_seed(0)))
+    # two calls on one stream are two masks (two masked views), of a batch and of a list
+    stream = RandomStream(5)
+    assert not torch.equal(plain(images, stream), plain(images, stream))
+    listed = list(images)
+    first, second = plain(listed, stream), plain(listed, stream)
+    assert not all(torch.equal(a, b) for a, b in zip(first, second))
+    assert all(torch.equal(a, b) for a, b in zip(first, plain(listed, RandomStream(5))))
+    with pytest.raises(ConfigError, match="substream takes a name"):
+        stream.substream(3)
 
 
 def test_adding_mic_leaves_the_mean_teachers_augmented_images_unchanged():

@@ -13,7 +13,9 @@ from torch import Tensor, nn
 from mic.core import checks
 from mic.core.batch import split_sample
 from mic.core.errors import ConfigError
-from mic.core.streams import RandomStream, stream_seed
+
+# (Random, per_sample and uniform importable from here too, as before mic.core.streams)
+from mic.core.streams import Random, RandomStream, per_sample, stream_seed, uniform  # noqa: F401
 from mic.core.task import PseudoLabels, Task
 from mic.core.teacher import Teacher
 from mic.core.weighting import PseudoLabelWeighting

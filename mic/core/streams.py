@@ -45,6 +45,8 @@ class RandomStream:
         self.seed, self.rank, self.world_size = int(seed), rank, world_size
         self.micro, self.micro_batches = micro, micro_batches
         self._generators: dict[torch.device, torch.Generator] = {}
+        self._parts: dict[str, RandomStream] = {}
+        self._sample_calls: dict[tuple[int, int], int] = {}  # (i, n) -> for_sample's calls
 
     def rand(self, n: int, *shape: int, device: torch.device | str | None = None) -> Tensor:
         """(n, *shape) uniform [0, 1) float32 draws on ``device``, one row per sample of this
@@ -58,15 +60,24 @@ class RandomStream:
         return draws[first : first + n * self.world_size : self.world_size]
 
     def substream(self, name: str) -> RandomStream:
-        """The stream of one part of this stream's draws (e.g. a masker's blocks), independent
-        of the others: a change in the draws of one part moves no other's."""
-        layout = (self.rank, self.world_size, self.micro, self.micro_batches)
-        return RandomStream(stream_seed(self.seed, name), *layout)
+        """The stream (a plain ``RandomStream``) of one part of this stream's draws (e.g. a
+        masker's blocks), independent of the others: a change in the draws of one part moves
+        no other's. The same object for the same name: its draws go on from call to call."""
+        if not isinstance(name, str):
+            raise ConfigError(f"RandomStream.substream takes a name (text), got {name!r}")
+        if name not in self._parts:
+            layout = (self.rank, self.world_size, self.micro, self.micro_batches)
+            self._parts[name] = RandomStream(stream_seed(self.seed, name), *layout)
+        return self._parts[name]
 
     def for_sample(self, i: int, n: int) -> RandomStream:
-        """The stream of sample ``i`` of ``n`` alone (images transformed one at a time)."""
+        """The stream of sample ``i`` of ``n`` alone (images transformed one at a time); a
+        second call for the same sample gives the next one, as a second ``rand`` call draws
+        anew (two masked views of a list of images are two views)."""
         index = (self.micro * n + i) * self.world_size + self.rank
-        return RandomStream(stream_seed(self.seed, index))
+        calls = self._sample_calls[i, n] = self._sample_calls.get((i, n), 0) + 1
+        key = (self.seed, index) if calls == 1 else (self.seed, index, calls)
+        return RandomStream(stream_seed(*key))
 
 
 #: what maskers and augmentations draw from: a stream, a generator, or None (torch's global one)
