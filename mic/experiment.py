@@ -801,7 +801,8 @@ def best_metric_key(cfg: DictConfig, task: Task) -> str:
                 f"eval.models=[{parts[1]},...] to follow the {parts[1]}'s"
             )
         kind = "validator" if parts[2] in VALIDATORS else "eval"  # (what the name alone gives)
-        known = kind == "validator" or parts[2] == task.primary_metric  # (else: a typo's advice)
+        labelled = cfg.dataset.get("test") is not None  # (else the labelled metric is no advice)
+        known = kind == "validator" or (parts[2] == task.primary_metric and labelled)
         if parts[0] != kind and known:  # (validator/student/accuracy followed the accuracy)
             said = "a label-free validator" if kind == "validator" else "no validator"
             raise ConfigError(
@@ -1789,26 +1790,38 @@ def _run_experiment(
         if exp.resumed_from and config.exists():
             config = config.with_name("config_resumed.yaml")
         write_text_atomically(config, OmegaConf.to_yaml(_with_data_names(cfg, exp.task)))
+    start = exp.loop.step  # (a resumed run's first)
     try:
         exp.loop.run()
     except DatasetError as e:
         # a bad batch saves the run's state; a loss term's refusal leaves its step half done
         # (nothing saved then: the last checkpoint is named, if there is one)
         at = exp.checkpointer.saved_step if exp.checkpointer is not None else -1
-        if exp.run_dir is None or exp.loop.step == 0 or at <= 0:
+        if exp.run_dir is None or exp.loop.step == 0:
             raise
+        notes = "".join(f" {n}" for n in getattr(e, "__notes__", []))  # (which loader)
+        said = f"{str(e).rstrip().rstrip('.')}{notes}"
+        where, again = f"{exp.run_dir}/checkpoints", continue_with(exp.run_dir)
+        if at <= 0 and exp.resumed_from is not None:  # the checkpoint this run resumed from
+            at, where = start, str(exp.resumed_from)
+            if exp.resumed_from.parent.parent.resolve() != exp.run_dir.resolve():
+                again = f"resume={exp.resumed_from}"
+        if at <= 0:
+            raise DatasetError(
+                f"{said}. No checkpoint of the run was written before it (iterations 1 to "
+                f"{exp.loop.step} are lost; a smaller checkpoint.interval saves more often): "
+                "once this is fixed, run it again"
+            ) from e
         saved = (
             f"The run saved its state after iteration {at}"
             if at == exp.loop.step
             else f"The run's last checkpoint is of iteration {at} (iteration {exp.loop.step + 1} "
             "was not finished)"
         )
-        notes = "".join(f" {n}" for n in getattr(e, "__notes__", []))  # (which loader)
         raise DatasetError(
-            f"{str(e).rstrip().rstrip('.')}{notes}. {saved} in {exp.run_dir}/checkpoints: once "
-            "this is fixed, continue with "
-            f"the same command plus: {continue_with(exp.run_dir)} (and, if files were removed "
-            "or added, resume_allow_changes=[dataset])"
+            f"{said}. {saved} in {where}: once this is fixed, continue with the same command "
+            f"plus: {again} (and, if files were removed or added, "
+            "resume_allow_changes=[dataset])"
         ) from e
     except Exception as e:  # a hook's error after a whole iteration: the loop saved it
         if isinstance(e, ValueError) and "more than 1 value per channel when training" in str(e):

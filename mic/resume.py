@@ -489,7 +489,7 @@ def check_resume_config(
             )
         terms = any(k.startswith("method.") and k.endswith("._target_") for k in refused)
         grouping = ("lr_mult", "no_weight_decay", "bias_lr_factor")
-        groups = any(k.rsplit(".", 1)[-1] in grouping for k in refused)
+        groups = any(part in grouping for k in refused for part in k.split("."))
         what = "the run" if list(refused) == [PROCESSES] else "the config"
         raise ConfigError(
             f"{what} differs from the checkpoint's in what the run trains with ({listing}). "

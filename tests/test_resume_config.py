@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from mic import CheckpointError, DatasetError
+from mic import CheckpointError, DatasetError, LossTerm
 from mic.experiment import build_experiment, load_config, run_experiment
 from tests.cli import run_mic_train
 from tests.helpers import TINY_RUN, class_folders, folder_overrides, write_png
@@ -673,5 +673,46 @@ def test_another_process_count_is_named_as_such_and_the_grouping_clause_only_whe
     assert said.startswith("the run differs from the checkpoint's in what the run trains with ")
     assert "(processes: 2 -> 1 torchrun processes)" in said and "lr_mult" not in said
     assert "resume_allow_changes=[processes]" in said
-    with pytest.raises(ConfigError, match="a change of lr_mult, no_weight_decay or bias_lr"):
-        check_resume_config(saved, load_config([*TINY, "bias_lr_factor=3"]), (1, 1))
+    for change in ("bias_lr_factor=3", "+lr_mult={model.backbone: 0.1}"):
+        with pytest.raises(ConfigError, match="a change of lr_mult, no_weight_decay or bias_lr"):
+            check_resume_config(saved, load_config([*TINY, change]), (1, 1))
+
+
+class RefusesAtStep(LossTerm):
+    """A loss term that refuses the batch of iteration ``at`` (0-based), as ClassMix refuses
+    a batch of one."""
+
+    uses_target = False
+
+    def __init__(self, at: int, weight: float = 1.0) -> None:
+        super().__init__(weight)
+        self.at = at
+
+    def forward(self, ctx):
+        if ctx.step == self.at:
+            raise DatasetError("this term cannot use the batch")
+        return ctx.task.loss(ctx.student, ctx.source_images, ctx.source_targets) * 0.0
+
+
+def test_a_term_s_data_error_names_the_last_checkpoint_the_resumed_one_or_that_none_was_written(
+    tmp_path,
+):
+    """After a term's DatasetError (its step half done: nothing saved), the message named a
+    checkpoint only where this process had written one: a resumed run said nothing of the one
+    it resumed from, and a run without a checkpoint nothing of what was lost."""
+    refuses = ["+method.terms.bad._target_=tests.test_resume_config.RefusesAtStep"]
+    args = [*TINY, "iterations=6", "eval.interval=0", "checkpoint.interval=2", *refuses]
+    with pytest.raises(DatasetError) as said:
+        run_experiment(load_config([*args, "+method.terms.bad.at=3"]), tmp_path / "run")
+    assert "The run's last checkpoint is of iteration 2 (iteration 4 was not finished) in " in (
+        str(said.value)
+    )
+    with pytest.raises(DatasetError) as said:  # the same refusal after a resume from it
+        run_experiment(
+            load_config([*args, "+method.terms.bad.at=3", "resume=auto"]), tmp_path / "run"
+        )
+    assert "of iteration 2 (iteration 4 was not finished) in " in str(said.value)
+    assert "checkpoints/iter_00000002.pt: once this is fixed, continue" in str(said.value)
+    never = [*args[:-2], "checkpoint.interval=0", *refuses, "+method.terms.bad.at=3"]
+    with pytest.raises(DatasetError, match=r"iterations 1 to 3 are lost; a smaller checkpoint"):
+        run_experiment(load_config(never), tmp_path / "never")

@@ -76,8 +76,19 @@ def test_a_validator_the_run_did_not_compute_is_scored_and_picks(run):
     assert pick["checkpoint"] == str(run / "checkpoints" / f"iter_0000000{pick['step']}.pt")
     # records of another run (the same steps): the picks would mix them up, in silence
     moved = {**records[0], "checkpoint": records[0]["checkpoint"].replace(str(run), "/other/run")}
-    with pytest.warns(UserWarning, match=r"ModelSelection: records of two runs .*'/other/run'"):
-        selection.update(moved)
+    again = ModelSelection()
+    again.load_state_dict(selection.state_dict())  # (the run folder kept)
+    for one in (selection, again):
+        with pytest.warns(UserWarning, match=r"ModelSelection: records of two runs .*'/other/run'"):
+            one.update(moved)
+    # the same run named another way, and a copy outside a run's checkpoints/: no other run
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fresh = ModelSelection()
+        fresh.update(records[0])
+        fresh.update({**records[1], "checkpoint": f"{run}/checkpoints/../checkpoints/x.pt"})
+        fresh.update({**records[1], "checkpoint": "/somewhere/kept.pt"})
+    assert fresh.picks("student", "accuracy")["last"]["checkpoint"] == "/somewhere/kept.pt"
     alone = mic.score_run(run, "best.pt", validators=[], overrides=["eval.models=[student]"])
     assert not any(k.startswith(("validator/", "eval/teacher")) for k in alone[0])
 

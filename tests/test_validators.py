@@ -758,6 +758,10 @@ def test_best_by_takes_a_record_key_as_the_reports_write_it():
         best_metric_key(typo, task)
     with pytest.raises(ConfigError, match="Did you mean: entropy"):
         best_metric_key(typo, task)
+    # the labelled metric's key without a labelled target: that advice, not to give accuracy
+    unlabelled = ["checkpoint.best_by=validator/student/accuracy", "dataset.test=null"]
+    with pytest.raises(ConfigError, match=r"dataset\.test=null: without a labelled target"):
+        best_metric_key(load_config(unlabelled), task)
 
 
 def test_snd_over_many_elements_warns_of_its_cost_once():

@@ -741,9 +741,10 @@ class ModelSelection:
                 which two runs share: give one run's records).
         """
         step = int(record.get("step", -1))
-        named = record.get("checkpoint")
-        if named is not None:
-            run = str(Path(named).parent.parent)  # (<run>/checkpoints/<file>)
+        named = str(record["checkpoint"]) if record.get("checkpoint") is not None else None
+        path = Path(named).resolve() if named is not None else None
+        if path is not None and path.parent.name == "checkpoints":  # (<run>/checkpoints/<file>)
+            run = str(path.parent.parent)
             first = self._run or run
             if run != first and not self._warned_runs:
                 self._warned_runs = True
@@ -769,10 +770,12 @@ class ModelSelection:
                 metrics = self._metrics(record, parts[1])
                 self.best[key] = {"step": step, "score": value, "metrics": metrics}
                 if named is not None:
-                    self.best[key]["checkpoint"] = str(named)
+                    self.best[key]["checkpoint"] = named
                 improved.append(key)
         for model in models:
             self.last[model] = {"step": step, "metrics": self._metrics(record, model)}
+            if named is not None:
+                self.last[model]["checkpoint"] = named
         return improved
 
     def score(self, key: str) -> float | None:
@@ -823,10 +826,13 @@ class ModelSelection:
         if model in self.last:
             last = self.last[model]
             out["last"] = {"step": last["step"], metric: last["metrics"].get(metric)}
+            if "checkpoint" in last:
+                out["last"]["checkpoint"] = last["checkpoint"]
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "last": self.last, "seen": dict(self.seen)}
+        state = {"best": self.best, "last": self.last, "seen": dict(self.seen)}
+        return {**state, "run": self._run} if self._run is not None else state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.best = dict(state.get("best", {}))
@@ -834,3 +840,4 @@ class ModelSelection:
         seen = state.get("seen", {})  # (a list of keys in checkpoints of before the steps)
         self.seen = {**(seen if isinstance(seen, Mapping) else dict.fromkeys(seen))}
         self.seen.update({k: None for k in self.best if k not in self.seen})
+        self._run = state.get("run")  # (score_run's records: the run folder of their checkpoints)
