@@ -212,8 +212,9 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
 
     Args:
         resume: None (start afresh), ``auto`` (the newest readable checkpoint of the run
-            folder, if any; its ``best.pt`` where no ``iter_*.pt`` can be read), a checkpoint
-            file, or a run folder (its newest checkpoint).
+            folder, if any: its newest ``iter_*.pt``, or its ``best.pt`` where that is of a
+            later iteration or no ``iter_*.pt`` can be read), a checkpoint file, or a run
+            folder (its newest ``iter_*.pt``).
         run_dir: this run's folder.
 
     Raises:
@@ -259,6 +260,14 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
             )
         if found is not None:
             warn_of_skipped(found, "resume=auto", run_dir)
+            newer = _step_of(best) if best.is_file() else None  # (an evaluation after it)
+            later = newer is not None and newer > int(found.stem.split("_")[1])
+            if later and is_readable_checkpoint(best, verify=True):
+                log.info(
+                    f"resume=auto: best.pt (iteration {newer}) is newer than {found.name}; "
+                    "resuming from it"
+                )
+                return best
         return found
     path = Path(str(resume))
     if path.is_dir():
@@ -277,6 +286,14 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
     if not path.exists():
         raise CheckpointError(f"resume={path}: no such checkpoint file or run folder")
     return path
+
+
+def _step_of(path: Path) -> int | None:
+    """The iteration of the checkpoint at ``path`` (None: it cannot be read)."""
+    try:
+        return int(load_checkpoint(path, mmap=True)["step"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return None
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -447,3 +447,19 @@ def test_save_checkpoint_refuses_objects_that_load_checkpoint_could_not_read(tmp
     plain = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "n": [1, 2.0]}
     save_checkpoint(plain, tmp_path / "x.pt")
     assert load_checkpoint(tmp_path / "x.pt")["n"] == [1, 2.0]
+
+
+def test_resume_auto_takes_a_best_pt_newer_than_the_last_periodic_checkpoint(tmp_path):
+    """A run with periodic checkpoints every 1000 iterations killed after its best evaluation
+    at 1500 resumed from iter_1000 and trained 500 iterations again, best.pt beside it."""
+    from mic.resume import find_resume_checkpoint
+    from mic.training import save_checkpoint
+
+    folder = tmp_path / "run" / "checkpoints"
+    periodic = save_checkpoint({"step": 1000, "w": torch.ones(2)}, folder / "iter_00001000.pt")
+    best = save_checkpoint({"step": 1500, "w": torch.ones(2)}, folder / "best.pt")
+    assert find_resume_checkpoint("auto", tmp_path / "run") == best
+    save_checkpoint({"step": 500, "w": torch.ones(2)}, best)  # an older best: the periodic one
+    assert find_resume_checkpoint("auto", tmp_path / "run") == periodic
+    best.write_bytes(b"cut")  # a best.pt that cannot be read is no newer checkpoint
+    assert find_resume_checkpoint("auto", tmp_path / "run") == periodic
