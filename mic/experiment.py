@@ -1638,6 +1638,31 @@ def summarize(exp: Experiment) -> dict[str, Any]:
     return summary
 
 
+def describe_run(exp: Experiment) -> str:
+    """What the run trains, in one line, for a reader to check the recipe before its first
+    iteration (``mic-train`` prints it): the model and its parameter count, the loss terms
+    (MIC's block size and ratio), the global batch, the iterations, the device and precision.
+    """
+    loop, cfg = exp.loop, exp.cfg
+    model = getattr(exp.student, "module", exp.student)  # (inside DistributedDataParallel)
+    millions = sum(p.numel() for p in model.parameters()) / 1e6
+    terms = ", ".join(
+        f"{name} ({type(term).__name__}{f', weight {term.weight:g}' * (term.weight != 1)})"
+        for name, term in exp.method
+    )
+    masker = next((getattr(t, "masker", None) for _, t in exp.method if hasattr(t, "masker")), None)
+    if isinstance(masker, BlockMasker):
+        terms += f"; MIC's blocks {masker.block_size} px, {masker.ratio:g} of them withheld"
+    parts = f" in {loop.accumulate} micro-batches" if loop.accumulate > 1 else ""
+    start = f", adapting from iteration {loop.adaptation_start}" if loop.adaptation_start else ""
+    return (
+        f"training {type(model).__name__} ({millions:.1f} M parameters) with {terms}; batches "
+        f"of {cfg.loader.source_batch_size} source + {cfg.loader.target_batch_size} target "
+        f"images{parts}, {loop.iterations} iterations{start}, on {loop.device} "
+        f"({loop.precision})"
+    )
+
+
 def format_selection(summary: dict[str, Any]) -> list[str]:
     """Console lines: for the first evaluated model, the iteration each validator picks and
     the labelled target metric there, beside the best possible and the last evaluation."""

@@ -37,6 +37,7 @@ from mic.experiment import (
     Experiment,
     check_writable,
     continue_with,
+    describe_run,
     folder_option,
     format_summary,
     holds_run,
@@ -380,6 +381,7 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
         _BUILT[0] = True  # (warnings from here on: each process's)
         if interrupted():
             raise KeyboardInterrupt
+        say(describe_run(exp))  # (process 0's, into the run log too)
         if not held:
             return
         nonlocal accepted

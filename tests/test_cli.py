@@ -35,6 +35,11 @@ def test_cli_runs_end_to_end_and_fills_the_run_folder(tmp_path):
     log = (run / "digits_mean_teacher_mic.log").read_text()
     for line in ("target accuracy after adaptation (iteration 4)", f"run folder: {run}"):
         assert line in out.stdout and line in log
+    # what the run trains, before its first iteration (the recipe was in config.yaml alone)
+    said = "training Classifier (0.1 M parameters) with source (SourceSupervision), "
+    assert said in out.stdout and said in log
+    assert "MIC's blocks 4 px, 0.7 of them withheld; batches of " in out.stdout
+    assert ", 4 iterations, adapting from iteration 2, on cpu (fp32)" in out.stdout
 
 
 def test_cli_unknown_config_key_is_one_clear_message(tmp_path):
