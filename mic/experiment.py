@@ -1224,9 +1224,16 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
         collective=ProcessGroup(device) if group.enabled else None,
         guard=guard,
     )
+    held = run_dir is not None and holds_run(run_dir)  # (before the resume writes its best.pt)
+    if held and resume_from is not None and is_readable_checkpoint(resume_from):
+        refuse_held_folder(run_dir, resume_from)  # before the resume writes into the folder
     if resume_from is not None:  # the checkpoint read (a bad file named) before the folder
         resume(loop, resume_from, cfg, checkpointer, sizes, announce=False)
-    refuse_held_folder(run_dir, resume_from)
+        aside = resume_from.with_name(f"best_superseded_{loop.step:08d}.pt")
+        if not resume_from.exists() and aside.is_file():  # (another best_by set it aside)
+            resume_from = aside
+    if held:
+        refuse_held_folder(run_dir, resume_from)
     if resume_from is not None:
         say(resumed_line(loop, resume_from))
         if run_dir and checkpointer is not None and loop.step < loop.iterations:
@@ -1803,6 +1810,22 @@ def _with_data_names(cfg: DictConfig, task: Task) -> DictConfig:
     return resolved
 
 
+def _last_checkpoint(exp: Experiment, start: int) -> tuple[int, Path] | None:
+    """The iteration and file of the newest checkpoint of the run after an error inside a
+    step (nothing saved then): its last periodic one, its ``best.pt``, or the one it resumed
+    from at ``start``; None where there is none."""
+    found: list[tuple[int, Path]] = []
+    saver = exp.checkpointer
+    if saver is not None and saver.saved_step > 0:
+        found.append((saver.saved_step, saver.directory / f"iter_{saver.saved_step:08d}.pt"))
+    entry = saver.selection.best.get(saver.best_metric) if saver and saver.best_metric else None
+    if entry is not None and saver.best_file is not None and saver.best_file.is_file():
+        found.append((int(entry["step"]), saver.best_file))
+    if exp.resumed_from is not None and exp.resumed_from.is_file():
+        found.append((start, exp.resumed_from))
+    return max(found, key=lambda f: f[0]) if found else None
+
+
 def _run_experiment(
     cfg: DictConfig, run_dir: str | Path | None, on_start: Callable[[Experiment], None] | None
 ) -> dict[str, Any]:
@@ -1821,30 +1844,29 @@ def _run_experiment(
     except DatasetError as e:
         # a bad batch saves the run's state; a loss term's refusal leaves its step half done
         # (nothing saved then: the last checkpoint is named, if there is one)
-        at = exp.checkpointer.saved_step if exp.checkpointer is not None else -1
         if exp.run_dir is None or exp.loop.step == 0:
             raise
         notes = "".join(f" {n}" for n in getattr(e, "__notes__", []))  # (which loader)
         said = f"{str(e).rstrip().rstrip('.')}{notes}"
-        where, again = f"{exp.run_dir}/checkpoints", continue_with(exp.run_dir)
-        if at <= 0 and exp.resumed_from is not None:  # the checkpoint this run resumed from
-            at, where = start, str(exp.resumed_from)
-            if exp.resumed_from.parent.parent.resolve() != exp.run_dir.resolve():
-                again = f"resume={exp.resumed_from}"
-        if at <= 0:
+        found = _last_checkpoint(exp, start)
+        if found is None:
             raise DatasetError(
                 f"{said}. No checkpoint of the run was written before it (iterations 1 to "
-                f"{exp.loop.step} are lost; a smaller checkpoint.interval saves more often): "
-                "once this is fixed, run it again"
+                f"{exp.loop.step} are lost; checkpoint.interval=N saves one every N "
+                "iterations): once this is fixed, run it again"
             ) from e
+        at, file = found
         saved = (
             f"The run saved its state after iteration {at}"
-            if at == exp.loop.step
+            if at == exp.loop.step and at > start
             else f"The run's last checkpoint is of iteration {at} (iteration {exp.loop.step + 1} "
             "was not finished)"
         )
+        own = file.parent.resolve() == (exp.run_dir / "checkpoints").resolve()
+        auto = own and file.name.startswith(("iter_", "best.pt"))  # (what resume=auto takes)
+        again = continue_with(exp.run_dir) if auto else f"resume={file}"
         raise DatasetError(
-            f"{said}. {saved} in {where}: once this is fixed, continue with the same command "
+            f"{said}. {saved} in {file}: once this is fixed, continue with the same command "
             f"plus: {again} (and, if files were removed or added, "
             "resume_allow_changes=[dataset])"
         ) from e

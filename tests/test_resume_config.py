@@ -714,5 +714,29 @@ def test_a_term_s_data_error_names_the_last_checkpoint_the_resumed_one_or_that_n
     assert "of iteration 2 (iteration 4 was not finished) in " in str(said.value)
     assert "checkpoints/iter_00000002.pt: once this is fixed, continue" in str(said.value)
     never = [*args[:-2], "checkpoint.interval=0", *refuses, "+method.terms.bad.at=3"]
-    with pytest.raises(DatasetError, match=r"iterations 1 to 3 are lost; a smaller checkpoint"):
+    with pytest.raises(DatasetError, match=r"1 to 3 are lost; checkpoint\.interval=N"):
         run_experiment(load_config(never), tmp_path / "never")
+
+
+def test_a_resume_into_a_new_folder_is_not_refused_by_the_best_pt_it_copies_there(tmp_path):
+    """Resuming another run's iter_*.pt into a new folder copied the recorded best's checkpoint
+    there as best.pt first, then refused the folder as one that held a run."""
+    args = [*TINY, "eval.interval=2", "checkpoint.interval=2", "checkpoint.keep=5"]
+    run_experiment(load_config(args), tmp_path / "first")
+    start = tmp_path / "first" / "checkpoints" / "iter_00000002.pt"
+    summary = run_experiment(load_config([*args, f"resume={start}"]), tmp_path / "second")
+    assert summary["after_adaptation"]["step"] == 4
+    assert (tmp_path / "second" / "checkpoints" / "iter_00000004.pt").is_file()
+
+
+def test_a_term_s_data_error_names_a_best_pt_newer_than_any_periodic_checkpoint(tmp_path):
+    """With checkpoint.interval=0 an evaluation's best.pt was the run's one checkpoint, yet the
+    message said none was written and to run the command again (which is refused)."""
+    refuses = ["+method.terms.bad._target_=tests.test_resume_config.RefusesAtStep"]
+    args = [*TINY, "iterations=6", "eval.interval=1", "checkpoint.interval=0", *refuses]
+    with pytest.raises(DatasetError) as said:
+        run_experiment(load_config([*args, "+method.terms.bad.at=3"]), tmp_path / "run")
+    assert "checkpoints/best.pt: once this is fixed, continue with the same command plus: " in (
+        str(said.value)
+    )
+    assert "No checkpoint" not in str(said.value)
