@@ -678,6 +678,22 @@ def test_another_process_count_is_named_as_such_and_the_grouping_clause_only_whe
             check_resume_config(saved, load_config([*TINY, change]), (1, 1))
 
 
+#: a run whose loss term refuses its batch at iteration 4 (``RefusesAtStep``), on top of TINY
+REFUSING = [
+    *TINY,
+    "iterations=6",
+    "+method.terms.bad._target_=tests.test_resume_config.RefusesAtStep",
+    "+method.terms.bad.at=3",
+]
+
+
+def _refused(overrides: list[str], run_dir) -> str:
+    """The message of the DatasetError that ends a REFUSING run with ``overrides``."""
+    with pytest.raises(DatasetError) as said:
+        run_experiment(load_config([*REFUSING, *overrides]), run_dir)
+    return str(said.value)
+
+
 class RefusesAtStep(LossTerm):
     """A loss term that refuses the batch of iteration ``at`` (0-based), as ClassMix refuses
     a batch of one."""
@@ -700,22 +716,14 @@ def test_a_term_s_data_error_names_the_last_checkpoint_the_resumed_one_or_that_n
     """After a term's DatasetError (its step half done: nothing saved), the message named a
     checkpoint only where this process had written one: a resumed run said nothing of the one
     it resumed from, and a run without a checkpoint nothing of what was lost."""
-    refuses = ["+method.terms.bad._target_=tests.test_resume_config.RefusesAtStep"]
-    args = [*TINY, "iterations=6", "eval.interval=0", "checkpoint.interval=2", *refuses]
-    with pytest.raises(DatasetError) as said:
-        run_experiment(load_config([*args, "+method.terms.bad.at=3"]), tmp_path / "run")
-    assert "The run's last checkpoint is of iteration 2 (iteration 4 was not finished) in " in (
-        str(said.value)
-    )
-    with pytest.raises(DatasetError) as said:  # the same refusal after a resume from it
-        run_experiment(
-            load_config([*args, "+method.terms.bad.at=3", "resume=auto"]), tmp_path / "run"
-        )
-    assert "of iteration 2 (iteration 4 was not finished) in " in str(said.value)
-    assert "checkpoints/iter_00000002.pt: once this is fixed, continue" in str(said.value)
-    never = [*args[:-2], "checkpoint.interval=0", *refuses, "+method.terms.bad.at=3"]
-    with pytest.raises(DatasetError, match=r"1 to 3 are lost; checkpoint\.interval=N"):
-        run_experiment(load_config(never), tmp_path / "never")
+    periodic = ["eval.interval=0", "checkpoint.interval=2"]
+    said = _refused(periodic, tmp_path / "run")
+    assert "The run's last checkpoint is of iteration 2 (iteration 4 was not finished) in " in said
+    said = _refused([*periodic, "resume=auto"], tmp_path / "run")  # again, resumed from it
+    assert "of iteration 2 (iteration 4 was not finished) in " in said
+    assert "checkpoints/iter_00000002.pt: once this is fixed, continue" in said
+    said = _refused(["eval.interval=0", "checkpoint.interval=0"], tmp_path / "never")
+    assert "(iterations 1 to 3 are lost; checkpoint.interval=N saves one every N" in said
 
 
 def test_a_resume_into_a_new_folder_is_not_refused_by_the_best_pt_it_copies_there(tmp_path):
@@ -732,11 +740,6 @@ def test_a_resume_into_a_new_folder_is_not_refused_by_the_best_pt_it_copies_ther
 def test_a_term_s_data_error_names_a_best_pt_newer_than_any_periodic_checkpoint(tmp_path):
     """With checkpoint.interval=0 an evaluation's best.pt was the run's one checkpoint, yet the
     message said none was written and to run the command again (which is refused)."""
-    refuses = ["+method.terms.bad._target_=tests.test_resume_config.RefusesAtStep"]
-    args = [*TINY, "iterations=6", "eval.interval=1", "checkpoint.interval=0", *refuses]
-    with pytest.raises(DatasetError) as said:
-        run_experiment(load_config([*args, "+method.terms.bad.at=3"]), tmp_path / "run")
-    assert "checkpoints/best.pt: once this is fixed, continue with the same command plus: " in (
-        str(said.value)
-    )
-    assert "No checkpoint" not in str(said.value)
+    said = _refused(["eval.interval=1", "checkpoint.interval=0"], tmp_path / "run")
+    assert "checkpoints/best.pt: once this is fixed, continue with the same command plus: " in said
+    assert "No checkpoint" not in said
