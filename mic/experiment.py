@@ -1225,7 +1225,7 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
         guard=guard,
     )
     held = run_dir is not None and holds_run(run_dir)  # (before the resume writes its best.pt)
-    if held and resume_from is not None and is_readable_checkpoint(resume_from):
+    if held and resume_from is not None and is_readable_checkpoint(resume_from, verify=True):
         refuse_held_folder(run_dir, resume_from)  # before the resume writes into the folder
     if resume_from is not None:  # the checkpoint read (a bad file named) before the folder
         resume(loop, resume_from, cfg, checkpointer, sizes, announce=False)
