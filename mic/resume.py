@@ -214,7 +214,7 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
         resume: None (start afresh), ``auto`` (the newest readable checkpoint of the run
             folder, if any: its newest ``iter_*.pt``, or its ``best.pt`` where that is of a
             later iteration or no ``iter_*.pt`` can be read), a checkpoint file, or a run
-            folder (its newest ``iter_*.pt``).
+            folder (its newest ``iter_*.pt``, or its later ``best.pt``).
         run_dir: this run's folder.
 
     Raises:
@@ -260,14 +260,7 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
             )
         if found is not None:
             warn_of_skipped(found, "resume=auto", run_dir)
-            newer = _step_of(best) if best.is_file() else None  # (an evaluation after it)
-            later = newer is not None and newer > int(found.stem.split("_")[1])
-            if later and is_readable_checkpoint(best, verify=True):
-                log.info(
-                    f"resume=auto: best.pt (iteration {newer}) is newer than {found.name}; "
-                    "resuming from it"
-                )
-                return best
+            found = _newer_best(found, "resume=auto")
         return found
     path = Path(str(resume))
     if path.is_dir():
@@ -275,6 +268,7 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
         if found is None:
             raise CheckpointError(f"resume={path}: no readable checkpoint (iter_*.pt) in it")
         warn_of_skipped(found, f"resume={path}", path)
+        found = _newer_best(found, f"resume={path}")
         if run_dir is not None and timestamped_run_folder():
             warnings.warn(
                 f"resume={path}: the run continues in the new folder {run_dir} (no "
@@ -286,6 +280,19 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
     if not path.exists():
         raise CheckpointError(f"resume={path}: no such checkpoint file or run folder")
     return path
+
+
+def _newer_best(found: Path, given: str) -> Path:
+    """``found`` (an ``iter_*.pt``), or the ``best.pt`` beside it where that is intact and of a
+    later iteration (an evaluation after the last periodic checkpoint), said in the log."""
+    best = found.with_name("best.pt")
+    newer = _step_of(best) if best.is_file() else None
+    if newer is None or newer <= int(found.stem.split("_")[1]):
+        return found
+    if not is_readable_checkpoint(best, verify=True):
+        return found
+    log.info(f"{given}: best.pt (iteration {newer}) is newer than {found.name}; resuming from it")
+    return best
 
 
 def _step_of(path: Path) -> int | None:

@@ -459,6 +459,7 @@ def test_resume_auto_takes_a_best_pt_newer_than_the_last_periodic_checkpoint(tmp
     periodic = save_checkpoint({"step": 1000, "w": torch.ones(2)}, folder / "iter_00001000.pt")
     best = save_checkpoint({"step": 1500, "w": torch.ones(2)}, folder / "best.pt")
     assert find_resume_checkpoint("auto", tmp_path / "run") == best
+    assert find_resume_checkpoint(str(tmp_path / "run"), tmp_path / "new") == best  # (alike)
     save_checkpoint({"step": 500, "w": torch.ones(2)}, best)  # an older best: the periodic one
     assert find_resume_checkpoint("auto", tmp_path / "run") == periodic
     best.write_bytes(b"cut")  # a best.pt that cannot be read is no newer checkpoint
