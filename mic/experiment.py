@@ -37,6 +37,7 @@ from mic.core import (
 )
 from mic.core.batch import split_sample
 from mic.core.checks import device_problem
+from mic.core.teacher import unwrap
 from mic.datasets.preflight import (
     check_class_order,
     check_datasets,
@@ -841,10 +842,9 @@ def best_metric_key(cfg: DictConfig, task: Task) -> str:
                     f"it: task.primary_metric={by} with checkpoint.best_by=null"
                 )
             except Exception as e:  # its message names the scores the task's metric gives
-                cause: BaseException = e
-                while cause.__cause__ is not None and not isinstance(cause, MicError):
-                    cause = cause.__cause__  # (Hydra's InstantiationException around it)
-                said = f" ({cause})" if isinstance(cause, MicError) else ""
+                # (Hydra's InstantiationException around it)
+                cause = next((c for c in exception_chain(e) if isinstance(c, MicError)), None)
+                said = f" ({cause})" if cause is not None else ""
                 other = f" Nor is it a score of {type(task).__name__}'s metric{said}."
         labels = (
             f", or null (or {task.primary_metric!r}) for the labelled target metric"
@@ -1224,17 +1224,16 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
         collective=ProcessGroup(device) if group.enabled else None,
         guard=guard,
     )
-    held = run_dir is not None and holds_run(run_dir)  # (before the resume writes its best.pt)
-    if held and resume_from is not None and is_readable_checkpoint(resume_from, verify=True):
-        refuse_held_folder(run_dir, resume_from)  # before the resume writes into the folder
-    if resume_from is not None:  # the checkpoint read (a bad file named) before the folder
+    # a folder that holds a run judged before the resume writes its best.pt into it; a bad
+    # checkpoint file is named first (by the resume, which then raises)
+    held = run_dir is not None and holds_run(run_dir)
+    if held and (resume_from is None or is_readable_checkpoint(resume_from, verify=True)):
+        refuse_held_folder(run_dir, resume_from)
+    if resume_from is not None:
         resume(loop, resume_from, cfg, checkpointer, sizes, announce=False)
         aside = resume_from.with_name(f"best_superseded_{loop.step:08d}.pt")
         if not resume_from.exists() and aside.is_file():  # (another best_by set it aside)
             resume_from = aside
-    if held:
-        refuse_held_folder(run_dir, resume_from)
-    if resume_from is not None:
         say(resumed_line(loop, resume_from))
         if run_dir and checkpointer is not None and loop.step < loop.iterations:
             # an earlier end's summary and final weights no longer describe the run once it
@@ -1651,7 +1650,7 @@ def describe_run(exp: Experiment) -> str:
     (MIC's block size and ratio), the global batch, the iterations, the device and precision.
     """
     loop, cfg = exp.loop, exp.cfg
-    model = getattr(exp.student, "module", exp.student)  # (inside DistributedDataParallel)
+    model = unwrap(exp.student)  # (inside DistributedDataParallel)
     millions = sum(p.numel() for p in model.parameters()) / 1e6
     terms = ", ".join(
         f"{name} ({type(term).__name__}{f', weight {term.weight:g}' * (term.weight != 1)})"

@@ -42,6 +42,7 @@ from mic.training import (
     set_rng_state,
 )
 from mic.training.checkpoint import (
+    checkpoint_step,
     few,
     final_weights,
     is_readable_checkpoint,
@@ -286,21 +287,13 @@ def _newer_best(found: Path, given: str) -> Path:
     """``found`` (an ``iter_*.pt``), or the ``best.pt`` beside it where that is intact and of a
     later iteration (an evaluation after the last periodic checkpoint), said in the log."""
     best = found.with_name("best.pt")
-    newer = _step_of(best) if best.is_file() else None
+    newer = checkpoint_step(best) if best.is_file() else None
     if newer is None or newer <= int(found.stem.split("_")[1]):
         return found
     if not is_readable_checkpoint(best, verify=True):
         return found
     log.info(f"{given}: best.pt (iteration {newer}) is newer than {found.name}; resuming from it")
     return best
-
-
-def _step_of(path: Path) -> int | None:
-    """The iteration of the checkpoint at ``path`` (None: it cannot be read)."""
-    try:
-        return int(load_checkpoint(path, mmap=True)["step"])
-    except (CheckpointError, KeyError, TypeError, ValueError):
-        return None
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
