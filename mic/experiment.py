@@ -1156,6 +1156,7 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
         adabn_batches=int(cfg.eval.adabn_batches),
         at=[start] if start > 0 or cfg.init_from is not None else [],  # the start model's
         validation=build_validation(cfg, method, adabn),
+        progress=bool(cfg.log.progress),
     )
     hooks.append(evaluation)
     checkpointer = None

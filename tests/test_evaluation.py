@@ -342,3 +342,19 @@ def test_a_metric_s_error_on_the_first_test_batch_names_the_shapes_it_was_given(
     notes = " ".join(getattr(raised.value, "__notes__", []))
     assert "raised scoring the first test batch before training" in notes
     assert "; the prediction (8, 5), the targets (8,))" in notes
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_an_evaluation_shows_a_progress_bar_of_its_test_batches_when_asked(progress, capsys):
+    """An evaluation of a large test set (Cityscapes' 500 images, slid over) ran for minutes
+    under a training bar that stood still."""
+    import mic
+
+    task, loader = _tiny_task_and_loader()
+    evaluation = mic.Evaluation(task, loader, interval=2, progress=progress)
+    loop = _source_only_loop(task, loader, 2, [evaluation])
+    loop.run()
+    shown = capsys.readouterr().err
+    assert ("scoring the student (iteration 2)" in shown) is progress
+    assert ("0/2" in shown) is progress  # the loader's two batches
+    assert evaluation.history[-1]["eval/student/accuracy"] >= 0

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -184,22 +185,65 @@ def test_prediction_images_undo_the_normalisation_of_the_dataset_transform(tmp_p
     assert (to_rgb(normalised, hook.normalization) == round(0.6 * 255)).all()
 
 
-def test_prediction_images_are_drawn_for_the_models_the_evaluation_scored(tmp_path):
-    """eval.models=[student] still drew every teacher's pictures."""
+def _drawn_evaluation(tmp_path, models, adabn_batches=0, model=None):
+    """A PredictionImages hook registered with an Evaluation of ``models`` (a loop of that
+    hook list), its test set: one image whose left half is 2, its right half -2."""
     from types import SimpleNamespace
 
     from mic.tasks.segmentation.hooks import PredictionImages
+    from mic.training.hooks import Evaluation
 
-    dataset = [(torch.zeros(3, 8, 8), torch.zeros(8, 8, dtype=torch.long))]
-    hook = PredictionImages(SegmentationTask(3), dataset, tmp_path, count=1)
-    model = nn.Conv2d(3, 3, 1)
-    teacher = SimpleNamespace(model=model)
-    loop = SimpleNamespace(student=model, teacher=teacher, device="cpu", step=0)
-    hook.on_record(loop, {"step": 1, "eval/student/miou": 0.5})
-    hook.on_record(loop, {"step": 2, "eval/student/miou": 0.5, "eval/teacher/miou": 0.4})
+    image = torch.full((3, 4, 8), 2.0)
+    image[..., 4:] = -2.0
+    label = torch.zeros(4, 8, dtype=torch.long)
+    label[:, 4:] = 1
+    task = SegmentationTask(2)
+    adabn = [image[None]] if adabn_batches else None
+    evaluation = Evaluation(
+        task, [(image[None], label[None])], models=models, adabn_loader=adabn,
+        adabn_batches=adabn_batches,
+    )  # fmt: skip
+    hook = PredictionImages(task, [(image, label)], tmp_path, count=1)
+    hook.before_run(SimpleNamespace(hooks=[evaluation, hook]))
+    return evaluation, hook
+
+
+def test_prediction_images_are_drawn_for_the_models_the_evaluation_scored(tmp_path):
+    """eval.models=[student] still drew every teacher's pictures."""
+    evaluation, _ = _drawn_evaluation(tmp_path, ["student"])
+    model = nn.Conv2d(3, 2, 1)
+    evaluation.score_models(1, model, nn.Conv2d(3, 2, 1))
     assert [p.name for p in (tmp_path / "iter_00000001").iterdir()] == ["00_student.png"]
+    evaluation.models = ("student", "teacher")
+    evaluation.score_models(2, model, nn.Conv2d(3, 2, 1))
     drawn = sorted(p.name for p in (tmp_path / "iter_00000002").iterdir())
     assert drawn == ["00_student.png", "00_teacher.png"]
+
+
+def test_prediction_images_show_the_predictions_scored_under_adabn(tmp_path):
+    """The pictures were predicted after the evaluation, with the training statistics that
+    AdaBN had put back: they showed another model than the one scored. Here the training
+    statistics (mean [5, -5]) make every pixel class 1; AdaBN's (mean 0) the left half class 0,
+    as scored (mIoU 1.0)."""
+    from PIL import Image
+
+    from mic.datasets.segmentation.labels import colorize
+
+    conv = nn.Conv2d(3, 2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0], conv.weight[1, 0] = 1.0, -1.0
+    norm = nn.BatchNorm2d(2, affine=False)
+    norm.running_mean.copy_(torch.tensor([5.0, -5.0]))
+    model = nn.Sequential(conv, norm).train()
+    evaluation, hook = _drawn_evaluation(tmp_path, ["student"], adabn_batches=1)
+    record = evaluation.score_models(3, model)
+    assert record["eval/student/miou"] == 1.0 and model.training
+    assert norm.running_mean.tolist() == [5.0, -5.0]  # put back after the evaluation
+    picture = np.asarray(Image.open(tmp_path / "iter_00000003" / "00_student.png"))
+    scored = torch.zeros(4, 8, dtype=torch.long)
+    scored[:, 4:] = 1
+    assert (picture[:, 8:16] == colorize(scored.numpy(), hook.task.palette)).all()
 
 
 def test_a_negative_ignore_index_is_ignored_by_the_checks_the_loss_and_the_metric():

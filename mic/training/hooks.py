@@ -14,7 +14,7 @@ import sys
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from numbers import Real
 from pathlib import Path
 from typing import Any
@@ -164,6 +164,12 @@ def _log_interval(interval: Any, hook: str) -> int:
     return int(interval)
 
 
+def _refresh_interval() -> float:
+    """Seconds between two refreshes of a progress bar: into a file (a scheduler's log) a
+    refresh a minute, not ten a second."""
+    return 0.1 if sys.stderr.isatty() else 60.0
+
+
 class ProgressBar(Hook):
     """A tqdm bar with ETA and the live losses (refreshed every ``interval`` iterations)."""
 
@@ -180,8 +186,7 @@ class ProgressBar(Hook):
             desc="adapting",
             dynamic_ncols=True,
             unit="it",
-            # into a file (a scheduler's log) a refresh a minute, not ten a second
-            mininterval=0.1 if sys.stderr.isatty() else 60.0,
+            mininterval=_refresh_interval(),
         )
 
     def after_step(self, loop: AdaptationLoop, losses: dict[str, Tensor]) -> None:
@@ -438,6 +443,8 @@ class Evaluation(Hook):
         at: further iterations to evaluate at; 0 is the start model's score, taken when the
             run starts by ``OwedEvaluation(evaluation)`` (listed after every other hook).
         validation: the label-free validators (``mic.training.validators``).
+        progress: show a progress bar of the test batches while a model is scored (on the
+            process that scores; ``mic-train``: ``log.progress``).
 
     Raises:
         ConfigError: an unknown model name or none, ``at`` that is no list of iterations,
@@ -468,6 +475,7 @@ class Evaluation(Hook):
         adabn_batches: int = 0,
         at: Sequence[int] = (),
         validation: LabelFreeValidation | None = None,
+        progress: bool = False,
     ) -> None:
         for key, value in (("interval", interval), ("adabn_batches", adabn_batches)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -503,6 +511,12 @@ class Evaluation(Hook):
             validation.check(task)
         check_test_set(task, loader, "Evaluation's test loader")
         self.validation = validation
+        self.progress = bool(progress)
+        #: called as ``view(step, name, model, device)`` for each scored model after its
+        #: scores, inside its BatchNorm protocol (the model in eval mode, with the statistics
+        #: it was scored with): what is drawn of a model (segmentation's ``PredictionImages``)
+        #: shows the predictions that were scored
+        self.viewers: list[Callable[[int, str, torch.nn.Module, torch.device], None]] = []
         self.history: list[dict[str, Any]] = []
         self._warned_unfinite: set[str] = set()  # the models warned of non-finite weights
         #: the iteration whose evaluation a stop request or an error cut short (None: none),
@@ -745,7 +759,10 @@ class Evaluation(Hook):
             scores: dict[str, Any] = {}
             with self.recalibrated(model, device):
                 if self.loader is not None:
-                    scores = scores_of(self.task, model, self.loader, device)
+                    loader = self.loader
+                    if self.progress:
+                        loader = _Shown(loader, f"scoring the {name}", step)
+                    scores = scores_of(self.task, model, loader, device)
                     if not all_finite(list(model.parameters())):
                         scores = self._unscored(name, scores)
                 if self.validation is not None:
@@ -753,6 +770,13 @@ class Evaluation(Hook):
                     record.update({f"validator/{name}/{k}": v for k, v in found.items()})
                     said = ", ".join(f"{k} {v:.4g}" for k, v in found.items())
                     unlabelled.append(f"{name} {said}")
+                was_training = model.training
+                model.eval()
+                try:
+                    for view in self.viewers:
+                        view(step, name, model, device)
+                finally:
+                    model.train(was_training)
             record[f"eval/{name}/protocol"] = self.protocol(model)
             record.update({f"eval/{name}/{k}": v for k, v in scores.items()})
             primary = scores.get(self.task.primary_metric)
@@ -788,7 +812,40 @@ class _Stoppable:
                 raise _Stopped
             yield batch
 
+    def __len__(self) -> int:  # (TypeError for a loader without a length, as len's)
+        return len(self.loader)  # type: ignore[arg-type]
+
     def __getattr__(self, name: str) -> Any:  # its sampler, its generator, ...
+        if name == "loader":
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+
+class _Shown:
+    """``loader`` with a progress bar of its batches (closed when a pass ends or stops);
+    every other attribute is the loader's."""
+
+    def __init__(self, loader: Iterable[Any], what: str, step: int) -> None:
+        self.loader, self.what, self.step = loader, what, step
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            total = len(self.loader)  # type: ignore[arg-type]
+        except TypeError:  # (an iterable without a length)
+            total = None
+        with tqdm(
+            total=total,
+            desc=f"{self.what} (iteration {self.step})",
+            leave=False,
+            dynamic_ncols=True,
+            unit="batch",
+            mininterval=_refresh_interval(),
+        ) as bar:
+            for batch in self.loader:
+                yield batch
+                bar.update(1)
+
+    def __getattr__(self, name: str) -> Any:  # its collate_fn, its dataset, ...
         if name == "loader":
             raise AttributeError(name)
         return getattr(self.loader, name)

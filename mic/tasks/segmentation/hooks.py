@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from mic.augmentation import Normalization
 from mic.core.batch import split_sample
+from mic.core.errors import ConfigError
 from mic.core.loop import AdaptationLoop, Hook
 from mic.datasets.segmentation.labels import colorize
 
@@ -79,12 +80,19 @@ def to_rgb(image: torch.Tensor, normalization: Normalization) -> np.ndarray:
 
 
 class PredictionImages(Hook):
-    """At every evaluation, draws the first ``count`` test images as ``input | prediction |
-    label`` (classes in the palette colours, ignored pixels black) into
-    ``<directory>/iter_<step>/<index>_<model>.png``.
+    """At every evaluation of the loop's ``Evaluation`` hook, draws the first ``count`` test
+    images as ``input | prediction | label`` (classes in the palette colours, ignored pixels
+    black) into ``<directory>/iter_<step>/<index>_<model>.png``, for each scored model, as it
+    was scored: under the evaluation's BatchNorm protocol (AdaBN's statistics, where it
+    re-estimates them), not the training statistics that the model holds between
+    evaluations.
 
     The normalisation is read from the test dataset (``mean``/``std``), else from its
     ``transform``, else ImageNet's.
+
+    Raises:
+        ConfigError: (at ``before_run``) a loop without an ``Evaluation`` hook: nothing is
+            scored, nothing drawn.
     """
 
     def __init__(self, task: Any, dataset: Any, directory: str | Path, count: int = 4) -> None:
@@ -100,37 +108,38 @@ class PredictionImages(Hook):
             torch.as_tensor(mean).flatten().tolist(), torch.as_tensor(std).flatten().tolist()
         )
 
+    def before_run(self, loop: AdaptationLoop) -> None:
+        from mic.training.hooks import Evaluation
+
+        evaluations = [h for h in loop.hooks if isinstance(h, Evaluation)]
+        if not evaluations:
+            raise ConfigError(
+                "PredictionImages draws the models that an Evaluation hook scores, at its "
+                "evaluations: list an Evaluation hook in the loop's hooks"
+            )
+        for evaluation in evaluations:
+            if self.draw not in evaluation.viewers:
+                evaluation.viewers.append(self.draw)
+
     @torch.no_grad()
-    def on_record(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
-        if not any(k.startswith("eval/") for k in record):
-            return
-        models = {"student": loop.student}
-        if loop.teacher is not None:
-            models["teacher"] = loop.teacher.model
-        scored = {k.split("/")[1] for k in record if k.startswith("eval/") and k.count("/") > 1}
-        models = {k: m for k, m in models.items() if k in scored} or models  # (eval.models)
-        folder = self.directory / f"iter_{int(record.get('step', loop.step)):08d}"
+    def draw(self, step: int, name: str, model: torch.nn.Module, device: torch.device) -> None:
+        """Draw ``model`` (called ``name``, in eval mode, as scored) at iteration ``step``."""
+        folder = self.directory / f"iter_{int(step):08d}"
         folder.mkdir(parents=True, exist_ok=True)
         palette = self.task.palette
         for i in range(self.count):
             image, label = split_sample(self.dataset[i])
             rgb = to_rgb(image, self.normalization)
-            for name, model in models.items():
-                was_training = model.training
-                model.eval()
-                try:
-                    probs = self.task.predict(model, image[None].to(loop.device))
-                finally:
-                    model.train(was_training)
-                pred = probs.argmax(1)[0].cpu().numpy()
-                panels = [rgb, colorize(pred, palette)]
-                if label is not None:
-                    lab = np.asarray(label)
-                    if lab.shape != pred.shape:
-                        lab = np.asarray(
-                            Image.fromarray(lab.astype(np.uint8)).resize(
-                                pred.shape[::-1], Image.NEAREST
-                            )
+            probs = self.task.predict(model, image[None].to(device))
+            pred = probs.argmax(1)[0].cpu().numpy()
+            panels = [rgb, colorize(pred, palette)]
+            if label is not None:
+                lab = np.asarray(label)
+                if lab.shape != pred.shape:
+                    lab = np.asarray(
+                        Image.fromarray(lab.astype(np.uint8)).resize(
+                            pred.shape[::-1], Image.NEAREST
                         )
-                    panels.append(colorize(lab, palette))
-                Image.fromarray(np.concatenate(panels, axis=1)).save(folder / f"{i:02d}_{name}.png")
+                    )
+                panels.append(colorize(lab, palette))
+            Image.fromarray(np.concatenate(panels, axis=1)).save(folder / f"{i:02d}_{name}.png")
