@@ -117,6 +117,26 @@ def test_a_resumed_run_keeps_the_per_class_ap_tables_up_to_its_checkpoint(tmp_pa
     assert report.tables == []
 
 
+def test_the_box_drawings_are_made_inside_the_evaluation_and_need_one(tmp_path):
+    """The drawings were made after the evaluation, with the training statistics that AdaBN
+    had put back (det_shapes evaluates with AdaBN): they showed another model than the one
+    scored. They are now an Evaluation's viewer, called under its protocol."""
+    from types import SimpleNamespace
+
+    import mic
+    from mic.tasks.detection import DetectionReport, DetectionTask
+
+    task = DetectionTask(2)
+    report = DetectionReport(task, [], tmp_path, images=1)
+    with pytest.raises(mic.ConfigError, match="DetectionReport shows the models that an Eval"):
+        report.before_run(SimpleNamespace(step=0, hooks=[report]))
+    evaluation = mic.Evaluation(task, [], models="student")
+    report.before_run(SimpleNamespace(step=0, hooks=[evaluation, report]))
+    report.before_run(SimpleNamespace(step=0, hooks=[evaluation, report]))  # once
+    assert evaluation.viewers == [report.draw]
+    DetectionReport(task, [], None).before_run(SimpleNamespace(step=0, hooks=[]))  # no folder
+
+
 def test_an_experiment_trains_the_same_whatever_runs_between_its_build_and_its_run():
     """The detector draws inside the model (SADA's discriminator dropout, box sampling) from
     the global generators: a notebook's draw, or another experiment's build (which seeds

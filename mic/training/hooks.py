@@ -791,6 +791,27 @@ class Evaluation(Hook):
         return record
 
 
+def view_evaluations(
+    loop: AdaptationLoop, viewer: Callable[[int, str, torch.nn.Module, torch.device], None]
+) -> None:
+    """Add ``viewer`` to the ``viewers`` of every ``Evaluation`` hook of ``loop`` (once), so
+    that it sees each scored model as it was scored (e.g. drawings of its predictions).
+
+    Raises:
+        ConfigError: ``loop`` has no ``Evaluation`` hook: nothing is scored, nothing seen.
+    """
+    evaluations = [h for h in loop.hooks if isinstance(h, Evaluation)]
+    if not evaluations:
+        who = type(getattr(viewer, "__self__", viewer)).__name__
+        raise ConfigError(
+            f"{who} shows the models that an Evaluation hook scores, at its evaluations: list "
+            "an Evaluation hook in the loop's hooks"
+        )
+    for evaluation in evaluations:
+        if viewer not in evaluation.viewers:
+            evaluation.viewers.append(viewer)
+
+
 class _Stopped(Exception):
     """A stop request met between two batches of an evaluation."""
 

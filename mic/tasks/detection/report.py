@@ -83,8 +83,12 @@ class DetectionReport(Hook):
     writes the per-class AP table (``ap_per_class.md``: the latest evaluation first, earlier
     ones below); after training, prints the last table.
 
-    The drawings use the models as they are after the evaluation, in eval mode with their own
-    BatchNorm statistics.
+    The drawings show each model as it was scored: drawn inside the evaluation, under its
+    BatchNorm protocol (AdaBN's statistics, where it re-estimates them).
+
+    Raises:
+        ConfigError: (at ``before_run``) a loop without an ``Evaluation`` hook, with images
+            to draw and a run folder to draw them in.
     """
 
     def __init__(
@@ -120,6 +124,10 @@ class DetectionReport(Hook):
     def before_run(self, loop: AdaptationLoop) -> None:
         """A resumed run keeps the tables of ``ap_per_class.md`` up to the iteration it
         resumes from (those after it are evaluated again), as ``metrics.jsonl`` does."""
+        from mic.training.hooks import view_evaluations
+
+        if self.images > 0 and self.run_dir is not None:
+            view_evaluations(loop, self.draw)
         path = None if self.run_dir is None else self.run_dir / "ap_per_class.md"
         self.tables = []
         if path is None or loop.step == 0 or not path.is_file():
@@ -141,37 +149,27 @@ class DetectionReport(Hook):
             self.run_dir / "ap_per_class.md",
             "# Per-class AP on the target test set (points)\n\n" + "\n".join(self.tables),
         )
-        if self.images > 0:
-            self.draw(loop, record)
 
     @torch.no_grad()
-    def draw(self, loop: AdaptationLoop, record: dict[str, Any]) -> None:
+    def draw(self, step: int, name: str, model: torch.nn.Module, device: torch.device) -> None:
+        """Draw ``model`` (called ``name``, in eval mode, as scored) at iteration ``step``:
+        an ``Evaluation`` viewer."""
         samples = self._samples()
-        if not samples:
+        if not samples or self.run_dir is None:
             return
-        models = [k.split("/")[1] for k in record if k.endswith("/ap50_per_class")]
-        folder = self.run_dir / "visuals"  # type: ignore[operator]
+        folder = self.run_dir / "visuals"
         folder.mkdir(parents=True, exist_ok=True)
-        for name in models:
-            model = loop.student if name == "student" else getattr(loop.teacher, "model", None)
-            if model is None:
-                continue
-            was_training = model.training
-            model.eval()
-            try:
-                drawn = []
-                for image, target in samples:
-                    pred = self.task.predict(model, move_to(image[None], loop.device))[0]
-                    drawn.append(draw(image, pred, target, self.task.class_names, self.min_score))
-            finally:
-                model.train(was_training)
-            side = max(max(x.shape[-2] for x in drawn), max(x.shape[-1] for x in drawn))
-            padded = [
-                torch.nn.functional.pad(x, (0, side - x.shape[-1], 0, side - x.shape[-2]))
-                for x in drawn
-            ]
-            grid = make_grid(padded, nrow=min(4, len(padded)), padding=2, pad_value=1.0)
-            save_image(grid, folder / f"iter_{record['step']:08d}_{name}.png")
+        drawn = []
+        for image, target in samples:
+            pred = self.task.predict(model, move_to(image[None], device))[0]
+            drawn.append(draw(image, pred, target, self.task.class_names, self.min_score))
+        side = max(max(x.shape[-2] for x in drawn), max(x.shape[-1] for x in drawn))
+        padded = [
+            torch.nn.functional.pad(x, (0, side - x.shape[-1], 0, side - x.shape[-2]))
+            for x in drawn
+        ]
+        grid = make_grid(padded, nrow=min(4, len(padded)), padding=2, pad_value=1.0)
+        save_image(grid, folder / f"iter_{step:08d}_{name}.png")
 
     def after_run(self, loop: AdaptationLoop) -> None:
         if self.print_table and self.tables:

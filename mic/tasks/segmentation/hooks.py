@@ -16,7 +16,6 @@ from tqdm.auto import tqdm
 
 from mic.augmentation import Normalization
 from mic.core.batch import split_sample
-from mic.core.errors import ConfigError
 from mic.core.loop import AdaptationLoop, Hook
 from mic.datasets.segmentation.labels import colorize
 
@@ -109,17 +108,9 @@ class PredictionImages(Hook):
         )
 
     def before_run(self, loop: AdaptationLoop) -> None:
-        from mic.training.hooks import Evaluation
+        from mic.training.hooks import view_evaluations
 
-        evaluations = [h for h in loop.hooks if isinstance(h, Evaluation)]
-        if not evaluations:
-            raise ConfigError(
-                "PredictionImages draws the models that an Evaluation hook scores, at its "
-                "evaluations: list an Evaluation hook in the loop's hooks"
-            )
-        for evaluation in evaluations:
-            if self.draw not in evaluation.viewers:
-                evaluation.viewers.append(self.draw)
+        view_evaluations(loop, self.draw)
 
     @torch.no_grad()
     def draw(self, step: int, name: str, model: torch.nn.Module, device: torch.device) -> None:
