@@ -215,7 +215,7 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
         resume: None (start afresh), ``auto`` (the newest readable checkpoint of the run
             folder, if any: its newest ``iter_*.pt``, or its ``best.pt`` where that is of a
             later iteration or no ``iter_*.pt`` can be read), a checkpoint file, or a run
-            folder (its newest ``iter_*.pt``, or its later ``best.pt``).
+            folder (the same choice among its checkpoints).
         run_dir: this run's folder.
 
     Raises:
@@ -232,17 +232,10 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
             raise ConfigError(f"resume=auto needs a run folder to look in ({where})")
         found = latest_checkpoint(run_dir / "checkpoints")
         every = sorted(p.name for p in run_dir.glob("checkpoints/iter_*.pt"))
-        best = run_dir / "checkpoints" / "best.pt"
-        if found is None and is_readable_checkpoint(best, verify=True):  # (before an iter_*.pt)
-            unread = f" ({', '.join(every)}: corrupt, cut off, or changed)" if every else ""
-            warnings.warn(
-                f"resume=auto: no readable periodic checkpoint (iter_*.pt) in '{run_dir}'"
-                f"{unread}; resuming from best.pt, the checkpoint of its best evaluation (the "
-                "iterations after it are trained again; checkpoint.interval=N writes one "
-                "every N iterations)",
-                stacklevel=2,
-            )
-            return best
+        if found is None:  # (a best.pt before the first iter_*.pt, or beside unreadable ones)
+            best = _best_alone(run_dir / "checkpoints", "resume=auto", f" in '{run_dir}'")
+            if best is not None:
+                return best
         if not every and not final_weights(run_dir / "checkpoints"):  # (those alone: refused)
             if timestamped_run_folder():
                 warnings.warn(
@@ -265,11 +258,17 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
         return found
     path = Path(str(resume))
     if path.is_dir():
-        found = latest_checkpoint(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        found = latest_checkpoint(folder)
+        if found is None:  # (as resume=auto: the best.pt of a run stopped before an iter_*.pt)
+            found = _best_alone(folder, f"resume={path}", "")
+        else:
+            warn_of_skipped(found, f"resume={path}", path)
+            found = _newer_best(found, f"resume={path}")
         if found is None:
-            raise CheckpointError(f"resume={path}: no readable checkpoint (iter_*.pt) in it")
-        warn_of_skipped(found, f"resume={path}", path)
-        found = _newer_best(found, f"resume={path}")
+            raise CheckpointError(
+                f"resume={path}: no readable checkpoint (iter_*.pt or best.pt) in it"
+            )
         if run_dir is not None and timestamped_run_folder():
             warnings.warn(
                 f"resume={path}: the run continues in the new folder {run_dir} (no "
@@ -281,6 +280,24 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
     if not path.exists():
         raise CheckpointError(f"resume={path}: no such checkpoint file or run folder")
     return path
+
+
+def _best_alone(folder: Path, given: str, where: str) -> Path | None:
+    """The intact ``best.pt`` of a checkpoints ``folder`` that holds no readable ``iter_*.pt``
+    (the caller found none), with a warning that the iterations after it are trained again
+    (None: no intact ``best.pt``)."""
+    best = folder / "best.pt"
+    if not is_readable_checkpoint(best, verify=True):
+        return None
+    every = sorted(p.name for p in folder.glob("iter_*.pt"))
+    unread = f" ({', '.join(every)}: corrupt, cut off, or changed)" if every else ""
+    warnings.warn(
+        f"{given}: no readable periodic checkpoint (iter_*.pt){where}{unread}; resuming from "
+        "best.pt, the checkpoint of its best evaluation (the iterations after it are trained "
+        "again; checkpoint.interval=N writes one every N iterations)",
+        stacklevel=3,
+    )
+    return best
 
 
 def _newer_best(found: Path, given: str) -> Path:

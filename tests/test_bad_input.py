@@ -2624,7 +2624,14 @@ def test_a_new_run_into_a_folder_that_holds_one(outcomes, tmp_path):
     assert "holds checkpoints/best.pt, the best model of a run that stopped" in out.stderr
     assert "continue that run from it with resume=auto" in out.stderr
     assert _snapshot(run) == before
-    # ... which resume=auto continues from
+    # ... which resume=<its folder> continues from in a new folder (it was refused: "no
+    # readable checkpoint (iter_*.pt) in it", where resume=auto took it) ...
+    out = run_mic_train([*TINY, f"resume={run}", f"hydra.run.dir={tmp_path / 'on'}"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    said = f"mic: warning: resume={run}: no readable periodic checkpoint (iter_*.pt);"
+    assert said in out.stderr and "resuming from best.pt, the checkpoint of its best" in out.stderr
+    assert _snapshot(run) == before
+    # ... and so does resume=auto, in its own folder
     out = run_mic_train([*TINY, "resume=auto", f"hydra.run.dir={run}"])
     assert out.returncode == 0, out.stderr[-2000:]
     said = "mic: warning: resume=auto: no readable periodic checkpoint (iter_*.pt)"
