@@ -345,10 +345,20 @@ def test_a_metric_s_error_on_the_first_test_batch_names_the_shapes_it_was_given(
 
 
 @pytest.mark.parametrize("progress", [True, False])
-def test_an_evaluation_shows_a_progress_bar_of_its_test_batches_when_asked(progress, capsys):
+def test_an_evaluation_shows_a_progress_bar_of_its_test_batches_when_asked(
+    progress, capsys, monkeypatch
+):
     """An evaluation of a large test set (Cityscapes' 500 images, slid over) ran for minutes
-    under a training bar that stood still."""
+    under a training bar that stood still. On a terminal: into a log file the cleared bar
+    left its control codes alone."""
     import mic
+    from mic.training import hooks
+
+    task, loader = _tiny_task_and_loader()
+    evaluation = mic.Evaluation(task, loader, interval=2, progress=True)
+    _source_only_loop(task, loader, 2, [evaluation]).run()
+    assert "scoring the student" not in capsys.readouterr().err  # (not a terminal)
+    monkeypatch.setattr(hooks, "_on_terminal", lambda: True)
 
     task, loader = _tiny_task_and_loader()
     evaluation = mic.Evaluation(task, loader, interval=2, progress=progress)

@@ -164,10 +164,15 @@ def _log_interval(interval: Any, hook: str) -> int:
     return int(interval)
 
 
+def _on_terminal() -> bool:
+    """Whether the progress bars write to a terminal (not into a file, a scheduler's log)."""
+    return sys.stderr.isatty()
+
+
 def _refresh_interval() -> float:
     """Seconds between two refreshes of a progress bar: into a file (a scheduler's log) a
     refresh a minute, not ten a second."""
-    return 0.1 if sys.stderr.isatty() else 60.0
+    return 0.1 if _on_terminal() else 60.0
 
 
 class ProgressBar(Hook):
@@ -443,8 +448,8 @@ class Evaluation(Hook):
         at: further iterations to evaluate at; 0 is the start model's score, taken when the
             run starts by ``OwedEvaluation(evaluation)`` (listed after every other hook).
         validation: the label-free validators (``mic.training.validators``).
-        progress: show a progress bar of the test batches while a model is scored (on the
-            process that scores; ``mic-train``: ``log.progress``).
+        progress: show a progress bar of the test batches while a model is scored, on a
+            terminal (on the process that scores; ``mic-train``: ``log.progress``).
 
     Raises:
         ConfigError: an unknown model name or none, ``at`` that is no list of iterations,
@@ -843,8 +848,9 @@ class _Stoppable:
 
 
 class _Shown:
-    """``loader`` with a progress bar of its batches (closed when a pass ends or stops);
-    every other attribute is the loader's."""
+    """``loader`` with a progress bar of its batches on a terminal (closed, and cleared, when
+    a pass ends or stops: into a file it would leave its control codes alone); every other
+    attribute is the loader's."""
 
     def __init__(self, loader: Iterable[Any], what: str, step: int) -> None:
         self.loader, self.what, self.step = loader, what, step
@@ -860,7 +866,7 @@ class _Shown:
             leave=False,
             dynamic_ncols=True,
             unit="batch",
-            mininterval=_refresh_interval(),
+            disable=not _on_terminal(),
         ) as bar:
             for batch in self.loader:
                 yield batch
