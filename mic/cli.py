@@ -8,6 +8,7 @@ record keeps such a run from training on as if nothing had been pressed."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import os
@@ -83,6 +84,70 @@ def exit_interrupted() -> NoReturn:
         if getattr(handler, "mic_run_log", False) and handler.stream is not None:  # (RUN_LOG_MARK)
             handler.handle(record)  # (not one a refused run closed, its log put back)
     sys.exit(128 + signum)
+
+
+def score_parser() -> argparse.ArgumentParser:
+    """``mic-score``'s arguments (here, to answer ``--help`` before torch is imported)."""
+    parser = argparse.ArgumentParser(
+        prog="mic-score",
+        description=(
+            "Score a finished (or running) run's saved checkpoints as its evaluations did "
+            "(mic.score_run), and say which checkpoint each label-free validator picks. "
+            "Nothing is written unless --json is given."
+        ),
+        epilog=(
+            "examples: mic-score runs/x  |  mic-score runs/x best.pt iter_00000500.pt "
+            "--validators snd,bnm  |  mic-score runs/x dataset.root_target=/mnt/target "
+            "--device auto --json scores.json  (docs/model_selection.md)"
+        ),
+    )
+    parser.add_argument("run", help="the run folder (its hydra.run.dir, which holds config.yaml)")
+    parser.add_argument(
+        "items",
+        nargs="*",
+        default=[],  # (else argparse names it as required)
+        metavar="CHECKPOINT | KEY=VALUE",
+        help=(
+            "checkpoints to score (best.pt, iter_00000500.pt: names in the run's checkpoints/, "
+            "or paths; none: every one, by iteration), and settings of the data and the "
+            "evaluation in Hydra's syntax (an argument with '=' is a setting)"
+        ),
+    )
+    parser.add_argument(
+        "--validators",
+        metavar="NAME,...",
+        help=(
+            "the label-free validators to compute, comma-separated (entropy, im, snd, bnm, "
+            "masked_agreement; '' for none); default: the run's eval.validators"
+        ),
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="where the models are scored: cpu, cuda, cuda:N, auto"
+    )
+    parser.add_argument(
+        "--json", metavar="FILE", help="write the records and the picks to FILE (strict JSON)"
+    )
+    return parser
+
+
+def score() -> None:
+    """``mic-score``: ``mic.scoring.main``, a Ctrl-C or SIGTERM (also while torch and the rest
+    are imported) reported as one line: it writes nothing until it has scored."""
+    catch_interrupts()
+    score_parser().parse_args()  # (--help, a missing run folder: said at once)
+    try:
+        from mic.scoring import main as score_main
+
+        score_main()
+    except BrokenPipeError:  # (its lines piped into a command that stopped reading: head)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no error at exit)
+        sys.exit(128 + signal.SIGPIPE)
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt) or interrupted():
+            signum = _RECEIVED[-1] if _RECEIVED else signal.SIGINT
+            print("mic: interrupted; mic-score wrote nothing", file=sys.stderr)
+            sys.exit(128 + signum)
+        raise
 
 
 def main() -> None:

@@ -1696,8 +1696,10 @@ def format_selection(summary: dict[str, Any]) -> list[str]:
             shown = "-" if value is None else shown_metric(value, percent)
             since = pick.get("since")
             later = f" (among the evaluations from iteration {since} on, when it was added)"
+            named = pick.get("checkpoint")  # (score_run's picks name it)
             lines.append(
                 f"  {label:<46} iteration {pick['step']:>6}"
+                + (f" ({Path(named).name})" if named is not None else "")
                 + f": {shown}" * labelled
                 + later * (since is not None)
             )

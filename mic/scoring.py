@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -35,7 +37,7 @@ from mic.training import Evaluation, load_checkpoint, make_validators, per_proce
 from mic.training.checkpoint import FINAL_WEIGHTS
 from mic.training.validators import preserved_rng
 
-__all__ = ["score_run"]
+__all__ = ["main", "score_run"]
 
 #: the settings ``score_run``'s overrides may change: where the data is and how it is scored,
 #: not what was trained
@@ -341,6 +343,18 @@ def score_run(
             neither a test set nor a validator to score with.
         DatasetError: the target or test data cannot be read.
     """
+    return _scored_run(run, checkpoints, validators, overrides, device)[0]
+
+
+def _scored_run(
+    run: str | Path,
+    checkpoints: Sequence[str | Path] | str | Path | None,
+    validators: Sequence[str] | str | None,
+    overrides: Sequence[str],
+    device: str | torch.device,
+    progress: bool = False,
+) -> tuple[list[dict[str, Any]], Any]:
+    """``score_run``'s records and the run's task (``progress``: bars of the test batches)."""
     if not isinstance(run, (str, os.PathLike)) or not str(run).strip():
         raise ConfigError(
             f"score_run(run=...) takes the run folder (its hydra.run.dir), got {run!r}"
@@ -349,7 +363,7 @@ def score_run(
     if folder.is_file():
         raise ConfigError(f"score_run: '{folder}' is a file; give the run folder that holds it")
     inside = folder.name.startswith(".hydra") or not (folder / "config.yaml").is_file()
-    if inside and (folder.parent / "config.yaml").is_file():
+    if inside and folder.is_dir() and (folder.parent / "config.yaml").is_file():
         raise ConfigError(  # (its checkpoints/ folder, or .hydra/)
             f"'{folder}' is a folder inside the run folder '{folder.parent}': give the run "
             f"folder, score_run('{folder.parent}') (checkpoints=[...] chooses among its "
@@ -398,6 +412,7 @@ def score_run(
             adabn_loader=adabn,
             adabn_batches=int(cfg.eval.adabn_batches),
             validation=build_validation(cfg, build_method(cfg), adabn),
+            progress=progress,
         )
         records, ours = [], _run_configs(folder)
         for path in paths:
@@ -416,4 +431,98 @@ def score_run(
             device_used = next(student.parameters()).device
             record = evaluation.score_models(int(state["step"]), student, teacher, device_used)
             records.append({"checkpoint": str(path), **record})
-    return records
+    return records, task
+
+
+#: score_run's words in its messages, and mic-score's for them (regular expressions)
+_COMMAND_WORDS = (
+    (
+        r"score_run\('([^']*)'\) \(checkpoints=\[\.\.\.\] chooses",
+        r"mic-score \1 (CHECKPOINT ... chooses",
+    ),
+    (r"score_run\('([^']*)'\)", r"mic-score \1"),
+    (r"score_run\(overrides=", "mic-score (settings "),
+    (r"score_run\(validators=", "mic-score (--validators "),
+    (r"give validators=\[\.\.\.\]", "give --validators NAME,..."),
+    (
+        r"give validators= or eval\.validators in overrides",
+        "give --validators or eval.validators=...",
+    ),
+    (r"score_run", "mic-score"),
+)
+
+
+def _command_words(text: str) -> str:
+    """A message of ``score_run`` in the words of ``mic-score``'s command line."""
+    for pattern, words in _COMMAND_WORDS:
+        text = re.sub(pattern, words, text)
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``mic-score``: ``score_run`` on the command line. Prints one line per checkpoint (its
+    scores), then which checkpoint each validator and the labelled metric pick for the first
+    scored model; exits with status 2 and one ``mic: error:`` paragraph on bad input."""
+    from mic.cli import score_parser
+    from mic.experiment import format_selection
+    from mic.train import _format_warning, _show_warning
+    from mic.training import ModelSelection
+    from mic.training.evaluation import in_percent
+    from mic.training.hooks import strict_json
+
+    args = score_parser().parse_args(argv)
+    if args.json and not Path(args.json).resolve().parent.is_dir():  # (said before scoring)
+        print(f"mic: error: --json {args.json}: its folder does not exist", file=sys.stderr)
+        sys.exit(2)
+    warnings.formatwarning = _format_warning  # mic's warnings as one line, as mic-train's
+    warnings.showwarning = _show_warning
+    settings = [item for item in args.items if "=" in item]
+    named = [item for item in args.items if "=" not in item] or None
+    validators = None
+    if args.validators is not None:
+        validators = [v.strip() for v in args.validators.split(",") if v.strip()]
+    try:
+        records, task = _scored_run(
+            args.run, named, validators, settings, args.device, progress=True
+        )
+    except MicError as e:
+        print(f"mic: error: {_command_words(str(e))}", file=sys.stderr)
+        sys.exit(2)
+    records.sort(key=lambda r: r["step"])  # (the picks' "last": the latest, not the last named)
+    folder = Path(args.run)
+    width = max((len(_shown_path(r["checkpoint"], folder)) for r in records), default=0)
+    for record in records:
+        line = f"{_shown_path(record['checkpoint'], folder):<{width}}  {record['summary']}"
+        model = next((k.split("/")[1] for k in record if k.startswith("validator/")), None)
+        mine = f"validator/{model}/"
+        found = {k[len(mine) :]: v for k, v in record.items() if k.startswith(mine)}
+        if found and "(no labels)" not in record["summary"]:
+            said = ", ".join(f"{k} {v:.4g}" for k, v in found.items() if v is not None)
+            line += f"; validators of the {model} (higher is better): {said}"
+        print(line)
+    selection = ModelSelection.for_task(task)
+    for record in records:
+        selection.update(record)
+    metric = task.primary_metric
+    models = sorted(selection.last, key=lambda m: (m != "student", m))
+    summary = {
+        "metric": metric,
+        "in_percent": in_percent(task),
+        "selection": {m: selection.picks(m, metric) for m in models},
+    }
+    for line in format_selection(summary):
+        print(line)
+    if args.json:
+        text = strict_json({"run": str(folder), "records": records, **summary}, indent=1)
+        try:
+            Path(args.json).write_text(text + "\n")
+        except OSError as e:
+            print(f"mic: error: --json {args.json}: {e.strerror or e}", file=sys.stderr)
+            sys.exit(2)
+        print(f"records and picks written to {args.json}")
+
+
+def _shown_path(path: str, folder: Path) -> str:
+    """A checkpoint's path as the user gave the run: its name inside the run's checkpoints."""
+    p = Path(path)
+    return p.name if p.parent.resolve() == (folder / "checkpoints").resolve() else str(p)

@@ -1,6 +1,8 @@
-"""``mic-train`` in a process of its own, for tests that meet the command line as a user does.
+"""``mic-train`` (and ``mic-score``) in a process of its own, for tests that meet the command
+line as a user does.
 
-Each call runs ``mic.train.main()`` (what the ``mic-train`` console script runs) in a new
+Each call runs ``mic.train.main()`` (what the ``mic-train`` console script runs; ``mic-score``:
+``mic.cli.score()``) in a new
 process with its own argv, environment, working folder, stdout and stderr, and returns its
 exit status and output. The processes are forked from a server that imported torch, timm,
 Hydra and mic once (``multiprocessing``'s forkserver), so that a case costs its own work and
@@ -28,6 +30,7 @@ _PRELOAD = [
     "torchmetrics",
     "hydra",
     "mic.train",
+    "mic.scoring",
     "mic.tasks.classification",
     "mic.tasks.segmentation",
     "mic.tasks.detection",
@@ -44,8 +47,10 @@ def _forkserver():
     return _context
 
 
-def _child(args: list[str], env: dict[str, str], cwd: str, out: str, err: str, status: str) -> None:
-    """Runs in the forked process: the environment, the faults, then mic-train's main; its
+def _child(
+    args: list[str], env: dict[str, str], cwd: str, out: str, err: str, status: str, command: str
+) -> None:
+    """Runs in the forked process: the environment, the faults, then ``command``'s main; its
     exit status is also written to ``status`` (the forkserver's report of it is lost now and
     then under load: multiprocessing then gives 255)."""
     # multiprocessing made this process's default start method the forkserver's: mic-train's
@@ -68,8 +73,11 @@ def _child(args: list[str], env: dict[str, str], cwd: str, out: str, err: str, s
     import torch
 
     torch.set_num_threads(1)
-    sys.argv = ["mic-train", *args]
+    sys.argv = [command, *args]
+    from mic.cli import score
     from mic.train import main
+
+    main = score if command == "mic-score" else main
 
     code = 1  # an exception: multiprocessing prints its traceback and exits 1
     try:
@@ -86,12 +94,25 @@ def run_mic_train(
     args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 600
 ) -> subprocess.CompletedProcess:
     """``mic-train *args`` in a process of its own; its status, stdout and stderr."""
+    return _run("mic-train", args, env, cwd, timeout)
+
+
+def run_mic_score(
+    args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """``mic-score *args`` in a process of its own; its status, stdout and stderr."""
+    return _run("mic-score", args, env, cwd, timeout)
+
+
+def _run(
+    command: str, args: list[str], env: dict[str, str] | None, cwd: Path, timeout: float
+) -> subprocess.CompletedProcess:
     environment = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1", **(env or {})}
     with tempfile.TemporaryDirectory() as d:
         out, err, status = Path(d) / "out", Path(d) / "err", Path(d) / "status"
         process = _forkserver().Process(
             target=_child,
-            args=(list(args), environment, str(cwd), str(out), str(err), str(status)),
+            args=(list(args), environment, str(cwd), str(out), str(err), str(status), command),
         )
         process.start()
         process.join(timeout)
@@ -101,9 +122,7 @@ def run_mic_train(
         code = process.exitcode if process.exitcode is not None else -9
         if status.is_file() and status.read_text():  # what main() ended with
             code = int(status.read_text())
-        return subprocess.CompletedProcess(
-            ["mic-train", *args], code, out.read_text(), err.read_text()
-        )
+        return subprocess.CompletedProcess([command, *args], code, out.read_text(), err.read_text())
 
 
 def run_many(calls: list[dict], workers: int = 2) -> list[subprocess.CompletedProcess]:

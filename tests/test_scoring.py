@@ -278,3 +278,78 @@ def test_a_teacher_asked_of_a_run_without_one_and_a_checkpoint_of_another_run(ru
     finally:
         config.write_text(text)
         (source_only / "config_resumed.yaml").unlink()
+
+
+def test_mic_score_prints_every_checkpoint_and_the_picks_and_writes_them_as_json(run, tmp_path):
+    """score_run on the command line: one line per checkpoint, the picks naming their
+    checkpoint, and --json's records those of score_run (as the run's evaluations)."""
+    from tests.cli import run_mic_score
+
+    written = tmp_path / "scores.json"
+    out = run_mic_score([str(run), "--json", str(written)])
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    names = [line.split()[0] for line in lines[:3]]
+    assert names == ["iter_00000002.pt", "best.pt", "iter_00000004.pt"]
+    assert "[iteration 2] target student accuracy" in lines[0]
+    assert "validators of the student (higher is better): entropy" in lines[0]
+    assert "checkpoint picks for the student (target accuracy" in out.stdout
+    assert "(best.pt)" in out.stdout or "(iter_00000002.pt)" in out.stdout
+    saved = json.loads(written.read_text())
+    evaluated = _evaluations(run)
+    assert [r["step"] for r in saved["records"]] == [2, 4, 4]
+    for record in saved["records"]:
+        scores = {k: v for k, v in record.items() if k.startswith(("eval/", "validator/"))}
+        assert scores == {k: evaluated[record["step"]][k] for k in scores}
+    assert set(saved["selection"]["student"]) == {"entropy", "im", "masked_agreement",
+                                                  "accuracy", "last"}  # fmt: skip
+    # two checkpoints, one validator the run did not compute
+    out = run_mic_score([str(run), "best.pt", "iter_00000002.pt", "--validators", "snd"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    shown = [line.split()[0] for line in out.stdout.splitlines()[:2]]
+    assert shown == ["iter_00000002.pt", "best.pt"]  # by iteration: last is the latest
+    assert "  last  " in out.stdout and "iteration      4 (best.pt)" in out.stdout
+    assert "validators of the student (higher is better): snd " in out.stdout
+    assert "  snd " in out.stdout and "  im " not in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["{run}/checkpoints"], "give the run folder, mic-score {run} (CHECKPOINT ... chooses"),
+        (["{run}", "eval.adabn_batch=2"], "mic-score (settings ['eval.adabn_batch=2']): the run"),
+        (["{run}", "seed=3"], "the model, the task and the method are the run's"),
+        (["{run}", "--validators", "snf"], "unknown validator 'snf'"),
+        (["{run}", "dataset.test=null", "--validators", ""], "give --validators NAME,..."),
+        (["{run}", "eval.validators=[im]", "--validators", "im"], "give --validators or eval."),
+        (["{run}", "iter_00000003.pt"], "mic-score: checkpoint 'iter_00000003.pt' is no file"),
+        (["{run}/nothing"], "does not exist"),  # (was named a folder inside the run)
+        (["{run}", "--json", "{run}/no/such/folder/x.json"], "--json {run}/no/such/folder/x.json"),
+    ],
+)
+def test_bad_input_to_mic_score_is_one_error_line_in_its_own_words(run, args, said):
+    from tests.cli import run_mic_score
+
+    out = run_mic_score([a.format(run=run) for a in args])
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("mic: error: ")]
+    assert len(errors) == 1 and said.format(run=run) in errors[0], out.stderr[-2000:]
+    assert "score_run" not in errors[0]
+
+
+def test_the_mic_score_console_script_answers_help_and_a_missing_run_before_importing_torch():
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent  # the venv's, else the one on PATH (pip --target)
+    script = shutil.which("mic-score", path=f"{beside}{os.pathsep}{os.environ['PATH']}")
+    assert script is not None, "pip install -e . installs the mic-score console script"
+    out = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "--validators NAME,..." in out.stdout
+    assert "CHECKPOINT | KEY=VALUE" in out.stdout
+    out = subprocess.run([script], capture_output=True, text=True, timeout=60)
+    said = "mic-score: error: the following arguments are required: run"
+    assert out.returncode == 2 and out.stderr.splitlines()[-1] == said
