@@ -448,7 +448,7 @@ _COMMAND_WORDS = (
         r"give validators= or eval\.validators in overrides",
         "give --validators or eval.validators=...",
     ),
-    (r"score_run", "mic-score"),
+    (r"(?<![\w/.-])score_run(?=[:(\s])", "mic-score"),  # (not a folder of that name in a path)
 )
 
 
