@@ -86,9 +86,17 @@ def exit_interrupted() -> NoReturn:
     sys.exit(128 + signum)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with mic's one error line: ``mic: error: ...`` and status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"mic: error: {message} ({self.prog} --help lists the arguments)", file=sys.stderr)
+        sys.exit(2)
+
+
 def score_parser() -> argparse.ArgumentParser:
     """``mic-score``'s arguments (here, to answer ``--help`` before torch is imported)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mic-score",
         description=(
             "Score a finished (or running) run's saved checkpoints as its evaluations did "
@@ -134,11 +142,12 @@ def score() -> None:
     """``mic-score``: ``mic.scoring.main``, a Ctrl-C or SIGTERM (also while torch and the rest
     are imported) reported as one line: it writes nothing until it has scored."""
     catch_interrupts()
-    score_parser().parse_args()  # (--help, a missing run folder: said at once)
+    score_parser().parse_intermixed_args()  # (--help, a missing run folder: said at once)
     try:
         from mic.scoring import main as score_main
 
         score_main()
+        leave_at_next_signal(finished=True)  # (a Ctrl-C now: the scores are out)
     except BrokenPipeError:  # (its lines piped into a command that stopped reading: head)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no error at exit)
         sys.exit(128 + signal.SIGPIPE)

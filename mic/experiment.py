@@ -368,6 +368,32 @@ def _check_test_batches(test: Any, batch_size: int) -> None:
     )
 
 
+def read_run_config(path: Path) -> DictConfig:
+    """A run's config file (``config.yaml``, ``config_resumed.yaml``) as mic-train wrote it.
+
+    Raises:
+        ConfigError: a file that is no YAML mapping (damaged, cut off) or holds no ``task``
+            and ``model`` (no mic-train config).
+    """
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as e:  # (YAML's parser errors, a file of bytes)
+        said = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"'{path}' cannot be read as the run's config ({said}): it is damaged or no "
+            "config mic-train wrote; restore it (the run's .hydra/config.yaml holds the "
+            "config it composed)"
+        ) from None
+    missing = [k for k in ("task", "model") if not isinstance(cfg, DictConfig) or k not in cfg]
+    if missing:
+        raise ConfigError(
+            f"'{path}' holds no {' and no '.join(missing)}: it is no config mic-train wrote, "
+            "or it was changed; restore it (the run's .hydra/config.yaml holds the config it "
+            "composed)"
+        )
+    return cfg  # type: ignore[return-value]
+
+
 def load_run(
     run: str | Path,
     model: str = "student",
@@ -398,7 +424,8 @@ def load_run(
         ``(task, model)``, the model in eval mode on ``device``.
 
     Raises:
-        ConfigError: a folder without ``config.yaml``, a ``model`` of another name, a
+        ConfigError: a folder without ``config.yaml`` or with one that cannot be read or
+            is no mic-train config (``read_run_config``), a ``model`` of another name, a
             ``device`` that is no device or not here, a ``checkpoint`` that is no file, a
             checkpoint without a teacher for ``model="teacher"``, weights that do not fit
             the model (see ``mic.training.load_initial_weights``), or a ``_target_`` of the
@@ -452,7 +479,7 @@ def load_run(
             f"load_run(device={device!r}): {why}, or 'auto' (CUDA where there is one)"
         )
     chosen = _named_device("auto") if auto else torch.device(device)
-    cfg = OmegaConf.load(folder / "config.yaml")
+    cfg = read_run_config(folder / "config.yaml")
     try:
         task: Task = instantiate(cfg.task)
         net: nn.Module = instantiate(_without_pretrained_weights(cfg.model))
@@ -1670,14 +1697,16 @@ def describe_run(exp: Experiment) -> str:
     )
 
 
-def format_selection(summary: dict[str, Any]) -> list[str]:
+def format_selection(summary: dict[str, Any], always: bool = False) -> list[str]:
     """Console lines: for the first evaluated model, the iteration each validator picks and
-    the labelled target metric there, beside the best possible and the last evaluation."""
+    the labelled target metric there, beside the best possible and the last evaluation
+    (without validators none, unless ``always``; a pick that names its checkpoint, as
+    ``score_run``'s do, with that name)."""
     metric, percent = summary["metric"], summary.get("in_percent", True)
     picks = next(iter(summary.get("selection", {}).items()), None)
     lines = []
     validators = picks is not None and any(k not in (metric, "last") for k in picks[1])
-    if picks is not None and validators:  # else nothing to compare
+    if picks is not None and (validators or always):  # else nothing to compare
         model, rows = picks
         labelled = any(pick.get(metric) is not None for pick in rows.values())
         lines.append(
@@ -1699,7 +1728,7 @@ def format_selection(summary: dict[str, Any]) -> list[str]:
             named = pick.get("checkpoint")  # (score_run's picks name it)
             lines.append(
                 f"  {label:<46} iteration {pick['step']:>6}"
-                + (f" ({Path(named).name})" if named is not None else "")
+                + (f" ({named})" if named is not None else "")
                 + f": {shown}" * labelled
                 + later * (since is not None)
             )

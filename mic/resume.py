@@ -266,8 +266,12 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
             warn_of_skipped(found, f"resume={path}", path)
             found = _newer_best(found, f"resume={path}")
         if found is None:
+            there = sorted(p.name for p in folder.glob("iter_*.pt")) + [
+                p.name for p in folder.glob("best.pt")
+            ]
+            unread = f" ({', '.join(there)}: corrupt, cut off, or changed)" if there else ""
             raise CheckpointError(
-                f"resume={path}: no readable checkpoint (iter_*.pt or best.pt) in it"
+                f"resume={path}: no readable checkpoint (iter_*.pt or best.pt) in it{unread}"
             )
         if run_dir is not None and timestamped_run_folder():
             warnings.warn(

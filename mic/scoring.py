@@ -11,6 +11,7 @@ evaluations ran: same AdaBN batches, same validation batches, masks and pixel dr
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sys
@@ -29,6 +30,7 @@ from mic.experiment import (
     build_validation,
     load_run,
     make_loader,
+    read_run_config,
     validator_names,
 )
 from mic.resume import flatten
@@ -113,7 +115,10 @@ def _checkpoints(folder: Path, given: Any) -> list[Path]:
         except CheckpointError as e:
             why = "is no file" if not path.is_file() else f"cannot be scored ({e})"
             if "marker" in str(e):  # (a weights file: one model, no iteration, no teacher)
-                why = "holds plain weights (no iteration, one model): load_run loads them"
+                why = (
+                    "holds plain weights (no iteration, one model; in Python "
+                    "mic.load_run(run, checkpoint=...) loads them)"
+                )
             raise ConfigError(
                 f"score_run: checkpoint '{name}' {why}; give a mic checkpoint of the run, "
                 f"a name in '{folder}/checkpoints' (iter_*.pt, best.pt) or a path"
@@ -146,7 +151,7 @@ def _recorded_config(folder: Path) -> tuple[DictConfig, bool]:
                 return cfg, True  # type: ignore[return-value]
     resumed = folder / "config_resumed.yaml"
     path = resumed if resumed.is_file() else folder / "config.yaml"
-    return OmegaConf.load(path), False  # type: ignore[return-value]
+    return read_run_config(path), False
 
 
 def _resolved(cfg: DictConfig) -> DictConfig:
@@ -276,7 +281,7 @@ def _run_configs(folder: Path) -> list[dict[str, Any]]:
     """``_trained`` of the run's ``config.yaml`` and, after a resume that changed them (as
     ``resume_allow_changes`` lets it), of ``config_resumed.yaml``."""
     files = [folder / "config.yaml", folder / "config_resumed.yaml"]
-    return [_trained(OmegaConf.load(f)) for f in files if f.is_file()]
+    return [_trained(read_run_config(f)) for f in files if f.is_file()]
 
 
 def _foreign(ours: list[dict[str, Any]], state: dict[str, Any], path: Path, folder: Path) -> None:
@@ -353,8 +358,10 @@ def _scored_run(
     overrides: Sequence[str],
     device: str | torch.device,
     progress: bool = False,
+    each: Any = None,
 ) -> tuple[list[dict[str, Any]], Any]:
-    """``score_run``'s records and the run's task (``progress``: bars of the test batches)."""
+    """``score_run``'s records and the run's task (``progress``: bars of the test batches;
+    ``each``: called with each record as it is made)."""
     if not isinstance(run, (str, os.PathLike)) or not str(run).strip():
         raise ConfigError(
             f"score_run(run=...) takes the run folder (its hydra.run.dir), got {run!r}"
@@ -431,6 +438,8 @@ def _scored_run(
             device_used = next(student.parameters()).device
             record = evaluation.score_models(int(state["step"]), student, teacher, device_used)
             records.append({"checkpoint": str(path), **record})
+            if each is not None:
+                each(records[-1])
     return records, task
 
 
@@ -441,7 +450,8 @@ _COMMAND_WORDS = (
         r"mic-score \1 (CHECKPOINT ... chooses",
     ),
     (r"score_run\('([^']*)'\)", r"mic-score \1"),
-    (r"score_run\(overrides=", "mic-score (settings "),
+    (r"score_run\(overrides=\[(.*?)\]\)", r"the settings \1"),
+    (r"score_run\(device=('[^']*'|\S+?)\)", r"--device \1"),
     (r"score_run\(validators=", "mic-score (--validators "),
     (r"give validators=\[\.\.\.\]", "give --validators NAME,..."),
     (
@@ -460,9 +470,10 @@ def _command_words(text: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``mic-score``: ``score_run`` on the command line. Prints one line per checkpoint (its
-    scores), then which checkpoint each validator and the labelled metric pick for the first
-    scored model; exits with status 2 and one ``mic: error:`` paragraph on bad input."""
+    """``mic-score``: ``score_run`` on the command line. Prints one line per checkpoint as it
+    is scored, then which checkpoint each validator and the labelled metric pick for the
+    first scored model; ``--json`` writes the records and the picks. Bad input ends in one
+    ``mic: error:`` line with status 2, before any scoring where it can be told then."""
     from mic.cli import score_parser
     from mic.experiment import format_selection
     from mic.train import _format_warning, _show_warning
@@ -470,36 +481,43 @@ def main(argv: Sequence[str] | None = None) -> None:
     from mic.training.evaluation import in_percent
     from mic.training.hooks import strict_json
 
-    args = score_parser().parse_args(argv)
-    if args.json and not Path(args.json).resolve().parent.is_dir():  # (said before scoring)
-        print(f"mic: error: --json {args.json}: its folder does not exist", file=sys.stderr)
-        sys.exit(2)
-    warnings.formatwarning = _format_warning  # mic's warnings as one line, as mic-train's
+    parser = score_parser()
+    args = parser.parse_intermixed_args(argv)  # (an option before the checkpoints too)
+    folder = Path(args.run)
+    if not args.run.strip():
+        parser.error("give the run folder (its hydra.run.dir), not ''")
+    if args.json:
+        _check_json_target(Path(args.json), folder)
+
+    def said(message: Warning | str, *rest: Any) -> str:  # mic's warnings in its words too
+        return _command_words(_format_warning(message, *rest))
+
+    warnings.formatwarning = said
     warnings.showwarning = _show_warning
-    settings = [item for item in args.items if "=" in item]
-    named = [item for item in args.items if "=" not in item] or None
+    # an argument with '=' is a setting, unless it names a file (a checkpoint's path)
+    settings = [i for i in args.items if "=" in i and not Path(i).is_file()]
+    named = list(dict.fromkeys(i for i in args.items if i not in settings)) or None
     validators = None
     if args.validators is not None:
         validators = [v.strip() for v in args.validators.split(",") if v.strip()]
+    out = _Lines()
     try:
         records, task = _scored_run(
-            args.run, named, validators, settings, args.device, progress=True
+            args.run,
+            named,
+            validators,
+            settings,
+            args.device,
+            progress=True,
+            each=lambda record: out.say(_checkpoint_line(record, folder)),
         )
     except MicError as e:
-        print(f"mic: error: {_command_words(str(e))}", file=sys.stderr)
+        text = _command_words(str(e))
+        if validators is not None:
+            text = text.replace("in eval.validators", "in --validators")
+        print(f"mic: error: {text}", file=sys.stderr)
         sys.exit(2)
     records.sort(key=lambda r: r["step"])  # (the picks' "last": the latest, not the last named)
-    folder = Path(args.run)
-    width = max((len(_shown_path(r["checkpoint"], folder)) for r in records), default=0)
-    for record in records:
-        line = f"{_shown_path(record['checkpoint'], folder):<{width}}  {record['summary']}"
-        model = next((k.split("/")[1] for k in record if k.startswith("validator/")), None)
-        mine = f"validator/{model}/"
-        found = {k[len(mine) :]: v for k, v in record.items() if k.startswith(mine)}
-        if found and "(no labels)" not in record["summary"]:
-            said = ", ".join(f"{k} {v:.4g}" for k, v in found.items() if v is not None)
-            line += f"; validators of the {model} (higher is better): {said}"
-        print(line)
     selection = ModelSelection.for_task(task)
     for record in records:
         selection.update(record)
@@ -510,16 +528,75 @@ def main(argv: Sequence[str] | None = None) -> None:
         "in_percent": in_percent(task),
         "selection": {m: selection.picks(m, metric) for m in models},
     }
-    for line in format_selection(summary):
-        print(line)
-    if args.json:
+    if args.json:  # (before the picks are printed: a closed pipe loses no scores)
         text = strict_json({"run": str(folder), "records": records, **summary}, indent=1)
         try:
             Path(args.json).write_text(text + "\n")
         except OSError as e:
             print(f"mic: error: --json {args.json}: {e.strerror or e}", file=sys.stderr)
             sys.exit(2)
-        print(f"records and picks written to {args.json}")
+    shown = {
+        m: {k: {**p, "checkpoint": _shown_path(p["checkpoint"], folder)} if p.get("checkpoint")
+            else p for k, p in picks.items()}
+        for m, picks in summary["selection"].items()
+    }  # fmt: skip
+    for line in format_selection({**summary, "selection": shown}, always=True):
+        out.say(line)
+    if args.json:
+        out.say(f"records and picks written to {args.json}")
+
+
+class _Lines:
+    """Standard output that a reader may close (``| head``): the lines after it are dropped,
+    and the command goes on (its ``--json`` file is still written)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def say(self, line: str) -> None:
+        if self.closed:
+            return
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:
+            self.closed = True
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no error at exit)
+
+
+def _checkpoint_line(record: dict[str, Any], folder: Path) -> str:
+    """A scored checkpoint in one line: its name, its scores, its first model's validators."""
+    line = f"{_shown_path(record['checkpoint'], folder)}  {record['summary']}"
+    model = next((k.split("/")[1] for k in record if k.startswith("validator/")), None)
+    mine = f"validator/{model}/"
+    found = {k[len(mine) :]: v for k, v in record.items() if k.startswith(mine)}
+    if found and "(no labels)" not in record["summary"]:
+        listed = ", ".join(f"{k} {v:.4g}" for k, v in found.items() if v is not None)
+        line += f"; validators of the {model} (higher is better): {listed}"
+    return line
+
+
+def _check_json_target(path: Path, folder: Path) -> None:
+    """Exit with a ``mic: error:`` line, before any scoring, where ``--json`` names a folder, a
+    file in a folder that does not exist, a file of the run's ``checkpoints/``, or a file that
+    is there and is no earlier ``mic-score`` output (the run's ``config.yaml``,
+    ``summary.json``: overwritten in silence)."""
+    why = None
+    if path.is_dir():
+        why = "it is a folder; give a file"
+    elif not path.resolve().parent.is_dir():
+        why = "its folder does not exist"
+    elif path.resolve().parent == (folder / "checkpoints").resolve():
+        why = "it is in the run's checkpoints/; give a file elsewhere"
+    elif path.exists():
+        try:
+            earlier = json.loads(path.read_text()) if path.stat().st_size < 2**28 else None
+        except (OSError, ValueError):
+            earlier = None
+        if not (isinstance(earlier, dict) and {"run", "records", "selection"} <= set(earlier)):
+            why = "the file is there and is no earlier mic-score output; give a new file"
+    if why is not None:
+        print(f"mic: error: --json {path}: {why}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _shown_path(path: str, folder: Path) -> str:

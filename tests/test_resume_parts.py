@@ -312,6 +312,9 @@ def test_resume_of_a_run_folder_names_the_newer_checkpoints_it_skips(tmp_path):
     best = save_checkpoint({"step": 1, "w": torch.randn(64, 64)}, folder / "best.pt")
     best.write_bytes(changed_bytes(best))
     assert find_resume_checkpoint("auto", tmp_path / "run") is None  # nothing to resume
+    # ... nor for resume=<run folder>, which says which file it could not read
+    with pytest.raises(CheckpointError, match=r"in it \(best\.pt: corrupt, cut off, or changed"):
+        find_resume_checkpoint(str(tmp_path / "run"), tmp_path / "new")
 
 
 def _evaluation_record(step=1, models=("student", "teacher")):

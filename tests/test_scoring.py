@@ -104,7 +104,7 @@ def test_a_validator_the_run_did_not_compute_is_scored_and_picks(run):
         ({"overrides": ["dataset.test=null", "eval.validators=[]"]}, "nothing to score"),
         ({"validators": ["IM"]}, "unknown"),
         ({"checkpoints": ["iter_00000003.pt"]}, "'iter_00000003.pt' is no file"),
-        ({"checkpoints": ["student.pt"]}, r"holds plain weights \(no iteration, one model\)"),
+        ({"checkpoints": ["student.pt"]}, r"holds plain weights \(no iteration, one model;"),
         ({"checkpoints": []}, r"checkpoints=\[\]\): name the checkpoints"),
         ({"overrides": ["device=cuda"]}, "the model, the task and the method are"),
         ({"overrides": ["eval.validation.batches=1.5"]}, r"overrides=.*\]\): 1 config value is"),
@@ -283,6 +283,8 @@ def test_a_teacher_asked_of_a_run_without_one_and_a_checkpoint_of_another_run(ru
 def test_mic_score_prints_every_checkpoint_and_the_picks_and_writes_them_as_json(run, tmp_path):
     """score_run on the command line: one line per checkpoint, the picks naming their
     checkpoint, and --json's records those of score_run (as the run's evaluations)."""
+    import shutil
+
     from tests.cli import run_mic_score
 
     written = tmp_path / "scores.json"
@@ -303,23 +305,41 @@ def test_mic_score_prints_every_checkpoint_and_the_picks_and_writes_them_as_json
         assert scores == {k: evaluated[record["step"]][k] for k in scores}
     assert set(saved["selection"]["student"]) == {"entropy", "im", "masked_agreement",
                                                   "accuracy", "last"}  # fmt: skip
-    # two checkpoints, one validator the run did not compute
-    out = run_mic_score([str(run), "best.pt", "iter_00000002.pt", "--validators", "snd"])
+    # two checkpoints (one named twice), an option between them, a validator the run did not
+    # compute
+    out = run_mic_score([str(run), "best.pt", "--validators", "snd", "iter_00000002.pt", "best.pt"])
     assert out.returncode == 0, out.stderr[-2000:]
     shown = [line.split()[0] for line in out.stdout.splitlines()[:2]]
-    assert shown == ["iter_00000002.pt", "best.pt"]  # by iteration: last is the latest
+    assert shown == ["best.pt", "iter_00000002.pt"]  # as named; last: the latest iteration
     assert "  last  " in out.stdout and "iteration      4 (best.pt)" in out.stdout
     assert "validators of the student (higher is better): snd " in out.stdout
     assert "  snd " in out.stdout and "  im " not in out.stdout
+    assert out.stdout.count("[iteration 4]") == 1  # best.pt scored once
+    # no validator: the labelled metric's pick and the last one still said
+    out = run_mic_score([str(run), "--validators", ""])
+    assert "accuracy (target labels: the best possible)" in out.stdout, out.stderr[-2000:]
+    # a damaged config.yaml is named, not a traceback
+    damaged = tmp_path / "damaged"
+    (damaged / "checkpoints").mkdir(parents=True)
+    (damaged / "config.yaml").write_text("{{{: [")
+    shutil.copy(run / "checkpoints" / "best.pt", damaged / "checkpoints")
+    out = run_mic_score([str(damaged)])
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "config.yaml' cannot be read as the run's config" in out.stderr
 
 
 @pytest.mark.parametrize(
     ("args", "said"),
     [
         (["{run}/checkpoints"], "give the run folder, mic-score {run} (CHECKPOINT ... chooses"),
-        (["{run}", "eval.adabn_batch=2"], "mic-score (settings ['eval.adabn_batch=2']): the run"),
+        (["{run}", "eval.adabn_batch=2"], "the settings 'eval.adabn_batch=2': the run's config"),
         (["{run}", "seed=3"], "the model, the task and the method are the run's"),
-        (["{run}", "--validators", "snf"], "unknown validator 'snf'"),
+        (["{run}", "--validators", "snf"], "unknown validator 'snf' in --validators"),
+        (["{run}", "--device", "gpu"], "--device 'gpu': it is no torch device"),
+        (["{run}", "--bogus"], "unrecognized arguments: --bogus (mic-score --help lists"),
+        (["{run}", "--json", "{run}/config.yaml"], "is no earlier mic-score output; give a new"),
+        (["{run}", "--json", "{run}/checkpoints/x.json"], "it is in the run's checkpoints/"),
+        (["{run}", "--json", "{run}"], "it is a folder; give a file"),
         (["{run}", "dataset.test=null", "--validators", ""], "give --validators NAME,..."),
         (["{run}", "eval.validators=[im]", "--validators", "im"], "give --validators or eval."),
         (["{run}", "iter_00000003.pt"], "mic-score: checkpoint 'iter_00000003.pt' is no file"),
@@ -330,8 +350,10 @@ def test_mic_score_prints_every_checkpoint_and_the_picks_and_writes_them_as_json
 def test_bad_input_to_mic_score_is_one_error_line_in_its_own_words(run, args, said):
     from tests.cli import run_mic_score
 
+    before = (run / "config.yaml").read_text()
     out = run_mic_score([a.format(run=run) for a in args])
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert (run / "config.yaml").read_text() == before
     errors = [line for line in out.stderr.splitlines() if line.startswith("mic: error: ")]
     assert len(errors) == 1 and said.format(run=run) in errors[0], out.stderr[-2000:]
     assert "score_run" not in errors[0]
@@ -351,5 +373,8 @@ def test_the_mic_score_console_script_answers_help_and_a_missing_run_before_impo
     assert out.returncode == 0 and "--validators NAME,..." in out.stdout
     assert "CHECKPOINT | KEY=VALUE" in out.stdout
     out = subprocess.run([script], capture_output=True, text=True, timeout=60)
-    said = "mic-score: error: the following arguments are required: run"
+    said = (
+        "mic: error: the following arguments are required: run (mic-score --help lists the "
+        "arguments)"
+    )
     assert out.returncode == 2 and out.stderr.splitlines()[-1] == said

@@ -220,6 +220,23 @@ def test_prediction_images_are_drawn_for_the_models_the_evaluation_scored(tmp_pa
     assert drawn == ["00_student.png", "00_teacher.png"]
 
 
+def test_a_picture_that_cannot_be_written_costs_no_scores_and_a_later_loop_draws_none(tmp_path):
+    """A failed image write (here a file where the iteration's folder goes) took the
+    evaluation's record with it; and a second loop that reused the Evaluation hook without
+    PredictionImages still drew its pictures."""
+    from types import SimpleNamespace
+
+    evaluation, hook = _drawn_evaluation(tmp_path, ["student"])
+    (tmp_path / "iter_00000001").write_text("in the way")
+    with pytest.warns(UserWarning, match=r"PredictionImages could not write .* the student at "):
+        record = evaluation.score_models(1, nn.Conv2d(3, 2, 1))
+    assert "eval/student/miou" in record
+    hook.teardown(SimpleNamespace(hooks=[evaluation, hook]))
+    assert evaluation.viewers == []
+    evaluation.score_models(2, nn.Conv2d(3, 2, 1))
+    assert not (tmp_path / "iter_00000002").exists()
+
+
 def test_prediction_images_show_the_predictions_scored_under_adabn(tmp_path):
     """The pictures were predicted after the evaluation, with the training statistics that
     AdaBN had put back: they showed another model than the one scored. Here the training

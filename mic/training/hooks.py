@@ -520,7 +520,9 @@ class Evaluation(Hook):
         #: called as ``view(step, name, model, device)`` for each scored model after its
         #: scores, inside its BatchNorm protocol (the model in eval mode, with the statistics
         #: it was scored with): what is drawn of a model (segmentation's ``PredictionImages``)
-        #: shows the predictions that were scored
+        #: shows the predictions that were scored. A viewer's ``OSError`` (a full disk, a
+        #: file where its folder goes) is warned of, and the evaluation goes on: a picture
+        #: costs no scores (``view_evaluations`` adds one)
         self.viewers: list[Callable[[int, str, torch.nn.Module, torch.device], None]] = []
         self.history: list[dict[str, Any]] = []
         self._warned_unfinite: set[str] = set()  # the models warned of non-finite weights
@@ -708,6 +710,24 @@ class Evaluation(Hook):
         """The context in which ``model`` is scored (AdaBN, see the class documentation)."""
         return recalibrated_batchnorm(model, self.adabn_loader or (), self.adabn_batches, device)
 
+    def _view(self, step: int, name: str, model: torch.nn.Module, device: Any) -> None:
+        """Every viewer of ``model`` (in eval mode), an ``OSError`` of one warned of."""
+        was_training = model.training
+        model.eval()
+        try:
+            for view in self.viewers:
+                try:
+                    view(step, name, model, device)
+                except OSError as e:
+                    who = type(getattr(view, "__self__", view)).__name__
+                    warnings.warn(
+                        f"{who} could not write what it shows of the {name} at iteration "
+                        f"{step} ({e}); the evaluation and training go on",
+                        stacklevel=4,
+                    )
+        finally:
+            model.train(was_training)
+
     def _unscored(self, name: str, scores: dict[str, Any]) -> dict[str, Any]:
         """``scores`` of a model whose weights hold NaN or Inf, as NaN (its predictions,
         e.g. the argmax of NaN logits, scored a class's share), with a warning (once)."""
@@ -775,13 +795,7 @@ class Evaluation(Hook):
                     record.update({f"validator/{name}/{k}": v for k, v in found.items()})
                     said = ", ".join(f"{k} {v:.4g}" for k, v in found.items())
                     unlabelled.append(f"{name} {said}")
-                was_training = model.training
-                model.eval()
-                try:
-                    for view in self.viewers:
-                        view(step, name, model, device)
-                finally:
-                    model.train(was_training)
+                self._view(step, name, model, device)
             record[f"eval/{name}/protocol"] = self.protocol(model)
             record.update({f"eval/{name}/{k}": v for k, v in scores.items()})
             primary = scores.get(self.task.primary_metric)
@@ -800,7 +814,9 @@ def view_evaluations(
     loop: AdaptationLoop, viewer: Callable[[int, str, torch.nn.Module, torch.device], None]
 ) -> None:
     """Add ``viewer`` to the ``viewers`` of every ``Evaluation`` hook of ``loop`` (once), so
-    that it sees each scored model as it was scored (e.g. drawings of its predictions).
+    that it sees each scored model as it was scored (e.g. drawings of its predictions); a
+    hook calls it at ``before_run`` and ``unview_evaluations`` at ``teardown``, so that a
+    later loop that reuses the ``Evaluation`` without the hook sees nothing of it.
 
     Raises:
         ConfigError: ``loop`` has no ``Evaluation`` hook: nothing is scored, nothing seen.
@@ -815,6 +831,13 @@ def view_evaluations(
     for evaluation in evaluations:
         if viewer not in evaluation.viewers:
             evaluation.viewers.append(viewer)
+
+
+def unview_evaluations(loop: AdaptationLoop, viewer: Callable[..., None]) -> None:
+    """Remove ``viewer`` from the ``viewers`` of every ``Evaluation`` hook of ``loop``."""
+    for hook in loop.hooks:
+        if isinstance(hook, Evaluation) and viewer in hook.viewers:
+            hook.viewers.remove(viewer)
 
 
 class _Stopped(Exception):

@@ -174,3 +174,8 @@ class DetectionReport(Hook):
     def after_run(self, loop: AdaptationLoop) -> None:
         if self.print_table and self.tables:
             say("per-class AP on the target test set (points):\n" + self.tables[0])
+
+    def teardown(self, loop: AdaptationLoop) -> None:
+        from mic.training.hooks import unview_evaluations
+
+        unview_evaluations(loop, self.draw)

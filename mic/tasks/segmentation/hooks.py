@@ -112,6 +112,11 @@ class PredictionImages(Hook):
 
         view_evaluations(loop, self.draw)
 
+    def teardown(self, loop: AdaptationLoop) -> None:
+        from mic.training.hooks import unview_evaluations
+
+        unview_evaluations(loop, self.draw)
+
     @torch.no_grad()
     def draw(self, step: int, name: str, model: torch.nn.Module, device: torch.device) -> None:
         """Draw ``model`` (called ``name``, in eval mode, as scored) at iteration ``step``."""
