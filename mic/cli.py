@@ -100,8 +100,10 @@ def score_parser() -> argparse.ArgumentParser:
         prog="mic-score",
         description=(
             "Score a finished (or running) run's saved checkpoints as its evaluations did "
-            "(mic.score_run), and say which checkpoint each label-free validator picks. "
-            "Nothing is written unless --json is given."
+            "(mic.score_run), one line per checkpoint as it is scored, and say which of them "
+            "each label-free validator, the labelled metric and the last pick (for the "
+            "student, or the first scored model; among the checkpoints scored, not every "
+            "evaluation of the run). Nothing is written unless --json is given."
         ),
         epilog=(
             "examples: mic-score runs/x  |  mic-score runs/x best.pt iter_00000500.pt "
@@ -118,7 +120,10 @@ def score_parser() -> argparse.ArgumentParser:
         help=(
             "checkpoints to score (best.pt, iter_00000500.pt: names in the run's checkpoints/, "
             "or paths; none: every one, by iteration), and settings of the data and the "
-            "evaluation in Hydra's syntax (an argument with '=' is a setting)"
+            "evaluation in Hydra's syntax: dataset.* but the class count and names and MIC's "
+            "block size, eval.models, eval.adabn_batches, eval.validators, eval.validation.*, "
+            "loader.test_batch_size, loader.num_workers (an argument with '=' is a setting "
+            "unless it names a file)"
         ),
     )
     parser.add_argument(
@@ -130,17 +135,27 @@ def score_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "--device", default="cpu", help="where the models are scored: cpu, cuda, cuda:N, auto"
+        "--device",
+        default="cpu",
+        help=(
+            "where the models are scored: cpu (default), cuda, cuda:N, auto; the run's own "
+            "device gives its records again"
+        ),
     )
     parser.add_argument(
-        "--json", metavar="FILE", help="write the records and the picks to FILE (strict JSON)"
+        "--json",
+        metavar="FILE",
+        help=(
+            "write the records (by iteration) and every model's picks to FILE (strict JSON): "
+            "a new file or an earlier mic-score output, not in the run's checkpoints/"
+        ),
     )
     return parser
 
 
 def score() -> None:
     """``mic-score``: ``mic.scoring.main``, a Ctrl-C or SIGTERM (also while torch and the rest
-    are imported) reported as one line: it writes nothing until it has scored."""
+    are imported) reported as one line."""
     catch_interrupts()
     score_parser().parse_intermixed_args()  # (--help, a missing run folder: said at once)
     try:
@@ -154,7 +169,11 @@ def score() -> None:
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt) or interrupted():
             signum = _RECEIVED[-1] if _RECEIVED else signal.SIGINT
-            print("mic: interrupted; mic-score wrote nothing", file=sys.stderr)
+            print(
+                "mic: interrupted (mic-score writes its --json file once every checkpoint "
+                "is scored)",
+                file=sys.stderr,
+            )
             sys.exit(128 + signum)
         raise
 

@@ -297,7 +297,7 @@ def _best_alone(folder: Path, given: str, where: str) -> Path | None:
     unread = f" ({', '.join(every)}: corrupt, cut off, or changed)" if every else ""
     warnings.warn(
         f"{given}: no readable periodic checkpoint (iter_*.pt){where}{unread}; resuming from "
-        "best.pt, the checkpoint of its best evaluation (the iterations after it are trained "
+        "best.pt, the checkpoint of its best evaluation (any iterations after it are trained "
         "again; checkpoint.interval=N writes one every N iterations)",
         stacklevel=3,
     )

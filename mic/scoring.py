@@ -88,11 +88,18 @@ def _checkpoints(folder: Path, given: Any) -> list[Path]:
         steps = {p: _step(p, verify=True) for p in files}
         found = [p for p in files if steps[p] is not None]
         unread = [p.name for p in files if p not in found and p.name not in FINAL_WEIGHTS]
+        if unread and not found:
+            raise ConfigError(
+                f"score_run('{folder}'): none of the checkpoints in its checkpoints/ can be read "
+                f"as a mic checkpoint ({', '.join(unread)}: cut short, bytes changed, or of "
+                "another kind)"
+            )
         if unread:
+            one = len(unread) == 1
             warnings.warn(
                 f"score_run('{folder}'): {', '.join(unread)} in its checkpoints/ cannot be read "
-                "as mic checkpoints (cut short, its bytes changed, removed meanwhile, or of "
-                "another kind) and are not scored",
+                "as mic checkpoints (cut short, bytes changed, removed meanwhile, or of "
+                f"another kind) and {'is' if one else 'are'} not scored",
                 stacklevel=3,
             )
         if not found:
@@ -114,6 +121,8 @@ def _checkpoints(folder: Path, given: Any) -> list[Path]:
             load_checkpoint(path, mmap=True)
         except CheckpointError as e:
             why = "is no file" if not path.is_file() else f"cannot be scored ({e})"
+            if not path.exists() and str(name).isdigit():  # (mic-score's arguments are text)
+                why += f" (the checkpoint of iteration {name} is 'iter_{int(name):08d}.pt')"
             if "marker" in str(e):  # (a weights file: one model, no iteration, no teacher)
                 why = (
                     "holds plain weights (no iteration, one model; in Python "
@@ -450,7 +459,10 @@ _COMMAND_WORDS = (
         r"mic-score \1 (CHECKPOINT ... chooses",
     ),
     (r"score_run\('([^']*)'\)", r"mic-score \1"),
-    (r"score_run\(overrides=\[(.*?)\]\)", r"the settings \1"),
+    (
+        r"score_run\(overrides=\[(.*?)\]\)",
+        lambda m: ("the settings " if "', '" in m[1] else "the setting ") + m[1],
+    ),
     (r"score_run\(device=('[^']*'|\S+?)\)", r"--device \1"),
     (r"score_run\(validators=", "mic-score (--validators "),
     (r"give validators=\[\.\.\.\]", "give --validators NAME,..."),
@@ -465,7 +477,7 @@ _COMMAND_WORDS = (
 def _command_words(text: str) -> str:
     """A message of ``score_run`` in the words of ``mic-score``'s command line."""
     for pattern, words in _COMMAND_WORDS:
-        text = re.sub(pattern, words, text)
+        text = re.sub(pattern, words, text)  # type: ignore[call-overload]
     return text
 
 

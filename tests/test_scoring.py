@@ -166,12 +166,23 @@ def test_a_checkpoint_whose_bytes_changed_is_left_out_with_a_warning_or_named(ru
     changed = run / "checkpoints" / "iter_00000003.pt"
     changed.write_bytes(changed_bytes(run / "checkpoints" / "iter_00000002.pt"))
     try:
-        with pytest.warns(UserWarning, match=r"iter_00000003\.pt in .* its bytes changed"):
+        with pytest.warns(UserWarning, match=r"iter_00000003\.pt in .* bytes changed.* is not"):
             assert [r["step"] for r in mic.score_run(run, validators=[])] == [2, 4, 4]
         with pytest.raises(ConfigError, match=r"no longer matches the checksum stored with it"):
             mic.score_run(run, "iter_00000003.pt")
     finally:
         changed.unlink()
+
+
+def test_a_run_whose_every_checkpoint_is_damaged_is_not_said_to_have_saved_none(run, tmp_path):
+    """It warned that the files could not be read, then said the run saved none."""
+    import shutil
+
+    copy = shutil.copytree(run, tmp_path / "run")
+    for path in (copy / "checkpoints").glob("*.pt"):
+        path.write_bytes(changed_bytes(path))
+    with pytest.raises(ConfigError, match=r"none of the checkpoints .* can be read .*best\.pt"):
+        mic.score_run(copy)
 
 
 def test_a_folder_that_is_no_run_is_named_as_load_run_names_it(tmp_path):
@@ -332,7 +343,7 @@ def test_mic_score_prints_every_checkpoint_and_the_picks_and_writes_them_as_json
     ("args", "said"),
     [
         (["{run}/checkpoints"], "give the run folder, mic-score {run} (CHECKPOINT ... chooses"),
-        (["{run}", "eval.adabn_batch=2"], "the settings 'eval.adabn_batch=2': the run's config"),
+        (["{run}", "eval.adabn_batch=2"], "the setting 'eval.adabn_batch=2': the run's config"),
         (["{run}", "seed=3"], "the model, the task and the method are the run's"),
         (["{run}", "--validators", "snf"], "unknown validator 'snf' in --validators"),
         (["{run}", "--device", "gpu"], "--device 'gpu': it is no torch device"),
@@ -343,6 +354,7 @@ def test_mic_score_prints_every_checkpoint_and_the_picks_and_writes_them_as_json
         (["{run}", "dataset.test=null", "--validators", ""], "give --validators NAME,..."),
         (["{run}", "eval.validators=[im]", "--validators", "im"], "give --validators or eval."),
         (["{run}", "iter_00000003.pt"], "mic-score: checkpoint 'iter_00000003.pt' is no file"),
+        (["{run}", "3"], "is no file (the checkpoint of iteration 3 is 'iter_00000003.pt')"),
         (["{run}/nothing"], "does not exist"),  # (was named a folder inside the run)
         (["{run}", "--json", "{run}/no/such/folder/x.json"], "--json {run}/no/such/folder/x.json"),
     ],
