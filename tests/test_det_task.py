@@ -508,3 +508,25 @@ def test_detections_are_float32_under_bf16_autocast(backend):
     if backend == "torchvision":  # decoded in float32: not on bf16's grid (0.25 px here)
         boxes = torch.cat([d["boxes"] for d in detections])
         assert len(boxes) and not torch.equal(boxes, boxes.bfloat16().float())
+
+
+def test_the_per_class_ap_table_names_the_classes_without_a_box_left_out_of_the_mean():
+    """A Foggy Cityscapes split without a train showed '-' in its row and a mean over the
+    other classes, without a word."""
+    import math
+
+    from mic.tasks.detection.report import per_class_table
+
+    record = {
+        "eval/student/ap50_per_class": [0.5, math.nan, 0.25],
+        "eval/teacher/ap50_per_class": [0.4, math.nan, 0.0],
+        "eval/student/map_50": 0.375,
+        "eval/teacher/map_50": 0.2,
+    }
+    table = per_class_table(record, ["car", "train", "bus"])
+    assert "| train | - | - | - | - |" in table
+    assert table.endswith(
+        "`-`: no box of train in the test set, left out of the mean (as COCO's mAP does)"
+    )
+    record["eval/teacher/ap50_per_class"][1] = 0.0  # scored by one model: a box is there
+    assert "no box of" not in per_class_table(record, ["car", "train", "bus"])

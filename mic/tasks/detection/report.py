@@ -26,7 +26,8 @@ PALETTE = [
 
 def per_class_table(record: dict[str, Any], class_names: list[str]) -> str:
     """A markdown table of AP@0.5 and COCO AP per class for every model in an evaluation
-    record (``eval/<model>/ap50_per_class`` ...), in points."""
+    record (``eval/<model>/ap50_per_class`` ...), in points; a class without a box in the
+    test set (NaN: ``-``) is named below it as left out of the mean."""
     models = [k.split("/")[1] for k in record if k.endswith("/ap50_per_class")]
     if not models:
         return ""
@@ -47,6 +48,17 @@ def per_class_table(record: dict[str, Any], class_names: list[str]) -> str:
     for m in models:
         means += [fmt(record.get(f"eval/{m}/map_50")), fmt(record.get(f"eval/{m}/map"))]
     lines.append("| **mean** | " + " | ".join(means) + " |")
+
+    def unscored(m: str, i: int) -> bool:
+        values = record[f"eval/{m}/ap50_per_class"]
+        return i >= len(values) or fmt(values[i]) == "-"
+
+    absent = [n for i, n in enumerate(class_names) if all(unscored(m, i) for m in models)]
+    if absent:  # (a foggy split without trains: its mean is over the other classes)
+        lines.append(
+            f"\n`-`: no box of {', '.join(absent)} in the test set, left out of the mean (as "
+            "COCO's mAP does)"
+        )
     return "\n".join(lines)
 
 
