@@ -371,12 +371,20 @@ def _check_test_batches(test: Any, batch_size: int) -> None:
 def read_run_config(path: Path) -> DictConfig:
     """A run's config file (``config.yaml``, ``config_resumed.yaml``) as mic-train wrote it.
 
+    Args:
+        path: the file.
+
+    Returns:
+        The config, as written (resolved where mic-train resolved it).
+
     Raises:
-        ConfigError: a file that is no YAML mapping (damaged, cut off) or holds no ``task``
-            and ``model`` (no mic-train config).
+        ConfigError: a file that cannot be opened, that is no YAML mapping (damaged, cut
+            off) or that holds no ``task`` and ``model`` (no mic-train config).
     """
     try:
         cfg = OmegaConf.load(path)
+    except OSError as e:  # (removed meanwhile, no permission)
+        raise ConfigError(f"'{path}' cannot be opened: {e.strerror or e}") from None
     except Exception as e:  # (YAML's parser errors, a file of bytes)
         said = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(

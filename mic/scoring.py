@@ -36,7 +36,7 @@ from mic.experiment import (
 from mic.resume import flatten
 from mic.schema import check_config, did_you_mean, exception_chain
 from mic.training import Evaluation, load_checkpoint, make_validators, per_process_batch_size
-from mic.training.checkpoint import FINAL_WEIGHTS
+from mic.training.checkpoint import FINAL_WEIGHTS, write_text_atomically
 from mic.training.validators import preserved_rng
 
 __all__ = ["main", "score_run"]
@@ -132,7 +132,8 @@ def _checkpoints(folder: Path, given: Any) -> list[Path]:
                 f"score_run: checkpoint '{name}' {why}; give a mic checkpoint of the run, "
                 f"a name in '{folder}/checkpoints' (iter_*.pt, best.pt) or a path"
             ) from None
-        paths.append(path)
+        if path.resolve() not in {p.resolve() for p in paths}:  # (a file named twice: once)
+            paths.append(path)
     return paths
 
 
@@ -487,11 +488,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     first scored model; ``--json`` writes the records and the picks. Bad input ends in one
     ``mic: error:`` line with status 2, before any scoring where it can be told then."""
     from mic.cli import score_parser
-    from mic.experiment import format_selection
     from mic.train import _format_warning, _show_warning
-    from mic.training import ModelSelection
-    from mic.training.evaluation import in_percent
-    from mic.training.hooks import strict_json
 
     parser = score_parser()
     args = parser.parse_intermixed_args(argv)  # (an option before the checkpoints too)
@@ -504,11 +501,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     def said(message: Warning | str, *rest: Any) -> str:  # mic's warnings in its words too
         return _command_words(_format_warning(message, *rest))
 
-    warnings.formatwarning = said
-    warnings.showwarning = _show_warning
+    shown = warnings.formatwarning, warnings.showwarning
+    warnings.formatwarning, warnings.showwarning = said, _show_warning
+    try:
+        _command(args, folder)
+    finally:  # (main called from Python: its warnings as they were)
+        warnings.formatwarning, warnings.showwarning = shown
+
+
+def _command(args: Any, folder: Path) -> None:
+    """``main`` once its arguments are read and checked."""
+    from mic.experiment import format_selection
+    from mic.training import ModelSelection
+    from mic.training.evaluation import in_percent
+    from mic.training.hooks import strict_json
+
     # an argument with '=' is a setting, unless it names a file (a checkpoint's path)
     settings = [i for i in args.items if "=" in i and not Path(i).is_file()]
-    named = list(dict.fromkeys(i for i in args.items if i not in settings)) or None
+    named = [i for i in args.items if i not in settings] or None
     validators = None
     if args.validators is not None:
         validators = [v.strip() for v in args.validators.split(",") if v.strip()]
@@ -543,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.json:  # (before the picks are printed: a closed pipe loses no scores)
         text = strict_json({"run": str(folder), "records": records, **summary}, indent=1)
         try:
-            Path(args.json).write_text(text + "\n")
+            write_text_atomically(Path(args.json), text + "\n")  # (an earlier one kept whole)
         except OSError as e:
             print(f"mic: error: --json {args.json}: {e.strerror or e}", file=sys.stderr)
             sys.exit(2)
@@ -599,6 +609,10 @@ def _check_json_target(path: Path, folder: Path) -> None:
         why = "its folder does not exist"
     elif path.resolve().parent == (folder / "checkpoints").resolve():
         why = "it is in the run's checkpoints/; give a file elsewhere"
+    elif not os.access(path.resolve().parent, os.W_OK):
+        why = "its folder cannot be written to"
+    elif path.exists() and not path.is_file():  # (a device, a pipe: not replaced by a file)
+        why = "it is no regular file; give a file"
     elif path.exists():
         try:
             earlier = json.loads(path.read_text()) if path.stat().st_size < 2**28 else None

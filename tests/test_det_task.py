@@ -530,3 +530,9 @@ def test_the_per_class_ap_table_names_the_classes_without_a_box_left_out_of_the_
     )
     record["eval/teacher/ap50_per_class"][1] = 0.0  # scored by one model: a box is there
     assert "no box of" not in per_class_table(record, ["car", "train", "bus"])
+    # a model whose weights went non-finite scores NaN throughout: no word of the test set
+    record["eval/student/ap50_per_class"] = [math.nan] * 3
+    record["eval/teacher/ap50_per_class"] = [math.nan] * 3
+    assert "no box of" not in per_class_table(record, ["car", "train", "bus"])
+    record["eval/teacher/ap50_per_class"] = [0.4, math.nan, 0.1]  # the other one tells
+    assert "no box of train in" in per_class_table(record, ["car", "train", "bus"])

@@ -368,3 +368,21 @@ def test_an_evaluation_shows_a_progress_bar_of_its_test_batches_when_asked(
     assert ("scoring the student (iteration 2)" in shown) is progress
     assert ("0/2" in shown) is progress  # the loader's two batches
     assert evaluation.history[-1]["eval/student/accuracy"] >= 0
+
+
+def test_an_adabn_loader_without_a_length_recalibrates_inside_the_loop():
+    """A loader of one's own that restarts its passes but has no length: the wrapper that
+    ends an evaluation at a stop request got a length, and ``adabn_loader or ()`` asked for
+    it (TypeError at every evaluation of the loop)."""
+    import mic
+
+    task, loader = _tiny_task_and_loader()
+
+    class Restartable:
+        def __iter__(self):
+            return iter(list(loader))
+
+    evaluation = mic.Evaluation(task, loader, adabn_loader=Restartable(), adabn_batches=1)
+    loop = _source_only_loop(task, loader, 2, [evaluation])
+    loop.run()
+    assert evaluation.history[-1]["eval/student/protocol"] == "adabn:1"

@@ -174,6 +174,21 @@ def test_a_checkpoint_whose_bytes_changed_is_left_out_with_a_warning_or_named(ru
         changed.unlink()
 
 
+def test_a_checkpoint_named_twice_is_scored_once_and_main_puts_the_warnings_back(run, capsys):
+    """best.pt by name and by path: scored twice (minutes of a segmentation run). mic-score's
+    main, called from Python, left warnings formatted in its words."""
+    import warnings
+
+    records = mic.score_run(run, ["best.pt", run / "checkpoints" / "best.pt"], validators=[])
+    assert len(records) == 1
+    before = warnings.formatwarning, warnings.showwarning
+    from mic.scoring import main
+
+    main([str(run), "best.pt", "--validators", ""])
+    assert (warnings.formatwarning, warnings.showwarning) == before
+    assert capsys.readouterr().out.startswith("best.pt  [iteration 4]")
+
+
 def test_a_run_whose_every_checkpoint_is_damaged_is_not_said_to_have_saved_none(run, tmp_path):
     """It warned that the files could not be read, then said the run saved none."""
     import shutil

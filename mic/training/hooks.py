@@ -56,6 +56,7 @@ from mic.training.rng import rng_state, set_rng_state
 from mic.training.validators import (
     LabelFreeValidation,
     ModelSelection,
+    eval_mode,
     lower_is_better,
     preserved_rng,
 )
@@ -708,25 +709,21 @@ class Evaluation(Hook):
 
     def recalibrated(self, model: torch.nn.Module, device: torch.device | None) -> Any:
         """The context in which ``model`` is scored (AdaBN, see the class documentation)."""
-        return recalibrated_batchnorm(model, self.adabn_loader or (), self.adabn_batches, device)
+        loader = self.adabn_loader if self.adabn_loader is not None else ()  # (a wrapped loader
+        return recalibrated_batchnorm(model, loader, self.adabn_batches, device)  # has no bool)
 
     def _view(self, step: int, name: str, model: torch.nn.Module, device: Any) -> None:
         """Every viewer of ``model`` (in eval mode), an ``OSError`` of one warned of."""
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             for view in self.viewers:
                 try:
                     view(step, name, model, device)
                 except OSError as e:
-                    who = type(getattr(view, "__self__", view)).__name__
                     warnings.warn(
-                        f"{who} could not write what it shows of the {name} at iteration "
-                        f"{step} ({e}); the evaluation and training go on",
+                        f"{_viewer_name(view)} could not write what it shows of the {name} at "
+                        f"iteration {step} ({e}); the evaluation and training go on",
                         stacklevel=4,
                     )
-        finally:
-            model.train(was_training)
 
     def _unscored(self, name: str, scores: dict[str, Any]) -> dict[str, Any]:
         """``scores`` of a model whose weights hold NaN or Inf, as NaN (its predictions,
@@ -761,12 +758,15 @@ class Evaluation(Hook):
         None: no teacher) as of iteration ``step``, on ``device`` (None: the student's),
         under the BatchNorm protocol above:
         ``{"step", "eval/<model>/<metric>", "eval/<model>/protocol",
-        "validator/<model>/<name>", "summary"}``. Draws from the global generators (the
-        loop's evaluations keep them as they were); ``mic.scoring.score_run`` scores a
-        run's saved checkpoints through it.
+        "validator/<model>/<name>", "summary"}``; each scored model is also handed to the
+        ``viewers`` (which may write files: an ``OSError`` of one is warned of). Draws from
+        the global generators (the loop's evaluations keep them as they were);
+        ``mic.scoring.score_run`` scores a run's saved checkpoints through it.
 
         Raises:
             DatasetError, ConfigError: a bad test file, a metric without the primary score.
+            Exception: what a viewer raises other than ``OSError`` (the record is lost, and
+                ``run`` owes the evaluation).
         """
         record: dict[str, Any] = {"step": step}
         lines, unlabelled = [], []
@@ -823,14 +823,21 @@ def view_evaluations(
     """
     evaluations = [h for h in loop.hooks if isinstance(h, Evaluation)]
     if not evaluations:
-        who = type(getattr(viewer, "__self__", viewer)).__name__
         raise ConfigError(
-            f"{who} shows the models that an Evaluation hook scores, at its evaluations: list "
-            "an Evaluation hook in the loop's hooks"
+            f"{_viewer_name(viewer)} shows the models that an Evaluation hook scores, at its "
+            "evaluations: list an Evaluation hook in the loop's hooks"
         )
     for evaluation in evaluations:
         if viewer not in evaluation.viewers:
             evaluation.viewers.append(viewer)
+
+
+def _viewer_name(viewer: Callable[..., Any]) -> str:
+    """A viewer as its messages name it: a hook's method by its class, a function by name."""
+    owner = getattr(viewer, "__self__", None)
+    if owner is not None:
+        return type(owner).__name__
+    return getattr(viewer, "__qualname__", "a viewer")
 
 
 def unview_evaluations(loop: AdaptationLoop, viewer: Callable[..., None]) -> None:

@@ -53,8 +53,10 @@ def per_class_table(record: dict[str, Any], class_names: list[str]) -> str:
         values = record[f"eval/{m}/ap50_per_class"]
         return i >= len(values) or fmt(values[i]) == "-"
 
-    absent = [n for i, n in enumerate(class_names) if all(unscored(m, i) for m in models)]
-    if absent:  # (a foggy split without trains: its mean is over the other classes)
+    # (a model scored NaN throughout, its weights non-finite, tells nothing of the test set)
+    scored = [m for m in models if not all(unscored(m, i) for i in range(len(class_names)))]
+    absent = [n for i, n in enumerate(class_names) if all(unscored(m, i) for m in scored)]
+    if scored and absent:  # (a foggy split without trains: its mean is over the other classes)
         lines.append(
             f"\n`-`: no box of {', '.join(absent)} in the test set, left out of the mean (as "
             "COCO's mAP does)"
