@@ -172,9 +172,20 @@ def _closest_key(cfg: DictConfig, key: str) -> str:
     """`` Did you mean: ...?`` for the first part of the dotted ``key`` that ``cfg`` lacks,
     among the keys beside it (empty where none is close)."""
     node: Any = cfg
-    for part in key.split("."):
+    parts = key.split(".")
+    for i, part in enumerate(parts):
         if not isinstance(node, DictConfig) or part not in node:
-            return did_you_mean(part, node.keys()) if isinstance(node, DictConfig) else ""
+            if not isinstance(node, DictConfig):
+                return ""
+            hint = did_you_mean(part, node.keys())
+            close = hint.removeprefix(" Did you mean: ").removesuffix("?").split(", ")
+            sections = [c for c in close if hint and isinstance(node._get_node(c), DictConfig)]
+            if sections:  # (dataset.root_target on a run whose data has no root: target)
+                name = ".".join([*parts[:i], sections[0]])
+                keys = [str(k) for k in node._get_node(sections[0]) if not str(k).startswith("_")]
+                listed = ", ".join(f"{name}.{k}" for k in keys[:4])
+                hint += f" ({name} is a section: {listed})"
+            return hint
         node = node._get_node(part)  # (not resolved: a node's keys are all that is read)
     return ""
 

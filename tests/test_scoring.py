@@ -359,6 +359,7 @@ def test_mic_score_prints_every_checkpoint_and_the_picks_and_writes_them_as_json
     [
         (["{run}/checkpoints"], "give the run folder, mic-score {run} (CHECKPOINT ... chooses"),
         (["{run}", "eval.adabn_batch=2"], "the setting 'eval.adabn_batch=2': the run's config"),
+        (["{run}", "dataset.root_target=/x"], "target? (dataset.target is a section: dataset.t"),
         (["{run}", "seed=3"], "the model, the task and the method are the run's"),
         (["{run}", "--validators", "snf"], "unknown validator 'snf' in --validators"),
         (["{run}", "--device", "gpu"], "--device 'gpu': it is no torch device"),
