@@ -457,6 +457,7 @@ def _scored_run(
                 continue
             _foreign(ours, state, path, folder)
             device_used = next(student.parameters()).device
+            evaluation.progress_label = path.name
             record = evaluation.score_models(int(state["step"]), student, teacher, device_used)
             records.append({"checkpoint": str(path), **record})
             if each is not None:

@@ -406,3 +406,13 @@ def test_the_mic_score_console_script_answers_help_and_a_missing_run_before_impo
         "arguments)"
     )
     assert out.returncode == 2 and out.stderr.splitlines()[-1] == said
+
+
+def test_the_progress_bar_of_mic_score_names_the_checkpoint(run, capsys, monkeypatch):
+    """best.pt and the iter_*.pt of its iteration showed the same bar."""
+    from mic.scoring import _scored_run
+    from mic.training import hooks
+
+    monkeypatch.setattr(hooks, "_on_terminal", lambda: True)
+    _scored_run(run, ["best.pt"], [], [], "cpu", progress=True)
+    assert "scoring the student (best.pt, iteration 4)" in capsys.readouterr().err

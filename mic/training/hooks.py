@@ -518,6 +518,9 @@ class Evaluation(Hook):
         check_test_set(task, loader, "Evaluation's test loader")
         self.validation = validation
         self.progress = bool(progress)
+        #: what the progress bar names beside the iteration (``score_run``: the checkpoint,
+        #: whose iteration ``best.pt`` and an ``iter_*.pt`` may share); None: nothing
+        self.progress_label: str | None = None
         #: called as ``view(step, name, model, device)`` for each scored model after its
         #: scores, inside its BatchNorm protocol (the model in eval mode, with the statistics
         #: it was scored with): what is drawn of a model (segmentation's ``PredictionImages``)
@@ -786,7 +789,8 @@ class Evaluation(Hook):
                 if self.loader is not None:
                     loader = self.loader
                     if self.progress:
-                        loader = _Shown(loader, f"scoring the {name}", step)
+                        where = f"{self.progress_label}, " if self.progress_label else ""
+                        loader = _Shown(loader, f"scoring the {name}", f"{where}iteration {step}")
                     scores = scores_of(self.task, model, loader, device)
                     if not all_finite(list(model.parameters())):
                         scores = self._unscored(name, scores)
@@ -882,8 +886,8 @@ class _Shown:
     a pass ends or stops: into a file it would leave its control codes alone); every other
     attribute is the loader's."""
 
-    def __init__(self, loader: Iterable[Any], what: str, step: int) -> None:
-        self.loader, self.what, self.step = loader, what, step
+    def __init__(self, loader: Iterable[Any], what: str, when: str) -> None:
+        self.loader, self.what, self.when = loader, what, when
 
     def __iter__(self) -> Iterator[Any]:
         try:
@@ -892,7 +896,7 @@ class _Shown:
             total = None
         with tqdm(
             total=total,
-            desc=f"{self.what} (iteration {self.step})",
+            desc=f"{self.what} ({self.when})",
             leave=False,
             dynamic_ncols=True,
             unit="batch",
