@@ -790,7 +790,7 @@ class Evaluation(Hook):
                     loader = self.loader
                     if self.progress:
                         where = f"{self.progress_label}, " if self.progress_label else ""
-                        loader = _Shown(loader, f"scoring the {name}", f"{where}iteration {step}")
+                        loader = _Shown(loader, f"scoring the {name} ({where}iteration {step})")
                     scores = scores_of(self.task, model, loader, device)
                     if not all_finite(list(model.parameters())):
                         scores = self._unscored(name, scores)
@@ -855,9 +855,24 @@ class _Stopped(Exception):
     """A stop request met between two batches of an evaluation."""
 
 
-class _Stoppable:
-    """``loader``, raising ``_Stopped`` before each batch once ``loop`` has a stop request;
-    every other attribute is the loader's."""
+class _LoaderView:
+    """A loader wrapped for an evaluation's pass: its length and every other attribute (its
+    sampler, generator, collate_fn, dataset) are the loader's; a subclass's ``__iter__``
+    passes over it."""
+
+    loader: Iterable[Any]
+
+    def __len__(self) -> int:  # (TypeError for a loader without a length, as len's)
+        return len(self.loader)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "loader":  # (not set yet: no endless recursion)
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+
+class _Stoppable(_LoaderView):
+    """``loader``, raising ``_Stopped`` before each batch once ``loop`` has a stop request."""
 
     def __init__(self, loader: Iterable[Any], loop: AdaptationLoop) -> None:
         self.loader, self.loop = loader, loop
@@ -872,22 +887,14 @@ class _Stoppable:
                 raise _Stopped
             yield batch
 
-    def __len__(self) -> int:  # (TypeError for a loader without a length, as len's)
-        return len(self.loader)  # type: ignore[arg-type]
 
-    def __getattr__(self, name: str) -> Any:  # its sampler, its generator, ...
-        if name == "loader":
-            raise AttributeError(name)
-        return getattr(self.loader, name)
+class _Shown(_LoaderView):
+    """``loader`` with a progress bar of its batches, described by ``desc``, on a terminal
+    (closed, and cleared, when a pass ends or stops: into a file it would leave its control
+    codes alone)."""
 
-
-class _Shown:
-    """``loader`` with a progress bar of its batches on a terminal (closed, and cleared, when
-    a pass ends or stops: into a file it would leave its control codes alone); every other
-    attribute is the loader's."""
-
-    def __init__(self, loader: Iterable[Any], what: str, when: str) -> None:
-        self.loader, self.what, self.when = loader, what, when
+    def __init__(self, loader: Iterable[Any], desc: str) -> None:
+        self.loader, self.desc = loader, desc
 
     def __iter__(self) -> Iterator[Any]:
         try:
@@ -896,7 +903,7 @@ class _Shown:
             total = None
         with tqdm(
             total=total,
-            desc=f"{self.what} ({self.when})",
+            desc=self.desc,
             leave=False,
             dynamic_ncols=True,
             unit="batch",
@@ -905,11 +912,6 @@ class _Shown:
             for batch in self.loader:
                 yield batch
                 bar.update(1)
-
-    def __getattr__(self, name: str) -> Any:  # its collate_fn, its dataset, ...
-        if name == "loader":
-            raise AttributeError(name)
-        return getattr(self.loader, name)
 
 
 class OwedEvaluation(Hook):
