@@ -161,11 +161,8 @@ def score() -> None:
     try:
         from mic.scoring import main as score_main
 
-        score_main()
+        score_main()  # (a reader that stops reading its lines, | head: mic.scoring._Lines)
         leave_at_next_signal(finished=True)  # (a Ctrl-C now: the scores are out)
-    except BrokenPipeError:  # (its lines piped into a command that stopped reading: head)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no error at exit)
-        sys.exit(128 + signal.SIGPIPE)
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt) or interrupted():
             signum = _RECEIVED[-1] if _RECEIVED else signal.SIGINT

@@ -16,7 +16,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -379,7 +379,7 @@ def _scored_run(
     overrides: Sequence[str],
     device: str | torch.device,
     progress: bool = False,
-    each: Any = None,
+    each: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[list[dict[str, Any]], Any]:
     """``score_run``'s records and the run's task (``progress``: bars of the test batches;
     ``each``: called with each record as it is made)."""
@@ -614,14 +614,14 @@ def _check_json_target(path: Path, folder: Path) -> None:
     file in a folder that does not exist, a file of the run's ``checkpoints/``, or a file that
     is there and is no earlier ``mic-score`` output (the run's ``config.yaml``,
     ``summary.json``: overwritten in silence)."""
-    why = None
+    why, parent = None, path.resolve().parent
     if path.is_dir():
         why = "it is a folder; give a file"
-    elif not path.resolve().parent.is_dir():
+    elif not parent.is_dir():
         why = "its folder does not exist"
-    elif path.resolve().parent == (folder / "checkpoints").resolve():
+    elif parent == (folder / "checkpoints").resolve():
         why = "it is in the run's checkpoints/; give a file elsewhere"
-    elif not os.access(path.resolve().parent, os.W_OK):
+    elif not os.access(parent, os.W_OK):
         why = "its folder cannot be written to"
     elif path.exists() and not path.is_file():  # (a device, a pipe: not replaced by a file)
         why = "it is no regular file; give a file"
