@@ -87,6 +87,7 @@ from mic.training.checkpoint import (
     final_weights,
     initial_weights_file,
     is_readable_checkpoint,
+    periodic_name,
     write_text_atomically,
 )
 from mic.training.checkpoint import option as typed_option
@@ -443,7 +444,7 @@ def load_run(
         if not isinstance(value, (str, os.PathLike)) and (name == "run" or value is not None):
             number = isinstance(value, int) and not isinstance(value, bool) and name != "run"
             hint = (
-                f" (the checkpoint of iteration {value} is checkpoints/iter_{value:08d}.pt)"
+                f" (the checkpoint of iteration {value} is checkpoints/{periodic_name(value)})"
                 if number
                 else ""
             )
@@ -1856,7 +1857,7 @@ def _last_checkpoint(exp: Experiment, start: int) -> tuple[int, Path] | None:
     found: list[tuple[int, Path]] = []
     saver = exp.checkpointer
     if saver is not None and saver.saved_step > 0:
-        found.append((saver.saved_step, saver.directory / f"iter_{saver.saved_step:08d}.pt"))
+        found.append((saver.saved_step, saver.directory / periodic_name(saver.saved_step)))
     entry = saver.selection.best.get(saver.best_metric) if saver and saver.best_metric else None
     if entry is not None and saver.best_file is not None and saver.best_file.is_file():
         found.append((int(entry["step"]), saver.best_file))

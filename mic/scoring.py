@@ -36,7 +36,7 @@ from mic.experiment import (
 from mic.resume import flatten
 from mic.schema import check_config, did_you_mean, exception_chain
 from mic.training import Evaluation, load_checkpoint, make_validators, per_process_batch_size
-from mic.training.checkpoint import FINAL_WEIGHTS, write_text_atomically
+from mic.training.checkpoint import FINAL_WEIGHTS, periodic_name, write_text_atomically
 from mic.training.validators import preserved_rng
 
 __all__ = ["main", "score_run"]
@@ -70,7 +70,7 @@ def _listed(value: Any, what: str) -> list[Any]:
     for item in items:
         if not isinstance(item, (str, os.PathLike)):
             hint = (
-                f" (the checkpoint of iteration {item} is 'iter_{item:08d}.pt')"
+                f" (the checkpoint of iteration {item} is '{periodic_name(item)}')"
                 if isinstance(item, int) and not isinstance(item, bool) and what == "checkpoints"
                 else ""
             )
@@ -122,7 +122,7 @@ def _checkpoints(folder: Path, given: Any) -> list[Path]:
         except CheckpointError as e:
             why = "is no file" if not path.is_file() else f"cannot be scored ({e})"
             if not path.exists() and str(name).isdigit():  # (mic-score's arguments are text)
-                why += f" (the checkpoint of iteration {name} is 'iter_{int(name):08d}.pt')"
+                why += f" (the checkpoint of iteration {name} is '{periodic_name(int(name))}')"
             if "marker" in str(e):  # (a weights file: one model, no iteration, no teacher)
                 why = (
                     "holds plain weights (no iteration, one model; in Python "

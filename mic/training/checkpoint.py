@@ -201,6 +201,12 @@ def _atomic_write(obj: Any, path: Path) -> None:
         raise CheckpointError(f"could not write checkpoint '{path}' ({reason}); {kept}") from e
 
 
+def periodic_name(step: int) -> str:
+    """The file name of the periodic checkpoint of iteration ``step``, ``iter_<step>.pt``
+    with 8 digits: the names sort as their iterations."""
+    return f"iter_{int(step):08d}.pt"
+
+
 def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
     """The newest readable and intact ``iter_*.pt`` in ``directory`` (unreadable ones, and
     ones whose bytes no longer match their checksums, are skipped)."""

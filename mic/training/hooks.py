@@ -34,6 +34,7 @@ from mic.training.checkpoint import (
     copy_atomically,
     final_weights,
     load_checkpoint,
+    periodic_name,
     save_checkpoint,
     save_weights,
     write_text_atomically,
@@ -1101,7 +1102,7 @@ class Checkpointer(Hook):
         entry = self.selection.best.get(self.best_metric) if self.best_metric else None
         if entry is None:
             return None
-        for candidate in (folder / "best.pt", folder / f"iter_{int(entry['step']):08d}.pt"):
+        for candidate in (folder / "best.pt", folder / periodic_name(entry["step"])):
             if checkpoint_step(candidate) == entry["step"]:  # (None: none, or unreadable)
                 return candidate
         return None
@@ -1138,7 +1139,7 @@ class Checkpointer(Hook):
         ``iter_*.pt`` after ``step`` (the path it abandons, e.g. at another learning rate, or
         newer files that could not be read) into ``abandoned_at_<step>/`` (a new folder each
         time), with a warning, so that ``resume=auto`` after a crash continues this run."""
-        name = f"iter_{step:08d}.pt"  # the names sort as their iterations
+        name = periodic_name(step)
         later = sorted(p for p in self.directory.glob("iter_*.pt") if p.name > name)
         if not later:
             return
@@ -1186,7 +1187,7 @@ class Checkpointer(Hook):
 
     def save(self, loop: AdaptationLoop) -> Path:
         state = self.state(loop)
-        path = self.directory / f"iter_{loop.step:08d}.pt"
+        path = self.directory / periodic_name(loop.step)
         if process_info().is_main:
             save_checkpoint(state, path)
             for old in sorted(self.directory.glob("iter_*.pt"))[: -self.keep]:
