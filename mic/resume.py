@@ -248,8 +248,8 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
                 log.info(f"resume=auto: no checkpoint in {run_dir}; starting a new run")
         if found is None and every:
             raise CheckpointError(
-                f"resume=auto: no checkpoint of the run folder '{run_dir}' can be read "
-                f"({', '.join(every)}: corrupt, cut off, or changed). Delete them to start this "
+                f"resume=auto: no checkpoint of the run folder '{run_dir}' can be read"
+                f"{_unreadable(every)}. Delete them to start this "
                 "run afresh in the folder, or resume from a good file with resume=<path>"
             )
         if found is not None:
@@ -269,9 +269,9 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
             there = sorted(p.name for p in folder.glob("iter_*.pt")) + [
                 p.name for p in folder.glob("best.pt")
             ]
-            unread = f" ({', '.join(there)}: corrupt, cut off, or changed)" if there else ""
             raise CheckpointError(
-                f"resume={path}: no readable checkpoint (iter_*.pt or best.pt) in it{unread}"
+                f"resume={path}: no readable checkpoint (iter_*.pt or best.pt) in it"
+                f"{_unreadable(there)}"
             )
         if run_dir is not None and timestamped_run_folder():
             warnings.warn(
@@ -286,6 +286,12 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
     return path
 
 
+def _unreadable(names: list[str]) -> str:
+    """`` (<names>: corrupt, cut off, or changed)`` for checkpoint files that cannot be read;
+    empty for none."""
+    return f" ({', '.join(names)}: corrupt, cut off, or changed)" if names else ""
+
+
 def _best_alone(folder: Path, given: str, where: str) -> Path | None:
     """The intact ``best.pt`` of a checkpoints ``folder`` that holds no readable ``iter_*.pt``
     (the caller found none), with a warning that the iterations after it are trained again
@@ -294,11 +300,10 @@ def _best_alone(folder: Path, given: str, where: str) -> Path | None:
     if not is_readable_checkpoint(best, verify=True):
         return None
     every = sorted(p.name for p in folder.glob("iter_*.pt"))
-    unread = f" ({', '.join(every)}: corrupt, cut off, or changed)" if every else ""
     warnings.warn(
-        f"{given}: no readable periodic checkpoint (iter_*.pt){where}{unread}; resuming from "
-        "best.pt, the checkpoint of its best evaluation (any iterations after it are trained "
-        "again; checkpoint.interval=N writes one every N iterations)",
+        f"{given}: no readable periodic checkpoint (iter_*.pt){where}{_unreadable(every)}; "
+        "resuming from best.pt, the checkpoint of its best evaluation (any iterations after "
+        "it are trained again; checkpoint.interval=N writes one every N iterations)",
         stacklevel=3,
     )
     return best
