@@ -148,6 +148,7 @@ def test_a_loss_without_gradient_is_warned_of_once():
             loop.step += 1
     said = [str(w.message) for w in caught if "without a gradient" in str(w.message)]
     assert len(said) == 1 and "loss term 'detached'" in said[0], said
+    assert "returned its loss without a gradient (" in said[0], said  # its value, not its name
 
 
 class ZeroWithGradient(LossTerm):

@@ -324,6 +324,14 @@ def test_pseudo_labels_in_another_layout_than_their_labels_are_refused():
     PseudoLabels((labels, torch.zeros(4, 2)), (torch.ones(4), torch.ones(4)))
 
 
+def test_a_thresholded_confidence_is_told_to_go_in_valid():
+    labels = torch.zeros(4, dtype=torch.long)
+    said = r"got a bool mask; a mask of the elements that may carry weight is PseudoLabels\("
+    said += r"\.\.\., valid=mask\)"
+    with pytest.raises(ConfigError, match=said):
+        PseudoLabels(labels, torch.rand(4) > 0.5).check_confidence()
+
+
 def test_a_tuple_of_confidences_is_checked_like_a_list():
     PseudoLabels(torch.zeros(2), (torch.ones(1), torch.ones(1))).check_confidence()
     with pytest.raises(ConfigError, match=r"got torch.float32 in \[2, 2\]"):

@@ -44,6 +44,19 @@ def test_invalid_elements_weigh_zero_but_count_in_quality():
     torch.testing.assert_close(w, torch.tensor([0.75, 0.75, 0.0, 0.0]))
 
 
+@pytest.mark.parametrize("mode", ["quality", "prob", "none"])
+def test_valid_is_read_as_a_mask_whatever_its_values(mode):
+    # the first adaptation iteration refuses a 0/255 mask (check_confidence), but a
+    # thresholded mask can be all 0 then: after it, 255 weighed its elements 255 times
+    pseudo = _pseudo(
+        [0.99, 0.5, 0.97, 0.2], valid=torch.tensor([255, 0, 255, 0], dtype=torch.uint8)
+    )
+    ones = _pseudo([0.99, 0.5, 0.97, 0.2], valid=torch.tensor([True, False, True, False]))
+    weighting = PseudoLabelWeighting(mode, tau=0.9)
+    torch.testing.assert_close(weighting(pseudo), weighting(ones))
+    assert weighting(pseudo).max() <= 1
+
+
 def test_lists_of_tensors_are_weighted_jointly():
     # e.g. detection: one confidence tensor per image, of different lengths
     conf = [torch.tensor([0.99, 0.1]), torch.tensor([]), torch.tensor([0.95, 0.97, 0.99])]

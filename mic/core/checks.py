@@ -253,9 +253,10 @@ def warn_gradless(warned: set[str], term: str, key: str, loss: Tensor) -> None:
     gradient: it trains nothing."""
     if torch.is_grad_enabled() and key not in warned and loss.item() != 0:
         warned.add(key)
+        which = "its loss" if key == term else f"its loss {key!r}"
         warnings.warn(
-            f"loss term {term!r} (or the Task.loss it calls) returned {key!r} (times its "
-            f"weight: {loss.item():.4g}) without a gradient (computed under no_grad, "
+            f"loss term {term!r} (or the Task.loss it calls) returned {which} without a "
+            f"gradient ({loss.item():.4g} times the term's weight; computed under no_grad, "
             "detached, or a number): it trains nothing; return the loss tensor itself (0 or "
             "a plain 0.0: no loss this time)",
             stacklevel=2,
@@ -474,6 +475,11 @@ def check_confidence(pseudo: Any) -> None:
             got = f"{c.dtype} in [{c.min():.3g}, {c.max():.3g}]" if c.numel() else c.dtype
             if c.is_floating_point():  # out of [0, 1]
                 got = f"{got}; logits? apply softmax or sigmoid"
+            if c.dtype == torch.bool:  # (a thresholded confidence)
+                got = (
+                    "a bool mask; a mask of the elements that may carry weight is "
+                    "PseudoLabels(..., valid=mask), beside probabilities in confidence"
+                )
             if c.is_floating_point() and c.isnan().any():
                 got = f"{int(c.isnan().sum())} NaN of {c.numel()}"
                 got += "; NaN or Inf in the target images or the teacher's weights?"

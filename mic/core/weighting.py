@@ -90,7 +90,9 @@ class PseudoLabelWeighting:
         else:
             weights = _map(torch.ones_like, conf)
         if pseudo.valid is not None:
-            weights = _map(lambda w, v: w * v.to(w.dtype), weights, pseudo.valid)
+            # read as a mask (any value but 0 is True): a 0/255 mask, which only the first
+            # adaptation iteration's check refuses, must not weigh its elements 255 times
+            weights = _map(lambda w, v: w * v.bool().to(w.dtype), weights, pseudo.valid)
         return weights
 
     def __repr__(self) -> str:
