@@ -812,6 +812,25 @@ def test_class_probabilities_that_are_no_probabilities_are_a_config_error(make, 
     assert all(math.isfinite(s) for s in scores.values())
 
 
+def test_class_probabilities_that_ignore_samples_per_image_are_warned_of_once():
+    # a task of one's own that returns every element: each evaluation 15x slower, unsaid
+    _, _, target, _ = tiny_loaders()
+    model = tiny_model().eval()
+    every = _OwnProbabilities(3, lambda p: p.repeat(2, 1))  # two rows an image
+    validation = LabelFreeValidation(["entropy"], list(target), batches=2, samples_per_image=1)
+    said = r"_OwnProbabilities.class_probabilities returned \d+ rows for \d+ images, more than "
+    with pytest.warns(UserWarning, match=said + r"eval.validation.samples_per_image=1 per image"):
+        validation.score(every, model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        validation.score(every, model)  # once
+        LabelFreeValidation(["entropy"], list(target), 2, samples_per_image=1).score(
+            _OwnProbabilities(3, lambda p: p),
+            model,  # one row an image: within
+        )
+        LabelFreeValidation(["entropy"], list(target), 2).score(every, model)  # None: all
+
+
 @pytest.mark.parametrize(
     ("given", "message"),
     [  # Entropy scored -3.18, NaN, 366 and NaN for these

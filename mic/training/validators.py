@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import RandomSampler
 
-from mic.core.batch import move_to, split_sample
+from mic.core.batch import count_images, move_to, split_sample
 from mic.core.checks import check_loader, note_loader
 from mic.core.errors import ConfigError, DatasetError, is_whole
 from mic.core.masking import BlockMasker, Masker
@@ -434,6 +434,7 @@ class LabelFreeValidation:
         check_loader(loader, "LabelFreeValidation's loader", again, ConfigError)
         self.loader, self.batches = loader, int(batches)
         self._told_short = False  # warned that the loader holds fewer batches
+        self._told_rows = False  # warned of a class_probabilities that samples no elements
         with contextlib.suppress(TypeError):  # (a loader without a length: when scored)
             held = len(loader)  # told before training, not at its first evaluation
             if held == 0:
@@ -479,6 +480,22 @@ class LabelFreeValidation:
             f"{self.batches} asked for (eval.validation.batches): its loader holds no more",
             stacklevel=3,
         )
+
+    def _check_rows(self, task: Task, rows: int, images: int) -> None:
+        """Warn (once) when ``class_probabilities`` gave more than ``samples_per_image``
+        rows per image: it ignores the argument, and every pixel makes each evaluation slow
+        (SND's time grows with the square of the rows)."""
+        most = None if self.samples_per_image is None else images * self.samples_per_image
+        if most is not None and rows > most and not self._told_rows:
+            self._told_rows = True
+            warnings.warn(
+                f"{type(task).__name__}.class_probabilities returned {rows} rows for {images} "
+                f"images, more than eval.validation.samples_per_image={self.samples_per_image} "
+                "per image: given a number, it returns at most that many elements of each "
+                "image, drawn from its rng (docs/new_task.md); every element makes each "
+                "evaluation slow",
+                stacklevel=3,
+            )
 
     def _stream(self, what: str, batch: int) -> RandomStream:
         return RandomStream(stream_seed(self.seed, "validation", what, batch))
@@ -583,6 +600,7 @@ class LabelFreeValidation:
                         ),
                         f"{type(task).__name__}.class_probabilities returned",
                     )
+                    self._check_rows(task, len(out.probabilities), count_images(images))
                     out.checked = True
                 if masked:
                     view = self.masker(images, self._stream("mask", i))
