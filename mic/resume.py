@@ -498,6 +498,13 @@ def check_resume_config(
         for k, v in changes.items()
         if not (_allowed(k, allow) or any(_allowed(r, allow) for r in read(k)))
     }
+    if "model._target_" in refused:  # (resume_allow_changes=[model._target_] would not fit)
+        was, now = refused["model._target_"]
+        raise ConfigError(
+            f"the model is a {now}, the checkpoint's a {was}: its weights belong to another "
+            "model class, so it cannot be resumed, whatever resume_allow_changes lists. "
+            "Resume with the checkpoint's model, or start a new run in another folder"
+        )
     if refused:
         short = lambda v: repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."  # noqa: E731
         # a setting read from another (max_iters: ${iterations}) says which one changed it

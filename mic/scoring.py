@@ -500,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     first scored model; ``--json`` writes the records and the picks. Bad input ends in one
     ``mic: error:`` line with status 2, before any scoring where it can be told then."""
     from mic.cli import score_parser
-    from mic.train import _format_warning, _show_warning
+    from mic.train import DETECTRON2_MESHGRID, _format_warning, _show_warning
 
     parser = score_parser()
     args = parser.parse_intermixed_args(argv)  # (an option before the checkpoints too)
@@ -513,12 +513,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     def said(message: Warning | str, *rest: Any) -> str:  # mic's warnings in its words too
         return _command_words(_format_warning(message, *rest))
 
-    shown = warnings.formatwarning, warnings.showwarning
-    warnings.formatwarning, warnings.showwarning = said, _show_warning
-    try:
-        _command(args, folder)
-    finally:  # (main called from Python: its warnings as they were)
-        warnings.formatwarning, warnings.showwarning = shown
+    shown = warnings.formatwarning
+    try:  # (main called from Python: its warnings as they were, filters too)
+        with warnings.catch_warnings():
+            warnings.formatwarning, warnings.showwarning = said, _show_warning
+            warnings.filterwarnings("ignore", DETECTRON2_MESHGRID, UserWarning)
+            _command(args, folder)
+    finally:
+        warnings.formatwarning = shown
 
 
 def _command(args: Any, folder: Path) -> None:

@@ -1425,6 +1425,8 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
                         f"no setting {key}: MIC is switched off (mic=none), so it has no "
                         "settings; drop mic=none to set them"
                     )
+                if target is None and not names and depth and not add:  # (model.opts: {})
+                    add = f" It holds keys of one's own: add one with +{key}=..."
                 return (
                     f"no setting {key}: {where} has no {part!r}.{hint} Its settings: "
                     f"{', '.join(names) or 'none'}.{add}"
@@ -2137,15 +2139,18 @@ def _show_warning(
     to_run_log(text.removeprefix("mic: warning: "), logging.WARNING)  # (the log says WARNING)
 
 
+#: detectron2's anchors call torch.meshgrid without indexing= at every step: nothing for a user
+#: to do (mic-train and mic-score leave it out, as the tests do: pyproject.toml)
+DETECTRON2_MESHGRID = r"torch\.meshgrid: in an upcoming release"
+
+
 def main() -> None:
     """``mic-train``: a Ctrl-C outside the training iterations ends it with one line
     (``mic.cli.INTERRUPTED``), also where a library caught its ``KeyboardInterrupt``; mic's
     warnings are written as one line each."""
     warnings.formatwarning = _format_warning
     warnings.showwarning = _show_warning
-    # detectron2's anchors call torch.meshgrid without indexing= at every step: nothing for a
-    # user to do (the same filter as the tests', pyproject.toml)
-    warnings.filterwarnings("ignore", r"torch\.meshgrid: in an upcoming release", UserWarning)
+    warnings.filterwarnings("ignore", DETECTRON2_MESHGRID, UserWarning)
     catch_interrupts()
     try:
         _command()

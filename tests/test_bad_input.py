@@ -1602,6 +1602,75 @@ CASES = [
         "model.backbone=null for detectron2's ResNet",
     ),
     (
+        "model-d2-opts-trainer-key",
+        "detectron2 trainer keys under model.opts, which the backend does not read (the run "
+        "trained on with mic's learning rate and sizes)",
+        lambda t, r: [
+            *TINY_DET,
+            "model=d2_faster_rcnn_small",
+            "+model.opts.SOLVER.BASE_LR=0.5",
+            "+model.opts.INPUT.MIN_SIZE_TRAIN=[64]",
+        ],
+        "model.opts sets detectron2 config keys that the detectron2 backend does not read, so "
+        "they would change nothing: SOLVER.BASE_LR (the optimiser, its schedule and the "
+        "iterations are mic's",
+    ),
+    (
+        "model-d2-opts-weights-not-loaded",
+        "MODEL.WEIGHTS under model.opts without model.pretrained (never loaded, no word)",
+        lambda t, r: [
+            *TINY_DET,
+            "model=d2_faster_rcnn_small",
+            "model.backbone=null",
+            "+model.opts.MODEL.RESNETS.DEPTH=18",
+            "+model.opts.MODEL.RESNETS.RES2_OUT_CHANNELS=64",
+            f"+model.opts.MODEL.WEIGHTS={t / 'r18.pth'}",
+        ],
+        "MODEL.WEIGHTS (loaded only as detectron2's ResNet's ImageNet weights, with "
+        "model.pretrained=true and model.backbone=null; a detectron2 checkpoint of the whole "
+        "model is model.weights=<file>)",
+    ),
+    (
+        "model-d2-build-refused",
+        "detectron2's ResNet-18 without the RES2_OUT_CHANNELS it needs (detectron2's assert "
+        "through Hydra's error)",
+        lambda t, r: [
+            *TINY_DET,
+            "model=d2_faster_rcnn_small",
+            "model.backbone=null",
+            "+model.opts.MODEL.RESNETS.DEPTH=18",
+        ],
+        "detectron2 cannot build the backbone of model.config='COCO-Detection/faster_rcnn_R_50_"
+        "FPN_1x.yaml' with these settings (model.opts, model.*): Must set MODEL.RESNETS.RES2_"
+        "OUT_CHANNELS = 64 for R18/R34",
+    ),
+    (
+        "model-d2-config-without-fpn",
+        "a detectron2 config without an FPN (DC5) under SADA (model.fpn_channels ignored, "
+        "refused only once adaptation began)",
+        lambda t, r: [
+            *TINY_DET,
+            "model=d2_faster_rcnn_small",
+            "model.backbone=null",
+            "model.config=COCO-Detection/faster_rcnn_R_50_DC5_1x.yaml",
+        ],
+        "model.fpn_channels=16 sets the width of an FPN, but model.config='COCO-Detection/"
+        "faster_rcnn_R_50_DC5_1x.yaml' builds none (its backbone: build_resnet_backbone, "
+        "features res5)",
+    ),
+    (
+        "config-own-keys-without-plus",
+        "a detectron2 key under model.opts (a mapping of one's own keys) without the + that "
+        "adds it",
+        lambda t, r: [
+            *TINY_DET,
+            "model=d2_faster_rcnn_small",
+            "model.opts.MODEL.ROI_HEADS.POSITIVE_FRACTION=0.5",
+        ],
+        "model.opts has no 'MODEL'. Its settings: none. It holds keys of one's own: add one "
+        "with +model.opts.MODEL.ROI_HEADS.POSITIVE_FRACTION=...",
+    ),
+    (
         "loader-batch-of-one-with-batchnorm",
         "batches of one image into trainable BatchNorm whose features shrink to one pixel "
         "(torch's ValueError through Hydra's traceback)",

@@ -175,6 +175,64 @@ def test_opts_refuse_the_keys_mic_sets_itself(kwargs, opts, refused, instead):
     assert "\n" not in text  # one paragraph
 
 
+@pytest.mark.usefixtures("detectron2")
+@pytest.mark.parametrize(
+    ("kwargs", "opts", "refused", "instead"),
+    [
+        ({}, {"SOLVER.BASE_LR": 0.5}, "SOLVER.BASE_LR", "optimizer.*"),
+        ({}, {"INPUT": {"MIN_SIZE_TRAIN": [64]}}, "INPUT.MIN_SIZE_TRAIN", "model.min_size"),
+        ({}, {"INPUT.RANDOM_FLIP": "none"}, "INPUT.RANDOM_FLIP", "augmentation"),
+        ({}, {"DATALOADER.NUM_WORKERS": 0}, "DATALOADER.NUM_WORKERS", "loader.*"),
+        ({}, {"TEST.EVAL_PERIOD": 10}, "TEST.EVAL_PERIOD", "eval.*"),
+        ({}, {"SEED": 3}, "SEED", "no setting of the model"),
+        ({}, {"MODEL.ROI_MASK_HEAD.NAME": "x"}, "MODEL.ROI_MASK_HEAD.NAME", "Faster R-CNN"),
+        # without pretrained (the small config's default): never loaded
+        ({}, {"MODEL.WEIGHTS": "/tmp/r18.pth"}, "MODEL.WEIGHTS", "model.weights=<file>"),
+        ({"backbone": "test_efficientnet"}, R18, "MODEL.RESNETS.DEPTH", "model.backbone=null"),
+    ],
+    ids=["solver", "input-nested", "flip", "loader", "test", "seed", "masks", "weights", "resnet"],
+)
+def test_opts_refuse_the_keys_the_backend_does_not_read(kwargs, opts, refused, instead):
+    """Keys of detectron2's trainer, of other models, or of a part not built were applied to
+    a config nothing reads again: the run trained as without them, without a word."""
+    opts = {**R18, **opts} if "backbone" not in kwargs else opts
+    with pytest.raises(ConfigError) as error:
+        Detectron2RCNN(num_classes=2, opts=opts, **kwargs)
+    text = str(error.value)
+    assert "does not read, so they would change nothing" in text, text
+    assert f"{refused} (" in text and instead in text, text
+
+
+@pytest.mark.usefixtures("detectron2")
+def test_detectron2_s_own_refusal_of_a_config_is_a_config_error():
+    # ResNet-18 without its RES2_OUT_CHANNELS: detectron2's assert escaped as Hydra's error
+    with pytest.raises(ConfigError, match=r"detectron2 cannot build the backbone of model\.con"):
+        Detectron2RCNN(num_classes=2, opts={"MODEL.RESNETS.DEPTH": 18})
+
+
+@pytest.mark.usefixtures("detectron2")
+def test_a_config_without_an_fpn_refuses_an_fpn_width_and_sada_its_own():
+    """DC5 builds no FPN: model.fpn_channels was ignored, and SADA's classifiers refused the
+    detector's 2048 channels only once adaptation began."""
+    from mic.tasks.detection import DomainAdversarial
+
+    dc5 = "COCO-Detection/faster_rcnn_R_50_DC5_1x.yaml"
+    with pytest.raises(ConfigError, match=r"model.fpn_channels=64 sets the width of an FPN, bu"):
+        Detectron2RCNN(config=dc5, num_classes=2, fpn_channels=64, opts=R18)
+    detector = Detectron2RCNN(
+        config=dc5, num_classes=2, opts={**R18, "MODEL.RESNETS.RES5_DILATION": 1}
+    )
+    with pytest.raises(
+        ConfigError, match=r"DomainAdversarial\(channels=64\) but the detector's fpn_c"
+    ):
+        DomainAdversarial(channels=64, roi_features=detector.representation_size).check_student(
+            detector
+        )
+    DomainAdversarial(
+        channels=detector.fpn_channels, roi_features=detector.representation_size
+    ).check_student(detector)
+
+
 @pytest.mark.usefixtures("detectron2", "one_thread")
 def test_opts_set_the_keys_whose_argument_is_not_given():
     """A key mic sets only from an argument goes through ``opts`` where that argument is
@@ -197,7 +255,7 @@ def test_every_key_mic_sets_is_refused_in_opts_and_others_are_applied():
 
     from mic.tasks.detection.detectron2_rcnn import MIC_KEYS, config_file
 
-    opts = {**R18, "MODEL.ROI_HEADS.POSITIVE_FRACTION": 0.5}
+    opts = {"MODEL.ROI_HEADS.POSITIVE_FRACTION": 0.5}
     model = Detectron2RCNN(
         num_classes=3,
         backbone="test_efficientnet",  # RGB, timm's mean and std

@@ -236,7 +236,16 @@ class DomainAdversarial(LossTerm):
             out["adv_consistency"] = 0.5 * (parts[0][2] + parts[1][2])
         return out
 
-    def _check_widths(self, channels: int, roi_features: int | None) -> None:
+    def check_student(self, student: nn.Module) -> None:
+        """Raise ``ConfigError`` when the classifiers' widths are not those the detector
+        states (``fpn_channels``, ``representation_size``; ``mic-train`` calls this when it
+        builds the run: a config without an FPN was refused only once adaptation began)."""
+        model = unwrap(student)
+        self._check_widths(
+            getattr(model, "fpn_channels", None), getattr(model, "representation_size", None)
+        )
+
+    def _check_widths(self, channels: int | None, roi_features: int | None) -> None:
         """Refuse classifier widths that are not the detector's (torch's shape errors else)."""
         for name, built, got, key in (
             ("channels", self.channels, channels, "fpn_channels"),

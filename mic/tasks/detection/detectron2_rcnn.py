@@ -206,6 +206,76 @@ def refuse_mic_keys(opts: Mapping[str, Any] | Sequence[Any] | None, mine: Iterab
     )
 
 
+#: the detectron2 config keys outside ``MODEL`` that the backend reads (the others are those of
+#: detectron2's trainer, whose work the loop does)
+READ_OUTSIDE_MODEL = (
+    "INPUT.FORMAT",
+    "INPUT.MIN_SIZE_TEST",
+    "INPUT.MAX_SIZE_TEST",
+    "TEST.DETECTIONS_PER_IMAGE",
+)
+#: what sets, under mic, what detectron2's trainer reads from these sections
+_TRAINER_SECTIONS = {
+    "SOLVER": "the optimiser, its schedule and the iterations are mic's: optimizer.*, "
+    "scheduler.*, iterations",
+    "DATASETS": "the data is mic's: dataset.*",
+    "DATALOADER": "the loading is mic's: loader.*",
+    "INPUT": "the model resizes by model.min_size and model.max_size in training and in "
+    "evaluation alike; the augmentation is the method's",
+    "TEST": "the evaluation is mic's: eval.*",
+}
+#: parts of detectron2 models other than Faster R-CNN, which the backend never builds
+_OTHER_MODELS = (
+    "MODEL.RETINANET.",
+    "MODEL.ROI_MASK_HEAD.",
+    "MODEL.ROI_KEYPOINT_HEAD.",
+    "MODEL.SEM_SEG_HEAD.",
+    "MODEL.PANOPTIC_FPN.",
+)
+
+
+def refuse_unread_keys(
+    opts: Mapping[str, Any] | Sequence[Any] | None,
+    backbone: str | None,
+    pretrained: bool,
+    weights: str | None,
+) -> None:
+    """Refuse ``opts`` that set detectron2 config keys the backend does not read, which
+    would change nothing: those of detectron2's trainer (``SOLVER.*``, ``DATASETS.*``,
+    ``DATALOADER.*``, ``INPUT.*`` but the test sizes and format, ``TEST.*`` but the
+    detections per image), of models other than Faster R-CNN, detectron2's own ResNet under a
+    timm ``backbone``, and ``MODEL.WEIGHTS`` where it is not loaded (without ``pretrained``,
+    with a timm backbone, or beside ``weights``).
+
+    Raises:
+        ConfigError: naming each such key and what sets it under mic.
+    """
+    found = []
+    for key in (str(k) for k in _flatten(opts)[0::2]):
+        top = key.split(".")[0]
+        if top != "MODEL" and key not in READ_OUTSIDE_MODEL:
+            found.append(f"{key} ({_TRAINER_SECTIONS.get(top, 'no setting of the model')})")
+        elif key.startswith(_OTHER_MODELS):
+            found.append(f"{key} (of another detectron2 model: the backend builds Faster R-CNN)")
+        elif key == "MODEL.WEIGHTS" and (weights or not pretrained or backbone is not None):
+            found.append(
+                f"{key} (loaded only as detectron2's ResNet's ImageNet weights, with "
+                "model.pretrained=true and model.backbone=null; a detectron2 checkpoint of "
+                "the whole model is model.weights=<file>)"
+            )
+        elif backbone is not None and key.startswith(("MODEL.RESNETS.", "MODEL.BACKBONE.NAME")):
+            found.append(
+                f"{key} (detectron2's own ResNet, which the timm backbone "
+                f"model.backbone={backbone!r} replaces: model.backbone=null builds it)"
+            )
+    if found:
+        raise ConfigError(
+            "model.opts sets detectron2 config keys that the detectron2 backend does not "
+            f"read, so they would change nothing: {'; '.join(found)}. Remove them from "
+            "model.opts"
+        )
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         return value
@@ -222,10 +292,10 @@ def config_file(config: str) -> str:
     zoo = Path(model_zoo.__file__).parent / "configs"
     if (zoo / config).is_file():
         return str(zoo / config)
-    near = sorted(p.relative_to(zoo).as_posix() for p in zoo.glob("*/faster_rcnn_*.yaml"))
+    near = sorted(p.relative_to(zoo).as_posix() for p in zoo.glob("*/faster_rcnn_*FPN*.yaml"))
     raise ConfigError(
         f"model.config={config!r} is neither a file nor a detectron2 model-zoo config; "
-        f"Faster R-CNN configs of the zoo: {', '.join(near)}"
+        f"Faster R-CNN configs of the zoo with an FPN: {', '.join(near)}"
     )
 
 
@@ -298,7 +368,9 @@ class Detectron2RCNN(nn.Module):
 
     Raises:
         ConfigError: detectron2 is missing, an unknown config or config key, ``opts`` that set
-            a key of ``MIC_KEYS``, a config that is no Faster R-CNN, weights that cannot be
+            a key of ``MIC_KEYS`` or one the backend does not read (``refuse_unread_keys``), a
+            config that is no Faster R-CNN, or that detectron2 cannot build with these
+            settings, ``fpn_channels`` for a config without an FPN, weights that cannot be
             loaded.
         TypeError, ValueError: (when called) images that are not floating point, or not
             3 x H x W (of no pixels, or none at all), as torchvision's detector refuses them.
@@ -417,6 +489,7 @@ class Detectron2RCNN(nn.Module):
             if value is not None or backbone is not None:
                 mine.add(key)
         refuse_mic_keys(opts, mine)
+        refuse_unread_keys(opts, backbone, bool(pretrained), weights)
         try:
             cfg.merge_from_list(flat + _flatten(opts))
         except (KeyError, ValueError, AssertionError) as e:
@@ -430,6 +503,13 @@ class Detectron2RCNN(nn.Module):
             raise ConfigError(
                 f"the detectron2 backend builds Faster R-CNN (GeneralizedRCNN, RPN, "
                 f"StandardROIHeads); model.config={config!r} gives {', '.join(kinds)}"
+            )
+        if backbone is None and fpn_channels is not None and "fpn" not in model.BACKBONE.NAME:
+            raise ConfigError(  # (ignored, and SADA's classifiers read an FPN's maps)
+                f"model.fpn_channels={fpn_channels} sets the width of an FPN, but "
+                f"model.config={config!r} builds none (its backbone: {model.BACKBONE.NAME}, "
+                f"features {', '.join(model.RPN.IN_FEATURES)}): choose a config with an FPN "
+                "(COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml), or model.fpn_channels=null"
             )
         levels, sizes = len(model.RPN.IN_FEATURES), len(model.ANCHOR_GENERATOR.SIZES)
         if sizes not in (1, levels):
@@ -447,7 +527,7 @@ class Detectron2RCNN(nn.Module):
         self.num_classes = int(num_classes)
         self.box_score_thresh = float(model.ROI_HEADS.SCORE_THRESH_TEST)  # (its lowest score)
         if backbone is None:
-            body = build_backbone(cfg)
+            body = self._built("the backbone", config, lambda: build_backbone(cfg))
         else:
             frozen = model.RESNETS.NORM == "FrozenBN"
             fpn = model.FPN
@@ -462,13 +542,17 @@ class Detectron2RCNN(nn.Module):
                 trainable,
             )
         shapes = body.output_shape()
-        self.rcnn = GeneralizedRCNN(
-            backbone=body,
-            proposal_generator=WeightedRPN(cfg, shapes),
-            roi_heads=WeightedROIHeads(cfg, shapes),
-            pixel_mean=model.PIXEL_MEAN,
-            pixel_std=model.PIXEL_STD,
-            input_format=cfg.INPUT.FORMAT,
+        self.rcnn = self._built(
+            "the heads",
+            config,
+            lambda: GeneralizedRCNN(
+                backbone=body,
+                proposal_generator=WeightedRPN(cfg, shapes),
+                roi_heads=WeightedROIHeads(cfg, shapes),
+                pixel_mean=model.PIXEL_MEAN,
+                pixel_std=model.PIXEL_STD,
+                input_format=cfg.INPUT.FORMAT,
+            ),
         )
         self.fpn_channels = int(next(iter(shapes.values())).channels)
         self.representation_size = int(self.rcnn.roi_heads.box_head.output_shape.channels)
@@ -483,6 +567,19 @@ class Detectron2RCNN(nn.Module):
             self.load_detectron2(checkpoint)
         self._capture: Capture | None = None
         self._shrink_warned = False
+
+    @staticmethod
+    def _built(part: str, config: str, build: Any) -> Any:
+        """``build()``, with detectron2's own refusal of the config's values (its asserts:
+        ``RES2_OUT_CHANNELS`` of a ResNet-18) said as a ``ConfigError``."""
+        try:
+            return build()
+        except (AssertionError, KeyError, ValueError) as e:
+            reason = e.args[0] if e.args else type(e).__name__
+            raise ConfigError(
+                f"detectron2 cannot build {part} of model.config={config!r} with these "
+                f"settings (model.opts, model.*): {reason}"
+            ) from e
 
     def load_detectron2(self, checkpoint: str) -> None:
         """Load a detectron2 checkpoint (path, URL or ``detectron2://`` name) into the model
