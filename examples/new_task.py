@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from torchmetrics.classification import MultilabelAccuracy
 
 import mic
+from mic.core.streams import uniform
 from mic.datasets import DigitsDomain
 from mic.tasks.classification import Classifier
 
@@ -68,7 +69,11 @@ class DigitAttributes(mic.Task):
 
     def class_probabilities(self, prediction: Tensor, samples_per_image=None, rng=None) -> Tensor:
         """For mic's label-free validators (docs/model_selection.md): each attribute of each
-        image as a two-class distribution [1 - p, p], (B * 3) x 2."""
+        image as a two-class distribution [1 - p, p], (B * 3) x 2; where samples_per_image is
+        a number below 3, that many attributes of each image, drawn from rng."""
+        if samples_per_image is not None and samples_per_image < prediction.shape[1]:
+            draws = uniform(rng, len(prediction), prediction.shape[1], device=prediction.device)
+            prediction = prediction.gather(1, draws.argsort(dim=1)[:, :samples_per_image])
         p = prediction.reshape(-1, 1)
         return torch.cat([1 - p, p], dim=1)
 

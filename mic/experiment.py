@@ -403,6 +403,11 @@ def read_run_config(path: Path) -> DictConfig:
     return cfg  # type: ignore[return-value]
 
 
+#: the detectors' warnings of backbone stages or BatchNorm statistics frozen at their random
+#: initial values, which weights loaded into the model afterwards replace
+LEFT_RANDOM = r"model\.(trainable_layers=\d+|norm=(frozen|FrozenBN)) freezes"
+
+
 def load_run(
     run: str | Path,
     model: str = "student",
@@ -491,7 +496,9 @@ def load_run(
     cfg = read_run_config(folder / "config.yaml")
     try:
         task: Task = instantiate(cfg.task)
-        net: nn.Module = instantiate(_without_pretrained_weights(cfg.model))
+        with warnings.catch_warnings():  # (of stages and statistics left random: loaded below)
+            warnings.filterwarnings("ignore", LEFT_RANDOM)
+            net: nn.Module = instantiate(_without_pretrained_weights(cfg.model))
     except InstantiationException as e:  # a _target_ of one's own that is not importable here
         if "Error locating target" not in str(e):  # (an error of its own: its traceback)
             raise
@@ -530,11 +537,25 @@ def load_run(
     return task, net.to(chosen).eval()
 
 
+def _without_weights_key(opts: Any) -> Any:
+    """detectron2 ``opts`` (a mapping with dotted or nested keys, or a flat ``[KEY, value,
+    ...]`` list) without ``MODEL.WEIGHTS``."""
+    plain = OmegaConf.to_container(opts, resolve=False)
+    if isinstance(plain, list):
+        pairs = zip(plain[0::2], plain[1::2], strict=False)
+        return OmegaConf.create([x for k, v in pairs if k != "MODEL.WEIGHTS" for x in (k, v)])
+    plain.pop("MODEL.WEIGHTS", None)
+    if isinstance(plain.get("MODEL"), dict):
+        plain["MODEL"].pop("WEIGHTS", None)
+    return OmegaConf.create(plain)
+
+
 def _without_pretrained_weights(node: Any) -> Any:
     """A model config that builds the same model without fetching the pretrained weights
     that trained ones replace (offline, the hub cannot be reached): ``pretrained`` off, with
     the BatchNorm that pretrained weights chose (``norm: auto`` -> ``frozen``), no weights
-    file to read (``pretrained_cfg_overlay``, detectron2's ``weights``)."""
+    file to read (``pretrained_cfg_overlay``, detectron2's ``weights`` and the
+    ``MODEL.WEIGHTS`` of its ``opts``, which it refuses without ``pretrained``)."""
     if isinstance(node, DictConfig):
         node = node.copy()
         if node.get("pretrained") is True or node.get("weights"):
@@ -544,6 +565,8 @@ def _without_pretrained_weights(node: Any) -> Any:
             for key, value in off.items():
                 if key in node:  # only the model's own settings: a class may take none
                     node[key] = value
+            if node.get("opts"):
+                node.opts = _without_weights_key(node.opts)
         for key in list(node.keys()):
             child = node._get_node(key)
             if isinstance(child, DictConfig):
@@ -1046,7 +1069,10 @@ def _build_experiment(cfg: DictConfig, run_dir: str | Path | None) -> Experiment
     # (a dataset that draws at construction, a random subset, draws what it drew before, and
     # the same whatever the model), and what follows continues from the model's
     before_model = rng_state()
-    student: nn.Module = instantiate(cfg.model)
+    with warnings.catch_warnings():
+        if init_file is not None or resume_from is not None:  # (what is left random: loaded)
+            warnings.filterwarnings("ignore", LEFT_RANDOM)
+        student: nn.Module = instantiate(cfg.model)
     if not isinstance(student, nn.Module):  # (its first use: optim's named_parameters)
         raise ConfigError(
             f"model ({cfg.model.get('_target_', '?')}) built a {type(student).__name__}, not a "
@@ -1916,8 +1942,8 @@ def _run_experiment(
                 f"a BatchNorm layer of the model, in training mode, got one value per channel "
                 f"({e}): a batch of one image whose features shrink to one pixel (or one "
                 "region); give batches of 2 or more images (loader.source_batch_size, "
-                "loader.target_batch_size), larger images, or frozen BatchNorm "
-                "(model.norm=frozen, where the model takes it)"
+                "loader.target_batch_size), larger images, or, with pretrained weights, frozen "
+                "BatchNorm (model.norm=frozen, where the model takes it)"
             ) from e
         saved = exp.checkpointer is not None and exp.checkpointer.saved_step == exp.loop.step
         stopped = isinstance(e, TrainingInterrupted)  # (mic-train says its own words then)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from mic.core import AdaptationLoop, CheckpointError, ConfigError
@@ -498,8 +499,8 @@ def check_resume_config(
         for k, v in changes.items()
         if not (_allowed(k, allow) or any(_allowed(r, allow) for r in read(k)))
     }
-    if "model._target_" in refused:  # (resume_allow_changes=[model._target_] would not fit)
-        was, now = refused["model._target_"]
+    was, now = changes.get("model._target_", (None, None))
+    if _another_class(was, now):  # (resume_allow_changes=[model._target_] would not fit)
         raise ConfigError(
             f"the model is a {now}, the checkpoint's a {was}: its weights belong to another "
             "model class, so it cannot be resumed, whatever resume_allow_changes lists. "
@@ -561,6 +562,17 @@ def check_resume_config(
             )
         )
     return changes
+
+
+def _another_class(was: Any, now: Any) -> bool:
+    """Whether the ``_target_`` paths ``was`` and ``now`` name two classes (two paths of one
+    class, ``mic.tasks.segmentation.SmallUNet`` and its module's, are one)."""
+    if not (isinstance(was, str) and isinstance(now, str)) or was == now:
+        return False
+    try:
+        return get_class(was) is not get_class(now)
+    except Exception:  # (a class that cannot be imported here: the paths decide)
+        return True
 
 
 def _is_root(key: str) -> bool:

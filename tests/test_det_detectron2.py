@@ -204,6 +204,40 @@ def test_opts_refuse_the_keys_the_backend_does_not_read(kwargs, opts, refused, i
 
 
 @pytest.mark.usefixtures("detectron2")
+@pytest.mark.parametrize(
+    "opts",
+    [
+        {**R18, "MODEL.WEIGHTS": "/nowhere/r18.pth"},
+        {"MODEL": {"RESNETS": {"DEPTH": 18, "RES2_OUT_CHANNELS": 64}, "WEIGHTS": "/nowhere"}},
+        [x for k, v in {**R18, "MODEL.WEIGHTS": "/nowhere/r18.pth"}.items() for x in (k, v)],
+    ],
+    ids=["dotted", "nested", "list"],
+)
+def test_a_run_that_set_model_weights_in_opts_is_rebuilt_for_its_checkpoints(opts):
+    """load_run and mic-score rebuild a run's model without its pretrained weights (its
+    checkpoint's replace them): the MODEL.WEIGHTS of its opts, read only with pretrained,
+    was refused there, so such a run could not be loaded or scored."""
+    from hydra.utils import instantiate
+
+    from mic.experiment import _without_pretrained_weights
+
+    node = OmegaConf.create(
+        {
+            "_target_": "mic.tasks.detection.Detectron2RCNN",
+            "num_classes": 2,
+            "pretrained": True,
+            "norm": "auto",
+            "opts": opts,
+            **TINY_SIZES,
+        }
+    )
+    with pytest.raises(Exception, match=r"/nowhere"):  # as the run had it (Hydra wraps it)
+        instantiate(node)
+    model = instantiate(_without_pretrained_weights(node))
+    assert model.cfg.MODEL.RESNETS.DEPTH == 18 and model.cfg.MODEL.RESNETS.NORM == "FrozenBN"
+
+
+@pytest.mark.usefixtures("detectron2")
 def test_detectron2_s_own_refusal_of_a_config_is_a_config_error():
     # ResNet-18 without its RES2_OUT_CHANNELS: detectron2's assert escaped as Hydra's error
     with pytest.raises(ConfigError, match=r"detectron2 cannot build the backbone of model\.con"):

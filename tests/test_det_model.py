@@ -431,6 +431,28 @@ def test_stages_frozen_without_pretrained_weights_are_warned_of(backend):
             _detector(backend, "regnetx_002", trainable_layers=layers)
 
 
+@backends
+def test_batchnorm_frozen_without_pretrained_weights_is_warned_of(backend):
+    """model.norm=frozen with model.pretrained=false froze the statistics of a random network
+    (training diverges) without a word; auto and batch train them."""
+    from mic.experiment import LEFT_RANDOM
+
+    with pytest.warns(
+        UserWarning, match=r"model.norm=frozen freezes the backbone's BatchNorm"
+    ) as w:
+        _detector(backend, "regnetx_002", norm="frozen")
+    # what mic-train and load_run leave out where weights are loaded afterwards
+    assert re.match(LEFT_RANDOM, str(w[0].message))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", LEFT_RANDOM)
+        _detector(backend, "regnetx_002", norm="frozen", trainable_layers=3)
+    for norm in ("auto", "batch"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            _detector(backend, "regnetx_002", norm=norm)
+
+
 def test_torchvision_s_mobilenet_counts_its_six_stages():
     with pytest.warns(UserWarning, match=r"freezes 1 of the backbone's 6 stages"):
         build_backbone("mobilenet_v3_small", pretrained=False, fpn_channels=256, trainable_layers=5)

@@ -434,6 +434,20 @@ def test_a_checkpoint_of_a_model_that_keeps_its_class_count_elsewhere_is_named_a
     said = str(refused.value)
     assert "None" not in said and "the checkpoint's a mic.tasks.segmentation.SmallUNet" in said
     assert "whatever resume_allow_changes lists" in said  # (allowing it would not fit)
+    allowed = load_config(
+        ["experiment=streets_hrda", *tiny, "iterations=2", "resume=auto",
+         "resume_allow_changes=[model,task,method,dataset]"]
+    )  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"the checkpoint.s a mic\.tasks\.segmentation\.SmallUNet"
+    ):
+        run_experiment(allowed, tmp_path)
+    # the same class by another path is no other model: allowed, it resumes
+    same = "model._target_=mic.tasks.segmentation.models.small_unet.SmallUNet"
+    again = ["experiment=streets", *tiny, "iterations=2", "resume=auto", same]
+    run_experiment(
+        load_config([*again, "resume_allow_changes=[model._target_,iterations]"]), tmp_path
+    )
 
 
 def test_a_best_by_whose_best_lies_before_the_resume_says_so(tmp_path):

@@ -40,6 +40,7 @@ from mic.tasks.detection.model import (
     check_detector_settings,
     confidence_weighted,
     warn_of_random_frozen,
+    warn_of_random_frozen_norm,
     warn_of_shrinking,
 )
 
@@ -263,9 +264,11 @@ def refuse_unread_keys(
                 "model.pretrained=true and model.backbone=null; a detectron2 checkpoint of "
                 "the whole model is model.weights=<file>)"
             )
-        elif backbone is not None and key.startswith(("MODEL.RESNETS.", "MODEL.BACKBONE.NAME")):
+        elif backbone is not None and key.startswith(
+            ("MODEL.RESNETS.", "MODEL.BACKBONE.NAME", "MODEL.FPN.IN_FEATURES")
+        ):
             found.append(
-                f"{key} (detectron2's own ResNet, which the timm backbone "
+                f"{key} (detectron2's own ResNet and its FPN's inputs, which the timm backbone "
                 f"model.backbone={backbone!r} replaces: model.backbone=null builds it)"
             )
     if found:
@@ -433,6 +436,8 @@ class Detectron2RCNN(nn.Module):
                 "model.backbone=null for detectron2's ResNet"
             )
         initialised = bool(pretrained or weights)
+        if norm in ("frozen", "FrozenBN"):
+            warn_of_random_frozen_norm(initialised, norm, stacklevel=3)
         model = cfg.MODEL
         model.DEVICE = "cpu"  # the loop moves the model
         model.MASK_ON = model.KEYPOINT_ON = False
@@ -504,12 +509,15 @@ class Detectron2RCNN(nn.Module):
                 f"the detectron2 backend builds Faster R-CNN (GeneralizedRCNN, RPN, "
                 f"StandardROIHeads); model.config={config!r} gives {', '.join(kinds)}"
             )
-        if backbone is None and fpn_channels is not None and "fpn" not in model.BACKBONE.NAME:
+        has_fpn = "fpn" in model.BACKBONE.NAME.lower()
+        if backbone is None and fpn_channels is not None and not has_fpn:
             raise ConfigError(  # (ignored, and SADA's classifiers read an FPN's maps)
                 f"model.fpn_channels={fpn_channels} sets the width of an FPN, but "
                 f"model.config={config!r} builds none (its backbone: {model.BACKBONE.NAME}, "
                 f"features {', '.join(model.RPN.IN_FEATURES)}): choose a config with an FPN "
-                "(COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml), or model.fpn_channels=null"
+                "(COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml), or model.fpn_channels=null "
+                "(under SADA also method.terms.adversarial.channels=<its features' width>, which "
+                "reads model.fpn_channels)"
             )
         levels, sizes = len(model.RPN.IN_FEATURES), len(model.ANCHOR_GENERATOR.SIZES)
         if sizes not in (1, levels):
@@ -576,6 +584,8 @@ class Detectron2RCNN(nn.Module):
             return build()
         except (AssertionError, KeyError, ValueError) as e:
             reason = e.args[0] if e.args else type(e).__name__
+            if isinstance(e, KeyError):  # (a name of a registry or table: 'XX')
+                reason = f"{reason!r} is no name detectron2 knows there"
             raise ConfigError(
                 f"detectron2 cannot build {part} of model.config={config!r} with these "
                 f"settings (model.opts, model.*): {reason}"

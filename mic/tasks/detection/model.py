@@ -500,6 +500,8 @@ def build_backbone(
             f"model.backbone must be the name of a backbone (e.g. resnet50, mobilenet_v3_large "
             f"or a timm model), got {name!r}"
         )
+    if norm == "frozen":
+        warn_of_random_frozen_norm(pretrained)
     norm = _resolve_norm(norm, pretrained)
     norm_layer = NORM_LAYERS[norm]
     tv_resnet = name.startswith(("resnet", "resnext", "wide_resnet")) and name in dir(
@@ -560,6 +562,23 @@ def warn_of_random_frozen(trainable_layers: Any, initialised: bool, stages: int 
             "weights are loaded afterwards (init_from); leave model.trainable_layers out (null: "
             "every stage trains without pretrained weights) to train them",
             stacklevel=4,
+        )
+
+
+def warn_of_random_frozen_norm(
+    initialised: bool, norm: str = "frozen", stacklevel: int = 4
+) -> None:
+    """Warn when BatchNorm is frozen (``model.norm=frozen``) in a backbone without pretrained
+    weights: its statistics are those of a random network (mean 0, variance 1), under which
+    detection training diverges, unless weights are loaded into the model afterwards
+    (mic-train's ``init_from``)."""
+    if not initialised:
+        warnings.warn(
+            f"model.norm={norm} freezes the backbone's BatchNorm statistics, but the backbone has "
+            "no pretrained weights (model.pretrained=false): frozen statistics of a random "
+            "network make detection training diverge, unless weights are loaded afterwards "
+            "(init_from); model.norm=auto (or batch) trains them",
+            stacklevel=stacklevel,
         )
 
 
