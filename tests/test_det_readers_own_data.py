@@ -165,6 +165,8 @@ def test_a_test_category_the_source_lacks_is_named_and_a_missing_one_is_fine(tmp
     assert named.classes == classes and named.targets[0]["labels"].tolist() == [2]
     with pytest.raises(DatasetError, match=r"classes \['green'\] are not categories"):
         CocoDetection(tmp_path / "t3" / "images", tmp_path / "t3" / "ann.json", classes=classes)
+    with pytest.raises(DatasetError, match=r"are not categories of .* Did you mean: blue\?"):
+        CocoDetection(tmp_path / "t3" / "images", tmp_path / "t3" / "ann.json", classes=["bleu"])
 
 
 def test_voc_test_split_follows_the_source_classes(tmp_path):

@@ -48,7 +48,7 @@ from mic.datasets.preflight import (
     orientation_problem,
     progress,
 )
-from mic.schema import spelled_alike
+from mic.schema import did_you_mean, spelled_alike
 
 Target = dict[str, Tensor]
 
@@ -662,9 +662,10 @@ class CocoDetection(DetectionDataset):
         if source_classes is not None:  # a split of a source that has them: a test json may
             unknown = [c for c in unknown if c not in source_classes]  # lack a category
         if unknown:
+            near = did_you_mean(unknown[0], have, 3)  # (a typo of one: dgo for dog)
             raise DatasetError(
                 f"classes {unknown} are not categories of '{path}'; it has {have} "
-                "(dataset.classes=[...] names categories of the source and test jsons)"
+                f"(dataset.classes=[...] names categories of the source and test jsons).{near}"
             )
         return chosen
 
