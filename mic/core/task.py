@@ -24,9 +24,8 @@ class PseudoLabels:
         confidence: float confidence per labelled element, a probability in [0, 1] (checked
             at the first adaptation iteration; not in a run resumed after it), in the layout
             of ``loss``'s weights.
-        valid: optional mask, same layout, bool (or 0 and 1): False where an element must
-            weigh 0 (e.g. image margins the published recipe never trusts). Other values are
-            refused at the first adaptation iteration and read as True (not 0) after it.
+        valid: optional mask, same layout, bool (or 0 and 1; after the first adaptation
+            iteration any value but 0 is True): False where an element must weigh 0.
         keep: optional flag per image: False leaves it out of consistency losses (e.g. no
             pseudo-box). None: every image takes part.
     """
@@ -81,17 +80,12 @@ class Task(ABC):
         higher_is_better: whether a higher ``primary_metric`` is better (False for an error).
         in_percent: whether the console shows ``primary_metric`` in percent (a share in
             [0, 1]); None (default): as ``higher_is_better`` says (False for R2, PSNR).
-        targets_per_image: whether a batch's targets hold one entry per image (a tensor's
-            first axis, or a list): an evaluation of batches the task did not collate then
-            refuses one whose count of targets differs from its count of images (mic's
-            tasks: True); False (default): the targets' form is the task's own (a dict).
     """
 
     num_classes: int
     primary_metric: str = "accuracy"
     higher_is_better: bool = True
     in_percent: bool | None = None
-    targets_per_image: bool = False
 
     @abstractmethod
     def loss(

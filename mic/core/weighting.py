@@ -31,8 +31,8 @@ def _map(fn: Callable[..., Tensor], *xs: Any) -> Any:
 
 
 class PseudoLabelWeighting:
-    """Per-element weights of pseudo-labels; elements outside ``PseudoLabels.valid`` weigh 0
-    (q still counts them, as published).
+    """Per-element weights of pseudo-labels; elements where ``PseudoLabels.valid`` is 0 weigh
+    0, the others keep their weight whatever valid's value (q counts all, as published).
 
     Args:
         mode: ``"quality"``: every element weighs q, the batch's share of elements with
@@ -90,8 +90,6 @@ class PseudoLabelWeighting:
         else:
             weights = _map(torch.ones_like, conf)
         if pseudo.valid is not None:
-            # read as a mask (any value but 0 is True): a 0/255 mask, which only the first
-            # adaptation iteration's check refuses, must not weigh its elements 255 times
             weights = _map(lambda w, v: w * v.bool().to(w.dtype), weights, pseudo.valid)
         return weights
 
