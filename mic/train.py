@@ -1384,6 +1384,11 @@ def unknown_setting(argv: Sequence[str]) -> str | None:
                 )
             if not isinstance(node, dict):
                 break  # a value (or an interpolation) with settings below: Hydra judges
+            if part not in node and any(a.startswith(f"{where}.{part}.") for a in appended):
+                return (  # (+model.opts.MODEL.X=1 model.opts.MODEL.Y=2: MODEL is added here)
+                    f"no setting {key}: {where}.{part} is added on this command line (with +), "
+                    f"so a key below it is added with + too: +{key}=..."
+                )
             if part not in node:
                 where = ".".join(parts[:depth]) or "the config"
                 names = sorted(str(k) for k in node if not str(k).startswith("_"))

@@ -1659,6 +1659,14 @@ CASES = [
         "features res5)",
     ),
     (
+        "method-sada-widths-not-the-detector-s",
+        "SADA's classifiers given another width than the detector's FPN (refused only once "
+        "adaptation began, after the source stage)",
+        lambda t, r: [*TINY_DET, "method.terms.adversarial.channels=32"],
+        "DomainAdversarial(channels=32) but the detector's fpn_channels is 16: give channels=16 "
+        "(mic-train: the method's channels follows model.fpn_channels)",
+    ),
+    (
         "config-own-keys-without-plus",
         "a detectron2 key under model.opts (a mapping of one's own keys) without the + that "
         "adds it",
@@ -2944,6 +2952,12 @@ def test_nested_settings_are_checked_against_the_composed_config(tmp_path):
     assert unknown_setting(["~model", mine, "model.width=4"]) is None
     said = unknown_setting(["~model", mine, "model.depth=4"])
     assert "the model given anew (+model={...}) has no 'depth'" in said
+    # a key below one added with + on the same line ('model.opts has no MODEL' before)
+    d2 = ["experiment=det_shapes", "model=d2_faster_rcnn_small", "+model.opts.MODEL.A=1"]
+    said = unknown_setting([*d2, "model.opts.MODEL.B=2"])
+    assert "model.opts.MODEL is added on this command line (with +), so a key below it" in said
+    assert said.endswith("+model.opts.MODEL.B=...") and "has no" not in said
+    assert unknown_setting([*d2, "+model.opts.MODEL.B=2"]) is None
     # task and method: the root's defaults read their names (Hydra: an interpolation error)
     said = unknown_option(["~task", "+task={_target_: mine.Task}"])
     assert "the task config cannot be replaced on the command line" in said
