@@ -491,6 +491,13 @@ def check_resume_config(
             "Start a new run in another folder (or give the checkpoint's data set and class "
             "count)"
         )
+    was, now = changes.get("model._target_", (None, None))
+    if _another_class(was, now):  # (resume_allow_changes=[model._target_] would not fit)
+        raise ConfigError(
+            f"the model is a {now}, the checkpoint's a {was}: its weights belong to another "
+            "model class, so it cannot be resumed, whatever resume_allow_changes lists. "
+            "Resume with the checkpoint's model, or start a new run in another folder"
+        )
     raw = flatten(OmegaConf.to_container(cfg, resolve=False))
     read = lambda k: re.findall(r"\$\{(?:oc\.select:)?([\w.]+)[},]", str(raw.get(k, "")))  # noqa: E731
     # a key allowed covers the settings read from it (dataset.train_count: the readers' count)
@@ -499,13 +506,6 @@ def check_resume_config(
         for k, v in changes.items()
         if not (_allowed(k, allow) or any(_allowed(r, allow) for r in read(k)))
     }
-    was, now = changes.get("model._target_", (None, None))
-    if _another_class(was, now):  # (resume_allow_changes=[model._target_] would not fit)
-        raise ConfigError(
-            f"the model is a {now}, the checkpoint's a {was}: its weights belong to another "
-            "model class, so it cannot be resumed, whatever resume_allow_changes lists. "
-            "Resume with the checkpoint's model, or start a new run in another folder"
-        )
     if refused:
         short = lambda v: repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."  # noqa: E731
         # a setting read from another (max_iters: ${iterations}) says which one changed it

@@ -552,14 +552,20 @@ def whole_numbers_as_ints(cfg: DictConfig) -> None:
     targets(cfg)
 
 
-def did_you_mean(name: str, known: Iterable[str], n: int = 5) -> str:
-    """`` Did you mean: a, b?`` with the (at most ``n``) known names closest to ``name``
-    (empty if none)."""
+def closest_names(name: str, known: Iterable[str], n: int = 5) -> list[str]:
+    """The (at most ``n``) names of ``known`` closest to ``name``, closest first."""
     known = list(known)
     close = difflib.get_close_matches(name, known, n=n, cutoff=0.6)
     alike = spelled_alike(name, known)  # Seed for seed: a ratio of 0.75 against 'speed'
     if alike is not None:
         close = [alike, *(c for c in close if c != alike)][:n]
+    return close
+
+
+def did_you_mean(name: str, known: Iterable[str], n: int = 5) -> str:
+    """`` Did you mean: a, b?`` with the (at most ``n``) known names closest to ``name``
+    (empty if none)."""
+    close = closest_names(name, known, n)
     return f" Did you mean: {', '.join(close)}?" if close else ""
 
 

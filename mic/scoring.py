@@ -34,7 +34,7 @@ from mic.experiment import (
     validator_names,
 )
 from mic.resume import flatten
-from mic.schema import check_config, did_you_mean, exception_chain
+from mic.schema import check_config, closest_names, did_you_mean, exception_chain
 from mic.training import Evaluation, load_checkpoint, make_validators, per_process_batch_size
 from mic.training.checkpoint import FINAL_WEIGHTS, periodic_name, write_text_atomically
 from mic.training.validators import preserved_rng
@@ -174,12 +174,12 @@ def _closest_key(cfg: DictConfig, key: str) -> str:
     node: Any = cfg
     parts = key.split(".")
     for i, part in enumerate(parts):
-        if not isinstance(node, DictConfig) or part not in node:
-            if not isinstance(node, DictConfig):
-                return ""
-            hint = did_you_mean(part, node.keys())
-            close = hint.removeprefix(" Did you mean: ").removesuffix("?").split(", ")
-            sections = [c for c in close if hint and isinstance(node._get_node(c), DictConfig)]
+        if not isinstance(node, DictConfig):
+            return ""
+        if part not in node:
+            close = closest_names(part, node.keys())
+            hint = did_you_mean(part, close)
+            sections = [c for c in close if isinstance(node._get_node(c), DictConfig)]
             if sections:  # (dataset.root_target on a run whose data has no root: target)
                 name = ".".join([*parts[:i], sections[0]])
                 keys = [str(k) for k in node._get_node(sections[0]) if not str(k).startswith("_")]
