@@ -277,13 +277,14 @@ def _gone(path: Path) -> None:
     warnings.warn(f"score_run: '{path}' was removed while scoring; it is skipped", stacklevel=3)
 
 
-def _first(folder: Path, paths: list[Path], device: Any) -> tuple[Any, dict[str, Any]]:
-    """The run's task and the state of the first checkpoint of ``paths`` still there (those
-    removed before it, by a run still training that rotates them, left out of ``paths``)."""
+def _first(folder: Path, paths: list[Path], device: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """The run's task, and the student and state of the first checkpoint of ``paths`` still
+    there (those removed before it, by a run still training that rotates them, left out of
+    ``paths``)."""
     for path in list(paths):
         try:
             state = load_checkpoint(path, mmap=True)
-            return load_run(folder, checkpoint=path, device=device)[0], state
+            return *load_run(folder, checkpoint=path, device=device), state
         except (CheckpointError, ConfigError) as e:
             if path.exists():
                 _raise_as_score_run(e)
@@ -413,7 +414,7 @@ def _scored_run(
             "give validators=[...] (docs/model_selection.md), or a labelled test set"
         )
     with preserved_rng():  # (building the model draws)
-        task, first = _first(folder, paths, device)
+        task, student, first = _first(folder, paths, device)
     if list(cfg.eval.models) == ["teacher"] and first.get("teacher") is None:
         raise ConfigError(
             f"score_run: eval.models=[teacher], but the run's checkpoints hold no teacher (its "
@@ -445,8 +446,11 @@ def _scored_run(
         records, ours = [], _run_configs(folder)
         for path in paths:
             try:
-                state = load_checkpoint(path, mmap=True)
-                _, student = load_run(folder, "student", path, device)
+                if path is not paths[0]:  # (the first's student: built by _first)
+                    state = load_checkpoint(path, mmap=True)
+                    _, student = load_run(folder, "student", path, device)
+                else:
+                    state = first
                 teacher = None  # (masked_agreement's reference also where it is not scored)
                 if state.get("teacher") is not None:
                     teacher = load_run(folder, "teacher", path, device)[1]

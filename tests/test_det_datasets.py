@@ -294,6 +294,8 @@ def test_cityscapes_instance_files_missing_or_not_16_bit_are_named_where_read(tm
     with pytest.raises(DatasetError) as missing:
         CityscapesDetection(root, "train")
     assert f"Missing instance annotation files (1): '{gt}' (no such file)." in str(missing.value)
+    # a labelled set is not told to go without labels, as if it were the target
+    assert "Only a target training set may go without labels" in str(missing.value)
 
 
 def test_foggy_cityscapes_at_the_chosen_beta(tmp_path):

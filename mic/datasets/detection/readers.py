@@ -1250,8 +1250,9 @@ class CityscapesDetection(DetectionDataset):
                     "missing instance annotation files",
                     str(p),
                     "no such file",
-                    fix="Every image needs its gtFine instanceIds file (or set "
-                    "{reader}.labelled=false for unlabelled target images).",
+                    fix="Every image of a labelled set (source, test) needs its gtFine "
+                    "instanceIds file: add the missing ones. Only a target training set may go "
+                    "without labels (its reader's labelled=false).",
                 )
                 for p in self.instance_files
                 if not p.exists()
