@@ -1776,13 +1776,16 @@ def format_selection(summary: dict[str, Any], always: bool = False) -> list[str]
 
 def protocol_words(protocol: str) -> str:
     """A score's BatchNorm protocol (``Evaluation.protocol``: ``adabn:<batches>``,
-    ``train-statistics``, ``plain``) in words for the summary; "" for a model without
-    BatchNorm."""
+    ``train-statistics``, ``initial-statistics``, ``plain``) in words for the summary; "" for
+    a model without BatchNorm."""
     if protocol.startswith("adabn:"):
         return f"AdaBN: BatchNorm statistics of {protocol[6:]} target training batches"
-    return {"train-statistics": "BatchNorm's statistics from training", "plain": ""}.get(
-        protocol, protocol
-    )
+    words = {
+        "train-statistics": "BatchNorm's statistics from training",
+        "initial-statistics": "BatchNorm's initial statistics, never estimated",
+        "plain": "",
+    }
+    return words.get(protocol, protocol)
 
 
 def format_summary(summary: dict[str, Any]) -> str:

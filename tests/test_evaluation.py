@@ -386,3 +386,30 @@ def test_an_adabn_loader_without_a_length_recalibrates_inside_the_loop():
     loop = _source_only_loop(task, loader, 2, [evaluation])
     loop.run()
     assert evaluation.history[-1]["eval/student/protocol"] == "adabn:1"
+
+
+def test_a_model_whose_batchnorm_statistics_were_never_estimated_is_said_to_be_so():
+    # eval.adabn_batches=0 with adaptation_start > 0: the teacher (buffers=own) holds the
+    # statistics it was built with until it first predicts; its score was said to use
+    # "BatchNorm's statistics from training" (12.9 % on digits where AdaBN gave 70.4 %)
+    import warnings
+
+    import mic
+    from mic.experiment import protocol_words
+
+    task, loader = _tiny_task_and_loader()
+    student = tiny_model()
+    teacher = mic.EMATeacher(student, alpha=0.9).model  # built before any batch
+    with torch.no_grad():
+        student.train()(torch.randn(8, 3, 8, 8))  # the student has normalised a batch
+    evaluation = mic.Evaluation(task, loader, models=("student", "teacher"))
+    with pytest.warns(UserWarning, match=r"the teacher is scored at iteration 5 with the Bat"):
+        record = evaluation.score_models(5, student, teacher)
+    assert record["eval/student/protocol"] == "train-statistics"
+    assert record["eval/teacher/protocol"] == "initial-statistics"
+    assert protocol_words("initial-statistics") == "BatchNorm's initial statistics, never estimated"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per model
+        evaluation.score_models(6, student, teacher)
+        adabn = mic.Evaluation(task, loader, adabn_loader=loader, adabn_batches=1)
+        assert adabn.score_models(5, student, teacher)["eval/teacher/protocol"] == "adabn:1"

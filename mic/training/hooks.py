@@ -433,7 +433,11 @@ class Evaluation(Hook):
     validators score each model under the same protocol; the reference pseudo-labels of
     ``masked_agreement`` are the teacher's (under its own protocol), or each model's own in a
     run without a teacher. A model whose weights hold NaN or Inf scores NaN, with a warning
-    (with the default ``Guard`` nothing stops a step that made them so).
+    (with the default ``Guard`` nothing stops a step that made them so). With
+    ``adabn_batches=0``, a model whose BatchNorm statistics are still the ones it was built
+    with (mean 0, variance 1 in every layer: it has normalised no batch, as the teacher
+    before it first predicts, with ``buffers="own"``) is scored with them and warned of once;
+    its records say ``initial-statistics``.
 
     A stop request (SIGTERM, SIGINT) met between two batches ends an evaluation without a
     record, and so does an error (a bad test file, a metric that fails); list
@@ -531,6 +535,7 @@ class Evaluation(Hook):
         self.viewers: list[Callable[[int, str, torch.nn.Module, torch.device], None]] = []
         self.history: list[dict[str, Any]] = []
         self._warned_unfinite: set[str] = set()  # the models warned of non-finite weights
+        self._warned_initial: set[str] = set()  # and of BatchNorm statistics never estimated
         #: the iteration whose evaluation a stop request or an error cut short (None: none),
         #: run by ``run_owed`` when the run resumes there
         self.owed: int | None = None
@@ -548,10 +553,16 @@ class Evaluation(Hook):
         self.owed = state.get("owed")
 
     def protocol(self, model: torch.nn.Module) -> str:
-        """How ``model``'s BatchNorm layers were scored (the ones with running statistics)."""
-        if not tracked_batchnorms(model):
+        """How ``model``'s BatchNorm layers were scored (the ones with running statistics):
+        ``adabn:<batches>``, ``train-statistics``, ``initial-statistics`` (never estimated:
+        see above) or ``plain`` (no such layer)."""
+        norms = tracked_batchnorms(model)
+        if not norms:
             return "plain"
-        return f"adabn:{self.adabn_batches}" if self.adabn_batches > 0 else "train-statistics"
+        if self.adabn_batches > 0:
+            return f"adabn:{self.adabn_batches}"
+        initial = all(not m.running_mean.any() and bool(m.running_var.eq(1).all()) for m in norms)
+        return "initial-statistics" if initial else "train-statistics"
 
     def before_run(self, loop: AdaptationLoop) -> None:
         """Check the labelled loader's first batch (labelled, a pair, targets the task takes)
@@ -773,7 +784,7 @@ class Evaluation(Hook):
                 ``run`` owes the evaluation).
         """
         record: dict[str, Any] = {"step": step}
-        lines, unlabelled = [], []
+        lines, unlabelled, warned = [], [], self._warned_initial
         device = device if device is not None else next(student.parameters()).device
         references = None
         validation = self.validation
@@ -802,6 +813,15 @@ class Evaluation(Hook):
                     unlabelled.append(f"{name} {said}")
                 self._view(step, name, model, device)
             record[f"eval/{name}/protocol"] = self.protocol(model)
+            if record[f"eval/{name}/protocol"] == "initial-statistics" and name not in warned:
+                warned.add(name)
+                warnings.warn(  # (the teacher's, buffers=own, before it first predicts)
+                    f"the {name} is scored at iteration {step} with the BatchNorm statistics "
+                    "it was built with (mean 0, variance 1): it has normalised no batch yet, "
+                    "so its score says little; eval.adabn_batches > 0 re-estimates them on "
+                    "target batches first (AdaBN, the default)",
+                    stacklevel=2,
+                )
             record.update({f"eval/{name}/{k}": v for k, v in scores.items()})
             primary = scores.get(self.task.primary_metric)
             if isinstance(primary, float):
