@@ -163,6 +163,17 @@ def timestamped_run_folder() -> bool:
     return "${now:" in str(OmegaConf.to_container(node, resolve=False).get("dir"))
 
 
+def _sweep_runs_beside(run_dir: Path) -> list[str]:
+    """In a sweep (``-m``), the other job folders of its folder that hold checkpoints."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not in_sweep():
+        return []
+    sweep = Path(HydraConfig.get().sweep.dir)
+    found = {p.parents[1] for p in sweep.glob("**/checkpoints/*.pt")}
+    return sorted(str(f.relative_to(sweep)) for f in found if f.resolve() != run_dir.resolve())
+
+
 def in_sweep() -> bool:
     """Whether mic-train runs as a job of a sweep (``-m``)."""
     from hydra.core.hydra_config import HydraConfig
@@ -243,6 +254,16 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
                     f"resume=auto: no checkpoint in {run_dir}; starting a new run. The default "
                     "run folder is new (time-stamped) at each command: to resume a run, give "
                     "its folder with hydra.run.dir=<the run's folder> (hydra.sweep.dir for -m)",
+                    stacklevel=2,
+                )
+            elif others := _sweep_runs_beside(run_dir):
+                warnings.warn(
+                    f"resume=auto: no checkpoint in {run_dir}; starting a new run, though "
+                    f"other folders of the sweep hold runs ({', '.join(others[:3])}"
+                    f"{', ...' if len(others) > 3 else ''}): each job resumes the folder "
+                    "hydra.sweep.subdir names for it, so give the sweep's first command's "
+                    "settings and subdir (a subdir named by settings that changed is another "
+                    "folder)",
                     stacklevel=2,
                 )
             else:

@@ -382,14 +382,12 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
         if interrupted():
             raise KeyboardInterrupt
         say(describe_run(exp))  # (process 0's, into the run log too)
-        if not held:
-            return
         nonlocal accepted
-        accepted = True
-        if subdir is not None and is_main:
+        accepted = held
+        if held and subdir is not None and is_main:
             _write_hydra_record(cfg, Path(run_dir) / f"{subdir}_resumed")
         original = _RECORD.get("sweep")
-        if original is not None and is_main:
+        if original is not None and is_main:  # a sweep folder used before: its record stays
             # the sweep's first record stays; the resuming command's goes beside it
             sweep = Path(HydraConfig.get().sweep.dir)
             if not _RECORD.get("sweep_resumed"):

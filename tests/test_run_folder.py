@@ -132,6 +132,28 @@ def test_a_refused_sweep_leaves_its_records_and_a_resumed_one_writes_its_own(tmp
     assert "resume=auto" in (sweep / "multirun_resumed.yaml").read_text()
 
 
+def test_a_sweep_whose_folders_are_named_by_its_settings_resumes_into_them(tmp_path):
+    # resume=auto was part of ${hydra.job.override_dirname}: every job of the resumed sweep
+    # looked in a new, empty folder and trained again from scratch, with an INFO line alone
+    sweep = tmp_path / "sweep"
+    named = "hydra.sweep.subdir=${hydra.job.override_dirname}"
+    args = ["-m", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}", named]
+    assert run_mic_train(args).returncode == 0
+    folders = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    before = (sweep / "multirun.yaml").read_bytes()
+    resumed = run_mic_train([*args, "resume=auto"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "no iteration left to train" in resumed.stderr + resumed.stdout
+    assert "starting a new run" not in resumed.stderr
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == folders
+    # a setting that names the folders changed: said, where it was an INFO line
+    assert (
+        "other folders of the sweep hold runs"
+        in run_mic_train([*args, "resume=auto", "checkpoint.keep=8"]).stderr
+    )
+    assert (sweep / "multirun.yaml").read_bytes() == before  # the first command's record
+
+
 def test_a_second_run_into_a_folder_in_use_is_refused_and_changes_nothing(tmp_path):
     from mic.experiment import lock_run_folder, unlock_run_folder
 
