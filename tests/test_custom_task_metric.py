@@ -496,6 +496,16 @@ def test_a_dataset_where_a_loader_of_batches_goes_is_named():
     with pytest.raises(ConfigError, match=r"LabelFreeValidation's loader is an iterator"):
         LabelFreeValidation(["entropy"], iter(target))
 
+    class Samples:  # a dataset of a class of its own, as the bundled ones (no torch Dataset)
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            return source.dataset[index]
+
+    with pytest.raises(DatasetError, match=r"the source loader is a dataset \(Samples\)"):
+        adaptation_loop(task, Samples(), target)  # (it was: "must be a DataLoader or a list")
+
 
 class PredictsInTrainMode(Regression):
     """``model.train()`` in predict: scored with the batch's statistics and wrote the test

@@ -302,8 +302,9 @@ def check_loader(
             f"{who} is an iterator ({kind}), used up after one pass, but {use}: give a "
             "DataLoader or a list of batches"
         )
-    if isinstance(loader, Dataset) and not isinstance(loader, IterableDataset):
-        raise error(  # its samples were taken for batches
+    mapped = not isinstance(loader, Iterable) and hasattr(loader, "__getitem__")
+    if mapped or (isinstance(loader, Dataset) and not isinstance(loader, IterableDataset)):
+        raise error(  # its samples were taken for batches (mapped: a dataset class of its own)
             f"{who} is a dataset ({kind}), which yields one sample at a time where batches go: "
             "give DataLoader(dataset, batch_size=..., collate_fn=task.collate)"
         )

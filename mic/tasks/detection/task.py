@@ -132,7 +132,9 @@ class DetectionTask(Task):
                 ``labels`` (N int64 class ids in [0, num_classes)), and optionally
                 ``ignore_boxes`` (M x 4: regions trained as neither object nor background).
             weights: per image one weight per box (N float), or None: weight 1.
-            rng: what the detector's sampling of anchors and proposals draws from.
+            rng: the calling term's ``RandomStream``, which seeds the detector's sampling of
+                anchors and proposals (``sampling_from``); a ``torch.Generator`` or None:
+                the sampling draws from torch's global generators as they are.
 
         Returns:
             The loss parts by name (``LOSS_PARTS``: ``rpn_objectness``, ``rpn_box``,
