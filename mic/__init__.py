@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 if TYPE_CHECKING:  # what the names below resolve to, for type checkers and editors
     from mic.augmentation import Normalization, StrongAugmentation  # noqa: F401

@@ -1661,11 +1661,28 @@ def check_writable(run_dir: Path, create: bool = True, option: str | None = None
         )
 
 
+def versions() -> dict[str, str]:
+    """The versions of what trained a run (mic, Python, PyTorch, torchvision, timm), as
+    ``summary.json`` and the run log record them: one config trains other draws under
+    another mic (CHANGELOG.md)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import mic
+
+    found = {"mic": mic.__version__, "python": platform.python_version()}
+    for package in ("torch", "torchvision", "timm"):
+        with contextlib.suppress(PackageNotFoundError):
+            found[package] = version(package)
+    return found
+
+
 def summarize(exp: Experiment) -> dict[str, Any]:
     """Target scores before adaptation (at ``adaptation_start``, if > 0 or the run started
     from ``init_from``) and at the end, and
     which evaluation each label-free validator (and the labelled metric, the best possible)
-    would pick, per evaluated model, with the labelled metric there (``selection``)."""
+    would pick, per evaluated model, with the labelled metric there (``selection``); the
+    ``versions`` that trained it."""
     metric = exp.task.primary_metric
     history = exp.evaluation.history
     loop = exp.loop
@@ -1676,6 +1693,7 @@ def summarize(exp: Experiment) -> dict[str, Any]:
         "skipped_steps": loop.skipped_steps,  # NaN / Inf iterations without an optimiser step
         "non_finite": dict(getattr(loop.guard, "non_finite", {})),  # what was, in those
         "device": str(loop.device),  # what device=auto chose
+        "versions": versions(),
     }
     start = exp.loop.adaptation_start
     before = [r for r in history if r["step"] == start]  # (0: of a run from init_from)

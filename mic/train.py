@@ -44,6 +44,7 @@ from mic.experiment import (
     lock_run_folder,
     run_experiment,
     unlock_run_folder,
+    versions,
 )
 from mic.resume import empty_run_folder, in_sweep
 from mic.schema import NAMED_GROUPS, decode_env, did_you_mean, exception_chain, spelled_alike
@@ -382,6 +383,10 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
         if interrupted():
             raise KeyboardInterrupt
         say(describe_run(exp))  # (process 0's, into the run log too)
+        if is_main:  # (the log alone: which run of the folder, under which versions)
+            given = " ".join(HydraConfig.get().overrides.task) or "(no setting)"
+            made = ", ".join(f"{k} {v}" for k, v in versions().items())
+            to_run_log(f"command line: {given}; seed {cfg.seed}; {made}")
         nonlocal accepted
         accepted = held
         if held and subdir is not None and is_main:

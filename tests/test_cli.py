@@ -1,6 +1,7 @@
 """The command line end to end, and the clear errors it gives for bad input."""
 
 import contextlib
+import importlib.metadata
 import importlib.resources
 import json
 import signal
@@ -31,6 +32,10 @@ def test_cli_runs_end_to_end_and_fills_the_run_folder(tmp_path):
     assert (run / "checkpoints" / "iter_00000004.pt").exists()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["after_adaptation"]["step"] == 4 and summary["device"] == "cpu"
+    import mic  # which code trained it: the same config trains other draws under another mic
+
+    assert summary["versions"]["mic"] == mic.__version__
+    assert summary["versions"]["torch"] == importlib.metadata.version("torch")
     # the run log tells what the console told (it held the data check's line alone)
     log = (run / "digits_mean_teacher_mic.log").read_text()
     for line in ("target accuracy after adaptation (iteration 4)", f"run folder: {run}"):
@@ -40,6 +45,8 @@ def test_cli_runs_end_to_end_and_fills_the_run_folder(tmp_path):
     assert said in out.stdout and said in log
     assert "MIC's blocks 4 px, 0.7 of them withheld; batches of " in out.stdout
     assert ", 4 iterations, adapting from iteration 2, on cpu (fp32)" in out.stdout
+    # the log alone names the command line's settings, the seed and the versions
+    assert "command line: iterations=4 adaptation_start=0 " in log and "; seed 0; mic " in log
 
 
 def test_cli_unknown_config_key_is_one_clear_message(tmp_path):
