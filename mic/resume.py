@@ -848,15 +848,15 @@ def _lambdas(loop: AdaptationLoop) -> list[Any]:
 
 
 def _schedule_changes(loop: AdaptationLoop, groups: list[dict], lambdas: list[dict]) -> list[str]:
-    """``"<setting> <this loop's> (the checkpoint's <its>)"`` for each optimiser value (but
-    the scheduled ``lr``) and schedule attribute of ``loop`` as loaded that differs from the
-    loop's own before loading (``groups``, ``lambdas``)."""
-    found = []
+    """``"<setting> <this loop's> (the checkpoint's <its>)"`` for each optimiser value (the
+    ``lr`` where no scheduler sets it) and schedule attribute of ``loop`` as loaded that
+    differs from the loop's own before loading (``groups``, ``lambdas``)."""
+    found, scheduled = [], ("lr", "params") if loop.scheduler is not None else ("params",)
     pairs = [*zip(loop.optimizer.param_groups, groups), *zip(map(vars, _lambdas(loop)), lambdas)]
     for loaded, own in pairs:
         for key, value in own.items():
             try:
-                differs = key not in ("lr", "params") and bool(loaded.get(key) != value)
+                differs = key not in scheduled and bool(loaded.get(key) != value)
             except Exception:  # (tensors of several values, objects that do not compare)
                 differs = False
             if differs:

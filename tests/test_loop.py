@@ -952,6 +952,11 @@ def test_a_python_resume_into_a_loop_of_another_schedule_keeps_the_loop_s_own(tm
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*differs from the checkpoint")
         resume(same, tmp_path / "iter_00000004.pt", announce=False)
+    # without a scheduler the lr is the loop's setting: the checkpoint's replaced it unsaid
+    plain, _ = make_loop(source_only(), iterations=8, lr=0.5)
+    with pytest.warns(UserWarning, match=r"differs from the checkpoint's \(lr 0.5 \(the checkp"):
+        resume(plain, tmp_path / "iter_00000004.pt", announce=False)
+    assert plain.optimizer.param_groups[0]["lr"] == 0.5
 
 
 def test_the_same_hook_twice_and_evaluations_of_no_model_or_odd_steps_are_named():
