@@ -1095,6 +1095,34 @@ def detail_crop_problems(cfg: DictConfig) -> list[str]:
     ]
 
 
+def context_scale_problems(cfg: DictConfig) -> list[str]:
+    """A problem for HRDA's ``model.context_scale`` that gives the training crops
+    (``dataset.crop_size``, else the bundled configs' square ``dataset.size``) a context image
+    of no whole number of pixels, which the model refuses at its first forward, after the
+    data check and the start of training (``HRDA._check_context`` says the same)."""
+    from fractions import Fraction
+
+    scale = OmegaConf.select(
+        cfg, "model.context_scale", default=None, throw_on_resolution_failure=False
+    )
+    crop, size = _dataset_value(cfg, "crop_size"), _dataset_value(cfg, "size")
+    crop = [size, size] if crop in (None, _UNSET) and is_whole(size) else crop
+    real = isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0 < scale <= 1
+    if not real or not isinstance(crop, list) or len(crop) != 2 or not all(map(is_whole, crop)):
+        return []  # (the values themselves are judged where they are read)
+    sides = [side * scale for side in crop]
+    if all(float(side).is_integer() for side in sides):
+        return []
+    step = Fraction(scale).limit_denominator(1000).denominator
+    fit = [step * math.ceil(side / step) for side in crop]
+    return [
+        f"model.context_scale: {scale:g} of the {crop[0]} x {crop[1]} training images gives a "
+        f"{sides[0]:g} x {sides[1]:g} px context image, not a whole number of pixels: give "
+        f"training crops whose sides are multiples of {step} (e.g. {fit}: dataset.crop_size, "
+        "or dataset.size for the bundled street scenes), or another scale"
+    ]
+
+
 def dataset_value_problems(cfg: DictConfig) -> list[str]:
     """A problem for each of the bundled data set configs' shared values that its readers
     would fail on with a bare Python error, or blame another key for: ``dataset.num_classes``
@@ -1329,7 +1357,8 @@ def check_config(cfg: DictConfig) -> None:
     images' normalisation (``normalization_problems``), the images' size
     (``image_size_problems``), MIC's block size (``block_size_problems``, when the size is
     good), the data set configs' class count, crop and label mapping
-    (``dataset_value_problems``), HRDA's detail crop (``detail_crop_problems``), the
+    (``dataset_value_problems``), HRDA's detail crop (``detail_crop_problems``) and context
+    scale (``context_scale_problems``), the
     schedule's settings (``scheduler_problems``), and the
     true / false and number arguments of every object it builds (``flag_problems``).
 
@@ -1376,6 +1405,7 @@ def check_config(cfg: DictConfig) -> None:
     problems += [*term_weight_problems(cfg), *lr_mult_problems(cfg), *normalization_problems(cfg)]
     problems += image_size_problems(cfg) or block_size_problems(cfg)  # a block from the size
     problems += [*dataset_value_problems(cfg), *detail_crop_problems(cfg)]
+    problems += context_scale_problems(cfg)
     problems += [*scheduler_problems(cfg), *flag_problems(cfg), *step_problems(cfg)]
     first: dict[str, str] = {}  # one problem per key: flag_problems judges a schedule's too
     for problem in problems:

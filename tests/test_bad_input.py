@@ -2015,6 +2015,12 @@ CASES = [
         "e.g. model.detail_crop=[32, 32]",
     ),
     (
+        "segmentation-hrda-context-scale-off-the-pixels",
+        "segmentation: an HRDA context scale that gives the training crops no whole context side",
+        lambda t, r: ["experiment=streets_hrda", *SCENES, "model.context_scale=0.3"],
+        "model.context_scale: 0.3 of the 32 x 32 training images gives a 9.6 x 9.6 px context",
+    ),
+    (
         "segmentation-hrda-large-crop",
         "segmentation: an HRDA detail crop larger than the training crop",
         lambda t, r: ["experiment=streets_hrda", *SCENES, "model.detail_crop=[64,64]"],

@@ -157,7 +157,9 @@ def test_a_crop_grid_or_context_scale_that_cannot_fit_is_refused_on_any_box():
         deep(torch.randn(2, 4, 90, 90), crop_box=torch.tensor([[0, 64, 0, 64]] * 2))
     deep(torch.randn(2, 4, 128, 128), crop_box=torch.tensor([[0, 64, 0, 64]] * 2))  # taken
     # an image whose context is under 1 px: what the inner model takes is said
-    with pytest.raises(ConfigError, match=r"it takes sides that are at least 1 px\)"):
+    # (in prediction the images are the sliding windows: the window is named too)
+    said = r"it takes sides that are at least 1 px\): .*; in prediction the sliding window, task"
+    with pytest.raises(ConfigError, match=said):
         HRDASegmentationTask(3).predict(HRDA(Tiles(3, 1), detail_crop=(8, 8)), x[..., :1, :1])
 
 
@@ -297,6 +299,19 @@ def test_sliding_windows_that_tile_the_image_once_equal_a_whole_image_forward():
     # a stride past the crop would leave pixels no window covers (their logits 0 / 0 = NaN)
     with pytest.raises(mic.ConfigError, match=r"detail_stride \[12, 12\] must be at most"):
         _hrda(detail_stride=(12, 12))
+
+
+def test_detail_windows_off_the_logits_grid_are_warned_of_once():
+    # a 66 px input at output stride 4: the last window (at 34 px) was placed at 32, unsaid
+    model = _hrda(stride=4, crop=32)
+    with pytest.warns(UserWarning, match=r"66 x 66 input lie off the grid of its 4 px logits"):
+        model.detail_logits(torch.randn(1, 3, 66, 66))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.detail_logits(torch.randn(1, 3, 66, 66))  # once
+        _hrda(stride=4, crop=32).detail_logits(torch.randn(1, 3, 64, 64))  # on the grid
 
 
 def test_prediction_fuses_everywhere_and_one_window_is_the_whole_image():

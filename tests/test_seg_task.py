@@ -579,6 +579,11 @@ def test_a_sliding_window_larger_than_the_training_crops_is_warned_of():
     eight = SegmentationTask(8, inference="slide", crop_size=(64, 64), stride=(32, 32))
     with pytest.warns(UserWarning, match=r"larger than the 32 x 32 training crops"):
         eight.check_datasets({"source": scenes})
+    # a window smaller than the crops: pseudo-labels and scores of less context, unsaid
+    small = SegmentationTask(8, inference="slide", crop_size=(24, 24), stride=(8, 8))
+    with pytest.warns(UserWarning, match=r"\[24, 24\].*smaller than the 32 x 32 training crops: "
+                      r"the model predicts on windows of less context"):  # fmt: skip
+        small.check_datasets({"source": scenes})
 
 
 def test_a_stride_of_one_value_is_refused_when_the_task_is_built():

@@ -543,13 +543,19 @@ class SegmentationTask(Task):
         crop = getattr(getattr(source, "transform", None), "crop_size", None)
         crop = crop or getattr(source, "image_size", None)  # (uncropped: the bundled scenes)
         window = self.crop_size if self.inference == "slide" else None
-        if window and crop and any(w > c for w, c in zip(window, crop, strict=True)):
+        larger = window and crop and any(w > c for w, c in zip(window, crop, strict=True))
+        if window and crop and (larger or any(w < c for w, c in zip(window, crop, strict=True))):
             h, w = crop
             warnings.warn(
                 f"task.crop_size {list(window)}, the sliding window of evaluation and of the "
-                f"teacher's pseudo-labels, is larger than the {h} x {w} training crops: each "
-                "crop and test image is padded to the window, which costs time and memory "
-                "(published: the window is the training crop); e.g. "
+                f"teacher's pseudo-labels, is {'larger' if larger else 'smaller'} than the "
+                f"{h} x {w} training crops: "
+                + (
+                    "each crop and test image is padded to the window, which costs time and memory"
+                    if larger
+                    else "the model predicts on windows of less context than it trained on"
+                )
+                + " (published: the window is the training crop); e.g. "
                 f"task.crop_size=[{h},{w}] task.stride=[{max(1, h // 2)},{max(1, w // 2)}]",
                 stacklevel=2,
             )

@@ -24,6 +24,7 @@ The module keeps no state between calls: the detail crop's box is an argument of
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any, NamedTuple
@@ -257,6 +258,7 @@ class HRDA(Segmenter):
         self.detail_crop = crop
         self.detail_stride = stride
         self.crop_divisible = int(crop_divisible)
+        self._warned_off_grid = False
 
     # ----------------------------------------------------------------------------- parts
     def feature_input(self, x: Tensor) -> Tensor:
@@ -309,6 +311,17 @@ class HRDA(Segmenter):
         stride = ch / logits.shape[-2]
         lh, lw = logits.shape[-2:]
         places = [(round(y1 / stride), round(x1 / stride)) for y1, _, x1, _ in boxes]
+        off = max(abs(round(s / stride) * stride - s) for y1, _, x1, _ in boxes for s in (y1, x1))
+        if off and not self._warned_off_grid:
+            self._warned_off_grid = True
+            warnings.warn(
+                f"HRDA's detail windows of a {h} x {w} input lie off the grid of its "
+                f"{stride:g} px logits (its sides are no multiples of the output stride): "
+                f"their logits are placed up to {off:g} px from where they belong; give a "
+                f"sliding window (task.crop_size) or, with task.inference=whole, test images "
+                f"whose sides are multiples of {stride:g}",
+                stacklevel=2,
+            )
         grid = (max(t for t, _ in places) + lh, max(left for _, left in places) + lw)
         total = logits.new_zeros((b, logits.shape[1], *grid))
         count = logits.new_zeros((1, 1, *grid))
@@ -399,8 +412,9 @@ class HRDA(Segmenter):
                 f"model.context_scale={self.context_scale:g} of {image[0]} x {image[1]} images "
                 f"gives a {sides[0]:g} x {sides[1]:g} px context image, which the inner model "
                 f"cannot take (it takes sides that are {self._sides_taken()}): give larger "
-                "images or crops (dataset.size, dataset.crop_size) or a larger "
-                "model.context_scale"
+                "images or crops (dataset.size, dataset.crop_size"
+                + ("" if training else "; in prediction the sliding window, task.crop_size")
+                + ") or a larger model.context_scale"
             )
 
     def _sides_taken(self) -> str:
