@@ -392,8 +392,8 @@ def _run_job(cfg: DictConfig, run_dir: str, is_main: bool) -> None:
         if held and subdir is not None and is_main:
             _write_hydra_record(cfg, Path(run_dir) / f"{subdir}_resumed")
         original = _RECORD.get("sweep")
-        if original is not None and is_main:  # a sweep folder used before: its record stays
-            # the sweep's first record stays; the resuming command's goes beside it
+        if original is not None and is_main:  # (a sweep folder used before)
+            # the sweep's first record stays; the later command's goes beside it
             sweep = Path(HydraConfig.get().sweep.dir)
             if not _RECORD.get("sweep_resumed"):
                 resumed = (sweep / "multirun.yaml").read_bytes()
