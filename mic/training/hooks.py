@@ -788,45 +788,47 @@ class Evaluation(Hook):
         device = device if device is not None else next(student.parameters()).device
         references = None
         validation = self.validation
-        if validation is not None and validation.needs_reference and teacher is not None:
-            with self.recalibrated(teacher, device):
+        with contextlib.ExitStack() as held:  # the teacher's AdaBN: its references, its scores
+            if validation is not None and validation.needs_reference and teacher is not None:
+                held.enter_context(self.recalibrated(teacher, device))
                 references = validation.references(self.task, teacher, device)
-        for name in self.models:
-            if name == "teacher" and teacher is None:
-                continue
-            model = student if name == "student" else teacher
-            assert model is not None  # (for type checkers: skipped above)
-            scores: dict[str, Any] = {}
-            with self.recalibrated(model, device):
-                if self.loader is not None:
-                    loader = self.loader
-                    if self.progress:
-                        where = f"{self.progress_label}, " if self.progress_label else ""
-                        loader = _Shown(loader, f"scoring the {name} ({where}iteration {step})")
-                    scores = scores_of(self.task, model, loader, device)
-                    if not all_finite(list(model.parameters())):
-                        scores = self._unscored(name, scores)
-                if self.validation is not None:
-                    found = self.validation.score(self.task, model, device, references)
-                    record.update({f"validator/{name}/{k}": v for k, v in found.items()})
-                    said = ", ".join(f"{k} {v:.4g}" for k, v in found.items())
-                    unlabelled.append(f"{name} {said}")
-                self._view(step, name, model, device)
-            record[f"eval/{name}/protocol"] = self.protocol(model)
-            if record[f"eval/{name}/protocol"] == "initial-statistics" and name not in warned:
-                warned.add(name)
-                warnings.warn(  # (the teacher's, buffers=own, before it first predicts)
-                    f"the {name} is scored at iteration {step} with the BatchNorm statistics "
-                    "it was built with (mean 0, variance 1): it has normalised no batch yet, "
-                    "so its score says little; eval.adabn_batches > 0 re-estimates them on "
-                    "target batches first (AdaBN, the default)",
-                    stacklevel=2,
-                )
-            record.update({f"eval/{name}/{k}": v for k, v in scores.items()})
-            primary = scores.get(self.task.primary_metric)
-            if isinstance(primary, float):
-                shown = shown_metric(primary, in_percent(self.task), unit="")
-                lines.append(f"{name} {self.task.primary_metric} {shown}")
+            for name in self.models:
+                if name == "teacher" and teacher is None:
+                    continue
+                model = student if name == "student" else teacher
+                assert model is not None  # (for type checkers: skipped above)
+                scores: dict[str, Any] = {}
+                again = model is not teacher or references is None  # (else recalibrated above)
+                with self.recalibrated(model, device) if again else contextlib.nullcontext():
+                    if self.loader is not None:
+                        loader = self.loader
+                        if self.progress:
+                            where = f"{self.progress_label}, " if self.progress_label else ""
+                            loader = _Shown(loader, f"scoring the {name} ({where}iteration {step})")
+                        scores = scores_of(self.task, model, loader, device)
+                        if not all_finite(list(model.parameters())):
+                            scores = self._unscored(name, scores)
+                    if self.validation is not None:
+                        found = self.validation.score(self.task, model, device, references)
+                        record.update({f"validator/{name}/{k}": v for k, v in found.items()})
+                        said = ", ".join(f"{k} {v:.4g}" for k, v in found.items())
+                        unlabelled.append(f"{name} {said}")
+                    self._view(step, name, model, device)
+                record[f"eval/{name}/protocol"] = self.protocol(model)
+                if record[f"eval/{name}/protocol"] == "initial-statistics" and name not in warned:
+                    warned.add(name)
+                    warnings.warn(  # (the teacher's, buffers=own, before it first predicts)
+                        f"the {name} is scored at iteration {step} with the BatchNorm statistics "
+                        "it was built with (mean 0, variance 1): it has normalised no batch yet, "
+                        "so its score says little; eval.adabn_batches > 0 re-estimates them on "
+                        "target batches first (AdaBN, the default)",
+                        stacklevel=2,
+                    )
+                record.update({f"eval/{name}/{k}": v for k, v in scores.items()})
+                primary = scores.get(self.task.primary_metric)
+                if isinstance(primary, float):
+                    shown = shown_metric(primary, in_percent(self.task), unit="")
+                    lines.append(f"{name} {self.task.primary_metric} {shown}")
         said = ", ".join(lines)
         if not said:  # label-free: the validators' scores, which choose best.pt
             said = "(no labels)" + (", validators (higher is better): " if unlabelled else "")
