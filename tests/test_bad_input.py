@@ -974,6 +974,13 @@ CASES = [
         "groups=1",
     ),
     (
+        "model-argument-of-another-backbone",
+        "a ViT's img_size kept with a ResNet backbone (timm's TypeError through Hydra's wrap)",
+        lambda t, r: ["model.backbone=resnet18", "+model.img_size=32"],
+        "backbone 'resnet18' takes no argument img_size (an argument of other architectures; "
+        "mic-train: model.img_size",
+    ),
+    (
         "model-forward-needs-more",
         "a model of one's own whose forward needs an argument besides the images (a traceback)",
         lambda t, r: ["~model", "+model={_target_: tests.test_bad_input.TakesADomain}"],

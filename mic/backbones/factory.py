@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -215,6 +216,14 @@ def create_backbone(
             model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as e:
         file = (overlay or {}).get("file")
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if isinstance(e, TypeError) and unknown:  # (a ViT's img_size given to a ResNet)
+            raise ConfigError(
+                f"backbone '{name}' takes no argument {unknown[1]} (an argument of other "
+                f"architectures; mic-train: model.{unknown[1]}, which the config of another "
+                f"backbone sets): leave it out (~model.{unknown[1]}), or choose a model config "
+                f"made for {name}'s kind"
+            ) from e
         if pretrained and file:  # the user's own file: no advice on downloading
             raise ConfigError(
                 f"could not load the pretrained weights of backbone '{name}' from {file} "
