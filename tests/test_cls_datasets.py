@@ -146,7 +146,13 @@ def test_office_home_subset_needs_allow_empty_classes(tmp_path):
         ),
     ):
         OfficeHome(root, "Cl")  # 3 of the 65 class folders
-    assert len(OfficeHome(root, "Cl", allow_empty_classes=True)) == 3
+    subset = OfficeHome(root, "Cl", allow_empty_classes=True)
+    assert len(subset) == 3
+    # as a test set: its mean class accuracy averages the 3 classes it holds, which is said
+    (said,) = [p for p in subset.preflight(training=False) if p.warning]
+    assert said.kind == "test sets with classes that no image has"
+    assert "mean class accuracy averages the 3 classes the set holds" in said.fix
+    assert "class 0 (Drill)" not in said.detail and "(Glasses)" in said.detail
     (root / "Clipart" / "Unicorn").mkdir()
     _png(root / "Clipart" / "Unicorn" / "u.jpg")
     with pytest.raises(DatasetError, match="not among its 65 classes"):

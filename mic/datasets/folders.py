@@ -348,7 +348,7 @@ class LabelledImages:
 
     def preflight(self, training: bool = True) -> list[Problem]:
         """Every image present, its header readable and its mode convertible to RGB; for a
-        labelled training set, a warning for classes without any image (see
+        labelled set, a warning for classes without any image (see
         ``mic.datasets.preflight``)."""
         files = [path for path, _ in self.samples]
         problems = unread_problems(getattr(self, "unread", []))
@@ -363,6 +363,19 @@ class LabelledImages:
                     f"class {names}",
                     "A model cannot learn them from the source; if that is not meant, check the "
                     "images and the class list.",
+                    warning=True,
+                )
+            )
+        elif self.labelled and absent:  # (a test set: scored over the classes it holds)
+            names = ", ".join(f"{c} ({self.classes[c]})" for c in absent)
+            problems.append(
+                Problem(
+                    "test sets with classes that no image has",
+                    str(getattr(self, "root", files[0].parent)),
+                    f"class {names}",
+                    "Their accuracy is undefined (NaN) and the mean class accuracy averages the "
+                    f"{self.num_classes - len(absent)} classes the set holds; if that is not "
+                    "meant, check the images and the class list.",
                     warning=True,
                 )
             )
