@@ -646,7 +646,7 @@ CASES = [
         "config-unknown-argument",
         "an argument the class does not take",
         lambda t, r: ["+model.colour=red"],
-        "cannot build an object from the config",
+        "backbone 'small_cnn' takes no argument colour (mic-train: model.colour;",
     ),
     (
         "config-precision",
@@ -977,8 +977,8 @@ CASES = [
         "model-argument-of-another-backbone",
         "a ViT's img_size kept with a ResNet backbone (timm's TypeError through Hydra's wrap)",
         lambda t, r: ["model.backbone=resnet18", "+model.img_size=32"],
-        "backbone 'resnet18' takes no argument img_size (an argument of other architectures; "
-        "mic-train: model.img_size",
+        "backbone 'resnet18' takes no argument img_size (mic-train: model.img_size; one of "
+        "another architecture",
     ),
     (
         "model-forward-needs-more",

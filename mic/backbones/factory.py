@@ -219,10 +219,10 @@ def create_backbone(
         unknown = re.search(r"unexpected keyword argument '(\w+)'", str(e))
         if isinstance(e, TypeError) and unknown:  # (a ViT's img_size given to a ResNet)
             raise ConfigError(
-                f"backbone '{name}' takes no argument {unknown[1]} (an argument of other "
-                f"architectures; mic-train: model.{unknown[1]}, which the config of another "
-                f"backbone sets): leave it out (~model.{unknown[1]}), or choose a model config "
-                f"made for {name}'s kind"
+                f"backbone '{name}' takes no argument {unknown[1]} (mic-train: model."
+                f"{unknown[1]}; one of another architecture, as a ViT config's img_size, or "
+                f"misspelt): leave it out (~model.{unknown[1]}), or give a model config made "
+                f"for {name}"
             ) from e
         if pretrained and file:  # the user's own file: no advice on downloading
             raise ConfigError(
