@@ -30,9 +30,10 @@ CORE_MAX_LINES = 1904
 #: values for the normalisation's mean and std and the masker's fill, moved from
 #: mic/augmentation.py, +15; mic's words for BatchNorm's one value per channel where the
 #: teacher predicts, +16; a Task.loss of no parts, +6; a bool confidence told to go in
-#: PseudoLabels.valid, and the value of a loss without a gradient named, +6; a dataset of a class
-#: of its own, not torch's Dataset (the bundled ones), named as a dataset where a loader goes, +1)
-CHECKS_MAX_LINES = 889
+#: PseudoLabels.valid, and the value of a loss without a gradient named, +6; a training loader
+#: that is no iterable, named, a dataset of a class of its own (the bundled ones) told to go in a
+#: DataLoader, +12)
+CHECKS_MAX_LINES = 900
 
 
 def imports(path: Path) -> set[str]:

@@ -479,6 +479,19 @@ def test_an_evaluation_that_failed_is_made_up_first_when_the_run_resumes(tmp_pat
     )
 
 
+class Batches:
+    """A loader of one's own that gives batches by index (no ``__iter__``)."""
+
+    def __init__(self, loader):
+        self.batches = list(loader)
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        return self.batches[index]
+
+
 def test_a_dataset_where_a_loader_of_batches_goes_is_named():
     # iterated, a dataset yields samples, which were taken for batches (a shape error deep in
     # the model, or a score over the wrong units)
@@ -503,8 +516,9 @@ def test_a_dataset_where_a_loader_of_batches_goes_is_named():
         def __getitem__(self, index):
             return source.dataset[index]
 
-    with pytest.raises(DatasetError, match=r"the source loader is a dataset \(Samples\)"):
+    with pytest.raises(ConfigError, match=r"the source loader is a Samples, not iterable: a da"):
         adaptation_loop(task, Samples(), target)  # (it was: "must be a DataLoader or a list")
+    mic.evaluate(task, regressor(), Batches(test))  # batches by index: still taken there
 
 
 class PredictsInTrainMode(Regression):

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import default_collate
 
 from mic.core import checks
-from mic.core.errors import ConfigError, DatasetError
+from mic.core.errors import DatasetError
 
 #: keys that mark a dict sample as labelled (an (image, target) pair in a dict), not an image
 LABEL_KEYS = frozenset({"label", "labels", "target", "targets", "mask", "boxes", "y"})
@@ -107,7 +107,7 @@ class EndlessLoader(Iterator[Any]):
     def __init__(self, loader: Iterable[Any], name: str = "data") -> None:
         checks.check_loader(loader, f"the {name} loader", "the loop draws from it without end")
         if not isinstance(loader, Iterable):  # (None too: even a source-only run draws targets)
-            raise ConfigError(f"the {name} loader must be a DataLoader or a list of batches")
+            raise checks.not_iterable(loader, f"the {name} loader")
         self.loader, self.name = loader, name
         self.epoch = self.batches = self.samples = 0
         generator = getattr(loader, "generator", None)

@@ -302,12 +302,23 @@ def check_loader(
             f"{who} is an iterator ({kind}), used up after one pass, but {use}: give a "
             "DataLoader or a list of batches"
         )
-    mapped = not isinstance(loader, Iterable) and hasattr(loader, "__getitem__")
-    if mapped or (isinstance(loader, Dataset) and not isinstance(loader, IterableDataset)):
-        raise error(  # its samples were taken for batches (mapped: a dataset class of its own)
+    if isinstance(loader, Dataset) and not isinstance(loader, IterableDataset):
+        raise error(  # its samples were taken for batches
             f"{who} is a dataset ({kind}), which yields one sample at a time where batches go: "
             "give DataLoader(dataset, batch_size=..., collate_fn=task.collate)"
         )
+
+
+def not_iterable(loader: Any, who: str) -> ConfigError:
+    """What to say of a training loader that is no iterable (None; a dataset of a class of
+    its own, as the bundled ones are, which is no torch ``Dataset``)."""
+    kind = type(loader).__name__
+    if hasattr(loader, "__getitem__") and hasattr(loader, "__len__"):
+        return ConfigError(  # (a sequence of batches by index the loop never took: no iterator)
+            f"{who} is a {kind}, not iterable: a dataset? give DataLoader(dataset, "
+            "batch_size=..., collate_fn=task.collate); else a DataLoader or a list of batches"
+        )
+    return ConfigError(f"{who} must be a DataLoader or a list of batches, got {kind}")
 
 
 def batching_error(items: list[Any], what: str, error: Exception) -> DatasetError | None:

@@ -129,7 +129,7 @@ class AdaptationLoop:
             ``weights`` and ``rng``; an optimizer without any of the student's parameters or without
             some of the method's trainable ones; a ``torchrun`` process group without a
             ``collective`` to average over it; a scheduler of another optimizer, or whose ``step``
-            takes arguments (``ReduceLROnPlateau``); a loader that is None; what
+            takes arguments (``ReduceLROnPlateau``); a loader that is no iterable; what
             ``step_strategy.check`` refuses.
         DatasetError: a loader that is a one-pass iterator or a map-style ``Dataset``.
 
