@@ -18,6 +18,7 @@ it only scores.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import inspect
@@ -164,14 +165,21 @@ def timestamped_run_folder() -> bool:
 
 
 def _sweep_runs_beside(run_dir: Path) -> list[str]:
-    """In a sweep (``-m``), the other job folders of its folder that hold checkpoints."""
+    """In a sweep (``-m``), the other folders of the sweep that hold a run of this job's
+    number (their ``.hydra/hydra.yaml`` says so): its folder's name changed since."""
     from hydra.core.hydra_config import HydraConfig
 
     if not in_sweep():
         return []
-    sweep = Path(HydraConfig.get().sweep.dir)
+    sweep, number = Path(HydraConfig.get().sweep.dir), HydraConfig.get().job.num
     found = {p.parents[1] for p in sweep.glob("**/checkpoints/*.pt")}
-    return sorted(str(f.relative_to(sweep)) for f in found if f.resolve() != run_dir.resolve())
+    ours = []
+    for folder in sorted(f for f in found if f.resolve() != run_dir.resolve()):
+        record = folder / ".hydra" / "hydra.yaml"
+        with contextlib.suppress(Exception):  # (no record, or one of one's own making)
+            if OmegaConf.load(record).hydra.job.num == number:
+                ours.append(str(folder.relative_to(sweep)))
+    return ours
 
 
 def in_sweep() -> bool:
@@ -258,9 +266,9 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
                 )
             elif others := _sweep_runs_beside(run_dir):
                 warnings.warn(
-                    f"resume=auto: no checkpoint in {run_dir}; starting a new run, though "
-                    f"other folders of the sweep hold runs ({', '.join(others[:3])}"
-                    f"{', ...' if len(others) > 3 else ''}): each job resumes the folder "
+                    f"resume=auto: no checkpoint in {run_dir}; starting a new run, though the "
+                    f"sweep's folder {', '.join(others)} holds a run of this job (its number): "
+                    "each job resumes the folder "
                     "hydra.sweep.subdir names for it, so give the sweep's first command's "
                     "settings and subdir (a subdir named by settings that changed is another "
                     "folder)",
