@@ -1800,7 +1800,7 @@ def protocol_words(protocol: str) -> str:
         return f"AdaBN: BatchNorm statistics of {protocol[6:]} target training batches"
     words = {
         "train-statistics": "BatchNorm's statistics from training",
-        "initial-statistics": "BatchNorm's initial statistics, never estimated",
+        "initial-statistics": "BatchNorm statistics left as built in some layers or all",
         "plain": "",
     }
     return words.get(protocol, protocol)

@@ -1102,6 +1102,9 @@ def context_scale_problems(cfg: DictConfig) -> list[str]:
     data check and the start of training (``HRDA._check_context`` says the same)."""
     from fractions import Fraction
 
+    target = OmegaConf.select(cfg, "model._target_", default="", throw_on_resolution_failure=False)
+    if not str(target).endswith(".HRDA"):  # (a model of one's own may mean another scale)
+        return []
     scale = OmegaConf.select(
         cfg, "model.context_scale", default=None, throw_on_resolution_failure=False
     )

@@ -403,11 +403,21 @@ def test_a_model_whose_batchnorm_statistics_were_never_estimated_is_said_to_be_s
     with torch.no_grad():
         student.train()(torch.randn(8, 3, 8, 8))  # the student has normalised a batch
     evaluation = mic.Evaluation(task, loader, models=("student", "teacher"))
-    with pytest.warns(UserWarning, match=r"the teacher is scored at iteration 5 with the Bat"):
+    said = r"the teacher is scored at iteration 5 with BatchNorm statistics that 3 of its 3 Ba"
+    with pytest.warns(UserWarning, match=said):
         record = evaluation.score_models(5, student, teacher)
     assert record["eval/student/protocol"] == "train-statistics"
     assert record["eval/teacher/protocol"] == "initial-statistics"
-    assert protocol_words("initial-statistics") == "BatchNorm's initial statistics, never estimated"
+    assert protocol_words("initial-statistics").startswith("BatchNorm statistics left as built")
+    # one layer left as built beside estimated ones (a new bottleneck beside pretrained layers)
+    partial = tiny_model()
+    with torch.no_grad():
+        partial.train()(torch.randn(8, 3, 8, 8))
+    norm = next(m for m in partial.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    norm.reset_running_stats()
+    with pytest.warns(UserWarning, match=r"that 1 of its 3 BatchNorm layers hold"):
+        said = mic.Evaluation(task, loader, models=("student",)).score_models(1, partial)
+    assert said["eval/student/protocol"] == "initial-statistics"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once per model
         evaluation.score_models(6, student, teacher)

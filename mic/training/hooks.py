@@ -434,10 +434,10 @@ class Evaluation(Hook):
     ``masked_agreement`` are the teacher's (under its own protocol), or each model's own in a
     run without a teacher. A model whose weights hold NaN or Inf scores NaN, with a warning
     (with the default ``Guard`` nothing stops a step that made them so). With
-    ``adabn_batches=0``, a model whose BatchNorm statistics are still the ones it was built
-    with (mean 0, variance 1 in every layer: it has normalised no batch, as the teacher
-    before it first predicts, with ``buffers="own"``) is scored with them and warned of once;
-    its records say ``initial-statistics``.
+    ``adabn_batches=0``, a model some of whose BatchNorm layers still hold the statistics they
+    were built with (mean 0, variance 1: estimated from no batch, as the teacher's before it
+    first predicts, with ``buffers="own"``, or a new bottleneck's beside pretrained layers) is
+    scored with them and warned of once; its records say ``initial-statistics``.
 
     A stop request (SIGTERM, SIGINT) met between two batches ends an evaluation without a
     record, and so does an error (a bad test file, a metric that fails); list
@@ -554,15 +554,14 @@ class Evaluation(Hook):
 
     def protocol(self, model: torch.nn.Module) -> str:
         """How ``model``'s BatchNorm layers were scored (the ones with running statistics):
-        ``adabn:<batches>``, ``train-statistics``, ``initial-statistics`` (never estimated:
-        see above) or ``plain`` (no such layer)."""
+        ``adabn:<batches>``, ``train-statistics``, ``initial-statistics`` (some never
+        estimated: see above) or ``plain`` (no such layer)."""
         norms = tracked_batchnorms(model)
         if not norms:
             return "plain"
         if self.adabn_batches > 0:
             return f"adabn:{self.adabn_batches}"
-        initial = all(not m.running_mean.any() and bool(m.running_var.eq(1).all()) for m in norms)
-        return "initial-statistics" if initial else "train-statistics"
+        return "initial-statistics" if _initial_norms(norms) else "train-statistics"
 
     def before_run(self, loop: AdaptationLoop) -> None:
         """Check the labelled loader's first batch (labelled, a pair, targets the task takes)
@@ -817,11 +816,14 @@ class Evaluation(Hook):
                 record[f"eval/{name}/protocol"] = self.protocol(model)
                 if record[f"eval/{name}/protocol"] == "initial-statistics" and name not in warned:
                     warned.add(name)
+                    norms = tracked_batchnorms(model)
                     warnings.warn(  # (the teacher's, buffers=own, before it first predicts)
-                        f"the {name} is scored at iteration {step} with the BatchNorm statistics "
-                        "it was built with (mean 0, variance 1): it has normalised no batch yet, "
-                        "so its score says little; eval.adabn_batches > 0 re-estimates them on "
-                        "target batches first (AdaBN, the default)",
+                        f"the {name} is scored at iteration {step} with BatchNorm statistics "
+                        f"that {_initial_norms(norms)} of its {len(norms)} BatchNorm layers hold "
+                        "as they were built (mean 0, variance 1), estimated from no batch (the "
+                        "teacher's before it first predicts, a new layer's beside pretrained "
+                        "ones), so its score says little; eval.adabn_batches > 0 re-estimates "
+                        "them on target batches first (AdaBN, the default)",
                         stacklevel=2,
                     )
                 record.update({f"eval/{name}/{k}": v for k, v in scores.items()})
@@ -835,6 +837,11 @@ class Evaluation(Hook):
             said += "; ".join(unlabelled)
         record["summary"] = f"[iteration {step}] target {said}"
         return record
+
+
+def _initial_norms(norms: list[Any]) -> int:
+    """How many of the BatchNorm layers ``norms`` hold the statistics they were built with."""
+    return sum(not m.running_mean.any() and bool(m.running_var.eq(1).all()) for m in norms)
 
 
 def view_evaluations(

@@ -314,12 +314,19 @@ class HRDA(Segmenter):
         off = max(abs(round(s / stride) * stride - s) for y1, _, x1, _ in boxes for s in (y1, x1))
         if off and not self._warned_off_grid:
             self._warned_off_grid = True
+            sides = all(float(side / stride).is_integer() for side in (h, w))  # (the stride's)
             warnings.warn(
                 f"HRDA's detail windows of a {h} x {w} input lie off the grid of its "
-                f"{stride:g} px logits (its sides are no multiples of the output stride): "
-                f"their logits are placed up to {off:g} px from where they belong; give a "
-                f"sliding window (task.crop_size) or, with task.inference=whole, test images "
-                f"whose sides are multiples of {stride:g}",
+                f"{stride:g} px logits: their logits are placed up to {off:g} px from where "
+                "they belong; "
+                + (
+                    f"give model.detail_stride (now {list(self.detail_stride)}) multiples of "
+                    f"the output stride {stride:g}"
+                    if sides
+                    else "its sides are no multiples of the output stride: give a sliding "
+                    "window (task.crop_size) or, with task.inference=whole, test images whose "
+                    f"sides are multiples of {stride:g}"
+                ),
                 stacklevel=2,
             )
         grid = (max(t for t, _ in places) + lh, max(left for _, left in places) + lw)
