@@ -166,20 +166,35 @@ def timestamped_run_folder() -> bool:
 
 def _sweep_runs_beside(run_dir: Path) -> list[str]:
     """In a sweep (``-m``), the other folders of the sweep that hold a run of this job's
-    number (their ``.hydra/hydra.yaml`` says so): its folder's name changed since."""
+    number whose settings differ from this job's by settings added or left out alone (their
+    ``.hydra`` record says so): the job's folder, named by its settings, was renamed."""
     from hydra.core.hydra_config import HydraConfig
 
     if not in_sweep():
         return []
-    sweep, number = Path(HydraConfig.get().sweep.dir), HydraConfig.get().job.num
+    hydra = HydraConfig.get()
+    sweep, mine = Path(hydra.sweep.dir), _settings(hydra.overrides.task)
     found = {p.parents[1] for p in sweep.glob("**/checkpoints/*.pt")}
     ours = []
     for folder in sorted(f for f in found if f.resolve() != run_dir.resolve()):
-        record = folder / ".hydra" / "hydra.yaml"
+        record = folder / ".hydra"
         with contextlib.suppress(Exception):  # (no record, or one of one's own making)
-            if OmegaConf.load(record).hydra.job.num == number:
+            if OmegaConf.load(record / "hydra.yaml").hydra.job.num != hydra.job.num:
+                continue
+            theirs = _settings(OmegaConf.load(record / "overrides.yaml"))
+            shared = set(mine) & set(theirs)
+            if set(mine) != set(theirs) and all(mine[k] == theirs[k] for k in shared):
                 ours.append(str(folder.relative_to(sweep)))
     return ours
+
+
+def _settings(overrides: Any) -> dict[str, str]:
+    """A job's command-line settings by key (``+``/``++`` left off), but the resume ones."""
+    settings = {}
+    for override in overrides:
+        key, _, value = str(override).partition("=")
+        settings[key.lstrip("+~")] = value
+    return {k: v for k, v in settings.items() if k not in ("resume", "resume_allow_changes")}
 
 
 def in_sweep() -> bool:
@@ -267,11 +282,11 @@ def find_resume_checkpoint(resume: Any, run_dir: Path | None) -> Path | None:
             elif others := _sweep_runs_beside(run_dir):
                 warnings.warn(
                     f"resume=auto: no checkpoint in {run_dir}; starting a new run, though the "
-                    f"sweep's folder {', '.join(others)} holds a run of this job (its number): "
-                    "each job resumes the folder "
-                    "hydra.sweep.subdir names for it, so give the sweep's first command's "
-                    "settings and subdir (a subdir named by settings that changed is another "
-                    "folder)",
+                    f"sweep's folder {others[0]} holds a run of this job's number whose "
+                    "settings differ from its own by settings added or left out alone: each "
+                    "job resumes the folder hydra.sweep.subdir names for it, so give the sweep's "
+                    "first command's settings and subdir (a subdir named by the settings is "
+                    "another folder when they change)",
                     stacklevel=2,
                 )
             else:

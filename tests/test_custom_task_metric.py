@@ -516,7 +516,7 @@ def test_a_dataset_where_a_loader_of_batches_goes_is_named():
         def __getitem__(self, index):
             return source.dataset[index]
 
-    with pytest.raises(ConfigError, match=r"the source loader is a Samples, not iterable: a da"):
+    with pytest.raises(ConfigError, match=r"the source loader \(Samples\) is not iterable: a da"):
         adaptation_loop(task, Samples(), target)  # (it was: "must be a DataLoader or a list")
     mic.evaluate(task, regressor(), Batches(test))  # batches by index: still taken there
 

@@ -150,7 +150,10 @@ def test_a_sweep_whose_folders_are_named_by_its_settings_resumes_into_them(tmp_p
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == folders
     # a setting that names the folders changed: said, where it was an INFO line
     said = run_mic_train([*args, "resume=auto", "checkpoint.keep=8"]).stderr
-    assert f"the sweep's folder {folders[0]} holds a run of this job" in said
+    assert f"the sweep's folder {folders[0]} holds a run of this job's number" in said
+    # a new value of the sweep (seed=5 as job 0) is a new job: no word
+    new = run_mic_train([*args[:-3], "seed=5", *args[-2:], "resume=auto"]).stderr
+    assert "holds a run of this job" not in new
     assert (sweep / "multirun.yaml").read_bytes() == before  # the first command's record
 
 

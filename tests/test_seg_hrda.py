@@ -312,6 +312,8 @@ def test_detail_windows_off_the_logits_grid_are_warned_of_once():
         warnings.simplefilter("error")
         model.detail_logits(torch.randn(1, 3, 66, 66))  # once
         _hrda(stride=4, crop=32).detail_logits(torch.randn(1, 3, 64, 64))  # on the grid
+    # an input shorter than the detail crop on one side: the other side's grid stays 4 px
+    assert _hrda(stride=4, crop=32).detail_logits(torch.randn(1, 3, 30, 128)).shape[-1] == 32
     # on a 64 px input the windows' offsets come from the detail stride: it is named
     with pytest.warns(UserWarning, match=r"give model.detail_stride \(now \[6, 6\]\) multiples"):
         _hrda(stride=4, crop=32, detail_stride=(6, 6)).detail_logits(torch.randn(1, 3, 64, 64))

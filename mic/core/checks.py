@@ -315,7 +315,7 @@ def not_iterable(loader: Any, who: str) -> ConfigError:
     kind = type(loader).__name__
     if hasattr(loader, "__getitem__") and hasattr(loader, "__len__"):
         return ConfigError(  # (a sequence of batches by index the loop never took: no iterator)
-            f"{who} is a {kind}, not iterable: a dataset? give DataLoader(dataset, "
+            f"{who} ({kind}) is not iterable: a dataset? give DataLoader(dataset, "
             "batch_size=..., collate_fn=task.collate); else a DataLoader or a list of batches"
         )
     return ConfigError(f"{who} must be a DataLoader or a list of batches, got {kind}")

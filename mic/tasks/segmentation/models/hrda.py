@@ -308,10 +308,12 @@ class HRDA(Segmenter):
                 boxes.append((y2 - ch, y2, x2 - cw, x2))
         windows = torch.cat([x[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes])
         logits = self.decode(self.forward_features(windows))
-        stride = ch / logits.shape[-2]
         lh, lw = logits.shape[-2:]
-        places = [(round(y1 / stride), round(x1 / stride)) for y1, _, x1, _ in boxes]
-        off = max(abs(round(s / stride) * stride - s) for y1, _, x1, _ in boxes for s in (y1, x1))
+        sy, sx = ch / lh, cw / lw  # (each side's: a window cut to a short side has its own)
+        places = [(round(y1 / sy), round(x1 / sx)) for y1, _, x1, _ in boxes]
+        offsets = [(y1, sy) for y1, _, _, _ in boxes] + [(x1, sx) for _, _, x1, _ in boxes]
+        off = max(abs(round(s / step) * step - s) for s, step in offsets)
+        stride = sx if ch < self.detail_crop[0] else sy
         if off and not self._warned_off_grid:
             self._warned_off_grid = True
             sides = all(float(side / stride).is_integer() for side in (h, w))  # (the stride's)
