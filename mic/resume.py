@@ -478,11 +478,25 @@ def check_allowed_keys(allow: list[str], old: dict[str, Any], new: dict[str, Any
         )
 
 
-def _warn_of_rescaled_validators(saved: dict[str, Any], new: dict[str, Any]) -> None:
-    """Warn when a resume changes how many elements the validators score (free to change, as
-    every eval setting): snd and bnm change scale with it, and the picks compare the scores
-    of the evaluations before and after."""
-    was, now = (flatten(c).get for c in (saved, new))
+def _warn_of_scoring_changes(saved: dict[str, Any], new: dict[str, Any]) -> None:
+    """Warn when a resume changes how the evaluations score (free to change, as every eval
+    setting): the BatchNorm protocol (``eval.adabn_batches``) or the test set, whose scores
+    the records and the picks then mix; or how many elements the validators score: snd and
+    bnm change scale with it, and the picks compare the scores of the evaluations before and
+    after."""
+    old, fresh = flatten(saved), flatten(new)
+    scoring = ("eval.adabn_batches", "dataset.test", "dataset.root_test")
+    keys = [k for k in sorted(set(old) | set(fresh)) if k.startswith(scoring)]
+    differ = [f"{k}: {old.get(k)} -> {fresh.get(k)}" for k in keys if old.get(k) != fresh.get(k)]
+    if differ:
+        warnings.warn(
+            f"resume: {'; '.join(differ[:3])}{'; ...' if len(differ) > 3 else ''}: the "
+            "evaluations up to the checkpoint were scored with its settings, those from here "
+            "with these, and metrics.jsonl, best.pt and the checkpoint picks mix both; "
+            "mic-score <run folder> scores every checkpoint with the new ones",
+            stacklevel=3,
+        )
+    was, now = old.get, fresh.get
     keys = ["eval.validation.batches", "eval.validation.samples_per_image"]
     moved = [f"{k}: {was(k)} -> {now(k)}" for k in keys if was(k) != now(k)]
     if moved and {"snd", "bnm"} & set(now("eval.validators") or []):
@@ -512,7 +526,7 @@ def check_resume_config(
     check_allowed_keys(allow, saved or {}, new)  # type: ignore[arg-type]
     if saved is None:  # a checkpoint from before configs were recorded
         return {}
-    _warn_of_rescaled_validators(saved, new)  # type: ignore[arg-type]
+    _warn_of_scoring_changes(saved, new)  # type: ignore[arg-type]
     changes = config_changes(saved, new, processes)  # type: ignore[arg-type]
     if "init_from" in changes:  # never read on resume: allowing it would change nothing
         was, now = changes.pop("init_from")

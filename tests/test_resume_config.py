@@ -65,6 +65,9 @@ def test_a_resume_that_rescales_the_validators_says_so(tmp_path):
         warnings.filterwarnings("error", message="resume: eval.validation")
         again[again.index("eval.validators=[snd,bnm]")] = "eval.validators=[entropy,im]"
         build_experiment(load_config([*again, "eval.validation.batches=1"]), tmp_path)
+    # another BatchNorm protocol: the run's records and picks mixed two, without a word
+    with pytest.warns(UserWarning, match=r"resume: eval.adabn_batches: 1 -> 2: the evaluations"):
+        build_experiment(load_config([*again, "eval.adabn_batches=2"]), tmp_path)
 
 
 def test_a_bad_file_met_mid_run_saves_first_and_resume_continues_once_it_is_fixed(tmp_path):
