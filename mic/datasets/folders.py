@@ -354,29 +354,22 @@ class LabelledImages:
         problems = unread_problems(getattr(self, "unread", []))
         problems += check_images(files, f"{len(files)} images")
         absent = sorted(set(range(self.num_classes)) - set(self.targets))
-        where = str(getattr(self, "root", files[0].parent if files else ""))
-        if training and self.labelled and absent:
-            names = ", ".join(f"{c} ({self.classes[c]})" for c in absent)
-            problems.append(
-                Problem(
-                    "class lists with classes that no image has",
-                    where,
-                    f"class {names}",
-                    "A model cannot learn them from the source; if that is not meant, check the "
-                    "images and the class list.",
-                    warning=True,
+        if self.labelled and absent:  # (a test set is scored over the classes it holds)
+            kind, why = (
+                ("class lists", "A model cannot learn them from the source")
+                if training
+                else (
+                    "test sets",
+                    "Their accuracy is undefined (NaN) and the mean class accuracy averages the "
+                    f"{self.num_classes - len(absent)} classes the set holds",
                 )
             )
-        elif self.labelled and absent:  # (a test set: scored over the classes it holds)
-            names = ", ".join(f"{c} ({self.classes[c]})" for c in absent)
             problems.append(
                 Problem(
-                    "test sets with classes that no image has",
-                    where,
-                    f"class {names}",
-                    "Their accuracy is undefined (NaN) and the mean class accuracy averages the "
-                    f"{self.num_classes - len(absent)} classes the set holds; if that is not "
-                    "meant, check the images and the class list.",
+                    f"{kind} with classes that no image has",
+                    str(getattr(self, "root", files[0].parent if files else "")),
+                    "class " + ", ".join(f"{c} ({self.classes[c]})" for c in absent),
+                    f"{why}; if that is not meant, check the images and the class list.",
                     warning=True,
                 )
             )

@@ -739,6 +739,23 @@ class Evaluation(Hook):
                         stacklevel=4,
                     )
 
+    def _warn_of_initial(self, name: str, model: torch.nn.Module, step: int) -> None:
+        """Warn (once per model) of a model scored with BatchNorm statistics that some of its
+        layers never estimated (the teacher's, ``buffers=own``, before it first predicts)."""
+        if name in self._warned_initial:
+            return
+        self._warned_initial.add(name)
+        norms = tracked_batchnorms(model)
+        warnings.warn(
+            f"the {name} is scored at iteration {step} with BatchNorm statistics that "
+            f"{_initial_norms(norms)} of its {len(norms)} BatchNorm layers hold as they were "
+            "built (mean 0, variance 1), estimated from no batch (the teacher's before it first "
+            "predicts, a new layer's beside pretrained ones), so its score says little; "
+            "eval.adabn_batches > 0 re-estimates them on target batches first (AdaBN, the "
+            "default)",
+            stacklevel=3,
+        )
+
     def _unscored(self, name: str, scores: dict[str, Any]) -> dict[str, Any]:
         """``scores`` of a model whose weights hold NaN or Inf, as NaN (its predictions,
         e.g. the argmax of NaN logits, scored a class's share), with a warning (once)."""
@@ -783,7 +800,7 @@ class Evaluation(Hook):
                 ``run`` owes the evaluation).
         """
         record: dict[str, Any] = {"step": step}
-        lines, unlabelled, warned = [], [], self._warned_initial
+        lines, unlabelled = [], []
         device = device if device is not None else next(student.parameters()).device
         references = None
         validation = self.validation
@@ -814,18 +831,8 @@ class Evaluation(Hook):
                         unlabelled.append(f"{name} {said}")
                     self._view(step, name, model, device)
                 record[f"eval/{name}/protocol"] = self.protocol(model)
-                if record[f"eval/{name}/protocol"] == "initial-statistics" and name not in warned:
-                    warned.add(name)
-                    norms = tracked_batchnorms(model)
-                    warnings.warn(  # (the teacher's, buffers=own, before it first predicts)
-                        f"the {name} is scored at iteration {step} with BatchNorm statistics "
-                        f"that {_initial_norms(norms)} of its {len(norms)} BatchNorm layers hold "
-                        "as they were built (mean 0, variance 1), estimated from no batch (the "
-                        "teacher's before it first predicts, a new layer's beside pretrained "
-                        "ones), so its score says little; eval.adabn_batches > 0 re-estimates "
-                        "them on target batches first (AdaBN, the default)",
-                        stacklevel=2,
-                    )
+                if record[f"eval/{name}/protocol"] == "initial-statistics":
+                    self._warn_of_initial(name, model, step)
                 record.update({f"eval/{name}/{k}": v for k, v in scores.items()})
                 primary = scores.get(self.task.primary_metric)
                 if isinstance(primary, float):

@@ -543,8 +543,8 @@ class SegmentationTask(Task):
         crop = getattr(getattr(source, "transform", None), "crop_size", None)
         crop = crop or getattr(source, "image_size", None)  # (uncropped: the bundled scenes)
         window = self.crop_size if self.inference == "slide" else None
-        larger = window and crop and any(w > c for w, c in zip(window, crop, strict=True))
-        if window and crop and (larger or any(w < c for w, c in zip(window, crop, strict=True))):
+        if window and crop and tuple(window) != tuple(crop):
+            larger = any(w > c for w, c in zip(window, crop, strict=True))
             h, w = crop
             warnings.warn(
                 f"task.crop_size {list(window)}, the sliding window of evaluation and of the "
