@@ -94,6 +94,13 @@ DATA_PATH_KEYS = ("images", "labels", "annotations")
 PROCESSES = "processes"
 #: the splits whose sample counts a checkpoint records (``data``) and a resume compares
 DATA_SPLITS = ("source", "target")
+#: settings whose default changed after they were added: what a config written before a setting
+#: existed ran, by (its node's class, or "" for a root setting; its name). An absent setting
+#: otherwise means today's default (``same_meaning``)
+ABSENT_MEANS: dict[tuple[str, str], Any] = {
+    ("", "augmentation_jitter"): "torchvision",  # mic-train's default published since 0.2
+    ("mic.augmentation.StrongAugmentation", "jitter"): "torchvision",
+}
 
 
 def data_fingerprint(dataset: Any) -> str | None:
@@ -400,11 +407,12 @@ def same_meaning(key: str, a: dict[str, Any], b: dict[str, Any]) -> bool:
     alike, although their values differ: one lacks it and the other holds the default of the
     argument it sets on its node's ``_target_`` (by today's code: a setting added to mic's configs
     since, e.g. ``augmentation.jitter``, that keeps what the older run did) or, for a root setting,
-    the default ``mic.schema.RootSchema`` gives it (``augmentation_jitter``), or is a value of the
-    data set config itself (``dataset.source_label_format``, which reaches the run only through the
-    readers' nodes, compared themselves); or one holds null where that argument's default is null
-    and the other holds what null stands for, the class's own attribute of that name
-    (``task.primary_metric``: null, the task's own ``accuracy``)."""
+    the default ``mic.schema.RootSchema`` gives it, or, for a setting whose default changed since
+    it was added, the value ``ABSENT_MEANS`` records (``augmentation_jitter``: torchvision), or is
+    a value of the data set config itself (``dataset.source_label_format``, which reaches the run
+    only through the readers' nodes, compared themselves); or one holds null where that argument's
+    default is null and the other holds what null stands for, the class's own attribute of that
+    name (``task.primary_metric``: null, the task's own ``accuracy``)."""
     parent, _, name = key.rpartition(".")
     if key not in a or key not in b:
         flat = b if key in b else a
@@ -414,8 +422,12 @@ def same_meaning(key: str, a: dict[str, Any], b: dict[str, Any]) -> bool:
             from mic.schema import RootSchema
 
             field = RootSchema.model_fields.get(key)
-            return field is not None and not field.is_required() and field.default == flat[key]
-        _, default = _argument(key, flat)
+            if field is None or field.is_required():
+                return False
+            return ABSENT_MEANS.get(("", key), field.default) == flat[key]
+        cls, default = _argument(key, flat)
+        where = f"{getattr(cls, '__module__', '')}.{getattr(cls, '__qualname__', '')}"
+        default = ABSENT_MEANS.get((where, name), default)
         return default is not inspect.Parameter.empty and default == flat[key]
     if (a[key] is None) == (b[key] is None):
         return False

@@ -162,8 +162,9 @@ class RootSchema(_Section):
     init_model: Literal["student", "teacher"] = "student"
     preflight: bool = True
     #: the colour operations of every strong augmentation that does not set its own (read by
-    #: conf/augmentation/strong.yaml)
-    augmentation_jitter: Literal["torchvision", "published"] = "torchvision"
+    #: conf/augmentation/strong.yaml; a config without it, written before it existed, ran
+    #: torchvision's: ``mic.resume.ABSENT_MEANS``)
+    augmentation_jitter: Literal["torchvision", "published"] = "published"
     lr_mult: dict[str, Any] | None = None
     no_weight_decay: list[str] = []
     bias_lr_factor: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)

@@ -672,17 +672,18 @@ def test_a_setting_added_at_the_default_that_keeps_the_old_behaviour_is_no_chang
     """augmentation.jitter (added at 'torchvision', the formulas used before it existed) and
     task.primary_metric (null for the task's own, accuracy) made every cached run of the suite
     stale, although they train the same (python -m benchmarks.checksums matched the code of
-    before the jitter option)."""
+    before the jitter option); the default since, 'published', makes them stale."""
     configs = suite.Configs("cpu")
     current = configs.run("classification", "mean_teacher_mic", QUICK["classification"])
     jitter = [k for k in current if k.endswith("augmentation.jitter")]
-    assert jitter and all(current[k] == "torchvision" for k in jitter)
+    assert jitter and all(current[k] == "published" for k in jitter)
     assert current["task.primary_metric"] is None
     before = {k: v for k, v in current.items() if k not in jitter}
     before["task.primary_metric"] = "accuracy"
-    assert config_changes(before, current) == {}
-    published = {**current, jitter[0]: "published"}  # another formula: a change
-    assert config_changes(published, current) == {jitter[0]: ("published", "torchvision")}
+    assert config_changes(before, current) == {k: (None, "published") for k in jitter}
+    old = {**current, **dict.fromkeys(jitter, "torchvision")}  # as written after it was added
+    assert config_changes(before, old) == {}
+    assert config_changes(old, current) == {k: ("torchvision", "published") for k in jitter}
     other = {**current, "task.primary_metric": "mean_class_accuracy"}
     assert config_changes(other, current) == {"task.primary_metric": ("mean_class_accuracy", None)}
 
