@@ -86,6 +86,8 @@ FREE_TO_CHANGE = (
     "dataset.test.",
     "dataset.test_",
     "dataset.root_test",
+    # read only through the strong augmentations' own jitter settings, compared themselves
+    "augmentation_jitter",
 )
 #: the last parts of ``dataset.*`` keys that name data paths, besides ``*root*`` (also with a
 #: split's prefix: ``source_images``)
@@ -98,7 +100,7 @@ DATA_SPLITS = ("source", "target")
 #: existed ran, by (its node's class, or "" for a root setting; its name). An absent setting
 #: otherwise means today's default (``same_meaning``)
 ABSENT_MEANS: dict[tuple[str, str], Any] = {
-    ("", "augmentation_jitter"): "torchvision",  # mic-train's default published since 0.2
+    # augmentation_jitter's default, published since 0.2, reaches a run through these
     ("mic.augmentation.StrongAugmentation", "jitter"): "torchvision",
 }
 
@@ -408,7 +410,7 @@ def same_meaning(key: str, a: dict[str, Any], b: dict[str, Any]) -> bool:
     argument it sets on its node's ``_target_`` (by today's code: a setting added to mic's configs
     since, e.g. ``augmentation.jitter``, that keeps what the older run did) or, for a root setting,
     the default ``mic.schema.RootSchema`` gives it, or, for a setting whose default changed since
-    it was added, the value ``ABSENT_MEANS`` records (``augmentation_jitter``: torchvision), or is
+    it was added, the value ``ABSENT_MEANS`` records (``augmentation.jitter``: torchvision), or is
     a value of the data set config itself (``dataset.source_label_format``, which reaches the run
     only through the readers' nodes, compared themselves); or one holds null where that argument's
     default is null and the other holds what null stands for, the class's own attribute of that

@@ -163,7 +163,7 @@ class RootSchema(_Section):
     preflight: bool = True
     #: the colour operations of every strong augmentation that does not set its own (read by
     #: conf/augmentation/strong.yaml; a config without it, written before it existed, ran
-    #: torchvision's: ``mic.resume.ABSENT_MEANS``)
+    #: torchvision's: ``mic.resume.ABSENT_MEANS`` of the augmentations' own settings)
     augmentation_jitter: Literal["torchvision", "published"] = "published"
     lr_mult: dict[str, Any] | None = None
     no_weight_decay: list[str] = []
