@@ -145,7 +145,8 @@ def run_overrides(experiment: str, seed: int, device: str) -> list[str]:
 
 #: config keys that do not change what a run computes: where it runs, what it prints and saves,
 #: the checks before it, the label-free validation scores (drawn from streams of their own),
-#: and its seed (which the benchmarks' cache keys hold)
+#: and its seed (which the benchmarks' cache keys hold); and augmentation_jitter, which reaches a
+#: run only through the strong augmentations' own jitter settings, compared themselves
 NOT_RESULT = (
     "device",
     "log.",
@@ -157,6 +158,7 @@ NOT_RESULT = (
     "loader.num_workers",
     "eval.validators",
     "eval.validation.",
+    "augmentation_jitter",
 )
 
 

@@ -677,6 +677,7 @@ def test_a_setting_added_at_the_default_that_keeps_the_old_behaviour_is_no_chang
     current = configs.run("classification", "mean_teacher_mic", QUICK["classification"])
     jitter = [k for k in current if k.endswith("augmentation.jitter")]
     assert jitter and all(current[k] == "published" for k in jitter)
+    assert "augmentation_jitter" not in current  # (read only through those: SADA's runs kept)
     assert current["task.primary_metric"] is None
     before = {k: v for k, v in current.items() if k not in jitter}
     before["task.primary_metric"] = "accuracy"
