@@ -1,8 +1,8 @@
 """MIC's strong augmentation: colour jitter then Gaussian blur, coins drawn per image per call.
 
-The colour operations are kornia's (those of its ColorJitter by default, those of its
-ColorJiggle, the ColorJitter of kornia 0.5 that the published code ran, with
-``jitter="published"``); the random
+The colour operations are kornia's (by default those of its ColorJiggle, the ColorJitter of
+kornia 0.5 that the published code ran; those of its ColorJitter, torchvision's formulas, with
+``jitter="torchvision"``); the random
 draws are ours, made with one ``torch.rand`` on the image's device from the term's random
 stream, so that nothing synchronises with the host and every draw is reproducible. The
 blur is a separable convolution with one sigma per image: kornia's ``gaussian_blur2d`` checks
@@ -174,12 +174,13 @@ class StrongAugmentation(nn.Module):
             normalised input is mapped to [0, 1] and back. None: the input is in [0, 1]; the
             first call warns (once) when its images lie far outside [0, 1] (normalised images
             given without mean/std are clamped).
-        jitter: the colour operations. ``"torchvision"`` (mic's default): brightness scales
+        jitter: the colour operations. ``"published"`` (the default since mic 0.2): what the
+            published code ran (kornia 0.5's ColorJitter, today's ColorJiggle): brightness
+            adds factor - 1 (a shift of up to +-s), contrast scales the image, saturation
+            scales HSV saturation. ``"torchvision"`` (the default before): brightness scales
             the image, contrast and saturation blend it with its grey mean and its grey image
-            (kornia's ColorJitter, torchvision's formulas). ``"published"``: what the published
-            code ran (kornia 0.5's ColorJitter, today's ColorJiggle): brightness adds
-            factor - 1 (a shift of up to +-s), contrast scales the image, saturation scales
-            HSV saturation. The bundled benchmarks' figures were measured with the default.
+            (kornia's ColorJitter, torchvision's formulas). docs/method.md gives what each
+            measured on the bundled benchmarks.
 
     Raises:
         ConfigError: (at construction) probabilities outside [0, 1], a strength outside
@@ -202,7 +203,7 @@ class StrongAugmentation(nn.Module):
         blur_kernel_ratio: float = 0.1,
         mean: Sequence[float] | float | Tensor | None = None,
         std: Sequence[float] | float | Tensor | None = None,
-        jitter: Literal["torchvision", "published"] = "torchvision",
+        jitter: Literal["torchvision", "published"] = "published",
     ) -> None:
         super().__init__()
         for name, p in (("jitter_p", jitter_p), ("blur_p", blur_p)):

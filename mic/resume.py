@@ -428,14 +428,20 @@ def same_meaning(key: str, a: dict[str, Any], b: dict[str, Any]) -> bool:
                 return False
             return ABSENT_MEANS.get(("", key), field.default) == flat[key]
         cls, default = _argument(key, flat)
-        where = f"{getattr(cls, '__module__', '')}.{getattr(cls, '__qualname__', '')}"
-        default = ABSENT_MEANS.get((where, name), default)
+        default = _absent_means(cls, name, default)
         return default is not inspect.Parameter.empty and default == flat[key]
     if (a[key] is None) == (b[key] is None):
         return False
     cls, default = _argument(key, b if b[key] is None else a)
     given = a[key] if b[key] is None else b[key]
     return default is None and given is not None and getattr(cls, name, None) == given
+
+
+def _absent_means(cls: Any, name: str, default: Any) -> Any:
+    """What argument ``name`` of ``cls`` meant in a config written before it existed: the value
+    ``ABSENT_MEANS`` records, or ``default``."""
+    where = f"{getattr(cls, '__module__', '')}.{getattr(cls, '__qualname__', '')}"
+    return ABSENT_MEANS.get((where, name), default)
 
 
 def _argument(key: str, flat: dict[str, Any]) -> tuple[Any, Any]:
@@ -594,7 +600,11 @@ def check_resume_config(
             if not below:
                 a, b = refused[top]
                 what = " torchrun processes" if top == PROCESSES else ""  # (no config key)
-                parts.append(f"{top}: {short(a)} -> {short(b)}{what}{source(top)}")
+                was = short(a)
+                if a is None and top != PROCESSES:  # a setting added since whose default changed
+                    absent = _absent_means(_argument(top, flatten(new))[0], top.split(".")[-1], a)
+                    was = f"unset, so {absent!r} then" if absent is not None else was
+                parts.append(f"{top}: {was} -> {short(b)}{what}{source(top)}")
                 continue
             a, b = refused[below[0]]
             parts.append(

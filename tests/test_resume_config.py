@@ -664,6 +664,30 @@ def test_a_root_setting_added_at_its_default_is_no_change_on_resume():
     assert config_changes(old, sada, (1, 1)) == {}
 
 
+def test_a_checkpoint_from_before_the_jitter_setting_is_told_what_it_ran():
+    """A 0.1.0 checkpoint's config has no augmentation.jitter (it ran torchvision's formulas);
+    under the default since, published, the refusal said 'None -> published', which names no
+    value to resume with: it names the one the run ran, and that value resumes."""
+    from mic import ConfigError
+    from mic.resume import check_resume_config
+
+    def without_jitter(tree):
+        if isinstance(tree, dict):
+            return {k: without_jitter(v) for k, v in tree.items() if k != "jitter"}
+        return tree
+
+    saved = OmegaConf.to_container(load_config(["experiment=streets"]), resolve=True)
+    saved = without_jitter(saved)
+    saved.pop("augmentation_jitter")
+    with pytest.raises(ConfigError) as info:
+        check_resume_config(saved, load_config(["experiment=streets"]), (1, 1))
+    assert "method.terms.mic.masker.augmentation.jitter: unset, so 'torchvision' then ->" in str(
+        info.value
+    )
+    back = load_config(["experiment=streets", "augmentation_jitter=torchvision"])
+    assert check_resume_config(saved, back, (1, 1)) == {}
+
+
 def test_an_allowed_key_covers_the_settings_read_from_it_and_is_the_one_advised(tmp_path):
     """dataset.train_count=10 on resume advised [dataset] (every data change), and
     [dataset.train_count] itself was refused, naming the reader keys read from it."""
