@@ -143,6 +143,11 @@ def run_overrides(experiment: str, seed: int, device: str) -> list[str]:
     ]
 
 
+#: the colour operations of mic before 0.2 (torchvision's formulas), pinned by the ablation scripts
+#: whose results files were made with them, so that their commands still make those runs
+TORCHVISION_JITTER = ["augmentation_jitter=torchvision"]
+
+
 #: config keys that do not change what a run computes: where it runs, what it prints and saves,
 #: the checks before it, the label-free validation scores (drawn from streams of their own),
 #: and its seed (which the benchmarks' cache keys hold); and augmentation_jitter, which reaches a

@@ -16,7 +16,9 @@ the variant says otherwise) with the variant's ``model.norm`` (``model_of``), fr
 source-only model of the suite's recipe (``python -m benchmarks --full --tasks context``: 2000
 iterations with rare class sampling, ``suite.CONTEXT_SOURCE_STAGE``), kept in ``--work`` as
 ``context_warmup_seed<N>_<hash>.pt`` (the ``ln_*`` variants share the suite's own) and trained
-here when missing. Score: target test mIoU of the EMA teacher after AdaBN.
+here when missing. Score: target test mIoU of the EMA teacher after AdaBN. Every variant runs
+torchvision's colour operations (``augmentation_jitter=torchvision``, mic's default before 0.2,
+with which context_ablation.md was made) unless it sets the published ones itself (``*_pub``).
 
 While it trains, a probe (``PseudoLabelProbe``) records
 
@@ -45,7 +47,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import check_options, interval95, mean_std, note_text, paired, record_training
+from common import (
+    TORCHVISION_JITTER,
+    check_options,
+    interval95,
+    mean_std,
+    note_text,
+    paired,
+    record_training,
+)
 from segmentation import run_one
 
 RESULTS = Path(__file__).parent / "results"
@@ -491,7 +501,7 @@ def main() -> None:
                 start = source_model(variant, seed, args.work)
                 probe = PseudoLabelProbe(args.probe_images, flags)
                 t0 = time.perf_counter()
-                overrides = [*model_of(variant), *extra]
+                overrides = [*model_of(variant), *TORCHVISION_JITTER, *extra]
                 r = run_one(
                     method, seed, "cpu", 1, overrides, "streets_context", str(start), probe.attach
                 )

@@ -25,6 +25,9 @@ matched to a ground-truth box of their class at IoU >= 0.5), class-agnostic prec
 an object, whatever its class) and recall (``detection_teacher_norm.pseudo_box_quality``).
 
 Score: target test mAP@0.5 of the student after AdaBN (as results/detection_context.md).
+Every variant runs torchvision's colour operations in MIC's augmentation
+(``augmentation_jitter=torchvision``, mic's default before 0.2, with which
+detection_ablation.md was made).
 Results are cached per (variant, seed) in detection_ablation.json; the markdown beside it is
 rewritten from the cache after every run.
 """
@@ -44,7 +47,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from common import check_options, interval95, mean_std, note_text, paired
+from common import TORCHVISION_JITTER, check_options, interval95, mean_std, note_text, paired
 
 RESULTS = Path(__file__).parent / "results"
 EXPERIMENT = "det_context"
@@ -255,7 +258,9 @@ def run_variant(
     torch.set_num_threads(threads)
     start = ensure_warmup(seed, warmup_steps, Path(work), threads)
     method, extra, flags, _ = VARIANTS[variant]
-    overrides = adaptation_overrides(method, seed, steps, "cpu", extra, experiment=EXPERIMENT)
+    overrides = adaptation_overrides(
+        method, seed, steps, "cpu", [*TORCHVISION_JITTER, *extra], experiment=EXPERIMENT
+    )
     exp = from_warmup(method, overrides, start)
     loop = exp.loop
     if "running_norm" in flags:
