@@ -96,8 +96,8 @@ DATA_PATH_KEYS = ("images", "labels", "annotations")
 PROCESSES = "processes"
 #: the splits whose sample counts a checkpoint records (``data``) and a resume compares
 DATA_SPLITS = ("source", "target")
-#: settings whose default changed after they were added: what a config written before a setting
-#: existed ran, by (its node's class, or "" for a root setting; its name). An absent setting
+#: arguments whose default changed after they were added to mic's configs: what a config written
+#: before one existed ran, by (its node's class, the argument's name). An absent argument
 #: otherwise means today's default (``same_meaning``)
 ABSENT_MEANS: dict[tuple[str, str], Any] = {
     # augmentation_jitter's default, published since 0.2, reaches a run through these
@@ -424,9 +424,7 @@ def same_meaning(key: str, a: dict[str, Any], b: dict[str, Any]) -> bool:
             from mic.schema import RootSchema
 
             field = RootSchema.model_fields.get(key)
-            if field is None or field.is_required():
-                return False
-            return ABSENT_MEANS.get(("", key), field.default) == flat[key]
+            return field is not None and not field.is_required() and field.default == flat[key]
         cls, default = _argument(key, flat)
         default = _absent_means(cls, name, default)
         return default is not inspect.Parameter.empty and default == flat[key]
