@@ -121,20 +121,24 @@ def test_lambda_scales_every_part_of_the_masked_loss(backend):
     assert torch.allclose(half, 0.5 * one, atol=1e-6)
 
 
-def test_colour_jitter_acts_on_unit_images_and_keeps_them_recognisable():
+@pytest.mark.parametrize("jitter,clipped", [("published", 0.1), ("torchvision", 0.02)])
+def test_colour_jitter_acts_on_unit_images_and_keeps_them_recognisable(jitter, clipped):
     # a detection image in [0, 1] (no normalisation): jitter must neither clamp it to black /
-    # white (what jittering a 0-255 image as if it were [0, 1] does) nor move it far
+    # white (what jittering a 0-255 image as if it were [0, 1] does) nor move it far. The
+    # published operations add the brightness shift and scale contrast about 0, so more bright
+    # pixels clip than with torchvision's (5.5 % against 2.4 % of these, 0.8 % before)
     g = torch.Generator().manual_seed(0)
     scenes = ShapesDetection("source", "test", size=64)
     images = torch.stack([scenes[i][0] for i in range(8)])
-    aug = mic.StrongAugmentation(jitter_p=1.0, blur_p=0.0)  # mean / std None: [0, 1] input
+    # mean / std None: [0, 1] input
+    aug = mic.StrongAugmentation(jitter_p=1.0, blur_p=0.0, jitter=jitter)
     out = aug(images, g)
     assert out.min() >= 0 and out.max() <= 1
 
     def saturated(x):
         return ((x <= 0.0) | (x >= 1.0)).float().mean()
 
-    assert saturated(out) < saturated(images) + 0.02
+    assert saturated(out) < saturated(images) + clipped
     # strength 0.2 moves a pixel by a fraction of the range, and keeps its structure
     assert (out - images).abs().mean() < 0.2
     for a, b in zip(out, images, strict=True):
