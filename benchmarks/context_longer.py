@@ -5,14 +5,21 @@ DACS given MIC's wall time when both adapt longer?
     python benchmarks/context_longer.py --table-only      # the table from the cached runs
 
 The suite's context task (benchmarks/suite.py, ``--full``) adapts for 300 iterations from each
-seed's source model (2000 iterations); there DACS + MIC is ahead of DACS but not of DACS given
-MIC's wall time (435 iterations). This script runs the same three arms with ``--iterations``
-per arm (default 600, twice the suite's) and the equal-time arm stretched by the same factor as
-the suite's (435 / 300 = 1.45: MIC's cost per iteration), each from the suite's source model
-of its seed (the same file in ``--work``, trained there first where it is missing: the source
-stage does not depend on the arms' iterations), with the suite's overrides. Results are cached
-in OUT.json (one record per run, as the suite's); OUT.md puts the paired differences beside
-those of the suite's 300-iteration runs (benchmarks/results/suite.json).
+seed's source model (2000 iterations); with torchvision's colour operations DACS + MIC was ahead
+of DACS there but not of DACS given MIC's wall time (435 iterations). This script runs the same
+three arms with ``--iterations`` per arm (default 600, twice the suite's) and the equal-time arm
+stretched by the same factor as the suite's (435 / 300 = 1.45: MIC's cost per iteration), each
+from the suite's source model of its seed (the same file in ``--work``, trained there first
+where it is missing: the source stage does not depend on the arms' iterations), with the suite's
+overrides. Results are cached in OUT.json (one record per run, as the suite's); OUT.md puts the
+paired differences beside those of the suite's 300-iteration runs
+(benchmarks/results/suite.json).
+
+Its runs and results/context_longer.md were made with torchvision's colour operations, mic's
+default before 0.2 (there DACS + MIC was ahead of DACS in the suite), and it pins them
+(``common.TORCHVISION_JITTER``); the reference is the suite's runs made with them too, which
+its cache held before 0.2: ``git show 4081a39:benchmarks/results/suite.json > /tmp/tv.json``,
+then ``--reference /tmp/tv.json`` (a cache without such runs gives no reference row).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import suite
-from common import interval95, mean_std, note_text, paired
+from common import TORCHVISION_JITTER, interval95, mean_std, note_text, paired
 
 from mic.training.checkpoint import write_text_atomically
 
@@ -43,6 +50,7 @@ def settings(iterations: int) -> dict[str, Any]:
     factor = equal / base["iterations"]
     return {
         **base,
+        "overrides": [*base["overrides"], *TORCHVISION_JITTER],
         "iterations": iterations,
         "equal_time": [f"iterations={round(iterations * factor)}"],
     }
@@ -135,8 +143,13 @@ def _by(runs: dict[str, dict]) -> dict[str, dict[int, dict]]:
 
 
 def reference_runs(path: Path) -> dict[str, dict[int, dict]]:
-    """Method -> seed -> scores of the suite's full-mode context runs in its cache ``path``."""
-    return suite._by_method(json.loads(path.read_text()), TASK, suite.schedules("full")[TASK])
+    """Method -> seed -> scores of the suite's full-mode context runs in its cache ``path``
+    made with torchvision's colour operations, as this script's."""
+    data = json.loads(path.read_text())
+    key = "method.terms.mix.augmentation.jitter"
+    same = lambda r: data.get("configs", {}).get(r.get("config"), {}).get(key) == "torchvision"  # noqa: E731
+    data["runs"] = {k: r for k, r in data["runs"].items() if same(r)}
+    return suite._by_method(data, TASK, suite.schedules("full")[TASK])
 
 
 def main(argv: list[str] | None = None) -> None:

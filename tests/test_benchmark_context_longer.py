@@ -12,9 +12,11 @@ def test_the_longer_arms_keep_the_suites_overrides_and_equal_time_factor():
     s = context_longer.settings(600)
     full = context_longer.suite.schedules("full")["context"]
     assert s["iterations"] == 600 and s["equal_time"] == ["iterations=870"]  # 435 / 300 = 1.45
-    assert {k: v for k, v in s.items() if k not in ("iterations", "equal_time")} == {
-        k: v for k, v in full.items() if k not in ("iterations", "equal_time")
+    assert {k: v for k, v in s.items() if k not in ("iterations", "equal_time", "overrides")} == {
+        k: v for k, v in full.items() if k not in ("iterations", "equal_time", "overrides")
     }
+    # torchvision's colour operations pinned, as its results were made
+    assert s["overrides"] == [*full["overrides"], "augmentation_jitter=torchvision"]
     # the same source model as the suite's, whatever the arms' iterations
     work = Path("/w")
     assert context_longer.source_model(work, 3) == context_longer.suite.warmup_path(
