@@ -437,9 +437,12 @@ def same_meaning(key: str, a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def _absent_means(cls: Any, name: str, default: Any) -> Any:
     """What argument ``name`` of ``cls`` meant in a config written before it existed: the value
-    ``ABSENT_MEANS`` records, or ``default``."""
-    where = f"{getattr(cls, '__module__', '')}.{getattr(cls, '__qualname__', '')}"
-    return ABSENT_MEANS.get((where, name), default)
+    ``ABSENT_MEANS`` records for it or for a class it derives from, or ``default``."""
+    for c in inspect.getmro(cls) if inspect.isclass(cls) else ():
+        where = f"{c.__module__}.{c.__qualname__}"
+        if (where, name) in ABSENT_MEANS:
+            return ABSENT_MEANS[(where, name)]
+    return default
 
 
 def _argument(key: str, flat: dict[str, Any]) -> tuple[Any, Any]:
@@ -592,21 +595,25 @@ def check_resume_config(
         section = lambda k: k.split(".")[0]  # noqa: E731
         many = {s for s in map(section, tops) if sum(section(k) == s for k in tops) > 2}
         tops = list(dict.fromkeys(section(k) if section(k) in many else k for k in tops))
+        flat_new = flatten(new)
+
+        def was(key: str, value: Any) -> str:  # a setting added since whose default changed
+            cls = _argument(key, flat_new)[0] if value is None and key != PROCESSES else None
+            absent = _absent_means(cls, key.split(".")[-1], None)
+            return f"unset, so {absent!r} then" if absent is not None else short(value)
+
         parts = []
         for top in tops:
             below = [k for k in refused if k.startswith(f"{top}.")]
             if not below:
                 a, b = refused[top]
                 what = " torchrun processes" if top == PROCESSES else ""  # (no config key)
-                was = short(a)
-                if a is None and top != PROCESSES:  # a setting added since whose default changed
-                    absent = _absent_means(_argument(top, flatten(new))[0], top.split(".")[-1], a)
-                    was = f"unset, so {absent!r} then" if absent is not None else was
-                parts.append(f"{top}: {was} -> {short(b)}{what}{source(top)}")
+                parts.append(f"{top}: {was(top, a)} -> {short(b)}{what}{source(top)}")
                 continue
             a, b = refused[below[0]]
             parts.append(
-                f"{top}.* ({len(below)} settings, e.g. {below[0]}: {short(a)} -> {short(b)})"
+                f"{top}.* ({len(below)} settings, e.g. {below[0]}: {was(below[0], a)} -> "
+                f"{short(b)})"
             )
         listing = "; ".join(parts)
         named = list(dict.fromkeys((read(k) or [k])[0] for k in refused))  # what was set

@@ -686,6 +686,15 @@ def test_a_checkpoint_from_before_the_jitter_setting_is_told_what_it_ran():
     )
     back = load_config(["experiment=streets", "augmentation_jitter=torchvision"])
     assert check_resume_config(saved, back, (1, 1)) == {}
+    # a subclass of StrongAugmentation inherits what its absent setting meant
+    from mic.augmentation import StrongAugmentation
+    from mic.resume import _absent_means
+
+    class Own(StrongAugmentation):
+        pass
+
+    assert _absent_means(Own, "jitter", "published") == "torchvision"
+    assert _absent_means(Own, "jitter_p", 0.8) == 0.8
 
 
 def test_an_allowed_key_covers_the_settings_read_from_it_and_is_the_one_advised(tmp_path):
