@@ -2056,7 +2056,7 @@ _PART_GROUPS = {
         "augmentation/ holds parts of other configs (the strong augmentation of the mic "
         "options' masker and of self-training), not an option of mic-train: set their keys, "
         "e.g. method.terms.mic.masker.augmentation.jitter_p=0.5 (mic-train --cfg job "
-        "lists them), or augmentation_jitter=published for the colour operations of all"
+        "lists them), or augmentation_jitter=torchvision for the colour operations of all"
     ),
     **dict.fromkeys(
         ("method_task", "mic_task"),
