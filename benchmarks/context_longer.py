@@ -146,9 +146,12 @@ def reference_runs(path: Path) -> dict[str, dict[int, dict]]:
     """Method -> seed -> scores of the suite's full-mode context runs in its cache ``path``
     made with torchvision's colour operations, as this script's."""
     data = json.loads(path.read_text())
-    key = "method.terms.mix.augmentation.jitter"
-    same = lambda r: data.get("configs", {}).get(r.get("config"), {}).get(key) == "torchvision"  # noqa: E731
-    data["runs"] = {k: r for k, r in data["runs"].items() if same(r)}
+    configs, key = data.get("configs", {}), "method.terms.mix.augmentation.jitter"
+    data["runs"] = {
+        k: r
+        for k, r in data["runs"].items()
+        if configs.get(r.get("config"), {}).get(key) == "torchvision"
+    }
     return suite._by_method(data, TASK, suite.schedules("full")[TASK])
 
 
