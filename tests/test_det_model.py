@@ -26,6 +26,7 @@ from tests.det_helpers import (
     NUM_CLASSES,
     TINY_SIZES,
     head_weights,
+    need,
     tiny_batch,
     tiny_detector,
 )
@@ -554,6 +555,8 @@ def test_every_detector_config_lists_the_post_processing_settings_the_docs_name(
     assert (cfg.model.box_score_thresh, cfg.model.box_detections_per_img) == (0.2, 20)
     if "small" in model:  # (the others build ResNet-50s)
         from hydra.utils import instantiate
+
+        need("detectron2" if model.startswith("d2_") else "torchvision")
 
         detector = instantiate(cfg.model)
         assert detector.box_score_thresh == pytest.approx(0.2)
