@@ -3,6 +3,7 @@ DACS given MIC's wall time when both adapt longer?
 
     python benchmarks/context_longer.py                   # 10 seeds x 3 arms at 600 iterations
     python benchmarks/context_longer.py --table-only      # the table from the cached runs
+    python benchmarks/context_longer.py --jitter published  # results/context_longer_published
 
 The suite's context task (benchmarks/suite.py, ``--full``) adapts for 300 iterations from each
 seed's source model (2000 iterations); with torchvision's colour operations DACS + MIC was ahead
@@ -15,11 +16,14 @@ overrides. Results are cached in OUT.json (one record per run, as the suite's); 
 paired differences beside those of the suite's 300-iteration runs
 (benchmarks/results/suite.json).
 
-Its runs and results/context_longer.md were made with torchvision's colour operations, mic's
-default before 0.2 (there DACS + MIC was ahead of DACS in the suite), and it pins them
-(``common.TORCHVISION_JITTER``); the reference is the suite's runs made with them too, which
-its cache held before 0.2: ``git show 4081a39:benchmarks/results/suite.json > /tmp/tv.json``,
-then ``--reference /tmp/tv.json`` (a cache without such runs gives no reference row).
+``--jitter`` names the colour operations of the strong augmentations (mic's
+``augmentation_jitter``), pinned for every arm, and the reference row takes the suite's runs
+made with the same ones. Its default is torchvision's formulas, mic's default before 0.2, with
+which results/context_longer.md was made (there DACS + MIC was ahead of DACS in the suite); the
+suite's runs made with them are in its cache of before 0.2: ``git show
+4081a39:benchmarks/results/suite.json > /tmp/tv.json``, then ``--reference /tmp/tv.json`` (a
+cache without such runs gives no reference row). ``--jitter published`` (mic's default since
+0.2) made results/context_longer_published.md, with today's suite.json as its reference.
 """
 
 from __future__ import annotations
@@ -34,23 +38,25 @@ from pathlib import Path
 from typing import Any
 
 import suite
-from common import TORCHVISION_JITTER, interval95, mean_std, note_text, paired
+from common import interval95, mean_std, note_text, paired
 
 from mic.training.checkpoint import write_text_atomically
 
 TASK = "context"
 ARMS = ("dacs", "dacs_mic", "dacs_equal_time")
+#: the colour operations (``augmentation_jitter``) this script can pin, its default first
+JITTERS = ("torchvision", "published")
 
 
-def settings(iterations: int) -> dict[str, Any]:
+def settings(iterations: int, jitter: str = JITTERS[0]) -> dict[str, Any]:
     """The suite's full context settings with ``iterations`` per arm, the equal-time arm
-    stretched by the suite's own factor."""
+    stretched by the suite's own factor, and the colour operations ``jitter`` pinned."""
     base = suite.schedules("full")[TASK]
     (equal,) = _iterations_given(base["equal_time"])
     factor = equal / base["iterations"]
     return {
         **base,
-        "overrides": [*base["overrides"], *TORCHVISION_JITTER],
+        "overrides": [*base["overrides"], f"augmentation_jitter={jitter}"],
         "iterations": iterations,
         "equal_time": [f"iterations={round(iterations * factor)}"],
     }
@@ -68,10 +74,10 @@ def warm_up(work: str, seed: int) -> None:
     suite.warm_up(TASK, seed, suite.schedules("full")[TASK], "cpu", 1, str(path))
 
 
-def one(method: str, seed: int, iterations: int, work: str) -> dict:
+def one(method: str, seed: int, iterations: int, work: str, jitter: str) -> dict:
     """One arm of one seed, from that seed's source model, on one CPU thread."""
     start = source_model(Path(work), seed)
-    return suite.run(TASK, method, seed, settings(iterations), "cpu", 1, str(start))
+    return suite.run(TASK, method, seed, settings(iterations, jitter), "cpu", 1, str(start))
 
 
 def _iterations_given(overrides: list[str]) -> list[int]:
@@ -79,24 +85,35 @@ def _iterations_given(overrides: list[str]) -> list[int]:
     return [int(o.split("=", 1)[1]) for o in overrides if o.startswith("iterations=")]
 
 
-def _recorded(row: dict, schedule: int) -> dict:
+def _recorded(row: dict, schedule: int, jitter: str = JITTERS[0]) -> dict:
     """A run as the cache keeps it: ``schedule``, the iterations per arm that chose it (the
-    key of the equal-time arm's run too), and ``iterations``, those it trained (its overrides'
-    ``iterations=``: the equal-time arm's more)."""
+    key of the equal-time arm's run too), ``iterations``, those it trained (its overrides'
+    ``iterations=``: the equal-time arm's more), and the colour operations ``jitter``."""
     trained = _iterations_given(row["overrides"])
-    return {**row, "schedule": schedule, "iterations": trained[-1] if trained else schedule}
+    iterations = trained[-1] if trained else schedule
+    return {**row, "schedule": schedule, "iterations": iterations, "jitter": jitter}
 
 
-def table(runs: dict[str, dict], reference: dict, iterations: int, note: str) -> str:
+def _key(method: str, seed: int, iterations: int, jitter: str) -> str:
+    """A run's key in the cache (torchvision's keys, the first made, name no operations)."""
+    return f"{method} {seed} {iterations}" + ("" if jitter == JITTERS[0] else f" {jitter}")
+
+
+def table(
+    runs: dict[str, dict], reference: dict, iterations: int, note: str, jitter: str = JITTERS[0]
+) -> str:
     """OUT.md: each arm's teacher mIoU at ``iterations`` and the paired differences, beside the
     suite's ``reference`` runs (its full table's context rows)."""
-    longer, by = settings(iterations), _by(runs)
+    longer, by = settings(iterations, jitter), _by(runs)
     schedules = [
         ("this script", by, longer),
         ("the suite's", reference, suite.schedules("full")[TASK]),
     ]
     lines = [
         "# MIC on the context street scenes with a longer adaptation",
+        "",
+        f"Colour operations of the strong augmentations: {jitter} (`augmentation_jitter="
+        f"{jitter}`, every arm and the reference runs).",
         "",
         "Written by `benchmarks/context_longer.py` (its docstring gives the protocol). Target "
         "test mIoU of the teacher (%), mean ± std over seeds; paired differences over the seeds "
@@ -142,15 +159,13 @@ def _by(runs: dict[str, dict]) -> dict[str, dict[int, dict]]:
     return by
 
 
-def reference_runs(path: Path) -> dict[str, dict[int, dict]]:
+def reference_runs(path: Path, jitter: str = JITTERS[0]) -> dict[str, dict[int, dict]]:
     """Method -> seed -> scores of the suite's full-mode context runs in its cache ``path``
-    made with torchvision's colour operations, as this script's."""
+    made with the colour operations ``jitter``, as this script's."""
     data = json.loads(path.read_text())
     configs, key = data.get("configs", {}), "method.terms.mix.augmentation.jitter"
     data["runs"] = {
-        k: r
-        for k, r in data["runs"].items()
-        if configs.get(r.get("config"), {}).get(key) == "torchvision"
+        k: r for k, r in data["runs"].items() if configs.get(r.get("config"), {}).get(key) == jitter
     }
     return suite._by_method(data, TASK, suite.schedules("full")[TASK])
 
@@ -159,6 +174,12 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--iterations", type=int, default=600, help="per arm (default: 600)")
     p.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
+    p.add_argument(
+        "--jitter",
+        choices=JITTERS,
+        default=JITTERS[0],
+        help="the colour operations, pinned (default: torchvision, as context_longer.md's)",
+    )
     p.add_argument("--jobs", type=int, default=suite.default_jobs("cpu"))
     p.add_argument(
         "--work",
@@ -166,16 +187,24 @@ def main(argv: list[str] | None = None) -> None:
         default=Path(tempfile.gettempdir()) / "mic_suite",
         help="as the suite's",
     )
-    p.add_argument("--out", type=Path, default=suite.RESULTS / "context_longer")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="OUT.json and OUT.md (default: results/context_longer, _published for those)",
+    )
     p.add_argument("--reference", type=Path, default=suite.RESULTS / "suite.json")
     p.add_argument("--table-only", action="store_true")
     p.add_argument("--note", default="", help="a paragraph for the table (or @file)")
     args = p.parse_args(argv)
     if args.iterations < 1 or args.jobs < 1:
         p.error("--iterations and --jobs must be at least 1")
+    if args.out is None:
+        name = "context_longer" + ("" if args.jitter == JITTERS[0] else f"_{args.jitter}")
+        args.out = suite.RESULTS / name
     cache = args.out.with_suffix(".json")
     runs: dict[str, dict] = json.loads(cache.read_text()) if cache.exists() else {}
-    key = lambda m, s: f"{m} {s} {args.iterations}"  # noqa: E731
+    key = lambda m, s: _key(m, s, args.iterations, args.jitter)  # noqa: E731
     todo = [(m, s) for s in args.seeds for m in ARMS if key(m, s) not in runs]
     if not args.table_only and todo:
         print(f"{len(todo)} runs, {args.jobs} at a time", flush=True)
@@ -185,16 +214,23 @@ def main(argv: list[str] | None = None) -> None:
             for done in [pool.submit(warm_up, str(args.work), s) for s in sorted(missing)]:
                 done.result()  # every source model before the arms that start from it
             work = str(args.work)
-            jobs = {pool.submit(one, m, s, args.iterations, work): (m, s) for m, s in todo}
+            jobs = {
+                pool.submit(one, m, s, args.iterations, work, args.jitter): (m, s) for m, s in todo
+            }
             for job in as_completed(jobs):
                 m, s = jobs[job]
-                runs[key(m, s)] = _recorded(job.result(), args.iterations)
+                runs[key(m, s)] = _recorded(job.result(), args.iterations, args.jitter)
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 write_text_atomically(cache, json.dumps(runs, indent=1))
                 score = suite.scores(TASK, runs[key(m, s)])["teacher"]
                 print(f"{m} seed {s}: teacher {100 * score:.2f}", flush=True)
-    chosen = {k: r for k, r in runs.items() if r.get("schedule") == args.iterations}
-    text = table(chosen, reference_runs(args.reference), args.iterations, note_text(args.note))
+    chosen = {
+        k: r
+        for k, r in runs.items()
+        if r.get("schedule") == args.iterations and r.get("jitter", JITTERS[0]) == args.jitter
+    }
+    reference = reference_runs(args.reference, args.jitter)
+    text = table(chosen, reference, args.iterations, note_text(args.note), args.jitter)
     args.out.with_suffix(".md").write_text(text)
     print(text)
 

@@ -49,9 +49,36 @@ def test_a_cached_run_records_the_iterations_it_trained_beside_its_schedule():
     """Every run was recorded with the schedule's 600 iterations, the equal-time arm's too,
     which trained 870."""
     equal = {"method": "dacs_equal_time", "overrides": ["method=dacs", "iterations=870"]}
-    assert context_longer._recorded(equal, 600) == {**equal, "schedule": 600, "iterations": 870}
+    recorded = context_longer._recorded(equal, 600)
+    assert recorded == {**equal, "schedule": 600, "iterations": 870, "jitter": "torchvision"}
     plain = {"method": "dacs", "overrides": ["method=dacs", "iterations=600"]}
     assert context_longer._recorded(plain, 600)["iterations"] == 600
     cached = json.loads((ROOT / "benchmarks" / "results" / "context_longer.json").read_text())
     assert {r["iterations"] for r in cached.values() if r["method"] == "dacs_equal_time"} == {870}
     assert {r["schedule"] for r in cached.values()} == {600}
+
+
+def test_the_published_operations_are_pinned_and_keyed_apart_from_torchvisions():
+    """``--jitter published`` pins mic's default for every arm, and its runs' cache keys
+    differ from torchvision's (the first made, whose keys name no operations)."""
+    s = context_longer.settings(600, "published")
+    assert s["overrides"][-1] == "augmentation_jitter=published"
+    assert context_longer._key("dacs", 3, 600, "torchvision") == "dacs 3 600"
+    assert context_longer._key("dacs", 3, 600, "published") == "dacs 3 600 published"
+    assert context_longer._recorded({"overrides": []}, 600, "published")["jitter"] == "published"
+
+
+def test_the_reference_rows_take_the_suites_runs_made_with_the_same_operations(tmp_path):
+    """A suite cache holding runs of both operations (seed 0 torchvision's, seed 1 the
+    published ones) gives each ``--jitter`` its own."""
+    full = context_longer.suite.schedules("full")["context"]
+    key = "method.terms.mix.augmentation.jitter"
+    runs, configs = {}, {"a": {key: "torchvision"}, "b": {key: "published"}}
+    for seed, config, miou in ((0, "a", 0.5), (1, "b", 0.7)):
+        k = context_longer.suite.run_key("context", "dacs", seed, full)
+        runs[k] = {"method": "dacs", "seed": seed, "config": config, "teacher_miou": miou}
+    path = tmp_path / "suite.json"
+    path.write_text(json.dumps({"runs": runs, "configs": configs}))
+    for jitter, seed, miou in (("torchvision", 0, 0.5), ("published", 1, 0.7)):
+        (found,) = context_longer.reference_runs(path, jitter)["dacs"].items()
+        assert found[0] == seed and found[1]["teacher"] == miou
