@@ -148,14 +148,37 @@ def table(
             + " | ".join("-" if c is None else f"{100 * c:.2f}" for c in cells)
             + " |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _per_class(by)) + "\n"
+
+
+def _per_class(by: dict[str, dict[int, dict]]) -> list[str]:
+    """Rows of each class's paired teacher-IoU difference, MIC − DACS, at the longer schedule
+    (none where the runs hold no per-class IoU)."""
+    classes = next((list(r["iou"]) for r in by.get("dacs", {}).values() if r.get("iou")), [])
+    if not classes:
+        return []
+    lines = [
+        "",
+        "Per class, DACS + MIC − DACS at the longer schedule (teacher IoU, points, paired):",
+        "",
+        "| class | mean ± std | 95 % interval | MIC ahead |",
+        "|---|---|---|---|",
+    ]
+    for c in classes:
+        d = paired(by, "dacs_mic", "dacs", lambda r, c=c: (r.get("iou") or {}).get(c))
+        row = [c, mean_std(d), interval95(d), f"{sum(x > 0 for x in d)} / {len(d)}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
 
 
 def _by(runs: dict[str, dict]) -> dict[str, dict[int, dict]]:
-    """Method -> seed -> ``{"teacher": mIoU}`` of the cached runs."""
+    """Method -> seed -> ``{"teacher": mIoU, "iou": class -> IoU}`` of the cached runs."""
     by: dict[str, dict[int, dict]] = {}
     for r in runs.values():
-        by.setdefault(r["method"], {})[r["seed"]] = {"teacher": suite.scores(TASK, r)["teacher"]}
+        by.setdefault(r["method"], {})[r["seed"]] = {
+            "teacher": suite.scores(TASK, r)["teacher"],
+            "iou": r.get("teacher_iou"),
+        }
     return by
 
 

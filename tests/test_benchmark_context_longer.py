@@ -82,3 +82,23 @@ def test_the_reference_rows_take_the_suites_runs_made_with_the_same_operations(t
     for jitter, seed, miou in (("torchvision", 0, 0.5), ("published", 1, 0.7)):
         (found,) = context_longer.reference_runs(path, jitter)["dacs"].items()
         assert found[0] == seed and found[1]["teacher"] == miou
+
+
+def test_the_table_gives_each_class_paired_difference_where_the_runs_hold_them():
+    iou = {"dacs": [(0.50, 0.80), (0.40, 0.90)], "dacs_mic": [(0.55, 0.70), (0.43, 0.80)]}
+    runs = {
+        f"{m} {seed} 600": {
+            "method": m,
+            "seed": seed,
+            "teacher_miou": sum(v) / 2,
+            "teacher_iou": {"road": v[0], "person": v[1]},
+        }
+        for m, values in iou.items()
+        for seed, v in enumerate(values)
+    }
+    text = context_longer.table(runs, {}, 600, "")
+    # road: +5, +3; person: -10, -10
+    assert "| road | 4.0 ± 1.4 | [-8.7, 16.7] | 2 / 2 |" in text
+    assert "| person | -10.0 ± 0.0 | [-10.0, -10.0] | 0 / 2 |" in text
+    bare = {k: {x: y for x, y in r.items() if x != "teacher_iou"} for k, r in runs.items()}
+    assert "Per class" not in context_longer.table(bare, {}, 600, "")
