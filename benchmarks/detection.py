@@ -511,7 +511,14 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS))
     parser.add_argument("--backends", nargs="+", default=["torchvision"], choices=list(BACKENDS))
     parser.add_argument("--experiment", default="det_shapes", choices=list(EXPERIMENTS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[0, 1, 2],
+        help="each method runs each seed, again where the cache has the run (it is replaced); "
+        "the cache's other runs are kept: name only the new seeds to add some",
+    )
     parser.add_argument("--warmup", type=int, default=2000, help="source-only iterations")
     parser.add_argument("--iterations", type=int, default=750, help="iterations per method")
     parser.add_argument("--device", default="cpu")
@@ -526,7 +533,9 @@ def main() -> None:
         "results/detection_backends.md)",
     )
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "mic_det_bench"))
-    parser.add_argument("--fresh", action="store_true", help="ignore cached runs")
+    parser.add_argument(
+        "--fresh", action="store_true", help="ignore cached runs (the table holds this call's)"
+    )
     parser.add_argument(
         "--note",
         default=None,

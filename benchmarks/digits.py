@@ -300,14 +300,23 @@ def main() -> None:
         choices=sorted(ADVERSARIAL),
         help="add every normalisation variant of these alignment methods (see above)",
     )
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[0, 1, 2, 3, 4],
+        help="each method runs each seed, again where the cache has the run (it is replaced); "
+        "the cache's other runs are kept: name only the new seeds to add some",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads per run (default: cores / jobs)"
     )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "digits.md"))
-    parser.add_argument("--fresh", action="store_true", help="ignore cached runs")
+    parser.add_argument(
+        "--fresh", action="store_true", help="ignore cached runs (the table holds this call's)"
+    )
     parser.add_argument(
         "--include",
         action="append",
