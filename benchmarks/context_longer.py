@@ -46,6 +46,8 @@ TASK = "context"
 ARMS = ("dacs", "dacs_mic", "dacs_equal_time")
 #: the colour operations (``augmentation_jitter``) this script can pin, its default first
 JITTERS = ("torchvision", "published")
+#: the cache's key of the table's reading (``--note``; no run's key: those name arm and seed)
+NOTE = "note"
 
 
 def settings(iterations: int, jitter: str = JITTERS[0]) -> dict[str, Any]:
@@ -218,7 +220,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--reference", type=Path, default=suite.RESULTS / "suite.json")
     p.add_argument("--table-only", action="store_true")
-    p.add_argument("--note", default="", help="a paragraph for the table (or @file)")
+    p.add_argument(
+        "--note",
+        default="",
+        help="the reading for the table (or @file), kept in OUT.json for later tables",
+    )
     args = p.parse_args(argv)
     if args.iterations < 1 or args.jobs < 1:
         p.error("--iterations and --jobs must be at least 1")
@@ -227,6 +233,14 @@ def main(argv: list[str] | None = None) -> None:
         args.out = suite.RESULTS / name
     cache = args.out.with_suffix(".json")
     runs: dict[str, dict] = json.loads(cache.read_text()) if cache.exists() else {}
+    # the reading is kept in the cache beside the runs, so that a table made again keeps it
+    note = note_text(args.note) if args.note else runs.pop(NOTE, "")
+    runs.pop(NOTE, None)
+
+    def save() -> None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(cache, json.dumps({**runs, NOTE: note} if note else runs, indent=1))
+
     key = lambda m, s: _key(m, s, args.iterations, args.jitter)  # noqa: E731
     todo = [(m, s) for s in args.seeds for m in ARMS if key(m, s) not in runs]
     if not args.table_only and todo:
@@ -243,8 +257,7 @@ def main(argv: list[str] | None = None) -> None:
             for job in as_completed(jobs):
                 m, s = jobs[job]
                 runs[key(m, s)] = _recorded(job.result(), args.iterations, args.jitter)
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                write_text_atomically(cache, json.dumps(runs, indent=1))
+                save()
                 score = suite.scores(TASK, runs[key(m, s)])["teacher"]
                 print(f"{m} seed {s}: teacher {100 * score:.2f}", flush=True)
     chosen = {
@@ -253,7 +266,9 @@ def main(argv: list[str] | None = None) -> None:
         if r.get("schedule") == args.iterations and r.get("jitter", JITTERS[0]) == args.jitter
     }
     reference = reference_runs(args.reference, args.jitter)
-    text = table(chosen, reference, args.iterations, note_text(args.note), args.jitter)
+    text = table(chosen, reference, args.iterations, note, args.jitter)
+    if args.note:
+        save()
     args.out.with_suffix(".md").write_text(text)
     print(text)
 

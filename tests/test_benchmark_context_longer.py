@@ -54,6 +54,7 @@ def test_a_cached_run_records_the_iterations_it_trained_beside_its_schedule():
     plain = {"method": "dacs", "overrides": ["method=dacs", "iterations=600"]}
     assert context_longer._recorded(plain, 600)["iterations"] == 600
     cached = json.loads((ROOT / "benchmarks" / "results" / "context_longer.json").read_text())
+    assert cached.pop(context_longer.NOTE).startswith("Command:")  # the reading, kept
     assert {r["iterations"] for r in cached.values() if r["method"] == "dacs_equal_time"} == {870}
     assert {r["schedule"] for r in cached.values()} == {600}
 
@@ -102,3 +103,19 @@ def test_the_table_gives_each_class_paired_difference_where_the_runs_hold_them()
     assert "| person | -10.0 ± 0.0 | [-10.0, -10.0] | 0 / 2 |" in text
     bare = {k: {x: y for x, y in r.items() if x != "teacher_iou"} for k, r in runs.items()}
     assert "Per class" not in context_longer.table(bare, {}, 600, "")
+
+
+def test_a_table_made_again_keeps_the_reading_given_once(tmp_path):
+    """``--note`` is kept in OUT.json, so ``--table-only`` without one keeps the reading (it
+    rewrote OUT.md without it); a new ``--note`` replaces it."""
+    reference = tmp_path / "suite.json"
+    reference.write_text(json.dumps({"runs": {}, "configs": {}}))
+    out = tmp_path / "longer"
+    common = ["--table-only", "--out", str(out), "--reference", str(reference)]
+    context_longer.main([*common, "--note", "Reading: first."])
+    context_longer.main(common)
+    assert "Reading: first." in out.with_suffix(".md").read_text()
+    context_longer.main([*common, "--note", "Reading: second."])
+    text = out.with_suffix(".md").read_text()
+    assert "Reading: second." in text and "Reading: first." not in text
+    assert json.loads(out.with_suffix(".json").read_text()) == {"note": "Reading: second."}
