@@ -234,8 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     cache = args.out.with_suffix(".json")
     runs: dict[str, dict] = json.loads(cache.read_text()) if cache.exists() else {}
     # the reading is kept in the cache beside the runs, so that a table made again keeps it
-    note = note_text(args.note) if args.note else runs.pop(NOTE, "")
-    runs.pop(NOTE, None)
+    kept = runs.pop(NOTE, "")
+    note = note_text(args.note) if args.note else kept
 
     def save() -> None:
         cache.parent.mkdir(parents=True, exist_ok=True)
