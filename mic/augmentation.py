@@ -171,9 +171,9 @@ class StrongAugmentation(nn.Module):
         blur_kernel_ratio: kernel side as a share of the image height, made odd.
         mean, std: the normalisation of the input, one value per image channel (or one for
             all: a number; a sequence or a tensor); jitter acts on [0, 1] images, so
-            normalised input is mapped to [0, 1] and back. None: the input is in [0, 1]; the
-            first call warns (once) when its images lie far outside [0, 1] (normalised images
-            given without mean/std are clamped).
+            normalised input is mapped to [0, 1] and back. None: the input is in [0, 1]. The
+            first call warns (once) when its images, so mapped, lie far outside [0, 1]
+            (normalised images given without mean/std, or images in [0, 255], are clamped).
         jitter: the colour operations. ``"published"`` (the default since mic 0.2): what the
             published code ran (kornia 0.5's ColorJitter, today's ColorJiggle): brightness
             adds factor - 1 (a shift of up to +-s), contrast scales the image, saturation
@@ -250,10 +250,10 @@ class StrongAugmentation(nn.Module):
             streams = per_sample(rng, len(images))
             return [self.forward(x.unsqueeze(0), r)[0] for x, r in zip(images, streams)]
         self.normalization.check_channels(images)
+        x = self.normalization.to_unit(images)
         if not self._range_checked:
             self._range_checked = True
-            self._warn_outside_unit(images)
-        x = self.normalization.to_unit(images)
+            self._warn_outside_unit(x)
         rgb, touched = self._augment_unit(x[:, :3], rng)
         # an image neither jittered nor blurred, and extra channels (depth, say), are returned
         # as given: the round trip through [0, 1] would change them (by 2/255 in bfloat16)
@@ -263,21 +263,31 @@ class StrongAugmentation(nn.Module):
         last = images.is_contiguous(memory_format=torch.channels_last) > images.is_contiguous()
         return out.contiguous(memory_format=torch.channels_last) if last else out  # (as given)
 
-    def _warn_outside_unit(self, images: Tensor) -> None:
-        """Without mean/std, warn when ``images`` lie far outside [0, 1] (one host
-        synchronisation, on the first call only)."""
-        if self.normalization.enabled or images.numel() == 0:
+    def _warn_outside_unit(self, x: Tensor) -> None:
+        """Warn when the images mapped to [0, 1] (``x``: as given without mean/std, else
+        un-normalised with them) lie far outside it (one host synchronisation, on the first
+        call only)."""
+        if x.numel() == 0:
             return
-        lo, hi = (float(v) for v in torch.aminmax(images.detach().float()))
-        if lo < -UNIT_TOLERANCE or hi > 1 + UNIT_TOLERANCE:
-            warnings.warn(
+        lo, hi = (float(v) for v in torch.aminmax(x.detach().float()))
+        if lo >= -UNIT_TOLERANCE and hi <= 1 + UNIT_TOLERANCE:
+            return
+        if self.normalization.enabled:
+            said = (
+                f"StrongAugmentation maps its input back to [0, 1] with its mean/std, which "
+                f"gives values in [{lo:.2f}, {hi:.2f}]: jitter clamps them to [0, 1]. The "
+                "images are not normalised with this mean/std: give the dataset's "
+                "normalisation (images in [0, 255]: scale them to [0, 1], then normalise)"
+            )
+        else:
+            said = (
                 f"StrongAugmentation has no mean/std, so it takes its input to be images in "
                 f"[0, 1], but got values in [{lo:.2f}, {hi:.2f}]: jitter clamps them to [0, 1]. "
                 "For normalised images pass the dataset's normalisation "
                 "(StrongAugmentation(mean=..., std=...)); for images in [0, 255] scale them "
-                "to [0, 1]",
-                stacklevel=2,
+                "to [0, 1]"
             )
+        warnings.warn(said, stacklevel=2)
 
     def augment_unit(self, x: Tensor, rng: Random = None) -> Tensor:
         """Augment B x 3 x H x W RGB images in [0, 1]."""

@@ -297,7 +297,20 @@ def test_strong_augmentation_without_mean_std_warns_once_for_normalised_input():
         warnings.simplefilter("error")
         aug(torch.randn(4, 3, 8, 8) * 3)  # once per instance
         mic.StrongAugmentation()(torch.rand(4, 3, 8, 8))  # in [0, 1]: silent
-        mic.StrongAugmentation(mean=[0.5] * 3, std=[0.5] * 3)(torch.randn(4, 3, 8, 8))
+        normalised = (torch.rand(4, 3, 8, 8) - 0.5) / 0.5
+        mic.StrongAugmentation(mean=[0.5] * 3, std=[0.5] * 3)(normalised)
+
+
+def test_strong_augmentation_with_mean_std_warns_of_images_not_normalised_with_them():
+    """Images in [0, 255] given to an augmentation with a mean/std came back clamped to
+    about [0, 1], silently: mapped back to [0, 1] with the mean/std they lie far outside."""
+    images = torch.rand(4, 3, 8, 8) * 255
+    aug = mic.StrongAugmentation(mean=[0.5] * 3, std=[0.5] * 3, jitter_p=1.0, blur_p=0.0)
+    with pytest.warns(UserWarning, match=r"not normalised with this mean/std.*\[0, 255\]"):
+        aug(images)
+    masker = mic.BlockMasker(4, 0.7, augmentation=mic.StrongAugmentation(mean=0.5, std=0.5))
+    with pytest.warns(UserWarning, match="maps its input back to"):
+        masker(images)
 
 
 # ---------------------------------------------------------------- hooks
@@ -704,6 +717,24 @@ def test_a_checkpoint_resumed_into_a_loop_of_another_optimiser_is_named(tmp_path
     with pytest.raises(CheckpointError, match="optimiser is Adam, this loop's is SGD"):
         resume(loop(lambda p: torch.optim.SGD(p, 0.01, momentum=0.9), 4), tmp_path)
     resume(loop(lambda p: torch.optim.Adam(p, 1e-3), 4), tmp_path)  # the same class resumes
+
+
+def test_what_is_no_loop_state_given_to_load_state_dict_is_named(tmp_path):
+    """A path met AttributeError "'str' object has no attribute 'get'", a model's weights
+    KeyError 'student'."""
+    from mic.core.errors import CheckpointError
+
+    task = ClassificationTask(K)
+    loop = run(task, DataLoader(data(), 4, collate_fn=task.collate), DataLoader(data(), 4))
+    path = tmp_path / "loop.pt"
+    torch.save(loop.state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"got str: load a file first \(torch.load\)"):
+        loop.load_state_dict(str(path))
+    weights = loop.student.state_dict()
+    with pytest.raises(CheckpointError, match=r"got OrderedDict without \['step', 'student'"):
+        loop.load_state_dict(weights)
+    loop.load_state_dict(torch.load(path, weights_only=True))
+    assert loop.step == 2
 
 
 def test_a_duck_typed_task_without_the_optional_methods_is_named_before_training():
@@ -1410,7 +1441,7 @@ def test_majority_labels_and_segmentation_mic_name_their_bad_arguments():
         majority_labels(torch.zeros(1, 4, 4, dtype=torch.long), (2, 2), 3, 2.0)
     cells = majority_labels(torch.ones(1, 4, 4, dtype=torch.uint8), (2, 2), 3, 0.75)
     assert cells.dtype == torch.int64 and (cells == 1).all()
-    with pytest.raises(ConfigError, match=r"SegmentationMIC\(weight=x\): a loss weight must"):
+    with pytest.raises(ConfigError, match=r"SegmentationMIC\(weight='x'\): a loss weight must"):
         SegmentationMIC(mic.BlockMasker(2), weight="x", unscaled_parts=["detail"])
 
 
@@ -1492,3 +1523,89 @@ def test_a_loss_term_whose_forward_takes_other_arguments_is_named_when_the_run_i
         check_forward_signature("mine", NoContext())
     check_forward_signature("mine", Optional())  # more arguments, with defaults: callable
     check_forward_signature("mic", mic.MaskedImageConsistency(mic.BlockMasker(8, 0.7)))
+
+
+# ------------------------------------------------- a task's loss, called by a loop of one's own
+def test_a_loss_weight_given_as_text_or_a_bool_is_refused_as_mic_train_refuses_it():
+    """``float(weight)`` took "2" as 2.0 and True as 1.0; ``mic-train`` refuses both."""
+    for weight in ("2", True, "1e-1"):
+        with pytest.raises(ConfigError, match=r"\(weight=.*\): a loss weight must be a finite"):
+            mic.SourceSupervision(weight=weight)
+        with pytest.raises(ConfigError, match="a loss weight must be a finite number"):
+            mic.MaskedImageConsistency(mic.BlockMasker(4), weight=weight)
+    assert mic.SourceSupervision(weight=2).weight == 2.0
+
+
+def test_per_image_weights_of_a_segmentation_loss_are_refused_also_when_the_batch_is_as_wide():
+    """(B,) weights against B x H x W labels broadcast over the columns when B == W: the
+    same call was refused for B = 2 and weighed columns for B = 16."""
+    task, model = SegmentationTask(num_classes=3), nn.Conv2d(3, 3, 1)
+    for b in (2, 16):
+        x, y = torch.randn(b, 3, 4, 16), torch.randint(0, 3, (b, 4, 16))
+        per_image = torch.zeros(b)
+        per_image[0] = 1.0
+        with pytest.raises(ValueError, match=r"one weight per image: weights.view\(-1, 1, 1\)"):
+            task.loss(model, x, y, weights=per_image)
+        kept = task.loss(model, x, y, weights=per_image[:, None, None])
+        alone = task.loss(model, x[:1], y[:1]) / b  # (the mean runs over every pixel)
+        assert torch.allclose(kept, alone, atol=1e-6)
+        assert torch.allclose(task.loss(model, x, y, weights=0.5), task.loss(model, x, y) / 2)
+    with pytest.raises(ValueError, match=r"weights must be a float tensor .*got list"):
+        ClassificationTask(K).loss(
+            nn.Linear(4, K), torch.randn(4, 4), torch.zeros(4).long(), [1.0] * 4
+        )
+
+
+def test_a_segmentation_label_outside_the_classes_is_named_by_loss_and_loss_from_logits():
+    """torch's IndexError "Target 5 is out of bounds" before (the class's Raises section
+    promised a DatasetError)."""
+    task, model = SegmentationTask(num_classes=3), nn.Conv2d(3, 3, 1)
+    x, y = torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8))
+    for bad in (5, -1):
+        y[0, 0, 0] = bad
+        with pytest.raises(DatasetError, match=rf"label {bad} is outside the classes \[0, 2\]"):
+            task.loss(model, x, y)
+        with pytest.raises(DatasetError, match=rf"label {bad} is outside the classes"):
+            task.loss_from_logits(model(x), y)
+    y[0, 0, 0] = 255  # the ignore index: taken
+    assert torch.isfinite(task.loss(model, x, y))
+
+
+def test_a_segmentation_loss_warns_of_label_maps_of_another_aspect_ratio():
+    task, model = SegmentationTask(num_classes=3), nn.Conv2d(3, 3, 1)
+    x = torch.randn(2, 3, 16, 32)
+    with pytest.warns(UserWarning, match="label maps of 32 x 16 against images of 16 x 32"):
+        task.loss(model, x, torch.randint(0, 3, (2, 32, 16)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        task.loss(model, x, torch.randint(0, 3, (2, 8, 16)))  # the same view, smaller
+
+
+def test_a_loss_given_images_of_a_dtype_the_model_cannot_take_or_another_count_is_named():
+    """torch's RuntimeError "expected scalar type Byte but found Float" (twenty frames deep)
+    and ValueError "Expected input batch_size (4) to match target batch_size (3)" before."""
+    from mic.tasks.classification import Classifier
+
+    cls, seg = ClassificationTask(K), SegmentationTask(K)
+    cm, sm = Classifier("small_cnn", num_classes=K), nn.Conv2d(3, K, 1)
+    x, yc, ys = (
+        torch.rand(4, 3, 16, 16),
+        torch.randint(0, K, (4,)),
+        torch.randint(0, K, (4, 16, 16)),
+    )
+    for task, model, y, name in ((cls, cm, yc, "classification"), (seg, sm, ys, "segmentation")):
+        with pytest.raises(DatasetError, match=rf"{name} takes float images, got torch.uint8"):
+            task.loss(model, (x * 255).to(torch.uint8), y)
+        with pytest.raises(
+            DatasetError, match=r"model's dtype \(torch.float32\), got torch.float64"
+        ):
+            task.loss(model, x.double(), y)
+        with pytest.raises(DatasetError, match="got 4 images but 3 targets"):
+            task.loss(model, x, y[:3])
+    with pytest.raises(DatasetError, match="classification takes float images"):
+        cls.predict(cm, (x * 255).to(torch.uint8))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts: taken
+        assert cls.loss(cm, x.bfloat16(), yc).isfinite()
+    tokens = torch.randint(0, 10, (4, 5))  # a model of one's own taking token ids: taken
+    embedder = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(20, K))
+    assert cls.loss(embedder, tokens, yc).isfinite()

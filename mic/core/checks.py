@@ -275,8 +275,18 @@ def check_something_trains(step: int, losses: Mapping[str, Tensor], graded: set[
         )
 
 
-def check_optimizer_class(written: str | None, kind: str) -> None:
-    """Raise ``CheckpointError`` for a loop state written with another optimiser class."""
+def check_loop_state(state: Any, kind: str) -> None:
+    """Raise ``CheckpointError`` for what is no loop state (a path, a model's weights: a
+    KeyError or AttributeError before) or one written with another optimiser class."""
+    needed, got = ("step", "student", "method", "optimizer"), type(state).__name__
+    missing = [k for k in needed if not isinstance(state, Mapping) or k not in state]
+    if missing:
+        raise CheckpointError(
+            f"load_state_dict takes what AdaptationLoop.state_dict returned, got {got}"
+            + (f" without {missing}" * isinstance(state, Mapping))
+            + ": load a file first (torch.load); a model's weights go in load_initial_weights"
+        )
+    written = state.get("optimizer_class")
     if written is not None and written != kind:  # torch loads it, and fails steps later
         raise CheckpointError(
             f"the state was written by a loop whose optimiser is {written}, this loop's is "
@@ -821,14 +831,14 @@ def check_part_weights(weights: Mapping[str, Any], loss: Any, setting: str) -> N
 
 def loss_weight(term: Any, weight: Any) -> float:
     """``weight`` as a float; ``ConfigError`` for what is no finite number >= 0 (a negative
-    weight makes training maximise the loss)."""
-    try:
-        value = float(weight)
-    except (TypeError, ValueError):  # (None, "abc")
+    weight makes training maximise the loss; text or a bool, as ``mic-train`` refuses them)."""
+    try:  # (None, "abc"; "2" and True are no numbers either)
+        value = float("nan") if isinstance(weight, (str, bool)) else float(weight)
+    except (TypeError, ValueError):
         value = float("nan")
     if not 0 <= value < float("inf"):  # NaN too
         raise ConfigError(
-            f"{type(term).__name__}(weight={weight}): a loss weight must be a finite number "
+            f"{type(term).__name__}(weight={weight!r}): a loss weight must be a finite number "
             ">= 0 (0 switches it off): a negative one makes training maximise its loss"
         )
     return value

@@ -436,9 +436,9 @@ class AdaptationLoop:
         without a scheduler state starts the scheduler from its beginning (warned of).
 
         Raises:
-            CheckpointError: ``state`` was written by a loop with another optimiser class.
+            CheckpointError: ``state`` is no loop state, or a loop of another optimiser wrote it.
         """
-        checks.check_optimizer_class(state.get("optimizer_class"), type(self.optimizer).__name__)
+        checks.check_loop_state(state, type(self.optimizer).__name__)
         unwrap(self.student).load_state_dict(state["student"])
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])

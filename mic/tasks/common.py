@@ -13,9 +13,10 @@ from contextlib import contextmanager
 from numbers import Real
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from mic.core import ConfigError, check_num_classes
+from mic.core import ConfigError, DatasetError, check_num_classes
 from mic.core.errors import is_whole
 from mic.core.teacher import unwrap
 from mic.datasets.preflight import check_class_order
@@ -63,6 +64,40 @@ def named_classes(datasets: Mapping[str, Any], num_classes: int) -> list[str] | 
         if listed and len(named) == num_classes:  # type: ignore[arg-type]
             return [str(n) for n in named]  # type: ignore[union-attr]
     return None
+
+
+def check_image_dtype(model: Any, images: Any, task: str) -> None:
+    """Refuse images whose dtype the model's layers cannot take: integer pixels (uint8) or
+    another float dtype than the model's first parameter, outside autocast (torch's
+    "expected scalar type Double but found Float", twenty frames deep).
+
+    Args:
+        model: the model (no ``nn.Module``, or one without parameters: not checked).
+        images: the batch (no tensor, e.g. a list of images: not checked; integer token ids
+            of a model of one's own, int64: taken).
+        task: the task's name, for the message.
+
+    Raises:
+        DatasetError: uint8 images, or float images of another dtype than the model's.
+    """
+    weight = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
+    if weight is None or not weight.is_floating_point() or not isinstance(images, Tensor):
+        return
+    if images.dtype == torch.uint8:
+        raise DatasetError(
+            f"{task} takes float images, got {images.dtype}: transform them as the training "
+            "images were (e.g. torchvision's ToTensor, then Normalize with the same mean and "
+            "std)"
+        )
+    other = images.is_floating_point() and weight.dtype != images.dtype
+    cast = torch.is_autocast_enabled(images.device.type) and images.dtype != torch.float64
+    if other and not cast:  # (or "Input type (c10::Half) and bias type (float) ...")
+        raise DatasetError(
+            f"{task} takes images of the model's dtype ({weight.dtype}), got {images.dtype}: "
+            f"give images.to({weight.dtype})"
+            + " (or run under torch.autocast)"
+            * (images.dtype != torch.float64)
+        )
 
 
 @contextmanager

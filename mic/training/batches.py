@@ -139,11 +139,22 @@ def require_targets(targets: Any, images: Any = None) -> None:
 
     Args:
         targets: the targets part of a batch (``split_sample``), as a task's ``loss`` gets it.
-        images: its images part, for the message (a dict of images names its keys).
+        images: its images part, for the message (a dict of images names its keys) and
+            the count (a tensor's first dimension, a list's length).
 
     Raises:
-        DatasetError: ``targets`` is None.
+        DatasetError: ``targets`` is None, or holds another count than ``images`` (torch's
+            "Expected input batch_size (4) to match target batch_size (3)").
     """
+    counts = [
+        len(x) if isinstance(x, (list, tuple)) or (isinstance(x, torch.Tensor) and x.ndim) else None
+        for x in (images, targets)
+    ]
+    if None not in counts and counts[0] != counts[1]:
+        raise DatasetError(
+            f"the task's loss got {counts[0]} images but {counts[1]} targets: give one target "
+            "per image (a label, a label map, an image's boxes), in the images' order"
+        )
     if targets is None:
         keys = sorted(map(str, images)) if isinstance(images, Mapping) else None
         dicts = (  # {"image": x, "depth": y}: one image of two inputs, no label

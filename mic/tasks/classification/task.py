@@ -17,6 +17,7 @@ from mic.datasets.preflight import check_class_order
 from mic.functional import weighted_cross_entropy
 from mic.tasks.common import (
     check_class_probabilities,
+    check_image_dtype,
     check_whole,
     lazy_metrics,
     named_classes,
@@ -173,12 +174,14 @@ class ClassificationTask(Task):
 
         Raises:
             DatasetError: targets of another kind (one-hot integers, (B,) floats, (B, 1), a
-                list), or no targets (an unlabelled source); on the CPU, a class index outside
-                [0, num_classes) (on a GPU, ``collate`` checks them).
+                list), no targets (an unlabelled source) or another count than the images; on
+                the CPU, a class index outside [0, num_classes) (on a GPU, ``collate`` checks
+                them); images of a dtype the model cannot take (``check_image_dtype``).
             ConfigError: a model that does not return B x K scores.
         """
         require_images(images)
-        require_targets(targets)
+        check_image_dtype(model, images, "classification")
+        require_targets(targets, images)
         tensor = isinstance(targets, Tensor)
         integer = tensor and not targets.is_floating_point() and targets.dtype != torch.bool
         soft = tensor and targets.is_floating_point() and targets.shape[1:] == (self.num_classes,)
@@ -196,11 +199,13 @@ class ClassificationTask(Task):
         in training mode predicts in eval mode, its modes restored after (``predicting``).
 
         Raises:
-            DatasetError: a batch that is a dict, tuple or list (``require_images``).
+            DatasetError: a batch that is a dict, tuple or list (``require_images``), images
+                of a dtype the model cannot take (``check_image_dtype``).
             Exception: what the model raises, noting for a (C, H, W) image that one image is
                 given as a batch of one (``image[None]``).
         """
         require_images(images)
+        check_image_dtype(model, images, "classification")
         try:
             with predicting(model):
                 logits = model(images)

@@ -29,6 +29,7 @@ from mic.tasks.common import (
     check_class_datasets,
     check_class_probabilities,
     check_flag,
+    check_image_dtype,
     check_whole,
     lazy_metrics,
     predicting,
@@ -129,7 +130,13 @@ class SegmentationTask(Task):
             another count than the classes; (in use) a model output that is no B x C x h x w
             tensor of ``num_classes`` scores.
         DatasetError: labels that are no B x H x W integer maps or hold ids outside the
-            classes (``check_targets``), data sets of another class count or order.
+            classes (``check_targets``), data sets of another class count or order; (in
+            ``loss``) another count of label maps than images, images of a dtype the model
+            cannot take (``check_image_dtype``).
+
+    Warns:
+        UserWarning: label maps of another aspect ratio than their images (``collate`` and
+            ``loss``: predictions are resized to the labels' size).
     """
 
     primary_metric = "miou"
@@ -274,8 +281,15 @@ class SegmentationTask(Task):
     def loss_from_logits(
         self, logits: Tensor, targets: Tensor, weights: Tensor | None = None
     ) -> Tensor:
-        """Weighted cross-entropy of logits (upsampled to the labels' size) against labels."""
+        """Weighted cross-entropy of logits (upsampled to the labels' size) against labels.
+
+        Raises:
+            DatasetError: on the CPU, a label outside the classes (``check_targets``; on a GPU
+                ``collate`` checks them, where that costs no device synchronisation).
+        """
         self.check_logits(logits)
+        if isinstance(targets, Tensor) and targets.device.type == "cpu":
+            self.check_targets(targets)  # (torch's IndexError "Target 5 is out of bounds")
         logits = resize_logits(logits, targets.shape[-2:])
         return weighted_cross_entropy(logits, targets, weights, ignore_index=self.ignore_index)
 
@@ -315,9 +329,12 @@ class SegmentationTask(Task):
         rng: Random = None,
     ) -> Any:
         require_images(images)
-        require_targets(targets)
+        check_image_dtype(model, images, "segmentation")
+        require_targets(targets, images)
         if not isinstance(targets, Tensor) or targets.is_floating_point() or targets.ndim != 3:
             self.check_targets(targets)  # names what is wrong (torch's dtype or shape error)
+        if isinstance(images, Tensor) and images.ndim == 4:
+            warn_of_another_aspect(tuple(images.shape[-2:]), tuple(targets.shape[-2:]))
         targets = targets if targets.dtype == torch.int64 else targets.long()  # uint8 maps
         return self.loss_from_logits(self.forward_train(model, images, rng), targets, weights)
 
@@ -369,19 +386,10 @@ class SegmentationTask(Task):
 
         Raises:
             DatasetError: images that are no (B, C, H, W) float tensor, or of another float
-                dtype than the model's (outside autocast).
+                dtype than the model's (outside autocast; ``check_image_dtype``).
         """
         _require_batch(images)
-        weight = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
-        other = weight is not None and images.is_floating_point() and weight.dtype != images.dtype
-        cast = torch.is_autocast_enabled(images.device.type) and images.dtype != torch.float64
-        if other and not cast:  # torch: "expected scalar type Double but found Float"
-            raise DatasetError(  # (or "Input type (c10::Half) and bias type (float) ...")
-                f"segmentation takes images of the model's dtype ({weight.dtype}), got "  # type: ignore[union-attr]
-                f"{images.dtype}: give images.to({weight.dtype})"  # type: ignore[union-attr]
-                + " (or predict under torch.autocast)"
-                * (images.dtype != torch.float64)
-            )
+        check_image_dtype(model, images, "segmentation")
         with predicting(model):
             probs = torch.softmax(self.logits(model, images), dim=1)
             if self.flip:
