@@ -130,6 +130,18 @@ def user_error(exc: BaseException, cfg: DictConfig | None = None) -> str | None:
             return _one_paragraph(text)
         if isinstance(seen, TypeError) and (said := _forward_problem(seen, cfg)):
             return _one_paragraph(" ".join([said, *getattr(seen, "__notes__", [])]))
+        if isinstance(seen, InstantiationException) and _out_of_memory(seen.__cause__):
+            asked = re.search(r"allocate (\d+) bytes", str(seen.__cause__))
+            key = re.search(r"full_key: ([\w.]+)", str(seen))
+            sizes = [a for a in sys.argv[1:] if "=" in a and _large(a.split("=", 1)[1])]
+            return _one_paragraph(
+                f"cannot build {key[1] if key else 'an object of the config'}: it asks for more "
+                "memory than this machine has"
+                + (f" ({int(asked[1]) / 2**30:,.1f} GiB)" if asked else "")
+                + ", so a size it is built with is too large (a width, a layer's dimension, a "
+                "class count; it may read one set elsewhere)"
+                + (f". Large numbers given on the command line: {' '.join(sizes)}" if sizes else "")
+            )
         if isinstance(seen, InstantiationException) and not isinstance(seen.__cause__, MicError):
             cause = seen.__cause__
             if (
@@ -146,6 +158,20 @@ def user_error(exc: BaseException, cfg: DictConfig | None = None) -> str | None:
                     f"cannot build an object from the config: {said}{where}{_group_hint(said)}"
                 )
     return None
+
+
+def _out_of_memory(error: BaseException | None) -> bool:
+    """Whether ``error`` is torch's refusal to allocate a tensor (no memory for it, or a size
+    beyond what a tensor can hold)."""
+    said = str(error)
+    too_big = ("can't allocate memory", "out of memory", "Storage size calculation overflowed")
+    named = isinstance(error, RuntimeError) and any(s in said for s in too_big)
+    return named or type(error).__name__ == "OutOfMemoryError"
+
+
+def _large(value: str) -> bool:
+    """Whether an override's value holds a number of 10,000 or more (``1e8``, ``[8,1000000]``)."""
+    return any(float(n) >= 1e4 for n in re.findall(r"\d+(?:\.\d*)?(?:[eE]\+?\d+)?", value))
 
 
 def _forward_problem(error: TypeError, cfg: DictConfig | None) -> str | None:
@@ -332,6 +358,15 @@ def _main(cfg: DictConfig) -> None:
             run_dir,
         )
         return
+    around = data_folder_around(cfg, run_dir)
+    if around is not None:
+        _job_failed(
+            f"the run folder {run_dir} lies inside {around[0]}={around[1]}: mic-train writes its "
+            "checkpoints and prediction images there, which later runs would read as data; "
+            f"choose a run folder outside the data ({folder_option()})",
+            run_dir,
+        )
+        return
     given = [str(o).split("=", 1)[0] for o in HydraConfig.get().overrides.hydra]
     unread = "hydra.run.dir" if in_sweep() else "hydra.sweep.dir"  # (Hydra ignores it)
     if _JOBS[0] == 1 and is_main and unread in given:
@@ -456,6 +491,33 @@ def _lost_peer(error: BaseException) -> bool:
     if env_world_size() <= 1 or not isinstance(error, RuntimeError):
         return False
     return any(text in str(error) for text in _PEER_LOST)
+
+
+def data_folder_around(cfg: DictConfig, run_dir: str) -> tuple[str, str] | None:
+    """The data set's setting (key, value) naming a folder that is ``run_dir`` or holds it
+    (a reader that lists a folder's images would read the run's prediction images, and
+    a resume would find the data changed); None where there is none."""
+    try:
+        data = OmegaConf.to_container(cfg.dataset, resolve=True)
+    except Exception:  # (a value missing or unresolvable: named where it is read)
+        return None
+    run = Path(run_dir).resolve()
+
+    def folders(node: Any, key: str) -> Any:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from folders(v, f"{key}.{k}")
+        elif isinstance(node, list):
+            for v in node:
+                yield from folders(v, key)
+        elif isinstance(node, str) and node.strip() and Path(node).expanduser().is_dir():
+            yield key, node
+
+    for key, value in folders(data, "dataset"):
+        folder = Path(value).expanduser().resolve()
+        if folder == run or folder in run.parents:
+            return key, value
+    return None
 
 
 def _job_failed(message: str, run_dir: str) -> None:
@@ -2150,6 +2212,11 @@ def _show_warning(
 #: detectron2's anchors call torch.meshgrid without indexing= at every step: nothing for a user
 #: to do (mic-train and mic-score leave it out, as the tests do: pyproject.toml)
 DETECTRON2_MESHGRID = r"torch\.meshgrid: in an upcoming release"
+#: fp16's loss scaler skips the optimiser step of an iteration whose scaled gradients overflow
+#: (the first ones, while it finds its scale), and the loop steps the schedule all the same,
+#: as torch's mixed-precision recipe does: torch then says the two were called out of order,
+#: advice that fits no mic-train run
+SCALER_SKIPPED_STEP = r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`"
 
 
 def main() -> None:
@@ -2159,6 +2226,7 @@ def main() -> None:
     warnings.formatwarning = _format_warning
     warnings.showwarning = _show_warning
     warnings.filterwarnings("ignore", DETECTRON2_MESHGRID, UserWarning)
+    warnings.filterwarnings("ignore", SCALER_SKIPPED_STEP, UserWarning)
     catch_interrupts()
     try:
         _command()

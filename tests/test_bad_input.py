@@ -974,6 +974,21 @@ CASES = [
         "groups=1",
     ),
     (
+        "model-channels-zero",
+        "a model built for 0-channel images (named only at the first batch, with advice on "
+        "making the images 0-channel)",
+        lambda t, r: ["+model.in_chans=0"],
+        "backbone 'small_cnn' takes images of in_chans channels (mic-train: model.in_chans), a "
+        "whole number >= 1 (3 for RGB), got 0",
+    ),
+    (
+        "model-size-beyond-memory",
+        "a model setting so large that building the model cannot allocate it (Hydra's "
+        "wrapped RuntimeError, naming no setting)",
+        lambda t, r: ["model.bottleneck_dim=10000000000000"],
+        "cannot build model: it asks for more memory than this machine has",
+    ),
+    (
         "model-argument-of-another-backbone",
         "a ViT's img_size kept with a ResNet backbone (timm's TypeError through Hydra's wrap)",
         lambda t, r: ["model.backbone=resnet18", "+model.img_size=32"],
@@ -2508,6 +2523,13 @@ CASES = [
         "is too long a path (300 bytes in one name): a folder's name holds at most 255 bytes",
     ),
     (
+        "env-run-folder-inside-the-data",
+        "a run folder inside the target images' folder (its prediction images were read as "
+        "target images by the next run, and a resume called the data changed)",
+        lambda t, r: folder_overrides(t),
+        "lies inside dataset.root_target=",
+    ),
+    (
         "env-read-only-run-folder",
         "resuming a run on a read-only mount",
         lambda t, r: [],
@@ -2579,6 +2601,7 @@ NEW_RUN = {
 ENVIRONMENT = {
     "env-run-folder-below-a-file": (lambda t, run: _write(t, "a_file", b"x") / "run", ""),
     "env-run-folder-name-too-long": (lambda t, run: t / ("r" * 300), ""),
+    "env-run-folder-inside-the-data": (lambda t, run: t / "tgt" / "run", ""),
     "env-read-only-run-folder": (lambda t, run: run, "read-only:{run}"),
     "env-full-disk": (lambda t, run: run, "full-disk"),
     "env-disk-fills-while-saving": (lambda t, run: run, "save-fails"),

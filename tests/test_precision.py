@@ -108,3 +108,22 @@ def test_sada_s_consistency_loss_survives_bf16():
     losses = _steps(build_experiment(load_config(overrides)), 2)
     consistency = [step[k] for step in losses for k in step if k.endswith("consistency")]
     assert consistency and all(v.item() > 0 for v in consistency), losses
+
+
+def test_mic_train_leaves_out_torch_s_warning_of_a_step_the_fp16_loss_scaler_skipped():
+    """fp16's GradScaler skips the optimiser step while it finds its scale, the loop steps the
+    schedule all the same, and torch warned ``mic: warning: Detected call of
+    `lr_scheduler.step()` before `optimizer.step()` ...``: advice that fits no mic-train run.
+    mic-train filters it by its text, so the filter must match torch's words."""
+    import re
+
+    from mic.train import SCALER_SKIPPED_STEP
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), 0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scheduler.step()  # as after a step the scaler skipped
+    said = [str(w.message) for w in caught]
+    assert any(re.match(SCALER_SKIPPED_STEP, s) for s in said), said

@@ -15,7 +15,7 @@ from torch import nn
 
 # our small models register themselves in timm's registry on import
 from mic.backbones.small import SMALL_MODELS
-from mic.core.errors import ConfigError
+from mic.core.errors import ConfigError, is_whole
 from mic.schema import did_you_mean
 
 
@@ -185,9 +185,15 @@ def create_backbone(
             of mic's small models, a missing file, the hub unreachable and nothing cached),
             weights that fail to load or that leave most of its tensors out (another model's
             file, ``refuse_foreign_weights``), a weights file without ``pretrained`` (it would
-            not be read), or ``features_only`` on a model without that mode.
+            not be read), ``features_only`` on a model without that mode, or an ``in_chans``
+            that is no whole number >= 1.
     """
     check_backbone_name(name)
+    if not is_whole(kwargs.get("in_chans", 3)):  # (0: a layer of no input, met at the data)
+        raise ConfigError(
+            f"backbone '{name}' takes images of in_chans channels (mic-train: model.in_chans), "
+            f"a whole number >= 1 (3 for RGB), got {kwargs['in_chans']!r}"
+        )
     overlay = kwargs.get("pretrained_cfg_overlay")
     refuse_unread_file(name, pretrained, overlay)
     if pretrained and name in SMALL_MODELS:  # timm would build them without loading a file
