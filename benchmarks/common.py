@@ -270,14 +270,57 @@ def check_overrides(parser: argparse.ArgumentParser, runs: list[list[str]]) -> N
             parser.error(f"the overrides: {str(e).strip()}")
 
 
+def end_workers_on_sigterm() -> None:
+    """On SIGTERM (``timeout``, a scheduler's stop, ``kill``), which reaches this process
+    alone: terminate its worker processes, then exit with 143. The default ended this process
+    at once and left the runs of its pool training on, orphaned; runs finished before are in
+    the script's cache (a Ctrl-C reaches the workers itself)."""
+    import multiprocessing
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # (signal's own refusal)
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        for child in multiprocessing.active_children():
+            child.terminate()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+#: mic-train settings that a script sets for every run itself: an override of them (after the
+#: script's own) made every seed's run the same and recorded it under the seed asked for
+SCRIPT_SETS = {"seed": "--seeds", "device": "--device"}
+
+
 def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse, before any run, what a script would otherwise meet after its runs (or in a
     worker's traceback): ``--jobs`` below 1, ``--device cuda`` without a GPU, an
     ``--experiment`` that mic-train does not have, ``--seeds`` given twice or below 0,
     ``--iterations`` below 1 or ``--warmup`` below 0 (a warm-up of thousands of iterations ran
-    first), and an ``--out`` whose folder cannot be made (the folder is made here, so that
-    finished runs are written)."""
+    first), an ``--out`` whose folder cannot be made (the folder is made here, so that
+    finished runs are written), and overrides of what the script sets itself (``seed``,
+    ``device``: ``SCRIPT_SETS``) or of Hydra's own settings (the runs are made in this
+    process, without Hydra: they would change nothing). Then installs
+    ``end_workers_on_sigterm``."""
     import torch
+
+    end_workers_on_sigterm()
+    given = [*(getattr(args, "overrides", None) or []), *(getattr(args, "override", None) or [])]
+    for override in given:
+        key = str(override).split("=", 1)[0].lstrip("+~")
+        if key in SCRIPT_SETS:
+            parser.error(
+                f"the override {override}: the script sets {key} for each run itself; use "
+                f"{SCRIPT_SETS[key]}"
+            )
+        if key.startswith("hydra.") or key == "hydra":
+            parser.error(
+                f"the override {override}: the script makes its runs without Hydra, so Hydra's "
+                "settings change nothing; leave it out"
+            )
 
     if getattr(args, "jobs", 1) is not None and getattr(args, "jobs", 1) < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import suite
-from common import interval95, mean_std, note_text, paired
+from common import end_workers_on_sigterm, interval95, mean_std, note_text, paired
 
 from mic.training.checkpoint import write_text_atomically
 
@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         help="the reading for the table (or @file), kept in OUT.json for later tables",
     )
     args = p.parse_args(argv)
+    end_workers_on_sigterm()
     if args.iterations < 1 or args.jobs < 1:
         p.error("--iterations and --jobs must be at least 1")
     if args.out is None:
@@ -265,6 +266,11 @@ def main(argv: list[str] | None = None) -> None:
         for k, r in runs.items()
         if r.get("schedule") == args.iterations and r.get("jitter", JITTERS[0]) == args.jitter
     }
+    if args.table_only and not chosen:
+        p.error(
+            f"--table-only: {cache} holds no runs of {args.iterations} iterations with "
+            f"--jitter {args.jitter}: make some first (without it)"
+        )
     reference = reference_runs(args.reference, args.jitter)
     text = table(chosen, reference, args.iterations, note, args.jitter)
     if args.note:

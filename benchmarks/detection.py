@@ -564,6 +564,8 @@ def main() -> None:
     state = {"rows": [], "warmup": []}
     if cache.exists() and not args.fresh:
         state = json.loads(cache.read_text())
+    if args.table_only and not state["rows"]:
+        parser.error(f"--table-only: {cache} holds no runs: make some first (without it)")
 
     def key(r: dict, *names: str) -> tuple:
         return (r.get("backend", "torchvision"), *(r[n] for n in names))

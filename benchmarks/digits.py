@@ -345,6 +345,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     cache = out.with_suffix(".json")
     rows = [] if args.fresh or not cache.exists() else json.loads(cache.read_text())
+    if args.table_only and not rows and not args.include:
+        parser.error(f"--table-only: {cache} holds no runs: make some first (without it)")
     chosen = list(args.methods or ([] if args.variants else CORE))
     chosen += [v for v in VARIANTS if v.split("_")[0] in args.variants and v not in chosen]
     todo = [(m, s) for s in args.seeds for m in chosen]  # seed by seed: pairs complete early

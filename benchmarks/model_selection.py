@@ -390,6 +390,34 @@ def plot(summary: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def apply_setting(parser: argparse.ArgumentParser, item: str) -> None:
+    """Set one ``--set TASK.KEY=VALUE`` (VALUE in JSON) in ``SETTINGS``, refusing an unknown
+    task or key (a typo ran the whole benchmark at the defaults), a value that is no JSON or
+    of another type than the default's."""
+    key, sep, value = item.partition("=")
+    task, dot, name = key.partition(".")
+    if not (sep and dot):
+        parser.error(f"--set {item}: give TASK.KEY=VALUE, e.g. det_shapes.iterations=100")
+    if task not in SETTINGS:
+        parser.error(f"--set {item}: no task {task!r}; one of {', '.join(sorted(SETTINGS))}")
+    if name not in SETTINGS[task]:
+        keys = ", ".join(sorted(SETTINGS[task]))
+        parser.error(f"--set {item}: {task} has no setting {name!r}; one of {keys}")
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parser.error(f"--set {item}: {value!r} is no JSON value (a number, or a list in [])")
+    default = SETTINGS[task][name]
+    if type(parsed) is not type(default) and not (
+        isinstance(default, float) and type(parsed) is int
+    ):
+        parser.error(
+            f"--set {item}: {task}.{name} takes {type(default).__name__} values (now "
+            f"{json.dumps(default)}), got {json.dumps(parsed)}"
+        )
+    SETTINGS[task][name] = parsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -411,9 +439,7 @@ def main() -> None:
     args = parser.parse_args()
     check_options(parser, args)
     for item in args.set:
-        key, value = item.split("=", 1)
-        task, name = key.split(".", 1)
-        SETTINGS[task][name] = json.loads(value)
+        apply_setting(parser, item)
 
     import torch
 
@@ -427,6 +453,8 @@ def main() -> None:
     if cache.exists() and not args.fresh:
         state = json.loads(cache.read_text())
     state.setdefault("calls", [])
+    if args.table_only and not state["runs"]:
+        parser.error(f"--table-only: {cache} holds no runs: make some first (without it)")
     t0 = time.perf_counter()
     if not args.table_only:
         done = {(r["task"], r["seed"], r["setting"]): r.get("settings") for r in state["runs"]}

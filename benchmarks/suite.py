@@ -79,6 +79,7 @@ from checksums import environment
 from common import (
     add_device_options,
     config_changes,
+    end_workers_on_sigterm,
     interval95_bounds,
     mean_std,
     note_text,
@@ -1545,6 +1546,7 @@ def _now() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    end_workers_on_sigterm()
     state = load(args.out)
     if args.from_cache and not state["runs"]:
         raise SystemExit(f"{out_file(args.out, '.json')} holds no runs: run the suite first")

@@ -111,6 +111,8 @@ def test_a_table_made_again_keeps_the_reading_given_once(tmp_path):
     reference = tmp_path / "suite.json"
     reference.write_text(json.dumps({"runs": {}, "configs": {}}))
     out = tmp_path / "longer"
+    run = {"method": "dacs", "seed": 0, "teacher_miou": 0.6, "iterations": 600, "schedule": 600}
+    out.with_suffix(".json").write_text(json.dumps({"dacs 0 600": run}))
     common = ["--table-only", "--out", str(out), "--reference", str(reference)]
     context_longer.main([*common, "--note", "Reading: first."])
     context_longer.main(common)
@@ -118,4 +120,7 @@ def test_a_table_made_again_keeps_the_reading_given_once(tmp_path):
     context_longer.main([*common, "--note", "Reading: second."])
     text = out.with_suffix(".md").read_text()
     assert "Reading: second." in text and "Reading: first." not in text
-    assert json.loads(out.with_suffix(".json").read_text()) == {"note": "Reading: second."}
+    assert json.loads(out.with_suffix(".json").read_text()) == {
+        "dacs 0 600": run,
+        "note": "Reading: second.",
+    }
