@@ -127,6 +127,16 @@ class CheckpointSchema(_Section):
     keep: int = Field(ge=1)
     best_by: Any = None  # checked by best_metric_key
 
+    @field_validator("best_by")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():  # best_by=$METRIC with METRIC unset
+            raise ValueError(  # (it chose best.pt by the target labels, silently)
+                "is empty (an unset shell variable?); give a label-free validator (e.g. im), "
+                "or null for the labelled target metric"
+            )
+        return value
+
 
 class OptimizerSchema(_Section):
     #: a learning rate above 10 is no setting of these optimisers but a typo (1e3 for 1e-3)
@@ -180,7 +190,7 @@ class RootSchema(_Section):
     def _not_empty(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():  # init_from=$SRC with SRC unset
             raise ValueError(
-                "is empty (an unset shell variable?); give a path (resume: or auto), or null"
+                "is empty (an unset shell variable?); give a path (resume: also auto), or null"
             )
         return value
 

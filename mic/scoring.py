@@ -417,8 +417,10 @@ def _scored_run(
         task, student, first = _first(folder, paths, device)
     if list(cfg.eval.models) == ["teacher"] and first.get("teacher") is None:
         raise ConfigError(
-            f"score_run: eval.models=[teacher], but the run's checkpoints hold no teacher (its "
-            f"method, {cfg.method.get('name', '?')}, trains none): score the student"
+            f"score_run: eval.models=[teacher], but checkpoint "
+            f"{_shown_path(str(paths[0]), folder)} holds no teacher (a run whose method trains "
+            f"none, as this run's {cfg.method.get('name', '?')} may, or another run's "
+            "checkpoint): score the student"
         )
     with preserved_rng():
         try:
@@ -511,6 +513,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     folder = Path(args.run)
     if not args.run.strip():
         parser.error("give the run folder (its hydra.run.dir), not ''")
+    if args.json is not None and not args.json.strip():  # --json $OUT with OUT unset
+        parser.error("--json '': give the file to write the scores into")
     if args.json:
         _check_json_target(Path(args.json), folder)
 

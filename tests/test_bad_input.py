@@ -882,6 +882,13 @@ CASES = [
         "init_from: is empty (an unset shell variable?)",
     ),
     (
+        "config-best-by-empty",
+        "an empty checkpoint.best_by (an unset shell variable: best.pt followed the target "
+        "labels without a word)",
+        lambda t, r: ["checkpoint.best_by="],
+        "checkpoint.best_by: is empty (an unset shell variable?); give a label-free validator",
+    ),
+    (
         "config-eval-models-twice",
         "a model listed twice for evaluation (scored twice under one name)",
         lambda t, r: ["eval.models=[student,student]"],

@@ -302,7 +302,9 @@ def test_a_checkpoint_removed_while_scoring_is_skipped_with_a_warning(run, monke
 def test_a_teacher_asked_of_a_run_without_one_and_a_checkpoint_of_another_run(run, tmp_path):
     source_only = tmp_path / "source_only"
     run_experiment(load_config([*RUN, "method=source_only", "mic=none"]), source_only)
-    with pytest.raises(ConfigError, match=r"eval.models=\[teacher\], but the run's checkpoints"):
+    with pytest.raises(
+        ConfigError, match=r"eval.models=\[teacher\], but checkpoint best.pt holds no teacher"
+    ):
         mic.score_run(source_only, "best.pt", overrides=["eval.models=[teacher]"])
     other = source_only / "checkpoints" / "best.pt"
     with pytest.warns(UserWarning, match=r"written by a run of another config .* \(method"):
@@ -384,6 +386,7 @@ def test_mic_score_prints_every_checkpoint_and_the_picks_and_writes_them_as_json
         (["{run}", "--json", "{run}/config.yaml"], "is no earlier mic-score output; give a new"),
         (["{run}", "--json", "{run}/checkpoints/x.json"], "it is in the run's checkpoints/"),
         (["{run}", "--json", "{run}"], "it is a folder; give a file"),
+        (["{run}", "--json", ""], "--json '': give the file to write the scores into"),
         (["{run}", "dataset.test=null", "--validators", ""], "give --validators NAME,..."),
         (["{run}", "eval.validators=[im]", "--validators", "im"], "give --validators or eval."),
         (["{run}", "iter_00000003.pt"], "mic-score: checkpoint 'iter_00000003.pt' is no file"),
