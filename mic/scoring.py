@@ -456,6 +456,13 @@ def _scored_run(
                 teacher = None  # (masked_agreement's reference also where it is not scored)
                 if state.get("teacher") is not None:
                     teacher = load_run(folder, "teacher", path, device)[1]
+                elif "teacher" in cfg.eval.models and first.get("teacher") is not None:
+                    warnings.warn(  # (the first had one: its record would lack it unsaid)
+                        f"score_run: checkpoint {_shown_path(str(path), folder)} holds no "
+                        "teacher (another run's checkpoint, or one of a method that trains "
+                        "none): its teacher is not scored",
+                        stacklevel=2,
+                    )
             except (CheckpointError, ConfigError) as e:
                 if path.exists():
                     _raise_as_score_run(e)

@@ -309,6 +309,12 @@ def test_a_teacher_asked_of_a_run_without_one_and_a_checkpoint_of_another_run(ru
     other = source_only / "checkpoints" / "best.pt"
     with pytest.warns(UserWarning, match=r"written by a run of another config .* \(method"):
         mic.score_run(run, [other], validators=[])
+    # among checkpoints with a teacher, one without: said, not scored as '(no labels)'
+    with pytest.warns(UserWarning, match=r"checkpoint .*best.pt holds no teacher .* not scored"):
+        records = mic.score_run(
+            run, ["best.pt", other], validators=[], overrides=["eval.models=[teacher]"]
+        )
+    assert "eval/teacher/accuracy" in records[0] and "eval/teacher/accuracy" not in records[1]
     # a run resumed with another method setting (resume_allow_changes): its checkpoints of
     # either config are its own
     config = source_only / "config.yaml"
