@@ -51,6 +51,7 @@ from mic.schema import NAMED_GROUPS, decode_env, did_you_mean, exception_chain, 
 from mic.training import StoppedAtOnce, TrainingInterrupted, process_info
 from mic.training.checkpoint import option
 from mic.training.distributed import env_world_size
+from mic.training.guard import SCHEDULE_WITHOUT_STEP
 from mic.training.hooks import adopt_run_logs, say, to_run_log
 
 
@@ -2212,11 +2213,6 @@ def _show_warning(
 #: detectron2's anchors call torch.meshgrid without indexing= at every step: nothing for a user
 #: to do (mic-train and mic-score leave it out, as the tests do: pyproject.toml)
 DETECTRON2_MESHGRID = r"torch\.meshgrid: in an upcoming release"
-#: fp16's loss scaler skips the optimiser step of an iteration whose scaled gradients overflow
-#: (the first ones, while it finds its scale), and the loop steps the schedule all the same,
-#: as torch's mixed-precision recipe does: torch then says the two were called out of order,
-#: advice that fits no mic-train run
-SCALER_SKIPPED_STEP = r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`"
 
 
 def main() -> None:
@@ -2226,7 +2222,7 @@ def main() -> None:
     warnings.formatwarning = _format_warning
     warnings.showwarning = _show_warning
     warnings.filterwarnings("ignore", DETECTRON2_MESHGRID, UserWarning)
-    warnings.filterwarnings("ignore", SCALER_SKIPPED_STEP, UserWarning)
+    warnings.filterwarnings("ignore", SCHEDULE_WITHOUT_STEP, UserWarning)  # (fp16's skips)
     catch_interrupts()
     try:
         _command()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import re
 import signal
 import threading
 import warnings
@@ -20,6 +19,10 @@ from mic.core.teacher import unwrap
 
 NanPolicy = Literal["skip", "stop", "ignore"]
 NAN_POLICIES = ("skip", "stop", "ignore")
+#: torch's warning when a schedule steps after an optimiser step that was skipped (this
+#: guard's, or fp16's loss scaler's while it finds its scale): the loop steps the schedule
+#: every iteration, as torch's mixed-precision recipe does, so its advice fits no mic run
+SCHEDULE_WITHOUT_STEP = r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`"
 #: what to look at when losses are NaN or Inf (``nan_causes`` adds fp32 to mixed precision)
 NAN_CAUSES = (
     "look for NaN or Inf in the images or the targets (e.g. depth maps with NaN where "
@@ -223,7 +226,7 @@ class TrainingGuard(Guard):
         loop.skipped_steps += 1
         if loop.scheduler is not None:  # the schedule follows the iteration, stepped or not
             with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler"))
+                warnings.filterwarnings("ignore", SCHEDULE_WITHOUT_STEP)
                 loop.scheduler.step()
         n = loop.step + 1
         if loop.skipped_steps >= 5 and loop.skipped_steps > self.max_skipped * n:
