@@ -290,6 +290,12 @@ def end_workers_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
+def refuse_empty_table(parser: argparse.ArgumentParser, cache: Path, which: str = "runs") -> None:
+    """``--table-only`` on a cache that holds none of the table's runs (``which`` names
+    them): refused before anything is written (a header-only table was, with status 0)."""
+    parser.error(f"--table-only: {cache} holds no {which}: make some first (without it)")
+
+
 #: mic-train settings that a script sets for every run itself: an override of them (after the
 #: script's own) made every seed's run the same and recorded it under the seed asked for
 SCRIPT_SETS = {"seed": "--seeds", "device": "--device"}

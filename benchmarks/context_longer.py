@@ -38,7 +38,14 @@ from pathlib import Path
 from typing import Any
 
 import suite
-from common import end_workers_on_sigterm, interval95, mean_std, note_text, paired
+from common import (
+    end_workers_on_sigterm,
+    interval95,
+    mean_std,
+    note_text,
+    paired,
+    refuse_empty_table,
+)
 
 from mic.training.checkpoint import write_text_atomically
 
@@ -267,10 +274,8 @@ def main(argv: list[str] | None = None) -> None:
         if r.get("schedule") == args.iterations and r.get("jitter", JITTERS[0]) == args.jitter
     }
     if args.table_only and not chosen:
-        p.error(
-            f"--table-only: {cache} holds no runs of {args.iterations} iterations with "
-            f"--jitter {args.jitter}: make some first (without it)"
-        )
+        which = f"runs of {args.iterations} iterations with --jitter {args.jitter}"
+        refuse_empty_table(p, cache, which)
     reference = reference_runs(args.reference, args.jitter)
     text = table(chosen, reference, args.iterations, note, args.jitter)
     if args.note:

@@ -52,6 +52,7 @@ from common import (
     mean_std,
     note_text,
     paired_differences,
+    refuse_empty_table,
     run_overrides,
     run_timed,
     start_from,
@@ -565,7 +566,7 @@ def main() -> None:
     if cache.exists() and not args.fresh:
         state = json.loads(cache.read_text())
     if args.table_only and not state["rows"]:
-        parser.error(f"--table-only: {cache} holds no runs: make some first (without it)")
+        refuse_empty_table(parser, cache)
 
     def key(r: dict, *names: str) -> tuple:
         return (r.get("backend", "torchvision"), *(r[n] for n in names))

@@ -45,6 +45,7 @@ from common import (
     mean_std,
     note_text,
     paired_differences,
+    refuse_empty_table,
     time_training,
 )
 
@@ -346,7 +347,7 @@ def main() -> None:
     cache = out.with_suffix(".json")
     rows = [] if args.fresh or not cache.exists() else json.loads(cache.read_text())
     if args.table_only and not rows and not args.include:
-        parser.error(f"--table-only: {cache} holds no runs: make some first (without it)")
+        refuse_empty_table(parser, cache)
     chosen = list(args.methods or ([] if args.variants else CORE))
     chosen += [v for v in VARIANTS if v.split("_")[0] in args.variants and v not in chosen]
     todo = [(m, s) for s in args.seeds for m in chosen]  # seed by seed: pairs complete early

@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import check_options
+from common import check_options, refuse_empty_table
 from segmentation import CPU_BUDGET
 
 from mic.training.checkpoint import write_text_atomically
@@ -454,7 +454,7 @@ def main() -> None:
         state = json.loads(cache.read_text())
     state.setdefault("calls", [])
     if args.table_only and not state["runs"]:
-        parser.error(f"--table-only: {cache} holds no runs: make some first (without it)")
+        refuse_empty_table(parser, cache)
     t0 = time.perf_counter()
     if not args.table_only:
         done = {(r["task"], r["seed"], r["setting"]): r.get("settings") for r in state["runs"]}
